@@ -1,0 +1,1 @@
+"""FastAPI service: `create_app(bundle)`."""

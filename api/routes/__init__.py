@@ -1,0 +1,1 @@
+"""Routes, split by resource."""

@@ -1,0 +1,61 @@
+"""Batch-encode texts with a BERT backbone: tokenise, pool, L2-normalise, with a progress bar."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from encoders.backbone import load_backbone
+from encoders.pooling import pool
+from recsys.config import EncoderConfig
+
+
+def pick_device() -> torch.device:
+    """CUDA when available, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class TextEncoder:
+    """Item tower for zero-shot use: BERT → pooling → L2 normalisation."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: EncoderConfig,
+                 device: torch.device | None = None) -> None:
+        self.config = config
+        self.tokenizer = tokenizer
+        self.device = device or pick_device()
+        self.model = model.to(self.device).eval()
+
+    @classmethod
+    def from_config(cls, config: EncoderConfig, device: torch.device | None = None) -> "TextEncoder":
+        model, tokenizer = load_backbone(config.model)
+        return cls(model, tokenizer, config, device)
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @torch.inference_mode()
+    def encode(self, texts: list[str], *, progress: bool = False, desc: str = "encoding") -> np.ndarray:
+        """float32 [len(texts), dim]; texts are sorted by length internally for fast batching."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        size = self.config.batch_size
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+        with tqdm(total=len(texts), desc=desc, unit="text", disable=not progress) as bar:
+            for start in range(0, len(texts), size):
+                rows = order[start:start + size]
+                batch = self.tokenizer([texts[i] for i in rows], padding=True, truncation=True,
+                                       max_length=self.config.max_length, return_tensors="pt").to(self.device)
+                with autocast:
+                    hidden = self.model(**batch).last_hidden_state
+                vectors = pool(hidden.float(), batch["attention_mask"], self.config.pooling)
+                if self.config.normalize:
+                    vectors = F.normalize(vectors, dim=-1)
+                out[rows] = vectors.cpu().numpy()
+                bar.update(len(rows))
+        return out

@@ -1,0 +1,258 @@
+"""`recsys` command line: import, build, evaluate, recommend, serve, quickstart, bench."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from jobs.bench import bench_app
+from jobs.output import console, err_console, markdown_metrics, metrics_table, write_json
+from recsys.config import BuildConfig, EncoderConfig, EvalConfig, UserTowerConfig
+from recsys.errors import RecsysError
+
+app = typer.Typer(help="BERT-based recommendation engine.", no_args_is_help=True, pretty_exceptions_enable=False)
+import_app = typer.Typer(help="Import data into the canonical dataset format.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+app.add_typer(bench_app, name="bench")
+
+
+def friendly_errors(func):
+    """Turn the project's own errors into one clear line and exit code 2 (never a traceback)."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except RecsysError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}")
+            raise typer.Exit(2) from None
+    return wrapper
+
+
+def _ks(value: str) -> tuple[int, ...]:
+    try:
+        ks = tuple(sorted({int(k) for k in value.split(",") if k.strip()}))
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+    if not ks or ks[0] < 1:
+        raise typer.BadParameter("k values must be positive")
+    return ks
+
+
+def _splits(value: str) -> tuple[str, ...]:
+    splits = tuple(s.strip() for s in value.split(",") if s.strip())
+    bad = [s for s in splits if s not in ("valid", "test")]
+    if bad or not splits:
+        raise typer.BadParameter(f"splits must be valid and/or test, got {value!r}")
+    return splits
+
+
+def _build_config(model: str, max_length: int, batch_size: int, decay: float, ks: str = "10,20,50",
+                  splits: str = "valid,test", mask_history: bool = False, seed: int = 0) -> BuildConfig:
+    return BuildConfig(
+        encoder=EncoderConfig(model=model, max_length=max_length, batch_size=batch_size),
+        user_tower=UserTowerConfig(recency_decay=decay),
+        eval=EvalConfig(ks=_ks(ks), splits=_splits(splits), mask_history=mask_history),
+        seed=seed,
+    )
+
+
+def _report_import(dataset, out: Path) -> None:
+    dataset.save(out)
+    summary = dataset.summary()
+    console.print(f"[green]imported[/] {summary['name']}: {summary['n_items']:,} items, {summary['n_users']:,} users, "
+                  f"{summary['n_interactions']:,} interactions → {out}")
+    for reason, count in dataset.report.dropped.items():
+        console.print(f"  [yellow]dropped[/] {count:,} rows: {reason}")
+    for note in dataset.report.notes:
+        console.print(f"  note: {note}")
+
+
+ModelOpt = Annotated[str, typer.Option(help="BERT: local HF directory, hub name, or 'default' (offline MiniLM)")]
+OutOpt = Annotated[Path, typer.Option("--out", help="output directory")]
+
+
+@import_app.command("synthetic")
+@friendly_errors
+def import_synthetic(out: OutOpt = Path("data/shop"), users: int = 600, items: int = 900, seed: int = 0) -> None:
+    """Generate the seeded synthetic shop (the embedded default data; synthetic, not real customers)."""
+    from recsys.data.synthetic import generate_shop
+    _report_import(generate_shop(n_users=users, n_items=items, seed=seed), out)
+
+
+@import_app.command("recbole")
+@friendly_errors
+def import_recbole(directory: Path, out: OutOpt) -> None:
+    """RecBole/UniSRec atomic files (*.text, *.item2index, *.user2index, *.{train,valid,test}.inter)."""
+    from recsys.data.importers import import_recbole_sequential
+    _report_import(import_recbole_sequential(directory), out)
+
+
+@import_app.command("movielens")
+@friendly_errors
+def import_movielens(directory: Path, out: OutOpt) -> None:
+    """RecBole atomic MovieLens (ml-100k.inter + ml-100k.item); title, year and genres become the text."""
+    from recsys.data.importers import import_recbole_movielens
+    _report_import(import_recbole_movielens(directory), out)
+
+
+@import_app.command("table")
+@friendly_errors
+def import_table_cmd(
+    interactions: Annotated[Path, typer.Option(help="CSV or Parquet with user, item, timestamp columns")],
+    items: Annotated[Path, typer.Option(help="CSV or Parquet item table")],
+    out: OutOpt,
+    user_col: str = "user_id", item_col: str = "item_id", time_col: str = "timestamp",
+    item_id_col: str = "item_id",
+    text_col: Annotated[Optional[str], typer.Option(help="one column holding the item text")] = None,
+    text_template: Annotated[Optional[str], typer.Option(help="e.g. 'title: {title} | brand: {brand}'")] = None,
+    timestamp_format: Annotated[Optional[str], typer.Option(help="strftime format for string timestamps")] = None,
+) -> None:
+    """Plain CSV/Parquet with a column mapping and an item-text template."""
+    from recsys.data.importers import import_table
+    dataset = import_table(interactions, items, user_col=user_col, item_col=item_col, time_col=time_col,
+                           item_id_col=item_id_col, text_col=text_col, text_template=text_template,
+                           timestamp_format=timestamp_format)
+    _report_import(dataset, out)
+
+
+@app.command()
+@friendly_errors
+def build(
+    data: Annotated[Path, typer.Option(help="dataset directory (recsys import) or raw RecBole/MovieLens directory")],
+    out: OutOpt = Path("artifacts"),
+    name: Annotated[Optional[str], typer.Option(help="bundle name (default: the dataset's)")] = None,
+    model: ModelOpt = "default", max_length: int = 64, batch_size: int = 64,
+    decay: Annotated[float, typer.Option(help="recency decay of the history pool")] = 0.7,
+) -> None:
+    """Encode the catalogue, build the index, evaluate, and write a bundle to OUT/NAME/VERSION."""
+    from jobs.workflows import build_bundle, load_dataset
+    dataset = load_dataset(data)
+    config = _build_config(model, max_length, batch_size, decay)
+    path, rows = build_bundle(dataset, config, out, name or dataset.name)
+    console.print(metrics_table(rows, f"{dataset.name}: full ranking over {dataset.items.height:,} items"))
+    console.print(f"[green]bundle written[/] → {path}")
+
+
+@app.command("evaluate")
+@friendly_errors
+def evaluate_cmd(
+    data: Annotated[Path, typer.Option(help="dataset directory or raw RecBole/MovieLens directory")],
+    bundle: Annotated[Optional[Path], typer.Option(help="also evaluate this bundle")] = None,
+    baselines: Annotated[bool, typer.Option(help="evaluate popularity and zero-shot frozen BERT")] = True,
+    model: ModelOpt = "default", max_length: int = 64, batch_size: int = 64, decay: float = 0.7,
+    ks: str = "10,20,50", splits: str = "valid,test",
+    mask_history: Annotated[bool, typer.Option(help="remove history items from the ranking (not the published protocol)")] = False,
+    out: Annotated[Path, typer.Option(help="JSON results file")] = Path("results/evaluate.json"),
+) -> None:
+    """Full-ranking Recall/NDCG/MRR@K over the whole catalogue; prints a table and writes JSON."""
+    from jobs.workflows import baseline_models, load_dataset
+    from recsys.pipeline import Recommender
+    from recsys.splits import split_dataset
+
+    dataset = load_dataset(data)
+    config = _build_config(model, max_length, batch_size, decay, ks, splits, mask_history)
+    split = split_dataset(dataset)
+    models: dict[str, object] = baseline_models(dataset, split, config) if baselines else {}
+    if bundle is not None:
+        models[f"bundle:{bundle.name}"] = Recommender.load(bundle)
+    if not models:
+        raise typer.BadParameter("nothing to evaluate: pass --bundle or keep --baselines")
+    from jobs.workflows import evaluate_models
+    rows = evaluate_models(models, split, config.eval)
+    console.print(metrics_table(rows, f"{dataset.name}: full ranking over {dataset.items.height:,} items"
+                                      f"{' (history masked)' if mask_history else ''}"))
+    payload = {"dataset": dataset.summary(), "protocol": config.eval.model_dump(mode="json"),
+               "config": config.model_dump(mode="json"), "results": rows, "markdown": markdown_metrics(rows)}
+    console.print(f"results → {write_json(out, payload)}")
+
+
+@app.command()
+@friendly_errors
+def recommend(
+    bundle: Annotated[Path, typer.Option(help="bundle directory")],
+    user: Annotated[Optional[str], typer.Option(help="known user id")] = None,
+    items: Annotated[Optional[str], typer.Option(help="comma-separated recent item ids (anonymous session)")] = None,
+    similar: Annotated[Optional[str], typer.Option(help="item id: show similar items")] = None,
+    k: int = 10,
+) -> None:
+    """Print recommendations from a bundle."""
+    from recsys.pipeline import Recommender
+    if sum(x is not None for x in (user, items, similar)) != 1:
+        raise typer.BadParameter("give exactly one of --user, --items, --similar")
+    recommender = Recommender.load(bundle)
+    if user is not None:
+        result = recommender.recommend_user(user, k)
+    elif items is not None:
+        result = recommender.recommend_session([i.strip() for i in items.split(",") if i.strip()], k)
+    else:
+        result = recommender.similar_items(similar, k)
+    _print_recommendations(recommender, result)
+
+
+def _print_recommendations(recommender, result) -> None:
+    from rich.table import Table
+    table = Table(title=f"strategy: {result.strategy}")
+    for header in ("#", "item_id", "score", "title"):
+        table.add_column(header)
+    for rank, (record, score) in enumerate(zip(recommender.item_records(result.item_ids), result.scores), 1):
+        table.add_row(str(rank), record["item_id"], f"{score:.3f}", (record.get("title") or record["text"])[:70])
+    console.print(table)
+
+
+@app.command()
+@friendly_errors
+def serve(
+    bundle: Annotated[Path, typer.Option(help="bundle directory (or a model directory: newest version)")],
+    host: str = "127.0.0.1", port: int = 8000,
+) -> None:
+    """Serve the bundle with FastAPI + uvicorn; OpenAPI docs at /docs."""
+    import uvicorn
+
+    from api.app import create_app
+    from recsys.artifacts import read_manifest, resolve_bundle
+    read_manifest(resolve_bundle(bundle))  # fail here, with a clear message, before starting the server
+    uvicorn.run(create_app(bundle), host=host, port=port)
+
+
+@app.command()
+@friendly_errors
+def quickstart(
+    out: OutOpt = Path("artifacts"),
+    data_out: Annotated[Path, typer.Option(help="where the synthetic dataset is written")] = Path("data/shop"),
+    model: ModelOpt = "default", users: int = 600, items: int = 900, seed: int = 0,
+    serve_after: Annotated[bool, typer.Option("--serve", help="start the API afterwards")] = False,
+    port: int = 8000,
+) -> None:
+    """Synthetic shop → BERT item embeddings → FAISS → evaluated bundle → sample recommendations."""
+    from jobs.workflows import build_bundle
+    from recsys.data.synthetic import generate_shop
+    from recsys.pipeline import Recommender
+
+    dataset = generate_shop(n_users=users, n_items=items, seed=seed)
+    _report_import(dataset, data_out)
+    path, rows = build_bundle(dataset, _build_config(model, 64, 64, 0.7, seed=seed), out, "shop")
+    console.print(metrics_table(rows, "synthetic shop: full ranking over the whole catalogue"))
+    console.print(f"[green]bundle written[/] → {path}")
+    recommender = Recommender.load(path)
+    user = next(iter(recommender.histories))
+    history = recommender.histories[user][-3:]
+    console.print(f"\nuser {user} recently bought: " + "; ".join(r.get("title") or r["text"]
+                                                                for r in recommender.item_records(history)))
+    _print_recommendations(recommender, recommender.recommend_user(user, 5))
+    console.print(f"\nserve it: [bold]recsys serve --bundle {path}[/] (docs at http://127.0.0.1:{port}/docs)")
+    if serve_after:
+        import uvicorn
+
+        from api.app import create_app
+        uvicorn.run(create_app(path), host="127.0.0.1", port=port)
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

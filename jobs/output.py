@@ -1,0 +1,44 @@
+"""Rendering for the CLI: metric tables and JSON result files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+METRIC_COLUMNS = ("recall@10", "ndcg@10", "mrr@10", "recall@20", "ndcg@20", "mrr@20",
+                  "recall@50", "ndcg@50", "mrr@50")
+
+
+def metrics_table(rows: list[dict], title: str) -> Table:
+    """A rich table: model, split, n, then Recall/NDCG/MRR at each k present in the rows."""
+    columns = [c for c in METRIC_COLUMNS if rows and c in rows[0]]
+    table = Table(title=title)
+    for header in ("model", "split", "n", *columns):
+        table.add_column(header, justify="left" if header in ("model", "split") else "right")
+    for row in rows:
+        table.add_row(str(row["model"]), str(row["split"]), str(int(row["n_examples"])),
+                      *(f"{row[c]:.4f}" for c in columns))
+    return table
+
+
+def markdown_metrics(rows: list[dict]) -> str:
+    """The same table as Markdown (for notes and READMEs)."""
+    columns = [c for c in METRIC_COLUMNS if rows and c in rows[0]]
+    lines = ["| model | split | n | " + " | ".join(columns) + " |", "|---" * (3 + len(columns)) + "|"]
+    for row in rows:
+        lines.append(f"| {row['model']} | {row['split']} | {int(row['n_examples'])} | "
+                     + " | ".join(f"{row[c]:.4f}" for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def write_json(path: str | Path, payload: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=str))
+    return path

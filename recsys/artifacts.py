@@ -1,0 +1,120 @@
+"""Bundles: one directory per trained model, written atomically and verified by checksum on load."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from recsys.errors import BundleError
+
+MANIFEST = "manifest.json"
+BUNDLE_SCHEMA_VERSION = 1
+TRACKED_LIBRARIES = ("torch", "transformers", "peft", "faiss-cpu", "faiss-gpu-cu12", "polars", "numpy",
+                     "lightgbm", "bert-recsys")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    versions = {}
+    for name in TRACKED_LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_sha() -> str | None:
+    """The source tree's commit, when it is a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def new_version() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def write_bundle(target: str | Path, write_parts: Callable[[Path], None], manifest: dict,
+                 overwrite: bool = False) -> Path:
+    """Write parts into a temporary sibling directory, add manifest.json, then rename into place."""
+    target = Path(target)
+    if target.exists() and not overwrite:
+        raise BundleError(f"{target} already exists")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        write_parts(tmp)
+        files = {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        full = {
+            "bundle_schema_version": BUNDLE_SCHEMA_VERSION,
+            "created_at": datetime.now(timezone.utc).isoformat(),
+            "git_sha": git_sha(),
+            "libraries": library_versions(),
+            **manifest,
+            "files": files,
+        }
+        (tmp / MANIFEST).write_text(json.dumps(full, indent=2, default=str))
+        if target.exists():
+            old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+            target.rename(old)
+            tmp.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def resolve_bundle(path: str | Path) -> Path:
+    """A bundle directory, or a model directory whose newest version (by name) is taken."""
+    path = Path(path)
+    if (path / MANIFEST).is_file():
+        return path
+    if path.is_dir():
+        versions = sorted(p for p in path.iterdir() if p.is_dir() and (p / MANIFEST).is_file())
+        if versions:
+            return versions[-1]
+    raise BundleError(f"{path}: no bundle here (no {MANIFEST}); build one with `recsys build`")
+
+
+def read_manifest(bundle: str | Path, verify: bool = True) -> dict:
+    """Load manifest.json and, when `verify`, check every listed file's sha256 and that none is missing."""
+    bundle = Path(bundle)
+    try:
+        manifest = json.loads((bundle / MANIFEST).read_text())
+    except FileNotFoundError as exc:
+        raise BundleError(f"{bundle}: missing {MANIFEST}") from exc
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{bundle}: {MANIFEST} is not valid JSON ({exc})") from exc
+    if manifest.get("bundle_schema_version") != BUNDLE_SCHEMA_VERSION:
+        raise BundleError(f"{bundle}: bundle schema version {manifest.get('bundle_schema_version')!r} "
+                          f"is not supported (expected {BUNDLE_SCHEMA_VERSION})")
+    if verify:
+        for name, expected in manifest.get("files", {}).items():
+            file = bundle / name
+            if not file.is_file():
+                raise BundleError(f"{bundle}: file {name} listed in the manifest is missing")
+            if sha256_file(file) != expected:
+                raise BundleError(f"{bundle}: checksum mismatch for {name} (corrupted or modified)")
+    return manifest

@@ -1,0 +1,55 @@
+"""Full-ranking metrics as pure functions of the target's 0-based rank (-1 = not in the list)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+MISS = -1
+
+
+def _hits(ranks: np.ndarray, k: int) -> np.ndarray:
+    ranks = np.asarray(ranks)
+    return (ranks >= 0) & (ranks < k)
+
+
+def recall_at_k(ranks: np.ndarray, k: int) -> float:
+    """Share of examples whose single held-out item is in the top k (= hit rate)."""
+    return float(_hits(ranks, k).mean()) if len(ranks) else 0.0
+
+
+def ndcg_at_k(ranks: np.ndarray, k: int) -> float:
+    """Mean 1/log2(rank+2) over examples whose target is in the top k (one relevant item, IDCG = 1)."""
+    ranks = np.asarray(ranks)
+    if not len(ranks):
+        return 0.0
+    gains = np.where(_hits(ranks, k), 1.0 / np.log2(np.maximum(ranks, 0) + 2.0), 0.0)
+    return float(gains.mean())
+
+
+def mrr_at_k(ranks: np.ndarray, k: int) -> float:
+    """Mean reciprocal rank, counting 0 beyond k."""
+    ranks = np.asarray(ranks)
+    if not len(ranks):
+        return 0.0
+    return float(np.where(_hits(ranks, k), 1.0 / (np.maximum(ranks, 0) + 1.0), 0.0).mean())
+
+
+def target_ranks(recommended: list[list[str]] | np.ndarray, targets: list[str]) -> np.ndarray:
+    """0-based position of each target in its recommendation list, MISS when absent."""
+    ranks = np.full(len(targets), MISS, dtype=np.int64)
+    for row, (items, target) in enumerate(zip(recommended, targets)):
+        for position, item in enumerate(items):
+            if item == target:
+                ranks[row] = position
+                break
+    return ranks
+
+
+def summarize(ranks: np.ndarray, ks: tuple[int, ...] = (10, 20, 50)) -> dict[str, float]:
+    """{"recall@10": …, "ndcg@10": …, "mrr@10": …, …} for each k."""
+    out: dict[str, float] = {}
+    for k in ks:
+        out[f"recall@{k}"] = recall_at_k(ranks, k)
+        out[f"ndcg@{k}"] = ndcg_at_k(ranks, k)
+        out[f"mrr@{k}"] = mrr_at_k(ranks, k)
+    return out

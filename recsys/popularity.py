@@ -1,0 +1,54 @@
+"""Item popularity from training interactions: a baseline and the cold-user fallback."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+
+class Popularity:
+    """Interaction counts per catalogue item; ties broken by catalogue order."""
+
+    def __init__(self, item_ids: Sequence[str], counts: np.ndarray) -> None:
+        self.item_ids = np.asarray(item_ids, dtype=object)
+        self.counts = np.asarray(counts, dtype=np.int64)
+        self.order = np.argsort(-self.counts, kind="stable")
+
+    @classmethod
+    def fit(cls, interactions: pl.DataFrame, item_ids: Sequence[str]) -> "Popularity":
+        counts = interactions.group_by("item_id").len()
+        lookup = dict(zip(counts["item_id"].to_list(), counts["len"].to_list()))
+        return cls(item_ids, np.array([lookup.get(i, 0) for i in item_ids], dtype=np.int64))
+
+    def top(self, k: int, exclude: Collection[str] = ()) -> tuple[list[str], list[float]]:
+        """The k most popular items not in `exclude`, with their counts as scores."""
+        items: list[str] = []
+        scores: list[float] = []
+        for position in self.order:
+            item_id = self.item_ids[position]
+            if item_id in exclude:
+                continue
+            items.append(item_id)
+            scores.append(float(self.counts[position]))
+            if len(items) == k:
+                break
+        return items, scores
+
+    def recommend_histories(self, histories: Sequence[Sequence[str]], k: int,
+                            exclude_seen: bool = False) -> list[list[str]]:
+        """The same popular list for everybody (minus their history when asked)."""
+        if not exclude_seen:
+            shared = self.top(k)[0]
+            return [shared for _ in histories]
+        return [self.top(k, set(h))[0] for h in histories]
+
+    def save(self, path: str | Path) -> None:
+        pl.DataFrame({"item_id": self.item_ids.astype(str), "count": self.counts}).write_parquet(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Popularity":
+        frame = pl.read_parquet(path)
+        return cls(frame["item_id"].to_list(), frame["count"].to_numpy())

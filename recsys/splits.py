@@ -1,0 +1,90 @@
+"""Train / valid / test splits: the files' own split where present, else leave-one-out by time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from recsys.data.dataset import Dataset
+
+EXAMPLE_SCHEMA = {"user_id": pl.Utf8, "history": pl.List(pl.Utf8), "target": pl.Utf8, "timestamp": pl.Int64}
+
+
+@dataclass(frozen=True)
+class SplitData:
+    """`train`: interactions a model may learn from (user_id, item_id, timestamp).
+    `valid` / `test`: one next-item example per user (user_id, history oldest first, target, timestamp)."""
+
+    train: pl.DataFrame
+    valid: pl.DataFrame
+    test: pl.DataFrame
+
+    def examples(self, split: str) -> pl.DataFrame:
+        if split not in ("valid", "test"):
+            raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
+        return self.valid if split == "valid" else self.test
+
+    def train_histories(self) -> dict[str, list[str]]:
+        """Each user's training sequence, oldest first."""
+        return user_sequences(self.train)
+
+
+def ordered_interactions(interactions: pl.DataFrame) -> pl.DataFrame:
+    """Sort by user then time, keeping the file order for equal timestamps (stable)."""
+    return interactions.with_row_index("_order").sort(["user_id", "timestamp", "_order"]).drop("_order")
+
+
+def user_sequences(interactions: pl.DataFrame) -> dict[str, list[str]]:
+    """Every user's item sequence, oldest first."""
+    grouped = ordered_interactions(interactions).group_by("user_id", maintain_order=True).agg(pl.col("item_id"))
+    return dict(zip(grouped["user_id"].to_list(), grouped["item_id"].to_list()))
+
+
+def _with_position(interactions: pl.DataFrame) -> pl.DataFrame:
+    ordered = ordered_interactions(interactions)
+    return ordered.with_columns(
+        pl.int_range(pl.len()).over("user_id").alias("_pos"),
+        pl.len().over("user_id").alias("_n"),
+    )
+
+
+def _examples(ordered: pl.DataFrame, target_mask: pl.Expr) -> pl.DataFrame:
+    """One example per target row: the user's items strictly before it form the history."""
+    histories = ordered.group_by("user_id", maintain_order=True).agg(pl.col("item_id").alias("_seq"))
+    targets = ordered.filter(target_mask).join(histories, on="user_id", how="left")
+    return targets.select(
+        "user_id",
+        pl.col("_seq").list.head(pl.col("_pos")).alias("history"),
+        pl.col("item_id").alias("target"),
+        "timestamp",
+    ).cast(EXAMPLE_SCHEMA)
+
+
+def leave_one_out(interactions: pl.DataFrame) -> SplitData:
+    """Per user by time: last item → test, second to last → valid, the rest → train.
+
+    Users with fewer than 3 interactions have no valid/test example and stay in train.
+    """
+    ordered = _with_position(interactions)
+    eligible = pl.col("_n") >= 3
+    test_mask = eligible & (pl.col("_pos") == pl.col("_n") - 1)
+    valid_mask = eligible & (pl.col("_pos") == pl.col("_n") - 2)
+    train = ordered.filter(~(test_mask | valid_mask)).select("user_id", "item_id", "timestamp")
+    return SplitData(train, _examples(ordered, valid_mask), _examples(ordered, test_mask))
+
+
+def files_split(interactions: pl.DataFrame) -> SplitData:
+    """Use the `split` column the importer kept from the source files."""
+    ordered = _with_position(interactions)
+    train = ordered.filter(pl.col("split") == "train").select("user_id", "item_id", "timestamp")
+    return SplitData(
+        train,
+        _examples(ordered, pl.col("split") == "valid"),
+        _examples(ordered, pl.col("split") == "test"),
+    )
+
+
+def split_dataset(dataset: Dataset) -> SplitData:
+    """The dataset's own split when it has one, else leave-one-out by time."""
+    return files_split(dataset.interactions) if dataset.has_split else leave_one_out(dataset.interactions)
