@@ -1,0 +1,45 @@
+"""Shared fixtures: a tiny BERT, a small hand-made dataset, and a bundle built once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from recsys.data.dataset import Dataset
+from tests.tiny_bert import build_tiny_bert
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def toy_dataset() -> Dataset:
+    """6 items in two families; 4 users with known sequences (timestamps increasing)."""
+    items = pl.DataFrame({
+        "item_id": ["cam1", "cam2", "bag1", "bag2", "shoe1", "sock1"],
+        "text": ["black mirrorless camera", "silver compact camera", "camera bag black", "camera bag brown",
+                 "running shoe blue", "running socks blue"],
+        "title": ["Camera One", "Camera Two", "Bag One", "Bag Two", "Shoe One", "Sock One"],
+    })
+    sequences = {"u1": ["cam1", "bag1", "cam2", "bag2"], "u2": ["shoe1", "sock1", "cam1", "bag1"],
+                 "u3": ["cam2", "bag2", "shoe1", "sock1"], "u4": ["cam1", "cam2"]}
+    rows = [(u, i, t) for u, seq in sequences.items() for t, i in enumerate(seq)]
+    interactions = pl.DataFrame(rows, schema={"user_id": pl.Utf8, "item_id": pl.Utf8, "timestamp": pl.Int64},
+                                orient="row")
+    return Dataset("toy", items, interactions)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    corpus = list(toy_dataset().items["text"])
+    try:
+        from recsys.data.synthetic import generate_shop
+        corpus += generate_shop(n_users=50, n_items=120, seed=0).items["text"].to_list()
+    except ImportError:
+        pass
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), corpus)
+
+
+@pytest.fixture()
+def toy() -> Dataset:
+    return toy_dataset()

@@ -1,0 +1,38 @@
+import json
+
+import pytest
+
+from recsys.artifacts import read_manifest, resolve_bundle, write_bundle
+from recsys.errors import BundleError
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    def broken(directory):
+        (directory / "half.txt").write_text("x")
+        raise RuntimeError("crash mid-write")
+
+    with pytest.raises(RuntimeError):
+        write_bundle(tmp_path / "m" / "v1", broken, {})
+    assert list((tmp_path / "m").iterdir()) == []
+
+
+def test_manifest_lists_checksums_and_resolves_newest(tmp_path):
+    write_bundle(tmp_path / "m" / "v1", lambda d: (d / "a.txt").write_text("one"), {"name": "m"})
+    write_bundle(tmp_path / "m" / "v2", lambda d: (d / "a.txt").write_text("two"), {"name": "m"})
+    assert resolve_bundle(tmp_path / "m").name == "v2"
+    manifest = read_manifest(tmp_path / "m" / "v2")
+    assert manifest["name"] == "m" and set(manifest["files"]) == {"a.txt"}
+    assert len(manifest["files"]["a.txt"]) == 64
+    with pytest.raises(BundleError, match="already exists"):
+        write_bundle(tmp_path / "m" / "v2", lambda d: None, {})
+
+
+def test_incompatible_schema_version_refused(tmp_path):
+    path = write_bundle(tmp_path / "v", lambda d: None, {})
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["bundle_schema_version"] = 999
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="schema version"):
+        read_manifest(path)
+    with pytest.raises(BundleError, match="no bundle here"):
+        resolve_bundle(tmp_path / "nothing")

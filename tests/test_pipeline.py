@@ -1,0 +1,94 @@
+import numpy as np
+import pytest
+
+from recsys.config import BuildConfig, EvalConfig, UserTowerConfig
+from recsys.errors import BundleError, UnknownIdError
+from recsys.evaluation import evaluate
+from recsys.pipeline import Recommender
+from recsys.popularity import Popularity
+from recsys.splits import split_dataset
+from recsys.user_tower import PooledHistoryEncoder
+
+# hand-made 2-d vectors: cameras along x, bags near cameras, shoes/socks along y
+VECTORS = np.array([[1, 0], [0.95, 0.31], [0.8, 0.6], [0.7, 0.71], [0, 1], [0.1, 0.99]], dtype=np.float32)
+VECTORS /= np.linalg.norm(VECTORS, axis=1, keepdims=True)
+
+
+@pytest.fixture()
+def recommender(toy):
+    return Recommender.build(toy, split_dataset(toy), VECTORS, BuildConfig())
+
+
+def test_user_tower_recency_weights():
+    tower = PooledHistoryEncoder(["a", "b"], np.eye(2, dtype=np.float32), UserTowerConfig(recency_decay=0.5))
+    vector = tower.encode_histories([["a", "b"], [], ["zzz"]])
+    expected = np.array([0.5, 1.0]) / np.linalg.norm([0.5, 1.0])
+    np.testing.assert_allclose(vector[0], expected, rtol=1e-6)
+    assert not vector[1].any() and not vector[2].any()
+
+
+def test_popularity_counts_and_exclusion(toy):
+    split = split_dataset(toy)
+    popularity = Popularity.fit(split.train, toy.items["item_id"].to_list())
+    # train: u1 cam1 bag1, u2 shoe1 sock1, u3 cam2 bag2, u4 (2 items, all train) cam1 cam2
+    assert dict(zip(popularity.item_ids, popularity.counts)) == {
+        "cam1": 2, "cam2": 2, "bag1": 1, "bag2": 1, "shoe1": 1, "sock1": 1}
+    assert popularity.top(3)[0] == ["cam1", "cam2", "bag1"]
+    assert popularity.top(2, {"cam1"})[0] == ["cam2", "bag1"]
+
+
+def test_similar_items_excludes_itself_and_fills_k(recommender):
+    result = recommender.similar_items("cam1", k=3)
+    assert result.item_ids == ["cam2", "bag1", "bag2"]
+    assert result.strategy == "similar"
+    assert result.scores == sorted(result.scores, reverse=True)
+
+
+def test_session_excludes_seen_and_unknown_ids_raise(recommender):
+    result = recommender.recommend_session(["shoe1"], k=2)
+    assert result.item_ids == ["sock1", "bag2"]
+    with pytest.raises(UnknownIdError, match="nope"):
+        recommender.recommend_session(["shoe1", "nope"], k=2)
+
+
+def test_unknown_user_falls_back_to_popular(recommender):
+    result = recommender.recommend_user("stranger", k=2)
+    assert result.strategy == "popular_fallback"
+    assert result.item_ids == ["cam1", "cam2"]
+    with pytest.raises(UnknownIdError):
+        recommender.recommend_user("stranger", k=2, fallback=False)
+    assert recommender.recommend_user("u3", k=2).strategy == "personalised"
+
+
+def test_full_ranking_evaluation_on_known_answer(recommender, toy):
+    split = split_dataset(toy)
+    # test: u1 [cam1 bag1 cam2] → bag2; u2 [shoe1 sock1 cam1] → bag1; u3 [cam2 bag2 shoe1] → sock1
+    metrics = evaluate(recommender, split.test, EvalConfig(ks=(1, 6)))
+    assert metrics["n_examples"] == 3
+    assert metrics["recall@6"] == 1.0  # the whole catalogue is ranked: every target is somewhere in it
+    assert recommender.recommend_histories([["shoe1"]], 1) == [["shoe1"]]  # unmasked: history items rank too
+    assert recommender.recommend_histories([["shoe1"]], 1, exclude_seen=True) == [["sock1"]]
+    masked = evaluate(recommender, split.test, EvalConfig(ks=(6,), mask_history=True))
+    assert masked["recall@6"] == 1.0  # no target is in its own history here
+
+
+def test_save_load_round_trip(recommender, tmp_path):
+    path = recommender.save(tmp_path / "bundle", {"metrics": []})
+    loaded = Recommender.load(path)
+    assert loaded.similar_items("bag1", 4) == recommender.similar_items("bag1", 4)
+    assert loaded.recommend_user("u1", 3) == recommender.recommend_user("u1", 3)
+    assert loaded.histories == recommender.histories
+    np.testing.assert_array_equal(loaded.item_vectors, recommender.item_vectors)
+
+
+def test_corrupted_bundle_is_refused(recommender, tmp_path):
+    path = recommender.save(tmp_path / "bundle")
+    with open(path / "embeddings" / "items.npy", "r+b") as handle:
+        handle.seek(-4, 2)
+        handle.write(b"\x00\x01\x02\x03")
+    with pytest.raises(BundleError, match="checksum mismatch for embeddings/items.npy"):
+        Recommender.load(path)
+    other = recommender.save(tmp_path / "other")
+    (other / "stats" / "popularity.parquet").unlink()
+    with pytest.raises(BundleError, match="stats/popularity.parquet listed in the manifest is missing"):
+        Recommender.load(other)
