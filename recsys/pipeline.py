@@ -4,7 +4,7 @@ API, the batch jobs and the evaluator through the same code path."""
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +18,10 @@ from recsys.errors import BundleError, UnknownIdError
 from recsys.popularity import Popularity
 from recsys.retrieval import VectorIndex
 from recsys.splits import SplitData, user_sequences
-from recsys.user_tower import PooledHistoryEncoder
+from recsys.user_tower import HistoryEncoder, PooledHistoryEncoder
+
+UserTowerLoader = Callable[[Path, list[str], np.ndarray, dict], HistoryEncoder]
+"""(encoder directory, item ids, item vectors, encoder.json) → user tower, for trained towers."""
 
 CATALOGUE_COLUMNS = ("item_id", "text", "title", "category", "brand", "price")
 
@@ -36,7 +39,8 @@ class Recommender:
     """Retrieval pipeline over a fixed catalogue."""
 
     def __init__(self, config: BuildConfig, items: pl.DataFrame, item_vectors: np.ndarray, index: VectorIndex,
-                 popularity: Popularity, histories: dict[str, list[str]], encoder_info: dict | None = None) -> None:
+                 popularity: Popularity, histories: dict[str, list[str]], encoder_info: dict | None = None,
+                 user_tower: HistoryEncoder | None = None) -> None:
         self.config = config
         self.items = items
         self.item_vectors = item_vectors
@@ -46,12 +50,12 @@ class Recommender:
         self.encoder_info = encoder_info or {}
         self.item_ids: list[str] = items["item_id"].to_list()
         self.item_position = {item_id: i for i, item_id in enumerate(self.item_ids)}
-        self.user_tower = PooledHistoryEncoder(self.item_ids, item_vectors, config.user_tower)
+        self.user_tower = user_tower or PooledHistoryEncoder(self.item_ids, item_vectors, config.user_tower)
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
     def build(cls, dataset: Dataset, split: SplitData, item_vectors: np.ndarray, config: BuildConfig,
-              encoder_info: dict | None = None) -> "Recommender":
+              encoder_info: dict | None = None, user_tower: HistoryEncoder | None = None) -> "Recommender":
         """Assemble from item vectors aligned with `dataset.items`; popularity is fit on the train split."""
         if item_vectors.shape[0] != dataset.items.height:
             raise ValueError(f"{item_vectors.shape[0]} vectors for {dataset.items.height} items")
@@ -60,7 +64,7 @@ class Recommender:
         index = VectorIndex.build(item_vectors, item_ids, config.index)
         popularity = Popularity.fit(split.train, item_ids)
         return cls(config, items, item_vectors, index, popularity, user_sequences(dataset.interactions),
-                   encoder_info)
+                   encoder_info, user_tower)
 
     # ---- recommendation -----------------------------------------------------------------------
     def _check_items(self, item_ids: Sequence[str]) -> None:
@@ -143,6 +147,8 @@ class Recommender:
         (directory / "config.json").write_text(self.config.model_dump_json(indent=2))
         (directory / "encoder").mkdir()
         (directory / "encoder" / "encoder.json").write_text(json.dumps(self.encoder_info, indent=2))
+        if hasattr(self.user_tower, "save"):
+            self.user_tower.save(directory / "encoder")
         (directory / "embeddings").mkdir()
         np.save(directory / "embeddings" / "items.npy", self.item_vectors.astype(np.float32), allow_pickle=False)
         self.items.write_parquet(directory / "embeddings" / "items.parquet")
@@ -160,8 +166,12 @@ class Recommender:
                             overwrite=overwrite)
 
     @classmethod
-    def load(cls, bundle: str | Path, verify: bool = True) -> "Recommender":
-        """Load a bundle after its manifest's checksums match."""
+    def load(cls, bundle: str | Path, verify: bool = True,
+             user_tower_loader: UserTowerLoader | None = None) -> "Recommender":
+        """Load a bundle after its manifest's checksums match.
+
+        Bundles whose `encoder/encoder.json` names a trained user tower (anything but "pooled")
+        need `user_tower_loader` (see `encoders.bundle.load_recommender`)."""
         path = resolve_bundle(bundle)
         read_manifest(path, verify=verify)
         try:
@@ -175,5 +185,11 @@ class Recommender:
         except (OSError, ValueError) as exc:
             raise BundleError(f"{path}: cannot load bundle part ({exc})") from exc
         histories = dict(zip(frame["user_id"].to_list(), frame["history"].to_list()))
-        return cls(config, items, vectors, index, popularity, histories, encoder_info)
+        user_tower = None
+        if encoder_info.get("user_tower", "pooled") != "pooled":
+            if user_tower_loader is None:
+                raise BundleError(f"{path}: user tower {encoder_info['user_tower']!r} needs the encoders package; "
+                                  "load it with encoders.bundle.load_recommender()")
+            user_tower = user_tower_loader(path / "encoder", items["item_id"].to_list(), vectors, encoder_info)
+        return cls(config, items, vectors, index, popularity, histories, encoder_info, user_tower)
 

@@ -3,10 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from recsys.config import UserTowerConfig
+
+
+@runtime_checkable
+class HistoryEncoder(Protocol):
+    """A user tower: histories (item ids, oldest first) → L2-normalised query vectors in item space.
+
+    Implementations that carry weights also define `save(directory)`, called with the bundle's
+    `encoder/` directory; a zero row means "nothing known" and triggers the popularity fallback.
+    """
+
+    @property
+    def dim(self) -> int: ...
+
+    def encode_histories(self, histories: Sequence[Sequence[str]]) -> np.ndarray: ...
+
+
 
 
 class PooledHistoryEncoder:
