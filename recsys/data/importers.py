@@ -1,0 +1,504 @@
+"""Importers: RecBole atomic benchmark files and plain CSV / Parquet tables -> canonical `Dataset`.
+
+Every problem with the input raises `DataError` naming the file, the row (1-based, header excluded) and
+the problem; every row that is legitimately skipped is counted in the dataset's `ImportReport`.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import string
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import polars as pl
+
+from recsys.data.dataset import OPTIONAL_ITEM_SCHEMA, Dataset, ImportReport
+from recsys.errors import DataError
+
+Row = tuple[int, list[str]]  # (1-based row number, header excluded; fields)
+
+
+# ---------------------------------------------------------------- line-oriented (RecBole) files
+def _lines(path: Path, header: bool) -> tuple[str | None, list[tuple[int, str]]]:
+    """Decoded lines of a UTF-8 text file as (row, line); `header` lines are not numbered."""
+    if not path.is_file():
+        raise DataError("file not found", source=str(path))
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_no = data[: exc.start].count(b"\n") + 1
+        raise DataError(f"unparsable line: not valid UTF-8 ({exc.reason})", source=str(path),
+                        row=line_no - int(header)) from None
+    lines = [line.rstrip("\r") for line in text.split("\n")]
+    if lines and lines[-1] == "":
+        lines.pop()
+    first = lines[0] if header and lines else None
+    body = lines[1:] if header else lines
+    return first, list(enumerate(body, start=1))
+
+
+def _split_rows(path: Path, rows: list[tuple[int, str]], n_fields: int, report: ImportReport,
+                free_last: bool = False) -> list[Row]:
+    """Split tab-separated lines, skipping (and counting) blank ones; wrong field count is an error."""
+    out: list[Row] = []
+    for row, line in rows:
+        if not line.strip():
+            report.drop(f"blank lines ({path.name})", 1)
+            continue
+        fields = line.split("\t", n_fields - 1) if free_last else line.split("\t")
+        if len(fields) != n_fields:
+            raise DataError(f"unparsable line: expected {n_fields} tab-separated fields, found {len(fields)}",
+                            source=str(path), row=row)
+        out.append((row, fields))
+    report.rows_read[path.name] = len(out)
+    return out
+
+
+def _atomic(path: Path, required: Sequence[str], report: ImportReport,
+            free_last: bool = False) -> tuple[dict[str, int], list[Row]]:
+    """Read a RecBole atomic file (`name:type` header); returns column positions and rows."""
+    header, body = _lines(path, header=True)
+    if header is None:
+        raise DataError("the file is empty (expected a `name:type` header line)", source=str(path))
+    names = [h.split(":", 1)[0].strip() for h in header.split("\t")]
+    missing = [c for c in required if c not in names]
+    if missing:
+        raise DataError(f"missing column(s) {missing}; found {names}", source=str(path))
+    return {c: i for i, c in enumerate(names)}, _split_rows(path, body, len(names), report, free_last)
+
+
+def _int(value: str, what: str, path: Path, row: int) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise DataError(f"unparsable {what} {value!r}: expected an integer", source=str(path), row=row) from None
+
+
+def _read_index(path: Path, report: ImportReport) -> dict[int, str]:
+    """`raw_id TAB index` lines (no header) -> {index: raw_id}; duplicates are errors."""
+    _, body = _lines(path, header=False)
+    index: dict[int, str] = {}
+    raw_rows: dict[str, int] = {}
+    idx_rows: dict[int, int] = {}
+    for row, (raw, idx_text) in _split_rows(path, body, 2, report):
+        raw, idx = raw.strip(), _int(idx_text.strip(), "index", path, row)
+        if not raw:
+            raise DataError("empty id", source=str(path), row=row)
+        if raw in raw_rows:
+            raise DataError(f"duplicate id {raw!r} (first on row {raw_rows[raw]})", source=str(path), row=row)
+        if idx in idx_rows:
+            raise DataError(f"duplicate index {idx} (first on row {idx_rows[idx]})", source=str(path), row=row)
+        index[idx], raw_rows[raw], idx_rows[idx] = raw, row, row
+    return index
+
+
+def _detect_name(directory: Path) -> str:
+    if not directory.is_dir():
+        raise DataError("directory not found", source=str(directory))
+    found = sorted(p.stem for p in directory.glob("*.text"))
+    if len(found) != 1:
+        raise DataError(f"expected exactly one *.text file to name the dataset, found {found}; pass name=",
+                        source=str(directory))
+    return found[0]
+
+
+_UNITS = {"inc", "co", "ltd", "corp", "no", "nos", "dia", "approx", "vol", "oz", "lb", "lbs", "in", "ft",
+          "mr", "mrs", "ms", "dr", "jr", "sr", "st", "pc", "pcs", "qty", "vs", "etc", "ea", "pk", "gal", "yd"}
+_ABBREV = re.compile(r"^(?:[A-Za-z]{1,2}|(?:[A-Za-z]+\.)+[A-Za-z]*|\d[\d,./-]*[A-Za-z]{1,3})$")
+
+
+def title_from_text(text: str) -> str:
+    """Title = text up to the first '. ' that does not follow an abbreviation (Mr., Inc., 24 Oz., E.C.)."""
+    text = text.strip()
+    for match in re.finditer(r"\. ", text):
+        word = text[: match.start()].rsplit(" ", 1)[-1].lstrip("([\"'")
+        if match.start() > 0 and not (_ABBREV.match(word) or word.lower() in _UNITS):
+            return text[: match.start()].strip()
+    first = text.find(". ")
+    return (text[:first] if first > 0 else text.rstrip(".")).strip() or text
+
+
+# ---------------------------------------------------------------- RecBole sequential (UniSRec) format
+Inter = tuple[int, int, list[int], int]  # row, user index, history (oldest first), next item index
+
+
+def _read_inter(path: Path, users: dict[int, str], items: dict[int, str], report: ImportReport) -> list[Inter]:
+    cols, rows = _atomic(path, ["user_id", "item_id_list", "item_id"], report)
+    iu, ih, it = cols["user_id"], cols["item_id_list"], cols["item_id"]
+    known = items.keys()
+    out: list[Inter] = []
+    for row, f in rows:
+        user = _int(f[iu].strip(), "user index", path, row)
+        target = _int(f[it].strip(), "item index", path, row)
+        try:
+            hist = [int(x) for x in f[ih].split()]
+        except ValueError:
+            raise DataError(f"unparsable item_id_list {f[ih]!r}: expected space-separated integers",
+                            source=str(path), row=row) from None
+        if user not in users:
+            raise DataError(f"unknown user index {user} (not in the user2index file)", source=str(path), row=row)
+        if target not in known or not known >= set(hist):
+            bad = next(x for x in [*hist, target] if x not in known)
+            raise DataError(f"unknown item index {bad} (not in the item2index file)", source=str(path), row=row)
+        out.append((row, user, hist, target))
+    return out
+
+
+def _one_per_user(rows: list[Inter], path: Path) -> dict[int, Inter]:
+    out: dict[int, Inter] = {}
+    for r in rows:
+        if r[1] in out:
+            raise DataError(f"user index {r[1]} has a second row (first on row {out[r[1]][0]})",
+                            source=str(path), row=r[0])
+        out[r[1]] = r
+    return out
+
+
+def _is_suffix(hist: list[int], seq: list[int]) -> bool:
+    return len(hist) <= len(seq) and seq[len(seq) - len(hist):] == hist
+
+
+def _reconstruct(train: list[Inter], valid: dict[int, Inter], test: dict[int, Inter],
+                 report: ImportReport) -> dict[int, tuple[list[int], list[str]]]:
+    """Full ordered sequence per user from truncated prefix rows, with consistency counts."""
+    by_user: dict[int, list[Inter]] = {}
+    for r in train:
+        by_user.setdefault(r[1], []).append(r)
+    votes = 0  # the UniSRec writer lists each user's prefixes longest first; detect, don't assume
+    for rows in by_user.values():
+        short, long = min(rows, key=lambda r: len(r[2])), max(rows, key=lambda r: len(r[2]))
+        if len(short[2]) != len(long[2]):
+            votes += 1 if short[0] > long[0] else -1
+    sign = -1 if votes >= 0 else 1
+    bad = {"train": 0, "valid": 0, "test": 0}
+    missing = {"valid": 0, "test": 0}
+    out: dict[int, tuple[list[int], list[str]]] = {}
+    for user in sorted(set(by_user) | set(valid) | set(test)):
+        seq: list[int] = []
+        splits: list[str] = []
+        rows = sorted(by_user.get(user, []), key=lambda r: (len(r[2]), sign * r[0]))
+        for split, split_rows in (("train", rows), ("valid", [valid[user]] if user in valid else []),
+                                  ("test", [test[user]] if user in test else [])):
+            if split != "train" and not split_rows:
+                missing[split] += 1
+            for _, _, hist, target in split_rows:
+                if not seq:
+                    seq, splits = list(hist), ["train"] * len(hist)
+                elif not _is_suffix(hist, seq):
+                    bad[split] += 1
+                seq.append(target)
+                splits.append(split)
+        out[user] = (seq, splits)
+    report.notes.append("inconsistent histories (not a suffix of the reconstructed sequence; rows kept): "
+                        + ", ".join(f"{split}={count}" for split, count in bad.items()))
+    for split, count in missing.items():
+        if count:
+            report.notes.append(f"{count} users without a {split} row")
+    return out
+
+
+def import_recbole_sequential(directory: str | Path, name: str | None = None) -> Dataset:
+    """Import RecBole/UniSRec sequential atomic files (`<Name>.text`, `.item2index`, `.user2index`,
+    `.{train,valid,test}.inter`) into a Dataset with `timestamp` = position in the user's sequence
+    and `split` from the files (valid = second to last, test = last)."""
+    directory = Path(directory)
+    name = name or _detect_name(directory)
+    report = ImportReport()
+    path = {k: directory / f"{name}.{k}" for k in ("text", "item2index", "user2index")}
+    items = _read_index(path["item2index"], report)
+    users = _read_index(path["user2index"], report)
+    inter_paths = {s: directory / f"{name}.{s}.inter" for s in ("train", "valid", "test")}
+    train = _read_inter(inter_paths["train"], users, items, report)
+    valid = _one_per_user(_read_inter(inter_paths["valid"], users, items, report), inter_paths["valid"])
+    test = _one_per_user(_read_inter(inter_paths["test"], users, items, report), inter_paths["test"])
+    sequences = _reconstruct(train, valid, test, report)
+    report.notes.append(f"reconstructed {len(sequences)} user sequences; timestamp = position in the sequence")
+    if len(sequences) < len(users):
+        report.notes.append(f"{len(users) - len(sequences)} users in {path['user2index'].name} have no rows")
+
+    cols, text_rows = _atomic(path["text"], ["item_id", "text"], report, free_last=True)
+    texts: dict[str, tuple[int, str]] = {}
+    for row, f in text_rows:
+        raw = f[cols["item_id"]].strip()
+        if raw in texts:
+            raise DataError(f"duplicate item id {raw!r} (first on row {texts[raw][0]})",
+                            source=str(path["text"]), row=row)
+        texts[raw] = (row, f[cols["text"]].strip())
+    used = {i for seq, _ in sequences.values() for i in seq}
+    keep: list[int] = []
+    for idx in sorted(items):
+        row, text = texts.get(items[idx], (None, ""))
+        if text:
+            keep.append(idx)
+        elif idx in used:
+            first = next((p, r[0]) for p, rows in ((inter_paths["train"], train), (inter_paths["valid"],
+                         valid.values()), (inter_paths["test"], test.values())) for r in rows
+                         if idx == r[3] or idx in r[2])
+            where = f"an empty text on row {row} of" if row else "no line in"
+            raise DataError(f"item {items[idx]!r} (index {idx}) is used here but has {where} "
+                            f"{path['text'].name}", source=str(first[0]), row=first[1])
+    report.drop(f"items in {path['item2index'].name} without text (unused)", len(items) - len(keep))
+    indexed = set(items.values())
+    report.drop(f"rows of {path['text'].name} without an item2index entry",
+                sum(1 for raw in texts if raw not in indexed))
+
+    item_ids = [items[i] for i in keep]
+    item_texts = [texts[r][1] for r in item_ids]
+    item_frame = pl.DataFrame({"item_id": item_ids, "text": item_texts,
+                               "title": [title_from_text(t) for t in item_texts]},
+                              schema={"item_id": pl.Utf8, "text": pl.Utf8, "title": pl.Utf8})
+    u_col, i_col, t_col, s_col = [], [], [], []
+    for user, (seq, splits) in sequences.items():
+        u_col += [users[user]] * len(seq)
+        i_col += [items[i] for i in seq]
+        t_col += range(len(seq))
+        s_col += splits
+    inter_frame = pl.DataFrame({"user_id": u_col, "item_id": i_col, "timestamp": t_col, "split": s_col},
+                               schema={"user_id": pl.Utf8, "item_id": pl.Utf8, "timestamp": pl.Int64,
+                                       "split": pl.Utf8})
+    return Dataset(name, item_frame, inter_frame, report)
+
+
+# ---------------------------------------------------------------- RecBole MovieLens
+def import_recbole_movielens(directory: str | Path) -> Dataset:
+    """Import MovieLens in RecBole atomic format (`<name>.inter`, `<name>.item`); real timestamps,
+    no split. Item text = "<title> (<year>). Genres: <genre, ...>"; `category` = first genre."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DataError("directory not found", source=str(directory))
+    found = sorted(p.stem for p in directory.glob("*.inter"))
+    if len(found) != 1:
+        raise DataError(f"expected exactly one *.inter file, found {found}", source=str(directory))
+    name, report = found[0], ImportReport()
+    item_path, inter_path = directory / f"{name}.item", directory / f"{name}.inter"
+    cols, rows = _atomic(item_path, ["item_id", "movie_title", "release_year", "class"], report)
+    seen: dict[str, int] = {}
+    ids, texts, titles, cats = [], [], [], []
+    no_year = 0
+    for row, f in rows:
+        item_id, title = f[cols["item_id"]].strip(), f[cols["movie_title"]].strip()
+        year = f[cols["release_year"]].strip()
+        genres = [g for g in f[cols["class"]].split() if g.lower() != "unknown"]
+        if not item_id:
+            raise DataError("empty item_id", source=str(item_path), row=row)
+        if item_id in seen:
+            raise DataError(f"duplicate item id {item_id!r} (first on row {seen[item_id]})",
+                            source=str(item_path), row=row)
+        if not title:
+            raise DataError(f"empty item text: item {item_id!r} has no movie_title", source=str(item_path), row=row)
+        no_year += not re.fullmatch(r"\d{4}", year)
+        text = f"{title} ({year})" if re.fullmatch(r"\d{4}", year) else title
+        seen[item_id] = row
+        ids.append(item_id)
+        texts.append(f"{text}. Genres: {', '.join(genres)}" if genres else text)
+        titles.append(title)
+        cats.append(genres[0] if genres else None)
+    if no_year:
+        report.notes.append(f"{no_year} items without a 4-digit release_year (year left out of the text)")
+    items = pl.DataFrame({"item_id": ids, "text": texts, "title": titles, "category": cats},
+                         schema={"item_id": pl.Utf8, "text": pl.Utf8, "title": pl.Utf8, "category": pl.Utf8})
+
+    cols, rows = _atomic(inter_path, ["user_id", "item_id", "timestamp"], report)
+    inter = pl.DataFrame({"__row": [r for r, _ in rows],
+                          **{c: [f[cols[c]] for _, f in rows] for c in ("user_id", "item_id", "timestamp")}},
+                         schema={"__row": pl.Int64, "user_id": pl.Utf8, "item_id": pl.Utf8, "timestamp": pl.Utf8})
+    if "rating" in cols:
+        report.notes.append("ratings ignored: every rating counts as an interaction (implicit feedback)")
+    inter = _interactions(inter, ("user_id", "item_id", "timestamp"), None, items["item_id"],
+                          (inter_path, item_path), report)
+    return Dataset(name, items, inter, report)
+
+
+# ---------------------------------------------------------------- plain tables (CSV / Parquet)
+def _read_table(path: Path, report: ImportReport) -> pl.DataFrame:
+    """CSV/TSV (all columns as strings) or Parquet, with a 1-based `__row`; blank CSV lines are counted."""
+    if not path.is_file():
+        raise DataError("file not found", source=str(path))
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".tsv", ".parquet", ".pq"):
+        raise DataError(f"unsupported file type {suffix!r}: expected .csv, .tsv or .parquet", source=str(path))
+    sep = "\t" if suffix == ".tsv" else ","
+    try:
+        frame = pl.read_parquet(path) if suffix in (".parquet", ".pq") else pl.read_csv(
+            path, separator=sep, infer_schema=False)
+    except pl.exceptions.NoDataError:
+        raise DataError("the file is empty", source=str(path)) from None
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        problem, row = str(exc).split("\n")[0], None
+        if suffix in (".csv", ".tsv"):
+            with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+                reader = csv.reader(handle, delimiter=sep)
+                width = len(next(reader, []))
+                for row, record in enumerate(reader, start=1):
+                    if record and len(record) != width:
+                        problem = f"expected {width} fields, found {len(record)}"
+                        break
+                else:
+                    row = None
+        raise DataError(f"unparsable line: {problem}", source=str(path), row=row) from None
+    frame = frame.with_row_index("__row", offset=1)
+    if suffix in (".csv", ".tsv") and frame.width > 1:
+        blank = pl.all_horizontal(pl.exclude("__row").is_null())
+        report.drop(f"blank lines ({path.name})", frame.filter(blank).height)
+        frame = frame.filter(~blank)
+    report.rows_read[path.name] = frame.height
+    return frame
+
+
+def _fail(frame: pl.DataFrame, mask: pl.Series | pl.Expr, problem: str, path: Path,
+          value: str | pl.Series | None = None) -> None:
+    """Raise for the first row where `mask` holds; `{value!r}` in `problem` shows that row's `value`."""
+    if isinstance(value, pl.Series):
+        frame, value = frame.with_columns(value.alias("__value")), "__value"
+    hits = frame.filter(mask)
+    if hits.height:
+        first = hits.row(0, named=True)
+        raise DataError(problem.format(value=first[value] if value else None), source=str(path),
+                        row=first["__row"])
+
+
+def _require(frame: pl.DataFrame, columns: Sequence[str], path: Path, what: str = "column") -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        found = [c for c in frame.columns if c != "__row"]
+        raise DataError(f"missing {what}(s) {missing}; found {found}", source=str(path))
+
+
+def _id(frame: pl.DataFrame, column: str, path: Path) -> pl.Expr:
+    value = pl.col(column).cast(pl.Utf8).str.strip_chars()
+    _fail(frame, value.is_null() | (value == ""), f"missing {column}", path)
+    return value
+
+
+def _render(frame: pl.DataFrame, template: str, path: Path) -> pl.Expr:
+    """Vectorised template: an empty field drops its label and the separator before it."""
+    parts = list(string.Formatter().parse(template))
+    fields = [f for _, f, _, _ in parts if f is not None]
+    if not fields or any(not f for f in fields) or any(s or c for _, f, s, c in parts if f is not None):
+        raise ValueError(f"text_template needs named fields without format specs, got {template!r}")
+    _require(frame, fields, path, "text_template field")
+    chunks, any_before, suffix = [], pl.lit(False), ""
+    for literal, field, _, _ in parts:
+        if field is None:
+            suffix = literal
+            continue
+        sep = re.match(r"^[\s|,;:./\\-]*", literal).group(0) if chunks else ""
+        value = pl.col(field).cast(pl.Utf8).str.strip_chars()
+        present = value.is_not_null() & (value != "")
+        lead = pl.when(any_before).then(pl.lit(sep)).otherwise(pl.lit(""))
+        chunks.append(pl.when(present).then(pl.concat_str([lead, pl.lit(literal[len(sep):]), value]))
+                      .otherwise(pl.lit("")))
+        any_before = any_before | present
+    return pl.concat_str([*chunks, pl.when(any_before).then(pl.lit(suffix)).otherwise(pl.lit(""))])
+
+
+def _iso_seconds(value: str) -> int | None:
+    try:
+        stamp = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return int((stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)).timestamp())
+
+
+def _epoch_seconds(frame: pl.DataFrame, column: str, path: Path, fmt: str | None) -> pl.Series:
+    """Integers (epoch seconds), datetimes, or strings (integers, ISO 8601 or `fmt`) -> Int64 seconds."""
+    raw = frame[column]
+    _fail(frame, raw.is_null(), f"missing {column}", path)
+    if raw.dtype.is_integer():
+        return raw.cast(pl.Int64)
+    if raw.dtype in (pl.Date, pl.Datetime):
+        return raw.cast(pl.Datetime("us")).dt.epoch("s") if raw.dtype == pl.Date else raw.dt.epoch("s")
+    text = raw.cast(pl.Utf8).str.strip_chars()
+    if fmt:
+        seconds = text.str.to_datetime(fmt, strict=False).dt.epoch("s")
+    else:  # integers (epoch seconds) row by row, then ISO 8601 for the rest
+        is_int = text.str.contains(r"^-?\d+(\.0*)?$")
+        seconds = text.str.replace(r"\.0*$", "").cast(pl.Int64, strict=False)
+        iso_text = pl.select(pl.when(~is_int).then(text)).to_series()
+        if iso_text.null_count() < len(iso_text):
+            try:
+                parsed = iso_text.str.to_datetime(strict=False).dt.epoch("s")
+            except pl.exceptions.PolarsError:
+                parsed = pl.Series([None] * len(text), dtype=pl.Int64)
+            seconds = seconds.fill_null(parsed)
+            if (seconds.is_null() & ~is_int).any():  # mixed ISO forms: let Python finish the stragglers
+                seconds = pl.Series([_iso_seconds(v) if s is None else s for v, s in zip(text, seconds)],
+                                    dtype=pl.Int64)
+    expected = f"format {fmt!r}" if fmt else "integer epoch seconds or an ISO 8601 datetime"
+    _fail(frame, seconds.is_null(), "unparsable timestamp {value!r}: expected " + expected, path, column)
+    return seconds
+
+
+def import_table(interactions_path: str | Path, items_path: str | Path, *, user_col: str = "user_id",
+                 item_col: str = "item_id", time_col: str | None = "timestamp", item_id_col: str = "item_id",
+                 text_template: str | None = None, text_col: str | None = None,
+                 extra_item_cols: Mapping[str, str] | Sequence[str] | None = None,
+                 timestamp_format: str | None = None, name: str | None = None) -> Dataset:
+    """Import an interaction table and an item table (CSV/TSV/Parquet by extension) with a column mapping.
+
+    Item text comes from `text_col`, or `text_template` ("title: {title} | brand: {brand}"; empty fields
+    are dropped with their label and separator), or a `text` column. Columns title/category/brand/price
+    are carried when present; `extra_item_cols` adds more ({canonical: source} or a list of names).
+    Timestamps: integers (epoch seconds), datetimes, or strings parsed as ISO 8601 / `timestamp_format`.
+    `time_col=None` uses the file order. Exact duplicate interactions are dropped and counted."""
+    inter_path, item_path, report = Path(interactions_path), Path(items_path), ImportReport()
+    items = _read_table(item_path, report)
+    _require(items, [item_id_col], item_path)
+    if text_template is None and text_col is None:
+        if "text" not in items.columns:
+            found = [c for c in items.columns if c != "__row"]
+            raise DataError(f"no item text: pass text_col= or text_template= (no 'text' column); found {found}",
+                            source=str(item_path))
+        text_col = "text"
+    if text_col is not None and text_template is None:
+        _require(items, [text_col], item_path)
+    text = _render(items, text_template, item_path) if text_template else pl.col(text_col).cast(pl.Utf8)
+    extra = dict(extra_item_cols) if isinstance(extra_item_cols, Mapping) else {c: c for c in extra_item_cols or []}
+    extra = {**{c: c for c in OPTIONAL_ITEM_SCHEMA if c in items.columns and c not in extra}, **extra}
+    _require(items, list(extra.values()), item_path, "extra item column")
+    items = items.with_columns(_id(items, item_id_col, item_path).alias("__id"),
+                               text.str.strip_chars().alias("__text"))
+    _fail(items, ~pl.col("__id").is_first_distinct(), "duplicate item id {value!r}", item_path, "__id")
+    _fail(items, pl.col("__text").is_null() | (pl.col("__text") == ""), "empty item text for item {value!r}",
+          item_path, "__id")
+    columns = [pl.col("__id").alias("item_id"), pl.col("__text").alias("text")]
+    for target, source in extra.items():
+        if target in ("item_id", "text") or target.startswith("__"):
+            raise ValueError(f"extra_item_cols cannot write the {target!r} column")
+        dtype = OPTIONAL_ITEM_SCHEMA.get(target)
+        if dtype is None:
+            columns.append(pl.col(source).alias(target))
+            continue
+        given = pl.col(source).cast(pl.Utf8).str.strip_chars()
+        value = pl.when(given != "").then(given).cast(dtype, strict=False)
+        _fail(items, value.is_null() & (given != ""), f"unparsable {target} {{value!r}}", item_path, source)
+        columns.append(value.alias(target))
+    item_frame = items.select(columns)
+
+    inter = _read_table(inter_path, report)
+    _require(inter, [user_col, item_col] + ([time_col] if time_col else []), inter_path)
+    inter = _interactions(inter, (user_col, item_col, time_col), timestamp_format, item_frame["item_id"],
+                          (inter_path, item_path), report)
+    return Dataset(name or inter_path.stem, item_frame, inter, report)
+
+
+def _interactions(inter: pl.DataFrame, cols: tuple[str, str, str | None], fmt: str | None, item_ids: pl.Series,
+                  paths: tuple[Path, Path], report: ImportReport) -> pl.DataFrame:
+    """Canonical interactions from a raw frame with `__row`: ids checked, timestamps parsed, duplicates counted."""
+    (user_col, item_col, time_col), (inter_path, item_path) = cols, paths
+    user, item = _id(inter, user_col, inter_path), _id(inter, item_col, inter_path)
+    _fail(inter, ~item.is_in(item_ids.implode()), f"unknown item id {{value!r}} (not in {item_path.name})",
+          inter_path, inter.select(item).to_series())
+    if time_col:
+        stamps = _epoch_seconds(inter, time_col, inter_path, fmt)
+    else:
+        stamps = pl.Series(range(inter.height), dtype=pl.Int64)
+        report.notes.append("no time column: timestamp = row position in the interactions file")
+    frame = inter.select(user.alias("user_id"), item.alias("item_id")).with_columns(timestamp=stamps)
+    unique = frame.unique(maintain_order=True)
+    report.drop(f"exact duplicate interaction rows ({inter_path.name})", frame.height - unique.height)
+    return unique

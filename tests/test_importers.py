@@ -1,0 +1,303 @@
+"""Importers: RecBole sequential / MovieLens atomic files and CSV / Parquet tables, good and bad input."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from recsys.data import import_recbole_movielens, import_recbole_sequential, import_table
+from recsys.data.importers import title_from_text
+from recsys.errors import DataError
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+INTER_HEADER = "user_id:token\titem_id_list:token_seq\titem_id:token"
+
+
+def _write(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def _raises(match_parts: list[str], func, *args, **kwargs) -> DataError:
+    with pytest.raises(DataError) as info:
+        func(*args, **kwargs)
+    message = str(info.value)
+    for part in match_parts:
+        assert part in message, (part, message)
+    return info.value
+
+
+# ---------------------------------------------------------------- RecBole sequential
+def _toy_recbole(d: Path) -> Path:
+    """User u1 bought A0 A1 A2 A3 A4 | A5 (valid) | A1 (test); histories truncated to 3 items like the
+    real files' 50, prefixes listed longest first. User u2 (A2 | A0 | A3) has no train row at all."""
+    _write(d / "Toy.item2index", [f"A{i}\t{i}" for i in range(6)] + ["AX\t6"])  # AX: no text, unused
+    _write(d / "Toy.user2index", ["u1\t0", "u2\t1"])
+    _write(d / "Toy.text", ["item_id:token\ttext:token_seq"]
+           + [f"A{i}\tItem {i} Widget. Tools Widgets. Brand{i}. " for i in range(6)]
+           + ["AZ\tOrphan text. Nothing. None. "])  # AZ: text without an index
+    _write(d / "Toy.train.inter", [INTER_HEADER, "0\t1 2 3\t4", "0\t0 1 2\t3", "0\t0 1\t2", "0\t0\t1"])
+    _write(d / "Toy.valid.inter", [INTER_HEADER, "0\t2 3 4\t5", "1\t2\t0"])
+    _write(d / "Toy.test.inter", [INTER_HEADER, "0\t3 4 5\t1", "1\t2 0\t3"])
+    return d
+
+
+def test_recbole_sequential_reconstructs_full_sequences(tmp_path: Path) -> None:
+    data = import_recbole_sequential(_toy_recbole(tmp_path))
+    assert data.name == "Toy"
+    inter = data.interactions
+    assert inter.columns == ["user_id", "item_id", "timestamp", "split"]
+    u1 = inter.filter(pl.col("user_id") == "u1")
+    assert u1["item_id"].to_list() == ["A0", "A1", "A2", "A3", "A4", "A5", "A1"]
+    assert u1["timestamp"].to_list() == list(range(7))
+    assert u1["split"].to_list() == ["train"] * 5 + ["valid", "test"]
+    u2 = inter.filter(pl.col("user_id") == "u2")
+    assert u2.select("item_id", "split").rows() == [("A2", "train"), ("A0", "valid"), ("A3", "test")]
+    assert data.items["item_id"].to_list() == [f"A{i}" for i in range(6)]
+    assert data.items["text"][0] == "Item 0 Widget. Tools Widgets. Brand0."  # stripped
+    assert data.items["title"][0] == "Item 0 Widget"
+    report = data.report
+    assert report.rows_read == {"Toy.item2index": 7, "Toy.user2index": 2, "Toy.train.inter": 4,
+                                "Toy.valid.inter": 2, "Toy.test.inter": 2, "Toy.text": 7}
+    assert report.dropped == {"items in Toy.item2index without text (unused)": 1,
+                              "rows of Toy.text without an item2index entry": 1}
+    assert any("train=0, valid=0, test=0" in note for note in report.notes)
+
+
+def test_recbole_sequential_counts_inconsistent_histories(tmp_path: Path) -> None:
+    d = _toy_recbole(tmp_path)
+    _write(d / "Toy.valid.inter", [INTER_HEADER, "0\t2 2 4\t5", "1\t2\t0"])  # not a suffix of A0..A4
+    data = import_recbole_sequential(d, name="Toy")
+    assert data.interactions.height == 10  # kept, not dropped
+    assert any("train=0, valid=1, test=0" in note for note in data.report.notes)
+
+
+def test_recbole_sequential_file_order_does_not_matter(tmp_path: Path) -> None:
+    d = _toy_recbole(tmp_path)
+    _write(d / "Toy.train.inter", [INTER_HEADER, "0\t0\t1", "0\t0 1\t2", "0\t0 1 2\t3", "0\t1 2 3\t4"])
+    items = import_recbole_sequential(d).interactions.filter(pl.col("user_id") == "u1")["item_id"]
+    assert items.to_list() == ["A0", "A1", "A2", "A3", "A4", "A5", "A1"]
+
+
+@pytest.mark.parametrize("file, lines, parts", [
+    ("Toy.train.inter", [INTER_HEADER, "0\t1 2 3\t4", "0\t0 x 2\t3"], ["row 2", "unparsable item_id_list"]),
+    ("Toy.train.inter", [INTER_HEADER, "0\t1 2 3\t4", "0\t0 1 2"], ["row 2", "unparsable line",
+                                                                    "expected 3 tab-separated fields, found 2"]),
+    ("Toy.valid.inter", [INTER_HEADER, "0\t2 3 4\t5", "1\t2\t42"], ["row 2", "unknown item index 42"]),
+    ("Toy.test.inter", [INTER_HEADER, "0\t3 4 5\t1", "7\t2 0\t3"], ["row 2", "unknown user index 7"]),
+    ("Toy.test.inter", [INTER_HEADER, "0\t3 4 5\t1", "0\t3 4 5\t1"], ["row 2", "user index 0 has a second row"]),
+    ("Toy.item2index", ["A0\t0", "A1\t1", "A1\t2"], ["row 3", "duplicate id 'A1' (first on row 2)"]),
+    ("Toy.item2index", ["A0\t0", "A1\tone"], ["row 2", "unparsable index 'one'"]),
+    ("Toy.text", ["item_id:token\ttext:token_seq", "A0\tOne. ", "A0\tTwo. "], ["row 2", "duplicate item id 'A0'"]),
+    ("Toy.train.inter", ["user_id:token\titem_id:token", "0\t1"], ["missing column(s) ['item_id_list']",
+                                                                   "found ['user_id', 'item_id']"]),
+])
+def test_recbole_sequential_bad_input(tmp_path: Path, file: str, lines: list[str], parts: list[str]) -> None:
+    d = _toy_recbole(tmp_path)
+    _write(d / file, lines)
+    _raises([file, *parts], import_recbole_sequential, d)
+
+
+def test_recbole_sequential_used_item_without_text(tmp_path: Path) -> None:
+    d = _toy_recbole(tmp_path)
+    text = (d / "Toy.text").read_text().splitlines()
+    _write(d / "Toy.text", [line for line in text if not line.startswith("A3\t")])
+    _raises(["Toy.train.inter, row 1", "item 'A3' (index 3) is used here but has no line in Toy.text"],
+            import_recbole_sequential, d)
+    _write(d / "Toy.text", [line if not line.startswith("A3\t") else "A3\t   " for line in text])
+    _raises(["an empty text on row 4 of Toy.text"], import_recbole_sequential, d)
+
+
+def test_recbole_sequential_missing_file_and_name(tmp_path: Path) -> None:
+    d = _toy_recbole(tmp_path)
+    (d / "Toy.test.inter").unlink()
+    _raises(["Toy.test.inter", "file not found"], import_recbole_sequential, d)
+    (d / "Other.text").write_text("item_id:token\ttext:token_seq\n")
+    _raises(["expected exactly one *.text file", "['Other', 'Toy']"], import_recbole_sequential, d)
+
+
+def test_title_from_text() -> None:
+    assert title_from_text("Uranium Ore. Industrial & Scientific. Images SI. ") == "Uranium Ore"
+    assert title_from_text("Mr. Heater Kit 3/8. Plumbing. Mr. Heater.") == "Mr. Heater Kit 3/8"
+    assert title_from_text("24 Oz. Sprayer Bottles, 3-Pack. Lab. Continental.") == "24 Oz. Sprayer Bottles, 3-Pack"
+    assert title_from_text("E.C. Kraus Alcohol Hydrometer. Tests. E.C. Kraus.") == "E.C. Kraus Alcohol Hydrometer"
+    assert title_from_text("sunpp.") == "sunpp"
+    assert title_from_text("No separator at all") == "No separator at all"
+
+
+# ---------------------------------------------------------------- RecBole MovieLens
+def _toy_movielens(d: Path) -> Path:
+    _write(d / "ml.item", ["item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq",
+                           "1\tToy Story\t1995\tAnimation Children's Comedy", "2\tGoldenEye\t1995\tAction",
+                           "3\tunkonwn\tunkonwn\tunknown"])
+    _write(d / "ml.inter", ["user_id:token\titem_id:token\trating:float\ttimestamp:float",
+                            "196\t1\t3\t881250949", "196\t2\t5\t881250950", "22\t3\t1\t878887116",
+                            "196\t1\t3\t881250949"])  # exact duplicate of row 1
+    return d
+
+
+def test_recbole_movielens(tmp_path: Path) -> None:
+    data = import_recbole_movielens(_toy_movielens(tmp_path))
+    assert data.name == "ml" and not data.has_split
+    assert data.items.rows() == [
+        ("1", "Toy Story (1995). Genres: Animation, Children's, Comedy", "Toy Story", "Animation"),
+        ("2", "GoldenEye (1995). Genres: Action", "GoldenEye", "Action"),
+        ("3", "unkonwn", "unkonwn", None),
+    ]
+    assert data.interactions.rows() == [("196", "1", 881250949), ("196", "2", 881250950), ("22", "3", 878887116)]
+    assert data.interactions.schema["timestamp"] == pl.Int64
+    assert data.report.rows_read == {"ml.item": 3, "ml.inter": 4}
+    assert data.report.dropped == {"exact duplicate interaction rows (ml.inter)": 1}
+    assert any("1 items without a 4-digit release_year" in note for note in data.report.notes)
+
+
+@pytest.mark.parametrize("file, line, parts", [
+    ("ml.inter", "5\t9\t4\t881250949", ["row 5", "unknown item id '9' (not in ml.item)"]),
+    ("ml.inter", "5\t1\t4\tyesterday", ["row 5", "unparsable timestamp 'yesterday'"]),
+    ("ml.inter", "5\t1\t4", ["row 5", "unparsable line: expected 4 tab-separated fields, found 3"]),
+    ("ml.item", "2\tCopycat\t1995\tCrime", ["row 4", "duplicate item id '2' (first on row 2)"]),
+    ("ml.item", "4\t \t1995\tCrime", ["row 4", "empty item text"]),
+])
+def test_recbole_movielens_bad_input(tmp_path: Path, file: str, line: str, parts: list[str]) -> None:
+    d = _toy_movielens(tmp_path)
+    with (d / file).open("a") as handle:
+        handle.write(line + "\n")
+    _raises([file, *parts], import_recbole_movielens, d)
+
+
+# ---------------------------------------------------------------- CSV / Parquet tables
+TEMPLATE = "title: {title} | category: {category} | brand: {brand}"
+
+
+def _toy_csv(d: Path) -> tuple[Path, Path]:
+    items = _write(d / "products.csv", ["sku,title,category,brand,price",
+                                        "S1,Trail Shoe,Running Shoes,Stridex,89.5",
+                                        "S2,Wool Socks,,Fleetfoot,12",
+                                        "S3,,Coffee Beans,Brewmont,",
+                                        "S4,Unsold Lamp,Lamps,Lumo,20"])
+    events = _write(d / "events.csv", ["customer,sku,when",
+                                       "c1,S1,2024-01-01T10:00:00Z",
+                                       "c1,S2,2024-01-02 10:00:00",
+                                       "c2,S3,2024-01-03",
+                                       "c1,S2,2024-01-02 10:00:00"])  # exact duplicate
+    return events, items
+
+
+def _csv_kwargs() -> dict:
+    return dict(user_col="customer", item_col="sku", time_col="when", item_id_col="sku", text_template=TEMPLATE)
+
+
+def test_import_csv_with_template(tmp_path: Path) -> None:
+    data = import_table(*_toy_csv(tmp_path), **_csv_kwargs())
+    assert data.name == "events"
+    assert data.items["text"].to_list() == [
+        "title: Trail Shoe | category: Running Shoes | brand: Stridex",
+        "title: Wool Socks | brand: Fleetfoot",  # empty field: label and separator dropped
+        "category: Coffee Beans | brand: Brewmont",
+        "title: Unsold Lamp | category: Lamps | brand: Lumo",
+    ]
+    assert data.items.columns == ["item_id", "text", "title", "category", "brand", "price"]
+    assert data.items["price"].to_list() == [89.5, 12.0, None, 20.0]
+    assert data.items.schema["price"] == pl.Float64
+    assert data.interactions.rows() == [("c1", "S1", 1704103200), ("c1", "S2", 1704189600),
+                                        ("c2", "S3", 1704240000)]
+    assert data.report.rows_read == {"products.csv": 4, "events.csv": 4}
+    assert data.report.dropped == {"exact duplicate interaction rows (events.csv)": 1}
+
+
+def test_import_parquet_with_text_column_and_formats(tmp_path: Path) -> None:
+    pl.DataFrame({"item_id": [10, 11], "description": ["A red mug", "A blue mug"], "colour": ["red", "blue"],
+                  "price": ["3.5", "4"]}).write_parquet(tmp_path / "items.parquet")
+    pl.DataFrame({"user_id": ["u", "u", "v"], "item_id": [10, 11, 10],
+                  "timestamp": [30, 10, 20]}).write_parquet(tmp_path / "inter.parquet")
+    data = import_table(tmp_path / "inter.parquet", tmp_path / "items.parquet", text_col="description",
+                        extra_item_cols=["colour"], name="mugs")
+    assert data.name == "mugs"
+    assert data.items.rows() == [("10", "A red mug", 3.5, "red"), ("11", "A blue mug", 4.0, "blue")]
+    assert data.interactions.rows() == [("u", "10", 30), ("u", "11", 10), ("v", "10", 20)]
+    pl.DataFrame({"u": ["a"], "i": [10], "t": ["03/02/2024 08:30"]}).write_csv(tmp_path / "fmt.csv")
+    data = import_table(tmp_path / "fmt.csv", tmp_path / "items.parquet", user_col="u", item_col="i", time_col="t",
+                        text_col="description", timestamp_format="%d/%m/%Y %H:%M")
+    assert data.interactions["timestamp"].to_list() == [1706949000]  # 2024-02-03 08:30 UTC
+    pl.DataFrame({"user_id": ["a", "a"], "item_id": ["10", "11"],
+                  "timestamp": [datetime(2024, 1, 1), datetime(2024, 1, 1, 0, 1)]}).write_parquet(tmp_path / "dt.pq")
+    data = import_table(tmp_path / "dt.pq", tmp_path / "items.parquet", text_col="description")
+    assert data.interactions["timestamp"].to_list() == [1704067200, 1704067260]
+
+
+def test_import_table_mapping_and_no_time_column(tmp_path: Path) -> None:
+    events, items = _toy_csv(tmp_path)
+    data = import_table(events, items, user_col="customer", item_col="sku", time_col=None, item_id_col="sku",
+                        text_col="brand", extra_item_cols={"name": "title"})
+    assert data.interactions["timestamp"].to_list() == [0, 1, 2, 3]  # file order; row 4 is a repeat, kept
+    assert "name" in data.items.columns
+
+
+@pytest.mark.parametrize("edit, parts", [
+    (("events.csv", "c3,S9,2024-01-05"), ["events.csv", "row 5", "unknown item id 'S9' (not in products.csv)"]),
+    (("events.csv", "c3,S1,last tuesday"), ["events.csv", "row 5", "unparsable timestamp 'last tuesday'"]),
+    (("events.csv", "c3,S1,2024-01-05,extra"), ["events.csv", "row 5", "unparsable line",
+                                                "expected 3 fields, found 4"]),
+    (("events.csv", ",S1,2024-01-05"), ["events.csv", "row 5", "missing customer"]),
+    (("products.csv", "S2,Again,Socks,Fleetfoot,3"), ["products.csv", "row 5", "duplicate item id 'S2'"]),
+    (("products.csv", "S5,,,,"), ["products.csv", "row 5", "empty item text for item 'S5'"]),
+    (("products.csv", "S5,Mug,Mugs,Lumo,cheap"), ["products.csv", "row 5", "unparsable price 'cheap'"]),
+])
+def test_import_table_bad_rows(tmp_path: Path, edit: tuple[str, str], parts: list[str]) -> None:
+    events, items = _toy_csv(tmp_path)
+    with (tmp_path / edit[0]).open("a") as handle:
+        handle.write(edit[1] + "\n")
+    _raises(parts, import_table, events, items, **_csv_kwargs())
+
+
+def test_import_table_missing_file_and_columns(tmp_path: Path) -> None:
+    events, items = _toy_csv(tmp_path)
+    _raises(["nope.csv", "file not found"], import_table, tmp_path / "nope.csv", items, **_csv_kwargs())
+    _raises(["events.csv", "missing column(s) ['user_id']", "found ['customer', 'sku', 'when']"],
+            import_table, events, items, item_col="sku", time_col="when", item_id_col="sku", text_col="brand")
+    _raises(["products.csv", "no item text: pass text_col= or text_template=", "found ['sku', 'title'"],
+            import_table, events, items, item_id_col="sku")
+    _raises(["products.csv", "missing text_template field(s) ['colour']", "found ['sku', 'title'"],
+            import_table, events, items, **{**_csv_kwargs(), "text_template": "{title} in {colour}"})
+    (tmp_path / "blank.csv").write_text("")
+    _raises(["blank.csv", "the file is empty"], import_table, tmp_path / "blank.csv", items, **_csv_kwargs())
+
+
+def test_import_table_counts_blank_lines(tmp_path: Path) -> None:
+    events, items = _toy_csv(tmp_path)
+    events.write_text(events.read_text().replace("\nc2,", "\n\nc2,"))
+    data = import_table(events, items, **_csv_kwargs())
+    assert data.report.dropped["blank lines (events.csv)"] == 1
+    assert data.interactions.height == 3
+    with events.open("a") as handle:
+        handle.write("c3,S9,2024-01-05\n")
+    _raises(["events.csv, row 6"], import_table, events, items, **_csv_kwargs())  # row numbers keep blanks
+
+
+# ---------------------------------------------------------------- the real benchmark files
+@pytest.mark.realdata
+@pytest.mark.skipif(not (SHARED_DATA / "amazon-scientific").is_dir(), reason="shared/data not present")
+def test_real_amazon_scientific() -> None:
+    data = import_recbole_sequential(SHARED_DATA / "amazon-scientific")
+    inter = data.interactions
+    assert (data.items.height, data.n_users, inter.height) == (4385, 8442, 59427)
+    last_two = inter.sort("user_id", "timestamp").group_by("user_id").agg(pl.col("split").tail(2))
+    assert last_two["split"].list.get(0).eq("valid").all() and last_two["split"].list.get(1).eq("test").all()
+    assert inter.filter(pl.col("split") == "train").height == 59427 - 2 * 8442
+    assert data.report.dropped == {}
+    assert any("train=0, valid=0, test=0" in note for note in data.report.notes)
+    assert data.items["title"].str.len_chars().min() > 0
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not (SHARED_DATA / "movielens-100k").is_dir(), reason="shared/data not present")
+def test_real_movielens_100k() -> None:
+    data = import_recbole_movielens(SHARED_DATA / "movielens-100k")
+    assert (data.items.height, data.n_users, data.interactions.height) == (1682, 943, 100000)
+    toy_story = data.items.filter(pl.col("item_id") == "1").row(0, named=True)
+    assert toy_story["text"] == "Toy Story (1995). Genres: Animation, Children's, Comedy"
+    assert re.fullmatch(r"\d{9}", str(data.interactions["timestamp"][0]))

@@ -1,0 +1,139 @@
+"""The synthetic shop: deterministic, valid, and carrying the planted (text-learnable) habits."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+
+import polars as pl
+import pytest
+
+from recsys.data import Dataset, generate_shop
+from recsys.data.dataset import validate
+from recsys.data.synthetic import CATEGORIES, START_2024
+
+CAMERA_ACCESSORIES = ["Lenses", "Camera Bags", "Memory Cards"]
+
+
+@pytest.fixture(scope="module")
+def shop() -> Dataset:
+    return generate_shop()
+
+
+def _with_next(shop: Dataset) -> pl.DataFrame:
+    """Interactions in time order with the item's category/brand and the user's next category/brand."""
+    return (shop.interactions.sort("user_id", "timestamp")
+            .join(shop.items.select("item_id", "category", "brand"), on="item_id", maintain_order="left")
+            .with_columns(next_item=pl.col("item_id").shift(-1).over("user_id"),
+                          next_category=pl.col("category").shift(-1).over("user_id"),
+                          next_brand=pl.col("brand").shift(-1).over("user_id")))
+
+
+def test_default_shape_and_schema(shop: Dataset) -> None:
+    assert shop.name == "synthetic-shop"
+    assert shop.items.height == 900
+    assert shop.n_users == 600
+    assert shop.items.columns == ["item_id", "text", "title", "category", "brand", "price"]
+    assert shop.items.schema["price"] == pl.Float64
+    assert shop.interactions.columns == ["user_id", "item_id", "timestamp"]
+    validate(shop.items, shop.interactions)
+    assert shop.items["item_id"].n_unique() == 900
+    assert shop.items["title"].n_unique() == 900  # every item is distinguishable by its text
+    assert set(shop.items["category"]) == set(CATEGORIES)
+    assert shop.items["price"].min() > 0
+    per_user = shop.interactions.group_by("user_id").len()["len"]
+    assert per_user.min() >= 3 and per_user.max() <= 30
+    assert 3_000 < shop.interactions.height < 10_000
+    assert "synthetic" in shop.report.notes[0]
+    assert "synthetic" in generate_shop.__doc__.lower()
+
+
+def test_text_is_title_category_brand_attributes(shop: Dataset) -> None:
+    for row in shop.items.head(50).iter_rows(named=True):
+        title, category, brand, attributes = row["text"].split(". ", 3)
+        assert (title, category, brand) == (row["title"], row["category"], row["brand"])
+        assert ": " in attributes
+        assert row["title"].startswith(row["brand"])
+
+
+def test_timestamps_increase_per_user_from_2024(shop: Dataset) -> None:
+    inter = shop.interactions
+    assert inter["timestamp"].min() >= START_2024
+    steps = inter.with_columns(d=pl.col("timestamp").diff().over("user_id"))["d"].drop_nulls()
+    assert steps.min() >= 60  # strictly increasing, at least a minute apart, in file order
+
+
+def test_deterministic_for_a_seed() -> None:
+    a, b, c = generate_shop(120, 200, seed=7), generate_shop(120, 200, seed=7), generate_shop(120, 200, seed=8)
+    assert a.items.equals(b.items) and a.interactions.equals(b.interactions)
+    assert a.fingerprint() == b.fingerprint()
+    assert a.fingerprint() != c.fingerprint()
+    assert not a.interactions.equals(c.interactions)
+
+
+def test_small_sizes_and_bad_arguments() -> None:
+    small = generate_shop(n_users=5, n_items=40, seed=1, min_interactions=3, max_interactions=4)
+    assert small.items.height == 40 and small.n_users == 5
+    assert small.interactions.group_by("user_id").len()["len"].is_between(3, 4).all()
+    with pytest.raises(ValueError):
+        generate_shop(n_items=10)
+    with pytest.raises(ValueError):
+        generate_shop(min_interactions=5, max_interactions=4)
+
+
+def test_default_generation_is_fast() -> None:
+    started = time.perf_counter()
+    generate_shop(seed=3)
+    assert time.perf_counter() - started < 2.0
+
+
+def test_camera_is_followed_by_a_same_brand_accessory(shop: Dataset) -> None:
+    frame = _with_next(shop).filter(pl.col("next_category").is_not_null())
+    cameras = frame.filter(pl.col("category") == "Cameras")
+    followed = cameras["next_category"].is_in(CAMERA_ACCESSORIES)
+    chance = frame["next_category"].is_in(CAMERA_ACCESSORIES).mean()
+    assert cameras.height > 150
+    assert followed.mean() > 0.45 and chance < 0.2 and followed.mean() > 3 * chance
+    accessory_rows = cameras.filter(followed)
+    assert (accessory_rows["next_brand"] == accessory_rows["brand"]).mean() > 0.7  # 4 brands: chance ~0.25
+    # the other planted pairs too
+    for main, accessory in [("Laptops", "Laptop Sleeves"), ("Coffee Makers", "Coffee Beans")]:
+        rows = frame.filter(pl.col("category") == main)
+        assert (rows["next_category"] == accessory).mean() > 2 * (frame["next_category"] == accessory).mean()
+
+
+def test_repeat_category_browsing_and_popularity_skew(shop: Dataset) -> None:
+    frame = _with_next(shop).filter(pl.col("next_category").is_not_null())
+    same = (frame["next_category"] == frame["category"]).mean()
+    assert same > 0.2  # 16 categories: chance is ~0.07
+    counts = shop.interactions.group_by("item_id").len().sort("len", descending=True)["len"]
+    assert counts[:45].sum() > 0.25 * shop.interactions.height  # top 5% of items: over a quarter of events
+
+
+def _hit_rate(shop: Dataset, use_last_item_text: bool, k: int = 10) -> float:
+    """Leave-last-out next-item hit rate@k of popularity, or of a model that reads only the category and
+    brand words from the last item's text (`text.split('. ')`) plus popularity."""
+    inter = shop.interactions.sort("user_id", "timestamp")
+    last = inter.group_by("user_id", maintain_order=True).agg(pl.col("item_id").tail(2))
+    train = inter.filter(pl.int_range(pl.len()).over("user_id") < pl.len().over("user_id") - 1)
+    words = {i: tuple(t.split(". ")[1:3]) for i, t in shop.items.select("item_id", "text").iter_rows()}
+    pop = Counter(train["item_id"].to_list())
+    ranked_pop = [i for i, _ in pop.most_common()]
+    transitions: dict[tuple[str, str], Counter] = defaultdict(Counter)
+    for seq in train.group_by("user_id", maintain_order=True).agg("item_id")["item_id"].to_list():
+        for a, b in zip(seq, seq[1:]):
+            transitions[words[a]][words[b]] += 1
+    hits = 0
+    for prev, target in (pair for pair in last["item_id"].to_list()):
+        if use_last_item_text:
+            after = transitions[words[prev]]
+            ranked = sorted(pop, key=lambda i: -(after[words[i]] + 0.1) * pop[i])[:k]
+        else:
+            ranked = ranked_pop[:k]
+        hits += target in ranked
+    return hits / last.height
+
+
+def test_last_item_text_beats_popularity(shop: Dataset) -> None:
+    popularity, text_aware = _hit_rate(shop, False), _hit_rate(shop, True)
+    assert text_aware > 1.5 * popularity and text_aware - popularity > 0.05, (popularity, text_aware)
