@@ -1,0 +1,172 @@
+"""The canonical dataset: an item table and an interaction log, saved as Parquet + schema.json."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from recsys.errors import DataError
+
+SCHEMA_VERSION = 1
+
+ITEM_SCHEMA: dict[str, pl.DataType] = {"item_id": pl.Utf8(), "text": pl.Utf8()}
+OPTIONAL_ITEM_SCHEMA: dict[str, pl.DataType] = {
+    "title": pl.Utf8(),
+    "category": pl.Utf8(),
+    "brand": pl.Utf8(),
+    "price": pl.Float64(),
+}
+INTERACTION_SCHEMA: dict[str, pl.DataType] = {
+    "user_id": pl.Utf8(),
+    "item_id": pl.Utf8(),
+    "timestamp": pl.Int64(),
+}
+SPLIT_VALUES = ("train", "valid", "test")
+
+
+@dataclass
+class ImportReport:
+    """What an importer read and anything it did not keep, with counts (never silent)."""
+
+    rows_read: dict[str, int] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def drop(self, reason: str, count: int) -> None:
+        if count:
+            self.dropped[reason] = self.dropped.get(reason, 0) + int(count)
+
+    def to_dict(self) -> dict:
+        return {"rows_read": self.rows_read, "dropped": self.dropped, "notes": self.notes}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ImportReport":
+        return cls(dict(data.get("rows_read", {})), dict(data.get("dropped", {})), list(data.get("notes", [])))
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Items (`item_id`, `text`, optional title/category/brand/price) and interactions
+    (`user_id`, `item_id`, `timestamp`, optional `split` in train/valid/test)."""
+
+    name: str
+    items: pl.DataFrame
+    interactions: pl.DataFrame
+    report: ImportReport = field(default_factory=ImportReport)
+
+    def __post_init__(self) -> None:
+        validate(self.items, self.interactions, source=self.name)
+
+    @property
+    def has_split(self) -> bool:
+        return "split" in self.interactions.columns
+
+    @property
+    def n_users(self) -> int:
+        return self.interactions["user_id"].n_unique()
+
+    def fingerprint(self) -> str:
+        """sha256 over the canonical content, stable across save/load."""
+        digest = hashlib.sha256()
+        for frame in (self.items, self.interactions):
+            digest.update(",".join(frame.columns).encode())
+            digest.update(frame.hash_rows(seed=0).to_numpy().tobytes())
+        return digest.hexdigest()
+
+    def summary(self) -> dict:
+        return {
+            "name": self.name,
+            "n_items": self.items.height,
+            "n_users": self.n_users,
+            "n_interactions": self.interactions.height,
+            "has_split": self.has_split,
+        }
+
+    def save(self, directory: str | Path) -> Path:
+        """Write items.parquet, interactions.parquet and schema.json into `directory`."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.items.write_parquet(directory / "items.parquet")
+        self.interactions.write_parquet(directory / "interactions.parquet")
+        schema = {
+            "schema_version": SCHEMA_VERSION,
+            **self.summary(),
+            "item_columns": {c: str(t) for c, t in self.items.schema.items()},
+            "interaction_columns": {c: str(t) for c, t in self.interactions.schema.items()},
+            "fingerprint": self.fingerprint(),
+            "import_report": self.report.to_dict(),
+        }
+        (directory / "schema.json").write_text(json.dumps(schema, indent=2))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Dataset":
+        """Read a dataset written by `save`; clear error when it is not one."""
+        directory = Path(directory)
+        schema_path = directory / "schema.json"
+        if not schema_path.is_file():
+            raise DataError("not a dataset directory (no schema.json); create one with `recsys import`",
+                            source=str(directory))
+        schema = json.loads(schema_path.read_text())
+        if schema.get("schema_version") != SCHEMA_VERSION:
+            raise DataError(f"unsupported dataset schema version {schema.get('schema_version')!r}",
+                            source=str(schema_path))
+        items = pl.read_parquet(directory / "items.parquet")
+        interactions = pl.read_parquet(directory / "interactions.parquet")
+        return cls(schema["name"], items, interactions, ImportReport.from_dict(schema.get("import_report", {})))
+
+
+def _check_columns(frame: pl.DataFrame, required: dict[str, pl.DataType], source: str) -> None:
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise DataError(f"missing column(s) {missing}; found {frame.columns}", source=source)
+    for column, dtype in required.items():
+        if frame.schema[column] != dtype:
+            raise DataError(f"column {column!r} has type {frame.schema[column]}, expected {dtype}", source=source)
+
+
+def _first_row(mask: pl.Series) -> int:
+    """1-based index of the first True in `mask`."""
+    return int(mask.arg_true()[0]) + 1
+
+
+def validate(items: pl.DataFrame, interactions: pl.DataFrame, source: str = "dataset") -> None:
+    """Raise DataError naming the first offending row for any violation of the canonical schema."""
+    _check_columns(items, ITEM_SCHEMA, f"{source} items")
+    _check_columns(interactions, INTERACTION_SCHEMA, f"{source} interactions")
+    for column, dtype in OPTIONAL_ITEM_SCHEMA.items():
+        if column in items.columns and items.schema[column] != dtype:
+            raise DataError(f"column {column!r} has type {items.schema[column]}, expected {dtype}",
+                            source=f"{source} items")
+    if items.height == 0:
+        raise DataError("the item table is empty", source=f"{source} items")
+    null_ids = items["item_id"].is_null()
+    if null_ids.any():
+        raise DataError("missing item_id", source=f"{source} items", row=_first_row(null_ids))
+    dup = items["item_id"].is_duplicated()
+    if dup.any():
+        row = _first_row(dup)
+        raise DataError(f"duplicate item_id {items['item_id'][row - 1]!r}", source=f"{source} items", row=row)
+    empty_text = items["text"].is_null() | (items["text"].str.strip_chars() == "")
+    if empty_text.any():
+        row = _first_row(empty_text)
+        raise DataError(f"empty text for item {items['item_id'][row - 1]!r}", source=f"{source} items", row=row)
+    for column in INTERACTION_SCHEMA:
+        nulls = interactions[column].is_null()
+        if nulls.any():
+            raise DataError(f"missing {column}", source=f"{source} interactions", row=_first_row(nulls))
+    unknown = ~interactions["item_id"].is_in(items["item_id"].implode())
+    if unknown.any():
+        row = _first_row(unknown)
+        raise DataError(f"unknown item id {interactions['item_id'][row - 1]!r} (not in the item table)",
+                        source=f"{source} interactions", row=row)
+    if "split" in interactions.columns:
+        bad = ~interactions["split"].is_in(list(SPLIT_VALUES))
+        if bad.any():
+            row = _first_row(bad)
+            raise DataError(f"split must be one of {SPLIT_VALUES}, got {interactions['split'][row - 1]!r}",
+                            source=f"{source} interactions", row=row)
