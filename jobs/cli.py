@@ -129,8 +129,8 @@ def build(
 ) -> None:
     """Encode the catalogue, build the index, evaluate, and write a bundle to OUT/NAME/VERSION."""
     from jobs.workflows import build_bundle, load_dataset
-    dataset = load_dataset(data)
     config = _build_config(model, max_length, batch_size, decay)
+    dataset = load_dataset(data)
     path, rows = build_bundle(dataset, config, out, name or dataset.name)
     console.print(metrics_table(rows, f"{dataset.name}: full ranking over {dataset.items.height:,} items"))
     console.print(f"[green]bundle written[/] → {path}")
@@ -152,8 +152,8 @@ def evaluate_cmd(
     from recsys.pipeline import Recommender
     from recsys.splits import split_dataset
 
-    dataset = load_dataset(data)
     config = _build_config(model, max_length, batch_size, decay, ks, splits, mask_history)
+    dataset = load_dataset(data)
     split = split_dataset(dataset)
     models: dict[str, object] = baseline_models(dataset, split, config) if baselines else {}
     if bundle is not None:

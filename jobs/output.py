@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
-err_console = Console(stderr=True)
+# wide enough for the metric tables when stdout is a file or a CI log
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 METRIC_COLUMNS = ("recall@10", "ndcg@10", "mrr@10", "recall@20", "ndcg@20", "mrr@20",
                   "recall@50", "ndcg@50", "mrr@50")
@@ -20,7 +22,7 @@ def metrics_table(rows: list[dict], title: str) -> Table:
     columns = [c for c in METRIC_COLUMNS if rows and c in rows[0]]
     table = Table(title=title)
     for header in ("model", "split", "n", *columns):
-        table.add_column(header, justify="left" if header in ("model", "split") else "right")
+        table.add_column(header, justify="left" if header in ("model", "split") else "right", no_wrap=True)
     for row in rows:
         table.add_row(str(row["model"]), str(row["split"]), str(int(row["n_examples"])),
                       *(f"{row[c]:.4f}" for c in columns))
