@@ -87,26 +87,37 @@ class Recommender:
             out_scores.append([s for _, s in keep])
         return out_ids, out_scores
 
+    def recommend_batch(self, histories: Sequence[Sequence[str]], k: int, exclude_seen: bool = False,
+                        exclude: Sequence[Collection[str]] | None = None) -> list[RecommendationList]:
+        """The one retrieval path behind the API, the batch jobs and the evaluator.
+
+        Histories are item ids oldest first; `exclude_seen` drops each history's items, `exclude`
+        gives extra per-row ids to drop. A history the user tower knows nothing about (empty, or
+        only unknown items) gets the popular items, marked `popular_fallback`."""
+        vectors = self.user_tower.encode_histories(histories)
+        banned = [(set(h) if exclude_seen else set()) | (set(exclude[row]) if exclude is not None else set())
+                  for row, h in enumerate(histories)]
+        ids, scores = self.search_vectors(vectors, k, banned)
+        results = []
+        for row in range(len(histories)):
+            if np.any(vectors[row]):
+                results.append(RecommendationList(ids[row], scores[row], "personalised"))
+            else:
+                results.append(RecommendationList(*self.popularity.top(k, banned[row]), "popular_fallback"))
+        return results
+
     def recommend_histories(self, histories: Sequence[Sequence[str]], k: int,
                             exclude_seen: bool = False) -> list[list[str]]:
-        """Batch path used by the evaluator and the batch jobs: top-k item ids per history."""
-        return self.score_histories(histories, k, exclude_seen)[0]
-
-    def score_histories(self, histories: Sequence[Sequence[str]], k: int,
-                        exclude_seen: bool = False) -> tuple[list[list[str]], list[list[float]]]:
-        vectors = self.user_tower.encode_histories(histories)
-        exclude = [set(h) for h in histories] if exclude_seen else None
-        ids, scores = self.search_vectors(vectors, k, exclude)
-        for row, history in enumerate(histories):
-            if not np.any(vectors[row]):  # nothing known about this user: popular items
-                ids[row], scores[row] = self.popularity.top(k, set(history) if exclude_seen else ())
-        return ids, scores
+        """Top-k item ids per history (the evaluator's `CandidateSource` interface)."""
+        return [r.item_ids for r in self.recommend_batch(histories, k, exclude_seen)]
 
     def recommend_session(self, item_ids: Sequence[str], k: int = 10, exclude_seen: bool = True,
                           exclude: Collection[str] = ()) -> RecommendationList:
         """For an anonymous session's recent items (oldest first); unknown ids raise UnknownIdError."""
         self._check_items(list(item_ids))
-        return self._recommend(list(item_ids), k, exclude_seen, exclude, "session")
+        result = self.recommend_batch([list(item_ids)], k, exclude_seen, [exclude])[0]
+        return result if result.strategy == "popular_fallback" else \
+            RecommendationList(result.item_ids, result.scores, "session")
 
     def recommend_user(self, user_id: str, k: int = 10, exclude_seen: bool = True,
                        exclude: Collection[str] = (), fallback: bool = True) -> RecommendationList:
@@ -115,19 +126,8 @@ class Recommender:
         if history is None:
             if not fallback:
                 raise UnknownIdError("user", [user_id])
-            items, scores = self.popularity.top(k, set(exclude))
-            return RecommendationList(items, scores, "popular_fallback")
-        return self._recommend(history, k, exclude_seen, exclude, "personalised")
-
-    def _recommend(self, history: list[str], k: int, exclude_seen: bool, exclude: Collection[str],
-                   strategy: str) -> RecommendationList:
-        banned = set(exclude) | (set(history) if exclude_seen else set())
-        vector = self.user_tower.encode_histories([history])
-        if not history or not np.any(vector):
-            items, scores = self.popularity.top(k, banned)
-            return RecommendationList(items, scores, "popular_fallback")
-        ids, scores = self.search_vectors(vector, k, [banned])
-        return RecommendationList(ids[0], scores[0], strategy)
+            return self.recommend_batch([[]], k, exclude=[exclude])[0]
+        return self.recommend_batch([history], k, exclude_seen, [exclude])[0]
 
     def similar_items(self, item_id: str, k: int = 10, exclude: Collection[str] = ()) -> RecommendationList:
         """Nearest catalogue items to `item_id` by item-tower embedding (itself excluded)."""
