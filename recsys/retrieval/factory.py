@@ -1,0 +1,204 @@
+"""Build, train, parameterise and compact FAISS indexes described by an `IndexConfig`."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+from recsys.config import IndexConfig
+
+METRIC = faiss.METRIC_INNER_PRODUCT
+MIN_POINTS_PER_LIST = 39  # below this faiss k-means warns and centroids are poor
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    """Per-query search settings; `None` means the index config's value.
+
+    `exact_below`: a filtered search whose eligible set has at most this many items scores those
+    items exactly (brute force) instead of walking the ANN structure.
+    """
+
+    nprobe: int | None = None
+    ef_search: int | None = None
+    refine_factor: int | None = None
+    exact_below: int = 2048
+
+
+def choose_nlist(n: int, config: IndexConfig) -> int:
+    """Inverted lists for `n` training vectors: the configured value (at most n), or a power of two
+    near 4·√n with at least `MIN_POINTS_PER_LIST` vectors per list."""
+    if config.nlist is not None:
+        return max(1, min(config.nlist, n))
+    target = 2 ** round(math.log2(max(1.0, 4 * math.sqrt(n))))
+    return int(max(1, min(target, n // MIN_POINTS_PER_LIST)))
+
+
+def factory_string(config: IndexConfig, dim: int, nlist: int) -> str:
+    """The `faiss.index_factory` description of the index (also a readable label)."""
+    storage = "SQfp16" if config.float16 else "Flat"
+    if config.kind == "flat":
+        return storage
+    if config.kind == "hnsw":
+        return f"HNSW{config.hnsw_m},{storage}"
+    if config.kind == "ivf_flat":
+        return f"IVF{nlist},{storage}"
+    if dim % config.pq_m:
+        raise ValueError(f"pq_m={config.pq_m} must divide the vector dimension {dim}")
+    opq = f"OPQ{config.pq_m}," if config.opq else ""
+    refine = {"none": "", "flat": ",RFlat", "fp16": ",Refine(SQfp16)"}[config.refine]
+    return f"{opq}IVF{nlist},PQ{config.pq_m}x{config.pq_nbits}{refine}"
+
+
+def ivf_of(index: faiss.Index) -> faiss.IndexIVF | None:
+    """The IndexIVF inside `index` (through OPQ / refine wrappers), or None."""
+    try:
+        return faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return None
+
+
+def hnsw_of(index: faiss.Index) -> faiss.IndexHNSW | None:
+    index = faiss.downcast_index(index)
+    return index if isinstance(index, faiss.IndexHNSW) else None
+
+
+def new_index(config: IndexConfig, vectors: np.ndarray) -> faiss.Index:
+    """An index of `config.kind`, trained on a seeded sample of `vectors` when the type needs it,
+    holding all `vectors` in row order (faiss label = row)."""
+    n, dim = vectors.shape
+    nlist = choose_nlist(n, config) if config.kind.startswith("ivf") else 0
+    index = faiss.index_factory(dim, factory_string(config, dim, nlist), METRIC)
+    hnsw = hnsw_of(index)
+    if hnsw is not None:
+        hnsw.hnsw.efConstruction = config.ef_construction
+        hnsw.hnsw.efSearch = config.ef_search
+    ivf = ivf_of(index)
+    if ivf is not None:
+        ivf.nprobe = min(config.nprobe, ivf.nlist)
+        ivf.cp.seed = config.seed
+        ivf.cp.niter = config.kmeans_iters
+        ivf.verbose = False
+        if isinstance(faiss.downcast_index(ivf), faiss.IndexIVFPQ):
+            pq_ivf = faiss.downcast_index(ivf)
+            pq_ivf.pq.cp.seed = config.seed
+            pq_ivf.pq.cp.niter = config.kmeans_iters
+            pq_ivf.do_polysemous_training = False  # the factory turns on a slow annealing step we never use
+    if not index.is_trained:
+        if config.kind == "ivf_pq" and n < 2 ** config.pq_nbits:
+            raise ValueError(f"ivf_pq needs at least 2**pq_nbits = {2 ** config.pq_nbits} vectors to train, got {n}")
+        if n == 0:
+            raise ValueError(f"a {config.kind} index needs training vectors, got none")
+        rng = np.random.default_rng(config.seed)
+        sample = vectors if n <= config.train_size else vectors[np.sort(rng.choice(n, config.train_size, replace=False))]
+        index.train(np.ascontiguousarray(sample))
+    add_in_chunks(index, vectors)
+    return index
+
+
+def add_in_chunks(index: faiss.Index, vectors: np.ndarray, chunk: int = 262_144) -> None:
+    for start in range(0, len(vectors), chunk):
+        index.add(np.ascontiguousarray(vectors[start:start + chunk]))
+
+
+def faiss_params(index: faiss.Index, config: IndexConfig, params: SearchParams | None,
+                 selector: faiss.IDSelector | None = None, widen: int = 1) -> faiss.SearchParameters:
+    """faiss SearchParameters for one search call (thread-safe: the index itself is not mutated).
+    `widen` multiplies nprobe / efSearch (used when a filtered search must refill)."""
+    params = params or SearchParams()
+    ivf = ivf_of(index)
+    if ivf is not None:
+        inner = faiss.SearchParametersIVF()
+        inner.nprobe = int(min(ivf.nlist, (params.nprobe or config.nprobe) * widen))
+    elif hnsw_of(index) is not None:
+        inner = faiss.SearchParametersHNSW()
+        inner.efSearch = int((params.ef_search or config.ef_search) * widen)
+    else:
+        inner = faiss.SearchParameters()
+    if selector is not None:
+        inner.sel = selector
+    if isinstance(faiss.downcast_index(index), faiss.IndexRefine):
+        outer = faiss.IndexRefineSearchParameters()
+        outer.k_factor = float(params.refine_factor or config.refine_factor)
+        outer.base_index_params = inner
+        outer.keep_alive = (inner, selector)  # SWIG holds raw pointers only
+        return outer
+    inner.keep_alive = selector
+    return inner
+
+
+def exhaustive_params(index: faiss.Index, config: IndexConfig, selector: faiss.IDSelector | None) -> faiss.SearchParameters:
+    """Parameters that make an IVF search visit every list (exact over the selected items up to
+    the codes' precision)."""
+    ivf = ivf_of(index)
+    return faiss_params(index, config, SearchParams(nprobe=ivf.nlist if ivf is not None else None), selector)
+
+
+def compact_index(index: faiss.Index, config: IndexConfig, keep: np.ndarray) -> faiss.Index:
+    """A new index holding only rows `keep` (old labels, ascending), relabelled 0..len(keep)-1.
+
+    IVF kinds move their stored codes list by list (exact, no retraining, no re-encoding);
+    flat and HNSW rebuild from their stored vectors."""
+    keep = np.asarray(keep, dtype=np.int64)
+    old_ivf = ivf_of(index)
+    if old_ivf is None:
+        vectors = index.reconstruct_batch(keep) if len(keep) else np.zeros((0, index.d), np.float32)
+        fresh = faiss.index_factory(index.d, factory_string(config, index.d, 0), METRIC)
+        if hnsw_of(fresh) is not None:
+            hnsw_of(fresh).hnsw.efConstruction = config.ef_construction
+            hnsw_of(fresh).hnsw.efSearch = config.ef_search
+        if not fresh.is_trained:
+            fresh.train(vectors)
+        add_in_chunks(fresh, vectors)
+        return fresh
+    fresh = faiss.clone_index(index)
+    fresh.reset()
+    new_ivf = ivf_of(fresh)
+    new_ivf.make_direct_map(False)
+    remap = np.full(index.ntotal, -1, dtype=np.int64)
+    remap[keep] = np.arange(len(keep), dtype=np.int64)
+    old_lists, new_lists, code_size = old_ivf.invlists, new_ivf.invlists, old_ivf.code_size
+    for list_no in range(old_ivf.nlist):
+        size = old_lists.list_size(list_no)
+        if not size:
+            continue
+        labels = faiss.rev_swig_ptr(old_lists.get_ids(list_no), size).copy()
+        codes = faiss.rev_swig_ptr(old_lists.get_codes(list_no), size * code_size).copy().reshape(size, code_size)
+        kept = remap[labels] >= 0
+        if kept.any():
+            new_labels = np.ascontiguousarray(remap[labels[kept]])
+            new_codes = np.ascontiguousarray(codes[kept])
+            new_lists.add_entries(list_no, int(kept.sum()), faiss.swig_ptr(new_labels), faiss.swig_ptr(new_codes))
+    new_ivf.ntotal = len(keep)
+    outer = faiss.downcast_index(fresh)
+    if isinstance(outer, faiss.IndexRefine):
+        old_refine = faiss.downcast_index(index).refine_index
+        if len(keep):
+            outer.refine_index.add(old_refine.reconstruct_batch(keep))
+        inner = faiss.downcast_index(outer.base_index)
+        if isinstance(inner, faiss.IndexPreTransform):
+            inner.ntotal = len(keep)
+        outer.base_index.ntotal = len(keep)
+    elif isinstance(outer, faiss.IndexPreTransform):
+        outer.ntotal = len(keep)
+    fresh.ntotal = len(keep)
+    return fresh
+
+
+def reconstruct_rows(index: faiss.Index, rows: np.ndarray) -> np.ndarray:
+    """Stored vectors of `rows` (IVF kinds get a direct map on first use; PQ rows are approximate)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) == 0:
+        return np.zeros((0, index.d), dtype=np.float32)
+    ivf = ivf_of(index)
+    if ivf is not None and not isinstance(faiss.downcast_index(index), faiss.IndexRefine) \
+            and ivf.direct_map.type == faiss.DirectMap.NoMap:
+        ivf.make_direct_map(True)
+    return index.reconstruct_batch(rows)
+
+
+__all__ = ["SearchParams", "choose_nlist", "factory_string", "new_index", "faiss_params", "exhaustive_params",
+           "compact_index", "reconstruct_rows", "ivf_of", "hnsw_of", "METRIC"]
