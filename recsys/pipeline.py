@@ -4,9 +4,10 @@ API, the batch jobs and the evaluator through the same code path."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -17,13 +18,24 @@ from recsys.data.dataset import Dataset
 from recsys.errors import BundleError, UnknownIdError
 from recsys.popularity import Popularity
 from recsys.retrieval import VectorIndex
+from recsys.retrieval.filters import where_mask
 from recsys.splits import SplitData, user_sequences
 from recsys.user_tower import HistoryEncoder, PooledHistoryEncoder
+
+if TYPE_CHECKING:
+    from recsys.ranker import Reranker
 
 UserTowerLoader = Callable[[Path, list[str], np.ndarray, dict], HistoryEncoder]
 """(encoder directory, item ids, item vectors, encoder.json) → user tower, for trained towers."""
 
 CATALOGUE_COLUMNS = ("item_id", "text", "title", "category", "brand", "price")
+FILTER_COLUMNS = ("category", "brand", "price")
+"""Item attributes the index keeps for query-time filters (`where={"category": …}`)."""
+
+
+def item_attributes(items: pl.DataFrame) -> pl.DataFrame | None:
+    columns = [c for c in FILTER_COLUMNS if c in items.columns]
+    return items.select(columns) if columns else None
 
 
 @dataclass(frozen=True)
@@ -33,6 +45,7 @@ class RecommendationList:
     item_ids: list[str]
     scores: list[float]
     strategy: str  # personalised | session | similar | popular_fallback
+    explanations: list[dict] | None = None  # per item, when a re-ranker explained the list
 
 
 class Recommender:
@@ -40,7 +53,7 @@ class Recommender:
 
     def __init__(self, config: BuildConfig, items: pl.DataFrame, item_vectors: np.ndarray, index: VectorIndex,
                  popularity: Popularity, histories: dict[str, list[str]], encoder_info: dict | None = None,
-                 user_tower: HistoryEncoder | None = None) -> None:
+                 user_tower: HistoryEncoder | None = None, reranker: "Reranker | None" = None) -> None:
         self.config = config
         self.items = items
         self.item_vectors = item_vectors
@@ -51,6 +64,7 @@ class Recommender:
         self.item_ids: list[str] = items["item_id"].to_list()
         self.item_position = {item_id: i for i, item_id in enumerate(self.item_ids)}
         self.user_tower = user_tower or PooledHistoryEncoder(self.item_ids, item_vectors, config.user_tower)
+        self.reranker = reranker  # optional LightGBM stage over the top `reranker.config.candidates` retrieved
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
@@ -61,7 +75,7 @@ class Recommender:
             raise ValueError(f"{item_vectors.shape[0]} vectors for {dataset.items.height} items")
         items = dataset.items.select([c for c in CATALOGUE_COLUMNS if c in dataset.items.columns])
         item_ids = items["item_id"].to_list()
-        index = VectorIndex.build(item_vectors, item_ids, config.index)
+        index = VectorIndex.build(item_vectors, item_ids, config.index, attributes=item_attributes(items))
         popularity = Popularity.fit(split.train, item_ids)
         return cls(config, items, item_vectors, index, popularity, user_sequences(dataset.interactions),
                    encoder_info, user_tower)
@@ -72,38 +86,55 @@ class Recommender:
         if unknown:
             raise UnknownIdError("item", unknown)
 
-    def search_vectors(self, queries: np.ndarray, k: int,
-                       exclude: Sequence[Collection[str]] | None = None) -> tuple[list[list[str]], list[list[float]]]:
-        """Top-k per query, skipping each row's excluded ids (over-fetch so k stays filled)."""
-        extra = max((len(e) for e in exclude), default=0) if exclude is not None else 0
-        fetch = min(k + extra, len(self.index))
-        scores, ids = self.index.search(queries, fetch)
-        out_ids: list[list[str]] = []
-        out_scores: list[list[float]] = []
-        for row in range(len(ids)):
-            banned = exclude[row] if exclude is not None else ()
-            keep = [(i, float(s)) for i, s in zip(ids[row], scores[row]) if i is not None and i not in banned][:k]
-            out_ids.append([i for i, _ in keep])
-            out_scores.append([s for _, s in keep])
+    def search_vectors(self, queries: np.ndarray, k: int, exclude: Sequence[Collection[str]] | None = None,
+                       where: Mapping | None = None) -> tuple[list[list[str]], list[list[float]]]:
+        """Top-k per query among active items, skipping each row's excluded ids; the index
+        over-fetches and refills so every row is filled when k eligible items exist."""
+        scores, ids = self.index.search(queries, k, exclude_per_query=exclude, where=where)
+        out_ids = [[i for i in row if i is not None] for row in ids]
+        out_scores = [[float(s) for s in row[:len(kept)]] for row, kept in zip(scores, out_ids)]
         return out_ids, out_scores
 
+    def popular(self, k: int, exclude: Collection[str] = (), where: Mapping | None = None) -> tuple[list[str], list[float]]:
+        """Most popular active items matching `where`, minus `exclude` (the cold-start fallback)."""
+        allowed = set(self.index.ids[where_mask(self.index.attributes, where)].tolist()) if where else None
+        return self.popularity.top(k, exclude, eligible=lambda item_id: self.index.is_active(item_id) and (
+            allowed is None or item_id in allowed))
+
     def recommend_batch(self, histories: Sequence[Sequence[str]], k: int, exclude_seen: bool = False,
-                        exclude: Sequence[Collection[str]] | None = None) -> list[RecommendationList]:
+                        exclude: Sequence[Collection[str]] | None = None,
+                        where: Mapping | None = None, *, as_of: Sequence[int | None] | None = None,
+                        rerank: bool = True, explain: bool = False) -> list[RecommendationList]:
         """The one retrieval path behind the API, the batch jobs and the evaluator.
 
         Histories are item ids oldest first; `exclude_seen` drops each history's items, `exclude`
-        gives extra per-row ids to drop. A history the user tower knows nothing about (empty, or
-        only unknown items) gets the popular items, marked `popular_fallback`."""
+        gives extra per-row ids to drop, `where` an attribute filter (e.g. {"category": "Cameras"}).
+        A history the user tower knows nothing about (empty, or only unknown items) gets the
+        popular items, marked `popular_fallback`.
+
+        With a re-ranker (and `rerank`), the top `candidates` retrieved items are re-ranked to k;
+        `as_of` gives each history's query time (None: now) and `explain` adds per-item explanations."""
         vectors = self.user_tower.encode_histories(histories)
         banned = [(set(h) if exclude_seen else set()) | (set(exclude[row]) if exclude is not None else set())
                   for row, h in enumerate(histories)]
-        ids, scores = self.search_vectors(vectors, k, banned)
+        use_ranker = rerank and self.reranker is not None
+        depth = max(k, self.reranker.config.candidates) if use_ranker else k
+        ids, scores = self.search_vectors(vectors, depth, banned, where)
+        if use_ranker:
+            rows = [row for row in range(len(histories)) if np.any(vectors[row])]
+            reranked = self.reranker.rerank([histories[r] for r in rows], [ids[r] for r in rows],
+                                            [scores[r] for r in rows], k,
+                                            None if as_of is None else [as_of[r] for r in rows], explain)
+            for row, (r_ids, r_scores, why) in zip(rows, reranked):
+                ids[row], scores[row] = r_ids, r_scores
+            explanations = dict(zip(rows, (why for _, _, why in reranked)))
         results = []
         for row in range(len(histories)):
             if np.any(vectors[row]):
-                results.append(RecommendationList(ids[row], scores[row], "personalised"))
+                results.append(RecommendationList(ids[row], scores[row], "personalised",
+                                                  explanations.get(row) if use_ranker else None))
             else:
-                results.append(RecommendationList(*self.popularity.top(k, banned[row]), "popular_fallback"))
+                results.append(RecommendationList(*self.popular(k, banned[row], where), "popular_fallback"))
         return results
 
     def recommend_histories(self, histories: Sequence[Sequence[str]], k: int,
@@ -111,29 +142,36 @@ class Recommender:
         """Top-k item ids per history (the evaluator's `CandidateSource` interface)."""
         return [r.item_ids for r in self.recommend_batch(histories, k, exclude_seen)]
 
+    def recommend_history(self, history: Sequence[str], k: int = 10, exclude_seen: bool = True,
+                          exclude: Collection[str] = (), where: Mapping | None = None,
+                          strategy: str = "personalised") -> RecommendationList:
+        """One history (oldest first) through `recommend_batch`, labelled with `strategy` (explained
+        when the bundle has a re-ranker)."""
+        result = self.recommend_batch([list(history)], k, exclude_seen, [exclude], where, explain=True)[0]
+        if result.strategy == "popular_fallback":
+            return result
+        return replace(result, strategy=strategy)
+
     def recommend_session(self, item_ids: Sequence[str], k: int = 10, exclude_seen: bool = True,
-                          exclude: Collection[str] = ()) -> RecommendationList:
+                          exclude: Collection[str] = (), where: Mapping | None = None) -> RecommendationList:
         """For an anonymous session's recent items (oldest first); unknown ids raise UnknownIdError."""
         self._check_items(list(item_ids))
-        result = self.recommend_batch([list(item_ids)], k, exclude_seen, [exclude])[0]
-        return result if result.strategy == "popular_fallback" else \
-            RecommendationList(result.item_ids, result.scores, "session")
+        return self.recommend_history(item_ids, k, exclude_seen, exclude, where, "session")
 
-    def recommend_user(self, user_id: str, k: int = 10, exclude_seen: bool = True,
-                       exclude: Collection[str] = (), fallback: bool = True) -> RecommendationList:
+    def recommend_user(self, user_id: str, k: int = 10, exclude_seen: bool = True, exclude: Collection[str] = (),
+                       where: Mapping | None = None, fallback: bool = True) -> RecommendationList:
         """For a known user's stored history; an unknown user gets popular items when `fallback`."""
         history = self.histories.get(user_id)
-        if history is None:
-            if not fallback:
-                raise UnknownIdError("user", [user_id])
-            return self.recommend_batch([[]], k, exclude=[exclude])[0]
-        return self.recommend_batch([history], k, exclude_seen, [exclude])[0]
+        if history is None and not fallback:
+            raise UnknownIdError("user", [user_id])
+        return self.recommend_history(history or [], k, exclude_seen, exclude, where)
 
-    def similar_items(self, item_id: str, k: int = 10, exclude: Collection[str] = ()) -> RecommendationList:
+    def similar_items(self, item_id: str, k: int = 10, exclude: Collection[str] = (),
+                      where: Mapping | None = None) -> RecommendationList:
         """Nearest catalogue items to `item_id` by item-tower embedding (itself excluded)."""
         self._check_items([item_id])
         vector = self.item_vectors[self.item_position[item_id]][None, :]
-        ids, scores = self.search_vectors(vector, k, [set(exclude) | {item_id}])
+        ids, scores = self.search_vectors(vector, k, [set(exclude) | {item_id}], where)
         return RecommendationList(ids[0], scores[0], "similar")
 
     def item_records(self, item_ids: Sequence[str]) -> list[dict]:
@@ -158,6 +196,8 @@ class Recommender:
         pl.DataFrame({"user_id": list(self.histories), "history": list(self.histories.values())},
                      schema={"user_id": pl.Utf8, "history": pl.List(pl.Utf8)}).write_parquet(
             directory / "stats" / "histories.parquet")
+        if self.reranker is not None:
+            self.reranker.save(directory)  # ranker/model.txt + ranker/features.json + stats/*
 
     def save(self, target: str | Path, manifest: dict | None = None, overwrite: bool = False) -> Path:
         """Write an atomic, checksummed bundle at `target`."""
@@ -191,5 +231,9 @@ class Recommender:
                 raise BundleError(f"{path}: user tower {encoder_info['user_tower']!r} needs the encoders package; "
                                   "load it with encoders.bundle.load_recommender()")
             user_tower = user_tower_loader(path / "encoder", items["item_id"].to_list(), vectors, encoder_info)
-        return cls(config, items, vectors, index, popularity, histories, encoder_info, user_tower)
+        reranker = None
+        if (path / "ranker").is_dir():
+            from recsys.ranker import Reranker
+            reranker = Reranker.load(path, items, vectors)  # BundleError when its feature spec does not match
+        return cls(config, items, vectors, index, popularity, histories, encoder_info, user_tower, reranker)
 

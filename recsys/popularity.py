@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +23,14 @@ class Popularity:
         lookup = dict(zip(counts["item_id"].to_list(), counts["len"].to_list()))
         return cls(item_ids, np.array([lookup.get(i, 0) for i in item_ids], dtype=np.int64))
 
-    def top(self, k: int, exclude: Collection[str] = ()) -> tuple[list[str], list[float]]:
-        """The k most popular items not in `exclude`, with their counts as scores."""
+    def top(self, k: int, exclude: Collection[str] = (),
+            eligible: Callable[[str], bool] | None = None) -> tuple[list[str], list[float]]:
+        """The k most popular items not in `exclude` (and passing `eligible`), counts as scores."""
         items: list[str] = []
         scores: list[float] = []
         for position in self.order:
             item_id = self.item_ids[position]
-            if item_id in exclude:
+            if item_id in exclude or (eligible is not None and not eligible(item_id)):
                 continue
             items.append(item_id)
             scores.append(float(self.counts[position]))

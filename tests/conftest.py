@@ -20,6 +20,7 @@ def toy_dataset() -> Dataset:
         "text": ["black mirrorless camera", "silver compact camera", "camera bag black", "camera bag brown",
                  "running shoe blue", "running socks blue"],
         "title": ["Camera One", "Camera Two", "Bag One", "Bag Two", "Shoe One", "Sock One"],
+        "category": ["cameras", "cameras", "bags", "bags", "running", "running"],
     })
     sequences = {"u1": ["cam1", "bag1", "cam2", "bag2"], "u2": ["shoe1", "sock1", "cam1", "bag1"],
                  "u3": ["cam2", "bag2", "shoe1", "sock1"], "u4": ["cam1", "cam2"]}

@@ -92,3 +92,12 @@ def test_corrupted_bundle_is_refused(recommender, tmp_path):
     (other / "stats" / "popularity.parquet").unlink()
     with pytest.raises(BundleError, match="stats/popularity.parquet listed in the manifest is missing"):
         Recommender.load(other)
+
+
+def test_attribute_filter_and_deactivated_items(recommender):
+    assert recommender.recommend_session(["shoe1"], k=2, where={"category": "cameras"}).item_ids == ["cam2", "cam1"]
+    recommender.index.deactivate(["sock1", "cam1"])
+    assert recommender.recommend_session(["shoe1"], k=2).item_ids == ["bag2", "bag1"]
+    fallback = recommender.recommend_user("stranger", k=2)
+    assert fallback.strategy == "popular_fallback" and fallback.item_ids == ["cam2", "bag1"]
+    assert recommender.recommend_user("stranger", k=1, where={"category": "running"}).item_ids == ["shoe1"]
