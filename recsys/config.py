@@ -87,3 +87,80 @@ class BuildConfig(FrozenModel):
     index: IndexConfig = IndexConfig()
     eval: EvalConfig = EvalConfig()
     seed: int = 0
+
+
+# ---- trained towers (encoders/): LoRA-tuned BERT item tower + user tower ---------------------------------
+class LoraConfig(FrozenModel):
+    """PEFT adapters on the BERT backbone; the base weights stay frozen.
+
+    `top_layers=N` adapts only the top N transformer layers: the frozen lower layers' token states are
+    computed once per item text and cached, which is what makes CPU training affordable.
+    `method="none"` trains no adapters (frozen BERT + trained heads: the ablation)."""
+
+    method: Literal["lora", "adalora", "none"] = "lora"
+    rank: int = Field(8, ge=1)
+    alpha: float = Field(16.0, gt=0)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: tuple[str, ...] = ("query", "key", "value", "intermediate.dense", "output.dense")
+    top_layers: int | None = Field(1, ge=1, description="adapt the top N layers only (None: all layers)")
+    adalora_target_rank: int = Field(4, ge=1, description="AdaLoRA: average rank after budget pruning")
+
+
+class TowerConfig(FrozenModel):
+    """Shape of the two towers: both land in one L2-normalised space of size `dim`."""
+
+    user_tower: Literal["sequence", "text", "fusion"] = Field(
+        "sequence", description="sequence: transformer over item-tower embeddings; text: the PEFT BERT over the "
+                                "history rendered as text; fusion: both, gated")
+    dim: int = Field(256, ge=8)
+    item_template: str = Field("{text}", description="item text, e.g. 'title: {title} | category: {category} | "
+                                                     "brand: {brand}' (parts with missing fields are dropped)")
+    item_max_length: int = Field(40, ge=8, le=512)
+    pooling: Literal["mean", "cls"] = "mean"
+    id_embedding: bool = Field(True, description="fuse a learned item-ID embedding for items seen in training")
+    # sequence user tower
+    max_history: int = Field(50, ge=1)
+    seq_layers: int = Field(2, ge=1)
+    seq_heads: int = Field(2, ge=1)
+    seq_dropout: float = Field(0.3, ge=0.0, lt=1.0)
+    # history-as-text user tower
+    history_field: Literal["title", "text"] = "title"
+    history_separator: str = " ; "
+    history_max_length: int = Field(128, ge=8, le=512)
+
+
+class TrainConfig(FrozenModel):
+    """Next-item contrastive training of the towers (see encoders/training.py)."""
+
+    encoder: EncoderConfig = EncoderConfig()
+    lora: LoraConfig = LoraConfig()
+    tower: TowerConfig = TowerConfig()
+    epochs: int = Field(40, ge=1)
+    bert_epochs: int | None = Field(None, ge=0, description="epochs whose steps also back-propagate into the "
+                                                            "adapters (None: all); later epochs train the heads")
+    batch_size: int = Field(256, ge=1, description="user sequences per step")
+    lr: float = Field(1e-3, gt=0)
+    adapter_lr: float = Field(5e-4, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    grad_clip: float = Field(1.0, gt=0)
+    temperature: float = Field(0.05, gt=0)
+    learn_temperature: bool = True
+    negatives: Literal["catalogue", "bank"] = Field(
+        "catalogue", description="catalogue: softmax over every item (small catalogues); bank: in-batch positives "
+                                 "plus `bank_size` sampled cached catalogue embeddings")
+    bank_size: int = Field(4096, ge=1)
+    bank_refresh_steps: int | None = Field(None, ge=1, description="re-encode the cached catalogue every N steps "
+                                                                    "(None: once per epoch)")
+    adapter_items_per_step: int = Field(64, ge=1, description="positives per step encoded with gradients through "
+                                                              "the adapters; the rest come from the bank")
+    crop_prob: float = Field(0.0, ge=0, le=1, description="augmentation: random history cropping")
+    mask_prob: float = Field(0.0, ge=0, lt=1, description="augmentation: drop history items at random")
+    text_examples_per_user: int = Field(1, ge=1, description="text tower: sampled targets per user and epoch")
+    patience: int = Field(5, ge=1, description="early stopping on validation NDCG@10")
+    valid_sample: int | None = Field(None, ge=1, description="per-epoch validation on this many seeded valid "
+                                                             "users (None: all); final metrics use all")
+    max_minutes: float | None = Field(None, gt=0, description="stop training after this wall time")
+    mixed_precision: Literal["auto", "bf16", "no"] = "auto"
+    merge_adapters: bool = Field(False, description="also save the backbone with adapters merged, for serving")
+    seed: int = 0

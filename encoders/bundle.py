@@ -1,0 +1,118 @@
+"""Trained towers inside a bundle's `encoder/` directory, and loading a Recommender that uses them.
+
+encoder/ holds: adapter_config.json + adapter_model.safetensors (peft format), the tokenizer files,
+towers.safetensors (item head, ID embeddings, sequence model, user head, temperature), tower.json (the
+TrainConfig and sizes) and, with `merge_adapters`, merged/ (the backbone with adapters folded in)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from safetensors.torch import load_file, save_file
+
+from encoders.backbone import load_backbone
+from encoders.history_text import history_snippets
+from encoders.lora import is_adapter_parameter, load_adapters, merged_backbone, save_adapters
+from encoders.serving import TrainedUserTower
+from encoders.towers import AdaptedBert, TwoTowerModel
+from recsys.config import TrainConfig
+from recsys.errors import BundleError
+from recsys.pipeline import Recommender
+
+TOWER_WEIGHTS = "towers.safetensors"
+TOWER_META = "tower.json"
+
+
+def save_towers(model: TwoTowerModel, config: TrainConfig, directory: Path, tokenizer=None,
+                extra: dict | None = None) -> None:
+    """Write the trained towers into `directory` (no pickle: peft safetensors, safetensors, JSON)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    adapter_files = save_adapters(model.bert.model, directory) if model.bert is not None else []
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(directory))
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not k.startswith("bert.")}
+    save_file(state, directory / TOWER_WEIGHTS)
+    merged = False
+    if config.merge_adapters and model.bert is not None and adapter_files:
+        merged_backbone(model.bert.model).save_pretrained(str(directory / "merged"))
+        merged = True
+    meta = {"train_config": config.model_dump(mode="json"), "n_items": int(model.id_mask.shape[0]),
+            "hidden_size": model.bert.hidden_size if model.bert is not None else None,
+            "adapters": adapter_files, "merged": merged, **(extra or {})}
+    (directory / TOWER_META).write_text(json.dumps(meta, indent=2))
+
+
+def load_towers(directory: Path, device: torch.device | None = None,
+                prefer_merged: bool = False) -> tuple[TwoTowerModel, TrainConfig, object]:
+    """(model in eval mode, its TrainConfig, tokenizer) from an `encoder/` directory."""
+    from transformers import AutoModel, AutoTokenizer
+
+    directory = Path(directory)
+    try:
+        meta = json.loads((directory / TOWER_META).read_text())
+        config = TrainConfig.model_validate(meta["train_config"])
+        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+        if prefer_merged and meta.get("merged"):
+            backbone = AutoModel.from_pretrained(str(directory / "merged"))
+        else:
+            backbone, _ = load_backbone(config.encoder.model)
+            if meta.get("adapters"):
+                backbone = load_adapters(backbone, directory)
+        backbone.eval()
+        bert = AdaptedBert(backbone, config.lora.top_layers, config.tower.pooling)
+        model = TwoTowerModel(bert, int(meta["n_items"]), config.tower, config.temperature, config.learn_temperature)
+        missing, unexpected = model.load_state_dict(load_file(directory / TOWER_WEIGHTS), strict=False)
+    except (OSError, KeyError, ValueError) as exc:
+        raise BundleError(f"{directory}: cannot load the trained towers ({exc})") from exc
+    missing = [k for k in missing if not k.startswith("bert.")]
+    if missing or unexpected:
+        raise BundleError(f"{directory}: tower weights do not match (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model.to(device or torch.device("cpu")).eval(), config, tokenizer
+
+
+def user_tower_loader(encoder_dir: Path, item_ids: list[str], item_vectors: np.ndarray,
+                      encoder_info: dict) -> TrainedUserTower:
+    """`Recommender.load` hook: the trained user tower of a bundle (runs on request, CPU or CUDA)."""
+    from encoders.towers import pick_device
+
+    device = pick_device()
+    model, config, tokenizer = load_towers(encoder_dir, device)
+    items = pl.read_parquet(Path(encoder_dir).parent / "embeddings" / "items.parquet")
+    snippets = history_snippets(items, config.tower.history_field)
+    return TrainedUserTower(model, config, item_ids, item_vectors, tokenizer, snippets, device)
+
+
+def load_recommender(path: str | Path, verify: bool = True) -> Recommender:
+    """Load any bundle (zero-shot or trained towers) as a Recommender."""
+    return Recommender.load(path, verify=verify, user_tower_loader=user_tower_loader)
+
+
+def init_from_bundle(model: TwoTowerModel, bundle: Path, item_ids: list[str]) -> None:
+    """Continual training: start from a bundle's adapters and tower weights; ID embeddings are carried over by
+    item id (new items start at zero, i.e. on the text-only path)."""
+    from recsys.artifacts import resolve_bundle
+
+    path = resolve_bundle(bundle)
+    encoder = path / "encoder"
+    if (encoder / "adapter_model.safetensors").exists() and model.bert is not None:
+        from peft import set_peft_model_state_dict
+        set_peft_model_state_dict(model.bert.model, load_file(encoder / "adapter_model.safetensors"))
+    state = load_file(encoder / TOWER_WEIGHTS)
+    old_ids = pl.read_parquet(path / "embeddings" / "items.parquet")["item_id"].to_list()
+    old_position = {item_id: i for i, item_id in enumerate(old_ids)}
+    own = model.state_dict()
+    with torch.no_grad():
+        for name, tensor in state.items():
+            if name in ("id_embedding.weight", "id_mask"):
+                rows = [(i, old_position[x]) for i, x in enumerate(item_ids) if x in old_position]
+                if name in own and rows:
+                    new, old = (torch.as_tensor(r) for r in zip(*rows))
+                    carried = tensor[old].to(own[name].dtype)
+                    own[name][new] = torch.maximum(own[name][new], carried) if name == "id_mask" else carried
+            elif name in own and own[name].shape == tensor.shape and not is_adapter_parameter(name):
+                own[name].copy_(tensor)

@@ -1,0 +1,78 @@
+"""Resumable training checkpoints without pickle: tensors in safetensors, the rest in JSON."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from encoders.lora import is_adapter_parameter
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Everything training changes: heads, sequence model, ID embeddings, buffers and the adapters (CPU clones);
+    the frozen BERT base weights are left out."""
+    tensors = itertools.chain(model.named_parameters(), model.named_buffers())
+    return {n: t.detach().cpu().clone() for n, t in tensors if not n.startswith("bert.") or is_adapter_parameter(n)}
+
+
+def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Copy a `trainable_state` back into `model` (missing keys are an error)."""
+    own = dict(model.named_parameters()) | dict(model.named_buffers())
+    missing = [k for k in state if k not in own]
+    if missing:
+        raise KeyError(f"checkpoint tensors unknown to the model: {missing[:5]}")
+    with torch.no_grad():
+        for name, tensor in state.items():
+            own[name].copy_(tensor.to(own[name].device))
+
+
+def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    state = optimizer.state_dict()
+    tensors = {f"state.{index}.{key}": torch.as_tensor(value).cpu().contiguous()
+               for index, slots in state["state"].items() for key, value in slots.items()}
+    return tensors, {"param_groups": state["param_groups"]}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        _, index, slot = key.split(".", 2)
+        state.setdefault(int(index), {})[slot] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, best: dict[str, torch.Tensor] | None,
+                    trainer: dict) -> None:
+    """Atomically replace `directory` with the current training state."""
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in trainable_state(model).items()}, tmp / "model.safetensors")
+    if best is not None:
+        save_file({k: v.contiguous() for k, v in best.items()}, tmp / "best.safetensors")
+    tensors, meta = _flatten_optimizer(optimizer)
+    tensors["rng.torch"] = torch.get_rng_state()
+    save_file(tensors, tmp / "optimizer.safetensors")
+    meta["scheduler"] = scheduler.state_dict()
+    (tmp / "trainer.json").write_text(json.dumps({**trainer, "optimizer": meta}, indent=1, default=str))
+    shutil.rmtree(directory, ignore_errors=True)
+    tmp.rename(directory)
+
+
+def load_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler) -> tuple[dict, dict[str, torch.Tensor] | None]:
+    """Restore model, optimizer, scheduler and RNG; returns (trainer json, best state or None)."""
+    load_trainable_state(model, load_file(directory / "model.safetensors"))
+    trainer = json.loads((directory / "trainer.json").read_text())
+    tensors = load_file(directory / "optimizer.safetensors")
+    torch.set_rng_state(tensors.pop("rng.torch"))
+    optimizer.load_state_dict(_unflatten_optimizer(tensors, trainer["optimizer"]))
+    scheduler.load_state_dict(trainer["optimizer"]["scheduler"])
+    best_path = directory / "best.safetensors"
+    return trainer, (load_file(best_path) if best_path.exists() else None)

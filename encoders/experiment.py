@@ -1,0 +1,84 @@
+"""Train → evaluate (valid, test, cold-start slice) → bundle: the job body behind `recsys train` and the
+quality benchmark."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from encoders.backbone import DEFAULT_MODEL_NAME
+from encoders.training import TrainResult, train_towers
+from recsys.artifacts import new_version
+from recsys.config import BuildConfig, EvalConfig, TrainConfig
+from recsys.data.dataset import Dataset
+from recsys.evaluation import evaluate
+from recsys.pipeline import Recommender
+from recsys.splits import SplitData
+
+
+def cold_start_examples(split: SplitData, examples: pl.DataFrame) -> pl.DataFrame:
+    """Examples whose target item never occurs in the training interactions."""
+    seen = split.train["item_id"].unique()
+    return examples.filter(~pl.col("target").is_in(seen.implode()))
+
+
+def evaluate_slices(models: dict[str, object], split: SplitData, config: EvalConfig,
+                    progress: bool = False) -> list[dict]:
+    """One row per (model, split, slice) with slice ∈ {all, cold-start}."""
+    rows = []
+    for split_name in config.splits:
+        examples = split.examples(split_name)
+        for slice_name, frame in (("all", examples), ("cold-start", cold_start_examples(split, examples))):
+            if frame.height == 0:
+                continue
+            for name, model in models.items():
+                metrics = evaluate(model, frame, config, progress=progress, desc=f"{name}/{split_name}/{slice_name}")
+                rows.append({"model": name, "split": split_name, "slice": slice_name, **metrics})
+    return rows
+
+
+@dataclass
+class TrainedBundle:
+    """A trained model, its Recommender, its metrics and where it was written."""
+
+    result: TrainResult
+    recommender: Recommender
+    rows: list[dict]
+    path: Path | None
+
+
+def train_and_evaluate(dataset: Dataset, split: SplitData, config: TrainConfig, *, name: str = "peft-bert",
+                       out_root: str | Path | None = None, run_dir: str | Path | None = None, resume: bool = False,
+                       init_bundle: str | Path | None = None, eval_config: EvalConfig | None = None,
+                       progress: bool = True) -> TrainedBundle:
+    """Train the towers, evaluate them with the full-ranking evaluator and, with `out_root`, write the bundle
+    `out_root/name/<version>` (manifest metrics: valid + test, all users and the cold-start slice)."""
+    eval_config = eval_config or EvalConfig()
+    version = new_version()
+    if run_dir is None and out_root is not None:
+        run_dir = Path(out_root) / name / "runs" / "latest"
+    run_dir = Path(run_dir) if run_dir is not None else None
+    result = train_towers(dataset, split, config, run_dir, resume, Path(init_bundle) if init_bundle else None,
+                          progress)
+    model_name = DEFAULT_MODEL_NAME if config.encoder.model == "default" else config.encoder.model
+    info = result.encoder_info(model_name)
+    tower = result.user_tower
+    tower.extra = {"train_seconds": round(result.seconds, 1), "best_epoch": result.best_epoch,
+                   "device": result.device}
+    if run_dir is not None:
+        tower.report_files = [run_dir / "metrics.csv", run_dir / "training_curve.png"]
+    recommender = Recommender.build(dataset, split, result.item_vectors,
+                                    BuildConfig(encoder=config.encoder, eval=eval_config, seed=config.seed), info,
+                                    tower)
+    rows = evaluate_slices({name: recommender}, split, eval_config, progress)
+    path = None
+    if out_root is not None:
+        manifest = {"name": name, "dataset": {**dataset.summary(), "fingerprint": dataset.fingerprint()},
+                    "metrics": rows, "train": {"config": config.model_dump(mode="json"), "history": result.history,
+                                               "best_epoch": result.best_epoch, "seconds": round(result.seconds, 1),
+                                               "parameters": result.parameters, "device": result.device,
+                                               "run_dir": str(run_dir) if run_dir else None}}
+        path = recommender.save(Path(out_root) / name / version, manifest)
+    return TrainedBundle(result, recommender, rows, path)

@@ -1,0 +1,75 @@
+"""Cached item-text states: the frozen lower BERT layers run once per item, the adapted upper layers run for
+the periodic catalogue bank refresh (no gradients) and for the positives of each step (with gradients)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from encoders.towers import AdaptedBert, autocast
+
+
+class ItemTextCache:
+    """Tokenised item texts and their lower-layer token states, kept in memory on `device`."""
+
+    def __init__(self, bert: AdaptedBert, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str],
+                 max_length: int, device: torch.device, batch_size: int = 128, precision: str = "auto",
+                 progress: bool = False) -> None:
+        self.bert = bert
+        self.device = device
+        self.batch_size = batch_size
+        self.precision = precision
+        tokens = tokenizer(list(texts), padding="longest", truncation=True, max_length=max_length,
+                           return_tensors="pt")
+        self.input_ids = tokens["input_ids"].to(device)
+        self.attention_mask = tokens["attention_mask"].to(device)
+        self.lengths = self.attention_mask.sum(1)
+        n, t = self.input_ids.shape
+        self.states = torch.zeros(n, t, bert.hidden_size, device=device)
+        order = torch.argsort(self.lengths, descending=True)
+        with torch.no_grad(), tqdm(total=n, desc="caching lower BERT layers", unit="item",
+                                   disable=not progress) as bar:
+            for start in range(0, n, batch_size):
+                rows = order[start:start + batch_size]
+                width = int(self.lengths[rows].max())
+                with autocast(device, precision):
+                    hidden = bert.lower(self.input_ids[rows, :width], self.attention_mask[rows, :width])
+                self.states[rows, :width] = hidden.float()
+                bar.update(len(rows))
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    def features(self, positions: torch.Tensor) -> torch.Tensor:
+        """Pooled adapted features [len(positions), hidden] (gradients flow when enabled by the caller)."""
+        width = int(self.lengths[positions].max())
+        with autocast(self.device, self.precision):
+            return self.bert.upper(self.states[positions, :width], self.attention_mask[positions, :width]).float()
+
+    @torch.no_grad()
+    def bank(self, progress: bool = False) -> torch.Tensor:
+        """Pooled features of the whole catalogue [n, hidden] with the current adapters (eval mode)."""
+        was_training = self.bert.training
+        self.bert.eval()
+        out = torch.empty(len(self), self.bert.hidden_size, device=self.device)
+        order = torch.argsort(self.lengths, descending=True)
+        with tqdm(total=len(self), desc="encoding catalogue", unit="item", disable=not progress) as bar:
+            for start in range(0, len(self), self.batch_size):
+                rows = order[start:start + self.batch_size]
+                out[rows] = self.features(rows)
+                bar.update(len(rows))
+        self.bert.train(was_training)
+        return out
+
+
+def encode_texts(bert: AdaptedBert, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int,
+                 device: torch.device, batch_size: int = 128, precision: str = "auto") -> np.ndarray:
+    """Pooled adapted BERT features for arbitrary texts (e.g. new items), float32 [n, hidden]."""
+    if not texts:
+        return np.zeros((0, bert.hidden_size), dtype=np.float32)
+    cache = ItemTextCache(bert, tokenizer, texts, max_length, device, batch_size, precision)
+    return cache.bank().cpu().numpy()

@@ -1,0 +1,97 @@
+"""PEFT adapters (LoRA / AdaLoRA) on a BERT backbone: attach, count, save, load, merge.
+
+The base weights are always frozen; only adapter matrices (and, for AdaLoRA, its rank masks) train.
+Adapters are saved in peft's own format (`adapter_config.json` + `adapter_model.safetensors`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from peft import AdaLoraConfig, PeftModel, get_peft_model
+from peft import LoraConfig as PeftLoraConfig
+from transformers import PreTrainedModel
+
+from recsys.config import LoraConfig
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def n_layers(backbone: PreTrainedModel) -> int:
+    """Number of transformer layers of a BERT-like backbone."""
+    return int(backbone.config.num_hidden_layers)
+
+
+def adapted_layers(backbone: PreTrainedModel, config: LoraConfig) -> list[int]:
+    """Indices of the layers that carry adapters (the top `config.top_layers`, or all)."""
+    total = n_layers(backbone)
+    top = total if config.top_layers is None else min(config.top_layers, total)
+    return list(range(total - top, total))
+
+
+def peft_config(backbone: PreTrainedModel, config: LoraConfig, total_steps: int = 1000):
+    """The peft config object for `config` (LoRA, or AdaLoRA with a budget schedule over `total_steps`)."""
+    common = dict(lora_alpha=config.alpha, lora_dropout=config.dropout, target_modules=list(config.target_modules),
+                  layers_to_transform=adapted_layers(backbone, config), layers_pattern="layer")
+    if config.method == "adalora":
+        if config.adalora_target_rank >= config.rank:
+            raise ValueError(f"AdaLoRA prunes from rank {config.rank} to adalora_target_rank "
+                             f"{config.adalora_target_rank}: the target must be smaller")
+        total_steps = max(total_steps, 10)
+        return AdaLoraConfig(init_r=config.rank, target_r=config.adalora_target_rank, total_step=total_steps,
+                             tinit=max(1, total_steps // 10), tfinal=max(1, total_steps // 5),
+                             deltaT=max(1, total_steps // 50), **common)
+    return PeftLoraConfig(r=config.rank, **common)
+
+
+def attach_adapters(backbone: PreTrainedModel, config: LoraConfig, total_steps: int = 1000) -> torch.nn.Module:
+    """Freeze the backbone and wrap it with fresh adapters (a PeftModel); `method="none"` only freezes."""
+    for parameter in backbone.parameters():
+        parameter.requires_grad_(False)
+    if config.method == "none":
+        return backbone
+    return get_peft_model(backbone, peft_config(backbone, config, total_steps))
+
+
+def load_adapters(backbone: PreTrainedModel, directory: str | Path, trainable: bool = False) -> PeftModel:
+    """Attach adapters saved by `save_adapters` (peft format) to a freshly loaded backbone."""
+    for parameter in backbone.parameters():
+        parameter.requires_grad_(False)
+    return PeftModel.from_pretrained(backbone, str(directory), is_trainable=trainable)
+
+
+def save_adapters(model: torch.nn.Module, directory: str | Path) -> list[str]:
+    """Write the adapters in peft format into `directory`; returns the file names (none without adapters)."""
+    if not isinstance(model, PeftModel):
+        return []
+    model.save_pretrained(str(directory))
+    readme = Path(directory) / "README.md"
+    if readme.exists():  # peft's model-card stub: not part of the model
+        readme.unlink()
+    return [name for name in ADAPTER_FILES if (Path(directory) / name).exists()]
+
+
+def merged_backbone(model: torch.nn.Module) -> PreTrainedModel:
+    """A plain backbone with the adapters folded into its weights (a copy; `model` is left intact)."""
+    if not isinstance(model, PeftModel):
+        return model
+    import copy
+    return copy.deepcopy(model).merge_and_unload()
+
+
+def base_model(model: torch.nn.Module) -> PreTrainedModel:
+    """The underlying transformers model (through a PeftModel wrapper when there is one)."""
+    return model.get_base_model() if isinstance(model, PeftModel) else model
+
+
+def is_adapter_parameter(name: str) -> bool:
+    """True for adapter weights (lora_A / lora_B / lora_E / AdaLoRA ranknum) in a peft model's names."""
+    return "lora_" in name or "ranknum" in name
+
+
+def parameter_counts(module: torch.nn.Module) -> dict[str, int]:
+    """{"trainable": …, "total": …} over `module`'s parameters."""
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in module.parameters())
+    return {"trainable": int(trainable), "total": int(total)}

@@ -1,0 +1,283 @@
+"""Next-item contrastive training of the two towers.
+
+Objective: softmax over the catalogue (every item when `negatives="catalogue"`, else the in-batch positives plus
+a sample of the cached bank), logits = cos(user, item) · learnable inverse temperature. Item features come from a
+bank of cached catalogue encodings (refreshed every epoch or N steps); the step's positives (up to
+`adapter_items_per_step`) are re-encoded with gradients through the adapters. AdamW, warm-up + cosine decay,
+gradient clipping, bf16 autocast on CUDA, seeded, early stopping on validation NDCG@10, resumable checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from encoders.backbone import load_backbone
+from encoders.checkpoint import load_checkpoint, load_trainable_state, save_checkpoint, trainable_state
+from encoders.history_text import history_snippets, render_history, render_items
+from encoders.item_bank import ItemTextCache
+from encoders.lora import attach_adapters, is_adapter_parameter, parameter_counts
+from encoders.run_report import plot_training_curve, write_metrics_csv
+from encoders.serving import TrainedUserTower
+from encoders.towers import AdaptedBert, TwoTowerModel, autocast, pick_device
+from encoders.train_data import TrainingData, build_training_data, sequence_batches, single_target_batches
+from recsys.config import BuildConfig, EvalConfig, TrainConfig
+from recsys.data.dataset import Dataset
+from recsys.evaluation import evaluate
+from recsys.pipeline import Recommender
+from recsys.splits import SplitData
+
+
+@dataclass
+class TrainResult:
+    """The trained towers, ready to be assembled into a Recommender."""
+
+    model: TwoTowerModel
+    config: TrainConfig
+    item_vectors: np.ndarray
+    user_tower: TrainedUserTower
+    history: list[dict]
+    best_epoch: int
+    best_valid_ndcg: float
+    seconds: float
+    parameters: dict[str, int]
+    device: str
+
+    def encoder_info(self, model_name: str) -> dict:
+        """What `encoder/encoder.json` records for this model (read back by `encoders.bundle`)."""
+        return {"kind": "peft-bert", "model": self.config.encoder.model, "model_name": model_name,
+                "user_tower": f"trained-{self.config.tower.user_tower}", "dim": int(self.item_vectors.shape[1]),
+                "lora": self.config.lora.model_dump(mode="json"), "parameters": self.parameters}
+
+
+class Trainer:
+    """Builds the towers for `dataset` and trains them on `split.train`, validating on `split.valid`."""
+
+    def __init__(self, dataset: Dataset, split: SplitData, config: TrainConfig, run_dir: Path | None = None,
+                 device: torch.device | None = None, progress: bool = True, init_bundle: Path | None = None) -> None:
+        self.dataset, self.split, self.config, self.progress = dataset, split, config, progress
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.device = device or pick_device()
+        torch.manual_seed(config.seed)
+        self.data: TrainingData = build_training_data(dataset, split)
+        if not self.data.sequences:
+            raise ValueError("no training sequence with two or more items")
+        tower = config.tower
+        per_epoch = len(self.data.sequences) * (1 if tower.user_tower == "sequence" else config.text_examples_per_user)
+        self.steps_per_epoch = math.ceil(per_epoch / config.batch_size)
+        backbone, self.tokenizer = load_backbone(config.encoder.model)
+        self.peft = attach_adapters(backbone, config.lora, total_steps=self.steps_per_epoch * config.epochs)
+        bert = AdaptedBert(self.peft, config.lora.top_layers, tower.pooling)
+        self.model = TwoTowerModel(bert, len(self.data.item_ids), tower, config.temperature, config.learn_temperature)
+        self.model.id_mask.copy_(torch.as_tensor(self.data.seen, dtype=torch.float32))
+        if init_bundle is not None:
+            from encoders.bundle import init_from_bundle
+            init_from_bundle(self.model, Path(init_bundle), self.data.item_ids)
+        self.model.to(self.device)
+        self.parameters = {**parameter_counts(self.model),
+                           "adapter": sum(p.numel() for n, p in self.model.named_parameters()
+                                          if is_adapter_parameter(n) and p.requires_grad),
+                           "backbone": sum(p.numel() for n, p in self.model.bert.named_parameters()
+                                           if not is_adapter_parameter(n))}
+        self.snippets = history_snippets(dataset.items, tower.history_field)
+        self.cache = ItemTextCache(bert, self.tokenizer, render_items(dataset.items, tower.item_template),
+                                   tower.item_max_length, self.device, precision=config.mixed_precision,
+                                   progress=progress)
+        adapters = [p for n, p in self.model.named_parameters() if is_adapter_parameter(n) and p.requires_grad]
+        others = [p for n, p in self.model.named_parameters() if not is_adapter_parameter(n) and p.requires_grad]
+        groups = [{"params": others, "lr": config.lr}]
+        if adapters:
+            groups.append({"params": adapters, "lr": config.adapter_lr})
+        self.adapters = adapters
+        self.optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+        total = self.steps_per_epoch * config.epochs
+        warmup = max(1, int(config.warmup_ratio * total))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
+        self.bank: torch.Tensor | None = None
+        valid = split.valid
+        if config.valid_sample is not None and valid.height > config.valid_sample:
+            valid = valid.sample(n=config.valid_sample, seed=config.seed)
+        self.valid = valid
+
+    # ---- pieces --------------------------------------------------------------------------------------
+    def refresh_bank(self) -> None:
+        self.bank = self.cache.bank()
+
+    def catalogue_vectors(self) -> np.ndarray:
+        """Item-tower output for the whole catalogue (eval mode), float32 [n_items, dim]."""
+        if self.bank is None:
+            self.refresh_bank()
+        self.model.eval()
+        with torch.no_grad():
+            positions = torch.arange(len(self.data.item_ids), device=self.device)
+            return self.model.item_vectors(self.bank, positions).cpu().numpy()
+
+    def user_tower(self, item_vectors: np.ndarray) -> TrainedUserTower:
+        return TrainedUserTower(self.model, self.config, self.data.item_ids, item_vectors, self.tokenizer,
+                                self.snippets, self.device)
+
+    def recommender(self) -> Recommender:
+        """The current towers as a Recommender (item vectors + flat index + user tower)."""
+        vectors = self.catalogue_vectors()
+        return Recommender.build(self.dataset, self.split, vectors, BuildConfig(encoder=self.config.encoder),
+                                 {"kind": "peft-bert"}, self.user_tower(vectors))
+
+    def validate(self, examples: pl.DataFrame | None = None) -> dict[str, float]:
+        """Full-ranking metrics on the validation users (the evaluator the benchmarks use)."""
+        examples = self.valid if examples is None else examples
+        return evaluate(self.recommender(), examples, EvalConfig(ks=(10, 20, 50), splits=("valid",)))
+
+    def _loss(self, batch: tuple, adapters_on: bool, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
+        config, n_items = self.config, len(self.data.item_ids)
+        mode = config.tower.user_tower
+        if mode == "sequence":
+            inputs, lengths, targets = (t.to(self.device) for t in batch)
+            positives = targets[targets >= 0]
+            history_rows = inputs[inputs >= 0]
+        else:
+            histories, positives = batch
+            positives = positives.to(self.device)
+            lengths = torch.as_tensor([len(h) for h in histories], device=self.device)
+            inputs = torch.zeros(len(histories), int(lengths.max()), dtype=torch.long, device=self.device)
+            for row, h in enumerate(histories):
+                inputs[row, :len(h)] = torch.as_tensor(h, device=self.device)
+            history_rows = inputs.flatten()
+        if config.negatives == "catalogue":
+            rows = torch.arange(n_items, device=self.device)
+        else:
+            sample = torch.as_tensor(rng.choice(n_items, size=min(config.bank_size, n_items), replace=False),
+                                     device=self.device)
+            rows = torch.unique(torch.cat([positives, history_rows, sample]))
+        lookup = torch.full((n_items,), -1, dtype=torch.long, device=self.device)
+        lookup[rows] = torch.arange(len(rows), device=self.device)
+        features = self.bank[rows]
+        if adapters_on:
+            unique = torch.unique(positives)
+            chosen = unique[torch.randperm(len(unique), device=self.device)[:config.adapter_items_per_step]]
+            features = features.clone()
+            features[lookup[chosen]] = self.cache.features(chosen)
+        with autocast(self.device, config.mixed_precision):
+            vectors = self.model.item_vectors(features, rows)
+            history = lookup[inputs].clamp(min=0)
+            if mode == "sequence":
+                states = self.model.sequence_states(vectors, history, lengths)
+                users = F.normalize(states[batch[2].to(self.device) >= 0].float(), dim=-1)
+            else:
+                seq_state = text_state = None
+                if mode == "fusion":
+                    states = self.model.sequence_states(vectors, history, lengths)
+                    seq_state = states[torch.arange(len(lengths), device=self.device), lengths - 1].float()
+                texts = [render_history(h, self.snippets, config.tower.history_separator, config.tower.max_history)
+                         for h in histories]
+                tokens = self.tokenizer(texts, padding=True, truncation=True,
+                                        max_length=config.tower.history_max_length, return_tensors="pt").to(self.device)
+                text_state = self.model.text_user(tokens["input_ids"], tokens["attention_mask"]).float()
+                users = self.model.fuse(seq_state, text_state)
+            logits = self.model.scale * users @ vectors.float().T
+        return F.cross_entropy(logits.float(), lookup[positives]), int(len(positives))
+
+    def _batches(self, rng: np.random.Generator):
+        config = self.config
+        if config.tower.user_tower == "sequence":
+            return sequence_batches(self.data, config.batch_size, config.tower.max_history, rng,
+                                    config.crop_prob, config.mask_prob)
+        return single_target_batches(self.data, config.batch_size, config.tower.max_history, rng,
+                                     config.text_examples_per_user, config.crop_prob, config.mask_prob)
+
+    # ---- the loop -----------------------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> TrainResult:
+        """Train with early stopping; restores the best validation state before returning."""
+        config = self.config
+        started = time.perf_counter()
+        history: list[dict] = []
+        best_state, best_ndcg, best_epoch, bad, start_epoch, step = None, -1.0, -1, 0, 0, 0
+        checkpoint = self.run_dir / "checkpoint" if self.run_dir is not None else None
+        if resume and checkpoint is not None and (checkpoint / "trainer.json").exists():
+            trainer, best_state = load_checkpoint(checkpoint, self.model, self.optimizer, self.scheduler)
+            history, best_ndcg, best_epoch = trainer["history"], trainer["best_ndcg"], trainer["best_epoch"]
+            bad, start_epoch, step = trainer["bad_epochs"], trainer["epoch"] + 1, trainer["step"]
+            started -= trainer["seconds"]
+        adalora = config.lora.method == "adalora"
+        for epoch in range(start_epoch, config.epochs):
+            adapters_on = bool(self.adapters) and (config.bert_epochs is None or epoch < config.bert_epochs)
+            for parameter in self.adapters:
+                parameter.requires_grad_(adapters_on)
+            if self.bank is None:
+                self.refresh_bank()
+            rng = np.random.default_rng([config.seed, epoch])
+            self.model.train()
+            losses, seen, epoch_start = [], 0, time.perf_counter()
+            bar = tqdm(self._batches(rng), total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
+                       unit="step", disable=not self.progress)
+            for batch in bar:
+                loss, n = self._loss(batch, adapters_on, rng)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
+                                               config.grad_clip)
+                self.optimizer.step()
+                self.scheduler.step()
+                if adalora and adapters_on:
+                    self.peft.base_model.update_and_allocate(step)
+                self.optimizer.zero_grad(set_to_none=True)
+                step += 1
+                losses.append(loss.item())
+                seen += n
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}",
+                                ex_s=f"{seen / (time.perf_counter() - epoch_start):.0f}")
+                if adapters_on and config.bank_refresh_steps and step % config.bank_refresh_steps == 0:
+                    self.refresh_bank()
+                if config.max_minutes and time.perf_counter() - started > 60 * config.max_minutes:
+                    break
+            bar.close()
+            if adapters_on:
+                self.refresh_bank()
+            train_seconds = time.perf_counter() - epoch_start
+            metrics = self.validate()
+            row = {"epoch": epoch + 1, "step": step, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                   "valid_ndcg@10": metrics["ndcg@10"], "valid_recall@10": metrics["recall@10"],
+                   "valid_ndcg@50": metrics["ndcg@50"], "temperature": float(1 / self.model.scale.item()),
+                   "lr": self.scheduler.get_last_lr()[0], "adapters_trained": adapters_on,
+                   "epoch_seconds": round(time.perf_counter() - epoch_start, 2),
+                   "examples_per_second": round(seen / max(train_seconds, 1e-9), 1),
+                   "elapsed_seconds": round(time.perf_counter() - started, 1)}
+            history.append(row)
+            if self.progress:
+                tqdm.write(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}  valid NDCG@10 {row['valid_ndcg@10']:.4f}"
+                           f"  R@10 {row['valid_recall@10']:.4f}  ({row['epoch_seconds']:.0f}s)")
+            if metrics["ndcg@10"] > best_ndcg:
+                best_ndcg, best_epoch, bad, best_state = metrics["ndcg@10"], epoch + 1, 0, trainable_state(self.model)
+            else:
+                bad += 1
+            out_of_time = bool(config.max_minutes and time.perf_counter() - started > 60 * config.max_minutes)
+            if self.run_dir is not None:
+                write_metrics_csv(history, self.run_dir / "metrics.csv")
+                plot_training_curve(history, self.run_dir / "training_curve.png", f"{self.dataset.name}: "
+                                    f"{config.tower.user_tower} tower, {config.lora.method}")
+                save_checkpoint(checkpoint, self.model, self.optimizer, self.scheduler, best_state,
+                                {"epoch": epoch, "step": step, "history": history, "best_ndcg": best_ndcg,
+                                 "best_epoch": best_epoch, "bad_epochs": bad,
+                                 "seconds": time.perf_counter() - started})
+            if bad >= config.patience or out_of_time:
+                break
+        if best_state is not None:
+            load_trainable_state(self.model, best_state)
+            self.refresh_bank()
+        vectors = self.catalogue_vectors()
+        return TrainResult(self.model, config, vectors, self.user_tower(vectors), history, best_epoch, best_ndcg,
+                           time.perf_counter() - started, self.parameters, self.device.type)
+
+
+def train_towers(dataset: Dataset, split: SplitData, config: TrainConfig, run_dir: Path | None = None,
+                 resume: bool = False, init_bundle: Path | None = None, progress: bool = True,
+                 device: torch.device | None = None) -> TrainResult:
+    """Train the towers end to end (see `Trainer`)."""
+    return Trainer(dataset, split, config, run_dir, device, progress, init_bundle).fit(resume)

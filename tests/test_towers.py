@@ -1,0 +1,66 @@
+"""Tower building blocks: cached lower layers, the causal sequence model, text rendering, one output space."""
+
+import numpy as np
+import polars as pl
+import torch
+
+from encoders.backbone import load_backbone
+from encoders.history_text import render_history, render_items
+from encoders.lora import attach_adapters
+from encoders.pooling import mean_pool
+from encoders.sequence_model import SequenceModel
+from encoders.serving import TrainedUserTower
+from encoders.towers import AdaptedBert, TwoTowerModel
+from recsys.config import LoraConfig, TowerConfig, TrainConfig
+
+
+def test_cached_lower_layers_plus_adapted_top_equal_the_full_model(tiny_bert_dir):
+    backbone, tokenizer = load_backbone(str(tiny_bert_dir))
+    batch = tokenizer(["black mirrorless camera", "camera bag", "running shoe blue"], padding=True,
+                      return_tensors="pt")
+    with torch.no_grad():
+        reference = mean_pool(backbone(**batch).last_hidden_state, batch["attention_mask"])
+    for top in (1, None):
+        bert = AdaptedBert(attach_adapters(backbone, LoraConfig(top_layers=top)), top).eval()
+        with torch.no_grad():
+            hidden = bert.lower(batch["input_ids"], batch["attention_mask"])
+            torch.testing.assert_close(bert.upper(hidden, batch["attention_mask"]), reference, atol=1e-5, rtol=1e-4)
+        backbone = bert.model.unload()  # plain backbone again for the next round
+
+
+def test_sequence_model_is_causal_and_ignores_padding():
+    torch.manual_seed(0)
+    model = SequenceModel(dim=16, max_len=8, layers=2, heads=2, dropout=0.0).eval()
+    items = torch.randn(1, 5, 16)
+    changed = items.clone()
+    changed[0, 4] += 1.0
+    with torch.no_grad():
+        a, b = model(items, torch.tensor([5])), model(changed, torch.tensor([5]))
+        torch.testing.assert_close(a[:, :4], b[:, :4])
+        padded = torch.cat([items[:, :3], torch.randn(1, 2, 16)], dim=1)
+        torch.testing.assert_close(model.last(padded, torch.tensor([3])), model.last(items[:, :3], torch.tensor([3])),
+                                   atol=1e-5, rtol=1e-4)
+
+
+def test_item_template_and_history_text():
+    items = pl.DataFrame({"item_id": ["a", "b"], "text": ["A text", "B text"], "title": ["Alpha", None],
+                          "brand": ["Acme", "Bolt"]})
+    assert render_items(items, "title: {title} | brand: {brand}") == ["title: Alpha | brand: Acme", "brand: Bolt"]
+    assert render_items(items, "{missing_field}") == ["A text", "B text"]
+    assert render_history([0, 1, 2], ["x", "y", "z"], " ; ", max_items=2) == "z ; y"
+
+
+def test_every_user_tower_lands_in_the_item_space(tiny_bert_dir):
+    backbone, tokenizer = load_backbone(str(tiny_bert_dir))
+    bert = AdaptedBert(attach_adapters(backbone, LoraConfig(top_layers=1)), 1)
+    item_ids = ["i0", "i1", "i2", "i3"]
+    vectors = np.eye(4, 16, dtype=np.float32)
+    for mode in ("sequence", "text", "fusion"):
+        tower = TowerConfig(user_tower=mode, dim=16, seq_layers=1)
+        model = TwoTowerModel(bert, len(item_ids), tower)
+        user = TrainedUserTower(model, TrainConfig(tower=tower), item_ids, vectors, tokenizer,
+                                ["black camera", "camera bag", "running shoe", "socks"])
+        out = user.encode_histories([["i0", "i2"], [], ["unknown"], ["i3"]])
+        assert out.shape == (4, 16) and user.dim == 16
+        np.testing.assert_allclose(np.linalg.norm(out[[0, 3]], axis=1), 1.0, rtol=1e-5)
+        assert not out[1].any() and not out[2].any()  # nothing known → popularity fallback
