@@ -141,11 +141,14 @@ def build(
 def evaluate_cmd(
     data: Annotated[Path, typer.Option(help="dataset directory or raw RecBole/MovieLens directory")],
     bundle: Annotated[Optional[Path], typer.Option(help="also evaluate this bundle")] = None,
-    baselines: Annotated[bool, typer.Option(help="evaluate popularity and zero-shot frozen BERT")] = True,
+    baselines: Annotated[Optional[bool], typer.Option("--baselines/--no-baselines", help="evaluate popularity and "
+                                                      "zero-shot frozen BERT (default: yes, unless --from-batch)")] = None,
     model: ModelOpt = "default", max_length: int = 64, batch_size: int = 64, decay: float = 0.7,
     ks: str = "10,20,50", splits: str = "valid,test",
     mask_history: Annotated[bool, typer.Option(help="remove history items from the ranking (not the published protocol)")] = False,
     out: Annotated[Path, typer.Option(help="JSON results file")] = Path("results/evaluate.json"),
+    from_batch: Annotated[Optional[Path], typer.Option(help="also score a `recsys batch-score --data D --split test` "
+                                                            "output directory (k ≥ max K, --keep-seen unless --mask-history)")] = None,
 ) -> None:
     """Full-ranking Recall/NDCG/MRR@K over the whole catalogue; prints a table and writes JSON."""
     from jobs.workflows import baseline_models, load_dataset
@@ -155,13 +158,17 @@ def evaluate_cmd(
     config = _build_config(model, max_length, batch_size, decay, ks, splits, mask_history)
     dataset = load_dataset(data)
     split = split_dataset(dataset)
+    baselines = from_batch is None if baselines is None else baselines
     models: dict[str, object] = baseline_models(dataset, split, config) if baselines else {}
     if bundle is not None:
         models[f"bundle:{bundle.name}"] = Recommender.load(bundle)
-    if not models:
-        raise typer.BadParameter("nothing to evaluate: pass --bundle or keep --baselines")
+    if not models and from_batch is None:
+        raise typer.BadParameter("nothing to evaluate: pass --bundle or --from-batch, or keep --baselines")
     from jobs.workflows import evaluate_models
-    rows = evaluate_models(models, split, config.eval)
+    rows = evaluate_models(models, split, config.eval) if models else []
+    if from_batch is not None:
+        from jobs.batch.evaluate import evaluate_batch
+        rows += evaluate_batch(from_batch, dataset, split, config.eval)
     console.print(metrics_table(rows, f"{dataset.name}: full ranking over {dataset.items.height:,} items"
                                       f"{' (history masked)' if mask_history else ''}"))
     payload = {"dataset": dataset.summary(), "protocol": config.eval.model_dump(mode="json"),
@@ -248,6 +255,10 @@ def quickstart(
 
         from api.app import create_app
         uvicorn.run(create_app(path), host="127.0.0.1", port=port)
+
+
+from jobs import batch_cmd, bench_batch  # noqa: E402,F401  (register `recsys batch-score`, `recsys bench batch`)
+from jobs import bench_quality, train_cmd  # noqa: E402,F401  (register `recsys train`, `recsys bench quality`)
 
 
 def main() -> None:  # pragma: no cover

@@ -1,0 +1,178 @@
+"""Plan, run (local or Ray engine) and finish a batch scoring job.
+
+A job's identity (job.json) is: bundle version + manifest digest, k, exclude_seen, chunk size, the
+fingerprint of the scored users (and histories in evaluation mode), the split and dataset
+fingerprint in evaluation mode. Same identity → resume (completed shards skipped); a different one
+in the same directory → refused. The engine is not part of the identity: both write the same shards.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+from tqdm.auto import tqdm
+
+from jobs.batch.layout import FORMAT, FORMAT_VERSION, MANIFEST, UNKNOWN_FILE, JobDir, atomic_write, prepare, \
+    shard_name, write_json
+from jobs.batch.scoring import OUTPUT_SCHEMA, ChunkResult
+from jobs.batch.users import ALL, UserSelection, select_users
+from recsys.artifacts import MANIFEST as BUNDLE_MANIFEST
+from recsys.artifacts import read_manifest, resolve_bundle, sha256_file
+from recsys.errors import UnknownIdError
+from recsys.pipeline import Recommender
+
+Engine = Literal["local", "ray"]
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """Everything a batch job needs. `data` + `split` switch to evaluation mode: the users are that
+    split's examples and each is scored from the example's history (the items before its target),
+    not from the bundle's stored history (which includes the held-out items)."""
+
+    bundle: Path
+    out: Path
+    users: str = ALL
+    k: int = 100
+    chunk_size: int = 2048
+    exclude_seen: bool = True
+    reasons: bool = True
+    data: Path | None = None
+    split: str | None = None
+    engine: Engine = "local"
+    workers: int | None = None
+    ray_address: str | None = None
+    overwrite: bool = False
+    strict: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.k < 1 or self.chunk_size < 1:
+            raise ValueError("k and chunk_size must be positive")
+        if (self.data is None) != (self.split is None):
+            raise ValueError("evaluation mode needs both data and split")
+        if self.split not in (None, "valid", "test"):
+            raise ValueError(f"split must be 'valid' or 'test', got {self.split!r}")
+        if self.engine not in ("local", "ray"):
+            raise ValueError(f"engine must be 'local' or 'ray', got {self.engine!r}")
+
+
+def _candidates(bundle: Path, options: BatchOptions) -> tuple[pl.DataFrame, str | None]:
+    """(user_id [+ history] of everybody who can be scored, dataset fingerprint in evaluation mode)."""
+    if options.data is None:
+        return pl.read_parquet(bundle / "stats" / "histories.parquet", columns=["user_id"]), None
+    from jobs.workflows import load_dataset
+    from recsys.splits import split_dataset
+    dataset = load_dataset(options.data)
+    examples = split_dataset(dataset).examples(options.split or "test")
+    if examples["user_id"].n_unique() != examples.height:
+        from jobs.batch.layout import BatchError
+        raise BatchError(f"{options.data}: the {options.split} split has several examples per user; "
+                         "batch output keeps one list per user")
+    return examples.select("user_id", "history"), dataset.fingerprint()
+
+
+def plan(options: BatchOptions) -> tuple[Path, dict, UserSelection]:
+    """(resolved bundle, job identity, user selection); reads only the bundle's manifest and ids."""
+    bundle = resolve_bundle(options.bundle)
+    read_manifest(bundle, verify=False)  # fail early on a non-bundle; the engines verify on load
+    candidates, dataset_fingerprint = _candidates(bundle, options)
+    selection = select_users(options.users, candidates)
+    if options.strict and len(selection.unknown):
+        raise UnknownIdError("user", selection.unknown.to_list())
+    identity = {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "bundle_version": bundle.name, "bundle_digest": sha256_file(bundle / BUNDLE_MANIFEST),
+        "k": options.k, "exclude_seen": options.exclude_seen, "reasons": options.reasons,
+        "chunk_size": options.chunk_size,
+        "n_users": selection.n_users, "n_chunks": -(-selection.n_users // options.chunk_size),
+        "input_fingerprint": selection.fingerprint(),
+        "split": options.split, "dataset_fingerprint": dataset_fingerprint,
+    }
+    return bundle, identity, selection
+
+
+def _engine(options: BatchOptions, bundle: Path, job: JobDir, chunks: list[int], recommender: Recommender | None):
+    if options.engine == "ray":
+        from jobs.batch.ray_engine import run_ray
+        return run_ray(bundle, job, chunks, workers=options.workers, address=options.ray_address)
+    from jobs.batch.local_engine import run_local
+    return run_local(bundle, job, chunks, recommender)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_job(options: BatchOptions, on_chunk: Callable[[ChunkResult], None] | None = None,
+            recommender: Recommender | None = None) -> dict:
+    """Score every selected user; returns the manifest (also written to OUT/manifest.json).
+
+    `on_chunk` is called after each shard lands (tests use it to interrupt a run); `recommender`
+    lets the local engine reuse an already loaded pipeline."""
+    started = time.perf_counter()
+    bundle, identity, selection = plan(options)
+    job, resumed = prepare(options.out, identity, selection.frame, options.chunk_size, options.overwrite)
+    warnings = []
+    if len(selection.unknown):
+        unknown_path = job.out / UNKNOWN_FILE
+        atomic_write(unknown_path, lambda tmp: tmp.write_text("\n".join(selection.unknown.to_list()) + "\n"))
+        shown = ", ".join(repr(u) for u in selection.unknown.head(5).to_list())
+        warnings.append(f"{len(selection.unknown):,} of {selection.n_requested:,} requested users are unknown to "
+                        f"the bundle and were not scored (e.g. {shown}); all listed in {unknown_path}")
+    if selection.n_duplicates:
+        warnings.append(f"{selection.n_duplicates:,} duplicate user ids in the input were scored once")
+    n_users = selection.n_users
+    source = {"source": selection.source, "n_requested": selection.n_requested,
+              "n_duplicates": selection.n_duplicates, "n_unknown": len(selection.unknown),
+              "unknown_file": UNKNOWN_FILE if len(selection.unknown) else None}
+    del selection  # the ids now live in OUT/_job/users.parquet; keep the driver small
+
+    done = job.completed()
+    pending = [c for c in range(job.n_chunks) if c not in done]
+    done_users = sum(min(options.chunk_size, n_users - c * options.chunk_size) for c in done)
+    scored_users = 0
+    with tqdm(total=n_users, initial=done_users, unit="user", unit_scale=True, desc=f"scoring ({options.engine})",
+              disable=not options.progress, smoothing=0.1) as bar:
+        results = _engine(options, bundle, job, pending, recommender)
+        try:
+            for result in results:
+                done[result.chunk] = result.rows
+                scored_users += result.users
+                bar.update(result.users)
+                if on_chunk is not None:
+                    on_chunk(result)
+        finally:
+            close = getattr(results, "close", None)
+            if close is not None:
+                close()
+    missing = [c for c in range(job.n_chunks) if c not in done]
+    if missing:
+        from jobs.batch.layout import BatchError
+        raise BatchError(f"{len(missing)} chunk(s) produced no shard (e.g. {missing[:5]}); rerun to resume")
+
+    seconds = time.perf_counter() - started
+    manifest = {
+        **identity,
+        "bundle": str(bundle), "bundle_name": bundle.parent.name, "has_ranker": (bundle / "ranker").is_dir(),
+        "columns": OUTPUT_SCHEMA.names, "rank_base": 1,
+        "input": source,
+        "n_rows": sum(done.values()),
+        "shards": [{"file": shard_name(c), "chunk": c, "rows": done[c]} for c in range(job.n_chunks)],
+        "warnings": warnings,
+        "run": {"engine": options.engine, "resumed": resumed, "chunks_scored": len(pending),
+                "chunks_skipped": job.n_chunks - len(pending), "users_scored": scored_users,
+                "seconds": round(seconds, 3), "users_per_second": round(scored_users / seconds, 1) if seconds else None,
+                "driver_peak_rss_mb": round(peak_rss_mb(), 1),
+                "finished_at": datetime.now(timezone.utc).isoformat()},
+    }
+    write_json(job.out / MANIFEST, manifest)
+    return manifest

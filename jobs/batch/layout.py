@@ -1,0 +1,173 @@
+"""The on-disk layout of a batch output directory, and how a run resumes in it.
+
+    DIR/
+      part-00000.parquet …  one shard per chunk of users (chunk index in the name), rows ordered
+                            by the input order of users, then rank
+      manifest.json         written last: job identity, counts, shards, bundle version, timings
+      unknown_users.txt     requested ids the bundle does not know (only when there are some)
+      _job/job.json         the job's identity; a resume must match it exactly
+      _job/users.parquet    the users in output order, one row group per chunk (+ `history` in
+                            evaluation mode); every engine reads its chunks from here
+
+Every file is written to a temporary name in the same directory and renamed into place, so a shard
+is either complete or absent: after a crash or Ctrl-C, completed shards are kept and skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from recsys.errors import RecsysError
+
+JOB_DIR = "_job"
+JOB_FILE = "job.json"
+USERS_FILE = "users.parquet"
+MANIFEST = "manifest.json"
+UNKNOWN_FILE = "unknown_users.txt"
+SHARD_GLOB = "part-*.parquet"
+FORMAT = "recsys-batch-scores"
+FORMAT_VERSION = 1
+
+
+class BatchError(RecsysError):
+    """A batch job cannot start or resume (mismatched inputs, not a batch directory, missing output)."""
+
+
+def shard_name(chunk: int) -> str:
+    return f"part-{chunk:05d}.parquet"
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call `write(tmp)` on a temporary sibling of `path`, then rename it into place."""
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, payload: dict) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str)))
+
+
+def write_table(path: Path, table: pa.Table, row_group_size: int | None = None) -> None:
+    """Parquet (zstd) through a temporary name; same table → byte-identical file."""
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size))
+
+
+@dataclass(frozen=True)
+class JobDir:
+    """A prepared output directory: its identity (job.json) and the number of chunks."""
+
+    out: Path
+    identity: dict
+
+    @property
+    def n_chunks(self) -> int:
+        return int(self.identity["n_chunks"])
+
+    @property
+    def users_path(self) -> Path:
+        return self.out / JOB_DIR / USERS_FILE
+
+    def shard_path(self, chunk: int) -> Path:
+        return self.out / shard_name(chunk)
+
+    def completed(self) -> dict[int, int]:
+        """chunk → rows for every shard whose Parquet footer reads back (complete shards only)."""
+        done: dict[int, int] = {}
+        for chunk in range(self.n_chunks):
+            path = self.shard_path(chunk)
+            if path.is_file():
+                try:
+                    done[chunk] = pq.read_metadata(path).num_rows
+                except (OSError, pa.ArrowException):
+                    path.unlink()  # unreadable: score the chunk again
+        return done
+
+    def read_chunk(self, chunk: int) -> tuple[list[str], list[list[str]] | None]:
+        """(user ids, histories or None) of one chunk, read from its row group."""
+        table = pq.ParquetFile(self.users_path).read_row_group(chunk)
+        histories = table.column("history").to_pylist() if "history" in table.column_names else None
+        return table.column("user_id").to_pylist(), histories
+
+
+def _differences(old: dict, new: dict) -> list[str]:
+    keys = sorted(set(old) | set(new))
+    return [f"{key}: {old.get(key)!r} → {new.get(key)!r}" if "fingerprint" not in key and "digest" not in key
+            else f"{key} differs" for key in keys if old.get(key) != new.get(key)]
+
+
+def _clear(out: Path) -> None:
+    for path in out.glob(SHARD_GLOB):
+        path.unlink()
+    for name in (MANIFEST, UNKNOWN_FILE):
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / JOB_DIR, ignore_errors=True)
+
+
+def prepare(out: str | Path, identity: dict, users: pl.DataFrame, chunk_size: int,
+            overwrite: bool = False) -> tuple[JobDir, bool]:
+    """Create or re-open `out` for the job `identity`; returns (job dir, resumed).
+
+    A directory holding a different job is refused (or cleared with `overwrite`); a directory with
+    other files and no job is refused. Stale temporary files from a killed run are removed."""
+    out = Path(out)
+    job_file = out / JOB_DIR / JOB_FILE
+    resumed = False
+    if job_file.is_file():
+        old = json.loads(job_file.read_text())
+        if old != identity and not overwrite:
+            raise BatchError(f"{out} holds a batch job with different inputs ({'; '.join(_differences(old, identity))}); "
+                             "use a new --out, or --overwrite to discard it")
+        if old != identity or overwrite:
+            _clear(out)
+        else:
+            resumed = True
+    elif out.is_dir() and any(out.iterdir()):  # never clear a directory this job did not write
+        raise BatchError(f"{out} is not empty and holds no batch job; choose a new or empty directory")
+    (out / JOB_DIR).mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(".*.tmp-*"):
+        stale.unlink()
+    for stale in (out / JOB_DIR).glob(".*.tmp-*"):
+        stale.unlink()
+    job = JobDir(out, identity)
+    if not resumed or not job.users_path.is_file():
+        write_table(job.users_path, users.to_arrow(), row_group_size=chunk_size)
+        write_json(job_file, identity)
+    groups = pq.ParquetFile(job.users_path).num_row_groups
+    if groups != job.n_chunks:
+        raise BatchError(f"{job.users_path}: {groups} row groups for {job.n_chunks} chunks (corrupted job directory)")
+    return job, resumed
+
+
+def read_batch_manifest(out: str | Path) -> dict:
+    """The manifest of a finished batch job (clear error when the job never finished)."""
+    path = Path(out) / MANIFEST
+    if not path.is_file():
+        hint = " (the job did not finish: rerun the same batch-score command to resume it)" \
+            if (Path(out) / JOB_DIR / JOB_FILE).is_file() else ""
+        raise BatchError(f"{out}: no {MANIFEST}, not a finished batch output{hint}")
+    manifest = json.loads(path.read_text())
+    if manifest.get("format") != FORMAT:
+        raise BatchError(f"{path}: not a batch-score manifest")
+    return manifest
+
+
+def read_shards(out: str | Path, columns: list[str] | None = None) -> pl.DataFrame:
+    """All shards of a finished job as one frame, in output order (user order, then rank)."""
+    manifest = read_batch_manifest(out)
+    files = [Path(out) / shard["file"] for shard in manifest["shards"]]
+    return pl.concat([pl.read_parquet(f, columns=columns) for f in files]) if files else pl.DataFrame()

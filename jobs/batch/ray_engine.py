@@ -1,0 +1,88 @@
+"""The Ray engine: the same chunks, scored by a Ray Data actor pool (`map_batches` with a callable
+class that loads the bundle once per actor; one GPU per actor when the cluster has GPUs).
+
+Each actor writes its chunks' shards itself, through the same `ChunkScorer` as the local engine,
+so both engines produce the same files; only a few numbers per chunk travel back to the driver.
+On a multi-node cluster, --out and the bundle must be on storage every node sees (a shared
+filesystem) and the code installed on every node (or shipped with a Ray runtime_env).
+
+Imported only for `--engine ray`; `ray` is the optional `distributed` extra.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from jobs.batch.layout import JobDir
+from jobs.batch.scoring import ChunkResult, ChunkScorer
+
+INSTALL_HINT = "the Ray engine needs ray: pip install '.[distributed]' (or pip install 'ray[data]>=2.9')"
+
+
+def import_ray() -> Any:
+    """`ray` with Ray Data, or a BatchError saying how to install it."""
+    from jobs.batch.layout import BatchError
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as exc:
+        raise BatchError(f"{INSTALL_HINT} ({exc})") from None
+    return ray
+
+
+class ScoreChunks:
+    """Ray Data callable class: bundle loaded in `__init__`, one chunk per call."""
+
+    def __init__(self, bundle: str, out: str, identity: dict) -> None:
+        self.scorer = ChunkScorer(bundle, JobDir(Path(out), identity))
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
+        results = [self.scorer.run_chunk(int(chunk)) for chunk in batch["chunk"]]
+        return {"chunk": [r.chunk for r in results], "users": [r.users for r in results],
+                "rows": [r.rows for r in results], "seconds": [r.seconds for r in results]}
+
+
+def _from_items(ray: Any, items: list[dict]) -> Any:
+    """One block per chunk, so chunks spread over the actors (keyword renamed across Ray versions)."""
+    params = inspect.signature(ray.data.from_items).parameters
+    key = "override_num_blocks" if "override_num_blocks" in params else "parallelism"
+    return ray.data.from_items(items, **{key: max(1, len(items))})
+
+
+def run_ray(bundle: str | Path, job: JobDir, chunks: Sequence[int], workers: int | None = None,
+            address: str | None = None) -> Iterator[ChunkResult]:
+    """Score `chunks` on Ray, yielding each as it completes (in completion order).
+
+    Joins a running Ray instance (or `address`, e.g. "auto" / "ray://head:10001"), else starts a
+    local one with `workers` CPUs and shuts it down afterwards. Actor pool size: the GPUs when
+    there are any (one per actor), else `workers` or the cluster's CPUs."""
+    ray = import_ray()
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, num_cpus=workers if address is None else None, include_dashboard=False,
+                 logging_level=logging.WARNING, log_to_driver=True)
+    try:
+        if not chunks:
+            return
+        resources = ray.cluster_resources()
+        gpus = int(resources.get("GPU", 0))
+        if gpus:
+            size, per_actor = gpus, {"num_gpus": 1}
+        else:
+            size, per_actor = max(1, workers or int(resources.get("CPU", 1))), {"num_cpus": 1}
+        size = min(size, len(chunks))
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False  # the job draws its own users/s bar
+        dataset = _from_items(ray, [{"chunk": int(c)} for c in chunks]).map_batches(
+            ScoreChunks, batch_size=1, batch_format="numpy",
+            fn_constructor_kwargs={"bundle": str(bundle), "out": str(job.out), "identity": job.identity},
+            compute=ray.data.ActorPoolStrategy(size=size), **per_actor)
+        for row in dataset.iter_rows():
+            yield ChunkResult(int(row["chunk"]), int(row["users"]), int(row["rows"]), float(row["seconds"]))
+    finally:
+        if started_here:
+            ray.shutdown()

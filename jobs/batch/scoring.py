@@ -1,0 +1,130 @@
+"""Score one chunk of users through the pipeline's one path (`Recommender.recommend_batch`, the same
+call behind the API's `recommend_user`) and turn the lists into an Arrow table.
+
+The re-ranker, when the bundle has one, runs inside `recommend_batch`; its optional per-item fields
+(retrieval scores, explanations) are picked up here by name when the result carries them, and are
+null otherwise.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from jobs.batch.layout import JobDir, write_table
+from recsys.artifacts import resolve_bundle
+from recsys.pipeline import RecommendationList, Recommender
+
+OUTPUT_SCHEMA = pa.schema([
+    ("user_id", pa.string()),
+    ("rank", pa.int32()),            # 1 = best
+    ("item_id", pa.string()),
+    ("score", pa.float64()),         # final score (the ranker's when there is one)
+    ("retrieval_score", pa.float64()),  # FAISS inner product before re-ranking; null without a ranker
+    ("reason", pa.string()),         # the ranker's explanation; null without a ranker
+    ("strategy", pa.string()),       # personalised | popular_fallback (as the API reports it)
+])
+# attribute names a RecommendationList may use for the optional per-item fields (first found wins)
+RETRIEVAL_FIELDS = ("retrieval_scores",)
+REASON_FIELDS = ("reasons", "explanations", "why")
+
+
+def load_recommender(bundle: str | Path) -> Recommender:
+    """The bundle's pipeline: a trained user tower loads through `encoders.bundle.load_recommender`
+    (torch), the zero-shot pooled tower through `Recommender.load` (no torch import: actors start fast)."""
+    path = resolve_bundle(bundle)
+    try:
+        tower = json.loads((path / "encoder" / "encoder.json").read_text()).get("user_tower", "pooled")
+    except (OSError, ValueError):
+        tower = "pooled"  # Recommender.load reports the broken part clearly
+    if tower != "pooled" and importlib.util.find_spec("encoders.bundle") is not None:
+        from encoders.bundle import load_recommender as load_trained
+        return load_trained(path)
+    return Recommender.load(path)
+
+
+def _optional(result: RecommendationList, names: Sequence[str]) -> list[Any] | None:
+    for name in names:
+        values = getattr(result, name, None)
+        if values is not None:
+            if len(values) != len(result.item_ids):
+                raise ValueError(f"RecommendationList.{name} has {len(values)} values for {len(result.item_ids)} items")
+            return list(values)
+    return None
+
+
+def _reason_text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def results_table(user_ids: Sequence[str], results: Sequence[RecommendationList]) -> pa.Table:
+    """One row per (user, rank): user order kept, ranks 1..len(list)."""
+    lengths = [len(r.item_ids) for r in results]
+    retrieval: list[Any] = []
+    reasons: list[Any] = []
+    for result, n in zip(results, lengths):
+        extra = _optional(result, RETRIEVAL_FIELDS)
+        retrieval.extend(extra if extra is not None else [None] * n)
+        why = _optional(result, REASON_FIELDS)
+        reasons.extend([_reason_text(v) for v in why] if why is not None else [None] * n)
+    columns = [
+        list(chain.from_iterable([u] * n for u, n in zip(user_ids, lengths))),
+        list(chain.from_iterable(range(1, n + 1) for n in lengths)),
+        list(chain.from_iterable(r.item_ids for r in results)),
+        [float(s) for s in chain.from_iterable(r.scores for r in results)],
+        [None if v is None else float(v) for v in retrieval],
+        reasons,
+        list(chain.from_iterable([r.strategy] * n for r, n in zip(results, lengths))),
+    ]
+    return pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, OUTPUT_SCHEMA)],
+                                schema=OUTPUT_SCHEMA)
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """What an engine reports for one finished chunk."""
+
+    chunk: int
+    users: int
+    rows: int
+    seconds: float
+
+
+class ChunkScorer:
+    """Loads the bundle once; scores chunks of a prepared job and writes their shards.
+
+    Both engines use it: the local engine holds one, each Ray actor holds its own."""
+
+    def __init__(self, bundle: str | Path, job: JobDir, recommender: Recommender | None = None) -> None:
+        self.job = job
+        self.k = int(job.identity["k"])
+        self.exclude_seen = bool(job.identity["exclude_seen"])
+        self.reasons = bool(job.identity.get("reasons", False))
+        self.recommender = recommender if recommender is not None else load_recommender(bundle)
+
+    def score(self, user_ids: Sequence[str], histories: Sequence[Sequence[str]] | None = None) -> pa.Table:
+        """Top-k for `user_ids`, from `histories` when given (evaluation mode) else the bundle's store."""
+        if histories is None:
+            store = self.recommender.histories
+            histories = [store[u] for u in user_ids]
+        results = self.recommender.recommend_batch(histories, self.k, exclude_seen=self.exclude_seen,
+                                                   explain=self.reasons)
+        return results_table(user_ids, results)
+
+    def run_chunk(self, chunk: int) -> ChunkResult:
+        """Read, score and write one chunk (atomically: its shard is complete or absent)."""
+        started = time.perf_counter()
+        user_ids, histories = self.job.read_chunk(chunk)
+        table = self.score(user_ids, histories)
+        write_table(self.job.shard_path(chunk), table)
+        return ChunkResult(chunk, len(user_ids), table.num_rows, time.perf_counter() - started)

@@ -1,0 +1,201 @@
+"""Batch scoring: output layout, determinism, resume, unknown users, API parity, --from-batch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from api.app import create_app
+from jobs.batch import BatchError, BatchOptions, read_shards, run_job
+from jobs.batch.evaluate import evaluate_batch
+from jobs.batch.scoring import ChunkScorer, results_table
+from jobs.cli import app
+from recsys.config import BuildConfig, EvalConfig
+from recsys.data.synthetic import generate_shop
+from recsys.errors import DataError, UnknownIdError
+from recsys.evaluation import evaluate
+from recsys.pipeline import RecommendationList, Recommender
+from recsys.splits import split_dataset
+
+N_USERS = 60
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
+    """(dataset dir, bundle dir, recommender): a 60-user shop with seeded random 16-d item vectors."""
+    root = tmp_path_factory.mktemp("batch")
+    dataset = generate_shop(n_users=N_USERS, n_items=80, seed=5)
+    dataset.save(root / "shop")
+    vectors = np.random.default_rng(0).standard_normal((dataset.items.height, 16)).astype(np.float32)
+    recommender = Recommender.build(dataset, split_dataset(dataset), vectors, BuildConfig())
+    return root / "shop", recommender.save(root / "artifacts" / "shop" / "v1"), recommender
+
+
+def options(shop, out: Path, **kwargs) -> BatchOptions:
+    return BatchOptions(bundle=shop[1], out=out, **{"k": 5, "chunk_size": 16, "progress": False, **kwargs})
+
+
+def shard_bytes(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.glob("part-*.parquet"))}
+
+
+def test_output_layout_and_manifest(shop, tmp_path):
+    manifest = run_job(options(shop, tmp_path / "out"))
+    assert manifest["n_users"] == N_USERS and manifest["n_chunks"] == 4 and manifest["n_rows"] == N_USERS * 5
+    assert [s["file"] for s in manifest["shards"]] == [f"part-0000{i}.parquet" for i in range(4)]
+    assert manifest["bundle_version"] == "v1" and manifest["has_ranker"] is False and manifest["k"] == 5
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["input_fingerprint"] == \
+        manifest["input_fingerprint"]
+    frame = read_shards(tmp_path / "out")
+    assert frame.columns == ["user_id", "rank", "item_id", "score", "retrieval_score", "reason", "strategy"]
+    assert frame["user_id"].to_list()[::5] == sorted(shop[2].histories)  # stable order: sorted ids
+    assert frame["rank"].to_list()[:5] == [1, 2, 3, 4, 5]
+    assert frame["retrieval_score"].null_count() == frame["reason"].null_count() == frame.height  # no ranker
+    # exclude_seen (the API's default): nobody is recommended an item they already have
+    seen = frame.join(pl.DataFrame({"user_id": list(shop[2].histories), "item_id": list(shop[2].histories.values())})
+                      .explode("item_id"), on=["user_id", "item_id"])
+    assert seen.height == 0
+
+
+def test_same_input_gives_identical_shards(shop, tmp_path):
+    run_job(options(shop, tmp_path / "a"))
+    run_job(options(shop, tmp_path / "b"))
+    assert shard_bytes(tmp_path / "a") == shard_bytes(tmp_path / "b") and len(shard_bytes(tmp_path / "a")) == 4
+
+
+def test_resume_after_interrupted_run(shop, tmp_path):
+    out = tmp_path / "out"
+
+    def crash_after_two(result):
+        if result.chunk == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_job(options(shop, out), on_chunk=crash_after_two)
+    assert sorted(p.name for p in out.glob("part-*")) == ["part-00000.parquet", "part-00001.parquet"]
+    assert not (out / "manifest.json").exists()
+    with pytest.raises(BatchError, match="did not finish: rerun"):
+        read_shards(out)
+    (out / ".part-00002.parquet.tmp-deadbeef").write_bytes(b"half a shard")  # a kill mid-write
+    kept = (out / "part-00000.parquet").stat().st_mtime_ns
+    manifest = run_job(options(shop, out))
+    assert manifest["run"]["resumed"] and manifest["run"]["chunks_skipped"] == 2
+    assert manifest["run"]["chunks_scored"] == 2 and manifest["run"]["users_scored"] == N_USERS - 32
+    assert (out / "part-00000.parquet").stat().st_mtime_ns == kept and not list(out.glob(".*tmp*"))
+    run_job(options(shop, tmp_path / "fresh"))
+    assert shard_bytes(out) == shard_bytes(tmp_path / "fresh")
+
+
+def test_resume_with_different_inputs_is_refused(shop, tmp_path):
+    run_job(options(shop, tmp_path / "out"))
+    with pytest.raises(BatchError, match="different inputs \\(k: 5 → 6\\)"):
+        run_job(options(shop, tmp_path / "out", k=6))
+    assert run_job(options(shop, tmp_path / "out", k=6, overwrite=True))["n_rows"] == N_USERS * 6
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(BatchError, match="not empty and holds no batch job"):
+        run_job(options(shop, tmp_path / "other", overwrite=True))
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".csv", ".parquet"])
+def test_unknown_users_are_reported_not_dropped(shop, tmp_path, suffix):
+    known = sorted(shop[2].histories)[:3]
+    ids = [known[2], "ghost-1", known[0], known[2], "ghost-2"]
+    path = tmp_path / f"users{suffix}"
+    if suffix == ".txt":
+        path.write_text("# users to mail\n" + "\n".join(ids) + "\n\n")
+    elif suffix == ".csv":
+        pl.DataFrame({"user_id": ids}).write_csv(path)
+    else:
+        pl.DataFrame({"user_id": ids}).write_parquet(path)
+    manifest = run_job(options(shop, tmp_path / "out", users=str(path)))
+    assert manifest["input"] == {"source": str(path), "n_requested": 5, "n_duplicates": 1, "n_unknown": 2,
+                                 "unknown_file": "unknown_users.txt"}
+    assert (tmp_path / "out" / "unknown_users.txt").read_text() == "ghost-1\nghost-2\n"
+    assert any("2 of 5 requested users are unknown" in w and "'ghost-1'" in w for w in manifest["warnings"])
+    assert read_shards(tmp_path / "out")["user_id"].unique(maintain_order=True).to_list() == [known[2], known[0]]
+    with pytest.raises(UnknownIdError, match="unknown user ids: 'ghost-1', 'ghost-2'"):
+        run_job(options(shop, tmp_path / "strict", users=str(path), strict=True))
+
+
+def test_no_known_user_is_an_error(shop, tmp_path):
+    (tmp_path / "users.txt").write_text("ghost-1\nghost-2\n")
+    with pytest.raises(DataError, match="none of the 2 user ids is known to the bundle"):
+        run_job(options(shop, tmp_path / "out", users=str(tmp_path / "users.txt")))
+
+
+def test_api_and_batch_give_the_same_lists(shop, tmp_path):
+    run_job(options(shop, tmp_path / "out", k=7))
+    batch = read_shards(tmp_path / "out")
+    with TestClient(create_app(shop[1])) as client:
+        for user in sorted(shop[2].histories)[::7]:
+            body = client.get(f"/v1/users/{user}/recommendations", params={"k": 7}).json()
+            rows = batch.filter(pl.col("user_id") == user)
+            assert [i["item_id"] for i in body["items"]] == rows["item_id"].to_list()
+            assert [i["score"] for i in body["items"]] == pytest.approx(rows["score"].to_list(), rel=1e-5)
+            assert {body["strategy"]} == set(rows["strategy"].to_list())
+
+
+def test_optional_ranker_fields_are_written_when_present():
+    class Ranked(RecommendationList):
+        pass
+
+    plain = RecommendationList(["a", "b"], [0.9, 0.5], "personalised")
+    ranked = Ranked(["c"], [2.0], "personalised")
+    object.__setattr__(ranked, "retrieval_scores", [0.7])
+    object.__setattr__(ranked, "explanations", [{"same_brand": 1.0}])
+    table = results_table(["u1", "u2"], [plain, ranked])
+    assert table.column("retrieval_score").to_pylist() == [None, None, 0.7]
+    assert table.column("reason").to_pylist() == [None, None, '{"same_brand": 1.0}']
+    assert table.column("rank").to_pylist() == [1, 2, 1]
+
+
+def test_from_batch_evaluation_equals_the_evaluator(shop, tmp_path):
+    data, bundle, recommender = shop
+    config = EvalConfig(ks=(5, 10), splits=("test",))
+    manifest = run_job(options(shop, tmp_path / "eval", k=10, data=data, split="test", exclude_seen=False))
+    assert manifest["split"] == "test" and manifest["dataset_fingerprint"]
+    from jobs.workflows import load_dataset
+    dataset = load_dataset(data)
+    split = split_dataset(dataset)
+    rows = evaluate_batch(tmp_path / "eval", dataset, split, config)
+    expected = evaluate(recommender, split.test, config)
+    assert rows[0]["model"] == "batch:eval" and rows[0]["n_examples"] == expected["n_examples"] == N_USERS
+    assert {k: rows[0][k] for k in expected} == pytest.approx(expected)
+    with pytest.raises(BatchError, match="mask_history=False; rerun batch-score with --keep-seen"):
+        run_job(options(shop, tmp_path / "masked", k=10, data=data, split="test"))
+        evaluate_batch(tmp_path / "masked", dataset, split, config)
+    run_job(options(shop, tmp_path / "stored"))
+    with pytest.raises(BatchError, match="stored histories, which contain the held-out items"):
+        evaluate_batch(tmp_path / "stored", dataset, split, config)
+
+
+def test_cli_batch_score_and_evaluate_from_batch(shop, tmp_path):
+    data, bundle, _ = shop
+    runner = CliRunner()
+    result = runner.invoke(app, ["batch-score", "--bundle", str(bundle.parent), "--out", str(tmp_path / "out"),
+                                 "--k", "10", "--chunk-size", "25", "--data", str(data), "--split", "test",
+                                 "--keep-seen", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert f"scored {N_USERS} users → {N_USERS * 10} rows in 3 shard(s)" in result.output
+    result = runner.invoke(app, ["evaluate", "--data", str(data), "--from-batch", str(tmp_path / "out"),
+                                 "--ks", "5,10", "--splits", "test", "--out", str(tmp_path / "eval.json")])
+    assert result.exit_code == 0, result.output
+    assert "batch:out" in result.output
+    assert json.loads((tmp_path / "eval.json").read_text())["results"][0]["n_examples"] == N_USERS
+    result = runner.invoke(app, ["batch-score", "--bundle", str(bundle), "--out", str(tmp_path / "x"),
+                                 "--engine", "spark"])
+    assert result.exit_code == 2 and "--engine must be local or ray" in result.output
+
+
+def test_explicit_histories_win_over_the_store(shop):
+    from jobs.batch.layout import JobDir
+    job = JobDir(Path("/nonexistent"), {"k": 3, "exclude_seen": True})
+    table = ChunkScorer(shop[1], job, shop[2]).score(["anyone"], [[shop[2].item_ids[0]]])
+    assert table.num_rows == 3 and shop[2].item_ids[0] not in table.column("item_id").to_pylist()
