@@ -9,36 +9,44 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from api.routes import health, recommendations
+from api.metrics import BodyLimitMiddleware, MetricsMiddleware
+from api.routes import admin, demo, events, health, recommendations
+from api.service import Service
 from api.settings import Settings
-from recsys.artifacts import read_manifest, resolve_bundle
 from recsys.errors import BundleError, UnknownIdError
-from recsys.pipeline import Recommender
+
+DESCRIPTION = """Personalised, session and similar-item recommendations from a BERT-encoded catalogue.
+
+Every list says which strategy served it (`personalised`, `session`, `similar`, `popular_fallback`)
+and every item carries its score and a short reason. Admin routes need `Authorization: Bearer <token>`."""
 
 
-def create_app(bundle: str | Path | None = None, settings: Settings | None = None) -> FastAPI:
+def create_app(bundle: str | Path | None = None, settings: Settings | None = None,
+               service: Service | None = None) -> FastAPI:
     """Build the app for `bundle` (or `settings.bundle` / RECSYS_BUNDLE)."""
-    settings = settings or Settings()
+    settings = settings or (service.settings if service else Settings())
     bundle = bundle or settings.bundle
     if bundle is None:
         raise BundleError("no bundle given: pass one to create_app() or set RECSYS_BUNDLE")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        path = resolve_bundle(bundle)
-        app.state.manifest = read_manifest(path)
-        app.state.recommender = Recommender.load(path, verify=False)  # verified just above
-        app.state.bundle_path = path
-        app.state.settings = settings
-        yield
+        app.state.service = service or Service(settings)
+        app.state.service.load(bundle)
+        try:
+            yield
+        finally:
+            if service is None:
+                app.state.service.close()
 
-    app = FastAPI(title="BERT recommender", version="1", lifespan=lifespan,
-                  description="Personalised, session and similar-item recommendations from a BERT-encoded catalogue.")
-    app.include_router(health.router)
-    app.include_router(recommendations.router)
+    app = FastAPI(title="BERT recommender", version="1", lifespan=lifespan, description=DESCRIPTION)
+    for router in (health.router, recommendations.router, events.router, admin.router, demo.router):
+        app.include_router(router)
 
     @app.exception_handler(UnknownIdError)
     async def unknown_id(_: Request, exc: UnknownIdError) -> JSONResponse:
         return JSONResponse(status_code=404, content={"detail": str(exc)})
 
+    app.add_middleware(MetricsMiddleware, metrics_source=app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     return app

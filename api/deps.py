@@ -1,21 +1,50 @@
-"""Dependencies: the loaded recommender and settings live on app.state, never in globals."""
+"""Dependencies: the service lives on app.state (never in globals) and reaches routes here."""
 
 from __future__ import annotations
 
-from fastapi import HTTPException, Request
+import secrets
+from typing import Annotated
 
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from api.service import Loaded, Service
 from api.settings import Settings
-from recsys.pipeline import Recommender
+
+bearer = HTTPBearer(auto_error=False, description="admin token (RECSYS_ADMIN_TOKEN)")
 
 
-def get_recommender(request: Request) -> Recommender:
-    return request.app.state.recommender
+def get_service(request: Request) -> Service:
+    return request.app.state.service
 
 
-def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
+def get_loaded(service: Annotated[Service, Depends(get_service)]) -> Loaded:
+    """The bundle serving this request (a reload mid-request does not change it)."""
+    if service.current is None:
+        raise HTTPException(503, "no model loaded yet")
+    return service.current
+
+
+def get_settings(service: Annotated[Service, Depends(get_service)]) -> Settings:
+    return service.settings
 
 
 def check_k(k: int, settings: Settings) -> None:
     if k > settings.max_k:
         raise HTTPException(status_code=422, detail=f"k={k} is above the limit of {settings.max_k}")
+
+
+def check_exclude(exclude: list[str], settings: Settings) -> None:
+    if len(exclude) > settings.max_exclude_items:
+        raise HTTPException(422, f"{len(exclude)} ids to exclude; the limit is {settings.max_exclude_items}")
+
+
+def require_admin(settings: Annotated[Settings, Depends(get_settings)],
+                  credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+    """Bearer token check; admin routes are closed (403) when no token is configured."""
+    if settings.admin_token is None:
+        raise HTTPException(403, "admin routes are disabled: set RECSYS_ADMIN_TOKEN to enable them")
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    if not secrets.compare_digest(credentials.credentials.encode(), settings.admin_token.get_secret_value().encode()):
+        raise HTTPException(401, "wrong bearer token", headers={"WWW-Authenticate": "Bearer"})

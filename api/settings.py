@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -14,4 +15,16 @@ class Settings(BaseSettings):
     bundle: Path | None = Field(None, description="bundle directory (or model directory: newest version)")
     max_k: int = Field(100, ge=1, le=10_000, description="largest k a request may ask for")
     max_session_items: int = Field(200, ge=1, description="most item ids a session request may post")
+    max_exclude_items: int = Field(1_000, ge=0, description="most ids an exclude list may hold")
+    max_text_chars: int = Field(1_000, ge=1, description="longest free-text query or item text")
+    max_body_bytes: int = Field(256 * 1024, ge=1_024, description="larger request bodies get 413")
     unknown_user_fallback: bool = Field(True, description="unknown users get popular items instead of a 404")
+    history_limit: int = Field(200, ge=1, description="most recent events kept per user for recommendations")
+    state_dir: Path = Field(Path("recsys-state"), description="where the SQLite event store lives")
+    event_store: Literal["sqlite", "redis"] = "sqlite"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    admin_token: SecretStr | None = Field(None, description="bearer token for /v1/admin/*; admin is off when unset")
+    user_cache_size: int = Field(100_000, ge=0, description="cached user query vectors (0: no cache)")
+    micro_batch_ms: float = Field(2.0, ge=0, description="wait this long to batch concurrent BERT encodes")
+    micro_batch_max: int = Field(32, ge=1)
+    quantize_int8: bool = Field(False, description="int8 dynamic quantisation of the BERT towers on CPU")

@@ -59,3 +59,12 @@ class TextEncoder:
                 out[rows] = vectors.cpu().numpy()
                 bar.update(len(rows))
         return out
+
+
+def quantize_dynamic_int8(encoder):
+    """int8 dynamic quantisation of every nn.Linear in the encoder's model (CPU inference only)."""
+    model = getattr(encoder, "model", None)
+    if model is None or getattr(encoder, "device", torch.device("cpu")).type != "cpu":
+        return encoder
+    encoder.model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    return encoder

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+from cachetools import LRUCache
 
 from recsys.config import UserTowerConfig
 
@@ -41,6 +43,20 @@ class PooledHistoryEncoder:
     def dim(self) -> int:
         return self.item_vectors.shape[1]
 
+    def add_items(self, item_ids: Sequence[str], vectors: np.ndarray) -> None:
+        """Add or replace item vectors (live catalogue); vectors are swapped in before positions."""
+        matrix = self.item_vectors.copy()
+        position = dict(self.position)
+        new_rows = []
+        for item_id, vector in zip(item_ids, np.asarray(vectors, dtype=np.float32)):
+            if item_id in position:
+                matrix[position[item_id]] = vector
+            else:
+                position[item_id] = len(matrix) + len(new_rows)
+                new_rows.append(vector)
+        self.item_vectors = np.vstack([matrix, *new_rows]) if new_rows else matrix
+        self.position = position
+
     def encode_histories(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
         """float32 [len(histories), dim], L2-normalised rows (zero rows for empty histories)."""
         out = np.zeros((len(histories), self.dim), dtype=np.float32)
@@ -54,4 +70,50 @@ class PooledHistoryEncoder:
             norm = np.linalg.norm(vector)
             if norm > 0:
                 out[row] = vector / norm
+        return out
+
+
+class CachedHistoryEncoder:
+    """LRU cache of query vectors keyed by the history itself, so a new event (a new history)
+    never hits a stale entry; cleared when item vectors change."""
+
+    def __init__(self, tower: HistoryEncoder, maxsize: int = 100_000) -> None:
+        self.tower = tower
+        self._cache: LRUCache = LRUCache(maxsize=maxsize)
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def dim(self) -> int:
+        return self.tower.dim
+
+    def __getattr__(self, name: str):  # config, save, … of the wrapped tower
+        return getattr(self.tower, name)
+
+    def add_items(self, item_ids: Sequence[str], vectors: np.ndarray) -> None:
+        if hasattr(self.tower, "add_items"):
+            self.tower.add_items(item_ids, vectors)
+        with self._lock:
+            self._cache.clear()
+
+    def encode_histories(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
+        keys = [tuple(h) for h in histories]
+        out = np.zeros((len(keys), self.dim), dtype=np.float32)
+        missing: list[int] = []
+        with self._lock:
+            for row, key in enumerate(keys):
+                vector = self._cache.get(key)
+                if vector is None:
+                    missing.append(row)
+                else:
+                    out[row] = vector
+            self.hits += len(keys) - len(missing)
+            self.misses += len(missing)
+        if missing:
+            computed = self.tower.encode_histories([histories[r] for r in missing])
+            out[missing] = computed
+            with self._lock:
+                for row, vector in zip(missing, computed):
+                    self._cache[keys[row]] = vector
         return out

@@ -10,52 +10,158 @@ from recsys.pipeline import Recommender
 from recsys.splits import split_dataset
 from tests.test_pipeline import VECTORS
 
+TOKEN = "s3cret"
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+
+
+class FakeTextEncoder:
+    """Maps texts to fixed 2-d directions: 'camera' texts along x, anything else along y."""
+
+    def encode(self, texts):
+        return np.array([[1.0, 0.0] if "camera" in t else [0.0, 1.0] for t in texts], dtype=np.float32)
+
 
 @pytest.fixture()
 def bundle(toy, tmp_path):
     return Recommender.build(toy, split_dataset(toy), VECTORS, BuildConfig()).save(tmp_path / "toy" / "v1")
 
 
+def make_client(bundle, tmp_path, **settings):
+    settings.setdefault("state_dir", tmp_path / "state")
+    return TestClient(create_app(bundle, Settings(**settings)))
+
+
 @pytest.fixture()
-def client(bundle):
-    with TestClient(create_app(bundle, Settings(max_k=5, max_session_items=3))) as test_client:
-        yield test_client
+def client(bundle, tmp_path):
+    with make_client(bundle, tmp_path, max_k=5, max_session_items=3, admin_token=TOKEN, max_body_bytes=2048) as c:
+        c.app.state.service.current.text_encoder = FakeTextEncoder()
+        yield c
 
 
-def test_health_and_model_info(client, bundle):
+def ids(response):
+    assert response.status_code == 200, response.text
+    return [item["item_id"] for item in response.json()["items"]]
+
+
+def test_health_readiness_and_model_info(client):
     assert client.get("/health").json() == {"status": "ok", "bundle_version": "v1", "n_items": 6, "n_users": 4}
+    assert client.get("/health/live").json() == {"status": "ok"}
+    assert client.get("/health/ready").json() == {"status": "ready", "model_version": "v1"}
     info = client.get("/v1/model").json()
     assert info["config"]["user_tower"]["recency_decay"] == 0.7 and "files" not in info
 
 
-def test_known_user_excludes_history(client):
+def test_known_user_excludes_history_and_explains(client):
     body = client.get("/v1/users/u4/recommendations", params={"k": 2}).json()
-    assert body["strategy"] == "personalised"
-    ids = [item["item_id"] for item in body["items"]]
-    assert ids == ["bag1", "bag2"] and not {"cam1", "cam2"} & set(ids)
-    assert body["items"][0]["title"] == "Bag One"
+    assert body["strategy"] == "personalised" and body["model_version"] == "v1"
+    assert [i["item_id"] for i in body["items"]] == ["bag1", "bag2"]
+    first = body["items"][0]
+    assert first["title"] == "Bag One" and first["because_item_id"] == "cam2"
+    assert first["reason"] == "because you viewed Camera Two"
+
+
+def test_exclude_list_and_category_filter(client):
+    assert ids(client.get("/v1/users/u4/recommendations", params={"k": 2, "exclude": ["bag1"]})) == ["bag2", "sock1"]
+    assert ids(client.get("/v1/users/u3/recommendations",
+                          params={"k": 2, "category": "cameras", "exclude_seen": False})) == ["cam2", "cam1"]
+    response = client.get("/v1/users/u3/recommendations", params={"brand": "x", "k": 2})
+    assert response.status_code == 422 and "no brand attribute" in response.text
 
 
 def test_unknown_user_gets_popular_fallback(client):
     body = client.get("/v1/users/nobody/recommendations", params={"k": 2}).json()
     assert body["strategy"] == "popular_fallback"
     assert [i["item_id"] for i in body["items"]] == ["cam1", "cam2"]
+    assert body["items"][0]["reason"] == "popular in the shop"
 
 
-def test_unknown_user_404_when_fallback_disabled(bundle):
-    with TestClient(create_app(bundle, Settings(unknown_user_fallback=False))) as client:
+def test_unknown_user_404_when_fallback_disabled(bundle, tmp_path):
+    with make_client(bundle, tmp_path, unknown_user_fallback=False) as client:
         response = client.get("/v1/users/nobody/recommendations")
     assert response.status_code == 404
     assert response.json() == {"detail": "unknown user id: 'nobody'"}
 
 
-def test_session_and_similar(client):
+def test_session_text_and_similar(client):
     body = client.post("/v1/sessions/recommendations", json={"item_ids": ["shoe1"], "k": 1}).json()
-    assert body == {"strategy": "session", "items": [
-        {"item_id": "sock1", "score": pytest.approx(float(VECTORS[4] @ VECTORS[5]), rel=1e-5),
-         "title": "Sock One", "text": "running socks blue"}]}
+    assert body["strategy"] == "session"
+    assert body["items"][0]["item_id"] == "sock1"
+    assert body["items"][0]["score"] == pytest.approx(float(VECTORS[4] @ VECTORS[5]), rel=1e-5)
+    assert ids(client.post("/v1/sessions/recommendations", json={"text": "a camera", "k": 2})) == ["cam1", "cam2"]
     similar = client.get("/v1/items/cam1/similar", params={"k": 3}).json()
     assert [i["item_id"] for i in similar["items"]] == ["cam2", "bag1", "bag2"]
+    assert similar["items"][0]["reason"] == "similar to Camera One"
+    # re-ranked for u3 (history cam2 bag2 shoe1 sock1): seen items drop out
+    assert ids(client.get("/v1/items/cam1/similar", params={"k": 2, "user_id": "u3"})) == ["bag1"]
+
+
+def test_events_change_the_next_recommendation(client):
+    before = ids(client.get("/v1/users/u4/recommendations", params={"k": 2}))
+    response = client.post("/v1/events", json={"user_id": "u4", "item_id": "bag1", "kind": "purchase"})
+    assert response.status_code == 201 and response.json() == {"user_id": "u4", "events_stored": 1}
+    after = ids(client.get("/v1/users/u4/recommendations", params={"k": 2}))
+    assert before == ["bag1", "bag2"] and "bag1" not in after
+    # a brand-new user becomes known through events
+    client.post("/v1/events", json={"user_id": "newbie", "item_id": "shoe1"})
+    body = client.get("/v1/users/newbie/recommendations", params={"k": 1}).json()
+    assert body["strategy"] == "personalised" and body["items"][0]["item_id"] == "sock1"
+    response = client.post("/v1/events", json={"user_id": "u4", "item_id": "ghost"})
+    assert response.status_code == 404 and "ghost" in response.text
+
+
+def test_admin_needs_the_right_token(client, bundle, tmp_path):
+    item = {"item_id": "cam3", "text": "camera three", "title": "Camera Three", "category": "cameras"}
+    assert client.put("/v1/admin/items/cam3", json=item).status_code == 401
+    wrong = client.put("/v1/admin/items/cam3", json=item, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and wrong.json() == {"detail": "wrong bearer token"}
+    with make_client(bundle, tmp_path / "other") as no_admin:
+        response = no_admin.post("/v1/admin/items/cam1/deactivate", headers=ADMIN)
+        assert response.status_code == 403 and "disabled" in response.text
+
+
+def test_upsert_and_deactivate_items_live(client):
+    item = {"item_id": "cam3", "text": "camera three", "title": "Camera Three", "category": "cameras"}
+    response = client.put("/v1/admin/items/cam3", json=item, headers=ADMIN)
+    assert response.status_code == 200 and response.json() == {"item_id": "cam3", "active": True, "index_items": 7}
+    assert ids(client.get("/v1/items/cam1/similar", params={"k": 1})) == ["cam3"]
+    assert client.post("/v1/admin/items/cam3/deactivate", headers=ADMIN).json()["active"] is False
+    for response in (client.get("/v1/items/cam1/similar", params={"k": 5}),
+                     client.get("/v1/users/u2/recommendations", params={"k": 5}),
+                     client.post("/v1/sessions/recommendations", json={"item_ids": ["cam1"], "k": 5})):
+        assert "cam3" not in ids(response)
+    assert client.post("/v1/admin/items/ghost/deactivate", headers=ADMIN).status_code == 404
+
+
+def test_catalogue_changes_survive_a_restart(bundle, tmp_path):
+    item = {"item_id": "cam3", "text": "camera three", "title": "Camera Three"}
+    with make_client(bundle, tmp_path, admin_token=TOKEN) as client:
+        client.app.state.service.current.text_encoder = FakeTextEncoder()
+        assert client.put("/v1/admin/items/cam3", json=item, headers=ADMIN).status_code == 200
+        assert client.post("/v1/admin/items/sock1/deactivate", headers=ADMIN).status_code == 200
+    with make_client(bundle, tmp_path, admin_token=TOKEN) as client:
+        assert ids(client.get("/v1/items/cam1/similar", params={"k": 1})) == ["cam3"]
+        assert "sock1" not in ids(client.get("/v1/items/shoe1/similar", params={"k": 6}))
+
+
+def test_reload_swaps_and_refuses_bad_bundles(client, toy, bundle):
+    newer = Recommender.build(toy, split_dataset(toy), VECTORS, BuildConfig()).save(bundle.parent / "v2")
+    response = client.post("/v1/admin/reload", json={}, headers=ADMIN)
+    assert response.json() == {"model_version": "v2", "previous_version": "v1"}
+    (newer / "index" / "ids.npy").write_bytes(b"garbage")
+    response = client.post("/v1/admin/reload", json={"bundle": str(newer)}, headers=ADMIN)
+    assert response.status_code == 409 and "checksum mismatch" in response.text
+    assert client.get("/health").json()["bundle_version"] == "v2"
+    assert ids(client.get("/v1/items/cam1/similar", params={"k": 1})) == ["cam2"]
+
+
+def test_metrics_count_requests_by_route(client):
+    client.get("/v1/users/u1/recommendations", params={"k": 2})
+    client.get("/v1/items/nope/similar", params={"k": 2})
+    text = client.get("/metrics").text
+    assert 'recsys_requests_total{method="GET",route="/v1/users/{user_id}/recommendations",status="200"} 1.0' in text
+    assert 'route="/v1/items/{item_id}/similar",status="404"' in text
+    assert 'recsys_model_info{name="toy",version="v1"} 1.0' in text
+    assert "recsys_index_items 6.0" in text
 
 
 @pytest.mark.parametrize("method,url,kwargs,status,fragment", [
@@ -64,10 +170,14 @@ def test_session_and_similar(client):
     ("get", "/v1/users/u1/recommendations", {"params": {"k": 0}}, 422, "greater than or equal to 1"),
     ("get", "/v1/users/u1/recommendations", {"params": {"k": 6}}, 422, "above the limit of 5"),
     ("get", "/v1/users/u1/recommendations", {"params": {"k": "ten"}}, 422, "valid integer"),
-    ("post", "/v1/sessions/recommendations", {"json": {"item_ids": []}}, 422, "at least 1 item"),
+    ("post", "/v1/sessions/recommendations", {"json": {"item_ids": [], "k": 3}}, 422, "at least one item id or a text"),
     ("post", "/v1/sessions/recommendations", {"json": {"item_ids": ["cam1"] * 4, "k": 3}}, 422, "the limit is 3"),
+    ("post", "/v1/sessions/recommendations", {"json": {"item_ids": "cam1", "k": 3}}, 422, "valid list"),
+    ("post", "/v1/sessions/recommendations", {"json": {"item_ids": ["cam1"], "bogus": 1}}, 422, "Extra inputs"),
     ("post", "/v1/sessions/recommendations", {"content": b"{not json", "headers": {"content-type": "application/json"}},
      422, "JSON decode error"),
+    ("post", "/v1/sessions/recommendations", {"json": {"item_ids": ["cam1"] * 1000}}, 413, "over the limit"),
+    ("post", "/v1/events", {"json": {"user_id": "u1", "item_id": "cam1", "kind": "like"}}, 422, "view"),
 ])
 def test_bad_requests_get_clear_4xx(client, method, url, kwargs, status, fragment):
     response = getattr(client, method)(url, **kwargs)
@@ -75,14 +185,15 @@ def test_bad_requests_get_clear_4xx(client, method, url, kwargs, status, fragmen
     assert fragment in response.text
 
 
-def test_openapi_documents_routes(client):
-    paths = client.get("/openapi.json").json()["paths"]
+def test_openapi_documents_routes_with_examples(client):
+    spec = client.get("/openapi.json").json()
     assert {"/health", "/v1/users/{user_id}/recommendations", "/v1/sessions/recommendations",
-            "/v1/items/{item_id}/similar"} <= set(paths)
+            "/v1/items/{item_id}/similar", "/v1/events", "/v1/admin/items/{item_id}", "/v1/admin/reload"} <= set(spec["paths"])
+    assert spec["components"]["schemas"]["SessionRequest"]["examples"][0]["k"] == 10
 
 
-def test_corrupted_bundle_refused_at_startup(bundle):
+def test_corrupted_bundle_refused_at_startup(bundle, tmp_path):
     (bundle / "index" / "ids.npy").write_bytes(np.zeros(3).tobytes())
     with pytest.raises(BundleError, match="checksum mismatch for index/ids.npy"):
-        with TestClient(create_app(bundle)):
+        with make_client(bundle, tmp_path):
             pass

@@ -5,6 +5,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from api.settings import Settings
 from jobs.workflows import build_bundle
 from recsys.config import BuildConfig, EncoderConfig, EvalConfig
 from recsys.data.dataset import Dataset
@@ -30,7 +31,7 @@ def test_scientific_slice_end_to_end(tmp_path, tiny_bert_dir):
     assert 0.0 <= by_model[("bundle", "test")]["ndcg@10"] <= by_model[("bundle", "test")]["recall@10"] <= 1.0
     assert by_model[("popularity", "test")]["recall@50"] > 0.0
     user = users[0]
-    with TestClient(create_app(bundle)) as client:
+    with TestClient(create_app(bundle, Settings(state_dir=tmp_path / "state"))) as client:
         body = client.get(f"/v1/users/{user}/recommendations", params={"k": 5}).json()
         history = set(interactions.filter(pl.col("user_id") == user)["item_id"])
         assert body["strategy"] == "personalised" and len(body["items"]) == 5

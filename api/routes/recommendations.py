@@ -4,62 +4,120 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import numpy as np
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query
+from starlette.concurrency import run_in_threadpool
 
-from api.deps import check_k, get_recommender, get_settings
-from api.schemas import ErrorResponse, RecommendationResponse, RecommendedItem, SessionRequest
+from api.deps import check_exclude, check_k, get_loaded, get_service, get_settings
+from api.responses import to_response
+from api.schemas import ErrorResponse, RecommendationResponse, SessionRequest
+from api.service import Loaded, Service
 from api.settings import Settings
-from recsys.pipeline import RecommendationList, Recommender
+from recsys.pipeline import RecommendationList
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "unknown user or item id"}}
 K = Annotated[int, Query(ge=1, le=10_000, description="number of items to return")]
+Exclude = Annotated[list[str], Query(description="item ids never to return (repeat the parameter)")]
+Category = Annotated[str | None, Query(max_length=256, description="only items of this category")]
+Brand = Annotated[str | None, Query(max_length=256, description="only items of this brand")]
 
 
-def to_response(recommender: Recommender, result: RecommendationList) -> RecommendationResponse:
-    records = recommender.item_records(result.item_ids)
-    return RecommendationResponse(strategy=result.strategy, items=[
-        RecommendedItem(item_id=r["item_id"], score=s, title=r.get("title"), text=r["text"])
-        for r, s in zip(records, result.scores)])
+def _where(category: str | list[str] | None, brand: str | list[str] | None) -> dict | None:
+    where = {key: value for key, value in (("category", category), ("brand", brand)) if value is not None}
+    return where or None
+
+
+def _check_filters(loaded: Loaded, where: dict | None) -> None:
+    attributes = loaded.recommender.index.attributes
+    missing = [key for key in where or {} if attributes is None or key not in attributes.columns]
+    if missing:
+        raise HTTPException(422, f"this catalogue has no {', '.join(missing)} attribute to filter on")
 
 
 @router.get("/users/{user_id}/recommendations", response_model=RecommendationResponse, responses=NOT_FOUND)
 def user_recommendations(
-    user_id: Annotated[str, Path(description="known user id")],
-    recommender: Annotated[Recommender, Depends(get_recommender)],
+    user_id: Annotated[str, Path(max_length=256, description="user id")],
+    loaded: Annotated[Loaded, Depends(get_loaded)],
+    service: Annotated[Service, Depends(get_service)],
     settings: Annotated[Settings, Depends(get_settings)],
-    k: K = 10,
-    exclude_seen: bool = True,
+    k: K = 10, exclude_seen: bool = True, exclude: Exclude = [],  # noqa: B006 (FastAPI query list)
+    category: Category = None, brand: Brand = None,
 ) -> RecommendationResponse:
-    """Personalised list from the user's stored history; unknown users get popular items
-    (strategy `popular_fallback`) unless the service is configured to answer 404."""
+    """Personalised list from the user's history (bundle history + events since). Unknown users
+    get popular items (strategy `popular_fallback`) unless the service is configured to answer 404."""
     check_k(k, settings)
-    result = recommender.recommend_user(user_id, k, exclude_seen=exclude_seen,
-                                        fallback=settings.unknown_user_fallback)
-    return to_response(recommender, result)
+    check_exclude(exclude, settings)
+    where = _where(category, brand)
+    _check_filters(loaded, where)
+    result, history = service.recommend_user(loaded, user_id, k, exclude_seen, exclude, where)
+    return to_response(loaded, result, history)
 
 
 @router.post("/sessions/recommendations", response_model=RecommendationResponse, responses=NOT_FOUND)
-def session_recommendations(
+async def session_recommendations(
     request: Annotated[SessionRequest, Body()],
-    recommender: Annotated[Recommender, Depends(get_recommender)],
+    loaded: Annotated[Loaded, Depends(get_loaded)],
+    service: Annotated[Service, Depends(get_service)],
     settings: Annotated[Settings, Depends(get_settings)],
 ) -> RecommendationResponse:
-    """For an anonymous session: the posted recent item ids (oldest first)."""
+    """For an anonymous session: the posted recent item ids (oldest first) and/or free text."""
     check_k(request.k, settings)
+    check_exclude(request.exclude, settings)
     if len(request.item_ids) > settings.max_session_items:
         raise HTTPException(422, f"{len(request.item_ids)} item ids posted; the limit is {settings.max_session_items}")
-    result = recommender.recommend_session(request.item_ids, request.k, exclude_seen=request.exclude_seen)
-    return to_response(recommender, result)
+    if not request.item_ids and not request.text:
+        raise HTTPException(422, "post at least one item id or a text")
+    if request.text and len(request.text) > settings.max_text_chars:
+        raise HTTPException(422, f"text is {len(request.text)} characters; the limit is {settings.max_text_chars}")
+    where = _where(request.filters.category, request.filters.brand) if request.filters else None
+    _check_filters(loaded, where)
+    recommender = loaded.recommender
+    if not request.text:
+        result = await run_in_threadpool(recommender.recommend_session, request.item_ids, request.k,
+                                         request.exclude_seen, request.exclude, where)
+        return to_response(loaded, result, request.item_ids)
+    result = await run_in_threadpool(_text_session, service, loaded, request, where)
+    return to_response(loaded, result, request.item_ids, text=request.text)
+
+
+def _text_session(service: Service, loaded: Loaded, request: SessionRequest, where: dict | None) -> RecommendationList:
+    """Free text (item tower) blended with the recent items (user tower): one query vector."""
+    recommender = loaded.recommender
+    recommender._check_items(request.item_ids)
+    query = service.text_encoder(loaded).encode([request.text])[0]
+    if request.item_ids:
+        query = query + recommender.user_tower.encode_histories([request.item_ids])[0]
+    query = query / max(float(np.linalg.norm(query)), 1e-12)
+    banned = set(request.exclude) | (set(request.item_ids) if request.exclude_seen else set())
+    ids, scores = recommender.search_vectors(query[None, :].astype(np.float32), request.k, [banned], where)
+    return RecommendationList(ids[0], scores[0], "session")
 
 
 @router.get("/items/{item_id}/similar", response_model=RecommendationResponse, responses=NOT_FOUND)
 def similar_items(
-    item_id: Annotated[str, Path(description="the product shown on the page")],
-    recommender: Annotated[Recommender, Depends(get_recommender)],
+    item_id: Annotated[str, Path(max_length=256, description="the product shown on the page")],
+    loaded: Annotated[Loaded, Depends(get_loaded)],
+    service: Annotated[Service, Depends(get_service)],
     settings: Annotated[Settings, Depends(get_settings)],
-    k: K = 10,
+    k: K = 10, exclude: Exclude = [],  # noqa: B006
+    user_id: Annotated[str | None, Query(max_length=256, description="re-rank for this user")] = None,
+    category: Category = None, brand: Brand = None,
 ) -> RecommendationResponse:
-    """Items closest to this one in the item tower's embedding space."""
+    """Items closest to this one in the item tower's space; with `user_id`, the neighbours are
+    re-ordered by item similarity + similarity to the user's query vector (seen items dropped)."""
     check_k(k, settings)
-    return to_response(recommender, recommender.similar_items(item_id, k))
+    check_exclude(exclude, settings)
+    where = _where(category, brand)
+    _check_filters(loaded, where)
+    recommender = loaded.recommender
+    history = service.history(loaded, user_id) if user_id is not None else None
+    if not history:
+        return to_response(loaded, recommender.similar_items(item_id, k, exclude, where), anchor=item_id)
+    pool = recommender.similar_items(item_id, max(5 * k, 50), set(exclude) | set(history), where)
+    user = recommender.user_tower.encode_histories([history])[0]
+    vectors = recommender.item_vectors[[recommender.item_position[i] for i in pool.item_ids]]
+    blended = np.asarray(pool.scores) + vectors @ user
+    order = np.argsort(-blended, kind="stable")[:k]
+    result = RecommendationList([pool.item_ids[i] for i in order], [float(blended[i]) for i in order], "similar")
+    return to_response(loaded, result, anchor=item_id)

@@ -1,0 +1,84 @@
+"""Prometheus metrics on a per-app registry (no process-global state)."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
+
+
+class ServiceMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("recsys_requests_total", "HTTP requests", ["route", "method", "status"],
+                                registry=self.registry)
+        self.latency = Histogram("recsys_request_seconds", "request latency", ["route"], buckets=LATENCY_BUCKETS,
+                                 registry=self.registry)
+        self.model = Gauge("recsys_model_info", "loaded bundle", ["version", "name"], registry=self.registry)
+        self.index_size = Gauge("recsys_index_items", "items the index can return", registry=self.registry)
+        self.reloads = Counter("recsys_reloads_total", "bundle reloads", ["outcome"], registry=self.registry)
+
+    def set_model(self, name: str, version: str, index_items: int) -> None:
+        self.model.clear()
+        self.model.labels(version=version, name=name).set(1)
+        self.index_size.set(index_items)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    """Counts and times every request by its route template (not the raw path: bounded labels)."""
+
+    def __init__(self, app: ASGIApp, metrics_source) -> None:
+        self.app = app
+        self.source = metrics_source  # the FastAPI app: its service (and metrics) exist after startup
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = {"code": 500}
+
+        async def record_status(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record_status)
+        finally:
+            service = getattr(self.source.state, "service", None)
+            if service is not None:
+                name = getattr(scope.get("route"), "path", "unmatched")
+                service.metrics.requests.labels(name, scope["method"], str(status["code"])).inc()
+                service.metrics.latency.labels(name).observe(time.perf_counter() - started)
+
+
+class BodyLimitMiddleware:
+    """413 for bodies whose Content-Length is over the limit."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await _too_large(send, self.max_bytes)
+            return
+        await self.app(scope, receive, send)
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    body = f'{{"detail":"request body over the limit of {limit} bytes"}}'.encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,46 @@
+"""Turning pipeline results into API responses, with a short reason per item."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from api.schemas import RecommendationResponse, RecommendedItem
+from api.service import Loaded
+from recsys.explain import closest_history_items
+from recsys.pipeline import RecommendationList
+
+
+def _name(record: dict) -> str:
+    return record.get("title") or record["text"][:60]
+
+
+def to_response(loaded: Loaded, result: RecommendationList, history: Sequence[str] = (),
+                anchor: str | None = None, text: str | None = None) -> RecommendationResponse:
+    """`history` explains personalised/session lists, `anchor` similar-item lists, `text` text queries."""
+    recommender = loaded.recommender
+    records = recommender.item_records(result.item_ids)
+    explanations = result.explanations or [None] * len(records)
+    if result.strategy in ("personalised", "session") and history:
+        fallback_because = closest_history_items(recommender.item_vectors, recommender.item_position, history,
+                                                 result.item_ids)
+    else:
+        fallback_because = [None] * len(records)
+    items = []
+    for record, score, explanation, because in zip(records, result.scores, explanations, fallback_because):
+        explanation = explanation or {}
+        because = explanation.get("because_item_id") or because
+        features = {f["name"]: float(f["contribution"]) for f in explanation.get("top_features") or []} or None
+        if result.strategy == "popular_fallback":
+            reason = "popular in the shop"
+        elif result.strategy == "similar" and anchor is not None:
+            reason = f"similar to {_name(recommender.item_records([anchor])[0])}"
+        elif because is not None and because in recommender.item_position:
+            reason = f"because you viewed {_name(recommender.item_records([because])[0])}"
+        elif text:
+            reason = f"matches “{text[:60]}”"
+        else:
+            reason = "close to your recent items"
+        items.append(RecommendedItem(item_id=record["item_id"], score=score, title=record.get("title"),
+                                     text=record["text"], reason=reason, because_item_id=because,
+                                     top_features=features))
+    return RecommendationResponse(strategy=result.strategy, model_version=loaded.version, items=items)

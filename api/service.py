@@ -1,0 +1,175 @@
+"""The serving state behind the routes: the loaded bundle (swappable), the event store, the item
+tower for live catalogue changes and free-text queries, and metrics."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from api.batching import MicroBatchingEncoder
+from api.metrics import ServiceMetrics
+from api.settings import Settings
+from api.store import EventStore, RedisEventStore, SQLiteEventStore
+from recsys.artifacts import read_manifest, resolve_bundle
+from recsys.catalogue import set_active, upsert_items
+from recsys.errors import BundleError, UnknownIdError
+from recsys.pipeline import RecommendationList, Recommender
+from recsys.user_tower import CachedHistoryEncoder, PooledHistoryEncoder
+
+
+def load_recommender(path: Path) -> Recommender:
+    """A bundle with whatever user tower it has (trained towers need the encoders package)."""
+    try:
+        from encoders.bundle import load_recommender as load_with_encoders
+    except ImportError:
+        return Recommender.load(path)
+    return load_with_encoders(path)
+
+
+def make_store(settings: Settings) -> EventStore:
+    if settings.event_store == "redis":
+        return RedisEventStore(settings.redis_url)
+    return SQLiteEventStore(settings.state_dir / "events.sqlite")
+
+
+class Loaded:
+    """One loaded bundle; replaced as a whole on reload, so a request sees one consistent model."""
+
+    def __init__(self, path: Path, manifest: dict, recommender: Recommender) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.recommender = recommender
+        self.text_encoder = None
+        self.write_lock = threading.Lock()
+
+    @property
+    def version(self) -> str:
+        return self.path.name
+
+
+class Service:
+    """Everything the routes need; lives on app.state.service."""
+
+    def __init__(self, settings: Settings, store: EventStore | None = None) -> None:
+        self.settings = settings
+        self.store = store or make_store(settings)
+        self.metrics = ServiceMetrics()
+        self.current: Loaded | None = None
+        self._reload_lock = threading.Lock()
+
+    # ---- bundle lifecycle ---------------------------------------------------------------------
+    def load(self, bundle: str | Path) -> Loaded:
+        """Verify and load a bundle, replay live catalogue changes, then swap it in atomically.
+        On any failure the previous bundle keeps serving and BundleError is raised."""
+        with self._reload_lock:
+            try:
+                path = resolve_bundle(bundle)
+                manifest = read_manifest(path)
+                recommender = load_recommender(path)
+                current = self.current
+                if current is not None and recommender.user_tower.dim != current.recommender.user_tower.dim:
+                    raise BundleError(f"{path}: embedding dimension {recommender.user_tower.dim} does not match the "
+                                      f"serving bundle's {current.recommender.user_tower.dim}")
+            except BundleError:
+                self.metrics.reloads.labels("refused").inc()
+                raise
+            except Exception as exc:  # a bundle that cannot be loaded never replaces a working one
+                self.metrics.reloads.labels("refused").inc()
+                raise BundleError(f"cannot load bundle {bundle}: {exc}") from exc
+            recommender.user_tower = self._serving_tower(recommender.user_tower)
+            loaded = Loaded(path, manifest, recommender)
+            self._replay_catalogue(loaded)
+            self.current = loaded
+            self.metrics.reloads.labels("loaded").inc()
+            self.metrics.set_model(manifest.get("name", path.parent.name), loaded.version,
+                                   recommender.index.n_available)
+            return loaded
+
+    def _serving_tower(self, tower):
+        """BERT towers get micro-batching across concurrent requests; every tower gets the LRU
+        cache of query vectors (keyed by the history, so new events never hit stale entries)."""
+        if not isinstance(tower, PooledHistoryEncoder) and self.settings.micro_batch_ms > 0:
+            tower = MicroBatchingEncoder(tower, self.settings.micro_batch_ms, self.settings.micro_batch_max)
+        if self.settings.user_cache_size:
+            tower = CachedHistoryEncoder(tower, self.settings.user_cache_size)
+        return tower
+
+    def _replay_catalogue(self, loaded: Loaded) -> None:
+        items, states = self.store.catalogue_changes()
+        recommender = loaded.recommender
+        fitting = [(r, v) for r, v in items if len(v) == recommender.index.dim]
+        if fitting:
+            upsert_items(recommender, [r for r, _ in fitting], np.stack([v for _, v in fitting]))
+        for active in (True, False):
+            ids = [i for i, a in states.items() if a is active and i in recommender.index.position]
+            if ids:
+                set_active(recommender, ids, active)
+
+    # ---- users --------------------------------------------------------------------------------
+    def history(self, loaded: Loaded, user_id: str) -> list[str] | None:
+        """Bundle history + events recorded since, most recent `history_limit`; None if unknown."""
+        stored = loaded.recommender.histories.get(user_id)
+        events = self.store.events(user_id, self.settings.history_limit)
+        if stored is None and not events:
+            return None
+        return ((stored or []) + events)[-self.settings.history_limit:]
+
+    def recommend_user(self, loaded: Loaded, user_id: str, k: int, exclude_seen: bool,
+                       exclude: Collection[str], where: Mapping | None) -> tuple[RecommendationList, list[str]]:
+        history = self.history(loaded, user_id)
+        if history is None and not self.settings.unknown_user_fallback:
+            raise UnknownIdError("user", [user_id])
+        result = loaded.recommender.recommend_history(history or [], k, exclude_seen, exclude, where)
+        return result, history or []
+
+    def record_event(self, loaded: Loaded, user_id: str, item_id: str, kind: str,
+                     timestamp: float | None) -> int:
+        if item_id not in loaded.recommender.item_position:
+            raise UnknownIdError("item", [item_id])
+        return self.store.append(user_id, item_id, kind, timestamp)
+
+    # ---- catalogue ----------------------------------------------------------------------------
+    def text_encoder(self, loaded: Loaded):
+        """The bundle's item tower, loaded on first use (free-text queries, item upserts)."""
+        if loaded.text_encoder is None:
+            with loaded.write_lock:
+                if loaded.text_encoder is None:
+                    loaded.text_encoder = load_item_encoder(loaded, self.settings.quantize_int8)
+        return loaded.text_encoder
+
+    def upsert_item(self, loaded: Loaded, record: dict) -> None:
+        vector = self.text_encoder(loaded).encode([record["text"]])[0]
+        with loaded.write_lock:
+            upsert_items(loaded.recommender, [record], vector[None, :])
+            self.store.upsert_item(record, vector)
+            self.store.set_active(record["item_id"], True)
+            set_active(loaded.recommender, [record["item_id"]], True)
+        self.metrics.index_size.set(loaded.recommender.index.n_available)
+
+    def set_item_active(self, loaded: Loaded, item_id: str, active: bool) -> None:
+        with loaded.write_lock:
+            set_active(loaded.recommender, [item_id], active)  # raises UnknownIdError for unknown ids
+            self.store.set_active(item_id, active)
+        self.metrics.index_size.set(loaded.recommender.index.n_available)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def load_item_encoder(loaded: Loaded, quantize_int8: bool = False):
+    """Item tower for this bundle: the trained one when the encoders package provides it."""
+    from encoders.text_encoder import TextEncoder, quantize_dynamic_int8
+
+    try:
+        from encoders.bundle import load_item_encoder as trained_item_encoder
+    except ImportError:
+        trained_item_encoder = None
+    if trained_item_encoder is not None:
+        encoder = trained_item_encoder(loaded.path)
+        if encoder is not None:
+            return quantize_dynamic_int8(encoder) if quantize_int8 else encoder
+    encoder = TextEncoder.from_config(loaded.recommender.config.encoder)
+    return quantize_dynamic_int8(encoder) if quantize_int8 else encoder

@@ -1,0 +1,41 @@
+"""Live catalogue changes on a loaded Recommender: upsert items (new text → new vector) and
+activate / deactivate them, without rebuilding the index."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+
+from recsys.pipeline import Recommender, item_attributes
+
+
+def upsert_items(recommender: Recommender, records: Sequence[dict], vectors: np.ndarray) -> None:
+    """Insert or replace catalogue rows and their vectors (rows of `vectors` align with `records`).
+
+    Readers see either the old or the new state of each attribute: new frames/arrays are built
+    aside and assigned, and the index is updated last."""
+    if len(records) != len(vectors):
+        raise ValueError(f"{len(records)} records but {len(vectors)} vectors")
+    if not records:
+        return
+    ids = [r["item_id"] for r in records]
+    frame = pl.DataFrame(list(records)).select([c for c in recommender.items.columns if c in records[0]])
+    frame = frame.cast({c: recommender.items.schema[c] for c in frame.columns})
+    kept = recommender.items.filter(~pl.col("item_id").is_in(ids))
+    kept_vectors = recommender.item_vectors[[recommender.item_position[i] for i in kept["item_id"].to_list()]]
+    items = pl.concat([kept, frame], how="diagonal_relaxed")
+    item_vectors = np.vstack([kept_vectors, np.asarray(vectors, dtype=np.float32)])
+    item_ids = items["item_id"].to_list()
+
+    recommender.items, recommender.item_vectors = items, item_vectors
+    recommender.item_ids, recommender.item_position = item_ids, {i: n for n, i in enumerate(item_ids)}
+    if hasattr(recommender.user_tower, "add_items"):  # towers with an item table (pooled, ID fusion)
+        recommender.user_tower.add_items(ids, np.asarray(vectors, dtype=np.float32))
+    recommender.index.add(np.asarray(vectors, dtype=np.float32), ids, attributes=item_attributes(frame))
+
+
+def set_active(recommender: Recommender, item_ids: Sequence[str], active: bool) -> int:
+    """Deactivate (out of stock) or reactivate items; returns how many changed state."""
+    return recommender.index.activate(item_ids) if active else recommender.index.deactivate(item_ids)

@@ -1,0 +1,129 @@
+"""Serving internals: query-vector cache, micro-batching, event stores (SQLite and Redis)."""
+
+import shutil
+import socket
+import subprocess
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from api.batching import MicroBatchingEncoder
+from api.store import RedisEventStore, SQLiteEventStore
+from recsys.config import UserTowerConfig
+from recsys.user_tower import CachedHistoryEncoder, PooledHistoryEncoder
+
+
+class CountingTower:
+    dim = 2
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.calls = []
+        self.delay = delay
+
+    def encode_histories(self, histories):
+        self.calls.append(len(histories))
+        time.sleep(self.delay)
+        return np.array([[len(h), 1.0] for h in histories], dtype=np.float32)
+
+
+def test_cache_hits_same_history_and_misses_after_an_event():
+    tower = CountingTower()
+    cached = CachedHistoryEncoder(tower, maxsize=10)
+    first = cached.encode_histories([["a"], ["a", "b"]])
+    again = cached.encode_histories([["a", "b"], ["a", "b", "c"]])  # new event: a new history
+    np.testing.assert_array_equal(first[1], again[0])
+    assert tower.calls == [2, 1] and (cached.hits, cached.misses) == (1, 3)
+
+
+def test_cache_is_cleared_when_item_vectors_change():
+    pooled = PooledHistoryEncoder(["a", "b"], np.eye(2, dtype=np.float32), UserTowerConfig())
+    cached = CachedHistoryEncoder(pooled)
+    np.testing.assert_allclose(cached.encode_histories([["a"]])[0], [1, 0])
+    cached.add_items(["a", "c"], np.array([[0, 1], [1, 0]], dtype=np.float32))
+    np.testing.assert_allclose(cached.encode_histories([["a"]])[0], [0, 1])
+    np.testing.assert_allclose(cached.encode_histories([["c"]])[0], [1, 0])
+
+
+def test_micro_batching_merges_concurrent_calls_and_keeps_order():
+    tower = CountingTower(delay=0.05)
+    batcher = MicroBatchingEncoder(tower, max_wait_ms=20, max_batch=64)
+    results = {}
+
+    def call(n):
+        results[n] = batcher.encode_histories([["x"] * n])
+
+    threads = [threading.Thread(target=call, args=(n,)) for n in range(1, 17)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    batcher.close()
+    assert sum(tower.calls) == 16 and len(tower.calls) < 16  # fewer BERT calls than requests
+    assert all(results[n][0, 0] == n for n in range(1, 17))  # every caller got its own row
+
+
+def test_micro_batching_passes_errors_to_callers():
+    class Broken(CountingTower):
+        def encode_histories(self, histories):
+            raise RuntimeError("boom")
+
+    batcher = MicroBatchingEncoder(Broken(), max_wait_ms=1)
+    with pytest.raises(RuntimeError, match="boom"):
+        batcher.encode_histories([["a"]])
+    batcher.close()
+
+
+def _exercise(store):
+    assert store.append("u", "a", "view", 1.0) == 1
+    assert store.append("u", "b", "purchase") == 2
+    store.append("v", "c", "cart")
+    assert store.events("u", 10) == ["a", "b"] and store.events("u", 1) == ["b"] and store.events("x", 5) == []
+    store.upsert_item({"item_id": "n1", "text": "new"}, np.array([1, 2], dtype=np.float32))
+    store.upsert_item({"item_id": "n2", "text": "newer"}, np.array([3, 4], dtype=np.float32))
+    store.upsert_item({"item_id": "n1", "text": "new v2"}, np.array([5, 6], dtype=np.float32))
+    store.set_active("n2", False)
+    items, states = store.catalogue_changes()
+    assert [r["text"] for r, _ in items] == ["newer", "new v2"]
+    np.testing.assert_array_equal(items[1][1], [5, 6])
+    assert states == {"n2": False}
+
+
+def test_sqlite_store(tmp_path):
+    store = SQLiteEventStore(tmp_path / "events.sqlite")
+    _exercise(store)
+    store.close()
+    reopened = SQLiteEventStore(tmp_path / "events.sqlite")
+    assert reopened.events("u", 10) == ["a", "b"]
+
+
+@pytest.fixture()
+def redis_url(tmp_path):
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("redis-server is not installed (.ci/run installs it)")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_redis_store_shared_by_two_replicas(redis_url):
+    first, second = RedisEventStore(redis_url), RedisEventStore(redis_url)
+    _exercise(first)
+    assert second.events("u", 10) == ["a", "b"]  # another replica sees the same state
+    first.close()
+    second.close()
