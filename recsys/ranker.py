@@ -1,0 +1,182 @@
+"""LightGBM lambdarank re-ranker: reorders retrieved candidates with features the towers cannot see.
+
+Saved in the bundle as LightGBM text (`ranker/model.txt`) plus a feature spec (`ranker/features.json`),
+with its statistics under `stats/`; a bundle whose spec does not match what this code computes is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import lightgbm as lgb
+import numpy as np
+import polars as pl
+from pydantic import Field
+
+from recsys.config import FrozenModel
+from recsys.errors import BundleError
+from recsys.features import FEATURE_VERSION, FeatureBuilder, FeatureConfig
+from recsys.stats import InteractionStats
+
+MODEL_FILE = "model.txt"
+SPEC_FILE = "features.json"
+
+
+class RankerConfig(FrozenModel):
+    """Candidate depth, feature depths and LightGBM settings (saved in the feature spec)."""
+
+    candidates: int = Field(200, ge=1, description="retrieved items re-ranked per query")
+    features: FeatureConfig = FeatureConfig()
+    time_mode: Literal["auto", "absolute", "sequence"] = Field(
+        "auto", description="auto: 'sequence' when every user's timestamps are 0..n-1, else 'absolute'")
+    pair_window: int = Field(3, ge=1, description="co-occurrence window in steps")
+    n_estimators: int = Field(400, ge=1)
+    learning_rate: float = Field(0.05, gt=0)
+    num_leaves: int = Field(31, ge=2)
+    min_child_samples: int = Field(50, ge=1)
+    colsample_bytree: float = Field(0.9, gt=0, le=1)
+    early_stopping_rounds: int = Field(30, ge=1)
+    holdout_users: float = Field(0.1, gt=0, lt=1, description="share of users held out for early stopping")
+    eval_at: int = Field(10, ge=1, description="early stopping metric: NDCG at this depth")
+    n_jobs: int = Field(2, ge=1)
+    explain_features: int = Field(3, ge=1, description="top contributing features per explained item")
+    seed: int = 0
+
+
+class Ranker:
+    """A LightGBM booster with the feature names it was trained on."""
+
+    def __init__(self, booster: lgb.Booster) -> None:
+        self.booster = booster
+        self.names: list[str] = list(booster.feature_name())
+
+    @classmethod
+    def fit(cls, train: tuple[np.ndarray, np.ndarray, np.ndarray], valid: tuple[np.ndarray, np.ndarray, np.ndarray],
+            names: Sequence[str], config: RankerConfig) -> "Ranker":
+        """Fit on (features, labels, group sizes) with early stopping on `valid`'s NDCG@eval_at."""
+        model = lgb.LGBMRanker(
+            objective="lambdarank", n_estimators=config.n_estimators, learning_rate=config.learning_rate,
+            num_leaves=config.num_leaves, min_child_samples=config.min_child_samples,
+            colsample_bytree=config.colsample_bytree, random_state=config.seed, n_jobs=config.n_jobs,
+            deterministic=True, force_col_wise=True, verbose=-1)
+        x, y, groups = train
+        vx, vy, vgroups = valid
+        model.fit(x, y, group=groups, feature_name=list(names), eval_set=[(vx, vy)], eval_group=[vgroups],
+                  eval_at=[config.eval_at],
+                  callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)])
+        booster = model.booster_
+        # keep only the best iteration, so the in-memory model equals the saved one
+        return cls(lgb.Booster(model_str=booster.model_to_string(num_iteration=booster.best_iteration or None)))
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.booster.predict(x) if len(x) else np.zeros(0)
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        """SHAP-style contributions [n, features + 1] (last column: the bias)."""
+        return self.booster.predict(x, pred_contrib=True) if len(x) else np.zeros((0, len(self.names) + 1))
+
+    def importance(self, kind: Literal["gain", "split"] = "gain") -> dict[str, float]:
+        values = self.booster.feature_importance(importance_type=kind)
+        return {name: float(v) for name, v in sorted(zip(self.names, values), key=lambda p: -p[1])}
+
+    @property
+    def n_trees(self) -> int:
+        return self.booster.num_trees()
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.booster.save_model(str(directory / MODEL_FILE))
+
+    @classmethod
+    def load(cls, directory: Path) -> "Ranker":
+        return cls(lgb.Booster(model_file=str(directory / MODEL_FILE)))
+
+
+def feature_matrix(frame: pl.DataFrame, names: Sequence[str]) -> np.ndarray:
+    """float64 [rows, features], nulls as NaN (LightGBM's missing value)."""
+    return frame.select([pl.col(n).cast(pl.Float64).fill_null(float("nan")) for n in names]).to_numpy()
+
+
+class Reranker:
+    """Feature builder + ranker: candidate lists in, re-ranked top-k (+ explanations) out."""
+
+    def __init__(self, ranker: Ranker, builder: FeatureBuilder, config: RankerConfig) -> None:
+        if ranker.names != builder.names:
+            raise BundleError(f"ranker features {ranker.names} do not match the feature builder's {builder.names}")
+        self.ranker = ranker
+        self.builder = builder
+        self.config = config
+
+    @property
+    def stats(self) -> InteractionStats:
+        return self.builder.stats
+
+    def score(self, frame: pl.DataFrame) -> np.ndarray:
+        return self.ranker.predict(feature_matrix(frame, self.builder.names))
+
+    def rerank(self, histories: Sequence[Sequence[str]], candidates: Sequence[Sequence[str]],
+               scores: Sequence[Sequence[float]], k: int, as_of: Sequence[int | None] | None = None,
+               explain: bool = False) -> list[tuple[list[str], list[float], list[dict] | None]]:
+        """Per query: the top-k candidates by ranker score, their scores, and optional explanations."""
+        frame = self.builder.build(histories, candidates, scores, as_of)
+        ranked = frame.select("query", "item_id").with_columns(score=self.score(frame)).with_row_index("_row")
+        ranked = ranked.sort(["query", "score", "_row"], descending=[False, True, False]).with_columns(
+            pl.int_range(pl.len()).over("query").alias("_pos")).filter(pl.col("_pos") < k)
+        rows = ranked["_row"].to_numpy()
+        contrib = self.ranker.contributions(feature_matrix(frame[rows], self.builder.names)) if explain else None
+        values = feature_matrix(frame[rows], self.builder.names) if explain else None
+        out: list[tuple[list[str], list[float], list[dict] | None]] = [([], [], [] if explain else None)
+                                                                        for _ in histories]
+        queries, ids, item_scores = ranked["query"].to_list(), ranked["item_id"].to_list(), ranked["score"].to_list()
+        for j, (q, item, s) in enumerate(zip(queries, ids, item_scores)):
+            out[q][0].append(item)
+            out[q][1].append(float(s))
+        if explain:
+            for j, q in enumerate(queries):
+                out[q][2].append(self._explain(contrib[j], values[j]))
+            for q, (items, _, explanations) in enumerate(out):
+                for explanation, (near, sim) in zip(explanations, self.builder.closest_history(histories[q], items)):
+                    explanation["because_item_id"] = near
+                    explanation["because_similarity"] = None if math.isnan(sim) else round(sim, 4)
+        return out
+
+    def _explain(self, contrib: np.ndarray, values: np.ndarray) -> dict:
+        top = np.argsort(-contrib[:-1], kind="stable")[: self.config.explain_features]
+        return {"top_features": [{"name": self.builder.names[i], "contribution": round(float(contrib[i]), 4),
+                                  "value": None if math.isnan(values[i]) else round(float(values[i]), 4)}
+                                 for i in top]}
+
+    # ---- persistence --------------------------------------------------------------------------
+    def spec(self) -> dict:
+        return {"feature_version": FEATURE_VERSION, "features": self.builder.names,
+                "attributes": self.builder.attributes, "ranker": self.config.model_dump(mode="json"),
+                "stats": self.stats.config.model_dump(mode="json"), "lightgbm": lgb.__version__}
+
+    def save(self, bundle_dir: Path) -> None:
+        """`ranker/model.txt` + `ranker/features.json`, statistics under `stats/`."""
+        self.ranker.save(bundle_dir / "ranker")
+        (bundle_dir / "ranker" / SPEC_FILE).write_text(json.dumps(self.spec(), indent=2))
+        self.stats.save(bundle_dir / "stats")
+
+    @classmethod
+    def load(cls, bundle_dir: Path, items: pl.DataFrame, item_vectors: np.ndarray) -> "Reranker":
+        """Refuses (BundleError) a spec that does not match this code, this catalogue or the model file."""
+        try:
+            spec = json.loads((bundle_dir / "ranker" / SPEC_FILE).read_text())
+            config = RankerConfig.model_validate(spec["ranker"])
+            stats = InteractionStats.load(bundle_dir / "stats")
+            ranker = Ranker.load(bundle_dir / "ranker")
+        except (OSError, ValueError, KeyError, lgb.basic.LightGBMError) as exc:
+            raise BundleError(f"{bundle_dir}: cannot load the ranker ({exc})") from exc
+        if spec.get("feature_version") != FEATURE_VERSION:
+            raise BundleError(f"{bundle_dir}: ranker feature version {spec.get('feature_version')!r} does not match "
+                              f"this code's {FEATURE_VERSION}; retrain it with `recsys train-ranker`")
+        builder = FeatureBuilder(items, item_vectors, stats, config.features)
+        if spec.get("features") != builder.names or ranker.names != builder.names:
+            raise BundleError(f"{bundle_dir}: ranker feature spec {spec.get('features')} (model: {ranker.names}) does "
+                              f"not match the features computed for this catalogue {builder.names}")
+        return cls(ranker, builder, config)

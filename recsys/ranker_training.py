@@ -1,0 +1,129 @@
+"""Train the re-ranker on the validation step: retrieved candidates of each valid example, labelled by the
+second-to-last item; statistics from the train split only; the test step stays untouched."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+import polars as pl
+
+from recsys.features import FeatureBuilder
+from recsys.metrics import summarize, target_ranks
+from recsys.ranker import Ranker, RankerConfig, Reranker, feature_matrix
+from recsys.splits import SplitData
+from recsys.stats import InteractionStats, StatsConfig, default_config
+
+
+class CandidateRetriever(Protocol):
+    """The Recommender's retrieval path (`recommend_batch(..., rerank=False)`)."""
+
+    items: pl.DataFrame
+    item_vectors: np.ndarray
+
+    def recommend_batch(self, histories: Sequence[Sequence[str]], k: int, exclude_seen: bool = False,
+                        *args, **kwargs) -> list: ...
+
+
+def stats_config(train: pl.DataFrame, config: RankerConfig) -> StatsConfig:
+    """Resolve `time_mode="auto"` from the training interactions."""
+    auto = default_config(train, config.pair_window)
+    if config.time_mode in ("auto", auto.time_mode):
+        return auto
+    window = 5 if config.time_mode == "sequence" else auto.recent_window
+    return StatsConfig(time_mode=config.time_mode, recent_window=window, pair_window=config.pair_window)
+
+
+def fit_training_stats(split: SplitData, config: RankerConfig) -> InteractionStats:
+    """Statistics for ranker training and serving: the train split only (no valid/test interaction)."""
+    return InteractionStats.fit(split.train, stats_config(split.train, config))
+
+
+def retrieve(recommender: CandidateRetriever, histories: list[list[str]], depth: int,
+             batch_size: int = 1024) -> tuple[list[list[str]], list[list[float]], list[bool]]:
+    """Retrieval-only candidates per history (and whether the list is personalised, not the fallback)."""
+    ids, scores, personal = [], [], []
+    for start in range(0, len(histories), batch_size):
+        for result in recommender.recommend_batch(histories[start:start + batch_size], depth, rerank=False):
+            ids.append(result.item_ids)
+            scores.append(result.scores)
+            personal.append(result.strategy != "popular_fallback")
+    return ids, scores, personal
+
+
+def _holdout_mask(users: Sequence[str], share: float, seed: int) -> np.ndarray:
+    """Seeded, per-user split: True for the users held out for early stopping."""
+    unique = sorted(set(users))
+    rng = np.random.default_rng(seed)
+    held = set(rng.choice(np.array(unique, dtype=object), max(1, int(round(share * len(unique)))),
+                          replace=False).tolist()) if len(unique) > 1 else set()
+    return np.array([u in held for u in users], dtype=bool)
+
+
+def training_frame(builder: FeatureBuilder, examples: pl.DataFrame, candidates: list[list[str]],
+                   scores: list[list[float]]) -> tuple[pl.DataFrame, np.ndarray]:
+    """Features + 0/1 label for every example whose target is among its candidates (others teach nothing)."""
+    targets = examples["target"].to_list()
+    keep = [i for i, (c, t) in enumerate(zip(candidates, targets)) if t in c]
+    histories = examples["history"].to_list()
+    frame = builder.build([histories[i] for i in keep], [candidates[i] for i in keep], [scores[i] for i in keep],
+                          [examples["timestamp"][i] for i in keep])
+    label = (frame["item_id"] == pl.Series([targets[keep[q]] for q in frame["query"].to_list()])).cast(pl.Int32)
+    return frame.with_columns(label=label, user_id=pl.Series([examples["user_id"][keep[q]]
+                                                              for q in frame["query"].to_list()])), np.array(keep)
+
+
+def _arrays(frame: pl.DataFrame, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    groups = frame.group_by("query", maintain_order=True).len()["len"].to_numpy()
+    return feature_matrix(frame, names), frame["label"].to_numpy(), groups
+
+
+def train_reranker(recommender: CandidateRetriever, split: SplitData, config: RankerConfig,
+                   log=print) -> tuple[Reranker, dict]:
+    """Fit statistics on the train split, build features for the valid step's candidates, fit LGBMRanker
+    with early stopping on a seeded held-out slice of users. Returns (reranker, training report)."""
+    started = time.perf_counter()
+    examples = split.valid
+    stats = fit_training_stats(split, config)
+    builder = FeatureBuilder(recommender.items, recommender.item_vectors, stats, config.features)
+    t0 = time.perf_counter()
+    candidates, scores, _ = retrieve(recommender, examples["history"].to_list(), config.candidates)
+    retrieve_s = time.perf_counter() - t0
+    candidate_recall = float(np.mean([t in c for t, c in zip(examples["target"].to_list(), candidates)]))
+    log(f"valid step: {examples.height:,} examples, candidate recall@{config.candidates} {candidate_recall:.4f}")
+    t0 = time.perf_counter()
+    frame, _ = training_frame(builder, examples, candidates, scores)
+    features_s = time.perf_counter() - t0
+    held = _holdout_mask(frame["user_id"].to_list(), config.holdout_users, config.seed)
+    train_part, valid_part = frame.filter(pl.Series(~held)), frame.filter(pl.Series(held))
+    log(f"features: {frame.height:,} rows × {len(builder.names)} in {features_s:.1f}s; "
+        f"fitting on {train_part['query'].n_unique():,} queries, early stopping on {valid_part['query'].n_unique():,}")
+    t0 = time.perf_counter()
+    ranker = Ranker.fit(_arrays(train_part, builder.names), _arrays(valid_part, builder.names), builder.names, config)
+    fit_s = time.perf_counter() - t0
+    reranker = Reranker(ranker, builder, config)
+    report = {
+        "examples": examples.height, "training_queries": int(frame["query"].n_unique()), "rows": frame.height,
+        "holdout_queries": int(valid_part["query"].n_unique()), "features": builder.names,
+        f"candidate_recall@{config.candidates}": candidate_recall, "trees": ranker.n_trees,
+        "holdout": holdout_metrics(reranker, valid_part), "stats": stats.config.model_dump(mode="json"),
+        "seconds": {"retrieve": round(retrieve_s, 2), "features": round(features_s, 2), "fit": round(fit_s, 2),
+                    "total": round(time.perf_counter() - started, 2)},
+        "importance_gain": ranker.importance("gain"),
+    }
+    return reranker, report
+
+
+def holdout_metrics(reranker: Reranker, frame: pl.DataFrame, ks: tuple[int, ...] = (10,)) -> dict:
+    """NDCG/Recall on the held-out users' candidate lists: retrieval order vs ranker order (targets present)."""
+    scored = frame.select("query", "item_id", "label", "retrieval_rank").with_columns(score=reranker.score(frame))
+    out = {}
+    for name, order in (("retrieval", pl.col("retrieval_rank")), ("reranked", -pl.col("score"))):
+        ranked = scored.with_columns(order.alias("_o")).sort(["query", "_o"], maintain_order=True)
+        lists = ranked.group_by("query", maintain_order=True).agg(pl.col("item_id"), pl.col("item_id")
+                                                                  .filter(pl.col("label") == 1).first().alias("t"))
+        ranks = target_ranks(lists["item_id"].to_list(), lists["t"].to_list())
+        out[name] = summarize(ranks, ks)
+    return out

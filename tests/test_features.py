@@ -1,0 +1,110 @@
+"""Re-ranker features: hand-computed values on a tiny history, and no read at or after the query time."""
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+
+from recsys.data.dataset import Dataset
+from recsys.data.synthetic import generate_shop
+from recsys.features import FeatureBuilder, FeatureConfig
+from recsys.ranker import RankerConfig
+from recsys.ranker_training import fit_training_stats
+from recsys.splits import split_dataset
+from recsys.stats import InteractionStats, StatsConfig, is_sequence_time
+
+ITEMS = pl.DataFrame({"item_id": ["a", "b", "c", "d"], "text": ["a", "b", "c", "d"],
+                      "category": ["x", "x", "y", "y"], "price": [10.0, 30.0, 20.0, None]})
+VECTORS = np.array([[1, 0], [0, 1], [1, 1], [-1, 0]], dtype=np.float32)
+TRAIN = pl.DataFrame({"user_id": ["u1", "u1", "u1", "u2", "u2", "u3", "u3"],
+                      "item_id": ["a", "b", "c", "a", "b", "b", "c"],
+                      "timestamp": [1, 2, 3, 4, 5, 6, 7]})
+
+
+def test_features_equal_hand_computed_values():
+    stats = InteractionStats.fit(TRAIN, StatsConfig(time_mode="absolute", recent_window=3, pair_window=2))
+    builder = FeatureBuilder(ITEMS, VECTORS, stats, FeatureConfig(recent_items=2))
+    frame = builder.build([["a", "b"]], [["c", "a", "d"]], [[0.9, 0.5, 0.1]], as_of=[6])
+    got = {row["item_id"]: row for row in frame.iter_rows(named=True)}
+    s = 1 / math.sqrt(2)
+    # events strictly before t=6: u1 a@1 b@2 c@3, u2 a@4 b@5 (u3's b@6, c@7 are not visible)
+    expected = {
+        "c": dict(retrieval_rank=0, retrieval_gap=0.0, pop_all=1, pop_recent=1, pop_trend=2.0, hist_len=2,
+                  sim_last=s, sim_max=s, sim_mean=s, trans_last=1, trans_last_norm=1 / 3, trans_recent=1,
+                  cooc_recent=2, cooc_max=1, consumed_count=0, consumed_steps_ago=None,
+                  category_match_last=0, category_share=0, price_log_ratio=0.0),
+        "a": dict(retrieval_rank=1, retrieval_gap=-0.4, pop_all=2, pop_recent=1, pop_trend=1.0, hist_len=2,
+                  sim_last=0.0, sim_max=1.0, sim_mean=0.5, trans_last=0, trans_last_norm=0, trans_recent=0,
+                  cooc_recent=2, cooc_max=2, consumed_count=1, consumed_steps_ago=1,
+                  category_match_last=1, category_share=1, price_log_ratio=math.log(10 / 20)),
+        "d": dict(retrieval_rank=2, retrieval_gap=-0.8, pop_all=0, pop_recent=0, pop_trend=1.0, hist_len=2,
+                  sim_last=0.0, sim_max=0.0, sim_mean=-0.5, trans_last=0, trans_last_norm=0, trans_recent=0,
+                  cooc_recent=0, cooc_max=0, consumed_count=0, consumed_steps_ago=None,
+                  category_match_last=0, category_share=0, price_log_ratio=None),
+    }
+    assert frame["item_id"].to_list() == ["c", "a", "d"] and frame.columns[2:] == builder.names
+    assert "brand_share" not in builder.names  # no brand column in this catalogue
+    for item, values in expected.items():
+        for name, value in values.items():
+            assert got[item][name] == (None if value is None else pytest.approx(value, abs=1e-6)), (item, name)
+    # "because you bought": the most similar other history item (ties → the most recent)
+    assert builder.closest_history(["a", "b"], ["c", "d", "a"]) == [
+        ("b", pytest.approx(s)), ("b", pytest.approx(0.0)), ("b", pytest.approx(0.0))]
+
+
+def _shop() -> Dataset:
+    return generate_shop(n_users=120, n_items=150, seed=3)
+
+
+def test_no_feature_reads_at_or_after_the_query_time():
+    """Features from stats over ALL interactions (label and future included) at as_of=t must equal
+    features from stats fit on the interactions strictly before t; reading the label would differ."""
+    shop = _shop()
+    examples = split_dataset(shop).valid.head(25)
+    config = StatsConfig(time_mode="absolute", recent_window=7 * 86_400, pair_window=3)
+    everything = InteractionStats.fit(shop.interactions, config)
+    vectors = np.random.default_rng(0).normal(size=(shop.items.height, 8)).astype(np.float32)
+    full = FeatureBuilder(shop.items, vectors, everything, FeatureConfig())
+    rng = np.random.default_rng(1)
+    ids = shop.items["item_id"].to_list()
+    changed_when_leaking = 0
+    for row in examples.iter_rows(named=True):
+        t, history = row["timestamp"], row["history"]
+        candidates = [row["target"], *rng.choice(ids, 30, replace=False).tolist()]
+        scores = sorted(rng.random(len(candidates)).tolist(), reverse=True)
+        past = InteractionStats.fit(shop.interactions.filter(pl.col("timestamp") < t), config)
+        expected = FeatureBuilder(shop.items, vectors, past, FeatureConfig()).build(
+            [history], [candidates], [scores], as_of=[t])
+        got = full.build([history], [candidates], [scores], as_of=[t])
+        assert got.equals(expected), row["user_id"]
+        leaked = full.build([history], [candidates], [scores], as_of=[t + 1])  # would see the label itself
+        changed_when_leaking += not leaked.equals(expected)
+    assert changed_when_leaking == len(examples)  # the check has teeth: the label event is in `everything`
+
+
+def test_training_stats_ignore_valid_and_test_interactions():
+    """Sequence-position data (no clock): training statistics come from the train split only, so
+    rewriting every valid/test interaction leaves the valid step's features unchanged."""
+    shop = _shop()
+    positions = shop.interactions.sort("user_id", "timestamp").with_columns(
+        pl.int_range(pl.len()).over("user_id").alias("timestamp"))
+    assert is_sequence_time(positions)
+    split = split_dataset(Dataset("seq", shop.items, positions))
+    other = shop.items["item_id"][0]
+    n = pl.len().over("user_id")
+    tampered = positions.with_columns(pl.when(pl.int_range(pl.len()).over("user_id") >= n - 2)
+                                      .then(pl.lit(other)).otherwise(pl.col("item_id")).alias("item_id"))
+    split_tampered = split_dataset(Dataset("seq", shop.items, tampered))
+    config = RankerConfig()
+    vectors = np.random.default_rng(0).normal(size=(shop.items.height, 8)).astype(np.float32)
+    frames = []
+    for s in (split, split_tampered):
+        stats = fit_training_stats(s, config)
+        assert stats.config.time_mode == "sequence"
+        valid = split.valid.head(40)  # the untampered histories and candidates
+        candidates = [[t, *shop.items["item_id"][:20].to_list()] for t in valid["target"].to_list()]
+        frames.append(FeatureBuilder(shop.items, vectors, stats, config.features).build(
+            valid["history"].to_list(), candidates, [list(range(21, 0, -1))] * valid.height,
+            valid["timestamp"].to_list()))
+    assert frames[0].equals(frames[1])
