@@ -80,6 +80,37 @@ class TrainedUserTower:
             out[chunk] = self.encode_positions([positions[r] for r in chunk]).cpu().numpy()
         return out
 
+    def add_items(self, item_ids: Sequence[str], vectors: np.ndarray, snippets: Sequence[str] | None = None) -> None:
+        """Live catalogue: add or replace item vectors (e.g. from `encode_item_texts`) so histories may use them."""
+        matrix = self.item_vectors.clone()
+        new_rows = []
+        for index, (item_id, vector) in enumerate(zip(item_ids, np.asarray(vectors, dtype=np.float32))):
+            row = torch.as_tensor(vector, device=self.device)
+            snippet = snippets[index] if snippets is not None else ""
+            if item_id in self.position:
+                matrix[self.position[item_id]] = row
+                if self.snippets is not None and snippets is not None:
+                    self.snippets[self.position[item_id]] = snippet
+            else:
+                self.position[item_id] = len(matrix) + len(new_rows)
+                new_rows.append(row)
+                if self.snippets is not None:
+                    self.snippets.append(snippet)
+        self.item_vectors = torch.cat([matrix, torch.stack(new_rows)]) if new_rows else matrix
+
+    @torch.no_grad()
+    def encode_item_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """The trained item tower's text-only path (no ID embedding) for new items: float32 [n, dim]."""
+        from encoders.item_bank import encode_texts
+
+        if self.model.bert is None or self.tokenizer is None:
+            raise ValueError("encoding item texts needs the BERT and its tokenizer")
+        features = encode_texts(self.model.bert, self.tokenizer, texts, self.config.tower.item_max_length,
+                                self.device, precision=self.config.mixed_precision)
+        if not len(features):
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self.model.text_only_vectors(torch.as_tensor(features, device=self.device)).cpu().numpy()
+
     def save(self, directory: Path) -> None:
         """Adapters (peft format), tokenizer, tower weights (safetensors) and tower.json into `directory`."""
         import shutil

@@ -1,0 +1,41 @@
+"""`recsys bench quality`: popularity, zero-shot BERT and PEFT-BERT variants on one dataset (JSON + MD + PNG).
+
+Registered by the one import line in jobs/cli.py; the benchmark itself is benchmarks/quality.py."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from jobs.bench import bench_app
+
+
+@bench_app.command("quality")
+def bench_quality(
+    data: Annotated[Path, typer.Option(help="dataset directory or raw RecBole/MovieLens directory")],
+    out: Annotated[Path, typer.Option(help="results directory (quality.json, quality.md, quality.png)")] = Path(
+        "results/quality"),
+    variants: Annotated[str, typer.Option(help="comma-separated presets (encoders/presets.py)")] = "cpu",
+    config: Annotated[Optional[Path], typer.Option("--config", help="JSON overrides merged into every preset")] = None,
+    baselines: Annotated[bool, typer.Option("--baselines/--no-baselines")] = True,
+    bundles: Annotated[Optional[Path], typer.Option(help="also write each trained bundle under this root")] = None,
+    name: str = "quality",
+    threads: Annotated[int, typer.Option(help="torch CPU threads")] = 2,
+) -> None:
+    """Train and evaluate the configured models; writes a Markdown table and a bar chart."""
+    import torch
+
+    from benchmarks.quality import run
+
+    torch.set_num_threads(threads)
+    overrides = json.loads(config.read_text()) if config is not None else None
+    command = "recsys " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    paths = run(data, out, [v.strip() for v in variants.split(",") if v.strip()], overrides, baselines, bundles,
+                command, name=name)
+    for path in paths.values():
+        typer.echo(path)

@@ -1,0 +1,88 @@
+"""`recsys train`: fine-tune the PEFT BERT towers on a dataset and write an evaluated bundle.
+
+Registered on the main app by the one import line in jobs/cli.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from jobs.cli import app, friendly_errors
+from jobs.output import console
+
+
+def train_config(preset_name: str, config_file: Path | None, from_bundle: Path | None, options: dict):
+    """Preset (or the bundle's own config when continuing from one) ← JSON file ← explicit options."""
+    from encoders.presets import PRESETS, merge
+    from recsys.artifacts import resolve_bundle
+    from recsys.config import TrainConfig
+
+    base = dict(PRESETS[preset_name])
+    if from_bundle is not None and config_file is None:
+        meta = json.loads((resolve_bundle(from_bundle) / "encoder" / "tower.json").read_text())
+        base = meta["train_config"]
+    if config_file is not None:
+        base = merge(base, json.loads(config_file.read_text()))
+    return TrainConfig.model_validate(merge(base, {k: v for k, v in options.items() if v is not None}))
+
+
+@app.command()
+@friendly_errors
+def train(
+    data: Annotated[Path, typer.Option(help="dataset directory (recsys import) or raw RecBole/MovieLens directory")],
+    out: Annotated[Path, typer.Option(help="artifacts root")] = Path("artifacts"),
+    name: Annotated[Optional[str], typer.Option(help="bundle name (default: <dataset>-peft)")] = None,
+    preset: Annotated[str, typer.Option(help="cpu | cpu-text-only | cpu-history-text | frozen | gpu | smoke")] = "cpu",
+    config: Annotated[Optional[Path], typer.Option("--config", help="TrainConfig JSON (merged over the preset)")] = None,
+    resume: Annotated[bool, typer.Option(help="continue from the run directory's last checkpoint")] = False,
+    from_bundle: Annotated[Optional[Path], typer.Option(help="continual training: start from this bundle's "
+                                                             "adapters and towers")] = None,
+    user_tower: Annotated[Optional[str], typer.Option(help="sequence | text | fusion")] = None,
+    lora: Annotated[Optional[str], typer.Option(help="lora | adalora | none")] = None,
+    rank: Optional[int] = None,
+    top_layers: Annotated[Optional[int], typer.Option(help="adapt the top N BERT layers (0: all)")] = None,
+    epochs: Optional[int] = None,
+    bert_epochs: Optional[int] = None,
+    batch_size: Optional[int] = None,
+    max_minutes: Optional[float] = None,
+    id_embedding: Annotated[Optional[bool], typer.Option("--id-embedding/--no-id-embedding")] = None,
+    model: Annotated[Optional[str], typer.Option(help="BERT: local HF directory or 'default'")] = None,
+    merge_adapters: Annotated[Optional[bool], typer.Option("--merge-adapters/--no-merge-adapters")] = None,
+    seed: Optional[int] = None,
+    threads: Annotated[int, typer.Option(help="torch CPU threads")] = 2,
+    run_dir: Annotated[Optional[Path], typer.Option(help="checkpoints, metrics.csv, training_curve.png "
+                                                         "(default: OUT/NAME/runs/latest)")] = None,
+) -> None:
+    """Train the LoRA-tuned BERT towers (CPU or CUDA, picked automatically) and write OUT/NAME/VERSION."""
+    import torch
+
+    from encoders.experiment import train_and_evaluate
+    from jobs.output import metrics_table
+    from jobs.workflows import load_dataset
+    from recsys.splits import split_dataset
+
+    torch.set_num_threads(threads)
+    options = {"lora": {"method": lora, "rank": rank,
+                        "top_layers": (None if top_layers == 0 else top_layers) if top_layers is not None else None},
+               "tower": {"user_tower": user_tower, "id_embedding": id_embedding},
+               "encoder": {"model": model}, "epochs": epochs, "bert_epochs": bert_epochs, "batch_size": batch_size,
+               "max_minutes": max_minutes, "merge_adapters": merge_adapters, "seed": seed}
+    options = {k: ({kk: vv for kk, vv in v.items() if vv is not None} if isinstance(v, dict) else v)
+               for k, v in options.items()}
+    if top_layers == 0:
+        options["lora"]["top_layers"] = None
+    cfg = train_config(preset, config, from_bundle, options)
+    dataset = load_dataset(data)
+    name = name or f"{dataset.name}-peft"
+    trained = train_and_evaluate(dataset, split_dataset(dataset), cfg, name=name, out_root=out, run_dir=run_dir,
+                                 resume=resume, init_bundle=from_bundle)
+    result = trained.result
+    shown = [{**r, "split": f"{r['split']}/{r['slice']}"} for r in trained.rows]
+    console.print(metrics_table(shown, f"{dataset.name}: full ranking over {dataset.items.height:,} items"))
+    p = result.parameters
+    console.print(f"trainable {p['trainable']:,} of {p['total']:,} parameters (adapters {p['adapter']:,}); "
+                  f"best epoch {result.best_epoch}; {result.seconds / 60:.1f} min on {result.device}")
+    console.print(f"[green]bundle written[/] → {trained.path}")
