@@ -36,12 +36,15 @@ def create_app(bundle: str | Path | None = None, settings: Settings | None = Non
         try:
             yield
         finally:
-            if service is None:
-                app.state.service.close()
+            app.state.service.close()
 
     app = FastAPI(title="BERT recommender", version="1", lifespan=lifespan, description=DESCRIPTION)
     for router in (health.router, recommendations.router, events.router, admin.router, demo.router):
         app.include_router(router)
+
+    @app.exception_handler(BundleError)
+    async def unavailable(_: Request, exc: BundleError) -> JSONResponse:
+        return JSONResponse(status_code=503, content={"detail": str(exc)})
 
     @app.exception_handler(UnknownIdError)
     async def unknown_id(_: Request, exc: UnknownIdError) -> JSONResponse:

@@ -29,14 +29,20 @@ def get_settings(service: Annotated[Service, Depends(get_service)]) -> Settings:
     return service.settings
 
 
-def check_k(k: int, settings: Settings) -> None:
+def invalid(message: str, *loc: str | int) -> HTTPException:
+    """A 422 shaped like FastAPI's own validation errors (so it matches the documented schema)."""
+    return HTTPException(422, [{"type": "value_error", "loc": list(loc), "msg": message, "input": None}])
+
+
+def check_k(k: int, settings: Settings, *loc: str) -> None:
     if k > settings.max_k:
-        raise HTTPException(status_code=422, detail=f"k={k} is above the limit of {settings.max_k}")
+        raise invalid(f"k={k} is above the limit of {settings.max_k}", *(loc or ("query", "k")))
 
 
-def check_exclude(exclude: list[str], settings: Settings) -> None:
+def check_exclude(exclude: list[str], settings: Settings, *loc: str) -> None:
     if len(exclude) > settings.max_exclude_items:
-        raise HTTPException(422, f"{len(exclude)} ids to exclude; the limit is {settings.max_exclude_items}")
+        raise invalid(f"{len(exclude)} ids to exclude; the limit is {settings.max_exclude_items}",
+                      *(loc or ("query", "exclude")))
 
 
 def require_admin(settings: Annotated[Settings, Depends(get_settings)],

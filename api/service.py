@@ -4,7 +4,7 @@ tower for live catalogue changes and free-text queries, and metrics."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -53,9 +53,11 @@ class Loaded:
 class Service:
     """Everything the routes need; lives on app.state.service."""
 
-    def __init__(self, settings: Settings, store: EventStore | None = None) -> None:
+    def __init__(self, settings: Settings, store: EventStore | None = None,
+                 item_encoder_loader: Callable[[Loaded], object] | None = None) -> None:
         self.settings = settings
         self.store = store or make_store(settings)
+        self.item_encoder_loader = item_encoder_loader or (lambda loaded: load_item_encoder(loaded, settings.quantize_int8))
         self.metrics = ServiceMetrics()
         self.current: Loaded | None = None
         self._reload_lock = threading.Lock()
@@ -137,7 +139,13 @@ class Service:
         if loaded.text_encoder is None:
             with loaded.write_lock:
                 if loaded.text_encoder is None:
-                    loaded.text_encoder = load_item_encoder(loaded, self.settings.quantize_int8)
+                    encoder = self.item_encoder_loader(loaded)
+                    dim = getattr(encoder, "dim", loaded.recommender.index.dim)
+                    if dim != loaded.recommender.index.dim:
+                        raise BundleError(f"the item tower gives {dim}-d vectors but the index holds "
+                                          f"{loaded.recommender.index.dim}-d ones: text queries and upserts are "
+                                          "unavailable for this bundle")
+                    loaded.text_encoder = encoder
         return loaded.text_encoder
 
     def upsert_item(self, loaded: Loaded, record: dict) -> None:

@@ -3,6 +3,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from api.service import Service
 from api.settings import Settings
 from recsys.config import BuildConfig
 from recsys.errors import BundleError
@@ -17,6 +18,8 @@ ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 class FakeTextEncoder:
     """Maps texts to fixed 2-d directions: 'camera' texts along x, anything else along y."""
 
+    dim = 2
+
     def encode(self, texts):
         return np.array([[1.0, 0.0] if "camera" in t else [0.0, 1.0] for t in texts], dtype=np.float32)
 
@@ -28,13 +31,13 @@ def bundle(toy, tmp_path):
 
 def make_client(bundle, tmp_path, **settings):
     settings.setdefault("state_dir", tmp_path / "state")
-    return TestClient(create_app(bundle, Settings(**settings)))
+    service = Service(Settings(**settings), item_encoder_loader=lambda loaded: FakeTextEncoder())
+    return TestClient(create_app(bundle, service=service))
 
 
 @pytest.fixture()
 def client(bundle, tmp_path):
     with make_client(bundle, tmp_path, max_k=5, max_session_items=3, admin_token=TOKEN, max_body_bytes=2048) as c:
-        c.app.state.service.current.text_encoder = FakeTextEncoder()
         yield c
 
 
@@ -135,7 +138,6 @@ def test_upsert_and_deactivate_items_live(client):
 def test_catalogue_changes_survive_a_restart(bundle, tmp_path):
     item = {"item_id": "cam3", "text": "camera three", "title": "Camera Three"}
     with make_client(bundle, tmp_path, admin_token=TOKEN) as client:
-        client.app.state.service.current.text_encoder = FakeTextEncoder()
         assert client.put("/v1/admin/items/cam3", json=item, headers=ADMIN).status_code == 200
         assert client.post("/v1/admin/items/sock1/deactivate", headers=ADMIN).status_code == 200
     with make_client(bundle, tmp_path, admin_token=TOKEN) as client:
@@ -197,3 +199,13 @@ def test_corrupted_bundle_refused_at_startup(bundle, tmp_path):
     with pytest.raises(BundleError, match="checksum mismatch for index/ids.npy"):
         with make_client(bundle, tmp_path):
             pass
+
+
+def test_text_encoder_of_the_wrong_size_is_a_clear_503(bundle, tmp_path):
+    class Wide(FakeTextEncoder):
+        dim = 384
+
+    service = Service(Settings(state_dir=tmp_path / "s"), item_encoder_loader=lambda loaded: Wide())
+    with TestClient(create_app(bundle, service=service)) as client:
+        response = client.post("/v1/sessions/recommendations", json={"text": "camera", "k": 2})
+    assert response.status_code == 503 and "384-d vectors but the index holds 2-d" in response.text

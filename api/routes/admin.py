@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, HTTPException, Path
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import get_loaded, get_service, get_settings, require_admin
+from api.deps import get_loaded, get_service, get_settings, invalid, require_admin
 from api.schemas import ErrorResponse, ItemState, ItemUpsert, ReloadRequest, ReloadResponse
 from api.service import Loaded, Service
 from api.settings import Settings
@@ -24,9 +24,9 @@ async def upsert_item(item_id: ItemId, item: Annotated[ItemUpsert, Body()], load
                       settings: Annotated[Settings, Depends(get_settings)]) -> ItemState:
     """Add or replace an item: its text goes through the item tower into the live index."""
     if item.item_id != item_id:
-        raise HTTPException(422, f"item_id in the body ({item.item_id!r}) differs from the path ({item_id!r})")
+        raise invalid(f"item_id in the body ({item.item_id!r}) differs from the path ({item_id!r})", "body", "item_id")
     if len(item.text) > settings.max_text_chars:
-        raise HTTPException(422, f"text is {len(item.text)} characters; the limit is {settings.max_text_chars}")
+        raise invalid(f"text is {len(item.text)} characters; the limit is {settings.max_text_chars}", "body", "text")
     await run_in_threadpool(service.upsert_item, loaded, item.model_dump())
     return ItemState(item_id=item_id, active=True, index_items=loaded.recommender.index.n_available)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query
+from fastapi import APIRouter, Body, Depends, Path, Query
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import check_exclude, check_k, get_loaded, get_service, get_settings
+from api.deps import check_exclude, check_k, get_loaded, get_service, get_settings, invalid
 from api.responses import to_response
 from api.schemas import ErrorResponse, RecommendationResponse, SessionRequest
 from api.service import Loaded, Service
@@ -32,7 +32,7 @@ def _check_filters(loaded: Loaded, where: dict | None) -> None:
     attributes = loaded.recommender.index.attributes
     missing = [key for key in where or {} if attributes is None or key not in attributes.columns]
     if missing:
-        raise HTTPException(422, f"this catalogue has no {', '.join(missing)} attribute to filter on")
+        raise invalid(f"this catalogue has no {', '.join(missing)} attribute to filter on", "query", missing[0])
 
 
 @router.get("/users/{user_id}/recommendations", response_model=RecommendationResponse, responses=NOT_FOUND)
@@ -62,14 +62,15 @@ async def session_recommendations(
     settings: Annotated[Settings, Depends(get_settings)],
 ) -> RecommendationResponse:
     """For an anonymous session: the posted recent item ids (oldest first) and/or free text."""
-    check_k(request.k, settings)
-    check_exclude(request.exclude, settings)
+    check_k(request.k, settings, "body", "k")
+    check_exclude(request.exclude, settings, "body", "exclude")
     if len(request.item_ids) > settings.max_session_items:
-        raise HTTPException(422, f"{len(request.item_ids)} item ids posted; the limit is {settings.max_session_items}")
+        raise invalid(f"{len(request.item_ids)} item ids posted; the limit is {settings.max_session_items}",
+                      "body", "item_ids")
     if not request.item_ids and not request.text:
-        raise HTTPException(422, "post at least one item id or a text")
+        raise invalid("post at least one item id or a text", "body", "item_ids")
     if request.text and len(request.text) > settings.max_text_chars:
-        raise HTTPException(422, f"text is {len(request.text)} characters; the limit is {settings.max_text_chars}")
+        raise invalid(f"text is {len(request.text)} characters; the limit is {settings.max_text_chars}", "body", "text")
     where = _where(request.filters.category, request.filters.brand) if request.filters else None
     _check_filters(loaded, where)
     recommender = loaded.recommender
