@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -36,13 +37,13 @@ class RankerConfig(FrozenModel):
     pair_window: int = Field(3, ge=1, description="co-occurrence window in steps")
     n_estimators: int = Field(400, ge=1)
     learning_rate: float = Field(0.05, gt=0)
-    num_leaves: int = Field(31, ge=2)
-    min_child_samples: int = Field(50, ge=1)
+    num_leaves: int = Field(15, ge=2)
+    min_child_samples: int = Field(100, ge=1)
     colsample_bytree: float = Field(0.9, gt=0, le=1)
     early_stopping_rounds: int = Field(30, ge=1)
-    holdout_users: float = Field(0.1, gt=0, lt=1, description="share of users held out for early stopping")
+    holdout_users: float = Field(0.2, gt=0, lt=1, description="share of users held out for early stopping")
     eval_at: int = Field(10, ge=1, description="early stopping metric: NDCG at this depth")
-    n_jobs: int = Field(2, ge=1)
+    n_jobs: int = Field(1, ge=1, description="LightGBM threads (1 is fastest on a busy shared CPU)")
     explain_features: int = Field(3, ge=1, description="top contributing features per explained item")
     seed: int = 0
 
@@ -65,9 +66,12 @@ class Ranker:
             deterministic=True, force_col_wise=True, verbose=-1)
         x, y, groups = train
         vx, vy, vgroups = valid
-        model.fit(x, y, group=groups, feature_name=list(names), eval_set=[(vx, vy)], eval_group=[vgroups],
-                  eval_at=[config.eval_at],
-                  callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)])
+        with warnings.catch_warnings():  # eval_set is deprecated in LightGBM 4.7 but the only spelling in 4.3
+            warnings.simplefilter("ignore", category=FutureWarning)
+            warnings.filterwarnings("ignore", message=".*eval_set.*")
+            model.fit(x, y, group=groups, feature_name=list(names), eval_set=[(vx, vy)], eval_group=[vgroups],
+                      eval_at=[config.eval_at],
+                      callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)])
         booster = model.booster_
         # keep only the best iteration, so the in-memory model equals the saved one
         return cls(lgb.Booster(model_str=booster.model_to_string(num_iteration=booster.best_iteration or None)))

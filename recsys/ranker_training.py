@@ -127,3 +127,26 @@ def holdout_metrics(reranker: Reranker, frame: pl.DataFrame, ks: tuple[int, ...]
         ranks = target_ranks(lists["item_id"].to_list(), lists["t"].to_list())
         out[name] = summarize(ranks, ks)
     return out
+
+
+def evaluate_reranker(recommender, examples: pl.DataFrame, ks: tuple[int, ...] = (10, 20, 50),
+                      batch_size: int = 1024) -> dict:
+    """Full-ranking metrics of the same bundle, retrieval-only vs re-ranked (items outside the candidate
+    list count as misses), plus the candidate stage's recall@N (the re-ranker's ceiling).
+
+    Both go through `recommend_batch`; the re-ranked path gets each example's timestamp as `as_of`."""
+    depth = recommender.reranker.config.candidates
+    histories, targets = examples["history"].to_list(), examples["target"].to_list()
+    times = examples["timestamp"].to_list()
+    candidates, _, _ = retrieve(recommender, histories, max(depth, max(ks)), batch_size)
+    retrieval = target_ranks(candidates, targets)
+    reranked = []
+    for start in range(0, len(histories), batch_size):
+        stop = start + batch_size
+        lists = recommender.recommend_batch(histories[start:stop], max(ks), as_of=times[start:stop])
+        reranked.append(target_ranks([r.item_ids for r in lists], targets[start:stop]))
+    reranked_ranks = np.concatenate(reranked) if reranked else np.zeros(0, dtype=np.int64)
+    n = {"n_examples": float(len(targets))}
+    return {"retrieval": {**n, **summarize(retrieval, ks)}, "reranked": {**n, **summarize(reranked_ranks, ks)},
+            f"candidate_recall@{depth}": float(np.mean((retrieval >= 0) & (retrieval < depth))) if len(targets)
+            else 0.0}

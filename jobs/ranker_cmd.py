@@ -1,0 +1,83 @@
+"""`recsys train-ranker`: train the LightGBM re-ranker on a bundle's retrieved candidates and write a new
+bundle version with the ranker inside and the before/after metrics in its manifest.
+
+Registered on the main app by the one import line in jobs/cli.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from jobs.cli import app, friendly_errors
+from jobs.output import console, metrics_table
+
+MANIFEST_OWN_KEYS = ("files", "created_at", "git_sha", "libraries", "bundle_schema_version", "config", "encoder")
+
+
+def load_bundle(path: Path):
+    """Any bundle (zero-shot or trained towers) as a Recommender."""
+    try:
+        from encoders.bundle import load_recommender
+    except ImportError:
+        from recsys.pipeline import Recommender
+        return Recommender.load(path)
+    return load_recommender(path)
+
+
+def train_on_bundle(bundle: Path, data: Path, config, ks: tuple[int, ...] = (10, 20, 50), log=console.print):
+    """(recommender with its new re-ranker, training report, test evaluation, bundle path, old manifest)."""
+    from jobs.workflows import load_dataset
+    from recsys.artifacts import read_manifest, resolve_bundle
+    from recsys.errors import DataError
+    from recsys.ranker_training import evaluate_reranker, train_reranker
+    from recsys.splits import split_dataset
+
+    path = resolve_bundle(bundle)
+    manifest = read_manifest(path)
+    dataset = load_dataset(data)
+    expected = (manifest.get("dataset") or {}).get("fingerprint")
+    if expected and expected != dataset.fingerprint():
+        raise DataError(f"the bundle {path} was built on another dataset (fingerprint differs)", source=str(data))
+    recommender = load_bundle(path)
+    recommender.reranker = None  # retrain from retrieval candidates, even if the bundle had a ranker
+    split = split_dataset(dataset)
+    reranker, report = train_reranker(recommender, split, config, log=log)
+    recommender.reranker = reranker
+    log(f"trained in {report['seconds']['total']:.1f}s ({report['trees']} trees); evaluating on the test step")
+    evaluation = evaluate_reranker(recommender, split.test, ks)
+    return recommender, report, evaluation, path, manifest
+
+
+def evaluation_rows(evaluation: dict, split: str = "test") -> list[dict]:
+    return [{"model": "retrieval-only", "split": split, **evaluation["retrieval"]},
+            {"model": "re-ranked", "split": split, **evaluation["reranked"]}]
+
+
+@app.command("train-ranker")
+@friendly_errors
+def train_ranker(
+    bundle: Annotated[Path, typer.Option(help="bundle directory (or a model directory: newest version)")],
+    data: Annotated[Path, typer.Option(help="the dataset the bundle was built on")],
+    candidates: Annotated[int, typer.Option(min=1, help="retrieved items re-ranked per query")] = 200,
+    out: Annotated[Optional[Path], typer.Option(help="new bundle directory (default: a new version beside BUNDLE)")]
+    = None,
+    n_jobs: Annotated[int, typer.Option(min=1, help="LightGBM threads")] = 1,
+    seed: int = 0,
+) -> None:
+    """Fit the LightGBM lambdarank re-ranker on the validation step (test untouched) and save a new bundle."""
+    from recsys.artifacts import new_version
+    from recsys.ranker import RankerConfig
+
+    config = RankerConfig(candidates=candidates, n_jobs=n_jobs, seed=seed)
+    recommender, report, evaluation, path, manifest = train_on_bundle(bundle, data, config)
+    rows = evaluation_rows(evaluation)
+    key = f"candidate_recall@{candidates}"
+    console.print(metrics_table(rows, f"test: retrieval-only vs re-ranked top-{candidates} "
+                                      f"(candidate recall@{candidates} {evaluation[key]:.4f})"))
+    target = out or path.parent / new_version()
+    kept = {k: v for k, v in manifest.items() if k not in MANIFEST_OWN_KEYS}
+    kept["ranker"] = {"parent_bundle": str(path), "config": config.model_dump(mode="json"), "training": report,
+                      "test": rows, key: evaluation[key]}
+    console.print(f"[green]bundle with re-ranker written[/] → {recommender.save(target, kept)}")
