@@ -95,3 +95,29 @@ def test_mismatched_feature_spec_is_refused(trained, tmp_path, edit):
         Recommender.load(path)
     with pytest.raises(BundleError, match="feature"):
         Recommender.load(path, verify=False)
+
+
+def test_train_ranker_command_writes_a_new_bundle_version(tmp_path):
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+    from recsys.artifacts import read_manifest
+
+    dataset = planted_dataset(seed=2)
+    data = dataset.save(tmp_path / "data")
+    vectors = np.random.default_rng(1).normal(size=(N_ITEMS, 16)).astype(np.float32)
+    first = Recommender.build(dataset, split_dataset(dataset), vectors, BuildConfig()).save(
+        tmp_path / "models" / "planted" / "v1", {"dataset": {"fingerprint": dataset.fingerprint()}})
+    result = CliRunner().invoke(app, ["train-ranker", "--bundle", str(first), "--data", str(data),
+                                      "--candidates", "40"])
+    assert result.exit_code == 0, result.output
+    newest = sorted(p for p in first.parent.iterdir() if p.name != "v1")
+    assert len(newest) == 1
+    manifest = read_manifest(newest[0])
+    models = [row["model"] for row in manifest["ranker"]["test"]]
+    assert models == ["retrieval-only", "re-ranked"] and "candidate_recall@40" in manifest["ranker"]
+    assert manifest["dataset"]["fingerprint"] == dataset.fingerprint()
+    assert Recommender.load(newest[0]).reranker is not None
+    other = planted_dataset(seed=3).save(tmp_path / "other")
+    refused = CliRunner().invoke(app, ["train-ranker", "--bundle", str(first), "--data", str(other)])
+    assert refused.exit_code == 2 and "another dataset" in refused.output
