@@ -24,6 +24,16 @@ class RecommendedItem(BaseModel):
     top_features: dict[str, float] | None = Field(None, description="re-ranker feature contributions")
 
 
+class Item(BaseModel):
+    item_id: str
+    text: str
+    title: str | None = None
+    category: str | None = None
+    brand: str | None = None
+    price: float | None = None
+    active: bool
+
+
 class RecommendationResponse(BaseModel):
     strategy: Strategy = Field(description="which path served the list")
     model_version: str

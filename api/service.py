@@ -3,6 +3,7 @@ tower for live catalogue changes and free-text queries, and metrics."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
@@ -21,12 +22,16 @@ from recsys.user_tower import CachedHistoryEncoder, PooledHistoryEncoder
 
 
 def load_recommender(path: Path) -> Recommender:
-    """A bundle with whatever user tower it has (trained towers need the encoders package)."""
+    """A bundle with whatever user tower it has; torch is imported only for trained towers."""
     try:
-        from encoders.bundle import load_recommender as load_with_encoders
-    except ImportError:
-        return Recommender.load(path)
-    return load_with_encoders(path)
+        encoder_info = json.loads((path / "encoder" / "encoder.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{path}: cannot read encoder/encoder.json ({exc})") from exc
+    if encoder_info.get("user_tower", "pooled") == "pooled":
+        return Recommender.load(path, verify=False)  # the caller verified the manifest
+    from encoders.bundle import load_recommender as load_with_encoders
+
+    return load_with_encoders(path, verify=False)
 
 
 def make_store(settings: Settings) -> EventStore:

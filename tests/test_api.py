@@ -85,6 +85,13 @@ def test_unknown_user_404_when_fallback_disabled(bundle, tmp_path):
     assert response.json() == {"detail": "unknown user id: 'nobody'"}
 
 
+def test_item_lookup(client):
+    assert client.get("/v1/items/cam1").json() == {"item_id": "cam1", "text": "black mirrorless camera",
+                                                   "title": "Camera One", "category": "cameras", "brand": None,
+                                                   "price": None, "active": True}
+    assert client.get("/v1/items/nope").status_code == 404
+
+
 def test_session_text_and_similar(client):
     body = client.post("/v1/sessions/recommendations", json={"item_ids": ["shoe1"], "k": 1}).json()
     assert body["strategy"] == "session"

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import check_exclude, check_k, get_loaded, get_service, get_settings, invalid
 from api.responses import to_response
-from api.schemas import ErrorResponse, RecommendationResponse, SessionRequest
+from api.schemas import ErrorResponse, Item, RecommendationResponse, SessionRequest
 from api.service import Loaded, Service
 from api.settings import Settings
 from recsys.pipeline import RecommendationList
@@ -93,6 +93,16 @@ def _text_session(service: Service, loaded: Loaded, request: SessionRequest, whe
     banned = set(request.exclude) | (set(request.item_ids) if request.exclude_seen else set())
     ids, scores = recommender.search_vectors(query[None, :].astype(np.float32), request.k, [banned], where)
     return RecommendationList(ids[0], scores[0], "session")
+
+
+@router.get("/items/{item_id}", response_model=Item, responses=NOT_FOUND)
+def item(item_id: Annotated[str, Path(max_length=256)], loaded: Annotated[Loaded, Depends(get_loaded)]) -> Item:
+    """A catalogue item (for the product page itself)."""
+    recommender = loaded.recommender
+    recommender._check_items([item_id])
+    record = recommender.item_records([item_id])[0]
+    return Item(**{k: v for k, v in record.items() if k in Item.model_fields},
+                active=recommender.index.is_active(item_id))
 
 
 @router.get("/items/{item_id}/similar", response_model=RecommendationResponse, responses=NOT_FOUND)
