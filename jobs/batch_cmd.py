@@ -29,6 +29,8 @@ def batch_score(
     split: Annotated[Optional[str], typer.Option(help="evaluation mode: valid or test")] = None,
     engine: Annotated[str, typer.Option(help="local, or ray (pip install '.[distributed]')")] = "local",
     workers: Annotated[Optional[int], typer.Option(min=1, help="ray: actors / local CPUs (default: all CPUs)")] = None,
+    threads: Annotated[int, typer.Option(min=1, help="FAISS threads per worker; shards are byte-identical "
+                                                    "across runs and engines at the same value")] = 1,
     ray_address: Annotated[Optional[str], typer.Option(help="ray: cluster address (default: start a local Ray)")] = None,
     overwrite: Annotated[bool, typer.Option(help="discard a previous job with different inputs in --out")] = False,
     strict: Annotated[bool, typer.Option(help="fail when any requested user is unknown (default: report them)")] = False,
@@ -48,7 +50,7 @@ def batch_score(
         raise typer.BadParameter(f"--split must be valid or test, got {split!r}")
     options = BatchOptions(bundle=bundle, out=out, users=users, k=k, chunk_size=chunk_size, exclude_seen=exclude_seen,
                            reasons=reasons, data=data, split=split, engine=engine,  # type: ignore[arg-type]
-                           workers=workers, ray_address=ray_address, overwrite=overwrite, strict=strict,
+                           workers=workers, threads=threads, ray_address=ray_address, overwrite=overwrite, strict=strict,
                            progress=progress)
     try:
         manifest = run_job(options)

@@ -48,14 +48,15 @@ class BatchOptions:
     split: str | None = None
     engine: Engine = "local"
     workers: int | None = None
+    threads: int = 1
     ray_address: str | None = None
     overwrite: bool = False
     strict: bool = False
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.k < 1 or self.chunk_size < 1:
-            raise ValueError("k and chunk_size must be positive")
+        if self.k < 1 or self.chunk_size < 1 or self.threads < 1:
+            raise ValueError("k, chunk_size and threads must be positive")
         if (self.data is None) != (self.split is None):
             raise ValueError("evaluation mode needs both data and split")
         if self.split not in (None, "valid", "test"):
@@ -102,9 +103,10 @@ def plan(options: BatchOptions) -> tuple[Path, dict, UserSelection]:
 def _engine(options: BatchOptions, bundle: Path, job: JobDir, chunks: list[int], recommender: Recommender | None):
     if options.engine == "ray":
         from jobs.batch.ray_engine import run_ray
-        return run_ray(bundle, job, chunks, workers=options.workers, address=options.ray_address)
+        return run_ray(bundle, job, chunks, workers=options.workers, address=options.ray_address,
+                       threads=options.threads)
     from jobs.batch.local_engine import run_local
-    return run_local(bundle, job, chunks, recommender)
+    return run_local(bundle, job, chunks, recommender, options.threads)
 
 
 def peak_rss_mb() -> float:
@@ -168,7 +170,7 @@ def run_job(options: BatchOptions, on_chunk: Callable[[ChunkResult], None] | Non
         "n_rows": sum(done.values()),
         "shards": [{"file": shard_name(c), "chunk": c, "rows": done[c]} for c in range(job.n_chunks)],
         "warnings": warnings,
-        "run": {"engine": options.engine, "resumed": resumed, "chunks_scored": len(pending),
+        "run": {"engine": options.engine, "threads_per_worker": options.threads, "resumed": resumed, "chunks_scored": len(pending),
                 "chunks_skipped": job.n_chunks - len(pending), "users_scored": scored_users,
                 "seconds": round(seconds, 3), "users_per_second": round(scored_users / seconds, 1) if seconds else None,
                 "driver_peak_rss_mb": round(peak_rss_mb(), 1),

@@ -14,8 +14,8 @@ from recsys.pipeline import Recommender
 
 
 def run_local(bundle: str | Path, job: JobDir, chunks: Sequence[int],
-              recommender: Recommender | None = None) -> Iterator[ChunkResult]:
+              recommender: Recommender | None = None, threads: int = 1) -> Iterator[ChunkResult]:
     """Score `chunks` in order, yielding each as its shard lands on disk."""
-    scorer = ChunkScorer(bundle, job, recommender)
+    scorer = ChunkScorer(bundle, job, recommender, threads)
     for chunk in chunks:
         yield scorer.run_chunk(chunk)

@@ -37,8 +37,8 @@ def import_ray() -> Any:
 class ScoreChunks:
     """Ray Data callable class: bundle loaded in `__init__`, one chunk per call."""
 
-    def __init__(self, bundle: str, out: str, identity: dict) -> None:
-        self.scorer = ChunkScorer(bundle, JobDir(Path(out), identity))
+    def __init__(self, bundle: str, out: str, identity: dict, threads: int = 1) -> None:
+        self.scorer = ChunkScorer(bundle, JobDir(Path(out), identity), threads=threads)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
         results = [self.scorer.run_chunk(int(chunk)) for chunk in batch["chunk"]]
@@ -54,7 +54,7 @@ def _from_items(ray: Any, items: list[dict]) -> Any:
 
 
 def run_ray(bundle: str | Path, job: JobDir, chunks: Sequence[int], workers: int | None = None,
-            address: str | None = None) -> Iterator[ChunkResult]:
+            address: str | None = None, threads: int = 1) -> Iterator[ChunkResult]:
     """Score `chunks` on Ray, yielding each as it completes (in completion order).
 
     Joins a running Ray instance (or `address`, e.g. "auto" / "ray://head:10001"), else starts a
@@ -73,13 +73,14 @@ def run_ray(bundle: str | Path, job: JobDir, chunks: Sequence[int], workers: int
         if gpus:
             size, per_actor = gpus, {"num_gpus": 1}
         else:
-            size, per_actor = max(1, workers or int(resources.get("CPU", 1))), {"num_cpus": 1}
+            size, per_actor = max(1, workers or int(resources.get("CPU", 1)) // threads), {"num_cpus": threads}
         size = min(size, len(chunks))
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the job draws its own users/s bar
         dataset = _from_items(ray, [{"chunk": int(c)} for c in chunks]).map_batches(
             ScoreChunks, batch_size=1, batch_format="numpy",
-            fn_constructor_kwargs={"bundle": str(bundle), "out": str(job.out), "identity": job.identity},
+            fn_constructor_kwargs={"bundle": str(bundle), "out": str(job.out), "identity": job.identity,
+                                   "threads": threads},
             compute=ray.data.ActorPoolStrategy(size=size), **per_actor)
         for row in dataset.iter_rows():
             yield ChunkResult(int(row["chunk"]), int(row["users"]), int(row["rows"]), float(row["seconds"]))

@@ -11,12 +11,15 @@ from __future__ import annotations
 import importlib.util
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 from typing import Any
 
+import faiss
+import numpy as np
 import pyarrow as pa
 
 from jobs.batch.layout import JobDir, write_table
@@ -67,27 +70,49 @@ def _reason_text(value: Any) -> str | None:
     return json.dumps(value, sort_keys=True, default=str)
 
 
+def _optional_column(per_result: list[list[Any] | None], results: Sequence[RecommendationList], total: int,
+                     kind: pa.DataType, convert: Callable[[Any], Any]) -> pa.Array:
+    """Flatten one optional per-item field; all-null (cheap) when no result carries it."""
+    if all(values is None for values in per_result):
+        return pa.nulls(total, kind)
+    flat: list[Any] = []
+    for values, result in zip(per_result, results):
+        flat.extend([None if v is None else convert(v) for v in values] if values is not None
+                    else [None] * len(result.item_ids))
+    return pa.array(flat, kind)
+
+
 def results_table(user_ids: Sequence[str], results: Sequence[RecommendationList]) -> pa.Table:
-    """One row per (user, rank): user order kept, ranks 1..len(list)."""
-    lengths = [len(r.item_ids) for r in results]
-    retrieval: list[Any] = []
-    reasons: list[Any] = []
-    for result, n in zip(results, lengths):
-        extra = _optional(result, RETRIEVAL_FIELDS)
-        retrieval.extend(extra if extra is not None else [None] * n)
-        why = _optional(result, REASON_FIELDS)
-        reasons.extend([_reason_text(v) for v in why] if why is not None else [None] * n)
+    """One row per (user, rank): user order kept, ranks 1..len(list). Built column-wise."""
+    lengths = np.fromiter((len(r.item_ids) for r in results), dtype=np.int64, count=len(results))
+    total = int(lengths.sum())
+    owner = pa.array(np.repeat(np.arange(len(results)), lengths))  # row → its user's position
+    first_row = np.repeat(np.cumsum(lengths) - lengths, lengths)
     columns = [
-        list(chain.from_iterable([u] * n for u, n in zip(user_ids, lengths))),
-        list(chain.from_iterable(range(1, n + 1) for n in lengths)),
-        list(chain.from_iterable(r.item_ids for r in results)),
-        [float(s) for s in chain.from_iterable(r.scores for r in results)],
-        [None if v is None else float(v) for v in retrieval],
-        reasons,
-        list(chain.from_iterable([r.strategy] * n for r, n in zip(results, lengths))),
+        pa.array(list(user_ids), pa.string()).take(owner),
+        pa.array((np.arange(total) - first_row + 1).astype(np.int32)),
+        pa.array(list(chain.from_iterable(r.item_ids for r in results)), pa.string()),
+        pa.array(np.fromiter(chain.from_iterable(r.scores for r in results), dtype=np.float64, count=total)),
+        _optional_column([_optional(r, RETRIEVAL_FIELDS) for r in results], results, total, pa.float64(), float),
+        _optional_column([_optional(r, REASON_FIELDS) for r in results], results, total, pa.string(), _reason_text),
+        pa.array([r.strategy for r in results], pa.string()).take(owner),
     ]
-    return pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, OUTPUT_SCHEMA)],
-                                schema=OUTPUT_SCHEMA)
+    return pa.Table.from_arrays(columns, schema=OUTPUT_SCHEMA)
+
+
+@contextmanager
+def faiss_threads(n: int) -> Iterator[None]:
+    """Run FAISS with `n` OpenMP threads, restoring the previous setting afterwards.
+
+    FAISS groups queries per thread, so float32 scores can change in the last bit with the thread
+    count, and items whose scores tie (duplicate products) can swap. Pinning the count per worker
+    makes the shards byte-identical across runs, machines and engines."""
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 @dataclass(frozen=True)
@@ -105,8 +130,10 @@ class ChunkScorer:
 
     Both engines use it: the local engine holds one, each Ray actor holds its own."""
 
-    def __init__(self, bundle: str | Path, job: JobDir, recommender: Recommender | None = None) -> None:
+    def __init__(self, bundle: str | Path, job: JobDir, recommender: Recommender | None = None,
+                 threads: int = 1) -> None:
         self.job = job
+        self.threads = threads
         self.k = int(job.identity["k"])
         self.exclude_seen = bool(job.identity["exclude_seen"])
         self.reasons = bool(job.identity.get("reasons", False))
@@ -117,8 +144,9 @@ class ChunkScorer:
         if histories is None:
             store = self.recommender.histories
             histories = [store[u] for u in user_ids]
-        results = self.recommender.recommend_batch(histories, self.k, exclude_seen=self.exclude_seen,
-                                                   explain=self.reasons)
+        with faiss_threads(self.threads):
+            results = self.recommender.recommend_batch(histories, self.k, exclude_seen=self.exclude_seen,
+                                                       explain=self.reasons)
         return results_table(user_ids, results)
 
     def run_chunk(self, chunk: int) -> ChunkResult:
