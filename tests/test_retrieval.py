@@ -253,3 +253,15 @@ def test_gpu_replica_matches_cpu_search(data):
     gpu.add(queries[:1], ["new"])
     _, found = gpu.search(queries, 20)
     assert "item5" not in set(found.ravel()) and found[0, 0] == "new"
+
+
+def test_opq_ivf_pq_builds_searches_compacts_and_round_trips(tmp_path):
+    items, queries = clustered_embeddings(300, 16, n_queries=5, seed=1)
+    ids = [f"o{i}" for i in range(300)]
+    config = IndexConfig(kind="ivf_pq", opq=True, pq_m=4, pq_nbits=4, nlist=4, nprobe=4, refine="flat")
+    index = VectorIndex.build(items, ids, config)
+    assert index.search(items[7:8], 1)[1][0, 0] == "o7"  # refine with exact vectors finds the item itself
+    index.remove(["o7"])
+    assert index.compact() == 1 and index.search(items[7:8], 1)[1][0, 0] != "o7"
+    index.save(tmp_path)
+    np.testing.assert_array_equal(VectorIndex.load(tmp_path).search(queries, 5)[1], index.search(queries, 5)[1])

@@ -104,23 +104,35 @@ def add_in_chunks(index: faiss.Index, vectors: np.ndarray, chunk: int = 262_144)
         index.add(np.ascontiguousarray(vectors[start:start + chunk]))
 
 
-def faiss_params(index: faiss.Index, config: IndexConfig, params: SearchParams | None,
+@dataclass(frozen=True)
+class Layout:
+    """Where the tunable parts of a faiss index sit (looked up once, not on every search)."""
+
+    ivf: faiss.IndexIVF | None
+    hnsw: faiss.IndexHNSW | None
+    refine: bool
+
+    @classmethod
+    def of(cls, index: faiss.Index) -> "Layout":
+        return cls(ivf_of(index), hnsw_of(index), isinstance(faiss.downcast_index(index), faiss.IndexRefine))
+
+
+def faiss_params(layout: Layout, config: IndexConfig, params: SearchParams | None,
                  selector: faiss.IDSelector | None = None, widen: int = 1) -> faiss.SearchParameters:
     """faiss SearchParameters for one search call (thread-safe: the index itself is not mutated).
     `widen` multiplies nprobe / efSearch (used when a filtered search must refill)."""
     params = params or SearchParams()
-    ivf = ivf_of(index)
-    if ivf is not None:
+    if layout.ivf is not None:
         inner = faiss.SearchParametersIVF()
-        inner.nprobe = int(min(ivf.nlist, (params.nprobe or config.nprobe) * widen))
-    elif hnsw_of(index) is not None:
+        inner.nprobe = int(min(layout.ivf.nlist, (params.nprobe or config.nprobe) * widen))
+    elif layout.hnsw is not None:
         inner = faiss.SearchParametersHNSW()
         inner.efSearch = int((params.ef_search or config.ef_search) * widen)
     else:
         inner = faiss.SearchParameters()
     if selector is not None:
         inner.sel = selector
-    if isinstance(faiss.downcast_index(index), faiss.IndexRefine):
+    if layout.refine:
         outer = faiss.IndexRefineSearchParameters()
         outer.k_factor = float(params.refine_factor or config.refine_factor)
         outer.base_index_params = inner
@@ -130,11 +142,11 @@ def faiss_params(index: faiss.Index, config: IndexConfig, params: SearchParams |
     return inner
 
 
-def exhaustive_params(index: faiss.Index, config: IndexConfig, selector: faiss.IDSelector | None) -> faiss.SearchParameters:
+def exhaustive_params(layout: Layout, config: IndexConfig, selector: faiss.IDSelector | None) -> faiss.SearchParameters:
     """Parameters that make an IVF search visit every list (exact over the selected items up to
     the codes' precision)."""
-    ivf = ivf_of(index)
-    return faiss_params(index, config, SearchParams(nprobe=ivf.nlist if ivf is not None else None), selector)
+    nprobe = layout.ivf.nlist if layout.ivf is not None else None
+    return faiss_params(layout, config, SearchParams(nprobe=nprobe), selector)
 
 
 def compact_index(index: faiss.Index, config: IndexConfig, keep: np.ndarray) -> faiss.Index:
@@ -200,5 +212,5 @@ def reconstruct_rows(index: faiss.Index, rows: np.ndarray) -> np.ndarray:
     return index.reconstruct_batch(rows)
 
 
-__all__ = ["SearchParams", "choose_nlist", "factory_string", "new_index", "faiss_params", "exhaustive_params",
+__all__ = ["SearchParams", "Layout", "choose_nlist", "factory_string", "new_index", "faiss_params", "exhaustive_params",
            "compact_index", "reconstruct_rows", "ivf_of", "hnsw_of", "METRIC"]

@@ -21,8 +21,8 @@ import polars as pl
 from recsys.config import IndexConfig
 from recsys.errors import BundleError, UnknownIdError
 
-from .factory import (SearchParams, add_in_chunks, compact_index, exhaustive_params, faiss_params, hnsw_of, ivf_of,
-                      new_index, reconstruct_rows)
+from .factory import (Layout, SearchParams, add_in_chunks, compact_index, exhaustive_params, faiss_params, new_index,
+                      reconstruct_rows)
 from .filters import RWLock, Where, bitmap_selector, normalise_attributes, rows_of, where_key, where_mask
 from .gpu import GPU_MAX_K, GpuReplica, to_gpu
 
@@ -63,6 +63,8 @@ class VectorIndex:
         if index.ntotal != len(ids):
             raise BundleError(f"index holds {index.ntotal} vectors but {len(ids)} ids")
         self.index = index  # the CPU master: saved, edited, compacted
+        self._layout = Layout.of(index)
+        self._params_cache: dict = {}
         self.ids = np.asarray(ids, dtype=object)
         self.config = config
         self._state = np.zeros(len(self.ids), np.uint8) if state is None else np.asarray(state, np.uint8).copy()
@@ -90,7 +92,7 @@ class VectorIndex:
         return self.index.d
 
     def __len__(self) -> int:
-        return self.index.ntotal
+        return len(self.ids)  # == index.ntotal
 
     @property
     def n_available(self) -> int:
@@ -191,6 +193,7 @@ class VectorIndex:
             master = compact_index(self.index, self.config, keep)
             replica = to_gpu(master, self.config) if self.gpu is not None else None
             self.index, self.gpu = master, replica
+            self._layout, self._params_cache = Layout.of(master), {}
             dropped = len(self.ids) - len(keep)
             self.ids, self._state = self.ids[keep], self._state[keep]
             if self.attributes is not None:
@@ -230,7 +233,14 @@ class VectorIndex:
                 per_rows = [rows_of(e, self.position) if e is not None else np.zeros(0, np.int64)
                             for e in exclude_per_query]
                 per_rows = [r[mask[r]] if mask is not None else r for r in per_rows]
-            scores, labels = self._search(queries, width, mask, selector, n_eligible, per_rows, params)
+            if mask is None and per_rows is None and self.gpu is None:  # the common case, kept lean
+                scores, labels = self.index.search(queries, width, params=self._faiss_params(params, None, 1))
+                if labels[:, -1].min() < 0:  # an IVF probe came up short: refill
+                    scores, labels = self._search(queries, width, mask, selector, n_eligible, per_rows, params)
+            else:
+                scores, labels = self._search(queries, width, mask, selector, n_eligible, per_rows, params)
+        if labels.min() >= 0:
+            return scores, self.ids[labels]
         ids = np.full(labels.shape, None, dtype=object)
         valid = labels >= 0
         ids[valid] = self.ids[labels[valid]]
@@ -284,11 +294,11 @@ class VectorIndex:
                     use_gpu, fetch = False, width + extra
                 k_fetch = min(fetch, len(self))
                 if use_gpu:
-                    nprobe = (params.nprobe or self.config.nprobe) * widen if ivf_of(self.index) else None
+                    nprobe = (params.nprobe or self.config.nprobe) * widen if self._layout.ivf is not None else None
                     scores, labels = self.gpu.search(queries[pending], k_fetch, nprobe)
                 else:
-                    p = faiss_params(self.index, self.config, params, selector, widen)
-                    scores, labels = self.index.search(queries[pending], k_fetch, params=p)
+                    scores, labels = self.index.search(queries[pending], k_fetch,
+                                                       params=self._faiss_params(params, selector, widen))
                 pending = self._collect(pending, scores, labels, mask, per_rows, targets, out_l, out_s)
                 if not len(pending):
                     return out_s, out_l
@@ -298,11 +308,19 @@ class VectorIndex:
         self._collect(pending, scores, labels, mask, per_rows, targets, out_l, out_s)
         return out_s, out_l
 
+    def _faiss_params(self, params: SearchParams, selector, widen: int) -> faiss.SearchParameters:
+        if selector is not None:
+            return faiss_params(self._layout, self.config, params, selector, widen)
+        cached = self._params_cache.get((params, widen))
+        if cached is None:
+            cached = self._params_cache[(params, widen)] = faiss_params(self._layout, self.config, params, None, widen)
+        return cached
+
     def _exact(self, queries: np.ndarray, k: int, selector) -> tuple[np.ndarray, np.ndarray]:
         """Score every selected row (IVF: all lists; HNSW: its flat storage) on the CPU master."""
-        if ivf_of(self.index) is not None:
-            return self.index.search(queries, k, params=exhaustive_params(self.index, self.config, selector))
-        hnsw = hnsw_of(self.index)
+        if self._layout.ivf is not None:
+            return self.index.search(queries, k, params=exhaustive_params(self._layout, self.config, selector))
+        hnsw = self._layout.hnsw
         target = faiss.downcast_index(hnsw.storage) if hnsw is not None else self.index
         p = faiss.SearchParameters()
         if selector is not None:

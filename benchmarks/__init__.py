@@ -1,0 +1,1 @@
+"""Benchmarks (`recsys bench …` / `python -m benchmarks.<name>`): each writes JSON + Markdown + PNG."""
