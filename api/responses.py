@@ -25,6 +25,8 @@ def to_response(loaded: Loaded, result: RecommendationList, history: Sequence[st
                                                  result.item_ids)
     else:
         fallback_because = [None] * len(records)
+    anchor_name = _name(recommender.item_records([anchor])[0]) if anchor is not None else None
+    names = {i: _name(r) for i, r in zip(result.item_ids, records)}
     items = []
     for record, score, explanation, because in zip(records, result.scores, explanations, fallback_because):
         explanation = explanation or {}
@@ -32,10 +34,11 @@ def to_response(loaded: Loaded, result: RecommendationList, history: Sequence[st
         features = {f["name"]: float(f["contribution"]) for f in explanation.get("top_features") or []} or None
         if result.strategy == "popular_fallback":
             reason = "popular in the shop"
-        elif result.strategy == "similar" and anchor is not None:
-            reason = f"similar to {_name(recommender.item_records([anchor])[0])}"
+        elif result.strategy == "similar" and anchor_name is not None:
+            reason = f"similar to {anchor_name}"
         elif because is not None and because in recommender.item_position:
-            reason = f"because you viewed {_name(recommender.item_records([because])[0])}"
+            name = names.get(because) or _name(recommender.item_records([because])[0])
+            reason = f"because you viewed {name}"
         elif text:
             reason = f"matches “{text[:60]}”"
         else:

@@ -1,0 +1,172 @@
+"""API latency under load: p50/p95/p99, throughput and errors per endpoint and concurrency.
+
+Starts `recsys serve` on loopback, drives it with benchmarks/loadgen.py in a separate process
+(bounded in requests and seconds), optionally reloads the bundle mid-run, and writes
+latency.json + latency.md + latency.png.
+
+    recsys bench latency --bundle artifacts/scientific --out results/latency
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+
+from benchmarks.common import Column, environment, write_report
+from recsys.artifacts import resolve_bundle
+
+ENDPOINTS = ("user", "similar", "session")
+COLUMNS = [Column("endpoint"), Column("concurrency"), Column("requests", fmt=","), Column("errors"),
+           Column("p50_ms", "p50 ms", ".1f"), Column("p95_ms", "p95 ms", ".1f"), Column("p99_ms", "p99 ms", ".1f"),
+           Column("rps", "req/s", ",.0f"), Column("note")]
+ADMIN_TOKEN = "bench-token"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def build_plan(bundle: Path, endpoint: str, n: int = 2000, seed: int = 0) -> list[dict]:
+    """Requests drawn from the bundle's own users and items (seeded)."""
+    import polars as pl
+
+    rng = random.Random(seed)
+    users = pl.read_parquet(bundle / "stats" / "histories.parquet")["user_id"].to_list()
+    items = pl.read_parquet(bundle / "embeddings" / "items.parquet")["item_id"].to_list()
+    plan = []
+    for _ in range(n):
+        if endpoint == "user":
+            plan.append({"method": "GET", "path": f"/v1/users/{rng.choice(users)}/recommendations?k=10"})
+        elif endpoint == "similar":
+            plan.append({"method": "GET", "path": f"/v1/items/{rng.choice(items)}/similar?k=10"})
+        elif endpoint == "session":
+            plan.append({"method": "POST", "path": "/v1/sessions/recommendations",
+                         "json": {"item_ids": rng.sample(items, rng.randint(1, 5)), "k": 10}})
+        else:
+            raise ValueError(f"unknown endpoint {endpoint!r}; choose from {ENDPOINTS}")
+    return plan
+
+
+class Server:
+    """`recsys serve` in a child process on a free loopback port."""
+
+    def __init__(self, bundle: Path, state_dir: Path, extra_env: dict | None = None) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "RECSYS_STATE_DIR": str(state_dir), "RECSYS_ADMIN_TOKEN": ADMIN_TOKEN,
+               "RECSYS_MAX_SESSION_ITEMS": "200", **(extra_env or {})}
+        self.process = subprocess.Popen([sys.executable, "-m", "jobs.cli", "serve", "--bundle", str(bundle),
+                                         "--port", str(self.port)], env=env, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, text=True)
+
+    def wait_ready(self, timeout: float = 180.0) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {self.process.stderr.read()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/health/ready", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        raise RuntimeError("server did not become ready")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def drive(url: str, plan_path: Path, concurrency: int, requests: int, seconds: float) -> dict:
+    out = subprocess.run([sys.executable, "-m", "benchmarks.loadgen", "--url", url, "--plan", str(plan_path),
+                          "--concurrency", str(concurrency), "--requests", str(requests), "--seconds", str(seconds)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run(bundle: str | Path, out_dir: str | Path, concurrencies: Sequence[int] = (1, 8, 32, 64),
+        endpoints: Sequence[str] = ENDPOINTS, requests: int = 2000, seconds: float = 20.0,
+        reload_test: bool = True, warmup: int = 200) -> dict:
+    """Run every (endpoint, concurrency) level; then a reload-under-load run when `reload_test`."""
+    bundle = resolve_bundle(bundle)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        server = Server(bundle, tmp / "state")
+        try:
+            server.wait_ready()
+            for endpoint in endpoints:
+                plan_path = tmp / f"{endpoint}.json"
+                plan_path.write_text(json.dumps(build_plan(bundle, endpoint)))
+                drive(server.url, plan_path, 4, warmup, seconds)
+                for concurrency in concurrencies:
+                    result = drive(server.url, plan_path, concurrency, requests, seconds)
+                    rows.append({"endpoint": endpoint, "concurrency": concurrency, **result, "note": ""})
+                    print(f"{endpoint:8s} c={concurrency:<3d} p50 {result['p50_ms']} ms  p99 {result['p99_ms']} ms  "
+                          f"{result['rps']} req/s  errors {result['errors']}", flush=True)
+            if reload_test:
+                rows.append(_reload_under_load(server, bundle, tmp, requests, seconds))
+        finally:
+            server.stop()
+    meta = {"bundle": str(bundle), "environment": environment(), "requests_per_level": requests,
+            "seconds_per_level": seconds}
+    paths = write_report(out_dir, "latency", rows, COLUMNS, title="API latency under load", meta=meta,
+                         group_by="endpoint", chart=_chart,
+                         notes=[f"bundle {bundle}", "server: one uvicorn process; load: a separate asyncio/httpx "
+                                "process on loopback", "reload row: the same bundle reloaded through "
+                                "/v1/admin/reload in the middle of the run"])
+    return {"rows": rows, "paths": {k: str(v) for k, v in paths.items()}}
+
+
+def _reload_under_load(server: Server, bundle: Path, tmp: Path, requests: int, seconds: float) -> dict:
+    plan_path = tmp / "user.json"
+    result: dict = {}
+
+    def load() -> None:
+        result.update(drive(server.url, plan_path, 32, requests, seconds))
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    time.sleep(min(2.0, seconds / 4))
+    reload = httpx.post(f"{server.url}/v1/admin/reload", json={"bundle": str(bundle)},
+                        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=120)
+    thread.join()
+    note = f"reload mid-run: HTTP {reload.status_code}"
+    print(f"reload   c=32  p99 {result.get('p99_ms')} ms  errors {result.get('errors')}  ({note})", flush=True)
+    return {"endpoint": "user+reload", "concurrency": 32, **result, "note": note}
+
+
+def _chart(rows, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for endpoint in dict.fromkeys(r["endpoint"] for r in rows if r["endpoint"] in ENDPOINTS):
+        points = [r for r in rows if r["endpoint"] == endpoint]
+        ax.plot([r["concurrency"] for r in points], [r["p99_ms"] for r in points], marker="o", label=f"{endpoint} p99")
+        ax.plot([r["concurrency"] for r in points], [r["p50_ms"] for r in points], marker=".", linestyle="--",
+                alpha=0.6, label=f"{endpoint} p50")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("concurrent clients")
+    ax.set_ylabel("latency (ms)")
+    ax.set_title("API latency by endpoint")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

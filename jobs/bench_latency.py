@@ -1,0 +1,28 @@
+"""`recsys bench latency`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from jobs.bench import bench_app
+
+
+@bench_app.command("latency")
+def latency(
+    bundle: Annotated[Path, typer.Option(help="bundle directory (or model directory: newest version)")],
+    out: Annotated[Path, typer.Option(help="output directory")] = Path("results/latency"),
+    concurrency: Annotated[str, typer.Option(help="comma-separated client counts")] = "1,8,32,64",
+    endpoints: Annotated[str, typer.Option(help="user,similar,session")] = "user,similar,session",
+    requests: Annotated[int, typer.Option(help="requests per level (upper bound)")] = 2000,
+    seconds: Annotated[float, typer.Option(help="seconds per level (upper bound)")] = 20.0,
+    reload_test: Annotated[bool, typer.Option(help="also reload the bundle in the middle of a run")] = True,
+) -> None:
+    """Start the API on loopback and measure p50/p95/p99, req/s and errors under load."""
+    from benchmarks.latency import run
+
+    result = run(bundle, out, [int(c) for c in concurrency.split(",")], endpoints.split(","), requests, seconds,
+                 reload_test)
+    typer.echo(Path(result["paths"]["md"]).read_text())
