@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import faiss
 import numpy as np
 import pytest
@@ -265,3 +267,29 @@ def test_opq_ivf_pq_builds_searches_compacts_and_round_trips(tmp_path):
     assert index.compact() == 1 and index.search(items[7:8], 1)[1][0, 0] != "o7"
     index.save(tmp_path)
     np.testing.assert_array_equal(VectorIndex.load(tmp_path).search(queries, 5)[1], index.search(queries, 5)[1])
+
+
+def test_searches_run_safely_while_the_catalogue_changes(data):
+    items, queries, ids = data
+    index = VectorIndex.build(items, ids, KINDS["hnsw"])
+    errors: list[BaseException] = []
+
+    def searcher():
+        try:
+            for _ in range(30):
+                _, found = index.search(queries[:4], 10)
+                assert None not in set(found.ravel())
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=searcher) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for step in range(10):
+        index.add(queries[step:step + 1], [f"live{step}"])
+        index.remove([f"item{step}"])
+        if step == 5:
+            index.compact()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(index.position) == N and index.search(queries[9:10], 1)[1][0, 0] == "live9"

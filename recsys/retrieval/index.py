@@ -239,6 +239,9 @@ class VectorIndex:
                     scores, labels = self._search(queries, width, mask, selector, n_eligible, per_rows, params)
             else:
                 scores, labels = self._search(queries, width, mask, selector, n_eligible, per_rows, params)
+            return self._as_ids(scores, labels)  # under the lock: compact() renumbers rows
+
+    def _as_ids(self, scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if labels.min() >= 0:
             return scores, self.ids[labels]
         ids = np.full(labels.shape, None, dtype=object)
