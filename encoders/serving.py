@@ -74,7 +74,7 @@ class TrainedUserTower:
         """float32 [len(histories), dim], L2-normalised rows; zero rows for empty/unknown histories."""
         out = np.zeros((len(histories), self.dim), dtype=np.float32)
         positions = [self._positions(h) for h in histories]
-        rows = [r for r, p in enumerate(positions) if p]
+        rows = sorted((r for r, p in enumerate(positions) if p), key=lambda r: len(positions[r]))  # less padding
         for start in range(0, len(rows), self.batch_size):
             chunk = rows[start:start + self.batch_size]
             out[chunk] = self.encode_positions([positions[r] for r in chunk]).cpu().numpy()

@@ -51,13 +51,25 @@ def augment(sequence: np.ndarray, rng: np.random.Generator, crop_prob: float, ma
     return sequence
 
 
+def length_buckets(lengths: list[int], batch_size: int, rng: np.random.Generator, pool: int = 32) -> list[np.ndarray]:
+    """Shuffled batches of indices whose lengths are close (sorted within pools of `pool` batches): far less
+    padding than random batches, with the batch order still random."""
+    order = rng.permutation(len(lengths))
+    batches = []
+    span = batch_size * pool
+    for start in range(0, len(order), span):
+        chunk = order[start:start + span]
+        chunk = chunk[np.argsort([lengths[i] for i in chunk], kind="stable")]
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
 def sequence_batches(data: TrainingData, batch_size: int, max_len: int, rng: np.random.Generator,
                      crop_prob: float = 0.0, mask_prob: float = 0.0) -> Iterator[tuple[torch.Tensor, ...]]:
     """(inputs [B, T], lengths [B], targets [B, T] with -100 on padding): every position predicts the next item."""
-    order = rng.permutation(len(data.sequences))
-    for start in range(0, len(order), batch_size):
-        seqs = [augment(data.sequences[i], rng, crop_prob, mask_prob)[-(max_len + 1):]
-                for i in order[start:start + batch_size]]
+    sequences = [augment(s, rng, crop_prob, mask_prob)[-(max_len + 1):] for s in data.sequences]
+    for rows in length_buckets([len(s) for s in sequences], batch_size, rng):
+        seqs = [sequences[i] for i in rows]
         width = max(len(s) - 1 for s in seqs)
         inputs = torch.zeros(len(seqs), width, dtype=torch.long)
         targets = torch.full((len(seqs), width), -100, dtype=torch.long)
@@ -76,7 +88,6 @@ def single_target_batches(data: TrainingData, batch_size: int, max_len: int, rng
     for s in data.sequences:
         for t in rng.integers(1, len(s), size=per_user):
             examples.append((augment(s[:t], rng, crop_prob, mask_prob)[-max_len:], int(s[t])))
-    order = rng.permutation(len(examples))
-    for start in range(0, len(order), batch_size):
-        chunk = [examples[i] for i in order[start:start + batch_size]]
+    for rows in length_buckets([len(h) for h, _ in examples], batch_size, rng):
+        chunk = [examples[i] for i in rows]
         yield [h for h, _ in chunk], torch.tensor([t for _, t in chunk])
