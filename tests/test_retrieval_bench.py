@@ -44,8 +44,8 @@ def test_target_verdict_names_the_fastest_qualifying_configuration():
             {"dataset": "d", "index": "hnsw", "search": "ef=64", "recall@100": 0.90, "speedup": 80.0},
             {"dataset": "d", "index": "hnsw", "search": "ef=128", "recall@100": TARGET_RECALL, "speedup": 30.0},
             {"dataset": "d", "index": "ivf", "search": "nprobe=64", "recall@100": 0.97, "speedup": 12.0}]
-    assert target_notes(rows) == ["d: target met — hnsw ef=128: R@100 0.950 at 30× the exact single-query QPS "
-                                  "(1 of 4 rows qualify)."]
+    assert target_notes(rows) == ["d: target met — hnsw ef=128: R@100 0.950 at 30× the exact index's single-query "
+                                  "rate (1 of 4 rows qualify)."]
     assert target_notes(rows[:2] + rows[3:]) == ["d: target missed — fastest with R@100 ≥ 0.95: ivf nprobe=64 at "
                                                  "12.0× (needs 20×)."]
 
@@ -54,6 +54,7 @@ def test_target_verdict_names_the_fastest_qualifying_configuration():
 def test_tiny_end_to_end_run(tmp_path):
     paths = run([600], tmp_path, n_queries=20, single_queries=5, max_seconds=1, kinds=("flat", "hnsw"))
     rows = json.loads(paths["json"].read_text())["rows"]
-    assert rows[0]["index"] == "flat (exact)" and rows[0]["recall@100"] == 1.0
+    assert rows[0]["index"] == "flat (exact)" and rows[0]["recall@100"] == 1.0 and rows[0]["speedup"] == 1.0
+    assert all(r["qps_single_cpu"] > 0 and r["qps_batch"] > 0 for r in rows)
     assert {r["index"] for r in rows} == {"flat (exact)", "flat fp16", "HNSW16 (efC 40)", "HNSW32 (efC 80)"}
     assert paths["png"].stat().st_size > 10_000
