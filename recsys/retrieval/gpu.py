@@ -4,6 +4,7 @@ The CPU index stays the master: it is what gets saved, edited (add / tombstones)
 A `GpuReplica` is a search-only copy on one or more GPUs:
 
 - add: the new vectors go to the master and to the replica (GPU flat / IVF indexes support add);
+  a sharded replica is re-cloned from the master instead, so row labels stay exact (batch your adds);
 - remove / deactivate: GPU indexes cannot remove in place and take no IDSelector, so removed and
   inactive rows are tombstones filtered on the host after an over-fetch (refilled if needed);
 - `VectorIndex.compact()` rebuilds the master without the tombstones, clones it to the GPUs and
@@ -43,6 +44,7 @@ class GpuReplica:
 
     index: faiss.Index
     ngpu: int
+    sharded: bool = False
     resources: list = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -53,6 +55,7 @@ class GpuReplica:
             return self.index.search(queries, k)
 
     def add(self, vectors) -> None:
+        """Append to every copy (replicated indexes keep faiss's sequential labels = master rows)."""
         with self.lock:
             self.index.add(vectors)
 
@@ -76,8 +79,8 @@ def to_gpu(index: faiss.Index, config: IndexConfig) -> GpuReplica | None:
         if ngpu == 1:
             resources = faiss.StandardGpuResources()
             replica = faiss.index_cpu_to_gpu(resources, 0, index, options)
-            return GpuReplica(replica, 1, [resources])
-        return GpuReplica(faiss.index_cpu_to_all_gpus(index, co=options, ngpu=ngpu), ngpu)
+            return GpuReplica(replica, 1, resources=[resources])
+        return GpuReplica(faiss.index_cpu_to_all_gpus(index, co=options, ngpu=ngpu), ngpu, sharded=config.gpu_shard)
     except (RuntimeError, AttributeError) as exc:  # e.g. a refine wrapper or PQ size the GPU code lacks
         log.warning("cannot move %s index to GPU (%s); searching on the CPU", config.kind, exc)
         return None

@@ -135,7 +135,9 @@ class VectorIndex:
             self._state[replaced] |= REMOVED
             start = len(self.ids)
             add_in_chunks(self.index, vectors)
-            if self.gpu is not None:
+            if self.gpu is not None and self.gpu.sharded:
+                self.gpu = to_gpu(self.index, self.config)
+            elif self.gpu is not None:
                 self.gpu.add(vectors)
             self.ids = np.concatenate([self.ids, np.asarray(ids, dtype=object)])
             self._state = np.concatenate([self._state, np.zeros(len(ids), np.uint8)])
