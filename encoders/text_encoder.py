@@ -31,7 +31,8 @@ class TextEncoder:
     @classmethod
     def from_config(cls, config: EncoderConfig, device: torch.device | None = None) -> "TextEncoder":
         model, tokenizer = load_backbone(config.model)
-        return cls(model, tokenizer, config, device)
+        encoder = cls(model, tokenizer, config, device)
+        return quantize_dynamic_int8(encoder) if config.quantize_int8 else encoder
 
     @property
     def dim(self) -> int:

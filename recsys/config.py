@@ -22,6 +22,7 @@ class EncoderConfig(FrozenModel):
     batch_size: int = Field(64, ge=1)
     pooling: Literal["mean", "cls"] = "mean"
     normalize: bool = True
+    quantize_int8: bool = Field(False, description="int8 dynamic quantisation of the BERT linear layers (CPU)")
 
 
 class UserTowerConfig(FrozenModel):

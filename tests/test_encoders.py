@@ -22,3 +22,12 @@ def test_encodes_normalised_and_order_independent(tiny_bert_dir):
 def test_not_a_model_directory_is_a_clear_error(tmp_path):
     with pytest.raises(RecsysError, match="not a Hugging Face model directory"):
         load_backbone(str(tmp_path))
+
+
+def test_int8_quantised_encoder_stays_close(tiny_bert_dir):
+    texts = ["black mirrorless camera", "camera bag", "running shoe blue"]
+    full = TextEncoder.from_config(EncoderConfig(model=str(tiny_bert_dir))).encode(texts)
+    quantised = TextEncoder.from_config(EncoderConfig(model=str(tiny_bert_dir), quantize_int8=True))
+    assert "Quantized" in type(quantised.model.encoder.layer[0].attention.self.query).__name__
+    cosine = (full * quantised.encode(texts)).sum(axis=1)
+    assert cosine.min() > 0.95
