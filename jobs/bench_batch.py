@@ -4,6 +4,8 @@ Registered by the one import line in jobs/cli.py; the benchmark itself is benchm
 
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,33 +14,37 @@ import typer
 from jobs.bench import bench_app
 
 
+def _engines(value: str) -> tuple[str, ...]:
+    names = tuple(e.strip() for e in value.split(",") if e.strip())
+    if set(names) - {"local", "ray"}:
+        raise typer.BadParameter(f"engines must be local and/or ray, got {value!r}")
+    return names
+
+
 @bench_app.command("batch")
 def bench_batch(
-    bundle: Annotated[Optional[Path], typer.Option(help="real bundle to score (e.g. amazon-scientific); all users")] = None,
-    synthetic_users: Annotated[int, typer.Option(help="users of the generated history set (0: skip)")] = 1_000_000,
+    bundle: Annotated[Optional[list[Path]], typer.Option(help="real bundle scored for all its users (repeatable)")] = None,
+    synthetic_users: Annotated[int, typer.Option(help="users of the generated history set (0: skip it)")] = 1_000_000,
+    synthetic_subset: Annotated[int, typer.Option(help="also score only this many generated users (memory check)")]
+    = 100_000,
     synthetic_items: Annotated[int, typer.Option(help="catalogue size of the generated set")] = 5_000,
-    engines: Annotated[str, typer.Option(help="comma-separated: local,ray")] = "local,ray",
-    synthetic_engines: Annotated[Optional[str], typer.Option(help="engines for the generated set "
-                                                                   "(default: --engines)")] = None,
+    engines: Annotated[str, typer.Option(help="engines for the real bundles: local,ray")] = "local,ray",
+    synthetic_engines: Annotated[str, typer.Option(help="engines for the generated set")] = "local,ray",
     k: int = 100,
     chunk_size: int = 2048,
     workers: Annotated[int, typer.Option(help="Ray actors")] = 2,
     work: Annotated[Path, typer.Option(help="scratch directory (generated bundle, shards)")] = Path("/tmp/recsys-bench-batch"),
     out: Annotated[Path, typer.Option(help="results directory (batch.json, batch.md, batch.png)")] = Path("results/bench"),
 ) -> None:
-    """Time `batch-score` end to end in a subprocess per run (peak RSS of its whole process tree)."""
+    """Time `recsys batch-score` in a fresh subprocess per run; peak PSS of its whole process tree."""
     from benchmarks.batch import BenchSettings, run_benchmark
     from jobs.output import console
 
-    def split(value: str) -> tuple[str, ...]:
-        names = tuple(e.strip() for e in value.split(",") if e.strip())
-        if not names or set(names) - {"local", "ray"}:
-            raise typer.BadParameter(f"engines must be local and/or ray, got {value!r}")
-        return names
-
-    settings = BenchSettings(bundle=bundle, synthetic_users=synthetic_users, synthetic_items=synthetic_items,
-                             engines=split(engines), synthetic_engines=split(synthetic_engines or engines), k=k,
-                             chunk_size=chunk_size, workers=workers, work=work)
+    settings = BenchSettings(bundles=tuple(bundle or ()), synthetic_users=synthetic_users,
+                             synthetic_subset=synthetic_subset, synthetic_items=synthetic_items,
+                             engines=_engines(engines), synthetic_engines=_engines(synthetic_engines), k=k,
+                             chunk_size=chunk_size, workers=workers, work=work,
+                             command="recsys " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     paths = run_benchmark(settings, out)
-    console.print(paths["markdown"].read_text())
+    console.print(paths["md"].read_text())
     console.print(f"results → {', '.join(str(p) for p in paths.values())}")

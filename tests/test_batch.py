@@ -199,3 +199,39 @@ def test_explicit_histories_win_over_the_store(shop):
     job = JobDir(Path("/nonexistent"), {"k": 3, "exclude_seen": True})
     table = ChunkScorer(shop[1], job, shop[2]).score(["anyone"], [[shop[2].item_ids[0]]])
     assert table.num_rows == 3 and shop[2].item_ids[0] not in table.column("item_id").to_pylist()
+
+
+@pytest.fixture(scope="module")
+def ranked_bundle(tmp_path_factory):
+    """A bundle with a small LightGBM re-ranker trained on the planted-successor data set."""
+    from recsys.ranker import RankerConfig
+    from recsys.ranker_training import train_reranker
+    from tests.test_ranker import N_ITEMS, planted_dataset
+
+    dataset = planted_dataset()
+    split = split_dataset(dataset)
+    vectors = np.random.default_rng(1).normal(size=(N_ITEMS, 16)).astype(np.float32)
+    recommender = Recommender.build(dataset, split, vectors, BuildConfig())
+    config = RankerConfig(candidates=40, n_estimators=30, early_stopping_rounds=5, holdout_users=0.2)
+    recommender.reranker, _ = train_reranker(recommender, split, config, log=lambda *_: None)
+    return recommender.save(tmp_path_factory.mktemp("ranked") / "planted" / "v1"), recommender
+
+
+def test_reranked_batch_matches_the_api_and_carries_reasons(ranked_bundle, tmp_path):
+    bundle, recommender = ranked_bundle
+    users = sorted(recommender.histories)[:90]
+    (tmp_path / "users.txt").write_text("\n".join(users))
+    common = {"bundle": bundle, "users": str(tmp_path / "users.txt"), "k": 8, "chunk_size": 32, "progress": False}
+    manifest = run_job(BatchOptions(out=tmp_path / "plain", **common))
+    assert manifest["has_ranker"] and manifest["reasons"] is False
+    run_job(BatchOptions(out=tmp_path / "why", reasons=True, **common))
+    plain, why = read_shards(tmp_path / "plain"), read_shards(tmp_path / "why")
+    assert plain["reason"].null_count() == plain.height  # reasons are opt-in (they cost ~8× the scoring)
+    assert why.drop("reason").equals(plain.drop("reason")) and why["reason"].null_count() == 0
+    assert json.loads(why["reason"][0])["top_features"]
+    with TestClient(create_app(bundle)) as client:
+        for user in users[::9]:
+            body = client.get(f"/v1/users/{user}/recommendations", params={"k": 8}).json()
+            rows = plain.filter(pl.col("user_id") == user)
+            assert [i["item_id"] for i in body["items"]] == rows["item_id"].to_list()
+            assert [i["score"] for i in body["items"]] == pytest.approx(rows["score"].to_list(), rel=1e-6)

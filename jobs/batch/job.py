@@ -19,8 +19,8 @@ from typing import Literal
 import polars as pl
 from tqdm.auto import tqdm
 
-from jobs.batch.layout import FORMAT, FORMAT_VERSION, MANIFEST, UNKNOWN_FILE, JobDir, atomic_write, prepare, \
-    shard_name, write_json
+from jobs.batch.layout import FORMAT, FORMAT_VERSION, MANIFEST, UNKNOWN_FILE, BatchError, JobDir, atomic_write, \
+    prepare, shard_name, write_json
 from jobs.batch.scoring import OUTPUT_SCHEMA, ChunkResult
 from jobs.batch.users import ALL, UserSelection, select_users
 from recsys.artifacts import MANIFEST as BUNDLE_MANIFEST
@@ -43,7 +43,7 @@ class BatchOptions:
     k: int = 100
     chunk_size: int = 2048
     exclude_seen: bool = True
-    reasons: bool = True
+    reasons: bool = False  # the ranker's per-item explanations: SHAP contributions, ~8× slower
     data: Path | None = None
     split: str | None = None
     engine: Engine = "local"
@@ -74,7 +74,6 @@ def _candidates(bundle: Path, options: BatchOptions) -> tuple[pl.DataFrame, str 
     dataset = load_dataset(options.data)
     examples = split_dataset(dataset).examples(options.split or "test")
     if examples["user_id"].n_unique() != examples.height:
-        from jobs.batch.layout import BatchError
         raise BatchError(f"{options.data}: the {options.split} split has several examples per user; "
                          "batch output keeps one list per user")
     return examples.select("user_id", "history"), dataset.fingerprint()
@@ -158,7 +157,6 @@ def run_job(options: BatchOptions, on_chunk: Callable[[ChunkResult], None] | Non
                 close()
     missing = [c for c in range(job.n_chunks) if c not in done]
     if missing:
-        from jobs.batch.layout import BatchError
         raise BatchError(f"{len(missing)} chunk(s) produced no shard (e.g. {missing[:5]}); rerun to resume")
 
     seconds = time.perf_counter() - started
