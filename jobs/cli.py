@@ -50,9 +50,10 @@ def _splits(value: str) -> tuple[str, ...]:
 
 
 def _build_config(model: str, max_length: int, batch_size: int, decay: float, ks: str = "10,20,50",
-                  splits: str = "valid,test", mask_history: bool = False, seed: int = 0) -> BuildConfig:
+                  splits: str = "valid,test", mask_history: bool = False, seed: int = 0,
+                  int8: bool = False) -> BuildConfig:
     return BuildConfig(
-        encoder=EncoderConfig(model=model, max_length=max_length, batch_size=batch_size),
+        encoder=EncoderConfig(model=model, max_length=max_length, batch_size=batch_size, quantize_int8=int8),
         user_tower=UserTowerConfig(recency_decay=decay),
         eval=EvalConfig(ks=_ks(ks), splits=_splits(splits), mask_history=mask_history),
         seed=seed,
@@ -149,13 +150,14 @@ def evaluate_cmd(
     out: Annotated[Path, typer.Option(help="JSON results file")] = Path("results/evaluate.json"),
     from_batch: Annotated[Optional[Path], typer.Option(help="also score a `recsys batch-score --data D --split test` "
                                                             "output directory (k ≥ max K, --keep-seen unless --mask-history)")] = None,
+    int8: Annotated[bool, typer.Option(help="int8 dynamic quantisation of the zero-shot BERT (CPU)")] = False,
 ) -> None:
     """Full-ranking Recall/NDCG/MRR@K over the whole catalogue; prints a table and writes JSON."""
     from jobs.workflows import baseline_models, load_dataset
     from recsys.pipeline import Recommender
     from recsys.splits import split_dataset
 
-    config = _build_config(model, max_length, batch_size, decay, ks, splits, mask_history)
+    config = _build_config(model, max_length, batch_size, decay, ks, splits, mask_history, int8=int8)
     dataset = load_dataset(data)
     split = split_dataset(dataset)
     baselines = from_batch is None if baselines is None else baselines
