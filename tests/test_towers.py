@@ -64,3 +64,21 @@ def test_every_user_tower_lands_in_the_item_space(tiny_bert_dir):
         assert out.shape == (4, 16) and user.dim == 16
         np.testing.assert_allclose(np.linalg.norm(out[[0, 3]], axis=1), 1.0, rtol=1e-5)
         assert not out[1].any() and not out[2].any()  # nothing known → popularity fallback
+
+
+def test_text_only_path_encodes_new_items_like_the_catalogue(tiny_bert_dir):
+    import torch
+
+    from encoders.item_bank import ItemTextCache
+    backbone, tokenizer = load_backbone(str(tiny_bert_dir))
+    bert = AdaptedBert(attach_adapters(backbone, LoraConfig(top_layers=1)), 1).eval()
+    tower = TowerConfig(dim=16, seq_layers=1, item_max_length=24)
+    model = TwoTowerModel(bert, 3, tower).eval()
+    texts = ["black mirrorless camera", "camera bag black", "running socks blue"]
+    cache = ItemTextCache(bert, tokenizer, texts, 24, torch.device("cpu"))
+    with torch.no_grad():
+        catalogue = model.item_vectors(cache.bank(), torch.arange(3)).numpy()  # id_mask 0: nothing seen
+    user = TrainedUserTower(model, TrainConfig(tower=tower), ["a", "b", "c"], catalogue, tokenizer, texts)
+    np.testing.assert_allclose(user.encode_item_texts(texts[::-1]), catalogue[::-1], atol=1e-5)
+    user.add_items(["d"], user.encode_item_texts(["camera bag brown"]), ["camera bag brown"])
+    assert user.encode_histories([["d"]]).any()
