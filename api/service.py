@@ -3,7 +3,6 @@ tower for live catalogue changes and free-text queries, and metrics."""
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
@@ -14,24 +13,12 @@ from api.batching import MicroBatchingEncoder
 from api.metrics import ServiceMetrics
 from api.settings import Settings
 from api.store import EventStore, RedisEventStore, SQLiteEventStore
+from encoders.loading import load_recommender
 from recsys.artifacts import read_manifest, resolve_bundle
 from recsys.catalogue import set_active, upsert_items
 from recsys.errors import BundleError, UnknownIdError
 from recsys.pipeline import RecommendationList, Recommender
 from recsys.user_tower import CachedHistoryEncoder, PooledHistoryEncoder
-
-
-def load_recommender(path: Path) -> Recommender:
-    """A bundle with whatever user tower it has; torch is imported only for trained towers."""
-    try:
-        encoder_info = json.loads((path / "encoder" / "encoder.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise BundleError(f"{path}: cannot read encoder/encoder.json ({exc})") from exc
-    if encoder_info.get("user_tower", "pooled") == "pooled":
-        return Recommender.load(path, verify=False)  # the caller verified the manifest
-    from encoders.bundle import load_recommender as load_with_encoders
-
-    return load_with_encoders(path, verify=False)
 
 
 def make_store(settings: Settings) -> EventStore:
@@ -75,7 +62,7 @@ class Service:
             try:
                 path = resolve_bundle(bundle)
                 manifest = read_manifest(path)
-                recommender = load_recommender(path)
+                recommender = load_recommender(path, verify=False)  # verified just above
                 current = self.current
                 if current is not None and recommender.user_tower.dim != current.recommender.user_tower.dim:
                     raise BundleError(f"{path}: embedding dimension {recommender.user_tower.dim} does not match the "

@@ -1,6 +1,16 @@
-"""BERT encoders: the only package that imports torch / transformers / peft."""
+"""BERT encoders: the only package that imports torch / transformers / peft.
 
-from encoders.backbone import load_backbone, resolve_model_path
-from encoders.text_encoder import TextEncoder
+Names are resolved lazily, so `encoders.loading` can decide whether torch is needed at all."""
 
-__all__ = ["TextEncoder", "load_backbone", "resolve_model_path"]
+from importlib import import_module
+
+_EXPORTS = {"TextEncoder": "encoders.text_encoder", "load_backbone": "encoders.backbone",
+            "resolve_model_path": "encoders.backbone"}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'encoders' has no attribute {name!r}")

@@ -154,7 +154,7 @@ def evaluate_cmd(
 ) -> None:
     """Full-ranking Recall/NDCG/MRR@K over the whole catalogue; prints a table and writes JSON."""
     from jobs.workflows import baseline_models, load_dataset
-    from recsys.pipeline import Recommender
+    from encoders.loading import load_recommender
     from recsys.splits import split_dataset
 
     config = _build_config(model, max_length, batch_size, decay, ks, splits, mask_history, int8=int8)
@@ -163,7 +163,7 @@ def evaluate_cmd(
     baselines = from_batch is None if baselines is None else baselines
     models: dict[str, object] = baseline_models(dataset, split, config) if baselines else {}
     if bundle is not None:
-        models[f"bundle:{bundle.name}"] = Recommender.load(bundle)
+        models[f"bundle:{bundle.name}"] = load_recommender(bundle)
     if not models and from_batch is None:
         raise typer.BadParameter("nothing to evaluate: pass --bundle or --from-batch, or keep --baselines")
     from jobs.workflows import evaluate_models
@@ -188,10 +188,10 @@ def recommend(
     k: int = 10,
 ) -> None:
     """Print recommendations from a bundle."""
-    from recsys.pipeline import Recommender
+    from encoders.loading import load_recommender
     if sum(x is not None for x in (user, items, similar)) != 1:
         raise typer.BadParameter("give exactly one of --user, --items, --similar")
-    recommender = Recommender.load(bundle)
+    recommender = load_recommender(bundle)
     if user is not None:
         result = recommender.recommend_user(user, k)
     elif items is not None:
@@ -238,14 +238,14 @@ def quickstart(
     """Synthetic shop → BERT item embeddings → FAISS → evaluated bundle → sample recommendations."""
     from jobs.workflows import build_bundle
     from recsys.data.synthetic import generate_shop
-    from recsys.pipeline import Recommender
+    from encoders.loading import load_recommender
 
     dataset = generate_shop(n_users=users, n_items=items, seed=seed)
     _report_import(dataset, data_out)
     path, rows = build_bundle(dataset, _build_config(model, 64, 64, 0.7, seed=seed), out, "shop")
     console.print(metrics_table(rows, "synthetic shop: full ranking over the whole catalogue"))
     console.print(f"[green]bundle written[/] → {path}")
-    recommender = Recommender.load(path)
+    recommender = load_recommender(path)
     user = next(iter(recommender.histories))
     history = recommender.histories[user][-3:]
     console.print(f"\nuser {user} recently bought: " + "; ".join(r.get("title") or r["text"]

@@ -18,11 +18,8 @@ MANIFEST_OWN_KEYS = ("files", "created_at", "git_sha", "libraries", "bundle_sche
 
 def load_bundle(path: Path):
     """Any bundle (zero-shot or trained towers) as a Recommender."""
-    try:
-        from encoders.bundle import load_recommender
-    except ImportError:
-        from recsys.pipeline import Recommender
-        return Recommender.load(path)
+    from encoders.loading import load_recommender
+
     return load_recommender(path)
 
 

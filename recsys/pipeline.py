@@ -46,6 +46,7 @@ class RecommendationList:
     scores: list[float]
     strategy: str  # personalised | session | similar | popular_fallback
     explanations: list[dict] | None = None  # per item, when a re-ranker explained the list
+    retrieval_scores: list[float] | None = None  # per item, the FAISS score before re-ranking
 
 
 class Recommender:
@@ -91,8 +92,15 @@ class Recommender:
         """Top-k per query among active items, skipping each row's excluded ids; the index
         over-fetches and refills so every row is filled when k eligible items exist."""
         scores, ids = self.index.search(queries, k, exclude_per_query=exclude, where=where)
-        out_ids = [[i for i in row if i is not None] for row in ids]
-        out_scores = [[float(s) for s in row[:len(kept)]] for row, kept in zip(scores, out_ids)]
+        out_ids: list[list[str]] = []
+        out_scores: list[list[float]] = []
+        for row_ids, row_scores in zip(ids, scores):
+            pairs = [(i, float(s)) for i, s in zip(row_ids, row_scores) if i is not None]
+            # near-ties (scores equal to ~1e-6, which differ in the last bits between single-query and
+            # batched kernels) are ordered by catalogue position: the API and batch jobs agree
+            pairs.sort(key=lambda p: (-round(p[1], 5), self.item_position.get(p[0], len(self.item_position))))
+            out_ids.append([i for i, _ in pairs])
+            out_scores.append([s for _, s in pairs])
         return out_ids, out_scores
 
     def popular(self, k: int, exclude: Collection[str] = (), where: Mapping | None = None) -> tuple[list[str], list[float]]:
@@ -120,8 +128,10 @@ class Recommender:
         use_ranker = rerank and self.reranker is not None
         depth = max(k, self.reranker.config.candidates) if use_ranker else k
         ids, scores = self.search_vectors(vectors, depth, banned, where)
+        retrieval: dict[int, dict[str, float]] = {}
         if use_ranker:
             rows = [row for row in range(len(histories)) if np.any(vectors[row])]
+            retrieval = {row: dict(zip(ids[row], scores[row])) for row in rows}
             reranked = self.reranker.rerank([histories[r] for r in rows], [ids[r] for r in rows],
                                             [scores[r] for r in rows], k,
                                             None if as_of is None else [as_of[r] for r in rows], explain)
@@ -131,8 +141,10 @@ class Recommender:
         results = []
         for row in range(len(histories)):
             if np.any(vectors[row]):
+                before = retrieval.get(row)
                 results.append(RecommendationList(ids[row], scores[row], "personalised",
-                                                  explanations.get(row) if use_ranker else None))
+                                                  explanations.get(row) if use_ranker else None,
+                                                  [before[i] for i in ids[row]] if before is not None else None))
             else:
                 results.append(RecommendationList(*self.popular(k, banned[row], where), "popular_fallback"))
         return results

@@ -121,3 +121,13 @@ def test_train_ranker_command_writes_a_new_bundle_version(tmp_path):
     other = planted_dataset(seed=3).save(tmp_path / "other")
     refused = CliRunner().invoke(app, ["train-ranker", "--bundle", str(first), "--data", str(other)])
     assert refused.exit_code == 2 and "another dataset" in refused.output
+
+
+def test_reranked_lists_keep_their_retrieval_scores(trained):
+    recommender, split, _ = trained
+    history = split.test["history"][0].to_list()
+    reranked = recommender.recommend_batch([history], 5)[0]
+    retrieved = recommender.recommend_batch([history], 60, rerank=False)[0]
+    faiss_scores = dict(zip(retrieved.item_ids, retrieved.scores))
+    assert reranked.retrieval_scores == pytest.approx([faiss_scores[i] for i in reranked.item_ids])
+    assert retrieved.retrieval_scores is None

@@ -8,7 +8,6 @@ null otherwise.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -22,8 +21,8 @@ import faiss
 import numpy as np
 import pyarrow as pa
 
+from encoders.loading import load_recommender
 from jobs.batch.layout import JobDir, write_table
-from recsys.artifacts import resolve_bundle
 from recsys.pipeline import RecommendationList, Recommender
 
 OUTPUT_SCHEMA = pa.schema([
@@ -38,20 +37,6 @@ OUTPUT_SCHEMA = pa.schema([
 # attribute names a RecommendationList may use for the optional per-item fields (first found wins)
 RETRIEVAL_FIELDS = ("retrieval_scores",)
 REASON_FIELDS = ("reasons", "explanations", "why")
-
-
-def load_recommender(bundle: str | Path) -> Recommender:
-    """The bundle's pipeline: a trained user tower loads through `encoders.bundle.load_recommender`
-    (torch), the zero-shot pooled tower through `Recommender.load` (no torch import: actors start fast)."""
-    path = resolve_bundle(bundle)
-    try:
-        tower = json.loads((path / "encoder" / "encoder.json").read_text()).get("user_tower", "pooled")
-    except (OSError, ValueError):
-        tower = "pooled"  # Recommender.load reports the broken part clearly
-    if tower != "pooled" and importlib.util.find_spec("encoders.bundle") is not None:
-        from encoders.bundle import load_recommender as load_trained
-        return load_trained(path)
-    return Recommender.load(path)
 
 
 def _optional(result: RecommendationList, names: Sequence[str]) -> list[Any] | None:
