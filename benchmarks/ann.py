@@ -194,12 +194,17 @@ def family(label: str) -> str:
 
 def chart(rows: Sequence[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     families = list(dict.fromkeys(family(r["index"]) for r in rows if r["index"] != "flat (exact)"))
     colours = dict(zip(families, plt.cm.tab10.colors * 3))
-    fig, axes = plt.subplots(1, len(datasets), figsize=(6.4 * len(datasets), 6.0), squeeze=False)
-    for ax, dataset in zip(axes[0], datasets):
+    ncols = 2 if len(datasets) == 4 else min(len(datasets), 3)
+    nrows = math.ceil(len(datasets) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(7.0 * ncols, 5.6 * nrows), squeeze=False)
+    for ax in axes.flat[len(datasets):]:
+        ax.set_visible(False)
+    for ax, dataset in zip(axes.flat, datasets):
         group = [r for r in rows if r["dataset"] == dataset]
         exact = next((r for r in group if r["index"] == "flat (exact)"), None)
         for label in dict.fromkeys(r["index"] for r in group):
@@ -219,6 +224,7 @@ def chart(rows: Sequence[dict], path: Path) -> None:
             ax.text(TARGET_SPEEDUP * exact["qps_single_cpu"], 0.01, f" {TARGET_SPEEDUP:.0f}× exact", color="grey",
                     transform=ax.get_xaxis_transform(), fontsize=8)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_ylim(max(0.0, min(r["recall@100"] for r in group) - 0.03), 1.01)
         ax.set_xlabel("queries per CPU-second, one query per call, 1 thread (log)")
         ax.set_ylabel("recall@100 vs exact")
@@ -226,7 +232,7 @@ def chart(rows: Sequence[dict], path: Path) -> None:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7, loc="lower left")
     fig.suptitle(f"ANN recall vs speed — target: recall@100 ≥ {TARGET_RECALL} (dashed) at ≥ {TARGET_SPEEDUP:.0f}× "
-                 "the exact index (dotted): up and to the right. Labels: nprobe or efSearch (/k_factor).")
+                 "the exact index (dotted), i.e. up and to the right\nPoint labels: nprobe or efSearch (/k_factor)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
