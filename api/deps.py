@@ -14,18 +14,18 @@ from api.settings import Settings
 bearer = HTTPBearer(auto_error=False, description="admin token (RECSYS_ADMIN_TOKEN)")
 
 
-def get_service(request: Request) -> Service:
+async def get_service(request: Request) -> Service:
     return request.app.state.service
 
 
-def get_loaded(service: Annotated[Service, Depends(get_service)]) -> Loaded:
+async def get_loaded(service: Annotated[Service, Depends(get_service)]) -> Loaded:
     """The bundle serving this request (a reload mid-request does not change it)."""
     if service.current is None:
         raise HTTPException(503, "no model loaded yet")
     return service.current
 
 
-def get_settings(service: Annotated[Service, Depends(get_service)]) -> Settings:
+async def get_settings(service: Annotated[Service, Depends(get_service)]) -> Settings:
     return service.settings
 
 
@@ -45,7 +45,7 @@ def check_exclude(exclude: list[str], settings: Settings, *loc: str) -> None:
                       *(loc or ("query", "exclude")))
 
 
-def require_admin(settings: Annotated[Settings, Depends(get_settings)],
+async def require_admin(settings: Annotated[Settings, Depends(get_settings)],
                   credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
     """Bearer token check; admin routes are closed (403) when no token is configured."""
     if settings.admin_token is None:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from starlette.concurrency import run_in_threadpool
+
 from api.batching import MicroBatchingEncoder
 from api.metrics import ServiceMetrics
 from api.settings import Settings
@@ -41,6 +43,18 @@ class Loaded:
     def version(self) -> str:
         return self.path.name
 
+    @property
+    def inline(self) -> bool:
+        """Cheap enough to answer on the event loop (pooled tower, no re-ranker): a thread hop
+        costs more than the work. BERT towers and re-rankers run in the thread pool."""
+        recommender = self.recommender
+        return isinstance(getattr(recommender.user_tower, "tower", recommender.user_tower), PooledHistoryEncoder) \
+            and getattr(recommender, "reranker", None) is None
+
+    async def call(self, fn, *args):
+        """Run `fn(*args)` inline or in the thread pool (see `inline`)."""
+        return fn(*args) if self.inline else await run_in_threadpool(fn, *args)
+
 
 class Service:
     """Everything the routes need; lives on app.state.service."""
@@ -52,6 +66,10 @@ class Service:
         self.item_encoder_loader = item_encoder_loader or (lambda loaded: load_item_encoder(loaded, settings.quantize_int8))
         self.metrics = ServiceMetrics()
         self.current: Loaded | None = None
+        if settings.faiss_threads:
+            import faiss
+
+            faiss.omp_set_num_threads(settings.faiss_threads)
         self._reload_lock = threading.Lock()
 
     # ---- bundle lifecycle ---------------------------------------------------------------------

@@ -63,13 +63,13 @@ def build_plan(bundle: Path, endpoint: str, n: int = 2000, seed: int = 0) -> lis
 class Server:
     """`recsys serve` in a child process on a free loopback port."""
 
-    def __init__(self, bundle: Path, state_dir: Path, extra_env: dict | None = None) -> None:
+    def __init__(self, bundle: Path, state_dir: Path, extra_env: dict | None = None, workers: int = 1) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "RECSYS_STATE_DIR": str(state_dir), "RECSYS_ADMIN_TOKEN": ADMIN_TOKEN,
                "RECSYS_MAX_SESSION_ITEMS": "200", **(extra_env or {})}
         self.process = subprocess.Popen([sys.executable, "-m", "jobs.cli", "serve", "--bundle", str(bundle),
-                                         "--port", str(self.port)], env=env, stdout=subprocess.DEVNULL,
+                                         "--port", str(self.port), "--workers", str(workers)], env=env, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE, text=True)
 
     def wait_ready(self, timeout: float = 180.0) -> None:

@@ -216,14 +216,25 @@ def _print_recommendations(recommender, result) -> None:
 def serve(
     bundle: Annotated[Path, typer.Option(help="bundle directory (or a model directory: newest version)")],
     host: str = "127.0.0.1", port: int = 8000,
+    access_log: Annotated[bool, typer.Option(help="log every request (costs throughput)")] = False,
+    workers: Annotated[int, typer.Option(min=1, help="worker processes (each loads the bundle; events are "
+                                         "shared through the store, admin catalogue edits reach the worker "
+                                         "that took them and the others on their next reload)")] = 1,
 ) -> None:
     """Serve the bundle with FastAPI + uvicorn; OpenAPI docs at /docs."""
+    import os
+
     import uvicorn
 
     from api.app import create_app
     from recsys.artifacts import read_manifest, resolve_bundle
-    read_manifest(resolve_bundle(bundle))  # fail here, with a clear message, before starting the server
-    uvicorn.run(create_app(bundle), host=host, port=port)
+    path = resolve_bundle(bundle)
+    read_manifest(path)  # fail here, with a clear message, before starting the server
+    if workers == 1:
+        uvicorn.run(create_app(path), host=host, port=port, access_log=access_log)
+        return
+    os.environ["RECSYS_BUNDLE"] = str(path)  # each worker builds its app from the settings
+    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, access_log=access_log, workers=workers)
 
 
 @app.command()

@@ -187,9 +187,14 @@ class Recommender:
         return RecommendationList(ids[0], scores[0], "similar")
 
     def item_records(self, item_ids: Sequence[str]) -> list[dict]:
-        """Catalogue rows (id, title, text, …) for display, in the given order."""
-        rows = self.items.row
-        return [rows(self.item_position[i], named=True) for i in item_ids]
+        """Catalogue rows (id, title, text, …) for display, in the given order (rows are cached per
+        catalogue frame, so a live upsert, which replaces the frame, refreshes them)."""
+        items = self.items
+        cached = getattr(self, "_records", None)
+        if cached is None or cached[0] is not items:
+            cached = (items, items.to_dicts())
+            self._records = cached
+        return [dict(cached[1][self.item_position[i]]) for i in item_ids]
 
     # ---- persistence --------------------------------------------------------------------------
     def write_parts(self, directory: Path) -> None:

@@ -36,7 +36,7 @@ def _check_filters(loaded: Loaded, where: dict | None) -> None:
 
 
 @router.get("/users/{user_id}/recommendations", response_model=RecommendationResponse, responses=NOT_FOUND)
-def user_recommendations(
+async def user_recommendations(
     user_id: Annotated[str, Path(max_length=256, description="user id")],
     loaded: Annotated[Loaded, Depends(get_loaded)],
     service: Annotated[Service, Depends(get_service)],
@@ -50,7 +50,7 @@ def user_recommendations(
     check_exclude(exclude, settings)
     where = _where(category, brand)
     _check_filters(loaded, where)
-    result, history = service.recommend_user(loaded, user_id, k, exclude_seen, exclude, where)
+    result, history = await loaded.call(service.recommend_user, loaded, user_id, k, exclude_seen, exclude, where)
     return to_response(loaded, result, history)
 
 
@@ -75,8 +75,8 @@ async def session_recommendations(
     _check_filters(loaded, where)
     recommender = loaded.recommender
     if not request.text:
-        result = await run_in_threadpool(recommender.recommend_session, request.item_ids, request.k,
-                                         request.exclude_seen, request.exclude, where)
+        result = await loaded.call(recommender.recommend_session, request.item_ids, request.k,
+                                   request.exclude_seen, request.exclude, where)
         return to_response(loaded, result, request.item_ids)
     result = await run_in_threadpool(_text_session, service, loaded, request, where)
     return to_response(loaded, result, request.item_ids, text=request.text)
@@ -96,7 +96,7 @@ def _text_session(service: Service, loaded: Loaded, request: SessionRequest, whe
 
 
 @router.get("/items/{item_id}", response_model=Item, responses=NOT_FOUND)
-def item(item_id: Annotated[str, Path(max_length=256)], loaded: Annotated[Loaded, Depends(get_loaded)]) -> Item:
+async def item(item_id: Annotated[str, Path(max_length=256)], loaded: Annotated[Loaded, Depends(get_loaded)]) -> Item:
     """A catalogue item (for the product page itself)."""
     recommender = loaded.recommender
     recommender._check_items([item_id])
@@ -106,7 +106,7 @@ def item(item_id: Annotated[str, Path(max_length=256)], loaded: Annotated[Loaded
 
 
 @router.get("/items/{item_id}/similar", response_model=RecommendationResponse, responses=NOT_FOUND)
-def similar_items(
+async def similar_items(
     item_id: Annotated[str, Path(max_length=256, description="the product shown on the page")],
     loaded: Annotated[Loaded, Depends(get_loaded)],
     service: Annotated[Service, Depends(get_service)],
@@ -121,6 +121,11 @@ def similar_items(
     check_exclude(exclude, settings)
     where = _where(category, brand)
     _check_filters(loaded, where)
+    return await loaded.call(_similar, service, loaded, item_id, k, exclude, user_id, where)
+
+
+def _similar(service: Service, loaded: Loaded, item_id: str, k: int, exclude: list[str], user_id: str | None,
+             where: dict | None) -> RecommendationResponse:
     recommender = loaded.recommender
     history = service.history(loaded, user_id) if user_id is not None else None
     if not history:
