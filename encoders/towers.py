@@ -69,6 +69,21 @@ class AdaptedBert(nn.Module):
         return self.upper(self.lower(input_ids, attention_mask), attention_mask)
 
 
+class MoEAdaptor(nn.Module):
+    """Gated mixture of linear experts over the pooled BERT output (UniSRec's MoE adaptor)."""
+
+    def __init__(self, hidden: int, dim: int, experts: int) -> None:
+        super().__init__()
+        self.center = nn.Parameter(torch.zeros(experts, hidden))
+        self.proj = nn.Parameter(torch.randn(experts, hidden, dim) / math.sqrt(hidden))
+        self.gate = nn.Linear(hidden, experts, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights = torch.softmax(self.gate(x), dim=-1)  # [N, E]
+        experts = torch.einsum("neh,ehd->ned", x[:, None, :] - self.center[None], self.proj)
+        return (weights[..., None] * experts).sum(dim=1)
+
+
 class TwoTowerModel(nn.Module):
     """Item tower + user tower sharing one PEFT BERT and one output space.
 
@@ -82,7 +97,8 @@ class TwoTowerModel(nn.Module):
         self.config = config
         self.bert = bert  # None when serving a sequence tower from precomputed item vectors
         hidden = bert.hidden_size if bert is not None else int(hidden_size or 0)
-        self.item_head = nn.Linear(hidden, config.dim)
+        self.item_head = (MoEAdaptor(hidden, config.dim, config.moe_experts) if config.item_head == "moe"
+                          else nn.Linear(hidden, config.dim))
         self.id_embedding = nn.Embedding(n_items, config.dim) if config.id_embedding else None
         if self.id_embedding is not None:
             nn.init.zeros_(self.id_embedding.weight)

@@ -182,8 +182,25 @@ class Trainer:
                                         max_length=config.tower.history_max_length, return_tensors="pt").to(self.device)
                 text_state = self.model.text_user(tokens["input_ids"], tokens["attention_mask"]).float()
                 users = self.model.fuse(seq_state, text_state)
-            logits = self.model.scale * users @ vectors.float().T
-        return F.cross_entropy(logits.float(), lookup[positives]), int(len(positives))
+            cosines = users @ vectors.float().T
+        targets = lookup[positives]
+        if config.history_margin > 0:
+            cosines = cosines + config.history_margin * self._history_mask(history, lengths, mode, len(rows), targets)
+        return F.cross_entropy(self.model.scale * cosines.float(), targets), int(len(positives))
+
+    def _history_mask(self, history: torch.Tensor, lengths: torch.Tensor, mode: str, n_rows: int,
+                      targets: torch.Tensor) -> torch.Tensor:
+        """[n_users, n_rows] float: 1 where a row is in that user's history so far (the target itself excluded)."""
+        b, t = history.shape
+        valid = torch.arange(t, device=self.device)[None, :] < lengths[:, None]
+        onehot = torch.zeros(b, t, n_rows, device=self.device)
+        onehot.scatter_(2, history[:, :, None], valid[:, :, None].float())
+        if mode == "sequence":
+            mask = (onehot.cumsum(dim=1) > 0)[valid]  # position p has seen items 0..p
+        else:
+            mask = onehot.sum(dim=1) > 0
+        mask[torch.arange(len(targets), device=self.device), targets] = False
+        return mask.float()
 
     def _batches(self, rng: np.random.Generator):
         config = self.config

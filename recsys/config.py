@@ -118,6 +118,9 @@ class TowerConfig(FrozenModel):
                                                      "brand: {brand}' (parts with missing fields are dropped)")
     item_max_length: int = Field(40, ge=8, le=512)
     pooling: Literal["mean", "cls"] = "mean"
+    item_head: Literal["linear", "moe"] = Field("linear", description="projection of the pooled BERT output: one "
+                                                "linear map, or a gated mixture of linear experts (UniSRec-style)")
+    moe_experts: int = Field(4, ge=2)
     id_embedding: bool = Field(True, description="fuse a learned item-ID embedding for items seen in training")
     # sequence user tower
     max_history: int = Field(50, ge=1)
@@ -147,6 +150,9 @@ class TrainConfig(FrozenModel):
     grad_clip: float = Field(1.0, gt=0)
     temperature: float = Field(0.05, gt=0)
     learn_temperature: bool = True
+    history_margin: float = Field(0.0, ge=0, description="training only: add this cosine margin to the logits of the "
+                                                         "user's own history items (hard negatives), so the towers "
+                                                         "learn to rank already-consumed items below the next one")
     negatives: Literal["catalogue", "bank"] = Field(
         "catalogue", description="catalogue: softmax over every item (small catalogues); bank: in-batch positives "
                                  "plus `bank_size` sampled cached catalogue embeddings")

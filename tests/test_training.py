@@ -71,3 +71,18 @@ def test_cold_start_slice_is_targets_unseen_in_training(shop):
     seen = set(split.train["item_id"].to_list())
     assert all(t not in seen for t in cold["target"].to_list())
     assert cold.height < split.test.height
+
+
+def test_history_margin_marks_each_positions_own_history(tiny_bert_dir, shop):
+    import torch
+    dataset, split = shop
+    trainer = Trainer(dataset, split, small_config(tiny_bert_dir, history_margin=0.3), progress=False)
+    history = torch.tensor([[3, 1, 2], [4, 0, 0]])
+    lengths = torch.tensor([3, 1])
+    targets = torch.tensor([1, 2, 5, 4])  # next items at the 4 real positions (the 2nd repeats item 1)
+    mask = trainer._history_mask(history, lengths, "sequence", 6, targets)
+    expected = [[0, 0, 0, 1, 0, 0], [0, 1, 0, 1, 0, 0], [0, 1, 1, 1, 0, 0], [0, 0, 0, 0, 0, 0]]
+    assert mask.tolist() == expected
+    last = trainer._history_mask(history, lengths, "text", 6, torch.tensor([0, 3]))
+    assert last.tolist() == [[0, 1, 1, 1, 0, 0], [0, 0, 0, 0, 1, 0]]
+    assert trainer.fit().history  # trains with the margin
