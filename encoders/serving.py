@@ -53,13 +53,15 @@ class TrainedUserTower:
         """Non-empty histories of catalogue positions (oldest first) → L2-normalised [B, dim] on the device."""
         tower = self.config.tower
         seq_state = text_state = None
+        width = max(len(h) for h in histories)
+        padded = torch.zeros(len(histories), width, dtype=torch.long, device=self.device)
+        for row, h in enumerate(histories):
+            padded[row, :len(h)] = torch.as_tensor(h)
+        lengths = torch.as_tensor([len(h) for h in histories], device=self.device)
+        last = torch.arange(len(histories), device=self.device), lengths - 1
+        penalty = self.model.history_penalty(padded, lengths)
         with autocast(self.device, self.config.mixed_precision):
             if tower.user_tower in ("sequence", "fusion"):
-                width = max(len(h) for h in histories)
-                padded = torch.zeros(len(histories), width, dtype=torch.long, device=self.device)
-                for row, h in enumerate(histories):
-                    padded[row, :len(h)] = torch.as_tensor(h)
-                lengths = torch.as_tensor([len(h) for h in histories], device=self.device)
                 states = self.model.sequence_states(self.item_vectors, padded, lengths)
                 seq_state = states[torch.arange(len(histories), device=self.device), lengths - 1].float()
             if tower.user_tower in ("text", "fusion"):
@@ -68,7 +70,7 @@ class TrainedUserTower:
                 batch = self.tokenizer(texts, padding=True, truncation=True, max_length=tower.history_max_length,
                                        return_tensors="pt").to(self.device)
                 text_state = self.model.text_user(batch["input_ids"], batch["attention_mask"]).float()
-        return self.model.fuse(seq_state, text_state)
+        return self.model.fuse(seq_state, text_state, None if penalty is None else penalty[last].float())
 
     def encode_histories(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
         """float32 [len(histories), dim], L2-normalised rows; zero rows for empty/unknown histories."""

@@ -97,11 +97,20 @@ class TwoTowerModel(nn.Module):
         self.config = config
         self.bert = bert  # None when serving a sequence tower from precomputed item vectors
         hidden = bert.hidden_size if bert is not None else int(hidden_size or 0)
-        self.item_head = (MoEAdaptor(hidden, config.dim, config.moe_experts) if config.item_head == "moe"
-                          else nn.Linear(hidden, config.dim))
-        self.id_embedding = nn.Embedding(n_items, config.dim) if config.id_embedding else None
+        concat = config.id_embedding and config.id_fusion == "concat"
+        if concat and config.id_dim >= config.dim:
+            raise ValueError(f"id_dim {config.id_dim} must be smaller than dim {config.dim}")
+        if config.suppress_history and not concat:
+            raise ValueError("suppress_history needs id_embedding=True and id_fusion='concat'")
+        self.id_dim = config.id_dim if concat else 0
+        text_dim = config.dim - self.id_dim
+        self.item_head = (MoEAdaptor(hidden, text_dim, config.moe_experts) if config.item_head == "moe"
+                          else nn.Linear(hidden, text_dim))
+        self.id_embedding = nn.Embedding(n_items, self.id_dim or config.dim) if config.id_embedding else None
         if self.id_embedding is not None:
-            nn.init.zeros_(self.id_embedding.weight)
+            nn.init.zeros_(self.id_embedding.weight) if not concat else nn.init.normal_(self.id_embedding.weight,
+                                                                                       std=0.1)
+        self.suppress = nn.Parameter(torch.tensor([-1.0, 0.0])) if config.suppress_history else None  # β, decay
         self.register_buffer("id_mask", torch.zeros(n_items), persistent=True)
         mode = config.user_tower
         self.sequence = (SequenceModel(config.dim, config.max_history, config.seq_layers, config.seq_heads,
@@ -116,12 +125,37 @@ class TwoTowerModel(nn.Module):
         """Pooled BERT features of catalogue items at `positions` → L2-normalised item vectors."""
         vectors = self.item_head(features.float())
         if self.id_embedding is not None:
-            vectors = vectors + self.id_embedding(positions) * self.id_mask[positions, None]
+            ids = self.id_codes(positions)
+            vectors = torch.cat([vectors, ids], dim=-1) if self.id_dim else vectors + ids
         return F.normalize(vectors, dim=-1)
 
+    def id_codes(self, positions: torch.Tensor) -> torch.Tensor:
+        """ID embeddings of catalogue positions; zero for items unseen in training or added later."""
+        n = self.id_mask.shape[0]
+        known = (positions < n).float()
+        safe = positions.clamp(max=n - 1)
+        return self.id_embedding(safe) * (self.id_mask[safe] * known)[..., None]
+
     def text_only_vectors(self, features: torch.Tensor) -> torch.Tensor:
-        """Item vectors for items unknown at training time (no ID embedding)."""
-        return F.normalize(self.item_head(features.float()), dim=-1)
+        """Item vectors for items unknown at training time (no ID embedding; a zero ID block)."""
+        vectors = self.item_head(features.float())
+        if self.id_dim:
+            vectors = torch.cat([vectors, vectors.new_zeros(len(vectors), self.id_dim)], dim=-1)
+        return F.normalize(vectors, dim=-1)
+
+    def history_penalty(self, positions: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor | None:
+        """[B, T, dim]: at each position, minus β · Σ_{j ≤ t} decay^(t-j) · id_code(history_j) in the ID block
+        (zero elsewhere); None without `suppress_history`. `positions` are catalogue positions [B, T]."""
+        if self.suppress is None:
+            return None
+        b, t = positions.shape
+        steps = torch.arange(t, device=positions.device)
+        age = (steps[:, None] - steps[None, :]).float()
+        decay = torch.sigmoid(self.suppress[1]) ** age.clamp(min=0) * (age >= 0)  # [T, T] causal
+        valid = (steps[None, :] < lengths[:, None]).float()[..., None]
+        pooled = torch.einsum("ts,bsd->btd", decay, self.id_codes(positions) * valid)
+        block = -F.softplus(self.suppress[0]) * pooled
+        return torch.cat([block.new_zeros(b, t, self.config.dim - self.id_dim), block], dim=-1)
 
     # ---- user tower -------------------------------------------------------------------------------
     def sequence_states(self, item_vectors: torch.Tensor, history: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -132,15 +166,18 @@ class TwoTowerModel(nn.Module):
         """History rendered as text → PEFT BERT → user head: [B, dim] unnormalised."""
         return self.user_head(self.bert(input_ids, attention_mask))
 
-    def fuse(self, sequence_state: torch.Tensor | None, text_state: torch.Tensor | None) -> torch.Tensor:
-        """Combine the available user states into an L2-normalised user vector."""
+    def fuse(self, sequence_state: torch.Tensor | None, text_state: torch.Tensor | None,
+             penalty: torch.Tensor | None = None) -> torch.Tensor:
+        """Combine the available user states (plus the history penalty) into an L2-normalised user vector."""
         if sequence_state is None:
-            return F.normalize(text_state, dim=-1)
-        if text_state is None:
-            return F.normalize(sequence_state, dim=-1)
-        gate = torch.sigmoid(self.fusion_gate)
-        return F.normalize(gate * F.normalize(sequence_state, dim=-1) + (1 - gate) * F.normalize(text_state, dim=-1),
-                           dim=-1)
+            user = F.normalize(text_state, dim=-1)
+        elif text_state is None:
+            user = F.normalize(sequence_state, dim=-1)
+        else:
+            gate = torch.sigmoid(self.fusion_gate)
+            user = F.normalize(gate * F.normalize(sequence_state, dim=-1)
+                               + (1 - gate) * F.normalize(text_state, dim=-1), dim=-1)
+        return user if penalty is None else F.normalize(user + penalty, dim=-1)
 
     @property
     def scale(self) -> torch.Tensor:

@@ -168,9 +168,11 @@ class Trainer:
         with autocast(self.device, config.mixed_precision):
             vectors = self.model.item_vectors(features, rows)
             history = lookup[inputs].clamp(min=0)
+            penalty = self.model.history_penalty(inputs, lengths)
             if mode == "sequence":
                 states = self.model.sequence_states(vectors, history, lengths)
-                users = F.normalize(states[batch[2].to(self.device) >= 0].float(), dim=-1)
+                valid = batch[2].to(self.device) >= 0
+                users = self.model.fuse(states[valid].float(), None, None if penalty is None else penalty[valid])
             else:
                 seq_state = text_state = None
                 if mode == "fusion":
@@ -181,7 +183,9 @@ class Trainer:
                 tokens = self.tokenizer(texts, padding=True, truncation=True,
                                         max_length=config.tower.history_max_length, return_tensors="pt").to(self.device)
                 text_state = self.model.text_user(tokens["input_ids"], tokens["attention_mask"]).float()
-                users = self.model.fuse(seq_state, text_state)
+                if penalty is not None:
+                    penalty = penalty[torch.arange(len(lengths), device=self.device), lengths - 1]
+                users = self.model.fuse(seq_state, text_state, penalty)
             cosines = users @ vectors.float().T
         targets = lookup[positives]
         if config.history_margin > 0:

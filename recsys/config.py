@@ -122,6 +122,12 @@ class TowerConfig(FrozenModel):
                                                 "linear map, or a gated mixture of linear experts (UniSRec-style)")
     moe_experts: int = Field(4, ge=2)
     id_embedding: bool = Field(True, description="fuse a learned item-ID embedding for items seen in training")
+    id_fusion: Literal["sum", "concat"] = Field("sum", description="sum: ID embedding added to the text vector; "
+                                                "concat: its own block of `id_dim` dimensions")
+    id_dim: int = Field(64, ge=1, description="size of the ID block with id_fusion='concat' (within `dim`)")
+    suppress_history: bool = Field(False, description="concat only: the user vector carries minus a learned, "
+                                   "recency-decayed sum of its history's ID codes, so items already consumed score "
+                                   "lower (repeats are rare) without pushing their look-alikes down")
     # sequence user tower
     max_history: int = Field(50, ge=1)
     seq_layers: int = Field(2, ge=1)

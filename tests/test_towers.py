@@ -82,3 +82,23 @@ def test_text_only_path_encodes_new_items_like_the_catalogue(tiny_bert_dir):
     np.testing.assert_allclose(user.encode_item_texts(texts[::-1]), catalogue[::-1], atol=1e-5)
     user.add_items(["d"], user.encode_item_texts(["camera bag brown"]), ["camera bag brown"])
     assert user.encode_histories([["d"]]).any()
+
+
+def test_history_suppression_lowers_only_the_history_items():
+    import torch
+    tower = TowerConfig(dim=16, id_fusion="concat", id_dim=8, suppress_history=True, seq_layers=1)
+    model = TwoTowerModel(None, 5, tower, hidden_size=12).eval()
+    model.id_mask.fill_(1.0)
+    with torch.no_grad():
+        model.suppress.copy_(torch.tensor([2.0, 0.0]))
+        items = model.item_vectors(torch.randn(5, 12), torch.arange(5))
+        history = torch.tensor([[0, 3]])
+        states = model.sequence_states(items, history, torch.tensor([2]))[:, -1]
+        plain = model.fuse(states, None) @ items.T
+        penalty = model.history_penalty(history, torch.tensor([2]))[:, -1]
+        suppressed = model.fuse(states, None, penalty) @ items.T
+    assert penalty[0, :8].abs().sum() == 0  # the text block is untouched
+    drop = (plain - suppressed)[0]
+    assert drop[3] > drop[[1, 2, 4]].max()  # the last history item loses most
+    # unseen items (id_mask 0) and the text-only path have a zero ID block
+    assert model.text_only_vectors(torch.randn(2, 12))[:, 8:].abs().sum() == 0

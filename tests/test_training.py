@@ -30,11 +30,12 @@ def test_training_improves_validation_ndcg_over_untrained_towers(tiny_bert_dir, 
     assert (tmp_path / "training_curve.png").stat().st_size > 0
 
 
-@pytest.mark.parametrize("mode", ["sequence", "text"])
-def test_save_then_load_gives_identical_embeddings(tiny_bert_dir, shop, tmp_path, mode):
+@pytest.mark.parametrize("mode,extra", [("sequence", {}), ("text", {}),
+                                        ("sequence", {"id_fusion": "concat", "id_dim": 8, "suppress_history": True})])
+def test_save_then_load_gives_identical_embeddings(tiny_bert_dir, shop, tmp_path, mode, extra):
     dataset, split = shop
     config = small_config(tiny_bert_dir, tower=small_config(tiny_bert_dir).tower.model_copy(
-        update={"user_tower": mode}), merge_adapters=True)
+        update={"user_tower": mode, **extra}), merge_adapters=True)
     trained = train_and_evaluate(dataset, split, config, name="tiny", out_root=tmp_path, progress=False)
     encoder = trained.path / "encoder"
     for name in ("adapter_config.json", "adapter_model.safetensors", "towers.safetensors", "tower.json",
