@@ -6,16 +6,16 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import psutil
+
+from recsys.artifacts import git_sha, library_versions
 
 
 @dataclass(frozen=True)
@@ -36,20 +36,11 @@ class Column:
 
 def environment(packages: Sequence[str] = ("numpy", "faiss-cpu", "faiss-gpu-cu12", "polars", "torch")) -> dict:
     """Where and with what a benchmark ran (stored in every report)."""
-    versions = {}
-    for name in packages:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             timeout=5, cwd=Path(__file__).resolve().parent).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        sha = None
+    versions = library_versions(packages)
+    sha = git_sha()
     return {
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "git_sha": sha,
+        "git_sha": sha[:7] if sha else None,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "cpu": platform.processor() or platform.machine(),

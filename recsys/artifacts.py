@@ -7,7 +7,7 @@ import json
 import shutil
 import subprocess
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -28,9 +28,10 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def library_versions() -> dict[str, str]:
+def library_versions(names: Sequence[str] = TRACKED_LIBRARIES) -> dict[str, str]:
+    """Installed versions of `names` (missing packages are left out)."""
     versions = {}
-    for name in TRACKED_LIBRARIES:
+    for name in names:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
