@@ -4,29 +4,34 @@ from __future__ import annotations
 
 from recsys.config import TrainConfig
 
+_SEQUENCE = {"user_tower": "sequence", "dim": 384, "seq_heads": 4, "id_fusion": "concat", "id_dim": 32,
+             "suppress_history": True}
+
 PRESETS: dict[str, dict] = {
-    # ≤ ~60 min on 2 CPU cores (amazon-scientific): sequence user tower over the PEFT item tower, adapters in the
-    # top BERT layer trained for the first epochs (positives re-encoded with gradients), then heads only.
-    "cpu": {"lora": {"method": "lora", "rank": 8, "top_layers": 1}, "tower": {"user_tower": "sequence"},
-            "bert_epochs": 3, "adapter_items_per_step": 64, "epochs": 40, "patience": 4, "max_minutes": 55},
-    # the same, without item-ID embeddings: the text-only path (what new items get)
+    # ≤ ~60 min on 2 CPU cores (amazon-scientific): sequence user tower over the PEFT item tower (text block 352 +
+    # ID block 32, learned history suppression); LoRA in the top BERT layer trained for the first 3 epochs
+    # (64 positives per step re-encoded with gradients, bank refreshed each epoch), then heads only.
+    "cpu": {"lora": {"method": "lora", "rank": 8, "top_layers": 1}, "tower": _SEQUENCE, "bert_epochs": 3,
+            "adapter_items_per_step": 64, "epochs": 30, "patience": 3, "max_minutes": 55},
+    # text-only item path (no ID block, hence no suppression): what brand-new items get
     "cpu-text-only": {"lora": {"method": "lora", "rank": 8, "top_layers": 1},
-                      "tower": {"user_tower": "sequence", "id_embedding": False},
-                      "bert_epochs": 3, "adapter_items_per_step": 64, "epochs": 40, "patience": 4, "max_minutes": 40},
-    # the history itself rendered as text and encoded by the same PEFT BERT (slow on CPU: a short budget)
+                      "tower": {"user_tower": "sequence", "dim": 384, "seq_heads": 4, "id_embedding": False},
+                      "bert_epochs": 3, "adapter_items_per_step": 64, "epochs": 30, "patience": 3, "max_minutes": 40},
+    # the history itself rendered as text (most recent first) and encoded by the same PEFT BERT: slow on CPU
     "cpu-history-text": {"lora": {"method": "lora", "rank": 8, "top_layers": 1},
-                         "tower": {"user_tower": "text", "history_max_length": 96},
-                         "batch_size": 64, "lr": 5e-4, "adapter_lr": 5e-4, "epochs": 20, "patience": 2,
-                         "max_minutes": 25, "valid_sample": 1500},
-    # ablation: frozen BERT, trained heads only
-    "frozen": {"lora": {"method": "none", "top_layers": 1}, "tower": {"user_tower": "sequence"},
-               "epochs": 40, "patience": 4, "max_minutes": 30},
-    # CUDA: adapters in every layer, longer item texts, all positives re-encoded each step, fusion user tower
+                         "tower": {"user_tower": "text", "dim": 384, "history_max_length": 64},
+                         "batch_size": 64, "lr": 5e-4, "adapter_lr": 5e-4, "epochs": 10, "patience": 2,
+                         "max_minutes": 25, "valid_sample": 1000},
+    # ablation: the "cpu" towers on a frozen BERT (no adapters)
+    "frozen": {"lora": {"method": "none", "top_layers": 1}, "tower": _SEQUENCE, "epochs": 30, "patience": 3,
+               "max_minutes": 40},
+    # CUDA: adapters in every layer, longer item texts, every positive re-encoded each step, bank refreshed often
     "gpu": {"lora": {"method": "lora", "rank": 16, "alpha": 32, "top_layers": None},
-            "tower": {"user_tower": "sequence", "item_max_length": 64}, "adapter_items_per_step": 4096,
-            "bank_refresh_steps": 20, "epochs": 100, "patience": 8, "max_minutes": 60},
+            "tower": {**_SEQUENCE, "item_max_length": 64}, "adapter_items_per_step": 4096,
+            "bank_refresh_steps": 20, "epochs": 60, "patience": 5, "max_minutes": 60},
     # tiny and fast, for smoke tests
-    "smoke": {"tower": {"dim": 32, "seq_layers": 1}, "epochs": 2, "batch_size": 64, "valid_sample": 200},
+    "smoke": {"tower": {"dim": 32, "seq_layers": 1, "seq_heads": 2}, "epochs": 2, "batch_size": 64,
+              "valid_sample": 200},
 }
 
 
