@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from api.app import create_app
+from api.settings import Settings
 from jobs.batch import BatchError, BatchOptions, read_shards, run_job
 from jobs.batch.evaluate import evaluate_batch
 from jobs.batch.scoring import ChunkScorer, results_table
@@ -133,7 +134,7 @@ def test_no_known_user_is_an_error(shop, tmp_path):
 def test_api_and_batch_give_the_same_lists(shop, tmp_path):
     run_job(options(shop, tmp_path / "out", k=7))
     batch = read_shards(tmp_path / "out")
-    with TestClient(create_app(shop[1])) as client:
+    with TestClient(create_app(shop[1], Settings(state_dir=tmp_path / "state"))) as client:
         for user in sorted(shop[2].histories)[::7]:
             body = client.get(f"/v1/users/{user}/recommendations", params={"k": 7}).json()
             rows = batch.filter(pl.col("user_id") == user)
@@ -229,7 +230,7 @@ def test_reranked_batch_matches_the_api_and_carries_reasons(ranked_bundle, tmp_p
     assert plain["reason"].null_count() == plain.height  # reasons are opt-in (they cost ~8× the scoring)
     assert why.drop("reason").equals(plain.drop("reason")) and why["reason"].null_count() == 0
     assert json.loads(why["reason"][0])["top_features"]
-    with TestClient(create_app(bundle)) as client:
+    with TestClient(create_app(bundle, Settings(state_dir=tmp_path / "state"))) as client:
         for user in users[::9]:
             body = client.get(f"/v1/users/{user}/recommendations", params={"k": 8}).json()
             rows = plain.filter(pl.col("user_id") == user)
