@@ -37,3 +37,34 @@ def test_bench_quality_writes_json_markdown_and_chart(tiny_bert_dir, tmp_path):
     assert {r["model"] for r in report["rows"]} == {"peft-bert:smoke"}
     assert "peft-bert:smoke" in (tmp_path / "res" / "quality.md").read_text()
     assert (tmp_path / "res" / "quality.png").is_file()
+
+
+def test_api_encodes_new_text_with_the_bundles_own_trained_item_tower(tiny_bert_dir, tmp_path):
+    """Upserts and text queries must use the trained item tower, not a frozen BERT of the same width."""
+    import numpy as np
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from api.service import TrainedItemEncoder, innermost_tower
+    from api.settings import Settings
+
+    data = generate_shop(n_users=80, n_items=120, seed=0).save(tmp_path / "shop")
+    result = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "art"), "--name", "tiny",
+                                      "--preset", "smoke", "--model", str(tiny_bert_dir), "--epochs", "1",
+                                      "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    with TestClient(create_app(tmp_path / "art" / "tiny", Settings(state_dir=tmp_path / "state",
+                                                                   admin_token="t"))) as client:
+        loaded = client.app.state.service.current
+        encoder = client.app.state.service.text_encoder(loaded)
+        assert isinstance(encoder, TrainedItemEncoder)
+        recommender = loaded.recommender
+        text = recommender.items["text"][0]
+        expected = innermost_tower(recommender.user_tower).encode_item_texts([text])[0]
+        np.testing.assert_allclose(encoder.encode([text])[0], expected, rtol=1e-5, atol=1e-6)
+        response = client.put("/v1/admin/items/NEW", json={"item_id": "NEW", "text": text},
+                              headers={"Authorization": "Bearer t"})
+        assert response.status_code == 200
+        stored = recommender.item_vectors[recommender.item_position["NEW"]]
+        np.testing.assert_allclose(stored, expected, rtol=1e-5, atol=1e-6)  # the trained text-only path
+        assert len(client.get("/v1/items/NEW/similar", params={"k": 3}).json()["items"]) == 3
