@@ -123,7 +123,7 @@ class TwoTowerModel(nn.Module):
     # ---- item tower -------------------------------------------------------------------------------
     def item_vectors(self, features: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Pooled BERT features of catalogue items at `positions` → L2-normalised item vectors."""
-        vectors = self.item_head(features.float())
+        vectors = self.item_head(features.float()).float()  # fp32 even under bf16 autocast
         if self.id_embedding is not None:
             ids = self.id_codes(positions)
             vectors = torch.cat([vectors, ids], dim=-1) if self.id_dim else vectors + ids
@@ -138,7 +138,7 @@ class TwoTowerModel(nn.Module):
 
     def text_only_vectors(self, features: torch.Tensor) -> torch.Tensor:
         """Item vectors for items unknown at training time (no ID embedding; a zero ID block)."""
-        vectors = self.item_head(features.float())
+        vectors = self.item_head(features.float()).float()
         if self.id_dim:
             vectors = torch.cat([vectors, vectors.new_zeros(len(vectors), self.id_dim)], dim=-1)
         return F.normalize(vectors, dim=-1)
