@@ -78,6 +78,7 @@ class Trainer:
         bert = AdaptedBert(self.peft, config.lora.top_layers, tower.pooling)
         self.model = TwoTowerModel(bert, len(self.data.item_ids), tower, config.temperature, config.learn_temperature)
         self.model.id_mask.copy_(torch.as_tensor(self.data.seen, dtype=torch.float32))
+        self.seen = torch.as_tensor(self.data.seen, dtype=torch.bool, device=self.device)
         if init_bundle is not None:
             from encoders.bundle import init_from_bundle
             init_from_bundle(self.model, Path(init_bundle), self.data.item_ids)
@@ -190,7 +191,10 @@ class Trainer:
         targets = lookup[positives]
         if config.history_margin > 0:
             cosines = cosines + config.history_margin * self._history_mask(history, lengths, mode, len(rows), targets)
-        return F.cross_entropy(self.model.scale * cosines.float(), targets), int(len(positives))
+        logits = self.model.scale * cosines.float()
+        if config.exclude_unseen_negatives:
+            logits = logits.masked_fill(~self.seen[rows][None, :], -1e4)  # targets are always seen items
+        return F.cross_entropy(logits, targets), int(len(positives))
 
     def _history_mask(self, history: torch.Tensor, lengths: torch.Tensor, mode: str, n_rows: int,
                       targets: torch.Tensor) -> torch.Tensor:

@@ -156,6 +156,9 @@ class TrainConfig(FrozenModel):
     grad_clip: float = Field(1.0, gt=0)
     temperature: float = Field(0.05, gt=0)
     learn_temperature: bool = True
+    exclude_unseen_negatives: bool = Field(True, description="leave catalogue items that never occur in the training "
+                                           "interactions out of the softmax: otherwise they are only ever negatives "
+                                           "and the item tower learns to bury them (hurts cold-start)")
     history_margin: float = Field(0.0, ge=0, description="training only: add this cosine margin to the logits of the "
                                                          "user's own history items (hard negatives), so the towers "
                                                          "learn to rank already-consumed items below the next one")

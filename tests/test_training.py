@@ -87,3 +87,21 @@ def test_history_margin_marks_each_positions_own_history(tiny_bert_dir, shop):
     last = trainer._history_mask(history, lengths, "text", 6, torch.tensor([0, 3]))
     assert last.tolist() == [[0, 1, 1, 1, 0, 0], [0, 0, 0, 0, 1, 0]]
     assert trainer.fit().history  # trains with the margin
+
+
+def test_items_unseen_in_training_are_left_out_of_the_softmax(tiny_bert_dir, shop):
+    import torch
+    dataset, split = shop
+    trainer = Trainer(dataset, split, small_config(tiny_bert_dir), progress=False)
+    unseen = torch.nonzero(~trainer.seen).flatten()
+    if len(unseen) == 0:  # make one: pretend the first item never occurred in training
+        trainer.seen[0] = False
+        unseen = torch.tensor([0])
+    trainer.refresh_bank()
+    trainer.model.eval()  # no dropout: the two losses differ only by the mask
+    batch = next(trainer._batches(np.random.default_rng(0)))
+    batch = (batch[0], batch[1], torch.where(torch.isin(batch[2], unseen), torch.tensor(-100), batch[2]))
+    with_mask = trainer._loss(batch, False, np.random.default_rng(0))[0]
+    trainer.config = trainer.config.model_copy(update={"exclude_unseen_negatives": False})
+    without = trainer._loss(batch, False, np.random.default_rng(0))[0]
+    assert with_mask < without  # fewer negatives in the denominator
