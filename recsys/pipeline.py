@@ -82,7 +82,8 @@ class Recommender:
                    encoder_info, user_tower)
 
     # ---- recommendation -----------------------------------------------------------------------
-    def _check_items(self, item_ids: Sequence[str]) -> None:
+    def check_items(self, item_ids: Sequence[str]) -> None:
+        """Raise UnknownIdError naming every id not in the catalogue."""
         unknown = [i for i in item_ids if i not in self.item_position]
         if unknown:
             raise UnknownIdError("item", unknown)
@@ -167,7 +168,7 @@ class Recommender:
     def recommend_session(self, item_ids: Sequence[str], k: int = 10, exclude_seen: bool = True,
                           exclude: Collection[str] = (), where: Mapping | None = None) -> RecommendationList:
         """For an anonymous session's recent items (oldest first); unknown ids raise UnknownIdError."""
-        self._check_items(list(item_ids))
+        self.check_items(list(item_ids))
         return self.recommend_history(item_ids, k, exclude_seen, exclude, where, "session")
 
     def recommend_user(self, user_id: str, k: int = 10, exclude_seen: bool = True, exclude: Collection[str] = (),
@@ -181,7 +182,7 @@ class Recommender:
     def similar_items(self, item_id: str, k: int = 10, exclude: Collection[str] = (),
                       where: Mapping | None = None) -> RecommendationList:
         """Nearest catalogue items to `item_id` by item-tower embedding (itself excluded)."""
-        self._check_items([item_id])
+        self.check_items([item_id])
         vector = self.item_vectors[self.item_position[item_id]][None, :]
         ids, scores = self.search_vectors(vector, k, [set(exclude) | {item_id}], where)
         return RecommendationList(ids[0], scores[0], "similar")

@@ -44,3 +44,14 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
 @pytest.fixture()
 def toy() -> Dataset:
     return toy_dataset()
+
+
+@pytest.fixture()
+def one_faiss_thread():
+    """Shared 2-core machine: OpenMP spinning under contention makes multi-threaded faiss erratic."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)

@@ -23,13 +23,7 @@ KINDS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_faiss_thread():
-    """Shared 2-core machine: OpenMP spinning under contention makes multi-threaded faiss erratic."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 
 @pytest.fixture(scope="module")

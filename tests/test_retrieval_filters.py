@@ -20,12 +20,7 @@ KINDS = {
 CATEGORIES = np.array(["cameras", "lenses", "bags", "bags", "bags"] + ["other"] * 20)  # by row % 25
 
 
-@pytest.fixture(autouse=True)
-def one_faiss_thread():
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 
 @pytest.fixture(params=["ann", "exact"])

@@ -85,7 +85,7 @@ async def session_recommendations(
 def _text_session(service: Service, loaded: Loaded, request: SessionRequest, where: dict | None) -> RecommendationList:
     """Free text (item tower) blended with the recent items (user tower): one query vector."""
     recommender = loaded.recommender
-    recommender._check_items(request.item_ids)
+    recommender.check_items(request.item_ids)
     query = service.text_encoder(loaded).encode([request.text])[0]
     if request.item_ids:
         query = query + recommender.user_tower.encode_histories([request.item_ids])[0]
@@ -99,7 +99,7 @@ def _text_session(service: Service, loaded: Loaded, request: SessionRequest, whe
 async def item(item_id: Annotated[str, Path(max_length=256)], loaded: Annotated[Loaded, Depends(get_loaded)]) -> Item:
     """A catalogue item (for the product page itself)."""
     recommender = loaded.recommender
-    recommender._check_items([item_id])
+    recommender.check_items([item_id])
     record = recommender.item_records([item_id])[0]
     return Item(**{k: v for k, v in record.items() if k in Item.model_fields},
                 active=recommender.index.is_active(item_id))
