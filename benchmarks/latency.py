@@ -9,7 +9,6 @@ latency.json + latency.md + latency.png.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import socket
@@ -24,6 +23,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks.common import Column, environment, write_report
+from benchmarks.loadgen import available_tool, drive
 from recsys.artifacts import resolve_bundle
 
 ENDPOINTS = ("user", "similar", "session")
@@ -93,53 +93,50 @@ class Server:
             self.process.kill()
 
 
-def drive(url: str, plan_path: Path, concurrency: int, requests: int, seconds: float) -> dict:
-    out = subprocess.run([sys.executable, "-m", "benchmarks.loadgen", "--url", url, "--plan", str(plan_path),
-                          "--concurrency", str(concurrency), "--requests", str(requests), "--seconds", str(seconds)],
-                         capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def run(bundle: str | Path, out_dir: str | Path, concurrencies: Sequence[int] = (1, 8, 32, 64),
         endpoints: Sequence[str] = ENDPOINTS, requests: int = 2000, seconds: float = 20.0,
-        reload_test: bool = True, warmup: int = 200) -> dict:
-    """Run every (endpoint, concurrency) level; then a reload-under-load run when `reload_test`."""
+        reload_test: bool = True, warmup: int = 200, loadgen: str = "auto", workers: int = 1,
+        server_env: dict | None = None) -> dict:
+    """Run every (endpoint, concurrency) level; then a reload-under-load run when `reload_test`.
+    `loadgen`: "wrk" (when installed; "auto" prefers it) or "httpx"; `workers`: uvicorn processes."""
     bundle = resolve_bundle(bundle)
+    tool = available_tool(loadgen)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        server = Server(bundle, tmp / "state")
+        server = Server(bundle, tmp / "state", server_env, workers)
         try:
             server.wait_ready()
             for endpoint in endpoints:
-                plan_path = tmp / f"{endpoint}.json"
-                plan_path.write_text(json.dumps(build_plan(bundle, endpoint)))
-                drive(server.url, plan_path, 4, warmup, seconds)
+                plan = build_plan(bundle, endpoint)
+                drive(server.url, plan, 4, warmup, seconds, tool)
                 for concurrency in concurrencies:
-                    result = drive(server.url, plan_path, concurrency, requests, seconds)
+                    result = drive(server.url, plan, concurrency, requests, seconds, tool)
                     rows.append({"endpoint": endpoint, "concurrency": concurrency, **result, "note": ""})
                     print(f"{endpoint:8s} c={concurrency:<3d} p50 {result['p50_ms']} ms  p99 {result['p99_ms']} ms  "
                           f"{result['rps']} req/s  errors {result['errors']}", flush=True)
             if reload_test:
-                rows.append(_reload_under_load(server, bundle, tmp, requests, seconds))
+                rows.append(_reload_under_load(server, bundle, build_plan(bundle, "user"), requests, seconds, tool))
         finally:
             server.stop()
     meta = {"bundle": str(bundle), "environment": environment(), "requests_per_level": requests,
-            "seconds_per_level": seconds}
+            "seconds_per_level": seconds, "loadgen": tool, "workers": workers, "server_env": server_env or {}}
+    generator = ("wrk (one thread, keep-alive connections)" if tool == "wrk"
+                 else "an asyncio/httpx client")
     paths = write_report(out_dir, "latency", rows, COLUMNS, title="API latency under load", meta=meta,
                          group_by="endpoint", chart=_chart,
-                         notes=[f"bundle {bundle}", "server: one uvicorn process; load: a separate asyncio/httpx "
-                                "process on loopback", "reload row: the same bundle reloaded through "
+                         notes=[f"bundle {bundle}", f"server: {workers} uvicorn worker process(es); load: {generator} "
+                                "in a separate process on loopback", "reload row: the same bundle reloaded through "
                                 "/v1/admin/reload in the middle of the run"])
     return {"rows": rows, "paths": {k: str(v) for k, v in paths.items()}}
 
 
-def _reload_under_load(server: Server, bundle: Path, tmp: Path, requests: int, seconds: float) -> dict:
-    plan_path = tmp / "user.json"
+def _reload_under_load(server: Server, bundle: Path, plan: list[dict], requests: int, seconds: float,
+                       tool: str) -> dict:
     result: dict = {}
 
     def load() -> None:
-        result.update(drive(server.url, plan_path, 32, requests, seconds))
+        result.update(drive(server.url, plan, 32, requests, seconds, tool))
 
     thread = threading.Thread(target=load)
     thread.start()

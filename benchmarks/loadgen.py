@@ -1,20 +1,79 @@
-"""A bounded asyncio/httpx load generator, run as its own process by benchmarks/latency.py.
+"""Bounded load generators, each run as its own process by benchmarks/latency.py.
+
+- `wrk` (C, event-driven; Debian/Ubuntu package `wrk`), used when it is on PATH: it costs the machine
+  little CPU, so on a small box the server keeps the cores. Driven by benchmarks/wrk_plan.lua.
+- an asyncio/httpx client (this module's CLI), the fallback that needs nothing installed:
 
     python -m benchmarks.loadgen --url http://127.0.0.1:8000 --plan plan.json --concurrency 32 \
         --requests 2000 --seconds 20
 
 The plan is a JSON list of requests ({"method", "path", "json"?}) that the workers cycle through.
-Prints one JSON object: latencies summary, error count, throughput."""
+Both print/return one summary: latency percentiles, error count, throughput."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import math
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
+
+WRK_SCRIPT = Path(__file__).with_name("wrk_plan.lua")
+
+
+def available_tool(preferred: str = "auto") -> str:
+    """"wrk" when asked for (or "auto" and it is on PATH), else "httpx"."""
+    if preferred not in ("auto", "wrk", "httpx"):
+        raise ValueError(f"unknown load generator {preferred!r}: choose auto, wrk or httpx")
+    if preferred == "wrk" and shutil.which("wrk") is None:
+        raise RuntimeError("wrk is not on PATH (Debian/Ubuntu: apt-get install wrk); use --loadgen httpx")
+    if preferred == "auto":
+        return "wrk" if shutil.which("wrk") else "httpx"
+    return preferred
+
+
+def drive(url: str, plan: list[dict], concurrency: int, requests: int, seconds: float, tool: str = "auto") -> dict:
+    """Run one bounded load level with `tool` in a separate process; the summary dict (see `summarise`)."""
+    tool = available_tool(tool)
+    with tempfile.TemporaryDirectory() as tmp:
+        if tool == "wrk":
+            return run_wrk(url, plan, concurrency, requests, seconds, Path(tmp))
+        plan_path = Path(tmp) / "plan.json"
+        plan_path.write_text(json.dumps(plan))
+        out = subprocess.run([sys.executable, "-m", "benchmarks.loadgen", "--url", url, "--plan", str(plan_path),
+                              "--concurrency", str(concurrency), "--requests", str(requests),
+                              "--seconds", str(seconds)], capture_output=True, text=True, check=True)
+        return {**json.loads(out.stdout.strip().splitlines()[-1]), "tool": "httpx"}
+
+
+def run_wrk(url: str, plan: list[dict], concurrency: int, requests: int, seconds: float, tmp: Path) -> dict:
+    """One level with wrk (one thread, `concurrency` keep-alive connections), stopped after `requests`
+    responses or `seconds`, whichever comes first."""
+    tsv = tmp / "plan.tsv"
+    with tsv.open("w") as handle:
+        for request in plan:
+            body = json.dumps(request["json"]) if request.get("json") is not None else ""
+            handle.write(f"{request['method']}\t{request['path']}\t{body}\n")
+    command = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, math.ceil(seconds))}s", "--timeout", "30s",
+               "-s", str(WRK_SCRIPT), url, "--", str(tsv), str(max(1, requests))]
+    out = subprocess.run(command, capture_output=True, text=True, check=True)
+    raw = json.loads(out.stdout.strip().splitlines()[-1])
+    elapsed = raw["duration_us"] / 1e6
+    kinds = {"connect": raw["connect"], "read": raw["read"], "write": raw["write"], "timeout": raw["timeout"],
+             "4xx": raw["http_4xx"], "5xx": raw["http_5xx"]}
+    kinds = {kind: n for kind, n in kinds.items() if n}
+    return {"requests": raw["requests"], "errors": sum(kinds.values()), "error_kinds": kinds,
+            "seconds": round(elapsed, 3), "rps": round(raw["requests"] / elapsed, 1) if elapsed else 0.0,
+            "p50_ms": round(raw["p50_us"] / 1000, 2), "p95_ms": round(raw["p95_us"] / 1000, 2),
+            "p99_ms": round(raw["p99_us"] / 1000, 2), "max_ms": round(raw["max_us"] / 1000, 2), "tool": "wrk"}
 
 
 async def run(url: str, plan: list[dict], concurrency: int, max_requests: int, max_seconds: float) -> dict:

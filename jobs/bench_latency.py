@@ -19,10 +19,12 @@ def latency(
     requests: Annotated[int, typer.Option(help="requests per level (upper bound)")] = 2000,
     seconds: Annotated[float, typer.Option(help="seconds per level (upper bound)")] = 20.0,
     reload_test: Annotated[bool, typer.Option(help="also reload the bundle in the middle of a run")] = True,
+    loadgen: Annotated[str, typer.Option(help="auto (wrk when installed, else httpx), wrk or httpx")] = "auto",
+    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes")] = 1,
 ) -> None:
     """Start the API on loopback and measure p50/p95/p99, req/s and errors under load."""
     from benchmarks.latency import run
 
     result = run(bundle, out, [int(c) for c in concurrency.split(",")], endpoints.split(","), requests, seconds,
-                 reload_test)
+                 reload_test, loadgen=loadgen, workers=workers)
     typer.echo(Path(result["paths"]["md"]).read_text())

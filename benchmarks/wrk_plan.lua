@@ -1,0 +1,60 @@
+-- wrk script for benchmarks/loadgen.py: cycles through a plan of requests (one per line:
+-- METHOD<TAB>PATH<TAB>JSON-BODY-or-empty), stops each thread after its share of requests,
+-- counts 4xx/5xx by class, and prints one JSON summary line.
+-- usage: wrk -t1 -cN -dSs -s wrk_plan.lua URL -- PLAN.tsv MAX_REQUESTS_PER_THREAD
+
+local threads = {}
+
+function setup(thread)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  requests = {}
+  for line in io.lines(args[1]) do
+    local method, path, body = line:match("^([^\t]*)\t([^\t]*)\t?(.*)$")
+    local headers = {}
+    if body ~= nil and body ~= "" then
+      headers["Content-Type"] = "application/json"
+    else
+      body = nil
+    end
+    requests[#requests + 1] = wrk.format(method, path, headers, body)
+  end
+  limit = tonumber(args[2])
+  counter = 0
+  done_count = 0
+  client_errors = 0
+  server_errors = 0
+end
+
+function request()
+  counter = counter + 1
+  return requests[(counter - 1) % #requests + 1]
+end
+
+function response(status, headers, body)
+  done_count = done_count + 1
+  if status >= 500 then
+    server_errors = server_errors + 1
+  elseif status >= 400 then
+    client_errors = client_errors + 1
+  end
+  if done_count >= limit then
+    wrk.thread:stop()
+  end
+end
+
+function done(summary, latency, requests)
+  local c4, c5 = 0, 0
+  for _, thread in ipairs(threads) do
+    c4 = c4 + thread:get("client_errors")
+    c5 = c5 + thread:get("server_errors")
+  end
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests": %d, "duration_us": %d, "connect": %d, "read": %d, "write": %d, "timeout": %d, ' ..
+    '"http_4xx": %d, "http_5xx": %d, "p50_us": %d, "p95_us": %d, "p99_us": %d, "max_us": %d}\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.timeout, c4, c5,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.max))
+end
