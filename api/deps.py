@@ -20,9 +20,22 @@ async def get_service(request: Request) -> Service:
 
 async def get_loaded(service: Annotated[Service, Depends(get_service)]) -> Loaded:
     """The bundle serving this request (a reload mid-request does not change it)."""
-    if service.current is None:
+    return current(service)
+
+
+def current(service: Service) -> Loaded:
+    """The loaded bundle, or 503 before the first load."""
+    loaded = service.current
+    if loaded is None:
         raise HTTPException(503, "no model loaded yet")
-    return service.current
+    return loaded
+
+
+def serving(request: Request) -> tuple[Service, Loaded]:
+    """Service and bundle for the hot recommendation routes, read straight off app.state: the same as
+    the `get_service`/`get_loaded` dependencies without their per-request resolution cost."""
+    service = request.app.state.service
+    return service, current(service)
 
 
 async def get_settings(service: Annotated[Service, Depends(get_service)]) -> Settings:

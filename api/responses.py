@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from fastapi import Response
+from pydantic import BaseModel
+
 from api.schemas import RecommendationResponse, RecommendedItem
 from api.service import Loaded
 from recsys.explain import closest_history_items
@@ -47,3 +50,9 @@ def to_response(loaded: Loaded, result: RecommendationList, history: Sequence[st
                                      text=record["text"], reason=reason, because_item_id=because,
                                      top_features=features))
     return RecommendationResponse(strategy=result.strategy, model_version=loaded.version, items=items)
+
+
+def json_response(model: BaseModel, status_code: int = 200) -> Response:
+    """The model serialised once by pydantic-core (the route's `response_model` still documents it;
+    returning a Response skips FastAPI's second validation pass over a model built by our own code)."""
+    return Response(model.model_dump_json(), status_code=status_code, media_type="application/json")

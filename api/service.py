@@ -3,7 +3,10 @@ tower for live catalogue changes and free-text queries, and metrics."""
 
 from __future__ import annotations
 
+import itertools
+import logging
 import threading
+import time
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
@@ -21,6 +24,8 @@ from recsys.catalogue import set_active, upsert_items
 from recsys.errors import BundleError, UnknownIdError
 from recsys.pipeline import RecommendationList, Recommender
 from recsys.user_tower import CachedHistoryEncoder, PooledHistoryEncoder
+
+logger = logging.getLogger("recsys.api")
 
 
 def make_store(settings: Settings) -> EventStore:
@@ -43,17 +48,22 @@ class Loaded:
     def version(self) -> str:
         return self.path.name
 
-    @property
-    def inline(self) -> bool:
-        """Cheap enough to answer on the event loop (pooled tower, no re-ranker): a thread hop
-        costs more than the work. BERT towers and re-rankers run in the thread pool."""
+    def is_cheap(self, histories: Collection[Collection[str]] = ()) -> bool:
+        """True when answering needs no torch work and no re-ranker (a pooled tower, or histories whose
+        query vectors are cached): then a thread hop costs more than the work, so it runs on the event loop."""
         recommender = self.recommender
-        return isinstance(getattr(recommender.user_tower, "tower", recommender.user_tower), PooledHistoryEncoder) \
-            and getattr(recommender, "reranker", None) is None
+        if getattr(recommender, "reranker", None) is not None:
+            return False
+        tower = recommender.user_tower
+        if isinstance(innermost_tower(tower), PooledHistoryEncoder):
+            return True
+        return isinstance(tower, CachedHistoryEncoder) and all(not h or tower.has(h) for h in histories)
 
-    async def call(self, fn, *args):
-        """Run `fn(*args)` inline or in the thread pool (see `inline`)."""
-        return fn(*args) if self.inline else await run_in_threadpool(fn, *args)
+    async def call(self, fn, *args, inline: bool | None = None):
+        """Run `fn(*args)` on the event loop when `inline` (default: `is_cheap()`), else in the thread pool."""
+        if inline is None:
+            inline = self.is_cheap()
+        return fn(*args) if inline else await run_in_threadpool(fn, *args)
 
 
 class Service:
@@ -94,6 +104,7 @@ class Service:
             recommender.user_tower = self._serving_tower(recommender.user_tower)
             loaded = Loaded(path, manifest, recommender)
             self._replay_catalogue(loaded)
+            self._warm_user_cache(loaded)
             self.current = loaded
             self.metrics.reloads.labels("loaded").inc()
             self.metrics.set_model(manifest.get("name", path.parent.name), loaded.version,
@@ -108,6 +119,17 @@ class Service:
         if self.settings.user_cache_size:
             tower = CachedHistoryEncoder(tower, self.settings.user_cache_size)
         return tower
+
+    def _warm_user_cache(self, loaded: Loaded) -> None:
+        """Pre-encode known users' current histories (bundle + events) before the bundle serves."""
+        tower = loaded.recommender.user_tower
+        limit = min(self.settings.warm_user_cache, self.settings.user_cache_size)
+        if not isinstance(tower, CachedHistoryEncoder) or limit == 0:
+            return
+        started = time.perf_counter()
+        users = list(itertools.islice(loaded.recommender.histories, limit))
+        added = tower.warm([h for h in (self.history(loaded, u) for u in users) if h])
+        logger.info("user cache: %d known users pre-encoded in %.1f s", added, time.perf_counter() - started)
 
     def _replay_catalogue(self, loaded: Loaded) -> None:
         items, states = self.store.catalogue_changes()
@@ -129,13 +151,13 @@ class Service:
             return None
         return ((stored or []) + events)[-self.settings.history_limit:]
 
-    def recommend_user(self, loaded: Loaded, user_id: str, k: int, exclude_seen: bool,
-                       exclude: Collection[str], where: Mapping | None) -> tuple[RecommendationList, list[str]]:
-        history = self.history(loaded, user_id)
+    def recommend_user(self, loaded: Loaded, user_id: str, history: list[str] | None, k: int, exclude_seen: bool,
+                       exclude: Collection[str], where: Mapping | None) -> RecommendationList:
+        """`history` from `self.history(loaded, user_id)`: None for unknown users (popular items, or
+        UnknownIdError when the fallback is off)."""
         if history is None and not self.settings.unknown_user_fallback:
             raise UnknownIdError("user", [user_id])
-        result = loaded.recommender.recommend_history(history or [], k, exclude_seen, exclude, where)
-        return result, history or []
+        return loaded.recommender.recommend_history(history or [], k, exclude_seen, exclude, where)
 
     def record_event(self, loaded: Loaded, user_id: str, item_id: str, kind: str,
                      timestamp: float | None) -> int:

@@ -222,9 +222,12 @@ def serve(
                                          "that took them and the others on their next reload)")] = 1,
 ) -> None:
     """Serve the bundle with FastAPI + uvicorn; OpenAPI docs at /docs."""
+    import logging
     import os
 
     import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
 
     from api.app import create_app
     from recsys.artifacts import read_manifest, resolve_bundle

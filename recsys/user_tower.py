@@ -97,6 +97,20 @@ class CachedHistoryEncoder:
         with self._lock:
             self._cache.clear()
 
+    def has(self, history: Sequence[str]) -> bool:
+        """Whether this history's query vector is cached (does not touch the LRU order)."""
+        with self._lock:
+            return tuple(history) in self._cache
+
+    def warm(self, histories: Sequence[Sequence[str]], batch_size: int = 256) -> int:
+        """Encode `histories` (in batches, through the wrapped tower) into the cache ahead of the
+        requests that will ask for them; returns how many entries were added."""
+        before = len(self._cache)
+        todo = [list(h) for h in histories][: self._cache.maxsize]
+        for start in range(0, len(todo), batch_size):
+            self.encode_histories(todo[start:start + batch_size])
+        return len(self._cache) - before
+
     def encode_histories(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
         keys = [tuple(h) for h in histories]
         out = np.zeros((len(keys), self.dim), dtype=np.float32)

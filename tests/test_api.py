@@ -85,6 +85,18 @@ def test_unknown_user_404_when_fallback_disabled(bundle, tmp_path):
     assert response.json() == {"detail": "unknown user id: 'nobody'"}
 
 
+def test_known_users_are_pre_encoded_at_load(bundle, tmp_path):
+    with make_client(bundle, tmp_path) as warm:
+        tower = warm.app.state.service.current.recommender.user_tower
+        assert tower.has(["cam1", "cam2"]) and tower.misses == 4  # the 4 known users, encoded at load
+        assert warm.get("/v1/users/u4/recommendations").status_code == 200
+        assert (tower.hits, tower.misses) == (1, 4)  # the first request found its vector
+    with make_client(bundle, tmp_path / "cold", warm_user_cache=0) as cold:
+        tower = cold.app.state.service.current.recommender.user_tower
+        assert cold.get("/v1/users/u4/recommendations").status_code == 200
+        assert (tower.hits, tower.misses) == (0, 1)
+
+
 def test_item_lookup(client):
     assert client.get("/v1/items/cam1").json() == {"item_id": "cam1", "text": "black mirrorless camera",
                                                    "title": "Camera One", "category": "cameras", "brand": None,

@@ -37,6 +37,16 @@ def test_cache_hits_same_history_and_misses_after_an_event():
     assert tower.calls == [2, 1] and (cached.hits, cached.misses) == (1, 3)
 
 
+def test_cache_warm_encodes_in_batches_up_to_its_size():
+    tower = CountingTower()
+    cached = CachedHistoryEncoder(tower, maxsize=5)
+    added = cached.warm([["a"] * n for n in range(1, 8)], batch_size=2)
+    assert added == 5 and tower.calls == [2, 2, 1]  # only as many as the cache holds
+    assert cached.has(["a", "a"]) and not cached.has(["a"] * 6)
+    cached.encode_histories([["a", "a"]])
+    assert tower.calls == [2, 2, 1] and cached.hits == 1
+
+
 def test_cache_is_cleared_when_item_vectors_change():
     pooled = PooledHistoryEncoder(["a", "b"], np.eye(2, dtype=np.float32), UserTowerConfig())
     cached = CachedHistoryEncoder(pooled)

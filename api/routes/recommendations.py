@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Body, Depends, Path, Query
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import check_exclude, check_k, get_loaded, get_service, get_settings, invalid
-from api.responses import to_response
+from api.deps import check_exclude, check_k, get_loaded, invalid, serving
+from api.responses import json_response, to_response
 from api.schemas import ErrorResponse, Item, RecommendationResponse, SessionRequest
 from api.service import Loaded, Service
-from api.settings import Settings
 from recsys.pipeline import RecommendationList
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
@@ -38,48 +37,46 @@ def _check_filters(loaded: Loaded, where: dict | None) -> None:
 @router.get("/users/{user_id}/recommendations", response_model=RecommendationResponse, responses=NOT_FOUND)
 async def user_recommendations(
     user_id: Annotated[str, Path(max_length=256, description="user id")],
-    loaded: Annotated[Loaded, Depends(get_loaded)],
-    service: Annotated[Service, Depends(get_service)],
-    settings: Annotated[Settings, Depends(get_settings)],
+    request: Request,
     k: K = 10, exclude_seen: bool = True, exclude: Exclude = [],  # noqa: B006 (FastAPI query list)
     category: Category = None, brand: Brand = None,
-) -> RecommendationResponse:
+) -> Response:
     """Personalised list from the user's history (bundle history + events since). Unknown users
     get popular items (strategy `popular_fallback`) unless the service is configured to answer 404."""
-    check_k(k, settings)
-    check_exclude(exclude, settings)
+    service, loaded = serving(request)
+    check_k(k, service.settings)
+    check_exclude(exclude, service.settings)
     where = _where(category, brand)
     _check_filters(loaded, where)
-    result, history = await loaded.call(service.recommend_user, loaded, user_id, k, exclude_seen, exclude, where)
-    return to_response(loaded, result, history)
+    history = service.history(loaded, user_id)
+    result = await loaded.call(service.recommend_user, loaded, user_id, history, k, exclude_seen, exclude, where,
+                               inline=loaded.is_cheap([history or []]))
+    return json_response(to_response(loaded, result, history or []))
 
 
 @router.post("/sessions/recommendations", response_model=RecommendationResponse, responses=NOT_FOUND)
-async def session_recommendations(
-    request: Annotated[SessionRequest, Body()],
-    loaded: Annotated[Loaded, Depends(get_loaded)],
-    service: Annotated[Service, Depends(get_service)],
-    settings: Annotated[Settings, Depends(get_settings)],
-) -> RecommendationResponse:
+async def session_recommendations(body: Annotated[SessionRequest, Body()], request: Request) -> Response:
     """For an anonymous session: the posted recent item ids (oldest first) and/or free text."""
-    check_k(request.k, settings, "body", "k")
-    check_exclude(request.exclude, settings, "body", "exclude")
-    if len(request.item_ids) > settings.max_session_items:
-        raise invalid(f"{len(request.item_ids)} item ids posted; the limit is {settings.max_session_items}",
+    service, loaded = serving(request)
+    settings = service.settings
+    check_k(body.k, settings, "body", "k")
+    check_exclude(body.exclude, settings, "body", "exclude")
+    if len(body.item_ids) > settings.max_session_items:
+        raise invalid(f"{len(body.item_ids)} item ids posted; the limit is {settings.max_session_items}",
                       "body", "item_ids")
-    if not request.item_ids and not request.text:
+    if not body.item_ids and not body.text:
         raise invalid("post at least one item id or a text", "body", "item_ids")
-    if request.text and len(request.text) > settings.max_text_chars:
-        raise invalid(f"text is {len(request.text)} characters; the limit is {settings.max_text_chars}", "body", "text")
-    where = _where(request.filters.category, request.filters.brand) if request.filters else None
+    if body.text and len(body.text) > settings.max_text_chars:
+        raise invalid(f"text is {len(body.text)} characters; the limit is {settings.max_text_chars}", "body", "text")
+    where = _where(body.filters.category, body.filters.brand) if body.filters else None
     _check_filters(loaded, where)
     recommender = loaded.recommender
-    if not request.text:
-        result = await loaded.call(recommender.recommend_session, request.item_ids, request.k,
-                                   request.exclude_seen, request.exclude, where)
-        return to_response(loaded, result, request.item_ids)
-    result = await run_in_threadpool(_text_session, service, loaded, request, where)
-    return to_response(loaded, result, request.item_ids, text=request.text)
+    if not body.text:
+        result = await loaded.call(recommender.recommend_session, body.item_ids, body.k, body.exclude_seen,
+                                   body.exclude, where, inline=loaded.is_cheap([body.item_ids]))
+        return json_response(to_response(loaded, result, body.item_ids))
+    result = await run_in_threadpool(_text_session, service, loaded, body, where)
+    return json_response(to_response(loaded, result, body.item_ids, text=body.text))
 
 
 def _text_session(service: Service, loaded: Loaded, request: SessionRequest, where: dict | None) -> RecommendationList:
@@ -108,26 +105,27 @@ async def item(item_id: Annotated[str, Path(max_length=256)], loaded: Annotated[
 @router.get("/items/{item_id}/similar", response_model=RecommendationResponse, responses=NOT_FOUND)
 async def similar_items(
     item_id: Annotated[str, Path(max_length=256, description="the product shown on the page")],
-    loaded: Annotated[Loaded, Depends(get_loaded)],
-    service: Annotated[Service, Depends(get_service)],
-    settings: Annotated[Settings, Depends(get_settings)],
+    request: Request,
     k: K = 10, exclude: Exclude = [],  # noqa: B006
     user_id: Annotated[str | None, Query(max_length=256, description="re-rank for this user")] = None,
     category: Category = None, brand: Brand = None,
-) -> RecommendationResponse:
+) -> Response:
     """Items closest to this one in the item tower's space; with `user_id`, the neighbours are
     re-ordered by item similarity + similarity to the user's query vector (seen items dropped)."""
-    check_k(k, settings)
-    check_exclude(exclude, settings)
+    service, loaded = serving(request)
+    check_k(k, service.settings)
+    check_exclude(exclude, service.settings)
     where = _where(category, brand)
     _check_filters(loaded, where)
-    return await loaded.call(_similar, service, loaded, item_id, k, exclude, user_id, where)
+    history = service.history(loaded, user_id) if user_id is not None else None
+    result = await loaded.call(_similar, loaded, item_id, k, exclude, history, where,
+                               inline=loaded.is_cheap([history or []]))
+    return json_response(result)
 
 
-def _similar(service: Service, loaded: Loaded, item_id: str, k: int, exclude: list[str], user_id: str | None,
+def _similar(loaded: Loaded, item_id: str, k: int, exclude: list[str], history: list[str] | None,
              where: dict | None) -> RecommendationResponse:
     recommender = loaded.recommender
-    history = service.history(loaded, user_id) if user_id is not None else None
     if not history:
         return to_response(loaded, recommender.similar_items(item_id, k, exclude, where), anchor=item_id)
     pool = recommender.similar_items(item_id, max(5 * k, 50), set(exclude) | set(history), where)
