@@ -105,6 +105,7 @@ class Service:
             loaded = Loaded(path, manifest, recommender)
             self._replay_catalogue(loaded)
             self._warm_user_cache(loaded)
+            self._warm_neighbours(loaded)
             self.current = loaded
             self.metrics.reloads.labels("loaded").inc()
             self.metrics.set_model(manifest.get("name", path.parent.name), loaded.version,
@@ -130,6 +131,15 @@ class Service:
         users = list(itertools.islice(loaded.recommender.histories, limit))
         added = tower.warm([h for h in (self.history(loaded, u) for u in users) if h])
         logger.info("user cache: %d known users pre-encoded in %.1f s", added, time.perf_counter() - started)
+
+    def _warm_neighbours(self, loaded: Loaded) -> None:
+        """Similar-item lists for the catalogue's first `warm_similar_items` items, in batched searches."""
+        recommender = loaded.recommender
+        if self.settings.warm_similar_items:
+            started = time.perf_counter()
+            n = recommender.neighbours.fill(recommender.item_ids[: self.settings.warm_similar_items],
+                                            recommender.neighbour_lists)
+            logger.info("similar items: %d lists computed in %.1f s", n, time.perf_counter() - started)
 
     def _replay_catalogue(self, loaded: Loaded) -> None:
         items, states = self.store.catalogue_changes()

@@ -34,8 +34,12 @@ def upsert_items(recommender: Recommender, records: Sequence[dict], vectors: np.
     if hasattr(recommender.user_tower, "add_items"):  # towers with an item table (pooled, ID fusion)
         recommender.user_tower.add_items(ids, np.asarray(vectors, dtype=np.float32))
     recommender.index.add(np.asarray(vectors, dtype=np.float32), ids, attributes=item_attributes(frame))
+    recommender.neighbours.clear()
 
 
 def set_active(recommender: Recommender, item_ids: Sequence[str], active: bool) -> int:
     """Deactivate (out of stock) or reactivate items; returns how many changed state."""
-    return recommender.index.activate(item_ids) if active else recommender.index.deactivate(item_ids)
+    changed = recommender.index.activate(item_ids) if active else recommender.index.deactivate(item_ids)
+    if changed:
+        recommender.neighbours.clear()
+    return changed

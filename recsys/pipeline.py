@@ -16,6 +16,7 @@ from recsys.artifacts import read_manifest, resolve_bundle, write_bundle
 from recsys.config import BuildConfig
 from recsys.data.dataset import Dataset
 from recsys.errors import BundleError, UnknownIdError
+from recsys.neighbours import NeighbourCache
 from recsys.popularity import Popularity
 from recsys.retrieval import VectorIndex
 from recsys.retrieval.filters import where_mask
@@ -66,6 +67,7 @@ class Recommender:
         self.item_position = {item_id: i for i, item_id in enumerate(self.item_ids)}
         self.user_tower = user_tower or PooledHistoryEncoder(self.item_ids, item_vectors, config.user_tower)
         self.reranker = reranker  # optional LightGBM stage over the top `reranker.config.candidates` retrieved
+        self.neighbours = NeighbourCache()  # similar-item lists; cleared by every catalogue change
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
@@ -181,11 +183,21 @@ class Recommender:
 
     def similar_items(self, item_id: str, k: int = 10, exclude: Collection[str] = (),
                       where: Mapping | None = None) -> RecommendationList:
-        """Nearest catalogue items to `item_id` by item-tower embedding (itself excluded)."""
+        """Nearest catalogue items to `item_id` by item-tower embedding (itself excluded). Unfiltered
+        lists come from the neighbour cache (the same ranking, searched once per item)."""
         self.check_items([item_id])
+        if where is None:
+            found = self.neighbours.top(item_id, k, set(exclude), self.index.is_active, self.neighbour_lists)
+            if found is not None:
+                return RecommendationList(*found, "similar")
         vector = self.item_vectors[self.item_position[item_id]][None, :]
         ids, scores = self.search_vectors(vector, k, [set(exclude) | {item_id}], where)
         return RecommendationList(ids[0], scores[0], "similar")
+
+    def neighbour_lists(self, item_ids: Sequence[str]) -> tuple[list[list[str]], list[list[float]]]:
+        """Each item's top `neighbours.depth` active neighbours (itself excluded), one batched search."""
+        vectors = self.item_vectors[[self.item_position[i] for i in item_ids]]
+        return self.search_vectors(vectors, self.neighbours.depth, [{i} for i in item_ids])
 
     def item_records(self, item_ids: Sequence[str]) -> list[dict]:
         """Catalogue rows (id, title, text, …) for display, in the given order (rows are cached per

@@ -101,3 +101,24 @@ def test_attribute_filter_and_deactivated_items(recommender):
     fallback = recommender.recommend_user("stranger", k=2)
     assert fallback.strategy == "popular_fallback" and fallback.item_ids == ["cam2", "bag1"]
     assert recommender.recommend_user("stranger", k=1, where={"category": "running"}).item_ids == ["shoe1"]
+
+
+def test_similar_items_from_the_neighbour_cache_match_a_search(recommender):
+    from recsys.catalogue import set_active
+
+    recommender.neighbours.depth = 3  # shallower than the catalogue: deep or heavily filtered asks search
+
+    def searched(item_id, k, exclude):
+        vector = recommender.item_vectors[recommender.item_position[item_id]][None, :]
+        return recommender.search_vectors(vector, k, [set(exclude) | {item_id}])[0][0]
+
+    for round_ in range(2):
+        if round_:
+            set_active(recommender, ["cam2"], False)  # clears the cache; cam2 never comes back
+            assert len(recommender.neighbours) == 0
+        for item_id in recommender.item_ids:
+            for k in range(1, 6):
+                for exclude in ([], ["cam2"], ["bag1", "bag2", "sock1"]):
+                    assert recommender.similar_items(item_id, k, exclude).item_ids == searched(item_id, k, exclude)
+        assert recommender.neighbours.hits > 0 and len(recommender.neighbours) == 6
+    assert "cam2" not in recommender.similar_items("cam1", 5).item_ids

@@ -137,3 +137,21 @@ def test_redis_store_shared_by_two_replicas(redis_url):
     assert second.events("u", 10) == ["a", "b"]  # another replica sees the same state
     first.close()
     second.close()
+
+
+def test_neighbour_cache_filters_and_falls_back():
+    from recsys.neighbours import NeighbourCache
+
+    calls = []
+
+    def search(item_ids):
+        calls.append(list(item_ids))
+        return [["b", "c", "d"] for _ in item_ids], [[0.9, 0.8, 0.7] for _ in item_ids]
+
+    cache = NeighbourCache(depth=3, maxsize=10)
+    assert cache.fill(["a"], search) == 1
+    assert cache.top("a", 2, set(), lambda i: True, search) == (["b", "c"], [pytest.approx(0.9), pytest.approx(0.8)])
+    assert cache.top("a", 2, {"b"}, lambda i: i != "c", search) is None  # only "d" survives: search instead
+    assert cache.top("a", 4, set(), lambda i: True, search) is None  # deeper than the cache
+    assert calls == [["a"]] and cache.hits == 2
+    assert cache.top("z", 1, set(), lambda i: True, search)[0] == ["b"] and calls[-1] == ["z"]  # filled on use

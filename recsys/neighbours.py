@@ -1,0 +1,70 @@
+"""A cache of each item's nearest catalogue neighbours, for "similar items" on product pages.
+
+Similar-item lists are the same for every visitor, so the API keeps each item's top `depth`
+neighbours (computed in one batched search at load, or on first use) and answers a request by
+dropping excluded and deactivated items from that list. Any catalogue change clears it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Collection, Sequence
+
+import numpy as np
+from cachetools import LRUCache
+
+Search = Callable[[Sequence[str]], tuple[list[list[str]], list[list[float]]]]
+"""item ids → (neighbour ids, scores) per item, best first, the item itself left out."""
+
+
+class NeighbourCache:
+    """item id → its top `depth` neighbours (ids and scores as numpy arrays), LRU-bounded."""
+
+    def __init__(self, depth: int = 50, maxsize: int = 100_000) -> None:
+        self.depth = depth
+        self._cache: LRUCache = LRUCache(maxsize=maxsize)
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+    def fill(self, item_ids: Sequence[str], search: Search, batch_size: int = 1024) -> int:
+        """Compute and store the lists of `item_ids` (batched searches); returns how many are stored."""
+        item_ids = list(item_ids)[: self._cache.maxsize]
+        for start in range(0, len(item_ids), batch_size):
+            chunk = item_ids[start:start + batch_size]
+            self._store(chunk, *search(chunk))
+        return len(self._cache)
+
+    def _store(self, item_ids: Sequence[str], ids: list[list[str]], scores: list[list[float]]) -> None:
+        with self._lock:
+            for item_id, row_ids, row_scores in zip(item_ids, ids, scores):
+                self._cache[item_id] = (np.array(row_ids, dtype=object), np.asarray(row_scores, dtype=np.float32))
+
+    def top(self, item_id: str, k: int, exclude: Collection[str], is_active: Callable[[str], bool],
+            search: Search) -> tuple[list[str], list[float]] | None:
+        """The first k cached neighbours of `item_id` that are active and not excluded; None when
+        k is deeper than the cache or too few survive the filters (the caller searches instead)."""
+        if k > self.depth:
+            return None
+        with self._lock:
+            entry = self._cache.get(item_id)
+        if entry is None:
+            self.misses += 1
+            self._store([item_id], *search([item_id]))
+            with self._lock:
+                entry = self._cache.get(item_id)
+            if entry is None:  # maxsize 0
+                return None
+        else:
+            self.hits += 1
+        ids, scores = entry
+        keep = [n for n, i in enumerate(ids) if i not in exclude and is_active(i)][:k]
+        if len(keep) < k and len(ids) >= self.depth:  # filtered below k: the list was too short to tell
+            return None
+        return ids[keep].tolist(), scores[keep].tolist()
