@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -101,6 +102,8 @@ class Service:
             except Exception as exc:  # a bundle that cannot be loaded never replaces a working one
                 self.metrics.reloads.labels("refused").inc()
                 raise BundleError(f"cannot load bundle {bundle}: {exc}") from exc
+            if self.settings.torch_threads and "torch" in sys.modules:  # only bundles with trained towers load it
+                sys.modules["torch"].set_num_threads(self.settings.torch_threads)
             recommender.user_tower = self._serving_tower(recommender.user_tower)
             loaded = Loaded(path, manifest, recommender)
             self._replay_catalogue(loaded)

@@ -32,5 +32,8 @@ class Settings(BaseSettings):
     micro_batch_ms: float = Field(2.0, ge=0, description="wait this long to batch concurrent BERT encodes")
     micro_batch_max: int = Field(32, ge=1)
     quantize_int8: bool = Field(False, description="int8 dynamic quantisation of the BERT towers on CPU")
+    torch_threads: int = Field(1, ge=0, description="torch intra-op threads for the BERT towers (0: torch's "
+                               "default, one per core); concurrent requests are micro-batched instead, so 1 keeps "
+                               "several workers from oversubscribing the cores")
     faiss_threads: int = Field(1, ge=0, description="OpenMP threads per FAISS search (0: FAISS default); "
                                "requests already run concurrently, so 1 avoids oversubscribing the cores")
