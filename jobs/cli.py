@@ -222,22 +222,25 @@ def serve(
                                          "that took them and the others on their next reload)")] = 1,
 ) -> None:
     """Serve the bundle with FastAPI + uvicorn; OpenAPI docs at /docs."""
-    import logging
+    import copy
     import os
 
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
+    log_config = copy.deepcopy(LOGGING_CONFIG)  # uvicorn's, plus the service's own messages (in every worker)
+    log_config["loggers"]["recsys"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
 
     from api.app import create_app
     from recsys.artifacts import read_manifest, resolve_bundle
     path = resolve_bundle(bundle)
     read_manifest(path)  # fail here, with a clear message, before starting the server
     if workers == 1:
-        uvicorn.run(create_app(path), host=host, port=port, access_log=access_log)
+        uvicorn.run(create_app(path), host=host, port=port, access_log=access_log, log_config=log_config)
         return
     os.environ["RECSYS_BUNDLE"] = str(path)  # each worker builds its app from the settings
-    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, access_log=access_log, workers=workers)
+    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, access_log=access_log, workers=workers,
+                log_config=log_config)
 
 
 @app.command()
