@@ -51,6 +51,8 @@ def test_load_generator_is_bounded_and_counts_errors(server_url, tool):
     assert result["errors"] == pytest.approx(result["requests"] / 4, abs=2)  # every 4th request is a 404
     assert set(result["error_kinds"]) == {"4xx" if tool == "wrk" else "404"}
     assert 0 < result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"] <= result["max_ms"]
+    assert result["seconds"] < 10  # clocked to the last response, not the 20 s limit: req/s is real
+    assert result["rps"] == pytest.approx(result["requests"] / result["seconds"], rel=0.01)
 
 
 def test_unknown_or_missing_tool_is_a_clear_error(monkeypatch):
