@@ -81,6 +81,10 @@ class Service:
             import faiss
 
             faiss.omp_set_num_threads(settings.faiss_threads)
+        if settings.blas_threads:
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(limits=settings.blas_threads, user_api="blas")
         self._reload_lock = threading.Lock()
 
     # ---- bundle lifecycle ---------------------------------------------------------------------

@@ -35,5 +35,7 @@ class Settings(BaseSettings):
     torch_threads: int = Field(1, ge=0, description="torch intra-op threads for the BERT towers (0: torch's "
                                "default, one per core); concurrent requests are micro-batched instead, so 1 keeps "
                                "several workers from oversubscribing the cores")
+    blas_threads: int = Field(1, ge=0, description="BLAS (OpenBLAS/MKL) threads for numpy in this process (0: "
+                              "the library default); idle BLAS threads spin and steal the core a request needs")
     faiss_threads: int = Field(1, ge=0, description="OpenMP threads per FAISS search (0: FAISS default); "
                                "requests already run concurrently, so 1 avoids oversubscribing the cores")
