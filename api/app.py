@@ -43,7 +43,7 @@ def create_app(bundle: str | Path | None = None, settings: Settings | None = Non
             gc.unfreeze()
 
     app = FastAPI(title="BERT recommender", version="1", lifespan=lifespan, description=DESCRIPTION)
-    for router in (health.router, recommendations.router, events.router, admin.router, demo.router):
+    for router in (recommendations.router, events.router, health.router, admin.router, demo.router):  # hot first
         app.include_router(router)
 
     @app.exception_handler(BundleError)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
 import numpy as np
+from cachetools import LRUCache
 
 from starlette.concurrency import run_in_threadpool
 
@@ -38,12 +39,14 @@ def make_store(settings: Settings) -> EventStore:
 class Loaded:
     """One loaded bundle; replaced as a whole on reload, so a request sees one consistent model."""
 
-    def __init__(self, path: Path, manifest: dict, recommender: Recommender) -> None:
+    def __init__(self, path: Path, manifest: dict, recommender: Recommender, similar_cache_size: int = 50_000) -> None:
         self.path = path
         self.manifest = manifest
         self.recommender = recommender
         self.text_encoder = None
         self.write_lock = threading.Lock()
+        # serialised similar-item responses (the same for every visitor), keyed with the catalogue version
+        self.similar_responses: LRUCache = LRUCache(maxsize=similar_cache_size)
 
     @property
     def version(self) -> str:
@@ -109,7 +112,7 @@ class Service:
             if self.settings.torch_threads and "torch" in sys.modules:  # only bundles with trained towers load it
                 sys.modules["torch"].set_num_threads(self.settings.torch_threads)
             recommender.user_tower = self._serving_tower(recommender.user_tower)
-            loaded = Loaded(path, manifest, recommender)
+            loaded = Loaded(path, manifest, recommender, self.settings.similar_response_cache)
             self._replay_catalogue(loaded)
             self._warm_user_cache(loaded)
             self._warm_neighbours(loaded)

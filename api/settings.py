@@ -29,6 +29,8 @@ class Settings(BaseSettings):
                                  "histories into the cache, so their first request skips the user tower (0: off)")
     warm_similar_items: int = Field(100_000, ge=0, description="at load, compute the similar-item lists of up to "
                                     "this many items (the rest on first use; 0: all on first use)")
+    similar_response_cache: int = Field(50_000, ge=0, description="cached similar-item responses (no user_id, no "
+                                        "filters); any catalogue change invalidates them (0: off)")
     micro_batch_ms: float = Field(2.0, ge=0, description="wait this long to batch concurrent BERT encodes")
     micro_batch_max: int = Field(32, ge=1)
     quantize_int8: bool = Field(False, description="int8 dynamic quantisation of the BERT towers on CPU")

@@ -66,24 +66,31 @@ class Server:
     def __init__(self, bundle: Path, state_dir: Path, extra_env: dict | None = None, workers: int = 1) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.workers = workers
         env = {**os.environ, "RECSYS_STATE_DIR": str(state_dir), "RECSYS_ADMIN_TOKEN": ADMIN_TOKEN,
                "RECSYS_MAX_SESSION_ITEMS": "200", **(extra_env or {})}
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = state_dir / "server.log"  # a file, not a pipe nobody reads (a full pipe blocks the server)
+        self._log = self.log_path.open("w")
         self.process = subprocess.Popen([sys.executable, "-m", "jobs.cli", "serve", "--bundle", str(bundle),
-                                         "--port", str(self.port), "--workers", str(workers)], env=env, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE, text=True)
+                                         "--port", str(self.port), "--workers", str(workers)], env=env,
+                                        stdout=subprocess.DEVNULL, stderr=self._log, text=True)
 
-    def wait_ready(self, timeout: float = 180.0) -> None:
+    def wait_ready(self, timeout: float = 300.0) -> None:
+        """Until /health/ready answers and every worker has finished its startup (each warms its own
+        caches: a worker still warming up would share the cores with the measured one)."""
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.process.stderr.read()[-2000:]}")
+                raise RuntimeError(f"server exited: {self.log_path.read_text()[-2000:]}")
+            started = self.log_path.read_text().count("Application startup complete")
             try:
-                if httpx.get(f"{self.url}/health/ready", timeout=1.0).status_code == 200:
+                if started >= self.workers and httpx.get(f"{self.url}/health/ready", timeout=1.0).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.25)
-        raise RuntimeError("server did not become ready")
+        raise RuntimeError(f"server did not become ready in {timeout:.0f} s: {self.log_path.read_text()[-2000:]}")
 
     def stop(self) -> None:
         self.process.terminate()
@@ -91,6 +98,7 @@ class Server:
             self.process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             self.process.kill()
+        self._log.close()
 
 
 def run(bundle: str | Path, out_dir: str | Path, concurrencies: Sequence[int] = (1, 8, 32, 64),

@@ -25,6 +25,7 @@ class NeighbourCache:
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+        self.version = 0  # bumped by clear(): derived caches (e.g. the API's responses) key on it
 
     def __len__(self) -> int:
         return len(self._cache)
@@ -32,6 +33,7 @@ class NeighbourCache:
     def clear(self) -> None:
         with self._lock:
             self._cache.clear()
+            self.version += 1
 
     def fill(self, item_ids: Sequence[str], search: Search, batch_size: int = 1024) -> int:
         """Compute and store the lists of `item_ids` (batched searches); returns how many are stored."""

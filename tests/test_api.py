@@ -228,3 +228,15 @@ def test_text_encoder_of_the_wrong_size_is_a_clear_503(bundle, tmp_path):
     with TestClient(create_app(bundle, service=service)) as client:
         response = client.post("/v1/sessions/recommendations", json={"text": "camera", "k": 2})
     assert response.status_code == 503 and "384-d vectors but the index holds 2-d" in response.text
+
+
+def test_similar_responses_are_cached_until_the_catalogue_changes(client):
+    loaded = client.app.state.service.current
+    first = client.get("/v1/items/cam1/similar", params={"k": 2})
+    assert ids(first) == ["cam2", "bag1"] and len(loaded.similar_responses) == 1
+    assert client.get("/v1/items/cam1/similar", params={"k": 2}).content == first.content
+    assert len(loaded.similar_responses) == 1  # served from the cache
+    assert ids(client.get("/v1/items/cam1/similar", params={"k": 2, "exclude": ["cam2"]})) == ["bag1", "bag2"]
+    client.post("/v1/admin/items/cam2/deactivate", headers=ADMIN)
+    assert ids(client.get("/v1/items/cam1/similar", params={"k": 2})) == ["bag1", "bag2"]  # not the stale bytes
+    assert client.get("/v1/items/ghost/similar", params={"k": 2}).status_code == 404

@@ -117,6 +117,14 @@ async def similar_items(
     check_exclude(exclude, service.settings)
     where = _where(category, brand)
     _check_filters(loaded, where)
+    if user_id is None and where is None:  # the same list for every visitor: serve the cached bytes
+        key = (item_id, k, frozenset(exclude), loaded.recommender.neighbours.version)
+        body = loaded.similar_responses.get(key)
+        if body is None:
+            body = _similar(loaded, item_id, k, exclude, None, None).model_dump_json()
+            if loaded.similar_responses.maxsize:
+                loaded.similar_responses[key] = body
+        return Response(body, media_type="application/json")
     history = service.history(loaded, user_id) if user_id is not None else None
     result = await loaded.call(_similar, loaded, item_id, k, exclude, history, where,
                                inline=loaded.is_cheap([history or []]))
