@@ -84,6 +84,7 @@ class Service:
             import faiss
 
             faiss.omp_set_num_threads(settings.faiss_threads)
+        sys.setswitchinterval(settings.gil_switch_ms / 1000.0)
         if settings.blas_threads:
             from threadpoolctl import threadpool_limits
 

@@ -116,9 +116,11 @@ def run(bundle: str | Path, out_dir: str | Path, concurrencies: Sequence[int] = 
         try:
             server.wait_ready()
             for endpoint in endpoints:
-                plan = build_plan(bundle, endpoint)
-                drive(server.url, plan, 4, warmup, seconds, tool)
+                plan = build_plan(bundle, endpoint, max(requests, 2000))
+                drive(server.url, build_plan(bundle, endpoint, warmup, seed=-1), 4, warmup, seconds, tool)
                 for concurrency in concurrencies:
+                    if endpoint == "session":  # fresh sessions at every level: the user tower runs on each request
+                        plan = build_plan(bundle, endpoint, max(requests, 2000), seed=concurrency)
                     result = drive(server.url, plan, concurrency, requests, seconds, tool)
                     rows.append({"endpoint": endpoint, "concurrency": concurrency, **result, "note": ""})
                     print(f"{endpoint:8s} c={concurrency:<3d} p50 {result['p50_ms']} ms  p99 {result['p99_ms']} ms  "
@@ -134,8 +136,13 @@ def run(bundle: str | Path, out_dir: str | Path, concurrencies: Sequence[int] = 
     paths = write_report(out_dir, "latency", rows, COLUMNS, title="API latency under load", meta=meta,
                          group_by="endpoint", chart=_chart,
                          notes=[f"bundle {bundle}", f"server: {workers} uvicorn worker process(es); load: {generator} "
-                                "in a separate process on loopback", "reload row: the same bundle reloaded through "
-                                "/v1/admin/reload in the middle of the run"])
+                                "in a separate process on loopback",
+                                "user: random known users of the bundle (their query vectors are computed at load); "
+                                "similar: random catalogue items, no user (lists computed at load, responses cached "
+                                "until the catalogue changes); session: 1-5 random items, fresh sessions at every "
+                                "level, so the user tower runs on every request (micro-batched)",
+                                "reload row: the same bundle reloaded through /v1/admin/reload in the middle of the run "
+                                "(the new bundle warms its caches while the old one serves)"])
     return {"rows": rows, "paths": {k: str(v) for k, v in paths.items()}}
 
 
