@@ -39,8 +39,9 @@ class Settings(BaseSettings):
                                "several workers from oversubscribing the cores")
     blas_threads: int = Field(1, ge=0, description="BLAS (OpenBLAS/MKL) threads for numpy in this process (0: "
                               "the library default); idle BLAS threads spin and steal the core a request needs")
-    gil_switch_ms: float = Field(0.5, gt=0, le=100, description="the interpreter's thread switch interval (Python's "
-                                 "default: 5 ms): the micro-batcher's forward passes need the GIL back many times "
-                                 "while the event loop holds it")
+    gil_switch_ms: float = Field(5.0, gt=0, le=100, description="the interpreter's thread switch interval (Python's "
+                                 "default, 5 ms); lower it (e.g. 0.5) when BERT towers run on request under load: "
+                                 "the micro-batcher's forward pass needs the GIL back many times while the event loop "
+                                 "holds it (on 2 cores: session p99 ↓, inline user/similar p99 ↑)")
     faiss_threads: int = Field(1, ge=0, description="OpenMP threads per FAISS search (0: FAISS default); "
                                "requests already run concurrently, so 1 avoids oversubscribing the cores")
