@@ -40,11 +40,15 @@ class NeighbourCache:
         item_ids = list(item_ids)[: self._cache.maxsize]
         for start in range(0, len(item_ids), batch_size):
             chunk = item_ids[start:start + batch_size]
-            self._store(chunk, *search(chunk))
+            version = self.version
+            self._store(chunk, *search(chunk), version=version)
         return len(self._cache)
 
-    def _store(self, item_ids: Sequence[str], ids: list[list[str]], scores: list[list[float]]) -> None:
+    def _store(self, item_ids: Sequence[str], ids: list[list[str]], scores: list[list[float]],
+               version: int | None = None) -> None:
         with self._lock:
+            if version is not None and version != self.version:  # the catalogue changed during the search
+                return
             for item_id, row_ids, row_scores in zip(item_ids, ids, scores):
                 self._cache[item_id] = (np.array(row_ids, dtype=object), np.asarray(row_scores, dtype=np.float32))
 
@@ -58,10 +62,11 @@ class NeighbourCache:
             entry = self._cache.get(item_id)
         if entry is None:
             self.misses += 1
-            self._store([item_id], *search([item_id]))
+            version = self.version
+            self._store([item_id], *search([item_id]), version=version)
             with self._lock:
                 entry = self._cache.get(item_id)
-            if entry is None:  # maxsize 0
+            if entry is None:  # maxsize 0, or the catalogue changed meanwhile: the caller searches
                 return None
         else:
             self.hits += 1

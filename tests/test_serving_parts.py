@@ -155,3 +155,16 @@ def test_neighbour_cache_filters_and_falls_back():
     assert cache.top("a", 4, set(), lambda i: True, search) is None  # deeper than the cache
     assert calls == [["a"]] and cache.hits == 2
     assert cache.top("z", 1, set(), lambda i: True, search)[0] == ["b"] and calls[-1] == ["z"]  # filled on use
+
+
+def test_neighbour_lists_searched_across_a_catalogue_change_are_not_stored():
+    from recsys.neighbours import NeighbourCache
+
+    cache = NeighbourCache(depth=2, maxsize=10)
+
+    def search_during_a_change(item_ids):
+        cache.clear()  # e.g. an admin deactivation while the search ran
+        return [["b", "c"] for _ in item_ids], [[0.9, 0.8] for _ in item_ids]
+
+    assert cache.top("a", 1, set(), lambda i: True, search_during_a_change) is None  # caller searches itself
+    assert len(cache) == 0 and cache.fill(["a"], search_during_a_change) == 0
