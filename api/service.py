@@ -63,11 +63,10 @@ class Loaded:
             return True
         return isinstance(tower, CachedHistoryEncoder) and all(not h or tower.has(h) for h in histories)
 
-    async def call(self, fn, *args, inline: bool | None = None):
-        """Run `fn(*args)` on the event loop when `inline` (default: `is_cheap()`), else in the thread pool."""
-        if inline is None:
-            inline = self.is_cheap()
-        return fn(*args) if inline else await run_in_threadpool(fn, *args)
+    async def call(self, fn, *args, histories: Collection[Collection[str]] = ()):
+        """Run `fn(*args)` on the event loop when answering for `histories` is cheap (`is_cheap`), else in
+        the thread pool."""
+        return fn(*args) if self.is_cheap(histories) else await run_in_threadpool(fn, *args)
 
 
 class Service:

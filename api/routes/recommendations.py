@@ -50,7 +50,7 @@ async def user_recommendations(
     _check_filters(loaded, where)
     history = service.history(loaded, user_id)
     result = await loaded.call(service.recommend_user, loaded, user_id, history, k, exclude_seen, exclude, where,
-                               inline=loaded.is_cheap([history or []]))
+                               histories=[history or []])
     return json_response(to_response(loaded, result, history or []))
 
 
@@ -73,7 +73,7 @@ async def session_recommendations(body: Annotated[SessionRequest, Body()], reque
     recommender = loaded.recommender
     if not body.text:
         result = await loaded.call(recommender.recommend_session, body.item_ids, body.k, body.exclude_seen,
-                                   body.exclude, where, inline=loaded.is_cheap([body.item_ids]))
+                                   body.exclude, where, histories=[body.item_ids])
         return json_response(to_response(loaded, result, body.item_ids))
     result = await run_in_threadpool(_text_session, service, loaded, body, where)
     return json_response(to_response(loaded, result, body.item_ids, text=body.text))
@@ -127,7 +127,7 @@ async def similar_items(
         return Response(body, media_type="application/json")
     history = service.history(loaded, user_id) if user_id is not None else None
     result = await loaded.call(_similar, loaded, item_id, k, exclude, history, where,
-                               inline=loaded.is_cheap([history or []]))
+                               histories=[history or []])
     return json_response(result)
 
 
