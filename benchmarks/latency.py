@@ -9,6 +9,7 @@ latency.json + latency.md + latency.png.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import socket
@@ -39,13 +40,19 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def build_plan(bundle: Path, endpoint: str, n: int = 2000, seed: int = 0) -> list[dict]:
-    """Requests drawn from the bundle's own users and items (seeded)."""
+@functools.lru_cache(maxsize=4)
+def _population(bundle: Path) -> tuple[list[str], list[str]]:
+    """The bundle's user ids and item ids (read once per bundle: every level builds plans from them)."""
     import polars as pl
 
+    return (pl.read_parquet(bundle / "stats" / "histories.parquet")["user_id"].to_list(),
+            pl.read_parquet(bundle / "embeddings" / "items.parquet")["item_id"].to_list())
+
+
+def build_plan(bundle: Path, endpoint: str, n: int = 2000, seed: int = 0) -> list[dict]:
+    """Requests drawn from the bundle's own users and items (seeded)."""
     rng = random.Random(seed)
-    users = pl.read_parquet(bundle / "stats" / "histories.parquet")["user_id"].to_list()
-    items = pl.read_parquet(bundle / "embeddings" / "items.parquet")["item_id"].to_list()
+    users, items = _population(Path(bundle))
     plan = []
     for _ in range(n):
         if endpoint == "user":
