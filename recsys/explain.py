@@ -15,9 +15,13 @@ def closest_history_items(item_vectors: np.ndarray, position: Mapping[str, int],
     if not recent or not candidates:
         return [None] * len(candidates)
     known = [c for c in candidates if c in position]
-    sims = item_vectors[[position[c] for c in known]] @ item_vectors[[position[h] for h in recent]].T
-    for row, candidate in enumerate(known):
-        if candidate in recent:
-            sims[row, recent.index(candidate)] = -np.inf
-    best = {c: (recent[int(np.argmax(row))] if np.isfinite(row).any() else None) for c, row in zip(known, sims)}
-    return [best.get(c) for c in candidates]
+    if not known:
+        return [None] * len(candidates)
+    recent_rows = np.fromiter((position[h] for h in recent), np.int64, len(recent))
+    known_rows = np.fromiter((position[c] for c in known), np.int64, len(known))
+    sims = item_vectors[known_rows] @ item_vectors[recent_rows].T
+    sims[known_rows[:, None] == recent_rows[None, :]] = -np.inf  # a candidate never explains itself
+    best = sims.argmax(axis=1)
+    usable = np.isfinite(sims[np.arange(len(known)), best])
+    found = {c: (recent[b] if ok else None) for c, b, ok in zip(known, best.tolist(), usable.tolist())}
+    return [found.get(c) for c in candidates]

@@ -149,3 +149,13 @@ def test_filter_errors_are_clear(data, indexes):
         VectorIndex.build(items[:50], ids[:50]).search(queries, 5, where={"category": "cameras"})
     with pytest.raises(ValueError, match="exclude_per_query"):
         indexes["flat"].search(queries, 5, exclude_per_query=[{"sku1"}])
+
+
+@pytest.mark.parametrize("n_rows", [7, 5000])  # the broadcast branch and np.isin's
+def test_row_membership_matches_numpy_isin(n_rows):
+    from recsys.retrieval.index import _member
+
+    rng = np.random.default_rng(n_rows)
+    values, rows = rng.integers(0, 300, 60), rng.integers(0, 300, n_rows)
+    np.testing.assert_array_equal(_member(values, rows), np.isin(values, rows))
+    assert not _member(values, np.zeros(0, np.int64)).any()
