@@ -1,10 +1,12 @@
-"""Dynamic micro-batching: concurrent requests' history encodes run as one BERT batch."""
+"""Dynamic micro-batching: concurrent requests' history encodes run as one BERT batch (a thread with a
+short wait), and cheap requests that reach the event loop together share one retrieval call (no wait)."""
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
 
 import numpy as np
@@ -71,3 +73,55 @@ class MicroBatchingEncoder:
     def close(self) -> None:
         self._queue.put(None)
         self._worker.join(timeout=5)
+
+
+class LoopTurnBatcher:
+    """Calls that reach `submit` during one event-loop turn are answered by one `run(key, items)` call per
+    key (its results in item order), scheduled right after that turn: under concurrency, requests that
+    arrived together share one FAISS scan of the catalogue instead of one each, and a lone request waits
+    for nothing. `run` executes on the event loop, so it must be cheap (no torch). One loop at a time."""
+
+    def __init__(self, run: Callable[[Hashable, list], Sequence], max_batch: int = 64) -> None:
+        self.run = run
+        self.max_batch = max_batch
+        self.batches = 0
+        self.calls = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: dict[Hashable, list[tuple[object, asyncio.Future]]] = {}
+        self._scheduled = False
+
+    async def submit(self, key: Hashable, item: object):
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # first use, or a new loop (a test client's): nothing pending carries over
+            self._loop, self._pending, self._scheduled = loop, {}, False
+        future = loop.create_future()
+        batch = self._pending.setdefault(key, [])
+        batch.append((item, future))
+        if len(batch) >= self.max_batch:
+            self._run(key, self._pending.pop(key))
+        elif not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        pending, self._pending = self._pending, {}
+        for key, batch in pending.items():
+            self._run(key, batch)
+
+    def _run(self, key: Hashable, batch: list[tuple[object, asyncio.Future]]) -> None:
+        self.batches += 1
+        self.calls += len(batch)
+        try:
+            results = list(self.run(key, [item for item, _ in batch]))
+            if len(results) != len(batch):
+                raise RuntimeError(f"batch function returned {len(results)} results for {len(batch)} calls")
+        except Exception as exc:  # every caller in the batch gets the error its own call would have raised
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), result in zip(batch, results):
+            if not future.done():  # a caller that went away (client disconnect) has a cancelled future
+                future.set_result(result)

@@ -16,7 +16,7 @@ from cachetools import LRUCache
 
 from starlette.concurrency import run_in_threadpool
 
-from api.batching import MicroBatchingEncoder
+from api.batching import LoopTurnBatcher, MicroBatchingEncoder
 from api.metrics import ServiceMetrics
 from api.settings import Settings
 from api.store import EventStore, RedisEventStore, SQLiteEventStore
@@ -25,6 +25,7 @@ from recsys.artifacts import read_manifest, resolve_bundle
 from recsys.catalogue import set_active, upsert_items
 from recsys.errors import BundleError, UnknownIdError
 from recsys.pipeline import RecommendationList, Recommender
+from recsys.retrieval.filters import where_key
 from recsys.user_tower import CachedHistoryEncoder, PooledHistoryEncoder
 
 logger = logging.getLogger("recsys.api")
@@ -39,7 +40,8 @@ def make_store(settings: Settings) -> EventStore:
 class Loaded:
     """One loaded bundle; replaced as a whole on reload, so a request sees one consistent model."""
 
-    def __init__(self, path: Path, manifest: dict, recommender: Recommender, similar_cache_size: int = 50_000) -> None:
+    def __init__(self, path: Path, manifest: dict, recommender: Recommender, similar_cache_size: int = 50_000,
+                 turn_batch_max: int = 64) -> None:
         self.path = path
         self.manifest = manifest
         self.recommender = recommender
@@ -47,6 +49,8 @@ class Loaded:
         self.write_lock = threading.Lock()
         # serialised similar-item responses (the same for every visitor), keyed with the catalogue version
         self.similar_responses: LRUCache = LRUCache(maxsize=similar_cache_size)
+        # cheap history requests arriving together: one retrieval call (see `recommend_cheap`)
+        self.history_batches = LoopTurnBatcher(self._recommend_rows, turn_batch_max) if turn_batch_max else None
 
     @property
     def version(self) -> str:
@@ -62,6 +66,20 @@ class Loaded:
         if isinstance(innermost_tower(tower), PooledHistoryEncoder):
             return True
         return isinstance(tower, CachedHistoryEncoder) and all(not h or tower.has(h) for h in histories)
+
+    async def recommend_cheap(self, history: list[str], k: int, exclude_seen: bool, exclude: Collection[str],
+                              where: Mapping | None) -> RecommendationList:
+        """`recommender.recommend_history(...)` for a history that `is_cheap`, on the event loop; concurrent
+        calls with the same k, exclude_seen and filter share one `recommend_batch` (one FAISS search)."""
+        filter_key = where_key(where) if where is not None else None
+        if self.history_batches is None or (where is not None and filter_key is None):
+            return self.recommender.recommend_history(history, k, exclude_seen, exclude, where)
+        return await self.history_batches.submit((k, exclude_seen, filter_key), (history, exclude, where))
+
+    def _recommend_rows(self, key: tuple, rows: list[tuple]) -> list[RecommendationList]:
+        k, exclude_seen, _ = key
+        return self.recommender.recommend_batch([list(h) for h, _, _ in rows], k, exclude_seen,
+                                                [e for _, e, _ in rows], rows[0][2], explain=True)
 
     async def call(self, fn, *args, histories: Collection[Collection[str]] = ()):
         """Run `fn(*args)` on the event loop when answering for `histories` is cheap (`is_cheap`), else in
@@ -112,7 +130,8 @@ class Service:
             if self.settings.torch_threads and "torch" in sys.modules:  # only bundles with trained towers load it
                 sys.modules["torch"].set_num_threads(self.settings.torch_threads)
             recommender.user_tower = self._serving_tower(recommender.user_tower)
-            loaded = Loaded(path, manifest, recommender, self.settings.similar_response_cache)
+            loaded = Loaded(path, manifest, recommender, self.settings.similar_response_cache,
+                            self.settings.turn_batch_max)
             self._replay_catalogue(loaded)
             self._warm_user_cache(loaded)
             self._warm_neighbours(loaded)

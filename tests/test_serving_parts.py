@@ -168,3 +168,85 @@ def test_neighbour_lists_searched_across_a_catalogue_change_are_not_stored():
 
     assert cache.top("a", 1, set(), lambda i: True, search_during_a_change) is None  # caller searches itself
     assert len(cache) == 0 and cache.fill(["a"], search_during_a_change) == 0
+
+
+# ---- loop-turn batching -------------------------------------------------------------------------
+
+
+class RecordingBatch:
+    def __init__(self, fail: bool = False) -> None:
+        self.calls: list[tuple] = []
+        self.fail = fail
+
+    def __call__(self, key, items):
+        self.calls.append((key, list(items)))
+        if self.fail:
+            raise ValueError("boom")
+        return [f"{key}:{item}" for item in items]
+
+
+def test_calls_in_one_loop_turn_share_one_batch_per_key():
+    import asyncio
+
+    from api.batching import LoopTurnBatcher
+
+    run = RecordingBatch()
+    batcher = LoopTurnBatcher(run, max_batch=3)
+
+    async def burst():
+        return await asyncio.gather(*(batcher.submit(key, item) for key, item in
+                                      [("a", 1), ("b", 2), ("a", 3), ("a", 4), ("a", 5), ("b", 6)]))
+
+    assert asyncio.run(burst()) == ["a:1", "b:2", "a:3", "a:4", "a:5", "b:6"]
+    # "a" reached max_batch=3 and ran at once; the rest ran together after the turn, one call per key
+    assert run.calls == [("a", [1, 3, 4]), ("b", [2, 6]), ("a", [5])]
+    assert (batcher.batches, batcher.calls) == (3, 6)
+
+    async def lone():
+        return await batcher.submit("c", 7)
+
+    assert asyncio.run(lone()) == "c:7"  # a new event loop, a lone call: answered without waiting for company
+
+
+def test_a_failing_batch_raises_in_every_caller():
+    import asyncio
+
+    from api.batching import LoopTurnBatcher
+
+    batcher = LoopTurnBatcher(RecordingBatch(fail=True))
+
+    async def burst():
+        return await asyncio.gather(batcher.submit("a", 1), batcher.submit("a", 2), return_exceptions=True)
+
+    assert [str(e) for e in asyncio.run(burst())] == ["boom", "boom"]
+
+
+def test_concurrent_known_users_match_one_at_a_time(toy, tmp_path):
+    import asyncio
+
+    from api.service import Service
+    from api.settings import Settings
+    from recsys.config import BuildConfig
+    from recsys.pipeline import Recommender
+    from recsys.splits import split_dataset
+    from tests.test_pipeline import VECTORS
+
+    bundle = Recommender.build(toy, split_dataset(toy), VECTORS, BuildConfig()).save(tmp_path / "toy" / "v1")
+    service = Service(Settings(state_dir=tmp_path / "state"))
+    loaded = service.load(bundle)
+    recommender = loaded.recommender
+    histories = [h for h in recommender.histories.values() if h]
+    assert len(histories) >= 3
+
+    async def together():
+        return await asyncio.gather(*(loaded.recommend_cheap(h, 3, True, [], None) for h in histories),
+                                    loaded.recommend_cheap(histories[0], 3, True, [histories[0][-1]], None))
+
+    expected = [recommender.recommend_history(h, 3, True) for h in histories]
+    expected.append(recommender.recommend_history(histories[0], 3, True, [histories[0][-1]]))
+    got = asyncio.run(together())
+    assert [(r.item_ids, r.strategy) for r in got] == [(r.item_ids, r.strategy) for r in expected]
+    np.testing.assert_allclose([s for r in got for s in r.scores], [s for r in expected for s in r.scores],
+                               rtol=1e-5)
+    assert loaded.history_batches.batches == 1 and loaded.history_batches.calls == len(histories) + 1
+    service.close()

@@ -49,8 +49,11 @@ async def user_recommendations(
     where = _where(category, brand)
     _check_filters(loaded, where)
     history = service.history(loaded, user_id)
-    result = await loaded.call(service.recommend_user, loaded, user_id, history, k, exclude_seen, exclude, where,
-                               histories=[history or []])
+    if history and loaded.is_cheap([history]):  # shares one retrieval call with concurrent requests
+        result = await loaded.recommend_cheap(history, k, exclude_seen, exclude, where)
+    else:
+        result = await loaded.call(service.recommend_user, loaded, user_id, history, k, exclude_seen, exclude,
+                                   where, histories=[history or []])
     return json_response(to_response(loaded, result, history or []))
 
 
