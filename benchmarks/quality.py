@@ -15,7 +15,8 @@ METRICS = [f"{m}@{k}" for k in (10, 20, 50) for m in ("recall", "ndcg", "mrr")]
 COLUMNS = ([Column("model")] + [Column(m, m.replace("recall", "R").replace("ndcg", "N").replace("mrr", "MRR"), ".4f")
                                 for m in METRICS]
            + [Column("n_examples", "n", ",.0f"), Column("train_minutes", "train min", ".1f"),
-              Column("trainable_params", "trainable params", ",.0f"), Column("total_params", "total params", ",.0f")])
+              Column("trainable_params", "trainable params", ",.0f"), Column("total_params", "total params", ",.0f"),
+              Column("blend_weight", "zero-shot blend w", ".2f")])
 REFERENCE = {"Scientific": "published on the same files (VQ-Rec, WWW 2023): N@10 0.0643, R@10 0.1211, "
                            "N@50 0.0897, R@50 0.2369"}
 
@@ -73,7 +74,9 @@ def run(data: str | Path, out_dir: str | Path, variants: Sequence[str] = ("cpu",
             rows.append({**row, "model": f"peft-bert:{variant}", "train_minutes": result.seconds / 60,
                          "trainable_params": result.parameters["trainable"],
                          "total_params": result.parameters["total"], "best_epoch": result.best_epoch,
-                         "device": result.device, "bundle": str(trained.path) if trained.path else None})
+                         "device": result.device, "bundle": str(trained.path) if trained.path else None,
+                         "blend_weight": trained.blend["weight"] if trained.blend else None,
+                         "blend_valid_ndcg": trained.blend["valid_ndcg"] if trained.blend else None})
     for row in rows:
         row["table"] = f"{row['split']} · {row['slice']} ({int(row['n_examples']):,} users)"
     notes = [f"dataset {dataset.name}: {dataset.items.height:,} items, full ranking over all of them, history not "

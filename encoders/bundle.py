@@ -75,16 +75,29 @@ def load_towers(directory: Path, device: torch.device | None = None,
     return model.to(device or torch.device("cpu")).eval(), config, tokenizer
 
 
-def user_tower_loader(encoder_dir: Path, item_ids: list[str], item_vectors: np.ndarray,
-                      encoder_info: dict) -> TrainedUserTower:
-    """`Recommender.load` hook: the trained user tower of a bundle (runs on request, CPU or CUDA)."""
+def user_tower_loader(encoder_dir: Path, item_ids: list[str], item_vectors: np.ndarray, encoder_info: dict):
+    """`Recommender.load` hook: the trained user tower of a bundle (runs on request, CPU or CUDA), blended
+    with the zero-shot pool when the bundle was trained with `zero_shot_blend`."""
     from encoders.towers import pick_device
+
+    from encoders.blend import BLEND_KEY, blended_tower, split_item_vectors
 
     device = pick_device()
     model, config, tokenizer = load_towers(encoder_dir, device)
     items = pl.read_parquet(Path(encoder_dir).parent / "embeddings" / "items.parquet")
     snippets = history_snippets(items, config.tower.history_field)
-    return TrainedUserTower(model, config, item_ids, item_vectors, tokenizer, snippets, device)
+    blend = encoder_info.get(BLEND_KEY)
+    if blend is None:
+        return TrainedUserTower(model, config, item_ids, item_vectors, tokenizer, snippets, device)
+    trained_vectors, _ = split_item_vectors(item_vectors, int(blend["trained_dim"]))
+    trained = TrainedUserTower(model, config, item_ids, trained_vectors, tokenizer, snippets, device)
+
+    def zero_shot_encoder():
+        from encoders.text_encoder import TextEncoder
+
+        return TextEncoder.from_config(config.encoder, device)
+
+    return blended_tower(trained, item_ids, item_vectors, blend, zero_shot_encoder)
 
 
 def load_recommender(path: str | Path, verify: bool = True) -> Recommender:

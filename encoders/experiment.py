@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from encoders.backbone import DEFAULT_MODEL_NAME
@@ -47,6 +48,7 @@ class TrainedBundle:
     recommender: Recommender
     rows: list[dict]
     path: Path | None
+    blend: dict | None = None  # the zero-shot blend weight chosen on validation, with each weight's NDCG@10
 
 
 def train_and_evaluate(dataset: Dataset, split: SplitData, config: TrainConfig, *, name: str = "peft-bert",
@@ -69,16 +71,46 @@ def train_and_evaluate(dataset: Dataset, split: SplitData, config: TrainConfig, 
                    "device": result.device}
     if run_dir is not None:
         tower.report_files = [run_dir / "metrics.csv", run_dir / "training_curve.png"]
-    recommender = Recommender.build(dataset, split, result.item_vectors,
-                                    BuildConfig(encoder=config.encoder, eval=eval_config, seed=config.seed), info,
-                                    tower)
+    build_config = BuildConfig(encoder=config.encoder, eval=eval_config, seed=config.seed)
+    recommender = Recommender.build(dataset, split, result.item_vectors, build_config, info, tower)
+    blend = None
+    if config.zero_shot_blend:
+        recommender, blend = _blend_zero_shot(dataset, split, recommender, build_config, config.zero_shot_blend,
+                                              eval_config, progress)
     rows = evaluate_slices({name: recommender}, split, eval_config, progress)
     path = None
     if out_root is not None:
         manifest = {"name": name, "dataset": {**dataset.summary(), "fingerprint": dataset.fingerprint()},
                     "metrics": rows, "train": {"config": config.model_dump(mode="json"), "history": result.history,
                                                "best_epoch": result.best_epoch, "seconds": round(result.seconds, 1),
+                                               "zero_shot_blend": blend,
                                                "parameters": result.parameters, "device": result.device,
                                                "run_dir": str(run_dir) if run_dir else None}}
         path = recommender.save(Path(out_root) / name / version, manifest)
-    return TrainedBundle(result, recommender, rows, path)
+    return TrainedBundle(result, recommender, rows, path, blend)
+
+
+def _blend_zero_shot(dataset: Dataset, split: SplitData, recommender: Recommender, build_config: BuildConfig,
+                     weights: tuple[float, ...], eval_config: EvalConfig,
+                     progress: bool) -> tuple[Recommender, dict]:
+    """The trained recommender blended with the frozen BERT's zero-shot score (`encoders.blend`) at the weight
+    among `weights` with the best validation NDCG@10; the plain one when that weight is 0."""
+    from encoders.blend import BLEND_KEY, BlendedHistoryEncoder, blend_info, fit_blend_weight
+    from encoders.text_encoder import TextEncoder
+    from recsys.config import UserTowerConfig
+    from recsys.user_tower import PooledHistoryEncoder
+
+    encoder = TextEncoder.from_config(build_config.encoder)
+    zero_shot = encoder.encode(dataset.items["text"].to_list(), progress=progress, desc="zero-shot item vectors")
+    item_ids = dataset.items["item_id"].to_list()
+    tower = BlendedHistoryEncoder(recommender.user_tower, PooledHistoryEncoder(item_ids, zero_shot, UserTowerConfig()),
+                                  0.0, lambda: encoder)
+    info = {**recommender.encoder_info, "dim": tower.dim}
+    blended = Recommender.build(dataset, split, np.hstack([recommender.item_vectors, zero_shot]), build_config, info,
+                                tower)
+    weight, scores = fit_blend_weight(blended, tower, split.examples("valid"), weights, eval_config)
+    report = {"weight": weight, "valid_ndcg": {str(w): round(v, 5) for w, v in scores.items()}}
+    if weight == 0:
+        return recommender, report
+    blended.encoder_info[BLEND_KEY] = blend_info(tower)
+    return blended, report

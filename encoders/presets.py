@@ -9,13 +9,16 @@ _SEQUENCE = {"user_tower": "sequence", "dim": 384, "seq_heads": 4, "id_fusion": 
 # history augmentation (random item deletion, cropping of the oldest part) + dropout 0.5: on amazon-scientific
 # valid NDCG@10 0.0777 → 0.0819 (frozen BERT), test 0.0680 → 0.0719 (benchmarks/results/quality.md)
 _REGULARISED = {"mask_prob": 0.2, "crop_prob": 0.3}
+# after training, + w × the frozen BERT's zero-shot score (w chosen on validation; 0 = no blend): on amazon-scientific
+# the `cpu` towers' test NDCG@10 0.0703 → 0.0766 at w = 0.3 (benchmarks/results/quality.md)
+_BLEND = {"zero_shot_blend": (0.0, 0.1, 0.2, 0.3, 0.5)}
 
 PRESETS: dict[str, dict] = {
     # ≤ ~60 min on 2 CPU cores (amazon-scientific): sequence user tower over the PEFT item tower (text block 352 +
     # ID block 32, learned history suppression); LoRA in the top BERT layer trained for the first 3 epochs
     # (64 positives per step re-encoded with gradients, bank refreshed each epoch), then heads only.
     "cpu": {"lora": {"method": "lora", "rank": 8, "top_layers": 1}, "tower": _SEQUENCE, "bert_epochs": 3,
-            "adapter_items_per_step": 64, "epochs": 30, "patience": 3, "max_minutes": 55, **_REGULARISED},
+            "adapter_items_per_step": 64, "epochs": 30, "patience": 3, "max_minutes": 55, **_REGULARISED, **_BLEND},
     # text-only item path (no ID block, hence no suppression): what brand-new items get
     "cpu-text-only": {"lora": {"method": "lora", "rank": 8, "top_layers": 1},
                       "tower": {"user_tower": "sequence", "dim": 384, "seq_heads": 4, "id_embedding": False},
@@ -27,11 +30,11 @@ PRESETS: dict[str, dict] = {
                          "max_minutes": 25, "valid_sample": 1000},
     # ablation: the "cpu" towers on a frozen BERT (no adapters)
     "frozen": {"lora": {"method": "none", "top_layers": 1}, "tower": _SEQUENCE, "epochs": 30, "patience": 3,
-               "max_minutes": 40, **_REGULARISED},
+               "max_minutes": 40, **_REGULARISED, **_BLEND},
     # CUDA: adapters in every layer, longer item texts, every positive re-encoded each step, bank refreshed often
     "gpu": {"lora": {"method": "lora", "rank": 16, "alpha": 32, "top_layers": None},
             "tower": {**_SEQUENCE, "item_max_length": 64}, "adapter_items_per_step": 4096,
-            "bank_refresh_steps": 20, "epochs": 60, "patience": 5, "max_minutes": 60, **_REGULARISED},
+            "bank_refresh_steps": 20, "epochs": 60, "patience": 5, "max_minutes": 60, **_REGULARISED, **_BLEND},
     # tiny and fast, for smoke tests
     "smoke": {"tower": {"dim": 32, "seq_layers": 1, "seq_heads": 2}, "epochs": 2, "batch_size": 64,
               "valid_sample": 200},

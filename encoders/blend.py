@@ -1,0 +1,114 @@
+"""A zero-shot text prior blended into the trained towers, as extra embedding dimensions.
+
+Item vectors become [trained item vector, frozen-BERT text vector] and query vectors
+[trained user vector, w · recency-pooled frozen-BERT history vector], so one inner product (one FAISS
+search) scores `trained + w · zero-shot`. The weight lives on the query side only: item vectors do not
+depend on it, and `fit_blend_weight` tries each weight on validation against one index.
+
+On amazon-scientific the zero-shot score ranks differently enough from the trained one that the sum
+beats both (benchmarks/results/quality.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from recsys.config import EvalConfig, UserTowerConfig
+from recsys.evaluation import evaluate
+from recsys.user_tower import CachedHistoryEncoder, PooledHistoryEncoder
+
+BLEND_KEY = "zero_shot_blend"  # encoder/encoder.json entry of blended bundles
+
+
+class BlendedHistoryEncoder:
+    """Query vectors [trained(h), weight · pooled(h)] for item vectors [trained, zero-shot].
+
+    `trained` is the trained user tower over the first `trained_dim` columns of the catalogue;
+    `pooled` the zero-shot recency pool over the rest. New item texts (live upserts, free-text
+    queries) go through both item towers: `encode_item_texts`."""
+
+    def __init__(self, trained, pooled: PooledHistoryEncoder, weight: float,
+                 text_encoder_factory: Callable[[], object] | None = None) -> None:
+        self.trained = trained
+        self.pooled = pooled
+        self.weight = float(weight)
+        self._text_encoder_factory = text_encoder_factory
+        self._text_encoder = None
+
+    @property
+    def trained_dim(self) -> int:
+        return int(self.trained.dim)
+
+    @property
+    def dim(self) -> int:
+        return self.trained_dim + int(self.pooled.dim)
+
+    @property
+    def config(self):  # the trained tower's TrainConfig (read by the training report and the API)
+        return self.trained.config
+
+    def encode_histories(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
+        trained = self.trained.encode_histories(histories)
+        pooled = self.pooled.encode_histories(histories)
+        return np.hstack([trained, self.weight * pooled]).astype(np.float32, copy=False)
+
+    def add_items(self, item_ids: Sequence[str], vectors: np.ndarray) -> None:
+        """Live catalogue: each part of the new item vectors to its own tower."""
+        trained, zero_shot = split_item_vectors(vectors, self.trained_dim)
+        if hasattr(self.trained, "add_items"):
+            self.trained.add_items(item_ids, trained)
+        self.pooled.add_items(item_ids, zero_shot)
+
+    def encode_item_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """[trained text-only vector, frozen-BERT vector] per text, like the catalogue's item vectors."""
+        if self._text_encoder is None:
+            if self._text_encoder_factory is None:
+                raise ValueError("this blended tower has no zero-shot text encoder")
+            self._text_encoder = self._text_encoder_factory()
+        trained = self.trained.encode_item_texts(list(texts))
+        return np.hstack([trained, self._text_encoder.encode(list(texts))]).astype(np.float32, copy=False)
+
+    def save(self, directory) -> None:
+        """The trained tower's files; the blend itself is recorded in encoder.json (`blend_info`)."""
+        self.trained.save(directory)
+
+
+def split_item_vectors(vectors: np.ndarray, trained_dim: int) -> tuple[np.ndarray, np.ndarray]:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    return vectors[:, :trained_dim], vectors[:, trained_dim:]
+
+
+def blend_info(tower: BlendedHistoryEncoder) -> dict:
+    """What encoder.json records so `blended_tower` can rebuild the tower from the bundle."""
+    return {"weight": tower.weight, "trained_dim": tower.trained_dim,
+            "recency_decay": tower.pooled.config.recency_decay, "max_history": tower.pooled.config.max_history}
+
+
+def blended_tower(trained, item_ids: Sequence[str], item_vectors: np.ndarray, info: dict,
+                  text_encoder_factory: Callable[[], object] | None = None) -> BlendedHistoryEncoder:
+    """Rebuild a bundle's blended tower: `trained` is its trained user tower (over the first
+    `info['trained_dim']` columns); the zero-shot part of `item_vectors` feeds the pool."""
+    _, zero_shot = split_item_vectors(item_vectors, int(info["trained_dim"]))
+    pool_config = UserTowerConfig(recency_decay=info.get("recency_decay", 0.7), max_history=info.get("max_history", 50))
+    return BlendedHistoryEncoder(trained, PooledHistoryEncoder(item_ids, zero_shot, pool_config),
+                                 float(info["weight"]), text_encoder_factory)
+
+
+def fit_blend_weight(recommender, tower: BlendedHistoryEncoder, examples, weights: Sequence[float],
+                     eval_config: EvalConfig) -> tuple[float, dict[float, float]]:
+    """The weight with the best NDCG@10 (full ranking) on `examples`; `recommender` serves `tower`,
+    whose weight is set to each candidate in turn (and left at the best). Ties go to the smaller weight."""
+    k = min(eval_config.ks)
+    scores: dict[float, float] = {}
+    trained = tower.trained
+    tower.trained = CachedHistoryEncoder(trained, maxsize=examples.height + 1)  # trained part: encoded once
+    try:
+        for weight in sorted(set(float(w) for w in weights)):
+            tower.weight = weight
+            scores[weight] = evaluate(recommender, examples, eval_config)[f"ndcg@{k}"]
+    finally:
+        tower.trained = trained
+    best = max(scores, key=lambda w: (scores[w], -w))
+    tower.weight = best
+    return best, scores

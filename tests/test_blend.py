@@ -1,0 +1,60 @@
+"""The zero-shot text prior blended into trained towers: scores, weight choice, bundle round trip, live items."""
+
+import json
+
+import numpy as np
+
+from encoders.blend import BLEND_KEY, BlendedHistoryEncoder
+from encoders.bundle import load_recommender
+from encoders.experiment import train_and_evaluate
+from encoders.text_encoder import TextEncoder
+from recsys.catalogue import upsert_items
+from tests.test_lora import small_config
+
+
+def test_blended_towers_score_trained_plus_weighted_zero_shot_and_round_trip(tiny_bert_dir, shop, tmp_path):
+    dataset, split = shop
+    config = small_config(tiny_bert_dir, zero_shot_blend=(0.5,))
+    trained = train_and_evaluate(dataset, split, config, name="tiny", out_root=tmp_path, progress=False)
+    recommender, tower = trained.recommender, trained.recommender.user_tower
+    assert isinstance(tower, BlendedHistoryEncoder) and trained.blend["weight"] == 0.5
+    d = tower.trained_dim
+    zero_shot = TextEncoder.from_config(config.encoder).encode(dataset.items["text"].to_list())
+    assert recommender.item_vectors.shape == (dataset.items.height, d + zero_shot.shape[1])
+    np.testing.assert_allclose(recommender.item_vectors[:, d:], zero_shot, atol=1e-6)
+
+    histories = split.test["history"].to_list()[:20]
+    queries = tower.encode_histories(histories)
+    trained_part = tower.trained.encode_histories(histories)
+    pooled_part = tower.pooled.encode_histories(histories)
+    np.testing.assert_allclose(queries @ recommender.item_vectors.T,
+                               trained_part @ recommender.item_vectors[:, :d].T + 0.5 * pooled_part @ zero_shot.T,
+                               atol=1e-5)
+
+    info = json.loads((trained.path / "encoder" / "encoder.json").read_text())
+    assert info[BLEND_KEY]["weight"] == 0.5 and info[BLEND_KEY]["trained_dim"] == d and info["dim"] == queries.shape[1]
+    loaded = load_recommender(trained.path)
+    np.testing.assert_allclose(loaded.user_tower.encode_histories(histories), queries, atol=1e-6)
+    assert loaded.recommend_histories(histories, 10) == recommender.recommend_histories(histories, 10)
+
+    # a new item's text goes through both item towers, and histories can use it at once
+    text = dataset.items["text"][0]
+    vector = loaded.user_tower.encode_item_texts([text])
+    np.testing.assert_allclose(vector[0, d:], zero_shot[0], atol=1e-5)
+    np.testing.assert_allclose(vector[0, :d], loaded.user_tower.trained.encode_item_texts([text])[0], atol=1e-6)
+    upsert_items(loaded, [{"item_id": "NEW", "text": text}], vector)
+    new_query = loaded.user_tower.encode_histories([["NEW"]])[0]
+    assert np.any(new_query[:d]) and np.any(new_query[d:])
+
+
+def test_the_blend_weight_is_the_best_on_validation_and_zero_means_no_blend(tiny_bert_dir, shop):
+    dataset, split = shop
+    trained = train_and_evaluate(dataset, split, small_config(tiny_bert_dir, zero_shot_blend=(0.0, 1.0)),
+                                 name="tiny", progress=False)
+    scores = {float(w): v for w, v in trained.blend["valid_ndcg"].items()}
+    assert set(scores) == {0.0, 1.0}
+    best = max(scores, key=lambda w: (scores[w], -w))
+    assert trained.blend["weight"] == best
+    blended = isinstance(trained.recommender.user_tower, BlendedHistoryEncoder)
+    assert blended == (best > 0)
+    assert trained.recommender.item_vectors.shape[1] == trained.result.item_vectors.shape[1] + (32 if blended else 0)
