@@ -81,9 +81,11 @@ class LoopTurnBatcher:
     arrived together share one FAISS scan of the catalogue instead of one each, and a lone request waits
     for nothing. `run` executes on the event loop, so it must be cheap (no torch). One loop at a time."""
 
-    def __init__(self, run: Callable[[Hashable, list], Sequence], max_batch: int = 64) -> None:
+    def __init__(self, run: Callable[[Hashable, list], Sequence], max_batch: int = 64,
+                 on_batch: Callable[[int], None] | None = None) -> None:
         self.run = run
         self.max_batch = max_batch
+        self.on_batch = on_batch  # e.g. metrics: called with each batch's size
         self.batches = 0
         self.calls = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -113,6 +115,8 @@ class LoopTurnBatcher:
     def _run(self, key: Hashable, batch: list[tuple[object, asyncio.Future]]) -> None:
         self.batches += 1
         self.calls += len(batch)
+        if self.on_batch is not None:
+            self.on_batch(len(batch))
         try:
             results = list(self.run(key, [item for item, _ in batch]))
             if len(results) != len(batch):

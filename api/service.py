@@ -41,7 +41,7 @@ class Loaded:
     """One loaded bundle; replaced as a whole on reload, so a request sees one consistent model."""
 
     def __init__(self, path: Path, manifest: dict, recommender: Recommender, similar_cache_size: int = 50_000,
-                 turn_batch_max: int = 64) -> None:
+                 turn_batch_max: int = 64, metrics: ServiceMetrics | None = None) -> None:
         self.path = path
         self.manifest = manifest
         self.recommender = recommender
@@ -50,7 +50,8 @@ class Loaded:
         # serialised similar-item responses (the same for every visitor), keyed with the catalogue version
         self.similar_responses: LRUCache = LRUCache(maxsize=similar_cache_size)
         # cheap history requests arriving together: one retrieval call (see `recommend_cheap`)
-        self.history_batches = LoopTurnBatcher(self._recommend_rows, turn_batch_max) if turn_batch_max else None
+        self.history_batches = LoopTurnBatcher(self._recommend_rows, turn_batch_max,
+                                               metrics.record_turn_batch if metrics else None) if turn_batch_max else None
 
     @property
     def version(self) -> str:
@@ -131,7 +132,7 @@ class Service:
                 sys.modules["torch"].set_num_threads(self.settings.torch_threads)
             recommender.user_tower = self._serving_tower(recommender.user_tower)
             loaded = Loaded(path, manifest, recommender, self.settings.similar_response_cache,
-                            self.settings.turn_batch_max)
+                            self.settings.turn_batch_max, self.metrics)
             self._replay_catalogue(loaded)
             self._warm_user_cache(loaded)
             self._warm_neighbours(loaded)
