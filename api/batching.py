@@ -78,14 +78,18 @@ class MicroBatchingEncoder:
 class LoopTurnBatcher:
     """Calls that reach `submit` during one event-loop turn are answered by one `run(key, items)` call per
     key (its results in item order), scheduled right after that turn: under concurrency, requests that
-    arrived together share one FAISS scan of the catalogue instead of one each, and a lone request waits
-    for nothing. `run` executes on the event loop, so it must be cheap (no torch). One loop at a time."""
+    arrived together share one user-tower pass and one FAISS scan of the catalogue instead of one each,
+    and a lone request waits for nothing.
+
+    `run` executes on the event loop, so it must be cheap (no torch), unless `offload`: then each batch
+    runs in the loop's default thread pool. One loop at a time."""
 
     def __init__(self, run: Callable[[Hashable, list], Sequence], max_batch: int = 64,
-                 on_batch: Callable[[int], None] | None = None) -> None:
+                 on_batch: Callable[[int], None] | None = None, offload: bool = False) -> None:
         self.run = run
         self.max_batch = max_batch
         self.on_batch = on_batch  # e.g. metrics: called with each batch's size
+        self.offload = offload
         self.batches = 0
         self.calls = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -100,7 +104,7 @@ class LoopTurnBatcher:
         batch = self._pending.setdefault(key, [])
         batch.append((item, future))
         if len(batch) >= self.max_batch:
-            self._run(key, self._pending.pop(key))
+            self._start(key, self._pending.pop(key))
         elif not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
@@ -110,22 +114,41 @@ class LoopTurnBatcher:
         self._scheduled = False
         pending, self._pending = self._pending, {}
         for key, batch in pending.items():
-            self._run(key, batch)
+            self._start(key, batch)
 
-    def _run(self, key: Hashable, batch: list[tuple[object, asyncio.Future]]) -> None:
+    def _start(self, key: Hashable, batch: list[tuple[object, asyncio.Future]]) -> None:
         self.batches += 1
         self.calls += len(batch)
         if self.on_batch is not None:
             self.on_batch(len(batch))
-        try:
-            results = list(self.run(key, [item for item, _ in batch]))
-            if len(results) != len(batch):
-                raise RuntimeError(f"batch function returned {len(results)} results for {len(batch)} calls")
-        except Exception as exc:  # every caller in the batch gets the error its own call would have raised
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+        items = [item for item, _ in batch]
+        if not self.offload:
+            try:
+                results = self._call(key, items)
+            except Exception as exc:
+                _deliver(batch, error=exc)
+            else:
+                _deliver(batch, results)
             return
-        for (_, future), result in zip(batch, results):
-            if not future.done():  # a caller that went away (client disconnect) has a cancelled future
-                future.set_result(result)
+        done = self._loop.run_in_executor(None, self._call, key, items)
+        done.add_done_callback(lambda f: _deliver(batch, error=f.exception()) if f.exception() is not None
+                               else _deliver(batch, f.result()))
+
+    def _call(self, key: Hashable, items: list) -> list:
+        results = list(self.run(key, items))
+        if len(results) != len(items):
+            raise RuntimeError(f"batch function returned {len(results)} results for {len(items)} calls")
+        return results
+
+
+def _deliver(batch: list[tuple[object, asyncio.Future]], results: Sequence | None = None,
+             error: BaseException | None = None) -> None:
+    """Each caller its result, or every caller the error its own call would have raised; a caller that went
+    away (client disconnect) has a cancelled future and is skipped."""
+    for index, (_, future) in enumerate(batch):
+        if future.done():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(results[index])

@@ -20,19 +20,21 @@ class ServiceMetrics:
         self.model = Gauge("recsys_model_info", "loaded bundle", ["version", "name"], registry=self.registry)
         self.index_size = Gauge("recsys_index_items", "items the index can return", registry=self.registry)
         self.reloads = Counter("recsys_reloads_total", "bundle reloads", ["outcome"], registry=self.registry)
-        self.turn_batches = Counter("recsys_turn_batches_total", "retrieval calls shared by the known-user requests "
-                                    "of one event-loop turn", registry=self.registry)
-        self.turn_batched = Counter("recsys_turn_batched_requests_total", "known-user requests answered by those "
-                                    "calls (divided by the batches: the mean batch size)", registry=self.registry)
+        self.turn_batches = Counter("recsys_turn_batches_total", "recommend_batch calls shared by the history "
+                                    "requests of one event-loop turn (query vectors cached, or the user tower run)",
+                                    ["vectors"], registry=self.registry)
+        self.turn_batched = Counter("recsys_turn_batched_requests_total", "history requests answered by those calls "
+                                    "(divided by the batches: the mean batch size)", ["vectors"],
+                                    registry=self.registry)
 
     def set_model(self, name: str, version: str, index_items: int) -> None:
         self.model.clear()
         self.model.labels(version=version, name=name).set(1)
         self.index_size.set(index_items)
 
-    def record_turn_batch(self, size: int) -> None:
-        self.turn_batches.inc()
-        self.turn_batched.inc(size)
+    def record_turn_batch(self, vectors: str, size: int) -> None:
+        self.turn_batches.labels(vectors).inc()
+        self.turn_batched.labels(vectors).inc(size)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

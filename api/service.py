@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -49,9 +50,14 @@ class Loaded:
         self.write_lock = threading.Lock()
         # serialised similar-item responses (the same for every visitor), keyed with the catalogue version
         self.similar_responses: LRUCache = LRUCache(maxsize=similar_cache_size)
-        # cheap history requests arriving together: one retrieval call (see `recommend_cheap`)
-        self.history_batches = LoopTurnBatcher(self._recommend_rows, turn_batch_max,
-                                               metrics.record_turn_batch if metrics else None) if turn_batch_max else None
+        # history requests arriving together share one recommend_batch (see `recommend_batched`): on the event
+        # loop when the query vectors are cached (no torch), else in one thread hop for the whole batch
+        on_batch = (lambda kind: (lambda size: metrics.record_turn_batch(kind, size))) if metrics else (lambda _: None)
+        self.cheap_batches = self.tower_batches = None
+        if turn_batch_max:
+            self.cheap_batches = LoopTurnBatcher(self._recommend_rows, turn_batch_max, on_batch("cached"))
+            self.tower_batches = LoopTurnBatcher(self._recommend_rows, turn_batch_max, on_batch("tower"),
+                                                 offload=True)
 
     @property
     def version(self) -> str:
@@ -68,19 +74,25 @@ class Loaded:
             return True
         return isinstance(tower, CachedHistoryEncoder) and all(not h or tower.has(h) for h in histories)
 
-    async def recommend_cheap(self, history: list[str], k: int, exclude_seen: bool, exclude: Collection[str],
-                              where: Mapping | None) -> RecommendationList:
-        """`recommender.recommend_history(...)` for a history that `is_cheap`, on the event loop; concurrent
-        calls with the same k, exclude_seen and filter share one `recommend_batch` (one FAISS search)."""
+    async def recommend_batched(self, history: list[str], k: int, exclude_seen: bool, exclude: Collection[str],
+                                where: Mapping | None, strategy: str = "personalised") -> RecommendationList:
+        """`recommender.recommend_history(...)` for a non-empty history of catalogue items; concurrent calls with
+        the same k, exclude_seen, filter and strategy share one `recommend_batch` (one user-tower pass, one FAISS
+        search): on the event loop when `is_cheap`, else in the thread pool."""
+        cheap = self.is_cheap([history])
         filter_key = where_key(where) if where is not None else None
-        if self.history_batches is None or (where is not None and filter_key is None):
-            return self.recommender.recommend_history(history, k, exclude_seen, exclude, where)
-        return await self.history_batches.submit((k, exclude_seen, filter_key), (history, exclude, where))
+        if self.cheap_batches is None or (where is not None and filter_key is None):
+            args = (history, k, exclude_seen, exclude, where, strategy)
+            return self.recommender.recommend_history(*args) if cheap else await run_in_threadpool(
+                self.recommender.recommend_history, *args)
+        batcher = self.cheap_batches if cheap else self.tower_batches
+        return await batcher.submit((k, exclude_seen, filter_key, strategy), (history, exclude, where))
 
     def _recommend_rows(self, key: tuple, rows: list[tuple]) -> list[RecommendationList]:
-        k, exclude_seen, _ = key
-        return self.recommender.recommend_batch([list(h) for h, _, _ in rows], k, exclude_seen,
-                                                [e for _, e, _ in rows], rows[0][2], explain=True)
+        k, exclude_seen, _, strategy = key
+        results = self.recommender.recommend_batch([list(h) for h, _, _ in rows], k, exclude_seen,
+                                                   [e for _, e, _ in rows], rows[0][2], explain=True)
+        return [r if r.strategy == "popular_fallback" else replace(r, strategy=strategy) for r in results]
 
     async def call(self, fn, *args, histories: Collection[Collection[str]] = ()):
         """Run `fn(*args)` on the event loop when answering for `histories` is cheap (`is_cheap`), else in

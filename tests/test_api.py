@@ -184,7 +184,8 @@ def test_metrics_count_requests_by_route(client):
     assert 'recsys_model_info{name="toy",version="v1"} 1.0' in text
     assert "recsys_index_items 6.0" in text
     # the known user's request went through the loop-turn batcher (alone: one batch of one)
-    assert "recsys_turn_batches_total 1.0" in text and "recsys_turn_batched_requests_total 1.0" in text
+    assert 'recsys_turn_batches_total{vectors="cached"} 1.0' in text
+    assert 'recsys_turn_batched_requests_total{vectors="cached"} 1.0' in text
 
 
 @pytest.mark.parametrize("method,url,kwargs,status,fragment", [

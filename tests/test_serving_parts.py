@@ -208,17 +208,39 @@ def test_calls_in_one_loop_turn_share_one_batch_per_key():
     assert asyncio.run(lone()) == "c:7"  # a new event loop, a lone call: answered without waiting for company
 
 
+def test_offloaded_batches_run_off_the_event_loop():
+    import asyncio
+
+    from api.batching import LoopTurnBatcher
+
+    threads = []
+
+    def run(key, items):
+        threads.append(threading.get_ident())
+        return [item * 2 for item in items]
+
+    batcher = LoopTurnBatcher(run, offload=True)
+
+    async def burst():
+        return threading.get_ident(), await asyncio.gather(*(batcher.submit("a", i) for i in range(5)))
+
+    loop_thread, results = asyncio.run(burst())
+    assert results == [0, 2, 4, 6, 8] and batcher.batches == 1
+    assert threads and threads[0] != loop_thread
+
+
 def test_a_failing_batch_raises_in_every_caller():
     import asyncio
 
     from api.batching import LoopTurnBatcher
 
-    batcher = LoopTurnBatcher(RecordingBatch(fail=True))
+    for offload in (False, True):
+        batcher = LoopTurnBatcher(RecordingBatch(fail=True), offload=offload)
 
-    async def burst():
-        return await asyncio.gather(batcher.submit("a", 1), batcher.submit("a", 2), return_exceptions=True)
+        async def burst():
+            return await asyncio.gather(batcher.submit("a", 1), batcher.submit("a", 2), return_exceptions=True)
 
-    assert [str(e) for e in asyncio.run(burst())] == ["boom", "boom"]
+        assert [str(e) for e in asyncio.run(burst())] == ["boom", "boom"]
 
 
 def test_concurrent_known_users_match_one_at_a_time(toy, tmp_path):
@@ -239,8 +261,8 @@ def test_concurrent_known_users_match_one_at_a_time(toy, tmp_path):
     assert len(histories) >= 3
 
     async def together():
-        return await asyncio.gather(*(loaded.recommend_cheap(h, 3, True, [], None) for h in histories),
-                                    loaded.recommend_cheap(histories[0], 3, True, [histories[0][-1]], None))
+        return await asyncio.gather(*(loaded.recommend_batched(h, 3, True, [], None) for h in histories),
+                                    loaded.recommend_batched(histories[0], 3, True, [histories[0][-1]], None))
 
     expected = [recommender.recommend_history(h, 3, True) for h in histories]
     expected.append(recommender.recommend_history(histories[0], 3, True, [histories[0][-1]]))
@@ -248,5 +270,6 @@ def test_concurrent_known_users_match_one_at_a_time(toy, tmp_path):
     assert [(r.item_ids, r.strategy) for r in got] == [(r.item_ids, r.strategy) for r in expected]
     np.testing.assert_allclose([s for r in got for s in r.scores], [s for r in expected for s in r.scores],
                                rtol=1e-5)
-    assert loaded.history_batches.batches == 1 and loaded.history_batches.calls == len(histories) + 1
+    assert loaded.cheap_batches.batches == 1 and loaded.cheap_batches.calls == len(histories) + 1
+    assert loaded.tower_batches.batches == 0  # a pooled tower is cheap: nothing left the event loop
     service.close()

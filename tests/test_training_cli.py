@@ -68,3 +68,9 @@ def test_api_encodes_new_text_with_the_bundles_own_trained_item_tower(tiny_bert_
         stored = recommender.item_vectors[recommender.item_position["NEW"]]
         np.testing.assert_allclose(stored, expected, rtol=1e-5, atol=1e-6)  # the trained text-only path
         assert len(client.get("/v1/items/NEW/similar", params={"k": 3}).json()["items"]) == 3
+        # sessions run the trained user tower (off the event loop, batched) and match the recommender's own answer
+        session = recommender.item_ids[:3]
+        body = client.post("/v1/sessions/recommendations", json={"item_ids": session, "k": 5}).json()
+        assert body["strategy"] == "session"
+        assert [i["item_id"] for i in body["items"]] == recommender.recommend_session(session, 5).item_ids
+        assert loaded.tower_batches.calls == 1

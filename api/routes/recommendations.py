@@ -49,8 +49,8 @@ async def user_recommendations(
     where = _where(category, brand)
     _check_filters(loaded, where)
     history = service.history(loaded, user_id)
-    if history and loaded.is_cheap([history]):  # shares one retrieval call with concurrent requests
-        result = await loaded.recommend_cheap(history, k, exclude_seen, exclude, where)
+    if history:  # shares one recommend_batch with concurrent requests
+        result = await loaded.recommend_batched(history, k, exclude_seen, exclude, where)
     else:
         result = await loaded.call(service.recommend_user, loaded, user_id, history, k, exclude_seen, exclude,
                                    where, histories=[history or []])
@@ -75,8 +75,9 @@ async def session_recommendations(body: Annotated[SessionRequest, Body()], reque
     _check_filters(loaded, where)
     recommender = loaded.recommender
     if not body.text:
-        result = await loaded.call(recommender.recommend_session, body.item_ids, body.k, body.exclude_seen,
-                                   body.exclude, where, histories=[body.item_ids])
+        recommender.check_items(body.item_ids)
+        result = await loaded.recommend_batched(body.item_ids, body.k, body.exclude_seen, body.exclude, where,
+                                                "session")
         return json_response(to_response(loaded, result, body.item_ids))
     result = await run_in_threadpool(_text_session, service, loaded, body, where)
     return json_response(to_response(loaded, result, body.item_ids, text=body.text))
