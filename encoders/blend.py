@@ -2,7 +2,9 @@
 
 Item vectors become [trained item vector, frozen-BERT text vector] and query vectors
 [trained user vector, w · recency-pooled frozen-BERT history vector], so one inner product (one FAISS
-search) scores `trained + w · zero-shot`. The weight lives on the query side only: item vectors do not
+search) scores `trained + w · zero-shot`. The frozen-BERT block may be projected onto its top principal
+directions over the catalogue (`zero_shot_dims`, 128 of MiniLM's 384 by default): the index grows less and
+every search scans fewer numbers. The weight lives on the query side only: item vectors do not
 depend on it, and `fit_blend_weight` tries each weight on validation against one index.
 
 On amazon-scientific the zero-shot score ranks differently enough from the trained one that the sum
@@ -11,6 +13,7 @@ beats both (benchmarks/results/quality.md)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -19,6 +22,7 @@ from recsys.evaluation import evaluate
 from recsys.user_tower import CachedHistoryEncoder, PooledHistoryEncoder
 
 BLEND_KEY = "zero_shot_blend"  # encoder/encoder.json entry of blended bundles
+PROJECTION_FILE = "zero_shot_projection.npy"
 
 
 class BlendedHistoryEncoder:
@@ -29,10 +33,11 @@ class BlendedHistoryEncoder:
     queries) go through both item towers: `encode_item_texts`."""
 
     def __init__(self, trained, pooled: PooledHistoryEncoder, weight: float,
-                 text_encoder_factory: Callable[[], object] | None = None) -> None:
+                 text_encoder_factory: Callable[[], object] | None = None, projection: np.ndarray | None = None) -> None:
         self.trained = trained
         self.pooled = pooled
         self.weight = float(weight)
+        self.projection = projection  # [zero-shot dims, BERT width]: new texts' BERT vectors → the pooled space
         self._text_encoder_factory = text_encoder_factory
         self._text_encoder = None
 
@@ -67,11 +72,16 @@ class BlendedHistoryEncoder:
                 raise ValueError("this blended tower has no zero-shot text encoder")
             self._text_encoder = self._text_encoder_factory()
         trained = self.trained.encode_item_texts(list(texts))
-        return np.hstack([trained, self._text_encoder.encode(list(texts))]).astype(np.float32, copy=False)
+        zero_shot = self._text_encoder.encode(list(texts))
+        if self.projection is not None:
+            zero_shot = zero_shot @ self.projection.T
+        return np.hstack([trained, zero_shot]).astype(np.float32, copy=False)
 
     def save(self, directory) -> None:
-        """The trained tower's files; the blend itself is recorded in encoder.json (`blend_info`)."""
+        """The trained tower's files (+ the projection); the blend itself is recorded in encoder.json (`blend_info`)."""
         self.trained.save(directory)
+        if self.projection is not None:
+            np.save(Path(directory) / PROJECTION_FILE, self.projection.astype(np.float32), allow_pickle=False)
 
 
 def split_item_vectors(vectors: np.ndarray, trained_dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -79,20 +89,29 @@ def split_item_vectors(vectors: np.ndarray, trained_dim: int) -> tuple[np.ndarra
     return vectors[:, :trained_dim], vectors[:, trained_dim:]
 
 
+def principal_projection(vectors: np.ndarray, dims: int) -> np.ndarray:
+    """[dims, width]: the top principal directions of `vectors` (rows), for `vectors @ projection.T`."""
+    vectors = np.asarray(vectors, dtype=np.float64)
+    _, _, directions = np.linalg.svd(vectors - vectors.mean(axis=0), full_matrices=False)
+    return directions[:dims].astype(np.float32)
+
+
 def blend_info(tower: BlendedHistoryEncoder) -> dict:
     """What encoder.json records so `blended_tower` can rebuild the tower from the bundle."""
     return {"weight": tower.weight, "trained_dim": tower.trained_dim,
-            "recency_decay": tower.pooled.config.recency_decay, "max_history": tower.pooled.config.max_history}
+            "recency_decay": tower.pooled.config.recency_decay, "max_history": tower.pooled.config.max_history,
+            "projection": PROJECTION_FILE if tower.projection is not None else None}
 
 
-def blended_tower(trained, item_ids: Sequence[str], item_vectors: np.ndarray, info: dict,
+def blended_tower(trained, item_ids: Sequence[str], item_vectors: np.ndarray, info: dict, encoder_dir: Path,
                   text_encoder_factory: Callable[[], object] | None = None) -> BlendedHistoryEncoder:
     """Rebuild a bundle's blended tower: `trained` is its trained user tower (over the first
     `info['trained_dim']` columns); the zero-shot part of `item_vectors` feeds the pool."""
     _, zero_shot = split_item_vectors(item_vectors, int(info["trained_dim"]))
     pool_config = UserTowerConfig(recency_decay=info.get("recency_decay", 0.7), max_history=info.get("max_history", 50))
+    projection = np.load(Path(encoder_dir) / info["projection"], allow_pickle=False) if info.get("projection") else None
     return BlendedHistoryEncoder(trained, PooledHistoryEncoder(item_ids, zero_shot, pool_config),
-                                 float(info["weight"]), text_encoder_factory)
+                                 float(info["weight"]), text_encoder_factory, projection)
 
 
 def fit_blend_weight(recommender, tower: BlendedHistoryEncoder, examples, weights: Sequence[float],

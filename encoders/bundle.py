@@ -97,7 +97,7 @@ def user_tower_loader(encoder_dir: Path, item_ids: list[str], item_vectors: np.n
 
         return TextEncoder.from_config(config.encoder, device)
 
-    return blended_tower(trained, item_ids, item_vectors, blend, zero_shot_encoder)
+    return blended_tower(trained, item_ids, item_vectors, blend, encoder_dir, zero_shot_encoder)
 
 
 def load_recommender(path: str | Path, verify: bool = True) -> Recommender:

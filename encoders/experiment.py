@@ -76,7 +76,7 @@ def train_and_evaluate(dataset: Dataset, split: SplitData, config: TrainConfig, 
     blend = None
     if config.zero_shot_blend:
         recommender, blend = _blend_zero_shot(dataset, split, recommender, build_config, config.zero_shot_blend,
-                                              eval_config, progress)
+                                              config.zero_shot_dims, eval_config, progress)
     rows = evaluate_slices({name: recommender}, split, eval_config, progress)
     path = None
     if out_root is not None:
@@ -91,25 +91,30 @@ def train_and_evaluate(dataset: Dataset, split: SplitData, config: TrainConfig, 
 
 
 def _blend_zero_shot(dataset: Dataset, split: SplitData, recommender: Recommender, build_config: BuildConfig,
-                     weights: tuple[float, ...], eval_config: EvalConfig,
+                     weights: tuple[float, ...], dims: int | None, eval_config: EvalConfig,
                      progress: bool) -> tuple[Recommender, dict]:
-    """The trained recommender blended with the frozen BERT's zero-shot score (`encoders.blend`) at the weight
-    among `weights` with the best validation NDCG@10; the plain one when that weight is 0."""
-    from encoders.blend import BLEND_KEY, BlendedHistoryEncoder, blend_info, fit_blend_weight
+    """The trained recommender blended with the frozen BERT's zero-shot score (`encoders.blend`; its vectors
+    projected to `dims`) at the weight among `weights` with the best validation NDCG@10; the plain one when
+    that weight is 0."""
+    from encoders.blend import BLEND_KEY, BlendedHistoryEncoder, blend_info, fit_blend_weight, principal_projection
     from encoders.text_encoder import TextEncoder
     from recsys.config import UserTowerConfig
     from recsys.user_tower import PooledHistoryEncoder
 
     encoder = TextEncoder.from_config(build_config.encoder)
     zero_shot = encoder.encode(dataset.items["text"].to_list(), progress=progress, desc="zero-shot item vectors")
+    projection = principal_projection(zero_shot, dims) if dims is not None and dims < zero_shot.shape[1] else None
+    if projection is not None:
+        zero_shot = zero_shot @ projection.T
     item_ids = dataset.items["item_id"].to_list()
     tower = BlendedHistoryEncoder(recommender.user_tower, PooledHistoryEncoder(item_ids, zero_shot, UserTowerConfig()),
-                                  0.0, lambda: encoder)
+                                  0.0, lambda: encoder, projection)
     info = {**recommender.encoder_info, "dim": tower.dim}
     blended = Recommender.build(dataset, split, np.hstack([recommender.item_vectors, zero_shot]), build_config, info,
                                 tower)
     weight, scores = fit_blend_weight(blended, tower, split.examples("valid"), weights, eval_config)
-    report = {"weight": weight, "valid_ndcg": {str(w): round(v, 5) for w, v in scores.items()}}
+    report = {"weight": weight, "dims": int(zero_shot.shape[1]),
+              "valid_ndcg": {str(w): round(v, 5) for w, v in scores.items()}}
     if weight == 0:
         return recommender, report
     blended.encoder_info[BLEND_KEY] = blend_info(tower)

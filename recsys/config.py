@@ -183,4 +183,7 @@ class TrainConfig(FrozenModel):
         (), description="after training, add w × the frozen BERT's zero-shot score (recency-pooled history vector · "
                         "item text vector) to the towers' score, as extra embedding dimensions; w is the value of "
                         "this list with the best validation NDCG@10 (0 keeps the towers alone; empty: no blend)")
+    zero_shot_dims: int | None = Field(128, ge=1, description="blend: project the zero-shot block onto its top principal "
+                                       "directions over the catalogue, so the index grows by this many dimensions, not "
+                                       "the BERT's width (None: keep them all)")
     seed: int = 0

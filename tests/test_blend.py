@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from encoders.blend import BLEND_KEY, BlendedHistoryEncoder
+from encoders.blend import BLEND_KEY, BlendedHistoryEncoder, principal_projection
 from encoders.bundle import load_recommender
 from encoders.experiment import train_and_evaluate
 from encoders.text_encoder import TextEncoder
@@ -14,13 +14,15 @@ from tests.test_lora import small_config
 
 def test_blended_towers_score_trained_plus_weighted_zero_shot_and_round_trip(tiny_bert_dir, shop, tmp_path):
     dataset, split = shop
-    config = small_config(tiny_bert_dir, zero_shot_blend=(0.5,))
+    config = small_config(tiny_bert_dir, zero_shot_blend=(0.5,), zero_shot_dims=8)
     trained = train_and_evaluate(dataset, split, config, name="tiny", out_root=tmp_path, progress=False)
     recommender, tower = trained.recommender, trained.recommender.user_tower
     assert isinstance(tower, BlendedHistoryEncoder) and trained.blend["weight"] == 0.5
     d = tower.trained_dim
-    zero_shot = TextEncoder.from_config(config.encoder).encode(dataset.items["text"].to_list())
-    assert recommender.item_vectors.shape == (dataset.items.height, d + zero_shot.shape[1])
+    bert_vectors = TextEncoder.from_config(config.encoder).encode(dataset.items["text"].to_list())
+    projection = principal_projection(bert_vectors, 8)  # the zero-shot block: the top 8 principal directions
+    zero_shot = bert_vectors @ projection.T
+    assert recommender.item_vectors.shape == (dataset.items.height, d + 8)
     np.testing.assert_allclose(recommender.item_vectors[:, d:], zero_shot, atol=1e-6)
 
     histories = split.test["history"].to_list()[:20]
@@ -33,6 +35,7 @@ def test_blended_towers_score_trained_plus_weighted_zero_shot_and_round_trip(tin
 
     info = json.loads((trained.path / "encoder" / "encoder.json").read_text())
     assert info[BLEND_KEY]["weight"] == 0.5 and info[BLEND_KEY]["trained_dim"] == d and info["dim"] == queries.shape[1]
+    np.testing.assert_array_equal(np.load(trained.path / "encoder" / info[BLEND_KEY]["projection"]), projection)
     loaded = load_recommender(trained.path)
     np.testing.assert_allclose(loaded.user_tower.encode_histories(histories), queries, atol=1e-6)
     assert loaded.recommend_histories(histories, 10) == recommender.recommend_histories(histories, 10)
