@@ -131,14 +131,24 @@ class LoopTurnBatcher:
                 _deliver(batch, results)
             return
         done = self._loop.run_in_executor(None, self._call, key, items)
-        done.add_done_callback(lambda f: _deliver(batch, error=f.exception()) if f.exception() is not None
-                               else _deliver(batch, f.result()))
+        done.add_done_callback(lambda finished: _settle(batch, finished))
 
     def _call(self, key: Hashable, items: list) -> list:
         results = list(self.run(key, items))
         if len(results) != len(items):
             raise RuntimeError(f"batch function returned {len(results)} results for {len(items)} calls")
         return results
+
+
+def _settle(batch: list[tuple[object, asyncio.Future]], finished: asyncio.Future) -> None:
+    """An offloaded batch is done: deliver its results or error (cancelled, e.g. at shutdown: cancel the callers)."""
+    if finished.cancelled():
+        for _, future in batch:
+            future.cancel()
+    elif finished.exception() is not None:
+        _deliver(batch, error=finished.exception())
+    else:
+        _deliver(batch, finished.result())
 
 
 def _deliver(batch: list[tuple[object, asyncio.Future]], results: Sequence | None = None,

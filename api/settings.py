@@ -33,9 +33,9 @@ class Settings(BaseSettings):
                                         "filters); any catalogue change invalidates them (0: off)")
     micro_batch_ms: float = Field(2.0, ge=0, description="wait this long to batch concurrent BERT encodes")
     micro_batch_max: int = Field(32, ge=1)
-    turn_batch_max: int = Field(64, ge=0, description="known-user requests answered on the event loop (query vector "
-                                "cached, no re-ranker) that arrive in the same loop turn share one retrieval call, "
-                                "up to this many (0: one call each)")
+    turn_batch_max: int = Field(64, ge=0, description="history requests (known users, sessions without text) that "
+                                "reach the event loop in the same turn share one recommend_batch call (one user-tower "
+                                "pass, one FAISS search), up to this many (0: one call each)")
     quantize_int8: bool = Field(False, description="int8 dynamic quantisation of the BERT towers on CPU")
     torch_threads: int = Field(1, ge=0, description="torch intra-op threads for the BERT towers (0: torch's "
                                "default, one per core); concurrent requests are micro-batched instead, so 1 keeps "
