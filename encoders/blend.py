@@ -74,7 +74,7 @@ class BlendedHistoryEncoder:
         trained = self.trained.encode_item_texts(list(texts))
         zero_shot = self._text_encoder.encode(list(texts))
         if self.projection is not None:
-            zero_shot = zero_shot @ self.projection.T
+            zero_shot = project(zero_shot, self.projection)
         return np.hstack([trained, zero_shot]).astype(np.float32, copy=False)
 
     def save(self, directory) -> None:
@@ -94,6 +94,13 @@ def principal_projection(vectors: np.ndarray, dims: int) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float64)
     _, _, directions = np.linalg.svd(vectors - vectors.mean(axis=0), full_matrices=False)
     return directions[:dims].astype(np.float32)
+
+
+def project(vectors: np.ndarray, projection: np.ndarray) -> np.ndarray:
+    """BERT vectors onto the principal directions, each row back to unit length: both blocks of an item vector
+    then have norm 1, so the index's per-item normalisation scales every item alike and the blend stays exact."""
+    projected = np.asarray(vectors, dtype=np.float32) @ projection.T
+    return projected / np.maximum(np.linalg.norm(projected, axis=1, keepdims=True), 1e-12)
 
 
 def blend_info(tower: BlendedHistoryEncoder) -> dict:

@@ -96,7 +96,8 @@ def _blend_zero_shot(dataset: Dataset, split: SplitData, recommender: Recommende
     """The trained recommender blended with the frozen BERT's zero-shot score (`encoders.blend`; its vectors
     projected to `dims`) at the weight among `weights` with the best validation NDCG@10; the plain one when
     that weight is 0."""
-    from encoders.blend import BLEND_KEY, BlendedHistoryEncoder, blend_info, fit_blend_weight, principal_projection
+    from encoders.blend import (BLEND_KEY, BlendedHistoryEncoder, blend_info, fit_blend_weight, principal_projection,
+                                project)
     from encoders.text_encoder import TextEncoder
     from recsys.config import UserTowerConfig
     from recsys.user_tower import PooledHistoryEncoder
@@ -105,7 +106,7 @@ def _blend_zero_shot(dataset: Dataset, split: SplitData, recommender: Recommende
     zero_shot = encoder.encode(dataset.items["text"].to_list(), progress=progress, desc="zero-shot item vectors")
     projection = principal_projection(zero_shot, dims) if dims is not None and dims < zero_shot.shape[1] else None
     if projection is not None:
-        zero_shot = zero_shot @ projection.T
+        zero_shot = project(zero_shot, projection)
     item_ids = dataset.items["item_id"].to_list()
     tower = BlendedHistoryEncoder(recommender.user_tower, PooledHistoryEncoder(item_ids, zero_shot, UserTowerConfig()),
                                   0.0, lambda: encoder, projection)

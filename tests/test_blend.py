@@ -20,8 +20,10 @@ def test_blended_towers_score_trained_plus_weighted_zero_shot_and_round_trip(tin
     assert isinstance(tower, BlendedHistoryEncoder) and trained.blend["weight"] == 0.5
     d = tower.trained_dim
     bert_vectors = TextEncoder.from_config(config.encoder).encode(dataset.items["text"].to_list())
-    projection = principal_projection(bert_vectors, 8)  # the zero-shot block: the top 8 principal directions
-    zero_shot = bert_vectors @ projection.T
+    projection = principal_projection(bert_vectors, 8)  # the zero-shot block: the top 8 principal directions,
+    zero_shot = bert_vectors @ projection.T  # each row back to unit length
+    zero_shot /= np.linalg.norm(zero_shot, axis=1, keepdims=True)
+    np.testing.assert_allclose(np.linalg.norm(recommender.item_vectors, axis=1), np.sqrt(2), rtol=1e-5)
     assert recommender.item_vectors.shape == (dataset.items.height, d + 8)
     np.testing.assert_allclose(recommender.item_vectors[:, d:], zero_shot, atol=1e-6)
 
