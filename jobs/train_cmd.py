@@ -85,4 +85,7 @@ def train(
     p = result.parameters
     console.print(f"trainable {p['trainable']:,} of {p['total']:,} parameters (adapters {p['adapter']:,}); "
                   f"best epoch {result.best_epoch}; {result.seconds / 60:.1f} min on {result.device}")
+    if trained.blend is not None:
+        tried = ", ".join(f"{w}: {v:.4f}" for w, v in trained.blend["valid_ndcg"].items())
+        console.print(f"zero-shot blend weight {trained.blend['weight']} (valid NDCG@10 by weight: {tried})")
     console.print(f"[green]bundle written[/] → {trained.path}")
