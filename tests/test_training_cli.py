@@ -28,13 +28,17 @@ def test_train_command_writes_an_evaluated_bundle_and_continues_from_it(tiny_ber
 
 def test_bench_quality_writes_json_markdown_and_chart(tiny_bert_dir, tmp_path):
     data = generate_shop(n_users=80, n_items=120, seed=0).save(tmp_path / "shop")
-    (tmp_path / "cfg.json").write_text(json.dumps({"encoder": {"model": str(tiny_bert_dir)}, "epochs": 1}))
+    (tmp_path / "cfg.json").write_text(json.dumps({"encoder": {"model": str(tiny_bert_dir)}, "epochs": 1,
+                                                   "zero_shot_blend": [0.0, 1.0]}))
     result = CliRunner().invoke(app, ["bench", "quality", "--data", str(data), "--out", str(tmp_path / "res"),
                                       "--variants", "smoke", "--config", str(tmp_path / "cfg.json"),
                                       "--no-baselines", "--threads", "1"])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "res" / "quality.json").read_text())
     assert {r["model"] for r in report["rows"]} == {"peft-bert:smoke"}
+    row = report["rows"][0]  # the blend weight chosen on validation, with each tried weight's NDCG@10
+    assert set(row["blend_valid_ndcg"]) == {"0.0", "1.0"} and row["blend_weight"] in (0.0, 1.0)
+    assert row["blend_valid_ndcg"][str(row["blend_weight"])] == max(row["blend_valid_ndcg"].values())
     assert "peft-bert:smoke" in (tmp_path / "res" / "quality.md").read_text()
     assert (tmp_path / "res" / "quality.png").is_file()
 
