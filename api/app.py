@@ -10,6 +10,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from api.cached_similar import CachedSimilarMiddleware
 from api.metrics import BodyLimitMiddleware, MetricsMiddleware
 from api.routes import admin, demo, events, health, recommendations
 from api.service import Service
@@ -54,6 +55,7 @@ def create_app(bundle: str | Path | None = None, settings: Settings | None = Non
     async def unknown_id(_: Request, exc: UnknownIdError) -> JSONResponse:
         return JSONResponse(status_code=404, content={"detail": str(exc)})
 
+    app.add_middleware(CachedSimilarMiddleware, source=app)  # innermost: the metrics still count its answers
     app.add_middleware(MetricsMiddleware, metrics_source=app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     return app

@@ -243,3 +243,25 @@ def test_similar_responses_are_cached_until_the_catalogue_changes(client):
     client.post("/v1/admin/items/cam2/deactivate", headers=ADMIN)
     assert ids(client.get("/v1/items/cam1/similar", params={"k": 2})) == ["bag1", "bag2"]  # not the stale bytes
     assert client.get("/v1/items/ghost/similar", params={"k": 2}).status_code == 404
+
+
+def test_cached_similar_lists_are_answered_before_routing_and_only_exact_hits(client):
+    from api.cached_similar import cached_request_key, similar_key
+
+    loaded = client.app.state.service.current
+    version = loaded.recommender.neighbours.version
+    first = client.get("/v1/items/cam1/similar?k=2&exclude=sock1")
+    key = similar_key("cam1", 2, ["sock1"], version)
+    assert loaded.similar_responses[key] == first.content
+    loaded.similar_responses[key] = b'{"marker": 1}'  # a hit is served from the cache, before the route runs
+    again = client.get("/v1/items/cam1/similar?exclude=sock1&k=2")
+    assert again.content == b'{"marker": 1}' and again.headers["content-type"] == "application/json"
+    metrics = client.get("/metrics").text
+    assert 'route="/v1/items/{item_id}/similar",status="200"} 2.0' in metrics  # still counted per route
+    # only one k (digits) and excludes make a key; anything else is the route's to validate
+    assert cached_request_key("/v1/items/cam1/similar", b"", version) == similar_key("cam1", 10, [], version)
+    for query in (b"k=2&k=3", b"k=-2", b"k=2&user_id=u1", b"k=2&category=cameras", b"k=%202", b"kk=2"):
+        assert cached_request_key("/v1/items/cam1/similar", query, version) is None, query
+    assert cached_request_key("/v1/items/a/b/similar", b"k=2", version) is None
+    assert client.get("/v1/items/cam1/similar?k=2&k=0").status_code == 422
+    assert client.get("/v1/items/cam1/similar?k=9999").status_code == 422  # never cached: validated by the route

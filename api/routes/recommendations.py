@@ -8,6 +8,7 @@ import numpy as np
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from api.cached_similar import similar_key
 from api.deps import check_exclude, check_k, get_loaded, invalid, serving
 from api.responses import json_response, to_response
 from api.schemas import ErrorResponse, Item, RecommendationResponse, SessionRequest
@@ -122,10 +123,10 @@ async def similar_items(
     where = _where(category, brand)
     _check_filters(loaded, where)
     if user_id is None and where is None:  # the same list for every visitor: serve the cached bytes
-        key = (item_id, k, frozenset(exclude), loaded.recommender.neighbours.version)
-        body = loaded.similar_responses.get(key)
+        key = similar_key(item_id, k, exclude, loaded.recommender.neighbours.version)
+        body = loaded.similar_responses.get(key)  # (hits usually never get here: api.cached_similar answers them)
         if body is None:
-            body = _similar(loaded, item_id, k, exclude, None, None).model_dump_json()
+            body = _similar(loaded, item_id, k, exclude, None, None).model_dump_json().encode()
             if loaded.similar_responses.maxsize:
                 loaded.similar_responses[key] = body
         return Response(body, media_type="application/json")
