@@ -10,7 +10,7 @@ _SEQUENCE = {"user_tower": "sequence", "dim": 384, "seq_heads": 4, "id_fusion": 
 # valid NDCG@10 0.0777 → 0.0819 (frozen BERT), test 0.0680 → 0.0719 (benchmarks/results/quality.md)
 _REGULARISED = {"mask_prob": 0.2, "crop_prob": 0.3}
 # after training, + w × the frozen BERT's zero-shot score (w chosen on validation; 0 = no blend): on amazon-scientific
-# the `cpu` towers' test NDCG@10 0.0703 → 0.0766 at w = 0.3 (benchmarks/results/quality.md)
+# test NDCG@10 0.0703 → 0.0768 (cpu) and 0.0719 → 0.0780 (frozen), both at w = 0.3 (benchmarks/results/quality.md)
 _BLEND = {"zero_shot_blend": (0.0, 0.1, 0.2, 0.3, 0.5)}
 
 PRESETS: dict[str, dict] = {
