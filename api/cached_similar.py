@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 PREFIX, SUFFIX = "/v1/items/", "/similar"
 ROUTE = SimpleNamespace(path=PREFIX + "{item_id}" + SUFFIX)  # what the metrics label the request with
-DEFAULT_K = 10
+DEFAULT_K = 10  # the similar-items route's default k (it imports this)
 
 
 def similar_key(item_id: str, k: int, exclude, version: int) -> Hashable:

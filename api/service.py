@@ -79,13 +79,11 @@ class Loaded:
         """`recommender.recommend_history(...)` for a non-empty history of catalogue items; concurrent calls with
         the same k, exclude_seen, filter and strategy share one `recommend_batch` (one user-tower pass, one FAISS
         search): on the event loop when `is_cheap`, else in the thread pool."""
-        cheap = self.is_cheap([history])
         filter_key = where_key(where) if where is not None else None
         if self.cheap_batches is None or (where is not None and filter_key is None):
-            args = (history, k, exclude_seen, exclude, where, strategy)
-            return self.recommender.recommend_history(*args) if cheap else await run_in_threadpool(
-                self.recommender.recommend_history, *args)
-        batcher = self.cheap_batches if cheap else self.tower_batches
+            return await self.call(self.recommender.recommend_history, history, k, exclude_seen, exclude, where,
+                                   strategy, histories=[history])
+        batcher = self.cheap_batches if self.is_cheap([history]) else self.tower_batches
         return await batcher.submit((k, exclude_seen, filter_key, strategy), (history, exclude, where))
 
     def _recommend_rows(self, key: tuple, rows: list[tuple]) -> list[RecommendationList]:

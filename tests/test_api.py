@@ -265,3 +265,14 @@ def test_cached_similar_lists_are_answered_before_routing_and_only_exact_hits(cl
     assert cached_request_key("/v1/items/a/b/similar", b"k=2", version) is None
     assert client.get("/v1/items/cam1/similar?k=2&k=0").status_code == 422
     assert client.get("/v1/items/cam1/similar?k=9999").status_code == 422  # never cached: validated by the route
+
+
+def test_turn_batching_off_gives_the_same_lists(bundle, tmp_path, client):
+    with make_client(bundle, tmp_path / "off", turn_batch_max=0) as unbatched:
+        assert unbatched.app.state.service.current.cheap_batches is None
+        for user in ("u1", "u2", "u4"):
+            url = f"/v1/users/{user}/recommendations"
+            assert ids(unbatched.get(url, params={"k": 3})) == ids(client.get(url, params={"k": 3}))
+        body = {"item_ids": ["cam1"], "k": 3}
+        assert (ids(unbatched.post("/v1/sessions/recommendations", json=body))
+                == ids(client.post("/v1/sessions/recommendations", json=body)))

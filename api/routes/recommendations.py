@@ -8,7 +8,7 @@ import numpy as np
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.cached_similar import similar_key
+from api.cached_similar import DEFAULT_K, similar_key
 from api.deps import check_exclude, check_k, get_loaded, invalid, serving
 from api.responses import json_response, to_response
 from api.schemas import ErrorResponse, Item, RecommendationResponse, SessionRequest
@@ -111,7 +111,7 @@ async def item(item_id: Annotated[str, Path(max_length=256)], loaded: Annotated[
 async def similar_items(
     item_id: Annotated[str, Path(max_length=256, description="the product shown on the page")],
     request: Request,
-    k: K = 10, exclude: Exclude = [],  # noqa: B006
+    k: K = DEFAULT_K, exclude: Exclude = [],  # noqa: B006
     user_id: Annotated[str | None, Query(max_length=256, description="re-rank for this user")] = None,
     category: Category = None, brand: Brand = None,
 ) -> Response:
