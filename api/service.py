@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -52,12 +52,11 @@ class Loaded:
         self.similar_responses: LRUCache = LRUCache(maxsize=similar_cache_size)
         # history requests arriving together share one recommend_batch (see `recommend_batched`): on the event
         # loop when the query vectors are cached (no torch), else in one thread hop for the whole batch
-        on_batch = (lambda kind: (lambda size: metrics.record_turn_batch(kind, size))) if metrics else (lambda _: None)
         self.cheap_batches = self.tower_batches = None
         if turn_batch_max:
-            self.cheap_batches = LoopTurnBatcher(self._recommend_rows, turn_batch_max, on_batch("cached"))
-            self.tower_batches = LoopTurnBatcher(self._recommend_rows, turn_batch_max, on_batch("tower"),
-                                                 offload=True)
+            count = (lambda kind: partial(metrics.record_turn_batch, kind)) if metrics else (lambda kind: None)
+            self.cheap_batches = LoopTurnBatcher(self._recommend_rows, turn_batch_max, count("cached"))
+            self.tower_batches = LoopTurnBatcher(self._recommend_rows, turn_batch_max, count("tower"), offload=True)
 
     @property
     def version(self) -> str:
@@ -88,9 +87,8 @@ class Loaded:
 
     def _recommend_rows(self, key: tuple, rows: list[tuple]) -> list[RecommendationList]:
         k, exclude_seen, _, strategy = key
-        results = self.recommender.recommend_batch([list(h) for h, _, _ in rows], k, exclude_seen,
-                                                   [e for _, e, _ in rows], rows[0][2], explain=True)
-        return [r if r.strategy == "popular_fallback" else replace(r, strategy=strategy) for r in results]
+        return self.recommender.recommend_batch([list(h) for h, _, _ in rows], k, exclude_seen,
+                                                [e for _, e, _ in rows], rows[0][2], explain=True, strategy=strategy)
 
     async def call(self, fn, *args, histories: Collection[Collection[str]] = ()):
         """Run `fn(*args)` on the event loop when answering for `histories` is cheap (`is_cheap`), else in

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -115,7 +115,8 @@ class Recommender:
     def recommend_batch(self, histories: Sequence[Sequence[str]], k: int, exclude_seen: bool = False,
                         exclude: Sequence[Collection[str]] | None = None,
                         where: Mapping | None = None, *, as_of: Sequence[int | None] | None = None,
-                        rerank: bool = True, explain: bool = False) -> list[RecommendationList]:
+                        rerank: bool = True, explain: bool = False,
+                        strategy: str = "personalised") -> list[RecommendationList]:
         """The one retrieval path behind the API, the batch jobs and the evaluator.
 
         Histories are item ids oldest first; `exclude_seen` drops each history's items, `exclude`
@@ -124,7 +125,8 @@ class Recommender:
         popular items, marked `popular_fallback`.
 
         With a re-ranker (and `rerank`), the top `candidates` retrieved items are re-ranked to k;
-        `as_of` gives each history's query time (None: now) and `explain` adds per-item explanations."""
+        `as_of` gives each history's query time (None: now) and `explain` adds per-item explanations.
+        Lists from the user tower are labelled `strategy` (e.g. "session" for anonymous sessions)."""
         vectors = self.user_tower.encode_histories(histories)
         banned = [(set(h) if exclude_seen else set()) | (set(exclude[row]) if exclude is not None else set())
                   for row, h in enumerate(histories)]
@@ -145,7 +147,7 @@ class Recommender:
         for row in range(len(histories)):
             if np.any(vectors[row]):
                 before = retrieval.get(row)
-                results.append(RecommendationList(ids[row], scores[row], "personalised",
+                results.append(RecommendationList(ids[row], scores[row], strategy,
                                                   explanations.get(row) if use_ranker else None,
                                                   [before[i] for i in ids[row]] if before is not None else None))
             else:
@@ -162,10 +164,8 @@ class Recommender:
                           strategy: str = "personalised") -> RecommendationList:
         """One history (oldest first) through `recommend_batch`, labelled with `strategy` (explained
         when the bundle has a re-ranker)."""
-        result = self.recommend_batch([list(history)], k, exclude_seen, [exclude], where, explain=True)[0]
-        if result.strategy == "popular_fallback":
-            return result
-        return replace(result, strategy=strategy)
+        return self.recommend_batch([list(history)], k, exclude_seen, [exclude], where, explain=True,
+                                    strategy=strategy)[0]
 
     def recommend_session(self, item_ids: Sequence[str], k: int = 10, exclude_seen: bool = True,
                           exclude: Collection[str] = (), where: Mapping | None = None) -> RecommendationList:

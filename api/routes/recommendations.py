@@ -54,7 +54,7 @@ async def user_recommendations(
         result = await loaded.recommend_batched(history, k, exclude_seen, exclude, where)
     else:
         result = await loaded.call(service.recommend_user, loaded, user_id, history, k, exclude_seen, exclude,
-                                   where, histories=[history or []])
+                                   where)  # unknown user: popular items (no tower work) or 404
     return json_response(to_response(loaded, result, history or []))
 
 
