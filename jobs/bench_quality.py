@@ -23,6 +23,8 @@ def bench_quality(
     variants: Annotated[str, typer.Option(help="comma-separated presets (encoders/presets.py)")] = "cpu",
     config: Annotated[Optional[Path], typer.Option("--config", help="JSON overrides merged into every preset")] = None,
     baselines: Annotated[bool, typer.Option("--baselines/--no-baselines")] = True,
+    ranker: Annotated[bool, typer.Option("--ranker/--no-ranker", help="also fit the LightGBM re-ranker on each "
+                                         "variant's towers (valid step) and report it on test")] = True,
     bundles: Annotated[Optional[Path], typer.Option(help="also write each trained bundle under this root")] = None,
     name: str = "quality",
     threads: Annotated[int, typer.Option(help="torch CPU threads")] = 2,
@@ -36,6 +38,6 @@ def bench_quality(
     overrides = json.loads(config.read_text()) if config is not None else None
     command = "recsys " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     paths = run(data, out, [v.strip() for v in variants.split(",") if v.strip()], overrides, baselines, bundles,
-                command, name=name)
+                command, name=name, ranker=ranker)
     for path in paths.values():
         typer.echo(path)

@@ -35,11 +35,20 @@ def test_bench_quality_writes_json_markdown_and_chart(tiny_bert_dir, tmp_path):
                                       "--no-baselines", "--threads", "1"])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "res" / "quality.json").read_text())
-    assert {r["model"] for r in report["rows"]} == {"peft-bert:smoke"}
+    assert {r["model"] for r in report["rows"]} == {"peft-bert:smoke", "peft-bert:smoke + ranker"}
     row = report["rows"][0]  # the blend weight chosen on validation, with each tried weight's NDCG@10
     assert set(row["blend_valid_ndcg"]) == {"0.0", "1.0"} and row["blend_weight"] in (0.0, 1.0)
     assert row["blend_valid_ndcg"][str(row["blend_weight"])] == max(row["blend_valid_ndcg"].values())
-    assert "peft-bert:smoke" in (tmp_path / "res" / "quality.md").read_text()
+    # the re-ranked rows: test only (the valid step trains the ranker), never above their candidates' recall
+    ranked = [r for r in report["rows"] if r["model"].endswith("+ ranker")]
+    towers = {(r["split"], r["slice"]): r for r in report["rows"] if r["model"] == "peft-bert:smoke"}
+    assert {r["split"] for r in ranked} == {"test"} and ("test", "all") in {(r["split"], r["slice"]) for r in ranked}
+    for r in ranked:
+        assert r["ranker_trees"] >= 1 and r["n_examples"] == towers[("test", r["slice"])]["n_examples"]
+        assert r["recall@50"] <= r["candidate_recall"] + 1e-9
+        assert r["train_minutes"] > towers[("test", r["slice"])]["train_minutes"]
+    markdown = (tmp_path / "res" / "quality.md").read_text()
+    assert "peft-bert:smoke" in markdown and "peft-bert:smoke + ranker" in markdown
     assert (tmp_path / "res" / "quality.png").is_file()
 
 
