@@ -71,7 +71,7 @@ def run_wrk(url: str, plan: list[dict], concurrency: int, requests: int, seconds
              "4xx": raw["http_4xx"], "5xx": raw["http_5xx"]}
     kinds = {kind: n for kind, n in kinds.items() if n}
     return {"requests": raw["requests"], "errors": sum(kinds.values()), "error_kinds": kinds,
-            "seconds": round(elapsed, 3), "rps": round(raw["requests"] / elapsed, 1) if elapsed else 0.0,
+            "seconds": round(elapsed, 4), "rps": round(raw["requests"] / elapsed, 1) if elapsed else 0.0,
             "p50_ms": round(raw["p50_us"] / 1000, 2), "p95_ms": round(raw["p95_us"] / 1000, 2),
             "p99_ms": round(raw["p99_us"] / 1000, 2), "max_ms": round(raw["max_us"] / 1000, 2), "tool": "wrk"}
 
@@ -108,7 +108,7 @@ async def run(url: str, plan: list[dict], concurrency: int, max_requests: int, m
         "requests": len(latencies),
         "errors": sum(errors.values()),
         "error_kinds": errors,
-        "seconds": round(elapsed, 3),
+        "seconds": round(elapsed, 4),
         "rps": round(len(latencies) / elapsed, 1) if elapsed else 0.0,
         "p50_ms": round(float(np.percentile(values, 50)), 2) if len(values) else None,
         "p95_ms": round(float(np.percentile(values, 95)), 2) if len(values) else None,
