@@ -113,8 +113,11 @@ def run(data: str | Path, out_dir: str | Path, variants: Sequence[str] = ("cpu",
              "masked (the published protocol); metrics from recsys.evaluation.evaluate",
              "cold-start slice: users whose target item never occurs in the training interactions"]
     if ranker and variants:
-        notes.append("`+ ranker`: the towers' top 200 re-ordered by the LightGBM re-ranker fitted on the valid step "
-                     "(statistics from the train split; test rows only); `train min` includes fitting it")
+        from recsys.ranker import RankerConfig
+
+        notes.append(f"`+ ranker`: the towers' top {RankerConfig().candidates} re-ordered by the LightGBM re-ranker "
+                     "fitted on the valid step (statistics from the train split; test rows only); `train min` "
+                     "includes fitting it")
     if dataset.name in REFERENCE:
         notes.append(REFERENCE[dataset.name])
     if command:
