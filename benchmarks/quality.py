@@ -112,12 +112,10 @@ def run(data: str | Path, out_dir: str | Path, variants: Sequence[str] = ("cpu",
     notes = [f"dataset {dataset.name}: {dataset.items.height:,} items, full ranking over all of them, history not "
              "masked (the published protocol); metrics from recsys.evaluation.evaluate",
              "cold-start slice: users whose target item never occurs in the training interactions"]
-    if ranker and variants:
-        from recsys.ranker import RankerConfig
-
-        notes.append(f"`+ ranker`: the towers' top {RankerConfig().candidates} re-ordered by the LightGBM re-ranker "
-                     "fitted on the valid step (statistics from the train split; test rows only); `train min` "
-                     "includes fitting it")
+    depths = {row["ranker_candidates"] for row in rows if "ranker_candidates" in row}
+    if depths:
+        notes.append(f"`+ ranker`: the towers' top {max(depths)} re-ordered by the LightGBM re-ranker fitted on the "
+                     "valid step (statistics from the train split; test rows only); `train min` includes fitting it")
     if dataset.name in REFERENCE:
         notes.append(REFERENCE[dataset.name])
     if command:

@@ -78,9 +78,8 @@ def load_towers(directory: Path, device: torch.device | None = None,
 def user_tower_loader(encoder_dir: Path, item_ids: list[str], item_vectors: np.ndarray, encoder_info: dict):
     """`Recommender.load` hook: the trained user tower of a bundle (runs on request, CPU or CUDA), blended
     with the zero-shot pool when the bundle was trained with `zero_shot_blend`."""
-    from encoders.towers import pick_device
-
     from encoders.blend import BLEND_KEY, blended_tower, split_item_vectors
+    from encoders.towers import pick_device
 
     device = pick_device()
     model, config, tokenizer = load_towers(encoder_dir, device)
