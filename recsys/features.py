@@ -1,13 +1,16 @@
-"""Re-ranker features: one Polars frame per batch of (history, retrieved candidates), the single code path
+"""Re-ranker features: one float64 matrix per batch of (history, retrieved candidates), the single code path
 behind ranker training, evaluation, batch scoring and the API.
 
 Every feature reads only the query's own history (items strictly before the query) and the point-in-time
-statistics of `recsys.stats` (events strictly before the query time, fit on the train split).
+statistics of `recsys.stats` (events strictly before the query time, fit on the train split). The work is
+a handful of vectorised numpy operations over precomputed per-item arrays (normalised vectors, attribute
+codes, prices, statistics codes) for the whole batch, so one query costs about as much per candidate as a
+batch of thousands. Missing values are NaN (LightGBM's missing value).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import polars as pl
@@ -32,6 +35,8 @@ ATTRIBUTE_FEATURES: dict[str, tuple[str, ...]] = {
     "brand": ("brand_match_last", "brand_share"),
     "price": ("price_log_ratio",),
 }
+CHUNK_QUERIES = 128
+"""Queries per vectorised block (bounds the [queries, candidates, dim] similarity block in memory)."""
 
 
 class FeatureConfig(FrozenModel):
@@ -48,8 +53,32 @@ def feature_names(attributes: Sequence[str]) -> list[str]:
     return [*BASE_FEATURES, *(f for a in ATTRIBUTE_FEATURES if a in attributes for f in ATTRIBUTE_FEATURES[a])]
 
 
-def _flat(lists: Sequence[Sequence], dtype=None) -> np.ndarray:
-    return np.asarray([x for row in lists for x in row], dtype=dtype)
+def attribute_codes(values: pl.Series) -> np.ndarray:
+    """Integer code per value (equal values, equal codes), -1 for null."""
+    codes = values.cast(pl.Utf8).cast(pl.Categorical).to_physical().cast(pl.Int64)
+    return codes.fill_null(-1).to_numpy()
+
+
+class ItemArrays:
+    """Per-item arrays the features read, aligned with catalogue rows: L2-normalised vectors, attribute codes,
+    prices and the statistics' item codes."""
+
+    def __init__(self, items: pl.DataFrame, item_vectors: np.ndarray, stats: InteractionStats) -> None:
+        self.item_ids: list[str] = items["item_id"].to_list()
+        self.position: dict[str, int] = {item_id: i for i, item_id in enumerate(self.item_ids)}
+        vectors = np.asarray(item_vectors, dtype=np.float32)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        self.vectors = np.ascontiguousarray(vectors / np.where(norms > 0, norms, 1.0))
+        self.attributes = [a for a in ATTRIBUTE_FEATURES if a in items.columns and items[a].null_count() < items.height]
+        self.codes = {a: attribute_codes(items[a]) for a in ("category", "brand") if a in self.attributes}
+        self.price = items["price"].cast(pl.Float64).fill_null(np.nan).to_numpy() if "price" in self.attributes \
+            else None
+        self.stats_code = stats.codes(self.item_ids)
+
+    def rows(self, item_ids: Sequence[str]) -> np.ndarray:
+        """Catalogue row of each id (-1: not in the catalogue)."""
+        position = self.position
+        return np.fromiter((position.get(i, -1) for i in item_ids), np.int64, len(item_ids))
 
 
 class FeatureBuilder:
@@ -59,155 +88,213 @@ class FeatureBuilder:
                  config: FeatureConfig) -> None:
         self.config = config
         self.stats = stats
-        self.item_ids: list[str] = items["item_id"].to_list()
-        self.position = {item_id: i for i, item_id in enumerate(self.item_ids)}
-        vectors = np.asarray(item_vectors, dtype=np.float32)
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        self.vectors = vectors / np.where(norms > 0, norms, 1.0)
-        self.attributes = [a for a in ATTRIBUTE_FEATURES if a in items.columns and items[a].null_count() < items.height]
-        self.attribute_table = items.select("item_id", *self.attributes)
+        self.arrays = ItemArrays(items, item_vectors, stats)
+        self.attributes = self.arrays.attributes
         self.names = feature_names(self.attributes)
 
-    # ---- the frame ------------------------------------------------------------------------------
-    def build(self, histories: Sequence[Sequence[str]], candidates: Sequence[Sequence[str]],
-              scores: Sequence[Sequence[float]], as_of: Sequence[int | None] | None = None) -> pl.DataFrame:
-        """One row per (query, candidate) in the given order: `query`, `item_id`, then `self.names`.
+    @property
+    def position(self) -> Mapping[str, int]:
+        return self.arrays.position
+
+    @property
+    def vectors(self) -> np.ndarray:
+        return self.arrays.vectors
+
+    # ---- the matrix -----------------------------------------------------------------------------
+    def matrix(self, histories: Sequence[Sequence[str]], candidates: Sequence[Sequence[str]],
+               scores: Sequence[Sequence[float]], as_of: Sequence[int | None] | None = None) -> np.ndarray:
+        """float64 [sum of candidate list lengths, len(self.names)]: one row per (query, candidate), queries
+        in order, each query's candidates in the given order.
 
         `histories` are items strictly before each query (oldest first); `as_of` the query times
         (None: now). Statistics are read strictly before each query time."""
+        times = self.stats.query_times(as_of, len(histories))
+        blocks = [self._block(histories[s:s + CHUNK_QUERIES], candidates[s:s + CHUNK_QUERIES],
+                              scores[s:s + CHUNK_QUERIES], times[s:s + CHUNK_QUERIES])
+                  for s in range(0, len(histories), CHUNK_QUERIES)]
+        return np.concatenate(blocks) if blocks else np.zeros((0, len(self.names)))
+
+    def build(self, histories: Sequence[Sequence[str]], candidates: Sequence[Sequence[str]],
+              scores: Sequence[Sequence[float]], as_of: Sequence[int | None] | None = None) -> pl.DataFrame:
+        """`matrix` as a frame: `query`, `item_id`, then `self.names` (missing values null)."""
+        values = self.matrix(histories, candidates, scores, as_of)
+        lengths = np.fromiter(map(len, candidates), np.int64, len(candidates))
+        frame = pl.DataFrame({"query": np.repeat(np.arange(len(candidates), dtype=np.int64), lengths),
+                              "item_id": pl.Series([i for c in candidates for i in c], dtype=pl.Utf8)})
+        features = pl.from_numpy(values, schema=self.names, orient="row") if len(values) else \
+            pl.DataFrame(schema={n: pl.Float64 for n in self.names})
+        return pl.concat([frame, features.with_columns(pl.all().fill_nan(None))], how="horizontal")
+
+    def _block(self, histories: Sequence[Sequence[str]], candidates: Sequence[Sequence[str]],
+               scores: Sequence[Sequence[float]], times: np.ndarray) -> np.ndarray:
+        arrays, config = self.arrays, self.config
         n = len(histories)
-        times = [self.stats.query_time(None if as_of is None else as_of[q]) for q in range(n)]
-        lengths = np.array([len(c) for c in candidates], dtype=np.int64)
-        query = np.repeat(np.arange(n, dtype=np.int64), lengths)
-        frame = pl.DataFrame({
-            "query": query,
-            "item_id": pl.Series(_flat(candidates, object).tolist(), dtype=pl.Utf8),
-            "retrieval_score": _flat(scores, np.float64),
-            "retrieval_rank": np.concatenate([np.arange(m) for m in lengths]).astype(np.float64) if n else [],
-            "at": np.asarray(times, dtype=np.int64)[query],
-            "hist_len": np.array([len(h) for h in histories], dtype=np.float64)[query],
-        }, schema_overrides={"retrieval_score": pl.Float64, "retrieval_rank": pl.Float64, "hist_len": pl.Float64,
-                             "query": pl.Int64, "at": pl.Int64})
-        frame = frame.with_columns((pl.col("retrieval_score") - pl.col("retrieval_score").max().over("query"))
-                                   .alias("retrieval_gap"))
-        frame = self._popularity(frame)
-        frame = self._history_pairs(frame, histories, times)
-        frame = self._consumed(frame, histories)
-        frame = self._similarity(frame, histories, lengths)
-        if self.attributes:
-            frame = self._attribute_agreement(frame, histories)
-        return frame.select("query", "item_id", *[pl.col(c).cast(pl.Float64) for c in self.names])
+        lengths = np.fromiter(map(len, candidates), np.int64, n)
+        query = np.repeat(np.arange(n), lengths)
+        starts = np.cumsum(lengths) - lengths
+        cand = arrays.rows([i for c in candidates for i in c])
+        out = np.full((len(cand), len(self.names)), np.nan)
+        column = {name: j for j, name in enumerate(self.names)}
 
-    def _popularity(self, frame: pl.DataFrame) -> pl.DataFrame:
+        score = np.fromiter((s for row in scores for s in row), np.float64, len(cand))
+        out[:, column["retrieval_score"]] = score
+        out[:, column["retrieval_rank"]] = np.arange(len(cand)) - starts[query]
+        if len(cand):
+            nonempty = lengths > 0
+            best = np.zeros(n)
+            best[nonempty] = np.maximum.reduceat(score, starts[nonempty])
+            out[:, column["retrieval_gap"]] = score - best[query]
+
+        at = times[query]
+        stats_cand = np.where(cand >= 0, arrays.stats_code[np.maximum(cand, 0)], -1)
         window = self.stats.config.recent_window
-        item, at = frame["item_id"], frame["at"]
-        total = self.stats.item_counts(item, at)
-        before_recent = self.stats.item_counts(item, at - window)
-        before_prev = self.stats.item_counts(item, at - 2 * window)
+        total = self.stats.item_counts(stats_cand, at)
+        before_recent = self.stats.item_counts(stats_cand, at - window)
+        before_prev = self.stats.item_counts(stats_cand, at - 2 * window)
         recent, previous = total - before_recent, before_recent - before_prev
-        return frame.with_columns(pop_all=total, pop_recent=recent, pop_trend=(recent + 1) / (previous + 1))
+        out[:, column["pop_all"]] = total
+        out[:, column["pop_recent"]] = recent
+        out[:, column["pop_trend"]] = (recent + 1) / (previous + 1)
+        out[:, column["hist_len"]] = np.fromiter(map(len, histories), np.float64, n)[query]
 
-    def _history_pairs(self, frame: pl.DataFrame, histories: Sequence[Sequence[str]],
-                       times: Sequence[int]) -> pl.DataFrame:
-        depth = self.config.recent_items
-        recent = pl.DataFrame({
-            "query": [q for q, h in enumerate(histories) for _ in h[-depth:]],
-            "src": [i for h in histories for i in reversed(h[-depth:])],
-            "lag": [lag for h in histories for lag in range(len(h[-depth:]))],
-        }, schema={"query": pl.Int64, "src": pl.Utf8, "lag": pl.Int64})
-        pairs = frame.select("query", pl.col("item_id").alias("dst"), "at").join(recent, on="query", how="inner")
-        pairs = pairs.with_columns(
-            trans=self.stats.pair_counts("transitions", pairs["src"], pairs["dst"], pairs["at"]),
-            cooc=self.stats.pair_counts("cooccurrence", pairs["src"], pairs["dst"], pairs["at"]))
-        agg = pairs.group_by("query", "dst").agg(
-            pl.col("trans").filter(pl.col("lag") == 0).sum().alias("trans_last"),
-            pl.col("trans").sum().alias("trans_recent"),
-            pl.col("cooc").sum().alias("cooc_recent"),
-            pl.col("cooc").max().alias("cooc_max"))
-        last = recent.filter(pl.col("lag") == 0).with_columns(
-            at=pl.Series([times[q] for q in recent.filter(pl.col("lag") == 0)["query"]], dtype=pl.Int64))
-        last_pop = last.select("query", self.stats.item_counts(last["src"], last["at"]).alias("last_pop"))
-        frame = (frame.join(agg, left_on=["query", "item_id"], right_on=["query", "dst"], how="left",
-                            maintain_order="left")
-                 .join(last_pop, on="query", how="left", maintain_order="left"))
-        counts = ["trans_last", "trans_recent", "cooc_recent", "cooc_max"]
-        return frame.with_columns([pl.col(c).fill_null(0) for c in counts]).with_columns(
-            (pl.col("trans_last") / (pl.col("last_pop").fill_null(0) + 1)).alias("trans_last_norm")).drop("last_pop")
+        hist_rows = [arrays.rows(h) for h in histories]
+        self._history_pairs(out, column, hist_rows, query, stats_cand, times)
+        self._consumed(out, column, hist_rows, query, cand)
+        self._similarity(out, column, hist_rows, query, cand, lengths)
+        if self.attributes:
+            self._attribute_agreement(out, column, hist_rows, query, cand)
+        return out
 
-    def _consumed(self, frame: pl.DataFrame, histories: Sequence[Sequence[str]]) -> pl.DataFrame:
-        seen = pl.DataFrame({
-            "query": [q for q, h in enumerate(histories) for _ in h],
-            "item_id": [i for h in histories for i in h],
-            "steps_ago": [len(h) - 1 - p for h in histories for p in range(len(h))],
-        }, schema={"query": pl.Int64, "item_id": pl.Utf8, "steps_ago": pl.Int64})
-        agg = seen.group_by("query", "item_id").agg(pl.len().alias("consumed_count"),
-                                                    pl.col("steps_ago").min().alias("consumed_steps_ago"))
-        return frame.join(agg, on=["query", "item_id"], how="left", maintain_order="left").with_columns(
-            pl.col("consumed_count").fill_null(0))  # consumed_steps_ago stays null (missing) when never consumed
+    @staticmethod
+    def _recent(hist_rows: Sequence[np.ndarray], depth: int, newest_first: bool) -> np.ndarray:
+        """[queries, depth] catalogue rows of each history's last `depth` items (-2 pads short histories):
+        newest first (column 0 = the last item), or oldest first right-aligned (last column = the last item)."""
+        out = np.full((len(hist_rows), depth), -2, np.int64)
+        for q, rows in enumerate(hist_rows):
+            tail = rows[-depth:]
+            if newest_first:
+                out[q, :len(tail)] = tail[::-1]
+            elif len(tail):
+                out[q, depth - len(tail):] = tail
+        return out
 
-    def _history_rows(self, history: Sequence[str], depth: int) -> list[int]:
-        return [self.position[i] for i in history[-depth:] if i in self.position]
+    def _history_pairs(self, out: np.ndarray, column: dict, hist_rows: Sequence[np.ndarray], query: np.ndarray,
+                       stats_cand: np.ndarray, times: np.ndarray) -> None:
+        """Transition / co-occurrence counts from the last `recent_items` history items to each candidate."""
+        recent = self._recent(hist_rows, self.config.recent_items, newest_first=True)
+        src = np.where(recent >= 0, self.arrays.stats_code[np.maximum(recent, 0)], -1)  # [queries, depth]
+        pair_src = src[query]                                                              # [rows, depth]
+        dst = np.broadcast_to(stats_cand[:, None], pair_src.shape)
+        at = np.broadcast_to(times[query][:, None], pair_src.shape)
+        trans = self.stats.pair_counts("transitions", pair_src, dst, at)
+        cooc = self.stats.pair_counts("cooccurrence", pair_src, dst, at)
+        last_pop = self.stats.item_counts(src[:, 0], times) if src.shape[1] else np.zeros(len(times))
+        out[:, column["trans_last"]] = trans[:, 0]
+        out[:, column["trans_recent"]] = trans.sum(axis=1)
+        out[:, column["cooc_recent"]] = cooc.sum(axis=1)
+        out[:, column["cooc_max"]] = cooc.max(axis=1, initial=0)
+        out[:, column["trans_last_norm"]] = trans[:, 0] / (last_pop[query] + 1)
 
-    def _similarity(self, frame: pl.DataFrame, histories: Sequence[Sequence[str]],
-                    lengths: np.ndarray) -> pl.DataFrame:
-        cand = np.array([self.position.get(i, -1) for i in frame["item_id"].to_list()], dtype=np.int64)
-        last = np.full(len(cand), np.nan)
-        best = np.full(len(cand), np.nan)
-        mean = np.full(len(cand), np.nan)
-        start = 0
-        for q, history in enumerate(histories):
-            stop = start + int(lengths[q])
-            rows = self._history_rows(history, self.config.sim_items)
-            block = cand[start:stop]
-            known = block >= 0
-            if rows and known.any():
-                sims = self.vectors[block[known]] @ self.vectors[rows].T
-                idx = np.flatnonzero(known) + start
-                last[idx], best[idx], mean[idx] = sims[:, -1], sims.max(axis=1), sims.mean(axis=1)
-            start = stop
-        return frame.with_columns(sim_last=last, sim_max=best, sim_mean=mean).with_columns(
-            [pl.col(c).fill_nan(None) for c in ("sim_last", "sim_max", "sim_mean")])
+    def _consumed(self, out: np.ndarray, column: dict, hist_rows: Sequence[np.ndarray], query: np.ndarray,
+                  cand: np.ndarray) -> None:
+        """How often each candidate is in the history, and how many steps ago it was last (NaN: never)."""
+        size = len(self.arrays.item_ids) + 1
+        lengths = np.fromiter(map(len, hist_rows), np.int64, len(hist_rows))
+        rows = np.concatenate(hist_rows) if len(hist_rows) else np.zeros(0, np.int64)
+        owner = np.repeat(np.arange(len(hist_rows)), lengths)
+        steps = np.repeat(np.cumsum(lengths), lengths) - np.arange(len(rows)) - 1  # 0 = the last item
+        known = rows >= 0
+        keys, steps = owner[known] * size + rows[known], steps[known]
+        order = np.lexsort((steps, keys))
+        keys, steps = keys[order], steps[order]
+        unique, first, counts = np.unique(keys, return_index=True, return_counts=True)
+        out[:, column["consumed_count"]] = 0
+        if not len(unique):
+            return  # consumed_steps_ago stays NaN (never consumed)
+        wanted = query * size + cand
+        at = np.minimum(np.searchsorted(unique, wanted), len(unique) - 1)
+        found = (cand >= 0) & (unique[at] == wanted)
+        out[:, column["consumed_count"]] = np.where(found, counts[at], 0)
+        out[:, column["consumed_steps_ago"]] = np.where(found, steps[first[at]], np.nan)
 
-    def _attribute_agreement(self, frame: pl.DataFrame, histories: Sequence[Sequence[str]]) -> pl.DataFrame:
-        depth = self.config.attr_items
-        recent = pl.DataFrame({
-            "query": [q for q, h in enumerate(histories) for _ in h[-depth:]],
-            "item_id": [i for h in histories for i in h[-depth:]],
-            "lag": [lag for h in histories for lag in reversed(range(len(h[-depth:])))],
-        }, schema={"query": pl.Int64, "item_id": pl.Utf8, "lag": pl.Int64}).join(
-            self.attribute_table, on="item_id", how="left", maintain_order="left")
-        frame = frame.join(self.attribute_table, on="item_id", how="left", maintain_order="left")
-        for attr in (a for a in ("category", "brand") if a in self.attributes):
-            share = recent.group_by("query", attr).agg(pl.len().alias("_same")).drop_nulls(attr)
-            sizes = recent.group_by("query").agg(pl.len().alias("_size"))
-            last = recent.filter(pl.col("lag") == 0).select("query", pl.col(attr).alias("_last"))
-            frame = (frame.join(share, on=["query", attr], how="left", maintain_order="left")
-                     .join(sizes, on="query", how="left", maintain_order="left")
-                     .join(last, on="query", how="left", maintain_order="left")
-                     .with_columns((pl.col(attr) == pl.col("_last")).cast(pl.Float64).alias(f"{attr}_match_last"),
-                                   (pl.col("_same").fill_null(0) / pl.col("_size")).alias(f"{attr}_share"))
-                     .drop("_same", "_size", "_last"))
-        if "price" in self.attributes:
-            median = recent.group_by("query").agg(pl.col("price").filter(pl.col("price") > 0).median().alias("_med"))
-            frame = frame.join(median, on="query", how="left", maintain_order="left").with_columns(
-                pl.when((pl.col("price") > 0) & (pl.col("_med") > 0))
-                .then(pl.col("price").log() - pl.col("_med").log()).alias("price_log_ratio")).drop("_med")
-        return frame
+    def _similarity(self, out: np.ndarray, column: dict, hist_rows: Sequence[np.ndarray], query: np.ndarray,
+                    cand: np.ndarray, lengths: np.ndarray) -> None:
+        """Cosine of each candidate to the last `sim_items` history items in the catalogue: to the last, max, mean."""
+        depth = self.config.sim_items
+        kept = [rows[-depth:] for rows in hist_rows]
+        recent = self._recent([k[k >= 0] for k in kept], depth, newest_first=False)  # [queries, depth], right-aligned
+        valid = recent >= 0
+        if not valid.any() or not len(cand):
+            return
+        vectors = self.arrays.vectors
+        width = int(lengths.max())
+        padded = np.zeros((len(lengths), width), np.int64)
+        slot = np.arange(len(cand)) - (np.cumsum(lengths) - lengths)[query]
+        padded[query, slot] = np.maximum(cand, 0)
+        sims = np.matmul(vectors[padded], vectors[np.maximum(recent, 0)].transpose(0, 2, 1))  # [q, width, depth]
+        sims = sims[query, slot].astype(np.float64)                                             # [rows, depth]
+        mask = valid[query] & (cand >= 0)[:, None]
+        usable = mask.any(axis=1)
+        out[:, column["sim_last"]] = np.where(usable, sims[:, -1], np.nan)
+        out[:, column["sim_max"]] = np.where(usable, np.where(mask, sims, -np.inf).max(axis=1), np.nan)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[:, column["sim_mean"]] = np.where(usable, np.where(mask, sims, 0).sum(axis=1) / mask.sum(axis=1),
+                                                  np.nan)
+
+    def _attribute_agreement(self, out: np.ndarray, column: dict, hist_rows: Sequence[np.ndarray],
+                             query: np.ndarray, cand: np.ndarray) -> None:
+        """Category/brand of the last history item and share among the last `attr_items`; log price ratio to
+        their median price."""
+        arrays = self.arrays
+        recent = self._recent(hist_rows, self.config.attr_items, newest_first=False)  # -1 unknown, -2 padding
+        size = (recent != -2).sum(axis=1).astype(np.float64)
+        has_history = size > 0
+        for attr, codes in arrays.codes.items():
+            window = np.where(recent >= 0, codes[np.maximum(recent, 0)], -1)  # null / unknown / padding: -1
+            mine = np.where(cand >= 0, codes[np.maximum(cand, 0)], -1)
+            last = window[:, -1][query]
+            match = np.where((mine >= 0) & (last >= 0), (mine == last).astype(np.float64), np.nan)
+            same = ((window[query] == mine[:, None]) & (mine >= 0)[:, None]).sum(axis=1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                share = np.where(has_history[query], same / size[query], np.nan)
+            out[:, column[f"{attr}_match_last"]] = match
+            out[:, column[f"{attr}_share"]] = share
+        if arrays.price is not None:
+            prices = np.where(recent >= 0, arrays.price[np.maximum(recent, 0)], np.nan)
+            prices = np.where(prices > 0, prices, np.nan)
+            median = _nan_median_rows(prices)
+            mine = np.where(cand >= 0, arrays.price[np.maximum(cand, 0)], np.nan)
+            med = median[query]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[:, column["price_log_ratio"]] = np.where((mine > 0) & (med > 0), np.log(mine) - np.log(med), np.nan)
 
     # ---- explanations ---------------------------------------------------------------------------
     def closest_history(self, history: Sequence[str], item_ids: Sequence[str]) -> list[tuple[str | None, float]]:
         """For each item: the most similar of the last `explain_items` history items and the cosine."""
-        window = [i for i in history[-self.config.explain_items:] if i in self.position]
+        position, vectors = self.position, self.vectors
+        window = [i for i in history[-self.config.explain_items:] if i in position]
         if not window:
             return [(None, float("nan")) for _ in item_ids]
-        rows = [self.position[i] for i in window]
+        rows = [position[i] for i in window]
         out = []
         for item in item_ids:
-            if item not in self.position:
+            if item not in position:
                 out.append((None, float("nan")))
                 continue
-            sims = self.vectors[rows] @ self.vectors[self.position[item]]
+            sims = vectors[rows] @ vectors[position[item]]
             sims = np.where(np.asarray(window) == item, -np.inf, sims)  # "because you bought" another item
             best = len(window) - 1 - int(np.argmax(sims[::-1]))  # ties → the most recent
             out.append((window[best], float(sims[best])) if np.isfinite(sims[best]) else (None, float("nan")))
         return out
+
+
+def _nan_median_rows(values: np.ndarray) -> np.ndarray:
+    """Median of each row ignoring NaN (NaN for a row of NaN only); np.nanmedian goes through masked arrays,
+    ~100x slower on the small rows of one request."""
+    ordered = np.sort(values, axis=1)  # NaN sort last
+    count = (~np.isnan(values)).sum(axis=1)
+    rows = np.arange(len(values))
+    low, high = np.maximum(count - 1, 0) // 2, count // 2
+    with np.errstate(invalid="ignore"):
+        middle = (ordered[rows, low] + ordered[rows, np.minimum(high, values.shape[1] - 1)]) / 2
+    return np.where(count > 0, middle, np.nan)

@@ -77,11 +77,14 @@ class Ranker:
         return cls(lgb.Booster(model_str=booster.model_to_string(num_iteration=booster.best_iteration or None)))
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.booster.predict(x) if len(x) else np.zeros(0)
+        """Scores for feature rows, on the calling thread (one OpenMP thread: a request's few hundred rows
+        cost less than waking a thread team, and serving workers already use every core)."""
+        return self.booster.predict(x, num_threads=1) if len(x) else np.zeros(0)
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
         """SHAP-style contributions [n, features + 1] (last column: the bias)."""
-        return self.booster.predict(x, pred_contrib=True) if len(x) else np.zeros((0, len(self.names) + 1))
+        return self.booster.predict(x, pred_contrib=True, num_threads=1) if len(x) \
+            else np.zeros((0, len(self.names) + 1))
 
     def importance(self, kind: Literal["gain", "split"] = "gain") -> dict[str, float]:
         values = self.booster.feature_importance(importance_type=kind)
@@ -125,27 +128,38 @@ class Reranker:
     def rerank(self, histories: Sequence[Sequence[str]], candidates: Sequence[Sequence[str]],
                scores: Sequence[Sequence[float]], k: int, as_of: Sequence[int | None] | None = None,
                explain: bool = False) -> list[tuple[list[str], list[float], list[dict] | None]]:
-        """Per query: the top-k candidates by ranker score, their scores, and optional explanations."""
-        frame = self.builder.build(histories, candidates, scores, as_of)
-        ranked = frame.select("query", "item_id").with_columns(score=self.score(frame)).with_row_index("_row")
-        ranked = ranked.sort(["query", "score", "_row"], descending=[False, True, False]).with_columns(
-            pl.int_range(pl.len()).over("query").alias("_pos")).filter(pl.col("_pos") < k)
-        rows = ranked["_row"].to_numpy()
-        contrib = self.ranker.contributions(feature_matrix(frame[rows], self.builder.names)) if explain else None
-        values = feature_matrix(frame[rows], self.builder.names) if explain else None
-        out: list[tuple[list[str], list[float], list[dict] | None]] = [([], [], [] if explain else None)
-                                                                        for _ in histories]
-        queries, ids, item_scores = ranked["query"].to_list(), ranked["item_id"].to_list(), ranked["score"].to_list()
-        for j, (q, item, s) in enumerate(zip(queries, ids, item_scores)):
-            out[q][0].append(item)
-            out[q][1].append(float(s))
-        if explain:
-            for j, q in enumerate(queries):
-                out[q][2].append(self._explain(contrib[j], values[j]))
-            for q, (items, _, explanations) in enumerate(out):
-                for explanation, (near, sim) in zip(explanations, self.builder.closest_history(histories[q], items)):
+        """Per query: the top-k candidates by ranker score (ties: retrieval order), their scores, and
+        per-item explanations (feature contributions + the closest history item) when `explain`.
+
+        One feature matrix and one predict for the whole batch."""
+        x = self.builder.matrix(histories, candidates, scores, as_of)
+        predicted = self.ranker.predict(x)
+        lengths = np.fromiter(map(len, candidates), np.int64, len(candidates))
+        query = np.repeat(np.arange(len(candidates)), lengths)
+        order = np.lexsort((np.arange(len(predicted)), -predicted, query))  # by query, score desc, retrieval
+        starts = np.cumsum(lengths) - lengths
+        rows = order[(np.arange(len(order)) - starts[query[order]]) < k]
+        taken = np.minimum(lengths, k)
+        flat = [i for c in candidates for i in c]
+        ids, values = [flat[r] for r in rows.tolist()], predicted[rows].tolist()
+        out: list[tuple[list[str], list[float], list[dict] | None]] = []
+        start = 0
+        for m in taken.tolist():
+            out.append((ids[start:start + m], values[start:start + m], None))
+            start += m
+        if explain and len(rows):
+            contrib = self.ranker.contributions(x[rows])
+            explanations = [self._explain(c, v) for c, v in zip(contrib, x[rows])]
+            start = 0
+            for q, (items, item_scores, _) in enumerate(out):
+                chunk = explanations[start:start + len(items)]
+                start += len(items)
+                for explanation, (near, sim) in zip(chunk, self.builder.closest_history(histories[q], items)):
                     explanation["because_item_id"] = near
                     explanation["because_similarity"] = None if math.isnan(sim) else round(sim, 4)
+                out[q] = (items, item_scores, chunk)
+        elif explain:
+            out = [(items, item_scores, []) for items, item_scores, _ in out]
         return out
 
     def _explain(self, contrib: np.ndarray, values: np.ndarray) -> dict:

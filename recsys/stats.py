@@ -1,6 +1,13 @@
 """Interaction statistics for the re-ranker, point-in-time: item popularity and item-to-item transition /
 co-occurrence counts, each stored as cumulative event counts so a feature can ask "how many events
-strictly before time t" (no leakage), saved as Parquet under the bundle's `stats/`.
+strictly before time t" (no leakage).
+
+They are held as sorted numpy arrays, so one lookup is a `searchsorted`: items and pairs are integer
+codes, times are ranks among the distinct event times, and every row of a table is keyed by
+`code * span + time rank` (sorted) with its cumulative count. Counting the events of many (code, time)
+pairs is then two vectorised binary searches, with no per-request frame building. Saved under the
+bundle's `stats/` as `ranker_stats.npz` (no pickle) + `ranker_stats.json`; bundles written before this
+format (Parquet tables of (ids, t, cum)) still load.
 
 Two time modes:
 - `absolute`: timestamps are real times; a query at time t sees only events with timestamp < t.
@@ -13,6 +20,7 @@ Two time modes:
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -25,6 +33,10 @@ from recsys.splits import ordered_interactions
 
 NOW = np.iinfo(np.int64).max // 4
 """Query time meaning "after every event" (serving without a timestamp), far from overflow."""
+
+ARRAYS_FILE = "ranker_stats.npz"
+CONFIG_FILE = "ranker_stats.json"
+LEGACY_FILES = ("item_events.parquet", "transition_events.parquet", "cooccurrence_events.parquet")
 
 
 class StatsConfig(FrozenModel):
@@ -52,60 +64,129 @@ def default_config(interactions: pl.DataFrame, pair_window: int = 3) -> StatsCon
 
 
 def _cumulative(events: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
-    """(keys, t) → (keys, t, cum): events per key and time, cumulated over time, sorted by t."""
+    """(keys, t) → (keys, t, cum): events per key and time, cumulated over time."""
     return (events.group_by([*keys, "t"]).agg(pl.len().alias("n"))
             .sort([*keys, "t"])
             .with_columns(pl.col("n").cum_sum().over(keys).cast(pl.Int64).alias("cum"))
-            .drop("n").sort("t"))
+            .drop("n"))
 
 
-def count_before(queries: pl.DataFrame, events: pl.DataFrame, keys: list[str], at: str) -> pl.Series:
-    """For each query row: the number of events with the same `keys` and time strictly before `queries[at]`."""
-    if queries.height == 0:
-        return pl.Series("count", [], dtype=pl.Int64)
-    unique = queries.select(*keys, pl.col(at).alias("t")).unique()
-    found = unique.join(events.select(keys).unique(), on=keys, how="semi")
-    if found.height:
-        found = found.sort("t").join_asof(events, on="t", by=keys, strategy="backward",
-                                          allow_exact_matches=False, check_sortedness=False)
-    else:
-        found = found.with_columns(pl.lit(None, pl.Int64).alias("cum"))
-    looked_up = queries.select(*keys, pl.col(at).alias("t")).join(
-        found.select(*keys, "t", "cum"), on=[*keys, "t"], how="left", maintain_order="left")
-    return looked_up["cum"].fill_null(0).alias("count")
+class CountTable:
+    """Cumulative counts per integer key over time ranks: `before(keys, ranks)` is the number of events of
+    each key whose time rank is below the given rank (0 for key -1 or a key without events)."""
+
+    def __init__(self, keys: np.ndarray, ranks: np.ndarray, cum: np.ndarray, span: int) -> None:
+        self.span = span
+        composite = np.asarray(keys, np.int64) * span + np.asarray(ranks, np.int64)
+        order = np.argsort(composite, kind="stable")
+        self.composite = composite[order]
+        self.cum = np.asarray(cum, np.int64)[order]
+        # every key's count over all time (its last row): the answer for queries after the last event
+        keys_sorted = self.composite // span
+        last = np.flatnonzero(np.append(keys_sorted[1:] != keys_sorted[:-1], True)) if len(keys_sorted) else \
+            np.zeros(0, np.int64)
+        self.total = np.zeros(int(keys_sorted[-1]) + 2 if len(keys_sorted) else 1, np.int64)
+        self.total[keys_sorted[last]] = self.cum[last]
+
+    def rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(keys, time ranks, cumulative counts), sorted by key then time."""
+        return self.composite // self.span, self.composite % self.span, self.cum
+
+    def before(self, keys: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+        keys = np.asarray(keys, np.int64)
+        if not len(self.composite):
+            return np.zeros(keys.shape, np.int64)
+        ranks = np.asarray(ranks, np.int64)
+        if ranks.min(initial=self.span) >= self.span - 1:  # every query after the last event: the totals
+            return self.total[np.where((keys >= 0) & (keys < len(self.total) - 1), keys, -1)]
+        base = keys * self.span
+        idx = np.searchsorted(self.composite, base + ranks, side="left") - 1
+        clipped = np.maximum(idx, 0)
+        found = (keys >= 0) & (idx >= 0) & (self.composite[clipped] >= base)
+        return np.where(found, self.cum[clipped], 0)
+
+
+class PairCounts:
+    """Point-in-time counts of item pairs (src → dst): pair codes `src * n_items + dst`, sorted, then a
+    `CountTable` over pair numbers."""
+
+    def __init__(self, src: np.ndarray, dst: np.ndarray, ranks: np.ndarray, cum: np.ndarray, n_items: int,
+                 span: int) -> None:
+        self.n_items = n_items
+        codes = np.asarray(src, np.int64) * n_items + np.asarray(dst, np.int64)
+        self.pairs, number = np.unique(codes, return_inverse=True)
+        self.table = CountTable(number.reshape(-1), ranks, cum, span)
+
+    def pair_number(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+        """Row of each (src, dst) in `pairs`, -1 where the pair never occurred."""
+        src, dst = np.asarray(src, np.int64), np.asarray(dst, np.int64)
+        if not len(self.pairs):
+            return np.full(np.broadcast(src, dst).shape, -1, np.int64)
+        codes = src * self.n_items + dst
+        number = np.minimum(np.searchsorted(self.pairs, codes), len(self.pairs) - 1)
+        return np.where((src >= 0) & (dst >= 0) & (self.pairs[number] == codes), number, -1)
+
+    def before(self, src: np.ndarray, dst: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+        return self.table.before(self.pair_number(src, dst), ranks)
+
+    def rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(src, dst, time ranks, cumulative counts)."""
+        number, ranks, cum = self.table.rows()
+        codes = self.pairs[number]
+        return codes // self.n_items, codes % self.n_items, ranks, cum
 
 
 class InteractionStats:
-    """Cumulative event tables: `items` (item_id, t, cum), `transitions` (src → dst, the very next item)
-    and `cooccurrence` (src, dst within `pair_window` steps, both directions)."""
+    """Point-in-time popularity (`item_counts`), transitions (src → the very next item) and co-occurrence
+    (src, dst within `pair_window` steps, both directions), over the integer item codes of `item_ids`."""
 
-    FILES = ("item_events.parquet", "transition_events.parquet", "cooccurrence_events.parquet")
-
-    def __init__(self, config: StatsConfig, items: pl.DataFrame, transitions: pl.DataFrame,
-                 cooccurrence: pl.DataFrame) -> None:
+    def __init__(self, config: StatsConfig, item_ids: np.ndarray, times: np.ndarray, items: dict[str, np.ndarray],
+                 transitions: dict[str, np.ndarray], cooccurrence: dict[str, np.ndarray]) -> None:
         self.config = config
-        self.items = items
-        self.transitions = transitions
-        self.cooccurrence = cooccurrence
+        self.item_ids = np.asarray(item_ids, dtype=str)
+        self.code = {item_id: n for n, item_id in enumerate(self.item_ids.tolist())}
+        self.times = np.asarray(times, np.int64)  # the distinct event times, sorted
+        span = len(self.times) + 1
+        n = len(self.item_ids)
+        self.items = CountTable(items["key"], self._rank_of_events(items["t"]), items["cum"], span)
+        self.transitions = PairCounts(transitions["src"], transitions["dst"], self._rank_of_events(transitions["t"]),
+                                      transitions["cum"], n, span)
+        self.cooccurrence = PairCounts(cooccurrence["src"], cooccurrence["dst"],
+                                       self._rank_of_events(cooccurrence["t"]), cooccurrence["cum"], n, span)
 
+    def _rank_of_events(self, t: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.times, np.asarray(t, np.int64))
+
+    # ---- fitting ------------------------------------------------------------------------------
     @classmethod
     def fit(cls, train: pl.DataFrame, config: StatsConfig) -> "InteractionStats":
         """From training interactions (user_id, item_id, timestamp) only."""
+        item_ids = train["item_id"].unique().sort()
         ordered = ordered_interactions(train.select("user_id", "item_id", "timestamp")).with_columns(
+            pl.col("item_id").cast(pl.Enum(item_ids.to_list())).to_physical().cast(pl.Int64).alias("item"),
             pl.int_range(pl.len()).over("user_id").alias("pos"), pl.len().over("user_id").alias("n"))
         if config.time_mode == "sequence":
             ordered = ordered.with_columns((pl.col("pos") - pl.col("n")).cast(pl.Int64).alias("t"))
         else:
             ordered = ordered.with_columns(pl.col("timestamp").cast(pl.Int64).alias("t"))
-        base = ordered.select("user_id", "pos", "item_id", "t")
-        items = _cumulative(base.select("item_id", "t"), ["item_id"])
+        base = ordered.select("user_id", "pos", "item", "t")
+        items = _cumulative(base.select(pl.col("item").alias("key"), "t"), ["key"])
         lagged = [base.join(base.with_columns(pl.col("pos") + lag), on=["user_id", "pos"], suffix="_src")
-                  .select(pl.col("item_id_src").alias("src"), pl.col("item_id").alias("dst"), "t")
+                  .select(pl.col("item_src").alias("src"), pl.col("item").alias("dst"), "t")
                   for lag in range(1, config.pair_window + 1)]
         transitions = _cumulative(lagged[0], ["src", "dst"])
         forward = pl.concat(lagged)
         both = pl.concat([forward, forward.select(pl.col("dst").alias("src"), pl.col("src").alias("dst"), "t")])
-        return cls(config, items, transitions, _cumulative(both, ["src", "dst"]))
+        cooccurrence = _cumulative(both, ["src", "dst"])
+        times = base["t"].unique().sort().to_numpy()
+        return cls(config, item_ids.to_numpy().astype(str), times, _columns(items), _columns(transitions),
+                   _columns(cooccurrence))
+
+    # ---- lookups ------------------------------------------------------------------------------
+    def codes(self, item_ids: Sequence[str]) -> np.ndarray:
+        """Integer code of each item id (-1: no training event)."""
+        code = self.code
+        return np.fromiter((code.get(i, -1) for i in item_ids), np.int64, len(item_ids))
 
     def query_time(self, as_of: int | None) -> int:
         """The time a query is evaluated at (sequence mode: always 0; absolute: `as_of`, or after all events)."""
@@ -113,23 +194,69 @@ class InteractionStats:
             return 0
         return NOW if as_of is None else int(as_of)
 
-    def item_counts(self, item_ids: pl.Series, at: pl.Series) -> pl.Series:
-        """Events of each item strictly before the matching time."""
-        return count_before(pl.DataFrame({"item_id": item_ids, "at": at}), self.items, ["item_id"], "at")
+    def query_times(self, as_of: Sequence[int | None] | None, n: int) -> np.ndarray:
+        """`query_time` of each of n queries (as_of None: all now)."""
+        if as_of is None or self.config.time_mode == "sequence":
+            return np.full(n, self.query_time(None), np.int64)
+        return np.fromiter((self.query_time(t) for t in as_of), np.int64, n)
 
-    def pair_counts(self, table: str, src: pl.Series, dst: pl.Series, at: pl.Series) -> pl.Series:
-        """`table` ('transitions' | 'cooccurrence') counts for each (src, dst) strictly before the time."""
-        events = self.transitions if table == "transitions" else self.cooccurrence
-        return count_before(pl.DataFrame({"src": src, "dst": dst, "at": at}), events, ["src", "dst"], "at")
+    def rank(self, at: np.ndarray) -> np.ndarray:
+        """Number of distinct event times strictly before each time."""
+        return np.searchsorted(self.times, np.asarray(at, np.int64), side="left")
 
+    def item_counts(self, codes: np.ndarray, at: np.ndarray) -> np.ndarray:
+        """Events of each item code strictly before the matching time."""
+        return self.items.before(codes, self.rank(at))
+
+    def pair_counts(self, table: Literal["transitions", "cooccurrence"], src: np.ndarray, dst: np.ndarray,
+                    at: np.ndarray) -> np.ndarray:
+        """`table` counts for each (src, dst) code pair strictly before the time."""
+        pairs = self.transitions if table == "transitions" else self.cooccurrence
+        return pairs.before(src, dst, self.rank(at))
+
+    # ---- persistence --------------------------------------------------------------------------
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        for name, frame in zip(self.FILES, (self.items, self.transitions, self.cooccurrence)):
-            frame.write_parquet(directory / name)
-        (directory / "ranker_stats.json").write_text(self.config.model_dump_json(indent=2))
+        arrays = {"item_ids": self.item_ids, "times": self.times}
+        keys, ranks, cum = self.items.rows()
+        arrays.update({"items.key": keys, "items.t": self.times[ranks], "items.cum": cum})
+        for name in ("transitions", "cooccurrence"):
+            src, dst, ranks, cum = getattr(self, name).rows()
+            arrays.update({f"{name}.src": src, f"{name}.dst": dst, f"{name}.t": self.times[ranks], f"{name}.cum": cum})
+        with open(directory / ARRAYS_FILE, "wb") as handle:
+            np.savez(handle, **arrays)
+        (directory / CONFIG_FILE).write_text(self.config.model_dump_json(indent=2))
 
     @classmethod
     def load(cls, directory: Path) -> "InteractionStats":
-        config = StatsConfig.model_validate(json.loads((directory / "ranker_stats.json").read_text()))
-        frames = [pl.read_parquet(directory / name).sort("t") for name in cls.FILES]
-        return cls(config, *frames)
+        config = StatsConfig.model_validate(json.loads((directory / CONFIG_FILE).read_text()))
+        if not (directory / ARRAYS_FILE).exists() and (directory / LEGACY_FILES[0]).exists():
+            return cls._load_legacy(directory, config)
+        with np.load(directory / ARRAYS_FILE, allow_pickle=False) as arrays:
+            tables: dict[str, dict[str, np.ndarray]] = {"items": {}, "transitions": {}, "cooccurrence": {}}
+            for key in arrays.files:
+                if "." in key:
+                    name, column = key.split(".", 1)
+                    tables[name][column] = arrays[key]
+            return cls(config, arrays["item_ids"], arrays["times"], **tables)
+
+    @classmethod
+    def _load_legacy(cls, directory: Path, config: StatsConfig) -> "InteractionStats":
+        """Bundles written before the array format: Parquet (item_id | src, dst), t, cum."""
+        items, transitions, cooccurrence = (pl.read_parquet(directory / name) for name in LEGACY_FILES)
+        item_ids = pl.concat([items["item_id"], transitions["src"], transitions["dst"], cooccurrence["src"],
+                              cooccurrence["dst"]]).unique().sort()
+        enum = pl.Enum(item_ids.to_list())
+
+        def code(column: str) -> pl.Expr:
+            return pl.col(column).cast(enum).to_physical().cast(pl.Int64)
+
+        times = pl.concat([items["t"], transitions["t"], cooccurrence["t"]]).unique().sort().to_numpy()
+        return cls(config, item_ids.to_numpy().astype(str), times,
+                   _columns(items.select(code("item_id").alias("key"), "t", "cum")),
+                   _columns(transitions.select(code("src").alias("src"), code("dst").alias("dst"), "t", "cum")),
+                   _columns(cooccurrence.select(code("src").alias("src"), code("dst").alias("dst"), "t", "cum")))
+
+
+def _columns(frame: pl.DataFrame) -> dict[str, np.ndarray]:
+    return {name: frame[name].to_numpy().astype(np.int64) for name in frame.columns}

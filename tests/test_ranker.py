@@ -63,7 +63,7 @@ def test_save_load_gives_identical_scores_and_explanations(trained, tmp_path):
     recommender, split, _ = trained
     path = recommender.save(tmp_path / "planted" / "v1")
     assert (path / "ranker" / "model.txt").is_file() and (path / "ranker" / "features.json").is_file()
-    assert (path / "stats" / "transition_events.parquet").is_file()
+    assert (path / "stats" / "ranker_stats.npz").is_file()
     loaded = Recommender.load(path)
     histories = split.test["history"].to_list()[:60]
     before = recommender.recommend_batch(histories, 10, explain=True)
@@ -74,10 +74,11 @@ def test_save_load_gives_identical_scores_and_explanations(trained, tmp_path):
     why = after[0].explanations[0]
     assert len(why["top_features"]) == 3 and why["because_item_id"] in histories[0]
     user = split.test["user_id"][0]
-    served = loaded.recommend_user(user, 5)
+    served = loaded.recommend_user(user, 5, explain=True)
     assert served.explanations is not None and len(served.explanations) == len(served.item_ids) == 5
+    assert served.reranked and loaded.recommend_user(user, 5).explanations is None  # contributions only when asked
     retrieval_only = loaded.recommend_batch(histories[:3], 10, rerank=False)
-    assert all(r.explanations is None for r in retrieval_only)
+    assert all(r.explanations is None and not r.reranked for r in retrieval_only)
 
 
 @pytest.mark.parametrize("edit", ["rename", "version"])
