@@ -49,7 +49,8 @@ def to_response(loaded: Loaded, result: RecommendationList, history: Sequence[st
         items.append(RecommendedItem(item_id=record["item_id"], score=score, title=record.get("title"),
                                      text=record["text"], reason=reason, because_item_id=because,
                                      top_features=features))
-    return RecommendationResponse(strategy=result.strategy, model_version=loaded.version, items=items)
+    return RecommendationResponse(strategy=result.strategy, reranked=result.reranked, model_version=loaded.version,
+                                  items=items)
 
 
 def json_response(model: BaseModel, status_code: int = 200) -> Response:

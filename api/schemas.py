@@ -36,6 +36,7 @@ class Item(BaseModel):
 
 class RecommendationResponse(BaseModel):
     strategy: Strategy = Field(description="which path served the list")
+    reranked: bool = Field(False, description="True when the LightGBM re-ranker ordered the list")
     model_version: str
     items: list[RecommendedItem]
 
@@ -56,6 +57,7 @@ class SessionRequest(Strict):
     exclude_seen: bool = True
     exclude: list[str] = Field(default_factory=list, description="item ids never to return")
     filters: Filters | None = None
+    explain: bool = Field(False, description="add the re-ranker's per-item feature contributions (slower)")
 
 
 class EventRequest(Strict):

@@ -74,21 +74,24 @@ class Loaded:
         return isinstance(tower, CachedHistoryEncoder) and all(not h or tower.has(h) for h in histories)
 
     async def recommend_batched(self, history: list[str], k: int, exclude_seen: bool, exclude: Collection[str],
-                                where: Mapping | None, strategy: str = "personalised") -> RecommendationList:
+                                where: Mapping | None, strategy: str = "personalised",
+                                explain: bool = False) -> RecommendationList:
         """`recommender.recommend_history(...)` for a non-empty history of catalogue items; concurrent calls with
-        the same k, exclude_seen, filter and strategy share one `recommend_batch` (one user-tower pass, one FAISS
-        search): on the event loop when `is_cheap`, else in the thread pool."""
+        the same k, exclude_seen, filter, strategy and explain share one `recommend_batch` (one user-tower pass,
+        one FAISS search, one re-ranker feature build and predict): on the event loop when `is_cheap`, else in
+        the thread pool."""
         filter_key = where_key(where) if where is not None else None
         if self.cheap_batches is None or (where is not None and filter_key is None):
             return await self.call(self.recommender.recommend_history, history, k, exclude_seen, exclude, where,
-                                   strategy, histories=[history])
+                                   strategy, explain, histories=[history])
         batcher = self.cheap_batches if self.is_cheap([history]) else self.tower_batches
-        return await batcher.submit((k, exclude_seen, filter_key, strategy), (history, exclude, where))
+        return await batcher.submit((k, exclude_seen, filter_key, strategy, explain), (history, exclude, where))
 
     def _recommend_rows(self, key: tuple, rows: list[tuple]) -> list[RecommendationList]:
-        k, exclude_seen, _, strategy = key
+        k, exclude_seen, _, strategy, explain = key
         return self.recommender.recommend_batch([list(h) for h, _, _ in rows], k, exclude_seen,
-                                                [e for _, e, _ in rows], rows[0][2], explain=True, strategy=strategy)
+                                                [e for _, e, _ in rows], rows[0][2], explain=explain,
+                                                strategy=strategy)
 
     async def call(self, fn, *args, histories: Collection[Collection[str]] = ()):
         """Run `fn(*args)` on the event loop when answering for `histories` is cheap (`is_cheap`), else in
@@ -136,6 +139,8 @@ class Service:
             except Exception as exc:  # a bundle that cannot be loaded never replaces a working one
                 self.metrics.reloads.labels("refused").inc()
                 raise BundleError(f"cannot load bundle {bundle}: {exc}") from exc
+            if not self.settings.rerank:
+                recommender.reranker = None
             if self.settings.torch_threads and "torch" in sys.modules:  # only bundles with trained towers load it
                 sys.modules["torch"].set_num_threads(self.settings.torch_threads)
             recommender.user_tower = self._serving_tower(recommender.user_tower)

@@ -18,6 +18,8 @@ class Settings(BaseSettings):
     max_exclude_items: int = Field(1_000, ge=0, description="most ids an exclude list may hold")
     max_text_chars: int = Field(1_000, ge=1, description="longest free-text query or item text")
     max_body_bytes: int = Field(256 * 1024, ge=1_024, description="larger request bodies get 413")
+    rerank: bool = Field(True, description="re-rank with the bundle's LightGBM re-ranker when it has one (false: "
+                         "serve the towers' retrieval order, e.g. to compare or as a kill switch)")
     unknown_user_fallback: bool = Field(True, description="unknown users get popular items instead of a 404")
     history_limit: int = Field(200, ge=1, description="most recent events kept per user for recommendations")
     state_dir: Path = Field(Path("recsys-state"), description="where the SQLite event store lives")

@@ -48,6 +48,7 @@ class RecommendationList:
     strategy: str  # personalised | session | similar | popular_fallback
     explanations: list[dict] | None = None  # per item, when a re-ranker explained the list
     retrieval_scores: list[float] | None = None  # per item, the FAISS score before re-ranking
+    reranked: bool = False  # True when the LightGBM re-ranker ordered the list
 
 
 class Recommender:
@@ -95,15 +96,29 @@ class Recommender:
         """Top-k per query among active items, skipping each row's excluded ids; the index
         over-fetches and refills so every row is filled when k eligible items exist."""
         scores, ids = self.index.search(queries, k, exclude_per_query=exclude, where=where)
+        found = np.isfinite(scores).sum(axis=1)  # missing slots (fewer eligible items) come last, at -inf
+        # near-ties (scores equal to ~1e-6, which differ in the last bits between single-query and batched
+        # kernels) are ordered by catalogue position, so the API and batch jobs agree; FAISS already returns
+        # scores in descending order, so only rows with a tie are re-sorted
+        rounded = np.round(scores.astype(np.float64), 5)
+        same = rounded[:, 1:] == rounded[:, :-1]
+        tied = np.zeros(scores.shape, bool)  # items sharing their rounded score with a neighbour
+        tied[:, 1:] |= same
+        tied[:, :-1] |= same
+        position, missing = self.item_position, len(self.item_position)
         out_ids: list[list[str]] = []
         out_scores: list[list[float]] = []
-        for row_ids, row_scores in zip(ids, scores):
-            pairs = [(i, float(s)) for i, s in zip(row_ids, row_scores) if i is not None]
-            # near-ties (scores equal to ~1e-6, which differ in the last bits between single-query and
-            # batched kernels) are ordered by catalogue position: the API and batch jobs agree
-            pairs.sort(key=lambda p: (-round(p[1], 5), self.item_position.get(p[0], len(self.item_position))))
-            out_ids.append([i for i, _ in pairs])
-            out_scores.append([s for _, s in pairs])
+        for row in range(len(scores)):
+            n = int(found[row])
+            row_ids, row_scores = ids[row, :n], scores[row, :n]
+            members = np.flatnonzero(tied[row, :n])
+            if len(members):
+                rank = np.zeros(n, np.int64)
+                rank[members] = [position.get(i, missing) for i in row_ids[members].tolist()]
+                order = np.lexsort((rank, -rounded[row, :n]))
+                row_ids, row_scores = row_ids[order], row_scores[order]
+            out_ids.append(row_ids.tolist())
+            out_scores.append(row_scores.astype(np.float64).tolist())
         return out_ids, out_scores
 
     def popular(self, k: int, exclude: Collection[str] = (), where: Mapping | None = None) -> tuple[list[str], list[float]]:
@@ -116,42 +131,40 @@ class Recommender:
                         exclude: Sequence[Collection[str]] | None = None,
                         where: Mapping | None = None, *, as_of: Sequence[int | None] | None = None,
                         rerank: bool = True, explain: bool = False,
-                        strategy: str = "personalised") -> list[RecommendationList]:
+                        strategy: str = "personalised", vectors: np.ndarray | None = None) -> list[RecommendationList]:
         """The one retrieval path behind the API, the batch jobs and the evaluator.
 
         Histories are item ids oldest first; `exclude_seen` drops each history's items, `exclude`
         gives extra per-row ids to drop, `where` an attribute filter (e.g. {"category": "Cameras"}).
         A history the user tower knows nothing about (empty, or only unknown items) gets the
-        popular items, marked `popular_fallback`.
+        popular items, marked `popular_fallback`. `vectors` replaces the user tower's query vectors
+        (e.g. free text blended with a session), one row per history.
 
-        With a re-ranker (and `rerank`), the top `candidates` retrieved items are re-ranked to k;
-        `as_of` gives each history's query time (None: now) and `explain` adds per-item explanations.
+        With a re-ranker (and `rerank`), the top `candidates` retrieved items are re-ranked to k, all
+        histories in one feature matrix and one predict; `as_of` gives each history's query time (None:
+        now) and `explain` adds per-item explanations (feature contributions: only when asked).
         Lists from the user tower are labelled `strategy` (e.g. "session" for anonymous sessions)."""
-        vectors = self.user_tower.encode_histories(histories)
+        if vectors is None:
+            vectors = self.user_tower.encode_histories(histories)
         banned = [(set(h) if exclude_seen else set()) | (set(exclude[row]) if exclude is not None else set())
                   for row, h in enumerate(histories)]
         use_ranker = rerank and self.reranker is not None
         depth = max(k, self.reranker.config.candidates) if use_ranker else k
         ids, scores = self.search_vectors(vectors, depth, banned, where)
-        retrieval: dict[int, dict[str, float]] = {}
+        personal = [bool(np.any(vectors[row])) for row in range(len(histories))]
+        results: list[RecommendationList | None] = [None] * len(histories)
         if use_ranker:
-            rows = [row for row in range(len(histories)) if np.any(vectors[row])]
-            retrieval = {row: dict(zip(ids[row], scores[row])) for row in rows}
+            rows = [row for row in range(len(histories)) if personal[row]]
             reranked = self.reranker.rerank([histories[r] for r in rows], [ids[r] for r in rows],
                                             [scores[r] for r in rows], k,
                                             None if as_of is None else [as_of[r] for r in rows], explain)
             for row, (r_ids, r_scores, why) in zip(rows, reranked):
-                ids[row], scores[row] = r_ids, r_scores
-            explanations = dict(zip(rows, (why for _, _, why in reranked)))
-        results = []
+                before = dict(zip(ids[row], scores[row]))
+                results[row] = RecommendationList(r_ids, r_scores, strategy, why, [before[i] for i in r_ids], True)
         for row in range(len(histories)):
-            if np.any(vectors[row]):
-                before = retrieval.get(row)
-                results.append(RecommendationList(ids[row], scores[row], strategy,
-                                                  explanations.get(row) if use_ranker else None,
-                                                  [before[i] for i in ids[row]] if before is not None else None))
-            else:
-                results.append(RecommendationList(*self.popular(k, banned[row], where), "popular_fallback"))
+            if results[row] is None:
+                results[row] = RecommendationList(ids[row], scores[row], strategy) if personal[row] else \
+                    RecommendationList(*self.popular(k, banned[row], where), "popular_fallback")
         return results
 
     def recommend_histories(self, histories: Sequence[Sequence[str]], k: int,
@@ -161,25 +174,33 @@ class Recommender:
 
     def recommend_history(self, history: Sequence[str], k: int = 10, exclude_seen: bool = True,
                           exclude: Collection[str] = (), where: Mapping | None = None,
-                          strategy: str = "personalised") -> RecommendationList:
-        """One history (oldest first) through `recommend_batch`, labelled with `strategy` (explained
-        when the bundle has a re-ranker)."""
-        return self.recommend_batch([list(history)], k, exclude_seen, [exclude], where, explain=True,
+                          strategy: str = "personalised", explain: bool = False) -> RecommendationList:
+        """One history (oldest first) through `recommend_batch`, labelled with `strategy`."""
+        return self.recommend_batch([list(history)], k, exclude_seen, [exclude], where, explain=explain,
                                     strategy=strategy)[0]
 
     def recommend_session(self, item_ids: Sequence[str], k: int = 10, exclude_seen: bool = True,
-                          exclude: Collection[str] = (), where: Mapping | None = None) -> RecommendationList:
-        """For an anonymous session's recent items (oldest first); unknown ids raise UnknownIdError."""
+                          exclude: Collection[str] = (), where: Mapping | None = None,
+                          text_vector: np.ndarray | None = None, explain: bool = False) -> RecommendationList:
+        """For an anonymous session's recent items (oldest first) and/or free text already encoded by the
+        item tower (`text_vector`: blended with the items' query vector); unknown ids raise UnknownIdError."""
         self.check_items(list(item_ids))
-        return self.recommend_history(item_ids, k, exclude_seen, exclude, where, "session")
+        vectors = None
+        if text_vector is not None:
+            query = np.asarray(text_vector, np.float32)
+            if item_ids:
+                query = query + self.user_tower.encode_histories([list(item_ids)])[0]
+            vectors = (query / max(float(np.linalg.norm(query)), 1e-12))[None, :].astype(np.float32)
+        return self.recommend_batch([list(item_ids)], k, exclude_seen, [exclude], where, explain=explain,
+                                    strategy="session", vectors=vectors)[0]
 
     def recommend_user(self, user_id: str, k: int = 10, exclude_seen: bool = True, exclude: Collection[str] = (),
-                       where: Mapping | None = None, fallback: bool = True) -> RecommendationList:
+                       where: Mapping | None = None, fallback: bool = True, explain: bool = False) -> RecommendationList:
         """For a known user's stored history; an unknown user gets popular items when `fallback`."""
         history = self.histories.get(user_id)
         if history is None and not fallback:
             raise UnknownIdError("user", [user_id])
-        return self.recommend_history(history or [], k, exclude_seen, exclude, where)
+        return self.recommend_history(history or [], k, exclude_seen, exclude, where, explain=explain)
 
     def similar_items(self, item_id: str, k: int = 10, exclude: Collection[str] = (),
                       where: Mapping | None = None) -> RecommendationList:
@@ -193,6 +214,27 @@ class Recommender:
         vector = self.item_vectors[self.item_position[item_id]][None, :]
         ids, scores = self.search_vectors(vector, k, [set(exclude) | {item_id}], where)
         return RecommendationList(ids[0], scores[0], "similar")
+
+    def similar_for_user(self, item_id: str, history: Sequence[str], k: int = 10, exclude: Collection[str] = (),
+                         where: Mapping | None = None, explain: bool = False) -> RecommendationList:
+        """Similar items for a product page, ordered for a visitor: the anchor's nearest `max(5k, 50)` items
+        (the visitor's history and the anchor excluded). With a re-ranker they are re-ranked as the
+        visitor's next items after viewing the anchor (history + anchor; the retrieval score is the user
+        tower's); without one, ordered by item similarity + similarity to the visitor's query vector."""
+        pool = self.similar_items(item_id, max(5 * k, 50), set(exclude) | set(history), where)
+        if not pool.item_ids:
+            return pool
+        user = self.user_tower.encode_histories([list(history)])[0]
+        tower = self.item_vectors[[self.item_position[i] for i in pool.item_ids]] @ user
+        if self.reranker is None:
+            blended = np.asarray(pool.scores) + tower
+            order = np.argsort(-blended, kind="stable")[:k]
+            return RecommendationList([pool.item_ids[i] for i in order], [float(blended[i]) for i in order], "similar")
+        order = np.argsort(-tower, kind="stable")
+        candidates, retrieval = [pool.item_ids[i] for i in order], tower[order].tolist()
+        (ids, scores, why), = self.reranker.rerank([[*history, item_id]], [candidates], [retrieval], k, None, explain)
+        before = dict(zip(candidates, retrieval))
+        return RecommendationList(ids, scores, "similar", why, [before[i] for i in ids], True)
 
     def neighbour_lists(self, item_ids: Sequence[str]) -> tuple[list[list[str]], list[list[float]]]:
         """Each item's top `neighbours.depth` active neighbours (itself excluded), one batched search."""

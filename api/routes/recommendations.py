@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import numpy as np
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -21,6 +20,7 @@ K = Annotated[int, Query(ge=1, le=10_000, description="number of items to return
 Exclude = Annotated[list[str], Query(description="item ids never to return (repeat the parameter)")]
 Category = Annotated[str | None, Query(max_length=256, description="only items of this category")]
 Brand = Annotated[str | None, Query(max_length=256, description="only items of this brand")]
+Explain = Annotated[bool, Query(description="add the re-ranker's per-item feature contributions (slower)")]
 
 
 def _where(category: str | list[str] | None, brand: str | list[str] | None) -> dict | None:
@@ -40,10 +40,11 @@ async def user_recommendations(
     user_id: Annotated[str, Path(max_length=256, description="user id")],
     request: Request,
     k: K = 10, exclude_seen: bool = True, exclude: Exclude = [],  # noqa: B006 (FastAPI query list)
-    category: Category = None, brand: Brand = None,
+    category: Category = None, brand: Brand = None, explain: Explain = False,
 ) -> Response:
-    """Personalised list from the user's history (bundle history + events since). Unknown users
-    get popular items (strategy `popular_fallback`) unless the service is configured to answer 404."""
+    """Personalised list from the user's history (bundle history + events since), re-ranked when the
+    bundle has a re-ranker. Unknown users get popular items (strategy `popular_fallback`) unless the
+    service is configured to answer 404."""
     service, loaded = serving(request)
     check_k(k, service.settings)
     check_exclude(exclude, service.settings)
@@ -51,7 +52,7 @@ async def user_recommendations(
     _check_filters(loaded, where)
     history = service.history(loaded, user_id)
     if history:  # shares one recommend_batch with concurrent requests
-        result = await loaded.recommend_batched(history, k, exclude_seen, exclude, where)
+        result = await loaded.recommend_batched(history, k, exclude_seen, exclude, where, explain=explain)
     else:
         result = await loaded.call(service.recommend_user, loaded, user_id, history, k, exclude_seen, exclude,
                                    where)  # unknown user: popular items (no tower work) or 404
@@ -78,23 +79,19 @@ async def session_recommendations(body: Annotated[SessionRequest, Body()], reque
     if not body.text:
         recommender.check_items(body.item_ids)
         result = await loaded.recommend_batched(body.item_ids, body.k, body.exclude_seen, body.exclude, where,
-                                                "session")
+                                                "session", body.explain)
         return json_response(to_response(loaded, result, body.item_ids))
     result = await run_in_threadpool(_text_session, service, loaded, body, where)
     return json_response(to_response(loaded, result, body.item_ids, text=body.text))
 
 
 def _text_session(service: Service, loaded: Loaded, request: SessionRequest, where: dict | None) -> RecommendationList:
-    """Free text (item tower) blended with the recent items (user tower): one query vector."""
-    recommender = loaded.recommender
-    recommender.check_items(request.item_ids)
-    query = service.text_encoder(loaded).encode([request.text])[0]
-    if request.item_ids:
-        query = query + recommender.user_tower.encode_histories([request.item_ids])[0]
-    query = query / max(float(np.linalg.norm(query)), 1e-12)
-    banned = set(request.exclude) | (set(request.item_ids) if request.exclude_seen else set())
-    ids, scores = recommender.search_vectors(query[None, :].astype(np.float32), request.k, [banned], where)
-    return RecommendationList(ids[0], scores[0], "session")
+    """Free text (item tower) blended with the recent items (user tower): one query vector, re-ranked with
+    the items as the history when the bundle has a re-ranker."""
+    loaded.recommender.check_items(request.item_ids)
+    text_vector = service.text_encoder(loaded).encode([request.text])[0]
+    return loaded.recommender.recommend_session(request.item_ids, request.k, request.exclude_seen, request.exclude,
+                                                where, text_vector=text_vector, explain=request.explain)
 
 
 @router.get("/items/{item_id}", response_model=Item, responses=NOT_FOUND)
@@ -113,10 +110,11 @@ async def similar_items(
     request: Request,
     k: K = DEFAULT_K, exclude: Exclude = [],  # noqa: B006
     user_id: Annotated[str | None, Query(max_length=256, description="re-rank for this user")] = None,
-    category: Category = None, brand: Brand = None,
+    category: Category = None, brand: Brand = None, explain: Explain = False,
 ) -> Response:
-    """Items closest to this one in the item tower's space; with `user_id`, the neighbours are
-    re-ordered by item similarity + similarity to the user's query vector (seen items dropped)."""
+    """Items closest to this one in the item tower's space; with `user_id`, the neighbours (seen items
+    dropped) are re-ranked for the user as their next items after this one (by the re-ranker when the
+    bundle has one, else by item similarity + similarity to the user's query vector)."""
     service, loaded = serving(request)
     check_k(k, service.settings)
     check_exclude(exclude, service.settings)
@@ -131,20 +129,15 @@ async def similar_items(
                 loaded.similar_responses[key] = body
         return Response(body, media_type="application/json")
     history = service.history(loaded, user_id) if user_id is not None else None
-    result = await loaded.call(_similar, loaded, item_id, k, exclude, history, where,
+    result = await loaded.call(_similar, loaded, item_id, k, exclude, history, where, explain,
                                histories=[history or []])
     return json_response(result)
 
 
 def _similar(loaded: Loaded, item_id: str, k: int, exclude: list[str], history: list[str] | None,
-             where: dict | None) -> RecommendationResponse:
+             where: dict | None, explain: bool = False) -> RecommendationResponse:
     recommender = loaded.recommender
     if not history:
         return to_response(loaded, recommender.similar_items(item_id, k, exclude, where), anchor=item_id)
-    pool = recommender.similar_items(item_id, max(5 * k, 50), set(exclude) | set(history), where)
-    user = recommender.user_tower.encode_histories([history])[0]
-    vectors = recommender.item_vectors[[recommender.item_position[i] for i in pool.item_ids]]
-    blended = np.asarray(pool.scores) + vectors @ user
-    order = np.argsort(-blended, kind="stable")[:k]
-    result = RecommendationList([pool.item_ids[i] for i in order], [float(blended[i]) for i in order], "similar")
+    result = recommender.similar_for_user(item_id, history, k, exclude, where, explain)
     return to_response(loaded, result, anchor=item_id)
