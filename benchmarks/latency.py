@@ -27,8 +27,8 @@ from benchmarks.common import Column, environment, write_report
 from benchmarks.loadgen import available_tool, drive
 from recsys.artifacts import resolve_bundle
 
-ENDPOINTS = ("user", "similar", "session")
-COLUMNS = [Column("endpoint"), Column("concurrency"), Column("requests", fmt=","), Column("errors"),
+ENDPOINTS = ("user", "similar", "similar_user", "session")
+COLUMNS = [Column("endpoint"), Column("ranker"), Column("concurrency"), Column("requests", fmt=","), Column("errors"),
            Column("p50_ms", "p50 ms", ".1f"), Column("p95_ms", "p95 ms", ".1f"), Column("p99_ms", "p99 ms", ".1f"),
            Column("rps", "req/s", ",.0f"), Column("note")]
 ADMIN_TOKEN = "bench-token"
@@ -59,6 +59,9 @@ def build_plan(bundle: Path, endpoint: str, n: int = 2000, seed: int = 0) -> lis
             plan.append({"method": "GET", "path": f"/v1/users/{rng.choice(users)}/recommendations?k=10"})
         elif endpoint == "similar":
             plan.append({"method": "GET", "path": f"/v1/items/{rng.choice(items)}/similar?k=10"})
+        elif endpoint == "similar_user":
+            plan.append({"method": "GET",
+                         "path": f"/v1/items/{rng.choice(items)}/similar?k=10&user_id={rng.choice(users)}"})
         elif endpoint == "session":
             plan.append({"method": "POST", "path": "/v1/sessions/recommendations",
                          "json": {"item_ids": rng.sample(items, rng.randint(1, 5)), "k": 10}})
@@ -108,49 +111,83 @@ class Server:
         self._log.close()
 
 
+def has_ranker(bundle: Path) -> bool:
+    return (Path(bundle) / "ranker").is_dir()
+
+
+def served_ranker(server: "Server", bundle: Path) -> str:
+    """"on" or "off", as the server itself reports it for a known user's list (`reranked`)."""
+    user = _population(Path(bundle))[0][0]
+    body = httpx.get(f"{server.url}/v1/users/{user}/recommendations?k=10", timeout=30).json()
+    return "on" if body.get("reranked") else "off"
+
+
 def run(bundle: str | Path, out_dir: str | Path, concurrencies: Sequence[int] = (1, 8, 32, 64),
         endpoints: Sequence[str] = ENDPOINTS, requests: int = 2000, seconds: float = 20.0,
         reload_test: bool = True, warmup: int = 200, loadgen: str = "auto", workers: int = 1,
-        server_env: dict | None = None) -> dict:
-    """Run every (endpoint, concurrency) level; then a reload-under-load run when `reload_test`.
+        server_env: dict | None = None, towers_only: bool = True, command: str = "") -> dict:
+    """Run every (endpoint, concurrency) level on the engine as served (the bundle's re-ranker on, when it
+    has one), then a reload-under-load run when `reload_test`; with `towers_only` (and a ranker in the bundle)
+    the same levels again with the re-ranker switched off (RECSYS_RERANK=false), for comparison.
     `loadgen`: "wrk" (when installed; "auto" prefers it) or "httpx"; `workers`: uvicorn processes."""
     bundle = resolve_bundle(bundle)
     tool = available_tool(loadgen)
+    ranked = has_ranker(bundle)
+    configurations = [{}]
+    if ranked and towers_only:
+        configurations.append({"RECSYS_RERANK": "false"})
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        server = Server(bundle, tmp / "state", server_env, workers)
-        try:
-            server.wait_ready()
-            for endpoint in endpoints:
-                plan = build_plan(bundle, endpoint, max(requests, 2000))
-                drive(server.url, build_plan(bundle, endpoint, warmup, seed=-1), 4, warmup, seconds, tool)
-                for concurrency in concurrencies:
-                    if endpoint == "session":  # fresh sessions at every level: the user tower runs on each request
-                        plan = build_plan(bundle, endpoint, max(requests, 2000), seed=concurrency)
-                    result = drive(server.url, plan, concurrency, requests, seconds, tool)
-                    rows.append({"endpoint": endpoint, "concurrency": concurrency, **result, "note": ""})
-                    print(f"{endpoint:8s} c={concurrency:<3d} p50 {result['p50_ms']} ms  p99 {result['p99_ms']} ms  "
-                          f"{result['rps']} req/s  errors {result['errors']}", flush=True)
-            if reload_test:
-                rows.append(_reload_under_load(server, bundle, build_plan(bundle, "user"), requests, seconds, tool))
-        finally:
-            server.stop()
+        for number, env in enumerate(configurations):
+            server = Server(bundle, tmp / f"state{number}", {**(server_env or {}), **env}, workers)
+            try:
+                server.wait_ready()
+                ranker = served_ranker(server, bundle)
+                rows += _levels(server, bundle, ranker, endpoints, concurrencies, requests, seconds, warmup, tool)
+                if reload_test and number == 0:
+                    rows.append({**_reload_under_load(server, bundle, build_plan(bundle, "user"), requests, seconds,
+                                                      tool), "ranker": ranker})
+            finally:
+                server.stop()
     meta = {"bundle": str(bundle), "environment": environment(), "requests_per_level": requests,
-            "seconds_per_level": seconds, "loadgen": tool, "workers": workers, "server_env": server_env or {}}
+            "seconds_per_level": seconds, "loadgen": tool, "workers": workers, "server_env": server_env or {},
+            "ranker_in_bundle": ranked, "command": command}
     generator = ("wrk (one thread, keep-alive connections)" if tool == "wrk"
                  else "an asyncio/httpx client")
+    ranker_note = ("the bundle has a LightGBM re-ranker: rows with ranker `on` are the engine as served "
+                   "(towers' candidates re-ranked); `off` is the same bundle with RECSYS_RERANK=false (towers only)"
+                   if ranked else "the bundle has no re-ranker: every row is towers only")
     paths = write_report(out_dir, "latency", rows, COLUMNS, title="API latency under load", meta=meta,
                          group_by="endpoint", chart=_chart,
-                         notes=[f"bundle {bundle}", f"server: {workers} uvicorn worker process(es); load: {generator} "
+                         notes=[f"command: `{command}`" if command else "command: (library call)",
+                                f"bundle {bundle}; {ranker_note}",
+                                f"server: {workers} uvicorn worker process(es); load: {generator} "
                                 "in a separate process on loopback",
                                 "user: random known users of the bundle (their query vectors are computed at load); "
                                 "similar: random catalogue items, no user (lists computed at load, responses cached "
-                                "until the catalogue changes); session: 1-5 random items, fresh sessions at every "
+                                "until the catalogue changes); similar_user: random items with a random known user "
+                                "(re-ranked for that user); session: 1-5 random items, fresh sessions at every "
                                 "level, so the user tower runs on every request (micro-batched)",
                                 "reload row: the same bundle reloaded through /v1/admin/reload in the middle of the run "
                                 "(the new bundle warms its caches while the old one serves)"])
     return {"rows": rows, "paths": {k: str(v) for k, v in paths.items()}}
+
+
+def _levels(server: Server, bundle: Path, ranker: str, endpoints: Sequence[str], concurrencies: Sequence[int],
+            requests: int, seconds: float, warmup: int, tool: str) -> list[dict]:
+    rows = []
+    for endpoint in endpoints:
+        plan = build_plan(bundle, endpoint, max(requests, 2000))
+        drive(server.url, build_plan(bundle, endpoint, warmup, seed=-1), 4, warmup, seconds, tool)
+        for concurrency in concurrencies:
+            if endpoint == "session":  # fresh sessions at every level: the user tower runs on each request
+                plan = build_plan(bundle, endpoint, max(requests, 2000), seed=concurrency)
+            result = drive(server.url, plan, concurrency, requests, seconds, tool)
+            rows.append({"endpoint": endpoint, "ranker": ranker, "concurrency": concurrency, **result, "note": ""})
+            print(f"{endpoint:12s} ranker {ranker:4s} c={concurrency:<3d} p50 {result['p50_ms']} ms  "
+                  f"p99 {result['p99_ms']} ms  {result['rps']} req/s  errors {result['errors']}", flush=True)
+    return rows
 
 
 def _reload_under_load(server: Server, bundle: Path, plan: list[dict], requests: int, seconds: float,
@@ -175,15 +212,16 @@ def _chart(rows, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    engine = rows[0]["ranker"]  # the first configuration: the engine as served
     for endpoint in dict.fromkeys(r["endpoint"] for r in rows if r["endpoint"] in ENDPOINTS):
-        points = [r for r in rows if r["endpoint"] == endpoint]
+        points = [r for r in rows if r["endpoint"] == endpoint and r["ranker"] == engine]
         ax.plot([r["concurrency"] for r in points], [r["p99_ms"] for r in points], marker="o", label=f"{endpoint} p99")
         ax.plot([r["concurrency"] for r in points], [r["p50_ms"] for r in points], marker=".", linestyle="--",
                 alpha=0.6, label=f"{endpoint} p50")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("concurrent clients")
     ax.set_ylabel("latency (ms)")
-    ax.set_title("API latency by endpoint")
+    ax.set_title(f"API latency by endpoint (re-ranker: {engine})")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -15,16 +16,18 @@ def latency(
     bundle: Annotated[Path, typer.Option(help="bundle directory (or model directory: newest version)")],
     out: Annotated[Path, typer.Option(help="output directory")] = Path("results/latency"),
     concurrency: Annotated[str, typer.Option(help="comma-separated client counts")] = "1,8,32,64",
-    endpoints: Annotated[str, typer.Option(help="user,similar,session")] = "user,similar,session",
+    endpoints: Annotated[str, typer.Option(help="user,similar,similar_user,session")] = "user,similar,similar_user,session",
     requests: Annotated[int, typer.Option(help="requests per level (upper bound)")] = 2000,
     seconds: Annotated[float, typer.Option(help="seconds per level (upper bound)")] = 20.0,
     reload_test: Annotated[bool, typer.Option(help="also reload the bundle in the middle of a run")] = True,
     loadgen: Annotated[str, typer.Option(help="auto (wrk when installed, else httpx), wrk or httpx")] = "auto",
     workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes")] = 1,
+    towers_only: Annotated[bool, typer.Option(help="also measure the same bundle with its re-ranker off")] = True,
 ) -> None:
     """Start the API on loopback and measure p50/p95/p99, req/s and errors under load."""
     from benchmarks.latency import run
 
     result = run(bundle, out, [int(c) for c in concurrency.split(",")], endpoints.split(","), requests, seconds,
-                 reload_test, loadgen=loadgen, workers=workers)
+                 reload_test, loadgen=loadgen, workers=workers, towers_only=towers_only,
+                 command="recsys " + " ".join(sys.argv[1:]))
     typer.echo(Path(result["paths"]["md"]).read_text())

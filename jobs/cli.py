@@ -279,7 +279,7 @@ def quickstart(
 from jobs import batch_cmd, bench_batch  # noqa: E402,F401  (register `recsys batch-score`, `recsys bench batch`)
 from jobs import bench_quality, train_cmd  # noqa: E402,F401  (register `recsys train`, `recsys bench quality`)
 from jobs import bench_ranker, ranker_cmd  # noqa: E402,F401  (register `recsys train-ranker`, `recsys bench ranker`)
-from jobs import bench_latency  # noqa: E402,F401  (register `recsys bench latency`)
+from jobs import bench_engine, bench_latency  # noqa: E402,F401  (register `recsys bench engine`, `… latency`)
 
 
 def main() -> None:  # pragma: no cover

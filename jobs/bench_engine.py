@@ -1,0 +1,28 @@
+"""`recsys bench engine`: in-process cost per query of the served pipeline (JSON + MD + PNG).
+
+Registered by the one import line in jobs/cli.py; the benchmark itself is benchmarks/engine.py."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from jobs.bench import bench_app
+
+
+@bench_app.command("engine")
+def bench_engine(
+    bundle: Annotated[Path, typer.Option(help="bundle directory (or model directory: newest version)")],
+    out: Annotated[Path, typer.Option(help="output directory")] = Path("results/engine"),
+    queries: Annotated[int, typer.Option(min=40, help="queries per kind")] = 300,
+    batch: Annotated[int, typer.Option(min=2, help="queries per batched call")] = 32,
+    seed: int = 0,
+) -> None:
+    """Cost of one query in process (one thread), re-ranker on and off, alone and batched, by stage."""
+    from benchmarks.engine import run
+
+    paths = run(bundle, out, queries, batch, seed, command="recsys " + " ".join(sys.argv[1:]))
+    typer.echo(paths["md"].read_text())
