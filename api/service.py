@@ -50,25 +50,24 @@ class Loaded:
         self.write_lock = threading.Lock()
         # serialised similar-item responses (the same for every visitor), keyed with the catalogue version
         self.similar_responses: LRUCache = LRUCache(maxsize=similar_cache_size)
-        # history requests arriving together share one recommend_batch (see `recommend_batched`): on the event
-        # loop when the query vectors are cached (no torch), else in one thread hop for the whole batch
+        # history and similar-for-a-user requests arriving together share one pipeline call per kind (see
+        # `recommend_batched`, `similar_batched`): on the event loop when the query vectors are cached (no
+        # torch), else in one thread hop for the whole batch
         self.cheap_batches = self.tower_batches = None
         if turn_batch_max:
             count = (lambda kind: partial(metrics.record_turn_batch, kind)) if metrics else (lambda kind: None)
-            self.cheap_batches = LoopTurnBatcher(self._recommend_rows, turn_batch_max, count("cached"))
-            self.tower_batches = LoopTurnBatcher(self._recommend_rows, turn_batch_max, count("tower"), offload=True)
+            self.cheap_batches = LoopTurnBatcher(self._run_rows, turn_batch_max, count("cached"))
+            self.tower_batches = LoopTurnBatcher(self._run_rows, turn_batch_max, count("tower"), offload=True)
 
     @property
     def version(self) -> str:
         return self.path.name
 
     def is_cheap(self, histories: Collection[Collection[str]] = ()) -> bool:
-        """True when answering needs no torch work and no re-ranker (a pooled tower, or histories whose
-        query vectors are cached): then a thread hop costs more than the work, so it runs on the event loop."""
-        recommender = self.recommender
-        if getattr(recommender, "reranker", None) is not None:
-            return False
-        tower = recommender.user_tower
+        """True when answering needs no torch work (a pooled tower, or histories whose query vectors are
+        cached): then a thread hop costs more than the work, so it runs on the event loop. The re-ranker's
+        numpy/LightGBM work for a loop turn's batch runs there too: a worker has one core either way."""
+        tower = self.recommender.user_tower
         if isinstance(innermost_tower(tower), PooledHistoryEncoder):
             return True
         return isinstance(tower, CachedHistoryEncoder) and all(not h or tower.has(h) for h in histories)
@@ -80,18 +79,35 @@ class Loaded:
         the same k, exclude_seen, filter, strategy and explain share one `recommend_batch` (one user-tower pass,
         one FAISS search, one re-ranker feature build and predict): on the event loop when `is_cheap`, else in
         the thread pool."""
-        filter_key = where_key(where) if where is not None else None
-        if self.cheap_batches is None or (where is not None and filter_key is None):
-            return await self.call(self.recommender.recommend_history, history, k, exclude_seen, exclude, where,
-                                   strategy, explain, histories=[history])
-        batcher = self.cheap_batches if self.is_cheap([history]) else self.tower_batches
-        return await batcher.submit((k, exclude_seen, filter_key, strategy, explain), (history, exclude, where))
+        return await self._batched(("history", k, exclude_seen, strategy, explain), where, history,
+                                   (history, exclude, where), self.recommender.recommend_history, history, k, exclude_seen, exclude, where,
+                                   strategy, explain)
 
-    def _recommend_rows(self, key: tuple, rows: list[tuple]) -> list[RecommendationList]:
-        k, exclude_seen, _, strategy, explain = key
-        return self.recommender.recommend_batch([list(h) for h, _, _ in rows], k, exclude_seen,
-                                                [e for _, e, _ in rows], rows[0][2], explain=explain,
-                                                strategy=strategy)
+    async def similar_batched(self, item_id: str, history: list[str], k: int, exclude: Collection[str],
+                              where: Mapping | None, explain: bool = False) -> RecommendationList:
+        """`recommender.similar_for_user(...)`; concurrent calls with the same k, filter and explain share one
+        `similar_for_users` (one user-tower pass, one re-ranker feature build and predict)."""
+        return await self._batched(("similar", k, explain), where, history, (item_id, history, exclude, where),
+                                   self.recommender.similar_for_user, item_id, history, k, exclude, where, explain)
+
+    async def _batched(self, key: tuple, where: Mapping | None, history: list[str], row: tuple, alone, *args):
+        """Submit `row` to this loop turn's batch for `key` (+ the filter); `alone(*args)` when batching is off."""
+        filter_key = where_key(where) if where is not None else None
+        if self.cheap_batches is None or (where is not None and filter_key is None):  # batching off, odd filter
+            return await self.call(alone, *args, histories=[history])
+        batcher = self.cheap_batches if self.is_cheap([history]) else self.tower_batches
+        return await batcher.submit((*key, filter_key), row)
+
+    def _run_rows(self, key: tuple, rows: list[tuple]) -> list[RecommendationList]:
+        """One loop turn's requests of one key, answered by one pipeline call."""
+        recommender = self.recommender
+        if key[0] == "similar":
+            _, k, explain, _ = key
+            return recommender.similar_for_users([a for a, _, _, _ in rows], [list(h) for _, h, _, _ in rows], k,
+                                                 [e for _, _, e, _ in rows], rows[0][3], explain)
+        _, k, exclude_seen, strategy, explain, _ = key
+        return recommender.recommend_batch([list(h) for h, _, _ in rows], k, exclude_seen, [e for _, e, _ in rows],
+                                           rows[0][2], explain=explain, strategy=strategy)
 
     async def call(self, fn, *args, histories: Collection[Collection[str]] = ()):
         """Run `fn(*args)` on the event loop when answering for `histories` is cheap (`is_cheap`), else in

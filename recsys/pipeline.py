@@ -217,24 +217,43 @@ class Recommender:
 
     def similar_for_user(self, item_id: str, history: Sequence[str], k: int = 10, exclude: Collection[str] = (),
                          where: Mapping | None = None, explain: bool = False) -> RecommendationList:
-        """Similar items for a product page, ordered for a visitor: the anchor's nearest `max(5k, 50)` items
-        (the visitor's history and the anchor excluded). With a re-ranker they are re-ranked as the
+        """Similar items for a product page, ordered for a visitor (`similar_for_users` for one anchor)."""
+        return self.similar_for_users([item_id], [history], k, [exclude], where, explain)[0]
+
+    def similar_for_users(self, item_ids: Sequence[str], histories: Sequence[Sequence[str]], k: int = 10,
+                          exclude: Sequence[Collection[str]] | None = None, where: Mapping | None = None,
+                          explain: bool = False) -> list[RecommendationList]:
+        """Similar items for product pages, each ordered for its visitor: the anchor's nearest `max(5k, 50)`
+        items (the visitor's history and the anchor excluded). With a re-ranker they are re-ranked as the
         visitor's next items after viewing the anchor (history + anchor; the retrieval score is the user
-        tower's); without one, ordered by item similarity + similarity to the visitor's query vector."""
-        pool = self.similar_items(item_id, max(5 * k, 50), set(exclude) | set(history), where)
-        if not pool.item_ids:
-            return pool
-        user = self.user_tower.encode_histories([list(history)])[0]
-        tower = self.item_vectors[[self.item_position[i] for i in pool.item_ids]] @ user
+        tower's), all anchors in one feature build and predict; without one, ordered by item similarity +
+        similarity to the visitor's query vector."""
+        pools = [self.similar_items(item_id, max(5 * k, 50), set(exclude[n] if exclude is not None else ()) |
+                                    set(history), where) for n, (item_id, history) in enumerate(zip(item_ids, histories))]
+        users = self.user_tower.encode_histories([list(h) for h in histories])
+        results: list[RecommendationList | None] = []
+        candidates, retrieval = [], []
+        for pool, user in zip(pools, users):
+            tower = self.item_vectors[[self.item_position[i] for i in pool.item_ids]] @ user if pool.item_ids \
+                else np.zeros(0)
+            if self.reranker is None:
+                blended = np.asarray(pool.scores) + tower
+                order = np.argsort(-blended, kind="stable")[:k]
+                results.append(RecommendationList([pool.item_ids[i] for i in order],
+                                                  [float(blended[i]) for i in order], "similar"))
+                continue
+            order = np.argsort(-tower, kind="stable")
+            candidates.append([pool.item_ids[i] for i in order])
+            retrieval.append(tower[order].tolist())
         if self.reranker is None:
-            blended = np.asarray(pool.scores) + tower
-            order = np.argsort(-blended, kind="stable")[:k]
-            return RecommendationList([pool.item_ids[i] for i in order], [float(blended[i]) for i in order], "similar")
-        order = np.argsort(-tower, kind="stable")
-        candidates, retrieval = [pool.item_ids[i] for i in order], tower[order].tolist()
-        (ids, scores, why), = self.reranker.rerank([[*history, item_id]], [candidates], [retrieval], k, None, explain)
-        before = dict(zip(candidates, retrieval))
-        return RecommendationList(ids, scores, "similar", why, [before[i] for i in ids], True)
+            return results
+        reranked = self.reranker.rerank([[*h, a] for a, h in zip(item_ids, histories)], candidates, retrieval, k,
+                                        None, explain)
+        out = []
+        for (ids, scores, why), cands, before in zip(reranked, candidates, retrieval):
+            score_of = dict(zip(cands, before))
+            out.append(RecommendationList(ids, scores, "similar", why, [score_of[i] for i in ids], True))
+        return out
 
     def neighbour_lists(self, item_ids: Sequence[str]) -> tuple[list[list[str]], list[list[float]]]:
         """Each item's top `neighbours.depth` active neighbours (itself excluded), one batched search."""

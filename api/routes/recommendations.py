@@ -124,20 +124,17 @@ async def similar_items(
         key = similar_key(item_id, k, exclude, loaded.recommender.neighbours.version)
         body = loaded.similar_responses.get(key)  # (hits usually never get here: api.cached_similar answers them)
         if body is None:
-            body = _similar(loaded, item_id, k, exclude, None, None).model_dump_json().encode()
+            body = _similar(loaded, item_id, k, exclude, None).model_dump_json().encode()
             if loaded.similar_responses.maxsize:
                 loaded.similar_responses[key] = body
         return Response(body, media_type="application/json")
     history = service.history(loaded, user_id) if user_id is not None else None
-    result = await loaded.call(_similar, loaded, item_id, k, exclude, history, where, explain,
-                               histories=[history or []])
-    return json_response(result)
+    if not history:  # a visitor without history: the item's neighbours
+        return json_response(await loaded.call(_similar, loaded, item_id, k, exclude, where))
+    loaded.recommender.check_items([item_id])
+    result = await loaded.similar_batched(item_id, history, k, exclude, where, explain)
+    return json_response(to_response(loaded, result, anchor=item_id))
 
 
-def _similar(loaded: Loaded, item_id: str, k: int, exclude: list[str], history: list[str] | None,
-             where: dict | None, explain: bool = False) -> RecommendationResponse:
-    recommender = loaded.recommender
-    if not history:
-        return to_response(loaded, recommender.similar_items(item_id, k, exclude, where), anchor=item_id)
-    result = recommender.similar_for_user(item_id, history, k, exclude, where, explain)
-    return to_response(loaded, result, anchor=item_id)
+def _similar(loaded: Loaded, item_id: str, k: int, exclude: list[str], where: dict | None) -> RecommendationResponse:
+    return to_response(loaded, loaded.recommender.similar_items(item_id, k, exclude, where), anchor=item_id)
