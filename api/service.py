@@ -42,7 +42,8 @@ class Loaded:
     """One loaded bundle; replaced as a whole on reload, so a request sees one consistent model."""
 
     def __init__(self, path: Path, manifest: dict, recommender: Recommender, similar_cache_size: int = 50_000,
-                 turn_batch_max: int = 64, metrics: ServiceMetrics | None = None) -> None:
+                 turn_batch_max: int = 64, metrics: ServiceMetrics | None = None,
+                 turn_batch_wait_ms: float = 0.0) -> None:
         self.path = path
         self.manifest = manifest
         self.recommender = recommender
@@ -56,8 +57,10 @@ class Loaded:
         self.cheap_batches = self.tower_batches = None
         if turn_batch_max:
             count = (lambda kind: partial(metrics.record_turn_batch, kind)) if metrics else (lambda kind: None)
-            self.cheap_batches = LoopTurnBatcher(self._run_rows, turn_batch_max, count("cached"))
-            self.tower_batches = LoopTurnBatcher(self._run_rows, turn_batch_max, count("tower"), offload=True)
+            self.cheap_batches = LoopTurnBatcher(self._run_rows, turn_batch_max, count("cached"),
+                                                 wait_ms=turn_batch_wait_ms)
+            self.tower_batches = LoopTurnBatcher(self._run_rows, turn_batch_max, count("tower"), offload=True,
+                                                 wait_ms=turn_batch_wait_ms)
 
     @property
     def version(self) -> str:
@@ -161,7 +164,7 @@ class Service:
                 sys.modules["torch"].set_num_threads(self.settings.torch_threads)
             recommender.user_tower = self._serving_tower(recommender.user_tower)
             loaded = Loaded(path, manifest, recommender, self.settings.similar_response_cache,
-                            self.settings.turn_batch_max, self.metrics)
+                            self.settings.turn_batch_max, self.metrics, self.settings.turn_batch_wait_ms)
             self._replay_catalogue(loaded)
             self._warm_user_cache(loaded)
             self._warm_neighbours(loaded)
