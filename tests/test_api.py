@@ -207,6 +207,13 @@ def test_metrics_count_requests_by_route(client):
     # the known user's request went through the loop-turn batcher (alone: one batch of one)
     assert 'recsys_turn_batches_total{vectors="cached"} 1.0' in text
     assert 'recsys_turn_batched_requests_total{vectors="cached"} 1.0' in text
+    # the docs, the OpenAPI document and the docs' static files have their own labels (not "unmatched")
+    for path in ("/docs", "/openapi.json", "/static-offline-docs/swagger-ui.css", "/no/such/page"):
+        client.get(path)
+    text = client.get("/metrics").text
+    for label in ("/docs", "/openapi.json", "/static-offline-docs"):
+        assert f'recsys_requests_total{{method="GET",route="{label}",status="200"}} 1.0' in text
+    assert 'route="unmatched",status="404"} 1.0' in text
 
 
 @pytest.mark.parametrize("method,url,kwargs,status,fragment", [
