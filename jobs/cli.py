@@ -58,7 +58,16 @@ def friendly_errors(func):
     return wrapper
 
 
-MAX_K = Settings().max_k  # the API's limit (RECSYS_MAX_K), so the CLI accepts what the API accepts
+def _api_max_k() -> int:
+    """The API's limit on k (RECSYS_MAX_K), so the CLI accepts what the API accepts; its default when the
+    environment's setting is invalid (the API reports that when it starts)."""
+    try:
+        return Settings().max_k
+    except ValidationError:
+        return Settings.model_fields["max_k"].default
+
+
+MAX_K = _api_max_k()
 
 
 def _ks(value: str) -> tuple[int, ...]:

@@ -24,6 +24,9 @@ def shop_bundle(tmp_path_factory, tiny_bert_dir):
     result = run("build", "--data", root / "shop", "--out", root / "artifacts", "--name", "shop",
                  "--model", tiny_bert_dir)
     assert result.exit_code == 0, result.output
+    # what it is doing is said before the slow start (BERT import and load), not after a silence
+    assert result.output.index("reading the dataset") < result.output.index("loading BERT") \
+        < result.output.index("full ranking over")
     return root, resolve_bundle(root / "artifacts" / "shop")
 
 
