@@ -21,7 +21,7 @@ from api.batching import LoopTurnBatcher, MicroBatchingEncoder
 from api.metrics import ServiceMetrics
 from api.settings import Settings
 from api.store import EventStore, RedisEventStore, SQLiteEventStore
-from encoders.loading import load_recommender
+from encoders.loading import TrainedItemEncoder, innermost_tower, item_text_encoder, load_recommender  # noqa: F401
 from recsys.artifacts import read_manifest, resolve_bundle
 from recsys.catalogue import set_active, upsert_items
 from recsys.errors import BundleError, UnknownIdError
@@ -271,37 +271,6 @@ class Service:
         self.store.close()
 
 
-def innermost_tower(tower):
-    """The user tower under the serving wrappers (cache, micro-batcher)."""
-    while hasattr(tower, "tower"):
-        tower = tower.tower
-    return tower
-
-
-class TrainedItemEncoder:
-    """`encode(texts)` through a trained bundle's own item tower (its text-only path), so new items
-    and free-text queries land in the space the bundle was trained in."""
-
-    def __init__(self, tower) -> None:
-        self.tower = tower
-
-    @property
-    def dim(self) -> int:
-        return self.tower.dim
-
-    def encode(self, texts: list[str]):
-        return self.tower.encode_item_texts(list(texts))
-
-
 def load_item_encoder(loaded: Loaded, quantize_int8: bool = False):
-    """Item tower for this bundle: the trained towers' own text path, else the frozen BERT the
-    bundle was built with (never a different model: its vectors would live in another space)."""
-    tower = innermost_tower(loaded.recommender.user_tower)
-    if hasattr(tower, "encode_item_texts"):
-        return TrainedItemEncoder(tower)
-    if loaded.recommender.encoder_info.get("kind", "frozen-bert") != "frozen-bert":
-        raise BundleError(f"{loaded.path}: this bundle's item tower cannot encode new text")
-    from encoders.text_encoder import TextEncoder, quantize_dynamic_int8
-
-    encoder = TextEncoder.from_config(loaded.recommender.config.encoder)
-    return quantize_dynamic_int8(encoder) if quantize_int8 else encoder
+    """Item tower for this bundle (see `encoders.loading.item_text_encoder`)."""
+    return item_text_encoder(loaded.recommender, loaded.path, quantize_int8)

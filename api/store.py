@@ -10,6 +10,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from collections.abc import Collection
 from typing import Protocol
 
 import numpy as np
@@ -23,6 +24,9 @@ class EventStore(Protocol):
 
     def events(self, user_id: str, limit: int) -> list[str]:
         """The user's most recent `limit` item ids, oldest first."""
+
+    def kinds(self, user_id: str, item_ids: Collection[str]) -> dict[str, str]:
+        """The kind of the user's latest event on each of `item_ids` that has one (view, cart, purchase)."""
 
     def upsert_item(self, record: dict, vector: np.ndarray) -> None: ...
 
@@ -61,6 +65,16 @@ class SQLiteEventStore:
             rows = self._db.execute("SELECT item_id FROM events WHERE user_id = ? ORDER BY seq DESC LIMIT ?",
                                     (user_id, limit)).fetchall()
         return [r[0] for r in reversed(rows)]
+
+    def kinds(self, user_id: str, item_ids: Collection[str]) -> dict[str, str]:
+        wanted = list(dict.fromkeys(item_ids))[:500]
+        if not wanted:
+            return {}
+        marks = ",".join("?" * len(wanted))
+        with self._lock:
+            rows = self._db.execute(f"SELECT item_id, kind FROM events WHERE user_id = ? AND item_id IN ({marks}) "
+                                    "ORDER BY seq", (user_id, *wanted)).fetchall()
+        return dict(rows)
 
     def upsert_item(self, record: dict, vector: np.ndarray) -> None:
         blob = np.asarray(vector, dtype=np.float32).tobytes()
@@ -103,6 +117,13 @@ class RedisEventStore:
 
     def events(self, user_id: str, limit: int) -> list[str]:
         return [json.loads(e)["item_id"] for e in self._redis.lrange(self._key("events", user_id), -limit, -1)]
+
+    def kinds(self, user_id: str, item_ids: Collection[str]) -> dict[str, str]:
+        wanted = set(item_ids)
+        if not wanted:
+            return {}
+        events = (json.loads(e) for e in self._redis.lrange(self._key("events", user_id), 0, -1))
+        return {e["item_id"]: e["kind"] for e in events if e["item_id"] in wanted}
 
     def upsert_item(self, record: dict, vector: np.ndarray) -> None:
         pipe = self._redis.pipeline()

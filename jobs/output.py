@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 # wide enough for the metric tables when stdout is a file or a CI log
@@ -15,6 +16,12 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 METRIC_COLUMNS = ("recall@10", "ndcg@10", "mrr@10", "recall@20", "ndcg@20", "mrr@20",
                   "recall@50", "ndcg@50", "mrr@50")
+
+
+def step(message: str) -> None:
+    """A progress line on stderr before slow work (model loading, encoding), so a long start is never silent and
+    stdout stays clean for --json."""
+    err_console.print(f"[dim]{escape(message)}[/]")
 
 
 def metrics_table(rows: list[dict], title: str) -> Table:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
@@ -56,7 +57,8 @@ async def user_recommendations(
     else:
         result = await loaded.call(service.recommend_user, loaded, user_id, history, k, exclude_seen, exclude,
                                    where)  # unknown user: popular items (no tower work) or 404
-    return json_response(to_response(loaded, result, history or []))
+    kinds = partial(service.store.kinds, user_id) if history else None  # viewed / bought, for the reasons
+    return json_response(to_response(loaded, result, history or [], event_kinds=kinds))
 
 
 @router.post("/sessions/recommendations", response_model=RecommendationResponse, responses=NOT_FOUND)
