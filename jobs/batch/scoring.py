@@ -102,10 +102,11 @@ def faiss_threads(n: int) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class ChunkResult:
-    """What an engine reports for one finished chunk."""
+    """What an engine reports for one finished chunk: its inputs (users scored, or items encoded),
+    output rows and seconds."""
 
     chunk: int
-    users: int
+    inputs: int
     rows: int
     seconds: float
 
