@@ -148,6 +148,12 @@ class Trainer:
         examples = self.valid if examples is None else examples
         return evaluate(self.recommender(), examples, EvalConfig(ks=(10, 20, 50), splits=("valid",)))
 
+    def _shared_validation(self) -> dict[str, float]:
+        """Rank 0's validation metrics on every worker (only rank 0 evaluates)."""
+        keys = ("ndcg@10", "recall@10", "ndcg@50")
+        metrics = self.validate() if self.workers.is_main else {}
+        return dict(zip(keys, self.workers.broadcast([metrics.get(k, 0.0) for k in keys])))
+
     def _loss(self, batch: tuple, adapters_on: bool, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
         config, n_items = self.config, len(self.data.item_ids)
         mode = config.tower.user_tower
@@ -305,7 +311,8 @@ class Trainer:
                 best_ndcg, best_epoch, bad, best_state = metrics["ndcg@10"], epoch + 1, 0, trainable_state(self.model)
             else:
                 bad += 1
-            out_of_time = bool(config.max_minutes and time.perf_counter() - started > 60 * config.max_minutes)
+            out_of_time = bool(config.max_minutes) and self.workers.any(
+                time.perf_counter() - started > 60 * config.max_minutes)
             if self.run_dir is not None and self.workers.is_main:
                 write_metrics_csv(history, self.run_dir / "metrics.csv")
                 plot_training_curve(history, self.run_dir / "training_curve.png", f"{self.dataset.name}: "
@@ -322,13 +329,6 @@ class Trainer:
         vectors = self.catalogue_vectors()
         return TrainResult(self.model, config, vectors, self.user_tower(vectors), history, best_epoch, best_ndcg,
                            time.perf_counter() - started, self.parameters, self.device.type)
-
-
-    def _shared_validation(self) -> dict[str, float]:
-        """Rank 0's validation metrics on every worker (only rank 0 evaluates)."""
-        keys = ("ndcg@10", "recall@10", "ndcg@50")
-        metrics = self.validate() if self.workers.is_main else {}
-        return dict(zip(keys, self.workers.broadcast([metrics.get(k, 0.0) for k in keys])))
 
 
 def train_towers(dataset: Dataset, split: SplitData, config: TrainConfig, run_dir: Path | None = None,

@@ -13,7 +13,7 @@ node sees, and the code installed on every node (as for the Ray batch engines).
 
 from __future__ import annotations
 
-import os
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,6 @@ class DistributedTrainingError(RecsysError):
 
 def _worker_loop(settings: dict[str, Any]) -> None:
     """Runs in every Ray Train worker: rank 0 trains, evaluates and writes the bundle, the others train."""
-    os.environ.setdefault("TQDM_MININTERVAL", "10")  # worker output reaches the driver line by line
     import torch
     from ray.train.torch import get_device
 
@@ -80,10 +79,13 @@ def train_on_ray(data: str | Path, config: TrainConfig, *, name: str, out_root: 
         if 0 < gpus < workers:
             raise DistributedTrainingError(f"{workers} workers need one GPU each; the cluster has {gpus}")
         per_worker = {"CPU": threads, **({"GPU": 1} if gpus else {})}
+        run = {"name": f"{name}-{version}", "storage_path": str(run_dir / "ray")}
+        if "worker_runtime_env" in inspect.signature(RunConfig).parameters:  # Ray Train V2
+            run["worker_runtime_env"] = {"env_vars": {"TQDM_MININTERVAL": "10"}}  # worker output comes by the line
         trainer = TorchTrainer(_worker_loop, train_loop_config=settings,
                                scaling_config=ScalingConfig(num_workers=workers, use_gpu=bool(gpus),
                                                             resources_per_worker=per_worker),
-                               run_config=RunConfig(name=f"{name}-{version}", storage_path=str(run_dir / "ray")))
+                               run_config=RunConfig(**run))
         failed = getattr(ray.train, "TrainingFailedError", RuntimeError)
         try:
             trainer.fit()

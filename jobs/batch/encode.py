@@ -15,10 +15,10 @@ The layout, the resume rules (same identity → complete shards skipped; another
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from jobs.batch.job import Engine, collect, peak_rss_mb
 from jobs.batch.layout import ITEMS_FILE, MANIFEST, JobDir, prepare, read_batch_manifest, shard_name, write_json, \
     write_table
-from jobs.batch.scoring import ChunkResult
+from jobs.batch.scoring import ChunkResult, pinned_threads
 from recsys.config import EncoderConfig
 from recsys.errors import DataError
 
@@ -84,17 +84,11 @@ def identity(items: pl.DataFrame, options: EncodeOptions) -> dict:
             "n_chunks": -(-items.height // options.chunk_size), "input_fingerprint": items_fingerprint(items)}
 
 
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
+def torch_threads(n: int) -> AbstractContextManager[None]:
     """Run torch with `n` intra-op threads, restoring the previous setting afterwards."""
     import torch
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return pinned_threads(torch.get_num_threads, torch.set_num_threads, n)
 
 
 class ChunkEncoder:
@@ -139,7 +133,8 @@ class EncodeChunks:
 def _engine(options: EncodeOptions, job: JobDir, chunks: list[int], encoder: Any) -> Iterator[ChunkResult]:
     if options.engine == "ray":
         from jobs.batch.ray_engine import map_chunks
-        return map_chunks(EncodeChunks, {"out": str(job.out), "identity": job.identity, "threads": options.threads},
+        return map_chunks(EncodeChunks, {"out": str(job.out.resolve()), "identity": job.identity,
+                                         "threads": options.threads},
                           chunks, options.workers, options.ray_address, options.threads)
     if not chunks:  # all shards kept from a previous run: no model to load
         return iter(())
