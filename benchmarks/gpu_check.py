@@ -43,7 +43,7 @@ COLUMNS = {
     "ann": [Column("index"), Column("device"), Column("search"), Column("build_s", "build s", ".1f"),
             Column("recall@100", "R@100", ".3f"), Column("qps_single", "QPS 1×1", ",.0f"),
             Column("qps_batch", "QPS 256×", ",.0f")],
-    "latency": [Column("endpoint"), Column("concurrency"), Column("requests", fmt=","), Column("errors"),
+    "latency": [Column("endpoint"), Column("ranker"), Column("concurrency"), Column("requests", fmt=","), Column("errors"),
                 Column("p50_ms", "p50 ms", ".1f"), Column("p99_ms", "p99 ms", ".1f"), Column("rps", "req/s", ",.0f")],
 }
 
