@@ -75,9 +75,13 @@ def train_on_ray(data: str | Path, config: TrainConfig, *, name: str, out_root: 
             from ray.train.torch import TorchTrainer
         except ImportError as exc:
             raise DistributedTrainingError(f"Ray Train is missing: pip install '.[distributed]' ({exc})") from None
-        gpus = int(ray.cluster_resources().get("GPU", 0))
+        resources = ray.cluster_resources()
+        gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
         if 0 < gpus < workers:
             raise DistributedTrainingError(f"{workers} workers need one GPU each; the cluster has {gpus}")
+        if not gpus and cpus < workers * threads:  # Ray Train would wait for them forever
+            raise DistributedTrainingError(f"{workers} workers × {threads} threads need {workers * threads} CPUs; "
+                                           f"the cluster has {cpus}")
         per_worker = {"CPU": threads, **({"GPU": 1} if gpus else {})}
         run = {"name": f"{name}-{version}", "storage_path": str(run_dir / "ray")}
         if "worker_runtime_env" in inspect.signature(RunConfig).parameters:  # Ray Train V2
