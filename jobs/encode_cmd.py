@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from jobs.cli import ModelOpt, app, friendly_errors
+from jobs.cli import BatchSize, MaxLength, ModelOpt, app, friendly_errors
 from jobs.output import console, err_console
 
 EngineOpt = Annotated[str, typer.Option(help="local, or ray (pip install '.[distributed]')")]
@@ -38,7 +38,7 @@ def encode_options(out: Path, engine: str, workers: int | None, threads: int, ra
 def encode(
     data: Annotated[Path, typer.Option(help="dataset directory (recsys import) or raw RecBole/MovieLens directory")],
     out: Annotated[Path, typer.Option("--out", help="output directory (vector shards, manifest.json)")],
-    model: ModelOpt = "default", max_length: int = 64, batch_size: int = 64,
+    model: ModelOpt = "default", max_length: MaxLength = 64, batch_size: BatchSize = 64,
     precision: Annotated[str, typer.Option(help="auto (bf16 autocast on CUDA, fp32 on CPU), fp32, fp16 (CUDA)")] = "auto",
     chunk_size: Annotated[int, typer.Option(min=1, help="items per chunk = per shard")] = 4096,
     engine: EngineOpt = "local", workers: WorkersOpt = None,
