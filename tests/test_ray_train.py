@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from encoders.distributed import WorkerGroup
 from encoders.experiment import train_and_evaluate
 from encoders.presets import preset
+from encoders.training import Trainer
 from jobs.cli import app
 from recsys.data.synthetic import generate_shop
 from recsys.splits import split_dataset
@@ -49,10 +50,12 @@ def test_two_ray_workers_train_a_serving_bundle_as_good_as_one_process(tiny_bert
     single = train_and_evaluate(dataset, split_dataset(dataset), preset("smoke", **overrides), name="single",
                                 progress=False)
     ddp_best = max(h["valid_ndcg@10"] for h in manifest["train"]["history"])
-    assert single.result.best_valid_ndcg > 0.05  # it learned something (untrained towers: ~0.02)
+    untrained = Trainer(dataset, split_dataset(dataset), preset("smoke", **overrides), progress=False).validate()
+    assert min(ddp_best, single.result.best_valid_ndcg) > untrained["ndcg@10"] + 0.005  # both learned something
     # same seed, same global batch: the heads get the global batch's gradient; dropout draws differ, and the
-    # adapters see negatives' gradients only through each worker's own positives. Seeds 0-2 of this setting:
-    # single-process best 0.0765-0.0790, 2 workers 0.001-0.0074 from the same seed's single-process run.
+    # adapters see negatives' gradients only through each worker's own positives. Seeds 0-2 of this setting
+    # (an earlier synthetic shop): single-process best 0.0765-0.0790, 2 workers 0.001-0.0074 from the same
+    # seed's single-process run; on the current shop 0.0455 vs 0.0475.
     assert abs(ddp_best - single.result.best_valid_ndcg) < 0.01, (ddp_best, single.result.history)
 
     from api.app import create_app
