@@ -1,4 +1,4 @@
-"""`recsys` command line: import, build, evaluate, recommend, serve, quickstart, bench."""
+"""`recsys` command line: import, build, encode, train, evaluate, recommend, serve, quickstart, bench."""
 
 from __future__ import annotations
 
@@ -192,14 +192,23 @@ def build(
     out: OutOpt = Path("artifacts"),
     name: Annotated[Optional[str], typer.Option(help="bundle name (default: the dataset's)")] = None,
     model: ModelOpt = "default", max_length: MaxLength = 64, batch_size: BatchSize = 64, decay: Decay = 0.7,
+    engine: Annotated[str, typer.Option(help="encode the catalogue here (local) or on Ray (ray: resumable "
+                                              "shards in OUT/NAME/runs/encode)")] = "local",
+    workers: Annotated[Optional[int], typer.Option(min=1, help="ray: actors (default: all CPUs / one per GPU)")] = None,
+    ray_address: Annotated[Optional[str], typer.Option(help="ray: cluster address (default: a local Ray)")] = None,
 ) -> None:
     """Encode the catalogue, build the index, evaluate, and write a bundle to OUT/NAME/VERSION."""
+    from jobs.encode_cmd import encode_options
     from jobs.workflows import build_bundle, load_dataset
     config = _build_config(model, max_length, batch_size, decay)
     step(f"reading the dataset {data} …")
     dataset = load_dataset(data)
-    step(f"loading BERT ({model}) and encoding {dataset.items.height:,} item texts …")
-    path, rows = build_bundle(dataset, config, out, name or dataset.name)
+    name = name or dataset.name
+    encode = None if engine == "local" else encode_options(out / name / "runs" / "encode", engine, workers, 1,
+                                                           ray_address, overwrite=True)
+    step(f"loading BERT ({model}) and encoding {dataset.items.height:,} item texts"
+         f"{' on Ray' if encode is not None else ''} …")
+    path, rows = build_bundle(dataset, config, out, name, encode=encode)
     console.print(metrics_table(rows, f"{dataset.name}: full ranking over {dataset.items.height:,} items"))
     console.print(f"[green]bundle written[/] → {path}")
 
@@ -361,6 +370,7 @@ from jobs import bench_quality, train_cmd  # noqa: E402,F401  (register `recsys 
 from jobs import bench_ranker, ranker_cmd  # noqa: E402,F401  (register `recsys train-ranker`, `recsys bench ranker`)
 from jobs import bench_engine, bench_latency  # noqa: E402,F401  (register `recsys bench engine`, `… latency`)
 from jobs import export_cmd, quickstart  # noqa: E402,F401  (register `recsys export`, `recsys quickstart`)
+from jobs import bench_gpu, encode_cmd  # noqa: E402,F401  (register `recsys encode`, `recsys bench gpu`)
 
 
 def main() -> None:  # pragma: no cover

@@ -65,3 +65,12 @@ def one_faiss_thread():
     faiss.omp_set_num_threads(1)
     yield
     faiss.omp_set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One local Ray instance (2 CPUs) for every Ray test of the session: starting one costs 10-20 s."""
+    ray = pytest.importorskip("ray", reason="the Ray engines need the distributed extra: pip install '.[distributed]'")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="warning", object_store_memory=200 * 2**20)
+    yield ray
+    ray.shutdown()
