@@ -111,10 +111,13 @@ class Layout:
     ivf: faiss.IndexIVF | None
     hnsw: faiss.IndexHNSW | None
     refine: bool
+    flat: faiss.IndexFlat | None = None  # a plain fp32 flat index (searched by `exact.exact_top_k`)
 
     @classmethod
     def of(cls, index: faiss.Index) -> "Layout":
-        return cls(ivf_of(index), hnsw_of(index), isinstance(faiss.downcast_index(index), faiss.IndexRefine))
+        outer = faiss.downcast_index(index)
+        flat = outer if type(outer) in (faiss.IndexFlat, faiss.IndexFlatIP) else None
+        return cls(ivf_of(index), hnsw_of(index), isinstance(outer, faiss.IndexRefine), flat)
 
 
 def faiss_params(layout: Layout, config: IndexConfig, params: SearchParams | None,

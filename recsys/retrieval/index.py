@@ -23,6 +23,7 @@ from recsys.errors import BundleError, UnknownIdError
 
 from .factory import (Layout, SearchParams, add_in_chunks, compact_index, exhaustive_params, faiss_params, new_index,
                       reconstruct_rows)
+from .exact import exact_top_k
 from .filters import RWLock, Where, bitmap_selector, normalise_attributes, rows_of, where_key, where_mask
 from .gpu import GPU_MAX_K, GpuReplica, to_gpu
 
@@ -228,13 +229,17 @@ class VectorIndex:
             if exclude_per_query is not None and len(exclude_per_query) != len(queries):
                 raise ValueError(f"exclude_per_query has {len(exclude_per_query)} entries for {len(queries)} queries")
             mask, keep_alive = self._eligible(allow, where, exclude)
-            selector = keep_alive[0] if keep_alive else None
-            n_eligible = self._n_available if mask is None else int(mask.sum())
             per_rows = None
             if exclude_per_query is not None:
                 per_rows = [rows_of(e, self.position) if e is not None else np.zeros(0, np.int64)
                             for e in exclude_per_query]
-                per_rows = [r[mask[r]] if mask is not None else r for r in per_rows]
+            if self._layout.flat is not None and self.gpu is None:  # exact: one GEMM per batch (see .exact)
+                return self._as_ids(*exact_top_k(self._flat_vectors(), queries, width, mask=mask,
+                                                 exclude_rows=per_rows))
+            selector = keep_alive[0] if keep_alive else None
+            n_eligible = self._n_available if mask is None else int(mask.sum())
+            if per_rows is not None and mask is not None:
+                per_rows = [r[mask[r]] for r in per_rows]
             if mask is None and per_rows is None and self.gpu is None:  # the common case, kept lean
                 scores, labels = self.index.search(queries, width, params=self._faiss_params(params, None, 1))
                 if labels[:, -1].min() < 0:  # an IVF probe came up short: refill
@@ -312,6 +317,11 @@ class VectorIndex:
         scores, labels = self._exact(queries[pending], k_fetch, selector)
         self._collect(pending, scores, labels, mask, per_rows, targets, out_l, out_s)
         return out_s, out_l
+
+    def _flat_vectors(self) -> np.ndarray:
+        """The fp32 flat index's stored vectors [rows, dim], a view (taken per search: `add` may move them)."""
+        flat = self._layout.flat
+        return faiss.rev_swig_ptr(flat.get_xb(), flat.ntotal * flat.d).reshape(flat.ntotal, flat.d)
 
     def _faiss_params(self, params: SearchParams, selector, widen: int) -> faiss.SearchParameters:
         if selector is not None:

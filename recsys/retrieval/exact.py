@@ -1,0 +1,97 @@
+"""Exact inner-product top-k over a float32 matrix: one GEMM per block of catalogue rows for the whole batch of
+queries, with the eligibility mask and each query's own exclusions applied to the scores before the top-k.
+
+Why not faiss's flat search: faiss 1.15 scans the catalogue once *per query* (its sequential kernel) unless the
+batch is large (`nq · d` above ~128k, i.e. ~250 queries at 512-d), and always when a selector is given (a
+deactivated item, a filter). At 100k × 512 fp32 (205 MB) one scan costs ~25 ms, so a served batch of 16
+known users cost 16 scans (~400 ms) and one out-of-stock item made every search take that path. Here a batch
+reads the catalogue once, the mask costs one `where` per block, and per-query exclusions need no over-fetching
+or refill rounds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+BLOCK_SCORES = 1 << 23
+"""Scores held at once per block (queries × catalogue rows): 32 MB of float32."""
+
+
+def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int, *, mask: np.ndarray | None = None,
+                exclude_rows: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(scores float32 [nq, k], rows int64 [nq, k]) of the k best rows of `vectors` [n, d] by inner product
+    with each query, best first (ties: lower row first); `mask` (bool [n]) keeps only its True rows,
+    `exclude_rows[q]` removes rows for query q. Slots beyond the eligible rows hold row -1, score -inf."""
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    nq, n = len(queries), len(vectors)
+    k = int(min(k, n))
+    best_s = np.full((nq, k), -np.inf, np.float32)
+    best_r = np.full((nq, k), -1, np.int64)
+    if nq == 0 or k == 0:
+        return best_s, best_r
+    owners, excluded = _flat_exclusions(exclude_rows, nq)
+    block = max(1024, BLOCK_SCORES // nq)
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        scores = queries @ vectors[start:stop].T  # [nq, block]: one sgemm
+        if mask is not None:
+            scores[:, ~mask[start:stop]] = -np.inf
+        if len(excluded):
+            inside = (excluded >= start) & (excluded < stop)
+            scores[owners[inside], excluded[inside] - start] = -np.inf
+        best_s, best_r = _merge(best_s, best_r, scores, start, k)
+    order = np.lexsort((np.where(best_r < 0, n, best_r), -best_s), axis=-1) if nq else None
+    best_s = np.take_along_axis(best_s, order, axis=1)
+    best_r = np.take_along_axis(best_r, order, axis=1)
+    best_r[~np.isfinite(best_s)] = -1
+    return best_s, best_r
+
+
+def _flat_exclusions(exclude_rows: Sequence[np.ndarray] | None, nq: int) -> tuple[np.ndarray, np.ndarray]:
+    """(query of each excluded row, the row), flattened."""
+    if exclude_rows is None:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if len(exclude_rows) != nq:
+        raise ValueError(f"{len(exclude_rows)} exclusion lists for {nq} queries")
+    lengths = np.fromiter(map(len, exclude_rows), np.int64, nq)
+    rows = np.concatenate([np.asarray(r, np.int64) for r in exclude_rows]) if lengths.sum() else np.zeros(0, np.int64)
+    return np.repeat(np.arange(nq), lengths), rows
+
+
+def _merge(best_s: np.ndarray, best_r: np.ndarray, scores: np.ndarray, offset: int,
+           k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The running top-k merged with one block's scores (unordered within the k). Only scores above a
+    query's current k-th best can enter, so after the first block most of a block is skipped with one
+    comparison (a sparse merge) instead of a partition of every score."""
+    nq, width = scores.shape
+    kth = best_s.min(axis=1)
+    if np.isfinite(kth).all():
+        owner, column = np.nonzero(scores > kth[:, None])
+        counts = np.bincount(owner, minlength=nq)
+        extra = int(counts.max(initial=0))
+        if extra == 0:
+            return best_s, best_r
+        if extra <= width // 4:
+            slot = np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts, counts)
+            block_s = np.full((nq, extra), -np.inf, np.float32)
+            block_r = np.full((nq, extra), -1, np.int64)
+            block_s[owner, slot] = scores[owner, column]
+            block_r[owner, slot] = column + offset
+            return _keep(np.concatenate([best_s, block_s], axis=1), np.concatenate([best_r, block_r], axis=1), k)
+    if width > k:
+        part = np.argpartition(scores, width - k, axis=1)[:, width - k:]
+        block_s = np.take_along_axis(scores, part, axis=1)
+    else:
+        part = np.broadcast_to(np.arange(width), scores.shape)
+        block_s = scores
+    return _keep(np.concatenate([best_s, block_s], axis=1), np.concatenate([best_r, part + offset], axis=1), k)
+
+
+def _keep(pool_s: np.ndarray, pool_r: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    keep = np.argpartition(pool_s, pool_s.shape[1] - k, axis=1)[:, pool_s.shape[1] - k:]
+    return np.take_along_axis(pool_s, keep, axis=1), np.take_along_axis(pool_r, keep, axis=1)
+
+
+__all__ = ["exact_top_k"]
