@@ -131,10 +131,26 @@ Port = Annotated[int, typer.Option(min=1, max=65_535)]
 @import_app.command("synthetic")
 @friendly_errors
 def import_synthetic(out: OutOpt = Path("data/shop"), users: Users = 600, items: Items = 900, seed: Seed = 0,
+                     events: Annotated[Optional[int], typer.Option(min=1, max=1_000_000_000, help="about this many "
+                                                                   "interactions in all (sets the mean sequence "
+                                                                   "length; default ~9.8 per user)")] = None,
                      overwrite: OverwriteOpt = False) -> None:
-    """Generate the seeded synthetic shop (the embedded default data; synthetic, not real customers)."""
-    from recsys.data.synthetic import generate_shop
-    _report_import(generate_shop(n_users=users, n_items=items, seed=seed), out, overwrite)
+    """Generate the seeded synthetic shop (the embedded default data; synthetic, not real customers). Written
+    chunk by chunk (100,000 users at a time), so memory stays bounded at any size."""
+    from jobs.workflows import write_dataset_dir
+    from recsys.data.shop_writer import write_shop
+
+    if events is not None and events < 3 * users:
+        raise typer.BadParameter(f"--events {events:,} is under 3 per user (the minimum sequence length) for "
+                                 f"{users:,} users")
+    summary = {}
+
+    def write(directory: Path) -> None:
+        summary.update(write_shop(directory, users, items, seed, n_events=events, progress=True))
+
+    write_dataset_dir(out, write, overwrite)
+    console.print(f"[green]imported[/] {summary['name']}: {summary['n_items']:,} items, {summary['n_users']:,} users, "
+                  f"{summary['n_interactions']:,} interactions → {out}")
 
 
 @import_app.command("recbole")

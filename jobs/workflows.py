@@ -7,6 +7,7 @@ import shutil
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,6 +44,11 @@ def load_dataset(path: str | Path) -> Dataset:
 def save_dataset(dataset: Dataset, out: str | Path, overwrite: bool = False) -> Path:
     """Write `dataset` to `out` through a temporary sibling (a failed import leaves nothing half-written). A
     directory holding a dataset is replaced only with `overwrite`; any other non-empty directory never is."""
+    return write_dataset_dir(out, dataset.save, overwrite)
+
+
+def write_dataset_dir(out: str | Path, write: Callable[[Path], object], overwrite: bool = False) -> Path:
+    """`write(directory)` into a temporary sibling of `out`, then renamed to `out` (see `save_dataset`)."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not (out / "schema.json").is_file():
@@ -54,7 +60,7 @@ def save_dataset(dataset: Dataset, out: str | Path, overwrite: bool = False) -> 
     tag = uuid.uuid4().hex[:8]
     tmp, old = out.parent / f".{out.name}.tmp-{tag}", out.parent / f".{out.name}.old-{tag}"
     try:
-        dataset.save(tmp)
+        write(tmp)
         if out.exists():
             out.rename(old)
         tmp.rename(out)
