@@ -16,11 +16,12 @@ from recsys.artifacts import read_manifest, resolve_bundle, write_bundle
 from recsys.config import BuildConfig
 from recsys.data.dataset import Dataset
 from recsys.errors import BundleError, UnknownIdError
+from recsys.histories import Histories, histories_frame
 from recsys.neighbours import NeighbourCache
 from recsys.popularity import Popularity
 from recsys.retrieval import VectorIndex
 from recsys.retrieval.filters import where_mask
-from recsys.splits import SplitData, user_sequences
+from recsys.splits import SplitData
 from recsys.user_tower import HistoryEncoder, PooledHistoryEncoder
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ class Recommender:
     """Retrieval pipeline over a fixed catalogue."""
 
     def __init__(self, config: BuildConfig, items: pl.DataFrame, item_vectors: np.ndarray, index: VectorIndex,
-                 popularity: Popularity, histories: dict[str, list[str]], encoder_info: dict | None = None,
+                 popularity: Popularity, histories: Mapping[str, list[str]], encoder_info: dict | None = None,
                  user_tower: HistoryEncoder | None = None, reranker: "Reranker | None" = None) -> None:
         self.config = config
         self.items = items
@@ -81,7 +82,7 @@ class Recommender:
         item_ids = items["item_id"].to_list()
         index = VectorIndex.build(item_vectors, item_ids, config.index, attributes=item_attributes(items))
         popularity = Popularity.fit(split.train, item_ids)
-        return cls(config, items, item_vectors, index, popularity, user_sequences(dataset.interactions),
+        return cls(config, items, item_vectors, index, popularity, Histories.from_interactions(dataset.interactions),
                    encoder_info, user_tower)
 
     # ---- recommendation -----------------------------------------------------------------------
@@ -284,9 +285,7 @@ class Recommender:
         self.index.save(directory / "index")
         (directory / "stats").mkdir()
         self.popularity.save(directory / "stats" / "popularity.parquet")
-        pl.DataFrame({"user_id": list(self.histories), "history": list(self.histories.values())},
-                     schema={"user_id": pl.Utf8, "history": pl.List(pl.Utf8)}).write_parquet(
-            directory / "stats" / "histories.parquet")
+        histories_frame(self.histories).write_parquet(directory / "stats" / "histories.parquet")
         if self.reranker is not None:
             self.reranker.save(directory)  # ranker/model.txt + ranker/features.json + stats/*
 
@@ -315,7 +314,7 @@ class Recommender:
             encoder_info = json.loads((path / "encoder" / "encoder.json").read_text())
         except (OSError, ValueError) as exc:
             raise BundleError(f"{path}: cannot load bundle part ({exc})") from exc
-        histories = dict(zip(frame["user_id"].to_list(), frame["history"].to_list()))
+        histories = Histories.from_frame(frame)
         user_tower = None
         if encoder_info.get("user_tower", "pooled") != "pooled":
             if user_tower_loader is None:
