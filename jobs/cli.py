@@ -14,7 +14,7 @@ from rich.markup import escape
 from api.settings import Settings
 from jobs.bench import bench_app
 from jobs.output import console, err_console, markdown_metrics, metrics_table, step, write_json
-from recsys.config import BuildConfig, EncoderConfig, EvalConfig, UserTowerConfig
+from recsys.config import BuildConfig, EncoderConfig, EvalConfig, IndexConfig, UserTowerConfig
 from recsys.errors import RecsysError, UnknownIdError
 
 app = typer.Typer(help="BERT-based recommendation engine.", no_args_is_help=True, pretty_exceptions_enable=False)
@@ -90,13 +90,28 @@ def _splits(value: str) -> tuple[str, ...]:
 
 def _build_config(model: str, max_length: int, batch_size: int, decay: float, ks: str = "10,20,50",
                   splits: str = "valid,test", mask_history: bool = False, seed: int = 0,
-                  int8: bool = False) -> BuildConfig:
+                  int8: bool = False, index: str = "flat", eval_users: str = "all") -> BuildConfig:
     return BuildConfig(
         encoder=EncoderConfig(model=model, max_length=max_length, batch_size=batch_size, quantize_int8=int8),
         user_tower=UserTowerConfig(recency_decay=decay),
-        eval=EvalConfig(ks=_ks(ks), splits=_splits(splits), mask_history=mask_history),
+        index=IndexConfig(kind=index),
+        eval=EvalConfig(ks=_ks(ks), splits=_splits(splits), mask_history=mask_history,
+                        max_examples=eval_sample(eval_users), seed=seed),
         seed=seed,
     )
+
+
+def eval_sample(value: str) -> int | None:
+    """--eval-users: a positive number of examples per split, or 'all'."""
+    if value.strip().lower() == "all":
+        return None
+    try:
+        n = int(value.replace(",", "").replace("_", ""))
+    except ValueError:
+        raise typer.BadParameter(f"expected a number of users or 'all', got {value!r}") from None
+    if n < 1:
+        raise typer.BadParameter("--eval-users must be positive (or 'all')")
+    return n
 
 
 def _report_import(dataset, out: Path, overwrite: bool = False) -> None:
@@ -126,6 +141,13 @@ Seed = Annotated[int, typer.Option(min=0, help="random seed")]
 Users = Annotated[int, typer.Option(min=1, max=10_000_000, help="synthetic customers")]
 Items = Annotated[int, typer.Option(min=32, max=10_000_000, help="synthetic products (at least 2 per category)")]
 Port = Annotated[int, typer.Option(min=1, max=65_535)]
+IndexKind = Literal["auto", "flat", "hnsw", "ivf_flat", "ivf_pq"]
+IndexOpt = Annotated[IndexKind, typer.Option("--index", help="FAISS index: auto (exact below 50,000 items, IVF-PQ "
+                                             "+ fp16 refine above), flat (exact), hnsw, ivf_flat, ivf_pq; the "
+                                             "choice and its measured recall go into the manifest")]
+EvalUsersOpt = Annotated[str, typer.Option("--eval-users", help="evaluate a seeded sample of this many users per "
+                                           "split when there are more, or 'all'")]
+EVAL_USERS = "20000"
 
 
 @import_app.command("synthetic")
@@ -212,11 +234,12 @@ def build(
                                               "shards in OUT/NAME/runs/encode)")] = "local",
     workers: Annotated[Optional[int], typer.Option(min=1, help="ray: actors (default: all CPUs / one per GPU)")] = None,
     ray_address: Annotated[Optional[str], typer.Option(help="ray: cluster address (default: a local Ray)")] = None,
+    index: IndexOpt = "auto", eval_users: EvalUsersOpt = EVAL_USERS,
 ) -> None:
     """Encode the catalogue, build the index, evaluate, and write a bundle to OUT/NAME/VERSION."""
     from jobs.encode_cmd import encode_options
     from jobs.workflows import build_bundle, load_dataset
-    config = _build_config(model, max_length, batch_size, decay)
+    config = _build_config(model, max_length, batch_size, decay, index=index, eval_users=eval_users)
     step(f"reading the dataset {data} …")
     dataset = load_dataset(data)
     name = name or dataset.name
@@ -224,9 +247,21 @@ def build(
                                                            ray_address, overwrite=True)
     step(f"loading BERT ({model}) and encoding {dataset.items.height:,} item texts"
          f"{' on Ray' if encode is not None else ''} …")
-    path, rows = build_bundle(dataset, config, out, name, encode=encode)
+    path, rows, summary = build_bundle(dataset, config, out, name, encode=encode)
     console.print(metrics_table(rows, f"{dataset.name}: full ranking over {dataset.items.height:,} items"))
+    console.print(index_line(summary))
     console.print(f"[green]bundle written[/] → {path}")
+
+
+def index_line(summary: dict) -> str:
+    """One line on the index a bundle got (manifest "index")."""
+    line = f"index: {summary['kind']} ({summary['faiss']})"
+    if summary["requested"] == "auto":
+        line += f", chosen by --index auto for {summary['items']:,} items"
+    if not summary.get("exact"):
+        line += (f"; recall@10 {summary['recall@10']:.3f}, recall@100 {summary['recall@100']:.3f} against exact "
+                 f"search on {summary['queries']:,} users' queries")
+    return line
 
 
 @app.command("evaluate")

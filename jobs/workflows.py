@@ -140,10 +140,14 @@ def evaluate_models(models: dict[str, object], split: SplitData, config: EvalCon
 
 
 def build_bundle(dataset: Dataset, config: BuildConfig, out_root: str | Path, name: str,
-                 progress: bool = True, encode: EncodeOptions | None = None) -> tuple[Path, list[dict]]:
-    """Encode, index, evaluate (popularity + this model) and write artifacts/<name>/<version>/."""
+                 progress: bool = True, encode: EncodeOptions | None = None) -> tuple[Path, list[dict], dict]:
+    """Encode, index, evaluate (popularity + this model) and write artifacts/<name>/<version>/; returns the
+    bundle path, the metric rows and the index summary (kind chosen, recall against exact search)."""
+    from recsys.retrieval.choice import index_summary
+
     split = split_dataset(dataset)
     recommender, seconds = build_recommender(dataset, split, config, progress, encode)
+    summary = index_summary(recommender, config.index.kind, config.seed)
     rows = evaluate_models({"popularity": recommender.popularity, "bundle": recommender}, split, config.eval,
                            progress)
     target = Path(out_root) / name / new_version()
@@ -151,9 +155,10 @@ def build_bundle(dataset: Dataset, config: BuildConfig, out_root: str | Path, na
         "name": name,
         "dataset": {**dataset.summary(), "fingerprint": dataset.fingerprint()},
         "metrics": rows,
+        "index": summary,
         "build_seconds": round(seconds, 2),
     }
-    return recommender.save(target, manifest), rows
+    return recommender.save(target, manifest), rows, summary
 
 
 def baseline_models(dataset: Dataset, split: SplitData, config: BuildConfig,

@@ -36,14 +36,17 @@ class UserTowerConfig(FrozenModel):
 class IndexConfig(FrozenModel):
     """FAISS index choice, build settings and default search settings (see recsys/retrieval).
 
-    The default is exact inner-product search over L2-normalised vectors. `nlist=None` picks
-    about 4·√n inverted lists (a power of two, at least 39 training points per list).
+    The default is exact inner-product search over L2-normalised vectors; `kind="auto"` (what `recsys build`
+    and `recsys train` use) picks exact search below `recsys.retrieval.choice.AUTO_EXACT_BELOW` items and IVF-PQ
+    with an fp16 refine above (see that module for the measurement). `nlist=None` picks
+    about 4·√n inverted lists (a power of two, at least 39 training points per list); `pq_m=None` one
+    sub-quantizer per 8 dimensions.
     `float16` stores vectors as fp16 (flat, hnsw, ivf_flat; on GPU also fp16 IVF-PQ lookup
     tables). `gpu="auto"` moves the index to every visible GPU when faiss-gpu is installed;
     the CPU copy stays the master that is saved and edited.
     """
 
-    kind: Literal["flat", "hnsw", "ivf_flat", "ivf_pq"] = "flat"
+    kind: Literal["auto", "flat", "hnsw", "ivf_flat", "ivf_pq"] = "flat"
     normalize: bool = Field(True, description="L2-normalise item vectors on build/add (queries are left as given)")
     float16: bool = False
     # HNSW
@@ -56,7 +59,8 @@ class IndexConfig(FrozenModel):
     train_size: int = Field(200_000, ge=1, description="k-means/PQ training sample (rows, seeded)")
     kmeans_iters: int = Field(20, ge=1)
     # PQ (ivf_pq)
-    pq_m: int = Field(48, ge=1, description="sub-quantizers; must divide the dimension")
+    pq_m: int | None = Field(None, ge=1, description="sub-quantizers; must divide the dimension (None: the largest "
+                             "divisor of the dimension up to dimension / 8)")
     pq_nbits: int = Field(8, ge=4, le=12)
     opq: bool = False
     refine: Literal["none", "flat", "fp16"] = Field("none", description="re-rank PQ candidates with stored vectors")
@@ -78,6 +82,10 @@ class EvalConfig(FrozenModel):
     ks: tuple[int, ...] = (10, 20, 50)
     mask_history: bool = False
     splits: tuple[Literal["valid", "test"], ...] = ("valid", "test")
+    max_examples: int | None = Field(None, ge=1, description="evaluate a seeded sample of this many examples per "
+                                     "split when there are more (None: all; `recsys build` / `train` default to "
+                                     "20,000)")
+    seed: int = 0
 
 
 class BuildConfig(FrozenModel):
@@ -183,6 +191,8 @@ class TrainConfig(FrozenModel):
         (), description="after training, add w × the frozen BERT's zero-shot score (recency-pooled history vector · "
                         "item text vector) to the towers' score, as extra embedding dimensions; w is the value of "
                         "this list with the best validation NDCG@10 (0 keeps the towers alone; empty: no blend)")
+    index: IndexConfig = Field(IndexConfig(kind="auto"), description="the bundle's FAISS index (auto: exact below "
+                               "50,000 items, IVF-PQ + fp16 refine above; validation during training is exact)")
     zero_shot_dims: int | None = Field(128, ge=1, description="blend: project the zero-shot block onto its top principal "
                                        "directions over the catalogue, so the index grows by this many dimensions, not "
                                        "the BERT's width (None: keep them all)")

@@ -41,6 +41,17 @@ def example_ranks(source: CandidateSource, examples: pl.DataFrame, config: EvalC
 
 
 def evaluate(source: CandidateSource, examples: pl.DataFrame, config: EvalConfig, **kwargs) -> dict[str, float]:
-    """Recall / NDCG / MRR at each k of `config.ks`, plus the number of examples."""
-    ranks = example_ranks(source, examples, config, **kwargs)
-    return {"n_examples": float(len(ranks)), **summarize(ranks, tuple(config.ks))}
+    """Recall / NDCG / MRR at each k of `config.ks`, plus the number of examples (on a seeded sample of
+    `config.max_examples` when there are more: `sampled_from` then says out of how many)."""
+    picked = sample_examples(examples, config.max_examples, config.seed)
+    ranks = example_ranks(source, picked, config, **kwargs)
+    sampled = {"sampled_from": float(examples.height)} if picked.height < examples.height else {}
+    return {"n_examples": float(len(ranks)), **sampled, **summarize(ranks, tuple(config.ks))}
+
+
+def sample_examples(examples: pl.DataFrame, max_examples: int | None, seed: int = 0) -> pl.DataFrame:
+    """A seeded sample of `max_examples` rows in their original order (all of them when there are fewer)."""
+    if max_examples is None or examples.height <= max_examples:
+        return examples
+    rows = np.sort(np.random.default_rng(seed).choice(examples.height, max_examples, replace=False))
+    return examples[rows]

@@ -81,6 +81,7 @@ class Recommender:
         items = dataset.items.select([c for c in CATALOGUE_COLUMNS if c in dataset.items.columns])
         item_ids = items["item_id"].to_list()
         index = VectorIndex.build(item_vectors, item_ids, config.index, attributes=item_attributes(items))
+        config = config.model_copy(update={"index": index.config})  # kind "auto" resolved
         popularity = Popularity.fit(split.train, item_ids)
         return cls(config, items, item_vectors, index, popularity, Histories.from_interactions(dataset.interactions),
                    encoder_info, user_tower)

@@ -23,6 +23,7 @@ from recsys.errors import BundleError, UnknownIdError
 
 from .factory import (Layout, SearchParams, add_in_chunks, compact_index, exhaustive_params, faiss_params, new_index,
                       reconstruct_rows)
+from .choice import resolve_index
 from .exact import exact_top_k
 from .filters import RWLock, Where, bitmap_selector, normalise_attributes, rows_of, where_key, where_mask
 from .gpu import GPU_MAX_K, GpuReplica, to_gpu
@@ -114,8 +115,9 @@ class VectorIndex:
     def build(cls, vectors: np.ndarray, ids: list[str] | np.ndarray, config: IndexConfig | None = None, *,
               attributes: pl.DataFrame | dict | None = None) -> "VectorIndex":
         """Index `vectors` (rows aligned with `ids`, and with `attributes` rows when given);
-        trains on a seeded sample when the kind needs it."""
-        config = config or IndexConfig()
+        trains on a seeded sample when the kind needs it. `kind="auto"` is resolved for the number of items
+        (`choice.resolve_index`): `self.config` holds the kind built."""
+        config = resolve_index(config or IndexConfig(), len(ids))
         ids = np.asarray(ids, dtype=object)
         if len(set(ids.tolist())) != len(ids):
             raise ValueError("ids must be unique")
