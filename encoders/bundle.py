@@ -92,9 +92,9 @@ def user_tower_loader(encoder_dir: Path, item_ids: list[str], item_vectors: np.n
     trained = TrainedUserTower(model, config, item_ids, trained_vectors, tokenizer, snippets, device)
 
     def zero_shot_encoder():
-        from encoders.text_encoder import TextEncoder
+        from encoders.text_encoder import load_text_encoder
 
-        return TextEncoder.from_config(config.encoder, device)
+        return load_text_encoder(config.encoder, device)
 
     return blended_tower(trained, item_ids, item_vectors, blend, encoder_dir, zero_shot_encoder)
 

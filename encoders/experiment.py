@@ -107,11 +107,11 @@ def _blend_zero_shot(dataset: Dataset, split: SplitData, recommender: Recommende
     that weight is 0."""
     from encoders.blend import (BLEND_KEY, BlendedHistoryEncoder, blend_info, fit_blend_weight, principal_projection,
                                 project)
-    from encoders.text_encoder import TextEncoder
+    from encoders.text_encoder import load_text_encoder
     from recsys.config import UserTowerConfig
     from recsys.user_tower import PooledHistoryEncoder
 
-    encoder = TextEncoder.from_config(build_config.encoder)
+    encoder = load_text_encoder(build_config.encoder)
     zero_shot = encoder.encode(dataset.items["text"].to_list(), progress=progress, desc="zero-shot item vectors")
     projection = principal_projection(zero_shot, dims) if dims is not None and dims < zero_shot.shape[1] else None
     if projection is not None:

@@ -91,6 +91,9 @@ def tower_parts(recommender: Recommender) -> list[TowerPart]:
         zero_shot = tower._text_encoder_factory() if tower._text_encoder_factory is not None else None
         if zero_shot is None:
             raise BundleError("this blended bundle has no zero-shot text encoder to export")
+        if not hasattr(zero_shot, "model"):  # an ONNX Runtime backend: export the PyTorch tower it stands for
+            zero_shot = TextEncoder.from_config(zero_shot.config.model_copy(update={"backend": "torch"}),
+                                                torch.device("cpu"))
         return [_trained_part(innermost_tower(tower.trained)), _frozen_part("zero_shot_tower", zero_shot,
                                                                             tower.projection)]
     if hasattr(tower, "encode_item_texts"):

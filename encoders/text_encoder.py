@@ -77,6 +77,16 @@ class TextEncoder:
         return out
 
 
+def load_text_encoder(config: EncoderConfig, device: torch.device | None = None):
+    """The zero-shot item tower for `config`: torch (`TextEncoder`), or ONNX Runtime fp32 / int8
+    (`encoders.onnx_encoder.OnnxTextEncoder`, CPU) by `config.backend`."""
+    if config.backend == "torch" or (device is not None and device.type != "cpu"):
+        return TextEncoder.from_config(config, device)
+    from encoders.onnx_encoder import OnnxTextEncoder
+
+    return OnnxTextEncoder.from_config(config, threads=torch.get_num_threads())
+
+
 def quantize_dynamic_int8(encoder):
     """int8 dynamic quantisation of every nn.Linear in the encoder's model (CPU inference only)."""
     model = getattr(encoder, "model", None)

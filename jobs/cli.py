@@ -90,9 +90,11 @@ def _splits(value: str) -> tuple[str, ...]:
 
 def _build_config(model: str, max_length: int, batch_size: int, decay: float, ks: str = "10,20,50",
                   splits: str = "valid,test", mask_history: bool = False, seed: int = 0,
-                  int8: bool = False, index: str = "flat", eval_users: str = "all") -> BuildConfig:
+                  int8: bool = False, index: str = "flat", eval_users: str = "all",
+                  backend: str = "torch") -> BuildConfig:
     return BuildConfig(
-        encoder=EncoderConfig(model=model, max_length=max_length, batch_size=batch_size, quantize_int8=int8),
+        encoder=EncoderConfig(model=model, max_length=max_length, batch_size=batch_size, quantize_int8=int8,
+                              backend=backend),
         user_tower=UserTowerConfig(recency_decay=decay),
         index=IndexConfig(kind=index),
         eval=EvalConfig(ks=_ks(ks), splits=_splits(splits), mask_history=mask_history,
@@ -148,6 +150,8 @@ IndexOpt = Annotated[IndexKind, typer.Option("--index", help="FAISS index: auto 
 EvalUsersOpt = Annotated[str, typer.Option("--eval-users", help="evaluate a seeded sample of this many users per "
                                            "split when there are more, or 'all'")]
 EVAL_USERS = "20000"
+EncoderOpt = Annotated[Literal["torch", "onnx", "onnx-int8"], typer.Option(
+    "--encoder", help="item-text encoder: torch, or ONNX Runtime fp32 / int8 (needs the onnx extra)")]
 
 
 @import_app.command("synthetic")
@@ -234,12 +238,13 @@ def build(
                                               "shards in OUT/NAME/runs/encode)")] = "local",
     workers: Annotated[Optional[int], typer.Option(min=1, help="ray: actors (default: all CPUs / one per GPU)")] = None,
     ray_address: Annotated[Optional[str], typer.Option(help="ray: cluster address (default: a local Ray)")] = None,
-    index: IndexOpt = "auto", eval_users: EvalUsersOpt = EVAL_USERS,
+    index: IndexOpt = "auto", eval_users: EvalUsersOpt = EVAL_USERS, encoder: EncoderOpt = "torch",
 ) -> None:
     """Encode the catalogue, build the index, evaluate, and write a bundle to OUT/NAME/VERSION."""
     from jobs.encode_cmd import encode_options
     from jobs.workflows import build_bundle, load_dataset
-    config = _build_config(model, max_length, batch_size, decay, index=index, eval_users=eval_users)
+    config = _build_config(model, max_length, batch_size, decay, index=index, eval_users=eval_users,
+                           backend=encoder)
     step(f"reading the dataset {data} …")
     dataset = load_dataset(data)
     name = name or dataset.name

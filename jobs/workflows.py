@@ -106,10 +106,10 @@ def build_recommender(dataset: Dataset, split: SplitData, config: BuildConfig, p
 
     started = time.perf_counter()
     if encode is None:
-        from encoders.text_encoder import TextEncoder
+        from encoders.text_encoder import load_text_encoder
 
-        vectors = TextEncoder.from_config(config.encoder).encode(dataset.items["text"].to_list(), progress=progress,
-                                                                 desc="encoding items")
+        vectors = load_text_encoder(config.encoder).encode(dataset.items["text"].to_list(), progress=progress,
+                                                           desc="encoding items")
     else:
         from jobs.batch.encode import read_vectors, run_encode
 

@@ -23,6 +23,9 @@ class EncoderConfig(FrozenModel):
     pooling: Literal["mean", "cls"] = "mean"
     normalize: bool = True
     quantize_int8: bool = Field(False, description="int8 dynamic quantisation of the BERT linear layers (CPU)")
+    backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        "torch", description="torch, or ONNX Runtime (fp32 / int8 dynamic quantisation; needs the onnx extra) for "
+                             "the zero-shot item tower")
 
 
 class UserTowerConfig(FrozenModel):
