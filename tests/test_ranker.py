@@ -63,7 +63,7 @@ def test_save_load_gives_identical_scores_and_explanations(trained, tmp_path):
     recommender, split, _ = trained
     path = recommender.save(tmp_path / "planted" / "v1")
     assert (path / "ranker" / "model.txt").is_file() and (path / "ranker" / "features.json").is_file()
-    assert (path / "stats" / "ranker_stats.npz").is_file()
+    assert (path / "stats" / "ranker_stats" / "cooccurrence.composite.npy").is_file()
     loaded = Recommender.load(path)
     histories = split.test["history"].to_list()[:60]
     before = recommender.recommend_batch(histories, 10, explain=True)
