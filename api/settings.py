@@ -27,10 +27,11 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     admin_token: SecretStr | None = Field(None, description="bearer token for /v1/admin/*; admin is off when unset")
     user_cache_size: int = Field(100_000, ge=0, description="cached user query vectors (0: no cache)")
-    warm_user_cache: int = Field(100_000, ge=0, description="at load, encode up to this many known users' "
-                                 "histories into the cache, so their first request skips the user tower (0: off)")
-    warm_similar_items: int = Field(100_000, ge=0, description="at load, compute the similar-item lists of up to "
-                                    "this many items (the rest on first use; 0: all on first use)")
+    warm_user_cache: int = Field(20_000, ge=0, description="at load, encode up to this many known users' "
+                                 "histories into the cache, so their first request skips the user tower; every "
+                                 "other user is encoded on first request (0: all on first request)")
+    warm_similar_items: int = Field(20_000, ge=0, description="at load, compute the similar-item lists of the "
+                                    "many most popular items (the rest on first use; 0: all on first use)")
     similar_response_cache: int = Field(50_000, ge=0, description="cached similar-item responses (no user_id, no "
                                         "filters); any catalogue change invalidates them (0: off)")
     micro_batch_ms: float = Field(2.0, ge=0, description="wait this long to batch concurrent BERT encodes")
