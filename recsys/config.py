@@ -173,10 +173,20 @@ class TrainConfig(FrozenModel):
     history_margin: float = Field(0.0, ge=0, description="training only: add this cosine margin to the logits of the "
                                                          "user's own history items (hard negatives), so the towers "
                                                          "learn to rank already-consumed items below the next one")
-    negatives: Literal["catalogue", "bank"] = Field(
-        "catalogue", description="catalogue: softmax over every item (small catalogues); bank: in-batch positives "
-                                 "plus `bank_size` sampled cached catalogue embeddings")
+    negatives: Literal["auto", "catalogue", "bank"] = Field(
+        "auto", description="catalogue: softmax over every item (small catalogues); bank: in-batch positives plus "
+                            "`bank_size` uniformly sampled cached catalogue embeddings, each logit corrected by the "
+                            "log of its item's chance to be in the sampled set (`sampled_correction`); auto: "
+                            "catalogue up to `sampled_above` items, bank above")
     bank_size: int = Field(4096, ge=1)
+    sampled_above: int = Field(20_000, ge=1, description="negatives='auto': catalogues with more items train on "
+                                                         "sampled negatives, so a step's cost does not grow with them")
+    sampled_correction: bool = Field(True, description="bank negatives: subtract log P(item in the sampled set) from "
+                                                       "its logit (in-batch positives come by popularity, the rest "
+                                                       "uniformly), the logQ correction of sampled softmax")
+    steps_per_epoch: int | None = Field(None, ge=1, description="an epoch is this many steps on a fresh random "
+                                        "share of the training users (None: one pass over all of them), so "
+                                        "validation and early stopping come at the same pace whatever the data size")
     bank_refresh_steps: int | None = Field(None, ge=1, description="re-encode the cached catalogue every N steps "
                                                                     "(None: once per epoch)")
     adapter_items_per_step: int = Field(64, ge=1, description="positives per step encoded with gradients through "
@@ -186,7 +196,8 @@ class TrainConfig(FrozenModel):
     text_examples_per_user: int = Field(1, ge=1, description="text tower: sampled targets per user and epoch")
     patience: int = Field(5, ge=1, description="early stopping on validation NDCG@10")
     valid_sample: int | None = Field(None, ge=1, description="per-epoch validation on this many seeded valid "
-                                                             "users (None: all); final metrics use all")
+                                                             "users (None: all, up to 20,000); final metrics use "
+                                                             "the evaluation's own sample")
     max_minutes: float | None = Field(None, gt=0, description="stop training after this wall time")
     mixed_precision: Literal["auto", "bf16", "no"] = "auto"
     merge_adapters: bool = Field(False, description="also save the backbone with adapters merged, for serving")
