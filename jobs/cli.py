@@ -1,34 +1,19 @@
-"""`recsys` command line: import, build, evaluate, recommend, serve, quickstart, bench."""
+"""`recsys` command line: import, build, evaluate, recommend, serve, quickstart (here), and every other command
+module registered on the app of jobs/app.py."""
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from jobs.bench import bench_app
-from jobs.output import console, err_console, markdown_metrics, metrics_table, write_json
+# every command module registers its commands on the app when imported (jobs/app.py owns the app)
+from jobs import (  # noqa: F401
+    batch_cmd, bench_batch, bench_engine, bench_latency, bench_live, bench_quality, bench_ranker, ranker_cmd, train_cmd)
+from jobs.app import app, friendly_errors, import_app
+from jobs.output import console, markdown_metrics, metrics_table, write_json
 from recsys.config import BuildConfig, EncoderConfig, EvalConfig, UserTowerConfig
-from recsys.errors import RecsysError
-
-app = typer.Typer(help="BERT-based recommendation engine.", no_args_is_help=True, pretty_exceptions_enable=False)
-import_app = typer.Typer(help="Import data into the canonical dataset format.", no_args_is_help=True)
-app.add_typer(import_app, name="import")
-app.add_typer(bench_app, name="bench")
-
-
-def friendly_errors(func):
-    """Turn the project's own errors into one clear line and exit code 2 (never a traceback)."""
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except RecsysError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}")
-            raise typer.Exit(2) from None
-    return wrapper
 
 
 def _ks(value: str) -> tuple[int, ...]:
@@ -217,9 +202,9 @@ def serve(
     bundle: Annotated[Path, typer.Option(help="bundle directory (or a model directory: newest version)")],
     host: str = "127.0.0.1", port: int = 8000,
     access_log: Annotated[bool, typer.Option(help="log every request (costs throughput)")] = False,
-    workers: Annotated[int, typer.Option(min=1, help="worker processes (each loads the bundle; events are "
-                                         "shared through the store, admin catalogue edits reach the worker "
-                                         "that took them and the others on their next reload)")] = 1,
+    workers: Annotated[int, typer.Option(min=1, help="worker processes (each loads the bundle; events, catalogue "
+                                         "edits and reloads reach every worker through the event store within "
+                                         "RECSYS_SYNC_INTERVAL_MS, 200 ms)")] = 1,
 ) -> None:
     """Serve the bundle with FastAPI + uvicorn; OpenAPI docs at /docs."""
     import copy
@@ -274,12 +259,6 @@ def quickstart(
 
         from api.app import create_app
         uvicorn.run(create_app(path), host="127.0.0.1", port=port)
-
-
-from jobs import batch_cmd, bench_batch  # noqa: E402,F401  (register `recsys batch-score`, `recsys bench batch`)
-from jobs import bench_quality, train_cmd  # noqa: E402,F401  (register `recsys train`, `recsys bench quality`)
-from jobs import bench_ranker, ranker_cmd  # noqa: E402,F401  (register `recsys train-ranker`, `recsys bench ranker`)
-from jobs import bench_engine, bench_latency  # noqa: E402,F401  (register `recsys bench engine`, `… latency`)
 
 
 def main() -> None:  # pragma: no cover

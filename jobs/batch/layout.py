@@ -7,7 +7,9 @@
       unknown_users.txt     requested ids the bundle does not know (only when there are some)
       _job/job.json         the job's identity; a resume must match it exactly
       _job/users.parquet    the users in output order, one row group per chunk (+ `history` in
-                            evaluation mode); every engine reads its chunks from here
+                            evaluation mode, + `events` from the event store); every engine reads its
+                            chunks from here
+      _job/catalogue_changes.parquet  the event store's catalogue changes the job applies (with a store)
 
 Every file is written to a temporary name in the same directory and renamed into place, so a shard
 is either complete or absent: after a crash or Ctrl-C, completed shards are kept and skipped.
@@ -97,11 +99,12 @@ class JobDir:
                     path.unlink()  # unreadable: score the chunk again
         return done
 
-    def read_chunk(self, chunk: int) -> tuple[list[str], list[list[str]] | None]:
-        """(user ids, histories or None) of one chunk, read from its row group."""
+    def read_chunk(self, chunk: int) -> tuple[list[str], list[list[str]] | None, list[list[str]] | None]:
+        """(user ids, histories or None, stored events or None) of one chunk, read from its row group."""
         table = pq.ParquetFile(self.users_path).read_row_group(chunk)
         histories = table.column("history").to_pylist() if "history" in table.column_names else None
-        return table.column("user_id").to_pylist(), histories
+        events = table.column("events").to_pylist() if "events" in table.column_names else None
+        return table.column("user_id").to_pylist(), histories, events
 
 
 def _differences(old: dict, new: dict) -> list[str]:
