@@ -11,6 +11,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 
 from api.cached_similar import CachedSimilarMiddleware
 from api.metrics import BodyLimitMiddleware, MetricsMiddleware
@@ -49,7 +50,9 @@ def create_app(bundle: str | Path | None = None, settings: Settings | None = Non
             app.state.service.close()
             gc.unfreeze()
 
-    app = FastAPI(title="BERT recommender", version="1", lifespan=lifespan, description=DESCRIPTION)
+    # /docs (Swagger UI) and /redoc with their JavaScript and CSS served from the fastapi-offline package, not a
+    # CDN: shops run this in private networks
+    app = FastAPIOffline(title="BERT recommender", version="1", lifespan=lifespan, description=DESCRIPTION)
     for router in (recommendations.router, events.router, health.router, admin.router, demo.router):  # hot first
         app.include_router(router)
 

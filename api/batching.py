@@ -100,19 +100,27 @@ def _encode(tower: UserTower, pending: list) -> None:
         start += len(batch)
 
 
+LOADED_BATCH = 4
+"""A batch of at least this many calls means the worker is saturated: the next batch may wait for company."""
+
+
 class LoopTurnBatcher:
     """Calls that reach `submit` during one event-loop turn are answered by one `run(key, items)` call per
     key (its results in item order), scheduled right after that turn: under concurrency, requests that
     arrived together share one user-tower pass and one FAISS scan of the catalogue instead of one each,
-    and a lone request waits for nothing.
+    and a lone request waits for nothing. When the worker is saturated (the previous batch held at least
+    `LOADED_BATCH` calls) a batch waits `wait_ms` before it runs, so requests the loop reads meanwhile join
+    it: bigger batches, a batch's fixed cost (one FAISS call, one feature build, one predict) shared by more
+    requests (amazon-scientific engine bundle, 2 workers, c=32, one back-to-back pair of runs: 947 → 1,281 req/s).
 
     `run` executes on the event loop, so it must be cheap (no torch), unless `offload`: then each batch
     runs in the loop's default thread pool. One loop at a time."""
 
     def __init__(self, run: Callable[[Hashable, list], Sequence], max_batch: int = 64,
-                 on_batch: Callable[[int], None] | None = None, offload: bool = False) -> None:
+                 on_batch: Callable[[int], None] | None = None, offload: bool = False, wait_ms: float = 0.0) -> None:
         self.run = run
         self.max_batch = max_batch
+        self.wait = wait_ms / 1000.0
         self.on_batch = on_batch  # e.g. metrics: called with each batch's size
         self.offload = offload
         self.batches = 0
@@ -120,6 +128,7 @@ class LoopTurnBatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: dict[Hashable, list[tuple[object, asyncio.Future]]] = {}
         self._scheduled = False
+        self._last_batch = 0
 
     async def submit(self, key: Hashable, item: object):
         loop = asyncio.get_running_loop()
@@ -132,7 +141,10 @@ class LoopTurnBatcher:
             self._start(key, self._pending.pop(key))
         elif not self._scheduled:
             self._scheduled = True
-            loop.call_soon(self._flush)
+            if self.wait and self._last_batch >= LOADED_BATCH:  # saturated: let the batch gather for `wait` s
+                loop.call_later(self.wait, self._flush)
+            else:  # a lone request waits for nothing
+                loop.call_soon(self._flush)
         return await future
 
     def _flush(self) -> None:
@@ -142,6 +154,7 @@ class LoopTurnBatcher:
             self._start(key, batch)
 
     def _start(self, key: Hashable, batch: list[tuple[object, asyncio.Future]]) -> None:
+        self._last_batch = len(batch)
         self.batches += 1
         self.calls += len(batch)
         if self.on_batch is not None:

@@ -27,7 +27,8 @@ class Loaded:
     """One loaded bundle (see the module docstring)."""
 
     def __init__(self, bundle: Bundle, recommender: Recommender, similar_cache_size: int = 50_000,
-                 turn_batch_max: int = 64, metrics: ServiceMetrics | None = None) -> None:
+                 turn_batch_max: int = 64, metrics: ServiceMetrics | None = None,
+                 turn_batch_wait_ms: float = 0.0) -> None:
         self.bundle = bundle
         self.recommender = recommender
         self.applied_seq = 0  # the last catalogue change (store seq) applied to this bundle's catalogue
@@ -39,8 +40,9 @@ class Loaded:
         if turn_batch_max:
             count = (lambda kind: partial(metrics.record_turn_batch, kind)) if metrics else (lambda kind: None)
             run = partial(_answer, recommender)  # not a bound method of self: no reference cycle
-            self.cheap_batches = LoopTurnBatcher(run, turn_batch_max, count("cached"))
-            self.tower_batches = LoopTurnBatcher(run, turn_batch_max, count("tower"), offload=True)
+            self.cheap_batches = LoopTurnBatcher(run, turn_batch_max, count("cached"), wait_ms=turn_batch_wait_ms)
+            self.tower_batches = LoopTurnBatcher(run, turn_batch_max, count("tower"), offload=True,
+                                                 wait_ms=turn_batch_wait_ms)
 
     @property
     def path(self):

@@ -94,7 +94,7 @@ class Service:
             recommender.user_tower = self._serving_tower(recommender.user_tower)
             recommender.item_tower_loader = self.item_encoder_loader
             loaded = Loaded(bundle, recommender, self.settings.similar_response_cache, self.settings.turn_batch_max,
-                            self.metrics)
+                            self.metrics, self.settings.turn_batch_wait_ms)
             self._catch_up(loaded)  # the whole change log, folded
             self._warm_user_cache(loaded)
             self._warm_neighbours(loaded)

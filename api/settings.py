@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     turn_batch_max: int = Field(64, ge=0, description="history requests (known users, sessions without text) that "
                                 "reach the event loop in the same turn share one recommend_batch call (one user-tower "
                                 "pass, one FAISS search), up to this many (0: one call each)")
+    turn_batch_wait_ms: float = Field(1.0, ge=0, le=50, description="when a worker is saturated (its previous "
+                                      "batch held 4 or more requests), a loop-turn batch waits this long for more "
+                                      "requests to join it before it runs (0: never wait); light load never waits")
     quantize_int8: bool = Field(False, description="int8 dynamic quantisation of the BERT towers on CPU")
     torch_threads: int = Field(1, ge=0, description="torch intra-op threads for the BERT towers (0: torch's "
                                "default, one per core); concurrent requests are micro-batched instead, so 1 keeps "

@@ -40,3 +40,9 @@ def open_recommender(bundle: Bundle, rerank: bool = True) -> Recommender:
 def load_recommender(bundle: str | Path, verify: bool = True) -> Recommender:
     """`open_recommender(Bundle.open(bundle, verify))`."""
     return open_recommender(Bundle.open(bundle, verify=verify))
+
+
+def item_text_encoder(recommender: Recommender) -> ItemTower:
+    """The item tower for a recommender's new items and free-text queries (`Recommender.item_tower`): its trained
+    towers' own text path, else the frozen BERT its bundle was built with."""
+    return recommender.item_tower()

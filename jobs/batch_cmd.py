@@ -29,7 +29,8 @@ def batch_score(
     data: Annotated[Optional[Path], typer.Option(help="evaluation mode: score this dataset's --split examples "
                                                       "from their histories (for `evaluate --from-batch`)")] = None,
     split: Annotated[Optional[str], typer.Option(help="evaluation mode: valid or test")] = None,
-    engine: Annotated[str, typer.Option(help="local, or ray (pip install '.[distributed]')")] = "local",
+    engine: Annotated[str, typer.Option(help="local, or ray (needs the distributed extra: pip install "
+                                               "'bert-recsys\\[distributed]')")] = "local",
     workers: Annotated[Optional[int], typer.Option(min=1, help="ray: actors / local CPUs (default: all CPUs)")] = None,
     threads: Annotated[int, typer.Option(min=1, help="FAISS threads per worker; shards are byte-identical "
                                                     "across runs and engines at the same value")] = 1,

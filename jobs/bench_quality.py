@@ -27,7 +27,7 @@ def bench_quality(
                                          "variant's towers (valid step) and report it on test")] = True,
     bundles: Annotated[Optional[Path], typer.Option(help="also write each trained bundle under this root")] = None,
     name: str = "quality",
-    threads: Annotated[int, typer.Option(help="torch CPU threads")] = 2,
+    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads")] = 2,
 ) -> None:
     """Train and evaluate the configured models; writes a Markdown table and a bar chart."""
     import torch

@@ -22,7 +22,7 @@ def bench_ranker(
         "results/ranker"),
     candidates: Annotated[int, typer.Option(min=1, help="retrieved items re-ranked per query")] = 200,
     n_jobs: Annotated[int, typer.Option(min=1, help="LightGBM threads")] = 1,
-    seed: int = 0,
+    seed: Annotated[int, typer.Option(min=0)] = 0,
     save_bundle: Annotated[Optional[Path], typer.Option(help="also write the bundle with its ranker here")] = None,
 ) -> None:
     """Train the re-ranker on the valid step and compare it with retrieval alone on the test step."""

@@ -61,7 +61,7 @@ def train_ranker(
     out: Annotated[Optional[Path], typer.Option(help="new bundle directory (default: a new version beside BUNDLE)")]
     = None,
     n_jobs: Annotated[int, typer.Option(min=1, help="LightGBM threads")] = 1,
-    seed: int = 0,
+    seed: Annotated[int, typer.Option(min=0)] = 0,
 ) -> None:
     """Fit the LightGBM lambdarank re-ranker on the validation step (test untouched) and save a new bundle."""
     from recsys.artifacts import new_version

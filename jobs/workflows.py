@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
+import socket
 import time
+import uuid
 from pathlib import Path
 
 from recsys.artifacts import new_version
 from recsys.config import BuildConfig, EvalConfig
 from recsys.data.dataset import Dataset
-from recsys.errors import DataError
+from recsys.errors import DataError, RecsysError
 from recsys.evaluation import evaluate
 from recsys.pipeline import Recommender
 from recsys.popularity import Popularity
@@ -30,6 +33,56 @@ def load_dataset(path: str | Path) -> Dataset:
         return import_recbole_movielens(path)
     raise DataError("not a dataset: expected schema.json (from `recsys import`), RecBole *.text + *.inter files, "
                     "or ml-100k.inter", source=str(path))
+
+
+def save_dataset(dataset: Dataset, out: str | Path, overwrite: bool = False) -> Path:
+    """Write `dataset` to `out` through a temporary sibling (a failed import leaves nothing half-written). A
+    directory holding a dataset is replaced only with `overwrite`; any other non-empty directory never is."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not (out / "schema.json").is_file():
+            raise DataError("exists and is not a dataset directory: choose another --out", source=str(out))
+        if not overwrite:
+            raise DataError("already holds a dataset: pass --overwrite to replace it, or choose another --out",
+                            source=str(out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tag = uuid.uuid4().hex[:8]
+    tmp, old = out.parent / f".{out.name}.tmp-{tag}", out.parent / f".{out.name}.old-{tag}"
+    try:
+        dataset.save(tmp)
+        if out.exists():
+            out.rename(old)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return out
+
+
+def quickstart_dataset(users: int, items: int, seed: int, out: str | Path) -> Dataset:
+    """The synthetic shop, saved to `out` (a synthetic shop already there is replaced; any other data refused)."""
+    from recsys.data.synthetic import generate_shop
+
+    dataset = generate_shop(n_users=users, n_items=items, seed=seed)
+    out = Path(out)
+    replace = (out / "schema.json").is_file() and Dataset.load(out).name == dataset.name
+    save_dataset(dataset, out, overwrite=replace)
+    return dataset
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail with a clear message when `host:port` cannot be listened on (in use, not ours, unresolvable)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise RecsysError(f"cannot serve on {host}:{port}: {exc.strerror}") from None
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is fine
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            raise RecsysError(f"cannot serve on {host}:{port}: {exc.strerror or exc} (is another server running "
+                              "there? pick another --port)") from None
 
 
 def build_recommender(dataset: Dataset, split: SplitData, config: BuildConfig,

@@ -11,6 +11,7 @@ batch of thousands. Missing values are NaN (LightGBM's missing value).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import chain
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -206,11 +207,11 @@ class FeatureBuilder:
         lengths = np.fromiter(map(len, candidates), np.int64, n)
         query = np.repeat(np.arange(n), lengths)
         starts = np.cumsum(lengths) - lengths
-        cand = state.rows([i for c in candidates for i in c])
+        cand = state.rows(list(chain.from_iterable(candidates)))
         out = np.full((len(cand), len(self.names)), np.nan)
         column = {name: j for j, name in enumerate(self.names)}
 
-        score = np.fromiter((s for row in scores for s in row), np.float64, len(cand))
+        score = np.fromiter(chain.from_iterable(scores), np.float64, len(cand))
         out[:, column["retrieval_score"]] = score
         out[:, column["retrieval_rank"]] = np.arange(len(cand)) - starts[query]
         if len(cand):
@@ -302,12 +303,13 @@ class FeatureBuilder:
         if not valid.any() or not len(cand):
             return
         vectors = arrays.vectors
-        width = int(lengths.max())
-        padded = np.zeros((len(lengths), width), np.int64)
-        slot = np.arange(len(cand)) - (np.cumsum(lengths) - lengths)[query]
-        padded[query, slot] = np.maximum(cand, 0)
-        sims = np.matmul(vectors[padded], vectors[np.maximum(recent, 0)].transpose(0, 2, 1))  # [q, width, depth]
-        sims = sims[query, slot].astype(np.float64)                                             # [rows, depth]
+        history = vectors[np.maximum(recent, 0)]  # [queries, depth, dim]
+        starts = np.cumsum(lengths) - lengths
+        known = np.maximum(cand, 0)
+        sims = np.zeros((len(cand), depth))
+        for q in np.flatnonzero(valid.any(axis=1) & (lengths > 0)).tolist():  # one small GEMM per query
+            block = slice(starts[q], starts[q] + lengths[q])
+            sims[block] = vectors[known[block]] @ history[q].T
         mask = valid[query] & (cand >= 0)[:, None]
         usable = mask.any(axis=1)
         out[:, column["sim_last"]] = np.where(usable, sims[:, -1], np.nan)

@@ -14,7 +14,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -59,6 +59,9 @@ class EventStore(Protocol):
 
     def events_for(self, user_ids: Iterable[str], limit: int, until: int | None = None) -> dict[str, list[str]]:
         """`events` of many users (those with events only)."""
+
+    def kinds(self, user_id: str, item_ids: Collection[str]) -> dict[str, str]:
+        """The kind of the user's latest event on each of `item_ids` that has one (view, cart, purchase)."""
 
     def event_users(self, until: int | None = None) -> list[str]:
         """Every user with at least one event (seq ≤ `until`)."""
@@ -146,6 +149,16 @@ class SQLiteEventStore:
             for user_id, item_id in rows:
                 out.setdefault(user_id, []).append(item_id)
         return {user: items[-limit:] for user, items in out.items()}
+
+    def kinds(self, user_id: str, item_ids: Collection[str]) -> dict[str, str]:
+        wanted = list(dict.fromkeys(item_ids))[:500]
+        if not wanted:
+            return {}
+        marks = ",".join("?" * len(wanted))
+        with self._lock:
+            rows = self._db.execute(f"SELECT item_id, kind FROM events WHERE user_id = ? AND item_id IN ({marks}) "
+                                    "ORDER BY seq", (user_id, *wanted)).fetchall()
+        return dict(rows)
 
     def event_users(self, until: int | None = None) -> list[str]:
         bound, args = ("WHERE seq <= ? ", (until,)) if until is not None else ("", ())
@@ -236,6 +249,13 @@ class RedisEventStore:
     def events_for(self, user_ids: Iterable[str], limit: int, until: int | None = None) -> dict[str, list[str]]:
         out = {user: self._entries(user, limit, until) for user in dict.fromkeys(user_ids)}
         return {user: items for user, items in out.items() if items}
+
+    def kinds(self, user_id: str, item_ids: Collection[str]) -> dict[str, str]:
+        wanted = set(item_ids)
+        if not wanted:
+            return {}
+        events = (json.loads(e) for e in self._redis.lrange(self._key("events", user_id), 0, -1))
+        return {e["item_id"]: e["kind"] for e in events if e["item_id"] in wanted}
 
     def event_users(self, until: int | None = None) -> list[str]:
         users = sorted(u.decode() for u in self._redis.smembers(self._key("users")))

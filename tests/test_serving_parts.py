@@ -237,6 +237,37 @@ def test_calls_in_one_loop_turn_share_one_batch_per_key():
     assert asyncio.run(lone()) == "c:7"  # a new event loop, a lone call: answered without waiting for company
 
 
+@pytest.mark.parametrize("wait_ms", [0.0, 200.0])
+def test_under_load_a_batch_waits_for_requests_read_meanwhile(wait_ms):
+    """After a saturated batch (LOADED_BATCH calls), the next batch waits `wait_ms` for company; a lone call
+    never waits."""
+    import asyncio
+
+    from api.batching import LoopTurnBatcher
+
+    run = RecordingBatch()
+    batcher = LoopTurnBatcher(run, wait_ms=wait_ms)
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert await batcher.submit("a", 0) == "a:0"  # lone: immediately, even with a wait configured
+        lone_seconds = loop.time() - started
+        await asyncio.gather(*(batcher.submit("a", i) for i in (1, 2, 3, 4)))  # one turn: a saturated batch
+
+        async def late(item, delay):  # arrives 20 ms after the first, in a later loop turn
+            await asyncio.sleep(delay)
+            return await batcher.submit("a", item)
+
+        await asyncio.gather(late(5, 0.0), late(6, 0.02))
+        return lone_seconds
+
+    lone_seconds = asyncio.run(scenario())
+    assert lone_seconds < 0.1
+    expected = [[5, 6]] if wait_ms else [[5], [6]]
+    assert [items for _, items in run.calls] == [[0], [1, 2, 3, 4], *expected]
+
+
 def test_offloaded_batches_run_off_the_event_loop():
     import asyncio
 

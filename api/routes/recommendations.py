@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response
@@ -55,7 +56,8 @@ async def user_recommendations(
         raise UnknownIdError("user", [user_id])
     query = RecommendationQuery(history or (), k=k, exclude_seen=exclude_seen, exclude=exclude, where=where,
                                 explain=explain)
-    return json_response(to_response(loaded, await loaded.recommend(query), history or []))
+    kinds = partial(service.store.kinds, user_id) if history else None  # viewed / bought, for the reasons
+    return json_response(to_response(loaded, await loaded.recommend(query), history or [], event_kinds=kinds))
 
 
 @router.post("/sessions/recommendations", response_model=RecommendationResponse, responses=NOT_FOUND)

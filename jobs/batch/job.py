@@ -11,6 +11,7 @@ shards.
 from __future__ import annotations
 
 import resource
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -21,8 +22,8 @@ from typing import Literal
 import polars as pl
 from tqdm.auto import tqdm
 
-from jobs.batch.layout import FORMAT, FORMAT_VERSION, JOB_DIR, MANIFEST, UNKNOWN_FILE, BatchError, JobDir, \
-    atomic_write, prepare, shard_name, write_json
+from jobs.batch.layout import FORMAT, FORMAT_VERSION, JOB_DIR, MANIFEST, SHARD_GLOB, UNKNOWN_FILE, BatchError, \
+    JobDir, atomic_write, prepare, shard_name, write_json
 from jobs.batch.scoring import OUTPUT_SCHEMA, ChunkResult
 from jobs.batch.store import CHANGES_FILE, Snapshot, StoreSource, take_snapshot, with_events, write_changes
 from jobs.batch.users import ALL, UserSelection, select_users
@@ -164,7 +165,23 @@ def run_job(options: BatchOptions, on_chunk: Callable[[ChunkResult], None] | Non
     """Score every selected user; returns the manifest (also written to OUT/manifest.json).
 
     `on_chunk` is called after each shard lands (tests use it to interrupt a run); `recommender`
-    lets the local engine reuse an already loaded pipeline."""
+    lets the local engine reuse an already loaded pipeline. A run that fails before its first shard leaves no
+    output directory behind when it created it (there is nothing to resume)."""
+    if options.engine == "ray":
+        from jobs.batch.ray_engine import import_ray
+        import_ray()  # a missing extra fails here, before anything is written
+    out = Path(options.out)
+    fresh = not out.exists()
+    try:
+        return _score(options, on_chunk, recommender)
+    except BaseException:
+        if fresh and out.is_dir() and not any(out.glob(SHARD_GLOB)):
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _score(options: BatchOptions, on_chunk: Callable[[ChunkResult], None] | None,
+           recommender: Recommender | None) -> dict:
     started = time.perf_counter()
     planned = plan(options)
     bundle, identity, selection = planned.bundle, planned.identity, planned.selection

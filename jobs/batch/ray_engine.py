@@ -20,7 +20,8 @@ from typing import Any
 from jobs.batch.layout import JobDir
 from jobs.batch.scoring import ChunkResult, ChunkScorer
 
-INSTALL_HINT = "the Ray engine needs ray: pip install '.[distributed]' (or pip install 'ray[data]>=2.9')"
+INSTALL_HINT = ("the Ray engine needs ray: pip install 'bert-recsys[distributed]' (in a clone of the repository: "
+                "pip install -e '.[distributed]')")
 
 
 def import_ray() -> Any:
