@@ -191,7 +191,8 @@ class Service:
             return
         self._last_poll = now
         if self.pending():
-            asyncio.get_running_loop().run_in_executor(None, self.sync)
+            started = asyncio.get_running_loop().run_in_executor(None, self.sync)
+            started.add_done_callback(_log_failure)
 
     async def sync_forever(self) -> None:
         """The background task: poll the store every `sync_interval_ms` and apply what is new."""
@@ -286,6 +287,11 @@ class Service:
         if self.current is not None:
             self.current.close()
         self.store.close()
+
+
+def _log_failure(done: asyncio.Future) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        logger.error("catalogue sync failed: %s", done.exception())
 
 
 def release_memory() -> None:

@@ -3,7 +3,8 @@ event, and what a worker's memory does over many reloads.
 
 Convergence: after each write (an upsert, a deactivation, a new user's event) returns, reads go out one after
 another on fresh connections (each lands on some worker) for `window` seconds; a read that still shows the old
-state is stale, and the convergence time of that write is when the last stale read was sent. Reloads: the
+state is stale, and the write has converged when the first good read after the last stale one was sent (0: no
+stale read; an upper bound, at the resolution of one read). Reloads: the
 bundle is reloaded `reloads` times, alternating between two copies of it (so every worker loads each time: the
 one that took the reload, the others when they see it in the event store), each followed by free-text queries;
 the RSS of every worker is read from /proc after each.
@@ -36,9 +37,11 @@ def fresh_get(url: str, **params) -> httpx.Response:
 
 
 def worker_pids(server: Server) -> list[int]:
-    """The uvicorn worker processes (children of the server process)."""
+    """The uvicorn worker processes (children of the server process that run `spawn_main`; not the resource
+    tracker)."""
     children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
-    return sorted(int(p) for p in children.read_text().split()) if children.exists() else []
+    pids = [int(p) for p in children.read_text().split()] if children.exists() else []
+    return sorted(p for p in pids if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes())
 
 
 def rss_mb(pid: int) -> float:
@@ -47,19 +50,24 @@ def rss_mb(pid: int) -> float:
 
 
 def _stale_until(check, window: float) -> tuple[float, int, int]:
-    """(time of the last stale read after the write, stale reads, reads) over `window` seconds of fresh reads."""
-    start, last, stale, reads = time.perf_counter(), 0.0, 0, 0
+    """(when every worker had it: the send time of the first good read after the last stale one, stale reads,
+    reads) over `window` seconds of fresh reads after the write returned."""
+    start, converged, stale, reads = time.perf_counter(), 0.0, 0, 0
+    last_stale = False
     while time.perf_counter() - start < window:
         sent = time.perf_counter() - start
         reads += 1
-        if not check():
+        ok = check()
+        if not ok:
             stale += 1
-            last = sent
-    return last, stale, reads
+        elif last_stale:
+            converged = sent
+        last_stale = not ok
+    return (window if last_stale else converged), stale, reads
 
 
 def convergence(url: str, first_item: str, trials: int, window: float) -> list[dict]:
-    """Per write kind and trial: the last stale read's time after the write returned."""
+    """Per write kind and trial: when every worker answered with the write (see `_stale_until`)."""
     anchor = fresh_get(f"{url}/v1/items/{first_item}/similar", k=1).json()["items"][0]["item_id"]
     rows = []
     with httpx.Client(timeout=60) as admin:
@@ -77,7 +85,7 @@ def convergence(url: str, first_item: str, trials: int, window: float) -> list[d
             rows.append(("event", *_stale_until(lambda: fresh_get(f"{url}/v1/users/{user}/recommendations", k=3)
                                                 .json()["strategy"] == "personalised", window)))
             admin.post(f"{url}/v1/admin/items/{target}/activate", headers=ADMIN).raise_for_status()
-    return [{"kind": kind, "last_stale_s": last, "stale": stale, "reads": reads} for kind, last, stale, reads in rows]
+    return [{"kind": kind, "converged_s": at, "stale": stale, "reads": reads} for kind, at, stale, reads in rows]
 
 
 def reload_rss(server: Server, copies: list[Path], reloads: int) -> list[dict]:
@@ -112,30 +120,32 @@ def run(bundle: str | Path, out_dir: str | Path, workers: int = 2, trials: int =
         try:
             server.wait_ready()
             first_item = pl.read_parquet(bundle / "embeddings" / "items.parquet", columns=["item_id"])["item_id"][0]
-            converged = convergence(server.url, first_item, trials, window)
-            memory = reload_rss(server, copies, reloads)
+            converged = convergence(server.url, first_item, trials, window) if trials else []
+            memory = reload_rss(server, copies, reloads) if reloads else []
         finally:
             server.stop()
     rows = []
-    for kind in ("upsert", "deactivate", "event"):
-        times = sorted(r["last_stale_s"] for r in converged if r["kind"] == kind)
+    for kind in ("upsert", "deactivate", "event") if converged else ():
+        times = sorted(r["converged_s"] for r in converged if r["kind"] == kind)
         stale = sum(r["stale"] for r in converged if r["kind"] == kind)
         reads = sum(r["reads"] for r in converged if r["kind"] == kind)
         rows.append({"measure": "convergence", "kind": kind, "n": len(times), "median": round(times[len(times) // 2], 3),
                      "max": round(times[-1], 3), "unit": "s after the write",
                      "note": f"{stale} stale of {reads} fresh-connection reads in {window} s windows"})
-    for key in [k for k in memory[0] if k.startswith("worker")]:
+    for key in [k for k in memory[0] if k.startswith("worker")] if memory else ():
         rows.append({"measure": "RSS", "kind": key, "n": len(memory), "median": memory[0][key], "max": memory[-1][key],
                      "unit": "MB", "note": f"after reload 1 → after reload {len(memory)} "
                                            f"({memory[-1][key] / memory[0][key] - 1:+.1%})"})
     meta = {"bundle": str(bundle), "workers": workers, "environment": environment(), "command": command,
             "convergence": converged, "rss": memory}
     paths = write_report(out_dir, "live", rows, COLUMNS, title="Live catalogue across workers", meta=meta,
-                         chart=lambda _, path: _chart(memory, path),
+                         chart=(lambda _, path: _chart(memory, path)) if memory else None,
                          notes=[f"command: `{command}`" if command else "command: (library call)",
                                 f"bundle {bundle}; `recsys serve --workers {workers}`, SQLite event store",
-                                "convergence: the last stale read after the write returned (reads on fresh "
-                                "connections, one after another); RSS: every worker after reload 1 and the last"])
+                                "convergence: seconds after the write returned until every worker answered with it "
+                                "(reads on fresh connections, one after another: the send time of the first good "
+                                "read after the last stale one; 0 when no read was stale); RSS: every worker "
+                                "after reload 1 and after the last"])
     return {"rows": rows, "paths": {k: str(v) for k, v in paths.items()}}
 
 

@@ -16,9 +16,9 @@ def live(
     bundle: Annotated[Path, typer.Option(help="bundle directory (or model directory: newest version)")],
     out: Annotated[Path, typer.Option(help="output directory")] = Path("results/live"),
     workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes")] = 2,
-    trials: Annotated[int, typer.Option(min=1, help="writes of each kind")] = 10,
+    trials: Annotated[int, typer.Option(min=0, help="writes of each kind (0: no convergence runs)")] = 10,
     window: Annotated[float, typer.Option(min=0.1, help="seconds of fresh reads after each write")] = 1.5,
-    reloads: Annotated[int, typer.Option(min=1, help="reloads (each followed by free-text queries)")] = 20,
+    reloads: Annotated[int, typer.Option(min=0, help="reloads, each followed by free-text queries (0: none)")] = 20,
 ) -> None:
     """How fast every worker sees an upsert, a deactivation and an event; worker RSS over reloads."""
     from benchmarks.live import run

@@ -17,6 +17,7 @@ from recsys.bundle import Bundle, write_parts
 from recsys.catalogue import Catalogue
 from recsys.config import BuildConfig
 from recsys.data.dataset import Dataset
+from recsys.data.item_text import query_record
 from recsys.errors import BundleError, UnknownIdError
 from recsys.neighbours import NeighbourCache
 from recsys.popularity import Popularity
@@ -215,8 +216,7 @@ class Recommender:
     def text_vectors(self, texts: Sequence[str], histories: Sequence[Sequence[str]]) -> np.ndarray:
         """Query vectors for free texts (the item tower, through the item-text template), each blended with its
         history's user-tower vector when the history is not empty; L2-normalised."""
-        tower = self.item_tower()
-        vectors = np.stack([tower.encode_query(t) for t in texts]).astype(np.float32)
+        vectors = np.asarray(self.item_tower().encode_items([query_record(t) for t in texts]), np.float32)
         with_items = [n for n, h in enumerate(histories) if h]
         if with_items:
             vectors[with_items] += self.user_tower.encode_histories([list(histories[n]) for n in with_items])
