@@ -133,9 +133,12 @@ def run(bundle: str | Path, out_dir: str | Path, workers: int = 2, trials: int =
                      "max": round(times[-1], 3), "unit": "s after the write",
                      "note": f"{stale} stale of {reads} fresh-connection reads in {window} s windows"})
     for key in [k for k in memory[0] if k.startswith("worker")] if memory else ():
-        rows.append({"measure": "RSS", "kind": key, "n": len(memory), "median": memory[0][key], "max": memory[-1][key],
-                     "unit": "MB", "note": f"after reload 1 → after reload {len(memory)} "
-                                           f"({memory[-1][key] / memory[0][key] - 1:+.1%})"})
+        series = sorted(r[key] for r in memory)
+        first, last = memory[0][key], memory[-1][key]
+        rows.append({"measure": "RSS", "kind": key, "n": len(memory), "median": series[len(series) // 2],
+                     "max": series[-1], "unit": "MB over the reloads",
+                     "note": f"after reload 1: {first:,.0f} MB, after reload {len(memory)}: {last:,.0f} MB "
+                             f"({last / first - 1:+.1%})"})
     meta = {"bundle": str(bundle), "workers": workers, "environment": environment(), "command": command,
             "convergence": converged, "rss": memory}
     paths = write_report(out_dir, "live", rows, COLUMNS, title="Live catalogue across workers", meta=meta,

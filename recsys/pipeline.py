@@ -38,6 +38,7 @@ ItemTowerLoader = Callable[["Recommender"], ItemTower]
 
 __all__ = ["Recommender", "RecommendationList", "Query"]
 
+
 @dataclass(frozen=True)
 class RecommendationList:
     """Ranked item ids with scores and the strategy that produced them."""
