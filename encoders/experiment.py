@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 
 from encoders.backbone import DEFAULT_MODEL_NAME
+from encoders.distributed import WorkerGroup
 from encoders.training import TrainResult, train_towers
 from recsys.artifacts import new_version
 from recsys.config import BuildConfig, EvalConfig, TrainConfig
@@ -54,16 +55,20 @@ class TrainedBundle:
 def train_and_evaluate(dataset: Dataset, split: SplitData, config: TrainConfig, *, name: str = "peft-bert",
                        out_root: str | Path | None = None, run_dir: str | Path | None = None, resume: bool = False,
                        init_bundle: str | Path | None = None, eval_config: EvalConfig | None = None,
-                       progress: bool = True) -> TrainedBundle:
+                       progress: bool = True, version: str | None = None, device=None,
+                       workers: WorkerGroup | None = None) -> TrainedBundle:
     """Train the towers, evaluate them with the full-ranking evaluator and, with `out_root`, write the bundle
-    `out_root/name/<version>` (manifest metrics: valid + test, all users and the cold-start slice)."""
+    `out_root/name/<version>` (manifest metrics: valid + test, all users and the cold-start slice).
+
+    Data-parallel: rank 0 of `workers` calls this while the others call `train_towers` with the same
+    arguments (see jobs/ray_train.py)."""
     eval_config = eval_config or EvalConfig()
-    version = new_version()
+    version = version or new_version()
     if run_dir is None and out_root is not None:
         run_dir = Path(out_root) / name / "runs" / "latest"
     run_dir = Path(run_dir) if run_dir is not None else None
     result = train_towers(dataset, split, config, run_dir, resume, Path(init_bundle) if init_bundle else None,
-                          progress)
+                          progress, device, workers)
     model_name = DEFAULT_MODEL_NAME if config.encoder.model == "default" else config.encoder.model
     info = result.encoder_info(model_name)
     tower = result.user_tower
@@ -85,6 +90,7 @@ def train_and_evaluate(dataset: Dataset, split: SplitData, config: TrainConfig, 
                                                "best_epoch": result.best_epoch, "seconds": round(result.seconds, 1),
                                                "zero_shot_blend": blend,
                                                "parameters": result.parameters, "device": result.device,
+                                               "workers": workers.world_size if workers else 1,
                                                "run_dir": str(run_dir) if run_dir else None}}
         path = recommender.save(Path(out_root) / name / version, manifest)
     return TrainedBundle(result, recommender, rows, path, blend)

@@ -5,6 +5,7 @@ a sample of the cached bank), logits = cos(user, item) · learnable inverse temp
 bank of cached catalogue encodings (refreshed every epoch or N steps); the step's positives (up to
 `adapter_items_per_step`) are re-encoded with gradients through the adapters. AdamW, warm-up + cosine decay,
 gradient clipping, bf16 autocast on CUDA, seeded, early stopping on validation NDCG@10, resumable checkpoints.
+The same loop runs data-parallel on several workers (`workers`, see encoders/distributed.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tqdm.auto import tqdm
 
 from encoders.backbone import load_backbone
 from encoders.checkpoint import load_checkpoint, load_trainable_state, save_checkpoint, trainable_state
+from encoders.distributed import LossModule, WorkerGroup
 from encoders.history_text import history_snippets, render_history, render_items
 from encoders.item_bank import ItemTextCache
 from encoders.lora import attach_adapters, is_adapter_parameter, parameter_counts
@@ -60,11 +62,17 @@ class TrainResult:
 
 
 class Trainer:
-    """Builds the towers for `dataset` and trains them on `split.train`, validating on `split.valid`."""
+    """Builds the towers for `dataset` and trains them on `split.train`, validating on `split.valid`.
+
+    With several `workers` (data-parallel), each process builds the same Trainer and calls `fit`: each trains on
+    its share of every global batch, rank 0 validates and writes the run directory."""
 
     def __init__(self, dataset: Dataset, split: SplitData, config: TrainConfig, run_dir: Path | None = None,
-                 device: torch.device | None = None, progress: bool = True, init_bundle: Path | None = None) -> None:
-        self.dataset, self.split, self.config, self.progress = dataset, split, config, progress
+                 device: torch.device | None = None, progress: bool = True, init_bundle: Path | None = None,
+                 workers: WorkerGroup | None = None) -> None:
+        self.workers = workers or WorkerGroup()
+        self.dataset, self.split, self.config = dataset, split, config
+        self.progress = progress and self.workers.is_main
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.device = device or pick_device()
         torch.manual_seed(config.seed)
@@ -92,7 +100,7 @@ class Trainer:
         self.snippets = history_snippets(dataset.items, tower.history_field)
         self.cache = ItemTextCache(bert, self.tokenizer, render_items(dataset.items, tower.item_template),
                                    tower.item_max_length, self.device, precision=config.mixed_precision,
-                                   progress=progress)
+                                   progress=self.progress)
         adapters = [p for n, p in self.model.named_parameters() if is_adapter_parameter(n) and p.requires_grad]
         others = [p for n, p in self.model.named_parameters() if not is_adapter_parameter(n) and p.requires_grad]
         groups = [{"params": others, "lr": config.lr}]
@@ -109,6 +117,9 @@ class Trainer:
         if config.valid_sample is not None and valid.height > config.valid_sample:
             valid = valid.sample(n=config.valid_sample, seed=config.seed)
         self.valid = valid
+        if self.workers.distributed:  # same initial weights everywhere, then each worker its own dropout draws
+            torch.manual_seed(int(np.random.SeedSequence([config.seed, self.workers.rank]).generate_state(1)[0]))
+        self.loss_step = self.workers.wrap(LossModule(self.model, self._loss), self.device)
 
     # ---- pieces --------------------------------------------------------------------------------------
     def refresh_bank(self) -> None:
@@ -139,6 +150,12 @@ class Trainer:
         examples = self.valid if examples is None else examples
         return evaluate(self.recommender(), examples, EvalConfig(ks=(10, 20, 50), splits=("valid",)))
 
+    def _shared_validation(self) -> dict[str, float]:
+        """Rank 0's validation metrics on every worker (only rank 0 evaluates)."""
+        keys = ("ndcg@10", "recall@10", "ndcg@50")
+        metrics = self.validate() if self.workers.is_main else {}
+        return dict(zip(keys, self.workers.broadcast([metrics.get(k, 0.0) for k in keys])))
+
     def _loss(self, batch: tuple, adapters_on: bool, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
         config, n_items = self.config, len(self.data.item_ids)
         mode = config.tower.user_tower
@@ -165,7 +182,8 @@ class Trainer:
         features = self.bank[rows]
         if adapters_on:
             unique = torch.unique(positives)
-            chosen = unique[torch.randperm(len(unique), device=self.device)[:config.adapter_items_per_step]]
+            per_worker = math.ceil(config.adapter_items_per_step / self.workers.world_size)
+            chosen = unique[torch.randperm(len(unique), device=self.device)[:per_worker]]
             features = features.clone()
             features[lookup[chosen]] = self.cache.features(chosen)
         with autocast(self.device, config.mixed_precision):
@@ -213,12 +231,18 @@ class Trainer:
         return mask.float()
 
     def _batches(self, rng: np.random.Generator):
+        """The epoch's global batches (this worker's share of each when data-parallel)."""
         config = self.config
         if config.tower.user_tower == "sequence":
-            return sequence_batches(self.data, config.batch_size, config.tower.max_history, rng,
-                                    config.crop_prob, config.mask_prob)
-        return single_target_batches(self.data, config.batch_size, config.tower.max_history, rng,
-                                     config.text_examples_per_user, config.crop_prob, config.mask_prob)
+            batches = sequence_batches(self.data, config.batch_size, config.tower.max_history, rng,
+                                       config.crop_prob, config.mask_prob)
+        else:
+            batches = single_target_batches(self.data, config.batch_size, config.tower.max_history, rng,
+                                            config.text_examples_per_user, config.crop_prob, config.mask_prob)
+        if not self.workers.distributed:
+            return batches
+        world = self.workers.world_size  # a batch too small to give every worker an example is skipped
+        return (self.workers.shard(batch) for batch in batches if len(batch[1]) >= world)
 
     # ---- the loop -----------------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> TrainResult:
@@ -246,8 +270,11 @@ class Trainer:
             bar = tqdm(self._batches(rng), total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
                        unit="step", disable=not self.progress)
             for batch in bar:
-                loss, n = self._loss(batch, adapters_on, rng)
-                loss.backward()
+                loss, n = self.loss_step(batch, adapters_on, rng)
+                if self.workers.distributed:
+                    (loss * self.workers.share_weight(n)).backward()
+                else:
+                    loss.backward()
                 torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
                                                config.grad_clip)
                 self.optimizer.step()
@@ -262,14 +289,16 @@ class Trainer:
                                 ex_s=f"{seen / (time.perf_counter() - epoch_start):.0f}")
                 if adapters_on and config.bank_refresh_steps and step % config.bank_refresh_steps == 0:
                     self.refresh_bank()
-                if config.max_minutes and time.perf_counter() - started > 60 * config.max_minutes:
+                if config.max_minutes and self.workers.any(time.perf_counter() - started > 60 * config.max_minutes):
                     break
             bar.close()
             if adapters_on:
                 self.refresh_bank()
             train_seconds = time.perf_counter() - epoch_start
-            metrics = self.validate()
-            row = {"epoch": epoch + 1, "step": step, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            metrics = self._shared_validation()
+            mean_loss, seen = self.workers.mean([float(np.mean(losses)) if losses else float("nan"), seen])
+            seen *= self.workers.world_size
+            row = {"epoch": epoch + 1, "step": step, "train_loss": mean_loss,
                    "valid_ndcg@10": metrics["ndcg@10"], "valid_recall@10": metrics["recall@10"],
                    "valid_ndcg@50": metrics["ndcg@50"], "temperature": float(1 / self.model.scale.item()),
                    "lr": self.scheduler.get_last_lr()[0], "adapters_trained": adapters_on,
@@ -284,8 +313,9 @@ class Trainer:
                 best_ndcg, best_epoch, bad, best_state = metrics["ndcg@10"], epoch + 1, 0, trainable_state(self.model)
             else:
                 bad += 1
-            out_of_time = bool(config.max_minutes and time.perf_counter() - started > 60 * config.max_minutes)
-            if self.run_dir is not None:
+            out_of_time = bool(config.max_minutes) and self.workers.any(
+                time.perf_counter() - started > 60 * config.max_minutes)
+            if self.run_dir is not None and self.workers.is_main:
                 write_metrics_csv(history, self.run_dir / "metrics.csv")
                 plot_training_curve(history, self.run_dir / "training_curve.png", f"{self.dataset.name}: "
                                     f"{config.tower.user_tower} tower, {config.lora.method}")
@@ -305,6 +335,6 @@ class Trainer:
 
 def train_towers(dataset: Dataset, split: SplitData, config: TrainConfig, run_dir: Path | None = None,
                  resume: bool = False, init_bundle: Path | None = None, progress: bool = True,
-                 device: torch.device | None = None) -> TrainResult:
+                 device: torch.device | None = None, workers: WorkerGroup | None = None) -> TrainResult:
     """Train the towers end to end (see `Trainer`)."""
-    return Trainer(dataset, split, config, run_dir, device, progress, init_bundle).fit(resume)
+    return Trainer(dataset, split, config, run_dir, device, progress, init_bundle, workers).fit(resume)

@@ -1,5 +1,5 @@
-"""`recsys` command line: import, build, evaluate, recommend, serve (here), and every other command module
-registered on the app of jobs/app.py."""
+"""`recsys` command line: import, build, evaluate, recommend, serve (here), and every other command module (encode,
+train, quickstart, batch-score, export, bench …) registered on the app of jobs/app.py."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from rich.markup import escape
 
 # every command module registers its commands on the app when imported (jobs/app.py owns the app)
 from jobs import (  # noqa: F401
-    batch_cmd, bench_batch, bench_engine, bench_latency, bench_live, bench_quality, bench_ranker, export_cmd,
-    quickstart, ranker_cmd, train_cmd)
+    batch_cmd, bench_batch, bench_engine, bench_gpu, bench_latency, bench_live, bench_quality, bench_ranker,
+    encode_cmd, export_cmd, quickstart, ranker_cmd, train_cmd)
 from jobs.app import MAX_K, BatchSize, Decay, Items, MaxLength, ModelOpt, OutOpt, OverwriteOpt, Port, Seed, Users, \
     app, friendly_errors, import_app
 from jobs.output import console, markdown_metrics, metrics_table, print_recommendations, step, write_json
@@ -131,14 +131,23 @@ def build(
     out: OutOpt = Path("artifacts"),
     name: Annotated[Optional[str], typer.Option(help="bundle name (default: the dataset's)")] = None,
     model: ModelOpt = "default", max_length: MaxLength = 64, batch_size: BatchSize = 64, decay: Decay = 0.7,
+    engine: Annotated[str, typer.Option(help="encode the catalogue here (local) or on Ray (ray: resumable "
+                                              "shards in OUT/NAME/runs/encode)")] = "local",
+    workers: Annotated[Optional[int], typer.Option(min=1, help="ray: actors (default: all CPUs / one per GPU)")] = None,
+    ray_address: Annotated[Optional[str], typer.Option(help="ray: cluster address (default: a local Ray)")] = None,
 ) -> None:
     """Encode the catalogue, build the index, evaluate, and write a bundle to OUT/NAME/VERSION."""
+    from jobs.encode_cmd import encode_options
     from jobs.workflows import build_bundle, load_dataset
     config = _build_config(model, max_length, batch_size, decay)
     step(f"reading the dataset {data} …")
     dataset = load_dataset(data)
-    step(f"loading BERT ({model}) and encoding {dataset.items.height:,} item texts …")
-    path, rows = build_bundle(dataset, config, out, name or dataset.name)
+    name = name or dataset.name
+    encode = None if engine == "local" else encode_options(out / name / "runs" / "encode", engine, workers, 1,
+                                                           ray_address, overwrite=True)
+    step(f"loading BERT ({model}) and encoding {dataset.items.height:,} item texts"
+         f"{' on Ray' if encode is not None else ''} …")
+    path, rows = build_bundle(dataset, config, out, name, encode=encode)
     console.print(metrics_table(rows, f"{dataset.name}: full ranking over {dataset.items.height:,} items"))
     console.print(f"[green]bundle written[/] → {path}")
 

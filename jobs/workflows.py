@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import socket
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from recsys.artifacts import new_version
 from recsys.config import BuildConfig, EvalConfig
@@ -16,6 +18,9 @@ from recsys.evaluation import evaluate
 from recsys.pipeline import Recommender
 from recsys.popularity import Popularity
 from recsys.splits import SplitData, split_dataset
+
+if TYPE_CHECKING:
+    from jobs.batch.encode import EncodeOptions
 
 
 def load_dataset(path: str | Path) -> Dataset:
@@ -85,21 +90,31 @@ def check_port(host: str, port: int) -> None:
                               "there? pick another --port)") from None
 
 
-def build_recommender(dataset: Dataset, split: SplitData, config: BuildConfig,
-                      progress: bool = True) -> tuple[Recommender, float]:
-    """Encode the catalogue with the item tower and assemble the pipeline; returns (recommender, seconds)."""
+def build_recommender(dataset: Dataset, split: SplitData, config: BuildConfig, progress: bool = True,
+                      encode: EncodeOptions | None = None) -> tuple[Recommender, float]:
+    """Encode the catalogue with the item tower and assemble the pipeline; returns (recommender, seconds).
+
+    With `encode` (e.g. the Ray engine), the catalogue goes through the resumable encode job
+    (`jobs.batch.encode`, its encoder config replaced by `config.encoder`) instead of this process."""
     from encoders.backbone import DEFAULT_MODEL_NAME, resolve_model_path
-    from encoders.text_encoder import TextEncoder
 
     started = time.perf_counter()
-    encoder = TextEncoder.from_config(config.encoder)
-    vectors = encoder.encode(dataset.items["text"].to_list(), progress=progress, desc="encoding items")
+    if encode is None:
+        from encoders.text_encoder import TextEncoder
+
+        vectors = TextEncoder.from_config(config.encoder).encode(dataset.items["text"].to_list(), progress=progress,
+                                                                 desc="encoding items")
+    else:
+        from jobs.batch.encode import read_vectors, run_encode
+
+        run_encode(dataset.items, dataclasses.replace(encode, encoder=config.encoder, progress=progress))
+        vectors = read_vectors(encode.out)[1]
     info = {
         "kind": "frozen-bert",
         "model": config.encoder.model,
         "model_name": DEFAULT_MODEL_NAME if config.encoder.model == "default" else config.encoder.model,
         "resolved_path": resolve_model_path(config.encoder.model),
-        "dim": encoder.dim,
+        "dim": int(vectors.shape[1]),
         "pooling": config.encoder.pooling,
     }
     recommender = Recommender.build(dataset, split, vectors, config, info)
@@ -119,10 +134,10 @@ def evaluate_models(models: dict[str, object], split: SplitData, config: EvalCon
 
 
 def build_bundle(dataset: Dataset, config: BuildConfig, out_root: str | Path, name: str,
-                 progress: bool = True) -> tuple[Path, list[dict]]:
+                 progress: bool = True, encode: EncodeOptions | None = None) -> tuple[Path, list[dict]]:
     """Encode, index, evaluate (popularity + this model) and write artifacts/<name>/<version>/."""
     split = split_dataset(dataset)
-    recommender, seconds = build_recommender(dataset, split, config, progress)
+    recommender, seconds = build_recommender(dataset, split, config, progress, encode)
     rows = evaluate_models({"popularity": recommender.popularity, "bundle": recommender}, split, config.eval,
                            progress)
     target = Path(out_root) / name / new_version()

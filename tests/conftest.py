@@ -68,6 +68,15 @@ def one_faiss_thread():
 
 
 @pytest.fixture(scope="session")
+def local_ray():
+    """One local Ray instance (2 CPUs) for every Ray test of the session: starting one costs 10-20 s."""
+    ray = pytest.importorskip("ray", reason="the Ray engines need the distributed extra: pip install '.[distributed]'")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="warning", object_store_memory=200 * 2**20)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
 def frozen_bundle(tmp_path_factory, tiny_bert_dir) -> Path:
     """A zero-shot bundle of a small synthetic shop whose item tower is the tiny BERT (so upserts and text queries
     encode fast): artifacts/shop/v1."""

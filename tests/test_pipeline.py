@@ -21,7 +21,8 @@ def recommender(toy):
 
 
 def test_user_tower_recency_weights():
-    tower = PooledHistoryEncoder(Catalogue.from_ids(["a", "b"], np.eye(2, dtype=np.float32)), UserTowerConfig(recency_decay=0.5))
+    catalogue = Catalogue.from_ids(["a", "b"], np.eye(2, dtype=np.float32))
+    tower = PooledHistoryEncoder(catalogue, UserTowerConfig(recency_decay=0.5))
     vector = tower.encode_histories([["a", "b"], [], ["zzz"]])
     expected = np.array([0.5, 1.0]) / np.linalg.norm([0.5, 1.0])
     np.testing.assert_allclose(vector[0], expected, rtol=1e-6)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import resource
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -160,6 +160,25 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def collect(results: Iterable[ChunkResult], done: dict[int, int], bar: tqdm,
+            on_chunk: Callable[[ChunkResult], None] | None = None) -> int:
+    """Consume an engine's results as their shards land: record each chunk's rows in `done` and advance
+    `bar`; returns the inputs processed. The engine is closed afterwards, also on Ctrl-C (Ray shuts down)."""
+    processed = 0
+    try:
+        for result in results:
+            done[result.chunk] = result.rows
+            processed += result.inputs
+            bar.update(result.inputs)
+            if on_chunk is not None:
+                on_chunk(result)
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()
+    return processed
+
+
 def run_job(options: BatchOptions, on_chunk: Callable[[ChunkResult], None] | None = None,
             recommender: Recommender | None = None) -> dict:
     """Score every selected user; returns the manifest (also written to OUT/manifest.json).
@@ -208,24 +227,10 @@ def _score(options: BatchOptions, on_chunk: Callable[[ChunkResult], None] | None
     done = job.completed()
     pending = [c for c in range(job.n_chunks) if c not in done]
     done_users = sum(min(options.chunk_size, n_users - c * options.chunk_size) for c in done)
-    scored_users = 0
     with tqdm(total=n_users, initial=done_users, unit="user", unit_scale=True, desc=f"scoring ({options.engine})",
               disable=not options.progress, smoothing=0.1) as bar:
-        results = _engine(options, bundle, job, pending, recommender)
-        try:
-            for result in results:
-                done[result.chunk] = result.rows
-                scored_users += result.users
-                bar.update(result.users)
-                if on_chunk is not None:
-                    on_chunk(result)
-        finally:
-            close = getattr(results, "close", None)
-            if close is not None:
-                close()
-    missing = [c for c in range(job.n_chunks) if c not in done]
-    if missing:
-        raise BatchError(f"{len(missing)} chunk(s) produced no shard (e.g. {missing[:5]}); rerun to resume")
+        scored_users = collect(_engine(options, bundle, job, pending, recommender), done, bar, on_chunk)
+    job.check_complete(done)
 
     seconds = time.perf_counter() - started
     manifest = {

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -90,26 +90,32 @@ def results_table(user_ids: Sequence[str], results: Sequence[RecommendationList]
 
 
 @contextmanager
-def faiss_threads(n: int) -> Iterator[None]:
+def pinned_threads(get: Callable[[], int], set_: Callable[[int], None], n: int) -> Iterator[None]:
+    """Run with a library's thread count (read by `get`, written by `set_`) at `n`, restored afterwards."""
+    before = get()
+    set_(n)
+    try:
+        yield
+    finally:
+        set_(before)
+
+
+def faiss_threads(n: int) -> AbstractContextManager[None]:
     """Run FAISS with `n` OpenMP threads, restoring the previous setting afterwards.
 
     FAISS groups queries per thread, so float32 scores can change in the last bit with the thread
     count, and items whose scores tie (duplicate products) can swap. Pinning the count per worker
     makes the shards byte-identical across runs, machines and engines."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(n)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(before)
+    return pinned_threads(faiss.omp_get_max_threads, faiss.omp_set_num_threads, n)
 
 
 @dataclass(frozen=True)
 class ChunkResult:
-    """What an engine reports for one finished chunk."""
+    """What an engine reports for one finished chunk: its inputs (users scored, or items encoded),
+    output rows and seconds."""
 
     chunk: int
-    users: int
+    inputs: int
     rows: int
     seconds: float
 
