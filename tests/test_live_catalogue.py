@@ -4,6 +4,7 @@ compaction; batch scoring reads the same store and gives the API's lists."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -186,6 +187,21 @@ def test_batch_scoring_reads_the_store_and_gives_the_apis_lists(random_bundle, t
     assert plain["store"] is None and plain["input"]["n_unknown"] == 1  # "newcomer" exists only in the store
     shards = read_shards(tmp_path / "plain")
     assert shards.filter(pl.col("user_id") == users[0])["item_id"].to_list() == before[users[0]]
+    # the CLI reads the store by default when it exists (--state-dir / RECSYS_STATE_DIR), not with --no-store
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    for flag, expected in (("--store", 2), ("--no-store", None)):
+        out = tmp_path / f"cli{flag}"
+        result = CliRunner().invoke(app, ["batch-score", "--bundle", str(random_bundle), "--out", str(out), "--k", "6",
+                                          "--users", str(tmp_path / "users.txt"), "--state-dir", str(tmp_path / "state"),
+                                          "--no-progress", *([flag] if flag == "--no-store" else [])])
+        assert result.exit_code == 0, result.output
+        store = json.loads((out / "manifest.json").read_text())["store"]
+        assert (store and store["catalogue_changes"]) == expected
+        if expected:
+            assert read_shards(out).equals(batch) and "event store" in result.output
     # a resumed job keeps its snapshot: later events do not change it
     SQLiteEventStore(tmp_path / "state" / "events.sqlite").append(users[4], "NEWCAM", "view")
     again = run_job(BatchOptions(out=tmp_path / "batch", store=StoreSource(tmp_path / "state"), **common))
