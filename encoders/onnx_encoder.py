@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from encoders.backbone import resolve_model_path
 from recsys.config import EncoderConfig
 from recsys.errors import RecsysError
+from recsys.towers import ItemTower
 
 CACHE_DIR = Path.home() / ".cache" / "bert-recsys" / "onnx"
 TOKENS_PER_BATCH = 4096
@@ -102,8 +103,8 @@ def _export(config: EncoderConfig, target: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-class OnnxTextEncoder:
-    """`encode(texts)` like `encoders.text_encoder.TextEncoder`, through an ONNX Runtime session."""
+class OnnxTextEncoder(ItemTower):
+    """The frozen item tower like `encoders.text_encoder.TextEncoder`, through an ONNX Runtime session."""
 
     def __init__(self, session, tokenizer, config: EncoderConfig, dim: int) -> None:
         self.session = session
@@ -132,6 +133,9 @@ class OnnxTextEncoder:
     @property
     def dim(self) -> int:
         return self._dim
+
+    def encode_texts(self, texts) -> np.ndarray:
+        return self.encode(list(texts))
 
     def encode(self, texts: list[str], *, progress: bool = False, desc: str = "encoding") -> np.ndarray:
         """float32 [len(texts), dim] (L2-normalised when the config says so), in length-bucketed batches."""

@@ -57,3 +57,25 @@ def write_json(path: str | Path, payload: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, default=str))
     return path
+
+
+def print_recommendations(response) -> None:
+    """A recommendation response (the API's model) as a table: rank, id, score, title, reason."""
+    table = Table(title=f"strategy: {response.strategy}")
+    for header in ("#", "item_id", "score", "title", "why"):
+        table.add_column(header)
+    for rank, item in enumerate(response.items, 1):
+        table.add_row(str(rank), item.item_id, f"{item.score:.3f}", escape((item.title or item.text)[:60]),
+                      escape(item.reason))
+    console.print(table)
+
+
+def index_line(summary: dict) -> str:
+    """One line on the index a bundle got (manifest "index")."""
+    line = f"index: {summary['kind']} ({summary['faiss']})"
+    if summary["requested"] == "auto":
+        line += f", chosen by --index auto for {summary['items']:,} items"
+    if not summary.get("exact"):
+        line += (f"; recall@10 {summary['recall@10']:.3f}, recall@100 {summary['recall@100']:.3f} against exact "
+                 f"search on {summary['queries']:,} users' queries")
+    return line

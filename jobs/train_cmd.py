@@ -1,6 +1,6 @@
 """`recsys train`: fine-tune the PEFT BERT towers on a dataset and write an evaluated bundle.
 
-Registered on the main app by the one import line in jobs/cli.py."""
+Registered on the app (jobs/app.py) when jobs/cli.py imports this module."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from jobs.cli import EVAL_USERS, EvalUsersOpt, IndexKind, app, eval_sample, friendly_errors, index_line
+from jobs.app import EVAL_USERS, EvalUsersOpt, IndexKind, app, eval_sample, friendly_errors
+from jobs.output import index_line
 from recsys.config import EvalConfig
 from jobs.output import console
 
@@ -49,6 +50,9 @@ def train(
     bert_epochs: Annotated[Optional[int], typer.Option(min=0)] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1)] = None,
     max_minutes: Annotated[Optional[float], typer.Option(min=0.01)] = None,
+    steps_per_epoch: Annotated[Optional[int], typer.Option(min=1, help="an epoch = this many steps on a fresh "
+                                                                       "random share of the users (large data)")] = None,
+    negatives: Annotated[Optional[str], typer.Option(help="auto (sampled above 20,000 items) | catalogue | bank")] = None,
     id_embedding: Annotated[Optional[bool], typer.Option("--id-embedding/--no-id-embedding")] = None,
     model: Annotated[Optional[str], typer.Option(help="BERT: local HF directory or 'default'")] = None,
     merge_adapters: Annotated[Optional[bool], typer.Option("--merge-adapters/--no-merge-adapters")] = None,
@@ -80,7 +84,8 @@ def train(
                         "top_layers": (None if top_layers == 0 else top_layers) if top_layers is not None else None},
                "tower": {"user_tower": user_tower, "id_embedding": id_embedding},
                "encoder": {"model": model}, "epochs": epochs, "bert_epochs": bert_epochs, "batch_size": batch_size,
-               "max_minutes": max_minutes, "merge_adapters": merge_adapters, "seed": seed,
+               "max_minutes": max_minutes, "steps_per_epoch": steps_per_epoch, "negatives": negatives,
+               "merge_adapters": merge_adapters, "seed": seed,
                "index": {"kind": index}}
     options = {k: ({kk: vv for kk, vv in v.items() if vv is not None} if isinstance(v, dict) else v)
                for k, v in options.items()}

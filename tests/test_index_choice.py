@@ -13,7 +13,6 @@ import recsys.retrieval.choice as choice
 from encoders.loading import load_recommender
 from jobs.cli import app
 from recsys.artifacts import resolve_bundle
-from recsys.catalogue import set_active
 from recsys.config import IndexConfig
 from recsys.data.synthetic import generate_shop
 from recsys.retrieval.factory import default_pq_m, factory_string
@@ -37,14 +36,19 @@ def _check_live_edits(bundle):
     recommender = load_recommender(bundle)
     user = next(iter(recommender.histories))
     first = recommender.recommend_user(user, 5).item_ids
-    set_active(recommender, [first[0]], False)
+    catalogue = recommender.catalogue
+    catalogue.set_active([first[0]], False)
     assert first[0] not in recommender.recommend_user(user, 5).item_ids
-    recommender.index.remove([first[1]])
+    catalogue.remove([first[1]])
     assert first[1] not in recommender.recommend_user(user, 5).item_ids
     vector = recommender.item_vectors[:1] * -1.0
-    recommender.index.add(vector, ["NEW-1"])
+    catalogue.upsert([{"item_id": "NEW-1", "text": "new"}], vector)
     scores, ids = recommender.index.search(vector, 1)
     assert ids[0, 0] == "NEW-1"
+    assert catalogue.compact() == 1  # the deleted row reclaimed, the index rebuilt aside and swapped in
+    assert len(recommender.index) == len(catalogue.state.ids) and recommender.index.search(vector, 1)[1][0, 0] == "NEW-1"
+    after = recommender.recommend_user(user, 5).item_ids
+    assert first[0] not in after and first[1] not in after
 
 
 def test_build_picks_the_index_by_size_and_records_its_recall(tiny_bert_dir, tmp_path, monkeypatch):

@@ -7,6 +7,13 @@ deactivated item, a filter). At 100k × 512 fp32 (205 MB) one scan costs ~25 ms,
 known users cost 16 scans (~400 ms) and one out-of-stock item made every search take that path. Here a batch
 reads the catalogue once, the mask costs one `where` per block, and per-query exclusions need no over-fetching
 or refill rounds.
+
+Batch invariance: a GEMM's float32 sums depend on the batch (its kernel, blocking and the other queries), so
+the GEMM only proposes `k + POOL_EXTRA` candidates; their scores are then recomputed one (query, item) dot
+product at a time by a kernel whose result does not depend on the batch (`_dot`), and the k best of those
+are returned. The API (one user at a time) and `recsys batch-score` (thousands) therefore get bit-identical
+scores and lists. A query whose pool could miss an item within the GEMM's rounding error of its k-th
+score (many near-identical vectors at the cut) is rescored over every eligible row with the same kernel.
 """
 
 from __future__ import annotations
@@ -17,20 +24,84 @@ import numpy as np
 
 BLOCK_SCORES = 1 << 23
 """Scores held at once per block (queries × catalogue rows): 32 MB of float32."""
+POOL_EXTRA = 16
+"""GEMM candidates beyond k per query, rescored by the batch-invariant kernel."""
+RESCORE_FLOATS = 1 << 22
+"""Gathered candidate vectors held at once while rescoring (16 MB of float32)."""
+ROUNDING = 2.0 ** -24
+"""float32 unit roundoff: a d-term dot product is off by at most d · ROUNDING · |q| · |v| (either kernel)."""
 
 
 def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int, *, mask: np.ndarray | None = None,
-                exclude_rows: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                exclude_rows: Sequence[np.ndarray] | None = None,
+                row_norm: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(scores float32 [nq, k], rows int64 [nq, k]) of the k best rows of `vectors` [n, d] by inner product
     with each query, best first (ties: lower row first); `mask` (bool [n]) keeps only its True rows,
-    `exclude_rows[q]` removes rows for query q. Slots beyond the eligible rows hold row -1, score -inf."""
+    `exclude_rows[q]` removes rows for query q. Slots beyond the eligible rows hold row -1, score -inf.
+    Each query's result is independent of the other queries in the batch (see the module docstring);
+    `row_norm`: an upper bound on the rows' L2 norms (1 for normalised vectors; None: measured)."""
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     nq, n = len(queries), len(vectors)
     k = int(min(k, n))
+    if nq == 0 or k == 0:
+        return np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64)
+    pool = min(n, k + POOL_EXTRA)
+    gemm_s, pool_r = _gemm_top_k(vectors, queries, pool, mask, exclude_rows)
+    exact_s = _rescore(vectors, queries, pool_r)
+    best_s, best_r = _best(exact_s, pool_r, k, n)
+    # a row outside the pool scores at most the pool's lowest GEMM score + the GEMM error: when that can
+    # reach the k-th exact score, the pool may be missing an item (near-identical vectors at the cut)
+    if row_norm is None:
+        row_norm = float(np.sqrt(np.einsum("ij,ij->i", vectors, vectors).max()))
+    error = ROUNDING * vectors.shape[1] * np.linalg.norm(queries, axis=1) * row_norm
+    full = np.isfinite(gemm_s[:, -1]) & (gemm_s[:, -1] + 2 * error >= best_s[:, -1]) if pool < n else \
+        np.zeros(nq, bool)
+    for q in np.flatnonzero(full):
+        eligible = np.ones(n, bool) if mask is None else mask.copy()
+        if exclude_rows is not None:
+            eligible[np.asarray(exclude_rows[q], np.int64)] = False
+        rows = np.flatnonzero(eligible)[None, :]
+        best_s[q], best_r[q] = (a[0] for a in _best(_rescore(vectors, queries[q:q + 1], rows), rows, k, n))
+    return best_s, best_r
+
+
+def _dot(candidates: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """[nq, m] inner products of `candidates` [nq, m, d] with `queries` [nq, d]: one dot product per pair by
+    einsum's own loop (no BLAS), so a pair's float32 result does not depend on the rest of the batch."""
+    return np.einsum("qmd,qd->qm", candidates, queries)
+
+
+def _rescore(vectors: np.ndarray, queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Batch-invariant scores of `rows` [nq, m] (-1: none, scored -inf) for each query."""
+    nq, m = rows.shape
+    out = np.full((nq, m), -np.inf, np.float32)
+    width = max(1, min(m, RESCORE_FLOATS // vectors.shape[1]))
+    step = max(1, RESCORE_FLOATS // (width * vectors.shape[1]))
+    for start in range(0, nq, step):
+        for column in range(0, m, width):
+            part = rows[start:start + step, column:column + width]
+            out[start:start + step, column:column + width] = _dot(vectors[np.maximum(part, 0)],
+                                                                   queries[start:start + step])
+    out[rows < 0] = -np.inf
+    return out
+
+
+def _best(scores: np.ndarray, rows: np.ndarray, k: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best (score, row) per query, best first, ties by lower row; missing slots row -1, score -inf."""
+    order = np.lexsort((np.where(rows < 0, n, rows), -scores), axis=-1)[:, :k]
+    best_s = np.take_along_axis(scores, order, axis=1)
+    best_r = np.take_along_axis(rows, order, axis=1)
+    best_r[~np.isfinite(best_s)] = -1
+    best_s[best_r < 0] = -np.inf
+    return best_s, best_r
+
+
+def _gemm_top_k(vectors: np.ndarray, queries: np.ndarray, k: int, mask: np.ndarray | None,
+                exclude_rows: Sequence[np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+    """(GEMM scores, rows) of the k best eligible rows per query, best first (the candidate pool)."""
+    nq, n = len(queries), len(vectors)
     best_s = np.full((nq, k), -np.inf, np.float32)
     best_r = np.full((nq, k), -1, np.int64)
-    if nq == 0 or k == 0:
-        return best_s, best_r
     owners, excluded = _flat_exclusions(exclude_rows, nq)
     block = max(1024, BLOCK_SCORES // nq)
     for start in range(0, n, block):
@@ -42,11 +113,7 @@ def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int, *, mask: np.nd
             inside = (excluded >= start) & (excluded < stop)
             scores[owners[inside], excluded[inside] - start] = -np.inf
         best_s, best_r = _merge(best_s, best_r, scores, start, k)
-    order = np.lexsort((np.where(best_r < 0, n, best_r), -best_s), axis=-1) if nq else None
-    best_s = np.take_along_axis(best_s, order, axis=1)
-    best_r = np.take_along_axis(best_r, order, axis=1)
-    best_r[~np.isfinite(best_s)] = -1
-    return best_s, best_r
+    return _best(best_s, best_r, k, n)
 
 
 def _flat_exclusions(exclude_rows: Sequence[np.ndarray] | None, nq: int) -> tuple[np.ndarray, np.ndarray]:
