@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +34,7 @@ STAGES = ("import", "build", "ranker", "batch", "serve")
 DRIVER = {"import": "events", "build": "items", "ranker": "events", "batch": "users", "serve": "users"}
 COLUMNS = [Column("size"), Column("stage"), Column("driver", "grows with"), Column("wall_s", "wall s", ",.1f"),
            Column("cpu_s", "CPU s", ",.1f"), Column("peak_rss_mb", "peak RSS MB", ",.0f"),
-           Column("detail")]
+           Column("load", "load (1 min) before → after"), Column("detail")]
 SERVE_READY_TIMEOUT = 900
 
 
@@ -166,6 +166,14 @@ def serve_probe(bundle: Path, work: Path, env: dict[str, str], users: Sequence[s
             "p99_ms": float(np.percentile(ms, 99)) if len(ms) else None}
 
 
+def _load() -> str:
+    """The 1-minute load average now (the machine is shared: every figure carries it)."""
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        return "?"
+
+
 def _known_users(data: Path, n: int, seed: int) -> list[str]:
     import polars as pl
 
@@ -176,8 +184,9 @@ def _known_users(data: Path, n: int, seed: int) -> list[str]:
 # ---- the benchmark ------------------------------------------------------------------------------------
 def run_size(size: Size, work: Path, stages: Sequence[str], *, threads: int = 1, encoder: str = "onnx-int8",
              eval_users: int = 2000, requests: int = 200, model: str | None = None, seed: int = 0,
-             reuse: bool = False) -> list[dict]:
-    """Run `stages` for one size in `work` (kept: a later run with `reuse` starts from its outputs)."""
+             reuse: bool = False, on_row: Callable[[dict], None] = lambda row: None) -> list[dict]:
+    """Run `stages` for one size in `work` (kept: a later run with `reuse` starts from its outputs); `on_row` is
+    called with each stage's row as soon as it is measured."""
     work.mkdir(parents=True, exist_ok=True)
     data, bundle, ranked = work / "data", work / "art" / "scale", work / "art" / "ranked"
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads),
@@ -199,6 +208,7 @@ def run_size(size: Size, work: Path, stages: Sequence[str], *, threads: int = 1,
     for stage in stages:
         if reuse and stage in done and done[stage].exists():
             continue
+        load_before = _load()
         if stage == "serve":
             target = ranked if ranked.exists() else bundle
             result = serve_probe(target, work, env, _known_users(data, 1000, seed), requests)
@@ -212,7 +222,9 @@ def run_size(size: Size, work: Path, stages: Sequence[str], *, threads: int = 1,
             detail = f"{size.driver(stage) / max(result['wall_s'], 1e-9):,.0f} {DRIVER[stage]}/s"
         rows.append({"size": size.label, "items": size.items, "users": size.users, "events": size.events,
                      "stage": stage, "driver": DRIVER[stage], "n": size.driver(stage), "detail": detail,
+                     "load": f"{load_before} → {_load()}",
                      **{k: v for k, v in result.items() if k != "rc"}})
+        on_row(rows[-1])
     return rows
 
 
@@ -231,21 +243,34 @@ def run(out: Path, sizes: Sequence[Size], work: Path, stages: Sequence[str] = ST
         encoder: str = "onnx-int8", eval_users: int = 2000, requests: int = 200, model: str | None = None,
         seed: int = 0, reuse: bool = False, previous: Path | None = None,
         command: str | None = None) -> dict[str, Path]:
-    """Every size in turn (work/<items>x<users>x<events>/), then the report `scale.{json,md,png}` in `out`.
-    `previous`: a scale.json whose rows for stages not run now are kept (e.g. serve re-measured alone)."""
+    """Every size in turn (work/<items>x<users>x<events>/); the report `scale.{json,md,png}` in `out` is rewritten
+    after every stage, so a run stopped part-way keeps what it measured. `previous`: a scale.json whose rows for
+    stages not run now are kept (e.g. serve re-measured alone)."""
     unknown = set(stages) - set(STAGES)
     if unknown:
         raise ValueError(f"unknown stage(s) {sorted(unknown)}; known: {', '.join(STAGES)}")
     rows = json.loads(previous.read_text())["rows"] if previous is not None and previous.exists() else []
+    settings = {"threads": threads, "encoder": encoder, "eval_users": eval_users, "command": command}
+    paths: dict[str, Path] = {}
+
+    def add(row: dict) -> None:
+        row["command"] = command
+        rows[:] = [r for r in rows if (r["size"], r["stage"]) != (row["size"], row["stage"])] + [row]
+        paths.update(report(out, rows, **settings))
+
     for size in sizes:
-        fresh = run_size(size, work / f"{size.items}x{size.users}x{size.events}", stages, threads=threads,
-                         encoder=encoder, eval_users=eval_users, requests=requests, model=model, seed=seed,
-                         reuse=reuse)
-        replaced = {(r["size"], r["stage"]) for r in fresh}
-        rows = [r for r in rows if (r["size"], r["stage"]) not in replaced] + fresh
+        run_size(size, work / f"{size.items}x{size.users}x{size.events}", stages, threads=threads, encoder=encoder,
+                 eval_users=eval_users, requests=requests, model=model, seed=seed, reuse=reuse, on_row=add)
+    return paths or report(out, rows, **settings)
+
+
+def report(out: Path, rows: list[dict], *, threads: int, encoder: str, eval_users: int,
+           command: str | None) -> dict[str, Path]:
+    """`scale.{json,md,png}` of `rows` (sorted by size, then stage)."""
     rows.sort(key=lambda r: (r["events"], r["items"], r["users"], STAGES.index(r["stage"])))
     exponents = growth(rows)
-    notes = [f"command: `{command}`" if command else "command: (library call)",
+    commands = list(dict.fromkeys(r.get("command") or "(library call)" for r in rows)) or [command]
+    notes = ["command(s): " + "; ".join(f"`{c}`" for c in commands) + " (each row's own in scale.json)",
              f"each stage a `recsys` CLI process; {threads} thread(s) (OMP/BLAS/FAISS/LightGBM); item encoder "
              f"{encoder}; build evaluates a seeded sample of {eval_users:,} users; index --index auto",
              "CPU s: user + system seconds of the stage's processes; peak RSS: the largest process's high-water mark",

@@ -91,7 +91,7 @@ EncoderOpt = Annotated[Literal["torch", "onnx", "onnx-int8"], typer.Option(
     "--encoder", help="item-text encoder: torch, or ONNX Runtime fp32 / int8 (needs the onnx extra)")]
 
 def eval_sample(value: str) -> int | None:
-    """--eval-users: a positive number of examples per split, or 'all'."""
+    """--eval-users / --train-users: a positive number of examples (per split), or 'all'."""
     if value.strip().lower() == "all":
         return None
     try:
@@ -99,5 +99,5 @@ def eval_sample(value: str) -> int | None:
     except ValueError:
         raise typer.BadParameter(f"expected a number of users or 'all', got {value!r}") from None
     if n < 1:
-        raise typer.BadParameter("--eval-users must be positive (or 'all')")
+        raise typer.BadParameter(f"expected a positive number of users or 'all', got {value!r}")
     return n

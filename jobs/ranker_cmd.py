@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from jobs.app import app, friendly_errors
+from jobs.app import EVAL_USERS, EvalUsersOpt, app, eval_sample, friendly_errors
 from jobs.output import console, metrics_table
 
 MANIFEST_OWN_KEYS = ("files", "created_at", "git_sha", "libraries", "bundle_schema_version", "config", "encoder")
@@ -23,11 +23,14 @@ def load_bundle(path: Path):
     return load_recommender(path)
 
 
-def train_on_bundle(bundle: Path, data: Path, config, ks: tuple[int, ...] = (10, 20, 50), log=console.print):
-    """(recommender with its new re-ranker, training report, test evaluation, bundle path, old manifest)."""
+def train_on_bundle(bundle: Path, data: Path, config, ks: tuple[int, ...] = (10, 20, 50), log=console.print,
+                    eval_users: int | None = None, progress: bool = False):
+    """(recommender with its new re-ranker, training report, test evaluation, bundle path, old manifest); the
+    test evaluation on a seeded sample of `eval_users` examples when there are more (None: all)."""
     from jobs.workflows import load_dataset
     from recsys.artifacts import read_manifest, resolve_bundle
     from recsys.errors import DataError
+    from recsys.evaluation import sample_examples
     from recsys.ranker_training import evaluate_reranker, train_reranker
     from recsys.splits import split_dataset
 
@@ -40,16 +43,22 @@ def train_on_bundle(bundle: Path, data: Path, config, ks: tuple[int, ...] = (10,
     recommender = load_bundle(path)
     recommender.reranker = None  # retrain from retrieval candidates, even if the bundle had a ranker
     split = split_dataset(dataset)
-    reranker, report = train_reranker(recommender, split, config, log=log)
+    reranker, report = train_reranker(recommender, split, config, log=log, progress=progress)
     recommender.reranker = reranker
-    log(f"trained in {report['seconds']['total']:.1f}s ({report['trees']} trees); evaluating on the test step")
-    evaluation = evaluate_reranker(recommender, split.test, ks)
+    test = sample_examples(split.test, eval_users, config.seed)
+    of = f" (a seeded sample of {test.height:,} of {split.test.height:,} examples)" if test.height < split.test.height \
+        else ""
+    log(f"trained in {report['seconds']['total']:.1f}s ({report['trees']} trees); evaluating on the test step{of}")
+    evaluation = evaluate_reranker(recommender, test, ks, progress=progress)
+    if test.height < split.test.height:
+        evaluation["sampled_from"] = split.test.height
     return recommender, report, evaluation, path, manifest
 
 
 def evaluation_rows(evaluation: dict, split: str = "test") -> list[dict]:
-    return [{"model": "retrieval-only", "split": split, **evaluation["retrieval"]},
-            {"model": "re-ranked", "split": split, **evaluation["reranked"]}]
+    sampled = {"sampled_from": float(evaluation["sampled_from"])} if "sampled_from" in evaluation else {}
+    return [{"model": "retrieval-only", "split": split, **evaluation["retrieval"], **sampled},
+            {"model": "re-ranked", "split": split, **evaluation["reranked"], **sampled}]
 
 
 @app.command("train-ranker")
@@ -61,14 +70,18 @@ def train_ranker(
     out: Annotated[Optional[Path], typer.Option(help="new bundle directory (default: a new version beside BUNDLE)")]
     = None,
     n_jobs: Annotated[int, typer.Option(min=1, help="LightGBM threads")] = 1,
+    train_users: Annotated[str, typer.Option(help="valid-step examples to learn from: a seeded sample of this many "
+                                                  "when there are more, or 'all'")] = "50000",
+    eval_users: EvalUsersOpt = EVAL_USERS,
     seed: Annotated[int, typer.Option(min=0)] = 0,
 ) -> None:
     """Fit the LightGBM lambdarank re-ranker on the validation step (test untouched) and save a new bundle."""
     from recsys.artifacts import new_version
     from recsys.ranker import RankerConfig
 
-    config = RankerConfig(candidates=candidates, n_jobs=n_jobs, seed=seed)
-    recommender, report, evaluation, path, manifest = train_on_bundle(bundle, data, config)
+    config = RankerConfig(candidates=candidates, n_jobs=n_jobs, seed=seed, train_examples=eval_sample(train_users))
+    recommender, report, evaluation, path, manifest = train_on_bundle(bundle, data, config,
+                                                                      eval_users=eval_sample(eval_users), progress=True)
     rows = evaluation_rows(evaluation)
     key = f"candidate_recall@{candidates}"
     console.print(metrics_table(rows, f"test: retrieval-only vs re-ranked top-{candidates} "

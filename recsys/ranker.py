@@ -43,6 +43,9 @@ class RankerConfig(FrozenModel):
     colsample_bytree: float = Field(0.9, gt=0, le=1)
     early_stopping_rounds: int = Field(30, ge=1)
     holdout_users: float = Field(0.2, gt=0, lt=1, description="share of users held out for early stopping")
+    train_examples: int | None = Field(50_000, ge=1, description="valid-step examples the re-ranker learns from: a "
+                                       "seeded sample when there are more (None: all), so its cost stops growing "
+                                       "with the number of users")
     eval_at: int = Field(10, ge=1, description="early stopping metric: NDCG at this depth")
     n_jobs: int = Field(1, ge=1, description="LightGBM threads (1 is fastest on a busy shared CPU)")
     explain_features: int = Field(3, ge=1, description="top contributing features per explained item")
@@ -58,8 +61,11 @@ class Ranker:
 
     @classmethod
     def fit(cls, train: tuple[np.ndarray, np.ndarray, np.ndarray], valid: tuple[np.ndarray, np.ndarray, np.ndarray],
-            names: Sequence[str], config: RankerConfig) -> "Ranker":
-        """Fit on (features, labels, group sizes) with early stopping on `valid`'s NDCG@eval_at."""
+            names: Sequence[str], config: RankerConfig, progress: bool = False) -> "Ranker":
+        """Fit on (features, labels, group sizes) with early stopping on `valid`'s NDCG@eval_at (a trees bar
+        with the held-out NDCG when `progress`)."""
+        from tqdm.auto import tqdm
+
         model = lgb.LGBMRanker(
             objective="lambdarank", n_estimators=config.n_estimators, learning_rate=config.learning_rate,
             num_leaves=config.num_leaves, min_child_samples=config.min_child_samples,
@@ -67,12 +73,19 @@ class Ranker:
             deterministic=True, force_col_wise=True, verbose=-1)
         x, y, groups = train
         vx, vy, vgroups = valid
-        with warnings.catch_warnings():  # eval_set is deprecated in LightGBM 4.7 but the only spelling in 4.3
+        bar = tqdm(total=config.n_estimators, desc="fitting the re-ranker", unit="tree", disable=not progress)
+
+        def advance(env) -> None:
+            bar.update(1)
+            if env.evaluation_result_list:
+                bar.set_postfix({f"holdout ndcg@{config.eval_at}": f"{env.evaluation_result_list[0][2]:.4f}"})
+
+        with bar, warnings.catch_warnings():  # eval_set is deprecated in LightGBM 4.7 but the only spelling in 4.3
             warnings.simplefilter("ignore", category=FutureWarning)
             warnings.filterwarnings("ignore", message=".*eval_set.*")
             model.fit(x, y, group=groups, feature_name=list(names), eval_set=[(vx, vy)], eval_group=[vgroups],
                       eval_at=[config.eval_at],
-                      callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)])
+                      callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False), advance])
         booster = model.booster_
         # keep only the best iteration, so the in-memory model equals the saved one
         return cls(lgb.Booster(model_str=booster.model_to_string(num_iteration=booster.best_iteration or None)))

@@ -9,8 +9,10 @@ from typing import Protocol
 
 import numpy as np
 import polars as pl
+from tqdm.auto import tqdm
 
 from recsys.catalogue import Catalogue
+from recsys.evaluation import sample_examples
 from recsys.features import FeatureBuilder
 from recsys.metrics import summarize, target_ranks
 from recsys.ranker import Ranker, RankerConfig, Reranker, feature_matrix
@@ -81,18 +83,20 @@ def _arrays(frame: pl.DataFrame, names: Sequence[str]) -> tuple[np.ndarray, np.n
 
 
 def train_reranker(recommender: CandidateRetriever, split: SplitData, config: RankerConfig,
-                   log=print) -> tuple[Reranker, dict]:
-    """Fit statistics on the train split, build features for the valid step's candidates, fit LGBMRanker
-    with early stopping on a seeded held-out slice of users. Returns (reranker, training report)."""
+                   log=print, progress: bool = False) -> tuple[Reranker, dict]:
+    """Fit statistics on the train split, build features for the valid step's candidates (a seeded sample of
+    `config.train_examples`), fit LGBMRanker with early stopping on a seeded held-out slice of users. Returns
+    (reranker, training report)."""
     started = time.perf_counter()
-    examples = split.valid
+    examples = sample_examples(split.valid, config.train_examples, config.seed)
     stats = fit_training_stats(split, config)
     builder = FeatureBuilder(recommender.catalogue, stats, config.features)
     t0 = time.perf_counter()
     candidates, scores, _ = retrieve(recommender, examples["history"].to_list(), config.candidates)
     retrieve_s = time.perf_counter() - t0
     candidate_recall = float(np.mean([t in c for t, c in zip(examples["target"].to_list(), candidates)]))
-    log(f"valid step: {examples.height:,} examples, candidate recall@{config.candidates} {candidate_recall:.4f}")
+    of = f" (a seeded sample of {split.valid.height:,})" if examples.height < split.valid.height else ""
+    log(f"valid step: {examples.height:,} examples{of}, candidate recall@{config.candidates} {candidate_recall:.4f}")
     t0 = time.perf_counter()
     frame, _ = training_frame(builder, examples, candidates, scores)
     features_s = time.perf_counter() - t0
@@ -101,11 +105,12 @@ def train_reranker(recommender: CandidateRetriever, split: SplitData, config: Ra
     log(f"features: {frame.height:,} rows × {len(builder.names)} in {features_s:.1f}s; "
         f"fitting on {train_part['query'].n_unique():,} queries, early stopping on {valid_part['query'].n_unique():,}")
     t0 = time.perf_counter()
-    ranker = Ranker.fit(_arrays(train_part, builder.names), _arrays(valid_part, builder.names), builder.names, config)
+    ranker = Ranker.fit(_arrays(train_part, builder.names), _arrays(valid_part, builder.names), builder.names, config,
+                        progress=progress)
     fit_s = time.perf_counter() - t0
     reranker = Reranker(ranker, builder, config)
     report = {
-        "examples": examples.height, "training_queries": int(frame["query"].n_unique()), "rows": frame.height,
+        "examples": examples.height, "valid_examples": split.valid.height, "training_queries": int(frame["query"].n_unique()), "rows": frame.height,
         "holdout_queries": int(valid_part["query"].n_unique()), "features": builder.names,
         f"candidate_recall@{config.candidates}": candidate_recall, "trees": ranker.n_trees,
         "holdout": holdout_metrics(reranker, valid_part), "stats": stats.config.model_dump(mode="json"),
@@ -130,7 +135,7 @@ def holdout_metrics(reranker: Reranker, frame: pl.DataFrame, ks: tuple[int, ...]
 
 
 def evaluate_reranker(recommender, examples: pl.DataFrame, ks: tuple[int, ...] = (10, 20, 50),
-                      batch_size: int = 1024) -> dict:
+                      batch_size: int = 1024, progress: bool = False) -> dict:
     """Full-ranking metrics of the same bundle, retrieval-only vs re-ranked (items outside the candidate
     list count as misses), plus the candidate stage's recall@N (the re-ranker's ceiling).
 
@@ -141,10 +146,12 @@ def evaluate_reranker(recommender, examples: pl.DataFrame, ks: tuple[int, ...] =
     candidates, _, _ = retrieve(recommender, histories, max(depth, max(ks)), batch_size)
     retrieval = target_ranks(candidates, targets)
     reranked = []
-    for start in range(0, len(histories), batch_size):
-        stop = start + batch_size
-        lists = recommender.recommend_batch(histories[start:stop], max(ks), as_of=times[start:stop])
-        reranked.append(target_ranks([r.item_ids for r in lists], targets[start:stop]))
+    with tqdm(total=len(histories), desc="evaluating re-ranked", unit="ex", disable=not progress) as bar:
+        for start in range(0, len(histories), batch_size):
+            stop = start + batch_size
+            lists = recommender.recommend_batch(histories[start:stop], max(ks), as_of=times[start:stop])
+            reranked.append(target_ranks([r.item_ids for r in lists], targets[start:stop]))
+            bar.update(len(lists))
     reranked_ranks = np.concatenate(reranked) if reranked else np.zeros(0, dtype=np.int64)
     n = {"n_examples": float(len(targets))}
     return {"retrieval": {**n, **summarize(retrieval, ks)}, "reranked": {**n, **summarize(reranked_ranks, ks)},
