@@ -200,8 +200,7 @@ def run_size(size: Size, work: Path, stages: Sequence[str], *, threads: int = 1,
         "ranker": _recsys("train-ranker", "--bundle", str(bundle), "--data", str(data), "--out", str(ranked),
                           "--n-jobs", str(threads), "--seed", str(seed)),
         "batch": _recsys("batch-score", "--bundle", str(ranked if ranked.exists() or "ranker" in stages else bundle),
-                         "--out", str(work / "batch"), "--no-store", "--overwrite", "--threads", str(threads),
-                         "--no-progress"),
+                         "--out", str(work / "batch"), "--no-store", "--overwrite", "--threads", str(threads)),
     }
     done = {"import": data / "interactions.parquet", "build": bundle, "ranker": ranked}
     rows = []
