@@ -47,15 +47,16 @@ def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int, *, mask: np.nd
         return np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64)
     pool = min(n, k + POOL_EXTRA)
     gemm_s, pool_r = _gemm_top_k(vectors, queries, pool, mask, exclude_rows)
-    exact_s = _rescore(vectors, queries, pool_r)
-    best_s, best_r = _best(exact_s, pool_r, k, n)
+    best_s, best_r = _best(_rescore(vectors, queries, pool_r), pool_r, k, n)
+    if pool == n:
+        return best_s, best_r
     # a row outside the pool scores at most the pool's lowest GEMM score + the GEMM error: when that can
     # reach the k-th exact score, the pool may be missing an item (near-identical vectors at the cut)
     if row_norm is None:
         row_norm = float(np.sqrt(np.einsum("ij,ij->i", vectors, vectors).max()))
-    error = ROUNDING * vectors.shape[1] * np.linalg.norm(queries, axis=1) * row_norm
-    full = np.isfinite(gemm_s[:, -1]) & (gemm_s[:, -1] + 2 * error >= best_s[:, -1]) if pool < n else \
-        np.zeros(nq, bool)
+    error = ROUNDING * vectors.shape[1] * np.sqrt(np.einsum("ij,ij->i", queries, queries)) * row_norm
+    lowest = gemm_s.min(axis=1)  # -inf when the pool holds every eligible row
+    full = np.isfinite(lowest) & (lowest + 2 * error >= best_s[:, -1])
     for q in np.flatnonzero(full):
         eligible = np.ones(n, bool) if mask is None else mask.copy()
         if exclude_rows is not None:
@@ -98,11 +99,20 @@ def _best(scores: np.ndarray, rows: np.ndarray, k: int, n: int) -> tuple[np.ndar
 
 def _gemm_top_k(vectors: np.ndarray, queries: np.ndarray, k: int, mask: np.ndarray | None,
                 exclude_rows: Sequence[np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
-    """(GEMM scores, rows) of the k best eligible rows per query, best first (the candidate pool)."""
+    """(GEMM scores, rows) of the k best eligible rows per query, in no order (the candidate pool); slots
+    without an eligible row hold row -1, score -inf."""
     nq, n = len(queries), len(vectors)
+    owners, excluded = _flat_exclusions(exclude_rows, nq)
+    if n <= max(1024, BLOCK_SCORES // nq):  # one block (most served batches): one partition, no merging
+        scores = queries @ vectors.T
+        if mask is not None:
+            scores[:, ~mask] = -np.inf
+        scores[owners, excluded] = -np.inf
+        rows = np.argpartition(scores, n - k, axis=1)[:, n - k:] if k < n else np.broadcast_to(np.arange(n), (nq, n))
+        best_s = np.take_along_axis(scores, rows, axis=1)
+        return best_s, np.where(np.isfinite(best_s), rows, -1)
     best_s = np.full((nq, k), -np.inf, np.float32)
     best_r = np.full((nq, k), -1, np.int64)
-    owners, excluded = _flat_exclusions(exclude_rows, nq)
     block = max(1024, BLOCK_SCORES // nq)
     for start in range(0, n, block):
         stop = min(n, start + block)
@@ -113,7 +123,7 @@ def _gemm_top_k(vectors: np.ndarray, queries: np.ndarray, k: int, mask: np.ndarr
             inside = (excluded >= start) & (excluded < stop)
             scores[owners[inside], excluded[inside] - start] = -np.inf
         best_s, best_r = _merge(best_s, best_r, scores, start, k)
-    return _best(best_s, best_r, k, n)
+    return best_s, np.where(np.isfinite(best_s), best_r, -1)
 
 
 def _flat_exclusions(exclude_rows: Sequence[np.ndarray] | None, nq: int) -> tuple[np.ndarray, np.ndarray]:
