@@ -4,6 +4,8 @@ deactivate (through the catalogue), query-time filters and save/load without pic
 FAISS label = catalogue row; rows are append-only. The ids, the row flags (removed / inactive) and the filter
 attributes are the catalogue's: searches skip flagged rows through a faiss IDSelector (CPU) or a host-side
 filter (GPU), over-fetching and refilling so k results come back whenever k eligible items exist.
+A plain fp32 flat index on the CPU is searched by `exact.exact_top_k` instead (one GEMM per batch, masks and
+exclusions applied to the scores, batch-invariant results).
 `compact()` drops removed rows for good (IVF codes are moved, flat/HNSW rebuilt), built aside and swapped in.
 """
 
