@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import sqlite3
 import sys
 import threading
 import time
@@ -13,16 +14,15 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from cachetools import LRUCache
-
 from starlette.concurrency import run_in_threadpool
 
 from api.batching import LoopTurnBatcher, MicroBatchingEncoder
 from api.metrics import ServiceMetrics
 from api.settings import Settings
-from api.store import EventStore, RedisEventStore, SQLiteEventStore
+from api.store import EventStore, RedisEventStore, SQLiteEventStore, StoreError
 from encoders.loading import TrainedItemEncoder, innermost_tower, item_text_encoder, load_recommender  # noqa: F401
 from recsys.artifacts import read_manifest, resolve_bundle
+from recsys.cache import ByteBudgetCache
 from recsys.catalogue import set_active, upsert_items
 from recsys.errors import BundleError, UnknownIdError
 from recsys.pipeline import RecommendationList, Recommender
@@ -33,15 +33,22 @@ logger = logging.getLogger("recsys.api")
 
 
 def make_store(settings: Settings) -> EventStore:
+    """The configured event store (StoreError, one line naming the setting, when it cannot be opened)."""
     if settings.event_store == "redis":
-        return RedisEventStore(settings.redis_url)
-    return SQLiteEventStore(settings.state_dir / "events.sqlite")
+        try:
+            return RedisEventStore(settings.redis_url)
+        except StoreError as exc:
+            raise StoreError(f"RECSYS_REDIS_URL: {exc}") from None
+    try:
+        return SQLiteEventStore(settings.state_dir / "events.sqlite")
+    except (OSError, sqlite3.Error) as exc:
+        raise StoreError(f"RECSYS_STATE_DIR: cannot open the event store in {settings.state_dir}: {exc}") from None
 
 
 class Loaded:
     """One loaded bundle; replaced as a whole on reload, so a request sees one consistent model."""
 
-    def __init__(self, path: Path, manifest: dict, recommender: Recommender, similar_cache_size: int = 50_000,
+    def __init__(self, path: Path, manifest: dict, recommender: Recommender, cache: ByteBudgetCache | None = None,
                  turn_batch_max: int = 64, metrics: ServiceMetrics | None = None,
                  turn_batch_wait_ms: float = 0.0) -> None:
         self.path = path
@@ -49,8 +56,10 @@ class Loaded:
         self.recommender = recommender
         self.text_encoder = None
         self.write_lock = threading.Lock()
-        # serialised similar-item responses (the same for every visitor), keyed with the catalogue version
-        self.similar_responses: LRUCache = LRUCache(maxsize=similar_cache_size)
+        # serialised similar-item responses (the same for every visitor), keyed with the catalogue version; they
+        # share one byte budget with the user tower's query vectors
+        self.cache = cache if cache is not None else ByteBudgetCache(0)
+        self.similar_responses = self.cache.part("similar")
         # history and similar-for-a-user requests arriving together share one pipeline call per kind (see
         # `recommend_batched`, `similar_batched`): on the event loop when the query vectors are cached (no
         # torch), else in one thread hop for the whole batch
@@ -128,6 +137,10 @@ class Service:
         self.item_encoder_loader = item_encoder_loader or (lambda loaded: load_item_encoder(loaded, settings.quantize_int8))
         self.metrics = ServiceMetrics()
         self.current: Loaded | None = None
+        # reloads only load bundles under this directory (set from the first bundle served when not configured)
+        self.bundle_root: Path | None = settings.bundle_root.resolve() if settings.bundle_root else None
+        if settings.admin_token is not None and not settings.admin_enabled:
+            logger.warning("RECSYS_ADMIN_TOKEN is empty: the admin routes are off (403); set a token to enable them")
         if settings.faiss_threads:
             import faiss
 
@@ -157,36 +170,58 @@ class Service:
                 raise
             except Exception as exc:  # a bundle that cannot be loaded never replaces a working one
                 self.metrics.reloads.labels("refused").inc()
-                raise BundleError(f"cannot load bundle {bundle}: {exc}") from exc
+                logger.exception("cannot load bundle %s", bundle)
+                raise BundleError(f"cannot load bundle {bundle}: {type(exc).__name__}: {exc}") from exc
             if not self.settings.rerank:
                 recommender.reranker = None
             if self.settings.torch_threads and "torch" in sys.modules:  # only bundles with trained towers load it
                 sys.modules["torch"].set_num_threads(self.settings.torch_threads)
-            recommender.user_tower = self._serving_tower(recommender.user_tower)
-            loaded = Loaded(path, manifest, recommender, self.settings.similar_response_cache,
-                            self.settings.turn_batch_max, self.metrics, self.settings.turn_batch_wait_ms)
+            cache = ByteBudgetCache(int(self.settings.cache_mb * 2**20))
+            recommender.user_tower = self._serving_tower(recommender.user_tower, cache)
+            loaded = Loaded(path, manifest, recommender, cache, self.settings.turn_batch_max, self.metrics,
+                            self.settings.turn_batch_wait_ms)
             self._replay_catalogue(loaded)
             self._warm_user_cache(loaded)
             self._warm_neighbours(loaded)
             self.current = loaded
+            if self.bundle_root is None:
+                self.bundle_root = path.resolve().parent
             self.metrics.reloads.labels("loaded").inc()
             self.metrics.set_model(manifest.get("name", path.parent.name), loaded.version,
                                    recommender.index.n_available)
             return loaded
 
-    def _serving_tower(self, tower):
+    def reload(self, bundle: str | None) -> Loaded:
+        """`load` a bundle under the bundle root: `bundle` is relative to it (or an absolute path inside it);
+        None: the newest version of the current model. Anything outside is refused (BundleError) before it is read."""
+        root, current = self.bundle_root, self.current
+        if root is None or current is None:
+            raise BundleError("no bundle loaded yet")
+        outside = BundleError(f"{bundle or current.version}: not under the bundle root (RECSYS_BUNDLE_ROOT)")
+        try:
+            candidate = (root / bundle if bundle else current.path.parent).resolve()
+            if not candidate.is_relative_to(root):
+                raise outside
+            path = resolve_bundle(candidate)
+            if not path.resolve().is_relative_to(root):  # e.g. a version directory linking elsewhere
+                raise outside
+        except (OSError, ValueError) as exc:  # a name too long, a NUL byte, …
+            raise BundleError(f"{bundle}: not a usable path ({type(exc).__name__})") from exc
+        return self.load(path)
+
+    def _serving_tower(self, tower, cache: ByteBudgetCache):
         """BERT towers get micro-batching across concurrent requests; every tower gets the LRU
         cache of query vectors (keyed by the history, so new events never hit stale entries)."""
         if not isinstance(tower, PooledHistoryEncoder) and self.settings.micro_batch_ms > 0:
             tower = MicroBatchingEncoder(tower, self.settings.micro_batch_ms, self.settings.micro_batch_max)
-        if self.settings.user_cache_size:
-            tower = CachedHistoryEncoder(tower, self.settings.user_cache_size)
+        if cache.max_bytes:
+            tower = CachedHistoryEncoder(tower, cache=cache.part("vectors"))
         return tower
 
     def _warm_user_cache(self, loaded: Loaded) -> None:
         """Pre-encode known users' current histories (bundle + events) before the bundle serves."""
         tower = loaded.recommender.user_tower
-        limit = min(self.settings.warm_user_cache, self.settings.user_cache_size)
+        limit = self.settings.warm_user_cache
         if not isinstance(tower, CachedHistoryEncoder) or limit == 0:
             return
         started = time.perf_counter()

@@ -9,18 +9,32 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from collections.abc import Collection
 from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
+
+from recsys.errors import RecsysError
 
 EVENT_KINDS = ("view", "cart", "purchase")
 
 
+class StoreError(RecsysError):
+    """The event store cannot be opened or reached (one line, naming the setting to fix)."""
+
+
 class EventStore(Protocol):
     def append(self, user_id: str, item_id: str, kind: str, timestamp: float | None = None) -> int:
-        """Record one event; returns the user's number of stored events."""
+        """Record one event; returns the user's number of stored events (in constant time, whatever the
+        user's history length)."""
+
+    def append_many(self, user_id: str, item_ids: Iterable[str], kind: str = "view",
+                    timestamp: float | None = None) -> int:
+        """Record many events of one user at once (imports, benchmarks); returns the user's count."""
 
     def events(self, user_id: str, limit: int) -> list[str]:
         """The user's most recent `limit` item ids, oldest first."""
@@ -39,7 +53,11 @@ class EventStore(Protocol):
 
 
 class SQLiteEventStore:
-    """Thread-safe SQLite store (WAL); one connection guarded by a lock."""
+    """Thread-safe SQLite store (WAL); one connection guarded by a lock. Each user's event count is kept in
+    its own table, so an insert costs the same for a user with one event or a million."""
+
+    COUNT = ("INSERT INTO user_events (user_id, n) VALUES (?, ?) ON CONFLICT(user_id) DO UPDATE SET n = n + "
+             "excluded.n RETURNING n")
 
     def __init__(self, path: str | Path) -> None:
         path = Path(path)
@@ -53,12 +71,33 @@ class SQLiteEventStore:
         self._db.execute("CREATE TABLE IF NOT EXISTS items (item_id TEXT PRIMARY KEY, seq INTEGER, record TEXT, "
                          "vector BLOB)")
         self._db.execute("CREATE TABLE IF NOT EXISTS item_state (item_id TEXT PRIMARY KEY, active INTEGER)")
+        with self._transaction():  # a new store, or one written before the counts existed: count once, here
+            if self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'user_events'").fetchone() is None:
+                self._db.execute("CREATE TABLE user_events (user_id TEXT PRIMARY KEY, n INTEGER NOT NULL) "
+                                 "WITHOUT ROWID")
+                self._db.execute("INSERT INTO user_events SELECT user_id, COUNT(*) FROM events GROUP BY user_id")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """BEGIN … COMMIT (ROLLBACK on error): events and their count land together."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def append(self, user_id: str, item_id: str, kind: str, timestamp: float | None = None) -> int:
-        with self._lock:
-            self._db.execute("INSERT INTO events (user_id, item_id, kind, ts) VALUES (?, ?, ?, ?)",
-                             (user_id, item_id, kind, timestamp if timestamp is not None else time.time()))
-            return self._db.execute("SELECT COUNT(*) FROM events WHERE user_id = ?", (user_id,)).fetchone()[0]
+        return self.append_many(user_id, [item_id], kind, timestamp)
+
+    def append_many(self, user_id: str, item_ids: Iterable[str], kind: str = "view",
+                    timestamp: float | None = None) -> int:
+        ts = timestamp if timestamp is not None else time.time()
+        rows = [(user_id, item_id, kind, ts) for item_id in item_ids]
+        with self._lock, self._transaction():
+            self._db.executemany("INSERT INTO events (user_id, item_id, kind, ts) VALUES (?, ?, ?, ?)", rows)
+            return self._db.execute(self.COUNT, (user_id, len(rows))).fetchall()[0][0]
 
     def events(self, user_id: str, limit: int) -> list[str]:
         with self._lock:
@@ -104,16 +143,26 @@ class RedisEventStore:
     def __init__(self, url: str, prefix: str = "recsys") -> None:
         import redis
 
-        self._redis = redis.Redis.from_url(url)
-        self._redis.ping()
+        try:
+            self._redis = redis.Redis.from_url(url, socket_connect_timeout=5)
+            self._redis.ping()
+        except (redis.RedisError, ValueError) as exc:
+            raise StoreError(f"cannot reach Redis at {redact(url)}: {exc}") from None
         self._prefix = prefix
 
     def _key(self, *parts: str) -> str:
         return ":".join((self._prefix, *parts))
 
     def append(self, user_id: str, item_id: str, kind: str, timestamp: float | None = None) -> int:
-        entry = json.dumps({"item_id": item_id, "kind": kind, "ts": timestamp if timestamp is not None else time.time()})
-        return int(self._redis.rpush(self._key("events", user_id), entry))
+        return self.append_many(user_id, [item_id], kind, timestamp)
+
+    def append_many(self, user_id: str, item_ids: Iterable[str], kind: str = "view",
+                    timestamp: float | None = None) -> int:
+        ts = timestamp if timestamp is not None else time.time()
+        entries = [json.dumps({"item_id": item_id, "kind": kind, "ts": ts}) for item_id in item_ids]
+        if not entries:
+            return int(self._redis.llen(self._key("events", user_id)))
+        return int(self._redis.rpush(self._key("events", user_id), *entries))  # RPUSH answers the length: O(1)
 
     def events(self, user_id: str, limit: int) -> list[str]:
         return [json.loads(e)["item_id"] for e in self._redis.lrange(self._key("events", user_id), -limit, -1)]
@@ -146,3 +195,12 @@ class RedisEventStore:
 
     def close(self) -> None:
         self._redis.close()
+
+
+def redact(url: str) -> str:
+    """`url` without its password (error messages and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))

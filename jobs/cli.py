@@ -352,13 +352,17 @@ def serve(
     log_config["loggers"]["recsys"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
 
     from api.app import create_app
+    from api.service import make_store
+    from api.settings import load_settings
     from jobs.workflows import check_port
     from recsys.artifacts import read_manifest, resolve_bundle
     check_port(host, port)  # a busy port fails now, not after loading the bundle
     path = resolve_bundle(bundle)
     read_manifest(path)  # fail here, with a clear message, before starting the server
+    settings = load_settings(bundle=path)  # so do bad settings and an event store that cannot be reached
+    make_store(settings).close()
     if workers == 1:
-        uvicorn.run(create_app(path), host=host, port=port, access_log=access_log, log_config=log_config)
+        uvicorn.run(create_app(path, settings), host=host, port=port, access_log=access_log, log_config=log_config)
         return
     os.environ["RECSYS_BUNDLE"] = str(path)  # each worker builds its app from the settings
     uvicorn.run("api.app:create_app", factory=True, host=host, port=port, access_log=access_log, workers=workers,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -75,11 +75,14 @@ class PooledHistoryEncoder:
 
 class CachedHistoryEncoder:
     """LRU cache of query vectors keyed by the history itself, so a new event (a new history)
-    never hits a stale entry; cleared when item vectors change."""
+    never hits a stale entry; cleared when item vectors change.
 
-    def __init__(self, tower: HistoryEncoder, maxsize: int = 100_000) -> None:
+    `cache` (e.g. a `recsys.cache.CachePart`, bounded in bytes and storing keys hashed) replaces the
+    default cache of `maxsize` entries."""
+
+    def __init__(self, tower: HistoryEncoder, maxsize: int = 100_000, cache: MutableMapping | None = None) -> None:
         self.tower = tower
-        self._cache: LRUCache = LRUCache(maxsize=maxsize)
+        self._cache: MutableMapping = cache if cache is not None else LRUCache(maxsize=maxsize)
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -102,11 +105,18 @@ class CachedHistoryEncoder:
         with self._lock:
             return tuple(history) in self._cache
 
+    def _room(self) -> int:
+        """How many more vectors the cache takes before it starts evicting."""
+        capacity = getattr(self._cache, "capacity", None)
+        if capacity is not None:
+            return capacity(self.dim * np.dtype(np.float32).itemsize)
+        return max(self._cache.maxsize - len(self._cache), 0)
+
     def warm(self, histories: Sequence[Sequence[str]], batch_size: int = 256) -> int:
         """Encode `histories` (in batches, through the wrapped tower) into the cache ahead of the
-        requests that will ask for them; returns how many entries were added."""
+        requests that will ask for them, as many as it holds without evicting; returns how many were added."""
         before = len(self._cache)
-        todo = [list(h) for h in histories][: self._cache.maxsize]
+        todo = [list(h) for h in histories][: self._room()]
         for start in range(0, len(todo), batch_size):
             self.encode_histories(todo[start:start + batch_size])
         return len(self._cache) - before
@@ -125,9 +135,9 @@ class CachedHistoryEncoder:
             self.hits += len(keys) - len(missing)
             self.misses += len(missing)
         if missing:
-            computed = self.tower.encode_histories([histories[r] for r in missing])
+            computed = np.asarray(self.tower.encode_histories([histories[r] for r in missing]), dtype=np.float32)
             out[missing] = computed
             with self._lock:
                 for row, vector in zip(missing, computed):
-                    self._cache[keys[row]] = vector
+                    self._cache[keys[row]] = vector.copy()  # its own buffer: the budget counts what it keeps
         return out

@@ -106,6 +106,45 @@ def test_sqlite_store(tmp_path):
     store.close()
     reopened = SQLiteEventStore(tmp_path / "events.sqlite")
     assert reopened.events("u", 10) == ["a", "b"]
+    assert reopened.append("u", "c", "view") == 3
+
+
+def test_an_sqlite_insert_costs_the_same_whatever_the_users_history(tmp_path):
+    """SQLite virtual-machine steps per insert (a deterministic measure of work): the same for a user with 10
+    events as for one with 50,000 (the count comes from a per-user counter, not COUNT(*) over the history)."""
+    store = SQLiteEventStore(tmp_path / "events.sqlite")
+    steps = [0]
+
+    def count():
+        steps[0] += 1
+
+    def cost(user: str) -> int:
+        steps[0] = 0
+        store._db.set_progress_handler(count, 1)
+        store.append(user, "x", "view")
+        store._db.set_progress_handler(None, 1)
+        return steps[0]
+
+    assert store.append_many("light", ["a"] * 9) == 9 and store.append_many("heavy", ["a"] * 49_999) == 49_999
+    light, heavy = cost("light"), cost("heavy")
+    assert store.append("light", "y", "view") == 11 and store.append("heavy", "y", "view") == 50_001
+    assert heavy <= light + 20, (light, heavy)
+    store.close()
+
+
+def test_an_sqlite_store_written_before_the_counters_is_counted_once_on_open(tmp_path):
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "events.sqlite")
+    db.execute("CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT, item_id TEXT, kind TEXT, "
+               "ts REAL)")
+    db.executemany("INSERT INTO events (user_id, item_id, kind, ts) VALUES (?, 'i', 'view', 0)",
+                   [("u",), ("u",), ("v",)])
+    db.commit()
+    db.close()
+    store = SQLiteEventStore(tmp_path / "events.sqlite")
+    assert store.append("u", "j", "view") == 3 and store.append("v", "j", "view") == 2
+    assert store.append("w", "j", "view") == 1 and store.events("u", 5) == ["i", "i", "j"]
 
 
 @pytest.fixture()
@@ -135,8 +174,71 @@ def test_redis_store_shared_by_two_replicas(redis_url):
     first, second = RedisEventStore(redis_url), RedisEventStore(redis_url)
     _exercise(first)
     assert second.events("u", 10) == ["a", "b"]  # another replica sees the same state
+    assert second.append_many("u", ["c", "d"]) == 4 and first.events("u", 3) == ["b", "c", "d"]
     first.close()
     second.close()
+
+
+def test_an_unreachable_redis_is_one_line_naming_the_setting(tmp_path):
+    from api.service import make_store
+    from api.settings import Settings
+    from api.store import StoreError
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = Settings(event_store="redis", redis_url=f"redis://user:hunter2@127.0.0.1:{port}/0")
+    with pytest.raises(StoreError) as error:
+        make_store(settings)
+    message = str(error.value)
+    assert message.startswith("RECSYS_REDIS_URL: cannot reach Redis at redis://user:***@127.0.0.1:")
+    assert "\n" not in message and "hunter2" not in message
+
+
+# ---- the byte-bounded cache -----------------------------------------------------------------------------------
+
+
+def test_byte_budget_cache_parts_share_one_budget_in_bytes():
+    from recsys.cache import ENTRY_OVERHEAD, ByteBudgetCache
+
+    cache = ByteBudgetCache(10 * (1_000 + ENTRY_OVERHEAD))
+    vectors, responses = cache.part("vectors"), cache.part("responses")
+    for n in range(8):
+        vectors[("history", n)] = np.zeros(250, dtype=np.float32)  # 1,000 bytes each
+    for n in range(8):
+        responses[n] = b"r" * 1_000
+    assert cache.currsize <= cache.max_bytes and len(vectors) + len(responses) == 10
+    assert len(responses) == 8 and len(vectors) == 2  # the least recently used went first, whichever part
+    assert ("history", 7) in vectors and ("history", 0) not in vectors
+    np.testing.assert_array_equal(vectors[("history", 7)], np.zeros(250))
+
+
+def test_byte_budget_cache_keys_are_hashed_and_clear_is_free():
+    from recsys.cache import ENTRY_OVERHEAD, ByteBudgetCache
+
+    cache = ByteBudgetCache(4 * (100 + ENTRY_OVERHEAD))
+    part = cache.part("p")
+    part[tuple(f"item-{i}" * 50 for i in range(1_000))] = b"x" * 100  # a 350 kB key costs what a short one does
+    part[("short",)] = b"y" * 100
+    assert cache.currsize == 2 * (100 + ENTRY_OVERHEAD)
+    assert part.get(tuple(f"item-{i}" * 50 for i in range(1_000))) == b"x" * 100
+    part[("huge",)] = b"z" * cache.max_bytes  # larger than the whole budget: not stored, nothing evicted
+    assert ("huge",) not in part and len(part) == 2
+    part.clear()
+    assert len(part) == 0 and ("short",) not in part and part.capacity(100) == 2  # old entries age out
+    part["new"] = b"n"
+    assert part["new"] == b"n" and len(part) == 1
+
+
+def test_cached_history_encoder_within_a_byte_budget():
+    from recsys.cache import ENTRY_OVERHEAD, ByteBudgetCache
+
+    tower = CountingTower()
+    cache = ByteBudgetCache(3 * (8 + ENTRY_OVERHEAD))  # three 2-d float32 vectors
+    cached = CachedHistoryEncoder(tower, cache=cache.part("vectors"))
+    assert cached.warm([["a"] * n for n in range(1, 8)]) == 3 and tower.calls == [3]  # as many as it holds
+    cached.encode_histories([["b"] * 200])  # a 200-item history: a hashed key, one more vector
+    assert cache.currsize <= cache.max_bytes and cached.has(["b"] * 200)
 
 
 def test_neighbour_cache_filters_and_falls_back():

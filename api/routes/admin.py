@@ -2,36 +2,43 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Path
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import get_loaded, get_service, get_settings, invalid, require_admin
-from api.schemas import ErrorResponse, ItemState, ItemUpsert, ReloadRequest, ReloadResponse
+from api.errors import documented
+from api.limits import ID_CHARS, VISIBLE
+from api.schemas import ItemState, ItemUpsert, ReloadRequest, ReloadResponse
 from api.service import Loaded, Service
 from api.settings import Settings
 from recsys.errors import BundleError
 
+logger = logging.getLogger("recsys.api")
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)],
-                   responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}})
-ItemId = Annotated[str, Path(max_length=256)]
+                   responses=documented(401, 403, 422, 503))
+ItemId = Annotated[str, Path(max_length=ID_CHARS, pattern=VISIBLE)]
+BODY = documented(400, 413)
 
 
-@router.put("/items/{item_id}", response_model=ItemState)
+@router.put("/items/{item_id}", response_model=ItemState, responses={**BODY, **documented(409)})
 async def upsert_item(item_id: ItemId, item: Annotated[ItemUpsert, Body()], loaded: Annotated[Loaded, Depends(get_loaded)],
                       service: Annotated[Service, Depends(get_service)],
                       settings: Annotated[Settings, Depends(get_settings)]) -> ItemState:
-    """Add or replace an item: its text goes through the item tower into the live index."""
-    if item.item_id != item_id:
-        raise invalid(f"item_id in the body ({item.item_id!r}) differs from the path ({item_id!r})", "body", "item_id")
+    """Add or replace an item: its text goes through the item tower into the live index. The path names the
+    item; a different `item_id` in the body is refused (409)."""
+    if item.item_id is not None and item.item_id != item_id:
+        raise HTTPException(409, f"item_id in the body ({item.item_id[:60]!r}) differs from the path "
+                                 f"({item_id[:60]!r})")
     if len(item.text) > settings.max_text_chars:
         raise invalid(f"text is {len(item.text)} characters; the limit is {settings.max_text_chars}", "body", "text")
-    await run_in_threadpool(service.upsert_item, loaded, item.model_dump())
+    await run_in_threadpool(service.upsert_item, loaded, {**item.model_dump(), "item_id": item_id})
     return ItemState(item_id=item_id, active=True, index_items=loaded.recommender.index.n_available)
 
 
-@router.post("/items/{item_id}/deactivate", response_model=ItemState, responses={404: {"model": ErrorResponse}})
+@router.post("/items/{item_id}/deactivate", response_model=ItemState, responses=documented(404))
 def deactivate_item(item_id: ItemId, loaded: Annotated[Loaded, Depends(get_loaded)],
                     service: Annotated[Service, Depends(get_service)]) -> ItemState:
     """Out of stock: never recommended until reactivated."""
@@ -39,21 +46,21 @@ def deactivate_item(item_id: ItemId, loaded: Annotated[Loaded, Depends(get_loade
     return ItemState(item_id=item_id, active=False, index_items=loaded.recommender.index.n_available)
 
 
-@router.post("/items/{item_id}/activate", response_model=ItemState, responses={404: {"model": ErrorResponse}})
+@router.post("/items/{item_id}/activate", response_model=ItemState, responses=documented(404))
 def activate_item(item_id: ItemId, loaded: Annotated[Loaded, Depends(get_loaded)],
                   service: Annotated[Service, Depends(get_service)]) -> ItemState:
     service.set_item_active(loaded, item_id, True)
     return ItemState(item_id=item_id, active=True, index_items=loaded.recommender.index.n_available)
 
 
-@router.post("/reload", response_model=ReloadResponse, responses={409: {"model": ErrorResponse}})
+@router.post("/reload", response_model=ReloadResponse, responses={**BODY, **documented(409)})
 async def reload(request: Annotated[ReloadRequest, Body()], loaded: Annotated[Loaded, Depends(get_loaded)],
                  service: Annotated[Service, Depends(get_service)]) -> ReloadResponse:
-    """Load a newer bundle and swap it in; in-flight requests finish on the old one. A corrupted
-    or mismatched bundle is refused (409) and the current one keeps serving."""
-    target = request.bundle or loaded.path.parent
+    """Load a newer bundle under the bundle root and swap it in; in-flight requests finish on the old one.
+    A corrupted or mismatched bundle, or one outside the root, is refused (409) and the current one keeps serving."""
     try:
-        new = await run_in_threadpool(service.load, target)
+        new = await run_in_threadpool(service.reload, request.bundle)
     except BundleError as exc:
+        logger.warning("reload refused: %s", exc)
         raise HTTPException(409, f"reload refused, still serving {loaded.version}: {exc}") from exc
     return ReloadResponse(model_version=new.version, previous_version=loaded.version)

@@ -10,17 +10,20 @@ from starlette.concurrency import run_in_threadpool
 
 from api.cached_similar import DEFAULT_K, similar_key
 from api.deps import check_exclude, check_k, get_loaded, invalid, serving
+from api.errors import documented
+from api.limits import ID_CHARS, NAME_CHARS, VISIBLE
 from api.responses import json_response, to_response
-from api.schemas import ErrorResponse, Item, RecommendationResponse, SessionRequest
+from api.schemas import Id, Item, RecommendationResponse, SessionRequest
 from api.service import Loaded, Service
 from recsys.pipeline import RecommendationList
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
-NOT_FOUND = {404: {"model": ErrorResponse, "description": "unknown user or item id"}}
+NOT_FOUND = documented(404, 422, 503)
 K = Annotated[int, Query(ge=1, le=10_000, description="number of items to return")]
-Exclude = Annotated[list[str], Query(description="item ids never to return (repeat the parameter)")]
-Category = Annotated[str | None, Query(max_length=256, description="only items of this category")]
-Brand = Annotated[str | None, Query(max_length=256, description="only items of this brand")]
+Exclude = Annotated[list[Id], Query(description="item ids never to return (repeat the parameter)")]
+Category = Annotated[str | None, Query(max_length=NAME_CHARS, pattern=VISIBLE,
+                                       description="only items of this category")]
+Brand = Annotated[str | None, Query(max_length=NAME_CHARS, pattern=VISIBLE, description="only items of this brand")]
 Explain = Annotated[bool, Query(description="add the re-ranker's per-item feature contributions (slower)")]
 
 
@@ -38,7 +41,7 @@ def _check_filters(loaded: Loaded, where: dict | None) -> None:
 
 @router.get("/users/{user_id}/recommendations", response_model=RecommendationResponse, responses=NOT_FOUND)
 async def user_recommendations(
-    user_id: Annotated[str, Path(max_length=256, description="user id")],
+    user_id: Annotated[str, Path(max_length=ID_CHARS, pattern=VISIBLE, description="user id")],
     request: Request,
     k: K = 10, exclude_seen: bool = True, exclude: Exclude = [],  # noqa: B006 (FastAPI query list)
     category: Category = None, brand: Brand = None, explain: Explain = False,
@@ -61,7 +64,8 @@ async def user_recommendations(
     return json_response(to_response(loaded, result, history or [], event_kinds=kinds))
 
 
-@router.post("/sessions/recommendations", response_model=RecommendationResponse, responses=NOT_FOUND)
+@router.post("/sessions/recommendations", response_model=RecommendationResponse,
+             responses={**NOT_FOUND, **documented(400, 413)})
 async def session_recommendations(body: Annotated[SessionRequest, Body()], request: Request) -> Response:
     """For an anonymous session: the posted recent item ids (oldest first) and/or free text."""
     service, loaded = serving(request)
@@ -97,7 +101,8 @@ def _text_session(service: Service, loaded: Loaded, request: SessionRequest, whe
 
 
 @router.get("/items/{item_id}", response_model=Item, responses=NOT_FOUND)
-async def item(item_id: Annotated[str, Path(max_length=256)], loaded: Annotated[Loaded, Depends(get_loaded)]) -> Item:
+async def item(item_id: Annotated[str, Path(max_length=ID_CHARS, pattern=VISIBLE)],
+               loaded: Annotated[Loaded, Depends(get_loaded)]) -> Item:
     """A catalogue item (for the product page itself)."""
     recommender = loaded.recommender
     recommender.check_items([item_id])
@@ -108,10 +113,12 @@ async def item(item_id: Annotated[str, Path(max_length=256)], loaded: Annotated[
 
 @router.get("/items/{item_id}/similar", response_model=RecommendationResponse, responses=NOT_FOUND)
 async def similar_items(
-    item_id: Annotated[str, Path(max_length=256, description="the product shown on the page")],
+    item_id: Annotated[str, Path(max_length=ID_CHARS, pattern=VISIBLE,
+                                 description="the product shown on the page")],
     request: Request,
     k: K = DEFAULT_K, exclude: Exclude = [],  # noqa: B006
-    user_id: Annotated[str | None, Query(max_length=256, description="re-rank for this user")] = None,
+    user_id: Annotated[str | None, Query(max_length=ID_CHARS, pattern=VISIBLE,
+                                         description="re-rank for this user")] = None,
     category: Category = None, brand: Brand = None, explain: Explain = False,
 ) -> Response:
     """Items closest to this one in the item tower's space; with `user_id`, the neighbours (seen items
