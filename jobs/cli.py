@@ -375,6 +375,7 @@ from jobs import bench_ranker, ranker_cmd  # noqa: E402,F401  (register `recsys 
 from jobs import bench_engine, bench_latency  # noqa: E402,F401  (register `recsys bench engine`, `… latency`)
 from jobs import export_cmd, quickstart  # noqa: E402,F401  (register `recsys export`, `recsys quickstart`)
 from jobs import bench_gpu, encode_cmd  # noqa: E402,F401  (register `recsys encode`, `recsys bench gpu`)
+from jobs import bench_store  # noqa: E402,F401  (register `recsys bench store`)
 
 
 def main() -> None:  # pragma: no cover
