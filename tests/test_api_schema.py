@@ -6,6 +6,7 @@ is the contract, and the app keeps it. Bounded (a fixed number of examples per o
 import time
 from collections import Counter
 
+import numpy as np
 import pytest
 import schemathesis
 from fastapi.testclient import TestClient
@@ -20,19 +21,36 @@ from recsys.pipeline import Recommender
 from recsys.splits import split_dataset
 from tests.conftest import toy_dataset
 from tests.test_api import FakeTextEncoder
+from tests.test_batch import ranked_bundle  # noqa: F401  (module fixture: the planted bundle with a ranker)
 from tests.test_pipeline import VECTORS
 
 TOKEN = "t"
-EXAMPLES = 60  # per operation and phase: ~1,500 requests, about a minute on 2 cores
+EXAMPLES = 35  # per operation and phase, for each of the two bundles: ~1,800 requests, about a minute on 2 cores
 
 
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
+class FixedTextEncoder:
+    """Texts to a fixed unit vector of the bundle's dimension (the planted bundle has no item tower)."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+
+    def encode(self, texts):
+        return np.full((len(texts), self.dim), 1 / np.sqrt(self.dim), np.float32)
+
+
+@pytest.fixture(scope="module", params=["toy", "ranked"])
+def app(request, tmp_path_factory):
+    """The toy catalogue (filterable attributes, no re-ranker) and the planted one with a LightGBM re-ranker."""
     root = tmp_path_factory.mktemp("schema")
-    toy = toy_dataset()
-    bundle = Recommender.build(toy, split_dataset(toy), VECTORS, BuildConfig()).save(root / "toy" / "v1")
+    if request.param == "toy":
+        toy = toy_dataset()
+        bundle = Recommender.build(toy, split_dataset(toy), VECTORS, BuildConfig()).save(root / "toy" / "v1")
+        encoder = FakeTextEncoder()
+    else:
+        bundle, recommender = request.getfixturevalue("ranked_bundle")
+        encoder = FixedTextEncoder(recommender.index.dim)
     service = Service(Settings(state_dir=root / "state", admin_token=TOKEN, max_k=50),
-                      item_encoder_loader=lambda loaded: FakeTextEncoder())
+                      item_encoder_loader=lambda loaded: encoder)
     app = create_app(bundle, service=service)
     with TestClient(app):
         yield app
@@ -71,9 +89,9 @@ def run_schemathesis(app, examples: int, seed: int = 1) -> tuple[str, dict]:
     return summary, failures
 
 
-def test_schemathesis_finds_no_failure_with_all_default_checks(app):
+def test_schemathesis_finds_no_failure_with_all_default_checks(app, request):
     summary, failures = run_schemathesis(app, EXAMPLES)
-    print("\n" + summary)
+    print(f"\n[{request.node.callspec.id} bundle] {summary}")
     assert not failures, summary + "\n\n" + "\n\n".join(f"{key}: {text}" for key, text in failures.items())
     assert {"not_a_server_error", "status_code_conformance", "content_type_conformance",
             "response_schema_conformance", "positive_data_acceptance", "negative_data_rejection"} <= set(
