@@ -54,7 +54,8 @@ def apply_contract(document: dict, settings: Settings, attributes: Collection[st
     missing = set() if attributes is None else set(FILTERS) - set(attributes)
     for operations in document.get("paths", {}).values():
         for operation in operations.values():
-            parameters = [p for p in operation.get("parameters", []) if not (p["in"] == "query" and p["name"] in missing)]
+            parameters = [p for p in operation.get("parameters", [])
+                          if not (p["in"] == "query" and p["name"] in missing)]
             for parameter in parameters:
                 _not_null(parameter["schema"])
                 if parameter["in"] == "query" and parameter["name"] in limits:

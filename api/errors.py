@@ -88,7 +88,8 @@ def install_error_handlers(app: FastAPI, max_body_bytes: int, roots: Callable[[]
         detail = exc.detail
         if exc.status_code == 413:
             detail = f"request body over the limit of {max_body_bytes} bytes"
-        return error_response(exc.status_code, scrub_paths(str(detail), roots()), headers=getattr(exc, "headers", None))
+        return error_response(exc.status_code, scrub_paths(str(detail), roots()),
+                              headers=getattr(exc, "headers", None))
 
     @app.exception_handler(BundleError)
     async def unavailable(_: Request, exc: BundleError) -> JSONResponse:
