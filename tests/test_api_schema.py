@@ -25,7 +25,7 @@ from tests.test_batch import ranked_bundle  # noqa: F401  (module fixture: the p
 from tests.test_pipeline import VECTORS
 
 TOKEN = "t"
-EXAMPLES = 35  # per operation and phase, for each of the two bundles: ~1,800 requests, about a minute on 2 cores
+EXAMPLES = 100  # per operation and phase (schemathesis's default), for each of the two bundles
 
 
 class FixedTextEncoder:
