@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -42,9 +44,13 @@ def create_app(bundle: str | Path | None = None, settings: Settings | None = Non
         app.state.service.load(bundle)
         gc.collect()
         gc.freeze()  # the loaded bundle is long-lived: keep it out of the collector's full passes (tail latency)
+        syncing = asyncio.create_task(app.state.service.sync_forever())  # converge to the event store
         try:
             yield
         finally:
+            syncing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await syncing
             app.state.service.close()
             gc.unfreeze()
 

@@ -6,73 +6,98 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import weakref
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
 
 import numpy as np
 
+from recsys.towers import UserTower, WrappedUserTower
 
-class MicroBatchingEncoder:
-    """Wraps a user tower; calls from many threads are queued, and one worker encodes whatever
-    arrived within `max_wait_ms` (up to `max_batch` histories) in a single call."""
 
-    def __init__(self, tower, max_wait_ms: float = 2.0, max_batch: int = 32) -> None:
-        self.tower = tower
+class MicroBatchingEncoder(WrappedUserTower):
+    """Wraps a user tower; calls from many threads are queued, and one worker thread encodes whatever arrived
+    within `max_wait_ms` (up to `max_batch` histories) in a single call. After `close()` (the bundle was
+    replaced) the thread is gone and late callers encode on their own thread."""
+
+    def __init__(self, tower: UserTower, max_wait_ms: float = 2.0, max_batch: int = 32) -> None:
+        super().__init__(tower)
         self.max_wait = max_wait_ms / 1000.0
         self.max_batch = max_batch
         self._queue: queue.Queue = queue.Queue()
+        self._closed = False
+        self._state_lock = threading.Lock()
         self.batches = 0
-        self._worker = threading.Thread(target=self._run, name="micro-batcher", daemon=True)
+        # the thread runs a function of the queue, not a bound method: it holds no reference to this wrapper
+        self._worker = threading.Thread(target=_serve, args=(self._queue, tower, self.max_wait, max_batch),
+                                        name="micro-batcher", daemon=True)
         self._worker.start()
+        weakref.finalize(self, self._queue.put, None)  # dropped without close(): the thread still ends
 
-    @property
-    def dim(self) -> int:
-        return self.tower.dim
-
-    def __getattr__(self, name: str):
-        return getattr(self.tower, name)
+    def over(self, catalogue) -> "MicroBatchingEncoder":
+        return MicroBatchingEncoder(self.tower.over(catalogue), self.max_wait * 1000.0, self.max_batch)
 
     def encode_histories(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
         future: Future = Future()
-        self._queue.put((list(histories), future))
-        return future.result()
-
-    def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            pending = [first]
-            size = len(first[0])
-            while size < self.max_batch:
-                try:
-                    item = self._queue.get(timeout=self.max_wait)
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._queue.put(None)
-                    break
-                pending.append(item)
-                size += len(item[0])
-            self._encode(pending)
-
-    def _encode(self, pending: list) -> None:
-        histories = [h for batch, _ in pending for h in batch]
-        try:
-            vectors = self.tower.encode_histories(histories)
-        except Exception as exc:  # hand the error to every waiting caller
-            for _, future in pending:
-                future.set_exception(exc)
-            return
-        self.batches += 1
-        start = 0
-        for batch, future in pending:
-            future.set_result(vectors[start:start + len(batch)])
-            start += len(batch)
+        with self._state_lock:
+            if not self._closed:
+                self._queue.put((list(histories), future))
+                queued = True
+            else:
+                queued = False
+        if not queued:
+            return self.tower.encode_histories(histories)
+        vectors, batched = future.result()
+        self.batches += batched
+        return vectors
 
     def close(self) -> None:
-        self._queue.put(None)
+        """Stop the worker thread (queued calls are answered first); idempotent."""
+        with self._state_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(None)
         self._worker.join(timeout=5)
+        self.tower.close()
+
+
+def _serve(requests: queue.Queue, tower: UserTower, max_wait: float, max_batch: int) -> None:
+    """The micro-batcher's thread: batches of queued (histories, future) until the None sentinel."""
+    while True:
+        first = requests.get()
+        if first is None:
+            return
+        pending = [first]
+        size = len(first[0])
+        stop = False
+        while size < max_batch:
+            try:
+                item = requests.get(timeout=max_wait)
+            except queue.Empty:
+                break
+            if item is None:
+                stop = True
+                break
+            pending.append(item)
+            size += len(item[0])
+        _encode(tower, pending)
+        if stop:
+            return
+
+
+def _encode(tower: UserTower, pending: list) -> None:
+    histories = [h for batch, _ in pending for h in batch]
+    try:
+        vectors = tower.encode_histories(histories)
+    except Exception as exc:  # hand the error to every waiting caller
+        for _, future in pending:
+            future.set_exception(exc)
+        return
+    start = 0
+    for n, (batch, future) in enumerate(pending):
+        future.set_result((vectors[start:start + len(batch)], int(n == 0)))  # the batch counted once
+        start += len(batch)
 
 
 LOADED_BATCH = 4

@@ -12,11 +12,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from recsys.errors import BundleError, UnknownIdError
 
 MAX_ERRORS = 20  # field errors listed in one answer (a body with 1,000 bad ids does not get a 1,000-line answer)
 MAX_TEXT = 300  # characters of a message or a location part (they may quote the client's own keys)
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 ABSOLUTE_PATH = re.compile(r"(?<![\w.~-])(?:[A-Za-z]:)?(?:[/\\][^\s'\"`:;,()\[\]{}<>/\\]+){2,}[/\\]?")
 
 
@@ -84,12 +86,13 @@ def install_error_handlers(app: FastAPI, max_body_bytes: int, roots: Callable[[]
         return error_response(422, summary(errors, len(raw)), errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        detail = exc.detail
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail, headers = exc.detail, getattr(exc, "headers", None)
         if exc.status_code == 413:
             detail = f"request body over the limit of {max_body_bytes} bytes"
-        return error_response(exc.status_code, scrub_paths(str(detail), roots()),
-                              headers=getattr(exc, "headers", None))
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": allowed_methods(request)}
+        return error_response(exc.status_code, scrub_paths(str(detail), roots()), headers=headers)
 
     @app.exception_handler(BundleError)
     async def unavailable(_: Request, exc: BundleError) -> JSONResponse:
@@ -98,6 +101,15 @@ def install_error_handlers(app: FastAPI, max_body_bytes: int, roots: Callable[[]
     @app.exception_handler(UnknownIdError)
     async def unknown_id(_: Request, exc: UnknownIdError) -> JSONResponse:
         return error_response(404, str(exc))
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method the request's path supports, across its routes (e.g. PUT and DELETE on one item path: a
+    405 from one route would otherwise name only its own)."""
+    routes = request.app.router.routes
+    allowed = [method for method in METHODS
+               if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)]
+    return ", ".join(allowed)
 
 
 def _describe(status: int) -> dict:

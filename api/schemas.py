@@ -142,6 +142,7 @@ class Health(BaseModel):
 
 class Live(BaseModel):
     status: Literal["ok"]
+    worker: int = Field(description="the answering process's id")
 
 
 class Ready(BaseModel):

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from api.limits import LIST_ITEMS, TEXT_CHARS
 from recsys.errors import RecsysError
+from recsys.store import HISTORY_LIMIT
 
 
 class SettingsError(RecsysError):
@@ -30,18 +31,25 @@ class Settings(BaseSettings):
     rerank: bool = Field(True, description="re-rank with the bundle's LightGBM re-ranker when it has one (false: "
                          "serve the towers' retrieval order, e.g. to compare or as a kill switch)")
     unknown_user_fallback: bool = Field(True, description="unknown users get popular items instead of a 404")
-    history_limit: int = Field(200, ge=1, description="most recent events kept per user for recommendations")
+    history_limit: int = Field(HISTORY_LIMIT, ge=1, description="most recent items of a user's history (bundle "
+                               "history + events) a recommendation reads; batch-score uses the same default")
     bundle_root: Path | None = Field(None, description="reloads only load bundles under this directory (default: "
                                      "the served bundle's parent, its model directory)")
     state_dir: Path = Field(Path("recsys-state"), description="where the SQLite event store lives")
     event_store: Literal["sqlite", "redis"] = "sqlite"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    sync_interval_ms: float = Field(200.0, gt=0, description="how often a worker checks the event store for catalogue "
+                                    "changes made through another worker (and for reloads to follow): every change "
+                                    "is visible to every worker within about this long")
+    compact_share: float = Field(0.10, ge=0, le=1, description="compact the index (built aside, swapped in) once more "
+                                 "than this share of its rows are deleted or replaced items (0: never)")
     admin_token: SecretStr | None = Field(None, description="bearer token for /v1/admin/*; admin is off when unset "
                                           "or empty")
     cache_mb: float = Field(256, ge=0, description="one memory budget (MiB per worker) for the cached user query "
                             "vectors and similar-item responses, counted in bytes (0: no caches)")
     warm_user_cache: int = Field(100_000, ge=0, description="at load, encode up to this many known users' "
-                                 "histories into the cache, so their first request skips the user tower (0: off)")
+                                 "histories into the cache (as many as its budget holds), so their first request "
+                                 "skips the user tower (0: off)")
     warm_similar_items: int = Field(100_000, ge=0, description="at load, compute the similar-item lists of up to "
                                     "this many items (the rest on first use; 0: all on first use)")
     micro_batch_ms: float = Field(2.0, ge=0, description="wait this long to batch concurrent BERT encodes")

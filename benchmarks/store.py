@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from api.store import RedisEventStore, SQLiteEventStore
+from recsys.store import RedisEventStore, SQLiteEventStore
 from benchmarks.common import Column, environment, write_report
 
 USER = "heavy-user"

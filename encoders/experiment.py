@@ -113,12 +113,17 @@ def _blend_zero_shot(dataset: Dataset, split: SplitData, recommender: Recommende
     projection = principal_projection(zero_shot, dims) if dims is not None and dims < zero_shot.shape[1] else None
     if projection is not None:
         zero_shot = project(zero_shot, projection)
-    item_ids = dataset.items["item_id"].to_list()
-    tower = BlendedHistoryEncoder(recommender.user_tower, PooledHistoryEncoder(item_ids, zero_shot, UserTowerConfig()),
-                                  0.0, lambda: encoder, projection)
-    info = {**recommender.encoder_info, "dim": tower.dim}
-    blended = Recommender.build(dataset, split, np.hstack([recommender.item_vectors, zero_shot]), build_config, info,
-                                tower)
+    trained, trained_dim = recommender.user_tower, recommender.user_tower.dim
+
+    def blended_tower(catalogue):  # both parts read the blended catalogue: the trained block, then the zero-shot one
+        return BlendedHistoryEncoder(trained.over(catalogue, slice(0, trained_dim)),
+                                     PooledHistoryEncoder(catalogue, UserTowerConfig(), slice(trained_dim, None)),
+                                     0.0, lambda: encoder, projection)
+
+    blended = Recommender.build(dataset, split, np.hstack([recommender.item_vectors, zero_shot]), build_config,
+                                recommender.encoder_info, blended_tower)
+    tower = blended.user_tower
+    blended.encoder_info = {**recommender.encoder_info, "dim": tower.dim}
     weight, scores = fit_blend_weight(blended, tower, split.examples("valid"), weights, eval_config)
     report = {"weight": weight, "dims": int(zero_shot.shape[1]),
               "valid_ndcg": {str(w): round(v, 5) for w, v in scores.items()}}

@@ -19,10 +19,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from encoders.blend import BlendedHistoryEncoder, project
-from encoders.loading import innermost_tower
 from encoders.pooling import pool
+from encoders.serving import TrainedUserTower
+from recsys.catalogue import REMOVED
 from recsys.errors import BundleError
 from recsys.pipeline import Recommender
+from recsys.towers import innermost_tower
 
 PARITY_TOLERANCE = 1e-4
 OPSET = 17
@@ -66,6 +68,7 @@ class TowerPart:
     tokenizer: object
     max_length: int
     reference: Callable[[list[str]], np.ndarray]
+    template: str = "{text}"  # how an item's fields become the text this graph encodes (recsys.data.item_text)
 
 
 def _frozen_part(name: str, encoder, projection: np.ndarray | None = None) -> TowerPart:
@@ -79,7 +82,7 @@ def _frozen_part(name: str, encoder, projection: np.ndarray | None = None) -> To
 
 def _trained_part(tower) -> TowerPart:
     return TowerPart("item_tower", _TrainedTower(tower.model), tower.tokenizer, tower.config.tower.item_max_length,
-                     tower.encode_item_texts)
+                     tower.encode_item_texts, tower.config.tower.item_template)
 
 
 def tower_parts(recommender: Recommender) -> list[TowerPart]:
@@ -88,12 +91,13 @@ def tower_parts(recommender: Recommender) -> list[TowerPart]:
 
     tower = innermost_tower(recommender.user_tower)
     if isinstance(tower, BlendedHistoryEncoder):
-        zero_shot = tower._text_encoder_factory() if tower._text_encoder_factory is not None else None
-        if zero_shot is None:
-            raise BundleError("this blended bundle has no zero-shot text encoder to export")
+        try:
+            zero_shot = tower.zero_shot_tower()
+        except ValueError:
+            raise BundleError("this blended bundle has no zero-shot text encoder to export") from None
         return [_trained_part(innermost_tower(tower.trained)), _frozen_part("zero_shot_tower", zero_shot,
                                                                             tower.projection)]
-    if hasattr(tower, "encode_item_texts"):
+    if isinstance(tower, TrainedUserTower):
         return [_trained_part(tower)]
     if recommender.encoder_info.get("kind", "frozen-bert") != "frozen-bert":
         raise BundleError("this bundle's item tower cannot encode text, so there is nothing to export")
@@ -134,9 +138,10 @@ def write_item_vectors(recommender: Recommender, path: Path) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    vectors = np.ascontiguousarray(recommender.item_vectors, dtype=np.float32)
-    table = recommender.items.drop("text").with_columns(
-        active=np.array([recommender.index.is_active(i) for i in recommender.item_ids])).to_arrow()
+    state = recommender.catalogue.state
+    live = (state.flags & REMOVED) == 0  # deleted items (tombstone rows) are not exported
+    vectors = np.ascontiguousarray(state.vectors[live], dtype=np.float32)
+    table = state.items.filter(live).drop("text").with_columns(active=state.available[live]).to_arrow()
     column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), vectors.shape[1])
     pq.write_table(table.append_column("vector", column), path, compression="zstd")
     return {"file": path.name, "rows": int(vectors.shape[0]), "dim": int(vectors.shape[1])}
@@ -152,7 +157,7 @@ def export_bundle(recommender: Recommender, out: Path, onnx: bool = True, parity
             tokenizer_dir = out / f"{part.name}_tokenizer"
             part.tokenizer.save_pretrained(str(tokenizer_dir))
             entry = export_onnx(part, out / f"{part.name}.onnx", texts)
-            info["onnx"].append({**entry, "tokenizer": tokenizer_dir.name})
+            info["onnx"].append({**entry, "tokenizer": tokenizer_dir.name, "item_template": part.template})
         info["item_vector"] = ("concatenate the outputs of " + " and ".join(e["file"] for e in info["onnx"])
                                + " (in this order)") if len(info["onnx"]) > 1 else info["onnx"][0]["file"]
     (out / "export.json").write_text(json.dumps(info, indent=2))

@@ -11,6 +11,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from encoders.backbone import load_backbone
 from encoders.pooling import pool
 from recsys.config import EncoderConfig
+from recsys.towers import ItemTower
 
 
 def pick_device() -> torch.device:
@@ -21,8 +22,8 @@ def pick_device() -> torch.device:
 PRECISIONS = ("auto", "fp32", "fp16")
 
 
-class TextEncoder:
-    """Item tower for zero-shot use: BERT → pooling → L2 normalisation.
+class TextEncoder(ItemTower):
+    """Item tower for zero-shot use: BERT → pooling → L2 normalisation (item text: the raw `text` field).
 
     `precision`: "auto" = bf16 autocast on CUDA, fp32 on CPU; "fp32" everywhere; "fp16" = half-precision
     weights (CUDA only)."""
@@ -51,6 +52,9 @@ class TextEncoder:
     @property
     def dim(self) -> int:
         return int(self.model.config.hidden_size)
+
+    def encode_texts(self, texts) -> np.ndarray:
+        return self.encode(list(texts))
 
     @torch.inference_mode()
     def encode(self, texts: list[str], *, progress: bool = False, desc: str = "encoding") -> np.ndarray:

@@ -31,6 +31,7 @@ from encoders.run_report import plot_training_curve, write_metrics_csv
 from encoders.serving import TrainedUserTower
 from encoders.towers import AdaptedBert, TwoTowerModel, autocast, pick_device
 from encoders.train_data import TrainingData, build_training_data, sequence_batches, single_target_batches
+from recsys.catalogue import Catalogue
 from recsys.config import BuildConfig, EvalConfig, TrainConfig
 from recsys.data.dataset import Dataset
 from recsys.evaluation import evaluate
@@ -134,8 +135,9 @@ class Trainer:
             return self.model.item_vectors(self.bank, positions).cpu().numpy()
 
     def user_tower(self, item_vectors: np.ndarray) -> TrainedUserTower:
-        return TrainedUserTower(self.model, self.config, self.data.item_ids, item_vectors, self.tokenizer,
-                                self.snippets, self.device)
+        """The user tower over a catalogue of the dataset's items with these vectors."""
+        return TrainedUserTower(self.model, self.config, Catalogue.from_frame(self.dataset.items, item_vectors),
+                                self.tokenizer, self.device)
 
     def recommender(self) -> Recommender:
         """The current towers as a Recommender (item vectors + flat index + user tower)."""

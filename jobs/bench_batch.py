@@ -1,6 +1,6 @@
 """`recsys bench batch`: batch-scoring throughput (users/s) and peak memory, local vs Ray engine.
 
-Registered by the one import line in jobs/cli.py; the benchmark itself is benchmarks/batch.py."""
+Registered when jobs/cli.py imports this module; the benchmark itself is benchmarks/batch.py."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """`recsys bench engine`: in-process cost per query of the served pipeline (JSON + MD + PNG).
 
-Registered by the one import line in jobs/cli.py; the benchmark itself is benchmarks/engine.py."""
+Registered when jobs/cli.py imports this module; the benchmark itself is benchmarks/engine.py."""
 
 from __future__ import annotations
 

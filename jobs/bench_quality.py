@@ -1,6 +1,6 @@
 """`recsys bench quality`: popularity, zero-shot BERT and PEFT-BERT variants on one dataset (JSON + MD + PNG).
 
-Registered by the one import line in jobs/cli.py; the benchmark itself is benchmarks/quality.py."""
+Registered when jobs/cli.py imports this module; the benchmark itself is benchmarks/quality.py."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """`recsys bench ranker`: retrieval-only vs re-ranked on one bundle (JSON + MD + PNG).
 
-Registered by the one import line in jobs/cli.py; the benchmark itself is benchmarks/ranker.py."""
+Registered when jobs/cli.py imports this module; the benchmark itself is benchmarks/ranker.py."""
 
 from __future__ import annotations
 

@@ -1,73 +1,24 @@
-"""`recsys` command line: import, build, encode, train, evaluate, recommend, serve, quickstart, bench."""
+"""`recsys` command line: import, build, evaluate, recommend, serve (here), and every other command module (encode,
+train, quickstart, batch-score, export, bench …) registered on the app of jobs/app.py."""
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
 import typer
-from pydantic import ValidationError
 from rich.markup import escape
 
-from api.settings import Settings
-from jobs.bench import bench_app
-from jobs.output import console, err_console, markdown_metrics, metrics_table, step, write_json
+# every command module registers its commands on the app when imported (jobs/app.py owns the app)
+from jobs import (  # noqa: F401
+    batch_cmd, bench_batch, bench_engine, bench_gpu, bench_latency, bench_live, bench_quality, bench_ranker,
+    bench_store, encode_cmd, export_cmd, quickstart, ranker_cmd, train_cmd)
+from jobs.app import MAX_K, BatchSize, Decay, Items, MaxLength, ModelOpt, OutOpt, OverwriteOpt, Port, Seed, Users, \
+    app, friendly_errors, import_app
+from jobs.output import console, markdown_metrics, metrics_table, print_recommendations, step, write_json
 from recsys.config import BuildConfig, EncoderConfig, EvalConfig, UserTowerConfig
 from recsys.errors import RecsysError, UnknownIdError
-
-app = typer.Typer(help="BERT-based recommendation engine.", no_args_is_help=True, pretty_exceptions_enable=False)
-import_app = typer.Typer(help="Import data into the canonical dataset format.", no_args_is_help=True)
-app.add_typer(import_app, name="import")
-app.add_typer(bench_app, name="bench")
-
-
-def _version(value: bool) -> None:
-    if value:
-        from importlib.metadata import PackageNotFoundError, version
-        try:
-            typer.echo(f"bert-recsys {version('bert-recsys')}")
-        except PackageNotFoundError:
-            typer.echo("bert-recsys (not installed: run from a source tree)")
-        raise typer.Exit()
-
-
-@app.callback()
-def main_options(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="print the version and exit")] = False,
-) -> None:
-    """BERT-based recommendation engine."""
-
-
-def friendly_errors(func):
-    """Turn the project's own errors (and invalid settings) into one clear line and exit code 2 (never a
-    traceback); the message is printed as it is (no Rich markup, so `[distributed]` stays)."""
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except RecsysError as exc:
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
-            raise typer.Exit(2) from None
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-            err_console.print(f"[bold red]error:[/] invalid setting: {escape(problems)}")
-            raise typer.Exit(2) from None
-    return wrapper
-
-
-def _api_max_k() -> int:
-    """The API's limit on k (RECSYS_MAX_K), so the CLI accepts what the API accepts; its default when the
-    environment's setting is invalid (the API reports that when it starts)."""
-    try:
-        return Settings().max_k
-    except ValidationError:
-        return Settings.model_fields["max_k"].default
-
-
-MAX_K = _api_max_k()
 
 
 def _ks(value: str) -> tuple[int, ...]:
@@ -114,18 +65,6 @@ def _report_import(dataset, out: Path, overwrite: bool = False) -> None:
             console.print(f"    {count:,} × {escape(reason)}")
     for note in dataset.report.notes:
         console.print(f"  note: {escape(note)}")
-
-
-ModelOpt = Annotated[str, typer.Option(help="BERT: local HF directory, hub name, or 'default' (offline MiniLM)")]
-OutOpt = Annotated[Path, typer.Option("--out", help="output directory")]
-OverwriteOpt = Annotated[bool, typer.Option(help="replace a dataset already in --out")]
-MaxLength = Annotated[int, typer.Option(min=8, max=512, help="BERT tokens per item text")]
-BatchSize = Annotated[int, typer.Option(min=1, max=4096, help="texts per BERT batch")]
-Decay = Annotated[float, typer.Option(min=0.01, max=1.0, help="recency decay of the history pool")]
-Seed = Annotated[int, typer.Option(min=0, help="random seed")]
-Users = Annotated[int, typer.Option(min=1, max=10_000_000, help="synthetic customers")]
-Items = Annotated[int, typer.Option(min=32, max=10_000_000, help="synthetic products (at least 2 per category)")]
-Port = Annotated[int, typer.Option(min=1, max=65_535)]
 
 
 @import_app.command("synthetic")
@@ -284,7 +223,7 @@ def recommend(
     from types import SimpleNamespace
 
     from api.responses import to_response
-    from encoders.loading import item_text_encoder, load_recommender
+    from encoders.loading import load_recommender
 
     if sum(x is not None for x in (user, items or text, similar)) != 1:
         raise typer.BadParameter("give exactly one of --user, --similar, or --items and/or --text")
@@ -301,8 +240,7 @@ def recommend(
             raise RecsysError(f"{exc} (pass --fallback to show the popular items instead)") from None
         history = recommender.histories.get(user, [])
     elif text is not None:
-        text_vector = item_text_encoder(recommender, path).encode([text])[0]
-        result, history = recommender.recommend_session(recent, k, text_vector=text_vector), recent
+        result, history = recommender.recommend_session(recent, k, text=text), recent
     elif items is not None:
         result, history = recommender.recommend_session(recent, k), recent
     else:
@@ -312,23 +250,12 @@ def recommend(
     if json_output:
         typer.echo(response.model_dump_json(indent=2))
         return
-    _print_recommendations(response)
+    print_recommendations(response)
 
 
 def _resolve(bundle: Path) -> Path:
     from recsys.artifacts import resolve_bundle
     return resolve_bundle(bundle)
-
-
-def _print_recommendations(response) -> None:
-    from rich.table import Table
-    table = Table(title=f"strategy: {response.strategy}")
-    for header in ("#", "item_id", "score", "title", "why"):
-        table.add_column(header)
-    for rank, item in enumerate(response.items, 1):
-        table.add_row(str(rank), item.item_id, f"{item.score:.3f}", escape((item.title or item.text)[:60]),
-                      escape(item.reason))
-    console.print(table)
 
 
 @app.command()
@@ -337,9 +264,9 @@ def serve(
     bundle: Annotated[Path, typer.Option(help="bundle directory (or a model directory: newest version)")],
     host: str = "127.0.0.1", port: Port = 8000,
     access_log: Annotated[bool, typer.Option(help="log every request (costs throughput)")] = False,
-    workers: Annotated[int, typer.Option(min=1, help="worker processes (each loads the bundle; events are "
-                                         "shared through the store, admin catalogue edits reach the worker "
-                                         "that took them and the others on their next reload)")] = 1,
+    workers: Annotated[int, typer.Option(min=1, help="worker processes (each loads the bundle; events, catalogue "
+                                         "edits and reloads reach every worker through the event store within "
+                                         "RECSYS_SYNC_INTERVAL_MS, 200 ms)")] = 1,
 ) -> None:
     """Serve the bundle with FastAPI + uvicorn; OpenAPI docs at /docs."""
     import copy
@@ -367,15 +294,6 @@ def serve(
     os.environ["RECSYS_BUNDLE"] = str(path)  # each worker builds its app from the settings
     uvicorn.run("api.app:create_app", factory=True, host=host, port=port, access_log=access_log, workers=workers,
                 log_config=log_config)
-
-
-from jobs import batch_cmd, bench_batch  # noqa: E402,F401  (register `recsys batch-score`, `recsys bench batch`)
-from jobs import bench_quality, train_cmd  # noqa: E402,F401  (register `recsys train`, `recsys bench quality`)
-from jobs import bench_ranker, ranker_cmd  # noqa: E402,F401  (register `recsys train-ranker`, `recsys bench ranker`)
-from jobs import bench_engine, bench_latency  # noqa: E402,F401  (register `recsys bench engine`, `… latency`)
-from jobs import export_cmd, quickstart  # noqa: E402,F401  (register `recsys export`, `recsys quickstart`)
-from jobs import bench_gpu, encode_cmd  # noqa: E402,F401  (register `recsys encode`, `recsys bench gpu`)
-from jobs import bench_store  # noqa: E402,F401  (register `recsys bench store`)
 
 
 def main() -> None:  # pragma: no cover

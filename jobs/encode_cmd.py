@@ -1,6 +1,6 @@
 """`recsys encode`: the catalogue's item vectors as resumable shards (local or Ray engine).
 
-Registered on the main app by the one import line in jobs/cli.py."""
+Registered on the app (jobs/app.py) when jobs/cli.py imports this module."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from jobs.cli import BatchSize, MaxLength, ModelOpt, app, friendly_errors
+from jobs.app import BatchSize, MaxLength, ModelOpt, app, friendly_errors
 from jobs.output import console, err_console
 
 EngineOpt = Annotated[str, typer.Option(help="local, or ray (pip install '.[distributed]')")]

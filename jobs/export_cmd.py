@@ -1,6 +1,6 @@
 """`recsys export`: a bundle's item vectors (Parquet) and item tower (ONNX, parity-checked) for use elsewhere.
 
-Registered on the main app by the one import line in jobs/cli.py."""
+Registered on the app (jobs/app.py) when jobs/cli.py imports this module."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from jobs.cli import app, friendly_errors
+from jobs.app import app, friendly_errors
 from jobs.output import console, step
 from recsys.errors import RecsysError
 

@@ -51,3 +51,14 @@ def write_json(path: str | Path, payload: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, default=str))
     return path
+
+
+def print_recommendations(response) -> None:
+    """A recommendation response (the API's model) as a table: rank, id, score, title, reason."""
+    table = Table(title=f"strategy: {response.strategy}")
+    for header in ("#", "item_id", "score", "title", "why"):
+        table.add_column(header)
+    for rank, item in enumerate(response.items, 1):
+        table.add_row(str(rank), item.item_id, f"{item.score:.3f}", escape((item.title or item.text)[:60]),
+                      escape(item.reason))
+    console.print(table)

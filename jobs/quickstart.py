@@ -4,7 +4,7 @@ Synthetic shop → a short training of the BERT towers (`quickstart` preset) →
 evaluation table (popularity, zero-shot BERT, the trained towers, the engine = towers + re-ranker; full ranking
 over the whole catalogue, test split) with a PNG chart → a bundle → sample lists with their reasons.
 
-Registered on the main app by the one import line in jobs/cli.py."""
+Registered on the app (jobs/app.py) when jobs/cli.py imports this module."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typing import Annotated
 
 import typer
 
-from jobs.cli import MAX_K, Items, ModelOpt, OutOpt, Port, Seed, Users, app, friendly_errors
-from jobs.output import console, step
+from jobs.app import MAX_K, Items, ModelOpt, OutOpt, Port, Seed, Users, app, friendly_errors
+from jobs.output import console, print_recommendations, step
 
 RESULT_MODELS = {"popularity": "popularity", "zero-shot-bert": "zero-shot BERT", "towers": "trained towers",
                  "engine": "engine (towers + re-ranker)"}
@@ -122,7 +122,6 @@ def _samples(recommender, path: Path, dataset, k: int) -> None:
     from types import SimpleNamespace
 
     from api.responses import to_response
-    from jobs.cli import _print_recommendations
     from recsys.data.synthetic import CATEGORIES
 
     mains = {c for c, spec in CATEGORIES.items() if spec.accessories}
@@ -133,7 +132,7 @@ def _samples(recommender, path: Path, dataset, k: int) -> None:
     loaded = SimpleNamespace(recommender=recommender, version=path.name)
     console.print(f"\ncustomer {user} recently: " + "; ".join(r.get("title") or r["text"]
                                                              for r in recommender.item_records(history[-3:])))
-    _print_recommendations(to_response(loaded, recommender.recommend_user(user, k), history))
+    print_recommendations(to_response(loaded, recommender.recommend_user(user, k), history))
     anchor = history[-1]
     console.print(f"similar to {recommender.item_records([anchor])[0].get('title')}:")
-    _print_recommendations(to_response(loaded, recommender.similar_items(anchor, k), anchor=anchor))
+    print_recommendations(to_response(loaded, recommender.similar_items(anchor, k), anchor=anchor))

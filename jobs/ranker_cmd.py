@@ -1,7 +1,7 @@
 """`recsys train-ranker`: train the LightGBM re-ranker on a bundle's retrieved candidates and write a new
 bundle version with the ranker inside and the before/after metrics in its manifest.
 
-Registered on the main app by the one import line in jobs/cli.py."""
+Registered on the app (jobs/app.py) when jobs/cli.py imports this module."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from jobs.cli import app, friendly_errors
+from jobs.app import app, friendly_errors
 from jobs.output import console, metrics_table
 
 MANIFEST_OWN_KEYS = ("files", "created_at", "git_sha", "libraries", "bundle_schema_version", "config", "encoder")

@@ -1,6 +1,6 @@
 """`recsys train`: fine-tune the PEFT BERT towers on a dataset and write an evaluated bundle.
 
-Registered on the main app by the one import line in jobs/cli.py."""
+Registered on the app (jobs/app.py) when jobs/cli.py imports this module."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from jobs.cli import app, friendly_errors
+from jobs.app import app, friendly_errors
 from jobs.output import console
 
 

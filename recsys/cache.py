@@ -63,6 +63,7 @@ class ByteBudgetCache:
         self.max_bytes = int(max_bytes)
         self._lru = _CountingLRU(self.max_bytes)
         self.lock = threading.Lock()
+        self._parts = 0
 
     @property
     def currsize(self) -> int:
@@ -70,7 +71,10 @@ class ByteBudgetCache:
         return self._lru.currsize
 
     def part(self, name: str) -> CachePart:
-        return CachePart(self, name)
+        """A new namespace (each call gives a separate one, even for the same name)."""
+        with self.lock:
+            self._parts += 1
+            return CachePart(self, f"{name}#{self._parts}")
 
     def clear(self) -> None:
         with self.lock:
@@ -90,6 +94,10 @@ class CachePart(MutableMapping):
     def maxsize(self) -> int:
         """The shared budget in bytes (0: nothing is ever stored)."""
         return self.cache.max_bytes
+
+    def sibling(self) -> CachePart:
+        """A new, empty part of the same cache (e.g. for a tower over another catalogue)."""
+        return self.cache.part(self.name.rsplit("#", 1)[0])
 
     def capacity(self, value_bytes: int) -> int:
         """How many more values of `value_bytes` fit in the budget without evicting anything."""

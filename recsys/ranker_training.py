@@ -10,6 +10,7 @@ from typing import Protocol
 import numpy as np
 import polars as pl
 
+from recsys.catalogue import Catalogue
 from recsys.features import FeatureBuilder
 from recsys.metrics import summarize, target_ranks
 from recsys.ranker import Ranker, RankerConfig, Reranker, feature_matrix
@@ -20,8 +21,7 @@ from recsys.stats import InteractionStats, StatsConfig, default_config
 class CandidateRetriever(Protocol):
     """The Recommender's retrieval path (`recommend_batch(..., rerank=False)`)."""
 
-    items: pl.DataFrame
-    item_vectors: np.ndarray
+    catalogue: Catalogue
 
     def recommend_batch(self, histories: Sequence[Sequence[str]], k: int, exclude_seen: bool = False,
                         *args, **kwargs) -> list: ...
@@ -87,7 +87,7 @@ def train_reranker(recommender: CandidateRetriever, split: SplitData, config: Ra
     started = time.perf_counter()
     examples = split.valid
     stats = fit_training_stats(split, config)
-    builder = FeatureBuilder(recommender.items, recommender.item_vectors, stats, config.features)
+    builder = FeatureBuilder(recommender.catalogue, stats, config.features)
     t0 = time.perf_counter()
     candidates, scores, _ = retrieve(recommender, examples["history"].to_list(), config.candidates)
     retrieve_s = time.perf_counter() - t0

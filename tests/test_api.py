@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -9,19 +11,20 @@ from recsys.config import BuildConfig
 from recsys.errors import BundleError
 from recsys.pipeline import Recommender
 from recsys.splits import split_dataset
+from recsys.towers import ItemTower
 from tests.test_pipeline import VECTORS
 
 TOKEN = "s3cret"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 
 
-class FakeTextEncoder:
+class FakeTextEncoder(ItemTower):
     """Maps texts to fixed 2-d directions: 'camera' texts along x, anything else along y."""
 
     dim = 2
 
-    def encode(self, texts):
-        return np.array([[1.0, 0.0] if "camera" in t else [0.0, 1.0] for t in texts], dtype=np.float32)
+    def encode_texts(self, texts):
+        return np.array([[1.0, 0.0] if "camera" in t else [0.0, 1.0] for t in texts], dtype=np.float32).reshape(-1, 2)
 
 
 @pytest.fixture()
@@ -48,7 +51,7 @@ def ids(response):
 
 def test_health_readiness_and_model_info(client):
     assert client.get("/health").json() == {"status": "ok", "bundle_version": "v1", "n_items": 6, "n_users": 4}
-    assert client.get("/health/live").json() == {"status": "ok"}
+    assert client.get("/health/live").json() == {"status": "ok", "worker": os.getpid()}
     assert client.get("/health/ready").json() == {"status": "ready", "model_version": "v1"}
     info = client.get("/v1/model").json()
     assert (info["name"], info["version"], info["bundle_schema_version"]) == ("toy", "v1", 1)
@@ -278,7 +281,7 @@ def test_cached_similar_lists_are_answered_before_routing_and_only_exact_hits(cl
     from api.cached_similar import cached_request_key, similar_key
 
     loaded = client.app.state.service.current
-    version = loaded.recommender.neighbours.version
+    version = loaded.recommender.catalogue.version
     first = client.get("/v1/items/cam1/similar?k=2&exclude=sock1")
     key = similar_key("cam1", 2, ["sock1"], version)
     assert loaded.similar_responses[key] == first.content

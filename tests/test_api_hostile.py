@@ -301,3 +301,11 @@ def test_an_empty_admin_token_turns_admin_off_with_a_warning(bundle, tmp_path, c
     with TestClient(create_app(bundle, service=service)) as client:
         for headers in ({"Authorization": "Bearer "}, {"Authorization": "Bearer   "}, {}):
             assert_error(client.post("/v1/admin/items/cam1/deactivate", headers=headers), 403, "disabled")
+
+
+def test_a_wrong_method_is_405_naming_every_method_of_the_path(client):
+    """PUT and DELETE share the admin item path: a 405 lists both (schemathesis's Allow-header check)."""
+    response = client.options("/v1/admin/items/cam1", headers=ADMIN)
+    assert_error(response, 405)
+    assert response.headers["allow"] == "PUT, DELETE"
+    assert client.post("/v1/items/cam1").headers["allow"] == "GET"

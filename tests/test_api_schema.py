@@ -1,7 +1,8 @@
 """Schemathesis against the app in-process, as its CLI runs it (every phase: examples, coverage, fuzzing,
 stateful; every default check: server errors, status codes, content types, response schemas and headers,
 positive data accepted, negative data rejected, authentication, unsupported methods, …): the OpenAPI document
-is the contract, and the app keeps it. Bounded (a fixed number of examples per operation, deterministic)."""
+is the contract, and the app keeps it. Bounded (a fixed number of examples per operation, deterministic): 15 in
+the default run, schemathesis's default 100 with `-m slow`."""
 
 import time
 from collections import Counter
@@ -19,22 +20,28 @@ from api.settings import Settings
 from recsys.config import BuildConfig
 from recsys.pipeline import Recommender
 from recsys.splits import split_dataset
+from recsys.towers import ItemTower
 from tests.conftest import toy_dataset
 from tests.test_api import FakeTextEncoder
 from tests.test_batch import ranked_bundle  # noqa: F401  (module fixture: the planted bundle with a ranker)
 from tests.test_pipeline import VECTORS
 
 TOKEN = "t"
-EXAMPLES = 100  # per operation and phase (schemathesis's default), for each of the two bundles
+EXAMPLES = 15  # per operation and phase, for each of the two bundles: the default run (under a minute in all)
+FULL_EXAMPLES = 100  # schemathesis's default: `python -m pytest -m slow tests/test_api_schema.py` (a few minutes)
 
 
-class FixedTextEncoder:
+class FixedTextEncoder(ItemTower):
     """Texts to a fixed unit vector of the bundle's dimension (the planted bundle has no item tower)."""
 
     def __init__(self, dim: int) -> None:
-        self.dim = dim
+        self._dim = dim
 
-    def encode(self, texts):
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def encode_texts(self, texts):
         return np.full((len(texts), self.dim), 1 / np.sqrt(self.dim), np.float32)
 
 
@@ -89,9 +96,10 @@ def run_schemathesis(app, examples: int, seed: int = 1) -> tuple[str, dict]:
     return summary, failures
 
 
-def test_schemathesis_finds_no_failure_with_all_default_checks(app, request):
-    summary, failures = run_schemathesis(app, EXAMPLES)
-    print(f"\n[{request.node.callspec.id} bundle] {summary}")
+@pytest.mark.parametrize("examples", [EXAMPLES, pytest.param(FULL_EXAMPLES, marks=pytest.mark.slow)])
+def test_schemathesis_finds_no_failure_with_all_default_checks(app, request, examples):
+    summary, failures = run_schemathesis(app, examples)
+    print(f"\n[{request.node.callspec.params['app']} bundle, {examples} examples] {summary}")
     assert not failures, summary + "\n\n" + "\n\n".join(f"{key}: {text}" for key, text in failures.items())
     assert {"not_a_server_error", "status_code_conformance", "content_type_conformance",
             "response_schema_conformance", "positive_data_acceptance", "negative_data_rejection"} <= set(

@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 
 from api.batching import MicroBatchingEncoder
-from api.store import RedisEventStore, SQLiteEventStore
+from recsys.catalogue import Catalogue
 from recsys.config import UserTowerConfig
+from recsys.store import RedisEventStore, SQLiteEventStore
+from recsys.towers import UserTower
 from recsys.user_tower import CachedHistoryEncoder, PooledHistoryEncoder
 
 
-class CountingTower:
+class CountingTower(UserTower):
     dim = 2
 
     def __init__(self, delay: float = 0.0) -> None:
@@ -48,10 +50,13 @@ def test_cache_warm_encodes_in_batches_up_to_its_size():
 
 
 def test_cache_is_cleared_when_item_vectors_change():
-    pooled = PooledHistoryEncoder(["a", "b"], np.eye(2, dtype=np.float32), UserTowerConfig())
-    cached = CachedHistoryEncoder(pooled)
+    catalogue = Catalogue.from_ids(["a", "b"], np.eye(2, dtype=np.float32))
+    cached = CachedHistoryEncoder(PooledHistoryEncoder(catalogue, UserTowerConfig()))
     np.testing.assert_allclose(cached.encode_histories([["a"]])[0], [1, 0])
-    cached.add_items(["a", "c"], np.array([[0, 1], [1, 0]], dtype=np.float32))
+    catalogue.set_active(["a"], False)  # a stock change: query vectors stay valid
+    assert cached.has(["a"])
+    catalogue.upsert([{"item_id": "a"}, {"item_id": "c"}], np.array([[0, 1], [1, 0]], dtype=np.float32))
+    assert not cached.has(["a"])
     np.testing.assert_allclose(cached.encode_histories([["a"]])[0], [0, 1])
     np.testing.assert_allclose(cached.encode_histories([["c"]])[0], [1, 0])
 
@@ -90,14 +95,22 @@ def _exercise(store):
     assert store.append("u", "b", "purchase") == 2
     store.append("v", "c", "cart")
     assert store.events("u", 10) == ["a", "b"] and store.events("u", 1) == ["b"] and store.events("x", 5) == []
-    store.upsert_item({"item_id": "n1", "text": "new"}, np.array([1, 2], dtype=np.float32))
-    store.upsert_item({"item_id": "n2", "text": "newer"}, np.array([3, 4], dtype=np.float32))
-    store.upsert_item({"item_id": "n1", "text": "new v2"}, np.array([5, 6], dtype=np.float32))
-    store.set_active("n2", False)
-    items, states = store.catalogue_changes()
-    assert [r["text"] for r, _ in items] == ["newer", "new v2"]
-    np.testing.assert_array_equal(items[1][1], [5, 6])
-    assert states == {"n2": False}
+    assert store.last_event_seq() == 3 and store.events("u", 10, until=1) == ["a"]
+    assert store.events_for(["u", "v", "x"], 1) == {"u": ["b"], "v": ["c"]} and store.event_users() == ["u", "v"]
+    assert store.last_change_seq() == 0 and store.changes() == []
+    seqs = [store.record_change("upsert", "n1", {"item_id": "n1", "text": "new"}, np.array([1, 2], np.float32), "s1"),
+            store.record_change("upsert", "n2", {"item_id": "n2", "text": "newer"}, np.array([3, 4], np.float32), "s1"),
+            store.record_change("active", "n2", active=False),
+            store.record_change("delete", "n1"),
+            store.record_change("bundle", record={"path": "/b/v2"})]
+    assert seqs == [1, 2, 3, 4, 5] and store.last_change_seq() == 5
+    changes = store.changes()
+    assert [(c.seq, c.kind, c.item_id) for c in changes] == [(1, "upsert", "n1"), (2, "upsert", "n2"),
+                                                              (3, "active", "n2"), (4, "delete", "n1"), (5, "bundle", None)]
+    assert changes[1].record == {"item_id": "n2", "text": "newer"} and changes[1].space == "s1"
+    np.testing.assert_array_equal(changes[1].vector, [3, 4])
+    assert changes[2].active is False and changes[4].record == {"path": "/b/v2"}
+    assert [c.seq for c in store.changes(after=2, until=4)] == [3, 4]
 
 
 def test_sqlite_store(tmp_path):
@@ -105,30 +118,39 @@ def test_sqlite_store(tmp_path):
     _exercise(store)
     store.close()
     reopened = SQLiteEventStore(tmp_path / "events.sqlite")
-    assert reopened.events("u", 10) == ["a", "b"]
+    assert reopened.events("u", 10) == ["a", "b"] and reopened.last_change_seq() == 5
     assert reopened.append("u", "c", "view") == 3
 
 
-def test_an_sqlite_insert_costs_the_same_whatever_the_users_history(tmp_path):
-    """SQLite virtual-machine steps per insert (a deterministic measure of work): the same for a user with 10
-    events as for one with 50,000 (the count comes from a per-user counter, not COUNT(*) over the history)."""
-    store = SQLiteEventStore(tmp_path / "events.sqlite")
+def _sqlite_steps(store: SQLiteEventStore, write) -> int:
+    """SQLite virtual-machine steps `write()` takes (a deterministic measure of its work)."""
     steps = [0]
 
     def count():
         steps[0] += 1
 
-    def cost(user: str) -> int:
-        steps[0] = 0
-        store._db.set_progress_handler(count, 1)
-        store.append(user, "x", "view")
+    store._db.set_progress_handler(count, 1)
+    try:
+        write()
+    finally:
         store._db.set_progress_handler(None, 1)
-        return steps[0]
+    return steps[0]
 
+
+def test_an_sqlite_insert_costs_the_same_whatever_the_users_history(tmp_path):
+    """The same work for a user with 10 events as for one with 50,000 (the count comes from a per-user counter,
+    not COUNT(*) over the history); a catalogue change costs the same whatever the length of the change log."""
+    store = SQLiteEventStore(tmp_path / "events.sqlite")
     assert store.append_many("light", ["a"] * 9) == 9 and store.append_many("heavy", ["a"] * 49_999) == 49_999
-    light, heavy = cost("light"), cost("heavy")
+    light = _sqlite_steps(store, lambda: store.append("light", "x", "view"))
+    heavy = _sqlite_steps(store, lambda: store.append("heavy", "x", "view"))
     assert store.append("light", "y", "view") == 11 and store.append("heavy", "y", "view") == 50_001
     assert heavy <= light + 20, (light, heavy)
+    first = _sqlite_steps(store, lambda: store.record_change("active", "a", active=False))
+    for n in range(2_000):
+        store.record_change("active", f"i{n}", active=True)
+    later = _sqlite_steps(store, lambda: store.record_change("active", "a", active=True))
+    assert later <= first + 20 and store.last_change_seq() == 2_002, (first, later)
     store.close()
 
 
@@ -145,6 +167,22 @@ def test_an_sqlite_store_written_before_the_counters_is_counted_once_on_open(tmp
     store = SQLiteEventStore(tmp_path / "events.sqlite")
     assert store.append("u", "j", "view") == 3 and store.append("v", "j", "view") == 2
     assert store.append("w", "j", "view") == 1 and store.events("u", 5) == ["i", "i", "j"]
+
+
+def test_sqlite_state_from_before_the_change_log_is_carried_over(tmp_path):
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "events.sqlite")
+    db.execute("CREATE TABLE items (item_id TEXT PRIMARY KEY, seq INTEGER, record TEXT, vector BLOB)")
+    db.execute("CREATE TABLE item_state (item_id TEXT PRIMARY KEY, active INTEGER)")
+    db.execute("INSERT INTO items VALUES ('n1', 1, '{\"item_id\": \"n1\", \"text\": \"x\"}', ?)",
+               (np.array([1, 0], np.float32).tobytes(),))
+    db.execute("INSERT INTO item_state VALUES ('old1', 0)")
+    db.commit()
+    db.close()
+    changes = SQLiteEventStore(tmp_path / "events.sqlite").changes()
+    assert [(c.kind, c.item_id) for c in changes] == [("upsert", "n1"), ("active", "old1")]
+    assert changes[0].space is None and changes[1].active is False
 
 
 @pytest.fixture()
@@ -182,7 +220,7 @@ def test_redis_store_shared_by_two_replicas(redis_url):
 def test_an_unreachable_redis_is_one_line_naming_the_setting(tmp_path):
     from api.service import make_store
     from api.settings import Settings
-    from api.store import StoreError
+    from recsys.errors import StoreError
 
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
@@ -383,6 +421,7 @@ def test_concurrent_known_users_match_one_at_a_time(toy, tmp_path):
     from api.settings import Settings
     from recsys.config import BuildConfig
     from recsys.pipeline import Recommender
+    from recsys.query import Query
     from recsys.splits import split_dataset
     from tests.test_pipeline import VECTORS
 
@@ -394,8 +433,8 @@ def test_concurrent_known_users_match_one_at_a_time(toy, tmp_path):
     assert len(histories) >= 3
 
     async def together():
-        return await asyncio.gather(*(loaded.recommend_batched(h, 3, True, [], None) for h in histories),
-                                    loaded.recommend_batched(histories[0], 3, True, [histories[0][-1]], None))
+        return await asyncio.gather(*(loaded.recommend(Query(h, k=3)) for h in histories),
+                                    loaded.recommend(Query(histories[0], k=3, exclude=[histories[0][-1]])))
 
     expected = [recommender.recommend_history(h, 3, True) for h in histories]
     expected.append(recommender.recommend_history(histories[0], 3, True, [histories[0][-1]]))

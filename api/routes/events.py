@@ -8,8 +8,9 @@ from fastapi import APIRouter, Body, Depends
 
 from api.deps import get_loaded, get_service
 from api.errors import documented
+from api.loaded import Loaded
 from api.schemas import EventRequest, EventResponse
-from api.service import Loaded, Service
+from api.service import Service
 
 router = APIRouter(prefix="/v1", tags=["events"])
 

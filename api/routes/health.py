@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import PurePath
 from typing import Annotated
 
@@ -9,8 +10,9 @@ from fastapi import APIRouter, Depends, Response
 
 from api.deps import get_loaded, get_service
 from api.errors import documented
+from api.loaded import Loaded
 from api.schemas import EncoderInfo, Health, Live, ModelInfo, Ready
-from api.service import Loaded, Service
+from api.service import Service
 
 router = APIRouter(tags=["health"])
 UNAVAILABLE = documented(503)
@@ -25,8 +27,8 @@ def health(loaded: Annotated[Loaded, Depends(get_loaded)]) -> Health:
 
 @router.get("/health/live", response_model=Live)
 def live() -> Live:
-    """The process answers."""
-    return Live(status="ok")
+    """The process answers (`worker`: its process id, to tell the workers of `recsys serve --workers N` apart)."""
+    return Live(status="ok", worker=os.getpid())
 
 
 @router.get("/health/ready", response_model=Ready, responses=UNAVAILABLE)

@@ -7,7 +7,9 @@
       unknown_users.txt     requested ids the bundle does not know (only when there are some)
       _job/job.json         the job's identity; a resume must match it exactly
       _job/users.parquet    the users in output order, one row group per chunk (+ `history` in
-                            evaluation mode); every engine reads its chunks from here
+                            evaluation mode, + `events` from the event store); every engine reads its
+                            chunks from here
+      _job/catalogue_changes.parquet  the event store's catalogue changes the job applies (with a store)
 
 `recsys encode` uses the same layout with items: `_job/items.parquet` (item_id, text) as its inputs
 and item vectors in the shards (jobs/batch/encode.py).
@@ -106,11 +108,12 @@ class JobDir:
         """One chunk's inputs (its row group of the inputs file)."""
         return pq.ParquetFile(self.inputs_path).read_row_group(chunk)
 
-    def read_chunk(self, chunk: int) -> tuple[list[str], list[list[str]] | None]:
-        """(user ids, histories or None) of one chunk of users."""
+    def read_chunk(self, chunk: int) -> tuple[list[str], list[list[str]] | None, list[list[str]] | None]:
+        """(user ids, histories or None, stored events or None) of one chunk of users."""
         table = self.read_inputs(chunk)
         histories = table.column("history").to_pylist() if "history" in table.column_names else None
-        return table.column("user_id").to_pylist(), histories
+        events = table.column("events").to_pylist() if "events" in table.column_names else None
+        return table.column("user_id").to_pylist(), histories, events
 
     def check_complete(self, done: dict[int, int]) -> None:
         """BatchError unless every chunk has its shard (`done`: chunk → rows)."""
