@@ -69,8 +69,10 @@ class EventStore(Protocol):
     def events_for(self, user_ids: Iterable[str], limit: int, until: int | None = None) -> dict[str, list[str]]:
         """`events` of many users (those with events only)."""
 
-    def kinds(self, user_id: str, item_ids: Collection[str]) -> dict[str, str]:
-        """The kind of the user's latest event on each of `item_ids` that has one (view, cart, purchase)."""
+    def kinds(self, user_id: str, item_ids: Collection[str], limit: int = HISTORY_LIMIT) -> dict[str, str]:
+        """The kind of the user's latest event on each of `item_ids` that has one among the user's most recent
+        `limit` events (view, cart, purchase): what a history of `limit` items needs, read in the same time
+        whatever the user's whole history."""
 
     def event_users(self, until: int | None = None) -> list[str]:
         """Every user with at least one event (seq ≤ `until`)."""
@@ -189,14 +191,15 @@ class SQLiteEventStore:
                 out.setdefault(user_id, []).append(item_id)
         return {user: items[-limit:] for user, items in out.items()}
 
-    def kinds(self, user_id: str, item_ids: Collection[str]) -> dict[str, str]:
+    def kinds(self, user_id: str, item_ids: Collection[str], limit: int = HISTORY_LIMIT) -> dict[str, str]:
         wanted = list(dict.fromkeys(item_ids))[:500]
         if not wanted:
             return {}
         marks = ",".join("?" * len(wanted))
         with self._lock:
-            rows = self._db.execute(f"SELECT item_id, kind FROM events WHERE user_id = ? AND item_id IN ({marks}) "
-                                    "ORDER BY seq", (user_id, *wanted)).fetchall()
+            rows = self._db.execute("SELECT item_id, kind FROM (SELECT seq, item_id, kind FROM events WHERE "
+                                    f"user_id = ? ORDER BY seq DESC LIMIT ?) WHERE item_id IN ({marks}) ORDER BY seq",
+                                    (user_id, limit, *wanted)).fetchall()
         return dict(rows)
 
     def event_users(self, until: int | None = None) -> list[str]:
@@ -302,11 +305,11 @@ class RedisEventStore:
         out = {user: self._entries(user, limit, until) for user in dict.fromkeys(user_ids)}
         return {user: items for user, items in out.items() if items}
 
-    def kinds(self, user_id: str, item_ids: Collection[str]) -> dict[str, str]:
+    def kinds(self, user_id: str, item_ids: Collection[str], limit: int = HISTORY_LIMIT) -> dict[str, str]:
         wanted = set(item_ids)
         if not wanted:
             return {}
-        events = (json.loads(e) for e in self._redis.lrange(self._key("events", user_id), 0, -1))
+        events = (json.loads(e) for e in self._redis.lrange(self._key("events", user_id), -limit, -1))
         return {e["item_id"]: e["kind"] for e in events if e["item_id"] in wanted}
 
     def event_users(self, until: int | None = None) -> list[str]:

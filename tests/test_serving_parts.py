@@ -97,6 +97,8 @@ def _exercise(store):
     assert store.events("u", 10) == ["a", "b"] and store.events("u", 1) == ["b"] and store.events("x", 5) == []
     assert store.last_event_seq() == 3 and store.events("u", 10, until=1) == ["a"]
     assert store.events_for(["u", "v", "x"], 1) == {"u": ["b"], "v": ["c"]} and store.event_users() == ["u", "v"]
+    assert store.kinds("u", ["a", "b", "c"]) == {"a": "view", "b": "purchase"}
+    assert store.kinds("u", ["a", "b"], limit=1) == {"b": "purchase"}  # within the user's latest event only
     assert store.last_change_seq() == 0 and store.changes() == []
     seqs = [store.record_change("upsert", "n1", {"item_id": "n1", "text": "new"}, np.array([1, 2], np.float32), "s1"),
             store.record_change("upsert", "n2", {"item_id": "n2", "text": "newer"}, np.array([3, 4], np.float32), "s1"),
@@ -146,6 +148,11 @@ def test_an_sqlite_insert_costs_the_same_whatever_the_users_history(tmp_path):
     heavy = _sqlite_steps(store, lambda: store.append("heavy", "x", "view"))
     assert store.append("light", "y", "view") == 11 and store.append("heavy", "y", "view") == 50_001
     assert heavy <= light + 20, (light, heavy)
+    store.append_many("mid", ["a"] * 1_000)
+    mid = _sqlite_steps(store, lambda: store.kinds("mid", ["a", "x"]))  # the reasons' read: the latest 200 events
+    heavy = _sqlite_steps(store, lambda: store.kinds("heavy", ["a", "x"]))
+    assert heavy <= mid + 20 and heavy < 50_000, (mid, heavy)  # not a scan of the user's 50,000 events
+    assert store.kinds("heavy", ["a", "x", "y"]) == {"a": "view", "x": "view", "y": "view"}
     first = _sqlite_steps(store, lambda: store.record_change("active", "a", active=False))
     for n in range(2_000):
         store.record_change("active", f"i{n}", active=True)

@@ -59,7 +59,8 @@ async def user_recommendations(
         raise UnknownIdError("user", [user_id])
     query = RecommendationQuery(history or (), k=k, exclude_seen=exclude_seen, exclude=exclude, where=where,
                                 explain=explain)
-    kinds = partial(service.store.kinds, user_id) if history else None  # viewed / bought, for the reasons
+    # viewed / bought, for the reasons: the user's latest `history_limit` events hold every event in the history
+    kinds = partial(service.store.kinds, user_id, limit=service.settings.history_limit) if history else None
     return json_response(to_response(loaded, await loaded.recommend(query), history or [], event_kinds=kinds))
 
 
