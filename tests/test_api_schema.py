@@ -7,7 +7,6 @@ the default run, schemathesis's default 100 with `-m slow`."""
 import time
 from collections import Counter
 
-import numpy as np
 import pytest
 import schemathesis
 from fastapi.testclient import TestClient
@@ -20,29 +19,15 @@ from api.settings import Settings
 from recsys.config import BuildConfig
 from recsys.pipeline import Recommender
 from recsys.splits import split_dataset
-from recsys.towers import ItemTower
 from tests.conftest import toy_dataset
 from tests.test_api import FakeTextEncoder
+from tests.test_api_ranker import FixedTextEncoder
 from tests.test_batch import ranked_bundle  # noqa: F401  (module fixture: the planted bundle with a ranker)
 from tests.test_pipeline import VECTORS
 
 TOKEN = "t"
 EXAMPLES = 15  # per operation and phase, for each of the two bundles: the default run (under a minute in all)
 FULL_EXAMPLES = 100  # schemathesis's default: `python -m pytest -m slow tests/test_api_schema.py` (a few minutes)
-
-
-class FixedTextEncoder(ItemTower):
-    """Texts to a fixed unit vector of the bundle's dimension (the planted bundle has no item tower)."""
-
-    def __init__(self, dim: int) -> None:
-        self._dim = dim
-
-    @property
-    def dim(self) -> int:
-        return self._dim
-
-    def encode_texts(self, texts):
-        return np.full((len(texts), self.dim), 1 / np.sqrt(self.dim), np.float32)
 
 
 @pytest.fixture(scope="module", params=["toy", "ranked"])
