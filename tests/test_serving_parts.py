@@ -286,6 +286,18 @@ def test_cached_history_encoder_within_a_byte_budget():
     assert cache.currsize <= cache.max_bytes and cached.has(["b"] * 200)
 
 
+def test_a_cached_tower_over_another_catalogue_stays_in_the_same_byte_budget():
+    from recsys.cache import ByteBudgetCache, entry_bytes
+
+    cache = ByteBudgetCache(10_000)
+    catalogue = Catalogue.from_ids(["a", "b"], np.eye(2, dtype=np.float32))
+    cached = CachedHistoryEncoder(PooledHistoryEncoder(catalogue, UserTowerConfig()), cache=cache.part("vectors"))
+    np.testing.assert_allclose(cached.encode_histories([["a"]])[0], [1, 0])
+    other = cached.over(Catalogue.from_ids(["a", "b"], np.eye(2, dtype=np.float32)[::-1].copy()))
+    np.testing.assert_allclose(other.encode_histories([["a"]])[0], [0, 1])  # its own entries, not the first's
+    assert cache.currsize == 2 * entry_bytes(np.zeros(2, np.float32))  # both towers' vectors in the one budget
+
+
 def test_neighbour_cache_filters_and_falls_back():
     from recsys.neighbours import NeighbourCache
 
