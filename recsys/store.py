@@ -275,12 +275,17 @@ class RedisEventStore:
         return ":".join((self._prefix, *parts))
 
     # ---- events -------------------------------------------------------------------------------
+    def _event_keys(self, user_id: str) -> list[str]:
+        return [self._key("event_seq"), self._key("events", user_id), self._key("users")]
+
     def append(self, user_id: str, item_id: str, kind: str, timestamp: float | None = None) -> int:
-        return self.append_many(user_id, [item_id], kind, timestamp)  # RPUSH answers the list's length: O(1)
+        stamp = repr(float(timestamp if timestamp is not None else time.time()))
+        # one round trip; RPUSH answers the list's length: O(1) whatever the user's history
+        return int(self._append_event(keys=self._event_keys(user_id), args=[item_id, kind, stamp, user_id]))
 
     def append_many(self, user_id: str, item_ids: Iterable[str], kind: str = "view",
                     timestamp: float | None = None, batch: int = 10_000) -> int:
-        keys = [self._key("event_seq"), self._key("events", user_id), self._key("users")]
+        keys = self._event_keys(user_id)
         stamp = repr(float(timestamp if timestamp is not None else time.time()))
         items, count = list(item_ids), None
         for start in range(0, len(items), batch):  # one round trip per batch, each event its own seq
