@@ -102,6 +102,12 @@ def install_error_handlers(app: FastAPI, max_body_bytes: int, roots: Callable[[]
     async def unknown_id(_: Request, exc: UnknownIdError) -> JSONResponse:
         return error_response(404, str(exc))
 
+    @app.exception_handler(Exception)
+    async def internal(_: Request, exc: Exception) -> JSONResponse:
+        """A bug or an outage (e.g. the event store unreachable): the same shape, nothing of the exception's text
+        (the server logs it with its traceback)."""
+        return error_response(500, "internal error: the server logged it")
+
 
 def allowed_methods(request: Request) -> str:
     """Every method the request's path supports, across its routes (e.g. PUT and DELETE on one item path: a

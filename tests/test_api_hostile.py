@@ -309,3 +309,15 @@ def test_a_wrong_method_is_405_naming_every_method_of_the_path(client):
     assert_error(response, 405)
     assert response.headers["allow"] == "PUT, DELETE"
     assert client.post("/v1/items/cam1").headers["allow"] == "GET"
+
+
+def test_an_unexpected_failure_is_a_500_in_the_one_shape_naming_nothing(bundle, tmp_path, monkeypatch):
+    def unreachable(*args, **kwargs):
+        raise OSError("cannot open /srv/secret/events.db")
+
+    service = Service(Settings(state_dir=tmp_path / "state"), item_encoder_loader=lambda loaded: FakeTextEncoder())
+    with TestClient(create_app(bundle, service=service), raise_server_exceptions=False) as client:
+        monkeypatch.setattr(service.store, "events", unreachable)  # e.g. the event store's disk gone
+        response = client.get("/v1/users/u1/recommendations")
+    body = assert_error(response, 500)
+    assert body == {"detail": "internal error: the server logged it", "errors": []} and "secret" not in response.text
