@@ -44,7 +44,7 @@ def model_info(loaded: Annotated[Loaded, Depends(get_loaded)]) -> ModelInfo:
     encoder = manifest.get("encoder") or {}
     scalar = (str, int, float, bool, type(None))
     return ModelInfo(
-        name=str(manifest.get("name") or loaded.path.parent.name), version=loaded.version,
+        name=str(loaded.bundle.name), version=loaded.version,
         created_at=manifest.get("created_at"), bundle_schema_version=manifest.get("bundle_schema_version"),
         encoder=EncoderInfo(kind=encoder.get("kind"), dim=encoder.get("dim"),
                             model_name=_model_name(encoder.get("model_name"))),
