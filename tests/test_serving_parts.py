@@ -419,6 +419,43 @@ def test_offloaded_batches_run_off_the_event_loop():
     assert threads and threads[0] != loop_thread
 
 
+def test_prepared_batches_prepare_off_the_loop_and_run_on_it():
+    """`prepare` (the torch part) runs in the thread pool, then `run` on the event loop's thread, once per batch;
+    a failing prepare raises in every caller and `run` is not called."""
+    import asyncio
+
+    from api.batching import LoopTurnBatcher
+
+    for fail in (False, True):
+        seen: list[tuple[str, int, list]] = []
+
+        def prepare(key, items):
+            seen.append(("prepare", threading.get_ident(), list(items)))
+            if fail:
+                raise ValueError("no vectors")
+
+        def run(key, items):
+            seen.append(("run", threading.get_ident(), list(items)))
+            return [item * 2 for item in items]
+
+        batcher = LoopTurnBatcher(run, prepare=prepare)
+
+        async def burst():
+            results = await asyncio.gather(*(batcher.submit("a", i) for i in range(3)), return_exceptions=True)
+            return threading.get_ident(), results
+
+        loop_thread, results = asyncio.run(burst())
+        if fail:
+            assert [str(r) for r in results] == ["no vectors"] * 3
+            assert [(step, items) for step, _, items in seen] == [("prepare", [0, 1, 2])]
+        else:
+            assert results == [0, 2, 4]
+            assert [(step, items) for step, _, items in seen] == [("prepare", [0, 1, 2]), ("run", [0, 1, 2])]
+            assert seen[0][1] != loop_thread and seen[1][1] == loop_thread
+    with pytest.raises(ValueError, match="choose one"):
+        LoopTurnBatcher(run, offload=True, prepare=prepare)
+
+
 def test_a_failing_batch_raises_in_every_caller():
     import asyncio
 
