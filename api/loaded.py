@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from functools import partial
 
-from cachetools import LRUCache
 from starlette.concurrency import run_in_threadpool
 
 from api.batching import LoopTurnBatcher
 from api.metrics import ServiceMetrics
 from recsys.bundle import Bundle
+from recsys.cache import ByteBudgetCache
 from recsys.pipeline import RecommendationList, Recommender
 from recsys.query import Query
 from recsys.user_tower import CachedHistoryEncoder
@@ -33,14 +33,16 @@ def _encode(tower: CachedHistoryEncoder, key: object, queries: list[Query]) -> N
 class Loaded:
     """One loaded bundle (see the module docstring)."""
 
-    def __init__(self, bundle: Bundle, recommender: Recommender, similar_cache_size: int = 50_000,
+    def __init__(self, bundle: Bundle, recommender: Recommender, cache: ByteBudgetCache | None = None,
                  turn_batch_max: int = 64, metrics: ServiceMetrics | None = None,
                  turn_batch_wait_ms: float = 0.0) -> None:
         self.bundle = bundle
         self.recommender = recommender
         self.applied_seq = 0  # the last catalogue change (store seq) applied to this bundle's catalogue
-        # serialised similar-item responses (the same for every visitor), keyed with the catalogue version
-        self.similar_responses: LRUCache = LRUCache(maxsize=similar_cache_size)
+        # serialised similar-item responses (the same for every visitor), keyed with the catalogue version; they
+        # share one byte budget (RECSYS_CACHE_MB) with the user tower's query vectors
+        self.cache = cache if cache is not None else ByteBudgetCache(0)
+        self.similar_responses = self.cache.part("similar")
         # queries arriving in the same loop turn share one pipeline call per batch key: on the event loop when
         # they are cheap (no torch); history queries whose vectors are not cached get them in one thread hop
         # for the whole batch (into the tower's cache), then run on the loop like cached ones; free-text
@@ -103,4 +105,4 @@ class Loaded:
     def close(self) -> None:
         """Stop the bundle's background work (the micro-batcher's thread); requests still running finish."""
         self.recommender.user_tower.close()
-        self.similar_responses.clear()
+        self.cache.clear()
