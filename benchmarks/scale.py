@@ -227,11 +227,12 @@ def run_size(size: Size, work: Path, stages: Sequence[str], *, threads: int = 1,
     return rows
 
 
-def growth(rows: Sequence[dict]) -> dict[str, float]:
-    """Per stage, the slope of log(wall s) against log(its driving size) over the sizes measured (≥ 2)."""
+def growth(rows: Sequence[dict], key: str = "wall_s") -> dict[str, float]:
+    """Per stage, the slope of log(`key`: wall s or CPU s) against log(its driving size) over the sizes measured
+    (≥ 2)."""
     out = {}
     for stage in STAGES:
-        points = [(r["n"], r["wall_s"]) for r in rows if r["stage"] == stage and r["wall_s"] > 0]
+        points = [(r["n"], r[key]) for r in rows if r["stage"] == stage and r[key] > 0]
         if len({n for n, _ in points}) >= 2:
             x, y = np.log([p[0] for p in points]), np.log([p[1] for p in points])
             out[stage] = float(np.polyfit(x, y, 1)[0])
@@ -267,18 +268,23 @@ def report(out: Path, rows: list[dict], *, threads: int, encoder: str, eval_user
            command: str | None) -> dict[str, Path]:
     """`scale.{json,md,png}` of `rows` (sorted by size, then stage)."""
     rows.sort(key=lambda r: (r["events"], r["items"], r["users"], STAGES.index(r["stage"])))
-    exponents = growth(rows)
+    exponents, cpu = growth(rows), growth(rows, "cpu_s")
     commands = list(dict.fromkeys(r.get("command") or "(library call)" for r in rows)) or [command]
     notes = ["command(s): " + "; ".join(f"`{c}`" for c in commands) + " (each row's own in scale.json)",
              f"each stage a `recsys` CLI process; {threads} thread(s) (OMP/BLAS/FAISS/LightGBM); item encoder "
              f"{encoder}; build evaluates a seeded sample of {eval_users:,} users; index --index auto",
              "CPU s: user + system seconds of the stage's processes; peak RSS: the largest process's high-water mark",
+             "ranker (`recsys train-ranker`): statistics over every train event, learning from a seeded sample of "
+             "at most 50,000 valid-step users and tested on at most 20,000 (so it grows slower than the events)",
              "serve: one worker until /health/ready, then sequential known-user requests (one client, k=10); "
              "batch: every user, with the re-ranker when the ranker stage ran",
-             "growth exponent: slope of log(wall s) on log(driving size) between the sizes run: "
-             + (", ".join(f"{s} {e:.2f} (by {DRIVER[s]})" for s, e in exponents.items()) or "one size only")]
+             "growth exponent: slope of log(seconds) on log(driving size) between the sizes run, wall / CPU: "
+             + (", ".join(f"{s} {e:.2f} / {cpu.get(s, float('nan')):.2f} (by {DRIVER[s]})"
+                          for s, e in exponents.items()) or "one size only")
+             + "; wall seconds include waiting for the shared CPUs (see the load), CPU seconds do not"]
     meta = {"environment": environment(("numpy", "faiss-cpu", "polars", "torch", "onnxruntime", "lightgbm")),
-            "command": command, "threads": threads, "encoder": encoder, "exponents": exponents}
+            "command": command, "threads": threads, "encoder": encoder, "exponents": exponents,
+            "cpu_exponents": cpu}
     return write_report(out, "scale", rows, COLUMNS, title="Scale: the whole path at growing shop sizes", meta=meta,
                         notes=notes, chart=_chart)
 
