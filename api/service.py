@@ -23,7 +23,7 @@ from api.settings import Settings
 from api.store import EventStore, RedisEventStore, SQLiteEventStore
 from encoders.loading import load_recommender
 from recsys.artifacts import read_manifest, resolve_bundle
-from recsys.catalogue import set_active, upsert_items
+from recsys.catalogue import item_text, set_active, upsert_items
 from recsys.errors import BundleError, UnknownIdError
 from recsys.pipeline import RecommendationList, Recommender
 from recsys.retrieval.filters import where_key
@@ -250,6 +250,7 @@ class Service:
         return loaded.text_encoder
 
     def upsert_item(self, loaded: Loaded, record: dict) -> None:
+        record = {**record, "text": item_text(loaded.recommender, record)}
         vector = self.text_encoder(loaded).encode([record["text"]])[0]
         with loaded.write_lock:
             upsert_items(loaded.recommender, [record], vector[None, :])

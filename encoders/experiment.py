@@ -65,7 +65,7 @@ def train_and_evaluate(dataset: Dataset, split: SplitData, config: TrainConfig, 
     result = train_towers(dataset, split, config, run_dir, resume, Path(init_bundle) if init_bundle else None,
                           progress)
     model_name = DEFAULT_MODEL_NAME if config.encoder.model == "default" else config.encoder.model
-    info = result.encoder_info(model_name)
+    info = {**result.encoder_info(model_name), "text_template": dataset.text_template}
     tower = result.user_tower
     tower.extra = {"train_seconds": round(result.seconds, 1), "best_epoch": result.best_epoch,
                    "device": result.device}

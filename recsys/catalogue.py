@@ -8,7 +8,24 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
+from recsys.data.templates import render_query, render_records
 from recsys.pipeline import Recommender, item_attributes
+
+
+def text_template(recommender: Recommender) -> str | None:
+    """The item-text template the bundle's catalogue text was rendered with (None: the source's own text)."""
+    return recommender.encoder_info.get("text_template")
+
+
+def item_text(recommender: Recommender, record: dict) -> str:
+    """A new or edited item's text, rendered from its fields by the catalogue's own template (its `text` when it
+    has none of the template's fields), so it reads like every catalogue item the towers have seen."""
+    return render_records([record], text_template(recommender))[0]
+
+
+def query_text(recommender: Recommender, text: str) -> str:
+    """A free-text query rendered like an item whose title is the query (`recsys.data.templates.render_query`)."""
+    return render_query(text, text_template(recommender))
 
 
 def upsert_items(recommender: Recommender, records: Sequence[dict], vectors: np.ndarray) -> None:

@@ -12,6 +12,7 @@ from api.deps import check_exclude, check_k, get_loaded, invalid, serving
 from api.responses import json_response, to_response
 from api.schemas import ErrorResponse, Item, RecommendationResponse, SessionRequest
 from api.service import Loaded, Service
+from recsys.catalogue import query_text
 from recsys.pipeline import RecommendationList
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
@@ -89,7 +90,7 @@ def _text_session(service: Service, loaded: Loaded, request: SessionRequest, whe
     """Free text (item tower) blended with the recent items (user tower): one query vector, re-ranked with
     the items as the history when the bundle has a re-ranker."""
     loaded.recommender.check_items(request.item_ids)
-    text_vector = service.text_encoder(loaded).encode([request.text])[0]
+    text_vector = service.text_encoder(loaded).encode([query_text(loaded.recommender, request.text)])[0]
     return loaded.recommender.recommend_session(request.item_ids, request.k, request.exclude_seen, request.exclude,
                                                 where, text_vector=text_vector, explain=request.explain)
 
