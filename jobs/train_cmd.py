@@ -22,8 +22,10 @@ def train_config(preset_name: str, config_file: Path | None, from_bundle: Path |
 
     base = dict(PRESETS[preset_name])
     if from_bundle is not None and config_file is None:
+        from encoders.bundle import stored_train_config
+
         meta = json.loads((resolve_bundle(from_bundle) / "encoder" / "tower.json").read_text())
-        base = meta["train_config"]
+        base = stored_train_config(meta).model_dump(mode="json")
     if config_file is not None:
         base = merge(base, json.loads(config_file.read_text()))
     return TrainConfig.model_validate(merge(base, {k: v for k, v in options.items() if v is not None}))
