@@ -95,6 +95,7 @@ class BuildConfig(FrozenModel):
     encoder: EncoderConfig = EncoderConfig()
     user_tower: UserTowerConfig = UserTowerConfig()
     index: IndexConfig = IndexConfig()
+    diversify: DiversifyConfig = DiversifyConfig()
     eval: EvalConfig = EvalConfig()
     seed: int = 0
 

@@ -15,6 +15,7 @@ import polars as pl
 from recsys.artifacts import read_manifest, resolve_bundle, write_bundle
 from recsys.config import BuildConfig
 from recsys.data.dataset import Dataset
+from recsys.diversify import active, diversified_picks
 from recsys.errors import BundleError, UnknownIdError
 from recsys.neighbours import NeighbourCache
 from recsys.popularity import Popularity
@@ -49,6 +50,14 @@ class RecommendationList:
     explanations: list[dict] | None = None  # per item, when a re-ranker explained the list
     retrieval_scores: list[float] | None = None  # per item, the FAISS score before re-ranking
     reranked: bool = False  # True when the LightGBM re-ranker ordered the list
+
+    def take(self, picks: Sequence[int]) -> "RecommendationList":
+        """The items at `picks` (indices into this list), in that order, with their per-item fields."""
+        def pick(values):
+            return None if values is None else [values[i] for i in picks]
+
+        return RecommendationList(pick(self.item_ids), pick(self.scores), self.strategy, pick(self.explanations),
+                                  pick(self.retrieval_scores), self.reranked)
 
 
 class Recommender:
@@ -149,14 +158,15 @@ class Recommender:
         banned = [(set(h) if exclude_seen else set()) | (set(exclude[row]) if exclude is not None else set())
                   for row, h in enumerate(histories)]
         use_ranker = rerank and self.reranker is not None
-        depth = max(k, self.reranker.config.candidates) if use_ranker else k
+        shown = self.shown_depth(k)  # the diversified lists are picked from this many
+        depth = max(shown, self.reranker.config.candidates) if use_ranker else shown
         ids, scores = self.search_vectors(vectors, depth, banned, where)
         personal = [bool(np.any(vectors[row])) for row in range(len(histories))]
         results: list[RecommendationList | None] = [None] * len(histories)
         if use_ranker:
             rows = [row for row in range(len(histories)) if personal[row]]
             reranked = self.reranker.rerank([histories[r] for r in rows], [ids[r] for r in rows],
-                                            [scores[r] for r in rows], k,
+                                            [scores[r] for r in rows], shown,
                                             None if as_of is None else [as_of[r] for r in rows], explain)
             for row, (r_ids, r_scores, why) in zip(rows, reranked):
                 before = dict(zip(ids[row], scores[row]))
@@ -165,7 +175,36 @@ class Recommender:
             if results[row] is None:
                 results[row] = RecommendationList(ids[row], scores[row], strategy) if personal[row] else \
                     RecommendationList(*self.popular(k, banned[row], where), "popular_fallback")
-        return results
+        return self.shown_lists(results, k)
+
+    # ---- lists a shop can show ----------------------------------------------------------------
+    def shown_depth(self, k: int) -> int:
+        """How many ranked candidates a list of k is picked from (k itself when diversification is off)."""
+        config = self.config.diversify
+        return max(k, config.depth) if active(config) else k
+
+    def unit_vectors(self) -> np.ndarray:
+        """The catalogue's item vectors, L2-normalised (cached until the catalogue's vectors change)."""
+        cached = getattr(self, "_unit", None)
+        if cached is None or cached[0] is not self.item_vectors:
+            vectors = np.asarray(self.item_vectors, dtype=np.float32)
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            cached = (self.item_vectors, vectors / np.where(norms > 0, norms, 1.0))
+            self._unit = cached
+        return cached[1]
+
+    def shown_lists(self, results: Sequence[RecommendationList], k: int) -> list[RecommendationList]:
+        """Each list cut to k: ranked lists through near-duplicate collapsing and MMR (`config.diversify`,
+        `recsys.diversify`), the popularity fallback as it is."""
+        config = self.config.diversify
+        ranked = [n for n, r in enumerate(results) if active(config) and r.strategy != "popular_fallback"]
+        out = [r.take(range(min(k, len(r.item_ids)))) for r in results]
+        if ranked:
+            picks = diversified_picks([results[n].item_ids for n in ranked], [results[n].scores for n in ranked],
+                                      self.unit_vectors(), self.item_position, k, config)
+            for n, chosen in zip(ranked, picks):
+                out[n] = results[n].take(chosen)
+        return out
 
     def recommend_histories(self, histories: Sequence[Sequence[str]], k: int,
                             exclude_seen: bool = False) -> list[list[str]]:
@@ -203,17 +242,21 @@ class Recommender:
         return self.recommend_history(history or [], k, exclude_seen, exclude, where, explain=explain)
 
     def similar_items(self, item_id: str, k: int = 10, exclude: Collection[str] = (),
-                      where: Mapping | None = None) -> RecommendationList:
-        """Nearest catalogue items to `item_id` by item-tower embedding (itself excluded). Unfiltered
-        lists come from the neighbour cache (the same ranking, searched once per item)."""
+                      where: Mapping | None = None, diversify: bool = True) -> RecommendationList:
+        """Nearest catalogue items to `item_id` by item-tower embedding (itself excluded), diversified like
+        every shown list (`shown_lists`) unless `diversify` is False. Unfiltered lists come from the
+        neighbour cache (the same ranking, searched once per item)."""
         self.check_items([item_id])
+        depth = self.shown_depth(k) if diversify else k
+        found = None
         if where is None:
-            found = self.neighbours.top(item_id, k, set(exclude), self.index.is_active, self.neighbour_lists)
-            if found is not None:
-                return RecommendationList(*found, "similar")
-        vector = self.item_vectors[self.item_position[item_id]][None, :]
-        ids, scores = self.search_vectors(vector, k, [set(exclude) | {item_id}], where)
-        return RecommendationList(ids[0], scores[0], "similar")
+            found = self.neighbours.top(item_id, depth, set(exclude), self.index.is_active, self.neighbour_lists)
+        if found is None:
+            vector = self.item_vectors[self.item_position[item_id]][None, :]
+            ids, scores = self.search_vectors(vector, depth, [set(exclude) | {item_id}], where)
+            found = ids[0], scores[0]
+        pool = RecommendationList(*found, "similar")
+        return self.shown_lists([pool], k)[0] if diversify else pool
 
     def similar_for_user(self, item_id: str, history: Sequence[str], k: int = 10, exclude: Collection[str] = (),
                          where: Mapping | None = None, explain: bool = False) -> RecommendationList:
@@ -229,7 +272,8 @@ class Recommender:
         tower's), all anchors in one feature build and predict; without one, ordered by item similarity +
         similarity to the visitor's query vector."""
         pools = [self.similar_items(item_id, max(5 * k, 50), set(exclude[n] if exclude is not None else ()) |
-                                    set(history), where) for n, (item_id, history) in enumerate(zip(item_ids, histories))]
+                                    set(history), where, diversify=False)
+                 for n, (item_id, history) in enumerate(zip(item_ids, histories))]
         users = self.user_tower.encode_histories([list(h) for h in histories])
         results: list[RecommendationList | None] = []
         candidates, retrieval = [], []
@@ -238,7 +282,7 @@ class Recommender:
                 else np.zeros(0)
             if self.reranker is None:
                 blended = np.asarray(pool.scores) + tower
-                order = np.argsort(-blended, kind="stable")[:k]
+                order = np.argsort(-blended, kind="stable")
                 results.append(RecommendationList([pool.item_ids[i] for i in order],
                                                   [float(blended[i]) for i in order], "similar"))
                 continue
@@ -246,14 +290,14 @@ class Recommender:
             candidates.append([pool.item_ids[i] for i in order])
             retrieval.append(tower[order].tolist())
         if self.reranker is None:
-            return results
-        reranked = self.reranker.rerank([[*h, a] for a, h in zip(item_ids, histories)], candidates, retrieval, k,
-                                        None, explain)
+            return self.shown_lists(results, k)
+        reranked = self.reranker.rerank([[*h, a] for a, h in zip(item_ids, histories)], candidates, retrieval,
+                                        self.shown_depth(k), None, explain)
         out = []
         for (ids, scores, why), cands, before in zip(reranked, candidates, retrieval):
             score_of = dict(zip(cands, before))
             out.append(RecommendationList(ids, scores, "similar", why, [score_of[i] for i in ids], True))
-        return out
+        return self.shown_lists(out, k)
 
     def neighbour_lists(self, item_ids: Sequence[str]) -> tuple[list[list[str]], list[list[float]]]:
         """Each item's top `neighbours.depth` active neighbours (itself excluded), one batched search."""
