@@ -10,6 +10,7 @@ from typing import Protocol
 import numpy as np
 import polars as pl
 
+from recsys.evaluation import ListReference, list_metrics
 from recsys.features import FeatureBuilder
 from recsys.metrics import summarize, target_ranks
 from recsys.ranker import Ranker, RankerConfig, Reranker, feature_matrix
@@ -130,9 +131,10 @@ def holdout_metrics(reranker: Reranker, frame: pl.DataFrame, ks: tuple[int, ...]
 
 
 def evaluate_reranker(recommender, examples: pl.DataFrame, ks: tuple[int, ...] = (10, 20, 50),
-                      batch_size: int = 1024) -> dict:
+                      batch_size: int = 1024, reference: ListReference | None = None) -> dict:
     """Full-ranking metrics of the same bundle, retrieval-only vs re-ranked (items outside the candidate
-    list count as misses), plus the candidate stage's recall@N (the re-ranker's ceiling).
+    list count as misses), plus the candidate stage's recall@N (the re-ranker's ceiling); with `reference`,
+    the re-ranked lists' intra-list diversity and catalogue coverage too.
 
     Both go through `recommend_batch`; the re-ranked path gets each example's timestamp as `as_of`."""
     depth = recommender.reranker.config.candidates
@@ -140,13 +142,15 @@ def evaluate_reranker(recommender, examples: pl.DataFrame, ks: tuple[int, ...] =
     times = examples["timestamp"].to_list()
     candidates, _, _ = retrieve(recommender, histories, max(depth, max(ks)), batch_size)
     retrieval = target_ranks(candidates, targets)
-    reranked = []
+    shown: list[list[str]] = []
     for start in range(0, len(histories), batch_size):
         stop = start + batch_size
-        lists = recommender.recommend_batch(histories[start:stop], max(ks), as_of=times[start:stop])
-        reranked.append(target_ranks([r.item_ids for r in lists], targets[start:stop]))
-    reranked_ranks = np.concatenate(reranked) if reranked else np.zeros(0, dtype=np.int64)
+        shown += [r.item_ids for r in recommender.recommend_batch(histories[start:stop], max(ks),
+                                                                  as_of=times[start:stop])]
+    reranked_ranks = target_ranks(shown, targets)
     n = {"n_examples": float(len(targets))}
-    return {"retrieval": {**n, **summarize(retrieval, ks)}, "reranked": {**n, **summarize(reranked_ranks, ks)},
+    beyond = list_metrics(shown, reference) if reference is not None else {}
+    return {"retrieval": {**n, **summarize(retrieval, ks)},
+            "reranked": {**n, **summarize(reranked_ranks, ks), **beyond},
             f"candidate_recall@{depth}": float(np.mean((retrieval >= 0) & (retrieval < depth))) if len(targets)
             else 0.0}
