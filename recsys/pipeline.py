@@ -163,6 +163,11 @@ class Recommender:
         ids, scores = self.search_vectors(vectors, depth, banned, where)
         personal = [bool(np.any(vectors[row])) for row in range(len(histories))]
         results: list[RecommendationList | None] = [None] * len(histories)
+        if use_ranker and self.reranker.sources is not None and where is None:  # filtered queries: towers only
+            times = self.reranker.stats.query_times(as_of, len(histories))
+            ids, scores = self.reranker.sources.widen(
+                histories, vectors, ids, scores, times,
+                lambda row, item_id: item_id not in banned[row] and self.index.is_active(item_id))
         if use_ranker:
             rows = [row for row in range(len(histories)) if personal[row]]
             reranked = self.reranker.rerank([histories[r] for r in rows], [ids[r] for r in rows],

@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
+from recsys.candidates import CandidateSources
 from recsys.config import FrozenModel
 from recsys.errors import BundleError
 from recsys.features import FEATURE_VERSION, FeatureBuilder, FeatureConfig
@@ -42,10 +43,24 @@ class RankerConfig(FrozenModel):
     colsample_bytree: float = Field(0.9, gt=0, le=1)
     early_stopping_rounds: int = Field(30, ge=1)
     holdout_users: float = Field(0.2, gt=0, lt=1, description="share of users held out for early stopping")
+    transition_candidates: int = Field(0, ge=0, description="extra candidates: the items most often bought right "
+                                       "after the history's last item (train split, before the query time)")
+    popular_candidates: int = Field(0, ge=0, description="extra candidates: the most popular items before the query time")
+    train_positions: int = Field(0, ge=0, description="also train on the last N positions of each train-split "
+                                 "sequence (features from events before each query's time only); 0: the valid step "
+                                 "alone")
     eval_at: int = Field(10, ge=1, description="early stopping metric: NDCG at this depth")
     n_jobs: int = Field(1, ge=1, description="LightGBM threads (1 is fastest on a busy shared CPU)")
     explain_features: int = Field(3, ge=1, description="top contributing features per explained item")
     seed: int = 0
+
+
+def candidate_sources(builder: FeatureBuilder, config: RankerConfig) -> CandidateSources | None:
+    """The extra candidate sources `config` asks for (None: the towers' candidates alone)."""
+    if not (config.transition_candidates or config.popular_candidates):
+        return None
+    return CandidateSources(builder.stats, builder.arrays.item_ids, builder.vectors, config.transition_candidates,
+                            config.popular_candidates)
 
 
 class Ranker:
@@ -117,6 +132,7 @@ class Reranker:
         self.ranker = ranker
         self.builder = builder
         self.config = config
+        self.sources = candidate_sources(builder, config)
 
     @property
     def stats(self) -> InteractionStats:

@@ -13,8 +13,9 @@ import polars as pl
 from recsys.evaluation import ListReference, list_metrics
 from recsys.features import FeatureBuilder
 from recsys.metrics import summarize, target_ranks
-from recsys.ranker import Ranker, RankerConfig, Reranker, feature_matrix
-from recsys.splits import SplitData
+from recsys.candidates import CandidateSources
+from recsys.ranker import Ranker, RankerConfig, Reranker, candidate_sources, feature_matrix
+from recsys.splits import EXAMPLE_SCHEMA, SplitData, ordered_interactions
 from recsys.stats import InteractionStats, StatsConfig, default_config
 
 
@@ -43,15 +44,39 @@ def fit_training_stats(split: SplitData, config: RankerConfig) -> InteractionSta
 
 
 def retrieve(recommender: CandidateRetriever, histories: list[list[str]], depth: int,
-             batch_size: int = 1024) -> tuple[list[list[str]], list[list[float]], list[bool]]:
-    """Retrieval-only candidates per history (and whether the list is personalised, not the fallback)."""
+             batch_size: int = 1024, sources: CandidateSources | None = None,
+             times: np.ndarray | None = None) -> tuple[list[list[str]], list[list[float]], list[bool]]:
+    """Retrieval-only candidates per history (and whether the list is personalised, not the fallback); with
+    `sources`, widened by the extra candidate sources at each query's time (`times`), as serving does."""
     ids, scores, personal = [], [], []
     for start in range(0, len(histories), batch_size):
-        for result in recommender.recommend_batch(histories[start:start + batch_size], depth, rerank=False):
-            ids.append(result.item_ids)
-            scores.append(result.scores)
-            personal.append(result.strategy != "popular_fallback")
+        batch = histories[start:start + batch_size]
+        results = recommender.recommend_batch(batch, depth, rerank=False)
+        batch_ids, batch_scores = [r.item_ids for r in results], [r.scores for r in results]
+        mine = [r.strategy != "popular_fallback" for r in results]
+        if sources is not None:
+            queries = recommender.user_tower.encode_histories(batch)
+            batch_ids, batch_scores = sources.widen(batch, queries, batch_ids, batch_scores,
+                                                    times[start:start + batch_size])
+        ids += batch_ids
+        scores += batch_scores
+        personal += mine
     return ids, scores, personal
+
+
+def train_position_examples(train: pl.DataFrame, positions: int, sequence_time: bool) -> pl.DataFrame:
+    """Next-item examples inside the train split: the last `positions` items of each user's train sequence (not
+    the first), each with the items before it as history. `timestamp` is the event's own time, or, for
+    sequence-time data, its step offset before the user's last training event (-1 for the last), so features
+    read only events before it (`InteractionStats.query_time`)."""
+    ordered = ordered_interactions(train).with_columns(pl.int_range(pl.len()).over("user_id").alias("_pos"),
+                                                       pl.len().over("user_id").alias("_n"))
+    sequences = ordered.group_by("user_id", maintain_order=True).agg(pl.col("item_id").alias("_seq"))
+    targets = ordered.filter((pl.col("_pos") >= pl.col("_n") - positions) & (pl.col("_pos") >= 1))
+    time = (pl.col("_pos") - pl.col("_n")) if sequence_time else pl.col("timestamp")
+    return targets.join(sequences, on="user_id", how="left").select(
+        "user_id", pl.col("_seq").list.head(pl.col("_pos")).alias("history"), pl.col("item_id").alias("target"),
+        time.cast(pl.Int64).alias("timestamp")).cast(EXAMPLE_SCHEMA)
 
 
 def _holdout_mask(users: Sequence[str], share: float, seed: int) -> np.ndarray:
@@ -86,19 +111,33 @@ def train_reranker(recommender: CandidateRetriever, split: SplitData, config: Ra
     """Fit statistics on the train split, build features for the valid step's candidates, fit LGBMRanker
     with early stopping on a seeded held-out slice of users. Returns (reranker, training report)."""
     started = time.perf_counter()
-    examples = split.valid
     stats = fit_training_stats(split, config)
+    valid = split.valid
+    examples = valid.with_columns(pl.lit(True).alias("_valid_step"))
+    if config.train_positions:
+        inside = train_position_examples(split.train, config.train_positions, stats.config.time_mode == "sequence")
+        examples = pl.concat([examples, inside.with_columns(pl.lit(False).alias("_valid_step"))])
     builder = FeatureBuilder(recommender.items, recommender.item_vectors, stats, config.features)
+    sources = candidate_sources(builder, config)
     t0 = time.perf_counter()
-    candidates, scores, _ = retrieve(recommender, examples["history"].to_list(), config.candidates)
+    times = stats.query_times(examples["timestamp"].to_list(), examples.height)
+    candidates, scores, _ = retrieve(recommender, examples["history"].to_list(), config.candidates, sources=sources,
+                                     times=times)
     retrieve_s = time.perf_counter() - t0
-    candidate_recall = float(np.mean([t in c for t, c in zip(examples["target"].to_list(), candidates)]))
-    log(f"valid step: {examples.height:,} examples, candidate recall@{config.candidates} {candidate_recall:.4f}")
+    hits = np.array([t in c for t, c in zip(examples["target"].to_list(), candidates)])
+    step = examples["_valid_step"].to_numpy()
+    candidate_recall = float(hits[step].mean()) if step.any() else 0.0
+    log(f"valid step: {valid.height:,} examples, candidate recall@{config.candidates} {candidate_recall:.4f}"
+        + (f"; + {int((~step).sum()):,} train-split examples (recall {hits[~step].mean():.4f})"
+           if (~step).any() else ""))
     t0 = time.perf_counter()
-    frame, _ = training_frame(builder, examples, candidates, scores)
+    frame, kept = training_frame(builder, examples, candidates, scores)
     features_s = time.perf_counter() - t0
+    frame = frame.with_columns(pl.Series("_valid_step", step[kept][frame["query"].to_numpy()]))
     held = _holdout_mask(frame["user_id"].to_list(), config.holdout_users, config.seed)
-    train_part, valid_part = frame.filter(pl.Series(~held)), frame.filter(pl.Series(held))
+    # early stopping on held-out users' valid step (what serving sees); their train-split queries are unused
+    train_part = frame.filter(pl.Series(~held))
+    valid_part = frame.filter(pl.Series(held) & pl.col("_valid_step"))
     log(f"features: {frame.height:,} rows × {len(builder.names)} in {features_s:.1f}s; "
         f"fitting on {train_part['query'].n_unique():,} queries, early stopping on {valid_part['query'].n_unique():,}")
     t0 = time.perf_counter()
@@ -106,7 +145,9 @@ def train_reranker(recommender: CandidateRetriever, split: SplitData, config: Ra
     fit_s = time.perf_counter() - t0
     reranker = Reranker(ranker, builder, config)
     report = {
-        "examples": examples.height, "training_queries": int(frame["query"].n_unique()), "rows": frame.height,
+        "examples": examples.height, "training_queries": int(train_part["query"].n_unique()),
+        "train_split_queries": int(train_part.filter(~pl.col("_valid_step"))["query"].n_unique()),
+        "rows": frame.height,
         "holdout_queries": int(valid_part["query"].n_unique()), "features": builder.names,
         f"candidate_recall@{config.candidates}": candidate_recall, "trees": ranker.n_trees,
         "holdout": holdout_metrics(reranker, valid_part), "stats": stats.config.model_dump(mode="json"),
@@ -137,11 +178,16 @@ def evaluate_reranker(recommender, examples: pl.DataFrame, ks: tuple[int, ...] =
     the re-ranked lists' intra-list diversity and catalogue coverage too.
 
     Both go through `recommend_batch`; the re-ranked path gets each example's timestamp as `as_of`."""
-    depth = recommender.reranker.config.candidates
+    reranker = recommender.reranker
+    depth = reranker.config.candidates
     histories, targets = examples["history"].to_list(), examples["target"].to_list()
     times = examples["timestamp"].to_list()
     candidates, _, _ = retrieve(recommender, histories, max(depth, max(ks)), batch_size)
     retrieval = target_ranks(candidates, targets)
+    pool = [c[:depth] for c in candidates]  # what the re-ranker sees (widened by its extra sources, if any)
+    if reranker.sources is not None:
+        pool, _, _ = retrieve(recommender, histories, depth, batch_size, reranker.sources,
+                              reranker.stats.query_times(times, len(times)))
     shown: list[list[str]] = []
     for start in range(0, len(histories), batch_size):
         stop = start + batch_size
@@ -152,5 +198,4 @@ def evaluate_reranker(recommender, examples: pl.DataFrame, ks: tuple[int, ...] =
     beyond = list_metrics(shown, reference) if reference is not None else {}
     return {"retrieval": {**n, **summarize(retrieval, ks)},
             "reranked": {**n, **summarize(reranked_ranks, ks), **beyond},
-            f"candidate_recall@{depth}": float(np.mean((retrieval >= 0) & (retrieval < depth))) if len(targets)
-            else 0.0}
+            f"candidate_recall@{depth}": float(np.mean([t in c for t, c in zip(targets, pool)])) if targets else 0.0}
