@@ -75,7 +75,8 @@ class Trainer:
             raise ValueError("no training sequence with two or more items")
         tower = config.tower
         per_epoch = len(self.data.sequences) * (1 if tower.user_tower == "sequence" else config.text_examples_per_user)
-        self.steps_per_epoch = math.ceil(per_epoch / config.batch_size)
+        self.batch_size = min(config.batch_size, max(1, math.ceil(per_epoch / config.min_steps_per_epoch)))
+        self.steps_per_epoch = math.ceil(per_epoch / self.batch_size)
         self.pairs = item_pairs(self.data.sequences, config.pair_window) if config.pair_epochs else None
         self.pair_steps = (math.ceil(config.pair_epochs * len(self.pairs) / config.pair_batch_size)
                            if self.pairs is not None else 0)
@@ -234,9 +235,9 @@ class Trainer:
     def _batches(self, rng: np.random.Generator):
         config = self.config
         if config.tower.user_tower == "sequence":
-            return sequence_batches(self.data, config.batch_size, config.tower.max_history, rng,
+            return sequence_batches(self.data, self.batch_size, config.tower.max_history, rng,
                                     config.crop_prob, config.mask_prob)
-        return single_target_batches(self.data, config.batch_size, config.tower.max_history, rng,
+        return single_target_batches(self.data, self.batch_size, config.tower.max_history, rng,
                                      config.text_examples_per_user, config.crop_prob, config.mask_prob)
 
     # ---- the loop -----------------------------------------------------------------------------------------

@@ -160,7 +160,9 @@ class TrainConfig(FrozenModel):
     epochs: int = Field(40, ge=1)
     bert_epochs: int | None = Field(None, ge=0, description="epochs whose steps also back-propagate into the "
                                                             "adapters (None: all); later epochs train the heads")
-    batch_size: int = Field(256, ge=1, description="user sequences per step")
+    batch_size: int = Field(256, ge=1, description="user sequences per step (at most)")
+    min_steps_per_epoch: int = Field(1, ge=1, description="smaller batches for small shops: the batch shrinks so an "
+                                     "epoch has at least this many steps (one preset for every shop size)")
     lr: float = Field(1e-3, gt=0)
     adapter_lr: float = Field(5e-4, gt=0)
     weight_decay: float = Field(0.01, ge=0)
