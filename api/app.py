@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -9,6 +11,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 
 from api.cached_similar import CachedSimilarMiddleware
 from api.metrics import BodyLimitMiddleware, MetricsMiddleware
@@ -37,13 +40,19 @@ def create_app(bundle: str | Path | None = None, settings: Settings | None = Non
         app.state.service.load(bundle)
         gc.collect()
         gc.freeze()  # the loaded bundle is long-lived: keep it out of the collector's full passes (tail latency)
+        syncing = asyncio.create_task(app.state.service.sync_forever())  # converge to the event store
         try:
             yield
         finally:
+            syncing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await syncing
             app.state.service.close()
             gc.unfreeze()
 
-    app = FastAPI(title="BERT recommender", version="1", lifespan=lifespan, description=DESCRIPTION)
+    # /docs (Swagger UI) and /redoc with their JavaScript and CSS served from the fastapi-offline package, not a
+    # CDN: shops run this in private networks
+    app = FastAPIOffline(title="BERT recommender", version="1", lifespan=lifespan, description=DESCRIPTION)
     for router in (recommendations.router, events.router, health.router, admin.router, demo.router):  # hot first
         app.include_router(router)
 

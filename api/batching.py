@@ -6,88 +6,121 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import weakref
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
 
 import numpy as np
 
+from recsys.towers import UserTower, WrappedUserTower
 
-class MicroBatchingEncoder:
-    """Wraps a user tower; calls from many threads are queued, and one worker encodes whatever
-    arrived within `max_wait_ms` (up to `max_batch` histories) in a single call."""
 
-    def __init__(self, tower, max_wait_ms: float = 2.0, max_batch: int = 32) -> None:
-        self.tower = tower
+class MicroBatchingEncoder(WrappedUserTower):
+    """Wraps a user tower; calls from many threads are queued, and one worker thread encodes whatever arrived
+    within `max_wait_ms` (up to `max_batch` histories) in a single call. After `close()` (the bundle was
+    replaced) the thread is gone and late callers encode on their own thread."""
+
+    def __init__(self, tower: UserTower, max_wait_ms: float = 2.0, max_batch: int = 32) -> None:
+        super().__init__(tower)
         self.max_wait = max_wait_ms / 1000.0
         self.max_batch = max_batch
         self._queue: queue.Queue = queue.Queue()
+        self._closed = False
+        self._state_lock = threading.Lock()
         self.batches = 0
-        self._worker = threading.Thread(target=self._run, name="micro-batcher", daemon=True)
+        # the thread runs a function of the queue, not a bound method: it holds no reference to this wrapper
+        self._worker = threading.Thread(target=_serve, args=(self._queue, tower, self.max_wait, max_batch),
+                                        name="micro-batcher", daemon=True)
         self._worker.start()
+        weakref.finalize(self, self._queue.put, None)  # dropped without close(): the thread still ends
 
-    @property
-    def dim(self) -> int:
-        return self.tower.dim
-
-    def __getattr__(self, name: str):
-        return getattr(self.tower, name)
+    def over(self, catalogue) -> "MicroBatchingEncoder":
+        return MicroBatchingEncoder(self.tower.over(catalogue), self.max_wait * 1000.0, self.max_batch)
 
     def encode_histories(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
         future: Future = Future()
-        self._queue.put((list(histories), future))
-        return future.result()
-
-    def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            pending = [first]
-            size = len(first[0])
-            while size < self.max_batch:
-                try:
-                    item = self._queue.get(timeout=self.max_wait)
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._queue.put(None)
-                    break
-                pending.append(item)
-                size += len(item[0])
-            self._encode(pending)
-
-    def _encode(self, pending: list) -> None:
-        histories = [h for batch, _ in pending for h in batch]
-        try:
-            vectors = self.tower.encode_histories(histories)
-        except Exception as exc:  # hand the error to every waiting caller
-            for _, future in pending:
-                future.set_exception(exc)
-            return
-        self.batches += 1
-        start = 0
-        for batch, future in pending:
-            future.set_result(vectors[start:start + len(batch)])
-            start += len(batch)
+        with self._state_lock:
+            if not self._closed:
+                self._queue.put((list(histories), future))
+                queued = True
+            else:
+                queued = False
+        if not queued:
+            return self.tower.encode_histories(histories)
+        vectors, batched = future.result()
+        self.batches += batched
+        return vectors
 
     def close(self) -> None:
-        self._queue.put(None)
+        """Stop the worker thread (queued calls are answered first); idempotent."""
+        with self._state_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(None)
         self._worker.join(timeout=5)
+        self.tower.close()
+
+
+def _serve(requests: queue.Queue, tower: UserTower, max_wait: float, max_batch: int) -> None:
+    """The micro-batcher's thread: batches of queued (histories, future) until the None sentinel."""
+    while True:
+        first = requests.get()
+        if first is None:
+            return
+        pending = [first]
+        size = len(first[0])
+        stop = False
+        while size < max_batch:
+            try:
+                item = requests.get(timeout=max_wait)
+            except queue.Empty:
+                break
+            if item is None:
+                stop = True
+                break
+            pending.append(item)
+            size += len(item[0])
+        _encode(tower, pending)
+        if stop:
+            return
+
+
+def _encode(tower: UserTower, pending: list) -> None:
+    histories = [h for batch, _ in pending for h in batch]
+    try:
+        vectors = tower.encode_histories(histories)
+    except Exception as exc:  # hand the error to every waiting caller
+        for _, future in pending:
+            future.set_exception(exc)
+        return
+    start = 0
+    for n, (batch, future) in enumerate(pending):
+        future.set_result((vectors[start:start + len(batch)], int(n == 0)))  # the batch counted once
+        start += len(batch)
+
+
+LOADED_BATCH = 4
+"""A batch of at least this many calls means the worker is saturated: the next batch may wait for company."""
 
 
 class LoopTurnBatcher:
     """Calls that reach `submit` during one event-loop turn are answered by one `run(key, items)` call per
     key (its results in item order), scheduled right after that turn: under concurrency, requests that
     arrived together share one user-tower pass and one FAISS scan of the catalogue instead of one each,
-    and a lone request waits for nothing.
+    and a lone request waits for nothing. When the worker is saturated (the previous batch held at least
+    `LOADED_BATCH` calls) a batch waits `wait_ms` before it runs, so requests the loop reads meanwhile join
+    it: bigger batches, a batch's fixed cost (one FAISS call, one feature build, one predict) shared by more
+    requests (amazon-scientific engine bundle, 2 workers, c=32, one back-to-back pair of runs: 947 → 1,281 req/s).
 
     `run` executes on the event loop, so it must be cheap (no torch), unless `offload`: then each batch
     runs in the loop's default thread pool. One loop at a time."""
 
     def __init__(self, run: Callable[[Hashable, list], Sequence], max_batch: int = 64,
-                 on_batch: Callable[[int], None] | None = None, offload: bool = False) -> None:
+                 on_batch: Callable[[int], None] | None = None, offload: bool = False, wait_ms: float = 0.0) -> None:
         self.run = run
         self.max_batch = max_batch
+        self.wait = wait_ms / 1000.0
         self.on_batch = on_batch  # e.g. metrics: called with each batch's size
         self.offload = offload
         self.batches = 0
@@ -95,6 +128,7 @@ class LoopTurnBatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: dict[Hashable, list[tuple[object, asyncio.Future]]] = {}
         self._scheduled = False
+        self._last_batch = 0
 
     async def submit(self, key: Hashable, item: object):
         loop = asyncio.get_running_loop()
@@ -107,7 +141,10 @@ class LoopTurnBatcher:
             self._start(key, self._pending.pop(key))
         elif not self._scheduled:
             self._scheduled = True
-            loop.call_soon(self._flush)
+            if self.wait and self._last_batch >= LOADED_BATCH:  # saturated: let the batch gather for `wait` s
+                loop.call_later(self.wait, self._flush)
+            else:  # a lone request waits for nothing
+                loop.call_soon(self._flush)
         return await future
 
     def _flush(self) -> None:
@@ -117,6 +154,7 @@ class LoopTurnBatcher:
             self._start(key, batch)
 
     def _start(self, key: Hashable, batch: list[tuple[object, asyncio.Future]]) -> None:
+        self._last_batch = len(batch)
         self.batches += 1
         self.calls += len(batch)
         if self.on_batch is not None:

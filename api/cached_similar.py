@@ -68,5 +68,5 @@ class CachedSimilarMiddleware:
         loaded = service.current if service is not None else None
         if loaded is None or not loaded.similar_responses:
             return None
-        key = cached_request_key(scope["path"], scope.get("query_string", b""), loaded.recommender.neighbours.version)
+        key = cached_request_key(scope["path"], scope.get("query_string", b""), loaded.recommender.catalogue.version)
         return loaded.similar_responses.get(key) if key is not None else None

@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.service import Loaded, Service
+from api.loaded import Loaded
+from api.service import Service
 from api.settings import Settings
 
 bearer = HTTPBearer(auto_error=False, description="admin token (RECSYS_ADMIN_TOKEN)")
@@ -33,8 +34,10 @@ def current(service: Service) -> Loaded:
 
 def serving(request: Request) -> tuple[Service, Loaded]:
     """Service and bundle for the hot recommendation routes, read straight off app.state: the same as
-    the `get_service`/`get_loaded` dependencies without their per-request resolution cost."""
+    the `get_service`/`get_loaded` dependencies without their per-request resolution cost. Checks the event
+    store for catalogue changes at most every `sync_interval_ms` (see `Service.poll_if_due`)."""
     service = request.app.state.service
+    service.poll_if_due()
     return service, current(service)
 
 

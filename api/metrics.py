@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
@@ -53,6 +54,7 @@ class MetricsMiddleware:
             return
         started = time.perf_counter()
         status = {"code": 500}
+        where = scope["path"], scope.get("root_path", "")  # a mount rewrites them on the way in
 
         async def record_status(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -64,9 +66,23 @@ class MetricsMiddleware:
         finally:
             service = getattr(self.source.state, "service", None)
             if service is not None:
-                name = getattr(scope.get("route"), "path", "unmatched")
+                name = route_label(self.source, scope, where)
                 service.metrics.requests.labels(name, scope["method"], str(status["code"])).inc()
                 service.metrics.latency.labels(name).observe(time.perf_counter() - started)
+
+
+def route_label(app, scope: Scope, where: tuple[str, str]) -> str:
+    """The route template that served the request (bounded labels). Routes FastAPI adds itself (/openapi.json) and
+    mounts (the docs' static files) do not leave it in the scope: those few are matched here against the request's
+    original (path, root_path) `where`; anything else is "unmatched"."""
+    route = scope.get("route")
+    if route is not None:
+        return route.path
+    original = {**scope, "path": where[0], "root_path": where[1]}
+    for candidate in app.routes:
+        if candidate.matches(original)[0] != Match.NONE:
+            return getattr(candidate, "path", "unmatched")
+    return "unmatched"
 
 
 class BodyLimitMiddleware:

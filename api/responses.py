@@ -2,36 +2,60 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 from fastapi import Response
 from pydantic import BaseModel
 
+from api.loaded import Loaded
 from api.schemas import RecommendationResponse, RecommendedItem
-from api.service import Loaded
 from recsys.explain import closest_history_items
 from recsys.pipeline import RecommendationList
+
+
+EventKinds = Callable[[Collection[str]], Mapping[str, str]]
+REASONS = {"view": "because you viewed {}", "cart": "because you added {} to your cart",
+           "purchase": "because you bought {}"}
 
 
 def _name(record: dict) -> str:
     return record.get("title") or record["text"][:60]
 
 
+def _because(name: str, kind: str | None, strategy: str) -> str:
+    """What happened to the history item: viewed / added to the cart / bought (events), viewed (a session's
+    items), or just that it is in the user's history (the bundle's interactions carry no kind)."""
+    if kind in REASONS:
+        return REASONS[kind].format(name)
+    return f"because you viewed {name}" if strategy == "session" else f"because of {name} in your history"
+
+
 def to_response(loaded: Loaded, result: RecommendationList, history: Sequence[str] = (),
-                anchor: str | None = None, text: str | None = None) -> RecommendationResponse:
-    """`history` explains personalised/session lists, `anchor` similar-item lists, `text` text queries."""
+                anchor: str | None = None, text: str | None = None,
+                event_kinds: EventKinds | None = None) -> RecommendationResponse:
+    """`history` explains personalised/session lists (`event_kinds(item_ids)`: the kind of the user's latest
+    event on each, for the reason's verb), `anchor` similar-item lists, `text` text queries. Popular-fallback
+    items get the share of the top item's count as `score` and their count as `popularity`."""
     recommender = loaded.recommender
-    records = recommender.item_records(result.item_ids)
+    state = recommender.catalogue.state  # one version of the catalogue for the whole response
+    records = [state.record(i) for i in result.item_ids]  # None: deleted since the list was computed
     explanations = result.explanations or [None] * len(records)
     if result.strategy in ("personalised", "session") and history:
-        fallback_because = closest_history_items(recommender.item_vectors, recommender.item_position, history,
-                                                 result.item_ids)
+        fallback_because = closest_history_items(state.vectors, state.position, history, result.item_ids)
     else:
         fallback_because = [None] * len(records)
-    anchor_name = _name(recommender.item_records([anchor])[0]) if anchor is not None else None
-    names = {i: _name(r) for i, r in zip(result.item_ids, records)}
+    anchor_record = state.record(anchor) if anchor is not None else None
+    anchor_name = _name(anchor_record) if anchor_record is not None else None
+    names = {i: _name(r) for i, r in zip(result.item_ids, records) if r is not None}
+    reasons_from = {e.get("because_item_id") for e in explanations if e} | set(fallback_because)
+    kinds = event_kinds([i for i in reasons_from if i is not None]) if event_kinds is not None else {}
+    popular = result.strategy == "popular_fallback"
+    counts = recommender.popularity.counts_of(result.item_ids) if popular else [None] * len(records)
     items = []
-    for record, score, explanation, because in zip(records, result.scores, explanations, fallback_because):
+    for record, score, explanation, because, count in zip(records, result.scores, explanations, fallback_because,
+                                                          counts):
+        if record is None:
+            continue
         explanation = explanation or {}
         because = explanation.get("because_item_id") or because
         features = {f["name"]: float(f["contribution"]) for f in explanation.get("top_features") or []} or None
@@ -39,16 +63,16 @@ def to_response(loaded: Loaded, result: RecommendationList, history: Sequence[st
             reason = "popular in the shop"
         elif result.strategy == "similar" and anchor_name is not None:
             reason = f"similar to {anchor_name}"
-        elif because is not None and because in recommender.item_position:
-            name = names.get(because) or _name(recommender.item_records([because])[0])
-            reason = f"because you viewed {name}"
+        elif because is not None and because in state.position:
+            name = names.get(because) or _name(state.record(because))
+            reason = _because(name, kinds.get(because), result.strategy)
         elif text:
             reason = f"matches “{text[:60]}”"
         else:
             reason = "close to your recent items"
         items.append(RecommendedItem(item_id=record["item_id"], score=score, title=record.get("title"),
                                      text=record["text"], reason=reason, because_item_id=because,
-                                     top_features=features))
+                                     top_features=features, popularity=count))
     return RecommendationResponse(strategy=result.strategy, reranked=result.reranked, model_version=loaded.version,
                                   items=items)
 

@@ -16,12 +16,15 @@ class Strict(BaseModel):
 
 class RecommendedItem(BaseModel):
     item_id: str
-    score: float = Field(description="retrieval similarity, or the re-ranker's score when the bundle has one")
+    score: float = Field(description="retrieval similarity, or the re-ranker's score when the bundle has one; for "
+                       "`popular_fallback` lists the item's popularity relative to the most popular item (0-1]")
     title: str | None = None
     text: str
     reason: str = Field(description="a short human-readable reason")
     because_item_id: str | None = Field(None, description="the history item this one is closest to")
     top_features: dict[str, float] | None = Field(None, description="re-ranker feature contributions")
+    popularity: int | None = Field(None, description="`popular_fallback` lists: the item's interaction count in "
+                                                     "the training data")
 
 
 class Item(BaseModel):

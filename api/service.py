@@ -1,128 +1,57 @@
-"""The serving state behind the routes: the loaded bundle (swappable), the event store, the item
-tower for live catalogue changes and free-text queries, and metrics."""
+"""The serving state behind the routes: the loaded bundle (swappable), the event store it converges to, and
+metrics.
+
+Every catalogue edit is written to the event store first and then applied from it (`sync`), by the worker that
+took it at once and by every other worker within `sync_interval_ms` (a background task polls the store's change
+sequence; requests also check it at most that often). A reload replays the whole change log into the new bundle
+and, under the lock that serialises syncs, applies what arrived meanwhile right before the swap, so no edit is
+lost; the other workers follow the reload (a `bundle` change)."""
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
+import gc
 import itertools
 import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
-from functools import partial
 from pathlib import Path
-
-import numpy as np
-from cachetools import LRUCache
 
 from starlette.concurrency import run_in_threadpool
 
-from api.batching import LoopTurnBatcher, MicroBatchingEncoder
+from api.batching import MicroBatchingEncoder
+from api.loaded import Loaded
 from api.metrics import ServiceMetrics
 from api.settings import Settings
-from api.store import EventStore, RedisEventStore, SQLiteEventStore
-from encoders.loading import load_recommender
-from recsys.artifacts import read_manifest, resolve_bundle
-from recsys.catalogue import item_text, set_active, upsert_items
-from recsys.errors import BundleError, UnknownIdError
-from recsys.pipeline import RecommendationList, Recommender
-from recsys.retrieval.filters import where_key
-from recsys.user_tower import CachedHistoryEncoder, PooledHistoryEncoder
+from encoders.loading import frozen_item_tower, open_recommender
+from recsys.bundle import Bundle
+from recsys.changes import Folded, apply_changes, fold
+from recsys.data.item_text import item_text
+from recsys.errors import BundleError
+from recsys.pipeline import Recommender
+from recsys.store import EventStore, merged_history, open_store
+from recsys.towers import ItemTower, UserTower
+from recsys.user_tower import CachedHistoryEncoder
 
 logger = logging.getLogger("recsys.api")
 
 
 def make_store(settings: Settings) -> EventStore:
-    if settings.event_store == "redis":
-        return RedisEventStore(settings.redis_url)
-    return SQLiteEventStore(settings.state_dir / "events.sqlite")
-
-
-class Loaded:
-    """One loaded bundle; replaced as a whole on reload, so a request sees one consistent model."""
-
-    def __init__(self, path: Path, manifest: dict, recommender: Recommender, similar_cache_size: int = 50_000,
-                 turn_batch_max: int = 64, metrics: ServiceMetrics | None = None) -> None:
-        self.path = path
-        self.manifest = manifest
-        self.recommender = recommender
-        self.text_encoder = None
-        self.write_lock = threading.Lock()
-        # serialised similar-item responses (the same for every visitor), keyed with the catalogue version
-        self.similar_responses: LRUCache = LRUCache(maxsize=similar_cache_size)
-        # history and similar-for-a-user requests arriving together share one pipeline call per kind (see
-        # `recommend_batched`, `similar_batched`): on the event loop when the query vectors are cached (no
-        # torch), else in one thread hop for the whole batch
-        self.cheap_batches = self.tower_batches = None
-        if turn_batch_max:
-            count = (lambda kind: partial(metrics.record_turn_batch, kind)) if metrics else (lambda kind: None)
-            self.cheap_batches = LoopTurnBatcher(self._run_rows, turn_batch_max, count("cached"))
-            self.tower_batches = LoopTurnBatcher(self._run_rows, turn_batch_max, count("tower"), offload=True)
-
-    @property
-    def version(self) -> str:
-        return self.path.name
-
-    def is_cheap(self, histories: Collection[Collection[str]] = ()) -> bool:
-        """True when answering needs no torch work (a pooled tower, or histories whose query vectors are
-        cached): then a thread hop costs more than the work, so it runs on the event loop. The re-ranker's
-        numpy/LightGBM work for a loop turn's batch runs there too: a worker has one core either way."""
-        tower = self.recommender.user_tower
-        if isinstance(innermost_tower(tower), PooledHistoryEncoder):
-            return True
-        return isinstance(tower, CachedHistoryEncoder) and all(not h or tower.has(h) for h in histories)
-
-    async def recommend_batched(self, history: list[str], k: int, exclude_seen: bool, exclude: Collection[str],
-                                where: Mapping | None, strategy: str = "personalised",
-                                explain: bool = False) -> RecommendationList:
-        """`recommender.recommend_history(...)` for a non-empty history of catalogue items; concurrent calls with
-        the same k, exclude_seen, filter, strategy and explain share one `recommend_batch` (one user-tower pass,
-        one FAISS search, one re-ranker feature build and predict): on the event loop when `is_cheap`, else in
-        the thread pool."""
-        return await self._batched(("history", k, exclude_seen, strategy, explain), where, history,
-                                   (history, exclude, where), self.recommender.recommend_history, history, k, exclude_seen, exclude, where,
-                                   strategy, explain)
-
-    async def similar_batched(self, item_id: str, history: list[str], k: int, exclude: Collection[str],
-                              where: Mapping | None, explain: bool = False) -> RecommendationList:
-        """`recommender.similar_for_user(...)`; concurrent calls with the same k, filter and explain share one
-        `similar_for_users` (one user-tower pass, one re-ranker feature build and predict)."""
-        return await self._batched(("similar", k, explain), where, history, (item_id, history, exclude, where),
-                                   self.recommender.similar_for_user, item_id, history, k, exclude, where, explain)
-
-    async def _batched(self, key: tuple, where: Mapping | None, history: list[str], row: tuple, alone, *args):
-        """Submit `row` to this loop turn's batch for `key` (+ the filter); `alone(*args)` when batching is off."""
-        filter_key = where_key(where) if where is not None else None
-        if self.cheap_batches is None or (where is not None and filter_key is None):  # batching off, odd filter
-            return await self.call(alone, *args, histories=[history])
-        batcher = self.cheap_batches if self.is_cheap([history]) else self.tower_batches
-        return await batcher.submit((*key, filter_key), row)
-
-    def _run_rows(self, key: tuple, rows: list[tuple]) -> list[RecommendationList]:
-        """One loop turn's requests of one key, answered by one pipeline call."""
-        recommender = self.recommender
-        if key[0] == "similar":
-            _, k, explain, _ = key
-            return recommender.similar_for_users([a for a, _, _, _ in rows], [list(h) for _, h, _, _ in rows], k,
-                                                 [e for _, _, e, _ in rows], rows[0][3], explain)
-        _, k, exclude_seen, strategy, explain, _ = key
-        return recommender.recommend_batch([list(h) for h, _, _ in rows], k, exclude_seen, [e for _, e, _ in rows],
-                                           rows[0][2], explain=explain, strategy=strategy)
-
-    async def call(self, fn, *args, histories: Collection[Collection[str]] = ()):
-        """Run `fn(*args)` on the event loop when answering for `histories` is cheap (`is_cheap`), else in
-        the thread pool."""
-        return fn(*args) if self.is_cheap(histories) else await run_in_threadpool(fn, *args)
+    return open_store(settings.event_store, settings.state_dir, settings.redis_url)
 
 
 class Service:
-    """Everything the routes need; lives on app.state.service."""
+    """Everything the routes need; lives on app.state.service. `item_encoder_loader(recommender)` gives the item
+    tower of bundles whose user tower has none (default: the frozen BERT they were built with, shared by
+    successive bundles built with the same one)."""
 
     def __init__(self, settings: Settings, store: EventStore | None = None,
-                 item_encoder_loader: Callable[[Loaded], object] | None = None) -> None:
+                 item_encoder_loader=None) -> None:
         self.settings = settings
         self.store = store or make_store(settings)
-        self.item_encoder_loader = item_encoder_loader or (lambda loaded: load_item_encoder(loaded, settings.quantize_int8))
+        self.item_encoder_loader = item_encoder_loader or self._frozen_item_tower
         self.metrics = ServiceMetrics()
         self.current: Loaded | None = None
         if settings.faiss_threads:
@@ -134,51 +63,70 @@ class Service:
             from threadpoolctl import threadpool_limits
 
             threadpool_limits(limits=settings.blas_threads, user_api="blas")
-        self._reload_lock = threading.Lock()
+        self._reload_lock = threading.Lock()   # one load at a time
+        self._sync_lock = threading.Lock()     # one catch-up at a time; the swap holds it too
+        self._frozen: tuple | None = None      # (encoder config, item tower) shared across reloads
+        self._following: str | None = None     # the bundle a `bundle` change asked this worker to load
+        self._compacting = False
+        self._last_poll = 0.0
 
     # ---- bundle lifecycle ---------------------------------------------------------------------
-    def load(self, bundle: str | Path) -> Loaded:
-        """Verify and load a bundle, replay live catalogue changes, then swap it in atomically.
-        On any failure the previous bundle keeps serving and BundleError is raised."""
+    def load(self, target: str | Path, *, announce: bool = False) -> Loaded:
+        """Verify and load a bundle, replay the store's catalogue changes into it, warm its caches, apply what
+        arrived meanwhile and swap it in; the replaced bundle is closed and freed. On any failure the previous
+        bundle keeps serving and BundleError is raised. `announce`: record the swap in the store, so the other
+        workers load the same bundle."""
         with self._reload_lock:
             try:
-                path = resolve_bundle(bundle)
-                manifest = read_manifest(path)
-                recommender = load_recommender(path, verify=False)  # verified just above
+                bundle = Bundle.open(target)
+                recommender = open_recommender(bundle, rerank=self.settings.rerank)
                 current = self.current
                 if current is not None and recommender.user_tower.dim != current.recommender.user_tower.dim:
-                    raise BundleError(f"{path}: embedding dimension {recommender.user_tower.dim} does not match the "
-                                      f"serving bundle's {current.recommender.user_tower.dim}")
+                    raise BundleError(f"{bundle.path}: embedding dimension {recommender.user_tower.dim} does not "
+                                      f"match the serving bundle's {current.recommender.user_tower.dim}")
             except BundleError:
                 self.metrics.reloads.labels("refused").inc()
                 raise
             except Exception as exc:  # a bundle that cannot be loaded never replaces a working one
                 self.metrics.reloads.labels("refused").inc()
-                raise BundleError(f"cannot load bundle {bundle}: {exc}") from exc
-            if not self.settings.rerank:
-                recommender.reranker = None
+                raise BundleError(f"cannot load bundle {target}: {exc}") from exc
             if self.settings.torch_threads and "torch" in sys.modules:  # only bundles with trained towers load it
                 sys.modules["torch"].set_num_threads(self.settings.torch_threads)
             recommender.user_tower = self._serving_tower(recommender.user_tower)
-            loaded = Loaded(path, manifest, recommender, self.settings.similar_response_cache,
-                            self.settings.turn_batch_max, self.metrics)
-            self._replay_catalogue(loaded)
+            recommender.item_tower_loader = self.item_encoder_loader
+            loaded = Loaded(bundle, recommender, self.settings.similar_response_cache, self.settings.turn_batch_max,
+                            self.metrics, self.settings.turn_batch_wait_ms)
+            self._catch_up(loaded)  # the whole change log, folded
             self._warm_user_cache(loaded)
             self._warm_neighbours(loaded)
-            self.current = loaded
+            with self._sync_lock:
+                self._catch_up(loaded)  # edits recorded while this bundle was loading
+                old, self.current = self.current, loaded
+            if announce:
+                self.store.record_change("bundle", record={"path": str(bundle.path)})
             self.metrics.reloads.labels("loaded").inc()
-            self.metrics.set_model(manifest.get("name", path.parent.name), loaded.version,
-                                   recommender.index.n_available)
+            self.metrics.set_model(bundle.name, loaded.version, recommender.index.n_available)
+            if old is not None:
+                old.close()
+                del old
+                release_memory()
             return loaded
 
-    def _serving_tower(self, tower):
+    def _serving_tower(self, tower: UserTower) -> UserTower:
         """BERT towers get micro-batching across concurrent requests; every tower gets the LRU
         cache of query vectors (keyed by the history, so new events never hit stale entries)."""
-        if not isinstance(tower, PooledHistoryEncoder) and self.settings.micro_batch_ms > 0:
+        if not tower.cheap and self.settings.micro_batch_ms > 0:
             tower = MicroBatchingEncoder(tower, self.settings.micro_batch_ms, self.settings.micro_batch_max)
         if self.settings.user_cache_size:
             tower = CachedHistoryEncoder(tower, self.settings.user_cache_size)
         return tower
+
+    def _frozen_item_tower(self, recommender: Recommender) -> ItemTower:
+        """The frozen BERT of a zero-shot bundle, shared with the previous bundle when it used the same one."""
+        key = (recommender.config.encoder, self.settings.quantize_int8)
+        if self._frozen is None or self._frozen[0] != key:
+            self._frozen = (key, frozen_item_tower(recommender, self.settings.quantize_int8))
+        return self._frozen[1]
 
     def _warm_user_cache(self, loaded: Loaded) -> None:
         """Pre-encode known users' current histories (bundle + events) before the bundle serves."""
@@ -200,106 +148,172 @@ class Service:
                                             recommender.neighbour_lists)
             logger.info("similar items: %d lists computed in %.1f s", n, time.perf_counter() - started)
 
-    def _replay_catalogue(self, loaded: Loaded) -> None:
-        items, states = self.store.catalogue_changes()
+    # ---- converging to the store --------------------------------------------------------------
+    def _catch_up(self, loaded: Loaded) -> Folded | None:
+        """Apply the store's catalogue changes `loaded` has not seen (folded; upserts from another item space
+        are encoded again with this bundle's item tower)."""
+        changes = self.store.changes(after=loaded.applied_seq)
+        if not changes:
+            return None
+        folded = fold(changes)
         recommender = loaded.recommender
-        fitting = [(r, v) for r, v in items if len(v) == recommender.index.dim]
-        if fitting:
-            upsert_items(recommender, [r for r, _ in fitting], np.stack([v for _, v in fitting]))
-        for active in (True, False):
-            ids = [i for i, a in states.items() if a is active and i in recommender.index.position]
-            if ids:
-                set_active(recommender, ids, active)
+        applied = apply_changes(recommender.catalogue, folded, loaded.bundle.item_space,
+                                lambda records: recommender.item_tower().encode_items(records))
+        loaded.applied_seq = folded.last_seq
+        if applied.upserted or applied.deleted or applied.activated or applied.deactivated:
+            logger.info("catalogue: changes up to #%d applied to %s (%s)", folded.last_seq, loaded.version, applied)
+        return folded
+
+    def pending(self) -> bool:
+        """Whether the store holds catalogue changes the serving bundle has not applied (one cheap query)."""
+        loaded = self.current
+        return loaded is not None and self.store.last_change_seq() > loaded.applied_seq
+
+    def sync(self) -> Loaded | None:
+        """Bring the serving bundle up to the store: apply its unseen catalogue changes, follow a reload another
+        worker announced, and compact the index when enough items were removed. Returns the serving bundle."""
+        with self._sync_lock:
+            loaded = self.current
+            if loaded is None:
+                return None
+            folded = self._catch_up(loaded)
+        if folded is not None and folded.bundle and folded.bundle != str(loaded.path):
+            self._follow(folded.bundle)
+        if self.settings.compact_share > 0 and loaded.recommender.catalogue.needs_compaction(self.settings.compact_share):
+            self._compact(loaded)
+        self.metrics.index_size.set(loaded.recommender.index.n_available)
+        return loaded
+
+    def poll_if_due(self) -> None:
+        """From a request on the event loop: at most every `sync_interval_ms`, check the store and start a sync in
+        the thread pool when there is something to apply (the request does not wait for it)."""
+        now = time.monotonic()
+        if now - self._last_poll < self.settings.sync_interval_ms / 1000.0:
+            return
+        self._last_poll = now
+        if self.pending():
+            started = asyncio.get_running_loop().run_in_executor(None, self.sync)
+            started.add_done_callback(_log_failure)
+
+    async def sync_forever(self) -> None:
+        """The background task: poll the store every `sync_interval_ms` and apply what is new."""
+        interval = self.settings.sync_interval_ms / 1000.0
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self._last_poll = time.monotonic()
+                if self.pending():
+                    await run_in_threadpool(self.sync)
+            except Exception:  # keep polling: a failing store must not stop convergence for good
+                logger.exception("catalogue sync failed")
+
+    def _follow(self, path: str) -> None:
+        """Load the bundle another worker swapped in (in a thread: serving goes on meanwhile)."""
+        if self._following == path:
+            return
+        self._following = path
+
+        def follow() -> None:
+            try:
+                self.load(path)
+                logger.info("followed the reload to %s", path)
+            except BundleError as exc:
+                logger.error("cannot follow the reload to %s: %s", path, exc)
+            finally:
+                self._following = None
+
+        threading.Thread(target=follow, name="follow-reload", daemon=True).start()
+
+    def _compact(self, loaded: Loaded) -> None:
+        """Drop tombstoned rows in a thread: the compacted index is built aside, searches go on."""
+        if self._compacting:
+            return
+        self._compacting = True
+        catalogue = loaded.recommender.catalogue
+
+        def compact() -> None:
+            try:
+                started = time.perf_counter()
+                dropped = catalogue.compact()
+                logger.info("catalogue compacted: %d rows reclaimed in %.2f s", dropped, time.perf_counter() - started)
+            finally:
+                self._compacting = False
+
+        threading.Thread(target=compact, name="compaction", daemon=True).start()
 
     # ---- users --------------------------------------------------------------------------------
     def history(self, loaded: Loaded, user_id: str) -> list[str] | None:
-        """Bundle history + events recorded since, most recent `history_limit`; None if unknown."""
-        stored = loaded.recommender.histories.get(user_id)
-        events = self.store.events(user_id, self.settings.history_limit)
-        if stored is None and not events:
-            return None
-        return ((stored or []) + events)[-self.settings.history_limit:]
+        """Bundle history + events recorded since, most recent `history_limit`; None if unknown
+        (`recsys.store.merged_history`, the same function batch scoring uses)."""
+        return merged_history(loaded.recommender.histories.get(user_id),
+                              self.store.events(user_id, self.settings.history_limit), self.settings.history_limit)
 
-    def recommend_user(self, loaded: Loaded, user_id: str, history: list[str] | None, k: int, exclude_seen: bool,
-                       exclude: Collection[str], where: Mapping | None) -> RecommendationList:
-        """`history` from `self.history(loaded, user_id)`: None for unknown users (popular items, or
-        UnknownIdError when the fallback is off)."""
-        if history is None and not self.settings.unknown_user_fallback:
-            raise UnknownIdError("user", [user_id])
-        return loaded.recommender.recommend_history(history or [], k, exclude_seen, exclude, where)
-
-    def record_event(self, loaded: Loaded, user_id: str, item_id: str, kind: str,
-                     timestamp: float | None) -> int:
-        if item_id not in loaded.recommender.item_position:
-            raise UnknownIdError("item", [item_id])
+    def record_event(self, loaded: Loaded, user_id: str, item_id: str, kind: str, timestamp: float | None) -> int:
+        self._known(loaded, item_id)
         return self.store.append(user_id, item_id, kind, timestamp)
 
     # ---- catalogue ----------------------------------------------------------------------------
-    def text_encoder(self, loaded: Loaded):
-        """The bundle's item tower, loaded on first use (free-text queries, item upserts)."""
-        if loaded.text_encoder is None:
-            with loaded.write_lock:
-                if loaded.text_encoder is None:
-                    encoder = self.item_encoder_loader(loaded)
-                    dim = getattr(encoder, "dim", loaded.recommender.index.dim)
-                    if dim != loaded.recommender.index.dim:
-                        raise BundleError(f"the item tower gives {dim}-d vectors but the index holds "
-                                          f"{loaded.recommender.index.dim}-d ones: text queries and upserts are "
-                                          "unavailable for this bundle")
-                    loaded.text_encoder = encoder
-        return loaded.text_encoder
+    def _known(self, loaded: Loaded, item_id: str) -> Loaded:
+        """The serving bundle, after a sync when `item_id` is not (yet) in the request's catalogue: an item
+        another worker just upserted. UnknownIdError when it is unknown after all."""
+        if item_id in loaded.recommender.item_position:
+            return loaded
+        loaded = self.sync() or loaded
+        loaded.recommender.check_items([item_id])
+        return loaded
 
-    def upsert_item(self, loaded: Loaded, record: dict) -> None:
-        record = {**record, "text": item_text(loaded.recommender, record)}
-        vector = self.text_encoder(loaded).encode([record["text"]])[0]
-        with loaded.write_lock:
-            upsert_items(loaded.recommender, [record], vector[None, :])
-            self.store.upsert_item(record, vector)
-            self.store.set_active(record["item_id"], True)
-            set_active(loaded.recommender, [record["item_id"]], True)
-        self.metrics.index_size.set(loaded.recommender.index.n_available)
+    def _record(self, loaded: Loaded) -> Loaded:
+        """After a change was recorded: apply it (and anything before it) to the serving bundle. A reload running
+        meanwhile applies it in its final catch-up, before the swap, when it was recorded before that."""
+        return self.sync() or loaded
 
-    def set_item_active(self, loaded: Loaded, item_id: str, active: bool) -> None:
-        with loaded.write_lock:
-            set_active(loaded.recommender, [item_id], active)  # raises UnknownIdError for unknown ids
-            self.store.set_active(item_id, active)
-        self.metrics.index_size.set(loaded.recommender.index.n_available)
+    def upsert_item(self, loaded: Loaded, record: dict) -> Loaded:
+        """Encode the item (the bundle's item tower, through the catalogue's item-text template), record it with
+        its rendered text (like the imported items'), apply it."""
+        tower = loaded.recommender.item_tower()
+        record = {**record, "text": item_text(record, tower.template)}
+        vector = tower.encode_texts([record["text"]])[0]
+        self.store.record_change("upsert", record["item_id"], record, vector, loaded.bundle.item_space)
+        return self._record(loaded)
+
+    def set_item_active(self, loaded: Loaded, item_id: str, active: bool) -> Loaded:
+        loaded = self._known(loaded, item_id)
+        self.store.record_change("active", item_id, active=active)
+        return self._record(loaded)
+
+    def delete_item(self, loaded: Loaded, item_id: str) -> Loaded:
+        """Remove an item for good (its row becomes a tombstone; compaction reclaims it)."""
+        loaded = self._known(loaded, item_id)
+        self.store.record_change("delete", item_id)
+        return self._record(loaded)
 
     def close(self) -> None:
+        if self.current is not None:
+            self.current.close()
         self.store.close()
 
 
-def innermost_tower(tower):
-    """The user tower under the serving wrappers (cache, micro-batcher)."""
-    while hasattr(tower, "tower"):
-        tower = tower.tower
-    return tower
+def _log_failure(done: asyncio.Future) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        logger.error("catalogue sync failed: %s", done.exception())
 
 
-class TrainedItemEncoder:
-    """`encode(texts)` through a trained bundle's own item tower (its text-only path), so new items
-    and free-text queries land in the space the bundle was trained in."""
+def release_memory() -> None:
+    """After a bundle is replaced: collect what is garbage now (also among objects the app froze after its first
+    load, which the collector otherwise never visits; frozen again afterwards) and hand freed heap pages back to
+    the OS (glibc), so a worker's RSS does not ratchet up with every reload. A replaced bundle holds no reference
+    cycle, so reference counting frees it anyway; this catches what libraries leave behind."""
+    frozen = gc.get_freeze_count() > 0
+    if frozen:
+        gc.unfreeze()
+    gc.collect()
+    if frozen:
+        gc.freeze()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
 
-    def __init__(self, tower) -> None:
-        self.tower = tower
 
-    @property
-    def dim(self) -> int:
-        return self.tower.dim
-
-    def encode(self, texts: list[str]):
-        return self.tower.encode_item_texts(list(texts))
-
-
-def load_item_encoder(loaded: Loaded, quantize_int8: bool = False):
-    """Item tower for this bundle: the trained towers' own text path, else the frozen BERT the
-    bundle was built with (never a different model: its vectors would live in another space)."""
-    tower = innermost_tower(loaded.recommender.user_tower)
-    if hasattr(tower, "encode_item_texts"):
-        return TrainedItemEncoder(tower)
-    if loaded.recommender.encoder_info.get("kind", "frozen-bert") != "frozen-bert":
-        raise BundleError(f"{loaded.path}: this bundle's item tower cannot encode new text")
-    from encoders.text_encoder import TextEncoder, quantize_dynamic_int8
-
-    encoder = TextEncoder.from_config(loaded.recommender.config.encoder)
-    return quantize_dynamic_int8(encoder) if quantize_int8 else encoder
+__all__ = ["Service", "Loaded", "make_store", "release_memory"]

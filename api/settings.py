@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from recsys.store import HISTORY_LIMIT
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RECSYS_", frozen=True)
@@ -21,10 +23,16 @@ class Settings(BaseSettings):
     rerank: bool = Field(True, description="re-rank with the bundle's LightGBM re-ranker when it has one (false: "
                          "serve the towers' retrieval order, e.g. to compare or as a kill switch)")
     unknown_user_fallback: bool = Field(True, description="unknown users get popular items instead of a 404")
-    history_limit: int = Field(200, ge=1, description="most recent events kept per user for recommendations")
+    history_limit: int = Field(HISTORY_LIMIT, ge=1, description="most recent items of a user's history (bundle "
+                               "history + events) a recommendation reads; batch-score uses the same default")
     state_dir: Path = Field(Path("recsys-state"), description="where the SQLite event store lives")
     event_store: Literal["sqlite", "redis"] = "sqlite"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    sync_interval_ms: float = Field(200.0, gt=0, description="how often a worker checks the event store for catalogue "
+                                    "changes made through another worker (and for reloads to follow): every change "
+                                    "is visible to every worker within about this long")
+    compact_share: float = Field(0.10, ge=0, le=1, description="compact the index (built aside, swapped in) once more "
+                                 "than this share of its rows are deleted or replaced items (0: never)")
     admin_token: SecretStr | None = Field(None, description="bearer token for /v1/admin/*; admin is off when unset")
     user_cache_size: int = Field(100_000, ge=0, description="cached user query vectors (0: no cache)")
     warm_user_cache: int = Field(100_000, ge=0, description="at load, encode up to this many known users' "
@@ -38,6 +46,9 @@ class Settings(BaseSettings):
     turn_batch_max: int = Field(64, ge=0, description="history requests (known users, sessions without text) that "
                                 "reach the event loop in the same turn share one recommend_batch call (one user-tower "
                                 "pass, one FAISS search), up to this many (0: one call each)")
+    turn_batch_wait_ms: float = Field(1.0, ge=0, le=50, description="when a worker is saturated (its previous "
+                                      "batch held 4 or more requests), a loop-turn batch waits this long for more "
+                                      "requests to join it before it runs (0: never wait); light load never waits")
     quantize_int8: bool = Field(False, description="int8 dynamic quantisation of the BERT towers on CPU")
     torch_threads: int = Field(1, ge=0, description="torch intra-op threads for the BERT towers (0: torch's "
                                "default, one per core); concurrent requests are micro-batched instead, so 1 keeps "

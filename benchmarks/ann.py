@@ -124,7 +124,7 @@ def build(variant: Variant, items: np.ndarray, ids: np.ndarray, built: dict) -> 
         refine.add(items)
         wrapped = faiss.IndexRefine(base.index, refine)
         wrapped.k_factor = variant.config.refine_factor
-        index = VectorIndex(wrapped, ids, variant.config)
+        index = VectorIndex(wrapped, base.catalogue, variant.config)  # the same rows: search only, never edited
         index._keep_alive = (base, refine)  # the wrapper holds raw pointers only
         return index, base_s + time.perf_counter() - start, rss_mb() - rss
     index = VectorIndex.build(items, ids, variant.config)

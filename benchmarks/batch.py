@@ -83,7 +83,7 @@ def synthetic_bundle(root: Path, n_users: int, n_items: int, dim: int = 384, see
     from recsys.config import BuildConfig
     from recsys.pipeline import Recommender
     from recsys.popularity import Popularity
-    from recsys.retrieval import VectorIndex, clustered_embeddings
+    from recsys.retrieval import clustered_embeddings
 
     path = root / f"synthetic-{n_users}u-{n_items}i" / "v1"
     if (path / "manifest.json").is_file():
@@ -106,8 +106,8 @@ def synthetic_bundle(root: Path, n_users: int, n_items: int, dim: int = 384, see
     counts = np.bincount(rng.choice(n_items, 20 * n_users // 10, p=popularity), minlength=n_items)
     config = BuildConfig()
     items = pl.DataFrame({"item_id": item_ids.tolist(), "text": item_ids.tolist()})
-    recommender = Recommender(config, items, vectors, VectorIndex.build(vectors, item_ids.tolist(), config.index),
-                              Popularity(item_ids.tolist(), counts), histories, {"kind": "synthetic", "dim": dim})
+    recommender = Recommender.from_parts(config, items, vectors, Popularity(item_ids.tolist(), counts), histories,
+                                         {"kind": "synthetic", "dim": dim})
     return recommender.save(path, {"name": path.parent.name, "note": "generated history set (benchmarks/batch.py)"})
 
 

@@ -17,29 +17,32 @@ from pathlib import Path
 
 import numpy as np
 
+from recsys.catalogue import Catalogue
 from recsys.config import EvalConfig, UserTowerConfig
 from recsys.evaluation import evaluate
+from recsys.towers import ItemTower, UserTower
 from recsys.user_tower import CachedHistoryEncoder, PooledHistoryEncoder
 
 BLEND_KEY = "zero_shot_blend"  # encoder/encoder.json entry of blended bundles
 PROJECTION_FILE = "zero_shot_projection.npy"
 
 
-class BlendedHistoryEncoder:
+class BlendedHistoryEncoder(UserTower):
     """Query vectors [trained(h), weight · pooled(h)] for item vectors [trained, zero-shot].
 
     `trained` is the trained user tower over the first `trained_dim` columns of the catalogue;
     `pooled` the zero-shot recency pool over the rest. New item texts (live upserts, free-text
-    queries) go through both item towers: `encode_item_texts`."""
+    queries) go through both item towers: `item_tower()`."""
 
-    def __init__(self, trained, pooled: PooledHistoryEncoder, weight: float,
-                 text_encoder_factory: Callable[[], object] | None = None, projection: np.ndarray | None = None) -> None:
+    def __init__(self, trained: UserTower, pooled: PooledHistoryEncoder, weight: float,
+                 text_encoder_factory: Callable[[], ItemTower] | None = None,
+                 projection: np.ndarray | None = None) -> None:
         self.trained = trained
         self.pooled = pooled
         self.weight = float(weight)
         self.projection = projection  # [zero-shot dims, BERT width]: new texts' BERT vectors → the pooled space
         self._text_encoder_factory = text_encoder_factory
-        self._text_encoder = None
+        self._text_encoder: ItemTower | None = None
 
     @property
     def trained_dim(self) -> int:
@@ -50,6 +53,16 @@ class BlendedHistoryEncoder:
         return self.trained_dim + int(self.pooled.dim)
 
     @property
+    def catalogue(self) -> Catalogue | None:
+        return self.pooled.catalogue
+
+    def over(self, catalogue: Catalogue) -> "BlendedHistoryEncoder":
+        other = BlendedHistoryEncoder(self.trained.over(catalogue), self.pooled.over(catalogue), self.weight,
+                                      self._text_encoder_factory, self.projection)
+        other._text_encoder = self._text_encoder
+        return other
+
+    @property
     def config(self):  # the trained tower's TrainConfig (read by the training report and the API)
         return self.trained.config
 
@@ -58,30 +71,50 @@ class BlendedHistoryEncoder:
         pooled = self.pooled.encode_histories(histories)
         return np.hstack([trained, self.weight * pooled]).astype(np.float32, copy=False)
 
-    def add_items(self, item_ids: Sequence[str], vectors: np.ndarray) -> None:
-        """Live catalogue: each part of the new item vectors to its own tower."""
-        trained, zero_shot = split_item_vectors(vectors, self.trained_dim)
-        if hasattr(self.trained, "add_items"):
-            self.trained.add_items(item_ids, trained)
-        self.pooled.add_items(item_ids, zero_shot)
-
-    def encode_item_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """[trained text-only vector, frozen-BERT vector] per text, like the catalogue's item vectors."""
+    def zero_shot_tower(self) -> ItemTower:
+        """The frozen BERT of the zero-shot block (loaded on first use)."""
         if self._text_encoder is None:
             if self._text_encoder_factory is None:
                 raise ValueError("this blended tower has no zero-shot text encoder")
             self._text_encoder = self._text_encoder_factory()
-        trained = self.trained.encode_item_texts(list(texts))
-        zero_shot = self._text_encoder.encode(list(texts))
-        if self.projection is not None:
-            zero_shot = project(zero_shot, self.projection)
-        return np.hstack([trained, zero_shot]).astype(np.float32, copy=False)
+        return self._text_encoder
+
+    def item_tower(self) -> "BlendedItemTower":
+        trained = self.trained.item_tower()
+        if trained is None:
+            raise ValueError("the trained tower of this blend has no item tower")
+        return BlendedItemTower(trained, self)
+
+    def encode_item_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """[trained text-only vector, frozen-BERT vector] per (already rendered) text."""
+        return self.item_tower().encode_texts(list(texts))
 
     def save(self, directory) -> None:
         """The trained tower's files (+ the projection); the blend itself is recorded in encoder.json (`blend_info`)."""
         self.trained.save(directory)
         if self.projection is not None:
             np.save(Path(directory) / PROJECTION_FILE, self.projection.astype(np.float32), allow_pickle=False)
+
+
+class BlendedItemTower(ItemTower):
+    """Item vectors [trained text-only vector, projected frozen-BERT vector], like the blended catalogue's: each
+    block reading the same rendered item text (the catalogue's template, `ItemTower.encode_items`)."""
+
+    def __init__(self, trained: ItemTower, blend: BlendedHistoryEncoder) -> None:
+        self.trained = trained
+        self.blend = blend
+        self.template = trained.template
+
+    @property
+    def dim(self) -> int:
+        return self.blend.dim
+
+    def _zero_shot(self, vectors: np.ndarray) -> np.ndarray:
+        return project(vectors, self.blend.projection) if self.blend.projection is not None else vectors
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        zero_shot = self._zero_shot(self.blend.zero_shot_tower().encode_texts(list(texts)))
+        return np.hstack([self.trained.encode_texts(list(texts)), zero_shot]).astype(np.float32, copy=False)
 
 
 def split_item_vectors(vectors: np.ndarray, trained_dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -110,14 +143,14 @@ def blend_info(tower: BlendedHistoryEncoder) -> dict:
             "projection": PROJECTION_FILE if tower.projection is not None else None}
 
 
-def blended_tower(trained, item_ids: Sequence[str], item_vectors: np.ndarray, info: dict, encoder_dir: Path,
-                  text_encoder_factory: Callable[[], object] | None = None) -> BlendedHistoryEncoder:
-    """Rebuild a bundle's blended tower: `trained` is its trained user tower (over the first
-    `info['trained_dim']` columns); the zero-shot part of `item_vectors` feeds the pool."""
-    _, zero_shot = split_item_vectors(item_vectors, int(info["trained_dim"]))
+def blended_tower(trained: UserTower, catalogue: Catalogue, info: dict, encoder_dir: Path,
+                  text_encoder_factory: Callable[[], ItemTower] | None = None) -> BlendedHistoryEncoder:
+    """Rebuild a bundle's blended tower: `trained` is its trained user tower (reading the first
+    `info['trained_dim']` columns of the catalogue); the zero-shot columns feed the pool."""
+    trained_dim = int(info["trained_dim"])
     pool_config = UserTowerConfig(recency_decay=info.get("recency_decay", 0.7), max_history=info.get("max_history", 50))
     projection = np.load(Path(encoder_dir) / info["projection"], allow_pickle=False) if info.get("projection") else None
-    return BlendedHistoryEncoder(trained, PooledHistoryEncoder(item_ids, zero_shot, pool_config),
+    return BlendedHistoryEncoder(trained, PooledHistoryEncoder(catalogue, pool_config, slice(trained_dim, None)),
                                  float(info["weight"]), text_encoder_factory, projection)
 
 

@@ -10,19 +10,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import torch
 from safetensors.torch import load_file, save_file
 
 from encoders.backbone import load_backbone
-from encoders.history_text import history_snippets
 from encoders.lora import is_adapter_parameter, load_adapters, merged_backbone, save_adapters
 from encoders.serving import TrainedUserTower
 from encoders.towers import AdaptedBert, TwoTowerModel
+from recsys.bundle import Bundle
+from recsys.catalogue import Catalogue
 from recsys.config import TrainConfig
 from recsys.errors import BundleError
 from recsys.pipeline import Recommender
+from recsys.towers import UserTower
 
 TOWER_WEIGHTS = "towers.safetensors"
 TOWER_META = "tower.json"
@@ -88,33 +89,32 @@ def load_towers(directory: Path, device: torch.device | None = None,
     return model.to(device or torch.device("cpu")).eval(), config, tokenizer
 
 
-def user_tower_loader(encoder_dir: Path, item_ids: list[str], item_vectors: np.ndarray, encoder_info: dict):
-    """`Recommender.load` hook: the trained user tower of a bundle (runs on request, CPU or CUDA), blended
-    with the zero-shot pool when the bundle was trained with `zero_shot_blend`."""
-    from encoders.blend import BLEND_KEY, blended_tower, split_item_vectors
+def user_tower_loader(bundle: Bundle, catalogue: Catalogue) -> UserTower:
+    """`Recommender.from_bundle` hook: the trained user tower of a bundle (runs on request, CPU or CUDA) reading
+    `catalogue`, blended with the zero-shot pool when the bundle was trained with `zero_shot_blend`."""
+    from encoders.blend import BLEND_KEY, blended_tower
     from encoders.towers import pick_device
 
     device = pick_device()
-    model, config, tokenizer = load_towers(encoder_dir, device)
-    items = pl.read_parquet(Path(encoder_dir).parent / "embeddings" / "items.parquet")
-    snippets = history_snippets(items, config.tower.history_field)
-    blend = encoder_info.get(BLEND_KEY)
+    model, config, tokenizer = load_towers(bundle.encoder_dir, device)
+    blend = bundle.encoder_info.get(BLEND_KEY)
     if blend is None:
-        return TrainedUserTower(model, config, item_ids, item_vectors, tokenizer, snippets, device)
-    trained_vectors, _ = split_item_vectors(item_vectors, int(blend["trained_dim"]))
-    trained = TrainedUserTower(model, config, item_ids, trained_vectors, tokenizer, snippets, device)
+        return TrainedUserTower(model, config, catalogue, tokenizer, device)
+    trained = TrainedUserTower(model, config, catalogue, tokenizer, device, columns=slice(0, int(blend["trained_dim"])))
 
     def zero_shot_encoder():
         from encoders.text_encoder import TextEncoder
 
         return TextEncoder.from_config(config.encoder, device)
 
-    return blended_tower(trained, item_ids, item_vectors, blend, encoder_dir, zero_shot_encoder)
+    return blended_tower(trained, catalogue, blend, bundle.encoder_dir, zero_shot_encoder)
 
 
 def load_recommender(path: str | Path, verify: bool = True) -> Recommender:
     """Load any bundle (zero-shot or trained towers) as a Recommender."""
-    return Recommender.load(path, verify=verify, user_tower_loader=user_tower_loader)
+    from encoders.loading import load_recommender as load
+
+    return load(path, verify=verify)
 
 
 def init_from_bundle(model: TwoTowerModel, bundle: Path, item_ids: list[str]) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 
 from encoders.backbone import DEFAULT_MODEL_NAME
+from encoders.distributed import WorkerGroup
 from encoders.training import TrainResult, train_towers
 from recsys.artifacts import new_version
 from recsys.config import BuildConfig, EvalConfig, TrainConfig
@@ -56,16 +57,20 @@ class TrainedBundle:
 def train_and_evaluate(dataset: Dataset, split: SplitData, config: TrainConfig, *, name: str = "peft-bert",
                        out_root: str | Path | None = None, run_dir: str | Path | None = None, resume: bool = False,
                        init_bundle: str | Path | None = None, eval_config: EvalConfig | None = None,
-                       progress: bool = True, reference: ListReference | None = None) -> TrainedBundle:
+                       progress: bool = True, reference: ListReference | None = None, version: str | None = None,
+                       device=None, workers: WorkerGroup | None = None) -> TrainedBundle:
     """Train the towers, evaluate them with the full-ranking evaluator and, with `out_root`, write the bundle
-    `out_root/name/<version>` (manifest metrics: valid + test, all users and the cold-start slice)."""
+    `out_root/name/<version>` (manifest metrics: valid + test, all users and the cold-start slice).
+
+    Data-parallel: rank 0 of `workers` calls this while the others call `train_towers` with the same
+    arguments (see jobs/ray_train.py)."""
     eval_config = eval_config or EvalConfig()
-    version = new_version()
+    version = version or new_version()
     if run_dir is None and out_root is not None:
         run_dir = Path(out_root) / name / "runs" / "latest"
     run_dir = Path(run_dir) if run_dir is not None else None
     result = train_towers(dataset, split, config, run_dir, resume, Path(init_bundle) if init_bundle else None,
-                          progress)
+                          progress, device, workers)
     model_name = DEFAULT_MODEL_NAME if config.encoder.model == "default" else config.encoder.model
     info = {**result.encoder_info(model_name), "text_template": dataset.text_template}
     tower = result.user_tower
@@ -87,6 +92,7 @@ def train_and_evaluate(dataset: Dataset, split: SplitData, config: TrainConfig, 
                                                "best_epoch": result.best_epoch, "seconds": round(result.seconds, 1),
                                                "zero_shot_blend": blend,
                                                "parameters": result.parameters, "device": result.device,
+                                               "workers": workers.world_size if workers else 1,
                                                "run_dir": str(run_dir) if run_dir else None}}
         path = recommender.save(Path(out_root) / name / version, manifest)
     return TrainedBundle(result, recommender, rows, path, blend)
@@ -109,12 +115,17 @@ def _blend_zero_shot(dataset: Dataset, split: SplitData, recommender: Recommende
     projection = principal_projection(zero_shot, dims) if dims is not None and dims < zero_shot.shape[1] else None
     if projection is not None:
         zero_shot = project(zero_shot, projection)
-    item_ids = dataset.items["item_id"].to_list()
-    tower = BlendedHistoryEncoder(recommender.user_tower, PooledHistoryEncoder(item_ids, zero_shot, UserTowerConfig()),
-                                  0.0, lambda: encoder, projection)
-    info = {**recommender.encoder_info, "dim": tower.dim}
-    blended = Recommender.build(dataset, split, np.hstack([recommender.item_vectors, zero_shot]), build_config, info,
-                                tower)
+    trained, trained_dim = recommender.user_tower, recommender.user_tower.dim
+
+    def blended_tower(catalogue):  # both parts read the blended catalogue: the trained block, then the zero-shot one
+        return BlendedHistoryEncoder(trained.over(catalogue, slice(0, trained_dim)),
+                                     PooledHistoryEncoder(catalogue, UserTowerConfig(), slice(trained_dim, None)),
+                                     0.0, lambda: encoder, projection)
+
+    blended = Recommender.build(dataset, split, np.hstack([recommender.item_vectors, zero_shot]), build_config,
+                                recommender.encoder_info, blended_tower)
+    tower = blended.user_tower
+    blended.encoder_info = {**recommender.encoder_info, "dim": tower.dim}
     weight, scores = fit_blend_weight(blended, tower, split.examples("valid"), weights, eval_config)
     report = {"weight": weight, "dims": int(zero_shot.shape[1]),
               "valid_ndcg": {str(w): round(v, 5) for w, v in scores.items()}}

@@ -1,4 +1,4 @@
-"""Rendering behaviour histories as text for the BERT towers (item text: `recsys.data.templates`)."""
+"""Rendering behaviour histories as text for the BERT towers (item text: `recsys.data.item_text`)."""
 
 from __future__ import annotations
 

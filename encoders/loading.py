@@ -1,29 +1,48 @@
-"""Load any bundle as a Recommender, importing torch only when its user tower needs it."""
+"""Load any bundle as a Recommender (torch imported only when its user tower needs it), and the item tower that
+encodes its new items and free-text queries."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from recsys.artifacts import resolve_bundle
+from recsys.bundle import Bundle
 from recsys.errors import BundleError
 from recsys.pipeline import Recommender
+from recsys.towers import ItemTower
 
 
 def user_tower_kind(path: Path) -> str:
     """`encoder/encoder.json`'s user tower ("pooled" for zero-shot bundles)."""
-    try:
-        return json.loads((path / "encoder" / "encoder.json").read_text()).get("user_tower", "pooled")
-    except (OSError, ValueError) as exc:
-        raise BundleError(f"{path}: cannot read encoder/encoder.json ({exc})") from exc
+    return Bundle(Path(path), {}).user_tower_kind
+
+
+def frozen_item_tower(recommender: Recommender, quantize_int8: bool = False) -> ItemTower:
+    """The frozen BERT a zero-shot bundle was built with (never a different model: its vectors would live in
+    another space); BundleError for bundles whose item tower cannot encode new text."""
+    if recommender.encoder_info.get("kind", "frozen-bert") != "frozen-bert":
+        raise BundleError("this bundle's item tower cannot encode new text")
+    from encoders.text_encoder import TextEncoder, quantize_dynamic_int8
+
+    encoder = TextEncoder.from_config(recommender.config.encoder)
+    return quantize_dynamic_int8(encoder) if quantize_int8 else encoder
+
+
+def open_recommender(bundle: Bundle, rerank: bool = True) -> Recommender:
+    """An opened bundle as a Recommender: zero-shot bundles without torch (fast API start, light batch actors),
+    bundles with a trained user tower through `encoders.bundle`. Its item tower is the trained towers' own text
+    path, else the frozen BERT (loaded on first use)."""
+    loader = None
+    if bundle.user_tower_kind != "pooled":
+        from encoders.bundle import user_tower_loader as loader
+    return Recommender.from_bundle(bundle, loader, frozen_item_tower, rerank=rerank)
 
 
 def load_recommender(bundle: str | Path, verify: bool = True) -> Recommender:
-    """Zero-shot bundles load without torch (fast API start, light batch actors); bundles with a
-    trained user tower go through `encoders.bundle`."""
-    path = resolve_bundle(bundle)
-    if user_tower_kind(path) == "pooled":
-        return Recommender.load(path, verify=verify)
-    from encoders.bundle import load_recommender as load_trained
+    """`open_recommender(Bundle.open(bundle, verify))`."""
+    return open_recommender(Bundle.open(bundle, verify=verify))
 
-    return load_trained(path, verify=verify)
+
+def item_text_encoder(recommender: Recommender) -> ItemTower:
+    """The item tower for a recommender's new items and free-text queries (`Recommender.item_tower`): its trained
+    towers' own text path, else the frozen BERT its bundle was built with."""
+    return recommender.item_tower()

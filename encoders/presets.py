@@ -37,6 +37,13 @@ PRESETS: dict[str, dict] = {
     "gpu": {"lora": {"method": "lora", "rank": 16, "alpha": 32, "top_layers": None},
             "tower": {**_SEQUENCE, "item_max_length": 64}, "adapter_items_per_step": 4096,
             "bank_refresh_steps": 20, "epochs": 60, "patience": 5, "max_minutes": 60, **_REGULARISED, **_BLEND},
+    # `recsys quickstart` (the synthetic shop in about a minute on 2 cores): LoRA in the top BERT layer for the first
+    # 2 epochs, a small one-layer sequence tower with the ID block and history suppression, no zero-shot blend
+    "quickstart": {"lora": {"method": "lora", "rank": 8, "top_layers": 1}, "bert_epochs": 2,
+                   "adapter_items_per_step": 32,
+                   "tower": {**_SEQUENCE, "dim": 128, "seq_layers": 1, "seq_heads": 2, "seq_dropout": 0.3,
+                             "max_history": 30, "item_max_length": 32},
+                   "batch_size": 128, "epochs": 12, "patience": 2, "max_minutes": 1.5, **_REGULARISED},
     # tiny and fast, for smoke tests
     "smoke": {"tower": {"dim": 32, "seq_layers": 1, "seq_heads": 2}, "epochs": 2, "batch_size": 64,
               "valid_sample": 200},

@@ -1,8 +1,9 @@
-"""The trained user tower as a `recsys.user_tower.HistoryEncoder`: histories (item ids) → query vectors, on
-request, for known users and anonymous sessions alike."""
+"""The trained user tower as a `recsys.towers.UserTower` (histories → query vectors, on request, for known users
+and anonymous sessions alike) and its item tower's text-only path as a `recsys.towers.ItemTower`."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,47 +11,83 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from encoders.history_text import render_history
+from encoders.history_text import history_snippets, render_history
 from encoders.towers import TwoTowerModel, autocast, pick_device
+from recsys.catalogue import Catalogue, CatalogueState
 from recsys.config import TrainConfig
+from recsys.towers import ItemTower, UserTower
 
 
-class TrainedUserTower:
-    """History encoder over a trained `TwoTowerModel`.
+class TrainedUserTower(UserTower):
+    """History encoder over a trained `TwoTowerModel`, reading its items from a `Catalogue`.
 
-    The sequence mode reads the history items' vectors from the catalogue (`item_vectors`, the item tower's
-    output saved in the bundle); the text and fusion modes also run the PEFT BERT over the history text.
-    Unknown item ids are skipped; an empty history gives a zero row (popularity fallback)."""
+    The sequence mode reads the history items' vectors from the catalogue (`columns` of them: the trained block
+    of blended vectors), the text and fusion modes also run the PEFT BERT over the history text (item titles or
+    texts from the catalogue). ID embeddings belong to the items the model was trained on (`training_ids`, the
+    catalogue's ids at construction by default): an item keeps its ID through upserts and compaction, new items
+    have none. Unknown item ids are skipped; an empty history gives a zero row (popularity fallback)."""
 
-    def __init__(self, model: TwoTowerModel, config: TrainConfig, item_ids: Sequence[str], item_vectors: np.ndarray,
-                 tokenizer: PreTrainedTokenizerBase | None = None, snippets: Sequence[str] | None = None,
-                 device: torch.device | None = None, batch_size: int = 256, extra: dict | None = None,
-                 report_files: Sequence[Path] = ()) -> None:
+    def __init__(self, model: TwoTowerModel, config: TrainConfig, catalogue: Catalogue,
+                 tokenizer: PreTrainedTokenizerBase | None = None, device: torch.device | None = None,
+                 batch_size: int = 256, extra: dict | None = None, report_files: Sequence[Path] = (),
+                 columns: slice = slice(None), training_ids: Sequence[str] | None = None) -> None:
         self.model = model
         self.config = config
         self.device = device or pick_device()
         self.model.to(self.device).eval()
-        self.position = {item_id: i for i, item_id in enumerate(item_ids)}
-        self.item_vectors = torch.as_tensor(np.ascontiguousarray(item_vectors, dtype=np.float32), device=self.device)
+        self._catalogue = catalogue
+        self.columns = columns
+        ids = catalogue.state.ids.tolist() if training_ids is None else list(training_ids)
+        self.training_position = {item_id: i for i, item_id in enumerate(ids)}
         self.tokenizer = tokenizer
-        self.snippets = list(snippets) if snippets is not None else None
         self.batch_size = batch_size
         self.extra = extra or {}
         self.report_files = list(report_files)  # training curve / metrics CSV, copied into encoder/training/
-        if config.tower.user_tower != "sequence" and (tokenizer is None or snippets is None or model.bert is None):
-            raise ValueError(f"user tower {config.tower.user_tower!r} needs the BERT, its tokenizer and item snippets")
+        self._derived: tuple | None = None  # (catalogue version, vectors, ID positions, snippets)
+        if config.tower.user_tower != "sequence" and (tokenizer is None or model.bert is None):
+            raise ValueError(f"user tower {config.tower.user_tower!r} needs the BERT and its tokenizer")
+
+    @property
+    def catalogue(self) -> Catalogue:
+        return self._catalogue
+
+    def over(self, catalogue: Catalogue, columns: slice | None = None) -> "TrainedUserTower":
+        """The same model reading `catalogue` (`columns` of its vectors; default: the same columns)."""
+        other = copy.copy(self)
+        other._catalogue, other._derived = catalogue, None
+        other.columns = self.columns if columns is None else columns
+        return other
 
     @property
     def dim(self) -> int:
-        return int(self.item_vectors.shape[1])
+        return len(range(*self.columns.indices(self._catalogue.dim)))
 
-    def _positions(self, history: Sequence[str]) -> list[int]:
-        keep = [self.position[i] for i in history if i in self.position]
+    def item_tower(self) -> "TrainedItemTower":
+        return TrainedItemTower(self)
+
+    def _tables(self, state: CatalogueState) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
+        """Per catalogue version: the item vectors on the device, each row's ID-embedding position (past the
+        table for items without one) and, for text towers, each row's snippet."""
+        derived = self._derived
+        if derived is None or derived[0] != state.version:
+            vectors = torch.as_tensor(np.ascontiguousarray(state.vectors[:, self.columns], dtype=np.float32),
+                                      device=self.device)
+            unknown = int(self.model.id_mask.shape[0])
+            ids = np.fromiter((self.training_position.get(i, unknown) for i in state.ids.tolist()), np.int64,
+                              len(state))
+            snippets = history_snippets(state.items, self.config.tower.history_field) \
+                if self.config.tower.user_tower != "sequence" else None
+            derived = self._derived = (state.version, vectors, torch.as_tensor(ids, device=self.device), snippets)
+        return derived[1], derived[2], derived[3]
+
+    def _positions(self, position: dict, history: Sequence[str]) -> list[int]:
+        keep = [position[i] for i in history if i in position]
         return keep[-self.config.tower.max_history:]
 
     @torch.no_grad()
-    def encode_positions(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
-        """Non-empty histories of catalogue positions (oldest first) → L2-normalised [B, dim] on the device."""
+    def encode_positions(self, histories: Sequence[Sequence[int]], state: CatalogueState | None = None) -> torch.Tensor:
+        """Non-empty histories of catalogue rows (oldest first) → L2-normalised [B, dim] on the device."""
+        item_vectors, id_positions, snippets = self._tables(state or self._catalogue.state)
         tower = self.config.tower
         seq_state = text_state = None
         width = max(len(h) for h in histories)
@@ -59,13 +96,13 @@ class TrainedUserTower:
             padded[row, :len(h)] = torch.as_tensor(h)
         lengths = torch.as_tensor([len(h) for h in histories], device=self.device)
         last = torch.arange(len(histories), device=self.device), lengths - 1
-        penalty = self.model.history_penalty(padded, lengths)
+        penalty = self.model.history_penalty(id_positions[padded], lengths)
         with autocast(self.device, self.config.mixed_precision):
             if tower.user_tower in ("sequence", "fusion"):
-                states = self.model.sequence_states(self.item_vectors, padded, lengths)
+                states = self.model.sequence_states(item_vectors, padded, lengths)
                 seq_state = states[torch.arange(len(histories), device=self.device), lengths - 1].float()
             if tower.user_tower in ("text", "fusion"):
-                texts = [render_history(h, self.snippets, tower.history_separator, tower.max_history)
+                texts = [render_history(h, snippets, tower.history_separator, tower.max_history)
                          for h in histories]
                 batch = self.tokenizer(texts, padding=True, truncation=True, max_length=tower.history_max_length,
                                        return_tensors="pt").to(self.device)
@@ -74,35 +111,19 @@ class TrainedUserTower:
 
     def encode_histories(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
         """float32 [len(histories), dim], L2-normalised rows; zero rows for empty/unknown histories."""
+        state = self._catalogue.state
         out = np.zeros((len(histories), self.dim), dtype=np.float32)
-        positions = [self._positions(h) for h in histories]
+        positions = [self._positions(state.position, h) for h in histories]
         rows = sorted((r for r, p in enumerate(positions) if p), key=lambda r: len(positions[r]))  # less padding
         for start in range(0, len(rows), self.batch_size):
             chunk = rows[start:start + self.batch_size]
-            out[chunk] = self.encode_positions([positions[r] for r in chunk]).cpu().numpy()
+            out[chunk] = self.encode_positions([positions[r] for r in chunk], state).cpu().numpy()
         return out
-
-    def add_items(self, item_ids: Sequence[str], vectors: np.ndarray, snippets: Sequence[str] | None = None) -> None:
-        """Live catalogue: add or replace item vectors (e.g. from `encode_item_texts`) so histories may use them."""
-        matrix = self.item_vectors.clone()
-        new_rows = []
-        for index, (item_id, vector) in enumerate(zip(item_ids, np.asarray(vectors, dtype=np.float32))):
-            row = torch.as_tensor(vector, device=self.device)
-            snippet = snippets[index] if snippets is not None else ""
-            if item_id in self.position:
-                matrix[self.position[item_id]] = row
-                if self.snippets is not None and snippets is not None:
-                    self.snippets[self.position[item_id]] = snippet
-            else:
-                self.position[item_id] = len(matrix) + len(new_rows)
-                new_rows.append(row)
-                if self.snippets is not None:
-                    self.snippets.append(snippet)
-        self.item_vectors = torch.cat([matrix, torch.stack(new_rows)]) if new_rows else matrix
 
     @torch.no_grad()
     def encode_item_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """The trained item tower's text-only path (no ID embedding) for new items: float32 [n, dim]."""
+        """The trained item tower's text-only path (no ID embedding) for texts already rendered through the item
+        template (`TrainedItemTower` renders records): float32 [n, dim]."""
         from encoders.item_bank import encode_texts
 
         if self.model.bert is None or self.tokenizer is None:
@@ -123,3 +144,18 @@ class TrainedUserTower:
             if Path(file).is_file():
                 (Path(directory) / "training").mkdir(exist_ok=True)
                 shutil.copy2(file, Path(directory) / "training" / Path(file).name)
+
+
+class TrainedItemTower(ItemTower):
+    """A trained tower's text-only item path (records rendered through `template`; the Recommender gives it the
+    catalogue's, `Recommender.item_tower`)."""
+
+    def __init__(self, tower: TrainedUserTower) -> None:
+        self.tower = tower
+
+    @property
+    def dim(self) -> int:
+        return self.tower.dim
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return self.tower.encode_item_texts(list(texts))

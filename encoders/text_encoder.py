@@ -11,6 +11,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from encoders.backbone import load_backbone
 from encoders.pooling import pool
 from recsys.config import EncoderConfig
+from recsys.towers import ItemTower
 
 
 def pick_device() -> torch.device:
@@ -18,25 +19,42 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-class TextEncoder:
-    """Item tower for zero-shot use: BERT → pooling → L2 normalisation."""
+PRECISIONS = ("auto", "fp32", "fp16")
+
+
+class TextEncoder(ItemTower):
+    """Item tower for zero-shot use: BERT → pooling → L2 normalisation (item text: the raw `text` field).
+
+    `precision`: "auto" = bf16 autocast on CUDA, fp32 on CPU; "fp32" everywhere; "fp16" = half-precision
+    weights (CUDA only)."""
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: EncoderConfig,
-                 device: torch.device | None = None) -> None:
+                 device: torch.device | None = None, precision: str = "auto") -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.config = config
         self.tokenizer = tokenizer
         self.device = device or pick_device()
+        if precision == "fp16" and self.device.type != "cuda":
+            raise ValueError("fp16 encoding needs a CUDA device")
+        self.precision = precision
         self.model = model.to(self.device).eval()
+        if precision == "fp16":
+            self.model = self.model.half()
 
     @classmethod
-    def from_config(cls, config: EncoderConfig, device: torch.device | None = None) -> "TextEncoder":
+    def from_config(cls, config: EncoderConfig, device: torch.device | None = None,
+                    precision: str = "auto") -> "TextEncoder":
         model, tokenizer = load_backbone(config.model)
-        encoder = cls(model, tokenizer, config, device)
+        encoder = cls(model, tokenizer, config, device, precision)
         return quantize_dynamic_int8(encoder) if config.quantize_int8 else encoder
 
     @property
     def dim(self) -> int:
         return int(self.model.config.hidden_size)
+
+    def encode_texts(self, texts) -> np.ndarray:
+        return self.encode(list(texts))
 
     @torch.inference_mode()
     def encode(self, texts: list[str], *, progress: bool = False, desc: str = "encoding") -> np.ndarray:
@@ -46,7 +64,8 @@ class TextEncoder:
         order = np.argsort([-len(t) for t in texts], kind="stable")
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         size = self.config.batch_size
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16,
+                                  enabled=self.device.type == "cuda" and self.precision == "auto")
         with tqdm(total=len(texts), desc=desc, unit="text", disable=not progress) as bar:
             for start in range(0, len(texts), size):
                 rows = order[start:start + size]

@@ -150,7 +150,7 @@ class TwoTowerModel(nn.Module):
         """Item vectors for items unknown at training time (no ID embedding; a zero ID block)."""
         vectors = self.item_head(features.float()).float()
         if self.id_dim:
-            vectors = torch.cat([vectors, vectors.new_zeros(len(vectors), self.id_dim)], dim=-1)
+            vectors = F.pad(vectors, (0, self.id_dim))  # (traceable: the ONNX export keeps a dynamic batch)
         return F.normalize(vectors, dim=-1)
 
     def history_penalty(self, positions: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor | None:

@@ -5,6 +5,7 @@ a sample of the cached bank), logits = cos(user, item) · learnable inverse temp
 bank of cached catalogue encodings (refreshed every epoch or N steps); the step's positives (up to
 `adapter_items_per_step`) are re-encoded with gradients through the adapters. AdamW, warm-up + cosine decay,
 gradient clipping, bf16 autocast on CUDA, seeded, early stopping on validation NDCG@10, resumable checkpoints.
+The same loop runs data-parallel on several workers (`workers`, see encoders/distributed.py).
 """
 
 from __future__ import annotations
@@ -22,15 +23,17 @@ from tqdm.auto import tqdm
 
 from encoders.backbone import load_backbone
 from encoders.checkpoint import load_checkpoint, load_trainable_state, save_checkpoint, trainable_state
+from encoders.adversarial import adversarial_loss
+from encoders.distributed import LossModule, WorkerGroup
 from encoders.history_text import history_snippets, render_history
 from encoders.item_bank import ItemTextCache
-from encoders.adversarial import adversarial_loss
 from encoders.item_pairs import item_pairs, pair_batches, pair_loss
 from encoders.lora import attach_adapters, is_adapter_parameter, orthogonal_penalty, parameter_counts
 from encoders.run_report import plot_training_curve, write_metrics_csv
 from encoders.serving import TrainedUserTower
 from encoders.towers import AdaptedBert, TwoTowerModel, autocast, pick_device
 from encoders.train_data import TrainingData, build_training_data, sequence_batches, single_target_batches
+from recsys.catalogue import Catalogue
 from recsys.config import BuildConfig, EvalConfig, TrainConfig
 from recsys.data.dataset import Dataset
 from recsys.evaluation import evaluate
@@ -62,11 +65,17 @@ class TrainResult:
 
 
 class Trainer:
-    """Builds the towers for `dataset` and trains them on `split.train`, validating on `split.valid`."""
+    """Builds the towers for `dataset` and trains them on `split.train`, validating on `split.valid`.
+
+    With several `workers` (data-parallel), each process builds the same Trainer and calls `fit`: each trains on
+    its share of every global batch, rank 0 validates and writes the run directory."""
 
     def __init__(self, dataset: Dataset, split: SplitData, config: TrainConfig, run_dir: Path | None = None,
-                 device: torch.device | None = None, progress: bool = True, init_bundle: Path | None = None) -> None:
-        self.dataset, self.split, self.config, self.progress = dataset, split, config, progress
+                 device: torch.device | None = None, progress: bool = True, init_bundle: Path | None = None,
+                 workers: WorkerGroup | None = None) -> None:
+        self.workers = workers or WorkerGroup()
+        self.dataset, self.split, self.config = dataset, split, config
+        self.progress = progress and self.workers.is_main
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.device = device or pick_device()
         torch.manual_seed(config.seed)
@@ -100,7 +109,7 @@ class Trainer:
         self.snippets = history_snippets(dataset.items, tower.history_field)
         self.cache = ItemTextCache(bert, self.tokenizer, dataset.items["text"].to_list(),
                                    tower.item_max_length, self.device, precision=config.mixed_precision,
-                                   progress=progress)
+                                   progress=self.progress)
         adapters = [p for n, p in bert.named_parameters() if n in tuned and p.requires_grad]
         others = [p for n, p in self.model.named_parameters() if not n.startswith("bert.") and p.requires_grad]
         groups = [{"params": others, "lr": config.lr}]
@@ -115,6 +124,9 @@ class Trainer:
         if config.valid_sample is not None and valid.height > config.valid_sample:
             valid = valid.sample(n=config.valid_sample, seed=config.seed)
         self.valid = valid
+        if self.workers.distributed:  # same initial weights everywhere, then each worker its own dropout draws
+            torch.manual_seed(int(np.random.SeedSequence([config.seed, self.workers.rank]).generate_state(1)[0]))
+        self.loss_step = self.workers.wrap(LossModule(self.model, self._loss), self.device)
 
     # ---- pieces --------------------------------------------------------------------------------------
     def refresh_bank(self) -> None:
@@ -130,8 +142,9 @@ class Trainer:
             return self.model.item_vectors(self.bank, positions).cpu().numpy()
 
     def user_tower(self, item_vectors: np.ndarray) -> TrainedUserTower:
-        return TrainedUserTower(self.model, self.config, self.data.item_ids, item_vectors, self.tokenizer,
-                                self.snippets, self.device)
+        """The user tower over a catalogue of the dataset's items with these vectors."""
+        return TrainedUserTower(self.model, self.config, Catalogue.from_frame(self.dataset.items, item_vectors),
+                                self.tokenizer, self.device)
 
     def recommender(self) -> Recommender:
         """The current towers as a Recommender (item vectors + flat index + user tower)."""
@@ -143,6 +156,12 @@ class Trainer:
         """Full-ranking metrics on the validation users (the evaluator the benchmarks use)."""
         examples = self.valid if examples is None else examples
         return evaluate(self.recommender(), examples, EvalConfig(ks=(10, 20, 50), splits=("valid",)))
+
+    def _shared_validation(self) -> dict[str, float]:
+        """Rank 0's validation metrics on every worker (only rank 0 evaluates)."""
+        keys = ("ndcg@10", "recall@10", "ndcg@50")
+        metrics = self.validate() if self.workers.is_main else {}
+        return dict(zip(keys, self.workers.broadcast([metrics.get(k, 0.0) for k in keys])))
 
     def _loss(self, batch: tuple, adapters_on: bool, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
         config, n_items = self.config, len(self.data.item_ids)
@@ -171,7 +190,8 @@ class Trainer:
         features = self.bank[rows]
         if adapters_on:
             unique = torch.unique(positives)
-            chosen = unique[torch.randperm(len(unique), device=self.device)[:config.adapter_items_per_step]]
+            per_worker = math.ceil(config.adapter_items_per_step / self.workers.world_size)
+            chosen = unique[torch.randperm(len(unique), device=self.device)[:per_worker]]
             features = features.clone()
             features[lookup[chosen]] = self.cache.features(chosen)
         valid = batch[2].to(self.device) >= 0 if mode == "sequence" else None
@@ -233,12 +253,18 @@ class Trainer:
         return mask.float()
 
     def _batches(self, rng: np.random.Generator):
+        """The epoch's global batches (this worker's share of each when data-parallel)."""
         config = self.config
         if config.tower.user_tower == "sequence":
-            return sequence_batches(self.data, self.batch_size, config.tower.max_history, rng,
-                                    config.crop_prob, config.mask_prob)
-        return single_target_batches(self.data, self.batch_size, config.tower.max_history, rng,
-                                     config.text_examples_per_user, config.crop_prob, config.mask_prob)
+            batches = sequence_batches(self.data, self.batch_size, config.tower.max_history, rng,
+                                       config.crop_prob, config.mask_prob)
+        else:
+            batches = single_target_batches(self.data, self.batch_size, config.tower.max_history, rng,
+                                            config.text_examples_per_user, config.crop_prob, config.mask_prob)
+        if not self.workers.distributed:
+            return batches
+        world = self.workers.world_size  # a batch too small to give every worker an example is skipped
+        return (self.workers.shard(batch) for batch in batches if len(batch[1]) >= world)
 
     # ---- the loop -----------------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> TrainResult:
@@ -268,8 +294,8 @@ class Trainer:
             bar = tqdm(self._batches(rng), total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
                        unit="step", disable=not self.progress)
             for batch in bar:
-                loss, n = self._loss(batch, adapters_on, rng)
-                self._step(loss, adapters_on, self.optimizer, self.scheduler)
+                loss, n = self.loss_step(batch, adapters_on, rng)
+                self._step(loss, adapters_on, self.optimizer, self.scheduler, self.workers.share_weight(n))
                 step += 1
                 losses.append(loss.item())
                 seen += n
@@ -277,14 +303,16 @@ class Trainer:
                                 ex_s=f"{seen / (time.perf_counter() - epoch_start):.0f}")
                 if adapters_on and config.bank_refresh_steps and step % config.bank_refresh_steps == 0:
                     self.refresh_bank()
-                if config.max_minutes and time.perf_counter() - started > 60 * config.max_minutes:
+                if config.max_minutes and self.workers.any(time.perf_counter() - started > 60 * config.max_minutes):
                     break
             bar.close()
             if adapters_on:
                 self.refresh_bank()
             train_seconds = time.perf_counter() - epoch_start
-            metrics = self.validate()
-            row = {"epoch": epoch + 1, "step": step, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            metrics = self._shared_validation()
+            mean_loss, seen = self.workers.mean([float(np.mean(losses)) if losses else float("nan"), seen])
+            seen *= self.workers.world_size
+            row = {"epoch": epoch + 1, "step": step, "train_loss": mean_loss,
                    "valid_ndcg@10": metrics["ndcg@10"], "valid_recall@10": metrics["recall@10"],
                    "valid_ndcg@50": metrics["ndcg@50"], "temperature": float(1 / self.model.scale.item()),
                    "lr": self.scheduler.get_last_lr()[0], "adapters_trained": adapters_on,
@@ -299,8 +327,9 @@ class Trainer:
                 best_ndcg, best_epoch, bad, best_state = metrics["ndcg@10"], epoch + 1, 0, trainable_state(self.model)
             else:
                 bad += 1
-            out_of_time = bool(config.max_minutes and time.perf_counter() - started > 60 * config.max_minutes)
-            if self.run_dir is not None:
+            out_of_time = bool(config.max_minutes) and self.workers.any(
+                time.perf_counter() - started > 60 * config.max_minutes)
+            if self.run_dir is not None and self.workers.is_main:
                 write_metrics_csv(history, self.run_dir / "metrics.csv")
                 plot_training_curve(history, self.run_dir / "training_curve.png", f"{self.dataset.name}: "
                                     f"{config.tower.user_tower} tower, {config.lora.method}")
@@ -319,9 +348,11 @@ class Trainer:
                            time.perf_counter() - started, self.parameters, self.device.type, self.pre_stage)
 
     def _step(self, loss: torch.Tensor, adapters_on: bool, optimizer: torch.optim.Optimizer,
-              scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+              scheduler: torch.optim.lr_scheduler.LRScheduler, weight: float = 1.0) -> None:
         """Backward (+ AdaLoRA's orthogonal regulariser while adapters train), clip, step; AdaLoRA's budget
-        schedule advances with the steps that train adapters only."""
+        schedule advances with the steps that train adapters only. `weight`: this worker's share of the global
+        batch (`WorkerGroup.share_weight`; 1 on one worker)."""
+        loss = loss * weight if weight != 1.0 else loss
         if adapters_on:
             penalty = orthogonal_penalty(self.peft)
             if penalty is not None:
@@ -374,6 +405,7 @@ class Trainer:
             if out_of_time:
                 break
         bar.close()
+        self.workers.sync_parameters(self.model)  # each worker drew its own dropout: rank 0's weights for all
         self.refresh_bank()
         report = {"pairs": int(len(self.pairs)), "steps": step, "first_loss": float(np.mean(losses[:20])),
                   "last_loss": float(np.mean(losses[-20:])), "seconds": round(time.perf_counter() - stage_start, 1)}
@@ -392,6 +424,6 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total: int, warmup_ratio: fl
 
 def train_towers(dataset: Dataset, split: SplitData, config: TrainConfig, run_dir: Path | None = None,
                  resume: bool = False, init_bundle: Path | None = None, progress: bool = True,
-                 device: torch.device | None = None) -> TrainResult:
+                 device: torch.device | None = None, workers: WorkerGroup | None = None) -> TrainResult:
     """Train the towers end to end (see `Trainer`)."""
-    return Trainer(dataset, split, config, run_dir, device, progress, init_bundle).fit(resume)
+    return Trainer(dataset, split, config, run_dir, device, progress, init_bundle, workers).fit(resume)

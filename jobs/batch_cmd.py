@@ -1,6 +1,6 @@
 """`recsys batch-score`: every selected user's top-k as Parquet shards (local or Ray engine).
 
-Registered on the main app by the one import line in jobs/cli.py."""
+Registered on the app (jobs/app.py) when jobs/cli.py imports this module."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from jobs.cli import app, friendly_errors
+from jobs.app import app, friendly_errors
 from jobs.output import console, err_console
+from recsys.store import HISTORY_LIMIT
 
 
 @app.command("batch-score")
@@ -28,7 +29,8 @@ def batch_score(
     data: Annotated[Optional[Path], typer.Option(help="evaluation mode: score this dataset's --split examples "
                                                       "from their histories (for `evaluate --from-batch`)")] = None,
     split: Annotated[Optional[str], typer.Option(help="evaluation mode: valid or test")] = None,
-    engine: Annotated[str, typer.Option(help="local, or ray (pip install '.[distributed]')")] = "local",
+    engine: Annotated[str, typer.Option(help="local, or ray (needs the distributed extra: pip install "
+                                               "'bert-recsys\\[distributed]')")] = "local",
     workers: Annotated[Optional[int], typer.Option(min=1, help="ray: actors / local CPUs (default: all CPUs)")] = None,
     threads: Annotated[int, typer.Option(min=1, help="FAISS threads per worker; shards are byte-identical "
                                                     "across runs and engines at the same value")] = 1,
@@ -36,6 +38,15 @@ def batch_score(
     overwrite: Annotated[bool, typer.Option(help="discard a previous job with different inputs in --out")] = False,
     strict: Annotated[bool, typer.Option(help="fail when any requested user is unknown (default: report them)")] = False,
     progress: Annotated[bool, typer.Option(help="show the users/s progress bar")] = True,
+    store: Annotated[Optional[bool], typer.Option(
+        "--store/--no-store", help="read the API's event store: events extend the histories, catalogue edits are "
+                                   "applied (default: when the store exists; reported in the manifest)")] = None,
+    state_dir: Annotated[Path, typer.Option(envvar="RECSYS_STATE_DIR", help="the API's state directory (SQLite "
+                                                                           "event store)")] = Path("recsys-state"),
+    event_store: Annotated[str, typer.Option(envvar="RECSYS_EVENT_STORE", help="sqlite or redis")] = "sqlite",
+    redis_url: Annotated[Optional[str], typer.Option(envvar="RECSYS_REDIS_URL", help="the Redis event store")] = None,
+    history_limit: Annotated[int, typer.Option(min=1, envvar="RECSYS_HISTORY_LIMIT",
+                                               help="most recent history items read (the API's limit)")] = HISTORY_LIMIT,
 ) -> None:
     """Score users in chunks through the API's pipeline and write Parquet shards
     (user_id, rank, item_id, score, retrieval_score, reason, strategy) plus manifest.json.
@@ -52,7 +63,8 @@ def batch_score(
     options = BatchOptions(bundle=bundle, out=out, users=users, k=k, chunk_size=chunk_size, exclude_seen=exclude_seen,
                            reasons=reasons, data=data, split=split, engine=engine,  # type: ignore[arg-type]
                            workers=workers, threads=threads, ray_address=ray_address, overwrite=overwrite, strict=strict,
-                           progress=progress)
+                           progress=progress, store=_store(store, state_dir, event_store, redis_url),
+                           history_limit=history_limit)
     try:
         manifest = run_job(options)
     except KeyboardInterrupt:
@@ -63,7 +75,29 @@ def batch_score(
         err_console.print(f"[yellow]warning:[/] {warning}")
     run = manifest["run"]
     skipped = f", {run['chunks_skipped']} shard(s) kept from a previous run" if run["chunks_skipped"] else ""
+    if manifest["store"]:
+        snapshot = manifest["store"]
+        console.print(f"event store {snapshot['source']}: events up to #{snapshot['events_seq']} "
+                      f"({snapshot['users_with_events']:,} scored users have some), catalogue changes up to "
+                      f"#{snapshot['changes_seq']}")
     console.print(f"[green]scored[/] {manifest['n_users']:,} users → {manifest['n_rows']:,} rows in "
                   f"{len(manifest['shards'])} shard(s){skipped}; {run['seconds']:.1f} s "
                   f"({run['users_per_second'] or 0:,.0f} users/s, {run['engine']}), bundle {manifest['bundle_version']}"
                   f"{' with ranker' if manifest['has_ranker'] else ''} → {out}")
+
+
+def _store(use: bool | None, state_dir: Path, kind: str, redis_url: str | None):
+    """The event store to read: None with --no-store, or when none exists and --store was not asked for."""
+    from jobs.batch.store import StoreSource
+
+    if kind not in ("sqlite", "redis"):
+        raise typer.BadParameter(f"--event-store must be sqlite or redis, got {kind!r}")
+    if use is False:
+        return None
+    source = StoreSource(redis_url=redis_url or "redis://127.0.0.1:6379/0") if kind == "redis" \
+        else StoreSource(state_dir=state_dir)
+    if not source.exists():
+        if use:
+            raise typer.BadParameter(f"no event store at {source.label}")
+        return None
+    return source

@@ -19,7 +19,7 @@ def ann(
     single_threads: int = typer.Option(1, min=1, help="faiss threads for the one-query-at-a-time loop"),
     single_queries: int = typer.Option(300, min=1, help="cap on timed single queries"),
     max_seconds: float = typer.Option(20.0, min=1.0, help="time cap per single-query loop"),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, min=0),
     kinds: str = typer.Option("flat,hnsw,ivf_flat,ivf_pq", help="index kinds to benchmark"),
     embeddings: Optional[Path] = typer.Option(None, exists=True, dir_okay=False,
                                               help="also benchmark these item vectors (.npy float32 [n, d])"),

@@ -1,6 +1,6 @@
 """`recsys bench engine`: in-process cost per query of the served pipeline (JSON + MD + PNG).
 
-Registered by the one import line in jobs/cli.py; the benchmark itself is benchmarks/engine.py."""
+Registered when jobs/cli.py imports this module; the benchmark itself is benchmarks/engine.py."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def bench_engine(
     out: Annotated[Path, typer.Option(help="output directory")] = Path("results/engine"),
     queries: Annotated[int, typer.Option(min=40, help="queries per kind")] = 300,
     batch: Annotated[int, typer.Option(min=2, help="queries per batched call")] = 32,
-    seed: int = 0,
+    seed: Annotated[int, typer.Option(min=0)] = 0,
 ) -> None:
     """Cost of one query in process (one thread), re-ranker on and off, alone and batched, by stage."""
     from benchmarks.engine import run

@@ -1,6 +1,6 @@
 """`recsys bench quality`: popularity, zero-shot BERT and PEFT-BERT variants on one dataset (JSON + MD + PNG).
 
-Registered by the one import line in jobs/cli.py; the benchmark itself is benchmarks/quality.py."""
+Registered when jobs/cli.py imports this module; the benchmark itself is benchmarks/quality.py."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def bench_quality(
                                          "variant's towers (valid step) and report it on test")] = True,
     bundles: Annotated[Optional[Path], typer.Option(help="also write each trained bundle under this root")] = None,
     name: str = "quality",
-    threads: Annotated[int, typer.Option(help="torch CPU threads")] = 2,
+    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads")] = 2,
 ) -> None:
     """Train and evaluate the configured models; writes a Markdown table and a bar chart."""
     import torch

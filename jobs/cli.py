@@ -1,34 +1,25 @@
-"""`recsys` command line: import, build, evaluate, recommend, serve, quickstart, bench."""
+"""`recsys` command line: import, build, evaluate, recommend, serve (here), and every other command module (encode,
+train, quickstart, batch-score, export, bench …) registered on the app of jobs/app.py."""
 
 from __future__ import annotations
 
-import functools
+import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
+from rich.markup import escape
 
-from jobs.bench import bench_app
-from jobs.output import console, err_console, markdown_metrics, metrics_table, write_json
+# every command module registers its commands on the app when imported (jobs/app.py owns the app)
+from jobs import (  # noqa: F401
+    batch_cmd, bench_batch, bench_diversify, bench_engine, bench_gpu, bench_latency, bench_live, bench_quality,
+    bench_ranker,
+    encode_cmd, export_cmd, quickstart, ranker_cmd, train_cmd)
+from jobs.app import MAX_K, BatchSize, Decay, Items, MaxLength, ModelOpt, OutOpt, OverwriteOpt, Port, Seed, Users, \
+    app, friendly_errors, import_app
+from jobs.output import console, markdown_metrics, metrics_table, print_recommendations, step, write_json
 from recsys.config import BuildConfig, EncoderConfig, EvalConfig, UserTowerConfig
-from recsys.errors import RecsysError
-
-app = typer.Typer(help="BERT-based recommendation engine.", no_args_is_help=True, pretty_exceptions_enable=False)
-import_app = typer.Typer(help="Import data into the canonical dataset format.", no_args_is_help=True)
-app.add_typer(import_app, name="import")
-app.add_typer(bench_app, name="bench")
-
-
-def friendly_errors(func):
-    """Turn the project's own errors into one clear line and exit code 2 (never a traceback)."""
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except RecsysError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}")
-            raise typer.Exit(2) from None
-    return wrapper
+from recsys.errors import RecsysError, UnknownIdError
 
 
 def _ks(value: str) -> tuple[int, ...]:
@@ -60,43 +51,46 @@ def _build_config(model: str, max_length: int, batch_size: int, decay: float, ks
     )
 
 
-def _report_import(dataset, out: Path) -> None:
-    dataset.save(out)
+def _report_import(dataset, out: Path, overwrite: bool = False) -> None:
+    from jobs.workflows import save_dataset
+
+    save_dataset(dataset, out, overwrite)
     summary = dataset.summary()
     console.print(f"[green]imported[/] {summary['name']}: {summary['n_items']:,} items, {summary['n_users']:,} users, "
                   f"{summary['n_interactions']:,} interactions → {out}")
     for reason, count in dataset.report.dropped.items():
-        console.print(f"  [yellow]dropped[/] {count:,} rows: {reason}")
+        console.print(f"  [yellow]dropped[/] {count:,} rows: {escape(reason)}")
+    if dataset.report.rejected.height:
+        console.print(f"  [yellow]rejected[/] {dataset.report.rejected.height:,} bad rows → {out / 'rejected.csv'}")
+        for reason, count in dataset.report.rejected_counts().items():
+            console.print(f"    {count:,} × {escape(reason)}")
     for note in dataset.report.notes:
-        console.print(f"  note: {note}")
-
-
-ModelOpt = Annotated[str, typer.Option(help="BERT: local HF directory, hub name, or 'default' (offline MiniLM)")]
-OutOpt = Annotated[Path, typer.Option("--out", help="output directory")]
+        console.print(f"  note: {escape(note)}")
 
 
 @import_app.command("synthetic")
 @friendly_errors
-def import_synthetic(out: OutOpt = Path("data/shop"), users: int = 600, items: int = 900, seed: int = 0) -> None:
+def import_synthetic(out: OutOpt = Path("data/shop"), users: Users = 600, items: Items = 900, seed: Seed = 0,
+                     overwrite: OverwriteOpt = False) -> None:
     """Generate the seeded synthetic shop (the embedded default data; synthetic, not real customers)."""
     from recsys.data.synthetic import generate_shop
-    _report_import(generate_shop(n_users=users, n_items=items, seed=seed), out)
+    _report_import(generate_shop(n_users=users, n_items=items, seed=seed), out, overwrite)
 
 
 @import_app.command("recbole")
 @friendly_errors
-def import_recbole(directory: Path, out: OutOpt) -> None:
+def import_recbole(directory: Path, out: OutOpt, overwrite: OverwriteOpt = False) -> None:
     """RecBole/UniSRec atomic files (*.text, *.item2index, *.user2index, *.{train,valid,test}.inter)."""
     from recsys.data.importers import import_recbole_sequential
-    _report_import(import_recbole_sequential(directory), out)
+    _report_import(import_recbole_sequential(directory), out, overwrite)
 
 
 @import_app.command("movielens")
 @friendly_errors
-def import_movielens(directory: Path, out: OutOpt) -> None:
+def import_movielens(directory: Path, out: OutOpt, overwrite: OverwriteOpt = False) -> None:
     """RecBole atomic MovieLens (ml-100k.inter + ml-100k.item); title, year and genres become the text."""
     from recsys.data.importers import import_recbole_movielens
-    _report_import(import_recbole_movielens(directory), out)
+    _report_import(import_recbole_movielens(directory), out, overwrite)
 
 
 @import_app.command("table")
@@ -110,13 +104,25 @@ def import_table_cmd(
     text_col: Annotated[Optional[str], typer.Option(help="one column holding the item text")] = None,
     text_template: Annotated[Optional[str], typer.Option(help="e.g. 'title: {title} | brand: {brand}'")] = None,
     timestamp_format: Annotated[Optional[str], typer.Option(help="strftime format for string timestamps")] = None,
+    on_bad_rows: Annotated[Literal["fail", "skip"], typer.Option(help="fail: stop and list every bad row; skip: "
+                                                                 "import the rest, bad rows → OUT/rejected.csv")]
+    = "fail",
+    delimiter: Annotated[Optional[str], typer.Option(help="field separator of CSV/TXT files: one character, or "
+                                                          "tab / comma / semicolon / pipe (default: tab for .tsv, "
+                                                          "else comma)")] = None,
+    encoding: Annotated[str, typer.Option(help="text encoding of CSV/TSV/TXT files, e.g. latin-1, cp1252")] = "utf-8",
+    overwrite: OverwriteOpt = False,
 ) -> None:
-    """Plain CSV/Parquet with a column mapping and an item-text template."""
+    """Plain CSV/TSV/Parquet with a column mapping and an item-text template."""
     from recsys.data.importers import import_table
-    dataset = import_table(interactions, items, user_col=user_col, item_col=item_col, time_col=time_col,
-                           item_id_col=item_id_col, text_col=text_col, text_template=text_template,
-                           timestamp_format=timestamp_format)
-    _report_import(dataset, out)
+    try:
+        dataset = import_table(interactions, items, user_col=user_col, item_col=item_col, time_col=time_col,
+                               item_id_col=item_id_col, text_col=text_col, text_template=text_template,
+                               timestamp_format=timestamp_format, on_bad_rows=on_bad_rows, delimiter=delimiter,
+                               encoding=encoding)
+    except ValueError as exc:  # a bad option value (delimiter, encoding, template)
+        raise typer.BadParameter(str(exc)) from None
+    _report_import(dataset, out, overwrite)
 
 
 @app.command()
@@ -125,14 +131,24 @@ def build(
     data: Annotated[Path, typer.Option(help="dataset directory (recsys import) or raw RecBole/MovieLens directory")],
     out: OutOpt = Path("artifacts"),
     name: Annotated[Optional[str], typer.Option(help="bundle name (default: the dataset's)")] = None,
-    model: ModelOpt = "default", max_length: int = 64, batch_size: int = 64,
-    decay: Annotated[float, typer.Option(help="recency decay of the history pool")] = 0.7,
+    model: ModelOpt = "default", max_length: MaxLength = 64, batch_size: BatchSize = 64, decay: Decay = 0.7,
+    engine: Annotated[str, typer.Option(help="encode the catalogue here (local) or on Ray (ray: resumable "
+                                              "shards in OUT/NAME/runs/encode)")] = "local",
+    workers: Annotated[Optional[int], typer.Option(min=1, help="ray: actors (default: all CPUs / one per GPU)")] = None,
+    ray_address: Annotated[Optional[str], typer.Option(help="ray: cluster address (default: a local Ray)")] = None,
 ) -> None:
     """Encode the catalogue, build the index, evaluate, and write a bundle to OUT/NAME/VERSION."""
+    from jobs.encode_cmd import encode_options
     from jobs.workflows import build_bundle, load_dataset
     config = _build_config(model, max_length, batch_size, decay)
+    step(f"reading the dataset {data} …")
     dataset = load_dataset(data)
-    path, rows = build_bundle(dataset, config, out, name or dataset.name)
+    name = name or dataset.name
+    encode = None if engine == "local" else encode_options(out / name / "runs" / "encode", engine, workers, 1,
+                                                           ray_address, overwrite=True)
+    step(f"loading BERT ({model}) and encoding {dataset.items.height:,} item texts"
+         f"{' on Ray' if encode is not None else ''} …")
+    path, rows = build_bundle(dataset, config, out, name, encode=encode)
     console.print(metrics_table(rows, f"{dataset.name}: full ranking over {dataset.items.height:,} items"))
     console.print(f"[green]bundle written[/] → {path}")
 
@@ -144,13 +160,15 @@ def evaluate_cmd(
     bundle: Annotated[Optional[Path], typer.Option(help="also evaluate this bundle")] = None,
     baselines: Annotated[Optional[bool], typer.Option("--baselines/--no-baselines", help="evaluate popularity and "
                                                       "zero-shot frozen BERT (default: yes, unless --from-batch)")] = None,
-    model: ModelOpt = "default", max_length: int = 64, batch_size: int = 64, decay: float = 0.7,
+    model: ModelOpt = "default", max_length: MaxLength = 64, batch_size: BatchSize = 64, decay: Decay = 0.7,
     ks: str = "10,20,50", splits: str = "valid,test",
     mask_history: Annotated[bool, typer.Option(help="remove history items from the ranking (not the published protocol)")] = False,
     out: Annotated[Path, typer.Option(help="JSON results file")] = Path("results/evaluate.json"),
     from_batch: Annotated[Optional[Path], typer.Option(help="also score a `recsys batch-score --data D --split test` "
                                                             "output directory (k ≥ max K, --keep-seen unless --mask-history)")] = None,
     int8: Annotated[bool, typer.Option(help="int8 dynamic quantisation of the zero-shot BERT (CPU)")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="print the results as JSON on stdout (no table)")]
+    = False,
 ) -> None:
     """Full-ranking Recall/NDCG/MRR@K over the whole catalogue; prints a table and writes JSON."""
     from jobs.workflows import baseline_models, load_dataset
@@ -158,11 +176,15 @@ def evaluate_cmd(
     from recsys.splits import split_dataset
 
     config = _build_config(model, max_length, batch_size, decay, ks, splits, mask_history, int8=int8)
+    step(f"reading the dataset {data} …")
     dataset = load_dataset(data)
     split = split_dataset(dataset)
     baselines = from_batch is None if baselines is None else baselines
+    if baselines:
+        step(f"loading BERT ({model}) and encoding {dataset.items.height:,} item texts for the zero-shot baseline …")
     models: dict[str, object] = baseline_models(dataset, split, config) if baselines else {}
     if bundle is not None:
+        step(f"loading the bundle {bundle} …")
         models[f"bundle:{bundle.name}"] = load_recommender(bundle)
     if not models and from_batch is None:
         raise typer.BadParameter("nothing to evaluate: pass --bundle or --from-batch, or keep --baselines")
@@ -171,11 +193,16 @@ def evaluate_cmd(
     if from_batch is not None:
         from jobs.batch.evaluate import evaluate_batch
         rows += evaluate_batch(from_batch, dataset, split, config.eval)
-    console.print(metrics_table(rows, f"{dataset.name}: full ranking over {dataset.items.height:,} items"
-                                      f"{' (history masked)' if mask_history else ''}"))
     payload = {"dataset": dataset.summary(), "protocol": config.eval.model_dump(mode="json"),
                "config": config.model_dump(mode="json"), "results": rows, "markdown": markdown_metrics(rows)}
-    console.print(f"results → {write_json(out, payload)}")
+    written = write_json(out, payload)
+    if json_output:
+        typer.echo(json.dumps(payload, indent=2, default=str))
+        step(f"results → {written}")
+        return
+    console.print(metrics_table(rows, f"{dataset.name}: full ranking over {dataset.items.height:,} items"
+                                      f"{' (history masked)' if mask_history else ''}"))
+    console.print(f"results → {written}")
 
 
 @app.command()
@@ -184,42 +211,63 @@ def recommend(
     bundle: Annotated[Path, typer.Option(help="bundle directory")],
     user: Annotated[Optional[str], typer.Option(help="known user id")] = None,
     items: Annotated[Optional[str], typer.Option(help="comma-separated recent item ids (anonymous session)")] = None,
+    text: Annotated[Optional[str], typer.Option(help="free text, e.g. a search query (alone or with --items)")]
+    = None,
     similar: Annotated[Optional[str], typer.Option(help="item id: show similar items")] = None,
-    k: int = 10,
+    k: Annotated[int, typer.Option(min=1, max=MAX_K, help="items to show (the API's limit, RECSYS_MAX_K)")] = 10,
+    fallback: Annotated[bool, typer.Option(help="an unknown --user gets the popular items (as in the API) "
+                                                "instead of an error")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="print the API's JSON response instead of a table")]
+    = False,
 ) -> None:
-    """Print recommendations from a bundle."""
+    """Print recommendations from a bundle: for a user, a session (--items and/or --text) or a product."""
+    from types import SimpleNamespace
+
+    from api.responses import to_response
     from encoders.loading import load_recommender
-    if sum(x is not None for x in (user, items, similar)) != 1:
-        raise typer.BadParameter("give exactly one of --user, --items, --similar")
-    recommender = load_recommender(bundle)
+
+    if sum(x is not None for x in (user, items or text, similar)) != 1:
+        raise typer.BadParameter("give exactly one of --user, --similar, or --items and/or --text")
+    if text is not None and not text.strip():
+        raise typer.BadParameter("--text is empty")
+    path = _resolve(bundle)
+    recommender = load_recommender(path)
+    recent = [i.strip() for i in (items or "").split(",") if i.strip()]
+    history: list[str] = []
     if user is not None:
-        result = recommender.recommend_user(user, k)
+        try:
+            result = recommender.recommend_user(user, k, fallback=fallback)
+        except UnknownIdError as exc:
+            raise RecsysError(f"{exc} (pass --fallback to show the popular items instead)") from None
+        history = recommender.histories.get(user, [])
+    elif text is not None:
+        result, history = recommender.recommend_session(recent, k, text=text), recent
     elif items is not None:
-        result = recommender.recommend_session([i.strip() for i in items.split(",") if i.strip()], k)
+        result, history = recommender.recommend_session(recent, k), recent
     else:
         result = recommender.similar_items(similar, k)
-    _print_recommendations(recommender, result)
+    response = to_response(SimpleNamespace(recommender=recommender, version=path.name), result, history,
+                           anchor=similar, text=text)
+    if json_output:
+        typer.echo(response.model_dump_json(indent=2))
+        return
+    print_recommendations(response)
 
 
-def _print_recommendations(recommender, result) -> None:
-    from rich.table import Table
-    table = Table(title=f"strategy: {result.strategy}")
-    for header in ("#", "item_id", "score", "title"):
-        table.add_column(header)
-    for rank, (record, score) in enumerate(zip(recommender.item_records(result.item_ids), result.scores), 1):
-        table.add_row(str(rank), record["item_id"], f"{score:.3f}", (record.get("title") or record["text"])[:70])
-    console.print(table)
+def _resolve(bundle: Path) -> Path:
+    from recsys.artifacts import resolve_bundle
+    return resolve_bundle(bundle)
 
 
 @app.command()
 @friendly_errors
 def serve(
     bundle: Annotated[Path, typer.Option(help="bundle directory (or a model directory: newest version)")],
-    host: str = "127.0.0.1", port: int = 8000,
+    host: str = "127.0.0.1", port: Port = 8000,
     access_log: Annotated[bool, typer.Option(help="log every request (costs throughput)")] = False,
-    workers: Annotated[int, typer.Option(min=1, help="worker processes (each loads the bundle; events are "
-                                         "shared through the store, admin catalogue edits reach the worker "
-                                         "that took them and the others on their next reload)")] = 1,
+    workers: Annotated[int, typer.Option(min=1, help="worker processes (each loads the bundle; events, catalogue "
+                                         "edits and reloads reach every worker through the event store within "
+                                         "RECSYS_SYNC_INTERVAL_MS, 200 ms)")] = 1,
 ) -> None:
     """Serve the bundle with FastAPI + uvicorn; OpenAPI docs at /docs."""
     import copy
@@ -232,7 +280,9 @@ def serve(
     log_config["loggers"]["recsys"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
 
     from api.app import create_app
+    from jobs.workflows import check_port
     from recsys.artifacts import read_manifest, resolve_bundle
+    check_port(host, port)  # a busy port fails now, not after loading the bundle
     path = resolve_bundle(bundle)
     read_manifest(path)  # fail here, with a clear message, before starting the server
     if workers == 1:
@@ -241,45 +291,6 @@ def serve(
     os.environ["RECSYS_BUNDLE"] = str(path)  # each worker builds its app from the settings
     uvicorn.run("api.app:create_app", factory=True, host=host, port=port, access_log=access_log, workers=workers,
                 log_config=log_config)
-
-
-@app.command()
-@friendly_errors
-def quickstart(
-    out: OutOpt = Path("artifacts"),
-    data_out: Annotated[Path, typer.Option(help="where the synthetic dataset is written")] = Path("data/shop"),
-    model: ModelOpt = "default", users: int = 600, items: int = 900, seed: int = 0,
-    serve_after: Annotated[bool, typer.Option("--serve", help="start the API afterwards")] = False,
-    port: int = 8000,
-) -> None:
-    """Synthetic shop → BERT item embeddings → FAISS → evaluated bundle → sample recommendations."""
-    from jobs.workflows import build_bundle
-    from recsys.data.synthetic import generate_shop
-    from encoders.loading import load_recommender
-
-    dataset = generate_shop(n_users=users, n_items=items, seed=seed)
-    _report_import(dataset, data_out)
-    path, rows = build_bundle(dataset, _build_config(model, 64, 64, 0.7, seed=seed), out, "shop")
-    console.print(metrics_table(rows, "synthetic shop: full ranking over the whole catalogue"))
-    console.print(f"[green]bundle written[/] → {path}")
-    recommender = load_recommender(path)
-    user = next(iter(recommender.histories))
-    history = recommender.histories[user][-3:]
-    console.print(f"\nuser {user} recently bought: " + "; ".join(r.get("title") or r["text"]
-                                                                for r in recommender.item_records(history)))
-    _print_recommendations(recommender, recommender.recommend_user(user, 5))
-    console.print(f"\nserve it: [bold]recsys serve --bundle {path}[/] (docs at http://127.0.0.1:{port}/docs)")
-    if serve_after:
-        import uvicorn
-
-        from api.app import create_app
-        uvicorn.run(create_app(path), host="127.0.0.1", port=port)
-
-
-from jobs import batch_cmd, bench_batch  # noqa: E402,F401  (register `recsys batch-score`, `recsys bench batch`)
-from jobs import bench_quality, train_cmd  # noqa: E402,F401  (register `recsys train`, `recsys bench quality`)
-from jobs import bench_ranker, ranker_cmd  # noqa: E402,F401  (register `recsys train-ranker`, `recsys bench ranker`)
-from jobs import bench_engine, bench_latency  # noqa: E402,F401  (register `recsys bench engine`, `… latency`)
 
 
 def main() -> None:  # pragma: no cover

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 # wide enough for the metric tables when stdout is a file or a CI log
@@ -15,6 +16,12 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 METRIC_COLUMNS = ("recall@10", "ndcg@10", "mrr@10", "recall@20", "ndcg@20", "mrr@20",
                   "recall@50", "ndcg@50", "mrr@50")
+
+
+def step(message: str) -> None:
+    """A progress line on stderr before slow work (model loading, encoding), so a long start is never silent and
+    stdout stays clean for --json."""
+    err_console.print(f"[dim]{escape(message)}[/]")
 
 
 def metrics_table(rows: list[dict], title: str) -> Table:
@@ -44,3 +51,14 @@ def write_json(path: str | Path, payload: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, default=str))
     return path
+
+
+def print_recommendations(response) -> None:
+    """A recommendation response (the API's model) as a table: rank, id, score, title, reason."""
+    table = Table(title=f"strategy: {response.strategy}")
+    for header in ("#", "item_id", "score", "title", "why"):
+        table.add_column(header)
+    for rank, item in enumerate(response.items, 1):
+        table.add_row(str(rank), item.item_id, f"{item.score:.3f}", escape((item.title or item.text)[:60]),
+                      escape(item.reason))
+    console.print(table)

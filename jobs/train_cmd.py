@@ -1,6 +1,6 @@
 """`recsys train`: fine-tune the PEFT BERT towers on a dataset and write an evaluated bundle.
 
-Registered on the main app by the one import line in jobs/cli.py."""
+Registered on the app (jobs/app.py) when jobs/cli.py imports this module."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from jobs.cli import app, friendly_errors
+from jobs.app import app, friendly_errors
 from jobs.output import console
 
 
@@ -44,21 +44,28 @@ def train(
                                                              "adapters and towers")] = None,
     user_tower: Annotated[Optional[str], typer.Option(help="sequence | text | fusion")] = None,
     lora: Annotated[Optional[str], typer.Option(help="lora | adalora | none")] = None,
-    rank: Optional[int] = None,
-    top_layers: Annotated[Optional[int], typer.Option(help="adapt the top N BERT layers (0: all)")] = None,
-    epochs: Optional[int] = None,
-    bert_epochs: Optional[int] = None,
-    batch_size: Optional[int] = None,
-    max_minutes: Optional[float] = None,
+    rank: Annotated[Optional[int], typer.Option(min=1, help="LoRA rank")] = None,
+    top_layers: Annotated[Optional[int], typer.Option(min=0, help="adapt the top N BERT layers (0: all)")] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1)] = None,
+    bert_epochs: Annotated[Optional[int], typer.Option(min=0)] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1)] = None,
+    max_minutes: Annotated[Optional[float], typer.Option(min=0.01)] = None,
     id_embedding: Annotated[Optional[bool], typer.Option("--id-embedding/--no-id-embedding")] = None,
     model: Annotated[Optional[str], typer.Option(help="BERT: local HF directory or 'default'")] = None,
     merge_adapters: Annotated[Optional[bool], typer.Option("--merge-adapters/--no-merge-adapters")] = None,
-    seed: Optional[int] = None,
-    threads: Annotated[int, typer.Option(help="torch CPU threads")] = 2,
+    seed: Annotated[Optional[int], typer.Option(min=0)] = None,
+    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads")] = 2,
     run_dir: Annotated[Optional[Path], typer.Option(help="checkpoints, metrics.csv, training_curve.png "
                                                          "(default: OUT/NAME/runs/latest)")] = None,
+    engine: Annotated[str, typer.Option(help="local (this process), or ray: data-parallel on --workers Ray Train "
+                                             "workers (torch DDP; pip install '.[distributed]')")] = "local",
+    workers: Annotated[int, typer.Option(min=1, help="ray: training workers (one GPU each when the cluster has "
+                                                     "GPUs; --threads CPU threads each otherwise)")] = 2,
+    ray_address: Annotated[Optional[str], typer.Option(help="ray: cluster address (default: a local Ray)")] = None,
 ) -> None:
-    """Train the LoRA-tuned BERT towers (CPU or CUDA, picked automatically) and write OUT/NAME/VERSION."""
+    """Train the LoRA-tuned BERT towers (CPU or CUDA, picked automatically) and write OUT/NAME/VERSION.
+
+    --batch-size is the global batch: with --engine ray each worker takes its share of every batch."""
     import torch
 
     from encoders.experiment import train_and_evaluate
@@ -76,18 +83,27 @@ def train(
                for k, v in options.items()}
     if top_layers == 0:
         options["lora"]["top_layers"] = None
+    if engine not in ("local", "ray"):
+        raise typer.BadParameter(f"--engine must be local or ray, got {engine!r}")
     cfg = train_config(preset, config, from_bundle, options)
     dataset = load_dataset(data)
     name = name or f"{dataset.name}-peft"
-    trained = train_and_evaluate(dataset, split_dataset(dataset), cfg, name=name, out_root=out, run_dir=run_dir,
-                                 resume=resume, init_bundle=from_bundle)
-    result = trained.result
-    shown = [{**r, "split": f"{r['split']}/{r['slice']}"} for r in trained.rows]
+    if engine == "ray":
+        from jobs.ray_train import train_on_ray
+        path = train_on_ray(data, cfg, name=name, out_root=out, run_dir=run_dir, resume=resume,
+                            init_bundle=from_bundle, workers=workers, threads=threads, address=ray_address)
+    else:
+        path = train_and_evaluate(dataset, split_dataset(dataset), cfg, name=name, out_root=out, run_dir=run_dir,
+                                  resume=resume, init_bundle=from_bundle).path
+    manifest = json.loads((path / "manifest.json").read_text())
+    train, blend = manifest["train"], manifest["train"]["zero_shot_blend"]
+    shown = [{**r, "split": f"{r['split']}/{r['slice']}"} for r in manifest["metrics"]]
     console.print(metrics_table(shown, f"{dataset.name}: full ranking over {dataset.items.height:,} items"))
-    p = result.parameters
+    p = train["parameters"]
     console.print(f"trainable {p['trainable']:,} of {p['total']:,} parameters (adapters {p['adapter']:,}); "
-                  f"best epoch {result.best_epoch}; {result.seconds / 60:.1f} min on {result.device}")
-    if trained.blend is not None:
-        tried = ", ".join(f"{w}: {v:.4f}" for w, v in trained.blend["valid_ndcg"].items())
-        console.print(f"zero-shot blend weight {trained.blend['weight']} (valid NDCG@10 by weight: {tried})")
-    console.print(f"[green]bundle written[/] → {trained.path}")
+                  f"best epoch {train['best_epoch']}; {train['seconds'] / 60:.1f} min on "
+                  f"{train.get('workers', 1)} × {train['device']}")
+    if blend is not None:
+        tried = ", ".join(f"{w}: {v:.4f}" for w, v in blend["valid_ndcg"].items())
+        console.print(f"zero-shot blend weight {blend['weight']} (valid NDCG@10 by weight: {tried})")
+    console.print(f"[green]bundle written[/] → {path}")

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
+import socket
 import time
+import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from recsys.artifacts import new_version
 from recsys.config import BuildConfig, EvalConfig
 from recsys.data.dataset import Dataset
-from recsys.errors import DataError
+from recsys.errors import DataError, RecsysError
 from recsys.evaluation import evaluate
 from recsys.pipeline import Recommender
 from recsys.popularity import Popularity
 from recsys.splits import SplitData, split_dataset
+
+if TYPE_CHECKING:
+    from jobs.batch.encode import EncodeOptions
 
 
 def load_dataset(path: str | Path) -> Dataset:
@@ -32,21 +40,81 @@ def load_dataset(path: str | Path) -> Dataset:
                     "or ml-100k.inter", source=str(path))
 
 
-def build_recommender(dataset: Dataset, split: SplitData, config: BuildConfig,
-                      progress: bool = True) -> tuple[Recommender, float]:
-    """Encode the catalogue with the item tower and assemble the pipeline; returns (recommender, seconds)."""
+def save_dataset(dataset: Dataset, out: str | Path, overwrite: bool = False) -> Path:
+    """Write `dataset` to `out` through a temporary sibling (a failed import leaves nothing half-written). A
+    directory holding a dataset is replaced only with `overwrite`; any other non-empty directory never is."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not (out / "schema.json").is_file():
+            raise DataError("exists and is not a dataset directory: choose another --out", source=str(out))
+        if not overwrite:
+            raise DataError("already holds a dataset: pass --overwrite to replace it, or choose another --out",
+                            source=str(out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tag = uuid.uuid4().hex[:8]
+    tmp, old = out.parent / f".{out.name}.tmp-{tag}", out.parent / f".{out.name}.old-{tag}"
+    try:
+        dataset.save(tmp)
+        if out.exists():
+            out.rename(old)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return out
+
+
+def quickstart_dataset(users: int, items: int, seed: int, out: str | Path) -> Dataset:
+    """The synthetic shop, saved to `out` (a synthetic shop already there is replaced; any other data refused)."""
+    from recsys.data.synthetic import generate_shop
+
+    dataset = generate_shop(n_users=users, n_items=items, seed=seed)
+    out = Path(out)
+    replace = (out / "schema.json").is_file() and Dataset.load(out).name == dataset.name
+    save_dataset(dataset, out, overwrite=replace)
+    return dataset
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail with a clear message when `host:port` cannot be listened on (in use, not ours, unresolvable)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise RecsysError(f"cannot serve on {host}:{port}: {exc.strerror}") from None
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is fine
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            raise RecsysError(f"cannot serve on {host}:{port}: {exc.strerror or exc} (is another server running "
+                              "there? pick another --port)") from None
+
+
+def build_recommender(dataset: Dataset, split: SplitData, config: BuildConfig, progress: bool = True,
+                      encode: EncodeOptions | None = None) -> tuple[Recommender, float]:
+    """Encode the catalogue with the item tower and assemble the pipeline; returns (recommender, seconds).
+
+    With `encode` (e.g. the Ray engine), the catalogue goes through the resumable encode job
+    (`jobs.batch.encode`, its encoder config replaced by `config.encoder`) instead of this process."""
     from encoders.backbone import DEFAULT_MODEL_NAME, resolve_model_path
-    from encoders.text_encoder import TextEncoder
 
     started = time.perf_counter()
-    encoder = TextEncoder.from_config(config.encoder)
-    vectors = encoder.encode(dataset.items["text"].to_list(), progress=progress, desc="encoding items")
+    if encode is None:
+        from encoders.text_encoder import TextEncoder
+
+        vectors = TextEncoder.from_config(config.encoder).encode(dataset.items["text"].to_list(), progress=progress,
+                                                                 desc="encoding items")
+    else:
+        from jobs.batch.encode import read_vectors, run_encode
+
+        run_encode(dataset.items, dataclasses.replace(encode, encoder=config.encoder, progress=progress))
+        vectors = read_vectors(encode.out)[1]
     info = {
         "kind": "frozen-bert",
         "model": config.encoder.model,
         "model_name": DEFAULT_MODEL_NAME if config.encoder.model == "default" else config.encoder.model,
         "resolved_path": resolve_model_path(config.encoder.model),
-        "dim": encoder.dim,
+        "dim": int(vectors.shape[1]),
         "pooling": config.encoder.pooling,
         "text_template": dataset.text_template,
     }
@@ -67,10 +135,10 @@ def evaluate_models(models: dict[str, object], split: SplitData, config: EvalCon
 
 
 def build_bundle(dataset: Dataset, config: BuildConfig, out_root: str | Path, name: str,
-                 progress: bool = True) -> tuple[Path, list[dict]]:
+                 progress: bool = True, encode: EncodeOptions | None = None) -> tuple[Path, list[dict]]:
     """Encode, index, evaluate (popularity + this model) and write artifacts/<name>/<version>/."""
     split = split_dataset(dataset)
-    recommender, seconds = build_recommender(dataset, split, config, progress)
+    recommender, seconds = build_recommender(dataset, split, config, progress, encode)
     rows = evaluate_models({"popularity": recommender.popularity, "bundle": recommender}, split, config.eval,
                            progress)
     target = Path(out_root) / name / new_version()

@@ -1,62 +1,371 @@
-"""Live catalogue changes on a loaded Recommender: upsert items (new text → new vector) and
-activate / deactivate them, without rebuilding the index."""
+"""The catalogue: one versioned object that holds every item's row, id, state, metadata, vector and the
+re-ranker's per-item arrays. The index, the user towers, the feature builder and the caches reference it;
+nothing keeps its own copy.
+
+Rows are append-only: an upsert appends a row (a replaced item's old row becomes a tombstone), a deletion
+tombstones the row, a deactivation flags it, and `compact()` drops tombstones for good (rows renumbered).
+Every change is one `CatalogueState` built aside and published under the write lock with a new `version`,
+so a reader that takes `catalogue.state` once sees one consistent catalogue; derived caches key on
+`version` (anything that depends on the rows or flags) or `vectors_version` (anything that depends only on
+which vector each live id has: upserts, deletions and compaction-free changes of the id → vector map).
+Searches hold the read lock, so the FAISS structure (a `RowListener`) and the published state always agree.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import polars as pl
 
-from recsys.data.templates import render_query, render_records
-from recsys.pipeline import Recommender, item_attributes
+from recsys.errors import UnknownIdError
+from recsys.retrieval.filters import RWLock, Where, bitmap_selector, where_key, where_mask
+
+if TYPE_CHECKING:
+    from recsys.features import ItemArrays
+
+REMOVED = np.uint8(1)   # gone from the catalogue (until compact() reclaims the row)
+INACTIVE = np.uint8(2)  # known but not recommendable (out of stock); activate brings it back
+CATALOGUE_COLUMNS = ("item_id", "text", "title", "category", "brand", "price")
+FILTER_COLUMNS = ("category", "brand", "price")
+"""The catalogue's attributes searches may filter on (`where={"category": …}`): every column but these."""
+DESCRIPTIVE_COLUMNS = ("item_id", "text", "title")
+COMPACT_SHARE = 0.10
+"""`Catalogue.needs_compaction()`: more than this share of rows are tombstones."""
 
 
-def text_template(recommender: Recommender) -> str | None:
-    """The item-text template the bundle's catalogue text was rendered with (None: the source's own text)."""
-    return recommender.encoder_info.get("text_template")
+class RowListener(Protocol):
+    """A structure over catalogue rows that must change with them (the FAISS index)."""
+
+    def rows_added(self, vectors: np.ndarray) -> None:
+        """Append rows (vectors in row order), called under the catalogue's write lock."""
+
+    def compacted(self, keep: np.ndarray) -> Callable[[], None]:
+        """Build a copy holding only rows `keep` (renumbered 0..len-1) without blocking readers; return the
+        swap, which the catalogue runs under its write lock."""
 
 
-def item_text(recommender: Recommender, record: dict) -> str:
-    """A new or edited item's text, rendered from its fields by the catalogue's own template (its `text` when it
-    has none of the template's fields), so it reads like every catalogue item the towers have seen."""
-    return render_records([record], text_template(recommender))[0]
+class AppendOnly:
+    """Row storage whose first n rows never change once written: appends write past them (growing the
+    buffer by ~1/8 when full), so the views handed to older states stay valid without copies."""
+
+    def __init__(self, rows: np.ndarray) -> None:
+        self._buffer = np.ascontiguousarray(rows)
+        self.n = len(rows)
+
+    def view(self) -> np.ndarray:
+        return self._buffer[: self.n]
+
+    def append(self, rows: np.ndarray) -> np.ndarray:
+        """Write `rows` after the current ones and return the view of all rows."""
+        need = self.n + len(rows)
+        if need > len(self._buffer):
+            grown = np.empty((max(need, self.n + self.n // 8 + 64), *self._buffer.shape[1:]), self._buffer.dtype)
+            grown[: self.n] = self._buffer[: self.n]
+            self._buffer = grown
+        self._buffer[self.n:need] = rows
+        self.n = need
+        return self.view()
 
 
-def query_text(recommender: Recommender, text: str) -> str:
-    """A free-text query rendered like an item whose title is the query (`recsys.data.templates.render_query`)."""
-    return render_query(text, text_template(recommender))
+@dataclass(frozen=True, eq=False)
+class CatalogueState:
+    """One immutable version of the catalogue (see the module docstring). Row-aligned: `ids`, `flags`,
+    `items` (metadata frame), `vectors` (raw item vectors) and `features` (the re-ranker's arrays)."""
+
+    version: int
+    vectors_version: int
+    ids: np.ndarray                 # object [rows]: the id stored in each row (tombstones included)
+    flags: np.ndarray               # uint8 [rows]: REMOVED | INACTIVE bits
+    position: dict[str, int]        # id → row of every item not removed
+    items: pl.DataFrame             # metadata, one row per catalogue row
+    vectors: np.ndarray             # float32 [rows, dim]
+    features: ItemArrays | None = None
+    _records: list[dict] | None = field(default=None, repr=False)  # carried over by appends when already built
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    @cached_property
+    def available(self) -> np.ndarray:
+        """bool [rows]: neither removed nor inactive (what a search may return)."""
+        return self.flags == 0
+
+    @cached_property
+    def n_available(self) -> int:
+        return int(self.available.sum())
+
+    @cached_property
+    def n_removed(self) -> int:
+        return int(((self.flags & REMOVED) != 0).sum())
+
+    @cached_property
+    def live_ids(self) -> list[str]:
+        """Ids of the items not removed (active or not), in row order."""
+        return self.ids[(self.flags & REMOVED) == 0].tolist()
+
+    @cached_property
+    def attributes(self) -> pl.DataFrame | None:
+        """The filterable attribute columns (rows aligned), or None when the catalogue has none."""
+        columns = [c for c in self.items.columns if c not in DESCRIPTIVE_COLUMNS]
+        return self.items.select(columns) if columns else None
+
+    @cached_property
+    def records(self) -> list[dict]:
+        """Every row's metadata as a dict (for responses)."""
+        return self._records if self._records is not None else self.items.to_dicts()
+
+    @cached_property
+    def _where_masks(self) -> dict:
+        return {}
+
+    @cached_property
+    def selector(self) -> tuple:
+        """faiss selector (+ bitmap to keep alive) over the available rows."""
+        return bitmap_selector(self.available)
+
+    def where_mask(self, where: Where) -> np.ndarray:
+        """bool [rows] of rows matching `where` (mapping filters cached for this version)."""
+        key = where_key(where)
+        cached = self._where_masks.get(key) if key is not None else None
+        if cached is None:
+            cached = where_mask(self.attributes, where)
+            if key is not None and len(self._where_masks) < 64:
+                self._where_masks[key] = cached
+        return cached
+
+    def rows(self, item_ids: Sequence[str]) -> np.ndarray:
+        """Row of each id (-1: not in the catalogue)."""
+        try:  # the common case (retrieved candidates, served histories): every id known, a C-level map
+            return np.fromiter(map(self.position.__getitem__, item_ids), np.int64, len(item_ids))
+        except KeyError:
+            get = self.position.get
+            return np.fromiter((get(i, -1) for i in item_ids), np.int64, len(item_ids))
+
+    def is_active(self, item_id: str) -> bool:
+        row = self.position.get(item_id)
+        return row is not None and self.flags[row] == 0
+
+    def check(self, item_ids: Iterable[str]) -> None:
+        """Raise UnknownIdError naming every id not in the catalogue."""
+        unknown = [i for i in item_ids if i not in self.position]
+        if unknown:
+            raise UnknownIdError("item", unknown)
+
+    def record(self, item_id: str) -> dict | None:
+        """The metadata of a live item (a copy), None when it is not in the catalogue."""
+        row = self.position.get(item_id)
+        return None if row is None else dict(self.records[row])
+
+    def records_of(self, item_ids: Sequence[str]) -> list[dict]:
+        """Metadata dicts of live items, in the given order (copies)."""
+        self.check(item_ids)
+        records = self.records
+        return [dict(records[self.position[i]]) for i in item_ids]
 
 
-def upsert_items(recommender: Recommender, records: Sequence[dict], vectors: np.ndarray) -> None:
-    """Insert or replace catalogue rows and their vectors (rows of `vectors` align with `records`).
-
-    Readers see either the old or the new state of each attribute: new frames/arrays are built
-    aside and assigned, and the index is updated last."""
-    if len(records) != len(vectors):
-        raise ValueError(f"{len(records)} records but {len(vectors)} vectors")
-    if not records:
-        return
-    ids = [r["item_id"] for r in records]
-    frame = pl.DataFrame(list(records)).select([c for c in recommender.items.columns if c in records[0]])
-    frame = frame.cast({c: recommender.items.schema[c] for c in frame.columns})
-    kept = recommender.items.filter(~pl.col("item_id").is_in(ids))
-    kept_vectors = recommender.item_vectors[[recommender.item_position[i] for i in kept["item_id"].to_list()]]
-    items = pl.concat([kept, frame], how="diagonal_relaxed")
-    item_vectors = np.vstack([kept_vectors, np.asarray(vectors, dtype=np.float32)])
-    item_ids = items["item_id"].to_list()
-
-    recommender.items, recommender.item_vectors = items, item_vectors
-    recommender.item_ids, recommender.item_position = item_ids, {i: n for n, i in enumerate(item_ids)}
-    if hasattr(recommender.user_tower, "add_items"):  # towers with an item table (pooled, ID fusion)
-        recommender.user_tower.add_items(ids, np.asarray(vectors, dtype=np.float32))
-    recommender.index.add(np.asarray(vectors, dtype=np.float32), ids, attributes=item_attributes(frame))
-    recommender.neighbours.clear()
+def _frame_rows(records: Sequence[Mapping[str, Any]], schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
+    """`records` as rows of a frame with exactly `schema` (keys outside it dropped, missing ones null)."""
+    columns = {name: [r.get(name) for r in records] for name in schema}
+    return pl.DataFrame(columns, schema={name: dtype for name, dtype in schema.items()}, strict=False)
 
 
-def set_active(recommender: Recommender, item_ids: Sequence[str], active: bool) -> int:
-    """Deactivate (out of stock) or reactivate items; returns how many changed state."""
-    changed = recommender.index.activate(item_ids) if active else recommender.index.deactivate(item_ids)
-    if changed:
-        recommender.neighbours.clear()
-    return changed
+class Catalogue:
+    """The mutable holder of the current `CatalogueState` (see the module docstring).
+
+    Writers (`upsert`, `set_active`, `remove`, `compact`) are serialised; each publishes one new state
+    under the write lock (FAISS rows change in the same critical section). Readers take `state` once."""
+
+    def __init__(self, items: pl.DataFrame, vectors: np.ndarray, flags: np.ndarray | None = None) -> None:
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[0] != items.height:
+            raise ValueError(f"{vectors.shape} vectors for {items.height} catalogue rows")
+        if "item_id" not in items.columns:
+            raise ValueError("the catalogue frame needs an item_id column")
+        ids = np.asarray(items["item_id"].to_list(), dtype=object)
+        flags = np.zeros(len(ids), np.uint8) if flags is None else np.asarray(flags, np.uint8).copy()
+        if len(flags) != len(ids):
+            raise ValueError(f"{len(flags)} state flags for {len(ids)} rows")
+        live = np.flatnonzero((flags & REMOVED) == 0)
+        position = dict(zip(ids[live].tolist(), live.tolist()))
+        if len(position) != len(live):
+            raise ValueError("catalogue item ids must be unique")
+        self._vectors = AppendOnly(vectors)
+        self._state = CatalogueState(0, 0, ids, flags, position, items, self._vectors.view())
+        self._writer = threading.Lock()   # one change at a time (compaction included)
+        self._lock = RWLock()             # searches (read) vs publishing a change (write)
+        self._listeners: list[weakref.ref] = []
+
+    @classmethod
+    def from_frame(cls, items: pl.DataFrame, vectors: np.ndarray) -> "Catalogue":
+        """A catalogue of a dataset's items (its `CATALOGUE_COLUMNS`), rows aligned with `vectors`."""
+        return cls(items.select([c for c in CATALOGUE_COLUMNS if c in items.columns]), vectors)
+
+    @classmethod
+    def from_ids(cls, ids: Sequence[Any], vectors: np.ndarray,
+                 attributes: pl.DataFrame | Mapping[str, Any] | None = None) -> "Catalogue":
+        """A bare catalogue (ids + optional filter attributes), e.g. for a standalone `VectorIndex`."""
+        frame = pl.DataFrame({"item_id": list(ids)})
+        if attributes is not None:
+            extra = attributes if isinstance(attributes, pl.DataFrame) else pl.DataFrame(dict(attributes))
+            if extra.height != frame.height:
+                raise ValueError(f"attributes have {extra.height} rows for {frame.height} items")
+            frame = pl.concat([frame, extra], how="horizontal")
+        return cls(frame, vectors)
+
+    # ---- reading --------------------------------------------------------------------------------
+    @property
+    def state(self) -> CatalogueState:
+        return self._state
+
+    @property
+    def version(self) -> int:
+        return self._state.version
+
+    @property
+    def vectors_version(self) -> int:
+        return self._state.vectors_version
+
+    @property
+    def dim(self) -> int:
+        return self._state.dim
+
+    def __len__(self) -> int:
+        return len(self._state)
+
+    @contextmanager
+    def reading(self):
+        """Hold off changes (searches: the FAISS rows and the state stay in step); yields the state."""
+        with self._lock.read():
+            yield self._state
+
+    def needs_compaction(self, share: float = COMPACT_SHARE) -> bool:
+        state = self._state
+        return len(state) > 0 and state.n_removed > share * len(state)
+
+    # ---- listeners ----------------------------------------------------------------------------------
+    def attach(self, listener: RowListener) -> None:
+        """Keep `listener` (held weakly: no reference cycle) in step with appended and compacted rows."""
+        with self._writer:
+            if all(obj is not listener for obj in self._listeners_alive()):
+                self._listeners.append(weakref.ref(listener))
+
+    def _listeners_alive(self) -> list[RowListener]:
+        alive = [ref() for ref in self._listeners]
+        self._listeners = [ref for ref, obj in zip(self._listeners, alive) if obj is not None]
+        return [obj for obj in alive if obj is not None]
+
+    # ---- changes ----------------------------------------------------------------------------------
+    def _publish(self, state: CatalogueState, added: np.ndarray | None = None) -> None:
+        with self._lock.write():
+            if added is not None and len(added):
+                for listener in self._listeners_alive():
+                    listener.rows_added(added)
+            self._state = state
+
+    def upsert(self, records: Sequence[Mapping[str, Any]], vectors: np.ndarray) -> int:
+        """Insert or replace items (rows of `vectors` align with `records`; each has an `item_id`): each gets a
+        new active row, a replaced item's old row becomes a tombstone. Columns the catalogue frame lacks are
+        dropped. Returns the new version."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if len(records) != len(vectors):
+            raise ValueError(f"{len(records)} records but {len(vectors)} vectors")
+        ids = [r["item_id"] for r in records]
+        if len(set(ids)) != len(ids):
+            raise ValueError("ids must be unique within one upsert")
+        with self._writer:
+            old = self._state
+            if vectors.ndim != 2 or (len(vectors) and vectors.shape[1] != old.dim):
+                raise ValueError(f"vectors have dimension {vectors.shape[-1]}, the catalogue {old.dim}")
+            if not records:
+                return old.version
+            start = len(old)
+            flags = old.flags.copy()
+            flags[[old.position[i] for i in ids if i in old.position]] |= REMOVED
+            flags = np.concatenate([flags, np.zeros(len(ids), np.uint8)])
+            position = dict(old.position)
+            position.update(zip(ids, range(start, start + len(ids))))
+            frame = _frame_rows(records, old.items.schema)
+            items = pl.concat([old.items, frame], how="vertical_relaxed")
+            items = items.rechunk() if items.n_chunks() > 32 else items
+            all_vectors = self._vectors.append(vectors)
+            features = old.features.appended(frame, vectors) if old.features is not None else None
+            carried = old.__dict__.get("records")
+            state = CatalogueState(old.version + 1, old.vectors_version + 1,
+                                   np.concatenate([old.ids, np.asarray(ids, dtype=object)]), flags, position, items,
+                                   all_vectors, features, None if carried is None else carried + frame.to_dicts())
+            self._publish(state, vectors)
+            return state.version
+
+    def _flagged(self, item_ids: Iterable[str], missing_ok: bool, set_bits: int, clear_bits: int = 0) -> int:
+        """Set / clear flag bits on the rows of `item_ids`; returns how many rows changed."""
+        ids = list(item_ids)
+        with self._writer:
+            old = self._state
+            missing = [i for i in ids if i not in old.position]
+            if missing and not missing_ok:
+                raise UnknownIdError("item", missing)
+            rows = np.asarray([old.position[i] for i in dict.fromkeys(ids) if i in old.position], np.int64)
+            flags = old.flags.copy()
+            flags[rows] = (flags[rows] & np.uint8(~clear_bits & 0xFF)) | np.uint8(set_bits)
+            changed = int((flags != old.flags).sum())
+            if not changed:
+                return 0
+            removed = bool(set_bits & REMOVED)
+            position = old.position
+            if removed:
+                position = dict(position)
+                for row in rows.tolist():
+                    position.pop(old.ids[row], None)
+            self._publish(replace(old, version=old.version + 1, vectors_version=old.vectors_version + int(removed),
+                                  flags=flags, position=position, _records=old.__dict__.get("records")))
+            return changed
+
+    def set_active(self, item_ids: Iterable[str], active: bool, *, missing_ok: bool = False) -> int:
+        """Reactivate or deactivate (out of stock) items; returns how many changed state."""
+        return self._flagged(item_ids, missing_ok, 0 if active else INACTIVE, INACTIVE if active else 0)
+
+    def remove(self, item_ids: Iterable[str], *, missing_ok: bool = False) -> int:
+        """Delete items (tombstones until `compact`); returns how many."""
+        return self._flagged(item_ids, missing_ok, REMOVED)
+
+    def attach_features(self, build: Callable[[CatalogueState], ItemArrays]) -> None:
+        """Give the current state the re-ranker's per-item arrays (`build(state)`); later changes extend them."""
+        with self._writer:
+            old = self._state
+            self._publish(replace(old, features=build(old), _records=old.__dict__.get("records")))
+
+    def compact(self) -> int:
+        """Drop tombstoned rows for good (rows renumbered). The index copy is built aside while searches go on;
+        only the swap holds the write lock. Returns the number of rows reclaimed."""
+        with self._writer:
+            old = self._state
+            keep = np.flatnonzero((old.flags & REMOVED) == 0)
+            if len(keep) == len(old):
+                return 0
+            swaps = [listener.compacted(keep) for listener in self._listeners_alive()]
+            vectors = old.vectors[keep]
+            self._vectors = AppendOnly(vectors)
+            ids = old.ids[keep]
+            state = CatalogueState(old.version + 1, old.vectors_version, ids, old.flags[keep],
+                                   dict(zip(ids.tolist(), range(len(keep)))), old.items[keep], self._vectors.view(),
+                                   old.features.taken(keep) if old.features is not None else None)
+            with self._lock.write():
+                for swap in swaps:
+                    swap()
+                self._state = state
+            return len(old) - len(keep)
+
+
+__all__ = ["Catalogue", "CatalogueState", "RowListener", "AppendOnly", "REMOVED", "INACTIVE", "CATALOGUE_COLUMNS",
+           "FILTER_COLUMNS", "COMPACT_SHARE"]

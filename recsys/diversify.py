@@ -31,40 +31,55 @@ def diversified_picks(lists: Sequence[Sequence[str]], scores: Sequence[Sequence[
     rows = np.zeros((len(lists), width), dtype=np.int64)
     for b, (items, values) in enumerate(zip(lists, scores)):
         padded[b, :len(items)] = values
-        rows[b, :len(items)] = [position[i] for i in items]
-    order = diversify_order(padded, unit_vectors[rows], k, config)
-    return [order[b][:min(k, len(items))].tolist() for b, items in enumerate(lists)]
+        rows[b, :len(items)] = np.fromiter(map(position.__getitem__, items), np.int64, len(items))
+    picks = diversify_picks(padded, unit_vectors[rows], k, config)
+    return [picks[b][:min(k, len(items))].tolist() for b, items in enumerate(lists)]
 
 
-def diversify_order(scores: np.ndarray, vectors: np.ndarray, k: int, config: DiversifyConfig) -> np.ndarray:
-    """The new order of each row's candidates: int64 [B, n], a permutation of 0..n-1 per row whose first k
-    entries are the diversified picks (the rest keep their relevance order).
+def diversify_picks(scores: np.ndarray, vectors: np.ndarray, k: int, config: DiversifyConfig) -> np.ndarray:
+    """int64 [B, min(k, n)]: the indices of each row's first k diversified picks, in order (pads last).
 
     `scores` [B, n]: relevance, best first or not (-inf / nan pads short rows: they are never picked before a
     real candidate); `vectors` [B, n, d]: L2-normalised item vectors of those candidates."""
     scores = np.asarray(scores, dtype=np.float64)
     batch, n = scores.shape
-    order = np.argsort(-np.nan_to_num(scores, nan=-np.inf), axis=1, kind="stable")
-    if n == 0 or (config.weight == 0 and config.duplicate_threshold is None):
-        return order
+    if n == 0 or not active(config):
+        return np.argsort(-np.nan_to_num(scores, nan=-np.inf), axis=1, kind="stable")[:, :k]
     real = np.isfinite(scores)
     low = np.where(real, scores, np.inf).min(axis=1, keepdims=True)
     high = np.where(real, scores, -np.inf).max(axis=1, keepdims=True)
-    relevance = np.where(real, (scores - low) / np.maximum(high - low, 1e-12), 0.0)
-    similarity = np.einsum("bid,bjd->bij", vectors, vectors)
-    closest = np.full((batch, n), -np.inf)  # highest cosine to an item already picked
-    taken = np.zeros((batch, n), dtype=bool)
+    # relevance in [0, 1] weighted; pads far below every real candidate
+    base = np.where(real, (1.0 - config.weight) * (scores - low) / np.maximum(high - low, 1e-12), -1e12)
+    vectors = np.asarray(vectors, dtype=np.float32)
+    similarity = np.matmul(vectors, vectors.transpose(0, 2, 1))  # [B, n, n] cosines
+    threshold = config.duplicate_threshold
+    closest = np.full((batch, n), -np.inf, dtype=np.float32)  # highest cosine to an item already picked
+    value = base.copy()
     picks = np.zeros((batch, min(k, n)), dtype=np.int64)
     rows = np.arange(batch)
     for step in range(picks.shape[1]):
-        penalty = np.where(np.isfinite(closest), closest, 0.0)
-        value = (1.0 - config.weight) * relevance - config.weight * penalty
-        if config.duplicate_threshold is not None:
-            value = np.where(closest >= config.duplicate_threshold, value - 1e6, value)  # behind the rest
-        value = np.where(taken, -np.inf, np.where(real, value, -1e12))  # pads only after every real candidate
+        if step:
+            value = base - config.weight * closest if config.weight else base.copy()
+            if threshold is not None:
+                value[closest >= threshold] -= 1e6  # near-duplicates behind the rest
+            value[rows[:, None], picks[:, :step]] = -np.inf
         pick = np.argmax(value, axis=1)
         picks[:, step] = pick
-        taken[rows, pick] = True
-        closest = np.maximum(closest, similarity[rows, pick])
-    rest = [order[b][~taken[b][order[b]]] for b in range(batch)]
-    return np.stack([np.concatenate([picks[b], rest[b]]) for b in range(batch)])
+        np.maximum(closest, similarity[rows, pick], out=closest)
+    return picks
+
+
+def diversify_order(scores: np.ndarray, vectors: np.ndarray, k: int, config: DiversifyConfig) -> np.ndarray:
+    """The new order of each row's candidates: int64 [B, n], a permutation of 0..n-1 per row whose first k
+    entries are the diversified picks (`diversify_picks`), the rest in relevance order."""
+    scores = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(-np.nan_to_num(scores, nan=-np.inf), axis=1, kind="stable")
+    if scores.shape[1] == 0 or not active(config):
+        return order
+    picks = diversify_picks(scores, vectors, k, config)
+    out = np.empty_like(order)
+    for b in range(len(order)):
+        taken = np.zeros(order.shape[1], dtype=bool)
+        taken[picks[b]] = True
+        out[b] = np.concatenate([picks[b], order[b][~taken[order[b]]]])
+    return out

@@ -10,14 +10,20 @@ batch of thousands. Missing values are NaN (LightGBM's missing value).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from itertools import chain
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 from pydantic import Field
 
+from recsys.catalogue import AppendOnly
 from recsys.config import FrozenModel
 from recsys.stats import InteractionStats
+
+if TYPE_CHECKING:
+    from recsys.catalogue import Catalogue, CatalogueState
 
 FEATURE_VERSION = 1
 
@@ -61,44 +67,112 @@ def attribute_codes(values: pl.Series) -> np.ndarray:
 
 class ItemArrays:
     """Per-item arrays the features read, aligned with catalogue rows: L2-normalised vectors, attribute codes,
-    prices and the statistics' item codes."""
+    prices and the statistics' item codes (-1: no training event). Held by the catalogue's state: an upsert
+    appends the new rows' arrays exactly as they are computed for imported items (`appended`), compaction keeps
+    the surviving rows (`taken`)."""
 
-    def __init__(self, items: pl.DataFrame, item_vectors: np.ndarray, stats: InteractionStats) -> None:
-        self.item_ids: list[str] = items["item_id"].to_list()
-        self.position: dict[str, int] = {item_id: i for i, item_id in enumerate(self.item_ids)}
-        vectors = np.asarray(item_vectors, dtype=np.float32)
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        self.vectors = np.ascontiguousarray(vectors / np.where(norms > 0, norms, 1.0))
-        self.attributes = [a for a in ATTRIBUTE_FEATURES if a in items.columns and items[a].null_count() < items.height]
-        self.codes = {a: attribute_codes(items[a]) for a in ("category", "brand") if a in self.attributes}
-        self.price = items["price"].cast(pl.Float64).fill_null(np.nan).to_numpy() if "price" in self.attributes \
-            else None
-        self.stats_code = stats.codes(self.item_ids)
+    def __init__(self, vectors: AppendOnly, attributes: list[str], codes: dict[str, np.ndarray],
+                 vocabulary: dict[str, dict], price: np.ndarray | None, stats_code: np.ndarray,
+                 stats: InteractionStats) -> None:
+        self._vectors = vectors
+        self.vectors = vectors.view()
+        self.attributes = attributes
+        self.codes = codes
+        self.vocabulary = vocabulary  # attribute value → code, so appended rows get the codes of equal values
+        self.price = price
+        self.stats_code = stats_code
+        self.stats = stats
 
-    def rows(self, item_ids: Sequence[str]) -> np.ndarray:
-        """Catalogue row of each id (-1: not in the catalogue)."""
-        position = self.position
-        return np.fromiter((position.get(i, -1) for i in item_ids), np.int64, len(item_ids))
+    @classmethod
+    def of(cls, state: CatalogueState, stats: InteractionStats, attributes: list[str] | None = None) -> "ItemArrays":
+        """The arrays of every row of a catalogue state, for `stats`; `attributes` (default: the attribute columns
+        with a value) fixes which attribute features there are (the model's feature names)."""
+        items = state.items
+        if attributes is None:
+            attributes = [a for a in ATTRIBUTE_FEATURES if a in items.columns and items[a].null_count() < items.height]
+        codes = {a: attribute_codes(items[a]) for a in ("category", "brand") if a in attributes}
+        vocabulary = {a: {v: int(c) for v, c in zip(items[a].cast(pl.Utf8).to_list(), codes[a].tolist()) if c >= 0}
+                      for a in codes}
+        price = _prices(items) if "price" in attributes else None
+        return cls(AppendOnly(_unit_rows(state.vectors)), attributes, codes, vocabulary, price,
+                   stats.codes(state.ids.tolist()), stats)
+
+    def appended(self, items: pl.DataFrame, vectors: np.ndarray) -> "ItemArrays":
+        """These arrays plus rows for new catalogue rows (`items` frame + raw `vectors`)."""
+        codes, vocabulary = {}, {}
+        for attr, old in self.codes.items():
+            known = dict(self.vocabulary[attr])
+            new = []
+            for value in items[attr].cast(pl.Utf8).to_list() if attr in items.columns else [None] * items.height:
+                if value is not None and value not in known:
+                    known[value] = max(known.values(), default=-1) + 1
+                new.append(-1 if value is None else known[value])
+            codes[attr], vocabulary[attr] = np.concatenate([old, np.asarray(new, np.int64)]), known
+        price = np.concatenate([self.price, _prices(items)]) if self.price is not None else None
+        store = self._vectors if self._vectors.n == len(self.vectors) else AppendOnly(self.vectors.copy())
+        store.append(_unit_rows(vectors))  # rows past this state's: earlier views stay valid
+        return ItemArrays(store, self.attributes, codes, vocabulary,
+                          price, np.concatenate([self.stats_code, self.stats.codes(items["item_id"].to_list())]),
+                          self.stats)
+
+    def taken(self, rows: np.ndarray) -> "ItemArrays":
+        """Only `rows` (compaction), in that order."""
+        return ItemArrays(AppendOnly(self.vectors[rows]), self.attributes,
+                          {a: c[rows] for a, c in self.codes.items()}, self.vocabulary,
+                          self.price[rows] if self.price is not None else None, self.stats_code[rows], self.stats)
+
+
+def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.ascontiguousarray(vectors / np.where(norms > 0, norms, 1.0))
+
+
+def _prices(items: pl.DataFrame) -> np.ndarray:
+    if "price" not in items.columns:
+        return np.full(items.height, np.nan)
+    return items["price"].cast(pl.Float64).fill_null(np.nan).to_numpy()
 
 
 class FeatureBuilder:
-    """Features for retrieved candidates, bound to a catalogue (ids, vectors, attributes) and statistics."""
+    """Features for retrieved candidates, bound to a catalogue (ids, vectors, attributes) and statistics.
 
-    def __init__(self, items: pl.DataFrame, item_vectors: np.ndarray, stats: InteractionStats,
-                 config: FeatureConfig) -> None:
+    The per-item arrays live in the catalogue's state (attached here when it has none), so they follow live
+    upserts and compaction; a builder whose statistics are not the attached ones computes its own copy per
+    catalogue version."""
+
+    def __init__(self, catalogue: Catalogue, stats: InteractionStats, config: FeatureConfig) -> None:
         self.config = config
         self.stats = stats
-        self.arrays = ItemArrays(items, item_vectors, stats)
-        self.attributes = self.arrays.attributes
+        self.catalogue = catalogue
+        if catalogue.state.features is None:
+            catalogue.attach_features(lambda state: ItemArrays.of(state, stats))
+        self._own: tuple[int, ItemArrays] | None = None
+        self.attributes: list[str] | None = None
+        self.attributes = self.arrays_of(catalogue.state).attributes
         self.names = feature_names(self.attributes)
 
-    @property
-    def position(self) -> Mapping[str, int]:
-        return self.arrays.position
+    @classmethod
+    def from_frame(cls, items: pl.DataFrame, item_vectors: np.ndarray, stats: InteractionStats,
+                   config: FeatureConfig) -> "FeatureBuilder":
+        """A builder over a private catalogue of `items` (rows aligned with `item_vectors`)."""
+        from recsys.catalogue import Catalogue
+
+        return cls(Catalogue.from_frame(items, item_vectors), stats, config)
+
+    def arrays_of(self, state: CatalogueState) -> ItemArrays:
+        """The per-item arrays for `state` and this builder's statistics."""
+        arrays = state.features
+        if arrays is not None and arrays.stats is self.stats:
+            return arrays
+        own = self._own
+        if own is None or own[0] != state.version:
+            own = self._own = (state.version, ItemArrays.of(state, self.stats, self.attributes))
+        return own[1]
 
     @property
-    def vectors(self) -> np.ndarray:
-        return self.arrays.vectors
+    def arrays(self) -> ItemArrays:
+        return self.arrays_of(self.catalogue.state)
 
     # ---- the matrix -----------------------------------------------------------------------------
     def matrix(self, histories: Sequence[Sequence[str]], candidates: Sequence[Sequence[str]],
@@ -109,7 +183,9 @@ class FeatureBuilder:
         `histories` are items strictly before each query (oldest first); `as_of` the query times
         (None: now). Statistics are read strictly before each query time."""
         times = self.stats.query_times(as_of, len(histories))
-        blocks = [self._block(histories[s:s + CHUNK_QUERIES], candidates[s:s + CHUNK_QUERIES],
+        state = self.catalogue.state
+        arrays = self.arrays_of(state)
+        blocks = [self._block(state, arrays, histories[s:s + CHUNK_QUERIES], candidates[s:s + CHUNK_QUERIES],
                               scores[s:s + CHUNK_QUERIES], times[s:s + CHUNK_QUERIES])
                   for s in range(0, len(histories), CHUNK_QUERIES)]
         return np.concatenate(blocks) if blocks else np.zeros((0, len(self.names)))
@@ -125,18 +201,17 @@ class FeatureBuilder:
             pl.DataFrame(schema={n: pl.Float64 for n in self.names})
         return pl.concat([frame, features.with_columns(pl.all().fill_nan(None))], how="horizontal")
 
-    def _block(self, histories: Sequence[Sequence[str]], candidates: Sequence[Sequence[str]],
-               scores: Sequence[Sequence[float]], times: np.ndarray) -> np.ndarray:
-        arrays, config = self.arrays, self.config
+    def _block(self, state: CatalogueState, arrays: ItemArrays, histories: Sequence[Sequence[str]],
+               candidates: Sequence[Sequence[str]], scores: Sequence[Sequence[float]], times: np.ndarray) -> np.ndarray:
         n = len(histories)
         lengths = np.fromiter(map(len, candidates), np.int64, n)
         query = np.repeat(np.arange(n), lengths)
         starts = np.cumsum(lengths) - lengths
-        cand = arrays.rows([i for c in candidates for i in c])
+        cand = state.rows(list(chain.from_iterable(candidates)))
         out = np.full((len(cand), len(self.names)), np.nan)
         column = {name: j for j, name in enumerate(self.names)}
 
-        score = np.fromiter((s for row in scores for s in row), np.float64, len(cand))
+        score = np.fromiter(chain.from_iterable(scores), np.float64, len(cand))
         out[:, column["retrieval_score"]] = score
         out[:, column["retrieval_rank"]] = np.arange(len(cand)) - starts[query]
         if len(cand):
@@ -157,12 +232,12 @@ class FeatureBuilder:
         out[:, column["pop_trend"]] = (recent + 1) / (previous + 1)
         out[:, column["hist_len"]] = np.fromiter(map(len, histories), np.float64, n)[query]
 
-        hist_rows = [arrays.rows(h) for h in histories]
-        self._history_pairs(out, column, hist_rows, query, stats_cand, times)
-        self._consumed(out, column, hist_rows, query, cand)
-        self._similarity(out, column, hist_rows, query, cand, lengths)
+        hist_rows = [state.rows(h) for h in histories]
+        self._history_pairs(arrays, out, column, hist_rows, query, stats_cand, times)
+        self._consumed(len(state), out, column, hist_rows, query, cand)
+        self._similarity(arrays, out, column, hist_rows, query, cand, lengths)
         if self.attributes:
-            self._attribute_agreement(out, column, hist_rows, query, cand)
+            self._attribute_agreement(arrays, out, column, hist_rows, query, cand)
         return out
 
     @staticmethod
@@ -178,11 +253,11 @@ class FeatureBuilder:
                 out[q, depth - len(tail):] = tail
         return out
 
-    def _history_pairs(self, out: np.ndarray, column: dict, hist_rows: Sequence[np.ndarray], query: np.ndarray,
+    def _history_pairs(self, arrays: ItemArrays, out: np.ndarray, column: dict, hist_rows: Sequence[np.ndarray], query: np.ndarray,
                        stats_cand: np.ndarray, times: np.ndarray) -> None:
         """Transition / co-occurrence counts from the last `recent_items` history items to each candidate."""
         recent = self._recent(hist_rows, self.config.recent_items, newest_first=True)
-        src = np.where(recent >= 0, self.arrays.stats_code[np.maximum(recent, 0)], -1)  # [queries, depth]
+        src = np.where(recent >= 0, arrays.stats_code[np.maximum(recent, 0)], -1)  # [queries, depth]
         pair_src = src[query]                                                              # [rows, depth]
         dst = np.broadcast_to(stats_cand[:, None], pair_src.shape)
         at = np.broadcast_to(times[query][:, None], pair_src.shape)
@@ -195,10 +270,11 @@ class FeatureBuilder:
         out[:, column["cooc_max"]] = cooc.max(axis=1, initial=0)
         out[:, column["trans_last_norm"]] = trans[:, 0] / (last_pop[query] + 1)
 
-    def _consumed(self, out: np.ndarray, column: dict, hist_rows: Sequence[np.ndarray], query: np.ndarray,
+    @staticmethod
+    def _consumed(n_rows: int, out: np.ndarray, column: dict, hist_rows: Sequence[np.ndarray], query: np.ndarray,
                   cand: np.ndarray) -> None:
         """How often each candidate is in the history, and how many steps ago it was last (NaN: never)."""
-        size = len(self.arrays.item_ids) + 1
+        size = n_rows + 1
         lengths = np.fromiter(map(len, hist_rows), np.int64, len(hist_rows))
         rows = np.concatenate(hist_rows) if len(hist_rows) else np.zeros(0, np.int64)
         owner = np.repeat(np.arange(len(hist_rows)), lengths)
@@ -217,7 +293,7 @@ class FeatureBuilder:
         out[:, column["consumed_count"]] = np.where(found, counts[at], 0)
         out[:, column["consumed_steps_ago"]] = np.where(found, steps[first[at]], np.nan)
 
-    def _similarity(self, out: np.ndarray, column: dict, hist_rows: Sequence[np.ndarray], query: np.ndarray,
+    def _similarity(self, arrays: ItemArrays, out: np.ndarray, column: dict, hist_rows: Sequence[np.ndarray], query: np.ndarray,
                     cand: np.ndarray, lengths: np.ndarray) -> None:
         """Cosine of each candidate to the last `sim_items` history items in the catalogue: to the last, max, mean."""
         depth = self.config.sim_items
@@ -226,13 +302,14 @@ class FeatureBuilder:
         valid = recent >= 0
         if not valid.any() or not len(cand):
             return
-        vectors = self.arrays.vectors
-        width = int(lengths.max())
-        padded = np.zeros((len(lengths), width), np.int64)
-        slot = np.arange(len(cand)) - (np.cumsum(lengths) - lengths)[query]
-        padded[query, slot] = np.maximum(cand, 0)
-        sims = np.matmul(vectors[padded], vectors[np.maximum(recent, 0)].transpose(0, 2, 1))  # [q, width, depth]
-        sims = sims[query, slot].astype(np.float64)                                             # [rows, depth]
+        vectors = arrays.vectors
+        history = vectors[np.maximum(recent, 0)]  # [queries, depth, dim]
+        starts = np.cumsum(lengths) - lengths
+        known = np.maximum(cand, 0)
+        sims = np.zeros((len(cand), depth))
+        for q in np.flatnonzero(valid.any(axis=1) & (lengths > 0)).tolist():  # one small GEMM per query
+            block = slice(starts[q], starts[q] + lengths[q])
+            sims[block] = vectors[known[block]] @ history[q].T
         mask = valid[query] & (cand >= 0)[:, None]
         usable = mask.any(axis=1)
         out[:, column["sim_last"]] = np.where(usable, sims[:, -1], np.nan)
@@ -241,11 +318,10 @@ class FeatureBuilder:
             out[:, column["sim_mean"]] = np.where(usable, np.where(mask, sims, 0).sum(axis=1) / mask.sum(axis=1),
                                                   np.nan)
 
-    def _attribute_agreement(self, out: np.ndarray, column: dict, hist_rows: Sequence[np.ndarray],
-                             query: np.ndarray, cand: np.ndarray) -> None:
+    def _attribute_agreement(self, arrays: ItemArrays, out: np.ndarray, column: dict,
+                             hist_rows: Sequence[np.ndarray], query: np.ndarray, cand: np.ndarray) -> None:
         """Category/brand of the last history item and share among the last `attr_items`; log price ratio to
         their median price."""
-        arrays = self.arrays
         recent = self._recent(hist_rows, self.config.attr_items, newest_first=False)  # -1 unknown, -2 padding
         size = (recent != -2).sum(axis=1).astype(np.float64)
         has_history = size > 0
@@ -271,7 +347,8 @@ class FeatureBuilder:
     # ---- explanations ---------------------------------------------------------------------------
     def closest_history(self, history: Sequence[str], item_ids: Sequence[str]) -> list[tuple[str | None, float]]:
         """For each item: the most similar of the last `explain_items` history items and the cosine."""
-        position, vectors = self.position, self.vectors
+        state = self.catalogue.state
+        position, vectors = state.position, self.arrays_of(state).vectors
         window = [i for i in history[-self.config.explain_items:] if i in position]
         if not window:
             return [(None, float("nan")) for _ in item_ids]

@@ -2,38 +2,61 @@
 
 Similar-item lists are the same for every visitor, so the API keeps each item's top `depth`
 neighbours (computed in one batched search at load, or on first use) and answers a request by
-dropping excluded and deactivated items from that list. Any catalogue change clears it."""
+dropping excluded and deactivated items from that list. The lists key on the catalogue's version:
+any catalogue change empties the cache (lists searched across a change are not stored)."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Collection, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from cachetools import LRUCache
+
+if TYPE_CHECKING:
+    from recsys.catalogue import Catalogue
 
 Search = Callable[[Sequence[str]], tuple[list[list[str]], list[list[float]]]]
 """item ids → (neighbour ids, scores) per item, best first, the item itself left out."""
 
 
 class NeighbourCache:
-    """item id → its top `depth` neighbours (ids and scores as numpy arrays), LRU-bounded."""
+    """item id → its top `depth` neighbours (ids and scores as numpy arrays), LRU-bounded, for one catalogue
+    version at a time (`catalogue=None`: versions move only with `clear()`)."""
 
-    def __init__(self, depth: int = 50, maxsize: int = 100_000) -> None:
+    def __init__(self, catalogue: Catalogue | None = None, depth: int = 50, maxsize: int = 100_000) -> None:
+        self.catalogue = catalogue
         self.depth = depth
         self._cache: LRUCache = LRUCache(maxsize=maxsize)
         self._lock = threading.Lock()
+        self._cleared = 0
+        self._version = self.version
         self.hits = 0
         self.misses = 0
-        self.version = 0  # bumped by clear(): derived caches (e.g. the API's responses) key on it
+
+    @property
+    def version(self) -> tuple[int, int]:
+        """What the stored lists depend on: the catalogue's version (and explicit clears)."""
+        return (self.catalogue.version if self.catalogue is not None else 0), self._cleared
 
     def __len__(self) -> int:
-        return len(self._cache)
+        with self._lock:
+            self._current()
+            return len(self._cache)
+
+    def _current(self) -> tuple[int, int]:
+        """The version now, emptying the cache when it moved (call under the lock)."""
+        version = self.version
+        if version != self._version:
+            self._cache.clear()
+            self._version = version
+        return version
 
     def clear(self) -> None:
         with self._lock:
-            self._cache.clear()
-            self.version += 1
+            self._cleared += 1
+            self._current()
 
     def fill(self, item_ids: Sequence[str], search: Search, batch_size: int = 1024) -> int:
         """Compute and store the lists of `item_ids` (batched searches); returns how many are stored."""
@@ -42,12 +65,12 @@ class NeighbourCache:
             chunk = item_ids[start:start + batch_size]
             version = self.version
             self._store(chunk, *search(chunk), version=version)
-        return len(self._cache)
+        return len(self)
 
     def _store(self, item_ids: Sequence[str], ids: list[list[str]], scores: list[list[float]],
-               version: int | None = None) -> None:
+               version: tuple[int, int]) -> None:
         with self._lock:
-            if version is not None and version != self.version:  # the catalogue changed during the search
+            if self._current() != version:  # the catalogue changed during the search
                 return
             for item_id, row_ids, row_scores in zip(item_ids, ids, scores):
                 self._cache[item_id] = (np.array(row_ids, dtype=object), np.asarray(row_scores, dtype=np.float32))
@@ -59,13 +82,13 @@ class NeighbourCache:
         if k > self.depth:
             return None
         with self._lock:
+            version = self._current()
             entry = self._cache.get(item_id)
         if entry is None:
             self.misses += 1
-            version = self.version
             self._store([item_id], *search([item_id]), version=version)
             with self._lock:
-                entry = self._cache.get(item_id)
+                entry = self._cache.get(item_id) if self._current() == version else None
             if entry is None:  # maxsize 0, or the catalogue changed meanwhile: the caller searches
                 return None
         else:

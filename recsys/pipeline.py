@@ -1,9 +1,9 @@
-"""The Recommender: one pipeline object (item vectors + index + user tower + stats) that serves the
-API, the batch jobs and the evaluator through the same code path."""
+"""The Recommender: one pipeline object (catalogue + index + user tower + stats) that serves the API, the batch
+jobs and the evaluator through the same code path; `recommend(query)` is its one entry for every query kind."""
 
 from __future__ import annotations
 
-import json
+import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,32 +12,32 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
-from recsys.artifacts import read_manifest, resolve_bundle, write_bundle
+from recsys.artifacts import write_bundle
+from recsys.bundle import Bundle, write_parts
+from recsys.catalogue import Catalogue
 from recsys.config import BuildConfig
 from recsys.data.dataset import Dataset
+from recsys.data.item_text import DEFAULT_TEMPLATE, query_record
 from recsys.diversify import active, diversified_picks
 from recsys.errors import BundleError, UnknownIdError
 from recsys.neighbours import NeighbourCache
 from recsys.popularity import Popularity
+from recsys.query import Query, group_queries
 from recsys.retrieval import VectorIndex
-from recsys.retrieval.filters import where_mask
 from recsys.splits import SplitData, user_sequences
-from recsys.user_tower import HistoryEncoder, PooledHistoryEncoder
+from recsys.towers import ItemTower, TemplatedItemTower, UserTower
+from recsys.user_tower import PooledHistoryEncoder, rebound
 
 if TYPE_CHECKING:
     from recsys.ranker import Reranker
 
-UserTowerLoader = Callable[[Path, list[str], np.ndarray, dict], HistoryEncoder]
-"""(encoder directory, item ids, item vectors, encoder.json) → user tower, for trained towers."""
+UserTowerLoader = Callable[[Bundle, Catalogue], UserTower]
+"""(bundle, its catalogue) → the trained user tower reading that catalogue (see `encoders.bundle`)."""
+UserTowerFactory = Callable[[Catalogue], UserTower]
+ItemTowerLoader = Callable[["Recommender"], ItemTower]
+"""recommender → the item tower for its new items and text queries (loaded on first use)."""
 
-CATALOGUE_COLUMNS = ("item_id", "text", "title", "category", "brand", "price")
-FILTER_COLUMNS = ("category", "brand", "price")
-"""Item attributes the index keeps for query-time filters (`where={"category": …}`)."""
-
-
-def item_attributes(items: pl.DataFrame) -> pl.DataFrame | None:
-    columns = [c for c in FILTER_COLUMNS if c in items.columns]
-    return items.select(columns) if columns else None
+__all__ = ["Recommender", "RecommendationList", "Query"]
 
 
 @dataclass(frozen=True)
@@ -61,87 +61,193 @@ class RecommendationList:
 
 
 class Recommender:
-    """Retrieval pipeline over a fixed catalogue."""
+    """Retrieval (+ re-ranking) pipeline over one live `Catalogue`: the index, the user tower, the re-ranker's
+    features and the neighbour cache all read that catalogue."""
 
-    def __init__(self, config: BuildConfig, items: pl.DataFrame, item_vectors: np.ndarray, index: VectorIndex,
-                 popularity: Popularity, histories: dict[str, list[str]], encoder_info: dict | None = None,
-                 user_tower: HistoryEncoder | None = None, reranker: "Reranker | None" = None) -> None:
+    def __init__(self, config: BuildConfig, catalogue: Catalogue, index: VectorIndex, popularity: Popularity,
+                 histories: dict[str, list[str]], encoder_info: dict | None = None,
+                 user_tower: UserTower | None = None, reranker: "Reranker | None" = None,
+                 item_tower_loader: ItemTowerLoader | None = None) -> None:
+        if index.catalogue is not catalogue:
+            raise ValueError("the index must be built over the recommender's catalogue")
         self.config = config
-        self.items = items
-        self.item_vectors = item_vectors
+        self.catalogue = catalogue
         self.index = index
         self.popularity = popularity
         self.histories = histories
         self.encoder_info = encoder_info or {}
-        self.item_ids: list[str] = items["item_id"].to_list()
-        self.item_position = {item_id: i for i, item_id in enumerate(self.item_ids)}
-        self.user_tower = user_tower or PooledHistoryEncoder(self.item_ids, item_vectors, config.user_tower)
+        self.user_tower = rebound(user_tower, catalogue) if user_tower is not None else \
+            PooledHistoryEncoder(catalogue, config.user_tower)
         self.reranker = reranker  # optional LightGBM stage over the top `reranker.config.candidates` retrieved
-        self.neighbours = NeighbourCache()  # similar-item lists; cleared by every catalogue change
+        self.neighbours = NeighbourCache(catalogue)  # similar-item lists, for the current catalogue version
+        self.item_tower_loader = item_tower_loader
+        self._item_tower: ItemTower | None = None
+        self._item_tower_lock = threading.Lock()
+        self._unit: tuple[np.ndarray, np.ndarray] | None = None  # (catalogue vectors, their unit rows)
+
+    # ---- catalogue views (the catalogue's current state) -------------------------------------------
+    @property
+    def items(self) -> pl.DataFrame:
+        """Metadata, one row per catalogue row (tombstones included until compaction)."""
+        return self.catalogue.state.items
+
+    @property
+    def item_vectors(self) -> np.ndarray:
+        """Item vectors, rows aligned with `items`."""
+        return self.catalogue.state.vectors
+
+    @property
+    def item_ids(self) -> list[str]:
+        """Ids of the catalogue's items (deleted ones left out), in row order."""
+        return self.catalogue.state.live_ids
+
+    @property
+    def item_position(self) -> dict[str, int]:
+        """id → catalogue row of every item not deleted."""
+        return self.catalogue.state.position
+
+    @property
+    def text_template(self) -> str:
+        """The item-text template the catalogue's text was rendered with at import (`recsys.data.item_text`)."""
+        return self.encoder_info.get("text_template") or DEFAULT_TEMPLATE
+
+    def item_tower(self) -> ItemTower:
+        """The bundle's item tower (new items, free-text queries), loaded on first use, rendering records through
+        the catalogue's item-text template; BundleError when the bundle cannot encode text or the tower's width
+        does not match the index."""
+        if self._item_tower is None:
+            with self._item_tower_lock:
+                if self._item_tower is None:
+                    tower = self.user_tower.item_tower()
+                    if tower is None:
+                        if self.item_tower_loader is None:
+                            raise BundleError("this recommender has no item tower for new text")
+                        tower = self.item_tower_loader(self)
+                    if tower.dim != self.index.dim:
+                        raise BundleError(f"the item tower gives {tower.dim}-d vectors but the index holds "
+                                          f"{self.index.dim}-d ones: text queries and upserts are unavailable for "
+                                          "this bundle")
+                    self._item_tower = tower if tower.template == self.text_template else \
+                        TemplatedItemTower(tower, self.text_template)
+        return self._item_tower
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
+    def from_parts(cls, config: BuildConfig, items: pl.DataFrame, item_vectors: np.ndarray, popularity: Popularity,
+                   histories: dict[str, list[str]], encoder_info: dict | None = None,
+                   user_tower: UserTower | UserTowerFactory | None = None) -> "Recommender":
+        """A catalogue of `items` (rows aligned with `item_vectors`), its index, and the pipeline over them.
+        `user_tower`: a tower (rebound to this catalogue) or a factory called with the catalogue."""
+        catalogue = Catalogue.from_frame(items, item_vectors)
+        index = VectorIndex.over(catalogue, config.index)
+        tower = user_tower(catalogue) if callable(user_tower) and not isinstance(user_tower, UserTower) \
+            else user_tower
+        return cls(config, catalogue, index, popularity, histories, encoder_info, tower)
+
+    @classmethod
     def build(cls, dataset: Dataset, split: SplitData, item_vectors: np.ndarray, config: BuildConfig,
-              encoder_info: dict | None = None, user_tower: HistoryEncoder | None = None) -> "Recommender":
+              encoder_info: dict | None = None,
+              user_tower: UserTower | UserTowerFactory | None = None) -> "Recommender":
         """Assemble from item vectors aligned with `dataset.items`; popularity is fit on the train split."""
         if item_vectors.shape[0] != dataset.items.height:
             raise ValueError(f"{item_vectors.shape[0]} vectors for {dataset.items.height} items")
-        items = dataset.items.select([c for c in CATALOGUE_COLUMNS if c in dataset.items.columns])
-        item_ids = items["item_id"].to_list()
-        index = VectorIndex.build(item_vectors, item_ids, config.index, attributes=item_attributes(items))
-        popularity = Popularity.fit(split.train, item_ids)
-        return cls(config, items, item_vectors, index, popularity, user_sequences(dataset.interactions),
-                   encoder_info, user_tower)
+        popularity = Popularity.fit(split.train, dataset.items["item_id"].to_list())
+        return cls.from_parts(config, dataset.items, item_vectors, popularity, user_sequences(dataset.interactions),
+                              encoder_info, user_tower)
 
     # ---- recommendation -----------------------------------------------------------------------
     def check_items(self, item_ids: Sequence[str]) -> None:
         """Raise UnknownIdError naming every id not in the catalogue."""
-        unknown = [i for i in item_ids if i not in self.item_position]
-        if unknown:
-            raise UnknownIdError("item", unknown)
+        self.catalogue.state.check(item_ids)
 
     def search_vectors(self, queries: np.ndarray, k: int, exclude: Sequence[Collection[str]] | None = None,
                        where: Mapping | None = None) -> tuple[list[list[str]], list[list[float]]]:
         """Top-k per query among active items, skipping each row's excluded ids; the index
         over-fetches and refills so every row is filled when k eligible items exist."""
-        scores, ids = self.index.search(queries, k, exclude_per_query=exclude, where=where)
+        scores, rows, state = self.index.search_rows(queries, k, exclude_per_query=exclude, where=where)
         found = np.isfinite(scores).sum(axis=1)  # missing slots (fewer eligible items) come last, at -inf
         # near-ties (scores equal to ~1e-6, which differ in the last bits between single-query and batched
-        # kernels) are ordered by catalogue position, so the API and batch jobs agree; FAISS already returns
+        # kernels) are ordered by catalogue row, so the API and batch jobs agree; FAISS already returns
         # scores in descending order, so only rows with a tie are re-sorted
         rounded = np.round(scores.astype(np.float64), 5)
         same = rounded[:, 1:] == rounded[:, :-1]
         tied = np.zeros(scores.shape, bool)  # items sharing their rounded score with a neighbour
         tied[:, 1:] |= same
         tied[:, :-1] |= same
-        position, missing = self.item_position, len(self.item_position)
+        ids_of = state.ids
         out_ids: list[list[str]] = []
         out_scores: list[list[float]] = []
         for row in range(len(scores)):
             n = int(found[row])
-            row_ids, row_scores = ids[row, :n], scores[row, :n]
-            members = np.flatnonzero(tied[row, :n])
-            if len(members):
-                rank = np.zeros(n, np.int64)
-                rank[members] = [position.get(i, missing) for i in row_ids[members].tolist()]
-                order = np.lexsort((rank, -rounded[row, :n]))
-                row_ids, row_scores = row_ids[order], row_scores[order]
-            out_ids.append(row_ids.tolist())
+            row_rows, row_scores = rows[row, :n], scores[row, :n]
+            if tied[row, :n].any():
+                order = np.lexsort((row_rows, -rounded[row, :n]))
+                row_rows, row_scores = row_rows[order], row_scores[order]
+            out_ids.append(ids_of[row_rows].tolist())
             out_scores.append(row_scores.astype(np.float64).tolist())
         return out_ids, out_scores
 
     def popular(self, k: int, exclude: Collection[str] = (), where: Mapping | None = None) -> tuple[list[str], list[float]]:
         """Most popular active items matching `where`, minus `exclude` (the cold-start fallback)."""
-        allowed = set(self.index.ids[where_mask(self.index.attributes, where)].tolist()) if where else None
-        return self.popularity.top(k, exclude, eligible=lambda item_id: self.index.is_active(item_id) and (
-            allowed is None or item_id in allowed))
+        state = self.catalogue.state
+        allowed = state.where_mask(where) if where else None
+        position, flags = state.position, state.flags
+
+        def eligible(item_id: str) -> bool:
+            row = position.get(item_id)
+            return row is not None and flags[row] == 0 and (allowed is None or bool(allowed[row]))
+
+        return self.popularity.top(k, exclude, eligible=eligible)
+
+    def recommend(self, query: Query) -> RecommendationList:
+        """The one entry for every query kind (see `Query`); unknown item ids raise UnknownIdError."""
+        return self.recommend_many([query])[0]
+
+    def recommend_many(self, queries: Sequence[Query]) -> list[RecommendationList]:
+        """`recommend` for many queries: those that can share a pipeline call (same kind, k, filter, …) are
+        answered together (one user-tower pass, one FAISS search, one re-ranker feature build and predict)."""
+        out: list[RecommendationList | None] = [None] * len(queries)
+        for group in group_queries(queries):
+            batch = [queries[n] for n in group]
+            for n, result in zip(group, self._recommend_group(batch)):
+                out[n] = result
+        return out  # type: ignore[return-value]
+
+    def _recommend_group(self, queries: list[Query]) -> list[RecommendationList]:
+        first = queries[0]
+        kind = first.kind
+        if kind == "similar":
+            return [self.similar_items(q.item_id, q.k, q.exclude, q.where) for q in queries]
+        if kind == "similar_for_user":
+            return self.similar_for_users([q.item_id for q in queries], [q.history for q in queries], first.k,
+                                          [q.exclude for q in queries], first.where, first.explain)
+        vectors = None
+        if kind == "text":
+            for q in queries:
+                self.check_items(q.history)
+            vectors = self.text_vectors([q.text for q in queries], [q.history for q in queries])
+        as_of = [q.as_of for q in queries] if any(q.as_of is not None for q in queries) else None
+        return self.recommend_batch([q.history for q in queries], first.k, first.exclude_seen,
+                                    [q.exclude for q in queries], first.where, as_of=as_of, explain=first.explain,
+                                    strategy=first.label, vectors=vectors)
+
+    def text_vectors(self, texts: Sequence[str], histories: Sequence[Sequence[str]]) -> np.ndarray:
+        """Query vectors for free texts (the item tower, through the item-text template), each blended with its
+        history's user-tower vector when the history is not empty; L2-normalised."""
+        tower = self.item_tower()
+        vectors = np.asarray(tower.encode_items([query_record(t, tower.template) for t in texts]), np.float32)
+        with_items = [n for n, h in enumerate(histories) if h]
+        if with_items:
+            vectors[with_items] += self.user_tower.encode_histories([list(histories[n]) for n in with_items])
+        norms = np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return (vectors / norms).astype(np.float32)
 
     def recommend_batch(self, histories: Sequence[Sequence[str]], k: int, exclude_seen: bool = False,
                         exclude: Sequence[Collection[str]] | None = None,
                         where: Mapping | None = None, *, as_of: Sequence[int | None] | None = None,
-                        rerank: bool = True, explain: bool = False,
-                        strategy: str = "personalised", vectors: np.ndarray | None = None) -> list[RecommendationList]:
-        """The one retrieval path behind the API, the batch jobs and the evaluator.
+                        rerank: bool = True, explain: bool = False, strategy: str = "personalised",
+                        vectors: np.ndarray | None = None, diversify: bool = True) -> list[RecommendationList]:
+        """The one retrieval path behind every history query, the batch jobs and the evaluator.
 
         Histories are item ids oldest first; `exclude_seen` drops each history's items, `exclude`
         gives extra per-row ids to drop, `where` an attribute filter (e.g. {"category": "Cameras"}).
@@ -152,22 +258,25 @@ class Recommender:
         With a re-ranker (and `rerank`), the top `candidates` retrieved items are re-ranked to k, all
         histories in one feature matrix and one predict; `as_of` gives each history's query time (None:
         now) and `explain` adds per-item explanations (feature contributions: only when asked).
-        Lists from the user tower are labelled `strategy` (e.g. "session" for anonymous sessions)."""
+        Lists from the user tower are labelled `strategy` (e.g. "session" for anonymous sessions). Shown lists
+        go through near-duplicate collapsing and MMR (`shown_lists`); `diversify=False` keeps the ranked order
+        (candidate generation)."""
         if vectors is None:
             vectors = self.user_tower.encode_histories(histories)
         banned = [(set(h) if exclude_seen else set()) | (set(exclude[row]) if exclude is not None else set())
                   for row, h in enumerate(histories)]
         use_ranker = rerank and self.reranker is not None
-        shown = self.shown_depth(k)  # the diversified lists are picked from this many
+        shown = self.shown_depth(k) if diversify else k  # the diversified lists are picked from this many
         depth = max(shown, self.reranker.config.candidates) if use_ranker else shown
         ids, scores = self.search_vectors(vectors, depth, banned, where)
         personal = [bool(np.any(vectors[row])) for row in range(len(histories))]
         results: list[RecommendationList | None] = [None] * len(histories)
         if use_ranker and self.reranker.sources is not None and where is None:  # filtered queries: towers only
             times = self.reranker.stats.query_times(as_of, len(histories))
+            state = self.catalogue.state
             ids, scores = self.reranker.sources.widen(
                 histories, vectors, ids, scores, times,
-                lambda row, item_id: item_id not in banned[row] and self.index.is_active(item_id))
+                lambda row, item_id: item_id not in banned[row] and state.is_active(item_id))
         if use_ranker:
             rows = [row for row in range(len(histories)) if personal[row]]
             reranked = self.reranker.rerank([histories[r] for r in rows], [ids[r] for r in rows],
@@ -178,9 +287,9 @@ class Recommender:
                 results[row] = RecommendationList(r_ids, r_scores, strategy, why, [before[i] for i in r_ids], True)
         for row in range(len(histories)):
             if results[row] is None:
-                results[row] = RecommendationList(ids[row], scores[row], strategy) if personal[row] else \
-                    RecommendationList(*self.popular(k, banned[row], where), "popular_fallback")
-        return self.shown_lists(results, k)
+                results[row] = RecommendationList(ids[row][:shown], scores[row][:shown], strategy) \
+                    if personal[row] else RecommendationList(*self.popular(k, banned[row], where), "popular_fallback")
+        return self.shown_lists(results, k) if diversify else results  # type: ignore[return-value]
 
     # ---- lists a shop can show ----------------------------------------------------------------
     def shown_depth(self, k: int) -> int:
@@ -190,11 +299,11 @@ class Recommender:
 
     def unit_vectors(self) -> np.ndarray:
         """The catalogue's item vectors, L2-normalised (cached until the catalogue's vectors change)."""
-        cached = getattr(self, "_unit", None)
-        if cached is None or cached[0] is not self.item_vectors:
-            vectors = np.asarray(self.item_vectors, dtype=np.float32)
+        vectors = self.catalogue.state.vectors
+        cached = self._unit
+        if cached is None or cached[0] is not vectors:
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-            cached = (self.item_vectors, vectors / np.where(norms > 0, norms, 1.0))
+            cached = (vectors, (vectors / np.where(norms > 0, norms, 1.0)).astype(np.float32, copy=False))
             self._unit = cached
         return cached[1]
 
@@ -202,11 +311,14 @@ class Recommender:
         """Each list cut to k: ranked lists through near-duplicate collapsing and MMR (`config.diversify`,
         `recsys.diversify`), the popularity fallback as it is."""
         config = self.config.diversify
-        ranked = [n for n, r in enumerate(results) if active(config) and r.strategy != "popular_fallback"]
-        out = [r.take(range(min(k, len(r.item_ids)))) for r in results]
+        out = [r if len(r.item_ids) <= k else r.take(range(k)) for r in results]
+        if not active(config):
+            return out
+        ranked = [n for n, r in enumerate(results) if r.strategy != "popular_fallback"]
         if ranked:
+            unit = self.unit_vectors()  # before the position map: a change meanwhile only adds rows
             picks = diversified_picks([results[n].item_ids for n in ranked], [results[n].scores for n in ranked],
-                                      self.unit_vectors(), self.item_position, k, config)
+                                      unit, self.catalogue.state.position, k, config)
             for n, chosen in zip(ranked, picks):
                 out[n] = results[n].take(chosen)
         return out
@@ -219,24 +331,18 @@ class Recommender:
     def recommend_history(self, history: Sequence[str], k: int = 10, exclude_seen: bool = True,
                           exclude: Collection[str] = (), where: Mapping | None = None,
                           strategy: str = "personalised", explain: bool = False) -> RecommendationList:
-        """One history (oldest first) through `recommend_batch`, labelled with `strategy`."""
-        return self.recommend_batch([list(history)], k, exclude_seen, [exclude], where, explain=explain,
-                                    strategy=strategy)[0]
+        """One history (oldest first): `recommend(Query(history=…))`."""
+        return self.recommend(Query(history, k=k, exclude_seen=exclude_seen, exclude=exclude, where=where,
+                                    strategy=strategy, explain=explain))  # type: ignore[arg-type]
 
     def recommend_session(self, item_ids: Sequence[str], k: int = 10, exclude_seen: bool = True,
-                          exclude: Collection[str] = (), where: Mapping | None = None,
-                          text_vector: np.ndarray | None = None, explain: bool = False) -> RecommendationList:
-        """For an anonymous session's recent items (oldest first) and/or free text already encoded by the
-        item tower (`text_vector`: blended with the items' query vector); unknown ids raise UnknownIdError."""
+                          exclude: Collection[str] = (), where: Mapping | None = None, text: str | None = None,
+                          explain: bool = False) -> RecommendationList:
+        """For an anonymous session's recent items (oldest first) and/or free text (encoded by the item tower and
+        blended with the items' query vector); unknown ids raise UnknownIdError."""
         self.check_items(list(item_ids))
-        vectors = None
-        if text_vector is not None:
-            query = np.asarray(text_vector, np.float32)
-            if item_ids:
-                query = query + self.user_tower.encode_histories([list(item_ids)])[0]
-            vectors = (query / max(float(np.linalg.norm(query)), 1e-12))[None, :].astype(np.float32)
-        return self.recommend_batch([list(item_ids)], k, exclude_seen, [exclude], where, explain=explain,
-                                    strategy="session", vectors=vectors)[0]
+        return self.recommend(Query(item_ids, text=text, k=k, exclude_seen=exclude_seen, exclude=exclude,
+                                    where=where, explain=explain, strategy="session"))
 
     def recommend_user(self, user_id: str, k: int = 10, exclude_seen: bool = True, exclude: Collection[str] = (),
                        where: Mapping | None = None, fallback: bool = True, explain: bool = False) -> RecommendationList:
@@ -251,13 +357,15 @@ class Recommender:
         """Nearest catalogue items to `item_id` by item-tower embedding (itself excluded), diversified like
         every shown list (`shown_lists`) unless `diversify` is False. Unfiltered lists come from the
         neighbour cache (the same ranking, searched once per item)."""
-        self.check_items([item_id])
+        state = self.catalogue.state
+        state.check([item_id])
         depth = self.shown_depth(k) if diversify else k
         found = None
         if where is None:
-            found = self.neighbours.top(item_id, depth, set(exclude), self.index.is_active, self.neighbour_lists)
+            found = self.neighbours.top(item_id, depth, set(exclude), self.catalogue.state.is_active,
+                                        self.neighbour_lists)
         if found is None:
-            vector = self.item_vectors[self.item_position[item_id]][None, :]
+            vector = state.vectors[state.position[item_id]][None, :]
             ids, scores = self.search_vectors(vector, depth, [set(exclude) | {item_id}], where)
             found = ids[0], scores[0]
         pool = RecommendationList(*found, "similar")
@@ -266,7 +374,7 @@ class Recommender:
     def similar_for_user(self, item_id: str, history: Sequence[str], k: int = 10, exclude: Collection[str] = (),
                          where: Mapping | None = None, explain: bool = False) -> RecommendationList:
         """Similar items for a product page, ordered for a visitor (`similar_for_users` for one anchor)."""
-        return self.similar_for_users([item_id], [history], k, [exclude], where, explain)[0]
+        return self.recommend(Query(history, item_id=item_id, k=k, exclude=exclude, where=where, explain=explain))
 
     def similar_for_users(self, item_ids: Sequence[str], histories: Sequence[Sequence[str]], k: int = 10,
                           exclude: Sequence[Collection[str]] | None = None, where: Mapping | None = None,
@@ -280,11 +388,11 @@ class Recommender:
                                     set(history), where, diversify=False)
                  for n, (item_id, history) in enumerate(zip(item_ids, histories))]
         users = self.user_tower.encode_histories([list(h) for h in histories])
-        results: list[RecommendationList | None] = []
+        state = self.catalogue.state
+        results: list[RecommendationList] = []
         candidates, retrieval = [], []
         for pool, user in zip(pools, users):
-            tower = self.item_vectors[[self.item_position[i] for i in pool.item_ids]] @ user if pool.item_ids \
-                else np.zeros(0)
+            tower = state.vectors[state.rows(pool.item_ids)] @ user if pool.item_ids else np.zeros(0)
             if self.reranker is None:
                 blended = np.asarray(pool.scores) + tower
                 order = np.argsort(-blended, kind="stable")
@@ -306,38 +414,18 @@ class Recommender:
 
     def neighbour_lists(self, item_ids: Sequence[str]) -> tuple[list[list[str]], list[list[float]]]:
         """Each item's top `neighbours.depth` active neighbours (itself excluded), one batched search."""
-        vectors = self.item_vectors[[self.item_position[i] for i in item_ids]]
+        state = self.catalogue.state
+        vectors = state.vectors[state.rows(list(item_ids))]
         return self.search_vectors(vectors, self.neighbours.depth, [{i} for i in item_ids])
 
     def item_records(self, item_ids: Sequence[str]) -> list[dict]:
-        """Catalogue rows (id, title, text, …) for display, in the given order (rows are cached per
-        catalogue frame, so a live upsert, which replaces the frame, refreshes them)."""
-        items = self.items
-        cached = getattr(self, "_records", None)
-        if cached is None or cached[0] is not items:
-            cached = (items, items.to_dicts())
-            self._records = cached
-        return [dict(cached[1][self.item_position[i]]) for i in item_ids]
+        """Catalogue rows (id, title, text, …) for display, in the given order."""
+        return self.catalogue.state.records_of(item_ids)
 
     # ---- persistence --------------------------------------------------------------------------
     def write_parts(self, directory: Path) -> None:
-        """Each part into its own sub-directory (see ARCHITECTURE.md, 'The bundle')."""
-        (directory / "config.json").write_text(self.config.model_dump_json(indent=2))
-        (directory / "encoder").mkdir()
-        (directory / "encoder" / "encoder.json").write_text(json.dumps(self.encoder_info, indent=2))
-        if hasattr(self.user_tower, "save"):
-            self.user_tower.save(directory / "encoder")
-        (directory / "embeddings").mkdir()
-        np.save(directory / "embeddings" / "items.npy", self.item_vectors.astype(np.float32), allow_pickle=False)
-        self.items.write_parquet(directory / "embeddings" / "items.parquet")
-        self.index.save(directory / "index")
-        (directory / "stats").mkdir()
-        self.popularity.save(directory / "stats" / "popularity.parquet")
-        pl.DataFrame({"user_id": list(self.histories), "history": list(self.histories.values())},
-                     schema={"user_id": pl.Utf8, "history": pl.List(pl.Utf8)}).write_parquet(
-            directory / "stats" / "histories.parquet")
-        if self.reranker is not None:
-            self.reranker.save(directory)  # ranker/model.txt + ranker/features.json + stats/*
+        """Each part into its own sub-directory (`recsys.bundle.write_parts`)."""
+        write_parts(self, directory)
 
     def save(self, target: str | Path, manifest: dict | None = None, overwrite: bool = False) -> Path:
         """Write an atomic, checksummed bundle at `target`."""
@@ -346,34 +434,24 @@ class Recommender:
                             overwrite=overwrite)
 
     @classmethod
+    def from_bundle(cls, bundle: Bundle, user_tower_loader: UserTowerLoader | None = None,
+                    item_tower_loader: ItemTowerLoader | None = None, rerank: bool = True) -> "Recommender":
+        """Assemble from an opened bundle's parts. Bundles with a trained user tower (anything but "pooled")
+        need `user_tower_loader` (see `encoders.loading.load_recommender`); `rerank=False` leaves the bundle's
+        re-ranker out."""
+        catalogue = bundle.catalogue()
+        user_tower = None
+        if bundle.user_tower_kind != "pooled":
+            if user_tower_loader is None:
+                raise BundleError(f"{bundle.path}: user tower {bundle.user_tower_kind!r} needs the encoders package; "
+                                  "load it with encoders.loading.load_recommender()")
+            user_tower = user_tower_loader(bundle, catalogue)
+        reranker = bundle.reranker(catalogue) if rerank else None
+        return cls(bundle.config, catalogue, bundle.index(catalogue), bundle.popularity(), bundle.histories(),
+                   bundle.encoder_info, user_tower, reranker, item_tower_loader)
+
+    @classmethod
     def load(cls, bundle: str | Path, verify: bool = True,
              user_tower_loader: UserTowerLoader | None = None) -> "Recommender":
-        """Load a bundle after its manifest's checksums match.
-
-        Bundles whose `encoder/encoder.json` names a trained user tower (anything but "pooled")
-        need `user_tower_loader` (see `encoders.bundle.load_recommender`)."""
-        path = resolve_bundle(bundle)
-        read_manifest(path, verify=verify)
-        try:
-            config = BuildConfig.model_validate_json((path / "config.json").read_text())
-            items = pl.read_parquet(path / "embeddings" / "items.parquet")
-            vectors = np.load(path / "embeddings" / "items.npy", allow_pickle=False)
-            index = VectorIndex.load(path / "index")
-            popularity = Popularity.load(path / "stats" / "popularity.parquet")
-            frame = pl.read_parquet(path / "stats" / "histories.parquet")
-            encoder_info = json.loads((path / "encoder" / "encoder.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise BundleError(f"{path}: cannot load bundle part ({exc})") from exc
-        histories = dict(zip(frame["user_id"].to_list(), frame["history"].to_list()))
-        user_tower = None
-        if encoder_info.get("user_tower", "pooled") != "pooled":
-            if user_tower_loader is None:
-                raise BundleError(f"{path}: user tower {encoder_info['user_tower']!r} needs the encoders package; "
-                                  "load it with encoders.bundle.load_recommender()")
-            user_tower = user_tower_loader(path / "encoder", items["item_id"].to_list(), vectors, encoder_info)
-        reranker = None
-        if (path / "ranker").is_dir():
-            from recsys.ranker import Reranker
-            reranker = Reranker.load(path, items, vectors)  # BundleError when its feature spec does not match
-        return cls(config, items, vectors, index, popularity, histories, encoder_info, user_tower, reranker)
-
+        """Load a bundle after its manifest's checksums match (see `from_bundle`)."""
+        return cls.from_bundle(Bundle.open(bundle, verify=verify), user_tower_loader)

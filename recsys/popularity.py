@@ -16,6 +16,8 @@ class Popularity:
         self.item_ids = np.asarray(item_ids, dtype=object)
         self.counts = np.asarray(counts, dtype=np.int64)
         self.order = np.argsort(-self.counts, kind="stable")
+        self.position = {item_id: i for i, item_id in enumerate(self.item_ids.tolist())}
+        self.top_count = max(int(self.counts.max(initial=0)), 1)
 
     @classmethod
     def fit(cls, interactions: pl.DataFrame, item_ids: Sequence[str]) -> "Popularity":
@@ -25,7 +27,8 @@ class Popularity:
 
     def top(self, k: int, exclude: Collection[str] = (),
             eligible: Callable[[str], bool] | None = None) -> tuple[list[str], list[float]]:
-        """The k most popular items not in `exclude` (and passing `eligible`), counts as scores."""
+        """The k most popular items not in `exclude` (and passing `eligible`); scores are each count as a share
+        of the most popular item's (1.0 for it; `counts_of` gives the counts)."""
         items: list[str] = []
         scores: list[float] = []
         for position in self.order:
@@ -33,10 +36,14 @@ class Popularity:
             if item_id in exclude or (eligible is not None and not eligible(item_id)):
                 continue
             items.append(item_id)
-            scores.append(float(self.counts[position]))
+            scores.append(float(self.counts[position]) / self.top_count)
             if len(items) == k:
                 break
         return items, scores
+
+    def counts_of(self, item_ids: Sequence[str]) -> list[int]:
+        """Training interaction counts of `item_ids` (0 for items added since)."""
+        return [int(self.counts[self.position[i]]) if i in self.position else 0 for i in item_ids]
 
     def recommend_histories(self, histories: Sequence[Sequence[str]], k: int,
                             exclude_seen: bool = False) -> list[list[str]]:

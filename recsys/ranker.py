@@ -19,6 +19,7 @@ import polars as pl
 from pydantic import Field
 
 from recsys.candidates import CandidateSources
+from recsys.catalogue import Catalogue
 from recsys.config import FrozenModel
 from recsys.errors import BundleError
 from recsys.features import FEATURE_VERSION, FeatureBuilder, FeatureConfig
@@ -59,8 +60,7 @@ def candidate_sources(builder: FeatureBuilder, config: RankerConfig) -> Candidat
     """The extra candidate sources `config` asks for (None: the towers' candidates alone)."""
     if not (config.transition_candidates or config.popular_candidates):
         return None
-    return CandidateSources(builder.stats, builder.arrays.item_ids, builder.vectors, config.transition_candidates,
-                            config.popular_candidates)
+    return CandidateSources(builder, config.transition_candidates, config.popular_candidates)
 
 
 class Ranker:
@@ -197,7 +197,7 @@ class Reranker:
         self.stats.save(bundle_dir / "stats")
 
     @classmethod
-    def load(cls, bundle_dir: Path, items: pl.DataFrame, item_vectors: np.ndarray) -> "Reranker":
+    def load(cls, bundle_dir: Path, catalogue: Catalogue) -> "Reranker":
         """Refuses (BundleError) a spec that does not match this code, this catalogue or the model file."""
         try:
             spec = json.loads((bundle_dir / "ranker" / SPEC_FILE).read_text())
@@ -209,7 +209,7 @@ class Reranker:
         if spec.get("feature_version") != FEATURE_VERSION:
             raise BundleError(f"{bundle_dir}: ranker feature version {spec.get('feature_version')!r} does not match "
                               f"this code's {FEATURE_VERSION}; retrain it with `recsys train-ranker`")
-        builder = FeatureBuilder(items, item_vectors, stats, config.features)
+        builder = FeatureBuilder(catalogue, stats, config.features)
         if spec.get("features") != builder.names or ranker.names != builder.names:
             raise BundleError(f"{bundle_dir}: ranker feature spec {spec.get('features')} (model: {ranker.names}) does "
                               f"not match the features computed for this catalogue {builder.names}")

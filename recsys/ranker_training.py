@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import polars as pl
 
+from recsys.catalogue import Catalogue
 from recsys.evaluation import ListReference, list_metrics
 from recsys.features import FeatureBuilder
 from recsys.metrics import summarize, target_ranks
@@ -22,8 +24,7 @@ from recsys.stats import InteractionStats, StatsConfig, default_config
 class CandidateRetriever(Protocol):
     """The Recommender's retrieval path (`recommend_batch(..., rerank=False)`)."""
 
-    items: pl.DataFrame
-    item_vectors: np.ndarray
+    catalogue: Catalogue
 
     def recommend_batch(self, histories: Sequence[Sequence[str]], k: int, exclude_seen: bool = False,
                         *args, **kwargs) -> list: ...
@@ -51,7 +52,7 @@ def retrieve(recommender: CandidateRetriever, histories: list[list[str]], depth:
     ids, scores, personal = [], [], []
     for start in range(0, len(histories), batch_size):
         batch = histories[start:start + batch_size]
-        results = recommender.recommend_batch(batch, depth, rerank=False)
+        results = recommender.recommend_batch(batch, depth, rerank=False, diversify=False)
         batch_ids, batch_scores = [r.item_ids for r in results], [r.scores for r in results]
         mine = [r.strategy != "popular_fallback" for r in results]
         if sources is not None:
@@ -79,13 +80,21 @@ def train_position_examples(train: pl.DataFrame, positions: int, sequence_time: 
         time.cast(pl.Int64).alias("timestamp")).cast(EXAMPLE_SCHEMA)
 
 
-def _holdout_mask(users: Sequence[str], share: float, seed: int) -> np.ndarray:
-    """Seeded, per-user split: True for the users held out for early stopping."""
+def held_out_users(users: Sequence[str], share: float, seed: int) -> set[str]:
+    """Seeded, per-user split: the users (of those in `users`, the valid step's) held out for early stopping;
+    the same users for the same split, share and seed, so their valid step can be evaluated later."""
     unique = sorted(set(users))
     rng = np.random.default_rng(seed)
-    held = set(rng.choice(np.array(unique, dtype=object), max(1, int(round(share * len(unique)))),
+    return set(rng.choice(np.array(unique, dtype=object), max(1, int(round(share * len(unique)))),
                           replace=False).tolist()) if len(unique) > 1 else set()
-    return np.array([u in held for u in users], dtype=bool)
+
+
+
+def held_out_valid(split: SplitData, config: RankerConfig) -> pl.DataFrame:
+    """The valid step of the users a fit with `config` held out (never trained on: early stopping only), so
+    settings downstream of the ranker (diversification) can be chosen on validation."""
+    held = held_out_users(split.valid["user_id"].to_list(), config.holdout_users, config.seed)
+    return split.valid.filter(pl.col("user_id").is_in(sorted(held)))
 
 
 def training_frame(builder: FeatureBuilder, examples: pl.DataFrame, candidates: list[list[str]],
@@ -106,10 +115,28 @@ def _arrays(frame: pl.DataFrame, names: Sequence[str]) -> tuple[np.ndarray, np.n
     return feature_matrix(frame, names), frame["label"].to_numpy(), groups
 
 
+@dataclass
+class TrainingSet:
+    """What a re-ranker fit reads, independent of its seed: the feature frame of every training query whose target
+    is among its candidates (`_valid_step` marks the valid step's), the builder and the preparation's report."""
+
+    builder: FeatureBuilder
+    frame: pl.DataFrame
+    report: dict
+    users: list[str]  # the valid step's users, from which a seed draws the held-out ones (`held_out_users`)
+
+
 def train_reranker(recommender: CandidateRetriever, split: SplitData, config: RankerConfig,
                    log=print) -> tuple[Reranker, dict]:
-    """Fit statistics on the train split, build features for the valid step's candidates, fit LGBMRanker
-    with early stopping on a seeded held-out slice of users. Returns (reranker, training report)."""
+    """Fit statistics on the train split, build features for the training queries' candidates (the valid step,
+    plus `train_positions` positions inside the train split), fit LGBMRanker with early stopping on a seeded
+    held-out slice of users' valid step. Returns (reranker, training report)."""
+    return fit_prepared(prepare_training(recommender, split, config, log), config, log)
+
+
+def prepare_training(recommender: CandidateRetriever, split: SplitData, config: RankerConfig,
+                     log=print) -> TrainingSet:
+    """Statistics, candidates and features of the training queries (everything but the seeded fit)."""
     started = time.perf_counter()
     stats = fit_training_stats(split, config)
     valid = split.valid
@@ -117,7 +144,7 @@ def train_reranker(recommender: CandidateRetriever, split: SplitData, config: Ra
     if config.train_positions:
         inside = train_position_examples(split.train, config.train_positions, stats.config.time_mode == "sequence")
         examples = pl.concat([examples, inside.with_columns(pl.lit(False).alias("_valid_step"))])
-    builder = FeatureBuilder(recommender.items, recommender.item_vectors, stats, config.features)
+    builder = FeatureBuilder(recommender.catalogue, stats, config.features)
     sources = candidate_sources(builder, config)
     t0 = time.perf_counter()
     times = stats.query_times(examples["timestamp"].to_list(), examples.height)
@@ -134,25 +161,37 @@ def train_reranker(recommender: CandidateRetriever, split: SplitData, config: Ra
     frame, kept = training_frame(builder, examples, candidates, scores)
     features_s = time.perf_counter() - t0
     frame = frame.with_columns(pl.Series("_valid_step", step[kept][frame["query"].to_numpy()]))
-    held = _holdout_mask(frame["user_id"].to_list(), config.holdout_users, config.seed)
+    report = {"examples": examples.height, "rows": frame.height, "features": builder.names,
+              f"candidate_recall@{config.candidates}": candidate_recall, "stats": stats.config.model_dump(mode="json"),
+              "seconds": {"retrieve": round(retrieve_s, 2), "features": round(features_s, 2),
+                          "prepare": round(time.perf_counter() - started, 2)}}
+    return TrainingSet(builder, frame, report, valid["user_id"].to_list())
+
+
+def fit_prepared(training: TrainingSet, config: RankerConfig, log=print) -> tuple[Reranker, dict]:
+    """The seeded part of a fit: hold out `holdout_users` of the users (seeded), fit on the others' queries,
+    early-stop on the held-out users' valid step. Returns (reranker, training report)."""
+    started = time.perf_counter()
+    builder, frame = training.builder, training.frame
+    held_users = held_out_users(training.users, config.holdout_users, config.seed)
+    held = np.array([u in held_users for u in frame["user_id"].to_list()], dtype=bool)
     # early stopping on held-out users' valid step (what serving sees); their train-split queries are unused
     train_part = frame.filter(pl.Series(~held))
     valid_part = frame.filter(pl.Series(held) & pl.col("_valid_step"))
-    log(f"features: {frame.height:,} rows × {len(builder.names)} in {features_s:.1f}s; "
-        f"fitting on {train_part['query'].n_unique():,} queries, early stopping on {valid_part['query'].n_unique():,}")
+    log(f"features: {frame.height:,} rows × {len(builder.names)}; fitting on {train_part['query'].n_unique():,} "
+        f"queries, early stopping on {valid_part['query'].n_unique():,} (seed {config.seed})")
     t0 = time.perf_counter()
     ranker = Ranker.fit(_arrays(train_part, builder.names), _arrays(valid_part, builder.names), builder.names, config)
     fit_s = time.perf_counter() - t0
     reranker = Reranker(ranker, builder, config)
+    prepared = training.report
     report = {
-        "examples": examples.height, "training_queries": int(train_part["query"].n_unique()),
+        **prepared, "training_queries": int(train_part["query"].n_unique()),
         "train_split_queries": int(train_part.filter(~pl.col("_valid_step"))["query"].n_unique()),
-        "rows": frame.height,
-        "holdout_queries": int(valid_part["query"].n_unique()), "features": builder.names,
-        f"candidate_recall@{config.candidates}": candidate_recall, "trees": ranker.n_trees,
-        "holdout": holdout_metrics(reranker, valid_part), "stats": stats.config.model_dump(mode="json"),
-        "seconds": {"retrieve": round(retrieve_s, 2), "features": round(features_s, 2), "fit": round(fit_s, 2),
-                    "total": round(time.perf_counter() - started, 2)},
+        "holdout_queries": int(valid_part["query"].n_unique()),
+        "trees": ranker.n_trees, "holdout": holdout_metrics(reranker, valid_part),
+        "seconds": {**prepared["seconds"], "fit": round(fit_s, 2),
+                    "total": round(prepared["seconds"]["prepare"] + time.perf_counter() - started, 2)},
         "importance_gain": ranker.importance("gain"),
     }
     return reranker, report
@@ -178,24 +217,37 @@ def evaluate_reranker(recommender, examples: pl.DataFrame, ks: tuple[int, ...] =
     the re-ranked lists' intra-list diversity and catalogue coverage too.
 
     Both go through `recommend_batch`; the re-ranked path gets each example's timestamp as `as_of`."""
+    return {**candidate_metrics(recommender, examples, ks, batch_size),
+            "reranked": reranked_metrics(recommender, examples, ks, batch_size, reference)}
+
+
+def candidate_metrics(recommender, examples: pl.DataFrame, ks: tuple[int, ...] = (10, 20, 50),
+                      batch_size: int = 1024) -> dict:
+    """Retrieval-only full-ranking metrics and the candidate stage's recall (the re-ranker's candidates: the
+    towers' top N widened by its extra sources, if any): what does not depend on the ranker's fit."""
     reranker = recommender.reranker
     depth = reranker.config.candidates
     histories, targets = examples["history"].to_list(), examples["target"].to_list()
     times = examples["timestamp"].to_list()
     candidates, _, _ = retrieve(recommender, histories, max(depth, max(ks)), batch_size)
-    retrieval = target_ranks(candidates, targets)
     pool = [c[:depth] for c in candidates]  # what the re-ranker sees (widened by its extra sources, if any)
     if reranker.sources is not None:
         pool, _, _ = retrieve(recommender, histories, depth, batch_size, reranker.sources,
                               reranker.stats.query_times(times, len(times)))
+    return {"retrieval": {"n_examples": float(len(targets)), **summarize(target_ranks(candidates, targets), ks)},
+            f"candidate_recall@{depth}": float(np.mean([t in c for t, c in zip(targets, pool)])) if targets else 0.0}
+
+
+def reranked_metrics(recommender, examples: pl.DataFrame, ks: tuple[int, ...] = (10, 20, 50),
+                     batch_size: int = 1024, reference: ListReference | None = None) -> dict:
+    """Full-ranking metrics of the lists the bundle shows (re-ranked, diversified as configured), each example
+    at its own time; with `reference`, intra-list diversity and catalogue coverage too."""
+    histories, targets = examples["history"].to_list(), examples["target"].to_list()
+    times = examples["timestamp"].to_list()
     shown: list[list[str]] = []
     for start in range(0, len(histories), batch_size):
         stop = start + batch_size
         shown += [r.item_ids for r in recommender.recommend_batch(histories[start:stop], max(ks),
                                                                   as_of=times[start:stop])]
-    reranked_ranks = target_ranks(shown, targets)
-    n = {"n_examples": float(len(targets))}
     beyond = list_metrics(shown, reference) if reference is not None else {}
-    return {"retrieval": {**n, **summarize(retrieval, ks)},
-            "reranked": {**n, **summarize(reranked_ranks, ks), **beyond},
-            f"candidate_recall@{depth}": float(np.mean([t in c for t, c in zip(targets, pool)])) if targets else 0.0}
+    return {"n_examples": float(len(targets)), **summarize(target_ranks(shown, targets), ks), **beyond}

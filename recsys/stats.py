@@ -36,6 +36,8 @@ NOW = np.iinfo(np.int64).max // 4
 
 ARRAYS_FILE = "ranker_stats.npz"
 CONFIG_FILE = "ranker_stats.json"
+DENSE_KEYS = 2_000_000
+"""Tables with at most this many keys keep a dense count vector per query time asked for with one time."""
 LEGACY_FILES = ("item_events.parquet", "transition_events.parquet", "cooccurrence_events.parquet")
 
 
@@ -87,6 +89,7 @@ class CountTable:
             np.zeros(0, np.int64)
         self.total = np.zeros(int(keys_sorted[-1]) + 2 if len(keys_sorted) else 1, np.int64)
         self.total[keys_sorted[last]] = self.cum[last]
+        self._dense: dict[int, np.ndarray] = {}  # rank → every key's count before it (see `_at_rank`)
 
     def rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(keys, time ranks, cumulative counts), sorted by key then time."""
@@ -99,6 +102,25 @@ class CountTable:
         ranks = np.asarray(ranks, np.int64)
         if ranks.min(initial=self.span) >= self.span - 1:  # every query after the last event: the totals
             return self.total[np.where((keys >= 0) & (keys < len(self.total) - 1), keys, -1)]
+        if ranks.size and len(self.total) <= DENSE_KEYS and (ranks == ranks.flat[0]).all():
+            return self._at_rank(int(ranks.flat[0]))[np.where((keys >= 0) & (keys < len(self.total) - 1), keys, -1)]
+        return self._search(keys, ranks)
+
+    def _at_rank(self, rank: int) -> np.ndarray:
+        """Every key's count before `rank` (+ a trailing 0 for unknown keys), cached for the few query times
+        serving uses (e.g. "now" and "now - recent window")."""
+        dense = self._dense.get(rank)
+        if dense is None:
+            keys = np.arange(len(self.total) - 1)
+            dense = np.append(self._search(keys, np.full(len(keys), rank)), 0)
+            cache = dict(self._dense)  # replaced, never mutated: readers on other threads see a whole dict
+            if len(cache) >= 8:
+                cache.pop(next(iter(cache)))
+            cache[rank] = dense
+            self._dense = cache
+        return dense
+
+    def _search(self, keys: np.ndarray, ranks: np.ndarray) -> np.ndarray:
         base = keys * self.span
         idx = np.searchsorted(self.composite, base + ranks, side="left") - 1
         clipped = np.maximum(idx, 0)

@@ -1,105 +1,95 @@
-"""Zero-shot user tower: a recency-weighted pool of the history's item embeddings (NumPy only)."""
+"""Zero-shot user tower (a recency-weighted pool of the history's item vectors, NumPy only) and the query-vector
+cache every serving tower is wrapped in."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 from cachetools import LRUCache
 
+from recsys.catalogue import Catalogue
 from recsys.config import UserTowerConfig
+from recsys.towers import UserTower, WrappedUserTower, innermost_tower
+
+HistoryEncoder = UserTower  # the name earlier code used
 
 
-@runtime_checkable
-class HistoryEncoder(Protocol):
-    """A user tower: histories (item ids, oldest first) → L2-normalised query vectors in item space.
+class PooledHistoryEncoder(UserTower):
+    """user = normalise(Σ decay^age · item_vector), age 0 = the most recent item, over the catalogue's vectors
+    (`columns` of them: e.g. the zero-shot block of blended item vectors).
 
-    Implementations that carry weights also define `save(directory)`, called with the bundle's
-    `encoder/` directory; a zero row means "nothing known" and triggers the popularity fallback.
+    Items unknown to the catalogue (or deleted) are skipped; an empty history gives a zero vector.
     """
+
+    def __init__(self, catalogue: Catalogue, config: UserTowerConfig, columns: slice = slice(None)) -> None:
+        self.config = config
+        self._catalogue = catalogue
+        self.columns = columns
 
     @property
-    def dim(self) -> int: ...
+    def catalogue(self) -> Catalogue:
+        return self._catalogue
 
-    def encode_histories(self, histories: Sequence[Sequence[str]]) -> np.ndarray: ...
-
-
-
-
-class PooledHistoryEncoder:
-    """user = normalise(Σ decay^age · item_vector), age 0 = the most recent item.
-
-    Items unknown to the catalogue are skipped; an empty history gives a zero vector.
-    """
-
-    def __init__(self, item_ids: Sequence[str], item_vectors: np.ndarray, config: UserTowerConfig) -> None:
-        self.config = config
-        self.item_vectors = np.ascontiguousarray(item_vectors, dtype=np.float32)
-        self.position = {item_id: i for i, item_id in enumerate(item_ids)}
+    def over(self, catalogue: Catalogue) -> "PooledHistoryEncoder":
+        return PooledHistoryEncoder(catalogue, self.config, self.columns)
 
     @property
     def dim(self) -> int:
-        return self.item_vectors.shape[1]
+        return len(range(*self.columns.indices(self._catalogue.dim)))
 
-    def add_items(self, item_ids: Sequence[str], vectors: np.ndarray) -> None:
-        """Add or replace item vectors (live catalogue); vectors are swapped in before positions."""
-        matrix = self.item_vectors.copy()
-        position = dict(self.position)
-        new_rows = []
-        for item_id, vector in zip(item_ids, np.asarray(vectors, dtype=np.float32)):
-            if item_id in position:
-                matrix[position[item_id]] = vector
-            else:
-                position[item_id] = len(matrix) + len(new_rows)
-                new_rows.append(vector)
-        self.item_vectors = np.vstack([matrix, *new_rows]) if new_rows else matrix
-        self.position = position
+    @property
+    def cheap(self) -> bool:
+        return True
 
     def encode_histories(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
         """float32 [len(histories), dim], L2-normalised rows (zero rows for empty histories)."""
-        out = np.zeros((len(histories), self.dim), dtype=np.float32)
+        state = self._catalogue.state
+        position, vectors = state.position, state.vectors[:, self.columns]
+        out = np.zeros((len(histories), vectors.shape[1]), dtype=np.float32)
         decay = self.config.recency_decay
         for row, history in enumerate(histories):
-            rows = [self.position[i] for i in history[-self.config.max_history:] if i in self.position]
+            rows = [position[i] for i in history[-self.config.max_history:] if i in position]
             if not rows:
                 continue
             weights = decay ** np.arange(len(rows) - 1, -1, -1, dtype=np.float32)
-            vector = weights @ self.item_vectors[rows]
+            vector = weights @ vectors[rows]
             norm = np.linalg.norm(vector)
             if norm > 0:
                 out[row] = vector / norm
         return out
 
 
-class CachedHistoryEncoder:
-    """LRU cache of query vectors keyed by the history itself, so a new event (a new history)
-    never hits a stale entry; cleared when item vectors change."""
+class CachedHistoryEncoder(WrappedUserTower):
+    """LRU cache of query vectors keyed by the history itself, so a new event (a new history) never hits a
+    stale entry; emptied when the catalogue's item vectors change (`Catalogue.vectors_version`)."""
 
-    def __init__(self, tower: HistoryEncoder, maxsize: int = 100_000) -> None:
-        self.tower = tower
+    def __init__(self, tower: UserTower, maxsize: int = 100_000) -> None:
+        super().__init__(tower)
         self._cache: LRUCache = LRUCache(maxsize=maxsize)
         self._lock = threading.Lock()
+        self._version: int | None = None
         self.hits = 0
         self.misses = 0
 
-    @property
-    def dim(self) -> int:
-        return self.tower.dim
+    def over(self, catalogue: Catalogue) -> "CachedHistoryEncoder":
+        return CachedHistoryEncoder(self.tower.over(catalogue), self._cache.maxsize)
 
-    def __getattr__(self, name: str):  # config, save, … of the wrapped tower
-        return getattr(self.tower, name)
-
-    def add_items(self, item_ids: Sequence[str], vectors: np.ndarray) -> None:
-        if hasattr(self.tower, "add_items"):
-            self.tower.add_items(item_ids, vectors)
-        with self._lock:
+    # ---- the cache ------------------------------------------------------------------------------
+    def _current(self) -> int | None:
+        """The catalogue's vectors version, emptying the cache when it moved (call under the lock)."""
+        catalogue = self.tower.catalogue
+        version = catalogue.vectors_version if catalogue is not None else None
+        if version != self._version:
             self._cache.clear()
+            self._version = version
+        return version
 
     def has(self, history: Sequence[str]) -> bool:
         """Whether this history's query vector is cached (does not touch the LRU order)."""
         with self._lock:
+            self._current()
             return tuple(history) in self._cache
 
     def warm(self, histories: Sequence[Sequence[str]], batch_size: int = 256) -> int:
@@ -116,6 +106,7 @@ class CachedHistoryEncoder:
         out = np.zeros((len(keys), self.dim), dtype=np.float32)
         missing: list[int] = []
         with self._lock:
+            version = self._current()
             for row, key in enumerate(keys):
                 vector = self._cache.get(key)
                 if vector is None:
@@ -128,6 +119,15 @@ class CachedHistoryEncoder:
             computed = self.tower.encode_histories([histories[r] for r in missing])
             out[missing] = computed
             with self._lock:
-                for row, vector in zip(missing, computed):
-                    self._cache[keys[row]] = vector
+                if self._current() == version:  # vectors computed from a catalogue that changed meanwhile: not kept
+                    for row, vector in zip(missing, computed):
+                        self._cache[keys[row]] = vector
         return out
+
+
+def rebound(tower: UserTower, catalogue: Catalogue) -> UserTower:
+    """`tower` reading `catalogue` (itself when it already does, or reads no catalogue at all)."""
+    return tower if tower.catalogue is None or tower.catalogue is catalogue else tower.over(catalogue)
+
+
+__all__ = ["HistoryEncoder", "PooledHistoryEncoder", "CachedHistoryEncoder", "innermost_tower", "rebound"]

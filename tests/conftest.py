@@ -65,3 +65,41 @@ def one_faiss_thread():
     faiss.omp_set_num_threads(1)
     yield
     faiss.omp_set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One local Ray instance (2 CPUs) for every Ray test of the session: starting one costs 10-20 s."""
+    ray = pytest.importorskip("ray", reason="the Ray engines need the distributed extra: pip install '.[distributed]'")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="warning", object_store_memory=200 * 2**20)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def frozen_bundle(tmp_path_factory, tiny_bert_dir) -> Path:
+    """A zero-shot bundle of a small synthetic shop whose item tower is the tiny BERT (so upserts and text queries
+    encode fast): artifacts/shop/v1."""
+    from jobs.workflows import build_bundle
+    from recsys.config import BuildConfig, EncoderConfig
+    from recsys.data.synthetic import generate_shop
+
+    root = tmp_path_factory.mktemp("frozen")
+    config = BuildConfig(encoder=EncoderConfig(model=str(tiny_bert_dir), max_length=32))
+    path, _ = build_bundle(generate_shop(n_users=60, n_items=90, seed=2), config, root / "artifacts", "shop",
+                           progress=False)
+    return path.rename(path.parent / "v1")
+
+
+@pytest.fixture(scope="session")
+def trained_bundle(tmp_path_factory, tiny_bert_dir) -> Path:
+    """A bundle with trained (one epoch, tiny BERT) towers: its user tower runs torch on request."""
+    from encoders.experiment import train_and_evaluate
+    from recsys.data.synthetic import generate_shop
+    from recsys.splits import split_dataset
+    from tests.test_lora import small_config
+
+    dataset = generate_shop(n_users=60, n_items=90, seed=2)
+    trained = train_and_evaluate(dataset, split_dataset(dataset), small_config(tiny_bert_dir), name="tiny",
+                                 out_root=tmp_path_factory.mktemp("trained"), progress=False)
+    return trained.path

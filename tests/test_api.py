@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -9,19 +11,20 @@ from recsys.config import BuildConfig
 from recsys.errors import BundleError
 from recsys.pipeline import Recommender
 from recsys.splits import split_dataset
+from recsys.towers import ItemTower
 from tests.test_pipeline import VECTORS
 
 TOKEN = "s3cret"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 
 
-class FakeTextEncoder:
+class FakeTextEncoder(ItemTower):
     """Maps texts to fixed 2-d directions: 'camera' texts along x, anything else along y."""
 
     dim = 2
 
-    def encode(self, texts):
-        return np.array([[1.0, 0.0] if "camera" in t else [0.0, 1.0] for t in texts], dtype=np.float32)
+    def encode_texts(self, texts):
+        return np.array([[1.0, 0.0] if "camera" in t else [0.0, 1.0] for t in texts], dtype=np.float32).reshape(-1, 2)
 
 
 @pytest.fixture()
@@ -48,7 +51,7 @@ def ids(response):
 
 def test_health_readiness_and_model_info(client):
     assert client.get("/health").json() == {"status": "ok", "bundle_version": "v1", "n_items": 6, "n_users": 4}
-    assert client.get("/health/live").json() == {"status": "ok"}
+    assert client.get("/health/live").json() == {"status": "ok", "worker": os.getpid()}
     assert client.get("/health/ready").json() == {"status": "ready", "model_version": "v1"}
     info = client.get("/v1/model").json()
     assert info["config"]["user_tower"]["recency_decay"] == 0.7 and "files" not in info
@@ -60,7 +63,21 @@ def test_known_user_excludes_history_and_explains(client):
     assert [i["item_id"] for i in body["items"]] == ["bag1", "bag2"]
     first = body["items"][0]
     assert first["title"] == "Bag One" and first["because_item_id"] == "cam2"
-    assert first["reason"] == "because you viewed Camera Two"
+    assert first["reason"] == "because of Camera Two in your history"  # the bundle's interactions have no kind
+
+
+def test_reasons_say_what_the_user_did(client):
+    client.post("/v1/events", json={"user_id": "u4", "item_id": "cam2", "kind": "purchase"})
+    first = client.get("/v1/users/u4/recommendations", params={"k": 2}).json()["items"][0]
+    assert first["because_item_id"] == "cam2" and first["reason"] == "because you bought Camera Two"
+    client.post("/v1/events", json={"user_id": "walker", "item_id": "shoe1", "kind": "view"})
+    first = client.get("/v1/users/walker/recommendations", params={"k": 1}).json()["items"][0]
+    assert first["reason"] == "because you viewed Shoe One"
+    client.post("/v1/events", json={"user_id": "walker", "item_id": "shoe1", "kind": "cart"})  # the latest counts
+    first = client.get("/v1/users/walker/recommendations", params={"k": 1}).json()["items"][0]
+    assert first["reason"] == "because you added Shoe One to your cart"
+    body = client.post("/v1/sessions/recommendations", json={"item_ids": ["shoe1"], "k": 1}).json()
+    assert body["items"][0]["reason"] == "because you viewed Shoe One"  # a session's items were looked at
 
 
 def test_exclude_list_and_category_filter(client):
@@ -76,6 +93,13 @@ def test_unknown_user_gets_popular_fallback(client):
     assert body["strategy"] == "popular_fallback"
     assert [i["item_id"] for i in body["items"]] == ["cam1", "cam2"]
     assert body["items"][0]["reason"] == "popular in the shop"
+    # scores mean one thing: a 0-1 share of the top item's count, the count itself in its own field
+    body = client.get("/v1/users/nobody/recommendations", params={"k": 5}).json()
+    counts = [i["popularity"] for i in body["items"]]
+    assert counts == [2, 2, 1, 1, 1]  # train-split counts: cam1, cam2, then bag1, bag2, shoe1
+    assert [i["score"] for i in body["items"]] == [1.0, 1.0, 0.5, 0.5, 0.5]
+    known = client.get("/v1/users/u4/recommendations", params={"k": 2}).json()["items"]
+    assert all(i["popularity"] is None and -1.0 <= i["score"] <= 1.0 for i in known)
 
 
 def test_unknown_user_404_when_fallback_disabled(bundle, tmp_path):
@@ -186,6 +210,13 @@ def test_metrics_count_requests_by_route(client):
     # the known user's request went through the loop-turn batcher (alone: one batch of one)
     assert 'recsys_turn_batches_total{vectors="cached"} 1.0' in text
     assert 'recsys_turn_batched_requests_total{vectors="cached"} 1.0' in text
+    # the docs, the OpenAPI document and the docs' static files have their own labels (not "unmatched")
+    for path in ("/docs", "/openapi.json", "/static-offline-docs/swagger-ui.css", "/no/such/page"):
+        client.get(path)
+    text = client.get("/metrics").text
+    for label in ("/docs", "/openapi.json", "/static-offline-docs"):
+        assert f'recsys_requests_total{{method="GET",route="{label}",status="200"}} 1.0' in text
+    assert 'route="unmatched",status="404"} 1.0' in text
 
 
 @pytest.mark.parametrize("method,url,kwargs,status,fragment", [
@@ -249,7 +280,7 @@ def test_cached_similar_lists_are_answered_before_routing_and_only_exact_hits(cl
     from api.cached_similar import cached_request_key, similar_key
 
     loaded = client.app.state.service.current
-    version = loaded.recommender.neighbours.version
+    version = loaded.recommender.catalogue.version
     first = client.get("/v1/items/cam1/similar?k=2&exclude=sock1")
     key = similar_key("cam1", 2, ["sock1"], version)
     assert loaded.similar_responses[key] == first.content

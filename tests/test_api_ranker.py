@@ -8,16 +8,21 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.service import Service
 from api.settings import Settings
+from recsys.towers import ItemTower
 from tests.test_batch import ranked_bundle  # noqa: F401  (module fixture: the planted bundle with a ranker)
 
 
-class FixedTextEncoder:
+class FixedTextEncoder(ItemTower):
     """Texts to a fixed unit vector of the bundle's dimension (the planted bundle has no item tower)."""
 
     def __init__(self, dim: int) -> None:
-        self.dim = dim
+        self._dim = dim
 
-    def encode(self, texts):
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def encode_texts(self, texts):
         vector = np.ones((len(texts), self.dim), np.float32)
         return vector / np.linalg.norm(vector, axis=1, keepdims=True)
 

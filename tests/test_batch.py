@@ -195,6 +195,40 @@ def test_cli_batch_score_and_evaluate_from_batch(shop, tmp_path):
     assert result.exit_code == 2 and "--engine must be local or ray" in result.output
 
 
+def test_ray_hint_names_the_extra_and_failures_leave_no_directory(shop, tmp_path, monkeypatch):
+    import sys
+
+    data, bundle, _ = shop
+    runner = CliRunner()
+    help_text = runner.invoke(app, ["batch-score", "--help"], env={"COLUMNS": "250", "TERMINAL_WIDTH": "250"}).output
+    assert "bert-recsys[distributed]" in " ".join(help_text.replace("│", " ").split())  # Rich kept the extra's name
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
+    out = tmp_path / "no-ray"
+    result = runner.invoke(app, ["batch-score", "--bundle", str(bundle), "--out", str(out), "--engine", "ray"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "pip install 'bert-recsys[distributed]'" in result.output
+    assert "pip install -e '.[distributed]'" in result.output
+    assert not out.exists()
+
+
+def test_a_failed_ray_start_leaves_no_directory(shop, tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+
+    def refuse(*args, **kwargs):
+        raise ConnectionError("could not start Ray")
+
+    monkeypatch.setattr("ray.init", refuse)
+    monkeypatch.setattr("ray.is_initialized", lambda: False)
+    with pytest.raises(ConnectionError):
+        run_job(options(shop, tmp_path / "ray-failed", engine="ray"))
+    assert not (tmp_path / "ray-failed").exists()  # no _job/ folder left behind
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    with pytest.raises(ConnectionError):
+        run_job(options(shop, kept / "sub", engine="ray"))
+    assert kept.is_dir() and not (kept / "sub").exists()
+
+
 def test_explicit_histories_win_over_the_store(shop):
     from jobs.batch.layout import JobDir
     job = JobDir(Path("/nonexistent"), {"k": 3, "exclude_seen": True})

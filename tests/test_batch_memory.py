@@ -12,7 +12,6 @@ from jobs.batch import BatchOptions, run_job
 from recsys.config import BuildConfig
 from recsys.popularity import Popularity
 from recsys.pipeline import Recommender
-from recsys.retrieval import VectorIndex
 
 STATUS = Path("/proc/self/status")
 CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -30,8 +29,7 @@ def generated_recommender(n_users: int, n_items: int = 200, dim: int = 16, seed:
     config = BuildConfig()
     items = pl.DataFrame({"item_id": item_ids, "text": item_ids})
     counts = np.bincount(rng.integers(0, n_items, 1000), minlength=n_items)
-    return Recommender(config, items, vectors, VectorIndex.build(vectors, item_ids, config.index),
-                       Popularity(item_ids, counts), histories)
+    return Recommender.from_parts(config, items, vectors, Popularity(item_ids, counts), histories)
 
 
 def rss_mb() -> tuple[float, float]:

@@ -12,14 +12,7 @@ from recsys.data.synthetic import generate_shop
 from recsys.pipeline import Recommender
 from recsys.splits import split_dataset
 
-ray = pytest.importorskip("ray", reason="the Ray engine needs the distributed extra: pip install '.[distributed]'")
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="warning")
-    yield
-    ray.shutdown()
+pytest.importorskip("ray", reason="the Ray engine needs the distributed extra: pip install '.[distributed]'")
 
 
 def test_ray_engine_output_equals_local_engine(tmp_path, local_ray):

@@ -8,7 +8,6 @@ from encoders.blend import BLEND_KEY, BlendedHistoryEncoder, principal_projectio
 from encoders.bundle import load_recommender
 from encoders.experiment import train_and_evaluate
 from encoders.text_encoder import TextEncoder
-from recsys.catalogue import upsert_items
 from tests.test_lora import small_config
 
 
@@ -47,7 +46,8 @@ def test_blended_towers_score_trained_plus_weighted_zero_shot_and_round_trip(tin
     vector = loaded.user_tower.encode_item_texts([text])
     np.testing.assert_allclose(vector[0, d:], zero_shot[0], atol=1e-5)
     np.testing.assert_allclose(vector[0, :d], loaded.user_tower.trained.encode_item_texts([text])[0], atol=1e-6)
-    upsert_items(loaded, [{"item_id": "NEW", "text": text}], vector)
+    np.testing.assert_allclose(loaded.item_tower().encode_items([{"item_id": "NEW", "text": text}]), vector, atol=1e-6)
+    loaded.catalogue.upsert([{"item_id": "NEW", "text": text}], vector)
     new_query = loaded.user_tower.encode_histories([["NEW"]])[0]
     assert np.any(new_query[:d]) and np.any(new_query[d:])
 

@@ -10,7 +10,9 @@ runner = CliRunner()
 
 
 def run(*args: str):
-    return runner.invoke(app, [str(a) for a in args])
+    result = runner.invoke(app, [str(a) for a in args])
+    result.flat = " ".join(result.output.replace("│", " ").split())  # long messages wrap in the terminal
+    return result
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +24,9 @@ def shop_bundle(tmp_path_factory, tiny_bert_dir):
     result = run("build", "--data", root / "shop", "--out", root / "artifacts", "--name", "shop",
                  "--model", tiny_bert_dir)
     assert result.exit_code == 0, result.output
+    # what it is doing is said before the slow start (BERT import and load), not after a silence
+    assert result.output.index("reading the dataset") < result.output.index("loading BERT") \
+        < result.output.index("full ranking over")
     return root, resolve_bundle(root / "artifacts" / "shop")
 
 
@@ -38,7 +43,7 @@ def test_recommend_and_evaluate_commands(shop_bundle, tiny_bert_dir):
     root, bundle = shop_bundle
     result = run("recommend", "--bundle", bundle, "--user", "U00001", "--k", 3)
     assert result.exit_code == 0, result.output
-    assert "strategy: personalised" in result.output
+    assert "strategy: personalised" in result.output and "in your history" in result.output
     out = root / "eval.json"
     result = run("evaluate", "--data", root / "shop", "--bundle", bundle, "--model", tiny_bert_dir,
                  "--ks", "5,10", "--splits", "test", "--out", out)
@@ -69,9 +74,138 @@ def test_unknown_item_is_reported(shop_bundle):
     assert "unknown item id: 'nope'" in result.output
 
 
-def test_quickstart_end_to_end(tmp_path, tiny_bert_dir):
-    result = run("quickstart", "--out", tmp_path / "artifacts", "--data-out", tmp_path / "shop",
-                 "--model", tiny_bert_dir, "--users", 40, "--items", 60)
+def test_quickstart_end_to_end_and_the_engine_beats_popularity(tmp_path, tiny_bert_dir):
+    """The whole path on a small seed with the tiny BERT: training, re-ranker, table, chart, bundle, samples."""
+    args = ("quickstart", "--out", tmp_path / "artifacts", "--data-out", tmp_path / "shop", "--results",
+            tmp_path / "results", "--model", tiny_bert_dir, "--users", 300, "--items", 120, "--seed", 1,
+            "--threads", 1)
+    result = run(*args)
     assert result.exit_code == 0, result.output
-    assert "bundle written" in result.output and "recsys serve --bundle" in result.output
-    assert (resolve_bundle(tmp_path / "artifacts" / "shop") / "index" / "index.faiss").is_file()
+    assert "engine (towers + re-ranker)" in result.output and "recsys serve --bundle" in result.output
+    assert "customer U" in result.output and "similar to" in result.output
+    bundle = resolve_bundle(tmp_path / "artifacts" / "shop")
+    assert (bundle / "ranker" / "model.txt").is_file() and (bundle / "encoder" / "towers.safetensors").is_file()
+    rows = json.loads((tmp_path / "results" / "quickstart.json").read_text())["rows"]
+    test = {r["model"]: r for r in rows if r["split"] == "test" and r["slice"] == "all"}
+    assert set(test) == {"popularity", "zero-shot BERT", "trained towers", "engine (towers + re-ranker)"}
+    engine, popularity = test["engine (towers + re-ranker)"], test["popularity"]
+    assert engine["ndcg@10"] > 1.2 * popularity["ndcg@10"], (engine["ndcg@10"], popularity["ndcg@10"])
+    assert engine["recall@10"] > popularity["recall@10"]
+    assert (tmp_path / "results" / "quickstart.png").stat().st_size > 10_000
+    assert "| engine (towers + re-ranker) |" in (tmp_path / "results" / "quickstart.md").read_text()
+    # a rerun replaces its own synthetic shop, never someone else's data
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    result = run("quickstart", "--data-out", other, "--model", tiny_bert_dir, "--users", 40, "--items", 60)
+    assert result.exit_code == 2 and "not a dataset directory" in result.output
+    assert (other / "notes.txt").read_text() == "keep me"
+
+
+def test_version():
+    from importlib.metadata import version
+
+    result = run("--version")
+    assert result.exit_code == 0 and result.output.strip() == f"bert-recsys {version('bert-recsys')}"
+
+
+@pytest.mark.parametrize("k", [0, -5, 101])
+def test_recommend_checks_k_like_the_api(shop_bundle, k):
+    _, bundle = shop_bundle
+    for query in (("--user", "U00001"), ("--similar", "P00001"), ("--items", "P00001")):
+        result = run("recommend", "--bundle", bundle, *query, "--k", k)
+        assert result.exit_code == 2 and "Invalid value for '--k'" in result.output, result.output
+        text = " ".join(result.output.replace("│", " ").split())
+        assert ("less than or equal to 100" if k > 0 else "greater than or equal to 1") in text, text
+
+
+def test_every_numeric_option_has_limits():
+    import typing
+
+    import typer
+
+    def numeric(param) -> bool:
+        annotation = param.type_descriptor.annotation
+        return int in (annotation, *typing.get_args(annotation)) or float in (annotation, *typing.get_args(annotation))
+
+    def walk(command, path):
+        if hasattr(command, "commands"):
+            for name, sub in command.commands.items():
+                yield from walk(sub, path + [name])
+            return
+        for param in command.params:
+            if getattr(param, "type_descriptor", None) is not None and numeric(param):
+                yield " ".join(path), param.name, param.min, param.max
+
+    options = list(walk(typer.main.get_command(app), []))
+    assert len(options) > 40
+    assert [o for o in options if o[2] is None] == []  # every int/float option has at least a lower bound
+
+
+def test_recommend_json_text_and_unknown_user(shop_bundle):
+    _, bundle = shop_bundle
+    result = run("recommend", "--bundle", bundle, "--user", "U00001", "--k", 3, "--json")
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.stdout)
+    assert body["strategy"] == "personalised" and len(body["items"]) == 3 and body["model_version"] == bundle.name
+    result = run("recommend", "--bundle", bundle, "--text", "camera lens", "--k", 4, "--json")
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.stdout)
+    assert body["strategy"] == "session" and len(body["items"]) == 4
+    assert body["items"][0]["reason"] == "matches “camera lens”"
+    result = run("recommend", "--bundle", bundle, "--text", "camera lens", "--items", "P00001", "--k", 4, "--json")
+    assert result.exit_code == 0 and "P00001" not in [i["item_id"] for i in json.loads(result.stdout)["items"]]
+    result = run("recommend", "--bundle", bundle, "--user", "nobody")
+    assert result.exit_code == 2 and "unknown user id: 'nobody'" in result.output and "--fallback" in result.output
+    result = run("recommend", "--bundle", bundle, "--user", "nobody", "--fallback", "--json", "--k", 2)
+    body = json.loads(result.stdout)
+    assert body["strategy"] == "popular_fallback" and body["items"][0]["score"] == 1.0
+    assert body["items"][0]["popularity"] >= body["items"][1]["popularity"] > 0
+
+
+def test_evaluate_json(shop_bundle, tiny_bert_dir):
+    root, bundle = shop_bundle
+    result = run("evaluate", "--data", root / "shop", "--bundle", bundle, "--no-baselines", "--ks", "5",
+                 "--splits", "test", "--out", root / "e.json", "--json")
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["results"][0]["model"] == f"bundle:{bundle.name}" and "recall@5" in payload["results"][0]
+    assert payload == json.loads((root / "e.json").read_text())
+
+
+def test_import_table_cli_skip_overwrite_and_errors(tmp_path):
+    items = tmp_path / "products.csv"
+    items.write_text("sku;title\nS1;Trail Shoe\nS2;Wool Socks\n", encoding="latin-1")
+    events = tmp_path / "events.csv"
+    events.write_bytes(b"customer;sku;when\nc1;S1;2024-01-01\nc1;SKU-9;2024-01-02\nc2;S2;soon\nc2;S2;2024-01-03\n")
+    base = ("import", "table", "--interactions", events, "--items", items, "--out", tmp_path / "ds",
+            "--user-col", "customer", "--item-col", "sku", "--time-col", "when", "--item-id-col", "sku",
+            "--text-col", "title", "--delimiter", ";", "--encoding", "latin-1")
+    result = run(*base)
+    assert result.exit_code == 2 and "2 bad rows: row 2: unknown item id 'SKU-9'" in result.flat
+    assert "row 3: unparsable timestamp 'soon'" in result.flat and not (tmp_path / "ds").exists()
+    result = run(*base, "--on-bad-rows", "skip")
+    assert result.exit_code == 0, result.flat
+    assert "rejected 2 bad rows" in result.flat and (tmp_path / "ds" / "rejected.csv").is_file()
+    result = run(*base, "--on-bad-rows", "skip")
+    assert result.exit_code == 2 and "already holds a dataset: pass --overwrite" in result.flat
+    result = run(*base, "--on-bad-rows", "skip", "--overwrite")
+    assert result.exit_code == 0, result.flat
+    result = run(*base, "--on-bad-rows", "maybe")
+    assert result.exit_code == 2 and "Invalid value for '--on-bad-rows'" in result.flat
+    events.write_text("customer;sku;when\n")
+    result = run(*base, "--out", tmp_path / "empty")
+    assert result.exit_code == 2 and "no interactions: the file has a header but no rows" in result.flat
+    assert not (tmp_path / "empty").exists()
+
+
+def test_serve_checks_the_port_before_loading(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run("serve", "--bundle", tmp_path / "no-bundle-here", "--port", port)
+    assert result.exit_code == 2 and f"cannot serve on 127.0.0.1:{port}" in result.output
+    assert "no bundle here" not in result.output  # the port was checked first

@@ -40,7 +40,7 @@ def test_numpy_features_equal_the_polars_features(mode):
     train = interactions.sample(fraction=0.8, seed=1)
     vectors = np.random.default_rng(0).normal(size=(shop.items.height, 12)).astype(np.float32)
     features = FeatureConfig(recent_items=3, sim_items=4, attr_items=6)
-    ours = FeatureBuilder(shop.items, vectors, InteractionStats.fit(train, config), features)
+    ours = FeatureBuilder.from_frame(shop.items, vectors, InteractionStats.fit(train, config), features)
     reference = PolarsFeatureBuilder(shop.items, vectors, PolarsStats.fit(train, config), features)
     assert ours.names == reference.names and {"category_share", "brand_share", "price_log_ratio"} <= set(ours.names)
 

@@ -24,7 +24,7 @@ TRAIN = pl.DataFrame({"user_id": ["u1", "u1", "u1", "u2", "u2", "u3", "u3"],
 
 def test_features_equal_hand_computed_values():
     stats = InteractionStats.fit(TRAIN, StatsConfig(time_mode="absolute", recent_window=3, pair_window=2))
-    builder = FeatureBuilder(ITEMS, VECTORS, stats, FeatureConfig(recent_items=2))
+    builder = FeatureBuilder.from_frame(ITEMS, VECTORS, stats, FeatureConfig(recent_items=2))
     frame = builder.build([["a", "b"]], [["c", "a", "d"]], [[0.9, 0.5, 0.1]], as_of=[6])
     got = {row["item_id"]: row for row in frame.iter_rows(named=True)}
     s = 1 / math.sqrt(2)
@@ -65,7 +65,7 @@ def test_no_feature_reads_at_or_after_the_query_time():
     config = StatsConfig(time_mode="absolute", recent_window=7 * 86_400, pair_window=3)
     everything = InteractionStats.fit(shop.interactions, config)
     vectors = np.random.default_rng(0).normal(size=(shop.items.height, 8)).astype(np.float32)
-    full = FeatureBuilder(shop.items, vectors, everything, FeatureConfig())
+    full = FeatureBuilder.from_frame(shop.items, vectors, everything, FeatureConfig())
     rng = np.random.default_rng(1)
     ids = shop.items["item_id"].to_list()
     changed_when_leaking = 0
@@ -74,7 +74,7 @@ def test_no_feature_reads_at_or_after_the_query_time():
         candidates = [row["target"], *rng.choice(ids, 30, replace=False).tolist()]
         scores = sorted(rng.random(len(candidates)).tolist(), reverse=True)
         past = InteractionStats.fit(shop.interactions.filter(pl.col("timestamp") < t), config)
-        expected = FeatureBuilder(shop.items, vectors, past, FeatureConfig()).build(
+        expected = FeatureBuilder.from_frame(shop.items, vectors, past, FeatureConfig()).build(
             [history], [candidates], [scores], as_of=[t])
         got = full.build([history], [candidates], [scores], as_of=[t])
         assert got.equals(expected), row["user_id"]
@@ -104,7 +104,7 @@ def test_training_stats_ignore_valid_and_test_interactions():
         assert stats.config.time_mode == "sequence"
         valid = split.valid.head(40)  # the untampered histories and candidates
         candidates = [[t, *shop.items["item_id"][:20].to_list()] for t in valid["target"].to_list()]
-        frames.append(FeatureBuilder(shop.items, vectors, stats, config.features).build(
+        frames.append(FeatureBuilder.from_frame(shop.items, vectors, stats, config.features).build(
             valid["history"].to_list(), candidates, [list(range(21, 0, -1))] * valid.height,
             valid["timestamp"].to_list()))
     assert frames[0].equals(frames[1])

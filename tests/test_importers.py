@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
 from pathlib import Path
@@ -276,6 +277,80 @@ def test_import_table_counts_blank_lines(tmp_path: Path) -> None:
     with events.open("a") as handle:
         handle.write("c3,S9,2024-01-05\n")
     _raises(["events.csv, row 6"], import_table, events, items, **_csv_kwargs())  # row numbers keep blanks
+
+
+def _messy_events(d: Path) -> Path:
+    """The toy events plus seven bad rows of five kinds, one line that is not UTF-8, and a good row at the end."""
+    events, _ = _toy_csv(d)
+    with events.open("ab") as handle:
+        handle.write(b"c3,SKU-9999,2024-01-05\n"            # row 5: unknown item
+                     b"c3,S1,yesterday\n"                    # row 6: bad timestamp
+                     b"c3,S2,31/02/2024\n"                   # row 7: bad timestamp
+                     b"c3,S4,soon\n"                         # row 8: bad timestamp
+                     b",S1,2024-01-05\n"                     # row 9: no user
+                     b"c3,S1,2024-01-05,extra\n"             # row 10: ragged
+                     b"caf\xe9,S1,2024-01-06\n"             # row 11: latin-1 byte
+                     b"c4,S4,2024-01-07\n")                  # row 12: good
+    return events
+
+
+def test_fail_mode_lists_every_bad_row_at_once(tmp_path: Path) -> None:
+    events = _messy_events(tmp_path)
+    error = _raises(["events.csv: 7 bad rows: row 5: unknown item id 'SKU-9999' (not in products.csv); "
+                     "row 6: unparsable timestamp 'yesterday'", "row 7: unparsable timestamp '31/02/2024'",
+                     "row 8: unparsable timestamp 'soon'", "row 9: missing customer", "… and 2 more",
+                     "--on-bad-rows skip", "rejected.csv"], import_table, events, tmp_path / "products.csv",
+                    **_csv_kwargs())
+    assert error.row is None
+
+
+def test_skip_mode_imports_the_rest_and_keeps_every_bad_row(tmp_path: Path) -> None:
+    from recsys.data.dataset import Dataset
+
+    events = _messy_events(tmp_path)
+    data = import_table(events, tmp_path / "products.csv", on_bad_rows="skip", **_csv_kwargs())
+    assert data.interactions.rows()[-1] == ("c4", "S4", 1704585600)
+    assert data.interactions.height == 4
+    rejected = data.report.rejected
+    assert rejected["row"].to_list() == [5, 6, 7, 8, 9, 10, 11]
+    assert rejected.filter(pl.col("row") == 5).row(0) == ("events.csv", 5, "unknown item id (not in products.csv)",
+                                                          "SKU-9999")
+    assert rejected.filter(pl.col("row") == 11)["problem"][0].startswith("not valid utf-8 text")
+    out = data.save(tmp_path / "ds")
+    on_disk = pl.read_csv(out / "rejected.csv")
+    assert on_disk.columns == ["file", "row", "problem", "value"] and on_disk.height == 7
+    report = json.loads((out / "schema.json").read_text())["import_report"]
+    assert report["rejected_rows"] == 7 and report["rejected_file"] == "rejected.csv"
+    assert report["rejected"]["unparsable timestamp: expected integer epoch seconds or an ISO 8601 datetime "
+                              "(events.csv)"] == 3
+    assert Dataset.load(out).interactions.equals(data.interactions)
+    data.report.rejected = data.report.rejected.head(0)  # a clean re-save leaves no stale rejected.csv
+    assert not (data.save(out) / "rejected.csv").exists()
+
+
+def test_encoding_delimiter_and_a_row_for_bad_bytes(tmp_path: Path) -> None:
+    items = _write(tmp_path / "items.csv", ["item_id;text", "1;Café crème", "2;Thé vert"])
+    items.write_bytes(items.read_text().encode("latin-1"))
+    events = _write(tmp_path / "events.csv", ["user_id;item_id;timestamp", "u;1;10", "u;2;20"])
+    _raises(["items.csv: 2 bad rows: row 1: not valid utf-8 text", "e.g. latin-1"], import_table, events, items,
+            delimiter=";")
+    data = import_table(events, items, delimiter=";", encoding="latin-1")
+    assert data.items["text"].to_list() == ["Café crème", "Thé vert"]
+    tabbed = _write(tmp_path / "events.txt", ["user_id\titem_id\ttimestamp", "u\t1\t10"])
+    tab_items = _write(tmp_path / "items.txt", ["item_id\ttext", "1\tTea"])
+    assert import_table(tabbed, tab_items, delimiter="tab").interactions.height == 1  # one delimiter, both files
+    with pytest.raises(ValueError, match="unknown encoding"):
+        import_table(events, items, encoding="klingon")
+
+
+def test_header_only_or_fully_rejected_interactions_are_errors(tmp_path: Path) -> None:
+    events, items = _toy_csv(tmp_path)
+    events.write_text("customer,sku,when\n")
+    _raises(["events.csv", "no interactions: the file has a header but no rows"], import_table, events, items,
+            **_csv_kwargs())
+    events.write_text("customer,sku,when\nc1,NOPE,2024-01-01\n")
+    _raises(["events.csv", "no interactions: none of its 1 rows is usable"], import_table, events, items,
+            on_bad_rows="skip", **_csv_kwargs())
 
 
 # ---------------------------------------------------------------- the real benchmark files

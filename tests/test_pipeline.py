@@ -7,6 +7,7 @@ from recsys.evaluation import evaluate
 from recsys.pipeline import Recommender
 from recsys.popularity import Popularity
 from recsys.splits import split_dataset
+from recsys.catalogue import Catalogue
 from recsys.user_tower import PooledHistoryEncoder
 
 # hand-made 2-d vectors: cameras along x, bags near cameras, shoes/socks along y
@@ -20,7 +21,8 @@ def recommender(toy):
 
 
 def test_user_tower_recency_weights():
-    tower = PooledHistoryEncoder(["a", "b"], np.eye(2, dtype=np.float32), UserTowerConfig(recency_decay=0.5))
+    catalogue = Catalogue.from_ids(["a", "b"], np.eye(2, dtype=np.float32))
+    tower = PooledHistoryEncoder(catalogue, UserTowerConfig(recency_decay=0.5))
     vector = tower.encode_histories([["a", "b"], [], ["zzz"]])
     expected = np.array([0.5, 1.0]) / np.linalg.norm([0.5, 1.0])
     np.testing.assert_allclose(vector[0], expected, rtol=1e-6)
@@ -104,8 +106,6 @@ def test_attribute_filter_and_deactivated_items(recommender):
 
 
 def test_similar_items_from_the_neighbour_cache_match_a_search(recommender):
-    from recsys.catalogue import set_active
-
     recommender.neighbours.depth = 3  # shallower than the catalogue: deep or heavily filtered asks search
 
     def searched(item_id, k, exclude):
@@ -114,7 +114,7 @@ def test_similar_items_from_the_neighbour_cache_match_a_search(recommender):
 
     for round_ in range(2):
         if round_:
-            set_active(recommender, ["cam2"], False)  # clears the cache; cam2 never comes back
+            recommender.catalogue.set_active(["cam2"], False)  # a new catalogue version: the cache starts over
             assert len(recommender.neighbours) == 0
         for item_id in recommender.item_ids:
             for k in range(1, 6):

@@ -6,6 +6,7 @@ import pytest
 
 from recsys.candidates import CandidateSources
 from recsys.config import BuildConfig
+from recsys.features import FeatureBuilder, FeatureConfig
 from recsys.pipeline import Recommender
 from recsys.ranker import RankerConfig
 from recsys.ranker_training import evaluate_reranker, train_position_examples, train_reranker
@@ -37,9 +38,11 @@ def test_sequence_offsets_see_only_earlier_steps():
 def test_extra_candidates_are_counted_before_the_query_time():
     stats = InteractionStats.fit(TRAIN, StatsConfig(time_mode="sequence", recent_window=5))
     items = ["x", "y", "z", "w"]
-    sources = CandidateSources(stats, items, np.eye(4, dtype=np.float32), transitions=2, popular=2)
+    frame = pl.DataFrame({"item_id": items, "text": items})
+    builder = FeatureBuilder.from_frame(frame, np.eye(4, dtype=np.float32), stats, FeatureConfig())
+    sources = CandidateSources(builder, transitions=2, popular=2)
     histories = [["x"], ["x"], ["w"]]
-    extra = sources.extra(histories, np.array([0, -2, 0]))
+    extra = sources.extra(histories, np.array([0, -2, 0]), builder.catalogue.state)
     assert [[items[r] for r in rows] for rows in extra] == [["y", "x"], ["x"], ["x", "y"]]
     # step -2 sees only u2's first item (x) for popularity and no x → y yet
     ids, scores = sources.widen([["x"]], np.array([[0.0, 0.5, 0.9, 0.0]], np.float32), [["z"]], [[0.9]],

@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 
 from api.batching import MicroBatchingEncoder
-from api.store import RedisEventStore, SQLiteEventStore
+from recsys.catalogue import Catalogue
 from recsys.config import UserTowerConfig
+from recsys.store import RedisEventStore, SQLiteEventStore
+from recsys.towers import UserTower
 from recsys.user_tower import CachedHistoryEncoder, PooledHistoryEncoder
 
 
-class CountingTower:
+class CountingTower(UserTower):
     dim = 2
 
     def __init__(self, delay: float = 0.0) -> None:
@@ -48,10 +50,13 @@ def test_cache_warm_encodes_in_batches_up_to_its_size():
 
 
 def test_cache_is_cleared_when_item_vectors_change():
-    pooled = PooledHistoryEncoder(["a", "b"], np.eye(2, dtype=np.float32), UserTowerConfig())
-    cached = CachedHistoryEncoder(pooled)
+    catalogue = Catalogue.from_ids(["a", "b"], np.eye(2, dtype=np.float32))
+    cached = CachedHistoryEncoder(PooledHistoryEncoder(catalogue, UserTowerConfig()))
     np.testing.assert_allclose(cached.encode_histories([["a"]])[0], [1, 0])
-    cached.add_items(["a", "c"], np.array([[0, 1], [1, 0]], dtype=np.float32))
+    catalogue.set_active(["a"], False)  # a stock change: query vectors stay valid
+    assert cached.has(["a"])
+    catalogue.upsert([{"item_id": "a"}, {"item_id": "c"}], np.array([[0, 1], [1, 0]], dtype=np.float32))
+    assert not cached.has(["a"])
     np.testing.assert_allclose(cached.encode_histories([["a"]])[0], [0, 1])
     np.testing.assert_allclose(cached.encode_histories([["c"]])[0], [1, 0])
 
@@ -90,14 +95,22 @@ def _exercise(store):
     assert store.append("u", "b", "purchase") == 2
     store.append("v", "c", "cart")
     assert store.events("u", 10) == ["a", "b"] and store.events("u", 1) == ["b"] and store.events("x", 5) == []
-    store.upsert_item({"item_id": "n1", "text": "new"}, np.array([1, 2], dtype=np.float32))
-    store.upsert_item({"item_id": "n2", "text": "newer"}, np.array([3, 4], dtype=np.float32))
-    store.upsert_item({"item_id": "n1", "text": "new v2"}, np.array([5, 6], dtype=np.float32))
-    store.set_active("n2", False)
-    items, states = store.catalogue_changes()
-    assert [r["text"] for r, _ in items] == ["newer", "new v2"]
-    np.testing.assert_array_equal(items[1][1], [5, 6])
-    assert states == {"n2": False}
+    assert store.last_event_seq() == 3 and store.events("u", 10, until=1) == ["a"]
+    assert store.events_for(["u", "v", "x"], 1) == {"u": ["b"], "v": ["c"]} and store.event_users() == ["u", "v"]
+    assert store.last_change_seq() == 0 and store.changes() == []
+    seqs = [store.record_change("upsert", "n1", {"item_id": "n1", "text": "new"}, np.array([1, 2], np.float32), "s1"),
+            store.record_change("upsert", "n2", {"item_id": "n2", "text": "newer"}, np.array([3, 4], np.float32), "s1"),
+            store.record_change("active", "n2", active=False),
+            store.record_change("delete", "n1"),
+            store.record_change("bundle", record={"path": "/b/v2"})]
+    assert seqs == [1, 2, 3, 4, 5] and store.last_change_seq() == 5
+    changes = store.changes()
+    assert [(c.seq, c.kind, c.item_id) for c in changes] == [(1, "upsert", "n1"), (2, "upsert", "n2"),
+                                                              (3, "active", "n2"), (4, "delete", "n1"), (5, "bundle", None)]
+    assert changes[1].record == {"item_id": "n2", "text": "newer"} and changes[1].space == "s1"
+    np.testing.assert_array_equal(changes[1].vector, [3, 4])
+    assert changes[2].active is False and changes[4].record == {"path": "/b/v2"}
+    assert [c.seq for c in store.changes(after=2, until=4)] == [3, 4]
 
 
 def test_sqlite_store(tmp_path):
@@ -105,7 +118,23 @@ def test_sqlite_store(tmp_path):
     _exercise(store)
     store.close()
     reopened = SQLiteEventStore(tmp_path / "events.sqlite")
-    assert reopened.events("u", 10) == ["a", "b"]
+    assert reopened.events("u", 10) == ["a", "b"] and reopened.last_change_seq() == 5
+
+
+def test_sqlite_state_from_before_the_change_log_is_carried_over(tmp_path):
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "events.sqlite")
+    db.execute("CREATE TABLE items (item_id TEXT PRIMARY KEY, seq INTEGER, record TEXT, vector BLOB)")
+    db.execute("CREATE TABLE item_state (item_id TEXT PRIMARY KEY, active INTEGER)")
+    db.execute("INSERT INTO items VALUES ('n1', 1, '{\"item_id\": \"n1\", \"text\": \"x\"}', ?)",
+               (np.array([1, 0], np.float32).tobytes(),))
+    db.execute("INSERT INTO item_state VALUES ('old1', 0)")
+    db.commit()
+    db.close()
+    changes = SQLiteEventStore(tmp_path / "events.sqlite").changes()
+    assert [(c.kind, c.item_id) for c in changes] == [("upsert", "n1"), ("active", "old1")]
+    assert changes[0].space is None and changes[1].active is False
 
 
 @pytest.fixture()
@@ -208,6 +237,37 @@ def test_calls_in_one_loop_turn_share_one_batch_per_key():
     assert asyncio.run(lone()) == "c:7"  # a new event loop, a lone call: answered without waiting for company
 
 
+@pytest.mark.parametrize("wait_ms", [0.0, 200.0])
+def test_under_load_a_batch_waits_for_requests_read_meanwhile(wait_ms):
+    """After a saturated batch (LOADED_BATCH calls), the next batch waits `wait_ms` for company; a lone call
+    never waits."""
+    import asyncio
+
+    from api.batching import LoopTurnBatcher
+
+    run = RecordingBatch()
+    batcher = LoopTurnBatcher(run, wait_ms=wait_ms)
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert await batcher.submit("a", 0) == "a:0"  # lone: immediately, even with a wait configured
+        lone_seconds = loop.time() - started
+        await asyncio.gather(*(batcher.submit("a", i) for i in (1, 2, 3, 4)))  # one turn: a saturated batch
+
+        async def late(item, delay):  # arrives 20 ms after the first, in a later loop turn
+            await asyncio.sleep(delay)
+            return await batcher.submit("a", item)
+
+        await asyncio.gather(late(5, 0.0), late(6, 0.02))
+        return lone_seconds
+
+    lone_seconds = asyncio.run(scenario())
+    assert lone_seconds < 0.1
+    expected = [[5, 6]] if wait_ms else [[5], [6]]
+    assert [items for _, items in run.calls] == [[0], [1, 2, 3, 4], *expected]
+
+
 def test_offloaded_batches_run_off_the_event_loop():
     import asyncio
 
@@ -250,6 +310,7 @@ def test_concurrent_known_users_match_one_at_a_time(toy, tmp_path):
     from api.settings import Settings
     from recsys.config import BuildConfig
     from recsys.pipeline import Recommender
+    from recsys.query import Query
     from recsys.splits import split_dataset
     from tests.test_pipeline import VECTORS
 
@@ -261,8 +322,8 @@ def test_concurrent_known_users_match_one_at_a_time(toy, tmp_path):
     assert len(histories) >= 3
 
     async def together():
-        return await asyncio.gather(*(loaded.recommend_batched(h, 3, True, [], None) for h in histories),
-                                    loaded.recommend_batched(histories[0], 3, True, [histories[0][-1]], None))
+        return await asyncio.gather(*(loaded.recommend(Query(h, k=3)) for h in histories),
+                                    loaded.recommend(Query(histories[0], k=3, exclude=[histories[0][-1]])))
 
     expected = [recommender.recommend_history(h, 3, True) for h in histories]
     expected.append(recommender.recommend_history(histories[0], 3, True, [histories[0][-1]]))

@@ -1,4 +1,5 @@
-"""The synthetic shop: deterministic, valid, and carrying the planted (text-learnable) habits."""
+"""The synthetic shop: deterministic, valid, streamable by chunks, and carrying the planted (text-learnable)
+habits: complements, brand loyalty, price bands, browsing, a long tail."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ from collections import Counter, defaultdict
 import polars as pl
 import pytest
 
+import numpy as np
+
 from recsys.data import Dataset, generate_shop
 from recsys.data.dataset import validate
-from recsys.data.synthetic import CATEGORIES, START_2024
+from recsys.data.shop_catalogue import TIERS, build_catalogue
+from recsys.data.synthetic import CATEGORIES, START_2024, iter_interactions
 
 CAMERA_ACCESSORIES = ["Lenses", "Camera Bags", "Memory Cards"]
 
@@ -21,12 +25,15 @@ def shop() -> Dataset:
 
 
 def _with_next(shop: Dataset) -> pl.DataFrame:
-    """Interactions in time order with the item's category/brand and the user's next category/brand."""
+    """Interactions in time order with the item's category/brand/price band and the user's next ones."""
+    items = shop.items.select("item_id", "category", "brand",
+                              tier=pl.col("text").str.extract(r"\. range: ([a-z-]+)"))
     return (shop.interactions.sort("user_id", "timestamp")
-            .join(shop.items.select("item_id", "category", "brand"), on="item_id", maintain_order="left")
+            .join(items, on="item_id", maintain_order="left")
             .with_columns(next_item=pl.col("item_id").shift(-1).over("user_id"),
                           next_category=pl.col("category").shift(-1).over("user_id"),
-                          next_brand=pl.col("brand").shift(-1).over("user_id")))
+                          next_brand=pl.col("brand").shift(-1).over("user_id"),
+                          next_tier=pl.col("tier").shift(-1).over("user_id")))
 
 
 def test_default_shape_and_schema(shop: Dataset) -> None:
@@ -52,7 +59,7 @@ def test_text_is_title_category_brand_attributes(shop: Dataset) -> None:
     for row in shop.items.head(50).iter_rows(named=True):
         title, category, brand, attributes = row["text"].split(". ", 3)
         assert (title, category, brand) == (row["title"], row["category"], row["brand"])
-        assert ": " in attributes
+        assert attributes.split(", ")[0] in {f"range: {tier}" for tier in TIERS}
         assert row["title"].startswith(row["brand"])
 
 
@@ -87,27 +94,60 @@ def test_default_generation_is_fast() -> None:
     assert time.perf_counter() - started < 2.0
 
 
-def test_camera_is_followed_by_a_same_brand_accessory(shop: Dataset) -> None:
+def test_complements_follow_their_main_product_in_its_brand_and_band(shop: Dataset) -> None:
     frame = _with_next(shop).filter(pl.col("next_category").is_not_null())
     cameras = frame.filter(pl.col("category") == "Cameras")
     followed = cameras["next_category"].is_in(CAMERA_ACCESSORIES)
-    chance = frame["next_category"].is_in(CAMERA_ACCESSORIES).mean()
+    elsewhere = frame.filter(~pl.col("category").is_in(["Cameras", *CAMERA_ACCESSORIES]))
+    chance = elsewhere["next_category"].is_in(CAMERA_ACCESSORIES).mean()
     assert cameras.height > 150
-    assert followed.mean() > 0.45 and chance < 0.2 and followed.mean() > 3 * chance
+    assert followed.mean() > 0.45 and followed.mean() > 4 * chance, (followed.mean(), chance)
     accessory_rows = cameras.filter(followed)
     assert (accessory_rows["next_brand"] == accessory_rows["brand"]).mean() > 0.7  # 4 brands: chance ~0.25
-    # the other planted pairs too
+    assert (accessory_rows["next_tier"] == accessory_rows["tier"]).mean() > 0.7  # 3 bands
+    # after a camera's accessory, another one of that camera's accessories is likelier than after other items
+    chain = frame.filter(pl.col("category").is_in(CAMERA_ACCESSORIES)
+                         & (pl.col("category").shift(1).over("user_id") == "Cameras"))
+    assert chain["next_category"].is_in(CAMERA_ACCESSORIES).mean() > 2 * chance
     for main, accessory in [("Laptops", "Laptop Sleeves"), ("Coffee Makers", "Coffee Beans")]:
         rows = frame.filter(pl.col("category") == main)
         assert (rows["next_category"] == accessory).mean() > 2 * (frame["next_category"] == accessory).mean()
 
 
-def test_repeat_category_browsing_and_popularity_skew(shop: Dataset) -> None:
+def test_users_keep_their_price_band_and_brands(shop: Dataset) -> None:
+    frame = _with_next(shop)
+    per_user = frame.group_by("user_id").agg(pl.col("tier").mode().first().alias("band"), pl.len().alias("n"),
+                                              (pl.col("tier") == pl.col("tier").mode().first()).mean().alias("share"))
+    long = per_user.filter(pl.col("n") >= 10)
+    assert long.height > 100 and long["share"].mean() > 0.6  # one band dominates (chance: about 0.4)
+    assert set(per_user["band"]) == set(TIERS)
+    # two consecutive items of one department share the brand far more often than 1 in 3-4
+    depts = {c: spec.dept for c, spec in CATEGORIES.items()}
+    pairs = frame.filter(pl.col("next_category").is_not_null()).with_columns(
+        dept=pl.col("category").replace_strict(depts), next_dept=pl.col("next_category").replace_strict(depts))
+    same_dept = pairs.filter(pl.col("dept") == pl.col("next_dept"))
+    assert (same_dept["brand"] == same_dept["next_brand"]).mean() > 0.5
+
+
+def test_browsing_and_a_long_tail(shop: Dataset) -> None:
     frame = _with_next(shop).filter(pl.col("next_category").is_not_null())
     same = (frame["next_category"] == frame["category"]).mean()
     assert same > 0.2  # 16 categories: chance is ~0.07
     counts = shop.interactions.group_by("item_id").len().sort("len", descending=True)["len"]
     assert counts[:45].sum() > 0.25 * shop.interactions.height  # top 5% of items: over a quarter of events
+    assert shop.items.height - (counts > 2).sum() > 0.2 * shop.items.height  # a long tail: rarely or never bought
+
+
+def test_chunks_are_independent_and_vectorised() -> None:
+    catalogue = build_catalogue(120, np.random.default_rng(0))
+    whole = list(iter_interactions(catalogue, 130, seed=4, chunk_users=50))
+    assert [f["user_id"].n_unique() for f in whole] == [50, 50, 30]
+    assert whole[2]["user_id"].min() == "U00101"
+    alone = next(iter_interactions(catalogue, 50, seed=4, chunk_users=50))
+    assert alone.equals(whole[0])  # a chunk depends on the seed and its index only
+    started = time.perf_counter()
+    big = pl.concat(iter_interactions(build_catalogue(2_000, np.random.default_rng(1)), 20_000, seed=1))
+    assert big.height > 150_000 and time.perf_counter() - started < 10.0
 
 
 def _hit_rate(shop: Dataset, use_last_item_text: bool, k: int = 10) -> float:

@@ -13,9 +13,10 @@ from api.settings import Settings
 from recsys.config import BuildConfig
 from recsys.data.dataset import Dataset
 from recsys.data.tables import import_table
-from recsys.data.templates import render_frame, render_query, render_records
+from recsys.data.item_text import item_text, item_texts, query_record
 from recsys.pipeline import Recommender
 from recsys.splits import split_dataset
+from recsys.towers import ItemTower
 from tests.test_api import ADMIN, TOKEN
 from tests.test_pipeline import VECTORS
 
@@ -25,14 +26,14 @@ TEMPLATE = "title: {title} | brand: {brand}"
 def test_rendering_drops_empty_fields_and_falls_back_to_text():
     items = pl.DataFrame({"text": ["A text", "B text", "C text"], "title": ["Alpha", None, " "],
                           "brand": ["Acme", "Bolt", None]})
-    assert render_frame(items, TEMPLATE) == ["title: Alpha | brand: Acme", "brand: Bolt", "C text"]
-    assert render_frame(items, "{colour}") == ["A text", "B text", "C text"]  # a field the rows lack
-    assert render_frame(items, None) == render_frame(items, "{text}") == ["A text", "B text", "C text"]
-    assert render_records(items.to_dicts(), TEMPLATE) == render_frame(items, TEMPLATE)
-    assert render_query("red boots", TEMPLATE) == "title: red boots"
-    assert render_query("red boots", "{brand} {category}") == "red boots"
+    assert item_texts(items, TEMPLATE) == ["title: Alpha | brand: Acme", "brand: Bolt", "C text"]
+    assert item_texts(items, "{colour}") == ["A text", "B text", "C text"]  # a field the rows lack
+    assert item_texts(items, None) == item_texts(items, "{text}") == ["A text", "B text", "C text"]
+    assert item_texts(items.to_dicts(), TEMPLATE) == item_texts(items, TEMPLATE)
+    assert item_text(query_record("red boots", TEMPLATE), TEMPLATE) == "title: red boots"
+    assert item_text(query_record("red boots", "{brand} {category}"), "{brand} {category}") == "red boots"
     with pytest.raises(ValueError, match="named fields"):
-        render_frame(items, "{0} {title:>10}")
+        item_texts(items, "{0} {title:>10}")
 
 
 def test_import_records_its_template_and_renders_like_an_upsert(tmp_path):
@@ -41,14 +42,14 @@ def test_import_records_its_template_and_renders_like_an_upsert(tmp_path):
     dataset = import_table(tmp_path / "events.csv", tmp_path / "items.csv", user_col="user", item_col="sku",
                            time_col="ts", item_id_col="sku", text_template=TEMPLATE)
     assert dataset.items["text"].to_list() == ["title: Alpha | brand: Acme", "title: Beta"]
-    assert dataset.items["text"].to_list() == render_records(
+    assert dataset.items["text"].to_list() == item_texts(
         [{"title": "Alpha", "brand": "Acme"}, {"title": "Beta", "brand": ""}], TEMPLATE)
     dataset.save(tmp_path / "ds")
     assert json.loads((tmp_path / "ds" / "schema.json").read_text())["text_template"] == TEMPLATE
     assert Dataset.load(tmp_path / "ds").text_template == TEMPLATE
 
 
-class RecordingEncoder:
+class RecordingEncoder(ItemTower):
     """2-d fake item tower that remembers every text it was given."""
 
     dim = 2
@@ -56,7 +57,7 @@ class RecordingEncoder:
     def __init__(self):
         self.texts = []
 
-    def encode(self, texts):
+    def encode_texts(self, texts):
         self.texts += list(texts)
         return np.array([[1.0, 0.0] if "camera" in t.lower() else [0.0, 1.0] for t in texts], dtype=np.float32)
 

@@ -1,6 +1,7 @@
 """Tower building blocks: cached lower layers, the causal sequence model, text rendering, one output space."""
 
 import numpy as np
+import polars as pl
 import torch
 
 from encoders.backbone import load_backbone
@@ -10,6 +11,7 @@ from encoders.pooling import mean_pool
 from encoders.sequence_model import SequenceModel
 from encoders.serving import TrainedUserTower
 from encoders.towers import AdaptedBert, TwoTowerModel
+from recsys.catalogue import Catalogue
 from recsys.config import LoraConfig, TowerConfig, TrainConfig
 
 
@@ -53,8 +55,9 @@ def test_every_user_tower_lands_in_the_item_space(tiny_bert_dir):
     for mode in ("sequence", "text", "fusion"):
         tower = TowerConfig(user_tower=mode, dim=16, seq_layers=1)
         model = TwoTowerModel(bert, len(item_ids), tower)
-        user = TrainedUserTower(model, TrainConfig(tower=tower), item_ids, vectors, tokenizer,
-                                ["black camera", "camera bag", "running shoe", "socks"])
+        catalogue = Catalogue(pl.DataFrame({"item_id": item_ids, "text": ["black camera", "camera bag",
+                                                                          "running shoe", "socks"]}), vectors)
+        user = TrainedUserTower(model, TrainConfig(tower=tower), catalogue, tokenizer)
         out = user.encode_histories([["i0", "i2"], [], ["unknown"], ["i3"]])
         assert out.shape == (4, 16) and user.dim == 16
         np.testing.assert_allclose(np.linalg.norm(out[[0, 3]], axis=1), 1.0, rtol=1e-5)
@@ -73,10 +76,14 @@ def test_text_only_path_encodes_new_items_like_the_catalogue(tiny_bert_dir):
     cache = ItemTextCache(bert, tokenizer, texts, 24, torch.device("cpu"))
     with torch.no_grad():
         catalogue = model.item_vectors(cache.bank(), torch.arange(3)).numpy()  # id_mask 0: nothing seen
-    user = TrainedUserTower(model, TrainConfig(tower=tower), ["a", "b", "c"], catalogue, tokenizer, texts)
+    items = Catalogue(pl.DataFrame({"item_id": ["a", "b", "c"], "text": texts}), catalogue)
+    user = TrainedUserTower(model, TrainConfig(tower=tower), items, tokenizer)
     np.testing.assert_allclose(user.encode_item_texts(texts[::-1]), catalogue[::-1], atol=1e-5)
-    user.add_items(["d"], user.encode_item_texts(["camera bag brown"]), ["camera bag brown"])
-    assert user.encode_histories([["d"]]).any()
+    records = [{"item_id": i, "text": t} for i, t in zip("abc", texts)]
+    np.testing.assert_allclose(user.item_tower().encode_items(records), catalogue, atol=1e-5)  # via the template
+    assert not user.encode_histories([["d"]]).any()
+    items.upsert([{"item_id": "d", "text": "camera bag brown"}], user.encode_item_texts(["camera bag brown"]))
+    assert user.encode_histories([["d"]]).any()  # the catalogue's new row, at once
 
 
 def test_history_suppression_lowers_only_the_history_items():

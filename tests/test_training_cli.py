@@ -60,8 +60,9 @@ def test_api_encodes_new_text_with_the_bundles_own_trained_item_tower(tiny_bert_
     from fastapi.testclient import TestClient
 
     from api.app import create_app
-    from api.service import TrainedItemEncoder, innermost_tower
     from api.settings import Settings
+    from encoders.serving import TrainedItemTower
+    from recsys.towers import innermost_tower
 
     data = generate_shop(n_users=80, n_items=120, seed=0).save(tmp_path / "shop")
     result = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "art"), "--name", "tiny",
@@ -71,8 +72,8 @@ def test_api_encodes_new_text_with_the_bundles_own_trained_item_tower(tiny_bert_
     with TestClient(create_app(tmp_path / "art" / "tiny", Settings(state_dir=tmp_path / "state",
                                                                    admin_token="t"))) as client:
         loaded = client.app.state.service.current
-        encoder = client.app.state.service.text_encoder(loaded)
-        assert isinstance(encoder, TrainedItemEncoder)
+        encoder = loaded.recommender.item_tower()
+        assert isinstance(encoder, TrainedItemTower)
         recommender = loaded.recommender
         text = recommender.items["text"][0]
         expected = innermost_tower(recommender.user_tower).encode_item_texts([text])[0]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Path
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import get_loaded, get_service, get_settings, invalid, require_admin
+from api.deps import current, get_loaded, get_service, get_settings, invalid, require_admin
 from api.schemas import ErrorResponse, ItemState, ItemUpsert, ReloadRequest, ReloadResponse
 from api.service import Loaded, Service
 from api.settings import Settings
@@ -22,38 +23,54 @@ ItemId = Annotated[str, Path(max_length=256)]
 async def upsert_item(item_id: ItemId, item: Annotated[ItemUpsert, Body()], loaded: Annotated[Loaded, Depends(get_loaded)],
                       service: Annotated[Service, Depends(get_service)],
                       settings: Annotated[Settings, Depends(get_settings)]) -> ItemState:
-    """Add or replace an item: its text goes through the item tower into the live index."""
+    """Add or replace an item: its fields go through the bundle's item-text template and item tower, the change
+    is recorded in the event store and applied to every worker's live catalogue."""
     if item.item_id != item_id:
         raise invalid(f"item_id in the body ({item.item_id!r}) differs from the path ({item_id!r})", "body", "item_id")
     if len(item.text) > settings.max_text_chars:
         raise invalid(f"text is {len(item.text)} characters; the limit is {settings.max_text_chars}", "body", "text")
-    await run_in_threadpool(service.upsert_item, loaded, item.model_dump())
-    return ItemState(item_id=item_id, active=True, index_items=loaded.recommender.index.n_available)
+    serving = await run_in_threadpool(service.upsert_item, loaded, item.model_dump())
+    return _state(serving, item_id)
 
 
 @router.post("/items/{item_id}/deactivate", response_model=ItemState, responses={404: {"model": ErrorResponse}})
-def deactivate_item(item_id: ItemId, loaded: Annotated[Loaded, Depends(get_loaded)],
-                    service: Annotated[Service, Depends(get_service)]) -> ItemState:
+async def deactivate_item(item_id: ItemId, loaded: Annotated[Loaded, Depends(get_loaded)],
+                          service: Annotated[Service, Depends(get_service)]) -> ItemState:
     """Out of stock: never recommended until reactivated."""
-    service.set_item_active(loaded, item_id, False)
-    return ItemState(item_id=item_id, active=False, index_items=loaded.recommender.index.n_available)
+    return _state(await run_in_threadpool(service.set_item_active, loaded, item_id, False), item_id)
 
 
 @router.post("/items/{item_id}/activate", response_model=ItemState, responses={404: {"model": ErrorResponse}})
-def activate_item(item_id: ItemId, loaded: Annotated[Loaded, Depends(get_loaded)],
-                  service: Annotated[Service, Depends(get_service)]) -> ItemState:
-    service.set_item_active(loaded, item_id, True)
-    return ItemState(item_id=item_id, active=True, index_items=loaded.recommender.index.n_available)
+async def activate_item(item_id: ItemId, loaded: Annotated[Loaded, Depends(get_loaded)],
+                        service: Annotated[Service, Depends(get_service)]) -> ItemState:
+    """Back in stock."""
+    return _state(await run_in_threadpool(service.set_item_active, loaded, item_id, True), item_id)
+
+
+@router.delete("/items/{item_id}", response_model=ItemState, responses={404: {"model": ErrorResponse}})
+async def delete_item(item_id: ItemId, loaded: Annotated[Loaded, Depends(get_loaded)],
+                      service: Annotated[Service, Depends(get_service)]) -> ItemState:
+    """Remove an item from the catalogue for good (not only deactivate it): never recommended, 404 on lookup.
+    Deleted and replaced items leave tombstones that an index compaction reclaims (built aside and swapped in,
+    without a pause in serving) once they are more than `RECSYS_COMPACT_SHARE` of the index."""
+    return _state(await run_in_threadpool(service.delete_item, loaded, item_id), item_id, deleted=True)
+
+
+def _state(loaded: Loaded, item_id: str, deleted: bool = False) -> ItemState:
+    state = loaded.recommender.catalogue.state
+    return ItemState(item_id=item_id, active=not deleted and state.is_active(item_id), index_items=state.n_available)
 
 
 @router.post("/reload", response_model=ReloadResponse, responses={409: {"model": ErrorResponse}})
-async def reload(request: Annotated[ReloadRequest, Body()], loaded: Annotated[Loaded, Depends(get_loaded)],
+async def reload(request: Annotated[ReloadRequest, Body()],
                  service: Annotated[Service, Depends(get_service)]) -> ReloadResponse:
-    """Load a newer bundle and swap it in; in-flight requests finish on the old one. A corrupted
-    or mismatched bundle is refused (409) and the current one keeps serving."""
-    target = request.bundle or loaded.path.parent
+    """Load a newer bundle and swap it in (every worker follows); in-flight requests finish on the old one. A
+    corrupted or mismatched bundle is refused (409) and the current one keeps serving."""
+    previous = current(service)
+    target, version = request.bundle or previous.path.parent, previous.version
+    del previous  # the replaced bundle is freed once its last request is done: this one holds it no longer
     try:
-        new = await run_in_threadpool(service.load, target)
+        new = await run_in_threadpool(partial(service.load, target, announce=True))
     except BundleError as exc:
-        raise HTTPException(409, f"reload refused, still serving {loaded.version}: {exc}") from exc
-    return ReloadResponse(model_version=new.version, previous_version=loaded.version)
+        raise HTTPException(409, f"reload refused, still serving {version}: {exc}") from exc
+    return ReloadResponse(model_version=new.version, previous_version=version)

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Body, Depends
 
 from api.deps import get_loaded, get_service
 from api.schemas import ErrorResponse, EventRequest, EventResponse
-from api.service import Loaded, Service
+from api.loaded import Loaded
+from api.service import Service
 
 router = APIRouter(prefix="/v1", tags=["events"])
 

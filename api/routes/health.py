@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
 
 from api.deps import get_loaded, get_service
 from api.schemas import Health
-from api.service import Loaded, Service
+from api.loaded import Loaded
+from api.service import Service
 
 router = APIRouter(tags=["health"])
 
@@ -22,8 +24,8 @@ def health(loaded: Annotated[Loaded, Depends(get_loaded)]) -> Health:
 
 @router.get("/health/live")
 def live() -> dict:
-    """The process answers."""
-    return {"status": "ok"}
+    """The process answers (`worker`: its process id, to tell the workers of `recsys serve --workers N` apart)."""
+    return {"status": "ok", "worker": os.getpid()}
 
 
 @router.get("/health/ready", responses={503: {"description": "no bundle loaded"}})

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
-from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter, Body, Path, Query, Request, Response
 
 from api.cached_similar import DEFAULT_K, similar_key
-from api.deps import check_exclude, check_k, get_loaded, invalid, serving
+from api.deps import check_exclude, check_k, invalid, serving
+from api.loaded import Loaded
 from api.responses import json_response, to_response
 from api.schemas import ErrorResponse, Item, RecommendationResponse, SessionRequest
-from api.service import Loaded, Service
-from recsys.catalogue import query_text
-from recsys.pipeline import RecommendationList
+from recsys.errors import UnknownIdError
+from recsys.query import Query as RecommendationQuery
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "unknown user or item id"}}
@@ -52,17 +52,18 @@ async def user_recommendations(
     where = _where(category, brand)
     _check_filters(loaded, where)
     history = service.history(loaded, user_id)
-    if history:  # shares one recommend_batch with concurrent requests
-        result = await loaded.recommend_batched(history, k, exclude_seen, exclude, where, explain=explain)
-    else:
-        result = await loaded.call(service.recommend_user, loaded, user_id, history, k, exclude_seen, exclude,
-                                   where)  # unknown user: popular items (no tower work) or 404
-    return json_response(to_response(loaded, result, history or []))
+    if history is None and not service.settings.unknown_user_fallback:
+        raise UnknownIdError("user", [user_id])
+    query = RecommendationQuery(history or (), k=k, exclude_seen=exclude_seen, exclude=exclude, where=where,
+                                explain=explain)
+    kinds = partial(service.store.kinds, user_id) if history else None  # viewed / bought, for the reasons
+    return json_response(to_response(loaded, await loaded.recommend(query), history or [], event_kinds=kinds))
 
 
 @router.post("/sessions/recommendations", response_model=RecommendationResponse, responses=NOT_FOUND)
 async def session_recommendations(body: Annotated[SessionRequest, Body()], request: Request) -> Response:
-    """For an anonymous session: the posted recent item ids (oldest first) and/or free text."""
+    """For an anonymous session: the posted recent item ids (oldest first) and/or free text (the item tower,
+    through the catalogue's item-text template, blended with the items' query vector)."""
     service, loaded = serving(request)
     settings = service.settings
     check_k(body.k, settings, "body", "k")
@@ -76,33 +77,20 @@ async def session_recommendations(body: Annotated[SessionRequest, Body()], reque
         raise invalid(f"text is {len(body.text)} characters; the limit is {settings.max_text_chars}", "body", "text")
     where = _where(body.filters.category, body.filters.brand) if body.filters else None
     _check_filters(loaded, where)
-    recommender = loaded.recommender
-    if not body.text:
-        recommender.check_items(body.item_ids)
-        result = await loaded.recommend_batched(body.item_ids, body.k, body.exclude_seen, body.exclude, where,
-                                                "session", body.explain)
-        return json_response(to_response(loaded, result, body.item_ids))
-    result = await run_in_threadpool(_text_session, service, loaded, body, where)
+    loaded.recommender.check_items(body.item_ids)
+    query = RecommendationQuery(body.item_ids, text=body.text or None, k=body.k, exclude_seen=body.exclude_seen,
+                                exclude=body.exclude, where=where, explain=body.explain, strategy="session")
+    result = await loaded.recommend(query)
     return json_response(to_response(loaded, result, body.item_ids, text=body.text))
 
 
-def _text_session(service: Service, loaded: Loaded, request: SessionRequest, where: dict | None) -> RecommendationList:
-    """Free text (item tower) blended with the recent items (user tower): one query vector, re-ranked with
-    the items as the history when the bundle has a re-ranker."""
-    loaded.recommender.check_items(request.item_ids)
-    text_vector = service.text_encoder(loaded).encode([query_text(loaded.recommender, request.text)])[0]
-    return loaded.recommender.recommend_session(request.item_ids, request.k, request.exclude_seen, request.exclude,
-                                                where, text_vector=text_vector, explain=request.explain)
-
-
 @router.get("/items/{item_id}", response_model=Item, responses=NOT_FOUND)
-async def item(item_id: Annotated[str, Path(max_length=256)], loaded: Annotated[Loaded, Depends(get_loaded)]) -> Item:
+async def item(item_id: Annotated[str, Path(max_length=256)], request: Request) -> Item:
     """A catalogue item (for the product page itself)."""
-    recommender = loaded.recommender
-    recommender.check_items([item_id])
-    record = recommender.item_records([item_id])[0]
-    return Item(**{k: v for k, v in record.items() if k in Item.model_fields},
-                active=recommender.index.is_active(item_id))
+    _, loaded = serving(request)
+    state = loaded.recommender.catalogue.state
+    record = state.records_of([item_id])[0]
+    return Item(**{k: v for k, v in record.items() if k in Item.model_fields}, active=state.is_active(item_id))
 
 
 @router.get("/items/{item_id}/similar", response_model=RecommendationResponse, responses=NOT_FOUND)
@@ -121,21 +109,17 @@ async def similar_items(
     check_exclude(exclude, service.settings)
     where = _where(category, brand)
     _check_filters(loaded, where)
-    if user_id is None and where is None:  # the same list for every visitor: serve the cached bytes
-        key = similar_key(item_id, k, exclude, loaded.recommender.neighbours.version)
-        body = loaded.similar_responses.get(key)  # (hits usually never get here: api.cached_similar answers them)
-        if body is None:
-            body = _similar(loaded, item_id, k, exclude, None).model_dump_json().encode()
-            if loaded.similar_responses.maxsize:
-                loaded.similar_responses[key] = body
-        return Response(body, media_type="application/json")
-    history = service.history(loaded, user_id) if user_id is not None else None
-    if not history:  # a visitor without history: the item's neighbours
-        return json_response(await loaded.call(_similar, loaded, item_id, k, exclude, where))
     loaded.recommender.check_items([item_id])
-    result = await loaded.similar_batched(item_id, history, k, exclude, where, explain)
-    return json_response(to_response(loaded, result, anchor=item_id))
-
-
-def _similar(loaded: Loaded, item_id: str, k: int, exclude: list[str], where: dict | None) -> RecommendationResponse:
-    return to_response(loaded, loaded.recommender.similar_items(item_id, k, exclude, where), anchor=item_id)
+    history = service.history(loaded, user_id) if user_id is not None else None
+    query = RecommendationQuery(history or (), item_id=item_id, k=k, exclude=exclude, where=where, explain=explain)
+    if user_id is not None or where is not None:
+        return json_response(to_response(loaded, await loaded.recommend(query), anchor=item_id))
+    # the same list for every visitor: serve the cached bytes (keyed with the catalogue version)
+    key = similar_key(item_id, k, exclude, loaded.recommender.catalogue.version)
+    body = loaded.similar_responses.get(key)  # (hits usually never get here: api.cached_similar answers them)
+    if body is None:
+        result = await loaded.recommend(query)
+        body = to_response(loaded, result, anchor=item_id).model_dump_json().encode()
+        if loaded.similar_responses.maxsize:
+            loaded.similar_responses[key] = body
+    return Response(body, media_type="application/json")

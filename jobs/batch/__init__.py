@@ -3,6 +3,7 @@
 The engine-independent core (user selection, chunking, the output layout, scoring one chunk through
 `Recommender.recommend_batch`, the manifest) lives here; engines only decide where chunks run:
 `local_engine` (this process) or `ray_engine` (a Ray Data actor pool, imported only on demand).
+`encode` runs catalogue encoding (`recsys encode`) on the same layout and engines.
 
     manifest = run_job(BatchOptions(bundle="artifacts/shop", out=Path("out/recs"), k=100))
 """

@@ -2,16 +2,19 @@
 
 A job's identity (job.json) is: bundle version + manifest digest, k, exclude_seen, chunk size, the
 fingerprint of the scored users (and histories in evaluation mode), the split and dataset
-fingerprint in evaluation mode. Same identity → resume (completed shards skipped); a different one
-in the same directory → refused. The engine is not part of the identity: both write the same shards.
+fingerprint in evaluation mode, the event-store snapshot (its location and sequence numbers) and the
+history limit. Same identity → resume (completed shards skipped; a resumed job keeps its store snapshot); a
+different one in the same directory → refused. The engine is not part of the identity: both write the same
+shards.
 """
 
 from __future__ import annotations
 
 import resource
+import shutil
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
@@ -19,14 +22,16 @@ from typing import Literal
 import polars as pl
 from tqdm.auto import tqdm
 
-from jobs.batch.layout import FORMAT, FORMAT_VERSION, MANIFEST, UNKNOWN_FILE, BatchError, JobDir, atomic_write, \
-    prepare, shard_name, write_json
+from jobs.batch.layout import FORMAT, FORMAT_VERSION, JOB_DIR, MANIFEST, SHARD_GLOB, UNKNOWN_FILE, BatchError, \
+    JobDir, atomic_write, prepare, shard_name, write_json
 from jobs.batch.scoring import OUTPUT_SCHEMA, ChunkResult
+from jobs.batch.store import CHANGES_FILE, Snapshot, StoreSource, take_snapshot, with_events, write_changes
 from jobs.batch.users import ALL, UserSelection, select_users
 from recsys.artifacts import MANIFEST as BUNDLE_MANIFEST
 from recsys.artifacts import read_manifest, resolve_bundle, sha256_file
 from recsys.errors import UnknownIdError
 from recsys.pipeline import Recommender
+from recsys.store import HISTORY_LIMIT
 
 Engine = Literal["local", "ray"]
 
@@ -35,7 +40,9 @@ Engine = Literal["local", "ray"]
 class BatchOptions:
     """Everything a batch job needs. `data` + `split` switch to evaluation mode: the users are that
     split's examples and each is scored from the example's history (the items before its target),
-    not from the bundle's stored history (which includes the held-out items)."""
+    not from the bundle's stored history (which includes the held-out items). `store`: the API's event store
+    (events extend the bundle's histories, catalogue changes are applied), None to score the bundle alone;
+    `history_limit`: the most recent items of a history that are read (the API's RECSYS_HISTORY_LIMIT)."""
 
     bundle: Path
     out: Path
@@ -53,10 +60,12 @@ class BatchOptions:
     overwrite: bool = False
     strict: bool = False
     progress: bool = True
+    store: StoreSource | None = None
+    history_limit: int = HISTORY_LIMIT
 
     def __post_init__(self) -> None:
-        if self.k < 1 or self.chunk_size < 1 or self.threads < 1:
-            raise ValueError("k, chunk_size and threads must be positive")
+        if self.k < 1 or self.chunk_size < 1 or self.threads < 1 or self.history_limit < 1:
+            raise ValueError("k, chunk_size, threads and history_limit must be positive")
         if (self.data is None) != (self.split is None):
             raise ValueError("evaluation mode needs both data and split")
         if self.split not in (None, "valid", "test"):
@@ -79,14 +88,37 @@ def _candidates(bundle: Path, options: BatchOptions) -> tuple[pl.DataFrame, str 
     return examples.select("user_id", "history"), dataset.fingerprint()
 
 
-def plan(options: BatchOptions) -> tuple[Path, dict, UserSelection]:
-    """(resolved bundle, job identity, user selection); reads only the bundle's manifest and ids."""
+@dataclass(frozen=True)
+class Plan:
+    """What `plan` decided: the bundle, the job identity, the users, and the store snapshot (if any)."""
+
+    bundle: Path
+    identity: dict
+    selection: UserSelection
+    snapshot: Snapshot | None = None
+
+
+def plan(options: BatchOptions) -> Plan:
+    """Resolve the bundle, select the users and (with a store) take the store snapshot; reads only the bundle's
+    manifest and ids, and the store's events of the selected users."""
     bundle = resolve_bundle(options.bundle)
     read_manifest(bundle, verify=False)  # fail early on a non-bundle; the engines verify on load
     candidates, dataset_fingerprint = _candidates(bundle, options)
-    selection = select_users(options.users, candidates)
-    if options.strict and len(selection.unknown):
-        raise UnknownIdError("user", selection.unknown.to_list())
+    store, snapshot = None, None
+    if options.store is not None and options.data is None:  # evaluation mode scores the split's own histories
+        store = options.store.open()
+        snapshot = take_snapshot(store, options.store, options.out, fresh=options.overwrite)
+        stored = pl.DataFrame({"user_id": store.event_users(until=snapshot.events_seq)}, schema={"user_id": pl.Utf8})
+        candidates = pl.concat([candidates, stored]).unique("user_id", keep="first", maintain_order=True)
+    try:
+        selection = select_users(options.users, candidates)
+        if options.strict and len(selection.unknown):
+            raise UnknownIdError("user", selection.unknown.to_list())
+        if store is not None:
+            selection = replace(selection, frame=with_events(selection.frame, store, snapshot, options.history_limit))
+    finally:
+        if store is not None:
+            store.close()
     identity = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "bundle_version": bundle.name, "bundle_digest": sha256_file(bundle / BUNDLE_MANIFEST),
@@ -95,8 +127,23 @@ def plan(options: BatchOptions) -> tuple[Path, dict, UserSelection]:
         "n_users": selection.n_users, "n_chunks": -(-selection.n_users // options.chunk_size),
         "input_fingerprint": selection.fingerprint(),
         "split": options.split, "dataset_fingerprint": dataset_fingerprint,
+        "store": snapshot.identity() if snapshot is not None else None, "history_limit": options.history_limit,
     }
-    return bundle, identity, selection
+    return Plan(bundle, identity, selection, snapshot)
+
+
+def _store_changes(options: BatchOptions, job: JobDir, snapshot: Snapshot | None) -> int:
+    """Write the snapshot's catalogue changes into the job directory (once); returns how many there are."""
+    if snapshot is None or options.store is None:
+        return 0
+    path = job.out / JOB_DIR / CHANGES_FILE
+    if not path.is_file():
+        store = options.store.open()
+        try:
+            write_changes(path, store.changes(until=snapshot.changes_seq))
+        finally:
+            store.close()
+    return pl.read_parquet(path, columns=["seq"]).height
 
 
 def _engine(options: BatchOptions, bundle: Path, job: JobDir, chunks: list[int], recommender: Recommender | None):
@@ -113,15 +160,52 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def collect(results: Iterable[ChunkResult], done: dict[int, int], bar: tqdm,
+            on_chunk: Callable[[ChunkResult], None] | None = None) -> int:
+    """Consume an engine's results as their shards land: record each chunk's rows in `done` and advance
+    `bar`; returns the inputs processed. The engine is closed afterwards, also on Ctrl-C (Ray shuts down)."""
+    processed = 0
+    try:
+        for result in results:
+            done[result.chunk] = result.rows
+            processed += result.inputs
+            bar.update(result.inputs)
+            if on_chunk is not None:
+                on_chunk(result)
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()
+    return processed
+
+
 def run_job(options: BatchOptions, on_chunk: Callable[[ChunkResult], None] | None = None,
             recommender: Recommender | None = None) -> dict:
     """Score every selected user; returns the manifest (also written to OUT/manifest.json).
 
     `on_chunk` is called after each shard lands (tests use it to interrupt a run); `recommender`
-    lets the local engine reuse an already loaded pipeline."""
+    lets the local engine reuse an already loaded pipeline. A run that fails before its first shard leaves no
+    output directory behind when it created it (there is nothing to resume)."""
+    if options.engine == "ray":
+        from jobs.batch.ray_engine import import_ray
+        import_ray()  # a missing extra fails here, before anything is written
+    out = Path(options.out)
+    fresh = not out.exists()
+    try:
+        return _score(options, on_chunk, recommender)
+    except BaseException:
+        if fresh and out.is_dir() and not any(out.glob(SHARD_GLOB)):
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _score(options: BatchOptions, on_chunk: Callable[[ChunkResult], None] | None,
+           recommender: Recommender | None) -> dict:
     started = time.perf_counter()
-    bundle, identity, selection = plan(options)
+    planned = plan(options)
+    bundle, identity, selection = planned.bundle, planned.identity, planned.selection
     job, resumed = prepare(options.out, identity, selection.frame, options.chunk_size, options.overwrite)
+    n_changes = _store_changes(options, job, planned.snapshot)
     warnings = []
     if len(selection.unknown):
         unknown_path = job.out / UNKNOWN_FILE
@@ -135,29 +219,18 @@ def run_job(options: BatchOptions, on_chunk: Callable[[ChunkResult], None] | Non
     source = {"source": selection.source, "n_requested": selection.n_requested,
               "n_duplicates": selection.n_duplicates, "n_unknown": len(selection.unknown),
               "unknown_file": UNKNOWN_FILE if len(selection.unknown) else None}
-    del selection  # the ids now live in OUT/_job/users.parquet; keep the driver small
+    store = None if planned.snapshot is None else {
+        **planned.snapshot.identity(), "catalogue_changes": n_changes,
+        "users_with_events": int((selection.frame["events"].list.len() > 0).sum())}
+    del selection, planned  # the ids now live in OUT/_job/users.parquet; keep the driver small
 
     done = job.completed()
     pending = [c for c in range(job.n_chunks) if c not in done]
     done_users = sum(min(options.chunk_size, n_users - c * options.chunk_size) for c in done)
-    scored_users = 0
     with tqdm(total=n_users, initial=done_users, unit="user", unit_scale=True, desc=f"scoring ({options.engine})",
               disable=not options.progress, smoothing=0.1) as bar:
-        results = _engine(options, bundle, job, pending, recommender)
-        try:
-            for result in results:
-                done[result.chunk] = result.rows
-                scored_users += result.users
-                bar.update(result.users)
-                if on_chunk is not None:
-                    on_chunk(result)
-        finally:
-            close = getattr(results, "close", None)
-            if close is not None:
-                close()
-    missing = [c for c in range(job.n_chunks) if c not in done]
-    if missing:
-        raise BatchError(f"{len(missing)} chunk(s) produced no shard (e.g. {missing[:5]}); rerun to resume")
+        scored_users = collect(_engine(options, bundle, job, pending, recommender), done, bar, on_chunk)
+    job.check_complete(done)
 
     seconds = time.perf_counter() - started
     manifest = {
@@ -165,6 +238,7 @@ def run_job(options: BatchOptions, on_chunk: Callable[[ChunkResult], None] | Non
         "bundle": str(bundle), "bundle_name": bundle.parent.name, "has_ranker": (bundle / "ranker").is_dir(),
         "columns": OUTPUT_SCHEMA.names, "rank_base": 1,
         "input": source,
+        "store": store,
         "n_rows": sum(done.values()),
         "shards": [{"file": shard_name(c), "chunk": c, "rows": done[c]} for c in range(job.n_chunks)],
         "warnings": warnings,

@@ -7,7 +7,12 @@
       unknown_users.txt     requested ids the bundle does not know (only when there are some)
       _job/job.json         the job's identity; a resume must match it exactly
       _job/users.parquet    the users in output order, one row group per chunk (+ `history` in
-                            evaluation mode); every engine reads its chunks from here
+                            evaluation mode, + `events` from the event store); every engine reads its
+                            chunks from here
+      _job/catalogue_changes.parquet  the event store's catalogue changes the job applies (with a store)
+
+`recsys encode` uses the same layout with items: `_job/items.parquet` (item_id, text) as its inputs
+and item vectors in the shards (jobs/batch/encode.py).
 
 Every file is written to a temporary name in the same directory and renamed into place, so a shard
 is either complete or absent: after a crash or Ctrl-C, completed shards are kept and skipped.
@@ -32,6 +37,7 @@ from recsys.errors import RecsysError
 JOB_DIR = "_job"
 JOB_FILE = "job.json"
 USERS_FILE = "users.parquet"
+ITEMS_FILE = "items.parquet"
 MANIFEST = "manifest.json"
 UNKNOWN_FILE = "unknown_users.txt"
 SHARD_GLOB = "part-*.parquet"
@@ -69,18 +75,19 @@ def write_table(path: Path, table: pa.Table, row_group_size: int | None = None) 
 
 @dataclass(frozen=True)
 class JobDir:
-    """A prepared output directory: its identity (job.json) and the number of chunks."""
+    """A prepared output directory: its identity (job.json), its inputs file and the number of chunks."""
 
     out: Path
     identity: dict
+    inputs_file: str = USERS_FILE
 
     @property
     def n_chunks(self) -> int:
         return int(self.identity["n_chunks"])
 
     @property
-    def users_path(self) -> Path:
-        return self.out / JOB_DIR / USERS_FILE
+    def inputs_path(self) -> Path:
+        return self.out / JOB_DIR / self.inputs_file
 
     def shard_path(self, chunk: int) -> Path:
         return self.out / shard_name(chunk)
@@ -97,11 +104,22 @@ class JobDir:
                     path.unlink()  # unreadable: score the chunk again
         return done
 
-    def read_chunk(self, chunk: int) -> tuple[list[str], list[list[str]] | None]:
-        """(user ids, histories or None) of one chunk, read from its row group."""
-        table = pq.ParquetFile(self.users_path).read_row_group(chunk)
+    def read_inputs(self, chunk: int) -> pa.Table:
+        """One chunk's inputs (its row group of the inputs file)."""
+        return pq.ParquetFile(self.inputs_path).read_row_group(chunk)
+
+    def read_chunk(self, chunk: int) -> tuple[list[str], list[list[str]] | None, list[list[str]] | None]:
+        """(user ids, histories or None, stored events or None) of one chunk of users."""
+        table = self.read_inputs(chunk)
         histories = table.column("history").to_pylist() if "history" in table.column_names else None
-        return table.column("user_id").to_pylist(), histories
+        events = table.column("events").to_pylist() if "events" in table.column_names else None
+        return table.column("user_id").to_pylist(), histories, events
+
+    def check_complete(self, done: dict[int, int]) -> None:
+        """BatchError unless every chunk has its shard (`done`: chunk → rows)."""
+        missing = [c for c in range(self.n_chunks) if c not in done]
+        if missing:
+            raise BatchError(f"{len(missing)} chunk(s) produced no shard (e.g. {missing[:5]}); rerun to resume")
 
 
 def _differences(old: dict, new: dict) -> list[str]:
@@ -118,9 +136,10 @@ def _clear(out: Path) -> None:
     shutil.rmtree(out / JOB_DIR, ignore_errors=True)
 
 
-def prepare(out: str | Path, identity: dict, users: pl.DataFrame, chunk_size: int,
-            overwrite: bool = False) -> tuple[JobDir, bool]:
-    """Create or re-open `out` for the job `identity`; returns (job dir, resumed).
+def prepare(out: str | Path, identity: dict, inputs: pl.DataFrame, chunk_size: int,
+            overwrite: bool = False, inputs_file: str = USERS_FILE) -> tuple[JobDir, bool]:
+    """Create or re-open `out` for the job `identity` over `inputs` (one row group per chunk, written
+    to `_job/<inputs_file>`); returns (job dir, resumed).
 
     A directory holding a different job is refused (or cleared with `overwrite`); a directory with
     other files and no job is refused. Stale temporary files from a killed run are removed."""
@@ -143,26 +162,26 @@ def prepare(out: str | Path, identity: dict, users: pl.DataFrame, chunk_size: in
         stale.unlink()
     for stale in (out / JOB_DIR).glob(".*.tmp-*"):
         stale.unlink()
-    job = JobDir(out, identity)
-    if not resumed or not job.users_path.is_file():
-        write_table(job.users_path, users.to_arrow(), row_group_size=chunk_size)
+    job = JobDir(out, identity, inputs_file)
+    if not resumed or not job.inputs_path.is_file():
+        write_table(job.inputs_path, inputs.to_arrow(), row_group_size=chunk_size)
         write_json(job_file, identity)
-    groups = pq.ParquetFile(job.users_path).num_row_groups
+    groups = pq.ParquetFile(job.inputs_path).num_row_groups
     if groups != job.n_chunks:
-        raise BatchError(f"{job.users_path}: {groups} row groups for {job.n_chunks} chunks (corrupted job directory)")
+        raise BatchError(f"{job.inputs_path}: {groups} row groups for {job.n_chunks} chunks (corrupted job directory)")
     return job, resumed
 
 
-def read_batch_manifest(out: str | Path) -> dict:
-    """The manifest of a finished batch job (clear error when the job never finished)."""
+def read_batch_manifest(out: str | Path, fmt: str = FORMAT) -> dict:
+    """The manifest of a finished job of format `fmt` (clear error when the job never finished)."""
     path = Path(out) / MANIFEST
     if not path.is_file():
-        hint = " (the job did not finish: rerun the same batch-score command to resume it)" \
+        hint = " (the job did not finish: rerun the same command to resume it)" \
             if (Path(out) / JOB_DIR / JOB_FILE).is_file() else ""
-        raise BatchError(f"{out}: no {MANIFEST}, not a finished batch output{hint}")
+        raise BatchError(f"{out}: no {MANIFEST}, not a finished job output{hint}")
     manifest = json.loads(path.read_text())
-    if manifest.get("format") != FORMAT:
-        raise BatchError(f"{path}: not a batch-score manifest")
+    if manifest.get("format") != fmt:
+        raise BatchError(f"{path}: not a {fmt} manifest")
     return manifest
 
 

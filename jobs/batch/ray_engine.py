@@ -1,16 +1,18 @@
-"""The Ray engine: the same chunks, scored by a Ray Data actor pool (`map_batches` with a callable
-class that loads the bundle once per actor; one GPU per actor when the cluster has GPUs).
+"""The Ray engine: the same chunks, processed by a Ray Data actor pool (`map_batches` with a callable
+class that loads its model once per actor; one GPU per actor when the cluster has GPUs).
 
-Each actor writes its chunks' shards itself, through the same `ChunkScorer` as the local engine,
-so both engines produce the same files; only a few numbers per chunk travel back to the driver.
-On a multi-node cluster, --out and the bundle must be on storage every node sees (a shared
-filesystem) and the code installed on every node (or shipped with a Ray runtime_env).
+Each actor writes its chunks' shards itself, through the same code as the local engine (`ChunkScorer`
+for batch scoring, `ChunkEncoder` for `recsys encode`), so both engines produce the same files; only a
+few numbers per chunk travel back to the driver. On a multi-node cluster, --out and the bundle must be
+on storage every node sees (a shared filesystem) and the code installed on every node (or shipped with
+a Ray runtime_env).
 
 Imported only for `--engine ray`; `ray` is the optional `distributed` extra.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 from collections.abc import Iterator, Sequence
@@ -20,7 +22,8 @@ from typing import Any
 from jobs.batch.layout import JobDir
 from jobs.batch.scoring import ChunkResult, ChunkScorer
 
-INSTALL_HINT = "the Ray engine needs ray: pip install '.[distributed]' (or pip install 'ray[data]>=2.9')"
+INSTALL_HINT = ("the Ray engine needs ray: pip install 'bert-recsys[distributed]' (in a clone of the repository: "
+                "pip install -e '.[distributed]')")
 
 
 def import_ray() -> Any:
@@ -41,9 +44,13 @@ class ScoreChunks:
         self.scorer = ChunkScorer(bundle, JobDir(Path(out), identity), threads=threads)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
-        results = [self.scorer.run_chunk(int(chunk)) for chunk in batch["chunk"]]
-        return {"chunk": [r.chunk for r in results], "users": [r.users for r in results],
-                "rows": [r.rows for r in results], "seconds": [r.seconds for r in results]}
+        return result_columns([self.scorer.run_chunk(int(chunk)) for chunk in batch["chunk"]])
+
+
+def result_columns(results: Sequence[ChunkResult]) -> dict[str, list]:
+    """Chunk results as the columns an actor returns to the driver."""
+    return {"chunk": [r.chunk for r in results], "inputs": [r.inputs for r in results],
+            "rows": [r.rows for r in results], "seconds": [r.seconds for r in results]}
 
 
 def _from_items(ray: Any, items: list[dict]) -> Any:
@@ -53,19 +60,28 @@ def _from_items(ray: Any, items: list[dict]) -> Any:
     return ray.data.from_items(items, **{key: max(1, len(items))})
 
 
-def run_ray(bundle: str | Path, job: JobDir, chunks: Sequence[int], workers: int | None = None,
-            address: str | None = None, threads: int = 1) -> Iterator[ChunkResult]:
-    """Score `chunks` on Ray, yielding each as it completes (in completion order).
-
-    Joins a running Ray instance (or `address`, e.g. "auto" / "ray://head:10001"), else starts a
-    local one with `workers` CPUs and shuts it down afterwards. Actor pool size: the GPUs when
-    there are any (one per actor), else `workers` or the cluster's CPUs."""
+@contextlib.contextmanager
+def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[Any]:
+    """Joins a running Ray instance (or `address`, e.g. "auto" / "ray://head:10001"), else starts a local
+    one with `num_cpus` CPUs and shuts it down on exit. Yields the `ray` module."""
     ray = import_ray()
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=address, num_cpus=workers if address is None else None, include_dashboard=False,
+        ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
                  logging_level=logging.WARNING, log_to_driver=True)
     try:
+        yield ray
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def map_chunks(actor: type, actor_kwargs: dict, chunks: Sequence[int], workers: int | None = None,
+               address: str | None = None, threads: int = 1) -> Iterator[ChunkResult]:
+    """Run `actor(**actor_kwargs)(batch of chunk numbers)` over `chunks` on a Ray Data actor pool (see
+    `ray_session`), yielding each chunk's result as it completes (in completion order). Pool size: the
+    GPUs when there are any (one per actor), else `workers` or the cluster's CPUs ÷ `threads`."""
+    with ray_session(address, workers) as ray:
         if not chunks:
             return
         resources = ray.cluster_resources()
@@ -76,14 +92,16 @@ def run_ray(bundle: str | Path, job: JobDir, chunks: Sequence[int], workers: int
             size, per_actor = max(1, workers or int(resources.get("CPU", 1)) // threads), {"num_cpus": threads}
         size = min(size, len(chunks))
         context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False  # the job draws its own users/s bar
+        context.enable_progress_bars = False  # the job draws its own progress bar
         dataset = _from_items(ray, [{"chunk": int(c)} for c in chunks]).map_batches(
-            ScoreChunks, batch_size=1, batch_format="numpy",
-            fn_constructor_kwargs={"bundle": str(bundle), "out": str(job.out), "identity": job.identity,
-                                   "threads": threads},
+            actor, batch_size=1, batch_format="numpy", fn_constructor_kwargs=actor_kwargs,
             compute=ray.data.ActorPoolStrategy(size=size), **per_actor)
         for row in dataset.iter_rows():
-            yield ChunkResult(int(row["chunk"]), int(row["users"]), int(row["rows"]), float(row["seconds"]))
-    finally:
-        if started_here:
-            ray.shutdown()
+            yield ChunkResult(int(row["chunk"]), int(row["inputs"]), int(row["rows"]), float(row["seconds"]))
+
+
+def run_ray(bundle: str | Path, job: JobDir, chunks: Sequence[int], workers: int | None = None,
+            address: str | None = None, threads: int = 1) -> Iterator[ChunkResult]:
+    """Score `chunks` of a batch job on Ray (see `map_chunks`)."""
+    kwargs = {"bundle": str(bundle), "out": str(job.out), "identity": job.identity, "threads": threads}
+    return map_chunks(ScoreChunks, kwargs, chunks, workers, address, threads)

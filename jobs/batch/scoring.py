@@ -1,5 +1,5 @@
 """Score one chunk of users through the pipeline's one path (`Recommender.recommend_batch`, the same
-call behind the API's `recommend_user`) and turn the lists into an Arrow table.
+call behind the API's user recommendations, with the same histories) and turn the lists into an Arrow table.
 
 The re-ranker, when the bundle has one, runs inside `recommend_batch`; its optional per-item fields
 (retrieval scores, explanations) are picked up here by name when the result carries them, and are
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -21,9 +21,13 @@ import faiss
 import numpy as np
 import pyarrow as pa
 
-from encoders.loading import load_recommender
-from jobs.batch.layout import JobDir, write_table
+from encoders.loading import open_recommender
+from jobs.batch.layout import JOB_DIR, JobDir, write_table
+from jobs.batch.store import CHANGES_FILE, read_changes
+from recsys.bundle import Bundle
+from recsys.changes import apply_changes
 from recsys.pipeline import RecommendationList, Recommender
+from recsys.store import HISTORY_LIMIT, merged_history
 
 OUTPUT_SCHEMA = pa.schema([
     ("user_id", pa.string()),
@@ -86,32 +90,39 @@ def results_table(user_ids: Sequence[str], results: Sequence[RecommendationList]
 
 
 @contextmanager
-def faiss_threads(n: int) -> Iterator[None]:
+def pinned_threads(get: Callable[[], int], set_: Callable[[int], None], n: int) -> Iterator[None]:
+    """Run with a library's thread count (read by `get`, written by `set_`) at `n`, restored afterwards."""
+    before = get()
+    set_(n)
+    try:
+        yield
+    finally:
+        set_(before)
+
+
+def faiss_threads(n: int) -> AbstractContextManager[None]:
     """Run FAISS with `n` OpenMP threads, restoring the previous setting afterwards.
 
     FAISS groups queries per thread, so float32 scores can change in the last bit with the thread
     count, and items whose scores tie (duplicate products) can swap. Pinning the count per worker
     makes the shards byte-identical across runs, machines and engines."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(n)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(before)
+    return pinned_threads(faiss.omp_get_max_threads, faiss.omp_set_num_threads, n)
 
 
 @dataclass(frozen=True)
 class ChunkResult:
-    """What an engine reports for one finished chunk."""
+    """What an engine reports for one finished chunk: its inputs (users scored, or items encoded),
+    output rows and seconds."""
 
     chunk: int
-    users: int
+    inputs: int
     rows: int
     seconds: float
 
 
 class ChunkScorer:
-    """Loads the bundle once; scores chunks of a prepared job and writes their shards.
+    """Loads the bundle once (and applies the job's catalogue changes from the event store to it); scores chunks
+    of a prepared job and writes their shards.
 
     Both engines use it: the local engine holds one, each Ray actor holds its own."""
 
@@ -122,13 +133,23 @@ class ChunkScorer:
         self.k = int(job.identity["k"])
         self.exclude_seen = bool(job.identity["exclude_seen"])
         self.reasons = bool(job.identity.get("reasons", False))
-        self.recommender = recommender if recommender is not None else load_recommender(bundle)
+        self.history_limit = int(job.identity.get("history_limit") or HISTORY_LIMIT)
+        opened = Bundle.open(bundle, verify=recommender is None)
+        self.recommender = recommender if recommender is not None else open_recommender(opened)
+        changes = read_changes(job.out / JOB_DIR / CHANGES_FILE)
+        if changes:  # the same catalogue the API serves at the snapshot (an upsert from another item space is
+            # encoded again with this bundle's item tower, as on an API reload)
+            rec = self.recommender
+            apply_changes(rec.catalogue, changes, opened.item_space, lambda records: rec.item_tower().encode_items(records))
 
-    def score(self, user_ids: Sequence[str], histories: Sequence[Sequence[str]] | None = None) -> pa.Table:
-        """Top-k for `user_ids`, from `histories` when given (evaluation mode) else the bundle's store."""
+    def score(self, user_ids: Sequence[str], histories: Sequence[Sequence[str]] | None = None,
+              events: Sequence[Sequence[str]] | None = None) -> pa.Table:
+        """Top-k for `user_ids`, from `histories` when given (evaluation mode), else from the bundle's histories
+        extended by the users' stored `events` (`merged_history`: what the API reads)."""
         if histories is None:
-            store = self.recommender.histories
-            histories = [store[u] for u in user_ids]
+            stored = self.recommender.histories
+            events = events if events is not None else [()] * len(user_ids)
+            histories = [merged_history(stored.get(u), e, self.history_limit) or [] for u, e in zip(user_ids, events)]
         with faiss_threads(self.threads):
             results = self.recommender.recommend_batch(histories, self.k, exclude_seen=self.exclude_seen,
                                                        explain=self.reasons)
@@ -137,7 +158,7 @@ class ChunkScorer:
     def run_chunk(self, chunk: int) -> ChunkResult:
         """Read, score and write one chunk (atomically: its shard is complete or absent)."""
         started = time.perf_counter()
-        user_ids, histories = self.job.read_chunk(chunk)
-        table = self.score(user_ids, histories)
+        user_ids, histories, events = self.job.read_chunk(chunk)
+        table = self.score(user_ids, histories, events)
         write_table(self.job.shard_path(chunk), table)
         return ChunkResult(chunk, len(user_ids), table.num_rows, time.perf_counter() - started)

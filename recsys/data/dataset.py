@@ -26,22 +26,35 @@ INTERACTION_SCHEMA: dict[str, pl.DataType] = {
     "timestamp": pl.Int64(),
 }
 SPLIT_VALUES = ("train", "valid", "test")
+REJECTED_FILE = "rejected.csv"
+REJECTED_SCHEMA = {"file": pl.Utf8, "row": pl.Int64, "problem": pl.Utf8, "value": pl.Utf8}
 
 
 @dataclass
 class ImportReport:
-    """What an importer read and anything it did not keep, with counts (never silent)."""
+    """What an importer read and anything it did not keep, with counts (never silent). `rejected` holds the bad
+    rows an import skipped (file, row, problem, value); `Dataset.save` writes them to rejected.csv."""
 
     rows_read: dict[str, int] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    rejected: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=REJECTED_SCHEMA))
 
     def drop(self, reason: str, count: int) -> None:
         if count:
             self.dropped[reason] = self.dropped.get(reason, 0) + int(count)
 
+    def rejected_counts(self) -> dict[str, int]:
+        """Skipped bad rows per problem and file ("unknown item id (not in items.csv) (events.csv)": 3)."""
+        counts = self.rejected.group_by("file", "problem", maintain_order=True).len()
+        return {f"{problem} ({file})": n for file, problem, n in counts.iter_rows()}
+
     def to_dict(self) -> dict:
-        return {"rows_read": self.rows_read, "dropped": self.dropped, "notes": self.notes}
+        out = {"rows_read": self.rows_read, "dropped": self.dropped, "notes": self.notes}
+        if self.rejected.height:
+            out |= {"rejected": self.rejected_counts(), "rejected_rows": self.rejected.height,
+                    "rejected_file": REJECTED_FILE}
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> "ImportReport":
@@ -90,11 +103,15 @@ class Dataset:
         }
 
     def save(self, directory: str | Path) -> Path:
-        """Write items.parquet, interactions.parquet and schema.json into `directory`."""
+        """Write items.parquet, interactions.parquet, schema.json and (when the import skipped bad rows)
+        rejected.csv into `directory`."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.items.write_parquet(directory / "items.parquet")
         self.interactions.write_parquet(directory / "interactions.parquet")
+        (directory / REJECTED_FILE).unlink(missing_ok=True)
+        if self.report.rejected.height:
+            self.report.rejected.write_csv(directory / REJECTED_FILE)
         schema = {
             "schema_version": SCHEMA_VERSION,
             **self.summary(),
@@ -160,6 +177,9 @@ def validate(items: pl.DataFrame, interactions: pl.DataFrame, source: str = "dat
     if empty_text.any():
         row = _first_row(empty_text)
         raise DataError(f"empty text for item {items['item_id'][row - 1]!r}", source=f"{source} items", row=row)
+    if interactions.height == 0:
+        raise DataError("no interactions: a dataset needs at least one (user, item, timestamp) row",
+                        source=f"{source} interactions")
     for column in INTERACTION_SCHEMA:
         nulls = interactions[column].is_null()
         if nulls.any():

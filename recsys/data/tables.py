@@ -1,68 +1,157 @@
 """Plain CSV / Parquet tables -> canonical `Dataset`, with a column mapping and an item-text template.
 
-Every problem with the input raises `DataError` naming the file, the row (1-based, header excluded) and
-the problem; every row that is legitimately skipped is counted in the dataset's `ImportReport`.
+Bad rows (a missing or unknown id, an unparsable timestamp or price, a duplicate item, a line that does not decode
+or has the wrong number of fields) are collected over the whole file: by default the import then stops with one
+`DataError` naming the file and listing them (row 1-based, header excluded); with `on_bad_rows="skip"` they are
+left out and listed in the report (rejected.csv beside the dataset). Every row that is legitimately skipped
+(blank lines, exact duplicates) is counted in the dataset's `ImportReport`.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Literal
 
 import polars as pl
 
-from recsys.data.dataset import OPTIONAL_ITEM_SCHEMA, Dataset, ImportReport
-from recsys.data.templates import template_expr, template_fields
+from recsys.data.dataset import OPTIONAL_ITEM_SCHEMA, REJECTED_FILE, REJECTED_SCHEMA, Dataset, ImportReport
+from recsys.data.item_text import template_expr, template_fields
 from recsys.errors import DataError
 
+OnBadRows = Literal["fail", "skip"]
+LISTED = 5  # bad rows an error message shows
 
-def _read_table(path: Path, report: ImportReport) -> pl.DataFrame:
-    """CSV/TSV (all columns as strings) or Parquet, with a 1-based `__row`; blank CSV lines are counted."""
+
+class BadRows:
+    """Bad input rows, collected over a whole file instead of stopping at the first one. With `fail` the file's
+    checks end in one DataError listing them (the first few and the total); with `skip` they are left out and
+    kept (file, row, problem, value) in the import report, which `Dataset.save` writes to rejected.csv."""
+
+    def __init__(self, mode: OnBadRows = "fail") -> None:
+        if mode not in ("fail", "skip"):
+            raise ValueError(f"on_bad_rows must be 'fail' or 'skip', got {mode!r}")
+        self.mode = mode
+        self.found: list[pl.DataFrame] = []
+
+    def reject(self, frame: pl.DataFrame, mask: pl.Series | pl.Expr, problem: str, path: Path,
+               value: str | pl.Series | None = None) -> pl.DataFrame:
+        """Record the rows of `frame` (with `__row`) where `mask` holds; return the others. `{value!r}` in
+        `problem` stands for that row's `value` (a column name or a Series aligned with `frame`)."""
+        if isinstance(value, pl.Series):
+            frame, value = frame.with_columns(value.alias("__value")), "__value"
+        flagged = frame.with_columns(pl.lit(False).or_(mask).fill_null(False).alias("__bad")) \
+            if isinstance(mask, pl.Expr) else frame.with_columns(mask.fill_null(False).alias("__bad"))
+        bad = flagged.filter(pl.col("__bad"))
+        if bad.height:
+            values = bad[value].cast(pl.Utf8) if value else pl.Series([None] * bad.height, dtype=pl.Utf8)
+            self.found.append(pl.DataFrame({"file": [path.name] * bad.height, "row": bad["__row"].cast(pl.Int64),
+                                            "problem": [problem.replace(" {value!r}", "")] * bad.height,
+                                            "value": values, "__template": [problem] * bad.height}))
+        return flagged.filter(~pl.col("__bad")).drop("__bad", *(["__value"] if value == "__value" else []))
+
+    def add(self, path: Path, row: int, problem: str, value: str | None = None) -> None:
+        self.found.append(pl.DataFrame({"file": [path.name], "row": [row], "problem": [problem], "value": [value],
+                                        "__template": [problem]},
+                                       schema={"file": pl.Utf8, "row": pl.Int64, "problem": pl.Utf8, "value": pl.Utf8,
+                                               "__template": pl.Utf8}))
+
+    def table(self) -> pl.DataFrame:
+        """Every bad row so far, by file and row, with its template (dropped by `rejected`)."""
+        if not self.found:
+            return pl.DataFrame(schema={**REJECTED_SCHEMA, "__template": pl.Utf8})
+        return pl.concat(self.found).sort("file", "row", maintain_order=True)
+
+    def rejected(self) -> pl.DataFrame:
+        return self.table().drop("__template")
+
+    def check(self, path: Path) -> None:
+        """In `fail` mode, raise for `path`'s bad rows (all of them counted, the first few shown)."""
+        if self.mode != "fail":
+            return
+        bad = self.table().filter(pl.col("file") == path.name)
+        if not bad.height:
+            return
+        shown = [(row, template.format(value=value) if "{value" in template else template)
+                 for row, template, value in bad.select("row", "__template", "value").head(LISTED).iter_rows()]
+        if bad.height == 1:
+            raise DataError(shown[0][1], source=str(path), row=shown[0][0])
+        listed = "; ".join(f"row {row}: {problem}" for row, problem in shown)
+        more = f"; … and {bad.height - LISTED} more" if bad.height > LISTED else ""
+        raise DataError(f"{bad.height} bad rows: {listed}{more} (skip them with on_bad_rows='skip' / "
+                        f"--on-bad-rows skip: the other rows are imported and every bad row is listed in "
+                        f"{REJECTED_FILE})", source=str(path))
+
+
+def _separator(path: Path, delimiter: str | None) -> str:
+    if delimiter is None:
+        return "\t" if path.suffix.lower() == ".tsv" else ","
+    named = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
+    sep = named.get(delimiter.lower(), delimiter)
+    if len(sep) != 1:
+        raise ValueError(f"delimiter must be one character (or tab, comma, semicolon, pipe), got {delimiter!r}")
+    return sep
+
+
+def _line_by_line(path: Path, sep: str, encoding: str, bad: BadRows) -> pl.DataFrame:
+    """The slow path for a file the CSV reader refused: each line decoded and split on its own; lines that do not
+    decode or have the wrong number of fields become bad rows (blank lines stay, as rows of nulls)."""
+    lines = path.read_bytes().split(b"\n")
+    if lines and lines[-1] in (b"", b"\r"):
+        lines.pop()
+    try:
+        header = next(csv.reader([lines[0].rstrip(b"\r").decode(encoding)], delimiter=sep))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"the header line is not valid {encoding} text ({exc.reason}); pass the file's encoding",
+                        source=str(path)) from None
+    rows, numbers = [], []
+    for number, line in enumerate(lines[1:], start=1):
+        try:
+            text = line.rstrip(b"\r").decode(encoding)
+        except UnicodeDecodeError as exc:
+            bad.add(path, number, f"not valid {encoding} text ({exc.reason}); pass the file's encoding (e.g. latin-1)")
+            continue
+        fields = next(csv.reader([text], delimiter=sep), [])
+        if fields and len(fields) != len(header):
+            bad.add(path, number, f"unparsable line: expected {len(header)} fields, found {len(fields)}")
+            continue
+        rows.append(fields or [None] * len(header))
+        numbers.append(number)
+    frame = pl.DataFrame(rows, schema={h: pl.Utf8 for h in header}, orient="row")
+    return frame.with_columns(pl.Series("__row", numbers, dtype=pl.UInt32)).select("__row", *header)
+
+
+def _read_table(path: Path, report: ImportReport, bad: BadRows | None = None, delimiter: str | None = None,
+                encoding: str = "utf-8") -> pl.DataFrame:
+    """CSV/TSV (all columns as strings; `delimiter` and `encoding` when not the defaults) or Parquet, with a
+    1-based `__row`; blank CSV lines are counted, undecodable or ragged lines are bad rows."""
+    bad = bad or BadRows()
     if not path.is_file():
         raise DataError("file not found", source=str(path))
     suffix = path.suffix.lower()
-    if suffix not in (".csv", ".tsv", ".parquet", ".pq"):
-        raise DataError(f"unsupported file type {suffix!r}: expected .csv, .tsv or .parquet", source=str(path))
-    sep = "\t" if suffix == ".tsv" else ","
-    try:
-        frame = pl.read_parquet(path) if suffix in (".parquet", ".pq") else pl.read_csv(
-            path, separator=sep, infer_schema=False)
-    except pl.exceptions.NoDataError:
-        raise DataError("the file is empty", source=str(path)) from None
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        problem, row = str(exc).split("\n")[0], None
-        if suffix in (".csv", ".tsv"):
-            with path.open(newline="", encoding="utf-8", errors="replace") as handle:
-                reader = csv.reader(handle, delimiter=sep)
-                width = len(next(reader, []))
-                for row, record in enumerate(reader, start=1):
-                    if record and len(record) != width:
-                        problem = f"expected {width} fields, found {len(record)}"
-                        break
-                else:
-                    row = None
-        raise DataError(f"unparsable line: {problem}", source=str(path), row=row) from None
-    frame = frame.with_row_index("__row", offset=1)
-    if suffix in (".csv", ".tsv") and frame.width > 1:
+    if suffix not in (".csv", ".tsv", ".parquet", ".pq", ".txt"):
+        raise DataError(f"unsupported file type {suffix!r}: expected .csv, .tsv, .txt or .parquet", source=str(path))
+    if suffix in (".parquet", ".pq"):
+        frame = pl.read_parquet(path).with_row_index("__row", offset=1)
+    else:
+        sep = _separator(path, delimiter)
+        utf8 = codecs.lookup(encoding).name == "utf-8"
+        try:
+            source = path if utf8 else path.read_bytes().decode(encoding).encode("utf-8")
+            frame = pl.read_csv(source, separator=sep, infer_schema=False).with_row_index("__row", offset=1)
+        except pl.exceptions.NoDataError:
+            raise DataError("the file is empty", source=str(path)) from None
+        except (pl.exceptions.PolarsError, UnicodeDecodeError):
+            frame = _line_by_line(path, sep, encoding, bad)
+    if suffix not in (".parquet", ".pq") and frame.width > 1:
         blank = pl.all_horizontal(pl.exclude("__row").is_null())
         report.drop(f"blank lines ({path.name})", frame.filter(blank).height)
         frame = frame.filter(~blank)
     report.rows_read[path.name] = frame.height
     return frame
-
-
-def _fail(frame: pl.DataFrame, mask: pl.Series | pl.Expr, problem: str, path: Path,
-          value: str | pl.Series | None = None) -> None:
-    """Raise for the first row where `mask` holds; `{value!r}` in `problem` shows that row's `value`."""
-    if isinstance(value, pl.Series):
-        frame, value = frame.with_columns(value.alias("__value")), "__value"
-    hits = frame.filter(mask)
-    if hits.height:
-        first = hits.row(0, named=True)
-        raise DataError(problem.format(value=first[value] if value else None), source=str(path),
-                        row=first["__row"])
 
 
 def _require(frame: pl.DataFrame, columns: Sequence[str], path: Path, what: str = "column") -> None:
@@ -72,14 +161,19 @@ def _require(frame: pl.DataFrame, columns: Sequence[str], path: Path, what: str 
         raise DataError(f"missing {what}(s) {missing}; found {found}", source=str(path))
 
 
-def _id(frame: pl.DataFrame, column: str, path: Path) -> pl.Expr:
-    value = pl.col(column).cast(pl.Utf8).str.strip_chars()
-    _fail(frame, value.is_null() | (value == ""), f"missing {column}", path)
-    return value
+def _id(column: str) -> pl.Expr:
+    return pl.col(column).cast(pl.Utf8).str.strip_chars()
+
+
+def _present(frame: pl.DataFrame, columns: Sequence[str], path: Path, bad: BadRows) -> pl.DataFrame:
+    """Rows with every id column filled (the others are bad rows: "missing <column>")."""
+    for column in columns:
+        frame = bad.reject(frame, _id(column).is_null() | (_id(column) == ""), f"missing {column}", path)
+    return frame
 
 
 def _render(frame: pl.DataFrame, template: str, path: Path) -> pl.Expr:
-    """The item-text template over the table's columns (`recsys.data.templates`; every field must exist)."""
+    """The item-text template over the table's columns (`recsys.data.item_text`; every field must exist)."""
     try:
         fields = template_fields(template)
     except ValueError as exc:
@@ -96,32 +190,29 @@ def _iso_seconds(value: str) -> int | None:
     return int((stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)).timestamp())
 
 
-def _epoch_seconds(frame: pl.DataFrame, column: str, path: Path, fmt: str | None) -> pl.Series:
-    """Integers (epoch seconds), datetimes, or strings (integers, ISO 8601 or `fmt`) -> Int64 seconds."""
+def _epoch_seconds(frame: pl.DataFrame, column: str, fmt: str | None) -> pl.Series:
+    """Integers (epoch seconds), datetimes, or strings (integers, ISO 8601 or `fmt`) -> Int64 seconds (null where
+    a value is missing or does not parse)."""
     raw = frame[column]
-    _fail(frame, raw.is_null(), f"missing {column}", path)
     if raw.dtype.is_integer():
         return raw.cast(pl.Int64)
     if raw.dtype in (pl.Date, pl.Datetime):
         return raw.cast(pl.Datetime("us")).dt.epoch("s") if raw.dtype == pl.Date else raw.dt.epoch("s")
     text = raw.cast(pl.Utf8).str.strip_chars()
     if fmt:
-        seconds = text.str.to_datetime(fmt, strict=False).dt.epoch("s")
-    else:  # integers (epoch seconds) row by row, then ISO 8601 for the rest
-        is_int = text.str.contains(r"^-?\d+(\.0*)?$")
-        seconds = text.str.replace(r"\.0*$", "").cast(pl.Int64, strict=False)
-        iso_text = pl.select(pl.when(~is_int).then(text)).to_series()
-        if iso_text.null_count() < len(iso_text):
-            try:
-                parsed = iso_text.str.to_datetime(strict=False).dt.epoch("s")
-            except pl.exceptions.PolarsError:
-                parsed = pl.Series([None] * len(text), dtype=pl.Int64)
-            seconds = seconds.fill_null(parsed)
-            if (seconds.is_null() & ~is_int).any():  # mixed ISO forms: let Python finish the stragglers
-                seconds = pl.Series([_iso_seconds(v) if s is None else s for v, s in zip(text, seconds)],
-                                    dtype=pl.Int64)
-    expected = f"format {fmt!r}" if fmt else "integer epoch seconds or an ISO 8601 datetime"
-    _fail(frame, seconds.is_null(), "unparsable timestamp {value!r}: expected " + expected, path, column)
+        return text.str.to_datetime(fmt, strict=False).dt.epoch("s")
+    is_int = text.str.contains(r"^-?\d+(\.0*)?$")  # integers (epoch seconds) row by row, then ISO 8601 for the rest
+    seconds = text.str.replace(r"\.0*$", "").cast(pl.Int64, strict=False)
+    iso_text = pl.select(pl.when(~is_int).then(text)).to_series()
+    if iso_text.null_count() < len(iso_text):
+        try:
+            parsed = iso_text.str.to_datetime(strict=False).dt.epoch("s")
+        except pl.exceptions.PolarsError:
+            parsed = pl.Series([None] * len(text), dtype=pl.Int64)
+        seconds = seconds.fill_null(parsed)
+        if (seconds.is_null() & ~is_int & text.is_not_null()).any():  # mixed ISO forms: Python finishes the rest
+            seconds = pl.Series([_iso_seconds(v) if s is None and v is not None else s for v, s in zip(text, seconds)],
+                                dtype=pl.Int64)
     return seconds
 
 
@@ -129,16 +220,24 @@ def import_table(interactions_path: str | Path, items_path: str | Path, *, user_
                  item_col: str = "item_id", time_col: str | None = "timestamp", item_id_col: str = "item_id",
                  text_template: str | None = None, text_col: str | None = None,
                  extra_item_cols: Mapping[str, str] | Sequence[str] | None = None,
-                 timestamp_format: str | None = None, name: str | None = None) -> Dataset:
-    """Import an interaction table and an item table (CSV/TSV/Parquet by extension) with a column mapping.
+                 timestamp_format: str | None = None, name: str | None = None, on_bad_rows: OnBadRows = "fail",
+                 delimiter: str | None = None, encoding: str = "utf-8") -> Dataset:
+    """Import an interaction table and an item table (CSV/TSV/TXT/Parquet by extension) with a column mapping.
 
     Item text comes from `text_col`, or `text_template` ("title: {title} | brand: {brand}"; empty fields
     are dropped with their label and separator), or a `text` column. Columns title/category/brand/price
     are carried when present; `extra_item_cols` adds more ({canonical: source} or a list of names).
     Timestamps: integers (epoch seconds), datetimes, or strings parsed as ISO 8601 / `timestamp_format`.
-    `time_col=None` uses the file order. Exact duplicate interactions are dropped and counted."""
+    `time_col=None` uses the file order. Exact duplicate interactions are dropped and counted. Text files are
+    read with `delimiter` (default: tab for .tsv, else comma) and `encoding`. Bad rows: `on_bad_rows="fail"`
+    stops with all of them listed, "skip" leaves them out (`dataset.report.rejected`, saved as rejected.csv)."""
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise ValueError(f"unknown encoding {encoding!r}") from None
     inter_path, item_path, report = Path(interactions_path), Path(items_path), ImportReport()
-    items = _read_table(item_path, report)
+    bad = BadRows(on_bad_rows)
+    items = _read_table(item_path, report, bad, delimiter, encoding)
     _require(items, [item_id_col], item_path)
     if text_template is None and text_col is None:
         if "text" not in items.columns:
@@ -152,11 +251,11 @@ def import_table(interactions_path: str | Path, items_path: str | Path, *, user_
     extra = dict(extra_item_cols) if isinstance(extra_item_cols, Mapping) else {c: c for c in extra_item_cols or []}
     extra = {**{c: c for c in OPTIONAL_ITEM_SCHEMA if c in items.columns and c not in extra}, **extra}
     _require(items, list(extra.values()), item_path, "extra item column")
-    items = items.with_columns(_id(items, item_id_col, item_path).alias("__id"),
-                               text.str.strip_chars().alias("__text"))
-    _fail(items, ~pl.col("__id").is_first_distinct(), "duplicate item id {value!r}", item_path, "__id")
-    _fail(items, pl.col("__text").is_null() | (pl.col("__text") == ""), "empty item text for item {value!r}",
-          item_path, "__id")
+    items = _present(items, [item_id_col], item_path, bad)
+    items = items.with_columns(_id(item_id_col).alias("__id"), text.str.strip_chars().alias("__text"))
+    items = bad.reject(items, ~pl.col("__id").is_first_distinct(), "duplicate item id {value!r}", item_path, "__id")
+    items = bad.reject(items, pl.col("__text").is_null() | (pl.col("__text") == ""),
+                       "empty item text for item {value!r}", item_path, "__id")
     columns = [pl.col("__id").alias("item_id"), pl.col("__text").alias("text")]
     for target, source in extra.items():
         if target in ("item_id", "text") or target.startswith("__"):
@@ -167,30 +266,50 @@ def import_table(interactions_path: str | Path, items_path: str | Path, *, user_
             continue
         given = pl.col(source).cast(pl.Utf8).str.strip_chars()
         value = pl.when(given != "").then(given).cast(dtype, strict=False)
-        _fail(items, value.is_null() & (given != ""), f"unparsable {target} {{value!r}}", item_path, source)
+        items = bad.reject(items, value.is_null() & (given != ""), f"unparsable {target} {{value!r}}", item_path,
+                           source)
         columns.append(value.alias(target))
+    bad.check(item_path)
     item_frame = items.select(columns)
+    if item_frame.height == 0:
+        raise DataError("no items: the file has a header but no usable rows", source=str(item_path))
 
-    inter = _read_table(inter_path, report)
+    inter = _read_table(inter_path, report, bad, delimiter, encoding)
     _require(inter, [user_col, item_col] + ([time_col] if time_col else []), inter_path)
     inter = checked_interactions(inter, (user_col, item_col, time_col), timestamp_format, item_frame["item_id"],
-                          (inter_path, item_path), report)
+                                 (inter_path, item_path), report, bad)
+    report.rejected = bad.rejected()
     return Dataset(name or inter_path.stem, item_frame, inter, report, text_template)
 
 
-def checked_interactions(inter: pl.DataFrame, cols: tuple[str, str, str | None], fmt: str | None, item_ids: pl.Series,
-                  paths: tuple[Path, Path], report: ImportReport) -> pl.DataFrame:
-    """Canonical interactions from a raw frame with `__row`: ids checked, timestamps parsed, duplicates counted."""
+def checked_interactions(inter: pl.DataFrame, cols: tuple[str, str, str | None], fmt: str | None,
+                         item_ids: pl.Series, paths: tuple[Path, Path], report: ImportReport,
+                         bad: BadRows | None = None) -> pl.DataFrame:
+    """Canonical interactions from a raw frame with `__row`: ids checked, timestamps parsed, duplicates counted;
+    bad rows go to `bad` (default: fail on them). An empty result is an error."""
     (user_col, item_col, time_col), (inter_path, item_path) = cols, paths
-    user, item = _id(inter, user_col, inter_path), _id(inter, item_col, inter_path)
-    _fail(inter, ~item.is_in(item_ids.implode()), f"unknown item id {{value!r}} (not in {item_path.name})",
-          inter_path, inter.select(item).to_series())
+    bad = bad or BadRows()
+    read = inter.height
+    inter = _present(inter, [user_col, item_col], inter_path, bad)
+    inter = bad.reject(inter, ~_id(item_col).is_in(item_ids.implode()),
+                       f"unknown item id {{value!r}} (not in {item_path.name})", inter_path,
+                       inter.select(_id(item_col)).to_series())
     if time_col:
-        stamps = _epoch_seconds(inter, time_col, inter_path, fmt)
+        inter = bad.reject(inter, pl.col(time_col).is_null(), f"missing {time_col}", inter_path)
+        expected = f"format {fmt!r}" if fmt else "integer epoch seconds or an ISO 8601 datetime"
+        inter = inter.with_columns(_epoch_seconds(inter, time_col, fmt).alias("__timestamp"))
+        inter = bad.reject(inter, pl.col("__timestamp").is_null(), "unparsable timestamp {value!r}: expected "
+                           + expected, inter_path, time_col)
+        stamps = inter["__timestamp"]
     else:
         stamps = pl.Series(range(inter.height), dtype=pl.Int64)
         report.notes.append("no time column: timestamp = row position in the interactions file")
-    frame = inter.select(user.alias("user_id"), item.alias("item_id")).with_columns(timestamp=stamps)
+    bad.check(inter_path)
+    if inter.height == 0:
+        why = "the file has a header but no rows" if read == 0 else f"none of its {read:,} rows is usable"
+        raise DataError(f"no interactions: {why}", source=str(inter_path))
+    frame = inter.select(_id(user_col).alias("user_id"), _id(item_col).alias("item_id")).with_columns(
+        timestamp=stamps)
     unique = frame.unique(maintain_order=True)
     report.drop(f"exact duplicate interaction rows ({inter_path.name})", frame.height - unique.height)
     return unique

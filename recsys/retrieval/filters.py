@@ -70,17 +70,20 @@ def normalise_attributes(attributes: pl.DataFrame | Mapping[str, Any] | None, n:
 
 
 class RWLock:
-    """Many concurrent searches, one writer (add / remove / compact) at a time."""
+    """Many concurrent searches, one writer (add / remove / compact / a catalogue change) at a time. A waiting
+    writer goes first: new readers wait behind it, so a steady stream of searches cannot starve a change (a
+    thread must not take the read lock again while it holds it)."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._readers = 0
         self._writer = False
+        self._waiting_writers = 0
 
     @contextmanager
     def read(self):
         with self._cond:
-            while self._writer:
+            while self._writer or self._waiting_writers:
                 self._cond.wait()
             self._readers += 1
         try:
@@ -94,8 +97,12 @@ class RWLock:
     @contextmanager
     def write(self):
         with self._cond:
-            while self._writer or self._readers:
-                self._cond.wait()
+            self._waiting_writers += 1
+            try:
+                while self._writer or self._readers:
+                    self._cond.wait()
+            finally:
+                self._waiting_writers -= 1
             self._writer = True
         try:
             yield

@@ -1,10 +1,10 @@
-"""`VectorIndex`: a FAISS index over L2-normalised item vectors, keyed by raw item ids, with live
-add / remove / deactivate, query-time filters and save/load without pickle.
+"""`VectorIndex`: a FAISS index over the L2-normalised item vectors of a `Catalogue`, with live add / remove /
+deactivate (through the catalogue), query-time filters and save/load without pickle.
 
-Rows ("slots") are append-only: faiss label = row of `ids`. Removing or deactivating an item sets
-a flag on its row (a tombstone); searches skip flagged rows through a faiss IDSelector (CPU) or a
-host-side filter (GPU), over-fetching and refilling so k results come back whenever k eligible
-items exist. `compact()` drops removed rows for good (IVF codes are moved, flat/HNSW rebuilt).
+FAISS label = catalogue row; rows are append-only. The ids, the row flags (removed / inactive) and the filter
+attributes are the catalogue's: searches skip flagged rows through a faiss IDSelector (CPU) or a host-side
+filter (GPU), over-fetching and refilling so k results come back whenever k eligible items exist.
+`compact()` drops removed rows for good (IVF codes are moved, flat/HNSW rebuilt), built aside and swapped in.
 """
 
 from __future__ import annotations
@@ -12,22 +12,23 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import faiss
 import numpy as np
 import polars as pl
 
 from recsys.config import IndexConfig
-from recsys.errors import BundleError, UnknownIdError
+from recsys.errors import BundleError
 
 from .factory import (Layout, SearchParams, add_in_chunks, compact_index, exhaustive_params, faiss_params, new_index,
                       reconstruct_rows)
-from .filters import RWLock, Where, bitmap_selector, normalise_attributes, rows_of, where_key, where_mask
+from .filters import Where, bitmap_selector, normalise_attributes, rows_of
 from .gpu import GPU_MAX_K, GpuReplica, to_gpu
 
-REMOVED = np.uint8(1)   # gone from the catalogue (until compact() reclaims the row)
-INACTIVE = np.uint8(2)  # kept but not recommendable (out of stock); activate() brings it back
+if TYPE_CHECKING:  # recsys.catalogue imports this package's filters: import it lazily
+    from recsys.catalogue import Catalogue, CatalogueState
+
 REFILL_ROUNDS = 3       # over-fetch rounds (×4 fetch, ×4 nprobe/efSearch each) before the exact fallback
 
 
@@ -52,156 +53,130 @@ class TextEncoder(Protocol):
 
 
 class VectorIndex:
-    """Inner-product search with a raw-id mapping in both directions.
+    """Inner-product search over the rows of a `Catalogue`: FAISS label = catalogue row.
 
-    `ids[row]` is the raw id stored at faiss label `row` (removed rows included until `compact()`);
-    `position[raw_id]` is the row of every item not removed. `len()` counts rows.
+    The index holds only the FAISS structure; ids, id → row, state flags and filter attributes are read from
+    the catalogue it references, and it follows the catalogue's appended and compacted rows (a `RowListener`).
+    Built from bare vectors and ids (`build`) it makes itself a private catalogue, so it also works alone.
     """
 
-    def __init__(self, index: faiss.Index, ids: np.ndarray, config: IndexConfig, *,
-                 state: np.ndarray | None = None, attributes: pl.DataFrame | None = None) -> None:
-        if index.ntotal != len(ids):
-            raise BundleError(f"index holds {index.ntotal} vectors but {len(ids)} ids")
+    def __init__(self, index: faiss.Index, catalogue: Catalogue, config: IndexConfig) -> None:
+        if index.ntotal != len(catalogue):
+            raise BundleError(f"index holds {index.ntotal} vectors but the catalogue {len(catalogue)} rows")
         self.index = index  # the CPU master: saved, edited, compacted
+        self.catalogue = catalogue
+        self.config = config
         self._layout = Layout.of(index)
         self._params_cache: dict = {}
-        self.ids = np.asarray(ids, dtype=object)
-        self.config = config
-        self._state = np.zeros(len(self.ids), np.uint8) if state is None else np.asarray(state, np.uint8).copy()
-        if len(self._state) != len(self.ids):
-            raise BundleError(f"state has {len(self._state)} rows for {len(self.ids)} ids")
-        self.attributes = normalise_attributes(attributes, len(self.ids))
-        self._lock = RWLock()
-        self._rebuild_position()
         self.gpu: GpuReplica | None = to_gpu(index, config)
+        catalogue.attach(self)
 
-    # ---- bookkeeping --------------------------------------------------------------------------
-    def _rebuild_position(self) -> None:
-        live = np.flatnonzero((self._state & REMOVED) == 0)
-        self.position = dict(zip(self.ids[live].tolist(), live.tolist()))
-        self._invalidate()
+    # ---- views of the catalogue -----------------------------------------------------------------
+    @property
+    def ids(self) -> np.ndarray:
+        """The id stored in each row (removed rows included until `compact()`)."""
+        return self.catalogue.state.ids
 
-    def _invalidate(self) -> None:
-        self._available = self._state == 0
-        self._n_available = int(self._available.sum())
-        self._selector_cache: tuple | None = None
-        self._where_cache: dict = {}
+    @property
+    def position(self) -> dict:
+        """id → row of every item not removed."""
+        return self.catalogue.state.position
+
+    @property
+    def attributes(self) -> pl.DataFrame | None:
+        return self.catalogue.state.attributes
 
     @property
     def dim(self) -> int:
         return self.index.d
 
     def __len__(self) -> int:
-        return len(self.ids)  # == index.ntotal
+        return self.index.ntotal  # == catalogue rows
 
     @property
     def n_available(self) -> int:
         """Items a search can return (neither removed nor deactivated)."""
-        return self._n_available
+        return self.catalogue.state.n_available
 
     @property
     def n_removed(self) -> int:
         """Tombstoned rows that `compact()` would reclaim."""
-        return int(((self._state & REMOVED) != 0).sum())
+        return self.catalogue.state.n_removed
 
     def is_active(self, item_id: Any) -> bool:
-        row = self.position.get(item_id)
-        return row is not None and self._state[row] == 0
+        return self.catalogue.state.is_active(item_id)
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
     def build(cls, vectors: np.ndarray, ids: list[str] | np.ndarray, config: IndexConfig | None = None, *,
               attributes: pl.DataFrame | dict | None = None) -> "VectorIndex":
-        """Index `vectors` (rows aligned with `ids`, and with `attributes` rows when given);
-        trains on a seeded sample when the kind needs it."""
-        config = config or IndexConfig()
+        """Index `vectors` (rows aligned with `ids`, and with `attributes` rows when given) over a private
+        catalogue; trains on a seeded sample when the kind needs it."""
+        from recsys.catalogue import Catalogue
+
         ids = np.asarray(ids, dtype=object)
         if len(set(ids.tolist())) != len(ids):
             raise ValueError("ids must be unique")
-        vectors = prepare_vectors(vectors, len(ids), config.normalize)
-        return cls(new_index(config, vectors), ids, config, attributes=normalise_attributes(attributes, len(ids)))
+        return cls.over(Catalogue.from_ids(ids.tolist(), prepare_vectors(vectors, len(ids), False),
+                                           normalise_attributes(attributes, len(ids))), config)
 
-    # ---- live catalogue -----------------------------------------------------------------------
+    @classmethod
+    def over(cls, catalogue: Catalogue, config: IndexConfig | None = None) -> "VectorIndex":
+        """Index every row of `catalogue` (its vectors, L2-normalised when the config says so)."""
+        config = config or IndexConfig()
+        state = catalogue.state
+        return cls(new_index(config, prepare_vectors(state.vectors, len(state), config.normalize)), catalogue, config)
+
+    # ---- live catalogue (through the catalogue: one change, one version) ------------------------
     def add(self, vectors: np.ndarray, ids: Sequence[Any], *, attributes: pl.DataFrame | dict | None = None) -> None:
         """Insert items without retraining (IVF assigns them to the existing lists). An id that is
         already present is replaced: its old row becomes a tombstone."""
         ids = list(ids)
-        if len(set(ids)) != len(ids):
-            raise ValueError("ids must be unique")
-        vectors = prepare_vectors(vectors, len(ids), self.config.normalize, self.dim)
-        new_attributes = normalise_attributes(attributes, len(ids))
-        with self._lock.write():
-            replaced = [self.position[i] for i in ids if i in self.position]
-            self._state[replaced] |= REMOVED
-            start = len(self.ids)
-            add_in_chunks(self.index, vectors)
-            if self.gpu is not None and self.gpu.sharded:
-                self.gpu = to_gpu(self.index, self.config)
-            elif self.gpu is not None:
-                self.gpu.add(vectors)
-            self.ids = np.concatenate([self.ids, np.asarray(ids, dtype=object)])
-            self._state = np.concatenate([self._state, np.zeros(len(ids), np.uint8)])
-            if new_attributes is not None or self.attributes is not None:
-                old = self.attributes if self.attributes is not None else new_attributes.clear(start)
-                new = new_attributes if new_attributes is not None else self.attributes.clear(len(ids))
-                self.attributes = pl.concat([old, new], how="diagonal_relaxed")
-            self.position.update(zip(ids, range(start, start + len(ids))))
-            self._invalidate()
+        vectors = prepare_vectors(vectors, len(ids), False, self.dim)
+        extra = normalise_attributes(attributes, len(ids))
+        rows = extra.to_dicts() if extra is not None else [{} for _ in ids]
+        self.catalogue.upsert([{**row, "item_id": item_id} for row, item_id in zip(rows, ids)], vectors)
 
     def add_texts(self, texts: Sequence[str], ids: Sequence[Any], encoder: TextEncoder, *,
                   attributes: pl.DataFrame | dict | None = None) -> None:
         """Encode new items' text with the item tower and insert them."""
         self.add(encoder.encode(list(texts)), ids, attributes=attributes)
 
-    def _rows(self, ids: Iterable[Any], missing_ok: bool) -> np.ndarray:
-        ids = list(ids)
-        missing = [i for i in ids if i not in self.position]
-        if missing and not missing_ok:
-            raise UnknownIdError("item", missing)
-        return rows_of(ids, self.position)
-
     def remove(self, ids: Iterable[Any], *, missing_ok: bool = False) -> int:
         """Tombstone items: never returned again, forgotten by `position`; returns how many."""
-        with self._lock.write():
-            rows = self._rows(ids, missing_ok)
-            self._state[rows] |= REMOVED
-            for row in rows.tolist():
-                self.position.pop(self.ids[row], None)
-            self._invalidate()
-            return len(rows)
+        return self.catalogue.remove(ids, missing_ok=missing_ok)
 
     def deactivate(self, ids: Iterable[Any], *, missing_ok: bool = False) -> int:
         """Hide items (out of stock) but keep them known; `activate` reverses it."""
-        with self._lock.write():
-            rows = self._rows(ids, missing_ok)
-            self._state[rows] |= INACTIVE
-            self._invalidate()
-            return len(rows)
+        return self.catalogue.set_active(ids, False, missing_ok=missing_ok)
 
     def activate(self, ids: Iterable[Any], *, missing_ok: bool = False) -> int:
-        with self._lock.write():
-            rows = self._rows(ids, missing_ok)
-            self._state[rows] &= ~INACTIVE
-            self._invalidate()
-            return len(rows)
+        return self.catalogue.set_active(ids, True, missing_ok=missing_ok)
 
     def compact(self) -> int:
-        """Drop removed rows from the index for good (rows are renumbered); on GPU the rebuilt
-        master is cloned to the GPUs and swapped in. Returns the number of rows reclaimed."""
-        with self._lock.write():
-            keep = np.flatnonzero((self._state & REMOVED) == 0)
-            if len(keep) == len(self.ids):
-                return 0
-            master = compact_index(self.index, self.config, keep)
-            replica = to_gpu(master, self.config) if self.gpu is not None else None
+        """Drop removed rows for good (rows are renumbered; see `Catalogue.compact`). Returns the number of
+        rows reclaimed."""
+        return self.catalogue.compact()
+
+    # ---- RowListener: the catalogue calls these under its locks ----------------------------------
+    def rows_added(self, vectors: np.ndarray) -> None:
+        vectors = prepare_vectors(vectors, len(vectors), self.config.normalize, self.dim)
+        add_in_chunks(self.index, vectors)
+        if self.gpu is not None and self.gpu.sharded:
+            self.gpu = to_gpu(self.index, self.config)
+        elif self.gpu is not None:
+            self.gpu.add(vectors)
+
+    def compacted(self, keep: np.ndarray):
+        """Build the compacted FAISS master (and GPU replica) aside; the returned swap installs them."""
+        master = compact_index(self.index, self.config, keep)
+        replica = to_gpu(master, self.config) if self.gpu is not None else None
+
+        def swap() -> None:
             self.index, self.gpu = master, replica
             self._layout, self._params_cache = Layout.of(master), {}
-            dropped = len(self.ids) - len(keep)
-            self.ids, self._state = self.ids[keep], self._state[keep]
-            if self.attributes is not None:
-                self.attributes = self.attributes[keep]
-            self._rebuild_position()
-            return dropped
+
+        return swap
 
     # ---- search -------------------------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int, *, exclude: Collection[Any] | None = None,
@@ -217,22 +192,37 @@ class VectorIndex:
         Every row holds min(w, eligible items) results: filtered searches over-fetch and refill,
         ending in an exact scan of the eligible items if the ANN structure comes up short.
         """
+        scores, labels, state = self.search_rows(queries, k, exclude=exclude, exclude_per_query=exclude_per_query,
+                                                 allow=allow, where=where, params=params)
+        if not labels.size or labels.min() >= 0:
+            return scores, state.ids[labels]
+        ids = np.full(labels.shape, None, dtype=object)
+        valid = labels >= 0
+        ids[valid] = state.ids[labels[valid]]
+        return scores, ids
+
+    def search_rows(self, queries: np.ndarray, k: int, *, exclude: Collection[Any] | None = None,
+                    exclude_per_query: Sequence[Collection[Any] | None] | None = None,
+                    allow: Collection[Any] | np.ndarray | None = None, where: Where | None = None,
+                    params: SearchParams | None = None) -> tuple[np.ndarray, np.ndarray, CatalogueState]:
+        """`search` as catalogue rows: (scores [n, w], rows int64 [n, w] with -1 for missing slots, the catalogue
+        state the rows belong to)."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         params = params or SearchParams()
         exclude = list(exclude) if exclude is not None else None
-        with self._lock.read():
-            width = max(0, min(int(k), self._n_available))
+        with self.catalogue.reading() as state:
+            width = max(0, min(int(k), state.n_available))
             if width == 0 or len(queries) == 0:
                 return (np.full((len(queries), width), -np.inf, np.float32),
-                        np.full((len(queries), width), None, dtype=object))
+                        np.full((len(queries), width), -1, np.int64), state)
             if exclude_per_query is not None and len(exclude_per_query) != len(queries):
                 raise ValueError(f"exclude_per_query has {len(exclude_per_query)} entries for {len(queries)} queries")
-            mask, keep_alive = self._eligible(allow, where, exclude)
+            mask, keep_alive = self._eligible(state, allow, where, exclude)
             selector = keep_alive[0] if keep_alive else None
-            n_eligible = self._n_available if mask is None else int(mask.sum())
+            n_eligible = state.n_available if mask is None else int(mask.sum())
             per_rows = None
             if exclude_per_query is not None:
-                per_rows = [rows_of(e, self.position) if e is not None else np.zeros(0, np.int64)
+                per_rows = [rows_of(e, state.position) if e is not None else np.zeros(0, np.int64)
                             for e in exclude_per_query]
                 per_rows = [r[mask[r]] if mask is not None else r for r in per_rows]
             if mask is None and per_rows is None and self.gpu is None:  # the common case, kept lean
@@ -241,45 +231,31 @@ class VectorIndex:
                     scores, labels = self._search(queries, width, mask, selector, n_eligible, per_rows, params)
             else:
                 scores, labels = self._search(queries, width, mask, selector, n_eligible, per_rows, params)
-            return self._as_ids(scores, labels)  # under the lock: compact() renumbers rows
+        if labels.size and labels.min() < 0:
+            scores = np.where(labels >= 0, scores, -np.inf).astype(np.float32)
+        return scores, labels, state
 
-    def _as_ids(self, scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if labels.min() >= 0:
-            return scores, self.ids[labels]
-        ids = np.full(labels.shape, None, dtype=object)
-        valid = labels >= 0
-        ids[valid] = self.ids[labels[valid]]
-        return np.where(valid, scores, -np.inf).astype(np.float32), ids
-
-    def _eligible(self, allow, where, exclude) -> tuple[np.ndarray | None, tuple]:
+    def _eligible(self, state: CatalogueState, allow, where, exclude) -> tuple[np.ndarray | None, tuple]:
         """Row mask of items a query may return (None: every row) + (selector, bitmap) to keep alive."""
-        if allow is None and where is None and not exclude and self._n_available == len(self):
+        if allow is None and where is None and not exclude and state.n_available == len(state):
             return None, ()
-        mask = self._available
+        mask = state.available
         if where is not None:
-            key = where_key(where)
-            where_rows = self._where_cache.get(key) if key is not None else None
-            if where_rows is None:
-                where_rows = where_mask(self.attributes, where)
-                if key is not None and len(self._where_cache) < 64:
-                    self._where_cache[key] = where_rows
-            mask = mask & where_rows
+            mask = mask & state.where_mask(where)
         if allow is not None:
             if isinstance(allow, np.ndarray) and allow.dtype == bool:
-                if len(allow) != len(self):
-                    raise ValueError(f"allow mask has {len(allow)} rows, the index {len(self)}")
+                if len(allow) != len(state):
+                    raise ValueError(f"allow mask has {len(allow)} rows, the index {len(state)}")
                 mask = mask & allow
             else:
-                allowed = np.zeros(len(self), bool)
-                allowed[rows_of(allow, self.position)] = True
+                allowed = np.zeros(len(state), bool)
+                allowed[rows_of(allow, state.position)] = True
                 mask = mask & allowed
         if exclude:
-            mask = mask.copy() if mask is self._available else mask
-            mask[rows_of(exclude, self.position)] = False
-        if mask is self._available:
-            if self._selector_cache is None:
-                self._selector_cache = bitmap_selector(mask)
-            return mask, self._selector_cache
+            mask = mask.copy() if mask is state.available else mask
+            mask[rows_of(exclude, state.position)] = False
+        if mask is state.available:
+            return mask, state.selector
         return mask, bitmap_selector(mask)
 
     def _search(self, queries, width, mask, selector, n_eligible, per_rows, params):
@@ -360,32 +336,46 @@ class VectorIndex:
 
     # ---- persistence --------------------------------------------------------------------------
     def save(self, directory: str | Path) -> None:
-        """index.faiss (CPU master) + ids.npy + state.npy + config.json (+ attributes.parquet)."""
+        """index.faiss (CPU master) + ids.npy + state.npy (the catalogue's flags) + config.json (+ attributes.parquet)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        with self._lock.read():
+        with self.catalogue.reading() as state:
             faiss.write_index(self.index, str(directory / "index.faiss"))
-            np.save(directory / "ids.npy", self.ids.astype(str), allow_pickle=False)
-            np.save(directory / "state.npy", self._state, allow_pickle=False)
+            np.save(directory / "ids.npy", state.ids.astype(str), allow_pickle=False)
+            np.save(directory / "state.npy", state.flags, allow_pickle=False)
             (directory / "config.json").write_text(self.config.model_dump_json(indent=2))
-            if self.attributes is not None:
-                self.attributes.write_parquet(directory / "attributes.parquet")
+            if state.attributes is not None:
+                state.attributes.write_parquet(directory / "attributes.parquet")
 
-    @classmethod
-    def load(cls, directory: str | Path) -> "VectorIndex":
+    @staticmethod
+    def read_parts(directory: str | Path) -> tuple[faiss.Index, np.ndarray, np.ndarray | None, IndexConfig]:
+        """(FAISS index, ids, state flags or None for old bundles, config) from a saved index directory."""
         directory = Path(directory)
         config = IndexConfig.model_validate_json((directory / "config.json").read_text())
         index = faiss.read_index(str(directory / "index.faiss"))
         ids = np.load(directory / "ids.npy", allow_pickle=False).astype(object)
         state = np.load(directory / "state.npy", allow_pickle=False) if (directory / "state.npy").exists() else None
+        return index, ids, state, config
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "VectorIndex":
+        """A saved index with a private catalogue (ids, flags, attributes; vectors reconstructed from FAISS)."""
+        from recsys.catalogue import Catalogue
+
+        directory = Path(directory)
+        index, ids, state, config = cls.read_parts(directory)
         attributes = pl.read_parquet(directory / "attributes.parquet") \
             if (directory / "attributes.parquet").exists() else None
-        return cls(index, ids, config, state=state, attributes=attributes)
+        frame = pl.DataFrame({"item_id": ids.tolist()})
+        if attributes is not None:
+            frame = pl.concat([frame, attributes], how="horizontal")
+        vectors = reconstruct_rows(index, np.arange(index.ntotal))
+        return cls(index, Catalogue(frame, vectors, state), config)
 
 
 def reconstruct_all(index: VectorIndex) -> np.ndarray:
     """All stored vectors in row order, aligned with `index.ids` (float32; PQ rows approximate)."""
-    with index._lock.write():  # an IVF index may build its direct map here
+    with index.catalogue._lock.write():  # an IVF index may build its direct map here
         return reconstruct_rows(index.index, np.arange(len(index)))
 
 

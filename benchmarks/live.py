@@ -1,0 +1,168 @@
+"""A living shop across workers: how fast every worker of `recsys serve --workers N` sees a catalogue edit or an
+event, and what a worker's memory does over many reloads.
+
+Convergence: after each write (an upsert, a deactivation, a new user's event) returns, reads go out one after
+another on fresh connections (each lands on some worker) for `window` seconds; a read that still shows the old
+state is stale, and the write has converged when the first good read after the last stale one was sent (0: no
+stale read; an upper bound, at the resolution of one read). Reloads: the
+bundle is reloaded `reloads` times, alternating between two copies of it (so every worker loads each time: the
+one that took the reload, the others when they see it in the event store), each followed by free-text queries;
+the RSS of every worker is read from /proc after each.
+
+    recsys bench live --bundle artifacts/shop --workers 2 --out results/live
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import polars as pl
+
+from benchmarks.common import Column, environment, write_report
+from benchmarks.latency import ADMIN_TOKEN, Server
+from recsys.artifacts import resolve_bundle
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+COLUMNS = [Column("measure"), Column("kind"), Column("n"), Column("median"), Column("max"), Column("unit"),
+           Column("note")]
+
+
+def fresh_get(url: str, **params) -> httpx.Response:
+    with httpx.Client(timeout=30) as client:
+        return client.get(url, params=params, headers={"Connection": "close"})
+
+
+def worker_pids(server: Server) -> list[int]:
+    """The uvicorn worker processes (children of the server process that run `spawn_main`; not the resource
+    tracker)."""
+    children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
+    pids = [int(p) for p in children.read_text().split()] if children.exists() else []
+    return sorted(p for p in pids if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes())
+
+
+def rss_mb(pid: int) -> float:
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) / 1024
+
+
+def _stale_until(check, window: float) -> tuple[float, int, int]:
+    """(when every worker had it: the send time of the first good read after the last stale one, stale reads,
+    reads) over `window` seconds of fresh reads after the write returned."""
+    start, converged, stale, reads = time.perf_counter(), 0.0, 0, 0
+    last_stale = False
+    while time.perf_counter() - start < window:
+        sent = time.perf_counter() - start
+        reads += 1
+        ok = check()
+        if not ok:
+            stale += 1
+        elif last_stale:
+            converged = sent
+        last_stale = not ok
+    return (window if last_stale else converged), stale, reads
+
+
+def convergence(url: str, first_item: str, trials: int, window: float) -> list[dict]:
+    """Per write kind and trial: when every worker answered with the write (see `_stale_until`)."""
+    anchor = fresh_get(f"{url}/v1/items/{first_item}/similar", k=1).json()["items"][0]["item_id"]
+    rows = []
+    with httpx.Client(timeout=60) as admin:
+        for trial in range(trials):
+            item = {"item_id": f"LIVE{trial}", "text": f"live product number {trial}", "title": f"Live {trial}"}
+            admin.put(f"{url}/v1/admin/items/LIVE{trial}", json=item, headers=ADMIN).raise_for_status()
+            rows.append(("upsert", *_stale_until(lambda: fresh_get(f"{url}/v1/items/LIVE{trial}").status_code == 200,
+                                                 window)))
+            target = fresh_get(f"{url}/v1/items/{anchor}/similar", k=1).json()["items"][0]["item_id"]
+            admin.post(f"{url}/v1/admin/items/{target}/deactivate", headers=ADMIN).raise_for_status()
+            rows.append(("deactivate", *_stale_until(lambda: target not in {
+                i["item_id"] for i in fresh_get(f"{url}/v1/items/{anchor}/similar", k=10).json()["items"]}, window)))
+            user = f"walk-in-{trial}"
+            admin.post(f"{url}/v1/events", json={"user_id": user, "item_id": anchor}).raise_for_status()
+            rows.append(("event", *_stale_until(lambda: fresh_get(f"{url}/v1/users/{user}/recommendations", k=3)
+                                                .json()["strategy"] == "personalised", window)))
+            admin.post(f"{url}/v1/admin/items/{target}/activate", headers=ADMIN).raise_for_status()
+    return [{"kind": kind, "converged_s": at, "stale": stale, "reads": reads} for kind, at, stale, reads in rows]
+
+
+def reload_rss(server: Server, copies: list[Path], reloads: int) -> list[dict]:
+    """RSS of every worker after each reload (alternating between the copies) and a few text queries."""
+    rows = []
+    with httpx.Client(timeout=300) as admin:
+        for n in range(1, reloads + 1):
+            target = copies[n % 2]
+            admin.post(f"{server.url}/v1/admin/reload", json={"bundle": str(target)}, headers=ADMIN).raise_for_status()
+            deadline = time.time() + 300
+            while time.time() < deadline:  # until every worker serves it (the others follow through the store)
+                if {fresh_get(f"{server.url}/health/ready").json()["model_version"] for _ in range(8)} == {target.name}:
+                    break
+                time.sleep(0.2)
+            for _ in range(8):  # free-text queries: the item tower on request, on whichever worker
+                with httpx.Client(timeout=60) as client:
+                    client.post(f"{server.url}/v1/sessions/recommendations", json={"text": "a gift", "k": 5},
+                                headers={"Connection": "close"}).raise_for_status()
+            rows.append({"reload": n, **{f"worker{w}": round(rss_mb(pid), 1)
+                                         for w, pid in enumerate(worker_pids(server))}})
+            print(f"reload {n:2d}: {rows[-1]}", flush=True)
+    return rows
+
+
+def run(bundle: str | Path, out_dir: str | Path, workers: int = 2, trials: int = 10, window: float = 1.5,
+        reloads: int = 20, command: str = "") -> dict:
+    bundle = resolve_bundle(bundle)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        copies = [shutil.copytree(bundle, tmp / "model" / name) for name in ("a", "b")]
+        server = Server(copies[0], tmp / "state", {}, workers)
+        try:
+            server.wait_ready()
+            first_item = pl.read_parquet(bundle / "embeddings" / "items.parquet", columns=["item_id"])["item_id"][0]
+            converged = convergence(server.url, first_item, trials, window) if trials else []
+            memory = reload_rss(server, copies, reloads) if reloads else []
+        finally:
+            server.stop()
+    rows = []
+    for kind in ("upsert", "deactivate", "event") if converged else ():
+        times = sorted(r["converged_s"] for r in converged if r["kind"] == kind)
+        stale = sum(r["stale"] for r in converged if r["kind"] == kind)
+        reads = sum(r["reads"] for r in converged if r["kind"] == kind)
+        rows.append({"measure": "convergence", "kind": kind, "n": len(times), "median": round(times[len(times) // 2], 3),
+                     "max": round(times[-1], 3), "unit": "s after the write",
+                     "note": f"{stale} stale of {reads} fresh-connection reads in {window} s windows"})
+    for key in [k for k in memory[0] if k.startswith("worker")] if memory else ():
+        series = sorted(r[key] for r in memory)
+        first, last = memory[0][key], memory[-1][key]
+        rows.append({"measure": "RSS", "kind": key, "n": len(memory), "median": series[len(series) // 2],
+                     "max": series[-1], "unit": "MB over the reloads",
+                     "note": f"after reload 1: {first:,.0f} MB, after reload {len(memory)}: {last:,.0f} MB "
+                             f"({last / first - 1:+.1%})"})
+    meta = {"bundle": str(bundle), "workers": workers, "environment": environment(), "command": command,
+            "convergence": converged, "rss": memory}
+    paths = write_report(out_dir, "live", rows, COLUMNS, title="Live catalogue across workers", meta=meta,
+                         chart=(lambda _, path: _chart(memory, path)) if memory else None,
+                         notes=[f"command: `{command}`" if command else "command: (library call)",
+                                f"bundle {bundle}; `recsys serve --workers {workers}`, SQLite event store",
+                                "convergence: seconds after the write returned until every worker answered with it "
+                                "(reads on fresh connections, one after another: the send time of the first good "
+                                "read after the last stale one; 0 when no read was stale); RSS: every worker "
+                                "after reload 1 and after the last"])
+    return {"rows": rows, "paths": {k: str(v) for k, v in paths.items()}}
+
+
+def _chart(memory: list[dict], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key in [k for k in memory[0] if k.startswith("worker")]:
+        ax.plot([r["reload"] for r in memory], [r[key] for r in memory], marker="o", label=key)
+    ax.set_xlabel("reload")
+    ax.set_ylabel("RSS (MB)")
+    ax.set_title("Worker memory over reloads")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,82 @@
+"""The `recsys` Typer app, owned here with what its command modules share (error handling, option types, the
+API's k limit): command modules register on it (`@app.command`), and `jobs.cli` imports every command module
+once, so nothing imports `jobs.cli` back."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.markup import escape
+
+from api.settings import Settings
+from jobs.bench import bench_app
+from jobs.output import err_console
+from recsys.errors import RecsysError
+
+app = typer.Typer(help="BERT-based recommendation engine.", no_args_is_help=True, pretty_exceptions_enable=False)
+import_app = typer.Typer(help="Import data into the canonical dataset format.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+app.add_typer(bench_app, name="bench")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            typer.echo(f"bert-recsys {version('bert-recsys')}")
+        except PackageNotFoundError:
+            typer.echo("bert-recsys (not installed: run from a source tree)")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="print the version and exit")] = False,
+) -> None:
+    """BERT-based recommendation engine."""
+
+
+def friendly_errors(func):
+    """Turn the project's own errors (and invalid settings) into one clear line and exit code 2 (never a
+    traceback); the message is printed as it is (no Rich markup, so `[distributed]` stays)."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except RecsysError as exc:
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
+            raise typer.Exit(2) from None
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+            err_console.print(f"[bold red]error:[/] invalid setting: {escape(problems)}")
+            raise typer.Exit(2) from None
+    return wrapper
+
+
+def _api_max_k() -> int:
+    """The API's limit on k (RECSYS_MAX_K), so the CLI accepts what the API accepts; its default when the
+    environment's setting is invalid (the API reports that when it starts)."""
+    try:
+        return Settings().max_k
+    except ValidationError:
+        return Settings.model_fields["max_k"].default
+
+
+MAX_K = _api_max_k()
+
+
+ModelOpt = Annotated[str, typer.Option(help="BERT: local HF directory, hub name, or 'default' (offline MiniLM)")]
+OutOpt = Annotated[Path, typer.Option("--out", help="output directory")]
+OverwriteOpt = Annotated[bool, typer.Option(help="replace a dataset already in --out")]
+MaxLength = Annotated[int, typer.Option(min=8, max=512, help="BERT tokens per item text")]
+BatchSize = Annotated[int, typer.Option(min=1, max=4096, help="texts per BERT batch")]
+Decay = Annotated[float, typer.Option(min=0.01, max=1.0, help="recency decay of the history pool")]
+Seed = Annotated[int, typer.Option(min=0, help="random seed")]
+Users = Annotated[int, typer.Option(min=1, max=10_000_000, help="synthetic customers")]
+Items = Annotated[int, typer.Option(min=32, max=10_000_000, help="synthetic products (at least 2 per category)")]
+Port = Annotated[int, typer.Option(min=1, max=65_535)]

@@ -1,0 +1,27 @@
+"""`recsys bench live`: convergence across workers and worker memory over reloads (benchmarks/live.py)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from jobs.bench import bench_app
+
+
+@bench_app.command("live")
+def live(
+    bundle: Annotated[Path, typer.Option(help="bundle directory (or model directory: newest version)")],
+    out: Annotated[Path, typer.Option(help="output directory")] = Path("results/live"),
+    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes")] = 2,
+    trials: Annotated[int, typer.Option(min=0, help="writes of each kind (0: no convergence runs)")] = 10,
+    window: Annotated[float, typer.Option(min=0.1, help="seconds of fresh reads after each write")] = 1.5,
+    reloads: Annotated[int, typer.Option(min=0, help="reloads, each followed by free-text queries (0: none)")] = 20,
+) -> None:
+    """How fast every worker sees an upsert, a deactivation and an event; worker RSS over reloads."""
+    from benchmarks.live import run
+
+    result = run(bundle, out, workers, trials, window, reloads, command="recsys " + " ".join(sys.argv[1:]))
+    typer.echo(Path(result["paths"]["md"]).read_text())

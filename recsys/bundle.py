@@ -1,0 +1,158 @@
+"""The bundle layout, both ways: `Bundle.open(path)` resolves a bundle directory, reads its manifest and verifies its
+checksums once, then hands out the typed parts (config, catalogue, index, popularity, histories, re-ranker) on
+demand; `write_parts` writes a recommender's parts into a new bundle."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+import numpy as np
+import polars as pl
+
+from recsys.artifacts import read_manifest, resolve_bundle
+from recsys.catalogue import Catalogue
+from recsys.config import BuildConfig
+from recsys.errors import BundleError
+from recsys.popularity import Popularity
+from recsys.retrieval import VectorIndex
+
+if TYPE_CHECKING:
+    from recsys.pipeline import Recommender
+    from recsys.ranker import Reranker
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, eq=False)
+class Bundle:
+    """A verified bundle directory (see ARCHITECTURE.md, "The bundle")."""
+
+    path: Path
+    manifest: dict
+
+    @classmethod
+    def open(cls, path: str | Path, verify: bool = True) -> "Bundle":
+        """Resolve `path` (a bundle, or a model directory: its newest version) and read its manifest, checking
+        every file's sha256 when `verify`; BundleError otherwise."""
+        resolved = resolve_bundle(path)
+        return cls(resolved, read_manifest(resolved, verify=verify))
+
+    @property
+    def version(self) -> str:
+        return self.path.name
+
+    @property
+    def name(self) -> str:
+        return self.manifest.get("name", self.path.parent.name)
+
+    @property
+    def encoder_dir(self) -> Path:
+        return self.path / "encoder"
+
+    def _read(self, what: str, read: Callable[[], T]) -> T:
+        try:
+            return read()
+        except (OSError, ValueError, KeyError) as exc:
+            raise BundleError(f"{self.path}: cannot load {what} ({exc})") from exc
+
+    # ---- parts --------------------------------------------------------------------------------
+    @cached_property
+    def config(self) -> BuildConfig:
+        return self._read("config.json", lambda: BuildConfig.model_validate_json((self.path / "config.json").read_text()))
+
+    @cached_property
+    def encoder_info(self) -> dict:
+        return self._read("encoder/encoder.json", lambda: json.loads((self.encoder_dir / "encoder.json").read_text()))
+
+    @property
+    def user_tower_kind(self) -> str:
+        """"pooled" (zero-shot, no torch needed) or the trained tower's kind."""
+        return self.encoder_info.get("user_tower", "pooled")
+
+    @property
+    def has_ranker(self) -> bool:
+        return (self.path / "ranker").is_dir()
+
+    @cached_property
+    def item_space(self) -> str:
+        """Fingerprint of the item tower: vectors from bundles with the same fingerprint live in the same space
+        (a frozen BERT's name and settings; a trained tower's weight files)."""
+        info = self.encoder_info
+        if info.get("kind", "frozen-bert") == "frozen-bert":
+            encoder = self.config.encoder
+            basis: dict = {"model": info.get("model_name") or info.get("model"), "pooling": encoder.pooling,
+                           "max_length": encoder.max_length, "normalize": encoder.normalize}
+        else:
+            basis = {name: sha for name, sha in self.manifest.get("files", {}).items() if name.startswith("encoder/")}
+        return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:16]
+
+    def catalogue(self) -> Catalogue:
+        """Item metadata + vectors (+ the state flags saved with the index)."""
+        def read() -> Catalogue:
+            items = pl.read_parquet(self.path / "embeddings" / "items.parquet")
+            vectors = np.load(self.path / "embeddings" / "items.npy", allow_pickle=False)
+            flags = None
+            state_file, ids_file = self.path / "index" / "state.npy", self.path / "index" / "ids.npy"
+            if state_file.exists() and ids_file.exists():
+                ids = np.load(ids_file, allow_pickle=False)
+                if len(ids) == items.height and ids.astype(str).tolist() == items["item_id"].cast(pl.Utf8).to_list():
+                    flags = np.load(state_file, allow_pickle=False)
+            return Catalogue(items, vectors, flags)
+
+        return self._read("the catalogue (embeddings/)", read)
+
+    def index(self, catalogue: Catalogue) -> VectorIndex:
+        """The FAISS index over `catalogue`'s rows (rebuilt from the vectors when the saved rows do not line up
+        with the catalogue's, as in bundles saved after live edits by older versions)."""
+        index, ids, _, config = self._read("index/", lambda: VectorIndex.read_parts(self.path / "index"))
+        if len(ids) == len(catalogue) and ids.astype(str).tolist() == catalogue.state.ids.astype(str).tolist():
+            return VectorIndex(index, catalogue, config)
+        return VectorIndex.over(catalogue, config)
+
+    def popularity(self) -> Popularity:
+        return self._read("stats/popularity.parquet", lambda: Popularity.load(self.path / "stats" / "popularity.parquet"))
+
+    def histories(self) -> dict[str, list[str]]:
+        """user id → the bundle's history (item ids, oldest first)."""
+        frame = self._read("stats/histories.parquet", lambda: pl.read_parquet(self.path / "stats" / "histories.parquet"))
+        return dict(zip(frame["user_id"].to_list(), frame["history"].to_list()))
+
+    def reranker(self, catalogue: Catalogue) -> "Reranker | None":
+        """The LightGBM re-ranker over `catalogue` (None when the bundle has none; BundleError when its feature
+        spec does not match this code or this catalogue)."""
+        if not self.has_ranker:
+            return None
+        from recsys.ranker import Reranker
+
+        return Reranker.load(self.path, catalogue)
+
+
+def write_parts(recommender: Recommender, directory: Path) -> None:
+    """Each part of `recommender` into its own sub-directory of a new bundle (see ARCHITECTURE.md, "The bundle"):
+    what `Bundle` reads back."""
+    state = recommender.catalogue.state
+    (directory / "config.json").write_text(recommender.config.model_dump_json(indent=2))
+    (directory / "encoder").mkdir()
+    (directory / "encoder" / "encoder.json").write_text(json.dumps(recommender.encoder_info, indent=2))
+    recommender.user_tower.save(directory / "encoder")
+    (directory / "embeddings").mkdir()
+    np.save(directory / "embeddings" / "items.npy", state.vectors.astype(np.float32), allow_pickle=False)
+    state.items.write_parquet(directory / "embeddings" / "items.parquet")
+    recommender.index.save(directory / "index")
+    (directory / "stats").mkdir()
+    recommender.popularity.save(directory / "stats" / "popularity.parquet")
+    histories = recommender.histories
+    pl.DataFrame({"user_id": list(histories), "history": list(histories.values())},
+                 schema={"user_id": pl.Utf8, "history": pl.List(pl.Utf8)}).write_parquet(
+        directory / "stats" / "histories.parquet")
+    if recommender.reranker is not None:
+        recommender.reranker.save(directory)  # ranker/model.txt + ranker/features.json + stats/*
+
+
+__all__ = ["Bundle", "write_parts"]

@@ -1,0 +1,80 @@
+"""`recsys encode`: the catalogue's vectors as resumable shards, equal across engines (Ray needs the
+distributed extra) and to the in-process encoder that `recsys build` uses."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from encoders.text_encoder import TextEncoder
+from jobs.batch import BatchError
+from jobs.batch.encode import EncodeOptions, read_vectors, run_encode
+from jobs.cli import app
+from recsys.config import EncoderConfig
+from recsys.data.synthetic import generate_shop
+
+
+@pytest.fixture(scope="module")
+def items():
+    return generate_shop(n_users=40, n_items=90, seed=3).items
+
+
+def test_local_encode_resumes_and_matches_the_in_process_encoder(items, tiny_bert_dir, tmp_path):
+    config = EncoderConfig(model=str(tiny_bert_dir), batch_size=16)
+    options = EncodeOptions(out=tmp_path / "vectors", encoder=config, chunk_size=40, progress=False)
+
+    def interrupt(result):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # dies after its first shard …
+        run_encode(items, options, on_chunk=interrupt)
+    manifest = run_encode(items, options)  # … and the rerun resumes it
+    assert manifest["run"]["chunks_skipped"] == 1 and manifest["run"]["chunks_encoded"] == 2
+    assert [s["rows"] for s in manifest["shards"]] == [40, 40, 10] and manifest["dim"] == 32
+    ids, vectors = read_vectors(tmp_path / "vectors")
+    assert ids == items["item_id"].to_list() and vectors.dtype == np.float32
+    expected = TextEncoder.from_config(config).encode(items["text"].to_list())
+    np.testing.assert_allclose(vectors, expected, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    with pytest.raises(BatchError, match="different inputs"):  # another model into the same directory
+        run_encode(items, EncodeOptions(out=tmp_path / "vectors", encoder=config.model_copy(update={"max_length": 16}),
+                                        chunk_size=40, progress=False))
+
+
+def test_encode_command_writes_vectors_and_refuses_fp16_on_cpu(items, tiny_bert_dir, tmp_path):
+    data = generate_shop(n_users=40, n_items=90, seed=3).save(tmp_path / "shop")
+    args = ["encode", "--data", str(data), "--out", str(tmp_path / "vectors"), "--model", str(tiny_bert_dir),
+            "--chunk-size", "50", "--no-progress"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "encoded 90 items → 32-d vectors in 2 shard(s)" in " ".join(result.output.split())
+    manifest = json.loads((tmp_path / "vectors" / "manifest.json").read_text())
+    assert manifest["format"] == "recsys-item-vectors" and manifest["n_rows"] == 90
+    assert pq.read_table(tmp_path / "vectors" / "part-00001.parquet").num_rows == 40
+    bad = CliRunner().invoke(app, args[:4] + [str(tmp_path / "half"), "--precision", "fp16", "--model",
+                                              str(tiny_bert_dir)])
+    assert bad.exit_code != 0 and "fp16 encoding needs a CUDA device" in str(bad.exception or bad.output)
+
+
+def test_ray_encode_equals_local_and_build_uses_it(items, tiny_bert_dir, tmp_path, local_ray):
+    config = EncoderConfig(model=str(tiny_bert_dir), batch_size=16)
+    common = {"encoder": config, "chunk_size": 30, "progress": False}
+    run_encode(items, EncodeOptions(out=tmp_path / "local", **common))
+    manifest = run_encode(items, EncodeOptions(out=tmp_path / "ray", engine="ray", workers=2, **common))
+    assert manifest["run"]["engine"] == "ray" and manifest["run"]["chunks_encoded"] == 3
+    local_ids, local = read_vectors(tmp_path / "local")
+    ray_ids, on_ray = read_vectors(tmp_path / "ray")
+    assert ray_ids == local_ids == items["item_id"].to_list()
+    np.testing.assert_allclose(on_ray, local, atol=1e-6)
+    data = generate_shop(n_users=40, n_items=90, seed=3).save(tmp_path / "shop")
+    result = CliRunner().invoke(app, ["build", "--data", str(data), "--out", str(tmp_path / "art"), "--name", "shop",
+                                      "--model", str(tiny_bert_dir), "--batch-size", "16", "--engine", "ray",
+                                      "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    bundle = next((tmp_path / "art" / "shop").glob("2*"))
+    np.testing.assert_allclose(np.load(bundle / "embeddings" / "items.npy"), local, atol=1e-6)
+    assert (tmp_path / "art" / "shop" / "runs" / "encode" / "manifest.json").is_file()

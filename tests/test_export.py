@@ -1,0 +1,98 @@
+"""`recsys export`: item vectors as Parquet and the item tower as ONNX, parity-checked against PyTorch."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from encoders.loading import item_text_encoder, load_recommender
+from jobs.cli import app
+from recsys.artifacts import resolve_bundle
+from recsys.data.synthetic import generate_shop
+
+runner = CliRunner()
+
+
+def _run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def _onnx_vectors(out, entry, texts):
+    import onnxruntime
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(out / entry["tokenizer"]))
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=entry["max_length"], return_tensors="np")
+    session = onnxruntime.InferenceSession(str(out / entry["file"]), providers=["CPUExecutionProvider"])
+    return session.run(None, {"input_ids": batch["input_ids"].astype(np.int64),
+                              "attention_mask": batch["attention_mask"].astype(np.int64)})[0]
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory, tiny_bert_dir):
+    """A zero-shot bundle (frozen tiny BERT) and a trained one with a zero-shot blend (two ONNX graphs)."""
+    root = tmp_path_factory.mktemp("export")
+    data = generate_shop(n_users=80, n_items=120, seed=0).save(root / "shop")
+    assert _run("build", "--data", data, "--out", root / "art", "--name", "zs", "--model", tiny_bert_dir).exit_code == 0
+    (root / "cfg.json").write_text(json.dumps({"zero_shot_blend": [1.0], "zero_shot_dims": 8}))
+    result = _run("train", "--data", data, "--out", root / "art", "--name", "tuned", "--preset", "smoke", "--model",
+                  tiny_bert_dir, "--epochs", 1, "--threads", 1, "--config", root / "cfg.json")
+    assert result.exit_code == 0, result.output
+    return root, resolve_bundle(root / "art" / "zs"), resolve_bundle(root / "art" / "tuned")
+
+
+def test_export_vectors_and_onnx_of_a_zero_shot_bundle(bundles):
+    pytest.importorskip("onnxruntime")
+    root, bundle, _ = bundles
+    out = root / "out-zs"
+    result = _run("export", "--bundle", bundle, "--out", out)
+    assert result.exit_code == 0, result.output
+    recommender = load_recommender(bundle)
+    table = pl.read_parquet(out / "items.parquet")
+    assert table["item_id"].to_list() == recommender.item_ids and table["active"].all()
+    np.testing.assert_array_equal(np.stack(table["vector"].to_numpy()), recommender.item_vectors)
+    info = json.loads((out / "export.json").read_text())
+    [entry] = info["onnx"]
+    assert entry["file"] == "item_tower.onnx" and entry["dim"] == recommender.item_vectors.shape[1]
+    assert entry["parity"]["texts"] == 64 and entry["parity"]["max_abs_diff"] < 1e-4
+    texts = ["a brand-new waterproof camera bag", "short"]  # unseen texts, a batch size the export never saw
+    expected = item_text_encoder(recommender).encode(texts)
+    np.testing.assert_allclose(_onnx_vectors(out, entry, texts), expected, atol=1e-4)
+    result = _run("export", "--bundle", bundle, "--out", out)
+    assert result.exit_code == 2 and "pass --overwrite" in result.output
+    assert _run("export", "--bundle", bundle, "--out", out, "--overwrite", "--no-onnx").exit_code == 0
+    assert not (out / "item_tower.onnx").exists() and (out / "items.parquet").is_file()
+
+
+def test_export_of_a_trained_blended_bundle_gives_two_graphs_that_rebuild_its_vectors(bundles):
+    pytest.importorskip("onnxruntime")
+    root, _, bundle = bundles
+    out = root / "out-tuned"
+    result = _run("export", "--bundle", bundle, "--out", out, "--parity-texts", 16)
+    assert result.exit_code == 0, result.output
+    info = json.loads((out / "export.json").read_text())
+    assert [e["file"] for e in info["onnx"]] == ["item_tower.onnx", "zero_shot_tower.onnx"]
+    assert all(e["parity"]["max_abs_diff"] < 1e-4 and e["parity"]["texts"] == 16 for e in info["onnx"])
+    recommender = load_recommender(bundle)
+    texts = ["Nordvik 24 MP Mirrorless Camera, black. Cameras. Nordvik.", "a tent for two"]
+    parts = [_onnx_vectors(out, entry, texts) for entry in info["onnx"]]
+    assert sum(p.shape[1] for p in parts) == recommender.item_vectors.shape[1]
+    np.testing.assert_allclose(np.hstack(parts), item_text_encoder(recommender).encode(texts), atol=1e-4)
+
+
+def test_export_refuses_a_directory_it_did_not_write_and_explains_a_missing_onnx(bundles, tmp_path, monkeypatch):
+    import sys
+
+    _, bundle, _ = bundles
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "keep.txt").write_text("x")
+    result = _run("export", "--bundle", bundle, "--out", tmp_path / "mine", "--overwrite")
+    assert result.exit_code == 2 and "holds no export" in result.output
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    result = _run("export", "--bundle", bundle, "--out", tmp_path / "x")
+    assert result.exit_code == 2 and "pip install 'bert-recsys[onnx]'" in result.output
+    assert not (tmp_path / "x").exists()

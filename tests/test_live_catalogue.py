@@ -1,0 +1,208 @@
+"""A living shop: catalogue edits and events go through the event store and every worker (here: two services
+sharing one store, as two worker processes do) converges to it; a reload never loses an edit; deletion and
+compaction; batch scoring reads the same store and gives the API's lists."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+
+import numpy as np
+import polars as pl
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.service import Service
+from api.settings import Settings
+from jobs.batch import BatchOptions, read_shards, run_job
+from jobs.batch.store import StoreSource
+from recsys.config import BuildConfig
+from recsys.data.synthetic import generate_shop
+from recsys.pipeline import Recommender
+from recsys.splits import split_dataset
+from recsys.store import SQLiteEventStore
+from recsys.towers import ItemTower
+
+TOKEN = "s3cret"
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def settings(tmp_path, **overrides) -> Settings:
+    return Settings(**{"state_dir": tmp_path / "state", "admin_token": TOKEN, "warm_similar_items": 0, **overrides})
+
+
+def record(item_id: str, text: str = "black mirrorless camera with a lens", **fields) -> dict:
+    return {"item_id": item_id, "text": text, "title": f"Title {item_id}", "category": "Cameras", "brand": "Lumora",
+            "price": 199.0, **fields}
+
+
+@pytest.fixture()
+def two_workers(frozen_bundle, tmp_path):
+    """Two services over one SQLite store, each with its own loaded bundle (what `--workers 2` runs)."""
+    services = [Service(settings(tmp_path)) for _ in range(2)]
+    for service in services:
+        service.load(frozen_bundle)
+    yield services
+    for service in services:
+        service.close()
+
+
+def test_edits_and_events_reach_the_other_worker_through_the_store(two_workers):
+    first, second = two_workers
+    first.upsert_item(first.current, record("NEW1"))
+    anchor = first.current.recommender.item_ids[0]
+    first.set_item_active(first.current, anchor, False)
+    first.record_event(first.current, "fresh-user", "NEW1", "purchase", None)
+    assert "NEW1" in first.current.recommender.item_position  # the worker that took it: at once
+    assert second.history(second.current, "fresh-user") == ["NEW1"]  # events: read from the store per request
+    assert second.pending() and "NEW1" not in second.current.recommender.item_position
+    second.sync()  # what its background task does every sync_interval_ms
+    assert not second.pending() and second.current.applied_seq == first.current.applied_seq == 2
+    mine, theirs = first.current.recommender, second.current.recommender
+    np.testing.assert_array_equal(theirs.item_vectors[theirs.item_position["NEW1"]],
+                                  mine.item_vectors[mine.item_position["NEW1"]])
+    assert not theirs.catalogue.state.is_active(anchor)
+    assert theirs.item_records(["NEW1"])[0]["title"] == "Title NEW1"
+    assert anchor not in theirs.similar_items("NEW1", 10).item_ids
+
+
+def test_an_edit_made_during_a_reload_is_never_lost(two_workers, frozen_bundle):
+    first, second = two_workers
+    newer = shutil.copytree(frozen_bundle, frozen_bundle.parent / "v2", dirs_exist_ok=True)
+    warm = second._warm_neighbours
+
+    def warm_while_edits_arrive(loaded):  # the new bundle has replayed the log and is warming its caches
+        warm(loaded)
+        first.upsert_item(first.current, record("OTHER-WORKER"))  # taken by another worker
+        second.upsert_item(second.current, record("SAME-WORKER"))  # taken by this one, still serving v1
+        assert second.current is not loaded and "SAME-WORKER" in second.current.recommender.item_position
+
+    second._warm_neighbours = warm_while_edits_arrive
+    loaded = second.load(newer)
+    assert loaded.version == "v2" and second.current is loaded
+    # both edits came after the reload's replay: they were applied right before the swap
+    assert {"OTHER-WORKER", "SAME-WORKER"} <= set(loaded.recommender.item_position)
+    assert loaded.applied_seq == second.store.last_change_seq() == 2
+
+
+def test_a_reload_is_followed_by_the_other_worker(two_workers, frozen_bundle):
+    first, second = two_workers
+    newer = shutil.copytree(frozen_bundle, frozen_bundle.parent / "v3", dirs_exist_ok=True)
+    first.upsert_item(first.current, record("KEPT"))
+    first.load(newer, announce=True)
+    second.sync()  # sees the `bundle` change: loads v3 in a thread
+    for _ in range(200):
+        if second.current.version == "v3":
+            break
+        time.sleep(0.05)
+    assert second.current.version == "v3" and "KEPT" in second.current.recommender.item_position
+
+
+def test_deleted_items_are_gone_and_compaction_keeps_serving(frozen_bundle, tmp_path):
+    with TestClient(create_app(frozen_bundle, service=Service(settings(tmp_path, compact_share=0.06)))) as client:
+        service = client.app.state.service
+        recommender = service.current.recommender
+        victims = recommender.item_ids[:6]
+        user = next(iter(recommender.histories))
+        errors: list[str] = []
+        stop = threading.Event()
+
+        def traffic() -> None:  # requests keep flowing while items are deleted and the index is compacted
+            while not stop.is_set():
+                for response in (client.get(f"/v1/users/{user}/recommendations", params={"k": 5}),
+                                 client.get(f"/v1/items/{recommender.item_ids[-1]}/similar", params={"k": 5})):
+                    if response.status_code != 200:
+                        errors.append(response.text)
+
+        thread = threading.Thread(target=traffic)
+        thread.start()
+        try:
+            assert client.delete(f"/v1/admin/items/{victims[0]}").status_code == 401
+            for item_id in victims:
+                response = client.delete(f"/v1/admin/items/{item_id}", headers=ADMIN)
+                assert response.status_code == 200 and response.json()["active"] is False
+            for _ in range(200):  # compaction runs in the background once 6 % of the rows are tombstones (6 of 90)
+                if service.current.recommender.catalogue.state.n_removed == 0:
+                    break
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            thread.join()
+        assert not errors
+        state = service.current.recommender.catalogue.state
+        assert state.n_removed == 0 and len(state) == 90 - 6  # compacted
+        assert client.get(f"/v1/items/{victims[0]}").status_code == 404
+        assert client.delete(f"/v1/admin/items/{victims[0]}", headers=ADMIN).status_code == 404
+        listed = {i["item_id"] for i in client.get(f"/v1/users/{user}/recommendations", params={"k": 80}).json()["items"]}
+        assert not listed & set(victims)
+
+
+class SeededTextEncoder(ItemTower):
+    """A fixed random unit vector per text (the tiny BERT's vectors are nearly all alike: lists would be ties)."""
+
+    dim = 16
+
+    def encode_texts(self, texts):
+        rows = [np.random.default_rng(sum(map(ord, t))).normal(size=self.dim) for t in texts]
+        return np.asarray([r / np.linalg.norm(r) for r in rows], np.float32).reshape(-1, self.dim)
+
+
+@pytest.fixture(scope="module")
+def random_bundle(tmp_path_factory):
+    """A shop bundle with seeded random 16-d item vectors (distinct scores, no ties)."""
+    dataset = generate_shop(n_users=40, n_items=70, seed=4)
+    vectors = np.random.default_rng(3).normal(size=(dataset.items.height, 16)).astype(np.float32)
+    recommender = Recommender.build(dataset, split_dataset(dataset), vectors, BuildConfig())
+    return recommender.save(tmp_path_factory.mktemp("random") / "shop" / "v1")
+
+
+def test_batch_scoring_reads_the_store_and_gives_the_apis_lists(random_bundle, tmp_path):
+    service = Service(settings(tmp_path), item_encoder_loader=lambda recommender: SeededTextEncoder())
+    with TestClient(create_app(random_bundle, service=service)) as client:
+        recommender = client.app.state.service.current.recommender
+        users = sorted(recommender.histories)[:6]
+        before = {u: [i["item_id"] for i in client.get(f"/v1/users/{u}/recommendations", params={"k": 6}).json()["items"]]
+                  for u in users}
+        assert client.put("/v1/admin/items/NEWCAM", json=record("NEWCAM"), headers=ADMIN).status_code == 200
+        for user in users[:3]:  # two purchases each, the first of the user's own top item
+            for item in (before[user][0], "NEWCAM"):
+                assert client.post("/v1/events", json={"user_id": user, "item_id": item, "kind": "purchase"}).status_code == 201
+        assert client.post(f"/v1/admin/items/{before[users[3]][0]}/deactivate", headers=ADMIN).status_code == 200
+        client.post("/v1/events", json={"user_id": "newcomer", "item_id": "NEWCAM"})
+        api = {u: [i["item_id"] for i in client.get(f"/v1/users/{u}/recommendations", params={"k": 6}).json()["items"]]
+               for u in [*users, "newcomer"]}
+    assert all(api[u] != before[u] for u in users[:4])  # the events and the deactivation changed these lists
+    (tmp_path / "users.txt").write_text("\n".join([*users, "newcomer"]))
+    common = {"bundle": random_bundle, "users": str(tmp_path / "users.txt"), "k": 6, "progress": False}
+    manifest = run_job(BatchOptions(out=tmp_path / "batch", store=StoreSource(tmp_path / "state"), **common))
+    assert manifest["store"]["catalogue_changes"] == 2 and manifest["store"]["users_with_events"] == 4
+    batch = read_shards(tmp_path / "batch")
+    for user, items in api.items():
+        assert batch.filter(pl.col("user_id") == user)["item_id"].to_list() == items, user
+    # without the store: the bundle alone (the old lists), and the manifest says so
+    plain = run_job(BatchOptions(out=tmp_path / "plain", **common | {"users": str(tmp_path / "users.txt")}))
+    assert plain["store"] is None and plain["input"]["n_unknown"] == 1  # "newcomer" exists only in the store
+    shards = read_shards(tmp_path / "plain")
+    assert shards.filter(pl.col("user_id") == users[0])["item_id"].to_list() == before[users[0]]
+    # the CLI reads the store by default when it exists (--state-dir / RECSYS_STATE_DIR), not with --no-store
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    for flag, expected in (("--store", 2), ("--no-store", None)):
+        out = tmp_path / f"cli{flag}"
+        result = CliRunner().invoke(app, ["batch-score", "--bundle", str(random_bundle), "--out", str(out), "--k", "6",
+                                          "--users", str(tmp_path / "users.txt"), "--state-dir", str(tmp_path / "state"),
+                                          "--no-progress", *([flag] if flag == "--no-store" else [])])
+        assert result.exit_code == 0, result.output
+        store = json.loads((out / "manifest.json").read_text())["store"]
+        assert (store and store["catalogue_changes"]) == expected
+        if expected:
+            assert read_shards(out).equals(batch) and "event store" in result.output
+    # a resumed job keeps its snapshot: later events do not change it
+    SQLiteEventStore(tmp_path / "state" / "events.sqlite").append(users[4], "NEWCAM", "view")
+    again = run_job(BatchOptions(out=tmp_path / "batch", store=StoreSource(tmp_path / "state"), **common))
+    assert again["store"]["events_seq"] == manifest["store"]["events_seq"] and again["run"]["chunks_scored"] == 0
