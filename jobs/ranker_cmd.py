@@ -19,6 +19,9 @@ TransitionCandidates = Annotated[Optional[int], typer.Option(
     min=0, help="extra candidates: the last item's most frequent successors (default: RankerConfig's)")]
 PopularCandidates = Annotated[Optional[int], typer.Option(
     min=0, help="extra candidates: the most popular items (default: RankerConfig's)")]
+CvFolds = Annotated[Optional[int], typer.Option(
+    min=0, help="K ≥ 2: the number of trees from K folds' early stopping, then one fit on all training users "
+                "(default: RankerConfig's)")]
 MANIFEST_OWN_KEYS = ("files", "created_at", "git_sha", "libraries", "bundle_schema_version", "config", "encoder")
 
 
@@ -30,12 +33,13 @@ def load_bundle(path: Path):
 
 
 def ranker_config(candidates: int, n_jobs: int, seed: int, train_positions: int | None = None,
-                  transition_candidates: int | None = None, popular_candidates: int | None = None):
+                  transition_candidates: int | None = None, popular_candidates: int | None = None,
+                  cv_folds: int | None = None):
     """A RankerConfig from the CLI's options (None: the config's default)."""
     from recsys.ranker import RankerConfig
 
     given = {"train_positions": train_positions, "transition_candidates": transition_candidates,
-             "popular_candidates": popular_candidates}
+             "popular_candidates": popular_candidates, "cv_folds": cv_folds}
     return RankerConfig(candidates=candidates, n_jobs=n_jobs, seed=seed,
                         **{k: v for k, v in given.items() if v is not None})
 
@@ -89,12 +93,14 @@ def train_ranker(
     train_positions: TrainPositions = None,
     transition_candidates: TransitionCandidates = None,
     popular_candidates: PopularCandidates = None,
+    cv_folds: CvFolds = None,
 ) -> None:
     """Fit the LightGBM lambdarank re-ranker on the validation step (+ train-split positions; test untouched) and
     save a new bundle."""
     from recsys.artifacts import new_version
 
-    config = ranker_config(candidates, n_jobs, seed, train_positions, transition_candidates, popular_candidates)
+    config = ranker_config(candidates, n_jobs, seed, train_positions, transition_candidates, popular_candidates,
+                           cv_folds)
     recommender, report, evaluation, path, manifest = train_on_bundle(bundle, data, config)
     rows = evaluation_rows(evaluation)
     key = f"candidate_recall@{candidates}"

@@ -181,7 +181,13 @@ def fit_prepared(training: TrainingSet, config: RankerConfig, log=print) -> tupl
     log(f"features: {frame.height:,} rows × {len(builder.names)}; fitting on {train_part['query'].n_unique():,} "
         f"queries, early stopping on {valid_part['query'].n_unique():,} (seed {config.seed})")
     t0 = time.perf_counter()
-    ranker = Ranker.fit(_arrays(train_part, builder.names), _arrays(valid_part, builder.names), builder.names, config)
+    if config.cv_folds >= 2:
+        ranker, fold_trees = _cross_fitted(train_part, builder.names, config)
+        log(f"folds' early-stopping points {fold_trees} → {ranker.n_trees} trees on all {len(set(train_part['user_id']))}"
+            " training users")
+    else:
+        ranker, fold_trees = Ranker.fit(_arrays(train_part, builder.names), _arrays(valid_part, builder.names),
+                                        builder.names, config), None
     fit_s = time.perf_counter() - t0
     reranker = Reranker(ranker, builder, config)
     prepared = training.report
@@ -189,12 +195,26 @@ def fit_prepared(training: TrainingSet, config: RankerConfig, log=print) -> tupl
         **prepared, "training_queries": int(train_part["query"].n_unique()),
         "train_split_queries": int(train_part.filter(~pl.col("_valid_step"))["query"].n_unique()),
         "holdout_queries": int(valid_part["query"].n_unique()),
-        "trees": ranker.n_trees, "holdout": holdout_metrics(reranker, valid_part),
+        "trees": ranker.n_trees, "fold_trees": fold_trees, "holdout": holdout_metrics(reranker, valid_part),
         "seconds": {**prepared["seconds"], "fit": round(fit_s, 2),
                     "total": round(prepared["seconds"]["prepare"] + time.perf_counter() - started, 2)},
         "importance_gain": ranker.importance("gain"),
     }
     return reranker, report
+
+
+def _cross_fitted(frame: pl.DataFrame, names: Sequence[str], config: RankerConfig) -> tuple[Ranker, list[int]]:
+    """K folds of the users (seeded): each fit early-stops on its fold's valid step; then one fit on every user's
+    queries with the folds' mean number of trees. Returns (ranker, each fold's trees)."""
+    users = sorted(set(frame["user_id"].to_list()))
+    order = np.random.default_rng([config.seed, 7]).permutation(len(users))
+    fold_of = {users[i]: n % config.cv_folds for n, i in enumerate(order)}
+    fold = pl.Series([fold_of[u] for u in frame["user_id"].to_list()])
+    trees = []
+    for k in range(config.cv_folds):
+        inside, outside = frame.filter(fold != k), frame.filter((fold == k) & pl.col("_valid_step"))
+        trees.append(Ranker.fit(_arrays(inside, names), _arrays(outside, names), names, config).n_trees)
+    return Ranker.fit(_arrays(frame, names), None, names, config, max(1, round(float(np.mean(trees))))), trees
 
 
 def holdout_metrics(reranker: Reranker, frame: pl.DataFrame, ks: tuple[int, ...] = (10,)) -> dict:

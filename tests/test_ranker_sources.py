@@ -73,3 +73,41 @@ def test_transition_candidates_lift_the_ceiling_and_train_split_queries_train(pl
     assert report["train_split_queries"] > report["holdout_queries"] > 0
     assert results["positions"][1]["reranked"]["ndcg@10"] > results["towers"][1]["reranked"]["ndcg@10"] + 0.1
     recommender.reranker = None
+
+
+def test_the_seeded_ranker_benchmark_reports_each_fit_and_keeps_the_best_on_valid(tmp_path):
+    import json
+
+    from benchmarks.ranker import run
+    from encoders.loading import load_recommender
+
+    dataset = planted_dataset()
+    dataset.save(tmp_path / "data")
+    vectors = np.random.default_rng(1).normal(size=(N_ITEMS, 16)).astype(np.float32)
+    bundle = Recommender.build(dataset, split_dataset(dataset), vectors, BuildConfig()).save(tmp_path / "b" / "v1")
+    config = RankerConfig(candidates=20, n_estimators=30, early_stopping_rounds=5, transition_candidates=3,
+                          train_positions=1)
+    paths = run(bundle, tmp_path / "data", tmp_path / "out", config, seeds=(0, 1), save_bundle=tmp_path / "best",
+                log=lambda *_: None)
+    report = json.loads(paths["json"].read_text())
+    assert [(r["model"], r["split"]) for r in report["rows"]] == [
+        ("retrieval-only", "test"), ("re-ranked, seed 0", "valid (held-out users)"), ("re-ranked, seed 0", "test"),
+        ("re-ranked, seed 1", "valid (held-out users)"), ("re-ranked, seed 1", "test")]
+    tests = [r["ndcg@10"] for r in report["rows"] if r["split"] == "test" and r["model"] != "retrieval-only"]
+    assert report["meta"]["test_spread"]["ndcg@10"] == pytest.approx(max(tests) - min(tests))
+    best = report["meta"]["best_seed"]
+    valid = {r["model"]: r["ndcg@10"] for r in report["rows"] if r["split"].startswith("valid")}
+    assert valid[f"re-ranked, seed {best}"] == max(valid.values())
+    loaded = load_recommender(tmp_path / "best")
+    assert loaded.reranker.config.seed == best and loaded.reranker.config.transition_candidates == 3
+
+
+def test_cross_fitted_ranker_takes_the_folds_mean_number_of_trees(planted):
+    recommender, split = planted
+    config = RankerConfig(candidates=20, n_estimators=40, early_stopping_rounds=10, cv_folds=3)
+    reranker, report = train_reranker(recommender, split, config, log=lambda *_: None)
+    assert len(report["fold_trees"]) == 3 and all(1 <= t <= 40 for t in report["fold_trees"])
+    assert report["trees"] == reranker.ranker.n_trees == max(1, round(float(np.mean(report["fold_trees"]))))
+    recommender.reranker = reranker
+    assert evaluate_reranker(recommender, split.test, ks=(10,))["reranked"]["ndcg@10"] > 0.2
+    recommender.reranker = None
