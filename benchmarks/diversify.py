@@ -41,10 +41,12 @@ def label(config) -> str:
 def run(bundle: str | Path, data: str | Path, out: str | Path, weights: Sequence[float] = (0.0, 0.1, 0.2, 0.3),
         thresholds: Sequence[float | None] = (None, 0.95, 0.9), depth: int = 50, command: str = "",
         log=print) -> dict[str, Path]:
-    from benchmarks.quality import list_reference
+    from benchmarks.quality import SimilarToLast, list_reference
     from encoders.loading import load_recommender
     from jobs.workflows import load_dataset
     from recsys.artifacts import read_manifest, resolve_bundle
+    from recsys.config import EvalConfig
+    from recsys.evaluation import evaluate
     from recsys.ranker_training import held_out_valid, reranked_metrics
     from recsys.splits import split_dataset
 
@@ -60,8 +62,11 @@ def run(bundle: str | Path, data: str | Path, out: str | Path, weights: Sequence
     try:
         for config in settings_grid(weights, thresholds, depth):
             recommender.config = saved.model_copy(update={"diversify": config})
-            for split_name, examples in (("valid (held-out users)", valid), ("test", split.test)):
-                metrics = reranked_metrics(recommender, examples, (10,), reference=reference)
+            for split_name, examples in (("valid (held-out users)", valid), ("test", split.test),
+                                         ("test: similar items of the last item", split.test)):
+                metrics = evaluate(SimilarToLast(recommender), examples, EvalConfig(ks=(10,), splits=("test",)),
+                                   reference) if split_name.startswith("test: similar") else \
+                    reranked_metrics(recommender, examples, (10,), reference=reference)
                 base.setdefault(split_name, metrics["ndcg@10"])
                 rows.append({"setting": label(config), "split": split_name, **metrics,
                              "ndcg_change": metrics["ndcg@10"] / base[split_name] - 1 if base[split_name] else 0.0,
@@ -78,6 +83,8 @@ def run(bundle: str | Path, data: str | Path, out: str | Path, weights: Sequence
              f"{'yes' if recommender.reranker is not None else 'no'}), dataset `{data}`, full ranking, history not "
              "masked", f"MMR picks k=10 from the top {depth} ranked items; near-dup: an item whose cosine (the "
              "bundle's item vectors) to one already picked reaches the threshold goes behind the rest",
+             "similar items of the last item: the product-page list of each test user's last history item, scored "
+             "as a next-item prediction (what the issue's 'eight pack-size variants' list is)",
              "valid: " + ("the valid step of the users the re-ranker held out (early stopping only)"
                           if recommender.reranker is not None else "all users' valid step"),
              "ILD@10: mean pairwise cosine distance within each top-10 list, on the frozen BERT's text vectors; "
@@ -92,7 +99,7 @@ def _chart(rows, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 5))
-    for split_name, marker in (("valid (held-out users)", "o"), ("test", "s")):
+    for split_name, marker in (("valid (held-out users)", "o"), ("test", "s"), ("test: similar items of the last item", "^")):
         chosen = [r for r in rows if r["split"] == split_name]
         ax.scatter([r["ild@10"] for r in chosen], [r["ndcg@10"] for r in chosen], marker=marker, label=split_name)
         for r in chosen:

@@ -84,7 +84,7 @@ class DiversifyConfig(FrozenModel):
     """Lists a shop can show (recsys/diversify.py): MMR over the top `depth` candidates, and near-duplicates
     (cosine to an item already in the list ≥ `duplicate_threshold`) moved behind the rest."""
 
-    weight: float = Field(0.0, ge=0.0, le=1.0, description="MMR diversity weight (0: relevance order)")
+    weight: float = Field(0.4, ge=0.0, le=1.0, description="MMR diversity weight (0: relevance order)")
     duplicate_threshold: float | None = Field(None, gt=0.0, le=1.0, description="near-duplicate cosine (None: off)")
     depth: int = Field(50, ge=1, description="candidates the diversified list is picked from")
 

@@ -21,9 +21,11 @@ def active(config: DiversifyConfig) -> bool:
 
 
 def diversified_picks(lists: Sequence[Sequence[str]], scores: Sequence[Sequence[float]], unit_vectors: np.ndarray,
-                      position: Mapping[str, int], k: int, config: DiversifyConfig) -> list[list[int]]:
+                      position: Mapping[str, int], k: int, config: DiversifyConfig,
+                      shown: Sequence[str | None] | None = None) -> list[list[int]]:
     """Per list, the indices (into that list) of its first k items after diversification, in order; lists are
-    ranked candidates with their scores, `unit_vectors` the catalogue's L2-normalised rows."""
+    ranked candidates with their scores, `unit_vectors` the catalogue's L2-normalised rows. `shown`: per list, an
+    item already on screen (a product page's own item), counted as picked: its near-duplicates go last too."""
     width = max((len(items) for items in lists), default=0)
     if width == 0:
         return [[] for _ in lists]
@@ -32,15 +34,23 @@ def diversified_picks(lists: Sequence[Sequence[str]], scores: Sequence[Sequence[
     for b, (items, values) in enumerate(zip(lists, scores)):
         padded[b, :len(items)] = values
         rows[b, :len(items)] = np.fromiter(map(position.__getitem__, items), np.int64, len(items))
-    picks = diversify_picks(padded, unit_vectors[rows], k, config)
+    context = None
+    if shown is not None and any(item is not None for item in shown):
+        context = np.zeros((len(lists), unit_vectors.shape[1]), dtype=np.float32)
+        for b, item in enumerate(shown):
+            if item is not None and item in position:
+                context[b] = unit_vectors[position[item]]
+    picks = diversify_picks(padded, unit_vectors[rows], k, config, context)
     return [picks[b][:min(k, len(items))].tolist() for b, items in enumerate(lists)]
 
 
-def diversify_picks(scores: np.ndarray, vectors: np.ndarray, k: int, config: DiversifyConfig) -> np.ndarray:
+def diversify_picks(scores: np.ndarray, vectors: np.ndarray, k: int, config: DiversifyConfig,
+                    context: np.ndarray | None = None) -> np.ndarray:
     """int64 [B, min(k, n)]: the indices of each row's first k diversified picks, in order (pads last).
 
     `scores` [B, n]: relevance, best first or not (-inf / nan pads short rows: they are never picked before a
-    real candidate); `vectors` [B, n, d]: L2-normalised item vectors of those candidates."""
+    real candidate); `vectors` [B, n, d]: L2-normalised item vectors of those candidates; `context` [B, d]: an
+    item already shown per row (zero rows: none), counted as picked before the first pick."""
     scores = np.asarray(scores, dtype=np.float64)
     batch, n = scores.shape
     if n == 0 or not active(config):
@@ -54,12 +64,16 @@ def diversify_picks(scores: np.ndarray, vectors: np.ndarray, k: int, config: Div
     similarity = np.matmul(vectors, vectors.transpose(0, 2, 1))  # [B, n, n] cosines
     threshold = config.duplicate_threshold
     closest = np.full((batch, n), -np.inf, dtype=np.float32)  # highest cosine to an item already picked
+    if context is not None:
+        given = np.any(context != 0, axis=1)
+        closest[given] = np.einsum("bnd,bd->bn", vectors[given], np.asarray(context, np.float32)[given])
     value = base.copy()
     picks = np.zeros((batch, min(k, n)), dtype=np.int64)
     rows = np.arange(batch)
     for step in range(picks.shape[1]):
-        if step:
-            value = base - config.weight * closest if config.weight else base.copy()
+        if step or context is not None:
+            penalty = closest if step else np.where(np.isfinite(closest), closest, 0.0)  # rows without context
+            value = base - config.weight * penalty if config.weight else base.copy()
             if threshold is not None:
                 value[closest >= threshold] -= 1e6  # near-duplicates behind the rest
             value[rows[:, None], picks[:, :step]] = -np.inf

@@ -307,9 +307,11 @@ class Recommender:
             self._unit = cached
         return cached[1]
 
-    def shown_lists(self, results: Sequence[RecommendationList], k: int) -> list[RecommendationList]:
+    def shown_lists(self, results: Sequence[RecommendationList], k: int,
+                    shown: Sequence[str | None] | None = None) -> list[RecommendationList]:
         """Each list cut to k: ranked lists through near-duplicate collapsing and MMR (`config.diversify`,
-        `recsys.diversify`), the popularity fallback as it is."""
+        `recsys.diversify`), the popularity fallback as it is. `shown`: per list, the item already on screen
+        (a product page's own item: its near-duplicates go last too)."""
         config = self.config.diversify
         out = [r if len(r.item_ids) <= k else r.take(range(k)) for r in results]
         if not active(config):
@@ -318,7 +320,8 @@ class Recommender:
         if ranked:
             unit = self.unit_vectors()  # before the position map: a change meanwhile only adds rows
             picks = diversified_picks([results[n].item_ids for n in ranked], [results[n].scores for n in ranked],
-                                      unit, self.catalogue.state.position, k, config)
+                                      unit, self.catalogue.state.position, k, config,
+                                      None if shown is None else [shown[n] for n in ranked])
             for n, chosen in zip(ranked, picks):
                 out[n] = results[n].take(chosen)
         return out
@@ -369,7 +372,7 @@ class Recommender:
             ids, scores = self.search_vectors(vector, depth, [set(exclude) | {item_id}], where)
             found = ids[0], scores[0]
         pool = RecommendationList(*found, "similar")
-        return self.shown_lists([pool], k)[0] if diversify else pool
+        return self.shown_lists([pool], k, [item_id])[0] if diversify else pool
 
     def similar_for_user(self, item_id: str, history: Sequence[str], k: int = 10, exclude: Collection[str] = (),
                          where: Mapping | None = None, explain: bool = False) -> RecommendationList:
@@ -403,14 +406,14 @@ class Recommender:
             candidates.append([pool.item_ids[i] for i in order])
             retrieval.append(tower[order].tolist())
         if self.reranker is None:
-            return self.shown_lists(results, k)
+            return self.shown_lists(results, k, item_ids)
         reranked = self.reranker.rerank([[*h, a] for a, h in zip(item_ids, histories)], candidates, retrieval,
                                         self.shown_depth(k), None, explain)
         out = []
         for (ids, scores, why), cands, before in zip(reranked, candidates, retrieval):
             score_of = dict(zip(cands, before))
             out.append(RecommendationList(ids, scores, "similar", why, [score_of[i] for i in ids], True))
-        return self.shown_lists(out, k)
+        return self.shown_lists(out, k, item_ids)
 
     def neighbour_lists(self, item_ids: Sequence[str]) -> tuple[list[list[str]], list[list[float]]]:
         """Each item's top `neighbours.depth` active neighbours (itself excluded), one batched search."""

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from recsys.config import BuildConfig, DiversifyConfig, EvalConfig
-from recsys.diversify import diversify_order
+from recsys.diversify import diversify_order, diversify_picks
 from recsys.evaluation import ListReference, evaluate
 from recsys.metrics import catalogue_coverage, intra_list_diversity
 from recsys.pipeline import Recommender
@@ -71,3 +71,14 @@ def test_shown_lists_are_diversified_everywhere(toy):
     before = evaluate(plain, examples, EvalConfig(ks=(3,)), reference)
     after = evaluate(shown, examples, EvalConfig(ks=(3,)), reference)
     assert after["ild@3"] > before["ild@3"] and {"recall@3", "coverage@3"} <= set(after)
+
+
+def test_a_product_pages_own_item_counts_as_shown():
+    # the page's item is PACKS[0]: its pack-size variants (rows 0-1 here) go behind the other products
+    candidates, scores = PACKS[1:][None], SCORES[:, 1:]
+    config = DiversifyConfig(duplicate_threshold=0.99)
+    assert diversify_picks(scores, candidates, 2, config).tolist() == [[0, 2]]  # no context: one variant first
+    assert diversify_picks(scores, candidates, 2, config, PACKS[:1]).tolist() == [[2, 3]]
+    both = diversify_picks(np.vstack([scores, scores]), np.vstack([candidates, candidates]), 2, config,
+                           np.vstack([PACKS[:1], np.zeros((1, 3))]))
+    assert both.tolist() == [[2, 3], [0, 2]]  # a row without a shown item is diversified as before
