@@ -23,9 +23,10 @@ COLUMNS = [Column("setting"), Column("split"), Column("n_examples", "n", ",.0f")
 def settings_grid(weights: Sequence[float], thresholds: Sequence[float | None], depth: int) -> list:
     """Every (weight, threshold) DiversifyConfig, the 'off' one first."""
     from recsys.config import DiversifyConfig
+    from recsys.diversify import OFF
 
     grid = [DiversifyConfig(weight=w, duplicate_threshold=t, depth=depth) for t in thresholds for w in weights]
-    off = DiversifyConfig(depth=depth)
+    off = OFF.model_copy(update={"depth": depth})
     return [off] + [c for c in grid if c != off]
 
 

@@ -49,10 +49,10 @@ def bar_chart(rows: Sequence[dict], path: Path) -> None:
 def diversification_off(recommender) -> Iterator[None]:
     """`recommender` with its shown lists in plain ranked order for the duration (the accuracy cost of the
     default diversification is the difference)."""
-    from recsys.config import DiversifyConfig
+    from recsys.diversify import OFF
 
     config = recommender.config
-    recommender.config = config.model_copy(update={"diversify": DiversifyConfig()})
+    recommender.config = config.model_copy(update={"diversify": OFF})
     try:
         yield
     finally:

@@ -15,6 +15,10 @@ import numpy as np
 from recsys.config import DiversifyConfig
 
 
+OFF = DiversifyConfig(weight=0.0, duplicate_threshold=None)
+"""Lists in plain ranked order (the default diversifies: `DiversifyConfig`)."""
+
+
 def active(config: DiversifyConfig) -> bool:
     """True when `config` changes any list (an MMR weight or a near-duplicate threshold)."""
     return config.weight > 0 or config.duplicate_threshold is not None

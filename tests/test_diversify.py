@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from recsys.config import BuildConfig, DiversifyConfig, EvalConfig
-from recsys.diversify import diversify_order, diversify_picks
+from recsys.diversify import OFF, active, diversify_order, diversify_picks
 from recsys.evaluation import ListReference, evaluate
 from recsys.metrics import catalogue_coverage, intra_list_diversity
 from recsys.pipeline import Recommender
@@ -22,7 +22,7 @@ SCORES = np.array([[0.9, 0.89, 0.88, 0.7, 0.6]])
 
 
 def test_off_keeps_the_relevance_order_and_pads_last():
-    order = diversify_order(np.array([[0.2, 0.9, -np.inf, 0.5]]), unit(np.eye(4)[None]), 2, DiversifyConfig())
+    order = diversify_order(np.array([[0.2, 0.9, -np.inf, 0.5]]), unit(np.eye(4)[None]), 2, OFF)
     assert order.tolist() == [[1, 3, 0, 2]]
     config = DiversifyConfig(weight=0.5)
     assert diversify_order(np.array([[0.2, 0.9, -np.inf, 0.5]]), unit(np.eye(4)[None]), 4, config)[0, -1] == 2
@@ -57,7 +57,8 @@ def test_shown_lists_are_diversified_everywhere(toy):
     # cam1/cam2 near-identical, bags close to cameras, shoes and socks far away
     vectors = unit([[1, 0], [0.999, 0.045], [0.8, 0.6], [0.7, 0.71], [0, 1], [0.1, 0.99]]).astype(np.float32)
     split = split_dataset(toy)
-    plain = Recommender.build(toy, split, vectors, BuildConfig())
+    assert active(BuildConfig().diversify)  # on by default
+    plain = Recommender.build(toy, split, vectors, BuildConfig(diversify=OFF))
     config = BuildConfig(diversify=DiversifyConfig(duplicate_threshold=0.99))
     shown = Recommender.build(toy, split, vectors, config)
     assert plain.similar_items("bag1", k=3).item_ids == ["bag2", "cam2", "cam1"]
