@@ -9,21 +9,25 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI
 from fastapi_offline import FastAPIOffline
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
 from api.cached_similar import CachedSimilarMiddleware
+from api.contract import DeclaredQueryOnly, install_contract
+from api.errors import install_error_handlers
 from api.metrics import BodyLimitMiddleware, MetricsMiddleware
 from api.routes import admin, demo, events, health, recommendations
 from api.service import Service
 from api.settings import Settings
-from recsys.errors import BundleError, UnknownIdError
+from recsys.errors import BundleError
 
 DESCRIPTION = """Personalised, session and similar-item recommendations from a BERT-encoded catalogue.
 
 Every list says which strategy served it (`personalised`, `session`, `similar`, `popular_fallback`)
-and every item carries its score and a short reason. Admin routes need `Authorization: Bearer <token>`."""
+and every item carries its score and a short reason. Admin routes need `Authorization: Bearer <token>`.
+Every error answer has one shape, `{"detail": "…", "errors": [{"loc", "msg", "type"}, …]}` (`errors` lists each
+invalid field of a 422); the limits stated here are the ones this server enforces."""
 
 
 def create_app(bundle: str | Path | None = None, settings: Settings | None = None,
@@ -52,19 +56,30 @@ def create_app(bundle: str | Path | None = None, settings: Settings | None = Non
 
     # /docs (Swagger UI) and /redoc with their JavaScript and CSS served from the fastapi-offline package, not a
     # CDN: shops run this in private networks
-    app = FastAPIOffline(title="BERT recommender", version="1", lifespan=lifespan, description=DESCRIPTION)
+    app = FastAPIOffline(title="BERT recommender", version="1", lifespan=lifespan, description=DESCRIPTION,
+                         dependencies=[Depends(DeclaredQueryOnly())])
     for router in (recommendations.router, events.router, health.router, admin.router, demo.router):  # hot first
         app.include_router(router)
 
-    @app.exception_handler(BundleError)
-    async def unavailable(_: Request, exc: BundleError) -> JSONResponse:
-        return JSONResponse(status_code=503, content={"detail": str(exc)})
+    def served() -> Service | None:
+        return getattr(app.state, "service", None)
 
-    @app.exception_handler(UnknownIdError)
-    async def unknown_id(_: Request, exc: UnknownIdError) -> JSONResponse:
-        return JSONResponse(status_code=404, content={"detail": str(exc)})
+    def bundle_roots() -> list[Path]:
+        root = served().bundle_root if served() is not None else None
+        return [root] if root is not None else []
 
-    app.add_middleware(CachedSimilarMiddleware, source=app)  # innermost: the metrics still count its answers
+    def attributes() -> list[str] | None:
+        loaded = served().current if served() is not None else None
+        columns = loaded.recommender.index.attributes if loaded is not None else None
+        return None if loaded is None else (list(columns.columns) if columns is not None else [])
+
+    install_error_handlers(app, settings.max_body_bytes, bundle_roots)
+    install_contract(app, settings, attributes)
+    # body limit, 1: every body is counted while it is read, whatever its transfer encoding (chunked too): once
+    # over the limit, reading stops and the request is answered 413 (through the error handlers above)
+    app.add_middleware(RequestBodyLimitMiddleware, max_body_size=settings.max_body_bytes)
+    app.add_middleware(CachedSimilarMiddleware, source=app)  # the metrics still count its answers
     app.add_middleware(MetricsMiddleware, metrics_source=app)
+    # body limit, 2: a Content-Length over the limit is answered 413 before routing (outermost)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     return app

@@ -6,6 +6,7 @@ import secrets
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.loaded import Loaded
@@ -45,9 +46,9 @@ async def get_settings(service: Annotated[Service, Depends(get_service)]) -> Set
     return service.settings
 
 
-def invalid(message: str, *loc: str | int) -> HTTPException:
-    """A 422 shaped like FastAPI's own validation errors (so it matches the documented schema)."""
-    return HTTPException(422, [{"type": "value_error", "loc": list(loc), "msg": message, "input": None}])
+def invalid(message: str, *loc: str | int) -> RequestValidationError:
+    """A 422 like the models' own validation errors (the same `ErrorResponse` body)."""
+    return RequestValidationError([{"type": "value_error", "loc": tuple(loc), "msg": message}])
 
 
 def check_k(k: int, settings: Settings, *loc: str) -> None:
@@ -63,8 +64,8 @@ def check_exclude(exclude: list[str], settings: Settings, *loc: str) -> None:
 
 async def require_admin(settings: Annotated[Settings, Depends(get_settings)],
                   credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
-    """Bearer token check; admin routes are closed (403) when no token is configured."""
-    if settings.admin_token is None:
+    """Bearer token check; admin routes are closed (403) when no token (or an empty one) is configured."""
+    if not settings.admin_enabled:
         raise HTTPException(403, "admin routes are disabled: set RECSYS_ADMIN_TOKEN to enable them")
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from functools import partial
 
-from cachetools import LRUCache
 from starlette.concurrency import run_in_threadpool
 
 from api.batching import LoopTurnBatcher
 from api.metrics import ServiceMetrics
 from recsys.bundle import Bundle
+from recsys.cache import ByteBudgetCache
 from recsys.pipeline import RecommendationList, Recommender
 from recsys.query import Query
 from recsys.user_tower import CachedHistoryEncoder
@@ -23,26 +23,42 @@ def _answer(recommender: Recommender, key: object, queries: list[Query]) -> list
     return recommender.recommend_many(queries)
 
 
+def _encode(tower: CachedHistoryEncoder, key: object, queries: list[Query]) -> None:
+    """The torch part of a batch of history queries: their query vectors, into the tower's cache (one pass)."""
+    histories = [q.history for q in queries if q.history]
+    if histories:
+        tower.encode_histories(histories)
+
+
 class Loaded:
     """One loaded bundle (see the module docstring)."""
 
-    def __init__(self, bundle: Bundle, recommender: Recommender, similar_cache_size: int = 50_000,
+    def __init__(self, bundle: Bundle, recommender: Recommender, cache: ByteBudgetCache | None = None,
                  turn_batch_max: int = 64, metrics: ServiceMetrics | None = None,
                  turn_batch_wait_ms: float = 0.0) -> None:
         self.bundle = bundle
         self.recommender = recommender
         self.applied_seq = 0  # the last catalogue change (store seq) applied to this bundle's catalogue
-        # serialised similar-item responses (the same for every visitor), keyed with the catalogue version
-        self.similar_responses: LRUCache = LRUCache(maxsize=similar_cache_size)
+        # serialised similar-item responses (the same for every visitor), keyed with the catalogue version; they
+        # share one byte budget (RECSYS_CACHE_MB) with the user tower's query vectors
+        self.cache = cache if cache is not None else ByteBudgetCache(0)
+        self.similar_responses = self.cache.part("similar")
         # queries arriving in the same loop turn share one pipeline call per batch key: on the event loop when
-        # they are cheap (no torch), else in one thread hop for the whole batch
-        self.cheap_batches = self.tower_batches = None
+        # they are cheap (no torch); history queries whose vectors are not cached get them in one thread hop
+        # for the whole batch (into the tower's cache), then run on the loop like cached ones; free-text
+        # queries (the item tower) run wholly in the thread pool
+        self.cheap_batches = self.tower_batches = self.text_batches = None
         if turn_batch_max:
             count = (lambda kind: partial(metrics.record_turn_batch, kind)) if metrics else (lambda kind: None)
             run = partial(_answer, recommender)  # not a bound method of self: no reference cycle
             self.cheap_batches = LoopTurnBatcher(run, turn_batch_max, count("cached"), wait_ms=turn_batch_wait_ms)
-            self.tower_batches = LoopTurnBatcher(run, turn_batch_max, count("tower"), offload=True,
-                                                 wait_ms=turn_batch_wait_ms)
+            tower = recommender.user_tower
+            split = {"prepare": partial(_encode, tower)} if isinstance(tower, CachedHistoryEncoder) else \
+                {"offload": True}  # no vector cache to fill: the whole batch off the loop
+            self.tower_batches = LoopTurnBatcher(run, turn_batch_max, count("tower"), wait_ms=turn_batch_wait_ms,
+                                                 **split)
+            self.text_batches = LoopTurnBatcher(run, turn_batch_max, count("text"), offload=True,
+                                                wait_ms=turn_batch_wait_ms)
 
     @property
     def path(self):
@@ -73,16 +89,20 @@ class Loaded:
     async def recommend(self, query: Query) -> RecommendationList:
         """`recommender.recommend(query)`; concurrent queries with the same batch key share one pipeline call (one
         user-tower pass, one FAISS search, one re-ranker feature build and predict): on the event loop when
-        `is_cheap`, else in the thread pool."""
+        `is_cheap`; history queries' user-tower pass in the thread pool, the rest on the loop; free text in the
+        thread pool."""
         key = query.batch_key()
         if self.cheap_batches is None or key is None:  # batching off, or a filter that cannot be a key
             if self.is_cheap(query):
                 return self.recommender.recommend(query)
             return await run_in_threadpool(self.recommender.recommend, query)
-        batcher = self.cheap_batches if self.is_cheap(query) else self.tower_batches
+        if self.is_cheap(query):
+            batcher = self.cheap_batches
+        else:
+            batcher = self.text_batches if query.kind == "text" else self.tower_batches
         return await batcher.submit(key, query)
 
     def close(self) -> None:
         """Stop the bundle's background work (the micro-batcher's thread); requests still running finish."""
         self.recommender.user_tower.close()
-        self.similar_responses.clear()
+        self.cache.clear()

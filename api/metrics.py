@@ -86,7 +86,8 @@ def route_label(app, scope: Scope, where: tuple[str, str]) -> str:
 
 
 class BodyLimitMiddleware:
-    """413 for bodies whose Content-Length is over the limit."""
+    """413 for bodies whose Content-Length is over the limit, before routing (bodies without one, e.g. chunked,
+    are counted while they are read: FastAPI's `max_body_size`, see `api.app`)."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -104,7 +105,7 @@ class BodyLimitMiddleware:
 
 
 async def _too_large(send: Send, limit: int) -> None:
-    body = f'{{"detail":"request body over the limit of {limit} bytes"}}'.encode()
+    body = f'{{"detail":"request body over the limit of {limit} bytes","errors":[]}}'.encode()  # ErrorResponse
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})

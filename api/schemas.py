@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
+
+from api.errors import ErrorResponse  # noqa: F401 (the error body, documented on every route)
+from api.limits import FILTER_VALUES, ID_CHARS, LIST_ITEMS, NAME_CHARS, TEXT_CHARS, VISIBLE
 
 Strategy = Literal["personalised", "session", "similar", "popular_fallback"]
-Id = Field(min_length=1, max_length=256)
+Id = Annotated[str, StringConstraints(min_length=1, max_length=ID_CHARS, pattern=VISIBLE)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=NAME_CHARS, pattern=VISIBLE)]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=TEXT_CHARS, pattern=VISIBLE)]
+
+
+def _whole(value: object) -> object:
+    """JSON Schema counts 5.0 as an integer: so does the API (but not "5", true or 5.5)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Whole = Annotated[int, BeforeValidator(_whole)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Request bodies: unknown fields, type coercion ("5" for 5, "no" for false) and non-finite numbers are 422."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class RecommendedItem(BaseModel):
@@ -45,30 +60,39 @@ class RecommendationResponse(BaseModel):
 
 
 class Filters(Strict):
-    category: str | list[str] | None = None
-    brand: str | list[str] | None = None
+    category: Name | Annotated[list[Name], Field(min_length=1, max_length=FILTER_VALUES)] | None = None
+    brand: Name | Annotated[list[Name], Field(min_length=1, max_length=FILTER_VALUES)] | None = None
 
 
 class SessionRequest(Strict):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"item_ids": ["P00001", "P00002"], "k": 10, "exclude_seen": True},
-        {"item_ids": [], "text": "waterproof hiking boots", "k": 5}]})
+    model_config = ConfigDict(json_schema_extra={
+        "examples": [{"item_ids": ["P00001", "P00002"], "k": 10, "exclude_seen": True},
+                     {"text": "waterproof hiking boots", "k": 5}],
+        # at least one item id or a text (checked by `needs_items_or_text`)
+        "anyOf": [{"required": ["item_ids"], "properties": {"item_ids": {"minItems": 1}}},
+                  {"required": ["text"], "properties": {"text": {"type": "string"}}}]})
 
-    item_ids: list[str] = Field(default_factory=list, description="recent item ids, oldest first")
-    text: str | None = Field(None, min_length=1, description="optional free text, e.g. a search query")
-    k: int = Field(10, ge=1, le=10_000)
+    item_ids: list[Id] = Field(default_factory=list, max_length=LIST_ITEMS, description="recent item ids, oldest first")
+    text: Text | None = Field(None, description="optional free text, e.g. a search query")
+    k: Whole = Field(10, ge=1, le=10_000)
     exclude_seen: bool = True
-    exclude: list[str] = Field(default_factory=list, description="item ids never to return")
+    exclude: list[Id] = Field(default_factory=list, max_length=LIST_ITEMS, description="item ids never to return")
     filters: Filters | None = None
     explain: bool = Field(False, description="add the re-ranker's per-item feature contributions (slower)")
 
+    @model_validator(mode="after")
+    def needs_items_or_text(self) -> "SessionRequest":
+        if not self.item_ids and self.text is None:
+            raise ValueError("post at least one item id or a text")
+        return self
+
 
 class EventRequest(Strict):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+    model_config = ConfigDict(json_schema_extra={"examples": [
         {"user_id": "U00001", "item_id": "P00001", "kind": "purchase"}]})
 
-    user_id: str = Id
-    item_id: str = Id
+    user_id: Id
+    item_id: Id
     kind: Literal["view", "cart", "purchase"] = "view"
     timestamp: float | None = Field(None, ge=0, description="epoch seconds; default: now")
 
@@ -79,15 +103,15 @@ class EventResponse(BaseModel):
 
 
 class ItemUpsert(Strict):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+    model_config = ConfigDict(json_schema_extra={"examples": [
         {"item_id": "P09999", "text": "Lumora 50 mm f/1.8 lens. Lenses. Lumora.", "title": "Lumora 50 mm lens",
          "category": "Lenses", "brand": "Lumora", "price": 199.0}]})
 
-    item_id: str = Id
-    text: str = Field(min_length=1, description="the text the item tower encodes")
-    title: str | None = None
-    category: str | None = None
-    brand: str | None = None
+    item_id: Id | None = Field(None, description="the path's item id (optional; a different one is refused)")
+    text: Text = Field(description="the text the item tower encodes")
+    title: Name | None = None
+    category: Name | None = None
+    brand: Name | None = None
     price: float | None = Field(None, ge=0)
 
 
@@ -98,7 +122,9 @@ class ItemState(BaseModel):
 
 
 class ReloadRequest(Strict):
-    bundle: str | None = Field(None, description="bundle directory; default: newest version of the current model")
+    bundle: Annotated[str, StringConstraints(min_length=1, max_length=1_024, pattern=VISIBLE)] | None = Field(
+        None, description="a bundle (or model) directory under the bundle root (RECSYS_BUNDLE_ROOT), relative to "
+        "it; default: the newest version under the root")
 
 
 class ReloadResponse(BaseModel):
@@ -113,5 +139,30 @@ class Health(BaseModel):
     n_users: int
 
 
-class ErrorResponse(BaseModel):
-    detail: str
+
+class Live(BaseModel):
+    status: Literal["ok"]
+    worker: int = Field(description="the answering process's id")
+
+
+class Ready(BaseModel):
+    status: Literal["ready"]
+    model_version: str
+
+
+class EncoderInfo(BaseModel):
+    kind: str | None = Field(None, description="frozen-bert, peft-bert, …")
+    model_name: str | None = Field(None, description="the BERT it was built from (a name, never a path)")
+    dim: int | None = None
+
+
+class ModelInfo(BaseModel):
+    """What the served bundle is (its files and paths stay on the server)."""
+
+    name: str
+    version: str
+    created_at: str | None = None
+    bundle_schema_version: int | None = None
+    encoder: EncoderInfo
+    metrics: list[dict[str, str | int | float | bool | None]] = Field(
+        default_factory=list, description="the build's evaluation rows (model, split, metric → value)")

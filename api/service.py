@@ -14,6 +14,7 @@ import ctypes
 import gc
 import itertools
 import logging
+import sqlite3
 import sys
 import threading
 import time
@@ -26,10 +27,12 @@ from api.loaded import Loaded
 from api.metrics import ServiceMetrics
 from api.settings import Settings
 from encoders.loading import frozen_item_tower, open_recommender
+from recsys.artifacts import resolve_bundle
 from recsys.bundle import Bundle
+from recsys.cache import ByteBudgetCache
 from recsys.changes import Folded, apply_changes, fold
 from recsys.data.item_text import item_text
-from recsys.errors import BundleError
+from recsys.errors import BundleError, StoreError
 from recsys.pipeline import Recommender
 from recsys.store import EventStore, merged_history, open_store
 from recsys.towers import ItemTower, UserTower
@@ -39,7 +42,13 @@ logger = logging.getLogger("recsys.api")
 
 
 def make_store(settings: Settings) -> EventStore:
-    return open_store(settings.event_store, settings.state_dir, settings.redis_url)
+    """The configured event store; one line naming the setting (StoreError) when it cannot be opened."""
+    try:
+        return open_store(settings.event_store, settings.state_dir, settings.redis_url)
+    except StoreError as exc:
+        raise StoreError(f"RECSYS_REDIS_URL: {exc}") from None
+    except (OSError, sqlite3.Error) as exc:
+        raise StoreError(f"RECSYS_STATE_DIR: cannot open the event store in {settings.state_dir}: {exc}") from None
 
 
 class Service:
@@ -54,6 +63,10 @@ class Service:
         self.item_encoder_loader = item_encoder_loader or self._frozen_item_tower
         self.metrics = ServiceMetrics()
         self.current: Loaded | None = None
+        # reloads only load bundles under this directory (set from the first bundle served when not configured)
+        self.bundle_root: Path | None = settings.bundle_root.resolve() if settings.bundle_root else None
+        if settings.admin_token is not None and not settings.admin_enabled:
+            logger.warning("RECSYS_ADMIN_TOKEN is empty: the admin routes are off (403); set a token to enable them")
         if settings.faiss_threads:
             import faiss
 
@@ -89,13 +102,15 @@ class Service:
                 raise
             except Exception as exc:  # a bundle that cannot be loaded never replaces a working one
                 self.metrics.reloads.labels("refused").inc()
-                raise BundleError(f"cannot load bundle {target}: {exc}") from exc
+                logger.exception("cannot load bundle %s", target)
+                raise BundleError(f"cannot load bundle {target}: {type(exc).__name__}: {exc}") from exc
             if self.settings.torch_threads and "torch" in sys.modules:  # only bundles with trained towers load it
                 sys.modules["torch"].set_num_threads(self.settings.torch_threads)
-            recommender.user_tower = self._serving_tower(recommender.user_tower)
+            cache = ByteBudgetCache(int(self.settings.cache_mb * 2**20))
+            recommender.user_tower = self._serving_tower(recommender.user_tower, cache)
             recommender.item_tower_loader = self.item_encoder_loader
-            loaded = Loaded(bundle, recommender, self.settings.similar_response_cache, self.settings.turn_batch_max,
-                            self.metrics, self.settings.turn_batch_wait_ms)
+            loaded = Loaded(bundle, recommender, cache, self.settings.turn_batch_max, self.metrics,
+                            self.settings.turn_batch_wait_ms)
             self._catch_up(loaded)  # the whole change log, folded
             self._warm_user_cache(loaded)
             self._warm_neighbours(loaded)
@@ -104,6 +119,8 @@ class Service:
                 old, self.current = self.current, loaded
             if announce:
                 self.store.record_change("bundle", record={"path": str(bundle.path)})
+            if self.bundle_root is None:
+                self.bundle_root = bundle.path.resolve().parent
             self.metrics.reloads.labels("loaded").inc()
             self.metrics.set_model(bundle.name, loaded.version, recommender.index.n_available)
             if old is not None:
@@ -112,13 +129,33 @@ class Service:
                 release_memory()
             return loaded
 
-    def _serving_tower(self, tower: UserTower) -> UserTower:
-        """BERT towers get micro-batching across concurrent requests; every tower gets the LRU
-        cache of query vectors (keyed by the history, so new events never hit stale entries)."""
+    def reload(self, bundle: str | None) -> Loaded:
+        """`load` (and announce) a bundle under the bundle root: `bundle` is relative to it (or an absolute path
+        inside it); None: the newest version of the current model. Anything outside is refused (BundleError)
+        before it is read."""
+        root, current = self.bundle_root, self.current
+        if root is None or current is None:
+            raise BundleError("no bundle loaded yet")
+        outside = BundleError(f"{bundle or current.version}: not under the bundle root (RECSYS_BUNDLE_ROOT)")
+        try:
+            candidate = (root / bundle if bundle else current.path.parent).resolve()
+            del current  # the replaced bundle is freed once its last request is done: this one holds it no longer
+            if not candidate.is_relative_to(root):
+                raise outside
+            path = resolve_bundle(candidate)
+            if not path.resolve().is_relative_to(root):  # e.g. a version directory linking elsewhere
+                raise outside
+        except (OSError, ValueError) as exc:  # a name too long, a NUL byte, …
+            raise BundleError(f"{bundle}: not a usable path ({type(exc).__name__})") from exc
+        return self.load(path, announce=True)
+
+    def _serving_tower(self, tower: UserTower, cache: ByteBudgetCache) -> UserTower:
+        """BERT towers get micro-batching across concurrent requests; every tower gets the cache of query vectors
+        (keyed by the history, so new events never hit stale entries), within the byte budget."""
         if not tower.cheap and self.settings.micro_batch_ms > 0:
             tower = MicroBatchingEncoder(tower, self.settings.micro_batch_ms, self.settings.micro_batch_max)
-        if self.settings.user_cache_size:
-            tower = CachedHistoryEncoder(tower, self.settings.user_cache_size)
+        if cache.max_bytes:
+            tower = CachedHistoryEncoder(tower, cache=cache.part("vectors"))
         return tower
 
     def _frozen_item_tower(self, recommender: Recommender) -> ItemTower:
@@ -131,7 +168,7 @@ class Service:
     def _warm_user_cache(self, loaded: Loaded) -> None:
         """Pre-encode known users' current histories (bundle + events) before the bundle serves."""
         tower = loaded.recommender.user_tower
-        limit = min(self.settings.warm_user_cache, self.settings.user_cache_size)
+        limit = self.settings.warm_user_cache
         if not isinstance(tower, CachedHistoryEncoder) or limit == 0:
             return
         started = time.perf_counter()

@@ -5,26 +5,36 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from api.limits import LIST_ITEMS, TEXT_CHARS
+from recsys.errors import RecsysError
 from recsys.store import HISTORY_LIMIT
+
+
+class SettingsError(RecsysError):
+    """A RECSYS_* setting has a value the service cannot use."""
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RECSYS_", frozen=True)
 
     bundle: Path | None = Field(None, description="bundle directory (or model directory: newest version)")
-    max_k: int = Field(100, ge=1, le=10_000, description="largest k a request may ask for")
-    max_session_items: int = Field(200, ge=1, description="most item ids a session request may post")
-    max_exclude_items: int = Field(1_000, ge=0, description="most ids an exclude list may hold")
-    max_text_chars: int = Field(1_000, ge=1, description="longest free-text query or item text")
-    max_body_bytes: int = Field(256 * 1024, ge=1_024, description="larger request bodies get 413")
+    max_k: int = Field(100, ge=10, le=10_000, description="largest k a request may ask for (at least the default "
+                       "list length, 10)")
+    max_session_items: int = Field(200, ge=1, le=LIST_ITEMS, description="most item ids a session request may post")
+    max_exclude_items: int = Field(1_000, ge=0, le=LIST_ITEMS, description="most ids an exclude list may hold")
+    max_text_chars: int = Field(1_000, ge=1, le=TEXT_CHARS, description="longest free-text query or item text")
+    max_body_bytes: int = Field(256 * 1024, ge=1_024, description="larger request bodies get 413 (counted while "
+                                "reading, whatever the transfer encoding)")
     rerank: bool = Field(True, description="re-rank with the bundle's LightGBM re-ranker when it has one (false: "
                          "serve the towers' retrieval order, e.g. to compare or as a kill switch)")
     unknown_user_fallback: bool = Field(True, description="unknown users get popular items instead of a 404")
     history_limit: int = Field(HISTORY_LIMIT, ge=1, description="most recent items of a user's history (bundle "
                                "history + events) a recommendation reads; batch-score uses the same default")
+    bundle_root: Path | None = Field(None, description="reloads only load bundles under this directory (default: "
+                                     "the served bundle's parent, its model directory)")
     state_dir: Path = Field(Path("recsys-state"), description="where the SQLite event store lives")
     event_store: Literal["sqlite", "redis"] = "sqlite"
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -33,14 +43,15 @@ class Settings(BaseSettings):
                                     "is visible to every worker within about this long")
     compact_share: float = Field(0.10, ge=0, le=1, description="compact the index (built aside, swapped in) once more "
                                  "than this share of its rows are deleted or replaced items (0: never)")
-    admin_token: SecretStr | None = Field(None, description="bearer token for /v1/admin/*; admin is off when unset")
-    user_cache_size: int = Field(100_000, ge=0, description="cached user query vectors (0: no cache)")
+    admin_token: SecretStr | None = Field(None, description="bearer token for /v1/admin/*; admin is off when unset "
+                                          "or empty")
+    cache_mb: float = Field(256, ge=0, description="one memory budget (MiB per worker) for the cached user query "
+                            "vectors and similar-item responses, counted in bytes (0: no caches)")
     warm_user_cache: int = Field(100_000, ge=0, description="at load, encode up to this many known users' "
-                                 "histories into the cache, so their first request skips the user tower (0: off)")
+                                 "histories into the cache (as many as its budget holds), so their first request "
+                                 "skips the user tower (0: off)")
     warm_similar_items: int = Field(100_000, ge=0, description="at load, compute the similar-item lists of up to "
                                     "this many items (the rest on first use; 0: all on first use)")
-    similar_response_cache: int = Field(50_000, ge=0, description="cached similar-item responses (no user_id, no "
-                                        "filters); any catalogue change invalidates them (0: off)")
     micro_batch_ms: float = Field(2.0, ge=0, description="wait this long to batch concurrent BERT encodes")
     micro_batch_max: int = Field(32, ge=1)
     turn_batch_max: int = Field(64, ge=0, description="history requests (known users, sessions without text) that "
@@ -61,3 +72,18 @@ class Settings(BaseSettings):
                                  "holds it (on 2 cores: session p99 ↓, inline user/similar p99 ↑)")
     faiss_threads: int = Field(1, ge=0, description="OpenMP threads per FAISS search (0: FAISS default); "
                                "requests already run concurrently, so 1 avoids oversubscribing the cores")
+
+    @property
+    def admin_enabled(self) -> bool:
+        """Admin routes need a non-empty token (an empty RECSYS_ADMIN_TOKEN= leaves them off)."""
+        return self.admin_token is not None and bool(self.admin_token.get_secret_value().strip())
+
+
+def load_settings(**values) -> Settings:
+    """Settings from the environment (and `values`); a bad value is a SettingsError naming its variable."""
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = "RECSYS_" + "_".join(str(part) for part in error["loc"]).upper()
+        raise SettingsError(f"{name}: {error['msg']}") from None

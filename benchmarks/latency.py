@@ -200,7 +200,8 @@ def _reload_under_load(server: Server, bundle: Path, plan: list[dict], requests:
     thread = threading.Thread(target=load)
     thread.start()
     time.sleep(min(2.0, seconds / 4))
-    reload = httpx.post(f"{server.url}/v1/admin/reload", json={"bundle": str(bundle)},
+    # the served version, named relative to the bundle root (the served bundle's parent)
+    reload = httpx.post(f"{server.url}/v1/admin/reload", json={"bundle": resolve_bundle(bundle).name},
                         headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=120)
     thread.join()
     note = f"reload mid-run: HTTP {reload.status_code}"

@@ -13,8 +13,7 @@ from rich.markup import escape
 # every command module registers its commands on the app when imported (jobs/app.py owns the app)
 from jobs import (  # noqa: F401
     batch_cmd, bench_batch, bench_diversify, bench_engine, bench_gpu, bench_latency, bench_live, bench_quality,
-    bench_ranker,
-    encode_cmd, export_cmd, quickstart, ranker_cmd, train_cmd)
+    bench_ranker, bench_store, encode_cmd, export_cmd, quickstart, ranker_cmd, train_cmd)
 from jobs.app import MAX_K, BatchSize, Decay, Items, MaxLength, ModelOpt, OutOpt, OverwriteOpt, Port, Seed, Users, \
     app, friendly_errors, import_app
 from jobs.output import console, markdown_metrics, metrics_table, print_recommendations, step, write_json
@@ -280,13 +279,17 @@ def serve(
     log_config["loggers"]["recsys"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
 
     from api.app import create_app
+    from api.service import make_store
+    from api.settings import load_settings
     from jobs.workflows import check_port
     from recsys.artifacts import read_manifest, resolve_bundle
     check_port(host, port)  # a busy port fails now, not after loading the bundle
     path = resolve_bundle(bundle)
     read_manifest(path)  # fail here, with a clear message, before starting the server
+    settings = load_settings(bundle=path)  # so do bad settings and an event store that cannot be reached
+    make_store(settings).close()
     if workers == 1:
-        uvicorn.run(create_app(path), host=host, port=port, access_log=access_log, log_config=log_config)
+        uvicorn.run(create_app(path, settings), host=host, port=port, access_log=access_log, log_config=log_config)
         return
     os.environ["RECSYS_BUNDLE"] = str(path)  # each worker builds its app from the settings
     uvicorn.run("api.app:create_app", factory=True, host=host, port=port, access_log=access_log, workers=workers,

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from importlib import metadata
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from recsys.errors import BundleError
 
@@ -112,10 +112,31 @@ def read_manifest(bundle: str | Path, verify: bool = True) -> dict:
         raise BundleError(f"{bundle}: bundle schema version {manifest.get('bundle_schema_version')!r} "
                           f"is not supported (expected {BUNDLE_SCHEMA_VERSION})")
     if verify:
-        for name, expected in manifest.get("files", {}).items():
+        files = manifest.get("files", {})
+        if not isinstance(files, dict):
+            raise BundleError(f"{bundle}: {MANIFEST} 'files' is not a mapping of file names to checksums")
+        for name in files:  # every entry is checked before any file is opened
+            if not _inside(bundle, name):
+                raise BundleError(f"{bundle}: {MANIFEST} lists {str(name)[:200]!r}, which is not a relative path "
+                                  "inside the bundle")
+        for name, expected in files.items():
             file = bundle / name
             if not file.is_file():
                 raise BundleError(f"{bundle}: file {name} listed in the manifest is missing")
             if sha256_file(file) != expected:
                 raise BundleError(f"{bundle}: checksum mismatch for {name} (corrupted or modified)")
     return manifest
+
+
+def _inside(bundle: Path, name: object) -> bool:
+    """Whether a manifest entry names a file inside `bundle`: a relative POSIX path, no '..', no drive,
+    no NUL or backslash, and no symbolic link leading out of the bundle."""
+    if not isinstance(name, str) or not name or "\x00" in name or "\\" in name:
+        return False
+    pure = PurePosixPath(name)
+    if pure.is_absolute() or ".." in pure.parts or PureWindowsPath(name).drive:
+        return False
+    try:
+        return (bundle / pure).resolve().is_relative_to(bundle.resolve())
+    except (OSError, ValueError):
+        return False

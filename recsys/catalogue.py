@@ -37,6 +37,8 @@ FILTER_COLUMNS = ("category", "brand", "price")
 """The catalogue's attributes searches may filter on (`where={"category": …}`): every column but these."""
 DESCRIPTIVE_COLUMNS = ("item_id", "text", "title")
 COMPACT_SHARE = 0.10
+WHERE_MASKS = 64  # filter masks cached per catalogue version, at most …
+WHERE_MASK_BYTES = 32 * 2**20  # … and at most this many bytes of them (a mask is one byte per row)
 """`Catalogue.needs_compaction()`: more than this share of rows are tombstones."""
 
 
@@ -135,12 +137,14 @@ class CatalogueState:
         return bitmap_selector(self.available)
 
     def where_mask(self, where: Where) -> np.ndarray:
-        """bool [rows] of rows matching `where` (mapping filters cached for this version)."""
+        """bool [rows] of rows matching `where` (mapping filters cached for this version, at most `WHERE_MASKS`
+        of them and `WHERE_MASK_BYTES` in all)."""
         key = where_key(where)
         cached = self._where_masks.get(key) if key is not None else None
         if cached is None:
             cached = where_mask(self.attributes, where)
-            if key is not None and len(self._where_masks) < 64:
+            masks = len(self._where_masks) + 1
+            if key is not None and masks <= WHERE_MASKS and masks * cached.nbytes <= WHERE_MASK_BYTES:
                 self._where_masks[key] = cached
         return cached
 

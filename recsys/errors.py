@@ -27,6 +27,10 @@ class BundleError(RecsysError):
     """A model bundle is missing, incomplete, corrupted or of an incompatible version."""
 
 
+class StoreError(RecsysError):
+    """The event store cannot be opened or reached."""
+
+
 class UnknownIdError(RecsysError, KeyError):
     """An item or user id is not in the catalogue / event store."""
 

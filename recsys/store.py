@@ -14,12 +14,16 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
+
+from recsys.errors import StoreError
 
 EVENT_KINDS = ("view", "cart", "purchase")
 HISTORY_LIMIT = 200
@@ -52,7 +56,12 @@ def merged_history(stored: Sequence[str] | None, events: Sequence[str],
 
 class EventStore(Protocol):
     def append(self, user_id: str, item_id: str, kind: str, timestamp: float | None = None) -> int:
-        """Record one event; returns the user's number of stored events."""
+        """Record one event; returns the user's number of stored events (in constant time, whatever the
+        user's history length)."""
+
+    def append_many(self, user_id: str, item_ids: Iterable[str], kind: str = "view",
+                    timestamp: float | None = None) -> int:
+        """Record many events of one user at once (imports, benchmarks); returns the user's count."""
 
     def events(self, user_id: str, limit: int, until: int | None = None) -> list[str]:
         """The user's most recent `limit` item ids (events with seq ≤ `until` when given), oldest first."""
@@ -60,8 +69,10 @@ class EventStore(Protocol):
     def events_for(self, user_ids: Iterable[str], limit: int, until: int | None = None) -> dict[str, list[str]]:
         """`events` of many users (those with events only)."""
 
-    def kinds(self, user_id: str, item_ids: Collection[str]) -> dict[str, str]:
-        """The kind of the user's latest event on each of `item_ids` that has one (view, cart, purchase)."""
+    def kinds(self, user_id: str, item_ids: Collection[str], limit: int = HISTORY_LIMIT) -> dict[str, str]:
+        """The kind of the user's latest event on each of `item_ids` that has one among the user's most recent
+        `limit` events (view, cart, purchase): what a history of `limit` items needs, read in the same time
+        whatever the user's whole history."""
 
     def event_users(self, until: int | None = None) -> list[str]:
         """Every user with at least one event (seq ≤ `until`)."""
@@ -90,7 +101,11 @@ def _vector(blob: bytes | None) -> np.ndarray | None:
 
 class SQLiteEventStore:
     """Thread-safe SQLite store (WAL; several processes may share the file); one connection per store guarded by
-    a lock. Tables `events` and `changes`, each keyed by its seq."""
+    a lock. Tables `events` and `changes`, each keyed by its seq, and `user_events`: each user's event count, so
+    an insert costs the same for a user with one event or a million."""
+
+    COUNT = ("INSERT INTO user_events (user_id, n) VALUES (?, ?) ON CONFLICT(user_id) DO UPDATE SET n = n + "
+             "excluded.n RETURNING n")
 
     def __init__(self, path: str | Path) -> None:
         path = Path(path)
@@ -105,6 +120,7 @@ class SQLiteEventStore:
         self._db.execute("CREATE TABLE IF NOT EXISTS changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT, "
                          "item_id TEXT, record TEXT, vector BLOB, space TEXT, active INTEGER, ts REAL)")
         self._migrate()
+        self._count_users()
 
     def _migrate(self) -> None:
         """State directories written before the change log kept items / item_state tables: copy them into it."""
@@ -122,12 +138,37 @@ class SQLiteEventStore:
                                      (item_id, int(active), time.time()))
             self._db.execute("COMMIT")
 
+    def _count_users(self) -> None:
+        """Each user's event count, kept per insert; a new store, or one written before the counts existed, is
+        counted once, here."""
+        with self._lock, self._transaction():
+            if self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'user_events'").fetchone() is None:
+                self._db.execute("CREATE TABLE user_events (user_id TEXT PRIMARY KEY, n INTEGER NOT NULL) "
+                                 "WITHOUT ROWID")
+                self._db.execute("INSERT INTO user_events SELECT user_id, COUNT(*) FROM events GROUP BY user_id")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """BEGIN … COMMIT (ROLLBACK on error): events and their count land together."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
     # ---- events -------------------------------------------------------------------------------
     def append(self, user_id: str, item_id: str, kind: str, timestamp: float | None = None) -> int:
-        with self._lock:
-            self._db.execute("INSERT INTO events (user_id, item_id, kind, ts) VALUES (?, ?, ?, ?)",
-                             (user_id, item_id, kind, timestamp if timestamp is not None else time.time()))
-            return self._db.execute("SELECT COUNT(*) FROM events WHERE user_id = ?", (user_id,)).fetchone()[0]
+        return self.append_many(user_id, [item_id], kind, timestamp)
+
+    def append_many(self, user_id: str, item_ids: Iterable[str], kind: str = "view",
+                    timestamp: float | None = None) -> int:
+        ts = timestamp if timestamp is not None else time.time()
+        rows = [(user_id, item_id, kind, ts) for item_id in item_ids]
+        with self._lock, self._transaction():
+            self._db.executemany("INSERT INTO events (user_id, item_id, kind, ts) VALUES (?, ?, ?, ?)", rows)
+            return self._db.execute(self.COUNT, (user_id, len(rows))).fetchall()[0][0]
 
     def events(self, user_id: str, limit: int, until: int | None = None) -> list[str]:
         bound, args = ("AND seq <= ? ", (until,)) if until is not None else ("", ())
@@ -150,14 +191,15 @@ class SQLiteEventStore:
                 out.setdefault(user_id, []).append(item_id)
         return {user: items[-limit:] for user, items in out.items()}
 
-    def kinds(self, user_id: str, item_ids: Collection[str]) -> dict[str, str]:
+    def kinds(self, user_id: str, item_ids: Collection[str], limit: int = HISTORY_LIMIT) -> dict[str, str]:
         wanted = list(dict.fromkeys(item_ids))[:500]
         if not wanted:
             return {}
         marks = ",".join("?" * len(wanted))
         with self._lock:
-            rows = self._db.execute(f"SELECT item_id, kind FROM events WHERE user_id = ? AND item_id IN ({marks}) "
-                                    "ORDER BY seq", (user_id, *wanted)).fetchall()
+            rows = self._db.execute("SELECT item_id, kind FROM (SELECT seq, item_id, kind FROM events WHERE "
+                                    f"user_id = ? ORDER BY seq DESC LIMIT ?) WHERE item_id IN ({marks}) ORDER BY seq",
+                                    (user_id, limit, *wanted)).fetchall()
         return dict(rows)
 
     def event_users(self, until: int | None = None) -> list[str]:
@@ -220,8 +262,11 @@ class RedisEventStore:
     def __init__(self, url: str, prefix: str = "recsys") -> None:
         import redis
 
-        self._redis = redis.Redis.from_url(url)
-        self._redis.ping()
+        try:
+            self._redis = redis.Redis.from_url(url, socket_connect_timeout=5)
+            self._redis.ping()
+        except (redis.RedisError, ValueError) as exc:
+            raise StoreError(f"cannot reach Redis at {redact(url)}: {exc}") from None
         self._prefix = prefix
         self._append_event = self._redis.register_script(_APPEND_EVENT)
         self._append_change = self._redis.register_script(_APPEND_CHANGE)
@@ -230,10 +275,25 @@ class RedisEventStore:
         return ":".join((self._prefix, *parts))
 
     # ---- events -------------------------------------------------------------------------------
+    def _event_keys(self, user_id: str) -> list[str]:
+        return [self._key("event_seq"), self._key("events", user_id), self._key("users")]
+
     def append(self, user_id: str, item_id: str, kind: str, timestamp: float | None = None) -> int:
-        keys = [self._key("event_seq"), self._key("events", user_id), self._key("users")]
-        stamp = timestamp if timestamp is not None else time.time()
-        return int(self._append_event(keys=keys, args=[item_id, kind, repr(float(stamp)), user_id]))
+        stamp = repr(float(timestamp if timestamp is not None else time.time()))
+        # one round trip; RPUSH answers the list's length: O(1) whatever the user's history
+        return int(self._append_event(keys=self._event_keys(user_id), args=[item_id, kind, stamp, user_id]))
+
+    def append_many(self, user_id: str, item_ids: Iterable[str], kind: str = "view",
+                    timestamp: float | None = None, batch: int = 10_000) -> int:
+        keys = self._event_keys(user_id)
+        stamp = repr(float(timestamp if timestamp is not None else time.time()))
+        items, count = list(item_ids), None
+        for start in range(0, len(items), batch):  # one round trip per batch, each event its own seq
+            pipe = self._redis.pipeline(transaction=False)
+            for item_id in items[start:start + batch]:
+                self._append_event(keys=keys, args=[item_id, kind, stamp, user_id], client=pipe)
+            count = int(pipe.execute()[-1])
+        return count if count is not None else int(self._redis.llen(self._key("events", user_id)))
 
     def _entries(self, user_id: str, limit: int | None, until: int | None) -> list[str]:
         raw = self._redis.lrange(self._key("events", user_id), 0 if until is not None or limit is None else -limit, -1)
@@ -250,11 +310,11 @@ class RedisEventStore:
         out = {user: self._entries(user, limit, until) for user in dict.fromkeys(user_ids)}
         return {user: items for user, items in out.items() if items}
 
-    def kinds(self, user_id: str, item_ids: Collection[str]) -> dict[str, str]:
+    def kinds(self, user_id: str, item_ids: Collection[str], limit: int = HISTORY_LIMIT) -> dict[str, str]:
         wanted = set(item_ids)
         if not wanted:
             return {}
-        events = (json.loads(e) for e in self._redis.lrange(self._key("events", user_id), 0, -1))
+        events = (json.loads(e) for e in self._redis.lrange(self._key("events", user_id), -limit, -1))
         return {e["item_id"]: e["kind"] for e in events if e["item_id"] in wanted}
 
     def event_users(self, until: int | None = None) -> list[str]:
@@ -290,6 +350,14 @@ class RedisEventStore:
         self._redis.close()
 
 
+def redact(url: str) -> str:
+    """`url` without its password (error messages and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
+
+
 def open_store(kind: Literal["sqlite", "redis"], state_dir: str | Path, redis_url: str | None = None) -> EventStore:
     """The SQLite store in `state_dir` (events.sqlite) or the Redis store at `redis_url`."""
     if kind == "redis":
@@ -300,4 +368,4 @@ def open_store(kind: Literal["sqlite", "redis"], state_dir: str | Path, redis_ur
 
 
 __all__ = ["EventStore", "SQLiteEventStore", "RedisEventStore", "Change", "ChangeKind", "merged_history",
-           "open_store", "EVENT_KINDS", "HISTORY_LIMIT"]
+           "open_store", "redact", "EVENT_KINDS", "HISTORY_LIMIT"]

@@ -4,7 +4,7 @@ cache every serving tower is wrapped in."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 
 import numpy as np
 from cachetools import LRUCache
@@ -63,18 +63,23 @@ class PooledHistoryEncoder(UserTower):
 
 class CachedHistoryEncoder(WrappedUserTower):
     """LRU cache of query vectors keyed by the history itself, so a new event (a new history) never hits a
-    stale entry; emptied when the catalogue's item vectors change (`Catalogue.vectors_version`)."""
+    stale entry; emptied when the catalogue's item vectors change (`Catalogue.vectors_version`).
 
-    def __init__(self, tower: UserTower, maxsize: int = 100_000) -> None:
+    `cache` (e.g. a `recsys.cache.CachePart`: bounded in bytes, keys stored hashed) replaces the default cache
+    of `maxsize` entries."""
+
+    def __init__(self, tower: UserTower, maxsize: int = 100_000, cache: MutableMapping | None = None) -> None:
         super().__init__(tower)
-        self._cache: LRUCache = LRUCache(maxsize=maxsize)
+        self._maxsize = maxsize
+        self._cache: MutableMapping = cache if cache is not None else LRUCache(maxsize=maxsize)
         self._lock = threading.Lock()
         self._version: int | None = None
         self.hits = 0
         self.misses = 0
 
     def over(self, catalogue: Catalogue) -> "CachedHistoryEncoder":
-        return CachedHistoryEncoder(self.tower.over(catalogue), self._cache.maxsize)
+        sibling = getattr(self._cache, "sibling", None)  # a new part of the same byte budget
+        return CachedHistoryEncoder(self.tower.over(catalogue), self._maxsize, sibling() if sibling else None)
 
     # ---- the cache ------------------------------------------------------------------------------
     def _current(self) -> int | None:
@@ -92,11 +97,18 @@ class CachedHistoryEncoder(WrappedUserTower):
             self._current()
             return tuple(history) in self._cache
 
+    def _room(self) -> int:
+        """How many more vectors the cache takes before it starts evicting."""
+        capacity = getattr(self._cache, "capacity", None)
+        if capacity is not None:
+            return capacity(self.dim * np.dtype(np.float32).itemsize)
+        return max(self._maxsize - len(self._cache), 0)
+
     def warm(self, histories: Sequence[Sequence[str]], batch_size: int = 256) -> int:
-        """Encode `histories` (in batches, through the wrapped tower) into the cache ahead of the
-        requests that will ask for them; returns how many entries were added."""
+        """Encode `histories` (in batches, through the wrapped tower) into the cache ahead of the requests that
+        will ask for them, as many as it holds without evicting; returns how many entries were added."""
         before = len(self._cache)
-        todo = [list(h) for h in histories][: self._cache.maxsize]
+        todo = [list(h) for h in histories][: self._room()]
         for start in range(0, len(todo), batch_size):
             self.encode_histories(todo[start:start + batch_size])
         return len(self._cache) - before
@@ -116,12 +128,12 @@ class CachedHistoryEncoder(WrappedUserTower):
             self.hits += len(keys) - len(missing)
             self.misses += len(missing)
         if missing:
-            computed = self.tower.encode_histories([histories[r] for r in missing])
+            computed = np.asarray(self.tower.encode_histories([histories[r] for r in missing]), dtype=np.float32)
             out[missing] = computed
             with self._lock:
                 if self._current() == version:  # vectors computed from a catalogue that changed meanwhile: not kept
                     for row, vector in zip(missing, computed):
-                        self._cache[keys[row]] = vector
+                        self._cache[keys[row]] = vector.copy()  # its own buffer: the budget counts what it keeps
         return out
 
 

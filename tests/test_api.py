@@ -40,7 +40,7 @@ def make_client(bundle, tmp_path, **settings):
 
 @pytest.fixture()
 def client(bundle, tmp_path):
-    with make_client(bundle, tmp_path, max_k=5, max_session_items=3, admin_token=TOKEN, max_body_bytes=2048) as c:
+    with make_client(bundle, tmp_path, max_k=10, max_session_items=3, admin_token=TOKEN, max_body_bytes=2048) as c:
         yield c
 
 
@@ -54,7 +54,8 @@ def test_health_readiness_and_model_info(client):
     assert client.get("/health/live").json() == {"status": "ok", "worker": os.getpid()}
     assert client.get("/health/ready").json() == {"status": "ready", "model_version": "v1"}
     info = client.get("/v1/model").json()
-    assert info["config"]["user_tower"]["recency_decay"] == 0.7 and "files" not in info
+    assert (info["name"], info["version"], info["bundle_schema_version"]) == ("toy", "v1", 1)
+    assert "files" not in info and "config" not in info
 
 
 def test_known_user_excludes_history_and_explains(client):
@@ -106,7 +107,7 @@ def test_unknown_user_404_when_fallback_disabled(bundle, tmp_path):
     with make_client(bundle, tmp_path, unknown_user_fallback=False) as client:
         response = client.get("/v1/users/nobody/recommendations")
     assert response.status_code == 404
-    assert response.json() == {"detail": "unknown user id: 'nobody'"}
+    assert response.json() == {"detail": "unknown user id: 'nobody'", "errors": []}
 
 
 def test_known_users_are_pre_encoded_at_load(bundle, tmp_path):
@@ -159,7 +160,7 @@ def test_admin_needs_the_right_token(client, bundle, tmp_path):
     item = {"item_id": "cam3", "text": "camera three", "title": "Camera Three", "category": "cameras"}
     assert client.put("/v1/admin/items/cam3", json=item).status_code == 401
     wrong = client.put("/v1/admin/items/cam3", json=item, headers={"Authorization": "Bearer nope"})
-    assert wrong.status_code == 401 and wrong.json() == {"detail": "wrong bearer token"}
+    assert wrong.status_code == 401 and wrong.json() == {"detail": "wrong bearer token", "errors": []}
     with make_client(bundle, tmp_path / "other") as no_admin:
         response = no_admin.post("/v1/admin/items/cam1/deactivate", headers=ADMIN)
         assert response.status_code == 403 and "disabled" in response.text
@@ -223,7 +224,7 @@ def test_metrics_count_requests_by_route(client):
     ("get", "/v1/items/nope/similar", {"params": {"k": 3}}, 404, "unknown item id: 'nope'"),
     ("post", "/v1/sessions/recommendations", {"json": {"item_ids": ["cam1", "x1", "x2"], "k": 3}}, 404, "'x1', 'x2'"),
     ("get", "/v1/users/u1/recommendations", {"params": {"k": 0}}, 422, "greater than or equal to 1"),
-    ("get", "/v1/users/u1/recommendations", {"params": {"k": 6}}, 422, "above the limit of 5"),
+    ("get", "/v1/users/u1/recommendations", {"params": {"k": 11}}, 422, "above the limit of 10"),
     ("get", "/v1/users/u1/recommendations", {"params": {"k": "ten"}}, 422, "valid integer"),
     ("post", "/v1/sessions/recommendations", {"json": {"item_ids": [], "k": 3}}, 422, "at least one item id or a text"),
     ("post", "/v1/sessions/recommendations", {"json": {"item_ids": ["cam1"] * 4, "k": 3}}, 422, "the limit is 3"),

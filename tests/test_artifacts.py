@@ -36,3 +36,22 @@ def test_incompatible_schema_version_refused(tmp_path):
         read_manifest(path)
     with pytest.raises(BundleError, match="no bundle here"):
         resolve_bundle(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize("entry", ["../outside.txt", "/etc/passwd", "a/../../outside.txt", "C:/x.txt", "a\\..\\b",
+                                   "link/secret.txt", "", "nul\x00.txt"])
+def test_manifest_entries_outside_the_bundle_are_refused_before_any_file_is_read(tmp_path, entry, monkeypatch):
+    import recsys.artifacts
+
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "secret.txt").write_text("secret")
+    path = write_bundle(tmp_path / "m" / "v1", lambda d: (d / "a.txt").write_text("one"), {})
+    (path / "link").symlink_to(tmp_path / "outside")
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["files"][entry] = "0" * 64
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    read = []
+    monkeypatch.setattr(recsys.artifacts, "sha256_file", lambda file: read.append(file))
+    with pytest.raises(BundleError, match="not a relative path inside the bundle"):
+        read_manifest(path)
+    assert read == []

@@ -209,3 +209,28 @@ def test_serve_checks_the_port_before_loading(tmp_path):
         result = run("serve", "--bundle", tmp_path / "no-bundle-here", "--port", port)
     assert result.exit_code == 2 and f"cannot serve on 127.0.0.1:{port}" in result.output
     assert "no bundle here" not in result.output  # the port was checked first
+
+
+@pytest.mark.parametrize("env,message", [
+    ({"RECSYS_EVENT_STORE": "redis", "RECSYS_REDIS_URL": "redis://127.0.0.1:{port}/0"},
+     "error: RECSYS_REDIS_URL: cannot reach Redis at redis://127.0.0.1:{port}/0"),
+    ({"RECSYS_MAX_K": "lots"}, "error: RECSYS_MAX_K: Input should be a valid integer"),
+])
+def test_serve_misconfigured_is_one_line_and_exit_code_2(toy, tmp_path, env, message):
+    import socket
+
+    from recsys.config import BuildConfig
+    from recsys.pipeline import Recommender
+    from recsys.splits import split_dataset
+    from tests.test_pipeline import VECTORS
+
+    bundle = Recommender.build(toy, split_dataset(toy), VECTORS, BuildConfig()).save(tmp_path / "toy" / "v1")
+    with socket.socket() as sock:  # a port nobody listens on (nor does the server start: it must not get there)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {key: value.format(port=port) for key, value in env.items()}
+    result = runner.invoke(app, ["serve", "--bundle", str(bundle), "--port", str(port)],
+                           env={**env, "RECSYS_STATE_DIR": str(tmp_path / "state")})
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message.format(port=port)), result.output

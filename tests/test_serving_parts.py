@@ -97,6 +97,8 @@ def _exercise(store):
     assert store.events("u", 10) == ["a", "b"] and store.events("u", 1) == ["b"] and store.events("x", 5) == []
     assert store.last_event_seq() == 3 and store.events("u", 10, until=1) == ["a"]
     assert store.events_for(["u", "v", "x"], 1) == {"u": ["b"], "v": ["c"]} and store.event_users() == ["u", "v"]
+    assert store.kinds("u", ["a", "b", "c"]) == {"a": "view", "b": "purchase"}
+    assert store.kinds("u", ["a", "b"], limit=1) == {"b": "purchase"}  # within the user's latest event only
     assert store.last_change_seq() == 0 and store.changes() == []
     seqs = [store.record_change("upsert", "n1", {"item_id": "n1", "text": "new"}, np.array([1, 2], np.float32), "s1"),
             store.record_change("upsert", "n2", {"item_id": "n2", "text": "newer"}, np.array([3, 4], np.float32), "s1"),
@@ -119,6 +121,59 @@ def test_sqlite_store(tmp_path):
     store.close()
     reopened = SQLiteEventStore(tmp_path / "events.sqlite")
     assert reopened.events("u", 10) == ["a", "b"] and reopened.last_change_seq() == 5
+    assert reopened.append("u", "c", "view") == 3
+
+
+def _sqlite_steps(store: SQLiteEventStore, write) -> int:
+    """SQLite virtual-machine steps `write()` takes (a deterministic measure of its work)."""
+    steps = [0]
+
+    def count():
+        steps[0] += 1
+
+    store._db.set_progress_handler(count, 1)
+    try:
+        write()
+    finally:
+        store._db.set_progress_handler(None, 1)
+    return steps[0]
+
+
+def test_an_sqlite_insert_costs_the_same_whatever_the_users_history(tmp_path):
+    """The same work for a user with 10 events as for one with 50,000 (the count comes from a per-user counter,
+    not COUNT(*) over the history); a catalogue change costs the same whatever the length of the change log."""
+    store = SQLiteEventStore(tmp_path / "events.sqlite")
+    assert store.append_many("light", ["a"] * 9) == 9 and store.append_many("heavy", ["a"] * 49_999) == 49_999
+    light = _sqlite_steps(store, lambda: store.append("light", "x", "view"))
+    heavy = _sqlite_steps(store, lambda: store.append("heavy", "x", "view"))
+    assert store.append("light", "y", "view") == 11 and store.append("heavy", "y", "view") == 50_001
+    assert heavy <= light + 20, (light, heavy)
+    store.append_many("mid", ["a"] * 1_000)
+    mid = _sqlite_steps(store, lambda: store.kinds("mid", ["a", "x"]))  # the reasons' read: the latest 200 events
+    heavy = _sqlite_steps(store, lambda: store.kinds("heavy", ["a", "x"]))
+    assert heavy <= mid + 20 and heavy < 50_000, (mid, heavy)  # not a scan of the user's 50,000 events
+    assert store.kinds("heavy", ["a", "x", "y"]) == {"a": "view", "x": "view", "y": "view"}
+    first = _sqlite_steps(store, lambda: store.record_change("active", "a", active=False))
+    for n in range(2_000):
+        store.record_change("active", f"i{n}", active=True)
+    later = _sqlite_steps(store, lambda: store.record_change("active", "a", active=True))
+    assert later <= first + 20 and store.last_change_seq() == 2_002, (first, later)
+    store.close()
+
+
+def test_an_sqlite_store_written_before_the_counters_is_counted_once_on_open(tmp_path):
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "events.sqlite")
+    db.execute("CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT, item_id TEXT, kind TEXT, "
+               "ts REAL)")
+    db.executemany("INSERT INTO events (user_id, item_id, kind, ts) VALUES (?, 'i', 'view', 0)",
+                   [("u",), ("u",), ("v",)])
+    db.commit()
+    db.close()
+    store = SQLiteEventStore(tmp_path / "events.sqlite")
+    assert store.append("u", "j", "view") == 3 and store.append("v", "j", "view") == 2
+    assert store.append("w", "j", "view") == 1 and store.events("u", 5) == ["i", "i", "j"]
 
 
 def test_sqlite_state_from_before_the_change_log_is_carried_over(tmp_path):
@@ -164,8 +219,83 @@ def test_redis_store_shared_by_two_replicas(redis_url):
     first, second = RedisEventStore(redis_url), RedisEventStore(redis_url)
     _exercise(first)
     assert second.events("u", 10) == ["a", "b"]  # another replica sees the same state
+    assert second.append_many("u", ["c", "d"]) == 4 and first.events("u", 3) == ["b", "c", "d"]
     first.close()
     second.close()
+
+
+def test_an_unreachable_redis_is_one_line_naming_the_setting(tmp_path):
+    from api.service import make_store
+    from api.settings import Settings
+    from recsys.errors import StoreError
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = Settings(event_store="redis", redis_url=f"redis://user:hunter2@127.0.0.1:{port}/0")
+    with pytest.raises(StoreError) as error:
+        make_store(settings)
+    message = str(error.value)
+    assert message.startswith("RECSYS_REDIS_URL: cannot reach Redis at redis://user:***@127.0.0.1:")
+    assert "\n" not in message and "hunter2" not in message
+
+
+# ---- the byte-bounded cache -----------------------------------------------------------------------------------
+
+
+def test_byte_budget_cache_parts_share_one_budget_in_bytes():
+    from recsys.cache import ENTRY_OVERHEAD, ByteBudgetCache
+
+    cache = ByteBudgetCache(10 * (1_000 + ENTRY_OVERHEAD))
+    vectors, responses = cache.part("vectors"), cache.part("responses")
+    for n in range(8):
+        vectors[("history", n)] = np.zeros(250, dtype=np.float32)  # 1,000 bytes each
+    for n in range(8):
+        responses[n] = b"r" * 1_000
+    assert cache.currsize <= cache.max_bytes and len(vectors) + len(responses) == 10
+    assert len(responses) == 8 and len(vectors) == 2  # the least recently used went first, whichever part
+    assert ("history", 7) in vectors and ("history", 0) not in vectors
+    np.testing.assert_array_equal(vectors[("history", 7)], np.zeros(250))
+
+
+def test_byte_budget_cache_keys_are_hashed_and_clear_is_free():
+    from recsys.cache import ENTRY_OVERHEAD, ByteBudgetCache
+
+    cache = ByteBudgetCache(4 * (100 + ENTRY_OVERHEAD))
+    part = cache.part("p")
+    part[tuple(f"item-{i}" * 50 for i in range(1_000))] = b"x" * 100  # a 350 kB key costs what a short one does
+    part[("short",)] = b"y" * 100
+    assert cache.currsize == 2 * (100 + ENTRY_OVERHEAD)
+    assert part.get(tuple(f"item-{i}" * 50 for i in range(1_000))) == b"x" * 100
+    part[("huge",)] = b"z" * cache.max_bytes  # larger than the whole budget: not stored, nothing evicted
+    assert ("huge",) not in part and len(part) == 2
+    part.clear()
+    assert len(part) == 0 and ("short",) not in part and part.capacity(100) == 2  # old entries age out
+    part["new"] = b"n"
+    assert part["new"] == b"n" and len(part) == 1
+
+
+def test_cached_history_encoder_within_a_byte_budget():
+    from recsys.cache import ENTRY_OVERHEAD, ByteBudgetCache
+
+    tower = CountingTower()
+    cache = ByteBudgetCache(3 * (8 + ENTRY_OVERHEAD))  # three 2-d float32 vectors
+    cached = CachedHistoryEncoder(tower, cache=cache.part("vectors"))
+    assert cached.warm([["a"] * n for n in range(1, 8)]) == 3 and tower.calls == [3]  # as many as it holds
+    cached.encode_histories([["b"] * 200])  # a 200-item history: a hashed key, one more vector
+    assert cache.currsize <= cache.max_bytes and cached.has(["b"] * 200)
+
+
+def test_a_cached_tower_over_another_catalogue_stays_in_the_same_byte_budget():
+    from recsys.cache import ByteBudgetCache, entry_bytes
+
+    cache = ByteBudgetCache(10_000)
+    catalogue = Catalogue.from_ids(["a", "b"], np.eye(2, dtype=np.float32))
+    cached = CachedHistoryEncoder(PooledHistoryEncoder(catalogue, UserTowerConfig()), cache=cache.part("vectors"))
+    np.testing.assert_allclose(cached.encode_histories([["a"]])[0], [1, 0])
+    other = cached.over(Catalogue.from_ids(["a", "b"], np.eye(2, dtype=np.float32)[::-1].copy()))
+    np.testing.assert_allclose(other.encode_histories([["a"]])[0], [0, 1])  # its own entries, not the first's
+    assert cache.currsize == 2 * entry_bytes(np.zeros(2, np.float32))  # both towers' vectors in the one budget
 
 
 def test_neighbour_cache_filters_and_falls_back():
@@ -287,6 +417,43 @@ def test_offloaded_batches_run_off_the_event_loop():
     loop_thread, results = asyncio.run(burst())
     assert results == [0, 2, 4, 6, 8] and batcher.batches == 1
     assert threads and threads[0] != loop_thread
+
+
+def test_prepared_batches_prepare_off_the_loop_and_run_on_it():
+    """`prepare` (the torch part) runs in the thread pool, then `run` on the event loop's thread, once per batch;
+    a failing prepare raises in every caller and `run` is not called."""
+    import asyncio
+
+    from api.batching import LoopTurnBatcher
+
+    for fail in (False, True):
+        seen: list[tuple[str, int, list]] = []
+
+        def prepare(key, items):
+            seen.append(("prepare", threading.get_ident(), list(items)))
+            if fail:
+                raise ValueError("no vectors")
+
+        def run(key, items):
+            seen.append(("run", threading.get_ident(), list(items)))
+            return [item * 2 for item in items]
+
+        batcher = LoopTurnBatcher(run, prepare=prepare)
+
+        async def burst():
+            results = await asyncio.gather(*(batcher.submit("a", i) for i in range(3)), return_exceptions=True)
+            return threading.get_ident(), results
+
+        loop_thread, results = asyncio.run(burst())
+        if fail:
+            assert [str(r) for r in results] == ["no vectors"] * 3
+            assert [(step, items) for step, _, items in seen] == [("prepare", [0, 1, 2])]
+        else:
+            assert results == [0, 2, 4]
+            assert [(step, items) for step, _, items in seen] == [("prepare", [0, 1, 2]), ("run", [0, 1, 2])]
+            assert seen[0][1] != loop_thread and seen[1][1] == loop_thread
+    with pytest.raises(ValueError, match="choose one"):
+        LoopTurnBatcher(run, offload=True, prepare=prepare)
 
 
 def test_a_failing_batch_raises_in_every_caller():

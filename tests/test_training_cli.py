@@ -86,7 +86,9 @@ def test_api_encodes_new_text_with_the_bundles_own_trained_item_tower(tiny_bert_
         assert len(client.get("/v1/items/NEW/similar", params={"k": 3}).json()["items"]) == 3
         # sessions run the trained user tower (off the event loop, batched) and match the recommender's own answer
         session = recommender.item_ids[:3]
+        assert not recommender.user_tower.has(session)
         body = client.post("/v1/sessions/recommendations", json={"item_ids": session, "k": 5}).json()
+        assert loaded.tower_batches.calls == 1
+        assert recommender.user_tower.has(session)  # its vector came from the batch's thread-pool pass, via the cache
         assert body["strategy"] == "session"
         assert [i["item_id"] for i in body["items"]] == recommender.recommend_session(session, 5).item_ids
-        assert loaded.tower_batches.calls == 1

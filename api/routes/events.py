@@ -7,15 +7,16 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends
 
 from api.deps import get_loaded, get_service
-from api.schemas import ErrorResponse, EventRequest, EventResponse
+from api.errors import documented
 from api.loaded import Loaded
+from api.schemas import EventRequest, EventResponse
 from api.service import Service
 
 router = APIRouter(prefix="/v1", tags=["events"])
 
 
 @router.post("/events", response_model=EventResponse, status_code=201,
-             responses={404: {"model": ErrorResponse, "description": "unknown item id"}})
+             responses=documented(400, 404, 413, 422, 503))
 def record_event(event: Annotated[EventRequest, Body()], loaded: Annotated[Loaded, Depends(get_loaded)],
                  service: Annotated[Service, Depends(get_service)]) -> EventResponse:
     """Store the event; the user's next recommendations include it (new users become known)."""

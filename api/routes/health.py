@@ -3,41 +3,60 @@
 from __future__ import annotations
 
 import os
+from pathlib import PurePath
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
 
 from api.deps import get_loaded, get_service
-from api.schemas import Health
+from api.errors import documented
 from api.loaded import Loaded
+from api.schemas import EncoderInfo, Health, Live, ModelInfo, Ready
 from api.service import Service
 
 router = APIRouter(tags=["health"])
+UNAVAILABLE = documented(503)
 
 
-@router.get("/health", response_model=Health)
+@router.get("/health", response_model=Health, responses=UNAVAILABLE)
 def health(loaded: Annotated[Loaded, Depends(get_loaded)]) -> Health:
     recommender = loaded.recommender
     return Health(status="ok", bundle_version=loaded.version, n_items=recommender.index.n_available,
                   n_users=len(recommender.histories))
 
 
-@router.get("/health/live")
-def live() -> dict:
+@router.get("/health/live", response_model=Live)
+def live() -> Live:
     """The process answers (`worker`: its process id, to tell the workers of `recsys serve --workers N` apart)."""
-    return {"status": "ok", "worker": os.getpid()}
+    return Live(status="ok", worker=os.getpid())
 
 
-@router.get("/health/ready", responses={503: {"description": "no bundle loaded"}})
-def ready(loaded: Annotated[Loaded, Depends(get_loaded)]) -> dict:
+@router.get("/health/ready", response_model=Ready, responses=UNAVAILABLE)
+def ready(loaded: Annotated[Loaded, Depends(get_loaded)]) -> Ready:
     """A bundle is loaded and serving."""
-    return {"status": "ready", "model_version": loaded.version}
+    return Ready(status="ready", model_version=loaded.version)
 
 
-@router.get("/v1/model")
-def model_info(loaded: Annotated[Loaded, Depends(get_loaded)]) -> dict:
-    """The bundle's manifest (without the file checksum list)."""
-    return {k: v for k, v in loaded.manifest.items() if k != "files"}
+@router.get("/v1/model", response_model=ModelInfo, responses=UNAVAILABLE)
+def model_info(loaded: Annotated[Loaded, Depends(get_loaded)]) -> ModelInfo:
+    """The served bundle: name, version, when it was built, its encoder and its evaluation metrics."""
+    manifest = loaded.manifest
+    encoder = manifest.get("encoder") or {}
+    scalar = (str, int, float, bool, type(None))
+    return ModelInfo(
+        name=str(loaded.bundle.name), version=loaded.version,
+        created_at=manifest.get("created_at"), bundle_schema_version=manifest.get("bundle_schema_version"),
+        encoder=EncoderInfo(kind=encoder.get("kind"), dim=encoder.get("dim"),
+                            model_name=_model_name(encoder.get("model_name"))),
+        metrics=[{k: v for k, v in row.items() if isinstance(v, scalar)}
+                 for row in manifest.get("metrics") or [] if isinstance(row, dict)])
+
+
+def _model_name(name: str | None) -> str | None:
+    """A hub name as it is; a local model directory by its last component (never the path)."""
+    if not name:
+        return None
+    return PurePath(name).name if PurePath(name).is_absolute() or name.startswith((".", "~")) else name
 
 
 @router.get("/metrics", include_in_schema=False)

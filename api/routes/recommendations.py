@@ -9,18 +9,21 @@ from fastapi import APIRouter, Body, Path, Query, Request, Response
 
 from api.cached_similar import DEFAULT_K, similar_key
 from api.deps import check_exclude, check_k, invalid, serving
+from api.errors import documented
+from api.limits import ID_CHARS, NAME_CHARS, VISIBLE
 from api.loaded import Loaded
 from api.responses import json_response, to_response
-from api.schemas import ErrorResponse, Item, RecommendationResponse, SessionRequest
+from api.schemas import Id, Item, RecommendationResponse, SessionRequest
 from recsys.errors import UnknownIdError
 from recsys.query import Query as RecommendationQuery
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
-NOT_FOUND = {404: {"model": ErrorResponse, "description": "unknown user or item id"}}
+NOT_FOUND = documented(404, 422, 503)
 K = Annotated[int, Query(ge=1, le=10_000, description="number of items to return")]
-Exclude = Annotated[list[str], Query(description="item ids never to return (repeat the parameter)")]
-Category = Annotated[str | None, Query(max_length=256, description="only items of this category")]
-Brand = Annotated[str | None, Query(max_length=256, description="only items of this brand")]
+Exclude = Annotated[list[Id], Query(description="item ids never to return (repeat the parameter)")]
+Category = Annotated[str | None, Query(max_length=NAME_CHARS, pattern=VISIBLE,
+                                       description="only items of this category")]
+Brand = Annotated[str | None, Query(max_length=NAME_CHARS, pattern=VISIBLE, description="only items of this brand")]
 Explain = Annotated[bool, Query(description="add the re-ranker's per-item feature contributions (slower)")]
 
 
@@ -38,7 +41,7 @@ def _check_filters(loaded: Loaded, where: dict | None) -> None:
 
 @router.get("/users/{user_id}/recommendations", response_model=RecommendationResponse, responses=NOT_FOUND)
 async def user_recommendations(
-    user_id: Annotated[str, Path(max_length=256, description="user id")],
+    user_id: Annotated[str, Path(max_length=ID_CHARS, pattern=VISIBLE, description="user id")],
     request: Request,
     k: K = 10, exclude_seen: bool = True, exclude: Exclude = [],  # noqa: B006 (FastAPI query list)
     category: Category = None, brand: Brand = None, explain: Explain = False,
@@ -56,11 +59,13 @@ async def user_recommendations(
         raise UnknownIdError("user", [user_id])
     query = RecommendationQuery(history or (), k=k, exclude_seen=exclude_seen, exclude=exclude, where=where,
                                 explain=explain)
-    kinds = partial(service.store.kinds, user_id) if history else None  # viewed / bought, for the reasons
+    # viewed / bought, for the reasons: the user's latest `history_limit` events hold every event in the history
+    kinds = partial(service.store.kinds, user_id, limit=service.settings.history_limit) if history else None
     return json_response(to_response(loaded, await loaded.recommend(query), history or [], event_kinds=kinds))
 
 
-@router.post("/sessions/recommendations", response_model=RecommendationResponse, responses=NOT_FOUND)
+@router.post("/sessions/recommendations", response_model=RecommendationResponse,
+             responses={**NOT_FOUND, **documented(400, 413)})
 async def session_recommendations(body: Annotated[SessionRequest, Body()], request: Request) -> Response:
     """For an anonymous session: the posted recent item ids (oldest first) and/or free text (the item tower,
     through the catalogue's item-text template, blended with the items' query vector)."""
@@ -85,7 +90,7 @@ async def session_recommendations(body: Annotated[SessionRequest, Body()], reque
 
 
 @router.get("/items/{item_id}", response_model=Item, responses=NOT_FOUND)
-async def item(item_id: Annotated[str, Path(max_length=256)], request: Request) -> Item:
+async def item(item_id: Annotated[str, Path(max_length=ID_CHARS, pattern=VISIBLE)], request: Request) -> Item:
     """A catalogue item (for the product page itself)."""
     _, loaded = serving(request)
     state = loaded.recommender.catalogue.state
@@ -95,10 +100,12 @@ async def item(item_id: Annotated[str, Path(max_length=256)], request: Request) 
 
 @router.get("/items/{item_id}/similar", response_model=RecommendationResponse, responses=NOT_FOUND)
 async def similar_items(
-    item_id: Annotated[str, Path(max_length=256, description="the product shown on the page")],
+    item_id: Annotated[str, Path(max_length=ID_CHARS, pattern=VISIBLE,
+                                 description="the product shown on the page")],
     request: Request,
     k: K = DEFAULT_K, exclude: Exclude = [],  # noqa: B006
-    user_id: Annotated[str | None, Query(max_length=256, description="re-rank for this user")] = None,
+    user_id: Annotated[str | None, Query(max_length=ID_CHARS, pattern=VISIBLE,
+                                         description="re-rank for this user")] = None,
     category: Category = None, brand: Brand = None, explain: Explain = False,
 ) -> Response:
     """Items closest to this one in the item tower's space; with `user_id`, the neighbours (seen items

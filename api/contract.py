@@ -1,0 +1,134 @@
+"""The OpenAPI document is the contract: the limits it states are the ones this service enforces (read from
+its Settings), and the filters it offers are the attributes the served catalogue has.
+
+The routes' own models carry the fixed limits (id lengths, hard caps); the settings-driven ones (RECSYS_MAX_K,
+RECSYS_MAX_SESSION_ITEMS, RECSYS_MAX_EXCLUDE_ITEMS, RECSYS_MAX_TEXT_CHARS) are written into the document
+here and enforced by the routes from the same settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from types import UnionType
+from typing import Union, get_args, get_origin
+
+from fastapi import FastAPI, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+
+from api.settings import Settings
+
+FILTERS = ("category", "brand")
+
+
+def settings_limits(settings: Settings) -> dict[str, dict[str, int]]:
+    """field or query parameter name → JSON Schema keywords, for every limit a setting controls."""
+    return {
+        "k": {"maximum": settings.max_k},
+        "exclude": {"maxItems": settings.max_exclude_items},
+        "item_ids": {"maxItems": settings.max_session_items},
+        "text": {"maxLength": settings.max_text_chars},
+    }
+
+
+def _constrain(schema: dict, keywords: dict[str, int]) -> None:
+    """Apply `keywords` to `schema`, or to its non-null `anyOf` branches (optional fields)."""
+    branches = [b for b in schema.get("anyOf", []) if b.get("type") != "null"] or [schema]
+    for branch in branches:
+        branch.update(keywords)
+
+
+def _not_null(schema: dict) -> None:
+    """An optional parameter is documented as `anyOf: [<type>, null]`; a URL cannot carry a null (an absent
+    parameter is how it is left out), so it is documented as <type> alone."""
+    branches = [b for b in schema.get("anyOf", []) if b.get("type") != "null"]
+    if len(branches) == 1 and len(schema["anyOf"]) == 2:
+        del schema["anyOf"]
+        schema.update(branches[0])
+
+
+def apply_contract(document: dict, settings: Settings, attributes: Collection[str] | None) -> dict:
+    """`document` (modified in place) with the settings' limits, and without the filters that `attributes`
+    (the served catalogue's filterable attributes; None: unknown, all kept) does not have."""
+    limits = settings_limits(settings)
+    missing = set() if attributes is None else set(FILTERS) - set(attributes)
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            parameters = [p for p in operation.get("parameters", [])
+                          if not (p["in"] == "query" and p["name"] in missing)]
+            for parameter in parameters:
+                _not_null(parameter["schema"])
+                if parameter["in"] == "query" and parameter["name"] in limits:
+                    _constrain(parameter["schema"], limits[parameter["name"]])
+            if "parameters" in operation:
+                operation["parameters"] = parameters
+    schemas = document.get("components", {}).get("schemas", {})
+    for name, fields in (("SessionRequest", ("k", "exclude", "item_ids", "text")), ("ItemUpsert", ("text",))):
+        for field in fields:
+            _constrain(schemas[name]["properties"][field], limits[field])
+    for attribute in missing:
+        schemas["Filters"]["properties"].pop(attribute, None)
+    return document
+
+
+def install_contract(app: FastAPI, settings: Settings, attributes: Callable[[], Collection[str] | None]) -> None:
+    """Serve `apply_contract(...)` as the app's OpenAPI document; `attributes()` names the served catalogue's
+    filterable attributes (the document is rebuilt when they change, e.g. after a reload)."""
+    generate = app.openapi
+    built: dict[tuple | None, dict] = {}
+
+    def openapi() -> dict:
+        names = attributes()
+        key = tuple(sorted(names)) if names is not None else None
+        if key not in built:
+            app.openapi_schema = None  # FastAPI's generator caches its answer there: make it build afresh
+            built.clear()
+            built[key] = apply_contract(generate(), settings, names)
+        app.openapi_schema = built[key]
+        return built[key]
+
+    app.openapi = openapi
+
+
+class DeclaredQueryOnly:
+    """An app-wide dependency, so that query strings are as strict as bodies: a parameter the route does not
+    declare (a typo such as `?K=5`) and a single-valued one given twice (`?k=5&k=50`) are 422s, not silently
+    ignored. Routes left out of the OpenAPI document are exempt."""
+
+    def __init__(self) -> None:
+        self._declared: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
+
+    async def __call__(self, request: Request) -> None:
+        route = request.scope.get("route")
+        if not isinstance(route, APIRoute) or not route.include_in_schema:
+            return
+        known = self._declared.get(id(route))
+        if known is None:
+            known = self._declared[id(route)] = _query_names(route.dependant)
+        names, lists = known
+        errors = []
+        for name in dict.fromkeys(request.query_params):
+            if name not in names:
+                errors.append({"type": "extra_forbidden", "loc": ("query", name), "msg": "Unknown query parameter"})
+            elif name not in lists and len(request.query_params.getlist(name)) > 1:
+                errors.append({"type": "value_error", "loc": ("query", name), "msg": "Given more than once"})
+        if errors:
+            raise RequestValidationError(errors)
+
+
+def _query_names(dependant: Dependant) -> tuple[frozenset[str], frozenset[str]]:
+    """(every query parameter the route reads, those that take several values)."""
+    names = {field.alias for field in dependant.query_params}
+    lists = {field.alias for field in dependant.query_params if _is_list(field.field_info.annotation)}
+    for sub in dependant.dependencies:
+        sub_names, sub_lists = _query_names(sub)
+        names |= sub_names
+        lists |= sub_lists
+    return frozenset(names), frozenset(lists)
+
+
+def _is_list(annotation: object) -> bool:
+    origin = get_origin(annotation)
+    if origin in (list, tuple, set, frozenset):
+        return True
+    return origin in (Union, UnionType) and any(_is_list(arg) for arg in get_args(annotation))

@@ -1,0 +1,139 @@
+"""One error body for every 4xx/5xx the API answers (`ErrorResponse`), its exception handlers, and the
+scrubbing that keeps filesystem paths out of error messages."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+
+from recsys.errors import BundleError, UnknownIdError
+
+MAX_ERRORS = 20  # field errors listed in one answer (a body with 1,000 bad ids does not get a 1,000-line answer)
+MAX_TEXT = 300  # characters of a message or a location part (they may quote the client's own keys)
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+ABSOLUTE_PATH = re.compile(r"(?<![\w.~-])(?:[A-Za-z]:)?(?:[/\\][^\s'\"`:;,()\[\]{}<>/\\]+){2,}[/\\]?")
+
+
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description="where: 'body', 'query', 'path' or 'header', then the field's path")
+    msg: str
+    type: str = Field(description="a machine-readable kind, e.g. 'int_type', 'missing', 'value_error'")
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error answer."""
+
+    detail: str = Field(description="what went wrong, in one line")
+    errors: list[FieldError] = Field(default_factory=list, description="for 422: one entry per invalid field")
+
+
+def error_response(status: int, detail: str, errors: Sequence[FieldError] = (),
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    body = ErrorResponse(detail=detail, errors=list(errors[:MAX_ERRORS]))
+    return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
+
+
+def _short(text: object) -> str:
+    text = str(text)
+    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + "…"
+
+
+def field_errors(raw: Sequence[dict]) -> list[FieldError]:
+    """Pydantic/FastAPI error dicts without their `input` and `ctx` (never echoed: they may hold the
+    client's whole value, or one JSON cannot represent, such as a non-finite number)."""
+    out = []
+    for error in raw[:MAX_ERRORS]:
+        message = str(error.get("msg", "invalid value"))
+        reason = (error.get("ctx") or {}).get("error")
+        if error.get("type") == "json_invalid" and isinstance(reason, str):
+            message = f"{message}: {reason}"
+        loc = [part if isinstance(part, int) else _short(part) for part in error.get("loc", ())]
+        out.append(FieldError(loc=loc, msg=_short(message), type=str(error.get("type", "value_error"))))
+    return out
+
+
+def summary(errors: Sequence[FieldError], total: int) -> str:
+    parts = [f"{'.'.join(str(p) for p in e.loc) or 'request'}: {e.msg}" for e in errors[:5]]
+    more = f" (and {total - 5} more)" if total > 5 else ""
+    return "invalid request: " + "; ".join(parts) + more
+
+
+def scrub_paths(message: str, roots: Sequence[Path] = ()) -> str:
+    """`message` with every filesystem path gone: paths under one of `roots` become relative to it (a
+    bundle version's name), any other absolute path (a library's source file, a system file) becomes '…'."""
+    for root in roots:
+        for form in {str(root), str(root.resolve())}:
+            message = message.replace(form.rstrip("/\\") + "/", "").replace(form, root.name)
+    return ABSOLUTE_PATH.sub("…", message)
+
+
+def install_error_handlers(app: FastAPI, max_body_bytes: int, roots: Callable[[], Sequence[Path]] = list) -> None:
+    """Every error the app answers has the `ErrorResponse` shape; no message carries a filesystem path
+    (`roots()`: directories whose paths are shown relative to them, e.g. the bundle root)."""
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        raw = list(exc.errors())
+        errors = field_errors(raw)
+        return error_response(422, summary(errors, len(raw)), errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail, headers = exc.detail, getattr(exc, "headers", None)
+        if exc.status_code == 413:
+            detail = f"request body over the limit of {max_body_bytes} bytes"
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": allowed_methods(request)}
+        return error_response(exc.status_code, scrub_paths(str(detail), roots()), headers=headers)
+
+    @app.exception_handler(BundleError)
+    async def unavailable(_: Request, exc: BundleError) -> JSONResponse:
+        return error_response(503, scrub_paths(str(exc), roots()))
+
+    @app.exception_handler(UnknownIdError)
+    async def unknown_id(_: Request, exc: UnknownIdError) -> JSONResponse:
+        return error_response(404, str(exc))
+
+    @app.exception_handler(Exception)
+    async def internal(_: Request, exc: Exception) -> JSONResponse:
+        """A bug or an outage (e.g. the event store unreachable): the same shape, nothing of the exception's text
+        (the server logs it with its traceback)."""
+        return error_response(500, "internal error: the server logged it")
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method the request's path supports, across its routes (e.g. PUT and DELETE on one item path: a
+    405 from one route would otherwise name only its own)."""
+    routes = request.app.router.routes
+    allowed = [method for method in METHODS
+               if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)]
+    return ", ".join(allowed)
+
+
+def _describe(status: int) -> dict:
+    return {"model": ErrorResponse, "description": DESCRIPTIONS[status]}
+
+
+DESCRIPTIONS = {
+    400: "the body is not UTF-8 JSON",
+    401: "missing or wrong bearer token",
+    403: "admin routes are off (no RECSYS_ADMIN_TOKEN)",
+    404: "unknown user or item id",
+    409: "refused: conflicts with the path or the serving state",
+    413: "request body over RECSYS_MAX_BODY_BYTES",
+    422: "invalid parameters or body: `errors` lists each field",
+    503: "no bundle loaded yet, or this bundle cannot serve the request",
+}
+
+
+def documented(*statuses: int) -> dict[int | str, dict]:
+    """`responses=` for a route: the error statuses it may answer, each with the `ErrorResponse` body."""
+    return {status: _describe(status) for status in statuses}

@@ -1,0 +1,10 @@
+"""The API's fixed input limits (the settings-driven ones are in `api.settings`); no imports, so the CLI and
+the settings can read them cheaply."""
+
+ID_CHARS = 256  # longest user or item id
+NAME_CHARS = 256  # longest title, category, brand or filter value
+TEXT_CHARS = 10_000  # hard cap on free text; RECSYS_MAX_TEXT_CHARS (at most this) is the limit served
+LIST_ITEMS = 10_000  # hard cap on id lists; RECSYS_MAX_SESSION_ITEMS / RECSYS_MAX_EXCLUDE_ITEMS are the limits served
+FILTER_VALUES = 100  # most values one filter may list
+VISIBLE = r"[^ \t\n\r\f\v]"  # at least one character that is not (ASCII) white space; explicit, so that every
+# regex engine reading the OpenAPI document (JSON Schema's ECMA-262, Python's, pydantic-core's Rust) agrees

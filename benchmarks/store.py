@@ -1,0 +1,141 @@
+"""Event store benchmark: the cost of recording one event for a user whose history grows to a million events.
+
+For each history length, `inserts` timed `append` calls (each one committed, as the API makes them) on the
+SQLite store, and, for comparison, the previous implementation's insert (the same INSERT followed by
+`SELECT COUNT(*)` over the user's events) on the same file; optionally the Redis store. Writes store.json,
+store.md and store.png via benchmarks/common.py."""
+
+from __future__ import annotations
+
+import sqlite3
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recsys.store import RedisEventStore, SQLiteEventStore
+from benchmarks.common import Column, environment, write_report
+
+USER = "heavy-user"
+PREVIOUS_INSERT = ("INSERT INTO events (user_id, item_id, kind, ts) VALUES (?, ?, 'view', ?)",
+                   "SELECT COUNT(*) FROM events WHERE user_id = ?")
+
+
+def parse_lengths(text: str) -> list[int]:
+    lengths = sorted({int(part) for part in text.split(",") if part.strip()})
+    if not lengths or lengths[0] < 0:
+        raise ValueError(f"expected comma-separated history lengths ≥ 0, got {text!r}")
+    return lengths
+
+
+def _timed(call: Callable[[int], object], n: int) -> dict[str, float]:
+    """Median, p99 and mean of `n` calls, in milliseconds."""
+    seconds = []
+    for i in range(n):
+        started = time.perf_counter()
+        call(i)
+        seconds.append(time.perf_counter() - started)
+    ms = np.asarray(seconds) * 1e3
+    return {"p50_ms": float(np.median(ms)), "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean())}
+
+
+def _grow(store, have: int, want: int, batch: int = 50_000) -> None:
+    for start in range(have, want, batch):
+        store.append_many(USER, [f"i{j % 1_000}" for j in range(start, min(start + batch, want))])
+
+
+def _sqlite_rows(lengths: Sequence[int], inserts: int, directory: Path, log) -> list[dict]:
+    path = directory / "events.sqlite"
+    store = SQLiteEventStore(path)
+    previous = sqlite3.connect(str(path), isolation_level=None)  # the previous implementation's statements
+    rows, have = [], 0
+    for length in lengths:
+        _grow(store, have, length)
+        have = length
+        now = _timed(lambda i: store.append(USER, f"n{i}", "view"), inserts)
+        have += inserts
+
+        def previous_insert(i: int) -> int:
+            previous.execute(PREVIOUS_INSERT[0], (USER, f"p{i}", time.time()))
+            return previous.execute(PREVIOUS_INSERT[1], (USER,)).fetchone()[0]
+
+        before = _timed(previous_insert, max(inserts // 5, 10))
+        have += max(inserts // 5, 10)  # (those bypassed the store's counter: nothing reads it here)
+        rows.append({"store": "sqlite", "history_events": length, "insert_p50_ms": now["p50_ms"],
+                     "insert_p99_ms": now["p99_ms"], "previous_insert_p50_ms": before["p50_ms"],
+                     "previous_insert_p99_ms": before["p99_ms"]})
+        log(f"sqlite, {length:,} events: insert p50 {now['p50_ms']:.3f} ms (previously {before['p50_ms']:.3f} ms)")
+    previous.close()
+    store.close()
+    return rows
+
+
+def _redis_rows(lengths: Sequence[int], inserts: int, url: str, log) -> list[dict]:
+    import redis
+
+    prefix = f"recsys-bench-{time.time_ns()}"
+    store = RedisEventStore(url, prefix=prefix)
+    rows, have = [], 0
+    try:
+        for length in lengths:
+            _grow(store, have, length)
+            have = length
+            now = _timed(lambda i: store.append(USER, f"n{i}", "view"), inserts)
+            have += inserts
+            rows.append({"store": "redis", "history_events": length, "insert_p50_ms": now["p50_ms"],
+                         "insert_p99_ms": now["p99_ms"]})
+            log(f"redis, {length:,} events: insert p50 {now['p50_ms']:.3f} ms")
+    finally:
+        store.close()
+        with redis.Redis.from_url(url) as client:
+            client.delete(f"{prefix}:events:{USER}")
+    return rows
+
+
+def _chart(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for store in dict.fromkeys(r["store"] for r in rows):
+        mine = [r for r in rows if r["store"] == store]
+        xs = [max(r["history_events"], 1) for r in mine]
+        ax.plot(xs, [r["insert_p50_ms"] for r in mine], marker="o", label=f"{store}: insert p50")
+        ax.plot(xs, [r["insert_p99_ms"] for r in mine], marker=".", linestyle=":", label=f"{store}: insert p99")
+        if "previous_insert_p50_ms" in mine[0]:
+            ax.plot(xs, [r["previous_insert_p50_ms"] for r in mine], marker="s", linestyle="--",
+                    label=f"{store}: previous insert (COUNT(*)) p50")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("events already stored for the user")
+    ax.set_ylabel("ms per recorded event")
+    ax.set_title("Event store: cost of one insert vs the user's history")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(out: Path, lengths: Sequence[int], inserts: int = 300, redis_url: str | None = None, command: str = "",
+        log=print) -> dict[str, Path]:
+    """Benchmark each history length (cumulative: one user's history grows through them) and write the report."""
+    with tempfile.TemporaryDirectory(prefix="recsys-bench-store-") as tmp:
+        rows = _sqlite_rows(lengths, inserts, Path(tmp), log)
+    if redis_url:
+        rows += _redis_rows(lengths, inserts, redis_url, log)
+    notes = [f"command: `{command}`" if command else "command: (library call)",
+             f"{inserts} timed inserts per history length, each committed on its own (as `POST /v1/events` does); "
+             "one user's history grows through the lengths",
+             "previous insert: the store before issue 15 (INSERT, then `SELECT COUNT(*)` over the user's events, "
+             "under the store lock), run on the same file",
+             "SQLite in WAL mode with its default synchronous=FULL: every insert waits for the disk"]
+    columns = [Column("store"), Column("history_events", "events stored", ",.0f"),
+               Column("insert_p50_ms", "insert p50 ms", ".3f"), Column("insert_p99_ms", "insert p99 ms", ".3f"),
+               Column("previous_insert_p50_ms", "previous p50 ms", ".3f"),
+               Column("previous_insert_p99_ms", "previous p99 ms", ".3f")]
+    meta = {"environment": environment(("numpy", "redis")), "command": command, "inserts": inserts,
+            "lengths": list(lengths), "redis": bool(redis_url)}
+    return write_report(out, "store", rows, columns, title="Event store: one insert vs the user's history length",
+                        meta=meta, notes=notes, chart=_chart)

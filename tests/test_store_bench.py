@@ -1,0 +1,21 @@
+"""`recsys bench store` writes its report (the figures themselves live in benchmarks/results/store.md)."""
+
+import json
+
+import pytest
+
+from benchmarks.store import parse_lengths, run
+
+
+def test_store_benchmark_writes_json_markdown_and_chart(tmp_path):
+    paths = run(tmp_path / "out", [0, 2_000], inserts=10, log=lambda *_: None)
+    report = json.loads(paths["json"].read_text())
+    assert [(r["store"], r["history_events"]) for r in report["rows"]] == [("sqlite", 0), ("sqlite", 2_000)]
+    assert all(r["insert_p50_ms"] > 0 and r["previous_insert_p50_ms"] > 0 for r in report["rows"])
+    assert "| sqlite | 2,000 |" in paths["md"].read_text() and paths["png"].stat().st_size > 0
+
+
+def test_store_benchmark_lengths_are_checked():
+    assert parse_lengths("1000000,0,1000") == [0, 1_000, 1_000_000]
+    with pytest.raises(ValueError):
+        parse_lengths("-1")
