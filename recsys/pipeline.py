@@ -298,8 +298,12 @@ class Recommender:
         return max(k, config.depth) if active(config) else k
 
     def unit_vectors(self) -> np.ndarray:
-        """The catalogue's item vectors, L2-normalised (cached until the catalogue's vectors change)."""
-        vectors = self.catalogue.state.vectors
+        """The catalogue's item vectors, L2-normalised: the re-ranker's per-item arrays when the catalogue holds
+        them (no second copy), else computed once per change of the catalogue's vectors."""
+        state = self.catalogue.state
+        if state.features is not None and len(state.features.vectors) == len(state):
+            return state.features.vectors
+        vectors = state.vectors
         cached = self._unit
         if cached is None or cached[0] is not vectors:
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
