@@ -13,6 +13,15 @@ import typer
 from jobs.app import app, friendly_errors
 from jobs.output import console, metrics_table
 
+TrainPositions = Annotated[Optional[int], typer.Option(
+    min=0, help="also train on the last N positions of each train-split sequence (default: RankerConfig's)")]
+TransitionCandidates = Annotated[Optional[int], typer.Option(
+    min=0, help="extra candidates: the last item's most frequent successors (default: RankerConfig's)")]
+PopularCandidates = Annotated[Optional[int], typer.Option(
+    min=0, help="extra candidates: the most popular items (default: RankerConfig's)")]
+CvFolds = Annotated[Optional[int], typer.Option(
+    min=0, help="K ≥ 2: the number of trees from K folds' early stopping, then one fit on all training users "
+                "(default: RankerConfig's)")]
 MANIFEST_OWN_KEYS = ("files", "created_at", "git_sha", "libraries", "bundle_schema_version", "config", "encoder")
 
 
@@ -23,12 +32,24 @@ def load_bundle(path: Path):
     return load_recommender(path)
 
 
-def train_on_bundle(bundle: Path, data: Path, config, ks: tuple[int, ...] = (10, 20, 50), log=console.print):
-    """(recommender with its new re-ranker, training report, test evaluation, bundle path, old manifest)."""
+def ranker_config(candidates: int, n_jobs: int, seed: int, train_positions: int | None = None,
+                  transition_candidates: int | None = None, popular_candidates: int | None = None,
+                  cv_folds: int | None = None):
+    """A RankerConfig from the CLI's options (None: the config's default)."""
+    from recsys.ranker import RankerConfig
+
+    given = {"train_positions": train_positions, "transition_candidates": transition_candidates,
+             "popular_candidates": popular_candidates, "cv_folds": cv_folds}
+    return RankerConfig(candidates=candidates, n_jobs=n_jobs, seed=seed,
+                        **{k: v for k, v in given.items() if v is not None})
+
+
+def open_for_ranker(bundle: Path, data: Path):
+    """(recommender without a re-ranker, the dataset's split, bundle path, manifest); DataError when the bundle
+    was built on another dataset."""
     from jobs.workflows import load_dataset
     from recsys.artifacts import read_manifest, resolve_bundle
     from recsys.errors import DataError
-    from recsys.ranker_training import evaluate_reranker, train_reranker
     from recsys.splits import split_dataset
 
     path = resolve_bundle(bundle)
@@ -39,7 +60,14 @@ def train_on_bundle(bundle: Path, data: Path, config, ks: tuple[int, ...] = (10,
         raise DataError(f"the bundle {path} was built on another dataset (fingerprint differs)", source=str(data))
     recommender = load_bundle(path)
     recommender.reranker = None  # retrain from retrieval candidates, even if the bundle had a ranker
-    split = split_dataset(dataset)
+    return recommender, split_dataset(dataset), path, manifest
+
+
+def train_on_bundle(bundle: Path, data: Path, config, ks: tuple[int, ...] = (10, 20, 50), log=console.print):
+    """(recommender with its new re-ranker, training report, test evaluation, bundle path, old manifest)."""
+    from recsys.ranker_training import evaluate_reranker, train_reranker
+
+    recommender, split, path, manifest = open_for_ranker(bundle, data)
     reranker, report = train_reranker(recommender, split, config, log=log)
     recommender.reranker = reranker
     log(f"trained in {report['seconds']['total']:.1f}s ({report['trees']} trees); evaluating on the test step")
@@ -62,12 +90,17 @@ def train_ranker(
     = None,
     n_jobs: Annotated[int, typer.Option(min=1, help="LightGBM threads")] = 1,
     seed: Annotated[int, typer.Option(min=0)] = 0,
+    train_positions: TrainPositions = None,
+    transition_candidates: TransitionCandidates = None,
+    popular_candidates: PopularCandidates = None,
+    cv_folds: CvFolds = None,
 ) -> None:
-    """Fit the LightGBM lambdarank re-ranker on the validation step (test untouched) and save a new bundle."""
+    """Fit the LightGBM lambdarank re-ranker on the validation step (+ train-split positions; test untouched) and
+    save a new bundle."""
     from recsys.artifacts import new_version
-    from recsys.ranker import RankerConfig
 
-    config = RankerConfig(candidates=candidates, n_jobs=n_jobs, seed=seed)
+    config = ranker_config(candidates, n_jobs, seed, train_positions, transition_candidates, popular_candidates,
+                           cv_folds)
     recommender, report, evaluation, path, manifest = train_on_bundle(bundle, data, config)
     rows = evaluation_rows(evaluation)
     key = f"candidate_recall@{candidates}"

@@ -64,12 +64,15 @@ class ImportReport:
 @dataclass(frozen=True)
 class Dataset:
     """Items (`item_id`, `text`, optional title/category/brand/price) and interactions
-    (`user_id`, `item_id`, `timestamp`, optional `split` in train/valid/test)."""
+    (`user_id`, `item_id`, `timestamp`, optional `split` in train/valid/test). `text_template` is the item-text
+    template `text` was rendered with at import (None: the source's own text); bundles carry it on, so live
+    upserts and free-text queries are rendered the same way (`recsys.data.templates`)."""
 
     name: str
     items: pl.DataFrame
     interactions: pl.DataFrame
     report: ImportReport = field(default_factory=ImportReport)
+    text_template: str | None = None
 
     def __post_init__(self) -> None:
         validate(self.items, self.interactions, source=self.name)
@@ -116,6 +119,7 @@ class Dataset:
             "interaction_columns": {c: str(t) for c, t in self.interactions.schema.items()},
             "fingerprint": self.fingerprint(),
             "import_report": self.report.to_dict(),
+            "text_template": self.text_template,
         }
         (directory / "schema.json").write_text(json.dumps(schema, indent=2))
         return directory
@@ -134,7 +138,8 @@ class Dataset:
                             source=str(schema_path))
         items = pl.read_parquet(directory / "items.parquet")
         interactions = pl.read_parquet(directory / "interactions.parquet")
-        return cls(schema["name"], items, interactions, ImportReport.from_dict(schema.get("import_report", {})))
+        return cls(schema["name"], items, interactions, ImportReport.from_dict(schema.get("import_report", {})),
+                   schema.get("text_template"))
 
 
 def _check_columns(frame: pl.DataFrame, required: dict[str, pl.DataType], source: str) -> None:
