@@ -31,6 +31,7 @@ from recsys.artifacts import resolve_bundle
 from recsys.bundle import Bundle
 from recsys.cache import ByteBudgetCache
 from recsys.changes import Folded, apply_changes, fold
+from recsys.data.item_text import item_text
 from recsys.errors import BundleError, StoreError
 from recsys.pipeline import Recommender
 from recsys.store import EventStore, merged_history, open_store
@@ -308,8 +309,11 @@ class Service:
         return self.sync() or loaded
 
     def upsert_item(self, loaded: Loaded, record: dict) -> Loaded:
-        """Encode the item (the bundle's item tower, through its item-text template), record it, apply it."""
-        vector = loaded.recommender.item_tower().encode_items([record])[0]
+        """Encode the item (the bundle's item tower, through the catalogue's item-text template), record it with
+        its rendered text (like the imported items'), apply it."""
+        tower = loaded.recommender.item_tower()
+        record = {**record, "text": item_text(record, tower.template)}
+        vector = tower.encode_texts([record["text"]])[0]
         self.store.record_change("upsert", record["item_id"], record, vector, loaded.bundle.item_space)
         return self._record(loaded)
 

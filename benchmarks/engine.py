@@ -81,6 +81,32 @@ def _stages(recommender, histories: list[list[str]], repeats: int) -> list[dict]
     return [{"stage": name, "p50_ms": float(np.median(v)), "mean_ms": float(np.mean(v))} for name, v in times.items()]
 
 
+def _diversify_cost(recommender, histories: list[list[str]], batch: int) -> tuple[list[dict], str]:
+    """Cost of the shown lists' near-duplicate collapsing + MMR alone (`Recommender.shown_lists`, k=10), one list
+    and `batch` lists per call, on the bundle's ranked lists (re-ranked when it has a ranker). Times the bundle's
+    diversification, or the library default's when the bundle has none."""
+    from recsys.config import DiversifyConfig
+    from recsys.diversify import active
+
+    saved = recommender.config
+    config = saved.diversify if active(saved.diversify) else DiversifyConfig(weight=0.1, duplicate_threshold=0.95)
+    vectors = recommender.user_tower.encode_histories(histories)
+    ranked = recommender.recommend_batch(histories, config.depth, True, vectors=vectors, diversify=False)
+    recommender.config = saved.model_copy(update={"diversify": config})
+    try:
+        recommender.shown_lists(ranked[:8], 10)  # warm-up (unit vectors cached)
+        rows = []
+        for size in (1, batch):
+            calls = [(lambda part=ranked[i:i + size]: recommender.shown_lists(part, 10))
+                     for i in range(0, len(ranked) - size + 1, size)]
+            rows.append(_row("diversify (shown_lists)", False, size, _timed(calls, size)))
+            rows[-1]["ranker"] = "–"
+    finally:
+        recommender.config = saved
+    return rows, (f"diversify: weight {config.weight}, duplicate_threshold {config.duplicate_threshold}, "
+                  f"k=10 picked from the top {config.depth}")
+
+
 def run(bundle: str | Path, out: str | Path, n_queries: int = 300, batch: int = 32, seed: int = 0,
         command: str = "", log=print) -> dict[str, Path]:
     """Time each query kind with the ranker on and off, one query at a time and in batches of `batch`."""
@@ -136,6 +162,10 @@ def run(bundle: str | Path, out: str | Path, n_queries: int = 300, batch: int = 
         for row in rows[-5:]:
             log(f"{row['query']:16s} ranker {row['ranker']:3s} batch {row['batch']:3d}: p50 {row['p50_ms']:.2f} "
                 f"p99 {row['p99_ms']:.2f} ms/query")
+    diversify_rows, diversify_note = _diversify_cost(recommender, histories, batch)
+    rows += diversify_rows
+    for row in diversify_rows:
+        log(f"{row['query']:16s} batch {row['batch']:3d}: p50 {row['p50_ms']:.3f} p99 {row['p99_ms']:.3f} ms/query")
     stages = _stages(recommender, histories[:100], 3) if reranker is not None else []
     manifest = read_manifest(path, verify=False)
     ranker_note = (f"re-ranker: {reranker.ranker.n_trees} trees over the top {reranker.config.candidates} "
@@ -148,7 +178,9 @@ def run(bundle: str | Path, out: str | Path, n_queries: int = 300, batch: int = 
              "recommend_batch call (as the API's loop-turn batching and batch scoring do)",
              "known user: query vector precomputed (the API caches it per history); session: the user tower on "
              "every query; similar + user: the anchor's neighbours re-ranked for the user (ranker on) or "
-             "blended with the user's vector (off)"]
+             "blended with the user's vector (off)",
+             "diversify (shown_lists): near-duplicate collapsing + MMR alone, on ranked lists already computed "
+             f"({diversify_note}); the rows above include it when the bundle diversifies"]
     if stages:
         notes.append("stages of one re-ranked known-user query: " + "; ".join(
             f"{s['stage']} {s['p50_ms']:.3f} ms" for s in stages))

@@ -8,7 +8,8 @@ Writes quality.json, quality.md (one table per split/slice) and quality.png (N@1
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from benchmarks.common import Column, environment, write_report
@@ -18,7 +19,8 @@ COLUMNS = ([Column("model")] + [Column(m, m.replace("recall", "R").replace("ndcg
                                 for m in METRICS]
            + [Column("n_examples", "n", ",.0f"), Column("train_minutes", "train min", ".1f"),
               Column("trainable_params", "trainable params", ",.0f"), Column("total_params", "total params", ",.0f"),
-              Column("blend_weight", "zero-shot blend w", ".2f")])
+              Column("blend_weight", "zero-shot blend w", ".2f"), Column("ild@10", "ILD@10", ".3f"),
+              Column("coverage@10", "cov@10", ".3f")])
 REFERENCE = {"Scientific": "published on the same files (VQ-Rec, WWW 2023): N@10 0.0643, R@10 0.1211, "
                            "N@50 0.0897, R@50 0.2369"}
 
@@ -43,11 +45,73 @@ def bar_chart(rows: Sequence[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def ranked_rows(recommender, split, ks: Sequence[int], seed: int = 0, progress: bool = True) -> list[dict]:
+@contextmanager
+def diversification_off(recommender) -> Iterator[None]:
+    """`recommender` with its shown lists in plain ranked order for the duration (the accuracy cost of the
+    default diversification is the difference)."""
+    from recsys.diversify import OFF
+
+    config = recommender.config
+    recommender.config = config.model_copy(update={"diversify": OFF})
+    try:
+        yield
+    finally:
+        recommender.config = config
+
+
+class SimilarToLast:
+    """'Similar items' of each history's last item as a next-item recommender (the product-page list)."""
+
+    def __init__(self, recommender) -> None:
+        self.recommender = recommender
+
+    def recommend_histories(self, histories, k: int, exclude_seen: bool = False) -> list[list[str]]:
+        return [self.recommender.similar_items(h[-1], k, set(h) if exclude_seen else ()).item_ids if h else []
+                for h in histories]
+
+
+def list_reference(dataset, models: dict, encoder, progress: bool):
+    """Beyond-accuracy metrics measure every model's lists against the frozen BERT's text vectors (`encoder`:
+    an EncoderConfig; the zero-shot baseline's vectors when it ran)."""
+    from recsys.evaluation import ListReference
+
+    if "zero-shot-bert" in models:
+        vectors = models["zero-shot-bert"].item_vectors
+    else:
+        from encoders.text_encoder import TextEncoder
+
+        vectors = TextEncoder.from_config(encoder).encode(dataset.items["text"].to_list(), progress=progress,
+                                                          desc="reference text vectors")
+    return ListReference(dataset.items["item_id"].to_list(), vectors, k=10)
+
+
+def shown_list_rows(recommender, split, eval_config, reference, name: str) -> list[dict]:
+    """Test rows (all users) of the towers without the default diversification, and of the product-page
+    'similar items' of the last history item with and without it."""
+    from recsys.diversify import active
+    from recsys.evaluation import evaluate
+
+    rows = []
+    on = active(recommender.config.diversify)
+    for label, off in ((f"{name} similar items of the last item", False), (f"{name} (no diversification)", True),
+                       (f"{name} similar items of the last item (no diversification)", True)):
+        if off and not on:
+            continue
+        source = SimilarToLast(recommender) if "similar" in label else recommender
+        with diversification_off(recommender) if off else nullcontext():
+            rows.append({"model": label, "split": "test", "slice": "all",
+                         **evaluate(source, split.test, eval_config, reference)})
+    return rows
+
+
+def ranked_rows(recommender, split, ks: Sequence[int], seed: int = 0, progress: bool = True,
+                reference=None) -> list[dict]:
     """Fit the LightGBM re-ranker on the valid step of `split` over `recommender`'s candidates (statistics from
     the train split), then full-ranking metrics of the re-ranked lists on the test step: all users and the
-    cold-start slice. The recommender keeps its new re-ranker."""
+    cold-start slice, and, when the bundle diversifies its lists, all users without it (`no_diversification`
+    rows). The recommender keeps its new re-ranker."""
     from encoders.experiment import cold_start_examples
+    from recsys.diversify import active
     from recsys.ranker import RankerConfig
     from recsys.ranker_training import evaluate_reranker, train_reranker
 
@@ -60,9 +124,14 @@ def ranked_rows(recommender, split, ks: Sequence[int], seed: int = 0, progress: 
     rows = []
     for slice_name, frame in (("all", split.test), ("cold-start", cold_start_examples(split, split.test))):
         if frame.height:
-            evaluation = evaluate_reranker(recommender, frame, tuple(ks))
+            evaluation = evaluate_reranker(recommender, frame, tuple(ks), reference=reference)
             rows.append({"split": "test", "slice": slice_name, **evaluation["reranked"], **extra,
                          "candidate_recall": evaluation[f"candidate_recall@{config.candidates}"]})
+    if active(recommender.config.diversify):
+        with diversification_off(recommender):
+            evaluation = evaluate_reranker(recommender, split.test, tuple(ks), reference=reference)
+        rows.append({"split": "test", "slice": "all", **evaluation["reranked"], **extra, "no_diversification": True,
+                     "candidate_recall": evaluation[f"candidate_recall@{config.candidates}"]})
     return rows
 
 
@@ -82,36 +151,45 @@ def run(data: str | Path, out_dir: str | Path, variants: Sequence[str] = ("cpu",
     split = split_dataset(dataset)
     eval_config = EvalConfig()
     rows: list[dict] = []
+    models: dict = {}
     if baselines:
         started = time.perf_counter()
         models = baseline_models(dataset, split, BuildConfig(), progress)
         seconds = time.perf_counter() - started
-        for row in evaluate_slices(models, split, eval_config):
+    configs = {variant: preset(variant, **(overrides or {})) for variant in variants}
+    encoder = next(iter(configs.values())).encoder if configs else BuildConfig().encoder
+    reference = list_reference(dataset, models, encoder, progress)
+    if baselines:
+        for row in evaluate_slices(models, split, eval_config, reference=reference):
             rows.append({**row, "train_minutes": 0.0 if row["model"] == "popularity" else seconds / 60,
                          "trainable_params": 0})
-    configs = {}
-    for variant in variants:
-        config = preset(variant, **(overrides or {}))
-        configs[variant] = config.model_dump(mode="json")
+    for variant, config in configs.items():
         trained = train_and_evaluate(dataset, split, config, name=f"{dataset.name}-{variant}", out_root=bundles,
-                                     run_dir=out_dir / "runs" / variant, eval_config=eval_config, progress=progress)
+                                     run_dir=out_dir / "runs" / variant, eval_config=eval_config, progress=progress,
+                                     reference=reference)
         result = trained.result
         common = {"trainable_params": result.parameters["trainable"], "total_params": result.parameters["total"],
                   "best_epoch": result.best_epoch, "device": result.device,
                   "bundle": str(trained.path) if trained.path else None,
                   "blend_weight": trained.blend["weight"] if trained.blend else None,
                   "blend_valid_ndcg": trained.blend["valid_ndcg"] if trained.blend else None}
-        for row in trained.rows:
-            rows.append({**row, **common, "model": f"peft-bert:{variant}", "train_minutes": result.seconds / 60})
+        towers = [{**row, "model": f"peft-bert:{variant}"} for row in trained.rows]
+        for row in towers + shown_list_rows(trained.recommender, split, eval_config, reference, f"peft-bert:{variant}"):
+            rows.append({**row, **common, "train_minutes": result.seconds / 60})
         if ranker:
-            for row in ranked_rows(trained.recommender, split, eval_config.ks, config.seed, progress):
-                rows.append({**row, **common, "model": f"peft-bert:{variant} + ranker",
+            for row in ranked_rows(trained.recommender, split, eval_config.ks, config.seed, progress, reference):
+                suffix = " (no diversification)" if row.get("no_diversification") else ""
+                rows.append({**row, **common, "model": f"peft-bert:{variant} + ranker{suffix}",
                              "train_minutes": (result.seconds + row["ranker_seconds"]) / 60})
     for row in rows:
         row["table"] = f"{row['split']} · {row['slice']} ({int(row['n_examples']):,} users)"
     notes = [f"dataset {dataset.name}: {dataset.items.height:,} items, full ranking over all of them, history not "
              "masked (the published protocol); metrics from recsys.evaluation.evaluate",
-             "cold-start slice: users whose target item never occurs in the training interactions"]
+             "cold-start slice: users whose target item never occurs in the training interactions",
+             "ILD@10: mean pairwise cosine distance of each top-10 list (frozen-BERT text vectors, the same for "
+             "every model); cov@10: share of the catalogue in at least one top-10 list; every list is shown as the "
+             "bundle serves it (BuildConfig.diversify); `(no diversification)` rows: the same model in ranked order; "
+             "`similar items of the last item`: the product-page list of the last history item as the prediction"]
     depths = {row["ranker_candidates"] for row in rows if "ranker_candidates" in row}
     if depths:
         notes.append(f"`+ ranker`: the towers' top {max(depths)} re-ordered by the LightGBM re-ranker fitted on the "
@@ -121,6 +199,6 @@ def run(data: str | Path, out_dir: str | Path, variants: Sequence[str] = ("cpu",
     if command:
         notes.append(f"command: `{command}`")
     meta = {"environment": environment(), "dataset": dataset.summary(), "protocol": eval_config.model_dump(mode="json"),
-            "configs": configs, "command": command}
+            "configs": {v: c.model_dump(mode="json") for v, c in configs.items()}, "command": command}
     return write_report(out_dir, name, rows, COLUMNS, title=f"Quality: {dataset.name}", meta=meta, group_by="table",
                         notes=notes, chart=bar_chart)

@@ -98,7 +98,7 @@ class BlendedHistoryEncoder(UserTower):
 
 class BlendedItemTower(ItemTower):
     """Item vectors [trained text-only vector, projected frozen-BERT vector], like the blended catalogue's: each
-    block through its own model's item-text template (the trained tower's; the raw text for the frozen BERT)."""
+    block reading the same rendered item text (the catalogue's template, `ItemTower.encode_items`)."""
 
     def __init__(self, trained: ItemTower, blend: BlendedHistoryEncoder) -> None:
         self.trained = trained
@@ -115,10 +115,6 @@ class BlendedItemTower(ItemTower):
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         zero_shot = self._zero_shot(self.blend.zero_shot_tower().encode_texts(list(texts)))
         return np.hstack([self.trained.encode_texts(list(texts)), zero_shot]).astype(np.float32, copy=False)
-
-    def encode_items(self, records) -> np.ndarray:
-        zero_shot = self._zero_shot(self.blend.zero_shot_tower().encode_items(records))
-        return np.hstack([self.trained.encode_items(records), zero_shot]).astype(np.float32, copy=False)
 
 
 def split_item_vectors(vectors: np.ndarray, trained_dim: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,8 +1,9 @@
 """Trained towers inside a bundle's `encoder/` directory, and loading a Recommender that uses them.
 
 encoder/ holds: adapter_config.json + adapter_model.safetensors (peft format), the tokenizer files,
-towers.safetensors (item head, ID embeddings, sequence model, user head, temperature), tower.json (the
-TrainConfig and sizes) and, with `merge_adapters`, merged/ (the backbone with adapters folded in)."""
+towers.safetensors (item head, ID embeddings, sequence model, user head, temperature; with full fine-tuning also
+the tuned BERT layers), tower.json (the TrainConfig and sizes) and, with `merge_adapters`, merged/ (the backbone
+with adapters folded in)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ def save_towers(model: TwoTowerModel, config: TrainConfig, directory: Path, toke
     adapter_files = save_adapters(model.bert.model, directory) if model.bert is not None else []
     if tokenizer is not None:
         tokenizer.save_pretrained(str(directory))
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not k.startswith("bert.")}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()  # + fully tuned BERT layers
+             if model.trains(k) and not is_adapter_parameter(k)}
     save_file(state, directory / TOWER_WEIGHTS)
     merged = False
     if config.merge_adapters and model.bert is not None and adapter_files:
@@ -48,6 +50,17 @@ def save_towers(model: TwoTowerModel, config: TrainConfig, directory: Path, toke
     (directory / TOWER_META).write_text(json.dumps(meta, indent=2))
 
 
+def stored_train_config(meta: dict) -> TrainConfig:
+    """The TrainConfig of a `tower.json`. Bundles from before the one item-text template carry the identity
+    `item_template` ("{text}") in their tower config: dropped; any other value can no longer be honoured."""
+    config = json.loads(json.dumps(meta["train_config"]))
+    template = config.get("tower", {}).pop("item_template", "{text}")
+    if template != "{text}":
+        raise BundleError(f"these towers were trained with the tower item template {template!r}; item text now comes "
+                          "from the dataset's own template (recsys import table --text-template): retrain")
+    return TrainConfig.model_validate(config)
+
+
 def load_towers(directory: Path, device: torch.device | None = None,
                 prefer_merged: bool = False) -> tuple[TwoTowerModel, TrainConfig, object]:
     """(model in eval mode, its TrainConfig, tokenizer) from an `encoder/` directory."""
@@ -56,7 +69,7 @@ def load_towers(directory: Path, device: torch.device | None = None,
     directory = Path(directory)
     try:
         meta = json.loads((directory / TOWER_META).read_text())
-        config = TrainConfig.model_validate(meta["train_config"])
+        config = stored_train_config(meta)
         tokenizer = AutoTokenizer.from_pretrained(str(directory))
         if prefer_merged and meta.get("merged"):
             backbone = AutoModel.from_pretrained(str(directory / "merged"))
@@ -65,7 +78,7 @@ def load_towers(directory: Path, device: torch.device | None = None,
             if meta.get("adapters"):
                 backbone = load_adapters(backbone, directory)
         backbone.eval()
-        bert = AdaptedBert(backbone, config.lora.top_layers, config.tower.pooling)
+        bert = AdaptedBert(backbone, config.lora.top_layers, config.tower.pooling, full=config.lora.method == "full")
         model = TwoTowerModel(bert, int(meta["n_items"]), config.tower, config.temperature, config.learn_temperature)
         missing, unexpected = model.load_state_dict(load_file(directory / TOWER_WEIGHTS), strict=False)
     except (OSError, KeyError, ValueError) as exc:

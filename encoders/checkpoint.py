@@ -6,18 +6,20 @@ import itertools
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from encoders.lora import is_adapter_parameter
+if TYPE_CHECKING:
+    from encoders.towers import TwoTowerModel
 
 
-def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Everything training changes: heads, sequence model, ID embeddings, buffers and the adapters (CPU clones);
-    the frozen BERT base weights are left out."""
+def trainable_state(model: TwoTowerModel) -> dict[str, torch.Tensor]:
+    """Everything training changes: heads, sequence model, ID embeddings, buffers and the adapters (or the fully
+    tuned layers) as CPU clones; the frozen BERT base weights are left out."""
     tensors = itertools.chain(model.named_parameters(), model.named_buffers())
-    return {n: t.detach().cpu().clone() for n, t in tensors if not n.startswith("bert.") or is_adapter_parameter(n)}
+    return {n: t.detach().cpu().clone() for n, t in tensors if model.trains(n)}
 
 
 def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:

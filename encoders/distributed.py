@@ -96,6 +96,17 @@ class WorkerGroup:
             return 1.0
         return n * self.world_size / max(self._collective([n], "sum")[0], 1.0)
 
+    def sync_parameters(self, module: nn.Module) -> None:
+        """Rank 0's parameter values into every worker's `module` (after work each worker did on its own, such as
+        the item–item pre-stage, whose dropout draws differ); nothing on one worker."""
+        if not self.distributed:
+            return
+        import torch.distributed as dist
+
+        with torch.no_grad():
+            for parameter in module.parameters():
+                dist.broadcast(parameter.data, src=0)
+
     def any(self, flag: bool) -> bool:
         """True on every worker when it is true on any."""
         return bool(self._collective([flag], "max")[0]) if self.distributed else bool(flag)

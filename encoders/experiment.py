@@ -15,7 +15,7 @@ from encoders.training import TrainResult, train_towers
 from recsys.artifacts import new_version
 from recsys.config import BuildConfig, EvalConfig, TrainConfig
 from recsys.data.dataset import Dataset
-from recsys.evaluation import evaluate
+from recsys.evaluation import ListReference, evaluate
 from recsys.pipeline import Recommender
 from recsys.retrieval.choice import index_summary
 from recsys.splits import SplitData
@@ -28,8 +28,9 @@ def cold_start_examples(split: SplitData, examples: pl.DataFrame) -> pl.DataFram
 
 
 def evaluate_slices(models: dict[str, object], split: SplitData, config: EvalConfig,
-                    progress: bool = False) -> list[dict]:
-    """One row per (model, split, slice) with slice ∈ {all, cold-start}."""
+                    progress: bool = False, reference: ListReference | None = None) -> list[dict]:
+    """One row per (model, split, slice) with slice ∈ {all, cold-start}; with `reference`, also the lists'
+    intra-list diversity and catalogue coverage."""
     rows = []
     for split_name in config.splits:
         examples = split.examples(split_name)
@@ -37,7 +38,8 @@ def evaluate_slices(models: dict[str, object], split: SplitData, config: EvalCon
             if frame.height == 0:
                 continue
             for name, model in models.items():
-                metrics = evaluate(model, frame, config, progress=progress, desc=f"{name}/{split_name}/{slice_name}")
+                metrics = evaluate(model, frame, config, reference, progress=progress,
+                                   desc=f"{name}/{split_name}/{slice_name}")
                 rows.append({"model": name, "split": split_name, "slice": slice_name, **metrics})
     return rows
 
@@ -57,8 +59,8 @@ class TrainedBundle:
 def train_and_evaluate(dataset: Dataset, split: SplitData, config: TrainConfig, *, name: str = "peft-bert",
                        out_root: str | Path | None = None, run_dir: str | Path | None = None, resume: bool = False,
                        init_bundle: str | Path | None = None, eval_config: EvalConfig | None = None,
-                       progress: bool = True, version: str | None = None, device=None,
-                       workers: WorkerGroup | None = None) -> TrainedBundle:
+                       progress: bool = True, reference: ListReference | None = None, version: str | None = None,
+                       device=None, workers: WorkerGroup | None = None) -> TrainedBundle:
     """Train the towers, evaluate them with the full-ranking evaluator and, with `out_root`, write the bundle
     `out_root/name/<version>` (manifest metrics: valid + test, all users and the cold-start slice).
 
@@ -72,7 +74,7 @@ def train_and_evaluate(dataset: Dataset, split: SplitData, config: TrainConfig, 
     result = train_towers(dataset, split, config, run_dir, resume, Path(init_bundle) if init_bundle else None,
                           progress, device, workers)
     model_name = DEFAULT_MODEL_NAME if config.encoder.model == "default" else config.encoder.model
-    info = result.encoder_info(model_name)
+    info = {**result.encoder_info(model_name), "text_template": dataset.text_template}
     tower = result.user_tower
     tower.extra = {"train_seconds": round(result.seconds, 1), "best_epoch": result.best_epoch,
                    "device": result.device}
@@ -85,7 +87,7 @@ def train_and_evaluate(dataset: Dataset, split: SplitData, config: TrainConfig, 
         recommender, blend = _blend_zero_shot(dataset, split, recommender, build_config, config.zero_shot_blend,
                                               config.zero_shot_dims, eval_config, progress)
     index = index_summary(recommender, config.index.kind, config.seed)
-    rows = evaluate_slices({name: recommender}, split, eval_config, progress)
+    rows = evaluate_slices({name: recommender}, split, eval_config, progress, reference)
     path = None
     if out_root is not None:
         manifest = {"name": name, "dataset": {**dataset.summary(), "fingerprint": dataset.fingerprint()},

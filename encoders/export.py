@@ -68,7 +68,6 @@ class TowerPart:
     tokenizer: object
     max_length: int
     reference: Callable[[list[str]], np.ndarray]
-    template: str = "{text}"  # how an item's fields become the text this graph encodes (recsys.data.item_text)
 
 
 def _frozen_part(name: str, encoder, projection: np.ndarray | None = None) -> TowerPart:
@@ -82,7 +81,7 @@ def _frozen_part(name: str, encoder, projection: np.ndarray | None = None) -> To
 
 def _trained_part(tower) -> TowerPart:
     return TowerPart("item_tower", _TrainedTower(tower.model), tower.tokenizer, tower.config.tower.item_max_length,
-                     tower.encode_item_texts, tower.config.tower.item_template)
+                     tower.encode_item_texts)
 
 
 def tower_parts(recommender: Recommender) -> list[TowerPart]:
@@ -160,7 +159,8 @@ def export_bundle(recommender: Recommender, out: Path, onnx: bool = True, parity
             tokenizer_dir = out / f"{part.name}_tokenizer"
             part.tokenizer.save_pretrained(str(tokenizer_dir))
             entry = export_onnx(part, out / f"{part.name}.onnx", texts)
-            info["onnx"].append({**entry, "tokenizer": tokenizer_dir.name, "item_template": part.template})
+            # every graph reads the item's text rendered through the catalogue's template (recsys.data.item_text)
+            info["onnx"].append({**entry, "tokenizer": tokenizer_dir.name, "item_template": recommender.text_template})
         info["item_vector"] = ("concatenate the outputs of " + " and ".join(e["file"] for e in info["onnx"])
                                + " (in this order)") if len(info["onnx"]) > 1 else info["onnx"][0]["file"]
     (out / "export.json").write_text(json.dumps(info, indent=2))

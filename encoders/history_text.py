@@ -1,19 +1,10 @@
-"""Rendering item rows and behaviour histories as text for the BERT towers."""
+"""Rendering behaviour histories as text for the BERT towers (item text: `recsys.data.item_text`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import polars as pl
-
-from recsys.data.item_text import item_texts
-
-
-def render_items(items: pl.DataFrame, template: str) -> list[str]:
-    """One text per item row from a template such as "title: {title} | category: {category} | brand: {brand}"
-    (`recsys.data.item_text.item_text`: parts with missing or empty fields are dropped; an item whose every part
-    is dropped falls back to its `text` column)."""
-    return item_texts(items, template)
 
 
 def history_snippets(items: pl.DataFrame, field: str) -> list[str]:

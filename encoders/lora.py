@@ -1,7 +1,8 @@
-"""PEFT adapters (LoRA / AdaLoRA) on a BERT backbone: attach, count, save, load, merge.
+"""PEFT adapters (LoRA / AdaLoRA) on a BERT backbone: attach, count, save, load, merge; or full fine-tuning.
 
-The base weights are always frozen; only adapter matrices (and, for AdaLoRA, its rank masks) train.
-Adapters are saved in peft's own format (`adapter_config.json` + `adapter_model.safetensors`).
+With adapters the base weights are frozen; only adapter matrices (and, for AdaLoRA, its rank masks) train.
+Adapters are saved in peft's own format (`adapter_config.json` + `adapter_model.safetensors`). Full fine-tuning
+(`method="full"`) unfreezes every weight of the adapted layers instead; those weights are saved with the towers.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ def adapted_layers(backbone: PreTrainedModel, config: LoraConfig) -> list[int]:
 
 
 def peft_config(backbone: PreTrainedModel, config: LoraConfig, total_steps: int = 1000):
-    """The peft config object for `config` (LoRA, or AdaLoRA with a budget schedule over `total_steps`)."""
+    """The peft config object for `config` (LoRA, or AdaLoRA with its budget schedule over `total_steps`, the
+    number of steps in which the adapters train: warm-up at full rank for the first tenth, pruning towards the
+    target rank until the last fifth, then the final ranks)."""
     common = dict(lora_alpha=config.alpha, lora_dropout=config.dropout, target_modules=list(config.target_modules),
                   layers_to_transform=adapted_layers(backbone, config), layers_pattern="layer")
     if config.method == "adalora":
@@ -41,17 +44,39 @@ def peft_config(backbone: PreTrainedModel, config: LoraConfig, total_steps: int 
         total_steps = max(total_steps, 10)
         return AdaLoraConfig(init_r=config.rank, target_r=config.adalora_target_rank, total_step=total_steps,
                              tinit=max(1, total_steps // 10), tfinal=max(1, total_steps // 5),
-                             deltaT=max(1, total_steps // 50), **common)
+                             deltaT=max(1, total_steps // 50), orth_reg_weight=config.adalora_orth_reg, **common)
     return PeftLoraConfig(r=config.rank, **common)
 
 
 def attach_adapters(backbone: PreTrainedModel, config: LoraConfig, total_steps: int = 1000) -> torch.nn.Module:
-    """Freeze the backbone and wrap it with fresh adapters (a PeftModel); `method="none"` only freezes."""
+    """Freeze the backbone and wrap it with fresh adapters (a PeftModel); `method="none"` only freezes,
+    `method="full"` unfreezes the adapted layers' own weights instead (no wrapper)."""
     for parameter in backbone.parameters():
         parameter.requires_grad_(False)
     if config.method == "none":
         return backbone
+    if config.method == "full":
+        for index in adapted_layers(backbone, config):
+            for parameter in backbone.encoder.layer[index].parameters():
+                parameter.requires_grad_(True)
+        return backbone
     return get_peft_model(backbone, peft_config(backbone, config, total_steps))
+
+
+def orthogonal_penalty(model: torch.nn.Module) -> torch.Tensor | None:
+    """AdaLoRA's orthogonal regulariser times its weight (‖PᵀP − I‖_F averaged over the lora_A / lora_B
+    matrices), the term peft's `AdaLoraModel.forward` adds to a model's own loss. The towers run the adapted layers
+    directly, not through that forward, so training adds it here. None for other adapters."""
+    if not isinstance(model, PeftModel) or not isinstance(model.peft_config.get("default"), AdaLoraConfig):
+        return None
+    terms = []
+    for name, parameter in model.named_parameters():
+        if "lora_A" in name or "lora_B" in name:
+            product = parameter @ parameter.T if "lora_A" in name else parameter.T @ parameter
+            terms.append(torch.linalg.matrix_norm(product - torch.eye(len(product), device=product.device)))
+    if not terms:
+        return None
+    return model.peft_config["default"].orth_reg_weight * torch.stack(terms).mean()
 
 
 def load_adapters(backbone: PreTrainedModel, directory: str | Path, trainable: bool = False) -> PeftModel:

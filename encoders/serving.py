@@ -147,11 +147,11 @@ class TrainedUserTower(UserTower):
 
 
 class TrainedItemTower(ItemTower):
-    """A trained tower's text-only item path: records rendered through the template it was trained with."""
+    """A trained tower's text-only item path (records rendered through `template`; the Recommender gives it the
+    catalogue's, `Recommender.item_tower`)."""
 
     def __init__(self, tower: TrainedUserTower) -> None:
         self.tower = tower
-        self.template = tower.config.tower.item_template
 
     @property
     def dim(self) -> int:

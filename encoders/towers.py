@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from encoders.lora import base_model
+from encoders.lora import base_model, is_adapter_parameter
 from encoders.pooling import pool
 from encoders.sequence_model import SequenceModel
 from recsys.config import TowerConfig
@@ -28,15 +29,24 @@ def autocast(device: torch.device, mode: str = "auto") -> contextlib.AbstractCon
 
 
 class AdaptedBert(nn.Module):
-    """A BERT backbone whose top layers carry adapters; the frozen lower part (embeddings + lower layers)
-    can be run once per text and cached, the upper part runs with gradients into the adapters."""
+    """A BERT backbone whose top layers carry adapters (or, with `full`, are trained outright); the frozen lower
+    part (embeddings + lower layers) can be run once per text and cached, the upper part runs with gradients."""
 
-    def __init__(self, model: nn.Module, top_layers: int | None, pooling: str = "mean") -> None:
+    def __init__(self, model: nn.Module, top_layers: int | None, pooling: str = "mean", full: bool = False) -> None:
         super().__init__()
         self.model = model
         self.pooling = pooling
+        self.full = full
         total = int(base_model(model).config.num_hidden_layers)
         self.split = 0 if top_layers is None else max(0, total - top_layers)
+
+    def tunes(self, name: str) -> bool:
+        """True for the weights training changes (`name` relative to this module): adapters, or with `full`
+        every weight of the upper layers."""
+        if is_adapter_parameter(name):
+            return True
+        layer = re.match(r"model\.encoder\.layer\.(\d+)\.", name) if self.full else None
+        return layer is not None and int(layer.group(1)) >= self.split
 
     @property
     def hidden_size(self) -> int:
@@ -178,6 +188,10 @@ class TwoTowerModel(nn.Module):
             user = F.normalize(gate * F.normalize(sequence_state, dim=-1)
                                + (1 - gate) * F.normalize(text_state, dim=-1), dim=-1)
         return user if penalty is None else F.normalize(user + penalty, dim=-1)
+
+    def trains(self, name: str) -> bool:
+        """True for the parameters and buffers training changes: everything but the frozen BERT weights."""
+        return not name.startswith("bert.") or (self.bert is not None and self.bert.tunes(name[len("bert."):]))
 
     @property
     def scale(self) -> torch.Tensor:

@@ -26,10 +26,12 @@ from tqdm.auto import tqdm
 
 from encoders.backbone import load_backbone
 from encoders.checkpoint import load_checkpoint, load_trainable_state, save_checkpoint, trainable_state
+from encoders.adversarial import adversarial_loss
 from encoders.distributed import LossModule, WorkerGroup
-from encoders.history_text import history_snippets, render_history, render_items
+from encoders.history_text import history_snippets, render_history
 from encoders.item_bank import ItemTextCache
-from encoders.lora import attach_adapters, is_adapter_parameter, parameter_counts
+from encoders.item_pairs import item_pairs, pair_batches, pair_loss
+from encoders.lora import attach_adapters, is_adapter_parameter, orthogonal_penalty, parameter_counts
 from encoders.run_report import plot_training_curve, write_metrics_csv
 from encoders.serving import TrainedUserTower
 from encoders.towers import AdaptedBert, TwoTowerModel, autocast, pick_device
@@ -59,6 +61,7 @@ class TrainResult:
     seconds: float
     parameters: dict[str, int]
     device: str
+    pre_stage: dict | None = None  # the item–item pre-stage's summary (steps, loss, seconds), when it ran
 
     def encoder_info(self, model_name: str) -> dict:
         """What `encoder/encoder.json` records for this model (read back by `encoders.bundle`)."""
@@ -87,7 +90,8 @@ class Trainer:
             raise ValueError("no training sequence with two or more items")
         tower = config.tower
         per_epoch = len(self.data.sequences) * (1 if tower.user_tower == "sequence" else config.text_examples_per_user)
-        self.steps_per_epoch = math.ceil(per_epoch / config.batch_size)
+        self.batch_size = min(config.batch_size, max(1, math.ceil(per_epoch / config.min_steps_per_epoch)))
+        self.steps_per_epoch = math.ceil(per_epoch / self.batch_size)
         if config.steps_per_epoch is not None and config.steps_per_epoch < self.steps_per_epoch:
             self.steps_per_epoch = config.steps_per_epoch  # an epoch: a fresh random share of the users
         n_items = len(self.data.item_ids)
@@ -97,9 +101,15 @@ class Trainer:
         # drawn by it) and the uniform sample's rate
         self.target_share = torch.as_tensor(self.data.target_counts() / max(self.data.n_targets, 1),
                                             dtype=torch.float32, device=self.device)
+        self.pairs = item_pairs(self.data.sequences, config.pair_window) if config.pair_epochs else None
+        self.pair_steps = (math.ceil(config.pair_epochs * len(self.pairs) / config.pair_batch_size)
+                           if self.pairs is not None else 0)
+        adapter_epochs = config.epochs if config.bert_epochs is None else min(config.bert_epochs, config.epochs)
         backbone, self.tokenizer = load_backbone(config.encoder.model)
-        self.peft = attach_adapters(backbone, config.lora, total_steps=self.steps_per_epoch * config.epochs)
-        bert = AdaptedBert(self.peft, config.lora.top_layers, tower.pooling)
+        self.peft = attach_adapters(backbone, config.lora,  # AdaLoRA's budget spans the steps that train adapters
+                                    total_steps=self.pair_steps + self.steps_per_epoch * adapter_epochs)
+        self.adapter_step = 0
+        bert = AdaptedBert(self.peft, config.lora.top_layers, tower.pooling, full=config.lora.method == "full")
         self.model = TwoTowerModel(bert, len(self.data.item_ids), tower, config.temperature, config.learn_temperature)
         self.model.id_mask.copy_(torch.as_tensor(self.data.seen, dtype=torch.float32))
         self.seen = torch.as_tensor(self.data.seen, dtype=torch.bool, device=self.device)
@@ -107,27 +117,24 @@ class Trainer:
             from encoders.bundle import init_from_bundle
             init_from_bundle(self.model, Path(init_bundle), self.data.item_ids)
         self.model.to(self.device)
+        tuned = {n for n, _ in bert.named_parameters() if bert.tunes(n)}
         self.parameters = {**parameter_counts(self.model),
-                           "adapter": sum(p.numel() for n, p in self.model.named_parameters()
-                                          if is_adapter_parameter(n) and p.requires_grad),
-                           "backbone": sum(p.numel() for n, p in self.model.bert.named_parameters()
-                                           if not is_adapter_parameter(n))}
+                           "adapter": sum(p.numel() for n, p in bert.named_parameters() if n in tuned),
+                           "backbone": sum(p.numel() for n, p in bert.named_parameters() if not is_adapter_parameter(n))}
         self.snippets = history_snippets(dataset.items, tower.history_field)
-        self.cache = ItemTextCache(bert, self.tokenizer, render_items(dataset.items, tower.item_template),
+        self.cache = ItemTextCache(bert, self.tokenizer, dataset.items["text"].to_list(),
                                    tower.item_max_length, self.device, precision=config.mixed_precision,
                                    progress=self.progress)
-        adapters = [p for n, p in self.model.named_parameters() if is_adapter_parameter(n) and p.requires_grad]
-        others = [p for n, p in self.model.named_parameters() if not is_adapter_parameter(n) and p.requires_grad]
+        adapters = [p for n, p in bert.named_parameters() if n in tuned and p.requires_grad]
+        others = [p for n, p in self.model.named_parameters() if not n.startswith("bert.") and p.requires_grad]
         groups = [{"params": others, "lr": config.lr}]
         if adapters:
             groups.append({"params": adapters, "lr": config.adapter_lr})
         self.adapters = adapters
         self.optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
-        total = self.steps_per_epoch * config.epochs
-        warmup = max(1, int(config.warmup_ratio * total))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
+        self.scheduler = warmup_cosine(self.optimizer, self.steps_per_epoch * config.epochs, config.warmup_ratio)
         self.bank: torch.Tensor | None = None
+        self.pre_stage: dict | None = None
         valid = split.valid
         limit = config.valid_sample if config.valid_sample is not None else VALID_SAMPLE
         if valid.height > limit:
@@ -175,6 +182,7 @@ class Trainer:
     def _loss(self, batch: tuple, adapters_on: bool, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
         config, n_items = self.config, len(self.data.item_ids)
         mode = config.tower.user_tower
+        histories = None
         if mode == "sequence":
             inputs, lengths, targets = (t.to(self.device) for t in batch)
             positives = targets[targets >= 0]
@@ -202,13 +210,27 @@ class Trainer:
             chosen = unique[torch.randperm(len(unique), device=self.device)[:per_worker]]
             features = features.clone()
             features[lookup[chosen]] = self.cache.features(chosen)
+        valid = batch[2].to(self.device) >= 0 if mode == "sequence" else None
+
+        def objective(item_features: torch.Tensor) -> torch.Tensor:
+            return self._objective(item_features, rows, lookup, inputs, lengths, positives, valid, histories)
+
+        loss = adversarial_loss(objective, features, config.adversarial_eps) if config.adversarial_eps else \
+            objective(features)
+        return loss, int(len(positives))
+
+    def _objective(self, features: torch.Tensor, rows: torch.Tensor, lookup: torch.Tensor, inputs: torch.Tensor,
+                   lengths: torch.Tensor, positives: torch.Tensor, valid: torch.Tensor | None,
+                   histories: list | None) -> torch.Tensor:
+        """The contrastive loss given the item-text features of `rows` (the catalogue, or the sampled bank)."""
+        config = self.config
+        mode = config.tower.user_tower
         with autocast(self.device, config.mixed_precision):
             vectors = self.model.item_vectors(features, rows)
             history = lookup[inputs].clamp(min=0)
             penalty = self.model.history_penalty(inputs, lengths)
             if mode == "sequence":
                 states = self.model.sequence_states(vectors, history, lengths)
-                valid = batch[2].to(self.device) >= 0
                 users = self.model.fuse(states[valid].float(), None, None if penalty is None else penalty[valid])
             else:
                 seq_state = text_state = None
@@ -232,7 +254,7 @@ class Trainer:
             logits = logits - self._log_inclusion(rows, len(positives))[None, :]
         if config.exclude_unseen_negatives:
             logits = logits.masked_fill(~self.seen[rows][None, :], -1e4)  # targets are always seen items
-        return F.cross_entropy(logits, targets), int(len(positives))
+        return F.cross_entropy(logits, targets)
 
     def _log_inclusion(self, rows: torch.Tensor, n_positives: int) -> torch.Tensor:
         """log P(row's item is in a step's sampled set): drawn among the step's `n_positives` in-batch positives
@@ -266,10 +288,10 @@ class Trainer:
                 share = math.ceil(share / config.text_examples_per_user)
             users = np.sort(rng.choice(len(self.data.sequences), min(share, len(self.data.sequences)), replace=False))
         if config.tower.user_tower == "sequence":
-            batches = sequence_batches(self.data, config.batch_size, config.tower.max_history, rng,
+            batches = sequence_batches(self.data, self.batch_size, config.tower.max_history, rng,
                                        config.crop_prob, config.mask_prob, users=users)
         else:
-            batches = single_target_batches(self.data, config.batch_size, config.tower.max_history, rng,
+            batches = single_target_batches(self.data, self.batch_size, config.tower.max_history, rng,
                                             config.text_examples_per_user, config.crop_prob, config.mask_prob,
                                             users=users)
         if not self.workers.distributed:
@@ -289,8 +311,10 @@ class Trainer:
             trainer, best_state = load_checkpoint(checkpoint, self.model, self.optimizer, self.scheduler)
             history, best_ndcg, best_epoch = trainer["history"], trainer["best_ndcg"], trainer["best_epoch"]
             bad, start_epoch, step = trainer["bad_epochs"], trainer["epoch"] + 1, trainer["step"]
+            self.adapter_step, self.pre_stage = trainer.get("adapter_step", 0), trainer.get("pre_stage")
             started -= trainer["seconds"]
-        adalora = config.lora.method == "adalora"
+        elif self.pair_steps:
+            self.pre_stage = self.pretrain_items(started)
         for epoch in range(start_epoch, config.epochs):
             adapters_on = bool(self.adapters) and (config.bert_epochs is None or epoch < config.bert_epochs)
             for parameter in self.adapters:
@@ -304,17 +328,7 @@ class Trainer:
                        unit="step", disable=not self.progress)
             for batch in bar:
                 loss, n = self.loss_step(batch, adapters_on, rng)
-                if self.workers.distributed:
-                    (loss * self.workers.share_weight(n)).backward()
-                else:
-                    loss.backward()
-                torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
-                                               config.grad_clip)
-                self.optimizer.step()
-                self.scheduler.step()
-                if adalora and adapters_on:
-                    self.peft.base_model.update_and_allocate(step)
-                self.optimizer.zero_grad(set_to_none=True)
+                self._step(loss, adapters_on, self.optimizer, self.scheduler, self.workers.share_weight(n))
                 step += 1
                 losses.append(loss.item())
                 seen += n
@@ -354,7 +368,8 @@ class Trainer:
                                     f"{config.tower.user_tower} tower, {config.lora.method}")
                 save_checkpoint(checkpoint, self.model, self.optimizer, self.scheduler, best_state,
                                 {"epoch": epoch, "step": step, "history": history, "best_ndcg": best_ndcg,
-                                 "best_epoch": best_epoch, "bad_epochs": bad,
+                                 "best_epoch": best_epoch, "bad_epochs": bad, "adapter_step": self.adapter_step,
+                                 "pre_stage": self.pre_stage,
                                  "seconds": time.perf_counter() - started})
             if bad >= config.patience or out_of_time:
                 break
@@ -363,7 +378,81 @@ class Trainer:
             self.refresh_bank()
         vectors = self.catalogue_vectors()
         return TrainResult(self.model, config, vectors, self.user_tower(vectors), history, best_epoch, best_ndcg,
-                           time.perf_counter() - started, self.parameters, self.device.type)
+                           time.perf_counter() - started, self.parameters, self.device.type, self.pre_stage)
+
+    def _step(self, loss: torch.Tensor, adapters_on: bool, optimizer: torch.optim.Optimizer,
+              scheduler: torch.optim.lr_scheduler.LRScheduler, weight: float = 1.0) -> None:
+        """Backward (+ AdaLoRA's orthogonal regulariser while adapters train), clip, step; AdaLoRA's budget
+        schedule advances with the steps that train adapters only. `weight`: this worker's share of the global
+        batch (`WorkerGroup.share_weight`; 1 on one worker)."""
+        loss = loss * weight if weight != 1.0 else loss
+        if adapters_on:
+            penalty = orthogonal_penalty(self.peft)
+            if penalty is not None:
+                loss = loss + penalty
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], self.config.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        if adapters_on:
+            if self.config.lora.method == "adalora":
+                self.peft.base_model.update_and_allocate(self.adapter_step)
+            self.adapter_step += 1
+        optimizer.zero_grad(set_to_none=True)
+
+    def pretrain_items(self, started: float) -> dict:
+        """The item–item contrastive pre-stage (`encoders.item_pairs`): `pair_steps` steps over the train split's
+        pairs, training the adapters (when there are any) and the item head; the bank is encoded afresh after it.
+        Returns a summary."""
+        config = self.config
+        head = [p for p in self.model.item_head.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW([{"params": head, "lr": config.lr}, {"params": self.adapters,
+                                                                            "lr": config.adapter_lr}],
+                                      weight_decay=config.weight_decay)
+        scheduler = warmup_cosine(optimizer, self.pair_steps, config.warmup_ratio)
+        rng = np.random.default_rng([config.seed, 1_000_003])
+        stage_start, losses, step, out_of_time = time.perf_counter(), [], 0, False
+        self.model.train()
+        bar = tqdm(total=self.pair_steps, desc=f"item-item pre-stage ({len(self.pairs):,} pairs)", unit="step",
+                   disable=not self.progress)
+        while step < self.pair_steps:
+            for pairs in pair_batches(self.pairs, config.pair_batch_size, rng):
+                unique, batch = torch.unique(torch.as_tensor(pairs, device=self.device), return_inverse=True)
+                if self.adapters:
+                    features = self.cache.features(unique)
+                else:
+                    if self.bank is None:
+                        self.refresh_bank()
+                    features = self.bank[unique]
+                with autocast(self.device, config.mixed_precision):
+                    vectors = F.normalize(self.model.item_head(features.float()).float(), dim=-1)
+                loss = pair_loss(vectors, batch, 1.0 / config.temperature)
+                self._step(loss, bool(self.adapters), optimizer, scheduler)
+                losses.append(loss.item())
+                step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+                out_of_time = bool(config.max_minutes and time.perf_counter() - started > 60 * config.max_minutes)
+                if step >= self.pair_steps or out_of_time:
+                    break
+            if out_of_time:
+                break
+        bar.close()
+        self.workers.sync_parameters(self.model)  # each worker drew its own dropout: rank 0's weights for all
+        self.refresh_bank()
+        report = {"pairs": int(len(self.pairs)), "steps": step, "first_loss": float(np.mean(losses[:20])),
+                  "last_loss": float(np.mean(losses[-20:])), "seconds": round(time.perf_counter() - stage_start, 1)}
+        if self.progress:
+            tqdm.write(f"pre-stage: {step} steps, loss {report['first_loss']:.3f} → {report['last_loss']:.3f} "
+                       f"({report['seconds']:.0f}s)")
+        return report
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, total: int, warmup_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over `warmup_ratio` of `total` steps, then cosine decay to zero at `total`."""
+    warmup = max(1, int(warmup_ratio * total))
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
 
 
 def train_towers(dataset: Dataset, split: SplitData, config: TrainConfig, run_dir: Path | None = None,

@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from jobs.bench import bench_app
+from jobs.ranker_cmd import CvFolds, PopularCandidates, TrainPositions, TransitionCandidates, ranker_config
 
 
 @bench_app.command("ranker")
@@ -22,14 +23,27 @@ def bench_ranker(
         "results/ranker"),
     candidates: Annotated[int, typer.Option(min=1, help="retrieved items re-ranked per query")] = 200,
     n_jobs: Annotated[int, typer.Option(min=1, help="LightGBM threads")] = 1,
-    seed: Annotated[int, typer.Option(min=0)] = 0,
-    save_bundle: Annotated[Optional[Path], typer.Option(help="also write the bundle with its ranker here")] = None,
+    seeds: Annotated[str, typer.Option(help="comma-separated seeds: one fit each, the spread reported")] = "0",
+    train_positions: TrainPositions = None,
+    transition_candidates: TransitionCandidates = None,
+    popular_candidates: PopularCandidates = None,
+    cv_folds: CvFolds = None,
+    save_bundle: Annotated[Optional[Path], typer.Option(help="also write the bundle with its best-on-valid ranker "
+                                                             "here")] = None,
 ) -> None:
-    """Train the re-ranker on the valid step and compare it with retrieval alone on the test step."""
+    """Train the re-ranker once per seed and compare it with retrieval alone (held-out valid users, test)."""
     from benchmarks.ranker import run
     from jobs.output import console
 
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"--seeds takes comma-separated integers, got {seeds!r}") from None
+    if not seed_list or min(seed_list) < 0:
+        raise typer.BadParameter(f"--seeds takes one or more integers ≥ 0, got {seeds!r}")
+    config = ranker_config(candidates, n_jobs, 0, train_positions, transition_candidates, popular_candidates,
+                           cv_folds)
     command = "recsys " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    paths = run(bundle, data, out, candidates, n_jobs, seed, command, save_bundle, log=console.print)
+    paths = run(bundle, data, out, config, seed_list, command, save_bundle, log=console.print)
     for path in paths.values():
         typer.echo(path)

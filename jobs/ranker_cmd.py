@@ -13,6 +13,15 @@ import typer
 from jobs.app import EVAL_USERS, EvalUsersOpt, app, eval_sample, friendly_errors
 from jobs.output import console, metrics_table
 
+TrainPositions = Annotated[Optional[int], typer.Option(
+    min=0, help="also train on the last N positions of each train-split sequence (default: RankerConfig's)")]
+TransitionCandidates = Annotated[Optional[int], typer.Option(
+    min=0, help="extra candidates: the last item's most frequent successors (default: RankerConfig's)")]
+PopularCandidates = Annotated[Optional[int], typer.Option(
+    min=0, help="extra candidates: the most popular items (default: RankerConfig's)")]
+CvFolds = Annotated[Optional[int], typer.Option(
+    min=0, help="K ≥ 2: the number of trees from K folds' early stopping, then one fit on all training users "
+                "(default: RankerConfig's)")]
 MANIFEST_OWN_KEYS = ("files", "created_at", "git_sha", "libraries", "bundle_schema_version", "config", "encoder")
 
 
@@ -23,15 +32,24 @@ def load_bundle(path: Path):
     return load_recommender(path)
 
 
-def train_on_bundle(bundle: Path, data: Path, config, ks: tuple[int, ...] = (10, 20, 50), log=console.print,
-                    eval_users: int | None = None, progress: bool = False):
-    """(recommender with its new re-ranker, training report, test evaluation, bundle path, old manifest); the
-    test evaluation on a seeded sample of `eval_users` examples when there are more (None: all)."""
+def ranker_config(candidates: int, n_jobs: int, seed: int, train_positions: int | None = None,
+                  transition_candidates: int | None = None, popular_candidates: int | None = None,
+                  cv_folds: int | None = None):
+    """A RankerConfig from the CLI's options (None: the config's default)."""
+    from recsys.ranker import RankerConfig
+
+    given = {"train_positions": train_positions, "transition_candidates": transition_candidates,
+             "popular_candidates": popular_candidates, "cv_folds": cv_folds}
+    return RankerConfig(candidates=candidates, n_jobs=n_jobs, seed=seed,
+                        **{k: v for k, v in given.items() if v is not None})
+
+
+def open_for_ranker(bundle: Path, data: Path):
+    """(recommender without a re-ranker, the dataset's split, bundle path, manifest); DataError when the bundle
+    was built on another dataset."""
     from jobs.workflows import load_dataset
     from recsys.artifacts import read_manifest, resolve_bundle
     from recsys.errors import DataError
-    from recsys.evaluation import sample_examples
-    from recsys.ranker_training import evaluate_reranker, train_reranker
     from recsys.splits import split_dataset
 
     path = resolve_bundle(bundle)
@@ -42,14 +60,24 @@ def train_on_bundle(bundle: Path, data: Path, config, ks: tuple[int, ...] = (10,
         raise DataError(f"the bundle {path} was built on another dataset (fingerprint differs)", source=str(data))
     recommender = load_bundle(path)
     recommender.reranker = None  # retrain from retrieval candidates, even if the bundle had a ranker
-    split = split_dataset(dataset)
-    reranker, report = train_reranker(recommender, split, config, log=log, progress=progress)
+    return recommender, split_dataset(dataset), path, manifest
+
+
+def train_on_bundle(bundle: Path, data: Path, config, ks: tuple[int, ...] = (10, 20, 50), log=console.print,
+                    eval_users: int | None = None):
+    """(recommender with its new re-ranker, training report, test evaluation, bundle path, old manifest); the
+    test evaluation on a seeded sample of `eval_users` examples when there are more (None: all)."""
+    from recsys.evaluation import sample_examples
+    from recsys.ranker_training import evaluate_reranker, train_reranker
+
+    recommender, split, path, manifest = open_for_ranker(bundle, data)
+    reranker, report = train_reranker(recommender, split, config, log=log)
     recommender.reranker = reranker
     test = sample_examples(split.test, eval_users, config.seed)
     of = f" (a seeded sample of {test.height:,} of {split.test.height:,} examples)" if test.height < split.test.height \
         else ""
     log(f"trained in {report['seconds']['total']:.1f}s ({report['trees']} trees); evaluating on the test step{of}")
-    evaluation = evaluate_reranker(recommender, test, ks, progress=progress)
+    evaluation = evaluate_reranker(recommender, test, ks)
     if test.height < split.test.height:
         evaluation["sampled_from"] = split.test.height
     return recommender, report, evaluation, path, manifest
@@ -70,18 +98,23 @@ def train_ranker(
     out: Annotated[Optional[Path], typer.Option(help="new bundle directory (default: a new version beside BUNDLE)")]
     = None,
     n_jobs: Annotated[int, typer.Option(min=1, help="LightGBM threads")] = 1,
+    seed: Annotated[int, typer.Option(min=0)] = 0,
     train_users: Annotated[str, typer.Option(help="valid-step examples to learn from: a seeded sample of this many "
                                                   "when there are more, or 'all'")] = "50000",
     eval_users: EvalUsersOpt = EVAL_USERS,
-    seed: Annotated[int, typer.Option(min=0)] = 0,
+    train_positions: TrainPositions = None,
+    transition_candidates: TransitionCandidates = None,
+    popular_candidates: PopularCandidates = None,
+    cv_folds: CvFolds = None,
 ) -> None:
-    """Fit the LightGBM lambdarank re-ranker on the validation step (test untouched) and save a new bundle."""
+    """Fit the LightGBM lambdarank re-ranker on the validation step (+ train-split positions; test untouched) and
+    save a new bundle."""
     from recsys.artifacts import new_version
-    from recsys.ranker import RankerConfig
 
-    config = RankerConfig(candidates=candidates, n_jobs=n_jobs, seed=seed, train_examples=eval_sample(train_users))
+    config = ranker_config(candidates, n_jobs, seed, train_positions, transition_candidates, popular_candidates,
+                           cv_folds).model_copy(update={"train_examples": eval_sample(train_users)})
     recommender, report, evaluation, path, manifest = train_on_bundle(bundle, data, config,
-                                                                      eval_users=eval_sample(eval_users), progress=True)
+                                                                      eval_users=eval_sample(eval_users))
     rows = evaluation_rows(evaluation)
     key = f"candidate_recall@{candidates}"
     console.print(metrics_table(rows, f"test: retrieval-only vs re-ranked top-{candidates} "

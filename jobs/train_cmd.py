@@ -24,8 +24,10 @@ def train_config(preset_name: str, config_file: Path | None, from_bundle: Path |
 
     base = dict(PRESETS[preset_name])
     if from_bundle is not None and config_file is None:
+        from encoders.bundle import stored_train_config
+
         meta = json.loads((resolve_bundle(from_bundle) / "encoder" / "tower.json").read_text())
-        base = meta["train_config"]
+        base = stored_train_config(meta).model_dump(mode="json")
     if config_file is not None:
         base = merge(base, json.loads(config_file.read_text()))
     return TrainConfig.model_validate(merge(base, {k: v for k, v in options.items() if v is not None}))
@@ -43,7 +45,8 @@ def train(
     from_bundle: Annotated[Optional[Path], typer.Option(help="continual training: start from this bundle's "
                                                              "adapters and towers")] = None,
     user_tower: Annotated[Optional[str], typer.Option(help="sequence | text | fusion")] = None,
-    lora: Annotated[Optional[str], typer.Option(help="lora | adalora | none")] = None,
+    lora: Annotated[Optional[str], typer.Option(help="lora | adalora | full (every weight of the adapted layers: "
+                                                     "GPUs) | none")] = None,
     rank: Annotated[Optional[int], typer.Option(min=1, help="LoRA rank")] = None,
     top_layers: Annotated[Optional[int], typer.Option(min=0, help="adapt the top N BERT layers (0: all)")] = None,
     epochs: Annotated[Optional[int], typer.Option(min=1)] = None,
@@ -54,6 +57,10 @@ def train(
                                                                        "random share of the users (large data)")] = None,
     negatives: Annotated[Optional[str], typer.Option(help="auto (sampled above 20,000 items) | catalogue | bank")] = None,
     id_embedding: Annotated[Optional[bool], typer.Option("--id-embedding/--no-id-embedding")] = None,
+    pair_epochs: Annotated[Optional[float], typer.Option(min=0, help="item-item contrastive pre-stage: passes over "
+                                                                     "the train split's item pairs (0: none)")] = None,
+    adversarial_eps: Annotated[Optional[float], typer.Option(min=0, help="FGM adversarial training on the item-text "
+                                                                         "features (0: off)")] = None,
     model: Annotated[Optional[str], typer.Option(help="BERT: local HF directory or 'default'")] = None,
     merge_adapters: Annotated[Optional[bool], typer.Option("--merge-adapters/--no-merge-adapters")] = None,
     seed: Annotated[Optional[int], typer.Option(min=0)] = None,
@@ -85,8 +92,8 @@ def train(
                "tower": {"user_tower": user_tower, "id_embedding": id_embedding},
                "encoder": {"model": model}, "epochs": epochs, "bert_epochs": bert_epochs, "batch_size": batch_size,
                "max_minutes": max_minutes, "steps_per_epoch": steps_per_epoch, "negatives": negatives,
-               "merge_adapters": merge_adapters, "seed": seed,
-               "index": {"kind": index}}
+               "merge_adapters": merge_adapters, "seed": seed, "pair_epochs": pair_epochs,
+               "adversarial_eps": adversarial_eps, "index": {"kind": index}}
     options = {k: ({kk: vv for kk, vv in v.items() if vv is not None} if isinstance(v, dict) else v)
                for k, v in options.items()}
     options = {k: v for k, v in options.items() if v != {}}  # an empty section would reset a preset's defaults

@@ -122,6 +122,7 @@ def build_recommender(dataset: Dataset, split: SplitData, config: BuildConfig, p
         "resolved_path": resolve_model_path(config.encoder.model),
         "dim": int(vectors.shape[1]),
         "pooling": config.encoder.pooling,
+        "text_template": dataset.text_template,
     }
     recommender = Recommender.build(dataset, split, vectors, config, info)
     return recommender, time.perf_counter() - started

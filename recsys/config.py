@@ -91,12 +91,22 @@ class EvalConfig(FrozenModel):
     seed: int = 0
 
 
+class DiversifyConfig(FrozenModel):
+    """Lists a shop can show (recsys/diversify.py): MMR over the top `depth` candidates, and near-duplicates
+    (cosine to an item already in the list ≥ `duplicate_threshold`) moved behind the rest."""
+
+    weight: float = Field(0.4, ge=0.0, le=1.0, description="MMR diversity weight (0: relevance order)")
+    duplicate_threshold: float | None = Field(None, gt=0.0, le=1.0, description="near-duplicate cosine (None: off)")
+    depth: int = Field(50, ge=1, description="candidates the diversified list is picked from")
+
+
 class BuildConfig(FrozenModel):
     """Everything that shapes a bundle."""
 
     encoder: EncoderConfig = EncoderConfig()
     user_tower: UserTowerConfig = UserTowerConfig()
     index: IndexConfig = IndexConfig()
+    diversify: DiversifyConfig = DiversifyConfig()
     eval: EvalConfig = EvalConfig()
     seed: int = 0
 
@@ -107,15 +117,19 @@ class LoraConfig(FrozenModel):
 
     `top_layers=N` adapts only the top N transformer layers: the frozen lower layers' token states are
     computed once per item text and cached, which is what makes CPU training affordable.
-    `method="none"` trains no adapters (frozen BERT + trained heads: the ablation)."""
+    `method="none"` trains no adapters (frozen BERT + trained heads: the ablation); `method="full"` trains every
+    weight of the top `top_layers` layers (all layers with None) instead of adapters: full fine-tuning, for GPUs.
+    AdaLoRA prunes from `rank` to `adalora_target_rank` over the steps in which the adapters train (its budget
+    schedule and orthogonal regulariser, as peft defines them)."""
 
-    method: Literal["lora", "adalora", "none"] = "lora"
+    method: Literal["lora", "adalora", "full", "none"] = "lora"
     rank: int = Field(8, ge=1)
     alpha: float = Field(16.0, gt=0)
     dropout: float = Field(0.05, ge=0.0, lt=1.0)
     target_modules: tuple[str, ...] = ("query", "key", "value", "intermediate.dense", "output.dense")
     top_layers: int | None = Field(1, ge=1, description="adapt the top N layers only (None: all layers)")
     adalora_target_rank: int = Field(4, ge=1, description="AdaLoRA: average rank after budget pruning")
+    adalora_orth_reg: float = Field(0.5, ge=0.0, description="AdaLoRA: weight of the orthogonal regulariser")
 
 
 class TowerConfig(FrozenModel):
@@ -125,8 +139,6 @@ class TowerConfig(FrozenModel):
         "sequence", description="sequence: transformer over item-tower embeddings; text: the PEFT BERT over the "
                                 "history rendered as text; fusion: both, gated")
     dim: int = Field(256, ge=8)
-    item_template: str = Field("{text}", description="item text, e.g. 'title: {title} | category: {category} | "
-                                                     "brand: {brand}' (parts with missing fields are dropped)")
     item_max_length: int = Field(40, ge=8, le=512)
     pooling: Literal["mean", "cls"] = "mean"
     item_head: Literal["linear", "moe"] = Field("linear", description="projection of the pooled BERT output: one "
@@ -159,7 +171,9 @@ class TrainConfig(FrozenModel):
     epochs: int = Field(40, ge=1)
     bert_epochs: int | None = Field(None, ge=0, description="epochs whose steps also back-propagate into the "
                                                             "adapters (None: all); later epochs train the heads")
-    batch_size: int = Field(256, ge=1, description="user sequences per step")
+    batch_size: int = Field(256, ge=1, description="user sequences per step (at most)")
+    min_steps_per_epoch: int = Field(1, ge=1, description="smaller batches for small shops: the batch shrinks so an "
+                                     "epoch has at least this many steps (one preset for every shop size)")
     lr: float = Field(1e-3, gt=0)
     adapter_lr: float = Field(5e-4, gt=0)
     weight_decay: float = Field(0.01, ge=0)
@@ -191,6 +205,13 @@ class TrainConfig(FrozenModel):
                                                                     "(None: once per epoch)")
     adapter_items_per_step: int = Field(64, ge=1, description="positives per step encoded with gradients through "
                                                               "the adapters; the rest come from the bank")
+    pair_epochs: float = Field(0.0, ge=0, description="item–item contrastive pre-stage before tower training: passes "
+                               "over the train split's (item, item within `pair_window` steps) pairs, in-batch "
+                               "negatives, text path only (adapters + item head); 0: none")
+    pair_window: int = Field(1, ge=1, description="pre-stage pairs: items at most this many steps apart")
+    pair_batch_size: int = Field(256, ge=1, description="pre-stage pairs per step (all their items re-encoded)")
+    adversarial_eps: float = Field(0.0, ge=0, description="FGM adversarial training: also take the loss at the item-"
+                                   "text features moved by eps × their norm along the loss gradient (0: off)")
     crop_prob: float = Field(0.0, ge=0, le=1, description="augmentation: random history cropping")
     mask_prob: float = Field(0.0, ge=0, lt=1, description="augmentation: drop history items at random")
     text_examples_per_user: int = Field(1, ge=1, description="text tower: sampled targets per user and epoch")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -10,7 +11,7 @@ import polars as pl
 from tqdm.auto import tqdm
 
 from recsys.config import EvalConfig
-from recsys.metrics import summarize, target_ranks
+from recsys.metrics import catalogue_coverage, intra_list_diversity, summarize, target_ranks
 
 
 class CandidateSource(Protocol):
@@ -20,33 +21,55 @@ class CandidateSource(Protocol):
                             exclude_seen: bool = False) -> list[list[str]]: ...
 
 
-def example_ranks(source: CandidateSource, examples: pl.DataFrame, config: EvalConfig,
-                  batch_size: int = 1024, progress: bool = False, desc: str = "evaluating") -> np.ndarray:
-    """0-based rank of each example's target among all catalogue items (MISS beyond max(ks)).
+@dataclass(frozen=True)
+class ListReference:
+    """What beyond-accuracy metrics measure lists against: the catalogue's ids and one fixed L2-normalised vector
+    per item (e.g. the frozen BERT's text vectors, so every model's lists are measured alike)."""
 
-    With `mask_history`, every item of the history is removed from the ranking, so a target the
-    user had already consumed counts as a miss; the default (False) is the published protocol.
-    """
+    item_ids: Sequence[str]
+    vectors: np.ndarray
+    k: int = 10
+
+    def positions(self, lists: list[list[str]]) -> list[np.ndarray]:
+        index = {item_id: row for row, item_id in enumerate(self.item_ids)}
+        return [np.array([index[i] for i in items if i in index], dtype=np.int64) for items in lists]
+
+
+def example_lists(source: CandidateSource, examples: pl.DataFrame, config: EvalConfig, batch_size: int = 1024,
+                  progress: bool = False, desc: str = "evaluating") -> list[list[str]]:
+    """Each example's top max(ks) list. With `mask_history`, every item of the history is removed from the
+    ranking, so a target the user had already consumed counts as a miss; the default (False) is the published
+    protocol."""
     depth = max(config.ks)
     histories = examples["history"].to_list()
-    targets = examples["target"].to_list()
-    ranks = []
-    with tqdm(total=len(targets), desc=desc, unit="ex", disable=not progress) as bar:
-        for start in range(0, len(targets), batch_size):
+    lists: list[list[str]] = []
+    with tqdm(total=len(histories), desc=desc, unit="ex", disable=not progress) as bar:
+        for start in range(0, len(histories), batch_size):
             batch = histories[start:start + batch_size]
-            lists = source.recommend_histories(batch, depth, exclude_seen=config.mask_history)
-            ranks.append(target_ranks(lists, targets[start:start + batch_size]))
+            lists += source.recommend_histories(batch, depth, exclude_seen=config.mask_history)
             bar.update(len(batch))
-    return np.concatenate(ranks) if ranks else np.zeros(0, dtype=np.int64)
+    return lists
 
 
-def evaluate(source: CandidateSource, examples: pl.DataFrame, config: EvalConfig, **kwargs) -> dict[str, float]:
+def list_metrics(lists: list[list[str]], reference: ListReference) -> dict[str, float]:
+    """Intra-list diversity and catalogue coverage of the lists' first `reference.k` items."""
+    positions = reference.positions(lists)
+    k = reference.k
+    return {f"ild@{k}": intra_list_diversity(positions, reference.vectors, k),
+            f"coverage@{k}": catalogue_coverage(positions, len(reference.item_ids), k)}
+
+
+def evaluate(source: CandidateSource, examples: pl.DataFrame, config: EvalConfig,
+             reference: ListReference | None = None, **kwargs) -> dict[str, float]:
     """Recall / NDCG / MRR at each k of `config.ks`, plus the number of examples (on a seeded sample of
-    `config.max_examples` when there are more: `sampled_from` then says out of how many)."""
+    `config.max_examples` when there are more: `sampled_from` then says out of how many); with `reference`,
+    also the lists' intra-list diversity and catalogue coverage (`list_metrics`)."""
     picked = sample_examples(examples, config.max_examples, config.seed)
-    ranks = example_ranks(source, picked, config, **kwargs)
+    lists = example_lists(source, picked, config, **kwargs)
+    ranks = target_ranks(lists, picked["target"].to_list())
     sampled = {"sampled_from": float(examples.height)} if picked.height < examples.height else {}
-    return {"n_examples": float(len(ranks)), **sampled, **summarize(ranks, tuple(config.ks))}
+    out = {"n_examples": float(len(ranks)), **sampled, **summarize(ranks, tuple(config.ks))}
+    return {**out, **list_metrics(lists, reference)} if reference is not None else out
 
 
 def sample_examples(examples: pl.DataFrame, max_examples: int | None, seed: int = 0) -> pl.DataFrame:

@@ -53,3 +53,24 @@ def summarize(ranks: np.ndarray, ks: tuple[int, ...] = (10, 20, 50)) -> dict[str
         out[f"ndcg@{k}"] = ndcg_at_k(ranks, k)
         out[f"mrr@{k}"] = mrr_at_k(ranks, k)
     return out
+
+
+def intra_list_diversity(lists: list[np.ndarray], vectors: np.ndarray, k: int) -> float:
+    """Mean over lists of the mean pairwise cosine distance (1 - cos) among each list's first k items; lists hold
+    row positions into `vectors` (L2-normalised rows). Lists with fewer than two items are skipped."""
+    values = []
+    for positions in lists:
+        top = np.asarray(positions[:k], dtype=np.int64)
+        if len(top) < 2:
+            continue
+        block = vectors[top]
+        cosines = block @ block.T
+        pairs = len(top) * (len(top) - 1)
+        values.append(1.0 - (cosines.sum() - np.trace(cosines)) / pairs)
+    return float(np.mean(values)) if values else 0.0
+
+
+def catalogue_coverage(lists: list[np.ndarray], n_items: int, k: int) -> float:
+    """Share of the catalogue's `n_items` that appear in at least one list's first k items."""
+    shown = {int(p) for positions in lists for p in positions[:k]}
+    return len(shown) / n_items if n_items else 0.0

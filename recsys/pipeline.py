@@ -17,7 +17,8 @@ from recsys.bundle import Bundle, write_parts
 from recsys.catalogue import Catalogue
 from recsys.config import BuildConfig
 from recsys.data.dataset import Dataset
-from recsys.data.item_text import query_record
+from recsys.data.item_text import DEFAULT_TEMPLATE, query_record
+from recsys.diversify import active, diversified_picks
 from recsys.errors import BundleError, UnknownIdError
 from recsys.histories import Histories
 from recsys.neighbours import NeighbourCache
@@ -25,7 +26,7 @@ from recsys.popularity import Popularity
 from recsys.query import Query, group_queries
 from recsys.retrieval import VectorIndex
 from recsys.splits import SplitData
-from recsys.towers import ItemTower, UserTower
+from recsys.towers import ItemTower, TemplatedItemTower, UserTower
 from recsys.user_tower import PooledHistoryEncoder, rebound
 
 if TYPE_CHECKING:
@@ -51,6 +52,14 @@ class RecommendationList:
     retrieval_scores: list[float] | None = None  # per item, the FAISS score before re-ranking
     reranked: bool = False  # True when the LightGBM re-ranker ordered the list
 
+    def take(self, picks: Sequence[int]) -> "RecommendationList":
+        """The items at `picks` (indices into this list), in that order, with their per-item fields."""
+        def pick(values):
+            return None if values is None else [values[i] for i in picks]
+
+        return RecommendationList(pick(self.item_ids), pick(self.scores), self.strategy, pick(self.explanations),
+                                  pick(self.retrieval_scores), self.reranked)
+
 
 class Recommender:
     """Retrieval (+ re-ranking) pipeline over one live `Catalogue`: the index, the user tower, the re-ranker's
@@ -75,6 +84,7 @@ class Recommender:
         self.item_tower_loader = item_tower_loader
         self._item_tower: ItemTower | None = None
         self._item_tower_lock = threading.Lock()
+        self._unit: tuple[np.ndarray, np.ndarray] | None = None  # (catalogue vectors, their unit rows)
 
     # ---- catalogue views (the catalogue's current state) -------------------------------------------
     @property
@@ -97,9 +107,15 @@ class Recommender:
         """id → catalogue row of every item not deleted."""
         return self.catalogue.state.position
 
+    @property
+    def text_template(self) -> str:
+        """The item-text template the catalogue's text was rendered with at import (`recsys.data.item_text`)."""
+        return self.encoder_info.get("text_template") or DEFAULT_TEMPLATE
+
     def item_tower(self) -> ItemTower:
-        """The bundle's item tower (new items, free-text queries), loaded on first use; BundleError when the
-        bundle cannot encode text or the tower's width does not match the index."""
+        """The bundle's item tower (new items, free-text queries), loaded on first use, rendering records through
+        the catalogue's item-text template; BundleError when the bundle cannot encode text or the tower's width
+        does not match the index."""
         if self._item_tower is None:
             with self._item_tower_lock:
                 if self._item_tower is None:
@@ -112,7 +128,8 @@ class Recommender:
                         raise BundleError(f"the item tower gives {tower.dim}-d vectors but the index holds "
                                           f"{self.index.dim}-d ones: text queries and upserts are unavailable for "
                                           "this bundle")
-                    self._item_tower = tower
+                    self._item_tower = tower if tower.template == self.text_template else \
+                        TemplatedItemTower(tower, self.text_template)
         return self._item_tower
 
     # ---- construction -------------------------------------------------------------------------
@@ -219,7 +236,8 @@ class Recommender:
     def text_vectors(self, texts: Sequence[str], histories: Sequence[Sequence[str]]) -> np.ndarray:
         """Query vectors for free texts (the item tower, through the item-text template), each blended with its
         history's user-tower vector when the history is not empty; L2-normalised."""
-        vectors = np.asarray(self.item_tower().encode_items([query_record(t) for t in texts]), np.float32)
+        tower = self.item_tower()
+        vectors = np.asarray(tower.encode_items([query_record(t, tower.template) for t in texts]), np.float32)
         with_items = [n for n, h in enumerate(histories) if h]
         if with_items:
             vectors[with_items] += self.user_tower.encode_histories([list(histories[n]) for n in with_items])
@@ -229,8 +247,8 @@ class Recommender:
     def recommend_batch(self, histories: Sequence[Sequence[str]], k: int, exclude_seen: bool = False,
                         exclude: Sequence[Collection[str]] | None = None,
                         where: Mapping | None = None, *, as_of: Sequence[int | None] | None = None,
-                        rerank: bool = True, explain: bool = False,
-                        strategy: str = "personalised", vectors: np.ndarray | None = None) -> list[RecommendationList]:
+                        rerank: bool = True, explain: bool = False, strategy: str = "personalised",
+                        vectors: np.ndarray | None = None, diversify: bool = True) -> list[RecommendationList]:
         """The one retrieval path behind every history query, the batch jobs and the evaluator.
 
         Histories are item ids oldest first; `exclude_seen` drops each history's items, `exclude`
@@ -242,29 +260,77 @@ class Recommender:
         With a re-ranker (and `rerank`), the top `candidates` retrieved items are re-ranked to k, all
         histories in one feature matrix and one predict; `as_of` gives each history's query time (None:
         now) and `explain` adds per-item explanations (feature contributions: only when asked).
-        Lists from the user tower are labelled `strategy` (e.g. "session" for anonymous sessions)."""
+        Lists from the user tower are labelled `strategy` (e.g. "session" for anonymous sessions). Shown lists
+        go through near-duplicate collapsing and MMR (`shown_lists`); `diversify=False` keeps the ranked order
+        (candidate generation)."""
         if vectors is None:
             vectors = self.user_tower.encode_histories(histories)
         banned = [(set(h) if exclude_seen else set()) | (set(exclude[row]) if exclude is not None else set())
                   for row, h in enumerate(histories)]
         use_ranker = rerank and self.reranker is not None
-        depth = max(k, self.reranker.config.candidates) if use_ranker else k
+        shown = self.shown_depth(k) if diversify else k  # the diversified lists are picked from this many
+        depth = max(shown, self.reranker.config.candidates) if use_ranker else shown
         ids, scores = self.search_vectors(vectors, depth, banned, where)
         personal = [bool(np.any(vectors[row])) for row in range(len(histories))]
         results: list[RecommendationList | None] = [None] * len(histories)
+        if use_ranker and self.reranker.sources is not None and where is None:  # filtered queries: towers only
+            times = self.reranker.stats.query_times(as_of, len(histories))
+            state = self.catalogue.state
+            ids, scores = self.reranker.sources.widen(
+                histories, vectors, ids, scores, times,
+                lambda row, item_id: item_id not in banned[row] and state.is_active(item_id))
         if use_ranker:
             rows = [row for row in range(len(histories)) if personal[row]]
             reranked = self.reranker.rerank([histories[r] for r in rows], [ids[r] for r in rows],
-                                            [scores[r] for r in rows], k,
+                                            [scores[r] for r in rows], shown,
                                             None if as_of is None else [as_of[r] for r in rows], explain)
             for row, (r_ids, r_scores, why) in zip(rows, reranked):
                 before = dict(zip(ids[row], scores[row]))
                 results[row] = RecommendationList(r_ids, r_scores, strategy, why, [before[i] for i in r_ids], True)
         for row in range(len(histories)):
             if results[row] is None:
-                results[row] = RecommendationList(ids[row][:k], scores[row][:k], strategy) if personal[row] else \
-                    RecommendationList(*self.popular(k, banned[row], where), "popular_fallback")
-        return results
+                results[row] = RecommendationList(ids[row][:shown], scores[row][:shown], strategy) \
+                    if personal[row] else RecommendationList(*self.popular(k, banned[row], where), "popular_fallback")
+        return self.shown_lists(results, k) if diversify else results  # type: ignore[return-value]
+
+    # ---- lists a shop can show ----------------------------------------------------------------
+    def shown_depth(self, k: int) -> int:
+        """How many ranked candidates a list of k is picked from (k itself when diversification is off)."""
+        config = self.config.diversify
+        return max(k, config.depth) if active(config) else k
+
+    def unit_vectors(self) -> np.ndarray:
+        """The catalogue's item vectors, L2-normalised: the re-ranker's per-item arrays when the catalogue holds
+        them (no second copy), else computed once per change of the catalogue's vectors."""
+        state = self.catalogue.state
+        if state.features is not None and len(state.features.vectors) == len(state):
+            return state.features.vectors
+        vectors = state.vectors
+        cached = self._unit
+        if cached is None or cached[0] is not vectors:
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            cached = (vectors, (vectors / np.where(norms > 0, norms, 1.0)).astype(np.float32, copy=False))
+            self._unit = cached
+        return cached[1]
+
+    def shown_lists(self, results: Sequence[RecommendationList], k: int,
+                    shown: Sequence[str | None] | None = None) -> list[RecommendationList]:
+        """Each list cut to k: ranked lists through near-duplicate collapsing and MMR (`config.diversify`,
+        `recsys.diversify`), the popularity fallback as it is. `shown`: per list, the item already on screen
+        (a product page's own item: its near-duplicates go last too)."""
+        config = self.config.diversify
+        out = [r if len(r.item_ids) <= k else r.take(range(k)) for r in results]
+        if not active(config):
+            return out
+        ranked = [n for n, r in enumerate(results) if r.strategy != "popular_fallback"]
+        if ranked:
+            unit = self.unit_vectors()  # before the position map: a change meanwhile only adds rows
+            picks = diversified_picks([results[n].item_ids for n in ranked], [results[n].scores for n in ranked],
+                                      unit, self.catalogue.state.position, k, config,
+                                      None if shown is None else [shown[n] for n in ranked])
+            for n, chosen in zip(ranked, picks):
+                out[n] = results[n].take(chosen)
+        return out
 
     def recommend_histories(self, histories: Sequence[Sequence[str]], k: int,
                             exclude_seen: bool = False) -> list[list[str]]:
@@ -296,19 +362,23 @@ class Recommender:
         return self.recommend_history(history or [], k, exclude_seen, exclude, where, explain=explain)
 
     def similar_items(self, item_id: str, k: int = 10, exclude: Collection[str] = (),
-                      where: Mapping | None = None) -> RecommendationList:
-        """Nearest catalogue items to `item_id` by item-tower embedding (itself excluded). Unfiltered
-        lists come from the neighbour cache (the same ranking, searched once per item)."""
+                      where: Mapping | None = None, diversify: bool = True) -> RecommendationList:
+        """Nearest catalogue items to `item_id` by item-tower embedding (itself excluded), diversified like
+        every shown list (`shown_lists`) unless `diversify` is False. Unfiltered lists come from the
+        neighbour cache (the same ranking, searched once per item)."""
         state = self.catalogue.state
         state.check([item_id])
+        depth = self.shown_depth(k) if diversify else k
+        found = None
         if where is None:
-            found = self.neighbours.top(item_id, k, set(exclude), self.catalogue.state.is_active,
+            found = self.neighbours.top(item_id, depth, set(exclude), self.catalogue.state.is_active,
                                         self.neighbour_lists)
-            if found is not None:
-                return RecommendationList(*found, "similar")
-        vector = state.vectors[state.position[item_id]][None, :]
-        ids, scores = self.search_vectors(vector, k, [set(exclude) | {item_id}], where)
-        return RecommendationList(ids[0], scores[0], "similar")
+        if found is None:
+            vector = state.vectors[state.position[item_id]][None, :]
+            ids, scores = self.search_vectors(vector, depth, [set(exclude) | {item_id}], where)
+            found = ids[0], scores[0]
+        pool = RecommendationList(*found, "similar")
+        return self.shown_lists([pool], k, [item_id])[0] if diversify else pool
 
     def similar_for_user(self, item_id: str, history: Sequence[str], k: int = 10, exclude: Collection[str] = (),
                          where: Mapping | None = None, explain: bool = False) -> RecommendationList:
@@ -324,7 +394,8 @@ class Recommender:
         tower's), all anchors in one feature build and predict; without one, ordered by item similarity +
         similarity to the visitor's query vector."""
         pools = [self.similar_items(item_id, max(5 * k, 50), set(exclude[n] if exclude is not None else ()) |
-                                    set(history), where) for n, (item_id, history) in enumerate(zip(item_ids, histories))]
+                                    set(history), where, diversify=False)
+                 for n, (item_id, history) in enumerate(zip(item_ids, histories))]
         users = self.user_tower.encode_histories([list(h) for h in histories])
         state = self.catalogue.state
         results: list[RecommendationList] = []
@@ -333,7 +404,7 @@ class Recommender:
             tower = state.vectors[state.rows(pool.item_ids)] @ user if pool.item_ids else np.zeros(0)
             if self.reranker is None:
                 blended = np.asarray(pool.scores) + tower
-                order = np.argsort(-blended, kind="stable")[:k]
+                order = np.argsort(-blended, kind="stable")
                 results.append(RecommendationList([pool.item_ids[i] for i in order],
                                                   [float(blended[i]) for i in order], "similar"))
                 continue
@@ -341,14 +412,14 @@ class Recommender:
             candidates.append([pool.item_ids[i] for i in order])
             retrieval.append(tower[order].tolist())
         if self.reranker is None:
-            return results
-        reranked = self.reranker.rerank([[*h, a] for a, h in zip(item_ids, histories)], candidates, retrieval, k,
-                                        None, explain)
+            return self.shown_lists(results, k, item_ids)
+        reranked = self.reranker.rerank([[*h, a] for a, h in zip(item_ids, histories)], candidates, retrieval,
+                                        self.shown_depth(k), None, explain)
         out = []
         for (ids, scores, why), cands, before in zip(reranked, candidates, retrieval):
             score_of = dict(zip(cands, before))
             out.append(RecommendationList(ids, scores, "similar", why, [score_of[i] for i in ids], True))
-        return out
+        return self.shown_lists(out, k, item_ids)
 
     def neighbour_lists(self, item_ids: Sequence[str]) -> tuple[list[list[str]], list[list[float]]]:
         """Each item's top `neighbours.depth` active neighbours (itself excluded), one batched search."""

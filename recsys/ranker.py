@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
+from recsys.candidates import CandidateSources
 from recsys.catalogue import Catalogue
 from recsys.config import FrozenModel
 from recsys.errors import BundleError
@@ -46,10 +47,26 @@ class RankerConfig(FrozenModel):
     train_examples: int | None = Field(50_000, ge=1, description="valid-step examples the re-ranker learns from: a "
                                        "seeded sample when there are more (None: all), so its cost stops growing "
                                        "with the number of users")
+    cv_folds: int = Field(0, ge=0, description="0: early stopping on the held-out users; K ≥ 2: the number of "
+                          "trees is the mean early-stopping point of K folds of the other users (each fold's valid "
+                          "step), then one fit on all of them with that many trees, the held-out users untouched")
+    transition_candidates: int = Field(0, ge=0, description="extra candidates: the items most often bought right "
+                                       "after the history's last item (train split, before the query time)")
+    popular_candidates: int = Field(0, ge=0, description="extra candidates: the most popular items before the query time")
+    train_positions: int = Field(0, ge=0, description="also train on the last N positions of each train-split "
+                                 "sequence (features from events before each query's time only); 0: the valid step "
+                                 "alone")
     eval_at: int = Field(10, ge=1, description="early stopping metric: NDCG at this depth")
     n_jobs: int = Field(1, ge=1, description="LightGBM threads (1 is fastest on a busy shared CPU)")
     explain_features: int = Field(3, ge=1, description="top contributing features per explained item")
     seed: int = 0
+
+
+def candidate_sources(builder: FeatureBuilder, config: RankerConfig) -> CandidateSources | None:
+    """The extra candidate sources `config` asks for (None: the towers' candidates alone)."""
+    if not (config.transition_candidates or config.popular_candidates):
+        return None
+    return CandidateSources(builder, config.transition_candidates, config.popular_candidates)
 
 
 class Ranker:
@@ -60,32 +77,27 @@ class Ranker:
         self.names: list[str] = list(booster.feature_name())
 
     @classmethod
-    def fit(cls, train: tuple[np.ndarray, np.ndarray, np.ndarray], valid: tuple[np.ndarray, np.ndarray, np.ndarray],
-            names: Sequence[str], config: RankerConfig, progress: bool = False) -> "Ranker":
-        """Fit on (features, labels, group sizes) with early stopping on `valid`'s NDCG@eval_at (a trees bar
-        with the held-out NDCG when `progress`)."""
-        from tqdm.auto import tqdm
-
+    def fit(cls, train: tuple[np.ndarray, np.ndarray, np.ndarray],
+            valid: tuple[np.ndarray, np.ndarray, np.ndarray] | None, names: Sequence[str], config: RankerConfig,
+            trees: int | None = None) -> "Ranker":
+        """Fit on (features, labels, group sizes) with early stopping on `valid`'s NDCG@eval_at, or, without
+        `valid`, exactly `trees` trees."""
         model = lgb.LGBMRanker(
-            objective="lambdarank", n_estimators=config.n_estimators, learning_rate=config.learning_rate,
+            objective="lambdarank", n_estimators=trees or config.n_estimators, learning_rate=config.learning_rate,
             num_leaves=config.num_leaves, min_child_samples=config.min_child_samples,
             colsample_bytree=config.colsample_bytree, random_state=config.seed, n_jobs=config.n_jobs,
             deterministic=True, force_col_wise=True, verbose=-1)
         x, y, groups = train
+        if valid is None:
+            model.fit(x, y, group=groups, feature_name=list(names))
+            return cls(model.booster_)
         vx, vy, vgroups = valid
-        bar = tqdm(total=config.n_estimators, desc="fitting the re-ranker", unit="tree", disable=not progress)
-
-        def advance(env) -> None:
-            bar.update(1)
-            if env.evaluation_result_list:
-                bar.set_postfix({f"holdout ndcg@{config.eval_at}": f"{env.evaluation_result_list[0][2]:.4f}"})
-
-        with bar, warnings.catch_warnings():  # eval_set is deprecated in LightGBM 4.7 but the only spelling in 4.3
+        with warnings.catch_warnings():  # eval_set is deprecated in LightGBM 4.7 but the only spelling in 4.3
             warnings.simplefilter("ignore", category=FutureWarning)
             warnings.filterwarnings("ignore", message=".*eval_set.*")
             model.fit(x, y, group=groups, feature_name=list(names), eval_set=[(vx, vy)], eval_group=[vgroups],
                       eval_at=[config.eval_at],
-                      callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False), advance])
+                      callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)])
         booster = model.booster_
         # keep only the best iteration, so the in-memory model equals the saved one
         return cls(lgb.Booster(model_str=booster.model_to_string(num_iteration=booster.best_iteration or None)))
@@ -131,6 +143,7 @@ class Reranker:
         self.ranker = ranker
         self.builder = builder
         self.config = config
+        self.sources = candidate_sources(builder, config)
 
     @property
     def stats(self) -> InteractionStats:

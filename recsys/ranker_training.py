@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import polars as pl
-from tqdm.auto import tqdm
 
 from recsys.catalogue import Catalogue
-from recsys.evaluation import sample_examples
+from recsys.evaluation import ListReference, list_metrics, sample_examples
 from recsys.features import FeatureBuilder
 from recsys.metrics import summarize, target_ranks
-from recsys.ranker import Ranker, RankerConfig, Reranker, feature_matrix
-from recsys.splits import SplitData
+from recsys.candidates import CandidateSources
+from recsys.ranker import Ranker, RankerConfig, Reranker, candidate_sources, feature_matrix
+from recsys.splits import EXAMPLE_SCHEMA, SplitData, ordered_interactions
 from recsys.stats import InteractionStats, StatsConfig, default_config
 
 
@@ -44,24 +45,56 @@ def fit_training_stats(split: SplitData, config: RankerConfig) -> InteractionSta
 
 
 def retrieve(recommender: CandidateRetriever, histories: list[list[str]], depth: int,
-             batch_size: int = 1024) -> tuple[list[list[str]], list[list[float]], list[bool]]:
-    """Retrieval-only candidates per history (and whether the list is personalised, not the fallback)."""
+             batch_size: int = 1024, sources: CandidateSources | None = None,
+             times: np.ndarray | None = None) -> tuple[list[list[str]], list[list[float]], list[bool]]:
+    """Retrieval-only candidates per history (and whether the list is personalised, not the fallback); with
+    `sources`, widened by the extra candidate sources at each query's time (`times`), as serving does."""
     ids, scores, personal = [], [], []
     for start in range(0, len(histories), batch_size):
-        for result in recommender.recommend_batch(histories[start:start + batch_size], depth, rerank=False):
-            ids.append(result.item_ids)
-            scores.append(result.scores)
-            personal.append(result.strategy != "popular_fallback")
+        batch = histories[start:start + batch_size]
+        results = recommender.recommend_batch(batch, depth, rerank=False, diversify=False)
+        batch_ids, batch_scores = [r.item_ids for r in results], [r.scores for r in results]
+        mine = [r.strategy != "popular_fallback" for r in results]
+        if sources is not None:
+            queries = recommender.user_tower.encode_histories(batch)
+            batch_ids, batch_scores = sources.widen(batch, queries, batch_ids, batch_scores,
+                                                    times[start:start + batch_size])
+        ids += batch_ids
+        scores += batch_scores
+        personal += mine
     return ids, scores, personal
 
 
-def _holdout_mask(users: Sequence[str], share: float, seed: int) -> np.ndarray:
-    """Seeded, per-user split: True for the users held out for early stopping."""
+def train_position_examples(train: pl.DataFrame, positions: int, sequence_time: bool) -> pl.DataFrame:
+    """Next-item examples inside the train split: the last `positions` items of each user's train sequence (not
+    the first), each with the items before it as history. `timestamp` is the event's own time, or, for
+    sequence-time data, its step offset before the user's last training event (-1 for the last), so features
+    read only events before it (`InteractionStats.query_time`)."""
+    ordered = ordered_interactions(train).with_columns(pl.int_range(pl.len()).over("user_id").alias("_pos"),
+                                                       pl.len().over("user_id").alias("_n"))
+    sequences = ordered.group_by("user_id", maintain_order=True).agg(pl.col("item_id").alias("_seq"))
+    targets = ordered.filter((pl.col("_pos") >= pl.col("_n") - positions) & (pl.col("_pos") >= 1))
+    time = (pl.col("_pos") - pl.col("_n")) if sequence_time else pl.col("timestamp")
+    return targets.join(sequences, on="user_id", how="left").select(
+        "user_id", pl.col("_seq").list.head(pl.col("_pos")).alias("history"), pl.col("item_id").alias("target"),
+        time.cast(pl.Int64).alias("timestamp")).cast(EXAMPLE_SCHEMA)
+
+
+def held_out_users(users: Sequence[str], share: float, seed: int) -> set[str]:
+    """Seeded, per-user split: the users (of those in `users`, the valid step's) held out for early stopping;
+    the same users for the same split, share and seed, so their valid step can be evaluated later."""
     unique = sorted(set(users))
     rng = np.random.default_rng(seed)
-    held = set(rng.choice(np.array(unique, dtype=object), max(1, int(round(share * len(unique)))),
+    return set(rng.choice(np.array(unique, dtype=object), max(1, int(round(share * len(unique)))),
                           replace=False).tolist()) if len(unique) > 1 else set()
-    return np.array([u in held for u in users], dtype=bool)
+
+
+
+def held_out_valid(split: SplitData, config: RankerConfig) -> pl.DataFrame:
+    """The valid step of the users a fit with `config` held out (never trained on: early stopping only), so
+    settings downstream of the ranker (diversification) can be chosen on validation."""
+    held = held_out_users(split.valid["user_id"].to_list(), config.holdout_users, config.seed)
+    return split.valid.filter(pl.col("user_id").is_in(sorted(held)))
 
 
 def training_frame(builder: FeatureBuilder, examples: pl.DataFrame, candidates: list[list[str]],
@@ -82,43 +115,107 @@ def _arrays(frame: pl.DataFrame, names: Sequence[str]) -> tuple[np.ndarray, np.n
     return feature_matrix(frame, names), frame["label"].to_numpy(), groups
 
 
+@dataclass
+class TrainingSet:
+    """What a re-ranker fit reads, independent of its seed: the feature frame of every training query whose target
+    is among its candidates (`_valid_step` marks the valid step's), the builder and the preparation's report."""
+
+    builder: FeatureBuilder
+    frame: pl.DataFrame
+    report: dict
+    users: list[str]  # the valid step's users, from which a seed draws the held-out ones (`held_out_users`)
+
+
 def train_reranker(recommender: CandidateRetriever, split: SplitData, config: RankerConfig,
-                   log=print, progress: bool = False) -> tuple[Reranker, dict]:
-    """Fit statistics on the train split, build features for the valid step's candidates (a seeded sample of
-    `config.train_examples`), fit LGBMRanker with early stopping on a seeded held-out slice of users. Returns
-    (reranker, training report)."""
+                   log=print) -> tuple[Reranker, dict]:
+    """Fit statistics on the train split, build features for the training queries' candidates (the valid step,
+    plus `train_positions` positions inside the train split), fit LGBMRanker with early stopping on a seeded
+    held-out slice of users' valid step. Returns (reranker, training report)."""
+    return fit_prepared(prepare_training(recommender, split, config, log), config, log)
+
+
+def prepare_training(recommender: CandidateRetriever, split: SplitData, config: RankerConfig,
+                     log=print) -> TrainingSet:
+    """Statistics, candidates and features of the training queries (everything but the seeded fit)."""
     started = time.perf_counter()
-    examples = sample_examples(split.valid, config.train_examples, config.seed)
     stats = fit_training_stats(split, config)
+    valid = sample_examples(split.valid, config.train_examples, config.seed)
+    examples = valid.with_columns(pl.lit(True).alias("_valid_step"))
+    if config.train_positions:
+        inside = train_position_examples(split.train, config.train_positions, stats.config.time_mode == "sequence")
+        examples = pl.concat([examples, inside.with_columns(pl.lit(False).alias("_valid_step"))])
     builder = FeatureBuilder(recommender.catalogue, stats, config.features)
+    sources = candidate_sources(builder, config)
     t0 = time.perf_counter()
-    candidates, scores, _ = retrieve(recommender, examples["history"].to_list(), config.candidates)
+    times = stats.query_times(examples["timestamp"].to_list(), examples.height)
+    candidates, scores, _ = retrieve(recommender, examples["history"].to_list(), config.candidates, sources=sources,
+                                     times=times)
     retrieve_s = time.perf_counter() - t0
-    candidate_recall = float(np.mean([t in c for t, c in zip(examples["target"].to_list(), candidates)]))
-    of = f" (a seeded sample of {split.valid.height:,})" if examples.height < split.valid.height else ""
-    log(f"valid step: {examples.height:,} examples{of}, candidate recall@{config.candidates} {candidate_recall:.4f}")
+    hits = np.array([t in c for t, c in zip(examples["target"].to_list(), candidates)])
+    step = examples["_valid_step"].to_numpy()
+    candidate_recall = float(hits[step].mean()) if step.any() else 0.0
+    of = f" (a seeded sample of {split.valid.height:,})" if valid.height < split.valid.height else ""
+    log(f"valid step: {valid.height:,} examples{of}, candidate recall@{config.candidates} {candidate_recall:.4f}"
+        + (f"; + {int((~step).sum()):,} train-split examples (recall {hits[~step].mean():.4f})"
+           if (~step).any() else ""))
     t0 = time.perf_counter()
-    frame, _ = training_frame(builder, examples, candidates, scores)
+    frame, kept = training_frame(builder, examples, candidates, scores)
     features_s = time.perf_counter() - t0
-    held = _holdout_mask(frame["user_id"].to_list(), config.holdout_users, config.seed)
-    train_part, valid_part = frame.filter(pl.Series(~held)), frame.filter(pl.Series(held))
-    log(f"features: {frame.height:,} rows × {len(builder.names)} in {features_s:.1f}s; "
-        f"fitting on {train_part['query'].n_unique():,} queries, early stopping on {valid_part['query'].n_unique():,}")
+    frame = frame.with_columns(pl.Series("_valid_step", step[kept][frame["query"].to_numpy()]))
+    report = {"examples": examples.height, "valid_examples": split.valid.height, "rows": frame.height, "features": builder.names,
+              f"candidate_recall@{config.candidates}": candidate_recall, "stats": stats.config.model_dump(mode="json"),
+              "seconds": {"retrieve": round(retrieve_s, 2), "features": round(features_s, 2),
+                          "prepare": round(time.perf_counter() - started, 2)}}
+    return TrainingSet(builder, frame, report, valid["user_id"].to_list())
+
+
+def fit_prepared(training: TrainingSet, config: RankerConfig, log=print) -> tuple[Reranker, dict]:
+    """The seeded part of a fit: hold out `holdout_users` of the users (seeded), fit on the others' queries,
+    early-stop on the held-out users' valid step. Returns (reranker, training report)."""
+    started = time.perf_counter()
+    builder, frame = training.builder, training.frame
+    held_users = held_out_users(training.users, config.holdout_users, config.seed)
+    held = np.array([u in held_users for u in frame["user_id"].to_list()], dtype=bool)
+    # early stopping on held-out users' valid step (what serving sees); their train-split queries are unused
+    train_part = frame.filter(pl.Series(~held))
+    valid_part = frame.filter(pl.Series(held) & pl.col("_valid_step"))
+    log(f"features: {frame.height:,} rows × {len(builder.names)}; fitting on {train_part['query'].n_unique():,} "
+        f"queries, early stopping on {valid_part['query'].n_unique():,} (seed {config.seed})")
     t0 = time.perf_counter()
-    ranker = Ranker.fit(_arrays(train_part, builder.names), _arrays(valid_part, builder.names), builder.names, config,
-                        progress=progress)
+    if config.cv_folds >= 2:
+        ranker, fold_trees = _cross_fitted(train_part, builder.names, config)
+        log(f"folds' early-stopping points {fold_trees} → {ranker.n_trees} trees on all {len(set(train_part['user_id']))}"
+            " training users")
+    else:
+        ranker, fold_trees = Ranker.fit(_arrays(train_part, builder.names), _arrays(valid_part, builder.names),
+                                        builder.names, config), None
     fit_s = time.perf_counter() - t0
     reranker = Reranker(ranker, builder, config)
+    prepared = training.report
     report = {
-        "examples": examples.height, "valid_examples": split.valid.height, "training_queries": int(frame["query"].n_unique()), "rows": frame.height,
-        "holdout_queries": int(valid_part["query"].n_unique()), "features": builder.names,
-        f"candidate_recall@{config.candidates}": candidate_recall, "trees": ranker.n_trees,
-        "holdout": holdout_metrics(reranker, valid_part), "stats": stats.config.model_dump(mode="json"),
-        "seconds": {"retrieve": round(retrieve_s, 2), "features": round(features_s, 2), "fit": round(fit_s, 2),
-                    "total": round(time.perf_counter() - started, 2)},
+        **prepared, "training_queries": int(train_part["query"].n_unique()),
+        "train_split_queries": int(train_part.filter(~pl.col("_valid_step"))["query"].n_unique()),
+        "holdout_queries": int(valid_part["query"].n_unique()),
+        "trees": ranker.n_trees, "fold_trees": fold_trees, "holdout": holdout_metrics(reranker, valid_part),
+        "seconds": {**prepared["seconds"], "fit": round(fit_s, 2),
+                    "total": round(prepared["seconds"]["prepare"] + time.perf_counter() - started, 2)},
         "importance_gain": ranker.importance("gain"),
     }
     return reranker, report
+
+
+def _cross_fitted(frame: pl.DataFrame, names: Sequence[str], config: RankerConfig) -> tuple[Ranker, list[int]]:
+    """K folds of the users (seeded): each fit early-stops on its fold's valid step; then one fit on every user's
+    queries with the folds' mean number of trees. Returns (ranker, each fold's trees)."""
+    users = sorted(set(frame["user_id"].to_list()))
+    order = np.random.default_rng([config.seed, 7]).permutation(len(users))
+    fold_of = {users[i]: n % config.cv_folds for n, i in enumerate(order)}
+    fold = pl.Series([fold_of[u] for u in frame["user_id"].to_list()])
+    trees = []
+    for k in range(config.cv_folds):
+        inside, outside = frame.filter(fold != k), frame.filter((fold == k) & pl.col("_valid_step"))
+        trees.append(Ranker.fit(_arrays(inside, names), _arrays(outside, names), names, config).n_trees)
+    return Ranker.fit(_arrays(frame, names), None, names, config, max(1, round(float(np.mean(trees))))), trees
 
 
 def holdout_metrics(reranker: Reranker, frame: pl.DataFrame, ks: tuple[int, ...] = (10,)) -> dict:
@@ -135,25 +232,43 @@ def holdout_metrics(reranker: Reranker, frame: pl.DataFrame, ks: tuple[int, ...]
 
 
 def evaluate_reranker(recommender, examples: pl.DataFrame, ks: tuple[int, ...] = (10, 20, 50),
-                      batch_size: int = 1024, progress: bool = False) -> dict:
+                      batch_size: int = 1024, reference: ListReference | None = None) -> dict:
     """Full-ranking metrics of the same bundle, retrieval-only vs re-ranked (items outside the candidate
-    list count as misses), plus the candidate stage's recall@N (the re-ranker's ceiling).
+    list count as misses), plus the candidate stage's recall@N (the re-ranker's ceiling); with `reference`,
+    the re-ranked lists' intra-list diversity and catalogue coverage too.
 
     Both go through `recommend_batch`; the re-ranked path gets each example's timestamp as `as_of`."""
-    depth = recommender.reranker.config.candidates
+    return {**candidate_metrics(recommender, examples, ks, batch_size),
+            "reranked": reranked_metrics(recommender, examples, ks, batch_size, reference)}
+
+
+def candidate_metrics(recommender, examples: pl.DataFrame, ks: tuple[int, ...] = (10, 20, 50),
+                      batch_size: int = 1024) -> dict:
+    """Retrieval-only full-ranking metrics and the candidate stage's recall (the re-ranker's candidates: the
+    towers' top N widened by its extra sources, if any): what does not depend on the ranker's fit."""
+    reranker = recommender.reranker
+    depth = reranker.config.candidates
     histories, targets = examples["history"].to_list(), examples["target"].to_list()
     times = examples["timestamp"].to_list()
     candidates, _, _ = retrieve(recommender, histories, max(depth, max(ks)), batch_size)
-    retrieval = target_ranks(candidates, targets)
-    reranked = []
-    with tqdm(total=len(histories), desc="evaluating re-ranked", unit="ex", disable=not progress) as bar:
-        for start in range(0, len(histories), batch_size):
-            stop = start + batch_size
-            lists = recommender.recommend_batch(histories[start:stop], max(ks), as_of=times[start:stop])
-            reranked.append(target_ranks([r.item_ids for r in lists], targets[start:stop]))
-            bar.update(len(lists))
-    reranked_ranks = np.concatenate(reranked) if reranked else np.zeros(0, dtype=np.int64)
-    n = {"n_examples": float(len(targets))}
-    return {"retrieval": {**n, **summarize(retrieval, ks)}, "reranked": {**n, **summarize(reranked_ranks, ks)},
-            f"candidate_recall@{depth}": float(np.mean((retrieval >= 0) & (retrieval < depth))) if len(targets)
-            else 0.0}
+    pool = [c[:depth] for c in candidates]  # what the re-ranker sees (widened by its extra sources, if any)
+    if reranker.sources is not None:
+        pool, _, _ = retrieve(recommender, histories, depth, batch_size, reranker.sources,
+                              reranker.stats.query_times(times, len(times)))
+    return {"retrieval": {"n_examples": float(len(targets)), **summarize(target_ranks(candidates, targets), ks)},
+            f"candidate_recall@{depth}": float(np.mean([t in c for t, c in zip(targets, pool)])) if targets else 0.0}
+
+
+def reranked_metrics(recommender, examples: pl.DataFrame, ks: tuple[int, ...] = (10, 20, 50),
+                     batch_size: int = 1024, reference: ListReference | None = None) -> dict:
+    """Full-ranking metrics of the lists the bundle shows (re-ranked, diversified as configured), each example
+    at its own time; with `reference`, intra-list diversity and catalogue coverage too."""
+    histories, targets = examples["history"].to_list(), examples["target"].to_list()
+    times = examples["timestamp"].to_list()
+    shown: list[list[str]] = []
+    for start in range(0, len(histories), batch_size):
+        stop = start + batch_size
+        shown += [r.item_ids for r in recommender.recommend_batch(histories[start:stop], max(ks),
+                                                                  as_of=times[start:stop])]
+    beyond = list_metrics(shown, reference) if reference is not None else {}
+    return {"n_examples": float(len(targets)), **summarize(target_ranks(shown, targets), ks), **beyond}

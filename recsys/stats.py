@@ -228,14 +228,16 @@ class InteractionStats:
         return np.fromiter((code.get(i, -1) for i in item_ids), np.int64, len(item_ids))
 
     def query_time(self, as_of: int | None) -> int:
-        """The time a query is evaluated at (sequence mode: always 0; absolute: `as_of`, or after all events)."""
+        """The time a query is evaluated at. Absolute mode: `as_of`, or after all events. Sequence mode: 0 (after
+        every training event), except a negative `as_of`, a step offset for queries inside the train split
+        (-1: at the user's last training event, which it does not see)."""
         if self.config.time_mode == "sequence":
-            return 0
+            return int(as_of) if as_of is not None and as_of < 0 else 0
         return NOW if as_of is None else int(as_of)
 
     def query_times(self, as_of: Sequence[int | None] | None, n: int) -> np.ndarray:
         """`query_time` of each of n queries (as_of None: all now)."""
-        if as_of is None or self.config.time_mode == "sequence":
+        if as_of is None:
             return np.full(n, self.query_time(None), np.int64)
         return np.fromiter((self.query_time(t) for t in as_of), np.int64, n)
 

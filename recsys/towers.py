@@ -3,8 +3,8 @@
 - `UserTower`: histories (item ids, oldest first) → L2-normalised query vectors in the item space, reading the
   items from the `Catalogue` it is bound to (zero-shot pool, trained BERT towers, and the serving wrappers:
   the query-vector cache and the micro-batcher).
-- `ItemTower`: item records (or raw texts) → item vectors, through the item-text template its model was trained
-  with (frozen BERT, a trained tower's text-only path, the blended pair).
+- `ItemTower`: item records (or raw texts) → item vectors, through the catalogue's item-text template
+  (`TemplatedItemTower`; frozen BERT, a trained tower's text-only path, the blended pair).
 """
 
 from __future__ import annotations
@@ -42,12 +42,28 @@ class ItemTower(ABC):
         return self.encode_texts(item_texts(records, self.template))
 
     def encode_query(self, text: str) -> np.ndarray:
-        """float32 [dim]: a free-text query, as an item record with only a text."""
-        return self.encode_items([query_record(text)])[0]
+        """float32 [dim]: a free-text query, rendered like an item titled by it (`query_record`)."""
+        return self.encode_items([query_record(text, self.template)])[0]
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """`encode_texts` (the name `VectorIndex.add_texts` and older callers use)."""
         return self.encode_texts(texts)
+
+
+class TemplatedItemTower(ItemTower):
+    """Another item tower rendering records through a given template (the catalogue's `text_template`), its
+    model shared, not copied."""
+
+    def __init__(self, tower: ItemTower, template: str) -> None:
+        self.tower = tower
+        self.template = template
+
+    @property
+    def dim(self) -> int:
+        return self.tower.dim
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return self.tower.encode_texts(texts)
 
 
 class UserTower(ABC):

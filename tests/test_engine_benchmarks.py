@@ -16,6 +16,8 @@ def test_engine_cost_table_covers_each_query_kind_with_the_ranker_on_and_off(ran
         assert {("known user", ranker, 1), ("known user", ranker, 8), ("session (items)", ranker, 1),
                 ("session (items)", ranker, 8), ("similar + user", ranker, 1)} <= kinds
     assert all(r["queries"] == 40 for r in report["rows"] if r["batch"] == 1)
+    assert {("diversify (shown_lists)", "–", 1), ("diversify (shown_lists)", "–", 8)} <= kinds
+    assert "near-duplicate collapsing + MMR alone" in paths["md"].read_text()
     assert [s["stage"] for s in report["meta"]["stages"]][:3] == [
         "FAISS search (top candidates)", "re-ranker features", "LightGBM predict"]
     assert paths["png"].stat().st_size > 0 and "trees over the top 40 candidates" in paths["md"].read_text()

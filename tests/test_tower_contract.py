@@ -2,7 +2,7 @@
 
 UserTower: the zero-shot pool, trained BERT towers (sequence and history-as-text), the blend of both, and the
 serving wrappers (query-vector cache, micro-batcher). ItemTower: the frozen BERT, a trained tower's text-only
-path (with an item-text template), the blended pair."""
+path, the blended pair; each through the catalogue's item-text template (`TemplatedItemTower`)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from api.batching import MicroBatchingEncoder
 from recsys.catalogue import Catalogue
 from recsys.config import EncoderConfig, LoraConfig, TowerConfig, TrainConfig, UserTowerConfig
 from recsys.data.item_text import item_texts
-from recsys.towers import ItemTower, UserTower
+from recsys.towers import ItemTower, TemplatedItemTower, UserTower
 from recsys.user_tower import CachedHistoryEncoder, PooledHistoryEncoder
 
 DIM = 16
@@ -47,7 +47,7 @@ def trained(bert, mode: str = "sequence", width: int = DIM):
     from encoders.towers import TwoTowerModel
 
     model, tokenizer = bert
-    tower = TowerConfig(user_tower=mode, dim=DIM, seq_layers=1, item_template=TEMPLATE, item_max_length=24)
+    tower = TowerConfig(user_tower=mode, dim=DIM, seq_layers=1, item_max_length=24)
     catalogue = catalogue_of(width)
     return TrainedUserTower(TwoTowerModel(model, len(TITLES), tower).eval(), TrainConfig(tower=tower), catalogue,
                             tokenizer, columns=slice(0, DIM))
@@ -164,34 +164,36 @@ def test_item_vectors_have_the_towers_width(item_tower):
     assert item_tower.encode_texts([]).shape == (0, item_tower.dim)
 
 
-def test_items_go_through_the_towers_item_text_template(item_tower):
+def test_items_go_through_the_catalogues_item_text_template(item_tower):
     from encoders.blend import BlendedItemTower
 
-    rendered = item_texts(RECORDS, item_tower.template)
-    if item_tower.template == TEMPLATE:
-        assert rendered == ["title: Camera bag | category: bags", "title: Socks", "no title at all"]
-    vectors = item_tower.encode_items(RECORDS)
-    if isinstance(item_tower, BlendedItemTower):  # two blocks, each through its own model's template
-        np.testing.assert_allclose(vectors[:, :DIM], item_tower.trained.encode_items(RECORDS), atol=1e-6)
-        zero_shot = item_tower.blend.zero_shot_tower().encode_texts([r["text"] for r in RECORDS])
+    np.testing.assert_allclose(item_tower.encode_items(RECORDS),  # no template: the records' text as it is
+                               item_tower.encode_texts([r["text"] for r in RECORDS]), atol=1e-6)
+    templated = TemplatedItemTower(item_tower, TEMPLATE)
+    rendered = item_texts(RECORDS, TEMPLATE)
+    assert rendered == ["title: Camera bag | category: bags", "title: Socks", "no title at all"]
+    vectors = templated.encode_items(RECORDS)
+    np.testing.assert_allclose(vectors, item_tower.encode_texts(rendered), atol=1e-6)
+    if isinstance(item_tower, BlendedItemTower):  # both blocks read the same rendered text
+        np.testing.assert_allclose(vectors[:, :DIM], item_tower.trained.encode_texts(rendered), atol=1e-6)
+        zero_shot = item_tower.blend.zero_shot_tower().encode_texts(rendered)
         np.testing.assert_allclose(vectors[:, DIM:], item_tower._zero_shot(zero_shot), atol=1e-6)
-    else:
-        np.testing.assert_allclose(vectors, item_tower.encode_texts(rendered), atol=1e-6)
-    np.testing.assert_allclose(item_tower.encode_query("a camera"), item_tower.encode_items([{"text": "a camera"}])[0],
+    np.testing.assert_allclose(templated.encode_query("a camera"), item_tower.encode_texts(["title: a camera"])[0],
                                atol=1e-6)
 
 
 def test_a_trained_item_tower_encodes_records_like_the_training_catalogue(bert):
-    """Training renders every item through `item_template` (encoders.training); an upserted record must land on
-    the vector the same item would have had in the catalogue (text-only path: no ID embedding)."""
+    """Training reads the dataset's text, rendered at import through its template (encoders.training); an upserted
+    record rendered through the same template must land on the vector the same item would have had in the
+    catalogue (text-only path: no ID embedding)."""
     import torch
 
-    from encoders.history_text import render_items
     from encoders.item_bank import ItemTextCache
 
     tower = trained(bert)
     frame = pl.DataFrame(RECORDS, schema={"item_id": pl.Utf8, "text": pl.Utf8, "title": pl.Utf8, "category": pl.Utf8})
-    cache = ItemTextCache(tower.model.bert, tower.tokenizer, render_items(frame, TEMPLATE), 24, torch.device("cpu"))
+    cache = ItemTextCache(tower.model.bert, tower.tokenizer, item_texts(frame, TEMPLATE), 24, torch.device("cpu"))
     with torch.no_grad():
         catalogue = tower.model.text_only_vectors(cache.bank()).numpy()
-    np.testing.assert_allclose(tower.item_tower().encode_items(RECORDS), catalogue, atol=1e-5)
+    upserts = TemplatedItemTower(tower.item_tower(), TEMPLATE)
+    np.testing.assert_allclose(upserts.encode_items(RECORDS), catalogue, atol=1e-5)

@@ -5,7 +5,7 @@ import polars as pl
 import torch
 
 from encoders.backbone import load_backbone
-from encoders.history_text import render_history, render_items
+from encoders.history_text import render_history
 from encoders.lora import attach_adapters
 from encoders.pooling import mean_pool
 from encoders.sequence_model import SequenceModel
@@ -43,11 +43,7 @@ def test_sequence_model_is_causal_and_ignores_padding():
                                    atol=1e-5, rtol=1e-4)
 
 
-def test_item_template_and_history_text():
-    items = pl.DataFrame({"item_id": ["a", "b"], "text": ["A text", "B text"], "title": ["Alpha", None],
-                          "brand": ["Acme", "Bolt"]})
-    assert render_items(items, "title: {title} | brand: {brand}") == ["title: Alpha | brand: Acme", "brand: Bolt"]
-    assert render_items(items, "{missing_field}") == ["A text", "B text"]
+def test_history_text():
     assert render_history([0, 1, 2], ["x", "y", "z"], " ; ", max_items=2) == "z ; y"
 
 

@@ -65,12 +65,15 @@ class ImportReport:
 @dataclass(frozen=True)
 class Dataset:
     """Items (`item_id`, `text`, optional title/category/brand/price) and interactions
-    (`user_id`, `item_id`, `timestamp`, optional `split` in train/valid/test)."""
+    (`user_id`, `item_id`, `timestamp`, optional `split` in train/valid/test). `text_template` is the item-text
+    template `text` was rendered with at import (None: the source's own text); bundles carry it on, so live
+    upserts and free-text queries are rendered the same way (`recsys.data.templates`)."""
 
     name: str
     items: pl.DataFrame
     interactions: pl.DataFrame
     report: ImportReport = field(default_factory=ImportReport)
+    text_template: str | None = None
 
     def __post_init__(self) -> None:
         validate(self.items, self.interactions, source=self.name)
@@ -109,7 +112,7 @@ class Dataset:
         if self.report.rejected.height:
             self.report.rejected.write_csv(directory / REJECTED_FILE)
         write_schema(directory, self.summary(), self.items.schema, self.interactions.schema, self.fingerprint(),
-                     self.report)
+                     self.report, self.text_template)
         return directory
 
     @classmethod
@@ -126,7 +129,8 @@ class Dataset:
                             source=str(schema_path))
         items = pl.read_parquet(directory / "items.parquet")
         interactions = pl.read_parquet(directory / "interactions.parquet")
-        return cls(schema["name"], items, interactions, ImportReport.from_dict(schema.get("import_report", {})))
+        return cls(schema["name"], items, interactions, ImportReport.from_dict(schema.get("import_report", {})),
+                   schema.get("text_template"))
 
 
 class Fingerprint:
@@ -150,7 +154,7 @@ class Fingerprint:
 
 
 def write_schema(directory: Path, summary: dict, item_schema: Mapping, interaction_schema: Mapping, fingerprint: str,
-                 report: ImportReport) -> None:
+                 report: ImportReport, text_template: str | None = None) -> None:
     """schema.json: the version, `summary` (name and counts), the column types, the fingerprint and the report."""
     schema = {
         "schema_version": SCHEMA_VERSION,
@@ -159,6 +163,7 @@ def write_schema(directory: Path, summary: dict, item_schema: Mapping, interacti
         "interaction_columns": {c: str(t) for c, t in interaction_schema.items()},
         "fingerprint": fingerprint,
         "import_report": report.to_dict(),
+        "text_template": text_template,
     }
     (Path(directory) / "schema.json").write_text(json.dumps(schema, indent=2))
 

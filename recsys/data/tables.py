@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import re
-import string
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Literal
 import polars as pl
 
 from recsys.data.dataset import OPTIONAL_ITEM_SCHEMA, REJECTED_FILE, REJECTED_SCHEMA, Dataset, ImportReport
+from recsys.data.item_text import template_expr, template_fields
 from recsys.errors import DataError
 
 OnBadRows = Literal["fail", "skip"]
@@ -174,25 +173,13 @@ def _present(frame: pl.DataFrame, columns: Sequence[str], path: Path, bad: BadRo
 
 
 def _render(frame: pl.DataFrame, template: str, path: Path) -> pl.Expr:
-    """Vectorised template: an empty field drops its label and the separator before it."""
-    parts = list(string.Formatter().parse(template))
-    fields = [f for _, f, _, _ in parts if f is not None]
-    if not fields or any(not f for f in fields) or any(s or c for _, f, s, c in parts if f is not None):
-        raise ValueError(f"text_template needs named fields without format specs, got {template!r}")
+    """The item-text template over the table's columns (`recsys.data.item_text`; every field must exist)."""
+    try:
+        fields = template_fields(template)
+    except ValueError as exc:
+        raise ValueError(f"text_template: {exc}") from None
     _require(frame, fields, path, "text_template field")
-    chunks, any_before, suffix = [], pl.lit(False), ""
-    for literal, field, _, _ in parts:
-        if field is None:
-            suffix = literal
-            continue
-        sep = re.match(r"^[\s|,;:./\\-]*", literal).group(0) if chunks else ""
-        value = pl.col(field).cast(pl.Utf8).str.strip_chars()
-        present = value.is_not_null() & (value != "")
-        lead = pl.when(any_before).then(pl.lit(sep)).otherwise(pl.lit(""))
-        chunks.append(pl.when(present).then(pl.concat_str([lead, pl.lit(literal[len(sep):]), value]))
-                      .otherwise(pl.lit("")))
-        any_before = any_before | present
-    return pl.concat_str([*chunks, pl.when(any_before).then(pl.lit(suffix)).otherwise(pl.lit(""))])
+    return template_expr(template)
 
 
 def _iso_seconds(value: str) -> int | None:
@@ -292,7 +279,7 @@ def import_table(interactions_path: str | Path, items_path: str | Path, *, user_
     inter = checked_interactions(inter, (user_col, item_col, time_col), timestamp_format, item_frame["item_id"],
                                  (inter_path, item_path), report, bad)
     report.rejected = bad.rejected()
-    return Dataset(name or inter_path.stem, item_frame, inter, report)
+    return Dataset(name or inter_path.stem, item_frame, inter, report, text_template)
 
 
 def checked_interactions(inter: pl.DataFrame, cols: tuple[str, str, str | None], fmt: str | None,

@@ -1,0 +1,85 @@
+"""Lists a shop can show: near-duplicate collapsing, MMR, and the beyond-accuracy metrics."""
+
+import numpy as np
+import pytest
+
+from recsys.config import BuildConfig, DiversifyConfig, EvalConfig
+from recsys.diversify import OFF, active, diversify_order, diversify_picks
+from recsys.evaluation import ListReference, evaluate
+from recsys.metrics import catalogue_coverage, intra_list_diversity
+from recsys.pipeline import Recommender
+from recsys.splits import split_dataset
+
+
+def unit(rows):
+    rows = np.asarray(rows, dtype=np.float64)
+    return rows / np.linalg.norm(rows, axis=-1, keepdims=True)
+
+
+# three pack sizes of one product (near-identical vectors), then two different products
+PACKS = unit([[1.0, 0.0, 0.0], [0.999, 0.04, 0.0], [0.998, 0.06, 0.0], [0.6, 0.8, 0.0], [0.5, 0.0, 0.87]])
+SCORES = np.array([[0.9, 0.89, 0.88, 0.7, 0.6]])
+
+
+def test_off_keeps_the_relevance_order_and_pads_last():
+    order = diversify_order(np.array([[0.2, 0.9, -np.inf, 0.5]]), unit(np.eye(4)[None]), 2, OFF)
+    assert order.tolist() == [[1, 3, 0, 2]]
+    config = DiversifyConfig(weight=0.5)
+    assert diversify_order(np.array([[0.2, 0.9, -np.inf, 0.5]]), unit(np.eye(4)[None]), 4, config)[0, -1] == 2
+
+
+def test_near_duplicates_go_behind_the_other_products():
+    order = diversify_order(SCORES, PACKS[None], 3, DiversifyConfig(duplicate_threshold=0.99))
+    assert order[0, :3].tolist() == [0, 3, 4]  # one pack size, then the two other products
+    assert sorted(order[0].tolist()) == [0, 1, 2, 3, 4]
+
+
+def test_mmr_weight_trades_relevance_for_novelty():
+    relevance_only = diversify_order(SCORES, PACKS[None], 3, DiversifyConfig(weight=0.0, duplicate_threshold=1.0))
+    assert relevance_only[0, :3].tolist() == [0, 1, 2]
+    light = diversify_order(SCORES, PACKS[None], 3, DiversifyConfig(weight=0.1))
+    strong = diversify_order(SCORES, PACKS[None], 3, DiversifyConfig(weight=0.8))
+    assert light[0, :3].tolist() == [0, 1, 2]  # relevance gaps outweigh a light penalty
+    assert strong[0, :3].tolist() == [0, 4, 3]  # the least similar product first, then the other
+
+
+def test_intra_list_diversity_and_coverage():
+    vectors = unit([[1, 0], [0, 1], [1, 0], [1, 1]])
+    lists = [np.array([0, 1]), np.array([0, 2, 3])]
+    # list 1: 1 - cos(0,1) = 1; list 2: pairs (0,2) 0, (0,3) and (2,3) 1 - 0.7071 each
+    expected = np.mean([1.0, (0 + 2 * (1 - 1 / np.sqrt(2))) / 3])
+    assert intra_list_diversity(lists, vectors, k=3) == pytest.approx(expected)
+    assert intra_list_diversity([np.array([1])], vectors, k=3) == 0.0
+    assert catalogue_coverage(lists, 5, k=2) == pytest.approx(3 / 5)
+
+
+def test_shown_lists_are_diversified_everywhere(toy):
+    # cam1/cam2 near-identical, bags close to cameras, shoes and socks far away
+    vectors = unit([[1, 0], [0.999, 0.045], [0.8, 0.6], [0.7, 0.71], [0, 1], [0.1, 0.99]]).astype(np.float32)
+    split = split_dataset(toy)
+    assert active(BuildConfig().diversify)  # on by default
+    plain = Recommender.build(toy, split, vectors, BuildConfig(diversify=OFF))
+    config = BuildConfig(diversify=DiversifyConfig(duplicate_threshold=0.99))
+    shown = Recommender.build(toy, split, vectors, config)
+    assert plain.similar_items("bag1", k=3).item_ids == ["bag2", "cam2", "cam1"]
+    assert shown.similar_items("bag1", k=3).item_ids == ["bag2", "cam2", "sock1"]  # cam1 is a duplicate of cam2
+    assert shown.similar_items("bag1", k=3, diversify=False).item_ids == ["bag2", "cam2", "cam1"]
+    assert plain.recommend_batch([["bag1"]], 3, exclude_seen=True)[0].item_ids == ["bag2", "cam2", "cam1"]
+    listed = shown.recommend_batch([["bag1"]], 3, exclude_seen=True)[0]
+    assert listed.item_ids == ["bag2", "cam2", "sock1"] and len(listed.scores) == 3
+    reference = ListReference(toy.items["item_id"].to_list(), vectors, k=3)
+    examples = split.test
+    before = evaluate(plain, examples, EvalConfig(ks=(3,)), reference)
+    after = evaluate(shown, examples, EvalConfig(ks=(3,)), reference)
+    assert after["ild@3"] > before["ild@3"] and {"recall@3", "coverage@3"} <= set(after)
+
+
+def test_a_product_pages_own_item_counts_as_shown():
+    # the page's item is PACKS[0]: its pack-size variants (rows 0-1 here) go behind the other products
+    candidates, scores = PACKS[1:][None], SCORES[:, 1:]
+    config = DiversifyConfig(duplicate_threshold=0.99)
+    assert diversify_picks(scores, candidates, 2, config).tolist() == [[0, 2]]  # no context: one variant first
+    assert diversify_picks(scores, candidates, 2, config, PACKS[:1]).tolist() == [[2, 3]]
+    both = diversify_picks(np.vstack([scores, scores]), np.vstack([candidates, candidates]), 2, config,
+                           np.vstack([PACKS[:1], np.zeros((1, 3))]))
+    assert both.tolist() == [[2, 3], [0, 2]]  # a row without a shown item is diversified as before

@@ -1,0 +1,113 @@
+"""The re-ranker's training queries inside the train split and its extra candidate sources, point-in-time."""
+
+import numpy as np
+import polars as pl
+import pytest
+
+from recsys.candidates import CandidateSources
+from recsys.config import BuildConfig
+from recsys.features import FeatureBuilder, FeatureConfig
+from recsys.pipeline import Recommender
+from recsys.ranker import RankerConfig
+from recsys.ranker_training import evaluate_reranker, train_position_examples, train_reranker
+from recsys.splits import split_dataset
+from recsys.stats import InteractionStats, StatsConfig
+from tests.test_ranker import N_ITEMS, planted_dataset
+
+TRAIN = pl.DataFrame({"user_id": ["u1", "u1", "u2", "u2", "u2"], "item_id": ["x", "y", "x", "y", "z"],
+                      "timestamp": [0, 1, 0, 1, 2]})
+
+
+def test_train_split_examples_take_the_last_positions_with_their_time():
+    sequence = train_position_examples(TRAIN, 2, sequence_time=True).sort("user_id", "timestamp")
+    assert sequence.rows() == [("u1", ["x"], "y", -1), ("u2", ["x"], "y", -2), ("u2", ["x", "y"], "z", -1)]
+    absolute = train_position_examples(TRAIN.with_columns(pl.col("timestamp") * 100), 1, sequence_time=False)
+    assert sorted(absolute.rows()) == [("u1", ["x"], "y", 100), ("u2", ["x", "y"], "z", 200)]
+
+
+def test_sequence_offsets_see_only_earlier_steps():
+    stats = InteractionStats.fit(TRAIN, StatsConfig(time_mode="sequence", recent_window=5))
+    x, y = stats.codes(["x", "y"])
+    # x → y happens at step -1 (u1) and -2 (u2), counted from each user's last training event
+    counts = [int(stats.pair_counts("transitions", np.array([x]), np.array([y]), np.array([stats.query_time(t)]))[0])
+              for t in (None, -1, -2)]
+    assert counts == [2, 1, 0]
+    assert stats.query_time(5) == 0  # valid/test positions: after every training event
+
+
+def test_extra_candidates_are_counted_before_the_query_time():
+    stats = InteractionStats.fit(TRAIN, StatsConfig(time_mode="sequence", recent_window=5))
+    items = ["x", "y", "z", "w"]
+    frame = pl.DataFrame({"item_id": items, "text": items})
+    builder = FeatureBuilder.from_frame(frame, np.eye(4, dtype=np.float32), stats, FeatureConfig())
+    sources = CandidateSources(builder, transitions=2, popular=2)
+    histories = [["x"], ["x"], ["w"]]
+    extra = sources.extra(histories, np.array([0, -2, 0]), builder.catalogue.state)
+    assert [[items[r] for r in rows] for rows in extra] == [["y", "x"], ["x"], ["x", "y"]]
+    # step -2 sees only u2's first item (x) for popularity and no x → y yet
+    ids, scores = sources.widen([["x"]], np.array([[0.0, 0.5, 0.9, 0.0]], np.float32), [["z"]], [[0.9]],
+                                np.array([0]), allowed=lambda row, item: item != "x")
+    assert ids == [["z", "y"]] and scores[0] == pytest.approx([0.9, 0.5])
+
+
+@pytest.fixture(scope="module")
+def planted():
+    dataset = planted_dataset()
+    split = split_dataset(dataset)
+    vectors = np.random.default_rng(1).normal(size=(N_ITEMS, 16)).astype(np.float32)
+    return Recommender.build(dataset, split, vectors, BuildConfig()), split
+
+
+def test_transition_candidates_lift_the_ceiling_and_train_split_queries_train(planted):
+    recommender, split = planted
+    base = RankerConfig(candidates=20, n_estimators=40, early_stopping_rounds=10)
+    results = {}
+    for name, config in {"towers": base, "widened": base.model_copy(update={"transition_candidates": 3}),
+                         "positions": base.model_copy(update={"transition_candidates": 3, "train_positions": 2})}.items():
+        recommender.reranker, report = train_reranker(recommender, split, config, log=lambda *_: None)
+        results[name] = (report, evaluate_reranker(recommender, split.test, ks=(10,)))
+    ceiling = {name: result["candidate_recall@20"] for name, (_, result) in results.items()}
+    assert ceiling["widened"] > ceiling["towers"] + 0.3  # the planted successor is now a candidate
+    assert results["widened"][1]["reranked"]["ndcg@10"] > results["towers"][1]["reranked"]["ndcg@10"] + 0.1
+    report = results["positions"][0]
+    assert report["train_split_queries"] > report["holdout_queries"] > 0
+    assert results["positions"][1]["reranked"]["ndcg@10"] > results["towers"][1]["reranked"]["ndcg@10"] + 0.1
+    recommender.reranker = None
+
+
+def test_the_seeded_ranker_benchmark_reports_each_fit_and_keeps_the_best_on_valid(tmp_path):
+    import json
+
+    from benchmarks.ranker import run
+    from encoders.loading import load_recommender
+
+    dataset = planted_dataset()
+    dataset.save(tmp_path / "data")
+    vectors = np.random.default_rng(1).normal(size=(N_ITEMS, 16)).astype(np.float32)
+    bundle = Recommender.build(dataset, split_dataset(dataset), vectors, BuildConfig()).save(tmp_path / "b" / "v1")
+    config = RankerConfig(candidates=20, n_estimators=30, early_stopping_rounds=5, transition_candidates=3,
+                          train_positions=1)
+    paths = run(bundle, tmp_path / "data", tmp_path / "out", config, seeds=(0, 1), save_bundle=tmp_path / "best",
+                log=lambda *_: None)
+    report = json.loads(paths["json"].read_text())
+    assert [(r["model"], r["split"]) for r in report["rows"]] == [
+        ("retrieval-only", "test"), ("re-ranked, seed 0", "valid (held-out users)"), ("re-ranked, seed 0", "test"),
+        ("re-ranked, seed 1", "valid (held-out users)"), ("re-ranked, seed 1", "test")]
+    tests = [r["ndcg@10"] for r in report["rows"] if r["split"] == "test" and r["model"] != "retrieval-only"]
+    assert report["meta"]["test_spread"]["ndcg@10"] == pytest.approx(max(tests) - min(tests))
+    best = report["meta"]["best_seed"]
+    valid = {r["model"]: r["ndcg@10"] for r in report["rows"] if r["split"].startswith("valid")}
+    assert valid[f"re-ranked, seed {best}"] == max(valid.values())
+    loaded = load_recommender(tmp_path / "best")
+    assert loaded.reranker.config.seed == best and loaded.reranker.config.transition_candidates == 3
+
+
+def test_cross_fitted_ranker_takes_the_folds_mean_number_of_trees(planted):
+    recommender, split = planted
+    config = RankerConfig(candidates=20, n_estimators=40, early_stopping_rounds=10, cv_folds=3)
+    reranker, report = train_reranker(recommender, split, config, log=lambda *_: None)
+    assert len(report["fold_trees"]) == 3 and all(1 <= t <= 40 for t in report["fold_trees"])
+    assert report["trees"] == reranker.ranker.n_trees == max(1, round(float(np.mean(report["fold_trees"]))))
+    recommender.reranker = reranker
+    assert evaluate_reranker(recommender, split.test, ks=(10,))["reranked"]["ndcg@10"] > 0.2
+    recommender.reranker = None
