@@ -166,7 +166,9 @@ class Service:
         return self._frozen[1]
 
     def _warm_user_cache(self, loaded: Loaded) -> None:
-        """Pre-encode known users' current histories (bundle + events) before the bundle serves."""
+        """Pre-encode up to `warm_user_cache` known users' current histories (bundle + events) before the bundle
+        serves; every other user's query vector is computed on their first request and cached (LRU, bounded by
+        `cache_mb`), so start-up does not grow with the number of users."""
         tower = loaded.recommender.user_tower
         limit = self.settings.warm_user_cache
         if not isinstance(tower, CachedHistoryEncoder) or limit == 0:
@@ -177,11 +179,13 @@ class Service:
         logger.info("user cache: %d known users pre-encoded in %.1f s", added, time.perf_counter() - started)
 
     def _warm_neighbours(self, loaded: Loaded) -> None:
-        """Similar-item lists for the catalogue's first `warm_similar_items` items, in batched searches."""
+        """Similar-item lists of the `warm_similar_items` most popular items (the pages most visited), in batched
+        searches; the rest on first use."""
         recommender = loaded.recommender
         if self.settings.warm_similar_items:
             started = time.perf_counter()
-            n = recommender.neighbours.fill(recommender.item_ids[: self.settings.warm_similar_items],
+            popular = recommender.popularity.item_ids[recommender.popularity.order[: self.settings.warm_similar_items]]
+            n = recommender.neighbours.fill([i for i in popular.tolist() if i in recommender.item_position],
                                             recommender.neighbour_lists)
             logger.info("similar items: %d lists computed in %.1f s", n, time.perf_counter() - started)
 

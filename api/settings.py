@@ -47,11 +47,12 @@ class Settings(BaseSettings):
                                           "or empty")
     cache_mb: float = Field(256, ge=0, description="one memory budget (MiB per worker) for the cached user query "
                             "vectors and similar-item responses, counted in bytes (0: no caches)")
-    warm_user_cache: int = Field(100_000, ge=0, description="at load, encode up to this many known users' "
+    warm_user_cache: int = Field(20_000, ge=0, description="at load, encode up to this many known users' "
                                  "histories into the cache (as many as its budget holds), so their first request "
-                                 "skips the user tower (0: off)")
-    warm_similar_items: int = Field(100_000, ge=0, description="at load, compute the similar-item lists of up to "
-                                    "this many items (the rest on first use; 0: all on first use)")
+                                 "skips the user tower; every other user is encoded on first request (0: all on "
+                                 "first request)")
+    warm_similar_items: int = Field(20_000, ge=0, description="at load, compute the similar-item lists of the "
+                                    "many most popular items (the rest on first use; 0: all on first use)")
     micro_batch_ms: float = Field(2.0, ge=0, description="wait this long to batch concurrent BERT encodes")
     micro_batch_max: int = Field(32, ge=1)
     turn_batch_max: int = Field(64, ge=0, description="history requests (known users, sessions without text) that "

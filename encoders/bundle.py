@@ -103,9 +103,9 @@ def user_tower_loader(bundle: Bundle, catalogue: Catalogue) -> UserTower:
     trained = TrainedUserTower(model, config, catalogue, tokenizer, device, columns=slice(0, int(blend["trained_dim"])))
 
     def zero_shot_encoder():
-        from encoders.text_encoder import TextEncoder
+        from encoders.text_encoder import load_text_encoder
 
-        return TextEncoder.from_config(config.encoder, device)
+        return load_text_encoder(config.encoder, device)
 
     return blended_tower(trained, catalogue, blend, bundle.encoder_dir, zero_shot_encoder)
 

@@ -17,6 +17,7 @@ from recsys.config import BuildConfig, EvalConfig, TrainConfig
 from recsys.data.dataset import Dataset
 from recsys.evaluation import ListReference, evaluate
 from recsys.pipeline import Recommender
+from recsys.retrieval.choice import index_summary
 from recsys.splits import SplitData
 
 
@@ -52,6 +53,7 @@ class TrainedBundle:
     rows: list[dict]
     path: Path | None
     blend: dict | None = None  # the zero-shot blend weight chosen on validation, with each weight's NDCG@10
+    index: dict | None = None  # the index built (kind, recall against exact search: `choice.index_summary`)
 
 
 def train_and_evaluate(dataset: Dataset, split: SplitData, config: TrainConfig, *, name: str = "peft-bert",
@@ -78,24 +80,25 @@ def train_and_evaluate(dataset: Dataset, split: SplitData, config: TrainConfig, 
                    "device": result.device}
     if run_dir is not None:
         tower.report_files = [run_dir / "metrics.csv", run_dir / "training_curve.png"]
-    build_config = BuildConfig(encoder=config.encoder, eval=eval_config, seed=config.seed)
+    build_config = BuildConfig(encoder=config.encoder, index=config.index, eval=eval_config, seed=config.seed)
     recommender = Recommender.build(dataset, split, result.item_vectors, build_config, info, tower)
     blend = None
     if config.zero_shot_blend:
         recommender, blend = _blend_zero_shot(dataset, split, recommender, build_config, config.zero_shot_blend,
                                               config.zero_shot_dims, eval_config, progress)
+    index = index_summary(recommender, config.index.kind, config.seed)
     rows = evaluate_slices({name: recommender}, split, eval_config, progress, reference)
     path = None
     if out_root is not None:
         manifest = {"name": name, "dataset": {**dataset.summary(), "fingerprint": dataset.fingerprint()},
-                    "metrics": rows, "train": {"config": config.model_dump(mode="json"), "history": result.history,
+                    "metrics": rows, "index": index, "train": {"config": config.model_dump(mode="json"), "history": result.history,
                                                "best_epoch": result.best_epoch, "seconds": round(result.seconds, 1),
                                                "zero_shot_blend": blend,
                                                "parameters": result.parameters, "device": result.device,
                                                "workers": workers.world_size if workers else 1,
                                                "run_dir": str(run_dir) if run_dir else None}}
         path = recommender.save(Path(out_root) / name / version, manifest)
-    return TrainedBundle(result, recommender, rows, path, blend)
+    return TrainedBundle(result, recommender, rows, path, blend, index)
 
 
 def _blend_zero_shot(dataset: Dataset, split: SplitData, recommender: Recommender, build_config: BuildConfig,
@@ -106,11 +109,11 @@ def _blend_zero_shot(dataset: Dataset, split: SplitData, recommender: Recommende
     that weight is 0."""
     from encoders.blend import (BLEND_KEY, BlendedHistoryEncoder, blend_info, fit_blend_weight, principal_projection,
                                 project)
-    from encoders.text_encoder import TextEncoder
+    from encoders.text_encoder import load_text_encoder
     from recsys.config import UserTowerConfig
     from recsys.user_tower import PooledHistoryEncoder
 
-    encoder = TextEncoder.from_config(build_config.encoder)
+    encoder = load_text_encoder(build_config.encoder)
     zero_shot = encoder.encode(dataset.items["text"].to_list(), progress=progress, desc="zero-shot item vectors")
     projection = principal_projection(zero_shot, dims) if dims is not None and dims < zero_shot.shape[1] else None
     if projection is not None:

@@ -94,6 +94,9 @@ def tower_parts(recommender: Recommender) -> list[TowerPart]:
             zero_shot = tower.zero_shot_tower()
         except ValueError:
             raise BundleError("this blended bundle has no zero-shot text encoder to export") from None
+        if not hasattr(zero_shot, "model"):  # an ONNX Runtime backend: export the PyTorch tower it stands for
+            zero_shot = TextEncoder.from_config(zero_shot.config.model_copy(update={"backend": "torch"}),
+                                                torch.device("cpu"))
         return [_trained_part(innermost_tower(tower.trained)), _frozen_part("zero_shot_tower", zero_shot,
                                                                             tower.projection)]
     if isinstance(tower, TrainedUserTower):

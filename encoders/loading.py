@@ -21,9 +21,9 @@ def frozen_item_tower(recommender: Recommender, quantize_int8: bool = False) -> 
     another space); BundleError for bundles whose item tower cannot encode new text."""
     if recommender.encoder_info.get("kind", "frozen-bert") != "frozen-bert":
         raise BundleError("this bundle's item tower cannot encode new text")
-    from encoders.text_encoder import TextEncoder, quantize_dynamic_int8
+    from encoders.text_encoder import load_text_encoder, quantize_dynamic_int8
 
-    encoder = TextEncoder.from_config(recommender.config.encoder)
+    encoder = load_text_encoder(recommender.config.encoder)
     return quantize_dynamic_int8(encoder) if quantize_int8 else encoder
 
 

@@ -81,6 +81,18 @@ class TextEncoder(ItemTower):
         return out
 
 
+def load_text_encoder(config: EncoderConfig, device: torch.device | None = None, precision: str = "auto"):
+    """The zero-shot item tower for `config`: torch (`TextEncoder`), or ONNX Runtime fp32 / int8
+    (`encoders.onnx_encoder.OnnxTextEncoder`) by `config.backend`; the ONNX backends are CPU paths, so on a
+    GPU the torch tower runs instead."""
+    on_gpu = device.type != "cpu" if device is not None else torch.cuda.is_available()
+    if config.backend == "torch" or on_gpu:
+        return TextEncoder.from_config(config, device, precision)
+    from encoders.onnx_encoder import OnnxTextEncoder
+
+    return OnnxTextEncoder.from_config(config, threads=torch.get_num_threads())
+
+
 def quantize_dynamic_int8(encoder):
     """int8 dynamic quantisation of every nn.Linear in the encoder's model (CPU inference only)."""
     model = getattr(encoder, "model", None)

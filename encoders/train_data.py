@@ -24,6 +24,11 @@ class TrainingData:
     def n_targets(self) -> int:
         return int(sum(len(s) - 1 for s in self.sequences))
 
+    def target_counts(self) -> np.ndarray:
+        """How often each catalogue item is a training target (the next item of a sequence prefix)."""
+        targets = np.concatenate([s[1:] for s in self.sequences]) if self.sequences else np.zeros(0, np.int64)
+        return np.bincount(targets, minlength=len(self.item_ids)).astype(np.float64)
+
 
 def build_training_data(dataset: Dataset, split: SplitData) -> TrainingData:
     """Sequences from the train split only (valid / test targets never leak into training)."""
@@ -65,9 +70,12 @@ def length_buckets(lengths: list[int], batch_size: int, rng: np.random.Generator
 
 
 def sequence_batches(data: TrainingData, batch_size: int, max_len: int, rng: np.random.Generator,
-                     crop_prob: float = 0.0, mask_prob: float = 0.0) -> Iterator[tuple[torch.Tensor, ...]]:
-    """(inputs [B, T], lengths [B], targets [B, T] with -100 on padding): every position predicts the next item."""
-    sequences = [augment(s, rng, crop_prob, mask_prob)[-(max_len + 1):] for s in data.sequences]
+                     crop_prob: float = 0.0, mask_prob: float = 0.0,
+                     users: np.ndarray | None = None) -> Iterator[tuple[torch.Tensor, ...]]:
+    """(inputs [B, T], lengths [B], targets [B, T] with -100 on padding): every position predicts the next item.
+    `users`: only these sequences (rows of `data.sequences`; default all)."""
+    chosen = data.sequences if users is None else [data.sequences[i] for i in users]
+    sequences = [augment(s, rng, crop_prob, mask_prob)[-(max_len + 1):] for s in chosen]
     for rows in length_buckets([len(s) for s in sequences], batch_size, rng):
         seqs = [sequences[i] for i in rows]
         width = max(len(s) - 1 for s in seqs)
@@ -80,12 +88,12 @@ def sequence_batches(data: TrainingData, batch_size: int, max_len: int, rng: np.
 
 
 def single_target_batches(data: TrainingData, batch_size: int, max_len: int, rng: np.random.Generator,
-                          per_user: int = 1, crop_prob: float = 0.0,
-                          mask_prob: float = 0.0) -> Iterator[tuple[list[np.ndarray], torch.Tensor]]:
+                          per_user: int = 1, crop_prob: float = 0.0, mask_prob: float = 0.0,
+                          users: np.ndarray | None = None) -> Iterator[tuple[list[np.ndarray], torch.Tensor]]:
     """(histories, targets [B]): `per_user` random (history prefix → next item) examples per user and epoch,
-    for the towers that read the history as text."""
+    for the towers that read the history as text. `users`: only these sequences (default all)."""
     examples = []
-    for s in data.sequences:
+    for s in (data.sequences if users is None else [data.sequences[i] for i in users]):
         for t in rng.integers(1, len(s), size=per_user):
             examples.append((augment(s[:t], rng, crop_prob, mask_prob)[-max_len:], int(s[t])))
     for rows in length_buckets([len(h) for h, _ in examples], batch_size, rng):

@@ -1,7 +1,10 @@
 """Next-item contrastive training of the two towers.
 
 Objective: softmax over the catalogue (every item when `negatives="catalogue"`, else the in-batch positives plus
-a sample of the cached bank), logits = cos(user, item) · learnable inverse temperature. Item features come from a
+a uniform sample of the cached bank, each logit minus the log of its item's chance to be in that set: the logQ
+correction of sampled softmax; `negatives="auto"` samples above `sampled_above` items, so a step's cost does not
+grow with the catalogue), logits = cos(user, item) · learnable inverse temperature. An epoch is one pass over the
+training users, or `steps_per_epoch` steps on a fresh random share of them. Item features come from a
 bank of cached catalogue encodings (refreshed every epoch or N steps); the step's positives (up to
 `adapter_items_per_step`) are re-encoded with gradients through the adapters. AdamW, warm-up + cosine decay,
 gradient clipping, bf16 autocast on CUDA, seeded, early stopping on validation NDCG@10, resumable checkpoints.
@@ -39,6 +42,9 @@ from recsys.data.dataset import Dataset
 from recsys.evaluation import evaluate
 from recsys.pipeline import Recommender
 from recsys.splits import SplitData
+
+VALID_SAMPLE = 20_000
+"""Per-epoch validation users when `valid_sample` is None (more only add time, not a better stopping point)."""
 
 
 @dataclass
@@ -86,6 +92,15 @@ class Trainer:
         per_epoch = len(self.data.sequences) * (1 if tower.user_tower == "sequence" else config.text_examples_per_user)
         self.batch_size = min(config.batch_size, max(1, math.ceil(per_epoch / config.min_steps_per_epoch)))
         self.steps_per_epoch = math.ceil(per_epoch / self.batch_size)
+        if config.steps_per_epoch is not None and config.steps_per_epoch < self.steps_per_epoch:
+            self.steps_per_epoch = config.steps_per_epoch  # an epoch: a fresh random share of the users
+        n_items = len(self.data.item_ids)
+        self.negatives = config.negatives if config.negatives != "auto" else \
+            ("bank" if n_items > config.sampled_above else "catalogue")
+        # logQ correction for bank negatives: each item's share of the training targets (in-batch positives are
+        # drawn by it) and the uniform sample's rate
+        self.target_share = torch.as_tensor(self.data.target_counts() / max(self.data.n_targets, 1),
+                                            dtype=torch.float32, device=self.device)
         self.pairs = item_pairs(self.data.sequences, config.pair_window) if config.pair_epochs else None
         self.pair_steps = (math.ceil(config.pair_epochs * len(self.pairs) / config.pair_batch_size)
                            if self.pairs is not None else 0)
@@ -121,8 +136,9 @@ class Trainer:
         self.bank: torch.Tensor | None = None
         self.pre_stage: dict | None = None
         valid = split.valid
-        if config.valid_sample is not None and valid.height > config.valid_sample:
-            valid = valid.sample(n=config.valid_sample, seed=config.seed)
+        limit = config.valid_sample if config.valid_sample is not None else VALID_SAMPLE
+        if valid.height > limit:
+            valid = valid.sample(n=limit, seed=config.seed)
         self.valid = valid
         if self.workers.distributed:  # same initial weights everywhere, then each worker its own dropout draws
             torch.manual_seed(int(np.random.SeedSequence([config.seed, self.workers.rank]).generate_state(1)[0]))
@@ -179,7 +195,7 @@ class Trainer:
             for row, h in enumerate(histories):
                 inputs[row, :len(h)] = torch.as_tensor(h, device=self.device)
             history_rows = inputs.flatten()
-        if config.negatives == "catalogue":
+        if self.negatives == "catalogue":
             rows = torch.arange(n_items, device=self.device)
         else:
             sample = torch.as_tensor(rng.choice(n_items, size=min(config.bank_size, n_items), replace=False),
@@ -234,9 +250,19 @@ class Trainer:
         if config.history_margin > 0:
             cosines = cosines + config.history_margin * self._history_mask(history, lengths, mode, len(rows), targets)
         logits = self.model.scale * cosines.float()
+        if self.negatives == "bank" and config.sampled_correction:
+            logits = logits - self._log_inclusion(rows, len(positives))[None, :]
         if config.exclude_unseen_negatives:
             logits = logits.masked_fill(~self.seen[rows][None, :], -1e4)  # targets are always seen items
         return F.cross_entropy(logits, targets)
+
+    def _log_inclusion(self, rows: torch.Tensor, n_positives: int) -> torch.Tensor:
+        """log P(row's item is in a step's sampled set): drawn among the step's `n_positives` in-batch positives
+        (by its share of the training targets) or by the uniform sample of `bank_size` of the catalogue."""
+        n_items = len(self.data.item_ids)
+        uniform = min(self.config.bank_size, n_items) / n_items
+        missed = (1 - self.target_share[rows]).pow(n_positives) * (1 - uniform)
+        return torch.log((1 - missed).clamp(min=1e-12))
 
     def _history_mask(self, history: torch.Tensor, lengths: torch.Tensor, mode: str, n_rows: int,
                       targets: torch.Tensor) -> torch.Tensor:
@@ -255,12 +281,19 @@ class Trainer:
     def _batches(self, rng: np.random.Generator):
         """The epoch's global batches (this worker's share of each when data-parallel)."""
         config = self.config
+        users = None
+        if self.steps_per_epoch * config.batch_size < len(self.data.sequences):  # `steps_per_epoch`: a random share
+            share = self.steps_per_epoch * config.batch_size
+            if config.tower.user_tower != "sequence":
+                share = math.ceil(share / config.text_examples_per_user)
+            users = np.sort(rng.choice(len(self.data.sequences), min(share, len(self.data.sequences)), replace=False))
         if config.tower.user_tower == "sequence":
             batches = sequence_batches(self.data, self.batch_size, config.tower.max_history, rng,
-                                       config.crop_prob, config.mask_prob)
+                                       config.crop_prob, config.mask_prob, users=users)
         else:
             batches = single_target_batches(self.data, self.batch_size, config.tower.max_history, rng,
-                                            config.text_examples_per_user, config.crop_prob, config.mask_prob)
+                                            config.text_examples_per_user, config.crop_prob, config.mask_prob,
+                                            users=users)
         if not self.workers.distributed:
             return batches
         world = self.workers.world_size  # a batch too small to give every worker an example is skipped

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from pydantic import ValidationError
@@ -80,3 +80,24 @@ Seed = Annotated[int, typer.Option(min=0, help="random seed")]
 Users = Annotated[int, typer.Option(min=1, max=10_000_000, help="synthetic customers")]
 Items = Annotated[int, typer.Option(min=32, max=10_000_000, help="synthetic products (at least 2 per category)")]
 Port = Annotated[int, typer.Option(min=1, max=65_535)]
+IndexKind = Literal["auto", "flat", "hnsw", "ivf_flat", "ivf_pq"]
+IndexOpt = Annotated[IndexKind, typer.Option("--index", help="FAISS index: auto (exact below 50,000 items, IVF-PQ "
+                                             "+ fp16 refine above), flat (exact), hnsw, ivf_flat, ivf_pq; the "
+                                             "choice and its measured recall go into the manifest")]
+EvalUsersOpt = Annotated[str, typer.Option("--eval-users", help="evaluate a seeded sample of this many users per "
+                                           "split when there are more, or 'all'")]
+EVAL_USERS = "20000"
+EncoderOpt = Annotated[Literal["torch", "onnx", "onnx-int8"], typer.Option(
+    "--encoder", help="item-text encoder: torch, or ONNX Runtime fp32 / int8 (needs the onnx extra)")]
+
+def eval_sample(value: str) -> int | None:
+    """--eval-users / --train-users: a positive number of examples (per split), or 'all'."""
+    if value.strip().lower() == "all":
+        return None
+    try:
+        n = int(value.replace(",", "").replace("_", ""))
+    except ValueError:
+        raise typer.BadParameter(f"expected a number of users or 'all', got {value!r}") from None
+    if n < 1:
+        raise typer.BadParameter(f"expected a positive number of users or 'all', got {value!r}")
+    return n

@@ -13,11 +13,11 @@ from rich.markup import escape
 # every command module registers its commands on the app when imported (jobs/app.py owns the app)
 from jobs import (  # noqa: F401
     batch_cmd, bench_batch, bench_diversify, bench_engine, bench_gpu, bench_latency, bench_live, bench_quality,
-    bench_ranker, bench_store, encode_cmd, export_cmd, quickstart, ranker_cmd, train_cmd)
-from jobs.app import MAX_K, BatchSize, Decay, Items, MaxLength, ModelOpt, OutOpt, OverwriteOpt, Port, Seed, Users, \
-    app, friendly_errors, import_app
-from jobs.output import console, markdown_metrics, metrics_table, print_recommendations, step, write_json
-from recsys.config import BuildConfig, EncoderConfig, EvalConfig, UserTowerConfig
+    bench_ranker, bench_scale, bench_store, encode_cmd, export_cmd, quickstart, ranker_cmd, train_cmd)
+from jobs.app import EVAL_USERS, MAX_K, BatchSize, Decay, EncoderOpt, EvalUsersOpt, IndexOpt, Items, MaxLength, \
+    ModelOpt, OutOpt, OverwriteOpt, Port, Seed, Users, app, eval_sample, friendly_errors, import_app
+from jobs.output import console, index_line, markdown_metrics, metrics_table, print_recommendations, step, write_json
+from recsys.config import BuildConfig, EncoderConfig, EvalConfig, IndexConfig, UserTowerConfig
 from recsys.errors import RecsysError, UnknownIdError
 
 
@@ -41,13 +41,18 @@ def _splits(value: str) -> tuple[str, ...]:
 
 def _build_config(model: str, max_length: int, batch_size: int, decay: float, ks: str = "10,20,50",
                   splits: str = "valid,test", mask_history: bool = False, seed: int = 0,
-                  int8: bool = False) -> BuildConfig:
+                  int8: bool = False, index: str = "flat", eval_users: str = "all",
+                  backend: str = "torch") -> BuildConfig:
     return BuildConfig(
-        encoder=EncoderConfig(model=model, max_length=max_length, batch_size=batch_size, quantize_int8=int8),
+        encoder=EncoderConfig(model=model, max_length=max_length, batch_size=batch_size, quantize_int8=int8,
+                              backend=backend),
         user_tower=UserTowerConfig(recency_decay=decay),
-        eval=EvalConfig(ks=_ks(ks), splits=_splits(splits), mask_history=mask_history),
+        index=IndexConfig(kind=index),
+        eval=EvalConfig(ks=_ks(ks), splits=_splits(splits), mask_history=mask_history,
+                        max_examples=eval_sample(eval_users), seed=seed),
         seed=seed,
     )
+
 
 
 def _report_import(dataset, out: Path, overwrite: bool = False) -> None:
@@ -70,10 +75,26 @@ def _report_import(dataset, out: Path, overwrite: bool = False) -> None:
 @import_app.command("synthetic")
 @friendly_errors
 def import_synthetic(out: OutOpt = Path("data/shop"), users: Users = 600, items: Items = 900, seed: Seed = 0,
+                     events: Annotated[Optional[int], typer.Option(min=1, max=1_000_000_000, help="about this many "
+                                                                   "interactions in all (sets the mean sequence "
+                                                                   "length; default ~9.8 per user)")] = None,
                      overwrite: OverwriteOpt = False) -> None:
-    """Generate the seeded synthetic shop (the embedded default data; synthetic, not real customers)."""
-    from recsys.data.synthetic import generate_shop
-    _report_import(generate_shop(n_users=users, n_items=items, seed=seed), out, overwrite)
+    """Generate the seeded synthetic shop (the embedded default data; synthetic, not real customers). Written
+    chunk by chunk (100,000 users at a time), so memory stays bounded at any size."""
+    from jobs.workflows import write_dataset_dir
+    from recsys.data.shop_writer import write_shop
+
+    if events is not None and events < 3 * users:
+        raise typer.BadParameter(f"--events {events:,} is under 3 per user (the minimum sequence length) for "
+                                 f"{users:,} users")
+    summary = {}
+
+    def write(directory: Path) -> None:
+        summary.update(write_shop(directory, users, items, seed, n_events=events, progress=True))
+
+    write_dataset_dir(out, write, overwrite)
+    console.print(f"[green]imported[/] {summary['name']}: {summary['n_items']:,} items, {summary['n_users']:,} users, "
+                  f"{summary['n_interactions']:,} interactions → {out}")
 
 
 @import_app.command("recbole")
@@ -135,11 +156,13 @@ def build(
                                               "shards in OUT/NAME/runs/encode)")] = "local",
     workers: Annotated[Optional[int], typer.Option(min=1, help="ray: actors (default: all CPUs / one per GPU)")] = None,
     ray_address: Annotated[Optional[str], typer.Option(help="ray: cluster address (default: a local Ray)")] = None,
+    index: IndexOpt = "auto", eval_users: EvalUsersOpt = EVAL_USERS, encoder: EncoderOpt = "torch",
 ) -> None:
     """Encode the catalogue, build the index, evaluate, and write a bundle to OUT/NAME/VERSION."""
     from jobs.encode_cmd import encode_options
     from jobs.workflows import build_bundle, load_dataset
-    config = _build_config(model, max_length, batch_size, decay)
+    config = _build_config(model, max_length, batch_size, decay, index=index, eval_users=eval_users,
+                           backend=encoder)
     step(f"reading the dataset {data} …")
     dataset = load_dataset(data)
     name = name or dataset.name
@@ -147,9 +170,11 @@ def build(
                                                            ray_address, overwrite=True)
     step(f"loading BERT ({model}) and encoding {dataset.items.height:,} item texts"
          f"{' on Ray' if encode is not None else ''} …")
-    path, rows = build_bundle(dataset, config, out, name, encode=encode)
+    path, rows, summary = build_bundle(dataset, config, out, name, encode=encode)
     console.print(metrics_table(rows, f"{dataset.name}: full ranking over {dataset.items.height:,} items"))
+    console.print(index_line(summary))
     console.print(f"[green]bundle written[/] → {path}")
+
 
 
 @app.command("evaluate")

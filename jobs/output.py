@@ -31,9 +31,15 @@ def metrics_table(rows: list[dict], title: str) -> Table:
     for header in ("model", "split", "n", *columns):
         table.add_column(header, justify="left" if header in ("model", "split") else "right", no_wrap=True)
     for row in rows:
-        table.add_row(str(row["model"]), str(row["split"]), str(int(row["n_examples"])),
+        table.add_row(str(row["model"]), str(row["split"]), examples_cell(row),
                       *(f"{row[c]:.4f}" for c in columns))
     return table
+
+
+def examples_cell(row: dict) -> str:
+    """"n": the examples evaluated, "20,000 of 1,000,000 (seeded sample)" when the evaluation sampled them."""
+    n = f"{int(row['n_examples']):,}"
+    return f"{n} of {int(row['sampled_from']):,} (seeded sample)" if row.get("sampled_from") else n
 
 
 def markdown_metrics(rows: list[dict]) -> str:
@@ -41,7 +47,7 @@ def markdown_metrics(rows: list[dict]) -> str:
     columns = [c for c in METRIC_COLUMNS if rows and c in rows[0]]
     lines = ["| model | split | n | " + " | ".join(columns) + " |", "|---" * (3 + len(columns)) + "|"]
     for row in rows:
-        lines.append(f"| {row['model']} | {row['split']} | {int(row['n_examples'])} | "
+        lines.append(f"| {row['model']} | {row['split']} | {examples_cell(row)} | "
                      + " | ".join(f"{row[c]:.4f}" for c in columns) + " |")
     return "\n".join(lines)
 
@@ -62,3 +68,14 @@ def print_recommendations(response) -> None:
         table.add_row(str(rank), item.item_id, f"{item.score:.3f}", escape((item.title or item.text)[:60]),
                       escape(item.reason))
     console.print(table)
+
+
+def index_line(summary: dict) -> str:
+    """One line on the index a bundle got (manifest "index")."""
+    line = f"index: {summary['kind']} ({summary['faiss']})"
+    if summary["requested"] == "auto":
+        line += f", chosen by --index auto for {summary['items']:,} items"
+    if not summary.get("exact"):
+        line += (f"; recall@10 {summary['recall@10']:.3f}, recall@100 {summary['recall@100']:.3f} against exact "
+                 f"search on {summary['queries']:,} users' queries")
+    return line

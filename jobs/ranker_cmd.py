@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from jobs.app import app, friendly_errors
+from jobs.app import EVAL_USERS, EvalUsersOpt, app, eval_sample, friendly_errors
 from jobs.output import console, metrics_table
 
 TrainPositions = Annotated[Optional[int], typer.Option(
@@ -63,21 +63,30 @@ def open_for_ranker(bundle: Path, data: Path):
     return recommender, split_dataset(dataset), path, manifest
 
 
-def train_on_bundle(bundle: Path, data: Path, config, ks: tuple[int, ...] = (10, 20, 50), log=console.print):
-    """(recommender with its new re-ranker, training report, test evaluation, bundle path, old manifest)."""
+def train_on_bundle(bundle: Path, data: Path, config, ks: tuple[int, ...] = (10, 20, 50), log=console.print,
+                    eval_users: int | None = None):
+    """(recommender with its new re-ranker, training report, test evaluation, bundle path, old manifest); the
+    test evaluation on a seeded sample of `eval_users` examples when there are more (None: all)."""
+    from recsys.evaluation import sample_examples
     from recsys.ranker_training import evaluate_reranker, train_reranker
 
     recommender, split, path, manifest = open_for_ranker(bundle, data)
     reranker, report = train_reranker(recommender, split, config, log=log)
     recommender.reranker = reranker
-    log(f"trained in {report['seconds']['total']:.1f}s ({report['trees']} trees); evaluating on the test step")
-    evaluation = evaluate_reranker(recommender, split.test, ks)
+    test = sample_examples(split.test, eval_users, config.seed)
+    of = f" (a seeded sample of {test.height:,} of {split.test.height:,} examples)" if test.height < split.test.height \
+        else ""
+    log(f"trained in {report['seconds']['total']:.1f}s ({report['trees']} trees); evaluating on the test step{of}")
+    evaluation = evaluate_reranker(recommender, test, ks)
+    if test.height < split.test.height:
+        evaluation["sampled_from"] = split.test.height
     return recommender, report, evaluation, path, manifest
 
 
 def evaluation_rows(evaluation: dict, split: str = "test") -> list[dict]:
-    return [{"model": "retrieval-only", "split": split, **evaluation["retrieval"]},
-            {"model": "re-ranked", "split": split, **evaluation["reranked"]}]
+    sampled = {"sampled_from": float(evaluation["sampled_from"])} if "sampled_from" in evaluation else {}
+    return [{"model": "retrieval-only", "split": split, **evaluation["retrieval"], **sampled},
+            {"model": "re-ranked", "split": split, **evaluation["reranked"], **sampled}]
 
 
 @app.command("train-ranker")
@@ -90,6 +99,9 @@ def train_ranker(
     = None,
     n_jobs: Annotated[int, typer.Option(min=1, help="LightGBM threads")] = 1,
     seed: Annotated[int, typer.Option(min=0)] = 0,
+    train_users: Annotated[str, typer.Option(help="valid-step examples to learn from: a seeded sample of this many "
+                                                  "when there are more, or 'all'")] = "50000",
+    eval_users: EvalUsersOpt = EVAL_USERS,
     train_positions: TrainPositions = None,
     transition_candidates: TransitionCandidates = None,
     popular_candidates: PopularCandidates = None,
@@ -100,8 +112,9 @@ def train_ranker(
     from recsys.artifacts import new_version
 
     config = ranker_config(candidates, n_jobs, seed, train_positions, transition_candidates, popular_candidates,
-                           cv_folds)
-    recommender, report, evaluation, path, manifest = train_on_bundle(bundle, data, config)
+                           cv_folds).model_copy(update={"train_examples": eval_sample(train_users)})
+    recommender, report, evaluation, path, manifest = train_on_bundle(bundle, data, config,
+                                                                      eval_users=eval_sample(eval_users))
     rows = evaluation_rows(evaluation)
     key = f"candidate_recall@{candidates}"
     console.print(metrics_table(rows, f"test: retrieval-only vs re-ranked top-{candidates} "

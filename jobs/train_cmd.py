@@ -10,7 +10,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from jobs.app import app, friendly_errors
+from jobs.app import EVAL_USERS, EvalUsersOpt, IndexKind, app, eval_sample, friendly_errors
+from jobs.output import index_line
+from recsys.config import EvalConfig
 from jobs.output import console
 
 
@@ -51,6 +53,9 @@ def train(
     bert_epochs: Annotated[Optional[int], typer.Option(min=0)] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1)] = None,
     max_minutes: Annotated[Optional[float], typer.Option(min=0.01)] = None,
+    steps_per_epoch: Annotated[Optional[int], typer.Option(min=1, help="an epoch = this many steps on a fresh "
+                                                                       "random share of the users (large data)")] = None,
+    negatives: Annotated[Optional[str], typer.Option(help="auto (sampled above 20,000 items) | catalogue | bank")] = None,
     id_embedding: Annotated[Optional[bool], typer.Option("--id-embedding/--no-id-embedding")] = None,
     pair_epochs: Annotated[Optional[float], typer.Option(min=0, help="item-item contrastive pre-stage: passes over "
                                                                      "the train split's item pairs (0: none)")] = None,
@@ -60,6 +65,9 @@ def train(
     merge_adapters: Annotated[Optional[bool], typer.Option("--merge-adapters/--no-merge-adapters")] = None,
     seed: Annotated[Optional[int], typer.Option(min=0)] = None,
     threads: Annotated[int, typer.Option(min=1, help="torch CPU threads")] = 2,
+    index: Annotated[Optional[IndexKind], typer.Option("--index", help="auto | flat | hnsw | ivf_flat | ivf_pq (default: "
+                                                 "the config's, auto: exact below 50,000 items)")] = None,
+    eval_users: EvalUsersOpt = EVAL_USERS,
     run_dir: Annotated[Optional[Path], typer.Option(help="checkpoints, metrics.csv, training_curve.png "
                                                          "(default: OUT/NAME/runs/latest)")] = None,
     engine: Annotated[str, typer.Option(help="local (this process), or ray: data-parallel on --workers Ray Train "
@@ -83,12 +91,14 @@ def train(
                         "top_layers": (None if top_layers == 0 else top_layers) if top_layers is not None else None},
                "tower": {"user_tower": user_tower, "id_embedding": id_embedding},
                "encoder": {"model": model}, "epochs": epochs, "bert_epochs": bert_epochs, "batch_size": batch_size,
-               "max_minutes": max_minutes, "merge_adapters": merge_adapters, "seed": seed, "pair_epochs": pair_epochs,
-               "adversarial_eps": adversarial_eps}
+               "max_minutes": max_minutes, "steps_per_epoch": steps_per_epoch, "negatives": negatives,
+               "merge_adapters": merge_adapters, "seed": seed, "pair_epochs": pair_epochs,
+               "adversarial_eps": adversarial_eps, "index": {"kind": index}}
     options = {k: ({kk: vv for kk, vv in v.items() if vv is not None} if isinstance(v, dict) else v)
                for k, v in options.items()}
+    options = {k: v for k, v in options.items() if v != {}}  # an empty section would reset a preset's defaults
     if top_layers == 0:
-        options["lora"]["top_layers"] = None
+        options.setdefault("lora", {})["top_layers"] = None
     if engine not in ("local", "ray"):
         raise typer.BadParameter(f"--engine must be local or ray, got {engine!r}")
     cfg = train_config(preset, config, from_bundle, options)
@@ -99,8 +109,9 @@ def train(
         path = train_on_ray(data, cfg, name=name, out_root=out, run_dir=run_dir, resume=resume,
                             init_bundle=from_bundle, workers=workers, threads=threads, address=ray_address)
     else:
+        eval_config = EvalConfig(max_examples=eval_sample(eval_users), seed=cfg.seed)
         path = train_and_evaluate(dataset, split_dataset(dataset), cfg, name=name, out_root=out, run_dir=run_dir,
-                                  resume=resume, init_bundle=from_bundle).path
+                                  resume=resume, init_bundle=from_bundle, eval_config=eval_config).path
     manifest = json.loads((path / "manifest.json").read_text())
     train, blend = manifest["train"], manifest["train"]["zero_shot_blend"]
     shown = [{**r, "split": f"{r['split']}/{r['slice']}"} for r in manifest["metrics"]]
@@ -112,4 +123,6 @@ def train(
     if blend is not None:
         tried = ", ".join(f"{w}: {v:.4f}" for w, v in blend["valid_ndcg"].items())
         console.print(f"zero-shot blend weight {blend['weight']} (valid NDCG@10 by weight: {tried})")
+    if manifest.get("index"):
+        console.print(index_line(manifest["index"]))
     console.print(f"[green]bundle written[/] → {path}")

@@ -7,6 +7,7 @@ import shutil
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,6 +44,11 @@ def load_dataset(path: str | Path) -> Dataset:
 def save_dataset(dataset: Dataset, out: str | Path, overwrite: bool = False) -> Path:
     """Write `dataset` to `out` through a temporary sibling (a failed import leaves nothing half-written). A
     directory holding a dataset is replaced only with `overwrite`; any other non-empty directory never is."""
+    return write_dataset_dir(out, dataset.save, overwrite)
+
+
+def write_dataset_dir(out: str | Path, write: Callable[[Path], object], overwrite: bool = False) -> Path:
+    """`write(directory)` into a temporary sibling of `out`, then renamed to `out` (see `save_dataset`)."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not (out / "schema.json").is_file():
@@ -54,7 +60,7 @@ def save_dataset(dataset: Dataset, out: str | Path, overwrite: bool = False) -> 
     tag = uuid.uuid4().hex[:8]
     tmp, old = out.parent / f".{out.name}.tmp-{tag}", out.parent / f".{out.name}.old-{tag}"
     try:
-        dataset.save(tmp)
+        write(tmp)
         if out.exists():
             out.rename(old)
         tmp.rename(out)
@@ -100,10 +106,10 @@ def build_recommender(dataset: Dataset, split: SplitData, config: BuildConfig, p
 
     started = time.perf_counter()
     if encode is None:
-        from encoders.text_encoder import TextEncoder
+        from encoders.text_encoder import load_text_encoder
 
-        vectors = TextEncoder.from_config(config.encoder).encode(dataset.items["text"].to_list(), progress=progress,
-                                                                 desc="encoding items")
+        vectors = load_text_encoder(config.encoder).encode(dataset.items["text"].to_list(), progress=progress,
+                                                           desc="encoding items")
     else:
         from jobs.batch.encode import read_vectors, run_encode
 
@@ -135,10 +141,14 @@ def evaluate_models(models: dict[str, object], split: SplitData, config: EvalCon
 
 
 def build_bundle(dataset: Dataset, config: BuildConfig, out_root: str | Path, name: str,
-                 progress: bool = True, encode: EncodeOptions | None = None) -> tuple[Path, list[dict]]:
-    """Encode, index, evaluate (popularity + this model) and write artifacts/<name>/<version>/."""
+                 progress: bool = True, encode: EncodeOptions | None = None) -> tuple[Path, list[dict], dict]:
+    """Encode, index, evaluate (popularity + this model) and write artifacts/<name>/<version>/; returns the
+    bundle path, the metric rows and the index summary (kind chosen, recall against exact search)."""
+    from recsys.retrieval.choice import index_summary
+
     split = split_dataset(dataset)
     recommender, seconds = build_recommender(dataset, split, config, progress, encode)
+    summary = index_summary(recommender, config.index.kind, config.seed)
     rows = evaluate_models({"popularity": recommender.popularity, "bundle": recommender}, split, config.eval,
                            progress)
     target = Path(out_root) / name / new_version()
@@ -146,9 +156,10 @@ def build_bundle(dataset: Dataset, config: BuildConfig, out_root: str | Path, na
         "name": name,
         "dataset": {**dataset.summary(), "fingerprint": dataset.fingerprint()},
         "metrics": rows,
+        "index": summary,
         "build_seconds": round(seconds, 2),
     }
-    return recommender.save(target, manifest), rows
+    return recommender.save(target, manifest), rows, summary
 
 
 def baseline_models(dataset: Dataset, split: SplitData, config: BuildConfig,

@@ -19,6 +19,7 @@ from recsys.artifacts import read_manifest, resolve_bundle
 from recsys.catalogue import Catalogue
 from recsys.config import BuildConfig
 from recsys.errors import BundleError
+from recsys.histories import Histories, histories_frame
 from recsys.popularity import Popularity
 from recsys.retrieval import VectorIndex
 
@@ -118,10 +119,10 @@ class Bundle:
     def popularity(self) -> Popularity:
         return self._read("stats/popularity.parquet", lambda: Popularity.load(self.path / "stats" / "popularity.parquet"))
 
-    def histories(self) -> dict[str, list[str]]:
-        """user id → the bundle's history (item ids, oldest first)."""
+    def histories(self) -> Histories:
+        """user id → the bundle's history (item ids, oldest first), in compact arrays (`recsys.histories`)."""
         frame = self._read("stats/histories.parquet", lambda: pl.read_parquet(self.path / "stats" / "histories.parquet"))
-        return dict(zip(frame["user_id"].to_list(), frame["history"].to_list()))
+        return Histories.from_frame(frame)
 
     def reranker(self, catalogue: Catalogue) -> "Reranker | None":
         """The LightGBM re-ranker over `catalogue` (None when the bundle has none; BundleError when its feature
@@ -147,10 +148,7 @@ def write_parts(recommender: Recommender, directory: Path) -> None:
     recommender.index.save(directory / "index")
     (directory / "stats").mkdir()
     recommender.popularity.save(directory / "stats" / "popularity.parquet")
-    histories = recommender.histories
-    pl.DataFrame({"user_id": list(histories), "history": list(histories.values())},
-                 schema={"user_id": pl.Utf8, "history": pl.List(pl.Utf8)}).write_parquet(
-        directory / "stats" / "histories.parquet")
+    histories_frame(recommender.histories).write_parquet(directory / "stats" / "histories.parquet")
     if recommender.reranker is not None:
         recommender.reranker.save(directory)  # ranker/model.txt + ranker/features.json + stats/*
 

@@ -23,6 +23,9 @@ class EncoderConfig(FrozenModel):
     pooling: Literal["mean", "cls"] = "mean"
     normalize: bool = True
     quantize_int8: bool = Field(False, description="int8 dynamic quantisation of the BERT linear layers (CPU)")
+    backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        "torch", description="torch, or ONNX Runtime (fp32 / int8 dynamic quantisation; needs the onnx extra) for "
+                             "the zero-shot item tower")
 
 
 class UserTowerConfig(FrozenModel):
@@ -36,14 +39,17 @@ class UserTowerConfig(FrozenModel):
 class IndexConfig(FrozenModel):
     """FAISS index choice, build settings and default search settings (see recsys/retrieval).
 
-    The default is exact inner-product search over L2-normalised vectors. `nlist=None` picks
-    about 4·√n inverted lists (a power of two, at least 39 training points per list).
+    The default is exact inner-product search over L2-normalised vectors; `kind="auto"` (what `recsys build`
+    and `recsys train` use) picks exact search below `recsys.retrieval.choice.AUTO_EXACT_BELOW` items and IVF-PQ
+    with an fp16 refine above (see that module for the measurement). `nlist=None` picks
+    about 4·√n inverted lists (a power of two, at least 39 training points per list); `pq_m=None` one
+    sub-quantizer per 8 dimensions.
     `float16` stores vectors as fp16 (flat, hnsw, ivf_flat; on GPU also fp16 IVF-PQ lookup
     tables). `gpu="auto"` moves the index to every visible GPU when faiss-gpu is installed;
     the CPU copy stays the master that is saved and edited.
     """
 
-    kind: Literal["flat", "hnsw", "ivf_flat", "ivf_pq"] = "flat"
+    kind: Literal["auto", "flat", "hnsw", "ivf_flat", "ivf_pq"] = "flat"
     normalize: bool = Field(True, description="L2-normalise item vectors on build/add (queries are left as given)")
     float16: bool = False
     # HNSW
@@ -56,7 +62,8 @@ class IndexConfig(FrozenModel):
     train_size: int = Field(200_000, ge=1, description="k-means/PQ training sample (rows, seeded)")
     kmeans_iters: int = Field(20, ge=1)
     # PQ (ivf_pq)
-    pq_m: int = Field(48, ge=1, description="sub-quantizers; must divide the dimension")
+    pq_m: int | None = Field(None, ge=1, description="sub-quantizers; must divide the dimension (None: the largest "
+                             "divisor of the dimension up to dimension / 8)")
     pq_nbits: int = Field(8, ge=4, le=12)
     opq: bool = False
     refine: Literal["none", "flat", "fp16"] = Field("none", description="re-rank PQ candidates with stored vectors")
@@ -78,6 +85,10 @@ class EvalConfig(FrozenModel):
     ks: tuple[int, ...] = (10, 20, 50)
     mask_history: bool = False
     splits: tuple[Literal["valid", "test"], ...] = ("valid", "test")
+    max_examples: int | None = Field(None, ge=1, description="evaluate a seeded sample of this many examples per "
+                                     "split when there are more (None: all; `recsys build` / `train` default to "
+                                     "20,000)")
+    seed: int = 0
 
 
 class DiversifyConfig(FrozenModel):
@@ -176,10 +187,20 @@ class TrainConfig(FrozenModel):
     history_margin: float = Field(0.0, ge=0, description="training only: add this cosine margin to the logits of the "
                                                          "user's own history items (hard negatives), so the towers "
                                                          "learn to rank already-consumed items below the next one")
-    negatives: Literal["catalogue", "bank"] = Field(
-        "catalogue", description="catalogue: softmax over every item (small catalogues); bank: in-batch positives "
-                                 "plus `bank_size` sampled cached catalogue embeddings")
+    negatives: Literal["auto", "catalogue", "bank"] = Field(
+        "auto", description="catalogue: softmax over every item (small catalogues); bank: in-batch positives plus "
+                            "`bank_size` uniformly sampled cached catalogue embeddings, each logit corrected by the "
+                            "log of its item's chance to be in the sampled set (`sampled_correction`); auto: "
+                            "catalogue up to `sampled_above` items, bank above")
     bank_size: int = Field(4096, ge=1)
+    sampled_above: int = Field(20_000, ge=1, description="negatives='auto': catalogues with more items train on "
+                                                         "sampled negatives, so a step's cost does not grow with them")
+    sampled_correction: bool = Field(True, description="bank negatives: subtract log P(item in the sampled set) from "
+                                                       "its logit (in-batch positives come by popularity, the rest "
+                                                       "uniformly), the logQ correction of sampled softmax")
+    steps_per_epoch: int | None = Field(None, ge=1, description="an epoch is this many steps on a fresh random "
+                                        "share of the training users (None: one pass over all of them), so "
+                                        "validation and early stopping come at the same pace whatever the data size")
     bank_refresh_steps: int | None = Field(None, ge=1, description="re-encode the cached catalogue every N steps "
                                                                     "(None: once per epoch)")
     adapter_items_per_step: int = Field(64, ge=1, description="positives per step encoded with gradients through "
@@ -196,7 +217,8 @@ class TrainConfig(FrozenModel):
     text_examples_per_user: int = Field(1, ge=1, description="text tower: sampled targets per user and epoch")
     patience: int = Field(5, ge=1, description="early stopping on validation NDCG@10")
     valid_sample: int | None = Field(None, ge=1, description="per-epoch validation on this many seeded valid "
-                                                             "users (None: all); final metrics use all")
+                                                             "users (None: all, up to 20,000); final metrics use "
+                                                             "the evaluation's own sample")
     max_minutes: float | None = Field(None, gt=0, description="stop training after this wall time")
     mixed_precision: Literal["auto", "bf16", "no"] = "auto"
     merge_adapters: bool = Field(False, description="also save the backbone with adapters merged, for serving")
@@ -204,6 +226,8 @@ class TrainConfig(FrozenModel):
         (), description="after training, add w × the frozen BERT's zero-shot score (recency-pooled history vector · "
                         "item text vector) to the towers' score, as extra embedding dimensions; w is the value of "
                         "this list with the best validation NDCG@10 (0 keeps the towers alone; empty: no blend)")
+    index: IndexConfig = Field(IndexConfig(kind="auto"), description="the bundle's FAISS index (auto: exact below "
+                               "50,000 items, IVF-PQ + fp16 refine above; validation during training is exact)")
     zero_shot_dims: int | None = Field(128, ge=1, description="blend: project the zero-shot block onto its top principal "
                                        "directions over the catalogue, so the index grows by this many dimensions, not "
                                        "the BERT's width (None: keep them all)")

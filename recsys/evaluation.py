@@ -61,9 +61,20 @@ def list_metrics(lists: list[list[str]], reference: ListReference) -> dict[str, 
 
 def evaluate(source: CandidateSource, examples: pl.DataFrame, config: EvalConfig,
              reference: ListReference | None = None, **kwargs) -> dict[str, float]:
-    """Recall / NDCG / MRR at each k of `config.ks`, plus the number of examples; with `reference`, also the
-    lists' intra-list diversity and catalogue coverage (`list_metrics`)."""
-    lists = example_lists(source, examples, config, **kwargs)
-    ranks = target_ranks(lists, examples["target"].to_list())
-    out = {"n_examples": float(len(ranks)), **summarize(ranks, tuple(config.ks))}
+    """Recall / NDCG / MRR at each k of `config.ks`, plus the number of examples (on a seeded sample of
+    `config.max_examples` when there are more: `sampled_from` then says out of how many); with `reference`,
+    also the lists' intra-list diversity and catalogue coverage (`list_metrics`)."""
+    picked = sample_examples(examples, config.max_examples, config.seed)
+    lists = example_lists(source, picked, config, **kwargs)
+    ranks = target_ranks(lists, picked["target"].to_list())
+    sampled = {"sampled_from": float(examples.height)} if picked.height < examples.height else {}
+    out = {"n_examples": float(len(ranks)), **sampled, **summarize(ranks, tuple(config.ks))}
     return {**out, **list_metrics(lists, reference)} if reference is not None else out
+
+
+def sample_examples(examples: pl.DataFrame, max_examples: int | None, seed: int = 0) -> pl.DataFrame:
+    """A seeded sample of `max_examples` rows in their original order (all of them when there are fewer)."""
+    if max_examples is None or examples.height <= max_examples:
+        return examples
+    rows = np.sort(np.random.default_rng(seed).choice(examples.height, max_examples, replace=False))
+    return examples[rows]

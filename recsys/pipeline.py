@@ -20,11 +20,12 @@ from recsys.data.dataset import Dataset
 from recsys.data.item_text import DEFAULT_TEMPLATE, query_record
 from recsys.diversify import active, diversified_picks
 from recsys.errors import BundleError, UnknownIdError
+from recsys.histories import Histories
 from recsys.neighbours import NeighbourCache
 from recsys.popularity import Popularity
 from recsys.query import Query, group_queries
 from recsys.retrieval import VectorIndex
-from recsys.splits import SplitData, user_sequences
+from recsys.splits import SplitData
 from recsys.towers import ItemTower, TemplatedItemTower, UserTower
 from recsys.user_tower import PooledHistoryEncoder, rebound
 
@@ -65,7 +66,7 @@ class Recommender:
     features and the neighbour cache all read that catalogue."""
 
     def __init__(self, config: BuildConfig, catalogue: Catalogue, index: VectorIndex, popularity: Popularity,
-                 histories: dict[str, list[str]], encoder_info: dict | None = None,
+                 histories: Mapping[str, list[str]], encoder_info: dict | None = None,
                  user_tower: UserTower | None = None, reranker: "Reranker | None" = None,
                  item_tower_loader: ItemTowerLoader | None = None) -> None:
         if index.catalogue is not catalogue:
@@ -134,12 +135,13 @@ class Recommender:
     # ---- construction -------------------------------------------------------------------------
     @classmethod
     def from_parts(cls, config: BuildConfig, items: pl.DataFrame, item_vectors: np.ndarray, popularity: Popularity,
-                   histories: dict[str, list[str]], encoder_info: dict | None = None,
+                   histories: Mapping[str, list[str]], encoder_info: dict | None = None,
                    user_tower: UserTower | UserTowerFactory | None = None) -> "Recommender":
         """A catalogue of `items` (rows aligned with `item_vectors`), its index, and the pipeline over them.
         `user_tower`: a tower (rebound to this catalogue) or a factory called with the catalogue."""
         catalogue = Catalogue.from_frame(items, item_vectors)
         index = VectorIndex.over(catalogue, config.index)
+        config = config.model_copy(update={"index": index.config})  # kind "auto" resolved
         tower = user_tower(catalogue) if callable(user_tower) and not isinstance(user_tower, UserTower) \
             else user_tower
         return cls(config, catalogue, index, popularity, histories, encoder_info, tower)
@@ -152,8 +154,8 @@ class Recommender:
         if item_vectors.shape[0] != dataset.items.height:
             raise ValueError(f"{item_vectors.shape[0]} vectors for {dataset.items.height} items")
         popularity = Popularity.fit(split.train, dataset.items["item_id"].to_list())
-        return cls.from_parts(config, dataset.items, item_vectors, popularity, user_sequences(dataset.interactions),
-                              encoder_info, user_tower)
+        return cls.from_parts(config, dataset.items, item_vectors, popularity,
+                              Histories.from_interactions(dataset.interactions), encoder_info, user_tower)
 
     # ---- recommendation -----------------------------------------------------------------------
     def check_items(self, item_ids: Sequence[str]) -> None:

@@ -44,6 +44,9 @@ class RankerConfig(FrozenModel):
     colsample_bytree: float = Field(0.9, gt=0, le=1)
     early_stopping_rounds: int = Field(30, ge=1)
     holdout_users: float = Field(0.2, gt=0, lt=1, description="share of users held out for early stopping")
+    train_examples: int | None = Field(50_000, ge=1, description="valid-step examples the re-ranker learns from: a "
+                                       "seeded sample when there are more (None: all), so its cost stops growing "
+                                       "with the number of users")
     cv_folds: int = Field(0, ge=0, description="0: early stopping on the held-out users; K ≥ 2: the number of "
                           "trees is the mean early-stopping point of K folds of the other users (each fold's valid "
                           "step), then one fit on all of them with that many trees, the held-out users untouched")

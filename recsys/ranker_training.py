@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 
 from recsys.catalogue import Catalogue
-from recsys.evaluation import ListReference, list_metrics
+from recsys.evaluation import ListReference, list_metrics, sample_examples
 from recsys.features import FeatureBuilder
 from recsys.metrics import summarize, target_ranks
 from recsys.candidates import CandidateSources
@@ -139,7 +139,7 @@ def prepare_training(recommender: CandidateRetriever, split: SplitData, config: 
     """Statistics, candidates and features of the training queries (everything but the seeded fit)."""
     started = time.perf_counter()
     stats = fit_training_stats(split, config)
-    valid = split.valid
+    valid = sample_examples(split.valid, config.train_examples, config.seed)
     examples = valid.with_columns(pl.lit(True).alias("_valid_step"))
     if config.train_positions:
         inside = train_position_examples(split.train, config.train_positions, stats.config.time_mode == "sequence")
@@ -154,14 +154,15 @@ def prepare_training(recommender: CandidateRetriever, split: SplitData, config: 
     hits = np.array([t in c for t, c in zip(examples["target"].to_list(), candidates)])
     step = examples["_valid_step"].to_numpy()
     candidate_recall = float(hits[step].mean()) if step.any() else 0.0
-    log(f"valid step: {valid.height:,} examples, candidate recall@{config.candidates} {candidate_recall:.4f}"
+    of = f" (a seeded sample of {split.valid.height:,})" if valid.height < split.valid.height else ""
+    log(f"valid step: {valid.height:,} examples{of}, candidate recall@{config.candidates} {candidate_recall:.4f}"
         + (f"; + {int((~step).sum()):,} train-split examples (recall {hits[~step].mean():.4f})"
            if (~step).any() else ""))
     t0 = time.perf_counter()
     frame, kept = training_frame(builder, examples, candidates, scores)
     features_s = time.perf_counter() - t0
     frame = frame.with_columns(pl.Series("_valid_step", step[kept][frame["query"].to_numpy()]))
-    report = {"examples": examples.height, "rows": frame.height, "features": builder.names,
+    report = {"examples": examples.height, "valid_examples": split.valid.height, "rows": frame.height, "features": builder.names,
               f"candidate_recall@{config.candidates}": candidate_recall, "stats": stats.config.model_dump(mode="json"),
               "seconds": {"retrieve": round(retrieve_s, 2), "features": round(features_s, 2),
                           "prepare": round(time.perf_counter() - started, 2)}}

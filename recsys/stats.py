@@ -6,8 +6,9 @@ They are held as sorted numpy arrays, so one lookup is a `searchsorted`: items a
 codes, times are ranks among the distinct event times, and every row of a table is keyed by
 `code * span + time rank` (sorted) with its cumulative count. Counting the events of many (code, time)
 pairs is then two vectorised binary searches, with no per-request frame building. Saved under the
-bundle's `stats/` as `ranker_stats.npz` (no pickle) + `ranker_stats.json`; bundles written before this
-format (Parquet tables of (ids, t, cum)) still load.
+bundle's `stats/` as `ranker_stats/*.npy` (the sorted arrays themselves, memory-mapped on load; no pickle) +
+`ranker_stats.json`; bundles written before this format (`ranker_stats.npz` of event rows, or Parquet tables of
+(ids, t, cum)) still load. `recsys.stats_fit` builds the arrays from the interactions in bounded memory.
 
 Two time modes:
 - `absolute`: timestamps are real times; a query at time t sees only events with timestamp < t.
@@ -29,12 +30,12 @@ import polars as pl
 from pydantic import Field
 
 from recsys.config import FrozenModel
-from recsys.splits import ordered_interactions
 
 NOW = np.iinfo(np.int64).max // 4
 """Query time meaning "after every event" (serving without a timestamp), far from overflow."""
 
-ARRAYS_FILE = "ranker_stats.npz"
+ARRAYS_DIR = "ranker_stats"
+NPZ_FILE = "ranker_stats.npz"  # the format before ARRAYS_DIR (events as columns), still loaded
 CONFIG_FILE = "ranker_stats.json"
 DENSE_KEYS = 2_000_000
 """Tables with at most this many keys keep a dense count vector per query time asked for with one time."""
@@ -65,31 +66,25 @@ def default_config(interactions: pl.DataFrame, pair_window: int = 3) -> StatsCon
     return StatsConfig(time_mode="absolute", recent_window=max(span // 10, 1), pair_window=pair_window)
 
 
-def _cumulative(events: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
-    """(keys, t) → (keys, t, cum): events per key and time, cumulated over time."""
-    return (events.group_by([*keys, "t"]).agg(pl.len().alias("n"))
-            .sort([*keys, "t"])
-            .with_columns(pl.col("n").cum_sum().over(keys).cast(pl.Int64).alias("cum"))
-            .drop("n"))
-
-
 class CountTable:
     """Cumulative counts per integer key over time ranks: `before(keys, ranks)` is the number of events of
-    each key whose time rank is below the given rank (0 for key -1 or a key without events)."""
+    each key whose time rank is below the given rank (0 for key -1 or a key without events).
 
-    def __init__(self, keys: np.ndarray, ranks: np.ndarray, cum: np.ndarray, span: int) -> None:
+    `composite` (sorted) holds `key * span + time rank` per row, `cum` the key's events up to and including
+    that time, `total` every key's count over all time (+ a trailing 0 for unknown keys)."""
+
+    def __init__(self, composite: np.ndarray, cum: np.ndarray, total: np.ndarray, span: int) -> None:
         self.span = span
+        self.composite, self.cum, self.total = composite, cum, total
+        self._dense: dict[int, np.ndarray] = {}  # rank → every key's count before it (see `_at_rank`)
+
+    @classmethod
+    def build(cls, keys: np.ndarray, ranks: np.ndarray, cum: np.ndarray, span: int) -> "CountTable":
+        """From unsorted rows (key, time rank, cumulative count)."""
         composite = np.asarray(keys, np.int64) * span + np.asarray(ranks, np.int64)
         order = np.argsort(composite, kind="stable")
-        self.composite = composite[order]
-        self.cum = np.asarray(cum, np.int64)[order]
-        # every key's count over all time (its last row): the answer for queries after the last event
-        keys_sorted = self.composite // span
-        last = np.flatnonzero(np.append(keys_sorted[1:] != keys_sorted[:-1], True)) if len(keys_sorted) else \
-            np.zeros(0, np.int64)
-        self.total = np.zeros(int(keys_sorted[-1]) + 2 if len(keys_sorted) else 1, np.int64)
-        self.total[keys_sorted[last]] = self.cum[last]
-        self._dense: dict[int, np.ndarray] = {}  # rank → every key's count before it (see `_at_rank`)
+        composite, cum = composite[order], np.asarray(cum, np.int64)[order]
+        return cls(composite, cum, totals(composite // span, cum), span)
 
     def rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(keys, time ranks, cumulative counts), sorted by key then time."""
@@ -127,17 +122,38 @@ class CountTable:
         found = (keys >= 0) & (idx >= 0) & (self.composite[clipped] >= base)
         return np.where(found, self.cum[clipped], 0)
 
+    def arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        return {f"{prefix}.composite": self.composite, f"{prefix}.cum": self.cum, f"{prefix}.total": self.total}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], prefix: str, span: int) -> "CountTable":
+        return cls(arrays[f"{prefix}.composite"], arrays[f"{prefix}.cum"], arrays[f"{prefix}.total"], span)
+
+
+def totals(keys_sorted: np.ndarray, cum: np.ndarray) -> np.ndarray:
+    """Every key's last cumulative count (rows sorted by key then time), + a trailing 0 for unknown keys."""
+    if not len(keys_sorted):
+        return np.zeros(1, np.int64)
+    last = np.flatnonzero(np.append(keys_sorted[1:] != keys_sorted[:-1], True))
+    total = np.zeros(int(keys_sorted[-1]) + 2, np.int64)
+    total[keys_sorted[last]] = cum[last]
+    return total
+
 
 class PairCounts:
     """Point-in-time counts of item pairs (src → dst): pair codes `src * n_items + dst`, sorted, then a
-    `CountTable` over pair numbers."""
+    `CountTable` over pair numbers (the row of a pair's code in `pairs`)."""
 
-    def __init__(self, src: np.ndarray, dst: np.ndarray, ranks: np.ndarray, cum: np.ndarray, n_items: int,
-                 span: int) -> None:
-        self.n_items = n_items
+    def __init__(self, pairs: np.ndarray, table: CountTable, n_items: int) -> None:
+        self.pairs, self.table, self.n_items = pairs, table, n_items
+
+    @classmethod
+    def build(cls, src: np.ndarray, dst: np.ndarray, ranks: np.ndarray, cum: np.ndarray, n_items: int,
+              span: int) -> "PairCounts":
+        """From unsorted rows (src, dst, time rank, cumulative count)."""
         codes = np.asarray(src, np.int64) * n_items + np.asarray(dst, np.int64)
-        self.pairs, number = np.unique(codes, return_inverse=True)
-        self.table = CountTable(number.reshape(-1), ranks, cum, span)
+        pairs, number = np.unique(codes, return_inverse=True)
+        return cls(pairs, CountTable.build(number.reshape(-1), ranks, cum, span), n_items)
 
     def pair_number(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
         """Row of each (src, dst) in `pairs`, -1 where the pair never occurred."""
@@ -157,52 +173,53 @@ class PairCounts:
         codes = self.pairs[number]
         return codes // self.n_items, codes % self.n_items, ranks, cum
 
+    def arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        return {f"{prefix}.pairs": self.pairs, **self.table.arrays(prefix)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], prefix: str, n_items: int, span: int) -> "PairCounts":
+        return cls(arrays[f"{prefix}.pairs"], CountTable.from_arrays(arrays, prefix, span), n_items)
+
 
 class InteractionStats:
     """Point-in-time popularity (`item_counts`), transitions (src → the very next item) and co-occurrence
     (src, dst within `pair_window` steps, both directions), over the integer item codes of `item_ids`."""
 
-    def __init__(self, config: StatsConfig, item_ids: np.ndarray, times: np.ndarray, items: dict[str, np.ndarray],
-                 transitions: dict[str, np.ndarray], cooccurrence: dict[str, np.ndarray]) -> None:
+    def __init__(self, config: StatsConfig, item_ids: np.ndarray, times: np.ndarray, items: CountTable,
+                 transitions: PairCounts, cooccurrence: PairCounts) -> None:
         self.config = config
         self.item_ids = np.asarray(item_ids, dtype=str)
         self.code = {item_id: n for n, item_id in enumerate(self.item_ids.tolist())}
-        self.times = np.asarray(times, np.int64)  # the distinct event times, sorted
-        span = len(self.times) + 1
-        n = len(self.item_ids)
-        self.items = CountTable(items["key"], self._rank_of_events(items["t"]), items["cum"], span)
-        self.transitions = PairCounts(transitions["src"], transitions["dst"], self._rank_of_events(transitions["t"]),
-                                      transitions["cum"], n, span)
-        self.cooccurrence = PairCounts(cooccurrence["src"], cooccurrence["dst"],
-                                       self._rank_of_events(cooccurrence["t"]), cooccurrence["cum"], n, span)
+        self.times = times  # the distinct event times, sorted (int64)
+        self.items, self.transitions, self.cooccurrence = items, transitions, cooccurrence
 
-    def _rank_of_events(self, t: np.ndarray) -> np.ndarray:
-        return np.searchsorted(self.times, np.asarray(t, np.int64))
+    @classmethod
+    def from_event_tables(cls, config: StatsConfig, item_ids: np.ndarray, times: np.ndarray,
+                          items: dict[str, np.ndarray], transitions: dict[str, np.ndarray],
+                          cooccurrence: dict[str, np.ndarray]) -> "InteractionStats":
+        """From (key | src, dst), t, cum columns with real event times (the earlier bundle formats)."""
+        times = np.asarray(times, np.int64)
+        span, n = len(times) + 1, len(item_ids)
+
+        def rank(t: np.ndarray) -> np.ndarray:
+            return np.searchsorted(times, np.asarray(t, np.int64))
+
+        return cls(config, item_ids, times, CountTable.build(items["key"], rank(items["t"]), items["cum"], span),
+                   PairCounts.build(transitions["src"], transitions["dst"], rank(transitions["t"]),
+                                    transitions["cum"], n, span),
+                   PairCounts.build(cooccurrence["src"], cooccurrence["dst"], rank(cooccurrence["t"]),
+                                    cooccurrence["cum"], n, span))
 
     # ---- fitting ------------------------------------------------------------------------------
     @classmethod
-    def fit(cls, train: pl.DataFrame, config: StatsConfig) -> "InteractionStats":
-        """From training interactions (user_id, item_id, timestamp) only."""
-        item_ids = train["item_id"].unique().sort()
-        ordered = ordered_interactions(train.select("user_id", "item_id", "timestamp")).with_columns(
-            pl.col("item_id").cast(pl.Enum(item_ids.to_list())).to_physical().cast(pl.Int64).alias("item"),
-            pl.int_range(pl.len()).over("user_id").alias("pos"), pl.len().over("user_id").alias("n"))
-        if config.time_mode == "sequence":
-            ordered = ordered.with_columns((pl.col("pos") - pl.col("n")).cast(pl.Int64).alias("t"))
-        else:
-            ordered = ordered.with_columns(pl.col("timestamp").cast(pl.Int64).alias("t"))
-        base = ordered.select("user_id", "pos", "item", "t")
-        items = _cumulative(base.select(pl.col("item").alias("key"), "t"), ["key"])
-        lagged = [base.join(base.with_columns(pl.col("pos") + lag), on=["user_id", "pos"], suffix="_src")
-                  .select(pl.col("item_src").alias("src"), pl.col("item").alias("dst"), "t")
-                  for lag in range(1, config.pair_window + 1)]
-        transitions = _cumulative(lagged[0], ["src", "dst"])
-        forward = pl.concat(lagged)
-        both = pl.concat([forward, forward.select(pl.col("dst").alias("src"), pl.col("src").alias("dst"), "t")])
-        cooccurrence = _cumulative(both, ["src", "dst"])
-        times = base["t"].unique().sort().to_numpy()
-        return cls(config, item_ids.to_numpy().astype(str), times, _columns(items), _columns(transitions),
-                   _columns(cooccurrence))
+    def fit(cls, train: pl.DataFrame, config: StatsConfig, progress: bool = False) -> "InteractionStats":
+        """From training interactions (user_id, item_id, timestamp) only; integer-coded numpy arrays, the item
+        pairs counted one range of source items at a time, so memory stays bounded at tens of millions of
+        events (`recsys.stats_fit`)."""
+        from recsys.stats_fit import fit_arrays
+
+        item_ids, times, items, transitions, cooccurrence = fit_arrays(train, config, progress)
+        return cls(config, item_ids, times, items, transitions, cooccurrence)
 
     # ---- lookups ------------------------------------------------------------------------------
     def codes(self, item_ids: Sequence[str]) -> np.ndarray:
@@ -240,29 +257,38 @@ class InteractionStats:
 
     # ---- persistence --------------------------------------------------------------------------
     def save(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        arrays = {"item_ids": self.item_ids, "times": self.times}
-        keys, ranks, cum = self.items.rows()
-        arrays.update({"items.key": keys, "items.t": self.times[ranks], "items.cum": cum})
-        for name in ("transitions", "cooccurrence"):
-            src, dst, ranks, cum = getattr(self, name).rows()
-            arrays.update({f"{name}.src": src, f"{name}.dst": dst, f"{name}.t": self.times[ranks], f"{name}.cum": cum})
-        with open(directory / ARRAYS_FILE, "wb") as handle:
-            np.savez(handle, **arrays)
+        """`ranker_stats/` (one .npy per array: the sorted tables as they are searched, so loading is a
+        memory map, not a rebuild) + `ranker_stats.json` (the config)."""
+        arrays_dir = directory / ARRAYS_DIR
+        arrays_dir.mkdir(parents=True, exist_ok=True)
+        arrays = {"item_ids": self.item_ids, "times": self.times, **self.items.arrays("items"),
+                  **self.transitions.arrays("transitions"), **self.cooccurrence.arrays("cooccurrence")}
+        for name, values in arrays.items():
+            np.save(arrays_dir / f"{name}.npy", np.asarray(values), allow_pickle=False)
         (directory / CONFIG_FILE).write_text(self.config.model_dump_json(indent=2))
 
     @classmethod
     def load(cls, directory: Path) -> "InteractionStats":
+        """The arrays are memory-mapped: pages are read on first use and shared between processes (serving
+        workers), and the point-in-time rows serving never reads stay on disk."""
         config = StatsConfig.model_validate(json.loads((directory / CONFIG_FILE).read_text()))
-        if not (directory / ARRAYS_FILE).exists() and (directory / LEGACY_FILES[0]).exists():
+        if (directory / ARRAYS_DIR).is_dir():
+            arrays = {path.stem: np.load(path, mmap_mode="r", allow_pickle=False)
+                      for path in (directory / ARRAYS_DIR).glob("*.npy")}
+            span, n = len(arrays["times"]) + 1, len(arrays["item_ids"])
+            return cls(config, np.asarray(arrays["item_ids"]), arrays["times"],
+                       CountTable.from_arrays(arrays, "items", span),
+                       PairCounts.from_arrays(arrays, "transitions", n, span),
+                       PairCounts.from_arrays(arrays, "cooccurrence", n, span))
+        if not (directory / NPZ_FILE).exists() and (directory / LEGACY_FILES[0]).exists():
             return cls._load_legacy(directory, config)
-        with np.load(directory / ARRAYS_FILE, allow_pickle=False) as arrays:
+        with np.load(directory / NPZ_FILE, allow_pickle=False) as arrays:  # bundles before the .npy directory
             tables: dict[str, dict[str, np.ndarray]] = {"items": {}, "transitions": {}, "cooccurrence": {}}
             for key in arrays.files:
                 if "." in key:
                     name, column = key.split(".", 1)
                     tables[name][column] = arrays[key]
-            return cls(config, arrays["item_ids"], arrays["times"], **tables)
+            return cls.from_event_tables(config, arrays["item_ids"], arrays["times"], **tables)
 
     @classmethod
     def _load_legacy(cls, directory: Path, config: StatsConfig) -> "InteractionStats":
@@ -276,10 +302,11 @@ class InteractionStats:
             return pl.col(column).cast(enum).to_physical().cast(pl.Int64)
 
         times = pl.concat([items["t"], transitions["t"], cooccurrence["t"]]).unique().sort().to_numpy()
-        return cls(config, item_ids.to_numpy().astype(str), times,
-                   _columns(items.select(code("item_id").alias("key"), "t", "cum")),
-                   _columns(transitions.select(code("src").alias("src"), code("dst").alias("dst"), "t", "cum")),
-                   _columns(cooccurrence.select(code("src").alias("src"), code("dst").alias("dst"), "t", "cum")))
+        return cls.from_event_tables(
+            config, item_ids.to_numpy().astype(str), times,
+            _columns(items.select(code("item_id").alias("key"), "t", "cum")),
+            _columns(transitions.select(code("src").alias("src"), code("dst").alias("dst"), "t", "cum")),
+            _columns(cooccurrence.select(code("src").alias("src"), code("dst").alias("dst"), "t", "cum")))
 
 
 def _columns(frame: pl.DataFrame) -> dict[str, np.ndarray]:

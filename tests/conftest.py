@@ -86,7 +86,7 @@ def frozen_bundle(tmp_path_factory, tiny_bert_dir) -> Path:
 
     root = tmp_path_factory.mktemp("frozen")
     config = BuildConfig(encoder=EncoderConfig(model=str(tiny_bert_dir), max_length=32))
-    path, _ = build_bundle(generate_shop(n_users=60, n_items=90, seed=2), config, root / "artifacts", "shop",
+    path, _, _ = build_bundle(generate_shop(n_users=60, n_items=90, seed=2), config, root / "artifacts", "shop",
                            progress=False)
     return path.rename(path.parent / "v1")
 

@@ -122,6 +122,21 @@ def test_known_users_are_pre_encoded_at_load(bundle, tmp_path):
         assert (tower.hits, tower.misses) == (0, 1)
 
 
+def test_start_up_pre_encodes_at_most_the_warm_budget_and_the_rest_lazily(bundle, tmp_path):
+    """1M-user shops: start-up encodes only `warm_user_cache` users (bounded by the cache), the others on their
+    first request, then from the cache; the lists are the same either way."""
+    with make_client(bundle, tmp_path / "warm") as warm:
+        expected = {u: warm.get(f"/v1/users/{u}/recommendations").json()["items"] for u in ("u1", "u2", "u3", "u4")}
+    with make_client(bundle, tmp_path / "two", warm_user_cache=2) as client:
+        tower = client.app.state.service.current.recommender.user_tower
+        assert tower.misses == 2  # two known users encoded at load, not all four
+        for user in ("u1", "u2", "u3", "u4"):
+            assert client.get(f"/v1/users/{user}/recommendations").json()["items"] == expected[user]
+        assert (tower.hits, tower.misses) == (2, 4)  # the two others encoded on their first request
+        assert client.get("/v1/users/u3/recommendations").status_code == 200
+        assert (tower.hits, tower.misses) == (3, 4)  # and cached
+
+
 def test_item_lookup(client):
     assert client.get("/v1/items/cam1").json() == {"item_id": "cam1", "text": "black mirrorless camera",
                                                    "title": "Camera One", "category": "cameras", "brand": None,

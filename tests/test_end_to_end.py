@@ -24,7 +24,7 @@ def test_scientific_slice_end_to_end(tmp_path, tiny_bert_dir):
     dataset = Dataset("scientific-slice", items, interactions)
     config = BuildConfig(encoder=EncoderConfig(model=str(tiny_bert_dir)), eval=EvalConfig(ks=(10, 50)))
 
-    bundle, rows = build_bundle(dataset, config, tmp_path / "artifacts", "slice", progress=False)
+    bundle, rows, _ = build_bundle(dataset, config, tmp_path / "artifacts", "slice", progress=False)
 
     by_model = {(r["model"], r["split"]): r for r in rows}
     assert by_model[("bundle", "test")]["n_examples"] == 300

@@ -94,3 +94,47 @@ def test_bundles_with_the_parquet_statistics_still_load(tmp_path):
     for table in ("transitions", "cooccurrence"):
         assert np.array_equal(loaded.pair_counts(table, loaded.codes(src), loaded.codes(dst), at),
                               fresh.pair_counts(table, fresh.codes(src), fresh.codes(dst), at))
+
+
+def test_pair_counts_built_range_by_range_equal_one_pass(monkeypatch):
+    """The bounded-memory fit counts pairs one range of source items at a time; many small ranges give the
+    same tables as one."""
+    import recsys.stats_fit as stats_fit
+
+    shop = generate_shop(n_users=120, n_items=90, seed=5)
+    config = StatsConfig(recent_window=86_400)
+    whole = InteractionStats.fit(shop.interactions, config)
+    monkeypatch.setattr(stats_fit, "PAIR_EVENTS_PER_RANGE", 97)
+    ranged = InteractionStats.fit(shop.interactions, config)
+    for name in ("transitions", "cooccurrence"):
+        a, b = getattr(whole, name), getattr(ranged, name)
+        assert np.array_equal(a.pairs, b.pairs) and np.array_equal(a.table.composite, b.table.composite)
+        assert np.array_equal(a.table.cum, b.table.cum) and np.array_equal(a.table.total, b.table.total)
+    assert len(whole.cooccurrence.pairs) > 200
+
+
+def test_stats_load_memory_mapped_and_the_npz_format_still_loads(tmp_path):
+    shop = generate_shop(n_users=80, n_items=60, seed=2)
+    stats = InteractionStats.fit(shop.interactions, StatsConfig(recent_window=86_400))
+    stats.save(tmp_path / "new")
+    loaded = InteractionStats.load(tmp_path / "new")
+    assert isinstance(loaded.cooccurrence.table.composite, np.memmap)  # not read until searched
+    # the previous format: one .npz of event rows (real times), rebuilt on load
+    arrays = {"item_ids": stats.item_ids, "times": stats.times}
+    keys, ranks, cum = stats.items.rows()
+    arrays.update({"items.key": keys, "items.t": stats.times[ranks], "items.cum": cum})
+    for name in ("transitions", "cooccurrence"):
+        src, dst, ranks, cum = getattr(stats, name).rows()
+        arrays.update({f"{name}.src": src, f"{name}.dst": dst, f"{name}.t": stats.times[ranks], f"{name}.cum": cum})
+    (tmp_path / "old").mkdir()
+    np.savez(tmp_path / "old" / "ranker_stats.npz", **arrays)
+    (tmp_path / "old" / "ranker_stats.json").write_text(stats.config.model_dump_json())
+    old = InteractionStats.load(tmp_path / "old")
+    codes = np.arange(-1, len(stats.item_ids))
+    at = np.full(len(codes), int(shop.interactions["timestamp"].median()))
+    assert np.array_equal(old.item_counts(codes, at), loaded.item_counts(codes, at))
+    src, dst = np.meshgrid(codes, codes)
+    for table in ("transitions", "cooccurrence"):
+        when = np.full(src.size, int(shop.interactions["timestamp"].quantile(0.6)))
+        assert np.array_equal(old.pair_counts(table, src.ravel(), dst.ravel(), when),
+                              loaded.pair_counts(table, src.ravel(), dst.ravel(), when))

@@ -63,7 +63,7 @@ def test_save_load_gives_identical_scores_and_explanations(trained, tmp_path):
     recommender, split, _ = trained
     path = recommender.save(tmp_path / "planted" / "v1")
     assert (path / "ranker" / "model.txt").is_file() and (path / "ranker" / "features.json").is_file()
-    assert (path / "stats" / "ranker_stats.npz").is_file()
+    assert (path / "stats" / "ranker_stats" / "cooccurrence.composite.npy").is_file()
     loaded = Recommender.load(path)
     histories = split.test["history"].to_list()[:60]
     before = recommender.recommend_batch(histories, 10, explain=True)
@@ -119,6 +119,17 @@ def test_train_ranker_command_writes_a_new_bundle_version(tmp_path):
     assert models == ["retrieval-only", "re-ranked"] and "candidate_recall@40" in manifest["ranker"]
     assert manifest["dataset"]["fingerprint"] == dataset.fingerprint()
     assert Recommender.load(newest[0]).reranker is not None
+    assert manifest["ranker"]["training"]["examples"] == N_USERS  # under the 50,000 default: every valid example
+    assert all("sampled_from" not in row for row in manifest["ranker"]["test"])
+    # large shops: learn from and evaluate on seeded samples of users, and say so
+    sampled = CliRunner().invoke(app, ["train-ranker", "--bundle", str(first), "--data", str(data), "--candidates",
+                                       "40", "--train-users", "300", "--eval-users", "150", "--out",
+                                       str(tmp_path / "sampled")])
+    assert sampled.exit_code == 0, sampled.output
+    assert "a seeded sample of 400" in sampled.output and "150 of 400 (seeded sample)" in sampled.output
+    manifest = read_manifest(tmp_path / "sampled")
+    assert (manifest["ranker"]["training"]["examples"], manifest["ranker"]["training"]["valid_examples"]) == (300, 400)
+    assert [row["n_examples"] for row in manifest["ranker"]["test"]] == [150, 150]
     other = planted_dataset(seed=3).save(tmp_path / "other")
     refused = CliRunner().invoke(app, ["train-ranker", "--bundle", str(first), "--data", str(other)])
     assert refused.exit_code == 2 and "another dataset" in refused.output

@@ -177,3 +177,38 @@ def _hit_rate(shop: Dataset, use_last_item_text: bool, k: int = 10) -> float:
 def test_last_item_text_beats_popularity(shop: Dataset) -> None:
     popularity, text_aware = _hit_rate(shop, False), _hit_rate(shop, True)
     assert text_aware > 1.5 * popularity and text_aware - popularity > 0.05, (popularity, text_aware)
+
+
+def test_streamed_shop_equals_the_in_memory_one(tmp_path) -> None:
+    """`recsys import synthetic` writes chunk by chunk (bounded memory); the directory loads as exactly the
+    dataset `generate_shop` makes, and schema.json's fingerprint is the loaded dataset's."""
+    import json
+
+    from recsys.data.shop_writer import write_shop
+
+    summary = write_shop(tmp_path / "shop", n_users=250, n_items=300, seed=4)
+    loaded = Dataset.load(tmp_path / "shop")
+    expected = generate_shop(n_users=250, n_items=300, seed=4)
+    assert loaded.items.equals(expected.items) and loaded.interactions.equals(expected.interactions)
+    schema = json.loads((tmp_path / "shop" / "schema.json").read_text())
+    assert schema["fingerprint"] == loaded.fingerprint() == expected.fingerprint()
+    assert summary == {"name": "synthetic-shop", "n_items": 300, "n_users": 250,
+                       "n_interactions": loaded.interactions.height, "has_split": False}
+    # several chunks (one Parquet row group each): the digest fed chunk by chunk is the loaded dataset's
+    chunked = write_shop(tmp_path / "chunked", n_users=250, n_items=300, seed=4, chunk_users=60)
+    reloaded = Dataset.load(tmp_path / "chunked")
+    assert json.loads((tmp_path / "chunked" / "schema.json").read_text())["fingerprint"] == reloaded.fingerprint()
+    assert chunked["n_users"] == reloaded.n_users == 250
+
+
+def test_event_count_sets_the_mean_sequence_length(tmp_path) -> None:
+    from recsys.data.shop_writer import write_shop
+    from recsys.data.synthetic import Behaviour, behaviour_for_events, mean_length
+
+    assert mean_length(Behaviour()) == pytest.approx(9.81, abs=0.01)
+    long = behaviour_for_events(1000, 50_000)
+    assert mean_length(long) == pytest.approx(50.0) and long.max_interactions == 200
+    summary = write_shop(tmp_path / "shop", n_users=2000, n_items=200, seed=0, n_events=30_000)
+    assert summary["n_interactions"] == pytest.approx(30_000, rel=0.05)
+    with pytest.raises(ValueError, match="below the minimum"):
+        behaviour_for_events(1000, 2000)

@@ -97,13 +97,13 @@ class ChunkEncoder:
     Both engines use it: the local engine holds one, each Ray actor holds its own."""
 
     def __init__(self, job: JobDir, threads: int = 1, encoder: Any = None) -> None:
-        from encoders.text_encoder import TextEncoder
+        from encoders.text_encoder import load_text_encoder
 
         self.job = job
         self.threads = threads
         with torch_threads(threads):
-            self.encoder = encoder or TextEncoder.from_config(EncoderConfig.model_validate(job.identity["encoder"]),
-                                                              precision=job.identity["precision"])
+            self.encoder = encoder or load_text_encoder(EncoderConfig.model_validate(job.identity["encoder"]),
+                                                        precision=job.identity["precision"])
 
     def run_chunk(self, chunk: int) -> ChunkResult:
         """Read, encode and write one chunk (atomically: its shard is complete or absent)."""

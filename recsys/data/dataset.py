@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,10 +88,8 @@ class Dataset:
 
     def fingerprint(self) -> str:
         """sha256 over the canonical content, stable across save/load."""
-        digest = hashlib.sha256()
-        for frame in (self.items, self.interactions):
-            digest.update(",".join(frame.columns).encode())
-            digest.update(frame.hash_rows(seed=0).to_numpy().tobytes())
+        digest = Fingerprint(self.items)
+        digest.add(self.interactions)
         return digest.hexdigest()
 
     def summary(self) -> dict:
@@ -112,16 +111,8 @@ class Dataset:
         (directory / REJECTED_FILE).unlink(missing_ok=True)
         if self.report.rejected.height:
             self.report.rejected.write_csv(directory / REJECTED_FILE)
-        schema = {
-            "schema_version": SCHEMA_VERSION,
-            **self.summary(),
-            "item_columns": {c: str(t) for c, t in self.items.schema.items()},
-            "interaction_columns": {c: str(t) for c, t in self.interactions.schema.items()},
-            "fingerprint": self.fingerprint(),
-            "import_report": self.report.to_dict(),
-            "text_template": self.text_template,
-        }
-        (directory / "schema.json").write_text(json.dumps(schema, indent=2))
+        write_schema(directory, self.summary(), self.items.schema, self.interactions.schema, self.fingerprint(),
+                     self.report, self.text_template)
         return directory
 
     @classmethod
@@ -140,6 +131,41 @@ class Dataset:
         interactions = pl.read_parquet(directory / "interactions.parquet")
         return cls(schema["name"], items, interactions, ImportReport.from_dict(schema.get("import_report", {})),
                    schema.get("text_template"))
+
+
+class Fingerprint:
+    """`Dataset.fingerprint`, fed the interactions in consecutive chunks (the same digest as one frame), so a
+    dataset streamed to disk chunk by chunk gets the fingerprint its loaded form will have."""
+
+    def __init__(self, items: pl.DataFrame) -> None:
+        self._digest = hashlib.sha256()
+        self._digest.update(",".join(items.columns).encode())
+        self._digest.update(items.hash_rows(seed=0).to_numpy().tobytes())
+        self._started = False
+
+    def add(self, interactions: pl.DataFrame) -> None:
+        if not self._started:
+            self._digest.update(",".join(interactions.columns).encode())
+            self._started = True
+        self._digest.update(interactions.hash_rows(seed=0).to_numpy().tobytes())
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
+def write_schema(directory: Path, summary: dict, item_schema: Mapping, interaction_schema: Mapping, fingerprint: str,
+                 report: ImportReport, text_template: str | None = None) -> None:
+    """schema.json: the version, `summary` (name and counts), the column types, the fingerprint and the report."""
+    schema = {
+        "schema_version": SCHEMA_VERSION,
+        **summary,
+        "item_columns": {c: str(t) for c, t in item_schema.items()},
+        "interaction_columns": {c: str(t) for c, t in interaction_schema.items()},
+        "fingerprint": fingerprint,
+        "import_report": report.to_dict(),
+        "text_template": text_template,
+    }
+    (Path(directory) / "schema.json").write_text(json.dumps(schema, indent=2))
 
 
 def _check_columns(frame: pl.DataFrame, required: dict[str, pl.DataType], source: str) -> None:

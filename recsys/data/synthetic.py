@@ -41,6 +41,7 @@ class Behaviour(FrozenModel):
 
     min_interactions: int = 3
     max_interactions: int = 30
+    length_p: float = 1 / 8  # sequence length = min(max, min - 1 + Geometric(length_p)): mean ≈ 9.8 by default
     accessory_prob: float = 0.55  # right after a main product: one of its accessories (half that after an accessory)
     same_brand_prob: float = 0.8  # a complement of the main product's brand
     repeat_prob: float = 0.25  # browsing: the same category as the last item
@@ -98,7 +99,7 @@ def _user_sequences(catalogue: ShopCatalogue, sampler: _Sampler, tables: _Tables
                     n_users: int, rng: np.random.Generator, start: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(user position in the chunk, item row, timestamp) per interaction, user by user, oldest first."""
     b, rows = behaviour, np.arange(n_users)
-    lengths = np.minimum(b.max_interactions, b.min_interactions + rng.geometric(1 / 8, n_users) - 1)
+    lengths = np.minimum(b.max_interactions, b.min_interactions + rng.geometric(b.length_p, n_users) - 1)
     tastes = np.argsort(-(tables.log_taste + rng.gumbel(size=(n_users, len(CATEGORY_NAMES)))), axis=1)[:, :3]
     n_tastes = rng.integers(1, 4, n_users)
     band = rng.choice(len(TIERS), n_users, p=TIER_SHARES)
@@ -137,6 +138,31 @@ def _user_sequences(catalogue: ShopCatalogue, sampler: _Sampler, tables: _Tables
         last = item
     kept = np.arange(steps)[None, :] < lengths[:, None]  # [user, step]
     return np.repeat(rows, lengths), items.T[kept], stamps.T[kept]
+
+
+def mean_length(behaviour: Behaviour) -> float:
+    """Expected interactions per user: (min - 1) + E[min(Geometric(p), max - min + 1)]."""
+    p, span = behaviour.length_p, behaviour.max_interactions - behaviour.min_interactions + 1
+    return behaviour.min_interactions - 1 + (1 - (1 - p) ** span) / p
+
+
+def behaviour_for_events(n_users: int, n_events: int, behaviour: Behaviour = Behaviour()) -> Behaviour:
+    """`behaviour` with the length distribution set so that `n_users` users make about `n_events` interactions
+    (the geometric parameter solved for the mean; `max_interactions` raised to 4× the mean when the mean is above
+    the middle of the min-max range)."""
+    mean = n_events / n_users
+    if mean < behaviour.min_interactions:
+        raise ValueError(f"{n_events:,} events for {n_users:,} users is {mean:.2f} per user, below the minimum of "
+                         f"{behaviour.min_interactions} per user: ask for more events or fewer users")
+    longest = behaviour.max_interactions
+    if mean > (behaviour.min_interactions + longest) / 2:
+        longest = int(np.ceil(4 * mean))
+    lo, hi = 1e-6, 1.0
+    for _ in range(100):  # mean_length falls as p grows
+        p = (lo + hi) / 2
+        lo, hi = (p, hi) if mean_length(behaviour.model_copy(update={"length_p": p, "max_interactions": longest})) \
+            > mean else (lo, p)
+    return behaviour.model_copy(update={"length_p": (lo + hi) / 2, "max_interactions": longest})
 
 
 def iter_interactions(catalogue: ShopCatalogue, n_users: int, seed: int = 0, behaviour: Behaviour = Behaviour(),

@@ -46,11 +46,19 @@ def factory_string(config: IndexConfig, dim: int, nlist: int) -> str:
         return f"HNSW{config.hnsw_m},{storage}"
     if config.kind == "ivf_flat":
         return f"IVF{nlist},{storage}"
-    if dim % config.pq_m:
-        raise ValueError(f"pq_m={config.pq_m} must divide the vector dimension {dim}")
-    opq = f"OPQ{config.pq_m}," if config.opq else ""
+    if config.kind != "ivf_pq":
+        raise ValueError(f"index kind {config.kind!r} must be resolved first (recsys.retrieval.choice.resolve_index)")
+    pq_m = config.pq_m or default_pq_m(dim)
+    if dim % pq_m:
+        raise ValueError(f"pq_m={pq_m} must divide the vector dimension {dim}")
+    opq = f"OPQ{pq_m}," if config.opq else ""
     refine = {"none": "", "flat": ",RFlat", "fp16": ",Refine(SQfp16)"}[config.refine]
-    return f"{opq}IVF{nlist},PQ{config.pq_m}x{config.pq_nbits}{refine}"
+    return f"{opq}IVF{nlist},PQ{pq_m}x{config.pq_nbits}{refine}"
+
+
+def default_pq_m(dim: int) -> int:
+    """The largest divisor of `dim` up to dim / 8 (8 dimensions per sub-quantizer: 384 → 48, 512 → 64)."""
+    return max(m for m in range(1, max(1, dim // 8) + 1) if dim % m == 0)
 
 
 def ivf_of(index: faiss.Index) -> faiss.IndexIVF | None:
@@ -111,10 +119,13 @@ class Layout:
     ivf: faiss.IndexIVF | None
     hnsw: faiss.IndexHNSW | None
     refine: bool
+    flat: faiss.IndexFlat | None = None  # a plain fp32 flat index (searched by `exact.exact_top_k`)
 
     @classmethod
     def of(cls, index: faiss.Index) -> "Layout":
-        return cls(ivf_of(index), hnsw_of(index), isinstance(faiss.downcast_index(index), faiss.IndexRefine))
+        outer = faiss.downcast_index(index)
+        flat = outer if type(outer) in (faiss.IndexFlat, faiss.IndexFlatIP) else None
+        return cls(ivf_of(index), hnsw_of(index), isinstance(outer, faiss.IndexRefine), flat)
 
 
 def faiss_params(layout: Layout, config: IndexConfig, params: SearchParams | None,
@@ -212,5 +223,5 @@ def reconstruct_rows(index: faiss.Index, rows: np.ndarray) -> np.ndarray:
     return index.reconstruct_batch(rows)
 
 
-__all__ = ["SearchParams", "Layout", "choose_nlist", "factory_string", "new_index", "faiss_params", "exhaustive_params",
+__all__ = ["SearchParams", "Layout", "choose_nlist", "factory_string", "default_pq_m", "new_index", "faiss_params", "exhaustive_params",
            "compact_index", "reconstruct_rows", "ivf_of", "hnsw_of", "METRIC"]

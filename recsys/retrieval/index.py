@@ -4,6 +4,8 @@ deactivate (through the catalogue), query-time filters and save/load without pic
 FAISS label = catalogue row; rows are append-only. The ids, the row flags (removed / inactive) and the filter
 attributes are the catalogue's: searches skip flagged rows through a faiss IDSelector (CPU) or a host-side
 filter (GPU), over-fetching and refilling so k results come back whenever k eligible items exist.
+A plain fp32 flat index on the CPU is searched by `exact.exact_top_k` instead (one GEMM per batch, masks and
+exclusions applied to the scores, batch-invariant results).
 `compact()` drops removed rows for good (IVF codes are moved, flat/HNSW rebuilt), built aside and swapped in.
 """
 
@@ -23,6 +25,8 @@ from recsys.errors import BundleError
 
 from .factory import (Layout, SearchParams, add_in_chunks, compact_index, exhaustive_params, faiss_params, new_index,
                       reconstruct_rows)
+from .choice import resolve_index
+from .exact import exact_top_k
 from .filters import Where, bitmap_selector, normalise_attributes, rows_of
 from .gpu import GPU_MAX_K, GpuReplica, to_gpu
 
@@ -111,7 +115,7 @@ class VectorIndex:
     def build(cls, vectors: np.ndarray, ids: list[str] | np.ndarray, config: IndexConfig | None = None, *,
               attributes: pl.DataFrame | dict | None = None) -> "VectorIndex":
         """Index `vectors` (rows aligned with `ids`, and with `attributes` rows when given) over a private
-        catalogue; trains on a seeded sample when the kind needs it."""
+        catalogue; trains on a seeded sample when the kind needs it (`kind="auto"`: see `over`)."""
         from recsys.catalogue import Catalogue
 
         ids = np.asarray(ids, dtype=object)
@@ -122,8 +126,9 @@ class VectorIndex:
 
     @classmethod
     def over(cls, catalogue: Catalogue, config: IndexConfig | None = None) -> "VectorIndex":
-        """Index every row of `catalogue` (its vectors, L2-normalised when the config says so)."""
-        config = config or IndexConfig()
+        """Index every row of `catalogue` (its vectors, L2-normalised when the config says so). `kind="auto"` is
+        resolved for the number of rows (`choice.resolve_index`): `self.config` holds the kind built."""
+        config = resolve_index(config or IndexConfig(), len(catalogue))
         state = catalogue.state
         return cls(new_index(config, prepare_vectors(state.vectors, len(state), config.normalize)), catalogue, config)
 
@@ -218,13 +223,18 @@ class VectorIndex:
             if exclude_per_query is not None and len(exclude_per_query) != len(queries):
                 raise ValueError(f"exclude_per_query has {len(exclude_per_query)} entries for {len(queries)} queries")
             mask, keep_alive = self._eligible(state, allow, where, exclude)
-            selector = keep_alive[0] if keep_alive else None
-            n_eligible = state.n_available if mask is None else int(mask.sum())
             per_rows = None
             if exclude_per_query is not None:
                 per_rows = [rows_of(e, state.position) if e is not None else np.zeros(0, np.int64)
                             for e in exclude_per_query]
-                per_rows = [r[mask[r]] if mask is not None else r for r in per_rows]
+            if self._layout.flat is not None and self.gpu is None:  # exact: one GEMM per batch (see .exact)
+                scores, labels = exact_top_k(self._flat_vectors(), queries, width, mask=mask, exclude_rows=per_rows,
+                                             row_norm=self._row_norm())
+                return scores, labels, state
+            selector = keep_alive[0] if keep_alive else None
+            n_eligible = state.n_available if mask is None else int(mask.sum())
+            if per_rows is not None and mask is not None:
+                per_rows = [r[mask[r]] for r in per_rows]
             if mask is None and per_rows is None and self.gpu is None:  # the common case, kept lean
                 scores, labels = self.index.search(queries, width, params=self._faiss_params(params, None, 1))
                 if labels[:, -1].min() < 0:  # an IVF probe came up short: refill
@@ -288,6 +298,23 @@ class VectorIndex:
         scores, labels = self._exact(queries[pending], k_fetch, selector)
         self._collect(pending, scores, labels, mask, per_rows, targets, out_l, out_s)
         return out_s, out_l
+
+    def _row_norm(self) -> float:
+        """An upper bound on the stored vectors' L2 norms (the exact search's rounding bound): 1 when the config
+        normalises them, else measured (cached until the row count changes)."""
+        if self.config.normalize:
+            return 1.0 + 1e-5
+        cached = self._params_cache.get("row_norm")
+        if cached is None or cached[0] != len(self):
+            vectors = self._flat_vectors()
+            cached = self._params_cache["row_norm"] = (len(self), float(np.sqrt(
+                np.einsum("ij,ij->i", vectors, vectors).max(initial=0.0))))
+        return cached[1]
+
+    def _flat_vectors(self) -> np.ndarray:
+        """The fp32 flat index's stored vectors [rows, dim], a view (taken per search: `add` may move them)."""
+        flat = self._layout.flat
+        return faiss.rev_swig_ptr(flat.get_xb(), flat.ntotal * flat.d).reshape(flat.ntotal, flat.d)
 
     def _faiss_params(self, params: SearchParams, selector, widen: int) -> faiss.SearchParameters:
         if selector is not None:

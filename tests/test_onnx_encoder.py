@@ -1,0 +1,67 @@
+"""The ONNX Runtime item tower (fp32 and int8) agrees with the PyTorch tower on a tiny BERT."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from recsys.config import EncoderConfig
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+from encoders.onnx_encoder import OnnxTextEncoder, graph_path  # noqa: E402
+from encoders.text_encoder import TextEncoder, load_text_encoder  # noqa: E402
+
+TEXTS = ["red tent", "Nordvik 24 MP Mirrorless Camera, black. Cameras. Nordvik. range: mid-range",
+         "coffee beans, dark roast, 250 g", "a", "trail running shoes size 42 navy " * 6, "laptop sleeve"] * 7
+
+
+@pytest.fixture(scope="module")
+def encoders(tiny_bert_dir, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("onnx-cache")
+    config = EncoderConfig(model=str(tiny_bert_dir), max_length=32, batch_size=4)
+    reference = TextEncoder.from_config(config, torch.device("cpu"))
+    fp32 = OnnxTextEncoder.from_config(config.model_copy(update={"backend": "onnx"}), threads=1, cache_dir=cache)
+    int8 = OnnxTextEncoder.from_config(config.model_copy(update={"backend": "onnx-int8"}), threads=1, cache_dir=cache)
+    return config, cache, reference, fp32, int8
+
+
+def test_onnx_fp32_matches_torch_and_int8_stays_close(encoders):
+    config, _, reference, fp32, int8 = encoders
+    expected = reference.encode(TEXTS)
+    got = fp32.encode(TEXTS)
+    assert got.shape == expected.shape == (len(TEXTS), 32)
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    quantised = int8.encode(TEXTS)
+    cosine = (quantised * expected).sum(axis=1)  # both L2-normalised
+    assert cosine.min() > 0.95
+    assert np.allclose(np.linalg.norm(quantised, axis=1), 1.0, atol=1e-4)
+
+
+def test_length_buckets_do_not_change_vectors(encoders, monkeypatch):
+    """Batches of similar length (the order restored afterwards) give each text the vector it gets alone."""
+    import encoders.onnx_encoder as module
+
+    _, _, _, fp32, _ = encoders
+    batched = fp32.encode(TEXTS)
+    monkeypatch.setattr(module, "TOKENS_PER_BATCH", 1)  # one text per call
+    alone = fp32.encode(TEXTS)
+    np.testing.assert_allclose(batched, alone, atol=1e-5)
+    assert fp32.encode([]).shape == (0, 32)
+
+
+def test_graphs_are_cached_and_the_backend_is_chosen_by_config(encoders):
+    config, cache, _, _, _ = encoders
+    fp32_path = graph_path(config.model_copy(update={"backend": "onnx"}), cache)
+    int8_path = graph_path(config.model_copy(update={"backend": "onnx-int8"}), cache)
+    assert fp32_path.is_file() and int8_path.is_file() and fp32_path.parent == int8_path.parent
+    import onnx
+
+    ops = [node.op_type for node in onnx.load(str(int8_path)).graph.node]
+    kept = [node.name for node in onnx.load(str(int8_path)).graph.node if node.op_type == "MatMul"
+            and node.name.endswith("/output/dense/MatMul") and "attention" not in node.name]
+    assert "DynamicQuantizeLinear" in ops or "DynamicQuantizeMatMul" in ops  # weight MatMuls run in int8
+    assert len(kept) == 2  # the tiny BERT's two feed-forward output projections stay fp32
+    assert isinstance(load_text_encoder(config), TextEncoder)
