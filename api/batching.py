@@ -172,25 +172,25 @@ class LoopTurnBatcher:
             done.add_done_callback(lambda finished: _settle(batch, finished))
         elif self.prepare is not None:
             done = self._loop.run_in_executor(None, self.prepare, key, items)
-            done.add_done_callback(lambda finished: self._after_prepare(key, batch, finished))
+            done.add_done_callback(lambda finished: self._after_prepare(key, batch, items, finished))
         else:
-            self._run_on_loop(key, batch)
+            self._run_on_loop(key, batch, items)
 
-    def _run_on_loop(self, key: Hashable, batch: list[tuple[object, asyncio.Future]]) -> None:
+    def _run_on_loop(self, key: Hashable, batch: list[tuple[object, asyncio.Future]], items: list) -> None:
         try:
-            results = self._call(key, [item for item, _ in batch])
+            results = self._call(key, items)
         except Exception as exc:
             _deliver(batch, error=exc)
         else:
             _deliver(batch, results)
 
-    def _after_prepare(self, key: Hashable, batch: list[tuple[object, asyncio.Future]],
+    def _after_prepare(self, key: Hashable, batch: list[tuple[object, asyncio.Future]], items: list,
                        finished: asyncio.Future) -> None:
         """A batch's `prepare` is done (a callback on the event loop): run it, or pass its error on."""
         if finished.cancelled() or finished.exception() is not None:
             _settle(batch, finished)
         else:
-            self._run_on_loop(key, batch)
+            self._run_on_loop(key, batch, items)
 
     def _call(self, key: Hashable, items: list) -> list:
         results = list(self.run(key, items))
