@@ -156,7 +156,7 @@ def build(
                                               "shards in OUT/NAME/runs/encode)")] = "local",
     workers: Annotated[Optional[int], typer.Option(min=1, help="ray: actors (default: all CPUs / one per GPU)")] = None,
     ray_address: Annotated[Optional[str], typer.Option(help="ray: cluster address (default: a local Ray)")] = None,
-    index: IndexOpt = "auto", eval_users: EvalUsersOpt = EVAL_USERS, encoder: EncoderOpt = "torch",
+    index: IndexOpt = "auto", eval_users: EvalUsersOpt = EVAL_USERS, encoder: EncoderOpt = "onnx-int8",
 ) -> None:
     """Encode the catalogue, build the index, evaluate, and write a bundle to OUT/NAME/VERSION."""
     from jobs.encode_cmd import encode_options
@@ -193,13 +193,15 @@ def evaluate_cmd(
     int8: Annotated[bool, typer.Option(help="int8 dynamic quantisation of the zero-shot BERT (CPU)")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="print the results as JSON on stdout (no table)")]
     = False,
+    encoder: EncoderOpt = "onnx-int8",
 ) -> None:
     """Full-ranking Recall/NDCG/MRR@K over the whole catalogue; prints a table and writes JSON."""
     from jobs.workflows import baseline_models, load_dataset
     from encoders.loading import load_recommender
     from recsys.splits import split_dataset
 
-    config = _build_config(model, max_length, batch_size, decay, ks, splits, mask_history, int8=int8)
+    config = _build_config(model, max_length, batch_size, decay, ks, splits, mask_history, int8=int8,
+                           backend=encoder)
     step(f"reading the dataset {data} …")
     dataset = load_dataset(data)
     split = split_dataset(dataset)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import polars as pl
@@ -9,6 +13,10 @@ import pytest
 
 from recsys.data.dataset import Dataset
 from tests.tiny_bert import build_tiny_bert
+
+# ONNX graphs exported by the tests (tiny random BERTs) go to a temporary cache, not the user's ~/.cache
+os.environ["RECSYS_ONNX_CACHE"] = tempfile.mkdtemp(prefix="recsys-onnx-tests-")
+atexit.register(shutil.rmtree, os.environ["RECSYS_ONNX_CACHE"], ignore_errors=True)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -1,4 +1,6 @@
 import json
+import os
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -37,6 +39,10 @@ def test_build_writes_bundle_with_metrics(shop_bundle):
     assert models == {("popularity", "valid"), ("bundle", "valid"), ("popularity", "test"), ("bundle", "test")}
     assert manifest["dataset"]["n_items"] == 80
     assert manifest["encoder"]["dim"] == 32
+    # the default encoder is ONNX Runtime int8 (benchmarks/results/encoder.md), recorded in the bundle's config,
+    # its graph exported into the (test) ONNX cache
+    assert json.loads((bundle / "config.json").read_text())["encoder"]["backend"] == "onnx-int8"
+    assert list(Path(os.environ["RECSYS_ONNX_CACHE"]).glob("*/item_tower.int8.onnx"))
 
 
 def test_recommend_and_evaluate_commands(shop_bundle, tiny_bert_dir):

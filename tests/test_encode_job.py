@@ -72,7 +72,8 @@ def test_ray_encode_equals_local_and_build_uses_it(items, tiny_bert_dir, tmp_pat
     np.testing.assert_allclose(on_ray, local, atol=1e-6)
     data = generate_shop(n_users=40, n_items=90, seed=3).save(tmp_path / "shop")
     result = CliRunner().invoke(app, ["build", "--data", str(data), "--out", str(tmp_path / "art"), "--name", "shop",
-                                      "--model", str(tiny_bert_dir), "--batch-size", "16", "--engine", "ray",
+                                      "--model", str(tiny_bert_dir), "--batch-size", "16", "--encoder", "torch",
+                                      "--engine", "ray",
                                       "--workers", "2"])
     assert result.exit_code == 0, result.output
     bundle = next((tmp_path / "art" / "shop").glob("2*"))
