@@ -68,6 +68,9 @@ class IndexConfig(FrozenModel):
     opq: bool = False
     refine: Literal["none", "flat", "fp16"] = Field("none", description="re-rank PQ candidates with stored vectors")
     refine_factor: int = Field(4, ge=1, description="fetch refine_factor·k PQ candidates before re-ranking")
+    refine_max: int = Field(800, ge=1, description="re-score at most this many PQ candidates per query: a deep "
+                            "search (k·refine_factor above it, e.g. the re-ranker's 200 candidates) uses a factor "
+                            "of refine_max / k, never below 2 (an explicit per-call refine_factor is kept as is)")
     seed: int = 0
     # GPU (faiss-gpu only; ignored by faiss-cpu)
     gpu: Literal["auto", "off"] = "auto"

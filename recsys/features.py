@@ -233,7 +233,7 @@ class FeatureBuilder:
         out[:, column["hist_len"]] = np.fromiter(map(len, histories), np.float64, n)[query]
 
         hist_rows = [state.rows(h) for h in histories]
-        self._history_pairs(arrays, out, column, hist_rows, query, stats_cand, times)
+        self._history_pairs(arrays, out, column, hist_rows, query, stats_cand, times, starts, lengths)
         self._consumed(len(state), out, column, hist_rows, query, cand)
         self._similarity(arrays, out, column, hist_rows, query, cand, lengths)
         if self.attributes:
@@ -254,15 +254,12 @@ class FeatureBuilder:
         return out
 
     def _history_pairs(self, arrays: ItemArrays, out: np.ndarray, column: dict, hist_rows: Sequence[np.ndarray], query: np.ndarray,
-                       stats_cand: np.ndarray, times: np.ndarray) -> None:
+                       stats_cand: np.ndarray, times: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> None:
         """Transition / co-occurrence counts from the last `recent_items` history items to each candidate."""
         recent = self._recent(hist_rows, self.config.recent_items, newest_first=True)
         src = np.where(recent >= 0, arrays.stats_code[np.maximum(recent, 0)], -1)  # [queries, depth]
-        pair_src = src[query]                                                              # [rows, depth]
-        dst = np.broadcast_to(stats_cand[:, None], pair_src.shape)
-        at = np.broadcast_to(times[query][:, None], pair_src.shape)
-        trans = self.stats.pair_counts("transitions", pair_src, dst, at)
-        cooc = self.stats.pair_counts("cooccurrence", pair_src, dst, at)
+        trans = self.stats.pair_counts_blocks("transitions", src, stats_cand, starts, lengths, times)  # [rows, depth]
+        cooc = self.stats.pair_counts_blocks("cooccurrence", src, stats_cand, starts, lengths, times)
         last_pop = self.stats.item_counts(src[:, 0], times) if src.shape[1] else np.zeros(len(times))
         out[:, column["trans_last"]] = trans[:, 0]
         out[:, column["trans_recent"]] = trans.sum(axis=1)

@@ -164,6 +164,41 @@ class PairCounts:
         number = np.minimum(np.searchsorted(self.pairs, codes), len(self.pairs) - 1)
         return np.where((src >= 0) & (dst >= 0) & (self.pairs[number] == codes), number, -1)
 
+    def source_offsets(self) -> np.ndarray:
+        """[n_items + 1]: the pairs of source item `a` are rows offsets[a]:offsets[a + 1] of `pairs` (computed
+        once, on first use)."""
+        offsets = getattr(self, "_offsets", None)
+        if offsets is None:
+            starts = np.arange(self.n_items + 1, dtype=np.int64) * self.n_items
+            offsets = self._offsets = np.searchsorted(self.pairs, starts)
+        return offsets
+
+    def pair_number_blocks(self, src: np.ndarray, dst: np.ndarray, starts: np.ndarray,
+                           lengths: np.ndarray) -> np.ndarray:
+        """`pair_number(src[query], dst[:, None])` for rows in contiguous query blocks (query q owns rows
+        starts[q]:starts[q] + lengths[q]): src [queries, R] codes (-1: none), dst [rows] → [rows, R].
+        Each (query, source) pair searches only its source's own slice of `pairs` (tens to thousands of rows,
+        cache-resident) instead of every row of `pairs` (tens of millions at 10M events)."""
+        src = np.asarray(src, np.int64)
+        out = np.full((len(dst), src.shape[1]), -1, np.int64)
+        if not len(self.pairs) or not len(dst):
+            return out
+        offsets, pairs, n = self.source_offsets(), self.pairs, self.n_items
+        dst = np.asarray(dst, np.int64)
+        for q, a_row in enumerate(src.tolist()):
+            begin, end = int(starts[q]), int(starts[q] + lengths[q])
+            if begin == end:
+                continue
+            block, known = dst[begin:end], dst[begin:end] >= 0
+            for r, a in enumerate(a_row):
+                if a < 0 or offsets[a] == offsets[a + 1]:
+                    continue
+                lo, hi = int(offsets[a]), int(offsets[a + 1])
+                codes = a * n + block
+                found = np.minimum(np.searchsorted(pairs[lo:hi], codes), hi - lo - 1)
+                out[begin:end, r] = np.where(known & (pairs[lo + found] == codes), lo + found, -1)
+        return out
+
     def before(self, src: np.ndarray, dst: np.ndarray, ranks: np.ndarray) -> np.ndarray:
         return self.table.before(self.pair_number(src, dst), ranks)
 
@@ -254,6 +289,15 @@ class InteractionStats:
         """`table` counts for each (src, dst) code pair strictly before the time."""
         pairs = self.transitions if table == "transitions" else self.cooccurrence
         return pairs.before(src, dst, self.rank(at))
+
+    def pair_counts_blocks(self, table: Literal["transitions", "cooccurrence"], src: np.ndarray, dst: np.ndarray,
+                           starts: np.ndarray, lengths: np.ndarray, at: np.ndarray) -> np.ndarray:
+        """`pair_counts(table, src[query], dst[:, None], at[query][:, None])` for rows in contiguous query blocks
+        (see `PairCounts.pair_number_blocks`): src [queries, R], dst [rows], at [queries] → [rows, R]."""
+        pairs = self.transitions if table == "transitions" else self.cooccurrence
+        numbers = pairs.pair_number_blocks(src, dst, starts, lengths)
+        ranks = np.repeat(self.rank(at), lengths)[:, None]
+        return pairs.table.before(numbers, np.broadcast_to(ranks, numbers.shape))
 
     # ---- persistence --------------------------------------------------------------------------
     def save(self, directory: Path) -> None:

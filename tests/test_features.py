@@ -108,3 +108,23 @@ def test_training_stats_ignore_valid_and_test_interactions():
             valid["history"].to_list(), candidates, [list(range(21, 0, -1))] * valid.height,
             valid["timestamp"].to_list()))
     assert frames[0].equals(frames[1])
+
+
+def test_pair_lookups_by_query_block_equal_the_row_by_row_lookups():
+    from recsys.stats import PairCounts
+
+    rng = np.random.default_rng(7)
+    n_items, n_pairs = 50, 400
+    src, dst = rng.integers(0, n_items, n_pairs), rng.integers(0, n_items, n_pairs)
+    pairs = PairCounts.build(src, dst, rng.integers(0, 30, n_pairs), np.ones(n_pairs, np.int64), n_items, 31)
+    lengths = np.array([5, 0, 12, 1, 30])                         # an empty block too
+    starts = np.cumsum(lengths) - lengths
+    query = np.repeat(np.arange(len(lengths)), lengths)
+    sources = rng.integers(-1, n_items, (len(lengths), 4))        # -1: a history slot without a known item
+    candidates = rng.integers(-1, n_items, lengths.sum())         # -1: a candidate without training events
+    candidates[:3] = dst[:3]                                       # some pairs that occurred
+    sources[0, :3] = src[:3]
+    blocks = pairs.pair_number_blocks(sources, candidates, starts, lengths)
+    rows = pairs.pair_number(sources[query], np.broadcast_to(candidates[:, None], (len(candidates), 4)))
+    np.testing.assert_array_equal(blocks, rows)
+    assert (blocks[np.arange(3), np.arange(3)] >= 0).all() and (blocks == -1).any()

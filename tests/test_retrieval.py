@@ -287,3 +287,25 @@ def test_searches_run_safely_while_the_catalogue_changes(data):
     for thread in threads:
         thread.join()
     assert not errors and len(index.position) == N and index.search(queries[9:10], 1)[1][0, 0] == "live9"
+
+
+def test_deep_searches_refine_at_most_refine_max_candidates_per_query(data):
+    from recsys.retrieval.factory import refine_factor
+
+    config = IndexConfig(kind="ivf_pq", nlist=32, nprobe=8, pq_m=8, pq_nbits=6, refine="flat", refine_factor=8,
+                         refine_max=800)
+    assert refine_factor(config, None, 10) == 8.0      # shallow: the configured factor
+    assert refine_factor(config, None, 100) == 8.0     # exactly at the cap
+    assert refine_factor(config, None, 200) == 4.0     # the re-ranker's depth: 800 candidates re-scored
+    assert refine_factor(config, None, 1000) == 2.0    # never below 2
+    assert refine_factor(config, SearchParams(refine_factor=8), 200) == 8.0  # a call's own factor is kept
+    items, queries, ids = data
+    index = VectorIndex.build(items, ids, config)
+    capped = index.search(queries, 200)
+    explicit = index.search(queries, 200, params=SearchParams(refine_factor=4))
+    uncapped = index.search(queries, 200, params=SearchParams(refine_factor=8))
+    np.testing.assert_array_equal(capped[1], explicit[1])
+    # half the re-scored candidates cost (here) at most 0.01 of recall@200 against exact search
+    true_rows, _ = exact_top(items, queries, 200)
+    full = recall(uncapped[1], true_rows, ids)
+    assert full - 0.01 <= recall(capped[1], true_rows, ids) <= full

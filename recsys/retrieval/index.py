@@ -24,7 +24,7 @@ from recsys.config import IndexConfig
 from recsys.errors import BundleError
 
 from .factory import (Layout, SearchParams, add_in_chunks, compact_index, exhaustive_params, faiss_params, new_index,
-                      reconstruct_rows)
+                      reconstruct_rows, refine_factor)
 from .choice import resolve_index
 from .exact import exact_top_k
 from .filters import Where, bitmap_selector, normalise_attributes, rows_of
@@ -236,7 +236,7 @@ class VectorIndex:
             if per_rows is not None and mask is not None:
                 per_rows = [r[mask[r]] for r in per_rows]
             if mask is None and per_rows is None and self.gpu is None:  # the common case, kept lean
-                scores, labels = self.index.search(queries, width, params=self._faiss_params(params, None, 1))
+                scores, labels = self.index.search(queries, width, params=self._faiss_params(params, None, 1, width))
                 if labels[:, -1].min() < 0:  # an IVF probe came up short: refill
                     scores, labels = self._search(queries, width, mask, selector, n_eligible, per_rows, params)
             else:
@@ -289,7 +289,7 @@ class VectorIndex:
                     scores, labels = self.gpu.search(queries[pending], k_fetch, nprobe)
                 else:
                     scores, labels = self.index.search(queries[pending], k_fetch,
-                                                       params=self._faiss_params(params, selector, widen))
+                                                       params=self._faiss_params(params, selector, widen, k_fetch))
                 pending = self._collect(pending, scores, labels, mask, per_rows, targets, out_l, out_s)
                 if not len(pending):
                     return out_s, out_l
@@ -316,12 +316,13 @@ class VectorIndex:
         flat = self._layout.flat
         return faiss.rev_swig_ptr(flat.get_xb(), flat.ntotal * flat.d).reshape(flat.ntotal, flat.d)
 
-    def _faiss_params(self, params: SearchParams, selector, widen: int) -> faiss.SearchParameters:
+    def _faiss_params(self, params: SearchParams, selector, widen: int, k: int) -> faiss.SearchParameters:
         if selector is not None:
-            return faiss_params(self._layout, self.config, params, selector, widen)
-        cached = self._params_cache.get((params, widen))
+            return faiss_params(self._layout, self.config, params, selector, widen, k)
+        key = (params, widen, refine_factor(self.config, params, k) if self._layout.refine else None)
+        cached = self._params_cache.get(key)
         if cached is None:
-            cached = self._params_cache[(params, widen)] = faiss_params(self._layout, self.config, params, None, widen)
+            cached = self._params_cache[key] = faiss_params(self._layout, self.config, params, None, widen, k)
         return cached
 
     def _exact(self, queries: np.ndarray, k: int, selector) -> tuple[np.ndarray, np.ndarray]:
