@@ -164,13 +164,13 @@ class PairCounts:
         number = np.minimum(np.searchsorted(self.pairs, codes), len(self.pairs) - 1)
         return np.where((src >= 0) & (dst >= 0) & (self.pairs[number] == codes), number, -1)
 
-    def source_offsets(self) -> np.ndarray:
+    def source_offsets(self) -> list[int]:
         """[n_items + 1]: the pairs of source item `a` are rows offsets[a]:offsets[a + 1] of `pairs` (computed
-        once, on first use)."""
+        once, on first use; a list, as the lookups read it one source at a time)."""
         offsets = getattr(self, "_offsets", None)
         if offsets is None:
             starts = np.arange(self.n_items + 1, dtype=np.int64) * self.n_items
-            offsets = self._offsets = np.searchsorted(self.pairs, starts)
+            offsets = self._offsets = np.searchsorted(self.pairs, starts).tolist()
         return offsets
 
     def pair_number_blocks(self, src: np.ndarray, dst: np.ndarray, starts: np.ndarray,
@@ -183,20 +183,19 @@ class PairCounts:
         out = np.full((len(dst), src.shape[1]), -1, np.int64)
         if not len(self.pairs) or not len(dst):
             return out
-        offsets, pairs, n = self.source_offsets(), self.pairs, self.n_items
+        offsets, n = self.source_offsets(), self.n_items
+        pairs = self.pairs.view(np.ndarray)  # slices of a plain view: a memmap's slices are memmaps (slow to make)
         dst = np.asarray(dst, np.int64)
-        for q, a_row in enumerate(src.tolist()):
-            begin, end = int(starts[q]), int(starts[q] + lengths[q])
-            if begin == end:
-                continue
-            block, known = dst[begin:end], dst[begin:end] >= 0
-            for r, a in enumerate(a_row):
-                if a < 0 or offsets[a] == offsets[a + 1]:
+        for q, (begin, length, sources) in enumerate(zip(starts.tolist(), lengths.tolist(), src.tolist())):
+            block = dst[begin:begin + length]
+            for r, a in enumerate(sources):
+                if a < 0 or not length or offsets[a] == offsets[a + 1]:
                     continue
-                lo, hi = int(offsets[a]), int(offsets[a + 1])
-                codes = a * n + block
-                found = np.minimum(np.searchsorted(pairs[lo:hi], codes), hi - lo - 1)
-                out[begin:end, r] = np.where(known & (pairs[lo + found] == codes), lo + found, -1)
+                lo, hi = offsets[a], offsets[a + 1]
+                row, codes = pairs[lo:hi], block + a * n  # an unknown candidate (-1) gets a code below the slice
+                found = np.searchsorted(row, codes)
+                np.minimum(found, hi - lo - 1, out=found)
+                out[begin:begin + length, r] = np.where(row[found] == codes, found + lo, -1)
         return out
 
     def before(self, src: np.ndarray, dst: np.ndarray, ranks: np.ndarray) -> np.ndarray:
