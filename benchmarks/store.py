@@ -1,7 +1,8 @@
-"""Event store benchmark: the cost of recording one event for a user whose history grows to a million events.
+"""Event store benchmark: the cost of recording one event, and of reading the user's recent history, for a user
+whose history grows to millions of events.
 
-For each history length, `inserts` timed `append` calls (each one committed, as the API makes them) on the
-SQLite store, and, for comparison, the previous implementation's insert (the same INSERT followed by
+For each history length, `inserts` timed `append` calls (each one committed, as the API makes them) and as many
+timed reads of the user's last `HISTORY_LIMIT` events (what a request reads) on the SQLite store, and, for comparison, the previous implementation's insert (the same INSERT followed by
 `SELECT COUNT(*)` over the user's events) on the same file; optionally the Redis store. Writes store.json,
 store.md and store.png via benchmarks/common.py."""
 
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from recsys.store import RedisEventStore, SQLiteEventStore
+from recsys.store import HISTORY_LIMIT, RedisEventStore, SQLiteEventStore
 from benchmarks.common import Column, environment, write_report
 
 USER = "heavy-user"
@@ -57,6 +58,7 @@ def _sqlite_rows(lengths: Sequence[int], inserts: int, directory: Path, log) -> 
         have = length
         now = _timed(lambda i: store.append(USER, f"n{i}", "view"), inserts)
         have += inserts
+        read = _timed(lambda i: store.events(USER, HISTORY_LIMIT), inserts)
 
         def previous_insert(i: int) -> int:
             previous.execute(PREVIOUS_INSERT[0], (USER, f"p{i}", time.time()))
@@ -65,9 +67,11 @@ def _sqlite_rows(lengths: Sequence[int], inserts: int, directory: Path, log) -> 
         before = _timed(previous_insert, max(inserts // 5, 10))
         have += max(inserts // 5, 10)  # (those bypassed the store's counter: nothing reads it here)
         rows.append({"store": "sqlite", "history_events": length, "insert_p50_ms": now["p50_ms"],
-                     "insert_p99_ms": now["p99_ms"], "previous_insert_p50_ms": before["p50_ms"],
+                     "insert_p99_ms": now["p99_ms"], "history_p50_ms": read["p50_ms"],
+                     "history_p99_ms": read["p99_ms"], "previous_insert_p50_ms": before["p50_ms"],
                      "previous_insert_p99_ms": before["p99_ms"]})
-        log(f"sqlite, {length:,} events: insert p50 {now['p50_ms']:.3f} ms (previously {before['p50_ms']:.3f} ms)")
+        log(f"sqlite, {length:,} events: insert p50 {now['p50_ms']:.3f} ms (previously {before['p50_ms']:.3f} ms), "
+            f"history read p50 {read['p50_ms']:.3f} ms")
     previous.close()
     store.close()
     return rows
@@ -85,9 +89,11 @@ def _redis_rows(lengths: Sequence[int], inserts: int, url: str, log) -> list[dic
             have = length
             now = _timed(lambda i: store.append(USER, f"n{i}", "view"), inserts)
             have += inserts
+            read = _timed(lambda i: store.events(USER, HISTORY_LIMIT), inserts)
             rows.append({"store": "redis", "history_events": length, "insert_p50_ms": now["p50_ms"],
-                         "insert_p99_ms": now["p99_ms"]})
-            log(f"redis, {length:,} events: insert p50 {now['p50_ms']:.3f} ms")
+                         "insert_p99_ms": now["p99_ms"], "history_p50_ms": read["p50_ms"],
+                         "history_p99_ms": read["p99_ms"]})
+            log(f"redis, {length:,} events: insert p50 {now['p50_ms']:.3f} ms, history read p50 {read['p50_ms']:.3f} ms")
     finally:
         store.close()
         with redis.Redis.from_url(url) as client:
@@ -130,12 +136,16 @@ def run(out: Path, lengths: Sequence[int], inserts: int = 300, redis_url: str | 
              "one user's history grows through the lengths",
              "previous insert: the store before issue 15 (INSERT, then `SELECT COUNT(*)` over the user's events, "
              "under the store lock), run on the same file",
-             "SQLite in WAL mode with its default synchronous=FULL: every insert waits for the disk"]
+             "SQLite in WAL mode with its default synchronous=FULL: every insert waits for the disk",
+             f"history read: the user's last {HISTORY_LIMIT} events (`events(user, {HISTORY_LIMIT})`, what a request "
+             "reads), timed as often as the inserts"]
     columns = [Column("store"), Column("history_events", "events stored", ",.0f"),
                Column("insert_p50_ms", "insert p50 ms", ".3f"), Column("insert_p99_ms", "insert p99 ms", ".3f"),
+               Column("history_p50_ms", "history read p50 ms", ".3f"),
+               Column("history_p99_ms", "history read p99 ms", ".3f"),
                Column("previous_insert_p50_ms", "previous p50 ms", ".3f"),
                Column("previous_insert_p99_ms", "previous p99 ms", ".3f")]
     meta = {"environment": environment(("numpy", "redis")), "command": command, "inserts": inserts,
             "lengths": list(lengths), "redis": bool(redis_url)}
-    return write_report(out, "store", rows, columns, title="Event store: one insert vs the user's history length",
+    return write_report(out, "store", rows, columns, title="Event store: one insert and one history read vs the user's history length",
                         meta=meta, notes=notes, chart=_chart)

@@ -12,6 +12,8 @@ def test_store_benchmark_writes_json_markdown_and_chart(tmp_path):
     report = json.loads(paths["json"].read_text())
     assert [(r["store"], r["history_events"]) for r in report["rows"]] == [("sqlite", 0), ("sqlite", 2_000)]
     assert all(r["insert_p50_ms"] > 0 and r["previous_insert_p50_ms"] > 0 for r in report["rows"])
+    assert all(0 < r["history_p50_ms"] <= r["history_p99_ms"] for r in report["rows"])
+    assert "history read p50 ms" in paths["md"].read_text()
     assert "| sqlite | 2,000 |" in paths["md"].read_text() and paths["png"].stat().st_size > 0
 
 
