@@ -164,10 +164,11 @@ def run(bundle: str | Path, out_dir: str | Path, concurrencies: Sequence[int] = 
                                 f"bundle {bundle}; {ranker_note}",
                                 f"server: {workers} uvicorn worker process(es); load: {generator} "
                                 "in a separate process on loopback",
-                                "user: random known users of the bundle (a worker pre-encodes up to RECSYS_WARM_USER_CACHE of them at "
-                                "start-up, the others on first request, then caches them); "
-                                "similar: random catalogue items, no user (lists computed at load, responses cached "
-                                "until the catalogue changes); similar_user: random items with a random known user "
+                                "user: random known users of the bundle (a worker pre-encodes up to "
+                                "RECSYS_WARM_USER_CACHE of them at start-up, the others on first request, then "
+                                "caches them); similar: random catalogue items, no user (the lists of the "
+                                "RECSYS_WARM_SIMILAR_ITEMS most popular items computed at start-up, the others on "
+                                "first request; responses cached until the catalogue changes); similar_user: random items with a random known user "
                                 "(re-ranked for that user); session: 1-5 random items, fresh sessions at every "
                                 "level, so the user tower runs on every request (micro-batched)",
                                 "reload row: the same bundle reloaded through /v1/admin/reload in the middle of the run "
