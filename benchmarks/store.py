@@ -2,8 +2,9 @@
 whose history grows to millions of events.
 
 For each history length, `inserts` timed `append` calls (each one committed, as the API makes them) and as many
-timed reads of the user's last `HISTORY_LIMIT` events (what a request reads) on the SQLite store, and, for comparison, the previous implementation's insert (the same INSERT followed by
-`SELECT COUNT(*)` over the user's events) on the same file; optionally the Redis store. Writes store.json,
+timed reads of the user's last `HISTORY_LIMIT` events (what a request reads) on the SQLite store, and, for
+comparison, the previous implementation's insert (the same INSERT followed by `SELECT COUNT(*)` over the user's
+events) on the same file; optionally the Redis store. Writes store.json,
 store.md and store.png via benchmarks/common.py."""
 
 from __future__ import annotations
@@ -93,7 +94,8 @@ def _redis_rows(lengths: Sequence[int], inserts: int, url: str, log) -> list[dic
             rows.append({"store": "redis", "history_events": length, "insert_p50_ms": now["p50_ms"],
                          "insert_p99_ms": now["p99_ms"], "history_p50_ms": read["p50_ms"],
                          "history_p99_ms": read["p99_ms"]})
-            log(f"redis, {length:,} events: insert p50 {now['p50_ms']:.3f} ms, history read p50 {read['p50_ms']:.3f} ms")
+            log(f"redis, {length:,} events: insert p50 {now['p50_ms']:.3f} ms, "
+                f"history read p50 {read['p50_ms']:.3f} ms")
     finally:
         store.close()
         with redis.Redis.from_url(url) as client:
@@ -147,5 +149,5 @@ def run(out: Path, lengths: Sequence[int], inserts: int = 300, redis_url: str | 
                Column("previous_insert_p99_ms", "previous p99 ms", ".3f")]
     meta = {"environment": environment(("numpy", "redis")), "command": command, "inserts": inserts,
             "lengths": list(lengths), "redis": bool(redis_url)}
-    return write_report(out, "store", rows, columns, title="Event store: one insert and one history read vs the user's history length",
-                        meta=meta, notes=notes, chart=_chart)
+    title = "Event store: one insert and one history read vs the user's history length"
+    return write_report(out, "store", rows, columns, title=title, meta=meta, notes=notes, chart=_chart)

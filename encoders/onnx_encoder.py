@@ -3,7 +3,8 @@
 
 The graph is the one `recsys export` writes (`encoders.export`: BERT → pooling → L2 normalisation, dynamic batch
 and length), checked against the PyTorch tower when it is exported (max |diff| < 1e-4), and cached per model
-under `~/.cache/bert-recsys/onnx/` (or RECSYS_ONNX_CACHE; the int8 graph next to it), so only the first use pays the export.
+under `~/.cache/bert-recsys/onnx/` (or RECSYS_ONNX_CACHE; the int8 graph next to it), so only the first use pays
+the export.
 Batches hold texts of similar token length, padded to the longest of the batch and capped at
 `TOKENS_PER_BATCH` tokens, so short texts are not padded to the longest text of the catalogue.
 `recsys build` encodes with the int8 graph by default: on 10,000 shop texts and 2 cores it runs 3.2× torch fp32's

@@ -88,7 +88,9 @@ EvalUsersOpt = Annotated[str, typer.Option("--eval-users", help="evaluate a seed
                                            "split when there are more, or 'all'")]
 EVAL_USERS = "20000"
 EncoderOpt = Annotated[Literal["torch", "onnx", "onnx-int8"], typer.Option(
-    "--encoder", help="item-text encoder on CPU: ONNX Runtime int8 (the default: 3.2× torch's items/s, cosine ≥ 0.99 to fp32, benchmarks/results/encoder.md), ONNX Runtime fp32, or torch fp32; on a GPU torch runs")]
+    "--encoder", help="item-text encoder on CPU: ONNX Runtime int8 (the default: 3.2× torch's items/s, cosine "
+                      "≥ 0.99 to fp32, benchmarks/results/encoder.md), ONNX Runtime fp32, or torch fp32; on a GPU "
+                      "torch runs")]
 
 def eval_sample(value: str) -> int | None:
     """--eval-users / --train-users: a positive number of examples (per split), or 'all'."""

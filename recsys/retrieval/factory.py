@@ -238,5 +238,6 @@ def reconstruct_rows(index: faiss.Index, rows: np.ndarray) -> np.ndarray:
     return index.reconstruct_batch(rows)
 
 
-__all__ = ["SearchParams", "Layout", "choose_nlist", "factory_string", "default_pq_m", "new_index", "faiss_params", "refine_factor", "exhaustive_params",
+__all__ = ["SearchParams", "Layout", "choose_nlist", "factory_string", "default_pq_m", "new_index", "faiss_params",
+           "refine_factor", "exhaustive_params",
            "compact_index", "reconstruct_rows", "ivf_of", "hnsw_of", "METRIC"]
