@@ -19,7 +19,8 @@ from recsys.store import HISTORY_LIMIT
 def batch_score(
     bundle: Annotated[Path, typer.Option(help="bundle directory (or a model directory: newest version)")],
     out: Annotated[Path, typer.Option("--out", help="output directory (shards, manifest.json)")],
-    users: Annotated[str, typer.Option(help="'all' or a file of user ids (.txt, .csv, .parquet)")] = "all",
+    users: Annotated[str, typer.Option(help="'all', 'sample:N' / 'sample:N:SEED' (a seeded random sample of the "
+                                            "known users) or a file of user ids (.txt, .csv, .parquet)")] = "all",
     k: Annotated[int, typer.Option(min=1, help="items per user")] = 100,
     chunk_size: Annotated[int, typer.Option(min=1, help="users per chunk = per shard = per encode/search batch")] = 2048,
     exclude_seen: Annotated[bool, typer.Option("--exclude-seen/--keep-seen",

@@ -131,6 +131,24 @@ def test_no_known_user_is_an_error(shop, tmp_path):
         run_job(options(shop, tmp_path / "out", users=str(tmp_path / "users.txt")))
 
 
+def test_a_seeded_sample_of_users_is_scored_in_id_order(shop, tmp_path):
+    everybody = sorted(u for u, h in shop[2].histories.items() if h)
+    manifest = run_job(options(shop, tmp_path / "a", users="sample:7:3"))
+    scored = read_shards(tmp_path / "a")["user_id"].unique(maintain_order=True).to_list()
+    assert len(scored) == 7 and scored == sorted(scored) and set(scored) <= set(everybody)
+    assert manifest["input"]["source"] == "sample:7:3" and manifest["input"]["n_requested"] == 7
+    run_job(options(shop, tmp_path / "b", users="sample:7:3"))         # the same seed: the same users
+    assert read_shards(tmp_path / "b")["user_id"].unique(maintain_order=True).to_list() == scored
+    run_job(options(shop, tmp_path / "c", users="sample:7"))           # another seed (0): other users
+    assert read_shards(tmp_path / "c")["user_id"].unique(maintain_order=True).to_list() != scored
+    run_job(options(shop, tmp_path / "d", users="sample:100000"))      # more than there are: everybody
+    assert read_shards(tmp_path / "d")["user_id"].n_unique() == run_job(
+        options(shop, tmp_path / "e"))["n_users"]
+    for bad in ("sample:", "sample:0", "sample:x", "sample:5:-1", "sample:1:2:3"):
+        with pytest.raises(DataError, match="sample:N"):
+            run_job(options(shop, tmp_path / "bad", users=bad))
+
+
 def test_api_and_batch_give_the_same_lists(shop, tmp_path):
     run_job(options(shop, tmp_path / "out", k=7))
     batch = read_shards(tmp_path / "out")

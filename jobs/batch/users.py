@@ -1,9 +1,10 @@
-"""Which users a batch job scores: everybody the bundle knows, or the ids of a file (CSV, Parquet, txt).
+"""Which users a batch job scores: everybody the bundle knows, a seeded random sample of them (`sample:N` or
+`sample:N:SEED`), or the ids of a file (CSV, Parquet, txt).
 
 Ids are kept as compact Arrow-backed Polars columns, never as per-user Python objects, so planning a
 job over millions of users costs tens of MB. Unknown ids are collected (and reported by the job),
 duplicates are dropped (first occurrence kept), and the order is stable: the file's order, or
-sorted ids for `all`.
+sorted ids for `all` and samples.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from recsys.errors import DataError
 
 ALL = "all"
+SAMPLE = "sample:"
 HASH_BLOCK = 65_536
 
 
@@ -80,14 +83,37 @@ def read_user_file(path: str | Path) -> pl.Series:
     return ids
 
 
+def parse_sample(text: str) -> tuple[int, int]:
+    """(N, seed) of `sample:N` (seed 0) or `sample:N:SEED`; DataError otherwise."""
+    parts = text[len(SAMPLE):].split(":")
+    try:
+        if len(parts) not in (1, 2):
+            raise ValueError
+        n, seed = int(parts[0]), int(parts[1]) if len(parts) == 2 else 0
+    except ValueError:
+        raise DataError(f"expected sample:N or sample:N:SEED (N users, integers), got {text!r}") from None
+    if n < 1 or seed < 0:
+        raise DataError(f"sample:N:SEED needs N ≥ 1 and SEED ≥ 0, got {text!r}")
+    return n, seed
+
+
 def select_users(users: str | Path, candidates: pl.DataFrame) -> UserSelection:
-    """Resolve `users` ("all" or a file of ids) against `candidates` (`user_id` [+ `history`]).
+    """Resolve `users` ("all", "sample:N[:SEED]" or a file of ids) against `candidates` (`user_id` [+ `history`]).
+    A sample is N users drawn without replacement by a seeded generator from every known user sorted by id
+    (everybody when N ≥ their number), in id order.
 
     Raises DataError when none of the requested ids is known."""
     candidates = candidates.unique("user_id", keep="first", maintain_order=True)
+    empty = pl.Series("user_id", [], dtype=pl.Utf8)
     if str(users) == ALL:
         frame = candidates.sort("user_id")
-        return UserSelection(frame, pl.Series("user_id", [], dtype=pl.Utf8), frame.height, 0, ALL)
+        return UserSelection(frame, empty, frame.height, 0, ALL)
+    if str(users).startswith(SAMPLE):
+        n, seed = parse_sample(str(users))
+        frame = candidates.sort("user_id")
+        if n < frame.height:
+            frame = frame[np.sort(np.random.default_rng(seed).choice(frame.height, n, replace=False))]
+        return UserSelection(frame, empty, frame.height, 0, str(users))
     requested = read_user_file(users)
     unique = requested.unique(maintain_order=True)
     known_mask = unique.is_in(candidates["user_id"].implode())
