@@ -178,6 +178,23 @@ class CatalogueState:
         return [dict(records[self.position[i]]) for i in item_ids]
 
 
+@dataclass(frozen=True)
+class CandidateRows:
+    """The catalogue rows of retrieved lists (one int64 array per list) and the catalogue state they index:
+    readers that work on rows skip mapping the lists' ids back, as long as that state is still current."""
+
+    state: CatalogueState
+    rows: list[np.ndarray]
+
+    def subset(self, lists: Sequence[int]) -> "CandidateRows":
+        """The rows of the lists at `lists`, in that order."""
+        return CandidateRows(self.state, [self.rows[n] for n in lists])
+
+    def valid_in(self, state: CatalogueState) -> list[np.ndarray] | None:
+        """The rows when they index `state` (the catalogue has not changed since the search), else None."""
+        return self.rows if state is self.state else None
+
+
 def _frame_rows(records: Sequence[Mapping[str, Any]], schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
     """`records` as rows of a frame with exactly `schema` (keys outside it dropped, missing ones null)."""
     columns = {name: [r.get(name) for r in records] for name in schema}

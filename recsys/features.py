@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
-from recsys.catalogue import AppendOnly
+from recsys.catalogue import AppendOnly, CandidateRows
 from recsys.config import FrozenModel
 from recsys.stats import InteractionStats
 
@@ -176,17 +176,21 @@ class FeatureBuilder:
 
     # ---- the matrix -----------------------------------------------------------------------------
     def matrix(self, histories: Sequence[Sequence[str]], candidates: Sequence[Sequence[str]],
-               scores: Sequence[Sequence[float]], as_of: Sequence[int | None] | None = None) -> np.ndarray:
+               scores: Sequence[Sequence[float]], as_of: Sequence[int | None] | None = None,
+               rows: CandidateRows | None = None) -> np.ndarray:
         """float64 [sum of candidate list lengths, len(self.names)]: one row per (query, candidate), queries
         in order, each query's candidates in the given order.
 
         `histories` are items strictly before each query (oldest first); `as_of` the query times
-        (None: now). Statistics are read strictly before each query time."""
+        (None: now). Statistics are read strictly before each query time. `rows`: the candidates' catalogue
+        rows (used while the catalogue is unchanged; else the ids are looked up)."""
         times = self.stats.query_times(as_of, len(histories))
         state = self.catalogue.state
         arrays = self.arrays_of(state)
+        known = rows.valid_in(state) if rows is not None else None
         blocks = [self._block(state, arrays, histories[s:s + CHUNK_QUERIES], candidates[s:s + CHUNK_QUERIES],
-                              scores[s:s + CHUNK_QUERIES], times[s:s + CHUNK_QUERIES])
+                              scores[s:s + CHUNK_QUERIES], times[s:s + CHUNK_QUERIES],
+                              None if known is None else known[s:s + CHUNK_QUERIES])
                   for s in range(0, len(histories), CHUNK_QUERIES)]
         return np.concatenate(blocks) if blocks else np.zeros((0, len(self.names)))
 
@@ -202,12 +206,16 @@ class FeatureBuilder:
         return pl.concat([frame, features.with_columns(pl.all().fill_nan(None))], how="horizontal")
 
     def _block(self, state: CatalogueState, arrays: ItemArrays, histories: Sequence[Sequence[str]],
-               candidates: Sequence[Sequence[str]], scores: Sequence[Sequence[float]], times: np.ndarray) -> np.ndarray:
+               candidates: Sequence[Sequence[str]], scores: Sequence[Sequence[float]], times: np.ndarray,
+               candidate_rows: Sequence[np.ndarray] | None = None) -> np.ndarray:
         n = len(histories)
         lengths = np.fromiter(map(len, candidates), np.int64, n)
         query = np.repeat(np.arange(n), lengths)
         starts = np.cumsum(lengths) - lengths
-        cand = state.rows(list(chain.from_iterable(candidates)))
+        if candidate_rows is not None and n:
+            cand = np.concatenate(candidate_rows).astype(np.int64, copy=False)
+        else:
+            cand = state.rows(list(chain.from_iterable(candidates)))
         out = np.full((len(cand), len(self.names)), np.nan)
         column = {name: j for j, name in enumerate(self.names)}
 

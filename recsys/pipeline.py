@@ -14,7 +14,7 @@ import polars as pl
 
 from recsys.artifacts import write_bundle
 from recsys.bundle import Bundle, write_parts
-from recsys.catalogue import Catalogue
+from recsys.catalogue import CandidateRows, Catalogue
 from recsys.config import BuildConfig
 from recsys.data.dataset import Dataset
 from recsys.data.item_text import DEFAULT_TEMPLATE, query_record
@@ -39,6 +39,15 @@ ItemTowerLoader = Callable[["Recommender"], ItemTower]
 """recommender → the item tower for its new items and text queries (loaded on first use)."""
 
 __all__ = ["Recommender", "RecommendationList", "Query"]
+
+
+@dataclass(frozen=True)
+class CandidateLists:
+    """Retrieved lists: ids and scores per query, best first, and their catalogue rows."""
+
+    ids: list[list[str]]
+    scores: list[list[float]]
+    rows: CandidateRows
 
 
 @dataclass(frozen=True)
@@ -166,6 +175,12 @@ class Recommender:
                        where: Mapping | None = None) -> tuple[list[list[str]], list[list[float]]]:
         """Top-k per query among active items, skipping each row's excluded ids; the index
         over-fetches and refills so every row is filled when k eligible items exist."""
+        found = self._search_lists(queries, k, exclude, where)
+        return found.ids, found.scores
+
+    def _search_lists(self, queries: np.ndarray, k: int, exclude: Sequence[Collection[str]] | None = None,
+                      where: Mapping | None = None) -> "CandidateLists":
+        """`search_vectors` with each list's catalogue rows kept (the re-ranker's features read rows)."""
         scores, rows, state = self.index.search_rows(queries, k, exclude_per_query=exclude, where=where)
         found = np.isfinite(scores).sum(axis=1)  # missing slots (fewer eligible items) come last, at -inf
         # near-ties (scores equal to ~1e-6, which differ in the last bits between single-query and batched
@@ -179,6 +194,7 @@ class Recommender:
         ids_of = state.ids
         out_ids: list[list[str]] = []
         out_scores: list[list[float]] = []
+        out_rows: list[np.ndarray] = []
         for row in range(len(scores)):
             n = int(found[row])
             row_rows, row_scores = rows[row, :n], scores[row, :n]
@@ -187,7 +203,8 @@ class Recommender:
                 row_rows, row_scores = row_rows[order], row_scores[order]
             out_ids.append(ids_of[row_rows].tolist())
             out_scores.append(row_scores.astype(np.float64).tolist())
-        return out_ids, out_scores
+            out_rows.append(row_rows)
+        return CandidateLists(out_ids, out_scores, CandidateRows(state, out_rows))
 
     def popular(self, k: int, exclude: Collection[str] = (), where: Mapping | None = None) -> tuple[list[str], list[float]]:
         """Most popular active items matching `where`, minus `exclude` (the cold-start fallback)."""
@@ -270,7 +287,8 @@ class Recommender:
         use_ranker = rerank and self.reranker is not None
         shown = self.shown_depth(k) if diversify else k  # the diversified lists are picked from this many
         depth = max(shown, self.reranker.config.candidates) if use_ranker else shown
-        ids, scores = self.search_vectors(vectors, depth, banned, where)
+        found = self._search_lists(vectors, depth, banned, where)
+        ids, scores, candidate_rows = found.ids, found.scores, found.rows
         personal = [bool(np.any(vectors[row])) for row in range(len(histories))]
         results: list[RecommendationList | None] = [None] * len(histories)
         if use_ranker and self.reranker.sources is not None and where is None:  # filtered queries: towers only
@@ -279,11 +297,13 @@ class Recommender:
             ids, scores = self.reranker.sources.widen(
                 histories, vectors, ids, scores, times,
                 lambda row, item_id: item_id not in banned[row] and state.is_active(item_id))
+            candidate_rows = None  # the widened lists: their rows are looked up again
         if use_ranker:
             rows = [row for row in range(len(histories)) if personal[row]]
             reranked = self.reranker.rerank([histories[r] for r in rows], [ids[r] for r in rows],
                                             [scores[r] for r in rows], shown,
-                                            None if as_of is None else [as_of[r] for r in rows], explain)
+                                            None if as_of is None else [as_of[r] for r in rows], explain,
+                                            None if candidate_rows is None else candidate_rows.subset(rows))
             for row, (r_ids, r_scores, why) in zip(rows, reranked):
                 before = dict(zip(ids[row], scores[row]))
                 results[row] = RecommendationList(r_ids, r_scores, strategy, why, [before[i] for i in r_ids], True)

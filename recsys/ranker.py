@@ -19,7 +19,7 @@ import polars as pl
 from pydantic import Field
 
 from recsys.candidates import CandidateSources
-from recsys.catalogue import Catalogue
+from recsys.catalogue import CandidateRows, Catalogue
 from recsys.config import FrozenModel
 from recsys.errors import BundleError
 from recsys.features import FEATURE_VERSION, FeatureBuilder, FeatureConfig
@@ -154,12 +154,14 @@ class Reranker:
 
     def rerank(self, histories: Sequence[Sequence[str]], candidates: Sequence[Sequence[str]],
                scores: Sequence[Sequence[float]], k: int, as_of: Sequence[int | None] | None = None,
-               explain: bool = False) -> list[tuple[list[str], list[float], list[dict] | None]]:
+               explain: bool = False, rows: CandidateRows | None = None
+               ) -> list[tuple[list[str], list[float], list[dict] | None]]:
         """Per query: the top-k candidates by ranker score (ties: retrieval order), their scores, and
         per-item explanations (feature contributions + the closest history item) when `explain`.
+        `rows`: the candidates' catalogue rows, when the caller has them.
 
         One feature matrix and one predict for the whole batch."""
-        x = self.builder.matrix(histories, candidates, scores, as_of)
+        x = self.builder.matrix(histories, candidates, scores, as_of, rows)
         predicted = self.ranker.predict(x)
         lengths = np.fromiter(map(len, candidates), np.int64, len(candidates))
         query = np.repeat(np.arange(len(candidates)), lengths)

@@ -128,3 +128,25 @@ def test_pair_lookups_by_query_block_equal_the_row_by_row_lookups():
     rows = pairs.pair_number(sources[query], np.broadcast_to(candidates[:, None], (len(candidates), 4)))
     np.testing.assert_array_equal(blocks, rows)
     assert (blocks[np.arange(3), np.arange(3)] >= 0).all() and (blocks == -1).any()
+
+
+def test_candidate_rows_are_used_only_while_the_catalogue_is_unchanged():
+    """The pipeline passes its candidates' catalogue rows along: while the catalogue is the one they index, the
+    matrix built from them equals the one built from the ids; after a change (a compaction renumbers rows) they
+    are ignored and the ids are looked up again."""
+    from recsys.catalogue import CandidateRows
+
+    stats = InteractionStats.fit(TRAIN, StatsConfig(time_mode="absolute", recent_window=3, pair_window=2))
+    builder = FeatureBuilder.from_frame(ITEMS, VECTORS, stats, FeatureConfig(recent_items=2))
+    state = builder.catalogue.state
+    histories, candidates, scores = [["a", "b"], ["c"]], [["c", "a", "d"], ["b", "d"]], [[0.9, 0.5, 0.1], [0.3, 0.2]]
+    rows = CandidateRows(state, [state.rows(c) for c in candidates])
+    by_ids = builder.matrix(histories, candidates, scores, [6, 6])
+    np.testing.assert_array_equal(builder.matrix(histories, candidates, scores, [6, 6], rows), by_ids)
+    wrong = CandidateRows(state, [np.array([3, 3, 3]), np.array([3, 3])])  # every candidate as row 3 ("d")
+    assert not np.array_equal(builder.matrix(histories, candidates, scores, [6, 6], wrong), by_ids)
+    builder.catalogue.remove(["a"])
+    builder.catalogue.compact()  # rows renumbered: "b" is now row 0
+    assert builder.catalogue.state is not state and wrong.valid_in(builder.catalogue.state) is None
+    now = builder.matrix([["b"]], [["c", "d"]], [[0.9, 0.1]], [6], wrong)
+    np.testing.assert_array_equal(now, builder.matrix([["b"]], [["c", "d"]], [[0.9, 0.1]], [6]))
