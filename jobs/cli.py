@@ -295,7 +295,9 @@ def serve(
                                          "edits and reloads reach every worker through the event store within "
                                          "RECSYS_SYNC_INTERVAL_MS, 200 ms)")] = 1,
 ) -> None:
-    """Serve the bundle with FastAPI + uvicorn; OpenAPI docs at /docs."""
+    """Serve the bundle with FastAPI + uvicorn; OpenAPI docs at /docs. With several workers on Linux, each worker
+    listens on its own SO_REUSEPORT socket (`api.listeners`)."""
+    import contextlib
     import copy
     import os
 
@@ -319,8 +321,16 @@ def serve(
         uvicorn.run(create_app(path, settings), host=host, port=port, access_log=access_log, log_config=log_config)
         return
     os.environ["RECSYS_BUNDLE"] = str(path)  # each worker builds its app from the settings
-    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, access_log=access_log, workers=workers,
-                log_config=log_config)
+    from api.listeners import PerWorkerListener, reuse_port_supported
+    if not reuse_port_supported():  # one socket shared by the workers
+        uvicorn.run("api.app:create_app", factory=True, host=host, port=port, access_log=access_log,
+                    workers=workers, log_config=log_config)
+        return
+    from uvicorn.supervisors import Multiprocess
+    config = uvicorn.Config("api.app:create_app", factory=True, host=host, port=port, access_log=access_log,
+                            workers=workers, log_config=log_config)
+    with contextlib.suppress(KeyboardInterrupt):
+        Multiprocess(config, sockets=[PerWorkerListener(host, port)]).run()  # type: ignore[list-item]
 
 
 def main() -> None:  # pragma: no cover
