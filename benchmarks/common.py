@@ -34,7 +34,8 @@ class Column:
         return str(value)
 
 
-def environment(packages: Sequence[str] = ("numpy", "faiss-cpu", "faiss-gpu-cu12", "polars", "torch")) -> dict:
+def environment(packages: Sequence[str] = ("numpy", "faiss-cpu", "faiss-gpu-cu12", "polars", "torch", "lightgbm",
+                                           "lleaves")) -> dict:
     """Where and with what a benchmark ran (stored in every report)."""
     versions = library_versions(packages)
     sha = git_sha()

@@ -20,6 +20,7 @@ from pydantic import Field
 
 from recsys.candidates import CandidateSources
 from recsys.catalogue import CandidateRows, Catalogue
+from recsys.compiled_trees import CompiledTrees, load_compiled
 from recsys.config import FrozenModel
 from recsys.errors import BundleError
 from recsys.features import FEATURE_VERSION, FeatureBuilder, FeatureConfig
@@ -72,9 +73,10 @@ def candidate_sources(builder: FeatureBuilder, config: RankerConfig) -> Candidat
 class Ranker:
     """A LightGBM booster with the feature names it was trained on."""
 
-    def __init__(self, booster: lgb.Booster) -> None:
+    def __init__(self, booster: lgb.Booster, compiled: CompiledTrees | None = None) -> None:
         self.booster = booster
         self.names: list[str] = list(booster.feature_name())
+        self.compiled = compiled  # the same trees as native code (`recsys.compiled_trees`), when available
 
     @classmethod
     def fit(cls, train: tuple[np.ndarray, np.ndarray, np.ndarray],
@@ -105,7 +107,9 @@ class Ranker:
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Scores for feature rows, on the calling thread (one OpenMP thread: a request's few hundred rows
         cost less than waking a thread team, and serving workers already use every core)."""
-        return self.booster.predict(x, num_threads=1) if len(x) else np.zeros(0)
+        if not len(x):
+            return np.zeros(0)
+        return self.compiled.predict(x) if self.compiled is not None else self.booster.predict(x, num_threads=1)
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
         """SHAP-style contributions [n, features + 1] (last column: the bias)."""
@@ -125,8 +129,10 @@ class Ranker:
         self.booster.save_model(str(directory / MODEL_FILE))
 
     @classmethod
-    def load(cls, directory: Path) -> "Ranker":
-        return cls(lgb.Booster(model_file=str(directory / MODEL_FILE)))
+    def load(cls, directory: Path, compile_trees: bool = True) -> "Ranker":
+        """The saved booster; with `compile_trees`, also compiled to native code when lleaves is installed."""
+        booster = lgb.Booster(model_file=str(directory / MODEL_FILE))
+        return cls(booster, load_compiled(directory / MODEL_FILE, booster) if compile_trees else None)
 
 
 def feature_matrix(frame: pl.DataFrame, names: Sequence[str]) -> np.ndarray:

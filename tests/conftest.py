@@ -17,6 +17,9 @@ from tests.tiny_bert import build_tiny_bert
 # ONNX graphs exported by the tests (tiny random BERTs) go to a temporary cache, not the user's ~/.cache
 os.environ["RECSYS_ONNX_CACHE"] = tempfile.mkdtemp(prefix="recsys-onnx-tests-")
 atexit.register(shutil.rmtree, os.environ["RECSYS_ONNX_CACHE"], ignore_errors=True)
+# so do the re-rankers they compile (recsys.compiled_trees)
+os.environ["RECSYS_RANKER_CACHE"] = tempfile.mkdtemp(prefix="recsys-ranker-tests-")
+atexit.register(shutil.rmtree, os.environ["RECSYS_RANKER_CACHE"], ignore_errors=True)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
