@@ -131,8 +131,9 @@ class Layout:
 def refine_factor(config: IndexConfig, params: SearchParams | None, k: int | None) -> float:
     """PQ candidates fetched per result before the refine step re-scores them: the call's own factor when it
     gives one, else the config's, lowered for deep searches so that at most `refine_max` candidates per query
-    are re-scored (never below 2). On 100k items (IVF-PQ, nprobe 48) a top-200 search at factor 4 instead of 8
-    keeps recall@200 against exact search at 0.998 (0.999) in two thirds of the time."""
+    are re-scored (never below 2). On 100k items (IVF-PQ, nprobe 48), a top-200 search re-scoring 400 candidates
+    (factor 2) has recall@200 0.973 against exact search (0.998 at 800, 0.999 at 1,600) and recall@10 0.996 (the
+    same), in 70 % of the time at 800; the re-ranker's test N@10 on those candidates does not change."""
     if params is not None and params.refine_factor:
         return float(params.refine_factor)
     factor = float(config.refine_factor)
