@@ -171,7 +171,8 @@ def run(bundle: str | Path, out_dir: str | Path, concurrencies: Sequence[int] = 
                                 "first request; responses cached until the catalogue changes); similar_user: "
                                 "random items with a random known user (re-ranked for that user); session: 1-5 "
                                 "random items, fresh sessions at every level, so the user tower runs on every "
-                                "request (micro-batched)",
+                                "request (micro-batched); every level draws its own requests, so a repeated "
+                                "concurrency is an independent run",
                                 "reload row: the same bundle reloaded through /v1/admin/reload in the middle of the run "
                                 "(the new bundle warms its caches while the old one serves)"])
     return {"rows": rows, "paths": {k: str(v) for k, v in paths.items()}}
@@ -181,11 +182,12 @@ def _levels(server: Server, bundle: Path, ranker: str, endpoints: Sequence[str],
             requests: int, seconds: float, warmup: int, tool: str) -> list[dict]:
     rows = []
     for endpoint in endpoints:
-        plan = build_plan(bundle, endpoint, max(requests, 2000))
         drive(server.url, build_plan(bundle, endpoint, warmup, seed=-1), 4, warmup, seconds, tool)
-        for concurrency in concurrencies:
-            if endpoint == "session":  # fresh sessions at every level: the user tower runs on each request
-                plan = build_plan(bundle, endpoint, max(requests, 2000), seed=concurrency)
+        for level, concurrency in enumerate(concurrencies):
+            # fresh requests at every level (a repeated level is an independent run, not a re-run of the users or
+            # sessions the previous level cached); sessions also differ by concurrency: the user tower runs on each
+            seed = level * 1000 + (concurrency if endpoint == "session" else 0)
+            plan = build_plan(bundle, endpoint, max(requests, 2000), seed=seed)
             result = drive(server.url, plan, concurrency, requests, seconds, tool)
             rows.append({"endpoint": endpoint, "ranker": ranker, "concurrency": concurrency, **result, "note": ""})
             print(f"{endpoint:12s} ranker {ranker:4s} c={concurrency:<3d} p50 {result['p50_ms']} ms  "
