@@ -126,7 +126,7 @@ def _blend_zero_shot(dataset: Dataset, split: SplitData, recommender: Recommende
                                      0.0, lambda: encoder, projection)
 
     blended = Recommender.build(dataset, split, np.hstack([recommender.item_vectors, zero_shot]), build_config,
-                                recommender.encoder_info, blended_tower)
+                                recommender.encoder_info, blended_tower, like=recommender)
     tower = blended.user_tower
     blended.encoder_info = {**recommender.encoder_info, "dim": tower.dim}
     weight, scores = fit_blend_weight(blended, tower, split.examples("valid"), weights, eval_config)

@@ -158,13 +158,19 @@ class Recommender:
     @classmethod
     def build(cls, dataset: Dataset, split: SplitData, item_vectors: np.ndarray, config: BuildConfig,
               encoder_info: dict | None = None,
-              user_tower: UserTower | UserTowerFactory | None = None) -> "Recommender":
-        """Assemble from item vectors aligned with `dataset.items`; popularity is fit on the train split."""
+              user_tower: UserTower | UserTowerFactory | None = None, *,
+              like: "Recommender | None" = None) -> "Recommender":
+        """Assemble from item vectors aligned with `dataset.items`; popularity is fit on the train split. `like`:
+        a recommender built from the same dataset and split, whose popularity and histories are reused (at 10M
+        events, building the histories again costs seconds and a transient gigabyte)."""
         if item_vectors.shape[0] != dataset.items.height:
             raise ValueError(f"{item_vectors.shape[0]} vectors for {dataset.items.height} items")
-        popularity = Popularity.fit(split.train, dataset.items["item_id"].to_list())
-        return cls.from_parts(config, dataset.items, item_vectors, popularity,
-                              Histories.from_interactions(dataset.interactions), encoder_info, user_tower)
+        if like is not None:
+            popularity, histories = like.popularity, like.histories
+        else:
+            popularity = Popularity.fit(split.train, dataset.items["item_id"].to_list())
+            histories = Histories.from_interactions(dataset.interactions)
+        return cls.from_parts(config, dataset.items, item_vectors, popularity, histories, encoder_info, user_tower)
 
     # ---- recommendation -----------------------------------------------------------------------
     def check_items(self, item_ids: Sequence[str]) -> None:

@@ -15,8 +15,12 @@ def test_training_improves_validation_ndcg_over_untrained_towers(tiny_bert_dir, 
     dataset, split = shop
     trainer = Trainer(dataset, split, small_config(tiny_bert_dir, epochs=4, valid_sample=None), tmp_path, progress=False)
     untrained = trainer.validate()["ndcg@10"]
+    first = trainer.recommender()
+    assert trainer.recommender().histories is first.histories  # validations share popularity and histories
     result = trainer.fit()
     assert result.best_valid_ndcg > untrained + 0.02, (untrained, result.history)
+    # what only training needed is released before the bundle is built (the cached token states, the optimizer)
+    assert trainer.cache is None and not trainer.optimizer.state
     assert trainer.validate()["ndcg@10"] == pytest.approx(result.best_valid_ndcg)  # best state restored
     assert (tmp_path / "metrics.csv").read_text().count("\n") == len(result.history) + 1
     assert (tmp_path / "training_curve.png").stat().st_size > 0
