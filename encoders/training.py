@@ -41,7 +41,9 @@ from recsys.catalogue import Catalogue
 from recsys.config import BuildConfig, EvalConfig, TrainConfig
 from recsys.data.dataset import Dataset
 from recsys.evaluation import evaluate
+from recsys.histories import Histories
 from recsys.pipeline import Recommender
+from recsys.popularity import Popularity
 from recsys.splits import SplitData
 
 VALID_SAMPLE = 20_000
@@ -135,7 +137,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
         self.scheduler = warmup_cosine(self.optimizer, self.steps_per_epoch * config.epochs, config.warmup_ratio)
         self.bank: torch.Tensor | None = None
-        self._validation_parts: Recommender | None = None  # popularity + histories for `recommender`
+        self._popularity: Popularity | None = None  # fit at the first validation (`recommender`)
         self.pre_stage: dict | None = None
         valid = split.valid
         limit = config.valid_sample if config.valid_sample is not None else VALID_SAMPLE
@@ -149,10 +151,10 @@ class Trainer:
     # ---- pieces --------------------------------------------------------------------------------------
     def release(self) -> None:
         """Drop what only training needs (the cached lower-layer token states: 2.7 GB at 100k items, the
-        optimizer's state, the last validation's recommender) before the caller builds and evaluates the bundle;
+        optimizer's state) before the caller builds and evaluates the bundle;
         the final bank stays, so `validate` still works. The trainer sits in reference cycles, so without this they
         would live until a full garbage collection."""
-        self.cache = self._validation_parts = None  # type: ignore[assignment]
+        self.cache = None  # type: ignore[assignment]
         self.optimizer.state.clear()
         gc.collect()
 
@@ -176,13 +178,15 @@ class Trainer:
                                 self.tokenizer, self.device)
 
     def recommender(self) -> Recommender:
-        """The current towers as a Recommender (item vectors + flat index + user tower); popularity and histories
-        are built at the first validation and reused by the later ones."""
+        """The current towers as a Recommender for validation (item vectors + flat index + user tower). The
+        evaluator passes each example's history, so it holds no stored histories (building them reads every
+        event: a transient gigabyte at 10M events); popularity is fit once and reused."""
         vectors = self.catalogue_vectors()
-        built = Recommender.build(self.dataset, self.split, vectors, BuildConfig(encoder=self.config.encoder),
-                                  {"kind": "peft-bert"}, self.user_tower(vectors), like=self._validation_parts)
-        self._validation_parts = built
-        return built
+        if self._popularity is None:
+            self._popularity = Popularity.fit(self.split.train, self.dataset.items["item_id"].to_list())
+        return Recommender.from_parts(BuildConfig(encoder=self.config.encoder), self.dataset.items, vectors,
+                                      self._popularity, Histories.empty(), {"kind": "peft-bert"},
+                                      self.user_tower(vectors))
 
     def validate(self, examples: pl.DataFrame | None = None) -> dict[str, float]:
         """Full-ranking metrics on the validation users (the evaluator the benchmarks use)."""

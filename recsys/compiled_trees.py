@@ -1,6 +1,6 @@
 """The re-ranker's trees compiled to native code (lleaves, through LLVM), when the `fast-ranker` extra is installed.
 
-LightGBM walks its trees node by node: on the 100k-item bundle's 76-tree model, scoring one batch of 16 requests
+LightGBM walks its trees node by node: on a 75-tree model of the 100k-item shop, scoring one batch of 16 requests
 (3,200 candidate rows) costs 3.1 ms; the compiled model gives the same scores (to 1e-15) in 0.22 ms. The compiled
 object is cached under `~/.cache/bert-recsys/ranker/` (or RECSYS_RANKER_CACHE), keyed by the model file's hash, so
 only the first load of a model pays the ~1 s compile. Without lleaves, or when the compiled scores do not match

@@ -49,6 +49,11 @@ class Histories(Mapping):
         return cls._from_lengths(users, lengths, items)
 
     @classmethod
+    def empty(cls) -> "Histories":
+        """No user at all (e.g. an evaluation-only recommender: the evaluator passes each example's history)."""
+        return cls(np.zeros(0, dtype=str), np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, dtype=object))
+
+    @classmethod
     def from_dict(cls, histories: Mapping[str, list[str]]) -> "Histories":
         return cls.from_frame(pl.DataFrame({"user_id": list(histories), "history": list(histories.values())},
                                            schema=HISTORY_SCHEMA))
