@@ -91,7 +91,8 @@ def run(bundle: Path, data: Path, out: Path, config=None, seeds: Sequence[int] =
         f"{int(rows[0]['n_examples']):,} test examples, full ranking over the catalogue",
         f"ranker config: candidates {config.candidates}, train_positions {config.train_positions}, "
         f"transition_candidates {config.transition_candidates}, popular_candidates {config.popular_candidates}, "
-        f"cv_folds {config.cv_folds}",
+        f"cv_folds {config.cv_folds}" + (" (fold models summed)" if config.fold_ensemble and config.cv_folds >= 2
+                                         else ""),
         f"candidate stage recall@{config.candidates} (test): **{candidates[recall_key]:.4f}** (the re-ranker's ceiling)",
         f"test over seeds {list(seeds)}: N@10 mean {mean['ndcg@10']:.4f} (spread {spread['ndcg@10']:.4f}), R@10 mean "
         f"{mean['recall@10']:.4f} (spread {spread['recall@10']:.4f}); retrieval-only N@10 {rows[0]['ndcg@10']:.4f}",

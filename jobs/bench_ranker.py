@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from jobs.bench import bench_app
-from jobs.ranker_cmd import CvFolds, PopularCandidates, TrainPositions, TransitionCandidates, ranker_config
+from jobs.ranker_cmd import CvFolds, FoldEnsemble, PopularCandidates, TrainPositions, TransitionCandidates, ranker_config
 
 
 @bench_app.command("ranker")
@@ -28,6 +28,7 @@ def bench_ranker(
     transition_candidates: TransitionCandidates = None,
     popular_candidates: PopularCandidates = None,
     cv_folds: CvFolds = None,
+    fold_ensemble: FoldEnsemble = None,
     save_bundle: Annotated[Optional[Path], typer.Option(help="also write the bundle with its best-on-valid ranker "
                                                              "here")] = None,
 ) -> None:
@@ -42,7 +43,7 @@ def bench_ranker(
     if not seed_list or min(seed_list) < 0:
         raise typer.BadParameter(f"--seeds takes one or more integers ≥ 0, got {seeds!r}")
     config = ranker_config(candidates, n_jobs, 0, train_positions, transition_candidates, popular_candidates,
-                           cv_folds)
+                           cv_folds, fold_ensemble)
     command = "recsys " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     paths = run(bundle, data, out, config, seed_list, command, save_bundle, log=console.print)
     for path in paths.values():

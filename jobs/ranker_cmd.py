@@ -22,6 +22,9 @@ PopularCandidates = Annotated[Optional[int], typer.Option(
 CvFolds = Annotated[Optional[int], typer.Option(
     min=0, help="K ≥ 2: the number of trees from K folds' early stopping, then one fit on all training users "
                 "(default: RankerConfig's)")]
+FoldEnsemble = Annotated[Optional[bool], typer.Option(
+    "--fold-ensemble/--fold-refit", help="with --cv-folds K: the K fold models summed, or one refit with their "
+                                          "mean tree count (default: RankerConfig's)")]
 MANIFEST_OWN_KEYS = ("files", "created_at", "git_sha", "libraries", "bundle_schema_version", "config", "encoder")
 
 
@@ -34,12 +37,12 @@ def load_bundle(path: Path):
 
 def ranker_config(candidates: int, n_jobs: int, seed: int, train_positions: int | None = None,
                   transition_candidates: int | None = None, popular_candidates: int | None = None,
-                  cv_folds: int | None = None):
+                  cv_folds: int | None = None, fold_ensemble: bool | None = None):
     """A RankerConfig from the CLI's options (None: the config's default)."""
     from recsys.ranker import RankerConfig
 
     given = {"train_positions": train_positions, "transition_candidates": transition_candidates,
-             "popular_candidates": popular_candidates, "cv_folds": cv_folds}
+             "popular_candidates": popular_candidates, "cv_folds": cv_folds, "fold_ensemble": fold_ensemble}
     return RankerConfig(candidates=candidates, n_jobs=n_jobs, seed=seed,
                         **{k: v for k, v in given.items() if v is not None})
 
@@ -106,13 +109,14 @@ def train_ranker(
     transition_candidates: TransitionCandidates = None,
     popular_candidates: PopularCandidates = None,
     cv_folds: CvFolds = None,
+    fold_ensemble: FoldEnsemble = None,
 ) -> None:
     """Fit the LightGBM lambdarank re-ranker on the validation step (+ train-split positions; test untouched) and
     save a new bundle."""
     from recsys.artifacts import new_version
 
     config = ranker_config(candidates, n_jobs, seed, train_positions, transition_candidates, popular_candidates,
-                           cv_folds).model_copy(update={"train_examples": eval_sample(train_users)})
+                           cv_folds, fold_ensemble).model_copy(update={"train_examples": eval_sample(train_users)})
     recommender, report, evaluation, path, manifest = train_on_bundle(bundle, data, config,
                                                                       eval_users=eval_sample(eval_users))
     rows = evaluation_rows(evaluation)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,6 +52,9 @@ class RankerConfig(FrozenModel):
     cv_folds: int = Field(0, ge=0, description="0: early stopping on the held-out users; K ≥ 2: the number of "
                           "trees is the mean early-stopping point of K folds of the other users (each fold's valid "
                           "step), then one fit on all of them with that many trees, the held-out users untouched")
+    fold_ensemble: bool = Field(False, description="with cv_folds ≥ 2: the ranker is the sum of the K fold models "
+                                "(each early-stopped on its own fold's valid step) instead of one refit with their "
+                                "mean tree count; the fold-to-fold variance of early stopping averages out")
     transition_candidates: int = Field(0, ge=0, description="extra candidates: the items most often bought right "
                                        "after the history's last item (train split, before the query time)")
     popular_candidates: int = Field(0, ge=0, description="extra candidates: the most popular items before the query time")
@@ -103,6 +107,21 @@ class Ranker:
         booster = model.booster_
         # keep only the best iteration, so the in-memory model equals the saved one
         return cls(lgb.Booster(model_str=booster.model_to_string(num_iteration=booster.best_iteration or None)))
+
+    @classmethod
+    def summed(cls, rankers: Sequence["Ranker"]) -> "Ranker":
+        """One booster whose score is the sum of `rankers`' scores (their trees one after another; the same
+        feature names): it saves, loads, compiles and explains like any single model."""
+        texts = [r.booster.model_to_string() for r in rankers]
+        if len({tuple(r.names) for r in rankers}) != 1:
+            raise ValueError("only rankers over the same features can be summed")
+        trees = [f"Tree={block}" for text in texts
+                 for block in text[text.index("\nTree=") + 1:text.index("end of trees")].split("Tree=")[1:]]
+        trees = [re.sub(r"\ATree=\d+", f"Tree={i}", tree) for i, tree in enumerate(trees)]
+        head = texts[0][:texts[0].index("\nTree=") + 1]
+        head = re.sub(r"tree_sizes=[^\n]*", "tree_sizes=" + " ".join(str(len(t.encode())) for t in trees), head)
+        tail = texts[0][texts[0].index("end of trees"):]
+        return cls(lgb.Booster(model_str=head + "".join(trees) + tail))
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Scores for feature rows, on the calling thread (one OpenMP thread: a request's few hundred rows

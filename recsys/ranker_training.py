@@ -184,8 +184,10 @@ def fit_prepared(training: TrainingSet, config: RankerConfig, log=print) -> tupl
     t0 = time.perf_counter()
     if config.cv_folds >= 2:
         ranker, fold_trees = _cross_fitted(train_part, builder.names, config)
-        log(f"folds' early-stopping points {fold_trees} → {ranker.n_trees} trees on all {len(set(train_part['user_id']))}"
-            " training users")
+        users = len(set(train_part["user_id"]))
+        log(f"folds' early-stopping points {fold_trees} → " + (
+            f"the {len(fold_trees)} fold models summed ({ranker.n_trees} trees)" if config.fold_ensemble
+            else f"{ranker.n_trees} trees on all {users} training users"))
     else:
         ranker, fold_trees = Ranker.fit(_arrays(train_part, builder.names), _arrays(valid_part, builder.names),
                                         builder.names, config), None
@@ -205,16 +207,22 @@ def fit_prepared(training: TrainingSet, config: RankerConfig, log=print) -> tupl
 
 
 def _cross_fitted(frame: pl.DataFrame, names: Sequence[str], config: RankerConfig) -> tuple[Ranker, list[int]]:
-    """K folds of the users (seeded): each fit early-stops on its fold's valid step; then one fit on every user's
-    queries with the folds' mean number of trees. Returns (ranker, each fold's trees)."""
+    """K folds of the users (seeded): each fit early-stops on its fold's valid step; then either the K fold models
+    summed (`fold_ensemble`) or one fit on every user's queries with the folds' mean number of trees. Returns
+    (ranker, each fold's trees)."""
     users = sorted(set(frame["user_id"].to_list()))
     order = np.random.default_rng([config.seed, 7]).permutation(len(users))
     fold_of = {users[i]: n % config.cv_folds for n, i in enumerate(order)}
     fold = pl.Series([fold_of[u] for u in frame["user_id"].to_list()])
-    trees = []
+    models = []
     for k in range(config.cv_folds):
         inside, outside = frame.filter(fold != k), frame.filter((fold == k) & pl.col("_valid_step"))
-        trees.append(Ranker.fit(_arrays(inside, names), _arrays(outside, names), names, config).n_trees)
+        seeded = config.model_copy(update={"seed": config.seed * config.cv_folds + k}) if config.fold_ensemble \
+            else config  # summed folds: each its own sampling
+        models.append(Ranker.fit(_arrays(inside, names), _arrays(outside, names), names, seeded))
+    trees = [m.n_trees for m in models]
+    if config.fold_ensemble:
+        return Ranker.summed(models), trees
     return Ranker.fit(_arrays(frame, names), None, names, config, max(1, round(float(np.mean(trees))))), trees
 
 

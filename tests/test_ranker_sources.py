@@ -111,3 +111,39 @@ def test_cross_fitted_ranker_takes_the_folds_mean_number_of_trees(planted):
     recommender.reranker = reranker
     assert evaluate_reranker(recommender, split.test, ks=(10,))["reranked"]["ndcg@10"] > 0.2
     recommender.reranker = None
+
+
+def test_fold_ensemble_sums_the_fold_models_and_round_trips(planted, tmp_path):
+    from recsys.ranker import Ranker
+
+    recommender, split = planted
+    config = RankerConfig(candidates=20, n_estimators=40, early_stopping_rounds=10, cv_folds=3, fold_ensemble=True)
+    reranker, report = train_reranker(recommender, split, config, log=lambda *_: None)
+    assert len(report["fold_trees"]) == 3 and reranker.ranker.n_trees == sum(report["fold_trees"])
+    recommender.reranker = reranker
+    assert evaluate_reranker(recommender, split.test, ks=(10,))["reranked"]["ndcg@10"] > 0.2
+    recommender.reranker = None
+    reranker.ranker.save(tmp_path)
+    loaded = Ranker.load(tmp_path, compile_trees=False)
+    x = np.random.default_rng(0).normal(size=(50, len(loaded.names)))
+    np.testing.assert_allclose(loaded.predict(x), reranker.ranker.predict(x), atol=1e-12)
+
+
+def test_summed_rankers_score_the_sum_and_explain_it():
+    import lightgbm as lgb
+
+    from recsys.ranker import Ranker
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 4))
+    y = (x[:, 0] + rng.normal(size=600) > 0).astype(int)
+    parts = [Ranker(lgb.LGBMRanker(n_estimators=n, num_leaves=5, min_child_samples=5, colsample_bytree=0.7,
+                                   random_state=seed, verbose=-1).fit(x, y, group=[30] * 20).booster_)
+             for seed, n in enumerate((3, 8, 5))]
+    summed = Ranker.summed(parts)
+    assert summed.n_trees == 16 and summed.names == parts[0].names
+    np.testing.assert_allclose(summed.predict(x), sum(p.predict(x) for p in parts), atol=1e-12)
+    np.testing.assert_allclose(summed.contributions(x), sum(p.contributions(x) for p in parts), atol=1e-12)
+    other = Ranker(lgb.LGBMRanker(n_estimators=2, verbose=-1).fit(x[:, :3], y, group=[30] * 20).booster_)
+    with pytest.raises(ValueError, match="same features"):
+        Ranker.summed([parts[0], other])
