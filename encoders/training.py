@@ -135,7 +135,9 @@ class Trainer:
             groups.append({"params": adapters, "lr": config.adapter_lr})
         self.adapters = adapters
         self.optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
-        self.scheduler = warmup_cosine(self.optimizer, self.steps_per_epoch * config.epochs, config.warmup_ratio)
+        self.adapter_epochs = adapter_epochs
+        self.phase_start: int | None = None  # the step at which the adapters' phase began (adapter_phase="last")
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: self._lr_factor(step))
         self.bank: torch.Tensor | None = None
         self._popularity: Popularity | None = None  # fit at the first validation (`recommender`)
         self.pre_stage: dict | None = None
@@ -149,6 +151,13 @@ class Trainer:
         self.loss_step = self.workers.wrap(LossModule(self.model, self._loss), self.device)
 
     # ---- pieces --------------------------------------------------------------------------------------
+    def _lr_factor(self, step: int) -> float:
+        """Warm-up + cosine over the whole run, or, once the adapters' phase began, over that phase alone."""
+        if self.phase_start is None:
+            return warmup_cosine_factor(step, self.steps_per_epoch * self.config.epochs, self.config.warmup_ratio)
+        return warmup_cosine_factor(step - self.phase_start, self.steps_per_epoch * max(self.adapter_epochs, 1),
+                                    self.config.warmup_ratio)
+
     def release(self) -> None:
         """Drop what only training needs (the cached lower-layer token states: 2.7 GB at 100k items, the
         optimizer's state) before the caller builds and evaluates the bundle;
@@ -224,16 +233,20 @@ class Trainer:
         lookup = torch.full((n_items,), -1, dtype=torch.long, device=self.device)
         lookup[rows] = torch.arange(len(rows), device=self.device)
         features = self.bank[rows]
+        fresh = None
         if adapters_on:
             unique = torch.unique(positives)
             per_worker = math.ceil(config.adapter_items_per_step / self.workers.world_size)
             chosen = unique[torch.randperm(len(unique), device=self.device)[:per_worker]]
-            features = features.clone()
-            features[lookup[chosen]] = self.cache.features(chosen)
+            if config.adapter_negatives == "fresh":
+                fresh = (chosen, self.cache.features(chosen))
+            else:
+                features = features.clone()
+                features[lookup[chosen]] = self.cache.features(chosen)
         valid = batch[2].to(self.device) >= 0 if mode == "sequence" else None
 
         def objective(item_features: torch.Tensor) -> torch.Tensor:
-            return self._objective(item_features, rows, lookup, inputs, lengths, positives, valid, histories)
+            return self._objective(item_features, rows, lookup, inputs, lengths, positives, valid, histories, fresh)
 
         loss = adversarial_loss(objective, features, config.adversarial_eps) if config.adversarial_eps else \
             objective(features)
@@ -241,8 +254,9 @@ class Trainer:
 
     def _objective(self, features: torch.Tensor, rows: torch.Tensor, lookup: torch.Tensor, inputs: torch.Tensor,
                    lengths: torch.Tensor, positives: torch.Tensor, valid: torch.Tensor | None,
-                   histories: list | None) -> torch.Tensor:
-        """The contrastive loss given the item-text features of `rows` (the catalogue, or the sampled bank)."""
+                   histories: list | None, fresh: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """The contrastive loss given the item-text features of `rows` (the catalogue, or the sampled bank); with
+        `fresh` (items, their features re-encoded through the adapters), plus the in-batch loss over those items."""
         config = self.config
         mode = config.tower.user_tower
         with autocast(self.device, config.mixed_precision):
@@ -274,14 +288,34 @@ class Trainer:
             logits = logits - self._log_inclusion(rows, len(positives))[None, :]
         if config.exclude_unseen_negatives:
             logits = logits.masked_fill(~self.seen[rows][None, :], -1e4)  # targets are always seen items
-        return F.cross_entropy(logits, targets)
+        loss = F.cross_entropy(logits, targets)
+        if fresh is not None:
+            loss = loss + self._fresh_loss(users, positives, *fresh)
+        return loss
 
-    def _log_inclusion(self, rows: torch.Tensor, n_positives: int) -> torch.Tensor:
+    def _fresh_loss(self, users: torch.Tensor, positives: torch.Tensor, items: torch.Tensor,
+                    features: torch.Tensor) -> torch.Tensor:
+        """In-batch softmax of the users whose positive is among `items` over `items` alone, every item vector from
+        its freshly re-encoded `features` (adapter gradients), logits logQ-corrected for how items enter the batch
+        (as some user's positive, by their share of the training targets)."""
+        index = torch.full((len(self.data.item_ids),), -1, dtype=torch.long, device=self.device)
+        index[items] = torch.arange(len(items), device=self.device)
+        targets = index[positives]
+        keep = targets >= 0
+        with autocast(self.device, self.config.mixed_precision):
+            vectors = self.model.item_vectors(features, items)
+        logits = self.model.scale * (users[keep] @ vectors.float().T)
+        if self.config.sampled_correction:
+            logits = logits - self._log_inclusion(items, len(positives), uniform=False)[None, :]
+        return F.cross_entropy(logits, targets[keep])
+
+    def _log_inclusion(self, rows: torch.Tensor, n_positives: int, uniform: bool = True) -> torch.Tensor:
         """log P(row's item is in a step's sampled set): drawn among the step's `n_positives` in-batch positives
-        (by its share of the training targets) or by the uniform sample of `bank_size` of the catalogue."""
+        (by its share of the training targets) or (with `uniform`) by the uniform sample of `bank_size` of the
+        catalogue."""
         n_items = len(self.data.item_ids)
-        uniform = min(self.config.bank_size, n_items) / n_items
-        missed = (1 - self.target_share[rows]).pow(n_positives) * (1 - uniform)
+        rate = min(self.config.bank_size, n_items) / n_items if uniform else 0.0
+        missed = (1 - self.target_share[rows]).pow(n_positives) * (1 - rate)
         return torch.log((1 - missed).clamp(min=1e-12))
 
     def _history_mask(self, history: torch.Tensor, lengths: torch.Tensor, mode: str, n_rows: int,
@@ -326,17 +360,35 @@ class Trainer:
         started = time.perf_counter()
         history: list[dict] = []
         best_state, best_ndcg, best_epoch, bad, start_epoch, step = None, -1.0, -1, 0, 0, 0
+        # phases: "main" (adapters in the first bert_epochs), or "heads" then "adapters" (adapter_phase="last")
+        phase = "heads" if config.adapter_phase == "last" and self.adapters and self.adapter_epochs else "main"
+        end = config.epochs  # the current phase's last epoch (exclusive)
         checkpoint = self.run_dir / "checkpoint" if self.run_dir is not None else None
         if resume and checkpoint is not None and (checkpoint / "trainer.json").exists():
             trainer, best_state = load_checkpoint(checkpoint, self.model, self.optimizer, self.scheduler)
             history, best_ndcg, best_epoch = trainer["history"], trainer["best_ndcg"], trainer["best_epoch"]
             bad, start_epoch, step = trainer["bad_epochs"], trainer["epoch"] + 1, trainer["step"]
             self.adapter_step, self.pre_stage = trainer.get("adapter_step", 0), trainer.get("pre_stage")
+            phase = trainer.get("phase", phase)
+            end = trainer["phase_end"] if phase == "adapters" else end  # else this config's epochs
+            self.phase_start = trainer.get("phase_start")
             started -= trainer["seconds"]
         elif self.pair_steps:
             self.pre_stage = self.pretrain_items(started)
-        for epoch in range(start_epoch, config.epochs):
-            adapters_on = bool(self.adapters) and (config.bert_epochs is None or epoch < config.bert_epochs)
+        epoch = start_epoch
+        while epoch < end or phase == "heads":
+            if epoch >= end or (phase == "heads" and bad >= config.patience):  # the heads have converged
+                phase, end, bad = "adapters", epoch + self.adapter_epochs, 0
+                self.phase_start = step
+                if best_state is not None:
+                    load_trainable_state(self.model, best_state)
+                self.refresh_bank()
+                if self.progress:
+                    tqdm.write(f"adapters' phase: {self.adapter_epochs} epochs from the best heads-only state "
+                               f"(epoch {best_epoch}, valid NDCG@10 {best_ndcg:.4f})")
+                continue
+            adapters_on = phase == "adapters" or (phase == "main" and bool(self.adapters) and (
+                config.bert_epochs is None or epoch < config.bert_epochs))
             for parameter in self.adapters:
                 parameter.requires_grad_(adapters_on)
             if self.bank is None:
@@ -344,7 +396,7 @@ class Trainer:
             rng = np.random.default_rng([config.seed, epoch])
             self.model.train()
             losses, seen, epoch_start = [], 0, time.perf_counter()
-            bar = tqdm(self._batches(rng), total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
+            bar = tqdm(self._batches(rng), total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{end}",
                        unit="step", disable=not self.progress)
             for batch in bar:
                 loss, n = self.loss_step(batch, adapters_on, rng)
@@ -389,9 +441,10 @@ class Trainer:
                 save_checkpoint(checkpoint, self.model, self.optimizer, self.scheduler, best_state,
                                 {"epoch": epoch, "step": step, "history": history, "best_ndcg": best_ndcg,
                                  "best_epoch": best_epoch, "bad_epochs": bad, "adapter_step": self.adapter_step,
-                                 "pre_stage": self.pre_stage,
-                                 "seconds": time.perf_counter() - started})
-            if bad >= config.patience or out_of_time:
+                                 "pre_stage": self.pre_stage, "phase": phase, "phase_end": end,
+                                 "phase_start": self.phase_start, "seconds": time.perf_counter() - started})
+            epoch += 1
+            if out_of_time or (bad >= config.patience and phase != "heads"):
                 break
         if best_state is not None:
             load_trainable_state(self.model, best_state)
@@ -469,11 +522,16 @@ class Trainer:
         return report
 
 
+def warmup_cosine_factor(step: int, total: int, warmup_ratio: float) -> float:
+    """The learning-rate factor at `step`: linear warm-up over `warmup_ratio` of `total` steps, then cosine decay to
+    zero at `total`."""
+    warmup = max(1, int(warmup_ratio * total))
+    return min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(total, 1))))
+
+
 def warmup_cosine(optimizer: torch.optim.Optimizer, total: int, warmup_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up over `warmup_ratio` of `total` steps, then cosine decay to zero at `total`."""
-    warmup = max(1, int(warmup_ratio * total))
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine_factor(s, total, warmup_ratio))
 
 
 def train_towers(dataset: Dataset, split: SplitData, config: TrainConfig, run_dir: Path | None = None,

@@ -176,6 +176,11 @@ class TrainConfig(FrozenModel):
     epochs: int = Field(40, ge=1)
     bert_epochs: int | None = Field(None, ge=0, description="epochs whose steps also back-propagate into the "
                                                             "adapters (None: all); later epochs train the heads")
+    adapter_phase: Literal["first", "last"] = Field(
+        "first", description="when the adapters train. first: in the first `bert_epochs` epochs, then the heads "
+        "alone; last: the heads (and the sequence tower) alone until early stopping, then, from their best state, "
+        "`bert_epochs` more epochs that train the adapters too (learning rates warmed up and decayed again over "
+        "them), keeping the best validation state of either phase (linear probing, then fine-tuning)")
     batch_size: int = Field(256, ge=1, description="user sequences per step (at most)")
     min_steps_per_epoch: int = Field(1, ge=1, description="smaller batches for small shops: the batch shrinks so an "
                                      "epoch has at least this many steps (one preset for every shop size)")
@@ -210,6 +215,12 @@ class TrainConfig(FrozenModel):
                                                                     "(None: once per epoch)")
     adapter_items_per_step: int = Field(64, ge=1, description="positives per step encoded with gradients through "
                                                               "the adapters; the rest come from the bank")
+    adapter_negatives: Literal["bank", "fresh"] = Field(
+        "bank", description="what the adapters learn against. bank: the step's re-encoded positives replace their "
+        "rows of the cached bank in the one softmax, so they compete with stale features (the adapters can raise "
+        "every re-encoded item at once, a gain that vanishes when the bank is refreshed); fresh: the main softmax "
+        "reads the cached bank alone (no adapter gradients) and a second, in-batch softmax over the re-encoded items "
+        "only (every logit from fresh features, logQ-corrected) is the one that reaches the adapters")
     pair_epochs: float = Field(0.0, ge=0, description="item–item contrastive pre-stage before tower training: passes "
                                "over the train split's (item, item within `pair_window` steps) pairs, in-batch "
                                "negatives, text path only (adapters + item head); 0: none")

@@ -11,7 +11,7 @@ from encoders.bundle import load_recommender
 from encoders.experiment import train_and_evaluate
 from encoders.item_pairs import item_pairs, pair_loss
 from encoders.lora import orthogonal_penalty
-from encoders.training import Trainer
+from encoders.training import Trainer, warmup_cosine_factor
 from recsys.config import LoraConfig
 from recsys.data.dataset import Dataset
 from recsys.splits import split_dataset
@@ -145,3 +145,66 @@ def test_training_with_adversarial_features_learns(tiny_bert_dir, shop):
     untrained = trainer.validate()["ndcg@10"]
     result = trainer.fit()
     assert np.isfinite(result.history[-1]["train_loss"]) and result.best_valid_ndcg > untrained + 0.02
+
+
+def test_fresh_adapter_loss_is_an_in_batch_softmax_over_the_re_encoded_items(tiny_bert_dir, shop):
+    dataset, split = shop
+    trainer = Trainer(dataset, split, small_config(tiny_bert_dir, adapter_negatives="fresh"), progress=False)
+    trainer.refresh_bank()
+    torch.manual_seed(0)
+    users = F.normalize(torch.randn(5, 16), dim=-1)
+    positives = torch.tensor([3, 7, 3, 11, 9])
+    items = torch.tensor([7, 3, 20])  # users 3 and 4 (positives 11, 9) are not in the re-encoded set
+    features = trainer.cache.features(items)
+    loss = trainer._fresh_loss(users, positives, items, features)
+    vectors = trainer.model.item_vectors(features, items)
+    share = trainer.target_share[items]
+    log_q = torch.log(1 - (1 - share).pow(len(positives)))
+    logits = trainer.model.scale * users[:3] @ vectors.T - log_q
+    torch.testing.assert_close(loss, F.cross_entropy(logits, torch.tensor([1, 0, 1])))
+    loss.backward()
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in trainer.adapters)
+
+
+def test_fresh_adapter_negatives_keep_the_bank_loss_away_from_the_adapters_and_learn(tiny_bert_dir, shop):
+    dataset, split = shop
+    config = small_config(tiny_bert_dir, adapter_negatives="fresh", epochs=3, valid_sample=None)
+    trainer = Trainer(dataset, split, config, progress=False)
+    trainer.refresh_bank()
+    batch = next(iter(trainer._batches(np.random.default_rng(0))))
+    for parameter in trainer.adapters:
+        parameter.requires_grad_(True)
+    trainer.model.eval()  # no dropout: both calls see the same bank term
+    bank_loss, _ = trainer._loss(batch, False, np.random.default_rng(0))  # adapters off: the bank alone
+    both, _ = trainer._loss(batch, True, np.random.default_rng(0))
+    assert float(both.detach()) > float(bank_loss.detach()) + 0.1  # + the in-batch term (a cross-entropy)
+    bank_loss.backward()
+    assert all(p.grad is None for p in trainer.adapters)
+    untrained = trainer.validate()["ndcg@10"]
+    adapters = {n: p.detach().clone() for n, p in trainer.model.bert.named_parameters() if "lora_B" in n}
+    result = trainer.fit()
+    assert result.best_valid_ndcg > untrained + 0.02
+    assert any(not torch.equal(p, adapters[n]) for n, p in trainer.model.bert.named_parameters() if n in adapters)
+
+
+def test_adapters_last_train_after_the_heads_converge_and_keep_the_best_state(tiny_bert_dir, shop):
+    dataset, split = shop
+    config = small_config(tiny_bert_dir, adapter_phase="last", epochs=4, bert_epochs=2, patience=1,
+                          valid_sample=None)
+    trainer = Trainer(dataset, split, config, progress=False)
+    adapters = {n: p.detach().clone() for n, p in trainer.model.bert.named_parameters() if "lora_B" in n}
+    result = trainer.fit()
+    trained = [row["adapters_trained"] for row in result.history]
+    heads = trained.index(True)
+    assert heads >= 1 and not any(trained[:heads]) and trained[heads:] == [True] * 2  # then exactly bert_epochs
+    assert len(result.history) == heads + 2
+    # the adapters' phase restarts the learning-rate schedule (cosine over its own steps)
+    assert trainer.phase_start == result.history[heads - 1]["step"]
+    whole_run = warmup_cosine_factor(trainer.phase_start, trainer.steps_per_epoch * 4, config.warmup_ratio)
+    assert trainer._lr_factor(trainer.phase_start) == pytest.approx(1.0) and whole_run < 0.9
+    best = max(row["valid_ndcg@10"] for row in result.history)
+    assert result.best_valid_ndcg == best
+    if result.best_epoch > heads:  # the best state has trained adapters, else the heads-only one (adapters reset)
+        assert any(not torch.equal(p, adapters[n]) for n, p in trainer.model.bert.named_parameters() if n in adapters)
+    else:
+        assert all(torch.equal(p, adapters[n]) for n, p in trainer.model.bert.named_parameters() if n in adapters)
