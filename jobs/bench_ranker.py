@@ -12,13 +12,14 @@ from typing import Annotated, Optional
 import typer
 
 from jobs.bench import bench_app
-from jobs.ranker_cmd import CvFolds, FoldEnsemble, PopularCandidates, TrainPositions, TransitionCandidates, ranker_config
+from jobs.ranker_cmd import (BundleData, BundleDir, CvFolds, FoldEnsemble, PopularCandidates, TrainPositions,
+                             TransitionCandidates, ranker_config)
 
 
 @bench_app.command("ranker")
 def bench_ranker(
-    bundle: Annotated[Path, typer.Option(help="bundle directory (or a model directory: newest version)")],
-    data: Annotated[Path, typer.Option(help="the dataset the bundle was built on")],
+    bundle: BundleDir,
+    data: BundleData,
     out: Annotated[Path, typer.Option(help="results directory (ranker.json, ranker.md, ranker.png)")] = Path(
         "results/ranker"),
     candidates: Annotated[int, typer.Option(min=1, help="retrieved items re-ranked per query")] = 200,

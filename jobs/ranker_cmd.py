@@ -20,11 +20,14 @@ TransitionCandidates = Annotated[Optional[int], typer.Option(
 PopularCandidates = Annotated[Optional[int], typer.Option(
     min=0, help="extra candidates: the most popular items (default: RankerConfig's)")]
 CvFolds = Annotated[Optional[int], typer.Option(
-    min=0, help="K ≥ 2: the number of trees from K folds' early stopping, then one fit on all training users "
-                "(default: RankerConfig's)")]
+    min=0, help="K ≥ 2: K folds of the training users, each fit early-stopped on its own fold (then summed, or "
+                "refit: --fold-ensemble/--fold-refit); 0: one fit early-stopped on the held-out users (default: "
+                "RankerConfig's, 5)")]
 FoldEnsemble = Annotated[Optional[bool], typer.Option(
     "--fold-ensemble/--fold-refit", help="with --cv-folds K: the K fold models summed, or one refit with their "
-                                          "mean tree count (default: RankerConfig's)")]
+                                          "mean tree count (default: RankerConfig's, summed)")]
+BundleDir = Annotated[Path, typer.Option("--bundle", help="bundle directory (or a model directory: newest version)")]
+BundleData = Annotated[Path, typer.Option("--data", help="the dataset the bundle was built on")]
 MANIFEST_OWN_KEYS = ("files", "created_at", "git_sha", "libraries", "bundle_schema_version", "config", "encoder")
 
 

@@ -49,10 +49,11 @@ class RankerConfig(FrozenModel):
     train_examples: int | None = Field(50_000, ge=1, description="valid-step examples the re-ranker learns from: a "
                                        "seeded sample when there are more (None: all), so its cost stops growing "
                                        "with the number of users")
-    cv_folds: int = Field(0, ge=0, description="0: early stopping on the held-out users; K ≥ 2: the number of "
-                          "trees is the mean early-stopping point of K folds of the other users (each fold's valid "
-                          "step), then one fit on all of them with that many trees, the held-out users untouched")
-    fold_ensemble: bool = Field(False, description="with cv_folds ≥ 2: the ranker is the sum of the K fold models "
+    cv_folds: int = Field(5, ge=0, description="0: one fit, early-stopped on the held-out users; K ≥ 2: K folds "
+                          "of the other users, each fit early-stopped on its fold's valid step, then the fold models "
+                          "summed (`fold_ensemble`) or one fit on all of them with their mean number of trees; the "
+                          "held-out users untouched")
+    fold_ensemble: bool = Field(True, description="with cv_folds ≥ 2: the ranker is the sum of the K fold models "
                                 "(each early-stopped on its own fold's valid step) instead of one refit with their "
                                 "mean tree count; the fold-to-fold variance of early stopping averages out")
     transition_candidates: int = Field(0, ge=0, description="extra candidates: the items most often bought right "

@@ -182,7 +182,9 @@ def fit_prepared(training: TrainingSet, config: RankerConfig, log=print) -> tupl
     log(f"features: {frame.height:,} rows × {len(builder.names)}; fitting on {train_part['query'].n_unique():,} "
         f"queries, early stopping on {valid_part['query'].n_unique():,} (seed {config.seed})")
     t0 = time.perf_counter()
-    if config.cv_folds >= 2:
+    if config.cv_folds >= 2 and not _folds_fit(train_part, config.cv_folds):
+        log(f"too few training users for {config.cv_folds} folds: one fit, early-stopped on the held-out users")
+    if _folds_fit(train_part, config.cv_folds):
         ranker, fold_trees = _cross_fitted(train_part, builder.names, config)
         users = len(set(train_part["user_id"]))
         log(f"folds' early-stopping points {fold_trees} → " + (
@@ -204,6 +206,23 @@ def fit_prepared(training: TrainingSet, config: RankerConfig, log=print) -> tupl
         "importance_gain": ranker.importance("gain"),
     }
     return reranker, report
+
+
+def fit_frame(frame: pl.DataFrame, names: Sequence[str], config: RankerConfig) -> Ranker:
+    """A ranker fitted on a training frame as `fit_prepared` does with its users: K folds (`cv_folds` ≥ 2), or one
+    fit early-stopped on a seeded `holdout_users` share of the frame's users' valid step."""
+    if _folds_fit(frame, config.cv_folds):
+        return _cross_fitted(frame, names, config)[0]
+    held = held_out_users(frame.filter(pl.col("_valid_step"))["user_id"].to_list(), config.holdout_users, config.seed)
+    is_held = frame["user_id"].is_in(sorted(held))
+    return Ranker.fit(_arrays(frame.filter(~is_held), names),
+                      _arrays(frame.filter(is_held & pl.col("_valid_step")), names), names, config)
+
+
+def _folds_fit(frame: pl.DataFrame, folds: int) -> bool:
+    """K-fold fitting needs K ≥ 2 and at least two users with a valid-step query per fold (small shops fall back to
+    one fit)."""
+    return folds >= 2 and frame.filter(pl.col("_valid_step"))["user_id"].n_unique() >= 2 * folds
 
 
 def _cross_fitted(frame: pl.DataFrame, names: Sequence[str], config: RankerConfig) -> tuple[Ranker, list[int]]:

@@ -104,7 +104,7 @@ def test_the_seeded_ranker_benchmark_reports_each_fit_and_keeps_the_best_on_vali
 
 def test_cross_fitted_ranker_takes_the_folds_mean_number_of_trees(planted):
     recommender, split = planted
-    config = RankerConfig(candidates=20, n_estimators=40, early_stopping_rounds=10, cv_folds=3)
+    config = RankerConfig(candidates=20, n_estimators=40, early_stopping_rounds=10, cv_folds=3, fold_ensemble=False)
     reranker, report = train_reranker(recommender, split, config, log=lambda *_: None)
     assert len(report["fold_trees"]) == 3 and all(1 <= t <= 40 for t in report["fold_trees"])
     assert report["trees"] == reranker.ranker.n_trees == max(1, round(float(np.mean(report["fold_trees"]))))
@@ -147,3 +147,34 @@ def test_summed_rankers_score_the_sum_and_explain_it():
     other = Ranker(lgb.LGBMRanker(n_estimators=2, verbose=-1).fit(x[:, :3], y, group=[30] * 20).booster_)
     with pytest.raises(ValueError, match="same features"):
         Ranker.summed([parts[0], other])
+
+
+def test_cross_fitted_scheme_benchmark_scores_every_valid_user_with_unseen_rankers(tmp_path):
+    import json
+
+    from benchmarks.ranker_folds import run
+
+    dataset = planted_dataset()
+    dataset.save(tmp_path / "data")
+    vectors = np.random.default_rng(1).normal(size=(N_ITEMS, 16)).astype(np.float32)
+    bundle = Recommender.build(dataset, split_dataset(dataset), vectors, BuildConfig()).save(tmp_path / "b" / "v1")
+    schemes = {"one fit": {"cv_folds": 0, "n_estimators": 30, "early_stopping_rounds": 5, "candidates": 20},
+               "3 folds summed": {"cv_folds": 3, "fold_ensemble": True, "n_estimators": 30,
+                                  "early_stopping_rounds": 5, "candidates": 20}}
+    paths = run(bundle, tmp_path / "data", tmp_path / "out", outer=3, schemes=schemes, log=lambda *_: None)
+    report = json.loads(paths["json"].read_text())
+    rows = {r["scheme"]: r for r in report["rows"]}
+    assert set(rows) == set(schemes) and paths["png"].exists()
+    assert rows["one fit"]["diff"] == 0.0 and rows["one fit"]["n_users"] == split_dataset(dataset).valid.height
+    assert rows["3 folds summed"]["diff"] == pytest.approx(rows["3 folds summed"]["ndcg@10"] - rows["one fit"]["ndcg@10"])
+    assert rows["one fit"]["ndcg@10"] > 0.2  # the planted successor is learned by rankers that never saw the user
+    assert rows["3 folds summed"]["trees"] > rows["one fit"]["trees"]
+
+
+def test_too_few_users_for_the_folds_fall_back_to_one_fit(planted):
+    recommender, split = planted  # 400 valid users: 80 held out, at most 320 to share among 200 folds
+    config = RankerConfig(candidates=20, n_estimators=30, early_stopping_rounds=5, cv_folds=200)
+    messages = []
+    reranker, report = train_reranker(recommender, split, config, log=messages.append)
+    assert report["fold_trees"] is None and 1 <= reranker.ranker.n_trees <= 30
+    assert any("too few training users for 200 folds" in m for m in messages)

@@ -1,0 +1,99 @@
+"""Re-ranker fitting schemes compared on the whole valid step by cross-fitting: the valid step's users are split
+into `outer` folds; each fold's users are re-ranked by a ranker fitted (with the scheme under test) on the other
+users alone, so every valid user is scored by a model that never saw them. NDCG@10 per valid user (0 when the
+target is not among the candidates: full ranking), the mean per scheme and the paired difference to the first
+scheme with its standard error. The held-out-user valid figures of `recsys bench ranker` rest on a fifth of the
+users; this one on all of them. Writes folds.json, folds.md and folds.png via benchmarks/common.py."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from benchmarks.common import Column, environment, write_report
+
+SCHEMES: dict[str, dict] = {
+    "one fit, early-stopped on held-out users (cv_folds 0)": {"cv_folds": 0},
+    "5 folds, one refit with their mean tree count": {"cv_folds": 5, "fold_ensemble": False},
+    "5 folds summed (the default)": {"cv_folds": 5, "fold_ensemble": True},
+}
+
+
+def _per_user_ndcg(frame: pl.DataFrame, scores: np.ndarray, k: int = 10) -> dict[str, float]:
+    ranked = frame.select("query", "user_id", "label").with_columns(score=pl.Series(scores)).sort(
+        ["query", "score"], descending=[False, True], maintain_order=True)
+    ranked = ranked.with_columns(pl.int_range(pl.len()).over("query").alias("rank")).filter(pl.col("label") == 1)
+    return {u: (1.0 / np.log2(r + 2) if r < k else 0.0) for u, r in zip(ranked["user_id"].to_list(),
+                                                                       ranked["rank"].to_list())}
+
+
+def _chart(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    names = [r["scheme"] for r in rows][::-1]
+    ax.barh(names, [r["ndcg@10"] for r in rows][::-1], xerr=[r["diff_se"] for r in rows][::-1])
+    ax.set_xlabel("valid N@10 (cross-fitted over all valid users; bars: s.e. of the paired difference)")
+    lo = min(r["ndcg@10"] for r in rows)
+    ax.set_xlim(lo * 0.9, max(r["ndcg@10"] for r in rows) * 1.03)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(bundle: Path, data: Path, out: Path, seed: int = 0, outer: int = 5, command: str = "",
+        schemes: Mapping[str, dict] | None = None, log=print) -> dict[str, Path]:
+    """Cross-fitted valid NDCG@10 of each re-ranker fitting scheme (RankerConfig overrides) on one bundle."""
+    from jobs.ranker_cmd import open_for_ranker
+    from recsys.ranker import RankerConfig
+    from recsys.ranker_training import fit_frame, prepare_training
+
+    schemes = dict(schemes or SCHEMES)
+    base = RankerConfig(seed=seed)
+    recommender, split, path, manifest = open_for_ranker(bundle, data)
+    training = prepare_training(recommender, split, base, log)
+    frame, names = training.frame, training.builder.names
+    users = sorted(set(training.users))
+    order = np.random.default_rng([seed, 11]).permutation(len(users))
+    fold_of = {users[i]: n % outer for n, i in enumerate(order)}
+    fold = np.array([fold_of[u] for u in frame["user_id"].to_list()])
+    valid_step = frame["_valid_step"].to_numpy()
+    rows, first = [], None
+    for name, overrides in schemes.items():
+        config = base.model_copy(update=overrides)
+        scores, trees = {}, []
+        for k in range(outer):
+            ranker = fit_frame(frame.filter(pl.Series(fold != k)), names, config)
+            scored = frame.filter(pl.Series((fold == k) & valid_step))
+            scores.update(_per_user_ndcg(scored, ranker.predict(_matrix(scored, names))))
+            trees.append(ranker.n_trees)
+        per_user = np.array([scores.get(u, 0.0) for u in users])
+        first = per_user if first is None else first
+        diff = per_user - first
+        rows.append({"scheme": name, "n_users": len(users), "ndcg@10": float(per_user.mean()),
+                     "diff": float(diff.mean()), "diff_se": float(diff.std(ddof=1) / np.sqrt(len(diff))),
+                     "trees": float(np.mean(trees))})
+        log(f"{name}: valid N@10 {per_user.mean():.4f} ({diff.mean():+.4f} ± {rows[-1]['diff_se']:.4f}), "
+            f"trees {trees}")
+    notes = [f"command: `{command}`" if command else "command: (library call)",
+             f"bundle: `{path}`; dataset `{data}`; {len(users):,} valid users in {outer} cross-fitting folds "
+             f"(seed {seed}); each scheme's rankers fitted on the other folds' users only",
+             "N@10 per user over the full catalogue (0 when the target is not among the towers' candidates); "
+             "diff: paired difference to the first row, ± its standard error"]
+    meta = {"environment": environment(("numpy", "polars", "lightgbm")), "bundle": str(path), "data": str(data),
+            "command": command, "seed": seed, "outer_folds": outer, "schemes": schemes}
+    columns = [Column("scheme"), Column("n_users", "valid users", ",.0f"), Column("ndcg@10", "valid N@10", ".4f"),
+               Column("diff", "vs first", "+.4f"), Column("diff_se", "± s.e.", ".4f"),
+               Column("trees", "trees (mean)", ".0f")]
+    return write_report(out, "folds", rows, columns, title="Re-ranker fitting schemes, cross-fitted on the valid step",
+                        meta=meta, notes=notes, chart=_chart)
+
+
+def _matrix(frame: pl.DataFrame, names: Sequence[str]) -> np.ndarray:
+    from recsys.ranker import feature_matrix
+
+    return feature_matrix(frame, names)
