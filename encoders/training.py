@@ -155,8 +155,8 @@ class Trainer:
         """Warm-up + cosine over the whole run, or, once the adapters' phase began, over that phase alone."""
         if self.phase_start is None:
             return warmup_cosine_factor(step, self.steps_per_epoch * self.config.epochs, self.config.warmup_ratio)
-        return warmup_cosine_factor(step - self.phase_start, self.steps_per_epoch * max(self.adapter_epochs, 1),
-                                    self.config.warmup_ratio)
+        return self.config.adapter_phase_lr * warmup_cosine_factor(
+            step - self.phase_start, self.steps_per_epoch * max(self.adapter_epochs, 1), self.config.warmup_ratio)
 
     def release(self) -> None:
         """Drop what only training needs (the cached lower-layer token states: 2.7 GB at 100k items, the

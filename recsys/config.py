@@ -181,6 +181,9 @@ class TrainConfig(FrozenModel):
         "alone; last: the heads (and the sequence tower) alone until early stopping, then, from their best state, "
         "`bert_epochs` more epochs that train the adapters too (learning rates warmed up and decayed again over "
         "them), keeping the best validation state of either phase (linear probing, then fine-tuning)")
+    adapter_phase_lr: float = Field(1.0, gt=0, le=1, description="adapter_phase='last': the learning rates of the "
+                                    "adapters' phase, as a share of `lr` / `adapter_lr` (fine-tuning from a converged "
+                                    "state usually wants smaller steps)")
     batch_size: int = Field(256, ge=1, description="user sequences per step (at most)")
     min_steps_per_epoch: int = Field(1, ge=1, description="smaller batches for small shops: the batch shrinks so an "
                                      "epoch has at least this many steps (one preset for every shop size)")

@@ -202,6 +202,10 @@ def test_adapters_last_train_after_the_heads_converge_and_keep_the_best_state(ti
     assert trainer.phase_start == result.history[heads - 1]["step"]
     whole_run = warmup_cosine_factor(trainer.phase_start, trainer.steps_per_epoch * 4, config.warmup_ratio)
     assert trainer._lr_factor(trainer.phase_start) == pytest.approx(1.0) and whole_run < 0.9
+    scaled = Trainer(dataset, split, config.model_copy(update={"adapter_phase_lr": 0.1}), progress=False)
+    assert scaled._lr_factor(trainer.phase_start) == pytest.approx(whole_run)  # before its phase: unscaled
+    scaled.phase_start = trainer.phase_start
+    assert scaled._lr_factor(trainer.phase_start) == pytest.approx(0.1)
     best = max(row["valid_ndcg@10"] for row in result.history)
     assert result.best_valid_ndcg == best
     if result.best_epoch > heads:  # the best state has trained adapters, else the heads-only one (adapters reset)
