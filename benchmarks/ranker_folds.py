@@ -23,12 +23,12 @@ SCHEMES: dict[str, dict] = {
 }
 
 
-def _per_user_ndcg(frame: pl.DataFrame, scores: np.ndarray, k: int = 10) -> dict[str, float]:
+def _target_ranks(frame: pl.DataFrame, scores: np.ndarray) -> dict[str, int]:
+    """Each query's user → the 0-based rank of its target among its candidates, ordered by `scores`."""
     ranked = frame.select("query", "user_id", "label").with_columns(score=pl.Series(scores)).sort(
         ["query", "score"], descending=[False, True], maintain_order=True)
     ranked = ranked.with_columns(pl.int_range(pl.len()).over("query").alias("rank")).filter(pl.col("label") == 1)
-    return {u: (1.0 / np.log2(r + 2) if r < k else 0.0) for u, r in zip(ranked["user_id"].to_list(),
-                                                                       ranked["rank"].to_list())}
+    return dict(zip(ranked["user_id"].to_list(), ranked["rank"].to_list()))
 
 
 def _chart(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
@@ -49,7 +49,8 @@ def run(bundle: Path, data: Path, out: Path, seed: int = 0, outer: int = 5, comm
         schemes: Mapping[str, dict] | None = None, log=print) -> dict[str, Path]:
     """Cross-fitted valid NDCG@10 of each re-ranker fitting scheme (RankerConfig overrides) on one bundle."""
     from jobs.ranker_cmd import open_for_ranker
-    from recsys.ranker import RankerConfig
+    from recsys.metrics import MISS, ndcg_gains
+    from recsys.ranker import RankerConfig, feature_matrix
     from recsys.ranker_training import fit_frame, prepare_training
 
     schemes = dict(schemes or SCHEMES)
@@ -65,13 +66,13 @@ def run(bundle: Path, data: Path, out: Path, seed: int = 0, outer: int = 5, comm
     rows, first = [], None
     for name, overrides in schemes.items():
         config = base.model_copy(update=overrides)
-        scores, trees = {}, []
+        ranks, trees = {}, []
         for k in range(outer):
             ranker = fit_frame(frame.filter(pl.Series(fold != k)), names, config)
             scored = frame.filter(pl.Series((fold == k) & valid_step))
-            scores.update(_per_user_ndcg(scored, ranker.predict(_matrix(scored, names))))
+            ranks.update(_target_ranks(scored, ranker.predict(feature_matrix(scored, names))))
             trees.append(ranker.n_trees)
-        per_user = np.array([scores.get(u, 0.0) for u in users])
+        per_user = ndcg_gains(np.array([ranks.get(u, MISS) for u in users]), 10)  # MISS: not a candidate
         first = per_user if first is None else first
         diff = per_user - first
         rows.append({"scheme": name, "n_users": len(users), "ndcg@10": float(per_user.mean()),
@@ -91,9 +92,3 @@ def run(bundle: Path, data: Path, out: Path, seed: int = 0, outer: int = 5, comm
                Column("trees", "trees (mean)", ".0f")]
     return write_report(out, "folds", rows, columns, title="Re-ranker fitting schemes, cross-fitted on the valid step",
                         meta=meta, notes=notes, chart=_chart)
-
-
-def _matrix(frame: pl.DataFrame, names: Sequence[str]) -> np.ndarray:
-    from recsys.ranker import feature_matrix
-
-    return feature_matrix(frame, names)

@@ -72,6 +72,8 @@ MAX_K = _api_max_k()
 
 ModelOpt = Annotated[str, typer.Option(help="BERT: local HF directory, hub name, or 'default' (offline MiniLM)")]
 OutOpt = Annotated[Path, typer.Option("--out", help="output directory")]
+BundleDir = Annotated[Path, typer.Option("--bundle", help="bundle directory (or a model directory: newest version)")]
+BundleData = Annotated[Path, typer.Option("--data", help="the dataset the bundle was built on")]
 OverwriteOpt = Annotated[bool, typer.Option(help="replace a dataset already in --out")]
 MaxLength = Annotated[int, typer.Option(min=8, max=512, help="BERT tokens per item text")]
 BatchSize = Annotated[int, typer.Option(min=1, max=4096, help="texts per BERT batch")]

@@ -11,8 +11,8 @@ from typing import Annotated
 
 import typer
 
+from jobs.app import BundleData, BundleDir
 from jobs.bench import bench_app
-from jobs.ranker_cmd import BundleData, BundleDir
 
 
 @bench_app.command("ranker-folds")

@@ -11,9 +11,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from jobs.app import BundleData, BundleDir
 from jobs.bench import bench_app
-from jobs.ranker_cmd import (BundleData, BundleDir, CvFolds, FoldEnsemble, PopularCandidates, TrainPositions,
-                             TransitionCandidates, ranker_config)
+from jobs.ranker_cmd import (CvFolds, FoldEnsemble, PopularCandidates, TrainPositions, TransitionCandidates,
+                             ranker_config)
 
 
 @bench_app.command("ranker")

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from jobs.app import EVAL_USERS, EvalUsersOpt, app, eval_sample, friendly_errors
+from jobs.app import EVAL_USERS, BundleData, BundleDir, EvalUsersOpt, app, eval_sample, friendly_errors
 from jobs.output import console, metrics_table
 
 TrainPositions = Annotated[Optional[int], typer.Option(
@@ -26,8 +26,6 @@ CvFolds = Annotated[Optional[int], typer.Option(
 FoldEnsemble = Annotated[Optional[bool], typer.Option(
     "--fold-ensemble/--fold-refit", help="with --cv-folds K: the K fold models summed, or one refit with their "
                                           "mean tree count (default: RankerConfig's, summed)")]
-BundleDir = Annotated[Path, typer.Option("--bundle", help="bundle directory (or a model directory: newest version)")]
-BundleData = Annotated[Path, typer.Option("--data", help="the dataset the bundle was built on")]
 MANIFEST_OWN_KEYS = ("files", "created_at", "git_sha", "libraries", "bundle_schema_version", "config", "encoder")
 
 
@@ -98,8 +96,8 @@ def evaluation_rows(evaluation: dict, split: str = "test") -> list[dict]:
 @app.command("train-ranker")
 @friendly_errors
 def train_ranker(
-    bundle: Annotated[Path, typer.Option(help="bundle directory (or a model directory: newest version)")],
-    data: Annotated[Path, typer.Option(help="the dataset the bundle was built on")],
+    bundle: BundleDir,
+    data: BundleData,
     candidates: Annotated[int, typer.Option(min=1, help="retrieved items re-ranked per query")] = 200,
     out: Annotated[Optional[Path], typer.Option(help="new bundle directory (default: a new version beside BUNDLE)")]
     = None,

@@ -17,13 +17,15 @@ def recall_at_k(ranks: np.ndarray, k: int) -> float:
     return float(_hits(ranks, k).mean()) if len(ranks) else 0.0
 
 
+def ndcg_gains(ranks: np.ndarray, k: int) -> np.ndarray:
+    """Each example's NDCG@k: 1/log2(rank+2) when its target is in the top k, else 0 (one relevant item)."""
+    ranks = np.asarray(ranks)
+    return np.where(_hits(ranks, k), 1.0 / np.log2(np.maximum(ranks, 0) + 2.0), 0.0)
+
+
 def ndcg_at_k(ranks: np.ndarray, k: int) -> float:
     """Mean 1/log2(rank+2) over examples whose target is in the top k (one relevant item, IDCG = 1)."""
-    ranks = np.asarray(ranks)
-    if not len(ranks):
-        return 0.0
-    gains = np.where(_hits(ranks, k), 1.0 / np.log2(np.maximum(ranks, 0) + 2.0), 0.0)
-    return float(gains.mean())
+    return float(ndcg_gains(ranks, k).mean()) if len(ranks) else 0.0
 
 
 def mrr_at_k(ranks: np.ndarray, k: int) -> float:

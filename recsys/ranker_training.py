@@ -182,9 +182,10 @@ def fit_prepared(training: TrainingSet, config: RankerConfig, log=print) -> tupl
     log(f"features: {frame.height:,} rows × {len(builder.names)}; fitting on {train_part['query'].n_unique():,} "
         f"queries, early stopping on {valid_part['query'].n_unique():,} (seed {config.seed})")
     t0 = time.perf_counter()
-    if config.cv_folds >= 2 and not _folds_fit(train_part, config.cv_folds):
+    folds = _folds_fit(train_part, config.cv_folds)
+    if config.cv_folds >= 2 and not folds:
         log(f"too few training users for {config.cv_folds} folds: one fit, early-stopped on the held-out users")
-    if _folds_fit(train_part, config.cv_folds):
+    if folds:
         ranker, fold_trees = _cross_fitted(train_part, builder.names, config)
         users = len(set(train_part["user_id"]))
         log(f"folds' early-stopping points {fold_trees} → " + (
