@@ -51,7 +51,7 @@ def run(bundle: Path, data: Path, out: Path, seed: int = 0, outer: int = 5, comm
     from jobs.ranker_cmd import open_for_ranker
     from recsys.metrics import MISS, ndcg_gains
     from recsys.ranker import RankerConfig, feature_matrix
-    from recsys.ranker_training import fit_frame, prepare_training
+    from recsys.ranker_training import fit_frame, prepare_training, user_folds
 
     schemes = dict(schemes or SCHEMES)
     base = RankerConfig(seed=seed)
@@ -59,8 +59,7 @@ def run(bundle: Path, data: Path, out: Path, seed: int = 0, outer: int = 5, comm
     training = prepare_training(recommender, split, base, log)
     frame, names = training.frame, training.builder.names
     users = sorted(set(training.users))
-    order = np.random.default_rng([seed, 11]).permutation(len(users))
-    fold_of = {users[i]: n % outer for n, i in enumerate(order)}
+    fold_of = user_folds(users, outer, (seed, 11))
     fold = np.array([fold_of[u] for u in frame["user_id"].to_list()])
     valid_step = frame["_valid_step"].to_numpy()
     rows, first = [], None

@@ -40,6 +40,8 @@ def bench_diversify(
     thresholds: Annotated[str, typer.Option(help="comma-separated near-duplicate cosines in (0, 1], or none")]
     = "none,0.95,0.9",
     depth: Annotated[int, typer.Option(min=10, max=1000, help="ranked items each list of 10 is picked from")] = 50,
+    budget: Annotated[float, typer.Option(min=0.0, max=1.0, help="accuracy budget (fraction of valid N@10) for the "
+                                          "largest MMR weight the report names")] = 0.01,
 ) -> None:
     """Accuracy (valid + test) and intra-list diversity of every diversification setting on one bundle."""
     from benchmarks.diversify import run
@@ -47,6 +49,6 @@ def bench_diversify(
 
     command = "recsys " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     paths = run(bundle, data, out, _floats(weights, "--weights"), _floats(thresholds, "--thresholds", True), depth,
-                command, log=console.print)
+                command, budget, log=console.print)
     for path in paths.values():
         typer.echo(path)

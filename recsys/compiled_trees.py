@@ -93,7 +93,8 @@ def _probe_rows(booster: lgb.Booster) -> np.ndarray:
         while stack:
             node = stack.pop()
             if "split_feature" in node:
-                if isinstance(node.get("threshold"), (int, float)):
+                # LightGBM writes ±1e300 for splits that only separate missing values: no centre to probe around
+                if isinstance(node.get("threshold"), (int, float)) and abs(node["threshold"]) < 1e30:
                     thresholds[node["split_feature"]].append(float(node["threshold"]))
                 stack += [node["left_child"], node["right_child"]]
     probe = np.empty((PROBE_ROWS, n))

@@ -220,6 +220,14 @@ def fit_frame(frame: pl.DataFrame, names: Sequence[str], config: RankerConfig) -
                       _arrays(frame.filter(is_held & pl.col("_valid_step")), names), names, config)
 
 
+def user_folds(users: Sequence[str], folds: int, seed: Sequence[int]) -> dict[str, int]:
+    """Each distinct user → a fold in 0..folds-1: a seeded permutation of the sorted users dealt round-robin
+    (fold sizes differ by at most one)."""
+    distinct = sorted(set(users))
+    order = np.random.default_rng(list(seed)).permutation(len(distinct))
+    return {distinct[i]: n % folds for n, i in enumerate(order)}
+
+
 def _folds_fit(frame: pl.DataFrame, folds: int) -> bool:
     """K-fold fitting needs K ≥ 2 and at least two users with a valid-step query per fold (small shops fall back to
     one fit)."""
@@ -230,9 +238,7 @@ def _cross_fitted(frame: pl.DataFrame, names: Sequence[str], config: RankerConfi
     """K folds of the users (seeded): each fit early-stops on its fold's valid step; then either the K fold models
     summed (`fold_ensemble`) or one fit on every user's queries with the folds' mean number of trees. Returns
     (ranker, each fold's trees)."""
-    users = sorted(set(frame["user_id"].to_list()))
-    order = np.random.default_rng([config.seed, 7]).permutation(len(users))
-    fold_of = {users[i]: n % config.cv_folds for n, i in enumerate(order)}
+    fold_of = user_folds(frame["user_id"].to_list(), config.cv_folds, (config.seed, 7))
     fold = pl.Series([fold_of[u] for u in frame["user_id"].to_list()])
     models = []
     for k in range(config.cv_folds):
@@ -291,12 +297,24 @@ def reranked_metrics(recommender, examples: pl.DataFrame, ks: tuple[int, ...] = 
                      batch_size: int = 1024, reference: ListReference | None = None) -> dict:
     """Full-ranking metrics of the lists the bundle shows (re-ranked, diversified as configured), each example
     at its own time; with `reference`, intra-list diversity and catalogue coverage too."""
-    histories, targets = examples["history"].to_list(), examples["target"].to_list()
-    times = examples["timestamp"].to_list()
+    shown = shown_lists(recommender, examples, max(ks), batch_size)
+    return list_scores(shown, examples["target"].to_list(), ks, reference)
+
+
+def shown_lists(recommender, examples: pl.DataFrame, k: int, batch_size: int = 1024) -> list[list[str]]:
+    """The item ids of the top-k list the bundle shows each example (re-ranked, diversified as configured), each
+    example at its own time."""
+    histories, times = examples["history"].to_list(), examples["timestamp"].to_list()
     shown: list[list[str]] = []
     for start in range(0, len(histories), batch_size):
         stop = start + batch_size
-        shown += [r.item_ids for r in recommender.recommend_batch(histories[start:stop], max(ks),
-                                                                  as_of=times[start:stop])]
-    beyond = list_metrics(shown, reference) if reference is not None else {}
-    return {"n_examples": float(len(targets)), **summarize(target_ranks(shown, targets), ks), **beyond}
+        shown += [r.item_ids for r in recommender.recommend_batch(histories[start:stop], k, as_of=times[start:stop])]
+    return shown
+
+
+def list_scores(lists: list[list[str]], targets: Sequence[str], ks: tuple[int, ...] = (10,),
+                reference: ListReference | None = None) -> dict:
+    """Full-ranking metrics of shown lists against their targets; with `reference`, intra-list diversity and
+    catalogue coverage too."""
+    beyond = list_metrics(lists, reference) if reference is not None else {}
+    return {"n_examples": float(len(targets)), **summarize(target_ranks(lists, targets), ks), **beyond}

@@ -178,3 +178,54 @@ def test_too_few_users_for_the_folds_fall_back_to_one_fit(planted):
     reranker, report = train_reranker(recommender, split, config, log=messages.append)
     assert report["fold_trees"] is None and 1 <= reranker.ranker.n_trees <= 30
     assert any("too few training users for 200 folds" in m for m in messages)
+
+
+def test_diversify_validation_is_cross_fitted_over_every_valid_user(monkeypatch):
+    import recsys.ranker_training as ranker_training
+    from benchmarks.diversify import cross_fitted_lists
+    from recsys.config import DiversifyConfig
+    from recsys.diversify import OFF
+    from recsys.evaluation import ListReference, list_metrics
+    from recsys.ranker_training import list_scores
+
+    dataset = planted_dataset()
+    split = split_dataset(dataset)
+    vectors = np.random.default_rng(1).normal(size=(N_ITEMS, 16)).astype(np.float32)
+    recommender = Recommender.build(dataset, split, vectors, BuildConfig())
+    config = RankerConfig(candidates=30, n_estimators=30, early_stopping_rounds=5, cv_folds=2)
+    bundle_reranker, _ = train_reranker(recommender, split, config, log=lambda *_: None)
+    recommender.reranker = bundle_reranker
+    fitted_on, scored = [], []
+    real_fit, real_shown = ranker_training.fit_frame, ranker_training.shown_lists
+    monkeypatch.setattr(ranker_training, "fit_frame", lambda frame, names, c: fitted_on.append(
+        set(frame["user_id"].to_list())) or real_fit(frame, names, c))
+    monkeypatch.setattr(ranker_training, "shown_lists", lambda r, part, k: scored.append(
+        (r.reranker, set(part["user_id"].to_list()))) or real_shown(r, part, k))
+    settings = [OFF, DiversifyConfig(weight=0.5)]
+    examples, lists = cross_fitted_lists(recommender, split, settings, outer=4, log=lambda *_: None)
+    assert examples.height == split.valid.height and len(fitted_on) == 4
+    assert all(len(shown) == 10 for per_setting in lists for shown in per_setting)
+    # each fold's users are shown lists by a ranker fitted without them, and every valid user is scored once
+    for fold, users in enumerate(fitted_on):
+        fold_scored = [seen for reranker, seen in scored[2 * fold:2 * fold + 2]]
+        assert fold_scored[0] == fold_scored[1] and not fold_scored[0] & users
+    assert sum(len(seen) for _, seen in scored[::2]) == split.valid.height
+    assert all(reranker is not bundle_reranker for reranker, _ in scored)
+    assert recommender.reranker is bundle_reranker and recommender.config.diversify == BuildConfig().diversify
+    targets = examples["target"].to_list()
+    reference = ListReference(dataset.items["item_id"].to_list(), vectors, k=10)
+    plain, mmr = (list_scores(shown, targets, (10,), reference) for shown in lists)
+    assert plain["ndcg@10"] > 0.2  # the planted successor, learned by rankers that never saw the user
+    assert mmr["ild@10"] > plain["ild@10"] == pytest.approx(list_metrics(lists[0], reference)["ild@10"])
+
+
+def test_the_chosen_weight_is_the_largest_within_the_budget():
+    from benchmarks.diversify import chosen_weight
+
+    def row(weight, change, threshold=None, split="valid"):
+        return {"split": split, "ndcg_change": change, "config": {"weight": weight, "duplicate_threshold": threshold}}
+
+    rows = [row(0.0, 0.0), row(0.2, -0.004), row(0.3, -0.012), row(0.4, -0.009), row(0.5, -0.03),
+            row(0.6, 0.0, threshold=0.9), row(0.7, 0.0, split="test")]
+    assert chosen_weight(rows, "valid", 0.01) == 0.4  # largest within 1 %, even past a costlier smaller one
+    assert chosen_weight(rows, "valid", 0.001) is None
