@@ -3,7 +3,9 @@ into `outer` folds; each fold's users are re-ranked by a ranker fitted (with the
 users alone, so every valid user is scored by a model that never saw them. NDCG@10 per valid user (0 when the
 target is not among the candidates: full ranking), the mean per scheme and the paired difference to the first
 scheme with its standard error. The held-out-user valid figures of `recsys bench ranker` rest on a fifth of the
-users; this one on all of them. Writes folds.json, folds.md and folds.png via benchmarks/common.py."""
+users; this one on all of them. A scheme may also change the candidates, statistics or features (`FRAME_FIELDS`):
+it then gets its own training frame, for the same users and folds. Writes folds.json, folds.md and folds.png via
+benchmarks/common.py."""
 
 from __future__ import annotations
 
@@ -21,6 +23,60 @@ SCHEMES: dict[str, dict] = {
     "5 folds, one refit with their mean tree count": {"cv_folds": 5, "fold_ensemble": False},
     "5 folds summed (the default)": {"cv_folds": 5, "fold_ensemble": True},
 }
+
+
+FRAME_FIELDS = ("candidates", "features", "time_mode", "pair_window", "transition_candidates", "popular_candidates",
+                "train_positions")
+"""RankerConfig fields that shape the training frame (candidates, statistics, features): schemes that differ in
+them get their own frame, prepared once per distinct value."""
+FIXED_FIELDS = frozenset({"train_examples", "seed"})
+"""Fields no scheme may change: every scheme scores the same valid users with the same folds."""
+
+
+def load_schemes(path: Path) -> dict[str, dict]:
+    """Schemes from a JSON file, `{"name": {RankerConfig field: value, …}, …}`; ValueError (with the reason) for
+    anything else, for unknown or invalid fields, and for fields that would change the shared training frame."""
+    import json
+
+    from pydantic import ValidationError
+
+    from recsys.ranker import RankerConfig
+
+    try:
+        schemes = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"cannot read schemes from {path}: {error}") from None
+    if not isinstance(schemes, dict) or not schemes or not all(isinstance(v, dict) for v in schemes.values()):
+        raise ValueError(f"{path}: expected a JSON object of scheme name → object of RankerConfig overrides")
+    for name, overrides in schemes.items():
+        unknown = set(overrides) - set(RankerConfig.model_fields)
+        fixed = set(overrides) & FIXED_FIELDS
+        if unknown or fixed:
+            raise ValueError(f"scheme {name!r}: " + (f"unknown RankerConfig fields {sorted(unknown)}" if unknown else
+                             f"{sorted(fixed)} would change which valid users are scored (use --seed)"))
+        try:
+            scheme_config(RankerConfig(), overrides)
+        except ValidationError as error:
+            raise ValueError(f"scheme {name!r}: {error.errors()[0]['loc'][0]}: {error.errors()[0]['msg']}") from None
+    return schemes
+
+
+def scheme_config(base, overrides: Mapping[str, Any]):
+    """`base` (a RankerConfig) with a scheme's overrides, validated (nested `features` overrides merge into the
+    base's FeatureConfig)."""
+    merged = base.model_dump()
+    for key, value in overrides.items():
+        merged[key] = {**merged[key], **value} if isinstance(value, dict) and isinstance(merged.get(key), dict) \
+            else value
+    return type(base).model_validate(merged)
+
+
+def frame_key(config) -> str:
+    """The settings that shape a scheme's training frame, as one comparable string."""
+    import json
+
+    dumped = config.model_dump(mode="json")
+    return json.dumps({f: dumped[f] for f in FRAME_FIELDS}, sort_keys=True)
 
 
 def _target_ranks(frame: pl.DataFrame, scores: np.ndarray) -> dict[str, int]:
@@ -56,15 +112,20 @@ def run(bundle: Path, data: Path, out: Path, seed: int = 0, outer: int = 5, comm
     schemes = dict(schemes or SCHEMES)
     base = RankerConfig(seed=seed)
     recommender, split, path, manifest = open_for_ranker(bundle, data)
-    training = prepare_training(recommender, split, base, log)
-    frame, names = training.frame, training.builder.names
-    users = sorted(set(training.users))
-    fold_of = user_folds(users, outer, (seed, 11))
-    fold = np.array([fold_of[u] for u in frame["user_id"].to_list()])
-    valid_step = frame["_valid_step"].to_numpy()
+    trainings: dict[str, Any] = {}  # one training frame per distinct candidates/statistics/features setting
+    users: list[str] | None = None
     rows, first = [], None
     for name, overrides in schemes.items():
-        config = base.model_copy(update=overrides)
+        config = scheme_config(base, overrides)
+        key = frame_key(config)
+        if key not in trainings:
+            trainings[key] = prepare_training(recommender, split, config, log)
+        training = trainings[key]
+        users = sorted(set(training.users)) if users is None else users
+        fold_of = user_folds(users, outer, (seed, 11))
+        frame, names = training.frame, training.builder.names
+        fold = np.array([fold_of[u] for u in frame["user_id"].to_list()])
+        valid_step = frame["_valid_step"].to_numpy()
         ranks, trees = {}, []
         for k in range(outer):
             ranker = fit_frame(frame.filter(pl.Series(fold != k)), names, config)
@@ -80,12 +141,14 @@ def run(bundle: Path, data: Path, out: Path, seed: int = 0, outer: int = 5, comm
         log(f"{name}: valid N@10 {per_user.mean():.4f} ({diff.mean():+.4f} ± {rows[-1]['diff_se']:.4f}), "
             f"trees {trees}")
     notes = [f"command: `{command}`" if command else "command: (library call)",
-             f"bundle: `{path}`; dataset `{data}`; {len(users):,} valid users in {outer} cross-fitting folds "
+             f"bundle: `{path}`; dataset `{data}`; {len(users or []):,} valid users in {outer} cross-fitting folds "
              f"(seed {seed}); each scheme's rankers fitted on the other folds' users only",
              "N@10 per user over the full catalogue (0 when the target is not among the towers' candidates); "
-             "diff: paired difference to the first row, ± its standard error"]
+             "diff: paired difference to the first row, ± its standard error",
+             f"{len(trainings)} training frame(s): schemes that change the candidates, statistics or features "
+             "get their own, prepared once"]
     meta = {"environment": environment(("numpy", "polars", "lightgbm")), "bundle": str(path), "data": str(data),
-            "command": command, "seed": seed, "outer_folds": outer, "schemes": schemes}
+            "command": command, "seed": seed, "outer_folds": outer, "schemes": schemes, "frames": len(trainings)}
     columns = [Column("scheme"), Column("n_users", "valid users", ",.0f"), Column("ndcg@10", "valid N@10", ".4f"),
                Column("diff", "vs first", "+.4f"), Column("diff_se", "± s.e.", ".4f"),
                Column("trees", "trees (mean)", ".0f")]

@@ -23,11 +23,19 @@ def bench_ranker_folds(
         "results/ranker-folds"),
     outer: Annotated[int, typer.Option(min=2, max=20, help="cross-fitting folds over the valid users")] = 5,
     seed: Annotated[int, typer.Option(min=0)] = 0,
+    schemes: Annotated[Path | None, typer.Option(
+        help="JSON file: scheme name → RankerConfig overrides (LightGBM settings, folds, candidates, features; "
+             "nested 'features' merge); default: one fit, 5 folds refit, 5 folds summed")] = None,
 ) -> None:
     """Valid NDCG@10 of each re-ranker fitting scheme, every valid user scored by rankers that never saw them."""
-    from benchmarks.ranker_folds import run
+    from benchmarks.ranker_folds import load_schemes, run
     from jobs.output import console
 
+    try:
+        chosen = load_schemes(schemes) if schemes is not None else None
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--schemes") from None
     command = "recsys " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    for path in run(bundle, data, out, seed=seed, outer=outer, command=command, log=console.print).values():
+    for path in run(bundle, data, out, seed=seed, outer=outer, command=command, schemes=chosen,
+                    log=console.print).values():
         typer.echo(path)

@@ -160,11 +160,15 @@ def test_cross_fitted_scheme_benchmark_scores_every_valid_user_with_unseen_ranke
     bundle = Recommender.build(dataset, split_dataset(dataset), vectors, BuildConfig()).save(tmp_path / "b" / "v1")
     schemes = {"one fit": {"cv_folds": 0, "n_estimators": 30, "early_stopping_rounds": 5, "candidates": 20},
                "3 folds summed": {"cv_folds": 3, "fold_ensemble": True, "n_estimators": 30,
-                                  "early_stopping_rounds": 5, "candidates": 20}}
+                                  "early_stopping_rounds": 5, "candidates": 20},
+               "5 candidates": {"cv_folds": 0, "n_estimators": 30, "early_stopping_rounds": 5, "candidates": 5}}
     paths = run(bundle, tmp_path / "data", tmp_path / "out", outer=3, schemes=schemes, log=lambda *_: None)
     report = json.loads(paths["json"].read_text())
     rows = {r["scheme"]: r for r in report["rows"]}
-    assert set(rows) == set(schemes) and paths["png"].exists()
+    assert set(rows) == set(schemes) and paths["png"].exists() and report["meta"]["frames"] == 2
+    # its own frame: among 5 random-vector candidates the target is seldom there to rank
+    assert rows["5 candidates"]["ndcg@10"] < 0.1 < rows["one fit"]["ndcg@10"]
+    assert rows["5 candidates"]["n_users"] == rows["one fit"]["n_users"]
     assert rows["one fit"]["diff"] == 0.0 and rows["one fit"]["n_users"] == split_dataset(dataset).valid.height
     assert rows["3 folds summed"]["diff"] == pytest.approx(rows["3 folds summed"]["ndcg@10"] - rows["one fit"]["ndcg@10"])
     assert rows["one fit"]["ndcg@10"] > 0.2  # the planted successor is learned by rankers that never saw the user
@@ -229,3 +233,26 @@ def test_the_chosen_weight_is_the_largest_within_the_budget():
             row(0.6, 0.0, threshold=0.9), row(0.7, 0.0, split="test")]
     assert chosen_weight(rows, "valid", 0.01) == 0.4  # largest within 1 %, even past a costlier smaller one
     assert chosen_weight(rows, "valid", 0.001) is None
+
+
+def test_schemes_file_takes_ranker_settings_and_refuses_what_would_change_the_shared_frame(tmp_path):
+    import json
+
+    from benchmarks.ranker_folds import load_schemes
+
+    path = tmp_path / "schemes.json"
+    path.write_text(json.dumps({"default": {}, "7 leaves": {"num_leaves": 7}}))
+    assert load_schemes(path) == {"default": {}, "7 leaves": {"num_leaves": 7}}
+    path.write_text(json.dumps({"fewer": {"candidates": 50, "features": {"recent_items": 5}}}))
+    assert load_schemes(path) == {"fewer": {"candidates": 50, "features": {"recent_items": 5}}}
+    for content, reason in (({"a": {"train_examples": 50}}, "would change which valid users are scored"),
+                            ({"a": {"features": {"recent": 5}}}, "features"),
+                            ({"a": {"leaves": 7}}, "unknown RankerConfig fields"),
+                            ({"a": {"num_leaves": 1}}, "num_leaves"), ([1, 2], "expected a JSON object"),
+                            ({}, "expected a JSON object")):
+        path.write_text(json.dumps(content))
+        with pytest.raises(ValueError, match=reason):
+            load_schemes(path)
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="cannot read schemes"):
+        load_schemes(path)
