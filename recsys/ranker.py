@@ -23,7 +23,7 @@ from recsys.candidates import CandidateSources
 from recsys.catalogue import CandidateRows, Catalogue
 from recsys.compiled_trees import CompiledTrees, load_compiled
 from recsys.config import FrozenModel
-from recsys.errors import BundleError
+from recsys.errors import BundleError, DataError
 from recsys.features import FEATURE_VERSION, FeatureBuilder, FeatureConfig
 from recsys.stats import InteractionStats
 
@@ -95,6 +95,13 @@ class Ranker:
             colsample_bytree=config.colsample_bytree, random_state=config.seed, n_jobs=config.n_jobs,
             deterministic=True, force_col_wise=True, verbose=-1)
         x, y, groups = train
+        if len(groups) < 2 or not np.any(y > 0):
+            raise DataError(f"the re-ranker needs at least 2 training queries whose target is among the retrieved "
+                            f"candidates, with at least one hit; got {len(groups)} queries and {int(np.sum(y > 0))} "
+                            "hits (retrieve more candidates, or give the shop more interactions)")
+        if valid is not None and len(valid[2]) == 0:
+            raise DataError("no held-out query has its target among the retrieved candidates, so early stopping "
+                            "has nothing to measure (retrieve more candidates, or give the shop more interactions)")
         if valid is None:
             model.fit(x, y, group=groups, feature_name=list(names))
             return cls(model.booster_)

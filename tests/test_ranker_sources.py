@@ -256,3 +256,17 @@ def test_schemes_file_takes_ranker_settings_and_refuses_what_would_change_the_sh
     path.write_text("{not json")
     with pytest.raises(ValueError, match="cannot read schemes"):
         load_schemes(path)
+
+
+def test_too_few_hits_for_a_ranker_is_a_clear_data_error():
+    from recsys.errors import DataError
+    from recsys.ranker import Ranker
+
+    names = ["a", "b"]
+    one_query = (np.zeros((3, 2)), np.array([1, 0, 0]), np.array([3]))
+    two_queries = (np.zeros((6, 2)), np.array([1, 0, 0, 0, 1, 0]), np.array([3, 3]))
+    with pytest.raises(DataError, match="at least 2 training queries"):
+        Ranker.fit(one_query, None, names, RankerConfig())
+    with pytest.raises(DataError, match="early stopping has nothing to measure"):
+        Ranker.fit(two_queries, (np.zeros((0, 2)), np.zeros(0), np.zeros(0, dtype=int)), names, RankerConfig())
+    assert Ranker.fit(two_queries, None, names, RankerConfig(), trees=2).n_trees >= 1
