@@ -196,8 +196,11 @@ def test_adapters_last_train_after_the_heads_converge_and_keep_the_best_state(ti
     result = trainer.fit()
     trained = [row["adapters_trained"] for row in result.history]
     heads = trained.index(True)
-    assert heads >= 1 and not any(trained[:heads]) and trained[heads:] == [True] * 2  # then exactly bert_epochs
-    assert len(result.history) == heads + 2
+    adapter_epochs = len(trained) - heads
+    assert heads >= 1 and not any(trained[:heads]) and all(trained[heads:])
+    assert 1 <= adapter_epochs <= 2  # then at most bert_epochs, cut short only by early stopping
+    if adapter_epochs < 2:
+        assert result.history[heads]["valid_ndcg@10"] <= max(r["valid_ndcg@10"] for r in result.history[:heads])
     # the adapters' phase restarts the learning-rate schedule (cosine over its own steps)
     assert trainer.phase_start == result.history[heads - 1]["step"]
     whole_run = warmup_cosine_factor(trainer.phase_start, trainer.steps_per_epoch * 4, config.warmup_ratio)
