@@ -35,7 +35,7 @@ FIXED_FIELDS = frozenset({"train_examples", "seed"})
 
 def load_schemes(path: Path) -> dict[str, dict]:
     """Schemes from a JSON file, `{"name": {RankerConfig field: value, …}, …}`; ValueError (with the reason) for
-    anything else, for unknown or invalid fields, and for fields that would change the shared training frame."""
+    anything else, for unknown or invalid fields, and for fields that would change which valid users are scored."""
     import json
 
     from pydantic import ValidationError
@@ -114,6 +114,7 @@ def run(bundle: Path, data: Path, out: Path, seed: int = 0, outer: int = 5, comm
     recommender, split, path, manifest = open_for_ranker(bundle, data)
     trainings: dict[str, Any] = {}  # one training frame per distinct candidates/statistics/features setting
     users: list[str] | None = None
+    fold_of: dict[str, int] = {}
     rows, first = [], None
     for name, overrides in schemes.items():
         config = scheme_config(base, overrides)
@@ -121,8 +122,9 @@ def run(bundle: Path, data: Path, out: Path, seed: int = 0, outer: int = 5, comm
         if key not in trainings:
             trainings[key] = prepare_training(recommender, split, config, log)
         training = trainings[key]
-        users = sorted(set(training.users)) if users is None else users
-        fold_of = user_folds(users, outer, (seed, 11))
+        if users is None:  # every frame holds the same valid users (train_examples and seed are fixed)
+            users = sorted(set(training.users))
+            fold_of = user_folds(users, outer, (seed, 11))
         frame, names = training.frame, training.builder.names
         fold = np.array([fold_of[u] for u in frame["user_id"].to_list()])
         valid_step = frame["_valid_step"].to_numpy()
