@@ -117,6 +117,26 @@ def load_recommender(path: str | Path, verify: bool = True) -> Recommender:
     return load(path, verify=verify)
 
 
+def fit_pruned_ranks(saved: dict[str, torch.Tensor], fresh: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Saved adapter weights shaped for freshly attached adapters. AdaLoRA saves each module at the rank its budget
+    left it (lora_A [r', d], lora_E [r', 1], lora_B [d, r']); a fresh AdaLoRA model starts at the full rank r, so
+    the saved triplets fill the leading r' components and the rest stay zero (E = 0: the same function as the
+    pruned adapter; the next budget schedule prunes again). Other shape mismatches raise BundleError."""
+    out = {}
+    for name, tensor in saved.items():
+        target = fresh.get(name)
+        if target is None or target.shape == tensor.shape:
+            out[name] = tensor
+            continue
+        if tensor.dim() != target.dim() or any(a > b for a, b in zip(tensor.shape, target.shape)):
+            raise BundleError(f"adapter weight {name}: the bundle's shape {tuple(tensor.shape)} does not fit this "
+                             f"configuration's {tuple(target.shape)} (a different model or LoRA rank?)")
+        padded = torch.zeros(target.shape, dtype=tensor.dtype)
+        padded[tuple(slice(0, n) for n in tensor.shape)] = tensor
+        out[name] = padded
+    return out
+
+
 def init_from_bundle(model: TwoTowerModel, bundle: Path, item_ids: list[str]) -> None:
     """Continual training: start from a bundle's adapters and tower weights; ID embeddings are carried over by
     item id (new items start at zero, i.e. on the text-only path)."""
@@ -125,8 +145,9 @@ def init_from_bundle(model: TwoTowerModel, bundle: Path, item_ids: list[str]) ->
     path = resolve_bundle(bundle)
     encoder = path / "encoder"
     if (encoder / "adapter_model.safetensors").exists() and model.bert is not None:
-        from peft import set_peft_model_state_dict
-        set_peft_model_state_dict(model.bert.model, load_file(encoder / "adapter_model.safetensors"))
+        from peft import get_peft_model_state_dict, set_peft_model_state_dict
+        saved = load_file(encoder / "adapter_model.safetensors")
+        set_peft_model_state_dict(model.bert.model, fit_pruned_ranks(saved, get_peft_model_state_dict(model.bert.model)))
     state = load_file(encoder / TOWER_WEIGHTS)
     old_ids = pl.read_parquet(path / "embeddings" / "items.parquet")["item_id"].to_list()
     old_position = {item_id: i for i, item_id in enumerate(old_ids)}

@@ -104,6 +104,31 @@ def test_adalora_prunes_over_the_adapter_steps_with_its_regulariser(tiny_bert_di
     assert orthogonal_penalty(Trainer(dataset, split, small_config(tiny_bert_dir), progress=False).peft) is None
 
 
+def test_adalora_bundle_continues_training_from_its_pruned_ranks(tiny_bert_dir, shop, tmp_path):
+    dataset, split = shop
+    lora = LoraConfig(method="adalora", rank=4, adalora_target_rank=2, top_layers=1)
+    config = small_config(tiny_bert_dir, lora=lora, epochs=2, bert_epochs=2, patience=5)
+    first = train_and_evaluate(dataset, split, config, name="ada", out_root=tmp_path, progress=False)
+    from safetensors.torch import load_file
+    saved = load_file(first.path / "encoder" / "adapter_model.safetensors")
+    assert any(t.shape[0] < 4 for n, t in saved.items() if "lora_E" in n)  # saved at the pruned ranks
+    again = Trainer(dataset, split, config, progress=False, init_bundle=first.path)  # fresh adapters at rank 4
+    np.testing.assert_allclose(again.catalogue_vectors(), first.recommender.item_vectors, atol=1e-5)
+
+
+def test_adapter_weights_that_do_not_fit_are_a_bundle_error():
+    from encoders.bundle import fit_pruned_ranks
+    from recsys.errors import BundleError
+
+    fresh = {"a.lora_A": torch.zeros(4, 8), "a.lora_E": torch.zeros(4, 1), "a.ranknum": torch.tensor(4.0)}
+    saved = {"a.lora_A": torch.ones(2, 8), "a.lora_E": torch.ones(2, 1), "a.ranknum": torch.tensor(4.0)}
+    fitted = fit_pruned_ranks(saved, fresh)
+    assert fitted["a.lora_A"].shape == (4, 8) and fitted["a.lora_A"][:2].eq(1).all() and fitted["a.lora_A"][2:].eq(0).all()
+    assert fitted["a.lora_E"][:, 0].tolist() == [1, 1, 0, 0] and fitted["a.ranknum"] is saved["a.ranknum"]
+    with pytest.raises(BundleError, match="does not fit"):
+        fit_pruned_ranks({"a.lora_A": torch.ones(6, 8)}, fresh)
+
+
 def test_full_fine_tuning_trains_the_top_layer_and_round_trips(tiny_bert_dir, shop, tmp_path):
     dataset, split = shop
     config = small_config(tiny_bert_dir, lora=LoraConfig(method="full", top_layers=1), epochs=1)
