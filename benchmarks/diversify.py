@@ -101,8 +101,8 @@ def run(bundle: str | Path, data: str | Path, out: str | Path, weights: Sequence
     from jobs.workflows import load_dataset
     from recsys.artifacts import read_manifest, resolve_bundle
     from recsys.config import EvalConfig
-    from recsys.evaluation import evaluate
-    from recsys.ranker_training import list_scores, reranked_metrics
+    from recsys.evaluation import evaluate, list_scores
+    from recsys.ranker_training import reranked_metrics
     from recsys.splits import split_dataset
 
     path = resolve_bundle(bundle)

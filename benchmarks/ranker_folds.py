@@ -64,11 +64,9 @@ def load_schemes(path: Path) -> dict[str, dict]:
 def scheme_config(base, overrides: Mapping[str, Any]):
     """`base` (a RankerConfig) with a scheme's overrides, validated (nested `features` overrides merge into the
     base's FeatureConfig)."""
-    merged = base.model_dump()
-    for key, value in overrides.items():
-        merged[key] = {**merged[key], **value} if isinstance(value, dict) and isinstance(merged.get(key), dict) \
-            else value
-    return type(base).model_validate(merged)
+    from encoders.presets import merge
+
+    return type(base).model_validate(merge(base.model_dump(), dict(overrides)))
 
 
 def frame_key(config) -> str:

@@ -59,6 +59,14 @@ def list_metrics(lists: list[list[str]], reference: ListReference) -> dict[str, 
             f"coverage@{k}": catalogue_coverage(positions, len(reference.item_ids), k)}
 
 
+def list_scores(lists: list[list[str]], targets: Sequence[str], ks: Sequence[int] = (10,),
+                reference: ListReference | None = None) -> dict[str, float]:
+    """Full-ranking metrics of shown lists against their targets (plus the number of examples); with `reference`,
+    intra-list diversity and catalogue coverage too."""
+    beyond = list_metrics(lists, reference) if reference is not None else {}
+    return {"n_examples": float(len(targets)), **summarize(target_ranks(lists, targets), tuple(ks)), **beyond}
+
+
 def evaluate(source: CandidateSource, examples: pl.DataFrame, config: EvalConfig,
              reference: ListReference | None = None, **kwargs) -> dict[str, float]:
     """Recall / NDCG / MRR at each k of `config.ks`, plus the number of examples (on a seeded sample of
@@ -66,10 +74,9 @@ def evaluate(source: CandidateSource, examples: pl.DataFrame, config: EvalConfig
     also the lists' intra-list diversity and catalogue coverage (`list_metrics`)."""
     picked = sample_examples(examples, config.max_examples, config.seed)
     lists = example_lists(source, picked, config, **kwargs)
-    ranks = target_ranks(lists, picked["target"].to_list())
+    scores = list_scores(lists, picked["target"].to_list(), config.ks, reference)
     sampled = {"sampled_from": float(examples.height)} if picked.height < examples.height else {}
-    out = {"n_examples": float(len(ranks)), **sampled, **summarize(ranks, tuple(config.ks))}
-    return {**out, **list_metrics(lists, reference)} if reference is not None else out
+    return {"n_examples": scores.pop("n_examples"), **sampled, **scores}
 
 
 def sample_examples(examples: pl.DataFrame, max_examples: int | None, seed: int = 0) -> pl.DataFrame:

@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 
 from recsys.catalogue import Catalogue
-from recsys.evaluation import ListReference, list_metrics, sample_examples
+from recsys.evaluation import ListReference, list_scores, sample_examples
 from recsys.features import FeatureBuilder
 from recsys.metrics import summarize, target_ranks
 from recsys.candidates import CandidateSources
@@ -311,10 +311,3 @@ def shown_lists(recommender, examples: pl.DataFrame, k: int, batch_size: int = 1
         shown += [r.item_ids for r in recommender.recommend_batch(histories[start:stop], k, as_of=times[start:stop])]
     return shown
 
-
-def list_scores(lists: list[list[str]], targets: Sequence[str], ks: tuple[int, ...] = (10,),
-                reference: ListReference | None = None) -> dict:
-    """Full-ranking metrics of shown lists against their targets; with `reference`, intra-list diversity and
-    catalogue coverage too."""
-    beyond = list_metrics(lists, reference) if reference is not None else {}
-    return {"n_examples": float(len(targets)), **summarize(target_ranks(lists, targets), ks), **beyond}

@@ -190,7 +190,7 @@ def test_diversify_validation_is_cross_fitted_over_every_valid_user(planted, mon
     from recsys.config import DiversifyConfig
     from recsys.diversify import OFF
     from recsys.evaluation import ListReference, list_metrics
-    from recsys.ranker_training import list_scores
+    from recsys.evaluation import list_scores
 
     recommender, split = planted
     config = RankerConfig(candidates=30, n_estimators=30, early_stopping_rounds=5, cv_folds=2)
