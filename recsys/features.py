@@ -36,6 +36,10 @@ BASE_FEATURES: tuple[str, ...] = (
     "cooc_recent", "cooc_max",                                      # co-occurrence with recent items
     "consumed_count", "consumed_steps_ago",                         # repeat consumption
 )
+NORMALIZED_PAIR_FEATURES: tuple[str, ...] = (
+    "cooc_cos_recent", "trans_norm_recent",                         # pair counts relative to the items' counts
+    "cooc_cos_decay",                                               # ... over a longer, recency-weighted history
+)
 ATTRIBUTE_FEATURES: dict[str, tuple[str, ...]] = {
     "category": ("category_match_last", "category_share"),
     "brand": ("brand_match_last", "brand_share"),
@@ -52,11 +56,20 @@ class FeatureConfig(FrozenModel):
     sim_items: int = Field(5, ge=1, description="last N history items for max/mean similarity")
     attr_items: int = Field(10, ge=1, description="last N history items for category/brand/price agreement")
     explain_items: int = Field(50, ge=1, description="last N history items searched for 'because you bought'")
+    normalized_pairs: bool = Field(False, description="also the pair counts relative to both items' counts: "
+                                   "co-occurrence cosine and transitions per source event over the last "
+                                   "`recent_items`, and the co-occurrence cosine over the last `decay_items` "
+                                   "weighted by `decay` per step back")
+    decay_items: int = Field(10, ge=1, description="normalized_pairs: history depth of cooc_cos_decay")
+    decay: float = Field(0.7, gt=0.0, le=1.0, description="normalized_pairs: weight factor per step back")
 
 
-def feature_names(attributes: Sequence[str]) -> list[str]:
-    """The model's column order for a catalogue with these optional attribute columns."""
-    return [*BASE_FEATURES, *(f for a in ATTRIBUTE_FEATURES if a in attributes for f in ATTRIBUTE_FEATURES[a])]
+def feature_names(attributes: Sequence[str], config: FeatureConfig | None = None) -> list[str]:
+    """The model's column order for a catalogue with these optional attribute columns (and `config`'s optional
+    feature groups)."""
+    extra = NORMALIZED_PAIR_FEATURES if config is not None and config.normalized_pairs else ()
+    return [*BASE_FEATURES, *extra,
+            *(f for a in ATTRIBUTE_FEATURES if a in attributes for f in ATTRIBUTE_FEATURES[a])]
 
 
 def attribute_codes(values: pl.Series) -> np.ndarray:
@@ -150,7 +163,7 @@ class FeatureBuilder:
         self._own: tuple[int, ItemArrays] | None = None
         self.attributes: list[str] | None = None
         self.attributes = self.arrays_of(catalogue.state).attributes
-        self.names = feature_names(self.attributes)
+        self.names = feature_names(self.attributes, config)
 
     @classmethod
     def from_frame(cls, items: pl.DataFrame, item_vectors: np.ndarray, stats: InteractionStats,
@@ -274,6 +287,37 @@ class FeatureBuilder:
         out[:, column["cooc_recent"]] = cooc.sum(axis=1)
         out[:, column["cooc_max"]] = cooc.max(axis=1, initial=0)
         out[:, column["trans_last_norm"]] = trans[:, 0] / (last_pop[query] + 1)
+        if self.config.normalized_pairs:
+            self._normalized_pairs(out, column, hist_rows, arrays, query, stats_cand, times, starts, lengths,
+                                   trans, cooc, src)
+
+    def _normalized_pairs(self, out: np.ndarray, column: dict, hist_rows: Sequence[np.ndarray], arrays: ItemArrays,
+                          query: np.ndarray, stats_cand: np.ndarray, times: np.ndarray, starts: np.ndarray,
+                          lengths: np.ndarray, trans: np.ndarray, cooc: np.ndarray, src: np.ndarray) -> None:
+        """Pair counts relative to the items' own counts (both before the query time): the co-occurrence cosine
+        cooc / √((n_src + 1)(n_cand + 1)) and transitions per source event trans / (n_src + 1), summed over the
+        last `recent_items`; and the cosine summed over the last `decay_items`, weighted decay^(steps back)."""
+        cand_count = self.stats.item_counts(stats_cand, times[query]) + 1.0
+        src_count = self._source_counts(src, times)[query] + 1.0  # [rows, depth]
+        out[:, column["cooc_cos_recent"]] = (cooc / np.sqrt(src_count * cand_count[:, None])).sum(axis=1)
+        out[:, column["trans_norm_recent"]] = (trans / src_count).sum(axis=1)
+        depth = self.config.decay_items
+        if depth == self.config.recent_items:
+            long_src, long_cooc, long_count = src, cooc, src_count
+        else:
+            recent = self._recent(hist_rows, depth, newest_first=True)
+            long_src = np.where(recent >= 0, arrays.stats_code[np.maximum(recent, 0)], -1)
+            long_cooc = self.stats.pair_counts_blocks("cooccurrence", long_src, stats_cand, starts, lengths, times)
+            long_count = self._source_counts(long_src, times)[query] + 1.0
+        weights = self.config.decay ** np.arange(depth, dtype=np.float64)
+        out[:, column["cooc_cos_decay"]] = (long_cooc / np.sqrt(long_count * cand_count[:, None])) @ weights
+
+    def _source_counts(self, src: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """[queries, depth] event counts of history items (statistics codes, -1: none → 0) before the query time."""
+        if not src.size:
+            return np.zeros(src.shape)
+        return self.stats.item_counts(src.ravel(), np.repeat(times, src.shape[1])).reshape(src.shape).astype(
+            np.float64)
 
     @staticmethod
     def _consumed(n_rows: int, out: np.ndarray, column: dict, hist_rows: Sequence[np.ndarray], query: np.ndarray,

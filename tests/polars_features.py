@@ -101,7 +101,7 @@ class PolarsFeatureBuilder:
         self.vectors = vectors / np.where(norms > 0, norms, 1.0)
         self.attributes = [a for a in ATTRIBUTE_FEATURES if a in items.columns and items[a].null_count() < items.height]
         self.attribute_table = items.select("item_id", *self.attributes)
-        self.names = feature_names(self.attributes)
+        self.names = feature_names(self.attributes, config)
 
     # ---- the frame ------------------------------------------------------------------------------
     def build(self, histories: Sequence[Sequence[str]], candidates: Sequence[Sequence[str]],
@@ -127,6 +127,8 @@ class PolarsFeatureBuilder:
                                    .alias("retrieval_gap"))
         frame = self._popularity(frame)
         frame = self._history_pairs(frame, histories, times)
+        if self.config.normalized_pairs:
+            frame = self._normalized_pairs(frame, histories)
         frame = self._consumed(frame, histories)
         frame = self._similarity(frame, histories, lengths)
         if self.attributes:
@@ -168,6 +170,30 @@ class PolarsFeatureBuilder:
         counts = ["trans_last", "trans_recent", "cooc_recent", "cooc_max"]
         return frame.with_columns([pl.col(c).fill_null(0) for c in counts]).with_columns(
             (pl.col("trans_last") / (pl.col("last_pop").fill_null(0) + 1)).alias("trans_last_norm")).drop("last_pop")
+
+    def _normalized_pairs(self, frame: pl.DataFrame, histories: Sequence[Sequence[str]]) -> pl.DataFrame:
+        depth = max(self.config.recent_items, self.config.decay_items)
+        recent = pl.DataFrame({
+            "query": [q for q, h in enumerate(histories) for _ in h[-depth:]],
+            "src": [i for h in histories for i in reversed(h[-depth:])],
+            "lag": [lag for h in histories for lag in range(len(h[-depth:]))],
+        }, schema={"query": pl.Int64, "src": pl.Utf8, "lag": pl.Int64})
+        pairs = frame.select("query", pl.col("item_id").alias("dst"), "at").join(recent, on="query", how="inner")
+        pairs = pairs.with_columns(
+            trans=self.stats.pair_counts("transitions", pairs["src"], pairs["dst"], pairs["at"]),
+            cooc=self.stats.pair_counts("cooccurrence", pairs["src"], pairs["dst"], pairs["at"]),
+            n_src=self.stats.item_counts(pairs["src"], pairs["at"]) + 1,
+            n_dst=self.stats.item_counts(pairs["dst"], pairs["at"]) + 1)
+        cosine = pl.col("cooc") / (pl.col("n_src") * pl.col("n_dst")).sqrt()
+        agg = pairs.group_by("query", "dst").agg(
+            cosine.filter(pl.col("lag") < self.config.recent_items).sum().alias("cooc_cos_recent"),
+            (pl.col("trans") / pl.col("n_src")).filter(pl.col("lag") < self.config.recent_items).sum()
+            .alias("trans_norm_recent"),
+            (cosine * pl.lit(self.config.decay).pow(pl.col("lag"))).filter(pl.col("lag") < self.config.decay_items)
+            .sum().alias("cooc_cos_decay"))
+        frame = frame.join(agg, left_on=["query", "item_id"], right_on=["query", "dst"], how="left",
+                           maintain_order="left")
+        return frame.with_columns(pl.col("cooc_cos_recent", "trans_norm_recent", "cooc_cos_decay").fill_null(0.0))
 
     def _consumed(self, frame: pl.DataFrame, histories: Sequence[Sequence[str]]) -> pl.DataFrame:
         seen = pl.DataFrame({

@@ -29,8 +29,8 @@ def _queries(items: list[str], rng: np.random.Generator, n: int, times: list[int
     return histories, candidates, scores, as_of
 
 
-@pytest.mark.parametrize("mode", ["absolute", "sequence"])
-def test_numpy_features_equal_the_polars_features(mode):
+@pytest.mark.parametrize("mode,normalized_pairs", [("absolute", False), ("sequence", False), ("absolute", True)])
+def test_numpy_features_equal_the_polars_features(mode, normalized_pairs):
     shop = generate_shop(n_users=150, n_items=120, seed=4)
     interactions = shop.interactions
     if mode == "sequence":
@@ -39,7 +39,8 @@ def test_numpy_features_equal_the_polars_features(mode):
     config = StatsConfig(time_mode=mode, recent_window=5 if mode == "sequence" else 7 * 86_400, pair_window=3)
     train = interactions.sample(fraction=0.8, seed=1)
     vectors = np.random.default_rng(0).normal(size=(shop.items.height, 12)).astype(np.float32)
-    features = FeatureConfig(recent_items=3, sim_items=4, attr_items=6)
+    features = FeatureConfig(recent_items=3, sim_items=4, attr_items=6, normalized_pairs=normalized_pairs,
+                             decay_items=5, decay=0.6)
     ours = FeatureBuilder.from_frame(shop.items, vectors, InteractionStats.fit(train, config), features)
     reference = PolarsFeatureBuilder(shop.items, vectors, PolarsStats.fit(train, config), features)
     assert ours.names == reference.names and {"category_share", "brand_share", "price_log_ratio"} <= set(ours.names)
@@ -58,6 +59,8 @@ def test_numpy_features_equal_the_polars_features(mode):
         np.testing.assert_allclose(a[~np.isnan(a)], b[~np.isnan(b)], rtol=1e-6, atol=1e-6, err_msg=name)
     # the features vary: the comparison is not between two columns of constants
     assert got["trans_recent"].max() > 0 and got["consumed_count"].max() > 0 and got["pop_recent"].n_unique() > 3
+    if normalized_pairs:
+        assert got["cooc_cos_decay"].n_unique() > 3 and (got["cooc_cos_decay"] > got["cooc_cos_recent"]).any()
 
 
 def test_stats_round_trip_through_the_bundle_files(tmp_path):

@@ -53,6 +53,27 @@ def test_features_equal_hand_computed_values():
         ("b", pytest.approx(s)), ("b", pytest.approx(0.0)), ("b", pytest.approx(0.0))]
 
 
+def test_normalized_pair_features_equal_hand_computed_values():
+    stats = InteractionStats.fit(TRAIN, StatsConfig(time_mode="absolute", recent_window=3, pair_window=2))
+    config = FeatureConfig(recent_items=2, normalized_pairs=True, decay_items=3, decay=0.5)
+    builder = FeatureBuilder.from_frame(ITEMS, VECTORS, stats, config)
+    frame = builder.build([["a", "b"]], [["c", "a", "d"]], [[0.9, 0.5, 0.1]], as_of=[6])
+    got = {row["item_id"]: row for row in frame.iter_rows(named=True)}
+    # before t=6: counts a 2, b 2, c 1, d 0 (+1 each below); transitions a→b 2, b→c 1; co-occurrence within
+    # 2 steps, both directions: a–b 2, b–c 1, a–c 1. History newest first: b, a (then nothing)
+    expected = {"c": (2 / math.sqrt(3 * 2), 1 / 3, (1 + 0.5) / math.sqrt(3 * 2)),
+                "a": (2 / math.sqrt(3 * 3), 0.0, 2 / math.sqrt(3 * 3)),
+                "d": (0.0, 0.0, 0.0)}
+    names = ("cooc_cos_recent", "trans_norm_recent", "cooc_cos_decay")
+    assert builder.names[:len(builder.names) - 3][-3:] == list(names)  # before the attribute features
+    for item, values in expected.items():
+        assert tuple(got[item][n] for n in names) == pytest.approx(values, abs=1e-9), item
+    plain = FeatureBuilder.from_frame(ITEMS, VECTORS, stats, FeatureConfig(recent_items=2))
+    assert not set(names) & set(plain.names)
+    base = plain.build([["a", "b"]], [["c", "a", "d"]], [[0.9, 0.5, 0.1]], as_of=[6])
+    assert frame.select(plain.names).equals(base.select(plain.names))  # the other features are unchanged
+
+
 def _shop() -> Dataset:
     return generate_shop(n_users=120, n_items=150, seed=3)
 
