@@ -13,8 +13,8 @@ import typer
 
 from jobs.app import BundleData, BundleDir
 from jobs.bench import bench_app
-from jobs.ranker_cmd import (CvFolds, FoldEnsemble, PopularCandidates, TrainPositions, TransitionCandidates,
-                             ranker_config)
+from jobs.ranker_cmd import (CvFolds, FoldEnsemble, PopularCandidates, RankerConfigFile, TrainPositions,
+                             TransitionCandidates, ranker_config, read_overrides)
 
 
 @bench_app.command("ranker")
@@ -33,6 +33,7 @@ def bench_ranker(
     fold_ensemble: FoldEnsemble = None,
     save_bundle: Annotated[Optional[Path], typer.Option(help="also write the bundle with its best-on-valid ranker "
                                                              "here")] = None,
+    config_file: RankerConfigFile = None,
 ) -> None:
     """Train the re-ranker once per seed and compare it with retrieval alone (held-out valid users, test)."""
     from benchmarks.ranker import run
@@ -45,7 +46,7 @@ def bench_ranker(
     if not seed_list or min(seed_list) < 0:
         raise typer.BadParameter(f"--seeds takes one or more integers ≥ 0, got {seeds!r}")
     config = ranker_config(candidates, n_jobs, 0, train_positions, transition_candidates, popular_candidates,
-                           cv_folds, fold_ensemble)
+                           cv_folds, fold_ensemble, read_overrides(config_file))
     command = "recsys " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     paths = run(bundle, data, out, config, seed_list, command, save_bundle, log=console.print)
     for path in paths.values():

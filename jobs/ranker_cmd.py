@@ -26,6 +26,9 @@ CvFolds = Annotated[Optional[int], typer.Option(
 FoldEnsemble = Annotated[Optional[bool], typer.Option(
     "--fold-ensemble/--fold-refit", help="with --cv-folds K: the K fold models summed, or one refit with their "
                                           "mean tree count (default: RankerConfig's, summed)")]
+RankerConfigFile = Annotated[Optional[Path], typer.Option(
+    "--config", help="JSON object of RankerConfig overrides (features, LightGBM settings, …; nested 'features' "
+                     "merge); the options above win over it")]
 MANIFEST_OWN_KEYS = ("files", "created_at", "git_sha", "libraries", "bundle_schema_version", "config", "encoder")
 
 
@@ -36,16 +39,47 @@ def load_bundle(path: Path):
     return load_recommender(path)
 
 
-def ranker_config(candidates: int, n_jobs: int, seed: int, train_positions: int | None = None,
-                  transition_candidates: int | None = None, popular_candidates: int | None = None,
-                  cv_folds: int | None = None, fold_ensemble: bool | None = None):
-    """A RankerConfig from the CLI's options (None: the config's default)."""
+def read_overrides(path: Path | None) -> dict:
+    """The JSON object of RankerConfig overrides in `path` ({} for None); typer.BadParameter (--config) when it
+    cannot be read, is not an object or names fields RankerConfig does not have."""
+    import json
+
     from recsys.ranker import RankerConfig
 
-    given = {"train_positions": train_positions, "transition_candidates": transition_candidates,
-             "popular_candidates": popular_candidates, "cv_folds": cv_folds, "fold_ensemble": fold_ensemble}
-    return RankerConfig(candidates=candidates, n_jobs=n_jobs, seed=seed,
-                        **{k: v for k, v in given.items() if v is not None})
+    if path is None:
+        return {}
+    try:
+        overrides = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise typer.BadParameter(f"cannot read {path}: {error}", param_hint="--config") from None
+    if not isinstance(overrides, dict):
+        raise typer.BadParameter(f"{path}: expected a JSON object of RankerConfig overrides", param_hint="--config")
+    unknown = sorted(set(overrides) - set(RankerConfig.model_fields))
+    if unknown:
+        raise typer.BadParameter(f"{path}: unknown RankerConfig fields {unknown}", param_hint="--config")
+    return overrides
+
+
+def ranker_config(candidates: int, n_jobs: int, seed: int, train_positions: int | None = None,
+                  transition_candidates: int | None = None, popular_candidates: int | None = None,
+                  cv_folds: int | None = None, fold_ensemble: bool | None = None, overrides: dict | None = None):
+    """A RankerConfig from `overrides` (a `--config` file's; nested `features` merge into the default
+    FeatureConfig) and the CLI's options over them (None: not given); typer.BadParameter (--config) for an
+    invalid value (the options' own ranges are checked by typer)."""
+    from pydantic import ValidationError
+
+    from encoders.presets import merge
+    from recsys.ranker import RankerConfig
+
+    given = {"candidates": candidates, "n_jobs": n_jobs, "seed": seed, "train_positions": train_positions,
+             "transition_candidates": transition_candidates, "popular_candidates": popular_candidates,
+             "cv_folds": cv_folds, "fold_ensemble": fold_ensemble}
+    base = merge(RankerConfig().model_dump(), overrides or {})
+    try:
+        return RankerConfig.model_validate({**base, **{k: v for k, v in given.items() if v is not None}})
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
+        raise typer.BadParameter(f"invalid setting: {problems}", param_hint="--config") from None
 
 
 def open_for_ranker(bundle: Path, data: Path):
@@ -111,13 +145,15 @@ def train_ranker(
     popular_candidates: PopularCandidates = None,
     cv_folds: CvFolds = None,
     fold_ensemble: FoldEnsemble = None,
+    config_file: RankerConfigFile = None,
 ) -> None:
     """Fit the LightGBM lambdarank re-ranker on the validation step (+ train-split positions; test untouched) and
     save a new bundle."""
     from recsys.artifacts import new_version
 
     config = ranker_config(candidates, n_jobs, seed, train_positions, transition_candidates, popular_candidates,
-                           cv_folds, fold_ensemble).model_copy(update={"train_examples": eval_sample(train_users)})
+                           cv_folds, fold_ensemble, read_overrides(config_file)).model_copy(
+        update={"train_examples": eval_sample(train_users)})
     recommender, report, evaluation, path, manifest = train_on_bundle(bundle, data, config,
                                                                       eval_users=eval_sample(eval_users))
     rows = evaluation_rows(evaluation)

@@ -11,6 +11,7 @@ from recsys.config import BuildConfig, EvalConfig
 from recsys.data.dataset import Dataset
 from recsys.errors import BundleError
 from recsys.evaluation import evaluate
+from recsys.features import FeatureConfig
 from recsys.pipeline import Recommender
 from recsys.ranker import RankerConfig
 from recsys.ranker_training import evaluate_reranker, train_reranker
@@ -133,6 +134,37 @@ def test_train_ranker_command_writes_a_new_bundle_version(tmp_path):
     other = planted_dataset(seed=3).save(tmp_path / "other")
     refused = CliRunner().invoke(app, ["train-ranker", "--bundle", str(first), "--data", str(other)])
     assert refused.exit_code == 2 and "another dataset" in refused.output
+
+
+def test_train_ranker_config_file_sets_features_and_bad_files_are_refused(tmp_path):
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+    from recsys.artifacts import read_manifest
+
+    dataset = planted_dataset(seed=2)
+    data = dataset.save(tmp_path / "data")
+    vectors = np.random.default_rng(1).normal(size=(N_ITEMS, 16)).astype(np.float32)
+    first = Recommender.build(dataset, split_dataset(dataset), vectors, BuildConfig()).save(
+        tmp_path / "models" / "v1", {"dataset": {"fingerprint": dataset.fingerprint()}})
+    overrides = tmp_path / "ranker.json"
+    overrides.write_text(json.dumps({"features": {"normalized_pairs": True, "decay": 0.5}, "num_leaves": 7,
+                                     "cv_folds": 3}))
+    base = ["train-ranker", "--bundle", str(first), "--data", str(data), "--candidates", "40"]
+    result = CliRunner().invoke(app, [*base, "--config", str(overrides), "--cv-folds", "0", "--out",
+                                      str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    config = read_manifest(tmp_path / "out")["ranker"]["config"]
+    assert (config["num_leaves"], config["cv_folds"], config["candidates"]) == (7, 0, 40)  # the option wins
+    assert config["features"] == {**FeatureConfig().model_dump(), "normalized_pairs": True, "decay": 0.5}
+    loaded = Recommender.load(tmp_path / "out").reranker
+    assert {"cooc_cos_recent", "cooc_cos_decay"} <= set(loaded.builder.names) == set(loaded.ranker.names)
+    for content, message in [("{not json", "cannot read"), ("[1, 2]", "expected a JSON object"),
+                             ('{"leaves": 3}', "unknown RankerConfig fields ['leaves']"),
+                             ('{"features": {"decay": 2}}', "features.decay")]:
+        overrides.write_text(content)
+        refused = CliRunner().invoke(app, [*base, "--config", str(overrides)])
+        assert refused.exit_code == 2 and message in refused.output and "Traceback" not in refused.output, content
 
 
 def test_reranked_lists_keep_their_retrieval_scores(trained):
