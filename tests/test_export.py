@@ -7,9 +7,11 @@ import json
 import numpy as np
 import polars as pl
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from encoders.loading import item_text_encoder, load_recommender
+from encoders.text_encoder import TextEncoder
 from jobs.cli import app
 from recsys.artifacts import resolve_bundle
 from recsys.data.synthetic import generate_shop
@@ -60,8 +62,14 @@ def test_export_vectors_and_onnx_of_a_zero_shot_bundle(bundles):
     assert entry["file"] == "item_tower.onnx" and entry["dim"] == recommender.item_vectors.shape[1]
     assert entry["parity"]["texts"] == 64 and entry["parity"]["max_abs_diff"] < 1e-4
     texts = ["a brand-new waterproof camera bag", "short"]  # unseen texts, a batch size the export never saw
-    expected = item_text_encoder(recommender).encode(texts)
-    np.testing.assert_allclose(_onnx_vectors(out, entry, texts), expected, atol=1e-4)
+    # the export is the fp32 graph of the bundle's BERT: PyTorch's vectors to 1e-4; the bundle itself encodes with
+    # ONNX Runtime int8 (`recsys build`'s default), close to them but not to 1e-4 (onnxruntime 1.32: 6e-4 here)
+    served = item_text_encoder(recommender)
+    assert served.config.backend == "onnx-int8"
+    torch_fp32 = TextEncoder.from_config(served.config.model_copy(update={"backend": "torch"}), torch.device("cpu"))
+    exported = _onnx_vectors(out, entry, texts)
+    np.testing.assert_allclose(exported, torch_fp32.encode(texts), atol=1e-4)
+    np.testing.assert_allclose(exported, served.encode(texts), atol=5e-3)
     result = _run("export", "--bundle", bundle, "--out", out)
     assert result.exit_code == 2 and "pass --overwrite" in result.output
     assert _run("export", "--bundle", bundle, "--out", out, "--overwrite", "--no-onnx").exit_code == 0
