@@ -68,6 +68,15 @@ class RankerConfig(FrozenModel):
     seed: int = 0
 
 
+def _with_older_defaults(saved: dict) -> dict:
+    """A saved RankerConfig with the settings its code did not have yet set to what that code did: rankers saved
+    before `features.normalized_pairs` existed were trained without those features."""
+    features = saved.get("features")
+    if isinstance(features, dict) and "normalized_pairs" not in features:
+        return {**saved, "features": {**features, "normalized_pairs": False}}
+    return saved
+
+
 def candidate_sources(builder: FeatureBuilder, config: RankerConfig) -> CandidateSources | None:
     """The extra candidate sources `config` asks for (None: the towers' candidates alone)."""
     if not (config.transition_candidates or config.popular_candidates):
@@ -247,7 +256,7 @@ class Reranker:
         """Refuses (BundleError) a spec that does not match this code, this catalogue or the model file."""
         try:
             spec = json.loads((bundle_dir / "ranker" / SPEC_FILE).read_text())
-            config = RankerConfig.model_validate(spec["ranker"])
+            config = RankerConfig.model_validate(_with_older_defaults(spec["ranker"]))
             stats = InteractionStats.load(bundle_dir / "stats")
             ranker = Ranker.load(bundle_dir / "ranker")
         except (OSError, ValueError, KeyError, lgb.basic.LightGBMError) as exc:

@@ -68,7 +68,7 @@ def test_normalized_pair_features_equal_hand_computed_values():
     assert builder.names[:len(builder.names) - 3][-3:] == list(names)  # before the attribute features
     for item, values in expected.items():
         assert tuple(got[item][n] for n in names) == pytest.approx(values, abs=1e-9), item
-    plain = FeatureBuilder.from_frame(ITEMS, VECTORS, stats, FeatureConfig(recent_items=2))
+    plain = FeatureBuilder.from_frame(ITEMS, VECTORS, stats, FeatureConfig(recent_items=2, normalized_pairs=False))
     assert not set(names) & set(plain.names)
     base = plain.build([["a", "b"]], [["c", "a", "d"]], [[0.9, 0.5, 0.1]], as_of=[6])
     assert frame.select(plain.names).equals(base.select(plain.names))  # the other features are unchanged

@@ -148,7 +148,7 @@ def test_train_ranker_config_file_sets_features_and_bad_files_are_refused(tmp_pa
     first = Recommender.build(dataset, split_dataset(dataset), vectors, BuildConfig()).save(
         tmp_path / "models" / "v1", {"dataset": {"fingerprint": dataset.fingerprint()}})
     overrides = tmp_path / "ranker.json"
-    overrides.write_text(json.dumps({"features": {"normalized_pairs": True, "decay": 0.5}, "num_leaves": 7,
+    overrides.write_text(json.dumps({"features": {"normalized_pairs": False, "sim_items": 7}, "num_leaves": 7,
                                      "cv_folds": 3}))
     base = ["train-ranker", "--bundle", str(first), "--data", str(data), "--candidates", "40"]
     result = CliRunner().invoke(app, [*base, "--config", str(overrides), "--cv-folds", "0", "--out",
@@ -156,9 +156,18 @@ def test_train_ranker_config_file_sets_features_and_bad_files_are_refused(tmp_pa
     assert result.exit_code == 0, result.output
     config = read_manifest(tmp_path / "out")["ranker"]["config"]
     assert (config["num_leaves"], config["cv_folds"], config["candidates"]) == (7, 0, 40)  # the option wins
-    assert config["features"] == {**FeatureConfig().model_dump(), "normalized_pairs": True, "decay": 0.5}
+    assert config["features"] == {**FeatureConfig().model_dump(), "normalized_pairs": False, "sim_items": 7}
     loaded = Recommender.load(tmp_path / "out").reranker
-    assert {"cooc_cos_recent", "cooc_cos_decay"} <= set(loaded.builder.names) == set(loaded.ranker.names)
+    assert not {"cooc_cos_recent", "cooc_cos_decay"} & set(loaded.builder.names)
+    assert loaded.builder.names == loaded.ranker.names and loaded.config.features.sim_items == 7
+    # a ranker saved before `normalized_pairs` existed (its spec lacks the field) loads with them off
+    spec_path = tmp_path / "out" / "ranker" / "features.json"
+    spec = json.loads(spec_path.read_text())
+    del spec["ranker"]["features"]["normalized_pairs"]
+    spec_path.write_text(json.dumps(spec))
+    older = Recommender.load(tmp_path / "out", verify=False).reranker
+    assert older.config.features.normalized_pairs is False and older.builder.names == loaded.builder.names
+    assert RankerConfig().features.normalized_pairs  # new rankers have them
     for content, message in [("{not json", "cannot read"), ("[1, 2]", "expected a JSON object"),
                              ('{"leaves": 3}', "unknown RankerConfig fields ['leaves']"),
                              ('{"features": {"decay": 2}}', "features.decay")]:
