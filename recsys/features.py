@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from recsys.catalogue import AppendOnly, CandidateRows
 from recsys.config import FrozenModel
@@ -39,6 +39,10 @@ BASE_FEATURES: tuple[str, ...] = (
 NORMALIZED_PAIR_FEATURES: tuple[str, ...] = (
     "cooc_cos_recent", "trans_norm_recent",                         # pair counts relative to the items' counts
     "cooc_cos_decay",                                               # ... over a longer, recency-weighted history
+)
+EXTENDED_PAIR_FEATURES: tuple[str, ...] = (
+    "trans_norm_decay", "cooc_cos_max",                             # transitions over the longer history; best cosine
+    "hist_pop_mean",                                                # how mainstream the user's recent items are
 )
 ATTRIBUTE_FEATURES: dict[str, tuple[str, ...]] = {
     "category": ("category_match_last", "category_share"),
@@ -64,12 +68,23 @@ class FeatureConfig(FrozenModel):
                                    "weighted by `decay` per step back")
     decay_items: int = Field(10, ge=1, description="normalized_pairs: history depth of cooc_cos_decay")
     decay: float = Field(0.7, gt=0.0, le=1.0, description="normalized_pairs: weight factor per step back")
+    extended_pairs: bool = Field(False, description="with normalized_pairs: also transitions per source event over "
+                                 "the last `decay_items` weighted like cooc_cos_decay, the largest co-occurrence "
+                                 "cosine over the last `recent_items`, and the mean log count of the last "
+                                 "`decay_items` history items")
+
+    @model_validator(mode="after")
+    def _extended_needs_normalized(self) -> "FeatureConfig":
+        if self.extended_pairs and not self.normalized_pairs:
+            raise ValueError("extended_pairs needs normalized_pairs")
+        return self
 
 
 def feature_names(attributes: Sequence[str], config: FeatureConfig | None = None) -> list[str]:
     """The model's column order for a catalogue with these optional attribute columns (and `config`'s optional
     feature groups)."""
     extra = NORMALIZED_PAIR_FEATURES if config is not None and config.normalized_pairs else ()
+    extra += EXTENDED_PAIR_FEATURES if config is not None and config.extended_pairs else ()
     return [*BASE_FEATURES, *extra,
             *(f for a in ATTRIBUTE_FEATURES if a in attributes for f in ATTRIBUTE_FEATURES[a])]
 
@@ -278,41 +293,52 @@ class FeatureBuilder:
 
     def _history_pairs(self, arrays: ItemArrays, out: np.ndarray, column: dict, hist_rows: Sequence[np.ndarray], query: np.ndarray,
                        stats_cand: np.ndarray, times: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> None:
-        """Transition / co-occurrence counts from the last `recent_items` history items to each candidate."""
-        recent = self._recent(hist_rows, self.config.recent_items, newest_first=True)
-        src = np.where(recent >= 0, arrays.stats_code[np.maximum(recent, 0)], -1)  # [queries, depth]
-        trans = self.stats.pair_counts_blocks("transitions", src, stats_cand, starts, lengths, times)  # [rows, depth]
+        """Transition / co-occurrence counts from the last `recent_items` history items to each candidate (and the
+        normalized ones, which read the counts of up to `decay_items`: looked up once, the recent ones sliced)."""
+        config = self.config
+        recent_depth = config.recent_items
+        depth = max(recent_depth, config.decay_items) if config.normalized_pairs else recent_depth
+        rows = self._recent(hist_rows, depth, newest_first=True)  # column j: the item j steps before the last
+        src = np.where(rows >= 0, arrays.stats_code[np.maximum(rows, 0)], -1)  # [queries, depth]
+        long_trans = config.extended_pairs and depth > recent_depth
+        trans = self.stats.pair_counts_blocks("transitions", src if long_trans else src[:, :recent_depth],
+                                              stats_cand, starts, lengths, times)  # [rows, depth or recent_depth]
         cooc = self.stats.pair_counts_blocks("cooccurrence", src, stats_cand, starts, lengths, times)
+        recent_trans, recent_cooc = trans[:, :recent_depth], cooc[:, :recent_depth]
         last_pop = self.stats.item_counts(src[:, 0], times) if src.shape[1] else np.zeros(len(times))
-        out[:, column["trans_last"]] = trans[:, 0]
-        out[:, column["trans_recent"]] = trans.sum(axis=1)
-        out[:, column["cooc_recent"]] = cooc.sum(axis=1)
-        out[:, column["cooc_max"]] = cooc.max(axis=1, initial=0)
-        out[:, column["trans_last_norm"]] = trans[:, 0] / (last_pop[query] + 1)
-        if self.config.normalized_pairs:
-            self._normalized_pairs(out, column, hist_rows, arrays, query, stats_cand, times, starts, lengths,
-                                   trans, cooc, src)
+        out[:, column["trans_last"]] = recent_trans[:, 0]
+        out[:, column["trans_recent"]] = recent_trans.sum(axis=1)
+        out[:, column["cooc_recent"]] = recent_cooc.sum(axis=1)
+        out[:, column["cooc_max"]] = recent_cooc.max(axis=1, initial=0)
+        out[:, column["trans_last_norm"]] = recent_trans[:, 0] / (last_pop[query] + 1)
+        if config.normalized_pairs:
+            self._normalized_pairs(out, column, query, stats_cand, times, src, trans, cooc)
 
-    def _normalized_pairs(self, out: np.ndarray, column: dict, hist_rows: Sequence[np.ndarray], arrays: ItemArrays,
-                          query: np.ndarray, stats_cand: np.ndarray, times: np.ndarray, starts: np.ndarray,
-                          lengths: np.ndarray, trans: np.ndarray, cooc: np.ndarray, src: np.ndarray) -> None:
+    def _normalized_pairs(self, out: np.ndarray, column: dict, query: np.ndarray, stats_cand: np.ndarray,
+                          times: np.ndarray, src: np.ndarray, trans: np.ndarray, cooc: np.ndarray) -> None:
         """Pair counts relative to the items' own counts (both before the query time): the co-occurrence cosine
         cooc / √((n_src + 1)(n_cand + 1)) and transitions per source event trans / (n_src + 1), summed over the
-        last `recent_items`; and the cosine summed over the last `decay_items`, weighted decay^(steps back)."""
+        last `recent_items`; and the cosine summed over the last `decay_items`, weighted decay^(steps back).
+        `src` [queries, D ≥ both depths] and `cooc` [rows, D]: newest first; `trans`: D columns with
+        `extended_pairs`, else `recent_items`."""
+        recent_depth, depth = self.config.recent_items, self.config.decay_items
         cand_count = self.stats.item_counts(stats_cand, times[query]) + 1.0
-        src_count = self._source_counts(src, times)[query] + 1.0  # [rows, depth]
-        out[:, column["cooc_cos_recent"]] = (cooc / np.sqrt(src_count * cand_count[:, None])).sum(axis=1)
-        out[:, column["trans_norm_recent"]] = (trans / src_count).sum(axis=1)
-        depth = self.config.decay_items
-        if depth == self.config.recent_items:
-            long_src, long_cooc, long_count = src, cooc, src_count
-        else:
-            recent = self._recent(hist_rows, depth, newest_first=True)
-            long_src = np.where(recent >= 0, arrays.stats_code[np.maximum(recent, 0)], -1)
-            long_cooc = self.stats.pair_counts_blocks("cooccurrence", long_src, stats_cand, starts, lengths, times)
-            long_count = self._source_counts(long_src, times)[query] + 1.0
+        src_events = self._source_counts(src, times)  # [queries, D]
+        src_count = src_events[query] + 1.0  # [rows, D]
+        cosine = cooc / np.sqrt(src_count * cand_count[:, None])
+        out[:, column["cooc_cos_recent"]] = cosine[:, :recent_depth].sum(axis=1)
+        out[:, column["trans_norm_recent"]] = (trans[:, :recent_depth] / src_count[:, :recent_depth]).sum(axis=1)
         weights = self.config.decay ** np.arange(depth, dtype=np.float64)
-        out[:, column["cooc_cos_decay"]] = (long_cooc / np.sqrt(long_count * cand_count[:, None])) @ weights
+        out[:, column["cooc_cos_decay"]] = cosine[:, :depth] @ weights
+        if not self.config.extended_pairs:
+            return
+        out[:, column["trans_norm_decay"]] = (trans[:, :depth] / src_count[:, :depth]) @ weights  # ≥ depth columns
+        out[:, column["cooc_cos_max"]] = cosine[:, :recent_depth].max(axis=1, initial=0.0)
+        present = src[:, :depth] >= 0  # [queries, depth]
+        log_counts = np.where(present, np.log(src_events[:, :depth] + 1.0), 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = log_counts.sum(axis=1) / present.sum(axis=1)
+        out[:, column["hist_pop_mean"]] = np.where(present.any(axis=1), mean, np.nan)[query]
 
     def _source_counts(self, src: np.ndarray, times: np.ndarray) -> np.ndarray:
         """[queries, depth] event counts of history items (statistics codes, -1: none → 0) before the query time."""

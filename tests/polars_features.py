@@ -128,7 +128,7 @@ class PolarsFeatureBuilder:
         frame = self._popularity(frame)
         frame = self._history_pairs(frame, histories, times)
         if self.config.normalized_pairs:
-            frame = self._normalized_pairs(frame, histories)
+            frame = self._normalized_pairs(frame, histories, times)
         frame = self._consumed(frame, histories)
         frame = self._similarity(frame, histories, lengths)
         if self.attributes:
@@ -171,7 +171,8 @@ class PolarsFeatureBuilder:
         return frame.with_columns([pl.col(c).fill_null(0) for c in counts]).with_columns(
             (pl.col("trans_last") / (pl.col("last_pop").fill_null(0) + 1)).alias("trans_last_norm")).drop("last_pop")
 
-    def _normalized_pairs(self, frame: pl.DataFrame, histories: Sequence[Sequence[str]]) -> pl.DataFrame:
+    def _normalized_pairs(self, frame: pl.DataFrame, histories: Sequence[Sequence[str]],
+                          times: Sequence[int]) -> pl.DataFrame:
         depth = max(self.config.recent_items, self.config.decay_items)
         recent = pl.DataFrame({
             "query": [q for q, h in enumerate(histories) for _ in h[-depth:]],
@@ -185,15 +186,25 @@ class PolarsFeatureBuilder:
             n_src=self.stats.item_counts(pairs["src"], pairs["at"]) + 1,
             n_dst=self.stats.item_counts(pairs["dst"], pairs["at"]) + 1)
         cosine = pl.col("cooc") / (pl.col("n_src") * pl.col("n_dst")).sqrt()
+        weight = pl.lit(self.config.decay).pow(pl.col("lag"))
+        recent_lag, decay_lag = pl.col("lag") < self.config.recent_items, pl.col("lag") < self.config.decay_items
         agg = pairs.group_by("query", "dst").agg(
-            cosine.filter(pl.col("lag") < self.config.recent_items).sum().alias("cooc_cos_recent"),
-            (pl.col("trans") / pl.col("n_src")).filter(pl.col("lag") < self.config.recent_items).sum()
-            .alias("trans_norm_recent"),
-            (cosine * pl.lit(self.config.decay).pow(pl.col("lag"))).filter(pl.col("lag") < self.config.decay_items)
-            .sum().alias("cooc_cos_decay"))
+            cosine.filter(recent_lag).sum().alias("cooc_cos_recent"),
+            (pl.col("trans") / pl.col("n_src")).filter(recent_lag).sum().alias("trans_norm_recent"),
+            (cosine * weight).filter(decay_lag).sum().alias("cooc_cos_decay"),
+            (pl.col("trans") / pl.col("n_src") * weight).filter(decay_lag).sum().alias("trans_norm_decay"),
+            cosine.filter(recent_lag).max().alias("cooc_cos_max"))
+        names = ["cooc_cos_recent", "trans_norm_recent", "cooc_cos_decay", "trans_norm_decay", "cooc_cos_max"]
         frame = frame.join(agg, left_on=["query", "item_id"], right_on=["query", "dst"], how="left",
-                           maintain_order="left")
-        return frame.with_columns(pl.col("cooc_cos_recent", "trans_norm_recent", "cooc_cos_decay").fill_null(0.0))
+                           maintain_order="left").with_columns(pl.col(names).fill_null(0.0))
+        # the mean log count of the last decay_items history items that have training events (NaN: none)
+        known = recent.filter(pl.col("lag") < self.config.decay_items).join(
+            pl.DataFrame({"query": range(len(histories))}, schema={"query": pl.Int64}).with_columns(
+                at=pl.Series(times, dtype=pl.Int64)), on="query")
+        known = known.with_columns(n=self.stats.item_counts(known["src"], known["at"])).filter(
+            pl.col("src").is_in(self.stats.items["item_id"].unique().implode()))
+        profile = known.group_by("query").agg((pl.col("n") + 1).log().mean().alias("hist_pop_mean"))
+        return frame.join(profile, on="query", how="left", maintain_order="left")
 
     def _consumed(self, frame: pl.DataFrame, histories: Sequence[Sequence[str]]) -> pl.DataFrame:
         seen = pl.DataFrame({

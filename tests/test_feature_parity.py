@@ -29,8 +29,9 @@ def _queries(items: list[str], rng: np.random.Generator, n: int, times: list[int
     return histories, candidates, scores, as_of
 
 
-@pytest.mark.parametrize("mode,normalized_pairs", [("absolute", False), ("sequence", False), ("absolute", True)])
-def test_numpy_features_equal_the_polars_features(mode, normalized_pairs):
+@pytest.mark.parametrize("mode,normalized_pairs,extended_pairs", [
+    ("absolute", False, False), ("sequence", False, False), ("absolute", True, False), ("sequence", True, True)])
+def test_numpy_features_equal_the_polars_features(mode, normalized_pairs, extended_pairs):
     shop = generate_shop(n_users=150, n_items=120, seed=4)
     interactions = shop.interactions
     if mode == "sequence":
@@ -40,7 +41,7 @@ def test_numpy_features_equal_the_polars_features(mode, normalized_pairs):
     train = interactions.sample(fraction=0.8, seed=1)
     vectors = np.random.default_rng(0).normal(size=(shop.items.height, 12)).astype(np.float32)
     features = FeatureConfig(recent_items=3, sim_items=4, attr_items=6, normalized_pairs=normalized_pairs,
-                             decay_items=5, decay=0.6)
+                             decay_items=5, decay=0.6, extended_pairs=extended_pairs)
     ours = FeatureBuilder.from_frame(shop.items, vectors, InteractionStats.fit(train, config), features)
     reference = PolarsFeatureBuilder(shop.items, vectors, PolarsStats.fit(train, config), features)
     assert ours.names == reference.names and {"category_share", "brand_share", "price_log_ratio"} <= set(ours.names)
@@ -61,6 +62,8 @@ def test_numpy_features_equal_the_polars_features(mode, normalized_pairs):
     assert got["trans_recent"].max() > 0 and got["consumed_count"].max() > 0 and got["pop_recent"].n_unique() > 3
     if normalized_pairs:
         assert got["cooc_cos_decay"].n_unique() > 3 and (got["cooc_cos_decay"] > got["cooc_cos_recent"]).any()
+    if extended_pairs:
+        assert got["trans_norm_decay"].max() > 0 and got["hist_pop_mean"].n_unique() > 3
 
 
 def test_stats_round_trip_through_the_bundle_files(tmp_path):

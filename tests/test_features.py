@@ -72,6 +72,16 @@ def test_normalized_pair_features_equal_hand_computed_values():
     assert not set(names) & set(plain.names)
     base = plain.build([["a", "b"]], [["c", "a", "d"]], [[0.9, 0.5, 0.1]], as_of=[6])
     assert frame.select(plain.names).equals(base.select(plain.names))  # the other features are unchanged
+    # the extended group (off by default): transitions per source event, decayed; the best cosine; the history's
+    # mean log count (b and a: 2 events each before t=6)
+    extended = FeatureBuilder.from_frame(ITEMS, VECTORS, stats, config.model_copy(update={"extended_pairs": True}))
+    rows = {r["item_id"]: r for r in extended.build([["a", "b"]], [["c", "a", "d"]], [[0.9, 0.5, 0.1]],
+                                                    as_of=[6]).iter_rows(named=True)}
+    for item, values in {"c": (1 / 3, 1 / math.sqrt(6)), "a": (0.0, 2 / 3), "d": (0.0, 0.0)}.items():
+        assert (rows[item]["trans_norm_decay"], rows[item]["cooc_cos_max"]) == pytest.approx(values, abs=1e-9), item
+        assert rows[item]["hist_pop_mean"] == pytest.approx(math.log(3))
+    with pytest.raises(ValueError, match="extended_pairs needs normalized_pairs"):
+        FeatureConfig(normalized_pairs=False, extended_pairs=True)
 
 
 def _shop() -> Dataset:
