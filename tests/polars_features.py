@@ -144,18 +144,24 @@ class PolarsFeatureBuilder:
         recent, previous = total - before_recent, before_recent - before_prev
         return frame.with_columns(pop_all=total, pop_recent=recent, pop_trend=(recent + 1) / (previous + 1))
 
-    def _history_pairs(self, frame: pl.DataFrame, histories: Sequence[Sequence[str]],
-                       times: Sequence[int]) -> pl.DataFrame:
-        depth = self.config.recent_items
+    def _pair_counts(self, frame: pl.DataFrame, histories: Sequence[Sequence[str]],
+                     depth: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """(the last `depth` history items per query with their lag, newest 0; every (query, candidate, history
+        item) with its transition and co-occurrence counts before the query time)."""
         recent = pl.DataFrame({
             "query": [q for q, h in enumerate(histories) for _ in h[-depth:]],
             "src": [i for h in histories for i in reversed(h[-depth:])],
             "lag": [lag for h in histories for lag in range(len(h[-depth:]))],
         }, schema={"query": pl.Int64, "src": pl.Utf8, "lag": pl.Int64})
         pairs = frame.select("query", pl.col("item_id").alias("dst"), "at").join(recent, on="query", how="inner")
-        pairs = pairs.with_columns(
+        return recent, pairs.with_columns(
             trans=self.stats.pair_counts("transitions", pairs["src"], pairs["dst"], pairs["at"]),
             cooc=self.stats.pair_counts("cooccurrence", pairs["src"], pairs["dst"], pairs["at"]))
+
+    def _history_pairs(self, frame: pl.DataFrame, histories: Sequence[Sequence[str]],
+                       times: Sequence[int]) -> pl.DataFrame:
+        depth = self.config.recent_items
+        recent, pairs = self._pair_counts(frame, histories, depth)
         agg = pairs.group_by("query", "dst").agg(
             pl.col("trans").filter(pl.col("lag") == 0).sum().alias("trans_last"),
             pl.col("trans").sum().alias("trans_recent"),
@@ -174,15 +180,8 @@ class PolarsFeatureBuilder:
     def _normalized_pairs(self, frame: pl.DataFrame, histories: Sequence[Sequence[str]],
                           times: Sequence[int]) -> pl.DataFrame:
         depth = max(self.config.recent_items, self.config.decay_items)
-        recent = pl.DataFrame({
-            "query": [q for q, h in enumerate(histories) for _ in h[-depth:]],
-            "src": [i for h in histories for i in reversed(h[-depth:])],
-            "lag": [lag for h in histories for lag in range(len(h[-depth:]))],
-        }, schema={"query": pl.Int64, "src": pl.Utf8, "lag": pl.Int64})
-        pairs = frame.select("query", pl.col("item_id").alias("dst"), "at").join(recent, on="query", how="inner")
+        recent, pairs = self._pair_counts(frame, histories, depth)
         pairs = pairs.with_columns(
-            trans=self.stats.pair_counts("transitions", pairs["src"], pairs["dst"], pairs["at"]),
-            cooc=self.stats.pair_counts("cooccurrence", pairs["src"], pairs["dst"], pairs["at"]),
             n_src=self.stats.item_counts(pairs["src"], pairs["at"]) + 1,
             n_dst=self.stats.item_counts(pairs["dst"], pairs["at"]) + 1)
         cosine = pl.col("cooc") / (pl.col("n_src") * pl.col("n_dst")).sqrt()
