@@ -322,7 +322,7 @@ class FeatureBuilder:
         `src` [queries, D ≥ both depths] and `cooc` [rows, D]: newest first; `trans`: D columns with
         `extended_pairs`, else `recent_items`."""
         recent_depth, depth = self.config.recent_items, self.config.decay_items
-        cand_count = self.stats.item_counts(stats_cand, times[query]) + 1.0
+        cand_count = out[:, column["pop_all"]] + 1.0  # the candidates' counts before the query time
         src_events = self._source_counts(src, times)  # [queries, D]
         src_count = src_events[query] + 1.0  # [rows, D]
         cosine = cooc / np.sqrt(src_count * cand_count[:, None])
