@@ -55,18 +55,10 @@ def load_schemes(path: Path) -> dict[str, dict]:
             raise ValueError(f"scheme {name!r}: " + (f"unknown RankerConfig fields {sorted(unknown)}" if unknown else
                              f"{sorted(fixed)} would change which valid users are scored (use --seed)"))
         try:
-            scheme_config(RankerConfig(), overrides)
+            RankerConfig().with_overrides(overrides)
         except ValidationError as error:
             raise ValueError(f"scheme {name!r}: {error.errors()[0]['loc'][0]}: {error.errors()[0]['msg']}") from None
     return schemes
-
-
-def scheme_config(base, overrides: Mapping[str, Any]):
-    """`base` (a RankerConfig) with a scheme's overrides, validated (nested `features` overrides merge into the
-    base's FeatureConfig)."""
-    from encoders.presets import merge
-
-    return type(base).model_validate(merge(base.model_dump(), dict(overrides)))
 
 
 def frame_key(config) -> str:
@@ -115,7 +107,7 @@ def run(bundle: Path, data: Path, out: Path, seed: int = 0, outer: int = 5, comm
     fold_of: dict[str, int] = {}
     rows, first = [], None
     for name, overrides in schemes.items():
-        config = scheme_config(base, overrides)
+        config = base.with_overrides(overrides)
         key = frame_key(config)
         if key not in trainings:
             trainings[key] = prepare_training(recommender, split, config, log)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from recsys.config import TrainConfig
+from recsys.config import TrainConfig, merge
 
 _SEQUENCE = {"user_tower": "sequence", "dim": 384, "seq_heads": 4, "id_fusion": "concat", "id_dim": 32,
              "suppress_history": True, "seq_dropout": 0.5}
@@ -63,10 +63,3 @@ def preset(name: str, **overrides) -> TrainConfig:
         raise KeyError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
     return TrainConfig.model_validate(merge(PRESETS[name], overrides))
 
-
-def merge(base: dict, overrides: dict) -> dict:
-    """Recursive dict merge (overrides win)."""
-    out = dict(base)
-    for key, value in overrides.items():
-        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out

