@@ -39,6 +39,8 @@ NPZ_FILE = "ranker_stats.npz"  # the format before ARRAYS_DIR (events as columns
 CONFIG_FILE = "ranker_stats.json"
 DENSE_KEYS = 2_000_000
 """Tables with at most this many keys keep a dense count vector per query time asked for with one time."""
+GLOBAL_SEARCH_PAIRS = 4_000_000
+"""Pair tables up to this many pairs (32 MB of codes) are searched whole per lookup batch (`pair_number_blocks`)."""
 LEGACY_FILES = ("item_events.parquet", "transition_events.parquet", "cooccurrence_events.parquet")
 
 
@@ -177,15 +179,23 @@ class PairCounts:
                            lengths: np.ndarray) -> np.ndarray:
         """`pair_number(src[query], dst[:, None])` for rows in contiguous query blocks (query q owns rows
         starts[q]:starts[q] + lengths[q]): src [queries, R] codes (-1: none), dst [rows] → [rows, R].
-        Each (query, source) pair searches only its source's own slice of `pairs` (tens to thousands of rows,
-        cache-resident) instead of every row of `pairs` (tens of millions at 10M events)."""
+        Tables of up to `GLOBAL_SEARCH_PAIRS` pairs (cache-resident) are searched whole in one vectorised call;
+        in larger ones (tens of millions of rows at 10M events) each (query, source) pair searches only its
+        source's own slice of `pairs`, so the search stays in cache."""
         src = np.asarray(src, np.int64)
         out = np.full((len(dst), src.shape[1]), -1, np.int64)
         if not len(self.pairs) or not len(dst):
             return out
-        offsets, n = self.source_offsets(), self.n_items
         pairs = self.pairs.view(np.ndarray)  # slices of a plain view: a memmap's slices are memmaps (slow to make)
         dst = np.asarray(dst, np.int64)
+        if len(pairs) <= GLOBAL_SEARCH_PAIRS:
+            rows_src = np.repeat(src, lengths, axis=0)  # [rows, R]: each row's query's sources
+            codes = rows_src * self.n_items + dst[:, None]
+            found = np.searchsorted(pairs, codes)
+            np.minimum(found, len(pairs) - 1, out=found)
+            hit = (rows_src >= 0) & (dst >= 0)[:, None] & (pairs[found] == codes)
+            return np.where(hit, found, out)
+        offsets, n = self.source_offsets(), self.n_items
         for q, (begin, length, sources) in enumerate(zip(starts.tolist(), lengths.tolist(), src.tolist())):
             block = dst[begin:begin + length]
             for r, a in enumerate(sources):

@@ -141,12 +141,18 @@ def test_training_stats_ignore_valid_and_test_interactions():
     assert frames[0].equals(frames[1])
 
 
-def test_pair_lookups_by_query_block_equal_the_row_by_row_lookups():
+@pytest.mark.parametrize("whole_table_search", [True, False])
+def test_pair_lookups_by_query_block_equal_the_row_by_row_lookups(monkeypatch, whole_table_search):
+    """Both lookup paths: one vectorised search of the whole table (small tables) and the per-source slices."""
+    from recsys import stats as stats_module
     from recsys.stats import PairCounts
+
+    monkeypatch.setattr(stats_module, "GLOBAL_SEARCH_PAIRS", 10**9 if whole_table_search else 0)
 
     rng = np.random.default_rng(7)
     n_items, n_pairs = 50, 400
     src, dst = rng.integers(0, n_items, n_pairs), rng.integers(0, n_items, n_pairs)
+    src[3], dst[3] = 1, n_items - 1  # code 1·n + n-1 is also what source 2 with an unknown candidate (-1) computes
     pairs = PairCounts.build(src, dst, rng.integers(0, 30, n_pairs), np.ones(n_pairs, np.int64), n_items, 31)
     lengths = np.array([5, 0, 12, 1, 30])                         # an empty block too
     starts = np.cumsum(lengths) - lengths
@@ -155,10 +161,12 @@ def test_pair_lookups_by_query_block_equal_the_row_by_row_lookups():
     candidates = rng.integers(-1, n_items, lengths.sum())         # -1: a candidate without training events
     candidates[:3] = dst[:3]                                       # some pairs that occurred
     sources[0, :3] = src[:3]
+    sources[2, 0], candidates[5] = 2, -1                          # row 5 is query 2's first: must not match (1, n-1)
     blocks = pairs.pair_number_blocks(sources, candidates, starts, lengths)
     rows = pairs.pair_number(sources[query], np.broadcast_to(candidates[:, None], (len(candidates), 4)))
     np.testing.assert_array_equal(blocks, rows)
     assert (blocks[np.arange(3), np.arange(3)] >= 0).all() and (blocks == -1).any()
+    assert blocks[5, 0] == -1
 
 
 def test_candidate_rows_are_used_only_while_the_catalogue_is_unchanged():
