@@ -39,6 +39,9 @@ class RankerConfig(FrozenModel):
     time_mode: Literal["auto", "absolute", "sequence"] = Field(
         "auto", description="auto: 'sequence' when every user's timestamps are 0..n-1, else 'absolute'")
     pair_window: int = Field(3, ge=1, description="co-occurrence window in steps")
+    objective: Literal["lambdarank", "rank_xendcg"] = Field(
+        "lambdarank", description="LightGBM ranking loss: lambdarank (pairwise, NDCG-weighted) or rank_xendcg "
+        "(listwise cross-entropy over each query's candidates)")
     n_estimators: int = Field(400, ge=1)
     learning_rate: float = Field(0.05, gt=0)
     num_leaves: int = Field(15, ge=2)
@@ -99,7 +102,7 @@ class Ranker:
         """Fit on (features, labels, group sizes) with early stopping on `valid`'s NDCG@eval_at, or, without
         `valid`, exactly `trees` trees."""
         model = lgb.LGBMRanker(
-            objective="lambdarank", n_estimators=trees or config.n_estimators, learning_rate=config.learning_rate,
+            objective=config.objective, n_estimators=trees or config.n_estimators, learning_rate=config.learning_rate,
             num_leaves=config.num_leaves, min_child_samples=config.min_child_samples,
             colsample_bytree=config.colsample_bytree, random_state=config.seed, n_jobs=config.n_jobs,
             deterministic=True, force_col_wise=True, verbose=-1)
