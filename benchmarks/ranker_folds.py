@@ -77,6 +77,26 @@ def _target_ranks(frame: pl.DataFrame, scores: np.ndarray) -> dict[str, int]:
     return dict(zip(ranked["user_id"].to_list(), ranked["rank"].to_list()))
 
 
+def cross_fitted_gains(frame: pl.DataFrame, names: Sequence[str], config, users: Sequence[str],
+                       fold_of: Mapping[str, int]) -> tuple[np.ndarray, list[int]]:
+    """NDCG@10 of each of `users`' valid step (0 when the target is not a candidate), every fold's users ranked by a
+    ranker fitted with `config` on the other folds' rows of `frame` (features `names`); and each fold model's
+    tree count."""
+    from recsys.metrics import MISS, ndcg_gains
+    from recsys.ranker import feature_matrix
+    from recsys.ranker_training import fit_frame
+
+    fold = np.array([fold_of[u] for u in frame["user_id"].to_list()])
+    valid_step = frame["_valid_step"].to_numpy()
+    ranks, trees = {}, []
+    for k in sorted(set(fold_of.values())):
+        ranker = fit_frame(frame.filter(pl.Series(fold != k)), names, config)
+        scored = frame.filter(pl.Series((fold == k) & valid_step))
+        ranks.update(_target_ranks(scored, ranker.predict(feature_matrix(scored, names))))
+        trees.append(ranker.n_trees)
+    return ndcg_gains(np.array([ranks.get(u, MISS) for u in users]), 10), trees
+
+
 def _chart(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
@@ -95,9 +115,8 @@ def run(bundle: Path, data: Path, out: Path, seed: int = 0, outer: int = 5, comm
         schemes: Mapping[str, dict] | None = None, log=print) -> dict[str, Path]:
     """Cross-fitted valid NDCG@10 of each re-ranker fitting scheme (RankerConfig overrides) on one bundle."""
     from jobs.ranker_cmd import open_for_ranker
-    from recsys.metrics import MISS, ndcg_gains
-    from recsys.ranker import RankerConfig, feature_matrix
-    from recsys.ranker_training import fit_frame, prepare_training, user_folds
+    from recsys.ranker import RankerConfig
+    from recsys.ranker_training import prepare_training, user_folds
 
     schemes = dict(schemes or SCHEMES)
     base = RankerConfig(seed=seed)
@@ -115,16 +134,7 @@ def run(bundle: Path, data: Path, out: Path, seed: int = 0, outer: int = 5, comm
         if users is None:  # every frame holds the same valid users (train_examples and seed are fixed)
             users = sorted(set(training.users))
             fold_of = user_folds(users, outer, (seed, 11))
-        frame, names = training.frame, training.builder.names
-        fold = np.array([fold_of[u] for u in frame["user_id"].to_list()])
-        valid_step = frame["_valid_step"].to_numpy()
-        ranks, trees = {}, []
-        for k in range(outer):
-            ranker = fit_frame(frame.filter(pl.Series(fold != k)), names, config)
-            scored = frame.filter(pl.Series((fold == k) & valid_step))
-            ranks.update(_target_ranks(scored, ranker.predict(feature_matrix(scored, names))))
-            trees.append(ranker.n_trees)
-        per_user = ndcg_gains(np.array([ranks.get(u, MISS) for u in users]), 10)  # MISS: not a candidate
+        per_user, trees = cross_fitted_gains(training.frame, training.builder.names, config, users, fold_of)
         first = per_user if first is None else first
         diff = per_user - first
         rows.append({"scheme": name, "n_users": len(users), "ndcg@10": float(per_user.mean()),

@@ -1,6 +1,7 @@
 """`recsys bench ranker-folds`: re-ranker fitting schemes (one fit, K folds refit, K folds summed) compared on the
 whole valid step by cross-fitting (JSON + MD + PNG). Registered when jobs/cli.py imports this module; the
-benchmark is benchmarks/ranker_folds.py."""
+benchmark is benchmarks/ranker_folds.py. `recsys bench id-sequence`: the same cross-fitting with an ID-only sequence
+model's features added (benchmarks/id_sequence.py)."""
 
 from __future__ import annotations
 
@@ -38,4 +39,23 @@ def bench_ranker_folds(
     command = "recsys " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     for path in run(bundle, data, out, seed=seed, outer=outer, command=command, schemes=chosen,
                     log=console.print).values():
+        typer.echo(path)
+
+
+@bench_app.command("id-sequence")
+def bench_id_sequence(
+    bundle: BundleDir,
+    data: BundleData,
+    out: Annotated[Path, typer.Option(help="results directory (sequence.json, sequence.md, sequence.png)")] = Path(
+        "results/id-sequence"),
+    outer: Annotated[int, typer.Option(min=2, max=20, help="cross-fitting folds over the valid users")] = 5,
+    seed: Annotated[int, typer.Option(min=0)] = 0,
+) -> None:
+    """Probe: an ID-only sequence model (SASRec-style, train split only) alone, and its score as re-ranker
+    features, cross-fitted on every valid user against the default re-ranker."""
+    from benchmarks.id_sequence import run
+    from jobs.output import console
+
+    command = "recsys " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    for path in run(bundle, data, out, seed=seed, outer=outer, command=command, log=console.print).values():
         typer.echo(path)
