@@ -8,7 +8,6 @@ sequence.md and sequence.png via benchmarks/common.py."""
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -135,12 +134,13 @@ def run(bundle: Path, data: Path, out: Path, seed: int = 0, outer: int = 5, comm
                                  log=log)
     train_s = time.perf_counter() - started
     valid_scores = model.catalogue_scores(valid_x)
-    valid_alone = ndcg_recall_at_10(target_ranks(valid_scores, valid_t))
+    valid_ranks = target_ranks(valid_scores, valid_t)
+    valid_alone = ndcg_recall_at_10(valid_ranks)
     test_alone = ndcg_recall_at_10(target_ranks(
         model.catalogue_scores(left_padded(split.test["history"].to_list(), index)),
         np.array([index[t] for t in split.test["target"].to_list()])))
     config = RankerConfig(seed=seed).with_overrides(dict(ranker_overrides or {}))
-    own_recall = float((target_ranks(valid_scores, valid_t) < config.candidates).mean())
+    own_recall = float((valid_ranks < config.candidates).mean())
     log(f"ID-only model: valid N@10 {valid_alone[0]:.4f} R@10 {valid_alone[1]:.4f}, test N@10 {test_alone[0]:.4f} "
         f"R@10 {test_alone[1]:.4f}, candidate recall@{config.candidates} {own_recall:.4f} ({train_s:.0f} s)")
 
