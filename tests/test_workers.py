@@ -64,6 +64,14 @@ def server(frozen_bundle, tmp_path):
         log.close()
 
 
+def _post_or_error(url: str) -> httpx.Response | Exception:
+    """An admin POST from a thread: its response, or the exception that stopped it (a thread cannot raise it)."""
+    try:
+        return httpx.post(url, json={}, headers=ADMIN, timeout=60)
+    except httpx.HTTPError as error:
+        return error
+
+
 def item(item_id: str) -> dict:
     return {"item_id": item_id, "text": "black mirrorless camera with a fast lens", "title": f"Camera {item_id}",
             "category": "Cameras", "brand": "Lumora", "price": 249.0}
@@ -89,11 +97,13 @@ def test_every_worker_sees_edits_and_events_within_a_second_and_reloads_lose_not
 
     # a reload (both workers follow it) with an edit sent 50 ms after it began
     shutil.copytree(models / "v1", models / "v2")
-    reload = threading.Thread(target=lambda: httpx.post(f"{base}/v1/admin/reload", json={}, headers=ADMIN, timeout=60))
+    answers: list = []  # the reload's response (or the error that stopped it), checked after the join
+    reload = threading.Thread(target=lambda: answers.append(_post_or_error(f"{base}/v1/admin/reload")))
     reload.start()
     time.sleep(0.05)
     assert httpx.put(f"{base}/v1/admin/items/DURING", json=item("DURING"), headers=ADMIN, timeout=30).status_code == 200
     reload.join()
+    assert isinstance(answers[0], httpx.Response) and answers[0].status_code == 200, answers[0]
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # the other worker loads v2 after it sees the reload in the store
         versions = {fresh_get(f"{base}/health/ready").json()["model_version"] for _ in range(6)}
