@@ -17,7 +17,7 @@ import polars as pl
 import torch
 from torch import nn
 
-from benchmarks.common import Column, environment, write_report
+from benchmarks.common import environment, write_report
 
 MAX_LENGTH = 50
 """The model reads each history's last 50 items."""
@@ -72,9 +72,23 @@ def target_ranks(scores: torch.Tensor, targets: np.ndarray) -> np.ndarray:
 
 def ndcg_recall_at_10(ranks: np.ndarray) -> tuple[float, float]:
     """Mean NDCG@10 and recall@10 of 0-based target ranks."""
-    from recsys.metrics import ndcg_gains
+    from recsys.metrics import ndcg_at_k, recall_at_k
 
-    return float(ndcg_gains(ranks, 10).mean()), float((ranks < 10).mean())
+    return ndcg_at_k(ranks, 10), recall_at_k(ranks, 10)
+
+
+def catalogue_ranks(scores: np.ndarray, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """0-based rank of `items[j]` in the full ranking of history `rows[j]` (`scores` [histories, items]; the
+    number of items scored strictly higher), each history's row sorted once instead of comparing every pair."""
+    out = np.empty(len(rows), dtype=np.int64)
+    order = np.argsort(rows, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(rows[order]) != 0])
+    for begin, end in zip(starts, np.r_[starts[1:], len(order)]):
+        picked = order[begin:end]
+        ascending = np.sort(scores[rows[picked[0]]])
+        values = scores[rows[picked[0]], items[picked]]
+        out[picked] = len(ascending) - np.searchsorted(ascending, values, side="right")
+    return out
 
 
 def train_sequence_model(sequences: Sequence[Sequence[str]], index: Mapping[str, int], valid_x: torch.Tensor,
@@ -117,7 +131,7 @@ def run(bundle: Path, data: Path, out: Path, seed: int = 0, outer: int = 5, comm
         max_epochs: int = 300, ranker_overrides: Mapping | None = None, log=print) -> dict[str, Path]:
     """Train the ID-only model on `data`'s train split; cross-fit the re-ranker (the default, or with
     `ranker_overrides`) of `bundle`'s towers with and without its features; write the report."""
-    from benchmarks.ranker_folds import _chart, cross_fitted_gains
+    from benchmarks.ranker_folds import SCHEME_COLUMNS, cross_fitted_gains, scheme_chart, scheme_row
     from jobs.ranker_cmd import open_for_ranker
     from recsys.ranker import RankerConfig
     from recsys.ranker_training import prepare_training, user_folds
@@ -149,8 +163,9 @@ def run(bundle: Path, data: Path, out: Path, seed: int = 0, outer: int = 5, comm
     row_of = {u: k for k, u in enumerate(split.valid["user_id"].to_list())}
     rows = np.array([row_of[u] for u in frame["user_id"].to_list()])
     scores = valid_scores.numpy()
-    own = scores[rows, np.array([index.get(i, 0) for i in frame["item_id"].to_list()])]
-    catalogue_rank = (scores[rows] > own[:, None]).sum(1)
+    items = np.array([index.get(i, 0) for i in frame["item_id"].to_list()])
+    own = scores[rows, items]
+    catalogue_rank = catalogue_ranks(scores, rows, items)
     frame = frame.with_columns(id_sequence_score=pl.Series(own.astype(np.float32)),
                                id_sequence_log_rank=pl.Series(np.log1p(catalogue_rank).astype(np.float32)))
     users = sorted(set(training.users))
@@ -161,11 +176,9 @@ def run(bundle: Path, data: Path, out: Path, seed: int = 0, outer: int = 5, comm
                                                                                "id_sequence_log_rank"])):
         per_user, trees = cross_fitted_gains(frame, features, config, users, fold_of)
         first = per_user if first is None else first
-        diff = per_user - first
-        report_rows.append({"scheme": name, "n_users": len(users), "ndcg@10": float(per_user.mean()),
-                            "diff": float(diff.mean()), "diff_se": float(diff.std(ddof=1) / np.sqrt(len(diff))),
-                            "trees": float(np.mean(trees))})
-        log(f"{name}: valid N@10 {per_user.mean():.4f} ({diff.mean():+.4f} ± {report_rows[-1]['diff_se']:.4f})")
+        report_rows.append(scheme_row(name, per_user, first, trees))
+        log(f"{name}: valid N@10 {report_rows[-1]['ndcg@10']:.4f} ({report_rows[-1]['diff']:+.4f} ± "
+            f"{report_rows[-1]['diff_se']:.4f})")
     towers_recall = training.report[f"candidate_recall@{config.candidates}"]
     notes = [f"command: `{command}`" if command else "command: (library call)",
              f"bundle: `{path}`; dataset `{data}`; {len(users):,} valid users in {outer} cross-fitting folds "
@@ -179,10 +192,8 @@ def run(bundle: Path, data: Path, out: Path, seed: int = 0, outer: int = 5, comm
              "diff: paired difference to the first row, ± its standard error"]
     meta = {"environment": environment(("numpy", "polars", "lightgbm", "torch")), "bundle": str(path),
             "data": str(data), "command": command, "seed": seed, "outer_folds": outer,
-            "id_model": {"valid": valid_alone, "test": test_alone, f"candidate_recall@{config.candidates}": own_recall,
-                         "train_seconds": round(train_s, 1)}, f"towers_candidate_recall@{config.candidates}": towers_recall}
-    columns = [Column("scheme"), Column("n_users", "valid users", ",.0f"), Column("ndcg@10", "valid N@10", ".4f"),
-               Column("diff", "vs first", "+.4f"), Column("diff_se", "± s.e.", ".4f"),
-               Column("trees", "trees (mean)", ".0f")]
-    return write_report(out, "sequence", report_rows, columns, meta=meta, notes=notes, chart=_chart,
+            "id_model": {"valid": valid_alone, "test": test_alone,
+                         f"candidate_recall@{config.candidates}": own_recall, "train_seconds": round(train_s, 1)},
+            f"towers_candidate_recall@{config.candidates}": towers_recall}
+    return write_report(out, "sequence", report_rows, SCHEME_COLUMNS, meta=meta, notes=notes, chart=scheme_chart,
                         title="An ID-only sequence model's features in the re-ranker, cross-fitted on the valid step")

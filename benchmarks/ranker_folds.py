@@ -97,7 +97,21 @@ def cross_fitted_gains(frame: pl.DataFrame, names: Sequence[str], config, users:
     return ndcg_gains(np.array([ranks.get(u, MISS) for u in users]), 10), trees
 
 
-def _chart(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
+SCHEME_COLUMNS = (Column("scheme"), Column("n_users", "valid users", ",.0f"),
+                  Column("ndcg@10", "valid N@10", ".4f"), Column("diff", "vs first", "+.4f"),
+                  Column("diff_se", "± s.e.", ".4f"), Column("trees", "trees (mean)", ".0f"))
+"""The report's columns for rows made by `scheme_row`."""
+
+
+def scheme_row(name: str, per_user: np.ndarray, first: np.ndarray, trees: Sequence[int]) -> dict[str, Any]:
+    """One report row: the scheme's mean per-user N@10, its paired difference to `first` (the first scheme's
+    per-user N@10) with the difference's standard error, and the fold models' mean tree count."""
+    diff = per_user - first
+    return {"scheme": name, "n_users": len(per_user), "ndcg@10": float(per_user.mean()), "diff": float(diff.mean()),
+            "diff_se": float(diff.std(ddof=1) / np.sqrt(len(diff))), "trees": float(np.mean(trees))}
+
+
+def scheme_chart(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 3.5))
@@ -136,11 +150,8 @@ def run(bundle: Path, data: Path, out: Path, seed: int = 0, outer: int = 5, comm
             fold_of = user_folds(users, outer, (seed, 11))
         per_user, trees = cross_fitted_gains(training.frame, training.builder.names, config, users, fold_of)
         first = per_user if first is None else first
-        diff = per_user - first
-        rows.append({"scheme": name, "n_users": len(users), "ndcg@10": float(per_user.mean()),
-                     "diff": float(diff.mean()), "diff_se": float(diff.std(ddof=1) / np.sqrt(len(diff))),
-                     "trees": float(np.mean(trees))})
-        log(f"{name}: valid N@10 {per_user.mean():.4f} ({diff.mean():+.4f} ± {rows[-1]['diff_se']:.4f}), "
+        rows.append(scheme_row(name, per_user, first, trees))
+        log(f"{name}: valid N@10 {rows[-1]['ndcg@10']:.4f} ({rows[-1]['diff']:+.4f} ± {rows[-1]['diff_se']:.4f}), "
             f"trees {trees}")
     notes = [f"command: `{command}`" if command else "command: (library call)",
              f"bundle: `{path}`; dataset `{data}`; {len(users or []):,} valid users in {outer} cross-fitting folds "
@@ -151,8 +162,6 @@ def run(bundle: Path, data: Path, out: Path, seed: int = 0, outer: int = 5, comm
              "get their own, prepared once"]
     meta = {"environment": environment(("numpy", "polars", "lightgbm")), "bundle": str(path), "data": str(data),
             "command": command, "seed": seed, "outer_folds": outer, "schemes": schemes, "frames": len(trainings)}
-    columns = [Column("scheme"), Column("n_users", "valid users", ",.0f"), Column("ndcg@10", "valid N@10", ".4f"),
-               Column("diff", "vs first", "+.4f"), Column("diff_se", "± s.e.", ".4f"),
-               Column("trees", "trees (mean)", ".0f")]
-    return write_report(out, "folds", rows, columns, title="Re-ranker fitting schemes, cross-fitted on the valid step",
-                        meta=meta, notes=notes, chart=_chart)
+    return write_report(out, "folds", rows, SCHEME_COLUMNS,
+                        title="Re-ranker fitting schemes, cross-fitted on the valid step",
+                        meta=meta, notes=notes, chart=scheme_chart)

@@ -15,6 +15,9 @@ import typer
 from jobs.app import BundleData, BundleDir
 from jobs.bench import bench_app
 
+OuterFolds = Annotated[int, typer.Option("--outer", min=2, max=20, help="cross-fitting folds over the valid users")]
+FoldSeed = Annotated[int, typer.Option("--seed", min=0)]
+
 
 @bench_app.command("ranker-folds")
 def bench_ranker_folds(
@@ -22,8 +25,8 @@ def bench_ranker_folds(
     data: BundleData,
     out: Annotated[Path, typer.Option(help="results directory (folds.json, folds.md, folds.png)")] = Path(
         "results/ranker-folds"),
-    outer: Annotated[int, typer.Option(min=2, max=20, help="cross-fitting folds over the valid users")] = 5,
-    seed: Annotated[int, typer.Option(min=0)] = 0,
+    outer: OuterFolds = 5,
+    seed: FoldSeed = 0,
     schemes: Annotated[Path | None, typer.Option(
         help="JSON file: scheme name → RankerConfig overrides (LightGBM settings, folds, candidates, features; "
              "nested 'features' merge); default: one fit, 5 folds refit, 5 folds summed")] = None,
@@ -48,8 +51,8 @@ def bench_id_sequence(
     data: BundleData,
     out: Annotated[Path, typer.Option(help="results directory (sequence.json, sequence.md, sequence.png)")] = Path(
         "results/id-sequence"),
-    outer: Annotated[int, typer.Option(min=2, max=20, help="cross-fitting folds over the valid users")] = 5,
-    seed: Annotated[int, typer.Option(min=0)] = 0,
+    outer: OuterFolds = 5,
+    seed: FoldSeed = 0,
 ) -> None:
     """Probe: an ID-only sequence model (SASRec-style, train split only) alone, and its score as re-ranker
     features, cross-fitted on every valid user against the default re-ranker."""

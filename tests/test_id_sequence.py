@@ -55,3 +55,13 @@ def test_benchmark_cross_fits_the_default_ranker_with_and_without_the_model(tmp_
     assert second["diff"] == pytest.approx(second["ndcg@10"] - first["ndcg@10"])
     assert report["meta"]["id_model"]["valid"][0] > 0.2  # the planted successor, learned from IDs alone
     assert paths["png"].exists() and "ID-only model" in paths["md"].read_text()
+
+
+def test_catalogue_ranks_count_the_items_scored_strictly_higher():
+    from benchmarks.id_sequence import catalogue_ranks
+
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 6, (7, 30)).astype(np.float32)     # many ties
+    rows, items = rng.integers(0, 7, 200), rng.integers(0, 30, 200)
+    expected = (scores[rows] > scores[rows, items][:, None]).sum(1)
+    np.testing.assert_array_equal(catalogue_ranks(scores, rows, items), expected)
