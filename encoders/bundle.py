@@ -91,23 +91,47 @@ def load_towers(directory: Path, device: torch.device | None = None,
 
 def user_tower_loader(bundle: Bundle, catalogue: Catalogue) -> UserTower:
     """`Recommender.from_bundle` hook: the trained user tower of a bundle (runs on request, CPU or CUDA) reading
-    `catalogue`, blended with the zero-shot pool when the bundle was trained with `zero_shot_blend`."""
+    `catalogue`: one tower, or a seed ensemble of them (`encoders.ensemble`), blended with the zero-shot pool when
+    the bundle was trained with `zero_shot_blend`."""
     from encoders.blend import BLEND_KEY, blended_tower
+    from encoders.ensemble import ENSEMBLE_KEY, load_ensemble
     from encoders.towers import pick_device
 
     device = pick_device()
-    model, config, tokenizer = load_towers(bundle.encoder_dir, device)
     blend = bundle.encoder_info.get(BLEND_KEY)
+
+    def load_member(directory: Path, columns: slice) -> TrainedUserTower:
+        model, config, tokenizer = load_towers(directory, device)
+        return TrainedUserTower(model, config, catalogue, tokenizer, device, columns=columns)
+
+    members = bundle.encoder_info.get(ENSEMBLE_KEY)
+    trained_columns = slice(0, int(blend["trained_dim"])) if blend is not None else slice(None)
+    trained = (load_ensemble(bundle.encoder_dir, members, catalogue, load_member) if members is not None
+               else load_member(bundle.encoder_dir, trained_columns))
     if blend is None:
-        return TrainedUserTower(model, config, catalogue, tokenizer, device)
-    trained = TrainedUserTower(model, config, catalogue, tokenizer, device, columns=slice(0, int(blend["trained_dim"])))
+        return trained
 
     def zero_shot_encoder():
         from encoders.text_encoder import load_text_encoder
 
-        return load_text_encoder(config.encoder, device)
+        return load_text_encoder(trained.config.encoder, device)
 
     return blended_tower(trained, catalogue, blend, bundle.encoder_dir, zero_shot_encoder)
+
+
+def single_tower_dir(bundle: Path) -> Path:
+    """The `encoder/` directory of a bundle with one trained tower (continual training starts from it);
+    BundleError for seed ensembles, whose members cannot seed one new tower."""
+    encoder = Path(bundle) / "encoder"
+    if not (encoder / TOWER_META).is_file():
+        from encoders.ensemble import ENSEMBLE_KEY
+
+        info = json.loads((encoder / "encoder.json").read_text()) if (encoder / "encoder.json").is_file() else {}
+        if ENSEMBLE_KEY in info:
+            raise BundleError(f"{bundle} holds a seed ensemble of {len(info[ENSEMBLE_KEY]['members'])} towers: "
+                              "continual training starts from a one-tower bundle (train the ensemble anew)")
+        raise BundleError(f"{bundle} has no trained towers to continue from (encoder/{TOWER_META} is missing)")
+    return encoder
 
 
 def load_recommender(path: str | Path, verify: bool = True) -> Recommender:
@@ -143,7 +167,7 @@ def init_from_bundle(model: TwoTowerModel, bundle: Path, item_ids: list[str]) ->
     from recsys.artifacts import resolve_bundle
 
     path = resolve_bundle(bundle)
-    encoder = path / "encoder"
+    encoder = single_tower_dir(path)
     if (encoder / "adapter_model.safetensors").exists() and model.bert is not None:
         from peft import get_peft_model_state_dict, set_peft_model_state_dict
         saved = load_file(encoder / "adapter_model.safetensors")

@@ -3,7 +3,7 @@ quality benchmark."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +11,7 @@ import polars as pl
 
 from encoders.backbone import DEFAULT_MODEL_NAME
 from encoders.distributed import WorkerGroup
+from encoders.ensemble import member_dir
 from encoders.training import TrainResult, train_towers
 from recsys.artifacts import new_version
 from recsys.config import BuildConfig, EvalConfig, TrainConfig
@@ -54,6 +55,7 @@ class TrainedBundle:
     path: Path | None
     blend: dict | None = None  # the zero-shot blend weight chosen on validation, with each weight's NDCG@10
     index: dict | None = None  # the index built (kind, recall against exact search: `choice.index_summary`)
+    ensemble: dict | None = None  # seed ensembles: each member's seed and fit, and the first k members' metrics
 
 
 def train_and_evaluate(dataset: Dataset, split: SplitData, config: TrainConfig, *, name: str = "peft-bert",
@@ -71,17 +73,30 @@ def train_and_evaluate(dataset: Dataset, split: SplitData, config: TrainConfig, 
     if run_dir is None and out_root is not None:
         run_dir = Path(out_root) / name / "runs" / "latest"
     run_dir = Path(run_dir) if run_dir is not None else None
-    result = train_towers(dataset, split, config, run_dir, resume, Path(init_bundle) if init_bundle else None,
-                          progress, device, workers)
+    if config.ensemble > 1 and workers is not None and workers.world_size > 1:
+        raise ValueError("a seed ensemble trains its members one after another in one process: use --engine local")
+    members = []
+    for k in range(config.ensemble):
+        member_config = config if config.ensemble == 1 else \
+            config.model_copy(update={"seed": config.seed + k, "ensemble": 1})
+        member_run = run_dir / member_dir(k) if run_dir is not None and config.ensemble > 1 else run_dir
+        result = train_towers(dataset, split, member_config, member_run, resume,
+                              Path(init_bundle) if init_bundle else None, progress, device, workers)
+        tower = result.user_tower
+        tower.extra = {"train_seconds": round(result.seconds, 1), "best_epoch": result.best_epoch,
+                       "device": result.device, "seed": member_config.seed}
+        if member_run is not None:
+            tower.report_files = [member_run / "metrics.csv", member_run / "training_curve.png"]
+        members.append(result)
     model_name = DEFAULT_MODEL_NAME if config.encoder.model == "default" else config.encoder.model
-    info = {**result.encoder_info(model_name), "text_template": dataset.text_template}
-    tower = result.user_tower
-    tower.extra = {"train_seconds": round(result.seconds, 1), "best_epoch": result.best_epoch,
-                   "device": result.device}
-    if run_dir is not None:
-        tower.report_files = [run_dir / "metrics.csv", run_dir / "training_curve.png"]
+    info = {**members[0].encoder_info(model_name), "text_template": dataset.text_template}
+    result, tower = members[0], members[0].user_tower
     build_config = BuildConfig(encoder=config.encoder, index=config.index, eval=eval_config, seed=config.seed)
-    recommender = Recommender.build(dataset, split, result.item_vectors, build_config, info, tower)
+    ensemble = None
+    if len(members) > 1:
+        recommender, result, ensemble = _ensemble(members, config, info, dataset, split, build_config, eval_config)
+    else:
+        recommender = Recommender.build(dataset, split, result.item_vectors, build_config, info, tower)
     blend = None
     if config.zero_shot_blend:
         recommender, blend = _blend_zero_shot(dataset, split, recommender, build_config, config.zero_shot_blend,
@@ -93,12 +108,51 @@ def train_and_evaluate(dataset: Dataset, split: SplitData, config: TrainConfig, 
         manifest = {"name": name, "dataset": {**dataset.summary(), "fingerprint": dataset.fingerprint()},
                     "metrics": rows, "index": index, "train": {"config": config.model_dump(mode="json"), "history": result.history,
                                                "best_epoch": result.best_epoch, "seconds": round(result.seconds, 1),
-                                               "zero_shot_blend": blend,
+                                               "zero_shot_blend": blend, "ensemble": ensemble,
                                                "parameters": result.parameters, "device": result.device,
                                                "workers": workers.world_size if workers else 1,
                                                "run_dir": str(run_dir) if run_dir else None}}
         path = recommender.save(Path(out_root) / name / version, manifest)
-    return TrainedBundle(result, recommender, rows, path, blend, index)
+    return TrainedBundle(result, recommender, rows, path, blend, index, ensemble)
+
+
+def _ensemble(members: list[TrainResult], config: TrainConfig, info: dict, dataset: Dataset, split: SplitData,
+              build_config: BuildConfig, eval_config: EvalConfig) -> tuple[Recommender, TrainResult, dict]:
+    """The members served as one (`encoders.ensemble`): its Recommender, the members as one `TrainResult` (item
+    vectors side by side, summed time and parameters, member 0's curve) and the report: each member's seed, best
+    epoch and validation NDCG@10, and the ensemble of the first k members on valid and test (full ranking,
+    before any zero-shot blend) for every k, so what each member adds is on record. `info` gains the
+    `ensemble` entry and the full width."""
+    from encoders.ensemble import ENSEMBLE_KEY, EnsembleUserTower, ensemble_info
+
+    towers = [m.user_tower for m in members]
+    vectors = np.hstack([m.item_vectors for m in members]).astype(np.float32)
+    seeds = [config.seed + k for k in range(len(members))]
+    info.update({"dim": int(vectors.shape[1]), "parameters": {key: sum(int(m.parameters.get(key, 0)) for m in members)
+                                                               for key in members[0].parameters}})
+    recommender = None
+    k10, prefixes = min(eval_config.ks), []
+    for k in range(1, len(members) + 1):
+        width = sum(int(t.dim) for t in towers[:k])
+        first = Recommender.build(dataset, split, vectors[:, :width], build_config, info,
+                                  lambda c, k=k: EnsembleUserTower.over_blocks(towers[:k], c, 0, config),
+                                  like=recommender)
+        recommender = recommender or first  # popularity and histories built once
+        row = {"members": k}
+        for name in ("valid", "test"):
+            metrics = evaluate(first, split.examples(name), eval_config)
+            row.update({f"{name}_ndcg@{k10}": round(metrics[f"ndcg@{k10}"], 5),
+                        f"{name}_recall@{k10}": round(metrics[f"recall@{k10}"], 5)})
+        prefixes.append(row)
+    info[ENSEMBLE_KEY] = ensemble_info(first.user_tower, seeds)
+    first.encoder_info = info
+    merged = replace(members[0], config=config, item_vectors=vectors, user_tower=first.user_tower,
+                     seconds=sum(m.seconds for m in members), parameters=info["parameters"],
+                     best_valid_ndcg=prefixes[-1][f"valid_ndcg@{k10}"])
+    report = {"members": [{"seed": s, "best_epoch": m.best_epoch, "best_valid_ndcg": round(m.best_valid_ndcg, 5),
+                           "seconds": round(m.seconds, 1)} for s, m in zip(seeds, members)],
+              "first_k": prefixes}
+    return first, merged, report
 
 
 def _blend_zero_shot(dataset: Dataset, split: SplitData, recommender: Recommender, build_config: BuildConfig,

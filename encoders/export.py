@@ -3,7 +3,8 @@ tokens → item vector), each ONNX graph checked against the bundle's own PyTorc
 
 A bundle whose item vectors are [trained, zero-shot] (the zero-shot blend) exports two graphs: `item_tower.onnx`
 (the trained text path) and `zero_shot_tower.onnx` (frozen BERT → principal projection); an item's vector is their
-outputs concatenated, as `export.json` says. Tokenise with each part's tokenizer directory and max_length."""
+outputs concatenated, as `export.json` says; a seed ensemble exports one graph per member
+(`item_tower_member_k.onnx`). Tokenise with each part's tokenizer directory and max_length."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from encoders.blend import BlendedHistoryEncoder, project
+from encoders.ensemble import EnsembleUserTower
 from encoders.pooling import pool
 from encoders.serving import TrainedUserTower
 from recsys.catalogue import REMOVED
@@ -79,9 +81,17 @@ def _frozen_part(name: str, encoder, projection: np.ndarray | None = None) -> To
     return TowerPart(name, module, encoder.tokenizer, encoder.config.max_length, reference)
 
 
-def _trained_part(tower) -> TowerPart:
-    return TowerPart("item_tower", _TrainedTower(tower.model), tower.tokenizer, tower.config.tower.item_max_length,
+def _trained_part(tower, name: str = "item_tower") -> TowerPart:
+    return TowerPart(name, _TrainedTower(tower.model), tower.tokenizer, tower.config.tower.item_max_length,
                      tower.encode_item_texts)
+
+
+def _trained_parts(tower) -> list[TowerPart]:
+    """One trained tower's text path, or each member's of a seed ensemble (`item_tower_member_k`)."""
+    tower = innermost_tower(tower)
+    if isinstance(tower, EnsembleUserTower):
+        return [_trained_part(member, f"item_tower_member_{k}") for k, member in enumerate(tower.members)]
+    return [_trained_part(tower)]
 
 
 def tower_parts(recommender: Recommender) -> list[TowerPart]:
@@ -97,10 +107,9 @@ def tower_parts(recommender: Recommender) -> list[TowerPart]:
         if not hasattr(zero_shot, "model"):  # an ONNX Runtime backend: export the PyTorch tower it stands for
             zero_shot = TextEncoder.from_config(zero_shot.config.model_copy(update={"backend": "torch"}),
                                                 torch.device("cpu"))
-        return [_trained_part(innermost_tower(tower.trained)), _frozen_part("zero_shot_tower", zero_shot,
-                                                                            tower.projection)]
-    if isinstance(tower, TrainedUserTower):
-        return [_trained_part(tower)]
+        return _trained_parts(tower.trained) + [_frozen_part("zero_shot_tower", zero_shot, tower.projection)]
+    if isinstance(tower, (TrainedUserTower, EnsembleUserTower)):
+        return _trained_parts(tower)
     if recommender.encoder_info.get("kind", "frozen-bert") != "frozen-bert":
         raise BundleError("this bundle's item tower cannot encode text, so there is nothing to export")
     return [_frozen_part("item_tower", TextEncoder.from_config(recommender.config.encoder, torch.device("cpu")))]

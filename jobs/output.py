@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -16,6 +17,12 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 METRIC_COLUMNS = ("recall@10", "ndcg@10", "mrr@10", "recall@20", "ndcg@20", "mrr@20",
                   "recall@50", "ndcg@50", "mrr@50")
+
+
+def invocation() -> str:
+    """This process's command line as `recsys …`, arguments shell-quoted: what a benchmark report records so that
+    the run can be repeated as it was."""
+    return "recsys " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
 def step(message: str) -> None:
@@ -68,6 +75,19 @@ def print_recommendations(response) -> None:
         table.add_row(str(rank), item.item_id, f"{item.score:.3f}", escape((item.title or item.text)[:60]),
                       escape(item.reason))
     console.print(table)
+
+
+def ensemble_table(report: dict) -> Table:
+    """A seed ensemble's report (manifest train.ensemble): the first k members' metrics, each member's seed and
+    fit."""
+    table = Table(title="seed ensemble: the first k members together (full ranking, before the zero-shot blend)")
+    columns = [c for c in report["first_k"][0] if c != "members"]
+    for header in ("members", "seeds", *columns):
+        table.add_column(header, justify="right", no_wrap=True)
+    for row in report["first_k"]:
+        seeds = ", ".join(str(m["seed"]) for m in report["members"][:row["members"]])
+        table.add_row(str(row["members"]), seeds, *(f"{row[c]:.4f}" for c in columns))
+    return table
 
 
 def index_line(summary: dict) -> str:

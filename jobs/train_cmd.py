@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from jobs.app import EVAL_USERS, EvalUsersOpt, IndexKind, app, eval_sample, friendly_errors
-from jobs.output import index_line
+from jobs.output import ensemble_table, index_line
 from recsys.config import EvalConfig
 from jobs.output import console
 
@@ -24,9 +24,9 @@ def train_config(preset_name: str, config_file: Path | None, from_bundle: Path |
 
     base = dict(PRESETS[preset_name])
     if from_bundle is not None and config_file is None:
-        from encoders.bundle import stored_train_config
+        from encoders.bundle import TOWER_META, single_tower_dir, stored_train_config
 
-        meta = json.loads((resolve_bundle(from_bundle) / "encoder" / "tower.json").read_text())
+        meta = json.loads((single_tower_dir(resolve_bundle(from_bundle)) / TOWER_META).read_text())
         base = stored_train_config(meta).model_dump(mode="json")
     if config_file is not None:
         base = merge(base, json.loads(config_file.read_text()))
@@ -64,6 +64,8 @@ def train(
     model: Annotated[Optional[str], typer.Option(help="BERT: local HF directory or 'default'")] = None,
     merge_adapters: Annotated[Optional[bool], typer.Option("--merge-adapters/--no-merge-adapters")] = None,
     seed: Annotated[Optional[int], typer.Option(min=0)] = None,
+    ensemble: Annotated[Optional[int], typer.Option(min=1, max=8, help="train this many towers (seeds SEED, SEED+1, …) "
+                                                                       "and serve the mean of their scores")] = None,
     threads: Annotated[int, typer.Option(min=1, help="torch CPU threads")] = 2,
     index: Annotated[Optional[IndexKind], typer.Option("--index", help="auto | flat | hnsw | ivf_flat | ivf_pq (default: "
                                                  "the config's, auto: exact below 50,000 items)")] = None,
@@ -92,7 +94,7 @@ def train(
                "tower": {"user_tower": user_tower, "id_embedding": id_embedding},
                "encoder": {"model": model}, "epochs": epochs, "bert_epochs": bert_epochs, "batch_size": batch_size,
                "max_minutes": max_minutes, "steps_per_epoch": steps_per_epoch, "negatives": negatives,
-               "merge_adapters": merge_adapters, "seed": seed, "pair_epochs": pair_epochs,
+               "merge_adapters": merge_adapters, "seed": seed, "ensemble": ensemble, "pair_epochs": pair_epochs,
                "adversarial_eps": adversarial_eps, "index": {"kind": index}}
     options = {k: ({kk: vv for kk, vv in v.items() if vv is not None} if isinstance(v, dict) else v)
                for k, v in options.items()}
@@ -102,6 +104,8 @@ def train(
     if engine not in ("local", "ray"):
         raise typer.BadParameter(f"--engine must be local or ray, got {engine!r}")
     cfg = train_config(preset, config, from_bundle, options)
+    if engine == "ray" and cfg.ensemble > 1:
+        raise typer.BadParameter("a seed ensemble trains its members one after another: use --engine local")
     dataset = load_dataset(data)
     name = name or f"{dataset.name}-peft"
     if engine == "ray":
@@ -123,6 +127,8 @@ def train(
     if blend is not None:
         tried = ", ".join(f"{w}: {v:.4f}" for w, v in blend["valid_ndcg"].items())
         console.print(f"zero-shot blend weight {blend['weight']} (valid NDCG@10 by weight: {tried})")
+    if train.get("ensemble"):
+        console.print(ensemble_table(train["ensemble"]))
     if manifest.get("index"):
         console.print(index_line(manifest["index"]))
     console.print(f"[green]bundle written[/] → {path}")
