@@ -4,8 +4,6 @@ Registered when jobs/cli.py imports this module; the benchmark itself is benchma
 
 from __future__ import annotations
 
-import shlex
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -38,13 +36,13 @@ def bench_batch(
 ) -> None:
     """Time `recsys batch-score` in a fresh subprocess per run; peak PSS of its whole process tree."""
     from benchmarks.batch import BenchSettings, run_benchmark
-    from jobs.output import console
+    from jobs.output import console, invocation
 
     settings = BenchSettings(bundles=tuple(bundle or ()), synthetic_users=synthetic_users,
                              synthetic_subset=synthetic_subset, synthetic_items=synthetic_items,
                              engines=_engines(engines), synthetic_engines=_engines(synthetic_engines), k=k,
                              chunk_size=chunk_size, workers=workers, work=work,
-                             command="recsys " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+                             command=invocation())
     paths = run_benchmark(settings, out)
     console.print(paths["md"].read_text())
     console.print(f"results → {', '.join(str(p) for p in paths.values())}")

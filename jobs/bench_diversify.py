@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import shlex
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -45,9 +43,9 @@ def bench_diversify(
 ) -> None:
     """Accuracy (valid + test) and intra-list diversity of every diversification setting on one bundle."""
     from benchmarks.diversify import run
-    from jobs.output import console
+    from jobs.output import console, invocation
 
-    command = "recsys " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = invocation()
     paths = run(bundle, data, out, _floats(weights, "--weights"), _floats(thresholds, "--thresholds", True), depth,
                 command, budget, log=console.print)
     for path in paths.values():

@@ -4,13 +4,13 @@ Registered when jobs/cli.py imports this module; the benchmark itself is benchma
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from jobs.bench import bench_app
+from jobs.output import invocation
 
 
 @bench_app.command("engine")
@@ -24,5 +24,5 @@ def bench_engine(
     """Cost of one query in process (one thread), re-ranker on and off, alone and batched, by stage."""
     from benchmarks.engine import run
 
-    paths = run(bundle, out, queries, batch, seed, command="recsys " + " ".join(sys.argv[1:]))
+    paths = run(bundle, out, queries, batch, seed, command=invocation())
     typer.echo(paths["md"].read_text())

@@ -5,8 +5,6 @@ model's features added (benchmarks/id_sequence.py)."""
 
 from __future__ import annotations
 
-import shlex
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -33,13 +31,13 @@ def bench_ranker_folds(
 ) -> None:
     """Valid NDCG@10 of each re-ranker fitting scheme, every valid user scored by rankers that never saw them."""
     from benchmarks.ranker_folds import load_schemes, run
-    from jobs.output import console
+    from jobs.output import console, invocation
 
     try:
         chosen = load_schemes(schemes) if schemes is not None else None
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--schemes") from None
-    command = "recsys " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = invocation()
     for path in run(bundle, data, out, seed=seed, outer=outer, command=command, schemes=chosen,
                     log=console.print).values():
         typer.echo(path)
@@ -59,6 +57,6 @@ def bench_id_sequence(
     from benchmarks.id_sequence import run
     from jobs.output import console
 
-    command = "recsys " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = invocation()
     for path in run(bundle, data, out, seed=seed, outer=outer, command=command, log=console.print).values():
         typer.echo(path)

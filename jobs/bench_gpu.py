@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from jobs.bench import bench_app
+from jobs.output import invocation
 
 
 @bench_app.command("gpu")
@@ -43,5 +42,5 @@ def gpu(
         latency_concurrency=tuple(int(c) for c in concurrency.split(",") if c.strip()),
         latency_requests=latency_requests, latency_seconds=latency_seconds, budget_minutes=budget_minutes,
         stages=tuple(s.strip() for s in stages.split(",") if s.strip()))
-    paths = run(settings, out, command="recsys " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    paths = run(settings, out, command=invocation())
     typer.echo(paths["md"].read_text())

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from jobs.bench import bench_app
+from jobs.output import invocation
 
 
 @bench_app.command("latency")
@@ -29,5 +29,5 @@ def latency(
 
     result = run(bundle, out, [int(c) for c in concurrency.split(",")], endpoints.split(","), requests, seconds,
                  reload_test, loadgen=loadgen, workers=workers, towers_only=towers_only,
-                 command="recsys " + " ".join(sys.argv[1:]))
+                 command=invocation())
     typer.echo(Path(result["paths"]["md"]).read_text())

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from jobs.bench import bench_app
+from jobs.output import invocation
 
 
 @bench_app.command("live")
@@ -23,5 +23,5 @@ def live(
     """How fast every worker sees an upsert, a deactivation and an event; worker RSS over reloads."""
     from benchmarks.live import run
 
-    result = run(bundle, out, workers, trials, window, reloads, command="recsys " + " ".join(sys.argv[1:]))
+    result = run(bundle, out, workers, trials, window, reloads, command=invocation())
     typer.echo(Path(result["paths"]["md"]).read_text())

@@ -5,14 +5,13 @@ Registered when jobs/cli.py imports this module; the benchmark itself is benchma
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from jobs.bench import bench_app
+from jobs.output import invocation
 
 
 @bench_app.command("quality")
@@ -36,7 +35,7 @@ def bench_quality(
 
     torch.set_num_threads(threads)
     overrides = json.loads(config.read_text()) if config is not None else None
-    command = "recsys " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = invocation()
     paths = run(data, out, [v.strip() for v in variants.split(",") if v.strip()], overrides, baselines, bundles,
                 command, name=name, ranker=ranker)
     for path in paths.values():

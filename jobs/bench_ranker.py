@@ -4,8 +4,6 @@ Registered when jobs/cli.py imports this module; the benchmark itself is benchma
 
 from __future__ import annotations
 
-import shlex
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -37,7 +35,7 @@ def bench_ranker(
 ) -> None:
     """Train the re-ranker once per seed and compare it with retrieval alone (held-out valid users, test)."""
     from benchmarks.ranker import run
-    from jobs.output import console
+    from jobs.output import console, invocation
 
     try:
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
@@ -47,7 +45,7 @@ def bench_ranker(
         raise typer.BadParameter(f"--seeds takes one or more integers ≥ 0, got {seeds!r}")
     config = ranker_config(candidates, n_jobs, 0, train_positions, transition_candidates, popular_candidates,
                            cv_folds, fold_ensemble, read_overrides(config_file))
-    command = "recsys " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = invocation()
     paths = run(bundle, data, out, config, seed_list, command, save_bundle, log=console.print)
     for path in paths.values():
         typer.echo(path)

@@ -6,7 +6,6 @@ benchmarks/scale.py."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -14,6 +13,7 @@ import typer
 from rich.markup import escape
 
 from jobs.bench import bench_app
+from jobs.output import invocation
 
 
 @bench_app.command("encoder")
@@ -28,7 +28,7 @@ def bench_encoder(
     """torch fp32 vs ONNX Runtime fp32 vs int8: items/s, cosine to fp32, zero-shot quality."""
     from benchmarks.encoder import run
 
-    paths = run(out, texts, threads, data, seed, command="recsys " + " ".join(sys.argv[1:]))
+    paths = run(out, texts, threads, data, seed, command=invocation())
     typer.echo(paths["md"].read_text())
 
 
@@ -61,7 +61,7 @@ def bench_scale(
     try:
         paths = run(out, parsed, work, [s.strip() for s in stages.split(",") if s.strip()], threads=threads,
                     encoder=encoder, eval_users=eval_users, requests=requests, model=model, seed=seed, reuse=reuse,
-                    previous=out / "scale.json", command="recsys " + " ".join(sys.argv[1:]))
+                    previous=out / "scale.json", command=invocation())
     except (RuntimeError, ValueError) as exc:  # a stage failed (its log is named) or an unknown stage
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None

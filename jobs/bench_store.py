@@ -4,14 +4,13 @@ Registered by the one import line in jobs/cli.py; the benchmark itself is benchm
 
 from __future__ import annotations
 
-import shlex
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from jobs.bench import bench_app
+from jobs.output import invocation
 
 
 @bench_app.command("store")
@@ -31,6 +30,6 @@ def bench_store(
         parsed = parse_lengths(lengths)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    command = "recsys " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = invocation()
     paths = run(out, parsed, inserts, redis_url, command, log=typer.echo)
     typer.echo(Path(paths["md"]).read_text())
