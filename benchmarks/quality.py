@@ -135,6 +135,15 @@ def ranked_rows(recommender, split, ks: Sequence[int], seed: int = 0, progress: 
     return rows
 
 
+def ensemble_note(variant: str, report: dict) -> str:
+    """One report note on a seed-ensemble variant: its seeds and the first k members' valid and test metrics."""
+    seeds = ", ".join(str(m["seed"]) for m in report["members"])
+    steps = "; ".join(f"{r['members']}: valid N@10 {r['valid_ndcg@10']:.4f} R@10 {r['valid_recall@10']:.4f}, test "
+                      f"N@10 {r['test_ndcg@10']:.4f} R@10 {r['test_recall@10']:.4f}" for r in report["first_k"])
+    return (f"`peft-bert:{variant}` is a seed ensemble of {len(report['members'])} towers (seeds {seeds}); the first "
+            f"k members together, before the zero-shot blend, k = {steps}")
+
+
 def run(data: str | Path, out_dir: str | Path, variants: Sequence[str] = ("cpu",), overrides: dict | None = None,
         baselines: bool = True, bundles: str | Path | None = None, command: str | None = None,
         progress: bool = True, name: str = "quality", ranker: bool = True) -> dict[str, Path]:
@@ -152,6 +161,7 @@ def run(data: str | Path, out_dir: str | Path, variants: Sequence[str] = ("cpu",
     eval_config = EvalConfig()
     rows: list[dict] = []
     models: dict = {}
+    ensembles: dict[str, dict] = {}
     if baselines:
         started = time.perf_counter()
         models = baseline_models(dataset, split, BuildConfig(), progress)
@@ -168,6 +178,8 @@ def run(data: str | Path, out_dir: str | Path, variants: Sequence[str] = ("cpu",
                                      run_dir=out_dir / "runs" / variant, eval_config=eval_config, progress=progress,
                                      reference=reference)
         result = trained.result
+        if trained.ensemble:
+            ensembles[variant] = trained.ensemble
         common = {"trainable_params": result.parameters["trainable"], "total_params": result.parameters["total"],
                   "best_epoch": result.best_epoch, "device": result.device,
                   "bundle": str(trained.path) if trained.path else None,
@@ -194,11 +206,13 @@ def run(data: str | Path, out_dir: str | Path, variants: Sequence[str] = ("cpu",
     if depths:
         notes.append(f"`+ ranker`: the towers' top {max(depths)} re-ordered by the LightGBM re-ranker fitted on the "
                      "valid step (statistics from the train split; test rows only); `train min` includes fitting it")
+    notes += [ensemble_note(variant, report) for variant, report in ensembles.items()]
     if dataset.name in REFERENCE:
         notes.append(REFERENCE[dataset.name])
     if command:
         notes.append(f"command: `{command}`")
     meta = {"environment": environment(), "dataset": dataset.summary(), "protocol": eval_config.model_dump(mode="json"),
-            "configs": {v: c.model_dump(mode="json") for v, c in configs.items()}, "command": command}
+            "configs": {v: c.model_dump(mode="json") for v, c in configs.items()}, "command": command,
+            "ensembles": ensembles}
     return write_report(out_dir, name, rows, COLUMNS, title=f"Quality: {dataset.name}", meta=meta, group_by="table",
                         notes=notes, chart=bar_chart)

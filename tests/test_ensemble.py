@@ -96,3 +96,16 @@ def test_train_command_trains_an_ensemble_and_refuses_it_on_ray(tiny_bert_dir, t
     assert (runs / "member-0" / "metrics.csv").is_file() and (runs / "member-1" / "metrics.csv").is_file()
     again = CliRunner().invoke(app, args[:-2] + ["--from-bundle", str(tmp_path / "art" / "pair"), "--name", "more"])
     assert again.exit_code != 0 and "seed ensemble of 2 towers" in again.output
+
+
+def test_the_quality_report_notes_each_members_step():
+    from benchmarks.quality import ensemble_note
+
+    report = {"members": [{"seed": 4}, {"seed": 5}],
+              "first_k": [{"members": 1, "valid_ndcg@10": 0.08, "valid_recall@10": 0.12, "test_ndcg@10": 0.07,
+                           "test_recall@10": 0.11},
+                          {"members": 2, "valid_ndcg@10": 0.085, "valid_recall@10": 0.125, "test_ndcg@10": 0.075,
+                           "test_recall@10": 0.115}]}
+    note = ensemble_note("frozen", report)
+    assert "seed ensemble of 2 towers (seeds 4, 5)" in note
+    assert "2: valid N@10 0.0850 R@10 0.1250, test N@10 0.0750 R@10 0.1150" in note
