@@ -122,16 +122,16 @@ def user_tower_loader(bundle: Bundle, catalogue: Catalogue) -> UserTower:
 def single_tower_dir(bundle: Path) -> Path:
     """The `encoder/` directory of a bundle with one trained tower (continual training starts from it);
     BundleError for seed ensembles, whose members cannot seed one new tower."""
-    encoder = Path(bundle) / "encoder"
-    if not (encoder / TOWER_META).is_file():
-        from encoders.ensemble import ENSEMBLE_KEY
+    from encoders.ensemble import ENSEMBLE_KEY
 
-        info = json.loads((encoder / "encoder.json").read_text()) if (encoder / "encoder.json").is_file() else {}
-        if ENSEMBLE_KEY in info:
-            raise BundleError(f"{bundle} holds a seed ensemble of {len(info[ENSEMBLE_KEY]['members'])} towers: "
-                              "continual training starts from a one-tower bundle (train the ensemble anew)")
-        raise BundleError(f"{bundle} has no trained towers to continue from (encoder/{TOWER_META} is missing)")
-    return encoder
+    opened = Bundle(Path(bundle), {})
+    if (opened.encoder_dir / TOWER_META).is_file():
+        return opened.encoder_dir
+    members = opened.encoder_info.get(ENSEMBLE_KEY)
+    if members is not None:
+        raise BundleError(f"{bundle} holds a seed ensemble of {len(members['members'])} towers: continual training "
+                          "starts from a one-tower bundle (train the ensemble anew)")
+    raise BundleError(f"{bundle} has no trained towers to continue from (encoder/{TOWER_META} is missing)")
 
 
 def load_recommender(path: str | Path, verify: bool = True) -> Recommender:

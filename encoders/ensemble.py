@@ -112,10 +112,10 @@ class EnsembleItemTower(ItemTower):
         return np.hstack([m.encode_texts(list(texts)) for m in self.members]).astype(np.float32, copy=False)
 
 
-def ensemble_info(tower: EnsembleUserTower, seeds: Sequence[int]) -> dict:
+def ensemble_info(tower: EnsembleUserTower) -> dict:
     """What encoder.json records so `load_ensemble` can rebuild the tower from the bundle."""
     return {"members": [member_dir(k) for k in range(len(tower.members))], "dims": tower.widths,
-            "seeds": [int(s) for s in seeds]}
+            "seeds": [int(member.config.seed) for member in tower.members]}
 
 
 def load_ensemble(encoder_dir: Path, info: dict, catalogue: Catalogue,

@@ -127,7 +127,6 @@ def _ensemble(members: list[TrainResult], config: TrainConfig, info: dict, datas
 
     towers = [m.user_tower for m in members]
     vectors = np.hstack([m.item_vectors for m in members]).astype(np.float32)
-    seeds = [config.seed + k for k in range(len(members))]
     info.update({"dim": int(vectors.shape[1]), "parameters": {key: sum(int(m.parameters.get(key, 0)) for m in members)
                                                                for key in members[0].parameters}})
     recommender = None
@@ -144,13 +143,12 @@ def _ensemble(members: list[TrainResult], config: TrainConfig, info: dict, datas
             row.update({f"{name}_ndcg@{k10}": round(metrics[f"ndcg@{k10}"], 5),
                         f"{name}_recall@{k10}": round(metrics[f"recall@{k10}"], 5)})
         prefixes.append(row)
-    info[ENSEMBLE_KEY] = ensemble_info(first.user_tower, seeds)
-    first.encoder_info = info
+    info[ENSEMBLE_KEY] = ensemble_info(first.user_tower)  # `info` is `first.encoder_info`
     merged = replace(members[0], config=config, item_vectors=vectors, user_tower=first.user_tower,
                      seconds=sum(m.seconds for m in members), parameters=info["parameters"],
                      best_valid_ndcg=prefixes[-1][f"valid_ndcg@{k10}"])
     report = {"members": [{"seed": s, "best_epoch": m.best_epoch, "best_valid_ndcg": round(m.best_valid_ndcg, 5),
-                           "seconds": round(m.seconds, 1)} for s, m in zip(seeds, members)],
+                           "seconds": round(m.seconds, 1)} for s, m in zip(info[ENSEMBLE_KEY]["seeds"], members)],
               "first_k": prefixes}
     return first, merged, report
 
