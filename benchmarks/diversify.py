@@ -112,6 +112,8 @@ def run(bundle: str | Path, data: str | Path, out: str | Path, weights: Sequence
     reference = list_reference(dataset, {}, recommender.config.encoder, progress=True)
     settings = settings_grid(weights, thresholds, depth)
     ranked = recommender.reranker is not None
+    if ranked:
+        recommender.reranker.stats.config.check_unseen("test")
     valid_name = VALID_CROSS_FITTED if ranked else VALID_ALL
     valid_metrics = []
     if ranked:

@@ -80,9 +80,9 @@ def ranker_config(candidates: int, n_jobs: int, seed: int, train_positions: int 
         raise typer.BadParameter(f"invalid setting: {problems}", param_hint="--config") from None
 
 
-def open_for_ranker(bundle: Path, data: Path):
-    """(recommender without a re-ranker, the dataset's split, bundle path, manifest); DataError when the bundle
-    was built on another dataset."""
+def open_with_data(bundle: Path, data: Path):
+    """(recommender, the dataset's split, bundle path, manifest); DataError when the bundle was built on another
+    dataset."""
     from jobs.workflows import load_dataset
     from recsys.artifacts import read_manifest, resolve_bundle
     from recsys.errors import DataError
@@ -94,9 +94,15 @@ def open_for_ranker(bundle: Path, data: Path):
     expected = (manifest.get("dataset") or {}).get("fingerprint")
     if expected and expected != dataset.fingerprint():
         raise DataError(f"the bundle {path} was built on another dataset (fingerprint differs)", source=str(data))
-    recommender = load_bundle(path)
+    return load_bundle(path), split_dataset(dataset), path, manifest
+
+
+def open_for_ranker(bundle: Path, data: Path):
+    """(recommender without a re-ranker, the dataset's split, bundle path, manifest); DataError when the bundle
+    was built on another dataset."""
+    recommender, split, path, manifest = open_with_data(bundle, data)
     recommender.reranker = None  # retrain from retrieval candidates, even if the bundle had a ranker
-    return recommender, split_dataset(dataset), path, manifest
+    return recommender, split, path, manifest
 
 
 def train_on_bundle(bundle: Path, data: Path, config, ks: tuple[int, ...] = (10, 20, 50), log=console.print,
@@ -163,3 +169,74 @@ def train_ranker(
     kept["ranker"] = {"parent_bundle": str(path), "config": config.model_dump(mode="json"), "training": report,
                       "test": rows, key: evaluation[key]}
     console.print(f"[green]bundle with re-ranker written[/] → {recommender.save(target, kept)}")
+
+
+@app.command("refresh-stats")
+@friendly_errors
+def refresh_stats(
+    bundle: BundleDir,
+    data: BundleData,
+    through: Annotated[str, typer.Option(help="count the events through this step: 'valid' (+ every user's "
+                                              "valid-step event; test stays evaluable and is scored before and "
+                                              "after) or 'test' (every event: for serving, nothing left to "
+                                              "evaluate)")] = "valid",
+    out: Annotated[Optional[Path], typer.Option(help="new bundle directory (default: a new version beside BUNDLE)")]
+    = None,
+    eval_users: EvalUsersOpt = EVAL_USERS,
+) -> None:
+    """Refit the re-ranker's statistics (popularity, transitions, co-occurrence) on the events through a later
+    step, keeping the ranker, and save a new bundle: what a shop serving the engine knows beyond the train
+    split it learned on."""
+    from recsys.artifacts import new_version
+    from recsys.errors import BundleError
+    from recsys.evaluation import sample_examples
+    from recsys.stats_refresh import refreshed
+
+    if through not in ("valid", "test"):
+        raise typer.BadParameter(f"must be valid or test, got {through!r}", param_hint="--through")
+    recommender, split, path, manifest = open_with_data(bundle, data)
+    if recommender.reranker is None:
+        raise BundleError(f"the bundle {path} has no re-ranker (its statistics are the re-ranker's): add one with "
+                          "`recsys train-ranker` first")
+    before = recommender.reranker
+    if before.stats.config.through != "train":
+        raise BundleError(f"the bundle {path} already has statistics through the {before.stats.config.through} "
+                          f"step; refresh the bundle `recsys train-ranker` wrote")
+    console.print(f"refitting the statistics on the events through the {through} step …")
+    after = refreshed(before, split, through, progress=True)
+    record: dict = {"through": through, "events": after.stats.events(), "events_before": before.stats.events()}
+    if through == "valid":
+        test = sample_examples(split.test, eval_sample(eval_users), before.config.seed)
+        rows, record["test_n@10_diff"] = refreshed_test_rows(recommender, before, after, test)
+        if test.height < split.test.height:
+            rows = [{**row, "sampled_from": float(split.test.height)} for row in rows]
+        record["test"] = rows
+        console.print(metrics_table(rows, f"test, lists as shown: statistics of the train split vs through valid "
+                                          f"(N@10 paired difference {record['test_n@10_diff']['diff']:+.4f} ± "
+                                          f"{record['test_n@10_diff']['se']:.4f})"))
+    recommender.reranker = after
+    target = out or path.parent / new_version()
+    kept = {k: v for k, v in manifest.items() if k not in MANIFEST_OWN_KEYS}
+    kept["ranker"] = {**kept.get("ranker", {}), "parent_bundle": str(path), "stats_refresh": record}
+    console.print(f"[green]bundle with statistics through the {through} step written[/] → "
+                  f"{recommender.save(target, kept)} ({record['events_before']:,} → {record['events']:,} events)")
+
+
+def refreshed_test_rows(recommender, before, after, test) -> tuple[list[dict], dict]:
+    """Test metrics of the lists as shown with `before`'s and `after`'s statistics (the same ranker), and the
+    paired per-user N@10 difference with its standard error."""
+    import numpy as np
+
+    from recsys.metrics import ndcg_gains, summarize, target_ranks
+    from recsys.ranker_training import shown_lists
+
+    rows, gains = [], []
+    targets = test["target"].to_list()
+    for name, reranker in (("statistics: train", before), ("statistics: through valid", after)):
+        recommender.reranker = reranker
+        ranks = target_ranks(shown_lists(recommender, test, 50), targets)
+        rows.append({"model": name, "split": "test", "n_examples": float(len(targets)), **summarize(ranks, (10, 50))})
+        gains.append(ndcg_gains(ranks, 10))
+    diff = gains[1] - gains[0]
+    se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
+    return rows, {"diff": float(diff.mean()), "se": se, "n_examples": len(diff)}

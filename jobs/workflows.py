@@ -135,6 +135,9 @@ def evaluate_models(models: dict[str, object], split: SplitData, config: EvalCon
     for split_name in config.splits:
         examples = split.examples(split_name)
         for name, model in models.items():
+            reranker = getattr(model, "reranker", None)
+            if reranker is not None:
+                reranker.stats.config.check_unseen(split_name)
             metrics = evaluate(model, examples, config, progress=progress, desc=f"{name} / {split_name}")
             rows.append({"model": name, "split": split_name, **metrics})
     return rows

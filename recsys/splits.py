@@ -88,3 +88,15 @@ def files_split(interactions: pl.DataFrame) -> SplitData:
 def split_dataset(dataset: Dataset) -> SplitData:
     """The dataset's own split when it has one, else leave-one-out by time."""
     return files_split(dataset.interactions) if dataset.has_split else leave_one_out(dataset.interactions)
+
+
+def events_through(split: SplitData, through: str) -> pl.DataFrame:
+    """The interactions (user_id, item_id, timestamp) up to and including the `through` step: the train split,
+    + every valid example's target event ("valid"), + every test example's too ("test")."""
+    if through not in ("train", "valid", "test"):
+        raise ValueError(f"through must be 'train', 'valid' or 'test', got {through!r}")
+    steps = {"train": [], "valid": [split.valid], "test": [split.valid, split.test]}[through]
+    columns = split.train.select("user_id", "item_id", "timestamp")
+    targets = [s.select("user_id", pl.col("target").alias("item_id"), "timestamp").cast(columns.schema)
+               for s in steps]
+    return pl.concat([columns, *targets])

@@ -16,6 +16,11 @@ Two time modes:
   so there is no global clock. Event times become "steps before the user's last training event"
   (-1 = the last one) and every query is at time 0: it sees all training events, which is leak-free
   because the statistics are fit on the train split only (no valid/test item is ever in them).
+
+`StatsConfig.through` says which events they count: the train split (what the re-ranker learns with, and
+the published protocol), or, refreshed for serving (`recsys refresh-stats`), also every user's valid-step
+event or every event. A split whose targets the statistics count cannot be evaluated with them
+(`StatsConfig.check_unseen`).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import polars as pl
 from pydantic import Field
 
 from recsys.config import FrozenModel
+from recsys.errors import DataError
 
 NOW = np.iinfo(np.int64).max // 4
 """Query time meaning "after every event" (serving without a timestamp), far from overflow."""
@@ -44,12 +50,34 @@ GLOBAL_SEARCH_PAIRS = 4_000_000
 LEGACY_FILES = ("item_events.parquet", "transition_events.parquet", "cooccurrence_events.parquet")
 
 
+SPLIT_ORDER = ("train", "valid", "test")
+"""The splits in time order: statistics through one of them count the events of it and those before."""
+
+
 class StatsConfig(FrozenModel):
     """How the statistics are computed; saved with them."""
 
     time_mode: Literal["absolute", "sequence"] = "absolute"
     recent_window: int = Field(30 * 86_400, ge=1, description="time units (sequence mode: steps) of 'recent'")
     pair_window: int = Field(3, ge=1, description="co-occurrence: items at most this many steps apart")
+    through: Literal["train", "valid", "test"] = Field(
+        "train", description="the last split whose events are counted: train (the re-ranker's training, the "
+        "published protocol), valid (+ every user's valid-step event: what a shop knows before the test step) or "
+        "test (every event: serving after the benchmark)")
+
+    def check_unseen(self, split: str) -> None:
+        """DataError when the statistics count `split`'s target events (evaluating it would read its answers)."""
+        if SPLIT_ORDER.index(self.through) >= SPLIT_ORDER.index(split):
+            raise DataError(f"this bundle's re-ranker statistics count the events through the {self.through} step "
+                            f"(`recsys refresh-stats`), so its {split} targets are among them; evaluate the "
+                            f"{split} split with the bundle `recsys train-ranker` wrote (statistics of the train "
+                            f"split){' or one refreshed --through valid' if split == 'test' else ''}")
+
+
+def saved_config(directory: Path) -> StatsConfig | None:
+    """The StatsConfig saved in a bundle's `stats/` directory (None: the bundle has no re-ranker statistics)."""
+    path = Path(directory) / CONFIG_FILE
+    return StatsConfig.model_validate(json.loads(path.read_text())) if path.exists() else None
 
 
 def is_sequence_time(interactions: pl.DataFrame) -> bool:
@@ -264,6 +292,10 @@ class InteractionStats:
 
         item_ids, times, items, transitions, cooccurrence = fit_arrays(train, config, progress)
         return cls(config, item_ids, times, items, transitions, cooccurrence)
+
+    def events(self) -> int:
+        """How many events the statistics count."""
+        return int(np.asarray(self.items.total).sum())
 
     # ---- lookups ------------------------------------------------------------------------------
     def codes(self, item_ids: Sequence[str]) -> np.ndarray:

@@ -31,6 +31,7 @@ from recsys.artifacts import MANIFEST as BUNDLE_MANIFEST
 from recsys.artifacts import read_manifest, resolve_bundle, sha256_file
 from recsys.errors import UnknownIdError
 from recsys.pipeline import Recommender
+from recsys.stats import saved_config
 from recsys.store import HISTORY_LIMIT
 
 Engine = Literal["local", "ray"]
@@ -103,6 +104,10 @@ def plan(options: BatchOptions) -> Plan:
     manifest and ids, and the store's events of the selected users."""
     bundle = resolve_bundle(options.bundle)
     read_manifest(bundle, verify=False)  # fail early on a non-bundle; the engines verify on load
+    if options.split is not None:
+        stats = saved_config(bundle / "stats")
+        if stats is not None:
+            stats.check_unseen(options.split)
     candidates, dataset_fingerprint = _candidates(bundle, options)
     store, snapshot = None, None
     if options.store is not None and options.data is None:  # evaluation mode scores the split's own histories

@@ -1,0 +1,121 @@
+"""Refreshing a re-ranker's statistics with later events (`recsys refresh-stats`): the counts grow by exactly
+the added steps' events, the ranker stays, and a split whose targets are counted cannot be evaluated."""
+
+import numpy as np
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from jobs.cli import app
+from recsys.artifacts import read_manifest
+from recsys.config import BuildConfig
+from recsys.errors import DataError
+from recsys.pipeline import Recommender
+from recsys.ranker import RankerConfig
+from recsys.ranker_training import train_reranker
+from recsys.splits import events_through, split_dataset
+from recsys.stats import StatsConfig
+from recsys.stats_refresh import refreshed
+from tests.test_ranker import N_ITEMS, N_USERS, planted_dataset
+
+RANKER = RankerConfig(candidates=40, n_estimators=30, early_stopping_rounds=5, cv_folds=0)
+
+
+@pytest.fixture(scope="module")
+def engine():
+    dataset = planted_dataset(seed=4)
+    split = split_dataset(dataset)
+    vectors = np.random.default_rng(1).normal(size=(N_ITEMS, 16)).astype(np.float32)
+    recommender = Recommender.build(dataset, split, vectors, BuildConfig())
+    recommender.reranker, _ = train_reranker(recommender, split, RANKER, log=lambda *_: None)
+    return dataset, split, recommender
+
+
+def test_events_through_adds_each_steps_targets(engine):
+    _, split, _ = engine
+    assert events_through(split, "train").height == split.train.height
+    valid = events_through(split, "valid")
+    assert valid.height == split.train.height + N_USERS
+    assert valid.filter(pl.col("user_id") == "u0").sort("timestamp")["item_id"].to_list() == \
+        [*split.valid.filter(pl.col("user_id") == "u0")["history"][0], split.valid.filter(
+            pl.col("user_id") == "u0")["target"][0]]
+    assert events_through(split, "test").height == split.train.height + 2 * N_USERS
+    with pytest.raises(ValueError, match="through must be"):
+        events_through(split, "later")
+
+
+def test_refreshed_statistics_count_the_valid_step_and_keep_the_ranker(engine):
+    _, split, recommender = engine
+    before = recommender.reranker
+    after = refreshed(before, split, "valid")
+    assert after.ranker is before.ranker and after.builder.names == before.builder.names
+    assert (before.stats.config.through, after.stats.config.through) == ("train", "valid")
+    assert after.stats.config.time_mode == before.stats.config.time_mode == "sequence"
+    assert (before.stats.events(), after.stats.events()) == (split.train.height, split.train.height + N_USERS)
+    # an item's count grows by the number of valid targets that are that item
+    item = split.valid["target"].mode()[0]
+    extra = int((split.valid["target"] == item).sum())
+    at = np.array([before.stats.query_time(None)])
+    count = lambda stats: int(stats.item_counts(stats.codes([item]), at)[0])  # noqa: E731
+    assert count(after.stats) == count(before.stats) + extra
+    # the transition from each user's last train item to its valid target is counted
+    row = split.valid.row(0, named=True)
+    pair = lambda stats: int(stats.pair_counts("transitions", stats.codes([row["history"][-1]]),  # noqa: E731
+                                               stats.codes([row["target"]]), at)[0])
+    same = sum(1 for h, t in zip(split.valid["history"], split.valid["target"])
+               if h[-1] == row["history"][-1] and t == row["target"])
+    assert pair(after.stats) == pair(before.stats) + same
+
+
+def test_a_split_whose_targets_are_counted_is_refused():
+    StatsConfig().check_unseen("valid")
+    StatsConfig(through="valid").check_unseen("test")
+    with pytest.raises(DataError, match="through the valid step .* its valid targets"):
+        StatsConfig(through="valid").check_unseen("valid")
+    for split in ("valid", "test"):
+        with pytest.raises(DataError, match=f"its {split} targets"):
+            StatsConfig(through="test").check_unseen(split)
+
+
+def test_refresh_stats_command_writes_a_bundle_that_refuses_its_counted_splits(engine, tmp_path):
+    dataset, split, recommender = engine
+    data = dataset.save(tmp_path / "data")
+    engine_dir = recommender.save(tmp_path / "models" / "v1", {"dataset": {"fingerprint": dataset.fingerprint()}})
+    result = CliRunner().invoke(app, ["refresh-stats", "--bundle", str(engine_dir), "--data", str(data),
+                                      "--out", str(tmp_path / "valid")])
+    assert result.exit_code == 0, result.output
+    record = read_manifest(tmp_path / "valid")["ranker"]["stats_refresh"]
+    assert (record["through"], record["events_before"], record["events"]) == \
+        ("valid", split.train.height, split.train.height + N_USERS)
+    assert [row["model"] for row in record["test"]] == ["statistics: train", "statistics: through valid"]
+    assert record["test_n@10_diff"]["n_examples"] == N_USERS
+    diff = record["test"][1]["ndcg@10"] - record["test"][0]["ndcg@10"]
+    assert record["test_n@10_diff"]["diff"] == pytest.approx(diff)
+    loaded = Recommender.load(tmp_path / "valid").reranker
+    assert loaded.stats.config.through == "valid" and loaded.stats.events() == split.train.height + N_USERS
+    # the test step is still evaluable; the valid step is refused, by evaluate and by batch scoring
+    runner = CliRunner()
+    ok = runner.invoke(app, ["evaluate", "--data", str(data), "--bundle", str(tmp_path / "valid"), "--no-baselines",
+                             "--splits", "test", "--out", str(tmp_path / "ok.json")])
+    assert ok.exit_code == 0, ok.output
+    for command in (["evaluate", "--data", str(data), "--bundle", str(tmp_path / "valid"), "--no-baselines",
+                     "--splits", "valid", "--out", str(tmp_path / "no.json")],
+                    ["batch-score", "--bundle", str(tmp_path / "valid"), "--data", str(data), "--split", "valid",
+                     "--out", str(tmp_path / "batch"), "--no-store"]):
+        refused = runner.invoke(app, command)
+        assert refused.exit_code == 2 and "its valid targets are among them" in refused.output, refused.output
+        assert "Traceback" not in refused.output
+    # a second refresh starts from the train-split bundle; every event for serving; clear refusals
+    again = runner.invoke(app, ["refresh-stats", "--bundle", str(tmp_path / "valid"), "--data", str(data)])
+    assert again.exit_code == 2 and "already has statistics through the valid step" in again.output
+    served = runner.invoke(app, ["refresh-stats", "--bundle", str(engine_dir), "--data", str(data), "--through",
+                                 "test", "--out", str(tmp_path / "all")])
+    assert served.exit_code == 0, served.output
+    record = read_manifest(tmp_path / "all")["ranker"]["stats_refresh"]
+    assert record["events"] == split.train.height + 2 * N_USERS and "test" not in record
+    bad = runner.invoke(app, ["refresh-stats", "--bundle", str(engine_dir), "--data", str(data), "--through", "all"])
+    assert bad.exit_code == 2 and "must be valid or test" in bad.output
+    bare = Recommender.build(dataset, split, np.eye(N_ITEMS, 16, dtype=np.float32), BuildConfig()).save(
+        tmp_path / "bare", {"dataset": {"fingerprint": dataset.fingerprint()}})
+    none = runner.invoke(app, ["refresh-stats", "--bundle", str(bare), "--data", str(data)])
+    assert none.exit_code == 2 and "has no re-ranker" in none.output
