@@ -49,8 +49,15 @@ def test_bench_quality_writes_json_markdown_and_chart(tiny_bert_dir, tmp_path):
         assert r["ranker_trees"] >= 1 and r["n_examples"] == towers[("test", r["slice"])]["n_examples"]
         assert r["recall@50"] <= r["candidate_recall"] + 1e-9
         assert r["train_minutes"] > towers[("test", r["slice"])]["train_minutes"]
+    # the same ranker with its statistics through the valid step: the towers' candidates are the same ones
+    fresh = [r for r in report["rows"] if r["model"] == "peft-bert:smoke + ranker (statistics through valid)"]
+    plain = [r for r in report["rows"] if r["model"] == "peft-bert:smoke + ranker" and r["slice"] == "all"]
+    assert len(fresh) == len(plain) == 1 and (fresh[0]["split"], fresh[0]["slice"]) == ("test", "all")
+    assert fresh[0]["candidate_recall"] == plain[0]["candidate_recall"]
+    assert fresh[0]["ranker_trees"] == plain[0]["ranker_trees"]
     markdown = (tmp_path / "res" / "quality.md").read_text()
     assert "peft-bert:smoke" in markdown and "peft-bert:smoke + ranker" in markdown
+    assert "not the published protocol" in markdown
     assert (tmp_path / "res" / "quality.png").is_file()
 
 
