@@ -156,6 +156,14 @@ class EncoderInfo(BaseModel):
     dim: int | None = None
 
 
+class RankerInfo(BaseModel):
+    trees: int = Field(description="LightGBM trees of the re-ranker")
+    features: int = Field(description="features per candidate")
+    statistics_through: str = Field(description="the last step whose events its statistics count: train (as it was "
+                                    "trained), valid or test (`recsys refresh-stats`)")
+    statistics_events: int = Field(description="events its statistics count")
+
+
 class ModelInfo(BaseModel):
     """What the served bundle is (its files and paths stay on the server)."""
 
@@ -164,5 +172,6 @@ class ModelInfo(BaseModel):
     created_at: str | None = None
     bundle_schema_version: int | None = None
     encoder: EncoderInfo
+    ranker: RankerInfo | None = Field(None, description="the re-ranker, when the bundle has one")
     metrics: list[dict[str, str | int | float | bool | None]] = Field(
         default_factory=list, description="the build's evaluation rows (model, split, metric → value)")

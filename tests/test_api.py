@@ -56,6 +56,7 @@ def test_health_readiness_and_model_info(client):
     info = client.get("/v1/model").json()
     assert (info["name"], info["version"], info["bundle_schema_version"]) == ("toy", "v1", 1)
     assert "files" not in info and "config" not in info
+    assert info["ranker"] is None  # the toy bundle has no re-ranker
 
 
 def test_known_user_excludes_history_and_explains(client):

@@ -234,7 +234,7 @@ def test_a_body_that_is_not_utf8_is_the_documented_400(client):
 def test_model_info_shows_name_version_and_metrics_not_paths(client):
     response = client.get("/v1/model")
     assert response.json() == {"name": "toy", "version": "v1", "created_at": response.json()["created_at"],
-                               "bundle_schema_version": 1, "metrics": [],
+                               "bundle_schema_version": 1, "metrics": [], "ranker": None,
                                "encoder": {"kind": "frozen-bert", "model_name": "bert-local", "dim": 2}}
     assert "/opt" not in response.text
 

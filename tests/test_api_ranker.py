@@ -86,3 +86,26 @@ def test_text_sessions_and_similar_items_for_a_user_are_reranked(client):
         if successor in recommender.similar_items(anchor, 50, set(history)).item_ids:
             first[anchor] = recommender.similar_for_user(anchor, history, 5).item_ids[0] == successor
     assert len(first) >= 10 and all(first.values())
+
+
+def test_model_info_says_how_far_the_rankers_statistics_count(ranked_bundle, tmp_path):  # noqa: F811
+    from recsys.splits import split_dataset
+    from recsys.stats_refresh import refreshed
+    from tests.test_ranker import planted_dataset
+
+    bundle, recommender = ranked_bundle
+    split = split_dataset(planted_dataset())  # the data the fixture's ranker was trained on
+    service = Service(Settings(state_dir=tmp_path / "state"))
+    with TestClient(create_app(bundle, service=service)) as c:
+        info = c.get("/v1/model").json()["ranker"]
+    assert info == {"trees": recommender.reranker.ranker.n_trees, "features": len(recommender.reranker.builder.names),
+                    "statistics_through": "train", "statistics_events": split.train.height}
+    trained = recommender.reranker  # the module's recommender: saved with refreshed statistics, then restored
+    recommender.reranker = refreshed(trained, split, "test")
+    try:
+        path = recommender.save(tmp_path / "planted" / "v2")
+    finally:
+        recommender.reranker = trained
+    with TestClient(create_app(path, service=Service(Settings(state_dir=tmp_path / "state2")))) as c:
+        info = c.get("/v1/model").json()["ranker"]
+    assert (info["statistics_through"], info["statistics_events"]) == ("test", split.train.height + 2 * split.test.height)

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Response
 from api.deps import get_loaded, get_service
 from api.errors import documented
 from api.loaded import Loaded
-from api.schemas import EncoderInfo, Health, Live, ModelInfo, Ready
+from api.schemas import EncoderInfo, Health, Live, ModelInfo, RankerInfo, Ready
 from api.service import Service
 
 router = APIRouter(tags=["health"])
@@ -39,15 +39,20 @@ def ready(loaded: Annotated[Loaded, Depends(get_loaded)]) -> Ready:
 
 @router.get("/v1/model", response_model=ModelInfo, responses=UNAVAILABLE)
 def model_info(loaded: Annotated[Loaded, Depends(get_loaded)]) -> ModelInfo:
-    """The served bundle: name, version, when it was built, its encoder and its evaluation metrics."""
+    """The served bundle: name, version, when it was built, its encoder, its re-ranker (and how far its statistics
+    count) and its evaluation metrics."""
     manifest = loaded.manifest
     encoder = manifest.get("encoder") or {}
     scalar = (str, int, float, bool, type(None))
+    reranker = loaded.recommender.reranker
+    ranker = None if reranker is None else RankerInfo(
+        trees=reranker.ranker.n_trees, features=len(reranker.builder.names),
+        statistics_through=reranker.stats.config.through, statistics_events=reranker.stats.events())
     return ModelInfo(
         name=str(loaded.bundle.name), version=loaded.version,
         created_at=manifest.get("created_at"), bundle_schema_version=manifest.get("bundle_schema_version"),
         encoder=EncoderInfo(kind=encoder.get("kind"), dim=encoder.get("dim"),
-                            model_name=_model_name(encoder.get("model_name"))),
+                            model_name=_model_name(encoder.get("model_name"))), ranker=ranker,
         metrics=[{k: v for k, v in row.items() if isinstance(v, scalar)}
                  for row in manifest.get("metrics") or [] if isinstance(row, dict)])
 
