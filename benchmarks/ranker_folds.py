@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 
 from benchmarks.common import Column, environment, write_report
+from recsys.metrics import paired_difference
 
 SCHEMES: dict[str, dict] = {
     "one fit, early-stopped on held-out users (cv_folds 0)": {"cv_folds": 0},
@@ -106,9 +107,9 @@ SCHEME_COLUMNS = (Column("scheme"), Column("n_users", "valid users", ",.0f"),
 def scheme_row(name: str, per_user: np.ndarray, first: np.ndarray, trees: Sequence[int]) -> dict[str, Any]:
     """One report row: the scheme's mean per-user N@10, its paired difference to `first` (the first scheme's
     per-user N@10) with the difference's standard error, and the fold models' mean tree count."""
-    diff = per_user - first
-    return {"scheme": name, "n_users": len(per_user), "ndcg@10": float(per_user.mean()), "diff": float(diff.mean()),
-            "diff_se": float(diff.std(ddof=1) / np.sqrt(len(diff))), "trees": float(np.mean(trees))}
+    diff, se = paired_difference(per_user, first)
+    return {"scheme": name, "n_users": len(per_user), "ndcg@10": float(per_user.mean()), "diff": diff,
+            "diff_se": se, "trees": float(np.mean(trees))}
 
 
 def scheme_chart(rows: Sequence[Mapping[str, Any]], path: Path) -> None:

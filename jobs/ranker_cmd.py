@@ -225,9 +225,7 @@ def refresh_stats(
 def refreshed_test_rows(recommender, before, after, test) -> tuple[list[dict], dict]:
     """Test metrics of the lists as shown with `before`'s and `after`'s statistics (the same ranker), and the
     paired per-user N@10 difference with its standard error."""
-    import numpy as np
-
-    from recsys.metrics import ndcg_gains, summarize, target_ranks
+    from recsys.metrics import ndcg_gains, paired_difference, summarize, target_ranks
     from recsys.ranker_training import shown_lists
 
     rows, gains = [], []
@@ -237,6 +235,5 @@ def refreshed_test_rows(recommender, before, after, test) -> tuple[list[dict], d
         ranks = target_ranks(shown_lists(recommender, test, 50), targets)
         rows.append({"model": name, "split": "test", "n_examples": float(len(targets)), **summarize(ranks, (10, 50))})
         gains.append(ndcg_gains(ranks, 10))
-    diff = gains[1] - gains[0]
-    se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
-    return rows, {"diff": float(diff.mean()), "se": se, "n_examples": len(diff)}
+    diff, se = paired_difference(gains[1], gains[0])
+    return rows, {"diff": diff, "se": se, "n_examples": len(targets)}

@@ -23,6 +23,13 @@ def ndcg_gains(ranks: np.ndarray, k: int) -> np.ndarray:
     return np.where(_hits(ranks, k), 1.0 / np.log2(np.maximum(ranks, 0) + 2.0), 0.0)
 
 
+def paired_difference(new: np.ndarray, old: np.ndarray) -> tuple[float, float]:
+    """(mean, standard error) of the per-example differences new − old (s.e. 0 with fewer than two examples)."""
+    diff = np.asarray(new, float) - np.asarray(old, float)
+    se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
+    return float(diff.mean()), se
+
+
 def ndcg_at_k(ranks: np.ndarray, k: int) -> float:
     """Mean 1/log2(rank+2) over examples whose target is in the top k (one relevant item, IDCG = 1)."""
     return float(ndcg_gains(ranks, k).mean()) if len(ranks) else 0.0

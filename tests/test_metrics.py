@@ -28,3 +28,11 @@ def test_target_ranks_and_summary_keys():
 def test_empty_input_is_zero():
     assert recall_at_k(np.array([], dtype=int), 10) == 0.0
     assert ndcg_at_k(np.array([], dtype=int), 10) == 0.0
+
+
+def test_paired_difference_is_the_mean_difference_and_its_standard_error():
+    from recsys.metrics import paired_difference
+
+    mean, se = paired_difference(np.array([1.0, 0.0, 1.0, 1.0]), np.array([0.0, 0.0, 1.0, 0.0]))
+    assert mean == 0.5 and se == pytest.approx(np.std([1, 0, 0, 1], ddof=1) / 2)
+    assert paired_difference(np.array([0.3]), np.array([0.1])) == (pytest.approx(0.2), 0.0)
