@@ -67,7 +67,7 @@ class SimilarToLast:
     def __init__(self, recommender) -> None:
         self.recommender = recommender
 
-    def recommend_histories(self, histories, k: int, exclude_seen: bool = False) -> list[list[str]]:
+    def recommend_histories(self, histories, k: int, exclude_seen: bool = False, as_of=None) -> list[list[str]]:
         return [self.recommender.similar_items(h[-1], k, set(h) if exclude_seen else ()).item_ids if h else []
                 for h in histories]
 

@@ -15,10 +15,12 @@ from recsys.metrics import catalogue_coverage, intra_list_diversity, summarize, 
 
 
 class CandidateSource(Protocol):
-    """Anything that ranks the catalogue for a batch of histories (Recommender, Popularity, …)."""
+    """Anything that ranks the catalogue for a batch of histories (Recommender, Popularity, …). `as_of`: each
+    history's time (its example's timestamp), for sources whose features are point-in-time (the re-ranker's
+    statistics); the others ignore it."""
 
-    def recommend_histories(self, histories: Sequence[Sequence[str]], k: int,
-                            exclude_seen: bool = False) -> list[list[str]]: ...
+    def recommend_histories(self, histories: Sequence[Sequence[str]], k: int, exclude_seen: bool = False,
+                            as_of: Sequence[int] | None = None) -> list[list[str]]: ...
 
 
 @dataclass(frozen=True)
@@ -37,16 +39,17 @@ class ListReference:
 
 def example_lists(source: CandidateSource, examples: pl.DataFrame, config: EvalConfig, batch_size: int = 1024,
                   progress: bool = False, desc: str = "evaluating") -> list[list[str]]:
-    """Each example's top max(ks) list. With `mask_history`, every item of the history is removed from the
+    """Each example's top max(ks) list, each at its example's time. With `mask_history`, every item of the history is removed from the
     ranking, so a target the user had already consumed counts as a miss; the default (False) is the published
     protocol."""
     depth = max(config.ks)
-    histories = examples["history"].to_list()
+    histories, times = examples["history"].to_list(), examples["timestamp"].to_list()
     lists: list[list[str]] = []
     with tqdm(total=len(histories), desc=desc, unit="ex", disable=not progress) as bar:
         for start in range(0, len(histories), batch_size):
             batch = histories[start:start + batch_size]
-            lists += source.recommend_histories(batch, depth, exclude_seen=config.mask_history)
+            lists += source.recommend_histories(batch, depth, exclude_seen=config.mask_history,
+                                                as_of=times[start:start + batch_size])
             bar.update(len(batch))
     return lists
 

@@ -358,10 +358,10 @@ class Recommender:
                 out[n] = results[n].take(chosen)
         return out
 
-    def recommend_histories(self, histories: Sequence[Sequence[str]], k: int,
-                            exclude_seen: bool = False) -> list[list[str]]:
-        """Top-k item ids per history (the evaluator's `CandidateSource` interface)."""
-        return [r.item_ids for r in self.recommend_batch(histories, k, exclude_seen)]
+    def recommend_histories(self, histories: Sequence[Sequence[str]], k: int, exclude_seen: bool = False,
+                            as_of: Sequence[int] | None = None) -> list[list[str]]:
+        """Top-k item ids per history, each at its `as_of` time (the evaluator's `CandidateSource` interface)."""
+        return [r.item_ids for r in self.recommend_batch(histories, k, exclude_seen, as_of=as_of)]
 
     def recommend_history(self, history: Sequence[str], k: int = 10, exclude_seen: bool = True,
                           exclude: Collection[str] = (), where: Mapping | None = None,

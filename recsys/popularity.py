@@ -45,9 +45,10 @@ class Popularity:
         """Training interaction counts of `item_ids` (0 for items added since)."""
         return [int(self.counts[self.position[i]]) if i in self.position else 0 for i in item_ids]
 
-    def recommend_histories(self, histories: Sequence[Sequence[str]], k: int,
-                            exclude_seen: bool = False) -> list[list[str]]:
-        """The same popular list for everybody (minus their history when asked)."""
+    def recommend_histories(self, histories: Sequence[Sequence[str]], k: int, exclude_seen: bool = False,
+                            as_of: Sequence[int] | None = None) -> list[list[str]]:
+        """The same popular list for everybody (minus their history when asked; the counts are the train
+        split's, whatever `as_of`)."""
         if not exclude_seen:
             shared = self.top(k)[0]
             return [shared for _ in histories]

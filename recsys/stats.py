@@ -37,8 +37,6 @@ from pydantic import Field
 from recsys.config import FrozenModel
 from recsys.errors import DataError
 
-NOW = np.iinfo(np.int64).max // 4
-"""Query time meaning "after every event" (serving without a timestamp), far from overflow."""
 
 ARRAYS_DIR = "ranker_stats"
 NPZ_FILE = "ranker_stats.npz"  # the format before ARRAYS_DIR (events as columns), still loaded
@@ -304,12 +302,19 @@ class InteractionStats:
         return np.fromiter((code.get(i, -1) for i in item_ids), np.int64, len(item_ids))
 
     def query_time(self, as_of: int | None) -> int:
-        """The time a query is evaluated at. Absolute mode: `as_of`, or after all events. Sequence mode: 0 (after
-        every training event), except a negative `as_of`, a step offset for queries inside the train split
-        (-1: at the user's last training event, which it does not see)."""
+        """The time a query is evaluated at. Absolute mode: `as_of`, or the statistics' own "now" (`end_time`:
+        just after their last event, so every event counts and "recent" is the last window they hold). Sequence
+        mode: 0 (after every training event), except a negative `as_of`, a step offset for queries inside the
+        train split (-1: at the user's last training event, which it does not see)."""
         if self.config.time_mode == "sequence":
             return int(as_of) if as_of is not None and as_of < 0 else 0
-        return NOW if as_of is None else int(as_of)
+        return self.end_time if as_of is None else int(as_of)
+
+    @property
+    def end_time(self) -> int:
+        """Just after the last event counted (absolute mode's serving time: a query without `as_of` is asked
+        "now" in the statistics' clock, not at the end of time, where no event would be recent)."""
+        return int(self.times[-1]) + 1 if len(self.times) else 0
 
     def query_times(self, as_of: Sequence[int | None] | None, n: int) -> np.ndarray:
         """`query_time` of each of n queries (as_of None: all now)."""

@@ -10,7 +10,7 @@ import polars as pl
 
 from recsys.features import ATTRIBUTE_FEATURES, FeatureConfig, feature_names
 from recsys.splits import ordered_interactions
-from recsys.stats import NOW, StatsConfig
+from recsys.stats import StatsConfig
 
 
 def _cumulative(events: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
@@ -68,10 +68,14 @@ class PolarsStats:
         return cls(config, items, transitions, _cumulative(both, ["src", "dst"]))
 
     def query_time(self, as_of: int | None) -> int:
-        """The time a query is evaluated at (sequence mode: always 0; absolute: `as_of`, or after all events)."""
+        """The time a query is evaluated at (sequence mode: always 0; absolute: `as_of`, or just after the last
+        event)."""
         if self.config.time_mode == "sequence":
             return 0
-        return NOW if as_of is None else int(as_of)
+        if as_of is None:
+            end = self.items["t"].max()
+            return int(end) + 1 if end is not None else 0
+        return int(as_of)
 
     def item_counts(self, item_ids: pl.Series, at: pl.Series) -> pl.Series:
         """Events of each item strictly before the matching time."""

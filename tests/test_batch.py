@@ -195,6 +195,39 @@ def test_from_batch_evaluation_equals_the_evaluator(shop, tmp_path):
         evaluate_batch(tmp_path / "stored", dataset, split, config)
 
 
+def test_a_reranked_bundle_is_scored_at_each_examples_time_in_batch_and_evaluator_alike(shop, tmp_path):
+    """The shop's timestamps are real times, so the re-ranker's statistics are point-in-time: evaluation mode
+    scores each example at its own time, as `recsys evaluate` does (the same lists, to the item), and those
+    lists differ from the ones the same histories get "now" (after every event)."""
+    from recsys.ranker import RankerConfig
+    from recsys.ranker_training import train_reranker
+
+    data, _, _ = shop
+    from jobs.workflows import load_dataset
+    dataset = load_dataset(data)
+    split = split_dataset(dataset)
+    vectors = np.random.default_rng(0).standard_normal((dataset.items.height, 16)).astype(np.float32)
+    engine = Recommender.build(dataset, split, vectors, BuildConfig())
+    engine.reranker, _ = train_reranker(engine, split, RankerConfig(candidates=40, n_estimators=30,
+                                                                    early_stopping_rounds=5, cv_folds=0),
+                                        log=lambda *_: None)
+    assert engine.reranker.stats.config.time_mode == "absolute"
+    bundle = engine.save(tmp_path / "engine" / "v1")
+    run_job(BatchOptions(bundle=bundle, out=tmp_path / "eval", k=10, chunk_size=16, progress=False, data=data,
+                         split="test", exclude_seen=False))
+    batch = read_shards(tmp_path / "eval").group_by("user_id", maintain_order=True).agg("item_id")
+    lists = dict(zip(batch["user_id"].to_list(), batch["item_id"].to_list()))
+    histories = split.test["history"].to_list()
+    at_own_time = engine.recommend_histories(histories, 10, as_of=split.test["timestamp"].to_list())
+    assert [lists[u] for u in split.test["user_id"].to_list()] == at_own_time
+    now = engine.recommend_histories(histories, 10)
+    assert sum(a != b for a, b in zip(at_own_time, now)) >= N_USERS // 4
+    config = EvalConfig(ks=(5, 10), splits=("test",))
+    rows = evaluate_batch(tmp_path / "eval", dataset, split, config)
+    expected = evaluate(engine, split.test, config)
+    assert {k: rows[0][k] for k in expected} == pytest.approx(expected)
+
+
 def test_cli_batch_score_and_evaluate_from_batch(shop, tmp_path):
     data, bundle, _ = shop
     runner = CliRunner()

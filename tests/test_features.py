@@ -53,6 +53,20 @@ def test_features_equal_hand_computed_values():
         ("b", pytest.approx(s)), ("b", pytest.approx(0.0)), ("b", pytest.approx(0.0))]
 
 
+def test_a_query_without_a_time_is_asked_just_after_the_last_event_so_recent_counts_are_live():
+    """Serving passes no time: the query is at the statistics' end (t=8 here), not at the end of time, where
+    nothing would be recent and every candidate's pop_recent / pop_trend would be the same constant."""
+    stats = InteractionStats.fit(TRAIN, StatsConfig(time_mode="absolute", recent_window=3, pair_window=2))
+    assert stats.end_time == 8 and stats.query_time(None) == 8 and stats.query_time(5) == 5
+    builder = FeatureBuilder.from_frame(ITEMS, VECTORS, stats, FeatureConfig(recent_items=2))
+    served = builder.build([["a", "b"]], [["c", "a", "d"]], [[0.9, 0.5, 0.1]])
+    # every event counts; recent = [5, 8): b@5, b@6, c@7; the window before = [2, 5): b@2, c@3, a@4
+    assert served["pop_all"].to_list() == [2, 2, 0]
+    assert served["pop_recent"].to_list() == [1, 0, 0]
+    assert served["pop_trend"].to_list() == pytest.approx([1.0, 0.5, 1.0])
+    assert served.equals(builder.build([["a", "b"]], [["c", "a", "d"]], [[0.9, 0.5, 0.1]], as_of=[8]))
+
+
 def test_normalized_pair_features_equal_hand_computed_values():
     stats = InteractionStats.fit(TRAIN, StatsConfig(time_mode="absolute", recent_window=3, pair_window=2))
     config = FeatureConfig(recent_items=2, normalized_pairs=True, decay_items=3, decay=0.5)

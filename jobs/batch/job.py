@@ -41,7 +41,8 @@ Engine = Literal["local", "ray"]
 class BatchOptions:
     """Everything a batch job needs. `data` + `split` switch to evaluation mode: the users are that
     split's examples and each is scored from the example's history (the items before its target),
-    not from the bundle's stored history (which includes the held-out items). `store`: the API's event store
+    not from the bundle's stored history (which includes the held-out items), at the example's time (the
+    re-ranker's statistics count the events before it, as `recsys evaluate` does). `store`: the API's event store
     (events extend the bundle's histories, catalogue changes are applied), None to score the bundle alone;
     `history_limit`: the most recent items of a history that are read (the API's RECSYS_HISTORY_LIMIT)."""
 
@@ -76,7 +77,8 @@ class BatchOptions:
 
 
 def _candidates(bundle: Path, options: BatchOptions) -> tuple[pl.DataFrame, str | None]:
-    """(user_id [+ history] of everybody who can be scored, dataset fingerprint in evaluation mode)."""
+    """(user_id [+ history and timestamp] of everybody who can be scored, dataset fingerprint in evaluation
+    mode)."""
     if options.data is None:
         return pl.read_parquet(bundle / "stats" / "histories.parquet", columns=["user_id"]), None
     from jobs.workflows import load_dataset
@@ -86,7 +88,7 @@ def _candidates(bundle: Path, options: BatchOptions) -> tuple[pl.DataFrame, str 
     if examples["user_id"].n_unique() != examples.height:
         raise BatchError(f"{options.data}: the {options.split} split has several examples per user; "
                          "batch output keeps one list per user")
-    return examples.select("user_id", "history"), dataset.fingerprint()
+    return examples.select("user_id", "history", "timestamp"), dataset.fingerprint()
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@
       manifest.json         written last: job identity, counts, shards, bundle version, timings
       unknown_users.txt     requested ids the bundle does not know (only when there are some)
       _job/job.json         the job's identity; a resume must match it exactly
-      _job/users.parquet    the users in output order, one row group per chunk (+ `history` in
-                            evaluation mode, + `events` from the event store); every engine reads its
+      _job/users.parquet    the users in output order, one row group per chunk (+ `history` and
+                            `timestamp` in evaluation mode, + `events` from the event store); every engine reads its
                             chunks from here
       _job/catalogue_changes.parquet  the event store's catalogue changes the job applies (with a store)
 
@@ -73,6 +73,17 @@ def write_table(path: Path, table: pa.Table, row_group_size: int | None = None) 
     atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size))
 
 
+
+@dataclass(frozen=True)
+class Chunk:
+    """A chunk's inputs: user ids; in evaluation mode each example's history and time (`as_of`), else the
+    users' stored events (or None without a store)."""
+
+    user_ids: list[str]
+    histories: list[list[str]] | None
+    events: list[list[str]] | None
+    as_of: list[int] | None
+
 @dataclass(frozen=True)
 class JobDir:
     """A prepared output directory: its identity (job.json), its inputs file and the number of chunks."""
@@ -108,12 +119,11 @@ class JobDir:
         """One chunk's inputs (its row group of the inputs file)."""
         return pq.ParquetFile(self.inputs_path).read_row_group(chunk)
 
-    def read_chunk(self, chunk: int) -> tuple[list[str], list[list[str]] | None, list[list[str]] | None]:
-        """(user ids, histories or None, stored events or None) of one chunk of users."""
+    def read_chunk(self, chunk: int) -> Chunk:
+        """One chunk of users: ids, and histories and query times (evaluation mode) or stored events."""
         table = self.read_inputs(chunk)
-        histories = table.column("history").to_pylist() if "history" in table.column_names else None
-        events = table.column("events").to_pylist() if "events" in table.column_names else None
-        return table.column("user_id").to_pylist(), histories, events
+        column = lambda name: table.column(name).to_pylist() if name in table.column_names else None  # noqa: E731
+        return Chunk(table.column("user_id").to_pylist(), column("history"), column("events"), column("timestamp"))
 
     def check_complete(self, done: dict[int, int]) -> None:
         """BatchError unless every chunk has its shard (`done`: chunk → rows)."""

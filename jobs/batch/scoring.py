@@ -143,22 +143,23 @@ class ChunkScorer:
             apply_changes(rec.catalogue, changes, opened.item_space, lambda records: rec.item_tower().encode_items(records))
 
     def score(self, user_ids: Sequence[str], histories: Sequence[Sequence[str]] | None = None,
-              events: Sequence[Sequence[str]] | None = None) -> pa.Table:
-        """Top-k for `user_ids`, from `histories` when given (evaluation mode), else from the bundle's histories
-        extended by the users' stored `events` (`merged_history`: what the API reads)."""
+              events: Sequence[Sequence[str]] | None = None, as_of: Sequence[int] | None = None) -> pa.Table:
+        """Top-k for `user_ids`, from `histories` when given (evaluation mode, each at its `as_of` time), else
+        from the bundle's histories extended by the users' stored `events` (`merged_history`: what the API
+        reads), now."""
         if histories is None:
             stored = self.recommender.histories
             events = events if events is not None else [()] * len(user_ids)
             histories = [merged_history(stored.get(u), e, self.history_limit) or [] for u, e in zip(user_ids, events)]
         with faiss_threads(self.threads):
             results = self.recommender.recommend_batch(histories, self.k, exclude_seen=self.exclude_seen,
-                                                       explain=self.reasons)
+                                                       explain=self.reasons, as_of=as_of)
         return results_table(user_ids, results)
 
     def run_chunk(self, chunk: int) -> ChunkResult:
         """Read, score and write one chunk (atomically: its shard is complete or absent)."""
         started = time.perf_counter()
-        user_ids, histories, events = self.job.read_chunk(chunk)
-        table = self.score(user_ids, histories, events)
+        inputs = self.job.read_chunk(chunk)
+        table = self.score(inputs.user_ids, inputs.histories, inputs.events, inputs.as_of)
         write_table(self.job.shard_path(chunk), table)
-        return ChunkResult(chunk, len(user_ids), table.num_rows, time.perf_counter() - started)
+        return ChunkResult(chunk, len(inputs.user_ids), table.num_rows, time.perf_counter() - started)

@@ -28,7 +28,7 @@ class UserSelection:
     """The users to score, in output order, and what was asked for but cannot be scored.
 
     `frame` has a `user_id` column and, in evaluation mode, a `history` column (item ids, oldest
-    first) that replaces the bundle's stored histories."""
+    first) that replaces the bundle's stored histories and a `timestamp` column (the example's time)."""
 
     frame: pl.DataFrame
     unknown: pl.Series
@@ -41,7 +41,7 @@ class UserSelection:
         return self.frame.height
 
     def fingerprint(self) -> str:
-        """sha256 over the scored ids (and histories), in order: what the output depends on."""
+        """sha256 over the scored ids (and histories and times), in order: what the output depends on."""
         digest = hashlib.sha256()
         for start in range(0, self.frame.height, HASH_BLOCK):
             block = self.frame.slice(start, HASH_BLOCK)
@@ -49,6 +49,8 @@ class UserSelection:
             digest.update(b"\x1d")
             if "history" in block.columns:
                 digest.update("\x1e".join("\x1f".join(h) for h in block["history"].to_list()).encode())
+            if "timestamp" in block.columns:
+                digest.update(b"\x1c" + "\x1f".join(map(str, block["timestamp"].to_list())).encode())
         return digest.hexdigest()
 
 
