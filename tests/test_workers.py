@@ -72,6 +72,11 @@ def _post_or_error(url: str) -> httpx.Response | Exception:
         return error
 
 
+def server_log(models: Path) -> str:
+    """The tail of the server's log (beside the model directory), for a failure message."""
+    return (models.parent / "server.log").read_text(errors="replace")[-4000:]
+
+
 def item(item_id: str) -> dict:
     return {"item_id": item_id, "text": "black mirrorless camera with a fast lens", "title": f"Camera {item_id}",
             "category": "Cameras", "brand": "Lumora", "price": 249.0}
@@ -103,14 +108,14 @@ def test_every_worker_sees_edits_and_events_within_a_second_and_reloads_lose_not
     time.sleep(0.05)
     assert httpx.put(f"{base}/v1/admin/items/DURING", json=item("DURING"), headers=ADMIN, timeout=30).status_code == 200
     reload.join()
-    assert isinstance(answers[0], httpx.Response) and answers[0].status_code == 200, answers[0]
+    assert isinstance(answers[0], httpx.Response) and answers[0].status_code == 200, (answers[0], server_log(models))
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # the other worker loads v2 after it sees the reload in the store
         versions = {fresh_get(f"{base}/health/ready").json()["model_version"] for _ in range(6)}
         if versions == {"v2"}:
             break
         time.sleep(0.2)
-    assert versions == {"v2"}
+    assert versions == {"v2"}, server_log(models)
     time.sleep(1.0)
     assert all(fresh_get(f"{base}/v1/items/DURING").status_code == 200 for _ in range(30))
     assert all(fresh_get(f"{base}/v1/items/LIVE1").status_code == 200 for _ in range(10))
