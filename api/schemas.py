@@ -162,6 +162,9 @@ class RankerInfo(BaseModel):
     statistics_through: str = Field(description="the last step whose events its statistics count: train (as it was "
                                     "trained), valid or test (`recsys refresh-stats`)")
     statistics_events: int = Field(description="events its statistics count")
+    statistics_live_events: int = Field(0, description="of them, events read from the event store "
+                                        "(`recsys refresh-stats --store`)")
+    statistics_live_through_seq: int = Field(0, description="the event store's last event seq they count (0: none)")
 
 
 class ModelInfo(BaseModel):

@@ -64,7 +64,7 @@ def batch_score(
     options = BatchOptions(bundle=bundle, out=out, users=users, k=k, chunk_size=chunk_size, exclude_seen=exclude_seen,
                            reasons=reasons, data=data, split=split, engine=engine,  # type: ignore[arg-type]
                            workers=workers, threads=threads, ray_address=ray_address, overwrite=overwrite, strict=strict,
-                           progress=progress, store=_store(store, state_dir, event_store, redis_url),
+                           progress=progress, store=store_source(store, state_dir, event_store, redis_url),
                            history_limit=history_limit)
     try:
         manifest = run_job(options)
@@ -87,7 +87,7 @@ def batch_score(
                   f"{' with ranker' if manifest['has_ranker'] else ''} → {out}")
 
 
-def _store(use: bool | None, state_dir: Path, kind: str, redis_url: str | None):
+def store_source(use: bool | None, state_dir: Path, kind: str, redis_url: str | None):
     """The event store to read: None with --no-store, or when none exists and --store was not asked for."""
     from jobs.batch.store import StoreSource
 

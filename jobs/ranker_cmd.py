@@ -11,7 +11,9 @@ from typing import Annotated, Optional
 import typer
 
 from jobs.app import EVAL_USERS, BundleData, BundleDir, EvalUsersOpt, app, eval_sample, friendly_errors
+from jobs.batch_cmd import store_source
 from jobs.output import console, metrics_table
+from recsys.store import EVENT_KINDS
 
 TrainPositions = Annotated[Optional[int], typer.Option(
     min=0, help="also train on the last N positions of each train-split sequence (default: RankerConfig's)")]
@@ -176,24 +178,39 @@ def train_ranker(
 def refresh_stats(
     bundle: BundleDir,
     data: BundleData,
-    through: Annotated[str, typer.Option(help="count the events through this step: 'valid' (+ every user's "
-                                              "valid-step event; test stays evaluable and is scored before and "
-                                              "after) or 'test' (every event: for serving, nothing left to "
-                                              "evaluate)")] = "valid",
+    through: Annotated[Optional[str], typer.Option(
+        help="count the dataset's events through this step: 'valid' (+ every user's valid-step event; test stays "
+             "evaluable and is scored before and after; the default) or 'test' (every event: for serving, nothing "
+             "left to evaluate; the default and the only choice with --store)")] = None,
     out: Annotated[Optional[Path], typer.Option(help="new bundle directory (default: a new version beside BUNDLE)")]
     = None,
     eval_users: EvalUsersOpt = EVAL_USERS,
+    store: Annotated[bool, typer.Option(
+        "--store/--no-store", help="also count the events the API recorded in its event store since the bundle "
+                                   "was built, after the dataset's (items upserted live get counts too)")] = False,
+    state_dir: Annotated[Path, typer.Option(envvar="RECSYS_STATE_DIR", help="the API's state directory (SQLite "
+                                                                           "event store)")] = Path("recsys-state"),
+    event_store: Annotated[str, typer.Option(envvar="RECSYS_EVENT_STORE", help="sqlite or redis")] = "sqlite",
+    redis_url: Annotated[Optional[str], typer.Option(envvar="RECSYS_REDIS_URL", help="the Redis event store")] = None,
+    kinds: Annotated[str, typer.Option(help="with --store: the event kinds counted, comma-separated")]
+    = ",".join(EVENT_KINDS),
 ) -> None:
     """Refit the re-ranker's statistics (popularity, transitions, co-occurrence) on the events through a later
-    step, keeping the ranker, and save a new bundle: what a shop serving the engine knows beyond the train
-    split it learned on."""
+    step (and, with --store, the API's live events after them), keeping the ranker, and save a new bundle: what
+    a shop serving the engine knows beyond the train split it learned on."""
     from recsys.artifacts import new_version
     from recsys.errors import BundleError
     from recsys.evaluation import sample_examples
     from recsys.stats_refresh import refreshed
 
+    through = through or ("test" if store else "valid")
     if through not in ("valid", "test"):
         raise typer.BadParameter(f"must be valid or test, got {through!r}", param_hint="--through")
+    if store and through != "test":
+        raise typer.BadParameter("the event store's events come after every dataset event: use --through test "
+                                 "(the default with --store)", param_hint="--through")
+    wanted = parse_kinds(kinds)
+    source = store_source(True, state_dir, event_store, redis_url) if store else None
     recommender, split, path, manifest = open_with_data(bundle, data)
     if recommender.reranker is None:
         raise BundleError(f"the bundle {path} has no re-ranker (its statistics are the re-ranker's): add one with "
@@ -202,9 +219,15 @@ def refresh_stats(
     if before.stats.config.through != "train":
         raise BundleError(f"the bundle {path} already has statistics through the {before.stats.config.through} "
                           f"step; refresh the bundle `recsys train-ranker` wrote")
-    console.print(f"refitting the statistics on the events through the {through} step …")
-    after = refreshed(before, split, through, progress=True)
+    live, live_record = read_live_events(source, wanted) if source is not None else (None, None)
+    console.print(f"refitting the statistics on the events through the {through} step"
+                  f"{f' and {live.height:,} live events' if live is not None else ''} …")
+    after = refreshed(before, split, through, progress=True, live=live,
+                      live_through_seq=live_record["through_seq"] if live_record else None)
     record: dict = {"through": through, "events": after.stats.events(), "events_before": before.stats.events()}
+    if live is not None:
+        known = set(before.stats.item_ids.tolist())
+        record["live"] = {**live_record, "new_items": len(set(live["item_id"].to_list()) - known)}
     if through == "valid":
         test = sample_examples(split.test, eval_sample(eval_users), before.config.seed)
         rows, record["test_n@10_diff"] = refreshed_test_rows(recommender, before, after, test)
@@ -220,6 +243,37 @@ def refresh_stats(
     kept["ranker"] = {**kept.get("ranker", {}), "parent_bundle": str(path), "stats_refresh": record}
     console.print(f"[green]bundle with statistics through the {through} step written[/] → "
                   f"{recommender.save(target, kept)} ({record['events_before']:,} → {record['events']:,} events)")
+
+
+def parse_kinds(text: str) -> tuple[str, ...]:
+    """`--kinds`: comma-separated event kinds, each one the API records."""
+    from recsys.store import EVENT_KINDS
+
+    kinds = tuple(dict.fromkeys(k.strip() for k in text.split(",") if k.strip()))
+    unknown = [k for k in kinds if k not in EVENT_KINDS]
+    if not kinds or unknown:
+        raise typer.BadParameter(f"each kind must be one of {', '.join(EVENT_KINDS)}, got {text!r}",
+                                 param_hint="--kinds")
+    return kinds
+
+
+def read_live_events(source, kinds: tuple[str, ...]):
+    """(the store's events of `kinds` as a `live_frame`, what the manifest records of them): every event up to
+    the store's last seq when read."""
+    from recsys.stats_refresh import live_frame
+
+    opened = source.open()
+    try:
+        last = opened.last_event_seq()
+        rows = opened.event_rows(until=last)
+    finally:
+        opened.close()
+    live = live_frame(rows, kinds)
+    if live.height == 0:
+        console.print(f"[yellow]warning:[/] the event store {source.label} holds no {'/'.join(kinds)} events "
+                      f"(of {len(rows):,} in all); the statistics count the dataset's only")
+    return live, {"source": source.label, "events": live.height, "through_seq": last, "kinds": list(kinds),
+                  "users": live["user_id"].n_unique()}
 
 
 def refreshed_test_rows(recommender, before, after, test) -> tuple[list[dict], dict]:

@@ -63,8 +63,16 @@ class StatsConfig(FrozenModel):
         "published protocol), valid (+ every user's valid-step event: what a shop knows before the test step) or "
         "test (every event: serving after the benchmark)")
 
+    live_events: int = Field(0, ge=0, description="events read from the API's event store on top of the dataset's "
+                             "(`recsys refresh-stats --store`); 0: none")
+    live_through_seq: int = Field(0, ge=0, description="the store's last event seq they count")
+
     def check_unseen(self, split: str) -> None:
         """DataError when the statistics count `split`'s target events (evaluating it would read its answers)."""
+        if self.live_events:
+            raise DataError(f"this bundle's re-ranker statistics count {self.live_events:,} live events from the "
+                            f"event store (`recsys refresh-stats --store`), which may be any split's targets; "
+                            f"evaluate the {split} split with the bundle `recsys train-ranker` wrote")
         if SPLIT_ORDER.index(self.through) >= SPLIT_ORDER.index(split):
             raise DataError(f"this bundle's re-ranker statistics count the events through the {self.through} step "
                             f"(`recsys refresh-stats`), so its {split} targets are among them; evaluate the "

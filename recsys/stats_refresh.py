@@ -4,23 +4,65 @@ popularity / transition / co-occurrence counts refit on the interactions through
 The re-ranker learns on the valid step with statistics of the train split (so its features never count the
 answers). A shop serving it afterwards knows more: every user's valid-step event before the test step, and
 every event after it. Refreshing counts them; `StatsConfig.through` records how far, and a split whose targets
-are counted is refused for evaluation (`StatsConfig.check_unseen`)."""
+are counted is refused for evaluation (`StatsConfig.check_unseen`).
+
+A serving shop knows more still: the events its API recorded since the bundle was built (the event store).
+`live_events` turns them into interaction rows after each user's dataset events (sequence time: the next
+positions; absolute time: their recorded timestamps), so items upserted live get counts too, and
+`StatsConfig.live_events` records how many (such statistics evaluate no split)."""
 
 from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+import polars as pl
 
 from recsys.features import FeatureBuilder
 from recsys.ranker import Reranker
 from recsys.splits import SplitData, events_through
 from recsys.stats import InteractionStats
+from recsys.store import EventRow
+
+LIVE_SCHEMA = {"seq": pl.Int64, "user_id": pl.Utf8, "item_id": pl.Utf8, "kind": pl.Utf8, "ts": pl.Float64}
 
 
-def refreshed(reranker: Reranker, split: SplitData, through: str, progress: bool = False) -> Reranker:
-    """`reranker` with its statistics refit on the events through `through` ("train", "valid" or "test"), with
-    its own statistics settings (time mode, windows) otherwise."""
-    config = reranker.stats.config.model_copy(update={"through": through})
-    stats = InteractionStats.fit(events_through(split, through), config, progress)
+def live_frame(rows: Sequence[EventRow], kinds: Collection[str] | None = None) -> pl.DataFrame:
+    """The event store's rows (seq, user_id, item_id, kind, ts) as a frame, only `kinds` when given."""
+    frame = pl.DataFrame(list(rows), schema=LIVE_SCHEMA, orient="row")
+    return frame.filter(pl.col("kind").is_in(list(kinds))) if kinds is not None else frame
+
+
+def live_events(events: pl.DataFrame, live: pl.DataFrame, time_mode: str) -> pl.DataFrame:
+    """`live` (a `live_frame`) as interaction rows (user_id, item_id, timestamp) that follow `events`: in
+    sequence time each user's live events take the positions after the user's last dataset event (0, 1, … for a
+    new user), in seq order; in absolute time they keep their recorded time (seconds, floored), which must be
+    the dataset's clock."""
+    ordered = live.sort("seq")
+    if time_mode == "sequence":
+        after = events.group_by("user_id").agg((pl.col("timestamp").max() + 1).alias("_next"))
+        stamp = (pl.col("_next").fill_null(0) + pl.int_range(pl.len()).over("user_id")).alias("timestamp")
+        ordered = ordered.join(after, on="user_id", how="left", maintain_order="left").with_columns(stamp)
+    else:
+        ordered = ordered.with_columns(pl.col("ts").floor().alias("timestamp"))
+    return ordered.select("user_id", "item_id", "timestamp").cast(events.select("user_id", "item_id",
+                                                                                 "timestamp").schema)
+
+
+def refreshed(reranker: Reranker, split: SplitData, through: str, progress: bool = False,
+              live: pl.DataFrame | None = None, live_through_seq: int | None = None) -> Reranker:
+    """`reranker` with its statistics refit on the events through `through` ("train", "valid" or "test"), and
+    after them `live`'s (a `live_frame` of the event store, read through `live_through_seq`: default its last
+    row's seq), with its own statistics settings (time mode, windows) otherwise."""
+    events = events_through(split, through)
+    update: dict = {"through": through}
+    if live is not None and live.height:
+        events = pl.concat([events, live_events(events, live, reranker.stats.config.time_mode)])
+        last = live_through_seq if live_through_seq is not None else int(live["seq"].max())
+        update |= {"live_events": live.height, "live_through_seq": last}
+    config = reranker.stats.config.model_copy(update=update)
+    stats = InteractionStats.fit(events, config, progress)
     builder = FeatureBuilder(reranker.builder.catalogue, stats, reranker.config.features)
     return Reranker(reranker.ranker, builder, reranker.config)
 
 
-__all__ = ["refreshed"]
+__all__ = ["refreshed", "live_frame", "live_events"]

@@ -29,6 +29,8 @@ EVENT_KINDS = ("view", "cart", "purchase")
 HISTORY_LIMIT = 200
 """Most recent items of a history (bundle history + events) a query reads, in the API and in batch jobs."""
 ChangeKind = Literal["upsert", "active", "delete", "bundle"]
+EventRow = tuple[int, str, str, str, float]
+"""One stored event: (seq, user_id, item_id, kind, timestamp in seconds)."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,10 @@ class EventStore(Protocol):
         """Every user with at least one event (seq ≤ `until`)."""
 
     def last_event_seq(self) -> int: ...
+
+    def event_rows(self, until: int | None = None) -> list[EventRow]:
+        """Every stored event (seq ≤ `until` when given), in seq order: what `recsys refresh-stats --store`
+        counts."""
 
     def record_change(self, kind: ChangeKind, item_id: str | None = None, record: dict | None = None,
                       vector: np.ndarray | None = None, space: str | None = None, active: bool | None = None) -> int:
@@ -212,6 +218,12 @@ class SQLiteEventStore:
         with self._lock:
             return int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
 
+    def event_rows(self, until: int | None = None) -> list[EventRow]:
+        bound, args = ("WHERE seq <= ? ", (until,)) if until is not None else ("", ())
+        with self._lock:
+            return [(int(seq), user, item, kind, float(ts)) for seq, user, item, kind, ts in self._db.execute(
+                f"SELECT seq, user_id, item_id, kind, ts FROM events {bound}ORDER BY seq", args)]
+
     # ---- catalogue changes ------------------------------------------------------------------------
     def record_change(self, kind: ChangeKind, item_id: str | None = None, record: dict | None = None,
                       vector: np.ndarray | None = None, space: str | None = None, active: bool | None = None) -> int:
@@ -324,6 +336,16 @@ class RedisEventStore:
     def last_event_seq(self) -> int:
         return int(self._redis.get(self._key("event_seq")) or 0)
 
+    def event_rows(self, until: int | None = None) -> list[EventRow]:
+        rows = []
+        for user in sorted(u.decode() for u in self._redis.smembers(self._key("users"))):
+            for raw in self._redis.lrange(self._key("events", user), 0, -1):
+                entry = json.loads(raw)
+                seq = int(entry.get("seq", 0))  # entries written before events had a seq count as the oldest
+                if until is None or seq <= until:
+                    rows.append((seq, user, entry["item_id"], entry["kind"], float(entry.get("ts", 0.0))))
+        return sorted(rows)
+
     # ---- catalogue changes ------------------------------------------------------------------------
     def record_change(self, kind: ChangeKind, item_id: str | None = None, record: dict | None = None,
                       vector: np.ndarray | None = None, space: str | None = None, active: bool | None = None) -> int:
@@ -367,5 +389,5 @@ def open_store(kind: Literal["sqlite", "redis"], state_dir: str | Path, redis_ur
     return SQLiteEventStore(Path(state_dir) / "events.sqlite")
 
 
-__all__ = ["EventStore", "SQLiteEventStore", "RedisEventStore", "Change", "ChangeKind", "merged_history",
+__all__ = ["EventStore", "SQLiteEventStore", "RedisEventStore", "Change", "ChangeKind", "EventRow", "merged_history",
            "open_store", "redact", "EVENT_KINDS", "HISTORY_LIMIT"]

@@ -90,7 +90,7 @@ def test_text_sessions_and_similar_items_for_a_user_are_reranked(client):
 
 def test_model_info_says_how_far_the_rankers_statistics_count(ranked_bundle, tmp_path):  # noqa: F811
     from recsys.splits import split_dataset
-    from recsys.stats_refresh import refreshed
+    from recsys.stats_refresh import live_frame, refreshed
     from tests.test_ranker import planted_dataset
 
     bundle, recommender = ranked_bundle
@@ -99,13 +99,17 @@ def test_model_info_says_how_far_the_rankers_statistics_count(ranked_bundle, tmp
     with TestClient(create_app(bundle, service=service)) as c:
         info = c.get("/v1/model").json()["ranker"]
     assert info == {"trees": recommender.reranker.ranker.n_trees, "features": len(recommender.reranker.builder.names),
-                    "statistics_through": "train", "statistics_events": split.train.height}
+                    "statistics_through": "train", "statistics_events": split.train.height,
+                    "statistics_live_events": 0, "statistics_live_through_seq": 0}
     trained = recommender.reranker  # the module's recommender: saved with refreshed statistics, then restored
-    recommender.reranker = refreshed(trained, split, "test")
+    live = live_frame([(5, "u0", "i1", "view", 0.0), (9, "walk-in", "i2", "purchase", 0.0)])
+    recommender.reranker = refreshed(trained, split, "test", live=live)
     try:
         path = recommender.save(tmp_path / "planted" / "v2")
     finally:
         recommender.reranker = trained
     with TestClient(create_app(path, service=Service(Settings(state_dir=tmp_path / "state2")))) as c:
         info = c.get("/v1/model").json()["ranker"]
-    assert (info["statistics_through"], info["statistics_events"]) == ("test", split.train.height + 2 * split.test.height)
+    assert (info["statistics_through"], info["statistics_events"]) == \
+        ("test", split.train.height + 2 * split.test.height + 2)
+    assert (info["statistics_live_events"], info["statistics_live_through_seq"]) == (2, 9)

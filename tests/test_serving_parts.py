@@ -99,6 +99,10 @@ def _exercise(store):
     assert store.events_for(["u", "v", "x"], 1) == {"u": ["b"], "v": ["c"]} and store.event_users() == ["u", "v"]
     assert store.kinds("u", ["a", "b", "c"]) == {"a": "view", "b": "purchase"}
     assert store.kinds("u", ["a", "b"], limit=1) == {"b": "purchase"}  # within the user's latest event only
+    rows = store.event_rows()
+    assert [row[:4] for row in rows] == [(1, "u", "a", "view"), (2, "u", "b", "purchase"), (3, "v", "c", "cart")]
+    assert rows[0][4] == 1.0 and rows[1][4] > 1e9  # the given time, else the time it was recorded
+    assert [row[0] for row in store.event_rows(until=2)] == [1, 2]
     assert store.last_change_seq() == 0 and store.changes() == []
     seqs = [store.record_change("upsert", "n1", {"item_id": "n1", "text": "new"}, np.array([1, 2], np.float32), "s1"),
             store.record_change("upsert", "n2", {"item_id": "n2", "text": "newer"}, np.array([3, 4], np.float32), "s1"),

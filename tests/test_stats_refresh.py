@@ -119,3 +119,86 @@ def test_refresh_stats_command_writes_a_bundle_that_refuses_its_counted_splits(e
         tmp_path / "bare", {"dataset": {"fingerprint": dataset.fingerprint()}})
     none = runner.invoke(app, ["refresh-stats", "--bundle", str(bare), "--data", str(data)])
     assert none.exit_code == 2 and "has no re-ranker" in none.output
+
+
+def _rows(stats) -> list[np.ndarray]:
+    """Every array that defines the statistics: item ids, times, the item and the two pair tables."""
+    return [stats.item_ids, stats.times, *stats.items.rows(), *stats.transitions.rows(), *stats.cooccurrence.rows()]
+
+
+@pytest.mark.parametrize("data", ["planted", "shop"])
+def test_the_valid_step_read_from_an_event_store_gives_the_statistics_through_valid(engine, data):
+    """The valid-step events recorded as live events (as the API would have) after the train split give exactly
+    the statistics `--through valid` computes from the dataset: in sequence time (planted: positions) and in
+    absolute time (the synthetic shop: real timestamps)."""
+    from recsys.data.synthetic import generate_shop
+    from recsys.stats_refresh import live_frame
+
+    if data == "planted":
+        _, split, recommender = engine
+    else:
+        shop = generate_shop(n_users=40, n_items=60, seed=3)
+        split = split_dataset(shop)
+        vectors = np.random.default_rng(2).normal(size=(shop.items.height, 16)).astype(np.float32)
+        recommender = Recommender.build(shop, split, vectors, BuildConfig())
+        recommender.reranker, _ = train_reranker(recommender, split, RANKER, log=lambda *_: None)
+    reranker = recommender.reranker
+    assert reranker.stats.config.time_mode == ("sequence" if data == "planted" else "absolute")
+    valid = split.valid.sample(fraction=1.0, shuffle=True, seed=0)  # the store's order is not the users' order
+    rows = [(seq, user, target, "purchase", float(ts)) for seq, (user, target, ts) in
+            enumerate(zip(valid["user_id"], valid["target"], valid["timestamp"]), start=1)]
+    live = refreshed(reranker, split, "train", live=live_frame(rows))
+    expected = refreshed(reranker, split, "valid")
+    for got, want in zip(_rows(live.stats), _rows(expected.stats), strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert (live.stats.config.live_events, live.stats.config.live_through_seq) == (split.valid.height, len(rows))
+
+
+def test_live_events_follow_each_users_dataset_events_and_new_users_start_at_zero():
+    from recsys.stats_refresh import live_events, live_frame
+
+    events = pl.DataFrame({"user_id": ["a", "a", "b"], "item_id": ["x", "y", "x"], "timestamp": [0, 1, 0]})
+    live = live_frame([(3, "a", "z", "view", 9.5), (1, "new", "x", "cart", 7.0), (2, "a", "x", "purchase", 8.0),
+                       (4, "new", "y", "view", 9.9)])
+    assert live_events(events, live, "sequence").rows() == [("new", "x", 0), ("a", "x", 2), ("a", "z", 3),
+                                                              ("new", "y", 1)]
+    assert live_events(events, live, "absolute").rows() == [("new", "x", 7), ("a", "x", 8), ("a", "z", 9),
+                                                              ("new", "y", 9)]
+    assert live_frame(live.rows(), kinds=("view",))["seq"].to_list() == [3, 4]
+
+
+def test_refresh_stats_from_the_event_store_counts_live_events_and_live_items(engine, tmp_path):
+    from recsys.store import SQLiteEventStore
+
+    dataset, split, recommender = engine
+    data = dataset.save(tmp_path / "data")
+    engine_dir = recommender.save(tmp_path / "models" / "v1", {"dataset": {"fingerprint": dataset.fingerprint()}})
+    store = SQLiteEventStore(tmp_path / "state" / "events.sqlite")
+    store.append_many("u0", ["i3", "LIVE"], "purchase")  # LIVE: an item upserted through the API
+    store.append("walk-in", "LIVE", "purchase")
+    store.append("u1", "i4", "view")  # not counted with --kinds purchase
+    store.close()
+    runner = CliRunner()
+    result = runner.invoke(app, ["refresh-stats", "--bundle", str(engine_dir), "--data", str(data), "--store",
+                                 "--state-dir", str(tmp_path / "state"), "--kinds", "purchase",
+                                 "--out", str(tmp_path / "live")])
+    assert result.exit_code == 0, result.output
+    record = read_manifest(tmp_path / "live")["ranker"]["stats_refresh"]
+    assert record["through"] == "test" and record["events"] == split.train.height + 2 * N_USERS + 3
+    assert {k: record["live"][k] for k in ("events", "through_seq", "kinds", "users", "new_items")} == \
+        {"events": 3, "through_seq": 4, "kinds": ["purchase"], "users": 2, "new_items": 1}
+    stats = Recommender.load(tmp_path / "live").reranker.stats
+    assert (stats.config.through, stats.config.live_events, stats.config.live_through_seq) == ("test", 3, 4)
+    at = np.array([stats.query_time(None)] * 2)
+    assert stats.item_counts(stats.codes(["LIVE", "i3"]), at).tolist()[0] == 2
+    # u0's purchase of i3 then LIVE follows its last dataset event: one transition i3 → LIVE
+    assert int(stats.pair_counts("transitions", stats.codes(["i3"]), stats.codes(["LIVE"]), at[:1])[0]) == 1
+    refused = runner.invoke(app, ["evaluate", "--data", str(data), "--bundle", str(tmp_path / "live"),
+                                  "--no-baselines", "--splits", "test", "--out", str(tmp_path / "no.json")])
+    assert refused.exit_code == 2 and "3 live events from the event store" in refused.output, refused.output
+    base = ["refresh-stats", "--bundle", str(engine_dir), "--data", str(data), "--store"]
+    for extra, message in ((["--state-dir", str(tmp_path / "state"), "--through", "valid"], "use --through test"),
+                           (["--state-dir", str(tmp_path / "state"), "--kinds", "click"], "each kind must be one of"),
+                           (["--state-dir", str(tmp_path / "nothing")], "no event store at")):
+        bad = runner.invoke(app, base + extra)
+        assert bad.exit_code == 2 and message in bad.output and "Traceback" not in bad.output, bad.output

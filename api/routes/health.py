@@ -47,7 +47,9 @@ def model_info(loaded: Annotated[Loaded, Depends(get_loaded)]) -> ModelInfo:
     reranker = loaded.recommender.reranker
     ranker = None if reranker is None else RankerInfo(
         trees=reranker.ranker.n_trees, features=len(reranker.builder.names),
-        statistics_through=reranker.stats.config.through, statistics_events=reranker.stats.events())
+        statistics_through=reranker.stats.config.through, statistics_events=reranker.stats.events(),
+        statistics_live_events=reranker.stats.config.live_events,
+        statistics_live_through_seq=reranker.stats.config.live_through_seq)
     return ModelInfo(
         name=str(loaded.bundle.name), version=loaded.version,
         created_at=manifest.get("created_at"), bundle_schema_version=manifest.get("bundle_schema_version"),
