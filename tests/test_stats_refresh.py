@@ -202,3 +202,35 @@ def test_refresh_stats_from_the_event_store_counts_live_events_and_live_items(en
                            (["--state-dir", str(tmp_path / "nothing")], "no event store at")):
         bad = runner.invoke(app, base + extra)
         assert bad.exit_code == 2 and message in bad.output and "Traceback" not in bad.output, bad.output
+
+
+def test_nightly_refresh_events_through_the_api_then_refresh_stats_then_reload(engine, tmp_path):
+    """The whole loop a shop runs: the API records events, `refresh-stats --store` counts them into a new
+    version beside the served one, `POST /v1/admin/reload` serves it, and `GET /v1/model` says so."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from api.service import Service
+    from api.settings import Settings
+
+    dataset, split, recommender = engine
+    data = dataset.save(tmp_path / "data")
+    served = recommender.save(tmp_path / "models" / "v1", {"dataset": {"fingerprint": dataset.fingerprint()}})
+    settings = Settings(state_dir=tmp_path / "state", admin_token="night")
+    admin = {"Authorization": "Bearer night"}
+    with TestClient(create_app(served, service=Service(settings))) as client:
+        for user, item, kind in (("u0", "i3", "purchase"), ("u0", "i5", "view"), ("walk-in", "i3", "cart")):
+            response = client.post("/v1/events", json={"user_id": user, "item_id": item, "kind": kind})
+            assert response.status_code == 201, response.text
+        result = CliRunner().invoke(app, ["refresh-stats", "--bundle", str(served), "--data", str(data), "--store",
+                                          "--state-dir", str(tmp_path / "state"), "--out",
+                                          str(tmp_path / "models" / "v2")])
+        assert result.exit_code == 0, result.output
+        reloaded = client.post("/v1/admin/reload", json={"bundle": "v2"}, headers=admin)
+        assert reloaded.status_code == 200 and reloaded.json()["model_version"] == "v2", reloaded.text
+        info = client.get("/v1/model").json()["ranker"]
+        assert (info["statistics_through"], info["statistics_live_events"], info["statistics_live_through_seq"]) == \
+            ("test", 3, 3)
+        assert info["statistics_events"] == split.train.height + 2 * N_USERS + 3
+        body = client.get("/v1/users/walk-in/recommendations", params={"k": 5}).json()
+        assert body["strategy"] == "personalised" and len(body["items"]) == 5
