@@ -355,7 +355,8 @@ class Trainer:
 
     # ---- the loop -----------------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> TrainResult:
-        """Train with early stopping; restores the best validation state before returning."""
+        """Train with early stopping; restores the best validation state before returning (a refit,
+        `config.refit_epochs`: exactly that many epochs, the last state)."""
         config = self.config
         started = time.perf_counter()
         history: list[dict] = []
@@ -428,7 +429,7 @@ class Trainer:
             if self.progress:
                 tqdm.write(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}  valid NDCG@10 {row['valid_ndcg@10']:.4f}"
                            f"  R@10 {row['valid_recall@10']:.4f}  ({row['epoch_seconds']:.0f}s)")
-            if metrics["ndcg@10"] > best_ndcg:
+            if config.refit_epochs is not None or metrics["ndcg@10"] > best_ndcg:  # a refit keeps its last state
                 best_ndcg, best_epoch, bad, best_state = metrics["ndcg@10"], epoch + 1, 0, trainable_state(self.model)
             else:
                 bad += 1
@@ -444,7 +445,7 @@ class Trainer:
                                  "pre_stage": self.pre_stage, "phase": phase, "phase_end": end,
                                  "phase_start": self.phase_start, "seconds": time.perf_counter() - started})
             epoch += 1
-            if out_of_time or (bad >= config.patience and phase != "heads"):
+            if out_of_time or (bad >= config.patience and phase != "heads") or epoch == config.refit_epochs:
                 break
         if best_state is not None:
             load_trainable_state(self.model, best_state)

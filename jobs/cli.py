@@ -13,7 +13,8 @@ from rich.markup import escape
 # every command module registers its commands on the app when imported (jobs/app.py owns the app)
 from jobs import (  # noqa: F401
     batch_cmd, bench_batch, bench_diversify, bench_engine, bench_folds, bench_gpu, bench_latency, bench_live,
-    bench_quality, bench_ranker, bench_scale, bench_store, encode_cmd, export_cmd, quickstart, ranker_cmd, train_cmd)
+    bench_quality, bench_ranker, bench_scale, bench_store, encode_cmd, export_cmd, quickstart, ranker_cmd, refit_cmd,
+    train_cmd)
 from jobs.app import EVAL_USERS, MAX_K, BatchSize, Decay, EncoderOpt, EvalUsersOpt, IndexOpt, Items, MaxLength, \
     ModelOpt, OutOpt, OverwriteOpt, Port, Seed, Users, app, eval_sample, friendly_errors, import_app
 from jobs.output import console, index_line, markdown_metrics, metrics_table, print_recommendations, step, write_json

@@ -82,13 +82,11 @@ def ranker_config(candidates: int, n_jobs: int, seed: int, train_positions: int 
         raise typer.BadParameter(f"invalid setting: {problems}", param_hint="--config") from None
 
 
-def open_with_data(bundle: Path, data: Path):
-    """(recommender, the dataset's split, bundle path, manifest); DataError when the bundle was built on another
-    dataset."""
+def bundle_and_dataset(bundle: Path, data: Path):
+    """(bundle path, manifest, dataset); DataError when the bundle was built on another dataset."""
     from jobs.workflows import load_dataset
     from recsys.artifacts import read_manifest, resolve_bundle
     from recsys.errors import DataError
-    from recsys.splits import split_dataset
 
     path = resolve_bundle(bundle)
     manifest = read_manifest(path)
@@ -96,6 +94,15 @@ def open_with_data(bundle: Path, data: Path):
     expected = (manifest.get("dataset") or {}).get("fingerprint")
     if expected and expected != dataset.fingerprint():
         raise DataError(f"the bundle {path} was built on another dataset (fingerprint differs)", source=str(data))
+    return path, manifest, dataset
+
+
+def open_with_data(bundle: Path, data: Path):
+    """(recommender, the dataset's split, bundle path, manifest); DataError when the bundle was built on another
+    dataset."""
+    from recsys.splits import split_dataset
+
+    path, manifest, dataset = bundle_and_dataset(bundle, data)
     return load_bundle(path), split_dataset(dataset), path, manifest
 
 

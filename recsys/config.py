@@ -254,6 +254,9 @@ class TrainConfig(FrozenModel):
                                                              "users (None: all, up to 20,000); final metrics use "
                                                              "the evaluation's own sample")
     max_minutes: float | None = Field(None, gt=0, description="stop training after this wall time")
+    refit_epochs: int | None = Field(None, ge=1, description="train exactly this many epochs (the learning-rate "
+                                     "schedule still spans `epochs`) and keep the last state, without early "
+                                     "stopping: a refit on events the validation step includes (`recsys refit`)")
     mixed_precision: Literal["auto", "bf16", "no"] = "auto"
     merge_adapters: bool = Field(False, description="also save the backbone with adapters merged, for serving")
     zero_shot_blend: tuple[NonNegativeFloat, ...] = Field(

@@ -17,6 +17,7 @@ from collections.abc import Collection, Sequence
 
 import polars as pl
 
+from recsys.catalogue import Catalogue
 from recsys.features import FeatureBuilder
 from recsys.ranker import Reranker
 from recsys.splits import SplitData, events_through
@@ -49,10 +50,12 @@ def live_events(events: pl.DataFrame, live: pl.DataFrame, time_mode: str) -> pl.
 
 
 def refreshed(reranker: Reranker, split: SplitData, through: str, progress: bool = False,
-              live: pl.DataFrame | None = None, live_through_seq: int | None = None) -> Reranker:
+              live: pl.DataFrame | None = None, live_through_seq: int | None = None,
+              catalogue: Catalogue | None = None) -> Reranker:
     """`reranker` with its statistics refit on the events through `through` ("train", "valid" or "test"), and
     after them `live`'s (a `live_frame` of the event store, read through `live_through_seq`: default its last
-    row's seq), with its own statistics settings (time mode, windows) otherwise."""
+    row's seq), with its own statistics settings (time mode, windows) otherwise; over `catalogue` (other item
+    vectors: refit towers) when given."""
     events = events_through(split, through)
     update: dict = {"through": through}
     if live is not None and live.height:
@@ -61,7 +64,7 @@ def refreshed(reranker: Reranker, split: SplitData, through: str, progress: bool
         update |= {"live_events": live.height, "live_through_seq": last}
     config = reranker.stats.config.model_copy(update=update)
     stats = InteractionStats.fit(events, config, progress)
-    builder = FeatureBuilder(reranker.builder.catalogue, stats, reranker.config.features)
+    builder = FeatureBuilder(catalogue or reranker.builder.catalogue, stats, reranker.config.features)
     return Reranker(reranker.ranker, builder, reranker.config)
 
 

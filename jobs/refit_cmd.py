@@ -1,0 +1,104 @@
+"""`recsys refit`: an engine's towers trained again on the events through a later step, for serving
+(encoders/refit.py); registered on the app when jobs/cli.py imports this module."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from jobs.app import BundleData, BundleDir, app, friendly_errors
+from jobs.output import console, metrics_table
+from jobs.ranker_cmd import MANIFEST_OWN_KEYS, bundle_and_dataset, load_bundle
+
+
+@app.command("refit")
+@friendly_errors
+def refit(
+    bundle: BundleDir,
+    data: BundleData,
+    through: Annotated[str, typer.Option(
+        help="train on the events through this step: 'valid' (+ every user's valid-step event; test is scored "
+             "before and after) or 'test' (every event: for serving, nothing left to evaluate)")] = "valid",
+    out: Annotated[Optional[Path], typer.Option(help="new bundle directory (default: a new version beside BUNDLE)")]
+    = None,
+) -> None:
+    """Train an engine's towers again, with the bundle's own settings and chosen number of epochs, on the events
+    through a later step, keep its re-ranker with statistics refreshed through the same step, and save a new
+    bundle: what a shop serves after choosing its settings on the protocol's splits."""
+    import time
+
+    from encoders.experiment import train_and_evaluate
+    from encoders.refit import REFIT_STEPS, refit_config, refit_split
+    from recsys.artifacts import new_version
+    from recsys.config import EvalConfig
+    from recsys.errors import BundleError
+    from recsys.splits import split_dataset
+    from recsys.stats_refresh import refreshed
+
+    if through not in REFIT_STEPS:
+        raise typer.BadParameter(f"must be valid or test, got {through!r}", param_hint="--through")
+    path, manifest, dataset = bundle_and_dataset(bundle, data)
+    if "train" not in manifest:
+        raise BundleError(f"the bundle {path} has no trained towers to refit (`recsys train` writes them)")
+    config = refit_config(manifest["train"])
+    before = load_bundle(path)
+    if before.reranker is None:
+        raise BundleError(f"the bundle {path} has no re-ranker: add one with `recsys train-ranker` first (the refit "
+                          "refreshes its statistics through the same step, which records what the bundle has seen)")
+    if before.reranker.stats.config.through != "train":
+        raise BundleError(f"the bundle {path} already counts the events through the "
+                          f"{before.reranker.stats.config.through} step; refit the bundle `recsys train-ranker` wrote")
+    split = split_dataset(dataset)
+    refit = refit_split(split, through)
+    console.print(f"refitting the towers on the events through the {through} step ({split.train.height:,} → "
+                  f"{refit.train.height:,} events), {config.refit_epochs} epochs …")
+    started = time.perf_counter()
+    eval_config = EvalConfig(splits=("test",) if through == "valid" else ())
+    trained = train_and_evaluate(dataset, refit, config, name=str(manifest.get("name", "refit")),
+                                 eval_config=eval_config)
+    after = trained.recommender
+    after.reranker = refreshed(before.reranker, split, through, progress=True, catalogue=after.catalogue)
+    record: dict = {"through": through, "epochs": config.refit_epochs, "events_before": split.train.height,
+                    "events": refit.train.height, "seconds": round(time.perf_counter() - started, 1)}
+    if through == "valid":
+        before.reranker = refreshed(before.reranker, split, through)  # the same statistics on both sides
+        record.update(compare_on_test(before, after, split.test))
+        console.print(metrics_table(record["test"], "test, lists as shown: the bundle's towers vs refit through valid "
+                                                    f"(towers N@10 {record['towers_n@10_diff']['diff']:+.4f} ± "
+                                                    f"{record['towers_n@10_diff']['se']:.4f}, engine "
+                                                    f"{record['engine_n@10_diff']['diff']:+.4f} ± "
+                                                    f"{record['engine_n@10_diff']['se']:.4f})"))
+    target = out or path.parent / new_version()
+    kept = {k: v for k, v in manifest.items() if k not in MANIFEST_OWN_KEYS}
+    kept["metrics"] = trained.rows
+    kept["train"] = {**manifest["train"], "history": trained.result.history, "refit": record}
+    kept["ranker"] = {**kept.get("ranker", {}), "parent_bundle": str(path),
+                      "stats_refresh": {"through": through, "events": after.reranker.stats.events()}}
+    console.print(f"[green]towers refit through the {through} step[/] → {after.save(target, kept)} "
+                  f"({record['seconds'] / 60:.1f} min)")
+
+
+def compare_on_test(before, after, test) -> dict:
+    """Test rows (lists as shown) of both bundles' towers alone and with the re-ranker, and the paired per-user N@10
+    differences (after − before) of the towers and of the engines."""
+    from recsys.metrics import ndcg_gains, paired_difference, summarize, target_ranks
+    from recsys.ranker_training import shown_lists
+
+    targets = test["target"].to_list()
+    rows, gains = [], {}
+    for side, recommender in (("bundle", before), ("refit through valid", after)):
+        reranker = recommender.reranker
+        for part in ("towers", "engine"):
+            recommender.reranker = reranker if part == "engine" else None
+            ranks = target_ranks(shown_lists(recommender, test, 50), targets)
+            rows.append({"model": f"{side}: {part}", "split": "test", "n_examples": float(len(targets)),
+                         **summarize(ranks, (10, 50))})
+            gains[side, part] = ndcg_gains(ranks, 10)
+        recommender.reranker = reranker
+    out: dict = {"test": rows}
+    for part in ("towers", "engine"):
+        diff, se = paired_difference(gains["refit through valid", part], gains["bundle", part])
+        out[f"{part}_n@10_diff"] = {"diff": diff, "se": se, "n_examples": len(targets)}
+    return out
