@@ -286,15 +286,14 @@ def read_live_events(source, kinds: tuple[str, ...]):
 def refreshed_test_rows(recommender, before, after, test) -> tuple[list[dict], dict]:
     """Test metrics of the lists as shown with `before`'s and `after`'s statistics (the same ranker), and the
     paired per-user N@10 difference with its standard error."""
-    from recsys.metrics import ndcg_gains, paired_difference, summarize, target_ranks
-    from recsys.ranker_training import shown_lists
+    from recsys.metrics import paired_difference
+    from recsys.ranker_training import shown_row
 
     rows, gains = [], []
-    targets = test["target"].to_list()
     for name, reranker in (("statistics: train", before), ("statistics: through valid", after)):
         recommender.reranker = reranker
-        ranks = target_ranks(shown_lists(recommender, test, 50), targets)
-        rows.append({"model": name, "split": "test", "n_examples": float(len(targets)), **summarize(ranks, (10, 50))})
-        gains.append(ndcg_gains(ranks, 10))
+        row, gain = shown_row(recommender, test, name)
+        rows.append(row)
+        gains.append(gain)
     diff, se = paired_difference(gains[1], gains[0])
-    return rows, {"diff": diff, "se": se, "n_examples": len(targets)}
+    return rows, {"diff": diff, "se": se, "n_examples": test.height}

@@ -83,22 +83,19 @@ def refit(
 def compare_on_test(before, after, test) -> dict:
     """Test rows (lists as shown) of both bundles' towers alone and with the re-ranker, and the paired per-user N@10
     differences (after − before) of the towers and of the engines."""
-    from recsys.metrics import ndcg_gains, paired_difference, summarize, target_ranks
-    from recsys.ranker_training import shown_lists
+    from recsys.metrics import paired_difference
+    from recsys.ranker_training import shown_row
 
-    targets = test["target"].to_list()
     rows, gains = [], {}
     for side, recommender in (("bundle", before), ("refit through valid", after)):
         reranker = recommender.reranker
         for part in ("towers", "engine"):
             recommender.reranker = reranker if part == "engine" else None
-            ranks = target_ranks(shown_lists(recommender, test, 50), targets)
-            rows.append({"model": f"{side}: {part}", "split": "test", "n_examples": float(len(targets)),
-                         **summarize(ranks, (10, 50))})
-            gains[side, part] = ndcg_gains(ranks, 10)
+            row, gains[side, part] = shown_row(recommender, test, f"{side}: {part}")
+            rows.append(row)
         recommender.reranker = reranker
     out: dict = {"test": rows}
     for part in ("towers", "engine"):
         diff, se = paired_difference(gains["refit through valid", part], gains["bundle", part])
-        out[f"{part}_n@10_diff"] = {"diff": diff, "se": se, "n_examples": len(targets)}
+        out[f"{part}_n@10_diff"] = {"diff": diff, "se": se, "n_examples": test.height}
     return out

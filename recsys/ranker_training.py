@@ -301,6 +301,17 @@ def reranked_metrics(recommender, examples: pl.DataFrame, ks: tuple[int, ...] = 
     return list_scores(shown, examples["target"].to_list(), ks, reference)
 
 
+def shown_row(recommender, examples: pl.DataFrame, name: str) -> tuple[dict, np.ndarray]:
+    """The metrics row (model `name`, @10 and @50) of the lists `recommender` shows `examples`, each at its own
+    time, and the per-example NDCG@10 gains, for paired comparisons of two bundles or settings."""
+    from recsys.metrics import ndcg_gains, summarize, target_ranks
+
+    targets = examples["target"].to_list()
+    ranks = target_ranks(shown_lists(recommender, examples, 50), targets)
+    return ({"model": name, "split": "test", "n_examples": float(len(targets)), **summarize(ranks, (10, 50))},
+            ndcg_gains(ranks, 10))
+
+
 def shown_lists(recommender, examples: pl.DataFrame, k: int, batch_size: int = 1024) -> list[list[str]]:
     """The item ids of the top-k list the bundle shows each example (re-ranked, diversified as configured), each
     example at its own time."""
