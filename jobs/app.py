@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Optional
 
 import typer
 from pydantic import ValidationError
@@ -88,6 +88,10 @@ IndexOpt = Annotated[IndexKind, typer.Option("--index", help="FAISS index: auto 
                                              "choice and its measured recall go into the manifest")]
 EvalUsersOpt = Annotated[str, typer.Option("--eval-users", help="evaluate a seeded sample of this many users per "
                                            "split when there are more, or 'all'")]
+StateDirOpt = Annotated[Path, typer.Option(envvar="RECSYS_STATE_DIR", help="the API's state directory (SQLite "
+                                                                         "event store)")]
+EventStoreOpt = Annotated[str, typer.Option(envvar="RECSYS_EVENT_STORE", help="sqlite or redis")]
+RedisUrlOpt = Annotated[Optional[str], typer.Option(envvar="RECSYS_REDIS_URL", help="the Redis event store")]
 EVAL_USERS = "20000"
 EncoderOpt = Annotated[Literal["torch", "onnx", "onnx-int8"], typer.Option(
     "--encoder", help="item-text encoder on CPU: ONNX Runtime int8 (the default: 3.2× torch's items/s, cosine "

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from jobs.app import app, friendly_errors
+from jobs.app import EventStoreOpt, RedisUrlOpt, StateDirOpt, app, friendly_errors
 from jobs.output import console, err_console
 from recsys.store import HISTORY_LIMIT
 
@@ -42,10 +42,9 @@ def batch_score(
     store: Annotated[Optional[bool], typer.Option(
         "--store/--no-store", help="read the API's event store: events extend the histories, catalogue edits are "
                                    "applied (default: when the store exists; reported in the manifest)")] = None,
-    state_dir: Annotated[Path, typer.Option(envvar="RECSYS_STATE_DIR", help="the API's state directory (SQLite "
-                                                                           "event store)")] = Path("recsys-state"),
-    event_store: Annotated[str, typer.Option(envvar="RECSYS_EVENT_STORE", help="sqlite or redis")] = "sqlite",
-    redis_url: Annotated[Optional[str], typer.Option(envvar="RECSYS_REDIS_URL", help="the Redis event store")] = None,
+    state_dir: StateDirOpt = Path("recsys-state"),
+    event_store: EventStoreOpt = "sqlite",
+    redis_url: RedisUrlOpt = None,
     history_limit: Annotated[int, typer.Option(min=1, envvar="RECSYS_HISTORY_LIMIT",
                                                help="most recent history items read (the API's limit)")] = HISTORY_LIMIT,
 ) -> None:

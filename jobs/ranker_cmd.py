@@ -10,7 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from jobs.app import EVAL_USERS, BundleData, BundleDir, EvalUsersOpt, app, eval_sample, friendly_errors
+from jobs.app import EVAL_USERS, BundleData, BundleDir, EventStoreOpt, EvalUsersOpt, RedisUrlOpt, StateDirOpt, app, \
+    eval_sample, friendly_errors
 from jobs.batch_cmd import store_source
 from jobs.output import console, metrics_table
 from recsys.store import EVENT_KINDS
@@ -195,10 +196,9 @@ def refresh_stats(
     store: Annotated[bool, typer.Option(
         "--store/--no-store", help="also count the events the API recorded in its event store since the bundle "
                                    "was built, after the dataset's (items upserted live get counts too)")] = False,
-    state_dir: Annotated[Path, typer.Option(envvar="RECSYS_STATE_DIR", help="the API's state directory (SQLite "
-                                                                           "event store)")] = Path("recsys-state"),
-    event_store: Annotated[str, typer.Option(envvar="RECSYS_EVENT_STORE", help="sqlite or redis")] = "sqlite",
-    redis_url: Annotated[Optional[str], typer.Option(envvar="RECSYS_REDIS_URL", help="the Redis event store")] = None,
+    state_dir: StateDirOpt = Path("recsys-state"),
+    event_store: EventStoreOpt = "sqlite",
+    redis_url: RedisUrlOpt = None,
     kinds: Annotated[str, typer.Option(help="with --store: the event kinds counted, comma-separated")]
     = ",".join(EVENT_KINDS),
 ) -> None:
