@@ -254,8 +254,6 @@ def refresh_stats(
 
 def parse_kinds(text: str) -> tuple[str, ...]:
     """`--kinds`: comma-separated event kinds, each one the API records."""
-    from recsys.store import EVENT_KINDS
-
     kinds = tuple(dict.fromkeys(k.strip() for k in text.split(",") if k.strip()))
     unknown = [k for k in kinds if k not in EVENT_KINDS]
     if not kinds or unknown:

@@ -39,9 +39,9 @@ class ListReference:
 
 def example_lists(source: CandidateSource, examples: pl.DataFrame, config: EvalConfig, batch_size: int = 1024,
                   progress: bool = False, desc: str = "evaluating") -> list[list[str]]:
-    """Each example's top max(ks) list, each at its example's time. With `mask_history`, every item of the history is removed from the
-    ranking, so a target the user had already consumed counts as a miss; the default (False) is the published
-    protocol."""
+    """Each example's top max(ks) list, each at its example's time. With `mask_history`, every item of the
+    history is removed from the ranking, so a target the user had already consumed counts as a miss; the default
+    (False) is the published protocol."""
     depth = max(config.ks)
     histories, times = examples["history"].to_list(), examples["timestamp"].to_list()
     lists: list[list[str]] = []

@@ -95,3 +95,9 @@ def test_refit_command_writes_an_engine_that_has_seen_the_valid_step(engine, tra
         assert bad.exit_code == 2 and message in bad.output and "Traceback" not in bad.output, bad.output
     bad = runner.invoke(app, ["refit", "--bundle", str(bundle), "--data", str(data), "--through", "train"])
     assert bad.exit_code == 2 and "must be valid or test" in bad.output
+    served = runner.invoke(app, ["refit", "--bundle", str(bundle), "--data", str(data), "--through", "test",
+                                 "--out", str(tmp_path / "all")])
+    assert served.exit_code == 0, served.output
+    record = read_manifest(tmp_path / "all")["train"]["refit"]
+    assert record["events"] == split.train.height + split.valid.height + split.test.height and "test" not in record
+    assert load_recommender(tmp_path / "all").reranker.stats.config.through == "test"
