@@ -35,6 +35,11 @@ RankerConfigFile = Annotated[Optional[Path], typer.Option(
 MANIFEST_OWN_KEYS = ("files", "created_at", "git_sha", "libraries", "bundle_schema_version", "config", "encoder")
 
 
+def kept_manifest(manifest: dict) -> dict:
+    """The entries of a bundle's manifest that a bundle derived from it carries over (the rest `save` writes)."""
+    return {k: v for k, v in manifest.items() if k not in MANIFEST_OWN_KEYS}
+
+
 def load_bundle(path: Path):
     """Any bundle (zero-shot or trained towers) as a Recommender."""
     from encoders.loading import load_recommender
@@ -175,7 +180,7 @@ def train_ranker(
     console.print(metrics_table(rows, f"test: retrieval-only vs re-ranked top-{candidates} "
                                       f"(candidate recall@{candidates} {evaluation[key]:.4f})"))
     target = out or path.parent / new_version()
-    kept = {k: v for k, v in manifest.items() if k not in MANIFEST_OWN_KEYS}
+    kept = kept_manifest(manifest)
     kept["ranker"] = {"parent_bundle": str(path), "config": config.model_dump(mode="json"), "training": report,
                       "test": rows, key: evaluation[key]}
     console.print(f"[green]bundle with re-ranker written[/] → {recommender.save(target, kept)}")
@@ -246,7 +251,7 @@ def refresh_stats(
                                           f"{record['test_n@10_diff']['se']:.4f})"))
     recommender.reranker = after
     target = out or path.parent / new_version()
-    kept = {k: v for k, v in manifest.items() if k not in MANIFEST_OWN_KEYS}
+    kept = kept_manifest(manifest)
     kept["ranker"] = {**kept.get("ranker", {}), "parent_bundle": str(path), "stats_refresh": record}
     console.print(f"[green]bundle with statistics through the {through} step written[/] → "
                   f"{recommender.save(target, kept)} ({record['events_before']:,} → {record['events']:,} events)")

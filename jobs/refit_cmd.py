@@ -10,7 +10,7 @@ import typer
 
 from jobs.app import BundleData, BundleDir, app, friendly_errors
 from jobs.output import console, metrics_table
-from jobs.ranker_cmd import MANIFEST_OWN_KEYS, bundle_and_dataset, load_bundle
+from jobs.ranker_cmd import bundle_and_dataset, kept_manifest, load_bundle
 
 
 @app.command("refit")
@@ -35,7 +35,7 @@ def refit(
     from recsys.config import EvalConfig
     from recsys.errors import BundleError
     from recsys.splits import split_dataset
-    from recsys.stats_refresh import refreshed
+    from recsys.stats_refresh import refreshed, with_parts
 
     if through not in REFIT_STEPS:
         raise typer.BadParameter(f"must be valid or test, got {through!r}", param_hint="--through")
@@ -59,11 +59,11 @@ def refit(
     trained = train_and_evaluate(dataset, refit, config, name=str(manifest.get("name", "refit")),
                                  eval_config=eval_config)
     after = trained.recommender
-    after.reranker = refreshed(before.reranker, split, through, progress=True, catalogue=after.catalogue)
+    before.reranker = refreshed(before.reranker, split, through, progress=True)  # one fit for both sides
+    after.reranker = with_parts(before.reranker, after.catalogue, before.reranker.stats)
     record: dict = {"through": through, "epochs": config.refit_epochs, "events_before": split.train.height,
                     "events": refit.train.height, "seconds": round(time.perf_counter() - started, 1)}
     if through == "valid":
-        before.reranker = refreshed(before.reranker, split, through)  # the same statistics on both sides
         record.update(compare_on_test(before, after, split.test))
         console.print(metrics_table(record["test"], "test, lists as shown: the bundle's towers vs refit through valid "
                                                     f"(towers N@10 {record['towers_n@10_diff']['diff']:+.4f} ± "
@@ -71,7 +71,7 @@ def refit(
                                                     f"{record['engine_n@10_diff']['diff']:+.4f} ± "
                                                     f"{record['engine_n@10_diff']['se']:.4f})"))
     target = out or path.parent / new_version()
-    kept = {k: v for k, v in manifest.items() if k not in MANIFEST_OWN_KEYS}
+    kept = kept_manifest(manifest)
     kept["metrics"] = trained.rows
     kept["train"] = {**manifest["train"], "history": trained.result.history, "refit": record}
     kept["ranker"] = {**kept.get("ranker", {}), "parent_bundle": str(path),

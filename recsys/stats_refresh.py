@@ -50,12 +50,10 @@ def live_events(events: pl.DataFrame, live: pl.DataFrame, time_mode: str) -> pl.
 
 
 def refreshed(reranker: Reranker, split: SplitData, through: str, progress: bool = False,
-              live: pl.DataFrame | None = None, live_through_seq: int | None = None,
-              catalogue: Catalogue | None = None) -> Reranker:
+              live: pl.DataFrame | None = None, live_through_seq: int | None = None) -> Reranker:
     """`reranker` with its statistics refit on the events through `through` ("train", "valid" or "test"), and
     after them `live`'s (a `live_frame` of the event store, read through `live_through_seq`: default its last
-    row's seq), with its own statistics settings (time mode, windows) otherwise; over `catalogue` (other item
-    vectors: refit towers) when given."""
+    row's seq), with its own statistics settings (time mode, windows) otherwise."""
     events = events_through(split, through)
     update: dict = {"through": through}
     if live is not None and live.height:
@@ -63,9 +61,13 @@ def refreshed(reranker: Reranker, split: SplitData, through: str, progress: bool
         last = live_through_seq if live_through_seq is not None else int(live["seq"].max())
         update |= {"live_events": live.height, "live_through_seq": last}
     config = reranker.stats.config.model_copy(update=update)
-    stats = InteractionStats.fit(events, config, progress)
-    builder = FeatureBuilder(catalogue or reranker.builder.catalogue, stats, reranker.config.features)
-    return Reranker(reranker.ranker, builder, reranker.config)
+    return with_parts(reranker, reranker.builder.catalogue, InteractionStats.fit(events, config, progress))
 
 
-__all__ = ["refreshed", "live_frame", "live_events"]
+def with_parts(reranker: Reranker, catalogue: Catalogue, stats: InteractionStats) -> Reranker:
+    """The same ranker and feature settings over `catalogue` (its item vectors: e.g. refit towers') and
+    `stats`."""
+    return Reranker(reranker.ranker, FeatureBuilder(catalogue, stats, reranker.config.features), reranker.config)
+
+
+__all__ = ["refreshed", "with_parts", "live_frame", "live_events"]
