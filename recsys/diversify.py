@@ -29,15 +29,19 @@ def diversified_picks(lists: Sequence[Sequence[str]], scores: Sequence[Sequence[
                       shown: Sequence[str | None] | None = None) -> list[list[int]]:
     """Per list, the indices (into that list) of its first k items after diversification, in order; lists are
     ranked candidates with their scores, `unit_vectors` the catalogue's L2-normalised rows. `shown`: per list, an
-    item already on screen (a product page's own item), counted as picked: its near-duplicates go last too."""
+    item already on screen (a product page's own item), counted as picked: its near-duplicates go last too. An item
+    no longer in `position` (deleted, and compacted away, since it was retrieved) is never picked."""
     width = max((len(items) for items in lists), default=0)
     if width == 0:
         return [[] for _ in lists]
     padded = np.full((len(lists), width), -np.inf)
     rows = np.zeros((len(lists), width), dtype=np.int64)
+    present = np.zeros(len(lists), dtype=np.int64)
     for b, (items, values) in enumerate(zip(lists, scores)):
-        padded[b, :len(items)] = values
-        rows[b, :len(items)] = np.fromiter(map(position.__getitem__, items), np.int64, len(items))
+        found = np.fromiter((position.get(item, -1) for item in items), np.int64, len(items))
+        padded[b, :len(items)] = np.where(found >= 0, values, -np.inf)  # a gone item is a pad: picked never
+        rows[b, :len(items)] = np.maximum(found, 0)
+        present[b] = int((found >= 0).sum())
     context = None
     if shown is not None and any(item is not None for item in shown):
         context = np.zeros((len(lists), unit_vectors.shape[1]), dtype=np.float32)
@@ -45,7 +49,7 @@ def diversified_picks(lists: Sequence[Sequence[str]], scores: Sequence[Sequence[
             if item is not None and item in position:
                 context[b] = unit_vectors[position[item]]
     picks = diversify_picks(padded, unit_vectors[rows], k, config, context)
-    return [picks[b][:min(k, len(items))].tolist() for b, items in enumerate(lists)]
+    return [picks[b][:min(k, int(present[b]))].tolist() for b in range(len(lists))]
 
 
 def diversify_picks(scores: np.ndarray, vectors: np.ndarray, k: int, config: DiversifyConfig,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from recsys.config import BuildConfig, DiversifyConfig, EvalConfig
-from recsys.diversify import OFF, active, diversify_order, diversify_picks
+from recsys.diversify import OFF, active, diversified_picks, diversify_order, diversify_picks
 from recsys.evaluation import ListReference, evaluate
 from recsys.metrics import catalogue_coverage, intra_list_diversity
 from recsys.pipeline import Recommender
@@ -19,6 +19,16 @@ def unit(rows):
 # three pack sizes of one product (near-identical vectors), then two different products
 PACKS = unit([[1.0, 0.0, 0.0], [0.999, 0.04, 0.0], [0.998, 0.06, 0.0], [0.6, 0.8, 0.0], [0.5, 0.0, 0.87]])
 SCORES = np.array([[0.9, 0.89, 0.88, 0.7, 0.6]])
+
+
+def test_an_item_deleted_since_retrieval_is_never_picked():
+    """A list retrieved before a deletion and a compaction can name an item the catalogue no longer has: it is
+    left out (the list is one shorter), not looked up."""
+    position = {"a": 0, "b": 1, "d": 3, "e": 4}  # "c" is gone
+    config = DiversifyConfig(weight=0.3)
+    picks = diversified_picks([["a", "b", "c", "d", "e"]], SCORES.tolist(), PACKS, position, 5, config)
+    assert len(picks[0]) == 4 and 2 not in picks[0] and picks[0][0] == 0
+    assert diversified_picks([["c"]], [[0.9]], PACKS, position, 3, config) == [[]]
 
 
 def test_off_keeps_the_relevance_order_and_pads_last():
