@@ -25,8 +25,8 @@ def test_gpu_check_runs_every_stage_and_reports_what_it_skipped(tiny_bert_dir, t
     result = CliRunner().invoke(app, ["bench", "gpu", "--data", str(data), "--out", str(tmp_path / "gpu"),
                                       "--model", str(tiny_bert_dir), "--config", str(tmp_path / "cfg.json"),
                                       "--encode-items", "300", "--encode-batch", "64", "--ann-size", "2000",
-                                      "--ann-queries", "50", "--concurrency", "2", "--latency-requests", "40",
-                                      "--latency-seconds", "2"])
+                                      "--ann-queries", "50", "--concurrency", "2", "--latency-requests", "20",
+                                      "--latency-seconds", "1"])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "gpu" / "gpu.json").read_text())
     stages = report["stages"]

@@ -32,7 +32,7 @@ def test_the_model_learns_a_planted_successor_from_ids_alone():
     sequences = [[items[(s + t) % n] for t in range(8)] for s in starts]
     valid_x = left_padded([s[:5] for s in sequences[:50]], index)
     valid_targets = np.array([index[s[5]] for s in sequences[:50]])
-    model = train_sequence_model(sequences, index, valid_x, valid_targets, max_epochs=40, patience=3,
+    model = train_sequence_model(sequences, index, valid_x, valid_targets, max_epochs=40, patience=1, lr=5e-3,
                                  log=lambda *_: None)
     ranks = target_ranks(model.catalogue_scores(valid_x), valid_targets)
     assert (ranks == 0).mean() > 0.9  # the successor comes first
@@ -47,7 +47,7 @@ def test_benchmark_cross_fits_the_default_ranker_with_and_without_the_model(tmp_
     dataset.save(tmp_path / "data")
     vectors = np.random.default_rng(1).normal(size=(N_ITEMS, 16)).astype(np.float32)
     bundle = Recommender.build(dataset, split_dataset(dataset), vectors, BuildConfig()).save(tmp_path / "b" / "v1")
-    paths = run(bundle, tmp_path / "data", tmp_path / "out", outer=3, max_epochs=20, log=lambda *_: None,
+    paths = run(bundle, tmp_path / "data", tmp_path / "out", outer=3, max_epochs=10, log=lambda *_: None,
                 ranker_overrides={"n_estimators": 30, "early_stopping_rounds": 5, "candidates": 20})
     report = json.loads(paths["json"].read_text())
     first, second = report["rows"]
