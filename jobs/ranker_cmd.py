@@ -268,20 +268,17 @@ def parse_kinds(text: str) -> tuple[str, ...]:
 
 
 def read_live_events(source, kinds: tuple[str, ...]):
-    """(the store's events of `kinds` as a `live_frame`, what the manifest records of them): every event up to
+    """(the store's events of `kinds` as an `event_frame`, what the manifest records of them): every event up to
     the store's last seq when read."""
-    from recsys.stats_refresh import live_frame
-
     opened = source.open()
     try:
         last = opened.last_event_seq()
-        rows = opened.event_rows(until=last)
+        live = opened.event_frame(until=last, kinds=kinds)
     finally:
         opened.close()
-    live = live_frame(rows, kinds)
     if live.height == 0:
         console.print(f"[yellow]warning:[/] the event store {source.label} holds no {'/'.join(kinds)} events "
-                      f"(of {len(rows):,} in all); the statistics count the dataset's only")
+                      f"(through its seq {last:,}); the statistics count the dataset's only")
     return live, {"source": source.label, "events": live.height, "through_seq": last, "kinds": list(kinds),
                   "users": live["user_id"].n_unique()}
 

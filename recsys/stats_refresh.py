@@ -22,19 +22,18 @@ from recsys.features import FeatureBuilder
 from recsys.ranker import Reranker
 from recsys.splits import SplitData, events_through
 from recsys.stats import InteractionStats
-from recsys.store import EventRow
-
-LIVE_SCHEMA = {"seq": pl.Int64, "user_id": pl.Utf8, "item_id": pl.Utf8, "kind": pl.Utf8, "ts": pl.Float64}
+from recsys.store import EventRow, event_frame_of
 
 
 def live_frame(rows: Sequence[EventRow], kinds: Collection[str] | None = None) -> pl.DataFrame:
-    """The event store's rows (seq, user_id, item_id, kind, ts) as a frame, only `kinds` when given."""
-    frame = pl.DataFrame(list(rows), schema=LIVE_SCHEMA, orient="row")
+    """Event rows (seq, user_id, item_id, kind, ts) as the frame an event store's `event_frame` reads, only
+    `kinds` when given."""
+    frame = event_frame_of(rows)
     return frame.filter(pl.col("kind").is_in(list(kinds))) if kinds is not None else frame
 
 
 def live_events(events: pl.DataFrame, live: pl.DataFrame, time_mode: str) -> pl.DataFrame:
-    """`live` (a `live_frame`) as interaction rows (user_id, item_id, timestamp) that follow `events`: in
+    """`live` (an event store's `event_frame`, or a `live_frame`) as interaction rows (user_id, item_id, timestamp) that follow `events`: in
     sequence time each user's live events take the positions after the user's last dataset event (0, 1, … for a
     new user), in seq order; in absolute time they keep their recorded time (seconds, floored), which must be
     the dataset's clock."""

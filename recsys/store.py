@@ -22,6 +22,7 @@ from typing import Literal, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
+import polars as pl
 
 from recsys.errors import StoreError
 
@@ -31,6 +32,23 @@ HISTORY_LIMIT = 200
 ChangeKind = Literal["upsert", "active", "delete", "bundle"]
 EventRow = tuple[int, str, str, str, float]
 """One stored event: (seq, user_id, item_id, kind, timestamp in seconds)."""
+EVENT_SCHEMA = {"seq": pl.Int64, "user_id": pl.Utf8, "item_id": pl.Utf8, "kind": pl.Utf8, "ts": pl.Float64}
+"""The columns of `EventStore.event_frame`: one row per stored event (an `EventRow`)."""
+EVENT_BATCH = 100_000
+"""Events turned from Python objects into a columnar frame at a time while a whole log is read."""
+
+
+def event_frame_of(rows: Iterable[EventRow], batch: int = EVENT_BATCH) -> pl.DataFrame:
+    """`rows` as an `EVENT_SCHEMA` frame, converted `batch` rows at a time: reading a log of millions of events
+    holds one batch of Python tuples, not the whole log's (~300 bytes an event)."""
+    frames, chunk = [], []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == batch:
+            frames.append(pl.DataFrame(chunk, schema=EVENT_SCHEMA, orient="row"))
+            chunk = []
+    frames.append(pl.DataFrame(chunk, schema=EVENT_SCHEMA, orient="row"))
+    return pl.concat(frames, rechunk=True)
 
 
 @dataclass(frozen=True)
@@ -81,9 +99,9 @@ class EventStore(Protocol):
 
     def last_event_seq(self) -> int: ...
 
-    def event_rows(self, until: int | None = None) -> list[EventRow]:
-        """Every stored event (seq ≤ `until` when given), in seq order: what `recsys refresh-stats --store`
-        counts."""
+    def event_frame(self, until: int | None = None, kinds: Collection[str] | None = None) -> pl.DataFrame:
+        """Every stored event (seq ≤ `until` when given; only `kinds` when given) as an `EVENT_SCHEMA` frame in seq
+        order, read in batches: what `recsys refresh-stats --store` counts."""
 
     def record_change(self, kind: ChangeKind, item_id: str | None = None, record: dict | None = None,
                       vector: np.ndarray | None = None, space: str | None = None, active: bool | None = None) -> int:
@@ -218,11 +236,16 @@ class SQLiteEventStore:
         with self._lock:
             return int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
 
-    def event_rows(self, until: int | None = None) -> list[EventRow]:
-        bound, args = ("WHERE seq <= ? ", (until,)) if until is not None else ("", ())
-        with self._lock:
-            return [(int(seq), user, item, kind, float(ts)) for seq, user, item, kind, ts in self._db.execute(
-                f"SELECT seq, user_id, item_id, kind, ts FROM events {bound}ORDER BY seq", args)]
+    def event_frame(self, until: int | None = None, kinds: Collection[str] | None = None) -> pl.DataFrame:
+        where, args = ["seq <= ?"] if until is not None else [], [until] if until is not None else []
+        if kinds is not None:
+            kinds = list(kinds)
+            where.append(f"kind IN ({', '.join('?' * len(kinds))})")
+            args += kinds
+        sql = ("SELECT seq, user_id, item_id, kind, ts FROM events " + (f"WHERE {' AND '.join(where)} " if where
+                                                                        else "") + "ORDER BY seq")
+        with self._lock:  # the cursor is read while the lock is held: one statement on the connection at a time
+            return event_frame_of(self._db.execute(sql, args))
 
     # ---- catalogue changes ------------------------------------------------------------------------
     def record_change(self, kind: ChangeKind, item_id: str | None = None, record: dict | None = None,
@@ -336,15 +359,18 @@ class RedisEventStore:
     def last_event_seq(self) -> int:
         return int(self._redis.get(self._key("event_seq")) or 0)
 
-    def event_rows(self, until: int | None = None) -> list[EventRow]:
-        rows = []
-        for user in sorted(u.decode() for u in self._redis.smembers(self._key("users"))):
-            for raw in self._redis.lrange(self._key("events", user), 0, -1):
-                entry = json.loads(raw)
-                seq = int(entry.get("seq", 0))  # entries written before events had a seq count as the oldest
-                if until is None or seq <= until:
-                    rows.append((seq, user, entry["item_id"], entry["kind"], float(entry.get("ts", 0.0))))
-        return sorted(rows)
+    def event_frame(self, until: int | None = None, kinds: Collection[str] | None = None) -> pl.DataFrame:
+        wanted = None if kinds is None else set(kinds)
+
+        def rows() -> Iterator[EventRow]:
+            for user in sorted(u.decode() for u in self._redis.smembers(self._key("users"))):
+                for raw in self._redis.lrange(self._key("events", user), 0, -1):
+                    entry = json.loads(raw)
+                    seq = int(entry.get("seq", 0))  # entries written before events had a seq count as the oldest
+                    if (until is None or seq <= until) and (wanted is None or entry["kind"] in wanted):
+                        yield seq, user, entry["item_id"], entry["kind"], float(entry.get("ts", 0.0))
+
+        return event_frame_of(rows()).sort("seq", maintain_order=True)
 
     # ---- catalogue changes ------------------------------------------------------------------------
     def record_change(self, kind: ChangeKind, item_id: str | None = None, record: dict | None = None,
@@ -389,5 +415,6 @@ def open_store(kind: Literal["sqlite", "redis"], state_dir: str | Path, redis_ur
     return SQLiteEventStore(Path(state_dir) / "events.sqlite")
 
 
-__all__ = ["EventStore", "SQLiteEventStore", "RedisEventStore", "Change", "ChangeKind", "EventRow", "merged_history",
+__all__ = ["EventStore", "SQLiteEventStore", "RedisEventStore", "Change", "ChangeKind", "EventRow", "EVENT_SCHEMA",
+           "event_frame_of", "merged_history",
            "open_store", "redact", "EVENT_KINDS", "HISTORY_LIMIT"]

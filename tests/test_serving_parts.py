@@ -12,7 +12,7 @@ import pytest
 from api.batching import MicroBatchingEncoder
 from recsys.catalogue import Catalogue
 from recsys.config import UserTowerConfig
-from recsys.store import RedisEventStore, SQLiteEventStore
+from recsys.store import EVENT_SCHEMA, RedisEventStore, SQLiteEventStore
 from recsys.towers import UserTower
 from recsys.user_tower import CachedHistoryEncoder, PooledHistoryEncoder
 
@@ -99,10 +99,12 @@ def _exercise(store):
     assert store.events_for(["u", "v", "x"], 1) == {"u": ["b"], "v": ["c"]} and store.event_users() == ["u", "v"]
     assert store.kinds("u", ["a", "b", "c"]) == {"a": "view", "b": "purchase"}
     assert store.kinds("u", ["a", "b"], limit=1) == {"b": "purchase"}  # within the user's latest event only
-    rows = store.event_rows()
+    rows = store.event_frame().rows()
     assert [row[:4] for row in rows] == [(1, "u", "a", "view"), (2, "u", "b", "purchase"), (3, "v", "c", "cart")]
     assert rows[0][4] == 1.0 and rows[1][4] > 1e9  # the given time, else the time it was recorded
-    assert [row[0] for row in store.event_rows(until=2)] == [1, 2]
+    assert store.event_frame(until=2)["seq"].to_list() == [1, 2]
+    assert store.event_frame(kinds=["cart", "purchase"])["seq"].to_list() == [2, 3]
+    assert store.event_frame(until=2, kinds=["cart"]).height == 0 and store.event_frame().schema == EVENT_SCHEMA
     assert store.last_change_seq() == 0 and store.changes() == []
     seqs = [store.record_change("upsert", "n1", {"item_id": "n1", "text": "new"}, np.array([1, 2], np.float32), "s1"),
             store.record_change("upsert", "n2", {"item_id": "n2", "text": "newer"}, np.array([3, 4], np.float32), "s1"),
@@ -505,3 +507,12 @@ def test_concurrent_known_users_match_one_at_a_time(toy, tmp_path):
     assert loaded.cheap_batches.batches == 1 and loaded.cheap_batches.calls == len(histories) + 1
     assert loaded.tower_batches.batches == 0  # a pooled tower is cheap: nothing left the event loop
     service.close()
+
+
+def test_an_event_frame_is_built_a_batch_at_a_time_and_keeps_every_row_in_order():
+    from recsys.store import event_frame_of
+
+    rows = [(k, f"u{k % 7}", f"i{k % 11}", "view" if k % 3 else "cart", float(k)) for k in range(1, 2_502)]
+    frame = event_frame_of(iter(rows), batch=1000)  # two full batches and a partial one
+    assert frame.rows() == rows and frame.n_chunks() == 1
+    assert event_frame_of([], batch=10).schema == EVENT_SCHEMA and event_frame_of([]).height == 0
