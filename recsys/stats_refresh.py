@@ -33,10 +33,10 @@ def live_frame(rows: Sequence[EventRow], kinds: Collection[str] | None = None) -
 
 
 def live_events(events: pl.DataFrame, live: pl.DataFrame, time_mode: str) -> pl.DataFrame:
-    """`live` (an event store's `event_frame`, or a `live_frame`) as interaction rows (user_id, item_id, timestamp) that follow `events`: in
-    sequence time each user's live events take the positions after the user's last dataset event (0, 1, … for a
-    new user), in seq order; in absolute time they keep their recorded time (seconds, floored), which must be
-    the dataset's clock."""
+    """`live` (an event store's `event_frame`, or a `live_frame`) as interaction rows (user_id, item_id, timestamp)
+    that follow `events`: in sequence time each user's live events take the positions after the user's last
+    dataset event (0, 1, … for a new user), in seq order; in absolute time they keep their recorded time (seconds,
+    floored), which must be the dataset's clock."""
     ordered = live.sort("seq")
     if time_mode == "sequence":
         after = events.group_by("user_id").agg((pl.col("timestamp").max() + 1).alias("_next"))

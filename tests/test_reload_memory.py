@@ -123,4 +123,5 @@ def test_twenty_reloads_keep_the_rss_within_ten_percent_of_one(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     rss = json.loads(done.stdout.strip().splitlines()[-1])
     growth = rss[-1] / rss[1]
-    assert len(rss) == 21 and growth < 1.10, f"RSS after reload 1: {rss[1]:.0f} MB, after reload 20: {rss[-1]:.0f} MB ({rss})"
+    assert len(rss) == 21 and growth < 1.10, (f"RSS after reload 1: {rss[1]:.0f} MB, after reload 20: "
+                                              f"{rss[-1]:.0f} MB ({rss})")
