@@ -82,13 +82,15 @@ class Server:
         state_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = state_dir / "server.log"  # a file, not a pipe nobody reads (a full pipe blocks the server)
         self._log = self.log_path.open("w")
+        self.launched = time.perf_counter()
         self.process = subprocess.Popen([sys.executable, "-m", "jobs.cli", "serve", "--bundle", str(bundle),
                                          "--port", str(self.port), "--workers", str(workers)], env=env,
                                         stdout=subprocess.DEVNULL, stderr=self._log, text=True)
 
-    def wait_ready(self, timeout: float = 300.0) -> None:
+    def wait_ready(self, timeout: float = 300.0) -> float:
         """Until /health/ready answers and every worker has finished its startup (each warms its own
-        caches: a worker still warming up would share the cores with the measured one)."""
+        caches: a worker still warming up would share the cores with the measured one); returns the seconds
+        from launch to ready (polled every 0.25 s)."""
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.process.poll() is not None:
@@ -96,7 +98,7 @@ class Server:
             started = self.log_path.read_text().count("Application startup complete")
             try:
                 if started >= self.workers and httpx.get(f"{self.url}/health/ready", timeout=1.0).status_code == 200:
-                    return
+                    return round(time.perf_counter() - self.launched, 2)
             except httpx.HTTPError:
                 pass
             time.sleep(0.25)
@@ -136,14 +138,15 @@ def run(bundle: str | Path, out_dir: str | Path, concurrencies: Sequence[int] = 
     configurations = [{}]
     if ranked and towers_only:
         configurations.append({"RECSYS_RERANK": "false"})
-    rows = []
+    rows, startup = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for number, env in enumerate(configurations):
             server = Server(bundle, tmp / f"state{number}", {**(server_env or {}), **env}, workers)
             try:
-                server.wait_ready()
+                ready_s = server.wait_ready()
                 ranker = served_ranker(server, bundle)
+                startup[f"ranker {ranker}"] = ready_s
                 rows += _levels(server, bundle, ranker, endpoints, concurrencies, requests, seconds, warmup, tool)
                 if reload_test and number == 0:
                     rows.append({**_reload_under_load(server, bundle, build_plan(bundle, "user"), requests, seconds,
@@ -152,7 +155,7 @@ def run(bundle: str | Path, out_dir: str | Path, concurrencies: Sequence[int] = 
                 server.stop()
     meta = {"bundle": str(bundle), "environment": environment(), "requests_per_level": requests,
             "seconds_per_level": seconds, "loadgen": tool, "workers": workers, "server_env": server_env or {},
-            "ranker_in_bundle": ranked, "command": command}
+            "ranker_in_bundle": ranked, "startup_s": startup, "command": command}
     generator = ("wrk (one thread, keep-alive connections)" if tool == "wrk"
                  else "an asyncio/httpx client")
     ranker_note = ("the bundle has a LightGBM re-ranker: rows with ranker `on` are the engine as served "
@@ -164,6 +167,8 @@ def run(bundle: str | Path, out_dir: str | Path, concurrencies: Sequence[int] = 
                                 f"bundle {bundle}; {ranker_note}",
                                 f"server: {workers} uvicorn worker process(es); load: {generator} "
                                 "in a separate process on loopback",
+                                "start-up, launch to ready (every worker's caches warmed): "
+                                + ", ".join(f"{k} {v} s" for k, v in startup.items()),
                                 "user: random known users of the bundle (a worker pre-encodes up to "
                                 "RECSYS_WARM_USER_CACHE of them at start-up, the others on first request, then "
                                 "caches them); similar: random catalogue items, no user (the lists of the "

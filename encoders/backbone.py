@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-
-from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from typing import TYPE_CHECKING
 
 from recsys.config import DEFAULT_MODEL
 from recsys.errors import RecsysError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -25,6 +27,8 @@ def resolve_model_path(model: str) -> str:
 
 def load_backbone(model: str = DEFAULT_MODEL) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load (model, tokenizer) in eval mode; clear error when the directory is not a HF model."""
+    from transformers import AutoModel, AutoTokenizer
+
     path = resolve_model_path(model)
     local = Path(path)
     if local.exists() and not (local / "config.json").is_file():

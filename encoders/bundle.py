@@ -14,14 +14,14 @@ import polars as pl
 import torch
 from safetensors.torch import load_file, save_file
 
-from encoders.backbone import load_backbone
+from encoders.backbone import load_backbone, resolve_model_path
 from encoders.lora import is_adapter_parameter, load_adapters, merged_backbone, save_adapters
-from encoders.serving import TrainedUserTower
+from encoders.serving import TextPathLoader, TrainedUserTower
 from encoders.towers import AdaptedBert, TwoTowerModel
 from recsys.bundle import Bundle
 from recsys.catalogue import Catalogue
 from recsys.config import TrainConfig
-from recsys.errors import BundleError
+from recsys.errors import BundleError, RecsysError
 from recsys.pipeline import Recommender
 from recsys.towers import UserTower
 
@@ -61,38 +61,78 @@ def stored_train_config(meta: dict) -> TrainConfig:
     return TrainConfig.model_validate(config)
 
 
-def load_towers(directory: Path, device: torch.device | None = None,
-                prefer_merged: bool = False) -> tuple[TwoTowerModel, TrainConfig, object]:
-    """(model in eval mode, its TrainConfig, tokenizer) from an `encoder/` directory."""
+def _text_path(directory: Path, meta: dict, config: TrainConfig, weights: dict[str, torch.Tensor],
+               prefer_merged: bool = False) -> tuple[AdaptedBert, object]:
+    """(adapted BERT with its trained weights, tokenizer) of an `encoder/` directory: the backbone with the saved
+    adapters, or the merged copy; with full fine-tuning the tuned layers from `weights` ("bert."-prefixed)."""
     from transformers import AutoModel, AutoTokenizer
 
+    tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    if prefer_merged and meta.get("merged"):
+        backbone = AutoModel.from_pretrained(str(directory / "merged"))
+    else:
+        backbone, _ = load_backbone(config.encoder.model)
+        if meta.get("adapters"):
+            backbone = load_adapters(backbone, directory)
+    backbone.eval()
+    bert = AdaptedBert(backbone, config.lora.top_layers, config.tower.pooling, full=config.lora.method == "full")
+    tuned = {k[len("bert."):]: v for k, v in weights.items() if k.startswith("bert.")}
+    if tuned:
+        _, unexpected = bert.load_state_dict(tuned, strict=False)
+        if unexpected:
+            raise ValueError(f"fine-tuned BERT weights that match no layer: {unexpected[:3]}")
+    return bert, tokenizer
+
+
+def _check_backbone(model: str) -> None:
+    """A local backbone directory must still be there (a served sequence tower loads it only on first use)."""
+    path = Path(resolve_model_path(model))
+    if (path.is_absolute() or path.exists()) and not (path / "config.json").is_file():
+        raise ValueError(f"the backbone {model!r} is not a Hugging Face model directory at {path}")
+
+
+def load_towers(directory: Path, device: torch.device | None = None, prefer_merged: bool = False,
+                lazy_text: bool = False) -> tuple[TwoTowerModel, TrainConfig, object, TextPathLoader | None]:
+    """(model in eval mode, its TrainConfig, tokenizer, text-path loader) from an `encoder/` directory.
+
+    With `lazy_text`, a sequence tower comes without its BERT (`model.bert` and the tokenizer None): its history
+    queries read only the item vectors, so neither the backbone nor transformers / peft are loaded until the
+    returned loader is called (`TrainedUserTower.load_text_path`). Otherwise the loader is None."""
     directory = Path(directory)
     try:
         meta = json.loads((directory / TOWER_META).read_text())
         config = stored_train_config(meta)
-        tokenizer = AutoTokenizer.from_pretrained(str(directory))
-        if prefer_merged and meta.get("merged"):
-            backbone = AutoModel.from_pretrained(str(directory / "merged"))
+        weights = load_file(directory / TOWER_WEIGHTS)
+        lazy = lazy_text and config.tower.user_tower == "sequence" and meta.get("hidden_size") is not None
+        if lazy:
+            _check_backbone(config.encoder.model)
+            bert, tokenizer = None, None
         else:
-            backbone, _ = load_backbone(config.encoder.model)
-            if meta.get("adapters"):
-                backbone = load_adapters(backbone, directory)
-        backbone.eval()
-        bert = AdaptedBert(backbone, config.lora.top_layers, config.tower.pooling, full=config.lora.method == "full")
-        model = TwoTowerModel(bert, int(meta["n_items"]), config.tower, config.temperature, config.learn_temperature)
-        missing, unexpected = model.load_state_dict(load_file(directory / TOWER_WEIGHTS), strict=False)
-    except (OSError, KeyError, ValueError) as exc:
+            bert, tokenizer = _text_path(directory, meta, config, weights, prefer_merged)
+        model = TwoTowerModel(bert, int(meta["n_items"]), config.tower, config.temperature, config.learn_temperature,
+                              hidden_size=meta.get("hidden_size"))
+        missing, unexpected = model.load_state_dict({k: v for k, v in weights.items() if not k.startswith("bert.")},
+                                                    strict=False)
+    except (OSError, KeyError, ValueError, RecsysError) as exc:
         raise BundleError(f"{directory}: cannot load the trained towers ({exc})") from exc
     missing = [k for k in missing if not k.startswith("bert.")]
     if missing or unexpected:
         raise BundleError(f"{directory}: tower weights do not match (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    return model.to(device or torch.device("cpu")).eval(), config, tokenizer
+
+    def load_text() -> tuple[AdaptedBert, object]:
+        try:
+            return _text_path(directory, meta, config, weights, prefer_merged)
+        except (OSError, ValueError, RecsysError) as exc:
+            raise BundleError(f"{directory}: cannot load the item tower's BERT ({exc})") from exc
+
+    return model.to(device or torch.device("cpu")).eval(), config, tokenizer, load_text if lazy else None
 
 
 def user_tower_loader(bundle: Bundle, catalogue: Catalogue) -> UserTower:
     """`Recommender.from_bundle` hook: the trained user tower of a bundle (runs on request, CPU or CUDA) reading
     `catalogue`: one tower, or a seed ensemble of them (`encoders.ensemble`), blended with the zero-shot pool when
-    the bundle was trained with `zero_shot_blend`."""
+    the bundle was trained with `zero_shot_blend`. A sequence tower's BERT (for new items and free-text queries)
+    is loaded on first use, so serving known users and sessions starts without transformers."""
     from encoders.blend import BLEND_KEY, blended_tower
     from encoders.ensemble import ENSEMBLE_KEY, load_ensemble
     from encoders.towers import pick_device
@@ -101,8 +141,9 @@ def user_tower_loader(bundle: Bundle, catalogue: Catalogue) -> UserTower:
     blend = bundle.encoder_info.get(BLEND_KEY)
 
     def load_member(directory: Path, columns: slice) -> TrainedUserTower:
-        model, config, tokenizer = load_towers(directory, device)
-        return TrainedUserTower(model, config, catalogue, tokenizer, device, columns=columns)
+        model, config, tokenizer, load_text = load_towers(directory, device, lazy_text=True)
+        return TrainedUserTower(model, config, catalogue, tokenizer, device, columns=columns,
+                                load_text_path=load_text)
 
     members = bundle.encoder_info.get(ENSEMBLE_KEY)
     trained_columns = slice(0, int(blend["trained_dim"])) if blend is not None else slice(None)

@@ -82,6 +82,7 @@ def _frozen_part(name: str, encoder, projection: np.ndarray | None = None) -> To
 
 
 def _trained_part(tower, name: str = "item_tower") -> TowerPart:
+    tower.load_text_path()
     return TowerPart(name, _TrainedTower(tower.model), tower.tokenizer, tower.config.tower.item_max_length,
                      tower.encode_item_texts)
 

@@ -7,14 +7,17 @@ Adapters are saved in peft's own format (`adapter_config.json` + `adapter_model.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from peft import AdaLoraConfig, PeftModel, get_peft_model
-from peft import LoraConfig as PeftLoraConfig
-from transformers import PreTrainedModel
 
 from recsys.config import LoraConfig
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
@@ -35,6 +38,9 @@ def peft_config(backbone: PreTrainedModel, config: LoraConfig, total_steps: int 
     """The peft config object for `config` (LoRA, or AdaLoRA with its budget schedule over `total_steps`, the
     number of steps in which the adapters train: warm-up at full rank for the first tenth, pruning towards the
     target rank until the last fifth, then the final ranks)."""
+    from peft import AdaLoraConfig
+    from peft import LoraConfig as PeftLoraConfig
+
     common = dict(lora_alpha=config.alpha, lora_dropout=config.dropout, target_modules=list(config.target_modules),
                   layers_to_transform=adapted_layers(backbone, config), layers_pattern="layer")
     if config.method == "adalora":
@@ -60,6 +66,8 @@ def attach_adapters(backbone: PreTrainedModel, config: LoraConfig, total_steps: 
             for parameter in backbone.encoder.layer[index].parameters():
                 parameter.requires_grad_(True)
         return backbone
+    from peft import get_peft_model
+
     return get_peft_model(backbone, peft_config(backbone, config, total_steps))
 
 
@@ -67,7 +75,11 @@ def orthogonal_penalty(model: torch.nn.Module) -> torch.Tensor | None:
     """AdaLoRA's orthogonal regulariser times its weight (‖PᵀP − I‖_F averaged over the lora_A / lora_B
     matrices), the term peft's `AdaLoraModel.forward` adds to a model's own loss. The towers run the adapted layers
     directly, not through that forward, so training adds it here. None for other adapters."""
-    if not isinstance(model, PeftModel) or not isinstance(model.peft_config.get("default"), AdaLoraConfig):
+    if not is_peft_model(model):
+        return None
+    from peft import AdaLoraConfig
+
+    if not isinstance(model.peft_config.get("default"), AdaLoraConfig):
         return None
     terms = []
     for name, parameter in model.named_parameters():
@@ -81,6 +93,8 @@ def orthogonal_penalty(model: torch.nn.Module) -> torch.Tensor | None:
 
 def load_adapters(backbone: PreTrainedModel, directory: str | Path, trainable: bool = False) -> PeftModel:
     """Attach adapters saved by `save_adapters` (peft format) to a freshly loaded backbone."""
+    from peft import PeftModel
+
     for parameter in backbone.parameters():
         parameter.requires_grad_(False)
     return PeftModel.from_pretrained(backbone, str(directory), is_trainable=trainable)
@@ -88,7 +102,7 @@ def load_adapters(backbone: PreTrainedModel, directory: str | Path, trainable: b
 
 def save_adapters(model: torch.nn.Module, directory: str | Path) -> list[str]:
     """Write the adapters in peft format into `directory`; returns the file names (none without adapters)."""
-    if not isinstance(model, PeftModel):
+    if not is_peft_model(model):
         return []
     model.save_pretrained(str(directory))
     readme = Path(directory) / "README.md"
@@ -99,7 +113,7 @@ def save_adapters(model: torch.nn.Module, directory: str | Path) -> list[str]:
 
 def merged_backbone(model: torch.nn.Module) -> PreTrainedModel:
     """A plain backbone with the adapters folded into its weights (a copy; `model` is left intact)."""
-    if not isinstance(model, PeftModel):
+    if not is_peft_model(model):
         return model
     import copy
     return copy.deepcopy(model).merge_and_unload()
@@ -107,7 +121,14 @@ def merged_backbone(model: torch.nn.Module) -> PreTrainedModel:
 
 def base_model(model: torch.nn.Module) -> PreTrainedModel:
     """The underlying transformers model (through a PeftModel wrapper when there is one)."""
-    return model.get_base_model() if isinstance(model, PeftModel) else model
+    return model.get_base_model() if is_peft_model(model) else model
+
+
+def is_peft_model(model: torch.nn.Module) -> bool:
+    """True for a peft wrapper (without importing peft: a model can only be one once peft is imported, and
+    serving a sequence tower never imports it)."""
+    peft = sys.modules.get("peft")
+    return peft is not None and isinstance(model, peft.PeftModel)
 
 
 def is_adapter_parameter(name: str) -> bool:

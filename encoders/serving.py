@@ -4,18 +4,34 @@ and anonymous sessions alike) and its item tower's text-only path as a `recsys.t
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from transformers import PreTrainedTokenizerBase
 
 from encoders.history_text import history_snippets, render_history
-from encoders.towers import TwoTowerModel, autocast, pick_device
+from encoders.towers import AdaptedBert, TwoTowerModel, autocast, pick_device
 from recsys.catalogue import Catalogue, CatalogueState
 from recsys.config import TrainConfig
 from recsys.towers import ItemTower, UserTower
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+TextPathLoader = Callable[[], "tuple[AdaptedBert, PreTrainedTokenizerBase]"]
+"""Loads a sequence tower's BERT text path (the adapted backbone with its trained weights, and its tokenizer)."""
+
+
+class _TextPath:
+    """The tokenizer, and the loader of a BERT not loaded yet, shared by a tower and its `over` copies."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase | None, load: TextPathLoader | None) -> None:
+        self.tokenizer = tokenizer
+        self.load = load
+        self.lock = threading.Lock()
 
 
 class TrainedUserTower(UserTower):
@@ -25,12 +41,16 @@ class TrainedUserTower(UserTower):
     of blended vectors), the text and fusion modes also run the PEFT BERT over the history text (item titles or
     texts from the catalogue). ID embeddings belong to the items the model was trained on (`training_ids`, the
     catalogue's ids at construction by default): an item keeps its ID through upserts and compaction, new items
-    have none. Unknown item ids are skipped; an empty history gives a zero row (popularity fallback)."""
+    have none. Unknown item ids are skipped; an empty history gives a zero row (popularity fallback).
+
+    A sequence tower needs no BERT to encode histories: given `load_text_path` (and `model.bert` None) it loads
+    its BERT and tokenizer on first use of the item text path (new items, free-text queries, export, save)."""
 
     def __init__(self, model: TwoTowerModel, config: TrainConfig, catalogue: Catalogue,
                  tokenizer: PreTrainedTokenizerBase | None = None, device: torch.device | None = None,
                  batch_size: int = 256, extra: dict | None = None, report_files: Sequence[Path] = (),
-                 columns: slice = slice(None), training_ids: Sequence[str] | None = None) -> None:
+                 columns: slice = slice(None), training_ids: Sequence[str] | None = None,
+                 load_text_path: TextPathLoader | None = None) -> None:
         self.model = model
         self.config = config
         self.device = device or pick_device()
@@ -39,13 +59,34 @@ class TrainedUserTower(UserTower):
         self.columns = columns
         ids = catalogue.state.ids.tolist() if training_ids is None else list(training_ids)
         self.training_position = {item_id: i for i, item_id in enumerate(ids)}
-        self.tokenizer = tokenizer
+        self._text = _TextPath(tokenizer, load_text_path if model.bert is None else None)
         self.batch_size = batch_size
         self.extra = extra or {}
         self.report_files = list(report_files)  # training curve / metrics CSV, copied into encoder/training/
         self._derived: tuple | None = None  # (catalogue version, vectors, ID positions, snippets)
         if config.tower.user_tower != "sequence" and (tokenizer is None or model.bert is None):
             raise ValueError(f"user tower {config.tower.user_tower!r} needs the BERT and its tokenizer")
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase | None:
+        return self._text.tokenizer
+
+    @property
+    def text_path_loaded(self) -> bool:
+        """Whether the BERT of the item text path is in memory (a served sequence tower loads it on first use)."""
+        return self.model.bert is not None
+
+    def load_text_path(self) -> None:
+        """Load the BERT and tokenizer of the item text path now, if they were left for first use (once, under a
+        lock shared with this tower's `over` copies); a no-op when they are loaded or the tower has none."""
+        text = self._text
+        if self.model.bert is not None or text.load is None:
+            return
+        with text.lock:
+            if self.model.bert is None:
+                bert, tokenizer = text.load()
+                self.model.bert = bert.to(self.device).eval()
+                text.tokenizer = tokenizer
 
     @property
     def catalogue(self) -> Catalogue:
@@ -126,6 +167,7 @@ class TrainedUserTower(UserTower):
         template (`TrainedItemTower` renders records): float32 [n, dim]."""
         from encoders.item_bank import encode_texts
 
+        self.load_text_path()
         if self.model.bert is None or self.tokenizer is None:
             raise ValueError("encoding item texts needs the BERT and its tokenizer")
         features = encode_texts(self.model.bert, self.tokenizer, texts, self.config.tower.item_max_length,
@@ -139,6 +181,7 @@ class TrainedUserTower(UserTower):
         import shutil
 
         from encoders.bundle import save_towers
+        self.load_text_path()  # the adapters are saved with the towers
         save_towers(self.model, self.config, directory, self.tokenizer, extra=self.extra)
         for file in self.report_files:
             if Path(file).is_file():

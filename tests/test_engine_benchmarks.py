@@ -34,3 +34,6 @@ def test_latency_benchmark_serves_the_engine_and_reports_towers_only_beside_it(r
     assert "HTTP 200" in rows[2]["note"]
     text = (tmp_path / "out" / "latency.md").read_text()
     assert "RECSYS_RERANK=false" in text and "| ranker |" in text
+    startup = json.loads((tmp_path / "out" / "latency.json").read_text())["meta"]["startup_s"]
+    assert list(startup) == ["ranker on", "ranker off"] and all(0 < s < 300 for s in startup.values())
+    assert f"ranker on {startup['ranker on']} s" in text
