@@ -85,8 +85,8 @@ class TrainedUserTower(UserTower):
         with text.lock:
             if self.model.bert is None:
                 bert, tokenizer = text.load()
+                text.tokenizer = tokenizer  # before the BERT: a tower whose BERT is set is ready to encode
                 self.model.bert = bert.to(self.device).eval()
-                text.tokenizer = tokenizer
 
     @property
     def catalogue(self) -> Catalogue:
