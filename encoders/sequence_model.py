@@ -28,20 +28,6 @@ class Block(nn.Module):
         x = x + self.dropout(self.out(attn.transpose(1, 2).reshape(b, t, d)))
         return x + self.dropout(self.ff(self.norm2(x)))
 
-    def at(self, x: torch.Tensor, mask: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """`forward(x, mask)` at one position per row (`index` [B]) only: [B, dim]. Keys and values still come from
-        every position, but the query, the output projection and the feed-forward run for that one position."""
-        b, t, d = x.shape
-        rows = torch.arange(b, device=x.device)
-        h = self.norm1(x)
-        q = F.linear(h[rows, index], self.qkv.weight[:d], self.qkv.bias[:d]).view(b, self.heads, 1, d // self.heads)
-        k, v = F.linear(h, self.qkv.weight[d:], self.qkv.bias[d:]).view(b, t, 2, self.heads, d // self.heads) \
-            .permute(2, 0, 3, 1, 4)
-        p = self.dropout.p if self.training else 0.0
-        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[rows, :, index][:, :, None], dropout_p=p)
-        y = x[rows, index] + self.dropout(self.out(attn.reshape(b, d)))
-        return y + self.dropout(self.ff(self.norm2(y)))
-
 
 class SequenceModel(nn.Module):
     """Histories of item vectors (right-padded, oldest first) → one vector per position.
@@ -64,26 +50,18 @@ class SequenceModel(nn.Module):
 
     def forward(self, item_vectors: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """item_vectors [B, T, dim] (T ≤ max_len), lengths [B] ≥ 1 → states [B, T, dim] (unnormalised)."""
-        x, mask = self._inputs(item_vectors, lengths)
-        for block in self.blocks:
-            x = block(x, mask)
-        return self.head(self.final_norm(x))
-
-    def _inputs(self, item_vectors: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The first block's input [B, T, dim] and the attention mask [B, 1, T, T]."""
-        t = item_vectors.shape[1]
+        b, t, _ = item_vectors.shape
         positions = torch.arange(t, device=item_vectors.device)
         x = self.dropout(self.input_norm(item_vectors + self.position(positions)[None]))
         causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
         valid = positions[None, :] < lengths[:, None]  # [B, T]
         mask = (causal[None] & valid[:, None, :]) | torch.eye(t, dtype=torch.bool, device=x.device)[None]
-        return x, mask[:, None]  # the diagonal keeps padded rows finite
+        mask = mask[:, None]  # [B, 1, T, T]; the diagonal keeps padded rows finite
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.head(self.final_norm(x))
 
     def last(self, item_vectors: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """The state at each history's last real position, `forward(…)[b, lengths[b] - 1]`: [B, dim]. The last
-        block runs its query, output projection and feed-forward for that position only (a user vector needs no
-        other state), about a third less work than `forward` with two blocks."""
-        x, mask = self._inputs(item_vectors, lengths)
-        for block in self.blocks[:-1]:
-            x = block(x, mask)
-        return self.head(self.final_norm(self.blocks[-1].at(x, mask, lengths - 1)))
+        """The state at each history's last real position: [B, dim]."""
+        states = self.forward(item_vectors, lengths)
+        return states[torch.arange(states.shape[0], device=states.device), lengths - 1]

@@ -140,7 +140,8 @@ class TrainedUserTower(UserTower):
         penalty = self.model.history_penalty(id_positions[padded], lengths)
         with autocast(self.device, self.config.mixed_precision):
             if tower.user_tower in ("sequence", "fusion"):
-                seq_state = self.model.sequence_last(item_vectors, padded, lengths).float()
+                states = self.model.sequence_states(item_vectors, padded, lengths)
+                seq_state = states[torch.arange(len(histories), device=self.device), lengths - 1].float()
             if tower.user_tower in ("text", "fusion"):
                 texts = [render_history(h, snippets, tower.history_separator, tower.max_history)
                          for h in histories]

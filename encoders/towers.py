@@ -172,10 +172,6 @@ class TwoTowerModel(nn.Module):
         """[B, T, dim] unnormalised states; `history` holds rows of `item_vectors` (right-padded)."""
         return self.sequence(item_vectors[history], lengths)
 
-    def sequence_last(self, item_vectors: torch.Tensor, history: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """[B, dim] unnormalised state at each history's last real position (what a user vector reads)."""
-        return self.sequence.last(item_vectors[history], lengths)
-
     def text_user(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """History rendered as text → PEFT BERT → user head: [B, dim] unnormalised."""
         return self.user_head(self.bert(input_ids, attention_mask))

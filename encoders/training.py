@@ -269,7 +269,8 @@ class Trainer:
             else:
                 seq_state = text_state = None
                 if mode == "fusion":
-                    seq_state = self.model.sequence_last(vectors, history, lengths).float()
+                    states = self.model.sequence_states(vectors, history, lengths)
+                    seq_state = states[torch.arange(len(lengths), device=self.device), lengths - 1].float()
                 texts = [render_history(h, self.snippets, config.tower.history_separator, config.tower.max_history)
                          for h in histories]
                 tokens = self.tokenizer(texts, padding=True, truncation=True,

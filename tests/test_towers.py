@@ -43,16 +43,6 @@ def test_sequence_model_is_causal_and_ignores_padding():
                                    atol=1e-5, rtol=1e-4)
 
 
-def test_the_last_state_shortcut_equals_the_full_forward_at_each_history_end():
-    torch.manual_seed(1)
-    model = SequenceModel(dim=32, max_len=12, layers=3, heads=4, dropout=0.1).eval()
-    items, lengths = torch.randn(6, 12, 32), torch.tensor([1, 4, 12, 7, 2, 12])
-    with torch.no_grad():
-        full = model(items, lengths)[torch.arange(6), lengths - 1]
-        torch.testing.assert_close(model.last(items, lengths), full, atol=1e-5, rtol=1e-4)
-        assert not torch.allclose(model.last(items, lengths), model(items, lengths)[:, -1], atol=1e-3)
-
-
 def test_history_text():
     assert render_history([0, 1, 2], ["x", "y", "z"], " ; ", max_items=2) == "z ; y"
 
