@@ -1,7 +1,8 @@
 """`recsys bench ranker-folds`: re-ranker fitting schemes (one fit, K folds refit, K folds summed) compared on the
 whole valid step by cross-fitting (JSON + MD + PNG). Registered when jobs/cli.py imports this module; the
 benchmark is benchmarks/ranker_folds.py. `recsys bench id-sequence`: the same cross-fitting with an ID-only sequence
-model's features added (benchmarks/id_sequence.py)."""
+model's features added (benchmarks/id_sequence.py); `recsys bench ease`: with EASE item–item scores added
+(benchmarks/ease.py)."""
 
 from __future__ import annotations
 
@@ -55,8 +56,37 @@ def bench_id_sequence(
     """Probe: an ID-only sequence model (SASRec-style, train split only) alone, and its score as re-ranker
     features, cross-fitted on every valid user against the default re-ranker."""
     from benchmarks.id_sequence import run
-    from jobs.output import console
+    from jobs.output import console, invocation
 
     command = invocation()
     for path in run(bundle, data, out, seed=seed, outer=outer, command=command, log=console.print).values():
+        typer.echo(path)
+
+
+@bench_app.command("ease")
+def bench_ease(
+    bundle: BundleDir,
+    data: BundleData,
+    out: Annotated[Path, typer.Option(help="results directory (ease.json, ease.md, ease.png)")] = Path(
+        "results/ease"),
+    lambdas: Annotated[str, typer.Option(help="comma-separated EASE regularisation strengths λ")] = "100,200,500",
+    buckets: Annotated[int, typer.Option(min=1, help="absolute time: fits, one per group of valid queries by time "
+                                         "(each on the train events before its earliest query)")] = 10,
+    outer: OuterFolds = 5,
+    seed: FoldSeed = 0,
+) -> None:
+    """Probe: EASE item–item scores (a closed-form ridge regression over the train split's user × item matrix,
+    point in time) as a re-ranker feature, cross-fitted on every valid user against the default re-ranker."""
+    from benchmarks.ease import run
+    from jobs.output import console, invocation
+
+    try:
+        chosen = [float(x) for x in lambdas.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"{lambdas!r}: comma-separated numbers, e.g. 100,200,500",
+                                 param_hint="--lambdas") from None
+    if not chosen or min(chosen) <= 0:
+        raise typer.BadParameter("every λ must be positive", param_hint="--lambdas")
+    for path in run(bundle, data, out, chosen, buckets, seed=seed, outer=outer, command=invocation(),
+                    log=console.print).values():
         typer.echo(path)

@@ -1,0 +1,70 @@
+"""The EASE probe (benchmarks/ease.py): its weights are EASE's constrained ridge regression, its scores never
+read events at or after a query's time, and the benchmark cross-fits the default re-ranker with and without it."""
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from benchmarks.ease import ease_weights, point_in_time_scores, query_groups, target_ndcg_recall
+from recsys.config import BuildConfig
+from recsys.pipeline import Recommender
+from recsys.splits import split_dataset
+from tests.test_ranker import N_ITEMS, planted_dataset
+
+
+def test_each_column_is_the_ridge_regression_of_that_item_on_the_others():
+    rng = np.random.default_rng(0)
+    x = (rng.random((40, 6)) < 0.4).astype(np.float64)
+    users, items = np.nonzero(x)
+    weights = ease_weights(users, items, 6, lam=3.0)
+    assert np.allclose(np.diag(weights), 0.0)
+    for j in range(6):
+        others = [k for k in range(6) if k != j]
+        a = x[:, others]
+        expected = np.linalg.solve(a.T @ a + 3.0 * np.eye(5), a.T @ x[:, j])
+        np.testing.assert_allclose(weights[others, j], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_query_never_scores_with_events_at_or_after_its_time():
+    index = {"a": 0, "b": 1, "c": 2}
+    # a and b are bought together only at times 100-101; a and c at 10-11
+    train = pl.DataFrame({"user_id": ["u1", "u1", "u2", "u2", "u3", "u3"], "item_id": ["a", "c", "a", "b", "a", "b"],
+                          "timestamp": [10, 11, 100, 101, 100, 101]})
+    histories, times = [["a"], ["a"]], np.array([50, 200])
+    scores = point_in_time_scores(train, histories, times, index, lam=0.5, buckets=2, sequence_time=False)
+    assert scores[0, 1] == 0.0 and scores[0, 2] > 0.0  # at time 50 only the a–c purchase exists
+    assert scores[1, 1] > scores[1, 2] > 0.0  # at time 200: a–b twice, a–c once
+    together = point_in_time_scores(train, histories, times, index, lam=0.5, buckets=2, sequence_time=True)
+    np.testing.assert_allclose(together[0], together[1])  # sequence time: one fit on every train event
+    assert [g.tolist() for g in query_groups(np.array([5, 1, 3, 2]), 2, False)] == [[1, 3], [2, 0]]
+
+
+def test_ndcg_and_recall_rank_the_target_among_every_item():
+    scores = np.array([[0.9, 0.5, 0.1], [0.1, 0.2, 0.3]], np.float32)
+    assert target_ndcg_recall(scores, np.array([0, 0])) == (pytest.approx(0.75), 1.0)  # ranks 0 and 2
+
+
+def test_benchmark_and_command_cross_fit_the_default_ranker_with_and_without_ease(tmp_path):
+    from jobs.cli import app
+
+    dataset = planted_dataset()
+    dataset.save(tmp_path / "data")
+    vectors = np.random.default_rng(1).normal(size=(N_ITEMS, 16)).astype(np.float32)
+    bundle = Recommender.build(dataset, split_dataset(dataset), vectors, BuildConfig()).save(tmp_path / "b" / "v1")
+    result = CliRunner().invoke(app, ["bench", "ease", "--bundle", str(bundle), "--data", str(tmp_path / "data"),
+                                      "--out", str(tmp_path / "out"), "--lambdas", "5,50", "--outer", "3"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "ease.json").read_text())
+    first, *others = report["rows"]
+    assert [r["scheme"] for r in others] == ["+ EASE score, λ 5", "+ EASE score, λ 50"]
+    assert first["diff"] == 0.0 and all(r["n_users"] == split_dataset(dataset).valid.height for r in report["rows"])
+    assert others[0]["diff"] == pytest.approx(others[0]["ndcg@10"] - first["ndcg@10"])
+    assert report["meta"]["time_mode"] == "sequence"
+    assert report["meta"]["ease_alone"]["5"]["valid_recall@10"] > 0.3  # the planted successors co-occur
+    assert (tmp_path / "out" / "ease.png").exists() and "EASE alone" in (tmp_path / "out" / "ease.md").read_text()
+    refused = CliRunner().invoke(app, ["bench", "ease", "--bundle", str(bundle), "--data", str(tmp_path / "data"),
+                                       "--lambdas", "0,x"])
+    assert refused.exit_code == 2 and "--lambdas" in refused.output
