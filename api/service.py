@@ -32,7 +32,7 @@ from recsys.bundle import Bundle
 from recsys.cache import ByteBudgetCache
 from recsys.changes import Folded, apply_changes, fold
 from recsys.data.item_text import item_text
-from recsys.errors import BundleError, StoreError
+from recsys.errors import BundleError, RecsysError, StoreError
 from recsys.pipeline import Recommender
 from recsys.store import EventStore, merged_history, open_store
 from recsys.towers import ItemTower, UserTower
@@ -114,6 +114,7 @@ class Service:
             self._catch_up(loaded)  # the whole change log, folded
             self._warm_user_cache(loaded)
             self._warm_neighbours(loaded)
+            self._preload_item_tower(loaded)
             with self._sync_lock:
                 self._catch_up(loaded)  # edits recorded while this bundle was loading
                 old, self.current = self.current, loaded
@@ -177,6 +178,19 @@ class Service:
         users = list(itertools.islice(loaded.recommender.histories, limit))
         added = tower.warm([h for h in (self.history(loaded, u) for u in users) if h])
         logger.info("user cache: %d known users pre-encoded in %.1f s", added, time.perf_counter() - started)
+
+    def _preload_item_tower(self, loaded: Loaded) -> None:
+        """With `preload_item_tower`, the item tower for new text now rather than on its first request (a bundle
+        whose tower cannot encode text serves without it, as it would anyway)."""
+        if not self.settings.preload_item_tower:
+            return
+        started = time.perf_counter()
+        try:
+            loaded.recommender.item_tower()
+        except RecsysError as exc:
+            logger.warning("item tower not preloaded: %s", exc)
+            return
+        logger.info("item tower preloaded in %.1f s", time.perf_counter() - started)
 
     def _warm_neighbours(self, loaded: Loaded) -> None:
         """Similar-item lists of the `warm_similar_items` most popular items (the pages most visited), in batched

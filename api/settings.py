@@ -53,6 +53,9 @@ class Settings(BaseSettings):
                                  "first request)")
     warm_similar_items: int = Field(20_000, ge=0, description="at load, compute the similar-item lists of the "
                                     "many most popular items (the rest on first use; 0: all on first use)")
+    preload_item_tower: bool = Field(False, description="at load, load the item tower for new text (upserts, "
+                                     "free-text queries) too; by default a trained sequence tower loads its BERT on "
+                                     "the first request that needs it, and the worker starts without transformers")
     micro_batch_ms: float = Field(2.0, ge=0, description="wait this long to batch concurrent BERT encodes")
     micro_batch_max: int = Field(32, ge=1)
     turn_batch_max: int = Field(64, ge=0, description="history requests (known users, sessions without text) that "

@@ -80,9 +80,12 @@ class BlendedHistoryEncoder(UserTower):
         return self._text_encoder
 
     def item_tower(self) -> "BlendedItemTower":
+        """Both item towers' text paths, loaded now if they were left for first use."""
         trained = self.trained.item_tower()
         if trained is None:
             raise ValueError("the trained tower of this blend has no item tower")
+        if self._text_encoder_factory is not None:
+            self.zero_shot_tower()
         return BlendedItemTower(trained, self)
 
     def encode_item_texts(self, texts: Sequence[str]) -> np.ndarray:

@@ -104,6 +104,8 @@ class TrainedUserTower(UserTower):
         return len(range(*self.columns.indices(self._catalogue.dim)))
 
     def item_tower(self) -> "TrainedItemTower":
+        """The text-only item path (its BERT loaded now, if it was left for first use)."""
+        self.load_text_path()
         return TrainedItemTower(self)
 
     def _tables(self, state: CatalogueState) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:

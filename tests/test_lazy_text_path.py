@@ -76,3 +76,17 @@ def test_a_missing_backbone_is_refused_when_the_bundle_loads_not_at_the_first_up
     (encoder / TOWER_META).write_text(json.dumps(meta))
     with pytest.raises(BundleError, match="not a Hugging Face model directory"):
         load_towers(encoder, lazy_text=True)
+
+
+@pytest.mark.parametrize("preload", [False, True])
+def test_a_worker_loads_the_text_path_at_start_only_when_told_to(trained_bundle, tmp_path, preload):
+    from api.service import Service
+    from api.settings import Settings
+
+    service = Service(Settings(state_dir=tmp_path / "state", preload_item_tower=preload, warm_user_cache=0,
+                               warm_similar_items=0))
+    loaded = service.load(trained_bundle)
+    assert trained_tower(loaded.recommender.user_tower).text_path_loaded is preload
+    vectors = loaded.recommender.item_tower().encode_texts(TEXTS)  # loads it now when it was not preloaded
+    np.testing.assert_allclose(vectors[:, :eager_text_vectors(trained_bundle).shape[1]],
+                               eager_text_vectors(trained_bundle), atol=1e-5)
