@@ -155,7 +155,9 @@ def run(bundle: str | Path, out_dir: str | Path, concurrencies: Sequence[int] = 
                 server.stop()
     meta = {"bundle": str(bundle), "environment": environment(), "requests_per_level": requests,
             "seconds_per_level": seconds, "loadgen": tool, "workers": workers, "server_env": server_env or {},
-            "ranker_in_bundle": ranked, "startup_s": startup, "command": command}
+            "ranker_in_bundle": ranked, "startup_s": startup, "command": command,
+            "recsys_env": {k: v for k, v in sorted(os.environ.items())  # the served settings (no secrets)
+                           if k.startswith("RECSYS_") and k not in ("RECSYS_ADMIN_TOKEN", "RECSYS_REDIS_URL")}}
     generator = ("wrk (one thread, keep-alive connections)" if tool == "wrk"
                  else "an asyncio/httpx client")
     ranker_note = ("the bundle has a LightGBM re-ranker: rows with ranker `on` are the engine as served "
@@ -165,6 +167,8 @@ def run(bundle: str | Path, out_dir: str | Path, concurrencies: Sequence[int] = 
                          group_by="endpoint", chart=_chart,
                          notes=[f"command: `{command}`" if command else "command: (library call)",
                                 f"bundle {bundle}; {ranker_note}",
+                                "RECSYS_* settings from the environment: "
+                                + (", ".join(f"{k}={v}" for k, v in meta["recsys_env"].items()) or "none"),
                                 f"server: {workers} uvicorn worker process(es); load: {generator} "
                                 "in a separate process on loopback",
                                 "start-up, launch to ready (every worker's caches warmed): "

@@ -37,3 +37,4 @@ def test_latency_benchmark_serves_the_engine_and_reports_towers_only_beside_it(r
     startup = json.loads((tmp_path / "out" / "latency.json").read_text())["meta"]["startup_s"]
     assert list(startup) == ["ranker on", "ranker off"] and all(0 < s < 300 for s in startup.values())
     assert f"ranker on {startup['ranker on']} s" in text
+    assert "RECSYS_* settings from the environment: " in text and "RECSYS_ADMIN_TOKEN" not in text
