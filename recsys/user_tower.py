@@ -106,9 +106,10 @@ class CachedHistoryEncoder(WrappedUserTower):
 
     def warm(self, histories: Sequence[Sequence[str]], batch_size: int = 256) -> int:
         """Encode `histories` (in batches, through the wrapped tower) into the cache ahead of the requests that
-        will ask for them, as many as it holds without evicting; returns how many entries were added."""
+        will ask for them, as many as it holds without evicting (the first ones); returns how many entries were
+        added. The batches go shortest history first, so a batch pads to histories of about its own length."""
         before = len(self._cache)
-        todo = [list(h) for h in histories][: self._room()]
+        todo = sorted(([list(h) for h in histories][: self._room()]), key=len)
         for start in range(0, len(todo), batch_size):
             self.encode_histories(todo[start:start + batch_size])
         return len(self._cache) - before

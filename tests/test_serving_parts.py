@@ -49,6 +49,19 @@ def test_cache_warm_encodes_in_batches_up_to_its_size():
     assert tower.calls == [2, 2, 1] and cached.hits == 1
 
 
+def test_cache_warm_batches_histories_of_similar_length():
+    class RecordingTower(CountingTower):
+        def encode_histories(self, histories):
+            self.calls.append([len(h) for h in histories])
+            return np.array([[len(h), 1.0] for h in histories], dtype=np.float32)
+
+    tower = RecordingTower()
+    cached = CachedHistoryEncoder(tower, maxsize=4)
+    assert cached.warm([["a"] * n for n in (7, 1, 50, 2, 6)], batch_size=2) == 4
+    assert tower.calls == [[1, 2], [7, 50]]  # the first four (the cache holds four), shortest first
+    assert not cached.has(["a"] * 6)
+
+
 def test_cache_is_cleared_when_item_vectors_change():
     catalogue = Catalogue.from_ids(["a", "b"], np.eye(2, dtype=np.float32))
     cached = CachedHistoryEncoder(PooledHistoryEncoder(catalogue, UserTowerConfig()))
