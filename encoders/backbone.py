@@ -25,14 +25,21 @@ def resolve_model_path(model: str) -> str:
     return model
 
 
+def check_model_directory(model: str) -> str:
+    """The resolved path of `model`; RecsysError when it names a local directory (an existing or absolute path)
+    that is not a Hugging Face model. Hub names pass unchecked."""
+    path = resolve_model_path(model)
+    local = Path(path)
+    if (local.exists() or local.is_absolute()) and not (local / "config.json").is_file():
+        raise RecsysError(f"{path}: not a Hugging Face model directory (no config.json)")
+    return path
+
+
 def load_backbone(model: str = DEFAULT_MODEL) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load (model, tokenizer) in eval mode; clear error when the directory is not a HF model."""
     from transformers import AutoModel, AutoTokenizer
 
-    path = resolve_model_path(model)
-    local = Path(path)
-    if local.exists() and not (local / "config.json").is_file():
-        raise RecsysError(f"{path}: not a Hugging Face model directory (no config.json)")
+    path = check_model_directory(model)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         backbone = AutoModel.from_pretrained(path)

@@ -14,7 +14,7 @@ import polars as pl
 import torch
 from safetensors.torch import load_file, save_file
 
-from encoders.backbone import load_backbone, resolve_model_path
+from encoders.backbone import check_model_directory, load_backbone
 from encoders.lora import is_adapter_parameter, load_adapters, merged_backbone, save_adapters
 from encoders.serving import TextPathLoader, TrainedUserTower
 from encoders.towers import AdaptedBert, TwoTowerModel
@@ -84,13 +84,6 @@ def _text_path(directory: Path, meta: dict, config: TrainConfig, weights: dict[s
     return bert, tokenizer
 
 
-def _check_backbone(model: str) -> None:
-    """A local backbone directory must still be there (a served sequence tower loads it only on first use)."""
-    path = Path(resolve_model_path(model))
-    if (path.is_absolute() or path.exists()) and not (path / "config.json").is_file():
-        raise ValueError(f"the backbone {model!r} is not a Hugging Face model directory at {path}")
-
-
 def load_towers(directory: Path, device: torch.device | None = None, prefer_merged: bool = False,
                 lazy_text: bool = False) -> tuple[TwoTowerModel, TrainConfig, object, TextPathLoader | None]:
     """(model in eval mode, its TrainConfig, tokenizer, text-path loader) from an `encoder/` directory.
@@ -105,7 +98,7 @@ def load_towers(directory: Path, device: torch.device | None = None, prefer_merg
         weights = load_file(directory / TOWER_WEIGHTS)
         lazy = lazy_text and config.tower.user_tower == "sequence" and meta.get("hidden_size") is not None
         if lazy:
-            _check_backbone(config.encoder.model)
+            check_model_directory(config.encoder.model)  # it is loaded on first use: refuse a missing one now
             bert, tokenizer = None, None
         else:
             bert, tokenizer = _text_path(directory, meta, config, weights, prefer_merged)
@@ -119,9 +112,11 @@ def load_towers(directory: Path, device: torch.device | None = None, prefer_merg
     if missing or unexpected:
         raise BundleError(f"{directory}: tower weights do not match (missing {missing[:3]}, unexpected {unexpected[:3]})")
 
+    tuned = {k: v for k, v in weights.items() if k.startswith("bert.")}  # all the loader keeps (full fine-tuning)
+
     def load_text() -> tuple[AdaptedBert, object]:
         try:
-            return _text_path(directory, meta, config, weights, prefer_merged)
+            return _text_path(directory, meta, config, tuned, prefer_merged)
         except (OSError, ValueError, RecsysError) as exc:
             raise BundleError(f"{directory}: cannot load the item tower's BERT ({exc})") from exc
 
