@@ -61,10 +61,10 @@ def stored_train_config(meta: dict) -> TrainConfig:
     return TrainConfig.model_validate(config)
 
 
-def _text_path(directory: Path, meta: dict, config: TrainConfig, weights: dict[str, torch.Tensor],
+def _text_path(directory: Path, meta: dict, config: TrainConfig, tuned: dict[str, torch.Tensor],
                prefer_merged: bool = False) -> tuple[AdaptedBert, object]:
     """(adapted BERT with its trained weights, tokenizer) of an `encoder/` directory: the backbone with the saved
-    adapters, or the merged copy; with full fine-tuning the tuned layers from `weights` ("bert."-prefixed)."""
+    adapters, or the merged copy; with full fine-tuning the tuned layers (`tuned`, the "bert."-prefixed weights)."""
     from transformers import AutoModel, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(directory))
@@ -76,9 +76,8 @@ def _text_path(directory: Path, meta: dict, config: TrainConfig, weights: dict[s
             backbone = load_adapters(backbone, directory)
     backbone.eval()
     bert = AdaptedBert(backbone, config.lora.top_layers, config.tower.pooling, full=config.lora.method == "full")
-    tuned = {k[len("bert."):]: v for k, v in weights.items() if k.startswith("bert.")}
     if tuned:
-        _, unexpected = bert.load_state_dict(tuned, strict=False)
+        _, unexpected = bert.load_state_dict({k[len("bert."):]: v for k, v in tuned.items()}, strict=False)
         if unexpected:
             raise ValueError(f"fine-tuned BERT weights that match no layer: {unexpected[:3]}")
     return bert, tokenizer
@@ -96,23 +95,22 @@ def load_towers(directory: Path, device: torch.device | None = None, prefer_merg
         meta = json.loads((directory / TOWER_META).read_text())
         config = stored_train_config(meta)
         weights = load_file(directory / TOWER_WEIGHTS)
+        tuned = {k: v for k, v in weights.items() if k.startswith("bert.")}  # full fine-tuning's BERT layers
         lazy = lazy_text and config.tower.user_tower == "sequence" and meta.get("hidden_size") is not None
         if lazy:
             check_model_directory(config.encoder.model)  # it is loaded on first use: refuse a missing one now
             bert, tokenizer = None, None
         else:
-            bert, tokenizer = _text_path(directory, meta, config, weights, prefer_merged)
+            bert, tokenizer = _text_path(directory, meta, config, tuned, prefer_merged)
         model = TwoTowerModel(bert, int(meta["n_items"]), config.tower, config.temperature, config.learn_temperature,
                               hidden_size=meta.get("hidden_size"))
-        missing, unexpected = model.load_state_dict({k: v for k, v in weights.items() if not k.startswith("bert.")},
+        missing, unexpected = model.load_state_dict({k: v for k, v in weights.items() if k not in tuned},
                                                     strict=False)
     except (OSError, KeyError, ValueError, RecsysError) as exc:
         raise BundleError(f"{directory}: cannot load the trained towers ({exc})") from exc
     missing = [k for k in missing if not k.startswith("bert.")]
     if missing or unexpected:
         raise BundleError(f"{directory}: tower weights do not match (missing {missing[:3]}, unexpected {unexpected[:3]})")
-
-    tuned = {k: v for k, v in weights.items() if k.startswith("bert.")}  # all the loader keeps (full fine-tuning)
 
     def load_text() -> tuple[AdaptedBert, object]:
         try:
