@@ -107,7 +107,8 @@ def test_adalora_prunes_over_the_adapter_steps_with_its_regulariser(tiny_bert_di
 def test_adalora_bundle_continues_training_from_its_pruned_ranks(tiny_bert_dir, shop, tmp_path):
     dataset, split = shop
     lora = LoraConfig(method="adalora", rank=4, adalora_target_rank=2, top_layers=1)
-    config = small_config(tiny_bert_dir, lora=lora, epochs=2, bert_epochs=2, patience=5)
+    # fp32 (no bf16 autocast on a GPU): the reloaded vectors are compared to 1e-5
+    config = small_config(tiny_bert_dir, lora=lora, epochs=2, bert_epochs=2, patience=5, mixed_precision="no")
     first = train_and_evaluate(dataset, split, config, name="ada", out_root=tmp_path, progress=False)
     from safetensors.torch import load_file
     saved = load_file(first.path / "encoder" / "adapter_model.safetensors")
@@ -174,19 +175,22 @@ def test_training_with_adversarial_features_learns(tiny_bert_dir, shop):
 
 def test_fresh_adapter_loss_is_an_in_batch_softmax_over_the_re_encoded_items(tiny_bert_dir, shop):
     dataset, split = shop
-    trainer = Trainer(dataset, split, small_config(tiny_bert_dir, adapter_negatives="fresh"), progress=False)
+    # fp32 (no bf16 autocast on a GPU): the loss is compared with its formula to 1e-5
+    config = small_config(tiny_bert_dir, adapter_negatives="fresh", mixed_precision="no")
+    trainer = Trainer(dataset, split, config, progress=False)
     trainer.refresh_bank()
     torch.manual_seed(0)
-    users = F.normalize(torch.randn(5, 16), dim=-1)
-    positives = torch.tensor([3, 7, 3, 11, 9])
-    items = torch.tensor([7, 3, 20])  # users 3 and 4 (positives 11, 9) are not in the re-encoded set
+    device = trainer.device
+    users = F.normalize(torch.randn(5, 16), dim=-1).to(device)
+    positives = torch.tensor([3, 7, 3, 11, 9], device=device)
+    items = torch.tensor([7, 3, 20], device=device)  # users 3 and 4 (positives 11, 9) are not in the re-encoded set
     features = trainer.cache.features(items)
     loss = trainer._fresh_loss(users, positives, items, features)
     vectors = trainer.model.item_vectors(features, items)
     share = trainer.target_share[items]
     log_q = torch.log(1 - (1 - share).pow(len(positives)))
     logits = trainer.model.scale * users[:3] @ vectors.T - log_q
-    torch.testing.assert_close(loss, F.cross_entropy(logits, torch.tensor([1, 0, 1])))
+    torch.testing.assert_close(loss, F.cross_entropy(logits, torch.tensor([1, 0, 1], device=device)))
     loss.backward()
     assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in trainer.adapters)
 

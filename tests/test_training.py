@@ -74,13 +74,14 @@ def test_history_margin_marks_each_positions_own_history(tiny_bert_dir, shop):
     import torch
     dataset, split = shop
     trainer = Trainer(dataset, split, small_config(tiny_bert_dir, history_margin=0.3), progress=False)
-    history = torch.tensor([[3, 1, 2], [4, 0, 0]])
-    lengths = torch.tensor([3, 1])
-    targets = torch.tensor([1, 2, 5, 4])  # next items at the 4 real positions (the 2nd repeats item 1)
+    device = trainer.device
+    history = torch.tensor([[3, 1, 2], [4, 0, 0]], device=device)
+    lengths = torch.tensor([3, 1], device=device)
+    targets = torch.tensor([1, 2, 5, 4], device=device)  # next items at the 4 real positions (the 2nd repeats item 1)
     mask = trainer._history_mask(history, lengths, "sequence", 6, targets)
     expected = [[0, 0, 0, 1, 0, 0], [0, 1, 0, 1, 0, 0], [0, 1, 1, 1, 0, 0], [0, 0, 0, 0, 0, 0]]
     assert mask.tolist() == expected
-    last = trainer._history_mask(history, lengths, "text", 6, torch.tensor([0, 3]))
+    last = trainer._history_mask(history, lengths, "text", 6, torch.tensor([0, 3], device=device))
     assert last.tolist() == [[0, 1, 1, 1, 0, 0], [0, 0, 0, 0, 1, 0]]
     assert trainer.fit().history  # trains with the margin
 
@@ -92,11 +93,11 @@ def test_items_unseen_in_training_are_left_out_of_the_softmax(tiny_bert_dir, sho
     unseen = torch.nonzero(~trainer.seen).flatten()
     if len(unseen) == 0:  # make one: pretend the first item never occurred in training
         trainer.seen[0] = False
-        unseen = torch.tensor([0])
+        unseen = torch.tensor([0], device=trainer.device)
     trainer.refresh_bank()
     trainer.model.eval()  # no dropout: the two losses differ only by the mask
     batch = next(trainer._batches(np.random.default_rng(0)))
-    batch = (batch[0], batch[1], torch.where(torch.isin(batch[2], unseen), torch.tensor(-100), batch[2]))
+    batch = (batch[0], batch[1], torch.where(torch.isin(batch[2], unseen.cpu()), torch.tensor(-100), batch[2]))
     with_mask = trainer._loss(batch, False, np.random.default_rng(0))[0]
     trainer.config = trainer.config.model_copy(update={"exclude_unseen_negatives": False})
     without = trainer._loss(batch, False, np.random.default_rng(0))[0]
