@@ -244,3 +244,25 @@ def test_adapters_last_train_after_the_heads_converge_and_keep_the_best_state(ti
         assert any(not torch.equal(p, adapters[n]) for n, p in trainer.model.bert.named_parameters() if n in adapters)
     else:
         assert all(torch.equal(p, adapters[n]) for n, p in trainer.model.bert.named_parameters() if n in adapters)
+
+
+def test_re_encoding_every_positive_collapses_with_bank_negatives_and_learns_with_fresh(tiny_bert_dir, shop):
+    """The `gpu` preset's regime (adapters in every layer from the first step, 4,096 positives re-encoded a step):
+    with `bank` negatives the adapters raise all re-encoded items at once against the stale bank, so the loss climbs
+    back after the first epochs and validation stalls; `fresh` (their own in-batch softmax) learns. The first H200 run of the old
+    `gpu` preset showed the `bank` curve on amazon-scientific."""
+    from encoders.presets import preset
+
+    dataset, split = shop
+    curves = {}
+    for negatives in ("bank", "fresh"):
+        config = preset("gpu", encoder={"model": str(tiny_bert_dir)}, tower={"dim": 32, "id_dim": 8, "seq_heads": 2},
+                        zero_shot_dims=8, adapter_phase="first", adapter_phase_lr=1.0, bert_epochs=None,
+                        adapter_negatives=negatives, epochs=6, patience=20, batch_size=64, valid_sample=None,
+                        mixed_precision="no")
+        history = Trainer(dataset, split, config, progress=False).fit().history
+        curves[negatives] = ([h["valid_ndcg@10"] for h in history], [h["train_loss"] for h in history])
+    bank_valid, bank_loss = curves["bank"]
+    fresh_valid, _ = curves["fresh"]
+    assert bank_loss[-1] > min(bank_loss) + 0.5  # the loss climbs back while the adapters keep training
+    assert fresh_valid[-1] > fresh_valid[0] and max(fresh_valid) > 2 * max(bank_valid)
