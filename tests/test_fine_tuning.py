@@ -249,8 +249,8 @@ def test_adapters_last_train_after_the_heads_converge_and_keep_the_best_state(ti
 def test_re_encoding_every_positive_collapses_with_bank_negatives_and_learns_with_fresh(tiny_bert_dir, shop):
     """The `gpu` preset's regime (adapters in every layer from the first step, 4,096 positives re-encoded a step):
     with `bank` negatives the adapters raise all re-encoded items at once against the stale bank, so the loss climbs
-    back after the first epochs and validation stalls; `fresh` (their own in-batch softmax) learns. The first H200 run of the old
-    `gpu` preset showed the `bank` curve on amazon-scientific."""
+    back after the first epochs and validation stalls; `fresh` (their own in-batch softmax) learns. The first H200
+    run of the old `gpu` preset showed the `bank` curve on amazon-scientific."""
     from encoders.presets import preset
 
     dataset, split = shop
