@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -91,3 +92,13 @@ def load_settings(**values) -> Settings:
         error = exc.errors()[0]
         name = "RECSYS_" + "_".join(str(part) for part in error["loc"]).upper()
         raise SettingsError(f"{name}: {error['msg']}") from None
+
+
+SECRET_SETTINGS = frozenset({"admin_token", "redis_url"})  # a Redis URL can carry a password
+
+
+def public_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The RECSYS_* settings in `environ`, sorted, secret ones left out (for reports of what was served)."""
+    prefix = Settings.model_config["env_prefix"]
+    hidden = {prefix + name.upper() for name in SECRET_SETTINGS}
+    return {k: v for k, v in sorted(environ.items()) if k.startswith(prefix) and k not in hidden}

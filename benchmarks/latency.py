@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks.common import Column, environment, write_report
+from api.settings import public_environment
 from benchmarks.loadgen import available_tool, drive
 from recsys.artifacts import resolve_bundle
 
@@ -156,8 +157,7 @@ def run(bundle: str | Path, out_dir: str | Path, concurrencies: Sequence[int] = 
     meta = {"bundle": str(bundle), "environment": environment(), "requests_per_level": requests,
             "seconds_per_level": seconds, "loadgen": tool, "workers": workers, "server_env": server_env or {},
             "ranker_in_bundle": ranked, "startup_s": startup, "command": command,
-            "recsys_env": {k: v for k, v in sorted(os.environ.items())  # the served settings (no secrets)
-                           if k.startswith("RECSYS_") and k not in ("RECSYS_ADMIN_TOKEN", "RECSYS_REDIS_URL")}}
+            "recsys_env": public_environment(os.environ)}  # the served settings (no secrets)
     generator = ("wrk (one thread, keep-alive connections)" if tool == "wrk"
                  else "an asyncio/httpx client")
     ranker_note = ("the bundle has a LightGBM re-ranker: rows with ranker `on` are the engine as served "
