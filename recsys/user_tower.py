@@ -109,7 +109,7 @@ class CachedHistoryEncoder(WrappedUserTower):
         will ask for them, as many as it holds without evicting (the first ones); returns how many entries were
         added. The batches go shortest history first, so a batch pads to histories of about its own length."""
         before = len(self._cache)
-        todo = sorted(([list(h) for h in histories][: self._room()]), key=len)
+        todo = sorted((list(h) for h in histories[: self._room()]), key=len)
         for start in range(0, len(todo), batch_size):
             self.encode_histories(todo[start:start + batch_size])
         return len(self._cache) - before
