@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -79,16 +79,8 @@ class TextEncoder(ItemTower):
                                   max_length=self.config.max_length, return_tensors="pt")
 
         prefetch = self.device.type == "cuda" if prefetch is None else prefetch
-        with ThreadPoolExecutor(max_workers=1) if prefetch else contextlib.nullcontext() as pool_, \
-                tqdm(total=len(texts), desc=desc, unit="text", disable=not progress) as bar:
-            pending = pool_.submit(tokenize, batches[0]) if pool_ is not None else None
-            for index, rows in enumerate(batches):
-                if pool_ is not None:
-                    tokens = pending.result()
-                    if index + 1 < len(batches):
-                        pending = pool_.submit(tokenize, batches[index + 1])
-                else:
-                    tokens = tokenize(rows)
+        with tqdm(total=len(texts), desc=desc, unit="text", disable=not progress) as bar:
+            for rows, tokens in zip(batches, _one_ahead(tokenize, batches, prefetch)):
                 batch = tokens.to(self.device)
                 with autocast:
                     hidden = self.model(**batch).last_hidden_state
@@ -98,6 +90,20 @@ class TextEncoder(ItemTower):
                 out[rows] = vectors.cpu().numpy()
                 bar.update(len(rows))
         return out
+
+
+def _one_ahead(work: Callable, items: Sequence, ahead: bool) -> Iterator:
+    """work(item) for each item, in order; with `ahead`, the next item's runs in a background thread meanwhile."""
+    if not ahead:
+        yield from map(work, items)
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(work, items[0])
+        for following in items[1:]:
+            done = pending.result()
+            pending = pool.submit(work, following)
+            yield done
+        yield pending.result()
 
 
 def load_text_encoder(config: EncoderConfig, device: torch.device | None = None, precision: str = "auto"):
