@@ -1,5 +1,5 @@
 """GPU check (`recsys bench gpu`): one command, sized to finish in ≤ 8 minutes on one large GPU, that runs every
-GPU path of the engine for real and writes gpu.json + gpu.md (rewritten after each stage, so a run cut short
+GPU path of the engine for real and writes gpu.json + gpu.md + gpu.png (rewritten after each stage, so a run cut short
 still leaves the finished stages):
 
 1. train    the `gpu` preset (LoRA in every BERT layer, bf16 autocast) on --data to a bundle, capped at
@@ -220,7 +220,39 @@ def write(out: Path, report: dict) -> dict[str, Path]:
     parts += [f"<sub>{env['created_at']} · git {env['git_sha']} · {env['cpu_count']} CPUs · load {env['load_avg_1m']} · "
               + ", ".join(f"{k} {v}" for k, v in env["packages"].items()) + "</sub>", ""]
     paths["md"].write_text("\n".join(parts))
+    paths["png"] = out / "gpu.png"
+    _chart(report["stages"], paths["png"])
     return paths
+
+
+# one bar chart per finished stage: what it measures, from which row fields
+CHART_PANELS = {"train": ("towers N@10", lambda r: f"{r['split']}", "ndcg@10"),
+                "encode": ("item encoding (items/s)", lambda r: r["precision"], "items_per_s"),
+                "ann": ("batched search (queries/s)", lambda r: f"{r['index']} ({r['device']})", "qps_batch"),
+                "latency": ("API req/s", lambda r: f"{r['endpoint']} ×{r['concurrency']}", "rps")}
+
+
+def _chart(stages: dict, path: Path) -> None:
+    """gpu.png: a panel for each stage that has rows (a placeholder text while none has)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(name, stage["rows"]) for name, stage in stages.items() if stage.get("rows") and name in CHART_PANELS]
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(4.5 * max(len(panels), 1), 4), squeeze=False)
+    if not panels:
+        axes[0][0].text(0.5, 0.5, "no stage finished yet", ha="center", va="center")
+        axes[0][0].set_axis_off()
+    for ax, (name, rows) in zip(axes[0], panels):
+        title, label, key = CHART_PANELS[name]
+        ax.barh([label(r) for r in rows], [r.get(key) or 0 for r in rows])
+        ax.set_title(title, fontsize=10)
+        ax.tick_params(labelsize=7)
+        ax.grid(True, axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def run(settings: GpuCheckSettings, out: str | Path, command: str | None = None) -> dict[str, Path]:

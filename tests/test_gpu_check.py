@@ -31,6 +31,7 @@ def test_gpu_check_runs_every_stage_and_reports_what_it_skipped(tiny_bert_dir, t
     report = json.loads((tmp_path / "gpu" / "gpu.json").read_text())
     stages = report["stages"]
     assert list(stages) == ["train", "encode", "ann", "latency"]
+    assert (tmp_path / "gpu" / "gpu.png").stat().st_size > 1_000  # a panel per stage
     assert not [s["error"] for s in stages.values() if s.get("error")]
     train = {r["split"]: r for r in stages["train"]["rows"]}
     assert set(train) == {"valid", "test"} and 0 <= train["test"]["ndcg@10"] <= 1
