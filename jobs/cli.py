@@ -100,10 +100,13 @@ def import_synthetic(out: OutOpt = Path("data/shop"), users: Users = 600, items:
 
 @import_app.command("recbole")
 @friendly_errors
-def import_recbole(directory: Path, out: OutOpt, overwrite: OverwriteOpt = False) -> None:
+def import_recbole(directory: Path, out: OutOpt, overwrite: OverwriteOpt = False,
+                   attributes: Annotated[Literal["auto", "parse", "none"], typer.Option(
+                       help="category and brand from texts laid out '<title>. <category>. <brand>.' (UniSRec): "
+                            "auto (when most texts are), parse (always) or none")] = "auto") -> None:
     """RecBole/UniSRec atomic files (*.text, *.item2index, *.user2index, *.{train,valid,test}.inter)."""
     from recsys.data.importers import import_recbole_sequential
-    _report_import(import_recbole_sequential(directory), out, overwrite)
+    _report_import(import_recbole_sequential(directory, attributes=attributes), out, overwrite)
 
 
 @import_app.command("movielens")

@@ -73,10 +73,16 @@ class FeatureConfig(FrozenModel):
                                  "cosine over the last `recent_items`, and the mean log count of the last "
                                  "`decay_items` history items")
 
+    attributes: list[str] | None = Field(None, description="attribute feature groups to compute (category, brand, "
+                                         "price) where the catalogue has the column; None: every one it has")
+
     @model_validator(mode="after")
     def _extended_needs_normalized(self) -> "FeatureConfig":
         if self.extended_pairs and not self.normalized_pairs:
             raise ValueError("extended_pairs needs normalized_pairs")
+        unknown = sorted(set(self.attributes or ()) - set(ATTRIBUTE_FEATURES))
+        if unknown:
+            raise ValueError(f"unknown attribute feature groups {unknown}; choose from {sorted(ATTRIBUTE_FEATURES)}")
         return self
 
 
@@ -179,7 +185,8 @@ class FeatureBuilder:
             catalogue.attach_features(lambda state: ItemArrays.of(state, stats))
         self._own: tuple[int, ItemArrays] | None = None
         self.attributes: list[str] | None = None
-        self.attributes = self.arrays_of(catalogue.state).attributes
+        available = self.arrays_of(catalogue.state).attributes
+        self.attributes = available if config.attributes is None else [a for a in available if a in config.attributes]
         self.names = feature_names(self.attributes, config)
 
     @classmethod
@@ -193,7 +200,7 @@ class FeatureBuilder:
     def arrays_of(self, state: CatalogueState) -> ItemArrays:
         """The per-item arrays for `state` and this builder's statistics."""
         arrays = state.features
-        if arrays is not None and arrays.stats is self.stats:
+        if arrays is not None and arrays.stats is self.stats and self.attributes in (None, arrays.attributes):
             return arrays
         own = self._own
         if own is None or own[0] != state.version:

@@ -53,6 +53,23 @@ def test_features_equal_hand_computed_values():
         ("b", pytest.approx(s)), ("b", pytest.approx(0.0)), ("b", pytest.approx(0.0))]
 
 
+def test_attribute_groups_can_be_chosen_and_unknown_ones_are_refused():
+    stats = InteractionStats.fit(TRAIN, StatsConfig(time_mode="absolute", recent_window=3, pair_window=2))
+    items = ITEMS.with_columns(pl.Series("brand", ["p", "q", "p", None]))
+    everything = FeatureBuilder.from_frame(items, VECTORS, stats, FeatureConfig())
+    only_brand = FeatureBuilder(everything.catalogue, stats, FeatureConfig(attributes=["brand"]))
+    assert everything.names[-5:] == ["category_match_last", "category_share", "brand_match_last", "brand_share",
+                                     "price_log_ratio"]
+    assert only_brand.names == [n for n in everything.names if not n.startswith(("category", "price"))]
+    got = only_brand.build([["a", "b"]], [["c", "d"]], [[0.9, 0.1]], as_of=[6])
+    assert got["brand_match_last"].to_list() == [0.0, None]  # c is p, the last item b is q; d has no brand
+    assert got["brand_share"].to_list() == [0.5, 0.0]
+    assert everything.build([["a", "b"]], [["c", "d"]], [[0.9, 0.1]], as_of=[6])["category_share"].to_list() == \
+        [0.0, 0.0]  # the catalogue's own arrays still carry every group
+    with pytest.raises(ValueError, match="unknown attribute feature groups"):
+        FeatureConfig(attributes=["colour"])
+
+
 def test_a_query_without_a_time_is_asked_just_after_the_last_event_so_recent_counts_are_live():
     """Serving passes no time: the query is at the statistics' end (t=8 here), not at the end of time, where
     nothing would be recent and every candidate's pop_recent / pop_trend would be the same constant."""

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from recsys.data import import_recbole_movielens, import_recbole_sequential, import_table
-from recsys.data.importers import title_from_text
+from recsys.data.importers import category_brand_from_text, title_from_text
 from recsys.errors import DataError
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -128,6 +128,44 @@ def test_title_from_text() -> None:
     assert title_from_text("E.C. Kraus Alcohol Hydrometer. Tests. E.C. Kraus.") == "E.C. Kraus Alcohol Hydrometer"
     assert title_from_text("sunpp.") == "sunpp"
     assert title_from_text("No separator at all") == "No separator at all"
+
+
+def test_category_brand_from_text() -> None:
+    text = "Uranium Ore. Industrial & Scientific Lab Supplies. Images SI. "
+    assert category_brand_from_text(text) == ("Industrial & Scientific Lab Supplies", "Images SI")
+    assert category_brand_from_text("Mr. Heater Kit 3/8. Plumbing. Mr. Heater.") == ("Plumbing", "Mr. Heater")
+    assert category_brand_from_text("Hose. Plumbing Hoses. Sterling Seal & Supply, Inc. (STCC).") == \
+        ("Plumbing Hoses", "Sterling Seal & Supply, Inc. (STCC)")
+    assert category_brand_from_text("Wheel. Abrasives. Norton - St. Gobain.") == ("Abrasives", "Norton - St. Gobain")
+    assert category_brand_from_text("Ideal Crimp Connector. . Ideal.") == (None, "Ideal")  # empty category field
+    assert category_brand_from_text("Just a title. Tools.") == (None, None)
+
+
+def _shop_texts(d: Path, texts: list[str]) -> Path:
+    _toy_recbole(d)
+    _write(d / "Toy.text", ["item_id:token\ttext:token_seq"] + [f"A{i}\t{t}" for i, t in enumerate(texts)])
+    return d
+
+
+def test_recbole_sequential_reads_category_and_brand_from_the_unisrec_layout(tmp_path: Path) -> None:
+    layout = [f"Widget {i}. Tools Widgets. Acme." if i % 2 else f"Gadget {i}. Tools Gadgets. Brandt Co."
+              for i in range(6)]
+    items = import_recbole_sequential(_shop_texts(tmp_path, layout)).items
+    assert items["category"].to_list() == ["Tools Gadgets", "Tools Widgets"] * 3
+    assert items["brand"].to_list() == ["Brandt Co", "Acme"] * 3  # the text's final '.' is not part of it
+    assert items["text"][1] == "Widget 1. Tools Widgets. Acme."  # the text BERT reads is unchanged
+    assert "category" not in import_recbole_sequential(tmp_path, attributes="none").items.columns
+    with pytest.raises(ValueError, match="attributes must be"):
+        import_recbole_sequential(tmp_path, attributes="yes")
+
+
+def test_recbole_sequential_leaves_free_text_without_category_and_brand(tmp_path: Path) -> None:
+    prose = [f"A fine widget number {i}. It does things well. Buy it today {i}." for i in range(6)]
+    data = import_recbole_sequential(_shop_texts(tmp_path, prose))
+    assert "brand" not in data.items.columns and "category" not in data.items.columns
+    assert any("do not have the '<title>. <category>. <brand>.' layout" in n for n in data.report.notes)
+    forced = import_recbole_sequential(tmp_path, attributes="parse").items
+    assert forced["brand"].to_list() == [f"Buy it today {i}" for i in range(6)]
 
 
 # ---------------------------------------------------------------- RecBole MovieLens

@@ -120,6 +120,47 @@ def title_from_text(text: str) -> str:
     return (text[:first] if first > 0 else text.rstrip(".")).strip() or text
 
 
+def _looks_abbreviated(word: str) -> bool:
+    word = word.strip().lstrip("([\"'")
+    return bool(_ABBREV.match(word)) or word.lower() in _UNITS
+
+
+def category_brand_from_text(text: str) -> tuple[str | None, str | None]:
+    """(category, brand) of a UniSRec-style item text "<title>. <category>. <brand>.": the last two '. '-separated
+    fields, a field that ends in an abbreviation (Inc., St., E.C.) joined with the next one; (None, None) for a
+    text of fewer than three fields, None for an empty field."""
+    fields = text.strip().rstrip(".").split(". ")
+    if len(fields) < 3:
+        return None, None
+    start = len(fields) - 1  # the brand's first field
+    while start > 2 and _looks_abbreviated(fields[start - 1].rsplit(" ", 1)[-1]):
+        start -= 1
+    return fields[start - 1].strip() or None, ". ".join(fields[start:]).strip() or None
+
+
+ATTRIBUTE_LAYOUT_SHARE = 0.8
+"""Share of texts that must parse into category and brand for `attributes="auto"` to read them."""
+ATTRIBUTE_LAYOUT_DISTINCT = 0.5
+"""... and the most distinct categories (and brands) per parsed item: shared values, not free-text sentences."""
+
+
+def _attribute_columns(texts: list[str], attributes: str, report: ImportReport) -> dict[str, list[str | None]]:
+    """`category` and `brand` parsed from the texts ("auto": only when the texts have the UniSRec layout)."""
+    if attributes == "none" or not texts:
+        return {}
+    parsed = [category_brand_from_text(t) for t in texts]
+    both = [(c, b) for c, b in parsed if c is not None and b is not None]
+    share = len(both) / len(texts)
+    distinct = max(len({c for c, _ in both}), len({b for _, b in both})) / max(len(both), 1)
+    if attributes == "auto" and (share < ATTRIBUTE_LAYOUT_SHARE or distinct > ATTRIBUTE_LAYOUT_DISTINCT):
+        report.notes.append(f"item texts do not have the '<title>. <category>. <brand>.' layout ({share:.0%} parse, "
+                            f"{distinct:.0%} distinct values): no category/brand columns")
+        return {}
+    report.notes.append(f"category and brand read from the item texts' last two fields ({share:.0%} of the "
+                        f"items have both)")
+    return {"category": [c for c, _ in parsed], "brand": [b for _, b in parsed]}
+
+
 # ---------------------------------------------------------------- RecBole sequential (UniSRec) format
 Inter = tuple[int, int, list[int], int]  # row, user index, history (oldest first), next item index
 
@@ -199,10 +240,15 @@ def _reconstruct(train: list[Inter], valid: dict[int, Inter], test: dict[int, In
     return out
 
 
-def import_recbole_sequential(directory: str | Path, name: str | None = None) -> Dataset:
+def import_recbole_sequential(directory: str | Path, name: str | None = None, attributes: str = "auto") -> Dataset:
     """Import RecBole/UniSRec sequential atomic files (`<Name>.text`, `.item2index`, `.user2index`,
     `.{train,valid,test}.inter`) into a Dataset with `timestamp` = position in the user's sequence
-    and `split` from the files (valid = second to last, test = last)."""
+    and `split` from the files (valid = second to last, test = last).
+
+    `attributes`: "auto" reads `category` and `brand` from texts in UniSRec's "<title>. <category>. <brand>."
+    layout (`category_brand_from_text`) when most texts have it, "parse" always, "none" never."""
+    if attributes not in ("auto", "parse", "none"):
+        raise ValueError(f"attributes must be 'auto', 'parse' or 'none', got {attributes!r}")
     directory = Path(directory)
     name = name or _detect_name(directory)
     report = ImportReport()
@@ -246,9 +292,9 @@ def import_recbole_sequential(directory: str | Path, name: str | None = None) ->
 
     item_ids = [items[i] for i in keep]
     item_texts = [texts[r][1] for r in item_ids]
-    item_frame = pl.DataFrame({"item_id": item_ids, "text": item_texts,
-                               "title": [title_from_text(t) for t in item_texts]},
-                              schema={"item_id": pl.Utf8, "text": pl.Utf8, "title": pl.Utf8})
+    columns = {"item_id": item_ids, "text": item_texts, "title": [title_from_text(t) for t in item_texts],
+               **_attribute_columns(item_texts, attributes, report)}
+    item_frame = pl.DataFrame(columns, schema={c: pl.Utf8 for c in columns})
     u_col, i_col, t_col, s_col = [], [], [], []
     for user, (seq, splits) in sequences.items():
         u_col += [users[user]] * len(seq)
