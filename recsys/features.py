@@ -186,7 +186,11 @@ class FeatureBuilder:
         self._own: tuple[int, ItemArrays] | None = None
         self.attributes: list[str] | None = None
         available = self.arrays_of(catalogue.state).attributes
-        self.attributes = available if config.attributes is None else [a for a in available if a in config.attributes]
+        if config.attributes is not None:
+            self.attributes = [a for a in available if a in config.attributes]
+            self._own = None  # computed for every attribute group
+        else:
+            self.attributes = available
         self.names = feature_names(self.attributes, config)
 
     @classmethod

@@ -57,7 +57,8 @@ def test_attribute_groups_can_be_chosen_and_unknown_ones_are_refused():
     stats = InteractionStats.fit(TRAIN, StatsConfig(time_mode="absolute", recent_window=3, pair_window=2))
     items = ITEMS.with_columns(pl.Series("brand", ["p", "q", "p", None]))
     everything = FeatureBuilder.from_frame(items, VECTORS, stats, FeatureConfig())
-    only_brand = FeatureBuilder(everything.catalogue, stats, FeatureConfig(attributes=["brand"]))
+    other_stats = InteractionStats.fit(TRAIN, StatsConfig(time_mode="absolute", recent_window=3, pair_window=2))
+    only_brand = FeatureBuilder(everything.catalogue, other_stats, FeatureConfig(attributes=["brand"]))  # own arrays
     assert everything.names[-5:] == ["category_match_last", "category_share", "brand_match_last", "brand_share",
                                      "price_log_ratio"]
     assert only_brand.names == [n for n in everything.names if not n.startswith(("category", "price"))]
