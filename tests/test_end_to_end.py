@@ -38,3 +38,8 @@ def test_scientific_slice_end_to_end(tmp_path, tiny_bert_dir):
         assert not history & {i["item_id"] for i in body["items"]}
         similar = client.get(f"/v1/items/{items['item_id'][0]}/similar", params={"k": 3}).json()
         assert len(similar["items"]) == 3
+        # category and brand come from the texts' "<title>. <category>. <brand>." layout, so lists filter on them
+        brand = items["brand"].value_counts(sort=True)["brand"][0]
+        same_brand = set(items.filter(pl.col("brand") == brand)["item_id"]) - history
+        body = client.get(f"/v1/users/{user}/recommendations", params={"k": 5, "brand": brand}).json()
+        assert {i["item_id"] for i in body["items"]} <= same_brand and body["items"]
