@@ -102,8 +102,8 @@ def import_synthetic(out: OutOpt = Path("data/shop"), users: Users = 600, items:
 @friendly_errors
 def import_recbole(directory: Path, out: OutOpt, overwrite: OverwriteOpt = False,
                    attributes: Annotated[Literal["auto", "parse", "none"], typer.Option(
-                       help="category and brand from texts laid out '<title>. <category>. <brand>.' (UniSRec): "
-                            "auto (when most texts are), parse (always) or none")] = "auto") -> None:
+                       help="category and brand from texts laid out '<title>. <category>. <brand>.' (UniSRec), "
+                            "for filters: none, auto (when most texts are) or parse (always)")] = "none") -> None:
     """RecBole/UniSRec atomic files (*.text, *.item2index, *.user2index, *.{train,valid,test}.inter)."""
     from recsys.data.importers import import_recbole_sequential
     _report_import(import_recbole_sequential(directory, attributes=attributes), out, overwrite)

@@ -17,7 +17,7 @@ SCIENTIFIC = SHARED_DATA / "amazon-scientific"
 
 @pytest.mark.skipif(not SCIENTIFIC.is_dir(), reason="benchmark data not present")
 def test_scientific_slice_end_to_end(tmp_path, tiny_bert_dir):
-    full = import_recbole_sequential(SCIENTIFIC)
+    full = import_recbole_sequential(SCIENTIFIC, attributes="auto")
     users = full.interactions["user_id"].unique(maintain_order=True).head(300)
     interactions = full.interactions.filter(pl.col("user_id").is_in(users.implode()))
     items = full.items.filter(pl.col("item_id").is_in(interactions["item_id"].unique().implode()))

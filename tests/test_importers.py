@@ -150,18 +150,18 @@ def _shop_texts(d: Path, texts: list[str]) -> Path:
 def test_recbole_sequential_reads_category_and_brand_from_the_unisrec_layout(tmp_path: Path) -> None:
     layout = [f"Widget {i}. Tools Widgets. Acme." if i % 2 else f"Gadget {i}. Tools Gadgets. Brandt Co."
               for i in range(6)]
-    items = import_recbole_sequential(_shop_texts(tmp_path, layout)).items
+    assert "category" not in import_recbole_sequential(_shop_texts(tmp_path, layout)).items.columns  # default
+    items = import_recbole_sequential(tmp_path, attributes="auto").items
     assert items["category"].to_list() == ["Tools Gadgets", "Tools Widgets"] * 3
     assert items["brand"].to_list() == ["Brandt Co", "Acme"] * 3  # the text's final '.' is not part of it
     assert items["text"][1] == "Widget 1. Tools Widgets. Acme."  # the text BERT reads is unchanged
-    assert "category" not in import_recbole_sequential(tmp_path, attributes="none").items.columns
     with pytest.raises(ValueError, match="attributes must be"):
         import_recbole_sequential(tmp_path, attributes="yes")
 
 
 def test_recbole_sequential_leaves_free_text_without_category_and_brand(tmp_path: Path) -> None:
     prose = [f"A fine widget number {i}. It does things well. Buy it today {i}." for i in range(6)]
-    data = import_recbole_sequential(_shop_texts(tmp_path, prose))
+    data = import_recbole_sequential(_shop_texts(tmp_path, prose), attributes="auto")
     assert "brand" not in data.items.columns and "category" not in data.items.columns
     assert any("do not have the '<title>. <category>. <brand>.' layout" in n for n in data.report.notes)
     forced = import_recbole_sequential(tmp_path, attributes="parse").items

@@ -240,13 +240,14 @@ def _reconstruct(train: list[Inter], valid: dict[int, Inter], test: dict[int, In
     return out
 
 
-def import_recbole_sequential(directory: str | Path, name: str | None = None, attributes: str = "auto") -> Dataset:
+def import_recbole_sequential(directory: str | Path, name: str | None = None, attributes: str = "none") -> Dataset:
     """Import RecBole/UniSRec sequential atomic files (`<Name>.text`, `.item2index`, `.user2index`,
     `.{train,valid,test}.inter`) into a Dataset with `timestamp` = position in the user's sequence
     and `split` from the files (valid = second to last, test = last).
 
     `attributes`: "auto" reads `category` and `brand` from texts in UniSRec's "<title>. <category>. <brand>."
-    layout (`category_brand_from_text`) when most texts have it, "parse" always, "none" never."""
+    layout (`category_brand_from_text`) when most texts have it, "parse" always, "none" (the default) never: they
+    serve filters, not accuracy (README "Category and brand from the texts")."""
     if attributes not in ("auto", "parse", "none"):
         raise ValueError(f"attributes must be 'auto', 'parse' or 'none', got {attributes!r}")
     directory = Path(directory)
