@@ -72,12 +72,11 @@ class FeatureConfig(FrozenModel):
                                  "the last `decay_items` weighted like cooc_cos_decay, the largest co-occurrence "
                                  "cosine over the last `recent_items`, and the mean log count of the last "
                                  "`decay_items` history items")
-
     attributes: list[str] | None = Field(None, description="attribute feature groups to compute (category, brand, "
                                          "price) where the catalogue has the column; None: every one it has")
 
     @model_validator(mode="after")
-    def _extended_needs_normalized(self) -> "FeatureConfig":
+    def _consistent(self) -> "FeatureConfig":
         if self.extended_pairs and not self.normalized_pairs:
             raise ValueError("extended_pairs needs normalized_pairs")
         unknown = sorted(set(self.attributes or ()) - set(ATTRIBUTE_FEATURES))
@@ -151,6 +150,15 @@ class ItemArrays:
                           price, np.concatenate([self.stats_code, self.stats.codes(items["item_id"].to_list())]),
                           self.stats)
 
+    def only(self, attributes: list[str]) -> "ItemArrays":
+        """These arrays with only `attributes`' codes and prices (the vectors and statistics codes shared)."""
+        out = ItemArrays(self._vectors, [a for a in self.attributes if a in attributes],
+                         {a: c for a, c in self.codes.items() if a in attributes},
+                         {a: v for a, v in self.vocabulary.items() if a in attributes},
+                         self.price if "price" in attributes else None, self.stats_code, self.stats)
+        out.vectors = self.vectors  # this state's rows, whatever a later state appended to the shared store
+        return out
+
     def taken(self, rows: np.ndarray) -> "ItemArrays":
         """Only `rows` (compaction), in that order."""
         return ItemArrays(AppendOnly(self.vectors[rows]), self.attributes,
@@ -202,13 +210,18 @@ class FeatureBuilder:
         return cls(Catalogue.from_frame(items, item_vectors), stats, config)
 
     def arrays_of(self, state: CatalogueState) -> ItemArrays:
-        """The per-item arrays for `state` and this builder's statistics."""
+        """The per-item arrays for `state`, this builder's statistics and attribute groups."""
         arrays = state.features
-        if arrays is not None and arrays.stats is self.stats and self.attributes in (None, arrays.attributes):
-            return arrays
+        if arrays is not None and arrays.stats is self.stats:
+            if self.attributes in (None, arrays.attributes):
+                return arrays
+            shared = arrays
+        else:
+            shared = None
         own = self._own
         if own is None or own[0] != state.version:
-            own = self._own = (state.version, ItemArrays.of(state, self.stats, self.attributes))
+            own = self._own = (state.version, shared.only(self.attributes) if shared is not None
+                               else ItemArrays.of(state, self.stats, self.attributes))
         return own[1]
 
     @property

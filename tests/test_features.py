@@ -57,8 +57,12 @@ def test_attribute_groups_can_be_chosen_and_unknown_ones_are_refused():
     stats = InteractionStats.fit(TRAIN, StatsConfig(time_mode="absolute", recent_window=3, pair_window=2))
     items = ITEMS.with_columns(pl.Series("brand", ["p", "q", "p", None]))
     everything = FeatureBuilder.from_frame(items, VECTORS, stats, FeatureConfig())
+    only_brand = FeatureBuilder(everything.catalogue, stats, FeatureConfig(attributes=["brand"]))  # shared arrays
     other_stats = InteractionStats.fit(TRAIN, StatsConfig(time_mode="absolute", recent_window=3, pair_window=2))
-    only_brand = FeatureBuilder(everything.catalogue, other_stats, FeatureConfig(attributes=["brand"]))  # own arrays
+    own_arrays = FeatureBuilder(everything.catalogue, other_stats, FeatureConfig(attributes=["brand"]))
+    assert own_arrays.names == only_brand.names
+    np.testing.assert_array_equal(own_arrays.matrix([["a", "b"]], [["c", "d"]], [[0.9, 0.1]], as_of=[6]),
+                                  only_brand.matrix([["a", "b"]], [["c", "d"]], [[0.9, 0.1]], as_of=[6]))
     assert everything.names[-5:] == ["category_match_last", "category_share", "brand_match_last", "brand_share",
                                      "price_log_ratio"]
     assert only_brand.names == [n for n in everything.names if not n.startswith(("category", "price"))]
@@ -67,6 +71,10 @@ def test_attribute_groups_can_be_chosen_and_unknown_ones_are_refused():
     assert got["brand_share"].to_list() == [0.5, 0.0]
     assert everything.build([["a", "b"]], [["c", "d"]], [[0.9, 0.1]], as_of=[6])["category_share"].to_list() == \
         [0.0, 0.0]  # the catalogue's own arrays still carry every group
+    # a live upsert: the chosen groups follow the catalogue's new version (a brand seen before keeps its code)
+    everything.catalogue.upsert([{"item_id": "e", "text": "e", "brand": "q"}], np.array([[0.0, 1.0]], np.float32))
+    got = only_brand.build([["a", "b"]], [["e", "c"]], [[0.9, 0.1]], as_of=[6])
+    assert got["brand_match_last"].to_list() == [1.0, 0.0] and "category_share" not in got.columns
     with pytest.raises(ValueError, match="unknown attribute feature groups"):
         FeatureConfig(attributes=["colour"])
 
