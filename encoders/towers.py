@@ -136,6 +136,9 @@ class TwoTowerModel(nn.Module):
         vectors = self.item_head(features.float()).float()  # fp32 even under bf16 autocast
         if self.id_embedding is not None:
             ids = self.id_codes(positions)
+            if self.training and self.config.id_dropout > 0:
+                keep = torch.rand(ids.shape[:-1], device=ids.device) >= self.config.id_dropout
+                ids = ids * keep[..., None]
             vectors = torch.cat([vectors, ids], dim=-1) if self.id_dim else vectors + ids
         return F.normalize(vectors, dim=-1)
 

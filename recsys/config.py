@@ -168,6 +168,9 @@ class TowerConfig(FrozenModel):
     id_fusion: Literal["sum", "concat"] = Field("sum", description="sum: ID embedding added to the text vector; "
                                                 "concat: its own block of `id_dim` dimensions")
     id_dim: int = Field(64, ge=1, description="size of the ID block with id_fusion='concat' (within `dim`)")
+    id_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="training only: the share of item vectors a step "
+                              "computes without their ID embedding (as for items unseen in training), so the text "
+                              "path keeps carrying every item")
     suppress_history: bool = Field(False, description="concat only: the user vector carries minus a learned, "
                                    "recency-decayed sum of its history's ID codes, so items already consumed score "
                                    "lower (repeats are rare) without pushing their look-alikes down")

@@ -104,3 +104,20 @@ def test_history_suppression_lowers_only_the_history_items():
     assert drop[3] > drop[[1, 2, 4]].max()  # the last history item loses most
     # unseen items (id_mask 0) and the text-only path have a zero ID block
     assert model.text_only_vectors(torch.randn(2, 12))[:, 8:].abs().sum() == 0
+
+
+def test_id_dropout_drops_whole_id_blocks_in_training_only():
+    torch.manual_seed(0)
+    tower = TowerConfig(dim=16, id_fusion="concat", id_dim=8, id_dropout=0.5, seq_layers=1)
+    model = TwoTowerModel(None, 400, tower, hidden_size=12)
+    model.id_mask.fill_(1.0)
+    features = torch.randn(400, 12)
+    with torch.no_grad():
+        trained = model.train().item_vectors(features, torch.arange(400))
+        served = model.eval().item_vectors(features, torch.arange(400))
+    dropped = trained[:, 8:].abs().sum(dim=1) == 0
+    assert 0.4 < dropped.float().mean() < 0.6  # about half the items lose their ID block...
+    assert (served[:, 8:].abs().sum(dim=1) > 0).all()  # ...never when serving
+    text_only = model.text_only_vectors(features)
+    torch.testing.assert_close(trained[dropped], text_only[dropped])  # a dropped item looks like an unseen one
+    torch.testing.assert_close(trained[~dropped], served[~dropped])
