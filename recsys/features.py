@@ -194,11 +194,9 @@ class FeatureBuilder:
         self._own: tuple[int, ItemArrays] | None = None
         self.attributes: list[str] | None = None
         available = self.arrays_of(catalogue.state).attributes
-        if config.attributes is not None:
-            self.attributes = [a for a in available if a in config.attributes]
-            self._own = None  # computed for every attribute group
-        else:
-            self.attributes = available
+        self.attributes = available if config.attributes is None else [a for a in available if a in config.attributes]
+        if self._own is not None and self._own[1].attributes != self.attributes:  # computed with every group
+            self._own = (self._own[0], self._own[1].only(self.attributes))
         self.names = feature_names(self.attributes, config)
 
     @classmethod
@@ -212,15 +210,12 @@ class FeatureBuilder:
     def arrays_of(self, state: CatalogueState) -> ItemArrays:
         """The per-item arrays for `state`, this builder's statistics and attribute groups."""
         arrays = state.features
-        if arrays is not None and arrays.stats is self.stats:
-            if self.attributes in (None, arrays.attributes):
-                return arrays
-            shared = arrays
-        else:
-            shared = None
+        shared = arrays is not None and arrays.stats is self.stats
+        if shared and self.attributes in (None, arrays.attributes):
+            return arrays
         own = self._own
         if own is None or own[0] != state.version:
-            own = self._own = (state.version, shared.only(self.attributes) if shared is not None
+            own = self._own = (state.version, arrays.only(self.attributes) if shared
                                else ItemArrays.of(state, self.stats, self.attributes))
         return own[1]
 

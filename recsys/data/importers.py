@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import polars as pl
 
@@ -144,7 +145,8 @@ ATTRIBUTE_LAYOUT_DISTINCT = 0.5
 """... and the most distinct categories (and brands) per parsed item: shared values, not free-text sentences."""
 
 
-def _attribute_columns(texts: list[str], attributes: str, report: ImportReport) -> dict[str, list[str | None]]:
+def _attribute_columns(texts: list[str], attributes: Literal["auto", "parse", "none"],
+                       report: ImportReport) -> dict[str, list[str | None]]:
     """`category` and `brand` parsed from the texts ("auto": only when the texts have the UniSRec layout)."""
     if attributes == "none" or not texts:
         return {}
@@ -240,7 +242,8 @@ def _reconstruct(train: list[Inter], valid: dict[int, Inter], test: dict[int, In
     return out
 
 
-def import_recbole_sequential(directory: str | Path, name: str | None = None, attributes: str = "none") -> Dataset:
+def import_recbole_sequential(directory: str | Path, name: str | None = None,
+                              attributes: Literal["auto", "parse", "none"] = "none") -> Dataset:
     """Import RecBole/UniSRec sequential atomic files (`<Name>.text`, `.item2index`, `.user2index`,
     `.{train,valid,test}.inter`) into a Dataset with `timestamp` = position in the user's sequence
     and `split` from the files (valid = second to last, test = last).
