@@ -50,14 +50,16 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
 
 def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, best: dict[str, torch.Tensor] | None,
-                    trainer: dict) -> None:
-    """Atomically replace `directory` with the current training state."""
+                    trainer: dict, average: dict[str, torch.Tensor] | None = None) -> None:
+    """Atomically replace `directory` with the current training state (+ the weight average, when one is kept)."""
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file({k: v.contiguous() for k, v in trainable_state(model).items()}, tmp / "model.safetensors")
     if best is not None:
         save_file({k: v.contiguous() for k, v in best.items()}, tmp / "best.safetensors")
+    if average is not None:
+        save_file({k: v.contiguous() for k, v in average.items()}, tmp / "average.safetensors")
     tensors, meta = _flatten_optimizer(optimizer)
     tensors["rng.torch"] = torch.get_rng_state()
     save_file(tensors, tmp / "optimizer.safetensors")
@@ -78,3 +80,9 @@ def load_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.op
     scheduler.load_state_dict(trainer["optimizer"]["scheduler"])
     best_path = directory / "best.safetensors"
     return trainer, (load_file(best_path) if best_path.exists() else None)
+
+
+def load_average(directory: Path) -> dict[str, torch.Tensor] | None:
+    """The weight average a checkpoint saved (`WeightAverage.state`), or None when it kept none."""
+    path = directory / "average.safetensors"
+    return load_file(path) if path.exists() else None

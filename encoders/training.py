@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from encoders.backbone import load_backbone
-from encoders.checkpoint import load_checkpoint, load_trainable_state, save_checkpoint, trainable_state
+from encoders.checkpoint import (load_average, load_checkpoint, load_trainable_state, save_checkpoint,
+                                 trainable_state)
 from encoders.adversarial import adversarial_loss
 from encoders.distributed import LossModule, WorkerGroup
 from encoders.history_text import history_snippets, render_history
@@ -37,6 +38,7 @@ from encoders.run_report import plot_training_curve, write_metrics_csv
 from encoders.serving import TrainedUserTower
 from encoders.towers import AdaptedBert, TwoTowerModel, autocast, pick_device
 from encoders.train_data import TrainingData, build_training_data, sequence_batches, single_target_batches
+from encoders.weight_average import WeightAverage, nothing_applied
 from recsys.catalogue import Catalogue
 from recsys.config import BuildConfig, EvalConfig, TrainConfig
 from recsys.data.dataset import Dataset
@@ -129,12 +131,15 @@ class Trainer:
                                    tower.item_max_length, self.device, precision=config.mixed_precision,
                                    progress=self.progress)
         adapters = [p for n, p in bert.named_parameters() if n in tuned and p.requires_grad]
-        others = [p for n, p in self.model.named_parameters() if not n.startswith("bert.") and p.requires_grad]
+        heads = {n: p for n, p in self.model.named_parameters() if not n.startswith("bert.") and p.requires_grad}
+        others = list(heads.values())
         groups = [{"params": others, "lr": config.lr}]
         if adapters:
             groups.append({"params": adapters, "lr": config.adapter_lr})
         self.adapters = adapters
         self.optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+        self.average = (WeightAverage(heads, config.average_epochs * self.steps_per_epoch)
+                        if config.average_epochs else None)
         self.adapter_epochs = adapter_epochs
         self.phase_start: int | None = None  # the step at which the adapters' phase began (adapter_phase="last")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: self._lr_factor(step))
@@ -371,6 +376,11 @@ class Trainer:
             bad, start_epoch, step = trainer["bad_epochs"], trainer["epoch"] + 1, trainer["step"]
             self.adapter_step, self.pre_stage = trainer.get("adapter_step", 0), trainer.get("pre_stage")
             phase = trainer.get("phase", phase)
+            average = load_average(checkpoint)
+            if self.average is not None and average is not None:
+                self.average.load_state(average)
+            elif self.average is not None:  # a checkpoint from a run without the average: start it here
+                self.average.reset()
             end = trainer["phase_end"] if phase == "adapters" else end  # else this config's epochs
             self.phase_start = trainer.get("phase_start")
             started -= trainer["seconds"]
@@ -383,6 +393,8 @@ class Trainer:
                 self.phase_start = step
                 if best_state is not None:
                     load_trainable_state(self.model, best_state)
+                if self.average is not None:
+                    self.average.reset()
                 self.refresh_bank()
                 if self.progress:
                     tqdm.write(f"adapters' phase: {self.adapter_epochs} epochs from the best heads-only state "
@@ -402,6 +414,8 @@ class Trainer:
             for batch in bar:
                 loss, n = self.loss_step(batch, adapters_on, rng)
                 self._step(loss, adapters_on, self.optimizer, self.scheduler, self.workers.share_weight(n))
+                if self.average is not None:
+                    self.average.update()
                 step += 1
                 losses.append(loss.item())
                 seen += n
@@ -415,7 +429,12 @@ class Trainer:
             if adapters_on:
                 self.refresh_bank()
             train_seconds = time.perf_counter() - epoch_start
-            metrics = self._shared_validation()
+            with self.average.applied() if self.average is not None else nothing_applied():
+                metrics = self._shared_validation()  # with the average's weights, which are also the ones kept
+                # a refit keeps its last state
+                improved = config.refit_epochs is not None or metrics["ndcg@10"] > best_ndcg
+                if improved:
+                    best_state = trainable_state(self.model)
             mean_loss, seen = self.workers.mean([float(np.mean(losses)) if losses else float("nan"), seen])
             seen *= self.workers.world_size
             row = {"epoch": epoch + 1, "step": step, "train_loss": mean_loss,
@@ -429,8 +448,8 @@ class Trainer:
             if self.progress:
                 tqdm.write(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}  valid NDCG@10 {row['valid_ndcg@10']:.4f}"
                            f"  R@10 {row['valid_recall@10']:.4f}  ({row['epoch_seconds']:.0f}s)")
-            if config.refit_epochs is not None or metrics["ndcg@10"] > best_ndcg:  # a refit keeps its last state
-                best_ndcg, best_epoch, bad, best_state = metrics["ndcg@10"], epoch + 1, 0, trainable_state(self.model)
+            if improved:
+                best_ndcg, best_epoch, bad = metrics["ndcg@10"], epoch + 1, 0
             else:
                 bad += 1
             out_of_time = bool(config.max_minutes) and self.workers.any(
@@ -443,7 +462,8 @@ class Trainer:
                                 {"epoch": epoch, "step": step, "history": history, "best_ndcg": best_ndcg,
                                  "best_epoch": best_epoch, "bad_epochs": bad, "adapter_step": self.adapter_step,
                                  "pre_stage": self.pre_stage, "phase": phase, "phase_end": end,
-                                 "phase_start": self.phase_start, "seconds": time.perf_counter() - started})
+                                 "phase_start": self.phase_start, "seconds": time.perf_counter() - started},
+                                self.average.state() if self.average is not None else None)
             epoch += 1
             if out_of_time or (bad >= config.patience and phase != "heads") or epoch == config.refit_epochs:
                 break

@@ -249,6 +249,9 @@ class TrainConfig(FrozenModel):
     pair_batch_size: int = Field(256, ge=1, description="pre-stage pairs per step (all their items re-encoded)")
     adversarial_eps: float = Field(0.0, ge=0, description="FGM adversarial training: also take the loss at the item-"
                                    "text features moved by eps × their norm along the loss gradient (0: off)")
+    average_epochs: float = Field(0.0, ge=0, description="validate and keep an exponential moving average of the "
+                                  "heads' weights (sequence tower, item head, ID embeddings; not the adapters) over "
+                                  "about this many epochs, instead of the raw weights (0: off)")
     crop_prob: float = Field(0.0, ge=0, le=1, description="augmentation: random history cropping")
     mask_prob: float = Field(0.0, ge=0, lt=1, description="augmentation: drop history items at random")
     text_examples_per_user: int = Field(1, ge=1, description="text tower: sampled targets per user and epoch")

@@ -4,10 +4,12 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from encoders.bundle import load_recommender
 from encoders.experiment import cold_start_examples, train_and_evaluate
 from encoders.training import Trainer
+from encoders.weight_average import WeightAverage
 from tests.test_lora import small_config
 
 
@@ -102,3 +104,39 @@ def test_items_unseen_in_training_are_left_out_of_the_softmax(tiny_bert_dir, sho
     trainer.config = trainer.config.model_copy(update={"exclude_unseen_negatives": False})
     without = trainer._loss(batch, False, np.random.default_rng(0))[0]
     assert with_mask < without  # fewer negatives in the denominator
+
+
+def test_weight_average_is_what_validation_sees_and_what_is_kept(tiny_bert_dir, shop, tmp_path):
+    dataset, split = shop
+    config = small_config(tiny_bert_dir, epochs=3, patience=5, average_epochs=2.0, lora={"method": "none"})
+    trainer = Trainer(dataset, split, config, tmp_path, progress=False)
+    average = trainer.average
+    assert average is not None and average.decay == pytest.approx(1 - 1 / (2 * trainer.steps_per_epoch))
+    assert not any(name.startswith("bert.") for name in average.parameters)  # heads only, not the adapters
+    result = trainer.fit()
+    assert average.updates == 3 * trainer.steps_per_epoch
+    # the kept (best) state is the average validated at its epoch: restored, it scores what that epoch reported
+    assert trainer.validate()["ndcg@10"] == pytest.approx(result.best_valid_ndcg)
+    if result.best_epoch == 3:  # and then it is the final average itself
+        assert all(torch.equal(p.detach(), average.shadow[n]) for n, p in average.parameters.items())
+    raw = {name: p.detach().clone() for name, p in average.parameters.items()}
+    for name in average.shadow:
+        average.shadow[name].copy_(raw[name] + 1.0)
+    with average.applied():
+        assert all(torch.equal(p.detach(), raw[n] + 1.0) for n, p in average.parameters.items())
+    assert all(torch.equal(p.detach(), raw[n]) for n, p in average.parameters.items())  # raw weights back
+    # a resumed run picks the average up where the checkpoint left it
+    resumed = Trainer(dataset, split, config.model_copy(update={"epochs": 4}), tmp_path, progress=False)
+    resumed.fit(resume=True)
+    assert resumed.average.updates == 4 * trainer.steps_per_epoch
+
+
+def test_weight_average_first_steps_follow_the_weights():
+    weight = torch.nn.Parameter(torch.zeros(3))
+    average = WeightAverage({"w": weight}, horizon_steps=100)
+    with torch.no_grad():
+        weight.fill_(1.0)
+    average.update()  # the first update's decay is 1/10, not 0.99: the average does not stay at the random start
+    assert torch.allclose(average.shadow["w"], torch.full((3,), 0.9))
+    with pytest.raises(ValueError, match="at least one step"):
+        WeightAverage({"w": weight}, horizon_steps=0.5)
