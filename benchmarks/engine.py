@@ -28,17 +28,9 @@ STAGE_COLUMNS = [Column("stage"), Column("p50_ms", "p50 ms", ".3f"), Column("mea
 
 def one_thread() -> None:
     """torch, FAISS and BLAS on one thread (a serving worker's settings)."""
-    import faiss
-    from threadpoolctl import threadpool_limits
+    from jobs.threads import limit_cpu_threads
 
-    faiss.omp_set_num_threads(1)
-    threadpool_limits(limits=1)
-    try:
-        import torch
-
-        torch.set_num_threads(1)
-    except ImportError:
-        pass
+    limit_cpu_threads(1)
 
 
 def _timed(calls: Sequence[Callable[[], object]], per_call: int) -> list[float]:

@@ -26,14 +26,13 @@ def bench_quality(
                                          "variant's towers (valid step) and report it on test")] = True,
     bundles: Annotated[Optional[Path], typer.Option(help="also write each trained bundle under this root")] = None,
     name: str = "quality",
-    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads")] = 2,
+    threads: Annotated[int, typer.Option(min=1, help="CPU threads (torch, FAISS, BLAS)")] = 2,
 ) -> None:
     """Train and evaluate the configured models; writes a Markdown table and a bar chart."""
-    import torch
-
     from benchmarks.quality import run
+    from jobs.threads import limit_cpu_threads
 
-    torch.set_num_threads(threads)
+    limit_cpu_threads(threads)
     overrides = json.loads(config.read_text()) if config is not None else None
     command = invocation()
     paths = run(data, out, [v.strip() for v in variants.split(",") if v.strip()], overrides, baselines, bundles,

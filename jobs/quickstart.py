@@ -30,7 +30,7 @@ def quickstart(
     results: Annotated[Path, typer.Option(help="quickstart.json / .md / .png: the evaluation table and chart")]
     = Path("results/quickstart"),
     model: ModelOpt = "default", users: Users = 600, items: Items = 900, seed: Seed = 0,
-    threads: Annotated[int, typer.Option(min=1, max=256, help="torch CPU threads")] = 2,
+    threads: Annotated[int, typer.Option(min=1, max=256, help="CPU threads (torch, FAISS, BLAS)")] = 2,
     k: Annotated[int, typer.Option(min=1, max=MAX_K, help="items in the sample lists")] = 5,
     serve_after: Annotated[bool, typer.Option("--serve", help="start the API afterwards")] = False,
     port: Port = 8000,
@@ -41,9 +41,9 @@ def quickstart(
     started = time.perf_counter()
     if serve_after:
         check_port("127.0.0.1", port)
-    import torch
+    from jobs.threads import limit_cpu_threads
 
-    torch.set_num_threads(threads)
+    limit_cpu_threads(threads)
     dataset = quickstart_dataset(users, items, seed, data_out)
     run = _train_and_evaluate(dataset, model, seed, out)
     minutes = (time.perf_counter() - started) / 60

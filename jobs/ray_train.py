@@ -34,10 +34,11 @@ def _worker_loop(settings: dict[str, Any]) -> None:
     from encoders.distributed import WorkerGroup
     from encoders.experiment import train_and_evaluate
     from encoders.training import train_towers
+    from jobs.threads import limit_cpu_threads
     from jobs.workflows import load_dataset
     from recsys.splits import split_dataset
 
-    torch.set_num_threads(settings["threads"])
+    limit_cpu_threads(settings["threads"])
     workers = WorkerGroup.current()
     dataset = load_dataset(settings["data"])
     split = split_dataset(dataset)

@@ -66,7 +66,7 @@ def train(
     seed: Annotated[Optional[int], typer.Option(min=0)] = None,
     ensemble: Annotated[Optional[int], typer.Option(min=1, max=8, help="train this many towers (seeds SEED, SEED+1, …) "
                                                                        "and serve the mean of their scores")] = None,
-    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads")] = 2,
+    threads: Annotated[int, typer.Option(min=1, help="CPU threads (torch, FAISS, BLAS)")] = 2,
     index: Annotated[Optional[IndexKind], typer.Option("--index", help="auto | flat | hnsw | ivf_flat | ivf_pq (default: "
                                                  "the config's, auto: exact below 50,000 items)")] = None,
     eval_users: EvalUsersOpt = EVAL_USERS,
@@ -81,14 +81,13 @@ def train(
     """Train the LoRA-tuned BERT towers (CPU or CUDA, picked automatically) and write OUT/NAME/VERSION.
 
     --batch-size is the global batch: with --engine ray each worker takes its share of every batch."""
-    import torch
-
     from encoders.experiment import train_and_evaluate
     from jobs.output import metrics_table
+    from jobs.threads import limit_cpu_threads
     from jobs.workflows import load_dataset
     from recsys.splits import split_dataset
 
-    torch.set_num_threads(threads)
+    limit_cpu_threads(threads)
     options = {"lora": {"method": lora, "rank": rank,
                         "top_layers": (None if top_layers == 0 else top_layers) if top_layers is not None else None},
                "tower": {"user_tower": user_tower, "id_embedding": id_embedding},
