@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from encoders.bundle import load_recommender
 from encoders.experiment import cold_start_examples, train_and_evaluate
@@ -117,8 +118,15 @@ def test_weight_average_is_what_validation_sees_and_what_is_kept(tiny_bert_dir, 
     assert average.updates == 3 * trainer.steps_per_epoch
     # the kept (best) state is the average validated at its epoch: restored, it scores what that epoch reported
     assert trainer.validate()["ndcg@10"] == pytest.approx(result.best_valid_ndcg)
-    if result.best_epoch == 3:  # and then it is the final average itself
-        assert all(torch.equal(p.detach(), average.shadow[n]) for n, p in average.parameters.items())
+    # a refit keeps its last epoch's state: exactly the final average, which the checkpoint holds as the best state
+    # beside different raw weights
+    refit = Trainer(dataset, split, config.model_copy(update={"refit_epochs": 2}), tmp_path / "refit", progress=False)
+    refit.fit()
+    best = load_file(tmp_path / "refit" / "checkpoint" / "best.safetensors")
+    raw_last = load_file(tmp_path / "refit" / "checkpoint" / "model.safetensors")
+    for name, parameter in refit.average.parameters.items():
+        assert torch.equal(parameter.detach(), refit.average.shadow[name]) and torch.equal(best[name], parameter)
+    assert any(not torch.equal(best[name], raw_last[name]) for name in refit.average.parameters)
     raw = {name: p.detach().clone() for name, p in average.parameters.items()}
     for name in average.shadow:
         average.shadow[name].copy_(raw[name] + 1.0)
