@@ -16,6 +16,7 @@ from __future__ import annotations
 import gc
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +39,7 @@ from encoders.run_report import plot_training_curve, write_metrics_csv
 from encoders.serving import TrainedUserTower
 from encoders.towers import AdaptedBert, TwoTowerModel, autocast, pick_device
 from encoders.train_data import TrainingData, build_training_data, sequence_batches, single_target_batches
-from encoders.weight_average import WeightAverage, nothing_applied
+from encoders.weight_average import WeightAverage
 from recsys.catalogue import Catalogue
 from recsys.config import BuildConfig, EvalConfig, TrainConfig
 from recsys.data.dataset import Dataset
@@ -429,7 +430,7 @@ class Trainer:
             if adapters_on:
                 self.refresh_bank()
             train_seconds = time.perf_counter() - epoch_start
-            with self.average.applied() if self.average is not None else nothing_applied():
+            with self.average.applied() if self.average is not None else nullcontext():
                 metrics = self._shared_validation()  # with the average's weights, which are also the ones kept
                 # a refit keeps its last state
                 improved = config.refit_epochs is not None or metrics["ndcg@10"] > best_ndcg

@@ -70,9 +70,3 @@ class WeightAverage:
             for name, tensor in self.shadow.items():
                 tensor.copy_(state[name].to(tensor.device))
         self.updates = int(state["__updates__"])
-
-
-@contextmanager
-def nothing_applied() -> Iterator[None]:
-    """The stand-in for `WeightAverage.applied` when no average is kept."""
-    yield

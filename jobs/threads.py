@@ -9,12 +9,9 @@ def limit_cpu_threads(threads: int) -> None:
     Setting torch's alone (what `--threads` used to do) left FAISS and BLAS on every core: validation and
     evaluation search and score on them, so two `--threads 1` runs side by side oversubscribed the machine."""
     import faiss
+    import torch
     from threadpoolctl import threadpool_limits
 
     faiss.omp_set_num_threads(threads)
     threadpool_limits(limits=threads)
-    try:
-        import torch
-    except ImportError:  # the serving benchmarks run without torch
-        return
     torch.set_num_threads(threads)

@@ -9,16 +9,13 @@ from jobs.threads import limit_cpu_threads
 
 def test_limit_cpu_threads_caps_torch_faiss_and_blas():
     torch_before, faiss_before = torch.get_num_threads(), faiss.omp_get_max_threads()
-    blas_before = {pool["internal_api"]: pool["num_threads"] for pool in threadpool_info()
-                   if pool["user_api"] == "blas"}
     try:
-        limit_cpu_threads(1)
-        assert torch.get_num_threads() == 1
-        assert faiss.omp_get_max_threads() == 1
-        blas = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
-        assert blas and all(n == 1 for n in blas)  # numpy's BLAS is loaded: the cap reached it
+        with threadpool_limits(limits=None):  # restores every BLAS/OpenMP pool's own count on exit
+            limit_cpu_threads(1)
+            assert torch.get_num_threads() == 1
+            assert faiss.omp_get_max_threads() == 1
+            blas = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+            assert blas and all(n == 1 for n in blas)  # numpy's BLAS is loaded: the cap reached it
     finally:
         torch.set_num_threads(torch_before)
         faiss.omp_set_num_threads(faiss_before)
-        for api, n in blas_before.items():
-            threadpool_limits(limits=n, user_api="blas")
