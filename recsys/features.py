@@ -44,6 +44,10 @@ EXTENDED_PAIR_FEATURES: tuple[str, ...] = (
     "trans_norm_decay", "cooc_cos_max",                             # transitions over the longer history; best cosine
     "hist_pop_mean",                                                # how mainstream the user's recent items are
 )
+BLOCK_SIMILARITY_FEATURES: tuple[str, ...] = (
+    "sim_last_towers", "sim_max_towers",                            # similarity within the trained towers' block
+    "sim_last_text", "sim_max_text",                                # ... within the zero-shot text block
+)
 ATTRIBUTE_FEATURES: dict[str, tuple[str, ...]] = {
     "category": ("category_match_last", "category_share"),
     "brand": ("brand_match_last", "brand_share"),
@@ -74,6 +78,11 @@ class FeatureConfig(FrozenModel):
                                  "`decay_items` history items")
     attributes: list[str] | None = Field(None, description="attribute feature groups to compute (category, brand, "
                                          "price) where the catalogue has the column; None: every one it has")
+    block_similarity: bool = Field(False, description="on a blended catalogue ([trained towers, zero-shot text] "
+                                   "vectors): also the cosine to the last and the largest over the last `sim_items` "
+                                   "history items within each block, not only over the whole vector")
+    trained_dim: int | None = Field(None, ge=1, description="block_similarity: the width of the trained block, set "
+                                    "when the ranker is fitted on blended towers (None: no blocks, no block features)")
 
     @model_validator(mode="after")
     def _consistent(self) -> "FeatureConfig":
@@ -84,12 +93,22 @@ class FeatureConfig(FrozenModel):
             raise ValueError(f"unknown attribute feature groups {unknown}; choose from {sorted(ATTRIBUTE_FEATURES)}")
         return self
 
+    @property
+    def has_blocks(self) -> bool:
+        """Whether the block similarity features are computed (asked for, and the catalogue is blended)."""
+        return self.block_similarity and self.trained_dim is not None
+
+    def for_towers(self, trained_dim: int | None) -> "FeatureConfig":
+        """This config for a catalogue whose vectors are [trained (`trained_dim`), zero-shot] (None: not blended)."""
+        return self.model_copy(update={"trained_dim": trained_dim if self.block_similarity else None})
+
 
 def feature_names(attributes: Sequence[str], config: FeatureConfig | None = None) -> list[str]:
     """The model's column order for a catalogue with these optional attribute columns (and `config`'s optional
     feature groups)."""
     extra = NORMALIZED_PAIR_FEATURES if config is not None and config.normalized_pairs else ()
     extra += EXTENDED_PAIR_FEATURES if config is not None and config.extended_pairs else ()
+    extra += BLOCK_SIMILARITY_FEATURES if config is not None and config.has_blocks else ()
     return [*BASE_FEATURES, *extra,
             *(f for a in ATTRIBUTE_FEATURES if a in attributes for f in ATTRIBUTE_FEATURES[a])]
 
@@ -170,6 +189,14 @@ def _unit_rows(vectors: np.ndarray) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return np.ascontiguousarray(vectors / np.where(norms > 0, norms, 1.0))
+
+
+def _last_and_max(out: np.ndarray, column: dict, last: str, largest: str, sims: np.ndarray, mask: np.ndarray,
+                  usable: np.ndarray) -> None:
+    """Write the cosine to the last history item (`sims`' last column) and the largest unmasked one (NaN where
+    a row has no usable history item)."""
+    out[:, column[last]] = np.where(usable, sims[:, -1], np.nan)
+    out[:, column[largest]] = np.where(usable, np.where(mask, sims, -np.inf).max(axis=1), np.nan)
 
 
 def _prices(items: pl.DataFrame) -> np.ndarray:
@@ -391,7 +418,8 @@ class FeatureBuilder:
 
     def _similarity(self, arrays: ItemArrays, out: np.ndarray, column: dict, hist_rows: Sequence[np.ndarray], query: np.ndarray,
                     cand: np.ndarray, lengths: np.ndarray) -> None:
-        """Cosine of each candidate to the last `sim_items` history items in the catalogue: to the last, max, mean."""
+        """Cosine of each candidate to the last `sim_items` history items in the catalogue: to the last, max, mean;
+        with `block_similarity`, also to the last and max within the trained and the zero-shot block."""
         depth = self.config.sim_items
         kept = [rows[-depth:] for rows in hist_rows]
         recent = self._recent([k[k >= 0] for k in kept], depth, newest_first=False)  # [queries, depth], right-aligned
@@ -402,17 +430,33 @@ class FeatureBuilder:
         history = vectors[np.maximum(recent, 0)]  # [queries, depth, dim]
         starts = np.cumsum(lengths) - lengths
         known = np.maximum(cand, 0)
+        parts = self._blocks(vectors.shape[1])
         sims = np.zeros((len(cand), depth))
-        for q in np.flatnonzero(valid.any(axis=1) & (lengths > 0)).tolist():  # one small GEMM per query
+        block_sims = {suffix: np.zeros((len(cand), depth)) for suffix in parts}
+        for q in np.flatnonzero(valid.any(axis=1) & (lengths > 0)).tolist():  # small GEMMs per query
             block = slice(starts[q], starts[q] + lengths[q])
-            sims[block] = vectors[known[block]] @ history[q].T
+            mine = vectors[known[block]]
+            sims[block] = mine @ history[q].T
+            for suffix, part in parts.items():
+                block_sims[suffix][block] = _unit_rows(mine[:, part]) @ _unit_rows(history[q][:, part]).T
         mask = valid[query] & (cand >= 0)[:, None]
         usable = mask.any(axis=1)
-        out[:, column["sim_last"]] = np.where(usable, sims[:, -1], np.nan)
-        out[:, column["sim_max"]] = np.where(usable, np.where(mask, sims, -np.inf).max(axis=1), np.nan)
+        _last_and_max(out, column, "sim_last", "sim_max", sims, mask, usable)
         with np.errstate(invalid="ignore", divide="ignore"):
             out[:, column["sim_mean"]] = np.where(usable, np.where(mask, sims, 0).sum(axis=1) / mask.sum(axis=1),
                                                   np.nan)
+        for suffix, values in block_sims.items():
+            _last_and_max(out, column, f"sim_last_{suffix}", f"sim_max_{suffix}", values, mask, usable)
+
+    def _blocks(self, width: int) -> dict[str, slice]:
+        """The vector blocks of the block similarity features (none when they are off)."""
+        if not self.config.has_blocks:
+            return {}
+        trained = int(self.config.trained_dim)  # type: ignore[arg-type]
+        if trained >= width:
+            raise ValueError(f"block similarity: the trained block ({trained} columns) leaves no zero-shot block in "
+                             f"{width}-dimensional catalogue vectors")
+        return {"towers": slice(0, trained), "text": slice(trained, width)}
 
     def _attribute_agreement(self, arrays: ItemArrays, out: np.ndarray, column: dict,
                              hist_rows: Sequence[np.ndarray], query: np.ndarray, cand: np.ndarray) -> None:

@@ -187,7 +187,7 @@ class Reranker:
             raise BundleError(f"ranker features {ranker.names} do not match the feature builder's {builder.names}")
         self.ranker = ranker
         self.builder = builder
-        self.config = config
+        self.config = config.model_copy(update={"features": builder.config})  # as computed (block width resolved)
         self.sources = candidate_sources(builder, config)
 
     @property

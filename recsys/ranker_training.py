@@ -30,6 +30,13 @@ class CandidateRetriever(Protocol):
                         *args, **kwargs) -> list: ...
 
 
+def blended_trained_dim(recommender: CandidateRetriever) -> int | None:
+    """The width of the trained block of a blended catalogue ([trained towers, zero-shot text]); None otherwise."""
+    tower = getattr(recommender, "user_tower", None)
+    trained_dim = getattr(tower, "trained_dim", None)
+    return int(trained_dim) if trained_dim is not None else None
+
+
 def stats_config(train: pl.DataFrame, config: RankerConfig) -> StatsConfig:
     """Resolve `time_mode="auto"` from the training interactions."""
     auto = default_config(train, config.pair_window)
@@ -144,7 +151,7 @@ def prepare_training(recommender: CandidateRetriever, split: SplitData, config: 
     if config.train_positions:
         inside = train_position_examples(split.train, config.train_positions, stats.config.time_mode == "sequence")
         examples = pl.concat([examples, inside.with_columns(pl.lit(False).alias("_valid_step"))])
-    builder = FeatureBuilder(recommender.catalogue, stats, config.features)
+    builder = FeatureBuilder(recommender.catalogue, stats, config.features.for_towers(blended_trained_dim(recommender)))
     sources = candidate_sources(builder, config)
     t0 = time.perf_counter()
     times = stats.query_times(examples["timestamp"].to_list(), examples.height)

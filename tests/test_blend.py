@@ -63,3 +63,27 @@ def test_the_blend_weight_is_the_best_on_validation_and_zero_means_no_blend(tiny
     blended = isinstance(trained.recommender.user_tower, BlendedHistoryEncoder)
     assert blended == (best > 0)
     assert trained.recommender.item_vectors.shape[1] == trained.result.item_vectors.shape[1] + (32 if blended else 0)
+
+
+def test_a_ranker_with_block_similarity_reads_the_blend_width_and_keeps_it_in_its_bundle(tiny_bert_dir, shop,
+                                                                                          tmp_path):
+    from recsys.features import FeatureConfig
+    from recsys.ranker import RankerConfig
+    from recsys.ranker_training import train_reranker
+
+    dataset, split = shop
+    config = small_config(tiny_bert_dir, zero_shot_blend=(0.5,), zero_shot_dims=8)
+    trained = train_and_evaluate(dataset, split, config, name="tiny", out_root=tmp_path, progress=False)
+    recommender = trained.recommender
+    ranker_config = RankerConfig(candidates=30, n_estimators=20, cv_folds=0,
+                                 features=FeatureConfig(block_similarity=True))
+    recommender.reranker, _ = train_reranker(recommender, split, ranker_config, log=lambda *_: None)
+    d = recommender.user_tower.trained_dim
+    assert recommender.reranker.config.features.trained_dim == d
+    assert {"sim_last_towers", "sim_max_text"} <= set(recommender.reranker.builder.names)
+    loaded = load_recommender(recommender.save(tmp_path / "engine" / "v1"))
+    assert loaded.reranker.config.features.trained_dim == d
+    assert loaded.reranker.builder.names == recommender.reranker.builder.names
+    histories = split.test["history"].to_list()[:20]
+    assert [r.item_ids for r in loaded.recommend_batch(histories, 10)] == \
+        [r.item_ids for r in recommender.recommend_batch(histories, 10)]

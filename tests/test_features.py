@@ -53,6 +53,36 @@ def test_features_equal_hand_computed_values():
         ("b", pytest.approx(s)), ("b", pytest.approx(0.0)), ("b", pytest.approx(0.0))]
 
 
+def test_block_similarity_features_equal_hand_computed_cosines_within_each_block():
+    stats = InteractionStats.fit(TRAIN, StatsConfig(time_mode="absolute", recent_window=3, pair_window=2))
+    text_block = np.array([[0, 1], [0, 2], [1, 0], [3, 4]], dtype=np.float32)  # a, b alike; d at 0.8 to both
+    blended = np.hstack([VECTORS, text_block])
+    config = FeatureConfig(recent_items=2, block_similarity=True).for_towers(2)
+    builder = FeatureBuilder.from_frame(ITEMS, blended, stats, config)
+    frame = builder.build([["a", "b"]], [["c", "a", "d"]], [[0.9, 0.5, 0.1]], as_of=[6])
+    s = 1 / math.sqrt(2)
+    got = {row["item_id"]: row for row in frame.iter_rows(named=True)}
+    expected = {"c": dict(sim_last_towers=s, sim_max_towers=s, sim_last_text=0.0, sim_max_text=0.0),
+                "a": dict(sim_last_towers=0.0, sim_max_towers=1.0, sim_last_text=1.0, sim_max_text=1.0),
+                "d": dict(sim_last_towers=0.0, sim_max_towers=0.0, sim_last_text=0.8, sim_max_text=0.8)}
+    for item, values in expected.items():
+        for name, value in values.items():
+            assert got[item][name] == pytest.approx(value, abs=1e-6), (item, name)
+    # the whole-vector cosines are those of the concatenation, as without the blocks
+    assert got["d"]["sim_last"] == pytest.approx(float(blended[3] @ blended[1] / np.linalg.norm(blended[3])
+                                                       / np.linalg.norm(blended[1])), abs=1e-6)
+    assert builder.build([[]], [["c"]], [[0.9]], as_of=[6])["sim_max_text"].to_list() == [None]  # no history
+    # off unless asked for and the catalogue is blended; a block as wide as the vectors is refused
+    plain_names = FeatureBuilder.from_frame(ITEMS, blended, stats, FeatureConfig()).names
+    assert FeatureConfig().for_towers(2).trained_dim is None
+    assert FeatureBuilder.from_frame(ITEMS, blended, stats, FeatureConfig(block_similarity=True)).names == plain_names
+    assert builder.names == [*plain_names[:-3], "sim_last_towers", "sim_max_towers", "sim_last_text", "sim_max_text",
+                             *plain_names[-3:]]
+    too_wide = FeatureBuilder.from_frame(ITEMS, blended, stats, FeatureConfig(block_similarity=True).for_towers(4))
+    with pytest.raises(ValueError, match="leaves no zero-shot block"):
+        too_wide.matrix([["a", "b"]], [["c"]], [[0.9]], as_of=[6])
+
+
 def test_attribute_groups_can_be_chosen_and_unknown_ones_are_refused():
     stats = InteractionStats.fit(TRAIN, StatsConfig(time_mode="absolute", recent_window=3, pair_window=2))
     items = ITEMS.with_columns(pl.Series("brand", ["p", "q", "p", None]))
