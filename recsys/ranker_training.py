@@ -151,7 +151,10 @@ def prepare_training(recommender: CandidateRetriever, split: SplitData, config: 
     if config.train_positions:
         inside = train_position_examples(split.train, config.train_positions, stats.config.time_mode == "sequence")
         examples = pl.concat([examples, inside.with_columns(pl.lit(False).alias("_valid_step"))])
-    builder = FeatureBuilder(recommender.catalogue, stats, config.features.for_towers(blended_trained_dim(recommender)))
+    trained_dim = blended_trained_dim(recommender)
+    if config.features.block_similarity and trained_dim is None:
+        log("block_similarity: these towers have no zero-shot block (no blend), so no block similarity features")
+    builder = FeatureBuilder(recommender.catalogue, stats, config.features.for_towers(trained_dim))
     sources = candidate_sources(builder, config)
     t0 = time.perf_counter()
     times = stats.query_times(examples["timestamp"].to_list(), examples.height)

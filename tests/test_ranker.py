@@ -201,3 +201,17 @@ def test_listwise_objective_is_used_and_learns_the_planted_signal():
     assert result["reranked"]["ndcg@10"] > 2 * result["retrieval"]["ndcg@10"] + 0.1
     with pytest.raises(ValueError, match="objective"):
         RankerConfig(objective="regression")
+
+
+def test_block_similarity_on_towers_without_a_zero_shot_block_says_so_and_adds_no_feature():
+    dataset = planted_dataset()
+    split = split_dataset(dataset)
+    vectors = np.random.default_rng(1).normal(size=(N_ITEMS, 16)).astype(np.float32)
+    recommender = Recommender.build(dataset, split, vectors, BuildConfig())
+    said: list[str] = []
+    config = RankerConfig(candidates=30, n_estimators=10, cv_folds=0, features=FeatureConfig(block_similarity=True))
+    reranker, report = train_reranker(recommender, split, config, log=said.append)
+    assert any("no zero-shot block" in line for line in said)
+    assert reranker.config.features.trained_dim is None
+    assert report["features"] == reranker.builder.names and "sim_last" in report["features"]
+    assert not any(name.endswith(("_towers", "_text")) for name in report["features"])
