@@ -45,7 +45,7 @@ def save_towers(model: TwoTowerModel, config: TrainConfig, directory: Path, toke
         merged_backbone(model.bert.model).save_pretrained(str(directory / "merged"))
         merged = True
     meta = {"train_config": config.model_dump(mode="json"), "n_items": int(model.id_mask.shape[0]),
-            "hidden_size": model.bert.hidden_size if model.bert is not None else None,
+            "hidden_size": model.bert.feature_size if model.bert is not None else None,  # the item head's input
             "adapters": adapter_files, "merged": merged, **(extra or {})}
     (directory / TOWER_META).write_text(json.dumps(meta, indent=2))
 
@@ -75,7 +75,8 @@ def _text_path(directory: Path, meta: dict, config: TrainConfig, tuned: dict[str
         if meta.get("adapters"):
             backbone = load_adapters(backbone, directory)
     backbone.eval()
-    bert = AdaptedBert(backbone, config.lora.top_layers, config.tower.pooling, full=config.lora.method == "full")
+    bert = AdaptedBert(backbone, config.lora.top_layers, config.tower.pooling, full=config.lora.method == "full",
+                       pool_layers=config.tower.pool_layers)
     if tuned:
         _, unexpected = bert.load_state_dict({k[len("bert."):]: v for k, v in tuned.items()}, strict=False)
         if unexpected:

@@ -60,7 +60,7 @@ class ItemTextCache:
         """Pooled features of the whole catalogue [n, hidden] with the current adapters (eval mode)."""
         was_training = self.bert.training
         self.bert.eval()
-        out = torch.empty(len(self), self.bert.hidden_size, device=self.device)
+        out = torch.empty(len(self), self.bert.feature_size, device=self.device)
         order = torch.argsort(self.lengths, descending=True)
         with tqdm(total=len(self), desc="encoding catalogue", unit="item", disable=not progress) as bar:
             for start in range(0, len(self), self.batch_size):
@@ -75,6 +75,6 @@ def encode_texts(bert: AdaptedBert, tokenizer: PreTrainedTokenizerBase, texts: S
                  device: torch.device, batch_size: int = 128, precision: str = "auto") -> np.ndarray:
     """Pooled adapted BERT features for arbitrary texts (e.g. new items), float32 [n, hidden]."""
     if not texts:
-        return np.zeros((0, bert.hidden_size), dtype=np.float32)
+        return np.zeros((0, bert.feature_size), dtype=np.float32)
     cache = ItemTextCache(bert, tokenizer, texts, max_length, device, batch_size, precision)
     return cache.bank().cpu().numpy()

@@ -32,13 +32,19 @@ class AdaptedBert(nn.Module):
     """A BERT backbone whose top layers carry adapters (or, with `full`, are trained outright); the frozen lower
     part (embeddings + lower layers) can be run once per text and cached, the upper part runs with gradients."""
 
-    def __init__(self, model: nn.Module, top_layers: int | None, pooling: str = "mean", full: bool = False) -> None:
+    def __init__(self, model: nn.Module, top_layers: int | None, pooling: str = "mean", full: bool = False,
+                 pool_layers: int = 1) -> None:
         super().__init__()
         self.model = model
         self.pooling = pooling
         self.full = full
         total = int(base_model(model).config.num_hidden_layers)
         self.split = 0 if top_layers is None else max(0, total - top_layers)
+        if pool_layers > total - self.split + 1:
+            raise ValueError(f"pool_layers {pool_layers}: the features can pool the adapted layers' outputs and "
+                             f"their input, at most {total - self.split + 1} here (lora.top_layers "
+                             f"{top_layers}); raise lora.top_layers or lower tower.pool_layers")
+        self.pool_layers = pool_layers
 
     def tunes(self, name: str) -> bool:
         """True for the weights training changes (`name` relative to this module): adapters, or with `full`
@@ -51,6 +57,11 @@ class AdaptedBert(nn.Module):
     @property
     def hidden_size(self) -> int:
         return int(base_model(self.model).config.hidden_size)
+
+    @property
+    def feature_size(self) -> int:
+        """Width of the pooled features: the BERT's width × `pool_layers`."""
+        return self.hidden_size * self.pool_layers
 
     def _mask(self, attention_mask: torch.Tensor) -> torch.Tensor:
         if base_model(self.model).config._attn_implementation == "sdpa":
@@ -68,11 +79,15 @@ class AdaptedBert(nn.Module):
         return hidden
 
     def upper(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Pooled output of the adapted upper layers, from cached lower states."""
+        """Pooled output of the adapted upper layers, from cached lower states (with `pool_layers` N > 1: the
+        pooled outputs of the last N layers side by side, the last layer's last)."""
         mask = self._mask(attention_mask)
+        states = [hidden]
         for layer in base_model(self.model).encoder.layer[self.split:]:
             hidden = layer(hidden, mask)
-        return pool(hidden.float(), attention_mask, self.pooling)
+            states.append(hidden)
+        return torch.cat([pool(state.float(), attention_mask, self.pooling)
+                          for state in states[-self.pool_layers:]], dim=-1)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Pooled [B, hidden] for tokenised texts."""
@@ -103,10 +118,11 @@ class TwoTowerModel(nn.Module):
 
     def __init__(self, bert: AdaptedBert | None, n_items: int, config: TowerConfig, temperature: float = 0.05,
                  learn_temperature: bool = True, hidden_size: int | None = None) -> None:
+        """`hidden_size`: the width of the pooled features when there is no `bert` (serving from item vectors)."""
         super().__init__()
         self.config = config
         self.bert = bert  # None when serving a sequence tower from precomputed item vectors
-        hidden = bert.hidden_size if bert is not None else int(hidden_size or 0)
+        hidden = bert.feature_size if bert is not None else int(hidden_size or 0)
         concat = config.id_embedding and config.id_fusion == "concat"
         if concat and config.id_dim >= config.dim:
             raise ValueError(f"id_dim {config.id_dim} must be smaller than dim {config.dim}")

@@ -115,7 +115,8 @@ class Trainer:
         self.peft = attach_adapters(backbone, config.lora,  # AdaLoRA's budget spans the steps that train adapters
                                     total_steps=self.pair_steps + self.steps_per_epoch * adapter_epochs)
         self.adapter_step = 0
-        bert = AdaptedBert(self.peft, config.lora.top_layers, tower.pooling, full=config.lora.method == "full")
+        bert = AdaptedBert(self.peft, config.lora.top_layers, tower.pooling, full=config.lora.method == "full",
+                           pool_layers=tower.pool_layers)
         self.model = TwoTowerModel(bert, len(self.data.item_ids), tower, config.temperature, config.learn_temperature)
         self.model.id_mask.copy_(torch.as_tensor(self.data.seen, dtype=torch.float32))
         self.seen = torch.as_tensor(self.data.seen, dtype=torch.bool, device=self.device)

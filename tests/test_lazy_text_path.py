@@ -90,3 +90,22 @@ def test_a_worker_loads_the_text_path_at_start_only_when_told_to(trained_bundle,
     vectors = loaded.recommender.item_tower().encode_texts(TEXTS)  # loads it now when it was not preloaded
     np.testing.assert_allclose(vectors[:, :eager_text_vectors(trained_bundle).shape[1]],
                                eager_text_vectors(trained_bundle), atol=1e-5)
+
+
+def test_towers_on_two_pooled_layers_round_trip_eagerly_and_lazily(tiny_bert_dir, shop, tmp_path):
+    from encoders.experiment import train_and_evaluate
+    from recsys.config import TowerConfig
+    from tests.test_lora import small_config
+
+    dataset, split = shop
+    config = small_config(tiny_bert_dir, tower=TowerConfig(dim=16, item_max_length=24, seq_layers=1, pool_layers=2),
+                          zero_shot_blend=())
+    trained = train_and_evaluate(dataset, split, config, name="tiny", out_root=tmp_path, progress=False)
+    model = trained_tower(trained.recommender.user_tower).model
+    assert model.item_head.in_features == 2 * model.bert.hidden_size
+    meta = json.loads((trained.path / "encoder" / TOWER_META).read_text())
+    assert meta["hidden_size"] == 2 * model.bert.hidden_size and meta["train_config"]["tower"]["pool_layers"] == 2
+    direct = trained_tower(trained.recommender.user_tower).encode_item_texts(TEXTS)
+    np.testing.assert_allclose(eager_text_vectors(trained.path), direct, atol=1e-5)
+    lazy = trained_tower(load_recommender(trained.path).user_tower)
+    np.testing.assert_allclose(lazy.encode_item_texts(TEXTS), direct, atol=1e-5)

@@ -29,6 +29,29 @@ def test_cached_lower_layers_plus_adapted_top_equal_the_full_model(tiny_bert_dir
         backbone = bert.model.unload()  # plain backbone again for the next round
 
 
+def test_pooled_layers_are_the_last_layers_mean_pools_side_by_side(tiny_bert_dir):
+    import pytest
+    from pydantic import ValidationError
+
+    backbone, tokenizer = load_backbone(str(tiny_bert_dir))
+    batch = tokenizer(["black mirrorless camera", "camera bag", "running shoe blue"], padding=True,
+                      return_tensors="pt")
+    with torch.no_grad():
+        states = backbone(**batch, output_hidden_states=True).hidden_states  # embeddings, layer 1, layer 2
+    pools = [mean_pool(state, batch["attention_mask"]) for state in states]
+    for top, layers, expected in ((1, 2, pools[1:]), (None, 3, pools), (None, 2, pools[1:])):
+        bert = AdaptedBert(attach_adapters(backbone, LoraConfig(top_layers=top)), top, pool_layers=layers).eval()
+        with torch.no_grad():
+            features = bert(batch["input_ids"], batch["attention_mask"])
+        assert bert.feature_size == features.shape[1] == layers * bert.hidden_size
+        torch.testing.assert_close(features, torch.cat(expected, dim=1), atol=1e-5, rtol=1e-4)
+        backbone = bert.model.unload()
+    with pytest.raises(ValueError, match="at most 2 here"):
+        AdaptedBert(backbone, 1, pool_layers=3)
+    with pytest.raises(ValidationError, match="needs lora.top_layers ≥ 2"):
+        TrainConfig(tower=TowerConfig(pool_layers=3), lora=LoraConfig(top_layers=1))
+
+
 def test_sequence_model_is_causal_and_ignores_padding():
     torch.manual_seed(0)
     model = SequenceModel(dim=16, max_len=8, layers=2, heads=2, dropout=0.0).eval()
