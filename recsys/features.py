@@ -225,6 +225,9 @@ class FeatureBuilder:
         if self._own is not None and self._own[1].attributes != self.attributes:  # computed with every group
             self._own = (self._own[0], self._own[1].only(self.attributes))
         self.names = feature_names(self.attributes, config)
+        if config.has_blocks and int(config.trained_dim) >= catalogue.dim:  # type: ignore[arg-type]
+            raise ValueError(f"block similarity: the trained block ({config.trained_dim} columns) leaves no zero-shot "
+                             f"block in {catalogue.dim}-dimensional catalogue vectors")
 
     @classmethod
     def from_frame(cls, items: pl.DataFrame, item_vectors: np.ndarray, stats: InteractionStats,
@@ -449,13 +452,11 @@ class FeatureBuilder:
             _last_and_max(out, column, f"sim_last_{suffix}", f"sim_max_{suffix}", values, mask, usable)
 
     def _blocks(self, width: int) -> dict[str, slice]:
-        """The vector blocks of the block similarity features (none when they are off)."""
+        """The vector blocks of the block similarity features (none when they are off; the width is checked when
+        the builder is made)."""
         if not self.config.has_blocks:
             return {}
         trained = int(self.config.trained_dim)  # type: ignore[arg-type]
-        if trained >= width:
-            raise ValueError(f"block similarity: the trained block ({trained} columns) leaves no zero-shot block in "
-                             f"{width}-dimensional catalogue vectors")
         return {"towers": slice(0, trained), "text": slice(trained, width)}
 
     def _attribute_agreement(self, arrays: ItemArrays, out: np.ndarray, column: dict,

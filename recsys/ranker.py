@@ -267,7 +267,10 @@ class Reranker:
         if spec.get("feature_version") != FEATURE_VERSION:
             raise BundleError(f"{bundle_dir}: ranker feature version {spec.get('feature_version')!r} does not match "
                               f"this code's {FEATURE_VERSION}; retrain it with `recsys train-ranker`")
-        builder = FeatureBuilder(catalogue, stats, config.features)
+        try:
+            builder = FeatureBuilder(catalogue, stats, config.features)
+        except ValueError as exc:
+            raise BundleError(f"{bundle_dir}: the ranker's features do not fit this catalogue ({exc})") from exc
         if spec.get("features") != builder.names or ranker.names != builder.names:
             raise BundleError(f"{bundle_dir}: ranker feature spec {spec.get('features')} (model: {ranker.names}) does "
                               f"not match the features computed for this catalogue {builder.names}")

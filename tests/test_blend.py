@@ -3,11 +3,13 @@
 import json
 
 import numpy as np
+import pytest
 
 from encoders.blend import BLEND_KEY, BlendedHistoryEncoder, principal_projection
 from encoders.bundle import load_recommender
 from encoders.experiment import train_and_evaluate
 from encoders.text_encoder import TextEncoder
+from recsys.errors import BundleError
 from tests.test_lora import small_config
 
 
@@ -68,7 +70,7 @@ def test_the_blend_weight_is_the_best_on_validation_and_zero_means_no_blend(tiny
 def test_a_ranker_with_block_similarity_reads_the_blend_width_and_keeps_it_in_its_bundle(tiny_bert_dir, shop,
                                                                                           tmp_path):
     from recsys.features import FeatureConfig
-    from recsys.ranker import RankerConfig
+    from recsys.ranker import RankerConfig, Reranker
     from recsys.ranker_training import train_reranker
 
     dataset, split = shop
@@ -81,9 +83,16 @@ def test_a_ranker_with_block_similarity_reads_the_blend_width_and_keeps_it_in_it
     d = recommender.user_tower.trained_dim
     assert recommender.reranker.config.features.trained_dim == d
     assert {"sim_last_towers", "sim_max_text"} <= set(recommender.reranker.builder.names)
-    loaded = load_recommender(recommender.save(tmp_path / "engine" / "v1"))
+    path = recommender.save(tmp_path / "engine" / "v1")
+    loaded = load_recommender(path)
     assert loaded.reranker.config.features.trained_dim == d
     assert loaded.reranker.builder.names == recommender.reranker.builder.names
     histories = split.test["history"].to_list()[:20]
     assert [r.item_ids for r in loaded.recommend_batch(histories, 10)] == \
         [r.item_ids for r in recommender.recommend_batch(histories, 10)]
+    spec_file = path / "ranker" / "features.json"  # a spec whose trained block leaves no zero-shot block
+    spec = json.loads(spec_file.read_text())
+    spec["ranker"]["features"]["trained_dim"] = loaded.catalogue.dim
+    spec_file.write_text(json.dumps(spec))
+    with pytest.raises(BundleError, match="leaves no zero-shot block"):  # (load_recommender: checksum first)
+        Reranker.load(path, loaded.catalogue)
