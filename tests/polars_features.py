@@ -103,6 +103,11 @@ class PolarsFeatureBuilder:
         vectors = np.asarray(item_vectors, dtype=np.float32)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         self.vectors = vectors / np.where(norms > 0, norms, 1.0)
+        self.blocks = {}  # block similarity: each block of the raw vectors normalised on its own
+        if config.has_blocks:
+            for suffix, part in (("towers", slice(0, config.trained_dim)), ("text", slice(config.trained_dim, None))):
+                block = vectors[:, part]
+                self.blocks[suffix] = block / np.linalg.norm(block, axis=1, keepdims=True)
         self.attributes = [a for a in ATTRIBUTE_FEATURES if a in items.columns and items[a].null_count() < items.height]
         self.attribute_table = items.select("item_id", *self.attributes)
         self.names = feature_names(self.attributes, config)
@@ -229,6 +234,8 @@ class PolarsFeatureBuilder:
         last = np.full(len(cand), np.nan)
         best = np.full(len(cand), np.nan)
         mean = np.full(len(cand), np.nan)
+        by_block = {f"sim_{kind}_{suffix}": np.full(len(cand), np.nan) for suffix in self.blocks
+                    for kind in ("last", "max")}
         start = 0
         for q, history in enumerate(histories):
             stop = start + int(lengths[q])
@@ -239,9 +246,12 @@ class PolarsFeatureBuilder:
                 sims = self.vectors[block[known]] @ self.vectors[rows].T
                 idx = np.flatnonzero(known) + start
                 last[idx], best[idx], mean[idx] = sims[:, -1], sims.max(axis=1), sims.mean(axis=1)
+                for suffix, unit in self.blocks.items():
+                    sims = unit[block[known]] @ unit[rows].T
+                    by_block[f"sim_last_{suffix}"][idx], by_block[f"sim_max_{suffix}"][idx] = sims[:, -1], sims.max(1)
             start = stop
-        return frame.with_columns(sim_last=last, sim_max=best, sim_mean=mean).with_columns(
-            [pl.col(c).fill_nan(None) for c in ("sim_last", "sim_max", "sim_mean")])
+        return frame.with_columns(sim_last=last, sim_max=best, sim_mean=mean, **by_block).with_columns(
+            [pl.col(c).fill_nan(None) for c in ("sim_last", "sim_max", "sim_mean", *by_block)])
 
     def _attribute_agreement(self, frame: pl.DataFrame, histories: Sequence[Sequence[str]]) -> pl.DataFrame:
         depth = self.config.attr_items

@@ -29,9 +29,10 @@ def _queries(items: list[str], rng: np.random.Generator, n: int, times: list[int
     return histories, candidates, scores, as_of
 
 
-@pytest.mark.parametrize("mode,normalized_pairs,extended_pairs", [
-    ("absolute", False, False), ("sequence", False, False), ("absolute", True, False), ("sequence", True, True)])
-def test_numpy_features_equal_the_polars_features(mode, normalized_pairs, extended_pairs):
+@pytest.mark.parametrize("mode,normalized_pairs,extended_pairs,block_similarity", [
+    ("absolute", False, False, False), ("sequence", False, False, False), ("absolute", True, False, True),
+    ("sequence", True, True, False)])
+def test_numpy_features_equal_the_polars_features(mode, normalized_pairs, extended_pairs, block_similarity):
     shop = generate_shop(n_users=150, n_items=120, seed=4)
     interactions = shop.interactions
     if mode == "sequence":
@@ -41,7 +42,8 @@ def test_numpy_features_equal_the_polars_features(mode, normalized_pairs, extend
     train = interactions.sample(fraction=0.8, seed=1)
     vectors = np.random.default_rng(0).normal(size=(shop.items.height, 12)).astype(np.float32)
     features = FeatureConfig(recent_items=3, sim_items=4, attr_items=6, normalized_pairs=normalized_pairs,
-                             decay_items=5, decay=0.6, extended_pairs=extended_pairs)
+                             decay_items=5, decay=0.6, extended_pairs=extended_pairs,
+                             block_similarity=block_similarity).for_towers(8)  # blocks of 8 and 4 columns
     ours = FeatureBuilder.from_frame(shop.items, vectors, InteractionStats.fit(train, config), features)
     reference = PolarsFeatureBuilder(shop.items, vectors, PolarsStats.fit(train, config), features)
     assert ours.names == reference.names and {"category_share", "brand_share", "price_log_ratio"} <= set(ours.names)
@@ -64,6 +66,9 @@ def test_numpy_features_equal_the_polars_features(mode, normalized_pairs, extend
         assert got["cooc_cos_decay"].n_unique() > 3 and (got["cooc_cos_decay"] > got["cooc_cos_recent"]).any()
     if extended_pairs:
         assert got["trans_norm_decay"].max() > 0 and got["hist_pop_mean"].n_unique() > 3
+    if block_similarity:
+        assert {"sim_last_towers", "sim_max_text"} <= set(ours.names)
+        assert (got["sim_last_text"] - got["sim_last_towers"]).abs().max() > 0.1  # two blocks, two scores
 
 
 def test_stats_round_trip_through_the_bundle_files(tmp_path):
