@@ -19,6 +19,7 @@ from recsys.candidates import CandidateSources
 from recsys.ranker import Ranker, RankerConfig, Reranker, candidate_sources, feature_matrix
 from recsys.splits import EXAMPLE_SCHEMA, SplitData, ordered_interactions
 from recsys.stats import InteractionStats, StatsConfig, default_config
+from recsys.towers import innermost_tower
 
 
 class CandidateRetriever(Protocol):
@@ -31,9 +32,10 @@ class CandidateRetriever(Protocol):
 
 
 def blended_trained_dim(recommender: CandidateRetriever) -> int | None:
-    """The width of the trained block of a blended catalogue ([trained towers, zero-shot text]); None otherwise."""
+    """The width of the trained block of a blended catalogue ([trained towers, zero-shot text]), under any serving
+    wrappers (a query cache); None otherwise."""
     tower = getattr(recommender, "user_tower", None)
-    trained_dim = getattr(tower, "trained_dim", None)
+    trained_dim = getattr(innermost_tower(tower), "trained_dim", None) if tower is not None else None
     return int(trained_dim) if trained_dim is not None else None
 
 

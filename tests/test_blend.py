@@ -1,6 +1,7 @@
 """The zero-shot text prior blended into trained towers: scores, weight choice, bundle round trip, live items."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -71,7 +72,8 @@ def test_a_ranker_with_block_similarity_reads_the_blend_width_and_keeps_it_in_it
                                                                                           tmp_path):
     from recsys.features import FeatureConfig
     from recsys.ranker import RankerConfig, Reranker
-    from recsys.ranker_training import train_reranker
+    from recsys.ranker_training import blended_trained_dim, train_reranker
+    from recsys.user_tower import CachedHistoryEncoder
 
     dataset, split = shop
     config = small_config(tiny_bert_dir, zero_shot_blend=(0.5,), zero_shot_dims=8)
@@ -82,6 +84,8 @@ def test_a_ranker_with_block_similarity_reads_the_blend_width_and_keeps_it_in_it
     recommender.reranker, _ = train_reranker(recommender, split, ranker_config, log=lambda *_: None)
     d = recommender.user_tower.trained_dim
     assert recommender.reranker.config.features.trained_dim == d
+    wrapped = SimpleNamespace(user_tower=CachedHistoryEncoder(recommender.user_tower))  # as the API serves it
+    assert blended_trained_dim(wrapped) == d
     assert {"sim_last_towers", "sim_max_text"} <= set(recommender.reranker.builder.names)
     path = recommender.save(tmp_path / "engine" / "v1")
     loaded = load_recommender(path)
