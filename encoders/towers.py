@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+from collections import deque
 
 import torch
 import torch.nn.functional as F
@@ -82,12 +83,11 @@ class AdaptedBert(nn.Module):
         """Pooled output of the adapted upper layers, from cached lower states (with `pool_layers` N > 1: the
         pooled outputs of the last N layers side by side, the last layer's last)."""
         mask = self._mask(attention_mask)
-        states = [hidden]
+        states = deque([hidden], maxlen=self.pool_layers)  # only the states pooled stay referenced
         for layer in base_model(self.model).encoder.layer[self.split:]:
             hidden = layer(hidden, mask)
             states.append(hidden)
-        return torch.cat([pool(state.float(), attention_mask, self.pooling)
-                          for state in states[-self.pool_layers:]], dim=-1)
+        return torch.cat([pool(state.float(), attention_mask, self.pooling) for state in states], dim=-1)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Pooled [B, hidden] for tokenised texts."""
