@@ -2,7 +2,7 @@
 whole valid step by cross-fitting (JSON + MD + PNG). Registered when jobs/cli.py imports this module; the
 benchmark is benchmarks/ranker_folds.py. `recsys bench id-sequence`: the same cross-fitting with an ID-only sequence
 model's features added (benchmarks/id_sequence.py); `recsys bench ease`: with EASE item–item scores added
-(benchmarks/ease.py)."""
+(benchmarks/ease.py); `recsys bench lexical`: with TF-IDF text similarities added (benchmarks/lexical.py)."""
 
 from __future__ import annotations
 
@@ -89,4 +89,23 @@ def bench_ease(
         raise typer.BadParameter("every λ must be positive", param_hint="--lambdas")
     for path in run(bundle, data, out, chosen, buckets, seed=seed, outer=outer, command=invocation(),
                     log=console.print).values():
+        typer.echo(path)
+
+
+@bench_app.command("lexical")
+def bench_lexical(
+    bundle: BundleDir,
+    data: BundleData,
+    out: Annotated[Path, typer.Option(help="results directory (lexical.json, lexical.md, lexical.png)")] = Path(
+        "results/lexical"),
+    outer: OuterFolds = 5,
+    seed: FoldSeed = 0,
+) -> None:
+    """Probe: TF-IDF cosine similarities of each candidate's text to the last history items' (character and word
+    n-grams, fitted on the catalogue's texts) as re-ranker features, cross-fitted on every valid user against the
+    default re-ranker."""
+    from benchmarks.lexical import run
+    from jobs.output import console, invocation
+
+    for path in run(bundle, data, out, seed=seed, outer=outer, command=invocation(), log=console.print).values():
         typer.echo(path)
