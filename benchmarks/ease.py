@@ -91,10 +91,10 @@ def run(bundle: Path, data: Path, out: Path, lambdas: Sequence[float] = (100.0, 
         log=print) -> dict[str, Path]:
     """Cross-fit the default re-ranker (or one with `ranker_overrides`) of `bundle`'s towers on `data`'s valid step
     with and without the EASE score of each λ; write the report."""
-    from benchmarks.ranker_folds import SCHEME_COLUMNS, cross_fitted_gains, scheme_chart, scheme_row
+    from benchmarks.ranker_folds import SCHEME_COLUMNS, FeatureProbe, scheme_chart
     from jobs.ranker_cmd import open_for_ranker
     from recsys.ranker import RankerConfig
-    from recsys.ranker_training import prepare_training, user_folds
+    from recsys.ranker_training import prepare_training
 
     recommender, split, path, _ = open_for_ranker(bundle, data)
     check_size(recommender.catalogue.state.ids.size)
@@ -105,16 +105,11 @@ def run(bundle: Path, data: Path, out: Path, lambdas: Sequence[float] = (100.0, 
     items = sorted(set(split.train["item_id"].to_list()) | set(valid["target"].to_list())
                    | {i for h in valid["history"].to_list() for i in h} | set(training.frame["item_id"].to_list()))
     index = {item: k for k, item in enumerate(items)}
-    frame, names = training.frame, list(training.builder.names)
-    row_of = {u: k for k, u in enumerate(valid["user_id"].to_list())}
-    query_rows = np.array([row_of[u] for u in frame["user_id"].to_list()])
-    candidate_codes = np.array([index[i] for i in frame["item_id"].to_list()])
+    probe = FeatureProbe(training, config, outer, seed, log)
+    query_rows = probe.query_rows(valid)
+    candidate_codes = np.array([index[i] for i in probe.frame["item_id"].to_list()])
     targets = np.array([index[t] for t in valid["target"].to_list()])
-    users = sorted(set(training.users))
-    fold_of = user_folds(users, outer, (seed, 11))
-    first, trees = cross_fitted_gains(frame, names, config, users, fold_of)
-    rows = [scheme_row("the default re-ranker", first, first, trees)]
-    log(f"the default re-ranker: valid N@10 {first.mean():.4f}")
+    users = probe.users
     alone: dict[str, dict] = {}
     for lam in lambdas:
         started = time.perf_counter()
@@ -123,11 +118,8 @@ def run(bundle: Path, data: Path, out: Path, lambdas: Sequence[float] = (100.0, 
         fit_s = time.perf_counter() - started
         ndcg, recall = target_ndcg_recall(scores, targets)
         alone[f"{lam:g}"] = {"valid_ndcg@10": ndcg, "valid_recall@10": recall, "fit_seconds": round(fit_s, 1)}
-        scored = frame.with_columns(ease_score=pl.Series(scores[query_rows, candidate_codes]))
-        per_user, trees = cross_fitted_gains(scored, names + ["ease_score"], config, users, fold_of)
-        rows.append(scheme_row(f"+ EASE score, λ {lam:g}", per_user, first, trees))
-        log(f"{rows[-1]['scheme']}: valid N@10 {rows[-1]['ndcg@10']:.4f} ({rows[-1]['diff']:+.4f} ± "
-            f"{rows[-1]['diff_se']:.4f}); EASE alone N@10 {ndcg:.4f} / R@10 {recall:.4f} ({fit_s:.0f} s)")
+        probe.add(f"+ EASE score, λ {lam:g}", {"ease_score": scores[query_rows, candidate_codes]},
+                  f"EASE alone N@10 {ndcg:.4f} / R@10 {recall:.4f} ({fit_s:.0f} s)")
     when = ("sequence time: one fit on the train split" if sequence_time else
             f"absolute time: the valid queries in {buckets} groups by time, each scored by a fit on the train events "
             "strictly before its earliest query")
@@ -143,5 +135,5 @@ def run(bundle: Path, data: Path, out: Path, lambdas: Sequence[float] = (100.0, 
     meta = {"environment": environment(("numpy", "polars", "lightgbm")), "bundle": str(path), "data": str(data),
             "command": command, "seed": seed, "outer_folds": outer, "time_mode": "sequence" if sequence_time
             else "absolute", "buckets": None if sequence_time else buckets, "ease_alone": alone}
-    return write_report(out, "ease", rows, SCHEME_COLUMNS, meta=meta, notes=notes, chart=scheme_chart,
+    return write_report(out, "ease", probe.rows, SCHEME_COLUMNS, meta=meta, notes=notes, chart=scheme_chart,
                         title="EASE item–item scores in the re-ranker, cross-fitted on the valid step")

@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import torch
 from torch import nn
 
@@ -131,10 +130,10 @@ def run(bundle: Path, data: Path, out: Path, seed: int = 0, outer: int = 5, comm
         max_epochs: int = 300, ranker_overrides: Mapping | None = None, log=print) -> dict[str, Path]:
     """Train the ID-only model on `data`'s train split; cross-fit the re-ranker (the default, or with
     `ranker_overrides`) of `bundle`'s towers with and without its features; write the report."""
-    from benchmarks.ranker_folds import SCHEME_COLUMNS, cross_fitted_gains, scheme_chart, scheme_row
+    from benchmarks.ranker_folds import SCHEME_COLUMNS, FeatureProbe, scheme_chart
     from jobs.ranker_cmd import open_for_ranker
     from recsys.ranker import RankerConfig
-    from recsys.ranker_training import prepare_training, user_folds
+    from recsys.ranker_training import prepare_training
 
     recommender, split, path, _ = open_for_ranker(bundle, data)
     train = split.train_histories()
@@ -159,26 +158,16 @@ def run(bundle: Path, data: Path, out: Path, seed: int = 0, outer: int = 5, comm
         f"R@10 {test_alone[1]:.4f}, candidate recall@{config.candidates} {own_recall:.4f} ({train_s:.0f} s)")
 
     training = prepare_training(recommender, split, config, log)
-    frame, names = training.frame, list(training.builder.names)
-    row_of = {u: k for k, u in enumerate(split.valid["user_id"].to_list())}
-    rows = np.array([row_of[u] for u in frame["user_id"].to_list()])
+    probe = FeatureProbe(training, config, outer, seed, log)
+    rows = probe.query_rows(split.valid)
     scores = valid_scores.numpy()
-    items = np.array([index.get(i, 0) for i in frame["item_id"].to_list()])
+    items = np.array([index.get(i, 0) for i in probe.frame["item_id"].to_list()])
     own = scores[rows, items]
     catalogue_rank = catalogue_ranks(scores, rows, items)
-    frame = frame.with_columns(id_sequence_score=pl.Series(own.astype(np.float32)),
-                               id_sequence_log_rank=pl.Series(np.log1p(catalogue_rank).astype(np.float32)))
-    users = sorted(set(training.users))
-    fold_of = user_folds(users, outer, (seed, 11))
-    report_rows, first = [], None
-    for name, features in (("the default re-ranker", names),
-                           ("+ ID-only model's score and log rank", names + ["id_sequence_score",
-                                                                               "id_sequence_log_rank"])):
-        per_user, trees = cross_fitted_gains(frame, features, config, users, fold_of)
-        first = per_user if first is None else first
-        report_rows.append(scheme_row(name, per_user, first, trees))
-        log(f"{name}: valid N@10 {report_rows[-1]['ndcg@10']:.4f} ({report_rows[-1]['diff']:+.4f} ± "
-            f"{report_rows[-1]['diff_se']:.4f})")
+    probe.add("+ ID-only model's score and log rank",
+              {"id_sequence_score": own.astype(np.float32),
+               "id_sequence_log_rank": np.log1p(catalogue_rank).astype(np.float32)})
+    users, report_rows = probe.users, probe.rows
     towers_recall = training.report[f"candidate_recall@{config.candidates}"]
     notes = [f"command: `{command}`" if command else "command: (library call)",
              f"bundle: `{path}`; dataset `{data}`; {len(users):,} valid users in {outer} cross-fitting folds "

@@ -15,7 +15,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -68,27 +67,19 @@ def run(bundle: Path, data: Path, out: Path, seed: int = 0, outer: int = 5, comm
         vectorisers: Mapping[str, dict] | None = None, log=print) -> dict[str, Path]:
     """Cross-fit the default re-ranker of `bundle`'s towers on `data`'s valid step with and without the lexical
     features of each vectoriser; write the report."""
-    from benchmarks.ranker_folds import SCHEME_COLUMNS, cross_fitted_gains, scheme_chart, scheme_row
+    from benchmarks.ranker_folds import SCHEME_COLUMNS, FeatureProbe, scheme_chart
     from jobs.ranker_cmd import open_for_ranker
     from recsys.ranker import RankerConfig
-    from recsys.ranker_training import prepare_training, user_folds
+    from recsys.ranker_training import prepare_training
 
     recommender, split, path, _ = open_for_ranker(bundle, data)
     config = RankerConfig(seed=seed)
-    training = prepare_training(recommender, split, config, log)
+    probe = FeatureProbe(prepare_training(recommender, split, config, log), config, outer, seed, log)
     state = recommender.catalogue.state
     texts = state.items["text"].to_list() if "text" in state.items.columns else [None] * len(state)
-    frame, names = training.frame, list(training.builder.names)
-    valid = split.valid
-    row_of = {u: k for k, u in enumerate(valid["user_id"].to_list())}
-    query = np.array([row_of[u] for u in frame["user_id"].to_list()], np.int64)
-    candidates = state.rows(frame["item_id"].to_list())
-    recent = recent_rows(valid["history"].to_list(), state.position)
-    users = sorted(set(training.users))
-    fold_of = user_folds(users, outer, (seed, 11))
-    first, trees = cross_fitted_gains(frame, names, config, users, fold_of)
-    rows = [scheme_row("the default re-ranker", first, first, trees)]
-    log(f"the default re-ranker: valid N@10 {first.mean():.4f}")
+    query = probe.query_rows(split.valid)
+    candidates = state.rows(probe.frame["item_id"].to_list())
+    recent = recent_rows(split.valid["history"].to_list(), state.position)
     sizes: dict[str, dict] = {}
     chosen = dict(vectorisers or VECTORISERS)
     for label, settings in chosen.items():
@@ -98,11 +89,9 @@ def run(bundle: Path, data: Path, out: Path, seed: int = 0, outer: int = 5, comm
         seconds = time.perf_counter() - started
         sizes[label] = {"terms": matrix.shape[1], "terms_per_item": round(matrix.nnz / max(matrix.shape[0], 1), 1),
                         "feature_seconds": round(seconds, 1)}
-        scored = frame.with_columns([pl.Series(n, values[:, j]) for j, n in enumerate(FEATURES)])
-        per_user, trees = cross_fitted_gains(scored, names + list(FEATURES), config, users, fold_of)
-        rows.append(scheme_row(f"+ TF-IDF similarity, {label}", per_user, first, trees))
-        log(f"{rows[-1]['scheme']}: valid N@10 {rows[-1]['ndcg@10']:.4f} ({rows[-1]['diff']:+.4f} ± "
-            f"{rows[-1]['diff_se']:.4f}); {matrix.shape[1]:,} terms, features in {seconds:.0f} s")
+        probe.add(f"+ TF-IDF similarity, {label}", {n: values[:, j] for j, n in enumerate(FEATURES)},
+                  f"{matrix.shape[1]:,} terms, features in {seconds:.0f} s")
+    users = probe.users
     notes = [f"command: `{command}`" if command else "command: (library call)",
              f"bundle: `{path}`; dataset `{data}`; {len(users):,} valid users in {outer} cross-fitting folds "
              f"(seed {seed}); each ranker fitted on the other folds' users only",
@@ -115,5 +104,5 @@ def run(bundle: Path, data: Path, out: Path, seed: int = 0, outer: int = 5, comm
             "data": str(data), "command": command, "seed": seed, "outer_folds": outer, "depth": DEPTH,
             "vectorisers": {k: {**{s: list(v) if isinstance(v, tuple) else v for s, v in chosen[k].items()}, **sizes[k]}
                             for k in sizes}}
-    return write_report(out, "lexical", rows, SCHEME_COLUMNS, meta=meta, notes=notes, chart=scheme_chart,
+    return write_report(out, "lexical", probe.rows, SCHEME_COLUMNS, meta=meta, notes=notes, chart=scheme_chart,
                         title="TF-IDF text similarity in the re-ranker, cross-fitted on the valid step")

@@ -112,6 +112,38 @@ def scheme_row(name: str, per_user: np.ndarray, first: np.ndarray, trees: Sequen
             "diff_se": se, "trees": float(np.mean(trees))}
 
 
+class FeatureProbe:
+    """The default re-ranker cross-fitted on every valid user of a prepared training set (`recsys.ranker_training.
+    prepare_training`, valid step only), then again with extra feature columns, each a report row against the
+    first: the shared core of the feature probes (benchmarks/ease.py, id_sequence.py, lexical.py)."""
+
+    def __init__(self, training, config, outer: int, seed: int, log=print) -> None:
+        from recsys.ranker_training import user_folds
+
+        self.frame, self.names, self.config, self.log = training.frame, list(training.builder.names), config, log
+        self.users = sorted(set(training.users))
+        self.fold_of = user_folds(self.users, outer, (seed, 11))
+        self.first, trees = cross_fitted_gains(self.frame, self.names, config, self.users, self.fold_of)
+        self.rows: list[dict[str, Any]] = [scheme_row("the default re-ranker", self.first, self.first, trees)]
+        log(f"the default re-ranker: valid N@10 {self.first.mean():.4f}")
+
+    def query_rows(self, valid: pl.DataFrame) -> np.ndarray:
+        """Each frame row's example: its row in `valid` (the split's valid step)."""
+        row_of = {u: k for k, u in enumerate(valid["user_id"].to_list())}
+        return np.array([row_of[u] for u in self.frame["user_id"].to_list()], np.int64)
+
+    def add(self, name: str, columns: Mapping[str, np.ndarray], detail: str = "") -> dict[str, Any]:
+        """Cross-fit with `columns` (one value per frame row) as extra features; append and return the row."""
+        scored = self.frame.with_columns([pl.Series(n, v) for n, v in columns.items()])
+        per_user, trees = cross_fitted_gains(scored, self.names + list(columns), self.config, self.users,
+                                             self.fold_of)
+        row = scheme_row(name, per_user, self.first, trees)
+        self.rows.append(row)
+        self.log(f"{name}: valid N@10 {row['ndcg@10']:.4f} ({row['diff']:+.4f} ± {row['diff_se']:.4f})"
+                 + (f"; {detail}" if detail else ""))
+        return row
+
+
 def scheme_chart(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 

@@ -9,10 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from benchmarks.ease import ease_weights, point_in_time_scores, query_groups, target_ndcg_recall
-from recsys.config import BuildConfig
-from recsys.pipeline import Recommender
 from recsys.splits import split_dataset
-from tests.test_ranker import N_ITEMS, planted_dataset
+from tests.test_ranker import planted_bundle, planted_dataset
 
 
 def test_each_column_is_the_ridge_regression_of_that_item_on_the_others():
@@ -50,10 +48,8 @@ def test_ndcg_and_recall_rank_the_target_among_every_item():
 def test_benchmark_and_command_cross_fit_the_default_ranker_with_and_without_ease(tmp_path):
     from jobs.cli import app
 
+    bundle, _ = planted_bundle(tmp_path)
     dataset = planted_dataset()
-    dataset.save(tmp_path / "data")
-    vectors = np.random.default_rng(1).normal(size=(N_ITEMS, 16)).astype(np.float32)
-    bundle = Recommender.build(dataset, split_dataset(dataset), vectors, BuildConfig()).save(tmp_path / "b" / "v1")
     result = CliRunner().invoke(app, ["bench", "ease", "--bundle", str(bundle), "--data", str(tmp_path / "data"),
                                       "--out", str(tmp_path / "out"), "--lambdas", "5,50", "--outer", "3"])
     assert result.exit_code == 0, result.output

@@ -8,10 +8,8 @@ import pytest
 import torch
 
 from benchmarks.id_sequence import MAX_LENGTH, left_padded, target_ranks, train_sequence_model
-from recsys.config import BuildConfig
-from recsys.pipeline import Recommender
 from recsys.splits import split_dataset
-from tests.test_ranker import N_ITEMS, planted_dataset
+from tests.test_ranker import planted_bundle, planted_dataset
 
 
 def test_histories_are_left_padded_truncated_and_unknown_items_become_padding():
@@ -43,10 +41,8 @@ def test_the_model_learns_a_planted_successor_from_ids_alone():
 def test_benchmark_cross_fits_the_default_ranker_with_and_without_the_model(tmp_path):
     from benchmarks.id_sequence import run
 
+    bundle, _ = planted_bundle(tmp_path)
     dataset = planted_dataset()
-    dataset.save(tmp_path / "data")
-    vectors = np.random.default_rng(1).normal(size=(N_ITEMS, 16)).astype(np.float32)
-    bundle = Recommender.build(dataset, split_dataset(dataset), vectors, BuildConfig()).save(tmp_path / "b" / "v1")
     paths = run(bundle, tmp_path / "data", tmp_path / "out", outer=3, max_epochs=10, log=lambda *_: None,
                 ranker_overrides={"n_estimators": 30, "early_stopping_rounds": 5, "candidates": 20})
     report = json.loads(paths["json"].read_text())

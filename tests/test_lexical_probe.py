@@ -9,10 +9,8 @@ import scipy.sparse as sp
 from typer.testing import CliRunner
 
 from benchmarks.lexical import FEATURES, lexical_features, recent_rows, tfidf_rows
-from recsys.config import BuildConfig
-from recsys.pipeline import Recommender
 from recsys.splits import split_dataset
-from tests.test_ranker import N_ITEMS, planted_dataset
+from tests.test_ranker import planted_bundle, planted_dataset
 
 
 def test_rows_are_unit_tfidf_vectors_and_shared_words_make_the_cosine():
@@ -48,10 +46,8 @@ def test_features_are_the_cosine_to_the_last_the_largest_and_the_mean_of_the_his
 def test_benchmark_and_command_cross_fit_the_default_ranker_with_and_without_the_features(tmp_path):
     from jobs.cli import app
 
+    bundle, _ = planted_bundle(tmp_path)
     dataset = planted_dataset()
-    dataset.save(tmp_path / "data")
-    vectors = np.random.default_rng(1).normal(size=(N_ITEMS, 16)).astype(np.float32)
-    bundle = Recommender.build(dataset, split_dataset(dataset), vectors, BuildConfig()).save(tmp_path / "b" / "v1")
     result = CliRunner().invoke(app, ["bench", "lexical", "--bundle", str(bundle), "--data", str(tmp_path / "data"),
                                       "--out", str(tmp_path / "out"), "--outer", "3"])
     assert result.exit_code == 0, result.output

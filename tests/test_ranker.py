@@ -35,6 +35,15 @@ def planted_dataset(seed: int = 0) -> Dataset:
     return Dataset("planted", items, interactions)
 
 
+def planted_bundle(root) -> tuple:
+    """(bundle, data directory) under `root`: the planted dataset saved, and a bundle on random item vectors."""
+    dataset = planted_dataset()
+    dataset.save(root / "data")
+    vectors = np.random.default_rng(1).normal(size=(N_ITEMS, 16)).astype(np.float32)
+    return Recommender.build(dataset, split_dataset(dataset), vectors, BuildConfig()).save(root / "b" / "v1"), \
+        root / "data"
+
+
 @pytest.fixture(scope="module")
 def trained():
     dataset = planted_dataset()
