@@ -15,7 +15,8 @@ from jobs.app import BundleData, BundleDir
 from jobs.bench import bench_app
 
 OuterFolds = Annotated[int, typer.Option("--outer", min=2, max=20, help="cross-fitting folds over the valid users")]
-FoldSeed = Annotated[int, typer.Option("--seed", min=0)]
+FoldSeed = Annotated[int, typer.Option("--seed", min=0, help="seed of the cross-fitting folds, the re-ranker "
+                                                               "(LightGBM) and any probe model")]
 
 
 @bench_app.command("ranker-folds")
