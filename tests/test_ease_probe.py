@@ -48,9 +48,9 @@ def test_ndcg_and_recall_rank_the_target_among_every_item():
 def test_benchmark_and_command_cross_fit_the_default_ranker_with_and_without_ease(tmp_path):
     from jobs.cli import app
 
-    bundle, _ = planted_bundle(tmp_path)
+    bundle, data = planted_bundle(tmp_path)
     dataset = planted_dataset()
-    result = CliRunner().invoke(app, ["bench", "ease", "--bundle", str(bundle), "--data", str(tmp_path / "data"),
+    result = CliRunner().invoke(app, ["bench", "ease", "--bundle", str(bundle), "--data", str(data),
                                       "--out", str(tmp_path / "out"), "--lambdas", "5,50", "--outer", "3"])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "out" / "ease.json").read_text())
@@ -61,6 +61,6 @@ def test_benchmark_and_command_cross_fit_the_default_ranker_with_and_without_eas
     assert report["meta"]["time_mode"] == "sequence"
     assert report["meta"]["ease_alone"]["5"]["valid_recall@10"] > 0.3  # the planted successors co-occur
     assert (tmp_path / "out" / "ease.png").exists() and "EASE alone" in (tmp_path / "out" / "ease.md").read_text()
-    refused = CliRunner().invoke(app, ["bench", "ease", "--bundle", str(bundle), "--data", str(tmp_path / "data"),
+    refused = CliRunner().invoke(app, ["bench", "ease", "--bundle", str(bundle), "--data", str(data),
                                        "--lambdas", "0,x"])
     assert refused.exit_code == 2 and "--lambdas" in refused.output

@@ -41,9 +41,9 @@ def test_the_model_learns_a_planted_successor_from_ids_alone():
 def test_benchmark_cross_fits_the_default_ranker_with_and_without_the_model(tmp_path):
     from benchmarks.id_sequence import run
 
-    bundle, _ = planted_bundle(tmp_path)
+    bundle, data = planted_bundle(tmp_path)
     dataset = planted_dataset()
-    paths = run(bundle, tmp_path / "data", tmp_path / "out", outer=3, max_epochs=10, log=lambda *_: None,
+    paths = run(bundle, data, tmp_path / "out", outer=3, max_epochs=10, log=lambda *_: None,
                 ranker_overrides={"n_estimators": 30, "early_stopping_rounds": 5, "candidates": 20})
     report = json.loads(paths["json"].read_text())
     first, second = report["rows"]

@@ -46,9 +46,9 @@ def test_features_are_the_cosine_to_the_last_the_largest_and_the_mean_of_the_his
 def test_benchmark_and_command_cross_fit_the_default_ranker_with_and_without_the_features(tmp_path):
     from jobs.cli import app
 
-    bundle, _ = planted_bundle(tmp_path)
+    bundle, data = planted_bundle(tmp_path)
     dataset = planted_dataset()
-    result = CliRunner().invoke(app, ["bench", "lexical", "--bundle", str(bundle), "--data", str(tmp_path / "data"),
+    result = CliRunner().invoke(app, ["bench", "lexical", "--bundle", str(bundle), "--data", str(data),
                                       "--out", str(tmp_path / "out"), "--outer", "3"])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "out" / "lexical.json").read_text())

@@ -2,6 +2,7 @@
 and serves explanations through the one recommend_batch path."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -35,7 +36,7 @@ def planted_dataset(seed: int = 0) -> Dataset:
     return Dataset("planted", items, interactions)
 
 
-def planted_bundle(root) -> tuple:
+def planted_bundle(root: Path) -> tuple[Path, Path]:
     """(bundle, data directory) under `root`: the planted dataset saved, and a bundle on random item vectors."""
     dataset = planted_dataset()
     dataset.save(root / "data")
