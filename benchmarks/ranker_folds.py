@@ -120,6 +120,8 @@ class FeatureProbe:
     def __init__(self, training, config, outer: int, seed: int, log=print) -> None:
         from recsys.ranker_training import user_folds
 
+        if not training.frame["_valid_step"].all():  # query_rows maps rows to examples by user id
+            raise ValueError("a feature probe reads the valid step alone: prepare it without train_positions")
         self.frame, self.names, self.config, self.log = training.frame, list(training.builder.names), config, log
         self.users = sorted(set(training.users))
         self.fold_of = user_folds(self.users, outer, (seed, 11))

@@ -64,3 +64,12 @@ def test_benchmark_and_command_cross_fit_the_default_ranker_with_and_without_eas
     refused = CliRunner().invoke(app, ["bench", "ease", "--bundle", str(bundle), "--data", str(data),
                                        "--lambdas", "0,x"])
     assert refused.exit_code == 2 and "--lambdas" in refused.output
+
+
+def test_a_probe_refuses_train_position_queries_it_would_map_to_the_wrong_examples(tmp_path):
+    from benchmarks.ease import run
+
+    bundle, data = planted_bundle(tmp_path)
+    with pytest.raises(ValueError, match="valid step alone"):
+        run(bundle, data, tmp_path / "out", lambdas=[5.0], outer=3, ranker_overrides={"train_positions": 2},
+            log=lambda *_: None)
