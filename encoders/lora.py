@@ -8,6 +8,9 @@ Adapters are saved in peft's own format (`adapter_config.json` + `adapter_model.
 from __future__ import annotations
 
 import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -68,7 +71,8 @@ def attach_adapters(backbone: PreTrainedModel, config: LoraConfig, total_steps: 
         return backbone
     from peft import get_peft_model
 
-    return get_peft_model(backbone, peft_config(backbone, config, total_steps))
+    with quiet_checkpointing_alias():
+        return get_peft_model(backbone, peft_config(backbone, config, total_steps))
 
 
 def orthogonal_penalty(model: torch.nn.Module) -> torch.Tensor | None:
@@ -97,7 +101,17 @@ def load_adapters(backbone: PreTrainedModel, directory: str | Path, trainable: b
 
     for parameter in backbone.parameters():
         parameter.requires_grad_(False)
-    return PeftModel.from_pretrained(backbone, str(directory), is_trainable=trainable)
+    with quiet_checkpointing_alias():
+        return PeftModel.from_pretrained(backbone, str(directory), is_trainable=trainable)
+
+
+@contextmanager
+def quiet_checkpointing_alias() -> Iterator[None]:
+    """Silence transformers' FutureWarning about `is_gradient_checkpointing`: peft reads that deprecated alias
+    while wrapping a model, which the user can do nothing about (every other warning still shows)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 def save_adapters(model: torch.nn.Module, directory: str | Path) -> list[str]:

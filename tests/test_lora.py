@@ -67,3 +67,22 @@ def test_adapters_save_in_peft_format_and_merge_exactly(tiny_bert_dir, tmp_path)
         plain = load_backbone(str(tiny_bert_dir))[0](**batch).last_hidden_state
     torch.testing.assert_close(merged, adapted, atol=1e-5, rtol=1e-4)
     assert not torch.allclose(plain, adapted, atol=1e-4)
+
+
+def test_attaching_and_loading_adapters_raise_no_deprecation_noise_but_keep_other_warnings(tiny_bert_dir, tmp_path):
+    import warnings
+
+    from encoders.lora import load_adapters, quiet_checkpointing_alias
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = attach_adapters(load_backbone(str(tiny_bert_dir))[0], LoraConfig(rank=4, top_layers=1))
+        save_adapters(model, tmp_path)
+        load_adapters(load_backbone(str(tiny_bert_dir))[0], tmp_path)
+    assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with quiet_checkpointing_alias():
+            warnings.warn("`is_gradient_checkpointing` is deprecated", FutureWarning)
+            warnings.warn("something else", FutureWarning)
+    assert [str(w.message) for w in caught] == ["something else"]
