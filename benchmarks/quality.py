@@ -148,6 +148,13 @@ def ranked_rows(recommender, split, ks: Sequence[int], seed: int = 0, progress: 
     return rows
 
 
+def ranked_suffix(row: dict) -> str:
+    """How a `ranked_rows` row differs from the served engine: "" for the served list itself."""
+    if row.get("no_diversification"):
+        return " (no diversification)"
+    return " (statistics through valid)" if row.get("stats_through") else ""
+
+
 def ensemble_note(variant: str, report: dict) -> str:
     """One report note on a seed-ensemble variant: its seeds and the first k members' valid and test metrics."""
     seeds = ", ".join(str(m["seed"]) for m in report["members"])
@@ -164,6 +171,7 @@ def run(data: str | Path, out_dir: str | Path, variants: Sequence[str] = ("cpu",
     `ranker`, also each variant's towers + the LightGBM re-ranker (`ranked_rows`)."""
     from encoders.experiment import evaluate_slices, train_and_evaluate
     from encoders.presets import preset
+    from encoders.training import time_budget_message
     from jobs.workflows import baseline_models, load_dataset
     from recsys.config import BuildConfig, EvalConfig
     from recsys.splits import split_dataset
@@ -175,6 +183,7 @@ def run(data: str | Path, out_dir: str | Path, variants: Sequence[str] = ("cpu",
     rows: list[dict] = []
     models: dict = {}
     ensembles: dict[str, dict] = {}
+    cut_short: list[str] = []  # report notes on variants the time budget stopped
     if baselines:
         started = time.perf_counter()
         models = baseline_models(dataset, split, BuildConfig(), progress)
@@ -193,8 +202,10 @@ def run(data: str | Path, out_dir: str | Path, variants: Sequence[str] = ("cpu",
         result = trained.result
         if trained.ensemble:
             ensembles[variant] = trained.ensemble
+        if result.stopped == "time budget":
+            cut_short.append(f"`peft-bert:{variant}`: " + time_budget_message(config.max_minutes, len(result.history), config.epochs))
         common = {"trainable_params": result.parameters["trainable"], "total_params": result.parameters["total"],
-                  "best_epoch": result.best_epoch, "device": result.device,
+                  "best_epoch": result.best_epoch, "stopped": result.stopped, "device": result.device,
                   "bundle": str(trained.path) if trained.path else None,
                   "blend_weight": trained.blend["weight"] if trained.blend else None,
                   "blend_valid_ndcg": trained.blend["valid_ndcg"] if trained.blend else None}
@@ -203,9 +214,7 @@ def run(data: str | Path, out_dir: str | Path, variants: Sequence[str] = ("cpu",
             rows.append({**row, **common, "train_minutes": result.seconds / 60})
         if ranker:
             for row in ranked_rows(trained.recommender, split, eval_config.ks, config.seed, progress, reference):
-                suffix = " (no diversification)" if row.get("no_diversification") else \
-                    " (statistics through valid)" if row.get("stats_through") else ""
-                rows.append({**row, **common, "model": f"peft-bert:{variant} + ranker{suffix}",
+                rows.append({**row, **common, "model": f"peft-bert:{variant} + ranker{ranked_suffix(row)}",
                              "train_minutes": (result.seconds + row["ranker_seconds"]) / 60})
     for row in rows:
         row["table"] = f"{row['split']} · {row['slice']} ({int(row['n_examples']):,} users)"
@@ -224,6 +233,7 @@ def run(data: str | Path, out_dir: str | Path, variants: Sequence[str] = ("cpu",
                      "every user's valid-step event (`recsys refresh-stats`), what a serving shop knows — not the "
                      "published protocol")
     notes += [ensemble_note(variant, report) for variant, report in ensembles.items()]
+    notes += cut_short
     if dataset.name in REFERENCE:
         notes.append(REFERENCE[dataset.name])
     if command:

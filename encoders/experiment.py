@@ -107,7 +107,8 @@ def train_and_evaluate(dataset: Dataset, split: SplitData, config: TrainConfig, 
     if out_root is not None:
         manifest = {"name": name, "dataset": {**dataset.summary(), "fingerprint": dataset.fingerprint()},
                     "metrics": rows, "index": index, "train": {"config": config.model_dump(mode="json"), "history": result.history,
-                                               "best_epoch": result.best_epoch, "seconds": round(result.seconds, 1),
+                                               "best_epoch": result.best_epoch, "stopped": result.stopped,
+                                               "seconds": round(result.seconds, 1),
                                                "zero_shot_blend": blend, "ensemble": ensemble,
                                                "parameters": result.parameters, "device": result.device,
                                                "workers": workers.world_size if workers else 1,
@@ -144,11 +145,14 @@ def _ensemble(members: list[TrainResult], config: TrainConfig, info: dict, datas
                         f"{name}_recall@{k10}": round(metrics[f"recall@{k10}"], 5)})
         prefixes.append(row)
     info[ENSEMBLE_KEY] = ensemble_info(first.user_tower)  # `info` is `first.encoder_info`
+    budget_cut = [m.stopped for m in members if m.stopped == "time budget"]
     merged = replace(members[0], config=config, item_vectors=vectors, user_tower=first.user_tower,
+                     stopped=budget_cut[0] if budget_cut else members[0].stopped,
                      seconds=sum(m.seconds for m in members), parameters=info["parameters"],
                      best_valid_ndcg=prefixes[-1][f"valid_ndcg@{k10}"])
     report = {"members": [{"seed": s, "best_epoch": m.best_epoch, "best_valid_ndcg": round(m.best_valid_ndcg, 5),
-                           "seconds": round(m.seconds, 1)} for s, m in zip(info[ENSEMBLE_KEY]["seeds"], members)],
+                           "stopped": m.stopped, "seconds": round(m.seconds, 1)}
+                          for s, m in zip(info[ENSEMBLE_KEY]["seeds"], members)],
               "first_k": prefixes}
     return first, merged, report
 

@@ -53,6 +53,10 @@ VALID_SAMPLE = 20_000
 """Per-epoch validation users when `valid_sample` is None (more only add time, not a better stopping point)."""
 
 
+# what ended a training run (`TrainResult.stopped`, saved as the manifest's `train.stopped`)
+STOP_REASONS = ("early stopping", "epochs", "refit epochs", "time budget")
+
+
 @dataclass
 class TrainResult:
     """The trained towers, ready to be assembled into a Recommender."""
@@ -68,6 +72,7 @@ class TrainResult:
     parameters: dict[str, int]
     device: str
     pre_stage: dict | None = None  # the item–item pre-stage's summary (steps, loss, seconds), when it ran
+    stopped: str = "epochs"  # what ended training: one of STOP_REASONS
 
     def encoder_info(self, model_name: str) -> dict:
         """What `encoder/encoder.json` records for this model (read back by `encoders.bundle`)."""
@@ -388,7 +393,7 @@ class Trainer:
             started -= trainer["seconds"]
         elif self.pair_steps:
             self.pre_stage = self.pretrain_items(started)
-        epoch = start_epoch
+        epoch, stopped = start_epoch, "epochs"
         while epoch < end or phase == "heads":
             if epoch >= end or (phase == "heads" and bad >= config.patience):  # the heads have converged
                 phase, end, bad = "adapters", epoch + self.adapter_epochs, 0
@@ -467,7 +472,12 @@ class Trainer:
                                  "phase_start": self.phase_start, "seconds": time.perf_counter() - started},
                                 self.average.state() if self.average is not None else None)
             epoch += 1
-            if out_of_time or (bad >= config.patience and phase != "heads") or epoch == config.refit_epochs:
+            reason = stop_reason(bad >= config.patience and phase != "heads", epoch == config.refit_epochs,
+                                 out_of_time)
+            if reason is not None:
+                stopped = reason
+                if reason == "time budget" and self.progress:
+                    tqdm.write(time_budget_message(config.max_minutes, epoch, config.epochs))
                 break
         if best_state is not None:
             load_trainable_state(self.model, best_state)
@@ -475,7 +485,7 @@ class Trainer:
         vectors = self.catalogue_vectors()
         self.release()
         return TrainResult(self.model, config, vectors, self.user_tower(vectors), history, best_epoch, best_ndcg,
-                           time.perf_counter() - started, self.parameters, self.device.type, self.pre_stage)
+                           time.perf_counter() - started, self.parameters, self.device.type, self.pre_stage, stopped)
 
     def _step(self, loss: torch.Tensor, adapters_on: bool, optimizer: torch.optim.Optimizer,
               scheduler: torch.optim.lr_scheduler.LRScheduler, weight: float = 1.0) -> None:
@@ -543,6 +553,23 @@ class Trainer:
             tqdm.write(f"pre-stage: {step} steps, loss {report['first_loss']:.3f} → {report['last_loss']:.3f} "
                        f"({report['seconds']:.0f}s)")
         return report
+
+
+def stop_reason(patience_ran_out: bool, refit_done: bool, out_of_time: bool) -> str | None:
+    """Why training stops after this epoch (None: it goes on); early stopping and a refit's count come before the
+    time budget, so "time budget" means the budget cut training short."""
+    if patience_ran_out:
+        return "early stopping"
+    if refit_done:
+        return "refit epochs"
+    return "time budget" if out_of_time else None
+
+
+def time_budget_message(max_minutes: float, epochs_done: int, max_epochs: int) -> str:
+    """The warning printed when the wall-clock budget, not early stopping, ended training."""
+    return (f"training stopped after epoch {epochs_done} of at most {max_epochs}: its {max_minutes:g}-minute time "
+            "budget (max_minutes) ran out before early stopping did, so a slower or busier machine trains fewer "
+            "epochs and gets a weaker model; raise max_minutes (`recsys train --max-minutes`) to train to convergence")
 
 
 def warmup_cosine_factor(step: int, total: int, warmup_ratio: float) -> float:

@@ -122,7 +122,10 @@ def train(
     p = train["parameters"]
     console.print(f"trainable {p['trainable']:,} of {p['total']:,} parameters (adapters {p['adapter']:,}); "
                   f"best epoch {train['best_epoch']}; {train['seconds'] / 60:.1f} min on "
-                  f"{train.get('workers', 1)} × {train['device']}")
+                  f"{train.get('workers', 1)} × {train['device']}; stopped: {train.get('stopped', 'epochs')}")
+    if train.get("stopped") == "time budget":
+        console.print(f"[yellow]warning:[/] the {train['config']['max_minutes']:g}-minute time budget ended training "
+                      "before early stopping did: raise --max-minutes to train to convergence")
     if blend is not None:
         tried = ", ".join(f"{w}: {v:.4f}" for w, v in blend["valid_ndcg"].items())
         console.print(f"zero-shot blend weight {blend['weight']} (valid NDCG@10 by weight: {tried})")

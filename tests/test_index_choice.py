@@ -89,6 +89,7 @@ def test_train_takes_an_index_kind(tiny_bert_dir, tmp_path):
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["index"]["kind"] == "hnsw" and manifest["index"]["recall@10"] > 0
     assert manifest["train"]["config"]["index"]["kind"] == "hnsw"
+    assert manifest["train"]["stopped"] == "epochs" and "stopped: epochs" in " ".join(result.output.split())
     recommender = load_recommender(bundle)
     assert recommender.index.config.kind == "hnsw"
     _check_live_edits(bundle)

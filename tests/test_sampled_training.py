@@ -6,7 +6,7 @@ import math
 import numpy as np
 import torch
 
-from encoders.training import Trainer
+from encoders.training import Trainer, stop_reason
 from tests.test_lora import small_config
 
 
@@ -57,3 +57,23 @@ def test_max_minutes_stops_within_the_first_epoch(tiny_bert_dir, shop):
     assert trainer.steps_per_epoch > 1
     result = trainer.fit()
     assert [r["step"] for r in result.history] == [1]
+    assert result.stopped == "time budget"
+
+
+def test_the_time_budget_is_reported_only_when_it_cut_training_short(tiny_bert_dir, shop, capsys):
+    dataset, split = shop
+    trainer = Trainer(dataset, split, sampled_config(tiny_bert_dir, max_minutes=1e-5, epochs=3), progress=True)
+    assert trainer.fit().stopped == "time budget"
+    printed = capsys.readouterr().out
+    assert "training stopped after epoch 1 of at most 3: its 1e-05-minute time budget" in printed
+    # two epochs well inside a generous budget: they ran out, nothing to warn about
+    done = Trainer(dataset, split, sampled_config(tiny_bert_dir, max_minutes=30, epochs=2), progress=True).fit()
+    assert (done.stopped, len(done.history)) == ("epochs", 2)
+    assert "time budget" not in capsys.readouterr().out
+    # a learning rate too small to move any ranking: no epoch beats the first, patience 1 stops after the second
+    stalled = Trainer(dataset, split, sampled_config(tiny_bert_dir, lr=1e-12, adapter_lr=1e-12, patience=1,
+                                                     max_minutes=30), progress=False).fit()
+    assert (stalled.stopped, len(stalled.history), stalled.best_epoch) == ("early stopping", 2, 1)
+    assert stop_reason(True, True, True) == "early stopping"  # patience first: the budget did not cut it short
+    assert stop_reason(False, True, True) == "refit epochs"
+    assert (stop_reason(False, False, True), stop_reason(False, False, False)) == ("time budget", None)

@@ -59,6 +59,21 @@ def test_bench_quality_writes_json_markdown_and_chart(tiny_bert_dir, tmp_path):
     assert "peft-bert:smoke" in markdown and "peft-bert:smoke + ranker" in markdown
     assert "not the published protocol" in markdown
     assert (tmp_path / "res" / "quality.png").is_file()
+    assert row["stopped"] == "epochs" and "time budget" not in markdown
+
+
+def test_bench_quality_says_when_the_time_budget_cut_training_short(tiny_bert_dir, tmp_path):
+    data = generate_shop(n_users=80, n_items=120, seed=0).save(tmp_path / "shop")
+    (tmp_path / "cfg.json").write_text(json.dumps({"encoder": {"model": str(tiny_bert_dir)}, "epochs": 3,
+                                                   "max_minutes": 1e-5}))
+    result = CliRunner().invoke(app, ["bench", "quality", "--data", str(data), "--out", str(tmp_path / "res"),
+                                      "--variants", "smoke", "--config", str(tmp_path / "cfg.json"),
+                                      "--no-baselines", "--no-ranker", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "res" / "quality.json").read_text())
+    assert {r["stopped"] for r in report["rows"]} == {"time budget"}
+    assert ("`peft-bert:smoke`: training stopped after epoch 1 of at most 3: its 1e-05-minute time budget"
+            in (tmp_path / "res" / "quality.md").read_text())
 
 
 def test_api_encodes_new_text_with_the_bundles_own_trained_item_tower(tiny_bert_dir, tmp_path):
