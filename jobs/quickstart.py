@@ -81,6 +81,8 @@ def _train_and_evaluate(dataset, model: str, seed: int, out: Path) -> dict:
     step("fitting the LightGBM re-ranker on the validation step …")
     ranked = ranked_rows(trained.recommender, split, eval_config.ks, seed, progress=False)
     rows += [{**r, "model": "engine", "seconds": trained.result.seconds + r["ranker_seconds"]} for r in ranked]
+    if trained.result.stopped == "time budget":  # the trainer printed why; the report says so too
+        rows = [{**r, "stopped": "time budget"} if r["model"] in ("towers", "engine") else r for r in rows]
     manifest = {"name": "shop", "dataset": {**dataset.summary(), "fingerprint": dataset.fingerprint()},
                 "metrics": rows, "quickstart": {"train_config": config.model_dump(mode="json"),
                                                 "best_epoch": trained.result.best_epoch}}
@@ -93,14 +95,15 @@ def _report(run: dict, results: Path, minutes: float, threads: int) -> None:
     import os
 
     from benchmarks.common import environment, write_report
-    from benchmarks.quality import COLUMNS, bar_chart
+    from benchmarks.quality import COLUMNS, bar_chart, ranked_suffix
     from jobs.output import metrics_table
 
-    rows = [{**r, "model": RESULT_MODELS[r["model"]], "table": f"{r['split']} · {r['slice']}"} for r in run["rows"]]
+    rows = [{**r, "model": RESULT_MODELS[r["model"]] + ranked_suffix(r), "table": f"{r['split']} · {r['slice']}"}
+            for r in run["rows"]]
     shown = [r for r in rows if r["slice"] == "all"]
     console.print(metrics_table(shown, "synthetic shop, test split: full ranking over the whole catalogue"))
     by_model = {r["model"]: r for r in shown}
-    engine, popularity = by_model[RESULT_MODELS["engine"]], by_model["popularity"]
+    engine, popularity = by_model[RESULT_MODELS["engine"]], by_model["popularity"]  # the engine as served
     console.print(f"the engine vs popularity on test NDCG@10: {engine['ndcg@10']:.4f} vs {popularity['ndcg@10']:.4f} "
                   f"({engine['ndcg@10'] / max(popularity['ndcg@10'], 1e-12):.1f}×), Recall@10 "
                   f"{engine['recall@10']:.4f} vs {popularity['recall@10']:.4f}")
@@ -108,7 +111,12 @@ def _report(run: dict, results: Path, minutes: float, threads: int) -> None:
     notes = [f"`recsys quickstart` end to end in {minutes:.1f} min with {threads} torch threads (load average "
              f"{load:.2f} at the end)" if load is not None else f"end to end in {minutes:.1f} min",
              "full ranking over every catalogue item, history not masked; the engine = the trained towers' top "
-             "candidates re-ordered by the LightGBM re-ranker (fitted on the valid step)"]
+             "candidates re-ordered by the LightGBM re-ranker (fitted on the valid step), its list as served "
+             "(diversified); `(statistics through valid)`: the same ranker with its statistics refit through the "
+             "valid step, as a serving shop has them; `(no diversification)`: the engine's list in ranked order"]
+    if any(r.get("stopped") == "time budget" for r in rows):
+        notes.append("the towers' training was stopped by its time budget before early stopping: on a quieter or "
+                     "faster machine it trains more epochs, and these figures are higher")
     paths = write_report(results, "quickstart", rows, [c for c in COLUMNS if c.key not in ("train_minutes",
                          "trainable_params", "total_params", "blend_weight")], title="Quickstart: the synthetic shop",
                          meta={"environment": environment(), "minutes": round(minutes, 2), "threads": threads,
