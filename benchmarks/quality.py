@@ -203,7 +203,8 @@ def run(data: str | Path, out_dir: str | Path, variants: Sequence[str] = ("cpu",
         if trained.ensemble:
             ensembles[variant] = trained.ensemble
         if result.stopped == "time budget":
-            cut_short.append(f"`peft-bert:{variant}`: " + time_budget_message(config.max_minutes, len(result.history), config.epochs))
+            cut_short.append(f"`peft-bert:{variant}`: "
+                             + time_budget_message(config.max_minutes, len(result.history), config.epochs))
         common = {"trainable_params": result.parameters["trainable"], "total_params": result.parameters["total"],
                   "best_epoch": result.best_epoch, "stopped": result.stopped, "device": result.device,
                   "bundle": str(trained.path) if trained.path else None,

@@ -85,7 +85,8 @@ def _train_and_evaluate(dataset, model: str, seed: int, out: Path) -> dict:
         rows = [{**r, "stopped": "time budget"} if r["model"] in ("towers", "engine") else r for r in rows]
     manifest = {"name": "shop", "dataset": {**dataset.summary(), "fingerprint": dataset.fingerprint()},
                 "metrics": rows, "quickstart": {"train_config": config.model_dump(mode="json"),
-                                                "best_epoch": trained.result.best_epoch}}
+                                                "best_epoch": trained.result.best_epoch,
+                                                "stopped": trained.result.stopped}}
     path = trained.recommender.save(out / "shop" / new_version(), manifest)
     return {"rows": rows, "recommender": trained.recommender, "path": path}
 

@@ -91,6 +91,7 @@ def test_quickstart_end_to_end_and_the_engine_beats_popularity(tmp_path, tiny_be
     assert "customer U" in result.output and "similar to" in result.output
     bundle = resolve_bundle(tmp_path / "artifacts" / "shop")
     assert (bundle / "ranker" / "model.txt").is_file() and (bundle / "encoder" / "towers.safetensors").is_file()
+    assert json.loads((bundle / "manifest.json").read_text())["quickstart"]["stopped"] in ("early stopping", "epochs")
     rows = json.loads((tmp_path / "results" / "quickstart.json").read_text())["rows"]
     test = {r["model"]: r for r in rows if r["split"] == "test" and r["slice"] == "all"}
     served = "engine (towers + re-ranker)"

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import torch
 
-from encoders.training import Trainer, stop_reason
+from encoders.training import STOP_REASONS, Trainer, stop_reason
 from tests.test_lora import small_config
 
 
@@ -77,3 +77,4 @@ def test_the_time_budget_is_reported_only_when_it_cut_training_short(tiny_bert_d
     assert stop_reason(True, True, True) == "early stopping"  # patience first: the budget did not cut it short
     assert stop_reason(False, True, True) == "refit epochs"
     assert (stop_reason(False, False, True), stop_reason(False, False, False)) == ("time budget", None)
+    assert {"time budget", "epochs", "early stopping", "refit epochs"} == set(STOP_REASONS)
