@@ -35,6 +35,7 @@ from encoders.history_text import history_snippets, render_history
 from encoders.item_bank import ItemTextCache
 from encoders.item_pairs import item_pairs, pair_batches, pair_loss
 from encoders.lora import attach_adapters, is_adapter_parameter, orthogonal_penalty, parameter_counts
+from encoders.reproducible import deterministic_algorithms
 from encoders.run_report import plot_training_curve, write_metrics_csv
 from encoders.serving import TrainedUserTower
 from encoders.towers import AdaptedBert, TwoTowerModel, autocast, pick_device
@@ -368,7 +369,12 @@ class Trainer:
     # ---- the loop -----------------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> TrainResult:
         """Train with early stopping; restores the best validation state before returning (a refit,
-        `config.refit_epochs`: exactly that many epochs, the last state)."""
+        `config.refit_epochs`: exactly that many epochs, the last state). With `config.deterministic` on CPU, the
+        whole run uses torch's deterministic algorithms (`encoders.reproducible`)."""
+        with deterministic_algorithms(self.config.deterministic and self.device.type == "cpu"):
+            return self._fit(resume)
+
+    def _fit(self, resume: bool) -> TrainResult:
         config = self.config
         started = time.perf_counter()
         history: list[dict] = []

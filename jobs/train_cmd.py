@@ -63,6 +63,9 @@ def train(
                                                                          "features (0: off)")] = None,
     model: Annotated[Optional[str], typer.Option(help="BERT: local HF directory or 'default'")] = None,
     merge_adapters: Annotated[Optional[bool], typer.Option("--merge-adapters/--no-merge-adapters")] = None,
+    deterministic: Annotated[Optional[bool], typer.Option(
+        "--deterministic/--no-deterministic", help="CPU: torch's deterministic algorithms, so the same seed, "
+                                                   "machine and threads give the same weights bit for bit")] = None,
     seed: Annotated[Optional[int], typer.Option(min=0)] = None,
     ensemble: Annotated[Optional[int], typer.Option(min=1, max=8, help="train this many towers (seeds SEED, SEED+1, …) "
                                                                        "and serve the mean of their scores")] = None,
@@ -94,7 +97,7 @@ def train(
                "encoder": {"model": model}, "epochs": epochs, "bert_epochs": bert_epochs, "batch_size": batch_size,
                "max_minutes": max_minutes, "steps_per_epoch": steps_per_epoch, "negatives": negatives,
                "merge_adapters": merge_adapters, "seed": seed, "ensemble": ensemble, "pair_epochs": pair_epochs,
-               "adversarial_eps": adversarial_eps, "index": {"kind": index}}
+               "adversarial_eps": adversarial_eps, "deterministic": deterministic, "index": {"kind": index}}
     options = {k: ({kk: vv for kk, vv in v.items() if vv is not None} if isinstance(v, dict) else v)
                for k, v in options.items()}
     options = {k: v for k, v in options.items() if v != {}}  # an empty section would reset a preset's defaults

@@ -83,13 +83,14 @@ def test_train_takes_an_index_kind(tiny_bert_dir, tmp_path):
     data = generate_shop(n_users=80, n_items=120, seed=0).save(tmp_path / "shop")
     result = runner.invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "art"), "--name", "hnsw",
                                  "--preset", "smoke", "--model", str(tiny_bert_dir), "--epochs", "1", "--threads", "1",
-                                 "--index", "hnsw"])
+                                 "--index", "hnsw", "--deterministic"])
     assert result.exit_code == 0, result.output
     bundle = resolve_bundle(tmp_path / "art" / "hnsw")
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["index"]["kind"] == "hnsw" and manifest["index"]["recall@10"] > 0
     assert manifest["train"]["config"]["index"]["kind"] == "hnsw"
     assert manifest["train"]["stopped"] == "epochs" and "stopped: epochs" in " ".join(result.output.split())
+    assert manifest["train"]["config"]["deterministic"] is True
     recommender = load_recommender(bundle)
     assert recommender.index.config.kind == "hnsw"
     _check_live_edits(bundle)
