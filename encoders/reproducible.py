@@ -1,9 +1,10 @@
 """Bitwise-repeatable CPU training: torch's deterministic algorithms for the span of one run.
 
-On CPU, the backward pass of indexing with index tensors (`vectors[history]`, `bank[rows]`) accumulates with
-several threads in whatever order they finish, so two runs with the same seed differ by ~1e-7. That is enough to
-move a re-ranker's early stopping on a small shop. `deterministic_algorithms(True)` switches torch to its
-deterministic implementations (sorted accumulation) and restores the previous global setting afterwards.
+On CPU, some backward passes accumulate with several threads in whatever order they finish (torch lists indexing
+with index tensors and `index_put(accumulate=True)` among them; the towers index item vectors by history), so two
+runs with the same seed can differ by ~1e-7 (the quickstart's did). That is enough to move a re-ranker's early
+stopping on a small shop. `deterministic_algorithms(True)` switches torch to its deterministic implementations and
+restores the previous global setting afterwards.
 """
 
 from __future__ import annotations
