@@ -56,14 +56,14 @@ PRESETS: dict[str, dict] = {
     # 2 epochs, a small one-layer sequence tower with the ID block and history suppression, no zero-shot blend.
     # Its 12 epochs take ~15 s on 2 quiet cores; the 10-minute budget is only a safety net (it was 1.5 min, which a
     # busy machine ran out of after 2 epochs: towers at test N@10 0.07 instead of 0.16, below zero-shot BERT).
-    # Deterministic: without it the towers differ by ~1e-7 between runs, which moved the re-ranker's early stopping
-    # on the shop's few hold-out queries (37 trees in one run, 111 in another; engine test N@10 0.176-0.184)
+    # Every preset trains deterministically (TrainConfig.deterministic, on by default): without it this preset's
+    # towers differed by ~1e-7 between runs, which moved the re-ranker's early stopping on the shop's few hold-out
+    # queries (37 trees in one run, 111 in another; engine test N@10 0.176-0.184)
     "quickstart": {"lora": {"method": "lora", "rank": 8, "top_layers": 1}, "bert_epochs": 2,
                    "adapter_items_per_step": 32,
                    "tower": {**_SEQUENCE, "dim": 128, "seq_layers": 1, "seq_heads": 2, "seq_dropout": 0.3,
                              "max_history": 30, "item_max_length": 32},
-                   "batch_size": 128, "epochs": 12, "patience": 2, "max_minutes": 10, "deterministic": True,
-                   **_REGULARISED},
+                   "batch_size": 128, "epochs": 12, "patience": 2, "max_minutes": 10, **_REGULARISED},
     # tiny and fast, for smoke tests
     "smoke": {"tower": {"dim": 32, "seq_layers": 1, "seq_heads": 2}, "epochs": 2, "batch_size": 64,
               "valid_sample": 200},

@@ -64,8 +64,9 @@ def train(
     model: Annotated[Optional[str], typer.Option(help="BERT: local HF directory or 'default'")] = None,
     merge_adapters: Annotated[Optional[bool], typer.Option("--merge-adapters/--no-merge-adapters")] = None,
     deterministic: Annotated[Optional[bool], typer.Option(
-        "--deterministic/--no-deterministic", help="CPU: torch's deterministic algorithms, so the same seed, "
-                                                   "machine and threads give the same weights bit for bit")] = None,
+        "--deterministic/--no-deterministic", help="CPU: torch's deterministic algorithms (the default), so the "
+                                                   "same seed, machine and threads give the same weights bit for "
+                                                   "bit")] = None,
     seed: Annotated[Optional[int], typer.Option(min=0)] = None,
     ensemble: Annotated[Optional[int], typer.Option(min=1, max=8, help="train this many towers (seeds SEED, SEED+1, …) "
                                                                        "and serve the mean of their scores")] = None,

@@ -267,9 +267,9 @@ class TrainConfig(FrozenModel):
                                      "schedule still spans `epochs`) and keep the last state, without early "
                                      "stopping: a refit on events the validation step includes (`recsys refit`)")
     mixed_precision: Literal["auto", "bf16", "no"] = "auto"
-    deterministic: bool = Field(False, description="on CPU, torch's deterministic algorithms while training: the "
-                                "same seed, machine and thread count give the same weights bit for bit (otherwise "
-                                "multi-threaded accumulation differs by ~1e-7 between runs); ignored on CUDA")
+    deterministic: bool = Field(True, description="on CPU, torch's deterministic algorithms while training: the "
+                                "same seed, machine and thread count give the same weights bit for bit (False: "
+                                "multi-threaded accumulation can differ by ~1e-7 between runs); ignored on CUDA")
     merge_adapters: bool = Field(False, description="also save the backbone with adapters merged, for serving")
     zero_shot_blend: tuple[NonNegativeFloat, ...] = Field(
         (), description="after training, add w × the frozen BERT's zero-shot score (recency-pooled history vector · "

@@ -2,8 +2,10 @@
 
 import torch
 
+from encoders.presets import preset
 from encoders.reproducible import deterministic_algorithms
 from encoders.training import Trainer
+from recsys.config import TrainConfig
 from tests.test_sampled_training import sampled_config
 
 
@@ -17,7 +19,7 @@ def _fit_recording(trainer: Trainer) -> tuple[object, list[bool]]:
 
 def test_deterministic_training_is_on_only_during_the_run_and_repeats_bit_for_bit(tiny_bert_dir, shop):
     dataset, split = shop
-    config = sampled_config(tiny_bert_dir, deterministic=True, epochs=2)
+    config = sampled_config(tiny_bert_dir, epochs=2)  # deterministic by default
     first, seen = _fit_recording(Trainer(dataset, split, config, progress=False))
     assert seen and all(seen)
     assert not torch.are_deterministic_algorithms_enabled()  # the process-wide setting is back
@@ -25,8 +27,10 @@ def test_deterministic_training_is_on_only_during_the_run_and_repeats_bit_for_bi
     for (name, a), (_, b) in zip(first.model.state_dict().items(), second.model.state_dict().items()):
         assert torch.equal(a, b), name
     assert (first.item_vectors == second.item_vectors).all()
-    _, seen = _fit_recording(Trainer(dataset, split, sampled_config(tiny_bert_dir, epochs=1), progress=False))
-    assert seen and not any(seen)  # off by default
+    _, seen = _fit_recording(Trainer(dataset, split, sampled_config(tiny_bert_dir, epochs=1, deterministic=False),
+                                     progress=False))
+    assert seen and not any(seen)  # off when asked
+    assert TrainConfig().deterministic and preset("cpu").deterministic and preset("quickstart").deterministic
 
 
 def test_the_context_restores_whatever_was_set_before():
