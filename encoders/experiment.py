@@ -145,9 +145,9 @@ def _ensemble(members: list[TrainResult], config: TrainConfig, info: dict, datas
                         f"{name}_recall@{k10}": round(metrics[f"recall@{k10}"], 5)})
         prefixes.append(row)
     info[ENSEMBLE_KEY] = ensemble_info(first.user_tower)  # `info` is `first.encoder_info`
-    budget_cut = [m.stopped for m in members if m.stopped == "time budget"]
+    cut_short = any(m.stopped == "time budget" for m in members)
     merged = replace(members[0], config=config, item_vectors=vectors, user_tower=first.user_tower,
-                     stopped=budget_cut[0] if budget_cut else members[0].stopped,
+                     stopped="time budget" if cut_short else members[0].stopped,
                      seconds=sum(m.seconds for m in members), parameters=info["parameters"],
                      best_valid_ndcg=prefixes[-1][f"valid_ndcg@{k10}"])
     report = {"members": [{"seed": s, "best_epoch": m.best_epoch, "best_valid_ndcg": round(m.best_valid_ndcg, 5),

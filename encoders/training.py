@@ -19,6 +19,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import polars as pl
@@ -55,7 +56,8 @@ VALID_SAMPLE = 20_000
 
 
 # what ended a training run (`TrainResult.stopped`, saved as the manifest's `train.stopped`)
-STOP_REASONS = ("early stopping", "epochs", "refit epochs", "time budget")
+StopReason = Literal["early stopping", "epochs", "refit epochs", "time budget"]
+STOP_REASONS: tuple[str, ...] = get_args(StopReason)
 
 
 @dataclass
@@ -73,7 +75,7 @@ class TrainResult:
     parameters: dict[str, int]
     device: str
     pre_stage: dict | None = None  # the item–item pre-stage's summary (steps, loss, seconds), when it ran
-    stopped: str = "epochs"  # what ended training: one of STOP_REASONS
+    stopped: StopReason = "epochs"  # what ended training
 
     def encoder_info(self, model_name: str) -> dict:
         """What `encoder/encoder.json` records for this model (read back by `encoders.bundle`)."""
@@ -561,7 +563,7 @@ class Trainer:
         return report
 
 
-def stop_reason(patience_ran_out: bool, refit_done: bool, out_of_time: bool) -> str | None:
+def stop_reason(patience_ran_out: bool, refit_done: bool, out_of_time: bool) -> StopReason | None:
     """Why training stops after this epoch (None: it goes on); early stopping and a refit's count come before the
     time budget, so "time budget" means the budget cut training short."""
     if patience_ran_out:

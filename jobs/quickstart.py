@@ -81,14 +81,12 @@ def _train_and_evaluate(dataset, model: str, seed: int, out: Path) -> dict:
     step("fitting the LightGBM re-ranker on the validation step …")
     ranked = ranked_rows(trained.recommender, split, eval_config.ks, seed, progress=False)
     rows += [{**r, "model": "engine", "seconds": trained.result.seconds + r["ranker_seconds"]} for r in ranked]
-    if trained.result.stopped == "time budget":  # the trainer printed why; the report says so too
-        rows = [{**r, "stopped": "time budget"} if r["model"] in ("towers", "engine") else r for r in rows]
     manifest = {"name": "shop", "dataset": {**dataset.summary(), "fingerprint": dataset.fingerprint()},
                 "metrics": rows, "quickstart": {"train_config": config.model_dump(mode="json"),
                                                 "best_epoch": trained.result.best_epoch,
                                                 "stopped": trained.result.stopped}}
     path = trained.recommender.save(out / "shop" / new_version(), manifest)
-    return {"rows": rows, "recommender": trained.recommender, "path": path}
+    return {"rows": rows, "recommender": trained.recommender, "path": path, "stopped": trained.result.stopped}
 
 
 def _report(run: dict, results: Path, minutes: float, threads: int) -> None:
@@ -115,7 +113,7 @@ def _report(run: dict, results: Path, minutes: float, threads: int) -> None:
              "candidates re-ordered by the LightGBM re-ranker (fitted on the valid step), its list as served "
              "(diversified); `(statistics through valid)`: the same ranker with its statistics refit through the "
              "valid step, as a serving shop has them; `(no diversification)`: the engine's list in ranked order"]
-    if any(r.get("stopped") == "time budget" for r in rows):
+    if run["stopped"] == "time budget":  # the trainer printed why; the report says so too
         notes.append("the towers' training was stopped by its time budget before early stopping: on a quieter or "
                      "faster machine it trains more epochs, and these figures are higher")
     paths = write_report(results, "quickstart", rows, [c for c in COLUMNS if c.key not in ("train_minutes",

@@ -86,6 +86,7 @@ def train(
 
     --batch-size is the global batch: with --engine ray each worker takes its share of every batch."""
     from encoders.experiment import train_and_evaluate
+    from encoders.training import time_budget_message
     from jobs.output import metrics_table
     from jobs.threads import limit_cpu_threads
     from jobs.workflows import load_dataset
@@ -128,8 +129,8 @@ def train(
                   f"best epoch {train['best_epoch']}; {train['seconds'] / 60:.1f} min on "
                   f"{train.get('workers', 1)} × {train['device']}; stopped: {train.get('stopped', 'epochs')}")
     if train.get("stopped") == "time budget":
-        console.print(f"[yellow]warning:[/] the {train['config']['max_minutes']:g}-minute time budget ended training "
-                      "before early stopping did: raise --max-minutes to train to convergence")
+        console.print("[yellow]warning:[/] " + time_budget_message(train["config"]["max_minutes"],
+                                                                   len(train["history"]), train["config"]["epochs"]))
     if blend is not None:
         tried = ", ".join(f"{w}: {v:.4f}" for w, v in blend["valid_ndcg"].items())
         console.print(f"zero-shot blend weight {blend['weight']} (valid NDCG@10 by weight: {tried})")
