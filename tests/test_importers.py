@@ -306,6 +306,26 @@ def test_import_table_missing_file_and_columns(tmp_path: Path) -> None:
     _raises(["blank.csv", "the file is empty"], import_table, tmp_path / "blank.csv", items, **_csv_kwargs())
 
 
+def test_events_of_a_rejected_item_say_so_and_a_one_column_header_names_its_delimiter(tmp_path: Path) -> None:
+    events, items = _toy_csv(tmp_path)
+    with items.open("a") as handle:
+        handle.write("S5,Mug,Mugs,Lumo,cheap\n")  # a bad price rejects item S5
+    with events.open("a") as handle:
+        handle.write("c3,S5,2024-01-05\nc3,S9,2024-01-06\n")
+    data = import_table(events, items, on_bad_rows="skip", **_csv_kwargs())
+    assert data.report.rejected.rows() == [
+        ("events.csv", 5, "item was rejected from products.csv (its row there is bad)", "S5"),
+        ("events.csv", 6, "unknown item id (not in products.csv)", "S9"),
+        ("products.csv", 5, "unparsable price", "cheap")]
+    semicolons = _write(tmp_path / "semi.csv", ["customer;sku;when", "c1;S1;2024-01-01"])
+    _raises(["semi.csv", "missing column(s)", "the header looks semicolon-separated",
+             "pass delimiter=';' / --delimiter semicolon, which applies to both files"],
+            import_table, semicolons, items, on_bad_rows="skip", **_csv_kwargs())
+    error = _raises(["missing column(s) ['user_id']", "found ['customer', 'sku', 'when']"], import_table, events,
+                    items, item_col="sku", time_col="when", item_id_col="sku", text_col="brand", on_bad_rows="skip")
+    assert "separated" not in str(error)  # a real header gets no delimiter hint
+
+
 def test_import_table_counts_blank_lines(tmp_path: Path) -> None:
     events, items = _toy_csv(tmp_path)
     events.write_text(events.read_text().replace("\nc2,", "\n\nc2,"))

@@ -158,7 +158,17 @@ def _require(frame: pl.DataFrame, columns: Sequence[str], path: Path, what: str 
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         found = [c for c in frame.columns if c != "__row"]
-        raise DataError(f"missing {what}(s) {missing}; found {found}", source=str(path))
+        raise DataError(f"missing {what}(s) {missing}; found {found}{_delimiter_hint(found)}", source=str(path))
+
+
+def _delimiter_hint(header: list[str]) -> str:
+    """When a text file's header was read as one column that holds another delimiter: which one to pass."""
+    if len(header) != 1:
+        return ""
+    for name, sep in (("comma", ","), ("semicolon", ";"), ("tab", "\t"), ("pipe", "|")):
+        if sep in header[0]:
+            return f" (one column: the header looks {name}-separated; pass delimiter={sep!r} / --delimiter {name}, which applies to both files)"
+    return ""
 
 
 def _id(column: str) -> pl.Expr:
@@ -253,6 +263,7 @@ def import_table(interactions_path: str | Path, items_path: str | Path, *, user_
     _require(items, list(extra.values()), item_path, "extra item column")
     items = _present(items, [item_id_col], item_path, bad)
     items = items.with_columns(_id(item_id_col).alias("__id"), text.str.strip_chars().alias("__text"))
+    listed = items["__id"].unique()  # every id the item file names, bad rows included
     items = bad.reject(items, ~pl.col("__id").is_first_distinct(), "duplicate item id {value!r}", item_path, "__id")
     items = bad.reject(items, pl.col("__text").is_null() | (pl.col("__text") == ""),
                        "empty item text for item {value!r}", item_path, "__id")
@@ -277,20 +288,26 @@ def import_table(interactions_path: str | Path, items_path: str | Path, *, user_
     inter = _read_table(inter_path, report, bad, delimiter, encoding)
     _require(inter, [user_col, item_col] + ([time_col] if time_col else []), inter_path)
     inter = checked_interactions(inter, (user_col, item_col, time_col), timestamp_format, item_frame["item_id"],
-                                 (inter_path, item_path), report, bad)
+                                 (inter_path, item_path), report, bad,
+                                 rejected_items=listed.filter(~listed.is_in(item_frame["item_id"].implode())))
     report.rejected = bad.rejected()
     return Dataset(name or inter_path.stem, item_frame, inter, report, text_template)
 
 
 def checked_interactions(inter: pl.DataFrame, cols: tuple[str, str, str | None], fmt: str | None,
                          item_ids: pl.Series, paths: tuple[Path, Path], report: ImportReport,
-                         bad: BadRows | None = None) -> pl.DataFrame:
+                         bad: BadRows | None = None, rejected_items: pl.Series | None = None) -> pl.DataFrame:
     """Canonical interactions from a raw frame with `__row`: ids checked, timestamps parsed, duplicates counted;
-    bad rows go to `bad` (default: fail on them). An empty result is an error."""
+    bad rows go to `bad` (default: fail on them). `rejected_items`: ids the item file lists only in bad rows (their
+    events are bad rows that say so, not "unknown item"). An empty result is an error."""
     (user_col, item_col, time_col), (inter_path, item_path) = cols, paths
     bad = bad or BadRows()
     read = inter.height
     inter = _present(inter, [user_col, item_col], inter_path, bad)
+    if rejected_items is not None and rejected_items.len():
+        inter = bad.reject(inter, _id(item_col).is_in(rejected_items.implode()),
+                           f"item {{value!r}} was rejected from {item_path.name} (its row there is bad)", inter_path,
+                           inter.select(_id(item_col)).to_series())
     inter = bad.reject(inter, ~_id(item_col).is_in(item_ids.implode()),
                        f"unknown item id {{value!r}} (not in {item_path.name})", inter_path,
                        inter.select(_id(item_col)).to_series())
