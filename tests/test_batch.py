@@ -131,6 +131,19 @@ def test_no_known_user_is_an_error(shop, tmp_path):
         run_job(options(shop, tmp_path / "out", users=str(tmp_path / "users.txt")))
 
 
+def test_a_csv_list_skips_blank_lines_and_an_error_names_the_column_it_read(shop, tmp_path):
+    known = sorted(u for u, h in shop[2].histories.items() if h)
+    (tmp_path / "mail.csv").write_text(f"user_id\n{known[0]}\n\n{known[1]}\n\n")
+    run_job(options(shop, tmp_path / "out", users=str(tmp_path / "mail.csv")))
+    assert read_shards(tmp_path / "out")["user_id"].unique(maintain_order=True).to_list() == known[:2]
+    (tmp_path / "wrong.csv").write_text("order,total\n1001,19.5\n")
+    with pytest.raises(DataError, match="e.g. '1001'.*read from column 'order': the file has no `user_id` column"):
+        run_job(options(shop, tmp_path / "wrong", users=str(tmp_path / "wrong.csv")))
+    (tmp_path / "holes.csv").write_text(f"user_id,segment\n{known[0]},a\n,b\n")
+    with pytest.raises(DataError, match="1 empty user id"):  # a row with other fields but no id is still an error
+        run_job(options(shop, tmp_path / "holes", users=str(tmp_path / "holes.csv")))
+
+
 def test_a_seeded_sample_of_users_is_scored_in_id_order(shop, tmp_path):
     everybody = sorted(u for u, h in shop[2].histories.items() if h)
     manifest = run_job(options(shop, tmp_path / "a", users="sample:7:3"))

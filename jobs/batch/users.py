@@ -54,9 +54,10 @@ class UserSelection:
         return digest.hexdigest()
 
 
-def read_user_file(path: str | Path) -> pl.Series:
+def read_user_file(path: str | Path) -> tuple[pl.Series, str | None]:
     """User ids from .txt (one per line; blank lines and `#` comments skipped), .csv (column
-    `user_id`, else the first column) or .parquet (column `user_id`, else the only column)."""
+    `user_id`, else the first column; blank lines skipped) or .parquet (column `user_id`, else the only column),
+    and the column they came from (None for .txt)."""
     path = Path(path)
     if not path.is_file():
         raise DataError("no such user list file", source=str(path))
@@ -64,11 +65,12 @@ def read_user_file(path: str | Path) -> pl.Series:
     try:
         if suffix == ".parquet":
             frame = pl.read_parquet(path)
-        elif suffix == ".csv":
+        elif suffix == ".csv":  # blank lines hold no id: skipped, as in .txt files and `recsys import`
             frame = pl.read_csv(path, infer_schema=False)
+            frame = frame.filter(~pl.all_horizontal(pl.all().is_null())) if frame.width else frame
         elif suffix in (".txt", ".ids", ""):
             lines = pl.Series("user_id", path.read_text().splitlines(), dtype=pl.Utf8).str.strip_chars()
-            return lines.filter((lines != "") & ~lines.str.starts_with("#"))
+            return lines.filter((lines != "") & ~lines.str.starts_with("#")), None
         else:
             raise DataError(f"unsupported user list format {suffix!r}: use .txt, .csv or .parquet", source=str(path))
     except (OSError, pl.exceptions.PolarsError) as exc:
@@ -82,7 +84,7 @@ def read_user_file(path: str | Path) -> pl.Series:
     ids = frame[column].cast(pl.Utf8).alias("user_id")
     if ids.null_count():
         raise DataError(f"{ids.null_count()} empty user id(s) in column {column!r}", source=str(path))
-    return ids
+    return ids, column
 
 
 def parse_sample(text: str) -> tuple[int, int]:
@@ -116,7 +118,9 @@ def select_users(users: str | Path, candidates: pl.DataFrame) -> UserSelection:
         if n < frame.height:
             frame = frame[np.sort(np.random.default_rng(seed).choice(frame.height, n, replace=False))]
         return UserSelection(frame, empty, frame.height, 0, str(users))
-    requested = read_user_file(users)
+    requested, column = read_user_file(users)
+    where = f" (read from column {column!r}: the file has no `user_id` column)" \
+        if column not in (None, "user_id") else ""
     unique = requested.unique(maintain_order=True)
     known_mask = unique.is_in(candidates["user_id"].implode())
     wanted = pl.DataFrame({"user_id": unique.filter(known_mask)})
@@ -125,6 +129,6 @@ def select_users(users: str | Path, candidates: pl.DataFrame) -> UserSelection:
                               str(users))
     if selection.n_users == 0:
         shown = ", ".join(repr(u) for u in selection.unknown.head(5).to_list())
-        raise DataError(f"none of the {len(unique):,} user ids is known to the bundle (e.g. {shown})",
+        raise DataError(f"none of the {len(unique):,} user ids is known to the bundle (e.g. {shown}){where}",
                         source=str(users))
     return selection
