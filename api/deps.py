@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Container
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -54,6 +55,21 @@ def invalid(message: str, *loc: str | int) -> RequestValidationError:
 def check_k(k: int, settings: Settings, *loc: str) -> None:
     if k > settings.max_k:
         raise invalid(f"k={k} is above the limit of {settings.max_k}", *(loc or ("query", "k")))
+
+
+def split_exclude(exclude: list[str], known: Container[str]) -> list[str]:
+    """A query's `exclude` values, each `a,b,c` that is not itself a `known` item id split on its commas (clients
+    often send one comma-separated value instead of repeating the parameter; ignoring it would return the very
+    items meant to be left out)."""
+    if not any("," in value for value in exclude):
+        return exclude
+    ids: list[str] = []
+    for value in exclude:
+        if "," in value and value not in known:
+            ids += [part.strip() for part in value.split(",") if part.strip()]
+        else:
+            ids.append(value)
+    return ids
 
 
 def check_exclude(exclude: list[str], settings: Settings, *loc: str) -> None:

@@ -88,6 +88,22 @@ def test_exclude_list_and_category_filter(client):
                           params={"k": 2, "category": "cameras", "exclude_seen": False})) == ["cam2", "cam1"]
     response = client.get("/v1/users/u3/recommendations", params={"brand": "x", "k": 2})
     assert response.status_code == 422 and "no brand attribute" in response.text
+    # one comma-separated value excludes each id, like the repeated parameter
+    repeated = ids(client.get("/v1/users/u4/recommendations", params={"k": 2, "exclude": ["bag1", "bag2"]}))
+    assert ids(client.get("/v1/users/u4/recommendations?k=2&exclude=bag1,%20bag2")) == repeated
+    assert "bag1" not in repeated and "bag2" not in repeated
+    similar = ids(client.get("/v1/items/cam1/similar?k=2&exclude=cam2,bag1"))
+    assert similar[0] == "bag2" and len(similar) == 2 and not {"cam2", "bag1"} & set(similar)
+
+
+def test_split_exclude_keeps_ids_that_contain_commas():
+    from api.deps import split_exclude
+
+    assert split_exclude(["a,b", "c"], {"a", "b", "c"}) == ["a", "b", "c"]
+    assert split_exclude(["Size 9,5"], {"Size 9,5"}) == ["Size 9,5"]  # a real id with a comma stays whole
+    assert split_exclude(["a,,b,"], set()) == ["a", "b"]
+    plain = ["a", "b"]
+    assert split_exclude(plain, set()) is plain
 
 
 def test_unknown_user_gets_popular_fallback(client):

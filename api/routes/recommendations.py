@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Path, Query, Request, Response
 
 from api.cached_similar import DEFAULT_K, similar_key
-from api.deps import check_exclude, check_k, invalid, serving
+from api.deps import check_exclude, check_k, invalid, serving, split_exclude
 from api.errors import documented
 from api.limits import ID_CHARS, NAME_CHARS, VISIBLE
 from api.loaded import Loaded
@@ -20,7 +20,8 @@ from recsys.query import Query as RecommendationQuery
 router = APIRouter(prefix="/v1", tags=["recommendations"])
 NOT_FOUND = documented(404, 422, 503)
 K = Annotated[int, Query(ge=1, le=10_000, description="number of items to return")]
-Exclude = Annotated[list[Id], Query(description="item ids never to return (repeat the parameter)")]
+Exclude = Annotated[list[Id], Query(description="item ids never to return (repeat the parameter, or "
+                                                "comma-separated)")]
 Category = Annotated[str | None, Query(max_length=NAME_CHARS, pattern=VISIBLE,
                                        description="only items of this category")]
 Brand = Annotated[str | None, Query(max_length=NAME_CHARS, pattern=VISIBLE, description="only items of this brand")]
@@ -51,6 +52,7 @@ async def user_recommendations(
     service is configured to answer 404."""
     service, loaded = serving(request)
     check_k(k, service.settings)
+    exclude = split_exclude(exclude, loaded.recommender.catalogue.state.position)
     check_exclude(exclude, service.settings)
     where = _where(category, brand)
     _check_filters(loaded, where)
@@ -113,6 +115,7 @@ async def similar_items(
     bundle has one, else by item similarity + similarity to the user's query vector)."""
     service, loaded = serving(request)
     check_k(k, service.settings)
+    exclude = split_exclude(exclude, loaded.recommender.catalogue.state.position)
     check_exclude(exclude, service.settings)
     where = _where(category, brand)
     _check_filters(loaded, where)
