@@ -45,12 +45,14 @@ from encoders.weight_average import WeightAverage
 from recsys.catalogue import Catalogue
 from recsys.config import BuildConfig, EvalConfig, TrainConfig
 from recsys.data.dataset import Dataset
+from recsys.errors import DataError
 from recsys.evaluation import evaluate
 from recsys.histories import Histories
 from recsys.pipeline import Recommender
 from recsys.popularity import Popularity
 from recsys.splits import SplitData
 
+TRAINING_NEEDS_VALID = "training (it keeps the epoch that scores best on valid)"
 VALID_SAMPLE = 20_000
 """Per-epoch validation users when `valid_sample` is None (more only add time, not a better stopping point)."""
 
@@ -101,7 +103,8 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.data: TrainingData = build_training_data(dataset, split)
         if not self.data.sequences:
-            raise ValueError("no training sequence with two or more items")
+            raise DataError("no training sequence: no user has two or more items in the train split")
+        split.require_examples(["valid"], TRAINING_NEEDS_VALID)
         tower = config.tower
         per_epoch = len(self.data.sequences) * (1 if tower.user_tower == "sequence" else config.text_examples_per_user)
         self.batch_size = min(config.batch_size, max(1, math.ceil(per_epoch / config.min_steps_per_epoch)))

@@ -44,6 +44,9 @@ def main_options(
 def friendly_errors(func):
     """Turn the project's own errors (and invalid settings) into one clear line and exit code 2 (never a
     traceback); the message is printed as it is (no Rich markup, so `[distributed]` stays)."""
+    if getattr(func, "friendly_errors", False):
+        return func
+
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
@@ -55,7 +58,45 @@ def friendly_errors(func):
             problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
             err_console.print(f"[bold red]error:[/] invalid setting: {escape(problems)}")
             raise typer.Exit(2) from None
+    wrapper.friendly_errors = True  # type: ignore[attr-defined]
     return wrapper
+
+
+def guard_commands(*apps: typer.Typer) -> None:
+    """Give every command registered on `apps` so far the `friendly_errors` handling (once): `jobs.cli` calls it
+    after importing the command modules, so a command that forgot the decorator still never shows a traceback
+    for the project's own errors."""
+    for typer_app in apps:
+        for command in typer_app.registered_commands:
+            if command.callback is not None:
+                command.callback = friendly_errors(command.callback)
+
+
+def read_json_object(path: Path | None, what: str, option: str = "--config") -> dict:
+    """The JSON object in the file `path` ({} for None), for a CLI option; typer.BadParameter (naming `option`)
+    when the file cannot be read, is not JSON or holds something other than an object. `what`: what the object
+    holds, for the message ("TrainConfig overrides")."""
+    import json
+
+    if path is None:
+        return {}
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise typer.BadParameter(f"cannot read {path}: {error}", param_hint=option) from None
+    if not isinstance(value, dict):
+        raise typer.BadParameter(f"{path}: expected a JSON object of {what}", param_hint=option)
+    return value
+
+
+def check_presets(names: list[str], option: str = "--preset") -> None:
+    """typer.BadParameter (naming `option`) for a name that is not a training preset (encoders/presets.py)."""
+    from encoders.presets import PRESETS
+
+    unknown = [name for name in names if name not in PRESETS]
+    if unknown or not names:
+        shown = ", ".join(repr(n) for n in unknown) or "none given"
+        raise typer.BadParameter(f"unknown preset {shown}; known: {', '.join(PRESETS)}", param_hint=option)
 
 
 def _api_max_k() -> int:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from jobs.app import read_json_object
 from jobs.bench import bench_app
 from jobs.output import invocation
 
@@ -37,7 +37,7 @@ def gpu(
 
     settings = GpuCheckSettings(
         data=data, model=model, train_minutes=train_minutes,
-        train_overrides=json.loads(config.read_text()) if config is not None else {},
+        train_overrides=read_json_object(config, "TrainConfig overrides merged over the `gpu` preset"),
         encode_items=encode_items, encode_batch=encode_batch, ann_size=ann_size, ann_queries=ann_queries,
         latency_concurrency=tuple(int(c) for c in concurrency.split(",") if c.strip()),
         latency_requests=latency_requests, latency_seconds=latency_seconds, budget_minutes=budget_minutes,

@@ -4,12 +4,12 @@ Registered when jobs/cli.py imports this module; the benchmark itself is benchma
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from jobs.app import check_presets, read_json_object
 from jobs.bench import bench_app
 from jobs.output import invocation
 
@@ -32,10 +32,11 @@ def bench_quality(
     from benchmarks.quality import run
     from jobs.threads import limit_cpu_threads
 
+    names = [v.strip() for v in variants.split(",") if v.strip()]
+    check_presets(names, "--variants")
+    overrides = read_json_object(config, "TrainConfig overrides merged into every preset")
     limit_cpu_threads(threads)
-    overrides = json.loads(config.read_text()) if config is not None else None
     command = invocation()
-    paths = run(data, out, [v.strip() for v in variants.split(",") if v.strip()], overrides, baselines, bundles,
-                command, name=name, ranker=ranker)
+    paths = run(data, out, names, overrides or None, baselines, bundles, command, name=name, ranker=ranker)
     for path in paths.values():
         typer.echo(path)

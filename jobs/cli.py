@@ -16,7 +16,8 @@ from jobs import (  # noqa: F401
     bench_quality, bench_ranker, bench_scale, bench_store, encode_cmd, export_cmd, quickstart, ranker_cmd, refit_cmd,
     train_cmd)
 from jobs.app import EVAL_USERS, MAX_K, BatchSize, Decay, EncoderOpt, EvalUsersOpt, IndexOpt, Items, MaxLength, \
-    ModelOpt, OutOpt, OverwriteOpt, Port, Seed, Users, app, eval_sample, friendly_errors, import_app
+    ModelOpt, OutOpt, OverwriteOpt, Port, Seed, Users, app, eval_sample, friendly_errors, guard_commands, import_app
+from jobs.bench import bench_app
 from jobs.output import console, index_line, markdown_metrics, metrics_table, print_recommendations, step, write_json
 from recsys.config import BuildConfig, EncoderConfig, EvalConfig, IndexConfig, UserTowerConfig
 from recsys.errors import RecsysError, UnknownIdError
@@ -209,15 +210,19 @@ def evaluate_cmd(
     step(f"reading the dataset {data} …")
     dataset = load_dataset(data)
     split = split_dataset(dataset)
+    split.require_examples(config.eval.splits, f"evaluating on {' and '.join(config.eval.splits)} (--splits)")
     baselines = from_batch is None if baselines is None else baselines
+    if not baselines and bundle is None and from_batch is None:
+        raise typer.BadParameter("nothing to evaluate: pass --bundle or --from-batch, or keep --baselines")
+    loaded = None
+    if bundle is not None:  # before the baselines' encoding, so a wrong path fails at once
+        step(f"loading the bundle {bundle} …")
+        loaded = load_recommender(bundle)
     if baselines:
         step(f"loading BERT ({model}) and encoding {dataset.items.height:,} item texts for the zero-shot baseline …")
     models: dict[str, object] = baseline_models(dataset, split, config) if baselines else {}
-    if bundle is not None:
-        step(f"loading the bundle {bundle} …")
-        models[f"bundle:{bundle.name}"] = load_recommender(bundle)
-    if not models and from_batch is None:
-        raise typer.BadParameter("nothing to evaluate: pass --bundle or --from-batch, or keep --baselines")
+    if loaded is not None:
+        models[f"bundle:{bundle.name}"] = loaded
     from jobs.workflows import evaluate_models
     rows = evaluate_models(models, split, config.eval) if models else []
     if from_batch is not None:
@@ -335,6 +340,9 @@ def serve(
                             workers=workers, log_config=log_config)
     with contextlib.suppress(KeyboardInterrupt):
         Multiprocess(config, sockets=[PerWorkerListener(host, port)]).run()  # type: ignore[list-item]
+
+
+guard_commands(app, import_app, bench_app)  # every command registered above, the benchmarks' included
 
 
 def main() -> None:  # pragma: no cover

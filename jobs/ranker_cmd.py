@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from jobs.app import EVAL_USERS, BundleData, BundleDir, EventStoreOpt, EvalUsersOpt, RedisUrlOpt, StateDirOpt, app, \
-    eval_sample, friendly_errors
+    eval_sample, friendly_errors, read_json_object
 from jobs.batch_cmd import store_source
 from jobs.output import console, metrics_table
 from recsys.store import EVENT_KINDS
@@ -50,18 +50,9 @@ def load_bundle(path: Path):
 def read_overrides(path: Path | None) -> dict:
     """The JSON object of RankerConfig overrides in `path` ({} for None); typer.BadParameter (--config) when it
     cannot be read, is not an object or names fields RankerConfig does not have."""
-    import json
-
     from recsys.ranker import RankerConfig
 
-    if path is None:
-        return {}
-    try:
-        overrides = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise typer.BadParameter(f"cannot read {path}: {error}", param_hint="--config") from None
-    if not isinstance(overrides, dict):
-        raise typer.BadParameter(f"{path}: expected a JSON object of RankerConfig overrides", param_hint="--config")
+    overrides = read_json_object(path, "RankerConfig overrides")
     unknown = sorted(set(overrides) - set(RankerConfig.model_fields))
     if unknown:
         raise typer.BadParameter(f"{path}: unknown RankerConfig fields {unknown}", param_hint="--config")

@@ -10,7 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from jobs.app import EVAL_USERS, EvalUsersOpt, IndexKind, app, eval_sample, friendly_errors
+from jobs.app import EVAL_USERS, EvalUsersOpt, IndexKind, app, check_presets, eval_sample, friendly_errors, \
+    read_json_object
 from jobs.output import ensemble_table, index_line
 from recsys.config import EvalConfig
 from jobs.output import console
@@ -22,6 +23,8 @@ def train_config(preset_name: str, config_file: Path | None, from_bundle: Path |
     from recsys.artifacts import resolve_bundle
     from recsys.config import TrainConfig
 
+    check_presets([preset_name])
+    overrides = read_json_object(config_file, "TrainConfig overrides")
     base = dict(PRESETS[preset_name])
     if from_bundle is not None and config_file is None:
         from encoders.bundle import TOWER_META, single_tower_dir, stored_train_config
@@ -29,7 +32,7 @@ def train_config(preset_name: str, config_file: Path | None, from_bundle: Path |
         meta = json.loads((single_tower_dir(resolve_bundle(from_bundle)) / TOWER_META).read_text())
         base = stored_train_config(meta).model_dump(mode="json")
     if config_file is not None:
-        base = merge(base, json.loads(config_file.read_text()))
+        base = merge(base, overrides)
     return TrainConfig.model_validate(merge(base, {k: v for k, v in options.items() if v is not None}))
 
 
@@ -39,7 +42,8 @@ def train(
     data: Annotated[Path, typer.Option(help="dataset directory (recsys import) or raw RecBole/MovieLens directory")],
     out: Annotated[Path, typer.Option(help="artifacts root")] = Path("artifacts"),
     name: Annotated[Optional[str], typer.Option(help="bundle name (default: <dataset>-peft)")] = None,
-    preset: Annotated[str, typer.Option(help="cpu | cpu-text-only | cpu-history-text | frozen | gpu | smoke")] = "cpu",
+    preset: Annotated[str, typer.Option(help="cpu | cpu-text-only | cpu-history-text | frozen | gpu | quickstart | "
+                                             "smoke (encoders/presets.py)")] = "cpu",
     config: Annotated[Optional[Path], typer.Option("--config", help="TrainConfig JSON (merged over the preset)")] = None,
     resume: Annotated[bool, typer.Option(help="continue from the run directory's last checkpoint")] = False,
     from_bundle: Annotated[Optional[Path], typer.Option(help="continual training: start from this bundle's "
@@ -90,6 +94,7 @@ def train(
     from jobs.output import metrics_table
     from jobs.threads import limit_cpu_threads
     from jobs.workflows import load_dataset
+    from encoders.training import TRAINING_NEEDS_VALID
     from recsys.splits import split_dataset
 
     limit_cpu_threads(threads)
@@ -111,6 +116,8 @@ def train(
     if engine == "ray" and cfg.ensemble > 1:
         raise typer.BadParameter("a seed ensemble trains its members one after another: use --engine local")
     dataset = load_dataset(data)
+    split = split_dataset(dataset)
+    split.require_examples(["valid"], TRAINING_NEEDS_VALID)  # here too: Ray's workers would fail less clearly
     name = name or f"{dataset.name}-peft"
     if engine == "ray":
         from jobs.ray_train import train_on_ray
@@ -118,7 +125,7 @@ def train(
                             init_bundle=from_bundle, workers=workers, threads=threads, address=ray_address)
     else:
         eval_config = EvalConfig(max_examples=eval_sample(eval_users), seed=cfg.seed)
-        path = train_and_evaluate(dataset, split_dataset(dataset), cfg, name=name, out_root=out, run_dir=run_dir,
+        path = train_and_evaluate(dataset, split, cfg, name=name, out_root=out, run_dir=run_dir,
                                   resume=resume, init_bundle=from_bundle, eval_config=eval_config).path
     manifest = json.loads((path / "manifest.json").read_text())
     train, blend = manifest["train"], manifest["train"]["zero_shot_blend"]

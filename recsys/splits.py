@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import polars as pl
 
 from recsys.data.dataset import Dataset
+from recsys.errors import DataError
 
 EXAMPLE_SCHEMA = {"user_id": pl.Utf8, "history": pl.List(pl.Utf8), "target": pl.Utf8, "timestamp": pl.Int64}
 
@@ -28,6 +30,16 @@ class SplitData:
     def train_histories(self) -> dict[str, list[str]]:
         """Each user's training sequence, oldest first."""
         return user_sequences(self.train)
+
+    def require_examples(self, splits: Sequence[str], purpose: str) -> None:
+        """DataError naming each of `splits` that holds no example (`purpose`: what needs them, for the message),
+        instead of metrics of 0 over nothing or an epoch chosen on no data."""
+        empty = [name for name in splits if self.examples(name).height == 0]
+        if empty:
+            raise DataError(f"the {' and '.join(empty)} split{'s' if len(empty) > 1 else ''} of this dataset "
+                            f"{'are' if len(empty) > 1 else 'is'} empty, and {purpose} needs examples there: "
+                            "leave-one-out gives one valid and one test example to each user with at least 3 "
+                            "interactions; a dataset with its own split has the examples its files hold")
 
 
 def ordered_interactions(interactions: pl.DataFrame) -> pl.DataFrame:

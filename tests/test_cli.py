@@ -73,6 +73,71 @@ def test_bad_input_is_one_clear_line(args, message):
     assert "Traceback" not in result.output
 
 
+def test_bad_presets_and_config_files_are_one_clear_line(shop_bundle, tmp_path):
+    root, bundle = shop_bundle
+    (tmp_path / "broken.json").write_text('{"epochs": ')
+    (tmp_path / "list.json").write_text("[1, 2]")
+    cases = [
+        (("train", "--data", root / "shop", "--preset", "nope"), "Invalid value for --preset: unknown preset 'nope'; "
+                                                                "known: cpu, cpu-text-only"),
+        (("train", "--data", root / "shop", "--config", tmp_path / "missing.json"),
+         "Invalid value for --config: cannot read"),
+        (("train", "--data", root / "shop", "--config", tmp_path / "broken.json"),
+         "Invalid value for --config: cannot read"),
+        (("train", "--data", root / "shop", "--config", tmp_path / "list.json"),
+         "expected a JSON object of TrainConfig overrides"),
+        (("bench", "quality", "--data", root / "shop", "--variants", "smoke,nope", "--out", tmp_path / "q"),
+         "Invalid value for --variants: unknown preset 'nope'"),
+        (("bench", "quality", "--data", root / "shop", "--variants", "smoke", "--config", tmp_path / "broken.json",
+          "--out", tmp_path / "q"), "Invalid value for --config: cannot read"),
+        (("train-ranker", "--bundle", bundle, "--data", root / "shop", "--config", tmp_path / "list.json"),
+         "expected a JSON object of RankerConfig overrides"),
+    ]
+    for args, message in cases:
+        result = run(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.flat and "Traceback" not in result.output, (args, result.output)
+    assert not (tmp_path / "q").exists()
+
+
+@pytest.mark.parametrize("args", [
+    ("bench", "latency", "--bundle", "/no/such/bundle", "--out", "/tmp/never"),
+    ("bench", "engine", "--bundle", "/no/such/bundle", "--out", "/tmp/never"),
+    ("bench", "quality", "--data", "/no/such/dir", "--variants", "smoke", "--out", "/tmp/never"),
+])
+def test_benchmark_commands_report_the_projects_errors_without_a_traceback(args):
+    result = run(*args)
+    assert result.exit_code == 2 and result.output.startswith("error: /no/such/")
+    assert "Traceback" not in result.output and not Path("/tmp/never").exists()
+
+
+def test_every_registered_command_has_the_friendly_error_handling():
+    from jobs.app import import_app
+    from jobs.bench import bench_app
+
+    for typer_app in (app, import_app, bench_app):
+        for command in typer_app.registered_commands:
+            assert getattr(command.callback, "friendly_errors", False), command.name or command.callback.__name__
+
+
+def test_a_dataset_without_valid_and_test_examples_is_a_clear_error(tmp_path, tiny_bert_dir):
+    from recsys.data.dataset import Dataset
+    import polars as pl
+
+    items = pl.DataFrame({"item_id": ["a", "b", "c"], "text": ["red tent", "blue tent", "sleeping bag"]})
+    rows = [("u1", "a", 1), ("u1", "b", 2), ("u2", "b", 1), ("u2", "c", 2)]  # 2 events each: train only
+    events = pl.DataFrame(rows, schema={"user_id": pl.Utf8, "item_id": pl.Utf8, "timestamp": pl.Int64}, orient="row")
+    Dataset("two-each", items, events).save(tmp_path / "data")
+    result = run("evaluate", "--data", tmp_path / "data", "--model", tiny_bert_dir)
+    assert result.exit_code == 2 and "the valid and test splits of this dataset are empty, and evaluating on " \
+        "valid and test (--splits) needs examples there" in result.flat
+    result = run("train", "--data", tmp_path / "data", "--preset", "smoke", "--model", tiny_bert_dir,
+                 "--out", tmp_path / "out")
+    assert result.exit_code == 2 and "the valid split of this dataset is empty, and training (it keeps the epoch " \
+        "that scores best on valid) needs examples there" in result.flat
+    assert "at least 3 interactions" in result.flat and not (tmp_path / "out").exists()
+
+
 def test_unknown_item_is_reported(shop_bundle):
     _, bundle = shop_bundle
     result = run("recommend", "--bundle", bundle, "--similar", "nope")
