@@ -118,7 +118,21 @@ def test_recbole_sequential_missing_file_and_name(tmp_path: Path) -> None:
     (d / "Toy.test.inter").unlink()
     _raises(["Toy.test.inter", "file not found"], import_recbole_sequential, d)
     (d / "Other.text").write_text("item_id:token\ttext:token_seq\n")
-    _raises(["expected exactly one *.text file", "['Other', 'Toy']"], import_recbole_sequential, d)
+    _raises(["expected exactly one *.text file", "['Other.text', 'Toy.text']", "pass name="],
+            import_recbole_sequential, d)
+
+
+def test_the_wrong_recbole_importer_names_the_right_one(tmp_path: Path) -> None:
+    sequential = _toy_recbole(tmp_path)
+    error = _raises(["expected exactly one *.inter file", "'Toy.test.inter'", "RecBole/UniSRec sequential data, "
+                     "read by `recsys import recbole`"], import_recbole_movielens, sequential)
+    assert "movielens`" not in str(error)
+    movielens = tmp_path / "ml"
+    movielens.mkdir()
+    _write(movielens / "ml.item", ["item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq"])
+    _write(movielens / "ml.inter", ["user_id:token\titem_id:token\trating:float\ttimestamp:float"])
+    _raises(["expected exactly one *.text file to name the dataset, found []", "RecBole MovieLens data, read by "
+             "`recsys import movielens`"], import_recbole_sequential, movielens)
 
 
 def test_title_from_text() -> None:

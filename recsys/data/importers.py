@@ -95,13 +95,24 @@ def _read_index(path: Path, report: ImportReport) -> dict[int, str]:
     return index
 
 
+def _format_hint(directory: Path, command: str) -> str:
+    """"; … use `recsys import X`" when `directory` holds the other RecBole layout than `command` reads."""
+    if command != "recbole" and list(directory.glob("*.train.inter")):
+        return "; it holds *.train.inter files: RecBole/UniSRec sequential data, read by `recsys import recbole`"
+    if command != "movielens" and list(directory.glob("*.item")) and list(directory.glob("*.inter")):
+        return "; it holds *.inter and *.item files: RecBole MovieLens data, read by `recsys import movielens`"
+    return ""
+
+
 def _detect_name(directory: Path) -> str:
     if not directory.is_dir():
         raise DataError("directory not found", source=str(directory))
     found = sorted(p.stem for p in directory.glob("*.text"))
     if len(found) != 1:
-        raise DataError(f"expected exactly one *.text file to name the dataset, found {found}; pass name=",
-                        source=str(directory))
+        several = "; pass name= (the files' common prefix)" if found else ""
+        raise DataError(f"expected exactly one *.text file to name the dataset, found "
+                        f"{sorted(p.name for p in directory.glob('*.text'))}{several}"
+                        f"{_format_hint(directory, 'recbole')}", source=str(directory))
     return found[0]
 
 
@@ -320,7 +331,8 @@ def import_recbole_movielens(directory: str | Path) -> Dataset:
         raise DataError("directory not found", source=str(directory))
     found = sorted(p.stem for p in directory.glob("*.inter"))
     if len(found) != 1:
-        raise DataError(f"expected exactly one *.inter file, found {found}", source=str(directory))
+        raise DataError(f"expected exactly one *.inter file, found {sorted(p.name for p in directory.glob('*.inter'))}"
+                        f"{_format_hint(directory, 'movielens')}", source=str(directory))
     name, report = found[0], ImportReport()
     item_path, inter_path = directory / f"{name}.item", directory / f"{name}.inter"
     cols, rows = _atomic(item_path, ["item_id", "movie_title", "release_year", "class"], report)
