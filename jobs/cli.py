@@ -18,7 +18,8 @@ from jobs import (  # noqa: F401
 from jobs.app import EVAL_USERS, MAX_K, BatchSize, Decay, EncoderOpt, EvalUsersOpt, IndexOpt, Items, MaxLength, \
     ModelOpt, OutOpt, OverwriteOpt, Port, Seed, Users, app, eval_sample, friendly_errors, guard_commands, import_app
 from jobs.bench import bench_app
-from jobs.output import console, index_line, markdown_metrics, metrics_table, print_recommendations, step, write_json
+from jobs.output import console, err_console, index_line, markdown_metrics, metrics_table, print_recommendations, \
+    step, write_json
 from recsys.config import BuildConfig, EncoderConfig, EvalConfig, IndexConfig, UserTowerConfig
 from recsys.errors import RecsysError, UnknownIdError
 
@@ -218,6 +219,7 @@ def evaluate_cmd(
     if bundle is not None:  # before the baselines' encoding, so a wrong path fails at once
         step(f"loading the bundle {bundle} …")
         loaded = load_recommender(bundle)
+        _warn_if_other_dataset(bundle, dataset)
     if baselines:
         step(f"loading BERT ({model}) and encoding {dataset.items.height:,} item texts for the zero-shot baseline …")
     models: dict[str, object] = baseline_models(dataset, split, config) if baselines else {}
@@ -238,6 +240,18 @@ def evaluate_cmd(
     console.print(metrics_table(rows, f"{dataset.name}: full ranking over {dataset.items.height:,} items"
                                       f"{' (history masked)' if mask_history else ''}"))
     console.print(f"results → {written}")
+
+
+def _warn_if_other_dataset(bundle: Path, dataset) -> None:
+    """A warning (not an error: a later snapshot of the same shop is a fair test) when `bundle` was built on a
+    dataset with another fingerprint."""
+    from recsys.artifacts import read_manifest
+
+    expected = (read_manifest(_resolve(bundle)).get("dataset") or {}).get("fingerprint")
+    if expected and expected != dataset.fingerprint():
+        err_console.print(f"[yellow]warning:[/] the bundle {escape(str(bundle))} was built on another dataset "
+                          f"(fingerprint differs from {escape(dataset.name)}'s): its catalogue, histories and "
+                          "statistics are not this dataset's, so targets it does not hold count as misses")
 
 
 @app.command()

@@ -138,6 +138,19 @@ def test_a_dataset_without_valid_and_test_examples_is_a_clear_error(tmp_path, ti
     assert "at least 3 interactions" in result.flat and not (tmp_path / "out").exists()
 
 
+def test_evaluate_warns_when_the_bundle_was_built_on_another_dataset(shop_bundle, tmp_path):
+    root, bundle = shop_bundle
+    same = run("evaluate", "--data", root / "shop", "--bundle", bundle, "--no-baselines", "--splits", "test",
+               "--out", tmp_path / "same.json")
+    assert same.exit_code == 0 and "warning" not in same.output
+    assert run("import", "synthetic", "--out", tmp_path / "other", "--users", 60, "--items", 80,
+               "--seed", 4).exit_code == 0
+    other = run("evaluate", "--data", tmp_path / "other", "--bundle", bundle, "--no-baselines", "--splits", "test",
+                "--out", tmp_path / "other.json")
+    assert other.exit_code == 0, other.output
+    assert "warning: the bundle" in other.flat and "was built on another dataset (fingerprint differs" in other.flat
+
+
 def test_unknown_item_is_reported(shop_bundle):
     _, bundle = shop_bundle
     result = run("recommend", "--bundle", bundle, "--similar", "nope")
