@@ -95,8 +95,8 @@ def check_presets(names: list[str], option: str = "--preset") -> None:
 
     unknown = [name for name in names if name not in PRESETS]
     if unknown or not names:
-        shown = ", ".join(repr(n) for n in unknown) or "none given"
-        raise typer.BadParameter(f"unknown preset {shown}; known: {', '.join(PRESETS)}", param_hint=option)
+        problem = f"unknown preset {', '.join(repr(n) for n in unknown)}" if unknown else "no preset given"
+        raise typer.BadParameter(f"{problem}; known: {', '.join(PRESETS)}", param_hint=option)
 
 
 def _api_max_k() -> int:
