@@ -5,6 +5,7 @@ once, so nothing imports `jobs.cli` back."""
 from __future__ import annotations
 
 import functools
+import inspect
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
@@ -62,14 +63,47 @@ def friendly_errors(func):
     return wrapper
 
 
-def guard_commands(*apps: typer.Typer) -> None:
-    """Give every command registered on `apps` so far the `friendly_errors` handling (once): `jobs.cli` calls it
-    after importing the command modules, so a command that forgot the decorator still never shows a traceback
-    for the project's own errors."""
+def finish_commands(*apps: typer.Typer) -> None:
+    """For every command registered on `apps` so far: the `friendly_errors` handling (once), so a command that
+    forgot the decorator still never shows a traceback for the project's own errors, and its docstring's first
+    paragraph as one line in the `--help` command list (wrapped by the terminal, not where the source broke it).
+    `jobs.cli` calls it after importing the command modules."""
     for typer_app in apps:
         for command in typer_app.registered_commands:
-            if command.callback is not None:
-                command.callback = friendly_errors(command.callback)
+            if command.callback is None:
+                continue
+            command.callback = friendly_errors(command.callback)
+            if command.short_help is None and command.callback.__doc__:
+                first = inspect.cleandoc(command.callback.__doc__).split("\n\n")[0]
+                command.short_help = " ".join(first.split())
+
+
+HELP_PANELS = {
+    "Start here": ("quickstart", "import"),
+    "Build and train a bundle": ("build", "train", "train-ranker", "encode", "refresh-stats", "refit"),
+    "Use a bundle": ("recommend", "serve", "batch-score", "evaluate", "export"),
+    "Measure": ("bench",),
+}
+"""`recsys --help` groups its commands in these panels, in this order (`arrange_help`)."""
+
+
+def command_name(command) -> str:
+    """The name a Typer command or group is invoked by."""
+    return command.name or command.callback.__name__.replace("_", "-")
+
+
+def arrange_help(typer_app: typer.Typer) -> None:
+    """Put every command and group of `typer_app` in its `HELP_PANELS` panel, panels and commands in that order
+    (registration order follows module imports, which is no order for a reader); ValueError for one in no panel."""
+    order = {name: i for i, name in enumerate(n for names in HELP_PANELS.values() for n in names)}
+    panel = {name: title for title, names in HELP_PANELS.items() for name in names}
+    for commands in (typer_app.registered_commands, typer_app.registered_groups):
+        missing = [command_name(c) for c in commands if command_name(c) not in panel]
+        if missing:
+            raise ValueError(f"commands without a help panel (jobs.app.HELP_PANELS): {missing}")
+        for command in commands:
+            command.rich_help_panel = panel[command_name(command)]
+        commands.sort(key=lambda c: order[command_name(c)])
 
 
 def read_json_object(path: Path | None, what: str, option: str = "--config") -> dict:

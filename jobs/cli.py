@@ -16,7 +16,8 @@ from jobs import (  # noqa: F401
     bench_quality, bench_ranker, bench_scale, bench_store, encode_cmd, export_cmd, quickstart, ranker_cmd, refit_cmd,
     train_cmd)
 from jobs.app import EVAL_USERS, MAX_K, BatchSize, Decay, EncoderOpt, EvalUsersOpt, IndexOpt, Items, MaxLength, \
-    ModelOpt, OutOpt, OverwriteOpt, Port, Seed, Users, app, eval_sample, friendly_errors, guard_commands, import_app
+    ModelOpt, OutOpt, OverwriteOpt, Port, Seed, Users, app, arrange_help, eval_sample, finish_commands, friendly_errors, \
+    import_app
 from jobs.bench import bench_app
 from jobs.output import console, err_console, index_line, markdown_metrics, metrics_table, print_recommendations, \
     step, write_json
@@ -356,7 +357,8 @@ def serve(
         Multiprocess(config, sockets=[PerWorkerListener(host, port)]).run()  # type: ignore[list-item]
 
 
-guard_commands(app, import_app, bench_app)  # every command registered above, the benchmarks' included
+finish_commands(app, import_app, bench_app)  # every command registered above, the benchmarks' included
+arrange_help(app)
 
 
 def main() -> None:  # pragma: no cover

@@ -120,6 +120,25 @@ def test_every_registered_command_has_the_friendly_error_handling():
             assert getattr(command.callback, "friendly_errors", False), command.name or command.callback.__name__
 
 
+def test_help_groups_the_commands_in_reading_order():
+    from jobs.app import HELP_PANELS, command_name
+
+    shown = run("--help")
+    assert shown.exit_code == 0
+    text = shown.output
+    panels = [text.index(title) for title in HELP_PANELS]
+    assert panels == sorted(panels)  # Start here, Build and train a bundle, Use a bundle, Measure
+    assert text.index(" quickstart ") < text.index(" import ") < text.index(" build ") < text.index(" serve ") \
+        < text.index(" bench ")
+    listed = {command_name(c) for c in app.registered_commands + app.registered_groups}
+    assert listed == {name for names in HELP_PANELS.values() for name in names}
+    # a summary is the docstring's first paragraph on one line (the terminal wraps it, not the source's breaks)
+    from jobs.bench import bench_app
+    ranker = next(c for c in app.registered_commands if command_name(c) == "train-ranker")
+    assert ranker.short_help.startswith("Fit the LightGBM lambdarank re-ranker on the validation step")
+    assert all(c.short_help and "\n" not in c.short_help for c in app.registered_commands + bench_app.registered_commands)
+
+
 def test_a_dataset_without_valid_and_test_examples_is_a_clear_error(tmp_path, tiny_bert_dir):
     from recsys.data.dataset import Dataset
     import polars as pl
