@@ -304,9 +304,10 @@ class Trainer:
         logits = self.model.scale * cosines.float()
         if self.negatives == "bank" and config.sampled_correction:
             logits = logits - self._log_inclusion(rows, len(positives))[None, :]
-        if config.exclude_unseen_negatives:
-            logits = logits.masked_fill(~self.seen[rows][None, :], -1e4)  # targets are always seen items
-        loss = F.cross_entropy(logits, targets)
+        allowed = self.seen[rows] if config.exclude_unseen_negatives else None
+        if allowed is not None:
+            logits = logits.masked_fill(~allowed[None, :], -1e4)  # targets are always seen items
+        loss = smoothed_cross_entropy(logits, targets, config.label_smoothing, allowed)
         if fresh is not None:
             loss = loss + self._fresh_loss(users, positives, *fresh)
         return loss
@@ -564,6 +565,23 @@ class Trainer:
             tqdm.write(f"pre-stage: {step} steps, loss {report['first_loss']:.3f} → {report['last_loss']:.3f} "
                        f"({report['seconds']:.0f}s)")
         return report
+
+
+def smoothed_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, smoothing: float = 0.0,
+                           allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean cross-entropy of `logits` [N, C] against `targets` [N]; with `smoothing` ε, (1 − ε) × that + ε × the
+    mean negative log-probability over the `allowed` classes (bool [C]; default all): label smoothing that leaves
+    the masked-out classes (unseen items) out of the uniform share, so it stays finite and means the same whatever
+    the mask."""
+    if smoothing == 0.0:
+        return F.cross_entropy(logits, targets)
+    log_probs = F.log_softmax(logits.float(), dim=-1)
+    nll = -log_probs.gather(1, targets[:, None]).squeeze(1)
+    if allowed is None:
+        uniform = -log_probs.mean(dim=-1)
+    else:
+        uniform = -(log_probs * allowed[None, :]).sum(dim=-1) / allowed.sum().clamp(min=1)
+    return ((1.0 - smoothing) * nll + smoothing * uniform).mean()
 
 
 def stop_reason(patience_ran_out: bool, refit_done: bool, out_of_time: bool) -> StopReason | None:

@@ -218,6 +218,9 @@ class TrainConfig(FrozenModel):
     exclude_unseen_negatives: bool = Field(True, description="leave catalogue items that never occur in the training "
                                            "interactions out of the softmax: otherwise they are only ever negatives "
                                            "and the item tower learns to bury them (hurts cold-start)")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="training only: the next-item softmax's target "
+                                   "puts this share of its mass uniformly on the catalogue items the softmax covers "
+                                   "(label smoothing; 0: off)")
     history_margin: float = Field(0.0, ge=0, description="training only: add this cosine margin to the logits of the "
                                                          "user's own history items (hard negatives), so the towers "
                                                          "learn to rank already-consumed items below the next one")

@@ -148,3 +148,44 @@ def test_weight_average_first_steps_follow_the_weights():
     assert torch.allclose(average.shadow["w"], torch.full((3,), 0.9))
     with pytest.raises(ValueError, match="at least one step"):
         WeightAverage({"w": weight}, horizon_steps=0.5)
+
+
+def test_smoothed_cross_entropy_is_torchs_label_smoothing_over_the_allowed_classes():
+    from encoders.training import smoothed_cross_entropy
+
+    torch.manual_seed(0)
+    logits, targets = torch.randn(6, 5), torch.tensor([0, 1, 2, 3, 4, 1])
+    assert smoothed_cross_entropy(logits, targets) == torch.nn.functional.cross_entropy(logits, targets)
+    torch.testing.assert_close(smoothed_cross_entropy(logits, targets, 0.1),
+                               torch.nn.functional.cross_entropy(logits, targets, label_smoothing=0.1))
+    # classes 3 and 4 masked out (as unseen items are): the smoothing spreads over the other three only, and the
+    # loss equals torch's on those three columns, not a huge number from the masked logits
+    allowed = torch.tensor([True, True, True, False, False])
+    keep = torch.isin(targets, torch.tensor([0, 1, 2]))
+    masked = logits.masked_fill(~allowed, -1e4)
+    torch.testing.assert_close(smoothed_cross_entropy(masked[keep], targets[keep], 0.2, allowed),
+                               torch.nn.functional.cross_entropy(logits[keep][:, :3], targets[keep],
+                                                                 label_smoothing=0.2))
+    assert smoothed_cross_entropy(masked[keep], targets[keep], 0.2, allowed) < 10
+
+
+def test_label_smoothing_reaches_the_training_loss(tiny_bert_dir, shop, monkeypatch):
+    from pydantic import ValidationError
+
+    import encoders.training as training
+
+    seen, real = [], training.smoothed_cross_entropy
+    monkeypatch.setattr(training, "smoothed_cross_entropy",
+                        lambda logits, targets, smoothing, allowed: seen.append((smoothing, allowed)) or
+                        real(logits, targets, smoothing, allowed))
+    dataset, split = shop
+    trainer = Trainer(dataset, split, small_config(tiny_bert_dir, label_smoothing=0.3), progress=False)
+    trainer.refresh_bank()
+    batch = next(trainer._batches(np.random.default_rng(0)))
+    loss = trainer._loss(batch, False, np.random.default_rng(0))[0]
+    assert torch.isfinite(loss) and seen[0][0] == 0.3
+    assert torch.equal(seen[0][1], trainer.seen)  # the softmax covers the whole catalogue, unseen items masked
+    with pytest.raises(ValidationError):
+        small_config(tiny_bert_dir, label_smoothing=1.0)
+    with pytest.raises(ValidationError):
+        small_config(tiny_bert_dir, label_smoothing=1.0)
