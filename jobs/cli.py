@@ -16,8 +16,8 @@ from jobs import (  # noqa: F401
     bench_quality, bench_ranker, bench_scale, bench_store, encode_cmd, export_cmd, quickstart, ranker_cmd, refit_cmd,
     train_cmd)
 from jobs.app import EVAL_USERS, MAX_K, BatchSize, Decay, EncoderOpt, EvalUsersOpt, IndexOpt, Items, MaxLength, \
-    ModelOpt, OutOpt, OverwriteOpt, Port, Seed, Users, app, arrange_help, eval_sample, finish_commands, friendly_errors, \
-    import_app
+    ModelOpt, OutOpt, OverwriteOpt, Port, Seed, Users, app, arrange_help, eval_sample, finish_commands, \
+    friendly_errors, import_app
 from jobs.bench import bench_app
 from jobs.output import console, err_console, index_line, markdown_metrics, metrics_table, print_recommendations, \
     step, write_json

@@ -136,7 +136,8 @@ def test_help_groups_the_commands_in_reading_order():
     from jobs.bench import bench_app
     ranker = next(c for c in app.registered_commands if command_name(c) == "train-ranker")
     assert ranker.short_help.startswith("Fit the LightGBM lambdarank re-ranker on the validation step")
-    assert all(c.short_help and "\n" not in c.short_help for c in app.registered_commands + bench_app.registered_commands)
+    commands = app.registered_commands + bench_app.registered_commands
+    assert all(c.short_help and "\n" not in c.short_help for c in commands)
 
 
 def test_a_dataset_without_valid_and_test_examples_is_a_clear_error(tmp_path, tiny_bert_dir):

@@ -167,7 +167,8 @@ def _delimiter_hint(header: list[str]) -> str:
         return ""
     for name, sep in (("comma", ","), ("semicolon", ";"), ("tab", "\t"), ("pipe", "|")):
         if sep in header[0]:
-            return f" (one column: the header looks {name}-separated; pass delimiter={sep!r} / --delimiter {name}, which applies to both files)"
+            return (f" (one column: the header looks {name}-separated; pass delimiter={sep!r} / --delimiter {name}, "
+                    "which applies to both files)")
     return ""
 
 
