@@ -108,7 +108,8 @@ class ItemUpsert(Strict):
          "category": "Lenses", "brand": "Lumora", "price": 199.0}]})
 
     item_id: Id | None = Field(None, description="the path's item id (optional; a different one is refused)")
-    text: Text = Field(description="the text the item tower encodes")
+    text: Text = Field(description="the item's text; with a catalogue item-text template, what the item tower "
+                       "encodes only when the template renders nothing from title / category / brand")
     title: Name | None = None
     category: Name | None = None
     brand: Name | None = None
