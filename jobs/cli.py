@@ -246,10 +246,10 @@ def evaluate_cmd(
 def _warn_if_other_dataset(bundle: Path, dataset) -> None:
     """A warning (not an error: a later snapshot of the same shop is a fair test) when `bundle` was built on a
     dataset with another fingerprint."""
+    from jobs.workflows import built_on_other_dataset
     from recsys.artifacts import read_manifest
 
-    expected = (read_manifest(_resolve(bundle)).get("dataset") or {}).get("fingerprint")
-    if expected and expected != dataset.fingerprint():
+    if built_on_other_dataset(read_manifest(_resolve(bundle)), dataset):
         err_console.print(f"[yellow]warning:[/] the bundle {escape(str(bundle))} was built on another dataset "
                           f"(fingerprint differs from {escape(dataset.name)}'s): its catalogue, histories and "
                           "statistics are not this dataset's, so targets it does not hold count as misses")

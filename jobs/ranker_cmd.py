@@ -81,15 +81,14 @@ def ranker_config(candidates: int, n_jobs: int, seed: int, train_positions: int 
 
 def bundle_and_dataset(bundle: Path, data: Path):
     """(bundle path, manifest, dataset); DataError when the bundle was built on another dataset."""
-    from jobs.workflows import load_dataset
+    from jobs.workflows import built_on_other_dataset, load_dataset
     from recsys.artifacts import read_manifest, resolve_bundle
     from recsys.errors import DataError
 
     path = resolve_bundle(bundle)
     manifest = read_manifest(path)
     dataset = load_dataset(data)
-    expected = (manifest.get("dataset") or {}).get("fingerprint")
-    if expected and expected != dataset.fingerprint():
+    if built_on_other_dataset(manifest, dataset):
         raise DataError(f"the bundle {path} was built on another dataset (fingerprint differs)", source=str(data))
     return path, manifest, dataset
 

@@ -24,6 +24,12 @@ if TYPE_CHECKING:
     from jobs.batch.encode import EncodeOptions
 
 
+def built_on_other_dataset(manifest: dict, dataset: Dataset) -> bool:
+    """True when a bundle's manifest names a dataset fingerprint and it is not `dataset`'s."""
+    expected = (manifest.get("dataset") or {}).get("fingerprint")
+    return bool(expected) and expected != dataset.fingerprint()
+
+
 def load_dataset(path: str | Path) -> Dataset:
     """A dataset directory written by `recsys import`, or a raw RecBole / MovieLens directory."""
     from recsys.data.importers import import_recbole_movielens, import_recbole_sequential

@@ -52,7 +52,7 @@ async def user_recommendations(
     service is configured to answer 404."""
     service, loaded = serving(request)
     check_k(k, service.settings)
-    exclude = split_exclude(exclude, loaded.recommender.catalogue.state.position)
+    exclude = split_exclude(exclude, loaded.recommender.item_position)
     check_exclude(exclude, service.settings)
     where = _where(category, brand)
     _check_filters(loaded, where)
@@ -115,7 +115,7 @@ async def similar_items(
     bundle has one, else by item similarity + similarity to the user's query vector)."""
     service, loaded = serving(request)
     check_k(k, service.settings)
-    exclude = split_exclude(exclude, loaded.recommender.catalogue.state.position)
+    exclude = split_exclude(exclude, loaded.recommender.item_position)
     check_exclude(exclude, service.settings)
     where = _where(category, brand)
     _check_filters(loaded, where)

@@ -107,13 +107,12 @@ def _format_hint(directory: Path, command: str) -> str:
 def _detect_name(directory: Path) -> str:
     if not directory.is_dir():
         raise DataError("directory not found", source=str(directory))
-    found = sorted(p.stem for p in directory.glob("*.text"))
+    found = sorted(directory.glob("*.text"))
     if len(found) != 1:
         several = "; pass name= (the files' common prefix)" if found else ""
-        raise DataError(f"expected exactly one *.text file to name the dataset, found "
-                        f"{sorted(p.name for p in directory.glob('*.text'))}{several}"
-                        f"{_format_hint(directory, 'recbole')}", source=str(directory))
-    return found[0]
+        raise DataError(f"expected exactly one *.text file to name the dataset, found {[p.name for p in found]}"
+                        f"{several}{_format_hint(directory, 'recbole')}", source=str(directory))
+    return found[0].stem
 
 
 _UNITS = {"inc", "co", "ltd", "corp", "no", "nos", "dia", "approx", "vol", "oz", "lb", "lbs", "in", "ft",
@@ -329,11 +328,11 @@ def import_recbole_movielens(directory: str | Path) -> Dataset:
     directory = Path(directory)
     if not directory.is_dir():
         raise DataError("directory not found", source=str(directory))
-    found = sorted(p.stem for p in directory.glob("*.inter"))
+    found = sorted(directory.glob("*.inter"))
     if len(found) != 1:
-        raise DataError(f"expected exactly one *.inter file, found {sorted(p.name for p in directory.glob('*.inter'))}"
+        raise DataError(f"expected exactly one *.inter file, found {[p.name for p in found]}"
                         f"{_format_hint(directory, 'movielens')}", source=str(directory))
-    name, report = found[0], ImportReport()
+    name, report = found[0].stem, ImportReport()
     item_path, inter_path = directory / f"{name}.item", directory / f"{name}.inter"
     cols, rows = _atomic(item_path, ["item_id", "movie_title", "release_year", "class"], report)
     seen: dict[str, int] = {}
