@@ -36,6 +36,7 @@ from encoders.history_text import history_snippets, render_history
 from encoders.item_bank import ItemTextCache
 from encoders.item_pairs import item_pairs, pair_batches, pair_loss
 from encoders.lora import attach_adapters, is_adapter_parameter, orthogonal_penalty, parameter_counts
+from encoders.neighbour_mix import NeighbourMix
 from encoders.reproducible import deterministic_algorithms
 from encoders.run_report import plot_training_curve, write_metrics_csv
 from encoders.serving import TrainedUserTower
@@ -156,7 +157,9 @@ class Trainer:
         self.adapter_epochs = adapter_epochs
         self.phase_start: int | None = None  # the step at which the adapters' phase began (adapter_phase="last")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: self._lr_factor(step))
-        self.bank: torch.Tensor | None = None
+        self.bank: torch.Tensor | None = None  # the catalogue's item-text features (neighbour-mixed)
+        self.neighbour_mix = (NeighbourMix(self.data.sequences, n_items, tower.neighbour_mix)
+                              if tower.neighbour_mix else None)
         self._popularity: Popularity | None = None  # fit at the first validation (`recommender`)
         self.pre_stage: dict | None = None
         valid = split.valid
@@ -188,7 +191,19 @@ class Trainer:
     def refresh_bank(self) -> None:
         if self.cache is None:
             raise RuntimeError("this trainer has finished and released its item-text cache")
-        self.bank = self.cache.bank()
+        bank = self.cache.bank()
+        if self.neighbour_mix is not None:
+            self.neighbour_mix.refresh(bank)
+            bank = self.neighbour_mix(bank, torch.arange(len(bank), device=bank.device))
+        self.bank = bank
+
+    def fresh_features(self, rows: torch.Tensor) -> torch.Tensor:
+        """The features of catalogue `rows` re-encoded through the adapters (with gradients), neighbour-mixed as
+        the bank is."""
+        if self.neighbour_mix is not None and self.neighbour_mix.means is None:
+            self.refresh_bank()  # the neighbours' means come from a bank
+        features = self.cache.features(rows)
+        return features if self.neighbour_mix is None else self.neighbour_mix(features, rows)
 
     def catalogue_vectors(self) -> np.ndarray:
         """Item-tower output for the whole catalogue (eval mode), float32 [n_items, dim]."""
@@ -257,10 +272,10 @@ class Trainer:
             per_worker = math.ceil(config.adapter_items_per_step / self.workers.world_size)
             chosen = unique[torch.randperm(len(unique), device=self.device)[:per_worker]]
             if config.adapter_negatives == "fresh":
-                fresh = (chosen, self.cache.features(chosen))
+                fresh = (chosen, self.fresh_features(chosen))
             else:
                 features = features.clone()
-                features[lookup[chosen]] = self.cache.features(chosen)
+                features[lookup[chosen]] = self.fresh_features(chosen)
         valid = batch[2].to(self.device) >= 0 if mode == "sequence" else None
 
         def objective(item_features: torch.Tensor) -> torch.Tensor:
@@ -538,7 +553,7 @@ class Trainer:
             for pairs in pair_batches(self.pairs, config.pair_batch_size, rng):
                 unique, batch = torch.unique(torch.as_tensor(pairs, device=self.device), return_inverse=True)
                 if self.adapters:
-                    features = self.cache.features(unique)
+                    features = self.fresh_features(unique)
                 else:
                     if self.bank is None:
                         self.refresh_bank()
