@@ -34,7 +34,8 @@ class NeighbourMix:
         counts = neighbour_counts(sequences, n_items)
         degree = np.asarray(counts.sum(axis=1)).ravel()
         self.share = share
-        self.weights = sp.diags(1.0 / np.maximum(degree, 1.0)).astype(np.float32) @ counts  # rows sum to 1 or 0
+        inverse = np.divide(1.0, degree, out=np.zeros_like(degree), where=degree > 0)
+        self.weights = sp.diags(inverse.astype(np.float32)) @ counts  # rows sum to 1 or 0
         self.has_neighbours = torch.as_tensor(degree > 0)
         self.means: torch.Tensor | None = None
 
