@@ -43,8 +43,8 @@ def main_options(
 
 
 def friendly_errors(func):
-    """Turn the project's own errors (and invalid settings) into one clear line and exit code 2 (never a
-    traceback); the message is printed as it is (no Rich markup, so `[distributed]` stays)."""
+    """Turn the project's own errors (invalid settings, refused file-system calls) into one clear line and exit
+    code 2 (never a traceback); the message is printed as it is (no Rich markup, so `[distributed]` stays)."""
     if getattr(func, "friendly_errors", False):
         return func
 
@@ -59,8 +59,19 @@ def friendly_errors(func):
             problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
             err_console.print(f"[bold red]error:[/] invalid setting: {escape(problems)}")
             raise typer.Exit(2) from None
+        except OSError as exc:  # the file system refused: an output path that is a file, no permission, disk full
+            err_console.print(f"[bold red]error:[/] {escape(os_error_line(exc))}")
+            raise typer.Exit(2) from None
     wrapper.friendly_errors = True  # type: ignore[attr-defined]
     return wrapper
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for a refused file-system call: what failed and on which path(s)."""
+    if exc.strerror is None:
+        return str(exc)
+    paths = " → ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+    return f"{paths}: {exc.strerror}" if paths else exc.strerror
 
 
 def finish_commands(*apps: typer.Typer) -> None:
@@ -146,7 +157,7 @@ MAX_K = _api_max_k()
 
 
 ModelOpt = Annotated[str, typer.Option(help="BERT: local HF directory, hub name, or 'default' (offline MiniLM)")]
-OutOpt = Annotated[Path, typer.Option("--out", help="output directory")]
+OutOpt = Annotated[Path, typer.Option("--out", file_okay=False, help="output directory")]
 BundleDir = Annotated[Path, typer.Option("--bundle", help="bundle directory (or a model directory: newest version)")]
 BundleData = Annotated[Path, typer.Option("--data", help="the dataset the bundle was built on")]
 OverwriteOpt = Annotated[bool, typer.Option(help="replace a dataset already in --out")]

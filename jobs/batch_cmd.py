@@ -18,7 +18,7 @@ from recsys.store import HISTORY_LIMIT
 @friendly_errors
 def batch_score(
     bundle: Annotated[Path, typer.Option(help="bundle directory (or a model directory: newest version)")],
-    out: Annotated[Path, typer.Option("--out", help="output directory (shards, manifest.json)")],
+    out: Annotated[Path, typer.Option("--out", file_okay=False, help="output directory (shards, manifest.json)")],
     users: Annotated[str, typer.Option(help="'all', 'sample:N' / 'sample:N:SEED' (a seeded random sample of the "
                                             "known users) or a file of user ids (.txt, .csv, .parquet)")] = "all",
     k: Annotated[int, typer.Option(min=1, help="items per user")] = 100,

@@ -32,7 +32,7 @@ def bench_batch(
     chunk_size: Annotated[int, typer.Option(min=1, help="users per chunk")] = 2048,
     workers: Annotated[int, typer.Option(min=1, help="Ray actors")] = 2,
     work: Annotated[Path, typer.Option(help="scratch directory (generated bundle, shards)")] = Path("/tmp/recsys-bench-batch"),
-    out: Annotated[Path, typer.Option(help="results directory (batch.json, batch.md, batch.png)")] = Path("results/bench"),
+    out: Annotated[Path, typer.Option(file_okay=False, help="results directory (batch.json, batch.md, batch.png)")] = Path("results/bench"),
 ) -> None:
     """Time `recsys batch-score` in a fresh subprocess per run; peak PSS of its whole process tree."""
     from benchmarks.batch import BenchSettings, run_benchmark

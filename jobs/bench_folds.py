@@ -23,7 +23,7 @@ FoldSeed = Annotated[int, typer.Option("--seed", min=0, help="seed of the cross-
 def bench_ranker_folds(
     bundle: BundleDir,
     data: BundleData,
-    out: Annotated[Path, typer.Option(help="results directory (folds.json, folds.md, folds.png)")] = Path(
+    out: Annotated[Path, typer.Option(file_okay=False, help="results directory (folds.json, folds.md, folds.png)")] = Path(
         "results/ranker-folds"),
     outer: OuterFolds = 5,
     seed: FoldSeed = 0,
@@ -49,7 +49,7 @@ def bench_ranker_folds(
 def bench_id_sequence(
     bundle: BundleDir,
     data: BundleData,
-    out: Annotated[Path, typer.Option(help="results directory (sequence.json, sequence.md, sequence.png)")] = Path(
+    out: Annotated[Path, typer.Option(file_okay=False, help="results directory (sequence.json, sequence.md, sequence.png)")] = Path(
         "results/id-sequence"),
     outer: OuterFolds = 5,
     seed: FoldSeed = 0,
@@ -68,7 +68,7 @@ def bench_id_sequence(
 def bench_ease(
     bundle: BundleDir,
     data: BundleData,
-    out: Annotated[Path, typer.Option(help="results directory (ease.json, ease.md, ease.png)")] = Path(
+    out: Annotated[Path, typer.Option(file_okay=False, help="results directory (ease.json, ease.md, ease.png)")] = Path(
         "results/ease"),
     lambdas: Annotated[str, typer.Option(help="comma-separated EASE regularisation strengths λ")] = "100,200,500",
     buckets: Annotated[int, typer.Option(min=1, help="absolute time: fits, one per group of valid queries by time "
@@ -97,7 +97,7 @@ def bench_ease(
 def bench_lexical(
     bundle: BundleDir,
     data: BundleData,
-    out: Annotated[Path, typer.Option(help="results directory (lexical.json, lexical.md, lexical.png)")] = Path(
+    out: Annotated[Path, typer.Option(file_okay=False, help="results directory (lexical.json, lexical.md, lexical.png)")] = Path(
         "results/lexical"),
     outer: OuterFolds = 5,
     seed: FoldSeed = 0,

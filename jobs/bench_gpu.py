@@ -15,7 +15,7 @@ from jobs.output import invocation
 @bench_app.command("gpu")
 def gpu(
     data: Annotated[Path, typer.Option(help="dataset for the train / encode stages (e.g. amazon-scientific)")],
-    out: Annotated[Path, typer.Option(help="output directory (gpu.json, gpu.md, bundles/, ann/, latency/)")] = Path(
+    out: Annotated[Path, typer.Option(file_okay=False, help="output directory (gpu.json, gpu.md, bundles/, ann/, latency/)")] = Path(
         "results/gpu"),
     model: Annotated[str, typer.Option(help="BERT: local HF directory or 'default' (MiniLM)")] = "default",
     train_minutes: Annotated[float, typer.Option(min=0.1, help="cap on the `gpu` preset's training time")] = 2.5,

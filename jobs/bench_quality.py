@@ -17,14 +17,14 @@ from jobs.output import invocation
 @bench_app.command("quality")
 def bench_quality(
     data: Annotated[Path, typer.Option(help="dataset directory or raw RecBole/MovieLens directory")],
-    out: Annotated[Path, typer.Option(help="results directory (quality.json, quality.md, quality.png)")] = Path(
+    out: Annotated[Path, typer.Option(file_okay=False, help="results directory (quality.json, quality.md, quality.png)")] = Path(
         "results/quality"),
     variants: Annotated[str, typer.Option(help="comma-separated presets (encoders/presets.py)")] = "cpu",
     config: Annotated[Optional[Path], typer.Option("--config", help="JSON overrides merged into every preset")] = None,
     baselines: Annotated[bool, typer.Option("--baselines/--no-baselines")] = True,
     ranker: Annotated[bool, typer.Option("--ranker/--no-ranker", help="also fit the LightGBM re-ranker on each "
                                          "variant's towers (valid step) and report it on test")] = True,
-    bundles: Annotated[Optional[Path], typer.Option(help="also write each trained bundle under this root")] = None,
+    bundles: Annotated[Optional[Path], typer.Option(file_okay=False, help="also write each trained bundle under this root")] = None,
     name: str = "quality",
     threads: Annotated[int, typer.Option(min=1, help="CPU threads (torch, FAISS, BLAS)")] = 2,
 ) -> None:

@@ -19,7 +19,7 @@ from jobs.ranker_cmd import (CvFolds, FoldEnsemble, PopularCandidates, RankerCon
 def bench_ranker(
     bundle: BundleDir,
     data: BundleData,
-    out: Annotated[Path, typer.Option(help="results directory (ranker.json, ranker.md, ranker.png)")] = Path(
+    out: Annotated[Path, typer.Option(file_okay=False, help="results directory (ranker.json, ranker.md, ranker.png)")] = Path(
         "results/ranker"),
     candidates: Annotated[int, typer.Option(min=1, help="retrieved items re-ranked per query")] = 200,
     n_jobs: Annotated[int, typer.Option(min=1, help="LightGBM threads")] = 1,

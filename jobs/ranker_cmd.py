@@ -142,7 +142,7 @@ def train_ranker(
     bundle: BundleDir,
     data: BundleData,
     candidates: Annotated[int, typer.Option(min=1, help="retrieved items re-ranked per query")] = 200,
-    out: Annotated[Optional[Path], typer.Option(help="new bundle directory (default: a new version beside BUNDLE)")]
+    out: Annotated[Optional[Path], typer.Option(file_okay=False, help="new bundle directory (default: a new version beside BUNDLE)")]
     = None,
     n_jobs: Annotated[int, typer.Option(min=1, help="LightGBM threads")] = 1,
     seed: Annotated[int, typer.Option(min=0)] = 0,
@@ -185,7 +185,7 @@ def refresh_stats(
         help="count the dataset's events through this step: 'valid' (+ every user's valid-step event; test stays "
              "evaluable and is scored before and after; the default) or 'test' (every event: for serving, nothing "
              "left to evaluate; the default and the only choice with --store)")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="new bundle directory (default: a new version beside BUNDLE)")]
+    out: Annotated[Optional[Path], typer.Option(file_okay=False, help="new bundle directory (default: a new version beside BUNDLE)")]
     = None,
     eval_users: EvalUsersOpt = EVAL_USERS,
     store: Annotated[bool, typer.Option(

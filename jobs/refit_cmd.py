@@ -21,7 +21,7 @@ def refit(
     through: Annotated[str, typer.Option(
         help="train on the events through this step: 'valid' (+ every user's valid-step event; test is scored "
              "before and after) or 'test' (every event: for serving, nothing left to evaluate)")] = "valid",
-    out: Annotated[Optional[Path], typer.Option(help="new bundle directory (default: a new version beside BUNDLE)")]
+    out: Annotated[Optional[Path], typer.Option(file_okay=False, help="new bundle directory (default: a new version beside BUNDLE)")]
     = None,
 ) -> None:
     """Train an engine's towers again, with the bundle's own settings and chosen number of epochs, on the events

@@ -40,7 +40,7 @@ def train_config(preset_name: str, config_file: Path | None, from_bundle: Path |
 @friendly_errors
 def train(
     data: Annotated[Path, typer.Option(help="dataset directory (recsys import) or raw RecBole/MovieLens directory")],
-    out: Annotated[Path, typer.Option(help="artifacts root")] = Path("artifacts"),
+    out: Annotated[Path, typer.Option(file_okay=False, help="artifacts root")] = Path("artifacts"),
     name: Annotated[Optional[str], typer.Option(help="bundle name (default: <dataset>-peft)")] = None,
     preset: Annotated[str, typer.Option(help="cpu | cpu-text-only | cpu-history-text | frozen | gpu | quickstart | "
                                              "smoke (encoders/presets.py)")] = "cpu",
@@ -78,7 +78,7 @@ def train(
     index: Annotated[Optional[IndexKind], typer.Option("--index", help="auto | flat | hnsw | ivf_flat | ivf_pq (default: "
                                                  "the config's, auto: exact below 50,000 items)")] = None,
     eval_users: EvalUsersOpt = EVAL_USERS,
-    run_dir: Annotated[Optional[Path], typer.Option(help="checkpoints, metrics.csv, training_curve.png "
+    run_dir: Annotated[Optional[Path], typer.Option(file_okay=False, help="checkpoints, metrics.csv, training_curve.png "
                                                          "(default: OUT/NAME/runs/latest)")] = None,
     engine: Annotated[str, typer.Option(help="local (this process), or ray: data-parallel on --workers Ray Train "
                                              "workers (torch DDP; pip install '.[distributed]')")] = "local",

@@ -111,6 +111,24 @@ def test_benchmark_commands_report_the_projects_errors_without_a_traceback(args)
     assert "Traceback" not in result.output and not Path("/tmp/never").exists()
 
 
+def test_output_paths_that_are_files_are_refused_before_any_work_and_os_refusals_are_one_line(shop_bundle):
+    root, bundle = shop_bundle
+    taken = root / "taken.txt"
+    taken.write_text("not a directory")
+    for args in (("batch-score", "--bundle", bundle, "--users", "sample:3"),
+                 ("bench", "quality", "--data", root / "shop", "--variants", "smoke"),
+                 ("train", "--data", root / "shop", "--preset", "smoke")):
+        result = run(*args, "--out", taken)
+        assert result.exit_code == 2 and f"'{taken}' is a file" in result.flat, result.output
+    result = run("evaluate", "--bundle", bundle, "--data", root / "shop", "--out", root)
+    assert result.exit_code == 2 and "is a directory" in result.flat
+    # below a file, the file system refuses once the command writes: one line naming the path, exit code 2
+    result = run("batch-score", "--bundle", bundle, "--users", "sample:3", "--out", taken / "recs")
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert result.output.startswith(f"error: {taken / 'recs'}") and "Not a directory" in result.output
+    assert taken.read_text() == "not a directory"
+
+
 def test_every_registered_command_has_the_friendly_error_handling():
     from jobs.app import import_app
     from jobs.bench import bench_app
