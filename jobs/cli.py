@@ -276,13 +276,15 @@ def recommend(
     from api.responses import to_response
     from encoders.loading import load_recommender
 
-    if sum(x is not None for x in (user, items or text, similar)) != 1:
+    if sum((user is not None, items is not None or text is not None, similar is not None)) != 1:
         raise typer.BadParameter("give exactly one of --user, --similar, or --items and/or --text")
     if text is not None and not text.strip():
         raise typer.BadParameter("--text is empty")
     path = _resolve(bundle)
     recommender = load_recommender(path)
     recent = [i.strip() for i in (items or "").split(",") if i.strip()]
+    if items is not None and not recent:
+        raise typer.BadParameter(f"--items holds no item id: {items!r}")
     history: list[str] = []
     if user is not None:
         try:

@@ -290,6 +290,9 @@ def test_recommend_json_text_and_unknown_user(shop_bundle):
     body = json.loads(result.stdout)
     assert body["strategy"] == "popular_fallback" and body["items"][0]["score"] == 1.0
     assert body["items"][0]["popularity"] >= body["items"][1]["popularity"] > 0
+    for empty in ("", ", ,"):  # an --items value without an id is bad input, not an empty session of popular items
+        result = run("recommend", "--bundle", bundle, "--items", empty)
+        assert result.exit_code == 2 and "--items holds no item id" in result.flat, result.output
 
 
 def test_evaluate_json(shop_bundle, tiny_bert_dir):
