@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from encoders.lora import base_model, is_adapter_parameter
+from encoders.neighbour_features import own_features_twice
 from encoders.pooling import pool
 from encoders.sequence_model import SequenceModel
 from recsys.config import TowerConfig
@@ -130,8 +131,9 @@ class TwoTowerModel(nn.Module):
             raise ValueError("suppress_history needs id_embedding=True and id_fusion='concat'")
         self.id_dim = config.id_dim if concat else 0
         text_dim = config.dim - self.id_dim
-        self.item_head = (MoEAdaptor(hidden, text_dim, config.moe_experts) if config.item_head == "moe"
-                          else nn.Linear(hidden, text_dim))
+        head_input = 2 * hidden if config.neighbour_features else hidden  # own features (+ the neighbours')
+        self.item_head = (MoEAdaptor(head_input, text_dim, config.moe_experts) if config.item_head == "moe"
+                          else nn.Linear(head_input, text_dim))
         self.id_embedding = nn.Embedding(n_items, self.id_dim or config.dim) if config.id_embedding else None
         if self.id_embedding is not None:
             nn.init.zeros_(self.id_embedding.weight) if not concat else nn.init.normal_(self.id_embedding.weight,
@@ -148,7 +150,9 @@ class TwoTowerModel(nn.Module):
 
     # ---- item tower -------------------------------------------------------------------------------
     def item_vectors(self, features: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Pooled BERT features of catalogue items at `positions` → L2-normalised item vectors."""
+        """The item head's input for catalogue items at `positions` (pooled BERT features; with
+        `neighbour_features`, followed by their neighbours' mean, `encoders.neighbour_features`) → L2-normalised
+        item vectors."""
         vectors = self.item_head(features.float()).float()  # fp32 even under bf16 autocast
         if self.id_embedding is not None:
             ids = self.id_codes(positions)
@@ -166,7 +170,10 @@ class TwoTowerModel(nn.Module):
         return self.id_embedding(safe) * (self.id_mask[safe] * known)[..., None]
 
     def text_only_vectors(self, features: torch.Tensor) -> torch.Tensor:
-        """Item vectors for items unknown at training time (no ID embedding; a zero ID block)."""
+        """Item vectors from pooled BERT features alone, for items unknown at training time (a zero ID block; their
+        own features in the neighbour block)."""
+        if self.config.neighbour_features:
+            features = own_features_twice(features)
         vectors = self.item_head(features.float()).float()
         if self.id_dim:
             vectors = F.pad(vectors, (0, self.id_dim))  # (traceable: the ONNX export keeps a dynamic batch)

@@ -36,7 +36,7 @@ from encoders.history_text import history_snippets, render_history
 from encoders.item_bank import ItemTextCache
 from encoders.item_pairs import item_pairs, pair_batches, pair_loss
 from encoders.lora import attach_adapters, is_adapter_parameter, orthogonal_penalty, parameter_counts
-from encoders.neighbour_mix import NeighbourMix
+from encoders.neighbour_features import NeighbourFeatures
 from encoders.reproducible import deterministic_algorithms
 from encoders.run_report import plot_training_curve, write_metrics_csv
 from encoders.serving import TrainedUserTower
@@ -157,9 +157,8 @@ class Trainer:
         self.adapter_epochs = adapter_epochs
         self.phase_start: int | None = None  # the step at which the adapters' phase began (adapter_phase="last")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: self._lr_factor(step))
-        self.bank: torch.Tensor | None = None  # the catalogue's item-text features (neighbour-mixed)
-        self.neighbour_mix = (NeighbourMix(self.data.sequences, n_items, tower.neighbour_mix)
-                              if tower.neighbour_mix else None)
+        self.bank: torch.Tensor | None = None  # the item head's input for the whole catalogue
+        self.neighbours = NeighbourFeatures(self.data.sequences, n_items) if tower.neighbour_features else None
         self._popularity: Popularity | None = None  # fit at the first validation (`recommender`)
         self.pre_stage: dict | None = None
         valid = split.valid
@@ -192,18 +191,18 @@ class Trainer:
         if self.cache is None:
             raise RuntimeError("this trainer has finished and released its item-text cache")
         bank = self.cache.bank()
-        if self.neighbour_mix is not None:
-            self.neighbour_mix.refresh(bank)
-            bank = self.neighbour_mix(bank, torch.arange(len(bank), device=bank.device))
+        if self.neighbours is not None:
+            self.neighbours.refresh(bank)
+            bank = self.neighbours(bank, torch.arange(len(bank), device=bank.device))
         self.bank = bank
 
     def fresh_features(self, rows: torch.Tensor) -> torch.Tensor:
-        """The features of catalogue `rows` re-encoded through the adapters (with gradients), neighbour-mixed as
-        the bank is."""
-        if self.neighbour_mix is not None and self.neighbour_mix.means is None:
+        """The head's input for catalogue `rows`, their own features re-encoded through the adapters (with
+        gradients); the neighbour block, when there is one, from the last bank."""
+        if self.neighbours is not None and self.neighbours.means is None:
             self.refresh_bank()  # the neighbours' means come from a bank
         features = self.cache.features(rows)
-        return features if self.neighbour_mix is None else self.neighbour_mix(features, rows)
+        return features if self.neighbours is None else self.neighbours(features, rows)
 
     def catalogue_vectors(self) -> np.ndarray:
         """Item-tower output for the whole catalogue (eval mode), float32 [n_items, dim]."""

@@ -1,0 +1,82 @@
+"""TowerConfig.neighbour_features: the item head reads an item's neighbours' mean text features beside its own."""
+
+import numpy as np
+import pytest
+import torch
+
+from encoders.neighbour_features import NeighbourFeatures, neighbour_counts
+from encoders.training import Trainer
+from recsys.config import TowerConfig
+from tests.test_lora import small_config
+
+
+def test_neighbours_are_adjacent_items_in_either_order_counted_without_self_pairs():
+    counts = neighbour_counts([np.array([0, 1, 2]), np.array([2, 1, 1]), np.array([3])], 5).toarray()
+    expected = np.zeros((5, 5))
+    expected[0, 1] = expected[1, 0] = 1  # 0 → 1
+    expected[1, 2] = expected[2, 1] = 2  # 1 → 2 and 2 → 1; the 1 → 1 repeat is no pair
+    assert counts.tolist() == expected.tolist()
+    assert neighbour_counts([], 3).nnz == 0
+
+
+def test_second_block_is_the_count_weighted_neighbour_mean_or_the_items_own_features():
+    bank = torch.tensor([[1.0, 0.0], [0.0, 1.0], [4.0, 4.0], [9.0, 9.0]])
+    block = NeighbourFeatures([np.array([0, 1, 2, 1])], 4)  # neighbours: 0–1 once, 1–2 twice
+    with pytest.raises(RuntimeError, match="refresh"):
+        block(bank, torch.arange(4))
+    block.refresh(bank)
+    both = block(bank, torch.arange(4))
+    assert both.shape == (4, 4)
+    torch.testing.assert_close(both[:, :2], bank)
+    torch.testing.assert_close(both[1, 2:], (bank[0] + 2 * bank[2]) / 3)
+    torch.testing.assert_close(both[0, 2:], bank[1])
+    torch.testing.assert_close(both[3, 2:], bank[3])  # no neighbour: its own features again
+    # freshly encoded features of some rows sit beside the means of the bank last refreshed
+    fresh = torch.tensor([[2.0, 2.0]])
+    torch.testing.assert_close(block(fresh, torch.tensor([2])), torch.tensor([[2.0, 2.0, 0.0, 1.0]]))
+
+
+def test_trainer_bank_head_and_text_only_path_carry_the_block(tiny_bert_dir, shop):
+    dataset, split = shop
+    tower = TowerConfig(dim=16, item_max_length=24, seq_layers=1, neighbour_features=True)
+    trainer = Trainer(dataset, split, small_config(tiny_bert_dir, tower=tower), progress=False)
+    assert Trainer(dataset, split, small_config(tiny_bert_dir), progress=False).neighbours is None
+    hidden = trainer.model.bert.feature_size
+    assert trainer.model.item_head.in_features == 2 * hidden
+    raw = torch.randn(len(trainer.data.item_ids), hidden, generator=torch.Generator().manual_seed(0))
+    trainer.cache.bank = lambda: raw.clone()  # distinct features per item (the tiny BERT's are nearly alike)
+    trainer.refresh_bank()
+    rows = torch.arange(len(raw))
+    torch.testing.assert_close(trainer.bank, trainer.neighbours(raw, rows))
+    loners = ~trainer.neighbours.has_neighbours
+    assert loners.any() and (~loners).any()
+    torch.testing.assert_close(trainer.bank[loners, hidden:], raw[loners])
+    assert not torch.allclose(trainer.bank[~loners, hidden:], raw[~loners])
+    trainer.model.eval()
+    with torch.no_grad():
+        # an item without neighbours gets from the text-only path (new items, upserts) what training gave it,
+        # less its ID block
+        text_only = trainer.model.text_only_vectors(raw[loners])
+        id_dim = trainer.model.id_dim
+        full = trainer.model.item_head(trainer.bank[loners])
+        expected = torch.nn.functional.normalize(torch.nn.functional.pad(full, (0, id_dim)), dim=-1)
+        torch.testing.assert_close(text_only, expected)
+    # the re-encoded positives of an adapter step get the same second block
+    some = torch.arange(5)
+    torch.testing.assert_close(trainer.fresh_features(some).detach(),
+                               trainer.neighbours(trainer.cache.features(some).detach(), some))
+    assert trainer.fit().history  # trains end to end with the block
+
+
+def test_a_saved_bundle_loads_with_its_neighbour_block(tiny_bert_dir, shop, tmp_path):
+    from encoders.bundle import load_recommender
+    from encoders.experiment import train_and_evaluate
+
+    dataset, split = shop
+    tower = TowerConfig(dim=16, item_max_length=24, seq_layers=1, neighbour_features=True)
+    trained = train_and_evaluate(dataset, split, small_config(tiny_bert_dir, tower=tower), name="nb",
+                                 out_root=tmp_path, progress=False)
+    loaded = load_recommender(trained.path)
+    np.testing.assert_array_equal(loaded.item_vectors, trained.recommender.item_vectors)
+    vector = loaded.item_tower().encode_items([{"item_id": "NEW", "title": "a brand-new item", "text": "new"}])
+    assert vector.shape == (1, 16) and abs(float(np.linalg.norm(vector)) - 1) < 1e-5
