@@ -1,6 +1,7 @@
-"""The item head's second input block (`TowerConfig.neighbour_features`): the mean text features of the items
-next to an item in the training sequences, beside the item's own, so the text part of an item vector carries a
-collaborative signal the head learns how much to use."""
+"""Item text features with those of the item's neighbours in the training sequences, a collaborative signal for
+the text part of the item vectors (the ID block carries its own): mixed in at a fixed share
+(`TowerConfig.neighbour_mix`) or beside them as a second input block of the item head, which learns how much to use
+it (`TowerConfig.neighbour_features`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.sparse as sp
 import torch
+
+from recsys.config import TowerConfig
 
 
 def neighbour_counts(sequences: Sequence[np.ndarray], n_items: int) -> sp.csr_matrix:
@@ -32,17 +35,29 @@ def own_features_twice(features: torch.Tensor) -> torch.Tensor:
 
 
 class NeighbourFeatures:
-    """features [n, hidden] → [n, 2 × hidden]: each item's own features, then the count-weighted mean features of
-    its neighbours (its own again where it has none). The means are read off a bank of the whole catalogue's
-    features (`refresh`) and then stay fixed, as the ID embeddings do, until the next refresh."""
+    """The item head's input from the items' own features [n, hidden]: with a `share`, (1 − share) × own + share ×
+    the count-weighted mean features of the item's neighbours; with `block`, [own, that mean] side by side
+    ([n, 2 × hidden]). An item without neighbours keeps its own features (in both blocks). The means are read off a
+    bank of the whole catalogue's features (`refresh`) and then stay fixed, as the ID embeddings do, until the next
+    refresh."""
 
-    def __init__(self, sequences: Sequence[np.ndarray], n_items: int) -> None:
+    def __init__(self, sequences: Sequence[np.ndarray], n_items: int, share: float = 0.0, block: bool = False) -> None:
+        if block == (share > 0):
+            raise ValueError("NeighbourFeatures needs a share or the block, not both")
         counts = neighbour_counts(sequences, n_items)
         degree = np.asarray(counts.sum(axis=1)).ravel()
         inverse = np.divide(1.0, degree, out=np.zeros_like(degree), where=degree > 0)
         self.weights = sp.diags(inverse.astype(np.float32)) @ counts  # rows sum to 1 or 0
         self.has_neighbours = torch.as_tensor(degree > 0)
+        self.share, self.block = share, block
         self.means: torch.Tensor | None = None
+
+    @classmethod
+    def for_tower(cls, sequences: Sequence[np.ndarray], n_items: int, config: TowerConfig) -> NeighbourFeatures | None:
+        """The tower config's neighbour features (None when it uses none)."""
+        if not config.neighbour_mix and not config.neighbour_features:
+            return None
+        return cls(sequences, n_items, share=config.neighbour_mix, block=config.neighbour_features)
 
     def refresh(self, bank: torch.Tensor) -> None:
         """Neighbour means from `bank` [n_items, hidden], the catalogue's current features."""
@@ -54,4 +69,7 @@ class NeighbourFeatures:
         if self.means is None:
             raise RuntimeError("NeighbourFeatures.refresh must see the catalogue's features first")
         has = self.has_neighbours.to(features.device)[rows][:, None]
-        return torch.cat([features, torch.where(has, self.means[rows].to(features.dtype), features)], dim=-1)
+        means = torch.where(has, self.means[rows].to(features.dtype), features)
+        if self.block:
+            return torch.cat([features, means], dim=-1)
+        return features + self.share * (means - features)

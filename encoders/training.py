@@ -158,7 +158,7 @@ class Trainer:
         self.phase_start: int | None = None  # the step at which the adapters' phase began (adapter_phase="last")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: self._lr_factor(step))
         self.bank: torch.Tensor | None = None  # the item head's input for the whole catalogue
-        self.neighbours = NeighbourFeatures(self.data.sequences, n_items) if tower.neighbour_features else None
+        self.neighbours = NeighbourFeatures.for_tower(self.data.sequences, n_items, tower)
         self._popularity: Popularity | None = None  # fit at the first validation (`recommender`)
         self.pre_stage: dict | None = None
         valid = split.valid

@@ -174,9 +174,13 @@ class TowerConfig(FrozenModel):
     id_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="training only: the share of item vectors a step "
                               "computes without their ID embedding (as for items unseen in training), so the text "
                               "path keeps carrying every item")
+    neighbour_mix: float = Field(0.0, ge=0.0, lt=1.0, description="the share of an item's text features replaced "
+                                 "by the mean text features of the items next to it in the training sequences, "
+                                 "before the item head (0: off; items without neighbours and items added later keep "
+                                 "their own)")
     neighbour_features: bool = Field(False, description="the item head also reads the mean text features of the "
                                       "items next to the item in the training sequences (its own again where it has "
-                                      "none: items without neighbours, items added later)")
+                                      "none: items without neighbours, items added later); not with neighbour_mix")
     suppress_history: bool = Field(False, description="concat only: the user vector carries minus a learned, "
                                    "recency-decayed sum of its history's ID codes, so items already consumed score "
                                    "lower (repeats are rare) without pushing their look-alikes down")
@@ -189,6 +193,12 @@ class TowerConfig(FrozenModel):
     history_field: Literal["title", "text"] = "title"
     history_separator: str = " ; "
     history_max_length: int = Field(128, ge=8, le=512)
+
+    @model_validator(mode="after")
+    def _one_neighbour_use(self) -> "TowerConfig":
+        if self.neighbour_mix and self.neighbour_features:
+            raise ValueError("neighbour_mix and neighbour_features are two uses of the same neighbours: choose one")
+        return self
 
 
 class TrainConfig(FrozenModel):

@@ -1,8 +1,10 @@
-"""TowerConfig.neighbour_features: the item head reads an item's neighbours' mean text features beside its own."""
+"""TowerConfig.neighbour_mix / neighbour_features: an item's neighbours' mean text features mixed into its own, or
+beside them as a second input block of the item head."""
 
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 
 from encoders.neighbour_features import NeighbourFeatures, neighbour_counts
 from encoders.training import Trainer
@@ -21,7 +23,7 @@ def test_neighbours_are_adjacent_items_in_either_order_counted_without_self_pair
 
 def test_second_block_is_the_count_weighted_neighbour_mean_or_the_items_own_features():
     bank = torch.tensor([[1.0, 0.0], [0.0, 1.0], [4.0, 4.0], [9.0, 9.0]])
-    block = NeighbourFeatures([np.array([0, 1, 2, 1])], 4)  # neighbours: 0–1 once, 1–2 twice
+    block = NeighbourFeatures([np.array([0, 1, 2, 1])], 4, block=True)  # neighbours: 0–1 once, 1–2 twice
     with pytest.raises(RuntimeError, match="refresh"):
         block(bank, torch.arange(4))
     block.refresh(bank)
@@ -34,6 +36,42 @@ def test_second_block_is_the_count_weighted_neighbour_mean_or_the_items_own_feat
     # freshly encoded features of some rows sit beside the means of the bank last refreshed
     fresh = torch.tensor([[2.0, 2.0]])
     torch.testing.assert_close(block(fresh, torch.tensor([2])), torch.tensor([[2.0, 2.0, 0.0, 1.0]]))
+
+
+def test_a_share_moves_the_features_towards_the_neighbour_mean_and_leaves_loners_alone():
+    bank = torch.tensor([[1.0, 0.0], [0.0, 1.0], [4.0, 4.0], [9.0, 9.0]])
+    mix = NeighbourFeatures([np.array([0, 1, 2, 1])], 4, share=0.25)
+    mix.refresh(bank)
+    mixed = mix(bank, torch.arange(4))
+    torch.testing.assert_close(mixed[1], 0.75 * bank[1] + 0.25 * (bank[0] + 2 * bank[2]) / 3)
+    torch.testing.assert_close(mixed[0], 0.75 * bank[0] + 0.25 * bank[1])
+    torch.testing.assert_close(mixed[3], bank[3])
+    with pytest.raises(ValueError, match="not both"):
+        NeighbourFeatures([], 4, share=0.25, block=True)
+    with pytest.raises(ValidationError, match="choose one"):
+        TowerConfig(neighbour_mix=0.3, neighbour_features=True)
+    with pytest.raises(ValidationError):
+        TowerConfig(neighbour_mix=1.0)
+    assert NeighbourFeatures.for_tower([], 4, TowerConfig()) is None
+    assert NeighbourFeatures.for_tower([], 4, TowerConfig(neighbour_mix=0.3)).share == 0.3
+
+
+def test_trainer_with_a_share_keeps_the_head_width_and_mixes_bank_and_fresh_features(tiny_bert_dir, shop):
+    dataset, split = shop
+    tower = TowerConfig(dim=16, item_max_length=24, seq_layers=1, neighbour_mix=0.3)
+    trainer = Trainer(dataset, split, small_config(tiny_bert_dir, tower=tower), progress=False)
+    hidden = trainer.model.bert.feature_size
+    assert trainer.model.item_head.in_features == hidden
+    raw = torch.randn(len(trainer.data.item_ids), hidden, generator=torch.Generator().manual_seed(0))
+    trainer.cache.bank = lambda: raw.clone()
+    trainer.refresh_bank()
+    torch.testing.assert_close(trainer.bank, trainer.neighbours(raw, torch.arange(len(raw))))
+    loners = ~trainer.neighbours.has_neighbours
+    torch.testing.assert_close(trainer.bank[loners], raw[loners])
+    assert not torch.allclose(trainer.bank[~loners], raw[~loners])
+    some = torch.arange(5)
+    torch.testing.assert_close(trainer.fresh_features(some).detach(),
+                               trainer.neighbours(trainer.cache.features(some).detach(), some))
 
 
 def test_trainer_bank_head_and_text_only_path_carry_the_block(tiny_bert_dir, shop):
