@@ -69,7 +69,8 @@ class NeighbourFeatures:
         if self.means is None:
             raise RuntimeError("NeighbourFeatures.refresh must see the catalogue's features first")
         has = self.has_neighbours.to(features.device)[rows][:, None]
-        means = torch.where(has, self.means[rows].to(features.dtype), features)
+        means = self.means[rows].to(features.dtype)  # zero rows for items without neighbours
         if self.block:
-            return torch.cat([features, means], dim=-1)
-        return features + self.share * (means - features)
+            return torch.cat([features, torch.where(has, means, features)], dim=-1)
+        share = self.share * has.to(features.dtype)
+        return features * (1 - share) + means * share
