@@ -41,7 +41,8 @@ class NeighbourFeatures:
     bank of the whole catalogue's features (`refresh`) and then stay fixed, as the ID embeddings do, until the next
     refresh."""
 
-    def __init__(self, sequences: Sequence[np.ndarray], n_items: int, share: float = 0.0, block: bool = False) -> None:
+    def __init__(self, sequences: Sequence[np.ndarray], n_items: int, share: float = 0.0,
+                 block: bool = False) -> None:
         if block == (share > 0):
             raise ValueError("NeighbourFeatures needs a share or the block, not both")
         counts = neighbour_counts(sequences, n_items)
@@ -53,7 +54,8 @@ class NeighbourFeatures:
         self.means: torch.Tensor | None = None
 
     @classmethod
-    def for_tower(cls, sequences: Sequence[np.ndarray], n_items: int, config: TowerConfig) -> NeighbourFeatures | None:
+    def for_tower(cls, sequences: Sequence[np.ndarray], n_items: int,
+                  config: TowerConfig) -> NeighbourFeatures | None:
         """The tower config's neighbour features (None when it uses none)."""
         if not config.neighbour_mix and not config.neighbour_features:
             return None
