@@ -280,11 +280,11 @@ def recommend(
         raise typer.BadParameter("give exactly one of --user, --similar, or --items and/or --text")
     if text is not None and not text.strip():
         raise typer.BadParameter("--text is empty")
-    path = _resolve(bundle)
-    recommender = load_recommender(path)
     recent = [i.strip() for i in (items or "").split(",") if i.strip()]
     if items is not None and not recent:
         raise typer.BadParameter(f"--items holds no item id: {items!r}")
+    path = _resolve(bundle)
+    recommender = load_recommender(path)
     history: list[str] = []
     if user is not None:
         try:
