@@ -65,12 +65,13 @@ class NeighbourFeatures:
         """Neighbour means from `bank` [n_items, hidden], the catalogue's current features."""
         means = self.weights @ bank.detach().float().cpu().numpy()
         self.means = torch.as_tensor(np.asarray(means, np.float32), device=bank.device)
+        self.has_neighbours = self.has_neighbours.to(bank.device)  # kept beside the means: no copy per step
 
     def __call__(self, features: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """The head's input for catalogue `rows` given their own `features` [len(rows), hidden]."""
         if self.means is None:
             raise RuntimeError("NeighbourFeatures.refresh must see the catalogue's features first")
-        has = self.has_neighbours.to(features.device)[rows][:, None]
+        has = self.has_neighbours.to(features.device)[rows][:, None]  # a no-op move once refresh placed it
         means = self.means[rows].to(features.dtype)  # zero rows for items without neighbours
         if self.block:
             return torch.cat([features, torch.where(has, means, features)], dim=-1)
