@@ -75,8 +75,8 @@ def os_error_line(exc: OSError) -> str:
 
 
 def finish_commands(*apps: typer.Typer) -> None:
-    """For every command registered on `apps` so far: the `friendly_errors` handling (once), so a command that
-    forgot the decorator still never shows a traceback for the project's own errors, and its docstring's first
+    """For every command registered on `apps` so far: the `friendly_errors` handling (applied here only, not by
+    the command modules), so no command shows a traceback for the project's own errors, and its docstring's first
     paragraph as one line in the `--help` command list (wrapped by the terminal, not where the source broke it).
     `jobs.cli` calls it after importing the command modules."""
     for typer_app in apps:

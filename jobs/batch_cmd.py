@@ -9,13 +9,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from jobs.app import EventStoreOpt, RedisUrlOpt, StateDirOpt, app, friendly_errors
+from jobs.app import EventStoreOpt, RedisUrlOpt, StateDirOpt, app
 from jobs.output import console, err_console
 from recsys.store import HISTORY_LIMIT
 
 
 @app.command("batch-score")
-@friendly_errors
 def batch_score(
     bundle: Annotated[Path, typer.Option(help="bundle directory (or a model directory: newest version)")],
     out: Annotated[Path, typer.Option("--out", file_okay=False, help="output directory (shards, manifest.json)")],

@@ -17,7 +17,7 @@ from jobs import (  # noqa: F401
     train_cmd)
 from jobs.app import EVAL_USERS, MAX_K, BatchSize, Decay, EncoderOpt, EvalUsersOpt, IndexOpt, Items, MaxLength, \
     ModelOpt, OutOpt, OverwriteOpt, Port, Seed, Users, app, arrange_help, eval_sample, finish_commands, \
-    friendly_errors, import_app
+    import_app
 from jobs.bench import bench_app
 from jobs.output import console, err_console, index_line, markdown_metrics, metrics_table, print_recommendations, \
     step, write_json
@@ -77,7 +77,6 @@ def _report_import(dataset, out: Path, overwrite: bool = False) -> None:
 
 
 @import_app.command("synthetic")
-@friendly_errors
 def import_synthetic(out: OutOpt = Path("data/shop"), users: Users = 600, items: Items = 900, seed: Seed = 0,
                      events: Annotated[Optional[int], typer.Option(min=1, max=1_000_000_000, help="about this many "
                                                                    "interactions in all (sets the mean sequence "
@@ -102,7 +101,6 @@ def import_synthetic(out: OutOpt = Path("data/shop"), users: Users = 600, items:
 
 
 @import_app.command("recbole")
-@friendly_errors
 def import_recbole(directory: Path, out: OutOpt, overwrite: OverwriteOpt = False,
                    attributes: Annotated[Literal["auto", "parse", "none"], typer.Option(
                        help="category and brand from texts laid out '<title>. <category>. <brand>.' (UniSRec), "
@@ -113,7 +111,6 @@ def import_recbole(directory: Path, out: OutOpt, overwrite: OverwriteOpt = False
 
 
 @import_app.command("movielens")
-@friendly_errors
 def import_movielens(directory: Path, out: OutOpt, overwrite: OverwriteOpt = False) -> None:
     """RecBole atomic MovieLens (ml-100k.inter + ml-100k.item); title, year and genres become the text."""
     from recsys.data.importers import import_recbole_movielens
@@ -121,7 +118,6 @@ def import_movielens(directory: Path, out: OutOpt, overwrite: OverwriteOpt = Fal
 
 
 @import_app.command("table")
-@friendly_errors
 def import_table_cmd(
     interactions: Annotated[Path, typer.Option(help="CSV or Parquet with user, item, timestamp columns")],
     items: Annotated[Path, typer.Option(help="CSV or Parquet item table")],
@@ -153,7 +149,6 @@ def import_table_cmd(
 
 
 @app.command()
-@friendly_errors
 def build(
     data: Annotated[Path, typer.Option(help="dataset directory (recsys import) or raw RecBole/MovieLens directory")],
     out: OutOpt = Path("artifacts"),
@@ -185,7 +180,6 @@ def build(
 
 
 @app.command("evaluate")
-@friendly_errors
 def evaluate_cmd(
     data: Annotated[Path, typer.Option(help="dataset directory or raw RecBole/MovieLens directory")],
     bundle: Annotated[Optional[Path], typer.Option(help="also evaluate this bundle")] = None,
@@ -256,7 +250,6 @@ def _warn_if_other_dataset(bundle: Path, dataset) -> None:
 
 
 @app.command()
-@friendly_errors
 def recommend(
     bundle: Annotated[Path, typer.Option(help="bundle directory")],
     user: Annotated[Optional[str], typer.Option(help="known user id")] = None,
@@ -312,7 +305,6 @@ def _resolve(bundle: Path) -> Path:
 
 
 @app.command()
-@friendly_errors
 def serve(
     bundle: Annotated[Path, typer.Option(help="bundle directory (or a model directory: newest version)")],
     host: str = "127.0.0.1", port: Port = 8000,

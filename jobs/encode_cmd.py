@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from jobs.app import BatchSize, MaxLength, ModelOpt, app, friendly_errors
+from jobs.app import BatchSize, MaxLength, ModelOpt, app
 from jobs.output import console, err_console
 
 EngineOpt = Annotated[str, typer.Option(help="local, or ray (pip install '.[distributed]')")]
@@ -34,7 +34,6 @@ def encode_options(out: Path, engine: str, workers: int | None, threads: int, ra
 
 
 @app.command()
-@friendly_errors
 def encode(
     data: Annotated[Path, typer.Option(help="dataset directory (recsys import) or raw RecBole/MovieLens directory")],
     out: Annotated[Path, typer.Option("--out", file_okay=False, help="output directory (vector shards, manifest.json)")],

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from jobs.app import app, friendly_errors
+from jobs.app import app
 from jobs.output import console, step
 from recsys.errors import RecsysError
 
@@ -20,7 +20,6 @@ ONNX_HINT = "the ONNX export needs onnx and onnxruntime: pip install 'bert-recsy
 
 
 @app.command("export")
-@friendly_errors
 def export(
     bundle: Annotated[Path, typer.Option(help="bundle directory (or a model directory: newest version)")],
     out: Annotated[Path, typer.Option("--out", file_okay=False, help="new (or empty) directory for the exported files")],

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from jobs.app import MAX_K, Items, ModelOpt, OutOpt, Port, Seed, Users, app, friendly_errors
+from jobs.app import MAX_K, Items, ModelOpt, OutOpt, Port, Seed, Users, app
 from jobs.output import console, print_recommendations, step
 
 RESULT_MODELS = {"popularity": "popularity", "zero-shot-bert": "zero-shot BERT", "towers": "trained towers",
@@ -22,7 +22,6 @@ RESULT_MODELS = {"popularity": "popularity", "zero-shot-bert": "zero-shot BERT",
 
 
 @app.command()
-@friendly_errors
 def quickstart(
     out: OutOpt = Path("artifacts"),
     data_out: Annotated[Path, typer.Option(file_okay=False, help="where the synthetic dataset is written (a synthetic shop already "

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from jobs.app import EVAL_USERS, BundleData, BundleDir, EventStoreOpt, EvalUsersOpt, RedisUrlOpt, StateDirOpt, app, \
-    eval_sample, friendly_errors, read_json_object
+    eval_sample, read_json_object
 from jobs.batch_cmd import store_source
 from jobs.output import console, metrics_table
 from recsys.store import EVENT_KINDS
@@ -137,7 +137,6 @@ def evaluation_rows(evaluation: dict, split: str = "test") -> list[dict]:
 
 
 @app.command("train-ranker")
-@friendly_errors
 def train_ranker(
     bundle: BundleDir,
     data: BundleData,
@@ -177,7 +176,6 @@ def train_ranker(
 
 
 @app.command("refresh-stats")
-@friendly_errors
 def refresh_stats(
     bundle: BundleDir,
     data: BundleData,

@@ -8,13 +8,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from jobs.app import BundleData, BundleDir, app, friendly_errors
+from jobs.app import BundleData, BundleDir, app
 from jobs.output import console, metrics_table
 from jobs.ranker_cmd import bundle_and_dataset, kept_manifest, load_bundle
 
 
 @app.command("refit")
-@friendly_errors
 def refit(
     bundle: BundleDir,
     data: BundleData,

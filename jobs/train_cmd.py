@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from jobs.app import EVAL_USERS, EvalUsersOpt, IndexKind, app, check_presets, eval_sample, friendly_errors, \
+from jobs.app import EVAL_USERS, EvalUsersOpt, IndexKind, app, check_presets, eval_sample, \
     read_json_object
 from jobs.output import ensemble_table, index_line
 from recsys.config import EvalConfig
@@ -37,7 +37,6 @@ def train_config(preset_name: str, config_file: Path | None, from_bundle: Path |
 
 
 @app.command()
-@friendly_errors
 def train(
     data: Annotated[Path, typer.Option(help="dataset directory (recsys import) or raw RecBole/MovieLens directory")],
     out: Annotated[Path, typer.Option(file_okay=False, help="artifacts root")] = Path("artifacts"),
