@@ -198,7 +198,8 @@ def evaluate_cmd(
 ) -> None:
     """Full-ranking Recall/NDCG/MRR@K over the whole catalogue; prints a table and writes JSON."""
     from jobs.workflows import baseline_models, load_dataset
-    from encoders.loading import load_recommender
+    from encoders.loading import open_recommender
+    from recsys.bundle import Bundle
     from recsys.splits import split_dataset
 
     config = _build_config(model, max_length, batch_size, decay, ks, splits, mask_history, int8=int8,
@@ -213,8 +214,9 @@ def evaluate_cmd(
     loaded = None
     if bundle is not None:  # before the baselines' encoding, so a wrong path fails at once
         step(f"loading the bundle {bundle} …")
-        loaded = load_recommender(bundle)
-        _warn_if_other_dataset(bundle, dataset)
+        opened = Bundle.open(bundle)
+        loaded = open_recommender(opened)
+        _warn_if_other_dataset(bundle, opened.manifest, dataset)
     if baselines:
         step(f"loading BERT ({model}) and encoding {dataset.items.height:,} item texts for the zero-shot baseline …")
     models: dict[str, object] = baseline_models(dataset, split, config) if baselines else {}
@@ -237,13 +239,12 @@ def evaluate_cmd(
     console.print(f"results → {written}")
 
 
-def _warn_if_other_dataset(bundle: Path, dataset) -> None:
-    """A warning (not an error: a later snapshot of the same shop is a fair test) when `bundle` was built on a
-    dataset with another fingerprint."""
+def _warn_if_other_dataset(bundle: Path, manifest: dict, dataset) -> None:
+    """A warning (not an error: a later snapshot of the same shop is a fair test) when `bundle` (its `manifest`)
+    was built on a dataset with another fingerprint."""
     from jobs.workflows import built_on_other_dataset
-    from recsys.artifacts import read_manifest
 
-    if built_on_other_dataset(read_manifest(_resolve(bundle)), dataset):
+    if built_on_other_dataset(manifest, dataset):
         err_console.print(f"[yellow]warning:[/] the bundle {escape(str(bundle))} was built on another dataset "
                           f"(fingerprint differs from {escape(dataset.name)}'s): its catalogue, histories and "
                           "statistics are not this dataset's, so targets it does not hold count as misses")
