@@ -14,6 +14,7 @@ from api.limits import ID_CHARS, NAME_CHARS, VISIBLE
 from api.loaded import Loaded
 from api.responses import json_response, to_response
 from api.schemas import Id, Item, RecommendationResponse, SessionRequest
+from api.service import Service
 from recsys.errors import UnknownIdError
 from recsys.query import Query as RecommendationQuery
 
@@ -40,6 +41,17 @@ def _check_filters(loaded: Loaded, where: dict | None) -> None:
         raise invalid(f"this catalogue has no {', '.join(missing)} attribute to filter on", "query", missing[0])
 
 
+def _query_options(service: Service, loaded: Loaded, k: int, exclude: list[str], category: str | list[str] | None,
+                   brand: str | list[str] | None) -> tuple[list[str], dict | None]:
+    """The GET routes' shared checks on `k`, `exclude` and the filters: (the ids to exclude, the filter)."""
+    check_k(k, service.settings)
+    exclude = split_exclude(exclude, loaded.recommender.item_position)
+    check_exclude(exclude, service.settings)
+    where = _where(category, brand)
+    _check_filters(loaded, where)
+    return exclude, where
+
+
 @router.get("/users/{user_id}/recommendations", response_model=RecommendationResponse, responses=NOT_FOUND)
 async def user_recommendations(
     user_id: Annotated[str, Path(max_length=ID_CHARS, pattern=VISIBLE, description="user id")],
@@ -51,11 +63,7 @@ async def user_recommendations(
     bundle has a re-ranker. Unknown users get popular items (strategy `popular_fallback`) unless the
     service is configured to answer 404."""
     service, loaded = serving(request)
-    check_k(k, service.settings)
-    exclude = split_exclude(exclude, loaded.recommender.item_position)
-    check_exclude(exclude, service.settings)
-    where = _where(category, brand)
-    _check_filters(loaded, where)
+    exclude, where = _query_options(service, loaded, k, exclude, category, brand)
     history = service.history(loaded, user_id)
     if history is None and not service.settings.unknown_user_fallback:
         raise UnknownIdError("user", [user_id])
@@ -114,11 +122,7 @@ async def similar_items(
     dropped) are re-ranked for the user as their next items after this one (by the re-ranker when the
     bundle has one, else by item similarity + similarity to the user's query vector)."""
     service, loaded = serving(request)
-    check_k(k, service.settings)
-    exclude = split_exclude(exclude, loaded.recommender.item_position)
-    check_exclude(exclude, service.settings)
-    where = _where(category, brand)
-    _check_filters(loaded, where)
+    exclude, where = _query_options(service, loaded, k, exclude, category, brand)
     loaded.recommender.check_items([item_id])
     history = service.history(loaded, user_id) if user_id is not None else None
     query = RecommendationQuery(history or (), item_id=item_id, k=k, exclude=exclude, where=where, explain=explain)
