@@ -171,7 +171,7 @@ def run(data: str | Path, out_dir: str | Path, variants: Sequence[str] = ("cpu",
     `ranker`, also each variant's towers + the LightGBM re-ranker (`ranked_rows`)."""
     from encoders.experiment import evaluate_slices, train_and_evaluate
     from encoders.presets import preset
-    from encoders.training import time_budget_message
+    from encoders.stopping import time_budget_message
     from jobs.workflows import baseline_models, load_dataset
     from recsys.config import BuildConfig, EvalConfig
     from recsys.splits import split_dataset

@@ -19,7 +19,6 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
 
 import numpy as np
 import polars as pl
@@ -37,9 +36,12 @@ from encoders.item_bank import ItemTextCache
 from encoders.item_pairs import item_pairs, pair_batches, pair_loss
 from encoders.lora import attach_adapters, is_adapter_parameter, orthogonal_penalty, parameter_counts
 from encoders.neighbour_features import NeighbourFeatures
+from encoders.losses import smoothed_cross_entropy
 from encoders.reproducible import deterministic_algorithms
+from encoders.schedules import warmup_cosine, warmup_cosine_factor
 from encoders.run_report import plot_training_curve, write_metrics_csv
 from encoders.serving import TrainedUserTower
+from encoders.stopping import StopReason, stop_reason, time_budget_message
 from encoders.towers import AdaptedBert, TwoTowerModel, autocast, pick_device
 from encoders.train_data import TrainingData, build_training_data, sequence_batches, single_target_batches
 from encoders.weight_average import WeightAverage
@@ -56,11 +58,6 @@ from recsys.splits import SplitData
 TRAINING_NEEDS_VALID = "training (it keeps the epoch that scores best on valid)"
 VALID_SAMPLE = 20_000
 """Per-epoch validation users when `valid_sample` is None (more only add time, not a better stopping point)."""
-
-
-# what ended a training run (`TrainResult.stopped`, saved as the manifest's `train.stopped`)
-StopReason = Literal["early stopping", "epochs", "refit epochs", "time budget"]
-STOP_REASONS: tuple[str, ...] = get_args(StopReason)
 
 
 @dataclass
@@ -579,52 +576,6 @@ class Trainer:
             tqdm.write(f"pre-stage: {step} steps, loss {report['first_loss']:.3f} → {report['last_loss']:.3f} "
                        f"({report['seconds']:.0f}s)")
         return report
-
-
-def smoothed_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, smoothing: float = 0.0,
-                           allowed: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean cross-entropy of `logits` [N, C] against `targets` [N]; with `smoothing` ε, (1 − ε) × that + ε × the
-    mean negative log-probability over the `allowed` classes (bool [C]; default all): label smoothing that leaves
-    the masked-out classes (unseen items) out of the uniform share, so it stays finite and means the same whatever
-    the mask."""
-    if smoothing == 0.0:
-        return F.cross_entropy(logits, targets)
-    log_probs = F.log_softmax(logits.float(), dim=-1)
-    nll = -log_probs.gather(1, targets[:, None]).squeeze(1)
-    if allowed is None:
-        uniform = -log_probs.mean(dim=-1)
-    else:
-        uniform = -(log_probs * allowed[None, :]).sum(dim=-1) / allowed.sum().clamp(min=1)
-    return ((1.0 - smoothing) * nll + smoothing * uniform).mean()
-
-
-def stop_reason(patience_ran_out: bool, refit_done: bool, out_of_time: bool) -> StopReason | None:
-    """Why training stops after this epoch (None: it goes on); early stopping and a refit's count come before the
-    time budget, so "time budget" means the budget cut training short."""
-    if patience_ran_out:
-        return "early stopping"
-    if refit_done:
-        return "refit epochs"
-    return "time budget" if out_of_time else None
-
-
-def time_budget_message(max_minutes: float, epochs_done: int, max_epochs: int) -> str:
-    """The warning printed when the wall-clock budget, not early stopping, ended training."""
-    return (f"training stopped after epoch {epochs_done} of at most {max_epochs}: its {max_minutes:g}-minute time "
-            "budget (max_minutes) ran out before early stopping did, so a slower or busier machine trains fewer "
-            "epochs and gets a weaker model; raise max_minutes (`recsys train --max-minutes`) to train to convergence")
-
-
-def warmup_cosine_factor(step: int, total: int, warmup_ratio: float) -> float:
-    """The learning-rate factor at `step`: linear warm-up over `warmup_ratio` of `total` steps, then cosine decay to
-    zero at `total`."""
-    warmup = max(1, int(warmup_ratio * total))
-    return min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(total, 1))))
-
-
-def warmup_cosine(optimizer: torch.optim.Optimizer, total: int, warmup_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up over `warmup_ratio` of `total` steps, then cosine decay to zero at `total`."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine_factor(s, total, warmup_ratio))
 
 
 def train_towers(dataset: Dataset, split: SplitData, config: TrainConfig, run_dir: Path | None = None,

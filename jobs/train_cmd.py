@@ -89,7 +89,8 @@ def train(
 
     --batch-size is the global batch: with --engine ray each worker takes its share of every batch."""
     from encoders.experiment import train_and_evaluate
-    from encoders.training import TRAINING_NEEDS_VALID, time_budget_message
+    from encoders.stopping import time_budget_message
+    from encoders.training import TRAINING_NEEDS_VALID
     from jobs.output import metrics_table
     from jobs.threads import limit_cpu_threads
     from jobs.workflows import load_dataset

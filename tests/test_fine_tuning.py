@@ -11,7 +11,8 @@ from encoders.bundle import load_recommender
 from encoders.experiment import train_and_evaluate
 from encoders.item_pairs import item_pairs, pair_loss
 from encoders.lora import orthogonal_penalty
-from encoders.training import Trainer, warmup_cosine_factor
+from encoders.schedules import warmup_cosine_factor
+from encoders.training import Trainer
 from recsys.config import LoraConfig
 from recsys.data.dataset import Dataset
 from recsys.splits import split_dataset

@@ -6,7 +6,8 @@ import math
 import numpy as np
 import torch
 
-from encoders.training import STOP_REASONS, Trainer, stop_reason
+from encoders.stopping import STOP_REASONS, stop_reason
+from encoders.training import Trainer
 from tests.test_lora import small_config
 
 

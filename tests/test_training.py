@@ -151,7 +151,7 @@ def test_weight_average_first_steps_follow_the_weights():
 
 
 def test_smoothed_cross_entropy_is_torchs_label_smoothing_over_the_allowed_classes():
-    from encoders.training import smoothed_cross_entropy
+    from encoders.losses import smoothed_cross_entropy
 
     torch.manual_seed(0)
     logits, targets = torch.randn(6, 5), torch.tensor([0, 1, 2, 3, 4, 1])
