@@ -35,11 +35,11 @@ from encoders.history_text import history_snippets, render_history
 from encoders.item_bank import ItemTextCache
 from encoders.item_pairs import item_pairs, pair_batches, pair_loss
 from encoders.lora import attach_adapters, is_adapter_parameter, orthogonal_penalty, parameter_counts
-from encoders.neighbour_features import NeighbourFeatures
 from encoders.losses import smoothed_cross_entropy
+from encoders.neighbour_features import NeighbourFeatures
 from encoders.reproducible import deterministic_algorithms
-from encoders.schedules import warmup_cosine, warmup_cosine_factor
 from encoders.run_report import plot_training_curve, write_metrics_csv
+from encoders.schedules import warmup_cosine, warmup_cosine_factor
 from encoders.serving import TrainedUserTower
 from encoders.stopping import StopReason, stop_reason, time_budget_message
 from encoders.towers import AdaptedBert, TwoTowerModel, autocast, pick_device
