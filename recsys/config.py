@@ -178,6 +178,11 @@ class TowerConfig(FrozenModel):
                                  "by the mean text features of the items next to it in the training sequences, "
                                  "before the item head (0: off; items without neighbours and items added later keep "
                                  "their own)")
+    neighbour_shrink: float = Field(0.0, ge=0.0, description="with neighbour_mix: each item's share is "
+                                    "neighbour_mix × n / (n + neighbour_shrink), n how often it stands next to "
+                                    "another item in the training sequences, so an item seen beside few others "
+                                    "keeps more of its own features (0: neighbour_mix for every item with "
+                                    "neighbours)")
     neighbour_features: bool = Field(False, description="the item head also reads the mean text features of the "
                                       "items next to the item in the training sequences (its own again where it has "
                                       "none: items without neighbours, items added later); not with neighbour_mix")
@@ -198,6 +203,8 @@ class TowerConfig(FrozenModel):
     def _one_neighbour_use(self) -> "TowerConfig":
         if self.neighbour_mix and self.neighbour_features:
             raise ValueError("neighbour_mix and neighbour_features are two uses of the same neighbours: choose one")
+        if self.neighbour_shrink and not self.neighbour_mix:
+            raise ValueError("neighbour_shrink scales the neighbour_mix share: set neighbour_mix too")
         return self
 
 

@@ -118,3 +118,22 @@ def test_a_saved_bundle_loads_with_its_neighbour_block(tiny_bert_dir, shop, tmp_
     np.testing.assert_array_equal(loaded.item_vectors, trained.recommender.item_vectors)
     vector = loaded.item_tower().encode_items([{"item_id": "NEW", "title": "a brand-new item", "text": "new"}])
     assert vector.shape == (1, 16) and abs(float(np.linalg.norm(vector)) - 1) < 1e-5
+
+
+def test_a_shrunk_share_grows_with_the_items_neighbour_count():
+    bank = torch.tensor([[1.0, 0.0], [0.0, 1.0], [4.0, 4.0], [9.0, 9.0]])
+    # neighbour counts: item 0 once (1), item 1 three times (0 once, 2 twice), item 2 twice, item 3 never
+    mix = NeighbourFeatures([np.array([0, 1, 2, 1])], 4, share=0.5, shrink=1.0)
+    mix.refresh(bank)
+    mixed = mix(bank, torch.arange(4))
+    torch.testing.assert_close(mix.shares, torch.tensor([0.25, 0.375, 0.5 * 2 / 3, 0.0]))
+    torch.testing.assert_close(mixed[0], 0.75 * bank[0] + 0.25 * bank[1])
+    torch.testing.assert_close(mixed[1], 0.625 * bank[1] + 0.375 * (bank[0] + 2 * bank[2]) / 3)
+    torch.testing.assert_close(mixed[3], bank[3])
+    # without shrink: the one share for every item with neighbours, as before
+    assert NeighbourFeatures([np.array([0, 1, 2, 1])], 4, share=0.5).shares is None
+    assert NeighbourFeatures.for_tower([], 4, TowerConfig(neighbour_mix=0.5, neighbour_shrink=8)).shares is not None
+    with pytest.raises(ValidationError, match="set neighbour_mix too"):
+        TowerConfig(neighbour_shrink=8)
+    with pytest.raises(ValueError, match="not to the block"):
+        NeighbourFeatures([], 4, block=True, shrink=1.0)
