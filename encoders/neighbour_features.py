@@ -67,7 +67,7 @@ class NeighbourFeatures:
         if not config.neighbour_mix and not config.neighbour_features:
             return None
         return cls(sequences, n_items, share=config.neighbour_mix, block=config.neighbour_features,
-                   shrink=config.neighbour_shrink)
+                   shrink=config.neighbour_shrink if config.neighbour_mix else 0.0)  # a share's, not the block's
 
     def refresh(self, bank: torch.Tensor) -> None:
         """Neighbour means from `bank` [n_items, hidden], the catalogue's current features."""

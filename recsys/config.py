@@ -182,7 +182,7 @@ class TowerConfig(FrozenModel):
                                     "neighbour_mix × n / (n + neighbour_shrink), n how often it stands next to "
                                     "another item in the training sequences, so an item seen beside few others "
                                     "keeps more of its own features (0: neighbour_mix for every item with "
-                                    "neighbours)")
+                                    "neighbours; no effect while neighbour_mix is 0)")
     neighbour_features: bool = Field(False, description="the item head also reads the mean text features of the "
                                       "items next to the item in the training sequences (its own again where it has "
                                       "none: items without neighbours, items added later); not with neighbour_mix")
@@ -203,8 +203,6 @@ class TowerConfig(FrozenModel):
     def _one_neighbour_use(self) -> "TowerConfig":
         if self.neighbour_mix and self.neighbour_features:
             raise ValueError("neighbour_mix and neighbour_features are two uses of the same neighbours: choose one")
-        if self.neighbour_shrink and not self.neighbour_mix:
-            raise ValueError("neighbour_shrink scales the neighbour_mix share: set neighbour_mix too")
         return self
 
 

@@ -133,7 +133,9 @@ def test_a_shrunk_share_grows_with_the_items_neighbour_count():
     # without shrink: the one share for every item with neighbours, as before
     assert NeighbourFeatures([np.array([0, 1, 2, 1])], 4, share=0.5).shares is None
     assert NeighbourFeatures.for_tower([], 4, TowerConfig(neighbour_mix=0.5, neighbour_shrink=8)).shares is not None
-    with pytest.raises(ValidationError, match="set neighbour_mix too"):
-        TowerConfig(neighbour_shrink=8)
+    # a preset's shrink stays inert when a --config turns the share off or picks the block instead
+    assert NeighbourFeatures.for_tower([], 4, TowerConfig(neighbour_shrink=8)) is None
+    block = NeighbourFeatures.for_tower([], 4, TowerConfig(neighbour_features=True, neighbour_shrink=8))
+    assert block.block and block.shares is None
     with pytest.raises(ValueError, match="not to the block"):
         NeighbourFeatures([], 4, block=True, shrink=1.0)
