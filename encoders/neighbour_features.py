@@ -39,9 +39,8 @@ class NeighbourFeatures:
     the count-weighted mean features of the item's neighbours (with `shrink` s, the item's share is share × n /
     (n + s), n its neighbour count, so an item seen beside few others keeps more of its own); with `block`, [own,
     that mean] side by side ([n, 2 × hidden]). An item without neighbours keeps its own features (in both blocks).
-    The means are read off a
-    bank of the whole catalogue's features (`refresh`) and then stay fixed, as the ID embeddings do, until the next
-    refresh."""
+    The means are read off a bank of the whole catalogue's features (`refresh`) and then stay fixed, as the ID
+    embeddings do, until the next refresh."""
 
     def __init__(self, sequences: Sequence[np.ndarray], n_items: int, share: float = 0.0,
                  block: bool = False, shrink: float = 0.0) -> None:

@@ -27,9 +27,9 @@ PRESETS: dict[str, dict] = {
     # amazon-scientific and movielens-100k, patience 8; README "Fine-tuning options")
     # neighbour_mix (the item's neighbours in the training sequences, a share of their mean text features mixed into
     # its own): 0.3 for every item was ahead on validation in all four same-seed pairings (seeds 0 and 1 on both
-    # datasets; README "Neighbour features in the item head"), though it loses movielens-100k on the `frozen`
-    # preset, which keeps it off; 0.5 shrunk by the item's neighbour count n (0.5 × n / (n + 8): about 0.3 for
-    # amazon-scientific's median item, more for items seen beside many others) is ahead of 0.3 in all four again
+    # datasets; README "Neighbour features in the item head"), though it lost movielens-100k on the `frozen`
+    # preset; 0.5 shrunk by the item's neighbour count n (0.5 × n / (n + 8): about 0.3 for amazon-scientific's
+    # median item, more for items seen beside many others) is ahead of 0.3 in all four again, and `frozen` uses it too
     "cpu": {"lora": {"method": "adalora", "rank": 8, "top_layers": 1},
             "tower": {**_SEQUENCE, "neighbour_mix": 0.5, "neighbour_shrink": 8.0}, "bert_epochs": 3,
             "adapter_items_per_step": 64, "epochs": 30, "patience": _PATIENCE, "max_minutes": 55, **_REGULARISED,
