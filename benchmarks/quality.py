@@ -166,19 +166,20 @@ def ensemble_note(variant: str, report: dict) -> str:
 
 def run(data: str | Path, out_dir: str | Path, variants: Sequence[str] = ("cpu",), overrides: dict | None = None,
         baselines: bool = True, bundles: str | Path | None = None, command: str | None = None,
-        progress: bool = True, name: str = "quality", ranker: bool = True) -> dict[str, Path]:
+        progress: bool = True, name: str = "quality", ranker: bool = True, cold_items: float = 0.0) -> dict[str, Path]:
     """Train + evaluate each preset in `variants` (with `overrides` merged in) next to the baselines; with
-    `ranker`, also each variant's towers + the LightGBM re-ranker (`ranked_rows`)."""
+    `ranker`, also each variant's towers + the LightGBM re-ranker (`ranked_rows`). `cold_items`: the share of the
+    items held out of the train split (`recsys.splits.hold_out_items`, seed 0), a simulated flow of new items."""
     from encoders.experiment import evaluate_slices, train_and_evaluate
     from encoders.presets import preset
     from encoders.stopping import time_budget_message
     from jobs.workflows import baseline_models, load_dataset
     from recsys.config import BuildConfig, EvalConfig
-    from recsys.splits import split_dataset
+    from recsys.splits import hold_out_items, split_dataset
 
     out_dir = Path(out_dir)
     dataset = load_dataset(data)
-    split = split_dataset(dataset)
+    split, held_out = hold_out_items(split_dataset(dataset), cold_items)
     eval_config = EvalConfig()
     rows: list[dict] = []
     models: dict = {}
@@ -222,6 +223,9 @@ def run(data: str | Path, out_dir: str | Path, variants: Sequence[str] = ("cpu",
     notes = [f"dataset {dataset.name}: {dataset.items.height:,} items, full ranking over all of them, history not "
              "masked (the published protocol); metrics from recsys.evaluation.evaluate",
              "cold-start slice: users whose target item never occurs in the training interactions",
+             *([f"simulated new items (`--cold-items {cold_items:g}`): {len(held_out):,} of the train split's items "
+                "(seeded) lost their train events, so nothing learns from them and every user whose target is one "
+                "of them is in the cold-start slice; histories keep them"] if held_out else []),
              "ILD@10: mean pairwise cosine distance of each top-10 list (frozen-BERT text vectors, the same for "
              "every model); cov@10: share of the catalogue in at least one top-10 list; every list is shown as the "
              "bundle serves it (BuildConfig.diversify); `(no diversification)` rows: the same model in ranked order; "
@@ -241,6 +245,6 @@ def run(data: str | Path, out_dir: str | Path, variants: Sequence[str] = ("cpu",
         notes.append(f"command: `{command}`")
     meta = {"environment": environment(), "dataset": dataset.summary(), "protocol": eval_config.model_dump(mode="json"),
             "configs": {v: c.model_dump(mode="json") for v, c in configs.items()}, "command": command,
-            "ensembles": ensembles}
+            "ensembles": ensembles, "cold_items": {"share": cold_items, "held_out": held_out}}
     return write_report(out_dir, name, rows, COLUMNS, title=f"Quality: {dataset.name}", meta=meta, group_by="table",
                         notes=notes, chart=bar_chart)

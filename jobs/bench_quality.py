@@ -27,6 +27,9 @@ def bench_quality(
     bundles: Annotated[Optional[Path], typer.Option(file_okay=False, help="also write each trained bundle under this root")] = None,
     name: str = "quality",
     threads: Annotated[int, typer.Option(min=1, help="CPU threads (torch, FAISS, BLAS)")] = 2,
+    cold_items: Annotated[float, typer.Option(min=0.0, max=0.9, help="simulated new items: hold this share of the "
+                                              "items (seeded) out of the train split, so the cold-start slice holds "
+                                              "every user whose target is one of them")] = 0.0,
 ) -> None:
     """Train and evaluate the configured models; writes a Markdown table and a bar chart."""
     from benchmarks.quality import run
@@ -37,6 +40,7 @@ def bench_quality(
     overrides = read_json_object(config, "TrainConfig overrides merged into every preset")
     limit_cpu_threads(threads)
     command = invocation()
-    paths = run(data, out, names, overrides or None, baselines, bundles, command, name=name, ranker=ranker)
+    paths = run(data, out, names, overrides or None, baselines, bundles, command, name=name, ranker=ranker,
+                cold_items=cold_items)
     for path in paths.values():
         typer.echo(path)

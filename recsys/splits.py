@@ -97,6 +97,22 @@ def files_split(interactions: pl.DataFrame) -> SplitData:
     )
 
 
+def hold_out_items(split: SplitData, share: float, seed: int = 0) -> tuple[SplitData, list[str]]:
+    """A simulated flow of new items: a seeded `share` of the items that occur in the train split lose their
+    train events, so the models learn nothing about them and every valid / test example whose target is one of
+    them joins the cold-start slice. Histories are left as they are (events on new items reach a shop's live
+    histories before any retraining). Returns the split and the held-out item ids, sorted."""
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"the held-out share of items must be in [0, 1), got {share}")
+    items = split.train["item_id"].unique().sort()
+    count = int(round(share * items.len()))
+    if count == 0:
+        return split, []
+    held = items.sample(count, seed=seed).sort()
+    train = split.train.filter(~pl.col("item_id").is_in(held.implode()))
+    return SplitData(train, split.valid, split.test), held.to_list()
+
+
 def split_dataset(dataset: Dataset) -> SplitData:
     """The dataset's own split when it has one, else leave-one-out by time."""
     return files_split(dataset.interactions) if dataset.has_split else leave_one_out(dataset.interactions)

@@ -24,3 +24,31 @@ def test_files_split_keeps_given_labels():
     assert split.valid["history"].to_list() == [["1", "2"]]
     assert split.test["history"].to_list() == [["1", "2", "3"]]
     assert split.test["target"].to_list() == ["4"]
+
+
+def test_hold_out_items_drops_their_train_events_and_makes_their_targets_cold():
+    import pytest
+
+    from encoders.experiment import cold_start_examples
+    from recsys.splits import hold_out_items
+
+    users = [u for u in "abcdef" for _ in range(5)]
+    items = [str(i) for u in range(6) for i in (u, u + 1, u + 2, u + 3, u + 4)]
+    interactions = pl.DataFrame({"user_id": users, "item_id": items, "timestamp": list(range(5)) * 6})
+    split = leave_one_out(interactions)
+    train_items = sorted(split.train["item_id"].unique())  # "0".."7": each user's first three
+    held_split, held = hold_out_items(split, 0.25, seed=3)
+    assert held == ["0", "5"] and set(held) <= set(train_items)
+    assert hold_out_items(split, 0.25, seed=3)[1] == held  # seeded
+    assert not held_split.train["item_id"].is_in(held).any()
+    assert held_split.train.height == split.train.height - split.train["item_id"].is_in(held).sum()
+    assert held_split.valid.equals(split.valid) and held_split.test.equals(split.test)  # histories keep them
+    cold_users = cold_start_examples(held_split, held_split.valid)["user_id"].to_list()
+    assert cold_start_examples(split, split.valid)["user_id"].to_list() == ["f"]  # target "8": never in train
+    assert cold_users == ["c", "f"]  # c's target "5" is held out
+    assert cold_users == split.valid.filter(pl.col("target").is_in(held)
+                                            | ~pl.col("target").is_in(split.train["item_id"].implode())
+                                            )["user_id"].to_list()
+    assert hold_out_items(split, 0.0) == (split, [])
+    with pytest.raises(ValueError, match="share"):
+        hold_out_items(split, 1.0)

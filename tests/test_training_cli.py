@@ -76,6 +76,31 @@ def test_bench_quality_says_when_the_time_budget_cut_training_short(tiny_bert_di
             in (tmp_path / "res" / "quality.md").read_text())
 
 
+def test_bench_quality_cold_items_holds_items_out_of_training_and_slices_their_users(tiny_bert_dir, tmp_path):
+    import polars as pl
+
+    from recsys.data.dataset import Dataset
+    from recsys.splits import split_dataset
+
+    data = generate_shop(n_users=80, n_items=120, seed=0).save(tmp_path / "shop")
+    (tmp_path / "cfg.json").write_text(json.dumps({"encoder": {"model": str(tiny_bert_dir)}, "epochs": 1}))
+    result = CliRunner().invoke(app, ["bench", "quality", "--data", str(data), "--out", str(tmp_path / "res"),
+                                      "--variants", "smoke", "--config", str(tmp_path / "cfg.json"), "--cold-items",
+                                      "0.3", "--no-baselines", "--no-ranker", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "res" / "quality.json").read_text())
+    split = split_dataset(Dataset.load(data))
+    train_items = split.train["item_id"].unique()
+    held = report["meta"]["cold_items"]["held_out"]
+    assert len(held) == round(0.3 * train_items.len()) and set(held) <= set(train_items.to_list())
+    cold = split.test.filter(pl.col("target").is_in(held) | ~pl.col("target").is_in(train_items.implode()))
+    rows = {(r["split"], r["slice"]): r for r in report["rows"] if r["model"] == "peft-bert:smoke"}
+    assert rows[("test", "cold-start")]["n_examples"] == cold.height > 0
+    assert f"{len(held):,} of the train split's items" in (tmp_path / "res" / "quality.md").read_text()
+    refused = CliRunner().invoke(app, ["bench", "quality", "--data", str(data), "--cold-items", "0.95"])
+    assert refused.exit_code == 2 and "less than or equal to 0.9" in refused.output
+
+
 def test_api_encodes_new_text_with_the_bundles_own_trained_item_tower(tiny_bert_dir, tmp_path):
     """Upserts and text queries must use the trained item tower, not a frozen BERT of the same width."""
     import numpy as np
