@@ -76,6 +76,11 @@ class NeighbourFeatures:
         if self.shares is not None:
             self.shares = self.shares.to(bank.device)
 
+    def as_unseen(self, features: torch.Tensor) -> torch.Tensor:
+        """The head's input for items with these own `features` computed as items unseen in training are: their own
+        features (in both blocks with `block`), no neighbours' share."""
+        return own_features_twice(features) if self.block else features
+
     def __call__(self, features: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """The head's input for catalogue `rows` given their own `features` [len(rows), hidden]."""
         if self.means is None:

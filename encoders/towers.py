@@ -149,16 +149,19 @@ class TwoTowerModel(nn.Module):
         self.log_scale = nn.Parameter(log_scale, requires_grad=learn_temperature)
 
     # ---- item tower -------------------------------------------------------------------------------
-    def item_vectors(self, features: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def item_vectors(self, features: torch.Tensor, positions: torch.Tensor,
+                     without_ids: torch.Tensor | None = None) -> torch.Tensor:
         """The item head's input for catalogue items at `positions` (pooled BERT features; with
         `neighbour_features`, followed by their neighbours' mean, `encoders.neighbour_features`) → L2-normalised
-        item vectors."""
+        item vectors. `without_ids`: a mask of the items computed without their ID embedding (training's
+        `id_dropout`, drawn by the trainer); without one, training draws it here."""
         vectors = self.item_head(features.float()).float()  # fp32 even under bf16 autocast
         if self.id_embedding is not None:
             ids = self.id_codes(positions)
-            if self.training and self.config.id_dropout > 0:
-                keep = torch.rand(ids.shape[:-1], device=ids.device) >= self.config.id_dropout
-                ids = ids * keep[..., None]
+            if without_ids is None and self.training and self.config.id_dropout > 0:
+                without_ids = torch.rand(ids.shape[:-1], device=ids.device) < self.config.id_dropout
+            if without_ids is not None:
+                ids = ids * (~without_ids)[..., None]
             vectors = torch.cat([vectors, ids], dim=-1) if self.id_dim else vectors + ids
         return F.normalize(vectors, dim=-1)
 

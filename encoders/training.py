@@ -155,6 +155,7 @@ class Trainer:
         self.phase_start: int | None = None  # the step at which the adapters' phase began (adapter_phase="last")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: self._lr_factor(step))
         self.bank: torch.Tensor | None = None  # the item head's input for the whole catalogue
+        self.unseen_bank: torch.Tensor | None = None  # ... as items unseen in training get it (id_dropout)
         self.neighbours = NeighbourFeatures.for_tower(self.data.sequences, n_items, tower)
         self._popularity: Popularity | None = None  # fit at the first validation (`recommender`)
         self.pre_stage: dict | None = None
@@ -190,16 +191,30 @@ class Trainer:
         bank = self.cache.bank()
         if self.neighbours is not None:
             self.neighbours.refresh(bank)
+            # id_dropout computes some items as unseen ones: their own features, without the neighbours'
+            self.unseen_bank = self.neighbours.as_unseen(bank) if self.config.tower.id_dropout > 0 else None
             bank = self.neighbours(bank, torch.arange(len(bank), device=bank.device))
         self.bank = bank
 
-    def fresh_features(self, rows: torch.Tensor) -> torch.Tensor:
+    def fresh_features(self, rows: torch.Tensor, unseen: torch.Tensor | None = None) -> torch.Tensor:
         """The head's input for catalogue `rows`, their own features re-encoded through the adapters (with
-        gradients); the neighbour block, when there is one, from the last bank."""
+        gradients); the neighbours' share or block, when there is one, from the last bank, except for the rows
+        `unseen` marks (computed as items unseen in training: `id_dropout`)."""
         if self.neighbours is not None and self.neighbours.means is None:
             self.refresh_bank()  # the neighbours' means come from a bank
         features = self.cache.features(rows)
-        return features if self.neighbours is None else self.neighbours(features, rows)
+        if self.neighbours is None:
+            return features
+        mixed = self.neighbours(features, rows)
+        return mixed if unseen is None else torch.where(unseen[:, None], self.neighbours.as_unseen(features), mixed)
+
+    def _unseen_rows(self, n_rows: int) -> torch.Tensor | None:
+        """training's `id_dropout`: a mask of the step's item rows computed as items unseen in training are (no ID
+        embedding; with neighbours, their own features alone), so the text path keeps carrying every item."""
+        share = self.config.tower.id_dropout
+        if share <= 0 or self.model.id_embedding is None and self.neighbours is None:
+            return None
+        return torch.rand(n_rows, device=self.device) < share
 
     def catalogue_vectors(self) -> np.ndarray:
         """Item-tower output for the whole catalogue (eval mode), float32 [n_items, dim]."""
@@ -262,6 +277,9 @@ class Trainer:
         lookup = torch.full((n_items,), -1, dtype=torch.long, device=self.device)
         lookup[rows] = torch.arange(len(rows), device=self.device)
         features = self.bank[rows]
+        unseen = self._unseen_rows(len(rows))
+        if unseen is not None and self.neighbours is not None:
+            features = torch.where(unseen[:, None], self.unseen_bank[rows], features)
         fresh = None
         if adapters_on:
             unique = torch.unique(positives)
@@ -271,11 +289,13 @@ class Trainer:
                 fresh = (chosen, self.fresh_features(chosen))
             else:
                 features = features.clone()
-                features[lookup[chosen]] = self.fresh_features(chosen)
+                features[lookup[chosen]] = self.fresh_features(chosen, None if unseen is None
+                                                               else unseen[lookup[chosen]])
         valid = batch[2].to(self.device) >= 0 if mode == "sequence" else None
 
         def objective(item_features: torch.Tensor) -> torch.Tensor:
-            return self._objective(item_features, rows, lookup, inputs, lengths, positives, valid, histories, fresh)
+            return self._objective(item_features, rows, lookup, inputs, lengths, positives, valid, histories, fresh,
+                                   unseen)
 
         loss = adversarial_loss(objective, features, config.adversarial_eps) if config.adversarial_eps else \
             objective(features)
@@ -283,13 +303,15 @@ class Trainer:
 
     def _objective(self, features: torch.Tensor, rows: torch.Tensor, lookup: torch.Tensor, inputs: torch.Tensor,
                    lengths: torch.Tensor, positives: torch.Tensor, valid: torch.Tensor | None,
-                   histories: list | None, fresh: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                   histories: list | None, fresh: tuple[torch.Tensor, torch.Tensor] | None = None,
+                   unseen: torch.Tensor | None = None) -> torch.Tensor:
         """The contrastive loss given the item-text features of `rows` (the catalogue, or the sampled bank); with
-        `fresh` (items, their features re-encoded through the adapters), plus the in-batch loss over those items."""
+        `fresh` (items, their features re-encoded through the adapters), plus the in-batch loss over those items;
+        `unseen`: the rows computed without their ID embedding (`id_dropout`)."""
         config = self.config
         mode = config.tower.user_tower
         with autocast(self.device, config.mixed_precision):
-            vectors = self.model.item_vectors(features, rows)
+            vectors = self.model.item_vectors(features, rows, unseen)
             history = lookup[inputs].clamp(min=0)
             penalty = self.model.history_penalty(inputs, lengths)
             if mode == "sequence":

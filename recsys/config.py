@@ -172,8 +172,9 @@ class TowerConfig(FrozenModel):
                                                 "concat: its own block of `id_dim` dimensions")
     id_dim: int = Field(64, ge=1, description="size of the ID block with id_fusion='concat' (within `dim`)")
     id_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="training only: the share of item vectors a step "
-                              "computes without their ID embedding (as for items unseen in training), so the text "
-                              "path keeps carrying every item")
+                              "computes as items unseen in training are computed: without their ID embedding and, "
+                              "with neighbour_mix / neighbour_features, from their own text features alone, so the "
+                              "text path keeps carrying every item and new items land where the towers expect them")
     neighbour_mix: float = Field(0.0, ge=0.0, lt=1.0, description="the share of an item's text features replaced "
                                  "by the mean text features of the items next to it in the training sequences, "
                                  "before the item head (0: off; items without neighbours and items added later keep "

@@ -74,6 +74,39 @@ def test_trainer_with_a_share_keeps_the_head_width_and_mixes_bank_and_fresh_feat
                                trainer.neighbours(trainer.cache.features(some).detach(), some))
 
 
+def test_id_dropout_computes_dropped_items_as_unseen_ones_without_the_neighbours_share(tiny_bert_dir, shop):
+    dataset, split = shop
+    tower = TowerConfig(dim=16, item_max_length=24, seq_layers=1, id_fusion="concat", id_dim=8, neighbour_mix=0.3,
+                        id_dropout=0.5)
+    trainer = Trainer(dataset, split, small_config(tiny_bert_dir, tower=tower), progress=False)
+    hidden = trainer.model.bert.feature_size
+    raw = torch.randn(len(trainer.data.item_ids), hidden, generator=torch.Generator().manual_seed(0))
+    trainer.cache.bank = lambda: raw.clone()
+    trainer.refresh_bank()
+    torch.testing.assert_close(trainer.unseen_bank, raw)  # what an item unseen in training gets: its own
+    seen = {}
+    trainer._objective = lambda features, rows, *args: seen.update(features=features, rows=rows, unseen=args[-1]) \
+        or features.sum()
+    torch.manual_seed(0)
+    trainer.model.train()
+    trainer._loss(next(trainer._batches(np.random.default_rng(0))), False, np.random.default_rng(0))
+    rows, unseen = seen["rows"], seen["unseen"]
+    mixed = trainer.neighbours.has_neighbours[rows]
+    assert 0.35 < unseen.float().mean() < 0.65 and (unseen & mixed).any() and (~unseen & mixed).any()
+    torch.testing.assert_close(seen["features"][unseen], raw[rows][unseen])
+    torch.testing.assert_close(seen["features"][~unseen], trainer.bank[rows][~unseen])
+    # ... and without their ID block, as the text-only path computes unseen items
+    vectors = trainer.model.item_vectors(seen["features"], rows, unseen).detach()
+    assert vectors[unseen][:, 8:].abs().sum() == 0 and (vectors[~unseen][:, 8:].abs().sum(dim=1) > 0).all()
+    # re-encoded items (the adapters' positives) follow the same mask
+    some, drop = torch.arange(4), torch.tensor([True, False, True, False])
+    trainer.model.eval()  # (no adapter dropout between the two encodings)
+    own = trainer.cache.features(some).detach()
+    fresh = trainer.fresh_features(some, drop).detach()
+    torch.testing.assert_close(fresh[drop], own[drop])
+    torch.testing.assert_close(fresh[~drop], trainer.neighbours(own, some)[~drop])
+
+
 def test_trainer_bank_head_and_text_only_path_carry_the_block(tiny_bert_dir, shop):
     dataset, split = shop
     tower = TowerConfig(dim=16, item_max_length=24, seq_layers=1, neighbour_features=True)
