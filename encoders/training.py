@@ -285,12 +285,12 @@ class Trainer:
             unique = torch.unique(positives)
             per_worker = math.ceil(config.adapter_items_per_step / self.workers.world_size)
             chosen = unique[torch.randperm(len(unique), device=self.device)[:per_worker]]
+            chosen_unseen = None if unseen is None else unseen[lookup[chosen]]  # the step's one id_dropout mask
             if config.adapter_negatives == "fresh":
-                fresh = (chosen, self.fresh_features(chosen))
+                fresh = (chosen, self.fresh_features(chosen, chosen_unseen), chosen_unseen)
             else:
                 features = features.clone()
-                features[lookup[chosen]] = self.fresh_features(chosen, None if unseen is None
-                                                               else unseen[lookup[chosen]])
+                features[lookup[chosen]] = self.fresh_features(chosen, chosen_unseen)
         valid = batch[2].to(self.device) >= 0 if mode == "sequence" else None
 
         def objective(item_features: torch.Tensor) -> torch.Tensor:
@@ -303,10 +303,11 @@ class Trainer:
 
     def _objective(self, features: torch.Tensor, rows: torch.Tensor, lookup: torch.Tensor, inputs: torch.Tensor,
                    lengths: torch.Tensor, positives: torch.Tensor, valid: torch.Tensor | None,
-                   histories: list | None, fresh: tuple[torch.Tensor, torch.Tensor] | None = None,
+                   histories: list | None, fresh: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None,
                    unseen: torch.Tensor | None = None) -> torch.Tensor:
         """The contrastive loss given the item-text features of `rows` (the catalogue, or the sampled bank); with
-        `fresh` (items, their features re-encoded through the adapters), plus the in-batch loss over those items;
+        `fresh` (items, their features re-encoded through the adapters, the id_dropout mask over them), plus the
+        in-batch loss over those items;
         `unseen`: the rows computed without their ID embedding (`id_dropout`)."""
         config = self.config
         mode = config.tower.user_tower
@@ -346,16 +347,17 @@ class Trainer:
         return loss
 
     def _fresh_loss(self, users: torch.Tensor, positives: torch.Tensor, items: torch.Tensor,
-                    features: torch.Tensor) -> torch.Tensor:
+                    features: torch.Tensor, unseen: torch.Tensor | None = None) -> torch.Tensor:
         """In-batch softmax of the users whose positive is among `items` over `items` alone, every item vector from
-        its freshly re-encoded `features` (adapter gradients), logits logQ-corrected for how items enter the batch
-        (as some user's positive, by their share of the training targets)."""
+        its freshly re-encoded `features` (adapter gradients; `unseen`: those computed without their ID embedding),
+        logits logQ-corrected for how items enter the batch (as some user's positive, by their share of the training
+        targets)."""
         index = torch.full((len(self.data.item_ids),), -1, dtype=torch.long, device=self.device)
         index[items] = torch.arange(len(items), device=self.device)
         targets = index[positives]
         keep = targets >= 0
         with autocast(self.device, self.config.mixed_precision):
-            vectors = self.model.item_vectors(features, items)
+            vectors = self.model.item_vectors(features, items, unseen)
         logits = self.model.scale * (users[keep] @ vectors.float().T)
         if self.config.sampled_correction:
             logits = logits - self._log_inclusion(items, len(positives), uniform=False)[None, :]
