@@ -1,7 +1,9 @@
 """Item text features with those of the item's neighbours in the training sequences, a collaborative signal for
 the text part of the item vectors (the ID block carries its own): mixed in at a fixed share
 (`TowerConfig.neighbour_mix`) or beside them as a second input block of the item head, which learns how much to use
-it (`TowerConfig.neighbour_features`)."""
+it (`TowerConfig.neighbour_features`). With a share, items that have no neighbours, and items added after training,
+can borrow one from their text-nearest items that have neighbours (`TowerConfig.neighbour_borrow`,
+`BorrowedShare`)."""
 
 from __future__ import annotations
 
@@ -10,8 +12,13 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.sparse as sp
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from recsys.config import TowerConfig
+
+
+BORROW_ROWS_PER_BLOCK = 4096  # rows whose similarities to the borrowed share's bank are computed at once
 
 
 def neighbour_counts(sequences: Sequence[np.ndarray], n_items: int) -> sp.csr_matrix:
@@ -34,6 +41,55 @@ def own_features_twice(features: torch.Tensor) -> torch.Tensor:
     return torch.cat([features, features], dim=-1)
 
 
+class BorrowedShare(nn.Module):
+    """The neighbour share of an item the training sequences give no neighbours (or one added after training): the
+    mean own features of its `k` text-nearest items that have neighbours (cosine on own features), mixed in at
+    `share`. Its bank, those items' own features, is a buffer of the towers: saved with them, so serving (upserts,
+    free-text queries, the ONNX item tower) computes a new item as training computed an item without neighbours."""
+
+    def __init__(self, k: int, share: float, hidden: int) -> None:
+        super().__init__()
+        self.k, self.share = k, share
+        self.register_buffer("bank", torch.zeros(0, hidden))  # filled by training (`fill`), sized by a load
+
+    def fill(self, features: torch.Tensor) -> None:
+        """The bank: own features [n, hidden] of the items that have neighbours (in place when the size holds)."""
+        features = features.detach().float()
+        if self.bank.shape == features.shape:
+            self.bank.copy_(features)
+        else:
+            self.bank = features.clone()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        saved = state_dict.get(prefix + "bank")
+        if saved is not None and saved.shape != self.bank.shape:
+            self.bank = torch.empty_like(saved, device=self.bank.device)  # the saved towers' catalogue size
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def means(self, features: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean bank features of each row's `k` nearest bank items [n, hidden]; `exclude`: per row, a bank row it
+        may not borrow from (itself, when training computes a warm item as a new one), or −1."""
+        sims = F.normalize(features.float(), dim=-1) @ F.normalize(self.bank, dim=-1).T
+        if exclude is not None:
+            own = (exclude[:, None] == torch.arange(len(self.bank), device=sims.device)[None, :])
+            sims = sims.masked_fill(own, float("-inf"))
+        top = sims.topk(min(self.k, len(self.bank) - (exclude is not None)), dim=-1).indices
+        return self.bank[top].mean(dim=1).to(features.dtype)
+
+    def forward(self, features: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+        """(1 − share) × own + share × the borrowed mean; own features alone while the bank is too small."""
+        if len(self.bank) <= self.k:
+            return features
+        return features * (1 - self.share) + self.means(features, exclude) * self.share
+
+    @classmethod
+    def for_tower(cls, config: TowerConfig, hidden: int) -> BorrowedShare | None:
+        """The tower config's borrowed share (None without `neighbour_borrow`): neighbour_mix × k / (k + shrink),
+        what a warm item seen beside k others gets."""
+        k = config.neighbour_borrow
+        return cls(k, config.neighbour_mix * k / (k + config.neighbour_shrink), hidden) if k else None
+
+
 class NeighbourFeatures:
     """The item head's input from the items' own features [n, hidden]: with a `share`, (1 − share) × own + share ×
     the count-weighted mean features of the item's neighbours (with `shrink` s, the item's share is share × n /
@@ -43,11 +99,15 @@ class NeighbourFeatures:
     embeddings do, until the next refresh."""
 
     def __init__(self, sequences: Sequence[np.ndarray], n_items: int, share: float = 0.0,
-                 block: bool = False, shrink: float = 0.0) -> None:
+                 block: bool = False, shrink: float = 0.0, borrow: BorrowedShare | None = None) -> None:
+        """`borrow`: the towers' borrowed share for items without neighbours (its bank is refilled at each
+        `refresh`); without it they keep their own features."""
         if block == (share > 0):
             raise ValueError("NeighbourFeatures needs a share or the block, not both")
         if shrink and block:
             raise ValueError("NeighbourFeatures: shrink applies to a share, not to the block")
+        if borrow is not None and block:
+            raise ValueError("NeighbourFeatures: a borrowed share needs a share, not the block")
         counts = neighbour_counts(sequences, n_items)
         degree = np.asarray(counts.sum(axis=1)).ravel()
         inverse = np.divide(1.0, degree, out=np.zeros_like(degree), where=degree > 0)
@@ -58,28 +118,48 @@ class NeighbourFeatures:
         self.shares = torch.as_tensor(np.divide(np.float32(share) * degree, degree + shrink,
                                                 out=np.zeros_like(degree), where=degree > 0)) if shrink else None
         self.means: torch.Tensor | None = None
+        self.borrow = borrow
+        # each catalogue row's row in the borrowed share's bank (the items with neighbours, in order), or −1
+        self.bank_rows = torch.as_tensor(np.where(degree > 0, np.cumsum(degree > 0) - 1, -1))
 
     @classmethod
-    def for_tower(cls, sequences: Sequence[np.ndarray], n_items: int,
-                  config: TowerConfig) -> NeighbourFeatures | None:
-        """The tower config's neighbour features (None when it uses none)."""
+    def for_tower(cls, sequences: Sequence[np.ndarray], n_items: int, config: TowerConfig,
+                  borrow: BorrowedShare | None = None) -> NeighbourFeatures | None:
+        """The tower config's neighbour features (None when it uses none); `borrow`: the towers' borrowed share."""
         if not config.neighbour_mix and not config.neighbour_features:
             return None
         return cls(sequences, n_items, share=config.neighbour_mix, block=config.neighbour_features,
-                   shrink=config.neighbour_shrink if config.neighbour_mix else 0.0)  # a share's, not the block's
+                   shrink=config.neighbour_shrink if config.neighbour_mix else 0.0,  # a share's, not the block's
+                   borrow=borrow)
 
     def refresh(self, bank: torch.Tensor) -> None:
-        """Neighbour means from `bank` [n_items, hidden], the catalogue's current features."""
+        """Neighbour means from `bank` [n_items, hidden], the catalogue's current features (and, with a borrowed
+        share, its bank: the own features of the items that have neighbours)."""
         means = self.weights @ bank.detach().float().cpu().numpy()
         self.means = torch.as_tensor(np.asarray(means, np.float32), device=bank.device)
         self.has_neighbours = self.has_neighbours.to(bank.device)  # kept beside the means: no copy per step
+        self.bank_rows = self.bank_rows.to(bank.device)
         if self.shares is not None:
             self.shares = self.shares.to(bank.device)
+        if self.borrow is not None:
+            self.borrow.fill(bank[self.has_neighbours])
 
-    def as_unseen(self, features: torch.Tensor) -> torch.Tensor:
-        """The head's input for items with these own `features` computed as items unseen in training are: their own
-        features (in both blocks with `block`), no neighbours' share."""
-        return own_features_twice(features) if self.block else features
+    def as_unseen(self, features: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The head's input for catalogue `rows` with these own `features` computed as items unseen in training
+        are: their own features (in both blocks with `block`), no neighbours' share, or the borrowed share (never
+        from the item itself)."""
+        if self.block:
+            return own_features_twice(features)
+        if self.borrow is None:
+            return features
+        return self._borrowed(features, self.bank_rows.to(features.device)[rows])
+
+    def _borrowed(self, features: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+        """The borrowed share for many rows, a block of rows at a time (each block's similarities to the bank are
+        [rows, bank items])."""
+        step = BORROW_ROWS_PER_BLOCK
+        return torch.cat([self.borrow(features[i:i + step], None if exclude is None else exclude[i:i + step])
+                          for i in range(0, len(features), step)]) if len(features) else features
 
     def __call__(self, features: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """The head's input for catalogue `rows` given their own `features` [len(rows), hidden]."""
@@ -93,4 +173,8 @@ class NeighbourFeatures:
             share = self.share * has.to(features.dtype)
         else:
             share = self.shares.to(features.device)[rows][:, None].to(features.dtype)
-        return features * (1 - share) + means * share
+        mixed = features * (1 - share) + means * share
+        loners = torch.nonzero(~has[:, 0]).flatten()
+        if self.borrow is None or not len(loners):
+            return mixed
+        return mixed.index_put((loners,), self._borrowed(features[loners]))  # out of place: gradients flow to both

@@ -176,7 +176,10 @@ class TrainedUserTower(UserTower):
                                 self.device, precision=self.config.mixed_precision)
         if not len(features):
             return np.zeros((0, self.dim), dtype=np.float32)
-        return self.model.text_only_vectors(torch.as_tensor(features, device=self.device)).cpu().numpy()
+        features = torch.as_tensor(features, device=self.device)
+        step = self.batch_size  # a block at a time: a borrowed share compares each row with its whole bank
+        return torch.cat([self.model.text_only_vectors(features[i:i + step])
+                          for i in range(0, len(features), step)]).cpu().numpy()
 
     def save(self, directory: Path) -> None:
         """Adapters (peft format), tokenizer, tower weights (safetensors) and tower.json into `directory`."""

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from encoders.lora import base_model, is_adapter_parameter
-from encoders.neighbour_features import own_features_twice
+from encoders.neighbour_features import BorrowedShare, own_features_twice
 from encoders.pooling import pool
 from encoders.sequence_model import SequenceModel
 from recsys.config import TowerConfig
@@ -134,6 +134,7 @@ class TwoTowerModel(nn.Module):
         head_input = 2 * hidden if config.neighbour_features else hidden  # own features (+ the neighbours')
         self.item_head = (MoEAdaptor(head_input, text_dim, config.moe_experts) if config.item_head == "moe"
                           else nn.Linear(head_input, text_dim))
+        self.borrow = BorrowedShare.for_tower(config, hidden)  # new items' share from their text-nearest items
         self.id_embedding = nn.Embedding(n_items, self.id_dim or config.dim) if config.id_embedding else None
         if self.id_embedding is not None:
             nn.init.zeros_(self.id_embedding.weight) if not concat else nn.init.normal_(self.id_embedding.weight,
@@ -174,9 +175,11 @@ class TwoTowerModel(nn.Module):
 
     def text_only_vectors(self, features: torch.Tensor) -> torch.Tensor:
         """Item vectors from pooled BERT features alone, for items unknown at training time (a zero ID block; their
-        own features in the neighbour block)."""
+        own features in the neighbour block, or with `neighbour_borrow` a share from their text-nearest items)."""
         if self.config.neighbour_features:
             features = own_features_twice(features)
+        elif self.borrow is not None:
+            features = self.borrow(features)
         vectors = self.item_head(features.float()).float()
         if self.id_dim:
             vectors = F.pad(vectors, (0, self.id_dim))  # (traceable: the ONNX export keeps a dynamic batch)

@@ -156,7 +156,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: self._lr_factor(step))
         self.bank: torch.Tensor | None = None  # the item head's input for the whole catalogue
         self.unseen_bank: torch.Tensor | None = None  # ... as items unseen in training get it (id_dropout)
-        self.neighbours = NeighbourFeatures.for_tower(self.data.sequences, n_items, tower)
+        self.neighbours = NeighbourFeatures.for_tower(self.data.sequences, n_items, tower, self.model.borrow)
         self._popularity: Popularity | None = None  # fit at the first validation (`recommender`)
         self.pre_stage: dict | None = None
         valid = split.valid
@@ -192,8 +192,9 @@ class Trainer:
         if self.neighbours is not None:
             self.neighbours.refresh(bank)
             # id_dropout computes some items as unseen ones: their own features, without the neighbours'
-            self.unseen_bank = self.neighbours.as_unseen(bank) if self.config.tower.id_dropout > 0 else None
-            bank = self.neighbours(bank, torch.arange(len(bank), device=bank.device))
+            rows = torch.arange(len(bank), device=bank.device)
+            self.unseen_bank = self.neighbours.as_unseen(bank, rows) if self.config.tower.id_dropout > 0 else None
+            bank = self.neighbours(bank, rows)
         self.bank = bank
 
     def fresh_features(self, rows: torch.Tensor, unseen: torch.Tensor | None = None) -> torch.Tensor:
@@ -206,7 +207,9 @@ class Trainer:
         if self.neighbours is None:
             return features
         mixed = self.neighbours(features, rows)
-        return mixed if unseen is None else torch.where(unseen[:, None], self.neighbours.as_unseen(features), mixed)
+        if unseen is None:
+            return mixed
+        return torch.where(unseen[:, None], self.neighbours.as_unseen(features, rows), mixed)
 
     def _unseen_rows(self, n_rows: int) -> torch.Tensor | None:
         """training's `id_dropout`: a mask of the step's item rows computed as items unseen in training are (no ID

@@ -178,12 +178,18 @@ class TowerConfig(FrozenModel):
     neighbour_mix: float = Field(0.0, ge=0.0, lt=1.0, description="the share of an item's text features replaced "
                                  "by the mean text features of the items next to it in the training sequences, "
                                  "before the item head (0: off; items without neighbours and items added later keep "
-                                 "their own)")
+                                 "their own, unless neighbour_borrow lends them a share)")
     neighbour_shrink: float = Field(0.0, ge=0.0, description="with neighbour_mix: each item's share is "
                                     "neighbour_mix × n / (n + neighbour_shrink), n how often it stands next to "
                                     "another item in the training sequences, so an item seen beside few others "
                                     "keeps more of its own features (0: neighbour_mix for every item with "
                                     "neighbours; no effect while neighbour_mix is 0)")
+    neighbour_borrow: int = Field(0, ge=0, description="with neighbour_mix: items without neighbours in the "
+                                  "training sequences, and items added after training, borrow a share from the mean "
+                                  "own text features of their `neighbour_borrow` text-nearest items that have "
+                                  "neighbours, at neighbour_mix × k / (k + neighbour_shrink), so they are computed as "
+                                  "warm items are; the towers keep those items' features (hidden size × 4 bytes "
+                                  "each) to do the same for items added later (0: they keep their own features)")
     neighbour_features: bool = Field(False, description="the item head also reads the mean text features of the "
                                       "items next to the item in the training sequences (its own again where it has "
                                       "none: items without neighbours, items added later); not with neighbour_mix")
@@ -204,6 +210,8 @@ class TowerConfig(FrozenModel):
     def _one_neighbour_use(self) -> "TowerConfig":
         if self.neighbour_mix and self.neighbour_features:
             raise ValueError("neighbour_mix and neighbour_features are two uses of the same neighbours: choose one")
+        if self.neighbour_borrow and not self.neighbour_mix:
+            raise ValueError("neighbour_borrow lends a share of neighbour_mix: set neighbour_mix > 0 too")
         return self
 
 
