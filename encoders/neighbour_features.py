@@ -52,13 +52,18 @@ class BorrowedShare(nn.Module):
         self.k, self.share = k, share
         self.register_buffer("bank", torch.zeros(0, hidden))  # filled by training (`fill`), sized by a load
 
+    def reserve(self, n: int) -> None:
+        """Size the bank for `n` items before training wraps the towers (data-parallel training keeps a reference
+        to every buffer), so each `fill` after it copies in place."""
+        self.bank = torch.zeros(n, self.bank.shape[1], device=self.bank.device)
+
     def fill(self, features: torch.Tensor) -> None:
         """The bank: own features [n, hidden] of the items that have neighbours (in place when the size holds)."""
         features = features.detach().float()
         if self.bank.shape == features.shape:
             self.bank.copy_(features)
         else:
-            self.bank = features.clone()
+            self.bank = features.to(self.bank.device, copy=True)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         saved = state_dict.get(prefix + "bank")
@@ -119,6 +124,8 @@ class NeighbourFeatures:
                                                 out=np.zeros_like(degree), where=degree > 0)) if shrink else None
         self.means: torch.Tensor | None = None
         self.borrow = borrow
+        if borrow is not None:
+            borrow.reserve(int((degree > 0).sum()))
         # each catalogue row's row in the borrowed share's bank (the items with neighbours, in order), or −1
         self.bank_rows = torch.as_tensor(np.where(degree > 0, np.cumsum(degree > 0) - 1, -1))
 

@@ -191,7 +191,7 @@ class Trainer:
         bank = self.cache.bank()
         if self.neighbours is not None:
             self.neighbours.refresh(bank)
-            # id_dropout computes some items as unseen ones: their own features, without the neighbours'
+            # id_dropout computes some items as unseen ones: their own features (or the borrowed share), no neighbours'
             rows = torch.arange(len(bank), device=bank.device)
             self.unseen_bank = self.neighbours.as_unseen(bank, rows) if self.config.tower.id_dropout > 0 else None
             bank = self.neighbours(bank, rows)

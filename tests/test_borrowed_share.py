@@ -73,7 +73,9 @@ def test_serving_computes_an_item_without_neighbours_as_training_did(tiny_bert_d
     hidden = trainer.model.bert.feature_size
     raw = torch.randn(len(trainer.data.item_ids), hidden, generator=torch.Generator().manual_seed(0))
     trainer.cache.bank = lambda: raw.clone()  # distinct features per item (the tiny BERT's are nearly alike)
+    reserved = trainer.model.borrow.bank  # sized at construction, filled in place (data-parallel training)
     trainer.refresh_bank()
+    assert trainer.model.borrow.bank is reserved
     warm = trainer.neighbours.has_neighbours
     assert (~warm).any() and warm.sum() > 3
     torch.testing.assert_close(trainer.model.borrow.bank, raw[warm])
