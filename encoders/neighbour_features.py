@@ -2,7 +2,7 @@
 the text part of the item vectors (the ID block carries its own): mixed in at a fixed share
 (`TowerConfig.neighbour_mix`) or beside them as a second input block of the item head, which learns how much to use
 it (`TowerConfig.neighbour_features`). With a share, items that have no neighbours, and items added after training,
-can borrow one from their text-nearest items that have neighbours (`TowerConfig.neighbour_borrow`,
+can borrow the neighbours of their text-nearest items that have some (`TowerConfig.neighbour_borrow`,
 `BorrowedShare`)."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torch import nn
 from recsys.config import TowerConfig
 
 
-BORROW_ROWS_PER_BLOCK = 4096  # rows whose similarities to the borrowed share's bank are computed at once
+BORROW_ROWS_PER_BLOCK = 4096  # rows whose similarities to the borrowed share's keys are computed at once
 
 
 def neighbour_counts(sequences: Sequence[np.ndarray], n_items: int) -> sp.csr_matrix:
@@ -42,48 +42,56 @@ def own_features_twice(features: torch.Tensor) -> torch.Tensor:
 
 
 class BorrowedShare(nn.Module):
-    """The neighbour share of an item the training sequences give no neighbours (or one added after training): the
-    mean own features of its `k` text-nearest items that have neighbours (cosine on own features), mixed in at
-    `share`. Its bank, those items' own features, is a buffer of the towers: saved with them, so serving (upserts,
-    free-text queries, the ONNX item tower) computes a new item as training computed an item without neighbours."""
+    """The neighbour share of an item the training sequences give no neighbours (or one added after training),
+    borrowed from the `k` items nearest to it by text (cosine on own features) among those that have neighbours:
+    the mean of their neighbours' mean features, mixed in at `share`, as if the item stood beside what they stand
+    beside. Its banks (those items' own features, to find them; their neighbours' means, to borrow) are buffers of
+    the towers: saved with them, so serving (upserts, free-text queries, the ONNX item tower) computes a new item
+    as training computed an item without neighbours."""
 
     def __init__(self, k: int, share: float, hidden: int) -> None:
         super().__init__()
         self.k, self.share = k, share
-        self.register_buffer("bank", torch.zeros(0, hidden))  # filled by training (`fill`), sized by a load
+        # filled by training (`fill`), sized by a load
+        self.register_buffer("keys", torch.zeros(0, hidden))  # own features of the items with neighbours
+        self.register_buffer("values", torch.zeros(0, hidden))  # ... and their neighbours' mean features
 
     def reserve(self, n: int) -> None:
-        """Size the bank for `n` items before training wraps the towers (data-parallel training keeps a reference
+        """Size the banks for `n` items before training wraps the towers (data-parallel training keeps a reference
         to every buffer), so each `fill` after it copies in place."""
-        self.bank = torch.zeros(n, self.bank.shape[1], device=self.bank.device)
+        self.keys = torch.zeros(n, self.keys.shape[1], device=self.keys.device)
+        self.values = torch.zeros_like(self.keys)
 
-    def fill(self, features: torch.Tensor) -> None:
-        """The bank: own features [n, hidden] of the items that have neighbours (in place when the size holds)."""
-        features = features.detach().float()
-        if self.bank.shape == features.shape:
-            self.bank.copy_(features)
-        else:
-            self.bank = features.to(self.bank.device, copy=True)
+    def fill(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """The banks [n, hidden]: own features and neighbours' means of the items that have neighbours (in place
+        when the size holds)."""
+        for name, features in (("keys", keys), ("values", values)):
+            bank, features = getattr(self, name), features.detach().float()
+            if bank.shape == features.shape:
+                bank.copy_(features)
+            else:
+                setattr(self, name, features.to(bank.device, copy=True))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        saved = state_dict.get(prefix + "bank")
-        if saved is not None and saved.shape != self.bank.shape:
-            self.bank = torch.empty_like(saved, device=self.bank.device)  # the saved towers' catalogue size
+        for name in ("keys", "values"):
+            saved, bank = state_dict.get(prefix + name), getattr(self, name)
+            if saved is not None and saved.shape != bank.shape:
+                setattr(self, name, torch.empty_like(saved, device=bank.device))  # the saved catalogue's size
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def means(self, features: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
-        """Mean bank features of each row's `k` nearest bank items [n, hidden]; `exclude`: per row, a bank row it
-        may not borrow from (itself, when training computes a warm item as a new one), or −1."""
-        sims = F.normalize(features.float(), dim=-1) @ F.normalize(self.bank, dim=-1).T
+        """The borrowed mean of each row [n, hidden]: the mean `values` of its `k` nearest `keys`; `exclude`: per
+        row, a bank row it may not borrow from (itself, when training computes a warm item as a new one), or −1."""
+        sims = F.normalize(features.float(), dim=-1) @ F.normalize(self.keys, dim=-1).T
         if exclude is not None:
-            own = (exclude[:, None] == torch.arange(len(self.bank), device=sims.device)[None, :])
+            own = (exclude[:, None] == torch.arange(len(self.keys), device=sims.device)[None, :])
             sims = sims.masked_fill(own, float("-inf"))
-        top = sims.topk(min(self.k, len(self.bank) - (exclude is not None)), dim=-1).indices
-        return self.bank[top].mean(dim=1).to(features.dtype)
+        top = sims.topk(min(self.k, len(self.keys) - (exclude is not None)), dim=-1).indices
+        return self.values[top].mean(dim=1).to(features.dtype)
 
     def forward(self, features: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
         """(1 − share) × own + share × the borrowed mean; own features alone while the bank is too small."""
-        if len(self.bank) <= self.k:
+        if len(self.keys) <= self.k:
             return features
         return features * (1 - self.share) + self.means(features, exclude) * self.share
 
@@ -141,7 +149,7 @@ class NeighbourFeatures:
 
     def refresh(self, bank: torch.Tensor) -> None:
         """Neighbour means from `bank` [n_items, hidden], the catalogue's current features (and, with a borrowed
-        share, its bank: the own features of the items that have neighbours)."""
+        share, its banks: the own features and neighbours' means of the items that have neighbours)."""
         means = self.weights @ bank.detach().float().cpu().numpy()
         self.means = torch.as_tensor(np.asarray(means, np.float32), device=bank.device)
         self.has_neighbours = self.has_neighbours.to(bank.device)  # kept beside the means: no copy per step
@@ -149,7 +157,7 @@ class NeighbourFeatures:
         if self.shares is not None:
             self.shares = self.shares.to(bank.device)
         if self.borrow is not None:
-            self.borrow.fill(bank[self.has_neighbours])
+            self.borrow.fill(bank[self.has_neighbours], self.means[self.has_neighbours])
 
     def as_unseen(self, features: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """The head's input for catalogue `rows` with these own `features` computed as items unseen in training

@@ -18,6 +18,7 @@ _BLEND = {"zero_shot_blend": (0.0, 0.1, 0.2, 0.3, 0.5)}
 # stopped movielens-100k's `frozen` towers at epoch 6 (valid 0.0427; with 8: 0.0675 at epoch 20, test 0.0424 →
 # 0.0588) and amazon-scientific's at epoch 19 on seed 1 while still rising (README "Does the LoRA part earn its place?")
 _PATIENCE = 8
+_NEIGHBOURS = {"neighbour_mix": 0.5, "neighbour_shrink": 8.0, "neighbour_borrow": 10}
 
 PRESETS: dict[str, dict] = {
     # ≤ ~60 min on 2 CPU cores (amazon-scientific): sequence user tower over the PEFT item tower (text block 352 +
@@ -30,8 +31,11 @@ PRESETS: dict[str, dict] = {
     # datasets; README "Neighbour features in the item head"), though it lost movielens-100k on the `frozen`
     # preset; 0.5 shrunk by the item's neighbour count n (0.5 × n / (n + 8): about 0.3 for amazon-scientific's
     # median item, more for items seen beside many others) is ahead of 0.3 in all four again, and `frozen` uses it too
+    # neighbour_borrow: items without neighbours, and items added after training, borrow the neighbours of their 10
+    # text-nearest items; with a tenth of amazon-scientific's items held out as new (`--cold-items 0.1`), the
+    # `frozen` towers' valid N@10 on them 0.0485 → 0.0845 (README "New items: what the neighbour share costs them")
     "cpu": {"lora": {"method": "adalora", "rank": 8, "top_layers": 1},
-            "tower": {**_SEQUENCE, "neighbour_mix": 0.5, "neighbour_shrink": 8.0}, "bert_epochs": 3,
+            "tower": {**_SEQUENCE, **_NEIGHBOURS}, "bert_epochs": 3,
             "adapter_items_per_step": 64, "epochs": 30, "patience": _PATIENCE, "max_minutes": 55, **_REGULARISED,
             **_BLEND},
     # text-only item path (no ID block, hence no suppression): what brand-new items get
@@ -47,7 +51,7 @@ PRESETS: dict[str, dict] = {
     # here; the shrunk one (0.5 × n / (n + 8)) is ahead of no share on validation in all four same-seed pairings
     # (README "How much of the neighbours, and whose")
     "frozen": {"lora": {"method": "none", "top_layers": 1},
-               "tower": {**_SEQUENCE, "neighbour_mix": 0.5, "neighbour_shrink": 8.0}, "epochs": 30,
+               "tower": {**_SEQUENCE, **_NEIGHBOURS}, "epochs": 30,
                "patience": _PATIENCE, "max_minutes": 40, **_REGULARISED, **_BLEND},
     # CUDA: adapters in every layer, longer item texts, every positive re-encoded each step, bank refreshed often.
     # The heads (and the sequence tower) train first on the frozen BERT until early stopping, then 5 epochs with the

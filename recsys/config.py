@@ -185,11 +185,12 @@ class TowerConfig(FrozenModel):
                                     "keeps more of its own features (0: neighbour_mix for every item with "
                                     "neighbours; no effect while neighbour_mix is 0)")
     neighbour_borrow: int = Field(0, ge=0, description="with neighbour_mix: items without neighbours in the "
-                                  "training sequences, and items added after training, borrow a share from the mean "
-                                  "own text features of their `neighbour_borrow` text-nearest items that have "
-                                  "neighbours, at neighbour_mix × k / (k + neighbour_shrink), so they are computed as "
-                                  "warm items are; the towers keep those items' features (hidden size × 4 bytes "
-                                  "each) to do the same for items added later (0: they keep their own features)")
+                                  "training sequences, and items added after training, borrow the neighbours of "
+                                  "their `neighbour_borrow` text-nearest items that have some (the mean of those "
+                                  "items' neighbour means, at neighbour_mix × k / (k + neighbour_shrink)), so they "
+                                  "are computed as warm items are; the towers keep those items' own features and "
+                                  "neighbour means (2 × hidden size × 4 bytes each) to do the same for items added "
+                                  "later (0: they keep their own features)")
     neighbour_features: bool = Field(False, description="the item head also reads the mean text features of the "
                                       "items next to the item in the training sequences (its own again where it has "
                                       "none: items without neighbours, items added later); not with neighbour_mix")

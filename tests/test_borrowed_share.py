@@ -1,5 +1,5 @@
 """TowerConfig.neighbour_borrow: items without neighbours in the training sequences, and items added after training,
-borrow a neighbour share from their text-nearest items that have neighbours, in training and in serving alike."""
+borrow the neighbour share of their text-nearest items that have neighbours, in training and in serving alike."""
 
 import numpy as np
 import pytest
@@ -17,18 +17,19 @@ SEQUENCES = [np.array([0, 1, 2, 3])]
 BANK = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9], [1.0, 0.05], [0.05, 1.0]])
 
 
-def test_the_borrowed_share_is_the_mean_of_the_k_text_nearest_bank_items():
+def test_the_borrowed_share_is_the_mean_value_of_the_k_text_nearest_keys():
+    values = torch.tensor([[10.0, 0.0], [20.0, 0.0], [0.0, 30.0], [0.0, 40.0]])  # stand-ins for neighbour means
     borrow = BorrowedShare(k=2, share=0.4, hidden=2)
-    borrow.fill(BANK[:4])
+    borrow.fill(BANK[:4], values)
     got = borrow(BANK[4:])
-    torch.testing.assert_close(got[0], 0.6 * BANK[4] + 0.4 * (BANK[0] + BANK[1]) / 2)  # nearest: 0 and 1
-    torch.testing.assert_close(got[1], 0.6 * BANK[5] + 0.4 * (BANK[2] + BANK[3]) / 2)  # nearest: 2 and 3
+    torch.testing.assert_close(got[0], 0.6 * BANK[4] + 0.4 * (values[0] + values[1]) / 2)  # nearest: 0 and 1
+    torch.testing.assert_close(got[1], 0.6 * BANK[5] + 0.4 * (values[2] + values[3]) / 2)  # nearest: 2 and 3
     # excluding an item's own bank row (training computing a warm item as a new one)
     torch.testing.assert_close(borrow(BANK[:1], exclude=torch.tensor([0])),
-                               0.6 * BANK[:1] + 0.4 * (BANK[1] + BANK[3]) / 2)
+                               0.6 * BANK[:1] + 0.4 * (values[1] + values[3]) / 2)
     # a bank of k items or fewer lends nothing
     small = BorrowedShare(k=4, share=0.4, hidden=2)
-    small.fill(BANK[:4])
+    small.fill(BANK[:4], values)
     torch.testing.assert_close(small(BANK[4:]), BANK[4:])
 
 
@@ -47,22 +48,18 @@ def test_items_without_neighbours_borrow_and_warm_items_keep_their_neighbours_sh
     borrow = BorrowedShare(k=1, share=0.3, hidden=2)
     mix = NeighbourFeatures(SEQUENCES, 6, share=0.5, borrow=borrow)
     mix.refresh(BANK)
-    torch.testing.assert_close(borrow.bank, BANK[:4])  # the items with neighbours, in catalogue order
+    means = torch.stack([BANK[1], (BANK[0] + BANK[2]) / 2, (BANK[1] + BANK[3]) / 2, BANK[2]])  # chain 0–1–2–3
+    torch.testing.assert_close(borrow.keys, BANK[:4])  # the items with neighbours, in catalogue order
+    torch.testing.assert_close(borrow.values, means)
     mixed = mix(BANK, torch.arange(6))
-    torch.testing.assert_close(mixed[:4], _warm_mix(BANK))
-    torch.testing.assert_close(mixed[4], 0.7 * BANK[4] + 0.3 * BANK[0])
-    torch.testing.assert_close(mixed[5], 0.7 * BANK[5] + 0.3 * BANK[2])
+    torch.testing.assert_close(mixed[:4], 0.5 * BANK[:4] + 0.5 * means)
+    torch.testing.assert_close(mixed[4], 0.7 * BANK[4] + 0.3 * means[0])  # nearest by text: item 0
+    torch.testing.assert_close(mixed[5], 0.7 * BANK[5] + 0.3 * means[2])  # item 2
     # as unseen items: warm ones borrow too, never from themselves; loners as they always do
     unseen = mix.as_unseen(BANK, torch.arange(6))
-    torch.testing.assert_close(unseen[0], 0.7 * BANK[0] + 0.3 * BANK[1])
-    torch.testing.assert_close(unseen[1], 0.7 * BANK[1] + 0.3 * BANK[0])
+    torch.testing.assert_close(unseen[0], 0.7 * BANK[0] + 0.3 * means[1])
+    torch.testing.assert_close(unseen[1], 0.7 * BANK[1] + 0.3 * means[0])
     torch.testing.assert_close(unseen[4:], mixed[4:])
-
-
-def _warm_mix(bank: torch.Tensor) -> torch.Tensor:
-    """A 0.5 share of the count-weighted neighbour mean for the chain 0–1–2–3."""
-    means = torch.stack([bank[1], (bank[0] + bank[2]) / 2, (bank[1] + bank[3]) / 2, bank[2]])
-    return 0.5 * bank[:4] + 0.5 * means
 
 
 def test_serving_computes_an_item_without_neighbours_as_training_did(tiny_bert_dir, shop):
@@ -73,20 +70,23 @@ def test_serving_computes_an_item_without_neighbours_as_training_did(tiny_bert_d
     hidden = trainer.model.bert.feature_size
     raw = torch.randn(len(trainer.data.item_ids), hidden, generator=torch.Generator().manual_seed(0))
     trainer.cache.bank = lambda: raw.clone()  # distinct features per item (the tiny BERT's are nearly alike)
-    reserved = trainer.model.borrow.bank  # sized at construction, filled in place (data-parallel training)
+    reserved = trainer.model.borrow.keys  # sized at construction, filled in place (data-parallel training)
     trainer.refresh_bank()
-    assert trainer.model.borrow.bank is reserved
+    assert trainer.model.borrow.keys is reserved
     warm = trainer.neighbours.has_neighbours
     assert (~warm).any() and warm.sum() > 3
-    torch.testing.assert_close(trainer.model.borrow.bank, raw[warm])
+    keys, values = raw[warm], trainer.neighbours.means[warm]
+    torch.testing.assert_close(trainer.model.borrow.keys, keys)
+    torch.testing.assert_close(trainer.model.borrow.values, values)
     loners = raw[~warm]
-    nearest = (F.normalize(loners, dim=-1) @ F.normalize(raw[warm], dim=-1).T).topk(3).indices
+    nearest = (F.normalize(loners, dim=-1) @ F.normalize(keys, dim=-1).T).topk(3).indices
     share = 0.5 * 3 / 5
-    torch.testing.assert_close(trainer.bank[~warm], (1 - share) * loners + share * raw[warm][nearest].mean(dim=1))
+    torch.testing.assert_close(trainer.bank[~warm], (1 - share) * loners + share * values[nearest].mean(dim=1))
     # id_dropout's unseen items borrow as new items do (a warm item never from itself)
-    first, others = int(torch.nonzero(warm)[0]), raw[warm][1:]  # the first warm item, and the bank without it
-    own_nearest = (F.normalize(raw[first], dim=0) @ F.normalize(others, dim=-1).T).topk(3).indices
-    torch.testing.assert_close(trainer.unseen_bank[first], (1 - share) * raw[first] + share * others[own_nearest].mean(0))
+    first = int(torch.nonzero(warm)[0])  # the first warm item: bank row 0
+    own_nearest = (F.normalize(raw[first], dim=0) @ F.normalize(keys[1:], dim=-1).T).topk(3).indices
+    torch.testing.assert_close(trainer.unseen_bank[first],
+                               (1 - share) * raw[first] + share * values[1:][own_nearest].mean(0))
     trainer.model.eval()
     with torch.no_grad():  # the text-only path (upserts, free-text queries, ONNX) gives a loner its training input
         expected = F.normalize(F.pad(trainer.model.item_head(trainer.bank[~warm]), (0, 8)), dim=-1)
@@ -103,15 +103,16 @@ def test_a_saved_bundle_keeps_the_bank_and_exports_it_in_the_onnx_item_tower(tin
     trained = train_and_evaluate(dataset, split, small_config(tiny_bert_dir, tower=tower), name="nb",
                                  out_root=tmp_path, progress=False)
     loaded = load_recommender(trained.path)
-    saved_bank = trained.recommender.user_tower.model.borrow.bank
-    assert len(saved_bank) > 2
-    torch.testing.assert_close(loaded.user_tower.model.borrow.bank, saved_bank)
+    saved = trained.recommender.user_tower.model.borrow
+    assert len(saved.keys) > 2
+    torch.testing.assert_close(loaded.user_tower.model.borrow.keys, saved.keys)
+    torch.testing.assert_close(loaded.user_tower.model.borrow.values, saved.values)
     np.testing.assert_array_equal(loaded.item_vectors, trained.recommender.item_vectors)
     new = [{"item_id": "NEW", "title": "a brand-new item", "text": "a brand-new item"}]
     vector = loaded.item_tower().encode_items(new)
     np.testing.assert_allclose(vector, trained.recommender.item_tower().encode_items(new), atol=1e-6)
     # ... and it is not what the same towers give without the borrowed share
-    loaded.user_tower.model.borrow.bank = saved_bank[:2]  # (k or fewer items: nothing to borrow)
+    loaded.user_tower.model.borrow.keys = saved.keys[:2]  # (k or fewer items: nothing to borrow)
     assert np.abs(loaded.item_tower().encode_items(new) - vector).max() > 1e-3
     out = tmp_path / "export"
     out.mkdir()
