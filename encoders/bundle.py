@@ -1,8 +1,8 @@
 """Trained towers inside a bundle's `encoder/` directory, and loading a Recommender that uses them.
 
 encoder/ holds: adapter_config.json + adapter_model.safetensors (peft format), the tokenizer files,
-towers.safetensors (item head, ID embeddings, sequence model, user head, temperature; with full fine-tuning also
-the tuned BERT layers), tower.json (the TrainConfig and sizes) and, with `merge_adapters`, merged/ (the backbone
+towers.safetensors (item head, ID embeddings, sequence model, user head, temperature, the borrowed neighbour
+share's banks; with full fine-tuning also the tuned BERT layers), tower.json (the TrainConfig and sizes) and, with `merge_adapters`, merged/ (the backbone
 with adapters folded in)."""
 
 from __future__ import annotations

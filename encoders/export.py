@@ -51,7 +51,8 @@ class _FrozenTower(nn.Module):
 
 
 class _TrainedTower(nn.Module):
-    """The trained item tower's text-only path: adapted BERT → item head (zero ID block) → L2 normalisation."""
+    """The trained item tower's text-only path: adapted BERT (→ the borrowed neighbour share, with
+    `neighbour_borrow`: the graph carries its banks) → item head (zero ID block) → L2 normalisation."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
