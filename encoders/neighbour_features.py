@@ -97,10 +97,13 @@ class BorrowedShare(nn.Module):
 
     @classmethod
     def for_tower(cls, config: TowerConfig, hidden: int) -> BorrowedShare | None:
-        """The tower config's borrowed share (None without `neighbour_borrow`): neighbour_mix × k / (k + shrink),
-        what a warm item seen beside k others gets."""
+        """The tower config's borrowed share (None without `neighbour_borrow` or without a share to borrow, so a
+        preset's value stays inert when a --config turns the share off): neighbour_mix × k / (k + shrink), what a
+        warm item seen beside k others gets."""
         k = config.neighbour_borrow
-        return cls(k, config.neighbour_mix * k / (k + config.neighbour_shrink), hidden) if k else None
+        if not k or not config.neighbour_mix:
+            return None
+        return cls(k, config.neighbour_mix * k / (k + config.neighbour_shrink), hidden)
 
 
 class NeighbourFeatures:

@@ -190,7 +190,7 @@ class TowerConfig(FrozenModel):
                                   "items' neighbour means, at neighbour_mix × k / (k + neighbour_shrink)), so they "
                                   "are computed as warm items are; the towers keep those items' own features and "
                                   "neighbour means (2 × hidden size × 4 bytes each) to do the same for items added "
-                                  "later (0: they keep their own features)")
+                                  "later (0: they keep their own features; no effect while neighbour_mix is 0)")
     neighbour_features: bool = Field(False, description="the item head also reads the mean text features of the "
                                       "items next to the item in the training sequences (its own again where it has "
                                       "none: items without neighbours, items added later); not with neighbour_mix")
@@ -211,8 +211,6 @@ class TowerConfig(FrozenModel):
     def _one_neighbour_use(self) -> "TowerConfig":
         if self.neighbour_mix and self.neighbour_features:
             raise ValueError("neighbour_mix and neighbour_features are two uses of the same neighbours: choose one")
-        if self.neighbour_borrow and not self.neighbour_mix:
-            raise ValueError("neighbour_borrow lends a share of neighbour_mix: set neighbour_mix > 0 too")
         return self
 
 

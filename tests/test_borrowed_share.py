@@ -33,13 +33,16 @@ def test_the_borrowed_share_is_the_mean_value_of_the_k_text_nearest_keys():
     torch.testing.assert_close(small(BANK[4:]), BANK[4:])
 
 
-def test_the_share_is_what_a_warm_item_seen_beside_k_others_gets_and_needs_a_neighbour_mix():
+def test_the_share_is_what_a_warm_item_seen_beside_k_others_gets_and_is_inert_without_a_share():
     tower = TowerConfig(neighbour_mix=0.5, neighbour_shrink=8.0, neighbour_borrow=10)
     borrow = BorrowedShare.for_tower(tower, hidden=2)
     assert borrow.k == 10 and borrow.share == pytest.approx(0.5 * 10 / 18)
     assert BorrowedShare.for_tower(TowerConfig(neighbour_mix=0.5), hidden=2) is None
-    with pytest.raises(ValidationError, match="neighbour_mix > 0"):
-        TowerConfig(neighbour_borrow=10)
+    # a preset's value stays inert when a --config turns the share off or picks the block
+    assert BorrowedShare.for_tower(TowerConfig(neighbour_borrow=10), hidden=2) is None
+    assert BorrowedShare.for_tower(TowerConfig(neighbour_features=True, neighbour_borrow=10), hidden=2) is None
+    with pytest.raises(ValidationError):
+        TowerConfig(neighbour_mix=0.5, neighbour_borrow=-1)
     with pytest.raises(ValueError, match="not the block"):
         NeighbourFeatures(SEQUENCES, 6, block=True, borrow=BorrowedShare(1, 0.5, 2))
 
