@@ -55,12 +55,15 @@ class BorrowedShare(nn.Module):
         # filled by training (`fill`), sized by a load
         self.register_buffer("keys", torch.zeros(0, hidden))  # own features of the items with neighbours
         self.register_buffer("values", torch.zeros(0, hidden))  # ... and their neighbours' mean features
+        # the keys L2-normalised once (derived, not saved): a text query compares itself with all of them
+        self.register_buffer("unit_keys", torch.zeros(0, hidden), persistent=False)
 
     def reserve(self, n: int) -> None:
         """Size the banks for `n` items before training wraps the towers (data-parallel training keeps a reference
         to every buffer), so each `fill` after it copies in place."""
         self.keys = torch.zeros(n, self.keys.shape[1], device=self.keys.device)
         self.values = torch.zeros_like(self.keys)
+        self.unit_keys = torch.zeros_like(self.keys)
 
     def fill(self, keys: torch.Tensor, values: torch.Tensor) -> None:
         """The banks [n, hidden]: own features and neighbours' means of the items that have neighbours (in place
@@ -71,6 +74,14 @@ class BorrowedShare(nn.Module):
                 bank.copy_(features)
             else:
                 setattr(self, name, features.to(bank.device, copy=True))
+        self._normalise_keys()
+
+    def _normalise_keys(self) -> None:
+        unit = F.normalize(self.keys, dim=-1)
+        if self.unit_keys.shape == unit.shape:
+            self.unit_keys.copy_(unit)  # in place, as `fill`
+        else:
+            self.unit_keys = unit
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         for name in ("keys", "values"):
@@ -78,14 +89,15 @@ class BorrowedShare(nn.Module):
             if saved is not None and saved.shape != bank.shape:
                 setattr(self, name, torch.empty_like(saved, device=bank.device))  # the saved catalogue's size
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._normalise_keys()
 
     def means(self, features: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
         """The borrowed mean of each row [n, hidden]: the mean `values` of its `k` nearest `keys`; `exclude`: per
         row, a bank row it may not borrow from (itself, when training computes a warm item as a new one), or −1."""
-        sims = F.normalize(features.float(), dim=-1) @ F.normalize(self.keys, dim=-1).T
+        sims = F.normalize(features.float(), dim=-1) @ self.unit_keys.T
         if exclude is not None:
-            own = (exclude[:, None] == torch.arange(len(self.keys), device=sims.device)[None, :])
-            sims = sims.masked_fill(own, float("-inf"))
+            rows = torch.nonzero(exclude >= 0).flatten()
+            sims[rows, exclude[rows]] = float("-inf")
         top = sims.topk(min(self.k, len(self.keys) - (exclude is not None)), dim=-1).indices
         return self.values[top].mean(dim=1).to(features.dtype)
 
