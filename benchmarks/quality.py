@@ -17,8 +17,15 @@ from pathlib import Path
 from benchmarks.common import Column, environment, write_report
 
 METRICS = [f"{m}@{k}" for k in (10, 20, 50) for m in ("recall", "ndcg", "mrr")]
-COLUMNS = ([Column("model")] + [Column(m, m.replace("recall", "R").replace("ndcg", "N").replace("mrr", "MRR"), ".4f")
-                                for m in METRICS]
+
+
+def metric_column(metric: str) -> Column:
+    """A metric's table column: R@10, N@10, MRR@10, …, four decimals."""
+    return Column(metric, metric.replace("recall", "R").replace("ndcg", "N").replace("mrr", "MRR"), ".4f")
+
+
+COLUMNS = ([Column("model")] + [metric_column(m) for m in METRICS[:2]] + [Column("ndcg@10_se", "± s.e.", ".4f")]
+           + [metric_column(m) for m in METRICS[2:]]
            + [Column("n_examples", "n", ",.0f"), Column("train_minutes", "train min", ".1f"),
               Column("trainable_params", "trainable params", ",.0f"), Column("total_params", "total params", ",.0f"),
               Column("blend_weight", "zero-shot blend w", ".2f"), Column("ild@10", "ILD@10", ".3f"),
@@ -223,6 +230,8 @@ def run(data: str | Path, out_dir: str | Path, variants: Sequence[str] = ("cpu",
     notes = [f"dataset {dataset.name}: {dataset.items.height:,} items, full ranking over all of them, history not "
              "masked (the published protocol); metrics from recsys.evaluation.evaluate",
              "cold-start slice: users whose target item never occurs in the training interactions",
+             "± s.e.: the standard error of N@10 over the table's users (a slice of a few dozen users moves by "
+             "several hundredths between samples of them; compare models on the same users against it)",
              *([f"simulated new items (`--cold-items {cold_items:g}`): {len(held_out):,} of the train split's items "
                 "(seeded) lost their train events, so nothing learns from them and every user whose target is one "
                 "of them is in the cold-start slice; histories keep them"] if held_out else []),

@@ -26,8 +26,7 @@ def ndcg_gains(ranks: np.ndarray, k: int) -> np.ndarray:
 def paired_difference(new: np.ndarray, old: np.ndarray) -> tuple[float, float]:
     """(mean, standard error) of the per-example differences new − old (s.e. 0 with fewer than two examples)."""
     diff = np.asarray(new, float) - np.asarray(old, float)
-    se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
-    return float(diff.mean()), se
+    return float(diff.mean()), standard_error(diff)
 
 
 def ndcg_at_k(ranks: np.ndarray, k: int) -> float:
@@ -54,13 +53,22 @@ def target_ranks(recommended: list[list[str]] | np.ndarray, targets: list[str]) 
     return ranks
 
 
+def standard_error(values: np.ndarray) -> float:
+    """Standard error of the mean of per-example values (0 with fewer than two): how far a mean over this many
+    users moves between samples of them."""
+    values = np.asarray(values, float)
+    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+
+
 def summarize(ranks: np.ndarray, ks: tuple[int, ...] = (10, 20, 50)) -> dict[str, float]:
-    """{"recall@10": …, "ndcg@10": …, "mrr@10": …, …} for each k."""
+    """{"recall@10": …, "ndcg@10": …, "mrr@10": …, "ndcg@10_se": …, …} for each k; `ndcg@k_se` is the
+    standard error of NDCG@k over the examples (small slices: read differences against it)."""
     out: dict[str, float] = {}
     for k in ks:
         out[f"recall@{k}"] = recall_at_k(ranks, k)
         out[f"ndcg@{k}"] = ndcg_at_k(ranks, k)
         out[f"mrr@{k}"] = mrr_at_k(ranks, k)
+        out[f"ndcg@{k}_se"] = standard_error(ndcg_gains(ranks, k))
     return out
 
 

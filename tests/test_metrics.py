@@ -22,7 +22,10 @@ def test_target_ranks_and_summary_keys():
     summary = summarize(ranks, (1, 2))
     assert summary == pytest.approx({"recall@1": 1 / 3, "ndcg@1": 1 / 3, "mrr@1": 1 / 3,
                                      "recall@2": 2 / 3, "ndcg@2": (1 + 1 / math.log2(3)) / 3,
-                                     "mrr@2": (1 + 0.5) / 3})
+                                     "mrr@2": (1 + 0.5) / 3,
+                                     "ndcg@1_se": np.std([0, 1, 0], ddof=1) / math.sqrt(3),
+                                     "ndcg@2_se": np.std([1 / math.log2(3), 1, 0], ddof=1) / math.sqrt(3)})
+    assert summarize(np.array([3]), (10,))["ndcg@10_se"] == 0.0  # one example: no spread to measure
 
 
 def test_empty_input_is_zero():

@@ -38,6 +38,8 @@ def test_bench_quality_writes_json_markdown_and_chart(tiny_bert_dir, tmp_path):
     models = {r["model"] for r in report["rows"]}
     assert {"peft-bert:smoke", "peft-bert:smoke + ranker", "peft-bert:smoke similar items of the last item"} <= models
     assert all(0 <= r["ild@10"] <= 2 and 0 < r["coverage@10"] <= 1 for r in report["rows"])
+    # every row carries N@10's standard error over its users: within (0, 0.5] when some but not all users hit
+    assert all(0 < r["ndcg@10_se"] <= 0.5 for r in report["rows"] if 0 < r["ndcg@10"] < 1 and r["n_examples"] > 1)
     row = report["rows"][0]  # the blend weight chosen on validation, with each tried weight's NDCG@10
     assert set(row["blend_valid_ndcg"]) == {"0.0", "1.0"} and row["blend_weight"] in (0.0, 1.0)
     assert row["blend_valid_ndcg"][str(row["blend_weight"])] == max(row["blend_valid_ndcg"].values())
@@ -57,7 +59,7 @@ def test_bench_quality_writes_json_markdown_and_chart(tiny_bert_dir, tmp_path):
     assert fresh[0]["ranker_trees"] == plain[0]["ranker_trees"]
     markdown = (tmp_path / "res" / "quality.md").read_text()
     assert "peft-bert:smoke" in markdown and "peft-bert:smoke + ranker" in markdown
-    assert "not the published protocol" in markdown
+    assert "not the published protocol" in markdown and "| ± s.e. |" in markdown
     assert (tmp_path / "res" / "quality.png").is_file()
     assert row["stopped"] == "epochs" and "time budget" not in markdown
 
