@@ -33,13 +33,14 @@ from encoders.adversarial import adversarial_loss
 from encoders.distributed import LossModule, WorkerGroup
 from encoders.history_text import history_snippets, render_history
 from encoders.item_bank import ItemTextCache
-from encoders.item_pairs import item_pairs, pair_batches, pair_loss
+from encoders.item_pairs import item_pairs
 from encoders.lora import attach_adapters, is_adapter_parameter, orthogonal_penalty, parameter_counts
 from encoders.losses import smoothed_cross_entropy
 from encoders.neighbour_features import NeighbourFeatures
+from encoders.pre_stage import pretrain_items
 from encoders.reproducible import deterministic_algorithms
 from encoders.run_report import plot_training_curve, write_metrics_csv
-from encoders.schedules import warmup_cosine, warmup_cosine_factor
+from encoders.schedules import warmup_cosine_factor
 from encoders.serving import TrainedUserTower
 from encoders.stopping import StopReason, stop_reason, time_budget_message
 from encoders.towers import AdaptedBert, TwoTowerModel, autocast, pick_device
@@ -442,7 +443,7 @@ class Trainer:
             self.phase_start = trainer.get("phase_start")
             started -= trainer["seconds"]
         elif self.pair_steps:
-            self.pre_stage = self.pretrain_items(started)
+            self.pre_stage = pretrain_items(self, started)
         epoch, stopped = start_epoch, "epochs"
         while epoch < end or phase == "heads":
             if epoch >= end or (phase == "heads" and bad >= config.patience):  # the heads have converged
@@ -470,7 +471,7 @@ class Trainer:
                        unit="step", disable=not self.progress)
             for batch in bar:
                 loss, n = self.loss_step(batch, adapters_on, rng)
-                self._step(loss, adapters_on, self.optimizer, self.scheduler, self.workers.share_weight(n))
+                self.optimizer_step(loss, adapters_on, self.optimizer, self.scheduler, self.workers.share_weight(n))
                 if self.average is not None:
                     self.average.update()
                 step += 1
@@ -537,7 +538,7 @@ class Trainer:
         return TrainResult(self.model, config, vectors, self.user_tower(vectors), history, best_epoch, best_ndcg,
                            time.perf_counter() - started, self.parameters, self.device.type, self.pre_stage, stopped)
 
-    def _step(self, loss: torch.Tensor, adapters_on: bool, optimizer: torch.optim.Optimizer,
+    def optimizer_step(self, loss: torch.Tensor, adapters_on: bool, optimizer: torch.optim.Optimizer,
               scheduler: torch.optim.lr_scheduler.LRScheduler, weight: float = 1.0) -> None:
         """Backward (+ AdaLoRA's orthogonal regulariser while adapters train), clip, step; AdaLoRA's budget
         schedule advances with the steps that train adapters only. `weight`: this worker's share of the global
@@ -556,53 +557,6 @@ class Trainer:
                 self.peft.base_model.update_and_allocate(self.adapter_step)
             self.adapter_step += 1
         optimizer.zero_grad(set_to_none=True)
-
-    def pretrain_items(self, started: float) -> dict:
-        """The item–item contrastive pre-stage (`encoders.item_pairs`): `pair_steps` steps over the train split's
-        pairs, training the adapters (when there are any) and the item head; the bank is encoded afresh after it.
-        Returns a summary."""
-        config = self.config
-        head = [p for p in self.model.item_head.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW([{"params": head, "lr": config.lr}, {"params": self.adapters,
-                                                                            "lr": config.adapter_lr}],
-                                      weight_decay=config.weight_decay)
-        scheduler = warmup_cosine(optimizer, self.pair_steps, config.warmup_ratio)
-        rng = np.random.default_rng([config.seed, 1_000_003])
-        stage_start, losses, step, out_of_time = time.perf_counter(), [], 0, False
-        self.model.train()
-        bar = tqdm(total=self.pair_steps, desc=f"item-item pre-stage ({len(self.pairs):,} pairs)", unit="step",
-                   disable=not self.progress)
-        while step < self.pair_steps:
-            for pairs in pair_batches(self.pairs, config.pair_batch_size, rng):
-                unique, batch = torch.unique(torch.as_tensor(pairs, device=self.device), return_inverse=True)
-                if self.adapters:
-                    features = self.fresh_features(unique)
-                else:
-                    if self.bank is None:
-                        self.refresh_bank()
-                    features = self.bank[unique]
-                with autocast(self.device, config.mixed_precision):
-                    vectors = F.normalize(self.model.item_head(features.float()).float(), dim=-1)
-                loss = pair_loss(vectors, batch, 1.0 / config.temperature)
-                self._step(loss, bool(self.adapters), optimizer, scheduler)
-                losses.append(loss.item())
-                step += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-                out_of_time = bool(config.max_minutes and time.perf_counter() - started > 60 * config.max_minutes)
-                if step >= self.pair_steps or out_of_time:
-                    break
-            if out_of_time:
-                break
-        bar.close()
-        self.workers.sync_parameters(self.model)  # each worker drew its own dropout: rank 0's weights for all
-        self.refresh_bank()
-        report = {"pairs": int(len(self.pairs)), "steps": step, "first_loss": float(np.mean(losses[:20])),
-                  "last_loss": float(np.mean(losses[-20:])), "seconds": round(time.perf_counter() - stage_start, 1)}
-        if self.progress:
-            tqdm.write(f"pre-stage: {step} steps, loss {report['first_loss']:.3f} → {report['last_loss']:.3f} "
-                       f"({report['seconds']:.0f}s)")
-        return report
 
 
 def train_towers(dataset: Dataset, split: SplitData, config: TrainConfig, run_dir: Path | None = None,

@@ -11,6 +11,7 @@ from encoders.bundle import load_recommender
 from encoders.experiment import train_and_evaluate
 from encoders.item_pairs import item_pairs, pair_loss
 from encoders.lora import orthogonal_penalty
+from encoders.pre_stage import pretrain_items
 from encoders.schedules import warmup_cosine_factor
 from encoders.training import Trainer
 from recsys.config import LoraConfig
@@ -76,7 +77,7 @@ def test_pre_stage_pulls_co_occurring_items_together_in_the_text_path(tiny_bert_
     trainer.refresh_bank()
     before = pair_margin(trainer)
     adapters = {n: p.detach().clone() for n, p in trainer.model.bert.named_parameters() if "lora_B" in n}
-    report = trainer.pretrain_items(started=0.0)
+    report = pretrain_items(trainer, started=0.0)
     assert report["steps"] == trainer.pair_steps == int(np.ceil(3 * len(trainer.pairs) / 32))
     assert report["last_loss"] < report["first_loss"] - 1.0
     assert pair_margin(trainer) > before + 0.08
