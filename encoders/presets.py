@@ -33,9 +33,10 @@ PRESETS: dict[str, dict] = {
     # median item, more for items seen beside many others) is ahead of 0.3 in all four again, and `frozen` uses it too
     # neighbour_borrow: items without neighbours, and items added after training, borrow the neighbours of their 3
     # text-nearest items; with a tenth of the items held out as new (`--cold-items 0.1`), all users' valid N@10 with
-    # k = 3 / 5 / 10 / none: amazon-scientific `frozen` 0.0807 / – / 0.0797 / 0.0803, seed 1 0.0794 / 0.0790 /
-    # 0.0784 / 0.0786, movielens-100k 0.0757 / 0.0747 / 0.0748 / 0.0759; the new items' own valid N@10 rises with k
-    # (seed 1: 0.0396 none → 0.0557 / 0.0621 / 0.0754), everyone else's falls (README "How many look-alikes")
+    # k = 3 / 5 / 10 / none: amazon-scientific `frozen` 0.0807 / 0.0805 / 0.0797 / 0.0803, seed 1 0.0794 / 0.0790 /
+    # 0.0784 / 0.0786, movielens-100k 0.0757 / 0.0747 / 0.0748 / 0.0759, `cpu` 0.0782 / – / 0.0778 / 0.0776; the new
+    # items' own valid N@10 rises with k (seed 1: 0.0396 none → 0.0557 / 0.0621 / 0.0754), everyone else's falls
+    # (README "How many look-alikes")
     "cpu": {"lora": {"method": "adalora", "rank": 8, "top_layers": 1},
             "tower": {**_SEQUENCE, **_NEIGHBOURS}, "bert_epochs": 3,
             "adapter_items_per_step": 64, "epochs": 30, "patience": _PATIENCE, "max_minutes": 55, **_REGULARISED,
