@@ -539,7 +539,7 @@ class Trainer:
                            time.perf_counter() - started, self.parameters, self.device.type, self.pre_stage, stopped)
 
     def optimizer_step(self, loss: torch.Tensor, adapters_on: bool, optimizer: torch.optim.Optimizer,
-              scheduler: torch.optim.lr_scheduler.LRScheduler, weight: float = 1.0) -> None:
+                       scheduler: torch.optim.lr_scheduler.LRScheduler, weight: float = 1.0) -> None:
         """Backward (+ AdaLoRA's orthogonal regulariser while adapters train), clip, step; AdaLoRA's budget
         schedule advances with the steps that train adapters only. `weight`: this worker's share of the global
         batch (`WorkerGroup.share_weight`; 1 on one worker)."""
