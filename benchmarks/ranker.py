@@ -84,6 +84,7 @@ def run(bundle: Path, data: Path, out: Path, config=None, seeds: Sequence[int] =
                                                   recall_key: candidates[recall_key], "seeds": list(seeds)}})
     spread = {m: max(f[4][m] for f in fits) - min(f[4][m] for f in fits) for m in ("ndcg@10", "recall@10")}
     mean = {m: float(np.mean([f[4][m] for f in fits])) for m in ("ndcg@10", "recall@10")}
+    user_se = float(np.mean([f[4]["ndcg@10_se"] for f in fits]))  # the test users' sampling noise, for scale
     seconds = report["seconds"]
     notes = [
         f"command: `{command}`" if command else "command: (library call)",
@@ -94,8 +95,9 @@ def run(bundle: Path, data: Path, out: Path, config=None, seeds: Sequence[int] =
         f"cv_folds {config.cv_folds}" + (" (fold models summed)" if config.fold_ensemble and config.cv_folds >= 2
                                          else ""),
         f"candidate stage recall@{config.candidates} (test): **{candidates[recall_key]:.4f}** (the re-ranker's ceiling)",
-        f"test over seeds {list(seeds)}: N@10 mean {mean['ndcg@10']:.4f} (spread {spread['ndcg@10']:.4f}), R@10 mean "
-        f"{mean['recall@10']:.4f} (spread {spread['recall@10']:.4f}); retrieval-only N@10 {rows[0]['ndcg@10']:.4f}",
+        f"test over seeds {list(seeds)}: N@10 mean {mean['ndcg@10']:.4f} (spread {spread['ndcg@10']:.4f}; standard "
+        f"error over the test users {user_se:.4f}), R@10 mean {mean['recall@10']:.4f} (spread "
+        f"{spread['recall@10']:.4f}); retrieval-only N@10 {rows[0]['ndcg@10']:.4f}",
         f"valid (held-out users): each seed's held-out {config.holdout_users:.0%} of the users' valid step, which "
         "its fit did not train on (used for early stopping only); best valid N@10: seed "
         f"{best_seed} ({best_valid:.4f})" + (f", saved to `{save_bundle}`" if save_bundle is not None else ""),
@@ -108,7 +110,7 @@ def run(bundle: Path, data: Path, out: Path, config=None, seeds: Sequence[int] =
     meta = {"environment": environment(("numpy", "polars", "lightgbm", "faiss-cpu", "torch")),
             "bundle": str(path), "data": str(data), "command": command, "config": config.model_dump(mode="json"),
             recall_key: candidates[recall_key], "training": report, "seeds": list(seeds), "test_mean": mean,
-            "test_spread": spread, "best_seed": best_seed}
+            "test_spread": spread, "test_ndcg@10_se": user_se, "best_seed": best_seed}
     columns = [Column("model"), Column("split"), Column("n_examples", "n", ",.0f"), Column("trees", "trees", ",.0f"),
                Column("candidate_recall", f"cand. R@{config.candidates}", ".4f"),
                *(Column(m, m, ".4f") for m in METRICS)]

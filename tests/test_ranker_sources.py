@@ -95,6 +95,8 @@ def test_the_seeded_ranker_benchmark_reports_each_fit_and_keeps_the_best_on_vali
         ("re-ranked, seed 1", "valid (held-out users)"), ("re-ranked, seed 1", "test")]
     tests = [r["ndcg@10"] for r in report["rows"] if r["split"] == "test" and r["model"] != "retrieval-only"]
     assert report["meta"]["test_spread"]["ndcg@10"] == pytest.approx(max(tests) - min(tests))
+    noise = [r["ndcg@10_se"] for r in report["rows"] if r["split"] == "test" and r["model"] != "retrieval-only"]
+    assert report["meta"]["test_ndcg@10_se"] == pytest.approx(np.mean(noise)) and 0 < np.mean(noise) < 0.5
     best = report["meta"]["best_seed"]
     valid = {r["model"]: r["ndcg@10"] for r in report["rows"] if r["split"].startswith("valid")}
     assert valid[f"re-ranked, seed {best}"] == max(valid.values())
