@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from encoders.item_pairs import pair_batches, pair_loss
 from encoders.schedules import warmup_cosine
+from encoders.stopping import over_budget
 from encoders.towers import autocast
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ def pretrain_items(trainer: Trainer, started: float) -> dict:
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-            out_of_time = bool(config.max_minutes and time.perf_counter() - started > 60 * config.max_minutes)
+            out_of_time = over_budget(started, config.max_minutes)
             if step >= trainer.pair_steps or out_of_time:
                 break
         if out_of_time:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Literal, get_args
 
 # what ended a training run (`TrainResult.stopped`, saved as the manifest's `train.stopped`)
@@ -17,6 +18,12 @@ def stop_reason(patience_ran_out: bool, refit_done: bool, out_of_time: bool) -> 
     if refit_done:
         return "refit epochs"
     return "time budget" if out_of_time else None
+
+
+def over_budget(started: float, max_minutes: float | None) -> bool:
+    """Whether a run begun at `started` (`time.perf_counter()`) has used up its `max_minutes` (None / 0: no
+    budget)."""
+    return bool(max_minutes) and time.perf_counter() - started > 60 * max_minutes
 
 
 def time_budget_message(max_minutes: float, epochs_done: int, max_epochs: int) -> str:

@@ -42,7 +42,7 @@ from encoders.reproducible import deterministic_algorithms
 from encoders.run_report import plot_training_curve, write_metrics_csv
 from encoders.schedules import warmup_cosine_factor
 from encoders.serving import TrainedUserTower
-from encoders.stopping import StopReason, stop_reason, time_budget_message
+from encoders.stopping import StopReason, over_budget, stop_reason, time_budget_message
 from encoders.towers import AdaptedBert, TwoTowerModel, autocast, pick_device
 from encoders.train_data import TrainingData, build_training_data, sequence_batches, single_target_batches
 from encoders.weight_average import WeightAverage
@@ -481,7 +481,7 @@ class Trainer:
                                 ex_s=f"{seen / (time.perf_counter() - epoch_start):.0f}")
                 if adapters_on and config.bank_refresh_steps and step % config.bank_refresh_steps == 0:
                     self.refresh_bank()
-                if config.max_minutes and self.workers.any(time.perf_counter() - started > 60 * config.max_minutes):
+                if config.max_minutes and self.workers.any(over_budget(started, config.max_minutes)):
                     break
             bar.close()
             if adapters_on:
@@ -511,7 +511,7 @@ class Trainer:
             else:
                 bad += 1
             out_of_time = bool(config.max_minutes) and self.workers.any(
-                time.perf_counter() - started > 60 * config.max_minutes)
+                over_budget(started, config.max_minutes))
             if self.run_dir is not None and self.workers.is_main:
                 write_metrics_csv(history, self.run_dir / "metrics.csv")
                 plot_training_curve(history, self.run_dir / "training_curve.png", f"{self.dataset.name}: "

@@ -2,11 +2,12 @@
 of a fixed number of steps, max_minutes respected."""
 
 import math
+import time
 
 import numpy as np
 import torch
 
-from encoders.stopping import STOP_REASONS, stop_reason
+from encoders.stopping import STOP_REASONS, over_budget, stop_reason
 from encoders.training import Trainer
 from tests.test_lora import small_config
 
@@ -79,3 +80,6 @@ def test_the_time_budget_is_reported_only_when_it_cut_training_short(tiny_bert_d
     assert stop_reason(False, True, True) == "refit epochs"
     assert (stop_reason(False, False, True), stop_reason(False, False, False)) == ("time budget", None)
     assert {"time budget", "epochs", "early stopping", "refit epochs"} == set(STOP_REASONS)
+    now = time.perf_counter()
+    assert over_budget(now - 61, 1.0) and not over_budget(now, 1.0)  # a minute's budget, spent / not yet
+    assert not over_budget(now - 1e6, None) and not over_budget(now - 1e6, 0)  # no budget: never over
