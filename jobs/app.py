@@ -184,6 +184,14 @@ EncoderOpt = Annotated[Literal["torch", "onnx", "onnx-int8"], typer.Option(
                       "≥ 0.99 to fp32, benchmarks/results/encoder.md), ONNX Runtime fp32, or torch fp32; on a GPU "
                       "torch runs")]
 
+def bundle_name(value: str | None) -> str | None:
+    """`--name` callback: one directory name, written under --out (never a path that leaves it)."""
+    if value is not None and (not value.strip() or value in (".", "..") or "/" in value or "\\" in value):
+        raise typer.BadParameter(f"{value!r} is not a bundle name: give one directory name (no '/' or '\\', not "
+                                 "'.' or '..'); the bundle is written under --out")
+    return value
+
+
 def eval_sample(value: str) -> int | None:
     """--eval-users / --train-users: a positive number of examples (per split), or 'all'."""
     if value.strip().lower() == "all":

@@ -16,7 +16,7 @@ from jobs import (  # noqa: F401
     bench_quality, bench_ranker, bench_scale, bench_store, encode_cmd, export_cmd, quickstart, ranker_cmd, refit_cmd,
     train_cmd)
 from jobs.app import EVAL_USERS, MAX_K, BatchSize, Decay, EncoderOpt, EvalUsersOpt, IndexOpt, Items, MaxLength, \
-    ModelOpt, OutOpt, OverwriteOpt, Port, Seed, Users, app, arrange_help, eval_sample, finish_commands, \
+    ModelOpt, OutOpt, OverwriteOpt, Port, Seed, Users, app, arrange_help, bundle_name, eval_sample, finish_commands, \
     import_app
 from jobs.bench import bench_app
 from jobs.output import console, err_console, index_line, markdown_metrics, metrics_table, print_recommendations, \
@@ -152,7 +152,8 @@ def import_table_cmd(
 def build(
     data: Annotated[Path, typer.Option(help="dataset directory (recsys import) or raw RecBole/MovieLens directory")],
     out: OutOpt = Path("artifacts"),
-    name: Annotated[Optional[str], typer.Option(help="bundle name (default: the dataset's)")] = None,
+    name: Annotated[Optional[str], typer.Option(help="bundle name (default: the dataset's)",
+                                                callback=bundle_name)] = None,
     model: ModelOpt = "default", max_length: MaxLength = 64, batch_size: BatchSize = 64, decay: Decay = 0.7,
     engine: Annotated[str, typer.Option(help="encode the catalogue here (local) or on Ray (ray: resumable "
                                               "shards in OUT/NAME/runs/encode)")] = "local",

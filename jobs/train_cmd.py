@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from jobs.app import EVAL_USERS, EvalUsersOpt, IndexKind, app, check_presets, eval_sample, \
+from jobs.app import EVAL_USERS, EvalUsersOpt, IndexKind, app, bundle_name, check_presets, eval_sample, \
     read_json_object
 from jobs.output import ensemble_table, index_line
 from recsys.config import EvalConfig
@@ -40,7 +40,8 @@ def train_config(preset_name: str, config_file: Path | None, from_bundle: Path |
 def train(
     data: Annotated[Path, typer.Option(help="dataset directory (recsys import) or raw RecBole/MovieLens directory")],
     out: Annotated[Path, typer.Option(file_okay=False, help="artifacts root")] = Path("artifacts"),
-    name: Annotated[Optional[str], typer.Option(help="bundle name (default: <dataset>-peft)")] = None,
+    name: Annotated[Optional[str], typer.Option(help="bundle name (default: <dataset>-peft)",
+                                                callback=bundle_name)] = None,
     preset: Annotated[str, typer.Option(help="cpu | cpu-text-only | cpu-history-text | frozen | gpu | quickstart | "
                                              "smoke (encoders/presets.py)")] = "cpu",
     config: Annotated[Optional[Path], typer.Option("--config", help="TrainConfig JSON (merged over the preset)")] = None,

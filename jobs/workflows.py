@@ -156,6 +156,7 @@ def build_bundle(dataset: Dataset, config: BuildConfig, out_root: str | Path, na
     from recsys.retrieval.choice import index_summary
 
     split = split_dataset(dataset)
+    split.require_examples(config.eval.splits, "the bundle's evaluation (recsys build)")  # before the encoding
     recommender, seconds = build_recommender(dataset, split, config, progress, encode)
     summary = index_summary(recommender, config.index.kind, config.seed)
     rows = evaluate_models({"popularity": recommender.popularity, "bundle": recommender}, split, config.eval,

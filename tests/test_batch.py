@@ -18,6 +18,7 @@ from jobs.batch.evaluate import evaluate_batch
 from jobs.batch.scoring import ChunkScorer, results_table
 from jobs.cli import app
 from recsys.config import BuildConfig, EvalConfig
+from recsys.data.dataset import Dataset
 from recsys.data.synthetic import generate_shop
 from recsys.errors import DataError, UnknownIdError
 from recsys.evaluation import evaluate
@@ -39,7 +40,7 @@ def shop(tmp_path_factory):
 
 
 def options(shop, out: Path, **kwargs) -> BatchOptions:
-    return BatchOptions(bundle=shop[1], out=out, **{"k": 5, "chunk_size": 16, "progress": False, **kwargs})
+    return BatchOptions(out=out, **{"bundle": shop[1], "k": 5, "chunk_size": 16, "progress": False, **kwargs})
 
 
 def shard_bytes(out: Path) -> dict[str, bytes]:
@@ -131,6 +132,25 @@ def test_no_known_user_is_an_error(shop, tmp_path):
         run_job(options(shop, tmp_path / "out", users=str(tmp_path / "users.txt")))
 
 
+def test_user_lists_are_read_as_a_shop_writes_them(tmp_path):
+    from jobs.batch.users import read_user_file, select_users
+
+    (tmp_path / "spaced.csv").write_text("user_id\n U1 \nU2\t\n")
+    assert read_user_file(tmp_path / "spaced.csv")[0].to_list() == ["U1", "U2"]  # as .txt lists and `import`
+    pl.DataFrame({"user_id": [7.0, 8.0, None]}).with_columns(pl.col("user_id").fill_null(9.5)).write_parquet(
+        tmp_path / "floats.parquet")  # pandas' integers with a missing value
+    assert read_user_file(tmp_path / "floats.parquet")[0].to_list() == ["7", "8", "9.5"]
+    (tmp_path / "latin1.txt").write_bytes(b"U1\nCaf\xe9\n")
+    with pytest.raises(DataError, match="not UTF-8 text"):
+        read_user_file(tmp_path / "latin1.txt")
+    pl.DataFrame({"user_id": [["U1"], ["U2"]]}).write_parquet(tmp_path / "lists.parquet")
+    with pytest.raises(DataError, match="column 'user_id' holds List.String. values"):
+        read_user_file(tmp_path / "lists.parquet")
+    (tmp_path / "header.csv").write_text("user_id\n")
+    with pytest.raises(DataError, match="the user list holds no ids"):
+        select_users(tmp_path / "header.csv", pl.DataFrame({"user_id": ["U1"]}))
+
+
 def test_a_csv_list_skips_blank_lines_and_an_error_names_the_column_it_read(shop, tmp_path):
     known = sorted(u for u, h in shop[2].histories.items() if h)
     (tmp_path / "mail.csv").write_text(f"user_id\n{known[0]}\n\n{known[1]}\n\n")
@@ -206,6 +226,22 @@ def test_from_batch_evaluation_equals_the_evaluator(shop, tmp_path):
     run_job(options(shop, tmp_path / "stored"))
     with pytest.raises(BatchError, match="stored histories, which contain the held-out items"):
         evaluate_batch(tmp_path / "stored", dataset, split, config)
+
+
+def test_evaluation_mode_warns_of_another_dataset_and_refuses_an_empty_split(shop, tmp_path):
+    from jobs.workflows import load_dataset
+    stamped = shop[2].save(tmp_path / "stamped" / "v1", {"dataset": {"fingerprint": load_dataset(shop[0]).fingerprint()}})
+    assert run_job(options(shop, tmp_path / "own", bundle=stamped, data=shop[0], split="test"))["warnings"] == []
+    generate_shop(n_users=N_USERS, n_items=80, seed=6).save(tmp_path / "other")
+    manifest = run_job(options(shop, tmp_path / "other-out", bundle=stamped, data=tmp_path / "other", split="test"))
+    assert [w for w in manifest["warnings"] if w.startswith("the bundle was built on another dataset")]
+    items = generate_shop(n_users=N_USERS, n_items=80, seed=5).items  # two events a user: no test example
+    ids = items["item_id"].to_list()
+    Dataset("two", items, pl.DataFrame({"user_id": ["u1", "u1", "u2", "u2"], "item_id": [ids[0], ids[1], ids[2], ids[0]],
+                                        "timestamp": [1, 2, 3, 4]})).save(tmp_path / "two")
+    with pytest.raises(DataError, match="the test split of this dataset is empty, and batch scoring in evaluation"):
+        run_job(options(shop, tmp_path / "two-out", data=tmp_path / "two", split="test", exclude_seen=False))
+    assert not (tmp_path / "two-out").exists()
 
 
 def test_a_reranked_bundle_is_scored_at_each_examples_time_in_batch_and_evaluator_alike(shop, tmp_path):

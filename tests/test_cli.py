@@ -174,6 +174,17 @@ def test_a_dataset_without_valid_and_test_examples_is_a_clear_error(tmp_path, ti
     assert result.exit_code == 2 and "the valid split of this dataset is empty, and training (it keeps the epoch " \
         "that scores best on valid) needs examples there" in result.flat
     assert "at least 3 interactions" in result.flat and not (tmp_path / "out").exists()
+    result = run("build", "--data", tmp_path / "data", "--model", tiny_bert_dir, "--out", tmp_path / "built")
+    assert result.exit_code == 2 and "the valid and test splits of this dataset are empty, and the bundle's " \
+        "evaluation (recsys build) needs examples there" in result.flat and not (tmp_path / "built").exists()
+
+
+@pytest.mark.parametrize("name", ["../elsewhere", "/tmp/elsewhere", "a/b", "..", " "])
+@pytest.mark.parametrize("command", ["build", "train"])
+def test_a_bundle_name_is_one_directory_under_out(tmp_path, command, name):
+    result = run(command, "--data", tmp_path, "--out", tmp_path / "out", "--name", name)
+    assert result.exit_code == 2 and "is not a bundle name: give one directory name" in result.flat
+    assert not list(tmp_path.parent.glob("elsewhere*")) and not (tmp_path / "out").exists()
 
 
 def test_evaluate_warns_when_the_bundle_was_built_on_another_dataset(shop_bundle, tmp_path):

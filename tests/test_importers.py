@@ -282,6 +282,25 @@ def test_import_parquet_with_text_column_and_formats(tmp_path: Path) -> None:
     assert data.interactions["timestamp"].to_list() == [1704067200, 1704067260]
 
 
+def test_whole_float_ids_match_integer_ids_and_nested_columns_are_refused(tmp_path: Path) -> None:
+    # pandas writes an integer id column holding one missing value as floats: 26.0 must still be item "26"
+    pl.DataFrame({"item_id": [26.0, 27.0, 2.5], "text": ["a mug", "a cup", "a jar"]}).write_parquet(tmp_path / "i.pq")
+    pl.DataFrame({"user_id": [1.0, 1.0, 2.0], "item_id": [26, 27, 26],
+                  "timestamp": [1, 2, 3]}).write_parquet(tmp_path / "e.pq")
+    data = import_table(tmp_path / "e.pq", tmp_path / "i.pq")
+    assert data.items["item_id"].to_list() == ["26", "27", "2.5"]
+    assert data.interactions.rows() == [("1", "26", 1), ("1", "27", 2), ("2", "26", 3)]
+    pl.DataFrame({"item_id": ["a", "b"], "tags": [["red", "mug"], ["cup"]],
+                  "text": ["a mug", "a cup"]}).write_parquet(tmp_path / "nested.pq")
+    pl.DataFrame({"user_id": ["u", "u"], "item_id": ["a", "b"], "timestamp": [1, 2]}).write_parquet(tmp_path / "ev.pq")
+    for kwargs in ({"text_template": "{text} {tags}"}, {"text_col": "tags"}, {"item_id_col": "tags"}):
+        _raises(["nested.pq", "column 'tags' holds List(String) values, not single values"],
+                import_table, tmp_path / "ev.pq", tmp_path / "nested.pq", **kwargs)
+    pl.DataFrame({"user_id": [["u"], ["u"]], "item_id": ["a", "b"], "timestamp": [1, 2]}).write_parquet(tmp_path / "l.pq")
+    _raises(["l.pq", "column 'user_id' holds List(String) values"], import_table, tmp_path / "l.pq",
+            tmp_path / "nested.pq")
+
+
 def test_import_table_mapping_and_no_time_column(tmp_path: Path) -> None:
     events, items = _toy_csv(tmp_path)
     data = import_table(events, items, user_col="customer", item_col="sku", time_col=None, item_id_col="sku",
@@ -312,7 +331,8 @@ def test_import_table_missing_file_and_columns(tmp_path: Path) -> None:
     _raises(["nope.csv", "file not found"], import_table, tmp_path / "nope.csv", items, **_csv_kwargs())
     _raises(["events.csv", "missing column(s) ['user_id']", "found ['customer', 'sku', 'when']"],
             import_table, events, items, item_col="sku", time_col="when", item_id_col="sku", text_col="brand")
-    _raises(["products.csv", "no item text: pass text_col= or text_template=", "found ['sku', 'title'"],
+    _raises(["products.csv", "no item text: pass text_col= / --text-col or text_template= / --text-template",
+             "found ['sku', 'title'"],
             import_table, events, items, item_id_col="sku")
     _raises(["products.csv", "missing text_template field(s) ['colour']", "found ['sku', 'title'"],
             import_table, events, items, **{**_csv_kwargs(), "text_template": "{title} in {colour}"})

@@ -84,7 +84,9 @@ def _candidates(bundle: Path, options: BatchOptions) -> tuple[pl.DataFrame, str 
     from jobs.workflows import load_dataset
     from recsys.splits import split_dataset
     dataset = load_dataset(options.data)
-    examples = split_dataset(dataset).examples(options.split or "test")
+    split = split_dataset(dataset)
+    split.require_examples([options.split or "test"], "batch scoring in evaluation mode (--split)")
+    examples = split.examples(options.split or "test")
     if examples["user_id"].n_unique() != examples.height:
         raise BatchError(f"{options.data}: the {options.split} split has several examples per user; "
                          "batch output keeps one list per user")
@@ -99,13 +101,14 @@ class Plan:
     identity: dict
     selection: UserSelection
     snapshot: Snapshot | None = None
+    warnings: tuple[str, ...] = ()
 
 
 def plan(options: BatchOptions) -> Plan:
     """Resolve the bundle, select the users and (with a store) take the store snapshot; reads only the bundle's
     manifest and ids, and the store's events of the selected users."""
     bundle = resolve_bundle(options.bundle)
-    read_manifest(bundle, verify=False)  # fail early on a non-bundle; the engines verify on load
+    manifest = read_manifest(bundle, verify=False)  # fail early on a non-bundle; the engines verify on load
     if options.split is not None:
         stats = saved_config(bundle / "stats")
         if stats is not None:
@@ -136,7 +139,12 @@ def plan(options: BatchOptions) -> Plan:
         "split": options.split, "dataset_fingerprint": dataset_fingerprint,
         "store": snapshot.identity() if snapshot is not None else None, "history_limit": options.history_limit,
     }
-    return Plan(bundle, identity, selection, snapshot)
+    built_on = (manifest.get("dataset") or {}).get("fingerprint")
+    other = dataset_fingerprint is not None and built_on is not None and built_on != dataset_fingerprint
+    warnings = (f"the bundle was built on another dataset (fingerprint differs from {options.data}'s): its "
+                "catalogue and statistics are not this dataset's; a history of items it does not hold gets popular items "
+                "(strategy popular_fallback)",) if other else ()
+    return Plan(bundle, identity, selection, snapshot, warnings)
 
 
 def _store_changes(options: BatchOptions, job: JobDir, snapshot: Snapshot | None) -> int:
@@ -213,7 +221,7 @@ def _score(options: BatchOptions, on_chunk: Callable[[ChunkResult], None] | None
     bundle, identity, selection = planned.bundle, planned.identity, planned.selection
     job, resumed = prepare(options.out, identity, selection.frame, options.chunk_size, options.overwrite)
     n_changes = _store_changes(options, job, planned.snapshot)
-    warnings = []
+    warnings = list(planned.warnings)
     if len(selection.unknown):
         unknown_path = job.out / UNKNOWN_FILE
         atomic_write(unknown_path, lambda tmp: tmp.write_text("\n".join(selection.unknown.to_list()) + "\n"))

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from recsys.data.tables import check_single_values, whole_floats_as_integers
 from recsys.errors import DataError
 
 ALL = "all"
@@ -68,11 +69,15 @@ def read_user_file(path: str | Path) -> tuple[pl.Series, str | None]:
         elif suffix == ".csv":  # blank lines hold no id: skipped, as in .txt files and `recsys import`
             frame = pl.read_csv(path, infer_schema=False)
             frame = frame.filter(~pl.all_horizontal(pl.all().is_null())) if frame.width else frame
+            frame = frame.with_columns(pl.all().str.strip_chars())  # as .txt lists and `recsys import` do
         elif suffix in (".txt", ".ids", ""):
             lines = pl.Series("user_id", path.read_text().splitlines(), dtype=pl.Utf8).str.strip_chars()
             return lines.filter((lines != "") & ~lines.str.starts_with("#")), None
         else:
             raise DataError(f"unsupported user list format {suffix!r}: use .txt, .csv or .parquet", source=str(path))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"cannot read user list: not UTF-8 text ({exc.reason} at byte {exc.start})",
+                        source=str(path)) from None
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise DataError(f"cannot read user list ({exc})", source=str(path)) from exc
     if "user_id" in frame.columns:
@@ -81,7 +86,8 @@ def read_user_file(path: str | Path) -> tuple[pl.Series, str | None]:
         column = frame.columns[0]
     else:
         raise DataError(f"no `user_id` column (columns: {', '.join(frame.columns)})", source=str(path))
-    ids = frame[column].cast(pl.Utf8).alias("user_id")
+    check_single_values(frame, [column], path)
+    ids = whole_floats_as_integers(frame, [column])[column].cast(pl.Utf8).alias("user_id")
     if ids.null_count():
         raise DataError(f"{ids.null_count()} empty user id(s) in column {column!r}", source=str(path))
     return ids, column
@@ -127,6 +133,8 @@ def select_users(users: str | Path, candidates: pl.DataFrame) -> UserSelection:
     frame = wanted.join(candidates, on="user_id", how="left", maintain_order="left")
     selection = UserSelection(frame, unique.filter(~known_mask), len(requested), len(requested) - len(unique),
                               str(users))
+    if len(requested) == 0:
+        raise DataError("the user list holds no ids", source=str(users))
     if selection.n_users == 0:
         shown = ", ".join(repr(u) for u in selection.unknown.head(5).to_list())
         raise DataError(f"none of the {len(unique):,} user ids is known to the bundle (e.g. {shown}){where}",

@@ -176,6 +176,29 @@ def _id(column: str) -> pl.Expr:
     return pl.col(column).cast(pl.Utf8).str.strip_chars()
 
 
+def check_single_values(frame: pl.DataFrame, columns: Sequence[str], path: Path) -> None:
+    """DataError naming the first of `columns` that holds lists, arrays or records instead of single values."""
+    for column in columns:
+        dtype = frame.schema[column]
+        if dtype.is_nested() or dtype == pl.Object:
+            raise DataError(f"column {column!r} holds {dtype} values, not single values: join or pick one value "
+                            "per row before importing", source=str(path))
+
+
+def whole_floats_as_integers(frame: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:
+    """Float id columns with whole values written as integers (26.0 → "26"): pandas stores an integer column with
+    a missing value as floats, and the same ids written as integers elsewhere must match. Other floats keep
+    their own text."""
+    fixes = []
+    for column in dict.fromkeys(columns):
+        if frame.schema[column].is_float():
+            value = pl.col(column)
+            whole = value.is_finite() & (value == value.floor()) & (value.abs() < 2.0 ** 53)
+            fixes.append(pl.when(whole).then(value.cast(pl.Int64, strict=False).cast(pl.Utf8))
+                         .otherwise(value.cast(pl.Utf8)).alias(column))
+    return frame.with_columns(fixes) if fixes else frame
+
+
 def _present(frame: pl.DataFrame, columns: Sequence[str], path: Path, bad: BadRows) -> pl.DataFrame:
     """Rows with every id column filled (the others are bad rows: "missing <column>")."""
     for column in columns:
@@ -190,6 +213,7 @@ def _render(frame: pl.DataFrame, template: str, path: Path) -> pl.Expr:
     except ValueError as exc:
         raise ValueError(f"text_template: {exc}") from None
     _require(frame, fields, path, "text_template field")
+    check_single_values(frame, fields, path)
     return template_expr(template)
 
 
@@ -253,15 +277,19 @@ def import_table(interactions_path: str | Path, items_path: str | Path, *, user_
     if text_template is None and text_col is None:
         if "text" not in items.columns:
             found = [c for c in items.columns if c != "__row"]
-            raise DataError(f"no item text: pass text_col= or text_template= (no 'text' column); found {found}",
-                            source=str(item_path))
+            raise DataError("no item text: pass text_col= / --text-col or text_template= / --text-template (no "
+                            f"'text' column); found {found}", source=str(item_path))
         text_col = "text"
     if text_col is not None and text_template is None:
         _require(items, [text_col], item_path)
+        check_single_values(items, [text_col], item_path)
+    check_single_values(items, [item_id_col], item_path)
+    items = whole_floats_as_integers(items, [item_id_col])
     text = _render(items, text_template, item_path) if text_template else pl.col(text_col).cast(pl.Utf8)
     extra = dict(extra_item_cols) if isinstance(extra_item_cols, Mapping) else {c: c for c in extra_item_cols or []}
     extra = {**{c: c for c in OPTIONAL_ITEM_SCHEMA if c in items.columns and c not in extra}, **extra}
     _require(items, list(extra.values()), item_path, "extra item column")
+    check_single_values(items, [source for target, source in extra.items() if target in OPTIONAL_ITEM_SCHEMA], item_path)
     items = _present(items, [item_id_col], item_path, bad)
     items = items.with_columns(_id(item_id_col).alias("__id"), text.str.strip_chars().alias("__text"))
     listed = items["__id"].unique()  # every id the item file names, bad rows included
@@ -288,6 +316,8 @@ def import_table(interactions_path: str | Path, items_path: str | Path, *, user_
 
     inter = _read_table(inter_path, report, bad, delimiter, encoding)
     _require(inter, [user_col, item_col] + ([time_col] if time_col else []), inter_path)
+    check_single_values(inter, [user_col, item_col] + ([time_col] if time_col else []), inter_path)
+    inter = whole_floats_as_integers(inter, [user_col, item_col])
     inter = checked_interactions(inter, (user_col, item_col, time_col), timestamp_format, item_frame["item_id"],
                                  (inter_path, item_path), report, bad,
                                  rejected_items=listed.filter(~listed.is_in(item_frame["item_id"].implode())))
