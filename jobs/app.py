@@ -184,6 +184,7 @@ EncoderOpt = Annotated[Literal["torch", "onnx", "onnx-int8"], typer.Option(
                       "≥ 0.99 to fp32, benchmarks/results/encoder.md), ONNX Runtime fp32, or torch fp32; on a GPU "
                       "torch runs")]
 
+
 def bundle_name(value: str | None) -> str | None:
     """`--name` callback: one directory name, written under --out (never a path that leaves it)."""
     if value is not None and (not value.strip() or value in (".", "..") or "/" in value or "\\" in value):

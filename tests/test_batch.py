@@ -230,15 +230,16 @@ def test_from_batch_evaluation_equals_the_evaluator(shop, tmp_path):
 
 def test_evaluation_mode_warns_of_another_dataset_and_refuses_an_empty_split(shop, tmp_path):
     from jobs.workflows import load_dataset
-    stamped = shop[2].save(tmp_path / "stamped" / "v1", {"dataset": {"fingerprint": load_dataset(shop[0]).fingerprint()}})
+    fingerprint = load_dataset(shop[0]).fingerprint()
+    stamped = shop[2].save(tmp_path / "stamped" / "v1", {"dataset": {"fingerprint": fingerprint}})
     assert run_job(options(shop, tmp_path / "own", bundle=stamped, data=shop[0], split="test"))["warnings"] == []
     generate_shop(n_users=N_USERS, n_items=80, seed=6).save(tmp_path / "other")
     manifest = run_job(options(shop, tmp_path / "other-out", bundle=stamped, data=tmp_path / "other", split="test"))
     assert [w for w in manifest["warnings"] if w.startswith("the bundle was built on another dataset")]
     items = generate_shop(n_users=N_USERS, n_items=80, seed=5).items  # two events a user: no test example
     ids = items["item_id"].to_list()
-    Dataset("two", items, pl.DataFrame({"user_id": ["u1", "u1", "u2", "u2"], "item_id": [ids[0], ids[1], ids[2], ids[0]],
-                                        "timestamp": [1, 2, 3, 4]})).save(tmp_path / "two")
+    events = {"user_id": ["u1", "u1", "u2", "u2"], "item_id": [ids[0], ids[1], ids[2], ids[0]], "timestamp": [1, 2, 3, 4]}
+    Dataset("two", items, pl.DataFrame(events)).save(tmp_path / "two")
     with pytest.raises(DataError, match="the test split of this dataset is empty, and batch scoring in evaluation"):
         run_job(options(shop, tmp_path / "two-out", data=tmp_path / "two", split="test", exclude_seen=False))
     assert not (tmp_path / "two-out").exists()

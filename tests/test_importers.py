@@ -296,7 +296,8 @@ def test_whole_float_ids_match_integer_ids_and_nested_columns_are_refused(tmp_pa
     for kwargs in ({"text_template": "{text} {tags}"}, {"text_col": "tags"}, {"item_id_col": "tags"}):
         _raises(["nested.pq", "column 'tags' holds List(String) values, not single values"],
                 import_table, tmp_path / "ev.pq", tmp_path / "nested.pq", **kwargs)
-    pl.DataFrame({"user_id": [["u"], ["u"]], "item_id": ["a", "b"], "timestamp": [1, 2]}).write_parquet(tmp_path / "l.pq")
+    listed = pl.DataFrame({"user_id": [["u"], ["u"]], "item_id": ["a", "b"], "timestamp": [1, 2]})
+    listed.write_parquet(tmp_path / "l.pq")
     _raises(["l.pq", "column 'user_id' holds List(String) values"], import_table, tmp_path / "l.pq",
             tmp_path / "nested.pq")
 

@@ -142,8 +142,8 @@ def plan(options: BatchOptions) -> Plan:
     built_on = (manifest.get("dataset") or {}).get("fingerprint")
     other = dataset_fingerprint is not None and built_on is not None and built_on != dataset_fingerprint
     warnings = (f"the bundle was built on another dataset (fingerprint differs from {options.data}'s): its "
-                "catalogue and statistics are not this dataset's; a history of items it does not hold gets popular items "
-                "(strategy popular_fallback)",) if other else ()
+                "catalogue and statistics are not this dataset's; a history of items it does not hold gets popular "
+                "items (strategy popular_fallback)",) if other else ()
     return Plan(bundle, identity, selection, snapshot, warnings)
 
 
