@@ -44,15 +44,19 @@ def build_training_data(dataset: Dataset, split: SplitData) -> TrainingData:
     return TrainingData(item_ids, sequences, seen)
 
 
-def augment(sequence: np.ndarray, rng: np.random.Generator, crop_prob: float, mask_prob: float) -> np.ndarray:
-    """Random item deletion (`mask_prob` per item) and random cropping of the oldest part (`crop_prob`);
-    at least two items always remain."""
+def augment(sequence: np.ndarray, rng: np.random.Generator, crop_prob: float, mask_prob: float,
+            reverse_prob: float = 0.0) -> np.ndarray:
+    """Random item deletion (`mask_prob` per item), random cropping of the oldest part (`crop_prob`) and, with
+    `reverse_prob`, the sequence read backwards; at least two items always remain. An option at 0 draws nothing
+    from `rng`, so turning one on leaves the others' draws as they were."""
     if mask_prob > 0 and len(sequence) > 2:
         keep = rng.random(len(sequence)) >= mask_prob
         if keep.sum() >= 2:
             sequence = sequence[keep]
     if crop_prob > 0 and len(sequence) > 2 and rng.random() < crop_prob:
         sequence = sequence[rng.integers(0, len(sequence) - 1):]
+    if reverse_prob > 0 and rng.random() < reverse_prob:
+        sequence = sequence[::-1].copy()
     return sequence
 
 
@@ -70,12 +74,12 @@ def length_buckets(lengths: list[int], batch_size: int, rng: np.random.Generator
 
 
 def sequence_batches(data: TrainingData, batch_size: int, max_len: int, rng: np.random.Generator,
-                     crop_prob: float = 0.0, mask_prob: float = 0.0,
+                     crop_prob: float = 0.0, mask_prob: float = 0.0, reverse_prob: float = 0.0,
                      users: np.ndarray | None = None) -> Iterator[tuple[torch.Tensor, ...]]:
-    """(inputs [B, T], lengths [B], targets [B, T] with -100 on padding): every position predicts the next item.
-    `users`: only these sequences (rows of `data.sequences`; default all)."""
+    """(inputs [B, T], lengths [B], targets [B, T] with -100 on padding): every position predicts the next item
+    (of the sequence as `augment` left it). `users`: only these sequences (rows of `data.sequences`; default all)."""
     chosen = data.sequences if users is None else [data.sequences[i] for i in users]
-    sequences = [augment(s, rng, crop_prob, mask_prob)[-(max_len + 1):] for s in chosen]
+    sequences = [augment(s, rng, crop_prob, mask_prob, reverse_prob)[-(max_len + 1):] for s in chosen]
     for rows in length_buckets([len(s) for s in sequences], batch_size, rng):
         seqs = [sequences[i] for i in rows]
         width = max(len(s) - 1 for s in seqs)

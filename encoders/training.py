@@ -401,7 +401,7 @@ class Trainer:
             users = np.sort(rng.choice(len(self.data.sequences), min(share, len(self.data.sequences)), replace=False))
         if config.tower.user_tower == "sequence":
             batches = sequence_batches(self.data, self.batch_size, config.tower.max_history, rng,
-                                       config.crop_prob, config.mask_prob, users=users)
+                                       config.crop_prob, config.mask_prob, config.reverse_prob, users=users)
         else:
             batches = single_target_batches(self.data, self.batch_size, config.tower.max_history, rng,
                                             config.text_examples_per_user, config.crop_prob, config.mask_prob,

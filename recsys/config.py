@@ -286,6 +286,10 @@ class TrainConfig(FrozenModel):
                                   "about this many epochs, instead of the raw weights (0: off)")
     crop_prob: float = Field(0.0, ge=0, le=1, description="augmentation: random history cropping")
     mask_prob: float = Field(0.0, ge=0, lt=1, description="augmentation: drop history items at random")
+    reverse_prob: float = Field(0.0, ge=0, le=1, description="augmentation (sequence user tower): the share of "
+                                "training sequences read backwards, newest first, so each position predicts the "
+                                "item consumed before it (what goes together is often bought in either order; 0: "
+                                "off; the history-text tower ignores it)")
     text_examples_per_user: int = Field(1, ge=1, description="text tower: sampled targets per user and epoch")
     patience: int = Field(5, ge=1, description="early stopping on validation NDCG@10")
     valid_sample: int | None = Field(None, ge=1, description="per-epoch validation on this many seeded valid "
