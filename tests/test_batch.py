@@ -238,7 +238,8 @@ def test_evaluation_mode_warns_of_another_dataset_and_refuses_an_empty_split(sho
     assert [w for w in manifest["warnings"] if w.startswith("the bundle was built on another dataset")]
     items = generate_shop(n_users=N_USERS, n_items=80, seed=5).items  # two events a user: no test example
     ids = items["item_id"].to_list()
-    events = {"user_id": ["u1", "u1", "u2", "u2"], "item_id": [ids[0], ids[1], ids[2], ids[0]], "timestamp": [1, 2, 3, 4]}
+    events = {"user_id": ["u1", "u1", "u2", "u2"], "item_id": [ids[0], ids[1], ids[2], ids[0]],
+              "timestamp": [1, 2, 3, 4]}
     Dataset("two", items, pl.DataFrame(events)).save(tmp_path / "two")
     with pytest.raises(DataError, match="the test split of this dataset is empty, and batch scoring in evaluation"):
         run_job(options(shop, tmp_path / "two-out", data=tmp_path / "two", split="test", exclude_seen=False))

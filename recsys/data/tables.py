@@ -289,7 +289,8 @@ def import_table(interactions_path: str | Path, items_path: str | Path, *, user_
     extra = dict(extra_item_cols) if isinstance(extra_item_cols, Mapping) else {c: c for c in extra_item_cols or []}
     extra = {**{c: c for c in OPTIONAL_ITEM_SCHEMA if c in items.columns and c not in extra}, **extra}
     _require(items, list(extra.values()), item_path, "extra item column")
-    check_single_values(items, [source for target, source in extra.items() if target in OPTIONAL_ITEM_SCHEMA], item_path)
+    typed = [source for target, source in extra.items() if target in OPTIONAL_ITEM_SCHEMA]
+    check_single_values(items, typed, item_path)
     items = _present(items, [item_id_col], item_path, bad)
     items = items.with_columns(_id(item_id_col).alias("__id"), text.str.strip_chars().alias("__text"))
     listed = items["__id"].unique()  # every id the item file names, bad rows included
