@@ -80,8 +80,12 @@ def install_error_handlers(app: FastAPI, max_body_bytes: int, roots: Callable[[]
     (`roots()`: directories whose paths are shown relative to them, e.g. the bundle root)."""
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         raw = list(exc.errors())
+        kind = not_json(request)
+        if kind is not None and any(tuple(e.get("loc", ()))[:1] == ("body",) for e in raw):
+            return error_response(415, f"the request body must be JSON (Content-Type: application/json), not "
+                                       f"{kind!r}")
         errors = field_errors(raw)
         return error_response(422, summary(errors, len(raw)), errors)
 
@@ -107,6 +111,15 @@ def install_error_handlers(app: FastAPI, max_body_bytes: int, roots: Callable[[]
         """A bug or an outage (e.g. the event store unreachable): the same shape, nothing of the exception's text
         (the server logs it with its traceback)."""
         return error_response(500, "internal error: the server logged it")
+
+
+def not_json(request: Request) -> str | None:
+    """The request's declared body type when it names one that is not JSON (FastAPI then reads no JSON, and the
+    body fails validation as a whole); None when it is JSON (`application/json`, `…+json`) or not declared."""
+    declared = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if not declared or declared == "application/json" or declared.endswith("+json"):
+        return None
+    return declared
 
 
 def allowed_methods(request: Request) -> str:

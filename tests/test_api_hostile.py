@@ -104,6 +104,19 @@ def test_a_chunked_body_over_the_limit_is_413_as_soon_as_it_passes_it(client):
     assert read[0] <= 4  # 2,048 bytes: three chunks read, not two hundred
 
 
+def test_a_body_sent_as_another_type_than_json_is_415_naming_it(client):
+    body = b'{"item_ids": ["cam1"]}'
+    for headers in ({"Content-Type": "text/plain"}, {"Content-Type": "application/x-www-form-urlencoded"}):
+        response = client.post("/v1/sessions/recommendations", content=body, headers=headers)
+        assert_error(response, 415, "the request body must be JSON (Content-Type: application/json), not "
+                     f"'{headers['Content-Type']}'")
+    assert client.post("/v1/sessions/recommendations", content=body,
+                       headers={"Content-Type": "application/json; charset=utf-8"}).status_code == 200
+    # a JSON body that fails validation is still a 422 naming the field
+    response = client.post("/v1/sessions/recommendations", content=b'{"item_ids": "cam1"}', headers=JSON)
+    assert assert_error(response, 422)["errors"][0]["loc"] == ["body", "item_ids"]
+
+
 def test_a_content_length_over_the_limit_is_413_before_reading(client):
     response = client.post("/v1/sessions/recommendations", content=b"{" + b" " * 5000 + b"}", headers=JSON)
     assert_error(response, 413, "over the limit of 2048 bytes")
