@@ -142,6 +142,7 @@ DESCRIPTIONS = {
     404: "unknown user or item id",
     409: "refused: conflicts with the path or the serving state",
     413: "request body over RECSYS_MAX_BODY_BYTES",
+    415: "the body is declared as another type than JSON (Content-Type)",
     422: "invalid parameters or body: `errors` lists each field",
     503: "no bundle loaded yet, or this bundle cannot serve the request",
 }

@@ -213,10 +213,10 @@ def test_settings_drive_the_documented_limits(client):
 def test_every_error_status_is_documented_with_the_one_error_shape(client):
     spec = client.get("/openapi.json").json()
     assert "HTTPValidationError" not in spec["components"]["schemas"]
-    expected = {("post", "/v1/sessions/recommendations"): {"400", "404", "413", "422", "503"},
-                ("post", "/v1/events"): {"400", "404", "413", "422", "503"},
-                ("put", "/v1/admin/items/{item_id}"): {"400", "401", "403", "409", "413", "422", "503"},
-                ("post", "/v1/admin/reload"): {"400", "401", "403", "409", "413", "422", "503"},
+    expected = {("post", "/v1/sessions/recommendations"): {"400", "404", "413", "415", "422", "503"},
+                ("post", "/v1/events"): {"400", "404", "413", "415", "422", "503"},
+                ("put", "/v1/admin/items/{item_id}"): {"400", "401", "403", "409", "413", "415", "422", "503"},
+                ("post", "/v1/admin/reload"): {"400", "401", "403", "409", "413", "415", "422", "503"},
                 ("get", "/v1/users/{user_id}/recommendations"): {"404", "422", "503"},
                 ("get", "/v1/model"): {"503"}}
     for path, operations in spec["paths"].items():

@@ -20,7 +20,7 @@ logger = logging.getLogger("recsys.api")
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)],
                    responses=documented(401, 403, 422, 503))
 ItemId = Annotated[str, Path(max_length=ID_CHARS, pattern=VISIBLE)]
-BODY = documented(400, 413)
+BODY = documented(400, 413, 415)
 
 
 @router.put("/items/{item_id}", response_model=ItemState, responses={**BODY, **documented(409)})

@@ -16,7 +16,7 @@ router = APIRouter(prefix="/v1", tags=["events"])
 
 
 @router.post("/events", response_model=EventResponse, status_code=201,
-             responses=documented(400, 404, 413, 422, 503))
+             responses=documented(400, 404, 413, 415, 422, 503))
 def record_event(event: Annotated[EventRequest, Body()], loaded: Annotated[Loaded, Depends(get_loaded)],
                  service: Annotated[Service, Depends(get_service)]) -> EventResponse:
     """Store the event; the user's next recommendations include it (new users become known)."""

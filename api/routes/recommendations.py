@@ -75,7 +75,7 @@ async def user_recommendations(
 
 
 @router.post("/sessions/recommendations", response_model=RecommendationResponse,
-             responses={**NOT_FOUND, **documented(400, 413)})
+             responses={**NOT_FOUND, **documented(400, 413, 415)})
 async def session_recommendations(body: Annotated[SessionRequest, Body()], request: Request) -> Response:
     """For an anonymous session: the posted recent item ids (oldest first) and/or free text (the item tower,
     through the catalogue's item-text template, blended with the items' query vector)."""
