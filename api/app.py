@@ -14,7 +14,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
 from api.cached_similar import CachedSimilarMiddleware
-from api.contract import DeclaredQueryOnly, install_contract
+from api.contract import DeclaredQueryOnly, install_contract, single_valued_body_keys
 from api.errors import install_error_handlers
 from api.metrics import BodyLimitMiddleware, MetricsMiddleware
 from api.routes import admin, demo, events, health, recommendations
@@ -57,7 +57,7 @@ def create_app(bundle: str | Path | None = None, settings: Settings | None = Non
     # /docs (Swagger UI) and /redoc with their JavaScript and CSS served from the fastapi-offline package, not a
     # CDN: shops run this in private networks
     app = FastAPIOffline(title="BERT recommender", version="1", lifespan=lifespan, description=DESCRIPTION,
-                         dependencies=[Depends(DeclaredQueryOnly())])
+                         dependencies=[Depends(DeclaredQueryOnly()), Depends(single_valued_body_keys)])
     for router in (recommendations.router, events.router, health.router, admin.router, demo.router):  # hot first
         app.include_router(router)
 

@@ -7,6 +7,7 @@ here and enforced by the routes from the same settings."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Collection
 from types import UnionType
 from typing import Union, get_args, get_origin
@@ -114,6 +115,32 @@ class DeclaredQueryOnly:
                 errors.append({"type": "value_error", "loc": ("query", name), "msg": "Given more than once"})
         if errors:
             raise RequestValidationError(errors)
+
+
+async def single_valued_body_keys(request: Request) -> None:
+    """An app-wide dependency, so that bodies are as strict as query strings: a JSON object that names a key
+    twice (`{"k": 2, "k": 50}`) is a 422, not its last value taken silently. Malformed or non-UTF-8 bodies are
+    left to FastAPI's own answers."""
+    if request.method not in ("POST", "PUT", "PATCH"):
+        return
+    body = await request.body()  # cached by the request: FastAPI has read it already
+    repeated: list[str] = []
+
+    def pairs(items: list[tuple[str, object]]) -> dict:
+        seen: set[str] = set()
+        for key, _ in items:
+            if key in seen:
+                repeated.append(key)
+            seen.add(key)
+        return dict(items)
+
+    try:
+        json.loads(body, object_pairs_hook=pairs) if body else None
+    except ValueError:
+        return
+    if repeated:
+        raise RequestValidationError([{"type": "value_error", "loc": ("body", key), "msg": "Given more than once"}
+                                      for key in dict.fromkeys(repeated)])
 
 
 def _query_names(dependant: Dependant) -> tuple[frozenset[str], frozenset[str]]:

@@ -229,6 +229,18 @@ def test_every_error_status_is_documented_with_the_one_error_shape(client):
                 assert errors == expected[(method, path)], (method, path)
 
 
+def test_a_body_key_given_twice_is_422_not_its_last_value(client):
+    response = client.post("/v1/sessions/recommendations", content=b'{"item_ids": ["cam1"], "k": 2, "k": 50}',
+                           headers=JSON)
+    errors = assert_error(response, 422, "Given more than once")["errors"]
+    assert [e["loc"] for e in errors] == [["body", "k"]]
+    response = client.post("/v1/events", content=b'{"user_id": "u1", "user_id": "u2", "item_id": "cam1"}',
+                           headers=JSON)
+    assert assert_error(response, 422)["errors"][0]["loc"] == ["body", "user_id"]
+    assert client.post("/v1/sessions/recommendations", content=b'{"item_ids": ["cam1"], "k": 2}',
+                       headers=JSON).status_code == 200
+
+
 def test_undocumented_query_parameters_and_repeated_single_values_are_422(client):
     assert_error(client.get("/v1/users/u1/recommendations", params={"K": 5}), 422, "Unknown query parameter")
     assert_error(client.get("/v1/users/u1/recommendations?k=2&k=5"), 422, "Given more than once")
