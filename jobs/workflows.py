@@ -26,8 +26,14 @@ if TYPE_CHECKING:
 
 def built_on_other_dataset(manifest: dict, dataset: Dataset) -> bool:
     """True when a bundle's manifest names a dataset fingerprint and it is not `dataset`'s."""
+    return built_on_other_fingerprint(manifest, dataset.fingerprint())
+
+
+def built_on_other_fingerprint(manifest: dict, fingerprint: str) -> bool:
+    """True when a bundle's manifest names a dataset fingerprint and it is not `fingerprint` (a dataset's,
+    already computed: hashing a dataset reads all of it)."""
     expected = (manifest.get("dataset") or {}).get("fingerprint")
-    return bool(expected) and expected != dataset.fingerprint()
+    return bool(expected) and expected != fingerprint
 
 
 def load_dataset(path: str | Path) -> Dataset:
