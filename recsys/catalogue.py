@@ -28,7 +28,7 @@ from recsys.errors import UnknownIdError
 from recsys.retrieval.filters import RWLock, Where, bitmap_selector, where_key, where_mask
 
 if TYPE_CHECKING:
-    from recsys.features import ItemArrays
+    from recsys.item_arrays import ItemArrays
 
 REMOVED = np.uint8(1)   # gone from the catalogue (until compact() reclaims the row)
 INACTIVE = np.uint8(2)  # known but not recommendable (out of stock); activate brings it back

@@ -16,179 +16,20 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
-from pydantic import Field, model_validator
 
-from recsys.catalogue import AppendOnly, CandidateRows
-from recsys.config import FrozenModel
+from recsys.catalogue import CandidateRows
+from recsys.feature_config import ATTRIBUTE_FEATURES, FEATURE_VERSION, FeatureConfig, feature_names
+from recsys.item_arrays import ItemArrays, unit_rows
 from recsys.stats import InteractionStats
 
 if TYPE_CHECKING:
     from recsys.catalogue import Catalogue, CatalogueState
 
-FEATURE_VERSION = 1
+__all__ = ["FeatureBuilder", "FeatureConfig", "ItemArrays", "feature_names", "ATTRIBUTE_FEATURES", "FEATURE_VERSION",
+           "CHUNK_QUERIES"]
 
-BASE_FEATURES: tuple[str, ...] = (
-    "retrieval_score", "retrieval_rank", "retrieval_gap",          # the retrieval stage
-    "pop_all", "pop_recent", "pop_trend",                           # item popularity before the query time
-    "hist_len",                                                     # the user
-    "sim_last", "sim_max", "sim_mean",                              # embedding similarity to recent history
-    "trans_last", "trans_last_norm", "trans_recent",                # last/recent item → candidate transitions
-    "cooc_recent", "cooc_max",                                      # co-occurrence with recent items
-    "consumed_count", "consumed_steps_ago",                         # repeat consumption
-)
-NORMALIZED_PAIR_FEATURES: tuple[str, ...] = (
-    "cooc_cos_recent", "trans_norm_recent",                         # pair counts relative to the items' counts
-    "cooc_cos_decay",                                               # ... over a longer, recency-weighted history
-)
-EXTENDED_PAIR_FEATURES: tuple[str, ...] = (
-    "trans_norm_decay", "cooc_cos_max",                             # transitions over the longer history; best cosine
-    "hist_pop_mean",                                                # how mainstream the user's recent items are
-)
-BLOCK_SIMILARITY_FEATURES: tuple[str, ...] = (
-    "sim_last_towers", "sim_max_towers",                            # similarity within the trained towers' block
-    "sim_last_text", "sim_max_text",                                # ... within the zero-shot text block
-)
-ATTRIBUTE_FEATURES: dict[str, tuple[str, ...]] = {
-    "category": ("category_match_last", "category_share"),
-    "brand": ("brand_match_last", "brand_share"),
-    "price": ("price_log_ratio",),
-}
 CHUNK_QUERIES = 128
 """Queries per vectorised block (bounds the [queries, candidates, dim] similarity block in memory)."""
-
-
-class FeatureConfig(FrozenModel):
-    """History depths and optional feature groups (saved in the ranker's feature spec)."""
-
-    recent_items: int = Field(3, ge=1, description="last N history items for transition / co-occurrence counts")
-    sim_items: int = Field(5, ge=1, description="last N history items for max/mean similarity")
-    attr_items: int = Field(10, ge=1, description="last N history items for category/brand/price agreement")
-    explain_items: int = Field(50, ge=1, description="last N history items searched for 'because you bought'")
-    # on: valid N@10 cross-fitted over every valid user +0.0022 ± 0.0010 on amazon-scientific, +0.0087 ± 0.0056 on
-    # movielens-100k (README "Normalized pair counts"); rankers saved before it load with it off
-    normalized_pairs: bool = Field(True, description="also the pair counts relative to both items' counts: "
-                                   "co-occurrence cosine and transitions per source event over the last "
-                                   "`recent_items`, and the co-occurrence cosine over the last `decay_items` "
-                                   "weighted by `decay` per step back")
-    decay_items: int = Field(10, ge=1, description="normalized_pairs: history depth of cooc_cos_decay")
-    decay: float = Field(0.7, gt=0.0, le=1.0, description="normalized_pairs: weight factor per step back")
-    extended_pairs: bool = Field(False, description="with normalized_pairs: also transitions per source event over "
-                                 "the last `decay_items` weighted like cooc_cos_decay, the largest co-occurrence "
-                                 "cosine over the last `recent_items`, and the mean log count of the last "
-                                 "`decay_items` history items")
-    attributes: list[str] | None = Field(None, description="attribute feature groups to compute (category, brand, "
-                                         "price) where the catalogue has the column; None: every one it has")
-    block_similarity: bool = Field(False, description="on a blended catalogue ([trained towers, zero-shot text] "
-                                   "vectors): also the cosine to the last and the largest over the last `sim_items` "
-                                   "history items within each block, not only over the whole vector")
-    trained_dim: int | None = Field(None, ge=1, description="block_similarity: the width of the trained block, set "
-                                    "when the ranker is fitted on blended towers (None: no blocks, no block features)")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> "FeatureConfig":
-        if self.extended_pairs and not self.normalized_pairs:
-            raise ValueError("extended_pairs needs normalized_pairs")
-        unknown = sorted(set(self.attributes or ()) - set(ATTRIBUTE_FEATURES))
-        if unknown:
-            raise ValueError(f"unknown attribute feature groups {unknown}; choose from {sorted(ATTRIBUTE_FEATURES)}")
-        return self
-
-    @property
-    def has_blocks(self) -> bool:
-        """Whether the block similarity features are computed (asked for, and the catalogue is blended)."""
-        return self.block_similarity and self.trained_dim is not None
-
-    def for_towers(self, trained_dim: int | None) -> "FeatureConfig":
-        """This config for a catalogue whose vectors are [trained (`trained_dim`), zero-shot] (None: not blended)."""
-        return self.model_copy(update={"trained_dim": trained_dim if self.block_similarity else None})
-
-
-def feature_names(attributes: Sequence[str], config: FeatureConfig | None = None) -> list[str]:
-    """The model's column order for a catalogue with these optional attribute columns (and `config`'s optional
-    feature groups)."""
-    extra = NORMALIZED_PAIR_FEATURES if config is not None and config.normalized_pairs else ()
-    extra += EXTENDED_PAIR_FEATURES if config is not None and config.extended_pairs else ()
-    extra += BLOCK_SIMILARITY_FEATURES if config is not None and config.has_blocks else ()
-    return [*BASE_FEATURES, *extra,
-            *(f for a in ATTRIBUTE_FEATURES if a in attributes for f in ATTRIBUTE_FEATURES[a])]
-
-
-def attribute_codes(values: pl.Series) -> np.ndarray:
-    """Integer code per value (equal values, equal codes), -1 for null."""
-    codes = values.cast(pl.Utf8).cast(pl.Categorical).to_physical().cast(pl.Int64)
-    return codes.fill_null(-1).to_numpy()
-
-
-class ItemArrays:
-    """Per-item arrays the features read, aligned with catalogue rows: L2-normalised vectors, attribute codes,
-    prices and the statistics' item codes (-1: no training event). Held by the catalogue's state: an upsert
-    appends the new rows' arrays exactly as they are computed for imported items (`appended`), compaction keeps
-    the surviving rows (`taken`)."""
-
-    def __init__(self, vectors: AppendOnly, attributes: list[str], codes: dict[str, np.ndarray],
-                 vocabulary: dict[str, dict], price: np.ndarray | None, stats_code: np.ndarray,
-                 stats: InteractionStats) -> None:
-        self._vectors = vectors
-        self.vectors = vectors.view()
-        self.attributes = attributes
-        self.codes = codes
-        self.vocabulary = vocabulary  # attribute value → code, so appended rows get the codes of equal values
-        self.price = price
-        self.stats_code = stats_code
-        self.stats = stats
-
-    @classmethod
-    def of(cls, state: CatalogueState, stats: InteractionStats, attributes: list[str] | None = None) -> "ItemArrays":
-        """The arrays of every row of a catalogue state, for `stats`; `attributes` (default: the attribute columns
-        with a value) fixes which attribute features there are (the model's feature names)."""
-        items = state.items
-        if attributes is None:
-            attributes = [a for a in ATTRIBUTE_FEATURES if a in items.columns and items[a].null_count() < items.height]
-        codes = {a: attribute_codes(items[a]) for a in ("category", "brand") if a in attributes}
-        vocabulary = {a: {v: int(c) for v, c in zip(items[a].cast(pl.Utf8).to_list(), codes[a].tolist()) if c >= 0}
-                      for a in codes}
-        price = _prices(items) if "price" in attributes else None
-        return cls(AppendOnly(_unit_rows(state.vectors)), attributes, codes, vocabulary, price,
-                   stats.codes(state.ids.tolist()), stats)
-
-    def appended(self, items: pl.DataFrame, vectors: np.ndarray) -> "ItemArrays":
-        """These arrays plus rows for new catalogue rows (`items` frame + raw `vectors`)."""
-        codes, vocabulary = {}, {}
-        for attr, old in self.codes.items():
-            known = dict(self.vocabulary[attr])
-            new = []
-            for value in items[attr].cast(pl.Utf8).to_list() if attr in items.columns else [None] * items.height:
-                if value is not None and value not in known:
-                    known[value] = max(known.values(), default=-1) + 1
-                new.append(-1 if value is None else known[value])
-            codes[attr], vocabulary[attr] = np.concatenate([old, np.asarray(new, np.int64)]), known
-        price = np.concatenate([self.price, _prices(items)]) if self.price is not None else None
-        store = self._vectors if self._vectors.n == len(self.vectors) else AppendOnly(self.vectors.copy())
-        store.append(_unit_rows(vectors))  # rows past this state's: earlier views stay valid
-        return ItemArrays(store, self.attributes, codes, vocabulary,
-                          price, np.concatenate([self.stats_code, self.stats.codes(items["item_id"].to_list())]),
-                          self.stats)
-
-    def only(self, attributes: list[str]) -> "ItemArrays":
-        """These arrays with only `attributes`' codes and prices (the vectors and statistics codes shared)."""
-        out = ItemArrays(self._vectors, [a for a in self.attributes if a in attributes],
-                         {a: c for a, c in self.codes.items() if a in attributes},
-                         {a: v for a, v in self.vocabulary.items() if a in attributes},
-                         self.price if "price" in attributes else None, self.stats_code, self.stats)
-        out.vectors = self.vectors  # this state's rows, whatever a later state appended to the shared store
-        return out
-
-    def taken(self, rows: np.ndarray) -> "ItemArrays":
-        """Only `rows` (compaction), in that order."""
-        return ItemArrays(AppendOnly(self.vectors[rows]), self.attributes,
-                          {a: c[rows] for a, c in self.codes.items()}, self.vocabulary,
-                          self.price[rows] if self.price is not None else None, self.stats_code[rows], self.stats)
-
-
-def _unit_rows(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return np.ascontiguousarray(vectors / np.where(norms > 0, norms, 1.0))
 
 
 def _last_and_max(out: np.ndarray, column: dict, last: str, largest: str, sims: np.ndarray, mask: np.ndarray,
@@ -197,12 +38,6 @@ def _last_and_max(out: np.ndarray, column: dict, last: str, largest: str, sims: 
     a row has no usable history item)."""
     out[:, column[last]] = np.where(usable, sims[:, -1], np.nan)
     out[:, column[largest]] = np.where(usable, np.where(mask, sims, -np.inf).max(axis=1), np.nan)
-
-
-def _prices(items: pl.DataFrame) -> np.ndarray:
-    if "price" not in items.columns:
-        return np.full(items.height, np.nan)
-    return items["price"].cast(pl.Float64).fill_null(np.nan).to_numpy()
 
 
 class FeatureBuilder:
@@ -441,7 +276,7 @@ class FeatureBuilder:
             mine = vectors[known[block]]
             sims[block] = mine @ history[q].T
             for suffix, part in parts.items():
-                block_sims[suffix][block] = _unit_rows(mine[:, part]) @ _unit_rows(history[q][:, part]).T
+                block_sims[suffix][block] = unit_rows(mine[:, part]) @ unit_rows(history[q][:, part]).T
         mask = valid[query] & (cand >= 0)[:, None]
         usable = mask.any(axis=1)
         _last_and_max(out, column, "sim_last", "sim_max", sims, mask, usable)

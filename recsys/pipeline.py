@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +23,7 @@ from recsys.histories import Histories
 from recsys.neighbours import NeighbourCache
 from recsys.popularity import Popularity
 from recsys.query import Query, group_queries
+from recsys.results import CandidateLists, RecommendationList
 from recsys.retrieval import VectorIndex
 from recsys.splits import SplitData
 from recsys.towers import ItemTower, TemplatedItemTower, UserTower
@@ -39,35 +39,6 @@ ItemTowerLoader = Callable[["Recommender"], ItemTower]
 """recommender → the item tower for its new items and text queries (loaded on first use)."""
 
 __all__ = ["Recommender", "RecommendationList", "Query"]
-
-
-@dataclass(frozen=True)
-class CandidateLists:
-    """Retrieved lists: ids and scores per query, best first, and their catalogue rows."""
-
-    ids: list[list[str]]
-    scores: list[list[float]]
-    rows: CandidateRows
-
-
-@dataclass(frozen=True)
-class RecommendationList:
-    """Ranked item ids with scores and the strategy that produced them."""
-
-    item_ids: list[str]
-    scores: list[float]
-    strategy: str  # personalised | session | similar | popular_fallback
-    explanations: list[dict] | None = None  # per item, when a re-ranker explained the list
-    retrieval_scores: list[float] | None = None  # per item, the FAISS score before re-ranking
-    reranked: bool = False  # True when the LightGBM re-ranker ordered the list
-
-    def take(self, picks: Sequence[int]) -> "RecommendationList":
-        """The items at `picks` (indices into this list), in that order, with their per-item fields."""
-        def pick(values):
-            return None if values is None else [values[i] for i in picks]
-
-        return RecommendationList(pick(self.item_ids), pick(self.scores), self.strategy, pick(self.explanations),
-                                  pick(self.retrieval_scores), self.reranked)
 
 
 class Recommender:

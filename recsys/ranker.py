@@ -24,7 +24,8 @@ from recsys.catalogue import CandidateRows, Catalogue
 from recsys.compiled_trees import CompiledTrees, load_compiled
 from recsys.config import FrozenModel
 from recsys.errors import BundleError, DataError
-from recsys.features import FEATURE_VERSION, FeatureBuilder, FeatureConfig
+from recsys.feature_config import FEATURE_VERSION, FeatureConfig
+from recsys.features import FeatureBuilder
 from recsys.stats import InteractionStats
 
 MODEL_FILE = "model.txt"

@@ -18,8 +18,9 @@ import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
+from recsys.count_tables import CountTable, PairCounts, totals
 from recsys.splits import ordered_interactions
-from recsys.stats import CountTable, PairCounts, StatsConfig, totals
+from recsys.stats import StatsConfig
 
 PAIR_EVENTS_PER_RANGE = 8_000_000
 """Pair events materialised at once (one range of source items)."""

@@ -213,10 +213,10 @@ def test_training_stats_ignore_valid_and_test_interactions():
 @pytest.mark.parametrize("whole_table_search", [True, False])
 def test_pair_lookups_by_query_block_equal_the_row_by_row_lookups(monkeypatch, whole_table_search):
     """Both lookup paths: one vectorised search of the whole table (small tables) and the per-source slices."""
-    from recsys import stats as stats_module
-    from recsys.stats import PairCounts
+    from recsys import count_tables
+    from recsys.count_tables import PairCounts
 
-    monkeypatch.setattr(stats_module, "GLOBAL_SEARCH_PAIRS", 10**9 if whole_table_search else 0)
+    monkeypatch.setattr(count_tables, "GLOBAL_SEARCH_PAIRS", 10**9 if whole_table_search else 0)
 
     rng = np.random.default_rng(7)
     n_items, n_pairs = 50, 400

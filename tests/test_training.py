@@ -172,10 +172,10 @@ def test_smoothed_cross_entropy_is_torchs_label_smoothing_over_the_allowed_class
 def test_label_smoothing_reaches_the_training_loss(tiny_bert_dir, shop, monkeypatch):
     from pydantic import ValidationError
 
-    import encoders.training as training
+    import encoders.objective as objective
 
-    seen, real = [], training.smoothed_cross_entropy
-    monkeypatch.setattr(training, "smoothed_cross_entropy",
+    seen, real = [], objective.smoothed_cross_entropy
+    monkeypatch.setattr(objective, "smoothed_cross_entropy",
                         lambda logits, targets, smoothing, allowed: seen.append((smoothing, allowed)) or
                         real(logits, targets, smoothing, allowed))
     dataset, split = shop

@@ -226,7 +226,8 @@ def _score(options: BatchOptions, on_chunk: Callable[[ChunkResult], None] | None
     warnings = list(planned.warnings)
     if len(selection.unknown):
         unknown_path = job.out / UNKNOWN_FILE
-        atomic_write(unknown_path, lambda tmp: tmp.write_text("\n".join(selection.unknown.to_list()) + "\n"))
+        unknown_text = "\n".join(selection.unknown.to_list()) + "\n"
+        atomic_write(unknown_path, lambda tmp: tmp.write_text(unknown_text))
         shown = ", ".join(repr(u) for u in selection.unknown.head(5).to_list())
         warnings.append(f"{len(selection.unknown):,} of {selection.n_requested:,} requested users are unknown to "
                         f"the bundle and were not scored (e.g. {shown}); all listed in {unknown_path}")

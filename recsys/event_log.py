@@ -1,0 +1,111 @@
+"""The event log's shared parts: event and change records, the `EventStore` protocol every store implements
+(`recsys.store_sqlite`, `recsys.store_redis`; `recsys.store` opens one), and the helpers both stores use."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+import polars as pl
+
+EVENT_KINDS = ("view", "cart", "purchase")
+HISTORY_LIMIT = 200
+"""Most recent items of a history (bundle history + events) a query reads, in the API and in batch jobs."""
+ChangeKind = Literal["upsert", "active", "delete", "bundle"]
+EventRow = tuple[int, str, str, str, float]
+"""One stored event: (seq, user_id, item_id, kind, timestamp in seconds)."""
+EVENT_SCHEMA = {"seq": pl.Int64, "user_id": pl.Utf8, "item_id": pl.Utf8, "kind": pl.Utf8, "ts": pl.Float64}
+"""The columns of `EventStore.event_frame`: one row per stored event (an `EventRow`)."""
+EVENT_BATCH = 100_000
+"""Events turned from Python objects into a columnar frame at a time while a whole log is read."""
+
+
+def event_frame_of(rows: Iterable[EventRow], batch: int = EVENT_BATCH) -> pl.DataFrame:
+    """`rows` as an `EVENT_SCHEMA` frame, converted `batch` rows at a time: reading a log of millions of events
+    holds one batch of Python tuples, not the whole log's (~300 bytes an event)."""
+    frames, chunk = [], []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == batch:
+            frames.append(pl.DataFrame(chunk, schema=EVENT_SCHEMA, orient="row"))
+            chunk = []
+    frames.append(pl.DataFrame(chunk, schema=EVENT_SCHEMA, orient="row"))
+    return pl.concat(frames, rechunk=True)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One catalogue change: `upsert` (record + vector, in the item space `space`), `active` (flag), `delete`,
+    or `bundle` (a worker swapped in the bundle at record["path"]; the others follow)."""
+
+    seq: int
+    kind: ChangeKind
+    item_id: str | None = None
+    record: dict | None = None
+    vector: np.ndarray | None = None
+    space: str | None = None
+    active: bool | None = None
+
+
+def merged_history(stored: Sequence[str] | None, events: Sequence[str],
+                   limit: int = HISTORY_LIMIT) -> list[str] | None:
+    """A user's history as every path reads it: the bundle's history, then the events recorded since, the most
+    recent `limit` items; None when the user has neither (an unknown user)."""
+    if stored is None and not events:
+        return None
+    return [*(stored or ()), *events][-limit:]
+
+
+class EventStore(Protocol):
+    def append(self, user_id: str, item_id: str, kind: str, timestamp: float | None = None) -> int:
+        """Record one event; returns the user's number of stored events (in constant time, whatever the
+        user's history length)."""
+
+    def append_many(self, user_id: str, item_ids: Iterable[str], kind: str = "view",
+                    timestamp: float | None = None) -> int:
+        """Record many events of one user at once (imports, benchmarks); returns the user's count."""
+
+    def events(self, user_id: str, limit: int, until: int | None = None) -> list[str]:
+        """The user's most recent `limit` item ids (events with seq ≤ `until` when given), oldest first."""
+
+    def events_for(self, user_ids: Iterable[str], limit: int, until: int | None = None) -> dict[str, list[str]]:
+        """`events` of many users (those with events only)."""
+
+    def kinds(self, user_id: str, item_ids: Collection[str], limit: int = HISTORY_LIMIT) -> dict[str, str]:
+        """The kind of the user's latest event on each of `item_ids` that has one among the user's most recent
+        `limit` events (view, cart, purchase): what a history of `limit` items needs, read in the same time
+        whatever the user's whole history."""
+
+    def event_users(self, until: int | None = None) -> list[str]:
+        """Every user with at least one event (seq ≤ `until`)."""
+
+    def last_event_seq(self) -> int: ...
+
+    def event_frame(self, until: int | None = None, kinds: Collection[str] | None = None) -> pl.DataFrame:
+        """Every stored event (seq ≤ `until` when given; only `kinds` when given) as an `EVENT_SCHEMA` frame in seq
+        order, read in batches: what `recsys refresh-stats --store` counts."""
+
+    def record_change(self, kind: ChangeKind, item_id: str | None = None, record: dict | None = None,
+                      vector: np.ndarray | None = None, space: str | None = None, active: bool | None = None) -> int:
+        """Append a catalogue change; returns its seq."""
+
+    def changes(self, after: int = 0, until: int | None = None) -> list[Change]:
+        """Changes with after < seq ≤ until, in order."""
+
+    def last_change_seq(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+
+
+def vector_bytes(vector: np.ndarray | None) -> bytes | None:
+    """A stored change's vector as float32 bytes (None stays None)."""
+    return None if vector is None else np.asarray(vector, dtype=np.float32).tobytes()
+
+
+def vector_of(blob: bytes | None) -> np.ndarray | None:
+    """The float32 vector `vector_bytes` stored (a writable copy; None stays None)."""
+    return None if blob is None else np.frombuffer(blob, dtype=np.float32).copy()

@@ -1,0 +1,147 @@
+"""The Redis event store: several replicas on several machines share one log (needs the `redis` package)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Collection, Iterable, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+import polars as pl
+
+from recsys.errors import StoreError
+from recsys.event_log import (HISTORY_LIMIT, Change, ChangeKind, EventRow, event_frame_of, vector_bytes,
+                              vector_of)
+
+# Redis: each log is appended by a Lua script, so taking the next seq and writing the entry are one atomic step
+# (a reader never sees seq n+1 before n).
+_APPEND_EVENT = """
+local seq = redis.call('INCR', KEYS[1])
+local n = redis.call('RPUSH', KEYS[2], cjson.encode({item_id=ARGV[1], kind=ARGV[2], ts=tonumber(ARGV[3]), seq=seq}))
+redis.call('SADD', KEYS[3], ARGV[4])
+return n
+"""
+_APPEND_CHANGE = """
+local seq = redis.call('INCR', KEYS[1])
+redis.call('ZADD', KEYS[2], seq, seq .. '|' .. ARGV[1])
+return seq
+"""
+
+
+class RedisEventStore:
+    """Shared store for several replicas (needs the `redis` package and a Redis server): events in a list per
+    user, changes in a sorted set scored by seq."""
+
+    def __init__(self, url: str, prefix: str = "recsys") -> None:
+        import redis
+
+        try:
+            self._redis = redis.Redis.from_url(url, socket_connect_timeout=5)
+            self._redis.ping()
+        except (redis.RedisError, ValueError) as exc:
+            raise StoreError(f"cannot reach Redis at {redact(url)}: {exc}") from None
+        self._prefix = prefix
+        self._append_event = self._redis.register_script(_APPEND_EVENT)
+        self._append_change = self._redis.register_script(_APPEND_CHANGE)
+
+    def _key(self, *parts: str) -> str:
+        return ":".join((self._prefix, *parts))
+
+    # ---- events -------------------------------------------------------------------------------
+    def _event_keys(self, user_id: str) -> list[str]:
+        return [self._key("event_seq"), self._key("events", user_id), self._key("users")]
+
+    def append(self, user_id: str, item_id: str, kind: str, timestamp: float | None = None) -> int:
+        stamp = repr(float(timestamp if timestamp is not None else time.time()))
+        # one round trip; RPUSH answers the list's length: O(1) whatever the user's history
+        return int(self._append_event(keys=self._event_keys(user_id), args=[item_id, kind, stamp, user_id]))
+
+    def append_many(self, user_id: str, item_ids: Iterable[str], kind: str = "view",
+                    timestamp: float | None = None, batch: int = 10_000) -> int:
+        keys = self._event_keys(user_id)
+        stamp = repr(float(timestamp if timestamp is not None else time.time()))
+        items, count = list(item_ids), None
+        for start in range(0, len(items), batch):  # one round trip per batch, each event its own seq
+            pipe = self._redis.pipeline(transaction=False)
+            for item_id in items[start:start + batch]:
+                self._append_event(keys=keys, args=[item_id, kind, stamp, user_id], client=pipe)
+            count = int(pipe.execute()[-1])
+        return count if count is not None else int(self._redis.llen(self._key("events", user_id)))
+
+    def _entries(self, user_id: str, limit: int | None, until: int | None) -> list[str]:
+        raw = self._redis.lrange(self._key("events", user_id), 0 if until is not None or limit is None else -limit, -1)
+        entries = [json.loads(e) for e in raw]
+        if until is not None:
+            entries = [e for e in entries if e.get("seq", 0) <= until]
+        items = [e["item_id"] for e in entries]
+        return items[-limit:] if limit is not None else items
+
+    def events(self, user_id: str, limit: int, until: int | None = None) -> list[str]:
+        return self._entries(user_id, limit, until)
+
+    def events_for(self, user_ids: Iterable[str], limit: int, until: int | None = None) -> dict[str, list[str]]:
+        out = {user: self._entries(user, limit, until) for user in dict.fromkeys(user_ids)}
+        return {user: items for user, items in out.items() if items}
+
+    def kinds(self, user_id: str, item_ids: Collection[str], limit: int = HISTORY_LIMIT) -> dict[str, str]:
+        wanted = set(item_ids)
+        if not wanted:
+            return {}
+        events = (json.loads(e) for e in self._redis.lrange(self._key("events", user_id), -limit, -1))
+        return {e["item_id"]: e["kind"] for e in events if e["item_id"] in wanted}
+
+    def event_users(self, until: int | None = None) -> list[str]:
+        users = sorted(u.decode() for u in self._redis.smembers(self._key("users")))
+        return users if until is None else [u for u in users if self._entries(u, 1, until)]
+
+    def last_event_seq(self) -> int:
+        return int(self._redis.get(self._key("event_seq")) or 0)
+
+    def event_frame(self, until: int | None = None, kinds: Collection[str] | None = None) -> pl.DataFrame:
+        wanted = None if kinds is None else set(kinds)
+
+        def rows() -> Iterator[EventRow]:
+            for user in sorted(u.decode() for u in self._redis.smembers(self._key("users"))):
+                for raw in self._redis.lrange(self._key("events", user), 0, -1):
+                    entry = json.loads(raw)
+                    seq = int(entry.get("seq", 0))  # entries written before events had a seq count as the oldest
+                    if (until is None or seq <= until) and (wanted is None or entry["kind"] in wanted):
+                        yield seq, user, entry["item_id"], entry["kind"], float(entry.get("ts", 0.0))
+
+        return event_frame_of(rows()).sort("seq", maintain_order=True)
+
+    # ---- catalogue changes ------------------------------------------------------------------------
+    def record_change(self, kind: ChangeKind, item_id: str | None = None, record: dict | None = None,
+                      vector: np.ndarray | None = None, space: str | None = None, active: bool | None = None) -> int:
+        blob = vector_bytes(vector)
+        payload = json.dumps({"kind": kind, "item_id": item_id, "record": record, "space": space, "active": active,
+                              "vector": None if blob is None else base64.b64encode(blob).decode()})
+        return int(self._append_change(keys=[self._key("change_seq"), self._key("changes")], args=[payload]))
+
+    def changes(self, after: int = 0, until: int | None = None) -> list[Change]:
+        members = self._redis.zrangebyscore(self._key("changes"), f"({after}", "+inf" if until is None else until)
+        out = []
+        for member in members:
+            seq, payload = member.decode().split("|", 1)
+            entry = json.loads(payload)
+            vector = None if entry["vector"] is None else vector_of(base64.b64decode(entry["vector"]))
+            out.append(Change(int(seq), entry["kind"], entry["item_id"], entry["record"], vector, entry["space"],
+                              entry["active"]))
+        return out
+
+    def last_change_seq(self) -> int:
+        return int(self._redis.get(self._key("change_seq")) or 0)
+
+    def close(self) -> None:
+        self._redis.close()
+
+
+def redact(url: str) -> str:
+    """`url` without its password (error messages and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
+

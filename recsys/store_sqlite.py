@@ -1,0 +1,170 @@
+"""The SQLite event store: one file in the service's state directory, shared by the workers of one machine."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Collection, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from recsys.event_log import (HISTORY_LIMIT, Change, ChangeKind, event_frame_of, vector_bytes,
+                              vector_of)
+
+
+class SQLiteEventStore:
+    """Thread-safe SQLite store (WAL; several processes may share the file); one connection per store guarded by
+    a lock. Tables `events` and `changes`, each keyed by its seq, and `user_events`: each user's event count, so
+    an insert costs the same for a user with one event or a million."""
+
+    COUNT = ("INSERT INTO user_events (user_id, n) VALUES (?, ?) ON CONFLICT(user_id) DO UPDATE SET n = n + "
+             "excluded.n RETURNING n")
+
+    def __init__(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT, "
+                         "item_id TEXT, kind TEXT, ts REAL)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS events_user ON events(user_id, seq)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT, "
+                         "item_id TEXT, record TEXT, vector BLOB, space TEXT, active INTEGER, ts REAL)")
+        self._migrate()
+        self._count_users()
+
+    def _migrate(self) -> None:
+        """State directories written before the change log kept items / item_state tables: copy them into it."""
+        with self._lock:
+            tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "items" not in tables or self._db.execute("SELECT COUNT(*) FROM changes").fetchone()[0]:
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            for item_id, record, vector in self._db.execute("SELECT item_id, record, vector FROM items ORDER BY seq"):
+                self._db.execute("INSERT INTO changes (kind, item_id, record, vector, ts) VALUES ('upsert', ?, ?, ?, ?)",
+                                 (item_id, record, vector, time.time()))
+            if "item_state" in tables:
+                for item_id, active in self._db.execute("SELECT item_id, active FROM item_state"):
+                    self._db.execute("INSERT INTO changes (kind, item_id, active, ts) VALUES ('active', ?, ?, ?)",
+                                     (item_id, int(active), time.time()))
+            self._db.execute("COMMIT")
+
+    def _count_users(self) -> None:
+        """Each user's event count, kept per insert; a new store, or one written before the counts existed, is
+        counted once, here."""
+        with self._lock, self._transaction():
+            if self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'user_events'").fetchone() is None:
+                self._db.execute("CREATE TABLE user_events (user_id TEXT PRIMARY KEY, n INTEGER NOT NULL) "
+                                 "WITHOUT ROWID")
+                self._db.execute("INSERT INTO user_events SELECT user_id, COUNT(*) FROM events GROUP BY user_id")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """BEGIN … COMMIT (ROLLBACK on error): events and their count land together."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # ---- events -------------------------------------------------------------------------------
+    def append(self, user_id: str, item_id: str, kind: str, timestamp: float | None = None) -> int:
+        return self.append_many(user_id, [item_id], kind, timestamp)
+
+    def append_many(self, user_id: str, item_ids: Iterable[str], kind: str = "view",
+                    timestamp: float | None = None) -> int:
+        ts = timestamp if timestamp is not None else time.time()
+        rows = [(user_id, item_id, kind, ts) for item_id in item_ids]
+        with self._lock, self._transaction():
+            self._db.executemany("INSERT INTO events (user_id, item_id, kind, ts) VALUES (?, ?, ?, ?)", rows)
+            return self._db.execute(self.COUNT, (user_id, len(rows))).fetchall()[0][0]
+
+    def events(self, user_id: str, limit: int, until: int | None = None) -> list[str]:
+        bound, args = ("AND seq <= ? ", (until,)) if until is not None else ("", ())
+        with self._lock:
+            rows = self._db.execute(f"SELECT item_id FROM events WHERE user_id = ? {bound}ORDER BY seq DESC LIMIT ?",
+                                    (user_id, *args, limit)).fetchall()
+        return [r[0] for r in reversed(rows)]
+
+    def events_for(self, user_ids: Iterable[str], limit: int, until: int | None = None) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        users = list(dict.fromkeys(user_ids))
+        bound, args = ("AND seq <= ? ", (until,)) if until is not None else ("", ())
+        for start in range(0, len(users), 500):
+            chunk = users[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            with self._lock:
+                rows = self._db.execute(f"SELECT user_id, item_id FROM events WHERE user_id IN ({marks}) {bound}"
+                                        "ORDER BY seq", (*chunk, *args)).fetchall()
+            for user_id, item_id in rows:
+                out.setdefault(user_id, []).append(item_id)
+        return {user: items[-limit:] for user, items in out.items()}
+
+    def kinds(self, user_id: str, item_ids: Collection[str], limit: int = HISTORY_LIMIT) -> dict[str, str]:
+        wanted = list(dict.fromkeys(item_ids))[:500]
+        if not wanted:
+            return {}
+        marks = ",".join("?" * len(wanted))
+        with self._lock:
+            rows = self._db.execute("SELECT item_id, kind FROM (SELECT seq, item_id, kind FROM events WHERE "
+                                    f"user_id = ? ORDER BY seq DESC LIMIT ?) WHERE item_id IN ({marks}) ORDER BY seq",
+                                    (user_id, limit, *wanted)).fetchall()
+        return dict(rows)
+
+    def event_users(self, until: int | None = None) -> list[str]:
+        bound, args = ("WHERE seq <= ? ", (until,)) if until is not None else ("", ())
+        with self._lock:
+            return [r[0] for r in self._db.execute(f"SELECT DISTINCT user_id FROM events {bound}ORDER BY user_id",
+                                                   args)]
+
+    def last_event_seq(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
+
+    def event_frame(self, until: int | None = None, kinds: Collection[str] | None = None) -> pl.DataFrame:
+        where, args = ["seq <= ?"] if until is not None else [], [until] if until is not None else []
+        if kinds is not None:
+            kinds = list(kinds)
+            where.append(f"kind IN ({', '.join('?' * len(kinds))})")
+            args += kinds
+        sql = ("SELECT seq, user_id, item_id, kind, ts FROM events " + (f"WHERE {' AND '.join(where)} " if where
+                                                                        else "") + "ORDER BY seq")
+        with self._lock:  # the cursor is read while the lock is held: one statement on the connection at a time
+            return event_frame_of(self._db.execute(sql, args))
+
+    # ---- catalogue changes ------------------------------------------------------------------------
+    def record_change(self, kind: ChangeKind, item_id: str | None = None, record: dict | None = None,
+                      vector: np.ndarray | None = None, space: str | None = None, active: bool | None = None) -> int:
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT INTO changes (kind, item_id, record, vector, space, active, ts) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (kind, item_id, None if record is None else json.dumps(record), vector_bytes(vector), space,
+                 None if active is None else int(active), time.time()))
+            return int(cursor.lastrowid)
+
+    def changes(self, after: int = 0, until: int | None = None) -> list[Change]:
+        bound, args = ("AND seq <= ? ", (until,)) if until is not None else ("", ())
+        with self._lock:
+            rows = self._db.execute(f"SELECT seq, kind, item_id, record, vector, space, active FROM changes "
+                                    f"WHERE seq > ? {bound}ORDER BY seq", (after, *args)).fetchall()
+        return [Change(seq, kind, item_id, None if record is None else json.loads(record), vector_of(vector), space,
+                       None if active is None else bool(active))
+                for seq, kind, item_id, record, vector, space, active in rows]
+
+    def last_change_seq(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
