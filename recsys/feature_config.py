@@ -37,6 +37,8 @@ ATTRIBUTE_FEATURES: dict[str, tuple[str, ...]] = {
     "brand": ("brand_match_last", "brand_share"),
     "price": ("price_log_ratio",),
 }
+
+
 class FeatureConfig(FrozenModel):
     """History depths and optional feature groups (saved in the ranker's feature spec)."""
 

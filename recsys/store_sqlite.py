@@ -167,4 +167,3 @@ class SQLiteEventStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
-
