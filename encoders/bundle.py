@@ -216,6 +216,10 @@ def init_from_bundle(model: TwoTowerModel, bundle: Path, item_ids: list[str]) ->
             if name in ("id_embedding.weight", "id_mask"):
                 rows = [(i, old_position[x]) for i, x in enumerate(item_ids) if x in old_position]
                 if name in own and rows:
+                    if own[name].shape[1:] != tensor.shape[1:]:
+                        raise BundleError(f"{path}: its item-ID block is {tuple(tensor.shape[1:])} wide, this "
+                                          f"configuration's {tuple(own[name].shape[1:])} (another tower.dim or "
+                                          "tower.id_dim?): continual training keeps the bundle's tower shape")
                     new, old = (torch.as_tensor(r) for r in zip(*rows))
                     carried = tensor[old].to(own[name].dtype)
                     own[name][new] = torch.maximum(own[name][new], carried) if name == "id_mask" else carried

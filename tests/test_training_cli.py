@@ -141,3 +141,16 @@ def test_api_encodes_new_text_with_the_bundles_own_trained_item_tower(tiny_bert_
         assert recommender.user_tower.has(session)  # its vector came from the batch's thread-pool pass, via the cache
         assert body["strategy"] == "session"
         assert [i["item_id"] for i in body["items"]] == recommender.recommend_session(session, 5).item_ids
+
+
+def test_continual_training_into_another_tower_shape_is_one_error_line(trained_bundle, tiny_bert_dir, tmp_path):
+    """--from-bundle with a --config of another tower.dim: one `error:` line (was: a torch RuntimeError)."""
+    data = generate_shop(n_users=60, n_items=90, seed=2).save(tmp_path / "shop")
+    (tmp_path / "cfg.json").write_text(json.dumps({"encoder": {"model": str(tiny_bert_dir)}, "epochs": 1,
+                                                   "tower": {"dim": 24}}))
+    result = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "art"), "--preset", "smoke",
+                                      "--config", str(tmp_path / "cfg.json"), "--from-bundle", str(trained_bundle),
+                                      "--threads", "1"])
+    assert result.exit_code == 2, result.output
+    assert "error:" in result.output and "continual training keeps the bundle's tower shape" in result.output
+    assert "Traceback" not in result.output
