@@ -56,14 +56,24 @@ def friendly_errors(func):
             err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
             raise typer.Exit(2) from None
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-            err_console.print(f"[bold red]error:[/] invalid setting: {escape(problems)}")
+            err_console.print(f"[bold red]error:[/] invalid setting: {escape(validation_problems(exc))}")
             raise typer.Exit(2) from None
         except OSError as exc:  # the file system refused: an output path that is a file, no permission, disk full
             err_console.print(f"[bold red]error:[/] {escape(os_error_line(exc))}")
             raise typer.Exit(2) from None
     wrapper.friendly_errors = True  # type: ignore[attr-defined]
     return wrapper
+
+
+def validation_problems(exc: ValidationError) -> str:
+    """Pydantic's errors as one line, each `field.path: message`; a check of the whole config (no field) is its
+    message alone, without pydantic's "Value error, " prefix."""
+    problems = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        where = ".".join(str(part) for part in error["loc"])
+        problems.append(f"{where}: {message}" if where else message)
+    return "; ".join(problems)
 
 
 def os_error_line(exc: OSError) -> str:

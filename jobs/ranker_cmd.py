@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from jobs.app import EVAL_USERS, BundleData, BundleDir, EventStoreOpt, EvalUsersOpt, RedisUrlOpt, StateDirOpt, app, \
-    eval_sample, read_json_object
+    eval_sample, read_json_object, validation_problems
 from jobs.batch_cmd import store_source
 from jobs.output import console, metrics_table
 from recsys.store import EVENT_KINDS
@@ -75,8 +75,7 @@ def ranker_config(candidates: int, n_jobs: int, seed: int, train_positions: int 
     try:
         return RankerConfig().with_overrides({**(overrides or {}), **{k: v for k, v in given.items() if v is not None}})
     except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
-        raise typer.BadParameter(f"invalid setting: {problems}", param_hint="--config") from None
+        raise typer.BadParameter(f"invalid setting: {validation_problems(error)}", param_hint="--config") from None
 
 
 def bundle_and_dataset(bundle: Path, data: Path):

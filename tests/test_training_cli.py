@@ -154,3 +154,15 @@ def test_continual_training_into_another_tower_shape_is_one_error_line(trained_b
     assert result.exit_code == 2, result.output
     assert "error:" in result.output and "continual training keeps the bundle's tower shape" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_config_file_that_fails_a_whole_config_check_names_the_check_alone(tmp_path):
+    """A --config that breaks a check over several fields (TrainConfig's pooled layers): the check's message,
+    not an empty field path and pydantic's "Value error, " before it (was: "invalid setting: : Value error, …")."""
+    data = generate_shop(n_users=40, n_items=60, seed=0).save(tmp_path / "shop")
+    (tmp_path / "cfg.json").write_text(json.dumps({"tower": {"pool_layers": 3}, "lora": {"top_layers": 1}}))
+    result = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "art"),
+                                      "--config", str(tmp_path / "cfg.json"), "--threads", "1"])
+    assert result.exit_code == 2, result.output
+    assert "error: invalid setting: tower.pool_layers 3 needs lora.top_layers ≥ 2" in " ".join(result.output.split())
+    assert ": :" not in result.output and "Value error" not in result.output
