@@ -203,6 +203,20 @@ def bundle_name(value: str | None) -> str | None:
     return value
 
 
+def new_bundle_out(value: Path | None) -> Path | None:
+    """`--out` callback of the commands that write a new bundle after a long job (train-ranker, refresh-stats,
+    refit): a path that already exists is refused before the job starts, not after it."""
+    if value is not None and value.exists():
+        raise typer.BadParameter(f"{value} already exists: choose a new directory (or leave --out out: a new version "
+                                 "beside the bundle)", param_hint="--out")
+    return value
+
+
+NewBundleOut = Annotated[Optional[Path], typer.Option(file_okay=False, callback=new_bundle_out,
+                                                      help="new bundle directory (default: a new version beside "
+                                                           "BUNDLE)")]
+
+
 def eval_sample(value: str) -> int | None:
     """--eval-users / --train-users: a positive number of examples (per split), or 'all'."""
     if value.strip().lower() == "all":

@@ -10,8 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from jobs.app import EVAL_USERS, BundleData, BundleDir, EventStoreOpt, EvalUsersOpt, RedisUrlOpt, StateDirOpt, app, \
-    eval_sample, read_json_object, validation_problems
+from jobs.app import EVAL_USERS, BundleData, BundleDir, EventStoreOpt, EvalUsersOpt, NewBundleOut, RedisUrlOpt, \
+    StateDirOpt, app, eval_sample, read_json_object, validation_problems
 from jobs.batch_cmd import store_source
 from jobs.output import console, metrics_table
 from recsys.store import EVENT_KINDS
@@ -140,8 +140,7 @@ def train_ranker(
     bundle: BundleDir,
     data: BundleData,
     candidates: Annotated[int, typer.Option(min=1, help="retrieved items re-ranked per query")] = 200,
-    out: Annotated[Optional[Path], typer.Option(file_okay=False, help="new bundle directory (default: a new version beside BUNDLE)")]
-    = None,
+    out: NewBundleOut = None,
     n_jobs: Annotated[int, typer.Option(min=1, help="LightGBM threads")] = 1,
     seed: Annotated[int, typer.Option(min=0)] = 0,
     train_users: Annotated[str, typer.Option(help="valid-step examples to learn from: a seeded sample of this many "
@@ -182,8 +181,7 @@ def refresh_stats(
         help="count the dataset's events through this step: 'valid' (+ every user's valid-step event; test stays "
              "evaluable and is scored before and after; the default) or 'test' (every event: for serving, nothing "
              "left to evaluate; the default and the only choice with --store)")] = None,
-    out: Annotated[Optional[Path], typer.Option(file_okay=False, help="new bundle directory (default: a new version beside BUNDLE)")]
-    = None,
+    out: NewBundleOut = None,
     eval_users: EvalUsersOpt = EVAL_USERS,
     store: Annotated[bool, typer.Option(
         "--store/--no-store", help="also count the events the API recorded in its event store since the bundle "

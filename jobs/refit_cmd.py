@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from jobs.app import BundleData, BundleDir, app
+from jobs.app import BundleData, BundleDir, NewBundleOut, app
 from jobs.output import console, metrics_table
 from jobs.ranker_cmd import bundle_and_dataset, kept_manifest, load_bundle
 
@@ -20,8 +19,7 @@ def refit(
     through: Annotated[str, typer.Option(
         help="train on the events through this step: 'valid' (+ every user's valid-step event; test is scored "
              "before and after) or 'test' (every event: for serving, nothing left to evaluate)")] = "valid",
-    out: Annotated[Optional[Path], typer.Option(file_okay=False, help="new bundle directory (default: a new version beside BUNDLE)")]
-    = None,
+    out: NewBundleOut = None,
 ) -> None:
     """Train an engine's towers again, with the bundle's own settings and chosen number of epochs, on the events
     through a later step, keep its re-ranker with statistics refreshed through the same step, and save a new

@@ -377,3 +377,18 @@ def test_serve_misconfigured_is_one_line_and_exit_code_2(toy, tmp_path, env, mes
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message.format(port=port)), result.output
+
+
+@pytest.mark.parametrize("command", ["train-ranker", "refresh-stats", "refit"])
+def test_an_existing_out_is_refused_before_the_job_starts(command, shop_bundle, tmp_path):
+    """train-ranker / refresh-stats / refit write a new bundle at --out after a long job: an --out that exists is
+    refused first (was: "… already exists" after the ranker was trained or the towers refit)."""
+    data, bundle = shop_bundle
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "keep.txt").write_text("mine")
+    result = run(command, "--bundle", bundle, "--data", data, "--out", taken)
+    assert result.exit_code == 2, result.output
+    assert f"{taken} already exists: choose a new directory" in result.flat
+    assert result.flat.startswith("Usage:")  # refused with the options, before any of the job's own output
+    assert [p.name for p in taken.iterdir()] == ["keep.txt"]
