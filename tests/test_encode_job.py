@@ -57,7 +57,7 @@ def test_encode_command_writes_vectors_and_refuses_fp16_on_cpu(items, tiny_bert_
     assert pq.read_table(tmp_path / "vectors" / "part-00001.parquet").num_rows == 40
     bad = CliRunner().invoke(app, args[:4] + [str(tmp_path / "half"), "--precision", "fp16", "--model",
                                               str(tiny_bert_dir)])
-    assert bad.exit_code != 0 and "fp16 encoding needs a CUDA device" in str(bad.exception or bad.output)
+    assert bad.exit_code == 2 and "fp16 encoding needs a CUDA device" in bad.output
 
 
 def test_ray_encode_equals_local_and_build_uses_it(items, tiny_bert_dir, tmp_path, local_ray):
@@ -79,3 +79,23 @@ def test_ray_encode_equals_local_and_build_uses_it(items, tiny_bert_dir, tmp_pat
     bundle = next((tmp_path / "art" / "shop").glob("2*"))
     np.testing.assert_allclose(np.load(bundle / "embeddings" / "items.npy"), local, atol=1e-6)
     assert (tmp_path / "art" / "shop" / "runs" / "encode" / "manifest.json").is_file()
+
+
+def test_an_encode_that_cannot_start_leaves_no_job_behind(items, tiny_bert_dir, tmp_path):
+    """A mistyped --model, or fp16 on a machine without CUDA: one `error:` line (fp16 was a ValueError traceback),
+    and the corrected rerun into the same --out runs (was: refused as "a batch job with different inputs")."""
+    import torch
+
+    data = generate_shop(n_users=40, n_items=90, seed=3).save(tmp_path / "shop")
+    args = ["encode", "--data", str(data), "--out", str(tmp_path / "vectors"), "--no-progress"]
+    runner = CliRunner()
+    typo = runner.invoke(app, args + ["--model", str(tmp_path / "no-such-bert")])
+    assert typo.exit_code == 2 and "not a Hugging Face model directory" in typo.output
+    assert not (tmp_path / "vectors").exists()
+    if not torch.cuda.is_available():
+        half = runner.invoke(app, args + ["--model", str(tiny_bert_dir), "--precision", "fp16"])
+        assert half.exit_code == 2, half.output
+        assert "error: fp16 encoding needs a CUDA device and this machine has none" in " ".join(half.output.split())
+        assert not (tmp_path / "vectors").exists()
+    fixed = runner.invoke(app, args + ["--model", str(tiny_bert_dir)])
+    assert fixed.exit_code == 0, fixed.output

@@ -31,8 +31,8 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from jobs.batch.job import Engine, collect, peak_rss_mb
-from jobs.batch.layout import ITEMS_FILE, MANIFEST, JobDir, prepare, read_batch_manifest, shard_name, write_json, \
-    write_table
+from jobs.batch.layout import ITEMS_FILE, MANIFEST, BatchError, JobDir, prepare, read_batch_manifest, shard_name, \
+    write_json, write_table
 from jobs.batch.scoring import ChunkResult, pinned_threads
 from recsys.config import EncoderConfig
 from recsys.errors import DataError
@@ -142,6 +142,19 @@ def _engine(options: EncodeOptions, job: JobDir, chunks: list[int], encoder: Any
     return (local.run_chunk(chunk) for chunk in chunks)
 
 
+def check_can_run(options: EncodeOptions) -> None:
+    """RecsysError for a job that would fail when its engine loads the model: a local model directory that is not
+    a Hugging Face model, fp16 with the local engine on a machine without CUDA (Ray's workers may have GPUs)."""
+    import torch
+
+    from encoders.backbone import check_model_directory
+
+    check_model_directory(options.encoder.model)
+    if options.precision == "fp16" and options.engine == "local" and not torch.cuda.is_available():
+        raise BatchError("fp16 encoding needs a CUDA device and this machine has none: use --precision auto (fp32 on "
+                         "a CPU) or fp32")
+
+
 def run_encode(items: pl.DataFrame, options: EncodeOptions, encoder: Any = None,
                on_chunk: Callable[[ChunkResult], None] | None = None) -> dict:
     """Encode `items` (item_id, text) into `options.out`; returns the manifest (also OUT/manifest.json).
@@ -150,6 +163,8 @@ def run_encode(items: pl.DataFrame, options: EncodeOptions, encoder: Any = None,
     missing = {"item_id", "text"} - set(items.columns)
     if missing:
         raise DataError(f"items need the columns item_id and text (missing: {', '.join(sorted(missing))})")
+    if encoder is None:  # what cannot run fails here, before OUT becomes a job that a corrected rerun is refused
+        check_can_run(options)
     started = time.perf_counter()
     items = items.select("item_id", "text")
     job_identity = identity(items, options)
