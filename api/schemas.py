@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
 from api.errors import ErrorResponse  # noqa: F401 (the error body, documented on every route)
-from api.limits import FILTER_VALUES, ID_CHARS, LIST_ITEMS, NAME_CHARS, TEXT_CHARS, VISIBLE
+from api.limits import FILTER_VALUES, ID_CHARS, LATEST_TIMESTAMP, LIST_ITEMS, NAME_CHARS, TEXT_CHARS, VISIBLE
 
 Strategy = Literal["personalised", "session", "similar", "popular_fallback"]
 Id = Annotated[str, StringConstraints(min_length=1, max_length=ID_CHARS, pattern=VISIBLE)]
@@ -94,7 +94,8 @@ class EventRequest(Strict):
     user_id: Id
     item_id: Id
     kind: Literal["view", "cart", "purchase"] = "view"
-    timestamp: float | None = Field(None, ge=0, description="epoch seconds; default: now")
+    timestamp: float | None = Field(None, ge=0, le=LATEST_TIMESTAMP, description="epoch seconds (not milliseconds: "
+                                    "at most the end of the year 9999); default: now")
 
 
 class EventResponse(BaseModel):

@@ -176,11 +176,24 @@ def test_session_bodies_are_accepted_exactly_when_the_schema_says_so(client, bod
     {"user_id": "u1", "item_id": "cam1", "timestamp": False}, {"user_id": "u1", "item_id": "cam1", "timestamp": 1},
     {"user_id": "   ", "item_id": "cam1"}, {"user_id": "\t", "item_id": "cam1"}, {"user_id": "u 1", "item_id": "cam1"},
     {"user_id": "u" * 257, "item_id": "cam1"}, {"user_id": "u1", "item_id": "cam1", "kind": "like"},
+    {"user_id": "u1", "item_id": "cam1", "timestamp": 1.7e12},
 ])
 def test_event_bodies_are_accepted_exactly_when_the_schema_says_so(client, body):
     spec = client.get("/openapi.json").json()
     valid = jsonschema.Draft202012Validator(body_schema(spec, "/v1/events", "post")).is_valid(body)
     assert client.post("/v1/events", json=body).status_code == (201 if valid else 422), body
+
+
+@pytest.mark.parametrize("timestamp", [1.7e12, 1e19, 1e300])
+def test_an_event_timestamp_in_milliseconds_or_beyond_the_year_9999_is_refused(client, timestamp):
+    """Epoch seconds only: a millisecond clock's value (1.7e12) or an absurd one is 422 (was: stored, and the
+    statistics refresh over the store then failed on it, a polars cast error, `recsys refresh-stats --store`)."""
+    response = client.post("/v1/events", json={"user_id": "u1", "item_id": "cam1", "timestamp": timestamp})
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"] == ["body", "timestamp"]
+    assert "less than or equal to 253402300799" in response.json()["detail"]
+    latest = client.post("/v1/events", json={"user_id": "u1", "item_id": "cam1", "timestamp": 253_402_300_799})
+    assert latest.status_code == 201, latest.text
 
 
 @pytest.mark.parametrize("field,value", [("title", "t" * 257), ("category", "c" * 257), ("brand", " "),
