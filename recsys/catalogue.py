@@ -161,8 +161,8 @@ class CatalogueState:
         return row is not None and self.flags[row] == 0
 
     def check(self, item_ids: Iterable[str]) -> None:
-        """Raise UnknownIdError naming every id not in the catalogue."""
-        unknown = [i for i in item_ids if i not in self.position]
+        """Raise UnknownIdError naming every id not in the catalogue (each once, in first-seen order)."""
+        unknown = list(dict.fromkeys(i for i in item_ids if i not in self.position))
         if unknown:
             raise UnknownIdError("item", unknown)
 

@@ -184,6 +184,14 @@ def test_event_bodies_are_accepted_exactly_when_the_schema_says_so(client, body)
     assert client.post("/v1/events", json=body).status_code == (201 if valid else 422), body
 
 
+def test_an_unknown_item_posted_several_times_is_named_once(client):
+    """A session that repeats an unknown id (a reload on the product page): 404 naming it once (was: "unknown
+    item ids: 'gone', 'gone', 'gone'", a plural for one id)."""
+    response = client.post("/v1/sessions/recommendations", json={"item_ids": ["gone", "cam1", "gone"], "k": 3})
+    assert response.status_code == 404, response.text
+    assert response.json()["detail"] == "unknown item id: 'gone'"
+
+
 @pytest.mark.parametrize("timestamp", [1.7e12, 1e19, 1e300])
 def test_an_event_timestamp_in_milliseconds_or_beyond_the_year_9999_is_refused(client, timestamp):
     """Epoch seconds only: a millisecond clock's value (1.7e12) or an absurd one is 422 (was: stored, and the
