@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 import torch
 from safetensors.torch import load_file, save_file
 
+from recsys.errors import RecsysError
+
 if TYPE_CHECKING:
     from encoders.towers import TwoTowerModel
 
@@ -23,11 +25,15 @@ def trainable_state(model: TwoTowerModel) -> dict[str, torch.Tensor]:
 
 
 def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Copy a `trainable_state` back into `model` (missing keys are an error)."""
+    """Copy a `trainable_state` back into `model` (ValueError for a tensor the model lacks or has in another
+    shape)."""
     own = dict(model.named_parameters()) | dict(model.named_buffers())
     missing = [k for k in state if k not in own]
     if missing:
-        raise KeyError(f"checkpoint tensors unknown to the model: {missing[:5]}")
+        raise ValueError(f"checkpoint tensors unknown to the model: {missing[:5]}")
+    reshaped = [k for k, v in state.items() if own[k].shape != v.shape]
+    if reshaped:
+        raise ValueError(f"checkpoint tensors of another shape than the model's: {reshaped[:5]}")
     with torch.no_grad():
         for name, tensor in state.items():
             own[name].copy_(tensor.to(own[name].device))
@@ -71,12 +77,19 @@ def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.op
 
 def load_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler) -> tuple[dict, dict[str, torch.Tensor] | None]:
-    """Restore model, optimizer, scheduler and RNG; returns (trainer json, best state or None)."""
-    load_trainable_state(model, load_file(directory / "model.safetensors"))
+    """Restore model, optimizer, scheduler and RNG; returns (trainer json, best state or None). RecsysError when
+    the checkpoint is of a model of other settings (the towers' shape, the adapters, the ID embeddings)."""
     trainer = json.loads((directory / "trainer.json").read_text())
     tensors = load_file(directory / "optimizer.safetensors")
-    torch.set_rng_state(tensors.pop("rng.torch"))
-    optimizer.load_state_dict(_unflatten_optimizer(tensors, trainer["optimizer"]))
+    rng = tensors.pop("rng.torch")
+    try:
+        load_trainable_state(model, load_file(directory / "model.safetensors"))
+        optimizer.load_state_dict(_unflatten_optimizer(tensors, trainer["optimizer"]))
+    except ValueError as error:
+        raise RecsysError(f"{directory.parent}: its checkpoint is of a run with other settings ({error}): resume "
+                          "with that run's settings, or train afresh (without --resume, or with another "
+                          "--run-dir)") from None
+    torch.set_rng_state(rng)
     scheduler.load_state_dict(trainer["optimizer"]["scheduler"])
     best_path = directory / "best.safetensors"
     return trainer, (load_file(best_path) if best_path.exists() else None)

@@ -11,6 +11,7 @@ from encoders.bundle import load_recommender
 from encoders.experiment import cold_start_examples, train_and_evaluate
 from encoders.training import Trainer
 from encoders.weight_average import WeightAverage
+from recsys.config import TowerConfig
 from tests.test_lora import small_config
 
 
@@ -189,3 +190,18 @@ def test_label_smoothing_reaches_the_training_loss(tiny_bert_dir, shop, monkeypa
         small_config(tiny_bert_dir, label_smoothing=1.0)
     with pytest.raises(ValidationError):
         small_config(tiny_bert_dir, label_smoothing=1.0)
+
+
+def test_resuming_a_checkpoint_of_other_settings_is_one_clear_error(tiny_bert_dir, shop, tmp_path):
+    """--resume after changing the towers' settings: a RecsysError naming the run directory and what to do (was:
+    a KeyError traceback for unknown tensors, or torch's size mismatch)."""
+    from recsys.errors import RecsysError
+
+    dataset, split = shop
+    Trainer(dataset, split, small_config(tiny_bert_dir), tmp_path, progress=False).fit()
+    for changed in ({"tower": TowerConfig(user_tower="text", dim=16, item_max_length=24, history_max_length=48)},
+                    {"tower": TowerConfig(dim=24, item_max_length=24, history_max_length=48, seq_layers=1)}):
+        trainer = Trainer(dataset, split, small_config(tiny_bert_dir, epochs=2, **changed), tmp_path, progress=False)
+        with pytest.raises(RecsysError, match="its checkpoint is of a run with other settings .*: resume with that "
+                                              "run's settings, or train afresh"):
+            trainer.fit(resume=True)
