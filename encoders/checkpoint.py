@@ -54,6 +54,14 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+def check_checkpoint_dir(directory: Path) -> None:
+    """RecsysError when `directory` (a run directory's `checkpoint`) exists but is no training checkpoint (no
+    trainer.json): saving one replaces it, so a --run-dir holding other work of that name is refused, not deleted."""
+    if directory.exists() and not (directory / "trainer.json").is_file():
+        raise RecsysError(f"{directory} exists and is not a training checkpoint (saving one would replace it): "
+                          "choose another --run-dir")
+
+
 def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, best: dict[str, torch.Tensor] | None,
                     trainer: dict, average: dict[str, torch.Tensor] | None = None) -> None:

@@ -26,8 +26,8 @@ import torch
 from tqdm.auto import tqdm
 
 from encoders.backbone import load_backbone
-from encoders.checkpoint import (load_average, load_checkpoint, load_trainable_state, save_checkpoint,
-                                 trainable_state)
+from encoders.checkpoint import (check_checkpoint_dir, load_average, load_checkpoint, load_trainable_state,
+                                 save_checkpoint, trainable_state)
 from encoders.distributed import LossModule, WorkerGroup
 from encoders.history_text import history_snippets
 from encoders.item_bank import ItemTextCache
@@ -284,6 +284,8 @@ class Trainer(NextItemObjective):
         phase = "heads" if config.adapter_phase == "last" and self.adapters and self.adapter_epochs else "main"
         end = config.epochs  # the current phase's last epoch (exclusive)
         checkpoint = self.run_dir / "checkpoint" if self.run_dir is not None else None
+        if checkpoint is not None:
+            check_checkpoint_dir(checkpoint)
         if resume and checkpoint is not None and (checkpoint / "trainer.json").exists():
             trainer, best_state = load_checkpoint(checkpoint, self.model, self.optimizer, self.scheduler)
             history, best_ndcg, best_epoch = trainer["history"], trainer["best_ndcg"], trainer["best_epoch"]

@@ -205,3 +205,16 @@ def test_resuming_a_checkpoint_of_other_settings_is_one_clear_error(tiny_bert_di
         with pytest.raises(RecsysError, match="its checkpoint is of a run with other settings .*: resume with that "
                                               "run's settings, or train afresh"):
             trainer.fit(resume=True)
+
+
+def test_a_run_directory_whose_checkpoint_is_other_work_is_refused_not_replaced(tiny_bert_dir, shop, tmp_path):
+    """--run-dir at a directory with a `checkpoint` of something else: refused before training (was: deleted by
+    the first epoch's checkpoint save)."""
+    from recsys.errors import RecsysError
+
+    dataset, split = shop
+    (tmp_path / "checkpoint").mkdir()
+    (tmp_path / "checkpoint" / "weights.bin").write_bytes(b"someone else's")
+    with pytest.raises(RecsysError, match="exists and is not a training checkpoint .*: choose another --run-dir"):
+        Trainer(dataset, split, small_config(tiny_bert_dir), tmp_path, progress=False).fit()
+    assert (tmp_path / "checkpoint" / "weights.bin").read_bytes() == b"someone else's"
