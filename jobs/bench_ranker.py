@@ -11,8 +11,8 @@ import typer
 
 from jobs.app import BundleData, BundleDir
 from jobs.bench import bench_app
-from jobs.ranker_cmd import (CvFolds, FoldEnsemble, PopularCandidates, RankerConfigFile, TrainPositions,
-                             TransitionCandidates, ranker_config, read_overrides)
+from jobs.ranker_cmd import (Candidates, CvFolds, FoldEnsemble, PopularCandidates, RankerConfigFile, RankerThreads,
+                             TrainPositions, TransitionCandidates, ranker_config, read_overrides)
 
 
 @bench_app.command("ranker")
@@ -21,8 +21,8 @@ def bench_ranker(
     data: BundleData,
     out: Annotated[Path, typer.Option(file_okay=False, help="results directory (ranker.json, ranker.md, ranker.png)")] = Path(
         "results/ranker"),
-    candidates: Annotated[int, typer.Option(min=1, help="retrieved items re-ranked per query")] = 200,
-    n_jobs: Annotated[int, typer.Option(min=1, help="LightGBM threads")] = 1,
+    candidates: Candidates = None,
+    n_jobs: RankerThreads = None,
     seeds: Annotated[str, typer.Option(help="comma-separated seeds: one fit each, the spread reported")] = "0",
     train_positions: TrainPositions = None,
     transition_candidates: TransitionCandidates = None,

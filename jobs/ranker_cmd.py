@@ -29,6 +29,9 @@ CvFolds = Annotated[Optional[int], typer.Option(
 FoldEnsemble = Annotated[Optional[bool], typer.Option(
     "--fold-ensemble/--fold-refit", help="with --cv-folds K: the K fold models summed, or one refit with their "
                                           "mean tree count (default: RankerConfig's, summed)")]
+Candidates = Annotated[Optional[int], typer.Option(
+    min=1, help="retrieved items re-ranked per query (default: --config's, else RankerConfig's: 200)")]
+RankerThreads = Annotated[Optional[int], typer.Option(min=1, help="LightGBM threads (default: --config's, else 1)")]
 RankerConfigFile = Annotated[Optional[Path], typer.Option(
     "--config", help="JSON object of RankerConfig overrides (features, LightGBM settings, …; nested 'features' "
                      "merge); the options above win over it")]
@@ -59,7 +62,7 @@ def read_overrides(path: Path | None) -> dict:
     return overrides
 
 
-def ranker_config(candidates: int, n_jobs: int, seed: int, train_positions: int | None = None,
+def ranker_config(candidates: int | None, n_jobs: int | None, seed: int | None, train_positions: int | None = None,
                   transition_candidates: int | None = None, popular_candidates: int | None = None,
                   cv_folds: int | None = None, fold_ensemble: bool | None = None, overrides: dict | None = None):
     """A RankerConfig from `overrides` (a `--config` file's; nested `features` merge into the default
@@ -139,10 +142,10 @@ def evaluation_rows(evaluation: dict, split: str = "test") -> list[dict]:
 def train_ranker(
     bundle: BundleDir,
     data: BundleData,
-    candidates: Annotated[int, typer.Option(min=1, help="retrieved items re-ranked per query")] = 200,
+    candidates: Candidates = None,
     out: NewBundleOut = None,
-    n_jobs: Annotated[int, typer.Option(min=1, help="LightGBM threads")] = 1,
-    seed: Annotated[int, typer.Option(min=0)] = 0,
+    n_jobs: RankerThreads = None,
+    seed: Annotated[Optional[int], typer.Option(min=0, help="(default: --config's, else 0)")] = None,
     train_users: Annotated[str, typer.Option(help="valid-step examples to learn from: a seeded sample of this many "
                                                   "when there are more, or 'all'")] = "50000",
     eval_users: EvalUsersOpt = EVAL_USERS,
@@ -163,9 +166,9 @@ def train_ranker(
     recommender, report, evaluation, path, manifest = train_on_bundle(bundle, data, config,
                                                                       eval_users=eval_sample(eval_users))
     rows = evaluation_rows(evaluation)
-    key = f"candidate_recall@{candidates}"
-    console.print(metrics_table(rows, f"test: retrieval-only vs re-ranked top-{candidates} "
-                                      f"(candidate recall@{candidates} {evaluation[key]:.4f})"))
+    key = f"candidate_recall@{config.candidates}"
+    console.print(metrics_table(rows, f"test: retrieval-only vs re-ranked top-{config.candidates} "
+                                      f"(candidate recall@{config.candidates} {evaluation[key]:.4f})"))
     target = out or path.parent / new_version()
     kept = kept_manifest(manifest)
     kept["ranker"] = {"parent_bundle": str(path), "config": config.model_dump(mode="json"), "training": report,

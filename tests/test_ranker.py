@@ -186,6 +186,32 @@ def test_train_ranker_config_file_sets_features_and_bad_files_are_refused(tmp_pa
         assert refused.exit_code == 2 and message in refused.output and "Traceback" not in refused.output, content
 
 
+def test_train_ranker_takes_candidates_threads_and_seed_from_the_config_file_unless_given(tmp_path):
+    """--config's candidates / n_jobs / seed apply when the options are not given (was: the options' defaults,
+    200 / 1 / 0, always won, so the file's values were silently ignored); a given option still wins."""
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+    from recsys.artifacts import read_manifest
+
+    dataset = planted_dataset(seed=2)
+    data = dataset.save(tmp_path / "data")
+    vectors = np.random.default_rng(1).normal(size=(N_ITEMS, 16)).astype(np.float32)
+    first = Recommender.build(dataset, split_dataset(dataset), vectors, BuildConfig()).save(
+        tmp_path / "models" / "v1", {"dataset": {"fingerprint": dataset.fingerprint()}})
+    overrides = tmp_path / "ranker.json"
+    overrides.write_text(json.dumps({"candidates": 30, "seed": 5, "cv_folds": 0}))
+    base = ["train-ranker", "--bundle", str(first), "--data", str(data), "--config", str(overrides)]
+    result = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "from-file")])
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest(tmp_path / "from-file")["ranker"]
+    assert (manifest["config"]["candidates"], manifest["config"]["seed"]) == (30, 5)
+    assert "candidate_recall@30" in manifest and "re-ranked top-30" in result.output
+    given = CliRunner().invoke(app, [*base, "--candidates", "40", "--out", str(tmp_path / "given")])
+    assert given.exit_code == 0, given.output
+    assert read_manifest(tmp_path / "given")["ranker"]["config"]["candidates"] == 40
+
+
 def test_reranked_lists_keep_their_retrieval_scores(trained):
     recommender, split, _ = trained
     history = split.test["history"][0].to_list()
