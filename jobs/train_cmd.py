@@ -26,7 +26,7 @@ def train_config(preset_name: str, config_file: Path | None, from_bundle: Path |
     check_presets([preset_name])
     overrides = read_json_object(config_file, "TrainConfig overrides")
     base = dict(PRESETS[preset_name])
-    if from_bundle is not None and config_file is None:
+    if from_bundle is not None:  # the file changes the bundle's settings: it does not go back to a preset's
         from encoders.bundle import TOWER_META, single_tower_dir, stored_train_config
 
         meta = json.loads((single_tower_dir(resolve_bundle(from_bundle)) / TOWER_META).read_text())
@@ -44,7 +44,8 @@ def train(
                                                 callback=bundle_name)] = None,
     preset: Annotated[str, typer.Option(help="cpu | cpu-text-only | cpu-history-text | frozen | gpu | quickstart | "
                                              "smoke (encoders/presets.py)")] = "cpu",
-    config: Annotated[Optional[Path], typer.Option("--config", help="TrainConfig JSON (merged over the preset)")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="TrainConfig JSON (merged over the preset, or "
+                                                                    "over --from-bundle's own settings)")] = None,
     resume: Annotated[bool, typer.Option(help="continue from the run directory's last checkpoint")] = False,
     from_bundle: Annotated[Optional[Path], typer.Option(help="continual training: start from this bundle's "
                                                              "adapters and towers")] = None,

@@ -166,3 +166,23 @@ def test_a_config_file_that_fails_a_whole_config_check_names_the_check_alone(tmp
     assert result.exit_code == 2, result.output
     assert "error: invalid setting: tower.pool_layers 3 needs lora.top_layers ≥ 2" in " ".join(result.output.split())
     assert ": :" not in result.output and "Value error" not in result.output
+
+
+def test_continual_training_with_a_config_file_changes_the_bundles_settings_not_a_presets(trained_bundle,
+                                                                                          tmp_path):
+    """--from-bundle with a --config: the file is merged over the bundle's own settings (as the docstring says),
+    not over the --preset's (was: the default `cpu` preset's 384-d towers, refused against the bundle's 16-d ones,
+    or a silently different model where the shapes happened to fit)."""
+    from encoders.bundle import TOWER_META, stored_train_config
+
+    data = generate_shop(n_users=60, n_items=90, seed=2).save(tmp_path / "shop")
+    (tmp_path / "cfg.json").write_text(json.dumps({"epochs": 1, "lr": 0.002}))
+    result = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "art"), "--name", "more",
+                                      "--config", str(tmp_path / "cfg.json"), "--from-bundle", str(trained_bundle),
+                                      "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    before = stored_train_config(json.loads((trained_bundle / "encoder" / TOWER_META).read_text()))
+    bundle = next((tmp_path / "art" / "more").glob("2*"))
+    after = stored_train_config(json.loads((bundle / "encoder" / TOWER_META).read_text()))
+    assert after.lr == 0.002 and after.epochs == 1
+    assert (after.tower, after.lora, after.encoder) == (before.tower, before.lora, before.encoder)
