@@ -96,6 +96,7 @@ def train(
     from jobs.output import metrics_table
     from jobs.threads import limit_cpu_threads
     from jobs.workflows import load_dataset
+    from recsys.retrieval.factory import check_trainable
     from recsys.splits import split_dataset
 
     limit_cpu_threads(threads)
@@ -117,6 +118,7 @@ def train(
     if engine == "ray" and cfg.ensemble > 1:
         raise typer.BadParameter("a seed ensemble trains its members one after another: use --engine local")
     dataset = load_dataset(data)
+    check_trainable(cfg.index, dataset.items.height)  # before training: the index is built after it
     split = split_dataset(dataset)
     split.require_examples(["valid"], TRAINING_NEEDS_VALID)  # here too: Ray's workers would fail less clearly
     name = name or f"{dataset.name}-peft"

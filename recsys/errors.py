@@ -27,6 +27,11 @@ class BundleError(RecsysError):
     """A model bundle is missing, incomplete, corrupted or of an incompatible version."""
 
 
+class SettingError(RecsysError, ValueError):
+    """Settings that cannot work on this data (an index kind for too few items, a PQ split that does not divide
+    the vectors' dimension)."""
+
+
 class StoreError(RecsysError):
     """The event store cannot be opened or reached."""
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from recsys.config import BuildConfig, IndexConfig
-from recsys.errors import UnknownIdError
+from recsys.errors import SettingError, UnknownIdError
 from recsys.retrieval import (SearchParams, VectorIndex, choose_nlist, clustered_embeddings, factory_string, gpu_count,
                               reconstruct_all)
 
@@ -68,7 +68,7 @@ def test_factory_strings_and_nlist_choice():
     assert (choose_nlist(1_000_000, IndexConfig()), choose_nlist(100_000, IndexConfig()),
             choose_nlist(10_000, IndexConfig()), choose_nlist(100, IndexConfig())) == (4096, 1024, 256, 2)
     assert choose_nlist(500, IndexConfig(nlist=4096)) == 500
-    with pytest.raises(ValueError, match="must divide"):
+    with pytest.raises(SettingError, match="index.pq_m=7 must divide"):  # a setting's error: one CLI `error:` line
         factory_string(IndexConfig(kind="ivf_pq", pq_m=7), 32, 16)
 
 

@@ -186,3 +186,16 @@ def test_continual_training_with_a_config_file_changes_the_bundles_settings_not_
     after = stored_train_config(json.loads((bundle / "encoder" / TOWER_META).read_text()))
     assert after.lr == 0.002 and after.epochs == 1
     assert (after.tower, after.lora, after.encoder) == (before.tower, before.lora, before.encoder)
+
+
+def test_an_index_that_cannot_be_trained_on_the_catalogue_is_refused_before_training(tiny_bert_dir, tmp_path):
+    """--index ivf_pq on a catalogue below 2**pq_nbits items: one `error:` line before any epoch (was: a ValueError
+    traceback from FAISS's index build after training had run)."""
+    data = generate_shop(n_users=40, n_items=60, seed=0).save(tmp_path / "shop")
+    result = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "art"), "--name", "pq",
+                                      "--preset", "smoke", "--model", str(tiny_bert_dir), "--epochs", "1",
+                                      "--threads", "1", "--index", "ivf_pq"])
+    assert result.exit_code == 2, result.output
+    assert "error: an ivf_pq index needs at least 2**index.pq_nbits = 256 items to train, got 60" in \
+        " ".join(result.output.split())
+    assert not (tmp_path / "art" / "pq" / "runs").exists()

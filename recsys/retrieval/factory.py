@@ -9,6 +9,7 @@ import faiss
 import numpy as np
 
 from recsys.config import IndexConfig
+from recsys.errors import SettingError
 
 METRIC = faiss.METRIC_INNER_PRODUCT
 MIN_POINTS_PER_LIST = 39  # below this faiss k-means warns and centroids are poor
@@ -50,7 +51,7 @@ def factory_string(config: IndexConfig, dim: int, nlist: int) -> str:
         raise ValueError(f"index kind {config.kind!r} must be resolved first (recsys.retrieval.choice.resolve_index)")
     pq_m = config.pq_m or default_pq_m(dim)
     if dim % pq_m:
-        raise ValueError(f"pq_m={pq_m} must divide the vector dimension {dim}")
+        raise SettingError(f"index.pq_m={pq_m} must divide the vector dimension {dim}")
     opq = f"OPQ{pq_m}," if config.opq else ""
     refine = {"none": "", "flat": ",RFlat", "fp16": ",Refine(SQfp16)"}[config.refine]
     return f"{opq}IVF{nlist},PQ{pq_m}x{config.pq_nbits}{refine}"
@@ -96,15 +97,22 @@ def new_index(config: IndexConfig, vectors: np.ndarray) -> faiss.Index:
             pq_ivf.pq.cp.niter = config.kmeans_iters
             pq_ivf.do_polysemous_training = False  # the factory turns on a slow annealing step we never use
     if not index.is_trained:
-        if config.kind == "ivf_pq" and n < 2 ** config.pq_nbits:
-            raise ValueError(f"ivf_pq needs at least 2**pq_nbits = {2 ** config.pq_nbits} vectors to train, got {n}")
-        if n == 0:
-            raise ValueError(f"a {config.kind} index needs training vectors, got none")
+        check_trainable(config, n)
         rng = np.random.default_rng(config.seed)
         sample = vectors if n <= config.train_size else vectors[np.sort(rng.choice(n, config.train_size, replace=False))]
         index.train(np.ascontiguousarray(sample))
     add_in_chunks(index, vectors)
     return index
+
+
+def check_trainable(config: IndexConfig, n: int) -> None:
+    """SettingError when an index of `config.kind` that must be trained cannot be on `n` vectors (IVF-PQ: fewer
+    than 2**pq_nbits; IVF: none)."""
+    if config.kind == "ivf_pq" and n < 2 ** config.pq_nbits:
+        raise SettingError(f"an ivf_pq index needs at least 2**index.pq_nbits = {2 ** config.pq_nbits} items to "
+                           f"train, got {n}: choose another index kind (auto picks exact search for this size)")
+    if config.kind.startswith("ivf") and n == 0:
+        raise SettingError(f"a {config.kind} index needs training vectors, got none")
 
 
 def add_in_chunks(index: faiss.Index, vectors: np.ndarray, chunk: int = 262_144) -> None:
