@@ -213,6 +213,20 @@ class TowerConfig(FrozenModel):
             raise ValueError("neighbour_mix and neighbour_features are two uses of the same neighbours: choose one")
         return self
 
+    @model_validator(mode="after")
+    def _shapes_fit(self) -> "TowerConfig":
+        """What the towers' construction needs, checked with the settings (not when the model is built)."""
+        concat = self.id_embedding and self.id_fusion == "concat"
+        if concat and self.id_dim >= self.dim:
+            raise ValueError(f"id_dim {self.id_dim} must be smaller than dim {self.dim} (id_fusion 'concat': the ID "
+                             "block lies within the dim)")
+        if self.suppress_history and not concat:
+            raise ValueError("suppress_history needs id_embedding=True and id_fusion='concat'")
+        if self.user_tower in ("sequence", "fusion") and self.dim % self.seq_heads:
+            raise ValueError(f"dim {self.dim} is not divisible by seq_heads {self.seq_heads} (the sequence user "
+                             "tower's attention heads split it)")
+        return self
+
 
 class TrainConfig(FrozenModel):
     """Next-item contrastive training of the towers (see encoders/training.py)."""

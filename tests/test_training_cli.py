@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from encoders.bundle import load_recommender
@@ -199,3 +200,19 @@ def test_an_index_that_cannot_be_trained_on_the_catalogue_is_refused_before_trai
     assert "error: an ivf_pq index needs at least 2**index.pq_nbits = 256 items to train, got 60" in \
         " ".join(result.output.split())
     assert not (tmp_path / "art" / "pq" / "runs").exists()
+
+
+@pytest.mark.parametrize("tower,message", [
+    ({"id_fusion": "concat", "id_dim": 300}, "tower: id_dim 300 must be smaller than dim 32"),
+    ({"seq_heads": 3}, "tower: dim 32 is not divisible by seq_heads 3"),
+    ({"suppress_history": True, "id_fusion": "sum"}, "tower: suppress_history needs id_embedding=True"),
+])
+def test_tower_shapes_that_cannot_be_built_are_invalid_settings(tower, message, tmp_path):
+    """Tower settings the model cannot be built from: `error: invalid setting: …` when the config is read (was: a
+    ValueError traceback when the towers were constructed, after the data and BERT had loaded)."""
+    data = generate_shop(n_users=40, n_items=60, seed=0).save(tmp_path / "shop")
+    (tmp_path / "cfg.json").write_text(json.dumps({"tower": tower}))
+    result = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "art"), "--preset", "smoke",
+                                      "--config", str(tmp_path / "cfg.json"), "--threads", "1"])
+    assert result.exit_code == 2, result.output
+    assert f"error: invalid setting: {message}" in " ".join(result.output.split())
