@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from recsys.config import LoraConfig
+from recsys.errors import SettingError
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -71,6 +72,11 @@ def attach_adapters(backbone: PreTrainedModel, config: LoraConfig, total_steps: 
         return backbone
     from peft import get_peft_model
 
+    names = [name for name, _ in backbone.named_modules()]
+    unknown = [t for t in config.target_modules if not any(n == t or n.endswith("." + t) for n in names)]
+    if unknown:  # (peft's own error for them is a traceback)
+        raise SettingError(f"lora.target_modules {unknown} name no module of this BERT (its layers' modules end in "
+                           "e.g. query, key, value, intermediate.dense, output.dense)")
     with quiet_checkpointing_alias():
         return get_peft_model(backbone, peft_config(backbone, config, total_steps))
 

@@ -86,3 +86,14 @@ def test_attaching_and_loading_adapters_raise_no_deprecation_noise_but_keep_othe
             warnings.warn("`is_gradient_checkpointing` is deprecated", FutureWarning)
             warnings.warn("something else", FutureWarning)
     assert [str(w.message) for w in caught] == ["something else"]
+
+
+def test_target_modules_that_name_no_module_are_a_setting_error(tiny_bert_dir):
+    """A mistyped lora.target_modules: a SettingError naming the setting (one CLI `error:` line; was peft's
+    NoMatchingPeftModuleError traceback); a suffix that does name modules ("dense") is accepted."""
+    from recsys.errors import SettingError
+
+    backbone, _ = load_backbone(str(tiny_bert_dir))
+    with pytest.raises(SettingError, match=r"lora.target_modules \['querry'\] name no module of this BERT"):
+        attach_adapters(backbone, LoraConfig(target_modules=("querry", "value")))
+    assert attach_adapters(backbone, LoraConfig(target_modules=("dense",))) is not None
