@@ -196,10 +196,14 @@ def test_refresh_stats_from_the_event_store_counts_live_events_and_live_items(en
     refused = runner.invoke(app, ["evaluate", "--data", str(data), "--bundle", str(tmp_path / "live"),
                                   "--no-baselines", "--splits", "test", "--out", str(tmp_path / "no.json")])
     assert refused.exit_code == 2 and "3 live events from the event store" in refused.output, refused.output
+    (tmp_path / "corrupt").mkdir()  # a state directory whose events.sqlite is not SQLite: was a sqlite3 traceback
+    (tmp_path / "corrupt" / "events.sqlite").write_text("not a database, whatever its name says")
     base = ["refresh-stats", "--bundle", str(engine_dir), "--data", str(data), "--store"]
     for extra, message in ((["--state-dir", str(tmp_path / "state"), "--through", "valid"], "use --through test"),
                            (["--state-dir", str(tmp_path / "state"), "--kinds", "click"], "each kind must be one of"),
-                           (["--state-dir", str(tmp_path / "nothing")], "no event store at")):
+                           (["--state-dir", str(tmp_path / "nothing")], "no event store at"),
+                           (["--state-dir", str(tmp_path / "corrupt")], "cannot open the event store: file is not "
+                                                                         "a database")):
         bad = runner.invoke(app, base + extra)
         assert bad.exit_code == 2 and message in bad.output and "Traceback" not in bad.output, bad.output
 

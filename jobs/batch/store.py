@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import base64
 import json
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
 from jobs.batch.layout import JOB_DIR, JOB_FILE, atomic_write
+from recsys.errors import StoreError
 from recsys.store import Change, EventStore, open_store
 
 CHANGES_FILE = "catalogue_changes.parquet"
@@ -36,9 +38,13 @@ class StoreSource:
         return bool(self.redis_url) or (self.state_dir is not None and (Path(self.state_dir) / "events.sqlite").is_file())
 
     def open(self) -> EventStore:
+        """The store; StoreError naming it when the SQLite file cannot be opened (not a database, no access)."""
         if self.redis_url:
             return open_store("redis", ".", self.redis_url)
-        return open_store("sqlite", self.state_dir)
+        try:
+            return open_store("sqlite", self.state_dir)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.label}: cannot open the event store: {exc}") from None
 
 
 @dataclass(frozen=True)
