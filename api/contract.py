@@ -20,6 +20,8 @@ from fastapi.routing import APIRoute
 from api.settings import Settings
 
 FILTERS = ("category", "brand")
+ITEM_ATTRIBUTES = ("category", "brand", "price")
+"""The upsert fields a catalogue keeps only when it has the attribute (its items frame has the column)."""
 
 
 def settings_limits(settings: Settings) -> dict[str, dict[str, int]]:
@@ -49,10 +51,11 @@ def _not_null(schema: dict) -> None:
 
 
 def apply_contract(document: dict, settings: Settings, attributes: Collection[str] | None) -> dict:
-    """`document` (modified in place) with the settings' limits, and without the filters that `attributes`
-    (the served catalogue's filterable attributes; None: unknown, all kept) does not have."""
+    """`document` (modified in place) with the settings' limits, and without the filters and upsert fields that
+    `attributes` (the served catalogue's attributes; None: unknown, all kept) does not have."""
     limits = settings_limits(settings)
     missing = set() if attributes is None else set(FILTERS) - set(attributes)
+    unkept = set() if attributes is None else set(ITEM_ATTRIBUTES) - set(attributes)
     for operations in document.get("paths", {}).values():
         for operation in operations.values():
             parameters = [p for p in operation.get("parameters", [])
@@ -69,6 +72,8 @@ def apply_contract(document: dict, settings: Settings, attributes: Collection[st
             _constrain(schemas[name]["properties"][field], limits[field])
     for attribute in missing:
         schemas["Filters"]["properties"].pop(attribute, None)
+    for attribute in unkept:
+        schemas["ItemUpsert"]["properties"].pop(attribute, None)
     return document
 
 

@@ -192,6 +192,22 @@ def test_an_unknown_item_posted_several_times_is_named_once(client):
     assert response.json()["detail"] == "unknown item id: 'gone'"
 
 
+@pytest.mark.parametrize("field,value", [("brand", "Lumora"), ("price", 199.0)])
+def test_an_upserted_field_the_catalogue_cannot_keep_is_refused(client, field, value):
+    """The toy catalogue has a category but no brand or price: an upsert naming one is a 422 on that field, and the
+    OpenAPI document offers neither (was: 200, the value silently dropped, `GET /v1/items/…` showing null)."""
+    response = client.put("/v1/admin/items/cam9", json={"text": "camera nine", field: value}, headers=ADMIN)
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"] == ["body", field]
+    assert f"this catalogue has no {field} attribute: its items cannot keep one" in response.json()["detail"]
+    assert client.get("/v1/items/cam9").status_code == 404
+    properties = client.get("/openapi.json").json()["components"]["schemas"]["ItemUpsert"]["properties"]
+    assert field not in properties and "category" in properties
+    kept = client.put("/v1/admin/items/cam9", json={"text": "camera nine", "category": "cameras", field: None},
+                      headers=ADMIN)
+    assert kept.status_code == 200 and client.get("/v1/items/cam9").json()["category"] == "cameras"
+
+
 @pytest.mark.parametrize("timestamp", [1.7e12, 1e19, 1e300])
 def test_an_event_timestamp_in_milliseconds_or_beyond_the_year_9999_is_refused(client, timestamp):
     """Epoch seconds only: a millisecond clock's value (1.7e12) or an absurd one is 422 (was: stored, and the
