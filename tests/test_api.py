@@ -96,6 +96,21 @@ def test_exclude_list_and_category_filter(client):
     assert similar[0] == "bag2" and len(similar) == 2 and not {"cam2", "bag1"} & set(similar)
 
 
+
+def test_a_comma_separated_exclude_longer_than_one_id_is_a_list_not_a_too_long_id(client):
+    """`exclude=P1,P2,…` past 256 characters (one id's limit): each id is excluded (was: a 422 "query.exclude.0:
+    String should have at most 256 characters", for a list the README documents); the ids still count against
+    RECSYS_MAX_EXCLUDE_ITEMS."""
+    padding = ",".join(f"unknown-item-{n:04d}" for n in range(40))  # 40 unknown ids (ignored), 739 characters
+    listed = ids(client.get(f"/v1/users/u4/recommendations?k=2&exclude=bag1,{padding},bag2"))
+    assert listed == ids(client.get("/v1/users/u4/recommendations", params={"k": 2, "exclude": ["bag1", "bag2"]}))
+    similar = ids(client.get(f"/v1/items/cam1/similar?k=2&exclude=cam2,{padding},bag1"))
+    assert not {"cam2", "bag1"} & set(similar)
+    too_many = ",".join(f"x{n}" for n in range(1_001))
+    response = client.get(f"/v1/users/u4/recommendations?exclude={too_many}")
+    assert response.status_code == 422 and "1001 ids to exclude; the limit is 1000" in response.text
+
+
 def test_split_exclude_keeps_ids_that_contain_commas():
     from api.deps import split_exclude
 

@@ -6,14 +6,15 @@ from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response
+from pydantic import StringConstraints
 
 from api.cached_similar import DEFAULT_K, similar_key
 from api.deps import check_exclude, check_k, invalid, serving, split_exclude
 from api.errors import documented
-from api.limits import ID_CHARS, NAME_CHARS, VISIBLE
+from api.limits import EXCLUDE_VALUE_CHARS, ID_CHARS, NAME_CHARS, VISIBLE
 from api.loaded import Loaded
 from api.responses import json_response, to_response
-from api.schemas import Id, Item, RecommendationResponse, SessionRequest
+from api.schemas import Item, RecommendationResponse, SessionRequest
 from api.service import Service
 from recsys.errors import UnknownIdError
 from recsys.query import Query as RecommendationQuery
@@ -21,8 +22,9 @@ from recsys.query import Query as RecommendationQuery
 router = APIRouter(prefix="/v1", tags=["recommendations"])
 NOT_FOUND = documented(404, 422, 503)
 K = Annotated[int, Query(ge=1, le=10_000, description="number of items to return")]
-Exclude = Annotated[list[Id], Query(description="item ids never to return (repeat the parameter, or "
-                                                "comma-separated)")]
+ExcludeValue = Annotated[str, StringConstraints(min_length=1, max_length=EXCLUDE_VALUE_CHARS, pattern=VISIBLE)]
+Exclude = Annotated[list[ExcludeValue], Query(description="item ids never to return (repeat the parameter, or "
+                                                          "comma-separated)")]
 Category = Annotated[str | None, Query(max_length=NAME_CHARS, pattern=VISIBLE,
                                        description="only items of this category")]
 Brand = Annotated[str | None, Query(max_length=NAME_CHARS, pattern=VISIBLE, description="only items of this brand")]
