@@ -14,7 +14,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
 from api.cached_similar import CachedSimilarMiddleware
-from api.contract import DeclaredQueryOnly, install_contract, single_valued_body_keys
+from api.contract import DeclaredQueryOnly, install_contract, kept_upsert_fields, single_valued_body_keys
 from api.errors import install_error_handlers
 from api.metrics import BodyLimitMiddleware, MetricsMiddleware
 from api.routes import admin, demo, events, health, recommendations
@@ -73,8 +73,12 @@ def create_app(bundle: str | Path | None = None, settings: Settings | None = Non
         columns = loaded.recommender.index.attributes if loaded is not None else None
         return None if loaded is None else (list(columns.columns) if columns is not None else [])
 
+    def kept() -> set[str] | None:
+        loaded = served().current if served() is not None else None
+        return None if loaded is None else kept_upsert_fields(loaded.recommender)
+
     install_error_handlers(app, settings.max_body_bytes, bundle_roots)
-    install_contract(app, settings, attributes)
+    install_contract(app, settings, attributes, kept)
     # body limit, 1: every body is counted while it is read, whatever its transfer encoding (chunked too): once
     # over the limit, reading stops and the request is answered 413 (through the error handlers above)
     app.add_middleware(RequestBodyLimitMiddleware, max_body_size=settings.max_body_bytes)

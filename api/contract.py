@@ -1,5 +1,6 @@
 """The OpenAPI document is the contract: the limits it states are the ones this service enforces (read from
-its Settings), and the filters it offers are the attributes the served catalogue has.
+its Settings), the filters it offers are the attributes the served catalogue has, and the item fields an upsert
+takes are those the catalogue keeps (`kept_upsert_fields`).
 
 The routes' own models carry the fixed limits (id lengths, hard caps); the settings-driven ones (RECSYS_MAX_K,
 RECSYS_MAX_SESSION_ITEMS, RECSYS_MAX_EXCLUDE_ITEMS, RECSYS_MAX_TEXT_CHARS) are written into the document
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Collection
 from types import UnionType
-from typing import Union, get_args, get_origin
+from typing import TYPE_CHECKING, Union, get_args, get_origin
 
 from fastapi import FastAPI, Request
 from fastapi.dependencies.models import Dependant
@@ -18,10 +19,21 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
 from api.settings import Settings
+from recsys.data.item_text import template_fields
+
+if TYPE_CHECKING:
+    from recsys.pipeline import Recommender
 
 FILTERS = ("category", "brand")
 ITEM_ATTRIBUTES = ("category", "brand", "price")
-"""The upsert fields a catalogue keeps only when it has the attribute (its items frame has the column)."""
+"""The upsert fields a catalogue keeps only when it has the attribute or its item-text template renders the field."""
+
+
+def kept_upsert_fields(recommender: Recommender) -> set[str]:
+    """The `ITEM_ATTRIBUTES` an upsert into this catalogue keeps: its attribute columns, and the fields its
+    item-text template renders (they live on in the item's text)."""
+    kept = set(recommender.catalogue.state.items.columns) | set(template_fields(recommender.text_template))
+    return {name for name in ITEM_ATTRIBUTES if name in kept}
 
 
 def settings_limits(settings: Settings) -> dict[str, dict[str, int]]:
@@ -50,12 +62,14 @@ def _not_null(schema: dict) -> None:
         schema.update(branches[0])
 
 
-def apply_contract(document: dict, settings: Settings, attributes: Collection[str] | None) -> dict:
-    """`document` (modified in place) with the settings' limits, and without the filters and upsert fields that
-    `attributes` (the served catalogue's attributes; None: unknown, all kept) does not have."""
+def apply_contract(document: dict, settings: Settings, attributes: Collection[str] | None,
+                   kept: Collection[str] | None = None) -> dict:
+    """`document` (modified in place) with the settings' limits, without the filters that `attributes` (the served
+    catalogue's filterable attributes; None: unknown, all kept) does not have, and without the upsert fields not in
+    `kept` (`kept_upsert_fields`; None: unknown, all kept)."""
     limits = settings_limits(settings)
     missing = set() if attributes is None else set(FILTERS) - set(attributes)
-    unkept = set() if attributes is None else set(ITEM_ATTRIBUTES) - set(attributes)
+    unkept = set() if kept is None else set(ITEM_ATTRIBUTES) - set(kept)
     for operations in document.get("paths", {}).values():
         for operation in operations.values():
             parameters = [p for p in operation.get("parameters", [])
@@ -77,19 +91,21 @@ def apply_contract(document: dict, settings: Settings, attributes: Collection[st
     return document
 
 
-def install_contract(app: FastAPI, settings: Settings, attributes: Callable[[], Collection[str] | None]) -> None:
+def install_contract(app: FastAPI, settings: Settings, attributes: Callable[[], Collection[str] | None],
+                     kept: Callable[[], Collection[str] | None] = lambda: None) -> None:
     """Serve `apply_contract(...)` as the app's OpenAPI document; `attributes()` names the served catalogue's
-    filterable attributes (the document is rebuilt when they change, e.g. after a reload)."""
+    filterable attributes and `kept()` the upsert fields it keeps (the document is rebuilt when they change, e.g.
+    after a reload)."""
     generate = app.openapi
-    built: dict[tuple | None, dict] = {}
+    built: dict[tuple, dict] = {}
 
     def openapi() -> dict:
-        names = attributes()
-        key = tuple(sorted(names)) if names is not None else None
+        names, fields = attributes(), kept()
+        key = tuple(None if v is None else tuple(sorted(v)) for v in (names, fields))
         if key not in built:
             app.openapi_schema = None  # FastAPI's generator caches its answer there: make it build afresh
             built.clear()
-            built[key] = apply_contract(generate(), settings, names)
+            built[key] = apply_contract(generate(), settings, names, fields)
         app.openapi_schema = built[key]
         return built[key]
 

@@ -199,7 +199,8 @@ def test_an_upserted_field_the_catalogue_cannot_keep_is_refused(client, field, v
     response = client.put("/v1/admin/items/cam9", json={"text": "camera nine", field: value}, headers=ADMIN)
     assert response.status_code == 422, response.text
     assert response.json()["errors"][0]["loc"] == ["body", field]
-    assert f"this catalogue has no {field} attribute: its items cannot keep one" in response.json()["detail"]
+    assert f"this catalogue has no {field} attribute and its item-text template does not use one" in \
+        response.json()["detail"]
     assert client.get("/v1/items/cam9").status_code == 404
     properties = client.get("/openapi.json").json()["components"]["schemas"]["ItemUpsert"]["properties"]
     assert field not in properties and "category" in properties

@@ -72,6 +72,8 @@ def test_upserts_and_text_queries_use_the_bundles_template(toy, tmp_path):
         item = {"item_id": "cam3", "text": "raw words", "title": "Camera Three", "brand": "Lumora"}
         assert client.put("/v1/admin/items/cam3", json=item, headers=ADMIN).status_code == 200
         assert client.get("/v1/items/cam3").json()["text"] == "title: Camera Three | brand: Lumora"
+        # the toy catalogue has no brand attribute, but the template renders the field: kept (in the text), offered
+        assert "brand" in client.get("/openapi.json").json()["components"]["schemas"]["ItemUpsert"]["properties"]
         plain = {"item_id": "bag3", "text": "a camera bag"}  # none of the template's fields: its text as given
         assert client.put("/v1/admin/items/bag3", json=plain, headers=ADMIN).status_code == 200
         assert client.post("/v1/sessions/recommendations", json={"text": "a camera", "k": 2}).status_code == 200

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, HTTPException, Path
 from starlette.concurrency import run_in_threadpool
 
-from api.contract import ITEM_ATTRIBUTES
+from api.contract import ITEM_ATTRIBUTES, kept_upsert_fields
 from api.deps import current, get_loaded, get_service, get_settings, invalid, require_admin
 from api.errors import documented
 from api.limits import ID_CHARS, VISIBLE
@@ -30,17 +30,18 @@ async def upsert_item(item_id: ItemId, item: Annotated[ItemUpsert, Body()], load
                       settings: Annotated[Settings, Depends(get_settings)]) -> ItemState:
     """Add or replace an item: its fields go through the bundle's item-text template and item tower, the change
     is recorded in the event store and applied to every worker's live catalogue. The path names the item; a
-    different `item_id` in the body is refused (409), and so (422) is a category, brand or price the catalogue has
-    no attribute for (it could not keep it)."""
+    different `item_id` in the body is refused (409), and so (422) is a category, brand or price the catalogue
+    could not keep (no such attribute, and the template does not render it)."""
     if item.item_id is not None and item.item_id != item_id:
         raise HTTPException(409, f"item_id in the body ({item.item_id[:60]!r}) differs from the path "
                                  f"({item_id[:60]!r})")
     if len(item.text) > settings.max_text_chars:
         raise invalid(f"text is {len(item.text)} characters; the limit is {settings.max_text_chars}", "body", "text")
-    columns = loaded.recommender.catalogue.state.items.columns  # the catalogue keeps these fields, and only these
-    unkept = [name for name in ITEM_ATTRIBUTES if getattr(item, name) is not None and name not in columns]
+    kept = kept_upsert_fields(loaded.recommender)
+    unkept = [name for name in ITEM_ATTRIBUTES if getattr(item, name) is not None and name not in kept]
     if unkept:
-        raise invalid(f"this catalogue has no {unkept[0]} attribute: its items cannot keep one", "body", unkept[0])
+        raise invalid(f"this catalogue has no {unkept[0]} attribute and its item-text template does not use one: its "
+                      "items cannot keep it", "body", unkept[0])
     serving = await run_in_threadpool(service.upsert_item, loaded, {**item.model_dump(), "item_id": item_id})
     return _state(serving, item_id)
 
