@@ -152,11 +152,7 @@ def test_train_ranker_config_file_sets_features_and_bad_files_are_refused(tmp_pa
     from jobs.cli import app
     from recsys.artifacts import read_manifest
 
-    dataset = planted_dataset(seed=2)
-    data = dataset.save(tmp_path / "data")
-    vectors = np.random.default_rng(1).normal(size=(N_ITEMS, 16)).astype(np.float32)
-    first = Recommender.build(dataset, split_dataset(dataset), vectors, BuildConfig()).save(
-        tmp_path / "models" / "v1", {"dataset": {"fingerprint": dataset.fingerprint()}})
+    data, first = saved_planted_bundle(tmp_path)
     overrides = tmp_path / "ranker.json"
     overrides.write_text(json.dumps({"features": {"normalized_pairs": False, "sim_items": 7}, "num_leaves": 7,
                                      "cv_folds": 3}))
@@ -186,6 +182,16 @@ def test_train_ranker_config_file_sets_features_and_bad_files_are_refused(tmp_pa
         assert refused.exit_code == 2 and message in refused.output and "Traceback" not in refused.output, content
 
 
+def saved_planted_bundle(tmp_path):
+    """(dataset directory, towers-only bundle over it with random item vectors) for the CLI's ranker commands."""
+    dataset = planted_dataset(seed=2)
+    data = dataset.save(tmp_path / "data")
+    vectors = np.random.default_rng(1).normal(size=(N_ITEMS, 16)).astype(np.float32)
+    first = Recommender.build(dataset, split_dataset(dataset), vectors, BuildConfig()).save(
+        tmp_path / "models" / "v1", {"dataset": {"fingerprint": dataset.fingerprint()}})
+    return data, first
+
+
 def test_train_ranker_takes_candidates_threads_and_seed_from_the_config_file_unless_given(tmp_path):
     """--config's candidates / n_jobs / seed apply when the options are not given (was: the options' defaults,
     200 / 1 / 0, always won, so the file's values were silently ignored); a given option still wins."""
@@ -194,11 +200,7 @@ def test_train_ranker_takes_candidates_threads_and_seed_from_the_config_file_unl
     from jobs.cli import app
     from recsys.artifacts import read_manifest
 
-    dataset = planted_dataset(seed=2)
-    data = dataset.save(tmp_path / "data")
-    vectors = np.random.default_rng(1).normal(size=(N_ITEMS, 16)).astype(np.float32)
-    first = Recommender.build(dataset, split_dataset(dataset), vectors, BuildConfig()).save(
-        tmp_path / "models" / "v1", {"dataset": {"fingerprint": dataset.fingerprint()}})
+    data, first = saved_planted_bundle(tmp_path)
     overrides = tmp_path / "ranker.json"
     overrides.write_text(json.dumps({"candidates": 30, "seed": 5, "cv_folds": 0}))
     base = ["train-ranker", "--bundle", str(first), "--data", str(data), "--config", str(overrides)]
