@@ -77,7 +77,7 @@ def route_label(app, scope: Scope, where: tuple[str, str]) -> str:
     original (path, root_path) `where`; anything else is "unmatched"."""
     route = scope.get("route")
     if route is not None:
-        return route.path
+        return getattr(route, "path_format", route.path)  # "/v1/items/{item_id}", not its convertor's "{item_id:id}"
     original = {**scope, "path": where[0], "root_path": where[1]}
     for candidate in app.routes:
         if candidate.matches(original)[0] != Match.NONE:

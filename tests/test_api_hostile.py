@@ -384,3 +384,26 @@ def test_an_unexpected_failure_is_a_500_in_the_one_shape_naming_nothing(bundle, 
         response = client.get("/v1/users/u1/recommendations")
     body = assert_error(response, 500)
     assert body == {"detail": "internal error: the server logged it", "errors": []} and "secret" not in response.text
+
+
+def test_ids_with_a_slash_reach_every_path_route(client):
+    """SKUs like "kit/2" and user ids like "org/7": the path routes take them raw or percent-encoded (was: a plain
+    404 "Not Found" from the router, the item or user unreachable)."""
+    put = client.put("/v1/admin/items/kit/2", json={"text": "camera kit two"}, headers=ADMIN)
+    assert put.status_code == 200, put.text
+    assert put.json()["item_id"] == "kit/2"
+    for path in ("/v1/items/kit/2", "/v1/items/kit%2F2"):
+        assert client.get(path).json()["item_id"] == "kit/2"
+    for path in ("/v1/items/kit/2/similar?k=3", "/v1/items/kit%2F2/similar?k=3"):
+        similar = client.get(path)
+        assert similar.status_code == 200 and "kit/2" not in [i["item_id"] for i in similar.json()["items"]]
+    assert client.get("/v1/items/cam1/similar?k=3").json()["strategy"] == "similar"  # plain ids as before
+    assert client.get("/v1/items/nope/2/similar").status_code == 404
+    assert "nope/2" in client.get("/v1/items/nope/2").json()["detail"]
+    assert client.post("/v1/events", json={"user_id": "org/7", "item_id": "kit/2"}).status_code == 201
+    mine = client.get("/v1/users/org%2F7/recommendations?k=3")
+    assert mine.status_code == 200 and mine.json()["strategy"] == "personalised"
+    assert client.post("/v1/admin/items/kit/2/deactivate", headers=ADMIN).json()["active"] is False
+    assert client.post("/v1/admin/items/kit/2/activate", headers=ADMIN).json()["active"] is True
+    assert client.delete("/v1/admin/items/kit/2", headers=ADMIN).status_code == 200
+    assert client.get("/v1/items/kit/2").status_code == 404

@@ -24,7 +24,7 @@ ItemId = Annotated[str, Path(max_length=ID_CHARS, pattern=VISIBLE)]
 BODY = documented(400, 413, 415)
 
 
-@router.put("/items/{item_id}", response_model=ItemState, responses={**BODY, **documented(409)})
+@router.put("/items/{item_id:id}", response_model=ItemState, responses={**BODY, **documented(409)})
 async def upsert_item(item_id: ItemId, item: Annotated[ItemUpsert, Body()], loaded: Annotated[Loaded, Depends(get_loaded)],
                       service: Annotated[Service, Depends(get_service)],
                       settings: Annotated[Settings, Depends(get_settings)]) -> ItemState:
@@ -46,21 +46,21 @@ async def upsert_item(item_id: ItemId, item: Annotated[ItemUpsert, Body()], load
     return _state(serving, item_id)
 
 
-@router.post("/items/{item_id}/deactivate", response_model=ItemState, responses=documented(404))
+@router.post("/items/{item_id:id}/deactivate", response_model=ItemState, responses=documented(404))
 async def deactivate_item(item_id: ItemId, loaded: Annotated[Loaded, Depends(get_loaded)],
                           service: Annotated[Service, Depends(get_service)]) -> ItemState:
     """Out of stock: never recommended until reactivated."""
     return _state(await run_in_threadpool(service.set_item_active, loaded, item_id, False), item_id)
 
 
-@router.post("/items/{item_id}/activate", response_model=ItemState, responses=documented(404))
+@router.post("/items/{item_id:id}/activate", response_model=ItemState, responses=documented(404))
 async def activate_item(item_id: ItemId, loaded: Annotated[Loaded, Depends(get_loaded)],
                         service: Annotated[Service, Depends(get_service)]) -> ItemState:
     """Back in stock."""
     return _state(await run_in_threadpool(service.set_item_active, loaded, item_id, True), item_id)
 
 
-@router.delete("/items/{item_id}", response_model=ItemState, responses=documented(404))
+@router.delete("/items/{item_id:id}", response_model=ItemState, responses=documented(404))
 async def delete_item(item_id: ItemId, loaded: Annotated[Loaded, Depends(get_loaded)],
                       service: Annotated[Service, Depends(get_service)]) -> ItemState:
     """Remove an item from the catalogue for good (not only deactivate it): never recommended, 404 on lookup.

@@ -54,7 +54,7 @@ def _query_options(service: Service, loaded: Loaded, k: int, exclude: list[str],
     return exclude, where
 
 
-@router.get("/users/{user_id}/recommendations", response_model=RecommendationResponse, responses=NOT_FOUND)
+@router.get("/users/{user_id:id}/recommendations", response_model=RecommendationResponse, responses=NOT_FOUND)
 async def user_recommendations(
     user_id: Annotated[str, Path(max_length=ID_CHARS, pattern=VISIBLE, description="user id")],
     request: Request,
@@ -101,7 +101,7 @@ async def session_recommendations(body: Annotated[SessionRequest, Body()], reque
     return json_response(to_response(loaded, result, body.item_ids, text=body.text))
 
 
-@router.get("/items/{item_id}", response_model=Item, responses=NOT_FOUND)
+@router.get("/items/{item_id:id}", response_model=Item, responses=NOT_FOUND)
 async def item(item_id: Annotated[str, Path(max_length=ID_CHARS, pattern=VISIBLE)], request: Request) -> Item:
     """A catalogue item (for the product page itself)."""
     _, loaded = serving(request)
@@ -110,7 +110,7 @@ async def item(item_id: Annotated[str, Path(max_length=ID_CHARS, pattern=VISIBLE
     return Item(**{k: v for k, v in record.items() if k in Item.model_fields}, active=state.is_active(item_id))
 
 
-@router.get("/items/{item_id}/similar", response_model=RecommendationResponse, responses=NOT_FOUND)
+@router.get("/items/{item_id:id}/similar", response_model=RecommendationResponse, responses=NOT_FOUND)
 async def similar_items(
     item_id: Annotated[str, Path(max_length=ID_CHARS, pattern=VISIBLE,
                                  description="the product shown on the page")],
