@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from recsys.pipeline import Recommender
 
 FILTERS = ("category", "brand")
-ITEM_ATTRIBUTES = ("category", "brand", "price")
-"""The upsert fields a catalogue keeps only when it has the attribute or its item-text template renders the field."""
+ITEM_ATTRIBUTES = ("title", "category", "brand", "price")
+"""The upsert fields a catalogue keeps only when it has the column or its item-text template renders the field."""
 
 
 def kept_upsert_fields(recommender: Recommender) -> set[str]:

@@ -407,3 +407,22 @@ def test_ids_with_a_slash_reach_every_path_route(client):
     assert client.post("/v1/admin/items/kit/2/activate", headers=ADMIN).json()["active"] is True
     assert client.delete("/v1/admin/items/kit/2", headers=ADMIN).status_code == 200
     assert client.get("/v1/items/kit/2").status_code == 404
+
+
+def test_a_title_for_a_catalogue_without_titles_is_refused_unless_the_template_renders_it(toy, tmp_path):
+    """A catalogue imported without a title column cannot keep an upserted title (was: 200, the title dropped,
+    null on GET); a bundle whose item-text template renders {title} keeps it in the item's text."""
+    from recsys.data.dataset import Dataset
+
+    untitled = Dataset("untitled", toy.items.drop("title"), toy.interactions)
+    with make_client(build(untitled, tmp_path / "untitled" / "v1"), tmp_path / "a", admin_token=TOKEN) as c:
+        refused = c.put("/v1/admin/items/cam9", json={"text": "camera nine", "title": "Camera Nine"}, headers=ADMIN)
+        assert_error(refused, 422, "this catalogue has no title attribute")
+        assert "title" not in c.get("/openapi.json").json()["components"]["schemas"]["ItemUpsert"]["properties"]
+        assert c.put("/v1/admin/items/cam9", json={"text": "camera nine"}, headers=ADMIN).status_code == 200
+    templated = Recommender.build(untitled, split_dataset(untitled), VECTORS, BuildConfig(),
+                                  {**ENCODER, "text_template": "{title}"}).save(tmp_path / "templated" / "v1")
+    with make_client(templated, tmp_path / "b", admin_token=TOKEN) as c:
+        kept = c.put("/v1/admin/items/cam9", json={"text": "camera nine", "title": "Camera Nine"}, headers=ADMIN)
+        assert kept.status_code == 200, kept.text
+        assert c.get("/v1/items/cam9").json()["text"] == "Camera Nine"

@@ -30,8 +30,8 @@ async def upsert_item(item_id: ItemId, item: Annotated[ItemUpsert, Body()], load
                       settings: Annotated[Settings, Depends(get_settings)]) -> ItemState:
     """Add or replace an item: its fields go through the bundle's item-text template and item tower, the change
     is recorded in the event store and applied to every worker's live catalogue. The path names the item; a
-    different `item_id` in the body is refused (409), and so (422) is a category, brand or price the catalogue
-    could not keep (no such attribute, and the template does not render it)."""
+    different `item_id` in the body is refused (409), and so (422) is a title, category, brand or price the
+    catalogue could not keep (no such column, and the template does not render it)."""
     if item.item_id is not None and item.item_id != item_id:
         raise HTTPException(409, f"item_id in the body ({item.item_id[:60]!r}) differs from the path "
                                  f"({item_id[:60]!r})")
