@@ -8,7 +8,5 @@ LIST_ITEMS = 10_000  # hard cap on id lists; RECSYS_MAX_SESSION_ITEMS / RECSYS_M
 FILTER_VALUES = 100  # most values one filter may list
 EXCLUDE_VALUE_CHARS = LIST_ITEMS * (ID_CHARS + 1)  # one `exclude` query value: up to LIST_ITEMS ids, comma-
 # separated (`exclude=P1,P2,…`; the served limit on the ids is RECSYS_MAX_EXCLUDE_ITEMS)
-LATEST_TIMESTAMP = 253_402_300_799  # an event's latest timestamp: 9999-12-31 23:59:59 UTC in epoch seconds;
-# a millisecond clock's values (Date.now(): 1.7e12) lie above it, and so every value stays a 64-bit integer second
 VISIBLE = r"[^ \t\n\r\f\v]"  # at least one character that is not (ASCII) white space; explicit, so that every
 # regex engine reading the OpenAPI document (JSON Schema's ECMA-262, Python's, pydantic-core's Rust) agrees

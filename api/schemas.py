@@ -7,7 +7,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
 from api.errors import ErrorResponse  # noqa: F401 (the error body, documented on every route)
-from api.limits import FILTER_VALUES, ID_CHARS, LATEST_TIMESTAMP, LIST_ITEMS, NAME_CHARS, TEXT_CHARS, VISIBLE
+from api.limits import FILTER_VALUES, ID_CHARS, LIST_ITEMS, NAME_CHARS, TEXT_CHARS, VISIBLE
+from recsys.event_log import LATEST_TIMESTAMP
 
 Strategy = Literal["personalised", "session", "similar", "popular_fallback"]
 Id = Annotated[str, StringConstraints(min_length=1, max_length=ID_CHARS, pattern=VISIBLE)]

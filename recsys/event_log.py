@@ -16,6 +16,9 @@ HISTORY_LIMIT = 200
 ChangeKind = Literal["upsert", "active", "delete", "bundle"]
 EventRow = tuple[int, str, str, str, float]
 """One stored event: (seq, user_id, item_id, kind, timestamp in seconds)."""
+LATEST_TIMESTAMP = 253_402_300_799
+"""An event's latest timestamp: 9999-12-31 23:59:59 UTC in epoch seconds. A millisecond clock's values (1.7e12)
+lie above it, and every value below it stays a 64-bit integer second."""
 EVENT_SCHEMA = {"seq": pl.Int64, "user_id": pl.Utf8, "item_id": pl.Utf8, "kind": pl.Utf8, "ts": pl.Float64}
 """The columns of `EventStore.event_frame`: one row per stored event (an `EventRow`)."""
 EVENT_BATCH = 100_000

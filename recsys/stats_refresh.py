@@ -18,6 +18,8 @@ from collections.abc import Collection, Sequence
 import polars as pl
 
 from recsys.catalogue import Catalogue
+from recsys.errors import DataError
+from recsys.event_log import LATEST_TIMESTAMP
 from recsys.features import FeatureBuilder
 from recsys.ranker import Reranker
 from recsys.splits import SplitData, events_through
@@ -43,6 +45,13 @@ def live_events(events: pl.DataFrame, live: pl.DataFrame, time_mode: str) -> pl.
         stamp = (pl.col("_next").fill_null(0) + pl.int_range(pl.len()).over("user_id")).alias("timestamp")
         ordered = ordered.join(after, on="user_id", how="left", maintain_order="left").with_columns(stamp)
     else:
+        late = ordered.filter(pl.col("ts") > LATEST_TIMESTAMP)
+        if late.height:  # stored before the API refused them (e.g. a millisecond clock's values)
+            seq, ts = late.row(0)[0], late["ts"][0]
+            raise DataError(f"{late.height:,} stored events have a timestamp past the year 9999 in epoch seconds "
+                            f"(e.g. seq {seq}: {ts:g}; milliseconds?): they cannot be counted at a time; remove them "
+                            f"from the event store (SQLite: DELETE FROM events WHERE ts > {LATEST_TIMESTAMP}) or "
+                            "refresh without --store")
         ordered = ordered.with_columns(pl.col("ts").floor().alias("timestamp"))
     return ordered.select("user_id", "item_id", "timestamp").cast(events.select("user_id", "item_id",
                                                                                  "timestamp").schema)

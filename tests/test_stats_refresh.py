@@ -165,6 +165,11 @@ def test_live_events_follow_each_users_dataset_events_and_new_users_start_at_zer
     assert live_events(events, live, "absolute").rows() == [("new", "x", 7), ("a", "x", 8), ("a", "z", 9),
                                                               ("new", "y", 9)]
     assert live_frame(live.rows(), kinds=("view",))["seq"].to_list() == [3, 4]
+    # a timestamp past the year 9999 (stored before the API refused them) is refused in absolute time, named
+    late = live_frame([(1, "a", "x", "view", 8.0), (2, "a", "y", "view", 1.7e12)])
+    with pytest.raises(DataError, match=r"1 stored events have a timestamp past the year 9999 .*seq 2: 1\.7e\+12"):
+        live_events(events, late, "absolute")
+    assert live_events(events, late, "sequence").rows() == [("a", "x", 2), ("a", "y", 3)]  # positions, not times
 
 
 def test_refresh_stats_from_the_event_store_counts_live_events_and_live_items(engine, tmp_path):
