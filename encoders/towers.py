@@ -124,11 +124,7 @@ class TwoTowerModel(nn.Module):
         self.config = config
         self.bert = bert  # None when serving a sequence tower from precomputed item vectors
         hidden = bert.feature_size if bert is not None else int(hidden_size or 0)
-        concat = config.id_embedding and config.id_fusion == "concat"
-        if concat and config.id_dim >= config.dim:
-            raise ValueError(f"id_dim {config.id_dim} must be smaller than dim {config.dim}")
-        if config.suppress_history and not concat:
-            raise ValueError("suppress_history needs id_embedding=True and id_fusion='concat'")
+        concat = config.id_embedding and config.id_fusion == "concat"  # (TowerConfig checks the shapes fit)
         self.id_dim = config.id_dim if concat else 0
         text_dim = config.dim - self.id_dim
         head_input = 2 * hidden if config.neighbour_features else hidden  # own features (+ the neighbours')

@@ -139,13 +139,12 @@ def plan(options: BatchOptions) -> Plan:
         "split": options.split, "dataset_fingerprint": dataset_fingerprint,
         "store": snapshot.identity() if snapshot is not None else None, "history_limit": options.history_limit,
     }
-    other = False
-    if dataset_fingerprint is not None:  # evaluation mode: the dataset's fingerprint against the bundle's
-        from jobs.workflows import built_on_other_fingerprint
-        other = built_on_other_fingerprint(manifest, dataset_fingerprint)
-    warnings = (f"the bundle was built on another dataset (fingerprint differs from {options.data}'s): its "
-                "catalogue and statistics are not this dataset's; a history of items it does not hold gets popular "
-                "items (strategy popular_fallback)",) if other else ()
+    warnings: tuple[str, ...] = ()
+    from jobs.workflows import built_on_other_fingerprint
+    if dataset_fingerprint is not None and built_on_other_fingerprint(manifest, dataset_fingerprint):  # evaluation
+        warnings = (f"the bundle was built on another dataset (fingerprint differs from {options.data}'s): its "
+                    "catalogue and statistics are not this dataset's; a history of items it does not hold gets "
+                    "popular items (strategy popular_fallback)",)
     return Plan(bundle, identity, selection, snapshot, warnings)
 
 
