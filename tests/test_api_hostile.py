@@ -119,7 +119,24 @@ def test_a_body_sent_as_another_type_than_json_is_415_naming_it(client):
 
 def test_a_content_length_over_the_limit_is_413_before_reading(client):
     response = client.post("/v1/sessions/recommendations", content=b"{" + b" " * 5000 + b"}", headers=JSON)
-    assert_error(response, 413, "over the limit of 2048 bytes")
+    assert assert_error(response, 413) == {"detail": "request body over the limit of 2048 bytes", "errors": []}
+    # the declared length alone decides: not one chunk of the body is read (the counting limit would read three)
+    read, sent = [0], []
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/v1/sessions/recommendations", "raw_path": b"/v1/sessions/recommendations",
+             "query_string": b"", "root_path": "", "headers": [(b"content-type", b"application/json"),
+                                                                (b"content-length", b"5002")],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "state": {}}
+
+    async def receive():
+        read[0] += 1
+        return {"type": "http.request", "body": b" " * 1000, "more_body": read[0] < 5}
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(client.app(scope, receive, send))
+    assert next(m["status"] for m in sent if m["type"] == "http.response.start") == 413 and read[0] == 0
 
 
 # ---- 3. caches bounded in bytes -------------------------------------------------------------------------------
@@ -288,7 +305,9 @@ def test_undocumented_query_parameters_and_repeated_single_values_are_422(client
 
 def test_a_body_that_is_not_utf8_is_the_documented_400(client):
     response = client.post("/v1/sessions/recommendations", content=b'{"item_ids": ["\xff\xfe"]}', headers=JSON)
-    assert_error(response, 400)
+    assert assert_error(response, 400) == {"detail": "There was an error parsing the body", "errors": []}
+    documented = client.get("/openapi.json").json()["paths"]["/v1/sessions/recommendations"]["post"]["responses"]
+    assert documented["400"]["description"] == "the body is not UTF-8 JSON"
 
 
 # ---- 5. disclosure and paths ----------------------------------------------------------------------------------
