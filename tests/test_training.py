@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -68,10 +69,13 @@ def test_checkpoints_resume_and_continual_training(tiny_bert_dir, shop, tmp_path
 
 def test_cold_start_slice_is_targets_unseen_in_training(shop):
     _, split = shop
-    cold = cold_start_examples(split, split.test)
-    seen = set(split.train["item_id"].to_list())
-    assert all(t not in seen for t in cold["target"].to_list())
-    assert cold.height < split.test.height
+    assert cold_start_examples(split, split.test).height == 0  # every test target of this shop occurs in training
+    examples = split.test.head(4)
+    unseen = examples.with_columns(target=pl.Series(["never-sold", examples["target"][1], "never-sold-2",
+                                                     examples["target"][3]]))
+    cold = cold_start_examples(split, unseen)
+    assert cold.equals(unseen[[0, 2]])
+    assert cold["target"].to_list() == ["never-sold", "never-sold-2"]
 
 
 def test_history_margin_marks_each_positions_own_history(tiny_bert_dir, shop):
