@@ -190,10 +190,10 @@ def test_label_smoothing_reaches_the_training_loss(tiny_bert_dir, shop, monkeypa
     loss = trainer._loss(batch, False, np.random.default_rng(0))[0]
     assert torch.isfinite(loss) and seen[0][0] == 0.3
     assert torch.equal(seen[0][1], trainer.seen)  # the softmax covers the whole catalogue, unseen items masked
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError, match=r"label_smoothing\n  Input should be less than 1"):
         small_config(tiny_bert_dir, label_smoothing=1.0)
-    with pytest.raises(ValidationError):
-        small_config(tiny_bert_dir, label_smoothing=1.0)
+    with pytest.raises(ValidationError, match=r"label_smoothing\n  Input should be greater than or equal to 0"):
+        small_config(tiny_bert_dir, label_smoothing=-0.1)
 
 
 def test_resuming_a_checkpoint_of_other_settings_is_one_clear_error(tiny_bert_dir, shop, tmp_path):
