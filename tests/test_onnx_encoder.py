@@ -64,4 +64,9 @@ def test_graphs_are_cached_and_the_backend_is_chosen_by_config(encoders):
             and node.name.endswith("/output/dense/MatMul") and "attention" not in node.name]
     assert "DynamicQuantizeLinear" in ops or "DynamicQuantizeMatMul" in ops  # weight MatMuls run in int8
     assert len(kept) == 2  # the tiny BERT's two feed-forward output projections stay fp32
-    assert isinstance(load_text_encoder(config), TextEncoder)
+    assert type(load_text_encoder(config)) is TextEncoder and config.backend == "torch"  # the default backend
+    _, _, _, fp32, int8 = encoders
+    for backend, expected in (("onnx", fp32), ("onnx-int8", int8)):
+        chosen = load_text_encoder(config.model_copy(update={"backend": backend}), torch.device("cpu"))
+        assert type(chosen) is OnnxTextEncoder and chosen.config.backend == backend
+        np.testing.assert_allclose(chosen.encode(TEXTS[:6]), expected.encode(TEXTS[:6]), atol=1e-6)
