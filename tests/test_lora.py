@@ -96,4 +96,8 @@ def test_target_modules_that_name_no_module_are_a_setting_error(tiny_bert_dir):
     backbone, _ = load_backbone(str(tiny_bert_dir))
     with pytest.raises(SettingError, match=r"lora.target_modules \['querry'\] name no module of this BERT"):
         attach_adapters(backbone, LoraConfig(target_modules=("querry", "value")))
-    assert attach_adapters(backbone, LoraConfig(target_modules=("dense",))) is not None
+    adapted = attach_adapters(backbone, LoraConfig(target_modules=("dense",)))
+    wrapped = sorted({n.split(".lora_A.")[0].removeprefix("base_model.model.")
+                      for n, _ in adapted.named_parameters() if ".lora_A." in n})
+    assert wrapped == ["encoder.layer.1.attention.output.dense", "encoder.layer.1.intermediate.dense",
+                       "encoder.layer.1.output.dense"]  # every *.dense of the adapted top layer
