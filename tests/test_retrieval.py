@@ -222,10 +222,13 @@ def test_save_load_round_trip(tmp_path, data, name):
 
 def test_loads_a_bundle_written_before_state_and_attributes_existed(tmp_path, data):
     items, queries, ids = data
-    VectorIndex.build(items, ids).save(tmp_path)
+    index = VectorIndex.build(items, ids)
+    index.save(tmp_path)
     (tmp_path / "state.npy").unlink()
     loaded = VectorIndex.load(tmp_path)
     assert loaded.n_available == N and loaded.attributes is None
+    assert loaded.position == index.position and all(loaded.is_active(i) for i in ids)  # no state: all active
+    np.testing.assert_array_equal(loaded.search(queries, 10)[1], index.search(queries, 10)[1])
 
 
 # ---- GPU ------------------------------------------------------------------------------------------
