@@ -67,7 +67,7 @@ def test_compiled_scores_that_disagree_with_lightgbm_are_not_used(saved_ranker, 
 def test_a_failed_compile_keeps_lightgbm(saved_ranker, tmp_path, monkeypatch, caplog):
     import lleaves
 
-    _, directory, _ = saved_ranker
+    ranker, directory, rows = saved_ranker
     monkeypatch.setenv("RECSYS_RANKER_CACHE", str(tmp_path / "cache"))
 
     def broken(self, cache=None):
@@ -77,6 +77,9 @@ def test_a_failed_compile_keeps_lightgbm(saved_ranker, tmp_path, monkeypatch, ca
     with caplog.at_level(logging.WARNING, logger="recsys.compiled_trees"):
         assert load_compiled(directory / "model.txt", Ranker.load(directory, compile_trees=False).booster) is None
     assert "no LLVM target" in caplog.text
+    loaded = Ranker.load(directory)  # the same failure when a bundle loads: it scores with LightGBM
+    assert loaded.compiled is None
+    np.testing.assert_array_equal(loaded.predict(rows), ranker.booster.predict(rows, num_threads=1))
 
 
 def test_without_lleaves_the_ranker_scores_with_lightgbm(saved_ranker, tmp_path, monkeypatch):
