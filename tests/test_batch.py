@@ -334,8 +334,14 @@ def test_a_failed_ray_start_leaves_no_directory(shop, tmp_path, monkeypatch):
 def test_explicit_histories_win_over_the_store(shop):
     from jobs.batch.layout import JobDir
     job = JobDir(Path("/nonexistent"), {"k": 3, "exclude_seen": True})
-    table = ChunkScorer(shop[1], job, shop[2]).score(["anyone"], [[shop[2].item_ids[0]]])
-    assert table.num_rows == 3 and shop[2].item_ids[0] not in table.column("item_id").to_pylist()
+    recommender, user = shop[2], sorted(shop[2].histories)[0]
+    given = [recommender.item_ids[0]]
+    assert given[0] not in recommender.histories[user]
+    table = ChunkScorer(shop[1], job, recommender).score([user], [given])
+    expected = recommender.recommend_batch([given], 3, exclude_seen=True)[0].item_ids
+    assert table.column("item_id").to_pylist() == expected and given[0] not in expected
+    assert expected != recommender.recommend_batch([recommender.histories[user]], 3, exclude_seen=True)[0].item_ids
+    assert table.column("user_id").to_pylist() == [user] * 3 and table.column("rank").to_pylist() == [1, 2, 3]
 
 
 @pytest.fixture(scope="module")
