@@ -41,7 +41,7 @@ def test_the_share_is_what_a_warm_item_seen_beside_k_others_gets_and_is_inert_wi
     # a preset's value stays inert when a --config turns the share off or picks the block
     assert BorrowedShare.for_tower(TowerConfig(neighbour_borrow=10), hidden=2) is None
     assert BorrowedShare.for_tower(TowerConfig(neighbour_features=True, neighbour_borrow=10), hidden=2) is None
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError, match=r"neighbour_borrow\n  Input should be greater than or equal to 0"):
         TowerConfig(neighbour_mix=0.5, neighbour_borrow=-1)
     with pytest.raises(ValueError, match="not the block"):
         NeighbourFeatures(SEQUENCES, 6, block=True, borrow=BorrowedShare(1, 0.5, 2))

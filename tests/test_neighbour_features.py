@@ -50,7 +50,7 @@ def test_a_share_moves_the_features_towards_the_neighbour_mean_and_leaves_loners
         NeighbourFeatures([], 4, share=0.25, block=True)
     with pytest.raises(ValidationError, match="choose one"):
         TowerConfig(neighbour_mix=0.3, neighbour_features=True)
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError, match=r"neighbour_mix\n  Input should be less than 1"):
         TowerConfig(neighbour_mix=1.0)
     assert NeighbourFeatures.for_tower([], 4, TowerConfig()) is None
     assert NeighbourFeatures.for_tower([], 4, TowerConfig(neighbour_mix=0.3)).share == 0.3

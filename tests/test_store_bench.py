@@ -19,5 +19,5 @@ def test_store_benchmark_writes_json_markdown_and_chart(tmp_path):
 
 def test_store_benchmark_lengths_are_checked():
     assert parse_lengths("1000000,0,1000") == [0, 1_000, 1_000_000]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="expected comma-separated history lengths ≥ 0, got '-1'"):
         parse_lengths("-1")

@@ -82,9 +82,9 @@ def test_small_sizes_and_bad_arguments() -> None:
     small = generate_shop(n_users=5, n_items=40, seed=1, min_interactions=3, max_interactions=4)
     assert small.items.height == 40 and small.n_users == 5
     assert small.interactions.group_by("user_id").len()["len"].is_between(3, 4).all()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="need n_items >= 32"):
         generate_shop(n_items=10)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="1 <= min_interactions <= max_interactions"):
         generate_shop(min_interactions=5, max_interactions=4)
 
 
