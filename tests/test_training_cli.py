@@ -10,7 +10,9 @@ from jobs.cli import app
 from recsys.data.synthetic import generate_shop
 
 
-def test_train_command_writes_an_evaluated_bundle_and_continues_from_it(tiny_bert_dir, tmp_path):
+def test_train_command_writes_an_evaluated_bundle_and_continues_from_it(tiny_bert_dir, tmp_path, monkeypatch):
+    import encoders.bundle
+
     data = generate_shop(n_users=80, n_items=120, seed=0).save(tmp_path / "shop")
     runner = CliRunner()
     args = ["train", "--data", str(data), "--out", str(tmp_path / "art"), "--name", "tiny", "--preset", "smoke",
@@ -23,8 +25,14 @@ def test_train_command_writes_an_evaluated_bundle_and_continues_from_it(tiny_ber
     assert (tmp_path / "art" / "tiny" / "runs" / "latest" / "training_curve.png").is_file()
     recommender = load_recommender(tmp_path / "art" / "tiny")
     assert len(recommender.recommend_histories([recommender.item_ids[:3]], 5)[0]) == 5
+    real, started_from = encoders.bundle.init_from_bundle, []
+    monkeypatch.setattr(encoders.bundle, "init_from_bundle",
+                        lambda model, path, item_ids: started_from.append(path) or real(model, path, item_ids))
     again = runner.invoke(app, args + ["--from-bundle", str(bundle), "--name", "tiny2"])
     assert again.exit_code == 0, again.output
+    assert started_from == [bundle]  # the towers start from the first bundle's weights
+    continued = next((tmp_path / "art" / "tiny2").glob("2*"))
+    assert {r["split"] for r in json.loads((continued / "manifest.json").read_text())["metrics"]} == {"valid", "test"}
 
 
 def test_bench_quality_writes_json_markdown_and_chart(tiny_bert_dir, tmp_path):
