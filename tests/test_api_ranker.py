@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.service import Service
 from api.settings import Settings
+from recsys.query import Query
 from recsys.towers import ItemTower
 from tests.test_batch import ranked_bundle  # noqa: F401  (module fixture: the planted bundle with a ranker)
 
@@ -67,6 +68,10 @@ def test_text_sessions_and_similar_items_for_a_user_are_reranked(client):
                                                              "k": 5, "explain": True}).json()
     assert text["reranked"] is True and len(text["items"]) == 5 and text["items"][0]["top_features"]
     assert not set(_ids(text)) & set(history[-2:])
+    served = client.app.state.service.current.recommender  # the one with the (fixed) item tower
+    expected = served.recommend(Query(history=history[-2:], text="anything", k=5))
+    assert _ids(text) == expected.item_ids and expected.reranked and expected.strategy == "session"
+    assert _ids(text) != served.recommend_session(history[-2:], 5).item_ids  # the text moved the list
 
     anchor = recommender.item_ids[7]
     plain = client.get(f"/v1/items/{anchor}/similar", params={"k": 5}).json()
