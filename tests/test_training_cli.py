@@ -141,7 +141,10 @@ def test_api_encodes_new_text_with_the_bundles_own_trained_item_tower(tiny_bert_
         assert response.status_code == 200
         stored = recommender.item_vectors[recommender.item_position["NEW"]]
         np.testing.assert_allclose(stored, expected, rtol=1e-5, atol=1e-6)  # the trained text-only path
-        assert len(client.get("/v1/items/NEW/similar", params={"k": 3}).json()["items"]) == 3
+        similar = [i["item_id"] for i in client.get("/v1/items/NEW/similar", params={"k": 3}).json()["items"]]
+        assert similar == recommender.similar_items("NEW", 3).item_ids and len(similar) == 3
+        # its nearest item is the one whose text it copied (the shown list puts that near-duplicate further back)
+        assert recommender.similar_items("NEW", 1, diversify=False).item_ids == [recommender.item_ids[0]]
         # sessions run the trained user tower (off the event loop, batched) and match the recommender's own answer
         session = recommender.item_ids[:3]
         assert not recommender.user_tower.has(session)
