@@ -130,12 +130,21 @@ def test_output_paths_that_are_files_are_refused_before_any_work_and_os_refusals
 
 
 def test_every_registered_command_has_the_friendly_error_handling():
+    import typer
+
     from jobs.app import import_app
     from jobs.bench import bench_app
 
+    checked = 0
     for typer_app in (app, import_app, bench_app):
         for command in typer_app.registered_commands:
             assert getattr(command.callback, "friendly_errors", False), command.name or command.callback.__name__
+            checked += 1
+
+    def leaves(command):
+        return sum(map(leaves, command.commands.values())) if hasattr(command, "commands") else 1
+
+    assert checked == leaves(typer.main.get_command(app)) > 20  # no command group of the CLI left unchecked
 
 
 def test_help_groups_the_commands_in_reading_order():
@@ -151,6 +160,8 @@ def test_help_groups_the_commands_in_reading_order():
     listed = {command_name(c) for c in app.registered_commands + app.registered_groups}
     assert listed == {name for names in HELP_PANELS.values() for name in names}
     # a summary is the docstring's first paragraph on one line (the terminal wraps it, not the source's breaks)
+    import typer
+
     from jobs.bench import bench_app
     ranker = next(c for c in app.registered_commands if command_name(c) == "train-ranker")
     assert ranker.short_help.startswith("Fit the LightGBM lambdarank re-ranker on the validation step")
