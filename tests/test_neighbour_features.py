@@ -165,7 +165,9 @@ def test_a_shrunk_share_grows_with_the_items_neighbour_count():
     torch.testing.assert_close(mixed[3], bank[3])
     # without shrink: the one share for every item with neighbours, as before
     assert NeighbourFeatures([np.array([0, 1, 2, 1])], 4, share=0.5).shares is None
-    assert NeighbourFeatures.for_tower([], 4, TowerConfig(neighbour_mix=0.5, neighbour_shrink=8)).shares is not None
+    from_config = NeighbourFeatures.for_tower([np.array([0, 1, 2, 1])], 4, TowerConfig(neighbour_mix=0.5,
+                                                                                       neighbour_shrink=1.0))
+    torch.testing.assert_close(from_config.shares, mix.shares)  # the config's share and shrink, as above
     # a preset's shrink stays inert when a --config turns the share off or picks the block instead
     assert NeighbourFeatures.for_tower([], 4, TowerConfig(neighbour_shrink=8)) is None
     block = NeighbourFeatures.for_tower([], 4, TowerConfig(neighbour_features=True, neighbour_shrink=8))
