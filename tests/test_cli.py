@@ -160,8 +160,6 @@ def test_help_groups_the_commands_in_reading_order():
     listed = {command_name(c) for c in app.registered_commands + app.registered_groups}
     assert listed == {name for names in HELP_PANELS.values() for name in names}
     # a summary is the docstring's first paragraph on one line (the terminal wraps it, not the source's breaks)
-    import typer
-
     from jobs.bench import bench_app
     ranker = next(c for c in app.registered_commands if command_name(c) == "train-ranker")
     assert ranker.short_help.startswith("Fit the LightGBM lambdarank re-ranker on the validation step")
