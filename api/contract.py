@@ -92,7 +92,7 @@ def apply_contract(document: dict, settings: Settings, attributes: Collection[st
 
 
 def install_contract(app: FastAPI, settings: Settings, attributes: Callable[[], Collection[str] | None],
-                     kept: Callable[[], Collection[str] | None] = lambda: None) -> None:
+                     kept: Callable[[], Collection[str] | None]) -> None:
     """Serve `apply_contract(...)` as the app's OpenAPI document; `attributes()` names the served catalogue's
     filterable attributes and `kept()` the upsert fields it keeps (the document is rebuilt when they change, e.g.
     after a reload)."""

@@ -322,28 +322,8 @@ class Trainer(NextItemObjective):
                 parameter.requires_grad_(adapters_on)
             if self.bank is None:
                 self.refresh_bank()
-            rng = np.random.default_rng([config.seed, epoch])
-            self.model.train()
-            losses, seen, epoch_start = [], 0, time.perf_counter()
-            bar = tqdm(self._batches(rng), total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{end}",
-                       unit="step", disable=not self.progress)
-            for batch in bar:
-                loss, n = self.loss_step(batch, adapters_on, rng)
-                self.optimizer_step(loss, adapters_on, self.optimizer, self.scheduler, self.workers.share_weight(n))
-                if self.average is not None:
-                    self.average.update()
-                step += 1
-                losses.append(loss.item())
-                seen += n
-                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}",
-                                ex_s=f"{seen / (time.perf_counter() - epoch_start):.0f}")
-                if adapters_on and config.bank_refresh_steps and step % config.bank_refresh_steps == 0:
-                    self.refresh_bank()
-                if config.max_minutes and self.workers.any(over_budget(started, config.max_minutes)):
-                    break
-            bar.close()
-            if adapters_on:
-                self.refresh_bank()
+            epoch_start = time.perf_counter()
+            losses, seen, step = self._train_epoch(epoch, end, adapters_on, step, started)
             train_seconds = time.perf_counter() - epoch_start
             with self.average.applied() if self.average is not None else nullcontext():
                 metrics = self._shared_validation()  # with the average's weights, which are also the ones kept
@@ -395,6 +375,35 @@ class Trainer(NextItemObjective):
         self.release()
         return TrainResult(self.model, config, vectors, self.user_tower(vectors), history, best_epoch, best_ndcg,
                            time.perf_counter() - started, self.parameters, self.device.type, self.pre_stage, stopped)
+
+    def _train_epoch(self, epoch: int, end: int, adapters_on: bool, step: int,
+                     started: float) -> tuple[list[float], int, int]:
+        """One epoch's steps (fewer when the time budget runs out): its losses, examples seen and the global step
+        after it. The bank is refreshed every `bank_refresh_steps` and after the epoch while adapters train."""
+        config = self.config
+        rng = np.random.default_rng([config.seed, epoch])
+        self.model.train()
+        losses, seen, epoch_start = [], 0, time.perf_counter()
+        bar = tqdm(self._batches(rng), total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{end}",
+                   unit="step", disable=not self.progress)
+        for batch in bar:
+            loss, n = self.loss_step(batch, adapters_on, rng)
+            self.optimizer_step(loss, adapters_on, self.optimizer, self.scheduler, self.workers.share_weight(n))
+            if self.average is not None:
+                self.average.update()
+            step += 1
+            losses.append(loss.item())
+            seen += n
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}",
+                            ex_s=f"{seen / (time.perf_counter() - epoch_start):.0f}")
+            if adapters_on and config.bank_refresh_steps and step % config.bank_refresh_steps == 0:
+                self.refresh_bank()
+            if config.max_minutes and self.workers.any(over_budget(started, config.max_minutes)):
+                break
+        bar.close()
+        if adapters_on:
+            self.refresh_bank()
+        return losses, seen, step
 
     def optimizer_step(self, loss: torch.Tensor, adapters_on: bool, optimizer: torch.optim.Optimizer,
                        scheduler: torch.optim.lr_scheduler.LRScheduler, weight: float = 1.0) -> None:

@@ -154,11 +154,15 @@ def _read_table(path: Path, report: ImportReport, bad: BadRows | None = None, de
     return frame
 
 
-def _require(frame: pl.DataFrame, columns: Sequence[str], path: Path, what: str = "column") -> None:
+def _require(frame: pl.DataFrame, columns: Sequence[str], path: Path, what: str = "column",
+             single: bool = False) -> None:
+    """DataError naming the `columns` the table lacks (and, with `single`, the first holding lists or records)."""
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         found = [c for c in frame.columns if c != "__row"]
         raise DataError(f"missing {what}(s) {missing}; found {found}{_delimiter_hint(found)}", source=str(path))
+    if single:
+        check_single_values(frame, columns, path)
 
 
 def _delimiter_hint(header: list[str]) -> str:
@@ -212,8 +216,7 @@ def _render(frame: pl.DataFrame, template: str, path: Path) -> pl.Expr:
         fields = template_fields(template)
     except ValueError as exc:
         raise ValueError(f"text_template: {exc}") from None
-    _require(frame, fields, path, "text_template field")
-    check_single_values(frame, fields, path)
+    _require(frame, fields, path, "text_template field", single=True)
     return template_expr(template)
 
 
@@ -273,7 +276,7 @@ def import_table(interactions_path: str | Path, items_path: str | Path, *, user_
     inter_path, item_path, report = Path(interactions_path), Path(items_path), ImportReport()
     bad = BadRows(on_bad_rows)
     items = _read_table(item_path, report, bad, delimiter, encoding)
-    _require(items, [item_id_col], item_path)
+    _require(items, [item_id_col], item_path, single=True)
     if text_template is None and text_col is None:
         if "text" not in items.columns:
             found = [c for c in items.columns if c != "__row"]
@@ -281,9 +284,7 @@ def import_table(interactions_path: str | Path, items_path: str | Path, *, user_
                             f"'text' column); found {found}", source=str(item_path))
         text_col = "text"
     if text_col is not None and text_template is None:
-        _require(items, [text_col], item_path)
-        check_single_values(items, [text_col], item_path)
-    check_single_values(items, [item_id_col], item_path)
+        _require(items, [text_col], item_path, single=True)
     items = whole_floats_as_integers(items, [item_id_col])
     text = _render(items, text_template, item_path) if text_template else pl.col(text_col).cast(pl.Utf8)
     extra = dict(extra_item_cols) if isinstance(extra_item_cols, Mapping) else {c: c for c in extra_item_cols or []}
@@ -316,8 +317,7 @@ def import_table(interactions_path: str | Path, items_path: str | Path, *, user_
         raise DataError("no items: the file has a header but no usable rows", source=str(item_path))
 
     inter = _read_table(inter_path, report, bad, delimiter, encoding)
-    _require(inter, [user_col, item_col] + ([time_col] if time_col else []), inter_path)
-    check_single_values(inter, [user_col, item_col] + ([time_col] if time_col else []), inter_path)
+    _require(inter, [user_col, item_col] + ([time_col] if time_col else []), inter_path, single=True)
     inter = whole_floats_as_integers(inter, [user_col, item_col])
     inter = checked_interactions(inter, (user_col, item_col, time_col), timestamp_format, item_frame["item_id"],
                                  (inter_path, item_path), report, bad,
