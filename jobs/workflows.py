@@ -53,20 +53,22 @@ def load_dataset(path: str | Path) -> Dataset:
                     "or ml-100k.inter", source=str(path))
 
 
-def save_dataset(dataset: Dataset, out: str | Path, overwrite: bool = False) -> Path:
+def save_dataset(dataset: Dataset, out: str | Path, overwrite: bool = False, option: str = "--out") -> Path:
     """Write `dataset` to `out` through a temporary sibling (a failed import leaves nothing half-written). A
-    directory holding a dataset is replaced only with `overwrite`; any other non-empty directory never is."""
-    return write_dataset_dir(out, dataset.save, overwrite)
+    directory holding a dataset is replaced only with `overwrite`; any other non-empty directory never is.
+    `option`: the CLI option that named `out`, for the messages."""
+    return write_dataset_dir(out, dataset.save, overwrite, option)
 
 
-def write_dataset_dir(out: str | Path, write: Callable[[Path], object], overwrite: bool = False) -> Path:
+def write_dataset_dir(out: str | Path, write: Callable[[Path], object], overwrite: bool = False,
+                      option: str = "--out") -> Path:
     """`write(directory)` into a temporary sibling of `out`, then renamed to `out` (see `save_dataset`)."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not (out / "schema.json").is_file():
-            raise DataError("exists and is not a dataset directory: choose another --out", source=str(out))
+            raise DataError(f"exists and is not a dataset directory: choose another {option}", source=str(out))
         if not overwrite:
-            raise DataError("already holds a dataset: pass --overwrite to replace it, or choose another --out",
+            raise DataError(f"already holds a dataset: pass --overwrite to replace it, or choose another {option}",
                             source=str(out))
     out.parent.mkdir(parents=True, exist_ok=True)
     tag = uuid.uuid4().hex[:8]
@@ -83,13 +85,15 @@ def write_dataset_dir(out: str | Path, write: Callable[[Path], object], overwrit
 
 
 def quickstart_dataset(users: int, items: int, seed: int, out: str | Path) -> Dataset:
-    """The synthetic shop, saved to `out` (a synthetic shop already there is replaced; any other data refused)."""
+    """The synthetic shop, saved to `out` (`--data-out`: a synthetic shop already there is replaced; any other data
+    refused)."""
     from recsys.data.synthetic import generate_shop
 
     dataset = generate_shop(n_users=users, n_items=items, seed=seed)
     out = Path(out)
-    replace = (out / "schema.json").is_file() and Dataset.load(out).name == dataset.name
-    save_dataset(dataset, out, overwrite=replace)
+    if (out / "schema.json").is_file() and Dataset.load(out).name != dataset.name:
+        raise DataError("holds another dataset than the synthetic shop: choose another --data-out", source=str(out))
+    save_dataset(dataset, out, overwrite=True, option="--data-out")
     return dataset
 
 

@@ -242,6 +242,26 @@ def test_quickstart_end_to_end_and_the_engine_beats_popularity(tmp_path, tiny_be
     assert (other / "notes.txt").read_text() == "keep me"
 
 
+def test_quickstart_refuses_data_out_naming_its_own_option(tmp_path, tiny_bert_dir):
+    """--data-out that holds other files or another dataset is refused before any training, and the message names
+    --data-out (quickstart has no --out for data and no --overwrite)."""
+    import dataclasses
+
+    from recsys.data.synthetic import generate_shop
+
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    result = run("quickstart", "--data-out", other, "--model", tiny_bert_dir, "--users", 5, "--items", 32)
+    assert result.exit_code == 2 and "exists and is not a dataset directory: choose another --data-out" in result.flat
+    movies = tmp_path / "movies"
+    dataclasses.replace(generate_shop(n_users=5, n_items=32, seed=0), name="movies").save(movies)
+    result = run("quickstart", "--data-out", movies, "--model", tiny_bert_dir, "--users", 5, "--items", 32)
+    assert result.exit_code == 2, result.output
+    assert "holds another dataset than the synthetic shop: choose another --data-out" in result.flat
+    assert "--overwrite" not in result.flat and "loading BERT" not in result.output
+
+
 def test_version():
     from importlib.metadata import version
 
