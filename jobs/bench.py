@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
@@ -33,3 +34,26 @@ def ann(
                 kinds=[k.strip() for k in kinds.split(",") if k.strip()], embeddings=embeddings, opq=opq)
     for path in paths.values():
         typer.echo(path)
+
+
+def counts(value: str, option: str) -> list[int]:
+    """A bench option's comma-separated positive whole numbers ("1,8,32"); typer.BadParameter naming `option`
+    for anything else, before the benchmark starts."""
+    parts = [part.strip() for part in value.split(",") if part.strip()]
+    try:
+        numbers = [int(part) for part in parts]
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated whole numbers, got {value!r}", param_hint=option) from None
+    if not numbers or min(numbers) < 1:
+        raise typer.BadParameter(f"expected one or more numbers ≥ 1, got {value!r}", param_hint=option)
+    return numbers
+
+
+def known_names(value: str, known: Sequence[str], option: str) -> list[str]:
+    """A bench option's comma-separated names, each one of `known`; typer.BadParameter naming `option` otherwise."""
+    names = [part.strip() for part in value.split(",") if part.strip()]
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        problem = f"unknown {', '.join(repr(n) for n in unknown)}" if unknown else "none given"
+        raise typer.BadParameter(f"{problem}; choose from {', '.join(known)}", param_hint=option)
+    return names

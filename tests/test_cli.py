@@ -111,6 +111,26 @@ def test_benchmark_commands_report_the_projects_errors_without_a_traceback(args)
     assert "Traceback" not in result.output and not Path("/tmp/never").exists()
 
 
+@pytest.mark.parametrize("args,message", [
+    (("--concurrency", "1,x"), "Invalid value for --concurrency: expected comma-separated whole numbers, got '1,x'"),
+    (("--concurrency", "0"), "Invalid value for --concurrency: expected one or more numbers ≥ 1, got '0'"),
+    (("--endpoints", "user,bogus"), "Invalid value for --endpoints: unknown 'bogus'; choose from user, similar"),
+    (("--loadgen", "locust"), "Invalid value for '--loadgen'"),
+    (("--loadgen", "wrk"), "Invalid value for --loadgen: wrk is not on PATH"),
+])
+def test_bench_latency_refuses_bad_levels_endpoints_and_load_generators_before_starting_a_server(args, message,
+                                                                                                  monkeypatch):
+    """They were tracebacks (int(), a ValueError from the plan, wrk failing on 0 connections), some of them after the
+    server had started; now one message naming the option, before the bundle is even opened."""
+    import shutil
+
+    real_which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **kw: None if name == "wrk" else real_which(name, *a, **kw))
+    result = run("bench", "latency", "--bundle", "/no/such/bundle", "--out", "/tmp/never", *args)
+    assert result.exit_code == 2 and message in result.flat, result.output
+    assert "Traceback" not in result.output and not Path("/tmp/never").exists()
+
+
 def test_output_paths_that_are_files_are_refused_before_any_work_and_os_refusals_are_one_line(shop_bundle):
     root, bundle = shop_bundle
     taken = root / "taken.txt"
