@@ -14,7 +14,7 @@ bench_app = typer.Typer(help="Benchmarks: JSON + Markdown table + PNG chart per 
 @bench_app.command("ann")
 def ann(
     sizes: str = typer.Option("10000,100000,1000000", help="comma-separated synthetic catalogue sizes"),
-    out: Path = typer.Option(Path("results/ann"), help="directory for ann.json / ann.md / ann.png"),
+    out: Path = typer.Option(Path("results/ann"), file_okay=False, help="directory for ann.json / ann.md / ann.png"),
     queries: int = typer.Option(1000, min=1, help="queries per dataset (recall and batched QPS)"),
     threads: int = typer.Option(0, min=0, help="faiss threads for builds and batches (0: all cores)"),
     single_threads: int = typer.Option(1, min=1, help="faiss threads for the one-query-at-a-time loop"),
@@ -27,13 +27,28 @@ def ann(
     opq: bool = typer.Option(False, help="add an OPQ + IVF-PQ variant (catalogues up to 100k; slow to train)"),
 ) -> None:
     """FAISS index types: build time, size, recall@10/@100 vs exact, single and batched QPS."""
-    from benchmarks.ann import parse_sizes, run
+    from benchmarks.ann import KINDS, run
 
-    paths = run(parse_sizes(sizes), out, n_queries=queries, threads=threads, single_threads=single_threads,
+    paths = run(_ann_sizes(sizes), out, n_queries=queries, threads=threads, single_threads=single_threads,
                 single_queries=single_queries, max_seconds=max_seconds, seed=seed,
-                kinds=[k.strip() for k in kinds.split(",") if k.strip()], embeddings=embeddings, opq=opq)
+                kinds=known_names(kinds, KINDS, "--kinds"), embeddings=embeddings, opq=opq)
     for path in paths.values():
         typer.echo(path)
+
+
+def _ann_sizes(value: str) -> list[int]:
+    """--sizes of `bench ann`: catalogue sizes ("10000,1e6"), each at least K (the recall@100 it measures)."""
+    from benchmarks.ann import K, parse_sizes
+
+    try:
+        sizes = parse_sizes(value)
+    except (ValueError, OverflowError):
+        raise typer.BadParameter(f"expected comma-separated catalogue sizes, got {value!r}", param_hint="--sizes") \
+            from None
+    if not sizes or min(sizes) < K:
+        raise typer.BadParameter(f"expected one or more catalogue sizes ≥ {K} (recall@{K} is measured), got "
+                                 f"{value!r}", param_hint="--sizes")
+    return sizes
 
 
 def counts(value: str, option: str) -> list[int]:

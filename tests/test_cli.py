@@ -131,6 +131,29 @@ def test_bench_latency_refuses_bad_levels_endpoints_and_load_generators_before_s
     assert "Traceback" not in result.output and not Path("/tmp/never").exists()
 
 
+@pytest.mark.parametrize("args,message", [
+    (("--sizes", "x"), "Invalid value for --sizes: expected comma-separated catalogue sizes, got 'x'"),
+    (("--sizes", "1000,-5"), "Invalid value for --sizes: expected one or more catalogue sizes ≥ 100"),
+    (("--sizes", "99"), "(recall@100 is measured), got '99'"),
+    (("--kinds", "flat,bogus"), "Invalid value for --kinds: unknown 'bogus'; choose from flat, hnsw, ivf_flat, ivf_pq"),
+])
+def test_bench_ann_refuses_bad_sizes_and_kinds_before_any_index_is_built(args, message, tmp_path):
+    """They were tracebacks (float(), numpy's negative dimensions, a broadcast error below k=100 vectors, a ValueError
+    from the plan); now one message naming the option."""
+    result = run("bench", "ann", "--out", tmp_path / "ann", *args)
+    assert result.exit_code == 2 and message in result.flat, result.output
+    assert "Traceback" not in result.output and not (tmp_path / "ann").exists()
+
+
+def test_bench_ann_refuses_an_out_that_is_a_file_before_any_index_is_built(tmp_path):
+    """It ran the whole benchmark, then failed to write its report ('File exists')."""
+    taken = tmp_path / "taken.txt"
+    taken.write_text("not a directory")
+    result = run("bench", "ann", "--sizes", "100", "--kinds", "flat", "--out", taken)
+    assert result.exit_code == 2 and f"'{taken}' is a file" in result.flat, result.output
+    assert "built in" not in result.output and taken.read_text() == "not a directory"
+
+
 def test_output_paths_that_are_files_are_refused_before_any_work_and_os_refusals_are_one_line(shop_bundle):
     root, bundle = shop_bundle
     taken = root / "taken.txt"
