@@ -38,17 +38,28 @@ def built_on_other_fingerprint(manifest: dict, fingerprint: str) -> bool:
 
 def load_dataset(path: str | Path) -> Dataset:
     """A dataset directory written by `recsys import`, or a raw RecBole / MovieLens directory."""
+    path = Path(path)
+    return _dataset_reader(path)(path)
+
+
+def check_dataset(path: str | Path) -> None:
+    """DataError when `load_dataset` would refuse `path` (missing, or no dataset in it), without reading it: for
+    commands that read the dataset only after other long work."""
+    _dataset_reader(Path(path))
+
+
+def _dataset_reader(path: Path) -> Callable[[Path], Dataset]:
+    """The function that reads the dataset at `path`; DataError when there is none."""
     from recsys.data.importers import import_recbole_movielens, import_recbole_sequential
 
-    path = Path(path)
     if (path / "schema.json").is_file():
-        return Dataset.load(path)
+        return Dataset.load
     if not path.is_dir():
         raise DataError("no such dataset directory", source=str(path))
     if any(path.glob("*.train.inter")) and any(path.glob("*.text")):
-        return import_recbole_sequential(path)
+        return import_recbole_sequential
     if (path / "ml-100k.inter").is_file():
-        return import_recbole_movielens(path)
+        return import_recbole_movielens
     raise DataError("not a dataset: expected schema.json (from `recsys import`), RecBole *.text + *.inter files, "
                     "or ml-100k.inter", source=str(path))
 

@@ -154,6 +154,21 @@ def test_bench_ann_refuses_an_out_that_is_a_file_before_any_index_is_built(tmp_p
     assert "built in" not in result.output and taken.read_text() == "not a directory"
 
 
+@pytest.mark.parametrize("args,message", [
+    (("--data", "/no/such/dir"), "error: /no/such/dir: no such dataset directory"),
+    (("--data", "/no/such/dir", "--stages", "encode,ann"), "error: /no/such/dir: no such dataset directory"),
+    (("--stages", "train,bogus"), "Invalid value for --stages: unknown 'bogus'; choose from train, encode, ann"),
+    (("--concurrency", "1,x"), "Invalid value for --concurrency: expected comma-separated whole numbers"),
+])
+def test_bench_gpu_refuses_a_missing_dataset_and_bad_options_before_any_stage(args, message, tmp_path):
+    """A missing --data failed the train and encode stages, then ran the 1M-vector faiss stage anyway (the stages go
+    on after a failed one); --stages / --concurrency typos were tracebacks. Now one message, nothing run."""
+    args = ("--data", tmp_path, *args) if "--data" not in args else args
+    result = run("bench", "gpu", "--out", tmp_path / "gpu", *args)
+    assert result.exit_code == 2 and message in result.flat, result.output
+    assert "Traceback" not in result.output and "gpu check" not in result.output and not (tmp_path / "gpu").exists()
+
+
 def test_output_paths_that_are_files_are_refused_before_any_work_and_os_refusals_are_one_line(shop_bundle):
     root, bundle = shop_bundle
     taken = root / "taken.txt"
