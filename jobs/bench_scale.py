@@ -27,7 +27,10 @@ def bench_encoder(
 ) -> None:
     """torch fp32 vs ONNX Runtime fp32 vs int8: items/s, cosine to fp32, zero-shot quality."""
     from benchmarks.encoder import run
+    from jobs.workflows import check_dataset
 
+    if data is not None:  # read after every backend's throughput run: a wrong path fails now, not then
+        check_dataset(data)
     paths = run(out, texts, threads, data, seed, command=invocation())
     typer.echo(paths["md"].read_text())
 

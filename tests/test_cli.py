@@ -169,6 +169,14 @@ def test_bench_gpu_refuses_a_missing_dataset_and_bad_options_before_any_stage(ar
     assert "Traceback" not in result.output and "gpu check" not in result.output and not (tmp_path / "gpu").exists()
 
 
+def test_bench_encoder_refuses_a_missing_dataset_before_encoding(tmp_path):
+    """--data was read only after the torch backend's encoding run (10,000 texts by default)."""
+    result = run("bench", "encoder", "--data", tmp_path / "nope", "--texts", 100, "--threads", 1,
+                 "--out", tmp_path / "enc")
+    assert result.exit_code == 2 and result.output.startswith(f"error: {tmp_path / 'nope'}: no such dataset directory")
+    assert "Loading weights" not in result.output and not (tmp_path / "enc").exists()
+
+
 def test_output_paths_that_are_files_are_refused_before_any_work_and_os_refusals_are_one_line(shop_bundle):
     root, bundle = shop_bundle
     taken = root / "taken.txt"
