@@ -177,6 +177,16 @@ def test_bench_encoder_refuses_a_missing_dataset_before_encoding(tmp_path):
     assert "Loading weights" not in result.output and not (tmp_path / "enc").exists()
 
 
+@pytest.mark.parametrize("lambdas", ["nan", "100,inf", "-1", "0"])
+def test_bench_ease_refuses_lambdas_that_are_not_positive_finite_numbers(lambdas, tmp_path):
+    """nan and inf were accepted: the run finished with a report whose 'EASE alone' row read N@10 1.0000."""
+    result = run("bench", "ease", "--bundle", "/no/such/bundle", "--data", "/no/such/dir", "--lambdas", lambdas,
+                 "--out", tmp_path / "ease")
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for --lambdas: every λ must be a positive finite number, got '{lambdas}'" in result.flat
+    assert not (tmp_path / "ease").exists()
+
+
 def test_output_paths_that_are_files_are_refused_before_any_work_and_os_refusals_are_one_line(shop_bundle):
     root, bundle = shop_bundle
     taken = root / "taken.txt"
