@@ -187,6 +187,17 @@ def test_bench_ease_refuses_lambdas_that_are_not_positive_finite_numbers(lambdas
     assert not (tmp_path / "ease").exists()
 
 
+def test_bench_ranker_refuses_an_existing_save_bundle_before_fitting(shop_bundle, tmp_path):
+    """It fitted every seed's re-ranker, then failed on 'already exists' when saving."""
+    root, bundle = shop_bundle
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    result = run("bench", "ranker", "--bundle", bundle, "--data", root / "shop", "--save-bundle", taken,
+                 "--out", tmp_path / "ranker")
+    assert result.exit_code == 2 and f"Invalid value for --save-bundle: {taken} already exists" in result.flat
+    assert "seed 0" not in result.output and not (tmp_path / "ranker").exists()
+
+
 def test_output_paths_that_are_files_are_refused_before_any_work_and_os_refusals_are_one_line(shop_bundle):
     root, bundle = shop_bundle
     taken = root / "taken.txt"
