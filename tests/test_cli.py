@@ -198,6 +198,16 @@ def test_bench_ranker_refuses_an_existing_save_bundle_before_fitting(shop_bundle
     assert "seed 0" not in result.output and not (tmp_path / "ranker").exists()
 
 
+@pytest.mark.parametrize("name", ["runs/a", "", "..", "a\\b"])
+def test_bench_quality_refuses_a_report_name_that_is_not_a_file_name_before_training(name, tmp_path):
+    """--name runs/a trained every variant, then failed writing OUT/runs/a.json ('No such file or directory')."""
+    result = run("bench", "quality", "--data", "/no/such/dir", "--variants", "smoke", "--name", name,
+                 "--out", tmp_path / "q")
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for --name: {name!r} is not a report name" in result.flat, result.output
+    assert not (tmp_path / "q").exists()
+
+
 def test_output_paths_that_are_files_are_refused_before_any_work_and_os_refusals_are_one_line(shop_bundle):
     root, bundle = shop_bundle
     taken = root / "taken.txt"
