@@ -7,7 +7,7 @@ benchmarks/scale.py."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 from rich.markup import escape
@@ -45,7 +45,8 @@ def bench_scale(
     stages: Annotated[str, typer.Option(help="comma-separated: import, build, ranker, batch, serve")] =
     "import,build,ranker,batch,serve",
     threads: Annotated[int, typer.Option(min=1, help="threads for every stage (OMP/BLAS/FAISS/LightGBM)")] = 1,
-    encoder: Annotated[str, typer.Option(help="item encoder for build: torch, onnx or onnx-int8")] = "onnx-int8",
+    encoder: Annotated[Literal["torch", "onnx", "onnx-int8"], typer.Option(
+        help="item encoder for build: torch, onnx or onnx-int8")] = "onnx-int8",
     eval_users: Annotated[int, typer.Option(min=1, help="users build evaluates (seeded sample)")] = 2000,
     requests: Annotated[int, typer.Option(min=1, help="serve: sequential known-user requests")] = 200,
     model: Annotated[Optional[str], typer.Option(help="BERT for build (default: the default MiniLM)")] = None,
