@@ -129,6 +129,8 @@ def _chart(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
 def run(out: Path, lengths: Sequence[int], inserts: int = 300, redis_url: str | None = None, command: str = "",
         log=print) -> dict[str, Path]:
     """Benchmark each history length (cumulative: one user's history grows through them) and write the report."""
+    if redis_url:  # an unreachable Redis (StoreError) fails now, not after the SQLite runs
+        RedisEventStore(redis_url, prefix="recsys-bench-check").close()
     with tempfile.TemporaryDirectory(prefix="recsys-bench-store-") as tmp:
         rows = _sqlite_rows(lengths, inserts, Path(tmp), log)
     if redis_url:

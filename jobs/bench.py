@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
@@ -13,7 +14,7 @@ bench_app = typer.Typer(help="Benchmarks: JSON + Markdown table + PNG chart per 
 @bench_app.command("ann")
 def ann(
     sizes: str = typer.Option("10000,100000,1000000", help="comma-separated synthetic catalogue sizes"),
-    out: Path = typer.Option(Path("results/ann"), help="directory for ann.json / ann.md / ann.png"),
+    out: Path = typer.Option(Path("results/ann"), file_okay=False, help="directory for ann.json / ann.md / ann.png"),
     queries: int = typer.Option(1000, min=1, help="queries per dataset (recall and batched QPS)"),
     threads: int = typer.Option(0, min=0, help="faiss threads for builds and batches (0: all cores)"),
     single_threads: int = typer.Option(1, min=1, help="faiss threads for the one-query-at-a-time loop"),
@@ -26,10 +27,48 @@ def ann(
     opq: bool = typer.Option(False, help="add an OPQ + IVF-PQ variant (catalogues up to 100k; slow to train)"),
 ) -> None:
     """FAISS index types: build time, size, recall@10/@100 vs exact, single and batched QPS."""
-    from benchmarks.ann import parse_sizes, run
+    from benchmarks.ann import KINDS, run
 
-    paths = run(parse_sizes(sizes), out, n_queries=queries, threads=threads, single_threads=single_threads,
+    paths = run(_ann_sizes(sizes), out, n_queries=queries, threads=threads, single_threads=single_threads,
                 single_queries=single_queries, max_seconds=max_seconds, seed=seed,
-                kinds=[k.strip() for k in kinds.split(",") if k.strip()], embeddings=embeddings, opq=opq)
+                kinds=known_names(kinds, KINDS, "--kinds"), embeddings=embeddings, opq=opq)
     for path in paths.values():
         typer.echo(path)
+
+
+def _ann_sizes(value: str) -> list[int]:
+    """--sizes of `bench ann`: catalogue sizes ("10000,1e6"), each at least K (the recall@100 it measures)."""
+    from benchmarks.ann import K, parse_sizes
+
+    try:
+        sizes = parse_sizes(value)
+    except (ValueError, OverflowError):
+        raise typer.BadParameter(f"expected comma-separated catalogue sizes, got {value!r}", param_hint="--sizes") \
+            from None
+    if not sizes or min(sizes) < K:
+        raise typer.BadParameter(f"expected one or more catalogue sizes ≥ {K} (recall@{K} is measured), got "
+                                 f"{value!r}", param_hint="--sizes")
+    return sizes
+
+
+def counts(value: str, option: str) -> list[int]:
+    """A bench option's comma-separated positive whole numbers ("1,8,32"); typer.BadParameter naming `option`
+    for anything else, before the benchmark starts."""
+    parts = [part.strip() for part in value.split(",") if part.strip()]
+    try:
+        numbers = [int(part) for part in parts]
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated whole numbers, got {value!r}", param_hint=option) from None
+    if not numbers or min(numbers) < 1:
+        raise typer.BadParameter(f"expected one or more numbers ≥ 1, got {value!r}", param_hint=option)
+    return numbers
+
+
+def known_names(value: str, known: Sequence[str], option: str) -> list[str]:
+    """A bench option's comma-separated names, each one of `known`; typer.BadParameter naming `option` otherwise."""
+    names = [part.strip() for part in value.split(",") if part.strip()]
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        problem = f"unknown {', '.join(repr(n) for n in unknown)}" if unknown else "none given"
+        raise typer.BadParameter(f"{problem}; choose from {', '.join(known)}", param_hint=option)
+    return names

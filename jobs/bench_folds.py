@@ -86,8 +86,8 @@ def bench_ease(
     except ValueError:
         raise typer.BadParameter(f"{lambdas!r}: comma-separated numbers, e.g. 100,200,500",
                                  param_hint="--lambdas") from None
-    if not chosen or min(chosen) <= 0:
-        raise typer.BadParameter("every λ must be positive", param_hint="--lambdas")
+    if not chosen or not all(0 < x < float("inf") for x in chosen):  # nan fails both comparisons
+        raise typer.BadParameter(f"every λ must be a positive finite number, got {lambdas!r}", param_hint="--lambdas")
     for path in run(bundle, data, out, chosen, buckets, seed=seed, outer=outer, command=invocation(),
                     log=console.print).values():
         typer.echo(path)

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from jobs.app import read_json_object
-from jobs.bench import bench_app
+from jobs.bench import bench_app, counts, known_names
 from jobs.output import invocation
 
 
@@ -33,14 +33,19 @@ def gpu(
     """One command for a GPU machine (≤ 8 min on one large GPU): the `gpu` preset to a bundle with its test
     N@10/R@10, fp32/bf16/fp16 encoding throughput, faiss-gpu vs faiss-cpu at 1M vectors, and the API latency
     table serving the bundle from the GPU. Without a GPU it runs what it can on the CPU and lists what it skipped."""
-    from benchmarks.gpu_check import GpuCheckSettings, run
+    from benchmarks.gpu_check import STAGES, GpuCheckSettings, run
+    from jobs.workflows import check_dataset
 
+    chosen = known_names(stages, STAGES, "--stages")
+    levels = counts(concurrency, "--concurrency")
+    if {"train", "encode"} & set(chosen):  # before the stages, which go on after a failed one (ann: 1M vectors)
+        check_dataset(data)
     settings = GpuCheckSettings(
         data=data, model=model, train_minutes=train_minutes,
         train_overrides=read_json_object(config, "TrainConfig overrides merged over the `gpu` preset"),
         encode_items=encode_items, encode_batch=encode_batch, ann_size=ann_size, ann_queries=ann_queries,
-        latency_concurrency=tuple(int(c) for c in concurrency.split(",") if c.strip()),
+        latency_concurrency=tuple(levels),
         latency_requests=latency_requests, latency_seconds=latency_seconds, budget_minutes=budget_minutes,
-        stages=tuple(s.strip() for s in stages.split(",") if s.strip()))
+        stages=tuple(chosen))
     paths = run(settings, out, command=invocation())
     typer.echo(paths["md"].read_text())

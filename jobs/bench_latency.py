@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
-from jobs.bench import bench_app
+from jobs.bench import bench_app, counts, known_names
 from jobs.output import invocation
 
 
@@ -20,14 +20,20 @@ def latency(
     requests: Annotated[int, typer.Option(min=1, help="requests per level (upper bound)")] = 2000,
     seconds: Annotated[float, typer.Option(min=0.1, help="seconds per level (upper bound)")] = 20.0,
     reload_test: Annotated[bool, typer.Option(help="also reload the bundle in the middle of a run")] = True,
-    loadgen: Annotated[str, typer.Option(help="auto (wrk when installed, else httpx), wrk or httpx")] = "auto",
+    loadgen: Annotated[Literal["auto", "wrk", "httpx"], typer.Option(
+        help="auto (wrk when installed, else httpx), wrk or httpx")] = "auto",
     workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes")] = 1,
     towers_only: Annotated[bool, typer.Option(help="also measure the same bundle with its re-ranker off")] = True,
 ) -> None:
     """Start the API on loopback and measure p50/p95/p99, req/s and errors under load."""
-    from benchmarks.latency import run
+    from benchmarks.latency import ENDPOINTS, run
+    from benchmarks.loadgen import available_tool
 
-    result = run(bundle, out, [int(c) for c in concurrency.split(",")], endpoints.split(","), requests, seconds,
-                 reload_test, loadgen=loadgen, workers=workers, towers_only=towers_only,
-                 command=invocation())
+    levels, chosen = counts(concurrency, "--concurrency"), known_names(endpoints, ENDPOINTS, "--endpoints")
+    try:
+        available_tool(loadgen)  # wrk asked for but not installed: refused before the server starts
+    except RuntimeError as error:
+        raise typer.BadParameter(str(error), param_hint="--loadgen") from None
+    result = run(bundle, out, levels, chosen, requests, seconds, reload_test, loadgen=loadgen, workers=workers,
+                 towers_only=towers_only, command=invocation())
     typer.echo(Path(result["paths"]["md"]).read_text())

@@ -14,6 +14,15 @@ from jobs.bench import bench_app
 from jobs.output import invocation
 
 
+def _report_name(value: str) -> str:
+    """--name callback: the stem of the report files written in --out (checked now, not when they are written after
+    the training)."""
+    if not value.strip() or value in (".", "..") or "/" in value or "\\" in value:
+        raise typer.BadParameter(f"{value!r} is not a report name: give a file name without '/' or '\\' (the "
+                                 "report is written as NAME.json / .md / .png in --out)", param_hint="--name")
+    return value
+
+
 @bench_app.command("quality")
 def bench_quality(
     data: Annotated[Path, typer.Option(help="dataset directory or raw RecBole/MovieLens directory")],
@@ -25,7 +34,8 @@ def bench_quality(
     ranker: Annotated[bool, typer.Option("--ranker/--no-ranker", help="also fit the LightGBM re-ranker on each "
                                          "variant's towers (valid step) and report it on test")] = True,
     bundles: Annotated[Optional[Path], typer.Option(file_okay=False, help="also write each trained bundle under this root")] = None,
-    name: str = "quality",
+    name: Annotated[str, typer.Option(callback=_report_name, help="report file name: NAME.json / .md / .png in "
+                                      "--out")] = "quality",
     threads: Annotated[int, typer.Option(min=1, help="CPU threads (torch, FAISS, BLAS)")] = 2,
     cold_items: Annotated[float, typer.Option(min=0.0, max=0.9, help="simulated new items: hold this share of the "
                                               "items (seeded) out of the train split, so the cold-start slice holds "

@@ -15,6 +15,13 @@ from jobs.ranker_cmd import (Candidates, CvFolds, FoldEnsemble, PopularCandidate
                              TrainPositions, TransitionCandidates, ranker_config, read_overrides)
 
 
+def _new_bundle(value: Path | None) -> Path | None:
+    """--save-bundle callback: a path that exists is refused now, not after the fits (the bundle is written last)."""
+    if value is not None and value.exists():
+        raise typer.BadParameter(f"{value} already exists: choose a new directory", param_hint="--save-bundle")
+    return value
+
+
 @bench_app.command("ranker")
 def bench_ranker(
     bundle: BundleDir,
@@ -29,8 +36,8 @@ def bench_ranker(
     popular_candidates: PopularCandidates = None,
     cv_folds: CvFolds = None,
     fold_ensemble: FoldEnsemble = None,
-    save_bundle: Annotated[Optional[Path], typer.Option(help="also write the bundle with its best-on-valid ranker "
-                                                             "here")] = None,
+    save_bundle: Annotated[Optional[Path], typer.Option(callback=_new_bundle, help="also write the bundle with its "
+                                                        "best-on-valid ranker here (a new directory)")] = None,
     config_file: RankerConfigFile = None,
 ) -> None:
     """Train the re-ranker once per seed and compare it with retrieval alone (held-out valid users, test)."""

@@ -7,7 +7,7 @@ benchmarks/scale.py."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 from rich.markup import escape
@@ -27,7 +27,10 @@ def bench_encoder(
 ) -> None:
     """torch fp32 vs ONNX Runtime fp32 vs int8: items/s, cosine to fp32, zero-shot quality."""
     from benchmarks.encoder import run
+    from jobs.workflows import check_dataset
 
+    if data is not None:  # read after every backend's throughput run: a wrong path fails now, not then
+        check_dataset(data)
     paths = run(out, texts, threads, data, seed, command=invocation())
     typer.echo(paths["md"].read_text())
 
@@ -42,7 +45,8 @@ def bench_scale(
     stages: Annotated[str, typer.Option(help="comma-separated: import, build, ranker, batch, serve")] =
     "import,build,ranker,batch,serve",
     threads: Annotated[int, typer.Option(min=1, help="threads for every stage (OMP/BLAS/FAISS/LightGBM)")] = 1,
-    encoder: Annotated[str, typer.Option(help="item encoder for build: torch, onnx or onnx-int8")] = "onnx-int8",
+    encoder: Annotated[Literal["torch", "onnx", "onnx-int8"], typer.Option(
+        help="item encoder for build: torch, onnx or onnx-int8")] = "onnx-int8",
     eval_users: Annotated[int, typer.Option(min=1, help="users build evaluates (seeded sample)")] = 2000,
     requests: Annotated[int, typer.Option(min=1, help="serve: sequential known-user requests")] = 200,
     model: Annotated[Optional[str], typer.Option(help="BERT for build (default: the default MiniLM)")] = None,

@@ -38,35 +38,48 @@ def built_on_other_fingerprint(manifest: dict, fingerprint: str) -> bool:
 
 def load_dataset(path: str | Path) -> Dataset:
     """A dataset directory written by `recsys import`, or a raw RecBole / MovieLens directory."""
+    path = Path(path)
+    return _dataset_reader(path)(path)
+
+
+def check_dataset(path: str | Path) -> None:
+    """DataError when `load_dataset` would refuse `path` (missing, or no dataset in it), without reading it: for
+    commands that read the dataset only after other long work."""
+    _dataset_reader(Path(path))
+
+
+def _dataset_reader(path: Path) -> Callable[[Path], Dataset]:
+    """The function that reads the dataset at `path`; DataError when there is none."""
     from recsys.data.importers import import_recbole_movielens, import_recbole_sequential
 
-    path = Path(path)
     if (path / "schema.json").is_file():
-        return Dataset.load(path)
+        return Dataset.load
     if not path.is_dir():
         raise DataError("no such dataset directory", source=str(path))
     if any(path.glob("*.train.inter")) and any(path.glob("*.text")):
-        return import_recbole_sequential(path)
+        return import_recbole_sequential
     if (path / "ml-100k.inter").is_file():
-        return import_recbole_movielens(path)
+        return import_recbole_movielens
     raise DataError("not a dataset: expected schema.json (from `recsys import`), RecBole *.text + *.inter files, "
                     "or ml-100k.inter", source=str(path))
 
 
-def save_dataset(dataset: Dataset, out: str | Path, overwrite: bool = False) -> Path:
+def save_dataset(dataset: Dataset, out: str | Path, overwrite: bool = False, option: str = "--out") -> Path:
     """Write `dataset` to `out` through a temporary sibling (a failed import leaves nothing half-written). A
-    directory holding a dataset is replaced only with `overwrite`; any other non-empty directory never is."""
-    return write_dataset_dir(out, dataset.save, overwrite)
+    directory holding a dataset is replaced only with `overwrite`; any other non-empty directory never is.
+    `option`: the CLI option that named `out`, for the messages."""
+    return write_dataset_dir(out, dataset.save, overwrite, option)
 
 
-def write_dataset_dir(out: str | Path, write: Callable[[Path], object], overwrite: bool = False) -> Path:
+def write_dataset_dir(out: str | Path, write: Callable[[Path], object], overwrite: bool = False,
+                      option: str = "--out") -> Path:
     """`write(directory)` into a temporary sibling of `out`, then renamed to `out` (see `save_dataset`)."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not (out / "schema.json").is_file():
-            raise DataError("exists and is not a dataset directory: choose another --out", source=str(out))
+            raise DataError(f"exists and is not a dataset directory: choose another {option}", source=str(out))
         if not overwrite:
-            raise DataError("already holds a dataset: pass --overwrite to replace it, or choose another --out",
+            raise DataError(f"already holds a dataset: pass --overwrite to replace it, or choose another {option}",
                             source=str(out))
     out.parent.mkdir(parents=True, exist_ok=True)
     tag = uuid.uuid4().hex[:8]
@@ -83,13 +96,15 @@ def write_dataset_dir(out: str | Path, write: Callable[[Path], object], overwrit
 
 
 def quickstart_dataset(users: int, items: int, seed: int, out: str | Path) -> Dataset:
-    """The synthetic shop, saved to `out` (a synthetic shop already there is replaced; any other data refused)."""
+    """The synthetic shop, saved to `out` (`--data-out`: a synthetic shop already there is replaced; any other data
+    refused)."""
     from recsys.data.synthetic import generate_shop
 
     dataset = generate_shop(n_users=users, n_items=items, seed=seed)
     out = Path(out)
-    replace = (out / "schema.json").is_file() and Dataset.load(out).name == dataset.name
-    save_dataset(dataset, out, overwrite=replace)
+    if (out / "schema.json").is_file() and Dataset.load(out).name != dataset.name:
+        raise DataError("holds another dataset than the synthetic shop: choose another --data-out", source=str(out))
+    save_dataset(dataset, out, overwrite=True, option="--data-out")
     return dataset
 
 

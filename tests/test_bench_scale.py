@@ -40,3 +40,11 @@ def test_bench_scale_runs_every_stage_at_a_tiny_size(tiny_bert_dir, tmp_path):
     assert (tmp_path / "out" / "scale.png").stat().st_size > 0
     bad = runner.invoke(app, [*common, "--sizes", "64x60x400", "--stages", "nope"])
     assert bad.exit_code == 2 and "unknown stage" in bad.output
+
+
+def test_bench_scale_refuses_an_unknown_encoder_before_the_first_stage(tmp_path):
+    """It ran the import stage (minutes at the default sizes), then the build stage's process failed on it."""
+    result = CliRunner().invoke(app, ["bench", "scale", "--sizes", "64x60x400", "--encoder", "bogus", "--stages",
+                                      "import,build", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "Invalid value for '--encoder'" in result.output, result.output
+    assert not (tmp_path / "work").exists() and not (tmp_path / "out").exists()

@@ -111,6 +111,103 @@ def test_benchmark_commands_report_the_projects_errors_without_a_traceback(args)
     assert "Traceback" not in result.output and not Path("/tmp/never").exists()
 
 
+@pytest.mark.parametrize("args,message", [
+    (("--concurrency", "1,x"), "Invalid value for --concurrency: expected comma-separated whole numbers, got '1,x'"),
+    (("--concurrency", "0"), "Invalid value for --concurrency: expected one or more numbers ≥ 1, got '0'"),
+    (("--endpoints", "user,bogus"), "Invalid value for --endpoints: unknown 'bogus'; choose from user, similar"),
+    (("--loadgen", "locust"), "Invalid value for '--loadgen'"),
+    (("--loadgen", "wrk"), "Invalid value for --loadgen: wrk is not on PATH"),
+])
+def test_bench_latency_refuses_bad_levels_endpoints_and_load_generators_before_starting_a_server(args, message,
+                                                                                                  monkeypatch):
+    """They were tracebacks (int(), a ValueError from the plan, wrk failing on 0 connections), some of them after the
+    server had started; now one message naming the option, before the bundle is even opened."""
+    import shutil
+
+    real_which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **kw: None if name == "wrk" else real_which(name, *a, **kw))
+    result = run("bench", "latency", "--bundle", "/no/such/bundle", "--out", "/tmp/never", *args)
+    assert result.exit_code == 2 and message in result.flat, result.output
+    assert "Traceback" not in result.output and not Path("/tmp/never").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (("--sizes", "x"), "Invalid value for --sizes: expected comma-separated catalogue sizes, got 'x'"),
+    (("--sizes", "1000,-5"), "Invalid value for --sizes: expected one or more catalogue sizes ≥ 100"),
+    (("--sizes", "99"), "(recall@100 is measured), got '99'"),
+    (("--kinds", "flat,bogus"), "Invalid value for --kinds: unknown 'bogus'; choose from flat, hnsw, ivf_flat, ivf_pq"),
+])
+def test_bench_ann_refuses_bad_sizes_and_kinds_before_any_index_is_built(args, message, tmp_path):
+    """They were tracebacks (float(), numpy's negative dimensions, a broadcast error below k=100 vectors, a ValueError
+    from the plan); now one message naming the option."""
+    result = run("bench", "ann", "--out", tmp_path / "ann", *args)
+    assert result.exit_code == 2 and message in result.flat, result.output
+    assert "Traceback" not in result.output and not (tmp_path / "ann").exists()
+
+
+def test_bench_ann_refuses_an_out_that_is_a_file_before_any_index_is_built(tmp_path):
+    """It ran the whole benchmark, then failed to write its report ('File exists')."""
+    taken = tmp_path / "taken.txt"
+    taken.write_text("not a directory")
+    result = run("bench", "ann", "--sizes", "100", "--kinds", "flat", "--out", taken)
+    assert result.exit_code == 2 and f"'{taken}' is a file" in result.flat, result.output
+    assert "built in" not in result.output and taken.read_text() == "not a directory"
+
+
+@pytest.mark.parametrize("args,message", [
+    (("--data", "/no/such/dir"), "error: /no/such/dir: no such dataset directory"),
+    (("--data", "/no/such/dir", "--stages", "encode,ann"), "error: /no/such/dir: no such dataset directory"),
+    (("--stages", "train,bogus"), "Invalid value for --stages: unknown 'bogus'; choose from train, encode, ann"),
+    (("--concurrency", "1,x"), "Invalid value for --concurrency: expected comma-separated whole numbers"),
+])
+def test_bench_gpu_refuses_a_missing_dataset_and_bad_options_before_any_stage(args, message, tmp_path):
+    """A missing --data failed the train and encode stages, then ran the 1M-vector faiss stage anyway (the stages go
+    on after a failed one); --stages / --concurrency typos were tracebacks. Now one message, nothing run."""
+    args = ("--data", tmp_path, *args) if "--data" not in args else args
+    result = run("bench", "gpu", "--out", tmp_path / "gpu", *args)
+    assert result.exit_code == 2 and message in result.flat, result.output
+    assert "Traceback" not in result.output and "gpu check" not in result.output and not (tmp_path / "gpu").exists()
+
+
+def test_bench_encoder_refuses_a_missing_dataset_before_encoding(tmp_path):
+    """--data was read only after the torch backend's encoding run (10,000 texts by default)."""
+    result = run("bench", "encoder", "--data", tmp_path / "nope", "--texts", 100, "--threads", 1,
+                 "--out", tmp_path / "enc")
+    assert result.exit_code == 2 and result.output.startswith(f"error: {tmp_path / 'nope'}: no such dataset directory")
+    assert "Loading weights" not in result.output and not (tmp_path / "enc").exists()
+
+
+@pytest.mark.parametrize("lambdas", ["nan", "100,inf", "-1", "0"])
+def test_bench_ease_refuses_lambdas_that_are_not_positive_finite_numbers(lambdas, tmp_path):
+    """nan and inf were accepted: the run finished with a report whose 'EASE alone' row read N@10 1.0000."""
+    result = run("bench", "ease", "--bundle", "/no/such/bundle", "--data", "/no/such/dir", "--lambdas", lambdas,
+                 "--out", tmp_path / "ease")
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for --lambdas: every λ must be a positive finite number, got '{lambdas}'" in result.flat
+    assert not (tmp_path / "ease").exists()
+
+
+def test_bench_ranker_refuses_an_existing_save_bundle_before_fitting(shop_bundle, tmp_path):
+    """It fitted every seed's re-ranker, then failed on 'already exists' when saving."""
+    root, bundle = shop_bundle
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    result = run("bench", "ranker", "--bundle", bundle, "--data", root / "shop", "--save-bundle", taken,
+                 "--out", tmp_path / "ranker")
+    assert result.exit_code == 2 and f"Invalid value for --save-bundle: {taken} already exists" in result.flat
+    assert "seed 0" not in result.output and not (tmp_path / "ranker").exists()
+
+
+@pytest.mark.parametrize("name", ["runs/a", "", "..", "a\\b"])
+def test_bench_quality_refuses_a_report_name_that_is_not_a_file_name_before_training(name, tmp_path):
+    """--name runs/a trained every variant, then failed writing OUT/runs/a.json ('No such file or directory')."""
+    result = run("bench", "quality", "--data", "/no/such/dir", "--variants", "smoke", "--name", name,
+                 "--out", tmp_path / "q")
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for --name: {name!r} is not a report name" in result.flat, result.output
+    assert not (tmp_path / "q").exists()
+
+
 def test_output_paths_that_are_files_are_refused_before_any_work_and_os_refusals_are_one_line(shop_bundle):
     root, bundle = shop_bundle
     taken = root / "taken.txt"
@@ -249,6 +346,26 @@ def test_quickstart_end_to_end_and_the_engine_beats_popularity(tmp_path, tiny_be
     result = run("quickstart", "--data-out", other, "--model", tiny_bert_dir, "--users", 40, "--items", 60)
     assert result.exit_code == 2 and "not a dataset directory" in result.output
     assert (other / "notes.txt").read_text() == "keep me"
+
+
+def test_quickstart_refuses_data_out_naming_its_own_option(tmp_path, tiny_bert_dir):
+    """--data-out that holds other files or another dataset is refused before any training, and the message names
+    --data-out (quickstart has no --out for data and no --overwrite)."""
+    import dataclasses
+
+    from recsys.data.synthetic import generate_shop
+
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    result = run("quickstart", "--data-out", other, "--model", tiny_bert_dir, "--users", 5, "--items", 32)
+    assert result.exit_code == 2 and "exists and is not a dataset directory: choose another --data-out" in result.flat
+    movies = tmp_path / "movies"
+    dataclasses.replace(generate_shop(n_users=5, n_items=32, seed=0), name="movies").save(movies)
+    result = run("quickstart", "--data-out", movies, "--model", tiny_bert_dir, "--users", 5, "--items", 32)
+    assert result.exit_code == 2, result.output
+    assert "holds another dataset than the synthetic shop: choose another --data-out" in result.flat
+    assert "--overwrite" not in result.flat and "loading BERT" not in result.output
 
 
 def test_version():

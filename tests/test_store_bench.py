@@ -21,3 +21,15 @@ def test_store_benchmark_lengths_are_checked():
     assert parse_lengths("1000000,0,1000") == [0, 1_000, 1_000_000]
     with pytest.raises(ValueError, match="expected comma-separated history lengths ≥ 0, got '-1'"):
         parse_lengths("-1")
+
+
+def test_an_unreachable_redis_is_refused_before_the_sqlite_runs(tmp_path):
+    """It was reached only after every SQLite length had run (minutes at a million events)."""
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "store", "--lengths", "0", "--inserts", "10", "--redis-url", "notaurl",
+                                      "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and result.output.startswith("error: cannot reach Redis at notaurl"), result.output
+    assert "sqlite" not in result.output and not (tmp_path / "out").exists()
