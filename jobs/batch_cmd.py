@@ -55,6 +55,9 @@ def batch_score(
 
     if engine not in ("local", "ray"):
         raise typer.BadParameter(f"--engine must be local or ray, got {engine!r}")
+    if ray_address is not None and engine != "ray":
+        raise typer.BadParameter("only --engine ray uses a Ray cluster: pass --engine ray, or leave --ray-address out",
+                                 param_hint="--ray-address")
     if (data is None) != (split is None):
         raise typer.BadParameter("evaluation mode needs both --data and --split")
     if split not in (None, "valid", "test"):

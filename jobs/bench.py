@@ -28,10 +28,16 @@ def ann(
 ) -> None:
     """FAISS index types: build time, size, recall@10/@100 vs exact, single and batched QPS."""
     from benchmarks.ann import KINDS, run
+    from recsys.config import IndexConfig
 
-    paths = run(_ann_sizes(sizes), out, n_queries=queries, threads=threads, single_threads=single_threads,
-                single_queries=single_queries, max_seconds=max_seconds, seed=seed,
-                kinds=known_names(kinds, KINDS, "--kinds"), embeddings=embeddings, opq=opq)
+    chosen, catalogues = known_names(kinds, KINDS, "--kinds"), _ann_sizes(sizes)
+    pq_items = 2 ** IndexConfig(kind="ivf_pq").pq_nbits
+    if "ivf_pq" in chosen and min(catalogues) < pq_items:  # its codebooks train on the catalogue itself
+        raise typer.BadParameter(f"an ivf_pq index needs at least {pq_items} items, got {sizes!r}: give larger "
+                                 "sizes or leave ivf_pq out of --kinds", param_hint="--sizes")
+    paths = run(catalogues, out, n_queries=queries, threads=threads, single_threads=single_threads,
+                single_queries=single_queries, max_seconds=max_seconds, seed=seed, kinds=chosen,
+                embeddings=embeddings, opq=opq)
     for path in paths.values():
         typer.echo(path)
 

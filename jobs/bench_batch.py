@@ -14,7 +14,7 @@ from jobs.bench import bench_app
 
 def _engines(value: str) -> tuple[str, ...]:
     names = tuple(e.strip() for e in value.split(",") if e.strip())
-    if set(names) - {"local", "ray"}:
+    if not names or set(names) - {"local", "ray"}:
         raise typer.BadParameter(f"engines must be local and/or ray, got {value!r}")
     return names
 
@@ -38,6 +38,9 @@ def bench_batch(
     from benchmarks.batch import BenchSettings, run_benchmark
     from jobs.output import console, invocation
 
+    if not bundle and not synthetic_users:
+        raise typer.BadParameter("nothing to measure: give a --bundle, or --synthetic-users above 0",
+                                 param_hint="--synthetic-users")
     settings = BenchSettings(bundles=tuple(bundle or ()), synthetic_users=synthetic_users,
                              synthetic_subset=synthetic_subset, synthetic_items=synthetic_items,
                              engines=_engines(engines), synthetic_engines=_engines(synthetic_engines), k=k,

@@ -65,6 +65,7 @@ def _train_and_evaluate(dataset, model: str, seed: int, out: Path) -> dict:
     from jobs.workflows import baseline_models
     from recsys.artifacts import new_version
     from recsys.config import BuildConfig, EncoderConfig, EvalConfig
+    from recsys.errors import DataError
     from recsys.splits import split_dataset
 
     split = split_dataset(dataset)
@@ -78,7 +79,12 @@ def _train_and_evaluate(dataset, model: str, seed: int, out: Path) -> dict:
     trained = train_and_evaluate(dataset, split, config, name="shop", eval_config=eval_config)
     rows += [{**r, "model": "towers", "seconds": trained.result.seconds} for r in trained.rows]
     step("fitting the LightGBM re-ranker on the validation step …")
-    ranked = ranked_rows(trained.recommender, split, eval_config.ks, seed, progress=False)
+    try:
+        ranked = ranked_rows(trained.recommender, split, eval_config.ks, seed, progress=False)
+    except DataError as error:  # too few valid queries with a hit: the shop's size is the quickstart's lever
+        customers = f"{dataset.n_users:,} customer{'' if dataset.n_users == 1 else 's'}"
+        raise DataError(f"{error.problem}; the synthetic shop of {customers} is too small for it: pass a larger "
+                        "--users (the default is 600)") from None
     rows += [{**r, "model": "engine", "seconds": trained.result.seconds + r["ranker_seconds"]} for r in ranked]
     manifest = {"name": "shop", "dataset": {**dataset.summary(), "fingerprint": dataset.fingerprint()},
                 "metrics": rows, "quickstart": {"train_config": config.model_dump(mode="json"),

@@ -136,6 +136,8 @@ def test_bench_latency_refuses_bad_levels_endpoints_and_load_generators_before_s
     (("--sizes", "1000,-5"), "Invalid value for --sizes: expected one or more catalogue sizes ≥ 100"),
     (("--sizes", "99"), "(recall@100 is measured), got '99'"),
     (("--kinds", "flat,bogus"), "Invalid value for --kinds: unknown 'bogus'; choose from flat, hnsw, ivf_flat, ivf_pq"),
+    # ivf_pq (a default kind) trains its codebooks on the catalogue: it failed after the other kinds' rows had run
+    (("--sizes", "10000,200"), "Invalid value for --sizes: an ivf_pq index needs at least 256 items, got '10000,200'"),
 ])
 def test_bench_ann_refuses_bad_sizes_and_kinds_before_any_index_is_built(args, message, tmp_path):
     """They were tracebacks (float(), numpy's negative dimensions, a broadcast error below k=100 vectors, a ValueError
@@ -224,6 +226,23 @@ def test_output_paths_that_are_files_are_refused_before_any_work_and_os_refusals
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert result.output.startswith(f"error: {taken / 'recs'}") and "Not a directory" in result.output
     assert taken.read_text() == "not a directory"
+
+
+def test_commands_with_nothing_to_do_or_an_unused_option_say_so(shop_bundle, tmp_path):
+    """bench batch without a bundle and without generated users wrote an empty report (exit 0); batch-score's
+    --ray-address was silently ignored by the local engine."""
+    result = run("bench", "batch", "--synthetic-users", 0, "--out", tmp_path / "b", "--work", tmp_path / "w")
+    assert result.exit_code == 2 and "Invalid value for --synthetic-users: nothing to measure: give a --bundle, or " \
+        "--synthetic-users above 0" in result.flat, result.output
+    result = run("bench", "batch", "--engines", ",", "--out", tmp_path / "b", "--work", tmp_path / "w")
+    assert result.exit_code == 2 and "engines must be local and/or ray, got ','" in result.flat, result.output
+    assert not (tmp_path / "b").exists() and not (tmp_path / "w").exists()
+    _, bundle = shop_bundle
+    result = run("batch-score", "--bundle", bundle, "--users", "sample:3", "--out", tmp_path / "recs",
+                 "--ray-address", "auto")
+    assert result.exit_code == 2 and "Invalid value for --ray-address: only --engine ray uses a Ray cluster: pass " \
+        "--engine ray, or leave --ray-address out" in result.flat, result.output
+    assert not (tmp_path / "recs").exists()
 
 
 def test_every_registered_command_has_the_friendly_error_handling():
@@ -366,6 +385,17 @@ def test_quickstart_refuses_data_out_naming_its_own_option(tmp_path, tiny_bert_d
     assert result.exit_code == 2, result.output
     assert "holds another dataset than the synthetic shop: choose another --data-out" in result.flat
     assert "--overwrite" not in result.flat and "loading BERT" not in result.output
+
+
+def test_quickstart_on_a_shop_too_small_for_the_re_ranker_names_users(tmp_path, tiny_bert_dir):
+    """One customer gives the re-ranker no two valid queries: the message said 'give the shop more interactions',
+    which quickstart's options do not offer; it names --users."""
+    result = run("quickstart", "--out", tmp_path / "a", "--data-out", tmp_path / "shop", "--results", tmp_path / "r",
+                 "--model", tiny_bert_dir, "--users", 1, "--items", 32)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert "error: the re-ranker needs at least 2 training queries" in result.flat
+    assert "the synthetic shop of 1 customer is too small for it: pass a larger --users (the default is 600)" \
+        in result.flat and not (tmp_path / "a").exists()
 
 
 def test_version():
