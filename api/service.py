@@ -234,7 +234,8 @@ class Service:
             folded = self._catch_up(loaded)
         if folded is not None and folded.bundle and folded.bundle != str(loaded.path):
             self._follow(folded.bundle)
-        if self.settings.compact_share > 0 and loaded.recommender.catalogue.needs_compaction(self.settings.compact_share):
+        if self.settings.compact_share > 0 \
+                and loaded.recommender.catalogue.needs_compaction(self.settings.compact_share):
             self._compact(loaded)
         self.metrics.index_size.set(loaded.recommender.index.n_available)
         return loaded

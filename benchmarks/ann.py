@@ -76,7 +76,8 @@ def plan(n: int, kinds: Sequence[str], *, opq: bool = False, gpus: int = 0) -> l
         label = f"IVF{ivf['nlist']},PQ48"
         out.append(Variant(label, pq, tuple(SearchParams(nprobe=p) for p in (8, 16, 32, 64))))
         out.append(Variant(label + " + fp16 refine", pq.model_copy(update={"refine": "fp16"}),
-                           tuple(SearchParams(nprobe=p, refine_factor=f) for p, f in ((16, 4), (32, 4), (64, 4), (64, 8))),
+                           tuple(SearchParams(nprobe=p, refine_factor=f)
+                                 for p, f in ((16, 4), (32, 4), (64, 4), (64, 8))),
                            refine_of=label))
         if opq and n <= 100_000:
             out.append(Variant(f"OPQ48,IVF{ivf['nlist']},PQ48 + fp16 refine",
@@ -98,7 +99,8 @@ def plan(n: int, kinds: Sequence[str], *, opq: bool = False, gpus: int = 0) -> l
     return out
 
 
-def load_dataset(n: int | None, n_queries: int, seed: int, embeddings: Path | None) -> tuple[str, np.ndarray, np.ndarray]:
+def load_dataset(n: int | None, n_queries: int, seed: int,
+                 embeddings: Path | None) -> tuple[str, np.ndarray, np.ndarray]:
     """(name, items, queries): seeded synthetic clusters, or a real .npy with held-out query rows."""
     if embeddings is None:
         items, queries = clustered_embeddings(n, DIM, n_queries=n_queries, seed=seed)
@@ -177,7 +179,8 @@ def target_notes(rows: Sequence[dict]) -> list[str]:
         if hits:
             best = max(hits, key=lambda r: r["speedup"])
             notes.append(f"{dataset}: target met — {best['index']} {best['search']}: R@100 {best['recall@100']:.3f} "
-                         f"at {best['speedup']:.0f}× the exact index's single-query rate ({len(hits)} of {len(group)} rows qualify).")
+                         f"at {best['speedup']:.0f}× the exact index's single-query rate ({len(hits)} of {len(group)} "
+                         "rows qualify).")
         elif good:
             best = max(good, key=lambda r: r["speedup"])
             notes.append(f"{dataset}: target missed — fastest with R@100 ≥ {TARGET_RECALL}: {best['index']} "

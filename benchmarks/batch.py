@@ -115,7 +115,8 @@ def score(bundle: Path, engine: str, settings: BenchSettings, label: str, users:
     """One measured `recsys batch-score` run; returns a report row."""
     out = settings.work / "out" / f"{label}-{engine}"
     shutil.rmtree(out, ignore_errors=True)
-    args = [sys.executable, "-c", "from jobs.cli import main; main()", "batch-score", "--bundle", str(bundle), "--out", str(out),
+    args = [sys.executable, "-c", "from jobs.cli import main; main()",
+            "batch-score", "--bundle", str(bundle), "--out", str(out),
             "--k", str(settings.k), "--chunk-size", str(settings.chunk_size), "--engine", engine, "--no-progress"]
     if users is not None:
         args += ["--users", str(users)]
@@ -178,6 +179,7 @@ def run_benchmark(settings: BenchSettings, out_dir: Path) -> dict[str, Path]:
              "actors), sampled every 0.2 s",
              f"chunk size {settings.chunk_size}, one FAISS thread per worker (byte-identical output across engines)"]
     return write_report(out_dir, "batch", rows, COLUMNS, title="Batch scoring: local vs Ray engine",
-                        meta={"environment": environment(("numpy", "faiss-cpu", "polars", "pyarrow", "ray", "lightgbm")),
+                        meta={"environment": environment(("numpy", "faiss-cpu", "polars", "pyarrow", "ray",
+                                                          "lightgbm")),
                               "settings": {k: str(v) for k, v in settings.__dict__.items()}},
                         notes=[n for n in notes if n], chart=chart)

@@ -43,8 +43,9 @@ COLUMNS = {
     "ann": [Column("index"), Column("device"), Column("search"), Column("build_s", "build s", ".1f"),
             Column("recall@100", "R@100", ".3f"), Column("qps_single", "QPS 1×1", ",.0f"),
             Column("qps_batch", "QPS 256×", ",.0f")],
-    "latency": [Column("endpoint"), Column("ranker"), Column("concurrency"), Column("requests", fmt=","), Column("errors"),
-                Column("p50_ms", "p50 ms", ".1f"), Column("p99_ms", "p99 ms", ".1f"), Column("rps", "req/s", ",.0f")],
+    "latency": [Column("endpoint"), Column("ranker"), Column("concurrency"), Column("requests", fmt=","),
+                Column("errors"), Column("p50_ms", "p50 ms", ".1f"), Column("p99_ms", "p99 ms", ".1f"),
+                Column("rps", "req/s", ",.0f")],
 }
 
 
@@ -217,7 +218,8 @@ def write(out: Path, report: dict) -> dict[str, Path]:
         if stage.get("rows"):
             parts += [markdown_table(stage["rows"], COLUMNS[name]), ""]
     env = report["environment"]
-    parts += [f"<sub>{env['created_at']} · git {env['git_sha']} · {env['cpu_count']} CPUs · load {env['load_avg_1m']} · "
+    parts += [f"<sub>{env['created_at']} · git {env['git_sha']} · {env['cpu_count']} CPUs · "
+              f"load {env['load_avg_1m']} · "
               + ", ".join(f"{k} {v}" for k, v in env["packages"].items()) + "</sub>", ""]
     paths["md"].write_text("\n".join(parts))
     paths["png"] = out / "gpu.png"

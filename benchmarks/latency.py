@@ -182,8 +182,8 @@ def run(bundle: str | Path, out_dir: str | Path, concurrencies: Sequence[int] = 
                                 "random items, fresh sessions at every level, so the user tower runs on every "
                                 "request (micro-batched); every level draws its own requests, so a repeated "
                                 "concurrency is an independent run",
-                                "reload row: the same bundle reloaded through /v1/admin/reload in the middle of the run "
-                                "(the new bundle warms its caches while the old one serves)"])
+                                "reload row: the same bundle reloaded through /v1/admin/reload in the middle of the "
+                                "run (the new bundle warms its caches while the old one serves)"])
     return {"rows": rows, "paths": {k: str(v) for k, v in paths.items()}}
 
 

@@ -129,7 +129,8 @@ def run(bundle: str | Path, out_dir: str | Path, workers: int = 2, trials: int =
         times = sorted(r["converged_s"] for r in converged if r["kind"] == kind)
         stale = sum(r["stale"] for r in converged if r["kind"] == kind)
         reads = sum(r["reads"] for r in converged if r["kind"] == kind)
-        rows.append({"measure": "convergence", "kind": kind, "n": len(times), "median": round(times[len(times) // 2], 3),
+        rows.append({"measure": "convergence", "kind": kind, "n": len(times),
+                     "median": round(times[len(times) // 2], 3),
                      "max": round(times[-1], 3), "unit": "s after the write",
                      "note": f"{stale} stale of {reads} fresh-connection reads in {window} s windows"})
     for key in [k for k in memory[0] if k.startswith("worker")] if memory else ():

@@ -79,8 +79,9 @@ def run(bundle: Path, data: Path, out: Path, config=None, seeds: Sequence[int] =
     if save_bundle is not None:
         recommender.reranker = best
         recommender.save(save_bundle, {"name": manifest.get("name"), "dataset": manifest.get("dataset"),
-                                       "ranker": {"parent_bundle": str(path), "config": best.config.model_dump(mode="json"),
-                                                  "training": report, "test": [rows[0], {**best_test, "model": "re-ranked"}],
+                                       "ranker": {"parent_bundle": str(path),
+                                                  "config": best.config.model_dump(mode="json"), "training": report,
+                                                  "test": [rows[0], {**best_test, "model": "re-ranked"}],
                                                   recall_key: candidates[recall_key], "seeds": list(seeds)}})
     spread = {m: max(f[4][m] for f in fits) - min(f[4][m] for f in fits) for m in ("ndcg@10", "recall@10")}
     mean = {m: float(np.mean([f[4][m] for f in fits])) for m in ("ndcg@10", "recall@10")}
@@ -94,7 +95,8 @@ def run(bundle: Path, data: Path, out: Path, config=None, seeds: Sequence[int] =
         f"transition_candidates {config.transition_candidates}, popular_candidates {config.popular_candidates}, "
         f"cv_folds {config.cv_folds}" + (" (fold models summed)" if config.fold_ensemble and config.cv_folds >= 2
                                          else ""),
-        f"candidate stage recall@{config.candidates} (test): **{candidates[recall_key]:.4f}** (the re-ranker's ceiling)",
+        f"candidate stage recall@{config.candidates} (test): **{candidates[recall_key]:.4f}** (the re-ranker's "
+        "ceiling)",
         f"test over seeds {list(seeds)}: N@10 mean {mean['ndcg@10']:.4f} (spread {spread['ndcg@10']:.4f}; standard "
         f"error over the test users {user_se:.4f}), R@10 mean {mean['recall@10']:.4f} (spread "
         f"{spread['recall@10']:.4f}); retrieval-only N@10 {rows[0]['ndcg@10']:.4f}",

@@ -2,8 +2,8 @@
 
 encoder/ holds: adapter_config.json + adapter_model.safetensors (peft format), the tokenizer files,
 towers.safetensors (item head, ID embeddings, sequence model, user head, temperature, the borrowed neighbour
-share's banks; with full fine-tuning also the tuned BERT layers), tower.json (the TrainConfig and sizes) and, with `merge_adapters`, merged/ (the backbone
-with adapters folded in)."""
+share's banks; with full fine-tuning also the tuned BERT layers), tower.json (the TrainConfig and sizes) and, with
+`merge_adapters`, merged/ (the backbone with adapters folded in)."""
 
 from __future__ import annotations
 
@@ -111,7 +111,8 @@ def load_towers(directory: Path, device: torch.device | None = None, prefer_merg
         raise BundleError(f"{directory}: cannot load the trained towers ({exc})") from exc
     missing = [k for k in missing if not k.startswith("bert.")]
     if missing or unexpected:
-        raise BundleError(f"{directory}: tower weights do not match (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise BundleError(f"{directory}: tower weights do not match (missing {missing[:3]}, "
+                          f"unexpected {unexpected[:3]})")
 
     def load_text() -> tuple[AdaptedBert, object]:
         try:
@@ -206,7 +207,8 @@ def init_from_bundle(model: TwoTowerModel, bundle: Path, item_ids: list[str]) ->
     if (encoder / "adapter_model.safetensors").exists() and model.bert is not None:
         from peft import get_peft_model_state_dict, set_peft_model_state_dict
         saved = load_file(encoder / "adapter_model.safetensors")
-        set_peft_model_state_dict(model.bert.model, fit_pruned_ranks(saved, get_peft_model_state_dict(model.bert.model)))
+        set_peft_model_state_dict(model.bert.model,
+                                  fit_pruned_ranks(saved, get_peft_model_state_dict(model.bert.model)))
     state = load_file(encoder / TOWER_WEIGHTS)
     old_ids = pl.read_parquet(path / "embeddings" / "items.parquet")["item_id"].to_list()
     old_position = {item_id: i for i, item_id in enumerate(old_ids)}

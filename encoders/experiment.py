@@ -106,7 +106,8 @@ def train_and_evaluate(dataset: Dataset, split: SplitData, config: TrainConfig, 
     path = None
     if out_root is not None:
         manifest = {"name": name, "dataset": {**dataset.summary(), "fingerprint": dataset.fingerprint()},
-                    "metrics": rows, "index": index, "train": {"config": config.model_dump(mode="json"), "history": result.history,
+                    "metrics": rows, "index": index, "train": {"config": config.model_dump(mode="json"),
+                                               "history": result.history,
                                                "best_epoch": result.best_epoch, "stopped": result.stopped,
                                                "seconds": round(result.seconds, 1),
                                                "zero_shot_blend": blend, "ensemble": ensemble,

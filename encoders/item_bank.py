@@ -53,7 +53,8 @@ class ItemTextCache:
         """Pooled adapted features [len(positions), hidden] (gradients flow when enabled by the caller)."""
         width = int(self.lengths[positions].max())
         with autocast(self.device, self.precision):
-            return self.bert.upper(self.states[positions, :width].float(), self.attention_mask[positions, :width]).float()
+            return self.bert.upper(self.states[positions, :width].float(),
+                                   self.attention_mask[positions, :width]).float()
 
     @torch.no_grad()
     def bank(self, progress: bool = False) -> torch.Tensor:

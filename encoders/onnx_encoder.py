@@ -78,7 +78,8 @@ def quantize_int8(fp32: Path, target: Path) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    nodes = [node.name for node in onnx.load(str(fp32), load_external_data=False).graph.node if node.op_type == "MatMul"]
+    nodes = [node.name for node in onnx.load(str(fp32), load_external_data=False).graph.node
+             if node.op_type == "MatMul"]
     keep_fp32 = [name for name in nodes if name.endswith("/output/dense/MatMul") and "attention" not in name]
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
     try:

@@ -135,7 +135,8 @@ class Trainer(NextItemObjective):
         tuned = {n for n, _ in bert.named_parameters() if bert.tunes(n)}
         self.parameters = {**parameter_counts(self.model),
                            "adapter": sum(p.numel() for n, p in bert.named_parameters() if n in tuned),
-                           "backbone": sum(p.numel() for n, p in bert.named_parameters() if not is_adapter_parameter(n))}
+                           "backbone": sum(p.numel() for n, p in bert.named_parameters()
+                                           if not is_adapter_parameter(n))}
         self.snippets = history_snippets(dataset.items, tower.history_field)
         self.cache = ItemTextCache(bert, self.tokenizer, dataset.items["text"].to_list(),
                                    tower.item_max_length, self.device, precision=config.mixed_precision,

@@ -21,7 +21,8 @@ def batch_score(
     users: Annotated[str, typer.Option(help="'all', 'sample:N' / 'sample:N:SEED' (a seeded random sample of the "
                                             "known users) or a file of user ids (.txt, .csv, .parquet)")] = "all",
     k: Annotated[int, typer.Option(min=1, help="items per user")] = 100,
-    chunk_size: Annotated[int, typer.Option(min=1, help="users per chunk = per shard = per encode/search batch")] = 2048,
+    chunk_size: Annotated[int, typer.Option(min=1, help="users per chunk = per shard = "
+                                                        "per encode/search batch")] = 2048,
     exclude_seen: Annotated[bool, typer.Option("--exclude-seen/--keep-seen",
                                                help="drop each user's history items (the API's default)")] = True,
     reasons: Annotated[bool, typer.Option(help="with a ranker: per-item explanations (JSON) in `reason`; "
@@ -34,9 +35,11 @@ def batch_score(
     workers: Annotated[Optional[int], typer.Option(min=1, help="ray: actors / local CPUs (default: all CPUs)")] = None,
     threads: Annotated[int, typer.Option(min=1, help="FAISS threads per worker; shards are byte-identical "
                                                     "across runs and engines at the same value")] = 1,
-    ray_address: Annotated[Optional[str], typer.Option(help="ray: cluster address (default: start a local Ray)")] = None,
+    ray_address: Annotated[Optional[str], typer.Option(help="ray: cluster address (default: "
+                                                            "start a local Ray)")] = None,
     overwrite: Annotated[bool, typer.Option(help="discard a previous job with different inputs in --out")] = False,
-    strict: Annotated[bool, typer.Option(help="fail when any requested user is unknown (default: report them)")] = False,
+    strict: Annotated[bool, typer.Option(help="fail when any requested user is unknown "
+                                              "(default: report them)")] = False,
     progress: Annotated[bool, typer.Option(help="show the users/s progress bar")] = True,
     store: Annotated[Optional[bool], typer.Option(
         "--store/--no-store", help="read the API's event store: events extend the histories, catalogue edits are "
@@ -45,7 +48,8 @@ def batch_score(
     event_store: EventStoreOpt = "sqlite",
     redis_url: RedisUrlOpt = None,
     history_limit: Annotated[int, typer.Option(min=1, envvar="RECSYS_HISTORY_LIMIT",
-                                               help="most recent history items read (the API's limit)")] = HISTORY_LIMIT,
+                                               help="most recent history items read "
+                                                    "(the API's limit)")] = HISTORY_LIMIT,
 ) -> None:
     """Score users in chunks through the API's pipeline and write Parquet shards
     (user_id, rank, item_id, score, retrieval_score, reason, strategy) plus manifest.json.
@@ -64,7 +68,8 @@ def batch_score(
         raise typer.BadParameter(f"--split must be valid or test, got {split!r}")
     options = BatchOptions(bundle=bundle, out=out, users=users, k=k, chunk_size=chunk_size, exclude_seen=exclude_seen,
                            reasons=reasons, data=data, split=split, engine=engine,  # type: ignore[arg-type]
-                           workers=workers, threads=threads, ray_address=ray_address, overwrite=overwrite, strict=strict,
+                           workers=workers, threads=threads, ray_address=ray_address, overwrite=overwrite,
+                           strict=strict,
                            progress=progress, store=store_source(store, state_dir, event_store, redis_url),
                            history_limit=history_limit)
     try:

@@ -21,18 +21,22 @@ def _engines(value: str) -> tuple[str, ...]:
 
 @bench_app.command("batch")
 def bench_batch(
-    bundle: Annotated[Optional[list[Path]], typer.Option(help="real bundle scored for all its users (repeatable)")] = None,
-    synthetic_users: Annotated[int, typer.Option(min=0, help="users of the generated history set (0: skip it)")] = 1_000_000,
-    synthetic_subset: Annotated[int, typer.Option(min=0, help="also score only this many generated users (memory check)")]
-    = 100_000,
+    bundle: Annotated[Optional[list[Path]], typer.Option(help="real bundle scored for all its users (repeatable)")]
+    = None,
+    synthetic_users: Annotated[int, typer.Option(min=0, help="users of the generated history set (0: skip it)")]
+    = 1_000_000,
+    synthetic_subset: Annotated[int, typer.Option(min=0, help="also score only this many generated users "
+                                                              "(memory check)")] = 100_000,
     synthetic_items: Annotated[int, typer.Option(min=2, help="catalogue size of the generated set")] = 5_000,
     engines: Annotated[str, typer.Option(help="engines for the real bundles: local,ray")] = "local,ray",
     synthetic_engines: Annotated[str, typer.Option(help="engines for the generated set")] = "local,ray",
     k: Annotated[int, typer.Option(min=1, help="items per user")] = 100,
     chunk_size: Annotated[int, typer.Option(min=1, help="users per chunk")] = 2048,
     workers: Annotated[int, typer.Option(min=1, help="Ray actors")] = 2,
-    work: Annotated[Path, typer.Option(help="scratch directory (generated bundle, shards)")] = Path("/tmp/recsys-bench-batch"),
-    out: Annotated[Path, typer.Option(file_okay=False, help="results directory (batch.json, batch.md, batch.png)")] = Path("results/bench"),
+    work: Annotated[Path, typer.Option(help="scratch directory (generated bundle, shards)")]
+    = Path("/tmp/recsys-bench-batch"),
+    out: Annotated[Path, typer.Option(file_okay=False, help="results directory (batch.json, batch.md, batch.png)")]
+    = Path("results/bench"),
 ) -> None:
     """Time `recsys batch-score` in a fresh subprocess per run; peak PSS of its whole process tree."""
     from benchmarks.batch import BenchSettings, run_benchmark

@@ -15,8 +15,8 @@ from jobs.output import invocation
 
 @bench_app.command("store")
 def bench_store(
-    out: Annotated[Path, typer.Option(file_okay=False, help="results directory (store.json, store.md, store.png)")] = Path(
-        "results/store"),
+    out: Annotated[Path, typer.Option(file_okay=False, help="results directory (store.json, store.md, store.png)")]
+    = Path("results/store"),
     lengths: Annotated[str, typer.Option(help="comma-separated history lengths of one user")] = (
         "0,1000,10000,100000,1000000"),
     inserts: Annotated[int, typer.Option(min=10, help="timed inserts per history length")] = 300,

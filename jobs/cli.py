@@ -185,13 +185,16 @@ def evaluate_cmd(
     data: Annotated[Path, typer.Option(help="dataset directory or raw RecBole/MovieLens directory")],
     bundle: Annotated[Optional[Path], typer.Option(help="also evaluate this bundle")] = None,
     baselines: Annotated[Optional[bool], typer.Option("--baselines/--no-baselines", help="evaluate popularity and "
-                                                      "zero-shot frozen BERT (default: yes, unless --from-batch)")] = None,
+                                                      "zero-shot frozen BERT (default: yes, unless "
+                                                      "--from-batch)")] = None,
     model: ModelOpt = "default", max_length: MaxLength = 64, batch_size: BatchSize = 64, decay: Decay = 0.7,
     ks: str = "10,20,50", splits: str = "valid,test",
-    mask_history: Annotated[bool, typer.Option(help="remove history items from the ranking (not the published protocol)")] = False,
+    mask_history: Annotated[bool, typer.Option(help="remove history items from the ranking (not the published "
+                                                    "protocol)")] = False,
     out: Annotated[Path, typer.Option(dir_okay=False, help="JSON results file")] = Path("results/evaluate.json"),
     from_batch: Annotated[Optional[Path], typer.Option(help="also score a `recsys batch-score --data D --split test` "
-                                                            "output directory (k ≥ max K, --keep-seen unless --mask-history)")] = None,
+                                                            "output directory (k ≥ max K, --keep-seen unless "
+                                                            "--mask-history)")] = None,
     int8: Annotated[bool, typer.Option(help="int8 dynamic quantisation of the zero-shot BERT (CPU)")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="print the results as JSON on stdout (no table)")]
     = False,

@@ -36,9 +36,11 @@ def encode_options(out: Path, engine: str, workers: int | None, threads: int, ra
 @app.command()
 def encode(
     data: Annotated[Path, typer.Option(help="dataset directory (recsys import) or raw RecBole/MovieLens directory")],
-    out: Annotated[Path, typer.Option("--out", file_okay=False, help="output directory (vector shards, manifest.json)")],
+    out: Annotated[Path, typer.Option("--out", file_okay=False, help="output directory (vector shards, "
+                                                                     "manifest.json)")],
     model: ModelOpt = "default", max_length: MaxLength = 64, batch_size: BatchSize = 64,
-    precision: Annotated[str, typer.Option(help="auto (bf16 autocast on CUDA, fp32 on CPU), fp32, fp16 (CUDA)")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto (bf16 autocast on CUDA, fp32 on CPU), fp32, "
+                                                "fp16 (CUDA)")] = "auto",
     chunk_size: Annotated[int, typer.Option(min=1, help="items per chunk = per shard")] = 4096,
     engine: EngineOpt = "local", workers: WorkersOpt = None,
     threads: Annotated[int, typer.Option(min=1, help="torch threads per worker")] = 1,

@@ -22,7 +22,8 @@ ONNX_HINT = "the ONNX export needs onnx and onnxruntime: pip install 'bert-recsy
 @app.command("export")
 def export(
     bundle: Annotated[Path, typer.Option(help="bundle directory (or a model directory: newest version)")],
-    out: Annotated[Path, typer.Option("--out", file_okay=False, help="new (or empty) directory for the exported files")],
+    out: Annotated[Path, typer.Option("--out", file_okay=False, help="new (or empty) directory for the exported "
+                                                                     "files")],
     onnx: Annotated[bool, typer.Option("--onnx/--no-onnx", help="also export the item tower as ONNX")] = True,
     parity_texts: Annotated[int, typer.Option(min=1, max=10_000, help="catalogue texts the ONNX graph is checked "
                                                                       "on against the PyTorch tower")] = 64,

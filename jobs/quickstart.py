@@ -24,9 +24,11 @@ RESULT_MODELS = {"popularity": "popularity", "zero-shot-bert": "zero-shot BERT",
 @app.command()
 def quickstart(
     out: OutOpt = Path("artifacts"),
-    data_out: Annotated[Path, typer.Option(file_okay=False, help="where the synthetic dataset is written (a synthetic shop already "
-                                                "there is replaced)")] = Path("data/shop"),
-    results: Annotated[Path, typer.Option(file_okay=False, help="quickstart.json / .md / .png: the evaluation table and chart")]
+    data_out: Annotated[Path, typer.Option(file_okay=False, help="where the synthetic dataset is written (a "
+                                                                 "synthetic shop already there is replaced)")]
+    = Path("data/shop"),
+    results: Annotated[Path, typer.Option(file_okay=False, help="quickstart.json / .md / .png: the evaluation "
+                                                                "table and chart")]
     = Path("results/quickstart"),
     model: ModelOpt = "default", users: Users = 600, items: Items = 900, seed: Seed = 0,
     threads: Annotated[int, typer.Option(min=1, max=256, help="CPU threads (torch, FAISS, BLAS)")] = 2,

@@ -28,7 +28,6 @@ class DistributedTrainingError(RecsysError):
 
 def _worker_loop(settings: dict[str, Any]) -> None:
     """Runs in every Ray Train worker: rank 0 trains, evaluates and writes the bundle, the others train."""
-    import torch
     from ray.train.torch import get_device
 
     from encoders.distributed import WorkerGroup

@@ -59,8 +59,10 @@ def train(
     batch_size: Annotated[Optional[int], typer.Option(min=1)] = None,
     max_minutes: Annotated[Optional[float], typer.Option(min=0.01)] = None,
     steps_per_epoch: Annotated[Optional[int], typer.Option(min=1, help="an epoch = this many steps on a fresh "
-                                                                       "random share of the users (large data)")] = None,
-    negatives: Annotated[Optional[str], typer.Option(help="auto (sampled above 20,000 items) | catalogue | bank")] = None,
+                                                                       "random share of the users "
+                                                                       "(large data)")] = None,
+    negatives: Annotated[Optional[str], typer.Option(help="auto (sampled above 20,000 items) | catalogue | "
+                                                          "bank")] = None,
     id_embedding: Annotated[Optional[bool], typer.Option("--id-embedding/--no-id-embedding")] = None,
     pair_epochs: Annotated[Optional[float], typer.Option(min=0, help="item-item contrastive pre-stage: passes over "
                                                                      "the train split's item pairs (0: none)")] = None,
@@ -76,11 +78,13 @@ def train(
     ensemble: Annotated[Optional[int], typer.Option(min=1, max=8, help="train this many towers (seeds SEED, SEED+1, …) "
                                                                        "and serve the mean of their scores")] = None,
     threads: Annotated[int, typer.Option(min=1, help="CPU threads (torch, FAISS, BLAS)")] = 2,
-    index: Annotated[Optional[IndexKind], typer.Option("--index", help="auto | flat | hnsw | ivf_flat | ivf_pq (default: "
-                                                 "the config's, auto: exact below 50,000 items)")] = None,
+    index: Annotated[Optional[IndexKind], typer.Option("--index", help="auto | flat | hnsw | ivf_flat | ivf_pq "
+                                                                       "(default: the config's, auto: exact below "
+                                                                       "50,000 items)")] = None,
     eval_users: EvalUsersOpt = EVAL_USERS,
-    run_dir: Annotated[Optional[Path], typer.Option(file_okay=False, help="checkpoints, metrics.csv, training_curve.png "
-                                                         "(default: OUT/NAME/runs/latest)")] = None,
+    run_dir: Annotated[Optional[Path], typer.Option(file_okay=False, help="checkpoints, metrics.csv, "
+                                                                          "training_curve.png (default: "
+                                                                          "OUT/NAME/runs/latest)")] = None,
     engine: Annotated[str, typer.Option(help="local (this process), or ray: data-parallel on --workers Ray Train "
                                              "workers (torch DDP; pip install '.[distributed]')")] = "local",
     workers: Annotated[int, typer.Option(min=1, help="ray: training workers (one GPU each when the cluster has "

@@ -65,7 +65,8 @@ class Bundle:
     # ---- parts --------------------------------------------------------------------------------
     @cached_property
     def config(self) -> BuildConfig:
-        return self._read("config.json", lambda: BuildConfig.model_validate_json((self.path / "config.json").read_text()))
+        return self._read("config.json",
+                          lambda: BuildConfig.model_validate_json((self.path / "config.json").read_text()))
 
     @cached_property
     def encoder_info(self) -> dict:
@@ -117,11 +118,13 @@ class Bundle:
         return VectorIndex.over(catalogue, config)
 
     def popularity(self) -> Popularity:
-        return self._read("stats/popularity.parquet", lambda: Popularity.load(self.path / "stats" / "popularity.parquet"))
+        return self._read("stats/popularity.parquet",
+                          lambda: Popularity.load(self.path / "stats" / "popularity.parquet"))
 
     def histories(self) -> Histories:
         """user id → the bundle's history (item ids, oldest first), in compact arrays (`recsys.histories`)."""
-        frame = self._read("stats/histories.parquet", lambda: pl.read_parquet(self.path / "stats" / "histories.parquet"))
+        frame = self._read("stats/histories.parquet",
+                           lambda: pl.read_parquet(self.path / "stats" / "histories.parquet"))
         return Histories.from_frame(frame)
 
     def reranker(self, catalogue: Catalogue) -> "Reranker | None":

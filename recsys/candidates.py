@@ -90,7 +90,8 @@ class CandidateSources:
 
     def widen(self, histories: Sequence[Sequence[str]], queries: np.ndarray, ids: list[list[str]],
               scores: list[list[float]], times: np.ndarray,
-              allowed: Callable[[int, str], bool] = lambda row, item_id: True) -> tuple[list[list[str]], list[list[float]]]:
+              allowed: Callable[[int, str], bool] = lambda row, item_id: True
+              ) -> tuple[list[list[str]], list[list[float]]]:
         """The towers' candidates of each query plus its allowed extra ones, in descending towers' score."""
         state = self.builder.catalogue.state
         unit_vectors, item_ids = self.builder.arrays_of(state).vectors, state.ids

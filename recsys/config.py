@@ -324,9 +324,9 @@ class TrainConfig(FrozenModel):
                         "this list with the best validation NDCG@10 (0 keeps the towers alone; empty: no blend)")
     index: IndexConfig = Field(IndexConfig(kind="auto"), description="the bundle's FAISS index (auto: exact below "
                                "50,000 items, IVF-PQ + fp16 refine above; validation during training is exact)")
-    zero_shot_dims: int | None = Field(128, ge=1, description="blend: project the zero-shot block onto its top principal "
-                                       "directions over the catalogue, so the index grows by this many dimensions, not "
-                                       "the BERT's width (None: keep them all)")
+    zero_shot_dims: int | None = Field(128, ge=1, description="blend: project the zero-shot block onto its top "
+                                       "principal directions over the catalogue, so the index grows by this many "
+                                       "dimensions, not the BERT's width (None: keep them all)")
     ensemble: int = Field(1, ge=1, le=8, description="train this many towers alike, with seeds seed, seed + 1, …, "
                           "and serve them as one (item vectors side by side, the mean of their scores: "
                           "`encoders.ensemble`); each member trains within `max_minutes`")

@@ -175,7 +175,8 @@ class FeatureBuilder:
                 out[q, depth - len(tail):] = tail
         return out
 
-    def _history_pairs(self, arrays: ItemArrays, out: np.ndarray, column: dict, hist_rows: Sequence[np.ndarray], query: np.ndarray,
+    def _history_pairs(self, arrays: ItemArrays, out: np.ndarray, column: dict, hist_rows: Sequence[np.ndarray],
+                       query: np.ndarray,
                        stats_cand: np.ndarray, times: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> None:
         """Transition / co-occurrence counts from the last `recent_items` history items to each candidate (and the
         normalized ones, which read the counts of up to `decay_items`: looked up once, the recent ones sliced)."""
@@ -254,8 +255,8 @@ class FeatureBuilder:
         out[:, column["consumed_count"]] = np.where(found, counts[at], 0)
         out[:, column["consumed_steps_ago"]] = np.where(found, steps[first[at]], np.nan)
 
-    def _similarity(self, arrays: ItemArrays, out: np.ndarray, column: dict, hist_rows: Sequence[np.ndarray], query: np.ndarray,
-                    cand: np.ndarray, lengths: np.ndarray) -> None:
+    def _similarity(self, arrays: ItemArrays, out: np.ndarray, column: dict, hist_rows: Sequence[np.ndarray],
+                    query: np.ndarray, cand: np.ndarray, lengths: np.ndarray) -> None:
         """Cosine of each candidate to the last `sim_items` history items in the catalogue: to the last, max, mean;
         with `block_similarity`, also to the last and max within the trained and the zero-shot block."""
         depth = self.config.sim_items

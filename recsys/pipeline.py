@@ -183,7 +183,8 @@ class Recommender:
             out_rows.append(row_rows)
         return CandidateLists(out_ids, out_scores, CandidateRows(state, out_rows))
 
-    def popular(self, k: int, exclude: Collection[str] = (), where: Mapping | None = None) -> tuple[list[str], list[float]]:
+    def popular(self, k: int, exclude: Collection[str] = (),
+                where: Mapping | None = None) -> tuple[list[str], list[float]]:
         """Most popular active items matching `where`, minus `exclude` (the cold-start fallback)."""
         state = self.catalogue.state
         allowed = state.where_mask(where) if where else None
@@ -351,7 +352,8 @@ class Recommender:
                                     where=where, explain=explain, strategy="session"))
 
     def recommend_user(self, user_id: str, k: int = 10, exclude_seen: bool = True, exclude: Collection[str] = (),
-                       where: Mapping | None = None, fallback: bool = True, explain: bool = False) -> RecommendationList:
+                       where: Mapping | None = None, fallback: bool = True,
+                       explain: bool = False) -> RecommendationList:
         """For a known user's stored history; an unknown user gets popular items when `fallback`."""
         history = self.histories.get(user_id)
         if history is None and not fallback:

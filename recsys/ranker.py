@@ -62,7 +62,8 @@ class RankerConfig(FrozenModel):
                                 "mean tree count; the fold-to-fold variance of early stopping averages out")
     transition_candidates: int = Field(0, ge=0, description="extra candidates: the items most often bought right "
                                        "after the history's last item (train split, before the query time)")
-    popular_candidates: int = Field(0, ge=0, description="extra candidates: the most popular items before the query time")
+    popular_candidates: int = Field(0, ge=0, description="extra candidates: the most popular items before the "
+                                    "query time")
     train_positions: int = Field(0, ge=0, description="also train on the last N positions of each train-split "
                                  "sequence (features from events before each query's time only); 0: the valid step "
                                  "alone")

@@ -174,7 +174,8 @@ def prepare_training(recommender: CandidateRetriever, split: SplitData, config: 
     frame, kept = training_frame(builder, examples, candidates, scores)
     features_s = time.perf_counter() - t0
     frame = frame.with_columns(pl.Series("_valid_step", step[kept][frame["query"].to_numpy()]))
-    report = {"examples": examples.height, "valid_examples": split.valid.height, "rows": frame.height, "features": builder.names,
+    report = {"examples": examples.height, "valid_examples": split.valid.height, "rows": frame.height,
+              "features": builder.names,
               f"candidate_recall@{config.candidates}": candidate_recall, "stats": stats.config.model_dump(mode="json"),
               "seconds": {"retrieve": round(retrieve_s, 2), "features": round(features_s, 2),
                           "prepare": round(time.perf_counter() - started, 2)}}

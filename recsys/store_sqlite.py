@@ -48,7 +48,8 @@ class SQLiteEventStore:
                 return
             self._db.execute("BEGIN IMMEDIATE")
             for item_id, record, vector in self._db.execute("SELECT item_id, record, vector FROM items ORDER BY seq"):
-                self._db.execute("INSERT INTO changes (kind, item_id, record, vector, ts) VALUES ('upsert', ?, ?, ?, ?)",
+                self._db.execute("INSERT INTO changes (kind, item_id, record, vector, ts) "
+                                 "VALUES ('upsert', ?, ?, ?, ?)",
                                  (item_id, record, vector, time.time()))
             if "item_state" in tables:
                 for item_id, active in self._db.execute("SELECT item_id, active FROM item_state"):

@@ -291,7 +291,8 @@ def test_bad_requests_get_clear_4xx(client, method, url, kwargs, status, fragmen
 def test_openapi_documents_routes_with_examples(client):
     spec = client.get("/openapi.json").json()
     assert {"/health", "/v1/users/{user_id}/recommendations", "/v1/sessions/recommendations",
-            "/v1/items/{item_id}/similar", "/v1/events", "/v1/admin/items/{item_id}", "/v1/admin/reload"} <= set(spec["paths"])
+            "/v1/items/{item_id}/similar", "/v1/events", "/v1/admin/items/{item_id}",
+            "/v1/admin/reload"} <= set(spec["paths"])
     assert spec["components"]["schemas"]["SessionRequest"]["examples"][0]["k"] == 10
 
 

@@ -39,7 +39,8 @@ def test_changes_are_new_versions_and_old_states_stay_as_they_were():
 
     assert catalogue.set_active(["a", "a"], False) == 1 and catalogue.set_active(["a"], False) == 0
     assert catalogue.version == 2 and catalogue.vectors_version == 1  # a stock change keeps query vectors valid
-    assert catalogue.state.flags[0] == INACTIVE and not catalogue.state.is_active("a") and "a" in catalogue.state.position
+    assert catalogue.state.flags[0] == INACTIVE and not catalogue.state.is_active("a") \
+        and "a" in catalogue.state.position
     with pytest.raises(UnknownIdError, match="'zz'"):
         catalogue.remove(["c", "zz"])
     assert catalogue.version == 2  # nothing half-applied

@@ -126,7 +126,8 @@ def test_adapter_weights_that_do_not_fit_are_a_bundle_error():
     fresh = {"a.lora_A": torch.zeros(4, 8), "a.lora_E": torch.zeros(4, 1), "a.ranknum": torch.tensor(4.0)}
     saved = {"a.lora_A": torch.ones(2, 8), "a.lora_E": torch.ones(2, 1), "a.ranknum": torch.tensor(4.0)}
     fitted = fit_pruned_ranks(saved, fresh)
-    assert fitted["a.lora_A"].shape == (4, 8) and fitted["a.lora_A"][:2].eq(1).all() and fitted["a.lora_A"][2:].eq(0).all()
+    assert fitted["a.lora_A"].shape == (4, 8) and fitted["a.lora_A"][:2].eq(1).all() \
+        and fitted["a.lora_A"][2:].eq(0).all()
     assert fitted["a.lora_E"][:, 0].tolist() == [1, 1, 0, 0] and fitted["a.ranknum"] is saved["a.ranknum"]
     with pytest.raises(BundleError, match="does not fit"):
         fit_pruned_ranks({"a.lora_A": torch.ones(6, 8)}, fresh)

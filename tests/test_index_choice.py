@@ -46,7 +46,8 @@ def _check_live_edits(bundle):
     scores, ids = recommender.index.search(vector, 1)
     assert ids[0, 0] == "NEW-1"
     assert catalogue.compact() == 1  # the deleted row reclaimed, the index rebuilt aside and swapped in
-    assert len(recommender.index) == len(catalogue.state.ids) and recommender.index.search(vector, 1)[1][0, 0] == "NEW-1"
+    assert len(recommender.index) == len(catalogue.state.ids) \
+        and recommender.index.search(vector, 1)[1][0, 0] == "NEW-1"
     after = recommender.recommend_user(user, 5).item_ids
     assert first[0] not in after and first[1] not in after
 

@@ -140,7 +140,8 @@ def test_deleted_items_are_gone_and_compaction_keeps_serving(frozen_bundle, tmp_
         assert state.n_removed == 0 and len(state) == 90 - 6  # compacted
         assert client.get(f"/v1/items/{victims[0]}").status_code == 404
         assert client.delete(f"/v1/admin/items/{victims[0]}", headers=ADMIN).status_code == 404
-        listed = {i["item_id"] for i in client.get(f"/v1/users/{user}/recommendations", params={"k": 80}).json()["items"]}
+        listed = {i["item_id"]
+                  for i in client.get(f"/v1/users/{user}/recommendations", params={"k": 80}).json()["items"]}
         assert not listed & set(victims)
 
 
@@ -168,12 +169,14 @@ def test_batch_scoring_reads_the_store_and_gives_the_apis_lists(random_bundle, t
     with TestClient(create_app(random_bundle, service=service)) as client:
         recommender = client.app.state.service.current.recommender
         users = sorted(recommender.histories)[:6]
-        before = {u: [i["item_id"] for i in client.get(f"/v1/users/{u}/recommendations", params={"k": 6}).json()["items"]]
+        before = {u: [i["item_id"]
+                      for i in client.get(f"/v1/users/{u}/recommendations", params={"k": 6}).json()["items"]]
                   for u in users}
         assert client.put("/v1/admin/items/NEWCAM", json=record("NEWCAM"), headers=ADMIN).status_code == 200
         for user in users[:3]:  # two purchases each, the first of the user's own top item
             for item in (before[user][0], "NEWCAM"):
-                assert client.post("/v1/events", json={"user_id": user, "item_id": item, "kind": "purchase"}).status_code == 201
+                assert client.post("/v1/events",
+                                   json={"user_id": user, "item_id": item, "kind": "purchase"}).status_code == 201
         assert client.post(f"/v1/admin/items/{before[users[3]][0]}/deactivate", headers=ADMIN).status_code == 200
         client.post("/v1/events", json={"user_id": "newcomer", "item_id": "NEWCAM"})
         api = {u: [i["item_id"] for i in client.get(f"/v1/users/{u}/recommendations", params={"k": 6}).json()["items"]]
@@ -199,7 +202,8 @@ def test_batch_scoring_reads_the_store_and_gives_the_apis_lists(random_bundle, t
     for flag, expected in (("--store", 2), ("--no-store", None)):
         out = tmp_path / f"cli{flag}"
         result = CliRunner().invoke(app, ["batch-score", "--bundle", str(random_bundle), "--out", str(out), "--k", "6",
-                                          "--users", str(tmp_path / "users.txt"), "--state-dir", str(tmp_path / "state"),
+                                          "--users", str(tmp_path / "users.txt"),
+                                          "--state-dir", str(tmp_path / "state"),
                                           "--no-progress", *([flag] if flag == "--no-store" else [])])
         assert result.exit_code == 0, result.output
         store = json.loads((out / "manifest.json").read_text())["store"]

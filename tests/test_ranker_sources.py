@@ -63,7 +63,8 @@ def test_transition_candidates_lift_the_ceiling_and_train_split_queries_train(pl
     base = RankerConfig(candidates=20, n_estimators=40, early_stopping_rounds=10)
     results = {}
     for name, config in {"towers": base, "widened": base.model_copy(update={"transition_candidates": 3}),
-                         "positions": base.model_copy(update={"transition_candidates": 3, "train_positions": 2})}.items():
+                         "positions": base.model_copy(update={"transition_candidates": 3,
+                                                              "train_positions": 2})}.items():
         recommender.reranker, report = train_reranker(recommender, split, config, log=lambda *_: None)
         results[name] = (report, evaluate_reranker(recommender, split.test, ks=(10,)))
     ceiling = {name: result["candidate_recall@20"] for name, (_, result) in results.items()}
@@ -172,7 +173,8 @@ def test_cross_fitted_scheme_benchmark_scores_every_valid_user_with_unseen_ranke
     assert rows["5 candidates"]["ndcg@10"] < 0.1 < rows["one fit"]["ndcg@10"]
     assert rows["5 candidates"]["n_users"] == rows["one fit"]["n_users"]
     assert rows["one fit"]["diff"] == 0.0 and rows["one fit"]["n_users"] == split_dataset(dataset).valid.height
-    assert rows["3 folds summed"]["diff"] == pytest.approx(rows["3 folds summed"]["ndcg@10"] - rows["one fit"]["ndcg@10"])
+    assert rows["3 folds summed"]["diff"] == pytest.approx(rows["3 folds summed"]["ndcg@10"]
+                                                           - rows["one fit"]["ndcg@10"])
     assert rows["one fit"]["ndcg@10"] > 0.2  # the planted successor is learned by rankers that never saw the user
     assert rows["3 folds summed"]["trees"] > rows["one fit"]["trees"]
 

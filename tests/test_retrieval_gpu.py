@@ -58,7 +58,8 @@ def gpu_log(monkeypatch):
 @pytest.fixture(scope="module")
 def data():
     items, queries = clustered_embeddings(N, DIM, n_queries=12, seed=5)
-    return items, queries, np.array([f"g{i}" for i in range(N)], dtype=object), np.array(["a", "b", "c"])[np.arange(N) % 3]
+    return (items, queries, np.array([f"g{i}" for i in range(N)], dtype=object),
+            np.array(["a", "b", "c"])[np.arange(N) % 3])
 
 
 def test_replica_serves_plain_searches_with_per_call_nprobe(data, gpu_log):

@@ -127,7 +127,8 @@ def _exercise(store):
     assert seqs == [1, 2, 3, 4, 5] and store.last_change_seq() == 5
     changes = store.changes()
     assert [(c.seq, c.kind, c.item_id) for c in changes] == [(1, "upsert", "n1"), (2, "upsert", "n2"),
-                                                              (3, "active", "n2"), (4, "delete", "n1"), (5, "bundle", None)]
+                                                              (3, "active", "n2"), (4, "delete", "n1"),
+                                                              (5, "bundle", None)]
     assert changes[1].record == {"item_id": "n2", "text": "newer"} and changes[1].space == "s1"
     np.testing.assert_array_equal(changes[1].vector, [3, 4])
     assert changes[2].active is False and changes[4].record == {"path": "/b/v2"}

@@ -18,7 +18,8 @@ from tests.test_lora import small_config
 
 def test_training_improves_validation_ndcg_over_untrained_towers(tiny_bert_dir, shop, tmp_path):
     dataset, split = shop
-    trainer = Trainer(dataset, split, small_config(tiny_bert_dir, epochs=4, valid_sample=None), tmp_path, progress=False)
+    trainer = Trainer(dataset, split, small_config(tiny_bert_dir, epochs=4, valid_sample=None), tmp_path,
+                      progress=False)
     untrained = trainer.validate()["ndcg@10"]
     first = trainer.recommender()
     assert trainer.recommender().popularity is first.popularity and not len(first.histories)  # fit once

@@ -25,7 +25,8 @@ BODY = documented(400, 413, 415)
 
 
 @router.put("/items/{item_id:id}", response_model=ItemState, responses={**BODY, **documented(409)})
-async def upsert_item(item_id: ItemId, item: Annotated[ItemUpsert, Body()], loaded: Annotated[Loaded, Depends(get_loaded)],
+async def upsert_item(item_id: ItemId, item: Annotated[ItemUpsert, Body()],
+                      loaded: Annotated[Loaded, Depends(get_loaded)],
                       service: Annotated[Service, Depends(get_service)],
                       settings: Annotated[Settings, Depends(get_settings)]) -> ItemState:
     """Add or replace an item: its fields go through the bundle's item-text template and item tower, the change

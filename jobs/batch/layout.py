@@ -159,7 +159,8 @@ def prepare(out: str | Path, identity: dict, inputs: pl.DataFrame, chunk_size: i
     if job_file.is_file():
         old = json.loads(job_file.read_text())
         if old != identity and not overwrite:
-            raise BatchError(f"{out} holds a batch job with different inputs ({'; '.join(_differences(old, identity))}); "
+            raise BatchError(f"{out} holds a batch job with different inputs "
+                             f"({'; '.join(_differences(old, identity))}); "
                              "use a new --out, or --overwrite to discard it")
         if old != identity or overwrite:
             _clear(out)

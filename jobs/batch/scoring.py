@@ -140,7 +140,8 @@ class ChunkScorer:
         if changes:  # the same catalogue the API serves at the snapshot (an upsert from another item space is
             # encoded again with this bundle's item tower, as on an API reload)
             rec = self.recommender
-            apply_changes(rec.catalogue, changes, opened.item_space, lambda records: rec.item_tower().encode_items(records))
+            apply_changes(rec.catalogue, changes, opened.item_space,
+                          lambda records: rec.item_tower().encode_items(records))
 
     def score(self, user_ids: Sequence[str], histories: Sequence[Sequence[str]] | None = None,
               events: Sequence[Sequence[str]] | None = None, as_of: Sequence[int] | None = None) -> pa.Table:

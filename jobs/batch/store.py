@@ -35,7 +35,8 @@ class StoreSource:
         return self.redis_url if self.redis_url else str(Path(self.state_dir or ".") / "events.sqlite")
 
     def exists(self) -> bool:
-        return bool(self.redis_url) or (self.state_dir is not None and (Path(self.state_dir) / "events.sqlite").is_file())
+        return bool(self.redis_url) or (self.state_dir is not None
+                                        and (Path(self.state_dir) / "events.sqlite").is_file())
 
     def open(self) -> EventStore:
         """The store; StoreError naming it when the SQLite file cannot be opened (not a database, no access)."""
@@ -102,7 +103,8 @@ def read_changes(path: Path) -> list[Change]:
 
     if not path.is_file():
         return []
-    return [Change(row["seq"], row["kind"], row["item_id"], None if row["record"] is None else json.loads(row["record"]),
+    return [Change(row["seq"], row["kind"], row["item_id"],
+                   None if row["record"] is None else json.loads(row["record"]),
                    None if row["vector"] is None else np.frombuffer(base64.b64decode(row["vector"]), np.float32).copy(),
                    row["space"], row["active"])
             for row in pl.read_parquet(path).iter_rows(named=True)]

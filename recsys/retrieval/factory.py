@@ -99,7 +99,8 @@ def new_index(config: IndexConfig, vectors: np.ndarray) -> faiss.Index:
     if not index.is_trained:
         check_trainable(config, n)
         rng = np.random.default_rng(config.seed)
-        sample = vectors if n <= config.train_size else vectors[np.sort(rng.choice(n, config.train_size, replace=False))]
+        sample = vectors if n <= config.train_size \
+            else vectors[np.sort(rng.choice(n, config.train_size, replace=False))]
         index.train(np.ascontiguousarray(sample))
     add_in_chunks(index, vectors)
     return index

@@ -364,7 +364,8 @@ class VectorIndex:
 
     # ---- persistence --------------------------------------------------------------------------
     def save(self, directory: str | Path) -> None:
-        """index.faiss (CPU master) + ids.npy + state.npy (the catalogue's flags) + config.json (+ attributes.parquet)."""
+        """index.faiss (CPU master) + ids.npy + state.npy (the catalogue's flags) + config.json
+        (+ attributes.parquet)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         with self.catalogue.reading() as state:
