@@ -23,8 +23,8 @@ FoldSeed = Annotated[int, typer.Option("--seed", min=0, help="seed of the cross-
 def bench_ranker_folds(
     bundle: BundleDir,
     data: BundleData,
-    out: Annotated[Path, typer.Option(file_okay=False, help="results directory (folds.json, folds.md, folds.png)")] = Path(
-        "results/ranker-folds"),
+    out: Annotated[Path, typer.Option(file_okay=False, help="results directory (folds.json, folds.md, "
+                                      "folds.png)")] = Path("results/ranker-folds"),
     outer: OuterFolds = 5,
     seed: FoldSeed = 0,
     schemes: Annotated[Path | None, typer.Option(
@@ -49,8 +49,8 @@ def bench_ranker_folds(
 def bench_id_sequence(
     bundle: BundleDir,
     data: BundleData,
-    out: Annotated[Path, typer.Option(file_okay=False, help="results directory (sequence.json, sequence.md, sequence.png)")] = Path(
-        "results/id-sequence"),
+    out: Annotated[Path, typer.Option(file_okay=False, help="results directory (sequence.json, sequence.md, "
+                                      "sequence.png)")] = Path("results/id-sequence"),
     outer: OuterFolds = 5,
     seed: FoldSeed = 0,
 ) -> None:
@@ -97,8 +97,8 @@ def bench_ease(
 def bench_lexical(
     bundle: BundleDir,
     data: BundleData,
-    out: Annotated[Path, typer.Option(file_okay=False, help="results directory (lexical.json, lexical.md, lexical.png)")] = Path(
-        "results/lexical"),
+    out: Annotated[Path, typer.Option(file_okay=False, help="results directory (lexical.json, lexical.md, "
+                                      "lexical.png)")] = Path("results/lexical"),
     outer: OuterFolds = 5,
     seed: FoldSeed = 0,
 ) -> None:

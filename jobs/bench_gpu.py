@@ -15,8 +15,8 @@ from jobs.output import invocation
 @bench_app.command("gpu")
 def gpu(
     data: Annotated[Path, typer.Option(help="dataset for the train / encode stages (e.g. amazon-scientific)")],
-    out: Annotated[Path, typer.Option(file_okay=False, help="output directory (gpu.json, gpu.md, bundles/, ann/, latency/)")] = Path(
-        "results/gpu"),
+    out: Annotated[Path, typer.Option(file_okay=False, help="output directory (gpu.json, gpu.md, bundles/, ann/, "
+                                      "latency/)")] = Path("results/gpu"),
     model: Annotated[str, typer.Option(help="BERT: local HF directory or 'default' (MiniLM)")] = "default",
     train_minutes: Annotated[float, typer.Option(min=0.1, help="cap on the `gpu` preset's training time")] = 2.5,
     config: Annotated[Optional[Path], typer.Option("--config", help="JSON merged over the `gpu` preset")] = None,
@@ -27,7 +27,8 @@ def gpu(
     concurrency: Annotated[str, typer.Option(help="latency: comma-separated client counts")] = "1,32",
     latency_requests: Annotated[int, typer.Option(min=1, help="latency: requests per level (upper bound)")] = 3_000,
     latency_seconds: Annotated[float, typer.Option(min=0.5, help="latency: seconds per level (upper bound)")] = 6.0,
-    budget_minutes: Annotated[float, typer.Option(min=0.0, help="stages that would start after this are skipped")] = 8.0,
+    budget_minutes: Annotated[float, typer.Option(min=0.0, help="stages that would start after this are "
+                                                  "skipped")] = 8.0,
     stages: Annotated[str, typer.Option(help="comma-separated: train,encode,ann,latency")] = "train,encode,ann,latency",
 ) -> None:
     """One command for a GPU machine (≤ 8 min on one large GPU): the `gpu` preset to a bundle with its test

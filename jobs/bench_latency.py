@@ -16,7 +16,8 @@ def latency(
     bundle: Annotated[Path, typer.Option(help="bundle directory (or model directory: newest version)")],
     out: Annotated[Path, typer.Option(file_okay=False, help="output directory")] = Path("results/latency"),
     concurrency: Annotated[str, typer.Option(help="comma-separated client counts")] = "1,8,32,64",
-    endpoints: Annotated[str, typer.Option(help="user,similar,similar_user,session")] = "user,similar,similar_user,session",
+    endpoints: Annotated[str, typer.Option(help="user,similar,similar_user,session")] = \
+        "user,similar,similar_user,session",
     requests: Annotated[int, typer.Option(min=1, help="requests per level (upper bound)")] = 2000,
     seconds: Annotated[float, typer.Option(min=0.1, help="seconds per level (upper bound)")] = 20.0,
     reload_test: Annotated[bool, typer.Option(help="also reload the bundle in the middle of a run")] = True,

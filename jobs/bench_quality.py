@@ -26,14 +26,15 @@ def _report_name(value: str) -> str:
 @bench_app.command("quality")
 def bench_quality(
     data: Annotated[Path, typer.Option(help="dataset directory or raw RecBole/MovieLens directory")],
-    out: Annotated[Path, typer.Option(file_okay=False, help="results directory (quality.json, quality.md, quality.png)")] = Path(
-        "results/quality"),
+    out: Annotated[Path, typer.Option(file_okay=False, help="results directory (quality.json, quality.md, "
+                                      "quality.png)")] = Path("results/quality"),
     variants: Annotated[str, typer.Option(help="comma-separated presets (encoders/presets.py)")] = "cpu",
     config: Annotated[Optional[Path], typer.Option("--config", help="JSON overrides merged into every preset")] = None,
     baselines: Annotated[bool, typer.Option("--baselines/--no-baselines")] = True,
     ranker: Annotated[bool, typer.Option("--ranker/--no-ranker", help="also fit the LightGBM re-ranker on each "
                                          "variant's towers (valid step) and report it on test")] = True,
-    bundles: Annotated[Optional[Path], typer.Option(file_okay=False, help="also write each trained bundle under this root")] = None,
+    bundles: Annotated[Optional[Path], typer.Option(file_okay=False, help="also write each trained bundle under "
+                                                    "this root")] = None,
     name: Annotated[str, typer.Option(callback=_report_name, help="report file name: NAME.json / .md / .png in "
                                       "--out")] = "quality",
     threads: Annotated[int, typer.Option(min=1, help="CPU threads (torch, FAISS, BLAS)")] = 2,

@@ -26,8 +26,8 @@ def _new_bundle(value: Path | None) -> Path | None:
 def bench_ranker(
     bundle: BundleDir,
     data: BundleData,
-    out: Annotated[Path, typer.Option(file_okay=False, help="results directory (ranker.json, ranker.md, ranker.png)")] = Path(
-        "results/ranker"),
+    out: Annotated[Path, typer.Option(file_okay=False, help="results directory (ranker.json, ranker.md, "
+                                      "ranker.png)")] = Path("results/ranker"),
     candidates: Candidates = None,
     n_jobs: RankerThreads = None,
     seeds: Annotated[str, typer.Option(help="comma-separated seeds: one fit each, the spread reported")] = "0",

@@ -36,7 +36,8 @@ def test_bench_scale_runs_every_stage_at_a_tiny_size(tiny_bert_dir, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "out" / "scale.json").read_text())
     assert len(report["rows"]) == len(STAGES) + 1
-    assert np.isfinite(report["meta"]["exponents"]["import"]) and "import" in (tmp_path / "out" / "scale.md").read_text()
+    assert np.isfinite(report["meta"]["exponents"]["import"])
+    assert "import" in (tmp_path / "out" / "scale.md").read_text()
     assert (tmp_path / "out" / "scale.png").stat().st_size > 0
     bad = runner.invoke(app, [*common, "--sizes", "64x60x400", "--stages", "nope"])
     assert bad.exit_code == 2 and "unknown stage" in bad.output

@@ -356,7 +356,8 @@ def test_quickstart_end_to_end_and_the_engine_beats_popularity(tmp_path, tiny_be
     assert engine["recall@10"] > popularity["recall@10"]
     assert (tmp_path / "results" / "quickstart.png").stat().st_size > 10_000
     report = (tmp_path / "results" / "quickstart.md").read_text()
-    assert "| engine (towers + re-ranker) |" in report and "| engine (towers + re-ranker) (no diversification) |" in report
+    assert "| engine (towers + re-ranker) |" in report
+    assert "| engine (towers + re-ranker) (no diversification) |" in report
     assert "time budget" not in report  # the preset's budget is a safety net, not what ends training
     # a rerun replaces its own synthetic shop, never someone else's data
     other = tmp_path / "mine"
