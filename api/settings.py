@@ -19,7 +19,7 @@ class SettingsError(RecsysError):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RECSYS_", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="RECSYS_", frozen=True, allow_inf_nan=False)  # "inf" too
 
     bundle: Path | None = Field(None, description="bundle directory (or model directory: newest version)")
     max_k: int = Field(100, ge=10, le=10_000, description="largest k a request may ask for (at least the default "

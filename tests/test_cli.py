@@ -514,6 +514,9 @@ def test_serve_checks_the_port_before_loading(tmp_path):
     ({"RECSYS_EVENT_STORE": "redis", "RECSYS_REDIS_URL": "redis://127.0.0.1:{port}/0"},
      "error: RECSYS_REDIS_URL: cannot reach Redis at redis://127.0.0.1:{port}/0"),
     ({"RECSYS_MAX_K": "lots"}, "error: RECSYS_MAX_K: Input should be a valid integer"),
+    # an infinite cache budget or wait was accepted: a traceback at load (int(inf)) or a service that never syncs
+    ({"RECSYS_CACHE_MB": "inf"}, "error: RECSYS_CACHE_MB: Input should be a finite number"),
+    ({"RECSYS_SYNC_INTERVAL_MS": "infinity"}, "error: RECSYS_SYNC_INTERVAL_MS: Input should be a finite number"),
 ])
 def test_serve_misconfigured_is_one_line_and_exit_code_2(toy, tmp_path, env, message):
     import socket
