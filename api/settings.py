@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -84,8 +86,24 @@ class Settings(BaseSettings):
         return self.admin_token is not None and bool(self.admin_token.get_secret_value().strip())
 
 
+OTHER_VARIABLES = frozenset({"RECSYS_ONNX_CACHE", "RECSYS_RANKER_CACHE"})  # read by the ONNX and re-ranker caches
+
+
+def check_names(environ: Mapping[str, str]) -> None:
+    """SettingsError for a RECSYS_* variable that is no setting (a typo such as RECSYS_RERANKK would be ignored)."""
+    prefix = Settings.model_config["env_prefix"]
+    known = sorted({prefix + name.upper() for name in Settings.model_fields} | OTHER_VARIABLES)
+    for name in sorted(environ):
+        if name.upper().startswith(prefix) and name.upper() not in known:  # pydantic-settings ignores the case
+            close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.8)  # the shared prefix scores too
+            hint = f"did you mean {close[0]}?" if close else "see the README's API section for the settings"
+            raise SettingsError(f"{name}: not a setting ({hint})")
+
+
 def load_settings(**values) -> Settings:
-    """Settings from the environment (and `values`); a bad value is a SettingsError naming its variable."""
+    """Settings from the environment (and `values`); a bad value, or a RECSYS_* variable that is no setting, is a
+    SettingsError naming its variable."""
+    check_names(os.environ)
     try:
         return Settings(**values)
     except ValidationError as exc:

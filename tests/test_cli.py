@@ -517,6 +517,8 @@ def test_serve_checks_the_port_before_loading(tmp_path):
     # an infinite cache budget or wait was accepted: a traceback at load (int(inf)) or a service that never syncs
     ({"RECSYS_CACHE_MB": "inf"}, "error: RECSYS_CACHE_MB: Input should be a finite number"),
     ({"RECSYS_SYNC_INTERVAL_MS": "infinity"}, "error: RECSYS_SYNC_INTERVAL_MS: Input should be a finite number"),
+    # a misspelt setting was ignored: the service ran with the default (here: re-ranking on)
+    ({"RECSYS_RERANKK": "false"}, "error: RECSYS_RERANKK: not a setting (did you mean RECSYS_RERANK?)"),
 ])
 def test_serve_misconfigured_is_one_line_and_exit_code_2(toy, tmp_path, env, message):
     import socket
