@@ -18,6 +18,14 @@ from recsys.retrieval.filters import where_key
 QueryKind = Literal["history", "text", "similar", "similar_for_user"]
 
 
+def id_collection(ids: Collection[str], name: str) -> Collection[str]:
+    """`ids` as given; a single str is refused (ValueError naming `name`): iterated, it would be one id per
+    character, unknown ids that silently match nothing."""
+    if isinstance(ids, str):
+        raise ValueError(f"{name} must be a list of item ids, not a str: write [{ids!r}] for one id")
+    return ids
+
+
 @dataclass(frozen=True)
 class Query:
     """What to recommend: `history` (item ids, oldest first; a user's or a session's), `text` (free text through
@@ -39,8 +47,8 @@ class Query:
     _where_key: Hashable | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "history", tuple(self.history))
-        object.__setattr__(self, "exclude", frozenset(self.exclude))
+        object.__setattr__(self, "history", tuple(id_collection(self.history, "history")))
+        object.__setattr__(self, "exclude", frozenset(id_collection(self.exclude, "exclude")))
         object.__setattr__(self, "_where_key", where_key(self.where) if self.where is not None else None)
         if self.k < 1:
             raise ValueError(f"k must be positive, got {self.k}")
@@ -81,4 +89,4 @@ def group_queries(queries: Sequence[Query]) -> list[list[int]]:
     return [*groups.values(), *alone]
 
 
-__all__ = ["Query", "QueryKind", "group_queries"]
+__all__ = ["Query", "QueryKind", "group_queries", "id_collection"]
