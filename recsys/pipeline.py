@@ -22,7 +22,7 @@ from recsys.errors import BundleError, UnknownIdError
 from recsys.histories import Histories
 from recsys.neighbours import NeighbourCache
 from recsys.popularity import Popularity
-from recsys.query import Query, group_queries, id_collection
+from recsys.query import Query, check_k, group_queries, id_collection
 from recsys.results import CandidateLists, RecommendationList
 from recsys.retrieval import VectorIndex
 from recsys.splits import SplitData
@@ -364,6 +364,7 @@ class Recommender:
         """Nearest catalogue items to `item_id` by item-tower embedding (itself excluded), diversified like
         every shown list (`shown_lists`) unless `diversify` is False. Unfiltered lists come from the
         neighbour cache (the same ranking, searched once per item)."""
+        check_k(k)
         state = self.catalogue.state
         state.check([item_id])
         exclude = id_collection(exclude, "exclude")

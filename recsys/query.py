@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
+from numbers import Integral
 from typing import Literal
 
 from recsys.retrieval.filters import where_key
@@ -24,6 +25,12 @@ def id_collection(ids: Collection[str], name: str) -> Collection[str]:
     if isinstance(ids, str):
         raise ValueError(f"{name} must be a list of item ids, not a str: write [{ids!r}] for one id")
     return ids
+
+
+def check_k(k: int) -> None:
+    """ValueError unless `k` is a whole number ≥ 1 (a float, str or bool failed deep in the search, or served)."""
+    if isinstance(k, bool) or not isinstance(k, Integral) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
 
 
 @dataclass(frozen=True)
@@ -50,8 +57,7 @@ class Query:
         object.__setattr__(self, "history", tuple(id_collection(self.history, "history")))
         object.__setattr__(self, "exclude", frozenset(id_collection(self.exclude, "exclude")))
         object.__setattr__(self, "_where_key", where_key(self.where) if self.where is not None else None)
-        if self.k < 1:
-            raise ValueError(f"k must be positive, got {self.k}")
+        check_k(self.k)
         if self.text is not None and self.item_id is not None:
             raise ValueError("a query has either a text or an item_id, not both")
 
@@ -89,4 +95,4 @@ def group_queries(queries: Sequence[Query]) -> list[list[int]]:
     return [*groups.values(), *alone]
 
 
-__all__ = ["Query", "QueryKind", "group_queries", "id_collection"]
+__all__ = ["Query", "QueryKind", "check_k", "group_queries", "id_collection"]

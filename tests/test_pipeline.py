@@ -69,6 +69,18 @@ def test_a_str_where_a_list_of_ids_belongs_is_refused(recommender):
     assert "sock1" not in recommender.recommend_history(["shoe1"], k=2, exclude=["sock1"]).item_ids
 
 
+@pytest.mark.parametrize("k", [0, -3, 1.5, "5", True])
+def test_k_must_be_a_positive_integer(recommender, k):
+    """similar_items(k=0) returned an empty list and k=-3 "negative dimensions are not allowed"; a float, str or bool
+    k failed deep in the search with a TypeError (or, True in a Query, served one item)."""
+    calls = [lambda: recommender.similar_items("cam1", k=k), lambda: recommender.recommend_session(["shoe1"], k=k),
+             lambda: recommender.recommend_user("u1", k=k)]
+    for call in calls:
+        with pytest.raises(ValueError, match=f"^k must be a positive integer, got {k!r}$"):
+            call()
+    assert len(recommender.similar_items("cam1", k=np.int64(2)).item_ids) == 2  # numpy integers are whole numbers
+
+
 def test_unknown_user_falls_back_to_popular(recommender):
     result = recommender.recommend_user("stranger", k=2)
     assert result.strategy == "popular_fallback"
