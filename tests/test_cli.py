@@ -553,3 +553,19 @@ def test_an_existing_out_is_refused_before_the_job_starts(command, shop_bundle, 
     assert f"{taken} already exists: choose a new directory" in result.flat
     assert result.flat.startswith("Usage:")  # refused with the options, before any of the job's own output
     assert [p.name for p in taken.iterdir()] == ["keep.txt"]
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("items.parquet", "items.parquet: cannot read this dataset table (ComputeError"),
+    ("schema.json", "schema.json: cannot read the dataset schema (JSONDecodeError"),
+])
+def test_a_damaged_dataset_is_one_error_line(tmp_path, damage, message):
+    """A dataset whose Parquet table or schema.json is damaged was a polars / JSON traceback (a missing table: a
+    bare 'No such file or directory'); now one line naming the file, exit code 2."""
+    from recsys.data.synthetic import generate_shop
+
+    data = generate_shop(n_users=20, n_items=40, seed=0).save(tmp_path / "shop")
+    (data / damage).write_text("{damaged")
+    result = run("evaluate", "--data", data)
+    assert result.exit_code == 2 and f"error: {data / message}" in result.flat, result.output
+    assert "Traceback" not in result.output
