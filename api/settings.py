@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import DirectoryPath, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from api.limits import LIST_ITEMS, TEXT_CHARS
@@ -36,8 +36,9 @@ class Settings(BaseSettings):
     unknown_user_fallback: bool = Field(True, description="unknown users get popular items instead of a 404")
     history_limit: int = Field(HISTORY_LIMIT, ge=1, description="most recent items of a user's history (bundle "
                                "history + events) a recommendation reads; batch-score uses the same default")
-    bundle_root: Path | None = Field(None, description="reloads only load bundles under this directory (default: "
-                                     "the served bundle's parent, its model directory)")
+    bundle_root: DirectoryPath | None = Field(None, description="reloads only load bundles under this directory, "
+                                              "which must exist (default: the served bundle's parent, its model "
+                                              "directory)")
     state_dir: Path = Field(Path("recsys-state"), description="where the SQLite event store lives")
     event_store: Literal["sqlite", "redis"] = "sqlite"
     redis_url: str = "redis://127.0.0.1:6379/0"

@@ -519,6 +519,8 @@ def test_serve_checks_the_port_before_loading(tmp_path):
     ({"RECSYS_SYNC_INTERVAL_MS": "infinity"}, "error: RECSYS_SYNC_INTERVAL_MS: Input should be a finite number"),
     # a misspelt setting was ignored: the service ran with the default (here: re-ranking on)
     ({"RECSYS_RERANKK": "false"}, "error: RECSYS_RERANKK: not a setting (did you mean RECSYS_RERANK?)"),
+    # a bundle root that does not exist was accepted: every reload was then refused as "not under the bundle root"
+    ({"RECSYS_BUNDLE_ROOT": "/no/such/models"}, "error: RECSYS_BUNDLE_ROOT: Path does not point to a directory"),
 ])
 def test_serve_misconfigured_is_one_line_and_exit_code_2(toy, tmp_path, env, message):
     import socket
