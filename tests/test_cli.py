@@ -245,6 +245,20 @@ def test_commands_with_nothing_to_do_or_an_unused_option_say_so(shop_bundle, tmp
     assert not (tmp_path / "recs").exists()
 
 
+@pytest.mark.parametrize("command", ["train", "encode", "build", "batch-score"])
+@pytest.mark.parametrize("option,value,what", [("--workers", "3", "Ray workers"),
+                                               ("--ray-address", "auto", "a Ray cluster")])
+def test_ray_options_without_engine_ray_are_refused(tmp_path, command, option, value, what):
+    """train / encode / build ran in this process, ignoring --workers and --ray-address without --engine ray (so did
+    batch-score with --workers); each is refused now, before the dataset or bundle is read (neither exists here)."""
+    source = ["--bundle", tmp_path / "no-bundle"] if command == "batch-score" else ["--data", tmp_path / "no-data"]
+    result = run(command, *source, "--out", tmp_path / "out", option, value)
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for {option}: only --engine ray uses {what}: pass --engine ray, or leave {option} out" \
+        in result.flat, result.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_every_registered_command_has_the_friendly_error_handling():
     import typer
 
