@@ -133,7 +133,16 @@ class Service:
     def reload(self, bundle: str | None) -> Loaded:
         """`load` (and announce) a bundle under the bundle root: `bundle` is relative to it (or an absolute path
         inside it); None: the newest version of the current model. Anything outside is refused (BundleError)
-        before it is read."""
+        before it is read; every refusal counts in `recsys_reloads_total{outcome="refused"}`."""
+        try:
+            path = self._reload_path(bundle)
+        except BundleError:
+            self.metrics.reloads.labels("refused").inc()
+            raise
+        return self.load(path, announce=True)
+
+    def _reload_path(self, bundle: str | None) -> Path:
+        """The bundle directory `reload` loads: under the bundle root, or BundleError."""
         root, current = self.bundle_root, self.current
         if root is None or current is None:
             raise BundleError("no bundle loaded yet")
@@ -148,7 +157,7 @@ class Service:
                 raise outside
         except (OSError, ValueError) as exc:  # a name too long, a NUL byte, …
             raise BundleError(f"{bundle}: not a usable path ({type(exc).__name__})") from exc
-        return self.load(path, announce=True)
+        return path
 
     def _serving_tower(self, tower: UserTower, cache: ByteBudgetCache) -> UserTower:
         """BERT towers get micro-batching across concurrent requests; every tower gets the cache of query vectors

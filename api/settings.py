@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import DirectoryPath, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from api.limits import LIST_ITEMS, TEXT_CHARS
@@ -19,7 +21,7 @@ class SettingsError(RecsysError):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RECSYS_", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="RECSYS_", frozen=True, allow_inf_nan=False)  # "inf" too
 
     bundle: Path | None = Field(None, description="bundle directory (or model directory: newest version)")
     max_k: int = Field(100, ge=10, le=10_000, description="largest k a request may ask for (at least the default "
@@ -34,8 +36,9 @@ class Settings(BaseSettings):
     unknown_user_fallback: bool = Field(True, description="unknown users get popular items instead of a 404")
     history_limit: int = Field(HISTORY_LIMIT, ge=1, description="most recent items of a user's history (bundle "
                                "history + events) a recommendation reads; batch-score uses the same default")
-    bundle_root: Path | None = Field(None, description="reloads only load bundles under this directory (default: "
-                                     "the served bundle's parent, its model directory)")
+    bundle_root: DirectoryPath | None = Field(None, description="reloads only load bundles under this directory, "
+                                              "which must exist (default: the served bundle's parent, its model "
+                                              "directory)")
     state_dir: Path = Field(Path("recsys-state"), description="where the SQLite event store lives")
     event_store: Literal["sqlite", "redis"] = "sqlite"
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -84,8 +87,24 @@ class Settings(BaseSettings):
         return self.admin_token is not None and bool(self.admin_token.get_secret_value().strip())
 
 
+OTHER_VARIABLES = frozenset({"RECSYS_ONNX_CACHE", "RECSYS_RANKER_CACHE"})  # read by the ONNX and re-ranker caches
+
+
+def check_names(environ: Mapping[str, str]) -> None:
+    """SettingsError for a RECSYS_* variable that is no setting (a typo such as RECSYS_RERANKK would be ignored)."""
+    prefix = Settings.model_config["env_prefix"]
+    known = sorted({prefix + name.upper() for name in Settings.model_fields} | OTHER_VARIABLES)
+    for name in sorted(environ):
+        if name.upper().startswith(prefix) and name.upper() not in known:  # pydantic-settings ignores the case
+            close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.8)  # the shared prefix scores too
+            hint = f"did you mean {close[0]}?" if close else "see the README's API section for the settings"
+            raise SettingsError(f"{name}: not a setting ({hint})")
+
+
 def load_settings(**values) -> Settings:
-    """Settings from the environment (and `values`); a bad value is a SettingsError naming its variable."""
+    """Settings from the environment (and `values`); a bad value, or a RECSYS_* variable that is no setting, is a
+    SettingsError naming its variable."""
+    check_names(os.environ)
     try:
         return Settings(**values)
     except ValidationError as exc:

@@ -154,6 +154,20 @@ def check_presets(names: list[str], option: str = "--preset") -> None:
         raise typer.BadParameter(f"{problem}; known: {', '.join(PRESETS)}", param_hint=option)
 
 
+RAY_ONLY = {"--ray-address": "a Ray cluster", "--workers": "Ray workers"}
+
+
+def check_ray_only(engine: str, ray_address: str | None, workers: int | None) -> None:
+    """typer.BadParameter for --ray-address or --workers without --engine ray: the job would run in this process and
+    the option be ignored."""
+    if engine == "ray":
+        return
+    for option, value in (("--ray-address", ray_address), ("--workers", workers)):
+        if value is not None:
+            raise typer.BadParameter(f"only --engine ray uses {RAY_ONLY[option]}: pass --engine ray, or leave {option} "
+                                     "out", param_hint=option)
+
+
 def _api_max_k() -> int:
     """The API's limit on k (RECSYS_MAX_K), so the CLI accepts what the API accepts; its default when the
     environment's setting is invalid (the API reports that when it starts)."""

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from jobs.app import EventStoreOpt, RedisUrlOpt, StateDirOpt, app
+from jobs.app import EventStoreOpt, RedisUrlOpt, StateDirOpt, app, check_ray_only
 from jobs.output import console, err_console
 from recsys.store import HISTORY_LIMIT
 
@@ -59,9 +59,7 @@ def batch_score(
 
     if engine not in ("local", "ray"):
         raise typer.BadParameter(f"--engine must be local or ray, got {engine!r}")
-    if ray_address is not None and engine != "ray":
-        raise typer.BadParameter("only --engine ray uses a Ray cluster: pass --engine ray, or leave --ray-address out",
-                                 param_hint="--ray-address")
+    check_ray_only(engine, ray_address, workers)
     if (data is None) != (split is None):
         raise typer.BadParameter("evaluation mode needs both --data and --split")
     if split not in (None, "valid", "test"):

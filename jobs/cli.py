@@ -16,8 +16,8 @@ from jobs import (  # noqa: F401
     bench_quality, bench_ranker, bench_scale, bench_store, encode_cmd, export_cmd, quickstart, ranker_cmd, refit_cmd,
     train_cmd)
 from jobs.app import EVAL_USERS, MAX_K, BatchSize, Decay, EncoderOpt, EvalUsersOpt, IndexOpt, Items, MaxLength, \
-    ModelOpt, OutOpt, OverwriteOpt, Port, Seed, Users, app, arrange_help, bundle_name, eval_sample, finish_commands, \
-    import_app
+    ModelOpt, OutOpt, OverwriteOpt, Port, Seed, Users, app, arrange_help, bundle_name, check_ray_only, eval_sample, \
+    finish_commands, import_app
 from jobs.bench import bench_app
 from jobs.output import console, err_console, index_line, markdown_metrics, metrics_table, print_recommendations, \
     step, write_json
@@ -164,6 +164,7 @@ def build(
     """Encode the catalogue, build the index, evaluate, and write a bundle to OUT/NAME/VERSION."""
     from jobs.encode_cmd import encode_options
     from jobs.workflows import build_bundle, load_dataset
+    check_ray_only(engine, ray_address, workers)
     config = _build_config(model, max_length, batch_size, decay, index=index, eval_users=eval_users,
                            backend=encoder)
     step(f"reading the dataset {data} …")

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from jobs.app import BatchSize, MaxLength, ModelOpt, app
+from jobs.app import BatchSize, MaxLength, ModelOpt, app, check_ray_only
 from jobs.output import console, err_console
 
 EngineOpt = Annotated[str, typer.Option(help="local, or ray (pip install '.[distributed]')")]
@@ -26,6 +26,7 @@ def encode_options(out: Path, engine: str, workers: int | None, threads: int, ra
 
     if engine not in ("local", "ray"):
         raise typer.BadParameter(f"--engine must be local or ray, got {engine!r}")
+    check_ray_only(engine, ray_address, workers)
     if precision not in ("auto", "fp32", "fp16"):
         raise typer.BadParameter(f"--precision must be auto, fp32 or fp16, got {precision!r}")
     return EncodeOptions(out=out, precision=precision, chunk_size=chunk_size, engine=engine,  # type: ignore[arg-type]

@@ -10,8 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from jobs.app import EVAL_USERS, EvalUsersOpt, IndexKind, app, bundle_name, check_presets, eval_sample, \
-    read_json_object
+from jobs.app import EVAL_USERS, EvalUsersOpt, IndexKind, app, bundle_name, check_presets, \
+    check_ray_only, eval_sample, read_json_object
 from jobs.output import ensemble_table, index_line
 from recsys.config import EvalConfig
 from jobs.output import console
@@ -87,8 +87,9 @@ def train(
                                                                           "OUT/NAME/runs/latest)")] = None,
     engine: Annotated[str, typer.Option(help="local (this process), or ray: data-parallel on --workers Ray Train "
                                              "workers (torch DDP; pip install '.[distributed]')")] = "local",
-    workers: Annotated[int, typer.Option(min=1, help="ray: training workers (one GPU each when the cluster has "
-                                                     "GPUs; --threads CPU threads each otherwise)")] = 2,
+    workers: Annotated[Optional[int], typer.Option(min=1, help="ray: training workers, 2 by default (one GPU each "
+                                                               "when the cluster has GPUs; --threads CPU threads each "
+                                                               "otherwise)")] = None,
     ray_address: Annotated[Optional[str], typer.Option(help="ray: cluster address (default: a local Ray)")] = None,
 ) -> None:
     """Train the LoRA-tuned BERT towers (CPU or CUDA, picked automatically) and write OUT/NAME/VERSION.
@@ -118,6 +119,7 @@ def train(
         options.setdefault("lora", {})["top_layers"] = None
     if engine not in ("local", "ray"):
         raise typer.BadParameter(f"--engine must be local or ray, got {engine!r}")
+    check_ray_only(engine, ray_address, workers)
     cfg = train_config(preset, config, from_bundle, options)
     if engine == "ray" and cfg.ensemble > 1:
         raise typer.BadParameter("a seed ensemble trains its members one after another: use --engine local")
@@ -129,7 +131,7 @@ def train(
     if engine == "ray":
         from jobs.ray_train import train_on_ray
         path = train_on_ray(data, cfg, name=name, out_root=out, run_dir=run_dir, resume=resume,
-                            init_bundle=from_bundle, workers=workers, threads=threads, address=ray_address)
+                            init_bundle=from_bundle, workers=workers or 2, threads=threads, address=ray_address)
     else:
         eval_config = EvalConfig(max_examples=eval_sample(eval_users), seed=cfg.seed)
         path = train_and_evaluate(dataset, split, cfg, name=name, out_root=out, run_dir=run_dir,

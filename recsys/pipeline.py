@@ -22,7 +22,7 @@ from recsys.errors import BundleError, UnknownIdError
 from recsys.histories import Histories
 from recsys.neighbours import NeighbourCache
 from recsys.popularity import Popularity
-from recsys.query import Query, group_queries
+from recsys.query import Query, check_k, group_queries, id_collection
 from recsys.results import CandidateLists, RecommendationList
 from recsys.retrieval import VectorIndex
 from recsys.splits import SplitData
@@ -347,9 +347,10 @@ class Recommender:
                           explain: bool = False) -> RecommendationList:
         """For an anonymous session's recent items (oldest first) and/or free text (encoded by the item tower and
         blended with the items' query vector); unknown ids raise UnknownIdError."""
-        self.check_items(list(item_ids))
-        return self.recommend(Query(item_ids, text=text, k=k, exclude_seen=exclude_seen, exclude=exclude,
-                                    where=where, explain=explain, strategy="session"))
+        query = Query(id_collection(item_ids, "item_ids"), text=text, k=k, exclude_seen=exclude_seen, exclude=exclude,
+                      where=where, explain=explain, strategy="session")
+        self.check_items(query.history)
+        return self.recommend(query)
 
     def recommend_user(self, user_id: str, k: int = 10, exclude_seen: bool = True, exclude: Collection[str] = (),
                        where: Mapping | None = None, fallback: bool = True,
@@ -365,8 +366,10 @@ class Recommender:
         """Nearest catalogue items to `item_id` by item-tower embedding (itself excluded), diversified like
         every shown list (`shown_lists`) unless `diversify` is False. Unfiltered lists come from the
         neighbour cache (the same ranking, searched once per item)."""
+        check_k(k)
         state = self.catalogue.state
         state.check([item_id])
+        exclude = id_collection(exclude, "exclude")
         depth = self.shown_depth(k) if diversify else k
         found = None
         if where is None:

@@ -11,11 +11,26 @@ from __future__ import annotations
 
 from collections.abc import Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
+from numbers import Integral
 from typing import Literal
 
 from recsys.retrieval.filters import where_key
 
 QueryKind = Literal["history", "text", "similar", "similar_for_user"]
+
+
+def id_collection(ids: Collection[str], name: str) -> Collection[str]:
+    """`ids` as given; a single str is refused (ValueError naming `name`): iterated, it would be one id per
+    character, unknown ids that silently match nothing."""
+    if isinstance(ids, str):
+        raise ValueError(f"{name} must be a list of item ids, not a str: write [{ids!r}] for one id")
+    return ids
+
+
+def check_k(k: int) -> None:
+    """ValueError unless `k` is a whole number ≥ 1 (a float, str or bool failed deep in the search, or served)."""
+    if isinstance(k, bool) or not isinstance(k, Integral) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
 
 
 @dataclass(frozen=True)
@@ -39,11 +54,10 @@ class Query:
     _where_key: Hashable | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "history", tuple(self.history))
-        object.__setattr__(self, "exclude", frozenset(self.exclude))
+        object.__setattr__(self, "history", tuple(id_collection(self.history, "history")))
+        object.__setattr__(self, "exclude", frozenset(id_collection(self.exclude, "exclude")))
         object.__setattr__(self, "_where_key", where_key(self.where) if self.where is not None else None)
-        if self.k < 1:
-            raise ValueError(f"k must be positive, got {self.k}")
+        check_k(self.k)
         if self.text is not None and self.item_id is not None:
             raise ValueError("a query has either a text or an item_id, not both")
 
@@ -81,4 +95,4 @@ def group_queries(queries: Sequence[Query]) -> list[list[int]]:
     return [*groups.values(), *alone]
 
 
-__all__ = ["Query", "QueryKind", "group_queries"]
+__all__ = ["Query", "QueryKind", "check_k", "group_queries", "id_collection"]

@@ -340,6 +340,17 @@ def test_a_configured_bundle_root_admits_the_bundles_under_it(toy, tmp_path):
         assert response.status_code == 200 and client.get("/v1/model").json()["name"] == "books"
 
 
+def test_every_refused_reload_is_counted(client, toy, bundle):
+    """A reload refused before loading (no bundle there, outside the root) was missing from
+    recsys_reloads_total{outcome="refused"}: only bundles refused while loading were counted."""
+    for target in ("v9", "../../elsewhere"):
+        assert client.post("/v1/admin/reload", json={"bundle": target}, headers=ADMIN).status_code == 409
+    broken = build(toy, bundle.parent / "v3")
+    (broken / "index" / "index.faiss").write_bytes(b"garbage")  # its checksum no longer matches
+    assert client.post("/v1/admin/reload", json={"bundle": "v3"}, headers=ADMIN).status_code == 409
+    assert 'recsys_reloads_total{outcome="refused"} 3.0' in client.get("/metrics").text
+
+
 def test_reload_errors_name_no_absolute_or_library_source_path(client, toy, bundle):
     broken = build(toy, bundle.parent / "v3")
     (broken / "index" / "index.faiss").write_bytes(b"garbage")

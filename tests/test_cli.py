@@ -245,6 +245,20 @@ def test_commands_with_nothing_to_do_or_an_unused_option_say_so(shop_bundle, tmp
     assert not (tmp_path / "recs").exists()
 
 
+@pytest.mark.parametrize("command", ["train", "encode", "build", "batch-score"])
+@pytest.mark.parametrize("option,value,what", [("--workers", "3", "Ray workers"),
+                                               ("--ray-address", "auto", "a Ray cluster")])
+def test_ray_options_without_engine_ray_are_refused(tmp_path, command, option, value, what):
+    """train / encode / build ran in this process, ignoring --workers and --ray-address without --engine ray (so did
+    batch-score with --workers); each is refused now, before the dataset or bundle is read (neither exists here)."""
+    source = ["--bundle", tmp_path / "no-bundle"] if command == "batch-score" else ["--data", tmp_path / "no-data"]
+    result = run(command, *source, "--out", tmp_path / "out", option, value)
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for {option}: only --engine ray uses {what}: pass --engine ray, or leave {option} out" \
+        in result.flat, result.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_every_registered_command_has_the_friendly_error_handling():
     import typer
 
@@ -515,6 +529,13 @@ def test_serve_checks_the_port_before_loading(tmp_path):
     ({"RECSYS_EVENT_STORE": "redis", "RECSYS_REDIS_URL": "redis://127.0.0.1:{port}/0"},
      "error: RECSYS_REDIS_URL: cannot reach Redis at redis://127.0.0.1:{port}/0"),
     ({"RECSYS_MAX_K": "lots"}, "error: RECSYS_MAX_K: Input should be a valid integer"),
+    # an infinite cache budget or wait was accepted: a traceback at load (int(inf)) or a service that never syncs
+    ({"RECSYS_CACHE_MB": "inf"}, "error: RECSYS_CACHE_MB: Input should be a finite number"),
+    ({"RECSYS_SYNC_INTERVAL_MS": "infinity"}, "error: RECSYS_SYNC_INTERVAL_MS: Input should be a finite number"),
+    # a misspelt setting was ignored: the service ran with the default (here: re-ranking on)
+    ({"RECSYS_RERANKK": "false"}, "error: RECSYS_RERANKK: not a setting (did you mean RECSYS_RERANK?)"),
+    # a bundle root that does not exist was accepted: every reload was then refused as "not under the bundle root"
+    ({"RECSYS_BUNDLE_ROOT": "/no/such/models"}, "error: RECSYS_BUNDLE_ROOT: Path does not point to a directory"),
 ])
 def test_serve_misconfigured_is_one_line_and_exit_code_2(toy, tmp_path, env, message):
     import socket
@@ -549,3 +570,19 @@ def test_an_existing_out_is_refused_before_the_job_starts(command, shop_bundle, 
     assert f"{taken} already exists: choose a new directory" in result.flat
     assert result.flat.startswith("Usage:")  # refused with the options, before any of the job's own output
     assert [p.name for p in taken.iterdir()] == ["keep.txt"]
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("items.parquet", "items.parquet: cannot read this dataset table (ComputeError"),
+    ("schema.json", "schema.json: cannot read the dataset schema (JSONDecodeError"),
+])
+def test_a_damaged_dataset_is_one_error_line(tmp_path, damage, message):
+    """A dataset whose Parquet table or schema.json is damaged was a polars / JSON traceback (a missing table: a
+    bare 'No such file or directory'); now one line naming the file, exit code 2."""
+    from recsys.data.synthetic import generate_shop
+
+    data = generate_shop(n_users=20, n_items=40, seed=0).save(tmp_path / "shop")
+    (data / damage).write_text("{damaged")
+    result = run("evaluate", "--data", data)
+    assert result.exit_code == 2 and f"error: {data / message}" in result.flat, result.output
+    assert "Traceback" not in result.output

@@ -53,6 +53,34 @@ def test_session_excludes_seen_and_unknown_ids_raise(recommender):
         recommender.recommend_session(["shoe1", "nope"], k=2)
 
 
+def test_a_str_where_a_list_of_ids_belongs_is_refused(recommender):
+    """A str is iterated as one id per character: recommend_session("shoe1") raised "unknown item ids: 's', 'h', …",
+    recommend_history("shoe1") served popular items and exclude="cam2" excluded nothing."""
+    calls = {"item_ids": lambda: recommender.recommend_session("shoe1"),
+             "history": lambda: recommender.recommend_history("shoe1"),
+             "exclude": lambda: recommender.recommend_history(["shoe1"], exclude="sock1")}
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match=f"^{name} must be a list of item ids, not a str: write \\['"):
+            call()
+    with pytest.raises(ValueError, match="^exclude must be a list of item ids"):
+        recommender.similar_items("cam1", exclude="cam2")
+    with pytest.raises(ValueError, match="^history must be a list of item ids"):
+        recommender.similar_for_user("cam1", "shoe1")
+    assert "sock1" not in recommender.recommend_history(["shoe1"], k=2, exclude=["sock1"]).item_ids
+
+
+@pytest.mark.parametrize("k", [0, -3, 1.5, "5", True])
+def test_k_must_be_a_positive_integer(recommender, k):
+    """similar_items(k=0) returned an empty list and k=-3 "negative dimensions are not allowed"; a float, str or bool
+    k failed deep in the search with a TypeError (or, True in a Query, served one item)."""
+    calls = [lambda: recommender.similar_items("cam1", k=k), lambda: recommender.recommend_session(["shoe1"], k=k),
+             lambda: recommender.recommend_user("u1", k=k)]
+    for call in calls:
+        with pytest.raises(ValueError, match=f"^k must be a positive integer, got {k!r}$"):
+            call()
+    assert len(recommender.similar_items("cam1", k=np.int64(2)).item_ids) == 2  # numpy integers are whole numbers
+
+
 def test_unknown_user_falls_back_to_popular(recommender):
     result = recommender.recommend_user("stranger", k=2)
     assert result.strategy == "popular_fallback"

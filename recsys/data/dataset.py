@@ -123,14 +123,33 @@ class Dataset:
         if not schema_path.is_file():
             raise DataError("not a dataset directory (no schema.json); create one with `recsys import`",
                             source=str(directory))
-        schema = json.loads(schema_path.read_text())
+        schema = _read_schema(schema_path)
         if schema.get("schema_version") != SCHEMA_VERSION:
             raise DataError(f"unsupported dataset schema version {schema.get('schema_version')!r}",
                             source=str(schema_path))
-        items = pl.read_parquet(directory / "items.parquet")
-        interactions = pl.read_parquet(directory / "interactions.parquet")
+        items = _read_table(directory / "items.parquet")
+        interactions = _read_table(directory / "interactions.parquet")
         return cls(schema["name"], items, interactions, ImportReport.from_dict(schema.get("import_report", {})),
                    schema.get("text_template"))
+
+
+def _read_schema(path: Path) -> dict:
+    """A dataset's schema.json; DataError naming the file when it cannot be read or is not a JSON object."""
+    try:
+        schema = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"cannot read the dataset schema ({type(exc).__name__}: {exc})", source=str(path)) from None
+    if not isinstance(schema, dict):
+        raise DataError("not a dataset schema (expected a JSON object)", source=str(path))
+    return schema
+
+
+def _read_table(path: Path) -> pl.DataFrame:
+    """One of a dataset's Parquet tables; DataError naming the file when it is missing or damaged."""
+    try:
+        return pl.read_parquet(path)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise DataError(f"cannot read this dataset table ({type(exc).__name__}: {exc})", source=str(path)) from None
 
 
 class Fingerprint:
