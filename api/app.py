@@ -19,7 +19,7 @@ from api.errors import install_error_handlers
 from api.metrics import BodyLimitMiddleware, MetricsMiddleware
 from api.routes import admin, demo, events, health, recommendations
 from api.service import Service
-from api.settings import Settings
+from api.settings import Settings, load_settings
 from recsys.errors import BundleError
 
 DESCRIPTION = """Personalised, session and similar-item recommendations from a BERT-encoded catalogue.
@@ -33,7 +33,7 @@ invalid field of a 422); the limits stated here are the ones this server enforce
 def create_app(bundle: str | Path | None = None, settings: Settings | None = None,
                service: Service | None = None) -> FastAPI:
     """Build the app for `bundle` (or `settings.bundle` / RECSYS_BUNDLE)."""
-    settings = settings or (service.settings if service else Settings())
+    settings = settings or (service.settings if service else load_settings())
     bundle = bundle or settings.bundle
     if bundle is None:
         raise BundleError("no bundle given: pass one to create_app() or set RECSYS_BUNDLE")

@@ -12,7 +12,7 @@ import typer
 from jobs.app import BatchSize, MaxLength, ModelOpt, app, check_ray_only
 from jobs.output import console, err_console
 
-EngineOpt = Annotated[str, typer.Option(help="local, or ray (pip install '.[distributed]')")]
+EngineOpt = Annotated[str, typer.Option(help="local, or ray (pip install '.\\[distributed]')")]
 WorkersOpt = Annotated[Optional[int], typer.Option(min=1, help="ray: actors / local CPUs (default: all CPUs; "
                                                                 "one actor per GPU when the cluster has GPUs)")]
 RayAddressOpt = Annotated[Optional[str], typer.Option(help="ray: cluster address, e.g. auto or ray://head:10001 "

@@ -86,7 +86,7 @@ def train(
                                                                           "training_curve.png (default: "
                                                                           "OUT/NAME/runs/latest)")] = None,
     engine: Annotated[str, typer.Option(help="local (this process), or ray: data-parallel on --workers Ray Train "
-                                             "workers (torch DDP; pip install '.[distributed]')")] = "local",
+                                             "workers (torch DDP; pip install '.\\[distributed]')")] = "local",
     workers: Annotated[Optional[int], typer.Option(min=1, help="ray: training workers, 2 by default (one GPU each "
                                                                "when the cluster has GPUs; --threads CPU threads each "
                                                                "otherwise)")] = None,

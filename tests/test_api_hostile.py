@@ -456,3 +456,19 @@ def test_a_title_for_a_catalogue_without_titles_is_refused_unless_the_template_r
         kept = c.put("/v1/admin/items/cam9", json={"text": "camera nine", "title": "Camera Nine"}, headers=ADMIN)
         assert kept.status_code == 200, kept.text
         assert c.get("/v1/items/cam9").json()["text"] == "Camera Nine"
+
+
+def test_the_app_factory_reads_the_environment_as_serve_does(monkeypatch, tmp_path):
+    """`uvicorn --factory api.app:create_app` builds its settings from the environment: a RECSYS_* typo or a bad value
+    is the same one-line SettingsError `recsys serve` gives (it was a raw pydantic ValidationError, and a typo was
+    ignored)."""
+    from api.settings import SettingsError
+
+    monkeypatch.setenv("RECSYS_BUNDLE", str(tmp_path / "never-read"))
+    monkeypatch.setenv("RECSYS_RERANKK", "false")
+    with pytest.raises(SettingsError, match=r"^RECSYS_RERANKK: not a setting \(did you mean RECSYS_RERANK\?\)$"):
+        create_app()
+    monkeypatch.delenv("RECSYS_RERANKK")
+    monkeypatch.setenv("RECSYS_MAX_K", "-5")
+    with pytest.raises(SettingsError, match="^RECSYS_MAX_K: Input should be greater than or equal to 10$"):
+        create_app()

@@ -586,3 +586,10 @@ def test_a_damaged_dataset_is_one_error_line(tmp_path, damage, message):
     result = run("evaluate", "--data", data)
     assert result.exit_code == 2 and f"error: {data / message}" in result.flat, result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("command", ["train", "encode"])
+def test_help_names_the_distributed_extra(command):
+    """Rich markup read '[distributed]' as a style tag: the help said `pip install '.'`."""
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "250", "TERMINAL_WIDTH": "250"})
+    assert result.exit_code == 0 and "pip install '.[distributed]'" in result.output, result.output
