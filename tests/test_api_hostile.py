@@ -303,6 +303,18 @@ def test_undocumented_query_parameters_and_repeated_single_values_are_422(client
     assert client.get("/demo", params={"user": "u1", "item": "cam1"}).status_code == 200  # not part of the API
 
 
+def test_the_demo_page_defaults_to_a_user_the_bundle_knows(client, monkeypatch):
+    """It named U00001, a synthetic-shop user: on any other bundle the page showed popular items."""
+    recommender = client.app.state.service.current.recommender
+    known = next(iter(recommender.histories))
+    page = client.get("/demo").text
+    assert f'params.get("user") || {json.dumps(known)};' in page and "__default_user__" not in page
+    monkeypatch.setattr(recommender, "histories", {"</script><b>x": ["cam1"]})  # an id cannot end the script
+    assert 'params.get("user") || "\\u003c/script>\\u003cb>x";' in client.get("/demo").text
+    monkeypatch.setattr(recommender, "histories", {})
+    assert 'params.get("user") || "visitor";' in client.get("/demo").text
+
+
 def test_a_body_that_is_not_utf8_is_the_documented_400(client):
     response = client.post("/v1/sessions/recommendations", content=b'{"item_ids": ["\xff\xfe"]}', headers=JSON)
     assert assert_error(response, 400) == {"detail": "There was an error parsing the body", "errors": []}
