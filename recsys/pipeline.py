@@ -356,6 +356,8 @@ class Recommender:
                        where: Mapping | None = None, fallback: bool = True,
                        explain: bool = False) -> RecommendationList:
         """For a known user's stored history; an unknown user gets popular items when `fallback`."""
+        if not isinstance(user_id, str):  # a list of ids here is a history, not a user: it would match no user
+            raise ValueError(f"user_id must be one user id (a str), got {type(user_id).__name__} {user_id!r}")
         history = self.histories.get(user_id)
         if history is None and not fallback:
             raise UnknownIdError("user", [user_id])

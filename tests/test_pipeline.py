@@ -69,6 +69,17 @@ def test_a_str_where_a_list_of_ids_belongs_is_refused(recommender):
     assert "sock1" not in recommender.recommend_history(["shoe1"], k=2, exclude=["sock1"]).item_ids
 
 
+def test_a_user_id_or_filter_of_the_wrong_kind_is_refused(recommender):
+    """recommend_user(["u1"]) (a history where a user id belongs) served popular items; where="category" was an
+    AttributeError from inside the filter."""
+    with pytest.raises(ValueError, match=r"^user_id must be one user id \(a str\), got list \['u1'\]$"):
+        recommender.recommend_user(["u1"])
+    with pytest.raises(ValueError, match="^where= must be a mapping such as {'category': 'Cameras'} or a Polars "
+                                         "expression, got str 'category'$"):
+        recommender.recommend_history(["shoe1"], where="category")
+    assert recommender.recommend_user("u1", k=2).strategy == "personalised"
+
+
 @pytest.mark.parametrize("k", [0, -3, 1.5, "5", True])
 def test_k_must_be_a_positive_integer(recommender, k):
     """similar_items(k=0) returned an empty list and k=-3 "negative dimensions are not allowed"; a float, str or bool

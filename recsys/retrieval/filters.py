@@ -40,8 +40,11 @@ def where_mask(attributes: pl.DataFrame | None, where: Where) -> np.ndarray:
             raise ValueError(f"unknown attribute column(s) {unknown}; have {attributes.columns}")
         exprs = [pl.col(c).is_in(list(v)) if _is_collection(v) else pl.col(c) == v for c, v in where.items()]
         expr = pl.all_horizontal(exprs) if exprs else pl.lit(True)
-    else:
+    elif isinstance(where, pl.Expr):
         expr = where
+    else:
+        raise ValueError(f"where= must be a mapping such as {{'category': 'Cameras'}} or a Polars expression, got "
+                         f"{type(where).__name__} {where!r}")
     mask = attributes.select(expr.fill_null(False).alias("m")).to_series()
     if mask.dtype != pl.Boolean or len(mask) != attributes.height:
         raise ValueError("where= must evaluate to one boolean per item")
