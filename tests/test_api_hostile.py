@@ -8,6 +8,7 @@ import logging
 import re
 import shutil
 import tracemalloc
+from collections.abc import Callable
 
 import jsonschema
 import pytest
@@ -79,20 +80,19 @@ def test_non_finite_numbers_are_422_and_never_echoed(client, method, url, body, 
 # ---- 2. body limit while reading ------------------------------------------------------------------------------
 
 
-def test_a_chunked_body_over_the_limit_is_413_as_soon_as_it_passes_it(client):
-    """No Content-Length (chunked): the body is counted while read, and reading stops past the limit."""
-    app, chunk, chunks = client.app, b" " * 1000, 200
+def _raw_post(app, header: tuple[bytes, bytes], chunk: Callable[[int], bytes], chunks: int) -> tuple[int, dict, int]:
+    """POST /v1/sessions/recommendations to the ASGI app itself, its JSON body in `chunks` chunks (`chunk(n)`: the
+    n-th, from 1) with `header` (Content-Length or Transfer-Encoding): the status, the answer's body and how many
+    chunks the app read."""
     read, sent = [0], []
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
              "path": "/v1/sessions/recommendations", "raw_path": b"/v1/sessions/recommendations",
-             "query_string": b"", "root_path": "", "headers": [(b"content-type", b"application/json"),
-                                                                (b"transfer-encoding", b"chunked")],
+             "query_string": b"", "root_path": "", "headers": [(b"content-type", b"application/json"), header],
              "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "state": {}}
 
     async def receive():
         read[0] += 1
-        body = b'{"item_ids": ["cam1"]' if read[0] == 1 else chunk
-        return {"type": "http.request", "body": body, "more_body": read[0] < chunks}
+        return {"type": "http.request", "body": chunk(read[0]), "more_body": read[0] < chunks}
 
     async def send(message):
         sent.append(message)
@@ -100,8 +100,15 @@ def test_a_chunked_body_over_the_limit_is_413_as_soon_as_it_passes_it(client):
     asyncio.run(app(scope, receive, send))
     status = next(m["status"] for m in sent if m["type"] == "http.response.start")
     body = json.loads(b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"))
+    return status, body, read[0]
+
+
+def test_a_chunked_body_over_the_limit_is_413_as_soon_as_it_passes_it(client):
+    """No Content-Length (chunked): the body is counted while read, and reading stops past the limit."""
+    status, body, read = _raw_post(client.app, (b"transfer-encoding", b"chunked"),
+                                   lambda n: b'{"item_ids": ["cam1"]' if n == 1 else b" " * 1000, 200)
     assert status == 413 and body == {"detail": "request body over the limit of 2048 bytes", "errors": []}
-    assert read[0] <= 4  # 2,048 bytes: three chunks read, not two hundred
+    assert read <= 4  # 2,048 bytes: three chunks read, not two hundred
 
 
 def test_a_body_sent_as_another_type_than_json_is_415_naming_it(client):
@@ -121,22 +128,8 @@ def test_a_content_length_over_the_limit_is_413_before_reading(client):
     response = client.post("/v1/sessions/recommendations", content=b"{" + b" " * 5000 + b"}", headers=JSON)
     assert assert_error(response, 413) == {"detail": "request body over the limit of 2048 bytes", "errors": []}
     # the declared length alone decides: not one chunk of the body is read (the counting limit would read three)
-    read, sent = [0], []
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-             "path": "/v1/sessions/recommendations", "raw_path": b"/v1/sessions/recommendations",
-             "query_string": b"", "root_path": "", "headers": [(b"content-type", b"application/json"),
-                                                                (b"content-length", b"5002")],
-             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "state": {}}
-
-    async def receive():
-        read[0] += 1
-        return {"type": "http.request", "body": b" " * 1000, "more_body": read[0] < 5}
-
-    async def send(message):
-        sent.append(message)
-
-    asyncio.run(client.app(scope, receive, send))
-    assert next(m["status"] for m in sent if m["type"] == "http.response.start") == 413 and read[0] == 0
+    status, _, read = _raw_post(client.app, (b"content-length", b"5002"), lambda n: b" " * 1000, 5)
+    assert status == 413 and read == 0
 
 
 # ---- 3. caches bounded in bytes -------------------------------------------------------------------------------
