@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import DirectoryPath, Field, SecretStr, ValidationError
+from pydantic import DirectoryPath, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from api.limits import LIST_ITEMS, TEXT_CHARS
@@ -80,6 +80,15 @@ class Settings(BaseSettings):
                                  "holds it (on 2 cores: session p99 ↓, inline user/similar p99 ↑)")
     faiss_threads: int = Field(1, ge=0, description="OpenMP threads per FAISS search (0: FAISS default); "
                                "requests already run concurrently, so 1 avoids oversubscribing the cores")
+
+    @field_validator("bundle", "bundle_root", "state_dir", mode="before")
+    @classmethod
+    def _empty_path_is_unset(cls, value: object, info: ValidationInfo) -> object:
+        """An empty path variable (RECSYS_BUNDLE_ROOT=) is unset: its default, not the working directory ("" is
+        read as ".")."""
+        if isinstance(value, str) and not value.strip():
+            return cls.model_fields[info.field_name].default
+        return value
 
     @property
     def admin_enabled(self) -> bool:

@@ -477,3 +477,14 @@ def test_the_app_factory_reads_the_environment_as_serve_does(monkeypatch, tmp_pa
     monkeypatch.setenv("RECSYS_MAX_K", "-5")
     with pytest.raises(SettingsError, match="^RECSYS_MAX_K: Input should be greater than or equal to 10$"):
         create_app()
+
+
+def test_an_empty_path_variable_is_unset_not_the_working_directory(monkeypatch):
+    """RECSYS_BUNDLE_ROOT= allowed reloads of any bundle under the working directory, and RECSYS_STATE_DIR= put the
+    event store in it ("" reads as the path ".")."""
+    from api.settings import load_settings
+
+    for name in ("RECSYS_BUNDLE", "RECSYS_BUNDLE_ROOT", "RECSYS_STATE_DIR"):
+        monkeypatch.setenv(name, " ")
+    settings = load_settings()
+    assert settings.bundle is None and settings.bundle_root is None and str(settings.state_dir) == "recsys-state"
