@@ -58,6 +58,8 @@ class Query:
         object.__setattr__(self, "exclude", frozenset(id_collection(self.exclude, "exclude")))
         object.__setattr__(self, "_where_key", where_key(self.where) if self.where is not None else None)
         check_k(self.k)
+        if self.strategy not in ("personalised", "session"):  # the label every list of the query carries
+            raise ValueError(f"strategy must be 'personalised' or 'session', got {self.strategy!r}")
         if self.text is not None and self.item_id is not None:
             raise ValueError("a query has either a text or an item_id, not both")
 

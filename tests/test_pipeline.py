@@ -6,6 +6,7 @@ from recsys.errors import BundleError, UnknownIdError
 from recsys.evaluation import evaluate
 from recsys.pipeline import Recommender
 from recsys.popularity import Popularity
+from recsys.query import Query
 from recsys.splits import split_dataset
 from recsys.catalogue import Catalogue
 from recsys.user_tower import PooledHistoryEncoder
@@ -78,6 +79,8 @@ def test_a_user_id_or_filter_of_the_wrong_kind_is_refused(recommender):
                                          "expression, got str 'category'$"):
         recommender.recommend_history(["shoe1"], where="category")
     assert recommender.recommend_user("u1", k=2).strategy == "personalised"
+    with pytest.raises(ValueError, match="^strategy must be 'personalised' or 'session', got 'sesion'$"):
+        Query(["shoe1"], strategy="sesion")  # the typo labelled the list
 
 
 @pytest.mark.parametrize("k", [0, -3, 1.5, "5", True])

@@ -86,6 +86,11 @@ def test_small_sizes_and_bad_arguments() -> None:
         generate_shop(n_items=10)
     with pytest.raises(ValueError, match="1 <= min_interactions <= max_interactions"):
         generate_shop(min_interactions=5, max_interactions=4)
+    for exponent in (-0.5, float("nan"), float("inf")):  # nan weights failed inside numpy's sampling
+        with pytest.raises(ValueError, match=f"^zipf_exponent must be a finite number >= 0 .*, got {exponent!r}$"):
+            generate_shop(n_users=5, n_items=40, zipf_exponent=exponent)
+    with pytest.raises(ValueError, match="^seed must be a whole number >= 0, got -1$"):  # numpy's message named none
+        generate_shop(n_users=5, n_items=40, seed=-1)
 
 
 def test_default_generation_is_fast() -> None:

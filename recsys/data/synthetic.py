@@ -192,6 +192,11 @@ def generate_shop(n_users: int = 600, n_items: int = 900, seed: int = 0, *, min_
     if n_items < 2 * len(CATEGORIES) or n_users < 1 or not 1 <= min_interactions <= max_interactions:
         raise ValueError(f"need n_items >= {2 * len(CATEGORIES)}, n_users >= 1 and "
                          f"1 <= min_interactions <= max_interactions")
+    if not (isinstance(zipf_exponent, (int, float)) and 0 <= zipf_exponent < float("inf")):  # nan fails too
+        raise ValueError(f"zipf_exponent must be a finite number >= 0 (0: every item equally popular), got "
+                         f"{zipf_exponent!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a whole number >= 0, got {seed!r}")
     behaviour = (behaviour or Behaviour()).model_copy(update={"min_interactions": min_interactions,
                                                               "max_interactions": max_interactions})
     catalogue = build_catalogue(n_items, np.random.default_rng([seed, 0]), zipf_exponent)
