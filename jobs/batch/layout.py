@@ -146,13 +146,24 @@ def _clear(out: Path) -> None:
     shutil.rmtree(out / JOB_DIR, ignore_errors=True)
 
 
+def _unstarted(out: Path) -> bool:
+    """Whether `out` holds only what a run killed before its job.json landed leaves behind: `_job/` with the inputs
+    file or temporary files (a job of this tool, to start afresh; anything else in `out` is not ours)."""
+    entries = list(out.iterdir())
+    if [p.name for p in entries] != [JOB_DIR] or not entries[0].is_dir():
+        return False
+    return all(p.is_file() and (p.name in (USERS_FILE, ITEMS_FILE) or p.name.startswith(".") and ".tmp-" in p.name)
+               for p in entries[0].iterdir())
+
+
 def prepare(out: str | Path, identity: dict, inputs: pl.DataFrame, chunk_size: int,
             overwrite: bool = False, inputs_file: str = USERS_FILE) -> tuple[JobDir, bool]:
     """Create or re-open `out` for the job `identity` over `inputs` (one row group per chunk, written
     to `_job/<inputs_file>`); returns (job dir, resumed).
 
     A directory holding a different job is refused (or cleared with `overwrite`); a directory with
-    other files and no job is refused. Stale temporary files from a killed run are removed."""
+    other files and no job is refused, except the `_job/` a run killed before its job.json landed leaves (it
+    starts afresh). Stale temporary files from a killed run are removed."""
     out = Path(out)
     job_file = out / JOB_DIR / JOB_FILE
     resumed = False
@@ -166,7 +177,7 @@ def prepare(out: str | Path, identity: dict, inputs: pl.DataFrame, chunk_size: i
             _clear(out)
         else:
             resumed = True
-    elif out.is_dir() and any(out.iterdir()):  # never clear a directory this job did not write
+    elif out.is_dir() and any(out.iterdir()) and not _unstarted(out):  # never clear a directory no job wrote
         raise BatchError(f"{out} is not empty and holds no batch job; choose a new or empty directory")
     (out / JOB_DIR).mkdir(parents=True, exist_ok=True)
     for stale in out.glob(".*.tmp-*"):
