@@ -109,6 +109,22 @@ def test_rerun_after_a_kill_before_the_job_file(shop, tmp_path):
         run_job(options(shop, tmp_path / "mine"))
 
 
+def test_damaged_job_files(shop, tmp_path):
+    """A damaged _job/job.json is one BatchError that --overwrite gets past, and a damaged _job/users.parquet is
+    written again on resume (was: a JSONDecodeError / ArrowInvalid traceback, with --overwrite too)."""
+    out = tmp_path / "out"
+    run_job(options(shop, out))
+    (out / "_job" / "job.json").write_text('{"format": "recsys-ba')
+    with pytest.raises(BatchError, match="job.json is damaged \\(not a job file\\); use a new --out, or --overwrite"):
+        run_job(options(shop, out))
+    assert run_job(options(shop, out, overwrite=True))["n_rows"] == N_USERS * 5
+    shards = shard_bytes(out)
+    (out / "part-00001.parquet").unlink()
+    (out / "_job" / "users.parquet").write_bytes(b"PAR1 half a file")
+    manifest = run_job(options(shop, out))
+    assert manifest["run"]["resumed"] and manifest["run"]["chunks_scored"] == 1 and shard_bytes(out) == shards
+
+
 def test_resume_with_different_inputs_is_refused(shop, tmp_path):
     run_job(options(shop, tmp_path / "out"))
     with pytest.raises(BatchError, match="different inputs \\(k: 5 → 6\\)"):
