@@ -65,7 +65,8 @@ def check_checkpoint_dir(directory: Path) -> None:
 def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, best: dict[str, torch.Tensor] | None,
                     trainer: dict, average: dict[str, torch.Tensor] | None = None) -> None:
-    """Atomically replace `directory` with the current training state (+ the weight average, when one is kept)."""
+    """Replace `directory` with the current training state (+ the weight average, when one is kept): written aside,
+    then swapped in, the previous one kept until then (`recover_checkpoint`)."""
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -79,8 +80,23 @@ def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.op
     save_file(tensors, tmp / "optimizer.safetensors")
     meta["scheduler"] = scheduler.state_dict()
     (tmp / "trainer.json").write_text(json.dumps({**trainer, "optimizer": meta}, indent=1, default=str))
-    shutil.rmtree(directory, ignore_errors=True)
+    old = _previous(directory)  # kept until the new one is in place: a kill in between loses one epoch, not all
+    shutil.rmtree(old, ignore_errors=True)
+    if directory.exists():
+        directory.rename(old)
     tmp.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _previous(directory: Path) -> Path:
+    return directory.with_name(directory.name + ".old")
+
+
+def recover_checkpoint(directory: Path) -> None:
+    """Put back the previous checkpoint when a run was killed while it replaced it (`save_checkpoint`)."""
+    old = _previous(directory)
+    if not directory.exists() and (old / "trainer.json").is_file():
+        old.rename(directory)
 
 
 def load_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,

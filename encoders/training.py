@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from encoders.backbone import load_backbone
 from encoders.checkpoint import (check_checkpoint_dir, load_average, load_checkpoint, load_trainable_state,
-                                 save_checkpoint, trainable_state)
+                                 recover_checkpoint, save_checkpoint, trainable_state)
 from encoders.distributed import LossModule, WorkerGroup
 from encoders.history_text import history_snippets
 from encoders.item_bank import ItemTextCache
@@ -286,6 +286,7 @@ class Trainer(NextItemObjective):
         end = config.epochs  # the current phase's last epoch (exclusive)
         checkpoint = self.run_dir / "checkpoint" if self.run_dir is not None else None
         if checkpoint is not None:
+            recover_checkpoint(checkpoint)
             check_checkpoint_dir(checkpoint)
         if resume and checkpoint is not None and (checkpoint / "trainer.json").exists():
             trainer, best_state = load_checkpoint(checkpoint, self.model, self.optimizer, self.scheduler)

@@ -106,8 +106,10 @@ def read_manifest(bundle: str | Path, verify: bool = True) -> dict:
         manifest = json.loads((bundle / MANIFEST).read_text())
     except FileNotFoundError as exc:
         raise BundleError(f"{bundle}: missing {MANIFEST}") from exc
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # e.g. a torn write, a damaged disk block
         raise BundleError(f"{bundle}: {MANIFEST} is not valid JSON ({exc})") from exc
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{bundle}: {MANIFEST} is not a JSON object (a {type(manifest).__name__})")
     if manifest.get("bundle_schema_version") != BUNDLE_SCHEMA_VERSION:
         raise BundleError(f"{bundle}: bundle schema version {manifest.get('bundle_schema_version')!r} "
                           f"is not supported (expected {BUNDLE_SCHEMA_VERSION})")

@@ -151,6 +151,14 @@ class LoraConfig(FrozenModel):
     adalora_target_rank: int = Field(4, ge=1, description="AdaLoRA: average rank after budget pruning")
     adalora_orth_reg: float = Field(0.5, ge=0.0, description="AdaLoRA: weight of the orthogonal regulariser")
 
+    @model_validator(mode="after")
+    def _adalora_prunes(self) -> "LoraConfig":
+        """AdaLoRA's ranks, checked with the settings (not when the adapters are attached)."""
+        if self.method == "adalora" and self.adalora_target_rank >= self.rank:
+            raise ValueError(f"AdaLoRA prunes from rank {self.rank} to adalora_target_rank "
+                             f"{self.adalora_target_rank}: the target must be smaller")
+        return self
+
 
 class TowerConfig(FrozenModel):
     """Shape of the two towers: both land in one L2-normalised space of size `dim`."""

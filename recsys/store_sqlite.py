@@ -17,6 +17,23 @@ from recsys.event_log import (HISTORY_LIMIT, Change, ChangeKind, event_frame_of,
                               vector_of)
 
 
+WAL_TRIES = 50  # × 0.1 s
+
+
+def _enable_wal(db: sqlite3.Connection) -> None:
+    """Switch a store to WAL. Two processes opening a new store at once (a batch job and the API, uvicorn's workers)
+    both convert it, and SQLite answers one of them 'database is locked' at once, without waiting for the busy
+    timeout: retry briefly."""
+    for attempt in range(WAL_TRIES):
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == WAL_TRIES - 1:
+                raise
+            time.sleep(0.1)
+
+
 class SQLiteEventStore:
     """Thread-safe SQLite store (WAL; several processes may share the file); one connection per store guarded by
     a lock. Tables `events` and `changes`, each keyed by its seq, and `user_events`: each user's event count, so
@@ -31,7 +48,7 @@ class SQLiteEventStore:
         self.path = path
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        _enable_wal(self._db)
         self._db.execute("CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT, "
                          "item_id TEXT, kind TEXT, ts REAL)")
         self._db.execute("CREATE INDEX IF NOT EXISTS events_user ON events(user_id, seq)")

@@ -38,6 +38,17 @@ def test_incompatible_schema_version_refused(tmp_path):
         resolve_bundle(tmp_path / "nothing")
 
 
+@pytest.mark.parametrize(("content", "message"), [(b"\xff\xfe\x00\x13garbage", "is not valid JSON"),
+                                                  (b"[1, 2]", "is not a JSON object \\(a list\\)")])
+def test_damaged_manifest_is_a_bundle_error(tmp_path, content, message):
+    """Bytes that are not UTF-8 or JSON that is not an object (was: a UnicodeDecodeError / AttributeError
+    traceback from `recsys recommend`, `serve`, `batch-score`)."""
+    path = write_bundle(tmp_path / "v", lambda d: None, {})
+    (path / "manifest.json").write_bytes(content)
+    with pytest.raises(BundleError, match=f"manifest.json {message}"):
+        read_manifest(path)
+
+
 @pytest.mark.parametrize("entry", ["../outside.txt", "/etc/passwd", "a/../../outside.txt", "C:/x.txt", "a\\..\\b",
                                    "link/secret.txt", "", "nul\x00.txt"])
 def test_manifest_entries_outside_the_bundle_are_refused_before_any_file_is_read(tmp_path, entry, monkeypatch):

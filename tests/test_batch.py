@@ -94,6 +94,37 @@ def test_resume_after_interrupted_run(shop, tmp_path):
     assert shard_bytes(out) == shard_bytes(tmp_path / "fresh")
 
 
+def test_rerun_after_a_kill_before_the_job_file(shop, tmp_path):
+    """A run killed while it wrote its inputs (before _job/job.json) leaves `_job/` alone: the rerun starts afresh
+    (was: refused for good, 'not empty and holds no batch job')."""
+    for leftover in ("users.parquet", ".users.parquet.tmp-deadbeef", ".job.json.tmp-deadbeef"):
+        out = tmp_path / leftover
+        (out / "_job").mkdir(parents=True)
+        (out / "_job" / leftover).write_bytes(b"half a file")
+        assert run_job(options(shop, out))["n_rows"] == N_USERS * 5
+        assert read_shards(out)["user_id"].n_unique() == N_USERS and not list((out / "_job").glob(".*tmp*"))
+    (tmp_path / "mine" / "_job").mkdir(parents=True)
+    (tmp_path / "mine" / "_job" / "notes.txt").write_text("mine")
+    with pytest.raises(BatchError, match="not empty and holds no batch job"):
+        run_job(options(shop, tmp_path / "mine"))
+
+
+def test_damaged_job_files(shop, tmp_path):
+    """A damaged _job/job.json is one BatchError that --overwrite gets past, and a damaged _job/users.parquet is
+    written again on resume (was: a JSONDecodeError / ArrowInvalid traceback, with --overwrite too)."""
+    out = tmp_path / "out"
+    run_job(options(shop, out))
+    (out / "_job" / "job.json").write_text('{"format": "recsys-ba')
+    with pytest.raises(BatchError, match="job.json is damaged \\(not a job file\\); use a new --out, or --overwrite"):
+        run_job(options(shop, out))
+    assert run_job(options(shop, out, overwrite=True))["n_rows"] == N_USERS * 5
+    shards = shard_bytes(out)
+    (out / "part-00001.parquet").unlink()
+    (out / "_job" / "users.parquet").write_bytes(b"PAR1 half a file")
+    manifest = run_job(options(shop, out))
+    assert manifest["run"]["resumed"] and manifest["run"]["chunks_scored"] == 1 and shard_bytes(out) == shards
+
+
 def test_resume_with_different_inputs_is_refused(shop, tmp_path):
     run_job(options(shop, tmp_path / "out"))
     with pytest.raises(BatchError, match="different inputs \\(k: 5 → 6\\)"):

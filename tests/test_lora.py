@@ -48,6 +48,18 @@ def test_adalora_attaches_and_checks_ranks(tiny_bert_dir):
                                                                          adalora_target_rank=4))
 
 
+def test_adalora_ranks_are_checked_with_the_settings():
+    """`recsys train --rank 4` (the cpu preset's AdaLoRA prunes to 4) or such a --config: refused with the settings,
+    'invalid setting: lora: …' (was: a ValueError traceback when the adapters were attached, after loading the data
+    and the backbone)."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="lora\n  Value error, AdaLoRA prunes from rank 4 to adalora_target_rank "
+                                              "4: the target must be smaller"):
+        TrainConfig.model_validate({"lora": {"method": "adalora", "rank": 4}})
+    assert TrainConfig.model_validate({"lora": {"method": "lora", "rank": 4}}).lora.rank == 4
+
+
 def test_adapters_save_in_peft_format_and_merge_exactly(tiny_bert_dir, tmp_path):
     backbone, tokenizer = load_backbone(str(tiny_bert_dir))
     assert adapted_layers(backbone, LoraConfig(top_layers=1)) == [1]

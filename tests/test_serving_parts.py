@@ -144,6 +144,35 @@ def test_sqlite_store(tmp_path):
     assert reopened.append("u", "c", "view") == 3
 
 
+def test_a_new_sqlite_store_opened_by_two_processes_at_once(tmp_path, monkeypatch):
+    """Two processes converting a new store to WAL at once: SQLite answers one 'database is locked' without waiting
+    for the busy timeout (3 of 100 concurrent opens failed: a uvicorn worker or a batch job did not start); the
+    conversion is retried."""
+    import sqlite3
+
+    import recsys.store_sqlite
+
+    class LockedOnce:
+        def __init__(self, db):
+            self.db, self.refused = db, 0
+
+        def execute(self, sql, *args):
+            if sql.startswith("PRAGMA journal_mode") and not self.refused:
+                self.refused += 1
+                raise sqlite3.OperationalError("database is locked")
+            return self.db.execute(sql, *args)
+
+        def __getattr__(self, name):
+            return getattr(self.db, name)
+
+    connect = sqlite3.connect
+    monkeypatch.setattr(recsys.store_sqlite.sqlite3, "connect", lambda *a, **k: LockedOnce(connect(*a, **k)))
+    store = SQLiteEventStore(tmp_path / "events.sqlite")
+    assert store._db.refused == 1 and store.append("u", "a", "view") == 1
+    assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    store.close()
+
+
 def _sqlite_steps(store: SQLiteEventStore, write) -> int:
     """SQLite virtual-machine steps `write()` takes (a deterministic measure of its work)."""
     steps = [0]

@@ -68,6 +68,35 @@ def test_checkpoints_resume_and_continual_training(tiny_bert_dir, shop, tmp_path
     np.testing.assert_allclose(again.catalogue_vectors(), first.recommender.item_vectors, atol=1e-5)
 
 
+def test_a_run_killed_while_it_replaced_its_checkpoint_resumes_from_the_previous_one(tiny_bert_dir, shop, tmp_path,
+                                                                                      monkeypatch):
+    """A kill between removing the last checkpoint and renaming the new one into place left none: --resume
+    silently trained from the first epoch again. The previous checkpoint is now kept until the new one is in place."""
+    from pathlib import Path
+
+    dataset, split = shop
+    rename, saves = Path.rename, []
+
+    def killed_at_second_save(self, target):
+        if self.name == "checkpoint.tmp":
+            saves.append(self)
+            if len(saves) == 2:
+                raise KeyboardInterrupt
+        return rename(self, target)
+
+    config = small_config(tiny_bert_dir, epochs=2, patience=5)
+    with monkeypatch.context() as patched:
+        patched.setattr(Path, "rename", killed_at_second_save)
+        with pytest.raises(KeyboardInterrupt):
+            Trainer(dataset, split, config, tmp_path, progress=False).fit()
+    trainer = Trainer(dataset, split, config, tmp_path, progress=False)
+    epochs = []
+    train_epoch = trainer._train_epoch
+    monkeypatch.setattr(trainer, "_train_epoch", lambda epoch, *a: epochs.append(epoch) or train_epoch(epoch, *a))
+    assert [r["epoch"] for r in trainer.fit(resume=True).history] == [1, 2]
+    assert epochs == [1]  # epoch 2 only: epoch 1 came from the checkpoint
+
+
 def test_cold_start_slice_is_targets_unseen_in_training(shop):
     _, split = shop
     assert cold_start_examples(split, split.test).height == 0  # every test target of this shop occurs in training

@@ -146,18 +146,49 @@ def _clear(out: Path) -> None:
     shutil.rmtree(out / JOB_DIR, ignore_errors=True)
 
 
+def _read_identity(job_file: Path) -> dict | None:
+    """A job.json's identity; None when the file is damaged (not JSON, not an object)."""
+    try:
+        identity = json.loads(job_file.read_text())
+    except (OSError, ValueError):
+        return None
+    return identity if isinstance(identity, dict) else None
+
+
+def _row_groups(path: Path) -> int | None:
+    """The row groups of a job's inputs file; None when it is missing or unreadable."""
+    try:
+        return pq.ParquetFile(path).num_row_groups
+    except (OSError, pa.ArrowException):
+        return None
+
+
+def _unstarted(out: Path) -> bool:
+    """Whether `out` holds only what a run killed before its job.json landed leaves behind: `_job/` with the inputs
+    file or temporary files (a job of this tool, to start afresh; anything else in `out` is not ours)."""
+    entries = list(out.iterdir())
+    if [p.name for p in entries] != [JOB_DIR] or not entries[0].is_dir():
+        return False
+    return all(p.is_file() and (p.name in (USERS_FILE, ITEMS_FILE) or p.name.startswith(".") and ".tmp-" in p.name)
+               for p in entries[0].iterdir())
+
+
 def prepare(out: str | Path, identity: dict, inputs: pl.DataFrame, chunk_size: int,
             overwrite: bool = False, inputs_file: str = USERS_FILE) -> tuple[JobDir, bool]:
     """Create or re-open `out` for the job `identity` over `inputs` (one row group per chunk, written
     to `_job/<inputs_file>`); returns (job dir, resumed).
 
     A directory holding a different job is refused (or cleared with `overwrite`); a directory with
-    other files and no job is refused. Stale temporary files from a killed run are removed."""
+    other files and no job is refused, except the `_job/` a run killed before its job.json landed leaves (it
+    starts afresh). Stale temporary files from a killed run are removed."""
     out = Path(out)
     job_file = out / JOB_DIR / JOB_FILE
     resumed = False
     if job_file.is_file():
-        old = json.loads(job_file.read_text())
+        old = _read_identity(job_file)
+        if old is None and not overwrite:
+            raise BatchError(f"{job_file} is damaged (not a job file); use a new --out, or --overwrite to discard "
+                             "the job")
         if old != identity and not overwrite:
             raise BatchError(f"{out} holds a batch job with different inputs "
                              f"({'; '.join(_differences(old, identity))}); "
@@ -166,7 +197,7 @@ def prepare(out: str | Path, identity: dict, inputs: pl.DataFrame, chunk_size: i
             _clear(out)
         else:
             resumed = True
-    elif out.is_dir() and any(out.iterdir()):  # never clear a directory this job did not write
+    elif out.is_dir() and any(out.iterdir()) and not _unstarted(out):  # never clear a directory no job wrote
         raise BatchError(f"{out} is not empty and holds no batch job; choose a new or empty directory")
     (out / JOB_DIR).mkdir(parents=True, exist_ok=True)
     for stale in out.glob(".*.tmp-*"):
@@ -174,10 +205,10 @@ def prepare(out: str | Path, identity: dict, inputs: pl.DataFrame, chunk_size: i
     for stale in (out / JOB_DIR).glob(".*.tmp-*"):
         stale.unlink()
     job = JobDir(out, identity, inputs_file)
-    if not resumed or not job.inputs_path.is_file():
+    if not resumed or _row_groups(job.inputs_path) is None:  # absent or damaged: the same inputs, written again
         write_table(job.inputs_path, inputs.to_arrow(), row_group_size=chunk_size)
         write_json(job_file, identity)
-    groups = pq.ParquetFile(job.inputs_path).num_row_groups
+    groups = _row_groups(job.inputs_path)
     if groups != job.n_chunks:
         raise BatchError(f"{job.inputs_path}: {groups} row groups for {job.n_chunks} chunks (corrupted job directory)")
     return job, resumed
