@@ -3,7 +3,9 @@ scrubbing that keeps filesystem paths out of error messages."""
 
 from __future__ import annotations
 
+import logging
 import re
+import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from starlette.routing import Match
 
 from recsys.errors import BundleError, UnknownIdError
 
+logger = logging.getLogger("api")
 MAX_ERRORS = 20  # field errors listed in one answer (a body with 1,000 bad ids does not get a 1,000-line answer)
 MAX_TEXT = 300  # characters of a message or a location part (they may quote the client's own keys)
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -106,11 +109,44 @@ def install_error_handlers(app: FastAPI, max_body_bytes: int, roots: Callable[[]
     async def unknown_id(_: Request, exc: UnknownIdError) -> JSONResponse:
         return error_response(404, str(exc))
 
+    async def store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        """The event store cannot answer now (Redis down or timing out, SQLite locked or failing its disk): a 503
+        that asks the client to retry, as for any transient outage; anything else SQLite raises is a bug (500)."""
+        if isinstance(exc, sqlite3.OperationalError) and not is_sqlite_outage(exc):
+            logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+            return error_response(500, "internal error: the server logged it")
+        logger.warning("%s %s: the event store is unavailable (%s: %s)", request.method, request.url.path,
+                       type(exc).__name__, exc)
+        return error_response(503, "the event store is unavailable; retry shortly", headers={"Retry-After": "1"})
+
+    for outage in store_outages():
+        app.add_exception_handler(outage, store_unavailable)
+
     @app.exception_handler(Exception)
     async def internal(_: Request, exc: Exception) -> JSONResponse:
         """A bug or an outage (e.g. the event store unreachable): the same shape, nothing of the exception's text
         (the server logs it with its traceback)."""
         return error_response(500, "internal error: the server logged it")
+
+
+SQLITE_OUTAGES = ("locked", "busy", "disk i/o error", "readonly", "unable to open", "disk is full")
+
+
+def is_sqlite_outage(exc: sqlite3.OperationalError) -> bool:
+    """Whether SQLite failed for the state of its file or disk (another writer holding it past the busy timeout, a
+    read-only or full disk), not for a statement of ours."""
+    return any(kind in str(exc).lower() for kind in SQLITE_OUTAGES)
+
+
+def store_outages() -> tuple[type[Exception], ...]:
+    """The exceptions by which an event store says it cannot answer now: SQLite's operational errors (sorted by
+    `is_sqlite_outage`) and, when the redis client is installed, its connection and timeout errors."""
+    kinds: list[type[Exception]] = [sqlite3.OperationalError]
+    try:
+        from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
+    except ImportError:
+        return tuple(kinds)
+    return (*kinds, RedisConnectionError, RedisTimeoutError)
 
 
 def not_json(request: Request) -> str | None:
@@ -144,7 +180,7 @@ DESCRIPTIONS = {
     413: "request body over RECSYS_MAX_BODY_BYTES",
     415: "the body is declared as another type than JSON (Content-Type)",
     422: "invalid parameters or body: `errors` lists each field",
-    503: "no bundle loaded yet, or this bundle cannot serve the request",
+    503: "no bundle loaded yet, this bundle cannot serve the request, or the event store is unavailable (retry)",
 }
 
 

@@ -488,3 +488,35 @@ def test_an_empty_path_variable_is_unset_not_the_working_directory(monkeypatch):
         monkeypatch.setenv(name, " ")
     settings = load_settings()
     assert settings.bundle is None and settings.bundle_root is None and str(settings.state_dir) == "recsys-state"
+
+
+def test_an_unavailable_event_store_is_a_503_to_retry_and_a_bug_stays_a_500(client, monkeypatch, caplog):
+    """Redis down (or SQLite locked past its busy timeout) answered 500 'internal error', which a client or a load
+    balancer takes for a bug, not an outage to retry; the routes recover on their own once the store answers."""
+    import sqlite3
+
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    store = client.app.state.service.store
+    event = {"user_id": "u1", "item_id": "cam1"}
+    for failure in (RedisConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused."),
+                    sqlite3.OperationalError("database is locked")):
+        def down(*args, failure=failure, **kwargs):
+            raise failure
+
+        monkeypatch.setattr(store, "append", down)
+        monkeypatch.setattr(store, "events", down)
+        with caplog.at_level(logging.WARNING, logger="api"):
+            for response in (client.post("/v1/events", json=event), client.get("/v1/users/u1/recommendations")):
+                assert assert_error(response, 503) == {"detail": "the event store is unavailable; retry shortly",
+                                                       "errors": []}
+                assert response.headers["retry-after"] == "1"
+        assert "the event store is unavailable" in caplog.text and "6379" not in response.text
+    def bug(*args, **kwargs):
+        raise sqlite3.OperationalError("no such table: x")  # a statement of ours, not the store's state
+
+    monkeypatch.setattr(store, "append", bug)
+    assert assert_error(client.post("/v1/events", json=event), 500)["detail"] == "internal error: the server logged it"
+    monkeypatch.undo()
+    assert client.post("/v1/events", json=event).status_code == 201
+    assert client.get("/v1/users/u1/recommendations").status_code == 200
