@@ -30,7 +30,8 @@ class CandidateSources:
         last = np.append((src[1:] != src[:-1]) | (dst[1:] != dst[:-1]), True) if len(src) else np.zeros(0, bool)
         src, dst, total = src[last], dst[last], cum[last]
         order = np.lexsort((-total, src))
-        self.successors = dst[order]
+        self.successors = dst[order]  # per source: by all-time count (ties: code), what serving ("now") reads
+        self.by_code = dst  # per source: by code (rows sorted by src, dst), what earlier query times read
         self.starts = np.searchsorted(src[order], np.arange(len(self.stats.item_ids) + 1))
         self._rows: tuple[int, np.ndarray] | None = None  # (catalogue version, statistics code → catalogue row)
 
@@ -63,13 +64,18 @@ class CandidateSources:
         return out
 
     def _successors(self, last: np.ndarray, times: np.ndarray, catalogue_row: np.ndarray) -> list[np.ndarray]:
-        depth = 4 * self.transitions  # the all-time top successors, then counted point-in-time
-        spans = [(self.starts[c], min(self.starts[c + 1], self.starts[c] + depth)) if c >= 0 else (0, 0)
-                 for c in last.tolist()]
+        """A query at the statistics' "now" reads its last item's all-time top successors; a query before it reads
+        every successor, counted at its time (ties by code either way): which ones lead all-time depends on later
+        events, even its own target's."""
+        now = self.stats.query_time(None)
+        spans = [(self.starts[c], self.starts[c + 1] if t < now else min(self.starts[c + 1],
+                                                                            self.starts[c] + self.transitions))
+                 if c >= 0 else (0, 0) for c, t in zip(last.tolist(), times.tolist())]
         lengths = np.array([b - a for a, b in spans], np.int64)
         if not lengths.sum():
             return [np.zeros(0, np.int64) for _ in spans]
-        dst = np.concatenate([self.successors[a:b] for a, b in spans])
+        dst = np.concatenate([(self.by_code if t < now else self.successors)[a:b]
+                              for (a, b), t in zip(spans, times.tolist())])
         owner = np.repeat(np.arange(len(spans)), lengths)
         counts = self.stats.pair_counts("transitions", last[owner], dst, times[owner])
         out = []

@@ -50,6 +50,22 @@ def test_extra_candidates_are_counted_before_the_query_time():
     assert ids == [["z", "y"]] and scores[0] == pytest.approx([0.9, 0.5])
 
 
+def test_transition_candidates_ignore_successors_counted_only_after_the_query_time():
+    # before time 10, x was followed once by s; after it, x is followed twice by each of d1..d4. A query at time 10
+    # must get s (the only successor it can know of), as it would with the later events left out; at serving time
+    # ("now": every event counted) the d's lead
+    rows = [("u0", "x", 0), ("u0", "s", 1)] + [(f"v{d}{n}", item, 20 + t) for d in range(1, 5) for n in range(2)
+                                               for t, item in enumerate(["x", f"d{d}"])]
+    train = pl.DataFrame(rows, schema={"user_id": pl.Utf8, "item_id": pl.Utf8, "timestamp": pl.Int64}, orient="row")
+    items = ["x", "s", "d1", "d2", "d3", "d4"]
+    frame = pl.DataFrame({"item_id": items, "text": items})
+    stats = InteractionStats.fit(train, StatsConfig(time_mode="absolute", recent_window=5))
+    builder = FeatureBuilder.from_frame(frame, np.eye(6, dtype=np.float32), stats, FeatureConfig())
+    sources = CandidateSources(builder, transitions=1, popular=0)  # the all-time top 4 successors are the d's
+    extra = sources.extra([["x"], ["x"]], np.array([10, stats.end_time]), builder.catalogue.state)
+    assert [[items[r] for r in rows] for rows in extra] == [["s"], ["d1"]]
+
+
 @pytest.fixture(scope="module")
 def planted():
     dataset = planted_dataset()
