@@ -222,6 +222,9 @@ def evaluate_cmd(
         opened = Bundle.open(bundle)
         loaded = open_recommender(opened)
         _warn_if_other_dataset(bundle, opened.manifest, dataset)
+    notes = _in_sample_notes(loaded, opened.manifest, dataset, config.eval.splits) if loaded is not None else []
+    for note in notes:
+        err_console.print(f"[yellow]note:[/] {escape(note)}")
     if baselines:
         step(f"loading BERT ({model}) and encoding {dataset.items.height:,} item texts for the zero-shot baseline …")
     models: dict[str, object] = baseline_models(dataset, split, config) if baselines else {}
@@ -233,7 +236,8 @@ def evaluate_cmd(
         from jobs.batch.evaluate import evaluate_batch
         rows += evaluate_batch(from_batch, dataset, split, config.eval)
     payload = {"dataset": dataset.summary(), "protocol": config.eval.model_dump(mode="json"),
-               "config": config.model_dump(mode="json"), "results": rows, "markdown": markdown_metrics(rows)}
+               "config": config.model_dump(mode="json"), "results": rows, "markdown": markdown_metrics(rows),
+               "notes": notes}
     written = write_json(out, payload)
     if json_output:
         typer.echo(json.dumps(payload, indent=2, default=str))
@@ -242,6 +246,17 @@ def evaluate_cmd(
     console.print(metrics_table(rows, f"{dataset.name}: full ranking over {dataset.items.height:,} items"
                                       f"{' (history masked)' if mask_history else ''}"))
     console.print(f"results → {written}")
+
+
+def _in_sample_notes(recommender, manifest: dict, dataset, splits) -> list[str]:
+    """What a reader of the table must know: a bundle's re-ranker was fit on this dataset's valid step, so the
+    bundle's valid rows are in-sample (optimistic); its test rows are not."""
+    from jobs.workflows import built_on_other_dataset
+
+    if recommender.reranker is None or "valid" not in splits or built_on_other_dataset(manifest, dataset):
+        return []
+    return ["the bundle's re-ranker was fit on this dataset's valid step, so its valid rows are in-sample "
+            "(optimistic); its test rows are held out. `recsys bench ranker-folds` gives a cross-fitted valid figure."]
 
 
 def _warn_if_other_dataset(bundle: Path, manifest: dict, dataset) -> None:

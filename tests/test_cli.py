@@ -339,6 +339,21 @@ def test_evaluate_warns_when_the_bundle_was_built_on_another_dataset(shop_bundle
     assert "warning: the bundle" in other.flat and "was built on another dataset (fingerprint differs" in other.flat
 
 
+def test_evaluate_says_an_engine_bundles_valid_rows_are_in_sample(shop_bundle, tmp_path):
+    """The re-ranker is fit on the valid step: `evaluate` showed its valid rows beside test's as if held out."""
+    root, bundle = shop_bundle
+    assert run("train-ranker", "--bundle", bundle, "--data", root / "shop", "--out", tmp_path / "engine").exit_code == 0
+    note = "note: the bundle's re-ranker was fit on this dataset's valid step, so its valid rows are in-sample"
+    both = run("evaluate", "--data", root / "shop", "--bundle", tmp_path / "engine", "--no-baselines",
+               "--out", tmp_path / "both.json")
+    assert both.exit_code == 0 and note in both.flat, both.output
+    assert json.loads((tmp_path / "both.json").read_text())["notes"][0].startswith(note.removeprefix("note: "))
+    for args in (("--bundle", tmp_path / "engine", "--splits", "test"), ("--bundle", bundle)):  # test only; towers
+        result = run("evaluate", "--data", root / "shop", *args, "--no-baselines", "--out", tmp_path / "x.json")
+        assert result.exit_code == 0 and "in-sample" not in result.output, result.output
+        assert json.loads((tmp_path / "x.json").read_text())["notes"] == []
+
+
 def test_unknown_item_is_reported(shop_bundle):
     _, bundle = shop_bundle
     result = run("recommend", "--bundle", bundle, "--similar", "nope")
