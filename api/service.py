@@ -39,6 +39,7 @@ from recsys.towers import ItemTower, UserTower
 from recsys.user_tower import CachedHistoryEncoder
 
 logger = logging.getLogger("recsys.api")
+FOLLOW_RETRY_S = 30.0  # a worker that failed to load a bundle another worker swapped in tries again this often
 
 
 def make_store(settings: Settings) -> EventStore:
@@ -80,6 +81,7 @@ class Service:
         self._sync_lock = threading.Lock()     # one catch-up at a time; the swap holds it too
         self._frozen: tuple | None = None      # (encoder config, item tower) shared across reloads
         self._following: str | None = None     # the bundle a `bundle` change asked this worker to load
+        self._missed: tuple[str, float] | None = None  # a reload this worker failed to follow, and when to retry
         self._compacting = False
         self._last_poll = 0.0
 
@@ -117,7 +119,7 @@ class Service:
             self._preload_item_tower(loaded)
             with self._sync_lock:
                 self._catch_up(loaded)  # edits recorded while this bundle was loading
-                old, self.current = self.current, loaded
+                old, self.current, self._missed = self.current, loaded, None  # a newer bundle: no retry of an older
             if announce:
                 self.store.record_change("bundle", record={"path": str(bundle.path)})
             if self.bundle_root is None:
@@ -229,9 +231,13 @@ class Service:
         return folded
 
     def pending(self) -> bool:
-        """Whether the store holds catalogue changes the serving bundle has not applied (one cheap query)."""
+        """Whether the store holds catalogue changes the serving bundle has not applied (one cheap query), or a
+        reload this worker failed to follow is due to be tried again."""
         loaded = self.current
-        return loaded is not None and self.store.last_change_seq() > loaded.applied_seq
+        if loaded is None:
+            return False
+        return self.store.last_change_seq() > loaded.applied_seq or (
+            self._missed is not None and time.monotonic() >= self._missed[1])
 
     def sync(self) -> Loaded | None:
         """Bring the serving bundle up to the store: apply its unseen catalogue changes, follow a reload another
@@ -241,8 +247,11 @@ class Service:
             if loaded is None:
                 return None
             folded = self._catch_up(loaded)
-        if folded is not None and folded.bundle and folded.bundle != str(loaded.path):
-            self._follow(folded.bundle)
+        announced = folded.bundle if folded is not None and folded.bundle else None
+        if announced is None and self._missed is not None and time.monotonic() >= self._missed[1]:
+            announced = self._missed[0]  # a reload this worker failed to follow: try it again
+        if announced is not None and announced != str(loaded.path):
+            self._follow(announced)
         if self.settings.compact_share > 0 \
                 and loaded.recommender.catalogue.needs_compaction(self.settings.compact_share):
             self._compact(loaded)
@@ -282,8 +291,9 @@ class Service:
             try:
                 self.load(path)
                 logger.info("followed the reload to %s", path)
-            except BundleError as exc:
-                logger.error("cannot follow the reload to %s: %s", path, exc)
+            except BundleError as exc:  # the other workers serve it: keep trying, or this one serves the old
+                self._missed = (path, time.monotonic() + FOLLOW_RETRY_S)  # bundle for good
+                logger.error("cannot follow the reload to %s (retrying in %.0f s): %s", path, FOLLOW_RETRY_S, exc)
             finally:
                 self._following = None
 

@@ -101,6 +101,43 @@ def test_a_reload_is_followed_by_the_other_worker(two_workers, frozen_bundle):
     assert second.current.version == "v3" and "KEPT" in second.current.recommender.item_position
 
 
+def _wait_until(condition) -> None:
+    for _ in range(200):
+        if condition():
+            return
+        time.sleep(0.05)
+
+
+def test_a_worker_that_failed_to_follow_a_reload_tries_again(two_workers, frozen_bundle, monkeypatch):
+    """It logged the failure and served the old bundle for good, while the other workers served the new one."""
+    import api.service
+    from recsys.bundle import Bundle
+    from recsys.errors import BundleError
+
+    first, second = two_workers
+    newer = shutil.copytree(frozen_bundle, frozen_bundle.parent / "v4", dirs_exist_ok=True)
+    first.load(newer, announce=True)
+    opened, failed = Bundle.open, []
+
+    def flaky(target, *args, **kwargs):  # the first try fails (a network disk hiccup), the next ones read it
+        if not failed:
+            failed.append(target)
+            raise BundleError(f"{target}: Input/output error")
+        return opened(target, *args, **kwargs)
+
+    monkeypatch.setattr(Bundle, "open", flaky)
+    monkeypatch.setattr(api.service, "FOLLOW_RETRY_S", 0.0)
+    second.sync()
+    _wait_until(lambda: failed and second._following is None)
+    assert failed and second.current.version == "v1" and second.pending()  # the retry is due
+    second.sync()
+    _wait_until(lambda: second.current.version == "v4")
+    assert second.current.version == "v4" and not second.pending()
+    second._missed = (str(newer), 0.0)  # as if v4 were still to be retried: a swap on this worker (an admin
+    second.load(frozen_bundle)         # reload) cancels it, or a retry would swap the older bundle back in
+    assert second._missed is None and second.current.version == "v1" and not second.pending()
+
+
 def test_deleted_items_are_gone_and_compaction_keeps_serving(frozen_bundle, tmp_path):
     with TestClient(create_app(frozen_bundle, service=Service(settings(tmp_path, compact_share=0.06)))) as client:
         service = client.app.state.service
