@@ -14,6 +14,7 @@ import ctypes
 import gc
 import itertools
 import logging
+import os
 import sqlite3
 import sys
 import threading
@@ -45,11 +46,17 @@ FOLLOW_RETRY_S = 30.0  # a worker that failed to load a bundle another worker sw
 def make_store(settings: Settings) -> EventStore:
     """The configured event store; one line naming the setting (StoreError) when it cannot be opened."""
     try:
-        return open_store(settings.event_store, settings.state_dir, settings.redis_url)
+        store = open_store(settings.event_store, settings.state_dir, settings.redis_url)
     except StoreError as exc:
         raise StoreError(f"RECSYS_REDIS_URL: {exc}") from None
     except (OSError, sqlite3.Error) as exc:
         raise StoreError(f"RECSYS_STATE_DIR: cannot open the event store in {settings.state_dir}: {exc}") from None
+    path = getattr(store, "path", None)  # SQLite: a read-only file opens and reads, then refuses every event
+    if path is not None and not os.access(path, os.W_OK):
+        store.close()
+        raise StoreError(f"RECSYS_STATE_DIR: the event store {path} is read-only; the API writes events and "
+                         "catalogue edits to it")
+    return store
 
 
 class Service:

@@ -520,3 +520,21 @@ def test_an_unavailable_event_store_is_a_503_to_retry_and_a_bug_stays_a_500(clie
     monkeypatch.undo()
     assert client.post("/v1/events", json=event).status_code == 201
     assert client.get("/v1/users/u1/recommendations").status_code == 200
+
+
+def test_a_read_only_event_store_file_is_refused_at_start_up(tmp_path, monkeypatch):
+    """A read-only events.sqlite (the file, not its directory) opened and passed `serve`'s check; then every event and
+    edit failed. (Simulated through os.access: as root, which CI may be, the file would be writable anyway.)"""
+    import os
+
+    from api.service import make_store
+    from recsys.errors import StoreError
+
+    settings = Settings(state_dir=tmp_path / "state")
+    make_store(settings).close()  # the file exists
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if str(path).endswith("events.sqlite")
+                        and mode == os.W_OK else real_access(path, mode, **kw))
+    with pytest.raises(StoreError, match=r"^RECSYS_STATE_DIR: the event store .*events.sqlite is read-only; the API "
+                                         "writes events and catalogue edits to it$"):
+        make_store(settings)
