@@ -106,8 +106,9 @@ class Service:
                 if current is not None and recommender.user_tower.dim != current.recommender.user_tower.dim:
                     raise BundleError(f"{bundle.path}: embedding dimension {recommender.user_tower.dim} does not "
                                       f"match the serving bundle's {current.recommender.user_tower.dim}")
-            except BundleError:
+            except BundleError as exc:
                 self.metrics.reloads.labels("refused").inc()
+                logger.warning("bundle %s refused: %s", target, exc, exc_info=exc.__cause__)
                 raise
             except Exception as exc:  # a bundle that cannot be loaded never replaces a working one
                 self.metrics.reloads.labels("refused").inc()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from recsys.bundle import Bundle
-from recsys.errors import BundleError
+from recsys.errors import BundleError, RecsysError
 from recsys.pipeline import Recommender
 from recsys.towers import ItemTower
 
@@ -30,11 +30,18 @@ def frozen_item_tower(recommender: Recommender, quantize_int8: bool = False) -> 
 def open_recommender(bundle: Bundle, rerank: bool = True) -> Recommender:
     """An opened bundle as a Recommender: zero-shot bundles without torch (fast API start, light batch actors),
     bundles with a trained user tower through `encoders.bundle`. Its item tower is the trained towers' own text
-    path, else the frozen BERT (loaded on first use)."""
+    path, else the frozen BERT (loaded on first use). A part that cannot be read (a file its checksum vouches for
+    but its library refuses, e.g. an index written broken) is a BundleError naming the bundle, not the library's
+    exception."""
     loader = None
-    if bundle.user_tower_kind != "pooled":
-        from encoders.bundle import user_tower_loader as loader
-    return Recommender.from_bundle(bundle, loader, frozen_item_tower, rerank=rerank)
+    try:
+        if bundle.user_tower_kind != "pooled":
+            from encoders.bundle import user_tower_loader as loader
+        return Recommender.from_bundle(bundle, loader, frozen_item_tower, rerank=rerank)
+    except RecsysError:
+        raise
+    except Exception as exc:
+        raise BundleError(f"cannot load bundle {bundle.path}: {type(exc).__name__}: {exc}") from exc
 
 
 def load_recommender(bundle: str | Path, verify: bool = True) -> Recommender:

@@ -608,3 +608,22 @@ def test_help_names_the_distributed_extra(command):
     """Rich markup read '[distributed]' as a style tag: the help said `pip install '.'`."""
     result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "250", "TERMINAL_WIDTH": "250"})
     assert result.exit_code == 0 and "pip install '.[distributed]'" in result.output, result.output
+
+
+def test_a_bundle_part_its_checksum_vouches_for_but_its_library_refuses_is_one_error_line(shop_bundle, tmp_path):
+    """An index written broken (its checksum recorded after the damage) was a FAISS RuntimeError traceback from
+    `recommend` and `batch-score`; a reload already refused it (409)."""
+    import hashlib
+    import shutil
+
+    _, bundle = shop_bundle
+    broken = shutil.copytree(bundle, tmp_path / "shop" / "v9")
+    (broken / "index" / "index.faiss").write_bytes(b"garbage")
+    manifest = json.loads((broken / "manifest.json").read_text())
+    manifest["files"]["index/index.faiss"] = hashlib.sha256(b"garbage").hexdigest()
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    for args in (("recommend", "--bundle", broken, "--similar", "P00001"),
+                 ("batch-score", "--bundle", broken, "--users", "sample:3", "--out", tmp_path / "recs")):
+        result = run(*args)
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        assert f"error: cannot load bundle {broken}: RuntimeError:" in result.flat, result.output
