@@ -123,6 +123,8 @@ def test_train_ranker_command_writes_a_new_bundle_version(tmp_path):
     result = CliRunner().invoke(app, ["train-ranker", "--bundle", str(first), "--data", str(data),
                                       "--candidates", "40"])
     assert result.exit_code == 0, result.output
+    # never silent while LightGBM fits (one trees bar per fold) and while the test lists are scored (on stderr)
+    assert "fitting the re-ranker: fold 1/5" in result.stderr and "evaluating the lists as shown" in result.stderr
     newest = sorted(p for p in first.parent.iterdir() if p.name != "v1")
     assert len(newest) == 1
     manifest = read_manifest(newest[0])
