@@ -349,7 +349,7 @@ def serve(
     from api.app import create_app
     from api.service import make_store
     from api.settings import load_settings
-    from jobs.workflows import check_port
+    from jobs.workflows import check_port, run_server
     from recsys.artifacts import read_manifest, resolve_bundle
     check_port(host, port)  # a busy port fails now, not after loading the bundle
     path = resolve_bundle(bundle)
@@ -357,7 +357,7 @@ def serve(
     settings = load_settings(bundle=path)  # so do bad settings and an event store that cannot be reached
     make_store(settings).close()
     if workers == 1:
-        uvicorn.run(create_app(path, settings), host=host, port=port, access_log=access_log, log_config=log_config)
+        run_server(create_app(path, settings), host=host, port=port, access_log=access_log, log_config=log_config)
         return
     os.environ["RECSYS_BUNDLE"] = str(path)  # each worker builds its app from the settings
     from api.listeners import PerWorkerListener, reuse_port_supported

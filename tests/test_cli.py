@@ -608,3 +608,48 @@ def test_help_names_the_distributed_extra(command):
     """Rich markup read '[distributed]' as a style tag: the help said `pip install '.'`."""
     result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "250", "TERMINAL_WIDTH": "250"})
     assert result.exit_code == 0 and "pip install '.[distributed]'" in result.output, result.output
+
+
+SERVE_ONE_WORKER = """
+import sys
+from jobs.workflows import run_server
+
+async def app(scope, receive, send):
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+run_server(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="info")
+"""
+
+
+def test_one_worker_server_exits_0_after_a_graceful_sigterm(tmp_path):
+    """`serve` (one worker) and `quickstart --serve` stopped by SIGTERM exited with status 143 after uvicorn's graceful
+    shutdown (uvicorn raises the signal again), while `serve --workers N` and Ctrl-C exited 0."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-c", SERVE_ONE_WORKER, str(port)], stderr=subprocess.PIPE,
+                               cwd=Path(__file__).resolve().parents[1])
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                assert urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).read() == b"ok"
+                break
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline, process.stderr.read().decode()
+                time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr.decode()
+    assert "Finished server process" in stderr.decode() and "Traceback" not in stderr.decode()
