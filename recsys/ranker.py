@@ -121,9 +121,10 @@ class Ranker:
         bar = tqdm(total=trees or config.n_estimators, desc=desc, unit="tree", disable=not progress)
 
         def advance(env) -> None:
-            bar.update(1)
             if env.evaluation_result_list:
-                bar.set_postfix({f"holdout ndcg@{config.eval_at}": f"{env.evaluation_result_list[0][2]:.4f}"})
+                bar.set_postfix({f"holdout ndcg@{config.eval_at}": f"{env.evaluation_result_list[0][2]:.4f}"},
+                                refresh=False)  # shown when the bar next redraws, not once per tree
+            bar.update(1)
 
         if valid is None:
             with bar:

@@ -653,3 +653,38 @@ def test_one_worker_server_exits_0_after_a_graceful_sigterm(tmp_path):
         process.kill()
     assert process.returncode == 0, stderr.decode()
     assert "Finished server process" in stderr.decode() and "Traceback" not in stderr.decode()
+
+
+BAR_AFTER_A_COMMAND = """
+import io
+import sys
+
+from jobs.cli import app
+
+try:
+    app(["recommend", "--bundle", sys.argv[1], "--user", "u1"])
+except SystemExit:
+    pass
+from tqdm.auto import tqdm
+
+print(tqdm(total=1, file=io.StringIO()).mininterval)
+"""
+
+
+def test_progress_bars_redraw_every_half_minute_when_stderr_is_a_log(tmp_path):
+    """A bar drew ten times a second, and the training and re-ranker bars once per step or tree, into a log file or
+    pipe (thousands of lines an hour); off a terminal the CLI now sets tqdm's least redraw interval to 30 s (before
+    tqdm is imported: it reads TQDM_MININTERVAL once)."""
+    import os
+    import subprocess
+    import sys
+
+    def interval(**env) -> str:
+        clean = {k: v for k, v in os.environ.items() if k != "TQDM_MININTERVAL"}
+        done = subprocess.run([sys.executable, "-c", BAR_AFTER_A_COMMAND, str(tmp_path / "none")], capture_output=True,
+                              text=True, env={**clean, **env}, cwd=Path(__file__).resolve().parents[1], timeout=120)
+        assert "no bundle" in done.stderr or "error:" in done.stderr, done.stderr
+        return done.stdout.strip()
+
+    assert interval() == "30.0"  # stderr is a pipe here
+    assert interval(TQDM_MININTERVAL="2") == "2.0"  # a setting the user made wins
