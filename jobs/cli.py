@@ -338,6 +338,7 @@ def serve(
     listens on its own SO_REUSEPORT socket (`api.listeners`)."""
     import contextlib
     import copy
+    import logging
     import os
 
     import uvicorn
@@ -368,6 +369,10 @@ def serve(
     from uvicorn.supervisors import Multiprocess
     config = uvicorn.Config("api.app:create_app", factory=True, host=host, port=port, access_log=access_log,
                             workers=workers, log_config=log_config)
+    # uvicorn says where it listens when it binds the shared socket; here each worker binds its own, so say it here
+    address = f"[{host}]" if ":" in host else host
+    logging.getLogger("uvicorn.error").info("Uvicorn running on http://%s:%d with %d workers (Press CTRL+C to quit)",
+                                            address, port, workers)
     with contextlib.suppress(KeyboardInterrupt):
         Multiprocess(config, sockets=[PerWorkerListener(host, port)]).run()  # type: ignore[list-item]
 

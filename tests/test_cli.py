@@ -688,3 +688,43 @@ def test_progress_bars_redraw_every_half_minute_when_stderr_is_a_log(tmp_path):
 
     assert interval() == "30.0"  # stderr is a pipe here
     assert interval(TQDM_MININTERVAL="2") == "2.0"  # a setting the user made wins
+
+
+def test_serve_with_several_workers_says_where_it_listens(shop_bundle, tmp_path, monkeypatch):
+    """uvicorn logs "Uvicorn running on …" when it binds the workers' shared socket; with a socket per worker
+    (SO_REUSEPORT) nothing said where the service listened."""
+    import socket
+
+    import uvicorn.supervisors
+
+    from api.listeners import reuse_port_supported
+
+    import logging
+
+    if not reuse_port_supported():
+        pytest.skip("one shared socket: uvicorn says it")
+    started = []
+
+    class Supervisor:  # stands for uvicorn's: the workers are not started
+        def __init__(self, config, sockets):
+            started.append(len(sockets))
+
+        def run(self):
+            return None
+
+    monkeypatch.setattr(uvicorn.supervisors, "Multiprocess", Supervisor)
+    monkeypatch.setenv("RECSYS_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("RECSYS_BUNDLE", "")  # serve sets it for its workers: restored after the test
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    loggers = [logging.getLogger(name) for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "recsys")]
+    before = [(lg.handlers[:], lg.propagate, lg.level) for lg in loggers]
+    try:
+        result = run("serve", "--bundle", shop_bundle[1], "--port", port, "--workers", 2)
+    finally:  # uvicorn's logging config (handlers on this test's stderr, recsys not propagating) stays here
+        for lg, (handlers, propagate, level) in zip(loggers, before):
+            lg.handlers[:], lg.propagate, lg.level = handlers, propagate, level
+    assert result.exit_code == 0, result.output
+    assert started == [1]
+    assert f"Uvicorn running on http://127.0.0.1:{port} with 2 workers (Press CTRL+C to quit)" in result.stderr
