@@ -52,7 +52,7 @@ def pretrain_items(trainer: Trainer, started: float) -> dict:
             losses.append(loss.item())
             step += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", refresh=False)  # at the next redraw
             out_of_time = over_budget(started, config.max_minutes)
             if step >= trainer.pair_steps or out_of_time:
                 break

@@ -396,8 +396,8 @@ class Trainer(NextItemObjective):
             step += 1
             losses.append(loss.item())
             seen += n
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}",
-                            ex_s=f"{seen / (time.perf_counter() - epoch_start):.0f}")
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}",  # shown at the bar's next redraw, not per step
+                            ex_s=f"{seen / (time.perf_counter() - epoch_start):.0f}", refresh=False)
             if adapters_on and config.bank_refresh_steps and step % config.bank_refresh_steps == 0:
                 self.refresh_bank()
             if config.max_minutes and self.workers.any(over_budget(started, config.max_minutes)):

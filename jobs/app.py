@@ -40,6 +40,22 @@ def main_options(
                                           help="print the version and exit")] = False,
 ) -> None:
     """BERT-based recommendation engine."""
+    calm_bars_off_terminal()
+
+
+LOG_BAR_SECONDS = 30
+"""A progress bar's least interval between redraws when stderr is not a terminal (a log file, a pipe)."""
+
+
+def calm_bars_off_terminal() -> None:
+    """When stderr is not a terminal, progress bars redraw at most every `LOG_BAR_SECONDS` (tqdm's default
+    `mininterval`, through its TQDM_MININTERVAL variable, so worker processes inherit it) instead of ten times a
+    second: a log gets a line of progress per half minute, not thousands per hour. A variable already set wins."""
+    import os
+    import sys
+
+    if not sys.stderr.isatty():
+        os.environ.setdefault("TQDM_MININTERVAL", str(LOG_BAR_SECONDS))
 
 
 def friendly_errors(func):

@@ -338,6 +338,7 @@ def serve(
     listens on its own SO_REUSEPORT socket (`api.listeners`)."""
     import contextlib
     import copy
+    import logging
     import os
 
     import uvicorn
@@ -349,7 +350,7 @@ def serve(
     from api.app import create_app
     from api.service import make_store
     from api.settings import load_settings
-    from jobs.workflows import check_port
+    from jobs.workflows import check_port, run_server
     from recsys.artifacts import read_manifest, resolve_bundle
     check_port(host, port)  # a busy port fails now, not after loading the bundle
     path = resolve_bundle(bundle)
@@ -357,7 +358,7 @@ def serve(
     settings = load_settings(bundle=path)  # so do bad settings and an event store that cannot be reached
     make_store(settings).close()
     if workers == 1:
-        uvicorn.run(create_app(path, settings), host=host, port=port, access_log=access_log, log_config=log_config)
+        run_server(create_app(path, settings), host=host, port=port, access_log=access_log, log_config=log_config)
         return
     os.environ["RECSYS_BUNDLE"] = str(path)  # each worker builds its app from the settings
     from api.listeners import PerWorkerListener, reuse_port_supported
@@ -368,6 +369,10 @@ def serve(
     from uvicorn.supervisors import Multiprocess
     config = uvicorn.Config("api.app:create_app", factory=True, host=host, port=port, access_log=access_log,
                             workers=workers, log_config=log_config)
+    # uvicorn says where it listens when it binds the shared socket; here each worker binds its own, so say it here
+    address = f"[{host}]" if ":" in host else host
+    logging.getLogger("uvicorn.error").info("Uvicorn running on http://%s:%d with %d workers (Press CTRL+C to quit)",
+                                            address, port, workers)
     with contextlib.suppress(KeyboardInterrupt):
         Multiprocess(config, sockets=[PerWorkerListener(host, port)]).run()  # type: ignore[list-item]
 

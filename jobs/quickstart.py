@@ -53,10 +53,10 @@ def quickstart(
     console.print(f"\n[green]done in {minutes:.1f} min[/] · serve it: [bold]recsys serve --bundle {run['path']}[/] "
                   f"(docs at http://127.0.0.1:{port}/docs)")
     if serve_after:
-        import uvicorn
-
         from api.app import create_app
-        uvicorn.run(create_app(run["path"]), host="127.0.0.1", port=port)
+        from jobs.workflows import run_server
+
+        run_server(create_app(run["path"]), host="127.0.0.1", port=port)
 
 
 def _train_and_evaluate(dataset, model: str, seed: int, out: Path) -> dict:

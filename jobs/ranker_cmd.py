@@ -120,13 +120,13 @@ def train_on_bundle(bundle: Path, data: Path, config, ks: tuple[int, ...] = (10,
     from recsys.ranker_training import evaluate_reranker, train_reranker
 
     recommender, split, path, manifest = open_for_ranker(bundle, data)
-    reranker, report = train_reranker(recommender, split, config, log=log)
+    reranker, report = train_reranker(recommender, split, config, log=log, progress=True)
     recommender.reranker = reranker
     test = sample_examples(split.test, eval_users, config.seed)
     of = f" (a seeded sample of {test.height:,} of {split.test.height:,} examples)" if test.height < split.test.height \
         else ""
     log(f"trained in {report['seconds']['total']:.1f}s ({report['trees']} trees); evaluating on the test step{of}")
-    evaluation = evaluate_reranker(recommender, test, ks)
+    evaluation = evaluate_reranker(recommender, test, ks, progress=True)
     if test.height < split.test.height:
         evaluation["sampled_from"] = split.test.height
     return recommender, report, evaluation, path, manifest
@@ -280,7 +280,7 @@ def refreshed_test_rows(recommender, before, after, test) -> tuple[list[dict], d
     rows, gains = [], []
     for name, reranker in (("statistics: train", before), ("statistics: through valid", after)):
         recommender.reranker = reranker
-        row, gain = shown_row(recommender, test, name)
+        row, gain = shown_row(recommender, test, name, progress=True)
         rows.append(row)
         gains.append(gain)
     diff, se = paired_difference(gains[1], gains[0])

@@ -88,7 +88,7 @@ def compare_on_test(before, after, test) -> dict:
         reranker = recommender.reranker
         for part in ("towers", "engine"):
             recommender.reranker = reranker if part == "engine" else None
-            row, gains[side, part] = shown_row(recommender, test, f"{side}: {part}")
+            row, gains[side, part] = shown_row(recommender, test, f"{side}: {part}", progress=True)
             rows.append(row)
         recommender.reranker = reranker
     out: dict = {"test": rows}

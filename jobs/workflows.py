@@ -123,6 +123,24 @@ def check_port(host: str, port: int) -> None:
                               "there? pick another --port)") from None
 
 
+def run_server(app, **options) -> None:
+    """`uvicorn.run(app, **options)` (one worker), ending with exit status 0 after its graceful shutdown on SIGTERM,
+    as on Ctrl-C and as `serve --workers N` does: uvicorn raises the signal again once it has shut down, and
+    SIGTERM's default action then killed the process with status 143, which supervisors report as a failure."""
+    import signal
+
+    import uvicorn
+
+    def stopped(signum, frame) -> None:
+        raise SystemExit(0)
+
+    previous = signal.signal(signal.SIGTERM, stopped)
+    try:
+        uvicorn.run(app, **options)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def build_recommender(dataset: Dataset, split: SplitData, config: BuildConfig, progress: bool = True,
                       encode: EncodeOptions | None = None) -> tuple[Recommender, float]:
     """Encode the catalogue with the item tower and assemble the pipeline; returns (recommender, seconds).

@@ -100,9 +100,11 @@ class Ranker:
     @classmethod
     def fit(cls, train: tuple[np.ndarray, np.ndarray, np.ndarray],
             valid: tuple[np.ndarray, np.ndarray, np.ndarray] | None, names: Sequence[str], config: RankerConfig,
-            trees: int | None = None) -> "Ranker":
+            trees: int | None = None, progress: bool = False, desc: str = "fitting the re-ranker") -> "Ranker":
         """Fit on (features, labels, group sizes) with early stopping on `valid`'s NDCG@eval_at, or, without
-        `valid`, exactly `trees` trees."""
+        `valid`, exactly `trees` trees; with `progress`, a trees bar (`desc`) with the held-out NDCG."""
+        from tqdm.auto import tqdm
+
         model = lgb.LGBMRanker(
             objective=config.objective, n_estimators=trees or config.n_estimators, learning_rate=config.learning_rate,
             num_leaves=config.num_leaves, min_child_samples=config.min_child_samples,
@@ -116,16 +118,25 @@ class Ranker:
         if valid is not None and len(valid[2]) == 0:
             raise DataError("no held-out query has its target among the retrieved candidates, so early stopping "
                             "has nothing to measure (retrieve more candidates, or give the shop more interactions)")
+        bar = tqdm(total=trees or config.n_estimators, desc=desc, unit="tree", disable=not progress)
+
+        def advance(env) -> None:
+            if env.evaluation_result_list:
+                bar.set_postfix({f"holdout ndcg@{config.eval_at}": f"{env.evaluation_result_list[0][2]:.4f}"},
+                                refresh=False)  # shown when the bar next redraws, not once per tree
+            bar.update(1)
+
         if valid is None:
-            model.fit(x, y, group=groups, feature_name=list(names))
+            with bar:
+                model.fit(x, y, group=groups, feature_name=list(names), callbacks=[advance])
             return cls(model.booster_)
         vx, vy, vgroups = valid
-        with warnings.catch_warnings():  # eval_set is deprecated in LightGBM 4.7 but the only spelling in 4.3
+        with bar, warnings.catch_warnings():  # eval_set is deprecated in LightGBM 4.7 but the only spelling in 4.3
             warnings.simplefilter("ignore", category=FutureWarning)
             warnings.filterwarnings("ignore", message=".*eval_set.*")
             model.fit(x, y, group=groups, feature_name=list(names), eval_set=[(vx, vy)], eval_group=[vgroups],
                       eval_at=[config.eval_at],
-                      callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)])
+                      callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False), advance])
         booster = model.booster_
         # keep only the best iteration, so the in-memory model equals the saved one
         return cls(lgb.Booster(model_str=booster.model_to_string(num_iteration=booster.best_iteration or None)))

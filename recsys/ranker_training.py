@@ -136,11 +136,12 @@ class TrainingSet:
 
 
 def train_reranker(recommender: CandidateRetriever, split: SplitData, config: RankerConfig,
-                   log=print) -> tuple[Reranker, dict]:
+                   log=print, progress: bool = False) -> tuple[Reranker, dict]:
     """Fit statistics on the train split, build features for the training queries' candidates (the valid step,
     plus `train_positions` positions inside the train split), fit LGBMRanker with early stopping on a seeded
-    held-out slice of users' valid step. Returns (reranker, training report)."""
-    return fit_prepared(prepare_training(recommender, split, config, log), config, log)
+    held-out slice of users' valid step (a trees bar per fit with `progress`). Returns (reranker, training
+    report)."""
+    return fit_prepared(prepare_training(recommender, split, config, log), config, log, progress)
 
 
 def prepare_training(recommender: CandidateRetriever, split: SplitData, config: RankerConfig,
@@ -182,9 +183,11 @@ def prepare_training(recommender: CandidateRetriever, split: SplitData, config: 
     return TrainingSet(builder, frame, report, valid["user_id"].to_list())
 
 
-def fit_prepared(training: TrainingSet, config: RankerConfig, log=print) -> tuple[Reranker, dict]:
+def fit_prepared(training: TrainingSet, config: RankerConfig, log=print,
+                 progress: bool = False) -> tuple[Reranker, dict]:
     """The seeded part of a fit: hold out `holdout_users` of the users (seeded), fit on the others' queries,
-    early-stop on the held-out users' valid step. Returns (reranker, training report)."""
+    early-stop on the held-out users' valid step (a trees bar per fit with `progress`). Returns (reranker,
+    training report)."""
     started = time.perf_counter()
     builder, frame = training.builder, training.frame
     held_users = held_out_users(training.users, config.holdout_users, config.seed)
@@ -199,14 +202,14 @@ def fit_prepared(training: TrainingSet, config: RankerConfig, log=print) -> tupl
     if config.cv_folds >= 2 and not folds:
         log(f"too few training users for {config.cv_folds} folds: one fit, early-stopped on the held-out users")
     if folds:
-        ranker, fold_trees = _cross_fitted(train_part, builder.names, config)
+        ranker, fold_trees = _cross_fitted(train_part, builder.names, config, progress)
         users = len(set(train_part["user_id"]))
         log(f"folds' early-stopping points {fold_trees} → " + (
             f"the {len(fold_trees)} fold models summed ({ranker.n_trees} trees)" if config.fold_ensemble
             else f"{ranker.n_trees} trees on all {users} training users"))
     else:
         ranker, fold_trees = Ranker.fit(_arrays(train_part, builder.names), _arrays(valid_part, builder.names),
-                                        builder.names, config), None
+                                        builder.names, config, progress=progress), None
     fit_s = time.perf_counter() - t0
     reranker = Reranker(ranker, builder, config)
     prepared = training.report
@@ -247,7 +250,8 @@ def _folds_fit(frame: pl.DataFrame, folds: int) -> bool:
     return folds >= 2 and frame.filter(pl.col("_valid_step"))["user_id"].n_unique() >= 2 * folds
 
 
-def _cross_fitted(frame: pl.DataFrame, names: Sequence[str], config: RankerConfig) -> tuple[Ranker, list[int]]:
+def _cross_fitted(frame: pl.DataFrame, names: Sequence[str], config: RankerConfig,
+                  progress: bool = False) -> tuple[Ranker, list[int]]:
     """K folds of the users (seeded): each fit early-stops on its fold's valid step; then either the K fold models
     summed (`fold_ensemble`) or one fit on every user's queries with the folds' mean number of trees. Returns
     (ranker, each fold's trees)."""
@@ -258,11 +262,13 @@ def _cross_fitted(frame: pl.DataFrame, names: Sequence[str], config: RankerConfi
         inside, outside = frame.filter(fold != k), frame.filter((fold == k) & pl.col("_valid_step"))
         seeded = config.model_copy(update={"seed": config.seed * config.cv_folds + k}) if config.fold_ensemble \
             else config  # summed folds: each its own sampling
-        models.append(Ranker.fit(_arrays(inside, names), _arrays(outside, names), names, seeded))
+        models.append(Ranker.fit(_arrays(inside, names), _arrays(outside, names), names, seeded, progress=progress,
+                                 desc=f"fitting the re-ranker: fold {k + 1}/{config.cv_folds}"))
     trees = [m.n_trees for m in models]
     if config.fold_ensemble:
         return Ranker.summed(models), trees
-    return Ranker.fit(_arrays(frame, names), None, names, config, max(1, round(float(np.mean(trees))))), trees
+    return Ranker.fit(_arrays(frame, names), None, names, config, max(1, round(float(np.mean(trees)))),
+                      progress=progress, desc="fitting the re-ranker: every fold's users"), trees
 
 
 def holdout_metrics(reranker: Reranker, frame: pl.DataFrame, ks: tuple[int, ...] = (10,)) -> dict:
@@ -279,14 +285,14 @@ def holdout_metrics(reranker: Reranker, frame: pl.DataFrame, ks: tuple[int, ...]
 
 
 def evaluate_reranker(recommender, examples: pl.DataFrame, ks: tuple[int, ...] = (10, 20, 50),
-                      batch_size: int = 1024, reference: ListReference | None = None) -> dict:
+                      batch_size: int = 1024, reference: ListReference | None = None, progress: bool = False) -> dict:
     """Full-ranking metrics of the same bundle, retrieval-only vs re-ranked (items outside the candidate
     list count as misses), plus the candidate stage's recall@N (the re-ranker's ceiling); with `reference`,
     the re-ranked lists' intra-list diversity and catalogue coverage too.
 
     Both go through `recommend_batch`; the re-ranked path gets each example's timestamp as `as_of`."""
     return {**candidate_metrics(recommender, examples, ks, batch_size),
-            "reranked": reranked_metrics(recommender, examples, ks, batch_size, reference)}
+            "reranked": reranked_metrics(recommender, examples, ks, batch_size, reference, progress)}
 
 
 def candidate_metrics(recommender, examples: pl.DataFrame, ks: tuple[int, ...] = (10, 20, 50),
@@ -307,31 +313,38 @@ def candidate_metrics(recommender, examples: pl.DataFrame, ks: tuple[int, ...] =
 
 
 def reranked_metrics(recommender, examples: pl.DataFrame, ks: tuple[int, ...] = (10, 20, 50),
-                     batch_size: int = 1024, reference: ListReference | None = None) -> dict:
+                     batch_size: int = 1024, reference: ListReference | None = None, progress: bool = False) -> dict:
     """Full-ranking metrics of the lists the bundle shows (re-ranked, diversified as configured), each example
-    at its own time; with `reference`, intra-list diversity and catalogue coverage too."""
-    shown = shown_lists(recommender, examples, max(ks), batch_size)
+    at its own time; with `reference`, intra-list diversity and catalogue coverage too (a bar with `progress`)."""
+    shown = shown_lists(recommender, examples, max(ks), batch_size, progress=progress)
     return list_scores(shown, examples["target"].to_list(), ks, reference)
 
 
-def shown_row(recommender, examples: pl.DataFrame, name: str) -> tuple[dict, np.ndarray]:
+def shown_row(recommender, examples: pl.DataFrame, name: str, progress: bool = False) -> tuple[dict, np.ndarray]:
     """The metrics row (model `name`, @10 and @50) of the lists `recommender` shows `examples`, each at its own
-    time, and the per-example NDCG@10 gains, for paired comparisons of two bundles or settings."""
+    time, and the per-example NDCG@10 gains, for paired comparisons of two bundles or settings (a bar named
+    `name` with `progress`)."""
     from recsys.metrics import ndcg_gains, summarize, target_ranks
 
     targets = examples["target"].to_list()
-    ranks = target_ranks(shown_lists(recommender, examples, 50), targets)
+    ranks = target_ranks(shown_lists(recommender, examples, 50, progress=progress, desc=name), targets)
     return ({"model": name, "split": "test", "n_examples": float(len(targets)), **summarize(ranks, (10, 50))},
             ndcg_gains(ranks, 10))
 
 
-def shown_lists(recommender, examples: pl.DataFrame, k: int, batch_size: int = 1024) -> list[list[str]]:
+def shown_lists(recommender, examples: pl.DataFrame, k: int, batch_size: int = 1024, progress: bool = False,
+                desc: str = "evaluating the lists as shown") -> list[list[str]]:
     """The item ids of the top-k list the bundle shows each example (re-ranked, diversified as configured), each
-    example at its own time."""
+    example at its own time; with `progress`, an examples bar (`desc`)."""
+    from tqdm.auto import tqdm
+
     histories, times = examples["history"].to_list(), examples["timestamp"].to_list()
     shown: list[list[str]] = []
-    for start in range(0, len(histories), batch_size):
-        stop = start + batch_size
-        shown += [r.item_ids for r in recommender.recommend_batch(histories[start:stop], k, as_of=times[start:stop])]
+    with tqdm(total=len(histories), desc=desc, unit="ex", disable=not progress) as bar:
+        for start in range(0, len(histories), batch_size):
+            stop = start + batch_size
+            lists = recommender.recommend_batch(histories[start:stop], k, as_of=times[start:stop])
+            shown += [r.item_ids for r in lists]
+            bar.update(len(lists))
     return shown
 

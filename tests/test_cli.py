@@ -627,3 +627,123 @@ def test_a_bundle_part_its_checksum_vouches_for_but_its_library_refuses_is_one_e
         result = run(*args)
         assert result.exit_code == 2 and "Traceback" not in result.output, result.output
         assert f"error: cannot load bundle {broken}: RuntimeError:" in result.flat, result.output
+
+
+SERVE_ONE_WORKER = """
+import sys
+from jobs.workflows import run_server
+
+async def app(scope, receive, send):
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+run_server(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="info")
+"""
+
+
+def test_one_worker_server_exits_0_after_a_graceful_sigterm(tmp_path):
+    """`serve` (one worker) and `quickstart --serve` stopped by SIGTERM exited with status 143 after uvicorn's graceful
+    shutdown (uvicorn raises the signal again), while `serve --workers N` and Ctrl-C exited 0."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-c", SERVE_ONE_WORKER, str(port)], stderr=subprocess.PIPE,
+                               cwd=Path(__file__).resolve().parents[1])
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                assert urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).read() == b"ok"
+                break
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline, process.stderr.read().decode()
+                time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr.decode()
+    assert "Finished server process" in stderr.decode() and "Traceback" not in stderr.decode()
+
+
+BAR_AFTER_A_COMMAND = """
+import io
+import sys
+
+from jobs.cli import app
+
+try:
+    app(["recommend", "--bundle", sys.argv[1], "--user", "u1"])
+except SystemExit:
+    pass
+from tqdm.auto import tqdm
+
+print(tqdm(total=1, file=io.StringIO()).mininterval)
+"""
+
+
+def test_progress_bars_redraw_every_half_minute_when_stderr_is_a_log(tmp_path):
+    """A bar drew ten times a second, and the training and re-ranker bars once per step or tree, into a log file or
+    pipe (thousands of lines an hour); off a terminal the CLI now sets tqdm's least redraw interval to 30 s (before
+    tqdm is imported: it reads TQDM_MININTERVAL once)."""
+    import os
+    import subprocess
+    import sys
+
+    def interval(**env) -> str:
+        clean = {k: v for k, v in os.environ.items() if k != "TQDM_MININTERVAL"}
+        done = subprocess.run([sys.executable, "-c", BAR_AFTER_A_COMMAND, str(tmp_path / "none")], capture_output=True,
+                              text=True, env={**clean, **env}, cwd=Path(__file__).resolve().parents[1], timeout=120)
+        assert "no bundle" in done.stderr or "error:" in done.stderr, done.stderr
+        return done.stdout.strip()
+
+    assert interval() == "30.0"  # stderr is a pipe here
+    assert interval(TQDM_MININTERVAL="2") == "2.0"  # a setting the user made wins
+
+
+def test_serve_with_several_workers_says_where_it_listens(shop_bundle, tmp_path, monkeypatch):
+    """uvicorn logs "Uvicorn running on …" when it binds the workers' shared socket; with a socket per worker
+    (SO_REUSEPORT) nothing said where the service listened."""
+    import socket
+
+    import uvicorn.supervisors
+
+    from api.listeners import reuse_port_supported
+
+    import logging
+
+    if not reuse_port_supported():
+        pytest.skip("one shared socket: uvicorn says it")
+    started = []
+
+    class Supervisor:  # stands for uvicorn's: the workers are not started
+        def __init__(self, config, sockets):
+            started.append(len(sockets))
+
+        def run(self):
+            return None
+
+    monkeypatch.setattr(uvicorn.supervisors, "Multiprocess", Supervisor)
+    monkeypatch.setenv("RECSYS_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("RECSYS_BUNDLE", "")  # serve sets it for its workers: restored after the test
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    loggers = [logging.getLogger(name) for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "recsys")]
+    before = [(lg.handlers[:], lg.propagate, lg.level) for lg in loggers]
+    try:
+        result = run("serve", "--bundle", shop_bundle[1], "--port", port, "--workers", 2)
+    finally:  # uvicorn's logging config (handlers on this test's stderr, recsys not propagating) stays here
+        for lg, (handlers, propagate, level) in zip(loggers, before):
+            lg.handlers[:], lg.propagate, lg.level = handlers, propagate, level
+    assert result.exit_code == 0, result.output
+    assert started == [1]
+    assert f"Uvicorn running on http://127.0.0.1:{port} with 2 workers (Press CTRL+C to quit)" in result.stderr

@@ -123,6 +123,8 @@ def test_train_ranker_command_writes_a_new_bundle_version(tmp_path):
     result = CliRunner().invoke(app, ["train-ranker", "--bundle", str(first), "--data", str(data),
                                       "--candidates", "40"])
     assert result.exit_code == 0, result.output
+    # never silent while LightGBM fits (one trees bar per fold) and while the test lists are scored (on stderr)
+    assert "fitting the re-ranker: fold 1/5" in result.stderr and "evaluating the lists as shown" in result.stderr
     newest = sorted(p for p in first.parent.iterdir() if p.name != "v1")
     assert len(newest) == 1
     manifest = read_manifest(newest[0])
@@ -253,3 +255,19 @@ def test_block_similarity_on_towers_without_a_zero_shot_block_says_so_and_adds_n
     assert reranker.config.features.trained_dim is None
     assert report["features"] == reranker.builder.names and "sim_last" in report["features"]
     assert not any(name.endswith(("_towers", "_text")) for name in report["features"])
+
+
+def test_the_trees_bar_redraws_on_its_interval_not_once_per_tree(capsys):
+    """The held-out NDCG beside the trees bar forced a redraw per tree (set_postfix refreshes by default)."""
+    from recsys.ranker import Ranker
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4000, 4))
+    y = (x[:, 0] + 0.5 * x[:, 1] > 1).astype(int)
+    groups = np.full(200, 20)
+    config = RankerConfig(n_estimators=60, min_child_samples=5, early_stopping_rounds=60)
+    Ranker.fit((x[:3200], y[:3200], groups[:160]), (x[3200:], y[3200:], groups[160:]), ["a", "b", "c", "d"], config,
+               progress=True, desc="trees")
+    drawn = capsys.readouterr().err
+    assert "trees: 100%" in drawn and "holdout ndcg@10" in drawn  # the final state, with the NDCG
+    assert drawn.count("\r") < 20  # 60 trees in well under a second: a few redraws (was one per tree)

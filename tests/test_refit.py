@@ -78,6 +78,7 @@ def test_refit_command_writes_an_engine_that_has_seen_the_valid_step(engine, tra
     assert (record["events_before"], record["events"]) == (split.train.height, split.train.height + split.valid.height)
     assert [row["model"] for row in record["test"]] == ["bundle: towers", "bundle: engine",
                                                         "refit through valid: towers", "refit through valid: engine"]
+    assert "refit through valid: engine: 100%" in result.stderr  # a bar while the test lists are scored
     for part in ("towers", "engine"):
         diff = record["test"][2 + (part == "engine")]["ndcg@10"] - record["test"][part == "engine"]["ndcg@10"]
         assert record[f"{part}_n@10_diff"]["diff"] == pytest.approx(diff)

@@ -89,6 +89,7 @@ def test_refresh_stats_command_writes_a_bundle_that_refuses_its_counted_splits(e
         ("valid", split.train.height, split.train.height + N_USERS)
     assert [row["model"] for row in record["test"]] == ["statistics: train", "statistics: through valid"]
     assert record["test_n@10_diff"]["n_examples"] == N_USERS
+    assert "statistics: through valid: 100%" in result.stderr  # a bar while the test lists are scored
     diff = record["test"][1]["ndcg@10"] - record["test"][0]["ndcg@10"]
     assert record["test_n@10_diff"]["diff"] == pytest.approx(diff)
     loaded = Recommender.load(tmp_path / "valid").reranker
