@@ -350,9 +350,10 @@ def serve(
     from api.app import create_app
     from api.service import make_store
     from api.settings import load_settings
-    from jobs.workflows import check_port, run_server
+    from jobs.workflows import check_port, claim_port, run_server
     from recsys.artifacts import read_manifest, resolve_bundle
     check_port(host, port)  # a busy port fails now, not after loading the bundle
+    claim = claim_port(port)  # noqa: F841  (held until serve returns: another serve starting meanwhile is refused)
     path = resolve_bundle(bundle)
     read_manifest(path)  # fail here, with a clear message, before starting the server
     settings = load_settings(bundle=path)  # so do bad settings and an event store that cannot be reached

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import socket
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from recsys.artifacts import new_version
 from recsys.config import BuildConfig, EvalConfig
@@ -121,6 +123,29 @@ def check_port(host: str, port: int) -> None:
         except OSError as exc:
             raise RecsysError(f"cannot serve on {host}:{port}: {exc.strerror or exc} (is another server running "
                               "there? pick another --port)") from None
+
+
+def claim_port(port: int) -> IO | None:
+    """An exclusive lock on `port` for this process's life (keep the returned file open): a second `recsys serve`
+    started while the first is still loading passes `check_port` (nothing listens yet), and with several workers
+    both would then bind the port through their SO_REUSEPORT sockets and split its requests between two servers,
+    silently. None where the platform or the temporary directory offers no lock (the bind check alone)."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    path = Path(tempfile.gettempdir()) / f"recsys-serve-port-{port}.lock"
+    try:
+        handle = open(os.open(path, os.O_RDWR | os.O_CREAT, 0o666), "r+")
+    except OSError:  # another user's lock file, a read-only temporary directory
+        return None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise RecsysError(f"cannot serve on port {port}: another `recsys serve` holds it (starting up or serving); "
+                          "pick another --port") from None
+    return handle
 
 
 def run_server(app, **options) -> None:

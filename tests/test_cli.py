@@ -747,3 +747,27 @@ def test_serve_with_several_workers_says_where_it_listens(shop_bundle, tmp_path,
     assert result.exit_code == 0, result.output
     assert started == [1]
     assert f"Uvicorn running on http://127.0.0.1:{port} with 2 workers (Press CTRL+C to quit)" in result.stderr
+
+
+def test_a_second_serve_on_a_port_another_serve_holds_is_refused_before_loading(shop_bundle):
+    """Two `serve --workers N` started together both passed the bind check (the first was still loading, nothing
+    listened yet), then both bound the port through their SO_REUSEPORT sockets and split its requests."""
+    import socket
+
+    from jobs.workflows import claim_port
+    from recsys.errors import RecsysError
+
+    _, bundle = shop_bundle
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    held = claim_port(port)  # what the first serve holds while it loads and serves
+    assert held is not None
+    result = run("serve", "--bundle", bundle, "--port", port, "--workers", 2)
+    assert result.exit_code == 2, result.output
+    assert f"error: cannot serve on port {port}: another `recsys serve` holds it (starting up or serving)" \
+        in result.flat
+    with pytest.raises(RecsysError, match=f"^cannot serve on port {port}: another"):
+        claim_port(port)
+    held.close()  # the first serve exits: the port can be claimed again
+    claim_port(port).close()
