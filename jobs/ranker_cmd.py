@@ -187,8 +187,9 @@ def refresh_stats(
     out: NewBundleOut = None,
     eval_users: EvalUsersOpt = EVAL_USERS,
     store: Annotated[bool, typer.Option(
-        "--store/--no-store", help="also count the events the API recorded in its event store since the bundle "
-                                   "was built, after the dataset's (items upserted live get counts too)")] = False,
+        "--store/--no-store", help="also count every event the API recorded in its event store, after the "
+                                   "dataset's: the store is taken to hold what came after the dataset (items "
+                                   "upserted live get counts too)")] = False,
     state_dir: StateDirOpt = Path("recsys-state"),
     event_store: EventStoreOpt = "sqlite",
     redis_url: RedisUrlOpt = None,
