@@ -216,13 +216,12 @@ def evaluate_cmd(
     baselines = from_batch is None if baselines is None else baselines
     if not baselines and bundle is None and from_batch is None:
         raise typer.BadParameter("nothing to evaluate: pass --bundle or --from-batch, or keep --baselines")
-    loaded = None
+    loaded, notes = None, []
     if bundle is not None:  # before the baselines' encoding, so a wrong path fails at once
         step(f"loading the bundle {bundle} …")
         opened = Bundle.open(bundle)
         loaded = open_recommender(opened)
-        _warn_if_other_dataset(bundle, opened.manifest, dataset)
-    notes = _in_sample_notes(loaded, opened.manifest, dataset, config.eval.splits) if loaded is not None else []
+        notes = _bundle_notes(bundle, opened.manifest, loaded, dataset, config.eval.splits)
     for note in notes:
         err_console.print(f"[yellow]note:[/] {escape(note)}")
     if baselines:
@@ -248,26 +247,22 @@ def evaluate_cmd(
     console.print(f"results → {written}")
 
 
-def _in_sample_notes(recommender, manifest: dict, dataset, splits) -> list[str]:
-    """What a reader of the table must know: a bundle's re-ranker was fit on this dataset's valid step, so the
-    bundle's valid rows are in-sample (optimistic); its test rows are not."""
-    from jobs.workflows import built_on_other_dataset
-
-    if recommender.reranker is None or "valid" not in splits or built_on_other_dataset(manifest, dataset):
-        return []
-    return ["the bundle's re-ranker was fit on this dataset's valid step, so its valid rows are in-sample "
-            "(optimistic); its test rows are held out. `recsys bench ranker-folds` gives a cross-fitted valid figure."]
-
-
-def _warn_if_other_dataset(bundle: Path, manifest: dict, dataset) -> None:
+def _bundle_notes(bundle: Path, manifest: dict, recommender, dataset, splits) -> list[str]:
     """A warning (not an error: a later snapshot of the same shop is a fair test) when `bundle` (its `manifest`)
-    was built on a dataset with another fingerprint."""
+    was built on a dataset with another fingerprint; else what a reader of the table must know: a re-ranker fit on
+    this dataset's valid step makes the bundle's valid rows in-sample (optimistic), its test rows are not. The
+    dataset is hashed once (it reads all of it)."""
     from jobs.workflows import built_on_other_dataset
 
     if built_on_other_dataset(manifest, dataset):
         err_console.print(f"[yellow]warning:[/] the bundle {escape(str(bundle))} was built on another dataset "
                           f"(fingerprint differs from {escape(dataset.name)}'s): its catalogue, histories and "
                           "statistics are not this dataset's, so targets it does not hold count as misses")
+        return []
+    if recommender.reranker is None or "valid" not in splits:
+        return []
+    return ["the bundle's re-ranker was fit on this dataset's valid step, so its valid rows are in-sample "
+            "(optimistic); its test rows are held out. `recsys bench ranker-folds` gives a cross-fitted valid figure."]
 
 
 @app.command()
