@@ -205,10 +205,11 @@ def prepare(out: str | Path, identity: dict, inputs: pl.DataFrame, chunk_size: i
     for stale in (out / JOB_DIR).glob(".*.tmp-*"):
         stale.unlink()
     job = JobDir(out, identity, inputs_file)
-    if not resumed or _row_groups(job.inputs_path) is None:  # absent or damaged: the same inputs, written again
+    groups = _row_groups(job.inputs_path) if resumed else None
+    if groups is None:  # a new job, or its inputs absent or damaged: the same inputs, written again
         write_table(job.inputs_path, inputs.to_arrow(), row_group_size=chunk_size)
         write_json(job_file, identity)
-    groups = _row_groups(job.inputs_path)
+        groups = _row_groups(job.inputs_path)
     if groups != job.n_chunks:
         raise BatchError(f"{job.inputs_path}: {groups} row groups for {job.n_chunks} chunks (corrupted job directory)")
     return job, resumed
