@@ -18,7 +18,7 @@ from starlette.routing import Match
 
 from recsys.errors import BundleError, UnknownIdError
 
-logger = logging.getLogger("api")
+logger = logging.getLogger("recsys.api")  # the service's logger: `recsys serve` routes "recsys" to its handler
 MAX_ERRORS = 20  # field errors listed in one answer (a body with 1,000 bad ids does not get a 1,000-line answer)
 MAX_TEXT = 300  # characters of a message or a location part (they may quote the client's own keys)
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")

@@ -506,7 +506,7 @@ def test_an_unavailable_event_store_is_a_503_to_retry_and_a_bug_stays_a_500(clie
 
         monkeypatch.setattr(store, "append", down)
         monkeypatch.setattr(store, "events", down)
-        with caplog.at_level(logging.WARNING, logger="api"):
+        with caplog.at_level(logging.WARNING, logger="recsys.api"):
             for response in (client.post("/v1/events", json=event), client.get("/v1/users/u1/recommendations")):
                 assert assert_error(response, 503) == {"detail": "the event store is unavailable; retry shortly",
                                                        "errors": []}
