@@ -244,8 +244,11 @@ class Service:
         loaded = self.current
         if loaded is None:
             return False
-        return self.store.last_change_seq() > loaded.applied_seq or (
-            self._missed is not None and time.monotonic() >= self._missed[1])
+        return self.store.last_change_seq() > loaded.applied_seq or self._retry_due() is not None
+
+    def _retry_due(self) -> str | None:
+        """The bundle of a reload this worker failed to follow, once it is time to try it again."""
+        return self._missed[0] if self._missed is not None and time.monotonic() >= self._missed[1] else None
 
     def sync(self) -> Loaded | None:
         """Bring the serving bundle up to the store: apply its unseen catalogue changes, follow a reload another
@@ -255,9 +258,7 @@ class Service:
             if loaded is None:
                 return None
             folded = self._catch_up(loaded)
-        announced = folded.bundle if folded is not None and folded.bundle else None
-        if announced is None and self._missed is not None and time.monotonic() >= self._missed[1]:
-            announced = self._missed[0]  # a reload this worker failed to follow: try it again
+        announced = folded.bundle if folded is not None and folded.bundle else self._retry_due()
         if announced is not None and announced != str(loaded.path):
             self._follow(announced)
         if self.settings.compact_share > 0 \
