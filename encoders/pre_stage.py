@@ -46,7 +46,7 @@ def pretrain_items(trainer: Trainer, started: float) -> dict:
                     trainer.refresh_bank()
                 features = trainer.bank[unique]
             with autocast(trainer.device, config.mixed_precision):
-                vectors = F.normalize(trainer.model.item_head(features.float()).float(), dim=-1)
+                vectors = F.normalize(trainer.model._head(features), dim=-1)
             loss = pair_loss(vectors, batch, 1.0 / config.temperature)
             trainer.optimizer_step(loss, bool(trainer.adapters), optimizer, scheduler)
             losses.append(loss.item())

@@ -130,6 +130,9 @@ class TwoTowerModel(nn.Module):
         head_input = 2 * hidden if config.neighbour_features else hidden  # own features (+ the neighbours')
         self.item_head = (MoEAdaptor(head_input, text_dim, config.moe_experts) if config.item_head == "moe"
                           else nn.Linear(head_input, text_dim))
+        if config.whiten:  # set from the catalogue's features when training starts (`set_whitening`)
+            self.register_buffer("whiten_mean", torch.zeros(hidden), persistent=True)
+            self.register_buffer("whiten_matrix", torch.eye(hidden), persistent=True)
         self.borrow = BorrowedShare.for_tower(config, hidden)  # new items' share from their text-nearest items
         self.id_embedding = nn.Embedding(n_items, self.id_dim or config.dim) if config.id_embedding else None
         if self.id_embedding is not None:
@@ -146,13 +149,35 @@ class TwoTowerModel(nn.Module):
         self.log_scale = nn.Parameter(log_scale, requires_grad=learn_temperature)
 
     # ---- item tower -------------------------------------------------------------------------------
+    def set_whitening(self, features: torch.Tensor, shrinkage: float = 0.01) -> None:
+        """With `whiten`: the ZCA whitening of pooled features like `features` [N, hidden] (their mean and
+        covariance, the covariance shrunk towards its mean eigenvalue by `shrinkage`)."""
+        x = features.detach().double()
+        mean = x.mean(dim=0)
+        cov = torch.cov((x - mean).T)
+        values, vectors = torch.linalg.eigh(cov)
+        values = values.clamp(min=0)
+        values = values + max(shrinkage * float(values.mean()), 1e-6)  # (features with no spread: finite still)
+        matrix = vectors @ torch.diag(values.rsqrt()) @ vectors.T
+        self.whiten_mean.copy_(mean.float())
+        self.whiten_matrix.copy_(matrix.float())
+
+    def _head(self, features: torch.Tensor) -> torch.Tensor:
+        """The item head over the head's input (whitened first with `whiten`, each BERT-width block alike)."""
+        features = features.float()
+        if self.config.whiten:
+            hidden = self.whiten_mean.shape[0]
+            blocks = features.reshape(*features.shape[:-1], -1, hidden)
+            features = ((blocks - self.whiten_mean) @ self.whiten_matrix).reshape(features.shape)
+        return self.item_head(features).float()
+
     def item_vectors(self, features: torch.Tensor, positions: torch.Tensor,
                      without_ids: torch.Tensor | None = None) -> torch.Tensor:
         """The item head's input for catalogue items at `positions` (pooled BERT features; with
         `neighbour_features`, followed by their neighbours' mean, `encoders.neighbour_features`) → L2-normalised
         item vectors. `without_ids`: a mask of the items computed without their ID embedding (training's
         `id_dropout`, drawn by the trainer); without one, training draws it here."""
-        vectors = self.item_head(features.float()).float()  # fp32 even under bf16 autocast
+        vectors = self._head(features)  # fp32 even under bf16 autocast
         if self.id_embedding is not None:
             ids = self.id_codes(positions)
             if without_ids is None and self.training and self.config.id_dropout > 0:
@@ -176,7 +201,7 @@ class TwoTowerModel(nn.Module):
             features = own_features_twice(features)
         elif self.borrow is not None:
             features = self.borrow(features)
-        vectors = self.item_head(features.float()).float()
+        vectors = self._head(features)
         if self.id_dim:
             vectors = F.pad(vectors, (0, self.id_dim))  # (traceable: the ONNX export keeps a dynamic batch)
         return F.normalize(vectors, dim=-1)

@@ -155,6 +155,7 @@ class Trainer(NextItemObjective):
         self.phase_start: int | None = None  # the step at which the adapters' phase began (adapter_phase="last")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: self._lr_factor(step))
         self.bank: torch.Tensor | None = None  # the item head's input for the whole catalogue
+        self.whitened = False  # tower.whiten: set from the first bank
         self.unseen_bank: torch.Tensor | None = None  # ... as items unseen in training get it (id_dropout)
         self.neighbours = NeighbourFeatures.for_tower(self.data.sequences, n_items, tower, self.model.borrow)
         self._popularity: Popularity | None = None  # fit at the first validation (`recommender`)
@@ -189,6 +190,9 @@ class Trainer(NextItemObjective):
         if self.cache is None:
             raise RuntimeError("this trainer has finished and released its item-text cache")
         bank = self.cache.bank()
+        if self.config.tower.whiten and not self.whitened:
+            self.model.set_whitening(bank)  # once, from the catalogue's own features as training starts
+            self.whitened = True
         if self.neighbours is not None:
             self.neighbours.refresh(bank)
             # id_dropout computes some items as unseen ones: their own features (or the borrowed share), no neighbours'

@@ -175,6 +175,9 @@ class TowerConfig(FrozenModel):
     item_head: Literal["linear", "moe"] = Field("linear", description="projection of the pooled BERT output: one "
                                                 "linear map, or a gated mixture of linear experts (UniSRec-style)")
     moe_experts: int = Field(4, ge=2)
+    whiten: bool = Field(False, description="the item head reads the pooled BERT features whitened (ZCA: centred, "
+                         "decorrelated, unit variance, a little shrinkage) by the catalogue's features at the start "
+                         "of training, kept with the towers (WhitenRec, Zhang et al. 2024)")
     id_embedding: bool = Field(True, description="fuse a learned item-ID embedding for items seen in training")
     id_fusion: Literal["sum", "concat"] = Field("sum", description="sum: ID embedding added to the text vector; "
                                                 "concat: its own block of `id_dim` dimensions")
