@@ -186,6 +186,15 @@ class Trainer(NextItemObjective):
         self.optimizer.state.clear()
         gc.collect()
 
+    def _restore(self, state: dict) -> None:
+        """Load a kept trainable state (the best validation state). With AdaLoRA, the final budget (its rank pattern,
+        once allocated) prunes it too: a state kept before the allocation holds triplets the saved adapters drop, so
+        the bank and the served item vectors would come from other adapters than the bundle's."""
+        load_trainable_state(self.model, state)
+        pattern = self.peft.peft_config["default"].rank_pattern if self.config.lora.method == "adalora" else None
+        if pattern:
+            self.peft.base_model.rankallocator.mask_using_rank_pattern(self.peft.base_model.model, pattern)
+
     def refresh_bank(self) -> None:
         if self.cache is None:
             raise RuntimeError("this trainer has finished and released its item-text cache")
@@ -314,7 +323,7 @@ class Trainer(NextItemObjective):
                 phase, end, bad = "adapters", epoch + self.adapter_epochs, 0
                 self.phase_start = step
                 if best_state is not None:
-                    load_trainable_state(self.model, best_state)
+                    self._restore(best_state)
                 if self.average is not None:
                     self.average.reset()
                 self.refresh_bank()
@@ -375,7 +384,7 @@ class Trainer(NextItemObjective):
                     tqdm.write(time_budget_message(config.max_minutes, epoch, config.epochs))
                 break
         if best_state is not None:
-            load_trainable_state(self.model, best_state)
+            self._restore(best_state)
             self.refresh_bank()
         vectors = self.catalogue_vectors()
         self.release()

@@ -16,8 +16,17 @@ def build_tiny_bert(directory: Path, corpus: Iterable[str], seed: int = 0) -> Pa
 
     words = sorted({w for text in corpus for w in re.findall(r"\w+|[^\w\s]", text.lower())})
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "vocab.txt").write_text("\n".join(SPECIAL + words) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=True)
+    vocab_file = directory / "vocab.txt"
+    vocab_file.write_text("\n".join(SPECIAL + words) + "\n")
+    try:  # transformers 5 reads the vocabulary from `vocab` (and ignores `vocab_file`: every word was [UNK])
+        tokenizer = BertTokenizerFast(vocab=str(vocab_file), do_lower_case=True)
+    except (TypeError, ValueError, OSError):
+        tokenizer = None
+    if tokenizer is None or len(tokenizer) != len(SPECIAL) + len(words):  # transformers 4
+        tokenizer = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
+    if len(tokenizer) != len(SPECIAL) + len(words):
+        raise RuntimeError(f"the tiny tokenizer has {len(tokenizer)} tokens, not the {len(SPECIAL) + len(words)} "
+                           "of its vocabulary")
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=len(SPECIAL) + len(words), hidden_size=32, num_hidden_layers=2,
                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
