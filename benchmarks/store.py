@@ -26,13 +26,6 @@ PREVIOUS_INSERT = ("INSERT INTO events (user_id, item_id, kind, ts) VALUES (?, ?
                    "SELECT COUNT(*) FROM events WHERE user_id = ?")
 
 
-def parse_lengths(text: str) -> list[int]:
-    lengths = sorted({int(part) for part in text.split(",") if part.strip()})
-    if not lengths or lengths[0] < 0:
-        raise ValueError(f"expected comma-separated history lengths ≥ 0, got {text!r}")
-    return lengths
-
-
 def _timed(call: Callable[[int], object], n: int) -> dict[str, float]:
     """Median, p99 and mean of `n` calls, in milliseconds."""
     seconds = []

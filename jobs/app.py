@@ -15,6 +15,7 @@ from rich.markup import escape
 
 from api.settings import Settings
 from jobs.bench import bench_app
+from jobs.options import OneOf
 from jobs.output import err_console
 from recsys.errors import RecsysError
 
@@ -160,14 +161,16 @@ def read_json_object(path: Path | None, what: str, option: str = "--config") -> 
     return value
 
 
-def check_presets(names: list[str], option: str = "--preset") -> None:
-    """typer.BadParameter (naming `option`) for a name that is not a training preset (encoders/presets.py)."""
+def check_preset(name: str) -> None:
+    """typer.BadParameter (--preset) for a name that is not a training preset (encoders/presets.py); the message
+    reads as `comma_list`'s (bench quality --variants)."""
     from encoders.presets import PRESETS
 
-    unknown = [name for name in names if name not in PRESETS]
-    if unknown or not names:
-        problem = f"unknown preset {', '.join(repr(n) for n in unknown)}" if unknown else "no preset given"
-        raise typer.BadParameter(f"{problem}; known: {', '.join(PRESETS)}", param_hint=option)
+    preset = OneOf(PRESETS, "preset")
+    try:
+        preset(name)
+    except ValueError as error:
+        raise typer.BadParameter(f"{error}; {preset.allowed}", param_hint="--preset") from None
 
 
 RAY_ONLY = {"--ray-address": "a Ray cluster", "--workers": "Ray workers"}

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+from jobs.options import OneOf, WholeNumber, comma_list
 
 bench_app = typer.Typer(help="Benchmarks: JSON + Markdown table + PNG chart per run.", no_args_is_help=True)
 
@@ -27,10 +28,11 @@ def ann(
     opq: bool = typer.Option(False, help="add an OPQ + IVF-PQ variant (catalogues up to 100k; slow to train)"),
 ) -> None:
     """FAISS index types: build time, size, recall@10/@100 vs exact, single and batched QPS."""
-    from benchmarks.ann import KINDS, run
+    from benchmarks.ann import KINDS, K, run
     from recsys.config import IndexConfig
 
-    chosen, catalogues = known_names(kinds, KINDS, "--kinds"), _ann_sizes(sizes)
+    chosen = comma_list(kinds, "--kinds", OneOf(KINDS))
+    catalogues = comma_list(sizes, "--sizes", WholeNumber(K, "catalogue sizes", f" for recall@{K}"))
     pq_items = 2 ** IndexConfig(kind="ivf_pq").pq_nbits
     if "ivf_pq" in chosen and min(catalogues) < pq_items:  # its codebooks train on the catalogue itself
         raise typer.BadParameter(f"an ivf_pq index needs at least {pq_items} items, got {sizes!r}: give larger "
@@ -40,41 +42,3 @@ def ann(
                 embeddings=embeddings, opq=opq)
     for path in paths.values():
         typer.echo(path)
-
-
-def _ann_sizes(value: str) -> list[int]:
-    """--sizes of `bench ann`: catalogue sizes ("10000,1e6"), each at least K (the recall@100 it measures)."""
-    from benchmarks.ann import K, parse_sizes
-
-    try:
-        sizes = parse_sizes(value)
-    except (ValueError, OverflowError):
-        raise typer.BadParameter(f"expected comma-separated catalogue sizes, got {value!r}", param_hint="--sizes") \
-            from None
-    if not sizes or min(sizes) < K:
-        raise typer.BadParameter(f"expected one or more catalogue sizes ≥ {K} (recall@{K} is measured), got "
-                                 f"{value!r}", param_hint="--sizes")
-    return sizes
-
-
-def counts(value: str, option: str) -> list[int]:
-    """A bench option's comma-separated positive whole numbers ("1,8,32"); typer.BadParameter naming `option`
-    for anything else, before the benchmark starts."""
-    parts = [part.strip() for part in value.split(",") if part.strip()]
-    try:
-        numbers = [int(part) for part in parts]
-    except ValueError:
-        raise typer.BadParameter(f"expected comma-separated whole numbers, got {value!r}", param_hint=option) from None
-    if not numbers or min(numbers) < 1:
-        raise typer.BadParameter(f"expected one or more numbers ≥ 1, got {value!r}", param_hint=option)
-    return numbers
-
-
-def known_names(value: str, known: Sequence[str], option: str) -> list[str]:
-    """A bench option's comma-separated names, each one of `known`; typer.BadParameter naming `option` otherwise."""
-    names = [part.strip() for part in value.split(",") if part.strip()]
-    unknown = [name for name in names if name not in known]
-    if unknown or not names:
-        problem = f"unknown {', '.join(repr(n) for n in unknown)}" if unknown else "none given"
-        raise typer.BadParameter(f"{problem}; choose from {', '.join(known)}", param_hint=option)
-    return names

@@ -10,13 +10,9 @@ from typing import Annotated, Optional
 import typer
 
 from jobs.bench import bench_app
+from jobs.options import OneOf, comma_list
 
-
-def _engines(value: str) -> tuple[str, ...]:
-    names = tuple(e.strip() for e in value.split(",") if e.strip())
-    if not names or set(names) - {"local", "ray"}:
-        raise typer.BadParameter(f"engines must be local and/or ray, got {value!r}")
-    return names
+ENGINES = OneOf(("local", "ray"), "engine")
 
 
 @bench_app.command("batch")
@@ -47,9 +43,9 @@ def bench_batch(
                                  param_hint="--synthetic-users")
     settings = BenchSettings(bundles=tuple(bundle or ()), synthetic_users=synthetic_users,
                              synthetic_subset=synthetic_subset, synthetic_items=synthetic_items,
-                             engines=_engines(engines), synthetic_engines=_engines(synthetic_engines), k=k,
-                             chunk_size=chunk_size, workers=workers, work=work,
-                             command=invocation())
+                             engines=tuple(comma_list(engines, "--engines", ENGINES)),
+                             synthetic_engines=tuple(comma_list(synthetic_engines, "--synthetic-engines", ENGINES)),
+                             k=k, chunk_size=chunk_size, workers=workers, work=work, command=invocation())
     paths = run_benchmark(settings, out)
     console.print(paths["md"].read_text())
     console.print(f"results → {', '.join(str(p) for p in paths.values())}")

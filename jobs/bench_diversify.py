@@ -9,24 +9,7 @@ from typing import Annotated
 import typer
 
 from jobs.bench import bench_app
-
-
-def _floats(text: str, option: str, allow_none: bool = False) -> list:
-    values = []
-    for part in (p.strip() for p in text.split(",") if p.strip()):
-        if allow_none and part.lower() == "none":
-            values.append(None)
-            continue
-        try:
-            value = float(part)
-        except ValueError:
-            raise typer.BadParameter(f"{option} takes comma-separated numbers, got {part!r}") from None
-        if not 0.0 <= value <= 1.0 or (allow_none and value == 0.0):
-            raise typer.BadParameter(f"{option}: {value} is outside {'(0, 1]' if allow_none else '[0, 1]'}")
-        values.append(value)
-    if not values:
-        raise typer.BadParameter(f"{option} needs at least one value")
-    return values
+from jobs.options import Number, OrNone, comma_list
 
 
 @bench_app.command("diversify")
@@ -45,8 +28,9 @@ def bench_diversify(
     from benchmarks.diversify import run
     from jobs.output import console, invocation
 
+    chosen_weights = comma_list(weights, "--weights", Number(0.0, 1.0, low_open=False))
+    chosen_thresholds = comma_list(thresholds, "--thresholds", OrNone(Number(0.0, 1.0)))
     command = invocation()
-    paths = run(bundle, data, out, _floats(weights, "--weights"), _floats(thresholds, "--thresholds", True), depth,
-                command, budget, log=console.print)
+    paths = run(bundle, data, out, chosen_weights, chosen_thresholds, depth, command, budget, log=console.print)
     for path in paths.values():
         typer.echo(path)

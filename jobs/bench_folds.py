@@ -13,6 +13,7 @@ import typer
 
 from jobs.app import BundleData, BundleDir
 from jobs.bench import bench_app
+from jobs.options import Number, comma_list
 
 OuterFolds = Annotated[int, typer.Option("--outer", min=2, max=20, help="cross-fitting folds over the valid users")]
 FoldSeed = Annotated[int, typer.Option("--seed", min=0, help="seed of the cross-fitting folds, the re-ranker "
@@ -81,13 +82,7 @@ def bench_ease(
     from benchmarks.ease import run
     from jobs.output import console, invocation
 
-    try:
-        chosen = [float(x) for x in lambdas.split(",")]
-    except ValueError:
-        raise typer.BadParameter(f"{lambdas!r}: comma-separated numbers, e.g. 100,200,500",
-                                 param_hint="--lambdas") from None
-    if not chosen or not all(0 < x < float("inf") for x in chosen):  # nan fails both comparisons
-        raise typer.BadParameter(f"every λ must be a positive finite number, got {lambdas!r}", param_hint="--lambdas")
+    chosen = comma_list(lambdas, "--lambdas", Number())
     for path in run(bundle, data, out, chosen, buckets, seed=seed, outer=outer, command=invocation(),
                     log=console.print).values():
         typer.echo(path)

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from jobs.app import read_json_object
-from jobs.bench import bench_app, counts, known_names
+from jobs.bench import bench_app
+from jobs.options import OneOf, WholeNumber, comma_list
 from jobs.output import invocation
 
 
@@ -37,8 +38,8 @@ def gpu(
     from benchmarks.gpu_check import STAGES, GpuCheckSettings, run
     from jobs.workflows import check_dataset
 
-    chosen = known_names(stages, STAGES, "--stages")
-    levels = counts(concurrency, "--concurrency")
+    chosen = comma_list(stages, "--stages", OneOf(STAGES))
+    levels = comma_list(concurrency, "--concurrency", WholeNumber(1))
     if {"train", "encode"} & set(chosen):  # before the stages, which go on after a failed one (ann: 1M vectors)
         check_dataset(data)
     settings = GpuCheckSettings(

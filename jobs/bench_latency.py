@@ -7,7 +7,8 @@ from typing import Annotated, Literal
 
 import typer
 
-from jobs.bench import bench_app, counts, known_names
+from jobs.bench import bench_app
+from jobs.options import OneOf, WholeNumber, comma_list
 from jobs.output import invocation
 
 
@@ -30,7 +31,8 @@ def latency(
     from benchmarks.latency import ENDPOINTS, run
     from benchmarks.loadgen import available_tool
 
-    levels, chosen = counts(concurrency, "--concurrency"), known_names(endpoints, ENDPOINTS, "--endpoints")
+    levels = comma_list(concurrency, "--concurrency", WholeNumber(1))
+    chosen = comma_list(endpoints, "--endpoints", OneOf(ENDPOINTS))
     try:
         available_tool(loadgen)  # wrk asked for but not installed: refused before the server starts
     except RuntimeError as error:

@@ -9,8 +9,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from jobs.app import check_presets, read_json_object
+from jobs.app import read_json_object
 from jobs.bench import bench_app
+from jobs.options import OneOf, comma_list
 from jobs.output import invocation
 
 
@@ -44,10 +45,10 @@ def bench_quality(
 ) -> None:
     """Train and evaluate the configured models; writes a Markdown table and a bar chart."""
     from benchmarks.quality import run
+    from encoders.presets import PRESETS
     from jobs.threads import limit_cpu_threads
 
-    names = [v.strip() for v in variants.split(",") if v.strip()]
-    check_presets(names, "--variants")
+    names = comma_list(variants, "--variants", OneOf(PRESETS, "preset"))
     overrides = read_json_object(config, "TrainConfig overrides merged into every preset")
     limit_cpu_threads(threads)
     command = invocation()

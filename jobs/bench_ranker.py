@@ -11,6 +11,7 @@ import typer
 
 from jobs.app import BundleData, BundleDir
 from jobs.bench import bench_app
+from jobs.options import WholeNumber, comma_list
 from jobs.ranker_cmd import (Candidates, CvFolds, FoldEnsemble, PopularCandidates, RankerConfigFile, RankerThreads,
                              TrainPositions, TransitionCandidates, ranker_config, read_overrides)
 
@@ -44,12 +45,7 @@ def bench_ranker(
     from benchmarks.ranker import run
     from jobs.output import console, invocation
 
-    try:
-        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
-    except ValueError:
-        raise typer.BadParameter(f"--seeds takes comma-separated integers, got {seeds!r}") from None
-    if not seed_list or min(seed_list) < 0:
-        raise typer.BadParameter(f"--seeds takes one or more integers ≥ 0, got {seeds!r}")
+    seed_list = comma_list(seeds, "--seeds", WholeNumber(0, "seeds"))
     config = ranker_config(candidates, n_jobs, 0, train_positions, transition_candidates, popular_candidates,
                            cv_folds, fold_ensemble, read_overrides(config_file))
     command = invocation()

@@ -13,6 +13,7 @@ import typer
 from rich.markup import escape
 
 from jobs.bench import bench_app
+from jobs.options import OneOf, comma_list
 from jobs.output import invocation
 
 
@@ -35,6 +36,20 @@ def bench_encoder(
     typer.echo(paths["md"].read_text())
 
 
+class ShopSize:
+    """A `--sizes` item of `bench scale`: ITEMSxUSERSxEVENTS (benchmarks.scale.Size)."""
+
+    allowed = "expected comma-separated ITEMSxUSERSxEVENTS, e.g. 10000x100000x1000000 (k/M suffixes allowed)"
+
+    def __call__(self, text: str):
+        from benchmarks.scale import Size
+
+        try:
+            return Size.parse(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a shop size") from None
+
+
 @bench_app.command("scale")
 def bench_scale(
     sizes: Annotated[str, typer.Option(help="comma-separated ITEMSxUSERSxEVENTS (k/M suffixes allowed)")] =
@@ -55,17 +70,15 @@ def bench_scale(
 ) -> None:
     """The whole path (import, build, re-ranker, batch scoring, serving) at growing sizes: wall s, CPU s, peak
     RSS per stage and the fitted growth exponent (log-log chart)."""
-    from benchmarks.scale import Size, run
+    from benchmarks.scale import STAGES, run
     from jobs.output import err_console
 
+    parsed = comma_list(sizes, "--sizes", ShopSize())
+    chosen = comma_list(stages, "--stages", OneOf(STAGES, "stage"))
     try:
-        parsed = [Size.parse(s) for s in sizes.split(",") if s.strip()]
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--sizes") from None
-    try:
-        paths = run(out, parsed, work, [s.strip() for s in stages.split(",") if s.strip()], threads=threads,
-                    encoder=encoder, eval_users=eval_users, requests=requests, model=model, seed=seed, reuse=reuse,
-                    previous=out / "scale.json", command=invocation())
+        paths = run(out, parsed, work, chosen, threads=threads, encoder=encoder, eval_users=eval_users,
+                    requests=requests, model=model, seed=seed, reuse=reuse, previous=out / "scale.json",
+                    command=invocation())
     except (RuntimeError, ValueError) as exc:  # a stage failed (its log is named) or an unknown stage
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None

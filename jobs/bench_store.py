@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from jobs.bench import bench_app
+from jobs.options import WholeNumber, comma_list
 from jobs.output import invocation
 
 
@@ -24,12 +25,10 @@ def bench_store(
 ) -> None:
     """Insert latency of the SQLite (and Redis) event store for a user with up to a million events, next to the
     previous implementation's (which counted the user's events on every insert)."""
-    from benchmarks.store import parse_lengths, run
+    from benchmarks.store import run
 
-    try:
-        parsed = parse_lengths(lengths)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+    parsed = sorted(set(comma_list(  # ascending, each once: one user's history grows through them
+        lengths, "--lengths", WholeNumber(0, "history lengths"))))
     command = invocation()
     paths = run(out, parsed, inserts, redis_url, command, log=typer.echo)
     typer.echo(Path(paths["md"]).read_text())

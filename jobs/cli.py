@@ -19,6 +19,7 @@ from jobs.app import EVAL_USERS, MAX_K, BatchSize, Decay, EncoderOpt, EvalUsersO
     ModelOpt, OutOpt, OverwriteOpt, Port, Seed, Users, app, arrange_help, bundle_name, check_ray_only, eval_sample, \
     finish_commands, import_app
 from jobs.bench import bench_app
+from jobs.options import OneOf, WholeNumber, comma_list
 from jobs.output import console, err_console, index_line, markdown_metrics, metrics_table, print_recommendations, \
     step, write_json
 from recsys.config import BuildConfig, EncoderConfig, EvalConfig, IndexConfig, UserTowerConfig
@@ -26,21 +27,13 @@ from recsys.errors import RecsysError, UnknownIdError
 
 
 def _ks(value: str) -> tuple[int, ...]:
-    try:
-        ks = tuple(sorted({int(k) for k in value.split(",") if k.strip()}))
-    except ValueError:
-        raise typer.BadParameter(f"expected comma-separated integers, got {value!r}") from None
-    if not ks or ks[0] < 1:
-        raise typer.BadParameter("k values must be positive")
-    return ks
+    """--ks: the cut-offs, ascending, each once."""
+    return tuple(sorted(set(comma_list(value, "--ks", WholeNumber(1)))))
 
 
 def _splits(value: str) -> tuple[str, ...]:
-    splits = tuple(s.strip() for s in value.split(",") if s.strip())
-    bad = [s for s in splits if s not in ("valid", "test")]
-    if bad or not splits:
-        raise typer.BadParameter(f"splits must be valid and/or test, got {value!r}")
-    return splits
+    """--splits: valid and/or test, in the order given."""
+    return tuple(comma_list(value, "--splits", OneOf(("valid", "test"), "split")))
 
 
 def _build_config(model: str, max_length: int, batch_size: int, decay: float, ks: str = "10,20,50",

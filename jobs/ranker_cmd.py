@@ -13,6 +13,7 @@ import typer
 from jobs.app import EVAL_USERS, BundleData, BundleDir, EventStoreOpt, EvalUsersOpt, NewBundleOut, RedisUrlOpt, \
     StateDirOpt, app, eval_sample, read_json_object, validation_problems
 from jobs.batch_cmd import store_source
+from jobs.options import OneOf, comma_list
 from jobs.output import console, metrics_table
 from recsys.store import EVENT_KINDS
 
@@ -248,12 +249,7 @@ def refresh_stats(
 
 def parse_kinds(text: str) -> tuple[str, ...]:
     """`--kinds`: comma-separated event kinds, each one the API records."""
-    kinds = tuple(dict.fromkeys(k.strip() for k in text.split(",") if k.strip()))
-    unknown = [k for k in kinds if k not in EVENT_KINDS]
-    if not kinds or unknown:
-        raise typer.BadParameter(f"each kind must be one of {', '.join(EVENT_KINDS)}, got {text!r}",
-                                 param_hint="--kinds")
-    return kinds
+    return tuple(dict.fromkeys(comma_list(text, "--kinds", OneOf(EVENT_KINDS, "kind"))))
 
 
 def read_live_events(source, kinds: tuple[str, ...]):

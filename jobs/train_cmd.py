@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from jobs.app import EVAL_USERS, EvalUsersOpt, IndexKind, app, bundle_name, check_presets, \
+from jobs.app import EVAL_USERS, EvalUsersOpt, IndexKind, app, bundle_name, check_preset, \
     check_ray_only, eval_sample, read_json_object
 from jobs.output import ensemble_table, index_line
 from recsys.config import EvalConfig
@@ -23,7 +23,7 @@ def train_config(preset_name: str, config_file: Path | None, from_bundle: Path |
     from recsys.artifacts import resolve_bundle
     from recsys.config import TrainConfig
 
-    check_presets([preset_name])
+    check_preset(preset_name)
     overrides = read_json_object(config_file, "TrainConfig overrides")
     base = dict(PRESETS[preset_name])
     if from_bundle is not None:  # the file changes the bundle's settings: it does not go back to a preset's

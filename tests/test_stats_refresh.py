@@ -206,7 +206,7 @@ def test_refresh_stats_from_the_event_store_counts_live_events_and_live_items(en
     (tmp_path / "corrupt" / "events.sqlite").write_text("not a database, whatever its name says")
     base = ["refresh-stats", "--bundle", str(engine_dir), "--data", str(data), "--store"]
     for extra, message in ((["--state-dir", str(tmp_path / "state"), "--through", "valid"], "use --through test"),
-                           (["--state-dir", str(tmp_path / "state"), "--kinds", "click"], "each kind must be one of"),
+                           (["--state-dir", str(tmp_path / "state"), "--kinds", "click"], "unknown kind 'click'"),
                            (["--state-dir", str(tmp_path / "nothing")], "no event store at"),
                            (["--state-dir", str(tmp_path / "corrupt")], "cannot open the event store: file is not "
                                                                          "a database")):

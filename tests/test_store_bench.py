@@ -2,9 +2,7 @@
 
 import json
 
-import pytest
-
-from benchmarks.store import parse_lengths, run
+from benchmarks.store import run
 
 
 def test_store_benchmark_writes_json_markdown_and_chart(tmp_path):
@@ -15,12 +13,6 @@ def test_store_benchmark_writes_json_markdown_and_chart(tmp_path):
     assert all(0 < r["history_p50_ms"] <= r["history_p99_ms"] for r in report["rows"])
     assert "history read p50 ms" in paths["md"].read_text()
     assert "| sqlite | 2,000 |" in paths["md"].read_text() and paths["png"].stat().st_size > 0
-
-
-def test_store_benchmark_lengths_are_checked():
-    assert parse_lengths("1000000,0,1000") == [0, 1_000, 1_000_000]
-    with pytest.raises(ValueError, match="expected comma-separated history lengths ≥ 0, got '-1'"):
-        parse_lengths("-1")
 
 
 def test_an_unreachable_redis_is_refused_before_the_sqlite_runs(tmp_path):
