@@ -414,7 +414,7 @@ def test_skip_mode_imports_the_rest_and_keeps_every_bad_row(tmp_path: Path) -> N
     assert on_disk.columns == ["file", "row", "problem", "value"] and on_disk.height == 7
     report = json.loads((out / "schema.json").read_text())["import_report"]
     assert report["rejected_rows"] == 7 and report["rejected_file"] == "rejected.csv"
-    assert report["rejected"]["unparsable timestamp: expected integer epoch seconds or an ISO 8601 datetime "
+    assert report["rejected"]["unparsable timestamp: expected epoch seconds or milliseconds, or an ISO 8601 datetime "
                               "(events.csv)"] == 3
     assert Dataset.load(out).interactions.equals(data.interactions)
     data.report.rejected = data.report.rejected.head(0)  # a clean re-save leaves no stale rejected.csv
@@ -434,6 +434,37 @@ def test_encoding_delimiter_and_a_row_for_bad_bytes(tmp_path: Path) -> None:
     assert import_table(tabbed, tab_items, delimiter="tab").interactions.height == 1  # one delimiter, both files
     with pytest.raises(ValueError, match="unknown encoding"):
         import_table(events, items, encoding="klingon")
+
+
+def test_epoch_milliseconds_and_decimals_are_read_as_seconds(tmp_path: Path) -> None:
+    # a shop's millisecond clock (JavaScript, Kafka) was taken for seconds: the year 55970, silently, and a file
+    # mixing the two ordered every millisecond event after every seconds one; decimal seconds were bad rows
+    items = _write(tmp_path / "items.csv", ["item_id,text", "1,Mug", "2,Cup", "3,Jar"])
+    events = _write(tmp_path / "events.csv", ["user_id,item_id,timestamp", "u,1,1704300000000", "u,2,1704300060",
+                                              "u,3,1704300120.75", "v,1,1704300000123456", "v,2,1704300000123456789"])
+    data = import_table(events, items)
+    assert data.interactions["timestamp"].to_list() == [1704300000, 1704300060, 1704300120, 1704300000, 1704300000]
+    assert data.report.notes == [
+        "1 timestamp of events.csv read as nanoseconds since the epoch (from 10^17 on: as seconds they would fall "
+        "after the year 5000)",
+        "1 timestamp of events.csv read as microseconds since the epoch (from 10^14 on: as seconds they would fall "
+        "after the year 5000)",
+        "1 timestamp of events.csv read as milliseconds since the epoch (from 10^11 on: as seconds they would fall "
+        "after the year 5000)"]
+    pl.DataFrame({"user_id": ["u", "u", "u"], "item_id": ["1", "2", "3"],
+                  "timestamp": [1704300000000, 1704300001000, 1704300002500]}).write_parquet(tmp_path / "ms.pq")
+    data = import_table(tmp_path / "ms.pq", items)
+    assert data.interactions["timestamp"].to_list() == [1704300000, 1704300001, 1704300002]
+    assert data.report.notes[0].startswith("3 timestamps of ms.pq read as milliseconds")
+    pl.DataFrame({"user_id": ["u", "u", "u", "u"], "item_id": ["1", "2", "3", "1"],
+                  "timestamp": [1704300000.5, float("nan"), 2.0 ** 70, 1.7e18]}).write_parquet(tmp_path / "f.pq")
+    data = import_table(tmp_path / "f.pq", items, on_bad_rows="skip")
+    assert data.interactions["timestamp"].to_list() == [1704300000, 1700000000]
+    assert data.report.rejected["row"].to_list() == [2, 3]  # NaN; 2^70 is too large even for nanoseconds
+    huge = pl.DataFrame({"user_id": ["u"], "item_id": ["1"], "timestamp": [2**64 - 1]},
+                        schema={"user_id": pl.Utf8, "item_id": pl.Utf8, "timestamp": pl.UInt64})
+    huge.write_parquet(tmp_path / "u.pq")
+    _raises(["u.pq, row 1: unparsable timestamp '18446744073709551615'"], import_table, tmp_path / "u.pq", items)
 
 
 def test_header_only_or_fully_rejected_interactions_are_errors(tmp_path: Path) -> None:

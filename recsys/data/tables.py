@@ -228,27 +228,66 @@ def _iso_seconds(value: str) -> int | None:
     return int((stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)).timestamp())
 
 
-def _epoch_seconds(frame: pl.DataFrame, column: str, fmt: str | None) -> pl.Series:
-    """Integers (epoch seconds), datetimes, or strings (integers, ISO 8601 or `fmt`) -> Int64 seconds (null where
-    a value is missing or does not parse)."""
+EPOCH_UNITS = ((10**17, 10**9, "nanoseconds"), (10**14, 10**6, "microseconds"), (10**11, 10**3, "milliseconds"))
+"""(least magnitude, per second, name): an epoch number this large is read in that unit, value by value (as seconds
+10**11 is past the year 5000, so shops' millisecond clocks and the seconds beside them both come out right)."""
+
+
+def _epoch_numbers(numbers: pl.Series, report: ImportReport | None = None, path: Path | None = None) -> pl.Series:
+    """Epoch numbers (integers or decimals; seconds, or milliseconds / microseconds / nanoseconds by magnitude,
+    see `EPOCH_UNITS`) -> Int64 whole seconds (floored; null where a value is missing or not finite). How many
+    values were read in each finer unit goes into `report`'s notes."""
+    decimal = numbers.dtype.is_float()
+    values = numbers.cast(pl.Float64 if decimal else pl.Int64, strict=False)  # past Int64: null, a bad row
+    if decimal:
+        values = pl.select(pl.when(values.is_finite()).then(values)).to_series()
+    size, seconds, below = values.cast(pl.Float64).abs(), values, float("inf")
+    for least, per_second, unit in EPOCH_UNITS:
+        finer = ((size >= least) & (size < below)).fill_null(False)
+        below, count = least, int(finer.sum())
+        if not count:
+            continue
+        scaled = values / per_second if decimal else values // per_second
+        seconds = pl.select(pl.when(finer).then(scaled).otherwise(seconds)).to_series()
+        if report is not None:
+            where = f" of {path.name}" if path else ""
+            report.notes.append(f"{count:,} timestamp{'s' * (count > 1)}{where} read as {unit} since the epoch "
+                                f"(from 10^{len(str(least)) - 1} on: as seconds they would fall after the year 5000)")
+    if decimal:
+        seconds = seconds.floor().cast(pl.Int64, strict=False)
+    too_large = seconds.cast(pl.Float64).abs() >= EPOCH_UNITS[-1][0]  # beyond nanoseconds too: not a time, a bad row
+    return pl.select(pl.when(~too_large).then(seconds)).to_series().cast(pl.Int64)
+
+
+def _epoch_seconds(frame: pl.DataFrame, column: str, fmt: str | None, report: ImportReport | None = None,
+                   path: Path | None = None) -> pl.Series:
+    """Numbers (epoch seconds / milliseconds / microseconds / nanoseconds, `_epoch_numbers`), datetimes, or strings
+    (such numbers, ISO 8601 or `fmt`) -> Int64 seconds (null where a value is missing or does not parse)."""
     raw = frame[column]
-    if raw.dtype.is_integer():
-        return raw.cast(pl.Int64)
+    if raw.dtype.is_numeric():
+        return _epoch_numbers(raw, report, path)
     if raw.dtype in (pl.Date, pl.Datetime):
         return raw.cast(pl.Datetime("us")).dt.epoch("s") if raw.dtype == pl.Date else raw.dt.epoch("s")
     text = raw.cast(pl.Utf8).str.strip_chars()
     if fmt:
         return text.str.to_datetime(fmt, strict=False).dt.epoch("s")
-    is_int = text.str.contains(r"^-?\d+(\.0*)?$")  # integers (epoch seconds) row by row, then ISO 8601 for the rest
-    seconds = text.str.replace(r"\.0*$", "").cast(pl.Int64, strict=False)
-    iso_text = pl.select(pl.when(~is_int).then(text)).to_series()
+    is_int = text.str.contains(r"^-?\d+$")  # epoch numbers row by row, then ISO 8601 for the rest
+    is_decimal = text.str.contains(r"^-?\d*\.\d*$") & text.str.contains(r"\d")
+    whole = pl.select(pl.when(is_int).then(text)).to_series().cast(pl.Int64, strict=False)
+    numbers = whole.cast(pl.Float64) if is_decimal.any() else whole
+    if is_decimal.any():
+        numbers = numbers.fill_null(pl.select(pl.when(is_decimal).then(text)).to_series().cast(pl.Float64,
+                                                                                               strict=False))
+    seconds = _epoch_numbers(numbers, report, path) if numbers.is_not_null().any() else whole
+    is_number = is_int | is_decimal
+    iso_text = pl.select(pl.when(~is_number).then(text)).to_series()
     if iso_text.null_count() < len(iso_text):
         try:
             parsed = iso_text.str.to_datetime(strict=False).dt.epoch("s")
         except pl.exceptions.PolarsError:
             parsed = pl.Series([None] * len(text), dtype=pl.Int64)
         seconds = seconds.fill_null(parsed)
-        if (seconds.is_null() & ~is_int & text.is_not_null()).any():  # mixed ISO forms: Python finishes the rest
+        if (seconds.is_null() & ~is_number & text.is_not_null()).any():  # mixed ISO forms: Python finishes the rest
             seconds = pl.Series([_iso_seconds(v) if s is None and v is not None else s for v, s in zip(text, seconds)],
                                 dtype=pl.Int64)
     return seconds
@@ -265,7 +304,8 @@ def import_table(interactions_path: str | Path, items_path: str | Path, *, user_
     Item text comes from `text_col`, or `text_template` ("title: {title} | brand: {brand}"; empty fields
     are dropped with their label and separator), or a `text` column. Columns title/category/brand/price
     are carried when present; `extra_item_cols` adds more ({canonical: source} or a list of names).
-    Timestamps: integers (epoch seconds), datetimes, or strings parsed as ISO 8601 / `timestamp_format`.
+    Timestamps: epoch numbers (seconds, or milliseconds / microseconds / nanoseconds told by their size; decimals
+    floored), datetimes, or strings parsed as such numbers, ISO 8601 or `timestamp_format`.
     `time_col=None` uses the file order. Exact duplicate interactions are dropped and counted. Text files are
     read with `delimiter` (default: tab for .tsv, else comma) and `encoding`. Bad rows: `on_bad_rows="fail"`
     stops with all of them listed, "skip" leaves them out (`dataset.report.rejected`, saved as rejected.csv)."""
@@ -345,8 +385,8 @@ def checked_interactions(inter: pl.DataFrame, cols: tuple[str, str, str | None],
                        inter.select(_id(item_col)).to_series())
     if time_col:
         inter = bad.reject(inter, pl.col(time_col).is_null(), f"missing {time_col}", inter_path)
-        expected = f"format {fmt!r}" if fmt else "integer epoch seconds or an ISO 8601 datetime"
-        inter = inter.with_columns(_epoch_seconds(inter, time_col, fmt).alias("__timestamp"))
+        expected = f"format {fmt!r}" if fmt else "epoch seconds or milliseconds, or an ISO 8601 datetime"
+        inter = inter.with_columns(_epoch_seconds(inter, time_col, fmt, report, inter_path).alias("__timestamp"))
         inter = bad.reject(inter, pl.col("__timestamp").is_null(), "unparsable timestamp {value!r}: expected "
                            + expected, inter_path, time_col)
         stamps = inter["__timestamp"]
