@@ -528,6 +528,15 @@ def test_import_table_cli_skip_overwrite_and_errors(tmp_path):
     assert not (tmp_path / "empty").exists()
 
 
+def test_import_table_cli_a_damaged_parquet_file_is_one_line(tmp_path):
+    (tmp_path / "items.parquet").write_bytes(b"sku,title\nS1,Trail Shoe\n")
+    (tmp_path / "events.csv").write_text("user_id,item_id,timestamp\nc1,S1,1\n")
+    result = run("import", "table", "--interactions", tmp_path / "events.csv", "--items", tmp_path / "items.parquet",
+                 "--out", tmp_path / "ds")
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert "items.parquet: not a readable Parquet file (" in result.flat and result.output.startswith("error: ")
+
+
 def test_serve_checks_the_port_before_loading(tmp_path):
     import socket
 

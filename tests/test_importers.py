@@ -361,6 +361,16 @@ def test_events_of_a_rejected_item_say_so_and_a_one_column_header_names_its_deli
     assert "separated" not in str(error)  # a real header gets no delimiter hint
 
 
+def test_a_file_that_is_not_parquet_is_one_error_naming_it(tmp_path: Path) -> None:
+    # it was a polars ComputeError traceback ("File out of specification: The file must end with PAR1")
+    events, items = _toy_csv(tmp_path)
+    (tmp_path / "events.parquet").write_bytes(events.read_bytes())  # a CSV export saved under a .parquet name
+    _raises(["events.parquet: not a readable Parquet file (", "a CSV or TSV file needs a .csv, .tsv or .txt name"],
+            import_table, tmp_path / "events.parquet", items, **_csv_kwargs())
+    (tmp_path / "items.pq").write_bytes(b"PAR1 cut short")
+    _raises(["items.pq: not a readable Parquet file ("], import_table, events, tmp_path / "items.pq", **_csv_kwargs())
+
+
 def test_import_table_counts_blank_lines(tmp_path: Path) -> None:
     events, items = _toy_csv(tmp_path)
     events.write_text(events.read_text().replace("\nc2,", "\n\nc2,"))

@@ -135,7 +135,12 @@ def _read_table(path: Path, report: ImportReport, bad: BadRows | None = None, de
     if suffix not in (".csv", ".tsv", ".parquet", ".pq", ".txt"):
         raise DataError(f"unsupported file type {suffix!r}: expected .csv, .tsv, .txt or .parquet", source=str(path))
     if suffix in (".parquet", ".pq"):
-        frame = pl.read_parquet(path).with_row_index("__row", offset=1)
+        try:
+            frame = pl.read_parquet(path).with_row_index("__row", offset=1)
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            problem = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DataError(f"not a readable Parquet file ({problem}); a CSV or TSV file needs a .csv, .tsv or .txt "
+                            "name", source=str(path)) from None
     else:
         sep = _separator(path, delimiter)
         utf8 = codecs.lookup(encoding).name == "utf-8"
