@@ -477,6 +477,30 @@ def test_epoch_milliseconds_and_decimals_are_read_as_seconds(tmp_path: Path) -> 
     _raises(["u.pq, row 1: unparsable timestamp '18446744073709551615'"], import_table, tmp_path / "u.pq", items)
 
 
+def test_the_slow_csv_path_keeps_quoted_newlines_the_bom_and_old_mac_line_ends(tmp_path: Path) -> None:
+    # one undecodable byte sends a file down the line-by-line path, which split a quoted field at its newline (the
+    # item kept half its text, the other half was a bad row), kept the BOM in the first column's name ("missing
+    # column 'item_id'") and repeated header names broke it; CR-only files and a header that is not UTF-8 were read
+    # as one long header, or with U+FFFD in the names
+    events = _write(tmp_path / "events.csv", ["user_id,item_id,timestamp", "u,1,10", "u,2,20", "u,3,30"])
+    items = tmp_path / "items.csv"
+    items.write_bytes(b'\xef\xbb\xbfitem_id,text,text\r\n1,"Red mug,\r\n 300 ml",a\r\n2,Caf\xe9 cup,b\r\n3,Jar,c\r\n')
+    data = import_table(events, items, on_bad_rows="skip")
+    assert data.items.rows() == [("1", "Red mug,\r\n 300 ml"), ("3", "Jar")]
+    assert data.report.rejected.select("file", "row").rows() == [("events.csv", 2), ("items.csv", 2)]
+    assert data.report.rejected["problem"][1] == ("not valid utf-8 text (invalid continuation byte); pass the "
+                                                  "file's encoding (e.g. latin-1)")
+    assert data.report.rows_read["items.csv"] == 2
+    items.write_bytes(b"item_id,text\n1,Mug\n2,\"Caf\xe9 cup\n3,Jar\n4,Pot\n")
+    _raises(["items.csv, row 2: a quoted field opened on line 3 of the file is never closed: the 2 lines after it "
+             "would be read as its text"], import_table, events, items, on_bad_rows="skip")
+    items.write_bytes(b"item_id,text\r1,Mug\r2,Cup\r3,Jar\r")
+    assert import_table(events, items).items.rows() == [("1", "Mug"), ("2", "Cup"), ("3", "Jar")]
+    items.write_bytes(b"item_id,t\xe9xt\n1,Mug\n")
+    _raises(["items.csv: the header line is not valid utf-8 text (invalid continuation byte); pass the file's "
+             "encoding"], import_table, events, items)
+
+
 def test_header_only_or_fully_rejected_interactions_are_errors(tmp_path: Path) -> None:
     events, items = _toy_csv(tmp_path)
     events.write_text("customer,sku,when\n")

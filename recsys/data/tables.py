@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import codecs
 import csv
+import io
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -96,32 +98,85 @@ def _separator(path: Path, delimiter: str | None) -> str:
     return sep
 
 
-def _line_by_line(path: Path, sep: str, encoding: str, bad: BadRows) -> pl.DataFrame:
-    """The slow path for a file the CSV reader refused: each line decoded and split on its own; lines that do not
-    decode or have the wrong number of fields become bad rows (blank lines stay, as rows of nulls)."""
-    lines = path.read_bytes().split(b"\n")
-    if lines and lines[-1] in (b"", b"\r"):
-        lines.pop()
+_UNDECODED = re.compile("[\udc80-\udcff]")  # bytes that did not decode, kept by the surrogateescape handler
+
+
+def _undecodable(fields: list[str], sep: str, encoding: str) -> str | None:
+    """Why a record read with surrogateescape holds bytes that are not `encoding` text; None when it has none."""
+    text = sep.join(fields)
+    if not _UNDECODED.search(text):
+        return None
     try:
-        header = next(csv.reader([lines[0].rstrip(b"\r").decode(encoding)], delimiter=sep))
+        text.encode(encoding, "surrogateescape").decode(encoding)
     except UnicodeDecodeError as exc:
-        raise DataError(f"the header line is not valid {encoding} text ({exc.reason}); pass the file's encoding",
-                        source=str(path)) from None
-    rows, numbers = [], []
-    for number, line in enumerate(lines[1:], start=1):
-        try:
-            text = line.rstrip(b"\r").decode(encoding)
-        except UnicodeDecodeError as exc:
-            bad.add(path, number, f"not valid {encoding} text ({exc.reason}); pass the file's encoding (e.g. latin-1)")
-            continue
-        fields = next(csv.reader([text], delimiter=sep), [])
-        if fields and len(fields) != len(header):
-            bad.add(path, number, f"unparsable line: expected {len(header)} fields, found {len(fields)}")
-            continue
-        rows.append(fields or [None] * len(header))
-        numbers.append(number)
-    frame = pl.DataFrame(rows, schema={h: pl.Utf8 for h in header}, orient="row")
-    return frame.with_columns(pl.Series("__row", numbers, dtype=pl.UInt32)).select("__row", *header)
+        return exc.reason
+    return "undecodable bytes"
+
+
+def _line_by_line(path: Path, sep: str, encoding: str, bad: BadRows) -> pl.DataFrame:
+    """The slow path for a file the CSV reader refused: Python's csv module, record by record (a quoted field may
+    span lines; a UTF-8 byte-order mark is dropped); records that do not decode or have the wrong number of fields
+    become bad rows (blank lines stay, as rows of nulls). A quoted field still open at the end of the file, having
+    swallowed the lines after it, is an error."""
+    text = path.read_bytes().decode(encoding, errors="surrogateescape")
+    if codecs.lookup(encoding).name == "utf-8":
+        text = text.removeprefix("\ufeff")
+    lines = io.StringIO(text, newline="")
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, len(text) + 1))  # a long item text is one field (the default cap is 128 KiB)
+    try:
+        reader = csv.reader(lines, delimiter=sep)
+        header = next(reader, None)
+        if header is None:
+            raise DataError("the file is empty", source=str(path))
+        reason = _undecodable(header, sep, encoding)
+        if reason:
+            raise DataError(f"the header line is not valid {encoding} text ({reason}); pass the file's encoding",
+                            source=str(path))
+        rows, numbers, number, line = [], [], 0, reader.line_num
+        first = line
+        for number, fields in enumerate(reader, start=1):
+            first, line = line + 1, reader.line_num
+            reason = _undecodable(fields, sep, encoding)
+            if reason:
+                bad.add(path, number, f"not valid {encoding} text ({reason}); pass the file's encoding (e.g. latin-1)")
+            elif fields and len(fields) != len(header):
+                bad.add(path, number, f"unparsable line: expected {len(header)} fields, found {len(fields)}")
+            else:
+                rows.append([f if f != "" else None for f in fields] or [None] * len(header))
+                numbers.append(number)
+        if line > first and _unclosed_quote(text, first, sep):
+            swallowed = f"{line - first} line{'s' * (line - first > 1)}"
+            raise DataError(f"a quoted field opened on line {first} of the file is never closed: the {swallowed} "
+                            "after it would be read as its text; close or remove the stray quote",
+                            source=str(path), row=number)
+    finally:
+        csv.field_size_limit(limit)
+    names = _unique_names(header)
+    frame = pl.DataFrame(rows, schema={h: pl.Utf8 for h in names}, orient="row")
+    return frame.with_columns(pl.Series("__row", numbers, dtype=pl.UInt32)).select("__row", *names)
+
+
+def _unclosed_quote(text: str, first: int, sep: str) -> bool:
+    """Whether the record starting on line `first` (1-based) of `text` runs to the end inside a quoted field."""
+    tail = io.StringIO(text, newline="")
+    for _ in range(first - 1):
+        tail.readline()
+    try:
+        for _ in csv.reader(tail, delimiter=sep, strict=True):
+            pass
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
+
+
+def _unique_names(header: list[str]) -> list[str]:
+    """Header names with repeats renamed as polars' CSV reader does ("text", "text_duplicated_0")."""
+    names: list[str] = []
+    for name in header:
+        repeats = sum(1 for n in names if n == name or n.startswith(f"{name}_duplicated_"))
+        names.append(f"{name}_duplicated_{repeats - 1}" if repeats else name)
+    return names
 
 
 def _read_table(path: Path, report: ImportReport, bad: BadRows | None = None, delimiter: str | None = None,
@@ -147,6 +202,8 @@ def _read_table(path: Path, report: ImportReport, bad: BadRows | None = None, de
         try:
             source = path if utf8 else path.read_bytes().decode(encoding).encode("utf-8")
             frame = pl.read_csv(source, separator=sep, infer_schema=False).with_row_index("__row", offset=1)
+            if any("\r" in name or "\ufffd" in name for name in frame.columns):
+                frame = _line_by_line(path, sep, encoding, bad)  # old Mac line ends (CR alone), a header not UTF-8
         except pl.exceptions.NoDataError:
             raise DataError("the file is empty", source=str(path)) from None
         except (pl.exceptions.PolarsError, UnicodeDecodeError):
