@@ -103,6 +103,23 @@ def test_recbole_sequential_bad_input(tmp_path: Path, file: str, lines: list[str
     _raises([file, *parts], import_recbole_sequential, d)
 
 
+def test_recbole_files_with_a_byte_order_mark(tmp_path: Path) -> None:
+    # a BOM (Windows editors write one) stuck to the first id ('\ufeffA0', unknown to the text file) or to the first
+    # column's name ("missing column(s) ['item_id']; found ['\ufeffitem_id', 'text']")
+    d = _toy_recbole(tmp_path)
+    for name in ("Toy.item2index", "Toy.text", "Toy.train.inter"):
+        (d / name).write_bytes(b"\xef\xbb\xbf" + (d / name).read_bytes())
+    data = import_recbole_sequential(d)
+    assert data.items["item_id"].to_list() == [f"A{i}" for i in range(6)]
+    assert data.interactions.height == 10
+    movies = tmp_path / "ml"
+    movies.mkdir()
+    (movies / "ml.item").write_bytes(b"\xef\xbb\xbfitem_id:token\tmovie_title:token_seq\trelease_year:token\t"
+                                     b"class:token_seq\n1\tToy Story\t1995\tAnimation\n")
+    (movies / "ml.inter").write_bytes(b"\xef\xbb\xbfuser_id:token\titem_id:token\ttimestamp:float\n7\t1\t881250949\n")
+    assert import_recbole_movielens(movies).interactions.rows() == [("7", "1", 881250949)]
+
+
 def test_recbole_sequential_used_item_without_text(tmp_path: Path) -> None:
     d = _toy_recbole(tmp_path)
     text = (d / "Toy.text").read_text().splitlines()
