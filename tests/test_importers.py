@@ -344,6 +344,20 @@ def test_import_table_bad_rows(tmp_path: Path, edit: tuple[str, str], parts: lis
     _raises(parts, import_table, events, items, **_csv_kwargs())
 
 
+def test_an_item_listed_twice_alike_is_counted_once_and_unlike_is_a_bad_row(tmp_path: Path) -> None:
+    # a product table joined with its variants repeats whole rows: the import stopped on "duplicate item id"
+    events, items = _toy_csv(tmp_path)
+    with items.open("a") as handle:
+        handle.write("S1,Trail Shoe,Running Shoes,Stridex,89.5\nS2, Wool Socks ,,Fleetfoot,12\n")
+    data = import_table(events, items, **_csv_kwargs())
+    assert data.items["item_id"].to_list() == ["S1", "S2", "S3", "S4"]
+    assert data.report.dropped["exact duplicate item rows: same id, text and attributes (products.csv)"] == 2
+    with items.open("a") as handle:
+        handle.write("S1,Trail Shoe,Running Shoes,Stridex,79\n")  # another price: which one is right?
+    _raises(["products.csv, row 7: duplicate item id 'S1' (its text or attributes differ from its first row)"],
+            import_table, events, items, **_csv_kwargs())
+
+
 def test_import_table_missing_file_and_columns(tmp_path: Path) -> None:
     events, items = _toy_csv(tmp_path)
     _raises(["nope.csv", "file not found"], import_table, tmp_path / "nope.csv", items, **_csv_kwargs())

@@ -1,10 +1,10 @@
 """Plain CSV / Parquet tables -> canonical `Dataset`, with a column mapping and an item-text template.
 
-Bad rows (a missing or unknown id, an unparsable timestamp or price, a duplicate item, a line that does not decode
-or has the wrong number of fields) are collected over the whole file: by default the import then stops with one
-`DataError` naming the file and listing them (row 1-based, header excluded); with `on_bad_rows="skip"` they are
-left out and listed in the report (rejected.csv beside the dataset). Every row that is legitimately skipped
-(blank lines, exact duplicates) is counted in the dataset's `ImportReport`.
+Bad rows (a missing or unknown id, an unparsable timestamp or price, an item id listed again with another text, a
+line that does not decode or has the wrong number of fields) are collected over the whole file: by default the
+import then stops with one `DataError` naming the file and listing them (row 1-based, header excluded); with
+`on_bad_rows="skip"` they are left out and listed in the report (rejected.csv beside the dataset). Every row that is
+legitimately skipped (blank lines, exact duplicates) is counted in the dataset's `ImportReport`.
 """
 
 from __future__ import annotations
@@ -397,7 +397,13 @@ def import_table(interactions_path: str | Path, items_path: str | Path, *, user_
     items = _present(items, [item_id_col], item_path, bad)
     items = items.with_columns(_id(item_id_col).alias("__id"), text.str.strip_chars().alias("__text"))
     listed = items["__id"].unique()  # every id the item file names, bad rows included
-    items = bad.reject(items, ~pl.col("__id").is_first_distinct(), "duplicate item id {value!r}", item_path, "__id")
+    kept = [pl.col(c).str.strip_chars() if items.schema[c] == pl.Utf8 else pl.col(c)
+            for c in dict.fromkeys(["__id", "__text", *extra.values()]) if c in items.columns]
+    repeats = items.select(pl.struct(kept).is_first_distinct()).to_series()  # the same item again, as imported
+    report.drop(f"exact duplicate item rows: same id, text and attributes ({item_path.name})", int((~repeats).sum()))
+    items = items.filter(repeats)
+    items = bad.reject(items, ~pl.col("__id").is_first_distinct(), "duplicate item id {value!r} (its text or "
+                       "attributes differ from its first row)", item_path, "__id")
     items = bad.reject(items, pl.col("__text").is_null() | (pl.col("__text") == ""),
                        "empty item text for item {value!r}", item_path, "__id")
     columns = [pl.col("__id").alias("item_id"), pl.col("__text").alias("text")]
