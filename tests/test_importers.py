@@ -358,6 +358,25 @@ def test_an_item_listed_twice_alike_is_counted_once_and_unlike_is_a_bad_row(tmp_
             import_table, events, items, **_csv_kwargs())
 
 
+def test_ids_that_lost_their_leading_zeros_in_one_file_are_named_as_such(tmp_path: Path) -> None:
+    # the CSV keeps "001" as text; the Parquet export stored the ids as integers (and pandas writes an integer column
+    # with a missing value as "26.0"). Every event was an "unknown item id '001' (not in items.pq)", with nothing to
+    # say why
+    items = tmp_path / "items.pq"
+    pl.DataFrame({"item_id": [1, 2, 100, 26], "text": ["Mug", "Cup", "Jar", "Pot"]}).write_parquet(items)
+    events = _write(tmp_path / "events.csv", ["user_id,item_id,timestamp", "0042,001,1", "0042,100,2", "0042,0x,3",
+                                              "0042,26.0,4"])
+    data = import_table(events, items, on_bad_rows="skip")
+    assert data.interactions.rows() == [("0042", "100", 2)]  # user ids keep their zeros: they stay text
+    renumbered = ("unknown item id (items.pq writes the same number otherwise: ids stored as numbers lose leading "
+                  "zeros or gain a '.0')")
+    assert data.report.rejected.rows() == [("events.csv", 1, renumbered, "001"),
+                                           ("events.csv", 3, "unknown item id (not in items.pq)", "0x"),
+                                           ("events.csv", 4, renumbered, "26.0")]
+    _raises(["events.csv: 3 bad rows: row 1: unknown item id '001' (items.pq writes the same number otherwise"],
+            import_table, events, items)
+
+
 def test_import_table_missing_file_and_columns(tmp_path: Path) -> None:
     events, items = _toy_csv(tmp_path)
     _raises(["nope.csv", "file not found"], import_table, tmp_path / "nope.csv", items, **_csv_kwargs())

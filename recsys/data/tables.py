@@ -265,6 +265,12 @@ def whole_floats_as_integers(frame: pl.DataFrame, columns: Sequence[str]) -> pl.
     return frame.with_columns(fixes) if fixes else frame
 
 
+def _as_number(ids: pl.Expr) -> pl.Expr:
+    """Ids written as a number would write them: without leading zeros and a whole float's ".0" ("007" and "7.0" ->
+    "7"; "0" stays): what an id column stored as numbers (and then written out by pandas) makes of them."""
+    return ids.str.replace(r"^0+(\d)", "$1").str.replace(r"^(\d+)\.0+$", "$1")
+
+
 def _present(frame: pl.DataFrame, columns: Sequence[str], path: Path, bad: BadRows) -> pl.DataFrame:
     """Rows with every id column filled (the others are bad rows: "missing <column>")."""
     for column in columns:
@@ -448,6 +454,12 @@ def checked_interactions(inter: pl.DataFrame, cols: tuple[str, str, str | None],
         inter = bad.reject(inter, _id(item_col).is_in(rejected_items.implode()),
                            f"item {{value!r}} was rejected from {item_path.name} (its row there is bad)", inter_path,
                            inter.select(_id(item_col)).to_series())
+    numbers = item_ids.to_frame("id").select(_as_number(pl.col("id")))["id"].implode()
+    renumbered = ~_id(item_col).is_in(item_ids.implode()) & _as_number(_id(item_col)).is_in(numbers)
+    inter = bad.reject(inter, renumbered,
+                       f"unknown item id {{value!r}} ({item_path.name} writes the same number otherwise: ids stored as "
+                       "numbers lose leading zeros or gain a '.0')", inter_path,
+                       inter.select(_id(item_col)).to_series())
     inter = bad.reject(inter, ~_id(item_col).is_in(item_ids.implode()),
                        f"unknown item id {{value!r}} (not in {item_path.name})", inter_path,
                        inter.select(_id(item_col)).to_series())
