@@ -537,6 +537,21 @@ def test_import_table_cli_a_damaged_parquet_file_is_one_line(tmp_path):
     assert "items.parquet: not a readable Parquet file (" in result.flat and result.output.startswith("error: ")
 
 
+def test_import_table_cli_without_a_time_column_says_how_to_go_without(tmp_path):
+    # "missing column(s) ['timestamp']" left an export without times stuck: the CLI had no way to say "none"
+    (tmp_path / "items.csv").write_text("item_id,text\nS1,Trail Shoe\nS2,Wool Socks\n")
+    (tmp_path / "events.csv").write_text("user_id,item_id\nc1,S2\nc1,S1\n")
+    base = ("import", "table", "--interactions", tmp_path / "events.csv", "--items", tmp_path / "items.csv",
+            "--out", tmp_path / "ds")
+    result = run(*base)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert ("events.csv: missing time column 'timestamp'; found ['user_id', 'item_id']: name it with time_col= / "
+            "--time-col, or pass time_col=None / --time-col '' to take each user's events in file order") in result.flat
+    result = run(*base, "--time-col", "")
+    assert result.exit_code == 0, result.output
+    assert "note: no time column: timestamp = row position in the interactions file" in result.flat
+
+
 def test_serve_checks_the_port_before_loading(tmp_path):
     import socket
 

@@ -431,6 +431,11 @@ def import_table(interactions_path: str | Path, items_path: str | Path, *, user_
         raise DataError("no items: the file has a header but no usable rows", source=str(item_path))
 
     inter = _read_table(inter_path, report, bad, delimiter, encoding)
+    if time_col and time_col not in inter.columns and {user_col, item_col} <= set(inter.columns):
+        found = [c for c in inter.columns if c != "__row"]
+        raise DataError(f"missing time column {time_col!r}; found {found}: name it with time_col= / --time-col, or "
+                        "pass time_col=None / --time-col '' to take each user's events in file order",
+                        source=str(inter_path))
     _require(inter, [user_col, item_col] + ([time_col] if time_col else []), inter_path, single=True)
     inter = whole_floats_as_integers(inter, [user_col, item_col])
     inter = checked_interactions(inter, (user_col, item_col, time_col), timestamp_format, item_frame["item_id"],
