@@ -313,6 +313,16 @@ def test_whole_float_ids_match_integer_ids_and_nested_columns_are_refused(tmp_pa
     for kwargs in ({"text_template": "{text} {tags}"}, {"text_col": "tags"}, {"item_id_col": "tags"}):
         _raises(["nested.pq", "column 'tags' holds List(String) values, not single values"],
                 import_table, tmp_path / "ev.pq", tmp_path / "nested.pq", **kwargs)
+    # a NaN id (a float column's missing value, as pandas and numpy write it) was the id "NaN": one user held every
+    # event without a user, one item every row without an id
+    nan = float("nan")
+    pl.DataFrame({"item_id": [26.0, nan], "text": ["a mug", "a cup"]}).write_parquet(tmp_path / "in.pq")
+    pl.DataFrame({"user_id": [1.0, nan, nan], "item_id": [26.0, 26.0, nan],
+                  "timestamp": [1, 2, 3]}).write_parquet(tmp_path / "en.pq")
+    data = import_table(tmp_path / "en.pq", tmp_path / "in.pq", on_bad_rows="skip")
+    assert data.items["item_id"].to_list() == ["26"] and data.interactions.rows() == [("1", "26", 1)]
+    assert data.report.rejected.select("file", "row", "problem").rows() == [
+        ("en.pq", 2, "missing user_id"), ("en.pq", 3, "missing user_id"), ("in.pq", 2, "missing item_id")]
     listed = pl.DataFrame({"user_id": [["u"], ["u"]], "item_id": ["a", "b"], "timestamp": [1, 2]})
     listed.write_parquet(tmp_path / "l.pq")
     _raises(["l.pq", "column 'user_id' holds List(String) values"], import_table, tmp_path / "l.pq",

@@ -253,14 +253,15 @@ def check_single_values(frame: pl.DataFrame, columns: Sequence[str], path: Path)
 
 def whole_floats_as_integers(frame: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:
     """Float id columns with whole values written as integers (26.0 → "26"): pandas stores an integer column with
-    a missing value as floats, and the same ids written as integers elsewhere must match. Other floats keep
-    their own text."""
+    a missing value as floats, and the same ids written as integers elsewhere must match. NaN (how such a column
+    may hold the missing value) is missing, not the id "NaN"; other floats keep their own text."""
     fixes = []
     for column in dict.fromkeys(columns):
         if frame.schema[column].is_float():
             value = pl.col(column)
             whole = value.is_finite() & (value == value.floor()) & (value.abs() < 2.0 ** 53)
-            fixes.append(pl.when(whole).then(value.cast(pl.Int64, strict=False).cast(pl.Utf8))
+            fixes.append(pl.when(value.is_nan()).then(None)
+                         .when(whole).then(value.cast(pl.Int64, strict=False).cast(pl.Utf8))
                          .otherwise(value.cast(pl.Utf8)).alias(column))
     return frame.with_columns(fixes) if fixes else frame
 
