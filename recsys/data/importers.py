@@ -55,7 +55,7 @@ def _split_rows(path: Path, rows: list[tuple[int, str]], n_fields: int, report: 
             raise DataError(f"unparsable line: expected {n_fields} tab-separated fields, found {len(fields)}",
                             source=str(path), row=row)
         out.append((row, fields))
-    report.rows_read[path.name] = len(out)
+    report.rows_read[path.name] = len(rows)  # every data line, the blank ones (counted as dropped) too
     return out
 
 

@@ -25,6 +25,7 @@ from recsys.data.item_text import template_expr, template_fields
 from recsys.errors import DataError
 
 OnBadRows = Literal["fail", "skip"]
+MIN_EVALUATED_EVENTS = 3  # a user's events for a leave-one-out valid and test example (`recsys.splits`)
 LISTED = 5  # bad rows an error message shows
 
 
@@ -198,7 +199,7 @@ def _read_table(path: Path, report: ImportReport, bad: BadRows | None = None, de
                             "name", source=str(path)) from None
     else:
         sep = _separator(path, delimiter)
-        utf8 = codecs.lookup(encoding).name == "utf-8"
+        utf8, bad_before = codecs.lookup(encoding).name == "utf-8", sum(found.height for found in bad.found)
         try:
             source = path if utf8 else path.read_bytes().decode(encoding).encode("utf-8")
             frame = pl.read_csv(source, separator=sep, infer_schema=False).with_row_index("__row", offset=1)
@@ -208,11 +209,13 @@ def _read_table(path: Path, report: ImportReport, bad: BadRows | None = None, de
             raise DataError("the file is empty", source=str(path)) from None
         except (pl.exceptions.PolarsError, UnicodeDecodeError):
             frame = _line_by_line(path, sep, encoding, bad)
-    if suffix not in (".parquet", ".pq") and frame.width > 1:
-        blank = pl.all_horizontal(pl.exclude("__row").is_null())
-        report.drop(f"blank lines ({path.name})", frame.filter(blank).height)
-        frame = frame.filter(~blank)
-    report.rows_read[path.name] = frame.height
+    report.rows_read[path.name] = frame.height  # every data row: the blank lines and the bad rows found here too
+    if suffix not in (".parquet", ".pq"):
+        report.rows_read[path.name] += sum(found.height for found in bad.found) - bad_before
+        if frame.width > 1:
+            blank = pl.all_horizontal(pl.exclude("__row").is_null())
+            report.drop(f"blank lines ({path.name})", frame.filter(blank).height)
+            frame = frame.filter(~blank)
     return frame
 
 
@@ -487,4 +490,10 @@ def checked_interactions(inter: pl.DataFrame, cols: tuple[str, str, str | None],
         timestamp=stamps)
     unique = frame.unique(maintain_order=True)
     report.drop(f"exact duplicate interaction rows ({inter_path.name})", frame.height - unique.height)
+    counts = unique["user_id"].value_counts()["count"]
+    short = int((counts < MIN_EVALUATED_EVENTS).sum())
+    if short:
+        report.notes.append(f"{short:,} of {counts.len():,} users {'has' if short == 1 else 'have'} fewer than "
+                            f"{MIN_EVALUATED_EVENTS} interactions: leave-one-out gives them no valid or test example "
+                            "(their events stay in train)")
     return unique
