@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 from datetime import datetime
@@ -559,6 +560,28 @@ def test_the_slow_csv_path_keeps_quoted_newlines_the_bom_and_old_mac_line_ends(t
     items.write_bytes(b"item_id,t\xe9xt\n1,Mug\n")
     _raises(["items.csv: the header line is not valid utf-8 text (invalid continuation byte); pass the file's "
              "encoding"], import_table, events, items)
+
+
+def test_a_byte_order_mark_decides_a_files_encoding(tmp_path: Path) -> None:
+    # Excel's "Unicode text" export (UTF-16 with a BOM) could not be imported with the UTF-8 events beside it, and
+    # with --encoding utf-16 the events file was a "'utf-16-le' codec can't decode" ValueError naming no file (the
+    # CLI's "Invalid value"); a UTF-8 file with a BOM read with the other file's latin-1 got 'ï»¿item_id'
+    events = _write(tmp_path / "events.tsv", ["user_id\titem_id\ttimestamp", "u\t1\t10", "u\t2\t20"])
+    items = tmp_path / "items.txt"
+    items.write_bytes("item_id\ttext\n1\tCafé mug\n2\tThé\tvert\n".encode("utf-16"))  # row 2: three fields
+    data = import_table(events, items, delimiter="tab", on_bad_rows="skip")
+    assert data.items.rows() == [("1", "Café mug")]
+    assert data.report.rejected.select("file", "row", "problem").rows() == [
+        ("events.tsv", 2, "unknown item id (not in items.txt)"),  # a ragged line's id is not known
+        ("items.txt", 2, "unparsable line: expected 2 fields, found 3")]
+    items.write_bytes(codecs.BOM_UTF8 + "item_id\ttext\n1\tCafé mug\n2\tThé\n".encode())
+    latin = tmp_path / "events.txt"
+    latin.write_bytes("user_id\titem_id\ttimestamp\nJosé\t1\t10\n".encode("latin-1"))
+    data = import_table(latin, items, delimiter="tab", encoding="latin-1")
+    assert data.items["text"].to_list() == ["Café mug", "Thé"] and data.interactions["user_id"].to_list() == ["José"]
+    items.write_bytes("item_id\ttext\n1\tCafé mug\n".encode("utf-16")[:-1])  # cut inside its last character
+    _raises(["items.txt: not valid utf-16 text (truncated data at byte 48); pass the file's encoding"],
+            import_table, events, items, delimiter="tab")
 
 
 def test_header_only_or_fully_rejected_interactions_are_errors(tmp_path: Path) -> None:

@@ -119,7 +119,11 @@ def _line_by_line(path: Path, sep: str, encoding: str, bad: BadRows) -> pl.DataF
     span lines; a UTF-8 byte-order mark is dropped); records that do not decode or have the wrong number of fields
     become bad rows (blank lines stay, as rows of nulls). A quoted field still open at the end of the file, having
     swallowed the lines after it, is an error."""
-    text = path.read_bytes().decode(encoding, errors="surrogateescape")
+    try:
+        text = path.read_bytes().decode(encoding, errors="surrogateescape")
+    except UnicodeDecodeError as exc:  # what surrogateescape cannot keep: a UTF-16 file cut inside a character
+        raise DataError(f"not valid {encoding} text ({exc.reason} at byte {exc.start:,}); pass the file's encoding",
+                        source=str(path)) from None
     if codecs.lookup(encoding).name == "utf-8":
         text = text.removeprefix("\ufeff")
     lines = io.StringIO(text, newline="")
@@ -180,6 +184,18 @@ def _unique_names(header: list[str]) -> list[str]:
     return names
 
 
+BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8"),
+        (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def _bom_encoding(path: Path) -> str | None:
+    """The encoding a text file's byte-order mark names (Excel's "Unicode text" is UTF-16 with one), or None: a BOM
+    decides over `encoding`, which then serves the other file."""
+    with path.open("rb") as handle:
+        start = handle.read(4)
+    return next((name for bom, name in BOMS if start.startswith(bom)), None)
+
+
 def _read_table(path: Path, report: ImportReport, bad: BadRows | None = None, delimiter: str | None = None,
                 encoding: str = "utf-8") -> pl.DataFrame:
     """CSV/TSV (all columns as strings; `delimiter` and `encoding` when not the defaults) or Parquet, with a
@@ -198,7 +214,7 @@ def _read_table(path: Path, report: ImportReport, bad: BadRows | None = None, de
             raise DataError(f"not a readable Parquet file ({problem}); a CSV or TSV file needs a .csv, .tsv or .txt "
                             "name", source=str(path)) from None
     else:
-        sep = _separator(path, delimiter)
+        sep, encoding = _separator(path, delimiter), _bom_encoding(path) or encoding
         utf8, bad_before = codecs.lookup(encoding).name == "utf-8", sum(found.height for found in bad.found)
         try:
             source = path if utf8 else path.read_bytes().decode(encoding).encode("utf-8")
