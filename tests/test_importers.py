@@ -496,8 +496,8 @@ def test_encoding_delimiter_and_a_row_for_bad_bytes(tmp_path: Path) -> None:
     items = _write(tmp_path / "items.csv", ["item_id;text", "1;Café crème", "2;Thé vert"])
     items.write_bytes(items.read_text().encode("latin-1"))
     events = _write(tmp_path / "events.csv", ["user_id;item_id;timestamp", "u;1;10", "u;2;20"])
-    _raises(["items.csv: 2 bad rows: row 1: not valid utf-8 text", "e.g. latin-1"], import_table, events, items,
-            delimiter=";")
+    _raises(["items.csv: 2 bad rows: row 1: not valid utf-8 text", "e.g. cp1252 for a Windows export, latin-1"],
+            import_table, events, items, delimiter=";")
     data = import_table(events, items, delimiter=";", encoding="latin-1")
     assert data.items["text"].to_list() == ["Café crème", "Thé vert"]
     tabbed = _write(tmp_path / "events.txt", ["user_id\titem_id\ttimestamp", "u\t1\t10"])
@@ -550,7 +550,7 @@ def test_the_slow_csv_path_keeps_quoted_newlines_the_bom_and_old_mac_line_ends(t
     assert data.items.rows() == [("1", "Red mug,\r\n 300 ml"), ("3", "Jar")]
     assert data.report.rejected.select("file", "row").rows() == [("events.csv", 2), ("items.csv", 2)]
     assert data.report.rejected["problem"][1] == ("not valid utf-8 text (invalid continuation byte); pass the "
-                                                  "file's encoding (e.g. latin-1)")
+                                                  "file's encoding (e.g. cp1252 for a Windows export, latin-1)")
     assert data.report.rows_read["items.csv"] == 3  # the bad row was read too
     items.write_bytes(b"item_id,text\n1,Mug\n2,\"Caf\xe9 cup\n3,Jar\n4,Pot\n")
     _raises(["items.csv, row 2: a quoted field opened on line 3 of the file is never closed: the 2 lines after it "
@@ -582,6 +582,24 @@ def test_a_byte_order_mark_decides_a_files_encoding(tmp_path: Path) -> None:
     items.write_bytes("item_id\ttext\n1\tCafé mug\n".encode("utf-16")[:-1])  # cut inside its last character
     _raises(["items.txt: not valid utf-16 text (truncated data at byte 48); pass the file's encoding"],
             import_table, events, items, delimiter="tab")
+
+
+def test_a_windows_file_read_as_latin_1_is_noted(tmp_path: Path) -> None:
+    # the error's advice was "e.g. latin-1", which decodes every byte: a cp1252 export's curly quotes became C1
+    # control characters in the item texts ('\x93Best\x94 mug'), silently
+    items = tmp_path / "items.csv"
+    items.write_bytes("item_id,text\n1,\u201cBest\u201d mug \u2013 \u20ac5\n2,Cup\n".encode("cp1252"))
+    events = _write(tmp_path / "events.csv", ["user_id,item_id,timestamp", "u,1,10", "u,2,20"])
+    _raises(["items.csv, row 1: not valid utf-8 text (invalid start byte); pass the file's encoding (e.g. cp1252 for "
+             "a Windows export, latin-1)"], import_table, events, items)
+    data = import_table(events, items, encoding="latin-1")
+    assert data.items["text"][0] == "\x93Best\x94 mug \x96 \x805"  # what latin-1 makes of it, now not silently:
+    assert data.report.notes[0] == ("1 line of items.csv holds control characters (U+0080-U+009F), which latin-1 "
+                                    "makes of a Windows file's curly quotes, dashes and €: the file is probably "
+                                    "cp1252 (--encoding cp1252)")
+    data = import_table(events, items, encoding="cp1252")
+    assert data.items["text"][0] == "\u201cBest\u201d mug \u2013 \u20ac5"
+    assert not any("control characters" in note for note in data.report.notes)
 
 
 def test_header_only_or_fully_rejected_interactions_are_errors(tmp_path: Path) -> None:

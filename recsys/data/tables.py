@@ -144,7 +144,8 @@ def _line_by_line(path: Path, sep: str, encoding: str, bad: BadRows) -> pl.DataF
             first, line = line + 1, reader.line_num
             reason = _undecodable(fields, sep, encoding)
             if reason:
-                bad.add(path, number, f"not valid {encoding} text ({reason}); pass the file's encoding (e.g. latin-1)")
+                bad.add(path, number, f"not valid {encoding} text ({reason}); pass the file's encoding (e.g. cp1252 "
+                        "for a Windows export, latin-1)")
             elif fields and len(fields) != len(header):
                 bad.add(path, number, f"unparsable line: expected {len(header)} fields, found {len(fields)}")
             else:
@@ -184,6 +185,22 @@ def _unique_names(header: list[str]) -> list[str]:
     return names
 
 
+_C1 = re.compile("[\x80-\x9f]")  # control characters latin-1 makes of cp1252's curly quotes, dashes, € and …
+
+
+def _decoded(path: Path, encoding: str, report: ImportReport) -> str:
+    """The text of `path` in `encoding` (UnicodeDecodeError when it is not); read as latin-1, the lines holding C1
+    control characters are noted: latin-1 decodes every byte, so a Windows (cp1252) file read so gives no error and
+    texts with control characters where its quotes, dashes and € were."""
+    text = path.read_bytes().decode(encoding)
+    if codecs.lookup(encoding).name == "iso8859-1" and _C1.search(text):
+        lines = sum(1 for line in text.splitlines() if _C1.search(line))
+        report.notes.append(f"{lines:,} line{'s' * (lines > 1)} of {path.name} hold{'s' * (lines == 1)} control "
+                            "characters (U+0080-U+009F), which latin-1 makes of a Windows file's curly quotes, dashes "
+                            "and €: the file is probably cp1252 (--encoding cp1252)")
+    return text
+
+
 BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8"),
         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
 
@@ -217,7 +234,7 @@ def _read_table(path: Path, report: ImportReport, bad: BadRows | None = None, de
         sep, encoding = _separator(path, delimiter), _bom_encoding(path) or encoding
         utf8, bad_before = codecs.lookup(encoding).name == "utf-8", sum(found.height for found in bad.found)
         try:
-            source = path if utf8 else path.read_bytes().decode(encoding).encode("utf-8")
+            source = path if utf8 else _decoded(path, encoding, report).encode("utf-8")
             frame = pl.read_csv(source, separator=sep, infer_schema=False).with_row_index("__row", offset=1)
             if any("\r" in name or "\ufffd" in name for name in frame.columns):
                 frame = _line_by_line(path, sep, encoding, bad)  # old Mac line ends (CR alone), a header not UTF-8
