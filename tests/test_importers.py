@@ -388,6 +388,17 @@ def test_ids_that_lost_their_leading_zeros_in_one_file_are_named_as_such(tmp_pat
             import_table, events, items)
 
 
+def test_header_names_padded_with_spaces_are_found(tmp_path: Path) -> None:
+    # "sku, title, price" (a comma and a space, as people type it) was "missing column(s) ['title']; found ['sku',
+    # ' title', ' price']"
+    items = _write(tmp_path / "items.csv", ["sku, title, price ", "S1, Trail Shoe, 89.5", "S2, Wool Socks, 12"])
+    events = _write(tmp_path / "events.csv", ["customer ,sku", "c1, S1", "c1, S2"])
+    data = import_table(events, items, user_col="customer", item_col="sku", time_col=None, item_id_col="sku",
+                        text_col="title")
+    assert data.items.rows() == [("S1", "Trail Shoe", "Trail Shoe", 89.5), ("S2", "Wool Socks", "Wool Socks", 12.0)]
+    assert data.interactions.rows() == [("c1", "S1", 0), ("c1", "S2", 1)]
+
+
 def test_import_table_missing_file_and_columns(tmp_path: Path) -> None:
     events, items = _toy_csv(tmp_path)
     _raises(["nope.csv", "file not found"], import_table, tmp_path / "nope.csv", items, **_csv_kwargs())

@@ -244,6 +244,9 @@ def _read_table(path: Path, report: ImportReport, bad: BadRows | None = None, de
             frame = _line_by_line(path, sep, encoding, bad)
     report.rows_read[path.name] = frame.height  # every data row: the blank lines and the bad rows found here too
     if suffix not in (".parquet", ".pq"):
+        stripped = [name.strip() for name in frame.columns]
+        if len(set(stripped)) == len(stripped):  # "sku, title, price": the names after a comma and a space
+            frame = frame.rename(dict(zip(frame.columns, stripped)))
         report.rows_read[path.name] += sum(found.height for found in bad.found) - bad_before
         if frame.width > 1:
             blank = pl.all_horizontal(pl.exclude("__row").is_null())
