@@ -496,8 +496,8 @@ def test_skip_mode_imports_the_rest_and_keeps_every_bad_row(tmp_path: Path) -> N
     assert on_disk.columns == ["file", "row", "problem", "value"] and on_disk.height == 7
     report = json.loads((out / "schema.json").read_text())["import_report"]
     assert report["rejected_rows"] == 7 and report["rejected_file"] == "rejected.csv"
-    assert report["rejected"]["unparsable timestamp: expected epoch seconds or milliseconds, or an ISO 8601 datetime "
-                              "(events.csv)"] == 3
+    assert report["rejected"]["unparsable timestamp: expected epoch seconds or milliseconds, an ISO 8601 datetime or "
+                              "a date written YYYYMMDD (events.csv)"] == 3
     assert Dataset.load(out).interactions.equals(data.interactions)
     data.report.rejected = data.report.rejected.head(0)  # a clean re-save leaves no stale rejected.csv
     assert not (data.save(out) / "rejected.csv").exists()
@@ -611,6 +611,25 @@ def test_a_windows_file_read_as_latin_1_is_noted(tmp_path: Path) -> None:
     data = import_table(events, items, encoding="cp1252")
     assert data.items["text"][0] == "\u201cBest\u201d mug \u2013 \u20ac5"
     assert not any("control characters" in note for note in data.report.notes)
+
+
+def test_dates_written_as_one_number_are_dates(tmp_path: Path) -> None:
+    # a warehouse's date keys (20240102) were epoch seconds: every event in August 1970; with a time (20240102103000)
+    # they were milliseconds: the year 2611. Both silently
+    items = _write(tmp_path / "items.csv", ["item_id,text", "1,Mug", "2,Cup", "3,Jar"])
+    events = _write(tmp_path / "events.csv", ["user_id,item_id,timestamp", "u,1,20240102", "u,2,20240102103000",
+                                              "u,3,20240132"])
+    data = import_table(events, items, on_bad_rows="skip")
+    assert data.interactions["timestamp"].to_list() == [1704153600, 1704191400]
+    assert data.report.rejected.select("row", "value").rows() == [(3, "20240132")]  # no 32nd of January
+    assert data.report.notes[0] == "3 timestamps of events.csv read as dates written YYYYMMDD or YYYYMMDDHHMMSS"
+    pl.DataFrame({"user_id": ["u", "u"], "item_id": ["1", "2"], "timestamp": [20240102, 20240103]}).write_parquet(
+        tmp_path / "keys.pq")
+    assert import_table(tmp_path / "keys.pq", items).interactions["timestamp"].to_list() == [1704153600, 1704240000]
+    _write(events, ["user_id,item_id,timestamp", "u,1,0", "u,2,7", "u,3,9999999999"])  # positions stay numbers
+    data = import_table(events, items, on_bad_rows="skip")
+    assert data.interactions["timestamp"].to_list() == [0, 7]
+    assert data.report.rejected["value"].to_list() == ["9999999999"]  # the year 2286: no shop's time
 
 
 def test_header_only_or_fully_rejected_interactions_are_errors(tmp_path: Path) -> None:

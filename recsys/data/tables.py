@@ -341,6 +341,10 @@ EPOCH_UNITS = ((10**17, 10**9, "nanoseconds"), (10**14, 10**6, "microseconds"), 
 10**11 is past the year 5000, so shops' millisecond clocks and the seconds beside them both come out right)."""
 
 
+LATEST_EPOCH = 7_258_118_400
+"""2200-01-01 in epoch seconds: an epoch number later than that, in whichever unit, is a bad row, not a time."""
+
+
 def _epoch_numbers(numbers: pl.Series, report: ImportReport | None = None, path: Path | None = None) -> pl.Series:
     """Epoch numbers (integers or decimals; seconds, or milliseconds / microseconds / nanoseconds by magnitude,
     see `EPOCH_UNITS`) -> Int64 whole seconds (floored; null where a value is missing or not finite). How many
@@ -363,8 +367,35 @@ def _epoch_numbers(numbers: pl.Series, report: ImportReport | None = None, path:
                                 f"(from 10^{len(str(least)) - 1} on: as seconds they would fall after the year 5000)")
     if decimal:
         seconds = seconds.floor().cast(pl.Int64, strict=False)
-    too_large = seconds.cast(pl.Float64).abs() >= EPOCH_UNITS[-1][0]  # beyond nanoseconds too: not a time, a bad row
+    too_large = seconds.cast(pl.Float64).abs() >= LATEST_EPOCH  # not a shop's time (a date's digits): a bad row
     return pl.select(pl.when(~too_large).then(seconds)).to_series().cast(pl.Int64)
+
+
+COMPACT_DATES = {8: ("%Y%m%d", 19000101, 21001231), 14: ("%Y%m%d%H%M%S", 19000101000000, 21001231235959)}
+"""Digits: (format, least, most) of a date written as one number (YYYYMMDD, YYYYMMDDHHMMSS; years 1900-2100)."""
+
+
+def _compact_dates(whole: pl.Series, report: ImportReport | None, path: Path | None) -> pl.Series | None:
+    """Int64 seconds when every integer of `whole` (nulls aside) is shaped as a date written YYYYMMDD or
+    YYYYMMDDHHMMSS (as epoch seconds or milliseconds those numbers would be August 1970 or the 26th century); one
+    that is no such date (20240132) is null, a bad row. None when `whole` is not so shaped."""
+    values = whole.drop_nulls()
+    digits = values.cast(pl.Utf8).str.len_chars()
+    shaped = pl.lit(False)
+    for count, (_, least, most) in COMPACT_DATES.items():
+        shaped = shaped | ((digits == count) & values.is_between(least, most))
+    if values.is_empty() or not pl.select(shaped.all()).item():
+        return None
+    text = whole.cast(pl.Utf8)
+    parsed = pl.Series([None] * whole.len(), dtype=pl.Datetime("us"))
+    for count, (fmt, _, _) in COMPACT_DATES.items():
+        these = pl.select(pl.when(text.str.len_chars() == count).then(text)).to_series()
+        parsed = parsed.fill_null(these.str.to_datetime(fmt, strict=False, time_unit="us"))
+    if report is not None:
+        where = f" of {path.name}" if path else ""
+        report.notes.append(f"{values.len():,} timestamp{'s' * (values.len() > 1)}{where} read as dates written "
+                            "YYYYMMDD or YYYYMMDDHHMMSS")
+    return parsed.dt.epoch("s")
 
 
 def _epoch_seconds(frame: pl.DataFrame, column: str, fmt: str | None, report: ImportReport | None = None,
@@ -372,6 +403,9 @@ def _epoch_seconds(frame: pl.DataFrame, column: str, fmt: str | None, report: Im
     """Numbers (epoch seconds / milliseconds / microseconds / nanoseconds, `_epoch_numbers`), datetimes, or strings
     (such numbers, ISO 8601 or `fmt`) -> Int64 seconds (null where a value is missing or does not parse)."""
     raw = frame[column]
+    if raw.dtype.is_integer():
+        compact = _compact_dates(raw.cast(pl.Int64, strict=False), report, path)
+        return compact if compact is not None else _epoch_numbers(raw, report, path)
     if raw.dtype.is_numeric():
         return _epoch_numbers(raw, report, path)
     if raw.dtype in (pl.Date, pl.Datetime):
@@ -386,7 +420,9 @@ def _epoch_seconds(frame: pl.DataFrame, column: str, fmt: str | None, report: Im
     if is_decimal.any():
         numbers = numbers.fill_null(pl.select(pl.when(is_decimal).then(text)).to_series().cast(pl.Float64,
                                                                                                strict=False))
-    seconds = _epoch_numbers(numbers, report, path) if numbers.is_not_null().any() else whole
+    compact = None if is_decimal.any() else _compact_dates(whole, report, path)
+    seconds = compact if compact is not None else _epoch_numbers(numbers, report, path) \
+        if numbers.is_not_null().any() else whole
     is_number = is_int | is_decimal
     iso_text = pl.select(pl.when(~is_number).then(text)).to_series()
     if iso_text.null_count() < len(iso_text):
@@ -510,7 +546,8 @@ def checked_interactions(inter: pl.DataFrame, cols: tuple[str, str, str | None],
                        inter.select(_id(item_col)).to_series())
     if time_col:
         inter = bad.reject(inter, pl.col(time_col).is_null(), f"missing {time_col}", inter_path)
-        expected = f"format {fmt!r}" if fmt else "epoch seconds or milliseconds, or an ISO 8601 datetime"
+        expected = f"format {fmt!r}" if fmt else ("epoch seconds or milliseconds, an ISO 8601 datetime or a date "
+                                                  "written YYYYMMDD")
         inter = inter.with_columns(_epoch_seconds(inter, time_col, fmt, report, inter_path).alias("__timestamp"))
         inter = bad.reject(inter, pl.col("__timestamp").is_null(), "unparsable timestamp {value!r}: expected "
                            + expected, inter_path, time_col)
