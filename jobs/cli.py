@@ -52,15 +52,23 @@ def _build_config(model: str, max_length: int, batch_size: int, decay: float, ks
 
 
 
+def _count(n: int, noun: str) -> str:
+    """"1 row", "2,000 rows"."""
+    return f"{n:,} {noun}{'s' * (n != 1)}"
+
+
 def _report_import(dataset, out: Path, overwrite: bool = False) -> None:
     from jobs.workflows import save_dataset
 
     save_dataset(dataset, out, overwrite)
     summary = dataset.summary()
-    console.print(f"[green]imported[/] {summary['name']}: {summary['n_items']:,} items, {summary['n_users']:,} users, "
-                  f"{summary['n_interactions']:,} interactions → {out}")
+    console.print(f"[green]imported[/] {summary['name']}: {_count(summary['n_items'], 'item')}, "
+                  f"{_count(summary['n_users'], 'user')}, {_count(summary['n_interactions'], 'interaction')} → {out}")
+    if dataset.report.rows_read:
+        console.print("  read " + ", ".join(f"{_count(n, 'row')} of {escape(name)}"
+                                            for name, n in dataset.report.rows_read.items()))
     for reason, count in dataset.report.dropped.items():
-        console.print(f"  [yellow]dropped[/] {count:,} rows: {escape(reason)}")
+        console.print(f"  [yellow]dropped[/] {_count(count, 'row')}: {escape(reason)}")
     if dataset.report.rejected.height:
         console.print(f"  [yellow]rejected[/] {dataset.report.rejected.height:,} bad rows → {out / 'rejected.csv'}")
         for reason, count in dataset.report.rejected_counts().items():
@@ -115,7 +123,9 @@ def import_table_cmd(
     interactions: Annotated[Path, typer.Option(help="CSV or Parquet with user, item, timestamp columns")],
     items: Annotated[Path, typer.Option(help="CSV or Parquet item table")],
     out: OutOpt,
-    user_col: str = "user_id", item_col: str = "item_id", time_col: str = "timestamp",
+    user_col: str = "user_id", item_col: str = "item_id",
+    time_col: Annotated[str, typer.Option(help="column of the event times; '' for none (each user's events in file "
+                                               "order)")] = "timestamp",
     item_id_col: str = "item_id",
     text_col: Annotated[Optional[str], typer.Option(help="one column holding the item text")] = None,
     text_template: Annotated[Optional[str], typer.Option(help="e.g. 'title: {title} | brand: {brand}'")] = None,

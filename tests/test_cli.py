@@ -538,6 +538,50 @@ def test_import_table_cli_skip_overwrite_and_errors(tmp_path):
     assert not (tmp_path / "empty").exists()
 
 
+def test_import_table_cli_a_damaged_parquet_file_is_one_line(tmp_path):
+    (tmp_path / "items.parquet").write_bytes(b"sku,title\nS1,Trail Shoe\n")
+    (tmp_path / "events.csv").write_text("user_id,item_id,timestamp\nc1,S1,1\n")
+    result = run("import", "table", "--interactions", tmp_path / "events.csv", "--items", tmp_path / "items.parquet",
+                 "--out", tmp_path / "ds")
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert "items.parquet: not a readable Parquet file (" in result.flat and result.output.startswith("error: ")
+
+
+def test_import_table_cli_without_a_time_column_says_how_to_go_without(tmp_path):
+    # "missing column(s) ['timestamp']" left an export without times stuck: the CLI had no way to say "none"
+    (tmp_path / "items.csv").write_text("item_id,text\nS1,Trail Shoe\nS2,Wool Socks\n")
+    (tmp_path / "events.csv").write_text("user_id,item_id\nc1,S2\nc1,S1\n")
+    base = ("import", "table", "--interactions", tmp_path / "events.csv", "--items", tmp_path / "items.csv",
+            "--out", tmp_path / "ds")
+    result = run(*base)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert ("events.csv: missing time column 'timestamp'; found ['user_id', 'item_id']: name it with time_col= / "
+            "--time-col, or pass time_col=None / --time-col '' to take each user's events in file order") in result.flat
+    result = run(*base, "--time-col", "")
+    assert result.exit_code == 0, result.output
+    assert "note: no time column: timestamp = row position in the interactions file" in result.flat
+
+
+def test_import_summary_adds_up(tmp_path):
+    # the summary said how many were kept and dropped but not how many were read (and a blank line or a bad row
+    # the reader found was not among the rows read), so the counts did not add up; "1 users", "dropped 1 rows"
+    (tmp_path / "products.csv").write_text("item_id,text\nS1,Trail Shoe\nS2,Wool Socks\nS3,\n")
+    (tmp_path / "events.csv").write_text("user_id,item_id,timestamp\nc1,S1,1\n\nc1,S1,1\nc1,S2,2\nc1,S3,3\n")
+    result = run("import", "table", "--interactions", tmp_path / "events.csv", "--items", tmp_path / "products.csv",
+                 "--out", tmp_path / "ds", "--on-bad-rows", "skip")
+    assert result.exit_code == 0, result.output
+    lines = [" ".join(line.split()) for line in result.output.splitlines()]
+    assert lines[0].startswith("imported events: 2 items, 1 user, 2 interactions → ")
+    assert lines[1:7] == ["read 3 rows of products.csv, 5 rows of events.csv",  # 5 = 1 blank + 1 repeat + 1 bad + 2
+                          "dropped 1 row: blank lines (events.csv)",
+                          "dropped 1 row: exact duplicate interaction rows (events.csv)",
+                          f"rejected 2 bad rows → {tmp_path / 'ds' / 'rejected.csv'}",
+                          "1 × item was rejected from products.csv (its row there is bad) (events.csv)",
+                          "1 × empty item text for item (products.csv)"]
+    assert lines[7] == ("note: 1 of 1 users has fewer than 3 interactions: leave-one-out gives them no valid or test "
+                        "example (their events stay in train)")
+
+
 def test_serve_checks_the_port_before_loading(tmp_path):
     import socket
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 from datetime import datetime
@@ -101,6 +102,23 @@ def test_recbole_sequential_bad_input(tmp_path: Path, file: str, lines: list[str
     d = _toy_recbole(tmp_path)
     _write(d / file, lines)
     _raises([file, *parts], import_recbole_sequential, d)
+
+
+def test_recbole_files_with_a_byte_order_mark(tmp_path: Path) -> None:
+    # a BOM (Windows editors write one) stuck to the first id ('\ufeffA0', unknown to the text file) or to the first
+    # column's name ("missing column(s) ['item_id']; found ['\ufeffitem_id', 'text']")
+    d = _toy_recbole(tmp_path)
+    for name in ("Toy.item2index", "Toy.text", "Toy.train.inter"):
+        (d / name).write_bytes(b"\xef\xbb\xbf" + (d / name).read_bytes())
+    data = import_recbole_sequential(d)
+    assert data.items["item_id"].to_list() == [f"A{i}" for i in range(6)]
+    assert data.interactions.height == 10
+    movies = tmp_path / "ml"
+    movies.mkdir()
+    (movies / "ml.item").write_bytes(b"\xef\xbb\xbfitem_id:token\tmovie_title:token_seq\trelease_year:token\t"
+                                     b"class:token_seq\n1\tToy Story\t1995\tAnimation\n")
+    (movies / "ml.inter").write_bytes(b"\xef\xbb\xbfuser_id:token\titem_id:token\ttimestamp:float\n7\t1\t881250949\n")
+    assert import_recbole_movielens(movies).interactions.rows() == [("7", "1", 881250949)]
 
 
 def test_recbole_sequential_used_item_without_text(tmp_path: Path) -> None:
@@ -296,6 +314,16 @@ def test_whole_float_ids_match_integer_ids_and_nested_columns_are_refused(tmp_pa
     for kwargs in ({"text_template": "{text} {tags}"}, {"text_col": "tags"}, {"item_id_col": "tags"}):
         _raises(["nested.pq", "column 'tags' holds List(String) values, not single values"],
                 import_table, tmp_path / "ev.pq", tmp_path / "nested.pq", **kwargs)
+    # a NaN id (a float column's missing value, as pandas and numpy write it) was the id "NaN": one user held every
+    # event without a user, one item every row without an id
+    nan = float("nan")
+    pl.DataFrame({"item_id": [26.0, nan], "text": ["a mug", "a cup"]}).write_parquet(tmp_path / "in.pq")
+    pl.DataFrame({"user_id": [1.0, nan, nan], "item_id": [26.0, 26.0, nan],
+                  "timestamp": [1, 2, 3]}).write_parquet(tmp_path / "en.pq")
+    data = import_table(tmp_path / "en.pq", tmp_path / "in.pq", on_bad_rows="skip")
+    assert data.items["item_id"].to_list() == ["26"] and data.interactions.rows() == [("1", "26", 1)]
+    assert data.report.rejected.select("file", "row", "problem").rows() == [
+        ("en.pq", 2, "missing user_id"), ("en.pq", 3, "missing user_id"), ("in.pq", 2, "missing item_id")]
     listed = pl.DataFrame({"user_id": [["u"], ["u"]], "item_id": ["a", "b"], "timestamp": [1, 2]})
     listed.write_parquet(tmp_path / "l.pq")
     _raises(["l.pq", "column 'user_id' holds List(String) values"], import_table, tmp_path / "l.pq",
@@ -325,6 +353,50 @@ def test_import_table_bad_rows(tmp_path: Path, edit: tuple[str, str], parts: lis
     with (tmp_path / edit[0]).open("a") as handle:
         handle.write(edit[1] + "\n")
     _raises(parts, import_table, events, items, **_csv_kwargs())
+
+
+def test_an_item_listed_twice_alike_is_counted_once_and_unlike_is_a_bad_row(tmp_path: Path) -> None:
+    # a product table joined with its variants repeats whole rows: the import stopped on "duplicate item id"
+    events, items = _toy_csv(tmp_path)
+    with items.open("a") as handle:
+        handle.write("S1,Trail Shoe,Running Shoes,Stridex,89.5\nS2, Wool Socks ,,Fleetfoot,12\n")
+    data = import_table(events, items, **_csv_kwargs())
+    assert data.items["item_id"].to_list() == ["S1", "S2", "S3", "S4"]
+    assert data.report.dropped["exact duplicate item rows: same id, text and attributes (products.csv)"] == 2
+    with items.open("a") as handle:
+        handle.write("S1,Trail Shoe,Running Shoes,Stridex,79\n")  # another price: which one is right?
+    _raises(["products.csv, row 7: duplicate item id 'S1' (its text or attributes differ from its first row)"],
+            import_table, events, items, **_csv_kwargs())
+
+
+def test_ids_that_lost_their_leading_zeros_in_one_file_are_named_as_such(tmp_path: Path) -> None:
+    # the CSV keeps "001" as text; the Parquet export stored the ids as integers (and pandas writes an integer column
+    # with a missing value as "26.0"). Every event was an "unknown item id '001' (not in items.pq)", with nothing to
+    # say why
+    items = tmp_path / "items.pq"
+    pl.DataFrame({"item_id": [1, 2, 100, 26], "text": ["Mug", "Cup", "Jar", "Pot"]}).write_parquet(items)
+    events = _write(tmp_path / "events.csv", ["user_id,item_id,timestamp", "0042,001,1", "0042,100,2", "0042,0x,3",
+                                              "0042,26.0,4"])
+    data = import_table(events, items, on_bad_rows="skip")
+    assert data.interactions.rows() == [("0042", "100", 2)]  # user ids keep their zeros: they stay text
+    renumbered = ("unknown item id (items.pq writes the same number otherwise: ids stored as numbers lose leading "
+                  "zeros or gain a '.0')")
+    assert data.report.rejected.rows() == [("events.csv", 1, renumbered, "001"),
+                                           ("events.csv", 3, "unknown item id (not in items.pq)", "0x"),
+                                           ("events.csv", 4, renumbered, "26.0")]
+    _raises(["events.csv: 3 bad rows: row 1: unknown item id '001' (items.pq writes the same number otherwise"],
+            import_table, events, items)
+
+
+def test_header_names_padded_with_spaces_are_found(tmp_path: Path) -> None:
+    # "sku, title, price" (a comma and a space, as people type it) was "missing column(s) ['title']; found ['sku',
+    # ' title', ' price']"
+    items = _write(tmp_path / "items.csv", ["sku, title, price ", "S1, Trail Shoe, 89.5", "S2, Wool Socks, 12"])
+    events = _write(tmp_path / "events.csv", ["customer ,sku", "c1, S1", "c1, S2"])
+    data = import_table(events, items, user_col="customer", item_col="sku", time_col=None, item_id_col="sku",
+                        text_col="title")
+    assert data.items.rows() == [("S1", "Trail Shoe", "Trail Shoe", 89.5), ("S2", "Wool Socks", "Wool Socks", 12.0)]
+    assert data.interactions.rows() == [("c1", "S1", 0), ("c1", "S2", 1)]
 
 
 def test_import_table_missing_file_and_columns(tmp_path: Path) -> None:
@@ -359,6 +431,16 @@ def test_events_of_a_rejected_item_say_so_and_a_one_column_header_names_its_deli
     error = _raises(["missing column(s) ['user_id']", "found ['customer', 'sku', 'when']"], import_table, events,
                     items, item_col="sku", time_col="when", item_id_col="sku", text_col="brand", on_bad_rows="skip")
     assert "separated" not in str(error)  # a real header gets no delimiter hint
+
+
+def test_a_file_that_is_not_parquet_is_one_error_naming_it(tmp_path: Path) -> None:
+    # it was a polars ComputeError traceback ("File out of specification: The file must end with PAR1")
+    events, items = _toy_csv(tmp_path)
+    (tmp_path / "events.parquet").write_bytes(events.read_bytes())  # a CSV export saved under a .parquet name
+    _raises(["events.parquet: not a readable Parquet file (", "a CSV or TSV file needs a .csv, .tsv or .txt name"],
+            import_table, tmp_path / "events.parquet", items, **_csv_kwargs())
+    (tmp_path / "items.pq").write_bytes(b"PAR1 cut short")
+    _raises(["items.pq: not a readable Parquet file ("], import_table, events, tmp_path / "items.pq", **_csv_kwargs())
 
 
 def test_import_table_counts_blank_lines(tmp_path: Path) -> None:
@@ -414,8 +496,8 @@ def test_skip_mode_imports_the_rest_and_keeps_every_bad_row(tmp_path: Path) -> N
     assert on_disk.columns == ["file", "row", "problem", "value"] and on_disk.height == 7
     report = json.loads((out / "schema.json").read_text())["import_report"]
     assert report["rejected_rows"] == 7 and report["rejected_file"] == "rejected.csv"
-    assert report["rejected"]["unparsable timestamp: expected integer epoch seconds or an ISO 8601 datetime "
-                              "(events.csv)"] == 3
+    assert report["rejected"]["unparsable timestamp: expected epoch seconds or milliseconds, an ISO 8601 datetime or "
+                              "a date written YYYYMMDD (events.csv)"] == 3
     assert Dataset.load(out).interactions.equals(data.interactions)
     data.report.rejected = data.report.rejected.head(0)  # a clean re-save leaves no stale rejected.csv
     assert not (data.save(out) / "rejected.csv").exists()
@@ -425,8 +507,8 @@ def test_encoding_delimiter_and_a_row_for_bad_bytes(tmp_path: Path) -> None:
     items = _write(tmp_path / "items.csv", ["item_id;text", "1;Café crème", "2;Thé vert"])
     items.write_bytes(items.read_text().encode("latin-1"))
     events = _write(tmp_path / "events.csv", ["user_id;item_id;timestamp", "u;1;10", "u;2;20"])
-    _raises(["items.csv: 2 bad rows: row 1: not valid utf-8 text", "e.g. latin-1"], import_table, events, items,
-            delimiter=";")
+    _raises(["items.csv: 2 bad rows: row 1: not valid utf-8 text", "e.g. cp1252 for a Windows export, latin-1"],
+            import_table, events, items, delimiter=";")
     data = import_table(events, items, delimiter=";", encoding="latin-1")
     assert data.items["text"].to_list() == ["Café crème", "Thé vert"]
     tabbed = _write(tmp_path / "events.txt", ["user_id\titem_id\ttimestamp", "u\t1\t10"])
@@ -434,6 +516,120 @@ def test_encoding_delimiter_and_a_row_for_bad_bytes(tmp_path: Path) -> None:
     assert import_table(tabbed, tab_items, delimiter="tab").interactions.height == 1  # one delimiter, both files
     with pytest.raises(ValueError, match="unknown encoding"):
         import_table(events, items, encoding="klingon")
+
+
+def test_epoch_milliseconds_and_decimals_are_read_as_seconds(tmp_path: Path) -> None:
+    # a shop's millisecond clock (JavaScript, Kafka) was taken for seconds: the year 55970, silently, and a file
+    # mixing the two ordered every millisecond event after every seconds one; decimal seconds were bad rows
+    items = _write(tmp_path / "items.csv", ["item_id,text", "1,Mug", "2,Cup", "3,Jar"])
+    events = _write(tmp_path / "events.csv", ["user_id,item_id,timestamp", "u,1,1704300000000", "u,2,1704300060",
+                                              "u,3,1704300120.75", "v,1,1704300000123456", "v,2,1704300000123456789"])
+    data = import_table(events, items)
+    assert data.interactions["timestamp"].to_list() == [1704300000, 1704300060, 1704300120, 1704300000, 1704300000]
+    assert data.report.notes[:3] == [
+        "1 timestamp of events.csv read as nanoseconds since the epoch (from 10^17 on: as seconds they would fall "
+        "after the year 5000)",
+        "1 timestamp of events.csv read as microseconds since the epoch (from 10^14 on: as seconds they would fall "
+        "after the year 5000)",
+        "1 timestamp of events.csv read as milliseconds since the epoch (from 10^11 on: as seconds they would fall "
+        "after the year 5000)"]
+    pl.DataFrame({"user_id": ["u", "u", "u"], "item_id": ["1", "2", "3"],
+                  "timestamp": [1704300000000, 1704300001000, 1704300002500]}).write_parquet(tmp_path / "ms.pq")
+    data = import_table(tmp_path / "ms.pq", items)
+    assert data.interactions["timestamp"].to_list() == [1704300000, 1704300001, 1704300002]
+    assert data.report.notes[0].startswith("3 timestamps of ms.pq read as milliseconds")
+    pl.DataFrame({"user_id": ["u", "u", "u", "u"], "item_id": ["1", "2", "3", "1"],
+                  "timestamp": [1704300000.5, float("nan"), 2.0 ** 70, 1.7e18]}).write_parquet(tmp_path / "f.pq")
+    data = import_table(tmp_path / "f.pq", items, on_bad_rows="skip")
+    assert data.interactions["timestamp"].to_list() == [1704300000, 1700000000]
+    assert data.report.rejected["row"].to_list() == [2, 3]  # NaN; 2^70 is too large even for nanoseconds
+    huge = pl.DataFrame({"user_id": ["u"], "item_id": ["1"], "timestamp": [2**64 - 1]},
+                        schema={"user_id": pl.Utf8, "item_id": pl.Utf8, "timestamp": pl.UInt64})
+    huge.write_parquet(tmp_path / "u.pq")
+    _raises(["u.pq, row 1: unparsable timestamp '18446744073709551615'"], import_table, tmp_path / "u.pq", items)
+
+
+def test_the_slow_csv_path_keeps_quoted_newlines_the_bom_and_old_mac_line_ends(tmp_path: Path) -> None:
+    # one undecodable byte sends a file down the line-by-line path, which split a quoted field at its newline (the
+    # item kept half its text, the other half was a bad row), kept the BOM in the first column's name ("missing
+    # column 'item_id'") and repeated header names broke it; CR-only files and a header that is not UTF-8 were read
+    # as one long header, or with U+FFFD in the names
+    events = _write(tmp_path / "events.csv", ["user_id,item_id,timestamp", "u,1,10", "u,2,20", "u,3,30"])
+    items = tmp_path / "items.csv"
+    items.write_bytes(b'\xef\xbb\xbfitem_id,text,text\r\n1,"Red mug,\r\n 300 ml",a\r\n2,Caf\xe9 cup,b\r\n3,Jar,c\r\n')
+    data = import_table(events, items, on_bad_rows="skip")
+    assert data.items.rows() == [("1", "Red mug,\r\n 300 ml"), ("3", "Jar")]
+    assert data.report.rejected.select("file", "row").rows() == [("events.csv", 2), ("items.csv", 2)]
+    assert data.report.rejected["problem"][1] == ("not valid utf-8 text (invalid continuation byte); pass the "
+                                                  "file's encoding (e.g. cp1252 for a Windows export, latin-1)")
+    assert data.report.rows_read["items.csv"] == 3  # the bad row was read too
+    items.write_bytes(b"item_id,text\n1,Mug\n2,\"Caf\xe9 cup\n3,Jar\n4,Pot\n")
+    _raises(["items.csv, row 2: a quoted field opened on line 3 of the file is never closed: the 2 lines after it "
+             "would be read as its text"], import_table, events, items, on_bad_rows="skip")
+    items.write_bytes(b"item_id,text\r1,Mug\r2,Cup\r3,Jar\r")
+    assert import_table(events, items).items.rows() == [("1", "Mug"), ("2", "Cup"), ("3", "Jar")]
+    items.write_bytes(b"item_id,t\xe9xt\n1,Mug\n")
+    _raises(["items.csv: the header line is not valid utf-8 text (invalid continuation byte); pass the file's "
+             "encoding"], import_table, events, items)
+
+
+def test_a_byte_order_mark_decides_a_files_encoding(tmp_path: Path) -> None:
+    # Excel's "Unicode text" export (UTF-16 with a BOM) could not be imported with the UTF-8 events beside it, and
+    # with --encoding utf-16 the events file was a "'utf-16-le' codec can't decode" ValueError naming no file (the
+    # CLI's "Invalid value"); a UTF-8 file with a BOM read with the other file's latin-1 got 'ï»¿item_id'
+    events = _write(tmp_path / "events.tsv", ["user_id\titem_id\ttimestamp", "u\t1\t10", "u\t2\t20"])
+    items = tmp_path / "items.txt"
+    items.write_bytes("item_id\ttext\n1\tCafé mug\n2\tThé\tvert\n".encode("utf-16"))  # row 2: three fields
+    data = import_table(events, items, delimiter="tab", on_bad_rows="skip")
+    assert data.items.rows() == [("1", "Café mug")]
+    assert data.report.rejected.select("file", "row", "problem").rows() == [
+        ("events.tsv", 2, "unknown item id (not in items.txt)"),  # a ragged line's id is not known
+        ("items.txt", 2, "unparsable line: expected 2 fields, found 3")]
+    items.write_bytes(codecs.BOM_UTF8 + "item_id\ttext\n1\tCafé mug\n2\tThé\n".encode())
+    latin = tmp_path / "events.txt"
+    latin.write_bytes("user_id\titem_id\ttimestamp\nJosé\t1\t10\n".encode("latin-1"))
+    data = import_table(latin, items, delimiter="tab", encoding="latin-1")
+    assert data.items["text"].to_list() == ["Café mug", "Thé"] and data.interactions["user_id"].to_list() == ["José"]
+    items.write_bytes("item_id\ttext\n1\tCafé mug\n".encode("utf-16")[:-1])  # cut inside its last character
+    _raises(["items.txt: not valid utf-16 text (truncated data at byte 48); pass the file's encoding"],
+            import_table, events, items, delimiter="tab")
+
+
+def test_a_windows_file_read_as_latin_1_is_noted(tmp_path: Path) -> None:
+    # the error's advice was "e.g. latin-1", which decodes every byte: a cp1252 export's curly quotes became C1
+    # control characters in the item texts ('\x93Best\x94 mug'), silently
+    items = tmp_path / "items.csv"
+    items.write_bytes("item_id,text\n1,\u201cBest\u201d mug \u2013 \u20ac5\n2,Cup\n".encode("cp1252"))
+    events = _write(tmp_path / "events.csv", ["user_id,item_id,timestamp", "u,1,10", "u,2,20"])
+    _raises(["items.csv, row 1: not valid utf-8 text (invalid start byte); pass the file's encoding (e.g. cp1252 for "
+             "a Windows export, latin-1)"], import_table, events, items)
+    data = import_table(events, items, encoding="latin-1")
+    assert data.items["text"][0] == "\x93Best\x94 mug \x96 \x805"  # what latin-1 makes of it, now not silently:
+    assert data.report.notes[0] == ("1 line of items.csv holds control characters (U+0080-U+009F), which latin-1 "
+                                    "makes of a Windows file's curly quotes, dashes and €: the file is probably "
+                                    "cp1252 (--encoding cp1252)")
+    data = import_table(events, items, encoding="cp1252")
+    assert data.items["text"][0] == "\u201cBest\u201d mug \u2013 \u20ac5"
+    assert not any("control characters" in note for note in data.report.notes)
+
+
+def test_dates_written_as_one_number_are_dates(tmp_path: Path) -> None:
+    # a warehouse's date keys (20240102) were epoch seconds: every event in August 1970; with a time (20240102103000)
+    # they were milliseconds: the year 2611. Both silently
+    items = _write(tmp_path / "items.csv", ["item_id,text", "1,Mug", "2,Cup", "3,Jar"])
+    events = _write(tmp_path / "events.csv", ["user_id,item_id,timestamp", "u,1,20240102", "u,2,20240102103000",
+                                              "u,3,20240132"])
+    data = import_table(events, items, on_bad_rows="skip")
+    assert data.interactions["timestamp"].to_list() == [1704153600, 1704191400]
+    assert data.report.rejected.select("row", "value").rows() == [(3, "20240132")]  # no 32nd of January
+    assert data.report.notes[0] == "3 timestamps of events.csv read as dates written YYYYMMDD or YYYYMMDDHHMMSS"
+    pl.DataFrame({"user_id": ["u", "u"], "item_id": ["1", "2"], "timestamp": [20240102, 20240103]}).write_parquet(
+        tmp_path / "keys.pq")
+    assert import_table(tmp_path / "keys.pq", items).interactions["timestamp"].to_list() == [1704153600, 1704240000]
+    _write(events, ["user_id,item_id,timestamp", "u,1,0", "u,2,7", "u,3,9999999999"])  # positions stay numbers
+    data = import_table(events, items, on_bad_rows="skip")
+    assert data.interactions["timestamp"].to_list() == [0, 7]
+    assert data.report.rejected["value"].to_list() == ["9999999999"]  # the year 2286: no shop's time
 
 
 def test_header_only_or_fully_rejected_interactions_are_errors(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ the problem; every row that is legitimately skipped is counted in the dataset's 
 
 from __future__ import annotations
 
+import codecs
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,10 +23,11 @@ Row = tuple[int, list[str]]  # (1-based row number, header excluded; fields)
 
 # ---------------------------------------------------------------- line-oriented (RecBole) files
 def _lines(path: Path, header: bool) -> tuple[str | None, list[tuple[int, str]]]:
-    """Decoded lines of a UTF-8 text file as (row, line); `header` lines are not numbered."""
+    """Decoded lines of a UTF-8 text file as (row, line), without a byte-order mark; `header` lines are not
+    numbered."""
     if not path.is_file():
         raise DataError("file not found", source=str(path))
-    data = path.read_bytes()
+    data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -53,7 +55,7 @@ def _split_rows(path: Path, rows: list[tuple[int, str]], n_fields: int, report: 
             raise DataError(f"unparsable line: expected {n_fields} tab-separated fields, found {len(fields)}",
                             source=str(path), row=row)
         out.append((row, fields))
-    report.rows_read[path.name] = len(out)
+    report.rows_read[path.name] = len(rows)  # every data line, the blank ones (counted as dropped) too
     return out
 
 

@@ -1,16 +1,18 @@
 """Plain CSV / Parquet tables -> canonical `Dataset`, with a column mapping and an item-text template.
 
-Bad rows (a missing or unknown id, an unparsable timestamp or price, a duplicate item, a line that does not decode
-or has the wrong number of fields) are collected over the whole file: by default the import then stops with one
-`DataError` naming the file and listing them (row 1-based, header excluded); with `on_bad_rows="skip"` they are
-left out and listed in the report (rejected.csv beside the dataset). Every row that is legitimately skipped
-(blank lines, exact duplicates) is counted in the dataset's `ImportReport`.
+Bad rows (a missing or unknown id, an unparsable timestamp or price, an item id listed again with another text, a
+line that does not decode or has the wrong number of fields) are collected over the whole file: by default the
+import then stops with one `DataError` naming the file and listing them (row 1-based, header excluded); with
+`on_bad_rows="skip"` they are left out and listed in the report (rejected.csv beside the dataset). Every row that is
+legitimately skipped (blank lines, exact duplicates) is counted in the dataset's `ImportReport`.
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
+import io
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +25,7 @@ from recsys.data.item_text import template_expr, template_fields
 from recsys.errors import DataError
 
 OnBadRows = Literal["fail", "skip"]
+MIN_EVALUATED_EVENTS = 3  # a user's events for a leave-one-out valid and test example (`recsys.splits`)
 LISTED = 5  # bad rows an error message shows
 
 
@@ -96,32 +99,118 @@ def _separator(path: Path, delimiter: str | None) -> str:
     return sep
 
 
-def _line_by_line(path: Path, sep: str, encoding: str, bad: BadRows) -> pl.DataFrame:
-    """The slow path for a file the CSV reader refused: each line decoded and split on its own; lines that do not
-    decode or have the wrong number of fields become bad rows (blank lines stay, as rows of nulls)."""
-    lines = path.read_bytes().split(b"\n")
-    if lines and lines[-1] in (b"", b"\r"):
-        lines.pop()
+_UNDECODED = re.compile("[\udc80-\udcff]")  # bytes that did not decode, kept by the surrogateescape handler
+
+
+def _undecodable(fields: list[str], sep: str, encoding: str) -> str | None:
+    """Why a record read with surrogateescape holds bytes that are not `encoding` text; None when it has none."""
+    text = sep.join(fields)
+    if not _UNDECODED.search(text):
+        return None
     try:
-        header = next(csv.reader([lines[0].rstrip(b"\r").decode(encoding)], delimiter=sep))
+        text.encode(encoding, "surrogateescape").decode(encoding)
     except UnicodeDecodeError as exc:
-        raise DataError(f"the header line is not valid {encoding} text ({exc.reason}); pass the file's encoding",
+        return exc.reason
+    return "undecodable bytes"
+
+
+def _line_by_line(path: Path, sep: str, encoding: str, bad: BadRows) -> pl.DataFrame:
+    """The slow path for a file the CSV reader refused: Python's csv module, record by record (a quoted field may
+    span lines; a UTF-8 byte-order mark is dropped); records that do not decode or have the wrong number of fields
+    become bad rows (blank lines stay, as rows of nulls). A quoted field still open at the end of the file, having
+    swallowed the lines after it, is an error."""
+    try:
+        text = path.read_bytes().decode(encoding, errors="surrogateescape")
+    except UnicodeDecodeError as exc:  # what surrogateescape cannot keep: a UTF-16 file cut inside a character
+        raise DataError(f"not valid {encoding} text ({exc.reason} at byte {exc.start:,}); pass the file's encoding",
                         source=str(path)) from None
-    rows, numbers = [], []
-    for number, line in enumerate(lines[1:], start=1):
-        try:
-            text = line.rstrip(b"\r").decode(encoding)
-        except UnicodeDecodeError as exc:
-            bad.add(path, number, f"not valid {encoding} text ({exc.reason}); pass the file's encoding (e.g. latin-1)")
-            continue
-        fields = next(csv.reader([text], delimiter=sep), [])
-        if fields and len(fields) != len(header):
-            bad.add(path, number, f"unparsable line: expected {len(header)} fields, found {len(fields)}")
-            continue
-        rows.append(fields or [None] * len(header))
-        numbers.append(number)
-    frame = pl.DataFrame(rows, schema={h: pl.Utf8 for h in header}, orient="row")
-    return frame.with_columns(pl.Series("__row", numbers, dtype=pl.UInt32)).select("__row", *header)
+    if codecs.lookup(encoding).name == "utf-8":
+        text = text.removeprefix("\ufeff")
+    lines = io.StringIO(text, newline="")
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, len(text) + 1))  # a long item text is one field (the default cap is 128 KiB)
+    try:
+        reader = csv.reader(lines, delimiter=sep)
+        header = next(reader, None)
+        if header is None:
+            raise DataError("the file is empty", source=str(path))
+        reason = _undecodable(header, sep, encoding)
+        if reason:
+            raise DataError(f"the header line is not valid {encoding} text ({reason}); pass the file's encoding",
+                            source=str(path))
+        rows, numbers, number, line = [], [], 0, reader.line_num
+        first = line
+        for number, fields in enumerate(reader, start=1):
+            first, line = line + 1, reader.line_num
+            reason = _undecodable(fields, sep, encoding)
+            if reason:
+                bad.add(path, number, f"not valid {encoding} text ({reason}); pass the file's encoding (e.g. cp1252 "
+                        "for a Windows export, latin-1)")
+            elif fields and len(fields) != len(header):
+                bad.add(path, number, f"unparsable line: expected {len(header)} fields, found {len(fields)}")
+            else:
+                rows.append([f if f != "" else None for f in fields] or [None] * len(header))
+                numbers.append(number)
+        if line > first and _unclosed_quote(text, first, sep):
+            swallowed = f"{line - first} line{'s' * (line - first > 1)}"
+            raise DataError(f"a quoted field opened on line {first} of the file is never closed: the {swallowed} "
+                            "after it would be read as its text; close or remove the stray quote",
+                            source=str(path), row=number)
+    finally:
+        csv.field_size_limit(limit)
+    names = _unique_names(header)
+    frame = pl.DataFrame(rows, schema={h: pl.Utf8 for h in names}, orient="row")
+    return frame.with_columns(pl.Series("__row", numbers, dtype=pl.UInt32)).select("__row", *names)
+
+
+def _unclosed_quote(text: str, first: int, sep: str) -> bool:
+    """Whether the record starting on line `first` (1-based) of `text` runs to the end inside a quoted field."""
+    tail = io.StringIO(text, newline="")
+    for _ in range(first - 1):
+        tail.readline()
+    try:
+        for _ in csv.reader(tail, delimiter=sep, strict=True):
+            pass
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
+
+
+def _unique_names(header: list[str]) -> list[str]:
+    """Header names with repeats renamed as polars' CSV reader does ("text", "text_duplicated_0")."""
+    names: list[str] = []
+    for name in header:
+        repeats = sum(1 for n in names if n == name or n.startswith(f"{name}_duplicated_"))
+        names.append(f"{name}_duplicated_{repeats - 1}" if repeats else name)
+    return names
+
+
+_C1 = re.compile("[\x80-\x9f]")  # control characters latin-1 makes of cp1252's curly quotes, dashes, € and …
+
+
+def _decoded(path: Path, encoding: str, report: ImportReport) -> str:
+    """The text of `path` in `encoding` (UnicodeDecodeError when it is not); read as latin-1, the lines holding C1
+    control characters are noted: latin-1 decodes every byte, so a Windows (cp1252) file read so gives no error and
+    texts with control characters where its quotes, dashes and € were."""
+    text = path.read_bytes().decode(encoding)
+    if codecs.lookup(encoding).name == "iso8859-1" and _C1.search(text):
+        lines = sum(1 for line in text.splitlines() if _C1.search(line))
+        report.notes.append(f"{lines:,} line{'s' * (lines > 1)} of {path.name} hold{'s' * (lines == 1)} control "
+                            "characters (U+0080-U+009F), which latin-1 makes of a Windows file's curly quotes, dashes "
+                            "and €: the file is probably cp1252 (--encoding cp1252)")
+    return text
+
+
+BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8"),
+        (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def _bom_encoding(path: Path) -> str | None:
+    """The encoding a text file's byte-order mark names (Excel's "Unicode text" is UTF-16 with one), or None: a BOM
+    decides over `encoding`, which then serves the other file."""
+    with path.open("rb") as handle:
+        start = handle.read(4)
+    return next((name for bom, name in BOMS if start.startswith(bom)), None)
 
 
 def _read_table(path: Path, report: ImportReport, bad: BadRows | None = None, delimiter: str | None = None,
@@ -135,22 +224,34 @@ def _read_table(path: Path, report: ImportReport, bad: BadRows | None = None, de
     if suffix not in (".csv", ".tsv", ".parquet", ".pq", ".txt"):
         raise DataError(f"unsupported file type {suffix!r}: expected .csv, .tsv, .txt or .parquet", source=str(path))
     if suffix in (".parquet", ".pq"):
-        frame = pl.read_parquet(path).with_row_index("__row", offset=1)
-    else:
-        sep = _separator(path, delimiter)
-        utf8 = codecs.lookup(encoding).name == "utf-8"
         try:
-            source = path if utf8 else path.read_bytes().decode(encoding).encode("utf-8")
+            frame = pl.read_parquet(path).with_row_index("__row", offset=1)
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            problem = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DataError(f"not a readable Parquet file ({problem}); a CSV or TSV file needs a .csv, .tsv or .txt "
+                            "name", source=str(path)) from None
+    else:
+        sep, encoding = _separator(path, delimiter), _bom_encoding(path) or encoding
+        utf8, bad_before = codecs.lookup(encoding).name == "utf-8", sum(found.height for found in bad.found)
+        try:
+            source = path if utf8 else _decoded(path, encoding, report).encode("utf-8")
             frame = pl.read_csv(source, separator=sep, infer_schema=False).with_row_index("__row", offset=1)
+            if any("\r" in name or "\ufffd" in name for name in frame.columns):
+                frame = _line_by_line(path, sep, encoding, bad)  # old Mac line ends (CR alone), a header not UTF-8
         except pl.exceptions.NoDataError:
             raise DataError("the file is empty", source=str(path)) from None
         except (pl.exceptions.PolarsError, UnicodeDecodeError):
             frame = _line_by_line(path, sep, encoding, bad)
-    if suffix not in (".parquet", ".pq") and frame.width > 1:
-        blank = pl.all_horizontal(pl.exclude("__row").is_null())
-        report.drop(f"blank lines ({path.name})", frame.filter(blank).height)
-        frame = frame.filter(~blank)
-    report.rows_read[path.name] = frame.height
+    report.rows_read[path.name] = frame.height  # every data row: the blank lines and the bad rows found here too
+    if suffix not in (".parquet", ".pq"):
+        stripped = [name.strip() for name in frame.columns]
+        if len(set(stripped)) == len(stripped):  # "sku, title, price": the names after a comma and a space
+            frame = frame.rename(dict(zip(frame.columns, stripped)))
+        report.rows_read[path.name] += sum(found.height for found in bad.found) - bad_before
+        if frame.width > 1:
+            blank = pl.all_horizontal(pl.exclude("__row").is_null())
+            report.drop(f"blank lines ({path.name})", frame.filter(blank).height)
+            frame = frame.filter(~blank)
     return frame
 
 
@@ -191,16 +292,23 @@ def check_single_values(frame: pl.DataFrame, columns: Sequence[str], path: Path)
 
 def whole_floats_as_integers(frame: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:
     """Float id columns with whole values written as integers (26.0 → "26"): pandas stores an integer column with
-    a missing value as floats, and the same ids written as integers elsewhere must match. Other floats keep
-    their own text."""
+    a missing value as floats, and the same ids written as integers elsewhere must match. NaN (how such a column
+    may hold the missing value) is missing, not the id "NaN"; other floats keep their own text."""
     fixes = []
     for column in dict.fromkeys(columns):
         if frame.schema[column].is_float():
             value = pl.col(column)
             whole = value.is_finite() & (value == value.floor()) & (value.abs() < 2.0 ** 53)
-            fixes.append(pl.when(whole).then(value.cast(pl.Int64, strict=False).cast(pl.Utf8))
+            fixes.append(pl.when(value.is_nan()).then(None)
+                         .when(whole).then(value.cast(pl.Int64, strict=False).cast(pl.Utf8))
                          .otherwise(value.cast(pl.Utf8)).alias(column))
     return frame.with_columns(fixes) if fixes else frame
+
+
+def _as_number(ids: pl.Expr) -> pl.Expr:
+    """Ids written as a number would write them: without leading zeros and a whole float's ".0" ("007" and "7.0" ->
+    "7"; "0" stays): what an id column stored as numbers (and then written out by pandas) makes of them."""
+    return ids.str.replace(r"^0+(\d)", "$1").str.replace(r"^(\d+)\.0+$", "$1")
 
 
 def _present(frame: pl.DataFrame, columns: Sequence[str], path: Path, bad: BadRows) -> pl.DataFrame:
@@ -228,27 +336,102 @@ def _iso_seconds(value: str) -> int | None:
     return int((stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)).timestamp())
 
 
-def _epoch_seconds(frame: pl.DataFrame, column: str, fmt: str | None) -> pl.Series:
-    """Integers (epoch seconds), datetimes, or strings (integers, ISO 8601 or `fmt`) -> Int64 seconds (null where
-    a value is missing or does not parse)."""
+EPOCH_UNITS = ((10**17, 10**9, "nanoseconds"), (10**14, 10**6, "microseconds"), (10**11, 10**3, "milliseconds"))
+"""(least magnitude, per second, name): an epoch number this large is read in that unit, value by value (as seconds
+10**11 is past the year 5000, so shops' millisecond clocks and the seconds beside them both come out right)."""
+
+
+LATEST_EPOCH = 7_258_118_400
+"""2200-01-01 in epoch seconds: an epoch number later than that, in whichever unit, is a bad row, not a time."""
+
+
+def _epoch_numbers(numbers: pl.Series, report: ImportReport | None = None, path: Path | None = None) -> pl.Series:
+    """Epoch numbers (integers or decimals; seconds, or milliseconds / microseconds / nanoseconds by magnitude,
+    see `EPOCH_UNITS`) -> Int64 whole seconds (floored; null where a value is missing or not finite). How many
+    values were read in each finer unit goes into `report`'s notes."""
+    decimal = numbers.dtype.is_float()
+    values = numbers.cast(pl.Float64 if decimal else pl.Int64, strict=False)  # past Int64: null, a bad row
+    if decimal:
+        values = pl.select(pl.when(values.is_finite()).then(values)).to_series()
+    size, seconds, below = values.cast(pl.Float64).abs(), values, float("inf")
+    for least, per_second, unit in EPOCH_UNITS:
+        finer = ((size >= least) & (size < below)).fill_null(False)
+        below, count = least, int(finer.sum())
+        if not count:
+            continue
+        scaled = values / per_second if decimal else values // per_second
+        seconds = pl.select(pl.when(finer).then(scaled).otherwise(seconds)).to_series()
+        if report is not None:
+            where = f" of {path.name}" if path else ""
+            report.notes.append(f"{count:,} timestamp{'s' * (count > 1)}{where} read as {unit} since the epoch "
+                                f"(from 10^{len(str(least)) - 1} on: as seconds they would fall after the year 5000)")
+    if decimal:
+        seconds = seconds.floor().cast(pl.Int64, strict=False)
+    too_large = seconds.cast(pl.Float64).abs() >= LATEST_EPOCH  # not a shop's time (a date's digits): a bad row
+    return pl.select(pl.when(~too_large).then(seconds)).to_series().cast(pl.Int64)
+
+
+COMPACT_DATES = {8: ("%Y%m%d", 19000101, 21001231), 14: ("%Y%m%d%H%M%S", 19000101000000, 21001231235959)}
+"""Digits: (format, least, most) of a date written as one number (YYYYMMDD, YYYYMMDDHHMMSS; years 1900-2100)."""
+
+
+def _compact_dates(whole: pl.Series, report: ImportReport | None, path: Path | None) -> pl.Series | None:
+    """Int64 seconds when every integer of `whole` (nulls aside) is shaped as a date written YYYYMMDD or
+    YYYYMMDDHHMMSS (as epoch seconds or milliseconds those numbers would be August 1970 or the 26th century); one
+    that is no such date (20240132) is null, a bad row. None when `whole` is not so shaped."""
+    values = whole.drop_nulls()
+    digits = values.cast(pl.Utf8).str.len_chars()
+    shaped = pl.lit(False)
+    for count, (_, least, most) in COMPACT_DATES.items():
+        shaped = shaped | ((digits == count) & values.is_between(least, most))
+    if values.is_empty() or not pl.select(shaped.all()).item():
+        return None
+    text = whole.cast(pl.Utf8)
+    parsed = pl.Series([None] * whole.len(), dtype=pl.Datetime("us"))
+    for count, (fmt, _, _) in COMPACT_DATES.items():
+        these = pl.select(pl.when(text.str.len_chars() == count).then(text)).to_series()
+        parsed = parsed.fill_null(these.str.to_datetime(fmt, strict=False, time_unit="us"))
+    if report is not None:
+        where = f" of {path.name}" if path else ""
+        report.notes.append(f"{values.len():,} timestamp{'s' * (values.len() > 1)}{where} read as dates written "
+                            "YYYYMMDD or YYYYMMDDHHMMSS")
+    return parsed.dt.epoch("s")
+
+
+def _epoch_seconds(frame: pl.DataFrame, column: str, fmt: str | None, report: ImportReport | None = None,
+                   path: Path | None = None) -> pl.Series:
+    """Numbers (epoch seconds / milliseconds / microseconds / nanoseconds, `_epoch_numbers`), datetimes, or strings
+    (such numbers, ISO 8601 or `fmt`) -> Int64 seconds (null where a value is missing or does not parse)."""
     raw = frame[column]
     if raw.dtype.is_integer():
-        return raw.cast(pl.Int64)
+        compact = _compact_dates(raw.cast(pl.Int64, strict=False), report, path)
+        return compact if compact is not None else _epoch_numbers(raw, report, path)
+    if raw.dtype.is_numeric():
+        return _epoch_numbers(raw, report, path)
     if raw.dtype in (pl.Date, pl.Datetime):
         return raw.cast(pl.Datetime("us")).dt.epoch("s") if raw.dtype == pl.Date else raw.dt.epoch("s")
     text = raw.cast(pl.Utf8).str.strip_chars()
     if fmt:
         return text.str.to_datetime(fmt, strict=False).dt.epoch("s")
-    is_int = text.str.contains(r"^-?\d+(\.0*)?$")  # integers (epoch seconds) row by row, then ISO 8601 for the rest
-    seconds = text.str.replace(r"\.0*$", "").cast(pl.Int64, strict=False)
-    iso_text = pl.select(pl.when(~is_int).then(text)).to_series()
+    is_int = text.str.contains(r"^-?\d+$")  # epoch numbers row by row, then ISO 8601 for the rest
+    is_decimal = text.str.contains(r"^-?\d*\.\d*$") & text.str.contains(r"\d")
+    whole = pl.select(pl.when(is_int).then(text)).to_series().cast(pl.Int64, strict=False)
+    numbers = whole.cast(pl.Float64) if is_decimal.any() else whole
+    if is_decimal.any():
+        numbers = numbers.fill_null(pl.select(pl.when(is_decimal).then(text)).to_series().cast(pl.Float64,
+                                                                                               strict=False))
+    compact = None if is_decimal.any() else _compact_dates(whole, report, path)
+    seconds = compact if compact is not None else _epoch_numbers(numbers, report, path) \
+        if numbers.is_not_null().any() else whole
+    is_number = is_int | is_decimal
+    iso_text = pl.select(pl.when(~is_number).then(text)).to_series()
     if iso_text.null_count() < len(iso_text):
         try:
             parsed = iso_text.str.to_datetime(strict=False).dt.epoch("s")
         except pl.exceptions.PolarsError:
             parsed = pl.Series([None] * len(text), dtype=pl.Int64)
         seconds = seconds.fill_null(parsed)
-        if (seconds.is_null() & ~is_int & text.is_not_null()).any():  # mixed ISO forms: Python finishes the rest
+        if (seconds.is_null() & ~is_number & text.is_not_null()).any():  # mixed ISO forms: Python finishes the rest
             seconds = pl.Series([_iso_seconds(v) if s is None and v is not None else s for v, s in zip(text, seconds)],
                                 dtype=pl.Int64)
     return seconds
@@ -265,7 +448,8 @@ def import_table(interactions_path: str | Path, items_path: str | Path, *, user_
     Item text comes from `text_col`, or `text_template` ("title: {title} | brand: {brand}"; empty fields
     are dropped with their label and separator), or a `text` column. Columns title/category/brand/price
     are carried when present; `extra_item_cols` adds more ({canonical: source} or a list of names).
-    Timestamps: integers (epoch seconds), datetimes, or strings parsed as ISO 8601 / `timestamp_format`.
+    Timestamps: epoch numbers (seconds, or milliseconds / microseconds / nanoseconds told by their size; decimals
+    floored), datetimes, or strings parsed as such numbers, ISO 8601 or `timestamp_format`.
     `time_col=None` uses the file order. Exact duplicate interactions are dropped and counted. Text files are
     read with `delimiter` (default: tab for .tsv, else comma) and `encoding`. Bad rows: `on_bad_rows="fail"`
     stops with all of them listed, "skip" leaves them out (`dataset.report.rejected`, saved as rejected.csv)."""
@@ -295,7 +479,13 @@ def import_table(interactions_path: str | Path, items_path: str | Path, *, user_
     items = _present(items, [item_id_col], item_path, bad)
     items = items.with_columns(_id(item_id_col).alias("__id"), text.str.strip_chars().alias("__text"))
     listed = items["__id"].unique()  # every id the item file names, bad rows included
-    items = bad.reject(items, ~pl.col("__id").is_first_distinct(), "duplicate item id {value!r}", item_path, "__id")
+    kept = [pl.col(c).str.strip_chars() if items.schema[c] == pl.Utf8 else pl.col(c)
+            for c in dict.fromkeys(["__id", "__text", *extra.values()]) if c in items.columns]
+    repeats = items.select(pl.struct(kept).is_first_distinct()).to_series()  # the same item again, as imported
+    report.drop(f"exact duplicate item rows: same id, text and attributes ({item_path.name})", int((~repeats).sum()))
+    items = items.filter(repeats)
+    items = bad.reject(items, ~pl.col("__id").is_first_distinct(), "duplicate item id {value!r} (its text or "
+                       "attributes differ from its first row)", item_path, "__id")
     items = bad.reject(items, pl.col("__text").is_null() | (pl.col("__text") == ""),
                        "empty item text for item {value!r}", item_path, "__id")
     columns = [pl.col("__id").alias("item_id"), pl.col("__text").alias("text")]
@@ -317,6 +507,11 @@ def import_table(interactions_path: str | Path, items_path: str | Path, *, user_
         raise DataError("no items: the file has a header but no usable rows", source=str(item_path))
 
     inter = _read_table(inter_path, report, bad, delimiter, encoding)
+    if time_col and time_col not in inter.columns and {user_col, item_col} <= set(inter.columns):
+        found = [c for c in inter.columns if c != "__row"]
+        raise DataError(f"missing time column {time_col!r}; found {found}: name it with time_col= / --time-col, or "
+                        "pass time_col=None / --time-col '' to take each user's events in file order",
+                        source=str(inter_path))
     _require(inter, [user_col, item_col] + ([time_col] if time_col else []), inter_path, single=True)
     inter = whole_floats_as_integers(inter, [user_col, item_col])
     inter = checked_interactions(inter, (user_col, item_col, time_col), timestamp_format, item_frame["item_id"],
@@ -340,13 +535,20 @@ def checked_interactions(inter: pl.DataFrame, cols: tuple[str, str, str | None],
         inter = bad.reject(inter, _id(item_col).is_in(rejected_items.implode()),
                            f"item {{value!r}} was rejected from {item_path.name} (its row there is bad)", inter_path,
                            inter.select(_id(item_col)).to_series())
+    numbers = item_ids.to_frame("id").select(_as_number(pl.col("id")))["id"].implode()
+    renumbered = ~_id(item_col).is_in(item_ids.implode()) & _as_number(_id(item_col)).is_in(numbers)
+    inter = bad.reject(inter, renumbered,
+                       f"unknown item id {{value!r}} ({item_path.name} writes the same number otherwise: ids stored as "
+                       "numbers lose leading zeros or gain a '.0')", inter_path,
+                       inter.select(_id(item_col)).to_series())
     inter = bad.reject(inter, ~_id(item_col).is_in(item_ids.implode()),
                        f"unknown item id {{value!r}} (not in {item_path.name})", inter_path,
                        inter.select(_id(item_col)).to_series())
     if time_col:
         inter = bad.reject(inter, pl.col(time_col).is_null(), f"missing {time_col}", inter_path)
-        expected = f"format {fmt!r}" if fmt else "integer epoch seconds or an ISO 8601 datetime"
-        inter = inter.with_columns(_epoch_seconds(inter, time_col, fmt).alias("__timestamp"))
+        expected = f"format {fmt!r}" if fmt else ("epoch seconds or milliseconds, an ISO 8601 datetime or a date "
+                                                  "written YYYYMMDD")
+        inter = inter.with_columns(_epoch_seconds(inter, time_col, fmt, report, inter_path).alias("__timestamp"))
         inter = bad.reject(inter, pl.col("__timestamp").is_null(), "unparsable timestamp {value!r}: expected "
                            + expected, inter_path, time_col)
         stamps = inter["__timestamp"]
@@ -361,4 +563,10 @@ def checked_interactions(inter: pl.DataFrame, cols: tuple[str, str, str | None],
         timestamp=stamps)
     unique = frame.unique(maintain_order=True)
     report.drop(f"exact duplicate interaction rows ({inter_path.name})", frame.height - unique.height)
+    counts = unique["user_id"].value_counts()["count"]
+    short = int((counts < MIN_EVALUATED_EVENTS).sum())
+    if short:
+        report.notes.append(f"{short:,} of {counts.len():,} users {'has' if short == 1 else 'have'} fewer than "
+                            f"{MIN_EVALUATED_EVENTS} interactions: leave-one-out gives them no valid or test example "
+                            "(their events stay in train)")
     return unique
