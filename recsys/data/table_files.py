@@ -1,0 +1,198 @@
+"""Reading one CSV / TSV / TXT / Parquet file into a frame of strings with a 1-based `__row`.
+
+The encoding (a byte-order mark decides; latin-1 that is probably cp1252 is noted), the separator (and a hint when a
+header was read as one column), the slow line-by-line csv reader for files polars refuses (undecodable or ragged
+records become bad rows; a quote never closed is an error), header names without the spaces around them, and blank
+lines (counted in the `ImportReport`).
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import re
+from pathlib import Path
+
+import polars as pl
+
+from recsys.data.bad_rows import BadRows
+from recsys.data.dataset import ImportReport
+from recsys.errors import DataError
+
+
+def _separator(path: Path, delimiter: str | None) -> str:
+    if delimiter is None:
+        return "\t" if path.suffix.lower() == ".tsv" else ","
+    named = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
+    sep = named.get(delimiter.lower(), delimiter)
+    if len(sep) != 1:
+        raise ValueError(f"delimiter must be one character (or tab, comma, semicolon, pipe), got {delimiter!r}")
+    return sep
+
+
+def delimiter_hint(header: list[str]) -> str:
+    """When a text file's header was read as one column that holds another delimiter: which one to pass."""
+    if len(header) != 1:
+        return ""
+    for name, sep in (("comma", ","), ("semicolon", ";"), ("tab", "\t"), ("pipe", "|")):
+        if sep in header[0]:
+            return (f" (one column: the header looks {name}-separated; pass delimiter={sep!r} / --delimiter {name}, "
+                    "which applies to both files)")
+    return ""
+
+
+_UNDECODED = re.compile("[\udc80-\udcff]")  # bytes that did not decode, kept by the surrogateescape handler
+
+
+def _undecodable(fields: list[str], sep: str, encoding: str) -> str | None:
+    """Why a record read with surrogateescape holds bytes that are not `encoding` text; None when it has none."""
+    text = sep.join(fields)
+    if not _UNDECODED.search(text):
+        return None
+    try:
+        text.encode(encoding, "surrogateescape").decode(encoding)
+    except UnicodeDecodeError as exc:
+        return exc.reason
+    return "undecodable bytes"
+
+
+def _line_by_line(path: Path, sep: str, encoding: str, bad: BadRows) -> pl.DataFrame:
+    """The slow path for a file the CSV reader refused: Python's csv module, record by record (a quoted field may
+    span lines; a UTF-8 byte-order mark is dropped); records that do not decode or have the wrong number of fields
+    become bad rows (blank lines stay, as rows of nulls). A quoted field still open at the end of the file, having
+    swallowed the lines after it, is an error."""
+    try:
+        text = path.read_bytes().decode(encoding, errors="surrogateescape")
+    except UnicodeDecodeError as exc:  # what surrogateescape cannot keep: a UTF-16 file cut inside a character
+        raise DataError(f"not valid {encoding} text ({exc.reason} at byte {exc.start:,}); pass the file's encoding",
+                        source=str(path)) from None
+    if codecs.lookup(encoding).name == "utf-8":
+        text = text.removeprefix("\ufeff")
+    lines = io.StringIO(text, newline="")
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, len(text) + 1))  # a long item text is one field (the default cap is 128 KiB)
+    try:
+        reader = csv.reader(lines, delimiter=sep)
+        header = next(reader, None)
+        if header is None:
+            raise DataError("the file is empty", source=str(path))
+        reason = _undecodable(header, sep, encoding)
+        if reason:
+            raise DataError(f"the header line is not valid {encoding} text ({reason}); pass the file's encoding",
+                            source=str(path))
+        rows, numbers, number, line = [], [], 0, reader.line_num
+        first = line
+        for number, fields in enumerate(reader, start=1):
+            first, line = line + 1, reader.line_num
+            reason = _undecodable(fields, sep, encoding)
+            if reason:
+                bad.add(path, number, f"not valid {encoding} text ({reason}); pass the file's encoding (e.g. cp1252 "
+                        "for a Windows export, latin-1)")
+            elif fields and len(fields) != len(header):
+                bad.add(path, number, f"unparsable line: expected {len(header)} fields, found {len(fields)}")
+            else:
+                rows.append([f if f != "" else None for f in fields] or [None] * len(header))
+                numbers.append(number)
+        if line > first and _unclosed_quote(text, first, sep):
+            swallowed = f"{line - first} line{'s' * (line - first > 1)}"
+            raise DataError(f"a quoted field opened on line {first} of the file is never closed: the {swallowed} "
+                            "after it would be read as its text; close or remove the stray quote",
+                            source=str(path), row=number)
+    finally:
+        csv.field_size_limit(limit)
+    names = _unique_names(header)
+    frame = pl.DataFrame(rows, schema={h: pl.Utf8 for h in names}, orient="row")
+    return frame.with_columns(pl.Series("__row", numbers, dtype=pl.UInt32)).select("__row", *names)
+
+
+def _unclosed_quote(text: str, first: int, sep: str) -> bool:
+    """Whether the record starting on line `first` (1-based) of `text` runs to the end inside a quoted field."""
+    tail = io.StringIO(text, newline="")
+    for _ in range(first - 1):
+        tail.readline()
+    try:
+        for _ in csv.reader(tail, delimiter=sep, strict=True):
+            pass
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
+
+
+def _unique_names(header: list[str]) -> list[str]:
+    """Header names with repeats renamed as polars' CSV reader does ("text", "text_duplicated_0")."""
+    names: list[str] = []
+    for name in header:
+        repeats = sum(1 for n in names if n == name or n.startswith(f"{name}_duplicated_"))
+        names.append(f"{name}_duplicated_{repeats - 1}" if repeats else name)
+    return names
+
+
+_C1 = re.compile("[\x80-\x9f]")  # control characters latin-1 makes of cp1252's curly quotes, dashes, € and …
+
+
+def _decoded(path: Path, encoding: str, report: ImportReport) -> str:
+    """The text of `path` in `encoding` (UnicodeDecodeError when it is not); read as latin-1, the lines holding C1
+    control characters are noted: latin-1 decodes every byte, so a Windows (cp1252) file read so gives no error and
+    texts with control characters where its quotes, dashes and € were."""
+    text = path.read_bytes().decode(encoding)
+    if codecs.lookup(encoding).name == "iso8859-1" and _C1.search(text):
+        lines = sum(1 for line in text.splitlines() if _C1.search(line))
+        report.notes.append(f"{lines:,} line{'s' * (lines > 1)} of {path.name} hold{'s' * (lines == 1)} control "
+                            "characters (U+0080-U+009F), which latin-1 makes of a Windows file's curly quotes, dashes "
+                            "and €: the file is probably cp1252 (--encoding cp1252)")
+    return text
+
+
+BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8"),
+        (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def _bom_encoding(path: Path) -> str | None:
+    """The encoding a text file's byte-order mark names (Excel's "Unicode text" is UTF-16 with one), or None: a BOM
+    decides over `encoding`, which then serves the other file."""
+    with path.open("rb") as handle:
+        start = handle.read(4)
+    return next((name for bom, name in BOMS if start.startswith(bom)), None)
+
+
+def read_table(path: Path, report: ImportReport, bad: BadRows | None = None, delimiter: str | None = None,
+                encoding: str = "utf-8") -> pl.DataFrame:
+    """CSV/TSV (all columns as strings; `delimiter` and `encoding` when not the defaults) or Parquet, with a
+    1-based `__row`; blank CSV lines are counted, undecodable or ragged lines are bad rows."""
+    bad = bad or BadRows()
+    if not path.is_file():
+        raise DataError("file not found", source=str(path))
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".tsv", ".parquet", ".pq", ".txt"):
+        raise DataError(f"unsupported file type {suffix!r}: expected .csv, .tsv, .txt or .parquet", source=str(path))
+    if suffix in (".parquet", ".pq"):
+        try:
+            frame = pl.read_parquet(path).with_row_index("__row", offset=1)
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            problem = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DataError(f"not a readable Parquet file ({problem}); a CSV or TSV file needs a .csv, .tsv or .txt "
+                            "name", source=str(path)) from None
+    else:
+        sep, encoding = _separator(path, delimiter), _bom_encoding(path) or encoding
+        utf8, bad_before = codecs.lookup(encoding).name == "utf-8", sum(found.height for found in bad.found)
+        try:
+            source = path if utf8 else _decoded(path, encoding, report).encode("utf-8")
+            frame = pl.read_csv(source, separator=sep, infer_schema=False).with_row_index("__row", offset=1)
+            if any("\r" in name or "\ufffd" in name for name in frame.columns):
+                frame = _line_by_line(path, sep, encoding, bad)  # old Mac line ends (CR alone), a header not UTF-8
+        except pl.exceptions.NoDataError:
+            raise DataError("the file is empty", source=str(path)) from None
+        except (pl.exceptions.PolarsError, UnicodeDecodeError):
+            frame = _line_by_line(path, sep, encoding, bad)
+    report.rows_read[path.name] = frame.height  # every data row: the blank lines and the bad rows found here too
+    if suffix not in (".parquet", ".pq"):
+        stripped = [name.strip() for name in frame.columns]
+        if len(set(stripped)) == len(stripped):  # "sku, title, price": the names after a comma and a space
+            frame = frame.rename(dict(zip(frame.columns, stripped)))
+        report.rows_read[path.name] += sum(found.height for found in bad.found) - bad_before
+        if frame.width > 1:
+            blank = pl.all_horizontal(pl.exclude("__row").is_null())
+            report.drop(f"blank lines ({path.name})", frame.filter(blank).height)
+            frame = frame.filter(~blank)
+    return frame

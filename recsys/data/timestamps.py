@@ -1,0 +1,120 @@
+"""Parsing a timestamp column into Int64 epoch seconds: epoch numbers (their unit told by magnitude), dates written
+as one number (YYYYMMDD, YYYYMMDDHHMMSS), datetimes, ISO 8601 strings or a given format."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import polars as pl
+
+from recsys.data.dataset import ImportReport
+
+
+def _iso_seconds(value: str) -> int | None:
+    try:
+        stamp = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return int((stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)).timestamp())
+
+
+EPOCH_UNITS = ((10**17, 10**9, "nanoseconds"), (10**14, 10**6, "microseconds"), (10**11, 10**3, "milliseconds"))
+"""(least magnitude, per second, name): an epoch number this large is read in that unit, value by value (as seconds
+10**11 is past the year 5000, so shops' millisecond clocks and the seconds beside them both come out right)."""
+
+
+LATEST_EPOCH = 7_258_118_400
+"""2200-01-01 in epoch seconds: an epoch number later than that, in whichever unit, is a bad row, not a time."""
+
+
+def _epoch_numbers(numbers: pl.Series, report: ImportReport | None = None, path: Path | None = None) -> pl.Series:
+    """Epoch numbers (integers or decimals; seconds, or milliseconds / microseconds / nanoseconds by magnitude,
+    see `EPOCH_UNITS`) -> Int64 whole seconds (floored; null where a value is missing or not finite). How many
+    values were read in each finer unit goes into `report`'s notes."""
+    decimal = numbers.dtype.is_float()
+    values = numbers.cast(pl.Float64 if decimal else pl.Int64, strict=False)  # past Int64: null, a bad row
+    if decimal:
+        values = pl.select(pl.when(values.is_finite()).then(values)).to_series()
+    size, seconds, below = values.cast(pl.Float64).abs(), values, float("inf")
+    for least, per_second, unit in EPOCH_UNITS:
+        finer = ((size >= least) & (size < below)).fill_null(False)
+        below, count = least, int(finer.sum())
+        if not count:
+            continue
+        scaled = values / per_second if decimal else values // per_second
+        seconds = pl.select(pl.when(finer).then(scaled).otherwise(seconds)).to_series()
+        if report is not None:
+            where = f" of {path.name}" if path else ""
+            report.notes.append(f"{count:,} timestamp{'s' * (count > 1)}{where} read as {unit} since the epoch "
+                                f"(from 10^{len(str(least)) - 1} on: as seconds they would fall after the year 5000)")
+    if decimal:
+        seconds = seconds.floor().cast(pl.Int64, strict=False)
+    too_large = seconds.cast(pl.Float64).abs() >= LATEST_EPOCH  # not a shop's time (a date's digits): a bad row
+    return pl.select(pl.when(~too_large).then(seconds)).to_series().cast(pl.Int64)
+
+
+COMPACT_DATES = {8: ("%Y%m%d", 19000101, 21001231), 14: ("%Y%m%d%H%M%S", 19000101000000, 21001231235959)}
+"""Digits: (format, least, most) of a date written as one number (YYYYMMDD, YYYYMMDDHHMMSS; years 1900-2100)."""
+
+
+def _compact_dates(whole: pl.Series, report: ImportReport | None, path: Path | None) -> pl.Series | None:
+    """Int64 seconds when every integer of `whole` (nulls aside) is shaped as a date written YYYYMMDD or
+    YYYYMMDDHHMMSS (as epoch seconds or milliseconds those numbers would be August 1970 or the 26th century); one
+    that is no such date (20240132) is null, a bad row. None when `whole` is not so shaped."""
+    values = whole.drop_nulls()
+    digits = values.cast(pl.Utf8).str.len_chars()
+    shaped = pl.lit(False)
+    for count, (_, least, most) in COMPACT_DATES.items():
+        shaped = shaped | ((digits == count) & values.is_between(least, most))
+    if values.is_empty() or not pl.select(shaped.all()).item():
+        return None
+    text = whole.cast(pl.Utf8)
+    parsed = pl.Series([None] * whole.len(), dtype=pl.Datetime("us"))
+    for count, (fmt, _, _) in COMPACT_DATES.items():
+        these = pl.select(pl.when(text.str.len_chars() == count).then(text)).to_series()
+        parsed = parsed.fill_null(these.str.to_datetime(fmt, strict=False, time_unit="us"))
+    if report is not None:
+        where = f" of {path.name}" if path else ""
+        report.notes.append(f"{values.len():,} timestamp{'s' * (values.len() > 1)}{where} read as dates written "
+                            "YYYYMMDD or YYYYMMDDHHMMSS")
+    return parsed.dt.epoch("s")
+
+
+def epoch_seconds(frame: pl.DataFrame, column: str, fmt: str | None, report: ImportReport | None = None,
+                   path: Path | None = None) -> pl.Series:
+    """Numbers (epoch seconds / milliseconds / microseconds / nanoseconds, `_epoch_numbers`), datetimes, or strings
+    (such numbers, ISO 8601 or `fmt`) -> Int64 seconds (null where a value is missing or does not parse)."""
+    raw = frame[column]
+    if raw.dtype.is_integer():
+        compact = _compact_dates(raw.cast(pl.Int64, strict=False), report, path)
+        return compact if compact is not None else _epoch_numbers(raw, report, path)
+    if raw.dtype.is_numeric():
+        return _epoch_numbers(raw, report, path)
+    if raw.dtype in (pl.Date, pl.Datetime):
+        return raw.cast(pl.Datetime("us")).dt.epoch("s") if raw.dtype == pl.Date else raw.dt.epoch("s")
+    text = raw.cast(pl.Utf8).str.strip_chars()
+    if fmt:
+        return text.str.to_datetime(fmt, strict=False).dt.epoch("s")
+    is_int = text.str.contains(r"^-?\d+$")  # epoch numbers row by row, then ISO 8601 for the rest
+    is_decimal = text.str.contains(r"^-?\d*\.\d*$") & text.str.contains(r"\d")
+    whole = pl.select(pl.when(is_int).then(text)).to_series().cast(pl.Int64, strict=False)
+    numbers = whole.cast(pl.Float64) if is_decimal.any() else whole
+    if is_decimal.any():
+        numbers = numbers.fill_null(pl.select(pl.when(is_decimal).then(text)).to_series().cast(pl.Float64,
+                                                                                               strict=False))
+    compact = None if is_decimal.any() else _compact_dates(whole, report, path)
+    seconds = compact if compact is not None else _epoch_numbers(numbers, report, path) \
+        if numbers.is_not_null().any() else whole
+    is_number = is_int | is_decimal
+    iso_text = pl.select(pl.when(~is_number).then(text)).to_series()
+    if iso_text.null_count() < len(iso_text):
+        try:
+            parsed = iso_text.str.to_datetime(strict=False).dt.epoch("s")
+        except pl.exceptions.PolarsError:
+            parsed = pl.Series([None] * len(text), dtype=pl.Int64)
+        seconds = seconds.fill_null(parsed)
+        if (seconds.is_null() & ~is_number & text.is_not_null()).any():  # mixed ISO forms: Python finishes the rest
+            seconds = pl.Series([_iso_seconds(v) if s is None and v is not None else s for v, s in zip(text, seconds)],
+                                dtype=pl.Int64)
+    return seconds
