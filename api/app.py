@@ -17,6 +17,7 @@ from api.cached_similar import CachedSimilarMiddleware
 from api.contract import DeclaredQueryOnly, install_contract, kept_upsert_fields, single_valued_body_keys
 from api.errors import install_error_handlers
 from api.metrics import BodyLimitMiddleware, MetricsMiddleware
+from api.path_ids import RoutingPaths
 from api.routes import admin, demo, events, health, recommendations
 from api.service import Service
 from api.settings import Settings, load_settings
@@ -86,4 +87,6 @@ def create_app(bundle: str | Path | None = None, settings: Settings | None = Non
     app.add_middleware(MetricsMiddleware, metrics_source=app)
     # body limit, 2: a Content-Length over the limit is answered 413 before routing (outermost)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # outermost: every middleware and the router read the path with an id's encoded slashes kept (api.path_ids)
+    app.add_middleware(RoutingPaths)
     return app

@@ -21,6 +21,8 @@ from recsys.errors import BundleError, UnknownIdError
 logger = logging.getLogger("recsys.api")  # the service's logger: `recsys serve` routes "recsys" to its handler
 MAX_ERRORS = 20  # field errors listed in one answer (a body with 1,000 bad ids does not get a 1,000-line answer)
 MAX_TEXT = 300  # characters of a message or a location part (they may quote the client's own keys)
+NO_ROUTE = ("no route has this path (an id is sent percent-encoded, its slashes as %2F, as encodeURIComponent "
+            "writes it)")
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 ABSOLUTE_PATH = re.compile(r"(?<![\w.~-])(?:[A-Za-z]:)?(?:[/\\][^\s'\"`:;,()\[\]{}<>/\\]+){2,}[/\\]?")
 
@@ -99,6 +101,8 @@ def install_error_handlers(app: FastAPI, max_body_bytes: int, roots: Callable[[]
             detail = f"request body over the limit of {max_body_bytes} bytes"
         if exc.status_code == 405:
             headers = {**(headers or {}), "Allow": allowed_methods(request)}
+        if exc.status_code == 404 and detail == "Not Found":  # the router's own: no route has this path
+            detail = NO_ROUTE
         return error_response(exc.status_code, scrub_paths(str(detail), roots()), headers=headers)
 
     @app.exception_handler(BundleError)

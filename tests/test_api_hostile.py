@@ -444,6 +444,75 @@ def test_ids_with_a_slash_reach_every_path_route(client):
     assert client.get("/v1/items/kit/2").status_code == 404
 
 
+AWKWARD_ITEMS = {"cam1": "similar", "cam2": "a/similar", "bag1": "a", "bag2": "x/activate", "shoe1": "..",
+                 "sock1": "50%2F/é"}
+AWKWARD_USERS = {"u1": "u/recommendations", "u2": "recommendations", "u3": "org/7"}
+
+
+def encoded(item_id: str) -> str:
+    """An id as a path segment: percent-encoded, a dot segment's dots too (clients drop a raw "..")."""
+    from urllib.parse import quote
+
+    return quote(item_id, safe="") if item_id not in (".", "..") else item_id.replace(".", "%2E")
+
+
+def test_every_catalogue_id_reaches_its_routes_percent_encoded(toy, tmp_path):
+    """Ids that end in a route's suffix or hold '/' or '%': percent-encoded (%2F for a slash) each reaches its own
+    route. Was: "similar", "activate", "recommendations" unreachable everywhere (the convertor's check read the
+    route's own slash), "a/similar" and "u/recommendations" unreachable even as %2F (Starlette routes on the decoded
+    path), and GET /v1/items/a%2Fsimilar answered the similar items of "a" (cached bytes or the route)."""
+    import polars as pl
+
+    from recsys.data.dataset import Dataset
+
+    awkward = Dataset("awkward", toy.items.with_columns(pl.col("item_id").replace(AWKWARD_ITEMS)),
+                      toy.interactions.with_columns(pl.col("item_id").replace(AWKWARD_ITEMS),
+                                                    pl.col("user_id").replace(AWKWARD_USERS)))
+    with make_client(build(awkward, tmp_path / "awkward" / "v1"), tmp_path, admin_token=TOKEN) as client:
+        raw_similar = client.get("/v1/items/a/similar")  # raw slashes: the similar items of "a" (and now cached)
+        assert raw_similar.json()["strategy"] == "similar" and "a" not in [i["item_id"] for i in
+                                                                           raw_similar.json()["items"]]
+        for item_id in AWKWARD_ITEMS.values():
+            path = "/v1/items/" + encoded(item_id)
+            assert client.get(path).json()["item_id"] == item_id, path
+            for _ in range(2):  # the second answer comes from the similar-items cache
+                similar = client.get(path + "/similar", params={"k": 5})
+                assert similar.json()["strategy"] == "similar", path
+                assert item_id not in [i["item_id"] for i in similar.json()["items"]]
+        assert ids(client.get("/v1/items/similar/similar", params={"k": 1})) == ["a/similar"]
+        assert ids(client.get("/v1/items/a%2Fsimilar/similar", params={"k": 1})) == ["similar"]
+        assert client.get("/v1/items/50%252F%2F%C3%A9").json()["item_id"] == "50%2F/é"
+        for user_id in AWKWARD_USERS.values():
+            mine = client.get(f"/v1/users/{encoded(user_id)}/recommendations", params={"k": 2})
+            assert mine.json()["strategy"] == "personalised", user_id
+        mine = client.get("/v1/users/u%2Frecommendations/recommendations", params={"k": 2})
+        assert ids(mine) == ["50%2F/é", ".."]  # u1's history holds the cameras and bags
+        assert client.post("/v1/admin/items/x%2Factivate/deactivate", headers=ADMIN).json() == {
+            "item_id": "x/activate", "active": False, "index_items": 5}
+        assert client.get("/v1/items/x%2Factivate").json()["active"] is False
+        put = client.put("/v1/admin/items/new%2Fsimilar", json={"text": "camera new"}, headers=ADMIN)
+        assert put.json()["item_id"] == "new/similar"
+        assert client.delete("/v1/admin/items/new%2Fsimilar", headers=ADMIN).json()["item_id"] == "new/similar"
+        # a raw slash before a route's suffix names the route, never an id: the path is a 404 saying how to send it
+        for path in ("/v1/items/a/similar/similar", "/v1/users/u/recommendations/recommendations"):
+            assert_error(client.get(path), 404, "percent-encoded", "%2F")
+
+
+def ids(response) -> list[str]:
+    assert response.status_code == 200, response.text
+    return [item["item_id"] for item in response.json()["items"]]
+
+
+def test_a_trailing_slash_after_a_route_suffix_redirects_to_the_route(client):
+    """GET /v1/items/cam1/similar/ answered 404 "unknown item id: 'cam1/similar/'" (the item route took the whole
+    rest as an id); a trailing slash now redirects to the route, as for every other path."""
+    for path, target in (("/v1/items/cam1/similar/", "/v1/items/cam1/similar"),
+                         ("/v1/users/u1/recommendations/", "/v1/users/u1/recommendations")):
+        response = client.get(path, params={"k": 2}, follow_redirects=False)
+        assert response.status_code == 307 and response.headers["location"].endswith(target + "?k=2"), path
+        assert client.get(path, params={"k": 2}).status_code == 200
+
+
 def test_a_title_for_a_catalogue_without_titles_is_refused_unless_the_template_renders_it(toy, tmp_path):
     """A catalogue imported without a title column cannot keep an upserted title (was: 200, the title dropped,
     null on GET); a bundle whose item-text template renders {title} keeps it in the item's text."""
