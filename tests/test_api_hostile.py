@@ -591,6 +591,72 @@ def test_an_unavailable_event_store_is_a_503_to_retry_and_a_bug_stays_a_500(clie
     assert client.get("/v1/users/u1/recommendations").status_code == 200
 
 
+def wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return condition()
+
+
+@pytest.mark.parametrize("failure", ["redis", "sqlite"])
+def test_readiness_reports_the_event_store_and_what_needs_none_keeps_serving(client, monkeypatch, caplog, failure):
+    """With the event store down, /health/ready said {"status": "ready"} and nothing else; a session or similar-items
+    request whose turn it was to check the store answered 503 (the check ran in the request, on the event loop, where
+    a hanging store stalls every request), and the background check logged a traceback every 200 ms. Readiness stays
+    200 (the store is shared: failing every replica at once would stop sessions and similar items too) and says
+    `event_store: unavailable`; the change is logged once each way and exported as recsys_event_store_up."""
+    import asyncio
+    import sqlite3
+
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    service = client.app.state.service
+    assert client.get("/health/ready").json() == {"status": "ready", "model_version": "v1", "event_store": "available"}
+    error = (RedisConnectionError("Error 111 connecting to 10.0.0.9:6379. Connection refused.") if failure == "redis"
+             else sqlite3.OperationalError("disk I/O error"))
+    checks_on_the_loop = []
+
+    def down(*args, **kwargs):
+        raise error
+
+    def check(*args, **kwargs):
+        try:
+            asyncio.get_running_loop()
+            checks_on_the_loop.append(True)
+        except RuntimeError:
+            pass
+        raise error
+
+    for name in ("append", "events", "kinds", "changes", "record_change"):
+        monkeypatch.setattr(service.store, name, down)
+    monkeypatch.setattr(service.store, "last_change_seq", check)
+    with caplog.at_level(logging.INFO, logger="recsys.api"):
+        assert wait_for(lambda: client.get("/health/ready").json()["event_store"] == "unavailable")
+        ready = client.get("/health/ready")
+        assert ready.status_code == 200 and ready.json() == {"status": "ready", "model_version": "v1",
+                                                             "event_store": "unavailable"}
+        assert "6379" not in ready.text and "recsys_event_store_up 0.0" in client.get("/metrics").text
+        for _ in range(3):  # each request is due to check the store
+            service._last_poll = 0.0
+            assert client.post("/v1/sessions/recommendations", json={"item_ids": ["cam1"], "k": 2}).status_code == 200
+            service._last_poll = 0.0
+            assert ids(client.get("/v1/items/cam1/similar", params={"k": 2, "exclude": "bag1"})) == ["cam2", "bag2"]
+        assert_error(client.get("/v1/users/u1/recommendations"), 503, "retry shortly")
+        for _ in range(3):
+            service.poll()  # more checks, still down: no more log lines
+        monkeypatch.undo()
+        assert wait_for(lambda: client.get("/health/ready").json()["event_store"] == "available")
+    assert not checks_on_the_loop  # the checks ran in the thread pool
+    down_lines = [r for r in caplog.records if r.getMessage().startswith("the event store is unavailable (")]
+    assert len(down_lines) == 1 and down_lines[0].levelno == logging.WARNING
+    assert "sessions and similar items keep serving" in down_lines[0].getMessage()
+    assert "catalogue sync failed" not in caplog.text and caplog.text.count("the event store is available again") == 1
+    assert "recsys_event_store_up 1.0" in client.get("/metrics").text
+    assert client.get("/v1/users/u1/recommendations").status_code == 200
+
+
 def test_a_read_only_event_store_file_is_refused_at_start_up(tmp_path, monkeypatch):
     """A read-only events.sqlite (the file, not its directory) opened and passed `serve`'s check; then every event and
     edit failed. (Simulated through os.access: as root, which CI may be, the file would be writable anyway.)"""
