@@ -513,6 +513,16 @@ def test_a_trailing_slash_after_a_route_suffix_redirects_to_the_route(client):
         assert client.get(path, params={"k": 2}).status_code == 200
 
 
+def test_a_session_filter_the_catalogue_lacks_is_located_in_the_body(client):
+    """The 422 for a session's `filters.brand` on a catalogue without brands pointed at the query (["query",
+    "brand"]), where the request has no such parameter."""
+    response = client.post("/v1/sessions/recommendations", json={"item_ids": ["cam1"], "filters": {"brand": "x"}})
+    body = assert_error(response, 422, "this catalogue has no brand attribute")
+    assert [e["loc"] for e in body["errors"]] == [["body", "filters", "brand"]]
+    by_query = assert_error(client.get("/v1/users/u1/recommendations", params={"brand": "x"}), 422)
+    assert [e["loc"] for e in by_query["errors"]] == [["query", "brand"]]
+
+
 def test_a_title_for_a_catalogue_without_titles_is_refused_unless_the_template_renders_it(toy, tmp_path):
     """A catalogue imported without a title column cannot keep an upserted title (was: 200, the title dropped,
     null on GET); a bundle whose item-text template renders {title} keeps it in the item's text."""
