@@ -16,6 +16,7 @@ from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from api.cached_similar import CachedSimilarMiddleware
 from api.contract import DeclaredQueryOnly, install_contract, kept_upsert_fields, single_valued_body_keys
 from api.errors import install_error_handlers
+from api.methods import HeadAsGet
 from api.metrics import BodyLimitMiddleware, MetricsMiddleware
 from api.path_ids import RoutingPaths
 from api.routes import admin, demo, events, health, recommendations
@@ -80,6 +81,7 @@ def create_app(bundle: str | Path | None = None, settings: Settings | None = Non
 
     install_error_handlers(app, settings.max_body_bytes, bundle_roots)
     install_contract(app, settings, attributes, kept)
+    app.add_middleware(HeadAsGet)  # innermost: HEAD routed as GET, its body dropped (api.methods)
     # body limit, 1: every body is counted while it is read, whatever its transfer encoding (chunked too): once
     # over the limit, reading stops and the request is answered 413 (through the error handlers above)
     app.add_middleware(RequestBodyLimitMiddleware, max_body_size=settings.max_body_bytes)

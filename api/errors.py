@@ -168,6 +168,8 @@ def allowed_methods(request: Request) -> str:
     routes = request.app.router.routes
     allowed = [method for method in METHODS
                if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)]
+    if "GET" in allowed and "HEAD" not in allowed:  # every GET route answers HEAD (api.methods.HeadAsGet)
+        allowed.insert(allowed.index("GET") + 1, "HEAD")
     return ", ".join(allowed)
 
 

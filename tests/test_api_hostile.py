@@ -406,7 +406,7 @@ def test_a_wrong_method_is_405_naming_every_method_of_the_path(client):
     response = client.options("/v1/admin/items/cam1", headers=ADMIN)
     assert_error(response, 405)
     assert response.headers["allow"] == "PUT, DELETE"
-    assert client.post("/v1/items/cam1").headers["allow"] == "GET"
+    assert client.post("/v1/items/cam1").headers["allow"] == "GET, HEAD"
 
 
 def test_an_unexpected_failure_is_a_500_in_the_one_shape_naming_nothing(bundle, tmp_path, monkeypatch):
@@ -511,6 +511,22 @@ def test_a_trailing_slash_after_a_route_suffix_redirects_to_the_route(client):
         response = client.get(path, params={"k": 2}, follow_redirects=False)
         assert response.status_code == 307 and response.headers["location"].endswith(target + "?k=2"), path
         assert client.get(path, params={"k": 2}).status_code == 200
+
+
+def test_head_is_answered_on_every_get_route(client):
+    """HEAD /health/ready (a load balancer's or uptime monitor's probe, `curl -I`) answered 405, so a HEAD health
+    check took a serving replica for down. Every GET route now answers HEAD: the GET's status and headers, no body."""
+    for path in ("/health/ready", "/health/live", "/v1/items/cam1", "/v1/items/cam1/similar?k=2",
+                 "/v1/users/u1/recommendations?k=2", "/v1/model", "/metrics"):
+        get, head = client.get(path), client.head(path)
+        assert head.status_code == get.status_code == 200 and head.content == b"", path
+        assert head.headers["content-type"] == get.headers["content-type"], path
+        if path != "/metrics":  # (its counters move between the two requests)
+            assert head.headers["content-length"] == str(len(get.content)), path
+    assert client.head("/v1/items/nope").status_code == 404
+    refused = client.head("/v1/events")
+    assert refused.status_code == 405 and refused.headers["allow"] == "POST" and refused.content == b""
+    assert 'recsys_requests_total{method="HEAD",route="/health/ready",status="200"} 1.0' in client.get("/metrics").text
 
 
 def test_a_session_filter_the_catalogue_lacks_is_located_in_the_body(client):
