@@ -58,8 +58,11 @@ def create_app(bundle: str | Path | None = None, settings: Settings | None = Non
 
     # /docs (Swagger UI) and /redoc with their JavaScript and CSS served from the fastapi-offline package, not a
     # CDN: shops run this in private networks
+    # redirect_slashes off: a trailing slash is redirected by the 404 handler, with a relative Location
+    # (api.path_ids.trailing_slash_redirect)
     app = FastAPIOffline(title="BERT recommender", version="1", lifespan=lifespan, description=DESCRIPTION,
-                         dependencies=[Depends(DeclaredQueryOnly()), Depends(single_valued_body_keys)])
+                         dependencies=[Depends(DeclaredQueryOnly()), Depends(single_valued_body_keys)],
+                         redirect_slashes=False)
     for router in (recommendations.router, events.router, health.router, admin.router, demo.router):  # hot first
         app.include_router(router)
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from api.path_ids import trailing_slash_redirect
 from recsys.errors import BundleError, UnknownIdError
 
 logger = logging.getLogger("recsys.api")  # the service's logger: `recsys serve` routes "recsys" to its handler
@@ -102,6 +103,9 @@ def install_error_handlers(app: FastAPI, max_body_bytes: int, roots: Callable[[]
         if exc.status_code == 405:
             headers = {**(headers or {}), "Allow": allowed_methods(request)}
         if exc.status_code == 404 and detail == "Not Found":  # the router's own: no route has this path
+            redirect = trailing_slash_redirect(request)
+            if redirect is not None:
+                return redirect
             detail = NO_ROUTE
         return error_response(exc.status_code, scrub_paths(str(detail), roots()), headers=headers)
 

@@ -13,9 +13,12 @@ Raw slashes are taken too ("kit/2" as `/v1/items/kit/2`), except before a segmen
 from __future__ import annotations
 
 import re
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from starlette.convertors import Convertor, register_url_convertor
+from starlette.requests import Request
+from starlette.responses import RedirectResponse
+from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 ROUTE_SUFFIXES = ("similar", "activate", "deactivate", "recommendations")
@@ -70,6 +73,22 @@ class IdConvertor(Convertor[str]):
 
     def to_string(self, value: str) -> str:
         return value.replace("%", "%25").replace("/", "%2F")
+
+
+def trailing_slash_redirect(request: Request) -> RedirectResponse | None:
+    """For a path no route has: a 307 to it without its trailing slashes when a route has that path (None
+    otherwise). Its Location is the path alone, so the client keeps its own scheme and host (Starlette's
+    `redirect_slashes` wrote an absolute `http://` URL behind a proxy that terminates TLS, and a client that
+    followed it sent its POST body in clear); never `//…`, which a browser would take for another host."""
+    scope = request.scope
+    path = scope["path"].rstrip("/")
+    if scope["type"] != "http" or path == scope["path"] or not path or path.startswith("//"):
+        return None
+    target = {**scope, "path": path}
+    if not any(route.matches(target)[0] != Match.NONE for route in request.app.router.routes):
+        return None
+    query = scope.get("query_string", b"").decode("latin-1")
+    return RedirectResponse(quote(path, safe="/%!$&'()*+,;=:@~") + (f"?{query}" if query else ""), 307)
 
 
 register_url_convertor("id", IdConvertor())  # idempotent: the same convertor under the same name on every import

@@ -513,6 +513,22 @@ def test_a_trailing_slash_after_a_route_suffix_redirects_to_the_route(client):
         assert client.get(path, params={"k": 2}).status_code == 200
 
 
+def test_a_trailing_slash_redirect_keeps_the_clients_scheme_and_host(client):
+    """The redirect's Location was absolute, built from the scheme the app saw: behind a proxy that terminates TLS
+    it was http://…, so a client following POST /v1/events/ sent the event again in clear. It is the path alone now
+    (encoded slashes and the query kept), and only for a path a route has."""
+    response = client.post("/v1/events/", json={"user_id": "u1", "item_id": "cam1"}, follow_redirects=False)
+    assert response.status_code == 307 and response.headers["location"] == "/v1/events"
+    response = client.get("/v1/items/kit%2F2/similar/?k=2&exclude=a%26b", follow_redirects=False)
+    assert response.headers["location"] == "/v1/items/kit%2F2/similar?k=2&exclude=a%26b"
+    assert client.get("/v1/items/é/similar/", follow_redirects=False).headers["location"] == "/v1/items/%C3%A9/similar"
+    for path in ("//evil.example/", "/v1/nothing/", "/health//"):
+        response = client.get(path, follow_redirects=False)
+        assert response.status_code in (307, 404) and not response.headers.get("location", "/").startswith("//")
+    assert client.get("/health//", follow_redirects=False).headers["location"] == "/health"
+    assert_error(client.get("/v1/nothing/", follow_redirects=False), 404, "no route has this path")
+
+
 def test_head_is_answered_on_every_get_route(client):
     """HEAD /health/ready (a load balancer's or uptime monitor's probe, `curl -I`) answered 405, so a HEAD health
     check took a serving replica for down. Every GET route now answers HEAD: the GET's status and headers, no body."""
