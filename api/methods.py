@@ -8,8 +8,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 class HeadAsGet:
     """ASGI middleware (innermost, right before the router): a HEAD request is routed and answered as a GET whose
-    body is dropped (status and headers, Content-Length included, stay the GET's). The scope says HEAD again
-    afterwards, so the metrics count it as HEAD; a path with no GET route answers 405 with its Allow header."""
+    body is dropped (status and headers, Content-Length included, stay the GET's). The request's own scope keeps
+    saying HEAD, so the server and the metrics count it as HEAD; a path with no GET route answers 405 with its Allow
+    header."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -24,8 +25,8 @@ class HeadAsGet:
                 message = {**message, "body": b""}
             await send(message)
 
-        scope["method"] = "GET"
-        try:
-            await self.app(scope, receive, headers_only)
-        finally:
-            scope["method"] = "HEAD"
+        inner = {**scope, "method": "GET"}  # a copy: the server reads the request's method off its own scope (uvicorn
+        try:  # expects no body for HEAD, and a full one for GET)
+            await self.app(inner, receive, headers_only)
+        finally:  # what routing left in the scope (the route, for the metrics' label), with the method still HEAD
+            scope.update({key: value for key, value in inner.items() if key != "method"})

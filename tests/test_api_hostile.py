@@ -545,6 +545,28 @@ def test_head_is_answered_on_every_get_route(client):
     assert 'recsys_requests_total{method="HEAD",route="/health/ready",status="200"} 1.0' in client.get("/metrics").text
 
 
+def test_head_leaves_the_servers_scope_saying_head():
+    """HeadAsGet changed the method in the server's own scope: uvicorn (httptools) then expected a GET's body for
+    the HEAD request and failed every HEAD with "Response content shorter than Content-Length"."""
+    from api.methods import HeadAsGet
+
+    seen: list[tuple[str, str]] = []
+
+    async def route(scope, receive, send):
+        scope["route"] = "the route"
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    server_scope = {"type": "http", "method": "HEAD", "path": "/health/ready"}
+
+    async def server_send(message):
+        seen.append((server_scope["method"], message.get("body", b"").decode()))
+
+    asyncio.run(HeadAsGet(route)(server_scope, None, server_send))
+    assert seen == [("HEAD", ""), ("HEAD", "")] and server_scope["route"] == "the route"
+    assert server_scope["method"] == "HEAD"
+
+
 def test_a_session_filter_the_catalogue_lacks_is_located_in_the_body(client):
     """The 422 for a session's `filters.brand` on a catalogue without brands pointed at the query (["query",
     "brand"]), where the request has no such parameter."""
