@@ -16,7 +16,9 @@ from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from api.cached_similar import CachedSimilarMiddleware
 from api.contract import DeclaredQueryOnly, install_contract, kept_upsert_fields, single_valued_body_keys
 from api.errors import install_error_handlers
+from api.methods import HeadAsGet
 from api.metrics import BodyLimitMiddleware, MetricsMiddleware
+from api.path_ids import RoutingPaths
 from api.routes import admin, demo, events, health, recommendations
 from api.service import Service
 from api.settings import Settings, load_settings
@@ -56,8 +58,11 @@ def create_app(bundle: str | Path | None = None, settings: Settings | None = Non
 
     # /docs (Swagger UI) and /redoc with their JavaScript and CSS served from the fastapi-offline package, not a
     # CDN: shops run this in private networks
+    # redirect_slashes off: a trailing slash is redirected by the 404 handler, with a relative Location
+    # (api.path_ids.trailing_slash_redirect)
     app = FastAPIOffline(title="BERT recommender", version="1", lifespan=lifespan, description=DESCRIPTION,
-                         dependencies=[Depends(DeclaredQueryOnly()), Depends(single_valued_body_keys)])
+                         dependencies=[Depends(DeclaredQueryOnly()), Depends(single_valued_body_keys)],
+                         redirect_slashes=False)
     for router in (recommendations.router, events.router, health.router, admin.router, demo.router):  # hot first
         app.include_router(router)
 
@@ -79,6 +84,7 @@ def create_app(bundle: str | Path | None = None, settings: Settings | None = Non
 
     install_error_handlers(app, settings.max_body_bytes, bundle_roots)
     install_contract(app, settings, attributes, kept)
+    app.add_middleware(HeadAsGet)  # innermost: HEAD routed as GET, its body dropped (api.methods)
     # body limit, 1: every body is counted while it is read, whatever its transfer encoding (chunked too): once
     # over the limit, reading stops and the request is answered 413 (through the error handlers above)
     app.add_middleware(RequestBodyLimitMiddleware, max_body_size=settings.max_body_bytes)
@@ -86,4 +92,6 @@ def create_app(bundle: str | Path | None = None, settings: Settings | None = Non
     app.add_middleware(MetricsMiddleware, metrics_source=app)
     # body limit, 2: a Content-Length over the limit is answered 413 before routing (outermost)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # outermost: every middleware and the router read the path with an id's encoded slashes kept (api.path_ids)
+    app.add_middleware(RoutingPaths)
     return app

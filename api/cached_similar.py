@@ -14,6 +14,8 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api.path_ids import decode_id
+
 PREFIX, SUFFIX = "/v1/items/", "/similar"
 ROUTE = SimpleNamespace(path=PREFIX + "{item_id}" + SUFFIX)  # what the metrics label the request with
 DEFAULT_K = 10  # the similar-items route's default k (it imports this)
@@ -26,12 +28,14 @@ def similar_key(item_id: str, k: int, exclude, version: int) -> Hashable:
 
 def cached_request_key(path: str, query_string: bytes, version: int) -> Hashable | None:
     """`similar_key` of a GET on the similar-items route whose only parameters are one `k` (digits) and any
-    number of `exclude`; None for everything else."""
+    number of `exclude`; None for everything else. `path` is the routing path (`api.path_ids.routing_path`): an id
+    with a raw slash goes to the route, one with an encoded slash (`%2F`) is decoded as the route decodes it."""
     if not (path.startswith(PREFIX) and path.endswith(SUFFIX)):
         return None
     item_id = path[len(PREFIX):-len(SUFFIX)]
     if not item_id or "/" in item_id:
         return None
+    item_id = decode_id(item_id)
     k, exclude = None, []
     for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
         if name == "exclude":

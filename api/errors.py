@@ -16,11 +16,14 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from api.path_ids import trailing_slash_redirect
 from recsys.errors import BundleError, UnknownIdError
 
 logger = logging.getLogger("recsys.api")  # the service's logger: `recsys serve` routes "recsys" to its handler
 MAX_ERRORS = 20  # field errors listed in one answer (a body with 1,000 bad ids does not get a 1,000-line answer)
 MAX_TEXT = 300  # characters of a message or a location part (they may quote the client's own keys)
+NO_ROUTE = ("no route has this path (an id is sent percent-encoded, its slashes as %2F, as encodeURIComponent "
+            "writes it)")
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 ABSOLUTE_PATH = re.compile(r"(?<![\w.~-])(?:[A-Za-z]:)?(?:[/\\][^\s'\"`:;,()\[\]{}<>/\\]+){2,}[/\\]?")
 
@@ -99,6 +102,11 @@ def install_error_handlers(app: FastAPI, max_body_bytes: int, roots: Callable[[]
             detail = f"request body over the limit of {max_body_bytes} bytes"
         if exc.status_code == 405:
             headers = {**(headers or {}), "Allow": allowed_methods(request)}
+        if exc.status_code == 404 and detail == "Not Found":  # the router's own: no route has this path
+            redirect = trailing_slash_redirect(request)
+            if redirect is not None:
+                return redirect
+            detail = NO_ROUTE
         return error_response(exc.status_code, scrub_paths(str(detail), roots()), headers=headers)
 
     @app.exception_handler(BundleError)
@@ -164,6 +172,8 @@ def allowed_methods(request: Request) -> str:
     routes = request.app.router.routes
     allowed = [method for method in METHODS
                if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)]
+    if "GET" in allowed and "HEAD" not in allowed:  # every GET route answers HEAD (api.methods.HeadAsGet)
+        allowed.insert(allowed.index("GET") + 1, "HEAD")
     return ", ".join(allowed)
 
 

@@ -20,6 +20,9 @@ class ServiceMetrics:
                                  registry=self.registry)
         self.model = Gauge("recsys_model_info", "loaded bundle", ["version", "name"], registry=self.registry)
         self.index_size = Gauge("recsys_index_items", "items the index can return", registry=self.registry)
+        self.event_store_up = Gauge("recsys_event_store_up", "1 while the event store answers this worker's checks "
+                                    "(every RECSYS_SYNC_INTERVAL_MS), 0 while it does not", registry=self.registry)
+        self.event_store_up.set(1)
         self.reloads = Counter("recsys_reloads_total", "bundle reloads", ["outcome"], registry=self.registry)
         self.turn_batches = Counter("recsys_turn_batches_total", "recommend_batch calls shared by the history "
                                     "requests of one event-loop turn (query vectors cached, or the user tower run)",

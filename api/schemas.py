@@ -151,6 +151,10 @@ class Live(BaseModel):
 class Ready(BaseModel):
     status: Literal["ready"]
     model_version: str
+    event_store: Literal["available", "unavailable"] = Field(
+        description="whether the event store answered this worker's latest check (every RECSYS_SYNC_INTERVAL_MS); "
+        "while it is unavailable, known-user lists, similar items for a user, events and catalogue edits answer 503 "
+        "'retry shortly', and sessions, similar items and item pages keep serving")
 
 
 class EncoderInfo(BaseModel):

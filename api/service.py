@@ -91,6 +91,9 @@ class Service:
         self._missed: tuple[str, float] | None = None  # a reload this worker failed to follow, and when to retry
         self._compacting = False
         self._last_poll = 0.0
+        self._poll_lock = threading.Lock()    # one check of the store at a time (a hanging store: no pile-up)
+        self.store_available = True           # the answer of the latest check (`poll`); the load read the store
+        self._store_down_since = 0.0
 
     # ---- bundle lifecycle ---------------------------------------------------------------------
     def load(self, target: str | Path, *, announce: bool = False) -> Loaded:
@@ -267,16 +270,48 @@ class Service:
         self.metrics.index_size.set(loaded.recommender.index.n_available)
         return loaded
 
+    def poll(self) -> None:
+        """One check of the store (in a thread: never on the event loop, where a hanging store would stall every
+        request): apply what is new, and set `store_available` to whether it answered. Each change of that state is
+        logged once (and `recsys_event_store_up` follows it), not every poll; a check already running is not
+        doubled."""
+        if not self._poll_lock.acquire(blocking=False):
+            return
+        try:
+            try:
+                due = self.pending()
+            except Exception as exc:  # whatever it raises, the store did not answer
+                self._store_failed(exc)
+                return
+            self._store_answered()
+            if due:
+                self.sync()
+        finally:
+            self._poll_lock.release()
+
+    def _store_failed(self, exc: Exception) -> None:
+        self.metrics.event_store_up.set(0)
+        if self.store_available:
+            self.store_available, self._store_down_since = False, time.monotonic()
+            logger.warning("the event store is unavailable (%s: %s): known users, events and catalogue edits answer "
+                           "503 until it is back; sessions and similar items keep serving", type(exc).__name__, exc)
+
+    def _store_answered(self) -> None:
+        self.metrics.event_store_up.set(1)
+        if not self.store_available:
+            self.store_available = True
+            logger.warning("the event store is available again (after %.1f s)",
+                           time.monotonic() - self._store_down_since)
+
     def poll_if_due(self) -> None:
-        """From a request on the event loop: at most every `sync_interval_ms`, check the store and start a sync in
-        the thread pool when there is something to apply (the request does not wait for it)."""
+        """From a request on the event loop: at most every `sync_interval_ms`, start a `poll` in the thread pool
+        (the request does not wait for it, and needs no answer from the store)."""
         now = time.monotonic()
         if now - self._last_poll < self.settings.sync_interval_ms / 1000.0:
             return
         self._last_poll = now
-        if self.pending():
-            started = asyncio.get_running_loop().run_in_executor(None, self.sync)
-            started.add_done_callback(_log_failure)
+        started = asyncio.get_running_loop().run_in_executor(None, self.poll)
+        started.add_done_callback(_log_failure)
 
     async def sync_forever(self) -> None:
         """The background task: poll the store every `sync_interval_ms` and apply what is new."""
@@ -285,9 +320,8 @@ class Service:
             await asyncio.sleep(interval)
             try:
                 self._last_poll = time.monotonic()
-                if self.pending():
-                    await run_in_threadpool(self.sync)
-            except Exception:  # keep polling: a failing store must not stop convergence for good
+                await run_in_threadpool(self.poll)
+            except Exception:  # keep polling: a failing sync must not stop convergence for good
                 logger.exception("catalogue sync failed")
 
     def _follow(self, path: str) -> None:

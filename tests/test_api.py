@@ -52,7 +52,7 @@ def ids(response):
 def test_health_readiness_and_model_info(client):
     assert client.get("/health").json() == {"status": "ok", "bundle_version": "v1", "n_items": 6, "n_users": 4}
     assert client.get("/health/live").json() == {"status": "ok", "worker": os.getpid()}
-    assert client.get("/health/ready").json() == {"status": "ready", "model_version": "v1"}
+    assert client.get("/health/ready").json() == {"status": "ready", "model_version": "v1", "event_store": "available"}
     info = client.get("/v1/model").json()
     assert (info["name"], info["version"], info["bundle_schema_version"]) == ("toy", "v1", 1)
     assert "files" not in info and "config" not in info

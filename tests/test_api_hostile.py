@@ -406,7 +406,7 @@ def test_a_wrong_method_is_405_naming_every_method_of_the_path(client):
     response = client.options("/v1/admin/items/cam1", headers=ADMIN)
     assert_error(response, 405)
     assert response.headers["allow"] == "PUT, DELETE"
-    assert client.post("/v1/items/cam1").headers["allow"] == "GET"
+    assert client.post("/v1/items/cam1").headers["allow"] == "GET, HEAD"
 
 
 def test_an_unexpected_failure_is_a_500_in_the_one_shape_naming_nothing(bundle, tmp_path, monkeypatch):
@@ -442,6 +442,139 @@ def test_ids_with_a_slash_reach_every_path_route(client):
     assert client.post("/v1/admin/items/kit/2/activate", headers=ADMIN).json()["active"] is True
     assert client.delete("/v1/admin/items/kit/2", headers=ADMIN).status_code == 200
     assert client.get("/v1/items/kit/2").status_code == 404
+
+
+AWKWARD_ITEMS = {"cam1": "similar", "cam2": "a/similar", "bag1": "a", "bag2": "x/activate", "shoe1": "..",
+                 "sock1": "50%2F/é"}
+AWKWARD_USERS = {"u1": "u/recommendations", "u2": "recommendations", "u3": "org/7"}
+
+
+def encoded(item_id: str) -> str:
+    """An id as a path segment: percent-encoded, a dot segment's dots too (clients drop a raw "..")."""
+    from urllib.parse import quote
+
+    return quote(item_id, safe="") if item_id not in (".", "..") else item_id.replace(".", "%2E")
+
+
+def test_every_catalogue_id_reaches_its_routes_percent_encoded(toy, tmp_path):
+    """Ids that end in a route's suffix or hold '/' or '%': percent-encoded (%2F for a slash) each reaches its own
+    route. Was: "similar", "activate", "recommendations" unreachable everywhere (the convertor's check read the
+    route's own slash), "a/similar" and "u/recommendations" unreachable even as %2F (Starlette routes on the decoded
+    path), and GET /v1/items/a%2Fsimilar answered the similar items of "a" (cached bytes or the route)."""
+    import polars as pl
+
+    from recsys.data.dataset import Dataset
+
+    awkward = Dataset("awkward", toy.items.with_columns(pl.col("item_id").replace(AWKWARD_ITEMS)),
+                      toy.interactions.with_columns(pl.col("item_id").replace(AWKWARD_ITEMS),
+                                                    pl.col("user_id").replace(AWKWARD_USERS)))
+    with make_client(build(awkward, tmp_path / "awkward" / "v1"), tmp_path, admin_token=TOKEN) as client:
+        raw_similar = client.get("/v1/items/a/similar")  # raw slashes: the similar items of "a" (and now cached)
+        assert raw_similar.json()["strategy"] == "similar" and "a" not in [i["item_id"] for i in
+                                                                           raw_similar.json()["items"]]
+        for item_id in AWKWARD_ITEMS.values():
+            path = "/v1/items/" + encoded(item_id)
+            assert client.get(path).json()["item_id"] == item_id, path
+            for _ in range(2):  # the second answer comes from the similar-items cache
+                similar = client.get(path + "/similar", params={"k": 5})
+                assert similar.json()["strategy"] == "similar", path
+                assert item_id not in [i["item_id"] for i in similar.json()["items"]]
+        assert ids(client.get("/v1/items/similar/similar", params={"k": 1})) == ["a/similar"]
+        assert ids(client.get("/v1/items/a%2Fsimilar/similar", params={"k": 1})) == ["similar"]
+        assert client.get("/v1/items/50%252F%2F%C3%A9").json()["item_id"] == "50%2F/é"
+        for user_id in AWKWARD_USERS.values():
+            mine = client.get(f"/v1/users/{encoded(user_id)}/recommendations", params={"k": 2})
+            assert mine.json()["strategy"] == "personalised", user_id
+        mine = client.get("/v1/users/u%2Frecommendations/recommendations", params={"k": 2})
+        assert ids(mine) == ["50%2F/é", ".."]  # u1's history holds the cameras and bags
+        assert client.post("/v1/admin/items/x%2Factivate/deactivate", headers=ADMIN).json() == {
+            "item_id": "x/activate", "active": False, "index_items": 5}
+        assert client.get("/v1/items/x%2Factivate").json()["active"] is False
+        put = client.put("/v1/admin/items/new%2Fsimilar", json={"text": "camera new"}, headers=ADMIN)
+        assert put.json()["item_id"] == "new/similar"
+        assert client.delete("/v1/admin/items/new%2Fsimilar", headers=ADMIN).json()["item_id"] == "new/similar"
+        # a raw slash before a route's suffix names the route, never an id: the path is a 404 saying how to send it
+        for path in ("/v1/items/a/similar/similar", "/v1/users/u/recommendations/recommendations"):
+            assert_error(client.get(path), 404, "percent-encoded", "%2F")
+
+
+def ids(response) -> list[str]:
+    assert response.status_code == 200, response.text
+    return [item["item_id"] for item in response.json()["items"]]
+
+
+def test_a_trailing_slash_after_a_route_suffix_redirects_to_the_route(client):
+    """GET /v1/items/cam1/similar/ answered 404 "unknown item id: 'cam1/similar/'" (the item route took the whole
+    rest as an id); a trailing slash now redirects to the route, as for every other path."""
+    for path, target in (("/v1/items/cam1/similar/", "/v1/items/cam1/similar"),
+                         ("/v1/users/u1/recommendations/", "/v1/users/u1/recommendations")):
+        response = client.get(path, params={"k": 2}, follow_redirects=False)
+        assert response.status_code == 307 and response.headers["location"].endswith(target + "?k=2"), path
+        assert client.get(path, params={"k": 2}).status_code == 200
+
+
+def test_a_trailing_slash_redirect_keeps_the_clients_scheme_and_host(client):
+    """The redirect's Location was absolute, built from the scheme the app saw: behind a proxy that terminates TLS
+    it was http://…, so a client following POST /v1/events/ sent the event again in clear. It is the path alone now
+    (encoded slashes and the query kept), and only for a path a route has."""
+    response = client.post("/v1/events/", json={"user_id": "u1", "item_id": "cam1"}, follow_redirects=False)
+    assert response.status_code == 307 and response.headers["location"] == "/v1/events"
+    response = client.get("/v1/items/kit%2F2/similar/?k=2&exclude=a%26b", follow_redirects=False)
+    assert response.headers["location"] == "/v1/items/kit%2F2/similar?k=2&exclude=a%26b"
+    assert client.get("/v1/items/é/similar/", follow_redirects=False).headers["location"] == "/v1/items/%C3%A9/similar"
+    for path in ("//evil.example/", "/v1/nothing/", "/health//"):
+        response = client.get(path, follow_redirects=False)
+        assert response.status_code in (307, 404) and not response.headers.get("location", "/").startswith("//")
+    assert client.get("/health//", follow_redirects=False).headers["location"] == "/health"
+    assert_error(client.get("/v1/nothing/", follow_redirects=False), 404, "no route has this path")
+
+
+def test_head_is_answered_on_every_get_route(client):
+    """HEAD /health/ready (a load balancer's or uptime monitor's probe, `curl -I`) answered 405, so a HEAD health
+    check took a serving replica for down. Every GET route now answers HEAD: the GET's status and headers, no body."""
+    for path in ("/health/ready", "/health/live", "/v1/items/cam1", "/v1/items/cam1/similar?k=2",
+                 "/v1/users/u1/recommendations?k=2", "/v1/model", "/metrics"):
+        get, head = client.get(path), client.head(path)
+        assert head.status_code == get.status_code == 200 and head.content == b"", path
+        assert head.headers["content-type"] == get.headers["content-type"], path
+        if path != "/metrics":  # (its counters move between the two requests)
+            assert head.headers["content-length"] == str(len(get.content)), path
+    assert client.head("/v1/items/nope").status_code == 404
+    refused = client.head("/v1/events")
+    assert refused.status_code == 405 and refused.headers["allow"] == "POST" and refused.content == b""
+    assert 'recsys_requests_total{method="HEAD",route="/health/ready",status="200"} 1.0' in client.get("/metrics").text
+
+
+def test_head_leaves_the_servers_scope_saying_head():
+    """HeadAsGet changed the method in the server's own scope: uvicorn (httptools) then expected a GET's body for
+    the HEAD request and failed every HEAD with "Response content shorter than Content-Length"."""
+    from api.methods import HeadAsGet
+
+    seen: list[tuple[str, str]] = []
+
+    async def route(scope, receive, send):
+        scope["route"] = "the route"
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    server_scope = {"type": "http", "method": "HEAD", "path": "/health/ready"}
+
+    async def server_send(message):
+        seen.append((server_scope["method"], message.get("body", b"").decode()))
+
+    asyncio.run(HeadAsGet(route)(server_scope, None, server_send))
+    assert seen == [("HEAD", ""), ("HEAD", "")] and server_scope["route"] == "the route"
+    assert server_scope["method"] == "HEAD"
+
+
+def test_a_session_filter_the_catalogue_lacks_is_located_in_the_body(client):
+    """The 422 for a session's `filters.brand` on a catalogue without brands pointed at the query (["query",
+    "brand"]), where the request has no such parameter."""
+    response = client.post("/v1/sessions/recommendations", json={"item_ids": ["cam1"], "filters": {"brand": "x"}})
+    body = assert_error(response, 422, "this catalogue has no brand attribute")
+    assert [e["loc"] for e in body["errors"]] == [["body", "filters", "brand"]]
+    by_query = assert_error(client.get("/v1/users/u1/recommendations", params={"brand": "x"}), 422)
+    assert [e["loc"] for e in by_query["errors"]] == [["query", "brand"]]
 
 
 def test_a_title_for_a_catalogue_without_titles_is_refused_unless_the_template_renders_it(toy, tmp_path):
@@ -519,6 +652,72 @@ def test_an_unavailable_event_store_is_a_503_to_retry_and_a_bug_stays_a_500(clie
     assert assert_error(client.post("/v1/events", json=event), 500)["detail"] == "internal error: the server logged it"
     monkeypatch.undo()
     assert client.post("/v1/events", json=event).status_code == 201
+    assert client.get("/v1/users/u1/recommendations").status_code == 200
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return condition()
+
+
+@pytest.mark.parametrize("failure", ["redis", "sqlite"])
+def test_readiness_reports_the_event_store_and_what_needs_none_keeps_serving(client, monkeypatch, caplog, failure):
+    """With the event store down, /health/ready said {"status": "ready"} and nothing else; a session or similar-items
+    request whose turn it was to check the store answered 503 (the check ran in the request, on the event loop, where
+    a hanging store stalls every request), and the background check logged a traceback every 200 ms. Readiness stays
+    200 (the store is shared: failing every replica at once would stop sessions and similar items too) and says
+    `event_store: unavailable`; the change is logged once each way and exported as recsys_event_store_up."""
+    import asyncio
+    import sqlite3
+
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    service = client.app.state.service
+    assert client.get("/health/ready").json() == {"status": "ready", "model_version": "v1", "event_store": "available"}
+    error = (RedisConnectionError("Error 111 connecting to 10.0.0.9:6379. Connection refused.") if failure == "redis"
+             else sqlite3.OperationalError("disk I/O error"))
+    checks_on_the_loop = []
+
+    def down(*args, **kwargs):
+        raise error
+
+    def check(*args, **kwargs):
+        try:
+            asyncio.get_running_loop()
+            checks_on_the_loop.append(True)
+        except RuntimeError:
+            pass
+        raise error
+
+    for name in ("append", "events", "kinds", "changes", "record_change"):
+        monkeypatch.setattr(service.store, name, down)
+    monkeypatch.setattr(service.store, "last_change_seq", check)
+    with caplog.at_level(logging.INFO, logger="recsys.api"):
+        assert wait_for(lambda: client.get("/health/ready").json()["event_store"] == "unavailable")
+        ready = client.get("/health/ready")
+        assert ready.status_code == 200 and ready.json() == {"status": "ready", "model_version": "v1",
+                                                             "event_store": "unavailable"}
+        assert "6379" not in ready.text and "recsys_event_store_up 0.0" in client.get("/metrics").text
+        for _ in range(3):  # each request is due to check the store
+            service._last_poll = 0.0
+            assert client.post("/v1/sessions/recommendations", json={"item_ids": ["cam1"], "k": 2}).status_code == 200
+            service._last_poll = 0.0
+            assert ids(client.get("/v1/items/cam1/similar", params={"k": 2, "exclude": "bag1"})) == ["cam2", "bag2"]
+        assert_error(client.get("/v1/users/u1/recommendations"), 503, "retry shortly")
+        for _ in range(3):
+            service.poll()  # more checks, still down: no more log lines
+        monkeypatch.undo()
+        assert wait_for(lambda: client.get("/health/ready").json()["event_store"] == "available")
+    assert not checks_on_the_loop  # the checks ran in the thread pool
+    down_lines = [r for r in caplog.records if r.getMessage().startswith("the event store is unavailable (")]
+    assert len(down_lines) == 1 and down_lines[0].levelno == logging.WARNING
+    assert "sessions and similar items keep serving" in down_lines[0].getMessage()
+    assert "catalogue sync failed" not in caplog.text and caplog.text.count("the event store is available again") == 1
+    assert "recsys_event_store_up 1.0" in client.get("/metrics").text
     assert client.get("/v1/users/u1/recommendations").status_code == 200
 
 

@@ -32,9 +32,17 @@ def live() -> Live:
 
 
 @router.get("/health/ready", response_model=Ready, responses=UNAVAILABLE)
-def ready(loaded: Annotated[Loaded, Depends(get_loaded)]) -> Ready:
-    """A bundle is loaded and serving."""
-    return Ready(status="ready", model_version=loaded.version)
+def ready(loaded: Annotated[Loaded, Depends(get_loaded)],
+          service: Annotated[Service, Depends(get_service)]) -> Ready:
+    """A bundle is loaded and serving (503 before that). `event_store` says whether the event store answers; an
+    unavailable one is reported (and logged when it goes and comes back), but the answer stays 200."""
+    # Why 200 with the store down: the store is shared by every worker (SQLite on a machine, Redis across replicas),
+    # so it fails for all of them at once, and a 503 here would take every replica out of the load balancer
+    # together. That would turn an outage of what needs the store (known users' lists, events, edits: they answer
+    # 503 + Retry-After themselves and recover on their own) into an outage of everything, sessions, similar items
+    # and item pages included, which serve from the bundle alone. Alert on `event_store` / recsys_event_store_up.
+    return Ready(status="ready", model_version=loaded.version,
+                 event_store="available" if service.store_available else "unavailable")
 
 
 @router.get("/v1/model", response_model=ModelInfo, responses=UNAVAILABLE)

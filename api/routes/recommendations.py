@@ -36,11 +36,13 @@ def _where(category: str | list[str] | None, brand: str | list[str] | None) -> d
     return where or None
 
 
-def _check_filters(loaded: Loaded, where: dict | None) -> None:
+def _check_filters(loaded: Loaded, where: dict | None, *loc: str) -> None:
+    """422 for a filter on an attribute the catalogue lacks, located at `loc` + its name (default: the query)."""
     attributes = loaded.recommender.index.attributes
     missing = [key for key in where or {} if attributes is None or key not in attributes.columns]
     if missing:
-        raise invalid(f"this catalogue has no {', '.join(missing)} attribute to filter on", "query", missing[0])
+        raise invalid(f"this catalogue has no {', '.join(missing)} attribute to filter on", *(loc or ("query",)),
+                      missing[0])
 
 
 def _query_options(service: Service, loaded: Loaded, k: int, exclude: list[str], category: str | list[str] | None,
@@ -93,7 +95,7 @@ async def session_recommendations(body: Annotated[SessionRequest, Body()], reque
     if body.text and len(body.text) > settings.max_text_chars:
         raise invalid(f"text is {len(body.text)} characters; the limit is {settings.max_text_chars}", "body", "text")
     where = _where(body.filters.category, body.filters.brand) if body.filters else None
-    _check_filters(loaded, where)
+    _check_filters(loaded, where, "body", "filters")
     loaded.recommender.check_items(body.item_ids)
     query = RecommendationQuery(body.item_ids, text=body.text or None, k=body.k, exclude_seen=body.exclude_seen,
                                 exclude=body.exclude, where=where, explain=body.explain, strategy="session")
