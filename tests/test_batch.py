@@ -125,6 +125,24 @@ def test_damaged_job_files(shop, tmp_path):
     assert manifest["run"]["resumed"] and manifest["run"]["chunks_scored"] == 1 and shard_bytes(out) == shards
 
 
+def test_a_bundle_missing_or_damaging_its_histories_is_one_bundle_error(shop, tmp_path):
+    """The users to score come from the bundle's stats/histories.parquet, read before the engines verify the bundle:
+    missing or damaged, it was polars' "No such file or directory (os error 2)" / "out of specification"."""
+    import shutil
+
+    from recsys.errors import BundleError
+
+    bundle = Path(shutil.copytree(shop[1], tmp_path / "bundle"))
+    histories = bundle / "stats" / "histories.parquet"
+    histories.unlink()
+    with pytest.raises(BundleError, match="file stats/histories.parquet listed in the manifest is missing"):
+        run_job(options(shop, tmp_path / "out", bundle=bundle))
+    histories.write_bytes(b"PAR1 half a file")
+    with pytest.raises(BundleError, match="file stats/histories.parquet cannot be read [(]"):
+        run_job(options(shop, tmp_path / "out", bundle=bundle))
+    assert not (tmp_path / "out").exists()
+
+
 def test_resume_with_different_inputs_is_refused(shop, tmp_path):
     run_job(options(shop, tmp_path / "out"))
     with pytest.raises(BatchError, match="different inputs \\(k: 5 → 6\\)"):

@@ -29,7 +29,7 @@ from jobs.batch.store import CHANGES_FILE, Snapshot, StoreSource, take_snapshot,
 from jobs.batch.users import ALL, UserSelection, select_users
 from recsys.artifacts import MANIFEST as BUNDLE_MANIFEST
 from recsys.artifacts import read_manifest, resolve_bundle, sha256_file
-from recsys.errors import UnknownIdError
+from recsys.errors import BundleError, UnknownIdError
 from recsys.pipeline import Recommender
 from recsys.stats import saved_config
 from recsys.store import HISTORY_LIMIT
@@ -80,7 +80,13 @@ def _candidates(bundle: Path, options: BatchOptions) -> tuple[pl.DataFrame, str 
     """(user_id [+ history and timestamp] of everybody who can be scored, dataset fingerprint in evaluation
     mode)."""
     if options.data is None:
-        return pl.read_parquet(bundle / "stats" / "histories.parquet", columns=["user_id"]), None
+        name = "stats/histories.parquet"
+        try:
+            return pl.read_parquet(bundle / name, columns=["user_id"]), None
+        except (OSError, pl.exceptions.PolarsError) as exc:  # the engines verify every part once they load
+            missing = not (bundle / name).is_file()
+            problem = "listed in the manifest is missing" if missing else f"cannot be read ({exc})"
+            raise BundleError(f"{bundle}: file {name} {problem}") from None
     from jobs.workflows import load_dataset
     from recsys.splits import split_dataset
     dataset = load_dataset(options.data)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import socket
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,31 @@ def _from_items(ray: Any, items: list[dict]) -> Any:
     return ray.data.from_items(items, **{key: max(1, len(items))})
 
 
+GCS_PORT, CLIENT_PORT = 6379, 10001  # Ray's defaults: a head's GCS ("host[:port]"), its client server ("ray://")
+CONNECT_SECONDS = 5.0
+
+
+def check_reachable(address: str, timeout: float = CONNECT_SECONDS) -> None:
+    """A BatchError naming `address` when nothing accepts a connection there within `timeout` seconds (Ray itself
+    retries an unreachable address for minutes, logging GCS timeouts). "auto" and "local" are Ray's to resolve."""
+    from jobs.batch.layout import BatchError
+
+    if address in ("auto", "local"):
+        return
+    client = address.startswith("ray://")
+    target = address.removeprefix("ray://").rstrip("/")
+    host, colon, port = target.rpartition(":")
+    if not colon or "]" in port:  # no port (or an IPv6 address without one): Ray's default
+        host, port = target, str(CLIENT_PORT if client else GCS_PORT)
+    host = host.strip("[]")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as exc:
+        reason = "not a port number" if isinstance(exc, ValueError) else exc.strerror or type(exc).__name__
+        raise BatchError(f"cannot reach a Ray cluster at {address!r} ({reason}): start one there (ray start --head) "
+                         "or give a reachable --ray-address (host:6379, ray://host:10001 or auto)") from None
+
+
 @contextlib.contextmanager
 def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[Any]:
     """Joins a running Ray instance (or `address`, e.g. "auto" / "ray://head:10001"), else starts a local
@@ -67,6 +93,8 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
     ray = import_ray()
     started_here = not ray.is_initialized()
     if started_here:
+        if address is not None:
+            check_reachable(address)
         ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
                  logging_level=logging.WARNING, log_to_driver=True)
     try:

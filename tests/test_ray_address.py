@@ -1,0 +1,61 @@
+"""--ray-address: an address where nothing listens is one error within seconds (Ray itself retried it for minutes,
+logging GCS timeouts: 2 min 43 s for `nohost`)."""
+
+from __future__ import annotations
+
+import socket
+import types
+
+import pytest
+
+from jobs.batch import ray_engine
+from jobs.batch.layout import BatchError
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_an_address_that_accepts_passes_and_one_that_refuses_is_named():
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        ray_engine.check_reachable(f"127.0.0.1:{port}")
+        ray_engine.check_reachable(f"ray://127.0.0.1:{port}")
+    port = closed_port()
+    with pytest.raises(BatchError, match=f"cannot reach a Ray cluster at 'ray://127.0.0.1:{port}' \\(Connection "
+                                         "refused\\): start one there"):
+        ray_engine.check_reachable(f"ray://127.0.0.1:{port}")
+    with pytest.raises(BatchError, match="at '127.0.0.1:x' \\(not a port number\\)"):
+        ray_engine.check_reachable("127.0.0.1:x")
+    with pytest.raises(BatchError, match="at 'no-such-host.invalid' \\("):
+        ray_engine.check_reachable("no-such-host.invalid")
+
+
+def test_auto_and_local_are_left_to_ray_and_a_bare_host_takes_rays_default_port(monkeypatch):
+    tried = []
+    monkeypatch.setattr(ray_engine.socket, "create_connection",
+                        lambda target, timeout: tried.append(target) or types.SimpleNamespace(close=lambda: None))
+    ray_engine.check_reachable("auto")
+    ray_engine.check_reachable("local")
+    ray_engine.check_reachable("head")
+    ray_engine.check_reachable("ray://head")
+    ray_engine.check_reachable("ray://head:20001/")
+    assert tried == [("head", 6379), ("head", 10001), ("head", 20001)]
+
+
+def test_a_session_checks_the_address_before_ray_starts_retrying(monkeypatch):
+    def init(**kwargs):
+        raise AssertionError("ray.init reached")
+
+    fake = types.SimpleNamespace(is_initialized=lambda: False, init=init, shutdown=lambda: None)
+    monkeypatch.setattr(ray_engine, "import_ray", lambda: fake)
+    with pytest.raises(BatchError, match="cannot reach a Ray cluster"):
+        with ray_engine.ray_session(f"127.0.0.1:{closed_port()}"):
+            pass
+    with pytest.raises(AssertionError, match="ray.init reached"):  # no address: a local Ray, nothing to check
+        with ray_engine.ray_session(None):
+            pass
