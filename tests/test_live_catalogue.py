@@ -183,7 +183,7 @@ def test_deleted_items_are_gone_and_compaction_keeps_serving(frozen_bundle, tmp_
 
 
 class SeededTextEncoder(ItemTower):
-    """A fixed random unit vector per text (the tiny BERT's vectors are nearly all alike: lists would be ties)."""
+    """A fixed random unit vector per text, in the random bundle's 16-d space (no BERT encodes into it)."""
 
     dim = 16
 
