@@ -45,9 +45,11 @@ def test_blended_towers_score_trained_plus_weighted_zero_shot_and_round_trip(tin
     assert loaded.recommend_histories(histories, 10) == recommender.recommend_histories(histories, 10)
 
     # a new item's text goes through both item towers, and histories can use it at once
-    text = dataset.items["text"][0]
+    text = dataset.items["text"][5]
     vector = loaded.user_tower.encode_item_texts([text])
-    np.testing.assert_allclose(vector[0, d:], zero_shot[0], atol=1e-5)
+    np.testing.assert_allclose(vector[0, d:], zero_shot[5], atol=1e-5)
+    scores = np.sort(zero_shot @ vector[0, d:])  # its zero-shot block is item 5's alone (not all texts alike)
+    assert scores[-1] > scores[-2] + 1e-3
     np.testing.assert_allclose(vector[0, :d], loaded.user_tower.trained.encode_item_texts([text])[0], atol=1e-6)
     np.testing.assert_allclose(loaded.item_tower().encode_items([{"item_id": "NEW", "text": text}]), vector, atol=1e-6)
     loaded.catalogue.upsert([{"item_id": "NEW", "text": text}], vector)

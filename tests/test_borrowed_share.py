@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from encoders.neighbour_features import BorrowedShare, NeighbourFeatures
 from encoders.training import Trainer
 from recsys.config import TowerConfig
+from tests.test_export import _onnx_vectors
 from tests.test_lora import small_config
 
 # items 0–3 stand next to each other in the sequences (0–1, 1–2, 2–3); 4 and 5 have no neighbours
@@ -72,7 +73,7 @@ def test_serving_computes_an_item_without_neighbours_as_training_did(tiny_bert_d
     trainer = Trainer(dataset, split, small_config(tiny_bert_dir, tower=tower), progress=False)
     hidden = trainer.model.bert.feature_size
     raw = torch.randn(len(trainer.data.item_ids), hidden, generator=torch.Generator().manual_seed(0))
-    trainer.cache.bank = lambda: raw.clone()  # distinct features per item (the tiny BERT's are nearly alike)
+    trainer.cache.bank = lambda: raw.clone()  # known features, far apart per item
     reserved = trainer.model.borrow.keys  # sized at construction, filled in place (data-parallel training)
     trainer.refresh_bank()
     assert trainer.model.borrow.keys is reserved
@@ -121,3 +122,16 @@ def test_a_saved_bundle_keeps_the_bank_and_exports_it_in_the_onnx_item_tower(tin
     out.mkdir()
     info = export_bundle(trained.recommender, out)  # raises unless the ONNX graph matches PyTorch
     assert info["onnx"][0]["parity"]["max_abs_diff"] < 1e-4
+    # by their text: new items of as many tokens, other words, get other vectors (each borrowing from its own
+    # text-nearest items), in PyTorch and in the exported graph alike; one repeating the text of the item training
+    # never saw (a loner, borrowing as new items do) lands on that item's vector, its nearest
+    loaded.user_tower.model.borrow.keys = saved.keys
+    [loner] = set(trained.recommender.item_ids) - set(split.train["item_id"].to_list())
+    twin = {**trained.recommender.item_records([loner])[0], "item_id": "TWIN"}
+    news = [{"item_id": f"N{n}", "text": text} for n, text in enumerate(["red tent", "laptop sleeve"])]
+    vectors = loaded.item_tower().encode_items([twin, *news])
+    np.testing.assert_allclose(_onnx_vectors(out, info["onnx"][0], [twin["text"], "red tent", "laptop sleeve"]),
+                               vectors, atol=1e-4)
+    assert np.linalg.norm(vectors[1] - vectors[2]) > 1e-2
+    np.testing.assert_allclose(vectors[0], loaded.item_vectors[loaded.item_position[loner]], atol=1e-5)
+    assert loaded.item_ids[int(np.argmax(loaded.item_vectors @ vectors[0]))] == loner

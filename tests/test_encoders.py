@@ -18,6 +18,15 @@ def test_encodes_normalised_and_order_independent(tiny_bert_dir):
     single = encoder.encode([texts[1]])
     np.testing.assert_allclose(single[0], vectors[1], atol=1e-5)
     assert encoder.encode([]).shape == (0, 32)
+    # the words make the vector: texts of as many tokens, other words, lie apart (all [UNK] encoded them alike)
+    same_length = encoder.encode(["black mirrorless camera", "running shoe blue", "camera bag brown"])
+    assert pairwise_distances(same_length).min() > 0.05
+
+
+def pairwise_distances(vectors: np.ndarray) -> np.ndarray:
+    """Euclidean distances between the rows, the diagonal left out (flattened)."""
+    distances = np.linalg.norm(vectors[:, None] - vectors[None], axis=-1)
+    return distances[~np.eye(len(vectors), dtype=bool)]
 
 
 def test_not_a_model_directory_is_a_clear_error(tmp_path):
@@ -26,13 +35,16 @@ def test_not_a_model_directory_is_a_clear_error(tmp_path):
 
 
 def test_int8_quantised_encoder_stays_close(tiny_bert_dir):
-    texts = ["black mirrorless camera", "camera bag", "running shoe blue"]
+    texts = ["black mirrorless camera", "camera bag", "running shoe blue"]  # the first and last: 3 tokens each
     cpu = torch.device("cpu")  # int8 dynamic quantisation is a CPU path (a GPU keeps the float model)
     full = TextEncoder.from_config(EncoderConfig(model=str(tiny_bert_dir)), cpu).encode(texts)
     quantised = TextEncoder.from_config(EncoderConfig(model=str(tiny_bert_dir), quantize_int8=True), cpu)
     assert "quantized.dynamic" in type(quantised.model.encoder.layer[0].attention.self.query).__module__
-    cosine = (full * quantised.encode(texts)).sum(axis=1)
-    assert cosine.min() > 0.95
+    cosine = full @ quantised.encode(texts).T
+    assert np.diag(cosine).min() > 0.95
+    # ... and apart for other texts: each int8 vector is nearest to its own text's float one, by a margin
+    assert pairwise_distances(full).min() > 0.05
+    assert (np.diag(cosine) - np.where(np.eye(len(texts), dtype=bool), -1, cosine).max(axis=0)).min() > 1e-3
 
 
 def test_prefetched_tokenisation_gives_the_same_vectors_in_the_same_order(tiny_bert_dir):

@@ -69,11 +69,13 @@ def test_an_ensemble_serves_the_mean_of_its_members_scores_and_round_trips(tiny_
     assert loaded.recommend_histories(histories, 10) == trained.recommender.recommend_histories(histories, 10)
 
     # a new item's text goes through each member's text path, then the zero-shot tower
-    text = dataset.items["text"][0]
-    vector = loaded.item_tower().encode_items([{"item_id": "NEW", "text": text}])
-    assert vector.shape == (1, 2 * d + 8)
+    texts = ["red tent", "laptop sleeve"]  # as many tokens: told apart by their words alone
+    vector = loaded.item_tower().encode_items([{"item_id": f"NEW{n}", "text": t} for n, t in enumerate(texts)])
+    assert vector.shape == (2, 2 * d + 8)
     for k, member in enumerate(loaded.user_tower.trained.members):
-        np.testing.assert_allclose(vector[0, k * d:(k + 1) * d], member.encode_item_texts([text])[0], atol=1e-6)
+        block = vector[:, k * d:(k + 1) * d]
+        np.testing.assert_allclose(block, member.encode_item_texts(texts), atol=1e-6)
+        assert np.linalg.norm(block[0] - block[1]) > 1e-2
 
     from encoders.export import tower_parts
     assert [p.name for p in tower_parts(loaded)] == ["item_tower_member_0", "item_tower_member_1", "zero_shot_tower"]

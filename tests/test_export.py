@@ -61,7 +61,8 @@ def test_export_vectors_and_onnx_of_a_zero_shot_bundle(bundles):
     [entry] = info["onnx"]
     assert entry["file"] == "item_tower.onnx" and entry["dim"] == recommender.item_vectors.shape[1]
     assert entry["parity"]["texts"] == 64 and entry["parity"]["max_abs_diff"] < 1e-4
-    texts = ["a brand-new waterproof camera bag", "short"]  # unseen texts, a batch size the export never saw
+    # unseen texts, a batch size the export never saw; the last two as many tokens long (one vector under all [UNK])
+    texts = ["a brand-new waterproof camera bag", "short", "red tent", "laptop sleeve"]
     # the export is the fp32 graph of the bundle's BERT: PyTorch's vectors to 1e-4; the bundle itself encodes with
     # ONNX Runtime int8 (`recsys build`'s default), close to them but not to 1e-4 (onnxruntime 1.32: 6e-4 here)
     served = item_text_encoder(recommender)
@@ -70,6 +71,7 @@ def test_export_vectors_and_onnx_of_a_zero_shot_bundle(bundles):
     exported = _onnx_vectors(out, entry, texts)
     np.testing.assert_allclose(exported, torch_fp32.encode(texts), atol=1e-4)
     np.testing.assert_allclose(exported, served.encode(texts), atol=5e-3)
+    assert_apart(exported)
     result = _run("export", "--bundle", bundle, "--out", out)
     assert result.exit_code == 2 and "pass --overwrite" in result.output
     assert _run("export", "--bundle", bundle, "--out", out, "--overwrite", "--no-onnx").exit_code == 0
@@ -86,10 +88,18 @@ def test_export_of_a_trained_blended_bundle_gives_two_graphs_that_rebuild_its_ve
     assert [e["file"] for e in info["onnx"]] == ["item_tower.onnx", "zero_shot_tower.onnx"]
     assert all(e["parity"]["max_abs_diff"] < 1e-4 and e["parity"]["texts"] == 16 for e in info["onnx"])
     recommender = load_recommender(bundle)
-    texts = ["Nordvik 24 MP Mirrorless Camera, black. Cameras. Nordvik.", "a tent for two"]
+    texts = ["Nordvik 24 MP Mirrorless Camera, black. Cameras. Nordvik.", "a tent for two", "red tent", "laptop sleeve"]
     parts = [_onnx_vectors(out, entry, texts) for entry in info["onnx"]]
     assert sum(p.shape[1] for p in parts) == recommender.item_vectors.shape[1]
     np.testing.assert_allclose(np.hstack(parts), item_text_encoder(recommender).encode(texts), atol=1e-4)
+    for part in parts:  # both graphs read the words
+        assert_apart(part)
+
+
+def assert_apart(vectors: np.ndarray, at_least: float = 1e-2) -> None:
+    """No two rows (vectors of different texts) closer than `at_least`."""
+    distances = np.linalg.norm(vectors[:, None] - vectors[None], axis=-1)
+    assert distances[~np.eye(len(vectors), dtype=bool)].min() > at_least, distances
 
 
 def test_export_refuses_a_directory_it_did_not_write_and_explains_a_missing_onnx(bundles, tmp_path, monkeypatch):

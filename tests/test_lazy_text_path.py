@@ -42,7 +42,9 @@ def eager_text_vectors(bundle) -> np.ndarray:
     model, config, tokenizer, load_text = load_towers(bundle / "encoder")
     assert load_text is None and model.bert is not None and tokenizer is not None
     catalogue = trained_tower(load_recommender(bundle).user_tower).catalogue
-    return TrainedUserTower(model, config, catalogue, tokenizer).encode_item_texts(TEXTS)
+    vectors = TrainedUserTower(model, config, catalogue, tokenizer).encode_item_texts(TEXTS)
+    assert np.linalg.norm(vectors[0] - vectors[1]) > 1e-2  # two texts of three words: two vectors (not all [UNK])
+    return vectors
 
 
 def test_history_queries_run_without_transformers_and_the_text_path_loads_on_first_use(trained_bundle):

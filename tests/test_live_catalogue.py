@@ -183,7 +183,7 @@ def test_deleted_items_are_gone_and_compaction_keeps_serving(frozen_bundle, tmp_
 
 
 class SeededTextEncoder(ItemTower):
-    """A fixed random unit vector per text (the tiny BERT's vectors are nearly all alike: lists would be ties)."""
+    """A fixed random unit vector per text, in the random bundle's 16-d space (no BERT encodes into it)."""
 
     dim = 16
 
@@ -251,3 +251,27 @@ def test_batch_scoring_reads_the_store_and_gives_the_apis_lists(random_bundle, t
     SQLiteEventStore(tmp_path / "state" / "events.sqlite").append(users[4], "NEWCAM", "view")
     again = run_job(BatchOptions(out=tmp_path / "batch", store=StoreSource(tmp_path / "state"), **common))
     assert again["store"]["events_seq"] == manifest["store"]["events_seq"] and again["run"]["chunks_scored"] == 0
+
+
+def test_an_upserted_item_lands_by_its_text_and_a_text_query_finds_the_item_it_names(frozen_bundle, tmp_path):
+    """The zero-shot bundle's own BERT reads the upserted and queried texts: an item repeating an existing item's
+    text lands on that item's vector (its nearest neighbour, well ahead of the rest), another text elsewhere."""
+    with TestClient(create_app(frozen_bundle, service=Service(settings(tmp_path)))) as client:
+        recommender = client.app.state.service.current.recommender
+        twin, other = recommender.item_records([recommender.item_ids[7], recommender.item_ids[40]])
+        copy = {key: twin[key] for key in ("text", "title", "category", "brand", "price")}
+        assert client.put("/v1/admin/items/TWIN", json={"item_id": "TWIN", **copy}, headers=ADMIN).status_code == 200
+        other_copy = {"item_id": "OTHER", "text": other["text"], "title": other["title"]}
+        assert client.put("/v1/admin/items/OTHER", json=other_copy, headers=ADMIN).status_code == 200
+        recommender = client.app.state.service.current.recommender
+        position = recommender.item_position
+        np.testing.assert_allclose(recommender.item_vectors[position["TWIN"]],
+                                   recommender.item_vectors[position[twin["item_id"]]], atol=1e-5)
+        for new, original in (("TWIN", twin["item_id"]), ("OTHER", other["item_id"])):
+            similar = client.get(f"/v1/items/{new}/similar", params={"k": 3}).json()["items"]
+            assert similar[0]["item_id"] == original, (new, similar)
+            assert similar[0]["score"] > similar[1]["score"] + 1e-3
+        # a free-text query of an item's words ranks that item (and its twin) first
+        listed = client.post("/v1/sessions/recommendations", json={"text": other["text"], "k": 3}).json()["items"]
+        assert {i["item_id"] for i in listed[:2]} == {"OTHER", other["item_id"]}
+        assert listed[1]["score"] > listed[2]["score"] + 1e-3

@@ -115,7 +115,7 @@ def test_trainer_bank_head_and_text_only_path_carry_the_block(tiny_bert_dir, sho
     hidden = trainer.model.bert.feature_size
     assert trainer.model.item_head.in_features == 2 * hidden
     raw = torch.randn(len(trainer.data.item_ids), hidden, generator=torch.Generator().manual_seed(0))
-    trainer.cache.bank = lambda: raw.clone()  # distinct features per item (the tiny BERT's are nearly alike)
+    trainer.cache.bank = lambda: raw.clone()  # known features, far apart per item
     trainer.refresh_bank()
     rows = torch.arange(len(raw))
     torch.testing.assert_close(trainer.bank, trainer.neighbours(raw, rows))
@@ -151,6 +151,11 @@ def test_a_saved_bundle_loads_with_its_neighbour_block(tiny_bert_dir, shop, tmp_
     np.testing.assert_array_equal(loaded.item_vectors, trained.recommender.item_vectors)
     vector = loaded.item_tower().encode_items([{"item_id": "NEW", "title": "a brand-new item", "text": "new"}])
     assert vector.shape == (1, 16) and abs(float(np.linalg.norm(vector)) - 1) < 1e-5
+    # new items by their text (two texts of two words: two vectors), as the towers that trained them encode them
+    news = [{"item_id": "N1", "text": "red tent"}, {"item_id": "N2", "text": "laptop sleeve"}]
+    vectors = loaded.item_tower().encode_items(news)
+    np.testing.assert_allclose(vectors, trained.recommender.item_tower().encode_items(news), atol=1e-6)
+    assert np.linalg.norm(vectors[0] - vectors[1]) > 1e-2
 
 
 def test_a_shrunk_share_grows_with_the_items_neighbour_count():

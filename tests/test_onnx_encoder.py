@@ -38,6 +38,14 @@ def test_onnx_fp32_matches_torch_and_int8_stays_close(encoders):
     cosine = (quantised * expected).sum(axis=1)  # both L2-normalised
     assert cosine.min() > 0.95
     assert np.allclose(np.linalg.norm(quantised, axis=1), 1.0, atol=1e-4)
+    # parity of vectors that differ: the six texts (two pairs of them as many tokens long) lie apart in every
+    # backend, each int8 vector nearest to its own text's PyTorch one (all [UNK] encoded equal lengths alike)
+    distinct = [TEXTS.index(t) for t in dict.fromkeys(TEXTS)]
+    for vectors in (expected, got, quantised):
+        distances = np.linalg.norm(vectors[distinct, None] - vectors[None, distinct], axis=-1)
+        assert distances[~np.eye(len(distinct), dtype=bool)].min() > 0.05
+    nearest = (quantised[distinct] @ expected[distinct].T).argmax(axis=1)
+    assert nearest.tolist() == list(range(len(distinct)))
 
 
 def test_length_buckets_do_not_change_vectors(encoders, monkeypatch):

@@ -78,3 +78,33 @@ def test_upserts_and_text_queries_use_the_bundles_template(toy, tmp_path):
         assert client.put("/v1/admin/items/bag3", json=plain, headers=ADMIN).status_code == 200
         assert client.post("/v1/sessions/recommendations", json={"text": "a camera", "k": 2}).status_code == 200
     assert encoder.texts == ["title: Camera Three | brand: Lumora", "a camera bag", "title: a camera"]
+
+
+def test_a_bundle_encodes_imported_items_upserts_and_queries_through_one_rendering(tiny_bert_dir, tmp_path):
+    """With the tiny BERT reading the words: an upsert rendering like an imported item (whatever its raw text) is
+    that item's vector, one rendering a word apart is another, and a query of a title finds its item."""
+    from jobs.workflows import build_bundle
+    from recsys.config import EncoderConfig
+
+    (tmp_path / "items.csv").write_text("sku,title,brand\ns1,black mirrorless camera,Lumora\ns2,camera bag brown,"
+                                        "Nordvik\ns3,running shoe blue,\ns4,red tent,Fjellmark\n")
+    (tmp_path / "events.csv").write_text("user,sku,ts\n" + "".join(
+        f"u{u},s{(u + step) % 4 + 1},{step}\n" for u in range(6) for step in range(3)))
+    dataset = import_table(tmp_path / "events.csv", tmp_path / "items.csv", user_col="user", item_col="sku",
+                           time_col="ts", item_id_col="sku", text_template=TEMPLATE)
+    config = BuildConfig(encoder=EncoderConfig(model=str(tiny_bert_dir), max_length=32))
+    bundle, _, _ = build_bundle(dataset, config, tmp_path / "art", "tpl", progress=False)
+    service = Service(Settings(state_dir=tmp_path / "state", admin_token=TOKEN, warm_similar_items=0))
+    with TestClient(create_app(bundle, service=service)) as client:
+        same = {"item_id": "same", "text": "other raw words", "title": "black mirrorless camera", "brand": "Lumora"}
+        apart = {**same, "item_id": "apart", "brand": "Nordvik"}  # its rendering: one word apart
+        for record in (same, apart):
+            assert client.put(f"/v1/admin/items/{record['item_id']}", json=record, headers=ADMIN).status_code == 200
+        recommender = client.app.state.service.current.recommender
+        vectors = recommender.item_vectors[[recommender.item_position[i] for i in ("s1", "same", "apart")]]
+        np.testing.assert_allclose(vectors[1], vectors[0], atol=1e-5)
+        assert np.linalg.norm(vectors[2] - vectors[0]) > 1e-2
+        listed = client.post("/v1/sessions/recommendations", json={"text": "running shoe blue", "k": 2}).json()
+        assert listed["items"][0]["item_id"] == "s3"  # "title: running shoe blue", as s3 was imported: its vector
+        first, second = (item["score"] for item in listed["items"])
+        assert first == pytest.approx(1.0, abs=1e-5) and first > second + 1e-3

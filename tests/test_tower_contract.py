@@ -180,6 +180,14 @@ def test_items_go_through_the_catalogues_item_text_template(item_tower):
         np.testing.assert_allclose(vectors[:, DIM:], item_tower._zero_shot(zero_shot), atol=1e-6)
     np.testing.assert_allclose(templated.encode_query("a camera"), item_tower.encode_texts(["title: a camera"])[0],
                                atol=1e-6)
+    # the same rendering is the same vector whichever way it came (a record, a query, a text), and renderings
+    # that differ in a word are other vectors (all [UNK] read texts of as many tokens alike)
+    queries = np.stack([templated.encode_query(t) for t in ("camera bag", "running socks")])
+    np.testing.assert_allclose(queries, templated.encode_items([{"title": "camera bag"}, {"title": "running socks"}]),
+                               atol=1e-6)
+    assert np.linalg.norm(queries[0] - queries[1]) > 1e-2
+    shoes = templated.encode_items([{**RECORDS[0], "category": "shoes"}])[0]
+    assert np.linalg.norm(shoes - vectors[0]) > 1e-2
 
 
 def test_a_trained_item_tower_encodes_records_like_the_training_catalogue(bert):
@@ -191,9 +199,12 @@ def test_a_trained_item_tower_encodes_records_like_the_training_catalogue(bert):
     from encoders.item_bank import ItemTextCache
 
     tower = trained(bert)
-    frame = pl.DataFrame(RECORDS, schema={"item_id": pl.Utf8, "text": pl.Utf8, "title": pl.Utf8, "category": pl.Utf8})
+    records = [*RECORDS, {**RECORDS[0], "item_id": "n4", "category": "shoes"}]  # n1's rendering, one word changed
+    frame = pl.DataFrame(records, schema={"item_id": pl.Utf8, "text": pl.Utf8, "title": pl.Utf8, "category": pl.Utf8})
     cache = ItemTextCache(tower.model.bert, tower.tokenizer, item_texts(frame, TEMPLATE), 24, torch.device("cpu"))
     with torch.no_grad():
         catalogue = tower.model.text_only_vectors(cache.bank()).numpy()
     upserts = TemplatedItemTower(tower.item_tower(), TEMPLATE)
-    np.testing.assert_allclose(upserts.encode_items(RECORDS), catalogue, atol=1e-5)
+    np.testing.assert_allclose(upserts.encode_items(records), catalogue, atol=1e-5)
+    distances = np.linalg.norm(catalogue[:, None] - catalogue[None], axis=-1)
+    assert distances[~np.eye(len(records), dtype=bool)].min() > 1e-2  # four renderings: four vectors

@@ -21,6 +21,7 @@ def test_cached_lower_layers_plus_adapted_top_equal_the_full_model(tiny_bert_dir
                       return_tensors="pt")
     with torch.no_grad():
         reference = mean_pool(backbone(**batch).last_hidden_state, batch["attention_mask"])
+    assert torch.dist(reference[0], reference[2]) > 0.05  # as many tokens, other words: apart (not all [UNK])
     for top in (1, None):
         bert = AdaptedBert(attach_adapters(backbone, LoraConfig(top_layers=top)), top).eval()
         with torch.no_grad():
@@ -101,12 +102,19 @@ def test_text_only_path_encodes_new_items_like_the_catalogue(tiny_bert_dir):
         catalogue = model.item_vectors(cache.bank(), torch.arange(3)).numpy()  # id_mask 0: nothing seen
     items = Catalogue(pl.DataFrame({"item_id": ["a", "b", "c"], "text": texts}), catalogue)
     user = TrainedUserTower(model, TrainConfig(tower=tower), items, tokenizer)
+    distances = np.linalg.norm(catalogue[:, None] - catalogue[None], axis=-1)
+    assert distances[~np.eye(3, dtype=bool)].min() > 1e-2  # three texts of three words: three vectors
     np.testing.assert_allclose(user.encode_item_texts(texts[::-1]), catalogue[::-1], atol=1e-5)
     records = [{"item_id": i, "text": t} for i, t in zip("abc", texts)]
     np.testing.assert_allclose(user.item_tower().encode_items(records), catalogue, atol=1e-5)  # via the template
     assert not user.encode_histories([["d"]]).any()
     items.upsert([{"item_id": "d", "text": "camera bag brown"}], user.encode_item_texts(["camera bag brown"]))
     assert user.encode_histories([["d"]]).any()  # the catalogue's new row, at once
+    # an item upserted with b's text is b's vector, one with another text of as many words is not
+    twin, other = user.item_tower().encode_items([{"item_id": "e", "text": texts[1]}, {"item_id": "f",
+                                                                                         "text": "camera bag brown"}])
+    np.testing.assert_allclose(twin, catalogue[1], atol=1e-5)
+    assert np.linalg.norm(other - catalogue[1]) > 1e-2
 
 
 def test_history_suppression_lowers_only_the_history_items():
