@@ -46,7 +46,7 @@ FOLLOW_RETRY_S = 30.0  # a worker that failed to load a bundle another worker sw
 def make_store(settings: Settings) -> EventStore:
     """The configured event store; one line naming the setting (StoreError) when it cannot be opened."""
     try:
-        store = open_store(settings.event_store, settings.state_dir, settings.redis_url)
+        store = open_store(settings.event_store, settings.state_dir, settings.redis_url, settings.redis_timeout_s)
     except StoreError as exc:
         raise StoreError(f"RECSYS_REDIS_URL: {exc}") from None
     except (OSError, sqlite3.Error) as exc:

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     state_dir: Path = Field(Path("recsys-state"), description="where the SQLite event store lives")
     event_store: Literal["sqlite", "redis"] = "sqlite"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_timeout_s: float = Field(2.0, gt=0, le=60, description="the longest a worker waits for Redis to accept a "
+                                   "connection or to answer a command; past it the request answers 503 'retry "
+                                   "shortly' (redis-py's own limit is none in version 5, 5 s in recent ones)")
     sync_interval_ms: float = Field(200.0, gt=0, description="how often a worker checks the event store for catalogue "
                                     "changes made through another worker (and for reloads to follow): every change "
                                     "is visible to every worker within about this long")
