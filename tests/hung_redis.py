@@ -42,6 +42,8 @@ class HungRedis:
         self._answering = threading.Event()
         self._answering.set()
         self._connections: list[socket.socket] = []
+        self._count = threading.Lock()
+        self.unanswered = 0  # commands read since `hang()`
         threading.Thread(target=self._accept, daemon=True).start()
 
     def hang(self) -> None:
@@ -69,6 +71,9 @@ class HungRedis:
             for name in names:
                 if self._answering.is_set():
                     connection.sendall(REPLIES.get(name, b"+OK\r\n"))
+                else:
+                    with self._count:
+                        self.unanswered += 1
 
     def close(self) -> None:
         self._listener.close()

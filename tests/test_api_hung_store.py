@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
+import anyio.to_thread
 import pytest
 
 from api.service import make_store
@@ -15,6 +17,7 @@ from recsys.pipeline import Recommender
 from recsys.splits import split_dataset
 from tests.hung_redis import HungRedis
 from tests.test_api import make_client
+from tests.test_api_hostile import wait_for
 from tests.test_pipeline import VECTORS
 
 pytest.importorskip("redis", reason="the Redis event store needs the redis package (the test extra)")
@@ -60,3 +63,27 @@ def test_a_hung_redis_is_a_503_within_the_timeout(bundle, tmp_path, redis_server
         # what needs no store keeps serving
         assert client.post("/v1/sessions/recommendations", json={"item_ids": ["cam1"], "k": 2}).status_code == 200
         assert client.get("/v1/items/cam1/similar").status_code == 200
+
+
+def test_the_worker_answers_while_requests_wait_on_a_hung_store(bundle, tmp_path, redis_server):
+    """The known user's route and similar items for a user read the store on the event loop: while Redis did not
+    answer, the worker served nothing else, /health/live included. And the health routes ran in the thread pool,
+    which requests waiting on the store fill (here it holds 2 threads)."""
+    def two_threads() -> None:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = 2
+
+    with redis_client(bundle, tmp_path, redis_server, timeout_s=1.0) as client:
+        client.portal.call(two_threads)
+        redis_server.hang()
+        with ThreadPoolExecutor(3) as pool:
+            waiting = [pool.submit(client.get, "/v1/users/u1/recommendations"),
+                       pool.submit(client.get, "/v1/items/cam1/similar", params={"user_id": "u2"}),
+                       pool.submit(client.get, "/v1/users/u3/recommendations")]
+            assert wait_for(lambda: redis_server.unanswered >= 2, seconds=5)  # requests are waiting on the store
+            started = time.monotonic()
+            assert client.get("/health/live").json()["status"] == "ok"
+            assert client.get("/health/ready").json()["status"] == "ready"
+            assert client.get("/health").json()["status"] == "ok"
+            assert client.post("/v1/sessions/recommendations", json={"item_ids": ["cam1"], "k": 2}).status_code == 200
+            assert time.monotonic() - started < 0.5
+            assert [f.result().status_code for f in waiting] == [503, 503, 503]
