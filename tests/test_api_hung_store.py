@@ -72,7 +72,7 @@ def test_the_worker_answers_while_requests_wait_on_a_hung_store(bundle, tmp_path
     def two_threads() -> None:
         anyio.to_thread.current_default_thread_limiter().total_tokens = 2
 
-    with redis_client(bundle, tmp_path, redis_server, timeout_s=1.0) as client:
+    with redis_client(bundle, tmp_path, redis_server, timeout_s=1.5) as client:
         client.portal.call(two_threads)
         redis_server.hang()
         with ThreadPoolExecutor(3) as pool:
@@ -85,5 +85,5 @@ def test_the_worker_answers_while_requests_wait_on_a_hung_store(bundle, tmp_path
             assert client.get("/health/ready").json()["status"] == "ready"
             assert client.get("/health").json()["status"] == "ok"
             assert client.post("/v1/sessions/recommendations", json={"item_ids": ["cam1"], "k": 2}).status_code == 200
-            assert time.monotonic() - started < 0.5
+            assert time.monotonic() - started < 0.75  # (with the store read on the loop: 2-3 s)
             assert [f.result().status_code for f in waiting] == [503, 503, 503]
