@@ -14,6 +14,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
 from api.cached_similar import CachedSimilarMiddleware
+from api.cors import PublicCORS
 from api.contract import DeclaredQueryOnly, install_contract, kept_upsert_fields, single_valued_body_keys
 from api.errors import install_error_handlers
 from api.methods import HeadAsGet
@@ -92,6 +93,8 @@ def create_app(bundle: str | Path | None = None, settings: Settings | None = Non
     app.add_middleware(MetricsMiddleware, metrics_source=app)
     # body limit, 2: a Content-Length over the limit is answered 413 before routing (outermost)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:  # pages of these origins may call the public routes (api.cors); off by default
+        app.add_middleware(PublicCORS, origins=settings.cors_origins)
     # outermost: every middleware and the router read the path with an id's encoded slashes kept (api.path_ids)
     app.add_middleware(RoutingPaths)
     return app

@@ -1,7 +1,8 @@
-"""The API's fixed input limits (the settings-driven ones are in `api.settings`); no imports, so the CLI and
-the settings can read them cheaply."""
+"""The API's fixed input limits (the settings-driven ones are in `api.settings`); no imports but `recsys.ids` (none
+of its own), so the CLI and the settings can read them cheaply."""
 
-ID_CHARS = 256  # longest user or item id
+from recsys.ids import ID_CHARS  # longest user or item id; the imports refuse longer ones
+
 NAME_CHARS = 256  # longest title, category, brand or filter value
 TEXT_CHARS = 10_000  # hard cap on free text; RECSYS_MAX_TEXT_CHARS (at most this) is the limit served
 LIST_ITEMS = 10_000  # hard cap on id lists; RECSYS_MAX_SESSION_ITEMS / RECSYS_MAX_EXCLUDE_ITEMS are the limits served

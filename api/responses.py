@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from fastapi import Response
 from pydantic import BaseModel
@@ -13,7 +13,6 @@ from recsys.explain import closest_history_items
 from recsys.pipeline import RecommendationList
 
 
-EventKinds = Callable[[Collection[str]], Mapping[str, str]]
 REASONS = {"view": "because you viewed {}", "cart": "because you added {} to your cart",
            "purchase": "because you bought {}"}
 
@@ -32,10 +31,11 @@ def _because(name: str, kind: str | None, strategy: str) -> str:
 
 def to_response(loaded: Loaded, result: RecommendationList, history: Sequence[str] = (),
                 anchor: str | None = None, text: str | None = None,
-                event_kinds: EventKinds | None = None) -> RecommendationResponse:
-    """`history` explains personalised/session lists (`event_kinds(item_ids)`: the kind of the user's latest
-    event on each, for the reason's verb), `anchor` similar-item lists, `text` text queries. Popular-fallback
-    items get the share of the top item's count as `score` and their count as `popularity`."""
+                event_kinds: Mapping[str, str] | None = None) -> RecommendationResponse:
+    """`history` explains personalised/session lists (`event_kinds`: the kind of the user's latest event on its
+    items, for the reason's verb, read from the store beforehand: this runs on the event loop), `anchor`
+    similar-item lists, `text` text queries. Popular-fallback items get the share of the top item's count as
+    `score` and their count as `popularity`."""
     recommender = loaded.recommender
     state = recommender.catalogue.state  # one version of the catalogue for the whole response
     records = [state.record(i) for i in result.item_ids]  # None: deleted since the list was computed
@@ -47,8 +47,7 @@ def to_response(loaded: Loaded, result: RecommendationList, history: Sequence[st
     anchor_record = state.record(anchor) if anchor is not None else None
     anchor_name = _name(anchor_record) if anchor_record is not None else None
     names = {i: _name(r) for i, r in zip(result.item_ids, records) if r is not None}
-    reasons_from = {e.get("because_item_id") for e in explanations if e} | set(fallback_because)
-    kinds = event_kinds([i for i in reasons_from if i is not None]) if event_kinds is not None else {}
+    kinds = event_kinds or {}
     popular = result.strategy == "popular_fallback"
     counts = recommender.popularity.counts_of(result.item_ids) if popular else [None] * len(records)
     items = []

@@ -46,7 +46,7 @@ FOLLOW_RETRY_S = 30.0  # a worker that failed to load a bundle another worker sw
 def make_store(settings: Settings) -> EventStore:
     """The configured event store; one line naming the setting (StoreError) when it cannot be opened."""
     try:
-        store = open_store(settings.event_store, settings.state_dir, settings.redis_url)
+        store = open_store(settings.event_store, settings.state_dir, settings.redis_url, settings.redis_timeout_s)
     except StoreError as exc:
         raise StoreError(f"RECSYS_REDIS_URL: {exc}") from None
     except (OSError, sqlite3.Error) as exc:
@@ -362,9 +362,19 @@ class Service:
     # ---- users --------------------------------------------------------------------------------
     def history(self, loaded: Loaded, user_id: str) -> list[str] | None:
         """Bundle history + events recorded since, most recent `history_limit`; None if unknown
-        (`recsys.store.merged_history`, the same function batch scoring uses)."""
-        return merged_history(loaded.recommender.histories.get(user_id),
-                              self.store.events(user_id, self.settings.history_limit), self.settings.history_limit)
+        (`recsys.store.merged_history`, the same function batch scoring uses). Reads the store: never call it on the
+        event loop."""
+        return self.history_and_kinds(loaded, user_id, kinds=False)[0]
+
+    def history_and_kinds(self, loaded: Loaded, user_id: str,
+                          kinds: bool = True) -> tuple[list[str] | None, dict[str, str]]:
+        """`history`, and the kind of the user's latest event on each item of its events (viewed / bought, for the
+        reasons; the bundle's own interactions have none): both store reads in one call, for one thread-pool hop."""
+        limit = self.settings.history_limit
+        events = self.store.events(user_id, limit)
+        history = merged_history(loaded.recommender.histories.get(user_id), events, limit)
+        # the user's latest `limit` events hold every event in the history
+        return history, self.store.kinds(user_id, events, limit=limit) if kinds and events else {}
 
     def record_event(self, loaded: Loaded, user_id: str, item_id: str, kind: str, timestamp: float | None) -> int:
         self._known(loaded, item_id)

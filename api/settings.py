@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import DirectoryPath, Field, SecretStr, ValidationError, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from api.limits import LIST_ITEMS, TEXT_CHARS
 from recsys.errors import RecsysError
@@ -18,6 +19,9 @@ from recsys.store import HISTORY_LIMIT
 
 class SettingsError(RecsysError):
     """A RECSYS_* setting has a value the service cannot use."""
+
+
+ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/?#\s]+")  # scheme://host[:port], as a browser's Origin header says it
 
 
 class Settings(BaseSettings):
@@ -42,11 +46,18 @@ class Settings(BaseSettings):
     state_dir: Path = Field(Path("recsys-state"), description="where the SQLite event store lives")
     event_store: Literal["sqlite", "redis"] = "sqlite"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_timeout_s: float = Field(2.0, gt=0, le=60, description="the longest a worker waits for Redis to accept a "
+                                   "connection or to answer a command; past it the request answers 503 'retry "
+                                   "shortly' (redis-py's own limit is none in version 5, 5 s in recent ones)")
     sync_interval_ms: float = Field(200.0, gt=0, description="how often a worker checks the event store for catalogue "
                                     "changes made through another worker (and for reloads to follow): every change "
                                     "is visible to every worker within about this long")
     compact_share: float = Field(0.10, ge=0, le=1, description="compact the index (built aside, swapped in) once more "
                                  "than this share of its rows are deleted or replaced items (0: never)")
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field((), description="comma-separated origins "
+                                                               "(https://shop.example) whose pages may call the "
+                                                               "public /v1/ routes from JavaScript (CORS), or *: any; "
+                                                               "never the admin routes (default: none, no CORS)")
     admin_token: SecretStr | None = Field(None, description="bearer token for /v1/admin/*; admin is off when unset "
                                           "or empty")
     cache_mb: float = Field(256, ge=0, description="one memory budget (MiB per worker) for the cached user query "
@@ -89,6 +100,22 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.strip():
             return cls.model_fields[info.field_name].default
         return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> object:
+        """A comma-separated list (as the environment gives it) → the origins, lowercased as browsers send them; an
+        origin with a path or a trailing slash would never match one, so it is refused."""
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list | tuple):
+            return value
+        origins = tuple(str(origin).strip().lower() for origin in value)
+        for origin in origins:
+            if origin != "*" and not ORIGIN.fullmatch(origin):
+                raise ValueError(f"{origin[:80]!r} is not an origin: write scheme://host[:port] as a browser sends it "
+                                 "(no path, no trailing slash), or * for any")
+        return origins
 
     @property
     def admin_enabled(self) -> bool:

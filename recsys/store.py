@@ -18,12 +18,14 @@ from recsys.store_redis import RedisEventStore, redact
 from recsys.store_sqlite import SQLiteEventStore
 
 
-def open_store(kind: Literal["sqlite", "redis"], state_dir: str | Path, redis_url: str | None = None) -> EventStore:
-    """The SQLite store in `state_dir` (events.sqlite) or the Redis store at `redis_url`."""
+def open_store(kind: Literal["sqlite", "redis"], state_dir: str | Path, redis_url: str | None = None,
+               redis_timeout_s: float | None = None) -> EventStore:
+    """The SQLite store in `state_dir` (events.sqlite) or the Redis store at `redis_url` (`redis_timeout_s`: see
+    `RedisEventStore`)."""
     if kind == "redis":
         if not redis_url:
             raise ValueError("the Redis event store needs a URL")
-        return RedisEventStore(redis_url)
+        return RedisEventStore(redis_url, timeout_s=redis_timeout_s)
     return SQLiteEventStore(Path(state_dir) / "events.sqlite")
 
 

@@ -34,11 +34,16 @@ class RedisEventStore:
     """Shared store for several replicas (needs the `redis` package and a Redis server): events in a list per
     user, changes in a sorted set scored by seq."""
 
-    def __init__(self, url: str, prefix: str = "recsys") -> None:
+    def __init__(self, url: str, prefix: str = "recsys", timeout_s: float | None = None) -> None:
+        """`timeout_s`: the longest wait for a connection and for each answer, after which a call raises redis'
+        TimeoutError or ConnectionError (a Redis that accepts connections and never answers would otherwise hold
+        its caller for good: redis-py 5 has no read timeout); None: 5 s to connect, the client's default to read."""
         import redis
 
+        timeouts = {"socket_connect_timeout": 5} if timeout_s is None else \
+            {"socket_connect_timeout": timeout_s, "socket_timeout": timeout_s}
         try:
-            self._redis = redis.Redis.from_url(url, socket_connect_timeout=5)
+            self._redis = redis.Redis.from_url(url, **timeouts)
             self._redis.ping()
         except (redis.RedisError, ValueError) as exc:
             raise StoreError(f"cannot reach Redis at {redact(url)}: {exc}") from None

@@ -128,15 +128,14 @@ class SQLiteEventStore:
         return {user: items[-limit:] for user, items in out.items()}
 
     def kinds(self, user_id: str, item_ids: Collection[str], limit: int = HISTORY_LIMIT) -> dict[str, str]:
-        wanted = list(dict.fromkeys(item_ids))[:500]
+        wanted = set(item_ids)
         if not wanted:
             return {}
-        marks = ",".join("?" * len(wanted))
+        # the latest `limit` events, filtered here: an IN (?, …) clause would cap the ids at SQLite's variable limit
         with self._lock:
             rows = self._db.execute("SELECT item_id, kind FROM (SELECT seq, item_id, kind FROM events WHERE "
-                                    f"user_id = ? ORDER BY seq DESC LIMIT ?) WHERE item_id IN ({marks}) ORDER BY seq",
-                                    (user_id, limit, *wanted)).fetchall()
-        return dict(rows)
+                                    "user_id = ? ORDER BY seq DESC LIMIT ?) ORDER BY seq", (user_id, limit)).fetchall()
+        return {item_id: kind for item_id, kind in rows if item_id in wanted}
 
     def event_users(self, until: int | None = None) -> list[str]:
         bound, args = ("WHERE seq <= ? ", (until,)) if until is not None else ("", ())

@@ -111,6 +111,28 @@ def test_a_comma_separated_exclude_longer_than_one_id_is_a_list_not_a_too_long_i
     assert response.status_code == 422 and "1001 ids to exclude; the limit is 1000" in response.text
 
 
+def test_ids_as_long_as_an_import_takes_are_served(toy, tmp_path):
+    """The import refuses ids over `recsys.ids.ID_CHARS` (tests/test_importers.py); every id it takes reaches the
+    API's routes, paths, queries and bodies alike."""
+    import polars as pl
+
+    from recsys.data.dataset import Dataset
+    from recsys.ids import ID_CHARS
+
+    user, item = "u" * ID_CHARS, "c" * ID_CHARS
+    renamed = Dataset("long", toy.items.with_columns(pl.col("item_id").replace("cam1", item)),
+                      toy.interactions.with_columns(pl.col("user_id").replace("u1", user),
+                                                    pl.col("item_id").replace("cam1", item)))
+    bundle = Recommender.build(renamed, split_dataset(renamed), VECTORS, BuildConfig()).save(tmp_path / "long" / "v1")
+    with make_client(bundle, tmp_path) as client:
+        assert ids(client.get(f"/v1/users/{user}/recommendations", params={"k": 2}))
+        assert client.get(f"/v1/items/{item}").json()["item_id"] == item
+        assert ids(client.get(f"/v1/items/{item}/similar", params={"k": 2, "user_id": user}))
+        assert ids(client.post("/v1/sessions/recommendations", json={"item_ids": [item], "k": 2}))
+        assert client.post("/v1/events", json={"user_id": user, "item_id": item}).status_code == 201
+        assert client.get(f"/v1/items/{item}x").status_code == 422  # one more: what the import refuses
+
+
 def test_split_exclude_keeps_ids_that_contain_commas():
     from api.deps import split_exclude
 

@@ -94,6 +94,8 @@ def test_recbole_sequential_file_order_does_not_matter(tmp_path: Path) -> None:
     ("Toy.test.inter", [INTER_HEADER, "0\t3 4 5\t1", "0\t3 4 5\t1"], ["row 2", "user index 0 has a second row"]),
     ("Toy.item2index", ["A0\t0", "A1\t1", "A1\t2"], ["row 3", "duplicate id 'A1' (first on row 2)"]),
     ("Toy.item2index", ["A0\t0", "A1\tone"], ["row 2", "unparsable index 'one'"]),
+    ("Toy.user2index", ["u1\t0", "u" * 257 + "\t1"], ["row 2", "id longer than 256 characters, the longest id the "
+                                                       "API serves"]),
     ("Toy.text", ["item_id:token\ttext:token_seq", "A0\tOne. ", "A0\tTwo. "], ["row 2", "duplicate item id 'A0'"]),
     ("Toy.train.inter", ["user_id:token\titem_id:token", "0\t1"], ["missing column(s) ['item_id_list']",
                                                                    "found ['user_id', 'item_id']"]),
@@ -232,6 +234,8 @@ def test_recbole_movielens(tmp_path: Path) -> None:
     ("ml.inter", "5\t1\t4", ["row 5", "unparsable line: expected 4 tab-separated fields, found 3"]),
     ("ml.item", "2\tCopycat\t1995\tCrime", ["row 4", "duplicate item id '2' (first on row 2)"]),
     ("ml.item", "4\t \t1995\tCrime", ["row 4", "empty item text"]),
+    ("ml.item", "4" * 257 + "\tLong\t1995\tCrime", ["row 4", "item_id longer than 256 characters"]),
+    ("ml.inter", "5" * 257 + "\t1\t4\t881250949", ["row 5", "user_id longer than 256 characters"]),
 ])
 def test_recbole_movielens_bad_input(tmp_path: Path, file: str, line: str, parts: list[str]) -> None:
     d = _toy_movielens(tmp_path)
@@ -353,6 +357,26 @@ def test_import_table_bad_rows(tmp_path: Path, edit: tuple[str, str], parts: lis
     with (tmp_path / edit[0]).open("a") as handle:
         handle.write(edit[1] + "\n")
     _raises(parts, import_table, events, items, **_csv_kwargs())
+
+
+def test_ids_longer_than_the_api_serves_are_bad_rows(tmp_path: Path) -> None:
+    """`recsys import` took ids of any length, and the API refuses ids over 256 characters (422): such users and
+    items were imported and trained on, and could never be asked about."""
+    events, items = _toy_csv(tmp_path)
+    longest, over = "S" * 256, "S" * 257
+    with items.open("a") as handle:
+        handle.write(f"{longest},Long Lamp,Lamps,Lumo,20\n{over},Longer Lamp,Lamps,Lumo,20\n")
+    with events.open("a") as handle:
+        handle.write(f"{'c' * 256},{longest},2024-01-05\n{'c' * 257},S1,2024-01-06\n{'c' * 3},{over},2024-01-07\n")
+    _raises(["products.csv, row 6", "sku longer than 256 characters, the longest id the API serves"], import_table,
+            events, items, **_csv_kwargs())
+    data = import_table(events, items, on_bad_rows="skip", **_csv_kwargs())
+    assert longest in data.items["item_id"].to_list() and ("c" * 256, longest) in \
+        data.interactions.select("user_id", "item_id").rows()
+    assert data.report.rejected.rows() == [
+        ("events.csv", 6, "customer longer than 256 characters, the longest id the API serves", "c" * 257),
+        ("events.csv", 7, "sku longer than 256 characters, the longest id the API serves", over),
+        ("products.csv", 6, "sku longer than 256 characters, the longest id the API serves", over)]
 
 
 def test_an_item_listed_twice_alike_is_counted_once_and_unlike_is_a_bad_row(tmp_path: Path) -> None:

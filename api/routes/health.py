@@ -19,20 +19,22 @@ UNAVAILABLE = documented(503)
 
 
 @router.get("/health", response_model=Health, responses=UNAVAILABLE)
-def health(loaded: Annotated[Loaded, Depends(get_loaded)]) -> Health:
+async def health(loaded: Annotated[Loaded, Depends(get_loaded)]) -> Health:
     recommender = loaded.recommender
     return Health(status="ok", bundle_version=loaded.version, n_items=recommender.index.n_available,
                   n_users=len(recommender.histories))
 
 
 @router.get("/health/live", response_model=Live)
-def live() -> Live:
-    """The process answers (`worker`: its process id, to tell the workers of `recsys serve --workers N` apart)."""
+async def live() -> Live:
+    """The process answers (`worker`: its process id, to tell the workers of `recsys serve --workers N` apart).
+    The health routes run on the event loop, not in the thread pool, which requests waiting on a hung event store
+    can fill."""
     return Live(status="ok", worker=os.getpid())
 
 
 @router.get("/health/ready", response_model=Ready, responses=UNAVAILABLE)
-def ready(loaded: Annotated[Loaded, Depends(get_loaded)],
+async def ready(loaded: Annotated[Loaded, Depends(get_loaded)],
           service: Annotated[Service, Depends(get_service)]) -> Ready:
     """A bundle is loaded and serving (503 before that). `event_store` says whether the event store answers; an
     unavailable one is reported (and logged when it goes and comes back), but the answer stays 200."""

@@ -17,6 +17,7 @@ import polars as pl
 from recsys.data.dataset import Dataset, ImportReport
 from recsys.data.tables import checked_interactions, import_table  # noqa: F401  (import_table re-exported)
 from recsys.errors import DataError
+from recsys.ids import ID_CHARS, too_long
 
 Row = tuple[int, list[str]]  # (1-based row number, header excluded; fields)
 
@@ -89,6 +90,8 @@ def _read_index(path: Path, report: ImportReport) -> dict[int, str]:
         raw, idx = raw.strip(), _int(idx_text.strip(), "index", path, row)
         if not raw:
             raise DataError("empty id", source=str(path), row=row)
+        if len(raw) > ID_CHARS:
+            raise DataError(too_long("id"), source=str(path), row=row)
         if raw in raw_rows:
             raise DataError(f"duplicate id {raw!r} (first on row {raw_rows[raw]})", source=str(path), row=row)
         if idx in idx_rows:
@@ -346,6 +349,8 @@ def import_recbole_movielens(directory: str | Path) -> Dataset:
         genres = [g for g in f[cols["class"]].split() if g.lower() != "unknown"]
         if not item_id:
             raise DataError("empty item_id", source=str(item_path), row=row)
+        if len(item_id) > ID_CHARS:
+            raise DataError(too_long("item_id"), source=str(item_path), row=row)
         if item_id in seen:
             raise DataError(f"duplicate item id {item_id!r} (first on row {seen[item_id]})",
                             source=str(item_path), row=row)

@@ -23,6 +23,7 @@ from recsys.data.item_text import template_expr, template_fields
 from recsys.data.table_files import delimiter_hint, read_table
 from recsys.data.timestamps import epoch_seconds
 from recsys.errors import DataError
+from recsys.ids import ID_CHARS, too_long
 
 MIN_EVALUATED_EVENTS = 3  # a user's events for a leave-one-out valid and test example (`recsys.splits`)
 
@@ -73,9 +74,12 @@ def _as_number(ids: pl.Expr) -> pl.Expr:
 
 
 def _present(frame: pl.DataFrame, columns: Sequence[str], path: Path, bad: BadRows) -> pl.DataFrame:
-    """Rows with every id column filled (the others are bad rows: "missing <column>")."""
+    """Rows with every id column filled, with an id the API can serve (the others are bad rows: "missing <column>",
+    "<column> longer than 256 characters, …": the API could never be asked about such a user or item)."""
     for column in columns:
         frame = bad.reject(frame, _id(column).is_null() | (_id(column) == ""), f"missing {column}", path)
+        frame = bad.reject(frame, _id(column).str.len_chars() > ID_CHARS, too_long(column), path,
+                           frame.select(_id(column)).to_series())
     return frame
 
 
