@@ -13,7 +13,7 @@ import polars as pl
 
 from recsys.artifacts import write_bundle
 from recsys.bundle import Bundle, write_parts
-from recsys.catalogue import CandidateRows, Catalogue
+from recsys.catalogue import CandidateRows, Catalogue, CatalogueState
 from recsys.config import BuildConfig
 from recsys.data.dataset import Dataset
 from recsys.data.item_text import DEFAULT_TEMPLATE, query_record
@@ -297,10 +297,11 @@ class Recommender:
         config = self.config.diversify
         return max(k, config.depth) if active(config) else k
 
-    def unit_vectors(self) -> np.ndarray:
-        """The catalogue's item vectors, L2-normalised: the re-ranker's per-item arrays when the catalogue holds
-        them (no second copy), else computed once per change of the catalogue's vectors."""
-        state = self.catalogue.state
+    def unit_vectors(self, state: CatalogueState | None = None) -> np.ndarray:
+        """The item vectors of `state` (default: the catalogue's current one), L2-normalised: the re-ranker's
+        per-item arrays when the state holds them (no second copy), else computed once per change of the
+        catalogue's vectors."""
+        state = self.catalogue.state if state is None else state
         if state.features is not None and len(state.features.vectors) == len(state):
             return state.features.vectors
         vectors = state.vectors
@@ -322,9 +323,10 @@ class Recommender:
             return out
         ranked = [n for n, r in enumerate(results) if r.strategy != "popular_fallback"]
         if ranked:
-            unit = self.unit_vectors()  # before the position map: a change meanwhile only adds rows
+            # the vectors and the id → row map of one state: an upsert or a compaction meanwhile moves rows
+            state = self.catalogue.state
             picks = diversified_picks([results[n].item_ids for n in ranked], [results[n].scores for n in ranked],
-                                      unit, self.catalogue.state.position, k, config,
+                                      self.unit_vectors(state), state.position, k, config,
                                       None if shown is None else [shown[n] for n in ranked])
             for n, chosen in zip(ranked, picks):
                 out[n] = results[n].take(chosen)
