@@ -128,15 +128,15 @@ class Service:
             self._warm_user_cache(loaded)
             self._warm_neighbours(loaded)
             self._preload_item_tower(loaded)
-            with self._sync_lock:
+            with self._sync_lock:  # (the metrics too: a sync of the replaced bundle must not overwrite them)
                 self._catch_up(loaded)  # edits recorded while this bundle was loading
                 old, self.current, self._missed = self.current, loaded, None  # a newer bundle: no retry of an older
+                self.metrics.set_model(bundle.name, loaded.version, recommender.index.n_available)
             if announce:
                 self.store.record_change("bundle", record={"path": str(bundle.path)})
             if self.bundle_root is None:
                 self.bundle_root = bundle.path.resolve().parent
             self.metrics.reloads.labels("loaded").inc()
-            self.metrics.set_model(bundle.name, loaded.version, recommender.index.n_available)
             if old is not None:
                 old.close()
                 del old
@@ -261,13 +261,13 @@ class Service:
             if loaded is None:
                 return None
             folded = self._catch_up(loaded)
+            self.metrics.index_size.set(loaded.recommender.index.n_available)  # still the serving bundle's
         announced = folded.bundle if folded is not None and folded.bundle else self._retry_due()
         if announced is not None and announced != str(loaded.path):
             self._follow(announced)
         if self.settings.compact_share > 0 \
                 and loaded.recommender.catalogue.needs_compaction(self.settings.compact_share):
             self._compact(loaded)
-        self.metrics.index_size.set(loaded.recommender.index.n_available)
         return loaded
 
     def poll(self) -> None:

@@ -4,11 +4,14 @@ deterministic."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 
 import numpy as np
 import pytest
 
+from api.service import Service
+from api.settings import Settings
 from recsys.config import BuildConfig
 from recsys.data.synthetic import generate_shop
 from recsys.pipeline import Recommender
@@ -16,6 +19,16 @@ from recsys.query import Query
 from recsys.splits import split_dataset
 
 WAIT_S = 10.0  # an event that never comes fails the test instead of hanging it
+TOKEN = "s3cret"
+
+
+@pytest.fixture()
+def service(frozen_bundle, tmp_path):
+    """One worker's service over the frozen bundle (tiny BERT item tower), with its own event store."""
+    service = Service(Settings(state_dir=tmp_path / "state", admin_token=TOKEN, warm_similar_items=0))
+    service.load(frozen_bundle)
+    yield service
+    service.close()
 
 
 @pytest.fixture()
@@ -77,3 +90,32 @@ def test_a_list_is_diversified_over_one_catalogue_version(recommender, change):
     finally:
         thread.join()
     assert got == expected  # the list of the version it was retrieved from
+
+
+
+def test_the_index_size_metric_is_the_serving_bundles_after_a_sync_races_a_reload(service, frozen_bundle, tmp_path):
+    """A sync of the bundle a reload replaced set `recsys_index_items` after the reload had: the metric gave the old
+    bundle's count until the next catalogue edit."""
+    newer = shutil.copytree(frozen_bundle, tmp_path / "shop" / "v2")
+    old = service.current
+    service.store.record_change("active", old.recommender.item_ids[0], active=False)  # pending
+    synced, reloaded = threading.Event(), threading.Event()
+
+    def paused(share):  # the sync has applied the change and left its lock
+        synced.set()
+        assert reloaded.wait(WAIT_S)
+        return False
+
+    old.recommender.catalogue.needs_compaction = paused
+    thread = threading.Thread(target=service.sync)
+    thread.start()
+    try:
+        assert synced.wait(WAIT_S)
+        service.load(newer)
+        service.upsert_item(service.current, {"item_id": "NEW", "text": "a camera bag", "title": "Bag"})
+    finally:
+        reloaded.set()
+        thread.join()
+    serving = service.current.recommender.index.n_available
+    assert serving == old.recommender.index.n_available + 1
+    assert service.metrics.registry.get_sample_value("recsys_index_items") == serving
