@@ -35,9 +35,11 @@ def _enable_wal(db: sqlite3.Connection) -> None:
 
 
 class SQLiteEventStore:
-    """Thread-safe SQLite store (WAL; several processes may share the file); one connection per store guarded by
-    a lock. Tables `events` and `changes`, each keyed by its seq, and `user_events`: each user's event count, so
-    an insert costs the same for a user with one event or a million."""
+    """Thread-safe SQLite store (WAL; several processes may share the file): one connection for writes and one for
+    reads, each guarded by its lock, so a read never queues behind a write (WAL readers do not wait for the writer;
+    a write waits up to the busy timeout while another process writes). Tables `events` and `changes`, each keyed
+    by its seq, and `user_events`: each user's event count, so an insert costs the same for a user with one event
+    or a million."""
 
     COUNT = ("INSERT INTO user_events (user_id, n) VALUES (?, ?) ON CONFLICT(user_id) DO UPDATE SET n = n + "
              "excluded.n RETURNING n")
@@ -56,6 +58,8 @@ class SQLiteEventStore:
                          "item_id TEXT, record TEXT, vector BLOB, space TEXT, active INTEGER, ts REAL)")
         self._migrate()
         self._count_users()
+        self._read_lock = threading.Lock()
+        self._reader = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
 
     def _migrate(self) -> None:
         """State directories written before the change log kept items / item_state tables: copy them into it."""
@@ -108,9 +112,9 @@ class SQLiteEventStore:
 
     def events(self, user_id: str, limit: int, until: int | None = None) -> list[str]:
         bound, args = ("AND seq <= ? ", (until,)) if until is not None else ("", ())
-        with self._lock:
-            rows = self._db.execute(f"SELECT item_id FROM events WHERE user_id = ? {bound}ORDER BY seq DESC LIMIT ?",
-                                    (user_id, *args, limit)).fetchall()
+        with self._read_lock:
+            rows = self._reader.execute(f"SELECT item_id FROM events WHERE user_id = ? {bound}ORDER BY seq DESC "
+                                        "LIMIT ?", (user_id, *args, limit)).fetchall()
         return [r[0] for r in reversed(rows)]
 
     def events_for(self, user_ids: Iterable[str], limit: int, until: int | None = None) -> dict[str, list[str]]:
@@ -120,9 +124,9 @@ class SQLiteEventStore:
         for start in range(0, len(users), 500):
             chunk = users[start:start + 500]
             marks = ",".join("?" * len(chunk))
-            with self._lock:
-                rows = self._db.execute(f"SELECT user_id, item_id FROM events WHERE user_id IN ({marks}) {bound}"
-                                        "ORDER BY seq", (*chunk, *args)).fetchall()
+            with self._read_lock:
+                rows = self._reader.execute(f"SELECT user_id, item_id FROM events WHERE user_id IN ({marks}) {bound}"
+                                            "ORDER BY seq", (*chunk, *args)).fetchall()
             for user_id, item_id in rows:
                 out.setdefault(user_id, []).append(item_id)
         return {user: items[-limit:] for user, items in out.items()}
@@ -132,20 +136,21 @@ class SQLiteEventStore:
         if not wanted:
             return {}
         # the latest `limit` events, filtered here: an IN (?, …) clause would cap the ids at SQLite's variable limit
-        with self._lock:
-            rows = self._db.execute("SELECT item_id, kind FROM (SELECT seq, item_id, kind FROM events WHERE "
-                                    "user_id = ? ORDER BY seq DESC LIMIT ?) ORDER BY seq", (user_id, limit)).fetchall()
+        with self._read_lock:
+            rows = self._reader.execute("SELECT item_id, kind FROM (SELECT seq, item_id, kind FROM events WHERE "
+                                        "user_id = ? ORDER BY seq DESC LIMIT ?) ORDER BY seq", (user_id, limit)
+                                        ).fetchall()
         return {item_id: kind for item_id, kind in rows if item_id in wanted}
 
     def event_users(self, until: int | None = None) -> list[str]:
         bound, args = ("WHERE seq <= ? ", (until,)) if until is not None else ("", ())
-        with self._lock:
-            return [r[0] for r in self._db.execute(f"SELECT DISTINCT user_id FROM events {bound}ORDER BY user_id",
-                                                   args)]
+        with self._read_lock:
+            return [r[0] for r in self._reader.execute(f"SELECT DISTINCT user_id FROM events {bound}ORDER BY user_id",
+                                                       args)]
 
     def last_event_seq(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
+        with self._read_lock:
+            return int(self._reader.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
 
     def event_frame(self, until: int | None = None, kinds: Collection[str] | None = None) -> pl.DataFrame:
         where, args = ["seq <= ?"] if until is not None else [], [until] if until is not None else []
@@ -155,8 +160,8 @@ class SQLiteEventStore:
             args += kinds
         sql = ("SELECT seq, user_id, item_id, kind, ts FROM events " + (f"WHERE {' AND '.join(where)} " if where
                                                                         else "") + "ORDER BY seq")
-        with self._lock:  # the cursor is read while the lock is held: one statement on the connection at a time
-            return event_frame_of(self._db.execute(sql, args))
+        with self._read_lock:  # the cursor is read while the lock is held: one statement on the connection at a time
+            return event_frame_of(self._reader.execute(sql, args))
 
     # ---- catalogue changes ------------------------------------------------------------------------
     def record_change(self, kind: ChangeKind, item_id: str | None = None, record: dict | None = None,
@@ -170,17 +175,18 @@ class SQLiteEventStore:
 
     def changes(self, after: int = 0, until: int | None = None) -> list[Change]:
         bound, args = ("AND seq <= ? ", (until,)) if until is not None else ("", ())
-        with self._lock:
-            rows = self._db.execute(f"SELECT seq, kind, item_id, record, vector, space, active FROM changes "
-                                    f"WHERE seq > ? {bound}ORDER BY seq", (after, *args)).fetchall()
+        with self._read_lock:
+            rows = self._reader.execute(f"SELECT seq, kind, item_id, record, vector, space, active FROM changes "
+                                        f"WHERE seq > ? {bound}ORDER BY seq", (after, *args)).fetchall()
         return [Change(seq, kind, item_id, None if record is None else json.loads(record), vector_of(vector), space,
                        None if active is None else bool(active))
                 for seq, kind, item_id, record, vector, space, active in rows]
 
     def last_change_seq(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0])
+        with self._read_lock:
+            return int(self._reader.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0])
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
+            self._reader.close()
             self._db.close()

@@ -5,7 +5,9 @@ deterministic."""
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from recsys.data.synthetic import generate_shop
 from recsys.pipeline import Recommender
 from recsys.query import Query
 from recsys.splits import split_dataset
+from recsys.store import SQLiteEventStore
 
 WAIT_S = 10.0  # an event that never comes fails the test instead of hanging it
 TOKEN = "s3cret"
@@ -119,3 +122,33 @@ def test_the_index_size_metric_is_the_serving_bundles_after_a_sync_races_a_reloa
     serving = service.current.recommender.index.n_available
     assert serving == old.recommender.index.n_available + 1
     assert service.metrics.registry.get_sample_value("recsys_index_items") == serving
+
+
+def test_event_reads_do_not_wait_for_a_write_waiting_for_another_worker(tmp_path):
+    """Another worker process is writing to the shared SQLite store; this worker's write waits for it (up to the
+    30 s busy timeout). Reads shared the writer's connection and lock, so every read waited too: every known user's
+    recommendation and every check for catalogue changes, each holding a thread of the pool meanwhile."""
+    store = SQLiteEventStore(tmp_path / "events.sqlite")
+    store.append("u1", "a", "view")
+    other = sqlite3.connect(str(tmp_path / "events.sqlite"), isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # the other worker's write transaction
+    writing = threading.Thread(target=store.append, args=("u1", "b", "view"))
+    read: list = []
+    reading = threading.Thread(target=lambda: read.append(store.events("u1", 10)))
+    try:
+        writing.start()
+        for _ in range(1000):  # until this worker's write holds its connection, waiting for SQLite's lock
+            if store._lock.locked():
+                break
+            time.sleep(0.005)
+        assert store._lock.locked()
+        reading.start()
+        reading.join(5.0)
+        assert read == [["a"]]  # answered at once, from the last committed state
+    finally:
+        other.execute("COMMIT")
+        writing.join()
+        reading.join()
+        other.close()
+    assert store.events("u1", 10) == ["a", "b"] and store.last_event_seq() == 2  # the write, seen by the reads
+    store.close()
