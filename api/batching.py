@@ -193,10 +193,30 @@ class LoopTurnBatcher:
             self._run_on_loop(key, batch, items)
 
     def _call(self, key: Hashable, items: list) -> list:
-        results = list(self.run(key, items))
+        """The batch's results, in item order; when the batch raises, each call run alone, so a call whose own
+        query fails (e.g. an item deleted since its request checked it) fails alone (its slot holds a `_Failed`)."""
+        try:
+            results = list(self.run(key, items))
+        except Exception:
+            if len(items) == 1:
+                raise
+            return [self._alone(key, item) for item in items]
         if len(results) != len(items):
             raise RuntimeError(f"batch function returned {len(results)} results for {len(items)} calls")
         return results
+
+    def _alone(self, key: Hashable, item: object) -> object:
+        try:
+            return self._call(key, [item])[0]
+        except Exception as exc:
+            return _Failed(exc)
+
+
+class _Failed:
+    """The error of one call of a batch, in its result slot."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
 
 
 def _settle(batch: list[tuple[object, asyncio.Future]], finished: asyncio.Future) -> None:
@@ -212,12 +232,14 @@ def _settle(batch: list[tuple[object, asyncio.Future]], finished: asyncio.Future
 
 def _deliver(batch: list[tuple[object, asyncio.Future]], results: Sequence | None = None,
              error: BaseException | None = None) -> None:
-    """Each caller its result, or every caller the error its own call would have raised; a caller that went
+    """Each caller its result or its own call's error (`_Failed`), or every caller `error`; a caller that went
     away (client disconnect) has a cancelled future and is skipped."""
     for index, (_, future) in enumerate(batch):
         if future.done():
             continue
         if error is not None:
             future.set_exception(error)
+        elif isinstance(results[index], _Failed):
+            future.set_exception(results[index].error)
         else:
             future.set_result(results[index])

@@ -4,6 +4,7 @@ deterministic."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import sqlite3
 import threading
@@ -16,6 +17,7 @@ from api.service import Service
 from api.settings import Settings
 from recsys.config import BuildConfig
 from recsys.data.synthetic import generate_shop
+from recsys.errors import UnknownIdError
 from recsys.pipeline import Recommender
 from recsys.query import Query
 from recsys.splits import split_dataset
@@ -152,3 +154,29 @@ def test_event_reads_do_not_wait_for_a_write_waiting_for_another_worker(tmp_path
         other.close()
     assert store.events("u1", 10) == ["a", "b"] and store.last_event_seq() == 2  # the write, seen by the reads
     store.close()
+
+
+@pytest.mark.parametrize("kind", ["similar", "text"])
+def test_an_item_deleted_while_its_request_is_batched_fails_that_request_alone(service, kind):
+    """Requests that reach the event loop together share one pipeline call. An item deleted after its request
+    checked it, before the batch ran (an admin delete on another thread), failed the whole batch: every other
+    product page (or text search) of that loop turn was answered 404 'unknown item' for the deleted one."""
+    loaded = service.current
+    victim, other = loaded.recommender.item_ids[:2]
+
+    def query(item_id: str) -> Query:
+        if kind == "similar":
+            return Query((), item_id=item_id, k=5)
+        return Query((item_id,), text="a black camera", k=5, strategy="session")
+
+    async def requests() -> list:
+        async def delete() -> None:  # lands after the victim's request was checked and queued for the batch
+            service.delete_item(loaded, victim)
+
+        return await asyncio.gather(loaded.recommend(query(victim)), delete(), loaded.recommend(query(other)),
+                                    return_exceptions=True)
+
+    mine, _, theirs = asyncio.run(requests())
+    assert isinstance(mine, UnknownIdError) and victim in str(mine)
+    assert not isinstance(theirs, Exception), theirs
+    assert len(theirs.item_ids) == 5 and victim not in theirs.item_ids
