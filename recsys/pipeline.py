@@ -428,8 +428,11 @@ class Recommender:
         return self.shown_lists(out, k, item_ids)
 
     def neighbour_lists(self, item_ids: Sequence[str]) -> tuple[list[list[str]], list[list[float]]]:
-        """Each item's top `neighbours.depth` active neighbours (itself excluded), one batched search."""
+        """Each item's top `neighbours.depth` active neighbours (itself excluded), one batched search; UnknownIdError
+        for an item not in the catalogue (deleted since the caller checked it: its row would be -1, the last row's
+        vector, and its list another item's)."""
         state = self.catalogue.state
+        state.check(item_ids)
         vectors = state.vectors[state.rows(list(item_ids))]
         return self.search_vectors(vectors, self.neighbours.depth, [{i} for i in item_ids])
 

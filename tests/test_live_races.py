@@ -180,3 +180,19 @@ def test_an_item_deleted_while_its_request_is_batched_fails_that_request_alone(s
     assert isinstance(mine, UnknownIdError) and victim in str(mine)
     assert not isinstance(theirs, Exception), theirs
     assert len(theirs.item_ids) == 5 and victim not in theirs.item_ids
+
+
+def test_similar_items_of_an_item_deleted_mid_request_are_never_another_items(recommender):
+    """The item passed the request's check, then was deleted before its neighbour list was searched: the search
+    read row -1, the last row's vector, and answered (and cached) the neighbours of another item, led by that
+    item itself."""
+    anchor = recommender.item_ids[3]
+    top = recommender.neighbours.top
+
+    def deleted_first(*args, **kwargs):  # an admin delete lands between the check and the neighbour search
+        recommender.catalogue.remove([anchor])
+        return top(*args, **kwargs)
+
+    recommender.neighbours.top = deleted_first
+    with pytest.raises(UnknownIdError, match=anchor):
+        recommender.similar_items(anchor, 5)
