@@ -233,6 +233,7 @@ class Service:
         if not changes:
             return None
         folded = fold(changes)
+        loaded.announced = folded.bundle or loaded.announced
         recommender = loaded.recommender
         applied = apply_changes(recommender.catalogue, folded, loaded.bundle.item_space,
                                 lambda records: recommender.item_tower().encode_items(records))
@@ -332,13 +333,19 @@ class Service:
 
         def follow() -> None:
             try:
-                self.load(path)
+                loaded = self.load(path)
                 logger.info("followed the reload to %s", path)
             except BundleError as exc:  # the other workers serve it: keep trying, or this one serves the old
                 self._missed = (path, time.monotonic() + FOLLOW_RETRY_S)  # bundle for good
                 logger.error("cannot follow the reload to %s (retrying in %.0f s): %s", path, FOLLOW_RETRY_S, exc)
+            else:
+                # a reload announced after this one (while this load waited for another) was replayed with the change
+                # log, so no sync will ever see it: follow it too
+                if loaded.announced not in (None, str(loaded.path)):
+                    self._follow(loaded.announced)
             finally:
-                self._following = None
+                if self._following == path:
+                    self._following = None
 
         threading.Thread(target=follow, name="follow-reload", daemon=True).start()
 

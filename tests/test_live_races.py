@@ -196,3 +196,39 @@ def test_similar_items_of_an_item_deleted_mid_request_are_never_another_items(re
     recommender.neighbours.top = deleted_first
     with pytest.raises(UnknownIdError, match=anchor):
         recommender.similar_items(anchor, 5)
+
+
+def _wait_until(condition) -> bool:
+    for _ in range(int(WAIT_S / 0.02)):
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_a_reload_that_waited_for_another_follows_the_newer_one(service, frozen_bundle, tmp_path):
+    """This worker was loading v3 (an admin reload) when another worker announced v2; following v2 waited for the
+    v3 load, which then announced v3, and then loaded v2: its replay of the change log took in the v3
+    announcement, so no sync ever saw it, and this worker served v2 for good while every other one served v3."""
+    v2, v3 = (shutil.copytree(frozen_bundle, tmp_path / "shop" / name) for name in ("v2", "v3"))
+    warming, released = threading.Event(), threading.Event()
+    warm = service._warm_neighbours
+
+    def paused(loaded):
+        if loaded.version == "v3":  # the admin reload holds the load lock while it warms its caches
+            warming.set()
+            assert released.wait(WAIT_S)
+        warm(loaded)
+
+    service._warm_neighbours = paused
+    admin = threading.Thread(target=service.load, args=(v3,), kwargs={"announce": True})
+    admin.start()
+    try:
+        assert warming.wait(WAIT_S)
+        service.store.record_change("bundle", record={"path": str(v2)})  # another worker swapped v2 in
+        service.sync()  # sees it: follows v2 in a thread, which waits for the v3 load
+    finally:
+        released.set()
+        admin.join()
+    _wait_until(lambda: service._following is None and service.current.version == "v3")
+    assert service.current.version == "v3" and service._following is None
