@@ -63,7 +63,7 @@ class TrainedUserTower(UserTower):
         self.batch_size = batch_size
         self.extra = extra or {}
         self.report_files = list(report_files)  # training curve / metrics CSV, copied into encoder/training/
-        self._derived: tuple | None = None  # (catalogue version, vectors, ID positions, snippets)
+        self._derived: tuple | None = None  # (catalogue rows: ids and vectors, device vectors, ID positions, snippets)
         if config.tower.user_tower != "sequence" and (tokenizer is None or model.bert is None):
             raise ValueError(f"user tower {config.tower.user_tower!r} needs the BERT and its tokenizer")
 
@@ -109,10 +109,13 @@ class TrainedUserTower(UserTower):
         return TrainedItemTower(self)
 
     def _tables(self, state: CatalogueState) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
-        """Per catalogue version: the item vectors on the device, each row's ID-embedding position (past the
-        table for items without one) and, for text towers, each row's snippet."""
+        """Per catalogue rows (what upserts and compaction change; a deactivation or a deletion only flags rows, so
+        they keep them: once computed per version, every out-of-stock toggle made the next history encode copy
+        the whole catalogue to the device and render every snippet again): the item vectors on the device, each
+        row's ID-embedding position (past the table for items without one) and, for text towers, each row's
+        snippet."""
         derived = self._derived
-        if derived is None or derived[0] != state.version:
+        if derived is None or derived[0][0] is not state.ids or derived[0][1] is not state.vectors:
             vectors = torch.as_tensor(np.ascontiguousarray(state.vectors[:, self.columns], dtype=np.float32),
                                       device=self.device)
             unknown = int(self.model.id_mask.shape[0])
@@ -120,7 +123,8 @@ class TrainedUserTower(UserTower):
                               len(state))
             snippets = history_snippets(state.items, self.config.tower.history_field) \
                 if self.config.tower.user_tower != "sequence" else None
-            derived = self._derived = (state.version, vectors, torch.as_tensor(ids, device=self.device), snippets)
+            derived = self._derived = ((state.ids, state.vectors), vectors, torch.as_tensor(ids, device=self.device),
+                                       snippets)
         return derived[1], derived[2], derived[3]
 
     def _positions(self, position: dict, history: Sequence[str]) -> list[int]:
