@@ -51,6 +51,15 @@ def test_save_then_load_gives_identical_embeddings(tiny_bert_dir, shop, tmp_path
                                trained.recommender.user_tower.encode_histories(histories), atol=1e-6)
     assert loaded.recommend_histories(histories, 10) == trained.recommender.recommend_histories(histories, 10)
     # the item tower re-encodes the catalogue text to the saved vectors (text path + ID fusion)
+    from encoders.bundle import load_towers
+    model, config, tokenizer, _ = load_towers(encoder)
+    tokens = tokenizer(dataset.items["text"].to_list(), padding=True, truncation=True,
+                       max_length=config.tower.item_max_length, return_tensors="pt")
+    with torch.no_grad():
+        features = model.bert(tokens["input_ids"], tokens["attention_mask"])
+        again = model.item_vectors(features, torch.arange(dataset.items.height)).numpy()
+    np.testing.assert_allclose(again, loaded.item_vectors, atol=1e-5)
+    assert len(np.unique(again.round(5), axis=0)) == len(again)  # every item its own vector
     manifest = json.loads((trained.path / "manifest.json").read_text())
     assert {(r["split"], r["slice"]) for r in manifest["metrics"]} >= {("valid", "all"), ("test", "all")}
     assert manifest["train"]["parameters"]["adapter"] > 0
