@@ -62,6 +62,11 @@ def merged_history(stored: Sequence[str] | None, events: Sequence[str],
 
 
 class EventStore(Protocol):
+    reads_wait: bool
+    """Whether a read can wait on something outside this process (a network round trip): the API reads such a
+    store in its thread pool, never on the event loop; a local store whose reads never queue (SQLite's own reader
+    connection in WAL mode) is read on the loop, which spares every request a thread hop."""
+
     def append(self, user_id: str, item_id: str, kind: str, timestamp: float | None = None) -> int:
         """Record one event; returns the user's number of stored events (in constant time, whatever the
         user's history length)."""

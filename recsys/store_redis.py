@@ -34,6 +34,8 @@ class RedisEventStore:
     """Shared store for several replicas (needs the `redis` package and a Redis server): events in a list per
     user, changes in a sorted set scored by seq."""
 
+    reads_wait = True  # a network round trip, up to the timeout (`EventStore.reads_wait`)
+
     def __init__(self, url: str, prefix: str = "recsys", timeout_s: float | None = None) -> None:
         """`timeout_s`: the longest wait for a connection and for each answer, after which a call raises redis'
         TimeoutError or ConnectionError (a Redis that accepts connections and never answers would otherwise hold

@@ -41,6 +41,7 @@ class SQLiteEventStore:
     by its seq, and `user_events`: each user's event count, so an insert costs the same for a user with one event
     or a million."""
 
+    reads_wait = False  # WAL: the reader connection never waits for a writer (`EventStore.reads_wait`)
     COUNT = ("INSERT INTO user_events (user_id, n) VALUES (?, ?) ON CONFLICT(user_id) DO UPDATE SET n = n + "
              "excluded.n RETURNING n")
 

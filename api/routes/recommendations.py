@@ -6,7 +6,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response
 from pydantic import StringConstraints
-from starlette.concurrency import run_in_threadpool
 
 from api.cached_similar import DEFAULT_K, similar_key
 from api.deps import check_exclude, check_k, invalid, serving, split_exclude
@@ -68,8 +67,8 @@ async def user_recommendations(
     service is configured to answer 404."""
     service, loaded = serving(request)
     exclude, where = _query_options(service, loaded, k, exclude, category, brand)
-    # the store is read in the thread pool: on the event loop, a store that hangs would stall every request
-    history, kinds = await run_in_threadpool(service.history_and_kinds, loaded, user_id)
+    # a store whose reads can hang (Redis) is read in the thread pool: on the loop it would stall every request
+    history, kinds = await service.read_store(service.history_and_kinds, loaded, user_id)
     if history is None and not service.settings.unknown_user_fallback:
         raise UnknownIdError("user", [user_id])
     query = RecommendationQuery(history or (), k=k, exclude_seen=exclude_seen, exclude=exclude, where=where,
@@ -127,7 +126,7 @@ async def similar_items(
     service, loaded = serving(request)
     exclude, where = _query_options(service, loaded, k, exclude, category, brand)
     loaded.recommender.check_items([item_id])
-    history = await run_in_threadpool(service.history, loaded, user_id) if user_id is not None else None
+    history = await service.read_store(service.history, loaded, user_id) if user_id is not None else None
     query = RecommendationQuery(history or (), item_id=item_id, k=k, exclude=exclude, where=where, explain=explain)
     if user_id is not None or where is not None:
         return json_response(to_response(loaded, await loaded.recommend(query), anchor=item_id))
