@@ -47,6 +47,7 @@ FOLLOW_RETRY_S = 30.0  # a worker that failed to load a bundle another worker sw
 
 T = TypeVar("T")
 
+
 def make_store(settings: Settings) -> EventStore:
     """The configured event store; one line naming the setting (StoreError) when it cannot be opened."""
     try:
@@ -373,8 +374,8 @@ class Service:
     # ---- users --------------------------------------------------------------------------------
     def history(self, loaded: Loaded, user_id: str) -> list[str] | None:
         """Bundle history + events recorded since, most recent `history_limit`; None if unknown
-        (`recsys.store.merged_history`, the same function batch scoring uses). Reads the store: never call it on the
-        event loop."""
+        (`recsys.store.merged_history`, the same function batch scoring uses). Reads the store: from the event loop,
+        call it through `read_store`."""
         return self.history_and_kinds(loaded, user_id, kinds=False)[0]
 
     async def read_store(self, call: Callable[..., T], *args: object) -> T:
