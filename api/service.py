@@ -382,7 +382,7 @@ class Service:
         """`call(*args)`, a read of the event store, from the event loop: in the thread pool when the store's reads
         can wait (`EventStore.reads_wait`: Redis, a network round trip that may hang up to its timeout), else right
         here (SQLite's reader never queues: a thread hop per request cost 10-18 % of the known-user and
-        user-similar throughput at concurrency 32, README "API")."""
+        user-similar throughput at concurrency 32, benchmarks/EXPERIMENTS.md "Served latency, every run")."""
         if self.store.reads_wait:
             return await run_in_threadpool(call, *args)
         return call(*args)

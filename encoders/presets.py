@@ -16,7 +16,8 @@ _REGULARISED = {"mask_prob": 0.2, "crop_prob": 0.3, "min_steps_per_epoch": 30}
 _BLEND = {"zero_shot_blend": (0.0, 0.1, 0.2, 0.3, 0.5)}
 # early stopping waits 8 epochs without a better validation NDCG@10 (was 3): with 3, a noisy validation curve
 # stopped movielens-100k's `frozen` towers at epoch 6 (valid 0.0427; with 8: 0.0675 at epoch 20, test 0.0424 →
-# 0.0588) and amazon-scientific's at epoch 19 on seed 1 while still rising (README "Does the LoRA part earn its place?")
+# 0.0588) and amazon-scientific's at epoch 19 on seed 1 while still rising
+# (benchmarks/EXPERIMENTS.md "Does the LoRA part earn its place?")
 _PATIENCE = 8
 _NEIGHBOURS = {"neighbour_mix": 0.5, "neighbour_shrink": 8.0, "neighbour_borrow": 3}
 
@@ -25,18 +26,19 @@ PRESETS: dict[str, dict] = {
     # ID block 32, learned history suppression); AdaLoRA in the top BERT layer (rank 8 pruned to 4) trained for the
     # first 3 epochs (64 positives per step re-encoded with gradients, bank refreshed each epoch), then heads only.
     # AdaLoRA, not LoRA: ahead on validation NDCG@10 in all four same-seed pairings (seeds 0 and 1 on
-    # amazon-scientific and movielens-100k, patience 8; README "Fine-tuning options")
+    # amazon-scientific and movielens-100k, patience 8; benchmarks/EXPERIMENTS.md "FGM and AdaLoRA")
     # neighbour_mix (the item's neighbours in the training sequences, a share of their mean text features mixed into
     # its own): 0.3 for every item was ahead on validation in all four same-seed pairings (seeds 0 and 1 on both
-    # datasets; README "Neighbour features in the item head"), though it lost movielens-100k on the `frozen`
-    # preset; 0.5 shrunk by the item's neighbour count n (0.5 × n / (n + 8): about 0.3 for amazon-scientific's
-    # median item, more for items seen beside many others) is ahead of 0.3 in all four again, and `frozen` uses it too
+    # datasets; benchmarks/EXPERIMENTS.md "Neighbour features in the item head"), though it lost movielens-100k on
+    # the `frozen` preset; 0.5 shrunk by the item's neighbour count n (0.5 × n / (n + 8): about 0.3 for
+    # amazon-scientific's median item, more for items seen beside many others) is ahead of 0.3 in all four again,
+    # and `frozen` uses it too
     # neighbour_borrow: items without neighbours, and items added after training, borrow the neighbours of their 3
     # text-nearest items; with a tenth of the items held out as new (`--cold-items 0.1`), all users' valid N@10 with
     # k = 3 / 5 / 10 / none: amazon-scientific `frozen` 0.0807 / 0.0805 / 0.0797 / 0.0803, seed 1 0.0794 / 0.0790 /
     # 0.0784 / 0.0786, movielens-100k 0.0757 / 0.0747 / 0.0748 / 0.0759, `cpu` 0.0782 / – / 0.0778 / 0.0776; the new
     # items' own valid N@10 rises with k (seed 1: 0.0396 none → 0.0557 / 0.0621 / 0.0754), everyone else's falls
-    # (README "How many look-alikes")
+    # (benchmarks/EXPERIMENTS.md "How many look-alikes")
     "cpu": {"lora": {"method": "adalora", "rank": 8, "top_layers": 1},
             "tower": {**_SEQUENCE, **_NEIGHBOURS}, "bert_epochs": 3,
             "adapter_items_per_step": 64, "epochs": 30, "patience": _PATIENCE, "max_minutes": 55, **_REGULARISED,
@@ -52,7 +54,7 @@ PRESETS: dict[str, dict] = {
                          "max_minutes": 25, "valid_sample": 1000},
     # ablation: the "cpu" towers on a frozen BERT (no adapters). The flat neighbour share 0.3 lost movielens-100k
     # here; the shrunk one (0.5 × n / (n + 8)) is ahead of no share on validation in all four same-seed pairings
-    # (README "How much of the neighbours, and whose")
+    # (benchmarks/EXPERIMENTS.md "How much of the neighbours, and whose")
     "frozen": {"lora": {"method": "none", "top_layers": 1},
                "tower": {**_SEQUENCE, **_NEIGHBOURS}, "epochs": 30,
                "patience": _PATIENCE, "max_minutes": 40, **_REGULARISED, **_BLEND},
@@ -63,7 +65,7 @@ PRESETS: dict[str, dict] = {
     # negatives) validation N@10 fell from the first epoch on an H200 (amazon-scientific: best 0.0593, test 0.0570,
     # against `frozen`'s 0.0833 / 0.0780); with `bank`, re-encoding nearly every positive lets the adapters raise
     # them all at once against the stale bank, and the loss rises again at each refresh
-    # (tests/test_fine_tuning.py reproduces both; README "Fine-tuning on a GPU")
+    # (tests/test_fine_tuning.py reproduces both; benchmarks/EXPERIMENTS.md "Fine-tuning on a GPU")
     "gpu": {"lora": {"method": "lora", "rank": 16, "alpha": 32, "top_layers": None},
             "tower": {**_SEQUENCE, "item_max_length": 64}, "adapter_items_per_step": 4096,
             "adapter_negatives": "fresh", "bank_refresh_steps": 20, "adapter_phase": "last", "adapter_phase_lr": 0.1,

@@ -3,7 +3,7 @@
 With a few dozen steps an epoch on a small shop, the validation curve jumps from epoch to epoch; averaging the
 weights over the last epochs smooths it. The horizon is counted in epochs (`TrainConfig.average_epochs`), so one
 setting means the same on every shop size. Off in every preset: at two epochs it lowered validation NDCG@10 on both
-benchmark datasets (README "Weight averaging, a one-layer user tower, a longer history")."""
+benchmark datasets (benchmarks/EXPERIMENTS.md "Weight averaging, a one-layer user tower, a longer history")."""
 
 from __future__ import annotations
 

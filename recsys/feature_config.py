@@ -47,7 +47,7 @@ class FeatureConfig(FrozenModel):
     attr_items: int = Field(10, ge=1, description="last N history items for category/brand/price agreement")
     explain_items: int = Field(50, ge=1, description="last N history items searched for 'because you bought'")
     # on: valid N@10 cross-fitted over every valid user +0.0022 ± 0.0010 on amazon-scientific, +0.0087 ± 0.0056 on
-    # movielens-100k (README "Normalized pair counts"); rankers saved before it load with it off
+    # movielens-100k (benchmarks/EXPERIMENTS.md "Normalized pair counts"); rankers saved before it load with it off
     normalized_pairs: bool = Field(True, description="also the pair counts relative to both items' counts: "
                                    "co-occurrence cosine and transitions per source event over the last "
                                    "`recent_items`, and the co-occurrence cosine over the last `decay_items` "
