@@ -27,8 +27,8 @@ from recsys.errors import RecsysError, UnknownIdError
 
 
 def _ks(value: str) -> tuple[int, ...]:
-    """--ks: the cut-offs, ascending, each once."""
-    return tuple(sorted(set(comma_list(value, "--ks", WholeNumber(1)))))
+    """--ks: the cut-offs, ascending (a repeat is refused)."""
+    return tuple(sorted(comma_list(value, "--ks", WholeNumber(1))))
 
 
 def _splits(value: str) -> tuple[str, ...]:
