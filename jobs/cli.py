@@ -24,6 +24,7 @@ from jobs.output import console, err_console, index_line, markdown_metrics, metr
     step, write_json
 from recsys.config import BuildConfig, EncoderConfig, EvalConfig, IndexConfig, UserTowerConfig
 from recsys.errors import RecsysError, UnknownIdError
+from recsys.text_format import counted
 
 
 def _ks(value: str) -> tuple[int, ...]:
@@ -52,23 +53,18 @@ def _build_config(model: str, max_length: int, batch_size: int, decay: float, ks
 
 
 
-def _count(n: int, noun: str) -> str:
-    """"1 row", "2,000 rows"."""
-    return f"{n:,} {noun}{'s' * (n != 1)}"
-
-
 def _report_import(dataset, out: Path, overwrite: bool = False) -> None:
     from jobs.workflows import save_dataset
 
     save_dataset(dataset, out, overwrite)
     summary = dataset.summary()
-    console.print(f"[green]imported[/] {summary['name']}: {_count(summary['n_items'], 'item')}, "
-                  f"{_count(summary['n_users'], 'user')}, {_count(summary['n_interactions'], 'interaction')} → {out}")
+    console.print(f"[green]imported[/] {summary['name']}: {counted(summary['n_items'], 'item')}, "
+                  f"{counted(summary['n_users'], 'user')}, {counted(summary['n_interactions'], 'interaction')} → {out}")
     if dataset.report.rows_read:
-        console.print("  read " + ", ".join(f"{_count(n, 'row')} of {escape(name)}"
+        console.print("  read " + ", ".join(f"{counted(n, 'row')} of {escape(name)}"
                                             for name, n in dataset.report.rows_read.items()))
     for reason, count in dataset.report.dropped.items():
-        console.print(f"  [yellow]dropped[/] {_count(count, 'row')}: {escape(reason)}")
+        console.print(f"  [yellow]dropped[/] {counted(count, 'row')}: {escape(reason)}")
     if dataset.report.rejected.height:
         console.print(f"  [yellow]rejected[/] {dataset.report.rejected.height:,} bad rows → {out / 'rejected.csv'}")
         for reason, count in dataset.report.rejected_counts().items():

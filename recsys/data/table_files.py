@@ -22,6 +22,7 @@ import polars as pl
 from recsys.data.bad_rows import BadRows
 from recsys.data.dataset import ImportReport
 from recsys.errors import DataError
+from recsys.text_format import counted, plural
 
 
 def _separator(path: Path, delimiter: str | None) -> str:
@@ -113,7 +114,7 @@ def _never_closed(text: str, pos: int, eol: re.Pattern[str], path: Path, row: in
     after = len(ends) - line + (ends[-1] < len(text) if ends else 1)
     if after > 0:
         raise DataError(f"a quoted field opened on line {line} of the file is never closed: the {after} "
-                        f"line{'s' * (after > 1)} after it would be read as its text; close or remove the stray quote",
+                        f"{plural(after, 'line')} after it would be read as its text; close or remove the stray quote",
                         source=str(path), row=row or None)
 
 
@@ -152,10 +153,10 @@ def _line_by_line(path: Path, sep: str, encoding: str, bad: BadRows, report: Imp
             rows.append(fields or [None] * len(header))
             numbers.append(number)
     if misquoted:
-        count, (row, field) = len(misquoted), misquoted[0]
-        report.notes.append(f"{count:,} row{'s' * (count > 1)} of {path.name} ha{'ve' if count > 1 else 's'} a field "
-                            f"that opens with a quote but is not a quoted field (row {row:,}: {field!r}): read as "
-                            "written, quotes kept")
+        row, field = misquoted[0]
+        rows_of = f"{counted(len(misquoted), 'row')} of {path.name} {plural(len(misquoted), 'has', 'have')}"
+        report.notes.append(f"{rows_of} a field that opens with a quote but is not a quoted field (row {row:,}: "
+                            f"{field!r}): read as written, quotes kept")
     names = _unique_names([name or "" for name in header])
     frame = pl.DataFrame(rows, schema={h: pl.Utf8 for h in names}, orient="row")
     return frame.with_columns(pl.Series("__row", numbers, dtype=pl.UInt32)).select("__row", *names)
@@ -199,7 +200,7 @@ def _decoded(path: Path, encoding: str, report: ImportReport) -> str:
     text = path.read_bytes().decode(encoding)
     if codecs.lookup(encoding).name == "iso8859-1" and _C1.search(text):
         lines = sum(1 for line in text.splitlines() if _C1.search(line))
-        report.notes.append(f"{lines:,} line{'s' * (lines > 1)} of {path.name} hold{'s' * (lines == 1)} control "
+        report.notes.append(f"{counted(lines, 'line')} of {path.name} {plural(lines, 'holds', 'hold')} control "
                             "characters (U+0080-U+009F), which latin-1 makes of a Windows file's curly quotes, dashes "
                             "and €: the file is probably cp1252 (--encoding cp1252)")
     return text

@@ -24,6 +24,7 @@ from recsys.data.table_files import delimiter_hint, read_table
 from recsys.data.timestamps import epoch_seconds
 from recsys.errors import DataError
 from recsys.ids import ID_CHARS, too_long
+from recsys.text_format import plural
 
 MIN_EVALUATED_EVENTS = 3  # a user's events for a leave-one-out valid and test example (`recsys.splits`)
 
@@ -222,7 +223,7 @@ def checked_interactions(inter: pl.DataFrame, cols: tuple[str, str, str | None],
     counts = unique["user_id"].value_counts()["count"]
     short = int((counts < MIN_EVALUATED_EVENTS).sum())
     if short:
-        report.notes.append(f"{short:,} of {counts.len():,} users {'has' if short == 1 else 'have'} fewer than "
+        report.notes.append(f"{short:,} of {counts.len():,} users {plural(short, 'has', 'have')} fewer than "
                             f"{MIN_EVALUATED_EVENTS} interactions: leave-one-out gives them no valid or test example "
                             "(their events stay in train)")
     return unique
