@@ -666,6 +666,9 @@ def test_a_windows_file_read_as_latin_1_is_noted(tmp_path: Path) -> None:
     data = import_table(events, items, encoding="cp1252")
     assert data.items["text"][0] == "\u201cBest\u201d mug \u2013 \u20ac5"
     assert not any("control characters" in note for note in data.report.notes)
+    items.write_bytes("item_id,text\n1,Mug\u2026 large\n2,Cup \u2026\n".encode("cp1252"))  # … is byte 0x85: U+0085 in
+    data = import_table(events, items, encoding="latin-1")  # latin-1, a line end to str.splitlines ("0 lines … hold")
+    assert data.report.notes[0].startswith("2 lines of items.csv hold control characters (U+0080-U+009F)")
 
 
 def test_dates_written_as_one_number_are_dates(tmp_path: Path) -> None:

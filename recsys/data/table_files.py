@@ -199,8 +199,9 @@ def _decoded(path: Path, encoding: str, report: ImportReport) -> str:
     texts with control characters where its quotes, dashes and € were."""
     text = path.read_bytes().decode(encoding)
     if codecs.lookup(encoding).name == "iso8859-1" and _C1.search(text):
-        lines = sum(1 for line in text.splitlines() if _C1.search(line))
-        report.notes.append(f"{counted(lines, 'line')} of {path.name} {plural(lines, 'holds', 'hold')} control "
+        lines = re.split(r"\r\n?|\n", text)  # not splitlines(), which ends a line at U+0085 too (cp1252's …)
+        held = sum(1 for line in lines if _C1.search(line))
+        report.notes.append(f"{counted(held, 'line')} of {path.name} {plural(held, 'holds', 'hold')} control "
                             "characters (U+0080-U+009F), which latin-1 makes of a Windows file's curly quotes, dashes "
                             "and €: the file is probably cp1252 (--encoding cp1252)")
     return text
