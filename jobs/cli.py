@@ -133,6 +133,10 @@ def import_table_cmd(
                                                           "tab / comma / semicolon / pipe (default: tab for .tsv, "
                                                           "else comma)")] = None,
     encoding: Annotated[str, typer.Option(help="text encoding of CSV/TSV/TXT files, e.g. latin-1, cp1252")] = "utf-8",
+    items_delimiter: Annotated[Optional[str], typer.Option(help="the items file's separator, when it is not "
+                                                                "--delimiter's")] = None,
+    items_encoding: Annotated[Optional[str], typer.Option(help="the items file's encoding, when it is not "
+                                                               "--encoding's")] = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Plain CSV/TSV/Parquet with a column mapping and an item-text template."""
@@ -141,7 +145,7 @@ def import_table_cmd(
         dataset = import_table(interactions, items, user_col=user_col, item_col=item_col, time_col=time_col,
                                item_id_col=item_id_col, text_col=text_col, text_template=text_template,
                                timestamp_format=timestamp_format, on_bad_rows=on_bad_rows, delimiter=delimiter,
-                               encoding=encoding)
+                               encoding=encoding, items_delimiter=items_delimiter, items_encoding=items_encoding)
     except ValueError as exc:  # a bad option value (delimiter, encoding, template)
         raise typer.BadParameter(str(exc)) from None
     _report_import(dataset, out, overwrite)

@@ -539,6 +539,11 @@ def test_import_table_cli_skip_overwrite_and_errors(tmp_path):
     assert result.exit_code == 0, result.flat
     result = run(*base, "--on-bad-rows", "maybe")
     assert result.exit_code == 2 and "Invalid value for '--on-bad-rows'" in result.flat
+    mixed = tmp_path / "events-utf8.csv"  # the items file's own separator and encoding beside a UTF-8 comma file
+    mixed.write_text("customer,sku,when\nJos\u00e9,S1,2024-01-01\n", encoding="utf-8")
+    result = run(*base[:3], mixed, *base[4:-4], "--items-delimiter", ";", "--items-encoding", "latin-1",
+                 "--out", tmp_path / "mixed")
+    assert result.exit_code == 0 and "imported events-utf8: 2 items, 1 user, 1 interaction" in result.flat, result.flat
     events.write_text("customer;sku;when\n")
     result = run(*base, "--out", tmp_path / "empty")
     assert result.exit_code == 2 and "no interactions: the file has a header but no rows" in result.flat

@@ -450,7 +450,8 @@ def test_events_of_a_rejected_item_say_so_and_a_one_column_header_names_its_deli
         ("products.csv", 5, "unparsable price", "cheap")]
     semicolons = _write(tmp_path / "semi.csv", ["customer;sku;when", "c1;S1;2024-01-01"])
     _raises(["semi.csv", "missing column(s)", "the header looks semicolon-separated",
-             "pass delimiter=';' / --delimiter semicolon, which applies to both files"],
+             "pass delimiter=';' / --delimiter semicolon for both files, or items_delimiter=';' / --items-delimiter "
+             "semicolon for the item file alone"],
             import_table, semicolons, items, on_bad_rows="skip", **_csv_kwargs())
     error = _raises(["missing column(s) ['user_id']", "found ['customer', 'sku', 'when']"], import_table, events,
                     items, item_col="sku", time_col="when", item_id_col="sku", text_col="brand", on_bad_rows="skip")
@@ -540,6 +541,19 @@ def test_encoding_delimiter_and_a_row_for_bad_bytes(tmp_path: Path) -> None:
     assert import_table(tabbed, tab_items, delimiter="tab").interactions.height == 1  # one delimiter, both files
     with pytest.raises(ValueError, match="unknown encoding"):
         import_table(events, items, encoding="klingon")
+
+
+def test_the_item_file_can_have_its_own_delimiter_and_encoding(tmp_path: Path) -> None:
+    # delimiter and encoding applied to both files: a `;` cp1252 shop export beside a `,` UTF-8 event log could not
+    # be imported (with --encoding cp1252 the log's 'José' would have been read 'JosÃ©', silently)
+    items = tmp_path / "items.csv"
+    items.write_bytes("item_id;text\n1;Caf\u00e9 cr\u00e8me \u2013 \u20ac5\n".encode("cp1252"))
+    events = _write(tmp_path / "events.csv", ["user_id,item_id,timestamp", "Jos\u00e9,1,10"])
+    data = import_table(events, items, items_delimiter=";", items_encoding="cp1252")
+    assert data.items["text"].to_list() == ["Caf\u00e9 cr\u00e8me \u2013 \u20ac5"]
+    assert data.interactions["user_id"].to_list() == ["Jos\u00e9"]
+    with pytest.raises(ValueError, match="unknown encoding 'klingon'"):
+        import_table(events, items, items_encoding="klingon")
 
 
 def test_epoch_milliseconds_and_decimals_are_read_as_seconds(tmp_path: Path) -> None:

@@ -41,8 +41,8 @@ def delimiter_hint(header: list[str]) -> str:
         return ""
     for name, sep in (("comma", ","), ("semicolon", ";"), ("tab", "\t"), ("pipe", "|")):
         if sep in header[0]:
-            return (f" (one column: the header looks {name}-separated; pass delimiter={sep!r} / --delimiter {name}, "
-                    "which applies to both files)")
+            return (f" (one column: the header looks {name}-separated; pass delimiter={sep!r} / --delimiter {name} "
+                    f"for both files, or items_delimiter={sep!r} / --items-delimiter {name} for the item file alone)")
     return ""
 
 
