@@ -24,11 +24,12 @@ from jobs.output import console, err_console, index_line, markdown_metrics, metr
     step, write_json
 from recsys.config import BuildConfig, EncoderConfig, EvalConfig, IndexConfig, UserTowerConfig
 from recsys.errors import RecsysError, UnknownIdError
+from recsys.text_format import counted
 
 
 def _ks(value: str) -> tuple[int, ...]:
-    """--ks: the cut-offs, ascending, each once."""
-    return tuple(sorted(set(comma_list(value, "--ks", WholeNumber(1)))))
+    """--ks: the cut-offs, ascending (a repeat is refused)."""
+    return tuple(sorted(comma_list(value, "--ks", WholeNumber(1))))
 
 
 def _splits(value: str) -> tuple[str, ...]:
@@ -52,23 +53,18 @@ def _build_config(model: str, max_length: int, batch_size: int, decay: float, ks
 
 
 
-def _count(n: int, noun: str) -> str:
-    """"1 row", "2,000 rows"."""
-    return f"{n:,} {noun}{'s' * (n != 1)}"
-
-
 def _report_import(dataset, out: Path, overwrite: bool = False) -> None:
     from jobs.workflows import save_dataset
 
     save_dataset(dataset, out, overwrite)
     summary = dataset.summary()
-    console.print(f"[green]imported[/] {summary['name']}: {_count(summary['n_items'], 'item')}, "
-                  f"{_count(summary['n_users'], 'user')}, {_count(summary['n_interactions'], 'interaction')} → {out}")
+    console.print(f"[green]imported[/] {summary['name']}: {counted(summary['n_items'], 'item')}, "
+                  f"{counted(summary['n_users'], 'user')}, {counted(summary['n_interactions'], 'interaction')} → {out}")
     if dataset.report.rows_read:
-        console.print("  read " + ", ".join(f"{_count(n, 'row')} of {escape(name)}"
+        console.print("  read " + ", ".join(f"{counted(n, 'row')} of {escape(name)}"
                                             for name, n in dataset.report.rows_read.items()))
     for reason, count in dataset.report.dropped.items():
-        console.print(f"  [yellow]dropped[/] {_count(count, 'row')}: {escape(reason)}")
+        console.print(f"  [yellow]dropped[/] {counted(count, 'row')}: {escape(reason)}")
     if dataset.report.rejected.height:
         console.print(f"  [yellow]rejected[/] {dataset.report.rejected.height:,} bad rows → {out / 'rejected.csv'}")
         for reason, count in dataset.report.rejected_counts().items():
@@ -137,6 +133,10 @@ def import_table_cmd(
                                                           "tab / comma / semicolon / pipe (default: tab for .tsv, "
                                                           "else comma)")] = None,
     encoding: Annotated[str, typer.Option(help="text encoding of CSV/TSV/TXT files, e.g. latin-1, cp1252")] = "utf-8",
+    items_delimiter: Annotated[Optional[str], typer.Option(help="the items file's separator, when it is not "
+                                                                "--delimiter's")] = None,
+    items_encoding: Annotated[Optional[str], typer.Option(help="the items file's encoding, when it is not "
+                                                               "--encoding's")] = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Plain CSV/TSV/Parquet with a column mapping and an item-text template."""
@@ -145,7 +145,7 @@ def import_table_cmd(
         dataset = import_table(interactions, items, user_col=user_col, item_col=item_col, time_col=time_col,
                                item_id_col=item_id_col, text_col=text_col, text_template=text_template,
                                timestamp_format=timestamp_format, on_bad_rows=on_bad_rows, delimiter=delimiter,
-                               encoding=encoding)
+                               encoding=encoding, items_delimiter=items_delimiter, items_encoding=items_encoding)
     except ValueError as exc:  # a bad option value (delimiter, encoding, template)
         raise typer.BadParameter(str(exc)) from None
     _report_import(dataset, out, overwrite)

@@ -1,6 +1,6 @@
 """Comma-separated option values (`--concurrency 1,8,32`, `--kinds flat,hnsw`, `--lambdas 100,200`): one parser for
 every command, so each refuses a bad value the same way before any work: typer.BadParameter naming the option,
-every bad item and what the option takes.
+every bad or repeated item and what the option takes.
 
 Imports typer alone, so any command module can use it (jobs.app imports jobs.bench, which uses it)."""
 
@@ -28,15 +28,26 @@ class Item(Protocol[V_co]):
 
 
 def comma_list(value: str, option: str, item: Item[V]) -> list[V]:
-    """The items of `value`, each read by `item`, in the order given (blanks between commas skipped, repeats kept);
-    typer.BadParameter naming `option`, every bad item and what `item` allows when one is bad or none is given."""
+    """The items of `value`, each read by `item`, in the order given (blanks between commas skipped);
+    typer.BadParameter naming `option`, every bad item and what `item` allows when one is bad, one repeats another
+    (`--seeds 0,0` would fit twice, `--sizes 1000,1e3` too) or none is given."""
     parts = [part.strip() for part in value.split(",") if part.strip()]
-    values, problems = [], []
+    values: list[V] = []
+    texts: list[str] = []
+    problems: list[str] = []
     for part in parts:
         try:
-            values.append(item(part))
+            read = item(part)
         except ValueError as error:
             problems.append(str(error))
+            continue
+        first = next((text for text, seen in zip(texts, values) if seen == read), None)
+        if first is None:
+            values.append(read)
+            texts.append(part)
+        else:
+            problems.append(f"{part!r} repeats {first!r}" if part != first else f"{part!r} is repeated")
+    problems = list(dict.fromkeys(problems))  # '0' given three times is said once
     if problems or not parts:
         raise typer.BadParameter(f"{', '.join(problems) or 'none given'}; {item.allowed} (got {value!r})",
                                  param_hint=option)

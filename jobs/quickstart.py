@@ -16,6 +16,7 @@ import typer
 
 from jobs.app import MAX_K, Items, ModelOpt, OutOpt, Port, Seed, Users, app
 from jobs.output import console, print_recommendations, step
+from recsys.text_format import counted
 
 RESULT_MODELS = {"popularity": "popularity", "zero-shot-bert": "zero-shot BERT", "towers": "trained towers",
                  "engine": "engine (towers + re-ranker)"}
@@ -84,7 +85,7 @@ def _train_and_evaluate(dataset, model: str, seed: int, out: Path) -> dict:
     try:
         ranked = ranked_rows(trained.recommender, split, eval_config.ks, seed, progress=False)
     except DataError as error:  # too few valid queries with a hit: the shop's size is the quickstart's lever
-        customers = f"{dataset.n_users:,} customer{'' if dataset.n_users == 1 else 's'}"
+        customers = counted(dataset.n_users, "customer")
         raise DataError(f"{error.problem}; the synthetic shop of {customers} is too small for it: pass a larger "
                         "--users (the default is 600)") from None
     rows += [{**r, "model": "engine", "seconds": trained.result.seconds + r["ranker_seconds"]} for r in ranked]

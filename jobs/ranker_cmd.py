@@ -249,7 +249,7 @@ def refresh_stats(
 
 def parse_kinds(text: str) -> tuple[str, ...]:
     """`--kinds`: comma-separated event kinds, each one the API records."""
-    return tuple(dict.fromkeys(comma_list(text, "--kinds", OneOf(EVENT_KINDS, "kind"))))
+    return tuple(comma_list(text, "--kinds", OneOf(EVENT_KINDS, "kind")))
 
 
 def read_live_events(source, kinds: tuple[str, ...]):

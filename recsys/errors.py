@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from recsys.text_format import plural
+
 
 class RecsysError(Exception):
     """Base class for errors the CLI and API turn into clear messages."""
@@ -43,7 +45,7 @@ class UnknownIdError(RecsysError, KeyError):
         self.kind = kind
         self.ids = ids
         shown = ", ".join(repr(i) for i in ids[:10]) + (" …" if len(ids) > 10 else "")
-        super().__init__(f"unknown {kind} id{'s' if len(ids) != 1 else ''}: {shown}")
+        super().__init__(f"unknown {kind} {plural(len(ids), 'id')}: {shown}")
 
     def __str__(self) -> str:  # KeyError would otherwise repr() the message
         return self.args[0]

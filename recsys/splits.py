@@ -9,6 +9,7 @@ import polars as pl
 
 from recsys.data.dataset import Dataset
 from recsys.errors import DataError
+from recsys.text_format import plural
 
 EXAMPLE_SCHEMA = {"user_id": pl.Utf8, "history": pl.List(pl.Utf8), "target": pl.Utf8, "timestamp": pl.Int64}
 
@@ -36,8 +37,8 @@ class SplitData:
         instead of metrics of 0 over nothing or an epoch chosen on no data."""
         empty = [name for name in splits if self.examples(name).height == 0]
         if empty:
-            raise DataError(f"the {' and '.join(empty)} split{'s' if len(empty) > 1 else ''} of this dataset "
-                            f"{'are' if len(empty) > 1 else 'is'} empty, and {purpose} needs examples there: "
+            raise DataError(f"the {' and '.join(empty)} {plural(len(empty), 'split')} of this dataset "
+                            f"{plural(len(empty), 'is', 'are')} empty, and {purpose} needs examples there: "
                             "leave-one-out gives one valid and one test example to each user with at least 3 "
                             "interactions; a dataset with its own split has the examples its files hold")
 

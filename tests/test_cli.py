@@ -70,6 +70,11 @@ def test_recommend_and_evaluate_commands(shop_bundle, tiny_bert_dir):
     (("refresh-stats", "--bundle", "/no/such/bundle", "--data", "/no/such/dir", "--store", "--kinds", "view,click"),
      "Invalid value for --kinds: unknown kind 'click'; choose from view, cart, purchase (got 'view,click')"),
     (("recommend", "--bundle", "/no/such/bundle", "--user", "x"), "no bundle here"),
+    # repeats were taken in: --ks 10,10 was read as 10, --kinds view,view as view
+    (("evaluate", "--data", "/no/such/dir", "--ks", "10,20,10"),
+     "Invalid value for --ks: '10' is repeated; expected comma-separated whole numbers ≥ 1 (got '10,20,10')"),
+    (("refresh-stats", "--bundle", "/no/such/bundle", "--data", "/no/such/dir", "--store", "--kinds", "view,view"),
+     "Invalid value for --kinds: 'view' is repeated; choose from view, cart, purchase (got 'view,view')"),
 ])
 def test_bad_input_is_one_clear_line(args, message):
     result = run(*args)
@@ -158,6 +163,8 @@ QUALITY = ("quality", "--data", "/no/such/dir", "--variants", "smoke")
     # --seeds, --weights, --thresholds, --lengths, --engines said 'Invalid value:' without the option
     (("ranker", *PROBE, "--seeds", "0,-1"),
      "Invalid value for --seeds: '-1' is not ≥ 0; expected comma-separated seeds ≥ 0 (got '0,-1')"),
+    (("ranker", *PROBE, "--seeds", "0,0"),  # fitted seed 0 twice
+     "Invalid value for --seeds: '0' is repeated; expected comma-separated seeds ≥ 0 (got '0,0')"),
     (("diversify", *PROBE, "--weights", "0,1.5"),
      "Invalid value for --weights: '1.5' is not in [0, 1]; expected comma-separated numbers in [0, 1] (got '0,1.5')"),
     (("diversify", *PROBE, "--thresholds", "none,0"),
@@ -532,6 +539,11 @@ def test_import_table_cli_skip_overwrite_and_errors(tmp_path):
     assert result.exit_code == 0, result.flat
     result = run(*base, "--on-bad-rows", "maybe")
     assert result.exit_code == 2 and "Invalid value for '--on-bad-rows'" in result.flat
+    mixed = tmp_path / "events-utf8.csv"  # the items file's own separator and encoding beside a UTF-8 comma file
+    mixed.write_text("customer,sku,when\nJos\u00e9,S1,2024-01-01\n", encoding="utf-8")
+    result = run(*base[:3], mixed, *base[4:-4], "--items-delimiter", ";", "--items-encoding", "latin-1",
+                 "--out", tmp_path / "mixed")
+    assert result.exit_code == 0 and "imported events-utf8: 2 items, 1 user, 1 interaction" in result.flat, result.flat
     events.write_text("customer;sku;when\n")
     result = run(*base, "--out", tmp_path / "empty")
     assert result.exit_code == 2 and "no interactions: the file has a header but no rows" in result.flat

@@ -450,7 +450,8 @@ def test_events_of_a_rejected_item_say_so_and_a_one_column_header_names_its_deli
         ("products.csv", 5, "unparsable price", "cheap")]
     semicolons = _write(tmp_path / "semi.csv", ["customer;sku;when", "c1;S1;2024-01-01"])
     _raises(["semi.csv", "missing column(s)", "the header looks semicolon-separated",
-             "pass delimiter=';' / --delimiter semicolon, which applies to both files"],
+             "pass delimiter=';' / --delimiter semicolon for both files, or items_delimiter=';' / --items-delimiter "
+             "semicolon for the item file alone"],
             import_table, semicolons, items, on_bad_rows="skip", **_csv_kwargs())
     error = _raises(["missing column(s) ['user_id']", "found ['customer', 'sku', 'when']"], import_table, events,
                     items, item_col="sku", time_col="when", item_id_col="sku", text_col="brand", on_bad_rows="skip")
@@ -542,6 +543,19 @@ def test_encoding_delimiter_and_a_row_for_bad_bytes(tmp_path: Path) -> None:
         import_table(events, items, encoding="klingon")
 
 
+def test_the_item_file_can_have_its_own_delimiter_and_encoding(tmp_path: Path) -> None:
+    # delimiter and encoding applied to both files: a `;` cp1252 shop export beside a `,` UTF-8 event log could not
+    # be imported (with --encoding cp1252 the log's 'José' would have been read 'JosÃ©', silently)
+    items = tmp_path / "items.csv"
+    items.write_bytes("item_id;text\n1;Caf\u00e9 cr\u00e8me \u2013 \u20ac5\n".encode("cp1252"))
+    events = _write(tmp_path / "events.csv", ["user_id,item_id,timestamp", "Jos\u00e9,1,10"])
+    data = import_table(events, items, items_delimiter=";", items_encoding="cp1252")
+    assert data.items["text"].to_list() == ["Caf\u00e9 cr\u00e8me \u2013 \u20ac5"]
+    assert data.interactions["user_id"].to_list() == ["Jos\u00e9"]
+    with pytest.raises(ValueError, match="unknown encoding 'klingon'"):
+        import_table(events, items, items_encoding="klingon")
+
+
 def test_epoch_milliseconds_and_decimals_are_read_as_seconds(tmp_path: Path) -> None:
     # a shop's millisecond clock (JavaScript, Kafka) was taken for seconds: the year 55970, silently, and a file
     # mixing the two ordered every millisecond event after every seconds one; decimal seconds were bad rows
@@ -597,6 +611,37 @@ def test_the_slow_csv_path_keeps_quoted_newlines_the_bom_and_old_mac_line_ends(t
              "encoding"], import_table, events, items)
 
 
+def test_a_field_that_opens_with_a_quote_but_is_not_quoted_is_read_as_written(tmp_path: Path) -> None:
+    # `"Best" pan` (the quote closes before the field ends) sent a file down the slow path, where Python's csv module
+    # made it `Best pan`; polars took `"Best" pan "large"` in and made it `Best pan large`: quotes lost silently
+    events = _write(tmp_path / "events.csv", ["user_id,item_id,timestamp", "u,1,10", "u,2,20", "u,3,30"])
+    items = _write(tmp_path / "items.csv", ["item_id,text", '1,"Best" pan', '2,"Red mug, 300 ml"', '3,"" pan'])
+    data = import_table(events, items)
+    assert data.items["text"].to_list() == ['"Best" pan', "Red mug, 300 ml", '"" pan']
+    assert data.report.notes[0] == ("2 rows of items.csv have a field that opens with a quote but is not a quoted "
+                                    "field (row 1: '\"Best\" pan'): read as written, quotes kept")
+    _write(items, ["item_id,text", '1,"Best" pan "large"', '2,"say ""hi"""', "3,a \"mid\" quote"])
+    data = import_table(events, items)
+    assert data.items["text"].to_list() == ['"Best" pan "large"', 'say "hi"', 'a "mid" quote']
+    assert data.report.notes[0].startswith("1 row of items.csv has a field that opens with a quote")
+
+
+@pytest.mark.parametrize("field", ['"Best" pan "large"', '"Best" pan', '""', '"say, ""hi"""', 'a "mid" quote',
+                                   '"two\nlines"', "x\"", "", "plain"])
+def test_both_csv_paths_read_a_field_alike(tmp_path: Path, field: str) -> None:
+    # the fast path (polars) and the slow one (record by record) read some fields differently: `""` was "" on one
+    # and missing on the other, `"Best" pan "large"` lost its quotes on one
+    from recsys.data.bad_rows import BadRows
+    from recsys.data.dataset import ImportReport
+    from recsys.data.table_files import _line_by_line, read_table
+
+    path = tmp_path / "items.csv"
+    path.write_text(f"item_id,text,n\n1,{field},9\n2,Cup,8\n", encoding="utf-8")
+    either = read_table(path, ImportReport())
+    assert either.equals(_line_by_line(path, ",", "utf-8", BadRows(), ImportReport()))
+    assert either.height == 2
+
+
 def test_a_byte_order_mark_decides_a_files_encoding(tmp_path: Path) -> None:
     # Excel's "Unicode text" export (UTF-16 with a BOM) could not be imported with the UTF-8 events beside it, and
     # with --encoding utf-16 the events file was a "'utf-16-le' codec can't decode" ValueError naming no file (the
@@ -635,6 +680,9 @@ def test_a_windows_file_read_as_latin_1_is_noted(tmp_path: Path) -> None:
     data = import_table(events, items, encoding="cp1252")
     assert data.items["text"][0] == "\u201cBest\u201d mug \u2013 \u20ac5"
     assert not any("control characters" in note for note in data.report.notes)
+    items.write_bytes("item_id,text\n1,Mug\u2026 large\n2,Cup \u2026\n".encode("cp1252"))  # … is byte 0x85: U+0085 in
+    data = import_table(events, items, encoding="latin-1")  # latin-1, a line end to str.splitlines ("0 lines … hold")
+    assert data.report.notes[0].startswith("2 lines of items.csv hold control characters (U+0080-U+009F)")
 
 
 def test_dates_written_as_one_number_are_dates(tmp_path: Path) -> None:

@@ -17,13 +17,13 @@ NAMES = OneOf(("flat", "hnsw"))
 
 @pytest.mark.parametrize("item,value,expected", [
     (COUNTS, "1,8, 32,", [1, 8, 32]),  # blanks between commas skipped, order kept
-    (COUNTS, "2,2,1", [2, 2, 1]),  # repeats kept: a caller that wants them gone says so
-    (COUNTS, "1_000,1e3", [1000, 1000]),
+    (COUNTS, "2,1", [2, 1]),
+    (COUNTS, "1_000,1e4", [1000, 10_000]),
     (SIZES, "10000,1e6,1.5e4", [10_000, 1_000_000, 15_000]),
     (SEEDS, "0", [0]),
     (LAMBDAS, "100, 0.5,1e3", [100.0, 0.5, 1000.0]),
     (WEIGHTS, "0,0.1,1", [0.0, 0.1, 1.0]),
-    (THRESHOLDS, "none,0.95,NONE,1", [None, 0.95, None, 1.0]),
+    (THRESHOLDS, "NONE,0.95,1", [None, 0.95, 1.0]),
     (ENGINES, "ray, local", ["ray", "local"]),
 ])
 def test_comma_list_reads_good_values(item, value, expected):
@@ -51,6 +51,15 @@ def test_comma_list_reads_good_values(item, value, expected):
     (ENGINES, "local,spark", "unknown engine 'spark'; choose from local, ray (got 'local,spark')"),
     (ENGINES, ",", "none given; choose from local, ray (got ',')"),
     (NAMES, "Flat,ivf", "unknown 'Flat', unknown 'ivf'; choose from flat, hnsw (got 'Flat,ivf')"),
+    # a repeat was kept: `--seeds 0,0` fitted seed 0 twice, `--concurrency 8,8` measured twice
+    (SEEDS, "0,0", "'0' is repeated; expected comma-separated seeds ≥ 0 (got '0,0')"),
+    (COUNTS, "10,10,20,10", "'10' is repeated; expected comma-separated whole numbers ≥ 1 (got '10,10,20,10')"),
+    (COUNTS, "1_000,x,1e3", "'x' is not a whole number, '1e3' repeats '1_000'; expected comma-separated whole numbers "
+                            "≥ 1 (got '1_000,x,1e3')"),
+    (LAMBDAS, "0.5,.5", "'.5' repeats '0.5'; expected comma-separated finite numbers > 0 (got '0.5,.5')"),
+    (THRESHOLDS, "none,0.95,NONE", "'NONE' repeats 'none'; expected comma-separated numbers in (0, 1], or none "
+                                   "(got 'none,0.95,NONE')"),
+    (ENGINES, "ray, ray", "'ray' is repeated; choose from local, ray (got 'ray, ray')"),
 ])
 def test_comma_list_refuses_naming_the_option_each_bad_item_and_what_it_takes(item, value, message):
     with pytest.raises(typer.BadParameter) as refused:

@@ -1,17 +1,20 @@
 """Reading one CSV / TSV / TXT / Parquet file into a frame of strings with a 1-based `__row`.
 
 The encoding (a byte-order mark decides; latin-1 that is probably cp1252 is noted), the separator (and a hint when a
-header was read as one column), the slow line-by-line csv reader for files polars refuses (undecodable or ragged
-records become bad rows; a quote never closed is an error), header names without the spaces around them, and blank
-lines (counted in the `ImportReport`).
+header was read as one column), the slow record-by-record reader for files polars refuses or would misread
+(undecodable or ragged records become bad rows; a quote never closed is an error; a field that opens with a quote but
+is not a quoted field, `"Best" pan`, is read as written on both paths), header names without the spaces around them,
+and blank lines (counted in the `ImportReport`).
 """
 
 from __future__ import annotations
 
+import bisect
 import codecs
-import csv
-import io
+import functools
+import mmap
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -19,6 +22,7 @@ import polars as pl
 from recsys.data.bad_rows import BadRows
 from recsys.data.dataset import ImportReport
 from recsys.errors import DataError
+from recsys.text_format import counted, plural
 
 
 def _separator(path: Path, delimiter: str | None) -> str:
@@ -37,17 +41,17 @@ def delimiter_hint(header: list[str]) -> str:
         return ""
     for name, sep in (("comma", ","), ("semicolon", ";"), ("tab", "\t"), ("pipe", "|")):
         if sep in header[0]:
-            return (f" (one column: the header looks {name}-separated; pass delimiter={sep!r} / --delimiter {name}, "
-                    "which applies to both files)")
+            return (f" (one column: the header looks {name}-separated; pass delimiter={sep!r} / --delimiter {name} "
+                    f"for both files, or items_delimiter={sep!r} / --items-delimiter {name} for the item file alone)")
     return ""
 
 
 _UNDECODED = re.compile("[\udc80-\udcff]")  # bytes that did not decode, kept by the surrogateescape handler
 
 
-def _undecodable(fields: list[str], sep: str, encoding: str) -> str | None:
+def _undecodable(fields: list[str | None], sep: str, encoding: str) -> str | None:
     """Why a record read with surrogateescape holds bytes that are not `encoding` text; None when it has none."""
-    text = sep.join(fields)
+    text = sep.join(field or "" for field in fields)
     if not _UNDECODED.search(text):
         return None
     try:
@@ -57,11 +61,69 @@ def _undecodable(fields: list[str], sep: str, encoding: str) -> str | None:
     return "undecodable bytes"
 
 
-def _line_by_line(path: Path, sep: str, encoding: str, bad: BadRows) -> pl.DataFrame:
-    """The slow path for a file the CSV reader refused: Python's csv module, record by record (a quoted field may
-    span lines; a UTF-8 byte-order mark is dropped); records that do not decode or have the wrong number of fields
-    become bad rows (blank lines stay, as rows of nulls). A quoted field still open at the end of the file, having
-    swallowed the lines after it, is an error."""
+@functools.lru_cache(maxsize=16)
+def _field_patterns(sep: str, cr_lines: bool) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """(a field and what ends it, a line end) for `sep`. Lines end with \\n or \\r\\n, or with a \\r alone in a
+    file that has no \\n (an old Mac file). The field is quoted (group 1: its text, `""` for each quote) when its
+    closing quote is followed by the separator, a line end or the end of the file, as RFC 4180 has it; else it is
+    read as written (group 2), up to the next separator or line end. Group 3: what ends it."""
+    s = re.escape(sep)
+    eol = r"\r" if cr_lines else r"\r?\n"
+    written = rf"[^{s}\r]*+" if cr_lines else rf"(?:[^{s}\r\n]++|\r(?!\n))*+"
+    return re.compile(rf'(?:"((?:[^"]++|"")*+)"(?={s}|{eol}|\Z)|({written}))({s}|{eol}|\Z)'), re.compile(eol)
+
+
+_CLOSED = re.compile(r'"(?:[^"]++|"")*+"')  # a quote and where it closes, wherever that is
+
+
+def _records(text: str, sep: str, path: Path) -> Iterator[tuple[list[str | None], str | None]]:
+    """The records of a CSV text (a quoted field may span lines, `""` in it is a quote; an empty field is None, an
+    empty quoted one "", as polars reads them) as (fields, the first field that opens with a quote but is not a
+    quoted field, or None). Such a field (`"Best" pan`: its closing quote is not the field's end) is read as
+    written: a reader that takes the quotes as quoting drops them (Python's csv module makes it `Best pan`, polars
+    makes `"Best" pan "x"` `Best pan x`). A quote never closed is an error when there are lines after it (read as a
+    quoted field they would be its text); a blank line is a record of no fields."""
+    field, eol = _field_patterns(sep, "\n" not in text)
+    fields: list[str | None] = []
+    misquoted, number, end = None, 0, len(text)  # number: the record's, 0 for the header
+    if not text:
+        return
+    for found in field.finditer(text):
+        quoted, written, ends = found.groups()
+        if quoted is not None:
+            fields.append(quoted.replace('""', '"'))
+        elif written:
+            if written[0] == '"':
+                if not _CLOSED.match(text, found.start()):
+                    _never_closed(text, found.start(), eol, path, number)
+                misquoted = misquoted or written
+            fields.append(written)
+        else:
+            fields.append(None)
+        if ends != sep:
+            yield (fields if fields != [None] else []), misquoted
+            fields, misquoted, number = [], None, number + 1
+            if found.end() == end:
+                return
+
+
+def _never_closed(text: str, pos: int, eol: re.Pattern[str], path: Path, row: int) -> None:
+    """Raise for the quote at `pos`, never closed, when lines follow its line (else it is read as written)."""
+    ends = [found.end() for found in eol.finditer(text)]
+    line = bisect.bisect_right(ends, pos) + 1
+    after = len(ends) - line + (ends[-1] < len(text) if ends else 1)
+    if after > 0:
+        raise DataError(f"a quoted field opened on line {line} of the file is never closed: the {after} "
+                        f"{plural(after, 'line')} after it would be read as its text; close or remove the stray quote",
+                        source=str(path), row=row or None)
+
+
+def _line_by_line(path: Path, sep: str, encoding: str, bad: BadRows, report: ImportReport) -> pl.DataFrame:
+    """The slow path for a file the CSV reader refused (or would have misread, `_misquoted`): record by record
+    (`_records`: a quoted field may span lines; a UTF-8 byte-order mark is dropped); records that do not decode or
+    have the wrong number of fields become bad rows (blank lines stay, as rows of nulls). A quoted field never
+    closed, with lines after it, is an error; the rows with a field that opens with a quote but is not a quoted
+    field (`"Best" pan`) are noted."""
     try:
         text = path.read_bytes().decode(encoding, errors="surrogateescape")
     except UnicodeDecodeError as exc:  # what surrogateescape cannot keep: a UTF-16 file cut inside a character
@@ -69,54 +131,54 @@ def _line_by_line(path: Path, sep: str, encoding: str, bad: BadRows) -> pl.DataF
                         source=str(path)) from None
     if codecs.lookup(encoding).name == "utf-8":
         text = text.removeprefix("\ufeff")
-    lines = io.StringIO(text, newline="")
-    limit = csv.field_size_limit()
-    csv.field_size_limit(max(limit, len(text) + 1))  # a long item text is one field (the default cap is 128 KiB)
-    try:
-        reader = csv.reader(lines, delimiter=sep)
-        header = next(reader, None)
-        if header is None:
-            raise DataError("the file is empty", source=str(path))
-        reason = _undecodable(header, sep, encoding)
+    records = _records(text, sep, path)
+    header, _ = next(records, (None, None))
+    if header is None:
+        raise DataError("the file is empty", source=str(path))
+    reason = _undecodable(header, sep, encoding)
+    if reason:
+        raise DataError(f"the header line is not valid {encoding} text ({reason}); pass the file's encoding",
+                        source=str(path))
+    rows, numbers, misquoted = [], [], []
+    for number, (fields, odd) in enumerate(records, start=1):
+        if odd is not None:
+            misquoted.append((number, odd))
+        reason = _undecodable(fields, sep, encoding)
         if reason:
-            raise DataError(f"the header line is not valid {encoding} text ({reason}); pass the file's encoding",
-                            source=str(path))
-        rows, numbers, number, line = [], [], 0, reader.line_num
-        first = line
-        for number, fields in enumerate(reader, start=1):
-            first, line = line + 1, reader.line_num
-            reason = _undecodable(fields, sep, encoding)
-            if reason:
-                bad.add(path, number, f"not valid {encoding} text ({reason}); pass the file's encoding (e.g. cp1252 "
-                        "for a Windows export, latin-1)")
-            elif fields and len(fields) != len(header):
-                bad.add(path, number, f"unparsable line: expected {len(header)} fields, found {len(fields)}")
-            else:
-                rows.append([f if f != "" else None for f in fields] or [None] * len(header))
-                numbers.append(number)
-        if line > first and _unclosed_quote(text, first, sep):
-            swallowed = f"{line - first} line{'s' * (line - first > 1)}"
-            raise DataError(f"a quoted field opened on line {first} of the file is never closed: the {swallowed} "
-                            "after it would be read as its text; close or remove the stray quote",
-                            source=str(path), row=number)
-    finally:
-        csv.field_size_limit(limit)
-    names = _unique_names(header)
+            bad.add(path, number, f"not valid {encoding} text ({reason}); pass the file's encoding (e.g. cp1252 "
+                    "for a Windows export, latin-1)")
+        elif fields and len(fields) != len(header):
+            bad.add(path, number, f"unparsable line: expected {len(header)} fields, found {len(fields)}")
+        else:
+            rows.append(fields or [None] * len(header))
+            numbers.append(number)
+    if misquoted:
+        row, field = misquoted[0]
+        rows_of = f"{counted(len(misquoted), 'row')} of {path.name} {plural(len(misquoted), 'has', 'have')}"
+        report.notes.append(f"{rows_of} a field that opens with a quote but is not a quoted field (row {row:,}: "
+                            f"{field!r}): read as written, quotes kept")
+    names = _unique_names([name or "" for name in header])
     frame = pl.DataFrame(rows, schema={h: pl.Utf8 for h in names}, orient="row")
     return frame.with_columns(pl.Series("__row", numbers, dtype=pl.UInt32)).select("__row", *names)
 
 
-def _unclosed_quote(text: str, first: int, sep: str) -> bool:
-    """Whether the record starting on line `first` (1-based) of `text` runs to the end inside a quoted field."""
-    tail = io.StringIO(text, newline="")
-    for _ in range(first - 1):
-        tail.readline()
-    try:
-        for _ in csv.reader(tail, delimiter=sep, strict=True):
-            pass
-    except csv.Error as exc:
-        return "unexpected end of data" in str(exc)
-    return False
+def _misquoted(source: Path | bytes, sep: str) -> bool:
+    """Whether a CSV text holds a field that opens with a quote and goes on after its closing quote (`"Best" pan
+    "x"`): polars' reader takes some in as quoted fields and drops their quotes, the slow path reads them as
+    written. A quoted text whose separator is followed by an escaped quote (`a,""b`) can look so too, and only
+    costs the slow path. A file without quotes is not searched."""
+    if isinstance(source, Path):
+        with source.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return _misquoted_in(data, sep)
+    return _misquoted_in(source, sep)
+
+
+def _misquoted_in(data: bytes | mmap.mmap, sep: str) -> bool:
+    if data.find(b'"') < 0:
+        return False
+    s = re.escape(sep.encode())
+    field_start = rb'(?:(?<![^%s\r\n]")|(?<=\A\xef\xbb\xbf"))' % s  # after a separator, a line end, the BOM
+    return re.search(rb'"%s(?:[^"]++|"")*+"[^%s\r\n]' % (field_start, s), data) is not None
 
 
 def _unique_names(header: list[str]) -> list[str]:
@@ -137,8 +199,9 @@ def _decoded(path: Path, encoding: str, report: ImportReport) -> str:
     texts with control characters where its quotes, dashes and € were."""
     text = path.read_bytes().decode(encoding)
     if codecs.lookup(encoding).name == "iso8859-1" and _C1.search(text):
-        lines = sum(1 for line in text.splitlines() if _C1.search(line))
-        report.notes.append(f"{lines:,} line{'s' * (lines > 1)} of {path.name} hold{'s' * (lines == 1)} control "
+        lines = re.split(r"\r\n?|\n", text)  # not splitlines(), which ends a line at U+0085 too (cp1252's …)
+        held = sum(1 for line in lines if _C1.search(line))
+        report.notes.append(f"{counted(held, 'line')} of {path.name} {plural(held, 'holds', 'hold')} control "
                             "characters (U+0080-U+009F), which latin-1 makes of a Windows file's curly quotes, dashes "
                             "and €: the file is probably cp1252 (--encoding cp1252)")
     return text
@@ -179,12 +242,13 @@ def read_table(path: Path, report: ImportReport, bad: BadRows | None = None, del
         try:
             source = path if utf8 else _decoded(path, encoding, report).encode("utf-8")
             frame = pl.read_csv(source, separator=sep, infer_schema=False).with_row_index("__row", offset=1)
-            if any("\r" in name or "\ufffd" in name for name in frame.columns):
-                frame = _line_by_line(path, sep, encoding, bad)  # old Mac line ends (CR alone), a header not UTF-8
+            if any("\r" in name or "\ufffd" in name for name in frame.columns) or _misquoted(source, sep):
+                frame = _line_by_line(path, sep, encoding, bad, report)  # old Mac line ends (CR alone), a header
+                # not UTF-8, a field that opens with a quote and goes on after it
         except pl.exceptions.NoDataError:
             raise DataError("the file is empty", source=str(path)) from None
         except (pl.exceptions.PolarsError, UnicodeDecodeError):
-            frame = _line_by_line(path, sep, encoding, bad)
+            frame = _line_by_line(path, sep, encoding, bad, report)
     report.rows_read[path.name] = frame.height  # every data row: the blank lines and the bad rows found here too
     if suffix not in (".parquet", ".pq"):
         stripped = [name.strip() for name in frame.columns]

@@ -24,6 +24,7 @@ from recsys.data.table_files import delimiter_hint, read_table
 from recsys.data.timestamps import epoch_seconds
 from recsys.errors import DataError
 from recsys.ids import ID_CHARS, too_long
+from recsys.text_format import plural
 
 MIN_EVALUATED_EVENTS = 3  # a user's events for a leave-one-out valid and test example (`recsys.splits`)
 
@@ -98,7 +99,8 @@ def import_table(interactions_path: str | Path, items_path: str | Path, *, user_
                  text_template: str | None = None, text_col: str | None = None,
                  extra_item_cols: Mapping[str, str] | Sequence[str] | None = None,
                  timestamp_format: str | None = None, name: str | None = None, on_bad_rows: OnBadRows = "fail",
-                 delimiter: str | None = None, encoding: str = "utf-8") -> Dataset:
+                 delimiter: str | None = None, encoding: str = "utf-8", items_delimiter: str | None = None,
+                 items_encoding: str | None = None) -> Dataset:
     """Import an interaction table and an item table (CSV/TSV/TXT/Parquet by extension) with a column mapping.
 
     Item text comes from `text_col`, or `text_template` ("title: {title} | brand: {brand}"; empty fields
@@ -107,15 +109,17 @@ def import_table(interactions_path: str | Path, items_path: str | Path, *, user_
     Timestamps: epoch numbers (seconds, or milliseconds / microseconds / nanoseconds told by their size; decimals
     floored), datetimes, or strings parsed as such numbers, ISO 8601 or `timestamp_format`.
     `time_col=None` uses the file order. Exact duplicate interactions are dropped and counted. Text files are
-    read with `delimiter` (default: tab for .tsv, else comma) and `encoding`. Bad rows: `on_bad_rows="fail"`
+    read with `delimiter` (default: tab for .tsv, else comma) and `encoding`; `items_delimiter` / `items_encoding`
+    read the item file otherwise (a `;` Windows export beside a UTF-8 event log). Bad rows: `on_bad_rows="fail"`
     stops with all of them listed, "skip" leaves them out (`dataset.report.rejected`, saved as rejected.csv)."""
-    try:
-        codecs.lookup(encoding)
-    except LookupError:
-        raise ValueError(f"unknown encoding {encoding!r}") from None
+    for given in (encoding, items_encoding or encoding):
+        try:
+            codecs.lookup(given)
+        except LookupError:
+            raise ValueError(f"unknown encoding {given!r}") from None
     inter_path, item_path, report = Path(interactions_path), Path(items_path), ImportReport()
     bad = BadRows(on_bad_rows)
-    items = read_table(item_path, report, bad, delimiter, encoding)
+    items = read_table(item_path, report, bad, items_delimiter or delimiter, items_encoding or encoding)
     _require(items, [item_id_col], item_path, single=True)
     if text_template is None and text_col is None:
         if "text" not in items.columns:
@@ -222,7 +226,7 @@ def checked_interactions(inter: pl.DataFrame, cols: tuple[str, str, str | None],
     counts = unique["user_id"].value_counts()["count"]
     short = int((counts < MIN_EVALUATED_EVENTS).sum())
     if short:
-        report.notes.append(f"{short:,} of {counts.len():,} users {'has' if short == 1 else 'have'} fewer than "
+        report.notes.append(f"{short:,} of {counts.len():,} users {plural(short, 'has', 'have')} fewer than "
                             f"{MIN_EVALUATED_EVENTS} interactions: leave-one-out gives them no valid or test example "
                             "(their events stay in train)")
     return unique

@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 
 from recsys.data.dataset import ImportReport
+from recsys.text_format import counted
 
 
 def _iso_seconds(value: str) -> int | None:
@@ -46,7 +47,7 @@ def _epoch_numbers(numbers: pl.Series, report: ImportReport | None = None, path:
         seconds = pl.select(pl.when(finer).then(scaled).otherwise(seconds)).to_series()
         if report is not None:
             where = f" of {path.name}" if path else ""
-            report.notes.append(f"{count:,} timestamp{'s' * (count > 1)}{where} read as {unit} since the epoch "
+            report.notes.append(f"{counted(count, 'timestamp')}{where} read as {unit} since the epoch "
                                 f"(from 10^{len(str(least)) - 1} on: as seconds they would fall after the year 5000)")
     if decimal:
         seconds = seconds.floor().cast(pl.Int64, strict=False)
@@ -76,7 +77,7 @@ def _compact_dates(whole: pl.Series, report: ImportReport | None, path: Path | N
         parsed = parsed.fill_null(these.str.to_datetime(fmt, strict=False, time_unit="us"))
     if report is not None:
         where = f" of {path.name}" if path else ""
-        report.notes.append(f"{values.len():,} timestamp{'s' * (values.len() > 1)}{where} read as dates written "
+        report.notes.append(f"{counted(values.len(), 'timestamp')}{where} read as dates written "
                             "YYYYMMDD or YYYYMMDDHHMMSS")
     return parsed.dt.epoch("s")
 
