@@ -12,8 +12,7 @@ import numpy as np
 import polars as pl
 
 from recsys.errors import StoreError
-from recsys.event_log import (HISTORY_LIMIT, Change, ChangeKind, EventRow, event_frame_of, vector_bytes,
-                              vector_of)
+from recsys.event_log import Change, ChangeKind, EventRow, event_frame_of, vector_bytes, vector_of
 
 # Redis: each log is appended by a Lua script, so taking the next seq and writing the entry are one atomic step
 # (a reader never sees seq n+1 before n).
@@ -77,27 +76,22 @@ class RedisEventStore:
             count = int(pipe.execute()[-1])
         return count if count is not None else int(self._redis.llen(self._key("events", user_id)))
 
-    def _entries(self, user_id: str, limit: int | None, until: int | None) -> list[str]:
+    def _entries(self, user_id: str, limit: int | None, until: int | None) -> list[dict]:
         raw = self._redis.lrange(self._key("events", user_id), 0 if until is not None or limit is None else -limit, -1)
         entries = [json.loads(e) for e in raw]
         if until is not None:
             entries = [e for e in entries if e.get("seq", 0) <= until]
-        items = [e["item_id"] for e in entries]
-        return items[-limit:] if limit is not None else items
+        return entries[-limit:] if limit is not None else entries
 
     def events(self, user_id: str, limit: int, until: int | None = None) -> list[str]:
-        return self._entries(user_id, limit, until)
+        return [e["item_id"] for e in self._entries(user_id, limit, until)]
+
+    def events_with_kinds(self, user_id: str, limit: int, until: int | None = None) -> list[tuple[str, str]]:
+        return [(e["item_id"], e["kind"]) for e in self._entries(user_id, limit, until)]
 
     def events_for(self, user_ids: Iterable[str], limit: int, until: int | None = None) -> dict[str, list[str]]:
-        out = {user: self._entries(user, limit, until) for user in dict.fromkeys(user_ids)}
+        out = {user: self.events(user, limit, until) for user in dict.fromkeys(user_ids)}
         return {user: items for user, items in out.items() if items}
-
-    def kinds(self, user_id: str, item_ids: Collection[str], limit: int = HISTORY_LIMIT) -> dict[str, str]:
-        wanted = set(item_ids)
-        if not wanted:
-            return {}
-        events = (json.loads(e) for e in self._redis.lrange(self._key("events", user_id), -limit, -1))
-        return {e["item_id"]: e["kind"] for e in events if e["item_id"] in wanted}
 
     def event_users(self, until: int | None = None) -> list[str]:
         users = sorted(u.decode() for u in self._redis.smembers(self._key("users")))

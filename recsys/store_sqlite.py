@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recsys.event_log import (HISTORY_LIMIT, Change, ChangeKind, event_frame_of, vector_bytes,
-                              vector_of)
+from recsys.event_log import Change, ChangeKind, event_frame_of, vector_bytes, vector_of
 
 
 WAL_TRIES = 50  # × 0.1 s
@@ -112,11 +111,14 @@ class SQLiteEventStore:
             return self._db.execute(self.COUNT, (user_id, len(rows))).fetchall()[0][0]
 
     def events(self, user_id: str, limit: int, until: int | None = None) -> list[str]:
+        return [item_id for item_id, _ in self.events_with_kinds(user_id, limit, until)]
+
+    def events_with_kinds(self, user_id: str, limit: int, until: int | None = None) -> list[tuple[str, str]]:
         bound, args = ("AND seq <= ? ", (until,)) if until is not None else ("", ())
         with self._read_lock:
-            rows = self._reader.execute(f"SELECT item_id FROM events WHERE user_id = ? {bound}ORDER BY seq DESC "
-                                        "LIMIT ?", (user_id, *args, limit)).fetchall()
-        return [r[0] for r in reversed(rows)]
+            rows = self._reader.execute(f"SELECT item_id, kind FROM events WHERE user_id = ? {bound}ORDER BY seq "
+                                        "DESC LIMIT ?", (user_id, *args, limit)).fetchall()
+        return rows[::-1]
 
     def events_for(self, user_ids: Iterable[str], limit: int, until: int | None = None) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
@@ -131,17 +133,6 @@ class SQLiteEventStore:
             for user_id, item_id in rows:
                 out.setdefault(user_id, []).append(item_id)
         return {user: items[-limit:] for user, items in out.items()}
-
-    def kinds(self, user_id: str, item_ids: Collection[str], limit: int = HISTORY_LIMIT) -> dict[str, str]:
-        wanted = set(item_ids)
-        if not wanted:
-            return {}
-        # the latest `limit` events, filtered here: an IN (?, …) clause would cap the ids at SQLite's variable limit
-        with self._read_lock:
-            rows = self._reader.execute("SELECT item_id, kind FROM (SELECT seq, item_id, kind FROM events WHERE "
-                                        "user_id = ? ORDER BY seq DESC LIMIT ?) ORDER BY seq", (user_id, limit)
-                                        ).fetchall()
-        return {item_id: kind for item_id, kind in rows if item_id in wanted}
 
     def event_users(self, until: int | None = None) -> list[str]:
         bound, args = ("WHERE seq <= ? ", (until,)) if until is not None else ("", ())

@@ -415,7 +415,7 @@ def test_an_unexpected_failure_is_a_500_in_the_one_shape_naming_nothing(bundle, 
 
     service = Service(Settings(state_dir=tmp_path / "state"), item_encoder_loader=lambda loaded: FakeTextEncoder())
     with TestClient(create_app(bundle, service=service), raise_server_exceptions=False) as client:
-        monkeypatch.setattr(service.store, "events", unreachable)  # e.g. the event store's disk gone
+        monkeypatch.setattr(service.store, "events_with_kinds", unreachable)  # e.g. the event store's disk gone
         response = client.get("/v1/users/u1/recommendations")
     body = assert_error(response, 500)
     assert body == {"detail": "internal error: the server logged it", "errors": []} and "secret" not in response.text
@@ -638,7 +638,7 @@ def test_an_unavailable_event_store_is_a_503_to_retry_and_a_bug_stays_a_500(clie
             raise failure
 
         monkeypatch.setattr(store, "append", down)
-        monkeypatch.setattr(store, "events", down)
+        monkeypatch.setattr(store, "events_with_kinds", down)
         with caplog.at_level(logging.WARNING, logger="recsys.api"):
             for response in (client.post("/v1/events", json=event), client.get("/v1/users/u1/recommendations")):
                 assert assert_error(response, 503) == {"detail": "the event store is unavailable; retry shortly",
@@ -693,7 +693,7 @@ def test_readiness_reports_the_event_store_and_what_needs_none_keeps_serving(cli
             pass
         raise error
 
-    for name in ("append", "events", "kinds", "changes", "record_change"):
+    for name in ("append", "events", "events_with_kinds", "changes", "record_change"):
         monkeypatch.setattr(service.store, name, down)
     monkeypatch.setattr(service.store, "last_change_seq", check)
     with caplog.at_level(logging.INFO, logger="recsys.api"):
