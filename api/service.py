@@ -51,7 +51,8 @@ T = TypeVar("T")
 def make_store(settings: Settings) -> EventStore:
     """The configured event store; one line naming the setting (StoreError) when it cannot be opened."""
     try:
-        store = open_store(settings.event_store, settings.state_dir, settings.redis_url, settings.redis_timeout_s)
+        store = open_store(settings.event_store, settings.state_dir, settings.redis_url, settings.redis_timeout_s,
+                           settings.sqlite_write_timeout_s)
     except StoreError as exc:
         raise StoreError(f"RECSYS_REDIS_URL: {exc}") from None
     except (OSError, sqlite3.Error) as exc:

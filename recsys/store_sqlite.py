@@ -17,6 +17,12 @@ from recsys.event_log import Change, ChangeKind, event_frame_of, vector_bytes, v
 
 
 WAL_TRIES = 50  # × 0.1 s
+OPEN_TIMEOUT_S = 30.0
+"""How long opening a store (WAL switch, migrations, counts) and every read wait on a locked file: start-up answers
+no client, and a WAL reader hardly ever waits."""
+WRITE_TIMEOUT_S = 30.0
+"""How long a write waits by default on another process's write before 'database is locked' (the API passes its
+shorter `RECSYS_SQLITE_WRITE_TIMEOUT_S`: a client is waiting)."""
 
 
 def _enable_wal(db: sqlite3.Connection) -> None:
@@ -36,20 +42,20 @@ def _enable_wal(db: sqlite3.Connection) -> None:
 class SQLiteEventStore:
     """Thread-safe SQLite store (WAL; several processes may share the file): one connection for writes and one for
     reads, each guarded by its lock, so a read never queues behind a write (WAL readers do not wait for the writer;
-    a write waits up to the busy timeout while another process writes). Tables `events` and `changes`, each keyed
-    by its seq, and `user_events`: each user's event count, so an insert costs the same for a user with one event
-    or a million."""
+    a write waits up to `write_timeout_s` while another process writes, then raises sqlite3.OperationalError
+    'database is locked'). Tables `events` and `changes`, each keyed by its seq, and `user_events`: each user's event
+    count, so an insert costs the same for a user with one event or a million."""
 
     reads_wait = False  # WAL: the reader connection never waits for a writer (`EventStore.reads_wait`)
     COUNT = ("INSERT INTO user_events (user_id, n) VALUES (?, ?) ON CONFLICT(user_id) DO UPDATE SET n = n + "
              "excluded.n RETURNING n")
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, write_timeout_s: float = WRITE_TIMEOUT_S) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=OPEN_TIMEOUT_S)
         _enable_wal(self._db)
         self._db.execute("CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT, "
                          "item_id TEXT, kind TEXT, ts REAL)")
@@ -58,8 +64,10 @@ class SQLiteEventStore:
                          "item_id TEXT, record TEXT, vector BLOB, space TEXT, active INTEGER, ts REAL)")
         self._migrate()
         self._count_users()
+        self._db.execute(f"PRAGMA busy_timeout = {max(1, round(write_timeout_s * 1000))}")  # the writes from here on
         self._read_lock = threading.Lock()
-        self._reader = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._reader = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None,
+                                       timeout=OPEN_TIMEOUT_S)
 
     def _migrate(self) -> None:
         """State directories written before the change log kept items / item_state tables: copy them into it."""
