@@ -43,8 +43,10 @@ class SQLiteEventStore:
     """Thread-safe SQLite store (WAL; several processes may share the file): one connection for writes and one for
     reads, each guarded by its lock, so a read never queues behind a write (WAL readers do not wait for the writer;
     a write waits up to `write_timeout_s` while another process writes, then raises sqlite3.OperationalError
-    'database is locked'). Tables `events` and `changes`, each keyed by its seq, and `user_events`: each user's event
-    count, so an insert costs the same for a user with one event or a million."""
+    'database is locked'; it waits as long at most for this process's earlier writes, so a queue of writes behind a
+    locked file fails within about twice the timeout each, not one timeout after the other). Tables `events` and
+    `changes`, each keyed by its seq, and `user_events`: each user's event count, so an insert costs the same for a
+    user with one event or a million."""
 
     reads_wait = False  # WAL: the reader connection never waits for a writer (`EventStore.reads_wait`)
     COUNT = ("INSERT INTO user_events (user_id, n) VALUES (?, ?) ON CONFLICT(user_id) DO UPDATE SET n = n + "
@@ -55,6 +57,7 @@ class SQLiteEventStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
+        self.write_timeout_s = write_timeout_s
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=OPEN_TIMEOUT_S)
         _enable_wal(self._db)
         self._db.execute("CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT, "
@@ -96,6 +99,19 @@ class SQLiteEventStore:
                 self._db.execute("INSERT INTO user_events SELECT user_id, COUNT(*) FROM events GROUP BY user_id")
 
     @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """The writer connection, once this process's earlier writes are done: they may each wait up to the
+        timeout for another process's lock, so the wait for them is bounded too ('database is locked', as SQLite
+        says it)."""
+        if not self._lock.acquire(timeout=self.write_timeout_s):
+            raise sqlite3.OperationalError(f"database is locked (this process's earlier writes held it for "
+                                           f"{self.write_timeout_s:g} s)")
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    @contextmanager
     def _transaction(self) -> Iterator[None]:
         """BEGIN … COMMIT (ROLLBACK on error): events and their count land together."""
         self._db.execute("BEGIN IMMEDIATE")
@@ -114,7 +130,7 @@ class SQLiteEventStore:
                     timestamp: float | None = None) -> int:
         ts = timestamp if timestamp is not None else time.time()
         rows = [(user_id, item_id, kind, ts) for item_id in item_ids]
-        with self._lock, self._transaction():
+        with self._writing(), self._transaction():
             self._db.executemany("INSERT INTO events (user_id, item_id, kind, ts) VALUES (?, ?, ?, ?)", rows)
             return self._db.execute(self.COUNT, (user_id, len(rows))).fetchall()[0][0]
 
@@ -166,7 +182,7 @@ class SQLiteEventStore:
     # ---- catalogue changes ------------------------------------------------------------------------
     def record_change(self, kind: ChangeKind, item_id: str | None = None, record: dict | None = None,
                       vector: np.ndarray | None = None, space: str | None = None, active: bool | None = None) -> int:
-        with self._lock:
+        with self._writing():
             cursor = self._db.execute(
                 "INSERT INTO changes (kind, item_id, record, vector, space, active, ts) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (kind, item_id, None if record is None else json.dumps(record), vector_bytes(vector), space,
