@@ -14,12 +14,12 @@ from typing import Literal
 
 from recsys.event_log import (EVENT_BATCH, EVENT_KINDS, EVENT_SCHEMA, HISTORY_LIMIT, Change, ChangeKind, EventRow,
                               EventStore, event_frame_of, merged_history)
-from recsys.store_redis import RedisEventStore, redact
+from recsys.store_redis import REDIS_TIMEOUT_S, RedisEventStore, redact
 from recsys.store_sqlite import WRITE_TIMEOUT_S, SQLiteEventStore
 
 
 def open_store(kind: Literal["sqlite", "redis"], state_dir: str | Path, redis_url: str | None = None,
-               redis_timeout_s: float | None = None, sqlite_write_timeout_s: float = WRITE_TIMEOUT_S) -> EventStore:
+               redis_timeout_s: float = REDIS_TIMEOUT_S, sqlite_write_timeout_s: float = WRITE_TIMEOUT_S) -> EventStore:
     """The SQLite store in `state_dir` (events.sqlite) or the Redis store at `redis_url` (`redis_timeout_s`: see
     `RedisEventStore`; `sqlite_write_timeout_s`: `SQLiteEventStore`'s `write_timeout_s`)."""
     if kind == "redis":
@@ -31,4 +31,4 @@ def open_store(kind: Literal["sqlite", "redis"], state_dir: str | Path, redis_ur
 
 __all__ = ["EventStore", "SQLiteEventStore", "RedisEventStore", "Change", "ChangeKind", "EventRow", "EVENT_SCHEMA",
            "event_frame_of", "merged_history",
-           "open_store", "redact", "EVENT_BATCH", "EVENT_KINDS", "HISTORY_LIMIT"]
+           "open_store", "redact", "EVENT_BATCH", "EVENT_KINDS", "HISTORY_LIMIT", "REDIS_TIMEOUT_S"]

@@ -22,6 +22,11 @@ local n = redis.call('RPUSH', KEYS[2], cjson.encode({item_id=ARGV[1], kind=ARGV[
 redis.call('SADD', KEYS[3], ARGV[4])
 return n
 """
+REDIS_TIMEOUT_S = 10.0
+"""How long a caller that names no timeout (the batch jobs' `--redis-timeout-s` default, the store benchmark) waits
+for Redis to accept a connection or to answer a command (the API passes its own `RECSYS_REDIS_TIMEOUT_S`); a batch
+job's read of a user's whole list is one answer."""
+
 _APPEND_CHANGE = """
 local seq = redis.call('INCR', KEYS[1])
 redis.call('ZADD', KEYS[2], seq, seq .. '|' .. ARGV[1])
@@ -35,16 +40,14 @@ class RedisEventStore:
 
     reads_wait = True  # a network round trip, up to the timeout (`EventStore.reads_wait`)
 
-    def __init__(self, url: str, prefix: str = "recsys", timeout_s: float | None = None) -> None:
+    def __init__(self, url: str, prefix: str = "recsys", timeout_s: float = REDIS_TIMEOUT_S) -> None:
         """`timeout_s`: the longest wait for a connection and for each answer, after which a call raises redis'
         TimeoutError or ConnectionError (a Redis that accepts connections and never answers would otherwise hold
-        its caller for good: redis-py 5 has no read timeout); None: 5 s to connect, the client's default to read."""
+        its caller for good: redis-py 5 has no read timeout, later versions 5 s)."""
         import redis
 
-        timeouts = {"socket_connect_timeout": 5} if timeout_s is None else \
-            {"socket_connect_timeout": timeout_s, "socket_timeout": timeout_s}
         try:
-            self._redis = redis.Redis.from_url(url, **timeouts)
+            self._redis = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
             self._redis.ping()
         except (redis.RedisError, ValueError) as exc:
             raise StoreError(f"cannot reach Redis at {redact(url)}: {exc}") from None
