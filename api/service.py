@@ -51,7 +51,8 @@ T = TypeVar("T")
 def make_store(settings: Settings) -> EventStore:
     """The configured event store; one line naming the setting (StoreError) when it cannot be opened."""
     try:
-        store = open_store(settings.event_store, settings.state_dir, settings.redis_url, settings.redis_timeout_s)
+        store = open_store(settings.event_store, settings.state_dir, settings.redis_url, settings.redis_timeout_s,
+                           settings.sqlite_write_timeout_s)
     except StoreError as exc:
         raise StoreError(f"RECSYS_REDIS_URL: {exc}") from None
     except (OSError, sqlite3.Error) as exc:
@@ -390,12 +391,13 @@ class Service:
     def history_and_kinds(self, loaded: Loaded, user_id: str,
                           kinds: bool = True) -> tuple[list[str] | None, dict[str, str]]:
         """`history`, and the kind of the user's latest event on each item of its events (viewed / bought, for the
-        reasons; the bundle's own interactions have none): both store reads in one call, for one thread-pool hop."""
+        reasons; the bundle's own interactions have none): one store read (`EventStore.events_with_kinds`), so one
+        thread-pool hop where the store is read in the pool."""
         limit = self.settings.history_limit
-        events = self.store.events(user_id, limit)
-        history = merged_history(loaded.recommender.histories.get(user_id), events, limit)
-        # the user's latest `limit` events hold every event in the history
-        return history, self.store.kinds(user_id, events, limit=limit) if kinds and events else {}
+        events = self.store.events_with_kinds(user_id, limit)
+        history = merged_history(loaded.recommender.histories.get(user_id), [item_id for item_id, _ in events], limit)
+        # the user's latest `limit` events hold every event in the history; oldest first, so the latest kind wins
+        return history, dict(events) if kinds else {}
 
     def record_event(self, loaded: Loaded, user_id: str, item_id: str, kind: str, timestamp: float | None) -> int:
         self._known(loaded, item_id)

@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     redis_timeout_s: float = Field(2.0, gt=0, le=60, description="the longest a worker waits for Redis to accept a "
                                    "connection or to answer a command; past it the request answers 503 'retry "
                                    "shortly' (redis-py's own limit is none in version 5, 5 s in recent ones)")
+    sqlite_write_timeout_s: float = Field(5.0, gt=0, le=60, description="the longest an event or a catalogue edit "
+                                          "waits for another process writing to the SQLite store (another worker, "
+                                          "an import), and at most as long again for this worker's earlier "
+                                          "writes; past it the request answers 503 'retry shortly' (a client "
+                                          "has usually given up sooner than SQLite's 30 s, and a late write then "
+                                          "lands after the client retried it)")
     sync_interval_ms: float = Field(200.0, gt=0, description="how often a worker checks the event store for catalogue "
                                     "changes made through another worker (and for reloads to follow): every change "
                                     "is visible to every worker within about this long")

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from recsys.store import HISTORY_LIMIT, RedisEventStore, SQLiteEventStore
+from recsys.store import HISTORY_LIMIT, REDIS_TIMEOUT_S, RedisEventStore, SQLiteEventStore
 from benchmarks.common import Column, environment, write_report
 
 USER = "heavy-user"
@@ -91,7 +91,8 @@ def _redis_rows(lengths: Sequence[int], inserts: int, url: str, log) -> list[dic
                 f"history read p50 {read['p50_ms']:.3f} ms")
     finally:
         store.close()
-        with redis.Redis.from_url(url) as client:
+        with redis.Redis.from_url(url, socket_connect_timeout=REDIS_TIMEOUT_S,
+                                  socket_timeout=REDIS_TIMEOUT_S) as client:
             client.delete(f"{prefix}:events:{USER}")
     return rows
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
@@ -78,8 +79,21 @@ def friendly_errors(func):
         except OSError as exc:  # the file system refused: an output path that is a file, no permission, disk full
             err_console.print(f"[bold red]error:[/] {escape(os_error_line(exc))}")
             raise typer.Exit(2) from None
+        except Exception as exc:
+            if not is_redis_outage(exc):
+                raise
+            err_console.print(f"[bold red]error:[/] the Redis event store stopped answering ({type(exc).__name__}: "
+                              f"{escape(str(exc))}); --redis-timeout-s (RECSYS_REDIS_TIMEOUT_S) bounds each wait")
+            raise typer.Exit(2) from None
     wrapper.friendly_errors = True  # type: ignore[attr-defined]
     return wrapper
+
+
+def is_redis_outage(exc: BaseException) -> bool:
+    """Whether `exc` is redis' connection or timeout error: Redis gone or not answering in time during a job that
+    reads the event store (redis is imported only by the jobs that opened a Redis store)."""
+    errors = sys.modules.get("redis.exceptions")
+    return errors is not None and isinstance(exc, (errors.ConnectionError, errors.TimeoutError))
 
 
 def validation_problems(exc: ValidationError) -> str:
@@ -221,6 +235,9 @@ StateDirOpt = Annotated[Path, typer.Option(envvar="RECSYS_STATE_DIR", help="the 
                                                                          "event store)")]
 EventStoreOpt = Annotated[str, typer.Option(envvar="RECSYS_EVENT_STORE", help="sqlite or redis")]
 RedisUrlOpt = Annotated[Optional[str], typer.Option(envvar="RECSYS_REDIS_URL", help="the Redis event store")]
+RedisTimeoutOpt = Annotated[float, typer.Option(envvar="RECSYS_REDIS_TIMEOUT_S", min=0.01, max=600,
+                                                help="seconds to wait for the Redis event store to accept a "
+                                                     "connection or answer a command before the job stops")]
 EVAL_USERS = "20000"
 EncoderOpt = Annotated[Literal["torch", "onnx", "onnx-int8"], typer.Option(
     "--encoder", help="item-text encoder on CPU: ONNX Runtime int8 (the default: 3.2× torch's items/s, cosine "

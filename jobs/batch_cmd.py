@@ -9,9 +9,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from jobs.app import EventStoreOpt, RedisUrlOpt, StateDirOpt, app, check_ray_only
+from jobs.app import EventStoreOpt, RedisTimeoutOpt, RedisUrlOpt, StateDirOpt, app, check_ray_only
 from jobs.output import console, err_console
-from recsys.store import HISTORY_LIMIT
+from recsys.store import HISTORY_LIMIT, REDIS_TIMEOUT_S
 
 
 @app.command("batch-score")
@@ -47,6 +47,7 @@ def batch_score(
     state_dir: StateDirOpt = Path("recsys-state"),
     event_store: EventStoreOpt = "sqlite",
     redis_url: RedisUrlOpt = None,
+    redis_timeout_s: RedisTimeoutOpt = REDIS_TIMEOUT_S,
     history_limit: Annotated[int, typer.Option(min=1, envvar="RECSYS_HISTORY_LIMIT",
                                                help="most recent history items read "
                                                     "(the API's limit)")] = HISTORY_LIMIT,
@@ -67,8 +68,8 @@ def batch_score(
     options = BatchOptions(bundle=bundle, out=out, users=users, k=k, chunk_size=chunk_size, exclude_seen=exclude_seen,
                            reasons=reasons, data=data, split=split, engine=engine,  # type: ignore[arg-type]
                            workers=workers, threads=threads, ray_address=ray_address, overwrite=overwrite,
-                           strict=strict,
-                           progress=progress, store=store_source(store, state_dir, event_store, redis_url),
+                           strict=strict, progress=progress,
+                           store=store_source(store, state_dir, event_store, redis_url, redis_timeout_s),
                            history_limit=history_limit)
     try:
         manifest = run_job(options)
@@ -91,7 +92,8 @@ def batch_score(
                   f"{' with ranker' if manifest['has_ranker'] else ''} → {out}")
 
 
-def store_source(use: bool | None, state_dir: Path, kind: str, redis_url: str | None):
+def store_source(use: bool | None, state_dir: Path, kind: str, redis_url: str | None,
+                 redis_timeout_s: float = REDIS_TIMEOUT_S):
     """The event store to read: None with --no-store, or when none exists and --store was not asked for."""
     from jobs.batch.store import StoreSource
 
@@ -99,8 +101,8 @@ def store_source(use: bool | None, state_dir: Path, kind: str, redis_url: str | 
         raise typer.BadParameter(f"--event-store must be sqlite or redis, got {kind!r}")
     if use is False:
         return None
-    source = StoreSource(redis_url=redis_url or "redis://127.0.0.1:6379/0") if kind == "redis" \
-        else StoreSource(state_dir=state_dir)
+    source = StoreSource(redis_url=redis_url or "redis://127.0.0.1:6379/0", redis_timeout_s=redis_timeout_s) \
+        if kind == "redis" else StoreSource(state_dir=state_dir)
     if not source.exists():
         if use:
             raise typer.BadParameter(f"no event store at {source.label}")

@@ -10,12 +10,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from jobs.app import EVAL_USERS, BundleData, BundleDir, EventStoreOpt, EvalUsersOpt, NewBundleOut, RedisUrlOpt, \
-    StateDirOpt, app, eval_sample, read_json_object, validation_problems
+from jobs.app import EVAL_USERS, BundleData, BundleDir, EventStoreOpt, EvalUsersOpt, NewBundleOut, RedisTimeoutOpt, \
+    RedisUrlOpt, StateDirOpt, app, eval_sample, read_json_object, validation_problems
 from jobs.batch_cmd import store_source
 from jobs.options import OneOf, comma_list
 from jobs.output import console, metrics_table
-from recsys.store import EVENT_KINDS
+from recsys.store import EVENT_KINDS, REDIS_TIMEOUT_S
 
 TrainPositions = Annotated[Optional[int], typer.Option(
     min=0, help="also train on the last N positions of each train-split sequence (default: RankerConfig's)")]
@@ -194,6 +194,7 @@ def refresh_stats(
     state_dir: StateDirOpt = Path("recsys-state"),
     event_store: EventStoreOpt = "sqlite",
     redis_url: RedisUrlOpt = None,
+    redis_timeout_s: RedisTimeoutOpt = REDIS_TIMEOUT_S,
     kinds: Annotated[str, typer.Option(help="with --store: the event kinds counted, comma-separated")]
     = ",".join(EVENT_KINDS),
 ) -> None:
@@ -212,7 +213,7 @@ def refresh_stats(
         raise typer.BadParameter("the event store's events come after every dataset event: use --through test "
                                  "(the default with --store)", param_hint="--through")
     wanted = parse_kinds(kinds)
-    source = store_source(True, state_dir, event_store, redis_url) if store else None
+    source = store_source(True, state_dir, event_store, redis_url, redis_timeout_s) if store else None
     recommender, split, path, manifest = open_with_data(bundle, data)
     if recommender.reranker is None:
         raise BundleError(f"the bundle {path} has no re-ranker (its statistics are the re-ranker's): add one with "

@@ -81,9 +81,9 @@ class EventStore(Protocol):
     def events_for(self, user_ids: Iterable[str], limit: int, until: int | None = None) -> dict[str, list[str]]:
         """`events` of many users (those with events only)."""
 
-    def kinds(self, user_id: str, item_ids: Collection[str], limit: int = HISTORY_LIMIT) -> dict[str, str]:
-        """The kind of the user's latest event on each of `item_ids` that has one among the user's most recent
-        `limit` events (view, cart, purchase): what a history of `limit` items needs, read in the same time
+    def events_with_kinds(self, user_id: str, limit: int, until: int | None = None) -> list[tuple[str, str]]:
+        """`events` with each event's kind (view, cart, purchase): (item_id, kind) pairs, oldest first, in one
+        read (the API's known-user request needs both: the history and the reasons' kinds); read in the same time
         whatever the user's whole history."""
 
     def event_users(self, until: int | None = None) -> list[str]:

@@ -14,21 +14,21 @@ from typing import Literal
 
 from recsys.event_log import (EVENT_BATCH, EVENT_KINDS, EVENT_SCHEMA, HISTORY_LIMIT, Change, ChangeKind, EventRow,
                               EventStore, event_frame_of, merged_history)
-from recsys.store_redis import RedisEventStore, redact
-from recsys.store_sqlite import SQLiteEventStore
+from recsys.store_redis import REDIS_TIMEOUT_S, RedisEventStore, redact
+from recsys.store_sqlite import WRITE_TIMEOUT_S, SQLiteEventStore
 
 
 def open_store(kind: Literal["sqlite", "redis"], state_dir: str | Path, redis_url: str | None = None,
-               redis_timeout_s: float | None = None) -> EventStore:
+               redis_timeout_s: float = REDIS_TIMEOUT_S, sqlite_write_timeout_s: float = WRITE_TIMEOUT_S) -> EventStore:
     """The SQLite store in `state_dir` (events.sqlite) or the Redis store at `redis_url` (`redis_timeout_s`: see
-    `RedisEventStore`)."""
+    `RedisEventStore`; `sqlite_write_timeout_s`: `SQLiteEventStore`'s `write_timeout_s`)."""
     if kind == "redis":
         if not redis_url:
             raise ValueError("the Redis event store needs a URL")
         return RedisEventStore(redis_url, timeout_s=redis_timeout_s)
-    return SQLiteEventStore(Path(state_dir) / "events.sqlite")
+    return SQLiteEventStore(Path(state_dir) / "events.sqlite", write_timeout_s=sqlite_write_timeout_s)
 
 
 __all__ = ["EventStore", "SQLiteEventStore", "RedisEventStore", "Change", "ChangeKind", "EventRow", "EVENT_SCHEMA",
            "event_frame_of", "merged_history",
-           "open_store", "redact", "EVENT_BATCH", "EVENT_KINDS", "HISTORY_LIMIT"]
+           "open_store", "redact", "EVENT_BATCH", "EVENT_KINDS", "HISTORY_LIMIT", "REDIS_TIMEOUT_S"]

@@ -12,8 +12,7 @@ import numpy as np
 import polars as pl
 
 from recsys.errors import StoreError
-from recsys.event_log import (HISTORY_LIMIT, Change, ChangeKind, EventRow, event_frame_of, vector_bytes,
-                              vector_of)
+from recsys.event_log import Change, ChangeKind, EventRow, event_frame_of, vector_bytes, vector_of
 
 # Redis: each log is appended by a Lua script, so taking the next seq and writing the entry are one atomic step
 # (a reader never sees seq n+1 before n).
@@ -23,6 +22,11 @@ local n = redis.call('RPUSH', KEYS[2], cjson.encode({item_id=ARGV[1], kind=ARGV[
 redis.call('SADD', KEYS[3], ARGV[4])
 return n
 """
+REDIS_TIMEOUT_S = 10.0
+"""How long a caller that names no timeout (the batch jobs' `--redis-timeout-s` default, the store benchmark) waits
+for Redis to accept a connection or to answer a command (the API passes its own `RECSYS_REDIS_TIMEOUT_S`); a batch
+job's read of a user's whole list is one answer."""
+
 _APPEND_CHANGE = """
 local seq = redis.call('INCR', KEYS[1])
 redis.call('ZADD', KEYS[2], seq, seq .. '|' .. ARGV[1])
@@ -36,16 +40,14 @@ class RedisEventStore:
 
     reads_wait = True  # a network round trip, up to the timeout (`EventStore.reads_wait`)
 
-    def __init__(self, url: str, prefix: str = "recsys", timeout_s: float | None = None) -> None:
+    def __init__(self, url: str, prefix: str = "recsys", timeout_s: float = REDIS_TIMEOUT_S) -> None:
         """`timeout_s`: the longest wait for a connection and for each answer, after which a call raises redis'
         TimeoutError or ConnectionError (a Redis that accepts connections and never answers would otherwise hold
-        its caller for good: redis-py 5 has no read timeout); None: 5 s to connect, the client's default to read."""
+        its caller for good: redis-py 5 has no read timeout, later versions 5 s)."""
         import redis
 
-        timeouts = {"socket_connect_timeout": 5} if timeout_s is None else \
-            {"socket_connect_timeout": timeout_s, "socket_timeout": timeout_s}
         try:
-            self._redis = redis.Redis.from_url(url, **timeouts)
+            self._redis = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
             self._redis.ping()
         except (redis.RedisError, ValueError) as exc:
             raise StoreError(f"cannot reach Redis at {redact(url)}: {exc}") from None
@@ -77,27 +79,22 @@ class RedisEventStore:
             count = int(pipe.execute()[-1])
         return count if count is not None else int(self._redis.llen(self._key("events", user_id)))
 
-    def _entries(self, user_id: str, limit: int | None, until: int | None) -> list[str]:
+    def _entries(self, user_id: str, limit: int | None, until: int | None) -> list[dict]:
         raw = self._redis.lrange(self._key("events", user_id), 0 if until is not None or limit is None else -limit, -1)
         entries = [json.loads(e) for e in raw]
         if until is not None:
             entries = [e for e in entries if e.get("seq", 0) <= until]
-        items = [e["item_id"] for e in entries]
-        return items[-limit:] if limit is not None else items
+        return entries[-limit:] if limit is not None else entries
 
     def events(self, user_id: str, limit: int, until: int | None = None) -> list[str]:
-        return self._entries(user_id, limit, until)
+        return [e["item_id"] for e in self._entries(user_id, limit, until)]
+
+    def events_with_kinds(self, user_id: str, limit: int, until: int | None = None) -> list[tuple[str, str]]:
+        return [(e["item_id"], e["kind"]) for e in self._entries(user_id, limit, until)]
 
     def events_for(self, user_ids: Iterable[str], limit: int, until: int | None = None) -> dict[str, list[str]]:
-        out = {user: self._entries(user, limit, until) for user in dict.fromkeys(user_ids)}
+        out = {user: self.events(user, limit, until) for user in dict.fromkeys(user_ids)}
         return {user: items for user, items in out.items() if items}
-
-    def kinds(self, user_id: str, item_ids: Collection[str], limit: int = HISTORY_LIMIT) -> dict[str, str]:
-        wanted = set(item_ids)
-        if not wanted:
-            return {}
-        events = (json.loads(e) for e in self._redis.lrange(self._key("events", user_id), -limit, -1))
-        return {e["item_id"]: e["kind"] for e in events if e["item_id"] in wanted}
 
     def event_users(self, until: int | None = None) -> list[str]:
         users = sorted(u.decode() for u in self._redis.smembers(self._key("users")))

@@ -13,11 +13,16 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recsys.event_log import (HISTORY_LIMIT, Change, ChangeKind, event_frame_of, vector_bytes,
-                              vector_of)
+from recsys.event_log import Change, ChangeKind, event_frame_of, vector_bytes, vector_of
 
 
 WAL_TRIES = 50  # × 0.1 s
+OPEN_TIMEOUT_S = 30.0
+"""How long opening a store (WAL switch, migrations, counts) and every read wait on a locked file: start-up answers
+no client, and a WAL reader hardly ever waits."""
+WRITE_TIMEOUT_S = 30.0
+"""How long a write waits by default on another process's write before 'database is locked' (the API passes its
+shorter `RECSYS_SQLITE_WRITE_TIMEOUT_S`: a client is waiting)."""
 
 
 def _enable_wal(db: sqlite3.Connection) -> None:
@@ -37,20 +42,23 @@ def _enable_wal(db: sqlite3.Connection) -> None:
 class SQLiteEventStore:
     """Thread-safe SQLite store (WAL; several processes may share the file): one connection for writes and one for
     reads, each guarded by its lock, so a read never queues behind a write (WAL readers do not wait for the writer;
-    a write waits up to the busy timeout while another process writes). Tables `events` and `changes`, each keyed
-    by its seq, and `user_events`: each user's event count, so an insert costs the same for a user with one event
-    or a million."""
+    a write waits up to `write_timeout_s` while another process writes, then raises sqlite3.OperationalError
+    'database is locked'; it waits as long at most for this process's earlier writes, so a queue of writes behind a
+    locked file fails within about twice the timeout each, not one timeout after the other). Tables `events` and
+    `changes`, each keyed by its seq, and `user_events`: each user's event count, so an insert costs the same for a
+    user with one event or a million."""
 
     reads_wait = False  # WAL: the reader connection never waits for a writer (`EventStore.reads_wait`)
     COUNT = ("INSERT INTO user_events (user_id, n) VALUES (?, ?) ON CONFLICT(user_id) DO UPDATE SET n = n + "
              "excluded.n RETURNING n")
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, write_timeout_s: float = WRITE_TIMEOUT_S) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        self.write_timeout_s = write_timeout_s
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=OPEN_TIMEOUT_S)
         _enable_wal(self._db)
         self._db.execute("CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT, "
                          "item_id TEXT, kind TEXT, ts REAL)")
@@ -59,8 +67,10 @@ class SQLiteEventStore:
                          "item_id TEXT, record TEXT, vector BLOB, space TEXT, active INTEGER, ts REAL)")
         self._migrate()
         self._count_users()
+        self._db.execute(f"PRAGMA busy_timeout = {max(1, round(write_timeout_s * 1000))}")  # the writes from here on
         self._read_lock = threading.Lock()
-        self._reader = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._reader = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None,
+                                       timeout=OPEN_TIMEOUT_S)
 
     def _migrate(self) -> None:
         """State directories written before the change log kept items / item_state tables: copy them into it."""
@@ -89,6 +99,19 @@ class SQLiteEventStore:
                 self._db.execute("INSERT INTO user_events SELECT user_id, COUNT(*) FROM events GROUP BY user_id")
 
     @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """The writer connection, once this process's earlier writes are done: they may each wait up to the
+        timeout for another process's lock, so the wait for them is bounded too ('database is locked', as SQLite
+        says it)."""
+        if not self._lock.acquire(timeout=self.write_timeout_s):
+            raise sqlite3.OperationalError(f"database is locked (this process's earlier writes held it for "
+                                           f"{self.write_timeout_s:g} s)")
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    @contextmanager
     def _transaction(self) -> Iterator[None]:
         """BEGIN … COMMIT (ROLLBACK on error): events and their count land together."""
         self._db.execute("BEGIN IMMEDIATE")
@@ -107,16 +130,19 @@ class SQLiteEventStore:
                     timestamp: float | None = None) -> int:
         ts = timestamp if timestamp is not None else time.time()
         rows = [(user_id, item_id, kind, ts) for item_id in item_ids]
-        with self._lock, self._transaction():
+        with self._writing(), self._transaction():
             self._db.executemany("INSERT INTO events (user_id, item_id, kind, ts) VALUES (?, ?, ?, ?)", rows)
             return self._db.execute(self.COUNT, (user_id, len(rows))).fetchall()[0][0]
 
     def events(self, user_id: str, limit: int, until: int | None = None) -> list[str]:
+        return [item_id for item_id, _ in self.events_with_kinds(user_id, limit, until)]
+
+    def events_with_kinds(self, user_id: str, limit: int, until: int | None = None) -> list[tuple[str, str]]:
         bound, args = ("AND seq <= ? ", (until,)) if until is not None else ("", ())
         with self._read_lock:
-            rows = self._reader.execute(f"SELECT item_id FROM events WHERE user_id = ? {bound}ORDER BY seq DESC "
-                                        "LIMIT ?", (user_id, *args, limit)).fetchall()
-        return [r[0] for r in reversed(rows)]
+            rows = self._reader.execute(f"SELECT item_id, kind FROM events WHERE user_id = ? {bound}ORDER BY seq "
+                                        "DESC LIMIT ?", (user_id, *args, limit)).fetchall()
+        return rows[::-1]
 
     def events_for(self, user_ids: Iterable[str], limit: int, until: int | None = None) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
@@ -131,17 +157,6 @@ class SQLiteEventStore:
             for user_id, item_id in rows:
                 out.setdefault(user_id, []).append(item_id)
         return {user: items[-limit:] for user, items in out.items()}
-
-    def kinds(self, user_id: str, item_ids: Collection[str], limit: int = HISTORY_LIMIT) -> dict[str, str]:
-        wanted = set(item_ids)
-        if not wanted:
-            return {}
-        # the latest `limit` events, filtered here: an IN (?, …) clause would cap the ids at SQLite's variable limit
-        with self._read_lock:
-            rows = self._reader.execute("SELECT item_id, kind FROM (SELECT seq, item_id, kind FROM events WHERE "
-                                        "user_id = ? ORDER BY seq DESC LIMIT ?) ORDER BY seq", (user_id, limit)
-                                        ).fetchall()
-        return {item_id: kind for item_id, kind in rows if item_id in wanted}
 
     def event_users(self, until: int | None = None) -> list[str]:
         bound, args = ("WHERE seq <= ? ", (until,)) if until is not None else ("", ())
@@ -167,7 +182,7 @@ class SQLiteEventStore:
     # ---- catalogue changes ------------------------------------------------------------------------
     def record_change(self, kind: ChangeKind, item_id: str | None = None, record: dict | None = None,
                       vector: np.ndarray | None = None, space: str | None = None, active: bool | None = None) -> int:
-        with self._lock:
+        with self._writing():
             cursor = self._db.execute(
                 "INSERT INTO changes (kind, item_id, record, vector, space, active, ts) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (kind, item_id, None if record is None else json.dumps(record), vector_bytes(vector), space,

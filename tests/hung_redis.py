@@ -34,9 +34,11 @@ def _commands(buffer: bytes) -> tuple[list[bytes], bytes]:
 
 
 class HungRedis:
-    """Listens on 127.0.0.1 (`url`); a context manager that closes every connection on exit."""
+    """Listens on 127.0.0.1 (`url`); a context manager that closes every connection on exit. `hang_on`: a command
+    name (b"GET") that hangs it when it arrives (a Redis that stops answering in the middle of a job)."""
 
-    def __init__(self) -> None:
+    def __init__(self, hang_on: bytes | None = None) -> None:
+        self.hang_on = hang_on
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"redis://127.0.0.1:{self._listener.getsockname()[1]}/0"
         self._answering = threading.Event()
@@ -69,6 +71,8 @@ class HungRedis:
                 return
             names, buffer = _commands(buffer + data)
             for name in names:
+                if name == self.hang_on:
+                    self.hang()
                 if self._answering.is_set():
                     connection.sendall(REPLIES.get(name, b"+OK\r\n"))
                 else:

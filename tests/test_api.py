@@ -68,6 +68,27 @@ def test_known_user_excludes_history_and_explains(client):
     assert first["reason"] == "because of Camera Two in your history"  # the bundle's interactions have no kind
 
 
+def test_a_known_users_request_reads_its_events_and_their_kinds_in_one_store_call(client):
+    """History and the reasons' kinds come from one store read (they were two reads of the same rows)."""
+    service = client.app.state.service
+    client.post("/v1/events", json={"user_id": "u4", "item_id": "cam2", "kind": "purchase"})
+    calls = []
+
+    class Counting:
+        def __getattr__(self, name):
+            found = getattr(store, name)
+            if callable(found) and name not in ("last_change_seq", "changes"):  # the catalogue sync's polls
+                calls.append(name)
+            return found
+
+    store, service.store = service.store, Counting()
+    try:
+        first = client.get("/v1/users/u4/recommendations", params={"k": 2}).json()["items"][0]
+    finally:
+        service.store = store
+    assert first["reason"] == "because you bought Camera Two" and len(calls) == 1, calls
+
+
 def test_reasons_say_what_the_user_did(client):
     client.post("/v1/events", json={"user_id": "u4", "item_id": "cam2", "kind": "purchase"})
     first = client.get("/v1/users/u4/recommendations", params={"k": 2}).json()["items"][0]

@@ -415,7 +415,7 @@ def test_an_unexpected_failure_is_a_500_in_the_one_shape_naming_nothing(bundle, 
 
     service = Service(Settings(state_dir=tmp_path / "state"), item_encoder_loader=lambda loaded: FakeTextEncoder())
     with TestClient(create_app(bundle, service=service), raise_server_exceptions=False) as client:
-        monkeypatch.setattr(service.store, "events", unreachable)  # e.g. the event store's disk gone
+        monkeypatch.setattr(service.store, "events_with_kinds", unreachable)  # e.g. the event store's disk gone
         response = client.get("/v1/users/u1/recommendations")
     body = assert_error(response, 500)
     assert body == {"detail": "internal error: the server logged it", "errors": []} and "secret" not in response.text
@@ -638,7 +638,7 @@ def test_an_unavailable_event_store_is_a_503_to_retry_and_a_bug_stays_a_500(clie
             raise failure
 
         monkeypatch.setattr(store, "append", down)
-        monkeypatch.setattr(store, "events", down)
+        monkeypatch.setattr(store, "events_with_kinds", down)
         with caplog.at_level(logging.WARNING, logger="recsys.api"):
             for response in (client.post("/v1/events", json=event), client.get("/v1/users/u1/recommendations")):
                 assert assert_error(response, 503) == {"detail": "the event store is unavailable; retry shortly",
@@ -653,6 +653,31 @@ def test_an_unavailable_event_store_is_a_503_to_retry_and_a_bug_stays_a_500(clie
     monkeypatch.undo()
     assert client.post("/v1/events", json=event).status_code == 201
     assert client.get("/v1/users/u1/recommendations").status_code == 200
+
+
+def test_a_write_to_a_locked_sqlite_store_is_a_503_within_the_write_timeout(bundle, tmp_path):
+    """Another process holds the SQLite store's write lock (another worker's transaction, an import): an event or a
+    catalogue edit waited for SQLite's 30 s busy timeout before its 503, holding a thread of the pool, while its
+    client had long given up (and a late write landed after the client retried it). RECSYS_SQLITE_WRITE_TIMEOUT_S
+    bounds it; reads go on (WAL)."""
+    import sqlite3
+    import time
+
+    with make_client(bundle, tmp_path, admin_token=TOKEN, sqlite_write_timeout_s=0.3) as client:
+        other = sqlite3.connect(str(tmp_path / "state" / "events.sqlite"), isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # the other process's write transaction
+        try:
+            for request in (lambda: client.post("/v1/events", json={"user_id": "u1", "item_id": "cam1"}),
+                            lambda: client.post("/v1/admin/items/cam1/deactivate", headers=ADMIN)):
+                started = time.monotonic()
+                response = request()
+                assert time.monotonic() - started < 3.0  # 0.3 s and the request, not 30 s
+                assert assert_error(response, 503)["detail"] == "the event store is unavailable; retry shortly"
+            assert client.get("/v1/users/u1/recommendations").status_code == 200
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert client.post("/v1/events", json={"user_id": "u1", "item_id": "cam1"}).status_code == 201
 
 
 def wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
@@ -693,7 +718,7 @@ def test_readiness_reports_the_event_store_and_what_needs_none_keeps_serving(cli
             pass
         raise error
 
-    for name in ("append", "events", "kinds", "changes", "record_change"):
+    for name in ("append", "events", "events_with_kinds", "changes", "record_change"):
         monkeypatch.setattr(service.store, name, down)
     monkeypatch.setattr(service.store, "last_change_seq", check)
     with caplog.at_level(logging.INFO, logger="recsys.api"):

@@ -206,6 +206,38 @@ def test_event_reads_do_not_wait_for_a_write_waiting_for_another_worker(tmp_path
     store.close()
 
 
+def test_concurrent_writes_to_a_locked_sqlite_store_each_fail_within_about_the_write_timeout(tmp_path):
+    """Another process holds the write lock: this worker's writes queue on the store's own lock, and each waited for
+    the one before it to use up its busy timeout too (the sixth of six concurrent events: 6 × the timeout; with 40
+    threads in the pool and 5 s, over three minutes). Each write now gives up its place in the queue too once the
+    timeout is spent: none waits much more than twice it."""
+    store = SQLiteEventStore(tmp_path / "events.sqlite", write_timeout_s=0.25)
+    other = sqlite3.connect(str(tmp_path / "events.sqlite"), isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    waits: list[tuple[float, str]] = []
+
+    def write(n: int) -> None:
+        started = time.monotonic()
+        try:
+            store.append("u1", f"i{n}", "view")
+        except sqlite3.OperationalError as exc:
+            waits.append((time.monotonic() - started, str(exc)))
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(6)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10.0)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert len(waits) == 6 and all("locked" in message for _, message in waits)  # the API's 503 'retry shortly'
+    assert max(wait for wait, _ in waits) < 1.0, waits  # 6 × 0.25 s = 1.5 s when they queued
+    assert store.append("u1", "a", "view") == 1 and store.events("u1", 10) == ["a"]
+    store.close()
+
+
 @pytest.mark.parametrize("kind", ["similar", "text"])
 def test_an_item_deleted_while_its_request_is_batched_fails_that_request_alone(service, kind):
     """Requests that reach the event loop together share one pipeline call. An item deleted after its request

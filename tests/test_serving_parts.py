@@ -110,8 +110,9 @@ def _exercise(store):
     assert store.events("u", 10) == ["a", "b"] and store.events("u", 1) == ["b"] and store.events("x", 5) == []
     assert store.last_event_seq() == 3 and store.events("u", 10, until=1) == ["a"]
     assert store.events_for(["u", "v", "x"], 1) == {"u": ["b"], "v": ["c"]} and store.event_users() == ["u", "v"]
-    assert store.kinds("u", ["a", "b", "c"]) == {"a": "view", "b": "purchase"}
-    assert store.kinds("u", ["a", "b"], limit=1) == {"b": "purchase"}  # within the user's latest event only
+    assert store.events_with_kinds("u", 10) == [("a", "view"), ("b", "purchase")]
+    assert store.events_with_kinds("u", 1) == [("b", "purchase")]  # the user's latest event only
+    assert store.events_with_kinds("u", 10, until=1) == [("a", "view")] and store.events_with_kinds("x", 5) == []
     rows = store.event_frame().rows()
     assert [row[:4] for row in rows] == [(1, "u", "a", "view"), (2, "u", "b", "purchase"), (3, "v", "c", "cart")]
     assert rows[0][4] == 1.0 and rows[1][4] > 1e9  # the given time, else the time it was recorded
@@ -198,10 +199,10 @@ def test_an_sqlite_insert_costs_the_same_whatever_the_users_history(tmp_path):
     assert store.append("light", "y", "view") == 11 and store.append("heavy", "y", "view") == 50_001
     assert heavy <= light + 20, (light, heavy)
     store.append_many("mid", ["a"] * 1_000)
-    mid = _sqlite_steps(store, lambda: store.kinds("mid", ["a", "x"]))  # the reasons' read: the latest 200 events
-    heavy = _sqlite_steps(store, lambda: store.kinds("heavy", ["a", "x"]))
+    mid = _sqlite_steps(store, lambda: store.events_with_kinds("mid", 200))  # a request's read: the latest 200
+    heavy = _sqlite_steps(store, lambda: store.events_with_kinds("heavy", 200))
     assert heavy <= mid + 20 and heavy < 50_000, (mid, heavy)  # not a scan of the user's 50,000 events
-    assert store.kinds("heavy", ["a", "x", "y"]) == {"a": "view", "x": "view", "y": "view"}
+    assert dict(store.events_with_kinds("heavy", 200)) == {"a": "view", "x": "view", "y": "view"}
     first = _sqlite_steps(store, lambda: store.record_change("active", "a", active=False))
     for n in range(2_000):
         store.record_change("active", f"i{n}", active=True)
@@ -271,6 +272,27 @@ def test_redis_store_shared_by_two_replicas(redis_url):
     assert second.append_many("u", ["c", "d"]) == 4 and first.events("u", 3) == ["b", "c", "d"]
     first.close()
     second.close()
+
+
+def test_both_stores_give_the_same_events_with_kinds(redis_url, tmp_path):
+    """The API's one read per known-user request (history + the reasons' kinds) answers alike from either store:
+    oldest first, the latest `limit`, up to `until`, an item seen twice twice with each event's own kind."""
+    sqlite, redis = SQLiteEventStore(tmp_path / "events.sqlite"), RedisEventStore(redis_url)
+    for store in (sqlite, redis):
+        store.append("u", "a", "view", 1.0)
+        store.append("v", "a", "purchase", 2.0)
+        store.append_many("u", ["b", "c"], "cart", 3.0)
+        store.append("u", "a", "purchase", 4.0)
+        store.append("u", "d", "view", 5.0)
+    expected = [("a", "view"), ("b", "cart"), ("c", "cart"), ("a", "purchase"), ("d", "view")]
+    for limit, until in [(10, None), (3, None), (1, None), (10, 4), (2, 4), (10, 1), (10, 0)]:
+        pairs = sqlite.events_with_kinds("u", limit, until)
+        assert pairs == redis.events_with_kinds("u", limit, until), (limit, until)
+        assert pairs == [p for seq, p in zip([1, 3, 4, 5, 6], expected) if until is None or seq <= until][-limit:]
+        assert [item for item, _ in pairs] == sqlite.events("u", limit, until) == redis.events("u", limit, until)
+    assert sqlite.events_with_kinds("nobody", 5) == redis.events_with_kinds("nobody", 5) == []
+    sqlite.close()
+    redis.close()
 
 
 def test_an_unreachable_redis_is_one_line_naming_the_setting(tmp_path):

@@ -214,6 +214,28 @@ def test_refresh_stats_from_the_event_store_counts_live_events_and_live_items(en
         assert bad.exit_code == 2 and message in bad.output and "Traceback" not in bad.output, bad.output
 
 
+def test_refresh_stats_from_a_redis_that_stops_answering_is_one_line_within_the_timeout(engine, tmp_path):
+    """The store's ping answered, its first read never did: a traceback of redis' TimeoutError after redis-py's read
+    timeout (none in redis-py 5: the job hung for good); --redis-timeout-s bounds each wait."""
+    import time
+
+    pytest.importorskip("redis")
+    from tests.hung_redis import HungRedis
+
+    dataset, _, recommender = engine
+    data = dataset.save(tmp_path / "data")
+    engine_dir = recommender.save(tmp_path / "models" / "v1", {"dataset": {"fingerprint": dataset.fingerprint()}})
+    with HungRedis(hang_on=b"GET") as server:
+        started = time.monotonic()
+        result = CliRunner().invoke(app, ["refresh-stats", "--bundle", str(engine_dir), "--data", str(data),
+                                          "--store", "--event-store", "redis", "--redis-url", server.url,
+                                          "--redis-timeout-s", "0.3", "--out", str(tmp_path / "live")])
+        seconds = time.monotonic() - started
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert " ".join(result.output.split()).startswith("error: the Redis event store stopped answering (TimeoutError")
+    assert seconds < 10.0 and not (tmp_path / "live").exists()
+
+
 def test_nightly_refresh_events_through_the_api_then_refresh_stats_then_reload(engine, tmp_path):
     """The whole loop a shop runs: the API records events, `refresh-stats --store` counts them into a new
     version beside the served one, `POST /v1/admin/reload` serves it, and `GET /v1/model` says so."""

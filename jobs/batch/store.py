@@ -18,17 +18,18 @@ import polars as pl
 
 from jobs.batch.layout import JOB_DIR, JOB_FILE, atomic_write
 from recsys.errors import StoreError
-from recsys.store import Change, EventStore, open_store
+from recsys.store import REDIS_TIMEOUT_S, Change, EventStore, open_store
 
 CHANGES_FILE = "catalogue_changes.parquet"
 
 
 @dataclass(frozen=True)
 class StoreSource:
-    """Where the store is: a state directory (SQLite) or a Redis URL."""
+    """Where the store is: a state directory (SQLite) or a Redis URL (and how long to wait for its answers)."""
 
     state_dir: Path | None = None
     redis_url: str | None = None
+    redis_timeout_s: float = REDIS_TIMEOUT_S
 
     @property
     def label(self) -> str:
@@ -41,7 +42,7 @@ class StoreSource:
     def open(self) -> EventStore:
         """The store; StoreError naming it when the SQLite file cannot be opened (not a database, no access)."""
         if self.redis_url:
-            return open_store("redis", ".", self.redis_url)
+            return open_store("redis", ".", self.redis_url, redis_timeout_s=self.redis_timeout_s)
         try:
             return open_store("sqlite", self.state_dir)
         except sqlite3.Error as exc:
