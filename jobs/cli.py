@@ -66,7 +66,8 @@ def _report_import(dataset, out: Path, overwrite: bool = False) -> None:
     for reason, count in dataset.report.dropped.items():
         console.print(f"  [yellow]dropped[/] {counted(count, 'row')}: {escape(reason)}")
     if dataset.report.rejected.height:
-        console.print(f"  [yellow]rejected[/] {dataset.report.rejected.height:,} bad rows → {out / 'rejected.csv'}")
+        rejected = counted(dataset.report.rejected.height, "bad row")
+        console.print(f"  [yellow]rejected[/] {rejected} → {out / 'rejected.csv'}")
         for reason, count in dataset.report.rejected_counts().items():
             console.print(f"    {count:,} × {escape(reason)}")
     for note in dataset.report.notes:

@@ -70,3 +70,12 @@ def test_a_redis_that_stops_answering_mid_job_is_one_line_within_the_timeout(bun
     line = one_line_error(result)
     assert line.startswith("error: the Redis event store stopped answering (TimeoutError: Timeout reading from")
     assert line.endswith("--redis-timeout-s (RECSYS_REDIS_TIMEOUT_S) bounds each wait") and seconds < 5.0
+
+
+def test_a_batch_jobs_store_label_never_holds_the_redis_password():
+    """The label goes into the batch manifest (`store.source`) and every message naming the store."""
+    from jobs.batch.store import StoreSource
+
+    source = StoreSource(redis_url="redis://reader:s3cret@cache.internal:6380/2")
+    assert source.label == "redis://reader:***@cache.internal:6380/2"
+    assert StoreSource(redis_url="redis://cache.internal:6380/2").label == "redis://cache.internal:6380/2"

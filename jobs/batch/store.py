@@ -19,6 +19,7 @@ import polars as pl
 from jobs.batch.layout import JOB_DIR, JOB_FILE, atomic_write
 from recsys.errors import StoreError
 from recsys.store import REDIS_TIMEOUT_S, Change, EventStore, open_store
+from recsys.store_redis import redact
 
 CHANGES_FILE = "catalogue_changes.parquet"
 
@@ -33,7 +34,8 @@ class StoreSource:
 
     @property
     def label(self) -> str:
-        return self.redis_url if self.redis_url else str(Path(self.state_dir or ".") / "events.sqlite")
+        """The store as manifests and messages name it (a Redis URL without its password)."""
+        return redact(self.redis_url) if self.redis_url else str(Path(self.state_dir or ".") / "events.sqlite")
 
     def exists(self) -> bool:
         return bool(self.redis_url) or (self.state_dir is not None
