@@ -145,9 +145,25 @@ class NextItemObjective:
         if allowed is not None:
             logits = logits.masked_fill(~allowed[None, :], -1e4)  # targets are always seen items
         loss = smoothed_cross_entropy(logits, targets, config.label_smoothing, allowed)
+        if config.future_weight > 0 and mode == "sequence":
+            loss = loss + config.future_weight * self._future_loss(logits, lookup, positives, valid, allowed)
         if fresh is not None:
             loss = loss + self._fresh_loss(users, positives, *fresh)
         return loss
+
+    def _future_loss(self, logits: torch.Tensor, lookup: torch.Tensor, positives: torch.Tensor, valid: torch.Tensor,
+                     allowed: torch.Tensor | None) -> torch.Tensor:
+        """`future_weight`'s loss: each position's logits (rows: the `valid` positions, row-major; `positives` their
+        next items) against the item after its next one, for the positions that have one."""
+        after = torch.full(valid.shape, -1, dtype=torch.long, device=self.device)
+        flat_next = torch.full(valid.shape, -1, dtype=torch.long, device=self.device)
+        flat_next[valid] = positives
+        after[:, :-1] = flat_next[:, 1:]
+        second = after[valid]
+        keep = second >= 0
+        if not bool(keep.any()):
+            return logits.sum() * 0.0
+        return smoothed_cross_entropy(logits[keep], lookup[second[keep]], self.config.label_smoothing, allowed)
 
     def _fresh_loss(self, users: torch.Tensor, positives: torch.Tensor, items: torch.Tensor,
                     features: torch.Tensor, unseen: torch.Tensor | None = None) -> torch.Tensor:

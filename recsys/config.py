@@ -275,6 +275,9 @@ class TrainConfig(FrozenModel):
     history_margin: float = Field(0.0, ge=0, description="training only: add this cosine margin to the logits of the "
                                                          "user's own history items (hard negatives), so the towers "
                                                          "learn to rank already-consumed items below the next one")
+    future_weight: float = Field(0.0, ge=0, description="training only (sequence towers): add this share of a second "
+                                 "softmax loss in which each position also predicts the item after the next one "
+                                 "(a dense future target; 0: off)")
     negatives: Literal["auto", "catalogue", "bank"] = Field(
         "auto", description="catalogue: softmax over every item (small catalogues); bank: in-batch positives plus "
                             "`bank_size` uniformly sampled cached catalogue embeddings, each logit corrected by the "

@@ -261,3 +261,34 @@ def test_a_run_directory_whose_checkpoint_is_other_work_is_refused_not_replaced(
     with pytest.raises(RecsysError, match="exists and is not a training checkpoint .*: choose another --run-dir"):
         Trainer(dataset, split, small_config(tiny_bert_dir), tmp_path, progress=False).fit()
     assert (tmp_path / "checkpoint" / "weights.bin").read_bytes() == b"someone else's"
+
+
+def test_the_future_target_is_each_positions_item_after_next():
+    """`future_weight`: each position's logits also score the item two steps on; the last position of each
+    sequence has none and padding none (two sequences: 3 and 1 valid positions)."""
+    from types import SimpleNamespace
+
+    from encoders.objective import NextItemObjective
+
+    torch.manual_seed(0)
+    objective = NextItemObjective.__new__(NextItemObjective)
+    objective.config, objective.device = SimpleNamespace(label_smoothing=0.0), torch.device("cpu")
+    valid = torch.tensor([[True, True, True], [True, False, False]])
+    positives = torch.tensor([5, 7, 9, 2])  # next items, row-major over the valid positions
+    lookup = torch.arange(10)
+    logits = torch.randn(4, 10)
+    loss = objective._future_loss(logits, lookup, positives, valid, None)
+    # position 0 of row 0 → 7, position 1 → 9; row 0's last position and row 1's only one have no item after next
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(logits[:2], torch.tensor([7, 9])))
+    assert objective._future_loss(logits[3:], lookup, positives[3:], valid[1:], None) == 0
+
+
+def test_the_future_target_reaches_the_training_loss(tiny_bert_dir, shop):
+    dataset, split = shop
+    losses = []
+    for weight in (0.0, 0.5):
+        trainer = Trainer(dataset, split, small_config(tiny_bert_dir, future_weight=weight), progress=False)
+        trainer.refresh_bank()
+        batch = next(trainer._batches(np.random.default_rng(0)))
+        losses.append(float(trainer._loss(batch, False, np.random.default_rng(0))[0].detach()))
+    assert losses[1] > losses[0] + 0.5 * 1.0  # plus half a softmax loss over the catalogue (> 1 nat at the start)
