@@ -7,7 +7,8 @@ tombstones the row, a deactivation flags it, and `compact()` drops tombstones fo
 Every change is one `CatalogueState` built aside and published under the write lock with a new `version`,
 so a reader that takes `catalogue.state` once sees one consistent catalogue; derived caches key on
 `version` (anything that depends on the rows or flags) or `vectors_version` (anything that depends only on
-which vector each live id has: upserts, deletions and compaction-free changes of the id → vector map).
+which vector each live id has: upserts, deletions and compaction-free changes of the id → vector map); tables
+per row extend themselves with the rows appended since while `lineage` (renewed by each compaction) is the same.
 Searches hold the read lock, so the FAISS structure (a `RowListener`) and the published state always agree.
 """
 
@@ -103,6 +104,10 @@ class CatalogueState:
     vectors: np.ndarray             # float32 [rows, dim]
     features: ItemArrays | None = None
     _records: list[dict] | None = field(default=None, repr=False)  # carried over by appends when already built
+    lineage: object = field(default_factory=object, repr=False)
+    """Shared by the states of one catalogue between two compactions (upserts carry it over, a compaction starts a
+    new one): of two states of one lineage, the longer one's first rows are the other's rows (ids, metadata,
+    vectors), so a table derived per row can be extended with the rows appended since instead of built again."""
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -340,7 +345,8 @@ class Catalogue:
             carried = old.__dict__.get("records")
             state = CatalogueState(old.version + 1, old.vectors_version + 1,
                                    np.concatenate([old.ids, np.asarray(ids, dtype=object)]), flags, position, items,
-                                   all_vectors, features, None if carried is None else carried + frame.to_dicts())
+                                   all_vectors, features, None if carried is None else carried + frame.to_dicts(),
+                                   old.lineage)
             self._publish(state, vectors)
             if self._appended is not None:  # a compaction is building: its swap replays these rows onto its copies
                 self._appended.append((start, start + len(ids)))
