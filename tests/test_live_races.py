@@ -383,3 +383,62 @@ def test_edits_do_not_wait_for_a_compaction_building_its_index(monkeypatch, kind
     if kind != "hnsw":  # (a graph depends on the order its rows came in)
         queries = np.random.default_rng(5).normal(size=(8, 16)).astype(np.float32)
         np.testing.assert_array_equal(index.search(queries, 10)[1], reference_index.search(queries, 10)[1])
+
+
+@pytest.fixture(scope="module")
+def adapted_bert(tiny_bert_dir):
+    from encoders.backbone import load_backbone
+    from encoders.lora import attach_adapters
+    from encoders.towers import AdaptedBert
+    from recsys.config import LoraConfig
+
+    backbone, tokenizer = load_backbone(str(tiny_bert_dir))
+    return AdaptedBert(attach_adapters(backbone, LoraConfig(top_layers=1)), 1).eval(), tokenizer
+
+
+@pytest.mark.parametrize("mode", ["sequence", "fusion"])
+def test_an_upsert_extends_a_trained_towers_tables_and_a_compaction_rebuilds_them(adapted_bert, monkeypatch, mode):
+    """After every upsert, a trained user tower built its per-row tables again from scratch: the whole catalogue's
+    vectors copied to the device, every row's ID position looked up, every history snippet rendered. An upsert's
+    rows are appended to them now (the same tables as a rebuild); only a compaction (rows renumbered) rebuilds."""
+    import torch
+
+    from encoders.serving import TrainedUserTower
+    from tests.test_tower_contract import trained
+
+    tower = trained(adapted_bert, mode)
+    catalogue = tower.catalogue
+    build, builds = TrainedUserTower._build_tables, []
+    monkeypatch.setattr(TrainedUserTower, "_build_tables", lambda self, state: builds.append(1) or build(self, state))
+
+    def same_as_a_rebuild() -> None:
+        state = catalogue.state
+        vectors, ids, snippets = tower._tables(state)
+        fresh = build(tower, state)
+        assert torch.equal(vectors, fresh.vectors[:len(state)]) and torch.equal(ids, fresh.ids[:len(state)])
+        assert snippets == fresh.snippets and len(vectors) == len(ids) == len(state)
+
+    history = ["i0", "i1", "i2"]
+    tower.encode_histories([history])
+    older = catalogue.state
+    rng = np.random.default_rng(7)
+    catalogue.upsert([{"item_id": "n0", "text": "blue hat text", "title": "blue hat"},  # a new item …
+                      {"item_id": "i1", "text": "red bag text", "title": "red bag"}],   # … and a replaced one
+                     rng.normal(size=(2, catalogue.dim)).astype(np.float32))
+    catalogue.set_active(["i5"], False)
+    catalogue.upsert([{"item_id": "n1", "text": "tripod text", "title": "tripod"}],
+                     rng.normal(size=(1, catalogue.dim)).astype(np.float32))
+    got = tower.encode_histories([history + ["n0", "n1"], history])
+    assert len(builds) == 1  # the first encode's
+    same_as_a_rebuild()
+    ids = tower._tables(catalogue.state)[1]
+    assert ids[catalogue.state.rows(["i1", "n0", "n1"])].tolist() == [1, 8, 8]  # i1 keeps its ID; new items: none
+    assert len(tower._tables(older)[0]) == len(catalogue.state) and len(builds) == 1  # a request begun earlier
+    np.testing.assert_allclose(got, tower.over(catalogue).encode_histories([history + ["n0", "n1"], history]),
+                               atol=1e-6)  # a tower building its tables from scratch answers the same
+    catalogue.remove(["i3", "n0"])
+    catalogue.compact()
+    builds.clear()
+    tower.encode_histories([history])
+    assert len(builds) == 1  # rows renumbered: built again
+    same_as_a_rebuild()
