@@ -223,7 +223,9 @@ class Catalogue:
     """The mutable holder of the current `CatalogueState` (see the module docstring).
 
     Writers (`upsert`, `set_active`, `remove`, `compact`) are serialised; each publishes one new state
-    under the write lock (FAISS rows change in the same critical section). Readers take `state` once."""
+    under the write lock (FAISS rows change in the same critical section). A compaction builds its rows and index
+    aside while the others go on, and only its swap (which replays them) is serialised with them. Readers take
+    `state` once."""
 
     def __init__(self, items: pl.DataFrame, vectors: np.ndarray, flags: np.ndarray | None = None) -> None:
         vectors = np.asarray(vectors, dtype=np.float32)

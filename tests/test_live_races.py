@@ -336,6 +336,7 @@ def test_edits_do_not_wait_for_a_compaction_building_its_index(monkeypatch, kind
     same catalogue as had they come before the compaction (once its tombstones are reclaimed too)."""
     import recsys.retrieval.index as index_module
     from recsys.config import IndexConfig
+    from recsys.retrieval import VectorIndex
 
     config = {"flat": IndexConfig(), "hnsw": IndexConfig(kind="hnsw", hnsw_m=8, ef_construction=40, ef_search=64),
               "ivf_pq": IndexConfig(kind="ivf_pq", nlist=4, nprobe=4, pq_m=4, pq_nbits=4, refine="flat",
@@ -363,6 +364,7 @@ def test_edits_do_not_wait_for_a_compaction_building_its_index(monkeypatch, kind
         assert not editor.is_alive()  # the edits returned while the index was still being built
         now = catalogue.state
         assert index.search(now.vectors[now.rows(["new"])], 3)[1][0, 0] == "new"  # served at once
+        late = VectorIndex.over(catalogue, IndexConfig())  # an index attached while the compaction builds
     finally:
         release.set()
         compaction.join()
@@ -378,6 +380,7 @@ def test_edits_do_not_wait_for_a_compaction_building_its_index(monkeypatch, kind
     assert found == live  # every available item is found by its own vector, under its compacted row
     gone = index.search(state.vectors[[state.position["new"]]], len(state))[1][0].tolist()
     assert {"i2", "brief", "i4"}.isdisjoint(gone) and "new" in gone
+    assert len(late) == len(state) and late.search(state.vectors[state.rows(live)], 1)[1][:, 0].tolist() == live
     assert catalogue.compact() == 3  # the tombstones of the edits made during the build
     _same_state(catalogue.state, reference.state)
     if kind != "hnsw":  # (a graph depends on the order its rows came in)
