@@ -412,6 +412,8 @@ class Catalogue:
                 installs = [listener.compacted(keep, len(old), self._lock.read) for listener in listeners]
                 with self._writer:
                     now = self._state
+                    if sum(end - start for start, end in self._appended) != len(now) - len(old):
+                        raise RuntimeError("rows were appended during the compaction without an upsert's record")
                     state = kept.replayed(now, self._appended, self._features_set != features_set)
                     appended = [now.vectors[start:end] for start, end in self._appended]
                     jobs = [(install, appended) for install in installs]
