@@ -356,7 +356,7 @@ class Service:
         threading.Thread(target=follow, name="follow-reload", daemon=True).start()
 
     def _compact(self, loaded: Loaded) -> None:
-        """Drop tombstoned rows in a thread: the compacted index is built aside, searches go on."""
+        """Drop tombstoned rows in a thread: the compacted index is built aside, searches and edits go on."""
         if self._compacting:
             return
         self._compacting = True

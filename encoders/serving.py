@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,6 +34,23 @@ class _TextPath:
         self.tokenizer = tokenizer
         self.load = load
         self.lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class RowTables:
+    """A trained tower's per-row tables (`TrainedUserTower._tables`) for the first `rows` rows of a catalogue
+    lineage: device buffers whose rows past `rows` are room for appended rows."""
+
+    lineage: object
+    rows: int
+    vectors: torch.Tensor        # float32 [≥ rows, dim] on the tower's device
+    ids: torch.Tensor            # int64 [≥ rows]: ID-embedding positions
+    snippets: list[str] | None   # text towers: [≥ rows] history snippets
+
+    @cached_property
+    def views(self) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
+        """(vectors, ID positions) of the `rows` rows, and the snippets."""
+        return self.vectors[:self.rows], self.ids[:self.rows], self.snippets
 
 
 class TrainedUserTower(UserTower):
@@ -63,7 +82,8 @@ class TrainedUserTower(UserTower):
         self.batch_size = batch_size
         self.extra = extra or {}
         self.report_files = list(report_files)  # training curve / metrics CSV, copied into encoder/training/
-        self._derived: tuple | None = None  # (catalogue rows: ids and vectors, device vectors, ID positions, snippets)
+        self._derived: RowTables | None = None  # the per-row tables of the latest catalogue lineage read
+        self._tables_lock = threading.Lock()     # one table build or extension at a time
         if config.tower.user_tower != "sequence" and (tokenizer is None or model.bert is None):
             raise ValueError(f"user tower {config.tower.user_tower!r} needs the BERT and its tokenizer")
 
@@ -95,7 +115,7 @@ class TrainedUserTower(UserTower):
     def over(self, catalogue: Catalogue, columns: slice | None = None) -> "TrainedUserTower":
         """The same model reading `catalogue` (`columns` of its vectors; default: the same columns)."""
         other = copy.copy(self)
-        other._catalogue, other._derived = catalogue, None
+        other._catalogue, other._derived, other._tables_lock = catalogue, None, threading.Lock()
         other.columns = self.columns if columns is None else columns
         return other
 
@@ -109,23 +129,52 @@ class TrainedUserTower(UserTower):
         return TrainedItemTower(self)
 
     def _tables(self, state: CatalogueState) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
-        """Per catalogue rows (what upserts and compaction change; a deactivation or a deletion only flags rows, so
-        they keep them: once computed per version, every out-of-stock toggle made the next history encode copy
-        the whole catalogue to the device and render every snippet again): the item vectors on the device, each
-        row's ID-embedding position (past the table for items without one) and, for text towers, each row's
-        snippet."""
-        derived = self._derived
-        if derived is None or derived[0][0] is not state.ids or derived[0][1] is not state.vectors:
-            vectors = torch.as_tensor(np.ascontiguousarray(state.vectors[:, self.columns], dtype=np.float32),
-                                      device=self.device)
-            unknown = int(self.model.id_mask.shape[0])
-            ids = np.fromiter((self.training_position.get(i, unknown) for i in state.ids.tolist()), np.int64,
-                              len(state))
-            snippets = history_snippets(state.items, self.config.tower.history_field) \
-                if self.config.tower.user_tower != "sequence" else None
-            derived = self._derived = ((state.ids, state.vectors), vectors, torch.as_tensor(ids, device=self.device),
-                                       snippets)
-        return derived[1], derived[2], derived[3]
+        """Per catalogue rows: the item vectors on the device, each row's ID-embedding position (past the table for
+        items without one) and, for text towers, each row's snippet. Only upserts (rows appended) and compaction
+        (rows renumbered) change them, so they are kept per catalogue lineage (`CatalogueState.lineage`): a
+        deactivation or a deletion flags rows and keeps them (every out-of-stock toggle used to copy the whole
+        catalogue to the device and render every snippet again), an upsert appends its rows to them (it used to do
+        the same), a compaction builds them again (`_build_tables`). A state of the lineage with fewer rows (a
+        request that took it before an upsert) reads the same tables: its rows are their first rows."""
+        tables = self._derived
+        if tables is None or tables.lineage is not state.lineage or tables.rows < len(state):
+            with self._tables_lock:
+                tables = self._derived
+                if tables is None or tables.lineage is not state.lineage:
+                    tables = self._build_tables(state)
+                elif tables.rows < len(state):
+                    tables = self._appended(tables, state)
+                self._derived = tables
+        return tables.views
+
+    def _build_tables(self, state: CatalogueState) -> RowTables:
+        """The tables of every row of `state`, from scratch."""
+        empty = RowTables(state.lineage, 0, torch.empty((0, self.dim), dtype=torch.float32, device=self.device),
+                          torch.empty(0, dtype=torch.long, device=self.device),
+                          [] if self.config.tower.user_tower != "sequence" else None)
+        return self._appended(empty, state)
+
+    def _appended(self, tables: RowTables, state: CatalogueState) -> RowTables:
+        """`tables` extended with the rows `state` has past theirs (written past their rows, into room kept at the
+        end of their buffers, or a larger copy: readers of `tables` see their rows unchanged)."""
+        start, end = tables.rows, len(state)
+        vectors, ids = tables.vectors, tables.ids
+        if end > len(vectors):
+            room = end + end // 8 + 64
+            vectors = torch.empty((room, vectors.shape[1]), dtype=vectors.dtype, device=self.device)
+            vectors[:start] = tables.vectors[:start]
+            ids = torch.empty(room, dtype=ids.dtype, device=self.device)
+            ids[:start] = tables.ids[:start]
+        vectors[start:end] = torch.as_tensor(np.ascontiguousarray(state.vectors[start:end, self.columns],
+                                                                  dtype=np.float32)).to(self.device)
+        unknown = int(self.model.id_mask.shape[0])
+        ids[start:end] = torch.as_tensor(np.fromiter((self.training_position.get(i, unknown)
+                                                      for i in state.ids[start:end].tolist()), np.int64, end - start)
+                                         ).to(self.device)
+        snippets = tables.snippets
+        if snippets is not None:  # (extended in place: earlier tables index only their own rows)
+            snippets.extend(history_snippets(state.items[start:end], self.config.tower.history_field))
+        return RowTables(state.lineage, end, vectors, ids, snippets)
 
     def _positions(self, position: dict, history: Sequence[str]) -> list[int]:
         keep = [position[i] for i in history if i in position]

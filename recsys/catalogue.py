@@ -7,7 +7,8 @@ tombstones the row, a deactivation flags it, and `compact()` drops tombstones fo
 Every change is one `CatalogueState` built aside and published under the write lock with a new `version`,
 so a reader that takes `catalogue.state` once sees one consistent catalogue; derived caches key on
 `version` (anything that depends on the rows or flags) or `vectors_version` (anything that depends only on
-which vector each live id has: upserts, deletions and compaction-free changes of the id → vector map).
+which vector each live id has: upserts, deletions and compaction-free changes of the id → vector map); tables
+per row extend themselves with the rows appended since while `lineage` (renewed by each compaction) is the same.
 Searches hold the read lock, so the FAISS structure (a `RowListener`) and the published state always agree.
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
@@ -48,9 +49,14 @@ class RowListener(Protocol):
     def rows_added(self, vectors: np.ndarray) -> None:
         """Append rows (vectors in row order), called under the catalogue's write lock."""
 
-    def compacted(self, keep: np.ndarray) -> Callable[[], None]:
-        """Build a copy holding only rows `keep` (renumbered 0..len-1) without blocking readers; return the
-        swap, which the catalogue runs under its write lock."""
+    def compacted(self, keep: np.ndarray, rows: int,
+                  reading: Callable[[], AbstractContextManager]) -> Callable[[Sequence[np.ndarray]], None]:
+        """Build a copy holding only rows `keep` (ascending, all below `rows`; renumbered 0..len-1). Called with no
+        catalogue lock held: searches and edits go on meanwhile, `rows_added` included, so every read of the
+        structure must sit inside `reading()` (short ones: an edit waits for the one under way); its first `rows`
+        rows never change. Return the install, which the catalogue runs under its write lock with the vector
+        batches appended since (in order, each as `rows_added` got it): it appends them to the copy and swaps the
+        copy in."""
 
 
 class AppendOnly:
@@ -60,6 +66,14 @@ class AppendOnly:
     def __init__(self, rows: np.ndarray) -> None:
         self._buffer = np.ascontiguousarray(rows)
         self.n = len(rows)
+
+    @classmethod
+    def taken(cls, rows: np.ndarray, keep: np.ndarray) -> "AppendOnly":
+        """Storage of `rows[keep]` with room to grow (a compaction's: the upserts that follow append in place)."""
+        store = cls(np.empty((len(keep) + len(keep) // 8 + 64, *rows.shape[1:]), rows.dtype))
+        np.take(rows, keep, axis=0, out=store._buffer[: len(keep)])
+        store.n = len(keep)
+        return store
 
     def view(self) -> np.ndarray:
         return self._buffer[: self.n]
@@ -90,6 +104,10 @@ class CatalogueState:
     vectors: np.ndarray             # float32 [rows, dim]
     features: ItemArrays | None = None
     _records: list[dict] | None = field(default=None, repr=False)  # carried over by appends when already built
+    lineage: object = field(default_factory=object, repr=False)
+    """Shared by the states of one catalogue between two compactions (upserts carry it over, a compaction starts a
+    new one): of two states of one lineage, the longer one's first rows are the other's rows (ids, metadata,
+    vectors), so a table derived per row can be extended with the rows appended since instead of built again."""
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -205,7 +223,9 @@ class Catalogue:
     """The mutable holder of the current `CatalogueState` (see the module docstring).
 
     Writers (`upsert`, `set_active`, `remove`, `compact`) are serialised; each publishes one new state
-    under the write lock (FAISS rows change in the same critical section). Readers take `state` once."""
+    under the write lock (FAISS rows change in the same critical section). A compaction builds its rows and index
+    aside while the others go on, and only its swap (which replays them) is serialised with them. Readers take
+    `state` once."""
 
     def __init__(self, items: pl.DataFrame, vectors: np.ndarray, flags: np.ndarray | None = None) -> None:
         vectors = np.asarray(vectors, dtype=np.float32)
@@ -223,9 +243,12 @@ class Catalogue:
             raise ValueError("catalogue item ids must be unique")
         self._vectors = AppendOnly(vectors)
         self._state = CatalogueState(0, 0, ids, flags, position, items, self._vectors.view())
-        self._writer = threading.Lock()   # one change at a time (compaction included)
+        self._writer = threading.Lock()   # one change at a time (a compaction's swap included)
         self._lock = RWLock()             # searches (read) vs publishing a change (write)
         self._listeners: list[weakref.ref] = []
+        self._compaction = threading.Lock()        # one compaction at a time
+        self._appended: list[tuple[int, int]] | None = None  # while one builds: the row ranges upserts appended
+        self._features_set = 0                     # `attach_features` calls (a compaction replays appends only)
 
     @classmethod
     def from_frame(cls, items: pl.DataFrame, vectors: np.ndarray) -> "Catalogue":
@@ -324,8 +347,11 @@ class Catalogue:
             carried = old.__dict__.get("records")
             state = CatalogueState(old.version + 1, old.vectors_version + 1,
                                    np.concatenate([old.ids, np.asarray(ids, dtype=object)]), flags, position, items,
-                                   all_vectors, features, None if carried is None else carried + frame.to_dicts())
+                                   all_vectors, features, None if carried is None else carried + frame.to_dicts(),
+                                   old.lineage)
             self._publish(state, vectors)
+            if self._appended is not None:  # a compaction is building: its swap replays these rows onto its copies
+                self._appended.append((start, start + len(ids)))
             return state.version
 
     def _flagged(self, item_ids: Iterable[str], missing_ok: bool, set_bits: int, clear_bits: int = 0) -> int:
@@ -364,28 +390,97 @@ class Catalogue:
         """Give the current state the re-ranker's per-item arrays (`build(state)`); later changes extend them."""
         with self._writer:
             old = self._state
+            self._features_set += 1
             self._publish(replace(old, features=build(old), _records=old.__dict__.get("records")))
 
     def compact(self) -> int:
-        """Drop tombstoned rows for good (rows renumbered). The index copy is built aside while searches go on;
-        only the swap holds the write lock. Returns the number of rows reclaimed."""
-        with self._writer:
-            old = self._state
-            keep = np.flatnonzero((old.flags & REMOVED) == 0)
-            if len(keep) == len(old):
-                return 0
-            swaps = [listener.compacted(keep) for listener in self._listeners_alive()]
-            vectors = old.vectors[keep]
-            self._vectors = AppendOnly(vectors)
-            ids = old.ids[keep]
-            state = CatalogueState(old.version + 1, old.vectors_version, ids, old.flags[keep],
-                                   dict(zip(ids.tolist(), range(len(keep)))), old.items[keep], self._vectors.view(),
-                                   old.features.taken(keep) if old.features is not None else None)
-            with self._lock.write():
-                for swap in swaps:
-                    swap()
-                self._state = state
+        """Drop the rows tombstoned now for good (rows renumbered). The compacted rows and the listeners' copies (the
+        FAISS index) are built aside while searches and edits go on; under the locks, the swap then replays the
+        edits that landed meanwhile: rows upserted since are appended to the copies, and every row carried over
+        takes its flags of that moment (an item deleted meanwhile stays a tombstone until the next compaction).
+        Returns the number of rows reclaimed."""
+        with self._compaction:
+            with self._writer:
+                old = self._state
+                keep = np.flatnonzero((old.flags & REMOVED) == 0)
+                if len(keep) == len(old):
+                    return 0
+                listeners, features_set = self._listeners_alive(), self._features_set
+                self._appended = []
+            try:
+                kept = _Kept.of(old, keep)
+                installs = [listener.compacted(keep, len(old), self._lock.read) for listener in listeners]
+                with self._writer:
+                    now = self._state
+                    if sum(end - start for start, end in self._appended) != len(now) - len(old):
+                        raise RuntimeError("rows were appended during the compaction without an upsert's record")
+                    state = kept.replayed(now, self._appended, self._features_set != features_set)
+                    appended = [now.vectors[start:end] for start, end in self._appended]
+                    jobs = [(install, appended) for install in installs]
+                    rows = np.concatenate([keep, np.arange(len(old), len(now))])
+                    jobs += [(listener.compacted(rows, len(now), nullcontext), [])  # attached during the build
+                             for listener in self._listeners_alive() if all(listener is not o for o in listeners)]
+                    with self._lock.write():
+                        for install, batches in jobs:
+                            install(batches)
+                        self._vectors, self._state = kept.vectors, state
+                    self._appended = None
+            finally:
+                if self._appended is not None:  # the build failed: nothing was swapped
+                    with self._writer:
+                        self._appended = None
             return len(old) - len(keep)
+
+
+@dataclass
+class _Kept:
+    """A compaction's rows carried over from the state it started from (built outside the catalogue's locks: the
+    first rows of a state never change), and the swap's replay of what changed since (`replayed`)."""
+
+    old: CatalogueState
+    keep: np.ndarray
+    ids: np.ndarray
+    items: pl.DataFrame
+    vectors: AppendOnly
+    position: dict[str, int]
+    features: ItemArrays | None
+
+    @classmethod
+    def of(cls, old: CatalogueState, keep: np.ndarray, step: int = 16_384) -> "_Kept":
+        ids = old.ids[keep]
+        position: dict[str, int] = {}
+        for start in range(0, len(ids), step):  # (a step at a time: the edits going on get the GIL in between)
+            position.update(zip(ids[start:start + step].tolist(), range(start, start + step)))
+        return cls(old, keep, ids, old.items[keep], AppendOnly.taken(old.vectors, keep), position,
+                   old.features.taken(keep) if old.features is not None else None)
+
+    def replayed(self, now: CatalogueState, appended: Sequence[tuple[int, int]],
+                 features_attached: bool) -> CatalogueState:
+        """The compacted `now`: the kept rows then every row appended since the compaction started (`appended`:
+        the upserts' row ranges), with `now`'s flags. The re-ranker's arrays: the kept ones extended by the upserts'
+        rows as each upsert extended them, or, when arrays were attached during the build, `now`'s rows taken."""
+        start, n = len(self.old), len(self.keep)
+        tail = np.arange(start, len(now))
+        flags = np.concatenate([now.flags[self.keep], now.flags[start:]])
+        ids = np.concatenate([self.ids, now.ids[start:]])
+        position = self.position
+        for row in np.flatnonzero(flags[:n] & REMOVED).tolist():  # deleted (or replaced) during the build
+            del position[ids[row]]
+        live = np.flatnonzero((flags[n:] & REMOVED) == 0)
+        position.update(zip(ids[n + live].tolist(), (n + live).tolist()))
+        items = pl.concat([self.items, now.items[start:]], how="vertical_relaxed") if len(tail) else self.items
+        if len(tail):
+            self.vectors.append(now.vectors[start:])
+        if now.features is None:
+            arrays = None
+        elif features_attached or self.features is None:
+            arrays = now.features.taken(np.concatenate([self.keep, tail]))
+        else:
+            arrays = self.features
+            for first, end in appended:
+                arrays = arrays.appended(now.items[first:end], now.vectors[first:end])
+        return CatalogueState(now.version + 1, now.vectors_version, ids, flags, position, items, self.vectors.view(),
+                              arrays)
 
 
 __all__ = ["Catalogue", "CatalogueState", "RowListener", "AppendOnly", "REMOVED", "INACTIVE", "CATALOGUE_COLUMNS",

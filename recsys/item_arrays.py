@@ -82,7 +82,7 @@ class ItemArrays:
 
     def taken(self, rows: np.ndarray) -> "ItemArrays":
         """Only `rows` (compaction), in that order."""
-        return ItemArrays(AppendOnly(self.vectors[rows]), self.attributes,
+        return ItemArrays(AppendOnly.taken(self.vectors, rows), self.attributes,
                           {a: c[rows] for a, c in self.codes.items()}, self.vocabulary,
                           self.price[rows] if self.price is not None else None, self.stats_code[rows], self.stats)
 

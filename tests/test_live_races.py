@@ -11,6 +11,7 @@ import threading
 import time
 
 import numpy as np
+import polars as pl
 import pytest
 
 from api.service import Service
@@ -314,3 +315,165 @@ def test_a_reload_that_waited_for_another_follows_the_newer_one(service, frozen_
         admin.join()
     _wait_until(lambda: service._following is None and service.current.version == "v3")
     assert service.current.version == "v3" and service._following is None
+
+
+def _live_catalogue(config):
+    """A catalogue with the re-ranker's arrays and an index of `config` over it, a third of its rows tombstones."""
+    from recsys.catalogue import Catalogue
+    from recsys.features import FeatureBuilder, FeatureConfig
+    from recsys.retrieval import VectorIndex
+    from recsys.stats import InteractionStats, StatsConfig
+
+    n = 300
+    ids = [f"i{j}" for j in range(n)]
+    items = pl.DataFrame({"item_id": ids, "text": ids, "category": [f"c{j % 7}" for j in range(n)],
+                          "price": [float(j) for j in range(n)]})
+    catalogue = Catalogue(items, np.random.default_rng(1).normal(size=(n, 16)).astype(np.float32))
+    train = pl.DataFrame({"user_id": ["u1", "u1", "u2"], "item_id": ["i1", "i4", "i4"], "timestamp": [1, 2, 3]})
+    builder = FeatureBuilder(catalogue, InteractionStats.fit(train, StatsConfig(time_mode="absolute")),
+                             FeatureConfig())
+    index = VectorIndex.over(catalogue, config)
+    catalogue.remove(ids[::3])
+    return catalogue, index, builder
+
+
+def _edits(catalogue) -> None:
+    """Upserts (a new item, a replaced one, one upserted then deleted), a deletion and a deactivation."""
+    rng = np.random.default_rng(2)
+    catalogue.upsert([{"item_id": "new", "text": "new", "category": "c_new", "price": 5.0},
+                      {"item_id": "i1", "text": "i1 again", "category": "c1", "price": 1.5}],
+                     rng.normal(size=(2, 16)).astype(np.float32))
+    catalogue.remove(["i2"])
+    catalogue.set_active(["i4"], False)
+    catalogue.upsert([{"item_id": "brief", "text": "brief"}], rng.normal(size=(1, 16)).astype(np.float32))
+    catalogue.remove(["brief"])
+
+
+def _same_state(mine, theirs) -> None:
+    assert mine.ids.tolist() == theirs.ids.tolist() and mine.flags.tolist() == theirs.flags.tolist()
+    assert mine.position == theirs.position and mine.items.equals(theirs.items)
+    np.testing.assert_array_equal(mine.vectors, theirs.vectors)
+    a, b = mine.features, theirs.features
+    assert a.vocabulary == b.vocabulary and a.stats_code.tolist() == b.stats_code.tolist()
+    assert all(a.codes[k].tolist() == b.codes[k].tolist() for k in b.codes)
+    np.testing.assert_array_equal(a.price, b.price)
+    np.testing.assert_array_equal(a.vectors, b.vectors)
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf_pq"])
+def test_edits_do_not_wait_for_a_compaction_building_its_index(monkeypatch, kind):
+    """A compaction held the catalogue's writer lock while it built the compacted index: every upsert,
+    (de)activation and delete waited for the whole build (searches went on). The build now runs outside it and the
+    swap replays the edits that landed meanwhile: they return at once, and the compacted catalogue holds them, the
+    same catalogue as had they come before the compaction (once its tombstones are reclaimed too)."""
+    import recsys.retrieval.index as index_module
+    from recsys.config import IndexConfig
+    from recsys.retrieval import VectorIndex
+
+    config = {"flat": IndexConfig(), "hnsw": IndexConfig(kind="hnsw", hnsw_m=8, ef_construction=40, ef_search=64),
+              "ivf_pq": IndexConfig(kind="ivf_pq", nlist=4, nprobe=4, pq_m=4, pq_nbits=4, refine="flat",
+                                    refine_factor=300, kmeans_iters=4)}[kind]  # (every row refined: exact)
+    catalogue, index, builder = _live_catalogue(config)
+    reference, reference_index, _ = _live_catalogue(config)  # the same edits, before its compaction
+    _edits(reference)
+    assert reference.compact() == 100 + 3
+    building, release, reclaimed = threading.Event(), threading.Event(), []
+    compact_index = index_module.compact_index
+
+    def slow(*args, **kwargs):
+        building.set()
+        assert release.wait(WAIT_S)
+        return compact_index(*args, **kwargs)
+
+    monkeypatch.setattr(index_module, "compact_index", slow)
+    compaction = threading.Thread(target=lambda: reclaimed.append(catalogue.compact()))
+    editor = threading.Thread(target=_edits, args=(catalogue,))
+    compaction.start()
+    try:
+        assert building.wait(WAIT_S)
+        editor.start()
+        editor.join(2.0)
+        assert not editor.is_alive()  # the edits returned while the index was still being built
+        now = catalogue.state
+        assert index.search(now.vectors[now.rows(["new"])], 3)[1][0, 0] == "new"  # served at once
+        late = VectorIndex.over(catalogue, IndexConfig())  # an index attached while the compaction builds
+    finally:
+        release.set()
+        compaction.join()
+        editor.join()
+    state = catalogue.state
+    assert reclaimed == [100] and len(index) == len(state) == 200 + 3 and state.n_removed == 3  # i2, i1's, brief
+    assert {"i2", "brief"}.isdisjoint(state.position) and not state.is_active("i4") and state.is_active("new")
+    assert state.record("i1")["text"] == "i1 again"
+    assert state.position == {i: row for row, i in enumerate(state.ids.tolist()) if not state.flags[row] & 1}
+    assert builder.arrays is state.features
+    live = [i for i in state.position if state.is_active(i)]
+    found = index.search(state.vectors[state.rows(live)], 1)[1][:, 0].tolist()
+    assert found == live  # every available item is found by its own vector, under its compacted row
+    gone = index.search(state.vectors[[state.position["new"]]], len(state))[1][0].tolist()
+    assert {"i2", "brief", "i4"}.isdisjoint(gone) and "new" in gone
+    assert len(late) == len(state) and late.search(state.vectors[state.rows(live)], 1)[1][:, 0].tolist() == live
+    assert catalogue.compact() == 3  # the tombstones of the edits made during the build
+    _same_state(catalogue.state, reference.state)
+    if kind != "hnsw":  # (a graph depends on the order its rows came in)
+        queries = np.random.default_rng(5).normal(size=(8, 16)).astype(np.float32)
+        np.testing.assert_array_equal(index.search(queries, 10)[1], reference_index.search(queries, 10)[1])
+
+
+@pytest.fixture(scope="module")
+def adapted_bert(tiny_bert_dir):
+    from encoders.backbone import load_backbone
+    from encoders.lora import attach_adapters
+    from encoders.towers import AdaptedBert
+    from recsys.config import LoraConfig
+
+    backbone, tokenizer = load_backbone(str(tiny_bert_dir))
+    return AdaptedBert(attach_adapters(backbone, LoraConfig(top_layers=1)), 1).eval(), tokenizer
+
+
+@pytest.mark.parametrize("mode", ["sequence", "fusion"])
+def test_an_upsert_extends_a_trained_towers_tables_and_a_compaction_rebuilds_them(adapted_bert, monkeypatch, mode):
+    """After every upsert, a trained user tower built its per-row tables again from scratch: the whole catalogue's
+    vectors copied to the device, every row's ID position looked up, every history snippet rendered. An upsert's
+    rows are appended to them now (the same tables as a rebuild); only a compaction (rows renumbered) rebuilds."""
+    import torch
+
+    from encoders.serving import TrainedUserTower
+    from tests.test_tower_contract import trained
+
+    tower = trained(adapted_bert, mode)
+    catalogue = tower.catalogue
+    build, builds = TrainedUserTower._build_tables, []
+    monkeypatch.setattr(TrainedUserTower, "_build_tables", lambda self, state: builds.append(1) or build(self, state))
+
+    def same_as_a_rebuild() -> None:
+        state = catalogue.state
+        vectors, ids, snippets = tower._tables(state)
+        fresh = build(tower, state)
+        assert torch.equal(vectors, fresh.vectors[:len(state)]) and torch.equal(ids, fresh.ids[:len(state)])
+        assert snippets == fresh.snippets and len(vectors) == len(ids) == len(state)
+
+    history = ["i0", "i1", "i2"]
+    tower.encode_histories([history])
+    older = catalogue.state
+    rng = np.random.default_rng(7)
+    catalogue.upsert([{"item_id": "n0", "text": "blue hat text", "title": "blue hat"},  # a new item …
+                      {"item_id": "i1", "text": "red bag text", "title": "red bag"}],   # … and a replaced one
+                     rng.normal(size=(2, catalogue.dim)).astype(np.float32))
+    catalogue.set_active(["i5"], False)
+    catalogue.upsert([{"item_id": "n1", "text": "tripod text", "title": "tripod"}],
+                     rng.normal(size=(1, catalogue.dim)).astype(np.float32))
+    got = tower.encode_histories([history + ["n0", "n1"], history])
+    assert len(builds) == 1  # the first encode's
+    same_as_a_rebuild()
+    ids = tower._tables(catalogue.state)[1]
+    assert ids[catalogue.state.rows(["i1", "n0", "n1"])].tolist() == [1, 8, 8]  # i1 keeps its ID; new items: none
+    assert len(tower._tables(older)[0]) == len(catalogue.state) and len(builds) == 1  # a request begun earlier
+    np.testing.assert_allclose(got, tower.over(catalogue).encode_histories([history + ["n0", "n1"], history]),
+                               atol=1e-6)  # a tower building its tables from scratch answers the same
+    catalogue.remove(["i3", "n0"])
+    catalogue.compact()
+    builds.clear()
+    tower.encode_histories([history])
+    assert len(builds) == 1  # rows renumbered: built again
+    same_as_a_rebuild()

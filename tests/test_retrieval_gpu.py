@@ -3,6 +3,7 @@ like real GPU indexes, are searched without IDSelectors (tombstones and filters 
 
 from __future__ import annotations
 
+import threading
 import types
 
 import faiss
@@ -106,6 +107,28 @@ def test_add_goes_to_the_replica_and_compact_swaps_in_a_fresh_clone(data, gpu_lo
     assert gpu_log[-1] == ("clone", N + 2 - 101, False, False)  # the replica was rebuilt from the compacted master
     _, found = index.search(queries[:2], 5, params=SearchParams(nprobe=16))
     assert found[1, 0] == "new1" and "new0" not in set(found.ravel())
+
+
+def test_rows_added_while_a_compaction_builds_reach_the_compacted_master_and_replica(data, gpu_log, monkeypatch):
+    """The compacted master and its replica are built while edits go on: the swap appends the rows upserted
+    meanwhile to both (the replica gets them as an add, not a second clone)."""
+    items, queries, ids, _ = data
+    index = VectorIndex.build(items, ids, IVF)
+    index.remove(list(ids[:100]))
+    compact_index = index_module.compact_index
+
+    def upsert_meanwhile(*args, **kwargs):
+        adding = threading.Thread(target=index.add, args=(queries[:2], ["mid0", "mid1"]))
+        adding.start()
+        adding.join(2.0)
+        assert not adding.is_alive()  # the upsert did not wait for the build
+        return compact_index(*args, **kwargs)
+
+    monkeypatch.setattr(index_module, "compact_index", upsert_meanwhile)
+    assert index.compact() == 100 and len(index) == len(index.ids) == N - 100 + 2
+    assert gpu_log[-3:] == [("add", 2), ("clone", N - 100, False, False), ("add", 2)]
+    assert index.search(queries[:2], 1, params=SearchParams(nprobe=16))[1][:, 0].tolist() == ["mid0", "mid1"]
+    assert index.index.ntotal == len(index.catalogue.state)
 
 
 def test_requests_deeper_than_the_gpu_allows_fall_back_to_the_cpu_master(data, gpu_log, monkeypatch):

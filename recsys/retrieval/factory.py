@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import faiss
@@ -185,15 +187,39 @@ def exhaustive_params(layout: Layout, config: IndexConfig, selector: faiss.IDSel
     return faiss_params(layout, config, SearchParams(nprobe=nprobe), selector)
 
 
-def compact_index(index: faiss.Index, config: IndexConfig, keep: np.ndarray) -> faiss.Index:
-    """A new index holding only rows `keep` (old labels, ascending), relabelled 0..len(keep)-1.
+def empty_copy(index: faiss.Index, hold: Callable[[], AbstractContextManager] = nullcontext) -> faiss.Index:
+    """A trained copy of `index` holding no rows (the clone reads `index` inside `hold()`): what `compact_index`
+    clones for IVF kinds, so that later compactions copy no rows twice."""
+    with hold():
+        empty = faiss.clone_index(index)
+    empty.reset()
+    return empty
 
-    IVF kinds move their stored codes list by list (exact, no retraining, no re-encoding);
-    flat and HNSW rebuild from their stored vectors."""
+
+def compact_index(index: faiss.Index, config: IndexConfig, keep: np.ndarray, rows: int | None = None,
+                  hold: Callable[[], AbstractContextManager] = nullcontext, empty: faiss.Index | None = None,
+                  chunk: int = 65_536) -> faiss.Index:
+    """A new index holding only rows `keep` (old labels, ascending, below `rows`: default all), relabelled
+    0..len(keep)-1.
+
+    IVF kinds move their stored codes list by list (exact, no retraining, no re-encoding; `empty`: a trained empty
+    copy of `index` to start from, see `empty_copy`); flat and HNSW rebuild from their stored vectors. Every read of
+    `index` runs inside `hold()`, a short one each (one inverted list, or `chunk` rows): a caller may let rows be
+    appended to `index` between them (rows past `rows`, which are left out), and the reads see the same first `rows`
+    rows throughout."""
     keep = np.asarray(keep, dtype=np.int64)
+    rows = index.ntotal if rows is None else int(rows)
+
+    def gathered(source: faiss.Index) -> np.ndarray:
+        parts = [np.zeros((0, index.d), np.float32)]
+        for start in range(0, len(keep), chunk):
+            with hold():
+                parts.append(source.reconstruct_batch(keep[start:start + chunk]))
+        return np.concatenate(parts)
+
     old_ivf = ivf_of(index)
     if old_ivf is None:
-        vectors = index.reconstruct_batch(keep) if len(keep) else np.zeros((0, index.d), np.float32)
+        vectors = gathered(index)
         fresh = faiss.index_factory(index.d, factory_string(config, index.d, 0), METRIC)
         if hnsw_of(fresh) is not None:
             hnsw_of(fresh).hnsw.efConstruction = config.ef_construction
@@ -202,30 +228,32 @@ def compact_index(index: faiss.Index, config: IndexConfig, keep: np.ndarray) -> 
             fresh.train(vectors)
         add_in_chunks(fresh, vectors)
         return fresh
-    fresh = faiss.clone_index(index)
-    fresh.reset()
+    fresh = faiss.clone_index(empty) if empty is not None else empty_copy(index, hold)
     new_ivf = ivf_of(fresh)
     new_ivf.make_direct_map(False)
-    remap = np.full(index.ntotal, -1, dtype=np.int64)
+    remap = np.full(rows, -1, dtype=np.int64)
     remap[keep] = np.arange(len(keep), dtype=np.int64)
-    old_lists, new_lists, code_size = old_ivf.invlists, new_ivf.invlists, old_ivf.code_size
+    code_size = old_ivf.code_size
     for list_no in range(old_ivf.nlist):
-        size = old_lists.list_size(list_no)
-        if not size:
-            continue
-        labels = faiss.rev_swig_ptr(old_lists.get_ids(list_no), size).copy()
-        codes = faiss.rev_swig_ptr(old_lists.get_codes(list_no), size * code_size).copy().reshape(size, code_size)
-        kept = remap[labels] >= 0
+        with hold():  # (an append may move a list's storage: its pointers are taken afresh each time)
+            old_lists = old_ivf.invlists
+            size = old_lists.list_size(list_no)
+            if not size:
+                continue
+            labels = faiss.rev_swig_ptr(old_lists.get_ids(list_no), size).copy()
+            codes = faiss.rev_swig_ptr(old_lists.get_codes(list_no), size * code_size).copy().reshape(size, code_size)
+        kept = labels < rows
+        kept[kept] = remap[labels[kept]] >= 0
         if kept.any():
             new_labels = np.ascontiguousarray(remap[labels[kept]])
             new_codes = np.ascontiguousarray(codes[kept])
-            new_lists.add_entries(list_no, int(kept.sum()), faiss.swig_ptr(new_labels), faiss.swig_ptr(new_codes))
+            new_ivf.invlists.add_entries(list_no, int(kept.sum()), faiss.swig_ptr(new_labels),
+                                         faiss.swig_ptr(new_codes))
     new_ivf.ntotal = len(keep)
     outer = faiss.downcast_index(fresh)
     if isinstance(outer, faiss.IndexRefine):
-        old_refine = faiss.downcast_index(index).refine_index
         if len(keep):
-            outer.refine_index.add(old_refine.reconstruct_batch(keep))
+            outer.refine_index.add(gathered(faiss.downcast_index(index).refine_index))
         inner = faiss.downcast_index(outer.base_index)
         if isinstance(inner, faiss.IndexPreTransform):
             inner.ntotal = len(keep)
@@ -250,4 +278,4 @@ def reconstruct_rows(index: faiss.Index, rows: np.ndarray) -> np.ndarray:
 
 __all__ = ["SearchParams", "Layout", "choose_nlist", "factory_string", "default_pq_m", "new_index", "faiss_params",
            "refine_factor", "exhaustive_params",
-           "compact_index", "reconstruct_rows", "ivf_of", "hnsw_of", "METRIC"]
+           "compact_index", "empty_copy", "reconstruct_rows", "ivf_of", "hnsw_of", "METRIC"]

@@ -6,13 +6,15 @@ attributes are the catalogue's: searches skip flagged rows through a faiss IDSel
 filter (GPU), over-fetching and refilling so k results come back whenever k eligible items exist.
 A plain fp32 flat index on the CPU is searched by `exact.exact_top_k` instead (one GEMM per batch, masks and
 exclusions applied to the scores, batch-invariant results).
-`compact()` drops removed rows for good (IVF codes are moved, flat/HNSW rebuilt), built aside and swapped in.
+`compact()` drops removed rows for good (IVF codes are moved, flat/HNSW rebuilt), built aside while searches and
+edits go on, and swapped in with the rows added meanwhile.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -23,8 +25,8 @@ import polars as pl
 from recsys.config import IndexConfig
 from recsys.errors import BundleError
 
-from .factory import (Layout, SearchParams, add_in_chunks, compact_index, exhaustive_params, faiss_params, new_index,
-                      reconstruct_rows, refine_factor)
+from .factory import (Layout, SearchParams, add_in_chunks, compact_index, empty_copy, exhaustive_params, faiss_params,
+                      new_index, reconstruct_rows, refine_factor)
 from .choice import resolve_index
 from .exact import exact_top_k
 from .filters import Where, bitmap_selector, normalise_attributes, rows_of
@@ -73,6 +75,7 @@ class VectorIndex:
         self._layout = Layout.of(index)
         self._params_cache: dict = {}
         self.gpu: GpuReplica | None = to_gpu(index, config)
+        self._empty: faiss.Index | None = None  # IVF kinds: a trained empty copy, cloned by each compaction
         catalogue.attach(self)
 
     # ---- views of the catalogue -----------------------------------------------------------------
@@ -163,25 +166,37 @@ class VectorIndex:
         rows reclaimed."""
         return self.catalogue.compact()
 
-    # ---- RowListener: the catalogue calls these under its locks ----------------------------------
+    # ---- RowListener: the catalogue calls these ------------------------------------------------------
     def rows_added(self, vectors: np.ndarray) -> None:
-        vectors = prepare_vectors(vectors, len(vectors), self.config.normalize, self.dim)
-        add_in_chunks(self.index, vectors)
-        if self.gpu is not None and self.gpu.sharded:
-            self.gpu = to_gpu(self.index, self.config)
-        elif self.gpu is not None:
-            self.gpu.add(vectors)
+        self.gpu = self._append(self.index, self.gpu, [vectors])
 
-    def compacted(self, keep: np.ndarray):
-        """Build the compacted FAISS master (and GPU replica) aside; the returned swap installs them."""
-        master = compact_index(self.index, self.config, keep)
+    def _append(self, master: faiss.Index, replica: GpuReplica | None,
+                batches: Sequence[np.ndarray]) -> GpuReplica | None:
+        """Add rows to `master` and its GPU replica, a batch at a time (each as `rows_added` got it); returns the
+        replica (a sharded one is cloned again from the master, once)."""
+        for vectors in batches:
+            vectors = prepare_vectors(vectors, len(vectors), self.config.normalize, self.dim)
+            add_in_chunks(master, vectors)
+            if replica is not None and not replica.sharded:
+                replica.add(vectors)
+        if replica is not None and replica.sharded and len(batches):
+            return to_gpu(master, self.config)
+        return replica
+
+    def compacted(self, keep: np.ndarray, rows: int, reading: Callable[[], AbstractContextManager] = nullcontext):
+        """Build the compacted FAISS master (and GPU replica) aside, reading the serving master a list or a chunk of
+        rows at a time inside `reading()` (rows may be appended between the reads); the returned install appends
+        the rows added since and swaps them in (see `RowListener`)."""
+        if self._layout.ivf is not None and self._empty is None:  # copied once: later compactions clone no rows
+            self._empty = empty_copy(self.index, reading)
+        master = compact_index(self.index, self.config, keep, rows, reading, self._empty)
         replica = to_gpu(master, self.config) if self.gpu is not None else None
 
-        def swap() -> None:
-            self.index, self.gpu = master, replica
+        def install(appended: Sequence[np.ndarray]) -> None:
+            self.index, self.gpu = master, self._append(master, replica, appended)
             self._layout, self._params_cache = Layout.of(master), {}
 
-        return swap
+        return install
 
     # ---- search -------------------------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int, *, exclude: Collection[Any] | None = None,
