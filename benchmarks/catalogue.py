@@ -356,33 +356,43 @@ def _run(out_dir, kinds, dim, parts, edits, interval_ms, removed, tower_items, t
                         group_by="measure", notes=notes, chart=_chart)
 
 
+def _size(n: int) -> str:
+    return f"{n / 1e6:g}M" if n >= 1_000_000 else f"{n / 1e3:g}k" if n >= 1_000 else str(n)
+
+
 def _chart(rows: Sequence[dict], path: Path) -> None:
+    """Left: median (bar) and max (whisker) of each edit, alone and during a compaction (log scale); right: one
+    upsert + one history encode per tower mode and size."""
     import matplotlib.pyplot as plt
 
     edits = [r for r in rows if r["measure"] != MEASURES["tower"] and r["op"] in OPS and r["n"]]
     towers = [r for r in rows if r["measure"] == MEASURES["tower"] and r["op"] == "upsert + encode"]
-    panels = [p for p in (edits, towers) if p]
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
-    for ax, panel in zip(axes[0], panels):
-        labels = list(dict.fromkeys(f"{r['index']} {r['items']:,}\n{r['op']}" for r in panel))
+    panels = [(title, p) for title, p in (("Catalogue edits", edits), ("Upsert + history encode", towers)) if p]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False,
+                             gridspec_kw={"width_ratios": [2, 1][:len(panels)]})
+    for ax, (title, panel) in zip(axes[0], panels):
+        def label(r: dict) -> str:
+            return f"{r['index'].replace(' tower', '')} {_size(r['items'])}\n{r['op'] if r['op'] in OPS else ''}"
+
+        labels = list(dict.fromkeys(label(r) for r in panel))
         xs = np.arange(len(labels))
         groups = list(dict.fromkeys(r["measure"] for r in panel))
         width = 0.8 / len(groups)
         for g, measure in enumerate(groups):
-            chosen = {f"{r['index']} {r['items']:,}\n{r['op']}": r for r in panel if r["measure"] == measure}
-            at = [x for x, label in zip(xs, labels) if label in chosen]
-            medians = [chosen[label]["median_ms"] for label in labels if label in chosen]
-            highs = [chosen[label]["max_ms"] - chosen[label]["median_ms"] for label in labels if label in chosen]
+            chosen = {label(r): r for r in panel if r["measure"] == measure}
+            at = [x for x, name in zip(xs, labels) if name in chosen]
+            medians = [chosen[name]["median_ms"] for name in labels if name in chosen]
+            highs = [chosen[name]["max_ms"] - chosen[name]["median_ms"] for name in labels if name in chosen]
             ax.bar(np.asarray(at) + (g - (len(groups) - 1) / 2) * width, medians, width,
-                   yerr=[np.zeros(len(highs)), highs], capsize=2, label=measure)
+                   yerr=[np.zeros(len(highs)), highs], capsize=2,
+                   label=measure if len(groups) > 1 else None)
         ax.set_xticks(xs, labels, fontsize=7)
-        ax.set_yscale("log")
+        if panel is edits:
+            ax.set_yscale("log")
+            ax.legend(fontsize=7)
         ax.set_ylabel("ms (bar: median, whisker: max)")
+        ax.set_title(title)
         ax.grid(True, axis="y", alpha=0.3)
-        ax.legend(fontsize=7)
-    axes[0][0].set_title("Catalogue edits")
-    if len(panels) == 2:
-        axes[0][1].set_title("Upsert + history encode")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
