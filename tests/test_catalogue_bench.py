@@ -25,3 +25,4 @@ def test_catalogue_benchmark_times_edits_alone_during_a_compaction_and_before_a_
     markdown = paths["md"].read_text()
     assert f"## {MEASURES['compaction']}" in markdown and "| hnsw | 1,000 | 8 | upsert | 3 |" in markdown
     assert paths["png"].stat().st_size > 0
+
