@@ -25,7 +25,6 @@ checkouts. Writes catalogue.json, catalogue.md and catalogue.png (benchmarks/com
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 import threading
 import time
@@ -37,6 +36,7 @@ import numpy as np
 import polars as pl
 
 from benchmarks.common import Column, environment, write_report
+from benchmarks.tiny_bert import build_tiny_bert
 
 KINDS = ("flat", "hnsw", "ivf_flat", "ivf_pq")
 PARTS = ("edits", "compaction", "tower")
@@ -226,29 +226,6 @@ def catalogue_rows(kind: str, n: int, dim: int, parts: Sequence[str], edits: int
             raise RuntimeError(f"{kind}: the index holds {index.index.ntotal} rows, the catalogue {len(state)}")
     meta["load_after"] = load()
     return rows, meta
-
-
-def build_tiny_bert(directory: Path, words: Sequence[str], seed: int = 0) -> Path:
-    """A randomly initialised BERT (2 layers, hidden 32) with a word-level vocabulary, saved as a HF directory
-    (the twin of tests/tiny_bert.py, which the installed package does not ship)."""
-    import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    vocab = special + sorted({w for text in words for w in re.findall(r"\w+|[^\w\s]", text.lower())})
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    try:  # transformers 5 reads `vocab` (and ignores `vocab_file`)
-        tokenizer = BertTokenizerFast(vocab=str(directory / "vocab.txt"), do_lower_case=True)
-    except (TypeError, ValueError, OSError):
-        tokenizer = None
-    if tokenizer is None or len(tokenizer) != len(vocab):  # transformers 4
-        tokenizer = BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=True)
-    torch.manual_seed(seed)
-    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=128)).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
 
 
 def tower_rows(mode: str, n: int, rounds: int, bert_dir: Path, device: str, seed: int) -> tuple[list[dict], dict]:
