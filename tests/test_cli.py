@@ -182,6 +182,13 @@ QUALITY = ("quality", "--data", "/no/such/dir", "--variants", "smoke")
     (("scale", "--sizes", ","), "Invalid value for --sizes: none given"),
     (("scale", "--stages", "import,nope"), "Invalid value for --stages: unknown stage 'nope'; choose from import, "
                                            "build, ranker, batch, serve (got 'import,nope')"),
+    # bench catalogue: a size per kind (kind:items); ivf_pq trains its codebooks on the catalogue
+    (("catalogue", "--kinds", "hnsw:5e4,ivf_pq:100,annoy"),
+     "Invalid value for --kinds: 'ivf_pq:100': an ivf_pq index needs at least 256 items, unknown index kind 'annoy'; "
+     "expected comma-separated index kinds (flat, hnsw, ivf_flat, ivf_pq), each optionally with :items (got "
+     "'hnsw:5e4,ivf_pq:100,annoy')"),
+    (("catalogue", "--parts", "edits,towers"), "Invalid value for --parts: unknown part 'towers'; choose from edits, "
+                                               "compaction, tower (got 'edits,towers')"),
     # bench quality: --name runs/a trained every variant, then failed writing OUT/runs/a.json
     (("quality", "--data", "/no/such/dir", "--variants", "smoke,nope"),
      "Invalid value for --variants: unknown preset 'nope'; choose from cpu,"),
