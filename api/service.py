@@ -128,6 +128,7 @@ class Service:
             cache = ByteBudgetCache(int(self.settings.cache_mb * 2**20))
             recommender.user_tower = self._serving_tower(recommender.user_tower, cache)
             recommender.item_tower_loader = self.item_encoder_loader
+            recommender.index.search_threads = self.settings.faiss_threads  # in every thread that searches
             loaded = Loaded(bundle, recommender, cache, self.settings.turn_batch_max, self.metrics,
                             self.settings.turn_batch_wait_ms)
             self._catch_up(loaded)  # the whole change log, folded

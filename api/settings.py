@@ -95,8 +95,9 @@ class Settings(BaseSettings):
                                  "default, 5 ms); lower it (e.g. 0.5) when BERT towers run on request under load: "
                                  "the micro-batcher's forward pass needs the GIL back many times while the event loop "
                                  "holds it (on 2 cores: session p99 ↓, inline user/similar p99 ↑)")
-    faiss_threads: int = Field(1, ge=0, description="OpenMP threads per FAISS search (0: FAISS default); "
-                               "requests already run concurrently, so 1 avoids oversubscribing the cores")
+    faiss_threads: int = Field(1, ge=0, description="OpenMP threads per FAISS search (0: FAISS default), set in "
+                               "every thread that searches (OpenMP's setting is per thread); requests already run "
+                               "concurrently, so 1 avoids oversubscribing the cores")
 
     @field_validator("bundle", "bundle_root", "state_dir", mode="before")
     @classmethod

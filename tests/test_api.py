@@ -399,3 +399,14 @@ def test_turn_batching_off_gives_the_same_lists(bundle, tmp_path, client):
         body = {"item_ids": ["cam1"], "k": 3}
         assert (ids(unbatched.post("/v1/sessions/recommendations", json=body))
                 == ids(client.post("/v1/sessions/recommendations", json=body)))
+
+
+def test_each_loaded_bundle_searches_with_the_faiss_threads_setting(bundle, tmp_path):
+    """RECSYS_FAISS_THREADS reaches the index (which sets it in every thread that searches), on reloads too."""
+    with make_client(bundle, tmp_path, faiss_threads=3, admin_token=TOKEN) as c:
+        service = c.app.state.service
+        assert service.current.recommender.index.search_threads == 3
+        first = service.current
+        assert c.post("/v1/admin/reload", json={}, headers=ADMIN).status_code == 200
+        assert service.current is not first
+        assert service.current.recommender.index.search_threads == 3

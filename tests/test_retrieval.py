@@ -312,3 +312,32 @@ def test_deep_searches_refine_at_most_refine_max_candidates_per_query(data):
     true_rows, _ = exact_top(items, queries, 200)
     full = recall(uncapped[1], true_rows, ids)
     assert full - 0.01 <= recall(capped[1], true_rows, ids) <= full
+
+
+def test_search_threads_cap_faiss_in_the_thread_that_searches(built, data):
+    """OpenMP's thread count belongs to the thread that sets it: the API set RECSYS_FAISS_THREADS in the thread that
+    built its service, and every search from the thread pool or the micro-batcher ran on all cores."""
+    import threading
+
+    index = built["hnsw"]
+    seen = {}
+
+    def probe(key: str) -> None:
+        seen[key + " before"] = faiss.omp_get_max_threads()
+        index.search(data[1][:2], 5)
+        seen[key + " after"] = faiss.omp_get_max_threads()
+
+    def in_thread(key: str) -> None:
+        thread = threading.Thread(target=probe, args=(key,))
+        thread.start()
+        thread.join()
+
+    in_thread("unset")
+    wanted = seen["unset before"] + 1  # a value no fresh thread starts with
+    index.search_threads = wanted
+    try:
+        in_thread("set")
+    finally:
+        index.search_threads = 0
+    assert seen["unset after"] == seen["unset before"]  # 0: FAISS's setting is left alone
+    assert seen["set before"] == wanted - 1 and seen["set after"] == wanted

@@ -58,6 +58,14 @@ class TextEncoder(Protocol):
     def encode(self, texts: list[str]) -> np.ndarray: ...
 
 
+def pin_omp_threads(n: int) -> None:
+    """Cap FAISS's OpenMP threads at `n` in the calling thread. OpenMP's setting belongs to the thread that makes
+    it: `faiss.omp_set_num_threads` in one thread leaves every other thread (a server's thread pool, a
+    micro-batcher's) at the machine's core count, so each search sets it in its own thread (a no-op once set)."""
+    if faiss.omp_get_max_threads() != n:
+        faiss.omp_set_num_threads(n)
+
+
 class VectorIndex:
     """Inner-product search over the rows of a `Catalogue`: FAISS label = catalogue row.
 
@@ -76,6 +84,7 @@ class VectorIndex:
         self._params_cache: dict = {}
         self.gpu: GpuReplica | None = to_gpu(index, config)
         self._empty: faiss.Index | None = None  # IVF kinds: a trained empty copy, cloned by each compaction
+        self.search_threads = 0  # OpenMP threads of its FAISS searches, set in each searching thread (0: leave)
         catalogue.attach(self)
 
     # ---- views of the catalogue -----------------------------------------------------------------
@@ -230,6 +239,8 @@ class VectorIndex:
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         params = params or SearchParams()
         exclude = list(exclude) if exclude is not None else None
+        if self.search_threads:
+            pin_omp_threads(self.search_threads)
         with self.catalogue.reading() as state:
             width = max(0, min(int(k), state.n_available))
             if width == 0 or len(queries) == 0:
