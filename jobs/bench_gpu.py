@@ -39,7 +39,7 @@ def gpu(
     from jobs.workflows import check_dataset
 
     chosen = comma_list(stages, "--stages", OneOf(STAGES))
-    levels = comma_list(concurrency, "--concurrency", WholeNumber(1))
+    levels = comma_list(concurrency, "--concurrency", WholeNumber(1), repeats=True)  # a level again: one more run
     if {"train", "encode"} & set(chosen):  # before the stages, which go on after a failed one (ann: 1M vectors)
         check_dataset(data)
     settings = GpuCheckSettings(

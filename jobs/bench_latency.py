@@ -31,7 +31,7 @@ def latency(
     from benchmarks.latency import ENDPOINTS, run
     from benchmarks.loadgen import available_tool
 
-    levels = comma_list(concurrency, "--concurrency", WholeNumber(1))
+    levels = comma_list(concurrency, "--concurrency", WholeNumber(1), repeats=True)  # a level again: one more run
     chosen = comma_list(endpoints, "--endpoints", OneOf(ENDPOINTS))
     try:
         available_tool(loadgen)  # wrk asked for but not installed: refused before the server starts

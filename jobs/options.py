@@ -27,10 +27,11 @@ class Item(Protocol[V_co]):
     def __call__(self, text: str) -> V_co: ...
 
 
-def comma_list(value: str, option: str, item: Item[V]) -> list[V]:
+def comma_list(value: str, option: str, item: Item[V], repeats: bool = False) -> list[V]:
     """The items of `value`, each read by `item`, in the order given (blanks between commas skipped);
     typer.BadParameter naming `option`, every bad item and what `item` allows when one is bad, one repeats another
-    (`--seeds 0,0` would fit twice, `--sizes 1000,1e3` too) or none is given."""
+    (`--seeds 0,0` would fit twice, `--sizes 1000,1e3` too; allowed with `repeats`, for lists whose every entry is
+    one more run, such as `--concurrency 32,32,32`) or none is given."""
     parts = [part.strip() for part in value.split(",") if part.strip()]
     values: list[V] = []
     texts: list[str] = []
@@ -42,7 +43,7 @@ def comma_list(value: str, option: str, item: Item[V]) -> list[V]:
             problems.append(str(error))
             continue
         first = next((text for text, seen in zip(texts, values) if seen == read), None)
-        if first is None:
+        if first is None or repeats:
             values.append(read)
             texts.append(part)
         else:

@@ -65,3 +65,17 @@ def test_comma_list_refuses_naming_the_option_each_bad_item_and_what_it_takes(it
     with pytest.raises(typer.BadParameter) as refused:
         comma_list(value, "--opt", item)
     assert refused.value.param_hint == "--opt" and refused.value.message == message
+
+
+def test_a_list_of_runs_may_repeat_an_entry():
+    """`bench latency --concurrency 1,32,32,32` measures c = 32 three times (the README's commands do): each entry is
+    a run, so repeats are allowed there, as written, and still refused in a list of settings."""
+    assert comma_list("1,32,32,1_000,1e3", "--concurrency", COUNTS, repeats=True) == [1, 32, 32, 1000, 1000]
+    with pytest.raises(typer.BadParameter, match="'x' is not a whole number"):
+        comma_list("32,x,32", "--concurrency", COUNTS, repeats=True)
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "latency", "--bundle", "/nonexistent", "--concurrency", "32,32"])
+    assert result.exit_code == 2 and "no bundle here" in result.output  # past the option: the missing bundle stops it
