@@ -60,7 +60,7 @@ def pytest_runtest_setup(item):
     shutdown unfreezes), and in this process every pass walked the whole session heap, 0.4-0.9 s: ~270 passes, a
     quarter of the default run's CPU. Frozen, a pass walks what the test made. Cycles that became garbage in earlier
     tests are freed by a real full pass once the heap has grown by 300k objects or 500 MB since the last one (bounded
-    memory, a dozen passes a run)."""
+    memory, a few passes a run)."""
     gc.freeze()
     if gc.get_freeze_count() > _full_pass["objects"] + 300_000 or _rss_bytes() > _full_pass["rss"] + 500 * 2**20:
         gc.unfreeze()
