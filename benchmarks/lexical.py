@@ -64,16 +64,17 @@ def lexical_features(matrix: sp.csr_matrix, recent: np.ndarray, query: np.ndarra
 
 
 def run(bundle: Path, data: Path, out: Path, seed: int = 0, outer: int = 5, command: str = "",
-        vectorisers: Mapping[str, dict] | None = None, log=print) -> dict[str, Path]:
-    """Cross-fit the default re-ranker of `bundle`'s towers on `data`'s valid step with and without the lexical
-    features of each vectoriser; write the report."""
+        vectorisers: Mapping[str, dict] | None = None, ranker_overrides: Mapping | None = None,
+        log=print) -> dict[str, Path]:
+    """Cross-fit the default re-ranker (or one with `ranker_overrides`) of `bundle`'s towers on `data`'s valid step
+    with and without the lexical features of each vectoriser; write the report."""
     from benchmarks.ranker_folds import SCHEME_COLUMNS, FeatureProbe, scheme_chart
     from jobs.ranker_cmd import open_for_ranker
     from recsys.ranker import RankerConfig
     from recsys.ranker_training import prepare_training
 
     recommender, split, path, _ = open_for_ranker(bundle, data)
-    config = RankerConfig(seed=seed)
+    config = RankerConfig(seed=seed).with_overrides(dict(ranker_overrides or {}))
     probe = FeatureProbe(prepare_training(recommender, split, config, log), config, outer, seed, log)
     state = recommender.catalogue.state
     texts = state.items["text"].to_list() if "text" in state.items.columns else [None] * len(state)

@@ -17,6 +17,7 @@ import asyncio
 import json
 import math
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -62,10 +63,21 @@ def run_wrk(url: str, plan: list[dict], concurrency: int, requests: int, seconds
         for request in plan:
             body = json.dumps(request["json"]) if request.get("json") is not None else ""
             handle.write(f"{request['method']}\t{request['path']}\t{body}\n")
-    command = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, math.ceil(seconds))}s", "--timeout", "30s",
+    threads = 1
+    command = ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{max(1, math.ceil(seconds))}s", "--timeout", "30s",
                "-s", str(WRK_SCRIPT), url, "--", str(tsv), str(max(1, requests))]
-    out = subprocess.run(command, capture_output=True, text=True, check=True)
-    raw = json.loads(out.stdout.strip().splitlines()[-1])
+    with (tmp / "wrk.stderr").open("w+") as stderr, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr,
+                                                                     text=True) as process:
+        lines, done = [], 0
+        for line in process.stdout:
+            lines.append(line)
+            done += line.strip() == WRK_THREAD_DONE
+            if done == threads and line.strip() == WRK_THREAD_DONE:  # every thread has its share: wrk would idle
+                stop_early(process)                                  # out its -d limit before it reports
+        if process.wait() != 0:
+            stderr.seek(0)
+            raise subprocess.CalledProcessError(process.returncode, command, "".join(lines), stderr.read())
+    raw = json.loads(lines[-1])
     elapsed = raw["duration_us"] / 1e6
     kinds = {"connect": raw["connect"], "read": raw["read"], "write": raw["write"], "timeout": raw["timeout"],
              "4xx": raw["http_4xx"], "5xx": raw["http_5xx"]}
@@ -74,6 +86,22 @@ def run_wrk(url: str, plan: list[dict], concurrency: int, requests: int, seconds
             "seconds": round(elapsed, 4), "rps": round(raw["requests"] / elapsed, 1) if elapsed else 0.0,
             "p50_ms": round(raw["p50_us"] / 1000, 2), "p95_ms": round(raw["p95_us"] / 1000, 2),
             "p99_ms": round(raw["p99_us"] / 1000, 2), "max_ms": round(raw["max_us"] / 1000, 2), "tool": "wrk"}
+
+
+WRK_THREAD_DONE = "wrk_plan: thread done"  # benchmarks/wrk_plan.lua prints it when a thread has its share
+
+
+def stop_early(process: subprocess.Popen) -> None:
+    """End wrk's sleep through its -d limit once its threads are done: a SIGINT, which wrk's own handler turns into
+    the end of the run (it joins its threads and reports, done() included, as after -d). Sent again until wrk exits:
+    one that lands before wrk installs the handler is ignored, one between the handler and the sleep only sets its
+    stop flag."""
+    while process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=0.1)
+        except subprocess.TimeoutExpired:
+            pass
 
 
 async def run(url: str, plan: list[dict], concurrency: int, max_requests: int, max_seconds: float) -> dict:

@@ -1,7 +1,10 @@
 -- wrk script for benchmarks/loadgen.py: cycles through a plan of requests (one per line:
 -- METHOD<TAB>PATH<TAB>JSON-BODY-or-empty), stops each thread after its share of requests,
 -- counts 4xx/5xx by class, and prints one JSON summary line. wrk's own duration is the -d limit even
--- when every thread stopped early, so each thread clocks its run (two `date` calls) for the throughput.
+-- when every thread stopped early, so each thread clocks its run (two `date` calls) for the throughput, and
+-- prints "wrk_plan: thread done" when it has its share: the caller (benchmarks/loadgen.py) then ends wrk's wait
+-- with a SIGINT (wrk's own handler: it still joins its threads, reports and calls done()) instead of idling out
+-- the -d limit.
 -- usage: wrk -t1 -cN -dSs -s wrk_plan.lua URL -- PLAN.tsv MAX_REQUESTS_PER_THREAD
 
 local threads = {}
@@ -53,6 +56,8 @@ function response(status, headers, body)
   if done_count == limit then
     elapsed = now() - started
     wrk.thread:stop()
+    io.write("wrk_plan: thread done\n")
+    io.flush()
   end
 end
 

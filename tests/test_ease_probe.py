@@ -1,6 +1,7 @@
 """The EASE probe (benchmarks/ease.py): its weights are EASE's constrained ridge regression, its scores never
 read events at or after a query's time, and the benchmark cross-fits the default re-ranker with and without it."""
 
+import functools
 import json
 
 import numpy as np
@@ -10,7 +11,7 @@ from typer.testing import CliRunner
 
 from benchmarks.ease import ease_weights, point_in_time_scores, query_groups, target_ndcg_recall
 from recsys.splits import split_dataset
-from tests.test_ranker import planted_bundle, planted_dataset
+from tests.test_ranker import SMALL_RANKER, planted_bundle, planted_dataset
 
 
 def test_each_column_is_the_ridge_regression_of_that_item_on_the_others():
@@ -45,8 +46,13 @@ def test_ndcg_and_recall_rank_the_target_among_every_item():
     assert target_ndcg_recall(scores, np.array([0, 0])) == (pytest.approx(0.75), 1.0)  # ranks 0 and 2
 
 
-def test_benchmark_and_command_cross_fit_the_default_ranker_with_and_without_ease(tmp_path):
+def test_benchmark_and_command_cross_fit_the_default_ranker_with_and_without_ease(tmp_path, monkeypatch):
+    import benchmarks.ease
     from jobs.cli import app
+
+    # the command as typed; the probe's re-ranker the small one (the id-sequence test's), as the report is checked
+    monkeypatch.setattr(benchmarks.ease, "run",
+                        functools.partial(benchmarks.ease.run, ranker_overrides=SMALL_RANKER))
 
     bundle, data = planted_bundle(tmp_path)
     dataset = planted_dataset()

@@ -9,7 +9,7 @@ import torch
 
 from benchmarks.id_sequence import MAX_LENGTH, left_padded, target_ranks, train_sequence_model
 from recsys.splits import split_dataset
-from tests.test_ranker import planted_bundle, planted_dataset
+from tests.test_ranker import SMALL_RANKER, planted_bundle, planted_dataset
 
 
 def test_histories_are_left_padded_truncated_and_unknown_items_become_padding():
@@ -44,7 +44,7 @@ def test_benchmark_cross_fits_the_default_ranker_with_and_without_the_model(tmp_
     bundle, data = planted_bundle(tmp_path)
     dataset = planted_dataset()
     paths = run(bundle, data, tmp_path / "out", outer=3, max_epochs=10, log=lambda *_: None,
-                ranker_overrides={"n_estimators": 30, "early_stopping_rounds": 5, "candidates": 20})
+                ranker_overrides=SMALL_RANKER)
     report = json.loads(paths["json"].read_text())
     first, second = report["rows"]
     assert first["diff"] == 0.0 and first["n_users"] == second["n_users"] == split_dataset(dataset).valid.height

@@ -1,6 +1,7 @@
 """The lexical probe (benchmarks/lexical.py): TF-IDF cosines to the last history items, newest first, NaN without a
 history; the benchmark cross-fits the default re-ranker with and without them."""
 
+import functools
 import json
 
 import numpy as np
@@ -10,7 +11,7 @@ from typer.testing import CliRunner
 
 from benchmarks.lexical import FEATURES, lexical_features, recent_rows, tfidf_rows
 from recsys.splits import split_dataset
-from tests.test_ranker import planted_bundle, planted_dataset
+from tests.test_ranker import SMALL_RANKER, planted_bundle, planted_dataset
 
 
 def test_rows_are_unit_tfidf_vectors_and_shared_words_make_the_cosine():
@@ -43,8 +44,13 @@ def test_features_are_the_cosine_to_the_last_the_largest_and_the_mean_of_the_his
     assert np.isnan(values[3]).all() and np.isnan(values[4]).all()  # no history; not in the catalogue
 
 
-def test_benchmark_and_command_cross_fit_the_default_ranker_with_and_without_the_features(tmp_path):
+def test_benchmark_and_command_cross_fit_the_default_ranker_with_and_without_the_features(tmp_path, monkeypatch):
+    import benchmarks.lexical
     from jobs.cli import app
+
+    # the command as typed; the probe's re-ranker the small one (the id-sequence test's), as the report is checked
+    monkeypatch.setattr(benchmarks.lexical, "run",
+                        functools.partial(benchmarks.lexical.run, ranker_overrides=SMALL_RANKER))
 
     bundle, data = planted_bundle(tmp_path)
     dataset = planted_dataset()

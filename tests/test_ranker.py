@@ -19,6 +19,10 @@ from recsys.ranker_training import evaluate_reranker, train_reranker
 from recsys.splits import split_dataset
 
 N_ITEMS, N_USERS = 120, 400
+SMALL_RANKER = {"n_estimators": 30, "early_stopping_rounds": 5, "candidates": 20}
+"""RankerConfig overrides for the probes' cross-fitting on the planted bundle (benchmarks/id_sequence.py, ease.py,
+lexical.py): their tests check each report's rows and meta, which do not need the default's up to 400 trees over
+200 candidates (9 of 10 s of each probe's test)."""
 
 
 def planted_dataset(seed: int = 0) -> Dataset:
