@@ -41,11 +41,12 @@ def blended_trained_dim(recommender: CandidateRetriever) -> int | None:
 
 def stats_config(train: pl.DataFrame, config: RankerConfig) -> StatsConfig:
     """Resolve `time_mode="auto"` from the training interactions."""
-    auto = default_config(train, config.pair_window)
+    auto = default_config(train, config.pair_window).model_copy(update={"ease": config.ease})
     if config.time_mode in ("auto", auto.time_mode):
         return auto
     window = 5 if config.time_mode == "sequence" else auto.recent_window
-    return StatsConfig(time_mode=config.time_mode, recent_window=window, pair_window=config.pair_window)
+    return StatsConfig(time_mode=config.time_mode, recent_window=window, pair_window=config.pair_window,
+                       ease=config.ease)
 
 
 def fit_training_stats(split: SplitData, config: RankerConfig) -> InteractionStats:
@@ -157,7 +158,11 @@ def prepare_training(recommender: CandidateRetriever, split: SplitData, config: 
     trained_dim = blended_trained_dim(recommender)
     if config.features.block_similarity and trained_dim is None:
         log("block_similarity: these towers have no zero-shot block (no blend), so no block similarity features")
-    builder = FeatureBuilder(recommender.catalogue, stats, config.features.for_towers(trained_dim))
+    if config.ease is not None and stats.ease is None:
+        log(f"EASE: {len(stats.item_ids):,} items with training events, more than ease.max_items "
+            f"({config.ease.max_items:,}), so no EASE score")
+    features = config.features.for_towers(trained_dim).model_copy(update={"ease": stats.ease is not None})
+    builder = FeatureBuilder(recommender.catalogue, stats, features)
     sources = candidate_sources(builder, config)
     t0 = time.perf_counter()
     times = stats.query_times(examples["timestamp"].to_list(), examples.height)
