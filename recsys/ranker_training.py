@@ -19,6 +19,7 @@ from recsys.candidates import CandidateSources
 from recsys.ranker import Ranker, RankerConfig, Reranker, candidate_sources, feature_matrix
 from recsys.splits import EXAMPLE_SCHEMA, SplitData, ordered_interactions
 from recsys.stats import InteractionStats, StatsConfig, default_config
+from recsys.text_format import counted
 from recsys.towers import innermost_tower
 
 
@@ -150,6 +151,10 @@ def prepare_training(recommender: CandidateRetriever, split: SplitData, config: 
     """Statistics, candidates and features of the training queries (everything but the seeded fit)."""
     started = time.perf_counter()
     stats = fit_training_stats(split, config)
+    stats_s = time.perf_counter() - started
+    if stats.ease is not None:
+        log(f"EASE: {counted(len(stats.ease.cuts), 'fit')} over {counted(len(stats.item_ids), 'item')}, with the "
+            f"statistics in {stats_s:.1f} s")
     valid = sample_examples(split.valid, config.train_examples, config.seed)
     examples = valid.with_columns(pl.lit(True).alias("_valid_step"))
     if config.train_positions:
@@ -183,8 +188,8 @@ def prepare_training(recommender: CandidateRetriever, split: SplitData, config: 
     report = {"examples": examples.height, "valid_examples": split.valid.height, "rows": frame.height,
               "features": builder.names,
               f"candidate_recall@{config.candidates}": candidate_recall, "stats": stats.config.model_dump(mode="json"),
-              "seconds": {"retrieve": round(retrieve_s, 2), "features": round(features_s, 2),
-                          "prepare": round(time.perf_counter() - started, 2)}}
+              "seconds": {"statistics": round(stats_s, 2), "retrieve": round(retrieve_s, 2),
+                          "features": round(features_s, 2), "prepare": round(time.perf_counter() - started, 2)}}
     return TrainingSet(builder, frame, report, valid["user_id"].to_list())
 
 

@@ -151,3 +151,28 @@ def test_rankers_saved_before_ease_load_without_it():
     assert RankerConfig.model_validate(_with_older_defaults(saved)).ease == EaseConfig()
     saved.pop("ease")
     assert RankerConfig.model_validate(_with_older_defaults(saved)).ease is None
+
+
+def test_a_ranker_with_ease_scores_saves_loads_and_refreshes_them(tmp_path):
+    from recsys.config import BuildConfig
+    from recsys.pipeline import Recommender
+    from recsys.ranker_training import train_reranker
+    from recsys.splits import split_dataset
+    from recsys.stats_refresh import refreshed
+    from tests.test_ranker import N_ITEMS, planted_dataset
+
+    dataset = planted_dataset(seed=4)
+    split = split_dataset(dataset)
+    vectors = np.random.default_rng(1).normal(size=(N_ITEMS, 16)).astype(np.float32)
+    recommender = Recommender.build(dataset, split, vectors, BuildConfig())
+    config = RankerConfig(candidates=40, n_estimators=30, early_stopping_rounds=5, cv_folds=0, ease={"l2": 20.0})
+    recommender.reranker, _ = train_reranker(recommender, split, config, log=lambda *_: None)
+    assert "ease_score" in recommender.reranker.builder.names
+    histories = split.test["history"].to_list()[:40]
+    before = recommender.recommend_batch(histories, 10)
+    loaded = Recommender.load(recommender.save(tmp_path / "b" / "v1"))
+    assert loaded.reranker.stats.ease is not None and loaded.reranker.config.ease.l2 == 20.0
+    assert [r.scores for r in loaded.recommend_batch(histories, 10)] == [r.scores for r in before]
+    fresher = refreshed(loaded.reranker, split, "valid")
+    assert fresher.stats.config.ease == loaded.reranker.stats.config.ease
+    assert not np.array_equal(fresher.stats.ease.weights, loaded.reranker.stats.ease.weights)  # refit with valid
