@@ -8,7 +8,8 @@ Point in time, as the re-ranker's statistics: in sequence time (RecBole/UniSRec 
 serves every query; with real timestamps the valid queries are cut by time into `buckets` groups, each scored by a
 fit on the train events strictly before its earliest query (leak-free, a little stale). A probe, not a product
 feature: nothing is saved into a bundle, and the dense n × n inverse limits it to catalogues of up to
-`MAX_ITEMS` items. Writes ease.json, ease.md and ease.png via benchmarks/common.py."""
+`MAX_ITEMS` items. The product's EASE score (`recsys.ease`, `RankerConfig.ease`) came from it; the probe's re-ranker is
+the one without it. Writes ease.json, ease.md and ease.png via benchmarks/common.py."""
 
 from __future__ import annotations
 
@@ -20,25 +21,13 @@ import numpy as np
 import polars as pl
 
 from benchmarks.common import environment, write_report
+from recsys.ease import ease_weights
 from recsys.errors import DataError
 
 MAX_ITEMS = 20_000
 """Above this the n × n float64 inverse needs more than 3 GB: the probe refuses."""
 MAX_HISTORY = 50
 """A query's score sums the rows of its last 50 history items."""
-
-
-def ease_weights(users: np.ndarray, items: np.ndarray, n_items: int, lam: float) -> np.ndarray:
-    """B [n_items, n_items] float32 with a zero diagonal, from (user code, item code) events (repeats count once)."""
-    check_size(n_items)
-    x = np.zeros((int(users.max(initial=-1)) + 1, n_items), np.float32)
-    x[users, items] = 1.0
-    gram = (x.T @ x).astype(np.float64)
-    gram[np.diag_indices(n_items)] += lam
-    inverse = np.linalg.inv(gram)
-    weights = -inverse / np.diag(inverse)
-    np.fill_diagonal(weights, 0.0)
-    return weights.astype(np.float32)
 
 
 def check_size(n_items: int) -> None:
@@ -74,6 +63,7 @@ def point_in_time_scores(train: pl.DataFrame, histories: Sequence[Sequence[str]]
     scores = np.zeros_like(queries)
     for group in query_groups(times, buckets, sequence_time):
         before = slice(None) if sequence_time else event_times < times[group].min()
+        check_size(len(index))
         weights = ease_weights(user_codes[before], item_codes[before], len(index), lam)
         scores[group] = queries[group] @ weights
     return scores
@@ -98,7 +88,8 @@ def run(bundle: Path, data: Path, out: Path, lambdas: Sequence[float] = (100.0, 
 
     recommender, split, path, _ = open_for_ranker(bundle, data)
     check_size(recommender.catalogue.state.ids.size)
-    config = RankerConfig(seed=seed).with_overrides(dict(ranker_overrides or {}))
+    # the re-ranker before its own EASE score (RankerConfig.ease), which this probe's dense scores would repeat
+    config = RankerConfig(seed=seed, ease=None).with_overrides(dict(ranker_overrides or {}))
     training = prepare_training(recommender, split, config, log)
     sequence_time = training.report["stats"]["time_mode"] == "sequence"
     valid = split.valid

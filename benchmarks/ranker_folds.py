@@ -26,8 +26,8 @@ SCHEMES: dict[str, dict] = {
 }
 
 
-FRAME_FIELDS = ("candidates", "features", "time_mode", "pair_window", "transition_candidates", "popular_candidates",
-                "train_positions")
+FRAME_FIELDS = ("candidates", "features", "time_mode", "pair_window", "ease", "transition_candidates",
+                "popular_candidates", "train_positions")
 """RankerConfig fields that shape the training frame (candidates, statistics, features): schemes that differ in
 them get their own frame, prepared once per distinct value."""
 FIXED_FIELDS = frozenset({"train_examples", "seed"})

@@ -32,6 +32,9 @@ BLOCK_SIMILARITY_FEATURES: tuple[str, ...] = (
     "sim_last_towers", "sim_max_towers",                            # similarity within the trained towers' block
     "sim_last_text", "sim_max_text",                                # ... within the zero-shot text block
 )
+EASE_FEATURES: tuple[str, ...] = (
+    "ease_score",                                                   # EASE weights from the history (recsys.ease)
+)
 ATTRIBUTE_FEATURES: dict[str, tuple[str, ...]] = {
     "category": ("category_match_last", "category_share"),
     "brand": ("brand_match_last", "brand_share"),
@@ -58,6 +61,9 @@ class FeatureConfig(FrozenModel):
                                  "the last `decay_items` weighted like cooc_cos_decay, the largest co-occurrence "
                                  "cosine over the last `recent_items`, and the mean log count of the last "
                                  "`decay_items` history items")
+    ease: bool = Field(False, description="also the candidate's EASE score from the last `ease_items` history items "
+                       "(set when the ranker is fitted on statistics that hold EASE weights: `RankerConfig.ease`)")
+    ease_items: int = Field(50, ge=1, description="ease: history depth of the EASE score")
     attributes: list[str] | None = Field(None, description="attribute feature groups to compute (category, brand, "
                                          "price) where the catalogue has the column; None: every one it has")
     block_similarity: bool = Field(False, description="on a blended catalogue ([trained towers, zero-shot text] "
@@ -91,5 +97,6 @@ def feature_names(attributes: Sequence[str], config: FeatureConfig | None = None
     extra = NORMALIZED_PAIR_FEATURES if config is not None and config.normalized_pairs else ()
     extra += EXTENDED_PAIR_FEATURES if config is not None and config.extended_pairs else ()
     extra += BLOCK_SIMILARITY_FEATURES if config is not None and config.has_blocks else ()
+    extra += EASE_FEATURES if config is not None and config.ease else ()
     return [*BASE_FEATURES, *extra,
             *(f for a in ATTRIBUTE_FEATURES if a in attributes for f in ATTRIBUTE_FEATURES[a])]

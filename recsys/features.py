@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 
 from recsys.catalogue import CandidateRows
+from recsys.errors import DataError
 from recsys.feature_config import ATTRIBUTE_FEATURES, FEATURE_VERSION, FeatureConfig, feature_names
 from recsys.item_arrays import ItemArrays, unit_rows
 from recsys.stats import InteractionStats
@@ -60,6 +61,10 @@ class FeatureBuilder:
         if self._own is not None and self._own[1].attributes != self.attributes:  # computed with every group
             self._own = (self._own[0], self._own[1].only(self.attributes))
         self.names = feature_names(self.attributes, config)
+        if config.ease and stats.ease is None:
+            raise DataError("this re-ranker reads EASE scores, but its statistics have no EASE weights (refitted "
+                            f"on more than {stats.config.ease.max_items if stats.config.ease else 0:,} items, or "
+                            "without them); train the re-ranker again (`recsys train-ranker`)")
         if config.has_blocks and int(config.trained_dim) >= catalogue.dim:  # type: ignore[arg-type]
             raise ValueError(f"block similarity: the trained block ({config.trained_dim} columns) leaves no zero-shot "
                              f"block in {catalogue.dim}-dimensional catalogue vectors")
@@ -158,6 +163,10 @@ class FeatureBuilder:
         self._history_pairs(arrays, out, column, hist_rows, query, stats_cand, times, starts, lengths)
         self._consumed(len(state), out, column, hist_rows, query, cand)
         self._similarity(arrays, out, column, hist_rows, query, cand, lengths)
+        if self.config.ease:
+            rows = self._recent(hist_rows, self.config.ease_items, newest_first=True)
+            src = np.where(rows >= 0, arrays.stats_code[np.maximum(rows, 0)], -1)
+            out[:, column["ease_score"]] = self.stats.ease_scores(src, stats_cand, query, times)
         if self.attributes:
             self._attribute_agreement(arrays, out, column, hist_rows, query, cand)
         return out

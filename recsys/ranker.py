@@ -23,6 +23,7 @@ from recsys.candidates import CandidateSources
 from recsys.catalogue import CandidateRows, Catalogue
 from recsys.compiled_trees import CompiledTrees, load_compiled
 from recsys.config import FrozenModel
+from recsys.ease import EaseConfig
 from recsys.errors import BundleError, DataError
 from recsys.feature_config import FEATURE_VERSION, FeatureConfig
 from recsys.features import FeatureBuilder
@@ -40,6 +41,11 @@ class RankerConfig(FrozenModel):
     time_mode: Literal["auto", "absolute", "sequence"] = Field(
         "auto", description="auto: 'sequence' when every user's timestamps are 0..n-1, else 'absolute'")
     pair_window: int = Field(3, ge=1, description="co-occurrence window in steps")
+    # off: valid N@10 cross-fitted over every valid user −0.0001 ± 0.0006 on amazon-scientific, +0.0068 ± 0.0051 on
+    # movielens-100k (benchmarks/EXPERIMENTS.md "EASE scores in the re-ranker"): not a win on both
+    ease: EaseConfig | None = Field(None, description="EASE item–item weights fitted with the statistics and the "
+                                    "candidate's EASE score as a feature (`recsys.ease`; `{}` for the defaults; "
+                                    "skipped above `ease.max_items` items); None: none")
     objective: Literal["lambdarank", "rank_xendcg"] = Field(
         "lambdarank", description="LightGBM ranking loss: lambdarank (pairwise, NDCG-weighted) or rank_xendcg "
         "(listwise cross-entropy over each query's candidates)")
@@ -75,10 +81,13 @@ class RankerConfig(FrozenModel):
 
 def _with_older_defaults(saved: dict) -> dict:
     """A saved RankerConfig with the settings its code did not have yet set to what that code did: rankers saved
-    before `features.normalized_pairs` existed were trained without those features."""
+    before `features.normalized_pairs` existed were trained without those features, and before `ease` without
+    EASE weights."""
     features = saved.get("features")
     if isinstance(features, dict) and "normalized_pairs" not in features:
-        return {**saved, "features": {**features, "normalized_pairs": False}}
+        saved = {**saved, "features": {**features, "normalized_pairs": False}}
+    if "ease" not in saved:
+        saved = {**saved, "ease": None}
     return saved
 
 

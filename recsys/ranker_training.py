@@ -19,6 +19,7 @@ from recsys.candidates import CandidateSources
 from recsys.ranker import Ranker, RankerConfig, Reranker, candidate_sources, feature_matrix
 from recsys.splits import EXAMPLE_SCHEMA, SplitData, ordered_interactions
 from recsys.stats import InteractionStats, StatsConfig, default_config
+from recsys.text_format import counted
 from recsys.towers import innermost_tower
 
 
@@ -41,11 +42,12 @@ def blended_trained_dim(recommender: CandidateRetriever) -> int | None:
 
 def stats_config(train: pl.DataFrame, config: RankerConfig) -> StatsConfig:
     """Resolve `time_mode="auto"` from the training interactions."""
-    auto = default_config(train, config.pair_window)
+    auto = default_config(train, config.pair_window).model_copy(update={"ease": config.ease})
     if config.time_mode in ("auto", auto.time_mode):
         return auto
     window = 5 if config.time_mode == "sequence" else auto.recent_window
-    return StatsConfig(time_mode=config.time_mode, recent_window=window, pair_window=config.pair_window)
+    return StatsConfig(time_mode=config.time_mode, recent_window=window, pair_window=config.pair_window,
+                       ease=config.ease)
 
 
 def fit_training_stats(split: SplitData, config: RankerConfig) -> InteractionStats:
@@ -149,6 +151,10 @@ def prepare_training(recommender: CandidateRetriever, split: SplitData, config: 
     """Statistics, candidates and features of the training queries (everything but the seeded fit)."""
     started = time.perf_counter()
     stats = fit_training_stats(split, config)
+    stats_s = time.perf_counter() - started
+    if stats.ease is not None:
+        log(f"EASE: {counted(len(stats.ease.cuts), 'fit')} over {counted(len(stats.item_ids), 'item')}, with the "
+            f"statistics in {stats_s:.1f} s")
     valid = sample_examples(split.valid, config.train_examples, config.seed)
     examples = valid.with_columns(pl.lit(True).alias("_valid_step"))
     if config.train_positions:
@@ -157,7 +163,11 @@ def prepare_training(recommender: CandidateRetriever, split: SplitData, config: 
     trained_dim = blended_trained_dim(recommender)
     if config.features.block_similarity and trained_dim is None:
         log("block_similarity: these towers have no zero-shot block (no blend), so no block similarity features")
-    builder = FeatureBuilder(recommender.catalogue, stats, config.features.for_towers(trained_dim))
+    if config.ease is not None and stats.ease is None:
+        log(f"EASE: {len(stats.item_ids):,} items with training events, more than ease.max_items "
+            f"({config.ease.max_items:,}), so no EASE score")
+    features = config.features.for_towers(trained_dim).model_copy(update={"ease": stats.ease is not None})
+    builder = FeatureBuilder(recommender.catalogue, stats, features)
     sources = candidate_sources(builder, config)
     t0 = time.perf_counter()
     times = stats.query_times(examples["timestamp"].to_list(), examples.height)
@@ -178,8 +188,8 @@ def prepare_training(recommender: CandidateRetriever, split: SplitData, config: 
     report = {"examples": examples.height, "valid_examples": split.valid.height, "rows": frame.height,
               "features": builder.names,
               f"candidate_recall@{config.candidates}": candidate_recall, "stats": stats.config.model_dump(mode="json"),
-              "seconds": {"retrieve": round(retrieve_s, 2), "features": round(features_s, 2),
-                          "prepare": round(time.perf_counter() - started, 2)}}
+              "seconds": {"statistics": round(stats_s, 2), "retrieve": round(retrieve_s, 2),
+                          "features": round(features_s, 2), "prepare": round(time.perf_counter() - started, 2)}}
     return TrainingSet(builder, frame, report, valid["user_id"].to_list())
 
 

@@ -17,6 +17,8 @@ Two time modes:
   (-1 = the last one) and every query is at time 0: it sees all training events, which is leak-free
   because the statistics are fit on the train split only (no valid/test item is ever in them).
 
+With `StatsConfig.ease`, they also hold EASE item–item weights (`recsys.ease`), point in time the same way.
+
 `StatsConfig.through` says which events they count: the train split (what the re-ranker learns with, and
 the published protocol), or, refreshed for serving (`recsys refresh-stats`), also every user's valid-step
 event or every event. A split whose targets the statistics count cannot be evaluated with them
@@ -36,6 +38,7 @@ from pydantic import Field
 
 from recsys.config import FrozenModel
 from recsys.count_tables import CountTable, PairCounts
+from recsys.ease import EaseConfig, EaseTable
 from recsys.errors import DataError
 
 
@@ -59,6 +62,9 @@ class StatsConfig(FrozenModel):
         "train", description="the last split whose events are counted: train (the re-ranker's training, the "
         "published protocol), valid (+ every user's valid-step event: what a shop knows before the test step) or "
         "test (every event: serving after the benchmark)")
+
+    ease: EaseConfig | None = Field(None, description="also EASE item–item weights (`recsys.ease`), when the "
+                                    "events hold at most `ease.max_items` items; None: none")
 
     live_events: int = Field(0, ge=0, description="events read from the API's event store on top of the dataset's "
                              "(`recsys refresh-stats --store`); 0: none")
@@ -104,8 +110,9 @@ class InteractionStats:
     (src, dst within `pair_window` steps, both directions), over the integer item codes of `item_ids`."""
 
     def __init__(self, config: StatsConfig, item_ids: np.ndarray, times: np.ndarray, items: CountTable,
-                 transitions: PairCounts, cooccurrence: PairCounts) -> None:
+                 transitions: PairCounts, cooccurrence: PairCounts, ease: EaseTable | None = None) -> None:
         self.config = config
+        self.ease = ease  # None: not asked for, or more items than `config.ease.max_items`
         self.item_ids = np.asarray(item_ids, dtype=str)
         self.code = {item_id: n for n, item_id in enumerate(self.item_ids.tolist())}
         self.times = times  # the distinct event times, sorted (int64)
@@ -136,8 +143,8 @@ class InteractionStats:
         events (`recsys.stats_fit`)."""
         from recsys.stats_fit import fit_arrays
 
-        item_ids, times, items, transitions, cooccurrence = fit_arrays(train, config, progress)
-        return cls(config, item_ids, times, items, transitions, cooccurrence)
+        item_ids, times, items, transitions, cooccurrence, ease = fit_arrays(train, config, progress)
+        return cls(config, item_ids, times, items, transitions, cooccurrence, ease)
 
     def events(self) -> int:
         """How many events the statistics count."""
@@ -193,6 +200,14 @@ class InteractionStats:
         ranks = np.repeat(self.rank(at), lengths)[:, None]
         return pairs.table.before(numbers, np.broadcast_to(ranks, numbers.shape))
 
+    def ease_scores(self, src: np.ndarray, dst: np.ndarray, query: np.ndarray, at: np.ndarray) -> np.ndarray:
+        """EASE score of each row's candidate (`dst` codes) from its query's history items (`src` [queries, depth]
+        codes, -1: none), by the latest fit strictly before the query time (`at` [queries]; NaN: no such fit)."""
+        if self.ease is None:
+            raise DataError("these statistics have no EASE weights (fitted without them, or on more than "
+                            "`ease.max_items` items)")
+        return self.ease.scores(src, dst, query, self.rank(at))
+
     # ---- persistence --------------------------------------------------------------------------
     def save(self, directory: Path) -> None:
         """`ranker_stats/` (one .npy per array: the sorted tables as they are searched, so loading is a
@@ -200,9 +215,13 @@ class InteractionStats:
         arrays_dir = directory / ARRAYS_DIR
         arrays_dir.mkdir(parents=True, exist_ok=True)
         arrays = {"item_ids": self.item_ids, "times": self.times, **self.items.arrays("items"),
-                  **self.transitions.arrays("transitions"), **self.cooccurrence.arrays("cooccurrence")}
+                  **self.transitions.arrays("transitions"), **self.cooccurrence.arrays("cooccurrence"),
+                  **(self.ease.arrays() if self.ease is not None else {})}
         for name, values in arrays.items():
             np.save(arrays_dir / f"{name}.npy", np.asarray(values), allow_pickle=False)
+        for stale in arrays_dir.glob("*.npy"):  # an earlier save's tables these statistics do not have
+            if stale.stem not in arrays:
+                stale.unlink()
         (directory / CONFIG_FILE).write_text(self.config.model_dump_json(indent=2))
 
     @classmethod
@@ -217,7 +236,7 @@ class InteractionStats:
             return cls(config, np.asarray(arrays["item_ids"]), arrays["times"],
                        CountTable.from_arrays(arrays, "items", span),
                        PairCounts.from_arrays(arrays, "transitions", n, span),
-                       PairCounts.from_arrays(arrays, "cooccurrence", n, span))
+                       PairCounts.from_arrays(arrays, "cooccurrence", n, span), EaseTable.from_arrays(arrays))
         if not (directory / NPZ_FILE).exists() and (directory / LEGACY_FILES[0]).exists():
             return cls._load_legacy(directory, config)
         with np.load(directory / NPZ_FILE, allow_pickle=False) as arrays:  # bundles before the .npy directory

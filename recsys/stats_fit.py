@@ -19,6 +19,7 @@ import polars as pl
 from tqdm.auto import tqdm
 
 from recsys.count_tables import CountTable, PairCounts, totals
+from recsys.ease import EaseTable
 from recsys.splits import ordered_interactions
 from recsys.stats import StatsConfig
 
@@ -31,6 +32,7 @@ class Events:
     """Training events in (user, time) order as integer arrays."""
 
     item: np.ndarray  # int64 item code
+    user: np.ndarray  # int64 user code (0, 1, … in order)
     pos: np.ndarray  # int64 position in the user's sequence (0 = first)
     rank: np.ndarray  # int64 rank of the event's time among the distinct times
     n_items: int
@@ -54,10 +56,10 @@ def ordered_events(train: pl.DataFrame, config: StatsConfig) -> tuple[np.ndarray
         t = pos - lengths[owner]
     else:
         t = stamps
-    del stamps, owner
+    del stamps
     times = np.unique(t)
     rank = np.searchsorted(times, t)
-    return item_ids.to_numpy().astype(str), times, Events(item, pos, rank, len(item_ids), len(times) + 1)
+    return item_ids.to_numpy().astype(str), times, Events(item, owner, pos, rank, len(item_ids), len(times) + 1)
 
 
 def item_table(events: Events) -> CountTable:
@@ -126,14 +128,23 @@ def _running_within(group: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return running - np.repeat(base, np.diff(np.append(np.flatnonzero(first), len(group))))
 
 
-def fit_arrays(train: pl.DataFrame, config: StatsConfig,
-               progress: bool = False) -> tuple[np.ndarray, np.ndarray, CountTable, PairCounts, PairCounts]:
-    """(item ids, distinct times, item table, transitions, co-occurrence) for `InteractionStats`."""
+def fit_arrays(train: pl.DataFrame, config: StatsConfig, progress: bool = False
+               ) -> tuple[np.ndarray, np.ndarray, CountTable, PairCounts, PairCounts, EaseTable | None]:
+    """(item ids, distinct times, item table, transitions, co-occurrence, EASE weights or None) for
+    `InteractionStats`."""
     item_ids, times, events = ordered_events(train, config)
     items = item_table(events)
     transitions = pair_tables(events, range(1, 2), False, progress, "transitions")
     cooccurrence = pair_tables(events, range(1, config.pair_window + 1), True, progress, "co-occurrence")
-    return item_ids, times, items, transitions, cooccurrence
+    return item_ids, times, items, transitions, cooccurrence, ease_table(events, config, progress)
 
 
-__all__ = ["fit_arrays", "ordered_events", "item_table", "pair_tables", "PAIR_EVENTS_PER_RANGE"]
+def ease_table(events: Events, config: StatsConfig, progress: bool = False) -> EaseTable | None:
+    """The EASE fits `config.ease` asks for (None: not asked for, or more items than its `max_items`)."""
+    if config.ease is None or not 2 <= events.n_items <= config.ease.max_items:
+        return None
+    return EaseTable.fit(events.user, events.item, events.rank, events.n_items, events.span - 1, config.ease,
+                         config.time_mode == "sequence", progress)
+
+
+__all__ = ["fit_arrays", "ease_table", "ordered_events", "item_table", "pair_tables", "PAIR_EVENTS_PER_RANGE"]
