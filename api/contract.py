@@ -3,8 +3,8 @@ its Settings), the filters it offers are the attributes the served catalogue has
 takes are those the catalogue keeps (`kept_upsert_fields`).
 
 The routes' own models carry the fixed limits (id lengths, hard caps); the settings-driven ones (RECSYS_MAX_K,
-RECSYS_MAX_SESSION_ITEMS, RECSYS_MAX_EXCLUDE_ITEMS, RECSYS_MAX_TEXT_CHARS) are written into the document
-here and enforced by the routes from the same settings."""
+RECSYS_MAX_SESSION_ITEMS, RECSYS_MAX_EXCLUDE_ITEMS, RECSYS_MAX_TEXT_CHARS, RECSYS_MAX_BATCH_ITEMS) are written into
+the document here and enforced by the routes from the same settings."""
 
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ def settings_limits(settings: Settings) -> dict[str, dict[str, int]]:
         "exclude": {"maxItems": settings.max_exclude_items},
         "item_ids": {"maxItems": settings.max_session_items},
         "text": {"maxLength": settings.max_text_chars},
+        **{name: {"maxItems": settings.max_batch_items} for name in ("upsert", "activate", "deactivate", "delete")},
     }
 
 
@@ -81,13 +82,15 @@ def apply_contract(document: dict, settings: Settings, attributes: Collection[st
             if "parameters" in operation:
                 operation["parameters"] = parameters
     schemas = document.get("components", {}).get("schemas", {})
-    for name, fields in (("SessionRequest", ("k", "exclude", "item_ids", "text")), ("ItemUpsert", ("text",))):
+    for name, fields in (("SessionRequest", ("k", "exclude", "item_ids", "text")), ("ItemUpsert", ("text",)),
+                         ("ItemRecord", ("text",)), ("ItemChanges", ("upsert", "activate", "deactivate", "delete"))):
         for field in fields:
             _constrain(schemas[name]["properties"][field], limits[field])
     for attribute in missing:
         schemas["Filters"]["properties"].pop(attribute, None)
     for attribute in unkept:
         schemas["ItemUpsert"]["properties"].pop(attribute, None)
+        schemas["ItemRecord"]["properties"].pop(attribute, None)
     return document
 
 

@@ -118,10 +118,36 @@ class ItemUpsert(Strict):
     price: float | None = Field(None, ge=0)
 
 
+class ItemRecord(ItemUpsert):
+    item_id: Id = Field(description="the item's id")
+
+
+class ItemChanges(Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"upsert": [{"item_id": "P09999", "text": "Lumora 50 mm f/1.8 lens. Lenses. Lumora.", "price": 199.0}],
+         "deactivate": ["P00012"], "activate": ["P00017"], "delete": ["P00003"]}]})
+
+    upsert: list[ItemRecord] = Field(default_factory=list, max_length=LIST_ITEMS, description="items to add or "
+                                     "replace, each as `PUT /v1/admin/items/{item_id}` takes it, with its item_id")
+    activate: list[Id] = Field(default_factory=list, max_length=LIST_ITEMS, description="back in stock")
+    deactivate: list[Id] = Field(default_factory=list, max_length=LIST_ITEMS, description="out of stock")
+    delete: list[Id] = Field(default_factory=list, max_length=LIST_ITEMS, description="removed for good")
+
+
 class ItemState(BaseModel):
     item_id: str
     active: bool
     index_items: int
+
+
+class ItemsChanged(BaseModel):
+    upserted: int
+    activated: int
+    deactivated: int
+    deleted: int
+    index_items: int = Field(description="items the index serves after the changes")
+    items: list[ItemState] = Field(description="each item of the request after the changes, in the request's order "
+                                   "(upsert, activate, deactivate, delete)")
 
 
 class ReloadRequest(Strict):

@@ -19,7 +19,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -37,7 +37,7 @@ from recsys.changes import Folded, apply_changes, fold
 from recsys.data.item_text import item_text
 from recsys.errors import BundleError, RecsysError, StoreError
 from recsys.pipeline import Recommender
-from recsys.store import EventStore, merged_history, open_store
+from recsys.store import Change, EventStore, merged_history, open_store
 from recsys.towers import ItemTower, UserTower
 from recsys.user_tower import CachedHistoryEncoder
 
@@ -405,13 +405,14 @@ class Service:
         return self.store.append(user_id, item_id, kind, timestamp)
 
     # ---- catalogue ----------------------------------------------------------------------------
-    def _known(self, loaded: Loaded, item_id: str) -> Loaded:
-        """The serving bundle, after a sync when `item_id` is not (yet) in the request's catalogue: an item
-        another worker just upserted. UnknownIdError when it is unknown after all."""
-        if item_id in loaded.recommender.item_position:
+    def _known(self, loaded: Loaded, *item_ids: str) -> Loaded:
+        """The serving bundle, after a sync when an id of `item_ids` is not (yet) in the request's catalogue: an
+        item another worker just upserted. UnknownIdError (naming every one) when one is unknown after all."""
+        position = loaded.recommender.item_position
+        if all(item_id in position for item_id in item_ids):
             return loaded
         loaded = self.sync() or loaded
-        loaded.recommender.check_items([item_id])
+        loaded.recommender.check_items(list(item_ids))
         return loaded
 
     def _record(self, loaded: Loaded) -> Loaded:
@@ -426,6 +427,26 @@ class Service:
         record = {**record, "text": item_text(record, tower.template)}
         vector = tower.encode_texts([record["text"]])[0]
         self.store.record_change("upsert", record["item_id"], record, vector, loaded.bundle.item_space)
+        return self._record(loaded)
+
+    def change_items(self, loaded: Loaded, upserts: Sequence[dict], active: Mapping[str, bool],
+                     deleted: Sequence[str]) -> Loaded:
+        """Many catalogue changes as one: the upserts encoded in one batch (as `upsert_item` does one), recorded
+        with the activations / deactivations (`active`) and deletions after them in one store write (all or none),
+        then applied together. UnknownIdError (nothing recorded) naming every id of `active` and `deleted` that is
+        neither in the catalogue nor upserted here."""
+        upserted = {record["item_id"] for record in upserts}
+        loaded = self._known(loaded, *(i for i in (*active, *deleted) if i not in upserted))
+        space = loaded.bundle.item_space
+        changes: list[Change] = []
+        if upserts:
+            tower = loaded.recommender.item_tower()
+            records = [{**record, "text": item_text(record, tower.template)} for record in upserts]
+            vectors = tower.encode_texts([record["text"] for record in records])
+            changes += [Change(0, "upsert", r["item_id"], r, v, space) for r, v in zip(records, vectors)]
+        changes += [Change(0, "active", item_id, active=flag) for item_id, flag in active.items()]
+        changes += [Change(0, "delete", item_id) for item_id in deleted]
+        self.store.record_changes(changes)
         return self._record(loaded)
 
     def set_item_active(self, loaded: Loaded, item_id: str, active: bool) -> Loaded:

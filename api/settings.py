@@ -32,6 +32,8 @@ class Settings(BaseSettings):
                        "list length, 10)")
     max_session_items: int = Field(200, ge=1, le=LIST_ITEMS, description="most item ids a session request may post")
     max_exclude_items: int = Field(1_000, ge=0, le=LIST_ITEMS, description="most ids an exclude list may hold")
+    max_batch_items: int = Field(1_000, ge=1, le=LIST_ITEMS, description="most catalogue changes one `POST "
+                                 "/v1/admin/items` may carry (upserts, activations, deactivations, deletions)")
     max_text_chars: int = Field(1_000, ge=1, le=TEXT_CHARS, description="longest free-text query or item text")
     max_body_bytes: int = Field(256 * 1024, ge=1_024, description="larger request bodies get 413 (counted while "
                                 "reading, whatever the transfer encoding)")

@@ -7,7 +7,8 @@ state is stale, and the write has converged when the first good read after the l
 stale read; an upper bound, at the resolution of one read). Reloads: the
 bundle is reloaded `reloads` times, alternating between two copies of it (so every worker loads each time: the
 one that took the reload, the others when they see it in the event store), each followed by free-text queries;
-the RSS of every worker is read from /proc after each.
+the RSS of every worker is read from /proc after each. Feed (`feed_items` > 0): that many new items upserted one
+request each, then as many others in one `POST /v1/admin/items`: the seconds until every worker serves the last.
 
     recsys bench live --bundle artifacts/shop --workers 2 --out results/live
 """
@@ -23,6 +24,7 @@ import httpx
 import polars as pl
 
 from benchmarks.common import Column, environment, write_report
+from benchmarks.catalogue import WORDS
 from benchmarks.latency import ADMIN_TOKEN, Server
 from recsys.artifacts import resolve_bundle
 
@@ -88,6 +90,32 @@ def convergence(url: str, first_item: str, trials: int, window: float) -> list[d
     return [{"kind": kind, "converged_s": at, "stale": stale, "reads": reads} for kind, at, stale, reads in rows]
 
 
+def feed(url: str, items: int, window: float) -> list[dict]:
+    """A catalogue feed of `items` new items sent two ways, one after the other: one `PUT /v1/admin/items/{id}` per
+    item (one connection, in turn), then one `POST /v1/admin/items` with all of them; for each, the seconds until
+    the last request returned and until every worker served the last item (see `_stale_until`)."""
+    rows = []
+    with httpx.Client(timeout=600) as admin:
+        for kind, prefix in (("one request per item", "FEED-PUT"), ("one request", "FEED-POST")):
+            records = [{"item_id": f"{prefix}-{n}", "text": f"feed product number {n}: a {WORDS[n % len(WORDS)]}",
+                        "title": f"Feed {n}"} for n in range(items)]
+            started = time.perf_counter()
+            if kind == "one request":
+                admin.post(f"{url}/v1/admin/items", json={"upsert": records}, headers=ADMIN).raise_for_status()
+            else:
+                for record in records:
+                    admin.put(f"{url}/v1/admin/items/{record['item_id']}", json=record,
+                              headers=ADMIN).raise_for_status()
+            sent = time.perf_counter() - started
+            last = records[-1]["item_id"]
+            converged, _, _ = _stale_until(lambda: fresh_get(f"{url}/v1/items/{last}").status_code == 200, window)
+            rows.append({"kind": kind, "items": items, "sent_s": round(sent, 3),
+                         "served_s": round(sent + converged, 3)})
+            print(f"feed, {kind}: {items:,} items sent in {sent:.2f} s; every worker serves the last "
+                  f"{converged:.2f} s later", flush=True)
+    return rows
+
+
 def reload_rss(server: Server, copies: list[Path], reloads: int) -> list[dict]:
     """RSS of every worker after each reload (alternating between the copies) and a few text queries."""
     rows = []
@@ -111,7 +139,7 @@ def reload_rss(server: Server, copies: list[Path], reloads: int) -> list[dict]:
 
 
 def run(bundle: str | Path, out_dir: str | Path, workers: int = 2, trials: int = 10, window: float = 1.5,
-        reloads: int = 20, command: str = "") -> dict:
+        reloads: int = 20, command: str = "", feed_items: int = 0) -> dict:
     bundle = resolve_bundle(bundle)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -121,6 +149,7 @@ def run(bundle: str | Path, out_dir: str | Path, workers: int = 2, trials: int =
             server.wait_ready()
             first_item = pl.read_parquet(bundle / "embeddings" / "items.parquet", columns=["item_id"])["item_id"][0]
             converged = convergence(server.url, first_item, trials, window) if trials else []
+            fed = feed(server.url, feed_items, window) if feed_items else []
             memory = reload_rss(server, copies, reloads) if reloads else []
         finally:
             server.stop()
@@ -133,6 +162,10 @@ def run(bundle: str | Path, out_dir: str | Path, workers: int = 2, trials: int =
                      "median": round(times[len(times) // 2], 3),
                      "max": round(times[-1], 3), "unit": "s after the write",
                      "note": f"{stale} stale of {reads} fresh-connection reads in {window} s windows"})
+    for row in fed:
+        rows.append({"measure": "feed", "kind": row["kind"], "n": row["items"], "median": row["served_s"],
+                     "max": row["served_s"], "unit": "s until every worker serves the last item",
+                     "note": f"sent in {row['sent_s']:.2f} s: {row['items'] / row['sent_s']:,.0f} items/s"})
     for key in [k for k in memory[0] if k.startswith("worker")] if memory else ():
         series = sorted(r[key] for r in memory)
         first, last = memory[0][key], memory[-1][key]
@@ -141,7 +174,7 @@ def run(bundle: str | Path, out_dir: str | Path, workers: int = 2, trials: int =
                      "note": f"after reload 1: {first:,.0f} MB, after reload {len(memory)}: {last:,.0f} MB "
                              f"({last / first - 1:+.1%})"})
     meta = {"bundle": str(bundle), "workers": workers, "environment": environment(), "command": command,
-            "convergence": converged, "rss": memory}
+            "convergence": converged, "rss": memory, "feed": fed}
     paths = write_report(out_dir, "live", rows, COLUMNS, title="Live catalogue across workers", meta=meta,
                          chart=(lambda _, path: _chart(memory, path)) if memory else None,
                          notes=[f"command: `{command}`" if command else "command: (library call)",
@@ -149,7 +182,9 @@ def run(bundle: str | Path, out_dir: str | Path, workers: int = 2, trials: int =
                                 "convergence: seconds after the write returned until every worker answered with it "
                                 "(reads on fresh connections, one after another: the send time of the first good "
                                 "read after the last stale one; 0 when no read was stale); RSS: every worker "
-                                "after reload 1 and after the last"])
+                                "after reload 1 and after the last; feed: a catalogue feed of new items as one "
+                                "request per item (PUT, in turn) and as one request (POST /v1/admin/items), run "
+                                "once each"])
     return {"rows": rows, "paths": {k: str(v) for k, v in paths.items()}}
 
 

@@ -19,9 +19,12 @@ def live(
     trials: Annotated[int, typer.Option(min=0, help="writes of each kind (0: no convergence runs)")] = 10,
     window: Annotated[float, typer.Option(min=0.1, help="seconds of fresh reads after each write")] = 1.5,
     reloads: Annotated[int, typer.Option(min=0, help="reloads, each followed by free-text queries (0: none)")] = 20,
+    feed: Annotated[int, typer.Option(min=0, max=10_000, help="a catalogue feed of this many new items, one request "
+                                      "per item and then in one POST /v1/admin/items (0: none)")] = 0,
 ) -> None:
-    """How fast every worker sees an upsert, a deactivation and an event; worker RSS over reloads."""
+    """How fast every worker sees an upsert, a deactivation and an event; worker RSS over reloads; a catalogue feed
+    sent item by item and in one request."""
     from benchmarks.live import run
 
-    result = run(bundle, out, workers, trials, window, reloads, command=invocation())
+    result = run(bundle, out, workers, trials, window, reloads, command=invocation(), feed_items=feed)
     typer.echo(Path(result["paths"]["md"]).read_text())

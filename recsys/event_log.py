@@ -99,6 +99,10 @@ class EventStore(Protocol):
                       vector: np.ndarray | None = None, space: str | None = None, active: bool | None = None) -> int:
         """Append a catalogue change; returns its seq."""
 
+    def record_changes(self, changes: Sequence[Change]) -> list[int]:
+        """Append catalogue changes in one step, all or none (their own `seq` is ignored); returns their seqs, in
+        order: a reader sees all of them or none."""
+
     def changes(self, after: int = 0, until: int | None = None) -> list[Change]:
         """Changes with after < seq ≤ until, in order."""
 

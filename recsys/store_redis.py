@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
@@ -27,10 +27,14 @@ REDIS_TIMEOUT_S = 10.0
 for Redis to accept a connection or to answer a command (the API passes its own `RECSYS_REDIS_TIMEOUT_S`); a batch
 job's read of a user's whole list is one answer."""
 
-_APPEND_CHANGE = """
-local seq = redis.call('INCR', KEYS[1])
-redis.call('ZADD', KEYS[2], seq, seq .. '|' .. ARGV[1])
-return seq
+_APPEND_CHANGES = """
+local seqs = {}
+for i, payload in ipairs(ARGV) do
+  local seq = redis.call('INCR', KEYS[1])
+  redis.call('ZADD', KEYS[2], seq, seq .. '|' .. payload)
+  seqs[i] = seq
+end
+return seqs
 """
 
 
@@ -53,7 +57,7 @@ class RedisEventStore:
             raise StoreError(f"cannot reach Redis at {redact(url)}: {exc}") from None
         self._prefix = prefix
         self._append_event = self._redis.register_script(_APPEND_EVENT)
-        self._append_change = self._redis.register_script(_APPEND_CHANGE)
+        self._append_changes = self._redis.register_script(_APPEND_CHANGES)
 
     def _key(self, *parts: str) -> str:
         return ":".join((self._prefix, *parts))
@@ -119,10 +123,20 @@ class RedisEventStore:
     # ---- catalogue changes ------------------------------------------------------------------------
     def record_change(self, kind: ChangeKind, item_id: str | None = None, record: dict | None = None,
                       vector: np.ndarray | None = None, space: str | None = None, active: bool | None = None) -> int:
-        blob = vector_bytes(vector)
-        payload = json.dumps({"kind": kind, "item_id": item_id, "record": record, "space": space, "active": active,
-                              "vector": None if blob is None else base64.b64encode(blob).decode()})
-        return int(self._append_change(keys=[self._key("change_seq"), self._key("changes")], args=[payload]))
+        return self.record_changes([Change(0, kind, item_id, record, vector, space, active)])[0]
+
+    def record_changes(self, changes: Sequence[Change]) -> list[int]:
+        # one script: Redis runs it whole, so no reader sees part of the batch
+        payloads = []
+        for c in changes:
+            blob = vector_bytes(c.vector)
+            payloads.append(json.dumps({"kind": c.kind, "item_id": c.item_id, "record": c.record, "space": c.space,
+                                        "active": c.active,
+                                        "vector": None if blob is None else base64.b64encode(blob).decode()}))
+        if not payloads:
+            return []
+        seqs = self._append_changes(keys=[self._key("change_seq"), self._key("changes")], args=payloads)
+        return [int(seq) for seq in seqs]
 
     def changes(self, after: int = 0, until: int | None = None) -> list[Change]:
         members = self._redis.zrangebyscore(self._key("changes"), f"({after}", "+inf" if until is None else until)

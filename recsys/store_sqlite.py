@@ -6,7 +6,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -182,12 +182,15 @@ class SQLiteEventStore:
     # ---- catalogue changes ------------------------------------------------------------------------
     def record_change(self, kind: ChangeKind, item_id: str | None = None, record: dict | None = None,
                       vector: np.ndarray | None = None, space: str | None = None, active: bool | None = None) -> int:
-        with self._writing():
-            cursor = self._db.execute(
+        return self.record_changes([Change(0, kind, item_id, record, vector, space, active)])[0]
+
+    def record_changes(self, changes: Sequence[Change]) -> list[int]:
+        now = time.time()
+        with self._writing(), self._transaction():
+            return [int(self._db.execute(
                 "INSERT INTO changes (kind, item_id, record, vector, space, active, ts) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (kind, item_id, None if record is None else json.dumps(record), vector_bytes(vector), space,
-                 None if active is None else int(active), time.time()))
-            return int(cursor.lastrowid)
+                (c.kind, c.item_id, None if c.record is None else json.dumps(c.record), vector_bytes(c.vector),
+                 c.space, None if c.active is None else int(c.active), now)).lastrowid) for c in changes]
 
     def changes(self, after: int = 0, until: int | None = None) -> list[Change]:
         bound, args = ("AND seq <= ? ", (until,)) if until is not None else ("", ())

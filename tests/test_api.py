@@ -269,6 +269,58 @@ def test_upsert_and_deactivate_items_live(client):
     assert client.post("/v1/admin/items/ghost/deactivate", headers=ADMIN).status_code == 404
 
 
+def test_many_catalogue_changes_in_one_request_are_recorded_together_and_applied_at_once(client):
+    service = client.app.state.service
+    before = service.store.last_change_seq()
+    body = {"upsert": [{"item_id": "cam3", "text": "camera three", "title": "Camera Three"},
+                       {"item_id": "cam4", "text": "camera four"}],
+            "deactivate": ["cam1", "cam4"], "delete": ["sock1"]}
+    response = client.post("/v1/admin/items", json=body, headers=ADMIN)
+    assert response.status_code == 200, response.text
+    # 6 items + 2 upserted − 1 deleted − 2 out of stock
+    assert response.json() == {"upserted": 2, "activated": 0, "deactivated": 2, "deleted": 1, "index_items": 5,
+                               "items": [{"item_id": "cam3", "active": True, "index_items": 5},
+                                         {"item_id": "cam4", "active": False, "index_items": 5},
+                                         {"item_id": "cam1", "active": False, "index_items": 5},
+                                         {"item_id": "cam4", "active": False, "index_items": 5},
+                                         {"item_id": "sock1", "active": False, "index_items": 5}]}
+    changes = service.store.changes(after=before)
+    assert [(c.kind, c.item_id) for c in changes] == [("upsert", "cam3"), ("upsert", "cam4"), ("active", "cam1"),
+                                                     ("active", "cam4"), ("delete", "sock1")]
+    assert changes[0].record["title"] == "Camera Three" and changes[0].vector.tolist() == [1.0, 0.0]
+    assert ids(client.get("/v1/items/cam2/similar", params={"k": 1})) == ["cam3"]  # cam1 and cam4 out of stock
+    assert client.get("/v1/items/sock1").status_code == 404
+    assert client.post("/v1/admin/items", json={"activate": ["cam1", "cam4"]}, headers=ADMIN).json()["activated"] == 2
+    assert client.get("/v1/items/cam4").json()["active"] and client.get("/v1/items/cam1").json()["active"]
+    assert {"cam1", "cam4"} <= set(ids(client.get("/v1/items/cam2/similar", params={"k": 6})))
+    seq = service.store.last_change_seq()
+    assert client.post("/v1/admin/items", json={}, headers=ADMIN).json()["upserted"] == 0  # no change: nothing to do
+    assert service.store.last_change_seq() == seq
+
+
+@pytest.mark.parametrize("body, status, says", [
+    ({"deactivate": ["cam1"], "delete": ["cam1"]}, 409, "changed twice in one request (deactivate[0] and delete[0])"),
+    ({"upsert": [{"item_id": "cam3", "text": "camera"}], "delete": ["cam3"]}, 409, "(upsert[0] and delete[0])"),
+    ({"activate": ["cam1"], "deactivate": ["cam2", "cam1"]}, 409, "(activate[0] and deactivate[1])"),
+    ({"upsert": [{"item_id": "cam3", "text": "a"}, {"item_id": "cam3", "text": "b"}]}, 409, "changed twice"),
+    ({"upsert": [{"text": "camera"}]}, 422, "item_id"),
+    ({"upsert": [{"item_id": "x", "text": "y" * 1_001}]}, 422, "the limit is 1000"),
+    ({"deactivate": ["cam1", "ghost", "phantom"]}, 404, "'ghost', 'phantom'"),
+    ({"delete": [f"i{n}" for n in range(5)]}, 422, "5 entries; the limit is 4 a list"),
+])
+def test_a_bad_change_list_is_refused_whole(bundle, tmp_path, body, status, says):
+    with make_client(bundle, tmp_path, admin_token=TOKEN, max_batch_items=4) as client:
+        service = client.app.state.service
+        before = service.store.last_change_seq()
+        body = {**body, "upsert": [*body.get("upsert", []), {"item_id": "cam9", "text": "camera nine"}]} \
+            if status == 404 else body
+        response = client.post("/v1/admin/items", json=body, headers=ADMIN)
+        assert response.status_code == status and says in response.text, response.text
+        assert service.store.last_change_seq() == before  # nothing recorded
+        assert client.get("/v1/items/cam9").status_code == 404 and client.get("/v1/items/cam1").json()["active"]
+        assert client.post("/v1/admin/items", json={"delete": ["cam1"]}).status_code == 401  # behind the token
+
+
 def test_catalogue_changes_survive_a_restart(bundle, tmp_path):
     item = {"item_id": "cam3", "text": "camera three", "title": "Camera Three"}
     with make_client(bundle, tmp_path, admin_token=TOKEN) as client:

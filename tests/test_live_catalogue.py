@@ -69,6 +69,27 @@ def test_edits_and_events_reach_the_other_worker_through_the_store(two_workers):
     assert anchor not in theirs.similar_items("NEW1", 10).item_ids
 
 
+def test_many_changes_at_once_reach_the_other_worker_as_one_catalogue_version(two_workers):
+    first, second = two_workers
+    ids = first.current.recommender.item_ids
+    before = second.current.recommender.catalogue.version
+    first.change_items(first.current, [record("NEW1"), record("NEW2", "a red wool hat")],
+                       {ids[0]: False, "NEW2": False}, [ids[1]])
+    assert [c.kind for c in first.store.changes()] == ["upsert", "upsert", "active", "active", "delete"]
+    second.sync()
+    theirs, mine = second.current.recommender, first.current.recommender
+    assert second.current.applied_seq == first.current.applied_seq == 5
+    assert theirs.catalogue.version == before + 3  # one upsert, one deletion, one deactivation
+    assert [theirs.catalogue.state.is_active(i) for i in ("NEW1", "NEW2", ids[0])] == [True, False, False]
+    assert ids[1] not in theirs.item_position
+    np.testing.assert_array_equal(theirs.item_vectors[theirs.item_position["NEW2"]],
+                                  mine.item_vectors[mine.item_position["NEW2"]])
+    two_at_once = first.current.recommender.item_tower().encode_texts(["black mirrorless camera with a lens",
+                                                                        "a red wool hat"])
+    np.testing.assert_allclose(mine.item_vectors[[mine.item_position["NEW1"], mine.item_position["NEW2"]]],
+                               two_at_once, atol=1e-6)  # encoded in one batch as the single upserts would be
+
+
 def test_an_edit_made_during_a_reload_is_never_lost(two_workers, frozen_bundle):
     first, second = two_workers
     newer = shutil.copytree(frozen_bundle, frozen_bundle.parent / "v2", dirs_exist_ok=True)

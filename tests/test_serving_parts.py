@@ -12,7 +12,7 @@ import pytest
 from api.batching import MicroBatchingEncoder
 from recsys.catalogue import Catalogue
 from recsys.config import UserTowerConfig
-from recsys.store import EVENT_SCHEMA, RedisEventStore, SQLiteEventStore
+from recsys.store import EVENT_SCHEMA, Change, RedisEventStore, SQLiteEventStore
 from recsys.towers import UserTower
 from recsys.user_tower import CachedHistoryEncoder, PooledHistoryEncoder
 
@@ -134,6 +134,12 @@ def _exercise(store):
     np.testing.assert_array_equal(changes[1].vector, [3, 4])
     assert changes[2].active is False and changes[4].record == {"path": "/b/v2"}
     assert [c.seq for c in store.changes(after=2, until=4)] == [3, 4]
+    batch = [Change(0, "upsert", "n3", {"item_id": "n3", "text": "x"}, np.array([5, 6], np.float32), "s1"),
+             Change(0, "active", "n3", active=False), Change(0, "delete", "n2")]
+    assert store.record_changes(batch) == [6, 7, 8] and store.record_changes([]) == []
+    assert [(c.seq, c.kind, c.item_id, c.active) for c in store.changes(after=5)] == [
+        (6, "upsert", "n3", None), (7, "active", "n3", False), (8, "delete", "n2", None)]
+    np.testing.assert_array_equal(store.changes(after=5)[0].vector, [5, 6])
 
 
 def test_sqlite_store(tmp_path):
@@ -141,7 +147,7 @@ def test_sqlite_store(tmp_path):
     _exercise(store)
     store.close()
     reopened = SQLiteEventStore(tmp_path / "events.sqlite")
-    assert reopened.events("u", 10) == ["a", "b"] and reopened.last_change_seq() == 5
+    assert reopened.events("u", 10) == ["a", "b"] and reopened.last_change_seq() == 8
     assert reopened.append("u", "c", "view") == 3
 
 

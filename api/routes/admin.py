@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Path
@@ -12,7 +13,7 @@ from api.contract import ITEM_ATTRIBUTES, kept_upsert_fields
 from api.deps import current, get_loaded, get_service, get_settings, invalid, require_admin
 from api.errors import documented
 from api.limits import ID_CHARS, VISIBLE
-from api.schemas import ItemState, ItemUpsert, ReloadRequest, ReloadResponse
+from api.schemas import ItemChanges, ItemsChanged, ItemState, ItemUpsert, ReloadRequest, ReloadResponse
 from api.service import Loaded, Service
 from api.settings import Settings
 from recsys.errors import BundleError
@@ -36,15 +37,68 @@ async def upsert_item(item_id: ItemId, item: Annotated[ItemUpsert, Body()],
     if item.item_id is not None and item.item_id != item_id:
         raise HTTPException(409, f"item_id in the body ({item.item_id[:60]!r}) differs from the path "
                                  f"({item_id[:60]!r})")
+    _check_upsert(item, settings, kept_upsert_fields(loaded.recommender), "body")
+    serving = await run_in_threadpool(service.upsert_item, loaded, {**item.model_dump(), "item_id": item_id})
+    return _state(serving, item_id)
+
+
+def _check_upsert(item: ItemUpsert, settings: Settings, kept: Collection[str], *loc: str | int) -> None:
+    """422 for a text over the limit or an attribute the catalogue cannot keep (`loc`: where the item is)."""
     if len(item.text) > settings.max_text_chars:
-        raise invalid(f"text is {len(item.text)} characters; the limit is {settings.max_text_chars}", "body", "text")
-    kept = kept_upsert_fields(loaded.recommender)
+        raise invalid(f"text is {len(item.text)} characters; the limit is {settings.max_text_chars}", *loc, "text")
     unkept = [name for name in ITEM_ATTRIBUTES if getattr(item, name) is not None and name not in kept]
     if unkept:
         raise invalid(f"this catalogue has no {unkept[0]} attribute and its item-text template does not use one: its "
-                      "items cannot keep it", "body", unkept[0])
-    serving = await run_in_threadpool(service.upsert_item, loaded, {**item.model_dump(), "item_id": item_id})
-    return _state(serving, item_id)
+                      "items cannot keep it", *loc, unkept[0])
+
+
+CHANGE_LISTS = ("upsert", "activate", "deactivate", "delete")
+
+
+def _check_each_once(ids: list[tuple[str, int, str]]) -> None:
+    """409 for an id changed twice in one request: once among the upserts, once among the activations,
+    deactivations and deletions (an upserted item may be (de)activated after it, not deleted)."""
+    first: dict[tuple[str, bool], str] = {}
+    for name, n, item_id in ids:
+        keys = [(item_id, name == "upsert")] + ([(item_id, True)] if name == "delete" else [])
+        clash = next((first[key] for key in keys if key in first), None)
+        if clash is not None:
+            raise HTTPException(409, f"item {item_id[:60]!r} is changed twice in one request ({clash} and "
+                                     f"{name}[{n}]); an upserted item may be activated or deactivated in the same "
+                                     "request, nothing else twice")
+        first[keys[0]] = f"{name}[{n}]"
+
+
+@router.post("/items", response_model=ItemsChanged, responses={**BODY, **documented(404, 409)})
+async def change_items(changes: Annotated[ItemChanges, Body()], loaded: Annotated[Loaded, Depends(get_loaded)],
+                       service: Annotated[Service, Depends(get_service)],
+                       settings: Annotated[Settings, Depends(get_settings)]) -> ItemsChanged:
+    """Many catalogue changes in one request, as a shop's catalogue feed sends them: items to `upsert` (each as
+    `PUT /v1/admin/items/{item_id}` takes one, with its `item_id`), ids to `activate`, `deactivate` and `delete`.
+    They are recorded together (all or none) and every worker applies them in one step; the upserts' texts are
+    encoded in one batch, the (de)activations applied after them. An id is changed once in a request, except that an
+    upserted item may be activated or deactivated too (409 otherwise); each list holds at most
+    `RECSYS_MAX_BATCH_ITEMS` entries (422), and the body at most `RECSYS_MAX_BODY_BYTES` (413); an id to activate,
+    deactivate or delete must be in the catalogue or upserted in the same request (404 naming every unknown one,
+    and nothing changes). A request with no change changes nothing."""
+    for name in CHANGE_LISTS:
+        size = len(getattr(changes, name))
+        if size > settings.max_batch_items:
+            raise invalid(f"{size:,} entries; the limit is {settings.max_batch_items:,} a list", "body", name)
+    ids = [(name, n, item.item_id if name == "upsert" else item)
+           for name in CHANGE_LISTS for n, item in enumerate(getattr(changes, name))]
+    _check_each_once(ids)
+    kept = kept_upsert_fields(loaded.recommender)
+    for n, item in enumerate(changes.upsert):
+        _check_upsert(item, settings, kept, "body", "upsert", n)
+    active = {**dict.fromkeys(changes.activate, True), **dict.fromkeys(changes.deactivate, False)}
+    serving = await run_in_threadpool(service.change_items, loaded, [item.model_dump() for item in changes.upsert],
+                                      active, changes.delete) if ids else loaded
+    state = serving.recommender.catalogue.state
+    return ItemsChanged(upserted=len(changes.upsert), activated=len(changes.activate),
+                        deactivated=len(changes.deactivate), deleted=len(changes.delete), index_items=state.n_available,
+                        items=[ItemState(item_id=item_id, active=name != "delete" and state.is_active(item_id),
+                                         index_items=state.n_available) for name, _, item_id in ids])
 
 
 @router.post("/items/{item_id:id}/deactivate", response_model=ItemState, responses=documented(404))
