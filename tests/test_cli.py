@@ -83,6 +83,32 @@ def test_bad_input_is_one_clear_line(args, message):
     assert "Traceback" not in result.output
 
 
+def test_a_bundle_or_dataset_path_of_the_wrong_kind_is_named_as_such(shop_bundle, tmp_path):
+    """--bundle given the dataset's directory, a file or nothing; --data given the export's CSV: each error says
+    which (was: "no bundle here (no manifest.json)" for all three, "no such dataset directory" for a file that
+    exists)."""
+    root, bundle = shop_bundle
+    events = tmp_path / "events.csv"
+    events.write_text("user_id,item_id,timestamp\nu1,i1,1\n")
+    cases = [
+        (("recommend", "--bundle", root / "shop", "--user", "U00001"),
+         f"error: {root / 'shop'}: no bundle here: it holds a dataset; make a bundle from it with `recsys build --data "
+         f"{root / 'shop'}` or `recsys train --data {root / 'shop'}`"),
+        (("batch-score", "--bundle", tmp_path / "nope", "--out", tmp_path / "recs"),
+         f"error: {tmp_path / 'nope'}: no bundle here (no such directory)"),
+        (("recommend", "--bundle", events, "--user", "U00001"),
+         f"error: {events}: no bundle here (a file, not a bundle directory)"),
+        (("evaluate", "--data", events, "--bundle", bundle, "--out", tmp_path / "e.json"),
+         f"error: {events}: a file, not a dataset directory: make a dataset from a CSV/Parquet export with "
+         "`recsys import table`"),
+    ]
+    for args, message in cases:
+        result = run(*args)
+        assert result.exit_code == 2, result.output
+        assert message in result.flat, result.output
+        assert "Traceback" not in result.output
+
+
 def test_bad_presets_and_config_files_are_one_clear_line(shop_bundle, tmp_path):
     root, bundle = shop_bundle
     (tmp_path / "broken.json").write_text('{"epochs": ')
