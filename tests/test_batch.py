@@ -223,9 +223,13 @@ def test_a_seeded_sample_of_users_is_scored_in_id_order(shop, tmp_path):
     assert read_shards(tmp_path / "b")["user_id"].unique(maintain_order=True).to_list() == scored
     run_job(options(shop, tmp_path / "c", users="sample:7"))           # another seed (0): other users
     assert read_shards(tmp_path / "c")["user_id"].unique(maintain_order=True).to_list() != scored
-    run_job(options(shop, tmp_path / "d", users="sample:100000"))      # more than there are: everybody
-    assert read_shards(tmp_path / "d")["user_id"].n_unique() == run_job(
-        options(shop, tmp_path / "e"))["n_users"]
+    larger = run_job(options(shop, tmp_path / "d", users="sample:100000"))  # more than there are: everybody,
+    n_all = run_job(options(shop, tmp_path / "e"))["n_users"]
+    assert read_shards(tmp_path / "d")["user_id"].n_unique() == n_all
+    # and said (was: silently fewer users than asked for)
+    assert f"sample:100000 asks for more users than the bundle knows: all {n_all:,} of them were scored" \
+        in larger["warnings"]
+    assert not manifest["warnings"]
     for bad in ("sample:", "sample:0", "sample:x", "sample:5:-1", "sample:1:2:3"):
         with pytest.raises(DataError, match="sample:N"):
             run_job(options(shop, tmp_path / "bad", users=bad))
