@@ -188,7 +188,8 @@ def build(
 @app.command("evaluate")
 def evaluate_cmd(
     data: Annotated[Path, typer.Option(help="dataset directory or raw RecBole/MovieLens directory")],
-    bundle: Annotated[Optional[Path], typer.Option(help="also evaluate this bundle")] = None,
+    bundle: Annotated[Optional[Path], typer.Option(
+        help="also evaluate this bundle (or a model directory: newest version)")] = None,
     baselines: Annotated[Optional[bool], typer.Option("--baselines/--no-baselines", help="evaluate popularity and "
                                                       "zero-shot frozen BERT (default: yes, unless "
                                                       "--from-batch)")] = None,
@@ -271,8 +272,8 @@ def _bundle_notes(bundle: Path, manifest: dict, recommender, dataset, splits) ->
 
 @app.command()
 def recommend(
-    bundle: Annotated[Path, typer.Option(help="bundle directory")],
-    user: Annotated[Optional[str], typer.Option(help="known user id")] = None,
+    bundle: Annotated[Path, typer.Option(help="bundle directory (or a model directory: newest version)")],
+    user: Annotated[Optional[str], typer.Option(help="known user id (an unknown one: an error, or --fallback)")] = None,
     items: Annotated[Optional[str], typer.Option(help="comma-separated recent item ids (anonymous session)")] = None,
     text: Annotated[Optional[str], typer.Option(help="free text, e.g. a search query (alone or with --items)")]
     = None,

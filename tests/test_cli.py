@@ -870,3 +870,21 @@ def test_a_second_serve_on_a_port_another_serve_holds_is_refused_before_loading(
         claim_port(port)
     held.close()  # the first serve exits: the port can be claimed again
     claim_port(port).close()
+
+
+def test_every_bundle_option_says_a_model_directory_is_taken_too():
+    """Every command's --bundle resolves a model directory to its newest version (`resolve_bundle`); its help says
+    so everywhere (was: `recommend --help` read "bundle directory" alone, though the README's examples pass
+    `artifacts/shop`)."""
+    import typer.main
+
+    def commands(command, path=()):
+        if hasattr(command, "commands"):
+            for name, sub in command.commands.items():
+                yield from commands(sub, (*path, name))
+        else:
+            yield " ".join(path), command
+
+    missing = [name for name, command in commands(typer.main.get_command(app)) for p in command.params
+               if p.name == "bundle" and name != "bench batch" and "or a model directory: newest version" not in p.help]
+    assert missing == []
