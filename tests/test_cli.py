@@ -387,6 +387,11 @@ def test_evaluate_warns_when_the_bundle_was_built_on_another_dataset(shop_bundle
                 "--out", tmp_path / "other.json")
     assert other.exit_code == 0, other.output
     assert "warning: the bundle" in other.flat and "was built on another dataset (fingerprint differs" in other.flat
+    # and in the JSON, which `--json > results.json` keeps (was: on stderr alone, so the file read as a fair test)
+    assert json.loads((tmp_path / "same.json").read_text())["warnings"] == []
+    warnings = json.loads((tmp_path / "other.json").read_text())["warnings"]
+    assert len(warnings) == 1
+    assert "was built on another dataset (fingerprint differs from synthetic-shop's)" in warnings[0]
 
 
 def test_evaluate_says_an_engine_bundles_valid_rows_are_in_sample(shop_bundle, tmp_path):
