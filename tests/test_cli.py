@@ -1,3 +1,4 @@
+import io
 import json
 import os
 from pathlib import Path
@@ -893,3 +894,22 @@ def test_every_bundle_option_says_a_model_directory_is_taken_too():
     missing = [name for name, command in commands(typer.main.get_command(app)) for p in command.params
                if p.name == "bundle" and name != "bench batch" and "or a model directory: newest version" not in p.help]
     assert missing == []
+
+
+@pytest.mark.parametrize("width,tables", [(160, 1), (80, 3)])
+def test_metric_tables_never_cut_a_figure_on_a_narrow_terminal(width, tables):
+    """The nine metric columns need ~115 characters: on an 80-column terminal every figure read "0.12…" and the
+    headers "r…". Now a long model name wraps, and a console too narrow for the whole table gets one table per k."""
+    from rich.console import Console
+
+    from jobs.output import METRIC_COLUMNS, metrics_table
+
+    figures = {c: 0.12345 + i for i, c in enumerate(METRIC_COLUMNS)}
+    rows = [{"model": model, "split": "test", "n_examples": 600, **figures}
+            for model in ("popularity", "engine (towers + re-ranker) (statistics through valid)")]
+    console = Console(width=width, record=True, file=io.StringIO())
+    console.print(metrics_table(rows, "shop: full ranking"))
+    text = console.export_text()
+    assert "…" not in text
+    assert all(f"{0.12345 + i:.4f}" in text and c in text for i, c in enumerate(METRIC_COLUMNS))
+    assert text.count("shop: full ranking") == tables
