@@ -93,7 +93,8 @@ def resolve_bundle(path: str | Path) -> Path:
     if (path / MANIFEST).is_file():
         return path
     if path.is_dir():
-        versions = sorted(p for p in path.iterdir() if p.is_dir() and (p / MANIFEST).is_file())
+        versions = sorted(p for p in path.iterdir()  # not a bundle being written (.NAME.tmp-…) or replaced
+                          if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).is_file())
         if versions:
             return versions[-1]
     if not path.exists():
