@@ -409,6 +409,19 @@ def test_a_manifest_listing_files_outside_the_bundle_is_refused_before_any_file_
 # ---- 7. misconfiguration --------------------------------------------------------------------------------------
 
 
+def test_the_start_up_log_says_which_bundle_loads_before_the_slow_work_and_when_it_is_ready(bundle, tmp_path, caplog):
+    """`recsys serve` logged nothing between "Waiting for application startup" and the cache lines (20-40 s on a real
+    engine's checksums and warm-up); now the bundle is named first and its readiness said last."""
+    caplog.set_level(logging.INFO, logger="recsys.api")
+    with make_client(bundle, tmp_path) as client:
+        assert client.get("/health/ready").status_code == 200
+    messages = [r.getMessage() for r in caplog.records if r.name == "recsys.api"]
+    assert messages[0] == f"loading bundle {bundle} …"
+    ready = [m for m in messages if m.startswith("serving ")]
+    assert len(ready) == 1 and re.fullmatch(rf"serving toy {bundle.name}: \d+ items, ready in [\d.]+ s", ready[0])
+    assert messages.index(ready[0]) > 0
+
+
 def test_an_empty_admin_token_turns_admin_off_with_a_warning(bundle, tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger="recsys.api")
     service = Service(Settings(state_dir=tmp_path / "state", admin_token="  "),
