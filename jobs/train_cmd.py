@@ -128,6 +128,9 @@ def train(
     split = split_dataset(dataset)
     split.require_examples(["valid"], TRAINING_NEEDS_VALID)  # here too: Ray's workers would fail less clearly
     name = name or f"{dataset.name}-peft"
+    runs = Path(run_dir) if run_dir is not None else Path(out) / name / "runs" / "latest"
+    if resume and not (runs.is_dir() and any(runs.glob("**/checkpoint/trainer.json"))):  # (was: started silently)
+        err_console.print(f"[yellow]note:[/] --resume: no checkpoint in {runs}; training starts at epoch 1")
     try:
         if engine == "ray":
             from jobs.ray_train import train_on_ray
@@ -139,7 +142,7 @@ def train(
                                       resume=resume, init_bundle=from_bundle, eval_config=eval_config).path
     except KeyboardInterrupt:  # one line, not silence: the checkpoint of the last finished epoch is kept
         err_console.print(f"[yellow]interrupted[/]: no bundle written; the last finished epoch's checkpoint is in "
-                          f"{run_dir or Path(out) / name / 'runs' / 'latest'}: rerun the same command with --resume "
+                          f"{runs}: rerun the same command with --resume "
                           "to continue from it")
         raise typer.Exit(130) from None
     manifest = json.loads((path / "manifest.json").read_text())

@@ -248,3 +248,23 @@ def test_ctrl_c_during_training_says_where_the_checkpoint_is_and_how_to_resume(t
     flat = " ".join(result.output.split())
     assert "interrupted: no bundle written" in flat and "--resume" in flat
     assert str(tmp_path / "art" / "cut" / "runs" / "latest") in "".join(result.output.split())
+
+
+def test_resume_without_a_checkpoint_says_training_starts_at_epoch_1(tmp_path, monkeypatch):
+    """--resume with a wrong --name / --out / --run-dir, or before any epoch finished: a note (was: silently a new
+    run from epoch 1)."""
+    import encoders.experiment
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(encoders.experiment, "train_and_evaluate", interrupted)
+    data = generate_shop(n_users=40, n_items=60, seed=0).save(tmp_path / "shop")
+    args = ["train", "--data", str(data), "--out", str(tmp_path / "art"), "--name", "typo", "--preset", "smoke",
+            "--threads", "1"]
+    flat = " ".join(CliRunner().invoke(app, [*args, "--resume"]).output.split())
+    assert "note: --resume: no checkpoint in" in flat and "training starts at epoch 1" in flat
+    checkpoint = tmp_path / "art" / "typo" / "runs" / "latest" / "checkpoint"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer.json").write_text("{}")
+    assert "no checkpoint" not in CliRunner().invoke(app, [*args, "--resume"]).output
