@@ -148,8 +148,12 @@ def prepare_training(recommender: CandidateRetriever, split: SplitData, config: 
                      log=print) -> TrainingSet:
     """Statistics, candidates and features of the training queries (everything but the seeded fit)."""
     started = time.perf_counter()
-    stats = fit_training_stats(split, config)
     valid = sample_examples(split.valid, config.train_examples, config.seed)
+    # said before the silent part (statistics, every query's candidates: minutes at a million users)
+    log(f"fitting the statistics on the train split and retrieving {config.candidates} candidates for "
+        f"{valid.height:,} valid-step queries" + (f" + train-split positions (last {config.train_positions})"
+                                                  if config.train_positions else "") + " …")
+    stats = fit_training_stats(split, config)
     examples = valid.with_columns(pl.lit(True).alias("_valid_step"))
     if config.train_positions:
         inside = train_position_examples(split.train, config.train_positions, stats.config.time_mode == "sequence")
