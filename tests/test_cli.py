@@ -582,7 +582,7 @@ def test_import_table_cli_skip_overwrite_and_errors(tmp_path):
     mixed.write_text("customer,sku,when\nJos\u00e9,S1,2024-01-01\n", encoding="utf-8")
     result = run(*base[:3], mixed, *base[4:-4], "--items-delimiter", ";", "--items-encoding", "latin-1",
                  "--out", tmp_path / "mixed")
-    assert result.exit_code == 0 and "imported events-utf8: 2 items, 1 user, 1 interaction" in result.flat, result.flat
+    assert result.exit_code == 0 and "imported mixed: 2 items, 1 user, 1 interaction" in result.flat, result.flat
     events.write_text("customer;sku;when\n")
     result = run(*base, "--out", tmp_path / "empty")
     assert result.exit_code == 2 and "no interactions: the file has a header but no rows" in result.flat
@@ -622,7 +622,7 @@ def test_import_summary_adds_up(tmp_path):
                  "--out", tmp_path / "ds", "--on-bad-rows", "skip")
     assert result.exit_code == 0, result.output
     lines = [" ".join(line.split()) for line in result.output.splitlines()]
-    assert lines[0].startswith("imported events: 2 items, 1 user, 2 interactions → ")
+    assert lines[0].startswith("imported ds: 2 items, 1 user, 2 interactions → ")  # named after --out
     assert lines[1:7] == ["read 3 rows of products.csv, 5 rows of events.csv",  # 5 = 1 blank + 1 repeat + 1 bad + 2
                           "dropped 1 row: blank lines (events.csv)",
                           "dropped 1 row: exact duplicate interaction rows (events.csv)",
@@ -913,3 +913,16 @@ def test_metric_tables_never_cut_a_figure_on_a_narrow_terminal(width, tables):
     assert "…" not in text
     assert all(f"{0.12345 + i:.4f}" in text and c in text for i, c in enumerate(METRIC_COLUMNS))
     assert text.count("shop: full ranking") == tables
+
+
+def test_import_table_names_the_dataset_after_its_out_directory(tmp_path):
+    """The dataset took the export file's stem, so every shop's was "events" and its bundles "events" /
+    "events-peft"; now --out's name (or --name), which `build` and `train` name their bundles after."""
+    (tmp_path / "items.csv").write_text("item_id,text\nS1,Trail Shoe\nS2,Wool Socks\nS3,Tent\n")
+    (tmp_path / "events.csv").write_text("user_id,item_id,timestamp\nc1,S1,1\nc1,S2,2\nc1,S3,3\n")
+    base = ("import", "table", "--interactions", tmp_path / "events.csv", "--items", tmp_path / "items.csv")
+    assert run(*base, "--out", tmp_path / "myshop").exit_code == 0
+    assert json.loads((tmp_path / "myshop" / "schema.json").read_text())["name"] == "myshop"
+    result = run(*base, "--out", tmp_path / "other", "--name", "spring-sale")
+    assert result.exit_code == 0 and result.output.startswith("imported spring-sale: 3 items")
+    assert json.loads((tmp_path / "other" / "schema.json").read_text())["name"] == "spring-sale"
