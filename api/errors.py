@@ -66,8 +66,20 @@ def field_errors(raw: Sequence[dict]) -> list[FieldError]:
     return out
 
 
+def _said(error: FieldError) -> str:
+    """One field error for the one-line `detail`: where, then what; a body that is not JSON, or none at all, in
+    words (FastAPI's loc for the former is ["body", <character offset>], which read as "body.28")."""
+    if error.type == "json_invalid":
+        reason = error.msg.removeprefix("JSON decode error").lstrip(": ") or "unreadable"
+        at = f" at character {error.loc[1]}" if len(error.loc) == 2 and isinstance(error.loc[1], int) else ""
+        return f"the body is not valid JSON ({reason}{at})"
+    if error.type == "missing" and list(error.loc) == ["body"]:
+        return "the body is empty: send a JSON object"
+    return f"{'.'.join(str(p) for p in error.loc) or 'request'}: {error.msg}"
+
+
 def summary(errors: Sequence[FieldError], total: int) -> str:
-    parts = [f"{'.'.join(str(p) for p in e.loc) or 'request'}: {e.msg}" for e in errors[:5]]
+    parts = [_said(e) for e in errors[:5]]
     more = f" (and {total - 5} more)" if total > 5 else ""
     return "invalid request: " + "; ".join(parts) + more
 

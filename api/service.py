@@ -108,6 +108,8 @@ class Service:
         bundle keeps serving and BundleError is raised. `announce`: record the swap in the store, so the other
         workers load the same bundle."""
         with self._reload_lock:
+            started = time.perf_counter()
+            logger.info("loading bundle %s …", target)  # said first: verifying and warming a big one takes a while
             try:
                 bundle = Bundle.open(target)
                 recommender = open_recommender(bundle, rerank=self.settings.rerank)
@@ -144,6 +146,8 @@ class Service:
             if self.bundle_root is None:
                 self.bundle_root = bundle.path.resolve().parent
             self.metrics.reloads.labels("loaded").inc()
+            logger.info("serving %s %s: %d items, ready in %.1f s", bundle.name, loaded.version,
+                        recommender.index.n_available, time.perf_counter() - started)
             if old is not None:
                 old.close()
                 del old

@@ -71,6 +71,10 @@ def batch_score(
                            strict=strict, progress=progress,
                            store=store_source(store, state_dir, event_store, redis_url, redis_timeout_s),
                            history_limit=history_limit)
+    if data is not None and exclude_seen:  # said before the work: the evaluator refuses such an output by default
+        err_console.print("[yellow]note:[/] evaluation mode with --exclude-seen (the default): `recsys evaluate "
+                          "--from-batch` reads this output only with --mask-history; pass --keep-seen for the "
+                          "published protocol (history not masked)")
     try:
         manifest = run_job(options)
     except KeyboardInterrupt:
@@ -88,8 +92,13 @@ def batch_score(
                       f"#{snapshot['changes_seq']}")
     console.print(f"[green]scored[/] {manifest['n_users']:,} users → {manifest['n_rows']:,} rows in "
                   f"{len(manifest['shards'])} shard(s){skipped}; {run['seconds']:.1f} s "
-                  f"({run['users_per_second'] or 0:,.0f} users/s, {run['engine']}), bundle {manifest['bundle_version']}"
-                  f"{' with ranker' if manifest['has_ranker'] else ''} → {out}")
+                  f"({rate(run['users_per_second'] or 0)} users/s, {run['engine']}), "
+                  f"bundle {manifest['bundle_version']}{' with ranker' if manifest['has_ranker'] else ''} → {out}")
+
+
+def rate(per_second: float) -> str:
+    """A throughput for the summary line: whole numbers, one decimal below 10 (a handful of users read "0 users/s")."""
+    return f"{per_second:,.0f}" if per_second >= 10 else f"{per_second:.1f}"
 
 
 def store_source(use: bool | None, state_dir: Path, kind: str, redis_url: str | None,

@@ -15,7 +15,7 @@ from jobs.output import invocation
 
 @bench_app.command("engine")
 def bench_engine(
-    bundle: Annotated[Path, typer.Option(help="bundle directory (or model directory: newest version)")],
+    bundle: Annotated[Path, typer.Option(help="bundle directory (or a model directory: newest version)")],
     out: Annotated[Path, typer.Option(file_okay=False, help="output directory")] = Path("results/engine"),
     queries: Annotated[int, typer.Option(min=40, help="queries per kind")] = 300,
     batch: Annotated[int, typer.Option(min=2, help="queries per batched call")] = 32,

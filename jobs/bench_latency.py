@@ -14,7 +14,7 @@ from jobs.output import invocation
 
 @bench_app.command("latency")
 def latency(
-    bundle: Annotated[Path, typer.Option(help="bundle directory (or model directory: newest version)")],
+    bundle: Annotated[Path, typer.Option(help="bundle directory (or a model directory: newest version)")],
     out: Annotated[Path, typer.Option(file_okay=False, help="output directory")] = Path("results/latency"),
     concurrency: Annotated[str, typer.Option(help="comma-separated client counts")] = "1,8,32,64",
     endpoints: Annotated[str, typer.Option(help="user,similar,similar_user,session")] = \

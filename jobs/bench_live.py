@@ -13,7 +13,7 @@ from jobs.output import invocation
 
 @bench_app.command("live")
 def live(
-    bundle: Annotated[Path, typer.Option(help="bundle directory (or model directory: newest version)")],
+    bundle: Annotated[Path, typer.Option(help="bundle directory (or a model directory: newest version)")],
     out: Annotated[Path, typer.Option(file_okay=False, help="output directory")] = Path("results/live"),
     workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes")] = 2,
     trials: Annotated[int, typer.Option(min=0, help="writes of each kind (0: no convergence runs)")] = 10,

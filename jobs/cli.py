@@ -139,14 +139,17 @@ def import_table_cmd(
     items_encoding: Annotated[Optional[str], typer.Option(help="the items file's encoding, when it is not "
                                                                "--encoding's")] = None,
     overwrite: OverwriteOpt = False,
+    name: Annotated[Optional[str], typer.Option(help="the dataset's name, which bundles built from it take by "
+                                                     "default (default: the --out directory's name)")] = None,
 ) -> None:
     """Plain CSV/TSV/Parquet with a column mapping and an item-text template."""
     from recsys.data.importers import import_table
-    try:
+    try:  # named after --out, not after the export's file (every shop's would be "events" → bundle "events-peft")
         dataset = import_table(interactions, items, user_col=user_col, item_col=item_col, time_col=time_col,
                                item_id_col=item_id_col, text_col=text_col, text_template=text_template,
                                timestamp_format=timestamp_format, on_bad_rows=on_bad_rows, delimiter=delimiter,
-                               encoding=encoding, items_delimiter=items_delimiter, items_encoding=items_encoding)
+                               encoding=encoding, items_delimiter=items_delimiter, items_encoding=items_encoding,
+                               name=name or out.resolve().name)
     except ValueError as exc:  # a bad option value (delimiter, encoding, template)
         raise typer.BadParameter(str(exc)) from None
     _report_import(dataset, out, overwrite)
@@ -188,7 +191,8 @@ def build(
 @app.command("evaluate")
 def evaluate_cmd(
     data: Annotated[Path, typer.Option(help="dataset directory or raw RecBole/MovieLens directory")],
-    bundle: Annotated[Optional[Path], typer.Option(help="also evaluate this bundle")] = None,
+    bundle: Annotated[Optional[Path], typer.Option(
+        help="also evaluate this bundle (or a model directory: newest version)")] = None,
     baselines: Annotated[Optional[bool], typer.Option("--baselines/--no-baselines", help="evaluate popularity and "
                                                       "zero-shot frozen BERT (default: yes, unless "
                                                       "--from-batch)")] = None,
@@ -220,12 +224,14 @@ def evaluate_cmd(
     baselines = from_batch is None if baselines is None else baselines
     if not baselines and bundle is None and from_batch is None:
         raise typer.BadParameter("nothing to evaluate: pass --bundle or --from-batch, or keep --baselines")
-    loaded, notes = None, []
+    loaded, warnings, notes = None, [], []
     if bundle is not None:  # before the baselines' encoding, so a wrong path fails at once
         step(f"loading the bundle {bundle} …")
         opened = Bundle.open(bundle)
         loaded = open_recommender(opened)
-        notes = _bundle_notes(bundle, opened.manifest, loaded, dataset, config.eval.splits)
+        warnings, notes = _bundle_notes(bundle, opened.manifest, loaded, dataset, config.eval.splits)
+    for warning in warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}")
     for note in notes:
         err_console.print(f"[yellow]note:[/] {escape(note)}")
     if baselines:
@@ -240,7 +246,7 @@ def evaluate_cmd(
         rows += evaluate_batch(from_batch, dataset, split, config.eval)
     payload = {"dataset": dataset.summary(), "protocol": config.eval.model_dump(mode="json"),
                "config": config.model_dump(mode="json"), "results": rows, "markdown": markdown_metrics(rows),
-               "notes": notes}
+               "warnings": warnings, "notes": notes}
     written = write_json(out, payload)
     if json_output:
         typer.echo(json.dumps(payload, indent=2, default=str))
@@ -251,28 +257,28 @@ def evaluate_cmd(
     console.print(f"results → {written}")
 
 
-def _bundle_notes(bundle: Path, manifest: dict, recommender, dataset, splits) -> list[str]:
-    """A warning (not an error: a later snapshot of the same shop is a fair test) when `bundle` (its `manifest`)
-    was built on a dataset with another fingerprint; else what a reader of the table must know: a re-ranker fit on
-    this dataset's valid step makes the bundle's valid rows in-sample (optimistic), its test rows are not. The
-    dataset is hashed once (it reads all of it)."""
+def _bundle_notes(bundle: Path, manifest: dict, recommender, dataset, splits) -> tuple[list[str], list[str]]:
+    """(warnings, notes), printed and kept in the JSON. A warning (not an error: a later snapshot of the same shop
+    is a fair test) when `bundle` (its `manifest`) was built on a dataset with another fingerprint; else the note a
+    reader of the table must know: a re-ranker fit on this dataset's valid step makes the bundle's valid rows
+    in-sample (optimistic), its test rows are not. The dataset is hashed once (it reads all of it)."""
     from jobs.workflows import built_on_other_dataset
 
     if built_on_other_dataset(manifest, dataset):
-        err_console.print(f"[yellow]warning:[/] the bundle {escape(str(bundle))} was built on another dataset "
-                          f"(fingerprint differs from {escape(dataset.name)}'s): its catalogue, histories and "
-                          "statistics are not this dataset's, so targets it does not hold count as misses")
-        return []
+        return [f"the bundle {bundle} was built on another dataset (fingerprint differs from {dataset.name}'s): its "
+                "catalogue, histories and statistics are not this dataset's, so targets it does not hold count as "
+                "misses"], []
     if recommender.reranker is None or "valid" not in splits:
-        return []
-    return ["the bundle's re-ranker was fit on this dataset's valid step, so its valid rows are in-sample "
-            "(optimistic); its test rows are held out. `recsys bench ranker-folds` gives a cross-fitted valid figure."]
+        return [], []
+    return [], ["the bundle's re-ranker was fit on this dataset's valid step, so its valid rows are in-sample "
+                "(optimistic); its test rows are held out. `recsys bench ranker-folds` gives a cross-fitted valid "
+                "figure."]
 
 
 @app.command()
 def recommend(
-    bundle: Annotated[Path, typer.Option(help="bundle directory")],
-    user: Annotated[Optional[str], typer.Option(help="known user id")] = None,
+    bundle: Annotated[Path, typer.Option(help="bundle directory (or a model directory: newest version)")],
+    user: Annotated[Optional[str], typer.Option(help="known user id (an unknown one: an error, or --fallback)")] = None,
     items: Annotated[Optional[str], typer.Option(help="comma-separated recent item ids (anonymous session)")] = None,
     text: Annotated[Optional[str], typer.Option(help="free text, e.g. a search query (alone or with --items)")]
     = None,

@@ -31,16 +31,45 @@ def step(message: str) -> None:
     err_console.print(f"[dim]{escape(message)}[/]")
 
 
-def metrics_table(rows: list[dict], title: str) -> Table:
-    """A rich table: model, split, n, then Recall/NDCG/MRR at each k present in the rows."""
-    columns = [c for c in METRIC_COLUMNS if rows and c in rows[0]]
+def _metric_columns_table(rows: list[dict], title: str, columns: list[str]) -> Table:
     table = Table(title=title)
-    for header in ("model", "split", "n", *columns):
-        table.add_column(header, justify="left" if header in ("model", "split") else "right", no_wrap=True)
+    table.add_column("model", no_wrap=False)  # a long model name wraps; a number is never cut
+    table.add_column("split", no_wrap=True)
+    table.add_column("n", justify="right", no_wrap=True)
+    for header in columns:
+        table.add_column(header, justify="right", no_wrap=True)
     for row in rows:
         table.add_row(str(row["model"]), str(row["split"]), examples_cell(row),
                       *(f"{row[c]:.4f}" for c in columns))
     return table
+
+
+class MetricsTable:
+    """Model, split, n, then Recall/NDCG/MRR at each k present in the rows: one table where the console is wide
+    enough, else one table per k, so no figure is cut to "0.12…" (the nine metric columns need about 115
+    characters; a terminal often has 80)."""
+
+    def __init__(self, rows: list[dict], title: str):
+        self.rows, self.title = rows, title
+        self.columns = [c for c in METRIC_COLUMNS if rows and c in rows[0]]
+
+    def __rich_console__(self, console, options):
+        from rich.measure import Measurement
+
+        whole = _metric_columns_table(self.rows, self.title, self.columns)
+        ks = list(dict.fromkeys(c.split("@")[1] for c in self.columns))
+        needs = Measurement.get(console, options.update_width(1_000_000), whole).minimum  # (get clamps to width)
+        if len(ks) < 2 or needs <= options.max_width:
+            yield whole
+            return
+        for k in ks:
+            yield _metric_columns_table(self.rows, f"{self.title} · @{k}",
+                                        [c for c in self.columns if c.endswith(f"@{k}")])
+
+
+def metrics_table(rows: list[dict], title: str) -> MetricsTable:
+    """The rich renderable of a metric table (`MetricsTable`)."""
+    return MetricsTable(rows, title)
 
 
 def examples_cell(row: dict) -> str:

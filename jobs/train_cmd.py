@@ -14,7 +14,7 @@ from jobs.app import EVAL_USERS, EvalUsersOpt, IndexKind, app, bundle_name, chec
     check_ray_only, eval_sample, read_json_object
 from jobs.output import ensemble_table, index_line
 from recsys.config import EvalConfig
-from jobs.output import console
+from jobs.output import console, err_console
 
 
 def train_config(preset_name: str, config_file: Path | None, from_bundle: Path | None, options: dict):
@@ -128,14 +128,23 @@ def train(
     split = split_dataset(dataset)
     split.require_examples(["valid"], TRAINING_NEEDS_VALID)  # here too: Ray's workers would fail less clearly
     name = name or f"{dataset.name}-peft"
-    if engine == "ray":
-        from jobs.ray_train import train_on_ray
-        path = train_on_ray(data, cfg, name=name, out_root=out, run_dir=run_dir, resume=resume,
-                            init_bundle=from_bundle, workers=workers or 2, threads=threads, address=ray_address)
-    else:
-        eval_config = EvalConfig(max_examples=eval_sample(eval_users), seed=cfg.seed)
-        path = train_and_evaluate(dataset, split, cfg, name=name, out_root=out, run_dir=run_dir,
-                                  resume=resume, init_bundle=from_bundle, eval_config=eval_config).path
+    runs = Path(run_dir) if run_dir is not None else Path(out) / name / "runs" / "latest"
+    if resume and not (runs.is_dir() and any(runs.glob("**/checkpoint/trainer.json"))):  # (was: started silently)
+        err_console.print(f"[yellow]note:[/] --resume: no checkpoint in {runs}; training starts at epoch 1")
+    try:
+        if engine == "ray":
+            from jobs.ray_train import train_on_ray
+            path = train_on_ray(data, cfg, name=name, out_root=out, run_dir=run_dir, resume=resume,
+                                init_bundle=from_bundle, workers=workers or 2, threads=threads, address=ray_address)
+        else:
+            eval_config = EvalConfig(max_examples=eval_sample(eval_users), seed=cfg.seed)
+            path = train_and_evaluate(dataset, split, cfg, name=name, out_root=out, run_dir=run_dir,
+                                      resume=resume, init_bundle=from_bundle, eval_config=eval_config).path
+    except KeyboardInterrupt:  # one line, not silence: the checkpoint of the last finished epoch is kept
+        err_console.print(f"[yellow]interrupted[/]: no bundle written; the last finished epoch's checkpoint is in "
+                          f"{runs}: rerun the same command with --resume "
+                          "to continue from it")
+        raise typer.Exit(130) from None
     manifest = json.loads((path / "manifest.json").read_text())
     train, blend = manifest["train"], manifest["train"]["zero_shot_blend"]
     shown = [{**r, "split": f"{r['split']}/{r['slice']}"} for r in manifest["metrics"]]

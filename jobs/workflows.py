@@ -56,6 +56,9 @@ def _dataset_reader(path: Path) -> Callable[[Path], Dataset]:
 
     if (path / "schema.json").is_file():
         return Dataset.load
+    if path.is_file():  # e.g. the shop's events.csv itself
+        raise DataError("a file, not a dataset directory: make a dataset from a CSV/Parquet export with "
+                        "`recsys import table`", source=str(path))
     if not path.is_dir():
         raise DataError("no such dataset directory", source=str(path))
     if any(path.glob("*.train.inter")) and any(path.glob("*.text")):

@@ -93,9 +93,17 @@ def resolve_bundle(path: str | Path) -> Path:
     if (path / MANIFEST).is_file():
         return path
     if path.is_dir():
-        versions = sorted(p for p in path.iterdir() if p.is_dir() and (p / MANIFEST).is_file())
+        versions = sorted(p for p in path.iterdir()  # not a bundle being written (.NAME.tmp-…) or replaced
+                          if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).is_file())
         if versions:
             return versions[-1]
+    if not path.exists():
+        raise BundleError(f"{path}: no bundle here (no such directory)")
+    if not path.is_dir():
+        raise BundleError(f"{path}: no bundle here (a file, not a bundle directory)")
+    if (path / "schema.json").is_file():  # the commonest mix-up: --bundle given the dataset's directory
+        raise BundleError(f"{path}: no bundle here: it holds a dataset; make a bundle from it with "
+                          f"`recsys build --data {path}` or `recsys train --data {path}`")
     raise BundleError(f"{path}: no bundle here (no {MANIFEST}); build one with `recsys build`")
 
 

@@ -150,12 +150,17 @@ def prepare_training(recommender: CandidateRetriever, split: SplitData, config: 
                      log=print) -> TrainingSet:
     """Statistics, candidates and features of the training queries (everything but the seeded fit)."""
     started = time.perf_counter()
+    valid = sample_examples(split.valid, config.train_examples, config.seed)
+    # said before the silent part (statistics, every query's candidates: minutes at a million users)
+    log(f"fitting the statistics on the train split and retrieving {config.candidates} candidates for "
+        f"{valid.height:,} valid-step queries" + (f" + train-split positions (last {config.train_positions})"
+                                                  if config.train_positions else "") + " …")
+    stats_started = time.perf_counter()
     stats = fit_training_stats(split, config)
-    stats_s = time.perf_counter() - started
+    stats_s = time.perf_counter() - stats_started
     if stats.ease is not None:
         log(f"EASE: {counted(len(stats.ease.cuts), 'fit')} over {counted(len(stats.item_ids), 'item')}, with the "
             f"statistics in {stats_s:.1f} s")
-    valid = sample_examples(split.valid, config.train_examples, config.seed)
     examples = valid.with_columns(pl.lit(True).alias("_valid_step"))
     if config.train_positions:
         inside = train_position_examples(split.train, config.train_positions, stats.config.time_mode == "sequence")

@@ -124,6 +124,24 @@ def test_a_body_sent_as_another_type_than_json_is_415_naming_it(client):
     assert assert_error(response, 422)["errors"][0]["loc"] == ["body", "item_ids"]
 
 
+@pytest.mark.parametrize("url,body,detail", [
+    ("/v1/sessions/recommendations", '{"item_ids": ["cam1"], "k": 2',
+     "invalid request: the body is not valid JSON (Expecting ',' delimiter at character 29)"),
+    ("/v1/events", "{'user_id': 'u1'}",
+     "invalid request: the body is not valid JSON (Expecting property name enclosed in double quotes at character 1)"),
+    ("/v1/sessions/recommendations", "", "invalid request: the body is empty: send a JSON object"),
+    ("/v1/events", "", "invalid request: the body is empty: send a JSON object"),
+])
+def test_a_body_that_is_not_json_or_empty_is_said_in_words(client, url, body, detail):
+    """curl with a typo in its JSON: the one-line detail says what is wrong with the body (was "body.29: JSON decode
+    error: …", a character offset read as a field, and "body: Field required" for no body at all); `errors` keeps
+    FastAPI's locations."""
+    response = client.post(url, content=body, headers=JSON)
+    answer = assert_error(response, 422)
+    assert answer["detail"] == detail
+    assert answer["errors"][0]["loc"][0] == "body"
+
+
 def test_a_content_length_over_the_limit_is_413_before_reading(client):
     response = client.post("/v1/sessions/recommendations", content=b"{" + b" " * 5000 + b"}", headers=JSON)
     assert assert_error(response, 413) == {"detail": "request body over the limit of 2048 bytes", "errors": []}
@@ -389,6 +407,19 @@ def test_a_manifest_listing_files_outside_the_bundle_is_refused_before_any_file_
 
 
 # ---- 7. misconfiguration --------------------------------------------------------------------------------------
+
+
+def test_the_start_up_log_says_which_bundle_loads_before_the_slow_work_and_when_it_is_ready(bundle, tmp_path, caplog):
+    """`recsys serve` logged nothing between "Waiting for application startup" and the cache lines (20-40 s on a real
+    engine's checksums and warm-up); now the bundle is named first and its readiness said last."""
+    caplog.set_level(logging.INFO, logger="recsys.api")
+    with make_client(bundle, tmp_path) as client:
+        assert client.get("/health/ready").status_code == 200
+    messages = [r.getMessage() for r in caplog.records if r.name == "recsys.api"]
+    assert messages[0] == f"loading bundle {bundle} …"
+    ready = [m for m in messages if m.startswith("serving ")]
+    assert len(ready) == 1 and re.fullmatch(rf"serving toy {bundle.name}: \d+ items, ready in [\d.]+ s", ready[0])
+    assert messages.index(ready[0]) > 0
 
 
 def test_an_empty_admin_token_turns_admin_off_with_a_warning(bundle, tmp_path, caplog):

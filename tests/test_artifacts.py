@@ -66,3 +66,15 @@ def test_manifest_entries_outside_the_bundle_are_refused_before_any_file_is_read
     with pytest.raises(BundleError, match="not a relative path inside the bundle"):
         read_manifest(path)
     assert read == []
+
+
+def test_a_model_directory_never_resolves_to_a_bundle_still_being_written(tmp_path):
+    """`write_bundle` writes `.VERSION.tmp-…/` (manifest included) and renames it into place: while the first
+    version of a model is being written, --bundle MODEL took the temporary directory, renamed away under it."""
+    model = tmp_path / "shop"
+    (model / ".v1.tmp-0a1b2c3d").mkdir(parents=True)
+    (model / ".v1.tmp-0a1b2c3d" / "manifest.json").write_text("{}")
+    with pytest.raises(BundleError, match="no bundle here"):
+        resolve_bundle(model)
+    written = write_bundle(model / "v1", lambda d: None, {})
+    assert resolve_bundle(model) == written

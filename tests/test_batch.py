@@ -223,9 +223,13 @@ def test_a_seeded_sample_of_users_is_scored_in_id_order(shop, tmp_path):
     assert read_shards(tmp_path / "b")["user_id"].unique(maintain_order=True).to_list() == scored
     run_job(options(shop, tmp_path / "c", users="sample:7"))           # another seed (0): other users
     assert read_shards(tmp_path / "c")["user_id"].unique(maintain_order=True).to_list() != scored
-    run_job(options(shop, tmp_path / "d", users="sample:100000"))      # more than there are: everybody
-    assert read_shards(tmp_path / "d")["user_id"].n_unique() == run_job(
-        options(shop, tmp_path / "e"))["n_users"]
+    larger = run_job(options(shop, tmp_path / "d", users="sample:100000"))  # more than there are: everybody,
+    n_all = run_job(options(shop, tmp_path / "e"))["n_users"]
+    assert read_shards(tmp_path / "d")["user_id"].n_unique() == n_all
+    # and said (was: silently fewer users than asked for)
+    assert f"sample:100000 asks for more users than the bundle knows: all {n_all:,} of them were scored" \
+        in larger["warnings"]
+    assert not manifest["warnings"]
     for bad in ("sample:", "sample:0", "sample:x", "sample:5:-1", "sample:1:2:3"):
         with pytest.raises(DataError, match="sample:N"):
             run_job(options(shop, tmp_path / "bad", users=bad))
@@ -344,6 +348,30 @@ def test_cli_batch_score_and_evaluate_from_batch(shop, tmp_path):
     result = runner.invoke(app, ["batch-score", "--bundle", str(bundle), "--out", str(tmp_path / "x"),
                                  "--engine", "spark"])
     assert result.exit_code == 2 and "--engine must be local or ray" in result.output
+
+
+def test_evaluation_mode_without_keep_seen_says_before_scoring_what_evaluate_will_need(shop, tmp_path):
+    """`batch-score --data D --split test` keeps the API's --exclude-seen default, which `evaluate --from-batch`
+    refuses under the published protocol: a note says so before the work (was: learnt only from evaluate's error,
+    after the whole job); a handful of users' rate reads e.g. "2.5 users/s", not "0 users/s"."""
+    data, bundle, _ = shop
+    runner = CliRunner()
+    args = ["batch-score", "--bundle", str(bundle), "--k", "10", "--data", str(data), "--split", "test",
+            "--no-progress"]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "seen")])
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    assert "note: evaluation mode with --exclude-seen (the default): `recsys evaluate --from-batch` reads this " \
+           "output only with --mask-history; pass --keep-seen" in flat
+    assert flat.index("note: evaluation mode") < flat.index("scored")
+    result = runner.invoke(app, [*args, "--keep-seen", "--out", str(tmp_path / "kept")])
+    assert result.exit_code == 0 and "note:" not in result.output, result.output
+
+
+def test_the_summary_rate_keeps_a_decimal_below_ten_users_a_second():
+    from jobs.batch_cmd import rate
+
+    assert (rate(0.31), rate(2.54), rate(12.6), rate(1234.4)) == ("0.3", "2.5", "13", "1,234")
 
 
 def test_ray_hint_names_the_extra_and_failures_leave_no_directory(shop, tmp_path, monkeypatch):

@@ -1,3 +1,4 @@
+import io
 import json
 import os
 from pathlib import Path
@@ -81,6 +82,32 @@ def test_bad_input_is_one_clear_line(args, message):
     assert result.exit_code == 2
     assert message in result.flat
     assert "Traceback" not in result.output
+
+
+def test_a_bundle_or_dataset_path_of_the_wrong_kind_is_named_as_such(shop_bundle, tmp_path):
+    """--bundle given the dataset's directory, a file or nothing; --data given the export's CSV: each error says
+    which (was: "no bundle here (no manifest.json)" for all three, "no such dataset directory" for a file that
+    exists)."""
+    root, bundle = shop_bundle
+    events = tmp_path / "events.csv"
+    events.write_text("user_id,item_id,timestamp\nu1,i1,1\n")
+    cases = [
+        (("recommend", "--bundle", root / "shop", "--user", "U00001"),
+         f"error: {root / 'shop'}: no bundle here: it holds a dataset; make a bundle from it with `recsys build --data "
+         f"{root / 'shop'}` or `recsys train --data {root / 'shop'}`"),
+        (("batch-score", "--bundle", tmp_path / "nope", "--out", tmp_path / "recs"),
+         f"error: {tmp_path / 'nope'}: no bundle here (no such directory)"),
+        (("recommend", "--bundle", events, "--user", "U00001"),
+         f"error: {events}: no bundle here (a file, not a bundle directory)"),
+        (("evaluate", "--data", events, "--bundle", bundle, "--out", tmp_path / "e.json"),
+         f"error: {events}: a file, not a dataset directory: make a dataset from a CSV/Parquet export with "
+         "`recsys import table`"),
+    ]
+    for args, message in cases:
+        result = run(*args)
+        assert result.exit_code == 2, result.output
+        assert message in result.flat, result.output
+        assert "Traceback" not in result.output
 
 
 def test_bad_presets_and_config_files_are_one_clear_line(shop_bundle, tmp_path):
@@ -361,6 +388,11 @@ def test_evaluate_warns_when_the_bundle_was_built_on_another_dataset(shop_bundle
                 "--out", tmp_path / "other.json")
     assert other.exit_code == 0, other.output
     assert "warning: the bundle" in other.flat and "was built on another dataset (fingerprint differs" in other.flat
+    # and in the JSON, which `--json > results.json` keeps (was: on stderr alone, so the file read as a fair test)
+    assert json.loads((tmp_path / "same.json").read_text())["warnings"] == []
+    warnings = json.loads((tmp_path / "other.json").read_text())["warnings"]
+    assert len(warnings) == 1
+    assert "was built on another dataset (fingerprint differs from synthetic-shop's)" in warnings[0]
 
 
 def test_evaluate_says_an_engine_bundles_valid_rows_are_in_sample(shop_bundle, tmp_path):
@@ -550,7 +582,7 @@ def test_import_table_cli_skip_overwrite_and_errors(tmp_path):
     mixed.write_text("customer,sku,when\nJos\u00e9,S1,2024-01-01\n", encoding="utf-8")
     result = run(*base[:3], mixed, *base[4:-4], "--items-delimiter", ";", "--items-encoding", "latin-1",
                  "--out", tmp_path / "mixed")
-    assert result.exit_code == 0 and "imported events-utf8: 2 items, 1 user, 1 interaction" in result.flat, result.flat
+    assert result.exit_code == 0 and "imported mixed: 2 items, 1 user, 1 interaction" in result.flat, result.flat
     events.write_text("customer;sku;when\n")
     result = run(*base, "--out", tmp_path / "empty")
     assert result.exit_code == 2 and "no interactions: the file has a header but no rows" in result.flat
@@ -590,7 +622,7 @@ def test_import_summary_adds_up(tmp_path):
                  "--out", tmp_path / "ds", "--on-bad-rows", "skip")
     assert result.exit_code == 0, result.output
     lines = [" ".join(line.split()) for line in result.output.splitlines()]
-    assert lines[0].startswith("imported events: 2 items, 1 user, 2 interactions → ")
+    assert lines[0].startswith("imported ds: 2 items, 1 user, 2 interactions → ")  # named after --out
     assert lines[1:7] == ["read 3 rows of products.csv, 5 rows of events.csv",  # 5 = 1 blank + 1 repeat + 1 bad + 2
                           "dropped 1 row: blank lines (events.csv)",
                           "dropped 1 row: exact duplicate interaction rows (events.csv)",
@@ -844,3 +876,53 @@ def test_a_second_serve_on_a_port_another_serve_holds_is_refused_before_loading(
         claim_port(port)
     held.close()  # the first serve exits: the port can be claimed again
     claim_port(port).close()
+
+
+def test_every_bundle_option_says_a_model_directory_is_taken_too():
+    """Every command's --bundle resolves a model directory to its newest version (`resolve_bundle`); its help says
+    so everywhere (was: `recommend --help` read "bundle directory" alone, though the README's examples pass
+    `artifacts/shop`)."""
+    import typer.main
+
+    def commands(command, path=()):
+        if hasattr(command, "commands"):
+            for name, sub in command.commands.items():
+                yield from commands(sub, (*path, name))
+        else:
+            yield " ".join(path), command
+
+    missing = [name for name, command in commands(typer.main.get_command(app)) for p in command.params
+               if p.name == "bundle" and name != "bench batch" and "or a model directory: newest version" not in p.help]
+    assert missing == []
+
+
+@pytest.mark.parametrize("width,tables", [(160, 1), (80, 3)])
+def test_metric_tables_never_cut_a_figure_on_a_narrow_terminal(width, tables):
+    """The nine metric columns need ~115 characters: on an 80-column terminal every figure read "0.12…" and the
+    headers "r…". Now a long model name wraps, and a console too narrow for the whole table gets one table per k."""
+    from rich.console import Console
+
+    from jobs.output import METRIC_COLUMNS, metrics_table
+
+    figures = {c: 0.12345 + i for i, c in enumerate(METRIC_COLUMNS)}
+    rows = [{"model": model, "split": "test", "n_examples": 600, **figures}
+            for model in ("popularity", "engine (towers + re-ranker) (statistics through valid)")]
+    console = Console(width=width, record=True, file=io.StringIO())
+    console.print(metrics_table(rows, "shop: full ranking"))
+    text = console.export_text()
+    assert "…" not in text
+    assert all(f"{0.12345 + i:.4f}" in text and c in text for i, c in enumerate(METRIC_COLUMNS))
+    assert text.count("shop: full ranking") == tables
+
+
+def test_import_table_names_the_dataset_after_its_out_directory(tmp_path):
+    """The dataset took the export file's stem, so every shop's was "events" and its bundles "events" /
+    "events-peft"; now --out's name (or --name), which `build` and `train` name their bundles after."""
+    (tmp_path / "items.csv").write_text("item_id,text\nS1,Trail Shoe\nS2,Wool Socks\nS3,Tent\n")
+    (tmp_path / "events.csv").write_text("user_id,item_id,timestamp\nc1,S1,1\nc1,S2,2\nc1,S3,3\n")
+    base = ("import", "table", "--interactions", tmp_path / "events.csv", "--items", tmp_path / "items.csv")
+    assert run(*base, "--out", tmp_path / "myshop").exit_code == 0
+    assert json.loads((tmp_path / "myshop" / "schema.json").read_text())["name"] == "myshop"
+    result = run(*base, "--out", tmp_path / "other", "--name", "spring-sale")
+    assert result.exit_code == 0 and result.output.startswith("imported spring-sale: 3 items")
+    assert json.loads((tmp_path / "other" / "schema.json").read_text())["name"] == "spring-sale"

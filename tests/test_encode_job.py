@@ -42,7 +42,8 @@ def test_local_encode_resumes_and_matches_the_in_process_encoder(items, tiny_ber
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     distances = np.linalg.norm(vectors[:, None] - vectors[None], axis=-1)  # 90 texts, 90 vectors (not one per length)
     assert distances[~np.eye(len(vectors), dtype=bool)].min() > 1e-3
-    with pytest.raises(BatchError, match="different inputs"):  # another model into the same directory
+    # another model into the same directory; named an encode job (was: "holds a batch job")
+    with pytest.raises(BatchError, match="holds an encode job with different inputs"):
         run_encode(items, EncodeOptions(out=tmp_path / "vectors", encoder=config.model_copy(update={"max_length": 16}),
                                         chunk_size=40, progress=False))
 

@@ -431,6 +431,9 @@ def test_import_table_missing_file_and_columns(tmp_path: Path) -> None:
     _raises(["products.csv", "no item text: pass text_col= / --text-col or text_template= / --text-template",
              "found ['sku', 'title'"],
             import_table, events, items, item_id_col="sku")
+    # both: the template was used and the text column silently ignored
+    _raises(["pass text_col= / --text-col ('title') or text_template= / --text-template, not both"],
+            import_table, events, items, **{**_csv_kwargs(), "text_col": "title", "text_template": "{title}"})
     _raises(["products.csv", "missing text_template field(s) ['colour']", "found ['sku', 'title'"],
             import_table, events, items, **{**_csv_kwargs(), "text_template": "{title} in {colour}"})
     (tmp_path / "blank.csv").write_text("")

@@ -256,6 +256,10 @@ def test_block_similarity_on_towers_without_a_zero_shot_block_says_so_and_adds_n
     config = RankerConfig(candidates=30, n_estimators=10, cv_folds=0, features=FeatureConfig(block_similarity=True))
     reranker, report = train_reranker(recommender, split, config, log=said.append)
     assert any("no zero-shot block" in line for line in said)
+    # the slow start (statistics, candidates) is said before it runs, not only its result after
+    first = next(i for i, line in enumerate(said) if line.startswith("fitting the statistics on the train split and "
+                                                                       "retrieving 30 candidates for"))
+    assert first < next(i for i, line in enumerate(said) if line.startswith("valid step:"))
     assert reranker.config.features.trained_dim is None
     assert report["features"] == reranker.builder.names and "sim_last" in report["features"]
     assert not any(name.endswith(("_towers", "_text")) for name in report["features"])

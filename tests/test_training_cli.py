@@ -230,3 +230,41 @@ def test_tower_shapes_that_cannot_be_built_are_invalid_settings(tower, message, 
                                       "--config", str(tmp_path / "cfg.json"), "--threads", "1"])
     assert result.exit_code == 2, result.output
     assert f"error: invalid setting: {message}" in " ".join(result.output.split())
+
+
+def test_ctrl_c_during_training_says_where_the_checkpoint_is_and_how_to_resume(tmp_path, monkeypatch):
+    """Ctrl-C in `recsys train`: one line naming the run directory and `--resume`, exit code 130 (was: a silent
+    exit, so nobody learnt that the epochs already trained could be resumed)."""
+    import encoders.experiment
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(encoders.experiment, "train_and_evaluate", interrupted)
+    data = generate_shop(n_users=40, n_items=60, seed=0).save(tmp_path / "shop")
+    result = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "art"), "--name", "cut",
+                                      "--preset", "smoke", "--threads", "1"])
+    assert result.exit_code == 130, result.output
+    flat = " ".join(result.output.split())
+    assert "interrupted: no bundle written" in flat and "--resume" in flat
+    assert str(tmp_path / "art" / "cut" / "runs" / "latest") in "".join(result.output.split())
+
+
+def test_resume_without_a_checkpoint_says_training_starts_at_epoch_1(tmp_path, monkeypatch):
+    """--resume with a wrong --name / --out / --run-dir, or before any epoch finished: a note (was: silently a new
+    run from epoch 1)."""
+    import encoders.experiment
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(encoders.experiment, "train_and_evaluate", interrupted)
+    data = generate_shop(n_users=40, n_items=60, seed=0).save(tmp_path / "shop")
+    args = ["train", "--data", str(data), "--out", str(tmp_path / "art"), "--name", "typo", "--preset", "smoke",
+            "--threads", "1"]
+    flat = " ".join(CliRunner().invoke(app, [*args, "--resume"]).output.split())
+    assert "note: --resume: no checkpoint in" in flat and "training starts at epoch 1" in flat
+    checkpoint = tmp_path / "art" / "typo" / "runs" / "latest" / "checkpoint"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer.json").write_text("{}")
+    assert "no checkpoint" not in CliRunner().invoke(app, [*args, "--resume"]).output

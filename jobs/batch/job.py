@@ -26,7 +26,7 @@ from jobs.batch.layout import FORMAT, FORMAT_VERSION, JOB_DIR, MANIFEST, SHARD_G
     JobDir, atomic_write, prepare, shard_name, write_json
 from jobs.batch.scoring import OUTPUT_SCHEMA, ChunkResult
 from jobs.batch.store import CHANGES_FILE, Snapshot, StoreSource, take_snapshot, with_events, write_changes
-from jobs.batch.users import ALL, UserSelection, select_users
+from jobs.batch.users import ALL, SAMPLE, UserSelection, parse_sample, select_users
 from recsys.artifacts import MANIFEST as BUNDLE_MANIFEST
 from recsys.artifacts import read_manifest, resolve_bundle, sha256_file
 from recsys.errors import BundleError, UnknownIdError
@@ -238,6 +238,9 @@ def _score(options: BatchOptions, on_chunk: Callable[[ChunkResult], None] | None
                         f"the bundle and were not scored (e.g. {shown}); all listed in {unknown_path}")
     if selection.n_duplicates:
         warnings.append(f"{selection.n_duplicates:,} duplicate user ids in the input were scored once")
+    if selection.source.startswith(SAMPLE) and parse_sample(selection.source)[0] > selection.n_users:
+        warnings.append(f"{selection.source} asks for more users than the bundle knows: all {selection.n_users:,} "
+                        "of them were scored")
     n_users = selection.n_users
     source = {"source": selection.source, "n_requested": selection.n_requested,
               "n_duplicates": selection.n_duplicates, "n_unknown": len(selection.unknown),

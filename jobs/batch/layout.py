@@ -190,7 +190,8 @@ def prepare(out: str | Path, identity: dict, inputs: pl.DataFrame, chunk_size: i
             raise BatchError(f"{job_file} is damaged (not a job file); use a new --out, or --overwrite to discard "
                              "the job")
         if old != identity and not overwrite:
-            raise BatchError(f"{out} holds a batch job with different inputs "
+            kind = "an encode job" if inputs_file == ITEMS_FILE else "a batch job"  # `recsys encode` is one too
+            raise BatchError(f"{out} holds {kind} with different inputs "
                              f"({'; '.join(_differences(old, identity))}); "
                              "use a new --out, or --overwrite to discard it")
         if old != identity or overwrite:
@@ -198,7 +199,8 @@ def prepare(out: str | Path, identity: dict, inputs: pl.DataFrame, chunk_size: i
         else:
             resumed = True
     elif out.is_dir() and any(out.iterdir()) and not _unstarted(out):  # never clear a directory no job wrote
-        raise BatchError(f"{out} is not empty and holds no batch job; choose a new or empty directory")
+        raise BatchError(f"{out} is not empty and holds no {'encode' if inputs_file == ITEMS_FILE else 'batch'} job; "
+                         "choose a new or empty directory")
     (out / JOB_DIR).mkdir(parents=True, exist_ok=True)
     for stale in out.glob(".*.tmp-*"):
         stale.unlink()

@@ -112,6 +112,9 @@ def import_table(interactions_path: str | Path, items_path: str | Path, *, user_
     read with `delimiter` (default: tab for .tsv, else comma) and `encoding`; `items_delimiter` / `items_encoding`
     read the item file otherwise (a `;` Windows export beside a UTF-8 event log). Bad rows: `on_bad_rows="fail"`
     stops with all of them listed, "skip" leaves them out (`dataset.report.rejected`, saved as rejected.csv)."""
+    if text_col is not None and text_template is not None:  # the template won, and the column was ignored
+        raise DataError(f"pass text_col= / --text-col ({text_col!r}) or text_template= / --text-template, not both: "
+                        "a template renders the text from columns (it may name that one: '{" + text_col + "}')")
     for given in (encoding, items_encoding or encoding):
         try:
             codecs.lookup(given)
