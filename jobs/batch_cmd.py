@@ -12,6 +12,7 @@ import typer
 from jobs.app import EventStoreOpt, RedisTimeoutOpt, RedisUrlOpt, StateDirOpt, app, check_ray_only
 from jobs.output import console, err_console
 from recsys.store import HISTORY_LIMIT, REDIS_TIMEOUT_S
+from recsys.text_format import counted
 
 
 @app.command("batch-score")
@@ -88,9 +89,11 @@ def batch_score(
     if manifest["store"]:
         snapshot = manifest["store"]
         console.print(f"event store {snapshot['source']}: events up to #{snapshot['events_seq']} "
-                      f"({snapshot['users_with_events']:,} scored users have some), catalogue changes up to "
+                      f"({counted(snapshot['users_with_events'], 'scored user')} "
+                      f"{'has' if snapshot['users_with_events'] == 1 else 'have'} some), catalogue changes up to "
                       f"#{snapshot['changes_seq']}")
-    console.print(f"[green]scored[/] {manifest['n_users']:,} users → {manifest['n_rows']:,} rows in "
+    console.print(f"[green]scored[/] {counted(manifest['n_users'], 'user')} → {counted(manifest['n_rows'], 'row')} "
+                  f"in "
                   f"{len(manifest['shards'])} shard(s){skipped}; {run['seconds']:.1f} s "
                   f"({rate(run['users_per_second'] or 0)} users/s, {run['engine']}), "
                   f"bundle {manifest['bundle_version']}{' with ranker' if manifest['has_ranker'] else ''} → {out}")

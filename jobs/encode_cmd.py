@@ -68,6 +68,10 @@ def encode(
                           "rerun the same command to resume")
         raise typer.Exit(130) from None
     run = manifest["run"]
+    if run["chunks_skipped"] and run["chunks_skipped"] == len(manifest["shards"]):
+        console.print(f"nothing to encode: all {len(manifest['shards'])} shard(s) of {manifest['n_items']:,} items "
+                      f"were written by a previous run → {out}")
+        return
     skipped = f", {run['chunks_skipped']} shard(s) kept from a previous run" if run["chunks_skipped"] else ""
     console.print(f"[green]encoded[/] {manifest['n_items']:,} items → {manifest['dim']}-d vectors in "
                   f"{len(manifest['shards'])} shard(s){skipped}; {run['seconds']:.1f} s "

@@ -67,6 +67,15 @@ class Applied:
     activated: int = 0
     deactivated: int = 0
 
+    def __str__(self) -> str:
+        """What happened in words, e.g. "2 upserted (1 encoded again), 1 deleted" ("nothing" when nothing)."""
+        parts = [f"{self.upserted:,} upserted" + (f" ({self.reencoded:,} encoded again)" if self.reencoded else "")
+                 if self.upserted else "",
+                 f"{len(self.skipped):,} skipped (another item space)" if self.skipped else "",
+                 *(f"{n:,} {what}" for n, what in ((self.deleted, "deleted"), (self.activated, "activated"),
+                                                   (self.deactivated, "deactivated")) if n)]
+        return ", ".join(p for p in parts if p) or "nothing"
+
 
 def apply_changes(catalogue: Catalogue, changes: Iterable[Change] | Folded, space: str | None,
                   encode: Encode | None = None) -> Applied:

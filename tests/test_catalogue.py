@@ -153,6 +153,9 @@ def test_changes_fold_to_their_net_effect_and_foreign_vectors_are_encoded_again(
     fresh = Catalogue(ITEMS, VECTORS)
     applied = apply_changes(fresh, changes, "s1", encode)
     assert (applied.upserted, applied.reencoded, applied.deleted, applied.deactivated) == (2, 1, 1, 1)
+    assert str(applied) == "2 upserted (1 encoded again), 1 deleted, 1 deactivated"  # the serve log's words
+    assert str(skipped) == "1 upserted, 1 skipped (another item space), 1 deleted, 1 deactivated"
+    assert str(apply_changes(fresh, [], "s1")) == "nothing"
     assert seen == ["other"] and fresh.state.is_active("n") and not fresh.state.is_active("b")
     assert "a" not in fresh.state.position and fresh.state.record("n")["text"] == "second"
     np.testing.assert_array_equal(fresh.state.vectors[fresh.state.position["m"]], np.full(4, 0.5))

@@ -27,7 +27,7 @@ def _lines(path: Path, header: bool) -> tuple[str | None, list[tuple[int, str]]]
     """Decoded lines of a UTF-8 text file as (row, line), without a byte-order mark; `header` lines are not
     numbered."""
     if not path.is_file():
-        raise DataError("file not found", source=str(path))
+        raise DataError("a directory, not a file" if path.is_dir() else "file not found", source=str(path))
     data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
     try:
         text = data.decode("utf-8")

@@ -225,7 +225,7 @@ def read_table(path: Path, report: ImportReport, bad: BadRows | None = None, del
     1-based `__row`; blank CSV lines are counted, undecodable or ragged lines are bad rows."""
     bad = bad or BadRows()
     if not path.is_file():
-        raise DataError("file not found", source=str(path))
+        raise DataError("a directory, not a file" if path.is_dir() else "file not found", source=str(path))
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".tsv", ".parquet", ".pq", ".txt"):
         raise DataError(f"unsupported file type {suffix!r}: expected .csv, .tsv, .txt or .parquet", source=str(path))
