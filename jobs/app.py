@@ -133,7 +133,7 @@ def finish_commands(*apps: typer.Typer) -> None:
 HELP_PANELS = {
     "Start here": ("quickstart", "import"),
     "Build and train a bundle": ("build", "train", "train-ranker", "encode", "refresh-stats", "refit"),
-    "Use a bundle": ("recommend", "serve", "batch-score", "evaluate", "export"),
+    "Use a bundle": ("recommend", "serve", "push-items", "batch-score", "evaluate", "export"),
     "Measure": ("bench",),
 }
 """`recsys --help` groups its commands in these panels, in this order (`arrange_help`)."""

@@ -94,35 +94,20 @@ def _render(frame: pl.DataFrame, template: str, path: Path) -> pl.Expr:
     return template_expr(template)
 
 
-def import_table(interactions_path: str | Path, items_path: str | Path, *, user_col: str = "user_id",
-                 item_col: str = "item_id", time_col: str | None = "timestamp", item_id_col: str = "item_id",
-                 text_template: str | None = None, text_col: str | None = None,
-                 extra_item_cols: Mapping[str, str] | Sequence[str] | None = None,
-                 timestamp_format: str | None = None, name: str | None = None, on_bad_rows: OnBadRows = "fail",
-                 delimiter: str | None = None, encoding: str = "utf-8", items_delimiter: str | None = None,
-                 items_encoding: str | None = None) -> Dataset:
-    """Import an interaction table and an item table (CSV/TSV/TXT/Parquet by extension) with a column mapping.
-
-    Item text comes from `text_col`, or `text_template` ("title: {title} | brand: {brand}"; empty fields
-    are dropped with their label and separator), or a `text` column. Columns title/category/brand/price
-    are carried when present; `extra_item_cols` adds more ({canonical: source} or a list of names).
-    Timestamps: epoch numbers (seconds, or milliseconds / microseconds / nanoseconds told by their size; decimals
-    floored), datetimes, or strings parsed as such numbers, ISO 8601 or `timestamp_format`.
-    `time_col=None` uses the file order. Exact duplicate interactions are dropped and counted. Text files are
-    read with `delimiter` (default: tab for .tsv, else comma) and `encoding`; `items_delimiter` / `items_encoding`
-    read the item file otherwise (a `;` Windows export beside a UTF-8 event log). Bad rows: `on_bad_rows="fail"`
-    stops with all of them listed, "skip" leaves them out (`dataset.report.rejected`, saved as rejected.csv)."""
+def read_item_table(item_path: Path, report: ImportReport, bad: BadRows, *, item_id_col: str = "item_id",
+                    text_template: str | None = None, text_col: str | None = None,
+                    extra_item_cols: Mapping[str, str] | Sequence[str] | None = None, delimiter: str | None = None,
+                    encoding: str = "utf-8") -> tuple[pl.DataFrame, pl.Series]:
+    """An item table (CSV/TSV/TXT/Parquet) as `import_table` reads it: (items: item_id, text and the optional
+    columns; every id the file names, bad rows included). Bad rows go to `bad` (checked here: "fail" raises)."""
     if text_col is not None and text_template is not None:  # the template won, and the column was ignored
         raise DataError(f"pass text_col= / --text-col ({text_col!r}) or text_template= / --text-template, not both: "
                         "a template renders the text from columns (it may name that one: '{" + text_col + "}')")
-    for given in (encoding, items_encoding or encoding):
-        try:
-            codecs.lookup(given)
-        except LookupError:
-            raise ValueError(f"unknown encoding {given!r}") from None
-    inter_path, item_path, report = Path(interactions_path), Path(items_path), ImportReport()
-    bad = BadRows(on_bad_rows)
-    items = read_table(item_path, report, bad, items_delimiter or delimiter, items_encoding or encoding)
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise ValueError(f"unknown encoding {encoding!r}") from None
+    items = read_table(item_path, report, bad, delimiter, encoding)
     _require(items, [item_id_col], item_path, single=True)
     if text_template is None and text_col is None:
         if "text" not in items.columns:
@@ -168,6 +153,37 @@ def import_table(interactions_path: str | Path, items_path: str | Path, *, user_
     item_frame = items.select(columns)
     if item_frame.height == 0:
         raise DataError("no items: the file has a header but no usable rows", source=str(item_path))
+    return item_frame, listed
+
+
+def import_table(interactions_path: str | Path, items_path: str | Path, *, user_col: str = "user_id",
+                 item_col: str = "item_id", time_col: str | None = "timestamp", item_id_col: str = "item_id",
+                 text_template: str | None = None, text_col: str | None = None,
+                 extra_item_cols: Mapping[str, str] | Sequence[str] | None = None,
+                 timestamp_format: str | None = None, name: str | None = None, on_bad_rows: OnBadRows = "fail",
+                 delimiter: str | None = None, encoding: str = "utf-8", items_delimiter: str | None = None,
+                 items_encoding: str | None = None) -> Dataset:
+    """Import an interaction table and an item table (CSV/TSV/TXT/Parquet by extension) with a column mapping.
+
+    Item text comes from `text_col`, or `text_template` ("title: {title} | brand: {brand}"; empty fields
+    are dropped with their label and separator), or a `text` column. Columns title/category/brand/price
+    are carried when present; `extra_item_cols` adds more ({canonical: source} or a list of names).
+    Timestamps: epoch numbers (seconds, or milliseconds / microseconds / nanoseconds told by their size; decimals
+    floored), datetimes, or strings parsed as such numbers, ISO 8601 or `timestamp_format`.
+    `time_col=None` uses the file order. Exact duplicate interactions are dropped and counted. Text files are
+    read with `delimiter` (default: tab for .tsv, else comma) and `encoding`; `items_delimiter` / `items_encoding`
+    read the item file otherwise (a `;` Windows export beside a UTF-8 event log). Bad rows: `on_bad_rows="fail"`
+    stops with all of them listed, "skip" leaves them out (`dataset.report.rejected`, saved as rejected.csv)."""
+    for given in (encoding, items_encoding or encoding):
+        try:
+            codecs.lookup(given)
+        except LookupError:
+            raise ValueError(f"unknown encoding {given!r}") from None
+    inter_path, item_path, report = Path(interactions_path), Path(items_path), ImportReport()
+    bad = BadRows(on_bad_rows)
+    item_frame, listed = read_item_table(item_path, report, bad, item_id_col=item_id_col, text_template=text_template,
+                                         text_col=text_col, extra_item_cols=extra_item_cols,
+                                         delimiter=items_delimiter or delimiter, encoding=items_encoding or encoding)
 
     inter = read_table(inter_path, report, bad, delimiter, encoding)
     if time_col and time_col not in inter.columns and {user_col, item_col} <= set(inter.columns):

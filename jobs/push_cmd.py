@@ -1,0 +1,153 @@
+"""`recsys push-items`: a shop's item file (a catalogue feed) upserted into a running API in batches of `POST
+/v1/admin/items` (each batch recorded and applied all or none; every worker follows). The file is read as `import
+table` reads an item file (the same column mapping, item-text template and bad-row handling); the API's OpenAPI
+document says which of title / category / brand / price its catalogue keeps, how long a text may be and how many
+items one request may carry, so a file that breaks them is refused before anything is sent."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Annotated, Literal, Optional
+
+import httpx
+import polars as pl
+import typer
+
+from jobs.app import app
+from jobs.output import console
+from recsys.errors import DataError
+from recsys.text_format import counted
+
+ATTRIBUTES = ("title", "category", "brand", "price")
+RETRIES = 3
+"""Tries of a batch the API answers 503 ("retry shortly") or that does not reach it, waiting 1, 2, 4 s between."""
+
+
+def client_for(url: str, token: str | None, timeout_s: float) -> httpx.Client:
+    """The HTTP client of one push (tests replace it with one bound to an app in process)."""
+    return httpx.Client(base_url=url, timeout=timeout_s,
+                        headers={"Authorization": f"Bearer {token}"} if token else {})
+
+
+def contract(client: httpx.Client) -> tuple[set[str], int, int]:
+    """(the item attributes the served catalogue keeps, the longest text, the most upserts a request) from the API's
+    OpenAPI document."""
+    try:
+        response = client.get("/openapi.json")
+    except httpx.HTTPError as exc:
+        raise DataError(f"cannot reach the API at {client.base_url}: {exc}") from None
+    if response.status_code != 200:
+        raise DataError(f"{client.base_url}/openapi.json answered HTTP {response.status_code}: is this a recsys API?")
+    schemas = response.json().get("components", {}).get("schemas", {})
+    if "ItemRecord" not in schemas or "ItemChanges" not in schemas:
+        raise DataError(f"the API at {client.base_url} takes no catalogue feeds (no POST /v1/admin/items): "
+                        "serve the bundle with a newer recsys")
+    record = schemas["ItemRecord"]["properties"]
+    kept = {name for name in ATTRIBUTES if name in record}
+    return kept, int(record["text"].get("maxLength", 10**9)), int(
+        schemas["ItemChanges"]["properties"]["upsert"].get("maxItems", 10**9))
+
+
+def records_of(items: pl.DataFrame, kept: set[str]) -> list[dict]:
+    """One upsert record per item: item_id, text and the kept attributes it has (nulls left out)."""
+    columns = ["item_id", "text", *(name for name in ATTRIBUTES if name in kept and name in items.columns)]
+    return [{key: value for key, value in row.items() if value is not None}
+            for row in items.select(columns).iter_rows(named=True)]
+
+
+def send(client: httpx.Client, batch: Sequence[dict], first_row: int,
+         sleep: Callable[[float], None] = time.sleep) -> dict:
+    """POST one batch; retries a 503 or a failed connection; DataError naming the batch's rows for any other
+    refusal (the batch changed nothing)."""
+    rows = f"items {first_row:,}–{first_row + len(batch) - 1:,}"
+    for attempt in range(RETRIES):
+        try:
+            response = client.post("/v1/admin/items", json={"upsert": list(batch)})
+        except httpx.TransportError as exc:
+            problem = f"did not reach the API ({type(exc).__name__}: {exc})"
+        else:
+            if response.status_code == 200:
+                return response.json()
+            problem = f"HTTP {response.status_code}: {_detail(response)}"
+            if response.status_code != 503:
+                break
+        if attempt < RETRIES - 1:
+            sleep(2.0 ** attempt)
+    raise DataError(f"{rows} of the file were refused ({problem}); they and the items after them were not pushed")
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("detail", response.text))
+    except ValueError:
+        return response.text[:200]
+
+
+@app.command("push-items")
+def push_items(
+    url: Annotated[str, typer.Option(help="the API's base URL, e.g. http://localhost:8000")],
+    items: Annotated[Path, typer.Option(help="CSV/TSV/TXT or Parquet item file (as `import table --items` reads)")],
+    token: Annotated[Optional[str], typer.Option(envvar="RECSYS_ADMIN_TOKEN", show_default=False,
+                                                 help="the API's admin token (default: RECSYS_ADMIN_TOKEN)")] = None,
+    item_id_col: str = "item_id",
+    text_col: Annotated[Optional[str], typer.Option(help="one column holding the item text")] = None,
+    text_template: Annotated[Optional[str], typer.Option(help="e.g. 'title: {title} | brand: {brand}'")] = None,
+    on_bad_rows: Annotated[Literal["fail", "skip"], typer.Option(help="fail: stop and list every bad row; skip: "
+                                                                 "push the rest")] = "fail",
+    delimiter: Annotated[Optional[str], typer.Option(help="field separator of CSV/TXT files (default: tab for "
+                                                          ".tsv, else comma)")] = None,
+    encoding: Annotated[str, typer.Option(help="text encoding of CSV/TSV/TXT files")] = "utf-8",
+    batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="items a request (at most the API's "
+                                                                    "RECSYS_MAX_BATCH_ITEMS)")] = 500,
+    timeout_s: Annotated[float, typer.Option(min=1.0, help="the longest wait for one request")] = 300.0,
+    dry_run: Annotated[bool, typer.Option(help="read and check the file against the API, send nothing")] = False,
+) -> None:
+    """Upsert a shop's item file into a running API (a catalogue feed): batches of POST /v1/admin/items."""
+    from recsys.data.bad_rows import BadRows
+    from recsys.data.dataset import ImportReport
+    from recsys.data.tables import read_item_table
+
+    bad = BadRows(on_bad_rows)
+    try:
+        frame, _ = read_item_table(items, ImportReport(), bad, item_id_col=item_id_col, text_template=text_template,
+                                   text_col=text_col, delimiter=delimiter, encoding=encoding)
+    except ValueError as exc:  # a bad option value (delimiter, encoding, template)
+        raise typer.BadParameter(str(exc)) from None
+    skipped = len(bad.rejected())
+    with client_for(url, token, timeout_s) as client:
+        kept, max_text, max_items = contract(client)
+        dropped = [name for name in ATTRIBUTES if name in frame.columns and name not in kept]
+        if dropped:
+            console.print(f"note: the served catalogue keeps no {', '.join(dropped)} (no such column, and its "
+                          "item-text template does not use one): the file's are not sent")
+        long = frame.filter(pl.col("text").str.len_chars() > max_text)
+        if long.height:
+            shown = ", ".join(repr(i) for i in long["item_id"].head(5).to_list())
+            raise DataError(f"{counted(long.height, 'item')} with a text over the API's {max_text:,} characters "
+                            f"(RECSYS_MAX_TEXT_CHARS): {shown}{' …' if long.height > 5 else ''}; nothing was sent",
+                            source=str(items))
+        if batch_size > max_items:
+            console.print(f"note: the API takes at most {max_items:,} items a request (RECSYS_MAX_BATCH_ITEMS): "
+                          f"batches of {max_items:,}")
+            batch_size = max_items
+        records = records_of(frame, kept)
+        batches = math.ceil(len(records) / batch_size)
+        summary = f"{counted(len(records), 'item')} in {counted(batches, 'request')}" + (
+            f" ({counted(skipped, 'bad row')} skipped)" if skipped else "")
+        if dry_run:
+            console.print(f"dry run: {summary} would be pushed to {url}")
+            return
+        started, served = time.perf_counter(), None
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(records), desc="pushing items", unit="item", disable=None) as bar:
+            for start in range(0, len(records), batch_size):
+                batch = records[start:start + batch_size]
+                served = send(client, batch, start + 1)["index_items"]
+                bar.update(len(batch))
+    seconds = time.perf_counter() - started
+    console.print(f"[green]pushed[/] {summary} in {seconds:.1f} s ({len(records) / max(seconds, 1e-9):,.0f} "
+                      f"items/s) → {url}; the catalogue serves {served:,} items")

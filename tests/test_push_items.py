@@ -1,0 +1,130 @@
+"""`recsys push-items`: a shop's item file upserted into a running API in batches of POST /v1/admin/items, checked
+against the API's OpenAPI document before anything is sent; a refused batch is one line naming its items."""
+
+from __future__ import annotations
+
+import httpx
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+import jobs.push_cmd
+from jobs.cli import app
+from recsys.config import BuildConfig
+from recsys.pipeline import Recommender
+from recsys.splits import split_dataset
+from tests.test_api import ADMIN, TOKEN, make_client
+from tests.test_pipeline import VECTORS
+
+
+@pytest.fixture()
+def api(toy, tmp_path, monkeypatch):
+    """The toy bundle's API in process; push-items' client goes to it, counting the feed's POSTs."""
+    bundle = Recommender.build(toy, split_dataset(toy), VECTORS, BuildConfig()).save(tmp_path / "toy" / "v1")
+    with make_client(bundle, tmp_path, admin_token=TOKEN, max_batch_items=3, max_text_chars=40) as client:
+        posts: list[int] = []
+
+        def bound(url, token, timeout_s):
+            client.headers.clear()
+            if token:
+                client.headers["Authorization"] = f"Bearer {token}"
+            client.event_hooks["request"] = [lambda r: posts.append(len(r.content)) if r.method == "POST" else None]
+            return client_context(client)
+
+        monkeypatch.setattr(jobs.push_cmd, "client_for", bound)
+        client.posts = posts
+        yield client
+
+
+class client_context:
+    """The in-process client as a context manager that leaves it open (the fixture closes it)."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def __enter__(self):
+        return self.client
+
+    def __exit__(self, *exc):
+        return False
+
+
+def feed(tmp_path, rows: list[tuple]) -> str:
+    path = tmp_path / "feed.csv"
+    pl.DataFrame(rows, schema=["sku", "description", "title", "brand", "price"], orient="row").write_csv(path)
+    return str(path)
+
+
+def push(*args: str):
+    return CliRunner().invoke(app, ["push-items", "--url", "http://testserver", *args])
+
+
+def test_an_item_file_is_pushed_in_batches_and_every_item_is_served(api, tmp_path):
+    path = feed(tmp_path, [("cam3", "camera three", "Camera Three", "Lumora", "199.0"),
+                           ("cam4", "camera four", "Camera Four", "", "249.5"),
+                           ("bag3", "a green bag", "Bag Three", "Packa", ""),
+                           ("sock2", "red socks", "Sock Two", "", "9")])
+    result = push("--items", path, "--item-id-col", "sku", "--text-col", "description", "--token", TOKEN,
+                  "--batch-size", "5")
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())
+    # the toy catalogue keeps titles and categories only; the API takes 3 items a request
+    assert "keeps no brand, price" in out and "batches of 3" in out
+    assert "pushed 4 items in 2 requests" in out and "the catalogue serves 10 items" in out
+    assert len(api.posts) == 2
+    item = api.get("/v1/items/cam3").json()
+    assert (item["title"], item["active"]) == ("Camera Three", True)
+    assert api.get("/v1/items/sock2").status_code == 200
+    again = push("--items", path, "--item-id-col", "sku", "--text-col", "description", "--token", TOKEN)
+    assert again.exit_code == 0 and "the catalogue serves 10 items" in again.output  # upserts: pushed again, same
+
+
+def test_a_file_the_api_would_refuse_is_refused_before_anything_is_sent(api, tmp_path):
+    path = feed(tmp_path, [("cam3", "camera three", "Camera Three", "", ""),
+                           ("cam9", "a camera with a text far longer than the limit", "Nine", "", "")])
+    result = push("--items", path, "--item-id-col", "sku", "--text-col", "description", "--token", TOKEN)
+    assert result.exit_code == 2 and not api.posts
+    assert "1 item with a text over the API's 40 characters (RECSYS_MAX_TEXT_CHARS): 'cam9'; nothing was sent" in \
+        " ".join(result.output.split())
+    dry = push("--items", path, "--item-id-col", "sku", "--text-col", "description", "--dry-run")
+    assert dry.exit_code == 2 and not api.posts  # the check needs no token
+    ok = feed(tmp_path, [("cam3", "camera three", "Camera Three", "", "")])
+    dry = push("--items", ok, "--item-id-col", "sku", "--text-col", "description", "--dry-run")
+    assert dry.exit_code == 0 and "dry run: 1 item in 1 request would be pushed" in dry.output and not api.posts
+    assert api.get("/v1/items/cam3").status_code == 404
+
+
+def test_a_refused_batch_is_one_line_naming_its_items(api, tmp_path):
+    path = feed(tmp_path, [("cam3", "camera three", "Camera Three", "", ""), ("cam4", "camera four", "Four", "", "")])
+    result = push("--items", path, "--item-id-col", "sku", "--text-col", "description", "--token", "wrong")
+    assert result.exit_code == 2 and len(api.posts) == 1
+    assert "items 1–2 of the file were refused (HTTP 401" in " ".join(result.output.split())
+    assert "Traceback" not in result.output and api.get("/v1/items/cam3").status_code == 404
+
+
+def test_a_busy_api_is_tried_again_and_an_absent_one_is_named(tmp_path):
+    answers = iter([503, 503, 200])
+    waits: list[float] = []
+
+    def handler(request):
+        status = next(answers)
+        return httpx.Response(status, json={"detail": "retry shortly"} if status == 503 else {"index_items": 7})
+
+    client = httpx.Client(base_url="http://shop", transport=httpx.MockTransport(handler))
+    assert jobs.push_cmd.send(client, [{"item_id": "a", "text": "b"}], 1, sleep=waits.append) == {"index_items": 7}
+    assert waits == [1.0, 2.0]
+    always = httpx.Client(base_url="http://shop", transport=httpx.MockTransport(
+        lambda request: httpx.Response(503, json={"detail": "retry shortly"})))
+    with pytest.raises(jobs.push_cmd.DataError, match="items 5–5 of the file were refused .HTTP 503: retry shortly"):
+        jobs.push_cmd.send(always, [{"item_id": "a", "text": "b"}], 5, sleep=waits.append)
+    path = feed(tmp_path, [("cam3", "camera three", "Camera Three", "", "")])
+    result = CliRunner().invoke(app, ["push-items", "--url", "http://127.0.0.1:9", "--items", path, "--item-id-col",
+                                      "sku", "--text-col", "description"])
+    assert result.exit_code == 2 and "cannot reach the API at http://127.0.0.1:9" in " ".join(result.output.split())
+
+
+def test_the_admin_header_is_the_tokens(tmp_path):
+    with jobs.push_cmd.client_for("http://shop", TOKEN, 5.0) as client:
+        assert client.headers["Authorization"] == ADMIN["Authorization"]
+    with jobs.push_cmd.client_for("http://shop", None, 5.0) as client:
+        assert "Authorization" not in client.headers
