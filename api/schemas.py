@@ -140,6 +140,12 @@ class ItemState(BaseModel):
     index_items: int
 
 
+class CatalogueIds(BaseModel):
+    model_version: str
+    active: list[str] = Field(description="the ids of the items served (in stock)")
+    inactive: list[str] = Field(description="the ids of the items known but out of stock")
+
+
 class ItemsChanged(BaseModel):
     upserted: int
     activated: int

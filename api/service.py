@@ -33,6 +33,7 @@ from encoders.loading import frozen_item_tower, open_recommender
 from recsys.artifacts import resolve_bundle
 from recsys.bundle import Bundle
 from recsys.cache import ByteBudgetCache
+from recsys.catalogue import REMOVED
 from recsys.changes import Folded, apply_changes, fold
 from recsys.data.item_text import item_text
 from recsys.errors import BundleError, RecsysError, StoreError
@@ -452,6 +453,14 @@ class Service:
         changes += [Change(0, "delete", item_id) for item_id in deleted]
         self.store.record_changes(changes)
         return self._record(loaded)
+
+    def catalogue_ids(self, loaded: Loaded) -> tuple[Loaded, list[str], list[str]]:
+        """(the serving bundle after a sync, the ids of its active items, of its inactive ones), in row order: what
+        every worker serves once it has applied the store's changes."""
+        loaded = self.sync() or loaded
+        state = loaded.recommender.catalogue.state
+        active, live = state.flags == 0, (state.flags & REMOVED) == 0
+        return loaded, state.ids[active].tolist(), state.ids[live & ~active].tolist()
 
     def set_item_active(self, loaded: Loaded, item_id: str, active: bool) -> Loaded:
         loaded = self._known(loaded, item_id)

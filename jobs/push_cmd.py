@@ -60,12 +60,18 @@ def records_of(items: pl.DataFrame, kept: set[str]) -> list[dict]:
 
 def send(client: httpx.Client, batch: Sequence[dict], first_row: int,
          sleep: Callable[[float], None] = time.sleep) -> dict:
-    """POST one batch; retries a 503 or a failed connection; DataError naming the batch's rows for any other
-    refusal (the batch changed nothing)."""
-    rows = f"items {first_row:,}–{first_row + len(batch) - 1:,}"
+    """POST one batch of upserts; retries a 503 or a failed connection; DataError naming the batch's rows for any
+    other refusal (the batch changed nothing)."""
+    return post_changes(client, {"upsert": list(batch)},
+                        f"items {first_row:,}–{first_row + len(batch) - 1:,} of the file were", sleep)
+
+
+def post_changes(client: httpx.Client, body: dict, what: str, sleep: Callable[[float], None] = time.sleep) -> dict:
+    """POST /v1/admin/items with `body`; retries a 503 or a failed connection; DataError saying `what` was refused
+    for any other answer (the request changed nothing)."""
     for attempt in range(RETRIES):
         try:
-            response = client.post("/v1/admin/items", json={"upsert": list(batch)})
+            response = client.post("/v1/admin/items", json=body)
         except httpx.TransportError as exc:
             problem = f"did not reach the API ({type(exc).__name__}: {exc})"
         else:
@@ -76,7 +82,29 @@ def send(client: httpx.Client, batch: Sequence[dict], first_row: int,
                 break
         if attempt < RETRIES - 1:
             sleep(2.0 ** attempt)
-    raise DataError(f"{rows} of the file were refused ({problem}); they and the items after them were not pushed")
+    raise DataError(f"{what} refused ({problem}); they and the changes after them were not made")
+
+
+def served_ids(client: httpx.Client) -> tuple[list[str], list[str]]:
+    """(active, inactive) ids of the served catalogue (GET /v1/admin/items)."""
+    try:
+        response = client.get("/v1/admin/items")
+    except httpx.HTTPError as exc:
+        raise DataError(f"cannot reach the API at {client.base_url}: {exc}") from None
+    if response.status_code != 200:
+        raise DataError(f"listing the served catalogue (GET /v1/admin/items, for --missing) answered HTTP "
+                        f"{response.status_code}: {_detail(response)}")
+    body = response.json()
+    return body["active"], body["inactive"]
+
+
+def missing_items(listed: set[str], active: Sequence[str], inactive: Sequence[str], missing: str) -> list[str]:
+    """The served items the file does not list that `missing` changes: deactivate → the active ones, delete → all,
+    keep → none."""
+    if missing == "keep":
+        return []
+    served = list(active) if missing == "deactivate" else [*active, *inactive]
+    return [item_id for item_id in served if item_id not in listed]
 
 
 def _detail(response: httpx.Response) -> str:
@@ -103,9 +131,16 @@ def push_items(
     batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="items a request (at most the API's "
                                                                     "RECSYS_MAX_BATCH_ITEMS)")] = 500,
     timeout_s: Annotated[float, typer.Option(min=1.0, help="the longest wait for one request")] = 300.0,
+    missing: Annotated[Literal["keep", "deactivate", "delete"], typer.Option(
+        help="the served items the file does not list: keep them, deactivate them (out of stock) or delete them "
+             "(after the upserts)")] = "keep",
+    max_missing: Annotated[float, typer.Option(min=0.0, max=1.0, help="--missing: refuse, before any change, "
+                                               "when the items it would change are more than this share of the "
+                                               "served catalogue (a truncated file would empty the shop)")] = 0.5,
     dry_run: Annotated[bool, typer.Option(help="read and check the file against the API, send nothing")] = False,
 ) -> None:
-    """Upsert a shop's item file into a running API (a catalogue feed): batches of POST /v1/admin/items."""
+    """Upsert a shop's item file into a running API (a catalogue feed): batches of POST /v1/admin/items; with
+    --missing, deactivate or delete the served items the file does not list."""
     from recsys.data.bad_rows import BadRows
     from recsys.data.dataset import ImportReport
     from recsys.data.tables import read_item_table
@@ -137,17 +172,33 @@ def push_items(
         batches = math.ceil(len(records) / batch_size)
         summary = f"{counted(len(records), 'item')} in {counted(batches, 'request')}" + (
             f" ({counted(skipped, 'bad row')} skipped)" if skipped else "")
+        gone: list[str] = []
+        if missing != "keep":
+            active, inactive = served_ids(client)
+            gone = missing_items(set(frame["item_id"].to_list()), active, inactive, missing)
+            served_now = len(active) + len(inactive)
+            if gone and len(gone) > max_missing * served_now:
+                raise DataError(f"--missing {missing} would change {counted(len(gone), 'item')} of the "
+                                f"{served_now:,} served ({len(gone) / served_now:.0%}), more than --max-missing "
+                                f"({max_missing:.0%}): is the file whole? Nothing was sent", source=str(items))
+            summary += f"; {counted(len(gone), 'served item')} not in the file to {missing}"
         if dry_run:
             console.print(f"dry run: {summary} would be pushed to {url}")
             return
         started, served = time.perf_counter(), None
         from tqdm.auto import tqdm
 
-        with tqdm(total=len(records), desc="pushing items", unit="item", disable=None) as bar:
+        with tqdm(total=len(records) + len(gone), desc="pushing items", unit="item", disable=None) as bar:
             for start in range(0, len(records), batch_size):
                 batch = records[start:start + batch_size]
                 served = send(client, batch, start + 1)["index_items"]
                 bar.update(len(batch))
+            for start in range(0, len(gone), batch_size):
+                batch = gone[start:start + batch_size]
+                served = post_changes(client, {missing: batch}, f"the {missing} of "
+                                      f"{counted(len(batch), 'served item')} not in the file was")["index_items"]
+                bar.update(len(batch))
     seconds = time.perf_counter() - started
-    console.print(f"[green]pushed[/] {summary} in {seconds:.1f} s ({len(records) / max(seconds, 1e-9):,.0f} "
-                      f"items/s) → {url}; the catalogue serves {served:,} items")
+    changed = len(records) + len(gone)
+    console.print(f"[green]pushed[/] {summary} in {seconds:.1f} s ({changed / max(seconds, 1e-9):,.0f} items/s) "
+                  f"→ {url}; the catalogue serves {served:,} items")

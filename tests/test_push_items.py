@@ -128,3 +128,32 @@ def test_the_admin_header_is_the_tokens(tmp_path):
         assert client.headers["Authorization"] == ADMIN["Authorization"]
     with jobs.push_cmd.client_for("http://shop", None, 5.0) as client:
         assert "Authorization" not in client.headers
+
+
+def test_the_served_items_a_file_leaves_out_are_deactivated_or_deleted_on_request(api, tmp_path):
+    listed = [("cam1", "black mirrorless camera", "Camera One", "", ""), ("cam2", "silver camera", "Two", "", ""),
+              ("bag1", "camera bag black", "Bag One", "", ""), ("bag2", "camera bag brown", "Bag Two", "", ""),
+              ("cam3", "camera three", "Camera Three", "", "")]  # shoe1 and sock1 left out
+    assert api.post("/v1/admin/items", json={"deactivate": ["bag2"]}, headers=ADMIN).status_code == 200
+    ids = api.get("/v1/admin/items", headers=ADMIN).json()
+    assert ids["active"] == ["cam1", "cam2", "bag1", "shoe1", "sock1"] and ids["inactive"] == ["bag2"]
+    assert api.get("/v1/admin/items").status_code == 401  # behind the token
+    args = ["--item-id-col", "sku", "--text-col", "description", "--token", TOKEN]
+    dry = push("--items", feed(tmp_path, listed), *args, "--missing", "delete", "--dry-run")
+    assert dry.exit_code == 0 and not api.posts
+    assert "5 items in 2 requests; 2 served items not in the file to delete" in " ".join(dry.output.split())
+    result = push("--items", feed(tmp_path, listed), *args, "--missing", "deactivate")
+    assert result.exit_code == 0, result.output
+    assert "2 served items not in the file to deactivate" in " ".join(result.output.split())
+    after = api.get("/v1/admin/items", headers=ADMIN).json()
+    # bag2 is listed, so upserted, which makes it active again; shoe1 and sock1 are not
+    assert sorted(after["active"]) == ["bag1", "bag2", "cam1", "cam2", "cam3"]
+    assert sorted(after["inactive"]) == ["shoe1", "sock1"]
+    deleted = push("--items", feed(tmp_path, listed), *args, "--missing", "delete")
+    assert deleted.exit_code == 0, deleted.output
+    assert api.get("/v1/items/sock1").status_code == 404 and api.get("/v1/items/shoe1").status_code == 404
+    posts = len(api.posts)
+    truncated = push("--items", feed(tmp_path, listed[:1]), *args, "--missing", "delete")
+    assert truncated.exit_code == 2 and len(api.posts) == posts  # refused before any change
+    assert "would change 4 items of the 5 served (80%), more than --max-missing (50%)" in \
+        " ".join(truncated.output.split())

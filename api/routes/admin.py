@@ -6,14 +6,15 @@ import logging
 from collections.abc import Collection
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Path
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Response
 from starlette.concurrency import run_in_threadpool
 
 from api.contract import ITEM_ATTRIBUTES, kept_upsert_fields
 from api.deps import current, get_loaded, get_service, get_settings, invalid, require_admin
 from api.errors import documented
 from api.limits import ID_CHARS, VISIBLE
-from api.schemas import ItemChanges, ItemsChanged, ItemState, ItemUpsert, ReloadRequest, ReloadResponse
+from api.responses import json_response
+from api.schemas import CatalogueIds, ItemChanges, ItemsChanged, ItemState, ItemUpsert, ReloadRequest, ReloadResponse
 from api.service import Loaded, Service
 from api.settings import Settings
 from recsys.errors import BundleError
@@ -99,6 +100,15 @@ async def change_items(changes: Annotated[ItemChanges, Body()], loaded: Annotate
                         deactivated=len(changes.deactivate), deleted=len(changes.delete), index_items=state.n_available,
                         items=[ItemState(item_id=item_id, active=name != "delete" and state.is_active(item_id),
                                          index_items=state.n_available) for name, _, item_id in ids])
+
+
+@router.get("/items", response_model=CatalogueIds)
+async def catalogue_ids(loaded: Annotated[Loaded, Depends(get_loaded)],
+                        service: Annotated[Service, Depends(get_service)]) -> Response:
+    """The ids of every catalogue item, active (served) and inactive (out of stock), after every change recorded
+    so far: what a catalogue feed compares its file with (`recsys push-items --missing`)."""
+    serving, active, inactive = await run_in_threadpool(service.catalogue_ids, loaded)
+    return json_response(CatalogueIds(model_version=serving.version, active=active, inactive=inactive))
 
 
 @router.post("/items/{item_id:id}/deactivate", response_model=ItemState, responses=documented(404))
