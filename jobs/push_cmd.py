@@ -183,7 +183,7 @@ def push_items(
                                 f"({max_missing:.0%}): is the file whole? Nothing was sent", source=str(items))
             summary += f"; {counted(len(gone), 'served item')} not in the file to {missing}"
         if dry_run:
-            console.print(f"dry run: {summary} would be pushed to {url}")
+            console.print(f"dry run, nothing sent: would push {summary} → {url}")
             return
         started, served = time.perf_counter(), None
         from tqdm.auto import tqdm
