@@ -12,7 +12,7 @@ import typer
 from jobs.app import EventStoreOpt, RedisTimeoutOpt, RedisUrlOpt, StateDirOpt, app, check_ray_only
 from jobs.output import console, err_console
 from recsys.store import HISTORY_LIMIT, REDIS_TIMEOUT_S
-from recsys.text_format import counted
+from recsys.text_format import counted, plural
 
 
 @app.command("batch-score")
@@ -90,7 +90,7 @@ def batch_score(
         snapshot = manifest["store"]
         console.print(f"event store {snapshot['source']}: events up to #{snapshot['events_seq']} "
                       f"({counted(snapshot['users_with_events'], 'scored user')} "
-                      f"{'has' if snapshot['users_with_events'] == 1 else 'have'} some), catalogue changes up to "
+                      f"{plural(snapshot['users_with_events'], 'has', 'have')} some), catalogue changes up to "
                       f"#{snapshot['changes_seq']}")
     console.print(f"[green]scored[/] {counted(manifest['n_users'], 'user')} → {counted(manifest['n_rows'], 'row')} "
                   f"in "
