@@ -58,12 +58,25 @@ def records_of(items: pl.DataFrame, kept: set[str]) -> list[dict]:
             for row in items.select(columns).iter_rows(named=True)]
 
 
-def send(client: httpx.Client, batch: Sequence[dict], first_row: int,
-         sleep: Callable[[float], None] = time.sleep) -> dict:
-    """POST one batch of upserts; retries a 503 or a failed connection; DataError naming the batch's rows for any
-    other refusal (the batch changed nothing)."""
-    return post_changes(client, {"upsert": list(batch)},
-                        f"items {first_row:,}–{first_row + len(batch) - 1:,} of the file were", sleep)
+class TooLarge(DataError):
+    """The API answered 413: the request's body is over its RECSYS_MAX_BODY_BYTES."""
+
+
+def send(client: httpx.Client, batch: Sequence, first_row: int, key: str = "upsert",
+         sleep: Callable[[float], None] = time.sleep) -> list[dict]:
+    """POST one batch of `key` changes (upserts, or ids to deactivate / delete) and return the API's answers: a
+    batch whose body the API finds too large (413) is sent again as two halves, down to one entry. Retries a 503 or
+    a failed connection; DataError naming the batch's entries for any other refusal (the batch changed nothing)."""
+    what = (f"items {first_row:,}–{first_row + len(batch) - 1:,} of the file were" if key == "upsert" else
+            f"the {key} of served items {first_row:,}–{first_row + len(batch) - 1:,} not in the file was")
+    try:
+        return [post_changes(client, {key: list(batch)}, what, sleep)]
+    except TooLarge:
+        if len(batch) == 1:
+            raise DataError(f"{what} refused: one entry alone is over the API's body limit (RECSYS_MAX_BODY_BYTES); "
+                            "it and the changes after it were not made") from None
+    half = len(batch) // 2
+    return send(client, batch[:half], first_row, key, sleep) + send(client, batch[half:], first_row + half, key, sleep)
 
 
 def post_changes(client: httpx.Client, body: dict, what: str, sleep: Callable[[float], None] = time.sleep) -> dict:
@@ -78,6 +91,8 @@ def post_changes(client: httpx.Client, body: dict, what: str, sleep: Callable[[f
             if response.status_code == 200:
                 return response.json()
             problem = f"HTTP {response.status_code}: {_detail(response)}"
+            if response.status_code == 413:
+                raise TooLarge(f"{what} refused ({problem})")
             if response.status_code != 503:
                 break
         if attempt < RETRIES - 1:
@@ -185,20 +200,18 @@ def push_items(
         if dry_run:
             console.print(f"dry run, nothing sent: would push {summary} → {url}")
             return
-        started, served = time.perf_counter(), None
+        started, answers = time.perf_counter(), []
         from tqdm.auto import tqdm
 
         with tqdm(total=len(records) + len(gone), desc="pushing items", unit="item", disable=None) as bar:
-            for start in range(0, len(records), batch_size):
-                batch = records[start:start + batch_size]
-                served = send(client, batch, start + 1)["index_items"]
-                bar.update(len(batch))
-            for start in range(0, len(gone), batch_size):
-                batch = gone[start:start + batch_size]
-                served = post_changes(client, {missing: batch}, f"the {missing} of "
-                                      f"{counted(len(batch), 'served item')} not in the file was")["index_items"]
-                bar.update(len(batch))
+            for key, entries in (("upsert", records), (missing, gone)):
+                for start in range(0, len(entries), batch_size):
+                    batch = entries[start:start + batch_size]
+                    answers += send(client, batch, start + 1, key)
+                    bar.update(len(batch))
     seconds = time.perf_counter() - started
-    changed = len(records) + len(gone)
-    console.print(f"[green]pushed[/] {summary} in {seconds:.1f} s ({changed / max(seconds, 1e-9):,.0f} items/s) "
-                  f"→ {url}; the catalogue serves {served:,} items")
+    changed, made = len(records) + len(gone), len(answers)
+    split = (f" (batches over the API's body limit, RECSYS_MAX_BODY_BYTES, were split: {counted(made, 'request')} "
+             "made)") if made != batches + math.ceil(len(gone) / batch_size) else ""
+    console.print(f"[green]pushed[/] {summary}{split} in {seconds:.1f} s ({changed / max(seconds, 1e-9):,.0f} "
+                  f"items/s) → {url}; the catalogue serves {answers[-1]['index_items']:,} items")

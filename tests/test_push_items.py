@@ -3,6 +3,8 @@ against the API's OpenAPI document before anything is sent; a refused batch is o
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import polars as pl
 import pytest
@@ -112,7 +114,7 @@ def test_a_busy_api_is_tried_again_and_an_absent_one_is_named(tmp_path):
         return httpx.Response(status, json={"detail": "retry shortly"} if status == 503 else {"index_items": 7})
 
     client = httpx.Client(base_url="http://shop", transport=httpx.MockTransport(handler))
-    assert jobs.push_cmd.send(client, [{"item_id": "a", "text": "b"}], 1, sleep=waits.append) == {"index_items": 7}
+    assert jobs.push_cmd.send(client, [{"item_id": "a", "text": "b"}], 1, sleep=waits.append) == [{"index_items": 7}]
     assert waits == [1.0, 2.0]
     always = httpx.Client(base_url="http://shop", transport=httpx.MockTransport(
         lambda request: httpx.Response(503, json={"detail": "retry shortly"})))
@@ -122,6 +124,25 @@ def test_a_busy_api_is_tried_again_and_an_absent_one_is_named(tmp_path):
     result = CliRunner().invoke(app, ["push-items", "--url", "http://127.0.0.1:9", "--items", path, "--item-id-col",
                                       "sku", "--text-col", "description"])
     assert result.exit_code == 2 and "cannot reach the API at http://127.0.0.1:9" in " ".join(result.output.split())
+
+
+def test_a_batch_over_the_apis_body_limit_is_sent_again_in_halves():
+    accepted: list[list[str]] = []
+
+    def handler(request):
+        body = json.loads(request.content)
+        if len(body["upsert"]) > 2 or any(len(r["text"]) > 10 for r in body["upsert"]):
+            return httpx.Response(413, json={"detail": "request body too large"})
+        accepted.append([r["item_id"] for r in body["upsert"]])
+        return httpx.Response(200, json={"index_items": len(accepted)})
+
+    client = httpx.Client(base_url="http://shop", transport=httpx.MockTransport(handler))
+    records = [{"item_id": f"i{n}", "text": "short"} for n in range(5)]
+    answers = jobs.push_cmd.send(client, records, 1)
+    assert accepted == [["i0", "i1"], ["i2"], ["i3", "i4"]] and len(answers) == 3  # 5 → 2 + 3 → 2 + 1 + 2
+    huge = [{"item_id": "a", "text": "short"}, {"item_id": "b", "text": "far too long a text"}]
+    with pytest.raises(jobs.push_cmd.DataError, match="items 2–2 of the file were refused: one entry alone is over"):
+        jobs.push_cmd.send(client, huge, 1)
 
 
 def test_the_admin_header_is_the_tokens(tmp_path):
