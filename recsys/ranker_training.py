@@ -50,9 +50,10 @@ def stats_config(train: pl.DataFrame, config: RankerConfig) -> StatsConfig:
                        ease=config.ease)
 
 
-def fit_training_stats(split: SplitData, config: RankerConfig) -> InteractionStats:
-    """Statistics for ranker training and serving: the train split only (no valid/test interaction)."""
-    return InteractionStats.fit(split.train, stats_config(split.train, config))
+def fit_training_stats(split: SplitData, config: RankerConfig, progress: bool = False) -> InteractionStats:
+    """Statistics for ranker training and serving: the train split only (no valid/test interaction); with
+    `progress`, bars over the pair tables and the EASE fits."""
+    return InteractionStats.fit(split.train, stats_config(split.train, config), progress)
 
 
 def retrieve(recommender: CandidateRetriever, histories: list[list[str]], depth: int,
@@ -143,12 +144,13 @@ def train_reranker(recommender: CandidateRetriever, split: SplitData, config: Ra
     plus `train_positions` positions inside the train split), fit LGBMRanker with early stopping on a seeded
     held-out slice of users' valid step (a trees bar per fit with `progress`). Returns (reranker, training
     report)."""
-    return fit_prepared(prepare_training(recommender, split, config, log), config, log, progress)
+    return fit_prepared(prepare_training(recommender, split, config, log, progress), config, log, progress)
 
 
 def prepare_training(recommender: CandidateRetriever, split: SplitData, config: RankerConfig,
-                     log=print) -> TrainingSet:
-    """Statistics, candidates and features of the training queries (everything but the seeded fit)."""
+                     log=print, progress: bool = False) -> TrainingSet:
+    """Statistics, candidates and features of the training queries (everything but the seeded fit); `progress`:
+    bars over the statistics' pair tables and EASE fits."""
     started = time.perf_counter()
     valid = sample_examples(split.valid, config.train_examples, config.seed)
     # said before the silent part (statistics, every query's candidates: minutes at a million users)
@@ -156,7 +158,7 @@ def prepare_training(recommender: CandidateRetriever, split: SplitData, config: 
         f"{valid.height:,} valid-step queries" + (f" + train-split positions (last {config.train_positions})"
                                                   if config.train_positions else "") + " …")
     stats_started = time.perf_counter()
-    stats = fit_training_stats(split, config)
+    stats = fit_training_stats(split, config, progress)
     stats_s = time.perf_counter() - stats_started
     if stats.ease is not None:
         log(f"EASE: {counted(len(stats.ease.cuts), 'fit')} over {counted(len(stats.item_ids), 'item')}, with the "

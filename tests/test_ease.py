@@ -176,3 +176,16 @@ def test_a_ranker_with_ease_scores_saves_loads_and_refreshes_them(tmp_path):
     fresher = refreshed(loaded.reranker, split, "valid")
     assert fresher.stats.config.ease == loaded.reranker.stats.config.ease
     assert not np.array_equal(fresher.stats.ease.weights, loaded.reranker.stats.ease.weights)  # refit with valid
+
+
+def test_the_statistics_fit_shows_its_ease_fits_when_asked(capsys):
+    from recsys.ranker_training import fit_training_stats
+    from recsys.splits import split_dataset
+    from tests.test_ranker import planted_dataset
+
+    split = split_dataset(planted_dataset())
+    fit_training_stats(split, RankerConfig(ease={}), progress=True)
+    shown = capsys.readouterr().err
+    assert "EASE fits" in shown and "co-occurrence" in shown
+    fit_training_stats(split, RankerConfig(ease={}))
+    assert "EASE fits" not in capsys.readouterr().err
