@@ -455,3 +455,22 @@ def test_reranked_batch_matches_the_api_and_carries_reasons(ranked_bundle, tmp_p
             rows = plain.filter(pl.col("user_id") == user)
             assert [i["item_id"] for i in body["items"]] == rows["item_id"].to_list()
             assert [i["score"] for i in body["items"]] == pytest.approx(rows["score"].to_list(), rel=1e-6)
+
+
+def test_the_local_engine_loads_the_bundle_when_called_so_the_progress_bar_times_the_scoring_alone(monkeypatch):
+    import jobs.batch.local_engine as local_engine
+
+    calls: list[str] = []
+
+    class Scorer:
+        def __init__(self, bundle, job, recommender, threads):
+            calls.append(f"load {bundle}")
+
+        def run_chunk(self, chunk):
+            calls.append(f"chunk {chunk}")
+            return chunk
+
+    monkeypatch.setattr(local_engine, "ChunkScorer", Scorer)
+    results = local_engine.run_local("b", None, [0, 1])
+    assert calls == ["load b"]  # before the first chunk is asked for (was: inside the bar's first tick)
+    assert list(results) == [0, 1] and calls == ["load b", "chunk 0", "chunk 1"]

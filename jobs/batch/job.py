@@ -253,9 +253,11 @@ def _score(options: BatchOptions, on_chunk: Callable[[ChunkResult], None] | None
     done = job.completed()
     pending = [c for c in range(job.n_chunks) if c not in done]
     done_users = sum(min(options.chunk_size, n_users - c * options.chunk_size) for c in done)
+    # the local engine loads the bundle here, before the bar starts, so the bar's users/s is the scoring's alone
+    results = _engine(options, bundle, job, pending, recommender) if pending else iter(())
     with tqdm(total=n_users, initial=done_users, unit="user", unit_scale=True, desc=f"scoring ({options.engine})",
               disable=not options.progress, smoothing=0.1) as bar:
-        scored_users = collect(_engine(options, bundle, job, pending, recommender), done, bar, on_chunk)
+        scored_users = collect(results, done, bar, on_chunk)
     job.check_complete(done)
 
     seconds = time.perf_counter() - started

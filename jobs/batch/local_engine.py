@@ -15,7 +15,7 @@ from recsys.pipeline import Recommender
 
 def run_local(bundle: str | Path, job: JobDir, chunks: Sequence[int],
               recommender: Recommender | None = None, threads: int = 1) -> Iterator[ChunkResult]:
-    """Score `chunks` in order, yielding each as its shard lands on disk."""
+    """Score `chunks` in order, yielding each as its shard lands on disk. The bundle is loaded when this is called,
+    not when the first chunk is asked for, so a caller's progress bar started afterwards times the scoring alone."""
     scorer = ChunkScorer(bundle, job, recommender, threads)
-    for chunk in chunks:
-        yield scorer.run_chunk(chunk)
+    return (scorer.run_chunk(chunk) for chunk in chunks)
