@@ -176,7 +176,8 @@ def run(bundle: str | Path, out_dir: str | Path, workers: int = 2, trials: int =
     meta = {"bundle": str(bundle), "workers": workers, "environment": environment(), "command": command,
             "convergence": converged, "rss": memory, "feed": fed}
     paths = write_report(out_dir, "live", rows, COLUMNS, title="Live catalogue across workers", meta=meta,
-                         chart=(lambda _, path: _chart(memory, path)) if memory else None,
+                         chart=(lambda _, path: _chart(memory, fed, converged, path)) if memory or fed or converged
+                         else None,
                          notes=[f"command: `{command}`" if command else "command: (library call)",
                                 f"bundle {bundle}; `recsys serve --workers {workers}`, SQLite event store",
                                 "convergence: seconds after the write returned until every worker answered with it "
@@ -188,17 +189,28 @@ def run(bundle: str | Path, out_dir: str | Path, workers: int = 2, trials: int =
     return {"rows": rows, "paths": {k: str(v) for k, v in paths.items()}}
 
 
-def _chart(memory: list[dict], path: Path) -> None:
+def _chart(memory: list[dict], fed: list[dict], converged: list[dict], path: Path) -> None:
+    """One panel per part that ran: worker RSS over the reloads, the feed's seconds each way, the convergence
+    seconds per write kind."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for key in [k for k in memory[0] if k.startswith("worker")]:
-        ax.plot([r["reload"] for r in memory], [r[key] for r in memory], marker="o", label=key)
-    ax.set_xlabel("reload")
-    ax.set_ylabel("RSS (MB)")
-    ax.set_title("Worker memory over reloads")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
+    panels = [name for name, rows in (("rss", memory), ("feed", fed), ("convergence", converged)) if rows]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        if panel == "rss":
+            for key in [k for k in memory[0] if k.startswith("worker")]:
+                ax.plot([r["reload"] for r in memory], [r[key] for r in memory], marker="o", label=key)
+            ax.set(xlabel="reload", ylabel="RSS (MB)", title="Worker memory over reloads")
+            ax.legend()
+        elif panel == "feed":
+            ax.bar([r["kind"] for r in fed], [r["served_s"] for r in fed], color=["tab:gray", "tab:blue"][:len(fed)])
+            ax.set(ylabel="s until every worker serves the last item",
+                   title=f"A feed of {fed[0]['items']:,} new items")
+        else:
+            kinds = list(dict.fromkeys(r["kind"] for r in converged))
+            ax.boxplot([[r["converged_s"] for r in converged if r["kind"] == k] for k in kinds], tick_labels=kinds)
+            ax.set(ylabel="s after the write", title="Every worker answers with the write")
+        ax.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -124,15 +124,9 @@ def _binary(train: pl.DataFrame, stats: InteractionStats) -> np.ndarray:
 
 
 def test_the_re_ranker_reads_ease_scores_only_when_its_statistics_hold_them():
-    from recsys.config import BuildConfig
-    from recsys.pipeline import Recommender
-    from recsys.splits import split_dataset
-    from tests.test_ranker import N_ITEMS, planted_dataset
+    from tests.test_ranker import N_ITEMS, planted_recommender
 
-    dataset = planted_dataset()
-    split = split_dataset(dataset)
-    vectors = np.random.default_rng(1).normal(size=(N_ITEMS, 16)).astype(np.float32)
-    recommender = Recommender.build(dataset, split, vectors, BuildConfig())
+    recommender, split = planted_recommender()
     messages: list[str] = []
     on = prepare_training(recommender, split, RankerConfig(candidates=20, ease={}), messages.append)
     assert "ease_score" in on.builder.names and on.builder.config.ease
@@ -154,17 +148,12 @@ def test_rankers_saved_before_ease_load_without_it():
 
 
 def test_a_ranker_with_ease_scores_saves_loads_and_refreshes_them(tmp_path):
-    from recsys.config import BuildConfig
     from recsys.pipeline import Recommender
     from recsys.ranker_training import train_reranker
-    from recsys.splits import split_dataset
     from recsys.stats_refresh import refreshed
-    from tests.test_ranker import N_ITEMS, planted_dataset
+    from tests.test_ranker import planted_recommender
 
-    dataset = planted_dataset(seed=4)
-    split = split_dataset(dataset)
-    vectors = np.random.default_rng(1).normal(size=(N_ITEMS, 16)).astype(np.float32)
-    recommender = Recommender.build(dataset, split, vectors, BuildConfig())
+    recommender, split = planted_recommender(4)
     config = RankerConfig(candidates=40, n_estimators=30, early_stopping_rounds=5, cv_folds=0, ease={"l2": 20.0})
     recommender.reranker, _ = train_reranker(recommender, split, config, log=lambda *_: None)
     assert "ease_score" in recommender.reranker.builder.names

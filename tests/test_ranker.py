@@ -16,7 +16,7 @@ from recsys.features import FeatureConfig
 from recsys.pipeline import Recommender
 from recsys.ranker import RankerConfig
 from recsys.ranker_training import evaluate_reranker, train_reranker
-from recsys.splits import split_dataset
+from recsys.splits import SplitData, split_dataset
 
 N_ITEMS, N_USERS = 120, 400
 SMALL_RANKER = {"n_estimators": 30, "early_stopping_rounds": 5, "candidates": 20}
@@ -49,12 +49,18 @@ def planted_bundle(root: Path) -> tuple[Path, Path]:
         root / "data"
 
 
-@pytest.fixture(scope="module")
-def trained():
-    dataset = planted_dataset()
+def planted_recommender(seed: int = 0) -> tuple[Recommender, SplitData]:
+    """(towers-only recommender on random item vectors, split) of the planted dataset of `seed`: what the re-ranker
+    tests fit on."""
+    dataset = planted_dataset(seed)
     split = split_dataset(dataset)
     vectors = np.random.default_rng(1).normal(size=(N_ITEMS, 16)).astype(np.float32)
-    recommender = Recommender.build(dataset, split, vectors, BuildConfig())
+    return Recommender.build(dataset, split, vectors, BuildConfig()), split
+
+
+@pytest.fixture(scope="module")
+def trained():
+    recommender, split = planted_recommender()
     config = RankerConfig(candidates=60, n_estimators=60, early_stopping_rounds=10, holdout_users=0.2)
     reranker, report = train_reranker(recommender, split, config, log=lambda *_: None)
     recommender.reranker = reranker
@@ -233,10 +239,7 @@ def test_reranked_lists_keep_their_retrieval_scores(trained):
 def test_listwise_objective_is_used_and_learns_the_planted_signal():
     """`objective="rank_xendcg"` reaches LightGBM (the saved model names it) and ranks the planted successor up;
     an unknown loss is refused when the config is made."""
-    dataset = planted_dataset(seed=3)
-    split = split_dataset(dataset)
-    vectors = np.random.default_rng(1).normal(size=(N_ITEMS, 16)).astype(np.float32)
-    recommender = Recommender.build(dataset, split, vectors, BuildConfig())
+    recommender, split = planted_recommender(3)
     config = RankerConfig(candidates=60, n_estimators=60, early_stopping_rounds=10, objective="rank_xendcg")
     reranker, _ = train_reranker(recommender, split, config, log=lambda *_: None)
     assert "objective=rank_xendcg" in reranker.ranker.booster.model_to_string()
@@ -248,10 +251,7 @@ def test_listwise_objective_is_used_and_learns_the_planted_signal():
 
 
 def test_block_similarity_on_towers_without_a_zero_shot_block_says_so_and_adds_no_feature():
-    dataset = planted_dataset()
-    split = split_dataset(dataset)
-    vectors = np.random.default_rng(1).normal(size=(N_ITEMS, 16)).astype(np.float32)
-    recommender = Recommender.build(dataset, split, vectors, BuildConfig())
+    recommender, split = planted_recommender()
     said: list[str] = []
     config = RankerConfig(candidates=30, n_estimators=10, cv_folds=0, features=FeatureConfig(block_similarity=True))
     reranker, report = train_reranker(recommender, split, config, log=said.append)

@@ -94,6 +94,14 @@ def _render(frame: pl.DataFrame, template: str, path: Path) -> pl.Expr:
     return template_expr(template)
 
 
+def check_encoding(name: str) -> None:
+    """ValueError (a bad option value) for an encoding Python does not know."""
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        raise ValueError(f"unknown encoding {name!r}") from None
+
+
 def read_item_table(item_path: Path, report: ImportReport, bad: BadRows, *, item_id_col: str = "item_id",
                     text_template: str | None = None, text_col: str | None = None,
                     extra_item_cols: Mapping[str, str] | Sequence[str] | None = None, delimiter: str | None = None,
@@ -103,10 +111,7 @@ def read_item_table(item_path: Path, report: ImportReport, bad: BadRows, *, item
     if text_col is not None and text_template is not None:  # the template won, and the column was ignored
         raise DataError(f"pass text_col= / --text-col ({text_col!r}) or text_template= / --text-template, not both: "
                         "a template renders the text from columns (it may name that one: '{" + text_col + "}')")
-    try:
-        codecs.lookup(encoding)
-    except LookupError:
-        raise ValueError(f"unknown encoding {encoding!r}") from None
+    check_encoding(encoding)
     items = read_table(item_path, report, bad, delimiter, encoding)
     _require(items, [item_id_col], item_path, single=True)
     if text_template is None and text_col is None:
@@ -174,11 +179,7 @@ def import_table(interactions_path: str | Path, items_path: str | Path, *, user_
     read with `delimiter` (default: tab for .tsv, else comma) and `encoding`; `items_delimiter` / `items_encoding`
     read the item file otherwise (a `;` Windows export beside a UTF-8 event log). Bad rows: `on_bad_rows="fail"`
     stops with all of them listed, "skip" leaves them out (`dataset.report.rejected`, saved as rejected.csv)."""
-    for given in (encoding, items_encoding or encoding):
-        try:
-            codecs.lookup(given)
-        except LookupError:
-            raise ValueError(f"unknown encoding {given!r}") from None
+    check_encoding(encoding)  # the items file's: read_item_table's own check, before either file is read
     inter_path, item_path, report = Path(interactions_path), Path(items_path), ImportReport()
     bad = BadRows(on_bad_rows)
     item_frame, listed = read_item_table(item_path, report, bad, item_id_col=item_id_col, text_template=text_template,
