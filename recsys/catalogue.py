@@ -26,6 +26,8 @@ import numpy as np
 import polars as pl
 
 from recsys.errors import UnknownIdError
+from recsys.positions import RowPositions
+from recsys.positions import changed as changed_positions
 from recsys.retrieval.filters import RWLock, Where, bitmap_selector, where_key, where_mask
 
 if TYPE_CHECKING:
@@ -38,6 +40,7 @@ FILTER_COLUMNS = ("category", "brand", "price")
 """The catalogue's attributes searches may filter on (`where={"category": …}`): every column but these."""
 DESCRIPTIVE_COLUMNS = ("item_id", "text", "title")
 COMPACT_SHARE = 0.10
+MAX_CHUNKS = 32  # an upsert appends a chunk to the metadata frame: past this many, they are joined (`_few_chunks`)
 WHERE_MASKS = 64  # filter masks cached per catalogue version, at most …
 WHERE_MASK_BYTES = 32 * 2**20  # … and at most this many bytes of them (a mask is one byte per row)
 """`Catalogue.needs_compaction()`: more than this share of rows are tombstones."""
@@ -78,6 +81,19 @@ class AppendOnly:
     def view(self) -> np.ndarray:
         return self._buffer[: self.n]
 
+    def holds(self, view: np.ndarray) -> bool:
+        """Whether `view` is this storage's view of all its rows (so appending extends it without a copy)."""
+        return len(view) == self.n and (self.n == 0 or view.ctypes.data == self._buffer.ctypes.data)
+
+    @classmethod
+    def extended(cls, store: "AppendOnly | None", view: np.ndarray,
+                 rows: np.ndarray) -> tuple["AppendOnly", np.ndarray]:
+        """`view` followed by `rows`: appended in place when `view` is `store`'s view of all its rows (an edit of
+        the latest state), else into a new storage (a copy). Returns the storage and the new view."""
+        if store is None or not store.holds(view):
+            store = cls(np.asarray(view))
+        return store, store.append(rows)
+
     def append(self, rows: np.ndarray) -> np.ndarray:
         """Write `rows` after the current ones and return the view of all rows."""
         need = self.n + len(rows)
@@ -99,11 +115,11 @@ class CatalogueState:
     vectors_version: int
     ids: np.ndarray                 # object [rows]: the id stored in each row (tombstones included)
     flags: np.ndarray               # uint8 [rows]: REMOVED | INACTIVE bits
-    position: dict[str, int]        # id → row of every item not removed
+    position: Mapping[str, int]     # id → row of every item not removed (recsys.positions: shared between versions)
     items: pl.DataFrame             # metadata, one row per catalogue row
     vectors: np.ndarray             # float32 [rows, dim]
     features: ItemArrays | None = None
-    _records: list[dict] | None = field(default=None, repr=False)  # carried over by appends when already built
+    _records: np.ndarray | None = field(default=None, repr=False)  # carried over by appends when already built
     lineage: object = field(default_factory=object, repr=False)
     """Shared by the states of one catalogue between two compactions (upserts carry it over, a compaction starts a
     new one): of two states of one lineage, the longer one's first rows are the other's rows (ids, metadata,
@@ -141,9 +157,9 @@ class CatalogueState:
         return self.items.select(columns) if columns else None
 
     @cached_property
-    def records(self) -> list[dict]:
-        """Every row's metadata as a dict (for responses)."""
-        return self._records if self._records is not None else self.items.to_dicts()
+    def records(self) -> np.ndarray:
+        """object [rows]: every row's metadata as a dict (for responses)."""
+        return self._records if self._records is not None else _objects(self.items.to_dicts())
 
     @cached_property
     def _where_masks(self) -> dict:
@@ -168,6 +184,8 @@ class CatalogueState:
 
     def rows(self, item_ids: Sequence[str]) -> np.ndarray:
         """Row of each id (-1: not in the catalogue)."""
+        if isinstance(self.position, RowPositions):
+            return self.position.rows(item_ids)
         try:  # the common case (retrieved candidates, served histories): every id known, a C-level map
             return np.fromiter(map(self.position.__getitem__, item_ids), np.int64, len(item_ids))
         except KeyError:
@@ -213,6 +231,22 @@ class CandidateRows:
         return self.rows if state is self.state else None
 
 
+def _objects(values: Sequence[Any]) -> np.ndarray:
+    """A 1-d object array of `values` (dicts stay elements: numpy does not unpack them)."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+def _few_chunks(items: pl.DataFrame) -> pl.DataFrame:
+    """`items` in few chunks: its first chunk kept and the rows after it joined into one, or, once those rows are
+    an eighth of the first chunk, every row in one chunk (so an upsert's share of the copying stays small)."""
+    head = items.get_column(items.columns[0]).chunk_lengths()[0]
+    if head < 8 * (items.height - head):
+        return items.rechunk()
+    return pl.concat([items.slice(0, head), items.slice(head).rechunk()], how="vertical", rechunk=False)
+
+
 def _frame_rows(records: Sequence[Mapping[str, Any]], schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
     """`records` as rows of a frame with exactly `schema` (keys outside it dropped, missing ones null)."""
     columns = {name: [r.get(name) for r in records] for name in schema}
@@ -242,7 +276,9 @@ class Catalogue:
         if len(position) != len(live):
             raise ValueError("catalogue item ids must be unique")
         self._vectors = AppendOnly(vectors)
-        self._state = CatalogueState(0, 0, ids, flags, position, items, self._vectors.view())
+        self._ids = AppendOnly(ids)
+        self._records: AppendOnly | None = None    # the latest records view's storage, once one was built
+        self._state = CatalogueState(0, 0, self._ids.view(), flags, position, items, self._vectors.view())
         self._writer = threading.Lock()   # one change at a time (a compaction's swap included)
         self._lock = RWLock()             # searches (read) vs publishing a change (write)
         self._listeners: list[weakref.ref] = []
@@ -337,18 +373,18 @@ class Catalogue:
             flags = old.flags.copy()
             flags[[old.position[i] for i in ids if i in old.position]] |= REMOVED
             flags = np.concatenate([flags, np.zeros(len(ids), np.uint8)])
-            position = dict(old.position)
-            position.update(zip(ids, range(start, start + len(ids))))
+            position = changed_positions(old.position, zip(ids, range(start, start + len(ids))))
             frame = _frame_rows(records, old.items.schema)
             items = pl.concat([old.items, frame], how="vertical_relaxed")
-            items = items.rechunk() if items.n_chunks() > 32 else items
+            items = _few_chunks(items) if items.n_chunks() > MAX_CHUNKS else items
             all_vectors = self._vectors.append(vectors)
             features = old.features.appended(frame, vectors) if old.features is not None else None
+            self._ids, all_ids = AppendOnly.extended(self._ids, old.ids, np.asarray(ids, dtype=object))
             carried = old.__dict__.get("records")
-            state = CatalogueState(old.version + 1, old.vectors_version + 1,
-                                   np.concatenate([old.ids, np.asarray(ids, dtype=object)]), flags, position, items,
-                                   all_vectors, features, None if carried is None else carried + frame.to_dicts(),
-                                   old.lineage)
+            if carried is not None:
+                self._records, carried = AppendOnly.extended(self._records, carried, _objects(frame.to_dicts()))
+            state = CatalogueState(old.version + 1, old.vectors_version + 1, all_ids, flags, position, items,
+                                   all_vectors, features, carried, old.lineage)
             self._publish(state, vectors)
             if self._appended is not None:  # a compaction is building: its swap replays these rows onto its copies
                 self._appended.append((start, start + len(ids)))
@@ -369,11 +405,7 @@ class Catalogue:
             if not changed:
                 return 0
             removed = bool(set_bits & REMOVED)
-            position = old.position
-            if removed:
-                position = dict(position)
-                for row in rows.tolist():
-                    position.pop(old.ids[row], None)
+            position = changed_positions(old.position, gone=old.ids[rows].tolist()) if removed else old.position
             self._publish(replace(old, version=old.version + 1, vectors_version=old.vectors_version + int(removed),
                                   flags=flags, position=position, _records=old.__dict__.get("records")))
             return changed
@@ -423,7 +455,7 @@ class Catalogue:
                     with self._lock.write():
                         for install, batches in jobs:
                             install(batches)
-                        self._vectors, self._state = kept.vectors, state
+                        self._vectors, self._ids, self._records, self._state = kept.vectors, kept.ids, None, state
                     self._appended = None
             finally:
                 if self._appended is not None:  # the build failed: nothing was swapped
@@ -439,7 +471,7 @@ class _Kept:
 
     old: CatalogueState
     keep: np.ndarray
-    ids: np.ndarray
+    ids: AppendOnly
     items: pl.DataFrame
     vectors: AppendOnly
     position: dict[str, int]
@@ -447,10 +479,10 @@ class _Kept:
 
     @classmethod
     def of(cls, old: CatalogueState, keep: np.ndarray, step: int = 16_384) -> "_Kept":
-        ids = old.ids[keep]
+        ids = AppendOnly.taken(old.ids, keep)
         position: dict[str, int] = {}
-        for start in range(0, len(ids), step):  # (a step at a time: the edits going on get the GIL in between)
-            position.update(zip(ids[start:start + step].tolist(), range(start, start + step)))
+        for start in range(0, len(keep), step):  # (a step at a time: the edits going on get the GIL in between)
+            position.update(zip(ids.view()[start:start + step].tolist(), range(start, start + step)))
         return cls(old, keep, ids, old.items[keep], AppendOnly.taken(old.vectors, keep), position,
                    old.features.taken(keep) if old.features is not None else None)
 
@@ -462,7 +494,7 @@ class _Kept:
         start, n = len(self.old), len(self.keep)
         tail = np.arange(start, len(now))
         flags = np.concatenate([now.flags[self.keep], now.flags[start:]])
-        ids = np.concatenate([self.ids, now.ids[start:]])
+        ids = self.ids.append(now.ids[start:])
         position = self.position
         for row in np.flatnonzero(flags[:n] & REMOVED).tolist():  # deleted (or replaced) during the build
             del position[ids[row]]

@@ -24,12 +24,13 @@ def attribute_codes(values: pl.Series) -> np.ndarray:
 class ItemArrays:
     """Per-item arrays the features read, aligned with catalogue rows: L2-normalised vectors, attribute codes,
     prices and the statistics' item codes (-1: no training event). Held by the catalogue's state: an upsert
-    appends the new rows' arrays exactly as they are computed for imported items (`appended`), compaction keeps
-    the surviving rows (`taken`)."""
+    appends the new rows' arrays exactly as they are computed for imported items (`appended`: in place, past the
+    rows of the states before, so an edit costs what it adds, not the catalogue's size), compaction keeps the
+    surviving rows (`taken`)."""
 
     def __init__(self, vectors: AppendOnly, attributes: list[str], codes: dict[str, np.ndarray],
                  vocabulary: dict[str, dict], price: np.ndarray | None, stats_code: np.ndarray,
-                 stats: InteractionStats) -> None:
+                 stats: InteractionStats, stores: dict[str, AppendOnly] | None = None) -> None:
         self._vectors = vectors
         self.vectors = vectors.view()
         self.attributes = attributes
@@ -38,6 +39,7 @@ class ItemArrays:
         self.price = price
         self.stats_code = stats_code
         self.stats = stats
+        self._stores = stores if stores is not None else {}  # the storage each other array was last appended into
 
     @classmethod
     def of(cls, state: CatalogueState, stats: InteractionStats, attributes: list[str] | None = None) -> "ItemArrays":
@@ -55,21 +57,27 @@ class ItemArrays:
 
     def appended(self, items: pl.DataFrame, vectors: np.ndarray) -> "ItemArrays":
         """These arrays plus rows for new catalogue rows (`items` frame + raw `vectors`)."""
+        stores = dict(self._stores)
+
+        def extended(name: str, view: np.ndarray, rows: np.ndarray) -> np.ndarray:
+            stores[name], out = AppendOnly.extended(stores.get(name), view, rows)
+            return out
+
         codes, vocabulary = {}, {}
         for attr, old in self.codes.items():
-            known = dict(self.vocabulary[attr])
-            new = []
-            for value in items[attr].cast(pl.Utf8).to_list() if attr in items.columns else [None] * items.height:
-                if value is not None and value not in known:
-                    known[value] = max(known.values(), default=-1) + 1
-                new.append(-1 if value is None else known[value])
-            codes[attr], vocabulary[attr] = np.concatenate([old, np.asarray(new, np.int64)]), known
-        price = np.concatenate([self.price, prices(items)]) if self.price is not None else None
-        store = self._vectors if self._vectors.n == len(self.vectors) else AppendOnly(self.vectors.copy())
+            known, new = self.vocabulary[attr], []
+            values = items[attr].cast(pl.Utf8).to_list() if attr in items.columns else [None] * items.height
+            unseen = [v for v in dict.fromkeys(values) if v is not None and v not in known]
+            if unseen:
+                first = max(known.values(), default=-1) + 1
+                known = {**known, **{value: first + j for j, value in enumerate(unseen)}}
+            new = [-1 if value is None else known[value] for value in values]
+            codes[attr], vocabulary[attr] = extended(f"codes.{attr}", old, np.asarray(new, np.int64)), known
+        price = extended("price", self.price, prices(items)) if self.price is not None else None
+        stats_code = extended("stats_code", self.stats_code, self.stats.codes(items["item_id"].to_list()))
+        store = self._vectors if self._vectors.holds(self.vectors) else AppendOnly(self.vectors.copy())
         store.append(unit_rows(vectors))  # rows past this state's: earlier views stay valid
-        return ItemArrays(store, self.attributes, codes, vocabulary,
-                          price, np.concatenate([self.stats_code, self.stats.codes(items["item_id"].to_list())]),
-                          self.stats)
+        return ItemArrays(store, self.attributes, codes, vocabulary, price, stats_code, self.stats, stores)
 
     def only(self, attributes: list[str]) -> "ItemArrays":
         """These arrays with only `attributes`' codes and prices (the vectors and statistics codes shared)."""
