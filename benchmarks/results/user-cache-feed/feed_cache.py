@@ -26,7 +26,8 @@ COLUMNS = [Column("phase"), Column("queries", "queries", ","), Column("hit_rate"
 
 def _row(phase: str, ms: list[float], hits: int, misses: int) -> dict:
     return {"phase": phase, "queries": len(ms), "hit_rate": hits / max(hits + misses, 1),
-            "p50_ms": float(np.percentile(ms, 50)), "mean_ms": float(np.mean(ms)), "p99_ms": float(np.percentile(ms, 99))}
+            "p50_ms": float(np.percentile(ms, 50)), "mean_ms": float(np.mean(ms)),
+            "p99_ms": float(np.percentile(ms, 99))}
 
 
 def run(bundle: str, out: str, users: int, rounds: int, queries: int, seed: int) -> dict:
