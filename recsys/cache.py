@@ -24,6 +24,8 @@ def entry_bytes(value: object) -> int:
         payload = len(value)
     elif isinstance(value, np.ndarray):
         payload = value.nbytes
+    elif isinstance(value, tuple):  # e.g. (version, vector): its parts and the tuple itself
+        payload = sum(entry_bytes(part) - ENTRY_OVERHEAD for part in value) + sys.getsizeof(value)
     else:
         payload = sys.getsizeof(value)
     return payload + ENTRY_OVERHEAD

@@ -40,6 +40,10 @@ FILTER_COLUMNS = ("category", "brand", "price")
 """The catalogue's attributes searches may filter on (`where={"category": …}`): every column but these."""
 DESCRIPTIVE_COLUMNS = ("item_id", "text", "title")
 COMPACT_SHARE = 0.10
+VECTOR_CHANGES_KEPT = 256
+"""How many of the latest vector changes (upserts, deletions) `Catalogue.ids_changed_since` remembers …"""
+VECTOR_CHANGE_IDS = 1024
+"""… and the ids of each, up to this many (a bigger change counts as one that changed everything)."""
 MAX_CHUNKS = 32  # an upsert appends a chunk to the metadata frame: past this many, they are joined (`_few_chunks`)
 WHERE_MASKS = 64  # filter masks cached per catalogue version, at most …
 WHERE_MASK_BYTES = 32 * 2**20  # … and at most this many bytes of them (a mask is one byte per row)
@@ -285,6 +289,7 @@ class Catalogue:
         self._compaction = threading.Lock()        # one compaction at a time
         self._appended: list[tuple[int, int]] | None = None  # while one builds: the row ranges upserts appended
         self._features_set = 0                     # `attach_features` calls (a compaction replays appends only)
+        self._vector_changes: tuple[tuple[int, frozenset | None], ...] = ()  # (vectors_version after, ids)
 
     @classmethod
     def from_frame(cls, items: pl.DataFrame, vectors: np.ndarray) -> "Catalogue":
@@ -328,6 +333,34 @@ class Catalogue:
         """Hold off changes (searches: the FAISS rows and the state stay in step); yields the state."""
         with self._lock.read():
             yield self._state
+
+    def ids_changed_since(self, vectors_version: int, now: int | None = None) -> frozenset | None:
+        """The ids whose vector changed (upserted, replaced, deleted) after `vectors_version` and up to `now`
+        (default: the current one); None when that reaches back past the last `VECTOR_CHANGES_KEPT` changes or
+        spans one of more than `VECTOR_CHANGE_IDS` ids. What depends only on some items' vectors (a history's query
+        vector) is still valid when none of them is in it."""
+        now = self._state.vectors_version if now is None else now
+        if vectors_version >= now:
+            return frozenset()
+        log = self._vector_changes  # (replaced, never changed in place: read once)
+        if not log or log[0][0] > vectors_version + 1 or log[-1][0] < now:
+            return None
+        changed: set = set()
+        for version, ids in reversed(log):
+            if version <= vectors_version:
+                break
+            if version <= now:
+                if ids is None:
+                    return None
+                changed |= ids
+        return frozenset(changed)
+
+    def _log_vector_change(self, vectors_version: int, ids: Iterable[str]) -> None:
+        """Remember that `ids`' vectors changed in `vectors_version` (call under the writer lock, before the state
+        is published, so a reader of that state finds its change)."""
+        ids = frozenset(ids)
+        self._vector_changes = (*self._vector_changes[-(VECTOR_CHANGES_KEPT - 1):],
+                                (vectors_version, ids if len(ids) <= VECTOR_CHANGE_IDS else None))
 
     def needs_compaction(self, share: float = COMPACT_SHARE) -> bool:
         state = self._state
@@ -385,6 +418,7 @@ class Catalogue:
                 self._records, carried = AppendOnly.extended(self._records, carried, _objects(frame.to_dicts()))
             state = CatalogueState(old.version + 1, old.vectors_version + 1, all_ids, flags, position, items,
                                    all_vectors, features, carried, old.lineage)
+            self._log_vector_change(state.vectors_version, ids)
             self._publish(state, vectors)
             if self._appended is not None:  # a compaction is building: its swap replays these rows onto its copies
                 self._appended.append((start, start + len(ids)))
@@ -405,7 +439,11 @@ class Catalogue:
             if not changed:
                 return 0
             removed = bool(set_bits & REMOVED)
-            position = changed_positions(old.position, gone=old.ids[rows].tolist()) if removed else old.position
+            position = old.position
+            if removed:
+                gone = old.ids[rows].tolist()
+                position = changed_positions(position, gone=gone)
+                self._log_vector_change(old.vectors_version + 1, gone)
             self._publish(replace(old, version=old.version + 1, vectors_version=old.vectors_version + int(removed),
                                   flags=flags, position=position, _records=old.__dict__.get("records")))
             return changed

@@ -9,6 +9,7 @@ from collections.abc import MutableMapping, Sequence
 import numpy as np
 from cachetools import LRUCache
 
+from recsys.cache import ENTRY_OVERHEAD, entry_bytes
 from recsys.catalogue import Catalogue
 from recsys.config import UserTowerConfig
 from recsys.towers import UserTower, WrappedUserTower, innermost_tower
@@ -63,7 +64,10 @@ class PooledHistoryEncoder(UserTower):
 
 class CachedHistoryEncoder(WrappedUserTower):
     """LRU cache of query vectors keyed by the history itself, so a new event (a new history) never hits a
-    stale entry; emptied when the catalogue's item vectors change (`Catalogue.vectors_version`).
+    stale entry. Each entry keeps the catalogue's `vectors_version` it was computed at; when the catalogue's item
+    vectors have changed since, the entry still serves if none of its history's items changed
+    (`Catalogue.ids_changed_since`: a query vector depends only on its history's items), so a catalogue feed
+    does not empty the cache.
 
     `cache` (e.g. a `recsys.cache.CachePart`: bounded in bytes, keys stored hashed) replaces the default cache
     of `maxsize` entries."""
@@ -73,7 +77,6 @@ class CachedHistoryEncoder(WrappedUserTower):
         self._maxsize = maxsize
         self._cache: MutableMapping = cache if cache is not None else LRUCache(maxsize=maxsize)
         self._lock = threading.Lock()
-        self._version: int | None = None
         self.hits = 0
         self.misses = 0
 
@@ -82,26 +85,35 @@ class CachedHistoryEncoder(WrappedUserTower):
         return CachedHistoryEncoder(self.tower.over(catalogue), self._maxsize, sibling() if sibling else None)
 
     # ---- the cache ------------------------------------------------------------------------------
-    def _current(self) -> int | None:
-        """The catalogue's vectors version, emptying the cache when it moved (call under the lock)."""
+    def _now(self) -> int | None:
         catalogue = self.tower.catalogue
-        version = catalogue.vectors_version if catalogue is not None else None
-        if version != self._version:
-            self._cache.clear()
-            self._version = version
-        return version
+        return catalogue.vectors_version if catalogue is not None else None
+
+    def _valid(self, key: tuple, entry: tuple | None, now: int | None) -> np.ndarray | None:
+        """The cached vector of `entry` (version, vector) when it holds for the catalogue's vectors at `now`, else
+        None; an entry found valid across changes is stored again at `now` (call under the lock)."""
+        if entry is None:
+            return None
+        version, vector = entry
+        if version == now:
+            return vector
+        changed = self.tower.catalogue.ids_changed_since(version, now) if version is not None else None
+        if changed is None or not changed.isdisjoint(key):
+            return None
+        self._cache[key] = (now, vector)  # checked across these changes once
+        return vector
 
     def has(self, history: Sequence[str]) -> bool:
-        """Whether this history's query vector is cached (does not touch the LRU order)."""
+        """Whether this history's query vector is cached and still valid."""
+        key = tuple(history)
         with self._lock:
-            self._current()
-            return tuple(history) in self._cache
+            return self._valid(key, self._cache.get(key), self._now()) is not None
 
     def _room(self) -> int:
         """How many more vectors the cache takes before it starts evicting."""
         capacity = getattr(self._cache, "capacity", None)
-        if capacity is not None:
-            return capacity(self.dim * np.dtype(np.float32).itemsize)
+        if capacity is not None:  # what one dated vector costs beyond the entry's overhead
+            return capacity(entry_bytes((0, np.zeros(self.dim, np.float32))) - ENTRY_OVERHEAD)
         return max(self._maxsize - len(self._cache), 0)
 
     def warm(self, histories: Sequence[Sequence[str]], batch_size: int = 256) -> int:
@@ -119,9 +131,9 @@ class CachedHistoryEncoder(WrappedUserTower):
         out = np.zeros((len(keys), self.dim), dtype=np.float32)
         missing: list[int] = []
         with self._lock:
-            version = self._current()
+            version = self._now()
             for row, key in enumerate(keys):
-                vector = self._cache.get(key)
+                vector = self._valid(key, self._cache.get(key), version)
                 if vector is None:
                     missing.append(row)
                 else:
@@ -131,10 +143,9 @@ class CachedHistoryEncoder(WrappedUserTower):
         if missing:
             computed = np.asarray(self.tower.encode_histories([histories[r] for r in missing]), dtype=np.float32)
             out[missing] = computed
-            with self._lock:
-                if self._current() == version:  # vectors computed from a catalogue that changed meanwhile: not kept
-                    for row, vector in zip(missing, computed):
-                        self._cache[keys[row]] = vector.copy()  # its own buffer: the budget counts what it keeps
+            with self._lock:  # dated at the version before the encode: any change it may have read makes it stale
+                for row, vector in zip(missing, computed):
+                    self._cache[keys[row]] = (version, vector.copy())  # its own buffer: the budget counts it
         return out
 
 

@@ -212,6 +212,25 @@ def test_start_up_pre_encodes_at_most_the_warm_budget_and_the_rest_lazily(bundle
         assert (tower.hits, tower.misses) == (3, 4)  # and cached
 
 
+def test_known_users_vectors_survive_catalogue_edits_that_leave_their_history_alone(client):
+    """A catalogue feed does not cost every known user a user-tower pass: a new item and a deleted one keep the
+    cached query vectors of the users who never saw them; a user whose history holds a replaced item gets a new
+    one."""
+    tower = client.app.state.service.current.recommender.user_tower
+    hits, misses = tower.hits, tower.misses
+    item = {"item_id": "cam3", "text": "camera three", "title": "Camera Three", "category": "cameras"}
+    assert client.put("/v1/admin/items/cam3", json=item, headers=ADMIN).status_code == 200
+    assert client.delete("/v1/admin/items/shoe1", headers=ADMIN).status_code == 200  # u3 saw it, u4 did not
+    assert client.get("/v1/users/u4/recommendations").status_code == 200
+    assert (tower.hits, tower.misses) == (hits + 1, misses)
+    assert client.get("/v1/users/u3/recommendations").status_code == 200
+    assert (tower.hits, tower.misses) == (hits + 1, misses + 1)
+    replaced = {"item_id": "cam2", "text": "camera two, new model", "title": "Camera Two", "category": "cameras"}
+    assert client.put("/v1/admin/items/cam2", json=replaced, headers=ADMIN).status_code == 200
+    assert client.get("/v1/users/u4/recommendations").status_code == 200  # u4 saw cam1 and cam2
+    assert (tower.hits, tower.misses) == (hits + 1, misses + 2)
+
+
 def test_item_lookup(client):
     assert client.get("/v1/items/cam1").json() == {"item_id": "cam1", "text": "black mirrorless camera",
                                                    "title": "Camera One", "category": "cameras", "brand": None,

@@ -353,10 +353,10 @@ def test_byte_budget_cache_keys_are_hashed_and_clear_is_free():
 
 
 def test_cached_history_encoder_within_a_byte_budget():
-    from recsys.cache import ENTRY_OVERHEAD, ByteBudgetCache
+    from recsys.cache import ByteBudgetCache, entry_bytes
 
     tower = CountingTower()
-    cache = ByteBudgetCache(3 * (8 + ENTRY_OVERHEAD))  # three 2-d float32 vectors
+    cache = ByteBudgetCache(3 * entry_bytes((0, np.zeros(2, np.float32))))  # three dated 2-d float32 vectors
     cached = CachedHistoryEncoder(tower, cache=cache.part("vectors"))
     assert cached.warm([["a"] * n for n in range(1, 8)]) == 3 and tower.calls == [3]  # as many as it holds
     cached.encode_histories([["b"] * 200])  # a 200-item history: a hashed key, one more vector
@@ -372,7 +372,7 @@ def test_a_cached_tower_over_another_catalogue_stays_in_the_same_byte_budget():
     np.testing.assert_allclose(cached.encode_histories([["a"]])[0], [1, 0])
     other = cached.over(Catalogue.from_ids(["a", "b"], np.eye(2, dtype=np.float32)[::-1].copy()))
     np.testing.assert_allclose(other.encode_histories([["a"]])[0], [0, 1])  # its own entries, not the first's
-    assert cache.currsize == 2 * entry_bytes(np.zeros(2, np.float32))  # both towers' vectors in the one budget
+    assert cache.currsize == 2 * entry_bytes((0, np.zeros(2, np.float32)))  # both towers' vectors in the one budget
 
 
 def test_neighbour_cache_filters_and_falls_back():
@@ -587,3 +587,45 @@ def test_an_event_frame_is_built_a_batch_at_a_time_and_keeps_every_row_in_order(
     frame = event_frame_of(iter(rows), batch=1000)  # two full batches and a partial one
     assert frame.rows() == rows and frame.n_chunks() == 1
     assert event_frame_of([], batch=10).schema == EVENT_SCHEMA and event_frame_of([]).height == 0
+
+
+def test_cached_query_vectors_survive_catalogue_changes_that_leave_their_history_alone():
+    """A catalogue feed does not empty the cache: an entry serves until one of its history's items is upserted,
+    replaced or deleted (then it is computed again, from the new vectors), or its changes are no longer known."""
+    from recsys import catalogue as catalogue_module
+
+    catalogue = Catalogue.from_ids(["a", "b", "c"], np.eye(3, dtype=np.float32))
+    cached = CachedHistoryEncoder(PooledHistoryEncoder(catalogue, UserTowerConfig()), maxsize=10)
+    cached.encode_histories([["a", "b"], ["c"], ["x"]])  # "x": not in the catalogue yet
+    assert cached.misses == 3
+    catalogue.upsert([{"item_id": "n1"}], np.ones((1, 3), np.float32))           # a new item nobody saw
+    catalogue.upsert([{"item_id": "x"}], np.ones((1, 3), np.float32))            # one a history named already
+    catalogue.set_active(["a"], False)                                           # stock: vectors unchanged
+    assert cached.has(["a", "b"]) and cached.has(["c"]) and not cached.has(["x"])  # "x" is news to it
+    catalogue.upsert([{"item_id": "c"}], np.array([[0, 1, 0]], np.float32))      # c's vector replaced
+    got = cached.encode_histories([["a", "b"], ["c"]])
+    assert (cached.hits, cached.misses) == (1, 4)                                # [c] computed again ...
+    np.testing.assert_allclose(got[1], [0, 1, 0])                                # ... from c's new vector
+    catalogue.remove(["b"])
+    assert not cached.has(["a", "b"]) and cached.has(["c"])
+    for j in range(catalogue_module.VECTOR_CHANGES_KEPT + 1):  # more changes than the catalogue remembers
+        catalogue.upsert([{"item_id": f"m{j}"}], np.ones((1, 3), np.float32))
+    assert not cached.has(["c"])  # its changes since are no longer known: not trusted
+
+
+def test_catalogue_says_which_ids_changed_their_vectors_since_a_version():
+    from recsys.catalogue import VECTOR_CHANGE_IDS
+
+    catalogue = Catalogue.from_ids(["a", "b", "c"], np.eye(3, dtype=np.float32))
+    assert catalogue.ids_changed_since(0) == frozenset()
+    catalogue.upsert([{"item_id": "a"}, {"item_id": "d"}], np.ones((2, 3), np.float32))  # vectors version 1
+    catalogue.set_active(["b"], False)                                                   # still 1
+    catalogue.remove(["c"])                                                              # 2
+    assert catalogue.vectors_version == 2
+    assert catalogue.ids_changed_since(0) == {"a", "d", "c"} and catalogue.ids_changed_since(1) == {"c"}
+    assert catalogue.ids_changed_since(0, now=1) == {"a", "d"} and catalogue.ids_changed_since(2) == frozenset()
+    catalogue.compact()  # rows renumbered, vectors unchanged: nothing more changed
+    assert catalogue.vectors_version == 2 and catalogue.ids_changed_since(1) == {"c"}
+    big = [f"n{j}" for j in range(VECTOR_CHANGE_IDS + 1)]
+    catalogue.upsert([{"item_id": i} for i in big], np.ones((len(big), 3), np.float32))  # 3: too many to list
+    assert catalogue.ids_changed_since(2) is None and catalogue.ids_changed_since(1, now=2) == {"c"}
