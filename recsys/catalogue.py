@@ -128,6 +128,9 @@ class CatalogueState:
     """Shared by the states of one catalogue between two compactions (upserts carry it over, a compaction starts a
     new one): of two states of one lineage, the longer one's first rows are the other's rows (ids, metadata,
     vectors), so a table derived per row can be extended with the rows appended since instead of built again."""
+    additions_version: int = 0
+    """Moves with the changes that can add an item to a search's results: upserts and activations (not
+    deactivations, deletions or compactions, which only take items away)."""
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -322,6 +325,10 @@ class Catalogue:
         return self._state.vectors_version
 
     @property
+    def additions_version(self) -> int:
+        return self._state.additions_version
+
+    @property
     def dim(self) -> int:
         return self._state.dim
 
@@ -417,7 +424,7 @@ class Catalogue:
             if carried is not None:
                 self._records, carried = AppendOnly.extended(self._records, carried, _objects(frame.to_dicts()))
             state = CatalogueState(old.version + 1, old.vectors_version + 1, all_ids, flags, position, items,
-                                   all_vectors, features, carried, old.lineage)
+                                   all_vectors, features, carried, old.lineage, old.additions_version + 1)
             self._log_vector_change(state.vectors_version, ids)
             self._publish(state, vectors)
             if self._appended is not None:  # a compaction is building: its swap replays these rows onto its copies
@@ -445,6 +452,7 @@ class Catalogue:
                 position = changed_positions(position, gone=gone)
                 self._log_vector_change(old.vectors_version + 1, gone)
             self._publish(replace(old, version=old.version + 1, vectors_version=old.vectors_version + int(removed),
+                                  additions_version=old.additions_version + int(bool(clear_bits & INACTIVE)),
                                   flags=flags, position=position, _records=old.__dict__.get("records")))
             return changed
 
@@ -550,7 +558,7 @@ class _Kept:
             for first, end in appended:
                 arrays = arrays.appended(now.items[first:end], now.vectors[first:end])
         return CatalogueState(now.version + 1, now.vectors_version, ids, flags, position, items, self.vectors.view(),
-                              arrays)
+                              arrays, additions_version=now.additions_version)
 
 
 __all__ = ["Catalogue", "CatalogueState", "RowListener", "AppendOnly", "REMOVED", "INACTIVE", "CATALOGUE_COLUMNS",

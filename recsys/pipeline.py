@@ -61,7 +61,10 @@ class Recommender:
         self.user_tower = rebound(user_tower, catalogue) if user_tower is not None else \
             PooledHistoryEncoder(catalogue, config.user_tower)
         self.reranker = reranker  # optional LightGBM stage over the top `reranker.config.candidates` retrieved
-        self.neighbours = NeighbourCache(catalogue)  # similar-item lists, for the current catalogue version
+        # similar-item lists, deeper than a shown list's candidates: a few excluded or stocked-out items still
+        # leave enough of a cached list (a list filtered below what it is asked for is searched again)
+        shown = self.shown_depth(10)
+        self.neighbours = NeighbourCache(catalogue, depth=shown + max(8, shown // 4))
         self.item_tower_loader = item_tower_loader
         self._item_tower: ItemTower | None = None
         self._item_tower_lock = threading.Lock()
@@ -85,7 +88,7 @@ class Recommender:
         return self.catalogue.state.live_ids
 
     @property
-    def item_position(self) -> dict[str, int]:
+    def item_position(self) -> Mapping[str, int]:
         """id → catalogue row of every item not deleted."""
         return self.catalogue.state.position
 

@@ -399,7 +399,7 @@ def test_neighbour_lists_searched_across_a_catalogue_change_are_not_stored():
     cache = NeighbourCache(depth=2, maxsize=10)
 
     def search_during_a_change(item_ids):
-        cache.clear()  # e.g. an admin deactivation while the search ran
+        cache.clear()  # e.g. an upsert while the search ran
         return [["b", "c"] for _ in item_ids], [[0.9, 0.8] for _ in item_ids]
 
     assert cache.top("a", 1, set(), lambda i: True, search_during_a_change) is None  # caller searches itself
@@ -629,3 +629,20 @@ def test_catalogue_says_which_ids_changed_their_vectors_since_a_version():
     big = [f"n{j}" for j in range(VECTOR_CHANGE_IDS + 1)]
     catalogue.upsert([{"item_id": i} for i in big], np.ones((len(big), 3), np.float32))  # 3: too many to list
     assert catalogue.ids_changed_since(2) is None and catalogue.ids_changed_since(1, now=2) == {"c"}
+
+
+def test_a_neighbour_list_deeper_than_asked_survives_a_few_stock_outs():
+    """The cache keeps more neighbours than a shown list is picked from, so a stocked-out or excluded item in the
+    top ones is skipped from the cached list instead of sending the request to a new search."""
+    from recsys.neighbours import NeighbourCache
+
+    cache, searches = NeighbourCache(depth=4, maxsize=10), []
+
+    def search(item_ids):
+        searches.append(list(item_ids))
+        return [["b", "c", "d", "e"] for _ in item_ids], [[0.9, 0.8, 0.7, 0.6] for _ in item_ids]
+
+    assert cache.top("a", 3, set(), lambda i: True, search)[0] == ["b", "c", "d"]
+    assert cache.top("a", 3, set(), lambda i: i != "c", search)[0] == ["b", "d", "e"] and len(searches) == 1
+    assert cache.top("a", 3, {"b"}, lambda i: i != "c", search) is None  # two gone: too few left to tell
+
