@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -393,7 +394,8 @@ class Recommender:
             ids, scores = self.search_vectors(vector, depth, [set(exclude) | {item_id}], where)
             found = ids[0], scores[0]
         pool = RecommendationList(*found, "similar")
-        return self.shown_lists([pool], k, [item_id])[0] if diversify else pool
+        shown = self.shown_lists([pool], k, [item_id])[0] if diversify else pool
+        return replace(shown, depends_on=frozenset(pool.item_ids) | {item_id})
 
     def similar_for_user(self, item_id: str, history: Sequence[str], k: int = 10, exclude: Collection[str] = (),
                          where: Mapping | None = None, explain: bool = False) -> RecommendationList:
