@@ -11,19 +11,15 @@ of an item that is not an anchor; every fourth round a deletion), a 0.25 s pause
 
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import time
-from pathlib import Path
-
 import httpx
-import numpy as np
 
 from benchmarks.common import Column, environment, write_report
+from benchmarks.phases import LATENCY_COLUMNS, arguments, latency_chart, phase_row
 
-COLUMNS = [Column("phase"), Column("requests", "requests", ","), Column("p50_ms", "p50 ms", ".2f"),
-           Column("mean_ms", "mean ms", ".2f"), Column("p99_ms", "p99 ms", ".2f")]
+COLUMNS = [Column("phase"), Column("requests", "requests", ","), *LATENCY_COLUMNS]
 PAUSE_S = 0.25
 
 
@@ -62,44 +58,20 @@ def run(url: str, token: str, out: str, anchors: int, rounds: int, queries: int,
         changed += ask(queries)
     phases[f"one stock change and a {PAUSE_S} s pause before every {queries}"] = changed
     load.append(os.getloadavg())
-    rows = [{"phase": name, "requests": len(ms), "p50_ms": float(np.percentile(ms, 50)),
-             "mean_ms": float(np.mean(ms)), "p99_ms": float(np.percentile(ms, 99))} for name, ms in phases.items()]
+    rows = [phase_row(name, ms) for name, ms in phases.items()]
     meta = {"environment": environment(("numpy", "httpx")), "url": url, "anchors": anchors, "rounds": rounds,
             "queries": queries, "seed": seed, "load_average": [list(v) for v in load]}
     notes = [f"{anchors} random items' similar-item responses cached first (GET /v1/items/{{id}}/similar, no user, "
              "k 10); one connection, one request at a time, latency on the client's clock",
              f"load average (1, 5, 15 min) at the start / end: {meta['load_average']}"]
     return write_report(out, "similar_api", rows, COLUMNS, title="Similar-item pages during a stream of stock changes",
-                        meta=meta, notes=notes, chart=_chart)
-
-
-def _chart(rows, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3))
-    names = [r["phase"] for r in rows]
-    ax.barh(names, [r["mean_ms"] for r in rows], color="#4c72b0", label="mean")
-    ax.scatter([r["p50_ms"] for r in rows], names, color="#dd8452", zorder=3, label="p50")
-    ax.set_xlabel("ms per request (client)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+                        meta=meta, notes=notes,
+                        chart=latency_chart("ms per request (client)"))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", required=True)
-    parser.add_argument("--token", required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--anchors", type=int, default=500)
-    parser.add_argument("--rounds", type=int, default=100)
-    parser.add_argument("--queries", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = arguments(__doc__, {"url": (str, None), "token": (str, None), "anchors": (int, 500), "rounds": (int, 100),
+                               "queries": (int, 20), "seed": (int, 0)})
     print(run(args.url, args.token, args.out, args.anchors, args.rounds, args.queries, args.seed))
 
 
