@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import polars as pl
 
+from recsys.change_log import ChangeLog
 from recsys.errors import UnknownIdError
 from recsys.positions import RowPositions
 from recsys.positions import changed as changed_positions
@@ -40,10 +41,6 @@ FILTER_COLUMNS = ("category", "brand", "price")
 """The catalogue's attributes searches may filter on (`where={"category": …}`): every column but these."""
 DESCRIPTIVE_COLUMNS = ("item_id", "text", "title")
 COMPACT_SHARE = 0.10
-VECTOR_CHANGES_KEPT = 256
-"""How many of the latest vector changes (upserts, deletions) `Catalogue.ids_changed_since` remembers …"""
-VECTOR_CHANGE_IDS = 1024
-"""… and the ids of each, up to this many (a bigger change counts as one that changed everything)."""
 MAX_CHUNKS = 32  # an upsert appends a chunk to the metadata frame: past this many, they are joined (`_few_chunks`)
 WHERE_MASKS = 64  # filter masks cached per catalogue version, at most …
 WHERE_MASK_BYTES = 32 * 2**20  # … and at most this many bytes of them (a mask is one byte per row)
@@ -128,6 +125,9 @@ class CatalogueState:
     """Shared by the states of one catalogue between two compactions (upserts carry it over, a compaction starts a
     new one): of two states of one lineage, the longer one's first rows are the other's rows (ids, metadata,
     vectors), so a table derived per row can be extended with the rows appended since instead of built again."""
+    additions_version: int = 0
+    """Moves with the changes that can add an item to a search's results: upserts and activations (not
+    deactivations, deletions or compactions, which only take items away)."""
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -289,7 +289,7 @@ class Catalogue:
         self._compaction = threading.Lock()        # one compaction at a time
         self._appended: list[tuple[int, int]] | None = None  # while one builds: the row ranges upserts appended
         self._features_set = 0                     # `attach_features` calls (a compaction replays appends only)
-        self._vector_changes: tuple[tuple[int, frozenset | None], ...] = ()  # (vectors_version after, ids)
+        self._changes = ChangeLog()                # which ids the latest changes touched (ids_changed_since)
 
     @classmethod
     def from_frame(cls, items: pl.DataFrame, vectors: np.ndarray) -> "Catalogue":
@@ -322,6 +322,10 @@ class Catalogue:
         return self._state.vectors_version
 
     @property
+    def additions_version(self) -> int:
+        return self._state.additions_version
+
+    @property
     def dim(self) -> int:
         return self._state.dim
 
@@ -336,31 +340,15 @@ class Catalogue:
 
     def ids_changed_since(self, vectors_version: int, now: int | None = None) -> frozenset | None:
         """The ids whose vector changed (upserted, replaced, deleted) after `vectors_version` and up to `now`
-        (default: the current one); None when that reaches back past the last `VECTOR_CHANGES_KEPT` changes or
-        spans one of more than `VECTOR_CHANGE_IDS` ids. What depends only on some items' vectors (a history's query
-        vector) is still valid when none of them is in it."""
-        now = self._state.vectors_version if now is None else now
-        if vectors_version >= now:
-            return frozenset()
-        log = self._vector_changes  # (replaced, never changed in place: read once)
-        if not log or log[0][0] > vectors_version + 1 or log[-1][0] < now:
-            return None
-        changed: set = set()
-        for version, ids in reversed(log):
-            if version <= vectors_version:
-                break
-            if version <= now:
-                if ids is None:
-                    return None
-                changed |= ids
-        return frozenset(changed)
+        (default: the current one); None when that reaches back past the latest `recsys.change_log.KEPT` changes
+        or spans one of more than `MAX_IDS` ids. What depends only on some items' vectors (a history's query vector)
+        is still valid when none of them is in it."""
+        return self._changes.vectors_between(vectors_version, self._state.vectors_version if now is None else now)
 
-    def _log_vector_change(self, vectors_version: int, ids: Iterable[str]) -> None:
-        """Remember that `ids`' vectors changed in `vectors_version` (call under the writer lock, before the state
-        is published, so a reader of that state finds its change)."""
-        ids = frozenset(ids)
-        self._vector_changes = (*self._vector_changes[-(VECTOR_CHANGES_KEPT - 1):],
-                                (vectors_version, ids if len(ids) <= VECTOR_CHANGE_IDS else None))
+    def ids_touched_since(self, version: int, now: int | None = None) -> frozenset | None:
+        """The ids any change after catalogue `version` and up to `now` (default: the current one) touched: upserted,
+        replaced, deleted, activated or deactivated (a compaction touches none); None as for `ids_changed_since`."""
+        return self._changes.between(version, self._state.version if now is None else now)
 
     def needs_compaction(self, share: float = COMPACT_SHARE) -> bool:
         state = self._state
@@ -417,8 +405,8 @@ class Catalogue:
             if carried is not None:
                 self._records, carried = AppendOnly.extended(self._records, carried, _objects(frame.to_dicts()))
             state = CatalogueState(old.version + 1, old.vectors_version + 1, all_ids, flags, position, items,
-                                   all_vectors, features, carried, old.lineage)
-            self._log_vector_change(state.vectors_version, ids)
+                                   all_vectors, features, carried, old.lineage, old.additions_version + 1)
+            self._changes.record(state.version, state.vectors_version, ids, moves_vectors=True)
             self._publish(state, vectors)
             if self._appended is not None:  # a compaction is building: its swap replays these rows onto its copies
                 self._appended.append((start, start + len(ids)))
@@ -439,12 +427,11 @@ class Catalogue:
             if not changed:
                 return 0
             removed = bool(set_bits & REMOVED)
-            position = old.position
-            if removed:
-                gone = old.ids[rows].tolist()
-                position = changed_positions(position, gone=gone)
-                self._log_vector_change(old.vectors_version + 1, gone)
+            touched = old.ids[rows].tolist()
+            position = changed_positions(old.position, gone=touched) if removed else old.position
+            self._changes.record(old.version + 1, old.vectors_version + int(removed), touched, moves_vectors=removed)
             self._publish(replace(old, version=old.version + 1, vectors_version=old.vectors_version + int(removed),
+                                  additions_version=old.additions_version + int(bool(clear_bits & INACTIVE)),
                                   flags=flags, position=position, _records=old.__dict__.get("records")))
             return changed
 
@@ -490,6 +477,7 @@ class Catalogue:
                     rows = np.concatenate([keep, np.arange(len(old), len(now))])
                     jobs += [(listener.compacted(rows, len(now), nullcontext), [])  # attached during the build
                              for listener in self._listeners_alive() if all(listener is not o for o in listeners)]
+                    self._changes.record(state.version, state.vectors_version, (), moves_vectors=False)
                     with self._lock.write():
                         for install, batches in jobs:
                             install(batches)
@@ -550,7 +538,7 @@ class _Kept:
             for first, end in appended:
                 arrays = arrays.appended(now.items[first:end], now.vectors[first:end])
         return CatalogueState(now.version + 1, now.vectors_version, ids, flags, position, items, self.vectors.view(),
-                              arrays)
+                              arrays, additions_version=now.additions_version)
 
 
 __all__ = ["Catalogue", "CatalogueState", "RowListener", "AppendOnly", "REMOVED", "INACTIVE", "CATALOGUE_COLUMNS",

@@ -2,8 +2,10 @@
 
 Similar-item lists are the same for every visitor, so the API keeps each item's top `depth`
 neighbours (computed in one batched search at load, or on first use) and answers a request by
-dropping excluded and deactivated items from that list. The lists key on the catalogue's version:
-any catalogue change empties the cache (lists searched across a change are not stored)."""
+dropping excluded, deactivated and deleted items from that list. The lists key on the catalogue's additions
+version (`CatalogueState.additions_version`): an upsert or an activation, which may put a new item in any list,
+empties the cache (lists searched across one are not stored); a deactivation, a deletion or a compaction only
+takes items away, which the read already drops, so the lists stay."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ Search = Callable[[Sequence[str]], tuple[list[list[str]], list[list[float]]]]
 
 class NeighbourCache:
     """item id → its top `depth` neighbours (ids and scores as numpy arrays), LRU-bounded, for one catalogue
-    version at a time (`catalogue=None`: versions move only with `clear()`)."""
+    additions version at a time (`catalogue=None`: versions move only with `clear()`)."""
 
     def __init__(self, catalogue: Catalogue | None = None, depth: int = 50, maxsize: int = 100_000) -> None:
         self.catalogue = catalogue
@@ -37,8 +39,8 @@ class NeighbourCache:
 
     @property
     def version(self) -> tuple[int, int]:
-        """What the stored lists depend on: the catalogue's version (and explicit clears)."""
-        return (self.catalogue.version if self.catalogue is not None else 0), self._cleared
+        """What the stored lists depend on: the catalogue's additions version (and explicit clears)."""
+        return (self.catalogue.additions_version if self.catalogue is not None else 0), self._cleared
 
     def __len__(self) -> int:
         with self._lock:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,7 +62,10 @@ class Recommender:
         self.user_tower = rebound(user_tower, catalogue) if user_tower is not None else \
             PooledHistoryEncoder(catalogue, config.user_tower)
         self.reranker = reranker  # optional LightGBM stage over the top `reranker.config.candidates` retrieved
-        self.neighbours = NeighbourCache(catalogue)  # similar-item lists, for the current catalogue version
+        # similar-item lists, deeper than a shown list's candidates: a few excluded or stocked-out items still
+        # leave enough of a cached list (a list filtered below what it is asked for is searched again)
+        shown = self.shown_depth(10)
+        self.neighbours = NeighbourCache(catalogue, depth=shown + max(8, shown // 4))
         self.item_tower_loader = item_tower_loader
         self._item_tower: ItemTower | None = None
         self._item_tower_lock = threading.Lock()
@@ -85,7 +89,7 @@ class Recommender:
         return self.catalogue.state.live_ids
 
     @property
-    def item_position(self) -> dict[str, int]:
+    def item_position(self) -> Mapping[str, int]:
         """id → catalogue row of every item not deleted."""
         return self.catalogue.state.position
 
@@ -390,7 +394,8 @@ class Recommender:
             ids, scores = self.search_vectors(vector, depth, [set(exclude) | {item_id}], where)
             found = ids[0], scores[0]
         pool = RecommendationList(*found, "similar")
-        return self.shown_lists([pool], k, [item_id])[0] if diversify else pool
+        shown = self.shown_lists([pool], k, [item_id])[0] if diversify else pool
+        return replace(shown, depends_on=frozenset(pool.item_ids) | {item_id})
 
     def similar_for_user(self, item_id: str, history: Sequence[str], k: int = 10, exclude: Collection[str] = (),
                          where: Mapping | None = None, explain: bool = False) -> RecommendationList:

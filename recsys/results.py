@@ -27,6 +27,10 @@ class RecommendationList:
     explanations: list[dict] | None = None  # per item, when a re-ranker explained the list
     retrieval_scores: list[float] | None = None  # per item, the FAISS score before re-ranking
     reranked: bool = False  # True when the LightGBM re-ranker ordered the list
+    depends_on: frozenset | None = None
+    """The ids whose availability decides the list (similar items: the anchor and the candidates it was picked
+    from), so that a list cached at one catalogue version is known to hold at a later one when no change touched
+    them and none added an item; None: not tracked."""
 
     def take(self, picks: Sequence[int]) -> "RecommendationList":
         """The items at `picks` (indices into this list), in that order, with their per-item fields."""

@@ -439,15 +439,47 @@ def test_similar_responses_are_cached_until_the_catalogue_changes(client):
     assert client.get("/v1/items/ghost/similar", params={"k": 2}).status_code == 404
 
 
+def test_a_cached_similar_response_outlives_the_changes_that_do_not_touch_it(client):
+    """Stock changes elsewhere keep a cached response (its list depends on the anchor and the candidates it was
+    picked from); one that touches them, an addition anywhere, or the anchor's deletion does not."""
+    from api.cached_similar import similar_entry, similar_key
+
+    loaded = client.app.state.service.current
+    catalogue = loaded.recommender.catalogue
+    assert client.get("/v1/items/cam1/similar", params={"k": 2}).status_code == 200
+    key = similar_key("cam1", 2, [], catalogue.additions_version)
+    version, depends_on, _ = loaded.similar_responses[key]
+    assert depends_on == {"cam1", "cam2", "bag1", "bag2", "shoe1", "sock1"}  # the 6-item catalogue: every item
+    marker = similar_entry(version, frozenset({"cam1", "cam2", "bag1"}), b'{"marker": 1}')
+    loaded.similar_responses[key] = marker  # as if its list had been picked from cam2 and bag1 only
+
+    def served_marker() -> bool:
+        return client.get("/v1/items/cam1/similar", params={"k": 2}).content == b'{"marker": 1}'
+
+    assert client.post("/v1/admin/items/sock1/deactivate", headers=ADMIN).status_code == 200
+    assert client.delete("/v1/admin/items/shoe1", headers=ADMIN).status_code == 200
+    assert served_marker() and loaded.similar_responses[key][0] == catalogue.version  # re-dated
+    assert client.post("/v1/admin/items/bag1/deactivate", headers=ADMIN).status_code == 200
+    assert not served_marker()  # bag1 was one of its candidates: computed again
+    loaded.similar_responses[key] = similar_entry(catalogue.version, frozenset({"cam1"}), b'{"marker": 1}')
+    assert client.post("/v1/admin/items/sock1/activate", headers=ADMIN).status_code == 200
+    assert not served_marker()  # an activation may add an item to any list: a new key
+    loaded.similar_responses[similar_key("cam1", 2, [], catalogue.additions_version)] = \
+        similar_entry(catalogue.version, frozenset({"cam2"}), b'{"marker": 1}')
+    assert client.delete("/v1/admin/items/cam1", headers=ADMIN).status_code == 200
+    assert client.get("/v1/items/cam1/similar", params={"k": 2}).status_code == 404  # a deleted anchor
+
+
 def test_cached_similar_lists_are_answered_before_routing_and_only_exact_hits(client):
     from api.cached_similar import cached_request_key, similar_key
 
     loaded = client.app.state.service.current
-    version = loaded.recommender.catalogue.version
+    version = loaded.recommender.catalogue.additions_version
     first = client.get("/v1/items/cam1/similar?k=2&exclude=sock1")
     key = similar_key("cam1", 2, ["sock1"], version)
-    assert loaded.similar_responses[key] == first.content
-    loaded.similar_responses[key] = b'{"marker": 1}'  # a hit is served from the cache, before the route runs
+    stored, depends_on, body = loaded.similar_responses[key]
+    assert body == first.content
+    loaded.similar_responses[key] = (stored, depends_on, b'{"marker": 1}')  # a hit is served before the route runs
     again = client.get("/v1/items/cam1/similar?exclude=sock1&k=2")
     assert again.content == b'{"marker": 1}' and again.headers["content-type"] == "application/json"
     metrics = client.get("/metrics").text

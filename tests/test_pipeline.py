@@ -147,6 +147,10 @@ def test_attribute_filter_and_deactivated_items(recommender):
     assert recommender.recommend_user("stranger", k=1, where={"category": "running"}).item_ids == ["shoe1"]
 
 
+def test_the_cached_neighbour_lists_are_deeper_than_a_shown_list(recommender):
+    assert recommender.shown_depth(10) == 50 and recommender.neighbours.depth == 62
+
+
 def test_similar_items_from_the_neighbour_cache_match_a_search(recommender):
     recommender.neighbours.depth = 3  # shallower than the catalogue: deep or heavily filtered asks search
 
@@ -154,14 +158,22 @@ def test_similar_items_from_the_neighbour_cache_match_a_search(recommender):
         vector = recommender.item_vectors[recommender.item_position[item_id]][None, :]
         return recommender.search_vectors(vector, k, [set(exclude) | {item_id}])[0][0]
 
-    for round_ in range(2):
-        if round_:
-            recommender.catalogue.set_active(["cam2"], False)  # a new catalogue version: the cache starts over
-            assert len(recommender.neighbours) == 0
+    catalogue = recommender.catalogue
+    changes = [(None, True),
+               (lambda: catalogue.set_active(["cam2"], False), True),  # only takes an item away: the lists stay
+               (lambda: catalogue.set_active(["cam2"], True), False),  # may add one to any list: they start over
+               (lambda: catalogue.remove(["shoe1"]), True)]
+    for change, lists_stay in changes:
+        if change is not None:
+            before = len(recommender.neighbours)
+            change()
+            assert len(recommender.neighbours) == (before if lists_stay else 0)
         for item_id in recommender.item_ids:
             for k in range(1, 6):
                 for exclude in ([], ["cam2"], ["bag1", "bag2", "sock1"]):
                     assert recommender.similar_items(item_id, k, exclude, diversify=False).item_ids == \
                         searched(item_id, k, exclude)
+        # every item's list, the deleted shoe1's too (unreachable: a deleted anchor is refused) until an addition
         assert recommender.neighbours.hits > 0 and len(recommender.neighbours) == 6
+    catalogue.set_active(["cam2"], False)
     assert "cam2" not in recommender.similar_items("cam1", 5).item_ids

@@ -399,7 +399,7 @@ def test_neighbour_lists_searched_across_a_catalogue_change_are_not_stored():
     cache = NeighbourCache(depth=2, maxsize=10)
 
     def search_during_a_change(item_ids):
-        cache.clear()  # e.g. an admin deactivation while the search ran
+        cache.clear()  # e.g. an upsert while the search ran
         return [["b", "c"] for _ in item_ids], [[0.9, 0.8] for _ in item_ids]
 
     assert cache.top("a", 1, set(), lambda i: True, search_during_a_change) is None  # caller searches itself
@@ -592,7 +592,7 @@ def test_an_event_frame_is_built_a_batch_at_a_time_and_keeps_every_row_in_order(
 def test_cached_query_vectors_survive_catalogue_changes_that_leave_their_history_alone():
     """A catalogue feed does not empty the cache: an entry serves until one of its history's items is upserted,
     replaced or deleted (then it is computed again, from the new vectors), or its changes are no longer known."""
-    from recsys import catalogue as catalogue_module
+    from recsys import change_log
 
     catalogue = Catalogue.from_ids(["a", "b", "c"], np.eye(3, dtype=np.float32))
     cached = CachedHistoryEncoder(PooledHistoryEncoder(catalogue, UserTowerConfig()), maxsize=10)
@@ -608,13 +608,13 @@ def test_cached_query_vectors_survive_catalogue_changes_that_leave_their_history
     np.testing.assert_allclose(got[1], [0, 1, 0])                                # ... from c's new vector
     catalogue.remove(["b"])
     assert not cached.has(["a", "b"]) and cached.has(["c"])
-    for j in range(catalogue_module.VECTOR_CHANGES_KEPT + 1):  # more changes than the catalogue remembers
+    for j in range(change_log.KEPT + 1):  # more changes than the catalogue remembers
         catalogue.upsert([{"item_id": f"m{j}"}], np.ones((1, 3), np.float32))
     assert not cached.has(["c"])  # its changes since are no longer known: not trusted
 
 
-def test_catalogue_says_which_ids_changed_their_vectors_since_a_version():
-    from recsys.catalogue import VECTOR_CHANGE_IDS
+def test_catalogue_says_which_ids_its_changes_touched_since_a_version():
+    from recsys.change_log import MAX_IDS
 
     catalogue = Catalogue.from_ids(["a", "b", "c"], np.eye(3, dtype=np.float32))
     assert catalogue.ids_changed_since(0) == frozenset()
@@ -626,6 +626,26 @@ def test_catalogue_says_which_ids_changed_their_vectors_since_a_version():
     assert catalogue.ids_changed_since(0, now=1) == {"a", "d"} and catalogue.ids_changed_since(2) == frozenset()
     catalogue.compact()  # rows renumbered, vectors unchanged: nothing more changed
     assert catalogue.vectors_version == 2 and catalogue.ids_changed_since(1) == {"c"}
-    big = [f"n{j}" for j in range(VECTOR_CHANGE_IDS + 1)]
+    big = [f"n{j}" for j in range(MAX_IDS + 1)]
     catalogue.upsert([{"item_id": i} for i in big], np.ones((len(big), 3), np.float32))  # 3: too many to list
     assert catalogue.ids_changed_since(2) is None and catalogue.ids_changed_since(1, now=2) == {"c"}
+    # any change, by catalogue version: 1 upsert a, d; 2 deactivate b; 3 delete c; 4 compaction; 5 the big upsert
+    assert catalogue.version == 5 and catalogue.ids_touched_since(1, now=4) == {"b", "c"}
+    assert catalogue.ids_touched_since(3, now=4) == frozenset() and catalogue.ids_touched_since(4) is None
+
+
+def test_a_neighbour_list_deeper_than_asked_survives_a_few_stock_outs():
+    """The cache keeps more neighbours than a shown list is picked from, so a stocked-out or excluded item in the
+    top ones is skipped from the cached list instead of sending the request to a new search."""
+    from recsys.neighbours import NeighbourCache
+
+    cache, searches = NeighbourCache(depth=4, maxsize=10), []
+
+    def search(item_ids):
+        searches.append(list(item_ids))
+        return [["b", "c", "d", "e"] for _ in item_ids], [[0.9, 0.8, 0.7, 0.6] for _ in item_ids]
+
+    assert cache.top("a", 3, set(), lambda i: True, search)[0] == ["b", "c", "d"]
+    assert cache.top("a", 3, set(), lambda i: i != "c", search)[0] == ["b", "d", "e"] and len(searches) == 1
+    assert cache.top("a", 3, {"b"}, lambda i: i != "c", search) is None  # two gone: too few left to tell
+

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Path, Query, Request, Response
 from pydantic import StringConstraints
 
-from api.cached_similar import DEFAULT_K, similar_key
+from api.cached_similar import DEFAULT_K, fresh_body, similar_entry, similar_key
 from api.deps import check_exclude, check_k, invalid, serving, split_exclude
 from api.errors import documented
 from api.limits import EXCLUDE_VALUE_CHARS, ID_CHARS, NAME_CHARS, VISIBLE
@@ -130,12 +130,14 @@ async def similar_items(
     query = RecommendationQuery(history or (), item_id=item_id, k=k, exclude=exclude, where=where, explain=explain)
     if user_id is not None or where is not None:
         return json_response(to_response(loaded, await loaded.recommend(query), anchor=item_id))
-    # the same list for every visitor: serve the cached bytes (keyed with the catalogue version)
-    key = similar_key(item_id, k, exclude, loaded.recommender.catalogue.version)
-    body = loaded.similar_responses.get(key)  # (hits usually never get here: api.cached_similar answers them)
+    # the same list for every visitor: serve the cached bytes (see api.cached_similar)
+    catalogue = loaded.recommender.catalogue
+    state = catalogue.state  # read once: the key's additions version and the entry's version agree
+    key = similar_key(item_id, k, exclude, state.additions_version)
+    body = fresh_body(loaded.similar_responses, key, catalogue, state)  # (hits usually never reach here)
     if body is None:
         result = await loaded.recommend(query)
         body = to_response(loaded, result, anchor=item_id).model_dump_json().encode()
         if loaded.similar_responses.maxsize:
-            loaded.similar_responses[key] = body
+            loaded.similar_responses[key] = similar_entry(state.version, result.depends_on, body)
     return Response(body, media_type="application/json")

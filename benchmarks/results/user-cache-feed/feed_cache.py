@@ -9,25 +9,19 @@ what a product feed sends) and then asks for `--queries` of those users' lists, 
 
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import time
-from pathlib import Path
-
-import numpy as np
-
 from benchmarks.common import Column, environment, write_report
 from benchmarks.engine import one_thread
+from benchmarks.phases import LATENCY_COLUMNS, arguments, hit_rate, latency_chart, phase_row
 
-COLUMNS = [Column("phase"), Column("queries", "queries", ","), Column("hit_rate", "cache hit rate", ".3f"),
-           Column("p50_ms", "p50 ms", ".2f"), Column("mean_ms", "mean ms", ".2f"), Column("p99_ms", "p99 ms", ".2f")]
+COLUMNS = [Column("phase"), Column("requests", "queries", ","), Column("hit_rate", "cache hit rate", ".3f"),
+           *LATENCY_COLUMNS]
 
 
 def _row(phase: str, ms: list[float], hits: int, misses: int) -> dict:
-    return {"phase": phase, "queries": len(ms), "hit_rate": hits / max(hits + misses, 1),
-            "p50_ms": float(np.percentile(ms, 50)), "mean_ms": float(np.mean(ms)),
-            "p99_ms": float(np.percentile(ms, 99))}
+    return phase_row(phase, ms, hit_rate=hit_rate(hits, misses))
 
 
 def run(bundle: str, out: str, users: int, rounds: int, queries: int, seed: int) -> dict:
@@ -75,34 +69,13 @@ def run(bundle: str, out: str, users: int, rounds: int, queries: int, seed: int)
              "(re-ranked, k 10, one at a time, one thread)",
              f"load average (1, 5, 15 min) before / after the feed: {meta['load_average']}"]
     return write_report(out, "feed_cache", rows, COLUMNS, title="Known users' queries during a catalogue feed",
-                        meta=meta, notes=notes, chart=_chart)
-
-
-def _chart(rows, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3))
-    ax.bar([r["phase"] for r in rows], [r["mean_ms"] for r in rows], color=["#4c72b0", "#dd8452"])
-    for x, r in enumerate(rows):
-        ax.text(x, r["mean_ms"], f"hit rate {r['hit_rate']:.2f}", ha="center", va="bottom", fontsize=8)
-    ax.set_ylabel("mean ms per known-user query")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+                        meta=meta, notes=notes,
+                        chart=latency_chart("ms per known-user query", "hit_rate"))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle", required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--users", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=100)
-    parser.add_argument("--queries", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = arguments(__doc__, {"bundle": (str, None), "users": (int, 2000), "rounds": (int, 100),
+                               "queries": (int, 20), "seed": (int, 0)})
     print(run(args.bundle, args.out, args.users, args.rounds, args.queries, args.seed))
 
 
