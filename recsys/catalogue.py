@@ -10,6 +10,10 @@ so a reader that takes `catalogue.state` once sees one consistent catalogue; der
 which vector each live id has: upserts, deletions and compaction-free changes of the id → vector map); tables
 per row extend themselves with the rows appended since while `lineage` (renewed by each compaction) is the same.
 Searches hold the read lock, so the FAISS structure (a `RowListener`) and the published state always agree.
+
+The parts, each in its own module: a version (`recsys.catalogue_state`), the row storage versions share
+(`recsys.append_only`), their id → row maps (`recsys.positions`), which ids the latest changes touched
+(`recsys.change_log`) and a compaction's rows (`recsys.compaction`).
 """
 
 from __future__ import annotations
@@ -18,33 +22,27 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, field, replace
-from functools import cached_property
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import polars as pl
 
+from recsys.append_only import AppendOnly
+from recsys.catalogue_state import (CATALOGUE_COLUMNS, DESCRIPTIVE_COLUMNS, FILTER_COLUMNS, INACTIVE, REMOVED,
+                                    CandidateRows, CatalogueState, objects)
 from recsys.change_log import ChangeLog
+from recsys.compaction import KeptRows
 from recsys.errors import UnknownIdError
-from recsys.positions import RowPositions
 from recsys.positions import changed as changed_positions
-from recsys.retrieval.filters import RWLock, Where, bitmap_selector, where_key, where_mask
+from recsys.retrieval.filters import RWLock
 
 if TYPE_CHECKING:
     from recsys.item_arrays import ItemArrays
 
-REMOVED = np.uint8(1)   # gone from the catalogue (until compact() reclaims the row)
-INACTIVE = np.uint8(2)  # known but not recommendable (out of stock); activate brings it back
-CATALOGUE_COLUMNS = ("item_id", "text", "title", "category", "brand", "price")
-FILTER_COLUMNS = ("category", "brand", "price")
-"""The catalogue's attributes searches may filter on (`where={"category": …}`): every column but these."""
-DESCRIPTIVE_COLUMNS = ("item_id", "text", "title")
 COMPACT_SHARE = 0.10
-MAX_CHUNKS = 32  # an upsert appends a chunk to the metadata frame: past this many, they are joined (`_few_chunks`)
-WHERE_MASKS = 64  # filter masks cached per catalogue version, at most …
-WHERE_MASK_BYTES = 32 * 2**20  # … and at most this many bytes of them (a mask is one byte per row)
 """`Catalogue.needs_compaction()`: more than this share of rows are tombstones."""
+MAX_CHUNKS = 32  # an upsert appends a chunk to the metadata frame: past this many, they are joined (`_few_chunks`)
 
 
 class RowListener(Protocol):
@@ -61,185 +59,6 @@ class RowListener(Protocol):
         rows never change. Return the install, which the catalogue runs under its write lock with the vector
         batches appended since (in order, each as `rows_added` got it): it appends them to the copy and swaps the
         copy in."""
-
-
-class AppendOnly:
-    """Row storage whose first n rows never change once written: appends write past them (growing the
-    buffer by ~1/8 when full), so the views handed to older states stay valid without copies."""
-
-    def __init__(self, rows: np.ndarray) -> None:
-        self._buffer = np.ascontiguousarray(rows)
-        self.n = len(rows)
-
-    @classmethod
-    def taken(cls, rows: np.ndarray, keep: np.ndarray) -> "AppendOnly":
-        """Storage of `rows[keep]` with room to grow (a compaction's: the upserts that follow append in place)."""
-        store = cls(np.empty((len(keep) + len(keep) // 8 + 64, *rows.shape[1:]), rows.dtype))
-        np.take(rows, keep, axis=0, out=store._buffer[: len(keep)])
-        store.n = len(keep)
-        return store
-
-    def view(self) -> np.ndarray:
-        return self._buffer[: self.n]
-
-    def holds(self, view: np.ndarray) -> bool:
-        """Whether `view` is this storage's view of all its rows (so appending extends it without a copy)."""
-        return len(view) == self.n and (self.n == 0 or view.ctypes.data == self._buffer.ctypes.data)
-
-    @classmethod
-    def extended(cls, store: "AppendOnly | None", view: np.ndarray,
-                 rows: np.ndarray) -> tuple["AppendOnly", np.ndarray]:
-        """`view` followed by `rows`: appended in place when `view` is `store`'s view of all its rows (an edit of
-        the latest state), else into a new storage (a copy). Returns the storage and the new view."""
-        if store is None or not store.holds(view):
-            store = cls(np.asarray(view))
-        return store, store.append(rows)
-
-    def append(self, rows: np.ndarray) -> np.ndarray:
-        """Write `rows` after the current ones and return the view of all rows."""
-        need = self.n + len(rows)
-        if need > len(self._buffer):
-            grown = np.empty((max(need, self.n + self.n // 8 + 64), *self._buffer.shape[1:]), self._buffer.dtype)
-            grown[: self.n] = self._buffer[: self.n]
-            self._buffer = grown
-        self._buffer[self.n:need] = rows
-        self.n = need
-        return self.view()
-
-
-@dataclass(frozen=True, eq=False)
-class CatalogueState:
-    """One immutable version of the catalogue (see the module docstring). Row-aligned: `ids`, `flags`,
-    `items` (metadata frame), `vectors` (raw item vectors) and `features` (the re-ranker's arrays)."""
-
-    version: int
-    vectors_version: int
-    ids: np.ndarray                 # object [rows]: the id stored in each row (tombstones included)
-    flags: np.ndarray               # uint8 [rows]: REMOVED | INACTIVE bits
-    position: Mapping[str, int]     # id → row of every item not removed (recsys.positions: shared between versions)
-    items: pl.DataFrame             # metadata, one row per catalogue row
-    vectors: np.ndarray             # float32 [rows, dim]
-    features: ItemArrays | None = None
-    _records: np.ndarray | None = field(default=None, repr=False)  # carried over by appends when already built
-    lineage: object = field(default_factory=object, repr=False)
-    """Shared by the states of one catalogue between two compactions (upserts carry it over, a compaction starts a
-    new one): of two states of one lineage, the longer one's first rows are the other's rows (ids, metadata,
-    vectors), so a table derived per row can be extended with the rows appended since instead of built again."""
-    additions_version: int = 0
-    """Moves with the changes that can add an item to a search's results: upserts and activations (not
-    deactivations, deletions or compactions, which only take items away)."""
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    @property
-    def dim(self) -> int:
-        return int(self.vectors.shape[1])
-
-    @cached_property
-    def available(self) -> np.ndarray:
-        """bool [rows]: neither removed nor inactive (what a search may return)."""
-        return self.flags == 0
-
-    @cached_property
-    def n_available(self) -> int:
-        return int(self.available.sum())
-
-    @cached_property
-    def n_removed(self) -> int:
-        return int(((self.flags & REMOVED) != 0).sum())
-
-    @cached_property
-    def live_ids(self) -> list[str]:
-        """Ids of the items not removed (active or not), in row order."""
-        return self.ids[(self.flags & REMOVED) == 0].tolist()
-
-    @cached_property
-    def attributes(self) -> pl.DataFrame | None:
-        """The filterable attribute columns (rows aligned), or None when the catalogue has none."""
-        columns = [c for c in self.items.columns if c not in DESCRIPTIVE_COLUMNS]
-        return self.items.select(columns) if columns else None
-
-    @cached_property
-    def records(self) -> np.ndarray:
-        """object [rows]: every row's metadata as a dict (for responses)."""
-        return self._records if self._records is not None else _objects(self.items.to_dicts())
-
-    @cached_property
-    def _where_masks(self) -> dict:
-        return {}
-
-    @cached_property
-    def selector(self) -> tuple:
-        """faiss selector (+ bitmap to keep alive) over the available rows."""
-        return bitmap_selector(self.available)
-
-    def where_mask(self, where: Where) -> np.ndarray:
-        """bool [rows] of rows matching `where` (mapping filters cached for this version, at most `WHERE_MASKS`
-        of them and `WHERE_MASK_BYTES` in all)."""
-        key = where_key(where)
-        cached = self._where_masks.get(key) if key is not None else None
-        if cached is None:
-            cached = where_mask(self.attributes, where)
-            masks = len(self._where_masks) + 1
-            if key is not None and masks <= WHERE_MASKS and masks * cached.nbytes <= WHERE_MASK_BYTES:
-                self._where_masks[key] = cached
-        return cached
-
-    def rows(self, item_ids: Sequence[str]) -> np.ndarray:
-        """Row of each id (-1: not in the catalogue)."""
-        if isinstance(self.position, RowPositions):
-            return self.position.rows(item_ids)
-        try:  # the common case (retrieved candidates, served histories): every id known, a C-level map
-            return np.fromiter(map(self.position.__getitem__, item_ids), np.int64, len(item_ids))
-        except KeyError:
-            get = self.position.get
-            return np.fromiter((get(i, -1) for i in item_ids), np.int64, len(item_ids))
-
-    def is_active(self, item_id: str) -> bool:
-        row = self.position.get(item_id)
-        return row is not None and self.flags[row] == 0
-
-    def check(self, item_ids: Iterable[str]) -> None:
-        """Raise UnknownIdError naming every id not in the catalogue (each once, in first-seen order)."""
-        unknown = list(dict.fromkeys(i for i in item_ids if i not in self.position))
-        if unknown:
-            raise UnknownIdError("item", unknown)
-
-    def record(self, item_id: str) -> dict | None:
-        """The metadata of a live item (a copy), None when it is not in the catalogue."""
-        row = self.position.get(item_id)
-        return None if row is None else dict(self.records[row])
-
-    def records_of(self, item_ids: Sequence[str]) -> list[dict]:
-        """Metadata dicts of live items, in the given order (copies)."""
-        self.check(item_ids)
-        records = self.records
-        return [dict(records[self.position[i]]) for i in item_ids]
-
-
-@dataclass(frozen=True)
-class CandidateRows:
-    """The catalogue rows of retrieved lists (one int64 array per list) and the catalogue state they index:
-    readers that work on rows skip mapping the lists' ids back, as long as that state is still current."""
-
-    state: CatalogueState
-    rows: list[np.ndarray]
-
-    def subset(self, lists: Sequence[int]) -> "CandidateRows":
-        """The rows of the lists at `lists`, in that order."""
-        return CandidateRows(self.state, [self.rows[n] for n in lists])
-
-    def valid_in(self, state: CatalogueState) -> list[np.ndarray] | None:
-        """The rows when they index `state` (the catalogue has not changed since the search), else None."""
-        return self.rows if state is self.state else None
-
-
-def _objects(values: Sequence[Any]) -> np.ndarray:
-    """A 1-d object array of `values` (dicts stay elements: numpy does not unpack them)."""
-    out = np.empty(len(values), dtype=object)
-    out[:] = values
-    return out
 
 
 def _few_chunks(items: pl.DataFrame) -> pl.DataFrame:
@@ -403,7 +222,7 @@ class Catalogue:
             self._ids, all_ids = AppendOnly.extended(self._ids, old.ids, np.asarray(ids, dtype=object))
             carried = old.__dict__.get("records")
             if carried is not None:
-                self._records, carried = AppendOnly.extended(self._records, carried, _objects(frame.to_dicts()))
+                self._records, carried = AppendOnly.extended(self._records, carried, objects(frame.to_dicts()))
             state = CatalogueState(old.version + 1, old.vectors_version + 1, all_ids, flags, position, items,
                                    all_vectors, features, carried, old.lineage, old.additions_version + 1)
             self._changes.record(state.version, state.vectors_version, ids, moves_vectors=True)
@@ -465,7 +284,7 @@ class Catalogue:
                 listeners, features_set = self._listeners_alive(), self._features_set
                 self._appended = []
             try:
-                kept = _Kept.of(old, keep)
+                kept = KeptRows.of(old, keep)
                 installs = [listener.compacted(keep, len(old), self._lock.read) for listener in listeners]
                 with self._writer:
                     now = self._state
@@ -490,56 +309,5 @@ class Catalogue:
             return len(old) - len(keep)
 
 
-@dataclass
-class _Kept:
-    """A compaction's rows carried over from the state it started from (built outside the catalogue's locks: the
-    first rows of a state never change), and the swap's replay of what changed since (`replayed`)."""
-
-    old: CatalogueState
-    keep: np.ndarray
-    ids: AppendOnly
-    items: pl.DataFrame
-    vectors: AppendOnly
-    position: dict[str, int]
-    features: ItemArrays | None
-
-    @classmethod
-    def of(cls, old: CatalogueState, keep: np.ndarray, step: int = 16_384) -> "_Kept":
-        ids = AppendOnly.taken(old.ids, keep)
-        position: dict[str, int] = {}
-        for start in range(0, len(keep), step):  # (a step at a time: the edits going on get the GIL in between)
-            position.update(zip(ids.view()[start:start + step].tolist(), range(start, start + step)))
-        return cls(old, keep, ids, old.items[keep], AppendOnly.taken(old.vectors, keep), position,
-                   old.features.taken(keep) if old.features is not None else None)
-
-    def replayed(self, now: CatalogueState, appended: Sequence[tuple[int, int]],
-                 features_attached: bool) -> CatalogueState:
-        """The compacted `now`: the kept rows then every row appended since the compaction started (`appended`:
-        the upserts' row ranges), with `now`'s flags. The re-ranker's arrays: the kept ones extended by the upserts'
-        rows as each upsert extended them, or, when arrays were attached during the build, `now`'s rows taken."""
-        start, n = len(self.old), len(self.keep)
-        tail = np.arange(start, len(now))
-        flags = np.concatenate([now.flags[self.keep], now.flags[start:]])
-        ids = self.ids.append(now.ids[start:])
-        position = self.position
-        for row in np.flatnonzero(flags[:n] & REMOVED).tolist():  # deleted (or replaced) during the build
-            del position[ids[row]]
-        live = np.flatnonzero((flags[n:] & REMOVED) == 0)
-        position.update(zip(ids[n + live].tolist(), (n + live).tolist()))
-        items = pl.concat([self.items, now.items[start:]], how="vertical_relaxed") if len(tail) else self.items
-        if len(tail):
-            self.vectors.append(now.vectors[start:])
-        if now.features is None:
-            arrays = None
-        elif features_attached or self.features is None:
-            arrays = now.features.taken(np.concatenate([self.keep, tail]))
-        else:
-            arrays = self.features
-            for first, end in appended:
-                arrays = arrays.appended(now.items[first:end], now.vectors[first:end])
-        return CatalogueState(now.version + 1, now.vectors_version, ids, flags, position, items, self.vectors.view(),
-                              arrays, additions_version=now.additions_version)
-
-
-__all__ = ["Catalogue", "CatalogueState", "RowListener", "AppendOnly", "REMOVED", "INACTIVE", "CATALOGUE_COLUMNS",
-           "FILTER_COLUMNS", "COMPACT_SHARE"]
+__all__ = ["Catalogue", "CatalogueState", "CandidateRows", "RowListener", "AppendOnly", "REMOVED", "INACTIVE",
+           "CATALOGUE_COLUMNS", "FILTER_COLUMNS", "DESCRIPTIVE_COLUMNS", "COMPACT_SHARE"]

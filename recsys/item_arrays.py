@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
-from recsys.catalogue import AppendOnly
+from recsys.append_only import AppendOnly
 from recsys.feature_config import ATTRIBUTE_FEATURES
 from recsys.stats import InteractionStats
 

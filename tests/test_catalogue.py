@@ -162,12 +162,12 @@ def test_changes_fold_to_their_net_effect_and_foreign_vectors_are_encoded_again(
 
 
 def test_cached_filter_masks_are_bounded_in_bytes(monkeypatch):
-    import recsys.catalogue
+    import recsys.catalogue_state
 
     rows = 1_000  # one byte per row and mask
     items = pl.DataFrame({"item_id": [f"i{n}" for n in range(rows)], "category": [f"c{n % 50}" for n in range(rows)]})
     state = Catalogue(items, np.ones((rows, 2), np.float32)).state
-    monkeypatch.setattr(recsys.catalogue, "WHERE_MASK_BYTES", 5 * rows)
+    monkeypatch.setattr(recsys.catalogue_state, "WHERE_MASK_BYTES", 5 * rows)
     masks = [state.where_mask({"category": f"c{n}"}) for n in range(20)]  # 20 distinct filters, 5 masks' budget
     assert len(state._where_masks) == 5 and sum(m.nbytes for m in state._where_masks.values()) <= 5 * rows
     assert [int(m.sum()) for m in masks] == [20] * 20 and masks[7][7] and not masks[7][8]  # every answer right

@@ -1,0 +1,53 @@
+"""Row storage that grows without moving the rows older views see (`AppendOnly`): the catalogue's vectors and ids,
+the re-ranker's per-item arrays and the towers' per-row tables are appended to it, so an edit costs what it adds."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class AppendOnly:
+    """Row storage whose first n rows never change once written: appends write past them (growing the
+    buffer by ~1/8 when full), so the views handed to older states stay valid without copies."""
+
+    def __init__(self, rows: np.ndarray) -> None:
+        self._buffer = np.ascontiguousarray(rows)
+        self.n = len(rows)
+
+    @classmethod
+    def taken(cls, rows: np.ndarray, keep: np.ndarray) -> "AppendOnly":
+        """Storage of `rows[keep]` with room to grow (a compaction's: the upserts that follow append in place)."""
+        store = cls(np.empty((len(keep) + len(keep) // 8 + 64, *rows.shape[1:]), rows.dtype))
+        np.take(rows, keep, axis=0, out=store._buffer[: len(keep)])
+        store.n = len(keep)
+        return store
+
+    def view(self) -> np.ndarray:
+        return self._buffer[: self.n]
+
+    def holds(self, view: np.ndarray) -> bool:
+        """Whether `view` is this storage's view of all its rows (so appending extends it without a copy)."""
+        return len(view) == self.n and (self.n == 0 or view.ctypes.data == self._buffer.ctypes.data)
+
+    @classmethod
+    def extended(cls, store: "AppendOnly | None", view: np.ndarray,
+                 rows: np.ndarray) -> tuple["AppendOnly", np.ndarray]:
+        """`view` followed by `rows`: appended in place when `view` is `store`'s view of all its rows (an edit of
+        the latest state), else into a new storage (a copy). Returns the storage and the new view."""
+        if store is None or not store.holds(view):
+            store = cls(np.asarray(view))
+        return store, store.append(rows)
+
+    def append(self, rows: np.ndarray) -> np.ndarray:
+        """Write `rows` after the current ones and return the view of all rows."""
+        need = self.n + len(rows)
+        if need > len(self._buffer):
+            grown = np.empty((max(need, self.n + self.n // 8 + 64), *self._buffer.shape[1:]), self._buffer.dtype)
+            grown[: self.n] = self._buffer[: self.n]
+            self._buffer = grown
+        self._buffer[self.n:need] = rows
+        self.n = need
+        return self.view()
+
+
+__all__ = ["AppendOnly"]
