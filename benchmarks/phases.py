@@ -5,7 +5,8 @@ beside their results: `benchmarks/results/user-cache-feed/feed_cache.py`,
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,40 @@ def phase_row(phase: str, ms: Sequence[float], **extra: Any) -> dict:
     """One table row: the phase, how many requests, `extra` (e.g. a hit rate), then p50 / mean / p99 of `ms`."""
     return {"phase": phase, "requests": len(ms), **extra, "p50_ms": float(np.percentile(ms, 50)),
             "mean_ms": float(np.mean(ms)), "p99_ms": float(np.percentile(ms, 99))}
+
+
+PAUSE_S = 0.25
+"""The API benchmarks' pause after each edit, for the worker to apply it (RECSYS_SYNC_INTERVAL_MS 200)."""
+
+
+def timed_gets(client, paths: Iterable[str]) -> list[float]:
+    """Milliseconds of each GET of `paths` (an httpx client, one request at a time, on the client's clock)."""
+    ms = []
+    for path in paths:
+        started = time.perf_counter()
+        client.get(path).raise_for_status()
+        ms.append((time.perf_counter() - started) * 1e3)
+    return ms
+
+
+def paced_phases(ask: Callable[[int], list[float]], edit: Callable[[int], object], edit_label: str, rounds: int,
+                 queries: int) -> dict[str, list[float]]:
+    """The API benchmarks' three phases: `rounds` × `queries` requests back to back (`ask(n)`: n requests' ms); the
+    same with a `PAUSE_S` pause before every `queries` (the control for the third's pauses); `rounds` rounds of
+    `edit(j)`, the pause, then `queries` requests."""
+    phases = {"no edits": ask(rounds * queries)}
+    paused: list[float] = []
+    for _ in range(rounds):
+        time.sleep(PAUSE_S)
+        paused += ask(queries)
+    phases[f"no edits, a {PAUSE_S} s pause before every {queries}"] = paused
+    edited: list[float] = []
+    for j in range(rounds):
+        edit(j)
+        time.sleep(PAUSE_S)
+        edited += ask(queries)
+    phases[f"{edit_label} and a {PAUSE_S} s pause before every {queries}"] = edited
+    return phases
 
 
 def hit_rate(hits: int, misses: int) -> float:

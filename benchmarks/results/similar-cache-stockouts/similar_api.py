@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import os
 import random
-import time
 import httpx
 
 from benchmarks.common import Column, environment, write_report
-from benchmarks.phases import LATENCY_COLUMNS, arguments, latency_chart, phase_row
+from benchmarks.phases import LATENCY_COLUMNS, arguments, latency_chart, paced_phases, phase_row, timed_gets
 
 COLUMNS = [Column("phase"), Column("requests", "requests", ","), *LATENCY_COLUMNS]
-PAUSE_S = 0.25
 
 
 def run(url: str, token: str, out: str, anchors: int, rounds: int, queries: int, seed: int) -> dict:
@@ -34,29 +32,16 @@ def run(url: str, token: str, out: str, anchors: int, rounds: int, queries: int,
         client.get(f"/v1/items/{anchor}/similar").raise_for_status()
 
     def ask(count: int) -> list[float]:
-        ms = []
-        for anchor in rng.choices(chosen, k=count):
-            started = time.perf_counter()
-            client.get(f"/v1/items/{anchor}/similar").raise_for_status()
-            ms.append((time.perf_counter() - started) * 1e3)
-        return ms
+        return timed_gets(client, (f"/v1/items/{anchor}/similar" for anchor in rng.choices(chosen, k=count)))
 
-    load = [os.getloadavg()]
-    phases = {"no edits": ask(rounds * queries)}
-    paused: list[float] = []
-    for _ in range(rounds):
-        time.sleep(PAUSE_S)
-        paused += ask(queries)
-    phases[f"no edits, a {PAUSE_S} s pause before every {queries}"] = paused
-    changed: list[float] = []
-    for j in range(rounds):
+    def stock_change(j: int) -> None:
         item = others.pop(rng.randrange(len(others)))
         response = client.delete(f"/v1/admin/items/{item}", headers=admin) if j % 4 == 3 else \
             client.post(f"/v1/admin/items/{item}/deactivate", headers=admin)
         response.raise_for_status()
-        time.sleep(PAUSE_S)
-        changed += ask(queries)
-    phases[f"one stock change and a {PAUSE_S} s pause before every {queries}"] = changed
+
+    load = [os.getloadavg()]
+    phases = paced_phases(ask, stock_change, "one stock change", rounds, queries)
     load.append(os.getloadavg())
     rows = [phase_row(name, ms) for name, ms in phases.items()]
     meta = {"environment": environment(("numpy", "httpx")), "url": url, "anchors": anchors, "rounds": rounds,

@@ -19,10 +19,10 @@ import time
 import httpx
 
 from benchmarks.common import Column, environment, write_report
-from benchmarks.phases import LATENCY_COLUMNS, arguments, latency_chart, phase_row
+from benchmarks.phases import (LATENCY_COLUMNS, PAUSE_S, arguments, latency_chart, paced_phases, phase_row,
+                               timed_gets)
 
 COLUMNS = [Column("phase"), Column("requests", "requests", ","), *LATENCY_COLUMNS]
-PAUSE_S = 0.25
 
 
 def known_users(bundle: str, count: int, rng: random.Random) -> list[str]:
@@ -45,28 +45,15 @@ def run(bundle: str, url: str, token: str, out: str, users: int, rounds: int, qu
     time.sleep(PAUSE_S)
 
     def ask(count: int) -> list[float]:
-        ms = []
-        for user in rng.choices(chosen, k=count):
-            started = time.perf_counter()
-            client.get(f"/v1/users/{user}/recommendations").raise_for_status()
-            ms.append((time.perf_counter() - started) * 1e3)
-        return ms
+        return timed_gets(client, (f"/v1/users/{user}/recommendations" for user in rng.choices(chosen, k=count)))
 
-    load = [os.getloadavg()]
-    phases = {"no edits": ask(rounds * queries)}
-    paused: list[float] = []
-    for _ in range(rounds):
-        time.sleep(PAUSE_S)
-        paused += ask(queries)
-    phases[f"no edits, a {PAUSE_S} s pause before every {queries}"] = paused
-    fed: list[float] = []
-    for j in range(rounds):
+    def new_item(j: int) -> None:
         item = f"feed-{seed}-{j}"
         client.put(f"/v1/admin/items/{item}", json={"item_id": item, "text": f"new product {j} for the feed"},
                    headers=admin).raise_for_status()
-        time.sleep(PAUSE_S)
-        fed += ask(queries)
-    phases[f"one new item and a {PAUSE_S} s pause before every {queries}"] = fed
+
+    load = [os.getloadavg()]
+    phases = paced_phases(ask, new_item, "one new item", rounds, queries)
     load.append(os.getloadavg())
     rows = [phase_row(name, ms) for name, ms in phases.items()]
     meta = {"environment": environment(("numpy", "httpx")), "bundle": bundle, "url": url, "users": users,
