@@ -1,13 +1,14 @@
 """Similar-item responses served from the bundle's response cache before routing and parameter validation.
 
 A similar-items list with no user and no filters is the same for every visitor, so the route keeps its
-serialised response (`Loaded.similar_responses`, keyed by `similar_key`). The key holds the catalogue's additions
-version (an upsert or an activation may put a new item in any list); the entry holds the catalogue version it was
-computed at and the ids the list depends on (the anchor and the candidates it was picked from), so a deactivation
-or a deletion elsewhere leaves it valid (`fresh_body`). A request the route has already answered is answered here
-from those bytes: routing and FastAPI's parameter handling cost more than the answer. Anything else (a miss, a user
-id, filters, an unexpected or malformed parameter, an entry a change made stale) goes on to the app, which
-validates it."""
+serialised response (`Loaded.similar_responses`, keyed by `similar_key`). The entry holds the catalogue version it
+was computed at, the ids the list depends on (the anchor and the candidates it was picked from) and the last
+candidate's similarity to the anchor, so the changes since leave it valid when they touch none of those ids (but
+the anchor's stock), leave the anchor's vector alone and add, replace or activate no item that reaches that
+similarity (`fresh_body`, `NeighbourCache.reaches`): a stock change or a new item elsewhere keeps it.
+A request the route has already answered is answered here from those bytes: routing and FastAPI's parameter
+handling cost more than the answer. Anything else (a miss, a user id, filters, an unexpected or malformed
+parameter, an entry a change made stale) goes on to the app, which validates it."""
 
 from __future__ import annotations
 
@@ -24,39 +25,43 @@ ROUTE = SimpleNamespace(path=PREFIX + "{item_id}" + SUFFIX)  # what the metrics 
 DEFAULT_K = 10  # the similar-items route's default k (it imports this)
 
 
-def similar_key(item_id: str, k: int, exclude, additions_version: int) -> Hashable:
+def similar_key(item_id: str, k: int, exclude) -> Hashable:
     """The response-cache key of an unfiltered, user-less similar-items list."""
-    return item_id, k, frozenset(exclude), additions_version
+    return item_id, k, frozenset(exclude)
 
 
-def similar_entry(version: int, depends_on: frozenset | None, body: bytes) -> tuple:
-    """A cached similar-items response: computed at catalogue `version` (read before the list was), valid while no
-    later change touches `depends_on` (None: only at that version)."""
-    return version, depends_on, body
+def similar_entry(state, depends_on: frozenset | None, floor: float | None, body: bytes) -> tuple:
+    """A cached similar-items response computed at catalogue `state` (read before the list was): valid while no
+    later change touches `depends_on` or gives the anchor a new vector, and no item a later change adds reaches
+    `floor` (None: valid only at that version)."""
+    return state.version, state.vectors_version, depends_on, floor, body
 
 
-def fresh_body(cache: MutableMapping, key: Hashable, catalogue, state) -> bytes | None:
-    """The cached response bytes at `key` (made with `state`'s additions version) when they hold for `catalogue`
-    at `state` (none of the changes since touched an id the list depends on; the entry is then re-dated, so those
-    changes are checked once), else None. One state read once gives both the key and `now`: a change between two
-    reads could otherwise pair an old key with a newer version."""
+def fresh_body(cache: MutableMapping, key: Hashable, neighbours, state) -> bytes | None:
+    """The cached response bytes at `key` when they hold for `catalogue` at `state` (the changes since touched no
+    id the list depends on but the anchor's stock, left the anchor's vector alone and added no item that enters the
+    list; the entry is then re-dated, so those changes are checked once), else None. `neighbours`: the
+    recommender's `NeighbourCache` (its catalogue, and its scores for a change's items)."""
     entry = cache.get(key) if key is not None else None
     if entry is None:
         return None
-    version, depends_on, body = entry
-    now = state.version
-    if version == now:
+    version, vectors_version, depends_on, floor, body = entry
+    if version == state.version:
         return body
-    if depends_on is None:
+    if depends_on is None or floor is None:
         return None
-    touched = catalogue.ids_touched_since(version, now)
-    if touched is None or not touched.isdisjoint(depends_on) or key[0] in touched:  # key[0]: the anchor
+    anchor = key[0]
+    catalogue = neighbours.catalogue
+    touched = catalogue.ids_touched_since(version, state.version)
+    moved = catalogue.ids_changed_since(vectors_version, state.vectors_version)
+    if touched is None or moved is None or anchor in moved or not touched.isdisjoint(depends_on - {anchor}) or \
+            neighbours.reaches(state, anchor, touched - {anchor}, floor):
         return None
-    cache[key] = similar_entry(now, depends_on, body)
+    cache[key] = similar_entry(state, depends_on, floor, body)
     return body
 
 
-def cached_request_key(path: str, query_string: bytes, additions_version: int) -> Hashable | None:
+def cached_request_key(path: str, query_string: bytes) -> Hashable | None:
     """`similar_key` of a GET on the similar-items route whose only parameters are one `k` (digits) and any
     number of `exclude`; None for everything else. `path` is the routing path (`api.path_ids.routing_path`): an id
     with a raw slash goes to the route, one with an encoded slash (`%2F`) is decoded as the route decodes it."""
@@ -74,7 +79,7 @@ def cached_request_key(path: str, query_string: bytes, additions_version: int) -
             k = int(value)
         else:
             return None
-    return similar_key(item_id, DEFAULT_K if k is None else k, exclude, additions_version)
+    return similar_key(item_id, DEFAULT_K if k is None else k, exclude)
 
 
 class CachedSimilarMiddleware:
@@ -102,7 +107,6 @@ class CachedSimilarMiddleware:
         loaded = service.current if service is not None else None
         if loaded is None or not loaded.similar_responses:
             return None
-        catalogue = loaded.recommender.catalogue
-        state = catalogue.state
-        key = cached_request_key(scope["path"], scope.get("query_string", b""), state.additions_version)
-        return fresh_body(loaded.similar_responses, key, catalogue, state)
+        neighbours = loaded.recommender.neighbours
+        key = cached_request_key(scope["path"], scope.get("query_string", b""))
+        return fresh_body(loaded.similar_responses, key, neighbours, neighbours.catalogue.state)

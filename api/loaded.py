@@ -40,7 +40,7 @@ class Loaded:
         self.recommender = recommender
         self.applied_seq = 0  # the last catalogue change (store seq) applied to this bundle's catalogue
         self.announced: str | None = None  # the bundle of the last reload (`bundle` change) among those changes
-        # serialised similar-item responses (the same for every visitor), keyed with the catalogue version; they
+        # serialised similar-item responses (the same for every visitor), dated with the catalogue version; they
         # share one byte budget (RECSYS_CACHE_MB) with the user tower's query vectors
         self.cache = cache if cache is not None else ByteBudgetCache(0)
         self.similar_responses = self.cache.part("similar")

@@ -87,11 +87,12 @@ def latency_chart(xlabel: str, label_key: str | None = None) -> Callable[[Sequen
     return draw
 
 
-def arguments(doc: str, options: Mapping[str, tuple[type, Any]]) -> argparse.Namespace:
+def arguments(doc: str, options: Mapping[str, tuple]) -> argparse.Namespace:
     """The command line of a phase benchmark: `--out` and each of `options` (name → (type, default; None:
-    required))."""
+    required) or (type, default, the values it takes))."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--out", required=True)
-    for name, (kind, default) in options.items():
-        parser.add_argument(f"--{name}", type=kind, default=default, required=default is None)
+    for name, (kind, default, *choices) in options.items():
+        parser.add_argument(f"--{name}", type=kind, default=default, required=default is None,
+                            choices=choices[0] if choices else None)
     return parser.parse_args()

@@ -3,6 +3,7 @@ jobs and the evaluator through the same code path; `recommend(query)` is its one
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
@@ -65,7 +66,7 @@ class Recommender:
         # similar-item lists, deeper than a shown list's candidates: a few excluded or stocked-out items still
         # leave enough of a cached list (a list filtered below what it is asked for is searched again)
         shown = self.shown_depth(10)
-        self.neighbours = NeighbourCache(catalogue, depth=shown + max(8, shown // 4))
+        self.neighbours = NeighbourCache(catalogue, depth=shown + max(8, shown // 4), similarities=index.similarities)
         self.item_tower_loader = item_tower_loader
         self._item_tower: ItemTower | None = None
         self._item_tower_lock = threading.Lock()
@@ -395,7 +396,8 @@ class Recommender:
             found = ids[0], scores[0]
         pool = RecommendationList(*found, "similar")
         shown = self.shown_lists([pool], k, [item_id])[0] if diversify else pool
-        return replace(shown, depends_on=frozenset(pool.item_ids) | {item_id})
+        floor = pool.scores[-1] if len(pool.item_ids) >= depth else -math.inf
+        return replace(shown, depends_on=frozenset(pool.item_ids) | {item_id}, floor=floor)
 
     def similar_for_user(self, item_id: str, history: Sequence[str], k: int = 10, exclude: Collection[str] = (),
                          where: Mapping | None = None, explain: bool = False) -> RecommendationList:

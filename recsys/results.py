@@ -30,7 +30,10 @@ class RecommendationList:
     depends_on: frozenset | None = None
     """The ids whose availability decides the list (similar items: the anchor and the candidates it was picked
     from), so that a list cached at one catalogue version is known to hold at a later one when no change touched
-    them and none added an item; None: not tracked."""
+    them and no item a change added or replaced reaches `floor`; None: not tracked."""
+    floor: float | None = None
+    """With `depends_on`: the last candidate's similarity to the anchor, which an added item must reach to enter
+    the candidates (-inf: there were fewer candidates than asked, so any addition enters)."""
 
     def take(self, picks: Sequence[int]) -> "RecommendationList":
         """The items at `picks` (indices into this list), in that order, with their per-item fields."""

@@ -1,3 +1,4 @@
+import math
 import os
 
 import numpy as np
@@ -440,32 +441,52 @@ def test_similar_responses_are_cached_until_the_catalogue_changes(client):
 
 
 def test_a_cached_similar_response_outlives_the_changes_that_do_not_touch_it(client):
-    """Stock changes elsewhere keep a cached response (its list depends on the anchor and the candidates it was
-    picked from); one that touches them, an addition anywhere, or the anchor's deletion does not."""
+    """Stock changes and new items elsewhere keep a cached response (its list depends on the anchor, the candidates
+    it was picked from and the last one's similarity); one that touches them, an addition that reaches that
+    similarity, or the anchor's deletion does not."""
     from api.cached_similar import similar_entry, similar_key
 
     loaded = client.app.state.service.current
     catalogue = loaded.recommender.catalogue
     assert client.get("/v1/items/cam1/similar", params={"k": 2}).status_code == 200
-    key = similar_key("cam1", 2, [], catalogue.additions_version)
-    version, depends_on, _ = loaded.similar_responses[key]
+    key = similar_key("cam1", 2, [])
+    _, _, depends_on, floor, _ = loaded.similar_responses[key]
     assert depends_on == {"cam1", "cam2", "bag1", "bag2", "shoe1", "sock1"}  # the 6-item catalogue: every item
-    marker = similar_entry(version, frozenset({"cam1", "cam2", "bag1"}), b'{"marker": 1}')
-    loaded.similar_responses[key] = marker  # as if its list had been picked from cam2 and bag1 only
+    assert floor == -math.inf  # fewer candidates than a shown list is picked from: any addition enters
+    nothing_reaches = 1e9  # as if its list had been picked from cam2 and bag1 only, the last far above any item
+
+    def cache_marker(depends_on=frozenset({"cam1", "cam2", "bag1"}), floor=nothing_reaches) -> None:
+        loaded.similar_responses[key] = similar_entry(catalogue.state, depends_on, floor, b'{"marker": 1}')
 
     def served_marker() -> bool:
         return client.get("/v1/items/cam1/similar", params={"k": 2}).content == b'{"marker": 1}'
 
+    def put(item_id: str, text: str):
+        return client.put(f"/v1/admin/items/{item_id}", json={"text": text}, headers=ADMIN)
+
+    cache_marker()
     assert client.post("/v1/admin/items/sock1/deactivate", headers=ADMIN).status_code == 200
     assert client.delete("/v1/admin/items/shoe1", headers=ADMIN).status_code == 200
     assert served_marker() and loaded.similar_responses[key][0] == catalogue.version  # re-dated
+    assert client.post("/v1/admin/items/sock1/activate", headers=ADMIN).status_code == 200
+    assert put("lamp1", "a desk lamp").status_code == 200 and put("bag2", "a new bag").status_code == 200
+    assert served_marker()  # they reach no candidate's similarity
     assert client.post("/v1/admin/items/bag1/deactivate", headers=ADMIN).status_code == 200
     assert not served_marker()  # bag1 was one of its candidates: computed again
-    loaded.similar_responses[key] = similar_entry(catalogue.version, frozenset({"cam1"}), b'{"marker": 1}')
+    cache_marker(floor=-1e9)
+    assert put("lamp2", "another desk lamp").status_code == 200
+    assert not served_marker()  # a new item that reaches the last candidate's similarity
+    cache_marker(floor=-1e9)
+    assert client.post("/v1/admin/items/sock1/deactivate", headers=ADMIN).status_code == 200
+    assert served_marker()  # a stock-out takes nothing from it
     assert client.post("/v1/admin/items/sock1/activate", headers=ADMIN).status_code == 200
-    assert not served_marker()  # an activation may add an item to any list: a new key
-    loaded.similar_responses[similar_key("cam1", 2, [], catalogue.additions_version)] = \
-        similar_entry(catalogue.version, frozenset({"cam2"}), b'{"marker": 1}')
+    assert not served_marker()  # back in stock: it reaches the similarity
+    cache_marker()
+    assert client.post("/v1/admin/items/cam1/deactivate", headers=ADMIN).status_code == 200
+    assert served_marker()  # the anchor out of stock: its page's list stays
+    assert put("cam1", "a new camera").status_code == 200
+    assert not served_marker()  # a new vector for the anchor: every similarity changes
+    cache_marker()
     assert client.delete("/v1/admin/items/cam1", headers=ADMIN).status_code == 200
     assert client.get("/v1/items/cam1/similar", params={"k": 2}).status_code == 404  # a deleted anchor
 
@@ -474,21 +495,20 @@ def test_cached_similar_lists_are_answered_before_routing_and_only_exact_hits(cl
     from api.cached_similar import cached_request_key, similar_key
 
     loaded = client.app.state.service.current
-    version = loaded.recommender.catalogue.additions_version
     first = client.get("/v1/items/cam1/similar?k=2&exclude=sock1")
-    key = similar_key("cam1", 2, ["sock1"], version)
-    stored, depends_on, body = loaded.similar_responses[key]
+    key = similar_key("cam1", 2, ["sock1"])
+    *dated, body = loaded.similar_responses[key]
     assert body == first.content
-    loaded.similar_responses[key] = (stored, depends_on, b'{"marker": 1}')  # a hit is served before the route runs
+    loaded.similar_responses[key] = (*dated, b'{"marker": 1}')  # a hit is served before routing
     again = client.get("/v1/items/cam1/similar?exclude=sock1&k=2")
     assert again.content == b'{"marker": 1}' and again.headers["content-type"] == "application/json"
     metrics = client.get("/metrics").text
     assert 'route="/v1/items/{item_id}/similar",status="200"} 2.0' in metrics  # still counted per route
     # only one k (digits) and excludes make a key; anything else is the route's to validate
-    assert cached_request_key("/v1/items/cam1/similar", b"", version) == similar_key("cam1", 10, [], version)
+    assert cached_request_key("/v1/items/cam1/similar", b"") == similar_key("cam1", 10, [])
     for query in (b"k=2&k=3", b"k=-2", b"k=2&user_id=u1", b"k=2&category=cameras", b"k=%202", b"kk=2"):
-        assert cached_request_key("/v1/items/cam1/similar", query, version) is None, query
-    assert cached_request_key("/v1/items/a/b/similar", b"k=2", version) is None
+        assert cached_request_key("/v1/items/cam1/similar", query) is None, query
+    assert cached_request_key("/v1/items/a/b/similar", b"k=2") is None
     assert client.get("/v1/items/cam1/similar?k=2&k=0").status_code == 422
     assert client.get("/v1/items/cam1/similar?k=9999").status_code == 422  # never cached: validated by the route
 

@@ -159,21 +159,71 @@ def test_similar_items_from_the_neighbour_cache_match_a_search(recommender):
         return recommender.search_vectors(vector, k, [set(exclude) | {item_id}])[0][0]
 
     catalogue = recommender.catalogue
-    changes = [(None, True),
-               (lambda: catalogue.set_active(["cam2"], False), True),  # only takes an item away: the lists stay
-               (lambda: catalogue.set_active(["cam2"], True), False),  # may add one to any list: they start over
-               (lambda: catalogue.remove(["shoe1"]), True)]
-    for change, lists_stay in changes:
+    cache = recommender.neighbours
+    # (a change, how many lists it sends to a new search, how many it changes in place)
+    changes = [(None, 6, 0),  # every item's list searched once
+               (lambda: catalogue.set_active(["cam2"], False), 0, 0),  # a stock-out: the read drops it
+               (lambda: catalogue.set_active(["cam2"], True), 0, 0),  # back with its vector: where it was
+               (lambda: catalogue.upsert([{"item_id": "far1"}], -VECTORS[[0]]), 1, 0),  # reaches no list: its own
+               # cam1's twin (3 times as long: the index scores its direction) enters the lists of cam1 and cam2 in
+               # place; it ties bag1's last score (too near to place: searched) and reaches none of the others; its
+               # own list is new
+               (lambda: catalogue.upsert([{"item_id": "cam3"}], 3 * VECTORS[[0]]), 2, 2),
+               # bag2 replaced by shoe1's twin: it moves up in shoe1's, sock1's and far1's lists and leaves bag1's,
+               # which is one shorter (the item after its last is unknown) and searched when a read needs 3 items;
+               # it reaches none of the others; its own list is searched
+               (lambda: catalogue.upsert([{"item_id": "bag2"}], VECTORS[[4]]), 2, 4),
+               # sock1 replaced by a camera and out of stock before a list is read: it leaves the lists that held
+               # it (shoe1's, bag2's, far1's; their score for it is unknown until it is back), which are searched
+               # when a read needs 3 items; its own list is searched
+               (lambda: (catalogue.upsert([{"item_id": "sock1"}], VECTORS[[0]]),
+                         catalogue.set_active(["sock1"], False)), 4, 3),
+               # back in stock as a camera: it enters the lists of cam1, cam2 and cam3 and ties bag1's last
+               (lambda: catalogue.set_active(["sock1"], True), 1, 3),
+               (lambda: catalogue.remove(["shoe1"]), 0, 0)]
+    for change, searched_again, changed_in_place in changes:
+        misses, updated = cache.misses, cache.updated
         if change is not None:
-            before = len(recommender.neighbours)
             change()
-            assert len(recommender.neighbours) == (before if lists_stay else 0)
         for item_id in recommender.item_ids:
             for k in range(1, 6):
                 for exclude in ([], ["cam2"], ["bag1", "bag2", "sock1"]):
                     assert recommender.similar_items(item_id, k, exclude, diversify=False).item_ids == \
                         searched(item_id, k, exclude)
-        # every item's list, the deleted shoe1's too (unreachable: a deleted anchor is refused) until an addition
-        assert recommender.neighbours.hits > 0 and len(recommender.neighbours) == 6
+        assert (cache.misses - misses, cache.updated - updated) == (searched_again, changed_in_place)
+        assert cache.hits > 0 and len(cache) == len(catalogue.state.position) + (change is changes[-1][0])
     catalogue.set_active(["cam2"], False)
     assert "cam2" not in recommender.similar_items("cam1", 5).item_ids
+
+
+def test_lists_of_the_whole_catalogue_take_every_addition_in_place(recommender):
+    """A list shorter than the cache's depth held every item a search could return: an upsert or an activation
+    anywhere is scored and placed in it (a replaced item moves within it) until it is `depth` long; then it is the
+    top of a longer ranking, whose items after its last are unknown."""
+    cache, catalogue = recommender.neighbours, recommender.catalogue
+    cache.depth = 5  # one more than the 4 other active items of the 6-item catalogue with sock1 out of stock
+    catalogue.set_active(["sock1"], False)
+
+    def check(searched_again: int, changed_in_place: int) -> None:
+        misses, updated = cache.misses, cache.updated
+        for item_id in recommender.item_ids:
+            for k in range(1, 6):
+                for exclude in ([], ["cam2"], ["bag1", "shoe1"]):
+                    vector = recommender.item_vectors[recommender.item_position[item_id]][None, :]
+                    searched = recommender.search_vectors(vector, k, [set(exclude) | {item_id}])[0][0]
+                    assert recommender.similar_items(item_id, k, exclude, diversify=False).item_ids == searched
+        assert (cache.misses - misses, cache.updated - updated) == (searched_again, changed_in_place)
+
+    check(6, 0)
+    catalogue.upsert([{"item_id": "cam3"}], 0.5 * VECTORS[[0]])  # the index scores its direction
+    # the lists grow to 5 (still all there is), but sock1's, which held all 5 active items (full): cam3 ties its
+    # last (cam1, the same direction) and it is searched, as is cam3's own
+    check(2, 5)
+    catalogue.upsert([{"item_id": "bag2"}], -VECTORS[[2]])  # bag1's opposite: last in every list but its own
+    # it moves to the end of the lists that hold everything and leaves the full ones (cam3's, sock1's), which a
+    # read of 5 then searches again; its own list is searched
+    check(3, 6)
+    assert recommender.similar_items("cam1", 5, diversify=False).item_ids == ["cam3", "cam2", "bag1", "shoe1", "bag2"]
+    catalogue.set_active(["sock1"], True)  # a sixth: the lists it enters cut their last, and are full from then on
+    check(0, 6)
+    assert recommender.similar_items("cam1", 5, diversify=False).item_ids == ["cam3", "cam2", "bag1", "sock1", "shoe1"]

@@ -131,13 +131,13 @@ async def similar_items(
     if user_id is not None or where is not None:
         return json_response(to_response(loaded, await loaded.recommend(query), anchor=item_id))
     # the same list for every visitor: serve the cached bytes (see api.cached_similar)
-    catalogue = loaded.recommender.catalogue
-    state = catalogue.state  # read once: the key's additions version and the entry's version agree
-    key = similar_key(item_id, k, exclude, state.additions_version)
-    body = fresh_body(loaded.similar_responses, key, catalogue, state)  # (hits usually never reach here)
+    neighbours = loaded.recommender.neighbours
+    state = neighbours.catalogue.state  # read before the list is: the entry is dated at this version
+    key = similar_key(item_id, k, exclude)
+    body = fresh_body(loaded.similar_responses, key, neighbours, state)  # (hits usually never reach here)
     if body is None:
         result = await loaded.recommend(query)
         body = to_response(loaded, result, anchor=item_id).model_dump_json().encode()
         if loaded.similar_responses.maxsize:
-            loaded.similar_responses[key] = similar_entry(state.version, result.depends_on, body)
+            loaded.similar_responses[key] = similar_entry(state, result.depends_on, result.floor, body)
     return Response(body, media_type="application/json")
