@@ -217,6 +217,8 @@ ModelOpt = Annotated[str, typer.Option(help="BERT: local HF directory, hub name,
 OutOpt = Annotated[Path, typer.Option("--out", file_okay=False, help="output directory")]
 BundleDir = Annotated[Path, typer.Option("--bundle", help="bundle directory (or a model directory: newest version)")]
 BundleData = Annotated[Path, typer.Option("--data", help="the dataset the bundle was built on")]
+CpuThreads = Annotated[Optional[int], typer.Option("--threads", min=1, max=256, help="CPU threads (torch, FAISS, "
+                                                   "BLAS; default: the libraries' own, every core)")]
 OverwriteOpt = Annotated[bool, typer.Option(help="replace a dataset already in --out")]
 MaxLength = Annotated[int, typer.Option(min=8, max=512, help="BERT tokens per item text")]
 BatchSize = Annotated[int, typer.Option(min=1, max=4096, help="texts per BERT batch")]
@@ -278,3 +280,12 @@ def eval_sample(value: str) -> int | None:
     if n < 1:
         raise typer.BadParameter(f"expected a positive number of users or 'all', got {value!r}")
     return n
+
+
+def cap_cpu_threads(threads: int | None) -> None:
+    """`--threads` of a command that takes `CpuThreads`: caps torch, FAISS and BLAS for the rest of the process
+    (None: left as they are)."""
+    if threads is not None:
+        from jobs.threads import limit_cpu_threads
+
+        limit_cpu_threads(threads)

@@ -15,9 +15,9 @@ from jobs import (  # noqa: F401
     batch_cmd, bench_batch, bench_catalogue, bench_diversify, bench_engine, bench_folds, bench_gpu, bench_latency,
     bench_live, bench_quality, bench_ranker, bench_scale, bench_store, encode_cmd, export_cmd, push_cmd, quickstart,
     ranker_cmd, refit_cmd, train_cmd)
-from jobs.app import EVAL_USERS, MAX_K, BatchSize, Decay, EncoderOpt, EvalUsersOpt, IndexOpt, Items, MaxLength, \
-    ModelOpt, OutOpt, OverwriteOpt, Port, Seed, Users, app, arrange_help, bundle_name, check_ray_only, eval_sample, \
-    finish_commands, import_app
+from jobs.app import EVAL_USERS, MAX_K, BatchSize, CpuThreads, Decay, EncoderOpt, EvalUsersOpt, IndexOpt, Items, \
+    MaxLength, ModelOpt, OutOpt, OverwriteOpt, Port, Seed, Users, app, arrange_help, bundle_name, cap_cpu_threads, \
+    check_ray_only, eval_sample, finish_commands, import_app
 from jobs.bench import bench_app
 from jobs.options import OneOf, WholeNumber, comma_list
 from jobs.output import console, err_console, index_line, markdown_metrics, metrics_table, print_recommendations, \
@@ -167,11 +167,13 @@ def build(
     workers: Annotated[Optional[int], typer.Option(min=1, help="ray: actors (default: all CPUs / one per GPU)")] = None,
     ray_address: Annotated[Optional[str], typer.Option(help="ray: cluster address (default: a local Ray)")] = None,
     index: IndexOpt = "auto", eval_users: EvalUsersOpt = EVAL_USERS, encoder: EncoderOpt = "onnx-int8",
+    threads: CpuThreads = None,
 ) -> None:
     """Encode the catalogue, build the index, evaluate, and write a bundle to OUT/NAME/VERSION."""
     from jobs.encode_cmd import encode_options
     from jobs.workflows import build_bundle, load_dataset
     check_ray_only(engine, ray_address, workers)
+    cap_cpu_threads(threads)
     config = _build_config(model, max_length, batch_size, decay, index=index, eval_users=eval_users,
                            backend=encoder)
     step(f"reading the dataset {data} …")
@@ -208,6 +210,7 @@ def evaluate_cmd(
     json_output: Annotated[bool, typer.Option("--json", help="print the results as JSON on stdout (no table)")]
     = False,
     encoder: EncoderOpt = "onnx-int8",
+    threads: CpuThreads = None,
 ) -> None:
     """Full-ranking Recall/NDCG/MRR@K over the whole catalogue; prints a table and writes JSON."""
     from jobs.workflows import baseline_models, load_dataset
@@ -215,6 +218,7 @@ def evaluate_cmd(
     from recsys.bundle import Bundle
     from recsys.splits import split_dataset
 
+    cap_cpu_threads(threads)
     config = _build_config(model, max_length, batch_size, decay, ks, splits, mask_history, int8=int8,
                            backend=encoder)
     step(f"reading the dataset {data} …")

@@ -10,8 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from jobs.app import EVAL_USERS, BundleData, BundleDir, EventStoreOpt, EvalUsersOpt, NewBundleOut, RedisTimeoutOpt, \
-    RedisUrlOpt, StateDirOpt, app, eval_sample, read_json_object, validation_problems
+from jobs.app import EVAL_USERS, BundleData, BundleDir, CpuThreads, EventStoreOpt, EvalUsersOpt, NewBundleOut, \
+    RedisTimeoutOpt, RedisUrlOpt, StateDirOpt, app, cap_cpu_threads, eval_sample, read_json_object, validation_problems
 from jobs.batch_cmd import store_source
 from jobs.options import OneOf, comma_list
 from jobs.output import console, metrics_table
@@ -156,11 +156,13 @@ def train_ranker(
     cv_folds: CvFolds = None,
     fold_ensemble: FoldEnsemble = None,
     config_file: RankerConfigFile = None,
+    threads: CpuThreads = None,
 ) -> None:
     """Fit the LightGBM lambdarank re-ranker on the validation step (+ train-split positions; test untouched) and
     save a new bundle."""
     from recsys.artifacts import new_version
 
+    cap_cpu_threads(threads)
     config = ranker_config(candidates, n_jobs, seed, train_positions, transition_candidates, popular_candidates,
                            cv_folds, fold_ensemble, read_overrides(config_file)).model_copy(
         update={"train_examples": eval_sample(train_users)})

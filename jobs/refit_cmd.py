@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from jobs.app import BundleData, BundleDir, NewBundleOut, app
+from jobs.app import BundleData, BundleDir, CpuThreads, NewBundleOut, app, cap_cpu_threads
 from jobs.output import console, metrics_table
 from jobs.ranker_cmd import bundle_and_dataset, kept_manifest, load_bundle
 
@@ -20,6 +20,7 @@ def refit(
         help="train on the events through this step: 'valid' (+ every user's valid-step event; test is scored "
              "before and after) or 'test' (every event: for serving, nothing left to evaluate)")] = "valid",
     out: NewBundleOut = None,
+    threads: CpuThreads = None,
 ) -> None:
     """Train an engine's towers again, with the bundle's own settings and chosen number of epochs, on the events
     through a later step, keep its re-ranker with statistics refreshed through the same step, and save a new
@@ -36,6 +37,7 @@ def refit(
 
     if through not in REFIT_STEPS:
         raise typer.BadParameter(f"must be valid or test, got {through!r}", param_hint="--through")
+    cap_cpu_threads(threads)
     path, manifest, dataset = bundle_and_dataset(bundle, data)
     if "train" not in manifest:
         raise BundleError(f"the bundle {path} has no trained towers to refit (`recsys train` writes them)")

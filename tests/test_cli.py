@@ -926,3 +926,23 @@ def test_import_table_names_the_dataset_after_its_out_directory(tmp_path):
     result = run(*base, "--out", tmp_path / "other", "--name", "spring-sale")
     assert result.exit_code == 0 and result.output.startswith("imported spring-sale: 3 items")
     assert json.loads((tmp_path / "other" / "schema.json").read_text())["name"] == "spring-sale"
+
+
+def test_the_heavy_commands_cap_their_cpu_threads_first(monkeypatch, tmp_path):
+    """`--threads N` on build, evaluate, train-ranker and refit caps torch, FAISS and BLAS before any work (here
+    the cap is recorded and stops the command); without it they are left as they are."""
+    calls = []
+
+    def record(threads: int) -> None:
+        calls.append(threads)
+        raise KeyboardInterrupt  # stop before the work
+
+    monkeypatch.setattr("jobs.threads.limit_cpu_threads", record)
+    commands = [("build", "--data", tmp_path), ("evaluate", "--data", tmp_path),
+                ("train-ranker", "--bundle", tmp_path, "--data", tmp_path),
+                ("refit", "--bundle", tmp_path, "--data", tmp_path)]
+    for command in commands:
+        result = run(*command, "--threads", 3)
+        assert result.exit_code != 0 and "No such option" not in result.output, command
+    assert calls == [3, 3, 3, 3]
+    assert run("evaluate", "--data", tmp_path / "none").exit_code != 0 and calls == [3, 3, 3, 3]
