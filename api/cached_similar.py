@@ -38,7 +38,7 @@ def similar_entry(state, depends_on: frozenset | None, floor: float | None, body
 
 
 def fresh_body(cache: MutableMapping, key: Hashable, neighbours, state) -> bytes | None:
-    """The cached response bytes at `key` when they hold for `catalogue` at `state` (the changes since touched no
+    """The cached response bytes at `key` when they still hold at catalogue `state` (the changes since touched no
     id the list depends on but the anchor's stock, left the anchor's vector alone and added no item that enters the
     list; the entry is then re-dated, so those changes are checked once), else None. `neighbours`: the
     recommender's `NeighbourCache` (its catalogue, and its scores for a change's items)."""
