@@ -52,7 +52,7 @@ class ItemArrays:
         vocabulary = {a: {v: int(c) for v, c in zip(items[a].cast(pl.Utf8).to_list(), codes[a].tolist()) if c >= 0}
                       for a in codes}
         price = prices(items) if "price" in attributes else None
-        return cls(AppendOnly(unit_rows(state.vectors)), attributes, codes, vocabulary, price,
+        return cls(unit_store(state.vectors), attributes, codes, vocabulary, price,
                    stats.codes(state.ids.tolist()), stats)
 
     def appended(self, items: pl.DataFrame, vectors: np.ndarray) -> "ItemArrays":
@@ -95,10 +95,27 @@ class ItemArrays:
                           self.price[rows] if self.price is not None else None, self.stats_code[rows], self.stats)
 
 
-def unit_rows(vectors: np.ndarray) -> np.ndarray:
+NORM_ROWS = 16_384
+"""Rows whose norms `unit_rows` takes at a time: `np.linalg.norm` squares its whole input first (a temporary as large
+as the vectors), and each row's norm is the same whatever the block."""
+
+
+def unit_rows(vectors: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """`vectors` L2-normalised per row (zero rows stay zero), float32; into `out` when given (it may be `vectors`)."""
     vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return np.ascontiguousarray(vectors / np.where(norms > 0, norms, 1.0))
+    norms = np.concatenate([np.linalg.norm(vectors[start:start + NORM_ROWS], axis=1, keepdims=True)
+                            for start in range(0, len(vectors), NORM_ROWS)]) if len(vectors) else \
+        np.zeros((0, 1), np.float32)
+    if out is None:
+        return np.ascontiguousarray(vectors / np.where(norms > 0, norms, 1.0))
+    return np.divide(vectors, np.where(norms > 0, norms, 1.0), out=out)
+
+
+def unit_store(vectors: np.ndarray) -> AppendOnly:
+    """`unit_rows(vectors)` in append-only storage with room to grow (one buffer: normalised in place)."""
+    store = AppendOnly.with_room(np.asarray(vectors, dtype=np.float32))
+    unit_rows(store.view(), out=store.view())
+    return store
 
 
 def prices(items: pl.DataFrame) -> np.ndarray:

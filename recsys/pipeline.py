@@ -22,7 +22,7 @@ from recsys.data.item_text import DEFAULT_TEMPLATE, query_record
 from recsys.diversify import active, diversified_picks
 from recsys.errors import BundleError, UnknownIdError
 from recsys.histories import Histories
-from recsys.item_arrays import unit_rows
+from recsys.item_arrays import unit_rows, unit_store
 from recsys.neighbours import NeighbourCache
 from recsys.popularity import Popularity
 from recsys.query import Query, check_k, group_queries, id_collection
@@ -70,7 +70,7 @@ class Recommender:
         self.item_tower_loader = item_tower_loader
         self._item_tower: ItemTower | None = None
         self._item_tower_lock = threading.Lock()
-        self._unit: tuple[np.ndarray, AppendOnly] | None = None  # (a buffer of catalogue vectors, their unit rows)
+        self._unit: tuple[object, AppendOnly] | None = None  # (a catalogue lineage, its rows' unit vectors)
         self._unit_lock = threading.Lock()
 
     # ---- catalogue views (the catalogue's current state) -------------------------------------------
@@ -307,17 +307,17 @@ class Recommender:
     def unit_vectors(self, state: CatalogueState | None = None) -> np.ndarray:
         """The item vectors of `state` (default: the catalogue's current one), L2-normalised: the re-ranker's
         per-item arrays when the state holds them (no second copy), else kept here and extended by the rows each
-        upsert appends (the catalogue's rows never change once written: `AppendOnly`); computed again only when
-        the catalogue's vectors move to a new buffer (compaction, growth). They were computed again, all of them,
-        by every request after every upsert: at 100k 384-d items, ~0.3 s of each read while upserts went on."""
+        upsert appends (the catalogue's rows never change once written: `AppendOnly`); computed again only when a
+        compaction renumbers the rows (a new `lineage`). They were computed again, all of them, by every request
+        after every upsert (at 100k 384-d items, ~0.3 s of each read while upserts went on), and then by the first
+        request after each growth of the catalogue's vector buffer (its first upsert, then every n/8)."""
         state = self.catalogue.state if state is None else state
         if state.features is not None and len(state.features.vectors) == len(state):
             return state.features.vectors
         vectors = state.vectors
-        buffer = vectors if vectors.base is None else vectors.base
         with self._unit_lock:  # one thread extends them; the others wait for that instead of computing them too
-            if self._unit is None or self._unit[0] is not buffer:
-                self._unit = (buffer, AppendOnly(unit_rows(vectors)))
+            if self._unit is None or self._unit[0] is not state.lineage:
+                self._unit = (state.lineage, unit_store(vectors))
             unit = self._unit[1]
             if unit.n < len(vectors):
                 unit.append(unit_rows(vectors[unit.n:]))

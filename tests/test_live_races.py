@@ -102,25 +102,52 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-def test_an_upsert_does_not_make_the_next_reads_normalise_the_whole_catalogue_again(recommender):
+def test_an_upsert_does_not_make_the_next_reads_normalise_the_whole_catalogue_again(recommender, monkeypatch):
     """The diversification's unit item vectors (bundles without a re-ranker's arrays) were computed again, all of
-    them, by every request after every upsert (~0.3 s per read at 100k 384-d items while upserts go on); the rows
-    an upsert appends are normalised alone, and older versions read the same rows."""
+    them, by every request after every upsert (~0.3 s per read at 100k 384-d items while upserts go on), and then
+    after each upsert that moved the catalogue's vectors to a larger buffer, and when the unit rows' own buffer grew
+    (the first upsert after load: 0.4-0.5 s for the next product page at 100k items); the rows an upsert appends
+    are normalised alone, and older versions read the same rows. Only a compaction, which renumbers the rows,
+    normalises them all again."""
+    import recsys.item_arrays
+    import recsys.pipeline
+
+    normalised = []
+
+    def counted(vectors, out=None):
+        normalised.append(len(vectors))
+        return unit_rows(vectors, out)
+
+    unit_rows = recsys.item_arrays.unit_rows
+    monkeypatch.setattr(recsys.pipeline, "unit_rows", counted)
+    monkeypatch.setattr(recsys.item_arrays, "unit_rows", counted)  # `unit_store`'s, the whole catalogue's
     catalogue = recommender.catalogue
+    n = len(catalogue.state)
+    recommender.unit_vectors()
+    buffers = {id(catalogue.state.vectors.base)}
     record = catalogue.state.record(recommender.item_ids[0])
     rng = np.random.default_rng(0)
     seen = []
-    for n in range(4):
-        catalogue.upsert([{**record, "item_id": f"NEW{n}"}], rng.normal(size=(1, 16)).astype(np.float32))
+    for j in range(4):
+        catalogue.upsert([{**record, "item_id": f"NEW{j}"}], rng.normal(size=(1, 16)).astype(np.float32))
         state = catalogue.state
+        buffers.add(id(state.vectors.base))
         seen.append((state, recommender.unit_vectors(state)))
         np.testing.assert_allclose(seen[-1][1], _unit(state.vectors), rtol=1e-6)
-    (older, before), (state, after) = seen[-2:]  # (the first upserts may move the rows to a larger buffer)
-    assert np.shares_memory(before, after)  # the rows of the previous version were kept, not computed again
+    # the first upsert moved the catalogue's vectors to a larger buffer; the unit rows were kept all the same
+    assert len(buffers) == 2 and normalised == [n, 1, 1, 1, 1]
+    (older, before), (state, after) = seen[-2:]
     np.testing.assert_array_equal(recommender.unit_vectors(older), before)
+    bulk = [{**record, "item_id": f"BULK{j}"} for j in range(2 * n)]  # past both buffers' room: they grow
+    catalogue.upsert(bulk, rng.normal(size=(len(bulk), 16)).astype(np.float32))
+    buffers.add(id(catalogue.state.vectors.base))
+    np.testing.assert_allclose(recommender.unit_vectors(), _unit(catalogue.state.vectors), rtol=1e-6)
+    assert len(buffers) == 3 and normalised[-1] == 2 * n  # only the new rows normalised
+    n += 2 * n
     catalogue.remove(recommender.item_ids[:5])
     catalogue.compact()  # rows renumbered: computed again
     np.testing.assert_allclose(recommender.unit_vectors(), _unit(catalogue.state.vectors), rtol=1e-6)
+    assert normalised[-1] == len(catalogue.state) == n + 4 - 5
 
 
 def test_a_trained_tower_keeps_its_tables_across_deactivations_and_deletions(trained_bundle):
@@ -477,3 +504,21 @@ def test_an_upsert_extends_a_trained_towers_tables_and_a_compaction_rebuilds_the
     tower.encode_histories([history])
     assert len(builds) == 1  # rows renumbered: built again
     same_as_a_rebuild()
+
+
+def test_unit_rows_in_blocks_are_the_whole_arrays_norms_bit_for_bit():
+    """`unit_rows` takes its norms a block of rows at a time (no squared copy of every vector); each row's norm is
+    the one `np.linalg.norm` gives over the whole array, so the diversification sees the same bits. `unit_store`
+    normalises in place in storage with room to grow."""
+    from recsys.item_arrays import NORM_ROWS, unit_rows, unit_store
+
+    vectors = np.random.default_rng(0).normal(size=(2 * NORM_ROWS + 7, 8)).astype(np.float32)
+    vectors[3] = 0.0  # zero rows stay zero
+    whole = np.linalg.norm(vectors, axis=1, keepdims=True)
+    expected = vectors / np.where(whole > 0, whole, 1.0)
+    assert np.array_equal(unit_rows(vectors), expected) and not unit_rows(vectors)[3].any()
+    store = unit_store(vectors)
+    assert np.array_equal(store.view(), expected) and store.n == len(vectors)
+    first = store.view()
+    assert np.shares_memory(first, store.append(vectors[:5]))  # the room: appended in place
+    assert unit_rows(np.zeros((0, 8), np.float32)).shape == (0, 8)
