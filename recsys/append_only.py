@@ -34,6 +34,25 @@ class AppendOnly:
         return store
 
     @classmethod
+    def read_npy(cls, path) -> "AppendOnly":
+        """The rows of a `.npy` file (C order, no pickled objects) read into storage with room to grow: what a
+        catalogue loads, so its first upserts append in place instead of copying every row, and nothing else
+        holds a second copy."""
+        with open(path, "rb") as file:
+            version = np.lib.format.read_magic(file)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, fortran_order, dtype = read_header(file)
+            if fortran_order or dtype.hasobject or not shape:
+                raise ValueError(f"{path}: expected C-order rows of numbers, got shape {shape}, dtype {dtype}")
+            store = cls._room(shape[0], np.empty((0, *shape[1:]), dtype))
+            rows = store._buffer[: shape[0]]
+            if file.readinto(memoryview(rows).cast("B")) != rows.nbytes:
+                raise ValueError(f"{path}: shorter than its header says ({shape}, {dtype})")
+            store.n = shape[0]
+        return store
+
+    @classmethod
     def taken(cls, rows: np.ndarray, keep: np.ndarray) -> "AppendOnly":
         """Storage of `rows[keep]` with room to grow (a compaction's: the upserts that follow append in place)."""
         store = cls._room(len(keep), rows)

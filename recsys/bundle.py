@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 import polars as pl
 
+from recsys.append_only import AppendOnly
 from recsys.artifacts import read_manifest, resolve_bundle
 from recsys.catalogue import Catalogue
 from recsys.config import BuildConfig
@@ -98,7 +99,7 @@ class Bundle:
         """Item metadata + vectors (+ the state flags saved with the index)."""
         def read() -> Catalogue:
             items = pl.read_parquet(self.path / "embeddings" / "items.parquet")
-            vectors = np.load(self.path / "embeddings" / "items.npy", allow_pickle=False)
+            vectors = AppendOnly.read_npy(self.path / "embeddings" / "items.npy")  # room for the first upserts
             flags = None
             state_file, ids_file = self.path / "index" / "state.npy", self.path / "index" / "ids.npy"
             if state_file.exists() and ids_file.exists():

@@ -84,8 +84,12 @@ class Catalogue:
     aside while the others go on, and only its swap (which replays them) is serialised with them. Readers take
     `state` once."""
 
-    def __init__(self, items: pl.DataFrame, vectors: np.ndarray, flags: np.ndarray | None = None) -> None:
-        vectors = np.asarray(vectors, dtype=np.float32)
+    def __init__(self, items: pl.DataFrame, vectors: np.ndarray | AppendOnly, flags: np.ndarray | None = None) -> None:
+        """`vectors`: one row per item, or the storage holding them (kept as it is: `AppendOnly.read_npy` loads
+        them with room for the first upserts)."""
+        store = vectors if isinstance(vectors, AppendOnly) and vectors.view().dtype == np.float32 else None
+        vectors = store.view() if store is not None else np.asarray(
+            vectors.view() if isinstance(vectors, AppendOnly) else vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[0] != items.height:
             raise ValueError(f"{vectors.shape} vectors for {items.height} catalogue rows")
         if "item_id" not in items.columns:
@@ -98,7 +102,7 @@ class Catalogue:
         position = dict(zip(ids[live].tolist(), live.tolist()))
         if len(position) != len(live):
             raise ValueError("catalogue item ids must be unique")
-        self._vectors = AppendOnly(vectors)
+        self._vectors = store if store is not None else AppendOnly(vectors)
         self._ids = AppendOnly(ids)
         self._records: AppendOnly | None = None    # the latest records view's storage, once one was built
         self._state = CatalogueState(0, 0, self._ids.view(), flags, position, items, self._vectors.view())
