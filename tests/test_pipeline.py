@@ -145,6 +145,10 @@ def test_a_loaded_catalogue_takes_its_first_upserts_in_place(recommender, tmp_pa
     short.write_bytes((path / "embeddings" / "items.npy").read_bytes()[:-4])
     with pytest.raises(ValueError, match="shorter than its header says"):
         AppendOnly.read_npy(short)
+    newer = tmp_path / "v3.npy"  # a format version the header readers do not take: numpy reads it
+    with open(newer, "wb") as handle:
+        np.lib.format.write_array(handle, VECTORS, version=(3, 0))
+    np.testing.assert_array_equal(AppendOnly.read_npy(newer).view(), VECTORS)
 
 
 def test_corrupted_bundle_is_refused(recommender, tmp_path):
