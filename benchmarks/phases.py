@@ -5,6 +5,7 @@ beside their results: `benchmarks/results/user-cache-feed/feed_cache.py`,
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -56,6 +57,15 @@ def paced_phases(ask: Callable[[int], list[float]], edit: Callable[[int], object
         edited += ask(queries)
     phases[f"{edit_label} and a {PAUSE_S} s pause before every {queries}"] = edited
     return phases
+
+
+def paced_rows(ask: Callable[[int], list[float]], edit: Callable[[int], object], edit_label: str, rounds: int,
+               queries: int) -> tuple[list[dict], list[list[float]]]:
+    """`paced_phases` as table rows (`phase_row`), and the load average (1, 5, 15 min) at their start and end."""
+    load = [os.getloadavg()]
+    phases = paced_phases(ask, edit, edit_label, rounds, queries)
+    load.append(os.getloadavg())
+    return [phase_row(name, ms) for name, ms in phases.items()], [list(v) for v in load]
 
 
 def hit_rate(hits: int, misses: int) -> float:

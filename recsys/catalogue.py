@@ -87,9 +87,10 @@ class Catalogue:
     def __init__(self, items: pl.DataFrame, vectors: np.ndarray | AppendOnly, flags: np.ndarray | None = None) -> None:
         """`vectors`: one row per item, or the storage holding them (kept as it is: `AppendOnly.read_npy` loads
         them with room for the first upserts)."""
-        store = vectors if isinstance(vectors, AppendOnly) and vectors.view().dtype == np.float32 else None
-        vectors = store.view() if store is not None else np.asarray(
-            vectors.view() if isinstance(vectors, AppendOnly) else vectors, dtype=np.float32)
+        store = vectors if isinstance(vectors, AppendOnly) else None
+        if store is not None and store.view().dtype != np.float32:  # kept only as float32 rows: converted instead
+            store, vectors = None, store.view()
+        vectors = store.view() if store is not None else np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[0] != items.height:
             raise ValueError(f"{vectors.shape} vectors for {items.height} catalogue rows")
         if "item_id" not in items.columns:

@@ -13,12 +13,11 @@ replaced, with a random item's text and a word more.
 
 from __future__ import annotations
 
-import os
 import random
 import httpx
 
 from benchmarks.common import Column, environment, write_report
-from benchmarks.phases import LATENCY_COLUMNS, arguments, latency_chart, paced_phases, phase_row, timed_gets
+from benchmarks.phases import LATENCY_COLUMNS, arguments, latency_chart, paced_rows, timed_gets
 
 COLUMNS = [Column("phase"), Column("requests", "requests", ","), *LATENCY_COLUMNS]
 
@@ -49,13 +48,10 @@ def run(url: str, token: str, out: str, anchors: int, rounds: int, queries: int,
             response = client.post(f"/v1/admin/items/{item}/deactivate", headers=admin)
         response.raise_for_status()
 
-    load = [os.getloadavg()]
     label = "one upsert" if changes == "feed" else "one stock change"
-    phases = paced_phases(ask, change, label, rounds, queries)
-    load.append(os.getloadavg())
-    rows = [phase_row(name, ms) for name, ms in phases.items()]
+    rows, load = paced_rows(ask, change, label, rounds, queries)
     meta = {"environment": environment(("numpy", "httpx")), "url": url, "anchors": anchors, "rounds": rounds,
-            "queries": queries, "seed": seed, "changes": changes, "load_average": [list(v) for v in load]}
+            "queries": queries, "seed": seed, "changes": changes, "load_average": load}
     notes = [f"{anchors} random items' similar-item responses cached first (GET /v1/items/{{id}}/similar, no user, "
              "k 10); one connection, one request at a time, latency on the client's clock",
              f"load average (1, 5, 15 min) at the start / end: {meta['load_average']}"]

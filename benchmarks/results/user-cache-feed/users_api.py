@@ -12,15 +12,13 @@ time, on the client's clock: (1) `--rounds` × `--queries` of those users' lists
 
 from __future__ import annotations
 
-import os
 import random
 import time
 
 import httpx
 
 from benchmarks.common import Column, environment, write_report
-from benchmarks.phases import (LATENCY_COLUMNS, PAUSE_S, arguments, latency_chart, paced_phases, phase_row,
-                               timed_gets)
+from benchmarks.phases import LATENCY_COLUMNS, PAUSE_S, arguments, latency_chart, paced_rows, timed_gets
 
 COLUMNS = [Column("phase"), Column("requests", "requests", ","), *LATENCY_COLUMNS]
 
@@ -52,12 +50,9 @@ def run(bundle: str, url: str, token: str, out: str, users: int, rounds: int, qu
         client.put(f"/v1/admin/items/{item}", json={"item_id": item, "text": f"new product {j} for the feed"},
                    headers=admin).raise_for_status()
 
-    load = [os.getloadavg()]
-    phases = paced_phases(ask, new_item, "one new item", rounds, queries)
-    load.append(os.getloadavg())
-    rows = [phase_row(name, ms) for name, ms in phases.items()]
+    rows, load = paced_rows(ask, new_item, "one new item", rounds, queries)
     meta = {"environment": environment(("numpy", "httpx")), "bundle": bundle, "url": url, "users": users,
-            "rounds": rounds, "queries": queries, "seed": seed, "load_average": [list(v) for v in load]}
+            "rounds": rounds, "queries": queries, "seed": seed, "load_average": load}
     notes = [f"{users} known users (GET /v1/users/{{id}}/recommendations, k 10, re-ranked when the bundle has a "
              "re-ranker); one connection, one request at a time, latency on the client's clock",
              f"load average (1, 5, 15 min) at the start / end: {meta['load_average']}"]
