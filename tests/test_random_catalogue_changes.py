@@ -1,6 +1,7 @@
 """Seeded random sequences of catalogue changes (new, replaced, out-of-stock, back-in-stock and deleted items,
-compactions) between similar-item reads: the neighbour cache's lists must stay what a search returns, and the
-API's cached pages what a server without caches answers.
+compactions) between reads of what the catalogue's incremental parts keep: the neighbour cache's lists must stay
+what a search returns, the API's cached pages what a server without caches answers, and the re-ranker's features
+what the same items imported fresh give.
 
 Lists are compared up to near-ties: a search of k items picks the k-th among items whose scores agree to ~1e-5 by
 its exact float32 score and orders the k it returns by catalogue row, so a list of k and the first k of a deeper
@@ -12,15 +13,19 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import polars as pl
 import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.service import Service
 from api.settings import Settings
+from recsys.catalogue import Catalogue
 from recsys.config import BuildConfig
+from recsys.features import FeatureBuilder, FeatureConfig
 from recsys.pipeline import Recommender
 from recsys.splits import split_dataset
+from recsys.stats import InteractionStats, StatsConfig
 from recsys.towers import ItemTower
 from tests.test_pipeline import VECTORS
 
@@ -162,3 +167,62 @@ def test_cached_similar_pages_match_a_server_without_caches_through_random_chang
                         mismatches.append((step, kind, item, anchor, params, got.text, want.text))
     assert mismatches == []
     assert sum(served_from_cache) > 100  # pages answered from the cache, across the changes
+
+
+ITEM_SCHEMA = {"item_id": pl.Utf8, "text": pl.Utf8, "category": pl.Utf8, "brand": pl.Utf8, "price": pl.Float64}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_an_edited_catalogues_ranker_features_equal_its_items_imported_fresh(seed):
+    """Upserted items (new and replaced, with known and new categories and brands, with and without a price) get
+    the per-item arrays an imported item gets, and they follow stock changes, deletions and compactions."""
+    rng, np_rng = random.Random(seed), np.random.default_rng(seed)
+
+    def record(item_id: str) -> dict:
+        return {"item_id": item_id, "text": item_id, "category": rng.choice(["x", "y", None, f"c{rng.randrange(9)}"]),
+                "brand": rng.choice(["p", None, f"b{rng.randrange(9)}"]),
+                "price": rng.choice([None, round(rng.uniform(1, 100), 2)])}
+
+    first = [f"i{j}" for j in range(8)]
+    current = {i: (record(i), np_rng.normal(size=4).astype(np.float32)) for i in first}  # id → (record, vector)
+    events = [(f"u{u}", rng.choice(first + ["gone"]), t) for t, u in enumerate(np_rng.integers(0, 6, 60).tolist())]
+    train = pl.DataFrame(events, schema={"user_id": pl.Utf8, "item_id": pl.Utf8, "timestamp": pl.Int64},
+                         orient="row")
+    stats = InteractionStats.fit(train, StatsConfig(time_mode="absolute", recent_window=3, pair_window=2))
+    live = Catalogue(pl.DataFrame([r for r, _ in current.values()], schema=ITEM_SCHEMA),
+                     np.stack([v for _, v in current.values()]))
+    builder = FeatureBuilder(live, stats, FeatureConfig())
+    made, kinds, compared = 0, set(), 0
+    for _ in range(50):
+        ids = list(current)
+        kind, item = random_change(rng, ids, made)
+        kinds.add(kind)
+        if kind in ("add", "replace"):
+            made += kind == "add"
+            batch = list(dict.fromkeys([item] + rng.sample(ids, rng.randint(0, 2))))  # with replaced ones
+            records, vectors = [record(i) for i in batch], np_rng.normal(size=(len(batch), 4)).astype(np.float32)
+            live.upsert(records, vectors)
+            for one, vector in zip(records, vectors):
+                current.pop(one["item_id"], None)
+                current[one["item_id"]] = (one, vector)  # an upserted item's row comes last
+        elif kind in ("off", "on"):
+            live.set_active([item], kind == "on")
+        elif kind == "delete":
+            live.remove([item])
+            del current[item]
+        else:
+            live.compact()
+        fresh = FeatureBuilder.from_frame(pl.DataFrame([r for r, _ in current.values()], schema=ITEM_SCHEMA),
+                                          np.stack([v for _, v in current.values()]), stats, FeatureConfig())
+        ids = list(current)
+        histories = [rng.sample(ids, min(len(ids), rng.randint(0, 4))) for _ in range(4)]
+        candidates = [rng.sample(ids, min(len(ids), 5)) for _ in range(4)]
+        scores = [[rng.random() for _ in found] for found in candidates]
+        as_of = [rng.choice([None, 10, 40, 100]) for _ in range(4)]
+        # an attribute no current item has a value of is no feature of the fresh import: compare the others
+        common = [name for name in builder.names if name in fresh.names]
+        compared += len(common) == len(builder.names)
+        ours = builder.matrix(histories, candidates, scores, as_of)[:, [builder.names.index(n) for n in common]]
+        theirs = fresh.matrix(histories, candidates, scores, as_of)[:, [fresh.names.index(n) for n in common]]
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-6)
+    assert kinds == {"add", "replace", "off", "on", "delete", "compact"} and compared > 40
