@@ -1,7 +1,8 @@
 """Seeded random sequences of catalogue changes (new, replaced, out-of-stock, back-in-stock and deleted items,
 compactions) between reads of what the catalogue's incremental parts keep: the neighbour cache's lists must stay
-what a search returns, the API's cached pages what a server without caches answers, and the re-ranker's features
-what the same items imported fresh give.
+what a search returns, the API's cached pages what a server without caches answers, the re-ranker's features what
+the same items imported fresh give, and an engine's answers to every kind of request, with events arriving, what
+it answers without caches.
 
 Lists are compared up to near-ties: a search of k items picks the k-th among items whose scores agree to ~1e-5 by
 its exact float32 score and orders the k it returns by catalogue row, so a list of k and the first k of a deeper
@@ -10,6 +11,7 @@ compared byte for byte."""
 
 from __future__ import annotations
 
+import hashlib
 import random
 
 import numpy as np
@@ -27,6 +29,7 @@ from recsys.pipeline import Recommender
 from recsys.splits import split_dataset
 from recsys.stats import InteractionStats, StatsConfig
 from recsys.towers import ItemTower
+from tests.test_batch import ranked_bundle  # noqa: F401  (module fixture: a bundle with a re-ranker)
 from tests.test_pipeline import VECTORS
 
 ADMIN = {"Authorization": "Bearer t"}
@@ -226,3 +229,78 @@ def test_an_edited_catalogues_ranker_features_equal_its_items_imported_fresh(see
         theirs = fresh.matrix(histories, candidates, scores, as_of)[:, [fresh.names.index(n) for n in common]]
         np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-6)
     assert kinds == {"add", "replace", "off", "on", "delete", "compact"} and compared > 40
+
+
+class HashEncoder(ItemTower):
+    """An item text encodes as a random 16-d vector seeded by the text (equal texts, equal vectors)."""
+
+    dim = 16
+
+    def encode_texts(self, texts):
+        seeds = [int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) for text in texts]
+        return np.array([np.random.default_rng(s).normal(size=16) for s in seeds], np.float32).reshape(-1, 16)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_an_engines_answers_with_caches_equal_its_answers_without_through_random_events_and_edits(
+        ranked_bundle, tmp_path, seed):  # noqa: F811
+    """Known and new users' events, upserts (new and replaced items), stock changes and deletions between known-user,
+    session, user-similar and similar-item requests to an engine with a re-ranker: the server with its caches (query
+    vectors, neighbour lists, pages) answers byte for byte what a server without them answers."""
+    bundle, recommender = ranked_bundle
+    rng = random.Random(seed)
+    users = sorted(recommender.histories)[:30] + [f"new{j}" for j in range(5)]
+    ids = list(recommender.catalogue.state.position)
+    clock = 1e9  # event times after the bundle's (explicit: both servers must store the same events)
+
+    def client(name: str, cache_mb: float) -> TestClient:
+        settings = Settings(state_dir=tmp_path / name, admin_token="t", cache_mb=cache_mb, compact_share=0.0)
+        return TestClient(create_app(bundle, service=Service(settings, item_encoder_loader=lambda _: HashEncoder())))
+
+    mismatches, made, requests = [], 0, 0
+    with client("cached", 64) as cached, client("plain", 0) as plain:
+        for step in range(60):
+            draw, change = rng.random(), None
+            if draw < 0.35:
+                clock += 1
+                change = ("post", "/v1/events", {"user_id": rng.choice(users), "item_id": rng.choice(ids),
+                                                 "kind": rng.choice(["view", "cart", "purchase"]), "timestamp": clock})
+            elif draw < 0.5:
+                new = rng.random() < 0.5
+                made += new
+                item = f"n{made}" if new else rng.choice(ids)
+                ids += [item] if new else []
+                change = ("put", f"/v1/admin/items/{item}", {"text": f"text {rng.randrange(40)}"})
+            elif draw < 0.6:
+                change = ("post", f"/v1/admin/items/{rng.choice(ids)}/{rng.choice(['activate', 'deactivate'])}", None)
+            elif draw < 0.65:
+                item = rng.choice(ids)
+                ids.remove(item)
+                change = ("delete", f"/v1/admin/items/{item}", None)
+            if change is not None:
+                method, path, body = change
+                for server in (cached, plain):
+                    response = getattr(server, method)(path, headers=ADMIN, **({"json": body} if body else {}))
+                    assert response.status_code in (200, 201), (change, response.text)
+            for _ in range(4):
+                draw, k = rng.random(), rng.choice([3, 5, 10])
+                if draw < 0.4:
+                    exclude = {"exclude": [rng.choice(ids)]} if rng.random() < 0.3 else {}
+                    request = ("get", f"/v1/users/{rng.choice(users)}/recommendations",
+                               {"params": {"k": k, **exclude}})
+                elif draw < 0.6:
+                    request = ("post", "/v1/sessions/recommendations",
+                               {"json": {"item_ids": rng.sample(ids, rng.randint(1, 4)), "k": k}})
+                elif draw < 0.8:
+                    request = ("get", f"/v1/items/{rng.choice(ids)}/similar",
+                               {"params": {"k": k, "user_id": rng.choice(users)}})
+                else:
+                    request = ("get", f"/v1/items/{rng.choice(ids)}/similar", {"params": {"k": k}})
+                method, path, options = request
+                got, want = getattr(cached, method)(path, **options), getattr(plain, method)(path, **options)
+                requests += got.status_code == 200 and b'"reranked":true' in got.content
+                if (got.status_code, got.content) != (want.status_code, want.content):
+                    mismatches.append((step, change, request, got.text, want.text))
+        vectors = cached.app.state.service.current.recommender.user_tower
+        assert vectors.hits > 20  # query vectors were served from the cache
+    assert mismatches == [] and requests > 100
