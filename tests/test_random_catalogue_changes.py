@@ -1,8 +1,9 @@
 """Seeded random sequences of catalogue changes (new, replaced, out-of-stock, back-in-stock and deleted items,
 compactions) between reads of what the catalogue's incremental parts keep: the neighbour cache's lists must stay
 what a search returns, the API's cached pages what a server without caches answers, the re-ranker's features what
-the same items imported fresh give, and an engine's answers to every kind of request, with events arriving, what
-it answers without caches.
+the same items imported fresh give, an engine's answers to every kind of request, with events arriving, what it
+answers without caches, and two workers sharing an event store the same catalogue and answers after they sync as a
+third one that replays the store from the start.
 
 Lists are compared up to near-ties: a search of k items picks the k-th among items whose scores agree to ~1e-5 by
 its exact float32 score and orders the k it returns by catalogue row, so a list of k and the first k of a deeper
@@ -24,6 +25,7 @@ from api.service import Service
 from api.settings import Settings
 from recsys.catalogue import Catalogue
 from recsys.config import BuildConfig
+from recsys.errors import UnknownIdError
 from recsys.features import FeatureBuilder, FeatureConfig
 from recsys.pipeline import Recommender
 from recsys.splits import split_dataset
@@ -304,3 +306,91 @@ def test_an_engines_answers_with_caches_equal_its_answers_without_through_random
         vectors = cached.app.state.service.current.recommender.user_tower
         assert vectors.hits > 20  # query vectors were served from the cache
     assert mismatches == [] and requests > 100
+
+
+WORDS = "black mirrorless camera lens red wool hat running shoe blue bag brown silver compact".split()
+
+
+def served_catalogue(service: Service) -> dict:
+    """item id → (active, vector bytes, record) of a worker's serving catalogue."""
+    recommender = service.current.recommender
+    state = recommender.catalogue.state
+    return {item_id: (state.is_active(item_id), recommender.item_vectors[row].tobytes(),
+                      sorted((k, str(v)) for k, v in state.record(item_id).items()))
+            for item_id, row in state.position.items()}
+
+
+def served_answers(service: Service, probe: list[str]) -> list[list[str]]:
+    """Similar-item lists (diversified and not) of the probed items a worker holds, and a session of the first."""
+    recommender = service.current.recommender
+    held = [i for i in probe if i in recommender.item_position]
+    lists = [recommender.similar_items(i, 5).item_ids for i in held]
+    lists += [recommender.similar_items(i, 3, diversify=False).item_ids for i in held]
+    return lists + ([recommender.recommend_session(held[:3], 5).item_ids] if held else [])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_workers_sharing_a_store_converge_through_random_edits(frozen_bundle, tmp_path, seed):
+    """Random upserts (new items, replaced ones, deleted ones back), stock changes, deletions and batches of them,
+    each taken by either of two workers over one store whichever of them has synced, with compactions and syncs
+    at random: after syncing, both workers hold the same catalogue (flags, vectors, records) and answer alike, and
+    so does a third loaded afterwards, which folds the whole store at once. A change naming an item the worker
+    cannot find (deleted by the other) is refused, as the API refuses it."""
+    rng = random.Random(seed)
+    settings = Settings(state_dir=tmp_path / "state", admin_token="t", warm_similar_items=0, compact_share=0.0)
+    workers = [Service(settings), Service(settings)]
+    for worker in workers:
+        worker.load(frozen_bundle)
+    ids = list(workers[0].current.recommender.item_position)
+    made, refused, compared = 0, 0, 0
+
+    def record() -> dict:
+        nonlocal made
+        new = rng.random() < 0.6
+        made += new
+        item_id = f"N{made}" if new else rng.choice(ids)
+        ids.extend([item_id] if new else [])
+        return {"item_id": item_id, "text": " ".join(rng.sample(WORDS, 3)), "title": f"Title {item_id}",
+                "category": rng.choice(["Cameras", "Hats", None]), "price": rng.choice([None, 10.0, 99.5])}
+
+    for _ in range(150):
+        worker, draw = rng.choice(workers), rng.random()
+        try:
+            if draw < 0.3:
+                worker.upsert_item(worker.current, record())
+            elif draw < 0.5:
+                worker.set_item_active(worker.current, rng.choice(ids), rng.random() < 0.5)
+            elif draw < 0.6:
+                worker.delete_item(worker.current, rng.choice(ids))
+            elif draw < 0.75:
+                upserts = list({r["item_id"]: r for r in (record() for _ in range(rng.randint(0, 3)))}.values())
+                active = {rng.choice(ids): rng.random() < 0.5 for _ in range(rng.randint(0, 3))}
+                deleted = list(dict.fromkeys(rng.choice(ids) for _ in range(rng.randint(0, 2))))
+                worker.change_items(worker.current, upserts, active, deleted)
+            elif draw < 0.8:
+                worker.current.recommender.catalogue.compact()
+            elif draw < 0.95:
+                worker.sync()
+            else:
+                for each in workers:
+                    each.sync()
+                probe = rng.sample(ids, 8)
+                assert served_catalogue(workers[0]) == served_catalogue(workers[1])
+                assert served_answers(workers[0], probe) == served_answers(workers[1], probe)
+                compared += 1
+        except UnknownIdError:
+            refused += 1
+    for worker in workers:
+        worker.sync()
+    third = Service(settings)
+    third.load(frozen_bundle)
+    workers.append(third)
+    try:
+        catalogues = [served_catalogue(worker) for worker in workers]
+        assert catalogues[0] == catalogues[1] == catalogues[2]
+        probe = rng.sample(ids, 12)
+        assert served_answers(workers[0], probe) == served_answers(workers[1], probe) == served_answers(third, probe)
+    finally:
+        for worker in workers:
+            worker.close()
+    assert compared > 0 and refused > 0 and len(catalogues[0]) > 90  # edits landed, some raced a deletion
