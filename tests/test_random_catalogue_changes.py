@@ -2,8 +2,9 @@
 compactions) between reads of what the catalogue's incremental parts keep: the neighbour cache's lists must stay
 what a search returns, the API's cached pages what a server without caches answers, the re-ranker's features what
 the same items imported fresh give, an engine's answers to every kind of request, with events arriving, what it
-answers without caches, and two workers sharing an event store the same catalogue and answers after they sync as a
-third one that replays the store from the start.
+answers without caches, two workers sharing an event store the same catalogue and answers after they sync as a
+third one that replays the store from the start, and an engine compacted while edits land what it answers never
+compacted.
 
 Lists are compared up to near-ties: a search of k items picks the k-th among items whose scores agree to ~1e-5 by
 its exact float32 score and orders the k it returns by catalogue row, so a list of k and the first k of a deeper
@@ -394,3 +395,67 @@ def test_workers_sharing_a_store_converge_through_random_edits(frozen_bundle, tm
         for worker in workers:
             worker.close()
     assert compared > 0 and refused > 0 and len(catalogues[0]) > 90  # edits landed, some raced a deletion
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_an_engine_compacted_while_edits_land_answers_as_one_never_compacted(ranked_bundle, seed, monkeypatch):  # noqa: F811
+    """Compactions (with upserts, stock changes and deletions landing while each builds aside, replayed at its swap)
+    between known-user and similar-item requests to an engine with a re-ranker: it answers what the same engine
+    with the same edits and no compaction answers, and holds the same items, flags and vectors."""
+    import recsys.compaction
+
+    bundle, _ = ranked_bundle
+    rng, np_rng = random.Random(seed), np.random.default_rng(seed)
+    compacted, never = Recommender.load(bundle), Recommender.load(bundle)
+    users, ids = sorted(compacted.histories)[:40], list(compacted.catalogue.state.position)
+    made, swaps, edits_during = 0, 0, 0
+
+    def edit() -> None:
+        nonlocal made
+        draw = rng.random()
+        if draw < 0.4:
+            new = rng.random() < 0.6
+            made += new
+            item = f"n{made}" if new else rng.choice(ids)
+            ids.extend([item] if new else [])
+            vector = np_rng.normal(size=(1, compacted.index.dim)).astype(np.float32)
+            for engine in (compacted, never):
+                engine.catalogue.upsert([{"item_id": item, "text": f"text {rng.randrange(9)}"}], vector)
+        elif draw < 0.7:
+            item, active = rng.choice(ids), rng.random() < 0.5
+            for engine in (compacted, never):
+                engine.catalogue.set_active([item], active)
+        else:
+            item = rng.choice(ids)
+            ids.remove(item)
+            for engine in (compacted, never):
+                engine.catalogue.remove([item])
+
+    carried_over = recsys.compaction.KeptRows.of
+
+    def edits_while_building(old, keep, step=16_384):
+        nonlocal edits_during
+        kept = carried_over(old, keep, step)
+        for _ in range(rng.randint(0, 4)):  # the rows are built aside: edits land before the swap
+            edit()
+            edits_during += 1
+        return kept
+
+    monkeypatch.setattr(recsys.compaction.KeptRows, "of", edits_while_building)
+    for _ in range(80):
+        if rng.random() < 0.15:
+            swaps += compacted.catalogue.compact() > 0
+        else:
+            edit()
+        for _ in range(3):
+            user, item = rng.choice(users), rng.choice(ids)
+            ours, theirs = compacted.recommend_user(user, 8), never.recommend_user(user, 8)
+            assert ours.item_ids == theirs.item_ids and ours.reranked
+            np.testing.assert_allclose(ours.scores, theirs.scores, rtol=1e-6, atol=1e-6)
+            assert compacted.similar_items(item, 5).item_ids == never.similar_items(item, 5).item_ids
+    ours, theirs = compacted.catalogue.state, never.catalogue.state
+    assert ours.position.keys() == theirs.position.keys() and len(ours) < len(theirs)
+    for item, row in ours.position.items():
+        assert ours.flags[row] == theirs.flags[theirs.position[item]]
+        np.testing.assert_array_equal(compacted.item_vectors[row], never.item_vectors[theirs.position[item]])
+    assert swaps > 5 and edits_during > 10
