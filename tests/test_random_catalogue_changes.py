@@ -398,7 +398,8 @@ def test_workers_sharing_a_store_converge_through_random_edits(frozen_bundle, tm
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_an_engine_compacted_while_edits_land_answers_as_one_never_compacted(ranked_bundle, seed, monkeypatch):  # noqa: F811
+def test_an_engine_compacted_while_edits_land_answers_as_one_never_compacted(
+        ranked_bundle, seed, monkeypatch):  # noqa: F811
     """Compactions (with upserts, stock changes and deletions landing while each builds aside, replayed at its swap)
     between known-user and similar-item requests to an engine with a re-ranker: it answers what the same engine
     with the same edits and no compaction answers, and holds the same items, flags and vectors."""
