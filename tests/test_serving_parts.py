@@ -1,5 +1,6 @@
 """Serving internals: query-vector cache, micro-batching, event stores (SQLite and Redis)."""
 
+import random
 import shutil
 import socket
 import subprocess
@@ -297,6 +298,70 @@ def test_both_stores_give_the_same_events_with_kinds(redis_url, tmp_path):
         assert pairs == [p for seq, p in zip([1, 3, 4, 5, 6], expected) if until is None or seq <= until][-limit:]
         assert [item for item, _ in pairs] == sqlite.events("u", limit, until) == redis.events("u", limit, until)
     assert sqlite.events_with_kinds("nobody", 5) == redis.events_with_kinds("nobody", 5) == []
+    sqlite.close()
+    redis.close()
+
+
+def store_reads(store, rng: random.Random, users: list[str], events: int, changes: int) -> list:
+    """What a store answers to every read of its interface, at random limits and cut-off seqs (the same draws for
+    both stores: `rng` is a copy)."""
+    def change_rows(found):
+        return [(c.seq, c.kind, c.item_id, c.record, None if c.vector is None else c.vector.tolist(), c.space,
+                 c.active) for c in found]
+
+    out = []
+    for user in rng.sample(users, 3) + ["nobody"]:
+        for limit, until in ((rng.randint(1, 8), None), (50, rng.randint(0, events + 1)), (3, rng.randint(0, events))):
+            out += [store.events(user, limit, until), store.events_with_kinds(user, limit, until)]
+    for until in (None, rng.randint(0, events + 1)):
+        out += [store.events_for(rng.sample(users, 3) + ["nobody"], 4, until), sorted(store.event_users(until))]
+        out += [store.event_frame(until, kinds).rows() for kinds in (None, ["view"], ["cart", "purchase"])]
+    for after, until in ((0, None), (rng.randint(0, changes + 1), None), (0, rng.randint(0, changes + 1))):
+        out.append(change_rows(store.changes(after, until)))
+    return out + [store.last_event_seq(), store.last_change_seq()]
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_both_stores_answer_every_read_alike_through_random_writes(redis_url, tmp_path, seed):
+    """Random events (single and in batches, every kind, ids with spaces and accents, times that repeat) and
+    catalogue changes (upserts with vectors and records, stock changes, deletions, reload announcements, alone and
+    in batches) written to an SQLite and a Redis store: every write returns the same seqs, and every read of the
+    interface (histories with and without kinds, at limits and cut-offs; several users at once; the users; the
+    event frame per kinds; the changes after and until a seq; the last seqs) answers alike, between writes too."""
+    rng, np_rng = random.Random(seed), np.random.default_rng(seed)
+    sqlite, redis = SQLiteEventStore(tmp_path / "events.sqlite"), RedisEventStore(redis_url, prefix=f"fuzz{seed}")
+    users, items = [f"u{j}" for j in range(6)] + ["ü", "a user"], [f"i{j}" for j in range(10)]
+    clock, events, changes, compared = 1.7e9, 0, 0, 0
+    for _ in range(120):
+        draw = rng.random()
+        if draw < 0.6:
+            user, kind, clock = rng.choice(users), rng.choice(["view", "cart", "purchase"]), clock + rng.choice([0, 1])
+            item, batch = rng.choice(items), [rng.choice(items) for _ in range(rng.randint(0, 4))]
+            batch = batch if draw < 0.15 else None
+            seqs = [store.append_many(user, batch, kind, clock) if batch is not None else
+                    store.append(user, item, kind, clock) for store in (sqlite, redis)]
+            events += len(batch) if batch is not None else 1
+        elif draw < 0.85:
+            written = []
+            for _ in range(rng.randint(1, 3)):
+                kind, item = rng.choice(["upsert", "active", "delete", "bundle"]), rng.choice(items)
+                written.append(Change(0, "upsert", item, {"item_id": item, "text": f"t {rng.random()}",
+                                                          "price": rng.choice([None, 1.5])},
+                                      np_rng.normal(size=4).astype(np.float32), rng.choice(["s1", None]))
+                               if kind == "upsert" else Change(0, "active", item, active=rng.random() < 0.5)
+                               if kind == "active" else Change(0, "delete", item) if kind == "delete"
+                               else Change(0, "bundle", record={"path": f"/models/v{changes}"}))
+            seqs = [store.record_changes(written) for store in (sqlite, redis)]
+            changes += len(written)
+        else:
+            state = rng.getstate()
+            ours = store_reads(sqlite, rng, users, events, changes)
+            rng.setstate(state)
+            assert ours == store_reads(redis, rng, users, events, changes)
+            compared += 1
+            continue
+        assert seqs[0] == seqs[1]
+    assert compared > 5 and sqlite.last_event_seq() == events and sqlite.last_change_seq() == changes
     sqlite.close()
     redis.close()
 
