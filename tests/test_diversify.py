@@ -93,3 +93,56 @@ def test_a_product_pages_own_item_counts_as_shown():
     both = diversify_picks(np.vstack([scores, scores]), np.vstack([candidates, candidates]), 2, config,
                            np.vstack([PACKS[:1], np.zeros((1, 3))]))
     assert both.tolist() == [[2, 3], [0, 2]]  # a row without a shown item is diversified as before
+
+
+def one_list_mmr(scores: np.ndarray, vectors: np.ndarray, k: int, config: DiversifyConfig,
+                 shown: np.ndarray | None) -> list[int]:
+    """The module docstring's rule, one list and one candidate at a time: relevance min-max scaled over the real
+    candidates (pads, -inf, far below them), minus weight × the highest cosine to what is picked or shown, near
+    duplicates of those 1e6 further down; ties to the earlier candidate."""
+    real = np.isfinite(scores)
+    low, high = (scores[real].min(), scores[real].max()) if real.any() else (0.0, 0.0)
+    picked, context = [], [] if shown is None or not shown.any() else [shown]
+    for _ in range(min(k, len(scores))):
+        best, best_value = None, -np.inf
+        for i in (i for i in range(len(scores)) if i not in picked):
+            value = (1 - config.weight) * (scores[i] - low) / max(high - low, 1e-12) if real[i] else -1e12
+            cosines = [float(np.float32(vectors[i] @ vectors[j])) for j in picked]
+            cosines += [float(np.float32(vectors[i] @ c)) for c in context]
+            if cosines:
+                value -= config.weight * max(cosines)
+                threshold = config.duplicate_threshold
+                value -= 1e6 if threshold is not None and max(cosines) >= threshold else 0.0
+            if best is None or value > best_value + 1e-9:
+                best, best_value = i, value
+        picked.append(best)
+    return picked
+
+
+def test_batched_picks_equal_the_rule_applied_one_list_at_a_time():
+    """Random batches (pads, near-duplicate clusters, a shown item on some rows, every weight and threshold): the
+    vectorised picks are the greedy rule's, list by list."""
+    rng = np.random.default_rng(0)
+    compared = 0
+    for _ in range(400):
+        batch, n, dim, k = (int(v) for v in (rng.integers(1, 5), rng.integers(1, 12), rng.integers(2, 6),
+                                             rng.integers(1, 14)))
+        scores = rng.normal(size=(batch, n))
+        scores[rng.random(size=(batch, n)) < 0.15] = -np.inf  # pads of short lists
+        vectors = rng.normal(size=(batch, n, dim))
+        if rng.random() < 0.3:
+            vectors[:, 1:] = vectors[:, :1] + 0.01 * vectors[:, 1:]  # one product in many pack sizes
+        vectors = unit(vectors).astype(np.float32)
+        config = DiversifyConfig(weight=float(rng.choice([0.0, 0.1, 0.3, 0.7])),
+                                 duplicate_threshold=[None, 0.95, 0.99][int(rng.integers(3))])
+        shown = unit(rng.normal(size=(batch, dim))).astype(np.float32) if rng.random() < 0.4 else None
+        if shown is not None:
+            shown[rng.random(batch) < 0.3] = 0  # rows without a shown item
+        if not active(config):
+            continue
+        picks = diversify_picks(scores, vectors, k, config, shown)
+        for row in range(batch):
+            assert picks[row].tolist() == one_list_mmr(scores[row], vectors[row], k, config,
+                                                      None if shown is None else shown[row])
+            compared += 1
+    assert compared > 500
