@@ -162,6 +162,50 @@ def test_removed_items_are_never_returned_and_k_stays_filled(data, name):
     assert set(everything[0]) == set(ids) - nearest
 
 
+@pytest.mark.parametrize("name", ["flat", "hnsw", "ivf_flat", "ivf_pq"])
+def test_every_search_holds_only_eligible_items_and_fills_k_through_random_edits(data, name):
+    """Random additions, removals, stock changes and compactions, each followed by searches at k 1 to 200 with
+    random per-query exclusions: every row holds distinct, active, not excluded items, as many as k or as there are
+    eligible ones (the approximate kinds over-fetch and refill)."""
+    import random
+
+    rng, np_rng = random.Random(7), np.random.default_rng(7)
+    items, queries, ids = data
+    index = VectorIndex.build(items[:600], ids[:600], KINDS[name])
+    live = active = set(ids[:600].tolist())
+    added = 0
+    for _ in range(40):
+        draw = rng.random()
+        if draw < 0.25:
+            count = rng.randint(1, 20)
+            new = [f"new{added + j}" for j in range(count)]
+            added += count
+            near = items[rng.sample(range(600), count)] + 0.05 * np_rng.normal(size=(count, DIM)).astype(np.float32)
+            index.add(near, new)
+            live, active = live | set(new), active | set(new)
+        elif draw < 0.45:
+            gone = set(rng.sample(sorted(live), max(0, min(len(live) - 5, rng.randint(1, 60)))))
+            index.remove(gone)
+            live, active = live - gone, active - gone
+        elif draw < 0.65:
+            out = set(rng.sample(sorted(active), max(0, min(len(active) - 5, rng.randint(1, 80)))))
+            index.deactivate(out)
+            active = active - out
+        elif draw < 0.8:
+            back = set(rng.sample(sorted(live), min(len(live), rng.randint(1, 40))))
+            index.activate(back)
+            active = active | back
+        else:
+            index.compact()
+        k = rng.choice([1, 10, 50, 200])
+        excluded = [set(rng.sample(sorted(active), rng.randint(0, 30))) for _ in queries[:10]]
+        _, found = index.search(queries[:10], k, exclude_per_query=excluded)
+        for row, banned in zip(found, excluded):
+            row = [item for item in row if item is not None]
+            assert len(row) == len(set(row)) == min(k, len(active - banned))
+            assert set(row) <= active - banned
+
+
 def test_deactivate_hides_and_activate_restores(data):
     items, queries, ids = data
     index = VectorIndex.build(items, ids)
