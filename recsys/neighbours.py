@@ -67,9 +67,10 @@ class NeighbourCache:
         self.misses = 0
         self.updated = 0  # of the hits, lists a change put a new item in or moved an item of
 
-    def scores(self, state: CatalogueState, anchor: str, item_ids: Sequence[str]) -> np.ndarray:
-        """Each of `item_ids`' score against `anchor` in `state`, as a search for the anchor's neighbours scores it."""
-        return self.similarities(state.vectors[state.position[anchor]], state.vectors[state.rows(list(item_ids))])
+    def scores(self, state: CatalogueState, anchor: str, rows: np.ndarray) -> np.ndarray:
+        """The score against `anchor` of the items at catalogue `rows` of `state`, as a search for the anchor's
+        neighbours scores them."""
+        return self.similarities(state.vectors[state.position[anchor]], state.vectors[rows])
 
     def reaches(self, state: CatalogueState, anchor: str, item_ids: Iterable[str], floor: float) -> bool:
         """Whether one of `item_ids` that is active in `state` scores at least `floor` against `anchor` (less
@@ -81,7 +82,7 @@ class NeighbourCache:
             return False
         if floor == -math.inf:
             return True
-        return bool((self.scores(state, anchor, active) >= floor - margin(floor)).any())
+        return bool((self.scores(state, anchor, state.rows(active)) >= floor - margin(floor)).any())
 
     def _dated(self) -> tuple[tuple[int, int, int], int]:
         """What a search started now is dated with: the catalogue's (version, vectors version, additions version),
@@ -177,7 +178,7 @@ class NeighbourCache:
         if not scored and kept.all():
             return ids
         changed = [items[n] for n in scored]
-        new = self.similarities(state.vectors[state.position[anchor]], state.vectors[rows[scored]])
+        new = self.scores(state, anchor, rows[scored])
         rescored = scores.copy()
         added_ids, added_scores = [], []
         for item, score in zip(changed, new.tolist()):

@@ -114,6 +114,13 @@ def test_cached_neighbour_lists_match_a_search_through_random_changes(toy, seed,
     assert cache.hits > cache.misses and cache.updated > 0  # lists were served and changed in place, not re-searched
 
 
+def serving(bundle, state_dir, cache_mb: float, encoder: ItemTower) -> TestClient:
+    """A test server of `bundle` whose caches hold `cache_mb` (0: none), upserts encoded by `encoder`, no compaction
+    of its own (so two servers taking the same edits hold the same rows)."""
+    settings = Settings(state_dir=state_dir, admin_token="t", cache_mb=cache_mb, compact_share=0.0)
+    return TestClient(create_app(bundle, service=Service(settings, item_encoder_loader=lambda _: encoder)))
+
+
 class NumberEncoder(ItemTower):
     """An item text "v x y" encodes as the vector (x, y)."""
 
@@ -139,13 +146,10 @@ def test_cached_similar_pages_match_a_server_without_caches_through_random_chang
     rng, np_rng = random.Random(seed), np.random.default_rng(seed)
     bundle = Recommender.build(toy, split_dataset(toy), VECTORS, BuildConfig()).save(tmp_path / "toy" / "v1")
 
-    def client(name: str, cache_mb: float) -> TestClient:
-        settings = Settings(state_dir=tmp_path / name, admin_token="t", cache_mb=cache_mb, compact_share=0.0)
-        return TestClient(create_app(bundle, service=Service(settings, item_encoder_loader=lambda _: NumberEncoder())))
-
     mismatches, made = [], 0
     ids = list(toy.items["item_id"])
-    with client("cached", 64) as cached, client("plain", 0) as plain:
+    with serving(bundle, tmp_path / "cached", 64, NumberEncoder()) as cached, \
+            serving(bundle, tmp_path / "plain", 0, NumberEncoder()) as plain:
         for step in range(45):
             kind, item = random_change(rng, ids, made)
             made += kind == "add"
@@ -256,12 +260,9 @@ def test_an_engines_answers_with_caches_equal_its_answers_without_through_random
     ids = list(recommender.catalogue.state.position)
     clock = 1e9  # event times after the bundle's (explicit: both servers must store the same events)
 
-    def client(name: str, cache_mb: float) -> TestClient:
-        settings = Settings(state_dir=tmp_path / name, admin_token="t", cache_mb=cache_mb, compact_share=0.0)
-        return TestClient(create_app(bundle, service=Service(settings, item_encoder_loader=lambda _: HashEncoder())))
-
     mismatches, made, requests = [], 0, 0
-    with client("cached", 64) as cached, client("plain", 0) as plain:
+    with serving(bundle, tmp_path / "cached", 64, HashEncoder()) as cached, \
+            serving(bundle, tmp_path / "plain", 0, HashEncoder()) as plain:
         for step in range(60):
             draw, change = rng.random(), None
             if draw < 0.35:
