@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from cachetools import LRUCache
 
+from recsys.retrieval.exact import tied
+
 if TYPE_CHECKING:
     from recsys.catalogue import Catalogue
     from recsys.catalogue_state import CatalogueState
@@ -47,7 +49,7 @@ def margin(floor: float) -> float:
 def ordered(state: CatalogueState, ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """The order a search gives `ids` by `scores`: best first, scores equal to 1e-5 by catalogue row."""
     rows = state.rows(ids.tolist())
-    return np.lexsort((rows, -np.round(scores.astype(np.float64), 5)))
+    return np.lexsort((rows, -tied(scores)))
 
 
 class NeighbourCache:
