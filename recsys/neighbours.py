@@ -192,7 +192,8 @@ class NeighbourCache:
             elif score > floor:
                 added_ids.append(item)
                 added_scores.append(score)
-        if not added_ids and kept.all() and np.array_equal(rescored, scores):
+        # a replaced member is on a new catalogue row: it may move among the items it ties even at the same score
+        if not added_ids and kept.all() and not any(item in member for item in changed):
             return ids
         ids = np.concatenate([ids[kept], np.array(added_ids, dtype=object)])
         scores = np.concatenate([rescored[kept], np.asarray(added_scores, np.float32)])
