@@ -53,8 +53,10 @@ def fresh_body(cache: MutableMapping, key: Hashable, neighbours, state) -> bytes
     anchor = key[0]
     catalogue = neighbours.catalogue
     touched = catalogue.ids_touched_since(version, state.version)
+    if touched is None:  # the change log no longer reaches back to the entry
+        return None
     moved = catalogue.ids_changed_since(vectors_version, state.vectors_version)
-    if touched is None or moved is None or anchor in moved or not touched.isdisjoint(depends_on - {anchor}) or \
+    if moved is None or anchor in moved or not touched.isdisjoint(depends_on - {anchor}) or \
             neighbours.reaches(state, anchor, touched - {anchor}, floor):
         return None
     cache[key] = similar_entry(state, depends_on, floor, body)

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from cachetools import LRUCache
 
+from recsys.retrieval.exact import tied
+
 if TYPE_CHECKING:
     from recsys.catalogue import Catalogue
     from recsys.catalogue_state import CatalogueState
@@ -47,7 +49,7 @@ def margin(floor: float) -> float:
 def ordered(state: CatalogueState, ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """The order a search gives `ids` by `scores`: best first, scores equal to 1e-5 by catalogue row."""
     rows = state.rows(ids.tolist())
-    return np.lexsort((rows, -np.round(scores.astype(np.float64), 5)))
+    return np.lexsort((rows, -tied(scores)))
 
 
 class NeighbourCache:
@@ -190,7 +192,8 @@ class NeighbourCache:
             elif score > floor:
                 added_ids.append(item)
                 added_scores.append(score)
-        if not added_ids and kept.all() and np.array_equal(rescored, scores):
+        # a replaced member is on a new catalogue row: it may move among the items it ties even at the same score
+        if not added_ids and kept.all() and not any(item in member for item in changed):
             return ids
         ids = np.concatenate([ids[kept], np.array(added_ids, dtype=object)])
         scores = np.concatenate([rescored[kept], np.asarray(added_scores, np.float32)])

@@ -28,6 +28,7 @@ from recsys.popularity import Popularity
 from recsys.query import Query, check_k, group_queries, id_collection
 from recsys.results import CandidateLists, RecommendationList
 from recsys.retrieval import VectorIndex
+from recsys.retrieval.exact import tied
 from recsys.splits import SplitData
 from recsys.towers import ItemTower, TemplatedItemTower, UserTower
 from recsys.user_tower import PooledHistoryEncoder, rebound
@@ -169,12 +170,13 @@ class Recommender:
         found = np.isfinite(scores).sum(axis=1)  # missing slots (fewer eligible items) come last, at -inf
         # near-ties (scores equal to ~1e-6, which differ in the last bits between single-query and batched
         # kernels) are ordered by catalogue row, so the API and batch jobs agree; FAISS already returns
-        # scores in descending order, so only rows with a tie are re-sorted
-        rounded = np.round(scores.astype(np.float64), 5)
+        # scores in descending order, so only rows with a tie are re-sorted (the exact search's lists come
+        # in this order already, and are cut by it: `exact.tied`)
+        rounded = tied(scores)
         same = rounded[:, 1:] == rounded[:, :-1]
-        tied = np.zeros(scores.shape, bool)  # items sharing their rounded score with a neighbour
-        tied[:, 1:] |= same
-        tied[:, :-1] |= same
+        has_tie = np.zeros(scores.shape, bool)  # items sharing their rounded score with a neighbour
+        has_tie[:, 1:] |= same
+        has_tie[:, :-1] |= same
         ids_of = state.ids
         out_ids: list[list[str]] = []
         out_scores: list[list[float]] = []
@@ -182,7 +184,7 @@ class Recommender:
         for row in range(len(scores)):
             n = int(found[row])
             row_rows, row_scores = rows[row, :n], scores[row, :n]
-            if tied[row, :n].any():
+            if has_tie[row, :n].any():
                 order = np.lexsort((row_rows, -rounded[row, :n]))
                 row_rows, row_scores = row_rows[order], row_scores[order]
             out_ids.append(ids_of[row_rows].tolist())

@@ -222,6 +222,25 @@ def test_similar_items_from_the_neighbour_cache_match_a_search(recommender):
     assert "cam2" not in recommender.similar_items("cam1", 5).item_ids
 
 
+def test_a_replaced_item_tied_with_its_twin_moves_behind_it_in_a_cached_list(recommender):
+    """Scores equal to 1e-5 are ordered by catalogue row, and a replaced item takes a new row at the end: a list
+    brought up to date reorders such a tie even when the replacement scores what the item scored before."""
+    cache, catalogue = recommender.neighbours, recommender.catalogue
+    cache.depth = 4
+    catalogue.upsert([{"item_id": "cam3"}], 2 * VECTORS[[0]])  # cam1's twin: the index scores directions
+
+    def searched(k: int) -> list[str]:
+        vector = recommender.item_vectors[recommender.item_position["cam2"]][None, :]
+        return recommender.search_vectors(vector, k, [{"cam2"}])[0][0]
+
+    assert recommender.similar_items("cam2", 2, diversify=False).item_ids == ["cam1", "cam3"] == searched(2)
+    updated, misses = cache.updated, cache.misses
+    catalogue.upsert([{"item_id": "cam1"}], 3 * VECTORS[[0]])  # the same direction, on a row after cam3's
+    assert recommender.similar_items("cam2", 2, diversify=False).item_ids == ["cam3", "cam1"] == searched(2)
+    assert (cache.updated - updated, cache.misses - misses) == (1, 0)  # reordered in place, not searched again
+    assert searched(1) == ["cam3"]
+
+
 def test_lists_of_the_whole_catalogue_take_every_addition_in_place(recommender):
     """A list shorter than the cache's depth held every item a search could return: an upsert or an activation
     anywhere is scored and placed in it (a replaced item moves within it) until it is `depth` long; then it is the

@@ -12,6 +12,7 @@ from recsys.config import BuildConfig, IndexConfig
 from recsys.errors import SettingError, UnknownIdError
 from recsys.retrieval import (SearchParams, VectorIndex, choose_nlist, clustered_embeddings, factory_string, gpu_count,
                               reconstruct_all)
+from recsys.retrieval.exact import tied
 
 N, DIM = 2000, 32
 KINDS = {
@@ -41,8 +42,10 @@ def built(data):
 
 
 def exact_top(items, queries, k):
+    """Rows and scores of the k best items per query, scores equal to 1e-5 (`tied`) by row, as a search orders and
+    cuts them."""
     scores = queries @ items.T
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    order = np.argsort(-tied(scores), axis=1, kind="stable")[:, :k]
     return order, np.take_along_axis(scores, order, axis=1)
 
 

@@ -20,7 +20,7 @@ def brute_force(vectors, queries, k, mask=None, exclude_rows=None):
         if exclude_rows is not None:
             eligible[exclude_rows[q]] = False
         rows = np.flatnonzero(eligible)
-        order = rows[np.lexsort((rows, -scores[rows]))][:k]
+        order = rows[np.lexsort((rows, -np.round(scores[rows].astype(np.float64), exact.TIE_DECIMALS)))][:k]
         out.append(order.tolist())
     return out
 
@@ -37,6 +37,32 @@ def test_exact_top_k_matches_brute_force_with_mask_and_exclusions(monkeypatch, b
     assert rows.tolist() == brute_force(vectors, queries, 25, mask, excluded)
     expected = np.take_along_axis(queries @ vectors.T, rows, axis=1)
     np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("block", [1 << 23, 1024])
+def test_a_search_of_k_is_the_first_k_of_any_deeper_search_even_between_near_twins(monkeypatch, block):
+    """Pack-size twins (an item's vector scaled by 1 ± 1e-7, or nudged by 1e-7) score within a few float32 bits of
+    the item they copy. Lists order such near-ties by catalogue row, and the cut between the k returned and the rest
+    must follow that order too: before it did, a search of 1 could return the later twin while a search of 3 put
+    the earlier one first."""
+    monkeypatch.setattr(exact, "BLOCK_SCORES", block)
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal((60, 8)).astype(np.float32)
+    twins = [base[rng.integers(60, size=60)] * (1 + rng.choice([-1e-7, 1e-7, 2e-7], size=(60, 1))),
+             base[rng.integers(60, size=60)] + rng.choice([-1e-7, 1e-7], size=(60, 8))]
+    vectors = np.concatenate([base, *twins]).astype(np.float32)
+    vectors = vectors[rng.permutation(len(vectors))]  # twins before and after the items they copy
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    queries = np.concatenate([vectors[:40], rng.standard_normal((10, 8)).astype(np.float32)])
+    mask = rng.random(len(vectors)) > 0.1
+    deep_s, deep = exact.exact_top_k(vectors, queries, 40, mask=mask, row_norm=1.0)
+    for k in range(1, 40):
+        scores, rows = exact.exact_top_k(vectors, queries, k, mask=mask, row_norm=1.0)
+        np.testing.assert_array_equal(rows, deep[:, :k], err_msg=f"k={k}")
+        np.testing.assert_array_equal(scores, deep_s[:, :k])
+    tie, later = exact.tied(deep_s), deep[:, 1:] > deep[:, :-1]
+    assert (np.diff(tie, axis=1) <= 0).all() and (later | (tie[:, 1:] < tie[:, :-1])).all()  # ties by row
+    assert (tie[:, 1:] == tie[:, :-1]).sum() > 20
 
 
 def test_exact_top_k_pads_when_fewer_rows_are_eligible():

@@ -14,6 +14,11 @@ product at a time by a kernel whose result does not depend on the batch (`_dot`)
 are returned. The API (one user at a time) and `recsys batch-score` (thousands) therefore get bit-identical
 scores and lists. A query whose pool could miss an item within the GEMM's rounding error of its k-th
 score (many near-identical vectors at the cut) is rescored over every eligible row with the same kernel.
+
+Near-ties: scores equal to `TIE_DECIMALS` decimals are ordered by catalogue row, as every list the project serves
+is (`Recommender._search_lists`, `neighbours.ordered`), and the cut between the k returned and the rest follows
+that same order. A search of k items therefore returns the first k of any deeper search, even where two items'
+scores differ only in their last bits (an item and its pack-size twin).
 """
 
 from __future__ import annotations
@@ -30,16 +35,18 @@ RESCORE_FLOATS = 1 << 22
 """Gathered candidate vectors held at once while rescoring (16 MB of float32)."""
 ROUNDING = 2.0 ** -24
 """float32 unit roundoff: a d-term dot product is off by at most d · ROUNDING · |q| · |v| (either kernel)."""
+TIE_DECIMALS = 5
+"""Scores equal to this many decimals are tied: ordered, and cut, by catalogue row."""
 
 
 def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int, *, mask: np.ndarray | None = None,
                 exclude_rows: Sequence[np.ndarray] | None = None,
                 row_norm: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(scores float32 [nq, k], rows int64 [nq, k]) of the k best rows of `vectors` [n, d] by inner product
-    with each query, best first (ties: lower row first); `mask` (bool [n]) keeps only its True rows,
-    `exclude_rows[q]` removes rows for query q. Slots beyond the eligible rows hold row -1, score -inf.
-    Each query's result is independent of the other queries in the batch (see the module docstring);
-    `row_norm`: an upper bound on the rows' L2 norms (1 for normalised vectors; None: measured)."""
+    with each query, best first (scores equal to `TIE_DECIMALS` decimals: lower row first); `mask` (bool [n])
+    keeps only its True rows, `exclude_rows[q]` removes rows for query q. Slots beyond the eligible rows hold row
+    -1, score -inf. Each query's result is independent of the other queries in the batch (see the module
+    docstring); `row_norm`: an upper bound on the rows' L2 norms (1 for normalised vectors; None: measured)."""
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     nq, n = len(queries), len(vectors)
     k = int(min(k, n))
@@ -51,12 +58,12 @@ def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int, *, mask: np.nd
     if pool == n:
         return best_s, best_r
     # a row outside the pool scores at most the pool's lowest GEMM score + the GEMM error: when that can
-    # reach the k-th exact score, the pool may be missing an item (near-identical vectors at the cut)
+    # reach the k-th score's tie (its rounded value), the pool may be missing an item (near-identical vectors)
     if row_norm is None:
         row_norm = float(np.sqrt(np.einsum("ij,ij->i", vectors, vectors).max()))
     error = ROUNDING * vectors.shape[1] * np.sqrt(np.einsum("ij,ij->i", queries, queries)) * row_norm
     lowest = gemm_s.min(axis=1)  # -inf when the pool holds every eligible row
-    full = np.isfinite(lowest) & (lowest + 2 * error >= best_s[:, -1])
+    full = np.isfinite(lowest) & (lowest + 2 * error >= _tie_floor(best_s[:, -1]))
     for q in np.flatnonzero(full):
         eligible = np.ones(n, bool) if mask is None else mask.copy()
         if exclude_rows is not None:
@@ -87,9 +94,21 @@ def _rescore(vectors: np.ndarray, queries: np.ndarray, rows: np.ndarray) -> np.n
     return out
 
 
+def tied(scores: np.ndarray) -> np.ndarray:
+    """float64 `scores` rounded to `TIE_DECIMALS` decimals: equal values are tied, and a list orders them by
+    catalogue row (here, in `Recommender._search_lists` and in `neighbours.ordered`)."""
+    return np.round(scores.astype(np.float64), TIE_DECIMALS)
+
+
+def _tie_floor(scores: np.ndarray) -> np.ndarray:
+    """The lowest score that can round to the same tie as each of `scores` (a little below, to be safe)."""
+    return tied(scores) - 0.6 * 10.0 ** -TIE_DECIMALS
+
+
 def _best(scores: np.ndarray, rows: np.ndarray, k: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k best (score, row) per query, best first, ties by lower row; missing slots row -1, score -inf."""
-    order = np.lexsort((np.where(rows < 0, n, rows), -scores), axis=-1)[:, :k]
+    """The k best (score, row) per query, best first, ties (`tied`) by lower row; missing slots row -1, score
+    -inf."""
+    order = np.lexsort((np.where(rows < 0, n, rows), -tied(scores)), axis=-1)[:, :k]
     best_s = np.take_along_axis(scores, order, axis=1)
     best_r = np.take_along_axis(rows, order, axis=1)
     best_r[~np.isfinite(best_s)] = -1
@@ -171,4 +190,4 @@ def _keep(pool_s: np.ndarray, pool_r: np.ndarray, k: int) -> tuple[np.ndarray, n
     return np.take_along_axis(pool_s, keep, axis=1), np.take_along_axis(pool_r, keep, axis=1)
 
 
-__all__ = ["exact_top_k"]
+__all__ = ["TIE_DECIMALS", "exact_top_k", "tied"]
