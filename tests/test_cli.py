@@ -645,6 +645,24 @@ def test_serve_checks_the_port_before_loading(tmp_path):
     assert "no bundle here" not in result.output  # the port was checked first
 
 
+@pytest.mark.parametrize("value", ["", "relative"])
+def test_serve_reads_its_bundle_from_recsys_bundle(tmp_path, monkeypatch, value):
+    """`RECSYS_BUNDLE` names the bundle as `--bundle` does (the API's setting of the same name; was: "Missing option
+    '--bundle'"); an empty one counts as unset, as for every path setting."""
+    import socket
+
+    monkeypatch.chdir(tmp_path)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = runner.invoke(app, ["serve", "--port", str(port)], env={"RECSYS_BUNDLE": value})
+    assert result.exit_code == 2, result.output
+    if value:
+        assert "relative: no bundle here" in " ".join(result.output.split()), result.output
+    else:
+        assert "Missing option '--bundle'" in result.output and "RECSYS_BUNDLE" in result.output
+
+
 @pytest.mark.parametrize("env,message", [
     ({"RECSYS_EVENT_STORE": "redis", "RECSYS_REDIS_URL": "redis://127.0.0.1:{port}/0"},
      "error: RECSYS_REDIS_URL: cannot reach Redis at redis://127.0.0.1:{port}/0"),
