@@ -83,7 +83,7 @@ def create_app(bundle: str | Path | None = None, settings: Settings | None = Non
         loaded = served().current if served() is not None else None
         return None if loaded is None else kept_upsert_fields(loaded.recommender)
 
-    install_error_handlers(app, settings.max_body_bytes, bundle_roots)
+    install_error_handlers(app, settings.max_body_bytes, bundle_roots, settings.max_k)
     install_contract(app, settings, attributes, kept)
     app.add_middleware(HeadAsGet)  # innermost: HEAD routed as GET, its body dropped (api.methods)
     # body limit, 1: every body is counted while it is read, whatever its transfer encoding (chunked too): once

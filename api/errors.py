@@ -93,13 +93,33 @@ def scrub_paths(message: str, roots: Sequence[Path] = ()) -> str:
     return ABSOLUTE_PATH.sub("…", message)
 
 
-def install_error_handlers(app: FastAPI, max_body_bytes: int, roots: Callable[[], Sequence[Path]] = list) -> None:
+def served_k_limit(raw: Sequence[dict], max_k: int) -> list[dict]:
+    """`raw` with a `k` above the schema's hard cap (`le`, the largest `RECSYS_MAX_K` can be) told the limit served,
+    as a `k` between the two is (`api.deps.check_k`): one limit in every message, the one the OpenAPI document
+    states."""
+    out = []
+    for error in raw:
+        loc, value = tuple(error.get("loc", ())), error.get("input")
+        if error.get("type") == "less_than_equal" and len(loc) == 2 and loc[1] == "k":
+            text = value.strip() if isinstance(value, str) else str(value) if type(value) is int and value < 10 ** 18 \
+                else ""  # a query parameter comes as text; a huge number is not printed (nor converted)
+            shown = f"k={text}" if text.isascii() and text.isdigit() and len(text) <= 18 else "k"
+            error = {**error, "msg": f"{shown} is above the limit of {max_k}"}
+        out.append(error)
+    return out
+
+
+def install_error_handlers(app: FastAPI, max_body_bytes: int, roots: Callable[[], Sequence[Path]] = list,
+                           max_k: int | None = None) -> None:
     """Every error the app answers has the `ErrorResponse` shape; no message carries a filesystem path
-    (`roots()`: directories whose paths are shown relative to them, e.g. the bundle root)."""
+    (`roots()`: directories whose paths are shown relative to them, e.g. the bundle root); `max_k`: the largest k
+    served (`RECSYS_MAX_K`), named by every k-too-large message."""
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         raw = list(exc.errors())
+        if max_k is not None:
+            raw = served_k_limit(raw, max_k)
         kind = not_json(request)
         if kind is not None and any(tuple(e.get("loc", ()))[:1] == ("body",) for e in raw):
             return error_response(415, f"the request body must be JSON (Content-Type: application/json), not "

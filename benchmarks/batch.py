@@ -117,7 +117,8 @@ def score(bundle: Path, engine: str, settings: BenchSettings, label: str, users:
     shutil.rmtree(out, ignore_errors=True)
     args = [sys.executable, "-c", "from jobs.cli import main; main()",
             "batch-score", "--bundle", str(bundle), "--out", str(out),
-            "--k", str(settings.k), "--chunk-size", str(settings.chunk_size), "--engine", engine, "--no-progress"]
+            "--k", str(settings.k), "--chunk-size", str(settings.chunk_size), "--engine", engine, "--no-progress",
+            "--no-store"]  # the bundle alone: not an API event store that the working directory may hold
     if users is not None:
         args += ["--users", str(users)]
     if engine == "ray":
@@ -172,11 +173,14 @@ def run_benchmark(settings: BenchSettings, out_dir: Path) -> dict[str, Path]:
         for engine in settings.synthetic_engines:
             rows.append(score(bundle, engine, settings, label, None))
         settings.extra["synthetic_bundle_seconds"] = round(generated_s, 1)
+    ray = any(row["engine"] == "ray" for row in rows)
     notes = [f"command: `{settings.command}`" if settings.command else "",
              "users/s = users ÷ the job's time (bundle load + planning + scoring + writing, interpreter start "
-             "excluded); wall s includes interpreter start and, for Ray, starting a local Ray instance",
-             f"peak MB = largest PSS summed over the batch-score process tree (Ray: raylet, GCS, {settings.workers} "
-             "actors), sampled every 0.2 s",
+             "excluded); wall s includes interpreter start" + (" and, for Ray, starting a local Ray instance"
+                                                              if ray else ""),
+             "peak MB = largest PSS summed over the batch-score process tree" +
+             (f" (Ray: raylet, GCS, {settings.workers} actors)" if ray else "") + ", sampled every 0.2 s",
+             "each run scores the bundle alone (`--no-store`: no API event store's events or catalogue edits)",
              f"chunk size {settings.chunk_size}, one FAISS thread per worker (byte-identical output across engines)"]
     return write_report(out_dir, "batch", rows, COLUMNS, title="Batch scoring: local vs Ray engine",
                         meta={"environment": environment(("numpy", "faiss-cpu", "polars", "pyarrow", "ray",

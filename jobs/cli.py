@@ -336,7 +336,8 @@ def _resolve(bundle: Path) -> Path:
 
 @app.command()
 def serve(
-    bundle: Annotated[Path, typer.Option(help="bundle directory (or a model directory: newest version)")],
+    bundle: Annotated[Path, typer.Option(envvar="RECSYS_BUNDLE", show_envvar=True,
+                                         help="bundle directory (or a model directory: newest version)")],
     host: str = "127.0.0.1", port: Port = 8000,
     access_log: Annotated[bool, typer.Option(help="log every request (costs throughput)")] = False,
     workers: Annotated[int, typer.Option(min=1, help="worker processes (each loads the bundle; events, catalogue "

@@ -269,6 +269,15 @@ def test_settings_drive_the_documented_limits(client):
     assert spec["components"]["schemas"]["ItemUpsert"]["properties"]["text"]["maxLength"] == 20
     assert client.get("/v1/users/u1/recommendations", params={"k": 12}).status_code == 200
     assert_error(client.get("/v1/users/u1/recommendations", params={"k": 13}), 422, "above the limit of 12")
+    # beyond the schema's hard cap (10,000, the largest RECSYS_MAX_K) too: the served limit, not the cap (was: "Input
+    # should be less than or equal to 10000", on every route taking k)
+    for method, path, kwargs, loc in [("get", "/v1/users/u1/recommendations", {"params": {"k": 100_000}}, "query.k"),
+                                      ("get", "/v1/items/cam1/similar", {"params": {"k": 100_000}}, "query.k"),
+                                      ("post", "/v1/sessions/recommendations",
+                                       {"json": {"item_ids": ["cam1"], "k": 100_000}}, "body.k")]:
+        answer = getattr(client, method)(path, **kwargs)
+        assert_error(answer, 422, f"{loc}: k=100000 is above the limit of 12")
+        assert "10000" not in answer.text.replace("100000", "")
     assert client.get("/v1/users/u1/recommendations", params={"exclude": ["a"] * 4}).status_code == 200
     assert_error(client.get("/v1/users/u1/recommendations", params={"exclude": ["a"] * 5}), 422)
     # a catalogue without a brand attribute offers no brand filter

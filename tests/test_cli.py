@@ -296,6 +296,26 @@ def test_commands_with_nothing_to_do_or_an_unused_option_say_so(shop_bundle, tmp
     assert not (tmp_path / "recs").exists()
 
 
+def test_bench_batch_scores_the_bundle_alone_and_names_ray_only_when_it_ran(shop_bundle, tmp_path, monkeypatch):
+    """batch-score reads the API's event store in the working directory by default: the benchmark scored a user
+    known only from an event stored there (61 users of a 60-user bundle) and named Ray's processes in its notes
+    when only the local engine ran."""
+    from api.service import make_store
+    from api.settings import Settings
+
+    _, bundle = shop_bundle
+    monkeypatch.chdir(tmp_path)
+    store = make_store(Settings(bundle=bundle))  # ./recsys-state, where batch-score looks by default
+    store.append("stranger", "P00001", "view")
+    result = run("bench", "batch", "--bundle", bundle, "--engines", "local", "--synthetic-users", 0,
+                 "--out", tmp_path / "b", "--work", tmp_path / "w")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "b" / "batch.json").read_text())
+    assert [(row["engine"], row["users"]) for row in report["rows"]] == [("local", 60)]
+    notes = (tmp_path / "b" / "batch.md").read_text()
+    assert "raylet" not in notes and "for Ray" not in notes and "scores the bundle alone" in notes
+
+
 @pytest.mark.parametrize("command", ["train", "encode", "build", "batch-score"])
 @pytest.mark.parametrize("option,value,what", [("--workers", "3", "Ray workers"),
                                                ("--ray-address", "auto", "a Ray cluster")])
@@ -643,6 +663,24 @@ def test_serve_checks_the_port_before_loading(tmp_path):
         result = run("serve", "--bundle", tmp_path / "no-bundle-here", "--port", port)
     assert result.exit_code == 2 and f"cannot serve on 127.0.0.1:{port}" in result.output
     assert "no bundle here" not in result.output  # the port was checked first
+
+
+@pytest.mark.parametrize("value", ["", "relative"])
+def test_serve_reads_its_bundle_from_recsys_bundle(tmp_path, monkeypatch, value):
+    """`RECSYS_BUNDLE` names the bundle as `--bundle` does (the API's setting of the same name; was: "Missing option
+    '--bundle'"); an empty one counts as unset, as for every path setting."""
+    import socket
+
+    monkeypatch.chdir(tmp_path)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = runner.invoke(app, ["serve", "--port", str(port)], env={"RECSYS_BUNDLE": value})
+    assert result.exit_code == 2, result.output
+    if value:
+        assert "relative: no bundle here" in " ".join(result.output.split()), result.output
+    else:
+        assert "Missing option '--bundle'" in result.output and "RECSYS_BUNDLE" in result.output
 
 
 @pytest.mark.parametrize("env,message", [
