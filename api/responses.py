@@ -34,7 +34,8 @@ def to_response(loaded: Loaded, result: RecommendationList, history: Sequence[st
                 event_kinds: Mapping[str, str] | None = None) -> RecommendationResponse:
     """`history` explains personalised/session lists (`event_kinds`: the kind of the user's latest event on its
     items, for the reason's verb, read from the store beforehand: this runs on the event loop), `anchor`
-    similar-item lists, `text` text queries. Popular-fallback items get the share of the top item's count as
+    similar-item lists, `text` text queries (with history items too: the items the text is closer to than to any
+    history item, `RecommendationList.text_matches`). Popular-fallback items get the share of the top item's count as
     `score` and their count as `popularity`."""
     recommender = loaded.recommender
     state = recommender.catalogue.state  # one version of the catalogue for the whole response
@@ -50,13 +51,14 @@ def to_response(loaded: Loaded, result: RecommendationList, history: Sequence[st
     kinds = event_kinds or {}
     popular = result.strategy == "popular_fallback"
     counts = recommender.popularity.counts_of(result.item_ids) if popular else [None] * len(records)
+    text_matches = result.text_matches or [False] * len(records)
     items = []
-    for record, score, explanation, because, count in zip(records, result.scores, explanations, fallback_because,
-                                                          counts):
+    for record, score, explanation, because, count, matched in zip(records, result.scores, explanations,
+                                                                   fallback_because, counts, text_matches):
         if record is None:
             continue
         explanation = explanation or {}
-        because = explanation.get("because_item_id") or because
+        because = None if matched and text else explanation.get("because_item_id") or because
         features = {f["name"]: float(f["contribution"]) for f in explanation.get("top_features") or []} or None
         if result.strategy == "popular_fallback":
             reason = "popular in the shop"

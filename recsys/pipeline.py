@@ -21,6 +21,7 @@ from recsys.data.dataset import Dataset
 from recsys.data.item_text import DEFAULT_TEMPLATE, query_record
 from recsys.diversify import active, diversified_picks
 from recsys.errors import BundleError, UnknownIdError
+from recsys.explain import closer_to_text
 from recsys.histories import Histories
 from recsys.item_arrays import unit_rows, unit_store
 from recsys.neighbours import NeighbourCache
@@ -227,21 +228,40 @@ class Recommender:
         if kind == "similar_for_user":
             return self.similar_for_users([q.item_id for q in queries], [q.history for q in queries], first.k,
                                           [q.exclude for q in queries], first.where, first.explain)
-        vectors = None
+        vectors = encoded = None
         if kind == "text":
             for q in queries:
                 self.check_items(q.history)
-            vectors = self.text_vectors([q.text for q in queries], [q.history for q in queries])
+            encoded = self.encode_texts([q.text for q in queries])
+            vectors = self.text_vectors([q.text for q in queries], [q.history for q in queries], encoded)
         as_of = [q.as_of for q in queries] if any(q.as_of is not None for q in queries) else None
-        return self.recommend_batch([q.history for q in queries], first.k, first.exclude_seen,
-                                    [q.exclude for q in queries], first.where, as_of=as_of, explain=first.explain,
-                                    strategy=first.label, vectors=vectors)
+        results = self.recommend_batch([q.history for q in queries], first.k, first.exclude_seen,
+                                       [q.exclude for q in queries], first.where, as_of=as_of, explain=first.explain,
+                                       strategy=first.label, vectors=vectors)
+        if encoded is None:
+            return results
+        return [self._with_text_matches(r, e, q.history) for r, e, q in zip(results, encoded, queries)]
 
-    def text_vectors(self, texts: Sequence[str], histories: Sequence[Sequence[str]]) -> np.ndarray:
-        """Query vectors for free texts (the item tower, through the item-text template), each blended with its
-        history's user-tower vector when the history is not empty; L2-normalised."""
+    def _with_text_matches(self, result: RecommendationList, text_vector: np.ndarray,
+                           history: Sequence[str]) -> RecommendationList:
+        """`result` of a query of free text and history items, marked with which items the text explains."""
+        if not history or result.strategy == "popular_fallback" or not result.item_ids:
+            return result
+        state = self.catalogue.state
+        return replace(result, text_matches=closer_to_text(state.vectors, state.position, text_vector, history,
+                                                           result.item_ids))
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """The item tower's vectors for free texts, through the item-text template (what an item of that text
+        would get), not normalised."""
         tower = self.item_tower()
-        vectors = np.asarray(tower.encode_items([query_record(t, tower.template) for t in texts]), np.float32)
+        return np.asarray(tower.encode_items([query_record(t, tower.template) for t in texts]), np.float32)
+
+    def text_vectors(self, texts: Sequence[str], histories: Sequence[Sequence[str]],
+                     encoded: np.ndarray | None = None) -> np.ndarray:
+        """Query vectors for free texts (`encode_texts`, or `encoded` when given), each blended with its history's
+        user-tower vector when the history is not empty; L2-normalised."""
+        vectors = self.encode_texts(texts) if encoded is None else np.array(encoded, np.float32)
         with_items = [n for n, h in enumerate(histories) if h]
         if with_items:
             vectors[with_items] += self.user_tower.encode_histories([list(histories[n]) for n in with_items])

@@ -34,6 +34,9 @@ class RecommendationList:
     floor: float | None = None
     """With `depends_on`: the last candidate's similarity to the anchor, which an added item must reach to enter
     the candidates (-inf: there were fewer candidates than asked, so any addition enters)."""
+    text_matches: list[bool] | None = None
+    """Per item of a query of free text and history items: whether the text, rather than a history item, is what the
+    item is closest to (`explain.closer_to_text`; set on the final list only, `take` drops it); None otherwise."""
 
     def take(self, picks: Sequence[int]) -> "RecommendationList":
         """The items at `picks` (indices into this list), in that order, with their per-item fields."""

@@ -252,6 +252,17 @@ def test_session_text_and_similar(client):
     assert ids(client.get("/v1/items/cam1/similar", params={"k": 2, "user_id": "u3"})) == ["bag1"]
 
 
+def test_a_session_of_items_and_text_says_which_of_them_each_item_follows_from(client):
+    """Free text and a posted item: each recommended item is explained by whichever it is closer to (was: every item
+    "because you viewed" the posted one, even the cameras the text asked for)."""
+    body = client.post("/v1/sessions/recommendations",
+                       json={"item_ids": ["shoe1"], "text": "a camera", "k": 4}).json()
+    reasons = {item["item_id"]: (item["reason"], item["because_item_id"]) for item in body["items"]}
+    # the query is halfway between the text (x, "camera") and shoe1 (y): the cameras and bag1 lean to x, the rest to y
+    text, item = ("matches “a camera”", None), ("because you viewed Shoe One", "shoe1")
+    assert reasons == {"cam2": text, "bag1": text, "bag2": item, "sock1": item}
+
+
 def test_events_change_the_next_recommendation(client):
     before = ids(client.get("/v1/users/u4/recommendations", params={"k": 2}))
     response = client.post("/v1/events", json={"user_id": "u4", "item_id": "bag1", "kind": "purchase"})

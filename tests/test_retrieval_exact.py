@@ -20,7 +20,7 @@ def brute_force(vectors, queries, k, mask=None, exclude_rows=None):
         if exclude_rows is not None:
             eligible[exclude_rows[q]] = False
         rows = np.flatnonzero(eligible)
-        order = rows[np.lexsort((rows, -np.round(scores[rows].astype(np.float64), exact.TIE_DECIMALS)))][:k]
+        order = rows[np.lexsort((rows, -exact.tied(scores[rows])))][:k]  # near-ties by row, as the search
         out.append(order.tolist())
     return out
 
@@ -43,8 +43,8 @@ def test_exact_top_k_matches_brute_force_with_mask_and_exclusions(monkeypatch, b
 def test_a_search_of_k_is_the_first_k_of_any_deeper_search_even_between_near_twins(monkeypatch, block):
     """Pack-size twins (an item's vector scaled by 1 ± 1e-7, or nudged by 1e-7) score within a few float32 bits of
     the item they copy. Lists order such near-ties by catalogue row, and the cut between the k returned and the rest
-    must follow that order too: before it did, a search of 1 could return the later twin while a search of 3 put
-    the earlier one first."""
+    must follow that order too (it followed the exact float32 score: a search of 1 could return the later twin
+    while a search of 3 put the earlier one first)."""
     monkeypatch.setattr(exact, "BLOCK_SCORES", block)
     rng = np.random.default_rng(3)
     base = rng.standard_normal((60, 8)).astype(np.float32)
