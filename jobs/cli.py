@@ -272,7 +272,11 @@ def _bundle_notes(bundle: Path, manifest: dict, recommender, dataset, splits) ->
         return [f"the bundle {bundle} was built on another dataset (fingerprint differs from {dataset.name}'s): its "
                 "catalogue, histories and statistics are not this dataset's, so targets it does not hold count as "
                 "misses"], []
-    if recommender.reranker is None or "valid" not in splits:
+    if recommender.reranker is None:
+        return [], []
+    for name in splits:  # a split the statistics count is refused now, not after the note about its rows
+        recommender.reranker.stats.config.check_unseen(name)
+    if "valid" not in splits:
         return [], []
     return [], ["the bundle's re-ranker was fit on this dataset's valid step, so its valid rows are in-sample "
                 "(optimistic); its test rows are held out. `recsys bench ranker-folds` gives a cross-fitted valid "

@@ -52,7 +52,8 @@ def refit(
     split = split_dataset(dataset)
     refit = refit_split(split, through)
     console.print(f"refitting the towers on the events through the {through} step ({split.train.height:,} → "
-                  f"{refit.train.height:,} events), {config.refit_epochs} epochs …")
+                  f"{refit.train.height:,} events), {config.refit_epochs} epochs (the valid figures printed after "
+                  f"each epoch are in-sample: the refit trains on those targets) …")
     started = time.perf_counter()
     eval_config = EvalConfig(splits=("test",) if through == "valid" else ())
     trained = train_and_evaluate(dataset, refit, config, name=str(manifest.get("name", "refit")),
@@ -60,8 +61,9 @@ def refit(
     after = trained.recommender
     before.reranker = refreshed(before.reranker, split, through, progress=True)  # one fit for both sides
     after.reranker = with_parts(before.reranker, after.catalogue, before.reranker.stats)
-    record: dict = {"through": through, "epochs": config.refit_epochs, "events_before": split.train.height,
-                    "events": refit.train.height, "seconds": round(time.perf_counter() - started, 1)}
+    record: dict = {"through": through, "epochs": config.refit_epochs, "stopped": trained.result.stopped,
+                    "events_before": split.train.height, "events": refit.train.height,
+                    "seconds": round(time.perf_counter() - started, 1)}
     if through == "valid":
         record.update(compare_on_test(before, after, split.test))
         console.print(metrics_table(record["test"], "test, lists as shown: the bundle's towers vs refit through valid "
@@ -76,7 +78,7 @@ def refit(
     kept["ranker"] = {**kept.get("ranker", {}), "parent_bundle": str(path),
                       "stats_refresh": {"through": through, "events": after.reranker.stats.events()}}
     console.print(f"[green]towers refit through the {through} step[/] → {after.save(target, kept)} "
-                  f"({record['seconds'] / 60:.1f} min)")
+                  f"({record['seconds'] / 60:.1f} min; stopped: {record['stopped']})")
 
 
 def compare_on_test(before, after, test) -> dict:

@@ -75,6 +75,11 @@ def test_refit_command_writes_an_engine_that_has_seen_the_valid_step(engine, tra
     manifest = read_manifest(tmp_path / "r")
     record = manifest["train"]["refit"]
     assert (record["through"], record["epochs"]) == ("valid", read_manifest(bundle)["train"]["best_epoch"])
+    # what ended the refit is kept and printed, as `train.stopped` is for a run (was: the first run's reason only)
+    assert record["stopped"] == "refit epochs"
+    assert manifest["train"]["stopped"] == read_manifest(bundle)["train"]["stopped"]  # the first run's, kept
+    said = " ".join(result.output.split())
+    assert "stopped: refit epochs)" in said and "the valid figures printed after each epoch are in-sample" in said
     assert (record["events_before"], record["events"]) == (split.train.height, split.train.height + split.valid.height)
     assert [row["model"] for row in record["test"]] == ["bundle: towers", "bundle: engine",
                                                         "refit through valid: towers", "refit through valid: engine"]
@@ -89,7 +94,9 @@ def test_refit_command_writes_an_engine_that_has_seen_the_valid_step(engine, tra
     assert (refit.item_vectors != load_recommender(bundle).item_vectors).any()  # new towers
     refused = runner.invoke(app, ["evaluate", "--data", str(data), "--bundle", str(tmp_path / "r"), "--no-baselines",
                                   "--splits", "valid", "--out", str(tmp_path / "no.json")])
-    assert refused.exit_code == 2 and "its valid targets are among them" in refused.output, refused.output
+    assert refused.exit_code == 2 and "its valid targets are among them" in " ".join(refused.output.split())
+    assert "`recsys refresh-stats` or `recsys refit`" in " ".join(refused.output.split())
+    assert "in-sample" not in refused.output  # refused before the note about in-sample valid rows
     for target, message in ((tmp_path / "r", "already counts the events through the valid step"),
                             (trained_bundle, "has no re-ranker")):
         bad = runner.invoke(app, ["refit", "--bundle", str(target), "--data", str(data)])
