@@ -79,9 +79,8 @@ class StatsConfig(FrozenModel):
         if SPLIT_ORDER.index(self.through) >= SPLIT_ORDER.index(split):
             raise DataError(f"this bundle's re-ranker statistics count the events through the {self.through} step "
                             f"(`recsys refresh-stats` or `recsys refit`), so its {split} targets are among them; "
-                            f"evaluate the "
-                            f"{split} split with the bundle `recsys train-ranker` wrote (statistics of the train "
-                            f"split){' or one refreshed --through valid' if split == 'test' else ''}")
+                            f"evaluate the {split} split with the bundle `recsys train-ranker` wrote (statistics of "
+                            f"the train split){' or one refreshed --through valid' if split == 'test' else ''}")
 
 
 def saved_config(directory: Path) -> StatsConfig | None:
