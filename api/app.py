@@ -15,7 +15,8 @@ from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
 from api.cached_similar import CachedSimilarMiddleware
 from api.cors import PublicCORS
-from api.contract import DeclaredQueryOnly, install_contract, kept_upsert_fields, single_valued_body_keys
+from api.contract import (DeclaredQueryOnly, install_contract, kept_upsert_fields, settings_limits,
+                          single_valued_body_keys)
 from api.errors import install_error_handlers
 from api.methods import HeadAsGet
 from api.metrics import BodyLimitMiddleware, MetricsMiddleware
@@ -83,7 +84,7 @@ def create_app(bundle: str | Path | None = None, settings: Settings | None = Non
         loaded = served().current if served() is not None else None
         return None if loaded is None else kept_upsert_fields(loaded.recommender)
 
-    install_error_handlers(app, settings.max_body_bytes, bundle_roots, settings.max_k)
+    install_error_handlers(app, settings.max_body_bytes, bundle_roots, settings_limits(settings))
     install_contract(app, settings, attributes, kept)
     app.add_middleware(HeadAsGet)  # innermost: HEAD routed as GET, its body dropped (api.methods)
     # body limit, 1: every body is counted while it is read, whatever its transfer encoding (chunked too): once

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import re
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -93,33 +93,50 @@ def scrub_paths(message: str, roots: Sequence[Path] = ()) -> str:
     return ABSOLUTE_PATH.sub("…", message)
 
 
-def served_k_limit(raw: Sequence[dict], max_k: int) -> list[dict]:
-    """`raw` with a `k` above the schema's hard cap (`le`, the largest `RECSYS_MAX_K` can be) told the limit served,
-    as a `k` between the two is (`api.deps.check_k`): one limit in every message, the one the OpenAPI document
-    states."""
+HARD_CAPS = {"maximum": "less_than_equal", "maxItems": "too_long", "maxLength": "string_too_long"}
+"""JSON Schema keyword of a served limit → the pydantic error a model's fixed hard cap (above it) raises."""
+
+
+def served_limits(raw: Sequence[dict], limits: Mapping[str, Mapping[str, int]]) -> list[dict]:
+    """`raw` with every value above a model's fixed hard cap (`api.limits`: the largest a setting can be) told the
+    limit served, as a value between the two is by the routes' own checks: one limit in every message, the one the
+    OpenAPI document states. `limits`: field name → {keyword: served limit} (`api.contract.settings_limits`)."""
     out = []
     for error in raw:
-        loc, value = tuple(error.get("loc", ())), error.get("input")
-        if error.get("type") == "less_than_equal" and len(loc) == 2 and loc[1] == "k":
-            text = value.strip() if isinstance(value, str) else str(value) if type(value) is int and value < 10 ** 18 \
-                else ""  # a query parameter comes as text; a huge number is not printed (nor converted)
-            shown = f"k={text}" if text.isascii() and text.isdigit() and len(text) <= 18 else "k"
-            error = {**error, "msg": f"{shown} is above the limit of {max_k}"}
+        loc = tuple(error.get("loc", ()))
+        served = limits.get(loc[-1]) if loc and isinstance(loc[-1], str) else None
+        for keyword, limit in (served or {}).items():
+            if error.get("type") == HARD_CAPS[keyword]:
+                error = {**error, "msg": _above(loc[-1], keyword, limit, error)}
         out.append(error)
     return out
 
 
+def _above(name: str, keyword: str, limit: int, error: dict) -> str:
+    """The served limit's message for `error` on field `name` (a huge number is not printed, nor converted)."""
+    value = error.get("input")
+    if keyword == "maxLength":
+        return f"{name} is {len(value)} characters; the limit is {limit}" if isinstance(value, str) else \
+            f"{name} is too long; the limit is {limit} characters"
+    if keyword == "maxItems":
+        return f"{name} holds {(error.get('ctx') or {}).get('actual_length', 'too many')} entries; the limit is {limit}"
+    text = value.strip() if isinstance(value, str) else str(value) if type(value) is int and 0 <= value < 10 ** 18 \
+        else ""  # a query parameter comes as text
+    shown = f"{name}={text}" if text.isascii() and text.isdigit() and len(text) <= 18 else name
+    return f"{shown} is above the limit of {limit}"
+
+
 def install_error_handlers(app: FastAPI, max_body_bytes: int, roots: Callable[[], Sequence[Path]] = list,
-                           max_k: int | None = None) -> None:
+                           limits: Mapping[str, Mapping[str, int]] | None = None) -> None:
     """Every error the app answers has the `ErrorResponse` shape; no message carries a filesystem path
-    (`roots()`: directories whose paths are shown relative to them, e.g. the bundle root); `max_k`: the largest k
-    served (`RECSYS_MAX_K`), named by every k-too-large message."""
+    (`roots()`: directories whose paths are shown relative to them, e.g. the bundle root); `limits`: the served
+    limits every too-large message names (`served_limits`)."""
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         raw = list(exc.errors())
-        if max_k is not None:
-            raw = served_k_limit(raw, max_k)
+        if limits:
+            raw = served_limits(raw, limits)
         kind = not_json(request)
         if kind is not None and any(tuple(e.get("loc", ()))[:1] == ("body",) for e in raw):
             return error_response(415, f"the request body must be JSON (Content-Type: application/json), not "

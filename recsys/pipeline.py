@@ -233,7 +233,7 @@ class Recommender:
             for q in queries:
                 self.check_items(q.history)
             encoded = self.encode_texts([q.text for q in queries])
-            vectors = self.text_vectors([q.text for q in queries], [q.history for q in queries], encoded)
+            vectors = self.text_vectors(encoded, [q.history for q in queries])
         as_of = [q.as_of for q in queries] if any(q.as_of is not None for q in queries) else None
         results = self.recommend_batch([q.history for q in queries], first.k, first.exclude_seen,
                                        [q.exclude for q in queries], first.where, as_of=as_of, explain=first.explain,
@@ -257,11 +257,10 @@ class Recommender:
         tower = self.item_tower()
         return np.asarray(tower.encode_items([query_record(t, tower.template) for t in texts]), np.float32)
 
-    def text_vectors(self, texts: Sequence[str], histories: Sequence[Sequence[str]],
-                     encoded: np.ndarray | None = None) -> np.ndarray:
-        """Query vectors for free texts (`encode_texts`, or `encoded` when given), each blended with its history's
-        user-tower vector when the history is not empty; L2-normalised."""
-        vectors = self.encode_texts(texts) if encoded is None else np.array(encoded, np.float32)
+    def text_vectors(self, encoded: np.ndarray, histories: Sequence[Sequence[str]]) -> np.ndarray:
+        """Query vectors for free texts (`encoded` by `encode_texts`), each blended with its history's user-tower
+        vector when the history is not empty; L2-normalised (`encoded` is left as it is)."""
+        vectors = np.array(encoded, np.float32)
         with_items = [n for n, h in enumerate(histories) if h]
         if with_items:
             vectors[with_items] += self.user_tower.encode_histories([list(histories[n]) for n in with_items])

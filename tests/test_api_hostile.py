@@ -285,6 +285,25 @@ def test_settings_drive_the_documented_limits(client):
     assert "brand" not in spec["components"]["schemas"]["Filters"]["properties"]
 
 
+def test_every_settings_driven_limit_past_its_hard_cap_is_told_the_served_limit():
+    """The models' fixed hard caps (`api.limits`) raise pydantic's own messages; every one at a field a setting limits
+    is restated with the served limit (`api.contract.settings_limits`), as the routes' checks below the cap say it."""
+    from api.contract import settings_limits
+    from api.errors import served_limits
+
+    limits = settings_limits(Settings(max_k=12, max_text_chars=20, max_session_items=3))
+    raw = [{"type": "less_than_equal", "loc": ("query", "k"), "input": "100000", "msg": "…"},
+           {"type": "string_too_long", "loc": ("body", "text"), "input": "x" * 10_001, "msg": "…"},
+           {"type": "string_too_long", "loc": ("body", "upsert", 0, "text"), "input": "y" * 10_001, "msg": "…"},
+           {"type": "too_long", "loc": ("body", "item_ids"), "input": [], "ctx": {"actual_length": 10_001}, "msg": "…"},
+           {"type": "less_than_equal", "loc": ("body", "k"), "input": 10 ** 30, "msg": "…"},
+           {"type": "string_too_long", "loc": ("body", "title"), "input": "z" * 300, "msg": "kept"}]
+    assert [e["msg"] for e in served_limits(raw, limits)] == [
+        "k=100000 is above the limit of 12", "text is 10001 characters; the limit is 20",
+        "text is 10001 characters; the limit is 20", "item_ids holds 10001 entries; the limit is 3",
+        "k is above the limit of 12", "kept"]
+
+
 def test_every_error_status_is_documented_with_the_one_error_shape(client):
     spec = client.get("/openapi.json").json()
     assert "HTTPValidationError" not in spec["components"]["schemas"]
