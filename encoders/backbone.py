@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from recsys.config import DEFAULT_MODEL
+from recsys.config import DEFAULT_MODEL, EncoderConfig
 from recsys.errors import RecsysError
 
 if TYPE_CHECKING:
@@ -47,3 +47,52 @@ def load_backbone(model: str = DEFAULT_MODEL) -> tuple[PreTrainedModel, PreTrain
         raise RecsysError(f"could not load model {model!r} from {path}: {exc}") from exc
     backbone.eval()
     return backbone, tokenizer
+
+
+def declared_pooling(model: str) -> str | None:
+    """The pooling a sentence-transformers model declares ("mean" or "cls": its `modules.json` names a Pooling
+    module whose config turns that mode on); None for a model that declares none (a plain BERT directory), another
+    mode (max, last token, …) or several, or whose files cannot be read (a hub name while offline)."""
+    modules = _model_json(model, "modules.json")
+    pooling = next((m for m in modules or [] if str(m.get("type", "")).endswith("Pooling")), None)
+    if pooling is None:
+        return None
+    settings = _model_json(model, f"{pooling.get('path') or ''}/config.json".lstrip("/")) or {}
+    modes = [mode for mode, key in (("mean", "pooling_mode_mean_tokens"), ("cls", "pooling_mode_cls_token"))
+             if settings.get(key)]
+    others = [key for key, on in settings.items() if key.startswith("pooling_mode_") and on
+              and key not in ("pooling_mode_mean_tokens", "pooling_mode_cls_token")]
+    return modes[0] if len(modes) == 1 and not others else None
+
+
+def resolved_pooling(setting: str, model: str) -> str:
+    """`setting` ("auto", "mean" or "cls") as the pooling to run: "auto" is the model's declared pooling, else
+    mean."""
+    if setting != "auto":
+        return setting
+    return declared_pooling(model) or "mean"
+
+
+def with_resolved_pooling(config: EncoderConfig) -> EncoderConfig:
+    """`config` with its pooling as run ("auto" resolved from the model's files)."""
+    pooling = resolved_pooling(config.pooling, config.model)
+    return config if pooling == config.pooling else config.model_copy(update={"pooling": pooling})
+
+
+def _model_json(model: str, name: str):
+    """A JSON file of a model (a local directory, or a hub name's cached files); None when it has none."""
+    import json
+
+    path = Path(resolve_model_path(model))
+    try:
+        if path.is_dir():
+            file = path / name
+        else:
+            from transformers.utils import cached_file
+
+            found = cached_file(str(path), name, _raise_exceptions_for_missing_entries=False,
+                                _raise_exceptions_for_connection_errors=False)
+            file = Path(found) if found else None
+        return json.loads(file.read_text()) if file is not None and file.is_file() else None
+    except (OSError, ValueError):
+        return None

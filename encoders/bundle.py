@@ -14,7 +14,7 @@ import polars as pl
 import torch
 from safetensors.torch import load_file, save_file
 
-from encoders.backbone import check_model_directory, load_backbone
+from encoders.backbone import check_model_directory, load_backbone, resolved_pooling, with_resolved_pooling
 from encoders.lora import is_adapter_parameter, load_adapters, merged_backbone, save_adapters
 from encoders.serving import TextPathLoader, TrainedUserTower
 from encoders.towers import AdaptedBert, TwoTowerModel
@@ -44,7 +44,9 @@ def save_towers(model: TwoTowerModel, config: TrainConfig, directory: Path, toke
     if config.merge_adapters and model.bert is not None and adapter_files:
         merged_backbone(model.bert.model).save_pretrained(str(directory / "merged"))
         merged = True
-    meta = {"train_config": config.model_dump(mode="json"), "n_items": int(model.id_mask.shape[0]),
+    tower = config.tower.model_copy(update={"pooling": resolved_pooling(config.tower.pooling, config.encoder.model)})
+    as_run = config.model_copy(update={"encoder": with_resolved_pooling(config.encoder), "tower": tower})  # "auto"'s
+    meta = {"train_config": as_run.model_dump(mode="json"), "n_items": int(model.id_mask.shape[0]),
             "hidden_size": model.bert.feature_size if model.bert is not None else None,  # the item head's input
             "adapters": adapter_files, "merged": merged, **(extra or {})}
     (directory / TOWER_META).write_text(json.dumps(meta, indent=2))
@@ -75,7 +77,8 @@ def _text_path(directory: Path, meta: dict, config: TrainConfig, tuned: dict[str
         if meta.get("adapters"):
             backbone = load_adapters(backbone, directory)
     backbone.eval()
-    bert = AdaptedBert(backbone, config.lora.top_layers, config.tower.pooling, full=config.lora.method == "full",
+    bert = AdaptedBert(backbone, config.lora.top_layers, resolved_pooling(config.tower.pooling, config.encoder.model),
+                       full=config.lora.method == "full",
                        pool_layers=config.tower.pool_layers)
     if tuned:
         _, unexpected = bert.load_state_dict({k[len("bert."):]: v for k, v in tuned.items()}, strict=False)

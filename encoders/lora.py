@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from encoders.layer_stack import layer_stack, lora_targets
 from recsys.config import LoraConfig
-from recsys.errors import SettingError
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -45,7 +45,8 @@ def peft_config(backbone: PreTrainedModel, config: LoraConfig, total_steps: int 
     from peft import AdaLoraConfig
     from peft import LoraConfig as PeftLoraConfig
 
-    common = dict(lora_alpha=config.alpha, lora_dropout=config.dropout, target_modules=list(config.target_modules),
+    common = dict(lora_alpha=config.alpha, lora_dropout=config.dropout,
+                  target_modules=lora_targets(backbone, config.target_modules),
                   layers_to_transform=adapted_layers(backbone, config), layers_pattern="layer")
     if config.method == "adalora":
         if config.adalora_target_rank >= config.rank:
@@ -65,18 +66,15 @@ def attach_adapters(backbone: PreTrainedModel, config: LoraConfig, total_steps: 
         parameter.requires_grad_(False)
     if config.method == "none":
         return backbone
+    stack = layer_stack(backbone)
     if config.method == "full":
+        layers = stack.layers(backbone)
         for index in adapted_layers(backbone, config):
-            for parameter in backbone.encoder.layer[index].parameters():
+            for parameter in layers[index].parameters():
                 parameter.requires_grad_(True)
         return backbone
     from peft import get_peft_model
 
-    names = [name for name, _ in backbone.named_modules()]
-    unknown = [t for t in config.target_modules if not any(n == t or n.endswith("." + t) for n in names)]
-    if unknown:  # (peft's own error for them is a traceback)
-        raise SettingError(f"lora.target_modules {unknown} name no module of this BERT (its layers' modules end in "
-                           "e.g. query, key, value, intermediate.dense, output.dense)")
     with quiet_checkpointing_alias():
         return get_peft_model(backbone, peft_config(backbone, config, total_steps))
 

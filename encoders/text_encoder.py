@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from encoders.backbone import load_backbone
+from encoders.backbone import load_backbone, with_resolved_pooling
 from encoders.pooling import pool
 from recsys.config import EncoderConfig
 from recsys.towers import ItemTower
@@ -35,7 +35,7 @@ class TextEncoder(ItemTower):
                  device: torch.device | None = None, precision: str = "auto") -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        self.config = config
+        self.config = with_resolved_pooling(config)
         self.tokenizer = tokenizer
         self.device = device or pick_device()
         if precision == "fp16" and self.device.type != "cuda":
@@ -110,6 +110,7 @@ def load_text_encoder(config: EncoderConfig, device: torch.device | None = None,
     """The zero-shot item tower for `config`: torch (`TextEncoder`), or ONNX Runtime fp32 / int8
     (`encoders.onnx_encoder.OnnxTextEncoder`) by `config.backend`; the ONNX backends are CPU paths, so on a
     GPU the torch tower runs instead."""
+    config = with_resolved_pooling(config)
     on_gpu = device.type != "cpu" if device is not None else torch.cuda.is_available()
     if config.backend == "torch" or on_gpu:
         return TextEncoder.from_config(config, device, precision)

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 from collections import deque
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from encoders.layer_stack import layer_stack
 from encoders.lora import base_model, is_adapter_parameter
 from encoders.neighbour_features import BorrowedShare, own_features_twice
 from encoders.pooling import pool
@@ -31,8 +31,9 @@ def autocast(device: torch.device, mode: str = "auto") -> contextlib.AbstractCon
 
 
 class AdaptedBert(nn.Module):
-    """A BERT backbone whose top layers carry adapters (or, with `full`, are trained outright); the frozen lower
-    part (embeddings + lower layers) can be run once per text and cached, the upper part runs with gradients."""
+    """A BERT-family backbone whose top layers carry adapters (or, with `full`, are trained outright); the frozen
+    lower part (embeddings + lower layers) can be run once per text and cached, the upper part runs with gradients
+    (`encoders.layer_stack` says how each architecture's layers are run)."""
 
     def __init__(self, model: nn.Module, top_layers: int | None, pooling: str = "mean", full: bool = False,
                  pool_layers: int = 1) -> None:
@@ -40,6 +41,7 @@ class AdaptedBert(nn.Module):
         self.model = model
         self.pooling = pooling
         self.full = full
+        self.stack = layer_stack(base_model(model))
         total = int(base_model(model).config.num_hidden_layers)
         self.split = 0 if top_layers is None else max(0, total - top_layers)
         if pool_layers > total - self.split + 1:
@@ -53,8 +55,8 @@ class AdaptedBert(nn.Module):
         every weight of the upper layers."""
         if is_adapter_parameter(name):
             return True
-        layer = re.match(r"model\.encoder\.layer\.(\d+)\.", name) if self.full else None
-        return layer is not None and int(layer.group(1)) >= self.split
+        layer = self.stack.layer_index(name) if self.full and name.startswith("model.") else None
+        return layer is not None and layer >= self.split
 
     @property
     def hidden_size(self) -> int:
@@ -74,19 +76,21 @@ class AdaptedBert(nn.Module):
         """Token states after the embeddings and the frozen lower layers (no gradients)."""
         bert = base_model(self.model)
         with torch.no_grad():
-            hidden = bert.embeddings(input_ids=input_ids)
-            mask = self._mask(attention_mask)
-            for layer in bert.encoder.layer[: self.split]:
-                hidden = layer(hidden, mask)
+            hidden = self.stack.embed(bert, input_ids)
+            if self.split:
+                mask, inputs = self._mask(attention_mask), self.stack.layer_inputs(bert, hidden)
+                for layer in self.stack.layers(bert)[: self.split]:
+                    hidden = self.stack.run(layer, hidden, mask, inputs)
         return hidden
 
     def upper(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Pooled output of the adapted upper layers, from cached lower states (with `pool_layers` N > 1: the
         pooled outputs of the last N layers side by side, the last layer's last)."""
-        mask = self._mask(attention_mask)
+        bert = base_model(self.model)
+        mask, inputs = self._mask(attention_mask), self.stack.layer_inputs(bert, hidden)
         states = deque([hidden], maxlen=self.pool_layers)  # only the states pooled stay referenced
-        for layer in base_model(self.model).encoder.layer[self.split:]:
-            hidden = layer(hidden, mask)
+        for layer in self.stack.layers(bert)[self.split:]:
+            hidden = self.stack.run(layer, hidden, mask, inputs)
             states.append(hidden)
         return torch.cat([pool(state.float(), attention_mask, self.pooling) for state in states], dim=-1)
 

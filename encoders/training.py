@@ -25,7 +25,7 @@ import polars as pl
 import torch
 from tqdm.auto import tqdm
 
-from encoders.backbone import load_backbone
+from encoders.backbone import load_backbone, resolved_pooling
 from encoders.checkpoint import (check_checkpoint_dir, load_average, load_checkpoint, load_trainable_state,
                                  recover_checkpoint, save_checkpoint, trainable_state)
 from encoders.distributed import LossModule, WorkerGroup
@@ -123,7 +123,8 @@ class Trainer(NextItemObjective):
         self.peft = attach_adapters(backbone, config.lora,  # AdaLoRA's budget spans the steps that train adapters
                                     total_steps=self.pair_steps + self.steps_per_epoch * adapter_epochs)
         self.adapter_step = 0
-        bert = AdaptedBert(self.peft, config.lora.top_layers, tower.pooling, full=config.lora.method == "full",
+        bert = AdaptedBert(self.peft, config.lora.top_layers, resolved_pooling(tower.pooling, config.encoder.model),
+                           full=config.lora.method == "full",
                            pool_layers=tower.pool_layers)
         self.model = TwoTowerModel(bert, len(self.data.item_ids), tower, config.temperature, config.learn_temperature)
         self.model.id_mask.copy_(torch.as_tensor(self.data.seen, dtype=torch.float32))

@@ -241,6 +241,10 @@ RedisTimeoutOpt = Annotated[float, typer.Option(envvar="RECSYS_REDIS_TIMEOUT_S",
                                                 help="seconds to wait for the Redis event store to accept a "
                                                      "connection or answer a command before the job stops")]
 EVAL_USERS = "20000"
+Pooling = Literal["auto", "mean", "cls"]
+POOLING_HELP = ("token states → one vector: auto (what a sentence-transformers model declares in its modules.json, "
+                "else mean), mean, or the [CLS] token")
+PoolingOpt = Annotated[Pooling, typer.Option("--pooling", help=POOLING_HELP)]
 EncoderOpt = Annotated[Literal["torch", "onnx", "onnx-int8"], typer.Option(
     "--encoder", help="item-text encoder on CPU: ONNX Runtime int8 (the default: 3.2× torch's items/s, cosine "
                       "≥ 0.99 to fp32, benchmarks/results/encoder.md), ONNX Runtime fp32, or torch fp32; on a GPU "

@@ -16,8 +16,8 @@ from jobs import (  # noqa: F401
     bench_live, bench_quality, bench_ranker, bench_scale, bench_store, encode_cmd, export_cmd, push_cmd, quickstart,
     ranker_cmd, refit_cmd, train_cmd)
 from jobs.app import EVAL_USERS, MAX_K, BatchSize, CpuThreads, Decay, EncoderOpt, EvalUsersOpt, IndexOpt, Items, \
-    MaxLength, ModelOpt, OutOpt, OverwriteOpt, Port, Seed, Users, app, arrange_help, bundle_name, cap_cpu_threads, \
-    check_ray_only, eval_sample, finish_commands, import_app
+    MaxLength, ModelOpt, OutOpt, OverwriteOpt, PoolingOpt, Port, Seed, Users, app, arrange_help, bundle_name, \
+    cap_cpu_threads, check_ray_only, eval_sample, finish_commands, import_app
 from jobs.bench import bench_app
 from jobs.options import OneOf, WholeNumber, comma_list
 from jobs.output import console, err_console, index_line, markdown_metrics, metrics_table, print_recommendations, \
@@ -40,10 +40,10 @@ def _splits(value: str) -> tuple[str, ...]:
 def _build_config(model: str, max_length: int, batch_size: int, decay: float, ks: str = "10,20,50",
                   splits: str = "valid,test", mask_history: bool = False, seed: int = 0,
                   int8: bool = False, index: str = "flat", eval_users: str = "all",
-                  backend: str = "torch") -> BuildConfig:
+                  backend: str = "torch", pooling: str = "auto") -> BuildConfig:
     return BuildConfig(
         encoder=EncoderConfig(model=model, max_length=max_length, batch_size=batch_size, quantize_int8=int8,
-                              backend=backend),
+                              backend=backend, pooling=pooling),
         user_tower=UserTowerConfig(recency_decay=decay),
         index=IndexConfig(kind=index),
         eval=EvalConfig(ks=_ks(ks), splits=_splits(splits), mask_history=mask_history,
@@ -167,7 +167,7 @@ def build(
     workers: Annotated[Optional[int], typer.Option(min=1, help="ray: actors (default: all CPUs / one per GPU)")] = None,
     ray_address: Annotated[Optional[str], typer.Option(help="ray: cluster address (default: a local Ray)")] = None,
     index: IndexOpt = "auto", eval_users: EvalUsersOpt = EVAL_USERS, encoder: EncoderOpt = "onnx-int8",
-    threads: CpuThreads = None,
+    pooling: PoolingOpt = "auto", threads: CpuThreads = None,
 ) -> None:
     """Encode the catalogue, build the index, evaluate, and write a bundle to OUT/NAME/VERSION."""
     from jobs.encode_cmd import encode_options
@@ -175,7 +175,7 @@ def build(
     check_ray_only(engine, ray_address, workers)
     cap_cpu_threads(threads)
     config = _build_config(model, max_length, batch_size, decay, index=index, eval_users=eval_users,
-                           backend=encoder)
+                           backend=encoder, pooling=pooling)
     step(f"reading the dataset {data} …")
     dataset = load_dataset(data)
     name = name or dataset.name
@@ -209,7 +209,7 @@ def evaluate_cmd(
     int8: Annotated[bool, typer.Option(help="int8 dynamic quantisation of the zero-shot BERT (CPU)")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="print the results as JSON on stdout (no table)")]
     = False,
-    encoder: EncoderOpt = "onnx-int8",
+    encoder: EncoderOpt = "onnx-int8", pooling: PoolingOpt = "auto",
     threads: CpuThreads = None,
 ) -> None:
     """Full-ranking Recall/NDCG/MRR@K over the whole catalogue; prints a table and writes JSON."""
@@ -220,7 +220,7 @@ def evaluate_cmd(
 
     cap_cpu_threads(threads)
     config = _build_config(model, max_length, batch_size, decay, ks, splits, mask_history, int8=int8,
-                           backend=encoder)
+                           backend=encoder, pooling=pooling)
     step(f"reading the dataset {data} …")
     dataset = load_dataset(data)
     split = split_dataset(dataset)

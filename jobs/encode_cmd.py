@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from jobs.app import BatchSize, MaxLength, ModelOpt, app, check_ray_only
+from jobs.app import BatchSize, MaxLength, ModelOpt, PoolingOpt, app, check_ray_only
 from jobs.output import console, err_console
 
 EngineOpt = Annotated[str, typer.Option(help="local, or ray (pip install '.\\[distributed]')")]
@@ -40,6 +40,7 @@ def encode(
     out: Annotated[Path, typer.Option("--out", file_okay=False, help="output directory (vector shards, "
                                                                      "manifest.json)")],
     model: ModelOpt = "default", max_length: MaxLength = 64, batch_size: BatchSize = 64,
+    pooling: PoolingOpt = "auto",
     precision: Annotated[str, typer.Option(help="auto (bf16 autocast on CUDA, fp32 on CPU), fp32, "
                                                 "fp16 (CUDA)")] = "auto",
     chunk_size: Annotated[int, typer.Option(min=1, help="items per chunk = per shard")] = 4096,
@@ -59,7 +60,8 @@ def encode(
 
     options = replace(encode_options(out, engine, workers, threads, ray_address, chunk_size, precision, overwrite,
                                      progress),
-                      encoder=EncoderConfig(model=model, max_length=max_length, batch_size=batch_size))
+                      encoder=EncoderConfig(model=model, max_length=max_length, batch_size=batch_size,
+                                            pooling=pooling))
     dataset = load_dataset(data)
     try:
         manifest = run_encode(dataset.items, options)

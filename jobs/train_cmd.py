@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from jobs.app import EVAL_USERS, EvalUsersOpt, IndexKind, app, bundle_name, check_preset, \
+from jobs.app import EVAL_USERS, POOLING_HELP, EvalUsersOpt, IndexKind, Pooling, app, bundle_name, check_preset, \
     check_ray_only, eval_sample, read_json_object
 from jobs.output import ensemble_table, index_line
 from recsys.config import EvalConfig
@@ -69,6 +69,8 @@ def train(
     adversarial_eps: Annotated[Optional[float], typer.Option(min=0, help="FGM adversarial training on the item-text "
                                                                          "features (0: off)")] = None,
     model: Annotated[Optional[str], typer.Option(help="BERT: local HF directory or 'default'")] = None,
+    pooling: Annotated[Optional[Pooling], typer.Option(help=f"{POOLING_HELP}; the towers' and the zero-shot "
+                                                            "blend's")] = None,
     merge_adapters: Annotated[Optional[bool], typer.Option("--merge-adapters/--no-merge-adapters")] = None,
     deterministic: Annotated[Optional[bool], typer.Option(
         "--deterministic/--no-deterministic", help="CPU: torch's deterministic algorithms (the default), so the "
@@ -107,8 +109,9 @@ def train(
     limit_cpu_threads(threads)
     options = {"lora": {"method": lora, "rank": rank,
                         "top_layers": (None if top_layers == 0 else top_layers) if top_layers is not None else None},
-               "tower": {"user_tower": user_tower, "id_embedding": id_embedding},
-               "encoder": {"model": model}, "epochs": epochs, "bert_epochs": bert_epochs, "batch_size": batch_size,
+               "tower": {"user_tower": user_tower, "id_embedding": id_embedding, "pooling": pooling},
+               "encoder": {"model": model, "pooling": pooling}, "epochs": epochs, "bert_epochs": bert_epochs,
+               "batch_size": batch_size,
                "max_minutes": max_minutes, "steps_per_epoch": steps_per_epoch, "negatives": negatives,
                "merge_adapters": merge_adapters, "seed": seed, "ensemble": ensemble, "pair_epochs": pair_epochs,
                "adversarial_eps": adversarial_eps, "deterministic": deterministic, "index": {"kind": index}}

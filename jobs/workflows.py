@@ -175,9 +175,10 @@ def build_recommender(dataset: Dataset, split: SplitData, config: BuildConfig, p
 
     With `encode` (e.g. the Ray engine), the catalogue goes through the resumable encode job
     (`jobs.batch.encode`, its encoder config replaced by `config.encoder`) instead of this process."""
-    from encoders.backbone import DEFAULT_MODEL_NAME, resolve_model_path
+    from encoders.backbone import DEFAULT_MODEL_NAME, resolve_model_path, with_resolved_pooling
 
     started = time.perf_counter()
+    config = config.model_copy(update={"encoder": with_resolved_pooling(config.encoder)})  # saved as run
     if encode is None:
         from encoders.text_encoder import load_text_encoder
 

@@ -33,7 +33,9 @@ class EncoderConfig(FrozenModel):
     model: str = Field(DEFAULT_MODEL, description="local Hugging Face BERT directory, hub name, or 'default'")
     max_length: int = Field(64, ge=8, le=512)
     batch_size: int = Field(64, ge=1)
-    pooling: Literal["mean", "cls"] = "mean"
+    pooling: Literal["auto", "mean", "cls"] = Field(
+        "auto", description="auto: what a sentence-transformers model directory declares (modules.json → its "
+                            "Pooling module: mean or CLS), else mean")
     normalize: bool = True
     quantize_int8: bool = Field(False, description="int8 dynamic quantisation of the BERT linear layers (CPU)")
     backend: Literal["torch", "onnx", "onnx-int8"] = Field(
@@ -168,7 +170,8 @@ class TowerConfig(FrozenModel):
                                 "history rendered as text; fusion: both, gated")
     dim: int = Field(256, ge=8)
     item_max_length: int = Field(40, ge=8, le=512)
-    pooling: Literal["mean", "cls"] = "mean"
+    pooling: Literal["auto", "mean", "cls"] = Field("auto", description="as `EncoderConfig.pooling`; the bundle "
+                                                    "stores the pooling it ran")
     pool_layers: int = Field(1, ge=1, description="item (and history-text) features: the pooled outputs of the "
                              "last N BERT layers side by side (N × the BERT's width) instead of the last layer's "
                              "alone; at most the adapted layers (lora.top_layers) + 1")

@@ -106,7 +106,8 @@ def test_target_modules_that_name_no_module_are_a_setting_error(tiny_bert_dir):
     from recsys.errors import SettingError
 
     backbone, _ = load_backbone(str(tiny_bert_dir))
-    with pytest.raises(SettingError, match=r"lora.target_modules \['querry'\] name no module of this BERT"):
+    with pytest.raises(SettingError, match=r"lora.target_modules \['querry'\] name no module of this bert model "
+                                           r"\(its layers' linear modules: attention.self.query, attention.self.key"):
         attach_adapters(backbone, LoraConfig(target_modules=("querry", "value")))
     adapted = attach_adapters(backbone, LoraConfig(target_modules=("dense",)))
     wrapped = sorted({n.split(".lora_A.")[0].removeprefix("base_model.model.")
