@@ -63,7 +63,7 @@ def to_response(loaded: Loaded, result: RecommendationList, history: Sequence[st
         if result.strategy == "popular_fallback":
             reason = "popular in the shop"
         elif result.strategy == "similar" and anchor_name is not None:
-            reason = f"similar to {anchor_name}"
+            reason, because = f"similar to {anchor_name}", anchor  # the item the reason names
         elif because is not None and because in state.position:
             name = names.get(because) or _name(state.record(because))
             reason = _because(name, kinds.get(because), result.strategy)

@@ -37,7 +37,8 @@ class RecommendedItem(BaseModel):
     title: str | None = None
     text: str
     reason: str = Field(description="a short human-readable reason")
-    because_item_id: str | None = Field(None, description="the history item this one is closest to")
+    because_item_id: str | None = Field(None, description="the item the reason names: the history item this one is "
+                                                          "closest to, or a similar-items list's anchor")
     top_features: dict[str, float] | None = Field(None, description="re-ranker feature contributions")
     popularity: int | None = Field(None, description="`popular_fallback` lists: the item's interaction count in "
                                                      "the training data")
@@ -136,8 +137,8 @@ class ItemChanges(Strict):
 
 class ItemState(BaseModel):
     item_id: str
-    active: bool
-    index_items: int
+    active: bool = Field(description="served (in stock); false for an item deactivated or deleted")
+    index_items: int = Field(description="items the index serves (the active ones) after the change")
 
 
 class CatalogueIds(BaseModel):
@@ -152,8 +153,8 @@ class ItemsChanged(BaseModel):
     deactivated: int
     deleted: int
     index_items: int = Field(description="items the index serves after the changes")
-    items: list[ItemState] = Field(description="each item of the request after the changes, in the request's order "
-                                   "(upsert, activate, deactivate, delete)")
+    items: list[ItemState] = Field(description="each item of the request once, after the changes, in the order it "
+                                   "first appears (upsert, activate, deactivate, delete)")
 
 
 class ReloadRequest(Strict):

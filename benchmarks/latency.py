@@ -177,11 +177,11 @@ def run(bundle: str | Path, out_dir: str | Path, concurrencies: Sequence[int] = 
                                 "RECSYS_WARM_USER_CACHE of them at start-up, the others on first request, then "
                                 "caches them); similar: random catalogue items, no user (the lists of the "
                                 "RECSYS_WARM_SIMILAR_ITEMS most popular items computed at start-up, the others on "
-                                "first request; responses cached until the catalogue changes); similar_user: "
-                                "random items with a random known user (re-ranked for that user); session: 1-5 "
-                                "random items, fresh sessions at every level, so the user tower runs on every "
-                                "request (micro-batched); every level draws its own requests, so a repeated "
-                                "concurrency is an independent run",
+                                "first request; a cached response outlives the catalogue changes that do not "
+                                "touch its list); similar_user: random items with a random known user (re-ranked "
+                                "for that user); session: 1-5 random items, fresh sessions at every level, so "
+                                "the user tower runs on every request (micro-batched); every level draws its "
+                                "own requests, so a repeated concurrency is an independent run",
                                 "reload row: the same bundle reloaded through /v1/admin/reload in the middle of the "
                                 "run (the new bundle warms its caches while the old one serves)"])
     return {"rows": rows, "paths": {k: str(v) for k, v in paths.items()}}

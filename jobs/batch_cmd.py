@@ -33,9 +33,10 @@ def batch_score(
     split: Annotated[Optional[str], typer.Option(help="evaluation mode: valid or test")] = None,
     engine: Annotated[str, typer.Option(help="local, or ray (needs the distributed extra: pip install "
                                                "'bert-recsys\\[distributed]')")] = "local",
-    workers: Annotated[Optional[int], typer.Option(min=1, help="ray: actors / local CPUs (default: all CPUs)")] = None,
-    threads: Annotated[int, typer.Option(min=1, help="FAISS threads per worker; shards are byte-identical "
-                                                    "across runs and engines at the same value")] = 1,
+    workers: Annotated[Optional[int], typer.Option(min=1, help="ray: actors (default: all CPUs; the local engine "
+                                                            "is one process)")] = None,
+    threads: Annotated[int, typer.Option(min=1, help="FAISS and torch threads per worker; shards are "
+                                                    "byte-identical across runs and engines at the same value")] = 1,
     ray_address: Annotated[Optional[str], typer.Option(help="ray: cluster address (default: "
                                                             "start a local Ray)")] = None,
     overwrite: Annotated[bool, typer.Option(help="discard a previous job with different inputs in --out")] = False,

@@ -474,3 +474,33 @@ def test_the_local_engine_loads_the_bundle_when_called_so_the_progress_bar_times
     results = local_engine.run_local("b", None, [0, 1])
     assert calls == ["load b"]  # before the first chunk is asked for (was: inside the bar's first tick)
     assert list(results) == [0, 1] and calls == ["load b", "chunk 0", "chunk 1"]
+
+
+def test_a_chunk_is_scored_with_the_jobs_threads_in_faiss_and_torch_alike(shop, monkeypatch):
+    """torch (a trained tower's user encoding) ran with every core in the local engine and one thread in a Ray
+    actor: `retrieval_score` then differed in the last bit between the engines at the same --threads."""
+    import faiss
+    import torch
+
+    from jobs.batch.layout import JobDir
+
+    job = JobDir(Path("/nonexistent"), {"k": 3, "exclude_seen": True})
+    recommender, user = shop[2], sorted(shop[2].histories)[0]
+    seen = []
+    scored = recommender.recommend_batch
+
+    def recommend_batch(*args, **kwargs):
+        seen.append((torch.get_num_threads(), faiss.omp_get_max_threads()))
+        return scored(*args, **kwargs)
+
+    monkeypatch.setattr(recommender, "recommend_batch", recommend_batch)
+    before = torch.get_num_threads(), faiss.omp_get_max_threads()
+    torch.set_num_threads(2)
+    try:
+        for threads in (1, 3):
+            ChunkScorer(shop[1], job, recommender, threads=threads).score([user])
+            assert seen[-1] == (threads, threads)
+            assert torch.get_num_threads() == 2  # restored
+    finally:
+        torch.set_num_threads(before[0])
+        faiss.omp_set_num_threads(before[1])

@@ -95,11 +95,12 @@ async def change_items(changes: Annotated[ItemChanges, Body()], loaded: Annotate
     active = {**dict.fromkeys(changes.activate, True), **dict.fromkeys(changes.deactivate, False)}
     serving = await run_in_threadpool(service.change_items, loaded, [item.model_dump() for item in changes.upsert],
                                       active, changes.delete) if ids else loaded
-    state = serving.recommender.catalogue.state
+    state, deleted = serving.recommender.catalogue.state, set(changes.delete)
     return ItemsChanged(upserted=len(changes.upsert), activated=len(changes.activate),
                         deactivated=len(changes.deactivate), deleted=len(changes.delete), index_items=state.n_available,
-                        items=[ItemState(item_id=item_id, active=name != "delete" and state.is_active(item_id),
-                                         index_items=state.n_available) for name, _, item_id in ids])
+                        items=[ItemState(item_id=item_id, active=item_id not in deleted and state.is_active(item_id),
+                                         index_items=state.n_available)
+                               for item_id in dict.fromkeys(item_id for _, _, item_id in ids)])  # each item once
 
 
 @router.get("/items", response_model=CatalogueIds)
@@ -140,14 +141,14 @@ def _state(loaded: Loaded, item_id: str, deleted: bool = False) -> ItemState:
 
 
 @router.post("/reload", response_model=ReloadResponse, responses={**BODY, **documented(409)})
-async def reload(request: Annotated[ReloadRequest, Body()],
-                 service: Annotated[Service, Depends(get_service)]) -> ReloadResponse:
+async def reload(service: Annotated[Service, Depends(get_service)],
+                 request: Annotated[ReloadRequest | None, Body()] = None) -> ReloadResponse:
     """Load a newer bundle under the bundle root and swap it in (every worker follows); in-flight requests finish
-    on the old one. A corrupted or mismatched bundle, or one outside the root, is refused (409) and the current
-    one keeps serving."""
+    on the old one. No body, or `{}`: the newest version under the root. A corrupted or mismatched bundle, or one
+    outside the root, is refused (409) and the current one keeps serving."""
     version = current(service).version  # (no reference kept: the replaced bundle is freed after its last request)
     try:
-        new = await run_in_threadpool(service.reload, request.bundle)
+        new = await run_in_threadpool(service.reload, request.bundle if request is not None else None)
     except BundleError as exc:
         logger.warning("reload refused: %s", exc)
         raise HTTPException(409, f"reload refused, still serving {version}: {exc}") from exc

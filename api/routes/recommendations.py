@@ -10,7 +10,7 @@ from pydantic import StringConstraints
 from api.cached_similar import DEFAULT_K, fresh_body, similar_entry, similar_key
 from api.deps import check_exclude, check_k, invalid, serving, split_exclude
 from api.errors import documented
-from api.limits import EXCLUDE_VALUE_CHARS, ID_CHARS, NAME_CHARS, VISIBLE
+from api.limits import EXCLUDE_VALUE_CHARS, FILTER_VALUES, ID_CHARS, NAME_CHARS, VISIBLE
 from api.loaded import Loaded
 from api.responses import json_response, to_response
 from api.schemas import Item, RecommendationResponse, SessionRequest
@@ -24,14 +24,18 @@ K = Annotated[int, Query(ge=1, le=10_000, description="number of items to return
 ExcludeValue = Annotated[str, StringConstraints(min_length=1, max_length=EXCLUDE_VALUE_CHARS, pattern=VISIBLE)]
 Exclude = Annotated[list[ExcludeValue], Query(description="item ids never to return (repeat the parameter, or "
                                                           "comma-separated)")]
-Category = Annotated[str | None, Query(max_length=NAME_CHARS, pattern=VISIBLE,
-                                       description="only items of this category")]
-Brand = Annotated[str | None, Query(max_length=NAME_CHARS, pattern=VISIBLE, description="only items of this brand")]
+FilterValue = Annotated[str, StringConstraints(max_length=NAME_CHARS, pattern=VISIBLE)]
+Category = Annotated[list[FilterValue] | None, Query(max_length=FILTER_VALUES, description="only items of this "
+                                                     "category (repeat the parameter for any of several)")]
+Brand = Annotated[list[FilterValue] | None, Query(max_length=FILTER_VALUES, description="only items of this brand "
+                                                  "(repeat the parameter for any of several)")]
 Explain = Annotated[bool, Query(description="add the re-ranker's per-item feature contributions (slower)")]
 
 
 def _where(category: str | list[str] | None, brand: str | list[str] | None) -> dict | None:
-    where = {key: value for key, value in (("category", category), ("brand", brand)) if value is not None}
+    """The filter of a query's or a body's values (one value as itself, several as a list)."""
+    where = {key: value[0] if isinstance(value, list) and len(value) == 1 else value
+             for key, value in (("category", category), ("brand", brand)) if value is not None}
     return where or None
 
 
