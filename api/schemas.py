@@ -149,6 +149,8 @@ class CatalogueIds(BaseModel):
 
 class ItemsChanged(BaseModel):
     upserted: int
+    unchanged: int = Field(description="of the upserts, those the catalogue already served as sent (text and "
+                                       "attributes): nothing encoded or changed but their stock")
     activated: int
     deactivated: int
     deleted: int

@@ -741,3 +741,15 @@ def test_real_movielens_100k() -> None:
     toy_story = data.items.filter(pl.col("item_id") == "1").row(0, named=True)
     assert toy_story["text"] == "Toy Story (1995). Genres: Animation, Children's, Comedy"
     assert re.fullmatch(r"\d{9}", str(data.interactions["timestamp"][0]))
+
+
+def test_the_events_columns_an_import_does_not_read_are_named_in_its_notes(tmp_path: Path) -> None:
+    """An event-type column (view / cart / purchase) was dropped without a word: every event counts alike."""
+    items = _write(tmp_path / "items.csv", ["item_id,text", "1,Mug", "2,Cup"])
+    events = _write(tmp_path / "events.csv", ["user_id,item_id,timestamp,event_type,session",
+                                              "u,1,1704300000,view,s1", "u,2,1704300060,purchase,s1"])
+    data = import_table(events, items)
+    assert "events.csv: 2 columns not read ('event_type', 'session'): an interaction is a user, an item and a " \
+           "time, so an event's kind (view, cart, purchase) counts like any other" in data.report.notes
+    plain = import_table(_write(tmp_path / "plain.csv", ["user_id,item_id,timestamp", "u,1,1704300000"]), items)
+    assert not any("not read" in note for note in plain.report.notes)

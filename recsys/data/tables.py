@@ -24,7 +24,7 @@ from recsys.data.table_files import delimiter_hint, read_table
 from recsys.data.timestamps import epoch_seconds
 from recsys.errors import DataError
 from recsys.ids import ID_CHARS, too_long
-from recsys.text_format import plural
+from recsys.text_format import counted, plural
 
 MIN_EVALUATED_EVENTS = 3  # a user's events for a leave-one-out valid and test example (`recsys.splits`)
 
@@ -193,6 +193,12 @@ def import_table(interactions_path: str | Path, items_path: str | Path, *, user_
                         "pass time_col=None / --time-col '' to take each user's events in file order",
                         source=str(inter_path))
     _require(inter, [user_col, item_col] + ([time_col] if time_col else []), inter_path, single=True)
+    unread = [c for c in inter.columns if c not in (user_col, item_col, time_col) and not c.startswith("__")]
+    if unread:  # e.g. an event type: said, not dropped silently
+        report.notes.append(f"{inter_path.name}: {counted(len(unread), 'column')} not read "
+                            f"({', '.join(repr(c) for c in unread[:5])}{' …' if len(unread) > 5 else ''}): an "
+                            "interaction is a user, an item and a time, so an event's kind (view, cart, purchase) "
+                            "counts like any other")
     inter = whole_floats_as_integers(inter, [user_col, item_col])
     inter = checked_interactions(inter, (user_col, item_col, time_col), timestamp_format, item_frame["item_id"],
                                  (inter_path, item_path), report, bad,
