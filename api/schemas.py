@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, WithJsonSchema, model_validator
 
 from api.errors import ErrorResponse  # noqa: F401 (the error body, documented on every route)
 from api.limits import FILTER_VALUES, ID_CHARS, LIST_ITEMS, NAME_CHARS, TEXT_CHARS, VISIBLE
@@ -89,6 +90,29 @@ class SessionRequest(Strict):
         return self
 
 
+def epoch_of_iso_time(value: object) -> object:
+    """An ISO 8601 time with its offset ("2025-05-01T10:00:00+02:00", "…Z") as epoch seconds; other values as
+    given (a number is checked as epoch seconds). ValueError for a text that is no such time."""
+    if not isinstance(value, str):
+        return value
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError("expected epoch seconds or an ISO 8601 time with its offset (2025-05-01T10:00:00+02:00)") \
+            from None
+    if parsed.tzinfo is None:
+        raise ValueError("an ISO 8601 time needs its offset (+02:00, or Z for UTC): without one it could be any "
+                         "zone's")
+    return parsed.timestamp()
+
+
+EventTime = Annotated[float, BeforeValidator(epoch_of_iso_time), Field(ge=0, le=LATEST_TIMESTAMP), WithJsonSchema({
+    "anyOf": [{"type": "number", "minimum": 0, "maximum": LATEST_TIMESTAMP},
+              {"type": "string", "format": "date-time",
+               "pattern": r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$"}]})]
+"""Epoch seconds, or an ISO 8601 time with its offset (stored as its epoch seconds)."""
+
+
 class EventRequest(Strict):
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"user_id": "U00001", "item_id": "P00001", "kind": "purchase"}]})
@@ -96,8 +120,9 @@ class EventRequest(Strict):
     user_id: Id
     item_id: Id
     kind: Literal["view", "cart", "purchase"] = "view"
-    timestamp: float | None = Field(None, ge=0, le=LATEST_TIMESTAMP, description="epoch seconds (not milliseconds: "
-                                    "at most the end of the year 9999); default: now")
+    timestamp: EventTime | None = Field(None, description="epoch seconds (not milliseconds: at most the end of the "
+                                        "year 9999), or an ISO 8601 time with its offset "
+                                        "(2025-05-01T10:00:00+02:00, …Z); default: now")
 
 
 class EventResponse(BaseModel):

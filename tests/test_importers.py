@@ -753,3 +753,19 @@ def test_the_events_columns_an_import_does_not_read_are_named_in_its_notes(tmp_p
            "time, so an event's kind (view, cart, purchase) counts like any other" in data.report.notes
     plain = import_table(_write(tmp_path / "plain.csv", ["user_id,item_id,timestamp", "u,1,1704300000"]), items)
     assert not any("not read" in note for note in plain.report.notes)
+
+
+def test_prices_in_a_shops_notation_are_read_and_an_ambiguous_one_stays_a_bad_row(tmp_path: Path) -> None:
+    """'12,50' or '€19.99' rejected the product and every event on it."""
+    items = _write(tmp_path / "items.csv", ["item_id,text,price", '1,Mug,"12,50"', "2,Cup,€19.99",
+                                            '3,Jar,"1.234,50 EUR"', '4,Pan,"1,299.00"', "5,Pot,7", "6,Lid,"])
+    events = _write(tmp_path / "events.csv", ["user_id,item_id,timestamp"]
+                    + [f"u,{i},{1704300000 + i}" for i in range(1, 7)])
+    data = import_table(events, items, extra_item_cols=["price"])
+    assert data.items["price"].to_list() == [12.5, 19.99, 1234.5, 1299.0, 7.0, None]
+    assert data.interactions.height == 6
+    assert "4 prices of items.csv read from a shop's notation (a decimal comma, digit groups, a currency sign: " \
+           "'1.234,50 €' → 1234.5)" in data.report.notes
+    ambiguous = _write(tmp_path / "ambiguous.csv", ["item_id,text,price", '1,Mug,"1,234"', "2,Cup,12abc"])
+    with pytest.raises(DataError, match=r"row 1: unparsable price '1,234'; row 2: unparsable price '12abc'"):
+        import_table(events, ambiguous, extra_item_cols=["price"])

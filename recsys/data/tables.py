@@ -19,6 +19,7 @@ import polars as pl
 
 from recsys.data.bad_rows import BadRows, OnBadRows
 from recsys.data.dataset import OPTIONAL_ITEM_SCHEMA, Dataset, ImportReport
+from recsys.data.price_text import price_number_text
 from recsys.data.item_text import template_expr, template_fields
 from recsys.data.table_files import delimiter_hint, read_table
 from recsys.data.timestamps import epoch_seconds
@@ -150,7 +151,13 @@ def read_item_table(item_path: Path, report: ImportReport, bad: BadRows, *, item
             columns.append(pl.col(source).alias(target))
             continue
         given = pl.col(source).cast(pl.Utf8).str.strip_chars()
-        value = pl.when(given != "").then(given).cast(dtype, strict=False)
+        number = price_number_text(given) if target == "price" else given
+        value = pl.when(given != "").then(number).cast(dtype, strict=False)
+        if target == "price":
+            read = int(items.select(((number != given) & value.is_not_null()).sum()).item())
+            if read:
+                report.notes.append(f"{counted(read, 'price')} of {item_path.name} read from a shop's notation "
+                                    "(a decimal comma, digit groups, a currency sign: '1.234,50 €' → 1234.5)")
         items = bad.reject(items, value.is_null() & (given != ""), f"unparsable {target} {{value!r}}", item_path,
                            source)
         columns.append(value.alias(target))
