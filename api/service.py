@@ -451,7 +451,8 @@ class Service:
             records = [{**record, "text": item_text(record, tower.template)} for record in upserts]
             unchanged = [r["item_id"] for r in records if is_served_as(state, r)]
             active = {**{i: True for i in unchanged if not state.is_active(i)}, **active}  # an upsert re-activates
-            records = [r for r in records if r["item_id"] not in set(unchanged)]
+            same = set(unchanged)
+            records = [r for r in records if r["item_id"] not in same]
             vectors = served_vectors(state, records)
             fresh = [r for r in records if r["item_id"] not in vectors]
             if fresh:

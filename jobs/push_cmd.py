@@ -168,8 +168,7 @@ def push_items(
                                         encoding=encoding)
     except ValueError as exc:  # a bad option value (delimiter, encoding, template)
         raise typer.BadParameter(str(exc)) from None
-    rejected = bad.rejected()
-    skipped = rejected.height
+    skipped = bad.rejected().height
     if skipped:
         console.print(f"skipped {counted(skipped, 'bad row')} of {items.name} (their items are left as served):")
         for row, problem in bad.described():
