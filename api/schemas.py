@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, WithJsonSchema, model_validator
 
 from api.errors import ErrorResponse  # noqa: F401 (the error body, documented on every route)
 from api.limits import FILTER_VALUES, ID_CHARS, LIST_ITEMS, NAME_CHARS, TEXT_CHARS, VISIBLE
@@ -89,6 +91,34 @@ class SessionRequest(Strict):
         return self
 
 
+ISO_TIME = (r"^(197[1-9]|19[89]\d|[2-8]\d{3}|9[0-8]\d{2}|99[0-8]\d|999[0-8])-\d{2}-\d{2}[T ]\d{2}:\d{2}"
+            r"(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$")
+"""An ISO 8601 time with its offset, years 1971 to 9998: whatever its offset, its epoch seconds lie within the
+range a number may give (0 to the end of 9999), so the schema's two forms take the same times."""
+
+
+def epoch_of_iso_time(value: object) -> object:
+    """An ISO 8601 time with its offset ("2025-05-01T10:00:00+02:00", "…Z") as epoch seconds; other values as
+    given (a number is checked as epoch seconds). ValueError for a text that is no such time."""
+    if not isinstance(value, str):
+        return value
+    if re.fullmatch(ISO_TIME, value) is None:
+        hint = (" (it needs its offset, +02:00 or Z for UTC: without one it could be any zone's)"
+                if re.fullmatch(ISO_TIME.replace("(Z|[+-]\\d{2}:?\\d{2})$", "$"), value) else "")
+        raise ValueError("expected epoch seconds or an ISO 8601 time with its offset, from 1971 to 9998 "
+                         f"(2025-05-01T10:00:00+02:00){hint}")
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError as exc:  # a day or hour that does not exist (2025-02-30)
+        raise ValueError(f"not a time: {exc}") from None
+
+
+EventTime = Annotated[float, BeforeValidator(epoch_of_iso_time), Field(ge=0, le=LATEST_TIMESTAMP), WithJsonSchema({
+    "anyOf": [{"type": "number", "minimum": 0, "maximum": LATEST_TIMESTAMP},
+              {"type": "string", "format": "date-time", "pattern": ISO_TIME}]})]
+"""Epoch seconds, or an ISO 8601 time with its offset (stored as its epoch seconds)."""
+
+
 class EventRequest(Strict):
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"user_id": "U00001", "item_id": "P00001", "kind": "purchase"}]})
@@ -96,8 +126,9 @@ class EventRequest(Strict):
     user_id: Id
     item_id: Id
     kind: Literal["view", "cart", "purchase"] = "view"
-    timestamp: float | None = Field(None, ge=0, le=LATEST_TIMESTAMP, description="epoch seconds (not milliseconds: "
-                                    "at most the end of the year 9999); default: now")
+    timestamp: EventTime | None = Field(None, description="epoch seconds (not milliseconds: at most the end of the "
+                                        "year 9999), or an ISO 8601 time with its offset "
+                                        "(2025-05-01T10:00:00+02:00, …Z); default: now")
 
 
 class EventResponse(BaseModel):
@@ -149,6 +180,8 @@ class CatalogueIds(BaseModel):
 
 class ItemsChanged(BaseModel):
     upserted: int
+    unchanged: int = Field(description="of the upserts, those the catalogue already served as sent (text and "
+                                       "attributes): nothing encoded or changed but their stock")
     activated: int
     deactivated: int
     deleted: int

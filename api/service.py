@@ -34,7 +34,7 @@ from recsys.artifacts import resolve_bundle
 from recsys.bundle import Bundle
 from recsys.cache import ByteBudgetCache
 from recsys.catalogue import REMOVED
-from recsys.changes import Folded, apply_changes, fold
+from recsys.changes import Folded, apply_changes, fold, is_served_as, served_vectors
 from recsys.data.item_text import item_text
 from recsys.errors import BundleError, RecsysError, StoreError
 from recsys.pipeline import Recommender
@@ -426,33 +426,43 @@ class Service:
         return self.sync() or loaded
 
     def upsert_item(self, loaded: Loaded, record: dict) -> Loaded:
-        """Encode the item (the bundle's item tower, through the catalogue's item-text template), record it with
-        its rendered text (like the imported items'), apply it."""
-        tower = loaded.recommender.item_tower()
-        record = {**record, "text": item_text(record, tower.template)}
-        vector = tower.encode_texts([record["text"]])[0]
-        self.store.record_change("upsert", record["item_id"], record, vector, loaded.bundle.item_space)
-        return self._record(loaded)
+        """Upsert one item, as `change_items` does each of many."""
+        return self.change_items(loaded, [record], {}, [])[0]
 
     def change_items(self, loaded: Loaded, upserts: Sequence[dict], active: Mapping[str, bool],
-                     deleted: Sequence[str]) -> Loaded:
-        """Many catalogue changes as one: the upserts encoded in one batch (as `upsert_item` does one), recorded
-        with the activations / deactivations (`active`) and deletions after them in one store write (all or none),
-        then applied together. UnknownIdError (nothing recorded) naming every id of `active` and `deleted` that is
-        neither in the catalogue nor upserted here."""
+                     deleted: Sequence[str]) -> tuple[Loaded, list[str]]:
+        """Many catalogue changes as one: the upserts' texts rendered through the catalogue's item-text template
+        (recorded like the imported items') and encoded with the bundle's item tower in one batch, recorded with the
+        activations / deactivations (`active`) and deletions after them in one store write (all or none), then
+        applied together. Returns (the serving bundle, the ids of the upserts it already served as sent).
+
+        An upsert the catalogue serves as sent (text and attributes) changes nothing but re-activates its item
+        when out of stock; one whose text is unchanged keeps the item's served vector (a trained item keeps its ID
+        block; a nightly feed of an unchanged catalogue changes no list). UnknownIdError (nothing recorded) naming
+        every id of `active` and `deleted` that is neither in the catalogue nor upserted here."""
         upserted = {record["item_id"] for record in upserts}
         loaded = self._known(loaded, *(i for i in (*active, *deleted) if i not in upserted))
         space = loaded.bundle.item_space
         changes: list[Change] = []
+        unchanged: list[str] = []
         if upserts:
-            tower = loaded.recommender.item_tower()
+            loaded = self.sync() or loaded  # compared with the latest catalogue
+            tower, state = loaded.recommender.item_tower(), loaded.recommender.catalogue.state
             records = [{**record, "text": item_text(record, tower.template)} for record in upserts]
-            vectors = tower.encode_texts([record["text"] for record in records])
-            changes += [Change(0, "upsert", r["item_id"], r, v, space) for r, v in zip(records, vectors)]
+            unchanged = [r["item_id"] for r in records if is_served_as(state, r)]
+            active = {**{i: True for i in unchanged if not state.is_active(i)}, **active}  # an upsert re-activates
+            same = set(unchanged)
+            records = [r for r in records if r["item_id"] not in same]
+            vectors = served_vectors(state, records)
+            fresh = [r for r in records if r["item_id"] not in vectors]
+            if fresh:
+                vectors.update(zip((r["item_id"] for r in fresh), tower.encode_texts([r["text"] for r in fresh])))
+            changes += [Change(0, "upsert", r["item_id"], r, vectors[r["item_id"]], space) for r in records]
         changes += [Change(0, "active", item_id, active=flag) for item_id, flag in active.items()]
         changes += [Change(0, "delete", item_id) for item_id in deleted]
-        self.store.record_changes(changes)
-        return self._record(loaded)
+        if changes:
+            self.store.record_changes(changes)
+        return self._record(loaded), unchanged
 
     def catalogue_ids(self, loaded: Loaded) -> tuple[Loaded, list[str], list[str]]:
         """(the serving bundle after a sync, the ids of its active items, of its inactive ones), in row order: what

@@ -18,9 +18,6 @@ from torch import nn
 
 from recsys.errors import SettingError
 
-BERT_TARGETS = ("query", "key", "value", "intermediate.dense", "output.dense")
-"""`LoraConfig.target_modules`' default: BERT's module names, translated for the other architectures."""
-
 
 @dataclass(frozen=True)
 class LayerStack:

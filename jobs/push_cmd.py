@@ -156,17 +156,25 @@ def push_items(
 ) -> None:
     """Upsert a shop's item file into a running API (a catalogue feed): batches of POST /v1/admin/items; with
     --missing, deactivate or delete the served items the file does not list."""
-    from recsys.data.bad_rows import BadRows
+    from recsys.data.bad_rows import LISTED, BadRows
     from recsys.data.dataset import ImportReport
     from recsys.data.tables import read_item_table
 
-    bad = BadRows(on_bad_rows)
+    bad = BadRows(on_bad_rows, skip_hint="push the other rows with --on-bad-rows skip: the bad ones are listed "
+                                          "and their items left as served")
     try:
-        frame, _ = read_item_table(items, ImportReport(), bad, item_id_col=item_id_col, text_template=text_template,
-                                   text_col=text_col, delimiter=delimiter, encoding=encoding)
+        frame, listed = read_item_table(items, ImportReport(), bad, item_id_col=item_id_col,
+                                        text_template=text_template, text_col=text_col, delimiter=delimiter,
+                                        encoding=encoding)
     except ValueError as exc:  # a bad option value (delimiter, encoding, template)
         raise typer.BadParameter(str(exc)) from None
-    skipped = len(bad.rejected())
+    skipped = bad.rejected().height
+    if skipped:
+        console.print(f"skipped {counted(skipped, 'bad row')} of {items.name} (their items are left as served):")
+        for row, problem in bad.described():
+            console.print(f"  row {row}: {problem}")
+        if skipped > LISTED:
+            console.print(f"  … and {skipped - LISTED:,} more")
     with client_for(url, token, timeout_s) as client:
         kept, max_text, max_items = contract(client)
         dropped = [name for name in ATTRIBUTES if name in frame.columns and name not in kept]
@@ -190,7 +198,8 @@ def push_items(
         gone: list[str] = []
         if missing != "keep":
             active, inactive = served_ids(client)
-            gone = missing_items(set(frame["item_id"].to_list()), active, inactive, missing)
+            # an item whose row was bad is listed all the same: left as served, never taken for a missing one
+            gone = missing_items(set(listed.to_list()), active, inactive, missing)
             served_now = len(active) + len(inactive)
             if gone and len(gone) > max_missing * served_now:
                 raise DataError(f"--missing {missing} would change {counted(len(gone), 'item')} of the "
@@ -213,5 +222,8 @@ def push_items(
     changed, made = len(records) + len(gone), len(answers)
     split = (f" (batches over the API's body limit, RECSYS_MAX_BODY_BYTES, were split: {counted(made, 'request')} "
              "made)") if made != batches + math.ceil(len(gone) / batch_size) else ""
+    unchanged = sum(answer.get("unchanged", 0) for answer in answers)
+    same = (f"; {counted(unchanged, 'item')} already served as in the file (kept as they were, their vectors "
+            "too)") if unchanged else ""
     console.print(f"[green]pushed[/] {summary}{split} in {seconds:.1f} s ({changed / max(seconds, 1e-9):,.0f} "
-                  f"items/s) → {url}; the catalogue serves {answers[-1]['index_items']:,} items")
+                  f"items/s) → {url}; the catalogue serves {answers[-1]['index_items']:,} items{same}")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from recsys.catalogue import Catalogue
+from recsys.catalogue_state import CatalogueState
 from recsys.store import Change
 
 logger = logging.getLogger("recsys.changes")
@@ -77,6 +78,28 @@ class Applied:
         return ", ".join(p for p in parts if p) or "nothing"
 
 
+def served_vectors(state: CatalogueState, records: Sequence[Mapping]) -> dict[str, np.ndarray]:
+    """The served vectors of the records' items whose text the catalogue already holds: an upsert that changes an
+    item's attributes only (or nothing) keeps the vector it is served with, so an item the towers trained on keeps
+    its ID block instead of becoming a text-only item."""
+    kept = {}
+    for record in records:
+        row = state.position.get(record["item_id"])
+        if row is not None and state.records[row].get("text") == record.get("text"):
+            kept[record["item_id"]] = np.array(state.vectors[row], dtype=np.float32)
+    return kept
+
+
+def is_served_as(state: CatalogueState, record: Mapping) -> bool:
+    """True when the catalogue serves the record's item with this text and these attributes (the catalogue's
+    columns; one the record leaves out counts as empty): upserting it would change nothing but its stock."""
+    row = state.position.get(record["item_id"])
+    if row is None:
+        return False
+    served = state.records[row]
+    return all(record.get(key) == value for key, value in served.items() if key != "item_id")
+
+
 def apply_changes(catalogue: Catalogue, changes: Iterable[Change] | Folded, space: str | None,
                   encode: Encode | None = None) -> Applied:
     """Apply catalogue changes to `catalogue` (whose vectors live in the item space `space`). Upserts from
@@ -91,6 +114,10 @@ def apply_changes(catalogue: Catalogue, changes: Iterable[Change] | Folded, spac
             vectors.append(change.vector)
         else:
             foreign.append(change)
+    kept = served_vectors(catalogue.state, [c.record for c in foreign]) if foreign else {}
+    records += [c.record for c in foreign if c.item_id in kept]  # text unchanged: this bundle's own vector
+    vectors += [kept[c.item_id] for c in foreign if c.item_id in kept]
+    foreign = [c for c in foreign if c.item_id not in kept]
     if foreign and encode is not None:
         try:
             encoded = encode([c.record for c in foreign])
@@ -113,4 +140,4 @@ def apply_changes(catalogue: Catalogue, changes: Iterable[Change] | Folded, spac
     return Applied(len(records), len(foreign) - len(skipped), tuple(skipped), deleted, activated, deactivated)
 
 
-__all__ = ["fold", "Folded", "apply_changes", "Applied", "Encode"]
+__all__ = ["fold", "Folded", "apply_changes", "Applied", "Encode", "served_vectors", "is_served_as"]

@@ -322,7 +322,8 @@ def test_many_catalogue_changes_in_one_request_are_recorded_together_and_applied
     response = client.post("/v1/admin/items", json=body, headers=ADMIN)
     assert response.status_code == 200, response.text
     # 6 items + 2 upserted − 1 deleted − 2 out of stock; each item's state once (cam4 was listed twice)
-    assert response.json() == {"upserted": 2, "activated": 0, "deactivated": 2, "deleted": 1, "index_items": 5,
+    assert response.json() == {"upserted": 2, "unchanged": 0, "activated": 0, "deactivated": 2, "deleted": 1,
+                               "index_items": 5,
                                "items": [{"item_id": "cam3", "active": True, "index_items": 5},
                                          {"item_id": "cam4", "active": False, "index_items": 5},
                                          {"item_id": "cam1", "active": False, "index_items": 5},
@@ -570,3 +571,33 @@ def test_each_loaded_bundle_searches_with_the_faiss_threads_setting(bundle, tmp_
         assert c.post("/v1/admin/reload", json={}, headers=ADMIN).status_code == 200
         assert service.current is not first
         assert service.current.recommender.index.search_threads == 3
+
+
+def test_an_upsert_the_catalogue_already_serves_changes_nothing_and_one_of_attributes_keeps_the_vector(client):
+    """Every upsert was encoded again from its text: a feed of the unchanged catalogue replaced each trained item's
+    vector (its ID block lost) and changed the lists."""
+    service = client.app.state.service
+    catalogue = service.current.recommender.catalogue
+    served = {"text": "black mirrorless camera", "title": "Camera One", "category": "cameras"}
+    seq, version = service.store.last_change_seq(), catalogue.state.version
+    vector = catalogue.state.vectors[catalogue.state.position["cam1"]].copy()
+    answer = client.post("/v1/admin/items", json={"upsert": [{"item_id": "cam1", **served}]}, headers=ADMIN).json()
+    assert answer["upserted"] == 1 and answer["unchanged"] == 1
+    assert service.store.last_change_seq() == seq and catalogue.state.version == version  # nothing recorded
+    assert client.put("/v1/admin/items/cam1", json=served, headers=ADMIN).status_code == 200
+    assert service.store.last_change_seq() == seq
+    # out of stock, then upserted as served: back in stock (an upsert re-activates), nothing else recorded
+    client.post("/v1/admin/items/cam1/deactivate", headers=ADMIN)
+    answer = client.post("/v1/admin/items", json={"upsert": [{"item_id": "cam1", **served}]}, headers=ADMIN).json()
+    assert answer["unchanged"] == 1 and answer["items"] == [{"item_id": "cam1", "active": True, "index_items": 6}]
+    assert [c.kind for c in service.store.changes(after=seq)] == ["active", "active"]
+    # a new title, the same text: the served vector kept, the title served
+    client.put("/v1/admin/items/cam1", json={**served, "title": "Camera One Mk II"}, headers=ADMIN)
+    state = catalogue.state
+    assert state.record("cam1")["title"] == "Camera One Mk II"
+    np.testing.assert_array_equal(state.vectors[state.position["cam1"]], vector)
+    assert service.store.changes(after=seq)[-1].vector.tolist() == vector.tolist()
+    # a new text is encoded
+    client.put("/v1/admin/items/cam1", json={**served, "text": "a red running shoe"}, headers=ADMIN)
+    state = catalogue.state
+    assert not np.array_equal(state.vectors[state.position["cam1"]], vector)

@@ -205,6 +205,9 @@ def test_session_bodies_are_accepted_exactly_when_the_schema_says_so(client, bod
     {"user_id": "   ", "item_id": "cam1"}, {"user_id": "\t", "item_id": "cam1"}, {"user_id": "u 1", "item_id": "cam1"},
     {"user_id": "u" * 257, "item_id": "cam1"}, {"user_id": "u1", "item_id": "cam1", "kind": "like"},
     {"user_id": "u1", "item_id": "cam1", "timestamp": 1.7e12},
+    *({"user_id": "u1", "item_id": "cam1", "timestamp": t} for t in (  # ISO 8601 with an offset, not without one
+        "2025-05-01T10:00:00+02:00", "2025-05-01T08:00:00Z", "2025-05-01 08:00:00.5+00:00", "2025-05-01T10:00:00",
+        "2025-05-01", "yesterday", "", "0061-04-11T21:42:00.62406Z", "9999-12-31T23:59:59-05:00")),
 ])
 def test_event_bodies_are_accepted_exactly_when_the_schema_says_so(client, body):
     spec = client.get("/openapi.json").json()
@@ -821,3 +824,19 @@ def test_a_read_only_event_store_file_is_refused_at_start_up(tmp_path, monkeypat
     with pytest.raises(StoreError, match=r"^RECSYS_STATE_DIR: the event store .*events.sqlite is read-only; the API "
                                          "writes events and catalogue edits to it$"):
         make_store(settings)
+
+
+def test_an_event_time_in_iso_8601_is_stored_as_its_epoch_seconds(client):
+    """The importers read ISO 8601 times with offsets; POST /v1/events took epoch seconds only (a 422)."""
+    store = client.app.state.service.store
+    for stamp in ("2025-05-01T10:00:00+02:00", "2025-05-01T08:00:00Z"):
+        assert client.post("/v1/events", json={"user_id": "iso", "item_id": "cam1", "timestamp": stamp}) \
+            .status_code == 201
+    frame = store.event_frame().filter(user_id="iso")
+    assert frame["ts"].to_list() == [1746086400, 1746086400], frame
+    naive = client.post("/v1/events", json={"user_id": "iso", "item_id": "cam1", "timestamp": "2025-05-01T10:00:00"})
+    assert naive.status_code == 422 and naive.json()["errors"][0]["loc"][:2] == ["body", "timestamp"]
+    assert "needs its offset" in naive.text
+    for early in ("1969-12-31T23:59:59Z", "0061-04-11T21:42:00Z", "1970-01-01T00:00:00+02:00"):  # (schemathesis's)
+        response = client.post("/v1/events", json={"user_id": "iso", "item_id": "cam1", "timestamp": early})
+        assert response.status_code == 422 and "from 1971 to 9998" in response.text, early

@@ -172,3 +172,25 @@ def test_cached_filter_masks_are_bounded_in_bytes(monkeypatch):
     assert len(state._where_masks) == 5 and sum(m.nbytes for m in state._where_masks.values()) <= 5 * rows
     assert [int(m.sum()) for m in masks] == [20] * 20 and masks[7][7] and not masks[7][8]  # every answer right
     assert state.where_mask({"category": "c0"}) is masks[0]  # a cached one is reused
+
+
+def test_a_foreign_upsert_of_an_items_own_text_keeps_this_catalogues_vector():
+    """A reload replays the change log into a new bundle: an upsert from the old item space whose text the new
+    catalogue already holds (an attribute change) keeps the new bundle's own (trained) vector, not a text-only one."""
+    catalogue = Catalogue(ITEMS, VECTORS)
+    own = catalogue.state.record("b")
+    kept = catalogue.state.vectors[catalogue.state.position["b"]].copy()
+    changes = [Change(1, "upsert", "b", {**own, "category": "renamed"}, np.ones(4, np.float32), "old"),
+               Change(2, "upsert", "c", {"item_id": "c", "text": "a new text"}, np.ones(4, np.float32), "old")]
+    seen = []
+
+    def encode(records):
+        seen.extend(r["item_id"] for r in records)
+        return np.full((len(records), 4), 0.5, np.float32)
+
+    applied = apply_changes(catalogue, changes, "new", encode)
+    state = catalogue.state
+    assert seen == ["c"] and (applied.upserted, applied.reencoded) == (2, 1)
+    np.testing.assert_array_equal(state.vectors[state.position["b"]], kept)
+    assert state.record("b")["category"] == "renamed"
+    np.testing.assert_array_equal(state.vectors[state.position["c"]], np.full(4, 0.5, np.float32))

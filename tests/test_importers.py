@@ -741,3 +741,31 @@ def test_real_movielens_100k() -> None:
     toy_story = data.items.filter(pl.col("item_id") == "1").row(0, named=True)
     assert toy_story["text"] == "Toy Story (1995). Genres: Animation, Children's, Comedy"
     assert re.fullmatch(r"\d{9}", str(data.interactions["timestamp"][0]))
+
+
+def test_the_events_columns_an_import_does_not_read_are_named_in_its_notes(tmp_path: Path) -> None:
+    """An event-type column (view / cart / purchase) was dropped without a word: every event counts alike."""
+    items = _write(tmp_path / "items.csv", ["item_id,text", "1,Mug", "2,Cup"])
+    events = _write(tmp_path / "events.csv", ["user_id,item_id,timestamp,event_type,session",
+                                              "u,1,1704300000,view,s1", "u,2,1704300060,purchase,s1"])
+    data = import_table(events, items)
+    assert "events.csv: 2 columns not read ('event_type', 'session'): an interaction is a user, an item and a " \
+           "time, so an event's kind (view, cart, purchase) counts like any other" in data.report.notes
+    plain = import_table(_write(tmp_path / "plain.csv", ["user_id,item_id,timestamp", "u,1,1704300000"]), items)
+    assert not any("not read" in note for note in plain.report.notes)
+
+
+def test_prices_in_a_shops_notation_are_read_and_an_ambiguous_one_stays_a_bad_row(tmp_path: Path) -> None:
+    """'12,50' or '€19.99' rejected the product and every event on it."""
+    items = _write(tmp_path / "items.csv", ["item_id,text,price", '1,Mug,"12,50"', "2,Cup,€19.99",
+                                            '3,Jar,"1.234,50 EUR"', '4,Pan,"1,299.00"', "5,Pot,7", "6,Lid,"])
+    events = _write(tmp_path / "events.csv", ["user_id,item_id,timestamp"]
+                    + [f"u,{i},{1704300000 + i}" for i in range(1, 7)])
+    data = import_table(events, items, extra_item_cols=["price"])
+    assert data.items["price"].to_list() == [12.5, 19.99, 1234.5, 1299.0, 7.0, None]
+    assert data.interactions.height == 6
+    assert "4 prices of items.csv read from a shop's notation (a decimal comma, digit groups, a currency sign: " \
+           "'1.234,50 €' → 1234.5)" in data.report.notes
+    ambiguous = _write(tmp_path / "ambiguous.csv", ["item_id,text,price", '1,Mug,"1,234"', "2,Cup,12abc"])
+    with pytest.raises(DataError, match=r"row 1: unparsable price '1,234'; row 2: unparsable price '12abc'"):
+        import_table(events, ambiguous, extra_item_cols=["price"])

@@ -78,3 +78,24 @@ def test_graphs_are_cached_and_the_backend_is_chosen_by_config(encoders):
         chosen = load_text_encoder(config.model_copy(update={"backend": backend}), torch.device("cpu"))
         assert type(chosen) is OnnxTextEncoder and chosen.config.backend == backend
         np.testing.assert_allclose(chosen.encode(TEXTS[:6]), expected.encode(TEXTS[:6]), atol=1e-6)
+
+
+@pytest.mark.parametrize("architecture", ["bert", "distilbert"])
+def test_int8_keeps_each_architectures_feed_forward_output_in_fp32_without_onnxruntimes_advice(architecture,
+                                                                                               tmp_path, caplog):
+    """The fp32 exception named BERT's modules only: a DistilBERT's every MatMul was quantised (and onnxruntime's
+    'consider pre-processing' warning reached the user's terminal on every first build)."""
+    import onnx
+
+    from benchmarks.tiny_bert import build_tiny_bert
+
+    model = build_tiny_bert(tmp_path / architecture, ["black", "camera", "bag", "shoe"], architecture=architecture)
+    with caplog.at_level("WARNING"):
+        int8 = graph_path(EncoderConfig(model=str(model), backend="onnx-int8"), tmp_path / "cache")
+    assert not [r for r in caplog.records if "pre-processing" in r.getMessage()]
+    nodes = {node.name: node.op_type for node in onnx.load(str(int8)).graph.node}
+    output = "ffn/lin2" if architecture == "distilbert" else "output/dense"
+    float_outputs = [n for n, op in nodes.items() if n.endswith(f"/{output}/MatMul") and "attention" not in n
+                     and op == "MatMul"]
+    assert len(float_outputs) == 2  # one per layer, left in fp32
+    assert not [n for n, op in nodes.items() if op == "MatMul" and ("q_lin" in n or "/query/" in n)]  # quantised

@@ -179,3 +179,40 @@ def test_the_served_items_a_file_leaves_out_are_deactivated_or_deleted_on_reques
     assert truncated.exit_code == 2 and len(api.posts) == posts  # refused before any change
     assert "would change 4 items of the 5 served (80%), more than --max-missing (50%)" in \
         " ".join(truncated.output.split())
+
+
+def served_feed(tmp_path, name: str, changed: dict | None = None) -> str:
+    """The toy catalogue as a feed file, as it is served (with `changed`: {item: {column: value}})."""
+    from tests.conftest import toy_dataset
+
+    items = toy_dataset().items.rename({"item_id": "sku", "text": "description"})
+    rows = [{**row, **(changed or {}).get(row["sku"], {})} for row in items.iter_rows(named=True)]
+    path = tmp_path / name
+    pl.DataFrame(rows).write_csv(path)
+    return str(path)
+
+
+def test_a_feed_of_the_served_catalogue_changes_nothing_and_a_bad_row_leaves_its_item_as_served(api, tmp_path):
+    """Pushing an unchanged catalogue re-encoded every item (a trained item lost its ID block, lists changed); a
+    row skipped as bad left its item out of the file's ids, so --missing deactivate took it out of stock, unnamed."""
+    args = ["--item-id-col", "sku", "--text-col", "description", "--token", TOKEN, "--missing", "deactivate"]
+    store = api.app.state.service.store
+    before = store.last_change_seq()
+    result = push("--items", served_feed(tmp_path, "same.csv"), *args)
+    flat = " ".join(result.output.split())
+    assert result.exit_code == 0, result.output
+    assert "6 items in 2 requests; 0 served items not in the file to deactivate" in flat
+    assert "6 items already served as in the file (kept as they were, their vectors too)" in flat
+    assert store.last_change_seq() == before  # nothing recorded, nothing re-encoded
+
+    result = push("--items", served_feed(tmp_path, "bad.csv", {"bag2": {"description": ""}}), *args,
+                  "--on-bad-rows", "skip")
+    flat = " ".join(result.output.split())
+    assert result.exit_code == 0, result.output
+    assert "skipped 1 bad row of bad.csv (their items are left as served): row 4: empty item text for item " \
+           "'bag2'" in flat
+    assert "5 items in 2 requests (1 bad row skipped); 0 served items not in the file to deactivate" in flat
+    assert api.get("/v1/items/bag2").json()["active"] and store.last_change_seq() == before
+    failed = push("--items", served_feed(tmp_path, "bad.csv", {"bag2": {"description": ""}}), *args)
+    assert failed.exit_code == 2 and "push the other rows with --on-bad-rows skip: the bad ones are listed and " \
+        "their items left as served" in " ".join(failed.output.split()) and "rejected.csv" not in failed.output

@@ -93,10 +93,11 @@ async def change_items(changes: Annotated[ItemChanges, Body()], loaded: Annotate
     for n, item in enumerate(changes.upsert):
         _check_upsert(item, settings, kept, "body", "upsert", n)
     active = {**dict.fromkeys(changes.activate, True), **dict.fromkeys(changes.deactivate, False)}
-    serving = await run_in_threadpool(service.change_items, loaded, [item.model_dump() for item in changes.upsert],
-                                      active, changes.delete) if ids else loaded
+    serving, unchanged = await run_in_threadpool(
+        service.change_items, loaded, [item.model_dump() for item in changes.upsert], active, changes.delete) \
+        if ids else (loaded, [])
     state, deleted = serving.recommender.catalogue.state, set(changes.delete)
-    return ItemsChanged(upserted=len(changes.upsert), activated=len(changes.activate),
+    return ItemsChanged(upserted=len(changes.upsert), unchanged=len(unchanged), activated=len(changes.activate),
                         deactivated=len(changes.deactivate), deleted=len(changes.delete), index_items=state.n_available,
                         items=[ItemState(item_id=item_id, active=item_id not in deleted and state.is_active(item_id),
                                          index_items=state.n_available)

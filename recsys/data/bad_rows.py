@@ -19,10 +19,13 @@ class BadRows:
     checks end in one DataError listing them (the first few and the total); with `skip` they are left out and
     kept (file, row, problem, value) in the import report, which `Dataset.save` writes to rejected.csv."""
 
-    def __init__(self, mode: OnBadRows = "fail") -> None:
+    def __init__(self, mode: OnBadRows = "fail", skip_hint: str | None = None) -> None:
+        """`skip_hint`: how to go on past them, said by `fail`'s error (default: the importers')."""
         if mode not in ("fail", "skip"):
             raise ValueError(f"on_bad_rows must be 'fail' or 'skip', got {mode!r}")
         self.mode = mode
+        self.skip_hint = skip_hint or (f"skip them with on_bad_rows='skip' / --on-bad-rows skip: the other rows are "
+                                       f"imported and every bad row is listed in {REJECTED_FILE}")
         self.found: list[pl.DataFrame] = []
 
     def reject(self, frame: pl.DataFrame, mask: pl.Series | pl.Expr, problem: str, path: Path,
@@ -56,6 +59,12 @@ class BadRows:
     def rejected(self) -> pl.DataFrame:
         return self.table().drop("__template")
 
+    def described(self, path: Path | None = None, limit: int = LISTED) -> list[tuple[int, str]]:
+        """The first `limit` bad rows (of `path`'s file, else of every file) as (row, the problem with its value)."""
+        bad = self.table() if path is None else self.table().filter(pl.col("file") == path.name)
+        return [(row, template.format(value=value) if "{value" in template else template)
+                for row, template, value in bad.select("row", "__template", "value").head(limit).iter_rows()]
+
     def check(self, path: Path) -> None:
         """In `fail` mode, raise for `path`'s bad rows (all of them counted, the first few shown)."""
         if self.mode != "fail":
@@ -63,12 +72,9 @@ class BadRows:
         bad = self.table().filter(pl.col("file") == path.name)
         if not bad.height:
             return
-        shown = [(row, template.format(value=value) if "{value" in template else template)
-                 for row, template, value in bad.select("row", "__template", "value").head(LISTED).iter_rows()]
+        shown = self.described(path)
         if bad.height == 1:
-            raise DataError(shown[0][1], source=str(path), row=shown[0][0])
+            raise DataError(f"{shown[0][1]} ({self.skip_hint})", source=str(path), row=shown[0][0])
         listed = "; ".join(f"row {row}: {problem}" for row, problem in shown)
         more = f"; … and {bad.height - LISTED} more" if bad.height > LISTED else ""
-        raise DataError(f"{bad.height} bad rows: {listed}{more} (skip them with on_bad_rows='skip' / "
-                        f"--on-bad-rows skip: the other rows are imported and every bad row is listed in "
-                        f"{REJECTED_FILE})", source=str(path))
+        raise DataError(f"{bad.height} bad rows: {listed}{more} ({self.skip_hint})", source=str(path))

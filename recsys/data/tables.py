@@ -19,12 +19,13 @@ import polars as pl
 
 from recsys.data.bad_rows import BadRows, OnBadRows
 from recsys.data.dataset import OPTIONAL_ITEM_SCHEMA, Dataset, ImportReport
+from recsys.data.price_text import price_number_text
 from recsys.data.item_text import template_expr, template_fields
 from recsys.data.table_files import delimiter_hint, read_table
 from recsys.data.timestamps import epoch_seconds
 from recsys.errors import DataError
 from recsys.ids import ID_CHARS, too_long
-from recsys.text_format import plural
+from recsys.text_format import counted, plural
 
 MIN_EVALUATED_EVENTS = 3  # a user's events for a leave-one-out valid and test example (`recsys.splits`)
 
@@ -150,7 +151,13 @@ def read_item_table(item_path: Path, report: ImportReport, bad: BadRows, *, item
             columns.append(pl.col(source).alias(target))
             continue
         given = pl.col(source).cast(pl.Utf8).str.strip_chars()
-        value = pl.when(given != "").then(given).cast(dtype, strict=False)
+        number = price_number_text(given) if target == "price" else given
+        value = pl.when(given != "").then(number).cast(dtype, strict=False)
+        if target == "price":
+            read = int(items.select(((number != given) & value.is_not_null()).sum()).item())
+            if read:
+                report.notes.append(f"{counted(read, 'price')} of {item_path.name} read from a shop's notation "
+                                    "(a decimal comma, digit groups, a currency sign: '1.234,50 €' → 1234.5)")
         items = bad.reject(items, value.is_null() & (given != ""), f"unparsable {target} {{value!r}}", item_path,
                            source)
         columns.append(value.alias(target))
@@ -193,6 +200,12 @@ def import_table(interactions_path: str | Path, items_path: str | Path, *, user_
                         "pass time_col=None / --time-col '' to take each user's events in file order",
                         source=str(inter_path))
     _require(inter, [user_col, item_col] + ([time_col] if time_col else []), inter_path, single=True)
+    unread = [c for c in inter.columns if c not in (user_col, item_col, time_col) and not c.startswith("__")]
+    if unread:  # e.g. an event type: said, not dropped silently
+        report.notes.append(f"{inter_path.name}: {counted(len(unread), 'column')} not read "
+                            f"({', '.join(repr(c) for c in unread[:5])}{' …' if len(unread) > 5 else ''}): an "
+                            "interaction is a user, an item and a time, so an event's kind (view, cart, purchase) "
+                            "counts like any other")
     inter = whole_floats_as_integers(inter, [user_col, item_col])
     inter = checked_interactions(inter, (user_col, item_col, time_col), timestamp_format, item_frame["item_id"],
                                  (inter_path, item_path), report, bad,
