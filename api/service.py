@@ -210,8 +210,10 @@ class Service:
             return
         started = time.perf_counter()
         users = list(itertools.islice(loaded.recommender.histories, limit))
-        added = tower.warm([h for h in (self.history(loaded, u) for u in users) if h])
-        logger.info("user cache: %d known users pre-encoded in %.1f s", added, time.perf_counter() - started)
+        histories = [h for h in (self.history(loaded, u) for u in users) if h]
+        added = tower.warm(histories)
+        logger.info("user cache: %d known users' histories pre-encoded (%d distinct: users with the same history "
+                    "share one entry) in %.1f s", len(histories), added, time.perf_counter() - started)
 
     def _preload_item_tower(self, loaded: Loaded) -> None:
         """With `preload_item_tower`, the item tower for new text now rather than on its first request (a bundle

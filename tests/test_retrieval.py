@@ -388,3 +388,21 @@ def test_search_threads_cap_faiss_in_the_thread_that_searches(built, data):
         index.search_threads = 0
     assert seen["unset after"] == seen["unset before"]  # 0: FAISS's setting is left alone
     assert seen["set before"] == wanted - 1 and seen["set after"] == wanted
+
+
+@pytest.mark.parametrize("name", ["hnsw", "ivf_flat", "ivf_pq"])
+def test_a_querys_results_do_not_depend_on_the_other_queries_of_its_batch(data, name):
+    """Each query's exclusions set how deep it searches; the deepest of the batch set every query's depth (and an
+    IVF-PQ index's refine pool), so a user's re-ranker candidates, and so their list, changed with whoever else was
+    in the batch: batch scoring and the API disagreed, and so did one user's list under concurrent traffic."""
+    _, _, ids = data
+    rng = np.random.default_rng(0)  # unclustered vectors: an approximate search's depth matters
+    items, queries = rng.normal(size=(N, DIM)).astype(np.float32), rng.normal(size=(40, DIM)).astype(np.float32)
+    index = VectorIndex.build(items, ids, KINDS[name])
+    excluded = [list(ids[rng.choice(N, size=int(n), replace=False)]) for n in rng.integers(0, 40, len(queries))]
+    excluded[0] = list(ids[rng.choice(N, size=300, replace=False)])  # one long history in the batch
+    together = index.search(queries, 60, exclude_per_query=excluded)
+    for q in range(1, len(queries)):
+        alone = index.search(queries[q:q + 1], 60, exclude_per_query=[excluded[q]])
+        np.testing.assert_array_equal(together[1][q], alone[1][0], err_msg=f"query {q}")
+        np.testing.assert_array_equal(together[0][q], alone[0][0], err_msg=f"query {q}")

@@ -12,7 +12,6 @@ edits go on, and swapped in with the rows added meanwhile.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Collection, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -302,34 +301,41 @@ class VectorIndex:
         return mask, bitmap_selector(mask)
 
     def _search(self, queries, width, mask, selector, n_eligible, per_rows, params):
+        """Each query searches as deep as its own exclusions need, in a group of the batch's queries that need the
+        same: never as deep as the batch's longest, which changed an approximate index's results (IVF-PQ's refine
+        pool, HNSW's beam) with whoever else was in the batch. A query's results are those it gets alone."""
         nq = len(queries)
         per_counts = np.array([len(r) for r in per_rows]) if per_rows is not None else np.zeros(nq, int)
         targets = np.minimum(width, n_eligible - per_counts)
+        extra = per_counts
         out_l = np.full((nq, width), -1, np.int64)
         out_s = np.full((nq, width), -np.inf, np.float32)
         pending = np.arange(nq)
         if mask is None or n_eligible > params.exact_below:
-            use_gpu = self.gpu is not None
-            extra = int(per_counts.max(initial=0))
-            scale = len(self) / max(n_eligible, 1) if use_gpu and mask is not None else 1.0
-            fetch, widen = int(math.ceil((width + extra) * scale)), 1
+            scale = len(self) / max(n_eligible, 1) if self.gpu is not None and mask is not None else 1.0
+            fetch = np.ceil((width + extra) * scale).astype(np.int64)
+            widen = np.ones(nq, np.int64)
+            on_gpu = np.full(nq, self.gpu is not None)
             for _ in range(REFILL_ROUNDS):
-                if use_gpu and fetch > GPU_MAX_K:  # too deep for the GPU: CPU master with a selector
-                    use_gpu, fetch = False, width + extra
-                k_fetch = min(fetch, len(self))
-                if use_gpu:
-                    nprobe = (params.nprobe or self.config.nprobe) * widen if self._layout.ivf is not None else None
-                    scores, labels = self.gpu.search(queries[pending], k_fetch, nprobe)
-                else:
-                    scores, labels = self.index.search(queries[pending], k_fetch,
-                                                       params=self._faiss_params(params, selector, widen, k_fetch))
-                pending = self._collect(pending, scores, labels, mask, per_rows, targets, out_l, out_s)
+                short = []
+                for group in _groups(pending, fetch, widen, on_gpu):
+                    if on_gpu[group[0]] and fetch[group[0]] > GPU_MAX_K:  # too deep for the GPU: CPU master
+                        on_gpu[group], fetch[group] = False, width + extra[group]
+                    k_fetch, wide = min(int(fetch[group[0]]), len(self)), int(widen[group[0]])
+                    if on_gpu[group[0]]:
+                        nprobe = (params.nprobe or self.config.nprobe) * wide if self._layout.ivf is not None else None
+                        scores, labels = self.gpu.search(queries[group], k_fetch, nprobe)
+                    else:
+                        scores, labels = self.index.search(queries[group], k_fetch,
+                                                           params=self._faiss_params(params, selector, wide, k_fetch))
+                    short.append(self._collect(group, scores, labels, mask, per_rows, targets, out_l, out_s))
+                pending = np.concatenate(short) if short else pending[:0]
                 if not len(pending):
                     return out_s, out_l
-                fetch, widen = fetch * 4, widen * 4
-        k_fetch = min(width + int(per_counts[pending].max(initial=0)), len(self))
-        scores, labels = self._exact(queries[pending], k_fetch, selector)
-        self._collect(pending, scores, labels, mask, per_rows, targets, out_l, out_s)
+                fetch[pending], widen[pending] = fetch[pending] * 4, widen[pending] * 4
+        for group in _groups(pending, width + extra):
+            scores, labels = self._exact(queries[group], min(width + int(extra[group[0]]), len(self)), selector)
+            self._collect(group, scores, labels, mask, per_rows, targets, out_l, out_s)
         return out_s, out_l
 
     def _row_norm(self) -> float:
@@ -439,6 +445,15 @@ def reconstruct_all(index: VectorIndex) -> np.ndarray:
     """All stored vectors in row order, aligned with `index.ids` (float32; PQ rows approximate)."""
     with index.catalogue._lock.write():  # an IVF index may build its direct map here
         return reconstruct_rows(index.index, np.arange(len(index)))
+
+
+def _groups(rows: np.ndarray, *keys: np.ndarray) -> list[np.ndarray]:
+    """`rows` split by their values in `keys` (arrays over all rows), each group in `rows`' order."""
+    if not len(rows):
+        return []
+    values = np.stack([np.asarray(key)[rows] for key in keys], axis=1)
+    _, which = np.unique(values, axis=0, return_inverse=True)
+    return [rows[which.ravel() == g] for g in range(int(which.max()) + 1)]
 
 
 def _member(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
