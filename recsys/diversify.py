@@ -30,7 +30,8 @@ def diversified_picks(lists: Sequence[Sequence[str]], scores: Sequence[Sequence[
     """Per list, the indices (into that list) of its first k items after diversification, in order; lists are
     ranked candidates with their scores, `unit_vectors` the catalogue's L2-normalised rows. `shown`: per list, an
     item already on screen (a product page's own item), counted as picked: its near-duplicates go last too. An item
-    no longer in `position` (deleted, and compacted away, since it was retrieved) is never picked."""
+    no longer in `position` (deleted, and compacted away, since it was retrieved) is never picked. A list longer
+    than `config.depth` begins with the picks a list of that depth makes (`diversify_picks`' `head`)."""
     width = max((len(items) for items in lists), default=0)
     if width == 0:
         return [[] for _ in lists]
@@ -48,21 +49,37 @@ def diversified_picks(lists: Sequence[Sequence[str]], scores: Sequence[Sequence[
         for b, item in enumerate(shown):
             if item is not None and item in position:
                 context[b] = unit_vectors[position[item]]
-    picks = diversify_picks(padded, unit_vectors[rows], k, config, context)
+    picks = diversify_picks(padded, unit_vectors[rows], k, config, context, head=config.depth)
     return [picks[b][:min(k, int(present[b]))].tolist() for b in range(len(lists))]
 
 
 def diversify_picks(scores: np.ndarray, vectors: np.ndarray, k: int, config: DiversifyConfig,
-                    context: np.ndarray | None = None) -> np.ndarray:
+                    context: np.ndarray | None = None, head: int | None = None) -> np.ndarray:
     """int64 [B, min(k, n)]: the indices of each row's first k diversified picks, in order (pads last).
 
     `scores` [B, n]: relevance, best first or not (-inf / nan pads short rows: they are never picked before a
     real candidate); `vectors` [B, n, d]: L2-normalised item vectors of those candidates; `context` [B, d]: an
-    item already shown per row (zero rows: none), counted as picked before the first pick."""
+    item already shown per row (zero rows: none), counted as picked before the first pick. `head` (ranked rows,
+    best first): when k and n are larger, the first `head` picks are made among the first `head` candidates, as a
+    list of `head` picks them, and the rest continue from them over every candidate. A list of 100 then begins
+    with the list of 50, as a page asking for 10 and then 100 expects (it was picked afresh from a larger pool)."""
     scores = np.asarray(scores, dtype=np.float64)
     batch, n = scores.shape
     if n == 0 or not active(config):
         return np.argsort(-np.nan_to_num(scores, nan=-np.inf), axis=1, kind="stable")[:, :k]
+    first = None
+    if head is not None and head < min(k, n):
+        # a row with a gap (an item gone) among its first `head` and candidates after them: picked as one pool, so
+        # that no gap is ever picked before a real candidate
+        gapped = (~np.isfinite(scores[:, :head])).any(axis=1) & np.isfinite(scores[:, head:]).any(axis=1)
+        if gapped.any():
+            out = np.empty((batch, min(k, n)), dtype=np.int64)
+            for rows, cut in ((~gapped, head), (gapped, None)):
+                if rows.any():
+                    out[rows] = diversify_picks(scores[rows], np.asarray(vectors)[rows], k, config,
+                                                None if context is None else np.asarray(context)[rows], cut)
+            return out
+        first = diversify_picks(scores[:, :head], vectors[:, :head], head, config, context)
     real = np.isfinite(scores)
     low = np.where(real, scores, np.inf).min(axis=1, keepdims=True)
     high = np.where(real, scores, -np.inf).max(axis=1, keepdims=True)
@@ -78,7 +95,13 @@ def diversify_picks(scores: np.ndarray, vectors: np.ndarray, k: int, config: Div
     value = base.copy()
     picks = np.zeros((batch, min(k, n)), dtype=np.int64)
     rows = np.arange(batch)
-    for step in range(picks.shape[1]):
+    begin = 0
+    if first is not None:  # picked already: counted as such
+        begin = first.shape[1]
+        picks[:, :begin] = first
+        for step in range(begin):
+            np.maximum(closest, similarity[rows, first[:, step]], out=closest)
+    for step in range(begin, picks.shape[1]):
         if step or context is not None:
             penalty = closest if step else np.where(np.isfinite(closest), closest, 0.0)  # rows without context
             value = base - config.weight * penalty if config.weight else base.copy()

@@ -146,3 +146,24 @@ def test_batched_picks_equal_the_rule_applied_one_list_at_a_time():
                                                       None if shown is None else shown[row])
             compared += 1
     assert compared > 500
+
+
+def test_a_list_longer_than_the_depth_begins_with_the_list_of_that_depth():
+    """A list of 100 was picked afresh from 100 candidates, so its first 10 could differ from a list of 10 (which
+    the pipeline picks from the top 50): a page asking for 10 and then for 100 saw another first 10."""
+    rng = np.random.default_rng(0)
+    config = DiversifyConfig(weight=0.3, duplicate_threshold=0.95, depth=50)
+    scores = -np.sort(-rng.random((20, 120)), axis=1)
+    vectors = unit(rng.normal(size=(20, 120, 8)))
+    vectors[:, 1::7] = vectors[:, ::7][:, :vectors[:, 1::7].shape[1]]  # near-duplicates among them
+    short = diversify_picks(scores[:, :50], vectors[:, :50], 50, config)  # a list of ≤ 50: its top 50
+    long = diversify_picks(scores, vectors, 100, config, head=50)
+    np.testing.assert_array_equal(long[:, :50], short)
+    assert all(len(set(row)) == 100 for row in long.tolist())  # 100 distinct picks
+    fresh = diversify_picks(scores, vectors, 100, config)
+    assert (fresh[:, :10] != short[:, :10]).any()  # picked afresh, the first 10 moved (the old behaviour)
+    # a gap (an item gone) among the first 50, with candidates after them: never picked before a real one
+    gapped = scores.copy()
+    gapped[0, 3] = -np.inf
+    picks = diversify_picks(gapped, vectors, 100, config, head=50)
+    assert 3 not in picks[0, :99].tolist()
