@@ -95,6 +95,8 @@ ISO_TIME = (r"^(197[1-9]|19[89]\d|[2-8]\d{3}|9[0-8]\d{2}|99[0-8]\d|999[0-8])-\d{
             r"(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$")
 """An ISO 8601 time with its offset, years 1971 to 9998: whatever its offset, its epoch seconds lie within the
 range a number may give (0 to the end of 9999), so the schema's two forms take the same times."""
+_ISO_TIME = re.compile(ISO_TIME)
+_ISO_TIME_WITHOUT_OFFSET = re.compile(ISO_TIME.removesuffix(r"(Z|[+-]\d{2}:?\d{2})$") + "$")
 
 
 def epoch_of_iso_time(value: object) -> object:
@@ -102,9 +104,9 @@ def epoch_of_iso_time(value: object) -> object:
     given (a number is checked as epoch seconds). ValueError for a text that is no such time."""
     if not isinstance(value, str):
         return value
-    if re.fullmatch(ISO_TIME, value) is None:
+    if _ISO_TIME.fullmatch(value) is None:
         hint = (" (it needs its offset, +02:00 or Z for UTC: without one it could be any zone's)"
-                if re.fullmatch(ISO_TIME.replace("(Z|[+-]\\d{2}:?\\d{2})$", "$"), value) else "")
+                if _ISO_TIME_WITHOUT_OFFSET.fullmatch(value) else "")
         raise ValueError("expected epoch seconds or an ISO 8601 time with its offset, from 1971 to 9998 "
                          f"(2025-05-01T10:00:00+02:00){hint}")
     try:

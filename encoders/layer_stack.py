@@ -31,10 +31,7 @@ class LayerStack:
 
     def layers(self, backbone: nn.Module) -> nn.ModuleList:
         """The backbone's transformer layers, bottom first."""
-        module = backbone
-        for part in self.path.split("."):
-            module = getattr(module, part)
-        return module
+        return backbone.get_submodule(self.path)
 
     def embed(self, backbone: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
         """Token states entering the first layer (ELECTRA's embeddings projected to the layers' width)."""

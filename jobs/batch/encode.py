@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,7 +32,7 @@ from tqdm.auto import tqdm
 from jobs.batch.job import Engine, collect, peak_rss_mb
 from jobs.batch.layout import ITEMS_FILE, MANIFEST, BatchError, JobDir, prepare, read_batch_manifest, shard_name, \
     write_json, write_table
-from jobs.batch.scoring import ChunkResult, pinned_threads
+from jobs.batch.scoring import ChunkResult, torch_threads
 from recsys.config import EncoderConfig
 from recsys.errors import DataError
 
@@ -82,13 +81,6 @@ def identity(items: pl.DataFrame, options: EncodeOptions) -> dict:
     return {"format": FORMAT, "format_version": FORMAT_VERSION, "encoder": options.encoder.model_dump(mode="json"),
             "precision": options.precision, "chunk_size": options.chunk_size, "n_items": items.height,
             "n_chunks": -(-items.height // options.chunk_size), "input_fingerprint": items_fingerprint(items)}
-
-
-def torch_threads(n: int) -> AbstractContextManager[None]:
-    """Run torch with `n` intra-op threads, restoring the previous setting afterwards."""
-    import torch
-
-    return pinned_threads(torch.get_num_threads, torch.set_num_threads, n)
 
 
 class ChunkEncoder:

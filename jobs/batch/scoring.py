@@ -12,7 +12,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -110,19 +110,21 @@ def faiss_threads(n: int) -> AbstractContextManager[None]:
     return pinned_threads(faiss.omp_get_max_threads, faiss.omp_set_num_threads, n)
 
 
+def torch_threads(n: int) -> AbstractContextManager[None]:
+    """Run torch with `n` intra-op threads, restoring the previous setting afterwards."""
+    import torch
+
+    return pinned_threads(torch.get_num_threads, torch.set_num_threads, n)
+
+
 @contextmanager
 def scoring_threads(n: int) -> Iterator[None]:
     """FAISS and, when a trained tower has loaded it, torch run with `n` threads each. torch's matrix products
     also change in the last bit with its thread count: a Ray actor's one thread and the local engine's every core
     gave other `retrieval_score`s (7,316 of 200,000 on the amazon-scientific engine bundle). A bundle without
     trained towers never imports torch for this."""
-    torch = sys.modules.get("torch")
-    with faiss_threads(n):
-        if torch is None:
-            yield
-            return
-        with pinned_threads(torch.get_num_threads, torch.set_num_threads, n):
-            yield
+    with faiss_threads(n), (torch_threads(n) if "torch" in sys.modules else nullcontext()):
+        yield
 
 
 @dataclass(frozen=True)
