@@ -158,9 +158,10 @@ def blended_tower(trained: UserTower, catalogue: Catalogue, info: dict, encoder_
 
 
 def fit_blend_weight(recommender, tower: BlendedHistoryEncoder, examples, weights: Sequence[float],
-                     eval_config: EvalConfig) -> tuple[float, dict[float, float]]:
+                     eval_config: EvalConfig, progress: bool = False) -> tuple[float, dict[float, float]]:
     """The weight with the best NDCG@10 (full ranking) on `examples`; `recommender` serves `tower`,
-    whose weight is set to each candidate in turn (and left at the best). Ties go to the smaller weight."""
+    whose weight is set to each candidate in turn (and left at the best). Ties go to the smaller weight.
+    `progress`: a bar per weight, shown when its pass is slow (`recsys.progress`)."""
     k = min(eval_config.ks)
     scores: dict[float, float] = {}
     trained = tower.trained
@@ -168,7 +169,8 @@ def fit_blend_weight(recommender, tower: BlendedHistoryEncoder, examples, weight
     try:
         for weight in sorted(set(float(w) for w in weights)):
             tower.weight = weight
-            scores[weight] = evaluate(recommender, examples, eval_config)[f"ndcg@{k}"]
+            scores[weight] = evaluate(recommender, examples, eval_config, progress=progress,
+                                      desc=f"zero-shot blend weight {weight:g}", transient=True)[f"ndcg@{k}"]
     finally:
         tower.trained = trained
     best = max(scores, key=lambda w: (scores[w], -w))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from tqdm.auto import tqdm
 
 from encoders.backbone import DEFAULT_MODEL_NAME
 from encoders.distributed import WorkerGroup
@@ -18,7 +19,7 @@ from recsys.config import BuildConfig, EvalConfig, TrainConfig
 from recsys.data.dataset import Dataset
 from recsys.evaluation import ListReference, evaluate
 from recsys.pipeline import Recommender
-from recsys.retrieval.choice import index_summary
+from recsys.retrieval.choice import index_summary, resolve_index
 from recsys.splits import SplitData
 
 
@@ -93,10 +94,14 @@ def train_and_evaluate(dataset: Dataset, split: SplitData, config: TrainConfig, 
     result, tower = members[0], members[0].user_tower
     build_config = BuildConfig(encoder=config.encoder, index=config.index, eval=eval_config, seed=config.seed)
     ensemble = None
+    # with the blend, the plain towers are a step on the way: on the exact index (a copy of the vectors, where an
+    # approximate one is trained for tens of seconds at 50,000+ items); `_blend_zero_shot` builds the one asked for
+    plain_config = exact_index(build_config) if config.zero_shot_blend else build_config
     if len(members) > 1:
-        recommender, result, ensemble = _ensemble(members, config, info, dataset, split, build_config, eval_config)
+        recommender, result, ensemble = _ensemble(members, config, info, dataset, split, plain_config, eval_config)
     else:
-        recommender = Recommender.build(dataset, split, result.item_vectors, build_config, info, tower)
+        _say_index(plain_config, dataset.items.height, progress)
+        recommender = Recommender.build(dataset, split, result.item_vectors, plain_config, info, tower)
     blend = None
     if config.zero_shot_blend:
         recommender, blend = _blend_zero_shot(dataset, split, recommender, build_config, config.zero_shot_blend,
@@ -162,8 +167,8 @@ def _blend_zero_shot(dataset: Dataset, split: SplitData, recommender: Recommende
                      weights: tuple[float, ...], dims: int | None, eval_config: EvalConfig,
                      progress: bool) -> tuple[Recommender, dict]:
     """The trained recommender blended with the frozen BERT's zero-shot score (`encoders.blend`; its vectors
-    projected to `dims`) at the weight among `weights` with the best validation NDCG@10; the plain one when
-    that weight is 0."""
+    projected to `dims`) at the weight among `weights` with the best validation NDCG@10 (by exact search, as each
+    epoch is validated); the plain one when that weight is 0. The one returned is on `build_config`'s index."""
     from encoders.blend import (BLEND_KEY, BlendedHistoryEncoder, blend_info, fit_blend_weight, principal_projection,
                                 project)
     from encoders.text_encoder import load_text_encoder
@@ -182,14 +187,41 @@ def _blend_zero_shot(dataset: Dataset, split: SplitData, recommender: Recommende
                                      PooledHistoryEncoder(catalogue, UserTowerConfig(), slice(trained_dim, None)),
                                      0.0, lambda: encoder, projection)
 
-    blended = Recommender.build(dataset, split, np.hstack([recommender.item_vectors, zero_shot]), build_config,
-                                recommender.encoder_info, blended_tower, like=recommender)
-    tower = blended.user_tower
-    blended.encoder_info = {**recommender.encoder_info, "dim": tower.dim}
-    weight, scores = fit_blend_weight(blended, tower, split.examples("valid"), weights, eval_config)
+    vectors = np.hstack([recommender.item_vectors, zero_shot])
+    blended = Recommender.build(dataset, split, vectors, exact_index(build_config), recommender.encoder_info,
+                                blended_tower, like=recommender)
+    weight, scores = fit_blend_weight(blended, blended.user_tower, split.examples("valid"), weights, eval_config,
+                                      progress)
     report = {"weight": weight, "dims": int(zero_shot.shape[1]),
               "valid_ndcg": {str(w): round(v, 5) for w, v in scores.items()}}
     if weight == 0:
-        return recommender, report
-    blended.encoder_info[BLEND_KEY] = blend_info(tower)
+        return _on_index(recommender, build_config, dataset, split, recommender.user_tower, progress), report
+    blended = _on_index(blended, build_config, dataset, split, blended_tower, progress)
+    tower = blended.user_tower
+    tower.weight = weight
+    blended.encoder_info = {**recommender.encoder_info, "dim": tower.dim, BLEND_KEY: blend_info(tower)}
     return blended, report
+
+
+def exact_index(config: BuildConfig) -> BuildConfig:
+    """`config` with the exact (flat) index."""
+    return config.model_copy(update={"index": config.index.model_copy(update={"kind": "flat"})})
+
+
+def _on_index(recommender: Recommender, config: BuildConfig, dataset: Dataset, split: SplitData, user_tower,
+              progress: bool) -> Recommender:
+    """`recommender` (built on the exact index) on `config`'s index: itself when that is exact too, else rebuilt
+    with `user_tower` (a tower, or a factory bound to the new catalogue)."""
+    if resolve_index(config.index, dataset.items.height).kind == "flat":
+        return recommender
+    _say_index(config, dataset.items.height, progress)
+    return Recommender.build(dataset, split, recommender.item_vectors, config, recommender.encoder_info, user_tower,
+                             like=recommender)
+
+
+def _say_index(config: BuildConfig, n_items: int, progress: bool) -> None:
+    """A line before an approximate index is trained (tens of seconds at 50,000+ items, with no bar of its own);
+    nothing when `config`'s index is exact."""
+    kind = resolve_index(config.index, n_items).kind
+    if progress and kind != "flat":
+        tqdm.write(f"training the {kind} index over {n_items:,} items …")

@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from encoders.towers import AdaptedBert, autocast
+from recsys.progress import pass_bar
 
 FP32_STATE_BYTES = 1 << 30
 """Cached lower-layer token states above this size (in fp32) are stored in fp16."""
@@ -58,12 +59,14 @@ class ItemTextCache:
 
     @torch.no_grad()
     def bank(self, progress: bool = False) -> torch.Tensor:
-        """Pooled features of the whole catalogue [n, hidden] with the current adapters (eval mode)."""
+        """Pooled features of the whole catalogue [n, hidden] with the current adapters (eval mode). `progress`: a
+        bar that shows only when the pass takes over `SLOW_PASS_SECONDS` and clears when it ends (training
+        refreshes the bank every epoch; on a large catalogue a refresh is minutes of adapted top layers)."""
         was_training = self.bert.training
         self.bert.eval()
         out = torch.empty(len(self), self.bert.feature_size, device=self.device)
         order = torch.argsort(self.lengths, descending=True)
-        with tqdm(total=len(self), desc="encoding catalogue", unit="item", disable=not progress) as bar:
+        with pass_bar(len(self), "encoding the catalogue (adapted layers)", "item", progress) as bar:
             for start in range(0, len(self), self.batch_size):
                 rows = order[start:start + self.batch_size]
                 out[rows] = self.features(rows)

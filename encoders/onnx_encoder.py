@@ -64,7 +64,7 @@ def graph_path(config: EncoderConfig, cache_dir: Path | None = None) -> Path:
     """The ONNX graph for `config` (exported and quantised on first use), fp32 or int8 by `config.backend`."""
     _require_onnx()
     directory = Path(cache_dir or CACHE_DIR) / graph_key(config)
-    fp32, int8 = directory / "item_tower.onnx", directory / "item_tower.int8.onnx"
+    fp32, int8 = directory / "item_tower.onnx", directory / int8_graph_name()
     if not fp32.is_file():
         _export(config, fp32)
     if config.backend == "onnx-int8" and not int8.is_file():
@@ -83,21 +83,32 @@ def quantize_int8(fp32: Path, target: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     nodes = [node.name for node in onnx.load(str(fp32), load_external_data=False).graph.node
-             if node.op_type == "MatMul"]
-    keep_fp32 = [name for name in nodes if FEED_FORWARD_OUTPUT.search(name) and "attention" not in name]
+             if node.op_type in INT8_SETTINGS["op_types"]]
+    keep_fp32 = [name for name in nodes if re.search(INT8_SETTINGS["fp32"], name) and "attention" not in name]
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
     advice = _Dropped("Please consider to run pre-processing before quantization")
     logging.getLogger().addFilter(advice)
     try:
-        quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["MatMul"], nodes_to_exclude=keep_fp32)
+        quantize_dynamic(str(fp32), str(tmp), weight_type=getattr(QuantType, INT8_SETTINGS["weight_type"]),
+                         per_channel=INT8_SETTINGS["per_channel"], op_types_to_quantize=INT8_SETTINGS["op_types"],
+                         nodes_to_exclude=keep_fp32)
         os.replace(tmp, target)
     finally:
         logging.getLogger().removeFilter(advice)
         tmp.unlink(missing_ok=True)
 
 
-FEED_FORWARD_OUTPUT = re.compile(r"/(output/dense|ffn/lin2)/MatMul$")
+INT8_SETTINGS = {"weight_type": "QInt8", "per_channel": True, "op_types": ["MatMul"],
+                 "fp32": r"/(output/dense|ffn/lin2)/MatMul$"}
+"""What `quantize_int8` does (`fp32`: the MatMuls outside the attention it leaves unquantised, by node name), named
+in the int8 graph's file name (`int8_graph_name`)."""
+
+
+def int8_graph_name() -> str:
+    """The cached int8 graph's file name, which carries a digest of `INT8_SETTINGS`: a graph quantised by another
+    rule (e.g. before DistilBERT's `ffn.lin2` was kept in fp32) is never taken for this one's."""
+    digest = hashlib.sha256(json.dumps(INT8_SETTINGS, sort_keys=True).encode()).hexdigest()[:8]
+    return f"item_tower.int8-{digest}.onnx"
 
 
 class _Dropped(logging.Filter):

@@ -199,7 +199,7 @@ class Trainer(NextItemObjective):
     def refresh_bank(self) -> None:
         if self.cache is None:
             raise RuntimeError("this trainer has finished and released its item-text cache")
-        bank = self.cache.bank()
+        bank = self.cache.bank(progress=self.progress)
         if self.config.tower.whiten and not self.whitened:
             self.model.set_whitening(bank)  # once, from the catalogue's own features as training starts
             self.whitened = True
@@ -253,7 +253,8 @@ class Trainer(NextItemObjective):
     def validate(self, examples: pl.DataFrame | None = None) -> dict[str, float]:
         """Full-ranking metrics on the validation users (the evaluator the benchmarks use)."""
         examples = self.valid if examples is None else examples
-        return evaluate(self.recommender(), examples, EvalConfig(ks=(10, 20, 50), splits=("valid",)))
+        return evaluate(self.recommender(), examples, EvalConfig(ks=(10, 20, 50), splits=("valid",)),
+                        progress=self.progress, desc="validating", transient=True)
 
     def _shared_validation(self) -> dict[str, float]:
         """Rank 0's validation metrics on every worker (only rank 0 evaluates)."""

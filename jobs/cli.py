@@ -141,15 +141,21 @@ def import_table_cmd(
     overwrite: OverwriteOpt = False,
     name: Annotated[Optional[str], typer.Option(help="the dataset's name, which bundles built from it take by "
                                                      "default (default: the --out directory's name)")] = None,
+    kind_col: Annotated[Optional[str], typer.Option(help="column of each event's kind (view, cart, purchase, as "
+                                                         "the export writes them), counted in the notes")] = None,
+    kinds: Annotated[Optional[str], typer.Option(help="keep only the events of these kinds, comma-separated "
+                                                      "(e.g. 'purchase,cart'; case ignored); needs --kind-col")]
+    = None,
 ) -> None:
     """Plain CSV/TSV/Parquet with a column mapping and an item-text template."""
+    from recsys.data.event_kinds import parse_kinds
     from recsys.data.importers import import_table
     try:  # named after --out, not after the export's file (every shop's would be "events" → bundle "events-peft")
         dataset = import_table(interactions, items, user_col=user_col, item_col=item_col, time_col=time_col,
                                item_id_col=item_id_col, text_col=text_col, text_template=text_template,
                                timestamp_format=timestamp_format, on_bad_rows=on_bad_rows, delimiter=delimiter,
                                encoding=encoding, items_delimiter=items_delimiter, items_encoding=items_encoding,
-                               name=name or out.resolve().name)
+                               name=name or out.resolve().name, kind_col=kind_col or None, kinds=parse_kinds(kinds))
     except ValueError as exc:  # a bad option value (delimiter, encoding, template)
         raise typer.BadParameter(str(exc)) from None
     _report_import(dataset, out, overwrite)

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from recsys.config import EvalConfig
 from recsys.metrics import catalogue_coverage, intra_list_diversity, summarize, target_ranks
+from recsys.progress import pass_bar
 
 
 class CandidateSource(Protocol):
@@ -38,14 +39,18 @@ class ListReference:
 
 
 def example_lists(source: CandidateSource, examples: pl.DataFrame, config: EvalConfig, batch_size: int = 1024,
-                  progress: bool = False, desc: str = "evaluating") -> list[list[str]]:
+                  progress: bool = False, desc: str = "evaluating", transient: bool = False) -> list[list[str]]:
     """Each example's top max(ks) list, each at its example's time. With `mask_history`, every item of the
     history is removed from the ranking, so a target the user had already consumed counts as a miss; the default
-    (False) is the published protocol."""
+    (False) is the published protocol. `transient`: the bar shows only when the pass takes over
+    `SLOW_PASS_SECONDS` and clears when it ends (passes repeated inside a longer job, such as each epoch's
+    validation)."""
     depth = max(config.ks)
     histories, times = examples["history"].to_list(), examples["timestamp"].to_list()
     lists: list[list[str]] = []
-    with tqdm(total=len(histories), desc=desc, unit="ex", disable=not progress) as bar:
+    bar = pass_bar(len(histories), desc, "ex", progress) if transient else \
+        tqdm(total=len(histories), desc=desc, unit="ex", disable=not progress)
+    with bar:
         for start in range(0, len(histories), batch_size):
             batch = histories[start:start + batch_size]
             lists += source.recommend_histories(batch, depth, exclude_seen=config.mask_history,

@@ -118,7 +118,8 @@ def one_faiss_thread():
 def local_ray():
     """One local Ray instance (2 CPUs) for every Ray test of the session: starting one costs 10-20 s."""
     ray = pytest.importorskip("ray", reason="the Ray engines need the distributed extra: pip install '.[distributed]'")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="warning", object_store_memory=200 * 2**20)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="warning",  # not a `ray start`'s
+             object_store_memory=200 * 2**20)
     yield ray
     ray.shutdown()
 

@@ -73,7 +73,7 @@ def test_serving_computes_an_item_without_neighbours_as_training_did(tiny_bert_d
     trainer = Trainer(dataset, split, small_config(tiny_bert_dir, tower=tower), progress=False)
     hidden = trainer.model.bert.feature_size
     raw = torch.randn(len(trainer.data.item_ids), hidden, generator=torch.Generator().manual_seed(0))
-    trainer.cache.bank = lambda: raw.clone()  # known features, far apart per item
+    trainer.cache.bank = lambda **_: raw.clone()  # known features, far apart per item
     reserved = trainer.model.borrow.keys  # sized at construction, filled in place (data-parallel training)
     trainer.refresh_bank()
     assert trainer.model.borrow.keys is reserved

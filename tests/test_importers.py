@@ -750,9 +750,36 @@ def test_the_events_columns_an_import_does_not_read_are_named_in_its_notes(tmp_p
                                               "u,1,1704300000,view,s1", "u,2,1704300060,purchase,s1"])
     data = import_table(events, items)
     assert "events.csv: 2 columns not read ('event_type', 'session'): an interaction is a user, an item and a " \
-           "time, so an event's kind (view, cart, purchase) counts like any other" in data.report.notes
+           "time; an event-kind column (view, cart, purchase) is read with --kind-col, and --kinds keeps some kinds " \
+           "only" in data.report.notes
     plain = import_table(_write(tmp_path / "plain.csv", ["user_id,item_id,timestamp", "u,1,1704300000"]), items)
     assert not any("not read" in note for note in plain.report.notes)
+    kinds = import_table(events, items, kind_col="event_type")
+    assert "events.csv: 1 column not read ('session'): an interaction is a user, an item and a time" \
+        in kinds.report.notes
+
+
+def test_an_event_kind_column_is_counted_and_kinds_keep_only_their_events(tmp_path: Path) -> None:
+    """A shop's export of views, cart adds and purchases: `--kind-col` counts them, `--kinds` keeps some."""
+    items = _write(tmp_path / "items.csv", ["item_id,text", "1,Mug", "2,Cup", "3,Jar"])
+    rows = [("a", 1, "view"), ("a", 2, "Purchase"), ("a", 3, " cart "), ("b", 1, "view"), ("b", 3, "view"),
+            ("b", 2, "purchase"), ("c", 2, ""), ("c", 9, "view")]  # item 9 is unknown, but only on a view
+    events = _write(tmp_path / "events.csv", ["user_id,item_id,timestamp,type"]
+                    + [f"{u},{i},{1704300000 + n},{k}" for n, (u, i, k) in enumerate(rows)])
+    everything = import_table(events, items, kind_col="type", on_bad_rows="skip")
+    assert "events.csv: 8 events by 'type': view 4, Purchase 2, cart 1, (empty) 1" in everything.report.notes
+    assert everything.interactions.height == 7 and everything.report.rejected.height == 1  # item 9's view
+
+    bought = import_table(events, items, kind_col="type", kinds=["purchase", "CART"])  # no bad row is left
+    assert bought.interactions.select("user_id", "item_id").rows() == [("a", "2"), ("a", "3"), ("b", "2")]
+    assert bought.report.dropped == {"events of other kinds than purchase, CART (events.csv, --kinds)": 5}
+    with pytest.raises(DataError, match=r"--kinds names 'purchases', which the 'type' column never holds; it holds "
+                                        r"'view', 'Purchase', 'cart', '\(empty\)'"):
+        import_table(events, items, kind_col="type", kinds=["purchases"])
+    with pytest.raises(DataError, match=r"missing column\(s\) \['kind'\]"):
+        import_table(events, items, kind_col="kind")
+    with pytest.raises(ValueError, match="--kinds needs --kind-col"):
+        import_table(events, items, kinds=["view"])
 
 
 def test_prices_in_a_shops_notation_are_read_and_an_ambiguous_one_stays_a_bad_row(tmp_path: Path) -> None:

@@ -63,7 +63,7 @@ def test_trainer_with_a_share_keeps_the_head_width_and_mixes_bank_and_fresh_feat
     hidden = trainer.model.bert.feature_size
     assert trainer.model.item_head.in_features == hidden
     raw = torch.randn(len(trainer.data.item_ids), hidden, generator=torch.Generator().manual_seed(0))
-    trainer.cache.bank = lambda: raw.clone()
+    trainer.cache.bank = lambda **_: raw.clone()
     trainer.refresh_bank()
     torch.testing.assert_close(trainer.bank, trainer.neighbours(raw, torch.arange(len(raw))))
     loners = ~trainer.neighbours.has_neighbours
@@ -81,7 +81,7 @@ def test_id_dropout_computes_dropped_items_as_unseen_ones_without_the_neighbours
     trainer = Trainer(dataset, split, small_config(tiny_bert_dir, tower=tower), progress=False)
     hidden = trainer.model.bert.feature_size
     raw = torch.randn(len(trainer.data.item_ids), hidden, generator=torch.Generator().manual_seed(0))
-    trainer.cache.bank = lambda: raw.clone()
+    trainer.cache.bank = lambda **_: raw.clone()
     trainer.refresh_bank()
     torch.testing.assert_close(trainer.unseen_bank, raw)  # what an item unseen in training gets: its own
     seen = {}
@@ -115,7 +115,7 @@ def test_trainer_bank_head_and_text_only_path_carry_the_block(tiny_bert_dir, sho
     hidden = trainer.model.bert.feature_size
     assert trainer.model.item_head.in_features == 2 * hidden
     raw = torch.randn(len(trainer.data.item_ids), hidden, generator=torch.Generator().manual_seed(0))
-    trainer.cache.bank = lambda: raw.clone()  # known features, far apart per item
+    trainer.cache.bank = lambda **_: raw.clone()  # known features, far apart per item
     trainer.refresh_bank()
     rows = torch.arange(len(raw))
     torch.testing.assert_close(trainer.bank, trainer.neighbours(raw, rows))

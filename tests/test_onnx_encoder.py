@@ -99,3 +99,21 @@ def test_int8_keeps_each_architectures_feed_forward_output_in_fp32_without_onnxr
                      and op == "MatMul"]
     assert len(float_outputs) == 2  # one per layer, left in fp32
     assert not [n for n, op in nodes.items() if op == "MatMul" and ("q_lin" in n or "/query/" in n)]  # quantised
+
+
+def test_an_int8_graph_quantised_by_another_rule_is_not_taken_from_the_cache(tmp_path, monkeypatch):
+    """The cache is keyed by the model's files and torch; the int8 graph's name also carries the quantisation rule,
+    so a graph cached under an earlier rule (stop 56 changed which MatMuls stay fp32) is quantised again."""
+    import encoders.onnx_encoder as onnx_encoder
+    from benchmarks.tiny_bert import build_tiny_bert
+
+    model = build_tiny_bert(tmp_path / "bert", ["black", "camera", "bag", "shoe"])
+    config, cache = EncoderConfig(model=str(model), backend="onnx-int8"), tmp_path / "cache"
+    int8 = graph_path(config, cache)
+    assert int8.name == onnx_encoder.int8_graph_name() and int8.name != "item_tower.int8.onnx"
+    (int8.parent / "item_tower.int8.onnx").write_bytes(b"a graph from before the rule had a name")
+    assert graph_path(config, cache) == int8  # the name of the rule in force, not the old file
+    made = int8.stat().st_mtime_ns
+    monkeypatch.setitem(onnx_encoder.INT8_SETTINGS, "fp32", r"/nothing/MatMul$")
+    other = graph_path(config, cache)
+    assert other != int8 and other.is_file() and int8.stat().st_mtime_ns == made  # quantised again, beside it

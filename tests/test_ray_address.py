@@ -59,3 +59,18 @@ def test_a_session_checks_the_address_before_ray_starts_retrying(monkeypatch):
     with pytest.raises(AssertionError, match="ray.init reached"):  # no address: a local Ray, nothing to check
         with ray_engine.ray_session(None):
             pass
+
+
+def test_without_an_address_a_session_starts_its_own_ray_even_beside_a_running_cluster(monkeypatch):
+    """`ray.init()` with no address joins a cluster that `ray start` left running on the machine, and then refuses
+    `num_cpus` with a ValueError: `batch-score --engine ray` failed so after the README's several-machines steps."""
+    calls = []
+    fake = types.SimpleNamespace(is_initialized=lambda: False, init=lambda **kwargs: calls.append(kwargs),
+                                 shutdown=lambda: None)
+    monkeypatch.setattr(ray_engine, "import_ray", lambda: fake)
+    monkeypatch.setattr(ray_engine, "check_reachable", lambda address: None)
+    with ray_engine.ray_session(None, 3):
+        pass
+    with ray_engine.ray_session("auto", 3):
+        pass
+    assert [(c["address"], c["num_cpus"]) for c in calls] == [("local", 3), ("auto", None)]

@@ -16,7 +16,7 @@ def test_whitening_centres_and_decorrelates_the_first_bank_and_is_kept_after_ref
     rotation, _ = torch.linalg.qr(torch.randn(hidden, hidden, generator=torch.Generator().manual_seed(1)))
     mixing = torch.diag(torch.linspace(1.0, 3.0, hidden)) @ rotation  # correlated, variances 1 to 9
     raw = torch.randn(len(trainer.data.item_ids), hidden, generator=torch.Generator().manual_seed(0)) @ mixing + 3.0
-    trainer.cache.bank = lambda: raw.clone()
+    trainer.cache.bank = lambda **_: raw.clone()
     trainer.refresh_bank()
     model = trainer.model
     white = (raw - model.whiten_mean) @ model.whiten_matrix
@@ -32,7 +32,7 @@ def test_whitening_centres_and_decorrelates_the_first_bank_and_is_kept_after_ref
     torch.testing.assert_close(model.item_vectors(raw[:4], rows), expected)
     # set once: a later bank (adapters moved) leaves the whitening as it was, and it travels in the state dict
     before = model.whiten_matrix.clone()
-    trainer.cache.bank = lambda: raw.clone() * 2
+    trainer.cache.bank = lambda **_: raw.clone() * 2
     trainer.refresh_bank()
     torch.testing.assert_close(model.whiten_matrix, before)
     state = model.state_dict()

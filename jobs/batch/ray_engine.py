@@ -88,14 +88,16 @@ def check_reachable(address: str, timeout: float = CONNECT_SECONDS) -> None:
 
 @contextlib.contextmanager
 def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[Any]:
-    """Joins a running Ray instance (or `address`, e.g. "auto" / "ray://head:10001"), else starts a local
-    one with `num_cpus` CPUs and shuts it down on exit. Yields the `ray` module."""
+    """Joins `address` (e.g. "auto" / "ray://head:10001"), or the Ray this process already runs; without either,
+    starts a new local one with `num_cpus` CPUs and shuts it down on exit. Yields the `ray` module. A new one even
+    when `ray start` left a cluster running on this machine: `ray.init` would join that one unasked, and refuse
+    the CPU count with a ValueError."""
     ray = import_ray()
     started_here = not ray.is_initialized()
     if started_here:
         if address is not None:
             check_reachable(address)
-        ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
+        ray.init(address=address or "local", num_cpus=num_cpus if address is None else None, include_dashboard=False,
                  logging_level=logging.WARNING, log_to_driver=True)
     try:
         yield ray

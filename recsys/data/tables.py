@@ -19,6 +19,7 @@ import polars as pl
 
 from recsys.data.bad_rows import BadRows, OnBadRows
 from recsys.data.dataset import OPTIONAL_ITEM_SCHEMA, Dataset, ImportReport
+from recsys.data.event_kinds import keep_kinds
 from recsys.data.price_text import price_number_text
 from recsys.data.item_text import template_expr, template_fields
 from recsys.data.table_files import delimiter_hint, read_table
@@ -174,7 +175,8 @@ def import_table(interactions_path: str | Path, items_path: str | Path, *, user_
                  extra_item_cols: Mapping[str, str] | Sequence[str] | None = None,
                  timestamp_format: str | None = None, name: str | None = None, on_bad_rows: OnBadRows = "fail",
                  delimiter: str | None = None, encoding: str = "utf-8", items_delimiter: str | None = None,
-                 items_encoding: str | None = None) -> Dataset:
+                 items_encoding: str | None = None, kind_col: str | None = None,
+                 kinds: Sequence[str] | None = None) -> Dataset:
     """Import an interaction table and an item table (CSV/TSV/TXT/Parquet by extension) with a column mapping.
 
     Item text comes from `text_col`, or `text_template` ("title: {title} | brand: {brand}"; empty fields
@@ -185,7 +187,13 @@ def import_table(interactions_path: str | Path, items_path: str | Path, *, user_
     `time_col=None` uses the file order. Exact duplicate interactions are dropped and counted. Text files are
     read with `delimiter` (default: tab for .tsv, else comma) and `encoding`; `items_delimiter` / `items_encoding`
     read the item file otherwise (a `;` Windows export beside a UTF-8 event log). Bad rows: `on_bad_rows="fail"`
-    stops with all of them listed, "skip" leaves them out (`dataset.report.rejected`, saved as rejected.csv)."""
+    stops with all of them listed, "skip" leaves them out (`dataset.report.rejected`, saved as rejected.csv).
+    `kind_col`: the events' kind column (view / cart / purchase, as the shop writes them), counted in the notes;
+    `kinds` keeps only the events of those kinds (`recsys.data.event_kinds`)."""
+    if kinds is not None and not kind_col:
+        raise ValueError("--kinds needs --kind-col, the column that holds each event's kind")
+    if kinds is not None and not kinds:
+        raise ValueError("--kinds names no kind: give a comma-separated list such as 'purchase,cart'")
     check_encoding(encoding)  # the items file's: read_item_table's own check, before either file is read
     inter_path, item_path, report = Path(interactions_path), Path(items_path), ImportReport()
     bad = BadRows(on_bad_rows)
@@ -199,13 +207,17 @@ def import_table(interactions_path: str | Path, items_path: str | Path, *, user_
         raise DataError(f"missing time column {time_col!r}; found {found}: name it with time_col= / --time-col, or "
                         "pass time_col=None / --time-col '' to take each user's events in file order",
                         source=str(inter_path))
-    _require(inter, [user_col, item_col] + ([time_col] if time_col else []), inter_path, single=True)
-    unread = [c for c in inter.columns if c not in (user_col, item_col, time_col) and not c.startswith("__")]
+    _require(inter, [user_col, item_col] + ([time_col] if time_col else []) + ([kind_col] if kind_col else []),
+             inter_path, single=True)
+    unread = [c for c in inter.columns if c not in (user_col, item_col, time_col, kind_col) and not c.startswith("__")]
     if unread:  # e.g. an event type: said, not dropped silently
         report.notes.append(f"{inter_path.name}: {counted(len(unread), 'column')} not read "
                             f"({', '.join(repr(c) for c in unread[:5])}{' …' if len(unread) > 5 else ''}): an "
-                            "interaction is a user, an item and a time, so an event's kind (view, cart, purchase) "
-                            "counts like any other")
+                            "interaction is a user, an item and a time" + (
+                                "" if kind_col else "; an event-kind column (view, cart, purchase) is read with "
+                                "--kind-col, and --kinds keeps some kinds only"))
+    if kind_col:
+        inter = keep_kinds(inter, kind_col, kinds, report, inter_path)
     inter = whole_floats_as_integers(inter, [user_col, item_col])
     inter = checked_interactions(inter, (user_col, item_col, time_col), timestamp_format, item_frame["item_id"],
                                  (inter_path, item_path), report, bad,
