@@ -221,10 +221,17 @@ def refresh_stats(
         raise BundleError(f"the bundle {path} has no re-ranker (its statistics are the re-ranker's): add one with "
                           "`recsys train-ranker` first")
     before = recommender.reranker
-    if before.stats.config.through != "train":
-        raise BundleError(f"the bundle {path} already has statistics through the {before.stats.config.through} "
-                          f"step; refresh the bundle `recsys train-ranker` wrote")
+    prior = before.stats.config
+    if prior.through != "train" and through == "valid":
+        raise BundleError(f"the bundle {path} already has statistics through the {prior.through} step, so there are "
+                          f"no train-split statistics to compare --through valid with: refresh the bundle it was "
+                          f"made from{made_from(manifest)}")
     live, live_record = read_live_events(source, wanted) if source is not None else (None, None)
+    if prior.through != "train":  # e.g. last night's refresh: refit from the events, so nothing counts twice
+        console.print(f"its statistics (through the {prior.through} step"
+                      f"{f', {prior.live_events:,} live events' if prior.live_events else ''}) are replaced, not "
+                      "added to: the new ones count the dataset's events"
+                      f"{' and the whole event store' if live is not None else ''} afresh")
     console.print(f"refitting the statistics on the events through the {through} step"
                   f"{f' and {live.height:,} live events' if live is not None else ''} …")
     after = refreshed(before, split, through, progress=True, live=live,
@@ -248,6 +255,13 @@ def refresh_stats(
     kept["ranker"] = {**kept.get("ranker", {}), "parent_bundle": str(path), "stats_refresh": record}
     console.print(f"[green]bundle with statistics through the {through} step written[/] → "
                   f"{recommender.save(target, kept)} ({record['events_before']:,} → {record['events']:,} events)")
+
+
+def made_from(manifest: dict) -> str:
+    """" (<path>)": the bundle this one's statistics were refreshed (or its towers refit) from, when its manifest
+    records it; else the commands that write a bundle with train-split statistics."""
+    parent = manifest.get("ranker", {}).get("parent_bundle")
+    return f" ({parent})" if parent else " (the one `recsys train-ranker` or `recsys quickstart` wrote)"
 
 
 def parse_kinds(text: str) -> tuple[str, ...]:

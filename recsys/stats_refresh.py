@@ -63,7 +63,7 @@ def refreshed(reranker: Reranker, split: SplitData, through: str, progress: bool
     after them `live`'s (a `live_frame` of the event store, read through `live_through_seq`: default its last
     row's seq), with its own statistics settings (time mode, windows) otherwise."""
     events = events_through(split, through)
-    update: dict = {"through": through}
+    update: dict = {"through": through, "live_events": 0, "live_through_seq": 0}  # (none, unless `live` has some)
     if live is not None and live.height:
         events = pl.concat([events, live_events(events, live, reranker.stats.config.time_mode)])
         last = live_through_seq if live_through_seq is not None else int(live["seq"].max())

@@ -106,14 +106,22 @@ def test_refresh_stats_command_writes_a_bundle_that_refuses_its_counted_splits(e
         refused = runner.invoke(app, command)
         assert refused.exit_code == 2 and "its valid targets are among them" in " ".join(refused.output.split())
         assert "Traceback" not in refused.output
-    # a second refresh starts from the train-split bundle; every event for serving; clear refusals
+    # through valid compares with the train split's statistics, which a refreshed bundle no longer has; every
+    # event for serving, from either; clear refusals
     again = runner.invoke(app, ["refresh-stats", "--bundle", str(tmp_path / "valid"), "--data", str(data)])
     assert again.exit_code == 2 and "already has statistics through the valid step" in again.output
+    assert f"refresh the bundle it was made from ({engine_dir})" in " ".join(again.output.split())
+    onward = runner.invoke(app, ["refresh-stats", "--bundle", str(tmp_path / "valid"), "--data", str(data),
+                                 "--through", "test", "--out", str(tmp_path / "onward")])
+    assert onward.exit_code == 0, onward.output
     served = runner.invoke(app, ["refresh-stats", "--bundle", str(engine_dir), "--data", str(data), "--through",
                                  "test", "--out", str(tmp_path / "all")])
     assert served.exit_code == 0, served.output
     record = read_manifest(tmp_path / "all")["ranker"]["stats_refresh"]
     assert record["events"] == split.train.height + 2 * N_USERS and "test" not in record
+    for a, b in zip(_rows(Recommender.load(tmp_path / "all").reranker.stats),  # the same from the refreshed one
+                    _rows(Recommender.load(tmp_path / "onward").reranker.stats)):
+        np.testing.assert_array_equal(a, b)
     bad = runner.invoke(app, ["refresh-stats", "--bundle", str(engine_dir), "--data", str(data), "--through", "all"])
     assert bad.exit_code == 2 and "must be valid or test" in bad.output
     bare = Recommender.build(dataset, split, np.eye(N_ITEMS, 16, dtype=np.float32), BuildConfig()).save(
@@ -266,3 +274,23 @@ def test_nightly_refresh_events_through_the_api_then_refresh_stats_then_reload(e
         assert info["statistics_events"] == split.train.height + 2 * N_USERS + 3
         body = client.get("/v1/users/walk-in/recommendations", params={"k": 5}).json()
         assert body["strategy"] == "personalised" and len(body["items"]) == 5
+        # the next night: the same command on the model directory refreshes last night's bundle (its newest version),
+        # which was refused; its statistics are replaced by a fit of the dataset and the whole store, not added to
+        for user, item in (("u1", "i2"), ("walk-in", "i5")):
+            assert client.post("/v1/events", json={"user_id": user, "item_id": item}).status_code == 201
+        state = ["--data", str(data), "--store", "--state-dir", str(tmp_path / "state")]
+        night = CliRunner().invoke(app, ["refresh-stats", "--bundle", str(tmp_path / "models")] + state
+                                   + ["--out", str(tmp_path / "models" / "v3")])
+        assert night.exit_code == 0, night.output
+        assert "(through the test step, 3 live events) are replaced, not added to" in " ".join(night.output.split())
+        once = CliRunner().invoke(app, ["refresh-stats", "--bundle", str(served)] + state
+                                  + ["--out", str(tmp_path / "once")])
+        assert once.exit_code == 0, once.output
+        twice, direct = (Recommender.load(path).reranker.stats for path in (tmp_path / "models" / "v3",
+                                                                           tmp_path / "once"))
+        assert (twice.config.live_events, twice.events()) == (5, split.train.height + 2 * N_USERS + 5)
+        assert twice.config == direct.config
+        for a, b in zip(_rows(twice), _rows(direct)):
+            np.testing.assert_array_equal(a, b)
+        assert client.post("/v1/admin/reload", json={"bundle": "v3"}, headers=admin).status_code == 200
+        assert client.get("/v1/model").json()["ranker"]["statistics_live_events"] == 5
