@@ -294,3 +294,31 @@ def test_nightly_refresh_events_through_the_api_then_refresh_stats_then_reload(e
             np.testing.assert_array_equal(a, b)
         assert client.post("/v1/admin/reload", json={"bundle": "v3"}, headers=admin).status_code == 200
         assert client.get("/v1/model").json()["ranker"]["statistics_live_events"] == 5
+
+
+def test_bench_diversify_refuses_another_dataset_and_counted_test_targets_before_encoding(engine, tmp_path,
+                                                                                         monkeypatch):
+    """Another dataset's --data ended in an IndexError traceback after the catalogue was encoded (80 s on the
+    synthetic shop); a bundle whose statistics count test was refused only after that encoding."""
+    import benchmarks.quality
+
+    dataset, split, recommender = engine
+    data = dataset.save(tmp_path / "data")
+    other = planted_dataset(seed=5).save(tmp_path / "other")
+    engine_dir = recommender.save(tmp_path / "models" / "v1", {"dataset": {"fingerprint": dataset.fingerprint()}})
+    served = recommender.save(tmp_path / "served", {"dataset": {"fingerprint": dataset.fingerprint()}})
+    serving = Recommender.load(served)
+    serving.reranker = refreshed(serving.reranker, split, "test")
+    serving.save(tmp_path / "all", {"dataset": {"fingerprint": dataset.fingerprint()}})
+
+    def encoded(*args, **kwargs):
+        raise AssertionError("the catalogue was encoded before the refusal")
+
+    monkeypatch.setattr(benchmarks.quality, "list_reference", encoded)
+    runner = CliRunner()
+    for bundle, source, message in ((engine_dir, other, "was built on another dataset (fingerprint differs)"),
+                                    (tmp_path / "all", data, "its test targets are among them")):
+        result = runner.invoke(app, ["bench", "diversify", "--bundle", str(bundle), "--data", str(source), "--out",
+                                     str(tmp_path / "results")])
+        assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
+        assert "Traceback" not in result.output
