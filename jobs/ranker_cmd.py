@@ -16,6 +16,7 @@ from jobs.batch_cmd import store_source
 from jobs.options import OneOf, comma_list
 from jobs.output import console, metrics_table
 from recsys.store import EVENT_KINDS, REDIS_TIMEOUT_S
+from recsys.text_format import plural
 
 TrainPositions = Annotated[Optional[int], typer.Option(
     min=0, help="also train on the last N positions of each train-split sequence (default: RankerConfig's)")]
@@ -215,6 +216,15 @@ def refresh_stats(
         raise typer.BadParameter("the event store's events come after every dataset event: use --through test "
                                  "(the default with --store)", param_hint="--through")
     wanted = parse_kinds(kinds)
+    if not store:  # (they were ignored without a word: the refresh counted no live event)
+        unused = [name for name, given, default in (("--state-dir", state_dir, Path("recsys-state")),
+                                                    ("--event-store", event_store, "sqlite"),
+                                                    ("--redis-url", redis_url, None),
+                                                    ("--kinds", wanted, EVENT_KINDS)) if given != default]
+        if unused:
+            raise typer.BadParameter(f"{', '.join(unused)} {plural(len(unused), 'applies', 'apply')} only with "
+                                     "--store, which reads the API's event store: add --store (without it the "
+                                     "refresh counts no live event)", param_hint=unused[0])
     source = store_source(True, state_dir, event_store, redis_url, redis_timeout_s) if store else None
     recommender, split, path, manifest = open_with_data(bundle, data)
     if recommender.reranker is None:

@@ -212,7 +212,13 @@ def test_refresh_stats_from_the_event_store_counts_live_events_and_live_items(en
     assert refused.exit_code == 2 and "3 live events from the event store" in refused.output, refused.output
     (tmp_path / "corrupt").mkdir()  # a state directory whose events.sqlite is not SQLite: was a sqlite3 traceback
     (tmp_path / "corrupt" / "events.sqlite").write_text("not a database, whatever its name says")
-    base = ["refresh-stats", "--bundle", str(engine_dir), "--data", str(data), "--store"]
+    plain = ["refresh-stats", "--bundle", str(engine_dir), "--data", str(data)]
+    for extra in (["--state-dir", str(tmp_path / "state")], ["--kinds", "purchase"],  # were ignored, no word said
+                  ["--event-store", "redis", "--redis-url", "redis://nowhere:6379/0"]):
+        bad = runner.invoke(app, plain + extra)
+        assert bad.exit_code == 2 and "only with --store" in " ".join(bad.output.replace("│", " ").split())
+        assert extra[0] in bad.output
+    base = plain + ["--store"]
     for extra, message in ((["--state-dir", str(tmp_path / "state"), "--through", "valid"], "use --through test"),
                            (["--state-dir", str(tmp_path / "state"), "--kinds", "click"], "unknown kind 'click'"),
                            (["--state-dir", str(tmp_path / "nothing")], "no event store at"),
