@@ -5,6 +5,7 @@ Registered on the app (jobs/app.py) when jobs/cli.py imports this module."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -207,7 +208,8 @@ def refresh_stats(
     from recsys.artifacts import new_version
     from recsys.errors import BundleError
     from recsys.evaluation import sample_examples
-    from recsys.stats_refresh import refreshed
+    from recsys.splits import events_through
+    from recsys.stats_refresh import live_time_warnings, refreshed
 
     through = through or ("test" if store else "valid")
     if through not in ("valid", "test"):
@@ -249,7 +251,11 @@ def refresh_stats(
     record: dict = {"through": through, "events": after.stats.events(), "events_before": before.stats.events()}
     if live is not None:
         known = set(before.stats.item_ids.tolist())
-        record["live"] = {**live_record, "new_items": len(set(live["item_id"].to_list()) - known)}
+        warnings = live_time_warnings(events_through(split, through), live, after.stats.config, time.time())
+        for warning in warnings:
+            console.print(f"[yellow]warning:[/] {warning}")
+        record["live"] = {**live_record, "new_items": len(set(live["item_id"].to_list()) - known),
+                          "warnings": warnings}
     if through == "valid":
         test = sample_examples(split.test, eval_sample(eval_users), before.config.seed)
         rows, record["test_n@10_diff"] = refreshed_test_rows(recommender, before, after, test)

@@ -176,9 +176,28 @@ def test_live_events_follow_each_users_dataset_events_and_new_users_start_at_zer
     assert live_frame(live.rows(), kinds=("view",))["seq"].to_list() == [3, 4]
     # a timestamp past the year 9999 (stored before the API refused them) is refused in absolute time, named
     late = live_frame([(1, "a", "x", "view", 8.0), (2, "a", "y", "view", 1.7e12)])
-    with pytest.raises(DataError, match=r"1 stored events have a timestamp past the year 9999 .*seq 2: 1\.7e\+12"):
+    with pytest.raises(DataError, match=r"1 stored event has a timestamp past the year 9999 .*seq 2: 1\.7e\+12"):
         live_events(events, late, "absolute")
     assert live_events(events, late, "sequence").rows() == [("a", "x", 2), ("a", "y", 3)]  # positions, not times
+
+
+def test_live_events_far_after_the_dataset_or_in_the_future_are_warned_about():
+    """The quickstart's shop ends in 2024 and the API stamps events 'now': every query's clock jumped with no word
+    (87 of 200 top-10 lists changed for 7 events); a year-2100 event moved it to 2100."""
+    from recsys.stats_refresh import live_frame, live_time_warnings
+
+    day, now = 86_400, 1_800_000_000.0
+    events = pl.DataFrame({"user_id": ["a", "b"], "item_id": ["x", "y"],
+                           "timestamp": [now - 400 * day, now - 100 * day]})
+    config = StatsConfig(time_mode="absolute", recent_window=30 * day)
+    soon = live_frame([(1, "a", "y", "view", now - 80 * day), (2, "b", "x", "view", now)])
+    assert live_time_warnings(events, soon, config, now) == []  # 20 days after: within the recent window
+    late = live_frame([(1, "a", "y", "view", now - 10 * day), (2, "b", "x", "view", now + 2 * day)])
+    first, second = live_time_warnings(events, late, config, now)
+    assert first == "1 live event is timed after now (the latest on 2027-01-17): every query is asked after it"
+    assert second.startswith("the live events start 90 days after the dataset's last event (2026-10-07 → "
+                             "2027-01-05), more than the statistics' recent window (30.0 days)")
+    assert live_time_warnings(events, late, config.model_copy(update={"time_mode": "sequence"}), now) == []
 
 
 def test_refresh_stats_from_the_event_store_counts_live_events_and_live_items(engine, tmp_path):
