@@ -239,6 +239,8 @@ def refresh_stats(
                           f"no train-split statistics to compare --through valid with: refresh the bundle it was "
                           f"made from{made_from(manifest)}")
     live, live_record = read_live_events(source, wanted) if source is not None else (None, None)
+    if live is not None:
+        check_same_shop(live, set(recommender.catalogue.state.ids) | live_record.pop("upserted"), source.label)
     if prior.through != "train":  # e.g. last night's refresh: refit from the events, so nothing counts twice
         console.print(f"its statistics (through the {prior.through} step"
                       f"{f', {prior.live_events:,} live events' if prior.live_events else ''}) are replaced, not "
@@ -292,13 +294,34 @@ def read_live_events(source, kinds: tuple[str, ...]):
     try:
         last = opened.last_event_seq()
         live = opened.event_frame(until=last, kinds=kinds)
+        upserted = {change.item_id for change in opened.changes() if change.kind == "upsert"}
     finally:
         opened.close()
     if live.height == 0:
         console.print(f"[yellow]warning:[/] the event store {source.label} holds no {'/'.join(kinds)} events "
                       f"(through its seq {last:,}); the statistics count the dataset's only")
     return live, {"source": source.label, "events": live.height, "through_seq": last, "kinds": list(kinds),
-                  "users": live["user_id"].n_unique()}
+                  "users": live["user_id"].n_unique(), "upserted": upserted}
+
+
+def check_same_shop(live, items: set[str], label: str) -> None:
+    """The API records events on items it serves only (its catalogue, or upserted through it), so live events on
+    other items come from another shop's store (`--state-dir` defaults to ./recsys-state, which bundles of several
+    shops easily share): an error when every event is such, a warning when some are."""
+    from recsys.errors import DataError
+    from recsys.text_format import counted
+
+    foreign = live.filter(~live["item_id"].is_in(sorted(items)))
+    if foreign.height == 0:
+        return
+    example = foreign["item_id"][0]
+    said = (f"{counted(foreign.height, 'live event')} of {live.height:,} in {label} "
+            f"{plural(foreign.height, 'is', 'are')} on items this bundle's catalogue does not hold and the store "
+            f"never upserted (e.g. {example!r})")
+    if foreign.height == live.height:
+        raise DataError(f"{said}: the store looks like another shop's; name this shop's with --state-dir "
+                        "(or --redis-url)")
+    console.print(f"[yellow]warning:[/] {said}; they are counted")
 
 
 def refreshed_test_rows(recommender, before, after, test) -> tuple[list[dict], dict]:

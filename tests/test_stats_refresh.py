@@ -207,6 +207,7 @@ def test_refresh_stats_from_the_event_store_counts_live_events_and_live_items(en
     data = dataset.save(tmp_path / "data")
     engine_dir = recommender.save(tmp_path / "models" / "v1", {"dataset": {"fingerprint": dataset.fingerprint()}})
     store = SQLiteEventStore(tmp_path / "state" / "events.sqlite")
+    store.record_change("upsert", "LIVE", {"item_id": "LIVE", "text": "a new item"}, np.ones(16, np.float32))
     store.append_many("u0", ["i3", "LIVE"], "purchase")  # LIVE: an item upserted through the API
     store.append("walk-in", "LIVE", "purchase")
     store.append("u1", "i4", "view")  # not counted with --kinds purchase
@@ -216,6 +217,7 @@ def test_refresh_stats_from_the_event_store_counts_live_events_and_live_items(en
                                  "--state-dir", str(tmp_path / "state"), "--kinds", "purchase",
                                  "--out", str(tmp_path / "live")])
     assert result.exit_code == 0, result.output
+    assert "warning" not in result.output  # every event is on an item the catalogue or the store's upserts hold
     record = read_manifest(tmp_path / "live")["ranker"]["stats_refresh"]
     assert record["through"] == "test" and record["events"] == split.train.height + 2 * N_USERS + 3
     assert {k: record["live"][k] for k in ("events", "through_seq", "kinds", "users", "new_items")} == \
@@ -229,6 +231,20 @@ def test_refresh_stats_from_the_event_store_counts_live_events_and_live_items(en
     refused = runner.invoke(app, ["evaluate", "--data", str(data), "--bundle", str(tmp_path / "live"),
                                   "--no-baselines", "--splits", "test", "--out", str(tmp_path / "no.json")])
     assert refused.exit_code == 2 and "3 live events from the event store" in refused.output, refused.output
+    # another shop's store (the default --state-dir is ./recsys-state): its events name items this shop never served
+    other = SQLiteEventStore(tmp_path / "other" / "events.sqlite")
+    other.append_many("c1", ["SKU-9", "SKU-7"], "purchase")
+    other.close()
+    foreign = runner.invoke(app, ["refresh-stats", "--bundle", str(engine_dir), "--data", str(data), "--store",
+                                  "--state-dir", str(tmp_path / "other"), "--out", str(tmp_path / "foreign")])
+    assert foreign.exit_code == 2 and "2 live events of 2" in foreign.output and "another shop's" in foreign.output
+    assert not (tmp_path / "foreign").exists()
+    other = SQLiteEventStore(tmp_path / "other" / "events.sqlite")
+    other.append("u0", "i3", "purchase")
+    other.close()
+    mixed = runner.invoke(app, ["refresh-stats", "--bundle", str(engine_dir), "--data", str(data), "--store",
+                                "--state-dir", str(tmp_path / "other"), "--out", str(tmp_path / "mixed")])
+    assert mixed.exit_code == 0 and "warning: 2 live events of 3" in " ".join(mixed.output.split()), mixed.output
     (tmp_path / "corrupt").mkdir()  # a state directory whose events.sqlite is not SQLite: was a sqlite3 traceback
     (tmp_path / "corrupt" / "events.sqlite").write_text("not a database, whatever its name says")
     plain = ["refresh-stats", "--bundle", str(engine_dir), "--data", str(data)]
