@@ -98,22 +98,25 @@ def run(bundle: str | Path, data: str | Path, out: str | Path, weights: Sequence
     setting; the note names the largest MMR weight within `budget` of the plain order on validation."""
     from benchmarks.quality import SimilarToLast, list_reference
     from encoders.loading import load_recommender
-    from jobs.workflows import load_dataset
+    from jobs.workflows import built_on_other_dataset, load_dataset
     from recsys.artifacts import read_manifest, resolve_bundle
     from recsys.config import EvalConfig
+    from recsys.errors import DataError
     from recsys.evaluation import evaluate, list_scores
     from recsys.ranker_training import reranked_metrics
     from recsys.splits import split_dataset
 
     path = resolve_bundle(bundle)
-    recommender = load_recommender(path)
     dataset = load_dataset(data)
+    if built_on_other_dataset(read_manifest(path), dataset):  # (was an IndexError deep in the re-ranker's fit)
+        raise DataError(f"the bundle {path} was built on another dataset (fingerprint differs)", source=str(data))
+    recommender = load_recommender(path)
+    ranked = recommender.reranker is not None
+    if ranked:  # before the catalogue is encoded for the diversity reference (minutes on a large one)
+        recommender.reranker.stats.config.check_unseen("test")
     split = split_dataset(dataset)
     reference = list_reference(dataset, {}, recommender.config.encoder, progress=True)
     settings = settings_grid(weights, thresholds, depth)
-    ranked = recommender.reranker is not None
-    if ranked:
-        recommender.reranker.stats.config.check_unseen("test")
     valid_name = VALID_CROSS_FITTED if ranked else VALID_ALL
     valid_metrics = []
     if ranked:

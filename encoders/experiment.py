@@ -111,16 +111,21 @@ def train_and_evaluate(dataset: Dataset, split: SplitData, config: TrainConfig, 
     path = None
     if out_root is not None:
         manifest = {"name": name, "dataset": {**dataset.summary(), "fingerprint": dataset.fingerprint()},
-                    "metrics": rows, "index": index, "train": {"config": config.model_dump(mode="json"),
-                                               "history": result.history,
-                                               "best_epoch": result.best_epoch, "stopped": result.stopped,
-                                               "seconds": round(result.seconds, 1),
-                                               "zero_shot_blend": blend, "ensemble": ensemble,
-                                               "parameters": result.parameters, "device": result.device,
-                                               "workers": workers.world_size if workers else 1,
-                                               "run_dir": str(run_dir) if run_dir else None}}
+                    "metrics": rows, "index": index,
+                    "train": train_record(config, result, blend, ensemble, workers.world_size if workers else 1,
+                                          run_dir)}
         path = recommender.save(Path(out_root) / name / version, manifest)
     return TrainedBundle(result, recommender, rows, path, blend, index, ensemble)
+
+
+def train_record(config: TrainConfig, result: TrainResult, blend: dict | None = None, ensemble: dict | None = None,
+                 workers: int = 1, run_dir: Path | None = None) -> dict:
+    """What a bundle's manifest records of the run that trained its towers (`manifest["train"]`; `recsys refit`
+    repeats the run from it)."""
+    return {"config": config.model_dump(mode="json"), "history": result.history, "best_epoch": result.best_epoch,
+            "stopped": result.stopped, "seconds": round(result.seconds, 1), "zero_shot_blend": blend,
+            "ensemble": ensemble, "parameters": result.parameters, "device": result.device, "workers": workers,
+            "run_dir": str(run_dir) if run_dir else None}
 
 
 def _ensemble(members: list[TrainResult], config: TrainConfig, info: dict, dataset: Dataset, split: SplitData,

@@ -118,6 +118,7 @@ def store_source(use: bool | None, state_dir: Path, kind: str, redis_url: str | 
         if kind == "redis" else StoreSource(state_dir=state_dir)
     if not source.exists():
         if use:
-            raise typer.BadParameter(f"no event store at {source.label}")
+            raise typer.BadParameter(f"no event store at {source.label}",
+                                     param_hint="--redis-url" if kind == "redis" else "--state-dir")
         return None
     return source

@@ -63,7 +63,7 @@ def quickstart(
 def _train_and_evaluate(dataset, model: str, seed: int, out: Path) -> dict:
     """Baselines, towers, re-ranker: their test rows (all users and the cold-start slice) and the saved bundle."""
     from benchmarks.quality import ranked_rows
-    from encoders.experiment import evaluate_slices, train_and_evaluate
+    from encoders.experiment import evaluate_slices, train_and_evaluate, train_record
     from encoders.presets import preset
     from jobs.workflows import baseline_models
     from recsys.artifacts import new_version
@@ -90,9 +90,9 @@ def _train_and_evaluate(dataset, model: str, seed: int, out: Path) -> dict:
                         "--users (the default is 600)") from None
     rows += [{**r, "model": "engine", "seconds": trained.result.seconds + r["ranker_seconds"]} for r in ranked]
     manifest = {"name": "shop", "dataset": {**dataset.summary(), "fingerprint": dataset.fingerprint()},
-                "metrics": rows, "quickstart": {"train_config": config.model_dump(mode="json"),
-                                                "best_epoch": trained.result.best_epoch,
-                                                "stopped": trained.result.stopped}}
+                "metrics": rows, "train": train_record(config, trained.result, trained.blend),  # (`recsys refit`)
+                "quickstart": {"train_config": config.model_dump(mode="json"),
+                               "best_epoch": trained.result.best_epoch, "stopped": trained.result.stopped}}
     path = trained.recommender.save(out / "shop" / new_version(), manifest)
     return {"rows": rows, "recommender": trained.recommender, "path": path, "stopped": trained.result.stopped}
 

@@ -5,6 +5,7 @@ Registered on the app (jobs/app.py) when jobs/cli.py imports this module."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -16,6 +17,7 @@ from jobs.batch_cmd import store_source
 from jobs.options import OneOf, comma_list
 from jobs.output import console, metrics_table
 from recsys.store import EVENT_KINDS, REDIS_TIMEOUT_S
+from recsys.text_format import plural
 
 TrainPositions = Annotated[Optional[int], typer.Option(
     min=0, help="also train on the last N positions of each train-split sequence (default: RankerConfig's)")]
@@ -206,7 +208,8 @@ def refresh_stats(
     from recsys.artifacts import new_version
     from recsys.errors import BundleError
     from recsys.evaluation import sample_examples
-    from recsys.stats_refresh import refreshed
+    from recsys.splits import events_through
+    from recsys.stats_refresh import live_time_warnings, refreshed
 
     through = through or ("test" if store else "valid")
     if through not in ("valid", "test"):
@@ -215,16 +218,34 @@ def refresh_stats(
         raise typer.BadParameter("the event store's events come after every dataset event: use --through test "
                                  "(the default with --store)", param_hint="--through")
     wanted = parse_kinds(kinds)
+    if not store:  # (they were ignored without a word: the refresh counted no live event)
+        unused = [name for name, given, default in (("--state-dir", state_dir, Path("recsys-state")),
+                                                    ("--event-store", event_store, "sqlite"),
+                                                    ("--redis-url", redis_url, None),
+                                                    ("--kinds", wanted, EVENT_KINDS)) if given != default]
+        if unused:
+            raise typer.BadParameter(f"{', '.join(unused)} {plural(len(unused), 'applies', 'apply')} only with "
+                                     "--store, which reads the API's event store: add --store (without it the "
+                                     "refresh counts no live event)", param_hint=unused[0])
     source = store_source(True, state_dir, event_store, redis_url, redis_timeout_s) if store else None
     recommender, split, path, manifest = open_with_data(bundle, data)
     if recommender.reranker is None:
         raise BundleError(f"the bundle {path} has no re-ranker (its statistics are the re-ranker's): add one with "
                           "`recsys train-ranker` first")
     before = recommender.reranker
-    if before.stats.config.through != "train":
-        raise BundleError(f"the bundle {path} already has statistics through the {before.stats.config.through} "
-                          f"step; refresh the bundle `recsys train-ranker` wrote")
+    prior = before.stats.config
+    if prior.through != "train" and through == "valid":
+        raise BundleError(f"the bundle {path} already has statistics through the {prior.through} step, so there are "
+                          f"no train-split statistics to compare --through valid with: refresh the bundle it was "
+                          f"made from{made_from(manifest)}")
     live, live_record = read_live_events(source, wanted) if source is not None else (None, None)
+    if live is not None:
+        check_same_shop(live, set(recommender.catalogue.state.ids) | live_record.pop("upserted"), source.label)
+    if prior.through != "train":  # e.g. last night's refresh: refit from the events, so nothing counts twice
+        console.print(f"its statistics (through the {prior.through} step"
+                      f"{f', {prior.live_events:,} live events' if prior.live_events else ''}) are replaced, not "
+                      "added to: the new ones count the dataset's events"
+                      f"{' and the whole event store' if live is not None else ''} afresh")
     console.print(f"refitting the statistics on the events through the {through} step"
                   f"{f' and {live.height:,} live events' if live is not None else ''} …")
     after = refreshed(before, split, through, progress=True, live=live,
@@ -232,7 +253,11 @@ def refresh_stats(
     record: dict = {"through": through, "events": after.stats.events(), "events_before": before.stats.events()}
     if live is not None:
         known = set(before.stats.item_ids.tolist())
-        record["live"] = {**live_record, "new_items": len(set(live["item_id"].to_list()) - known)}
+        warnings = live_time_warnings(events_through(split, through), live, after.stats.config, time.time())
+        for warning in warnings:
+            console.print(f"[yellow]warning:[/] {warning}")
+        record["live"] = {**live_record, "new_items": len(set(live["item_id"].to_list()) - known),
+                          "warnings": warnings}
     if through == "valid":
         test = sample_examples(split.test, eval_sample(eval_users), before.config.seed)
         rows, record["test_n@10_diff"] = refreshed_test_rows(recommender, before, after, test)
@@ -250,6 +275,13 @@ def refresh_stats(
                   f"{recommender.save(target, kept)} ({record['events_before']:,} → {record['events']:,} events)")
 
 
+def made_from(manifest: dict) -> str:
+    """" (<path>)": the bundle this one's statistics were refreshed (or its towers refit) from, when its manifest
+    records it; else the commands that write a bundle with train-split statistics."""
+    parent = manifest.get("ranker", {}).get("parent_bundle")
+    return f" ({parent})" if parent else " (the one `recsys train-ranker` or `recsys quickstart` wrote)"
+
+
 def parse_kinds(text: str) -> tuple[str, ...]:
     """`--kinds`: comma-separated event kinds, each one the API records."""
     return tuple(comma_list(text, "--kinds", OneOf(EVENT_KINDS, "kind")))
@@ -262,13 +294,34 @@ def read_live_events(source, kinds: tuple[str, ...]):
     try:
         last = opened.last_event_seq()
         live = opened.event_frame(until=last, kinds=kinds)
+        upserted = {change.item_id for change in opened.changes() if change.kind == "upsert"}
     finally:
         opened.close()
     if live.height == 0:
         console.print(f"[yellow]warning:[/] the event store {source.label} holds no {'/'.join(kinds)} events "
                       f"(through its seq {last:,}); the statistics count the dataset's only")
     return live, {"source": source.label, "events": live.height, "through_seq": last, "kinds": list(kinds),
-                  "users": live["user_id"].n_unique()}
+                  "users": live["user_id"].n_unique(), "upserted": upserted}
+
+
+def check_same_shop(live, items: set[str], label: str) -> None:
+    """The API records events on items it serves only (its catalogue, or upserted through it), so live events on
+    other items come from another shop's store (`--state-dir` defaults to ./recsys-state, which bundles of several
+    shops easily share): an error when every event is such, a warning when some are."""
+    from recsys.errors import DataError
+    from recsys.text_format import counted
+
+    foreign = live.filter(~live["item_id"].is_in(sorted(items)))
+    if foreign.height == 0:
+        return
+    example = foreign["item_id"][0]
+    said = (f"{counted(foreign.height, 'live event')} of {live.height:,} in {label} "
+            f"{plural(foreign.height, 'is', 'are')} on items this bundle's catalogue does not hold and the store "
+            f"never upserted (e.g. {example!r})")
+    if foreign.height == live.height:
+        raise DataError(f"{said}: the store looks like another shop's; name this shop's with --state-dir "
+                        "(or --redis-url)")
+    console.print(f"[yellow]warning:[/] {said}; they are counted")
 
 
 def refreshed_test_rows(recommender, before, after, test) -> tuple[list[dict], dict]:

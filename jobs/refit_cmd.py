@@ -9,7 +9,7 @@ import typer
 
 from jobs.app import BundleData, BundleDir, CpuThreads, NewBundleOut, app, cap_cpu_threads
 from jobs.output import console, metrics_table
-from jobs.ranker_cmd import bundle_and_dataset, kept_manifest, load_bundle
+from jobs.ranker_cmd import bundle_and_dataset, kept_manifest, load_bundle, made_from
 
 
 @app.command("refit")
@@ -48,7 +48,9 @@ def refit(
                           "refreshes its statistics through the same step, which records what the bundle has seen)")
     if before.reranker.stats.config.through != "train":
         raise BundleError(f"the bundle {path} already counts the events through the "
-                          f"{before.reranker.stats.config.through} step; refit the bundle `recsys train-ranker` wrote")
+                          f"{before.reranker.stats.config.through} step; refit the bundle it was made from"
+                          f"{made_from(manifest)}; `recsys refresh-stats --store` on the refit bundle "
+                          "then counts the live events")
     split = split_dataset(dataset)
     refit = refit_split(split, through)
     console.print(f"refitting the towers on the events through the {through} step ({split.train.height:,} → "

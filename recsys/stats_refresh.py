@@ -14,6 +14,7 @@ positions; absolute time: their recorded timestamps), so items upserted live get
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from datetime import datetime, timezone
 
 import polars as pl
 
@@ -23,8 +24,9 @@ from recsys.event_log import LATEST_TIMESTAMP
 from recsys.features import FeatureBuilder
 from recsys.ranker import Reranker
 from recsys.splits import SplitData, events_through
-from recsys.stats import InteractionStats
+from recsys.stats import InteractionStats, StatsConfig
 from recsys.store import EventRow, event_frame_of
+from recsys.text_format import counted, plural
 
 
 def live_frame(rows: Sequence[EventRow], kinds: Collection[str] | None = None) -> pl.DataFrame:
@@ -48,7 +50,8 @@ def live_events(events: pl.DataFrame, live: pl.DataFrame, time_mode: str) -> pl.
         late = ordered.filter(pl.col("ts") > LATEST_TIMESTAMP)
         if late.height:  # stored before the API refused them (e.g. a millisecond clock's values)
             seq, ts = late.row(0)[0], late["ts"][0]
-            raise DataError(f"{late.height:,} stored events have a timestamp past the year 9999 in epoch seconds "
+            raise DataError(f"{counted(late.height, 'stored event')} {plural(late.height, 'has', 'have')} a "
+                            "timestamp past the year 9999 in epoch seconds "
                             f"(e.g. seq {seq}: {ts:g}; milliseconds?): they cannot be counted at a time; remove them "
                             f"from the event store (SQLite: DELETE FROM events WHERE ts > {LATEST_TIMESTAMP}) or "
                             "refresh without --store")
@@ -63,7 +66,7 @@ def refreshed(reranker: Reranker, split: SplitData, through: str, progress: bool
     after them `live`'s (a `live_frame` of the event store, read through `live_through_seq`: default its last
     row's seq), with its own statistics settings (time mode, windows) otherwise."""
     events = events_through(split, through)
-    update: dict = {"through": through}
+    update: dict = {"through": through, "live_events": 0, "live_through_seq": 0}  # (none, unless `live` has some)
     if live is not None and live.height:
         events = pl.concat([events, live_events(events, live, reranker.stats.config.time_mode)])
         last = live_through_seq if live_through_seq is not None else int(live["seq"].max())
@@ -78,4 +81,31 @@ def with_parts(reranker: Reranker, catalogue: Catalogue, stats: InteractionStats
     return Reranker(reranker.ranker, FeatureBuilder(catalogue, stats, reranker.config.features), reranker.config)
 
 
-__all__ = ["refreshed", "with_parts", "live_frame", "live_events"]
+FUTURE_TOLERANCE_S = 86_400
+"""A live event timed more than this after the refresh's clock ("now") is in the future (a day: clock skew)."""
+
+
+def live_time_warnings(events: pl.DataFrame, live: pl.DataFrame, config: StatsConfig, now: float) -> list[str]:
+    """What a user should hear about the live events' times (absolute time only; in sequence time they take the
+    positions after each user's events). Every query is asked just after the last event the statistics hold, so
+    live events timed in the future, or long after the dataset's last event, move every query's clock there: the
+    recent popularity and trend (`config.recent_window`) then count those live events only."""
+    if config.time_mode != "absolute" or live.height == 0 or events.height == 0:
+        return []
+    day = lambda t: datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d")  # noqa: E731
+    warnings = []
+    future = live.filter(pl.col("ts") > now + FUTURE_TOLERANCE_S)
+    if future.height:
+        warnings.append(f"{counted(future.height, 'live event')} {plural(future.height, 'is', 'are')} timed after "
+                        f"now (the latest on {day(float(future['ts'].max()))}): every query is asked after it")
+    end, start = float(events["timestamp"].max()), float(live["ts"].min())
+    if start - end > config.recent_window:
+        warnings.append(f"the live events start {(start - end) / 86_400:,.0f} days after the dataset's last event "
+                        f"({day(end)} → {day(start)}), more than the statistics' recent window "
+                        f"({config.recent_window / 86_400:,.1f} days): every query is asked after the last live event, "
+                        "so recent popularity and trend count the live events only (a dataset exported just before "
+                        "the API went live has no such gap)")
+    return warnings
+
+
+__all__ = ["refreshed", "with_parts", "live_frame", "live_events", "live_time_warnings"]

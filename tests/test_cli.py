@@ -464,6 +464,14 @@ def test_quickstart_end_to_end_and_the_engine_beats_popularity(tmp_path, tiny_be
     assert "| engine (towers + re-ranker) |" in report
     assert "| engine (towers + re-ranker) (no diversification) |" in report
     assert "time budget" not in report  # the preset's budget is a safety net, not what ends training
+    # its towers can be refit like `recsys train`'s (was: "has no trained towers to refit")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["train"]["best_epoch"] == manifest["quickstart"]["best_epoch"] >= 1
+    refit = run("refit", "--bundle", bundle, "--data", tmp_path / "shop", "--through", "test", "--out",
+                tmp_path / "refit", "--threads", 1)
+    assert refit.exit_code == 0, refit.output
+    assert json.loads((tmp_path / "refit" / "manifest.json").read_text())["train"]["refit"]["epochs"] == \
+        manifest["train"]["best_epoch"]
     # a rerun replaces its own synthetic shop, never someone else's data
     other = tmp_path / "mine"
     other.mkdir()

@@ -106,14 +106,22 @@ def test_refresh_stats_command_writes_a_bundle_that_refuses_its_counted_splits(e
         refused = runner.invoke(app, command)
         assert refused.exit_code == 2 and "its valid targets are among them" in " ".join(refused.output.split())
         assert "Traceback" not in refused.output
-    # a second refresh starts from the train-split bundle; every event for serving; clear refusals
+    # through valid compares with the train split's statistics, which a refreshed bundle no longer has; every
+    # event for serving, from either; clear refusals
     again = runner.invoke(app, ["refresh-stats", "--bundle", str(tmp_path / "valid"), "--data", str(data)])
     assert again.exit_code == 2 and "already has statistics through the valid step" in again.output
+    assert f"refresh the bundle it was made from ({engine_dir})" in " ".join(again.output.split())
+    onward = runner.invoke(app, ["refresh-stats", "--bundle", str(tmp_path / "valid"), "--data", str(data),
+                                 "--through", "test", "--out", str(tmp_path / "onward")])
+    assert onward.exit_code == 0, onward.output
     served = runner.invoke(app, ["refresh-stats", "--bundle", str(engine_dir), "--data", str(data), "--through",
                                  "test", "--out", str(tmp_path / "all")])
     assert served.exit_code == 0, served.output
     record = read_manifest(tmp_path / "all")["ranker"]["stats_refresh"]
     assert record["events"] == split.train.height + 2 * N_USERS and "test" not in record
+    for a, b in zip(_rows(Recommender.load(tmp_path / "all").reranker.stats),  # the same from the refreshed one
+                    _rows(Recommender.load(tmp_path / "onward").reranker.stats)):
+        np.testing.assert_array_equal(a, b)
     bad = runner.invoke(app, ["refresh-stats", "--bundle", str(engine_dir), "--data", str(data), "--through", "all"])
     assert bad.exit_code == 2 and "must be valid or test" in bad.output
     bare = Recommender.build(dataset, split, np.eye(N_ITEMS, 16, dtype=np.float32), BuildConfig()).save(
@@ -168,9 +176,28 @@ def test_live_events_follow_each_users_dataset_events_and_new_users_start_at_zer
     assert live_frame(live.rows(), kinds=("view",))["seq"].to_list() == [3, 4]
     # a timestamp past the year 9999 (stored before the API refused them) is refused in absolute time, named
     late = live_frame([(1, "a", "x", "view", 8.0), (2, "a", "y", "view", 1.7e12)])
-    with pytest.raises(DataError, match=r"1 stored events have a timestamp past the year 9999 .*seq 2: 1\.7e\+12"):
+    with pytest.raises(DataError, match=r"1 stored event has a timestamp past the year 9999 .*seq 2: 1\.7e\+12"):
         live_events(events, late, "absolute")
     assert live_events(events, late, "sequence").rows() == [("a", "x", 2), ("a", "y", 3)]  # positions, not times
+
+
+def test_live_events_far_after_the_dataset_or_in_the_future_are_warned_about():
+    """The quickstart's shop ends in 2024 and the API stamps events 'now': every query's clock jumped with no word
+    (87 of 200 top-10 lists changed for 7 events); a year-2100 event moved it to 2100."""
+    from recsys.stats_refresh import live_frame, live_time_warnings
+
+    day, now = 86_400, 1_800_000_000.0
+    events = pl.DataFrame({"user_id": ["a", "b"], "item_id": ["x", "y"],
+                           "timestamp": [now - 400 * day, now - 100 * day]})
+    config = StatsConfig(time_mode="absolute", recent_window=30 * day)
+    soon = live_frame([(1, "a", "y", "view", now - 80 * day), (2, "b", "x", "view", now)])
+    assert live_time_warnings(events, soon, config, now) == []  # 20 days after: within the recent window
+    late = live_frame([(1, "a", "y", "view", now - 10 * day), (2, "b", "x", "view", now + 2 * day)])
+    first, second = live_time_warnings(events, late, config, now)
+    assert first == "1 live event is timed after now (the latest on 2027-01-17): every query is asked after it"
+    assert second.startswith("the live events start 90 days after the dataset's last event (2026-10-07 → "
+                             "2027-01-05), more than the statistics' recent window (30.0 days)")
+    assert live_time_warnings(events, late, config.model_copy(update={"time_mode": "sequence"}), now) == []
 
 
 def test_refresh_stats_from_the_event_store_counts_live_events_and_live_items(engine, tmp_path):
@@ -180,6 +207,7 @@ def test_refresh_stats_from_the_event_store_counts_live_events_and_live_items(en
     data = dataset.save(tmp_path / "data")
     engine_dir = recommender.save(tmp_path / "models" / "v1", {"dataset": {"fingerprint": dataset.fingerprint()}})
     store = SQLiteEventStore(tmp_path / "state" / "events.sqlite")
+    store.record_change("upsert", "LIVE", {"item_id": "LIVE", "text": "a new item"}, np.ones(16, np.float32))
     store.append_many("u0", ["i3", "LIVE"], "purchase")  # LIVE: an item upserted through the API
     store.append("walk-in", "LIVE", "purchase")
     store.append("u1", "i4", "view")  # not counted with --kinds purchase
@@ -189,6 +217,7 @@ def test_refresh_stats_from_the_event_store_counts_live_events_and_live_items(en
                                  "--state-dir", str(tmp_path / "state"), "--kinds", "purchase",
                                  "--out", str(tmp_path / "live")])
     assert result.exit_code == 0, result.output
+    assert "warning" not in result.output  # every event is on an item the catalogue or the store's upserts hold
     record = read_manifest(tmp_path / "live")["ranker"]["stats_refresh"]
     assert record["through"] == "test" and record["events"] == split.train.height + 2 * N_USERS + 3
     assert {k: record["live"][k] for k in ("events", "through_seq", "kinds", "users", "new_items")} == \
@@ -202,9 +231,29 @@ def test_refresh_stats_from_the_event_store_counts_live_events_and_live_items(en
     refused = runner.invoke(app, ["evaluate", "--data", str(data), "--bundle", str(tmp_path / "live"),
                                   "--no-baselines", "--splits", "test", "--out", str(tmp_path / "no.json")])
     assert refused.exit_code == 2 and "3 live events from the event store" in refused.output, refused.output
+    # another shop's store (the default --state-dir is ./recsys-state): its events name items this shop never served
+    other = SQLiteEventStore(tmp_path / "other" / "events.sqlite")
+    other.append_many("c1", ["SKU-9", "SKU-7"], "purchase")
+    other.close()
+    foreign = runner.invoke(app, ["refresh-stats", "--bundle", str(engine_dir), "--data", str(data), "--store",
+                                  "--state-dir", str(tmp_path / "other"), "--out", str(tmp_path / "foreign")])
+    assert foreign.exit_code == 2 and "2 live events of 2" in foreign.output and "another shop's" in foreign.output
+    assert not (tmp_path / "foreign").exists()
+    other = SQLiteEventStore(tmp_path / "other" / "events.sqlite")
+    other.append("u0", "i3", "purchase")
+    other.close()
+    mixed = runner.invoke(app, ["refresh-stats", "--bundle", str(engine_dir), "--data", str(data), "--store",
+                                "--state-dir", str(tmp_path / "other"), "--out", str(tmp_path / "mixed")])
+    assert mixed.exit_code == 0 and "warning: 2 live events of 3" in " ".join(mixed.output.split()), mixed.output
     (tmp_path / "corrupt").mkdir()  # a state directory whose events.sqlite is not SQLite: was a sqlite3 traceback
     (tmp_path / "corrupt" / "events.sqlite").write_text("not a database, whatever its name says")
-    base = ["refresh-stats", "--bundle", str(engine_dir), "--data", str(data), "--store"]
+    plain = ["refresh-stats", "--bundle", str(engine_dir), "--data", str(data)]
+    for extra in (["--state-dir", str(tmp_path / "state")], ["--kinds", "purchase"],  # were ignored, no word said
+                  ["--event-store", "redis", "--redis-url", "redis://nowhere:6379/0"]):
+        bad = runner.invoke(app, plain + extra)
+        assert bad.exit_code == 2 and "only with --store" in " ".join(bad.output.replace("│", " ").split())
+        assert extra[0] in bad.output
+    base = plain + ["--store"]
     for extra, message in ((["--state-dir", str(tmp_path / "state"), "--through", "valid"], "use --through test"),
                            (["--state-dir", str(tmp_path / "state"), "--kinds", "click"], "unknown kind 'click'"),
                            (["--state-dir", str(tmp_path / "nothing")], "no event store at"),
@@ -266,3 +315,51 @@ def test_nightly_refresh_events_through_the_api_then_refresh_stats_then_reload(e
         assert info["statistics_events"] == split.train.height + 2 * N_USERS + 3
         body = client.get("/v1/users/walk-in/recommendations", params={"k": 5}).json()
         assert body["strategy"] == "personalised" and len(body["items"]) == 5
+        # the next night: the same command on the model directory refreshes last night's bundle (its newest version),
+        # which was refused; its statistics are replaced by a fit of the dataset and the whole store, not added to
+        for user, item in (("u1", "i2"), ("walk-in", "i5")):
+            assert client.post("/v1/events", json={"user_id": user, "item_id": item}).status_code == 201
+        state = ["--data", str(data), "--store", "--state-dir", str(tmp_path / "state")]
+        night = CliRunner().invoke(app, ["refresh-stats", "--bundle", str(tmp_path / "models")] + state
+                                   + ["--out", str(tmp_path / "models" / "v3")])
+        assert night.exit_code == 0, night.output
+        assert "(through the test step, 3 live events) are replaced, not added to" in " ".join(night.output.split())
+        once = CliRunner().invoke(app, ["refresh-stats", "--bundle", str(served)] + state
+                                  + ["--out", str(tmp_path / "once")])
+        assert once.exit_code == 0, once.output
+        twice, direct = (Recommender.load(path).reranker.stats for path in (tmp_path / "models" / "v3",
+                                                                           tmp_path / "once"))
+        assert (twice.config.live_events, twice.events()) == (5, split.train.height + 2 * N_USERS + 5)
+        assert twice.config == direct.config
+        for a, b in zip(_rows(twice), _rows(direct)):
+            np.testing.assert_array_equal(a, b)
+        assert client.post("/v1/admin/reload", json={"bundle": "v3"}, headers=admin).status_code == 200
+        assert client.get("/v1/model").json()["ranker"]["statistics_live_events"] == 5
+
+
+def test_bench_diversify_refuses_another_dataset_and_counted_test_targets_before_encoding(engine, tmp_path,
+                                                                                         monkeypatch):
+    """Another dataset's --data ended in an IndexError traceback after the catalogue was encoded (80 s on the
+    synthetic shop); a bundle whose statistics count test was refused only after that encoding."""
+    import benchmarks.quality
+
+    dataset, split, recommender = engine
+    data = dataset.save(tmp_path / "data")
+    other = planted_dataset(seed=5).save(tmp_path / "other")
+    engine_dir = recommender.save(tmp_path / "models" / "v1", {"dataset": {"fingerprint": dataset.fingerprint()}})
+    served = recommender.save(tmp_path / "served", {"dataset": {"fingerprint": dataset.fingerprint()}})
+    serving = Recommender.load(served)
+    serving.reranker = refreshed(serving.reranker, split, "test")
+    serving.save(tmp_path / "all", {"dataset": {"fingerprint": dataset.fingerprint()}})
+
+    def encoded(*args, **kwargs):
+        raise AssertionError("the catalogue was encoded before the refusal")
+
+    monkeypatch.setattr(benchmarks.quality, "list_reference", encoded)
+    runner = CliRunner()
+    for bundle, source, message in ((engine_dir, other, "was built on another dataset (fingerprint differs)"),
+                                    (tmp_path / "all", data, "its test targets are among them")):
+        result = runner.invoke(app, ["bench", "diversify", "--bundle", str(bundle), "--data", str(source), "--out",
+                                     str(tmp_path / "results")])
+        assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
+        assert "Traceback" not in result.output
