@@ -15,6 +15,13 @@ from recsys.errors import RecsysError
 
 if TYPE_CHECKING:
     from encoders.towers import TwoTowerModel
+    from recsys.config import TrainConfig
+
+SAFE_ON_RESUME = frozenset({"max_minutes", "merge_adapters", "zero_shot_blend", "zero_shot_dims", "index"})
+"""TrainConfig fields a resumed run may change: the wall-time budget, and what is done with the towers once trained
+(merged adapters, the zero-shot blend, the bundle's index). Every other field shapes the trajectory the checkpoint
+is a point of (the learning-rate schedule spans `epochs`; the batches, the seeds, the model), so changing it would
+continue the old run as if it were the new one."""
 
 
 def trainable_state(model: TwoTowerModel) -> dict[str, torch.Tensor]:
@@ -52,6 +59,53 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
         _, index, slot = key.split(".", 2)
         state.setdefault(int(index), {})[slot] = value
     return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def config_record(config: TrainConfig) -> dict:
+    """The TrainConfig as a checkpoint's trainer.json stores it (JSON values: tuples as lists)."""
+    return json.loads(json.dumps(config.model_dump(mode="json")))
+
+
+def _flatten(values: dict, prefix: str = "") -> dict[str, object]:
+    """Nested settings as dotted keys (`lora.rank`)."""
+    flat: dict[str, object] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_differences(saved: dict, config: TrainConfig) -> list[str]:
+    """'field: checkpoint's value → this run's' for each setting that differs, except `SAFE_ON_RESUME` and a
+    field only one side records (a setting added or removed by another version of the code)."""
+    old, new = _flatten(saved), _flatten(config_record(config))
+    return [f"{key}: {old[key]!r} → {new[key]!r}" for key in sorted(old.keys() & new.keys())
+            if key.split(".")[0] not in SAFE_ON_RESUME and old[key] != new[key]]
+
+
+def saved_config(directory: Path) -> dict | None:
+    """The TrainConfig a checkpoint was trained with; None when it has none (a checkpoint written before it was
+    stored, or a trainer.json that does not read: loading the checkpoint reports that)."""
+    try:
+        trainer = json.loads((directory / "trainer.json").read_text())
+    except (OSError, ValueError):
+        return None
+    config = trainer.get("config") if isinstance(trainer, dict) else None
+    return config if isinstance(config, dict) else None
+
+
+def check_resume_config(directory: Path, config: TrainConfig) -> None:
+    """RecsysError naming every setting (both values) in which `config` differs from the one the checkpoint in
+    `directory` was trained with, outside `SAFE_ON_RESUME` (was: resumed silently on the old run's learning-rate
+    schedule and batches). A checkpoint that stores no config resumes as before."""
+    saved = saved_config(directory)
+    differences = config_differences(saved, config) if saved is not None else []
+    if differences:
+        raise RecsysError(f"{directory.parent}: its checkpoint was trained with other settings "
+                          f"({'; '.join(differences)}): start a fresh run (without --resume, or with another "
+                          "--run-dir), or resume with the checkpoint's settings")
 
 
 def check_checkpoint_dir(directory: Path) -> None:

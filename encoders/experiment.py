@@ -59,6 +59,23 @@ class TrainedBundle:
     ensemble: dict | None = None  # seed ensembles: each member's seed and fit, and the first k members' metrics
 
 
+def member_runs(config: TrainConfig, run_dir: Path | None) -> list[tuple[TrainConfig, Path | None]]:
+    """Each tower's config and run directory: the run's own, or one per seed-ensemble member (seed + k)."""
+    if config.ensemble == 1:
+        return [(config, run_dir)]
+    return [(config.model_copy(update={"seed": config.seed + k, "ensemble": 1}),
+             run_dir / member_dir(k) if run_dir is not None else None) for k in range(config.ensemble)]
+
+
+def check_resume(config: TrainConfig, run_dir: Path) -> None:
+    """RecsysError when a checkpoint in `run_dir` (each member's, for an ensemble) was trained with other settings
+    than `config` (`encoders.checkpoint.check_resume_config`): said before BERT and the item texts load."""
+    from encoders.checkpoint import check_resume_config
+
+    for member_config, member_run in member_runs(config, run_dir):
+        check_resume_config(member_run / "checkpoint", member_config)
+
+
 def train_and_evaluate(dataset: Dataset, split: SplitData, config: TrainConfig, *, name: str = "peft-bert",
                        out_root: str | Path | None = None, run_dir: str | Path | None = None, resume: bool = False,
                        init_bundle: str | Path | None = None, eval_config: EvalConfig | None = None,
@@ -77,10 +94,7 @@ def train_and_evaluate(dataset: Dataset, split: SplitData, config: TrainConfig, 
     if config.ensemble > 1 and workers is not None and workers.world_size > 1:
         raise ValueError("a seed ensemble trains its members one after another in one process: use --engine local")
     members = []
-    for k in range(config.ensemble):
-        member_config = config if config.ensemble == 1 else \
-            config.model_copy(update={"seed": config.seed + k, "ensemble": 1})
-        member_run = run_dir / member_dir(k) if run_dir is not None and config.ensemble > 1 else run_dir
+    for member_config, member_run in member_runs(config, run_dir):
         result = train_towers(dataset, split, member_config, member_run, resume,
                               Path(init_bundle) if init_bundle else None, progress, device, workers)
         tower = result.user_tower

@@ -26,8 +26,9 @@ import torch
 from tqdm.auto import tqdm
 
 from encoders.backbone import load_backbone, resolved_pooling
-from encoders.checkpoint import (check_checkpoint_dir, load_average, load_checkpoint, load_trainable_state,
-                                 recover_checkpoint, save_checkpoint, trainable_state)
+from encoders.checkpoint import (check_checkpoint_dir, check_resume_config, config_record, load_average,
+                                 load_checkpoint, load_trainable_state, recover_checkpoint, save_checkpoint,
+                                 trainable_state)
 from encoders.distributed import LossModule, WorkerGroup
 from encoders.history_text import history_snippets
 from encoders.item_bank import ItemTextCache
@@ -304,6 +305,7 @@ class Trainer(NextItemObjective):
             recover_checkpoint(checkpoint)
             check_checkpoint_dir(checkpoint)
         if resume and checkpoint is not None and (checkpoint / "trainer.json").exists():
+            check_resume_config(checkpoint, config)
             trainer, best_state = load_checkpoint(checkpoint, self.model, self.optimizer, self.scheduler)
             history, best_ndcg, best_epoch = trainer["history"], trainer["best_ndcg"], trainer["best_epoch"]
             bad, start_epoch, step = trainer["bad_epochs"], trainer["epoch"] + 1, trainer["step"]
@@ -375,7 +377,8 @@ class Trainer(NextItemObjective):
                                 {"epoch": epoch, "step": step, "history": history, "best_ndcg": best_ndcg,
                                  "best_epoch": best_epoch, "bad_epochs": bad, "adapter_step": self.adapter_step,
                                  "pre_stage": self.pre_stage, "phase": phase, "phase_end": end,
-                                 "phase_start": self.phase_start, "seconds": time.perf_counter() - started},
+                                 "phase_start": self.phase_start, "seconds": time.perf_counter() - started,
+                                 "config": config_record(config)},
                                 self.average.state() if self.average is not None else None)
             epoch += 1
             reason = stop_reason(bad >= config.patience and phase != "heads", epoch == config.refit_epochs,

@@ -209,9 +209,9 @@ def evaluate_cmd(
     mask_history: Annotated[bool, typer.Option(help="remove history items from the ranking (not the published "
                                                     "protocol)")] = False,
     out: Annotated[Path, typer.Option(dir_okay=False, help="JSON results file")] = Path("results/evaluate.json"),
-    from_batch: Annotated[Optional[Path], typer.Option(help="also score a `recsys batch-score --data D --split test` "
-                                                            "output directory (k ≥ max K, --keep-seen unless "
-                                                            "--mask-history)")] = None,
+    from_batch: Annotated[Optional[Path], typer.Option(help="also score a `recsys batch-score --data D --split S` "
+                                                            "output directory (S among --splits, k ≥ max K, "
+                                                            "--keep-seen unless --mask-history)")] = None,
     int8: Annotated[bool, typer.Option(help="int8 dynamic quantisation of the zero-shot BERT (CPU)")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="print the results as JSON on stdout (no table)")]
     = False,
@@ -240,6 +240,8 @@ def evaluate_cmd(
         opened = Bundle.open(bundle)
         loaded = open_recommender(opened)
         warnings, notes = _bundle_notes(bundle, opened.manifest, loaded, dataset, config.eval.splits)
+    if from_batch is not None:  # before the baselines' encoding, so a --splits without the batch's split fails at once
+        notes += _batch_notes(from_batch, config.eval.splits)
     for warning in warnings:
         err_console.print(f"[yellow]warning:[/] {escape(warning)}")
     for note in notes:
@@ -287,6 +289,15 @@ def _bundle_notes(bundle: Path, manifest: dict, recommender, dataset, splits) ->
     return [], ["the bundle's re-ranker was fit on this dataset's valid step, so its valid rows are in-sample "
                 "(optimistic); its test rows are held out. `recsys bench ranker-folds` gives a cross-fitted valid "
                 "figure."]
+
+
+def _batch_notes(out: Path, splits: tuple[str, ...]) -> list[str]:
+    """The notes on a batch output's row (`jobs.batch.evaluate.batch_notes`); BatchError when `splits` (--splits)
+    does not name the split it was scored for."""
+    from jobs.batch.evaluate import batch_notes
+    from jobs.batch.layout import read_batch_manifest
+
+    return batch_notes(read_batch_manifest(out), out, splits)
 
 
 @app.command()

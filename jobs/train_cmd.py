@@ -46,7 +46,9 @@ def train(
                                              "smoke (encoders/presets.py)")] = "cpu",
     config: Annotated[Optional[Path], typer.Option("--config", help="TrainConfig JSON (merged over the preset, or "
                                                                     "over --from-bundle's own settings)")] = None,
-    resume: Annotated[bool, typer.Option(help="continue from the run directory's last checkpoint")] = False,
+    resume: Annotated[bool, typer.Option(help="continue from the run directory's last checkpoint, with the settings "
+                                               "it was trained with (only --max-minutes, --merge-adapters and "
+                                               "--index may change)")] = False,
     from_bundle: Annotated[Optional[Path], typer.Option(help="continual training: start from this bundle's "
                                                              "adapters and towers")] = None,
     user_tower: Annotated[Optional[str], typer.Option(help="sequence | text | fusion")] = None,
@@ -134,6 +136,9 @@ def train(
     runs = Path(run_dir) if run_dir is not None else Path(out) / name / "runs" / "latest"
     if resume and not (runs.is_dir() and any(runs.glob("**/checkpoint/trainer.json"))):  # (was: started silently)
         err_console.print(f"[yellow]note:[/] --resume: no checkpoint in {runs}; training starts at epoch 1")
+    if resume:  # a checkpoint of other settings: refused now, not after the data and BERT have loaded
+        from encoders.experiment import check_resume
+        check_resume(cfg, runs)
     try:
         if engine == "ray":
             from jobs.ray_train import train_on_ray

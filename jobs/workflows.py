@@ -34,8 +34,13 @@ def built_on_other_dataset(manifest: dict, dataset: Dataset) -> bool:
 def built_on_other_fingerprint(manifest: dict, fingerprint: str) -> bool:
     """True when a bundle's manifest names a dataset fingerprint and it is not `fingerprint` (a dataset's,
     already computed: hashing a dataset reads all of it)."""
-    expected = (manifest.get("dataset") or {}).get("fingerprint")
+    expected = bundle_fingerprint(manifest)
     return bool(expected) and expected != fingerprint
+
+
+def bundle_fingerprint(manifest: dict) -> str | None:
+    """The dataset fingerprint a bundle's manifest names (None: it names none)."""
+    return (manifest.get("dataset") or {}).get("fingerprint")
 
 
 def load_dataset(path: str | Path) -> Dataset:

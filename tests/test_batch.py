@@ -350,6 +350,89 @@ def test_cli_batch_score_and_evaluate_from_batch(shop, tmp_path):
     assert result.exit_code == 2 and "--engine must be local or ray" in result.output
 
 
+def test_evaluate_from_batch_reads_only_the_split_the_batch_was_scored_for(shop, tmp_path):
+    """`evaluate --from-batch DIR --splits valid` on a batch scored for test reported test figures as if they were
+    valid's: now one `error:` line naming the batch's split; with --splits naming it among others (the default
+    valid,test), that split alone is evaluated and a note says so."""
+    data, bundle, _ = shop
+    runner = CliRunner()
+    result = runner.invoke(app, ["batch-score", "--bundle", str(bundle), "--out", str(tmp_path / "test-batch"),
+                                 "--k", "10", "--data", str(data), "--split", "test", "--keep-seen",
+                                 "--no-progress", "--no-store"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "test-batch" / "manifest.json").read_text())["split"] == "test"
+    args = ["evaluate", "--data", str(data), "--from-batch", str(tmp_path / "test-batch"), "--ks", "5,10"]
+    refused = runner.invoke(app, [*args, "--splits", "valid", "--out", str(tmp_path / "valid.json")])
+    flat = " ".join(refused.output.split())
+    assert refused.exit_code == 2, refused.output
+    assert f"error: {tmp_path / 'test-batch'} was scored for the test split, not valid (--splits valid): pass " \
+           "--splits test, or score the valid split into another directory with `recsys batch-score --data D " \
+           "--split valid --keep-seen --k 50`" in flat
+    assert "Traceback" not in refused.output and not (tmp_path / "valid.json").exists()
+    both = runner.invoke(app, [*args, "--out", str(tmp_path / "both.json")])  # --splits valid,test (the default)
+    assert both.exit_code == 0, both.output
+    payload = json.loads((tmp_path / "both.json").read_text())
+    assert [(row["model"], row["split"], row["n_examples"]) for row in payload["results"]] == \
+        [("batch:test-batch", "test", N_USERS)]
+    note = f"{tmp_path / 'test-batch'} was scored for the test split only: its row is the test split's, with none " \
+           "for valid (--splits valid,test)"
+    assert payload["notes"] == [note]
+    assert f"note: {note}" in " ".join(both.output.split())
+
+
+@pytest.fixture
+def stamped_engine(shop, tmp_path):
+    """A bundle with a re-ranker fit on the shop's valid step, its manifest naming the shop's fingerprint."""
+    from jobs.workflows import load_dataset
+    from recsys.ranker import RankerConfig
+    from recsys.ranker_training import train_reranker
+
+    dataset = load_dataset(shop[0])
+    split = split_dataset(dataset)
+    vectors = np.random.default_rng(0).standard_normal((dataset.items.height, 16)).astype(np.float32)
+    engine = Recommender.build(dataset, split, vectors, BuildConfig())
+    engine.reranker, _ = train_reranker(engine, split, RankerConfig(candidates=40, n_estimators=30,
+                                                                    early_stopping_rounds=5, cv_folds=0),
+                                        log=lambda *_: None)
+    return engine.save(tmp_path / "engine" / "v1", {"dataset": {"fingerprint": dataset.fingerprint()}})
+
+
+def test_evaluate_from_a_valid_batch_of_an_engine_notes_its_rows_are_in_sample(shop, stamped_engine, tmp_path):
+    """A batch scored for valid by a bundle whose re-ranker was fit on that step: its N@10 is in-sample, and
+    `evaluate --from-batch` now says so, as `evaluate --bundle` does (was: no note)."""
+    data = shop[0]
+    manifest = run_job(BatchOptions(bundle=stamped_engine, out=tmp_path / "valid-batch", k=10, chunk_size=16,
+                                    progress=False, data=data, split="valid", exclude_seen=False))
+    assert manifest["has_ranker"] and manifest["bundle_dataset_fingerprint"] == manifest["dataset_fingerprint"]
+    args = ["evaluate", "--data", str(data), "--from-batch", str(tmp_path / "valid-batch"), "--ks", "5,10",
+            "--splits", "valid", "--out", str(tmp_path / "eval.json")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    note = f"the re-ranker of the bundle that scored {tmp_path / 'valid-batch'} was fit on this dataset's valid " \
+           "step, so the batch's valid rows are in-sample (optimistic); a batch scored for the test split is held " \
+           "out. `recsys bench ranker-folds` gives a cross-fitted valid figure."
+    assert f"note: {note}" in " ".join(result.output.split())
+    payload = json.loads((tmp_path / "eval.json").read_text())
+    assert payload["notes"] == [note] and [row["split"] for row in payload["results"]] == ["valid"]
+    # a manifest written before the bundle's fingerprint was recorded: read from the bundle while it is there …
+    from jobs.batch.evaluate import batch_notes, ranker_fit_on_batch_dataset
+    old = {k: v for k, v in manifest.items() if k != "bundle_dataset_fingerprint"}
+    assert ranker_fit_on_batch_dataset(old) is True
+    assert batch_notes(old, tmp_path / "valid-batch", ("valid",)) == [note]
+    # … unknowable once it is gone (or replaced): said, not guessed
+    (stamped_engine / "manifest.json").rename(tmp_path / "moved.json")
+    assert ranker_fit_on_batch_dataset(old) is None
+    assert batch_notes(old, tmp_path / "valid-batch", ("valid",)) == [
+        f"{tmp_path / 'valid-batch'} was scored by a bundle with a re-ranker, and neither the batch's manifest "
+        f"(written before batch-score recorded the bundle's dataset) nor the bundle (no longer at {stamped_engine}) "
+        "says which dataset it was fit on: if it was fit on this dataset's valid step, the batch's valid rows are "
+        "in-sample (optimistic)"]
+    # a re-ranker fit on another dataset, none at all, or a test batch: no in-sample note
+    assert ranker_fit_on_batch_dataset({**manifest, "bundle_dataset_fingerprint": "other"}) is False
+    assert ranker_fit_on_batch_dataset({**manifest, "has_ranker": False}) is False
+    assert batch_notes({**manifest, "split": "test"}, tmp_path / "valid-batch", ("test",)) == []
+
+
 def test_evaluation_mode_without_keep_seen_says_before_scoring_what_evaluate_will_need(shop, tmp_path):
     """`batch-score --data D --split test` keeps the API's --exclude-seen default, which `evaluate --from-batch`
     refuses under the published protocol: a note says so before the work (was: learnt only from evaluate's error,

@@ -67,9 +67,11 @@ def test_save_then_load_gives_identical_embeddings(tiny_bert_dir, shop, tmp_path
 
 def test_checkpoints_resume_and_continual_training(tiny_bert_dir, shop, tmp_path):
     dataset, split = shop
-    Trainer(dataset, split, small_config(tiny_bert_dir, epochs=1, patience=5), tmp_path, progress=False).fit()
-    resumed = Trainer(dataset, split, small_config(tiny_bert_dir, epochs=2, patience=5), tmp_path,
-                      progress=False).fit(resume=True)
+    config = small_config(tiny_bert_dir, epochs=2, patience=5)
+    # stopped by its time budget after epoch 1 (one step); the budget is a setting a resumed run may change
+    cut = Trainer(dataset, split, config.model_copy(update={"max_minutes": 1e-6}), tmp_path, progress=False).fit()
+    assert cut.stopped == "time budget" and [r["epoch"] for r in cut.history] == [1]
+    resumed = Trainer(dataset, split, config, tmp_path, progress=False).fit(resume=True)
     assert [r["epoch"] for r in resumed.history] == [1, 2]
     first = train_and_evaluate(dataset, split, small_config(tiny_bert_dir), name="base", out_root=tmp_path / "a",
                                progress=False)
@@ -177,10 +179,10 @@ def test_weight_average_is_what_validation_sees_and_what_is_kept(tiny_bert_dir, 
     with average.applied():
         assert all(torch.equal(p.detach(), raw[n] + 1.0) for n, p in average.parameters.items())
     assert all(torch.equal(p.detach(), raw[n]) for n, p in average.parameters.items())  # raw weights back
-    # a resumed run picks the average up where the checkpoint left it
-    resumed = Trainer(dataset, split, config.model_copy(update={"epochs": 4}), tmp_path, progress=False)
+    # a resumed run picks the average up where the checkpoint left it (the run is over: nothing more to train)
+    resumed = Trainer(dataset, split, config, tmp_path, progress=False)
     resumed.fit(resume=True)
-    assert resumed.average.updates == 4 * trainer.steps_per_epoch
+    assert resumed.average.updates == 3 * trainer.steps_per_epoch
 
 
 def test_weight_average_first_steps_follow_the_weights():
@@ -242,12 +244,52 @@ def test_resuming_a_checkpoint_of_other_settings_is_one_clear_error(tiny_bert_di
 
     dataset, split = shop
     Trainer(dataset, split, small_config(tiny_bert_dir), tmp_path, progress=False).fit()
+    forget_config(tmp_path / "checkpoint")  # a checkpoint from before the config was stored: its tensors tell
     for changed in ({"tower": TowerConfig(user_tower="text", dim=16, item_max_length=24, history_max_length=48)},
                     {"tower": TowerConfig(dim=24, item_max_length=24, history_max_length=48, seq_layers=1)}):
         trainer = Trainer(dataset, split, small_config(tiny_bert_dir, epochs=2, **changed), tmp_path, progress=False)
         with pytest.raises(RecsysError, match="its checkpoint is of a run with other settings .*: resume with that "
                                               "run's settings, or train afresh"):
             trainer.fit(resume=True)
+
+
+def forget_config(checkpoint) -> None:
+    """Make `checkpoint` one written before trainer.json stored the TrainConfig."""
+    trainer = json.loads((checkpoint / "trainer.json").read_text())
+    del trainer["config"]
+    (checkpoint / "trainer.json").write_text(json.dumps(trainer))
+
+
+def test_resuming_with_other_settings_names_them_and_refuses(tiny_bert_dir, shop, tmp_path):
+    """A 3-epoch run resumed with --epochs 4 went on with the old run's state under the new run's learning-rate
+    schedule, silently. The checkpoint now stores its TrainConfig and a resume with other settings is one error
+    naming each one with both values; the budget and what is done after training may change; a checkpoint without
+    the config resumes as before."""
+    from encoders.checkpoint import config_record
+    from recsys.errors import RecsysError
+
+    dataset, split = shop
+    config = small_config(tiny_bert_dir, epochs=1, patience=5)
+    Trainer(dataset, split, config, tmp_path, progress=False).fit()
+    checkpoint = tmp_path / "checkpoint"
+    assert json.loads((checkpoint / "trainer.json").read_text())["config"] == config_record(config)
+    before = (checkpoint / "trainer.json").read_text()
+    changed = config.model_copy(update={"epochs": 2, "lr": 1e-3, "lora": config.lora.model_copy(update={"rank": 8})})
+    with pytest.raises(RecsysError) as refused:
+        Trainer(dataset, split, changed, tmp_path, progress=False).fit(resume=True)
+    assert str(refused.value) == (
+        f"{tmp_path}: its checkpoint was trained with other settings (epochs: 1 → 2; lora.rank: 4 → 8; lr: 0.003 → "
+        "0.001): start a fresh run (without --resume, or with another --run-dir), or resume with the checkpoint's "
+        "settings")
+    assert (checkpoint / "trainer.json").read_text() == before  # refused before training
+    safe = config.model_copy(update={"max_minutes": 5.0, "merge_adapters": True, "zero_shot_blend": (0.0, 0.5),
+                                     "index": config.index.model_copy(update={"kind": "flat"})})
+    assert [r["epoch"] for r in Trainer(dataset, split, safe, tmp_path, progress=False).fit(resume=True).history] \
+        == [1]
+    forget_config(checkpoint)
+    longer = config.model_copy(update={"epochs": 2})
+    assert [r["epoch"] for r in Trainer(dataset, split, longer, tmp_path, progress=False).fit(resume=True).history] \
+        == [1, 2]
 
 
 def test_a_run_directory_whose_checkpoint_is_other_work_is_refused_not_replaced(tiny_bert_dir, shop, tmp_path):

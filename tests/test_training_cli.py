@@ -268,3 +268,26 @@ def test_resume_without_a_checkpoint_says_training_starts_at_epoch_1(tmp_path, m
     checkpoint.mkdir(parents=True)
     (checkpoint / "trainer.json").write_text("{}")
     assert "no checkpoint" not in CliRunner().invoke(app, [*args, "--resume"]).output
+
+
+def test_resume_with_other_settings_than_the_checkpoints_is_refused_before_training(tmp_path, monkeypatch):
+    """`recsys train --resume --epochs 4` on a run's checkpoint of other settings: one `error:` line naming each
+    setting with both values, before BERT and the data's texts are loaded (was: the old run's state went on under
+    the new schedule, silently)."""
+    import encoders.experiment
+
+    calls = []
+    monkeypatch.setattr(encoders.experiment, "train_and_evaluate", lambda *a, **k: calls.append(1))
+    data = generate_shop(n_users=40, n_items=60, seed=0).save(tmp_path / "shop")
+    checkpoint = tmp_path / "art" / "cut" / "runs" / "latest" / "checkpoint"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer.json").write_text(json.dumps({"config": {"epochs": 3, "max_minutes": 60.0, "seed": 0}}))
+    args = ["train", "--data", str(data), "--out", str(tmp_path / "art"), "--name", "cut", "--preset", "smoke",
+            "--threads", "1", "--resume", "--max-minutes", "5"]
+    result = CliRunner().invoke(app, [*args, "--epochs", "4"])
+    assert result.exit_code == 2 and not calls, result.output
+    flat = " ".join(result.output.split())
+    assert f"error: {checkpoint.parent}: its checkpoint was trained with other settings (epochs: 3 → 4): start a " \
+           "fresh run (without --resume, or with another --run-dir), or resume with the checkpoint's settings" in flat
+    assert "Traceback" not in result.output
+

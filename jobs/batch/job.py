@@ -108,6 +108,7 @@ class Plan:
     selection: UserSelection
     snapshot: Snapshot | None = None
     warnings: tuple[str, ...] = ()
+    bundle_dataset: str | None = None  # the dataset fingerprint the bundle's manifest names (None: none)
 
 
 def plan(options: BatchOptions) -> Plan:
@@ -146,12 +147,12 @@ def plan(options: BatchOptions) -> Plan:
         "store": snapshot.identity() if snapshot is not None else None, "history_limit": options.history_limit,
     }
     warnings: tuple[str, ...] = ()
-    from jobs.workflows import built_on_other_fingerprint
+    from jobs.workflows import built_on_other_fingerprint, bundle_fingerprint
     if dataset_fingerprint is not None and built_on_other_fingerprint(manifest, dataset_fingerprint):  # evaluation
         warnings = (f"the bundle was built on another dataset (fingerprint differs from {options.data}'s): its "
                     "catalogue and statistics are not this dataset's; a history of items it does not hold gets "
                     "popular items (strategy popular_fallback)",)
-    return Plan(bundle, identity, selection, snapshot, warnings)
+    return Plan(bundle, identity, selection, snapshot, warnings, bundle_fingerprint(manifest))
 
 
 def _store_changes(options: BatchOptions, job: JobDir, snapshot: Snapshot | None) -> int:
@@ -245,6 +246,7 @@ def _score(options: BatchOptions, on_chunk: Callable[[ChunkResult], None] | None
     source = {"source": selection.source, "n_requested": selection.n_requested,
               "n_duplicates": selection.n_duplicates, "n_unknown": len(selection.unknown),
               "unknown_file": UNKNOWN_FILE if len(selection.unknown) else None}
+    bundle_dataset = planned.bundle_dataset
     store = None if planned.snapshot is None else {
         **planned.snapshot.identity(), "catalogue_changes": n_changes,
         "users_with_events": int((selection.frame["events"].list.len() > 0).sum())}
@@ -264,6 +266,7 @@ def _score(options: BatchOptions, on_chunk: Callable[[ChunkResult], None] | None
     manifest = {
         **identity,
         "bundle": str(bundle), "bundle_name": bundle.parent.name, "has_ranker": (bundle / "ranker").is_dir(),
+        "bundle_dataset_fingerprint": bundle_dataset,  # with has_ranker: are valid rows in-sample (evaluate)
         "columns": OUTPUT_SCHEMA.names, "rank_base": 1,
         "input": source,
         "store": store,
