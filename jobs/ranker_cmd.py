@@ -270,6 +270,9 @@ def refresh_stats(
     recommender.reranker = after
     target = out or path.parent / new_version()
     kept = kept_manifest(manifest)
+    # the figures are the parent's (this bundle evaluates no split it counts): each row names the bundle it measured
+    kept["metrics"] = [{"measured_on_bundle": str(path), **row} if isinstance(row, dict) else row
+                       for row in kept.get("metrics") or []]
     kept["ranker"] = {**kept.get("ranker", {}), "parent_bundle": str(path), "stats_refresh": record}
     console.print(f"[green]bundle with statistics through the {through} step written[/] → "
                   f"{recommender.save(target, kept)} ({record['events_before']:,} → {record['events']:,} events)")

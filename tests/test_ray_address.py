@@ -74,3 +74,17 @@ def test_without_an_address_a_session_starts_its_own_ray_even_beside_a_running_c
     with ray_engine.ray_session("auto", 3):
         pass
     assert [(c["address"], c["num_cpus"]) for c in calls] == [("local", 3), ("auto", None)]
+
+
+def test_auto_with_no_cluster_running_is_one_error_naming_the_projects_option(monkeypatch):
+    """Ray's own message named its `--address` flag and `RAY_ADDRESS`, not `--ray-address`."""
+    def init(**kwargs):
+        raise ConnectionError("Could not find any running Ray instance. Please specify the one to connect to by "
+                              "setting `--address` flag or `RAY_ADDRESS` environment variable.")
+
+    fake = types.SimpleNamespace(is_initialized=lambda: False, init=init, shutdown=lambda: None)
+    monkeypatch.setattr(ray_engine, "import_ray", lambda: fake)
+    with pytest.raises(BatchError, match=r"no Ray cluster to join for --ray-address 'auto' \(Could not find any "
+                                         r"running Ray instance\): start one \(ray start --head\)"):
+        with ray_engine.ray_session("auto"):
+            pass

@@ -296,7 +296,9 @@ def test_nightly_refresh_events_through_the_api_then_refresh_stats_then_reload(e
 
     dataset, split, recommender = engine
     data = dataset.save(tmp_path / "data")
-    served = recommender.save(tmp_path / "models" / "v1", {"dataset": {"fingerprint": dataset.fingerprint()}})
+    figures = [{"model": "engine", "split": "test", "slice": "all", "ndcg@10": 0.25}]
+    served = recommender.save(tmp_path / "models" / "v1", {"dataset": {"fingerprint": dataset.fingerprint()},
+                                                           "metrics": figures})
     settings = Settings(state_dir=tmp_path / "state", admin_token="night")
     admin = {"Authorization": "Bearer night"}
     with TestClient(create_app(served, service=Service(settings))) as client:
@@ -309,9 +311,12 @@ def test_nightly_refresh_events_through_the_api_then_refresh_stats_then_reload(e
         assert result.exit_code == 0, result.output
         reloaded = client.post("/v1/admin/reload", json={"bundle": "v2"}, headers=admin)
         assert reloaded.status_code == 200 and reloaded.json()["model_version"] == "v2", reloaded.text
-        info = client.get("/v1/model").json()["ranker"]
+        model = client.get("/v1/model").json()
+        info = model["ranker"]
         assert (info["statistics_through"], info["statistics_live_events"], info["statistics_live_through_seq"]) == \
             ("test", 3, 3)
+        # the figures carried over are v1's, measured with the train split's statistics, and say so
+        assert model["metrics"] == [{"measured_on_bundle": str(served), **figures[0]}]
         assert info["statistics_events"] == split.train.height + 2 * N_USERS + 3
         body = client.get("/v1/users/walk-in/recommendations", params={"k": 5}).json()
         assert body["strategy"] == "personalised" and len(body["items"]) == 5
@@ -334,7 +339,9 @@ def test_nightly_refresh_events_through_the_api_then_refresh_stats_then_reload(e
         for a, b in zip(_rows(twice), _rows(direct)):
             np.testing.assert_array_equal(a, b)
         assert client.post("/v1/admin/reload", json={"bundle": "v3"}, headers=admin).status_code == 200
-        assert client.get("/v1/model").json()["ranker"]["statistics_live_events"] == 5
+        model = client.get("/v1/model").json()
+        assert model["ranker"]["statistics_live_events"] == 5
+        assert model["metrics"] == [{"measured_on_bundle": str(served), **figures[0]}]  # still v1's, named as such
 
 
 def test_bench_diversify_refuses_another_dataset_and_counted_test_targets_before_encoding(engine, tmp_path,
