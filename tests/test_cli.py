@@ -992,3 +992,21 @@ def test_the_heavy_commands_cap_their_cpu_threads_first(monkeypatch, tmp_path):
         assert result.exit_code != 0 and "No such option" not in result.output, command
     assert calls == [3, 3, 3, 3]
     assert run("evaluate", "--data", tmp_path / "none").exit_code != 0 and calls == [3, 3, 3, 3]
+
+
+def test_bench_ann_refuses_an_embeddings_file_that_is_no_vector_array_before_it_runs(tmp_path):
+    """A JSON file or a 1-D array ended in a numpy traceback, after the synthetic catalogues had been benchmarked."""
+    import numpy as np
+
+    cases = {"results.json": None, "flat.npy": np.ones(2000, np.float32), "few.npy": np.ones((50, 8), np.float32),
+             "nan.npy": np.full((2000, 8), np.nan, np.float32)}
+    messages = {"results.json": "not a .npy array of item vectors", "flat.npy": "got shape (2000,) of float32",
+                "few.npy": "got shape (50, 8)", "nan.npy": "NaN or infinite values"}
+    for name, array in cases.items():
+        path = tmp_path / name
+        path.write_text('{"rows": []}') if array is None else np.save(path, array)
+        result = run("bench", "ann", "--sizes", "1000", "--kinds", "flat", "--embeddings", path, "--out",
+                     tmp_path / "out")
+        assert result.exit_code == 2 and messages[name] in " ".join(result.output.split()), result.output
+        assert "Traceback" not in result.output
+        assert not (tmp_path / "out" / "ann.json").exists()  # refused before the synthetic catalogue ran
