@@ -961,6 +961,19 @@ def test_metric_tables_never_cut_a_figure_on_a_narrow_terminal(width, tables):
     assert text.count("shop: full ranking") == tables
 
 
+def test_metric_tables_show_every_cut_off_the_rows_were_evaluated_at():
+    """`evaluate --ks 10,100` printed the @10 columns only, and `--ks 100000` no metric at all."""
+    from jobs.output import markdown_metrics, metric_columns
+
+    row = {"model": "engine", "split": "test", "n_examples": 5, "recall@100": 0.5, "ndcg@100": 0.25, "mrr@100": 0.125,
+           "recall@10": 0.3, "ndcg@10": 0.2, "mrr@10": 0.1, "recall@100000": 1.0, "ndcg@100000": 0.3,
+           "mrr@100000": 0.1, "ild@10": 0.9}
+    assert metric_columns(row) == ["recall@10", "ndcg@10", "mrr@10", "recall@100", "ndcg@100", "mrr@100",
+                                   "recall@100000", "ndcg@100000", "mrr@100000"]
+    assert "| recall@10 | ndcg@10 | mrr@10 | recall@100 | ndcg@100 | mrr@100 | recall@100000 |" in \
+        markdown_metrics([row])
+
+
 def test_import_table_names_the_dataset_after_its_out_directory(tmp_path):
     """The dataset took the export file's stem, so every shop's was "events" and its bundles "events" /
     "events-peft"; now --out's name (or --name), which `build` and `train` name their bundles after."""
