@@ -99,13 +99,36 @@ def plan(n: int, kinds: Sequence[str], *, opq: bool = False, gpus: int = 0) -> l
     return out
 
 
+def read_embeddings(path: Path) -> np.ndarray:
+    """Item vectors from a .npy file as float32 [n, d]; DataError (one line) for a file that is no such array: not
+    .npy, pickled objects, not two-dimensional, fewer than `MIN_EMBEDDINGS` rows, non-finite values (was a numpy
+    traceback, after the synthetic catalogues had run)."""
+    from recsys.errors import DataError
+
+    try:
+        vectors = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise DataError(f"not a .npy array of item vectors ({str(error).split('.')[0]})", source=str(path)) from None
+    if vectors.ndim != 2 or vectors.shape[0] < MIN_EMBEDDINGS or not np.issubdtype(vectors.dtype, np.number):
+        raise DataError(f"expected item vectors as a numeric [n, d] array with n ≥ {MIN_EMBEDDINGS}, got shape "
+                        f"{vectors.shape} of {vectors.dtype}", source=str(path))
+    vectors = vectors.astype(np.float32)
+    if not np.isfinite(vectors).all():
+        raise DataError("the item vectors hold NaN or infinite values", source=str(path))
+    return vectors
+
+
+MIN_EMBEDDINGS = 10 * K
+"""Rows an --embeddings file needs: a tenth is held out as queries, and recall@K needs K items."""
+
+
 def load_dataset(n: int | None, n_queries: int, seed: int,
                  embeddings: Path | None) -> tuple[str, np.ndarray, np.ndarray]:
     """(name, items, queries): seeded synthetic clusters, or a real .npy with held-out query rows."""
     if embeddings is None:
         items, queries = clustered_embeddings(n, DIM, n_queries=n_queries, seed=seed)
         return f"synthetic {n:,} × {DIM}", items, queries
-    vectors = np.load(embeddings, allow_pickle=False).astype(np.float32)
+    vectors = read_embeddings(embeddings)
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     order = np.random.default_rng(seed).permutation(len(vectors))
     held = min(n_queries, len(vectors) // 10)

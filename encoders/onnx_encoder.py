@@ -136,6 +136,9 @@ def _export(config: EncoderConfig, target: Path) -> None:
     try:
         export_onnx(part, tmp, PARITY_TEXTS)
         os.replace(tmp, target)
+    except RecsysError as error:  # e.g. a decoder model (GPT-2) whose graph does not export faithfully
+        raise type(error)(f"{error}: this model does not run as an ONNX graph; --encoder torch (build, "
+                          "evaluate, encode) encodes with PyTorch instead") from None
     finally:
         tmp.unlink(missing_ok=True)
 

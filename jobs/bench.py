@@ -37,6 +37,9 @@ def ann(
     if "ivf_pq" in chosen and min(catalogues) < pq_items:  # its codebooks train on the catalogue itself
         raise typer.BadParameter(f"an ivf_pq index needs at least {pq_items} items, got {sizes!r}: give larger "
                                  "sizes or leave ivf_pq out of --kinds", param_hint="--sizes")
+    if embeddings is not None:
+        from benchmarks.ann import read_embeddings
+        read_embeddings(embeddings)  # a file that is no [n, d] array: said before the synthetic catalogues run
     paths = run(catalogues, out, n_queries=queries, threads=threads, single_threads=single_threads,
                 single_queries=single_queries, max_seconds=max_seconds, seed=seed, kinds=chosen,
                 embeddings=embeddings, opq=opq)

@@ -17,6 +17,16 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 METRIC_COLUMNS = ("recall@10", "ndcg@10", "mrr@10", "recall@20", "ndcg@20", "mrr@20",
                   "recall@50", "ndcg@50", "mrr@50")
+"""The default cut-offs' columns (`recsys evaluate`'s --ks 10,20,50), in the order tables show them."""
+METRICS = ("recall", "ndcg", "mrr")
+
+
+def metric_columns(row: dict) -> list[str]:
+    """The metric columns a row holds, by cut-off then `METRICS` (recall@10, ndcg@10, mrr@10, recall@100, …): every
+    k the row was evaluated at, not only the default ones (`--ks 10,100` showed @10 alone)."""
+    found = [key.split("@") for key in row if "@" in key and key.split("@")[0] in METRICS]
+    ks = sorted({int(k) for _, k in found if k.isdigit()})
+    return [f"{metric}@{k}" for k in ks for metric in METRICS if f"{metric}@{k}" in row]
 
 
 def invocation() -> str:
@@ -51,7 +61,7 @@ class MetricsTable:
 
     def __init__(self, rows: list[dict], title: str):
         self.rows, self.title = rows, title
-        self.columns = [c for c in METRIC_COLUMNS if rows and c in rows[0]]
+        self.columns = metric_columns(rows[0]) if rows else []
 
     def __rich_console__(self, console, options):
         from rich.measure import Measurement
@@ -80,7 +90,7 @@ def examples_cell(row: dict) -> str:
 
 def markdown_metrics(rows: list[dict]) -> str:
     """The same table as Markdown (for notes and READMEs)."""
-    columns = [c for c in METRIC_COLUMNS if rows and c in rows[0]]
+    columns = metric_columns(rows[0]) if rows else []
     lines = ["| model | split | n | " + " | ".join(columns) + " |", "|---" * (3 + len(columns)) + "|"]
     for row in rows:
         lines.append(f"| {row['model']} | {row['split']} | {examples_cell(row)} | "

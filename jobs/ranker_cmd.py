@@ -80,8 +80,11 @@ def ranker_config(candidates: int | None, n_jobs: int | None, seed: int | None, 
              "cv_folds": cv_folds, "fold_ensemble": fold_ensemble}
     try:
         return RankerConfig().with_overrides({**(overrides or {}), **{k: v for k, v in given.items() if v is not None}})
-    except ValidationError as error:
-        raise typer.BadParameter(f"invalid setting: {validation_problems(error)}", param_hint="--config") from None
+    except ValidationError as error:  # named by the option that gave the value, else --config
+        fields = {str(problem["loc"][0]) for problem in error.errors() if problem.get("loc")}
+        options = [f"--{name.replace('_', '-')}" for name in given if name in fields and given[name] is not None]
+        raise typer.BadParameter(f"invalid setting: {validation_problems(error)}",
+                                 param_hint=options[0] if options else "--config") from None
 
 
 def bundle_and_dataset(bundle: Path, data: Path):

@@ -17,7 +17,7 @@ from typing import Literal
 import lightgbm as lgb
 import numpy as np
 import polars as pl
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from recsys.candidates import CandidateSources
 from recsys.catalogue import CandidateRows, Catalogue
@@ -63,6 +63,15 @@ class RankerConfig(FrozenModel):
                           "of the other users, each fit early-stopped on its fold's valid step, then the fold models "
                           "summed (`fold_ensemble`) or one fit on all of them with their mean number of trees; the "
                           "held-out users untouched")
+
+    @field_validator("cv_folds")
+    @classmethod
+    def _not_one_fold(cls, value: int) -> int:
+        """One fold is no cross-fitting (it was taken, and fit as 0 does)."""
+        if value == 1:
+            raise ValueError("1 fold is no cross-fitting: 0 (one fit, early-stopped on held-out users) or K ≥ 2")
+        return value
+
     fold_ensemble: bool = Field(True, description="with cv_folds ≥ 2: the ranker is the sum of the K fold models "
                                 "(each early-stopped on its own fold's valid step) instead of one refit with their "
                                 "mean tree count; the fold-to-fold variance of early stopping averages out")

@@ -961,6 +961,19 @@ def test_metric_tables_never_cut_a_figure_on_a_narrow_terminal(width, tables):
     assert text.count("shop: full ranking") == tables
 
 
+def test_metric_tables_show_every_cut_off_the_rows_were_evaluated_at():
+    """`evaluate --ks 10,100` printed the @10 columns only, and `--ks 100000` no metric at all."""
+    from jobs.output import markdown_metrics, metric_columns
+
+    row = {"model": "engine", "split": "test", "n_examples": 5, "recall@100": 0.5, "ndcg@100": 0.25, "mrr@100": 0.125,
+           "recall@10": 0.3, "ndcg@10": 0.2, "mrr@10": 0.1, "recall@100000": 1.0, "ndcg@100000": 0.3,
+           "mrr@100000": 0.1, "ild@10": 0.9}
+    assert metric_columns(row) == ["recall@10", "ndcg@10", "mrr@10", "recall@100", "ndcg@100", "mrr@100",
+                                   "recall@100000", "ndcg@100000", "mrr@100000"]
+    assert "| recall@10 | ndcg@10 | mrr@10 | recall@100 | ndcg@100 | mrr@100 | recall@100000 |" in \
+        markdown_metrics([row])
+
+
 def test_import_table_names_the_dataset_after_its_out_directory(tmp_path):
     """The dataset took the export file's stem, so every shop's was "events" and its bundles "events" /
     "events-peft"; now --out's name (or --name), which `build` and `train` name their bundles after."""
@@ -992,3 +1005,21 @@ def test_the_heavy_commands_cap_their_cpu_threads_first(monkeypatch, tmp_path):
         assert result.exit_code != 0 and "No such option" not in result.output, command
     assert calls == [3, 3, 3, 3]
     assert run("evaluate", "--data", tmp_path / "none").exit_code != 0 and calls == [3, 3, 3, 3]
+
+
+def test_bench_ann_refuses_an_embeddings_file_that_is_no_vector_array_before_it_runs(tmp_path):
+    """A JSON file or a 1-D array ended in a numpy traceback, after the synthetic catalogues had been benchmarked."""
+    import numpy as np
+
+    cases = {"results.json": None, "flat.npy": np.ones(2000, np.float32), "few.npy": np.ones((50, 8), np.float32),
+             "nan.npy": np.full((2000, 8), np.nan, np.float32)}
+    messages = {"results.json": "not a .npy array of item vectors", "flat.npy": "got shape (2000,) of float32",
+                "few.npy": "got shape (50, 8)", "nan.npy": "NaN or infinite values"}
+    for name, array in cases.items():
+        path = tmp_path / name
+        path.write_text('{"rows": []}') if array is None else np.save(path, array)
+        result = run("bench", "ann", "--sizes", "1000", "--kinds", "flat", "--embeddings", path, "--out",
+                     tmp_path / "out")
+        assert result.exit_code == 2 and messages[name] in " ".join(result.output.split()), result.output
+        assert "Traceback" not in result.output
+        assert not (tmp_path / "out" / "ann.json").exists()  # refused before the synthetic catalogue ran

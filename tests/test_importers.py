@@ -708,6 +708,28 @@ def test_dates_written_as_one_number_are_dates(tmp_path: Path) -> None:
     assert data.report.rejected["value"].to_list() == ["9999999999"]  # the year 2286: no shop's time
 
 
+def test_dates_written_as_one_number_beside_other_forms_are_dates_each(tmp_path: Path) -> None:
+    """A column mixing 20240101-style dates with epoch seconds, milliseconds or ISO times read the dates as epoch
+    seconds (August 1970), silently: a user's latest event came first, and split picked the wrong targets."""
+    items = _write(tmp_path / "items.csv", ["item_id,text", "1,Mug", "2,Cup", "3,Jar", "4,Pan"])
+    events = _write(tmp_path / "events.csv", ["user_id,item_id,timestamp", "u,1,20240101", "u,2,20240103",
+                                              "u,3,1704153600", "v,1,1704067200000", "v,2,2024-01-02T00:00:00Z",
+                                              "v,4,20240104103000", "w,1,20240132", "w,2,1704067200.5"])
+    data = import_table(events, items, on_bad_rows="skip")
+    day = 86_400
+    start = 1704067200  # 2024-01-01
+    assert data.interactions.select("user_id", "item_id", "timestamp").rows() == [
+        ("u", "1", start), ("u", "2", start + 2 * day), ("u", "3", start + day), ("v", "1", start),
+        ("v", "2", start + day), ("v", "4", start + 3 * day + 37800), ("w", "2", start)]
+    assert data.report.rejected.select("row", "value").rows() == [(7, "20240132")]  # no 32nd of January
+    assert "4 timestamps of events.csv read as dates written YYYYMMDD or YYYYMMDDHHMMSS, each value by its own " \
+           "form" in data.report.notes
+    pl.DataFrame({"user_id": ["u", "u"], "item_id": ["1", "2"], "timestamp": [20240102, 1704240000]}).write_parquet(
+        tmp_path / "mixed.pq")
+    assert import_table(tmp_path / "mixed.pq", items).interactions["timestamp"].to_list() == [start + day,
+                                                                                              start + 2 * day]
+
+
 def test_header_only_or_fully_rejected_interactions_are_errors(tmp_path: Path) -> None:
     events, items = _toy_csv(tmp_path)
     events.write_text("customer,sku,when\n")

@@ -117,3 +117,19 @@ def test_an_int8_graph_quantised_by_another_rule_is_not_taken_from_the_cache(tmp
     monkeypatch.setitem(onnx_encoder.INT8_SETTINGS, "fp32", r"/nothing/MatMul$")
     other = graph_path(config, cache)
     assert other != int8 and other.is_file() and int8.stat().st_mtime_ns == made  # quantised again, beside it
+
+
+def test_a_model_whose_graph_does_not_match_its_tower_names_the_torch_encoder(tmp_path, monkeypatch):
+    """A decoder model (a tiny GPT-2) failed `recsys build`'s default ONNX encoder with the parity error alone."""
+    import encoders.export
+    from benchmarks.tiny_bert import build_tiny_bert
+    from recsys.errors import BundleError
+
+    def mismatched(part, path, texts):
+        raise BundleError("ONNX export of item_tower does not match the PyTorch tower (max |diff| 5.42e-01)")
+
+    monkeypatch.setattr(encoders.export, "export_onnx", mismatched)
+    model = build_tiny_bert(tmp_path / "bert", ["black", "camera"])
+    with pytest.raises(BundleError, match=r"max \|diff\| 5\.42e-01\): this model does not run as an ONNX graph; "
+                                          r"--encoder torch \(build, evaluate, encode\) encodes with PyTorch instead"):
+        graph_path(EncoderConfig(model=str(model), backend="onnx-int8"), tmp_path / "cache")

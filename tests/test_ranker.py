@@ -192,6 +192,12 @@ def test_train_ranker_config_file_sets_features_and_bad_files_are_refused(tmp_pa
         overrides.write_text(content)
         refused = CliRunner().invoke(app, [*base, "--config", str(overrides)])
         assert refused.exit_code == 2 and message in refused.output and "Traceback" not in refused.output, content
+    # one fold is no cross-fitting (it was taken, and fit as 0 folds): named by the option that gave it
+    overrides.write_text('{"cv_folds": 1}')
+    for extra, option in ((["--cv-folds", "1"], "--cv-folds"), (["--config", str(overrides)], "--config")):
+        refused = CliRunner().invoke(app, [*base, *extra])
+        flat = " ".join(refused.output.replace("│", " ").split())
+        assert refused.exit_code == 2 and f"Invalid value for {option}" in flat and "1 fold is no cross-fitting" in flat
 
 
 def saved_planted_bundle(tmp_path):

@@ -59,27 +59,39 @@ COMPACT_DATES = {8: ("%Y%m%d", 19000101, 21001231), 14: ("%Y%m%d%H%M%S", 1900010
 """Digits: (format, least, most) of a date written as one number (YYYYMMDD, YYYYMMDDHHMMSS; years 1900-2100)."""
 
 
-def _compact_dates(whole: pl.Series, report: ImportReport | None, path: Path | None) -> pl.Series | None:
-    """Int64 seconds when every integer of `whole` (nulls aside) is shaped as a date written YYYYMMDD or
-    YYYYMMDDHHMMSS (as epoch seconds or milliseconds those numbers would be August 1970 or the 26th century); one
-    that is no such date (20240132) is null, a bad row. None when `whole` is not so shaped."""
-    values = whole.drop_nulls()
-    digits = values.cast(pl.Utf8).str.len_chars()
-    shaped = pl.lit(False)
+def _compact_dates(whole: pl.Series, report: ImportReport | None,
+                   path: Path | None) -> tuple[pl.Series, pl.Series] | None:
+    """(Int64 seconds, mask) of the integers of `whole` shaped as a date written YYYYMMDD or YYYYMMDDHHMMSS, value by
+    value (as epoch seconds or milliseconds those numbers would be August 1970 or the 26th century): the mask marks
+    them, and the seconds are null elsewhere and where one so shaped is no date (20240132, a bad row). None when
+    no value is so shaped. A column that mixes them with epoch numbers or ISO times reads each value by its own
+    form (it used to read them all as epoch seconds, 1970, unless every value was so shaped)."""
+    digits = whole.cast(pl.Utf8).str.len_chars()
+    shaped = pl.Series([False] * whole.len(), dtype=pl.Boolean)
     for count, (_, least, most) in COMPACT_DATES.items():
-        shaped = shaped | ((digits == count) & values.is_between(least, most))
-    if values.is_empty() or not pl.select(shaped.all()).item():
+        shaped = shaped | ((digits == count) & whole.is_between(least, most)).fill_null(False)
+    n_shaped = int(shaped.sum())
+    if not n_shaped:
         return None
-    text = whole.cast(pl.Utf8)
+    text = pl.select(pl.when(shaped).then(whole.cast(pl.Utf8))).to_series()
     parsed = pl.Series([None] * whole.len(), dtype=pl.Datetime("us"))
     for count, (fmt, _, _) in COMPACT_DATES.items():
         these = pl.select(pl.when(text.str.len_chars() == count).then(text)).to_series()
         parsed = parsed.fill_null(these.str.to_datetime(fmt, strict=False, time_unit="us"))
     if report is not None:
         where = f" of {path.name}" if path else ""
-        report.notes.append(f"{counted(values.len(), 'timestamp')}{where} read as dates written "
-                            "YYYYMMDD or YYYYMMDDHHMMSS")
-    return parsed.dt.epoch("s")
+        mixed = n_shaped < whole.len() - whole.null_count() or whole.null_count() > 0
+        report.notes.append(f"{counted(n_shaped, 'timestamp')}{where} read as dates written YYYYMMDD or "
+                            "YYYYMMDDHHMMSS" + (", each value by its own form" if mixed else ""))
+    return parsed.dt.epoch("s"), shaped
+
+
+def _with_dates(seconds: pl.Series, compact: tuple[pl.Series, pl.Series] | None) -> pl.Series:
+    """`seconds` with the values `_compact_dates` read as dates in their place (null where such a one is no date)."""
+    if compact is None:
+        return seconds
+    dates, shaped = compact
+    return pl.select(pl.when(shaped).then(dates).otherwise(seconds)).to_series().cast(pl.Int64)
 
 
 def epoch_seconds(frame: pl.DataFrame, column: str, fmt: str | None, report: ImportReport | None = None,
@@ -88,8 +100,10 @@ def epoch_seconds(frame: pl.DataFrame, column: str, fmt: str | None, report: Imp
     (such numbers, ISO 8601 or `fmt`) -> Int64 seconds (null where a value is missing or does not parse)."""
     raw = frame[column]
     if raw.dtype.is_integer():
-        compact = _compact_dates(raw.cast(pl.Int64, strict=False), report, path)
-        return compact if compact is not None else _epoch_numbers(raw, report, path)
+        whole = raw.cast(pl.Int64, strict=False)
+        compact = _compact_dates(whole, report, path)
+        rest = raw if compact is None else pl.select(pl.when(~compact[1]).then(whole)).to_series()
+        return _with_dates(_epoch_numbers(rest, report, path), compact)
     if raw.dtype.is_numeric():
         return _epoch_numbers(raw, report, path)
     if raw.dtype in (pl.Date, pl.Datetime):
@@ -104,9 +118,10 @@ def epoch_seconds(frame: pl.DataFrame, column: str, fmt: str | None, report: Imp
     if is_decimal.any():
         numbers = numbers.fill_null(pl.select(pl.when(is_decimal).then(text)).to_series().cast(pl.Float64,
                                                                                                strict=False))
-    compact = None if is_decimal.any() else _compact_dates(whole, report, path)
-    seconds = compact if compact is not None else _epoch_numbers(numbers, report, path) \
-        if numbers.is_not_null().any() else whole
+    compact = _compact_dates(whole, report, path)
+    if compact is not None:  # the dates' digits are not epoch numbers
+        numbers = pl.select(pl.when(~compact[1]).then(numbers)).to_series()
+    seconds = _with_dates(_epoch_numbers(numbers, report, path) if numbers.is_not_null().any() else whole, compact)
     is_number = is_int | is_decimal
     iso_text = pl.select(pl.when(~is_number).then(text)).to_series()
     if iso_text.null_count() < len(iso_text):
