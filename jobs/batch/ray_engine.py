@@ -101,6 +101,8 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
             ray.init(address=address or "local", num_cpus=num_cpus if address is None else None,
                      include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
         except ConnectionError as exc:  # "auto" with no cluster: Ray's message names its own --address flag
+            if address is None:
+                raise
             from jobs.batch.layout import BatchError
             raise BatchError(f"no Ray cluster to join for --ray-address {address!r} ({str(exc).split('.')[0]}): "
                              "start one (ray start --head), give its address (host:6379, ray://host:10001), or "
