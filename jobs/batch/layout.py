@@ -32,6 +32,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recsys.artifacts import JOB_OUTPUTS
 from recsys.errors import RecsysError
 
 JOB_DIR = "_job"
@@ -44,9 +45,8 @@ SHARD_GLOB = "part-*.parquet"
 FORMAT = "recsys-batch-scores"
 FORMAT_VERSION = 1
 VECTORS_FORMAT = "recsys-item-vectors"  # `recsys encode`'s (jobs/batch/encode.py)
-OUTPUTS = {FORMAT: ("recsys batch-score", "batch scores", "a batch-score job"),
-           VECTORS_FORMAT: ("recsys encode", "item vectors", "an encode job")}
-"""format → (the command that writes it, what it holds, what this module calls a job of it)."""
+JOB_NOUNS = {FORMAT: "a batch-score job", VECTORS_FORMAT: "an encode job"}
+"""format → a job of it, in words (its command and contents: recsys.artifacts.JOB_OUTPUTS)."""
 
 
 class BatchError(RecsysError):
@@ -156,9 +156,9 @@ def describe_output(out: Path, fmt: str) -> str:
     """What a directory holding a job of format `fmt` holds, for a message: "`recsys encode` output (item
     vectors)", "an unfinished `recsys encode` job (item vectors)", or "output of format 'x'" for one this tool
     does not write."""
-    if fmt not in OUTPUTS:
+    if fmt not in JOB_OUTPUTS:
         return f"output of format {fmt!r}"
-    command, contents, _ = OUTPUTS[fmt]
+    command, contents = JOB_OUTPUTS[fmt]
     return f"`{command}` output ({contents})" if (out / MANIFEST).is_file() \
         else f"an unfinished `{command}` job ({contents})"
 
@@ -169,7 +169,7 @@ def refuse_foreign(out: str | Path, fmt: str) -> None:
     out = Path(out)
     held = held_format(out) if out.is_dir() else None
     if held is not None and held != fmt:
-        job = OUTPUTS[fmt][2] if fmt in OUTPUTS else f"a {fmt} job"
+        job = JOB_NOUNS.get(fmt, f"a {fmt} job")
         raise BatchError(f"{out} holds {describe_output(out, held)}, not {job}: choose another --out "
                          "(--overwrite replaces only this command's own earlier output)")
 
