@@ -18,6 +18,7 @@ from api.settings import Settings
 from jobs.bench import bench_app
 from jobs.options import OneOf
 from jobs.output import err_console
+from jobs.paths import writable_out
 from recsys.errors import RecsysError
 
 app = typer.Typer(help="BERT-based recommendation engine.", no_args_is_help=True, pretty_exceptions_enable=False)
@@ -214,7 +215,7 @@ MAX_K = _api_max_k()
 
 
 ModelOpt = Annotated[str, typer.Option(help="BERT: local HF directory, hub name, or 'default' (offline MiniLM)")]
-OutOpt = Annotated[Path, typer.Option("--out", file_okay=False, help="output directory")]
+OutOpt = Annotated[Path, typer.Option("--out", file_okay=False, callback=writable_out, help="output directory")]
 BundleDir = Annotated[Path, typer.Option("--bundle", help="bundle directory (or a model directory: newest version)")]
 BundleData = Annotated[Path, typer.Option("--data", help="the dataset the bundle was built on")]
 CpuThreads = Annotated[Optional[int], typer.Option("--threads", min=1, max=256, help="CPU threads (torch, FAISS, "
@@ -261,11 +262,12 @@ def bundle_name(value: str | None) -> str | None:
 
 def new_bundle_out(value: Path | None) -> Path | None:
     """`--out` callback of the commands that write a new bundle after a long job (train-ranker, refresh-stats,
-    refit): a path that already exists is refused before the job starts, not after it."""
+    refit): a path that already exists, or one that cannot be written, is refused before the job starts, not after
+    it."""
     if value is not None and value.exists():
         raise typer.BadParameter(f"{value} already exists: choose a new directory (or leave --out out: a new version "
                                  "beside the bundle)", param_hint="--out")
-    return value
+    return writable_out(value)
 
 
 NewBundleOut = Annotated[Optional[Path], typer.Option(file_okay=False, callback=new_bundle_out,

@@ -11,6 +11,7 @@ import typer
 
 from jobs.app import EventStoreOpt, RedisTimeoutOpt, RedisUrlOpt, StateDirOpt, app, check_ray_only
 from jobs.output import console, err_console
+from jobs.paths import writable_out
 from recsys.store import HISTORY_LIMIT, REDIS_TIMEOUT_S
 from recsys.text_format import counted, plural
 
@@ -18,7 +19,8 @@ from recsys.text_format import counted, plural
 @app.command("batch-score")
 def batch_score(
     bundle: Annotated[Path, typer.Option(help="bundle directory (or a model directory: newest version)")],
-    out: Annotated[Path, typer.Option("--out", file_okay=False, help="output directory (shards, manifest.json)")],
+    out: Annotated[Path, typer.Option("--out", file_okay=False, callback=writable_out,
+                                      help="output directory (shards, manifest.json)")],
     users: Annotated[str, typer.Option(help="'all', 'sample:N' / 'sample:N:SEED' (a seeded random sample of the "
                                             "known users) or a file of user ids (.txt, .csv, .parquet)")] = "all",
     k: Annotated[int, typer.Option(min=1, help="items per user")] = 100,

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from jobs.options import OneOf, WholeNumber, comma_list
+from jobs.paths import writable_out
 
 bench_app = typer.Typer(help="Benchmarks: JSON + Markdown table + PNG chart per run.", no_args_is_help=True)
 
@@ -15,7 +16,8 @@ bench_app = typer.Typer(help="Benchmarks: JSON + Markdown table + PNG chart per 
 @bench_app.command("ann")
 def ann(
     sizes: str = typer.Option("10000,100000,1000000", help="comma-separated synthetic catalogue sizes"),
-    out: Path = typer.Option(Path("results/ann"), file_okay=False, help="directory for ann.json / ann.md / ann.png"),
+    out: Path = typer.Option(Path("results/ann"), file_okay=False, callback=writable_out,
+                             help="directory for ann.json / ann.md / ann.png"),
     queries: int = typer.Option(1000, min=1, help="queries per dataset (recall and batched QPS)"),
     threads: int = typer.Option(0, min=0, help="faiss threads for builds and batches (0: all cores)"),
     single_threads: int = typer.Option(1, min=1, help="faiss threads for the one-query-at-a-time loop"),

@@ -11,6 +11,7 @@ import typer
 
 from jobs.bench import bench_app
 from jobs.options import OneOf, comma_list
+from jobs.paths import writable_out
 
 ENGINES = OneOf(("local", "ray"), "engine")
 
@@ -31,7 +32,8 @@ def bench_batch(
     workers: Annotated[int, typer.Option(min=1, help="Ray actors")] = 2,
     work: Annotated[Path, typer.Option(help="scratch directory (generated bundle, shards)")]
     = Path("/tmp/recsys-bench-batch"),
-    out: Annotated[Path, typer.Option(file_okay=False, help="results directory (batch.json, batch.md, batch.png)")]
+    out: Annotated[Path, typer.Option(file_okay=False, callback=writable_out,
+                                      help="results directory (batch.json, batch.md, batch.png)")]
     = Path("results/bench"),
 ) -> None:
     """Time `recsys batch-score` in a fresh subprocess per run; peak PSS of its whole process tree."""

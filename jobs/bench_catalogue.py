@@ -12,6 +12,7 @@ import typer
 from jobs.bench import bench_app
 from jobs.options import OneOf, WholeNumber, comma_list
 from jobs.output import invocation
+from jobs.paths import writable_out
 
 PQ_ITEMS = 256  # an ivf_pq index trains its 8-bit codebooks on the catalogue itself
 
@@ -39,7 +40,8 @@ class KindSize:
 
 @bench_app.command("catalogue")
 def bench_catalogue(
-    out: Annotated[Path, typer.Option(file_okay=False, help="results directory (catalogue.json, .md, .png)")]
+    out: Annotated[Path, typer.Option(file_okay=False, callback=writable_out,
+                                      help="results directory (catalogue.json, .md, .png)")]
     = Path("results/catalogue-edits"),
     kinds: Annotated[str, typer.Option(help="index kinds, each optionally with its own size: "
                                             "hnsw:50000,ivf_pq:200000,flat:500000")] = "flat,hnsw,ivf_pq",

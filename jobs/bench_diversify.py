@@ -10,13 +10,15 @@ import typer
 
 from jobs.bench import bench_app
 from jobs.options import Number, OrNone, comma_list
+from jobs.paths import writable_out
 
 
 @bench_app.command("diversify")
 def bench_diversify(
     bundle: Annotated[Path, typer.Option(help="bundle directory (or a model directory: newest version)")],
     data: Annotated[Path, typer.Option(help="the dataset the bundle was built on")],
-    out: Annotated[Path, typer.Option(file_okay=False, help="results directory")] = Path("results/diversify"),
+    out: Annotated[Path, typer.Option(file_okay=False, callback=writable_out,
+                                      help="results directory")] = Path("results/diversify"),
     weights: Annotated[str, typer.Option(help="comma-separated MMR weights in [0, 1]")] = "0,0.1,0.2,0.3",
     thresholds: Annotated[str, typer.Option(help="comma-separated near-duplicate cosines in (0, 1], or none")]
     = "none,0.95,0.9",

@@ -11,12 +11,14 @@ import typer
 
 from jobs.bench import bench_app
 from jobs.output import invocation
+from jobs.paths import writable_out
 
 
 @bench_app.command("engine")
 def bench_engine(
     bundle: Annotated[Path, typer.Option(help="bundle directory (or a model directory: newest version)")],
-    out: Annotated[Path, typer.Option(file_okay=False, help="output directory")] = Path("results/engine"),
+    out: Annotated[Path, typer.Option(file_okay=False, callback=writable_out,
+                                      help="output directory")] = Path("results/engine"),
     queries: Annotated[int, typer.Option(min=40, help="queries per kind")] = 300,
     batch: Annotated[int, typer.Option(min=2, help="queries per batched call")] = 32,
     seed: Annotated[int, typer.Option(min=0)] = 0,

@@ -14,6 +14,7 @@ import typer
 from jobs.app import BundleData, BundleDir
 from jobs.bench import bench_app
 from jobs.options import Number, comma_list
+from jobs.paths import writable_out
 
 OuterFolds = Annotated[int, typer.Option("--outer", min=2, max=20, help="cross-fitting folds over the valid users")]
 FoldSeed = Annotated[int, typer.Option("--seed", min=0, help="seed of the cross-fitting folds, the re-ranker "
@@ -24,8 +25,9 @@ FoldSeed = Annotated[int, typer.Option("--seed", min=0, help="seed of the cross-
 def bench_ranker_folds(
     bundle: BundleDir,
     data: BundleData,
-    out: Annotated[Path, typer.Option(file_okay=False, help="results directory (folds.json, folds.md, "
-                                      "folds.png)")] = Path("results/ranker-folds"),
+    out: Annotated[Path, typer.Option(file_okay=False, callback=writable_out,
+                                      help="results directory (folds.json, folds.md, "
+                                           "folds.png)")] = Path("results/ranker-folds"),
     outer: OuterFolds = 5,
     seed: FoldSeed = 0,
     schemes: Annotated[Path | None, typer.Option(
@@ -50,8 +52,9 @@ def bench_ranker_folds(
 def bench_id_sequence(
     bundle: BundleDir,
     data: BundleData,
-    out: Annotated[Path, typer.Option(file_okay=False, help="results directory (sequence.json, sequence.md, "
-                                      "sequence.png)")] = Path("results/id-sequence"),
+    out: Annotated[Path, typer.Option(file_okay=False, callback=writable_out,
+                                      help="results directory (sequence.json, sequence.md, "
+                                           "sequence.png)")] = Path("results/id-sequence"),
     outer: OuterFolds = 5,
     seed: FoldSeed = 0,
 ) -> None:
@@ -69,7 +72,8 @@ def bench_id_sequence(
 def bench_ease(
     bundle: BundleDir,
     data: BundleData,
-    out: Annotated[Path, typer.Option(file_okay=False, help="results directory (ease.json, ease.md, ease.png)")] = Path(
+    out: Annotated[Path, typer.Option(file_okay=False, callback=writable_out,
+                                      help="results directory (ease.json, ease.md, ease.png)")] = Path(
         "results/ease"),
     lambdas: Annotated[str, typer.Option(help="comma-separated EASE regularisation strengths λ")] = "100,200,500",
     buckets: Annotated[int, typer.Option(min=1, help="absolute time: fits, one per group of valid queries by time "
@@ -92,8 +96,9 @@ def bench_ease(
 def bench_lexical(
     bundle: BundleDir,
     data: BundleData,
-    out: Annotated[Path, typer.Option(file_okay=False, help="results directory (lexical.json, lexical.md, "
-                                      "lexical.png)")] = Path("results/lexical"),
+    out: Annotated[Path, typer.Option(file_okay=False, callback=writable_out,
+                                      help="results directory (lexical.json, lexical.md, "
+                                           "lexical.png)")] = Path("results/lexical"),
     outer: OuterFolds = 5,
     seed: FoldSeed = 0,
 ) -> None:

@@ -11,13 +11,15 @@ from jobs.app import read_json_object
 from jobs.bench import bench_app
 from jobs.options import OneOf, WholeNumber, comma_list
 from jobs.output import invocation
+from jobs.paths import writable_out
 
 
 @bench_app.command("gpu")
 def gpu(
     data: Annotated[Path, typer.Option(help="dataset for the train / encode stages (e.g. amazon-scientific)")],
-    out: Annotated[Path, typer.Option(file_okay=False, help="output directory (gpu.json, gpu.md, bundles/, ann/, "
-                                      "latency/)")] = Path("results/gpu"),
+    out: Annotated[Path, typer.Option(file_okay=False, callback=writable_out,
+                                      help="output directory (gpu.json, gpu.md, bundles/, ann/, "
+                                           "latency/)")] = Path("results/gpu"),
     model: Annotated[str, typer.Option(help="BERT: local HF directory or 'default' (MiniLM)")] = "default",
     train_minutes: Annotated[float, typer.Option(min=0.1, help="cap on the `gpu` preset's training time")] = 2.5,
     config: Annotated[Optional[Path], typer.Option("--config", help="JSON merged over the `gpu` preset")] = None,

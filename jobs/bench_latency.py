@@ -10,12 +10,14 @@ import typer
 from jobs.bench import bench_app
 from jobs.options import OneOf, WholeNumber, comma_list
 from jobs.output import invocation
+from jobs.paths import writable_out
 
 
 @bench_app.command("latency")
 def latency(
     bundle: Annotated[Path, typer.Option(help="bundle directory (or a model directory: newest version)")],
-    out: Annotated[Path, typer.Option(file_okay=False, help="output directory")] = Path("results/latency"),
+    out: Annotated[Path, typer.Option(file_okay=False, callback=writable_out,
+                                      help="output directory")] = Path("results/latency"),
     concurrency: Annotated[str, typer.Option(help="comma-separated client counts")] = "1,8,32,64",
     endpoints: Annotated[str, typer.Option(help="user,similar,similar_user,session")] = \
         "user,similar,similar_user,session",

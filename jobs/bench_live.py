@@ -9,12 +9,14 @@ import typer
 
 from jobs.bench import bench_app
 from jobs.output import invocation
+from jobs.paths import writable_out
 
 
 @bench_app.command("live")
 def live(
     bundle: Annotated[Path, typer.Option(help="bundle directory (or a model directory: newest version)")],
-    out: Annotated[Path, typer.Option(file_okay=False, help="output directory")] = Path("results/live"),
+    out: Annotated[Path, typer.Option(file_okay=False, callback=writable_out,
+                                      help="output directory")] = Path("results/live"),
     workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes")] = 2,
     trials: Annotated[int, typer.Option(min=0, help="writes of each kind (0: no convergence runs)")] = 10,
     window: Annotated[float, typer.Option(min=0.1, help="seconds of fresh reads after each write")] = 1.5,

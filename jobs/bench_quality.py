@@ -13,6 +13,7 @@ from jobs.app import read_json_object
 from jobs.bench import bench_app
 from jobs.options import OneOf, comma_list
 from jobs.output import invocation
+from jobs.paths import writable_out
 
 
 def _report_name(value: str) -> str:
@@ -27,8 +28,9 @@ def _report_name(value: str) -> str:
 @bench_app.command("quality")
 def bench_quality(
     data: Annotated[Path, typer.Option(help="dataset directory or raw RecBole/MovieLens directory")],
-    out: Annotated[Path, typer.Option(file_okay=False, help="results directory (quality.json, quality.md, "
-                                      "quality.png)")] = Path("results/quality"),
+    out: Annotated[Path, typer.Option(file_okay=False, callback=writable_out,
+                                      help="results directory (quality.json, quality.md, "
+                                           "quality.png)")] = Path("results/quality"),
     variants: Annotated[str, typer.Option(help="comma-separated presets (encoders/presets.py)")] = "cpu",
     config: Annotated[Optional[Path], typer.Option("--config", help="JSON overrides merged into every preset")] = None,
     baselines: Annotated[bool, typer.Option("--baselines/--no-baselines")] = True,

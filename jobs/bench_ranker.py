@@ -12,6 +12,7 @@ import typer
 from jobs.app import BundleData, BundleDir
 from jobs.bench import bench_app
 from jobs.options import WholeNumber, comma_list
+from jobs.paths import writable_out
 from jobs.ranker_cmd import (Candidates, CvFolds, FoldEnsemble, PopularCandidates, RankerConfigFile, RankerThreads,
                              TrainPositions, TransitionCandidates, ranker_config, read_overrides)
 
@@ -27,8 +28,9 @@ def _new_bundle(value: Path | None) -> Path | None:
 def bench_ranker(
     bundle: BundleDir,
     data: BundleData,
-    out: Annotated[Path, typer.Option(file_okay=False, help="results directory (ranker.json, ranker.md, "
-                                      "ranker.png)")] = Path("results/ranker"),
+    out: Annotated[Path, typer.Option(file_okay=False, callback=writable_out,
+                                      help="results directory (ranker.json, ranker.md, "
+                                           "ranker.png)")] = Path("results/ranker"),
     candidates: Candidates = None,
     n_jobs: RankerThreads = None,
     seeds: Annotated[str, typer.Option(help="comma-separated seeds: one fit each, the spread reported")] = "0",

@@ -15,11 +15,13 @@ from rich.markup import escape
 from jobs.bench import bench_app
 from jobs.options import OneOf, comma_list
 from jobs.output import invocation
+from jobs.paths import writable_out
 
 
 @bench_app.command("encoder")
 def bench_encoder(
-    out: Annotated[Path, typer.Option(file_okay=False, help="output directory")] = Path("results/encoder"),
+    out: Annotated[Path, typer.Option(file_okay=False, callback=writable_out,
+                                      help="output directory")] = Path("results/encoder"),
     texts: Annotated[int, typer.Option(min=100, help="synthetic shop item texts to encode")] = 10_000,
     threads: Annotated[int, typer.Option(min=1, help="torch / ONNX Runtime threads")] = 2,
     data: Annotated[Optional[Path], typer.Option(help="also evaluate each backend zero-shot on this dataset's "
@@ -56,7 +58,8 @@ def bench_scale(
     "10000x100000x1000000,100000x1000000x10000000",
     work: Annotated[Path, typer.Option(help="where the shops, bundles and batch outputs go (kept)")] =
     Path("results/scale-work"),
-    out: Annotated[Path, typer.Option(file_okay=False, help="output directory")] = Path("results/scale"),
+    out: Annotated[Path, typer.Option(file_okay=False, callback=writable_out,
+                                      help="output directory")] = Path("results/scale"),
     stages: Annotated[str, typer.Option(help="comma-separated: import, build, ranker, batch, serve")] =
     "import,build,ranker,batch,serve",
     threads: Annotated[int, typer.Option(min=1, help="threads for every stage (OMP/BLAS/FAISS/LightGBM)")] = 1,

@@ -12,11 +12,13 @@ import typer
 from jobs.bench import bench_app
 from jobs.options import WholeNumber, comma_list
 from jobs.output import invocation
+from jobs.paths import writable_out
 
 
 @bench_app.command("store")
 def bench_store(
-    out: Annotated[Path, typer.Option(file_okay=False, help="results directory (store.json, store.md, store.png)")]
+    out: Annotated[Path, typer.Option(file_okay=False, callback=writable_out,
+                                      help="results directory (store.json, store.md, store.png)")]
     = Path("results/store"),
     lengths: Annotated[str, typer.Option(help="comma-separated history lengths of one user")] = (
         "0,1000,10000,100000,1000000"),

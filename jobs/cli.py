@@ -22,6 +22,7 @@ from jobs.bench import bench_app
 from jobs.options import OneOf, WholeNumber, comma_list
 from jobs.output import console, err_console, index_line, markdown_metrics, metrics_table, print_recommendations, \
     step, write_json
+from jobs.paths import writable_out
 from recsys.config import BuildConfig, EncoderConfig, EvalConfig, IndexConfig, UserTowerConfig
 from recsys.errors import RecsysError, UnknownIdError
 from recsys.text_format import counted
@@ -208,7 +209,8 @@ def evaluate_cmd(
     ks: str = "10,20,50", splits: str = "valid,test",
     mask_history: Annotated[bool, typer.Option(help="remove history items from the ranking (not the published "
                                                     "protocol)")] = False,
-    out: Annotated[Path, typer.Option(dir_okay=False, help="JSON results file")] = Path("results/evaluate.json"),
+    out: Annotated[Path, typer.Option(dir_okay=False, callback=writable_out,
+                                      help="JSON results file")] = Path("results/evaluate.json"),
     from_batch: Annotated[Optional[Path], typer.Option(help="also score a `recsys batch-score --data D --split S` "
                                                             "output directory (S among --splits, k ≥ max K, "
                                                             "--keep-seen unless --mask-history)")] = None,

@@ -11,6 +11,7 @@ import typer
 
 from jobs.app import BatchSize, MaxLength, ModelOpt, PoolingOpt, app, check_ray_only
 from jobs.output import console, err_console
+from jobs.paths import writable_out
 
 EngineOpt = Annotated[str, typer.Option(help="local, or ray (pip install '.\\[distributed]')")]
 WorkersOpt = Annotated[Optional[int], typer.Option(min=1, help="ray: actors / local CPUs (default: all CPUs; "
@@ -37,7 +38,8 @@ def encode_options(out: Path, engine: str, workers: int | None, threads: int, ra
 @app.command()
 def encode(
     data: Annotated[Path, typer.Option(help="dataset directory (recsys import) or raw RecBole/MovieLens directory")],
-    out: Annotated[Path, typer.Option("--out", file_okay=False, help="output directory (vector shards, "
+    out: Annotated[Path, typer.Option("--out", file_okay=False, callback=writable_out,
+                                      help="output directory (vector shards, "
                                                                      "manifest.json)")],
     model: ModelOpt = "default", max_length: MaxLength = 64, batch_size: BatchSize = 64,
     pooling: PoolingOpt = "auto",

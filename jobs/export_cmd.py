@@ -13,6 +13,7 @@ import typer
 
 from jobs.app import app
 from jobs.output import console, step
+from jobs.paths import writable_out
 from recsys.errors import RecsysError
 
 ONNX_HINT = "the ONNX export needs onnx and onnxruntime: pip install 'bert-recsys[onnx]' (in a clone: pip install " \
@@ -22,7 +23,8 @@ ONNX_HINT = "the ONNX export needs onnx and onnxruntime: pip install 'bert-recsy
 @app.command("export")
 def export(
     bundle: Annotated[Path, typer.Option(help="bundle directory (or a model directory: newest version)")],
-    out: Annotated[Path, typer.Option("--out", file_okay=False, help="new (or empty) directory for the exported "
+    out: Annotated[Path, typer.Option("--out", file_okay=False, callback=writable_out,
+                                      help="new (or empty) directory for the exported "
                                                                      "files")],
     onnx: Annotated[bool, typer.Option("--onnx/--no-onnx", help="also export the item tower as ONNX")] = True,
     parity_texts: Annotated[int, typer.Option(min=1, max=10_000, help="catalogue texts the ONNX graph is checked "

@@ -16,6 +16,7 @@ import typer
 
 from jobs.app import MAX_K, Items, ModelOpt, OutOpt, Port, Seed, Users, app
 from jobs.output import console, print_recommendations, step
+from jobs.paths import writable_out
 from recsys.text_format import counted
 
 RESULT_MODELS = {"popularity": "popularity", "zero-shot-bert": "zero-shot BERT", "towers": "trained towers",
@@ -25,7 +26,8 @@ RESULT_MODELS = {"popularity": "popularity", "zero-shot-bert": "zero-shot BERT",
 @app.command()
 def quickstart(
     out: OutOpt = Path("artifacts"),
-    data_out: Annotated[Path, typer.Option(file_okay=False, help="where the synthetic dataset is written (a "
+    data_out: Annotated[Path, typer.Option(file_okay=False, callback=writable_out,
+                                           help="where the synthetic dataset is written (a "
                                                                  "synthetic shop already there is replaced)")]
     = Path("data/shop"),
     results: Annotated[Path, typer.Option(file_okay=False, help="quickstart.json / .md / .png: the evaluation "

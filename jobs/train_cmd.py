@@ -15,6 +15,7 @@ from jobs.app import EVAL_USERS, POOLING_HELP, EvalUsersOpt, IndexKind, Pooling,
 from jobs.output import ensemble_table, index_line
 from recsys.config import EvalConfig
 from jobs.output import console, err_console
+from jobs.paths import writable_out
 
 
 def train_config(preset_name: str, config_file: Path | None, from_bundle: Path | None, options: dict):
@@ -39,7 +40,8 @@ def train_config(preset_name: str, config_file: Path | None, from_bundle: Path |
 @app.command()
 def train(
     data: Annotated[Path, typer.Option(help="dataset directory (recsys import) or raw RecBole/MovieLens directory")],
-    out: Annotated[Path, typer.Option(file_okay=False, help="artifacts root")] = Path("artifacts"),
+    out: Annotated[Path, typer.Option(file_okay=False, callback=writable_out,
+                                      help="artifacts root")] = Path("artifacts"),
     name: Annotated[Optional[str], typer.Option(help="bundle name (default: <dataset>-peft)",
                                                 callback=bundle_name)] = None,
     preset: Annotated[str, typer.Option(help="cpu | cpu-text-only | cpu-history-text | frozen | gpu | quickstart | "

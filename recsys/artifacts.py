@@ -16,6 +16,9 @@ from recsys.errors import BundleError
 
 MANIFEST = "manifest.json"
 BUNDLE_SCHEMA_VERSION = 1
+JOB_OUTPUTS = {"recsys-batch-scores": ("recsys batch-score", "batch scores"),
+               "recsys-item-vectors": ("recsys encode", "item vectors")}
+"""The job outputs that hold a manifest.json and are not bundles (jobs/batch/): format → (command, contents)."""
 TRACKED_LIBRARIES = ("torch", "transformers", "peft", "faiss-cpu", "faiss-gpu-cu12", "polars", "numpy",
                      "lightgbm", "bert-recsys")
 
@@ -118,6 +121,8 @@ def read_manifest(bundle: str | Path, verify: bool = True) -> dict:
         raise BundleError(f"{bundle}: {MANIFEST} is not valid JSON ({exc})") from exc
     if not isinstance(manifest, dict):
         raise BundleError(f"{bundle}: {MANIFEST} is not a JSON object (a {type(manifest).__name__})")
+    if "bundle_schema_version" not in manifest:  # a job output's manifest, or another tool's
+        raise BundleError(f"{bundle}: no bundle here: {not_a_bundle(manifest)}")
     if manifest.get("bundle_schema_version") != BUNDLE_SCHEMA_VERSION:
         raise BundleError(f"{bundle}: bundle schema version {manifest.get('bundle_schema_version')!r} "
                           f"is not supported (expected {BUNDLE_SCHEMA_VERSION})")
@@ -136,6 +141,16 @@ def read_manifest(bundle: str | Path, verify: bool = True) -> dict:
             if sha256_file(file) != expected:
                 raise BundleError(f"{bundle}: checksum mismatch for {name} (corrupted or modified)")
     return manifest
+
+
+def not_a_bundle(manifest: dict) -> str:
+    """What a manifest.json without a bundle schema version belongs to, for "no bundle here: …"."""
+    fmt = manifest.get("format")
+    if fmt in JOB_OUTPUTS:
+        command, contents = JOB_OUTPUTS[fmt]
+        return f"it holds `{command}` output ({contents}), not a bundle"
+    held = f"is of format {fmt!r}" if isinstance(fmt, str) else "names no bundle schema version"
+    return f"its {MANIFEST} {held}, not a bundle's"
 
 
 def _inside(bundle: Path, name: object) -> bool:

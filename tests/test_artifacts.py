@@ -38,6 +38,22 @@ def test_incompatible_schema_version_refused(tmp_path):
         resolve_bundle(tmp_path / "nothing")
 
 
+@pytest.mark.parametrize(("manifest", "message"), [
+    ({"format": "recsys-batch-scores"}, "no bundle here: it holds `recsys batch-score` output (batch scores), "
+                                        "not a bundle"),
+    ({"format": "recsys-item-vectors"}, "no bundle here: it holds `recsys encode` output (item vectors), not a bundle"),
+    ({"format": "other-tool"}, "no bundle here: its manifest.json is of format 'other-tool', not a bundle's"),
+    ({"name": "x"}, "no bundle here: its manifest.json names no bundle schema version, not a bundle's"),
+])
+def test_a_manifest_that_is_not_a_bundles_says_what_it_is(tmp_path, manifest, message):
+    """A directory whose manifest.json is a job output's or another tool's (was: "bundle schema version None is not
+    supported")."""
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError) as raised:
+        read_manifest(resolve_bundle(tmp_path))
+    assert str(raised.value) == f"{tmp_path}: {message}"
+
+
 @pytest.mark.parametrize(("content", "message"), [(b"\xff\xfe\x00\x13garbage", "is not valid JSON"),
                                                   (b"[1, 2]", "is not a JSON object \\(a list\\)")])
 def test_damaged_manifest_is_a_bundle_error(tmp_path, content, message):

@@ -274,11 +274,30 @@ def test_output_paths_that_are_files_are_refused_before_any_work_and_os_refusals
         assert result.exit_code == 2 and f"'{taken}' is a file" in result.flat, result.output
     result = run("evaluate", "--bundle", bundle, "--data", root / "shop", "--out", root)
     assert result.exit_code == 2 and "is a directory" in result.flat
-    # below a file, the file system refuses once the command writes: one line naming the path, exit code 2
+    # below a file: refused when the command line is read (was: once the command wrote, after the work)
     result = run("batch-score", "--bundle", bundle, "--users", "sample:3", "--out", taken / "recs")
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
-    assert result.output.startswith(f"error: {taken / 'recs'}") and "Not a directory" in result.output
+    assert f"Invalid value for --out: {taken / 'recs'} cannot be written: its parent {taken} is a file, not a " \
+        "directory" in result.flat, result.output
     assert taken.read_text() == "not a directory"
+
+
+def test_a_write_the_file_system_refuses_is_one_line():
+    """What the --out check cannot foresee (a full disk, a file system that changed since) is one `error:` line
+    naming the path, exit code 2."""
+    import typer
+
+    from jobs.app import finish_commands
+
+    demo = typer.Typer()
+
+    @demo.command()
+    def write() -> None:
+        raise NotADirectoryError(20, "Not a directory", "/data/taken.txt/recs")
+
+    finish_commands(demo)
+    result = CliRunner().invoke(demo, [])
+    assert result.exit_code == 2 and result.output == "error: /data/taken.txt/recs: Not a directory\n"
 
 
 def test_commands_with_nothing_to_do_or_an_unused_option_say_so(shop_bundle, tmp_path):

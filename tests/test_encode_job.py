@@ -105,3 +105,75 @@ def test_an_encode_that_cannot_start_leaves_no_job_behind(items, tiny_bert_dir, 
         assert not (tmp_path / "vectors").exists()
     fixed = runner.invoke(app, args + ["--model", str(tiny_bert_dir)])
     assert fixed.exit_code == 0, fixed.output
+
+
+def _tree(out) -> dict[str, bytes]:
+    """Every file under `out` (relative path → bytes)."""
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def two_outputs(tiny_bert_dir, tmp_path_factory):
+    """(root, encode args, batch-score args): a finished `recsys encode` output in root/vectors and a finished
+    `recsys batch-score` output in root/scores (each command's args lack --out)."""
+    from recsys.config import BuildConfig
+    from recsys.pipeline import Recommender
+    from recsys.splits import split_dataset
+
+    root = tmp_path_factory.mktemp("two-outputs")
+    dataset = generate_shop(n_users=40, n_items=90, seed=3)
+    data = dataset.save(root / "shop")
+    vectors = np.random.default_rng(0).standard_normal((dataset.items.height, 16)).astype(np.float32)
+    bundle = Recommender.build(dataset, split_dataset(dataset), vectors, BuildConfig()).save(root / "art" / "v1")
+    encode = ["encode", "--data", str(data), "--model", str(tiny_bert_dir), "--chunk-size", "50", "--no-progress"]
+    score = ["batch-score", "--bundle", str(bundle), "--k", "5", "--no-store", "--no-progress"]
+    assert CliRunner().invoke(app, encode + ["--out", str(root / "vectors")]).exit_code == 0
+    assert CliRunner().invoke(app, score + ["--out", str(root / "scores")]).exit_code == 0
+    return root, encode, score
+
+
+def test_one_commands_output_is_never_anothers_job_even_with_overwrite(two_outputs):
+    """batch-score into a finished encode output, and encode --overwrite into a finished batch-score output: one
+    `error:` line naming what the directory holds, exit code 2, every file kept (was: batch-score offered
+    --overwrite "to discard it", and encode --overwrite deleted the batch scores and exited 0)."""
+    root, encode, score = two_outputs
+    runner = CliRunner()
+    vectors_before, scores_before = _tree(root / "vectors"), _tree(root / "scores")
+    for args, kept in ((score + ["--out", str(root / "vectors")], "vectors"),
+                       (score + ["--out", str(root / "vectors"), "--overwrite"], "vectors"),
+                       (encode + ["--out", str(root / "scores")], "scores"),
+                       (encode + ["--out", str(root / "scores"), "--overwrite"], "scores")):
+        result = runner.invoke(app, args)
+        line = " ".join(result.output.split())
+        assert result.exit_code == 2, result.output
+        if kept == "vectors":
+            assert f"error: {root / 'vectors'} holds `recsys encode` output (item vectors), not a batch-score " \
+                   "job: choose another --out (--overwrite replaces only this command's own earlier output)" in line
+        else:
+            assert f"error: {root / 'scores'} holds `recsys batch-score` output (batch scores), not an encode " \
+                   "job: choose another --out" in line
+    assert _tree(root / "vectors") == vectors_before and _tree(root / "scores") == scores_before
+
+
+@pytest.mark.parametrize(("name", "held"), [("scores", "`recsys batch-score` output (batch scores)"),
+                                            ("vectors", "`recsys encode` output (item vectors)")])
+def test_recommend_on_a_job_output_says_what_it_holds(two_outputs, name, held):
+    """`recommend --bundle` given a batch-score or encode output (was: "bundle schema version None is not
+    supported")."""
+    root = two_outputs[0]
+    result = CliRunner().invoke(app, ["recommend", "--bundle", str(root / name), "--user", "U00001"])
+    assert result.exit_code == 2, result.output
+    assert f"error: {root / name}: no bundle here: it holds {held}, not a bundle" in " ".join(result.output.split())
+
+
+def test_an_unfinished_job_of_another_command_is_named_so(items, tmp_path):
+    """A directory with another command's job.json and no manifest yet is named an unfinished job of it."""
+    from jobs.batch.layout import refuse_foreign
+
+    (tmp_path / "half" / "_job").mkdir(parents=True)
+    (tmp_path / "half" / "_job" / "job.json").write_text(json.dumps({"format": "recsys-batch-scores"}))
+    with pytest.raises(BatchError, match="half holds an unfinished `recsys batch-score` job \\(batch scores\\), "
+                                         "not an encode job"):
+        run_encode(items, EncodeOptions(out=tmp_path / "half", encoder=EncoderConfig(model="no-such"),
+                                        progress=False))
+    refuse_foreign(tmp_path / "half", "recsys-batch-scores")  # its own format: no complaint

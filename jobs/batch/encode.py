@@ -30,13 +30,13 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from jobs.batch.job import Engine, collect, peak_rss_mb
-from jobs.batch.layout import ITEMS_FILE, MANIFEST, BatchError, JobDir, prepare, read_batch_manifest, shard_name, \
-    write_json, write_table
+from jobs.batch.layout import ITEMS_FILE, MANIFEST, VECTORS_FORMAT, BatchError, JobDir, prepare, read_batch_manifest, \
+    refuse_foreign, shard_name, write_json, write_table
 from jobs.batch.scoring import ChunkResult, torch_threads
 from recsys.config import EncoderConfig
 from recsys.errors import DataError
 
-FORMAT = "recsys-item-vectors"
+FORMAT = VECTORS_FORMAT
 FORMAT_VERSION = 1
 HASH_BLOCK = 100_000
 
@@ -155,6 +155,7 @@ def run_encode(items: pl.DataFrame, options: EncodeOptions, encoder: Any = None,
     missing = {"item_id", "text"} - set(items.columns)
     if missing:
         raise DataError(f"items need the columns item_id and text (missing: {', '.join(sorted(missing))})")
+    refuse_foreign(options.out, FORMAT)  # before the model loads: another command's output is never ours to replace
     if encoder is None:  # what cannot run fails here, before OUT becomes a job that a corrected rerun is refused
         check_can_run(options)
     started = time.perf_counter()

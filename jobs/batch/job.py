@@ -23,7 +23,7 @@ import polars as pl
 from tqdm.auto import tqdm
 
 from jobs.batch.layout import FORMAT, FORMAT_VERSION, JOB_DIR, MANIFEST, SHARD_GLOB, UNKNOWN_FILE, BatchError, \
-    JobDir, atomic_write, prepare, shard_name, write_json
+    JobDir, atomic_write, prepare, refuse_foreign, shard_name, write_json
 from jobs.batch.scoring import OUTPUT_SCHEMA, ChunkResult
 from jobs.batch.store import CHANGES_FILE, Snapshot, StoreSource, take_snapshot, with_events, write_changes
 from jobs.batch.users import ALL, SAMPLE, UserSelection, parse_sample, select_users
@@ -213,6 +213,7 @@ def run_job(options: BatchOptions, on_chunk: Callable[[ChunkResult], None] | Non
         from jobs.batch.ray_engine import import_ray
         import_ray()  # a missing extra fails here, before anything is written
     out = Path(options.out)
+    refuse_foreign(out, FORMAT)  # before the store snapshot and the bundle: another command's output is not ours
     fresh = not out.exists()
     try:
         return _score(options, on_chunk, recommender)

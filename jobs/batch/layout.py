@@ -32,6 +32,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recsys.artifacts import JOB_OUTPUTS
 from recsys.errors import RecsysError
 
 JOB_DIR = "_job"
@@ -43,6 +44,9 @@ UNKNOWN_FILE = "unknown_users.txt"
 SHARD_GLOB = "part-*.parquet"
 FORMAT = "recsys-batch-scores"
 FORMAT_VERSION = 1
+VECTORS_FORMAT = "recsys-item-vectors"  # `recsys encode`'s (jobs/batch/encode.py)
+JOB_NOUNS = {FORMAT: "a batch-score job", VECTORS_FORMAT: "an encode job"}
+"""format → a job of it, in words (its command and contents: recsys.artifacts.JOB_OUTPUTS)."""
 
 
 class BatchError(RecsysError):
@@ -138,6 +142,38 @@ def _differences(old: dict, new: dict) -> list[str]:
             else f"{key} differs" for key in keys if old.get(key) != new.get(key)]
 
 
+def held_format(out: Path) -> str | None:
+    """The format of the job or finished output in `out`: its job.json's, else its manifest.json's; None when
+    neither names one (no job here, a damaged file, or a job written before job files named their format)."""
+    for path in (out / JOB_DIR / JOB_FILE, out / MANIFEST):
+        held = _read_identity(path) if path.is_file() else None
+        if held is not None and isinstance(held.get("format"), str):
+            return held["format"]
+    return None
+
+
+def describe_output(out: Path, fmt: str) -> str:
+    """What a directory holding a job of format `fmt` holds, for a message: "`recsys encode` output (item
+    vectors)", "an unfinished `recsys encode` job (item vectors)", or "output of format 'x'" for one this tool
+    does not write."""
+    if fmt not in JOB_OUTPUTS:
+        return f"output of format {fmt!r}"
+    command, contents = JOB_OUTPUTS[fmt]
+    return f"`{command}` output ({contents})" if (out / MANIFEST).is_file() \
+        else f"an unfinished `{command}` job ({contents})"
+
+
+def refuse_foreign(out: str | Path, fmt: str) -> None:
+    """BatchError when `out` holds another command's job or output (a format other than `fmt`): --overwrite replaces
+    a command's own earlier output only, never another's."""
+    out = Path(out)
+    held = held_format(out) if out.is_dir() else None
+    if held is not None and held != fmt:
+        job = JOB_NOUNS.get(fmt, f"a {fmt} job")
+        raise BatchError(f"{out} holds {describe_output(out, held)}, not {job}: choose another --out "
+                         "(--overwrite replaces only this command's own earlier output)")
+
+
 def _clear(out: Path) -> None:
     for path in out.glob(SHARD_GLOB):
         path.unlink()
@@ -178,10 +214,12 @@ def prepare(out: str | Path, identity: dict, inputs: pl.DataFrame, chunk_size: i
     """Create or re-open `out` for the job `identity` over `inputs` (one row group per chunk, written
     to `_job/<inputs_file>`); returns (job dir, resumed).
 
-    A directory holding a different job is refused (or cleared with `overwrite`); a directory with
-    other files and no job is refused, except the `_job/` a run killed before its job.json landed leaves (it
-    starts afresh). Stale temporary files from a killed run are removed."""
+    A directory holding a different job is refused (or cleared with `overwrite`); one holding another command's
+    job or output (another format) is refused, with `overwrite` too; a directory with other files and no job is
+    refused, except the `_job/` a run killed before its job.json landed leaves (it starts afresh). Stale temporary
+    files from a killed run are removed."""
     out = Path(out)
+    refuse_foreign(out, identity["format"])
     job_file = out / JOB_DIR / JOB_FILE
     resumed = False
     if job_file.is_file():
