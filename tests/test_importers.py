@@ -462,6 +462,36 @@ def test_events_of_a_rejected_item_say_so_and_a_one_column_header_names_its_deli
     assert "separated" not in str(error)  # a real header gets no delimiter hint
 
 
+def test_events_of_an_unreadable_item_line_say_it_was_rejected_and_its_text_is_the_value(tmp_path: Path) -> None:
+    # the events of an item whose line could not be read (wrong number of fields, bytes not in the encoding) were
+    # "unknown item id (not in products.csv)", and rejected.csv's value was empty, naming no line
+    items = tmp_path / "products.csv"
+    items.write_bytes(b'sku,title,brand\n1,mug,A\n4,"board, big",E,extra\n5,cup\n6,caf\xe9,F\n'
+                      + b"7," + b"x" * 300 + b",G,H\n")
+    events = _write(tmp_path / "events.csv", ["customer,sku,ts", "U1,1,1", "U1,5,2", "U1,6,3", "U1,7,4", "U1,8,5"])
+    data = import_table(events, items, user_col="customer", item_col="sku", time_col="ts", item_id_col="sku",
+                        text_template="{title} {brand}", on_bad_rows="skip")
+    assert data.items.rows() == [("1", "mug A", "mug", "A")]
+    rejected = "item was rejected from products.csv (its row there is bad)"
+    undecodable = ("not valid utf-8 text (invalid continuation byte); pass the file's encoding (e.g. cp1252 for a "
+                   "Windows export, latin-1)")
+    assert data.report.rejected.rows() == [
+        ("events.csv", 2, rejected, "5"), ("events.csv", 3, rejected, "6"), ("events.csv", 4, rejected, "7"),
+        ("events.csv", 5, "unknown item id (not in products.csv)", "8"),
+        ("products.csv", 2, "unparsable line: expected 3 fields, found 4", '4,"board, big",E,extra'),
+        ("products.csv", 3, "unparsable line: expected 3 fields, found 2", "5,cup"),
+        ("products.csv", 4, undecodable, "6,caf\ufffd,F"),
+        ("products.csv", 5, "unparsable line: expected 3 fields, found 4", "7," + "x" * 197 + "…")]
+    # the id column is not the first: a ragged line tells no id (its fields may be shifted), an undecodable line
+    # with the header's number of fields does
+    items.write_bytes(b"title,sku\nmug,1\npan,2,extra\ncaf\xe9,3\n")
+    events = _write(tmp_path / "events.csv", ["customer,sku,ts", "U1,1,1", "U1,2,2", "U1,3,3"])
+    data = import_table(events, items, user_col="customer", item_col="sku", time_col="ts", item_id_col="sku",
+                        text_col="title", on_bad_rows="skip")
+    assert data.report.rejected.select("file", "row", "problem").rows()[:2] == [
+        ("events.csv", 2, "unknown item id (not in products.csv)"), ("events.csv", 3, rejected)]
+
+
 def test_a_file_that_is_not_parquet_is_one_error_naming_it(tmp_path: Path) -> None:
     # it was a polars ComputeError traceback ("File out of specification: The file must end with PAR1")
     events, items = _toy_csv(tmp_path)
@@ -656,7 +686,7 @@ def test_a_byte_order_mark_decides_a_files_encoding(tmp_path: Path) -> None:
     data = import_table(events, items, delimiter="tab", on_bad_rows="skip")
     assert data.items.rows() == [("1", "Café mug")]
     assert data.report.rejected.select("file", "row", "problem").rows() == [
-        ("events.tsv", 2, "unknown item id (not in items.txt)"),  # a ragged line's id is not known
+        ("events.tsv", 2, "item was rejected from items.txt (its row there is bad)"),  # the ragged line's first field
         ("items.txt", 2, "unparsable line: expected 2 fields, found 3")]
     items.write_bytes(codecs.BOM_UTF8 + "item_id\ttext\n1\tCafé mug\n2\tThé\n".encode())
     latin = tmp_path / "events.txt"

@@ -27,6 +27,7 @@ class BadRows:
         self.skip_hint = skip_hint or (f"skip them with on_bad_rows='skip' / --on-bad-rows skip: the other rows are "
                                        f"imported and every bad row is listed in {REJECTED_FILE}")
         self.found: list[pl.DataFrame] = []
+        self.unread: dict[str, list[list[str | None]]] = {}  # by file name: the fields of its unreadable records
 
     def reject(self, frame: pl.DataFrame, mask: pl.Series | pl.Expr, problem: str, path: Path,
                value: str | pl.Series | None = None) -> pl.DataFrame:
@@ -44,7 +45,11 @@ class BadRows:
                                             "value": values, "__template": [problem] * bad.height}))
         return flagged.filter(~pl.col("__bad")).drop("__bad", *(["__value"] if value == "__value" else []))
 
-    def add(self, path: Path, row: int, problem: str, value: str | None = None) -> None:
+    def add(self, path: Path, row: int, problem: str, value: str | None = None,
+            unread: list[str | None] | None = None) -> None:
+        """Record one bad row; `unread`: the fields of a record that could not be read as a row (`unread_ids`)."""
+        if unread is not None:
+            self.unread.setdefault(path.name, []).append(unread)
         self.found.append(pl.DataFrame({"file": [path.name], "row": [row], "problem": [problem], "value": [value],
                                         "__template": [problem]},
                                        schema={"file": pl.Utf8, "row": pl.Int64, "problem": pl.Utf8, "value": pl.Utf8,

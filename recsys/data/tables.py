@@ -22,7 +22,7 @@ from recsys.data.dataset import OPTIONAL_ITEM_SCHEMA, Dataset, ImportReport
 from recsys.data.event_kinds import keep_kinds
 from recsys.data.price_text import price_number_text
 from recsys.data.item_text import template_expr, template_fields
-from recsys.data.table_files import delimiter_hint, read_table
+from recsys.data.table_files import delimiter_hint, read_table, unread_ids
 from recsys.data.timestamps import epoch_seconds
 from recsys.errors import DataError
 from recsys.ids import ID_CHARS, too_long
@@ -133,7 +133,9 @@ def read_item_table(item_path: Path, report: ImportReport, bad: BadRows, *, item
     check_single_values(items, typed, item_path)
     items = _present(items, [item_id_col], item_path, bad)
     items = items.with_columns(_id(item_id_col).alias("__id"), text.str.strip_chars().alias("__text"))
-    listed = items["__id"].unique()  # every id the item file names, bad rows included
+    unread = unread_ids(bad, item_path, [c for c in items.columns if not c.startswith("__")], item_id_col)
+    listed = pl.concat([items["__id"], pl.Series("__id", unread, dtype=pl.Utf8)]).unique()  # every id the item
+    # file names, bad rows included (an unreadable line's, when it tells one)
     kept = [pl.col(c).str.strip_chars() if items.schema[c] == pl.Utf8 else pl.col(c)
             for c in dict.fromkeys(["__id", "__text", *extra.values()]) if c in items.columns]
     repeats = items.select(pl.struct(kept).is_first_distinct()).to_series()  # the same item again, as imported
