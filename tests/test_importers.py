@@ -429,11 +429,11 @@ def test_import_table_missing_file_and_columns(tmp_path: Path) -> None:
     _raises([str(tmp_path), "a directory, not a file"], import_table, tmp_path, items, **_csv_kwargs())
     _raises(["events.csv", "missing column(s) ['user_id']", "found ['customer', 'sku', 'when']"],
             import_table, events, items, item_col="sku", time_col="when", item_id_col="sku", text_col="brand")
-    _raises(["products.csv", "no item text: pass text_col= / --text-col or text_template= / --text-template",
+    _raises(["products.csv", "no item text: pass text_col= or text_template=",
              "found ['sku', 'title'"],
             import_table, events, items, item_id_col="sku")
     # both: the template was used and the text column silently ignored
-    _raises(["pass text_col= / --text-col ('title') or text_template= / --text-template, not both"],
+    _raises(["pass text_col= ('title') or text_template=, not both"],
             import_table, events, items, **{**_csv_kwargs(), "text_col": "title", "text_template": "{title}"})
     _raises(["products.csv", "missing text_template field(s) ['colour']", "found ['sku', 'title'"],
             import_table, events, items, **{**_csv_kwargs(), "text_template": "{title} in {colour}"})
@@ -454,8 +454,7 @@ def test_events_of_a_rejected_item_say_so_and_a_one_column_header_names_its_deli
         ("products.csv", 5, "unparsable price", "cheap")]
     semicolons = _write(tmp_path / "semi.csv", ["customer;sku;when", "c1;S1;2024-01-01"])
     _raises(["semi.csv", "missing column(s)", "the header looks semicolon-separated",
-             "pass delimiter=';' / --delimiter semicolon for both files, or items_delimiter=';' / --items-delimiter "
-             "semicolon for the item file alone"],
+             "pass delimiter=';' for both files, or items_delimiter=';' for the item file alone"],
             import_table, semicolons, items, on_bad_rows="skip", **_csv_kwargs())
     error = _raises(["missing column(s) ['user_id']", "found ['customer', 'sku', 'when']"], import_table, events,
                     items, item_col="sku", time_col="when", item_id_col="sku", text_col="brand", on_bad_rows="skip")
@@ -533,8 +532,8 @@ def test_fail_mode_lists_every_bad_row_at_once(tmp_path: Path) -> None:
     error = _raises(["events.csv: 7 bad rows: row 5: unknown item id 'SKU-9999' (not in products.csv); "
                      "row 6: unparsable timestamp 'yesterday'", "row 7: unparsable timestamp '31/02/2024'",
                      "row 8: unparsable timestamp 'soon'", "row 9: missing customer", "… and 2 more",
-                     "--on-bad-rows skip", "rejected.csv"], import_table, events, tmp_path / "products.csv",
-                    **_csv_kwargs())
+                     "(skip them with on_bad_rows='skip'", "rejected.csv"], import_table, events,
+                    tmp_path / "products.csv", **_csv_kwargs())
     assert error.row is None
 
 

@@ -21,6 +21,7 @@ import polars as pl
 
 from recsys.data.bad_rows import BadRows
 from recsys.data.dataset import ImportReport
+from recsys.data.option_names import KEYWORDS, OptionNames
 from recsys.errors import DataError
 from recsys.text_format import counted, plural
 
@@ -35,14 +36,18 @@ def _separator(path: Path, delimiter: str | None) -> str:
     return sep
 
 
-def delimiter_hint(header: list[str]) -> str:
-    """When a text file's header was read as one column that holds another delimiter: which one to pass."""
+def delimiter_hint(header: list[str], names: OptionNames = KEYWORDS) -> str:
+    """When a text file's header was read as one column that holds another delimiter: which one to pass, named as
+    the caller names its options (`names`)."""
     if len(header) != 1:
         return ""
     for name, sep in (("comma", ","), ("semicolon", ";"), ("tab", "\t"), ("pipe", "|")):
         if sep in header[0]:
-            return (f" (one column: the header looks {name}-separated; pass delimiter={sep!r} / --delimiter {name} "
-                    f"for both files, or items_delimiter={sep!r} / --items-delimiter {name} for the item file alone)")
+            both = names.option("delimiter", sep, name)
+            if not names.items_delimiter:
+                return f" (one column: the header looks {name}-separated; pass {both})"
+            return (f" (one column: the header looks {name}-separated; pass {both} for both files, or "
+                    f"{names.option('items_delimiter', sep, name)} for the item file alone)")
     return ""
 
 
