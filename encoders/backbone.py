@@ -58,7 +58,7 @@ def load_backbone(model: str = DEFAULT_MODEL) -> tuple[PreTrainedModel, PreTrain
         tokenizer = AutoTokenizer.from_pretrained(path)
         backbone = AutoModel.from_pretrained(path)
     except OSError as exc:
-        problem = " ".join(str(exc).split())  # transformers' message spans lines
+        problem = " ".join(str(exc).split()).rstrip(".")  # transformers' message spans lines
         raise RecsysError(f"could not load model {model!r} from {path}: {problem}{_not_local(path)}") from exc
     backbone.eval()
     return backbone, tokenizer
