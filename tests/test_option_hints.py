@@ -90,3 +90,27 @@ def test_a_semicolon_header_names_the_delimiter_options_each_caller_has(shop, tm
                      text_col="title")
     assert str(raised.value).endswith("(one column: the header looks semicolon-separated; pass delimiter=';' for "
                                       "both files, or items_delimiter=';' for the item file alone)")
+
+
+def test_a_bad_delimiter_or_encoding_names_the_option_it_came_from(shop, tmp_path):
+    # "--items-delimiter ';;'" was "Invalid value: delimiter must be one character …", naming no option
+    events, items = shop
+    args = ("import", "table", "--interactions", events, "--items", items, "--out", tmp_path / "ds", "--user-col",
+            "customer", "--item-col", "sku", "--time-col", "ts", "--item-id-col", "sku", "--text-col", "title")
+    for option, value, problem in (
+            ("--items-delimiter", ";;", "one character, or tab, comma, semicolon or pipe, not ';;'"),
+            ("--delimiter", ";;", "one character, or tab, comma, semicolon or pipe, not ';;'"),
+            ("--items-encoding", "klingon", "unknown encoding 'klingon'"),
+            ("--encoding", "klingon", "unknown encoding 'klingon'")):
+        code, said = run(*args, option, value)
+        assert code == 2 and f"Invalid value for {option}: {problem}" in said, said
+    code, said = run("push-items", "--url", "http://127.0.0.1:9", "--items", items, "--item-id-col", "sku",
+                     "--text-col", "title", "--delimiter", "semi")
+    assert code == 2 and "Invalid value for --delimiter: one character, or tab, comma, semicolon or pipe, not " \
+        "'semi'" in said, said
+    mapping = {"user_col": "customer", "item_col": "sku", "time_col": "ts", "item_id_col": "sku", "text_col": "title"}
+    with pytest.raises(ValueError, match=r"^items_delimiter: one character, or tab, comma, semicolon or pipe, "
+                                         r"not ';;'$"):
+        import_table(events, items, items_delimiter=";;", **mapping)
+    with pytest.raises(ValueError, match=r"^items_encoding: unknown encoding 'klingon'$"):
+        import_table(events, items, items_encoding="klingon", **mapping)

@@ -23,6 +23,11 @@ class OptionNames:
             return f"--{keyword.replace('_', '-')}" + ("" if shown is None else f" {shown}")
         return f"{keyword}=" + ("" if value is None else repr(value))
 
+    def invalid(self, keyword: str, problem: str) -> OptionValueError:
+        """The error for a bad value of `keyword`: a command names its flag beside the message (`param_hint`),
+        Python's message starts with the keyword."""
+        return OptionValueError(keyword, problem if self.flags else f"{keyword}: {problem}")
+
 
 KEYWORDS = OptionNames()  # import_table's
 ITEM_TABLE_KEYWORDS = OptionNames(items_delimiter=False)  # read_item_table's: one file

@@ -36,6 +36,14 @@ def _separator(path: Path, delimiter: str | None) -> str:
     return sep
 
 
+def check_delimiter(delimiter: str | None, keyword: str = "delimiter", names: OptionNames = KEYWORDS) -> None:
+    """OptionValueError naming `keyword` for a delimiter that is neither one character nor a known name."""
+    try:
+        _separator(Path("file.csv"), delimiter)
+    except ValueError:
+        raise names.invalid(keyword, f"one character, or tab, comma, semicolon or pipe, not {delimiter!r}") from None
+
+
 def delimiter_hint(header: list[str], names: OptionNames = KEYWORDS) -> str:
     """When a text file's header was read as one column that holds another delimiter: which one to pass, named as
     the caller names its options (`names`)."""

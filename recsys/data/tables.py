@@ -23,7 +23,7 @@ from recsys.data.event_kinds import keep_kinds
 from recsys.data.price_text import price_number_text
 from recsys.data.item_text import template_expr, template_fields
 from recsys.data.option_names import ITEM_TABLE_KEYWORDS, KEYWORDS, OptionNames, OptionValueError
-from recsys.data.table_files import delimiter_hint, read_table, unread_ids
+from recsys.data.table_files import check_delimiter, delimiter_hint, read_table, unread_ids
 from recsys.data.timestamps import epoch_seconds
 from recsys.errors import DataError
 from recsys.ids import ID_CHARS, too_long
@@ -100,12 +100,12 @@ def _render(frame: pl.DataFrame, template: str, path: Path, names: OptionNames =
     return template_expr(template)
 
 
-def check_encoding(name: str) -> None:
-    """ValueError (a bad option value) for an encoding Python does not know."""
+def check_encoding(name: str, keyword: str = "encoding", names: OptionNames = KEYWORDS) -> None:
+    """OptionValueError (a bad option value, naming `keyword`) for an encoding Python does not know."""
     try:
         codecs.lookup(name)
     except LookupError:
-        raise ValueError(f"unknown encoding {name!r}") from None
+        raise names.invalid(keyword, f"unknown encoding {name!r}") from None
 
 
 def read_item_table(item_path: Path, report: ImportReport, bad: BadRows, *, item_id_col: str = "item_id",
@@ -120,7 +120,8 @@ def read_item_table(item_path: Path, report: ImportReport, bad: BadRows, *, item
     if text_col is not None and text_template is not None:  # the template won, and the column was ignored
         raise DataError(f"pass {text_col_opt} ({text_col!r}) or {template_opt}, not both: a template renders the "
                         "text from columns (it may name that one: '{" + text_col + "}')")
-    check_encoding(encoding)
+    check_encoding(encoding, names=names)  # import_table checked its own options before: these hold then
+    check_delimiter(delimiter, names=names)
     items = read_table(item_path, report, bad, delimiter, encoding)
     _require(items, [item_id_col], item_path, single=True, names=names)
     if text_template is None and text_col is None:
@@ -204,7 +205,11 @@ def import_table(interactions_path: str | Path, items_path: str | Path, *, user_
         raise ValueError("--kinds needs --kind-col, the column that holds each event's kind")
     if kinds is not None and not kinds:
         raise ValueError("--kinds names no kind: give a comma-separated list such as 'purchase,cart'")
-    check_encoding(encoding)  # the items file's: read_item_table's own check, before either file is read
+    for keyword, value in (("encoding", encoding), ("items_encoding", items_encoding)):  # before either file is read
+        if value is not None:
+            check_encoding(value, keyword, names)
+    for keyword, value in (("delimiter", delimiter), ("items_delimiter", items_delimiter)):
+        check_delimiter(value, keyword, names)
     inter_path, item_path, report = Path(interactions_path), Path(items_path), ImportReport()
     bad = BadRows(on_bad_rows, skip_hint=import_skip_hint(names))
     item_frame, listed = read_item_table(item_path, report, bad, item_id_col=item_id_col, text_template=text_template,
