@@ -26,13 +26,27 @@ def resolve_model_path(model: str) -> str:
 
 
 def check_model_directory(model: str) -> str:
-    """The resolved path of `model`; RecsysError when it names a local directory (an existing or absolute path)
-    that is not a Hugging Face model. Hub names pass unchecked."""
+    """The resolved path of `model`; RecsysError, before any hub lookup, when it names a local path that is not a
+    Hugging Face model directory: a file, an existing directory without config.json, an absolute path, or a relative
+    one that cannot be a hub name (its first part is a local directory, or it has more than two parts). Hub names
+    ("org/name", "name") that are no local path pass unchecked."""
     path = resolve_model_path(model)
     local = Path(path)
-    if (local.exists() or local.is_absolute()) and not (local / "config.json").is_file():
-        raise RecsysError(f"{path}: not a Hugging Face model directory (no config.json)")
+    if local.is_file():
+        raise RecsysError(f"{path}: is a file, not a model directory")
+    if local.is_dir() or local.is_absolute():
+        if not (local / "config.json").is_file():
+            raise RecsysError(f"{path}: not a Hugging Face model directory (no config.json)")
+        return path
+    first = path.split("/")[0]  # as written: Path drops a leading "./"
+    if first in (".", "..") or (first and Path(first).is_dir()) or len(local.parts) > 2:
+        raise RecsysError(f"{path}: no such model directory (relative to {Path.cwd()})")
     return path
+
+
+def _not_local(path: str) -> str:
+    """What to add to a failed hub lookup of `path`: that no local directory of that name exists either."""
+    return "" if Path(path).exists() else f"; there is no local directory {path!r} either (looked in {Path.cwd()})"
 
 
 def load_backbone(model: str = DEFAULT_MODEL) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -44,7 +58,8 @@ def load_backbone(model: str = DEFAULT_MODEL) -> tuple[PreTrainedModel, PreTrain
         tokenizer = AutoTokenizer.from_pretrained(path)
         backbone = AutoModel.from_pretrained(path)
     except OSError as exc:
-        raise RecsysError(f"could not load model {model!r} from {path}: {exc}") from exc
+        problem = " ".join(str(exc).split()).rstrip(".")  # transformers' message spans lines
+        raise RecsysError(f"could not load model {model!r} from {path}: {problem}{_not_local(path)}") from exc
     backbone.eval()
     return backbone, tokenizer
 
@@ -52,7 +67,8 @@ def load_backbone(model: str = DEFAULT_MODEL) -> tuple[PreTrainedModel, PreTrain
 def declared_pooling(model: str) -> str | None:
     """The pooling a sentence-transformers model declares ("mean" or "cls": its `modules.json` names a Pooling
     module whose config turns that mode on); None for a model that declares none (a plain BERT directory), another
-    mode (max, last token, …) or several, or whose files cannot be read (a hub name while offline)."""
+    mode (max, last token, …) or several, or whose files cannot be read (a hub name while offline). RecsysError
+    for a `model` that is a local path but no directory (`check_model_directory`), before any hub lookup."""
     modules = _model_json(model, "modules.json")
     pooling = next((m for m in modules or [] if str(m.get("type", "")).endswith("Pooling")), None)
     if pooling is None:
@@ -80,7 +96,9 @@ def with_resolved_pooling(config: EncoderConfig) -> EncoderConfig:
 
 
 def _model_json(model: str, name: str):
-    """A JSON file of a model (a local directory, or a hub name's cached files); None when it has none."""
+    """A JSON file of a model (a local directory, or a hub name's cached files); None when it has none. A `model` that
+    is no directory is checked (`check_model_directory`: RecsysError for a file or a local path typo) before the
+    hub is asked."""
     import json
 
     path = Path(resolve_model_path(model))
@@ -88,6 +106,7 @@ def _model_json(model: str, name: str):
         if path.is_dir():
             file = path / name
         else:
+            check_model_directory(model)
             from transformers.utils import cached_file
 
             found = cached_file(str(path), name, _raise_exceptions_for_missing_entries=False,

@@ -19,7 +19,7 @@ from jobs.app import EVAL_USERS, MAX_K, BatchSize, CpuThreads, Decay, EncoderOpt
     MaxLength, ModelOpt, OutOpt, OverwriteOpt, PoolingOpt, Port, Seed, Users, app, arrange_help, bundle_name, \
     cap_cpu_threads, check_ray_only, eval_sample, finish_commands, import_app
 from jobs.bench import bench_app
-from jobs.options import OneOf, WholeNumber, comma_list
+from jobs.options import OneOf, WholeNumber, bad_option_value, comma_list
 from jobs.output import console, err_console, index_line, markdown_metrics, metrics_table, print_recommendations, \
     step, write_json
 from jobs.paths import writable_out
@@ -151,14 +151,16 @@ def import_table_cmd(
     """Plain CSV/TSV/Parquet with a column mapping and an item-text template."""
     from recsys.data.event_kinds import parse_kinds
     from recsys.data.importers import import_table
+    from recsys.data.option_names import IMPORT_TABLE_FLAGS
     try:  # named after --out, not after the export's file (every shop's would be "events" → bundle "events-peft")
         dataset = import_table(interactions, items, user_col=user_col, item_col=item_col, time_col=time_col,
                                item_id_col=item_id_col, text_col=text_col, text_template=text_template,
                                timestamp_format=timestamp_format, on_bad_rows=on_bad_rows, delimiter=delimiter,
                                encoding=encoding, items_delimiter=items_delimiter, items_encoding=items_encoding,
-                               name=name or out.resolve().name, kind_col=kind_col or None, kinds=parse_kinds(kinds))
+                               name=name or out.resolve().name, kind_col=kind_col or None, kinds=parse_kinds(kinds),
+                               names=IMPORT_TABLE_FLAGS)
     except ValueError as exc:  # a bad option value (delimiter, encoding, template)
-        raise typer.BadParameter(str(exc)) from None
+        raise bad_option_value(exc) from None
     _report_import(dataset, out, overwrite)
 
 

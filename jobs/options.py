@@ -149,3 +149,11 @@ class OrNone(Generic[V]):
 
     def __call__(self, text: str) -> V | None:
         return None if text.lower() == "none" else self.item(text)
+
+
+def bad_option_value(exc: ValueError) -> typer.BadParameter:
+    """The usage error for a bad option value an import raised: naming its option when the error says which
+    (`recsys.data.option_names.OptionValueError`), not the Python keyword."""
+    from recsys.data.option_names import OptionValueError
+
+    return typer.BadParameter(str(exc), param_hint=exc.flag() if isinstance(exc, OptionValueError) else None)

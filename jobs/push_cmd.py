@@ -17,6 +17,7 @@ import polars as pl
 import typer
 
 from jobs.app import app
+from jobs.options import bad_option_value
 from jobs.output import console
 from recsys.errors import DataError
 from recsys.text_format import counted
@@ -158,6 +159,7 @@ def push_items(
     --missing, deactivate or delete the served items the file does not list."""
     from recsys.data.bad_rows import LISTED, BadRows
     from recsys.data.dataset import ImportReport
+    from recsys.data.option_names import PUSH_ITEMS_FLAGS
     from recsys.data.tables import read_item_table
 
     bad = BadRows(on_bad_rows, skip_hint="push the other rows with --on-bad-rows skip: the bad ones are listed "
@@ -165,9 +167,9 @@ def push_items(
     try:
         frame, listed = read_item_table(items, ImportReport(), bad, item_id_col=item_id_col,
                                         text_template=text_template, text_col=text_col, delimiter=delimiter,
-                                        encoding=encoding)
+                                        encoding=encoding, names=PUSH_ITEMS_FLAGS)
     except ValueError as exc:  # a bad option value (delimiter, encoding, template)
-        raise typer.BadParameter(str(exc)) from None
+        raise bad_option_value(exc) from None
     skipped = bad.rejected().height
     if skipped:
         console.print(f"skipped {counted(skipped, 'bad row')} of {items.name} (their items are left as served):")

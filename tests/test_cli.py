@@ -653,8 +653,8 @@ def test_import_table_cli_without_a_time_column_says_how_to_go_without(tmp_path)
             "--out", tmp_path / "ds")
     result = run(*base)
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
-    assert ("events.csv: missing time column 'timestamp'; found ['user_id', 'item_id']: name it with time_col= / "
-            "--time-col, or pass time_col=None / --time-col '' to take each user's events in file order") in result.flat
+    assert ("events.csv: missing time column 'timestamp'; found ['user_id', 'item_id']: name it with --time-col, "
+            "or pass --time-col '' to take each user's events in file order") in result.flat
     result = run(*base, "--time-col", "")
     assert result.exit_code == 0, result.output
     assert "note: no time column: timestamp = row position in the interactions file" in result.flat

@@ -429,11 +429,11 @@ def test_import_table_missing_file_and_columns(tmp_path: Path) -> None:
     _raises([str(tmp_path), "a directory, not a file"], import_table, tmp_path, items, **_csv_kwargs())
     _raises(["events.csv", "missing column(s) ['user_id']", "found ['customer', 'sku', 'when']"],
             import_table, events, items, item_col="sku", time_col="when", item_id_col="sku", text_col="brand")
-    _raises(["products.csv", "no item text: pass text_col= / --text-col or text_template= / --text-template",
+    _raises(["products.csv", "no item text: pass text_col= or text_template=",
              "found ['sku', 'title'"],
             import_table, events, items, item_id_col="sku")
     # both: the template was used and the text column silently ignored
-    _raises(["pass text_col= / --text-col ('title') or text_template= / --text-template, not both"],
+    _raises(["pass text_col= ('title') or text_template=, not both"],
             import_table, events, items, **{**_csv_kwargs(), "text_col": "title", "text_template": "{title}"})
     _raises(["products.csv", "missing text_template field(s) ['colour']", "found ['sku', 'title'"],
             import_table, events, items, **{**_csv_kwargs(), "text_template": "{title} in {colour}"})
@@ -454,12 +454,41 @@ def test_events_of_a_rejected_item_say_so_and_a_one_column_header_names_its_deli
         ("products.csv", 5, "unparsable price", "cheap")]
     semicolons = _write(tmp_path / "semi.csv", ["customer;sku;when", "c1;S1;2024-01-01"])
     _raises(["semi.csv", "missing column(s)", "the header looks semicolon-separated",
-             "pass delimiter=';' / --delimiter semicolon for both files, or items_delimiter=';' / --items-delimiter "
-             "semicolon for the item file alone"],
+             "pass delimiter=';' for both files, or items_delimiter=';' for the item file alone"],
             import_table, semicolons, items, on_bad_rows="skip", **_csv_kwargs())
     error = _raises(["missing column(s) ['user_id']", "found ['customer', 'sku', 'when']"], import_table, events,
                     items, item_col="sku", time_col="when", item_id_col="sku", text_col="brand", on_bad_rows="skip")
     assert "separated" not in str(error)  # a real header gets no delimiter hint
+
+
+def test_events_of_an_unreadable_item_line_say_it_was_rejected_and_its_text_is_the_value(tmp_path: Path) -> None:
+    # the events of an item whose line could not be read (wrong number of fields, bytes not in the encoding) were
+    # "unknown item id (not in products.csv)", and rejected.csv's value was empty, naming no line
+    items = tmp_path / "products.csv"
+    items.write_bytes(b'sku,title,brand\n1,mug,A\n4,"board, big",E,extra\n5,cup\n6,caf\xe9,F\n'
+                      + b"7," + b"x" * 300 + b",G,H\n")
+    events = _write(tmp_path / "events.csv", ["customer,sku,ts", "U1,1,1", "U1,5,2", "U1,6,3", "U1,7,4", "U1,8,5"])
+    data = import_table(events, items, user_col="customer", item_col="sku", time_col="ts", item_id_col="sku",
+                        text_template="{title} {brand}", on_bad_rows="skip")
+    assert data.items.rows() == [("1", "mug A", "mug", "A")]
+    rejected = "item was rejected from products.csv (its row there is bad)"
+    undecodable = ("not valid utf-8 text (invalid continuation byte); pass the file's encoding (e.g. cp1252 for a "
+                   "Windows export, latin-1)")
+    assert data.report.rejected.rows() == [
+        ("events.csv", 2, rejected, "5"), ("events.csv", 3, rejected, "6"), ("events.csv", 4, rejected, "7"),
+        ("events.csv", 5, "unknown item id (not in products.csv)", "8"),
+        ("products.csv", 2, "unparsable line: expected 3 fields, found 4", '4,"board, big",E,extra'),
+        ("products.csv", 3, "unparsable line: expected 3 fields, found 2", "5,cup"),
+        ("products.csv", 4, undecodable, "6,caf\ufffd,F"),
+        ("products.csv", 5, "unparsable line: expected 3 fields, found 4", "7," + "x" * 197 + "…")]
+    # the id column is not the first: a ragged line tells no id (its fields may be shifted), an undecodable line
+    # with the header's number of fields does
+    items.write_bytes(b"title,sku\nmug,1\npan,2,extra\ncaf\xe9,3\n")
+    events = _write(tmp_path / "events.csv", ["customer,sku,ts", "U1,1,1", "U1,2,2", "U1,3,3"])
+    data = import_table(events, items, user_col="customer", item_col="sku", time_col="ts", item_id_col="sku",
+                        text_col="title", on_bad_rows="skip")
+    assert data.report.rejected.select("file", "row", "problem").rows()[:2] == [
+        ("events.csv", 2, "unknown item id (not in products.csv)"), ("events.csv", 3, rejected)]
 
 
 def test_a_file_that_is_not_parquet_is_one_error_naming_it(tmp_path: Path) -> None:
@@ -503,8 +532,8 @@ def test_fail_mode_lists_every_bad_row_at_once(tmp_path: Path) -> None:
     error = _raises(["events.csv: 7 bad rows: row 5: unknown item id 'SKU-9999' (not in products.csv); "
                      "row 6: unparsable timestamp 'yesterday'", "row 7: unparsable timestamp '31/02/2024'",
                      "row 8: unparsable timestamp 'soon'", "row 9: missing customer", "… and 2 more",
-                     "--on-bad-rows skip", "rejected.csv"], import_table, events, tmp_path / "products.csv",
-                    **_csv_kwargs())
+                     "(skip them with on_bad_rows='skip'", "rejected.csv"], import_table, events,
+                    tmp_path / "products.csv", **_csv_kwargs())
     assert error.row is None
 
 
@@ -656,7 +685,7 @@ def test_a_byte_order_mark_decides_a_files_encoding(tmp_path: Path) -> None:
     data = import_table(events, items, delimiter="tab", on_bad_rows="skip")
     assert data.items.rows() == [("1", "Café mug")]
     assert data.report.rejected.select("file", "row", "problem").rows() == [
-        ("events.tsv", 2, "unknown item id (not in items.txt)"),  # a ragged line's id is not known
+        ("events.tsv", 2, "item was rejected from items.txt (its row there is bad)"),  # the ragged line's first field
         ("items.txt", 2, "unparsable line: expected 2 fields, found 3")]
     items.write_bytes(codecs.BOM_UTF8 + "item_id\ttext\n1\tCafé mug\n2\tThé\n".encode())
     latin = tmp_path / "events.txt"

@@ -216,3 +216,21 @@ def test_a_feed_of_the_served_catalogue_changes_nothing_and_a_bad_row_leaves_its
     failed = push("--items", served_feed(tmp_path, "bad.csv", {"bag2": {"description": ""}}), *args)
     assert failed.exit_code == 2 and "push the other rows with --on-bad-rows skip: the bad ones are listed and " \
         "their items left as served" in " ".join(failed.output.split()) and "rejected.csv" not in failed.output
+
+
+def test_an_unreadable_line_leaves_its_item_as_served_when_it_tells_its_id(api, tmp_path):
+    """A line with the wrong number of fields was read as no id at all: --missing deactivate took its item out of
+    stock as one the file leaves out. Its first field, the id column, says which item it is."""
+    path = tmp_path / "ragged.csv"
+    served_feed(tmp_path, "ragged.csv")
+    line = "bag2,camera bag brown,Bag Two,bags"
+    assert line in path.read_text()
+    path.write_text(path.read_text().replace(line, line + ",x"))
+    args = ["--item-id-col", "sku", "--text-col", "description", "--token", TOKEN, "--missing", "deactivate",
+            "--on-bad-rows", "skip"]
+    result = push("--items", str(path), *args)
+    flat = " ".join(result.output.split())
+    assert result.exit_code == 0, result.output
+    assert "row 4: unparsable line: expected 4 fields, found 5" in flat
+    assert "5 items in 2 requests (1 bad row skipped); 0 served items not in the file to deactivate" in flat
+    assert api.get("/v1/items/bag2").json()["active"]

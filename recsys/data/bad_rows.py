@@ -8,10 +8,17 @@ from typing import Literal
 import polars as pl
 
 from recsys.data.dataset import REJECTED_FILE, REJECTED_SCHEMA
+from recsys.data.option_names import KEYWORDS, OptionNames
 from recsys.errors import DataError
 
 OnBadRows = Literal["fail", "skip"]
 LISTED = 5  # bad rows an error message shows
+
+
+def import_skip_hint(names: OptionNames) -> str:
+    """How an import goes on past its bad rows, its option named as its caller names it."""
+    return (f"skip them with {names.option('on_bad_rows', 'skip')}: the other rows are imported and every bad row "
+            f"is listed in {REJECTED_FILE}")
 
 
 class BadRows:
@@ -20,13 +27,14 @@ class BadRows:
     kept (file, row, problem, value) in the import report, which `Dataset.save` writes to rejected.csv."""
 
     def __init__(self, mode: OnBadRows = "fail", skip_hint: str | None = None) -> None:
-        """`skip_hint`: how to go on past them, said by `fail`'s error (default: the importers')."""
+        """`skip_hint`: how to go on past them, said by `fail`'s error (default: `import_table`'s keyword; "" for a
+        caller that cannot skip them)."""
         if mode not in ("fail", "skip"):
             raise ValueError(f"on_bad_rows must be 'fail' or 'skip', got {mode!r}")
         self.mode = mode
-        self.skip_hint = skip_hint or (f"skip them with on_bad_rows='skip' / --on-bad-rows skip: the other rows are "
-                                       f"imported and every bad row is listed in {REJECTED_FILE}")
+        self.skip_hint = import_skip_hint(KEYWORDS) if skip_hint is None else skip_hint
         self.found: list[pl.DataFrame] = []
+        self.unread: dict[str, list[list[str | None]]] = {}  # by file name: the fields of its unreadable records
 
     def reject(self, frame: pl.DataFrame, mask: pl.Series | pl.Expr, problem: str, path: Path,
                value: str | pl.Series | None = None) -> pl.DataFrame:
@@ -44,7 +52,11 @@ class BadRows:
                                             "value": values, "__template": [problem] * bad.height}))
         return flagged.filter(~pl.col("__bad")).drop("__bad", *(["__value"] if value == "__value" else []))
 
-    def add(self, path: Path, row: int, problem: str, value: str | None = None) -> None:
+    def add(self, path: Path, row: int, problem: str, value: str | None = None,
+            unread: list[str | None] | None = None) -> None:
+        """Record one bad row; `unread`: the fields of a record that could not be read as a row (`unread_ids`)."""
+        if unread is not None:
+            self.unread.setdefault(path.name, []).append(unread)
         self.found.append(pl.DataFrame({"file": [path.name], "row": [row], "problem": [problem], "value": [value],
                                         "__template": [problem]},
                                        schema={"file": pl.Utf8, "row": pl.Int64, "problem": pl.Utf8, "value": pl.Utf8,
@@ -72,9 +84,9 @@ class BadRows:
         bad = self.table().filter(pl.col("file") == path.name)
         if not bad.height:
             return
-        shown = self.described(path)
+        shown, hint = self.described(path), f" ({self.skip_hint})" if self.skip_hint else ""
         if bad.height == 1:
-            raise DataError(f"{shown[0][1]} ({self.skip_hint})", source=str(path), row=shown[0][0])
+            raise DataError(f"{shown[0][1]}{hint}", source=str(path), row=shown[0][0])
         listed = "; ".join(f"row {row}: {problem}" for row, problem in shown)
         more = f"; … and {bad.height - LISTED} more" if bad.height > LISTED else ""
-        raise DataError(f"{bad.height} bad rows: {listed}{more} ({self.skip_hint})", source=str(path))
+        raise DataError(f"{bad.height} bad rows: {listed}{more}{hint}", source=str(path))

@@ -14,6 +14,7 @@ from typing import Literal
 
 import polars as pl
 
+from recsys.data.bad_rows import BadRows
 from recsys.data.dataset import Dataset, ImportReport
 from recsys.data.tables import checked_interactions, import_table  # noqa: F401  (import_table re-exported)
 from recsys.errors import DataError
@@ -375,5 +376,5 @@ def import_recbole_movielens(directory: str | Path) -> Dataset:
     if "rating" in cols:
         report.notes.append("ratings ignored: every rating counts as an interaction (implicit feedback)")
     inter = checked_interactions(inter, ("user_id", "item_id", "timestamp"), None, items["item_id"],
-                          (inter_path, item_path), report)
+                                 (inter_path, item_path), report, BadRows(skip_hint=""))  # no skipping here
     return Dataset(name, items, inter, report)

@@ -21,6 +21,7 @@ import polars as pl
 
 from recsys.data.bad_rows import BadRows
 from recsys.data.dataset import ImportReport
+from recsys.data.option_names import KEYWORDS, OptionNames
 from recsys.errors import DataError
 from recsys.text_format import counted, plural
 
@@ -35,14 +36,26 @@ def _separator(path: Path, delimiter: str | None) -> str:
     return sep
 
 
-def delimiter_hint(header: list[str]) -> str:
-    """When a text file's header was read as one column that holds another delimiter: which one to pass."""
+def check_delimiter(delimiter: str | None, keyword: str = "delimiter", names: OptionNames = KEYWORDS) -> None:
+    """OptionValueError naming `keyword` for a delimiter that is neither one character nor a known name."""
+    try:
+        _separator(Path("file.csv"), delimiter)
+    except ValueError:
+        raise names.invalid(keyword, f"one character, or tab, comma, semicolon or pipe, not {delimiter!r}") from None
+
+
+def delimiter_hint(header: list[str], names: OptionNames = KEYWORDS) -> str:
+    """When a text file's header was read as one column that holds another delimiter: which one to pass, named as
+    the caller names its options (`names`)."""
     if len(header) != 1:
         return ""
     for name, sep in (("comma", ","), ("semicolon", ";"), ("tab", "\t"), ("pipe", "|")):
         if sep in header[0]:
-            return (f" (one column: the header looks {name}-separated; pass delimiter={sep!r} / --delimiter {name} "
-                    f"for both files, or items_delimiter={sep!r} / --items-delimiter {name} for the item file alone)")
+            both = names.option("delimiter", sep, name)
+            if not names.items_delimiter:
+                return f" (one column: the header looks {name}-separated; pass {both})"
+            return (f" (one column: the header looks {name}-separated; pass {both} for both files, or "
+                    f"{names.option('items_delimiter', sep, name)} for the item file alone)")
     return ""
 
 
@@ -76,16 +89,17 @@ def _field_patterns(sep: str, cr_lines: bool) -> tuple[re.Pattern[str], re.Patte
 _CLOSED = re.compile(r'"(?:[^"]++|"")*+"')  # a quote and where it closes, wherever that is
 
 
-def _records(text: str, sep: str, path: Path) -> Iterator[tuple[list[str | None], str | None]]:
+def _records(text: str, sep: str, path: Path) -> Iterator[tuple[list[str | None], str | None, str]]:
     """The records of a CSV text (a quoted field may span lines, `""` in it is a quote; an empty field is None, an
     empty quoted one "", as polars reads them) as (fields, the first field that opens with a quote but is not a
-    quoted field, or None). Such a field (`"Best" pan`: its closing quote is not the field's end) is read as
-    written: a reader that takes the quotes as quoting drops them (Python's csv module makes it `Best pan`, polars
-    makes `"Best" pan "x"` `Best pan x`). A quote never closed is an error when there are lines after it (read as a
-    quoted field they would be its text); a blank line is a record of no fields."""
+    quoted field, or None, the record's text as written without its line end). Such a field (`"Best" pan`: its
+    closing quote is not the field's end) is read as written: a reader that takes the quotes as quoting drops them
+    (Python's csv module makes it `Best pan`, polars makes `"Best" pan "x"` `Best pan x`). A quote never closed is
+    an error when there are lines after it (read as a quoted field they would be its text); a blank line is a record
+    of no fields."""
     field, eol = _field_patterns(sep, "\n" not in text)
     fields: list[str | None] = []
-    misquoted, number, end = None, 0, len(text)  # number: the record's, 0 for the header
+    misquoted, number, end, start = None, 0, len(text), 0  # number: the record's, 0 for the header
     if not text:
         return
     for found in field.finditer(text):
@@ -101,8 +115,8 @@ def _records(text: str, sep: str, path: Path) -> Iterator[tuple[list[str | None]
         else:
             fields.append(None)
         if ends != sep:
-            yield (fields if fields != [None] else []), misquoted
-            fields, misquoted, number = [], None, number + 1
+            yield (fields if fields != [None] else []), misquoted, text[start:found.start(3)]
+            fields, misquoted, number, start = [], None, number + 1, found.end()
             if found.end() == end:
                 return
 
@@ -132,7 +146,7 @@ def _line_by_line(path: Path, sep: str, encoding: str, bad: BadRows, report: Imp
     if codecs.lookup(encoding).name == "utf-8":
         text = text.removeprefix("\ufeff")
     records = _records(text, sep, path)
-    header, _ = next(records, (None, None))
+    header, _, _ = next(records, (None, None, None))
     if header is None:
         raise DataError("the file is empty", source=str(path))
     reason = _undecodable(header, sep, encoding)
@@ -140,15 +154,16 @@ def _line_by_line(path: Path, sep: str, encoding: str, bad: BadRows, report: Imp
         raise DataError(f"the header line is not valid {encoding} text ({reason}); pass the file's encoding",
                         source=str(path))
     rows, numbers, misquoted = [], [], []
-    for number, (fields, odd) in enumerate(records, start=1):
+    for number, (fields, odd, raw) in enumerate(records, start=1):
         if odd is not None:
             misquoted.append((number, odd))
         reason = _undecodable(fields, sep, encoding)
         if reason:
             bad.add(path, number, f"not valid {encoding} text ({reason}); pass the file's encoding (e.g. cp1252 "
-                    "for a Windows export, latin-1)")
+                    "for a Windows export, latin-1)", _shown(raw), unread=fields)
         elif fields and len(fields) != len(header):
-            bad.add(path, number, f"unparsable line: expected {len(header)} fields, found {len(fields)}")
+            bad.add(path, number, f"unparsable line: expected {len(header)} fields, found {len(fields)}", _shown(raw),
+                    unread=fields)
         else:
             rows.append(fields or [None] * len(header))
             numbers.append(number)
@@ -160,6 +175,27 @@ def _line_by_line(path: Path, sep: str, encoding: str, bad: BadRows, report: Imp
     names = _unique_names([name or "" for name in header])
     frame = pl.DataFrame(rows, schema={h: pl.Utf8 for h in names}, orient="row")
     return frame.with_columns(pl.Series("__row", numbers, dtype=pl.UInt32)).select("__row", *names)
+
+
+SHOWN_CHARS = 200  # of an unreadable line, in rejected.csv's `value`
+
+
+def _shown(raw: str) -> str:
+    """An unreadable record's text for rejected.csv: bytes that did not decode as U+FFFD, cut at SHOWN_CHARS."""
+    raw = _UNDECODED.sub("\ufffd", raw)
+    return raw if len(raw) <= SHOWN_CHARS else raw[:SHOWN_CHARS - 1] + "…"
+
+
+def unread_ids(bad: BadRows, path: Path, columns: list[str], id_col: str) -> list[str]:
+    """The ids (stripped) of `path`'s records that could not be read as rows (`_line_by_line`), where the record still
+    tells one: its field in the id column's place (`columns`: the header's names) when that is the first column (a
+    wrong number of fields shifts the later ones) or when it has the header's number of fields (a line that does not
+    decode). A field holding undecoded bytes, or empty, is no id."""
+    place = columns.index(id_col)
+    found = [fields[place] for fields in bad.unread.get(path.name, [])
+             if (place == 0 or len(fields) == len(columns)) and place < len(fields)]
+    ids = [field.strip() for field in found if field is not None and not _UNDECODED.search(field)]
+    return [field for field in ids if field]
 
 
 def _misquoted(source: Path | bytes, sep: str) -> bool:

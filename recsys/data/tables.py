@@ -17,12 +17,13 @@ from pathlib import Path
 
 import polars as pl
 
-from recsys.data.bad_rows import BadRows, OnBadRows
+from recsys.data.bad_rows import BadRows, OnBadRows, import_skip_hint
 from recsys.data.dataset import OPTIONAL_ITEM_SCHEMA, Dataset, ImportReport
 from recsys.data.event_kinds import keep_kinds
 from recsys.data.price_text import price_number_text
 from recsys.data.item_text import template_expr, template_fields
-from recsys.data.table_files import delimiter_hint, read_table
+from recsys.data.option_names import ITEM_TABLE_KEYWORDS, KEYWORDS, OptionNames, OptionValueError
+from recsys.data.table_files import check_delimiter, delimiter_hint, read_table, unread_ids
 from recsys.data.timestamps import epoch_seconds
 from recsys.errors import DataError
 from recsys.ids import ID_CHARS, too_long
@@ -32,12 +33,14 @@ MIN_EVALUATED_EVENTS = 3  # a user's events for a leave-one-out valid and test e
 
 
 def _require(frame: pl.DataFrame, columns: Sequence[str], path: Path, what: str = "column",
-             single: bool = False) -> None:
-    """DataError naming the `columns` the table lacks (and, with `single`, the first holding lists or records)."""
+             single: bool = False, names: OptionNames = KEYWORDS) -> None:
+    """DataError naming the `columns` the table lacks (and, with `single`, the first holding lists or records); a
+    delimiter to pass is named as the caller names its options (`names`)."""
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         found = [c for c in frame.columns if c != "__row"]
-        raise DataError(f"missing {what}(s) {missing}; found {found}{delimiter_hint(found)}", source=str(path))
+        raise DataError(f"missing {what}(s) {missing}; found {found}{delimiter_hint(found, names)}",
+                        source=str(path))
     if single:
         check_single_values(frame, columns, path)
 
@@ -86,54 +89,61 @@ def _present(frame: pl.DataFrame, columns: Sequence[str], path: Path, bad: BadRo
     return frame
 
 
-def _render(frame: pl.DataFrame, template: str, path: Path) -> pl.Expr:
-    """The item-text template over the table's columns (`recsys.data.item_text`; every field must exist)."""
+def _render(frame: pl.DataFrame, template: str, path: Path, names: OptionNames = KEYWORDS) -> pl.Expr:
+    """The item-text template over the table's columns (`recsys.data.item_text`; every field must exist). A
+    malformed one is an OptionValueError (its message names the keyword; a command names its flag)."""
     try:
         fields = template_fields(template)
     except ValueError as exc:
-        raise ValueError(f"text_template: {exc}") from None
-    _require(frame, fields, path, "text_template field", single=True)
+        raise OptionValueError("text_template", str(exc) if names.flags else f"text_template: {exc}") from None
+    _require(frame, fields, path, "text_template field", single=True, names=names)
     return template_expr(template)
 
 
-def check_encoding(name: str) -> None:
-    """ValueError (a bad option value) for an encoding Python does not know."""
+def check_encoding(name: str, keyword: str = "encoding", names: OptionNames = KEYWORDS) -> None:
+    """OptionValueError (a bad option value, naming `keyword`) for an encoding Python does not know."""
     try:
         codecs.lookup(name)
     except LookupError:
-        raise ValueError(f"unknown encoding {name!r}") from None
+        raise names.invalid(keyword, f"unknown encoding {name!r}") from None
 
 
 def read_item_table(item_path: Path, report: ImportReport, bad: BadRows, *, item_id_col: str = "item_id",
                     text_template: str | None = None, text_col: str | None = None,
                     extra_item_cols: Mapping[str, str] | Sequence[str] | None = None, delimiter: str | None = None,
-                    encoding: str = "utf-8") -> tuple[pl.DataFrame, pl.Series]:
+                    encoding: str = "utf-8",
+                    names: OptionNames = ITEM_TABLE_KEYWORDS) -> tuple[pl.DataFrame, pl.Series]:
     """An item table (CSV/TSV/TXT/Parquet) as `import_table` reads it: (items: item_id, text and the optional
-    columns; every id the file names, bad rows included). Bad rows go to `bad` (checked here: "fail" raises)."""
+    columns; every id the file names, bad rows included). Bad rows go to `bad` (checked here: "fail" raises).
+    `names`: how the messages name the caller's options (its keywords, or a command's flags)."""
+    text_col_opt, template_opt = names.option("text_col"), names.option("text_template")
     if text_col is not None and text_template is not None:  # the template won, and the column was ignored
-        raise DataError(f"pass text_col= / --text-col ({text_col!r}) or text_template= / --text-template, not both: "
-                        "a template renders the text from columns (it may name that one: '{" + text_col + "}')")
-    check_encoding(encoding)
+        raise DataError(f"pass {text_col_opt} ({text_col!r}) or {template_opt}, not both: a template renders the "
+                        "text from columns (it may name that one: '{" + text_col + "}')")
+    check_encoding(encoding, names=names)  # import_table checked its own options before: these hold then
+    check_delimiter(delimiter, names=names)
     items = read_table(item_path, report, bad, delimiter, encoding)
-    _require(items, [item_id_col], item_path, single=True)
+    _require(items, [item_id_col], item_path, single=True, names=names)
     if text_template is None and text_col is None:
         if "text" not in items.columns:
             found = [c for c in items.columns if c != "__row"]
-            raise DataError("no item text: pass text_col= / --text-col or text_template= / --text-template (no "
-                            f"'text' column); found {found}", source=str(item_path))
+            raise DataError(f"no item text: pass {text_col_opt} or {template_opt} (no 'text' column); found {found}",
+                            source=str(item_path))
         text_col = "text"
     if text_col is not None and text_template is None:
-        _require(items, [text_col], item_path, single=True)
+        _require(items, [text_col], item_path, single=True, names=names)
     items = whole_floats_as_integers(items, [item_id_col])
-    text = _render(items, text_template, item_path) if text_template else pl.col(text_col).cast(pl.Utf8)
+    text = _render(items, text_template, item_path, names) if text_template else pl.col(text_col).cast(pl.Utf8)
     extra = dict(extra_item_cols) if isinstance(extra_item_cols, Mapping) else {c: c for c in extra_item_cols or []}
     extra = {**{c: c for c in OPTIONAL_ITEM_SCHEMA if c in items.columns and c not in extra}, **extra}
-    _require(items, list(extra.values()), item_path, "extra item column")
+    _require(items, list(extra.values()), item_path, "extra item column", names=names)
     typed = [source for target, source in extra.items() if target in OPTIONAL_ITEM_SCHEMA]
     check_single_values(items, typed, item_path)
     items = _present(items, [item_id_col], item_path, bad)
     items = items.with_columns(_id(item_id_col).alias("__id"), text.str.strip_chars().alias("__text"))
-    listed = items["__id"].unique()  # every id the item file names, bad rows included
+    unread = unread_ids(bad, item_path, [c for c in items.columns if not c.startswith("__")], item_id_col)
+    listed = pl.concat([items["__id"], pl.Series("__id", unread, dtype=pl.Utf8)]).unique()  # every id the item
+    # file names, bad rows included (an unreadable line's, when it tells one)
     kept = [pl.col(c).str.strip_chars() if items.schema[c] == pl.Utf8 else pl.col(c)
             for c in dict.fromkeys(["__id", "__text", *extra.values()]) if c in items.columns]
     repeats = items.select(pl.struct(kept).is_first_distinct()).to_series()  # the same item again, as imported
@@ -176,7 +186,7 @@ def import_table(interactions_path: str | Path, items_path: str | Path, *, user_
                  timestamp_format: str | None = None, name: str | None = None, on_bad_rows: OnBadRows = "fail",
                  delimiter: str | None = None, encoding: str = "utf-8", items_delimiter: str | None = None,
                  items_encoding: str | None = None, kind_col: str | None = None,
-                 kinds: Sequence[str] | None = None) -> Dataset:
+                 kinds: Sequence[str] | None = None, names: OptionNames = KEYWORDS) -> Dataset:
     """Import an interaction table and an item table (CSV/TSV/TXT/Parquet by extension) with a column mapping.
 
     Item text comes from `text_col`, or `text_template` ("title: {title} | brand: {brand}"; empty fields
@@ -189,26 +199,32 @@ def import_table(interactions_path: str | Path, items_path: str | Path, *, user_
     read the item file otherwise (a `;` Windows export beside a UTF-8 event log). Bad rows: `on_bad_rows="fail"`
     stops with all of them listed, "skip" leaves them out (`dataset.report.rejected`, saved as rejected.csv).
     `kind_col`: the events' kind column (view / cart / purchase, as the shop writes them), counted in the notes;
-    `kinds` keeps only the events of those kinds (`recsys.data.event_kinds`)."""
+    `kinds` keeps only the events of those kinds (`recsys.data.event_kinds`). `names`: how the messages name the
+    caller's options (these keywords, or `recsys import table`'s flags: `IMPORT_TABLE_FLAGS`)."""
     if kinds is not None and not kind_col:
         raise ValueError("--kinds needs --kind-col, the column that holds each event's kind")
     if kinds is not None and not kinds:
         raise ValueError("--kinds names no kind: give a comma-separated list such as 'purchase,cart'")
-    check_encoding(encoding)  # the items file's: read_item_table's own check, before either file is read
+    for keyword, value in (("encoding", encoding), ("items_encoding", items_encoding)):  # before either file is read
+        if value is not None:
+            check_encoding(value, keyword, names)
+    for keyword, value in (("delimiter", delimiter), ("items_delimiter", items_delimiter)):
+        check_delimiter(value, keyword, names)
     inter_path, item_path, report = Path(interactions_path), Path(items_path), ImportReport()
-    bad = BadRows(on_bad_rows)
+    bad = BadRows(on_bad_rows, skip_hint=import_skip_hint(names))
     item_frame, listed = read_item_table(item_path, report, bad, item_id_col=item_id_col, text_template=text_template,
                                          text_col=text_col, extra_item_cols=extra_item_cols,
-                                         delimiter=items_delimiter or delimiter, encoding=items_encoding or encoding)
+                                         delimiter=items_delimiter or delimiter, encoding=items_encoding or encoding,
+                                         names=names)
 
     inter = read_table(inter_path, report, bad, delimiter, encoding)
     if time_col and time_col not in inter.columns and {user_col, item_col} <= set(inter.columns):
         found = [c for c in inter.columns if c != "__row"]
-        raise DataError(f"missing time column {time_col!r}; found {found}: name it with time_col= / --time-col, or "
-                        "pass time_col=None / --time-col '' to take each user's events in file order",
-                        source=str(inter_path))
+        none = "--time-col ''" if names.flags else "time_col=None"
+        raise DataError(f"missing time column {time_col!r}; found {found}: name it with {names.option('time_col')}, "
+                        f"or pass {none} to take each user's events in file order", source=str(inter_path))
     _require(inter, [user_col, item_col] + ([time_col] if time_col else []) + ([kind_col] if kind_col else []),
-             inter_path, single=True)
+             inter_path, single=True, names=names)
     unread = [c for c in inter.columns if c not in (user_col, item_col, time_col, kind_col) and not c.startswith("__")]
     if unread:  # e.g. an event type: said, not dropped silently
         report.notes.append(f"{inter_path.name}: {counted(len(unread), 'column')} not read "
