@@ -17,7 +17,7 @@ from jobs.batch_cmd import store_source
 from jobs.options import OneOf, comma_list
 from jobs.output import console, metrics_table
 from recsys.store import EVENT_KINDS, REDIS_TIMEOUT_S
-from recsys.text_format import plural
+from recsys.text_format import counted, plural
 
 TrainPositions = Annotated[Optional[int], typer.Option(
     min=0, help="also train on the last N positions of each train-split sequence (default: RankerConfig's)")]
@@ -315,7 +315,6 @@ def check_same_shop(live, items: set[str], label: str) -> None:
     other items come from another shop's store (`--state-dir` defaults to ./recsys-state, which bundles of several
     shops easily share): an error when every event is such, a warning when some are."""
     from recsys.errors import DataError
-    from recsys.text_format import counted
 
     foreign = live.filter(~live["item_id"].is_in(sorted(items)))
     if foreign.height == 0:

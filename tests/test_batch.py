@@ -303,18 +303,8 @@ def test_a_reranked_bundle_is_scored_at_each_examples_time_in_batch_and_evaluato
     """The shop's timestamps are real times, so the re-ranker's statistics are point-in-time: evaluation mode
     scores each example at its own time, as `recsys evaluate` does (the same lists, to the item), and those
     lists differ from the ones the same histories get "now" (after every event)."""
-    from recsys.ranker import RankerConfig
-    from recsys.ranker_training import train_reranker
-
-    data, _, _ = shop
-    from jobs.workflows import load_dataset
-    dataset = load_dataset(data)
-    split = split_dataset(dataset)
-    vectors = np.random.default_rng(0).standard_normal((dataset.items.height, 16)).astype(np.float32)
-    engine = Recommender.build(dataset, split, vectors, BuildConfig())
-    engine.reranker, _ = train_reranker(engine, split, RankerConfig(candidates=40, n_estimators=30,
-                                                                    early_stopping_rounds=5, cv_folds=0),
-                                        log=lambda *_: None)
+    data = shop[0]
+    dataset, split, engine = shop_engine(shop)
     assert engine.reranker.stats.config.time_mode == "absolute"
     bundle = engine.save(tmp_path / "engine" / "v1")
     run_job(BatchOptions(bundle=bundle, out=tmp_path / "eval", k=10, chunk_size=16, progress=False, data=data,
@@ -380,9 +370,8 @@ def test_evaluate_from_batch_reads_only_the_split_the_batch_was_scored_for(shop,
     assert f"note: {note}" in " ".join(both.output.split())
 
 
-@pytest.fixture
-def stamped_engine(shop, tmp_path):
-    """A bundle with a re-ranker fit on the shop's valid step, its manifest naming the shop's fingerprint."""
+def shop_engine(shop):
+    """(the shop's dataset, its split, random item vectors with a re-ranker fit on its valid step)."""
     from jobs.workflows import load_dataset
     from recsys.ranker import RankerConfig
     from recsys.ranker_training import train_reranker
@@ -394,6 +383,13 @@ def stamped_engine(shop, tmp_path):
     engine.reranker, _ = train_reranker(engine, split, RankerConfig(candidates=40, n_estimators=30,
                                                                     early_stopping_rounds=5, cv_folds=0),
                                         log=lambda *_: None)
+    return dataset, split, engine
+
+
+@pytest.fixture
+def stamped_engine(shop, tmp_path):
+    """A bundle with a re-ranker fit on the shop's valid step, its manifest naming the shop's fingerprint."""
+    dataset, _, engine = shop_engine(shop)
     return engine.save(tmp_path / "engine" / "v1", {"dataset": {"fingerprint": dataset.fingerprint()}})
 
 
