@@ -211,7 +211,7 @@ def refresh_stats(
     from recsys.artifacts import new_version
     from recsys.errors import BundleError
     from recsys.evaluation import sample_examples
-    from recsys.splits import events_through
+    from recsys.splits import last_event_time
     from recsys.stats_refresh import live_time_warnings, refreshed
 
     through = through or ("test" if store else "valid")
@@ -256,7 +256,7 @@ def refresh_stats(
     record: dict = {"through": through, "events": after.stats.events(), "events_before": before.stats.events()}
     if live is not None:
         known = set(before.stats.item_ids.tolist())
-        warnings = live_time_warnings(events_through(split, through), live, after.stats.config, time.time())
+        warnings = live_time_warnings(last_event_time(split, through), live, after.stats.config, time.time())
         for warning in warnings:
             console.print(f"[yellow]warning:[/] {warning}")
         record["live"] = {**live_record, "new_items": len(set(live["item_id"].to_list()) - known),
@@ -316,7 +316,7 @@ def check_same_shop(live, items: set[str], label: str) -> None:
     shops easily share): an error when every event is such, a warning when some are."""
     from recsys.errors import DataError
 
-    foreign = live.filter(~live["item_id"].is_in(sorted(items)))
+    foreign = live.filter(~live["item_id"].is_in(list(items)))
     if foreign.height == 0:
         return
     example = foreign["item_id"][0]

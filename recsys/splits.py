@@ -119,6 +119,15 @@ def split_dataset(dataset: Dataset) -> SplitData:
     return files_split(dataset.interactions) if dataset.has_split else leave_one_out(dataset.interactions)
 
 
+def last_event_time(split: SplitData, through: str) -> int | None:
+    """The latest timestamp among `events_through(split, through)`, read from the split's frames without joining
+    them (None when there is none)."""
+    frames = {"train": [split.train], "valid": [split.train, split.valid],
+              "test": [split.train, split.valid, split.test]}[through]
+    times = [frame["timestamp"].max() for frame in frames if frame.height]
+    return max(times) if times else None
+
+
 def events_through(split: SplitData, through: str) -> pl.DataFrame:
     """The interactions (user_id, item_id, timestamp) up to and including the `through` step: the train split,
     + every valid example's target event ("valid"), + every test example's too ("test")."""

@@ -85,12 +85,13 @@ FUTURE_TOLERANCE_S = 86_400
 """A live event timed more than this after the refresh's clock ("now") is in the future (a day: clock skew)."""
 
 
-def live_time_warnings(events: pl.DataFrame, live: pl.DataFrame, config: StatsConfig, now: float) -> list[str]:
+def live_time_warnings(end: float | None, live: pl.DataFrame, config: StatsConfig, now: float) -> list[str]:
     """What a user should hear about the live events' times (absolute time only; in sequence time they take the
-    positions after each user's events). Every query is asked just after the last event the statistics hold, so
-    live events timed in the future, or long after the dataset's last event, move every query's clock there: the
-    recent popularity and trend (`config.recent_window`) then count those live events only."""
-    if config.time_mode != "absolute" or live.height == 0 or events.height == 0:
+    positions after each user's events), `end` being the dataset's last event time (`splits.last_event_time`).
+    Every query is asked just after the last event the statistics hold, so live events timed in the future, or
+    long after the dataset's last event, move every query's clock there: the recent popularity and trend
+    (`config.recent_window`) then count those live events only."""
+    if config.time_mode != "absolute" or live.height == 0 or end is None:
         return []
     day = lambda t: datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d")  # noqa: E731
     warnings = []
@@ -98,7 +99,7 @@ def live_time_warnings(events: pl.DataFrame, live: pl.DataFrame, config: StatsCo
     if future.height:
         warnings.append(f"{counted(future.height, 'live event')} {plural(future.height, 'is', 'are')} timed after "
                         f"now (the latest on {day(float(future['ts'].max()))}): every query is asked after it")
-    end, start = float(events["timestamp"].max()), float(live["ts"].min())
+    end, start = float(end), float(live["ts"].min())
     if start - end > config.recent_window:
         warnings.append(f"the live events start {(start - end) / 86_400:,.0f} days after the dataset's last event "
                         f"({day(end)} → {day(start)}), more than the statistics' recent window "

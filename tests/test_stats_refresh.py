@@ -13,7 +13,7 @@ from recsys.errors import DataError
 from recsys.pipeline import Recommender
 from recsys.ranker import RankerConfig
 from recsys.ranker_training import train_reranker
-from recsys.splits import events_through, split_dataset
+from recsys.splits import events_through, last_event_time, split_dataset
 from recsys.stats import StatsConfig
 from recsys.stats_refresh import refreshed
 from tests.test_ranker import N_ITEMS, N_USERS, planted_dataset
@@ -42,6 +42,8 @@ def test_events_through_adds_each_steps_targets(engine):
     assert events_through(split, "test").height == split.train.height + 2 * N_USERS
     with pytest.raises(ValueError, match="through must be"):
         events_through(split, "later")
+    for step in ("train", "valid", "test"):  # read from the frames, not their concatenation
+        assert last_event_time(split, step) == events_through(split, step)["timestamp"].max()
 
 
 def test_refreshed_statistics_count_the_valid_step_and_keep_the_ranker(engine):
@@ -187,17 +189,16 @@ def test_live_events_far_after_the_dataset_or_in_the_future_are_warned_about():
     from recsys.stats_refresh import live_frame, live_time_warnings
 
     day, now = 86_400, 1_800_000_000.0
-    events = pl.DataFrame({"user_id": ["a", "b"], "item_id": ["x", "y"],
-                           "timestamp": [now - 400 * day, now - 100 * day]})
+    end = now - 100 * day  # the dataset's last event
     config = StatsConfig(time_mode="absolute", recent_window=30 * day)
     soon = live_frame([(1, "a", "y", "view", now - 80 * day), (2, "b", "x", "view", now)])
-    assert live_time_warnings(events, soon, config, now) == []  # 20 days after: within the recent window
+    assert live_time_warnings(end, soon, config, now) == []  # 20 days after: within the recent window
     late = live_frame([(1, "a", "y", "view", now - 10 * day), (2, "b", "x", "view", now + 2 * day)])
-    first, second = live_time_warnings(events, late, config, now)
+    first, second = live_time_warnings(end, late, config, now)
     assert first == "1 live event is timed after now (the latest on 2027-01-17): every query is asked after it"
     assert second.startswith("the live events start 90 days after the dataset's last event (2026-10-07 → "
                              "2027-01-05), more than the statistics' recent window (30.0 days)")
-    assert live_time_warnings(events, late, config.model_copy(update={"time_mode": "sequence"}), now) == []
+    assert live_time_warnings(end, late, config.model_copy(update={"time_mode": "sequence"}), now) == []
 
 
 def test_refresh_stats_from_the_event_store_counts_live_events_and_live_items(engine, tmp_path):
