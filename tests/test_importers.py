@@ -823,14 +823,16 @@ def test_an_event_kind_column_is_counted_and_kinds_keep_only_their_events(tmp_pa
 
     bought = import_table(events, items, kind_col="type", kinds=["purchase", "CART"])  # no bad row is left
     assert bought.interactions.select("user_id", "item_id").rows() == [("a", "2"), ("a", "3"), ("b", "2")]
-    assert bought.report.dropped == {"events of other kinds than purchase, CART (events.csv, --kinds)": 5}
-    with pytest.raises(DataError, match=r"--kinds names 'purchases', which the 'type' column never holds; it holds "
+    assert bought.report.dropped == {"events of other kinds than purchase, CART (events.csv, kinds)": 5}
+    with pytest.raises(DataError, match=r": kinds names 'purchases', which the 'type' column never holds; it holds "
                                         r"'view', 'Purchase', 'cart', '\(empty\)'"):
         import_table(events, items, kind_col="type", kinds=["purchases"])
     with pytest.raises(DataError, match=r"missing column\(s\) \['kind'\]"):
         import_table(events, items, kind_col="kind")
-    with pytest.raises(ValueError, match="--kinds needs --kind-col"):
+    with pytest.raises(ValueError, match="^kinds: needs kind_col, the column that holds each event's kind$"):
         import_table(events, items, kinds=["view"])
+    with pytest.raises(ValueError, match=r"^kinds: names no kind: give some, such as \['purchase', 'cart'\]$"):
+        import_table(events, items, kind_col="type", kinds=[])
 
 
 def test_prices_in_a_shops_notation_are_read_and_an_ambiguous_one_stays_a_bad_row(tmp_path: Path) -> None:

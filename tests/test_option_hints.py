@@ -114,3 +114,22 @@ def test_a_bad_delimiter_or_encoding_names_the_option_it_came_from(shop, tmp_pat
         import_table(events, items, items_delimiter=";;", **mapping)
     with pytest.raises(ValueError, match=r"^items_encoding: unknown encoding 'klingon'$"):
         import_table(events, items, items_encoding="klingon", **mapping)
+
+
+def test_event_kind_errors_name_the_callers_options(shop, tmp_path):
+    """`--kinds` without `--kind-col`, an empty `--kinds`, a kind the column never holds: a command names its flags,
+    Python its keywords (both said "--kinds needs --kind-col" and "(events.csv, --kinds)")."""
+    events, items = shop
+    args = ("import", "table", "--interactions", events, "--items", items, "--out", tmp_path / "ds", "--user-col",
+            "customer", "--item-col", "sku", "--time-col", "ts", "--item-id-col", "sku", "--text-col", "title")
+    code, said = run(*args, "--kinds", "purchase")
+    assert code == 2 and "Invalid value for --kinds: needs --kind-col, the column that holds each event's kind " \
+        in said, said
+    code, said = run(*args, "--kinds", " , ", "--kind-col", "ts")
+    assert code == 2 and "Invalid value for --kinds: names no kind: give some, such as purchase,cart " in said, said
+    code, said = run(*args, "--kinds", "refund", "--kind-col", "customer")
+    assert code == 2 and said == f"error: {events}: --kinds names 'refund', which the 'customer' column never " \
+        "holds; it holds 'c1'", said
+    with pytest.raises(DataError, match=r": kinds names 'refund', which the 'customer' column never holds"):
+        import_table(events, items, user_col="customer", item_col="sku", time_col="ts", item_id_col="sku",
+                     text_col="title", kind_col="customer", kinds=["refund"])
