@@ -1,5 +1,5 @@
 """Each command's error hints name its own options, as a command line writes them; the Python importers name their
-own keywords. `import movielens` has no --on-bad-rows, `push-items` reads one file (no --items-delimiter), and a
+own keywords. `push-items` reads one file (no --items-delimiter), and a
 malformed --text-template is named as the option, not as `text_template:`."""
 
 from __future__ import annotations
@@ -33,17 +33,24 @@ def shop(tmp_path) -> tuple[Path, Path]:
     return events, items
 
 
-def test_import_movielens_names_no_option_it_does_not_have(tmp_path):
+def test_import_movielens_names_its_on_bad_rows_option_as_each_caller_writes_it(tmp_path):
+    """`import movielens` had no --on-bad-rows (its error offered none); now it has, and names it."""
     write(tmp_path / "ml.item", "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq",
           "1\tToy Story\t1995\tComedy")
     write(tmp_path / "ml.inter", "user_id:token\titem_id:token\ttimestamp:float", "196\t1\t881250949",
           "196\t9\t881250950")
     code, said = run("import", "movielens", tmp_path, "--out", tmp_path / "ds")
     assert code == 2
-    assert said == f"error: {tmp_path / 'ml.inter'}, row 2: unknown item id '9' (not in ml.item)"
+    assert said == (f"error: {tmp_path / 'ml.inter'}, row 2: unknown item id '9' (not in ml.item) (skip them with "
+                    "--on-bad-rows skip: the other rows are imported and every bad row is listed in rejected.csv)")
     with pytest.raises(DataError) as raised:
         import_recbole_movielens(tmp_path)
-    assert str(raised.value) == f"{tmp_path / 'ml.inter'}, row 2: unknown item id '9' (not in ml.item)"
+    assert str(raised.value) == (f"{tmp_path / 'ml.inter'}, row 2: unknown item id '9' (not in ml.item) (skip them "
+                                 "with on_bad_rows='skip': the other rows are imported and every bad row is listed in "
+                                 "rejected.csv)")
+    code, said = run("import", "movielens", tmp_path, "--out", tmp_path / "ds", "--on-bad-rows", "skip")
+    assert code == 0, said
+    assert f"rejected 1 bad row → {tmp_path / 'ds' / 'rejected.csv'}" in said, said
 
 
 def test_import_table_names_its_flags_and_python_its_keywords(shop, tmp_path):
