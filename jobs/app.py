@@ -221,6 +221,8 @@ BundleData = Annotated[Path, typer.Option("--data", help="the dataset the bundle
 CpuThreads = Annotated[Optional[int], typer.Option("--threads", min=1, max=256, help="CPU threads (torch, FAISS, "
                                                    "BLAS; default: the libraries' own, every core)")]
 OverwriteOpt = Annotated[bool, typer.Option(help="replace a dataset already in --out")]
+OnBadRowsOpt = Annotated[Literal["fail", "skip"], typer.Option(help="fail: stop and list every bad row; skip: "
+                                                               "import the rest, bad rows → OUT/rejected.csv")]
 MaxLength = Annotated[int, typer.Option(min=8, max=512, help="BERT tokens per item text")]
 BatchSize = Annotated[int, typer.Option(min=1, max=4096, help="texts per BERT batch")]
 Decay = Annotated[float, typer.Option(min=0.01, max=1.0, help="recency decay of the history pool")]

@@ -16,8 +16,8 @@ from jobs import (  # noqa: F401
     bench_live, bench_quality, bench_ranker, bench_scale, bench_store, encode_cmd, export_cmd, push_cmd, quickstart,
     ranker_cmd, refit_cmd, train_cmd)
 from jobs.app import EVAL_USERS, MAX_K, BatchSize, CpuThreads, Decay, EncoderOpt, EvalUsersOpt, IndexOpt, Items, \
-    MaxLength, ModelOpt, OutOpt, OverwriteOpt, PoolingOpt, Port, Seed, Users, app, arrange_help, bundle_name, \
-    cap_cpu_threads, check_ray_only, eval_sample, finish_commands, import_app
+    MaxLength, ModelOpt, OnBadRowsOpt, OutOpt, OverwriteOpt, PoolingOpt, Port, Seed, Users, app, arrange_help, \
+    bundle_name, cap_cpu_threads, check_ray_only, eval_sample, finish_commands, import_app
 from jobs.bench import bench_app
 from jobs.options import OneOf, WholeNumber, bad_option_value, comma_list
 from jobs.output import console, err_console, index_line, markdown_metrics, metrics_table, print_recommendations, \
@@ -110,10 +110,12 @@ def import_recbole(directory: Path, out: OutOpt, overwrite: OverwriteOpt = False
 
 
 @import_app.command("movielens")
-def import_movielens(directory: Path, out: OutOpt, overwrite: OverwriteOpt = False) -> None:
+def import_movielens(directory: Path, out: OutOpt, overwrite: OverwriteOpt = False,
+                     on_bad_rows: OnBadRowsOpt = "fail") -> None:
     """RecBole atomic MovieLens (ml-100k.inter + ml-100k.item); title, year and genres become the text."""
     from recsys.data.importers import import_recbole_movielens
-    _report_import(import_recbole_movielens(directory), out, overwrite)
+    from recsys.data.option_names import MOVIELENS_FLAGS
+    _report_import(import_recbole_movielens(directory, on_bad_rows, MOVIELENS_FLAGS), out, overwrite)
 
 
 @import_app.command("table")
@@ -128,9 +130,7 @@ def import_table_cmd(
     text_col: Annotated[Optional[str], typer.Option(help="one column holding the item text")] = None,
     text_template: Annotated[Optional[str], typer.Option(help="e.g. 'title: {title} | brand: {brand}'")] = None,
     timestamp_format: Annotated[Optional[str], typer.Option(help="strftime format for string timestamps")] = None,
-    on_bad_rows: Annotated[Literal["fail", "skip"], typer.Option(help="fail: stop and list every bad row; skip: "
-                                                                 "import the rest, bad rows → OUT/rejected.csv")]
-    = "fail",
+    on_bad_rows: OnBadRowsOpt = "fail",
     delimiter: Annotated[Optional[str], typer.Option(help="field separator of CSV/TXT files: one character, or "
                                                           "tab / comma / semicolon / pipe (default: tab for .tsv, "
                                                           "else comma)")] = None,

@@ -92,9 +92,7 @@ def _train_and_evaluate(dataset, model: str, seed: int, out: Path) -> dict:
                         "--users (the default is 600)") from None
     rows += [{**r, "model": "engine", "seconds": trained.result.seconds + r["ranker_seconds"]} for r in ranked]
     manifest = {"name": "shop", "dataset": {**dataset.summary(), "fingerprint": dataset.fingerprint()},
-                "metrics": rows, "train": train_record(config, trained.result, trained.blend),  # (`recsys refit`)
-                "quickstart": {"train_config": config.model_dump(mode="json"),
-                               "best_epoch": trained.result.best_epoch, "stopped": trained.result.stopped}}
+                "metrics": rows, "train": train_record(config, trained.result, trained.blend)}  # (`recsys refit`)
     path = trained.recommender.save(out / "shop" / new_version(), manifest)
     return {"rows": rows, "recommender": trained.recommender, "path": path, "stopped": trained.result.stopped}
 

@@ -244,6 +244,34 @@ def test_recbole_movielens_bad_input(tmp_path: Path, file: str, line: str, parts
     _raises([file, *parts], import_recbole_movielens, d)
 
 
+def test_recbole_movielens_bad_rows_are_listed_together_or_skipped(tmp_path: Path) -> None:
+    """Every bad row of a file in one error, or left out with on_bad_rows="skip" and listed in the report; the events
+    of an item whose line was left out say so (was: the first bad row stopped the import, and no skipping)."""
+    d = _toy_movielens(tmp_path)
+    with (d / "ml.item").open("a") as handle:
+        handle.write("2\tCopycat\t1995\tCrime\n4\tHeat\t1995\n5\t \t1995\tCrime\n6\tSe7en\t1995\tCrime\n")
+    with (d / "ml.inter").open("a") as handle:
+        handle.write("22\t6\t4\t878887117\n22\t4\t4\t878887118\n22\t5\t4\tyesterday\n22\t9\t4\t878887119\n")
+    with pytest.raises(DataError) as raised:
+        import_recbole_movielens(d)
+    assert str(raised.value).startswith(
+        f"{d / 'ml.item'}: 3 bad rows: row 4: duplicate item id '2' (first on row 2); row 5: unparsable line: "
+        "expected 4 tab-separated fields, found 3; row 6: empty item text: item '5' has no movie_title (skip them with "
+        "on_bad_rows='skip'")
+    data = import_recbole_movielens(d, on_bad_rows="skip")
+    assert data.items["item_id"].to_list() == ["1", "2", "3", "6"]
+    assert data.items.row(1) == ("2", "GoldenEye (1995). Genres: Action", "GoldenEye", "Action")  # the first row's
+    assert data.interactions.rows() == [("196", "1", 881250949), ("196", "2", 881250950), ("22", "3", 878887116),
+                                        ("22", "6", 878887117)]
+    assert data.report.rejected.rows() == [
+        ("ml.inter", 6, "item was rejected from ml.item (its row there is bad)", "4"),
+        ("ml.inter", 7, "item was rejected from ml.item (its row there is bad)", "5"),
+        ("ml.inter", 8, "unknown item id (not in ml.item)", "9"),
+        ("ml.item", 4, "duplicate item id '2' (first on row 2)", "2"),
+        ("ml.item", 5, "unparsable line: expected 4 tab-separated fields, found 3", "4\tHeat\t1995"),
+        ("ml.item", 6, "empty item text: item '5' has no movie_title", "5")]
+
+
 # ---------------------------------------------------------------- CSV / Parquet tables
 TEMPLATE = "title: {title} | category: {category} | brand: {brand}"
 
@@ -823,14 +851,16 @@ def test_an_event_kind_column_is_counted_and_kinds_keep_only_their_events(tmp_pa
 
     bought = import_table(events, items, kind_col="type", kinds=["purchase", "CART"])  # no bad row is left
     assert bought.interactions.select("user_id", "item_id").rows() == [("a", "2"), ("a", "3"), ("b", "2")]
-    assert bought.report.dropped == {"events of other kinds than purchase, CART (events.csv, --kinds)": 5}
-    with pytest.raises(DataError, match=r"--kinds names 'purchases', which the 'type' column never holds; it holds "
+    assert bought.report.dropped == {"events of other kinds than purchase, CART (events.csv, kinds)": 5}
+    with pytest.raises(DataError, match=r": kinds names 'purchases', which the 'type' column never holds; it holds "
                                         r"'view', 'Purchase', 'cart', '\(empty\)'"):
         import_table(events, items, kind_col="type", kinds=["purchases"])
     with pytest.raises(DataError, match=r"missing column\(s\) \['kind'\]"):
         import_table(events, items, kind_col="kind")
-    with pytest.raises(ValueError, match="--kinds needs --kind-col"):
+    with pytest.raises(ValueError, match="^kinds: needs kind_col, the column that holds each event's kind$"):
         import_table(events, items, kinds=["view"])
+    with pytest.raises(ValueError, match=r"^kinds: names no kind: give some, such as \['purchase', 'cart'\]$"):
+        import_table(events, items, kind_col="type", kinds=[])
 
 
 def test_prices_in_a_shops_notation_are_read_and_an_ambiguous_one_stays_a_bad_row(tmp_path: Path) -> None:

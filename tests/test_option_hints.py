@@ -1,5 +1,5 @@
 """Each command's error hints name its own options, as a command line writes them; the Python importers name their
-own keywords. `import movielens` has no --on-bad-rows, `push-items` reads one file (no --items-delimiter), and a
+own keywords. `push-items` reads one file (no --items-delimiter), and a
 malformed --text-template is named as the option, not as `text_template:`."""
 
 from __future__ import annotations
@@ -33,17 +33,24 @@ def shop(tmp_path) -> tuple[Path, Path]:
     return events, items
 
 
-def test_import_movielens_names_no_option_it_does_not_have(tmp_path):
+def test_import_movielens_names_its_on_bad_rows_option_as_each_caller_writes_it(tmp_path):
+    """`import movielens` had no --on-bad-rows (its error offered none); now it has, and names it."""
     write(tmp_path / "ml.item", "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq",
           "1\tToy Story\t1995\tComedy")
     write(tmp_path / "ml.inter", "user_id:token\titem_id:token\ttimestamp:float", "196\t1\t881250949",
           "196\t9\t881250950")
     code, said = run("import", "movielens", tmp_path, "--out", tmp_path / "ds")
     assert code == 2
-    assert said == f"error: {tmp_path / 'ml.inter'}, row 2: unknown item id '9' (not in ml.item)"
+    assert said == (f"error: {tmp_path / 'ml.inter'}, row 2: unknown item id '9' (not in ml.item) (skip them with "
+                    "--on-bad-rows skip: the other rows are imported and every bad row is listed in rejected.csv)")
     with pytest.raises(DataError) as raised:
         import_recbole_movielens(tmp_path)
-    assert str(raised.value) == f"{tmp_path / 'ml.inter'}, row 2: unknown item id '9' (not in ml.item)"
+    assert str(raised.value) == (f"{tmp_path / 'ml.inter'}, row 2: unknown item id '9' (not in ml.item) (skip them "
+                                 "with on_bad_rows='skip': the other rows are imported and every bad row is listed in "
+                                 "rejected.csv)")
+    code, said = run("import", "movielens", tmp_path, "--out", tmp_path / "ds", "--on-bad-rows", "skip")
+    assert code == 0, said
+    assert f"rejected 1 bad row → {tmp_path / 'ds' / 'rejected.csv'}" in said, said
 
 
 def test_import_table_names_its_flags_and_python_its_keywords(shop, tmp_path):
@@ -114,3 +121,22 @@ def test_a_bad_delimiter_or_encoding_names_the_option_it_came_from(shop, tmp_pat
         import_table(events, items, items_delimiter=";;", **mapping)
     with pytest.raises(ValueError, match=r"^items_encoding: unknown encoding 'klingon'$"):
         import_table(events, items, items_encoding="klingon", **mapping)
+
+
+def test_event_kind_errors_name_the_callers_options(shop, tmp_path):
+    """`--kinds` without `--kind-col`, an empty `--kinds`, a kind the column never holds: a command names its flags,
+    Python its keywords (both said "--kinds needs --kind-col" and "(events.csv, --kinds)")."""
+    events, items = shop
+    args = ("import", "table", "--interactions", events, "--items", items, "--out", tmp_path / "ds", "--user-col",
+            "customer", "--item-col", "sku", "--time-col", "ts", "--item-id-col", "sku", "--text-col", "title")
+    code, said = run(*args, "--kinds", "purchase")
+    assert code == 2 and "Invalid value for --kinds: needs --kind-col, the column that holds each event's kind " \
+        in said, said
+    code, said = run(*args, "--kinds", " , ", "--kind-col", "ts")
+    assert code == 2 and "Invalid value for --kinds: names no kind: give some, such as purchase,cart " in said, said
+    code, said = run(*args, "--kinds", "refund", "--kind-col", "customer")
+    assert code == 2 and said == f"error: {events}: --kinds names 'refund', which the 'customer' column never " \
+        "holds; it holds 'c1'", said
+    with pytest.raises(DataError, match=r": kinds names 'refund', which the 'customer' column never holds"):
+        import_table(events, items, user_col="customer", item_col="sku", time_col="ts", item_id_col="sku",
+                     text_col="title", kind_col="customer", kinds=["refund"])

@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 
 from recsys.data.dataset import ImportReport
+from recsys.data.option_names import KEYWORDS, OptionNames
 from recsys.errors import DataError
 from recsys.text_format import counted
 
@@ -23,11 +24,12 @@ def parse_kinds(text: str | None) -> list[str] | None:
 
 
 def keep_kinds(inter: pl.DataFrame, kind_col: str, kinds: Sequence[str] | None, report: ImportReport,
-               path: Path) -> pl.DataFrame:
+               path: Path, names: OptionNames = KEYWORDS) -> pl.DataFrame:
     """`inter` with the events of `kinds` only (all of them when None), matched without regard to case or
     surrounding spaces. The notes count the events of each kind the file holds and what was kept; the events left
     out are counted in the report's drops. A kind the column never holds is an error that lists the ones it
-    does (a typo would otherwise keep nothing of it, unnoticed)."""
+    does (a typo would otherwise keep nothing of it, unnoticed). `names`: how the messages name the caller's
+    options."""
     value = pl.col(kind_col).cast(pl.Utf8).str.strip_chars().fill_null("")
     key = value.str.to_lowercase()
     counts = inter.group_by(key.alias("key")).agg(value.first().alias("kind"), pl.len().alias("n"))
@@ -39,9 +41,12 @@ def keep_kinds(inter: pl.DataFrame, kind_col: str, kinds: Sequence[str] | None, 
         return inter
     wanted = {k.strip().lower() for k in kinds}
     unknown = [k for k in kinds if k.strip().lower() not in named]
+    kinds_name = "--kinds" if names.flags else "kinds"
     if unknown:
-        raise DataError(f"--kinds names {', '.join(repr(k) for k in unknown)}, which the {kind_col!r} column never "
-                        f"holds; it holds {', '.join(repr(kind) for kind, _ in named.values())}", source=str(path))
+        raise DataError(f"{kinds_name} names {', '.join(repr(k) for k in unknown)}, which the {kind_col!r} column "
+                        f"never holds; it holds {', '.join(repr(kind) for kind, _ in named.values())}",
+                        source=str(path))
     kept = inter.filter(key.is_in(sorted(wanted)))
-    report.drop(f"events of other kinds than {', '.join(kinds)} ({path.name}, --kinds)", inter.height - kept.height)
+    report.drop(f"events of other kinds than {', '.join(kinds)} ({path.name}, {kinds_name})",
+                inter.height - kept.height)
     return kept

@@ -1,7 +1,8 @@
 """Importers for RecBole atomic benchmark files -> canonical `Dataset` (plain tables: `tables.py`).
 
 Every problem with the input raises `DataError` naming the file, the row (1-based, header excluded) and
-the problem; every row that is legitimately skipped is counted in the dataset's `ImportReport`.
+the problem (MovieLens: every bad row of a file listed, or left out with `on_bad_rows="skip"`); every row that is
+legitimately skipped is counted in the dataset's `ImportReport`.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from typing import Literal
 
 import polars as pl
 
-from recsys.data.bad_rows import BadRows
+from recsys.data.bad_rows import BadRows, OnBadRows, import_skip_hint
 from recsys.data.dataset import Dataset, ImportReport
+from recsys.data.option_names import KEYWORDS, OptionNames
+from recsys.data.table_files import shown_line, unread_ids
 from recsys.data.tables import checked_interactions, import_table  # noqa: F401  (import_table re-exported)
 from recsys.errors import DataError
 from recsys.ids import ID_CHARS, too_long
@@ -45,8 +48,9 @@ def _lines(path: Path, header: bool) -> tuple[str | None, list[tuple[int, str]]]
 
 
 def _split_rows(path: Path, rows: list[tuple[int, str]], n_fields: int, report: ImportReport,
-                free_last: bool = False) -> list[Row]:
-    """Split tab-separated lines, skipping (and counting) blank ones; wrong field count is an error."""
+                free_last: bool = False, bad: BadRows | None = None) -> list[Row]:
+    """Split tab-separated lines, skipping (and counting) blank ones; a wrong field count is an error, or a bad row
+    of `bad` (its line the value, as `shown_line` cuts it) when given."""
     out: list[Row] = []
     for row, line in rows:
         if not line.strip():
@@ -54,16 +58,20 @@ def _split_rows(path: Path, rows: list[tuple[int, str]], n_fields: int, report: 
             continue
         fields = line.split("\t", n_fields - 1) if free_last else line.split("\t")
         if len(fields) != n_fields:
-            raise DataError(f"unparsable line: expected {n_fields} tab-separated fields, found {len(fields)}",
-                            source=str(path), row=row)
+            problem = f"unparsable line: expected {n_fields} tab-separated fields, found {len(fields)}"
+            if bad is None:
+                raise DataError(problem, source=str(path), row=row)
+            bad.add(path, row, problem, shown_line(line), unread=list(fields))
+            continue
         out.append((row, fields))
     report.rows_read[path.name] = len(rows)  # every data line, the blank ones (counted as dropped) too
     return out
 
 
-def _atomic(path: Path, required: Sequence[str], report: ImportReport,
-            free_last: bool = False) -> tuple[dict[str, int], list[Row]]:
-    """Read a RecBole atomic file (`name:type` header); returns column positions and rows."""
+def _atomic(path: Path, required: Sequence[str], report: ImportReport, free_last: bool = False,
+            bad: BadRows | None = None) -> tuple[dict[str, int], list[Row]]:
+    """Read a RecBole atomic file (`name:type` header); returns column positions and rows (`bad`: where lines with
+    the wrong field count go, instead of an error)."""
     header, body = _lines(path, header=True)
     if header is None:
         raise DataError("the file is empty (expected a `name:type` header line)", source=str(path))
@@ -71,7 +79,7 @@ def _atomic(path: Path, required: Sequence[str], report: ImportReport,
     missing = [c for c in required if c not in names]
     if missing:
         raise DataError(f"missing column(s) {missing}; found {names}", source=str(path))
-    return {c: i for i, c in enumerate(names)}, _split_rows(path, body, len(names), report, free_last)
+    return {c: i for i, c in enumerate(names)}, _split_rows(path, body, len(names), report, free_last, bad)
 
 
 def _int(value: str, what: str, path: Path, row: int) -> int:
@@ -328,9 +336,15 @@ def import_recbole_sequential(directory: str | Path, name: str | None = None,
 
 
 # ---------------------------------------------------------------- RecBole MovieLens
-def import_recbole_movielens(directory: str | Path) -> Dataset:
+def import_recbole_movielens(directory: str | Path, on_bad_rows: OnBadRows = "fail",
+                            names: OptionNames = KEYWORDS) -> Dataset:
     """Import MovieLens in RecBole atomic format (`<name>.inter`, `<name>.item`); real timestamps,
-    no split. Item text = "<title> (<year>). Genres: <genre, ...>"; `category` = first genre."""
+    no split. Item text = "<title> (<year>). Genres: <genre, ...>"; `category` = first genre.
+
+    Bad rows (a line with the wrong number of fields, a missing or over-long id, an item id listed again, an empty
+    title, an unknown item, an unparsable timestamp) are collected over each file: `on_bad_rows="fail"` stops with
+    them listed, "skip" leaves them out (`dataset.report.rejected`, saved as rejected.csv), and the events of an item
+    whose line was left out say so. `names`: how the messages name the caller's options."""
     directory = Path(directory)
     if not directory.is_dir():
         raise DataError("directory not found", source=str(directory))
@@ -339,8 +353,29 @@ def import_recbole_movielens(directory: str | Path) -> Dataset:
         raise DataError(f"expected exactly one *.inter file, found {[p.name for p in found]}"
                         f"{_format_hint(directory, 'movielens')}", source=str(directory))
     name, report = found[0].stem, ImportReport()
+    bad = BadRows(on_bad_rows, skip_hint=import_skip_hint(names))
     item_path, inter_path = directory / f"{name}.item", directory / f"{name}.inter"
-    cols, rows = _atomic(item_path, ["item_id", "movie_title", "release_year", "class"], report)
+    items, listed = _movielens_items(item_path, report, bad)
+    bad.check(item_path)
+    if items.height == 0:
+        raise DataError("no items: the file has a header but no usable rows", source=str(item_path))
+    cols, rows = _atomic(inter_path, ["user_id", "item_id", "timestamp"], report, bad=bad)
+    inter = pl.DataFrame({"__row": [r for r, _ in rows],
+                          **{c: [f[cols[c]] for _, f in rows] for c in ("user_id", "item_id", "timestamp")}},
+                         schema={"__row": pl.Int64, "user_id": pl.Utf8, "item_id": pl.Utf8, "timestamp": pl.Utf8})
+    if "rating" in cols:
+        report.notes.append("ratings ignored: every rating counts as an interaction (implicit feedback)")
+    rejected_items = pl.Series(sorted(set(listed) - set(items["item_id"].to_list())), dtype=pl.Utf8)
+    inter = checked_interactions(inter, ("user_id", "item_id", "timestamp"), None, items["item_id"],
+                                 (inter_path, item_path), report, bad, rejected_items=rejected_items)
+    report.rejected = bad.rejected()
+    return Dataset(name, items, inter, report)
+
+
+def _movielens_items(item_path: Path, report: ImportReport, bad: BadRows) -> tuple[pl.DataFrame, list[str]]:
+    """(the item table, every id the file names, its bad rows' included); bad rows go to `bad`."""
+    cols, rows = _atomic(item_path, ["item_id", "movie_title", "release_year", "class"], report, bad=bad)
+    listed = unread_ids(bad, item_path, list(cols), "item_id")
     seen: dict[str, int] = {}
     ids, texts, titles, cats = [], [], [], []
     no_year = 0
@@ -348,33 +383,26 @@ def import_recbole_movielens(directory: str | Path) -> Dataset:
         item_id, title = f[cols["item_id"]].strip(), f[cols["movie_title"]].strip()
         year = f[cols["release_year"]].strip()
         genres = [g for g in f[cols["class"]].split() if g.lower() != "unknown"]
+        if item_id and len(item_id) <= ID_CHARS:
+            listed.append(item_id)
         if not item_id:
-            raise DataError("empty item_id", source=str(item_path), row=row)
-        if len(item_id) > ID_CHARS:
-            raise DataError(too_long("item_id"), source=str(item_path), row=row)
-        if item_id in seen:
-            raise DataError(f"duplicate item id {item_id!r} (first on row {seen[item_id]})",
-                            source=str(item_path), row=row)
-        if not title:
-            raise DataError(f"empty item text: item {item_id!r} has no movie_title", source=str(item_path), row=row)
-        no_year += not re.fullmatch(r"\d{4}", year)
-        text = f"{title} ({year})" if re.fullmatch(r"\d{4}", year) else title
-        seen[item_id] = row
-        ids.append(item_id)
-        texts.append(f"{text}. Genres: {', '.join(genres)}" if genres else text)
-        titles.append(title)
-        cats.append(genres[0] if genres else None)
+            bad.add(item_path, row, "missing item_id")
+        elif len(item_id) > ID_CHARS:
+            bad.add(item_path, row, too_long("item_id"), item_id)
+        elif item_id in seen:
+            bad.add(item_path, row, f"duplicate item id {item_id!r} (first on row {seen[item_id]})", item_id)
+        elif not title:
+            bad.add(item_path, row, f"empty item text: item {item_id!r} has no movie_title", item_id)
+        else:
+            no_year += not re.fullmatch(r"\d{4}", year)
+            text = f"{title} ({year})" if re.fullmatch(r"\d{4}", year) else title
+            seen[item_id] = row
+            ids.append(item_id)
+            texts.append(f"{text}. Genres: {', '.join(genres)}" if genres else text)
+            titles.append(title)
+            cats.append(genres[0] if genres else None)
     if no_year:
         report.notes.append(f"{no_year} items without a 4-digit release_year (year left out of the text)")
     items = pl.DataFrame({"item_id": ids, "text": texts, "title": titles, "category": cats},
                          schema={"item_id": pl.Utf8, "text": pl.Utf8, "title": pl.Utf8, "category": pl.Utf8})
-
-    cols, rows = _atomic(inter_path, ["user_id", "item_id", "timestamp"], report)
-    inter = pl.DataFrame({"__row": [r for r, _ in rows],
-                          **{c: [f[cols[c]] for _, f in rows] for c in ("user_id", "item_id", "timestamp")}},
-                         schema={"__row": pl.Int64, "user_id": pl.Utf8, "item_id": pl.Utf8, "timestamp": pl.Utf8})
-    if "rating" in cols:
-        report.notes.append("ratings ignored: every rating counts as an interaction (implicit feedback)")
-    inter = checked_interactions(inter, ("user_id", "item_id", "timestamp"), None, items["item_id"],
-                                 (inter_path, item_path), report, BadRows(skip_hint=""))  # no skipping here
-    return Dataset(name, items, inter, report)
+    return items, listed

@@ -33,6 +33,7 @@ KEYWORDS = OptionNames()  # import_table's
 ITEM_TABLE_KEYWORDS = OptionNames(items_delimiter=False)  # read_item_table's: one file
 IMPORT_TABLE_FLAGS = OptionNames(flags=True)  # recsys import table
 PUSH_ITEMS_FLAGS = OptionNames(flags=True, items_delimiter=False)  # recsys push-items
+MOVIELENS_FLAGS = OptionNames(flags=True, items_delimiter=False)  # recsys import movielens (tab-separated files)
 
 
 class OptionValueError(ValueError):

@@ -160,10 +160,10 @@ def _line_by_line(path: Path, sep: str, encoding: str, bad: BadRows, report: Imp
         reason = _undecodable(fields, sep, encoding)
         if reason:
             bad.add(path, number, f"not valid {encoding} text ({reason}); pass the file's encoding (e.g. cp1252 "
-                    "for a Windows export, latin-1)", _shown(raw), unread=fields)
+                    "for a Windows export, latin-1)", shown_line(raw), unread=fields)
         elif fields and len(fields) != len(header):
-            bad.add(path, number, f"unparsable line: expected {len(header)} fields, found {len(fields)}", _shown(raw),
-                    unread=fields)
+            bad.add(path, number, f"unparsable line: expected {len(header)} fields, found {len(fields)}",
+                    shown_line(raw), unread=fields)
         else:
             rows.append(fields or [None] * len(header))
             numbers.append(number)
@@ -180,7 +180,7 @@ def _line_by_line(path: Path, sep: str, encoding: str, bad: BadRows, report: Imp
 SHOWN_CHARS = 200  # of an unreadable line, in rejected.csv's `value`
 
 
-def _shown(raw: str) -> str:
+def shown_line(raw: str) -> str:
     """An unreadable record's text for rejected.csv: bytes that did not decode as U+FFFD, cut at SHOWN_CHARS."""
     raw = _UNDECODED.sub("\ufffd", raw)
     return raw if len(raw) <= SHOWN_CHARS else raw[:SHOWN_CHARS - 1] + "…"

@@ -202,9 +202,11 @@ def import_table(interactions_path: str | Path, items_path: str | Path, *, user_
     `kinds` keeps only the events of those kinds (`recsys.data.event_kinds`). `names`: how the messages name the
     caller's options (these keywords, or `recsys import table`'s flags: `IMPORT_TABLE_FLAGS`)."""
     if kinds is not None and not kind_col:
-        raise ValueError("--kinds needs --kind-col, the column that holds each event's kind")
+        kind_col_name = "--kind-col" if names.flags else "kind_col"
+        raise names.invalid("kinds", f"needs {kind_col_name}, the column that holds each event's kind")
     if kinds is not None and not kinds:
-        raise ValueError("--kinds names no kind: give a comma-separated list such as 'purchase,cart'")
+        raise names.invalid("kinds", "names no kind: give some, such as "
+                            + ("purchase,cart" if names.flags else "['purchase', 'cart']"))
     for keyword, value in (("encoding", encoding), ("items_encoding", items_encoding)):  # before either file is read
         if value is not None:
             check_encoding(value, keyword, names)
@@ -233,7 +235,7 @@ def import_table(interactions_path: str | Path, items_path: str | Path, *, user_
                                 "" if kind_col else "; an event-kind column (view, cart, purchase) is read with "
                                 "--kind-col, and --kinds keeps some kinds only"))
     if kind_col:
-        inter = keep_kinds(inter, kind_col, kinds, report, inter_path)
+        inter = keep_kinds(inter, kind_col, kinds, report, inter_path, names)
     inter = whole_floats_as_integers(inter, [user_col, item_col])
     inter = checked_interactions(inter, (user_col, item_col, time_col), timestamp_format, item_frame["item_id"],
                                  (inter_path, item_path), report, bad,
