@@ -440,7 +440,9 @@ class Service:
 
         An upsert the catalogue serves as sent (text and attributes) changes nothing but re-activates its item
         when out of stock; one whose text is unchanged keeps the item's served vector (a trained item keeps its ID
-        block; a nightly feed of an unchanged catalogue changes no list). UnknownIdError (nothing recorded) naming
+        block; a nightly feed of an unchanged catalogue changes no list); one with a new text is encoded as its
+        item's (`ItemTower.encode_texts_of`: an item the towers were trained on keeps its ID block, a typo fix does
+        not demote it to a text-only item). UnknownIdError (nothing recorded) naming
         every id of `active` and `deleted` that is neither in the catalogue nor upserted here."""
         upserted = {record["item_id"] for record in upserts}
         loaded = self._known(loaded, *(i for i in (*active, *deleted) if i not in upserted))
@@ -458,7 +460,8 @@ class Service:
             vectors = served_vectors(state, records)
             fresh = [r for r in records if r["item_id"] not in vectors]
             if fresh:
-                vectors.update(zip((r["item_id"] for r in fresh), tower.encode_texts([r["text"] for r in fresh])))
+                vectors.update(zip((r["item_id"] for r in fresh),
+                                   tower.encode_texts_of([r["text"] for r in fresh], [r["item_id"] for r in fresh])))
             changes += [Change(0, "upsert", r["item_id"], r, vectors[r["item_id"]], space) for r in records]
         changes += [Change(0, "active", item_id, active=flag) for item_id, flag in active.items()]
         changes += [Change(0, "delete", item_id) for item_id in deleted]

@@ -116,8 +116,16 @@ class BlendedItemTower(ItemTower):
         return project(vectors, self.blend.projection) if self.blend.projection is not None else vectors
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return self._blended(self.trained.encode_texts(list(texts)), texts)
+
+    def encode_texts_of(self, texts: Sequence[str], item_ids: Sequence[str | None]) -> np.ndarray:
+        """The trained block keeps a trained item's ID block (`ItemTower.encode_texts_of`); the zero-shot block
+        reads the text alone."""
+        return self._blended(self.trained.encode_texts_of(list(texts), item_ids), texts)
+
+    def _blended(self, trained: np.ndarray, texts: Sequence[str]) -> np.ndarray:
         zero_shot = self._zero_shot(self.blend.zero_shot_tower().encode_texts(list(texts)))
-        return np.hstack([self.trained.encode_texts(list(texts)), zero_shot]).astype(np.float32, copy=False)
+        return np.hstack([trained, zero_shot]).astype(np.float32, copy=False)
 
 
 def split_item_vectors(vectors: np.ndarray, trained_dim: int) -> tuple[np.ndarray, np.ndarray]:

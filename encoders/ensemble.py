@@ -98,7 +98,7 @@ class EnsembleUserTower(UserTower):
 
 
 class EnsembleItemTower(ItemTower):
-    """New item texts through every member's text-only path, blocks side by side like the catalogue's."""
+    """New item texts through every member's item path, blocks side by side like the catalogue's."""
 
     def __init__(self, members: Sequence[ItemTower]) -> None:
         self.members = list(members)
@@ -110,6 +110,11 @@ class EnsembleItemTower(ItemTower):
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         return np.hstack([m.encode_texts(list(texts)) for m in self.members]).astype(np.float32, copy=False)
+
+    def encode_texts_of(self, texts: Sequence[str], item_ids: Sequence[str | None]) -> np.ndarray:
+        """Each member keeps a trained item's ID block in its own block (`ItemTower.encode_texts_of`)."""
+        return np.hstack([m.encode_texts_of(list(texts), item_ids) for m in self.members]).astype(np.float32,
+                                                                                              copy=False)
 
 
 def ensemble_info(tower: EnsembleUserTower) -> dict:

@@ -4,7 +4,12 @@ tokens → item vector), each ONNX graph checked against the bundle's own PyTorc
 A bundle whose item vectors are [trained, zero-shot] (the zero-shot blend) exports two graphs: `item_tower.onnx`
 (the trained text path) and `zero_shot_tower.onnx` (frozen BERT → principal projection); an item's vector is their
 outputs concatenated, as `export.json` says; a seed ensemble exports one graph per member
-(`item_tower_member_k.onnx`). Tokenise with each part's tokenizer directory and max_length."""
+(`item_tower_member_k.onnx`). Tokenise with each part's tokenizer directory and max_length.
+
+A trained graph's `vectors` output is a new item's vector (a zero ID block). For a new text of an item the towers
+were trained on, combine its second output, `text_block`, with the item's ID code (`<graph>_id_codes.npy`, rows in
+the order of `<graph>_id_codes.json`) through `with_id_code`, as export.json's `id_codes` entry says: the item keeps
+its ID block, as the served towers keep it on an upsert (`TwoTowerModel.item_text_vectors`)."""
 
 from __future__ import annotations
 
@@ -51,15 +56,39 @@ class _FrozenTower(nn.Module):
 
 
 class _TrainedTower(nn.Module):
-    """The trained item tower's text-only path: adapted BERT (→ the borrowed neighbour share, with
-    `neighbour_borrow`: the graph carries its banks) → item head (zero ID block) → L2 normalisation."""
+    """The trained item tower's text path: adapted BERT (→ the borrowed neighbour share, with `neighbour_borrow`:
+    the graph carries its banks) → item head; two outputs: `vectors` (zero ID block → L2 normalisation: a new
+    item's vector) and `text_block` (the head's output, not normalised), which `with_id_code` combines with a
+    trained item's ID code (the export's id_codes file) into that item's vector for a new text, as the towers
+    compute it (`TwoTowerModel.item_text_vectors`)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model.text_only_vectors(self.model.bert(input_ids, attention_mask))
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        block = self.model.text_block(self.model.bert(input_ids, attention_mask))
+        vectors = F.pad(block, (0, self.model.id_dim)) if self.model.id_dim else block
+        return F.normalize(vectors, dim=-1), block
+
+
+def with_id_code(text_block: np.ndarray, id_codes: np.ndarray, fusion: str) -> np.ndarray:
+    """Item vectors of trained items from the graph's `text_block` [n, w] and their ID codes [n, id width]:
+    normalise(concat(text_block, id_code)) with `fusion` "concat", normalise(text_block + id_code) with "sum"."""
+    vectors = np.hstack([text_block, id_codes]) if fusion == "concat" else text_block + id_codes
+    vectors = np.asarray(vectors, dtype=np.float32)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+@dataclass
+class IdCodes:
+    """A trained part's ID codes: the catalogue items the towers hold an ID embedding for, their codes, how the
+    codes join the text block, and the PyTorch path for such items' texts."""
+
+    item_ids: list[str]
+    codes: np.ndarray  # float32 [len(item_ids), id width]
+    fusion: str
+    reference: Callable[[list[str], list[str]], np.ndarray]
 
 
 @dataclass
@@ -71,6 +100,7 @@ class TowerPart:
     tokenizer: object
     max_length: int
     reference: Callable[[list[str]], np.ndarray]
+    id_codes: IdCodes | None = None  # trained parts: a second output, `text_block`, for `with_id_code`
 
 
 def _frozen_part(name: str, encoder, projection: np.ndarray | None = None) -> TowerPart:
@@ -85,7 +115,24 @@ def _frozen_part(name: str, encoder, projection: np.ndarray | None = None) -> To
 def _trained_part(tower, name: str = "item_tower") -> TowerPart:
     tower.load_text_path()
     return TowerPart(name, _TrainedTower(tower.model), tower.tokenizer, tower.config.tower.item_max_length,
-                     tower.encode_item_texts)
+                     tower.encode_item_texts, _id_codes(tower))
+
+
+def _id_codes(tower: TrainedUserTower) -> IdCodes | None:
+    """The ID codes of the live catalogue items `tower` holds an ID embedding for (seen in training); None for
+    towers without ID embeddings."""
+    model = tower.model
+    if model.id_embedding is None:
+        return None
+    state = tower.catalogue.state
+    ids = state.ids[(state.flags & REMOVED) == 0].tolist()
+    positions = tower.id_positions(ids)
+    seen = model.id_mask.cpu().numpy() > 0
+    rows = np.flatnonzero((positions >= 0) & (positions < len(seen)) & seen[np.clip(positions, 0, len(seen) - 1)])
+    with torch.no_grad():
+        codes = model.id_codes(torch.as_tensor(positions[rows], device=model.id_mask.device))
+    return IdCodes([ids[r] for r in rows], codes.float().cpu().numpy(), "concat" if model.id_dim else "sum",
+                   tower.encode_item_texts)
 
 
 def _trained_parts(tower) -> list[TowerPart]:
@@ -117,33 +164,66 @@ def tower_parts(recommender: Recommender) -> list[TowerPart]:
     return [_frozen_part("item_tower", TextEncoder.from_config(recommender.config.encoder, torch.device("cpu")))]
 
 
-def export_onnx(part: TowerPart, path: Path, texts: Sequence[str]) -> dict:
+def export_onnx(part: TowerPart, path: Path, texts: Sequence[str], item_ids: Sequence[str] | None = None) -> dict:
     """Write `part` as ONNX (dynamic batch and length) and check it on `texts`: max |ONNX − PyTorch| must stay
-    under PARITY_TOLERANCE. Returns the part's export.json entry."""
+    under PARITY_TOLERANCE. A trained part also writes its ID codes and checks them on the texts of `item_ids`
+    (the texts' items, when they are catalogue texts) that have one. Returns the part's export.json entry."""
     import onnxruntime
 
     module = part.module.eval().to("cpu")
     sample = part.tokenizer(list(texts[:2]), padding=True, truncation=True, max_length=part.max_length,
                             return_tensors="pt")
+    outputs = ["vectors", "text_block"] if part.id_codes is not None else ["vectors"]
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer notes on shape checks that the parity check below covers
         torch.onnx.export(module, (sample["input_ids"], sample["attention_mask"]), str(path), dynamo=False,
-                          input_names=["input_ids", "attention_mask"], output_names=["vectors"],
+                          input_names=["input_ids", "attention_mask"], output_names=outputs,
                           dynamic_axes={"input_ids": {0: "batch", 1: "tokens"},
-                                        "attention_mask": {0: "batch", 1: "tokens"}, "vectors": {0: "batch"}},
+                                        "attention_mask": {0: "batch", 1: "tokens"},
+                                        **{name: {0: "batch"} for name in outputs}},
                           opset_version=OPSET)
     batch = part.tokenizer(list(texts), padding=True, truncation=True, max_length=part.max_length, return_tensors="np")
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(None, {"input_ids": batch["input_ids"].astype(np.int64),
-                             "attention_mask": batch["attention_mask"].astype(np.int64)})[0]
+                             "attention_mask": batch["attention_mask"].astype(np.int64)})
     expected = part.reference(list(texts))
-    diff = float(np.abs(got - expected).max()) if len(texts) else 0.0
+    diff = _parity(part.name, got[0], expected)
+    entry = {"file": path.name, "dim": int(got[0].shape[1]), "max_length": part.max_length, "opset": OPSET,
+             "inputs": ["input_ids", "attention_mask"], "output": "vectors",
+             "parity": {"texts": len(texts), "max_abs_diff": diff, "tolerance": PARITY_TOLERANCE}}
+    if part.id_codes is not None:
+        entry["id_codes"] = _check_id_codes(part, path, got[1], texts, item_ids)
+    return entry
+
+
+def _parity(name: str, got: np.ndarray, expected: np.ndarray) -> float:
+    """max |ONNX − PyTorch|; BundleError past PARITY_TOLERANCE."""
+    diff = float(np.abs(got - expected).max()) if got.size and got.shape == expected.shape else 0.0
     if got.shape != expected.shape or not diff < PARITY_TOLERANCE:
-        raise BundleError(f"ONNX export of {part.name} does not match the PyTorch tower (max |diff| {diff:.2e}, "
+        raise BundleError(f"ONNX export of {name} does not match the PyTorch tower (max |diff| {diff:.2e}, "
                           f"shapes {got.shape} vs {expected.shape})")
-    return {"file": path.name, "dim": int(got.shape[1]), "max_length": part.max_length, "opset": OPSET,
-            "inputs": ["input_ids", "attention_mask"], "output": "vectors",
-            "parity": {"texts": len(texts), "max_abs_diff": diff, "tolerance": PARITY_TOLERANCE}}
+    return diff
+
+
+def _check_id_codes(part: TowerPart, path: Path, text_block: np.ndarray, texts: Sequence[str],
+                    item_ids: Sequence[str] | None) -> dict:
+    """Write the part's ID codes beside its graph (`<graph>_id_codes.npy`, rows in the order of
+    `<graph>_id_codes.json`'s item ids) and check `with_id_code` over the graph's `text_block` against the PyTorch
+    tower for the parity texts of items that have a code (`texts` read as `item_ids`' texts). Returns the entry."""
+    codes = part.id_codes
+    stem = path.name.removesuffix(".onnx")
+    np.save(path.parent / f"{stem}_id_codes.npy", codes.codes.astype(np.float32), allow_pickle=False)
+    (path.parent / f"{stem}_id_codes.json").write_text(json.dumps(codes.item_ids))
+    row = {item_id: i for i, item_id in enumerate(codes.item_ids)}
+    known = [n for n, item_id in enumerate(item_ids or ()) if item_id in row]
+    diff = 0.0
+    if known:
+        got = with_id_code(text_block[known], codes.codes[[row[item_ids[n]] for n in known]], codes.fusion)
+        diff = _parity(f"{part.name} (items with an ID code)", got,
+                       codes.reference([texts[n] for n in known], [item_ids[n] for n in known]))
+    return {"codes": f"{stem}_id_codes.npy", "item_ids": f"{stem}_id_codes.json", "rows": len(codes.item_ids),
+            "fusion": codes.fusion, "output": "text_block",
+            "parity": {"texts": len(known), "max_abs_diff": diff, "tolerance": PARITY_TOLERANCE}}
 
 
 def write_item_vectors(recommender: Recommender, path: Path) -> dict:
@@ -165,11 +245,12 @@ def export_bundle(recommender: Recommender, out: Path, onnx: bool = True, parity
     and be empty); returns export.json's content."""
     info: dict = {"vectors": write_item_vectors(recommender, out / "items.parquet"), "onnx": []}
     if onnx:
-        texts = recommender.items["text"].head(parity_texts).to_list()
+        head = recommender.items.head(parity_texts)
+        texts, item_ids = head["text"].to_list(), head["item_id"].to_list()
         for part in tower_parts(recommender):
             tokenizer_dir = out / f"{part.name}_tokenizer"
             part.tokenizer.save_pretrained(str(tokenizer_dir))
-            entry = export_onnx(part, out / f"{part.name}.onnx", texts)
+            entry = export_onnx(part, out / f"{part.name}.onnx", texts, item_ids)
             # every graph reads the item's text rendered through the catalogue's template (recsys.data.item_text)
             info["onnx"].append({**entry, "tokenizer": tokenizer_dir.name, "item_template": recommender.text_template})
         info["item_vector"] = ("concatenate the outputs of " + " and ".join(e["file"] for e in info["onnx"])

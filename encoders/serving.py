@@ -216,22 +216,34 @@ class TrainedUserTower(UserTower):
             out[chunk] = self.encode_positions([positions[r] for r in chunk], state).cpu().numpy()
         return out
 
+    def id_positions(self, item_ids: Sequence[str | None]) -> np.ndarray:
+        """int64 [n]: each item's ID-embedding position (its catalogue position at training, `training_ids`), −1
+        for an item the towers were not trained with (added later) or None."""
+        return np.fromiter((self.training_position.get(i, -1) if i is not None else -1 for i in item_ids),
+                           np.int64, len(item_ids))
+
     @torch.no_grad()
-    def encode_item_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """The trained item tower's text-only path (no ID embedding) for texts already rendered through the item
-        template (`TrainedItemTower` renders records): float32 [n, dim]."""
+    def encode_item_texts(self, texts: Sequence[str], item_ids: Sequence[str | None] | None = None) -> np.ndarray:
+        """The trained item tower for texts already rendered through the item template (`TrainedItemTower` renders
+        records): float32 [n, dim]. The text-only path (a zero ID block), except for the texts of `item_ids` the
+        towers hold an ID embedding for: a new text of a trained item keeps its ID block
+        (`TwoTowerModel.item_text_vectors`)."""
         from encoders.item_bank import encode_texts
 
         self.load_text_path()
         if self.model.bert is None or self.tokenizer is None:
             raise ValueError("encoding item texts needs the BERT and its tokenizer")
+        if item_ids is not None and len(item_ids) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(item_ids)} item ids")
         features = encode_texts(self.model.bert, self.tokenizer, texts, self.config.tower.item_max_length,
                                 self.device, precision=self.config.mixed_precision)
         if not len(features):
             return np.zeros((0, self.dim), dtype=np.float32)
         features = torch.as_tensor(features, device=self.device)
+        positions = torch.as_tensor(self.id_positions(item_ids if item_ids is not None else [None] * len(texts)),
+                                    device=self.device)
         step = self.batch_size  # a block at a time: a borrowed share compares each row with its whole bank
-        return torch.cat([self.model.text_only_vectors(features[i:i + step])
+        return torch.cat([self.model.item_text_vectors(features[i:i + step], positions[i:i + step])
                           for i in range(0, len(features), step)]).cpu().numpy()
 
     def save(self, directory: Path) -> None:
@@ -248,8 +260,9 @@ class TrainedUserTower(UserTower):
 
 
 class TrainedItemTower(ItemTower):
-    """A trained tower's text-only item path (records rendered through `template`; the Recommender gives it the
-    catalogue's, `Recommender.item_tower`)."""
+    """A trained tower's item path (records rendered through `template`; the Recommender gives it the catalogue's,
+    `Recommender.item_tower`): text-only for new items and queries, a trained item's ID block kept for its new
+    text (`encode_texts_of`, `encode_items`)."""
 
     def __init__(self, tower: TrainedUserTower) -> None:
         self.tower = tower
@@ -260,3 +273,6 @@ class TrainedItemTower(ItemTower):
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         return self.tower.encode_item_texts(list(texts))
+
+    def encode_texts_of(self, texts: Sequence[str], item_ids: Sequence[str | None]) -> np.ndarray:
+        return self.tower.encode_item_texts(list(texts), list(item_ids))

@@ -188,7 +188,13 @@ class TwoTowerModel(nn.Module):
                 without_ids = torch.rand(ids.shape[:-1], device=ids.device) < self.config.id_dropout
             if without_ids is not None:
                 ids = ids * (~without_ids)[..., None]
-            vectors = torch.cat([vectors, ids], dim=-1) if self.id_dim else vectors + ids
+            return self.with_id_codes(vectors, ids)
+        return F.normalize(vectors, dim=-1)
+
+    def with_id_codes(self, text_block: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """The item head's output [n, dim − id_dim] with ID codes `ids` (`id_codes`) → L2-normalised item vectors:
+        the codes as the last `id_dim` dimensions (`id_fusion` "concat") or added ("sum")."""
+        vectors = torch.cat([text_block, ids], dim=-1) if self.id_dim else text_block + ids
         return F.normalize(vectors, dim=-1)
 
     def id_codes(self, positions: torch.Tensor) -> torch.Tensor:
@@ -198,17 +204,37 @@ class TwoTowerModel(nn.Module):
         safe = positions.clamp(max=n - 1)
         return self.id_embedding(safe) * (self.id_mask[safe] * known)[..., None]
 
-    def text_only_vectors(self, features: torch.Tensor) -> torch.Tensor:
-        """Item vectors from pooled BERT features alone, for items unknown at training time (a zero ID block; their
-        own features in the neighbour block, or with `neighbour_borrow` a share from their text-nearest items)."""
+    def text_block(self, features: torch.Tensor) -> torch.Tensor:
+        """The item head's output [n, dim − id_dim] (not normalised) for pooled BERT features of texts, computed as
+        for an item unknown at training time: its own features in the neighbour block, or with `neighbour_borrow` a
+        share from its text-nearest items (the towers keep no item's own neighbours: the training sequences'
+        neighbour means are not saved with them)."""
         if self.config.neighbour_features:
             features = own_features_twice(features)
         elif self.borrow is not None:
             features = self.borrow(features)
-        vectors = self._head(features)
+        return self._head(features)
+
+    def text_only_vectors(self, features: torch.Tensor) -> torch.Tensor:
+        """Item vectors from pooled BERT features alone, for items unknown at training time (`text_block` with a
+        zero ID block)."""
+        vectors = self.text_block(features)
         if self.id_dim:
             vectors = F.pad(vectors, (0, self.id_dim))  # (traceable: the ONNX export keeps a dynamic batch)
         return F.normalize(vectors, dim=-1)
+
+    def item_text_vectors(self, features: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Item vectors for (new) texts of catalogue items: `positions` their catalogue positions at training, −1
+        for an item added after training. The text part as `text_block` computes it, with each item's own ID code
+        (`with_id_codes`; zero for −1 and for items unseen in training: `text_only_vectors`), so a changed text of
+        a trained item keeps its ID block. Without neighbour features (`neighbour_mix`, `neighbour_features`) this
+        is `item_vectors` exactly; with them, the text part is a new item's (own features, or the borrowed share),
+        as the item's own neighbours are not saved with the towers."""
+        block = self.text_block(features)
+        if self.id_embedding is None:
+            return F.normalize(block, dim=-1)
+        codes = self.id_codes(positions.clamp(min=0)) * (positions >= 0)[..., None]
+        return self.with_id_codes(block, codes)
 
     def history_penalty(self, positions: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor | None:
         """[B, T, dim]: at each position, minus β · Σ_{j ≤ t} decay^(t-j) · id_code(history_j) in the ID block

@@ -21,7 +21,8 @@ from recsys.store import Change
 logger = logging.getLogger("recsys.changes")
 
 Encode = Callable[[Sequence[Mapping]], np.ndarray]
-"""item records → vectors through the bundle's item tower (`ItemTower.encode_items`)."""
+"""item records → vectors through the bundle's item tower (`ItemTower.encode_items`: an item the towers were trained
+on keeps its ID block)."""
 
 
 @dataclass

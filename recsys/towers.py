@@ -36,10 +36,17 @@ class ItemTower(ABC):
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """float32 [len(texts), dim] for texts already rendered through the template."""
 
+    def encode_texts_of(self, texts: Sequence[str], item_ids: Sequence[str | None]) -> np.ndarray:
+        """float32 [len(texts), dim] for the rendered texts of the items `item_ids` (one per text; None for a text
+        of no item). A tower that holds per-item codes (a trained tower's ID embeddings) keeps each known item's, so
+        a new text of an item the towers were trained on keeps its ID block; the others encode the texts alone."""
+        return self.encode_texts(texts)
+
     def encode_items(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """float32 [len(records), dim]: each record (item_id, text, title, category, …) rendered through
-        `template`, exactly like the catalogue's items at import/training time."""
-        return self.encode_texts(item_texts(records, self.template))
+        `template`, exactly like the catalogue's items at import/training time, and encoded as its item's text
+        (`encode_texts_of`: an item the towers were trained on keeps its ID block)."""
+        return self.encode_texts_of(item_texts(records, self.template), [r.get("item_id") for r in records])
 
     def encode_query(self, text: str) -> np.ndarray:
         """float32 [dim]: a free-text query, rendered like an item titled by it (`query_record`)."""
@@ -64,6 +71,9 @@ class TemplatedItemTower(ItemTower):
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         return self.tower.encode_texts(texts)
+
+    def encode_texts_of(self, texts: Sequence[str], item_ids: Sequence[str | None]) -> np.ndarray:
+        return self.tower.encode_texts_of(texts, item_ids)
 
 
 class UserTower(ABC):

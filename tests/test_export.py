@@ -24,6 +24,10 @@ def _run(*args):
 
 
 def _onnx_vectors(out, entry, texts):
+    return _onnx_outputs(out, entry, texts)[0]
+
+
+def _onnx_outputs(out, entry, texts):
     import onnxruntime
     from transformers import AutoTokenizer
 
@@ -31,7 +35,7 @@ def _onnx_vectors(out, entry, texts):
     batch = tokenizer(texts, padding=True, truncation=True, max_length=entry["max_length"], return_tensors="np")
     session = onnxruntime.InferenceSession(str(out / entry["file"]), providers=["CPUExecutionProvider"])
     return session.run(None, {"input_ids": batch["input_ids"].astype(np.int64),
-                              "attention_mask": batch["attention_mask"].astype(np.int64)})[0]
+                              "attention_mask": batch["attention_mask"].astype(np.int64)})
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +98,37 @@ def test_export_of_a_trained_blended_bundle_gives_two_graphs_that_rebuild_its_ve
     np.testing.assert_allclose(np.hstack(parts), item_text_encoder(recommender).encode(texts), atol=1e-4)
     for part in parts:  # both graphs read the words
         assert_apart(part)
+
+
+def test_the_exported_graph_gives_a_trained_items_new_text_its_id_code_as_torch_does(bundles):
+    """The graph ended with a zero ID block: a new text of a trained item came out as a new item's vector, where
+    the served towers keep the item's ID block."""
+    pytest.importorskip("onnxruntime")
+    from encoders.export import with_id_code
+    from recsys.data.item_text import item_text
+
+    root, _, bundle = bundles
+    out = root / "out-tuned-ids"
+    result = _run("export", "--bundle", bundle, "--out", out, "--parity-texts", 8)
+    assert result.exit_code == 0, result.output
+    trained, zero_shot = json.loads((out / "export.json").read_text())["onnx"]
+    entry = trained["id_codes"]
+    assert entry["fusion"] == "sum" and entry["output"] == "text_block" and "id_codes" not in zero_shot
+    assert entry["parity"]["texts"] == 8 and entry["parity"]["max_abs_diff"] < 1e-4  # catalogue texts, trained items
+    item_ids = json.loads((out / entry["item_ids"]).read_text())
+    codes = np.load(out / entry["codes"], allow_pickle=False)
+    recommender = load_recommender(bundle)
+    assert entry["rows"] == len(item_ids) == codes.shape[0] and set(item_ids) <= set(recommender.item_ids)
+    row = int(np.linalg.norm(codes, axis=1).argmax())
+    record = {**recommender.item_records([item_ids[row]])[0], "text": "waterproof hiking boots, brown leather"}
+    text = item_text(record, recommender.item_tower().template)
+    vectors, block = _onnx_outputs(out, trained, [text])
+    known = with_id_code(block, codes[[row]], entry["fusion"])
+    zero_shot_vectors = _onnx_vectors(out, zero_shot, [text])
+    served = recommender.item_tower().encode_items([record, {**record, "item_id": "brand-new"}])
+    np.testing.assert_allclose(np.hstack([known, zero_shot_vectors]), served[:1], atol=1e-4)
+    np.testing.assert_allclose(np.hstack([vectors, zero_shot_vectors]), served[1:], atol=1e-4)  # a new item's
+    assert np.linalg.norm(known - vectors) > 1e-3
 
 
 def assert_apart(vectors: np.ndarray, at_least: float = 1e-2) -> None:
