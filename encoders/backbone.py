@@ -40,7 +40,9 @@ def check_model_directory(model: str) -> str:
         return path
     first = path.split("/")[0]  # as written: Path drops a leading "./"
     if first in (".", "..") or (first and Path(first).is_dir()) or len(local.parts) > 2:
-        raise RecsysError(f"{path}: no such model directory (relative to {Path.cwd()})")
+        hub = (f"; as a hub name it is not looked up while a directory {first!r} lies here: run from another "
+               "directory to fetch it") if len(local.parts) == 2 and first not in (".", "..") else ""
+        raise RecsysError(f"{path}: no such model directory (relative to {Path.cwd()}){hub}")
     return path
 
 

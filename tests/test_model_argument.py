@@ -42,12 +42,13 @@ def test_a_file_is_one_error_before_any_hub_lookup(tmp_path, monkeypatch, no_hub
 def test_a_relative_path_under_a_local_directory_is_one_error_before_any_hub_lookup(tmp_path, monkeypatch, no_hub):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "models").mkdir()
-    expected = f"models/my-bert: no such model directory (relative to {tmp_path})"
-    for model in ("models/my-bert", "./my-bert", "a/b/c"):
+    hub = "; as a hub name it is not looked up while a directory 'models' lies here: run from another directory to " \
+        "fetch it"  # "models/my-bert" could be a hub name (org/name): the message says how to get that
+    for model, said in (("models/my-bert", hub), ("./my-bert", ""), ("a/b/c", "")):
         for call in (check_model_directory, declared_pooling, load_backbone):
             with pytest.raises(RecsysError) as raised:
                 call(model)
-            assert str(raised.value) == expected.replace("models/my-bert", model)
+            assert str(raised.value) == f"{model}: no such model directory (relative to {tmp_path}){said}"
     assert no_hub == []
 
 
@@ -71,7 +72,9 @@ def test_build_with_a_file_or_a_relative_typo_as_model_is_one_line_at_once(tmp_p
     (tmp_path / "models").mkdir()
     runner = CliRunner()
     for model, problem in (("results.json", "results.json: is a file, not a model directory"),
-                           ("models/my-bert", f"models/my-bert: no such model directory (relative to {tmp_path})")):
+                           ("models/my-bert", f"models/my-bert: no such model directory (relative to {tmp_path}); as a "
+                            "hub name it is not looked up while a directory 'models' lies here: run from another "
+                            "directory to fetch it")):
         result = runner.invoke(app, ["build", "--data", str(data), "--out", str(tmp_path / "art"), "--model", model])
         assert result.exit_code == 2, result.output
         said = " ".join(result.output.split())  # after "reading the dataset … loading BERT (…) …"

@@ -1,102 +1,34 @@
-"""Importers for RecBole atomic benchmark files -> canonical `Dataset` (plain tables: `tables.py`).
+"""Importers for RecBole/UniSRec sequential atomic benchmark files -> canonical `Dataset` (RecBole MovieLens:
+`movielens.py`; plain tables: `tables.py`; the line-by-line reading of atomic files: `atomic_files.py`).
 
 Every problem with the input raises `DataError` naming the file, the row (1-based, header excluded) and
-the problem (MovieLens: every bad row of a file listed, or left out with `on_bad_rows="skip"`); every row that is
-legitimately skipped is counted in the dataset's `ImportReport`.
+the problem; every row that is legitimately skipped is counted in the dataset's `ImportReport`.
 """
 
 from __future__ import annotations
 
-import codecs
 import re
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 import polars as pl
 
-from recsys.data.bad_rows import BadRows, OnBadRows, import_skip_hint
+from recsys.data.atomic_files import atomic_file, format_hint, parse_int, read_lines, split_rows
 from recsys.data.dataset import Dataset, ImportReport
-from recsys.data.option_names import KEYWORDS, OptionNames
-from recsys.data.table_files import shown_line, unread_ids
-from recsys.data.tables import checked_interactions, import_table  # noqa: F401  (import_table re-exported)
+from recsys.data.movielens import import_recbole_movielens  # noqa: F401  (re-exported)
+from recsys.data.tables import import_table  # noqa: F401  (re-exported)
 from recsys.errors import DataError
 from recsys.ids import ID_CHARS, too_long
-
-Row = tuple[int, list[str]]  # (1-based row number, header excluded; fields)
-
-
-# ---------------------------------------------------------------- line-oriented (RecBole) files
-def _lines(path: Path, header: bool) -> tuple[str | None, list[tuple[int, str]]]:
-    """Decoded lines of a UTF-8 text file as (row, line), without a byte-order mark; `header` lines are not
-    numbered."""
-    if not path.is_file():
-        raise DataError("a directory, not a file" if path.is_dir() else "file not found", source=str(path))
-    data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line_no = data[: exc.start].count(b"\n") + 1
-        raise DataError(f"unparsable line: not valid UTF-8 ({exc.reason})", source=str(path),
-                        row=line_no - int(header)) from None
-    lines = [line.rstrip("\r") for line in text.split("\n")]
-    if lines and lines[-1] == "":
-        lines.pop()
-    first = lines[0] if header and lines else None
-    body = lines[1:] if header else lines
-    return first, list(enumerate(body, start=1))
-
-
-def _split_rows(path: Path, rows: list[tuple[int, str]], n_fields: int, report: ImportReport,
-                free_last: bool = False, bad: BadRows | None = None) -> list[Row]:
-    """Split tab-separated lines, skipping (and counting) blank ones; a wrong field count is an error, or a bad row
-    of `bad` (its line the value, as `shown_line` cuts it) when given."""
-    out: list[Row] = []
-    for row, line in rows:
-        if not line.strip():
-            report.drop(f"blank lines ({path.name})", 1)
-            continue
-        fields = line.split("\t", n_fields - 1) if free_last else line.split("\t")
-        if len(fields) != n_fields:
-            problem = f"unparsable line: expected {n_fields} tab-separated fields, found {len(fields)}"
-            if bad is None:
-                raise DataError(problem, source=str(path), row=row)
-            bad.add(path, row, problem, shown_line(line), unread=list(fields))
-            continue
-        out.append((row, fields))
-    report.rows_read[path.name] = len(rows)  # every data line, the blank ones (counted as dropped) too
-    return out
-
-
-def _atomic(path: Path, required: Sequence[str], report: ImportReport, free_last: bool = False,
-            bad: BadRows | None = None) -> tuple[dict[str, int], list[Row]]:
-    """Read a RecBole atomic file (`name:type` header); returns column positions and rows (`bad`: where lines with
-    the wrong field count go, instead of an error)."""
-    header, body = _lines(path, header=True)
-    if header is None:
-        raise DataError("the file is empty (expected a `name:type` header line)", source=str(path))
-    names = [h.split(":", 1)[0].strip() for h in header.split("\t")]
-    missing = [c for c in required if c not in names]
-    if missing:
-        raise DataError(f"missing column(s) {missing}; found {names}", source=str(path))
-    return {c: i for i, c in enumerate(names)}, _split_rows(path, body, len(names), report, free_last, bad)
-
-
-def _int(value: str, what: str, path: Path, row: int) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise DataError(f"unparsable {what} {value!r}: expected an integer", source=str(path), row=row) from None
 
 
 def _read_index(path: Path, report: ImportReport) -> dict[int, str]:
     """`raw_id TAB index` lines (no header) -> {index: raw_id}; duplicates are errors."""
-    _, body = _lines(path, header=False)
+    _, body = read_lines(path, header=False)
     index: dict[int, str] = {}
     raw_rows: dict[str, int] = {}
     idx_rows: dict[int, int] = {}
-    for row, (raw, idx_text) in _split_rows(path, body, 2, report):
-        raw, idx = raw.strip(), _int(idx_text.strip(), "index", path, row)
+    for row, (raw, idx_text) in split_rows(path, body, 2, report):
+        raw, idx = raw.strip(), parse_int(idx_text.strip(), "index", path, row)
         if not raw:
             raise DataError("empty id", source=str(path), row=row)
         if len(raw) > ID_CHARS:
@@ -109,15 +41,6 @@ def _read_index(path: Path, report: ImportReport) -> dict[int, str]:
     return index
 
 
-def _format_hint(directory: Path, command: str) -> str:
-    """"; … use `recsys import X`" when `directory` holds the other RecBole layout than `command` reads."""
-    if command != "recbole" and list(directory.glob("*.train.inter")):
-        return "; it holds *.train.inter files: RecBole/UniSRec sequential data, read by `recsys import recbole`"
-    if command != "movielens" and list(directory.glob("*.item")) and list(directory.glob("*.inter")):
-        return "; it holds *.inter and *.item files: RecBole MovieLens data, read by `recsys import movielens`"
-    return ""
-
-
 def _detect_name(directory: Path) -> str:
     if not directory.is_dir():
         raise DataError("directory not found", source=str(directory))
@@ -125,7 +48,7 @@ def _detect_name(directory: Path) -> str:
     if len(found) != 1:
         several = "; pass name= (the files' common prefix)" if found else ""
         raise DataError(f"expected exactly one *.text file to name the dataset, found {[p.name for p in found]}"
-                        f"{several}{_format_hint(directory, 'recbole')}", source=str(directory))
+                        f"{several}{format_hint(directory, 'recbole')}", source=str(directory))
     return found[0].stem
 
 
@@ -192,13 +115,13 @@ Inter = tuple[int, int, list[int], int]  # row, user index, history (oldest firs
 
 
 def _read_inter(path: Path, users: dict[int, str], items: dict[int, str], report: ImportReport) -> list[Inter]:
-    cols, rows = _atomic(path, ["user_id", "item_id_list", "item_id"], report)
+    cols, rows = atomic_file(path, ["user_id", "item_id_list", "item_id"], report)
     iu, ih, it = cols["user_id"], cols["item_id_list"], cols["item_id"]
     known = items.keys()
     out: list[Inter] = []
     for row, f in rows:
-        user = _int(f[iu].strip(), "user index", path, row)
-        target = _int(f[it].strip(), "item index", path, row)
+        user = parse_int(f[iu].strip(), "user index", path, row)
+        target = parse_int(f[it].strip(), "item index", path, row)
         try:
             hist = [int(x) for x in f[ih].split()]
         except ValueError:
@@ -246,11 +169,11 @@ def _reconstruct(train: list[Inter], valid: dict[int, Inter], test: dict[int, In
         seq: list[int] = []
         splits: list[str] = []
         rows = sorted(by_user.get(user, []), key=lambda r: (len(r[2]), sign * r[0]))
-        for split, split_rows in (("train", rows), ("valid", [valid[user]] if user in valid else []),
+        for split, step_rows in (("train", rows), ("valid", [valid[user]] if user in valid else []),
                                   ("test", [test[user]] if user in test else [])):
-            if split != "train" and not split_rows:
+            if split != "train" and not step_rows:
                 missing[split] += 1
-            for _, _, hist, target in split_rows:
+            for _, _, hist, target in step_rows:
                 if not seq:
                     seq, splits = list(hist), ["train"] * len(hist)
                 elif not _is_suffix(hist, seq):
@@ -292,7 +215,7 @@ def import_recbole_sequential(directory: str | Path, name: str | None = None,
     if len(sequences) < len(users):
         report.notes.append(f"{len(users) - len(sequences)} users in {path['user2index'].name} have no rows")
 
-    cols, text_rows = _atomic(path["text"], ["item_id", "text"], report, free_last=True)
+    cols, text_rows = atomic_file(path["text"], ["item_id", "text"], report, free_last=True)
     texts: dict[str, tuple[int, str]] = {}
     for row, f in text_rows:
         raw = f[cols["item_id"]].strip()
@@ -333,76 +256,3 @@ def import_recbole_sequential(directory: str | Path, name: str | None = None,
                                schema={"user_id": pl.Utf8, "item_id": pl.Utf8, "timestamp": pl.Int64,
                                        "split": pl.Utf8})
     return Dataset(name, item_frame, inter_frame, report)
-
-
-# ---------------------------------------------------------------- RecBole MovieLens
-def import_recbole_movielens(directory: str | Path, on_bad_rows: OnBadRows = "fail",
-                            names: OptionNames = KEYWORDS) -> Dataset:
-    """Import MovieLens in RecBole atomic format (`<name>.inter`, `<name>.item`); real timestamps,
-    no split. Item text = "<title> (<year>). Genres: <genre, ...>"; `category` = first genre.
-
-    Bad rows (a line with the wrong number of fields, a missing or over-long id, an item id listed again, an empty
-    title, an unknown item, an unparsable timestamp) are collected over each file: `on_bad_rows="fail"` stops with
-    them listed, "skip" leaves them out (`dataset.report.rejected`, saved as rejected.csv), and the events of an item
-    whose line was left out say so. `names`: how the messages name the caller's options."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise DataError("directory not found", source=str(directory))
-    found = sorted(directory.glob("*.inter"))
-    if len(found) != 1:
-        raise DataError(f"expected exactly one *.inter file, found {[p.name for p in found]}"
-                        f"{_format_hint(directory, 'movielens')}", source=str(directory))
-    name, report = found[0].stem, ImportReport()
-    bad = BadRows(on_bad_rows, skip_hint=import_skip_hint(names))
-    item_path, inter_path = directory / f"{name}.item", directory / f"{name}.inter"
-    items, listed = _movielens_items(item_path, report, bad)
-    bad.check(item_path)
-    if items.height == 0:
-        raise DataError("no items: the file has a header but no usable rows", source=str(item_path))
-    cols, rows = _atomic(inter_path, ["user_id", "item_id", "timestamp"], report, bad=bad)
-    inter = pl.DataFrame({"__row": [r for r, _ in rows],
-                          **{c: [f[cols[c]] for _, f in rows] for c in ("user_id", "item_id", "timestamp")}},
-                         schema={"__row": pl.Int64, "user_id": pl.Utf8, "item_id": pl.Utf8, "timestamp": pl.Utf8})
-    if "rating" in cols:
-        report.notes.append("ratings ignored: every rating counts as an interaction (implicit feedback)")
-    rejected_items = pl.Series(sorted(set(listed) - set(items["item_id"].to_list())), dtype=pl.Utf8)
-    inter = checked_interactions(inter, ("user_id", "item_id", "timestamp"), None, items["item_id"],
-                                 (inter_path, item_path), report, bad, rejected_items=rejected_items)
-    report.rejected = bad.rejected()
-    return Dataset(name, items, inter, report)
-
-
-def _movielens_items(item_path: Path, report: ImportReport, bad: BadRows) -> tuple[pl.DataFrame, list[str]]:
-    """(the item table, every id the file names, its bad rows' included); bad rows go to `bad`."""
-    cols, rows = _atomic(item_path, ["item_id", "movie_title", "release_year", "class"], report, bad=bad)
-    listed = unread_ids(bad, item_path, list(cols), "item_id")
-    seen: dict[str, int] = {}
-    ids, texts, titles, cats = [], [], [], []
-    no_year = 0
-    for row, f in rows:
-        item_id, title = f[cols["item_id"]].strip(), f[cols["movie_title"]].strip()
-        year = f[cols["release_year"]].strip()
-        genres = [g for g in f[cols["class"]].split() if g.lower() != "unknown"]
-        if item_id and len(item_id) <= ID_CHARS:
-            listed.append(item_id)
-        if not item_id:
-            bad.add(item_path, row, "missing item_id")
-        elif len(item_id) > ID_CHARS:
-            bad.add(item_path, row, too_long("item_id"), item_id)
-        elif item_id in seen:
-            bad.add(item_path, row, f"duplicate item id {item_id!r} (first on row {seen[item_id]})", item_id)
-        elif not title:
-            bad.add(item_path, row, f"empty item text: item {item_id!r} has no movie_title", item_id)
-        else:
-            no_year += not re.fullmatch(r"\d{4}", year)
-            text = f"{title} ({year})" if re.fullmatch(r"\d{4}", year) else title
-            seen[item_id] = row
-            ids.append(item_id)
-            texts.append(f"{text}. Genres: {', '.join(genres)}" if genres else text)
-            titles.append(title)
-            cats.append(genres[0] if genres else None)
-    if no_year:
-        report.notes.append(f"{no_year} items without a 4-digit release_year (year left out of the text)")
-    items = pl.DataFrame({"item_id": ids, "text": texts, "title": titles, "category": cats},
-                         schema={"item_id": pl.Utf8, "text": pl.Utf8, "title": pl.Utf8, "category": pl.Utf8})
-    return items, listed
