@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from starlette.concurrency import run_in_threadpool
+from tqdm import tqdm
 
 from api.batching import MicroBatchingEncoder
 from api.loaded import Loaded
@@ -87,6 +88,10 @@ class Service:
 
             faiss.omp_set_num_threads(settings.faiss_threads)
         sys.setswitchinterval(settings.gil_switch_ms / 1000.0)
+        # progress bars in a worker (transformers' "Loading weights" when the first upsert loads the item tower) take
+        # a thread lock: tqdm's default also creates a process-shared semaphore, which a worker stopped by `recsys
+        # serve --workers N` leaves behind ("resource_tracker: There appear to be 1 leaked semaphore objects")
+        tqdm.set_lock(threading.RLock())
         if settings.blas_threads:
             from threadpoolctl import threadpool_limits
 

@@ -50,6 +50,24 @@ def ids(response):
     return [item["item_id"] for item in response.json()["items"]]
 
 
+def test_a_worker_s_progress_bars_take_a_thread_lock_not_a_process_shared_semaphore(bundle, tmp_path, monkeypatch):
+    """tqdm's default lock holds a process-shared semaphore; a worker of `recsys serve --workers 2` whose first upsert
+    loaded the item tower (transformers' "Loading weights" bar) left it behind when the server stopped: "UserWarning:
+    resource_tracker: There appear to be 1 leaked semaphore objects to clean up at shutdown"."""
+    import threading
+
+    from tqdm import tqdm
+    from tqdm.std import TqdmDefaultWriteLock
+
+    monkeypatch.setattr(tqdm, "_lock", TqdmDefaultWriteLock(), raising=False)  # the default; put back afterwards
+    with make_client(bundle, tmp_path):
+        lock = tqdm.get_lock()
+        assert type(lock) is type(threading.RLock())
+        with tqdm(total=1, disable=True) as bar:
+            bar.update()
+        assert tqdm.get_lock() is lock
+
+
 def test_health_readiness_and_model_info(client):
     assert client.get("/health").json() == {"status": "ok", "bundle_version": "v1", "n_items": 6, "n_users": 4}
     assert client.get("/health/live").json() == {"status": "ok", "worker": os.getpid()}
