@@ -461,6 +461,10 @@ class Service:
             same = set(unchanged)
             records = [r for r in records if r["item_id"] not in same]
             vectors = served_vectors(state, records)
+            # a text given back: the bundle's own vector (else the item would stay text-only until a new bundle)
+            given_back = {r["item_id"]: r["text"] for r in records
+                          if r["item_id"] not in vectors and r["item_id"] in state.position}
+            vectors.update(loaded.bundle.own_vectors(given_back))
             fresh = [r for r in records if r["item_id"] not in vectors]
             if fresh:
                 vectors.update(zip((r["item_id"] for r in fresh), tower.encode_texts([r["text"] for r in fresh])))

@@ -619,3 +619,26 @@ def test_an_upsert_the_catalogue_already_serves_changes_nothing_and_one_of_attri
     client.put("/v1/admin/items/cam1", json={**served, "text": "a red running shoe"}, headers=ADMIN)
     state = catalogue.state
     assert not np.array_equal(state.vectors[state.position["cam1"]], vector)
+
+
+def test_an_upsert_that_gives_an_item_back_its_own_text_serves_the_bundle_s_vector_again(client):
+    """A feed that undid an earlier one (an item's text changed, then sent back as the bundle has it) left the
+    item encoded from its text, its trained ID block lost, for as long as the bundle served, restarts included: the
+    item's lists and every list of a user who had it stayed changed."""
+    service = client.app.state.service
+    catalogue = service.current.recommender.catalogue
+    own = catalogue.state.vectors[catalogue.state.position["cam2"]].copy()
+    served = {"text": "silver compact camera", "title": "Camera Two", "category": "cameras"}
+    before = ids(client.get("/v1/items/cam2/similar", params={"k": 5}))
+    client.put("/v1/admin/items/cam2", json={**served, "text": "a red running shoe"}, headers=ADMIN)
+    assert catalogue.state.vectors[catalogue.state.position["cam2"]].tolist() == [0.0, 1.0]  # encoded (fake)
+    answer = client.post("/v1/admin/items", json={"upsert": [{"item_id": "cam2", **served}]}, headers=ADMIN).json()
+    assert (answer["upserted"], answer["unchanged"]) == (1, 0)
+    state = catalogue.state
+    np.testing.assert_array_equal(state.vectors[state.position["cam2"]], own)  # not the fake encoding, [1, 0]
+    assert own.tolist() != [1.0, 0.0]
+    assert service.store.changes()[-1].vector.tolist() == own.tolist()  # recorded so: every worker, every restart
+    assert ids(client.get("/v1/items/cam2/similar", params={"k": 5})) == before
+    # a new item whose text some bundle item has is encoded as any new item
+    client.put("/v1/admin/items/cam9", json=served, headers=ADMIN)
+    assert catalogue.state.vectors[catalogue.state.position["cam9"]].tolist() == [1.0, 0.0]
