@@ -376,8 +376,9 @@ def test_the_demo_page_defaults_to_a_user_the_bundle_knows(client, monkeypatch):
 
 
 def test_a_body_that_is_not_utf8_is_the_documented_400(client):
+    """It said FastAPI's "There was an error parsing the body", which names neither the cause nor the fix."""
     response = client.post("/v1/sessions/recommendations", content=b'{"item_ids": ["\xff\xfe"]}', headers=JSON)
-    assert assert_error(response, 400) == {"detail": "There was an error parsing the body", "errors": []}
+    assert assert_error(response, 400) == {"detail": "the body is not UTF-8: send JSON encoded as UTF-8", "errors": []}
     documented = client.get("/openapi.json").json()["paths"]["/v1/sessions/recommendations"]["post"]["responses"]
     assert documented["400"]["description"] == "the body is not UTF-8 JSON"
 
