@@ -498,6 +498,7 @@ class Service:
         if self.current is not None:
             self.current.close()
         self.store.close()
+        self.metrics.close()
 
 
 def _log_failure(done: asyncio.Future) -> None:

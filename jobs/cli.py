@@ -398,9 +398,11 @@ def serve(
         return
     os.environ["RECSYS_BUNDLE"] = str(path)  # each worker builds its app from the settings
     from api.listeners import PerWorkerListener, reuse_port_supported
+    from api.metrics import shared_across_workers
     if not reuse_port_supported():  # one socket shared by the workers
-        uvicorn.run("api.app:create_app", factory=True, host=host, port=port, access_log=access_log,
-                    workers=workers, log_config=log_config)
+        with shared_across_workers():
+            uvicorn.run("api.app:create_app", factory=True, host=host, port=port, access_log=access_log,
+                        workers=workers, log_config=log_config)
         return
     from uvicorn.supervisors import Multiprocess
     config = uvicorn.Config("api.app:create_app", factory=True, host=host, port=port, access_log=access_log,
@@ -409,7 +411,7 @@ def serve(
     address = f"[{host}]" if ":" in host else host
     logging.getLogger("uvicorn.error").info("Uvicorn running on http://%s:%d with %d workers (Press CTRL+C to quit)",
                                             address, port, workers)
-    with contextlib.suppress(KeyboardInterrupt):
+    with contextlib.suppress(KeyboardInterrupt), shared_across_workers():  # /metrics: every worker's
         Multiprocess(config, sockets=[PerWorkerListener(host, port)]).run()  # type: ignore[list-item]
 
 
