@@ -140,6 +140,8 @@ class Service:
             loaded = Loaded(bundle, recommender, cache, self.settings.turn_batch_max, self.metrics,
                             self.settings.turn_batch_wait_ms)
             self._catch_up(loaded)  # the whole change log, folded
+            if self.current is None:
+                _say_unfollowed_reload(loaded)
             self._warm_user_cache(loaded)
             self._warm_neighbours(loaded)
             self._preload_item_tower(loaded)
@@ -499,6 +501,17 @@ class Service:
             self.current.close()
         self.store.close()
         self.metrics.close()
+
+
+def _say_unfollowed_reload(loaded: Loaded) -> None:
+    """At start-up: a warning when the store's latest reload swapped in another bundle than the one this server was
+    started with (`--bundle`), e.g. a rollback to an older version, which a restart of a model directory's server
+    silently undid (it serves the newest version)."""
+    announced = loaded.announced
+    if announced is not None and Path(announced).resolve() != Path(loaded.path).resolve():
+        logger.warning("the latest reload recorded in the event store swapped in %s; this server serves %s, the bundle "
+                       "it was started with: POST /v1/admin/reload with that bundle to serve it again", announced,
+                       loaded.path)
 
 
 def _log_failure(done: asyncio.Future) -> None:

@@ -406,6 +406,25 @@ def test_reload_swaps_and_refuses_bad_bundles(client, toy, bundle):
     assert ids(client.get("/v1/items/cam1/similar", params={"k": 1})) == ["cam2"]
 
 
+def test_a_restart_says_when_it_serves_another_bundle_than_the_latest_reload(toy, bundle, tmp_path, caplog):
+    """A rollback (a reload to an older version) was undone by the next restart of a model directory's server,
+    which serves the newest version, and nothing said so: the start-up now warns, naming both bundles."""
+    older = Recommender.build(toy, split_dataset(toy), VECTORS, BuildConfig()).save(bundle.parent / "v0")
+    with make_client(bundle, tmp_path, admin_token=TOKEN) as c:
+        assert c.post("/v1/admin/reload", json={"bundle": "v0"}, headers=ADMIN).json()["model_version"] == "v0"
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="recsys.api"), make_client(bundle, tmp_path, admin_token=TOKEN) as c:
+        assert c.get("/health").json()["bundle_version"] == "v1"  # as started: --bundle decides
+    warned = [r.getMessage() for r in caplog.records if "latest reload" in r.getMessage()]
+    assert warned == [f"the latest reload recorded in the event store swapped in {older.resolve()}; this server serves "
+                      f"{bundle}, the bundle it was started with: POST /v1/admin/reload with that bundle to serve it "
+                      "again"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="recsys.api"), make_client(older, tmp_path, admin_token=TOKEN):
+        pass  # started with the reloaded bundle: nothing to say
+    assert not [r for r in caplog.records if "latest reload" in r.getMessage()]
+
+
 def test_metrics_count_requests_by_route(client):
     client.get("/v1/users/u1/recommendations", params={"k": 2})
     client.get("/v1/items/nope/similar", params={"k": 2})
