@@ -586,6 +586,24 @@ def ids(response) -> list[str]:
     return [item["item_id"] for item in response.json()["items"]]
 
 
+def test_a_path_that_is_not_utf8_once_percent_decoded_is_refused_not_mangled(client):
+    """The server decoded %FF as U+FFFD: PUT /v1/admin/items/%FF made the item "\ufffd", and so did %FE, the
+    second upsert replacing the first; GET /v1/users/%C3/recommendations answered the user "\ufffd". Such a path
+    is now a 422 saying how ids are sent, and nothing changes."""
+    service = client.app.state.service
+    seq = service.store.last_change_seq()
+    for method, path in (("put", "/v1/admin/items/%FF"), ("put", "/v1/admin/items/%FE"), ("get", "/v1/items/%FF%FE"),
+                         ("get", "/v1/users/%C3/recommendations"), ("get", "/v1/items/cam1%ED%A0%80/similar")):
+        kwargs = {"json": {"text": "a camera"}, "headers": ADMIN} if method == "put" else {}
+        body = assert_error(getattr(client, method)(path, **kwargs), 422)
+        assert body == {"detail": "invalid request: path: the path is not UTF-8 once percent-decoded: send an id's "
+                                  "UTF-8 bytes, as encodeURIComponent writes them",
+                        "errors": [{"loc": ["path"], "msg": "the path is not UTF-8 once percent-decoded: send an "
+                                    "id's UTF-8 bytes, as encodeURIComponent writes them", "type": "unicode_error"}]}
+    assert service.store.last_change_seq() == seq and "\ufffd" not in service.current.recommender.item_position
+    assert client.get("/v1/items/%C3%A9").json()["detail"] == "unknown item id: 'é'"  # UTF-8: an id as any other
+
+
 def test_a_trailing_slash_after_a_route_suffix_redirects_to_the_route(client):
     """GET /v1/items/cam1/similar/ answered 404 "unknown item id: 'cam1/similar/'" (the item route took the whole
     rest as an id); a trailing slash now redirects to the route, as for every other path."""
