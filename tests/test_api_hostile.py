@@ -865,6 +865,32 @@ def test_a_read_only_event_store_file_is_refused_at_start_up(tmp_path, monkeypat
         make_store(settings)
 
 
+def test_serve_refuses_an_event_store_of_another_shop(bundle, tmp_path):
+    """Two shops served from one directory share the default ./recsys-state: the synthetic shop's store, replayed
+    into the amazon-scientific engine, upserted 83 of its products into that catalogue (encoded again, recommended
+    for "tent") without a word. `recsys serve` now refuses such a store; a store naming any of the bundle's items,
+    or fewer than 3 unknown ones (a retrained bundle may drop an item the store deactivated), is this shop's."""
+    from api.service import make_store
+    from api.store_check import check_same_shop
+    from recsys.errors import StoreError
+
+    settings = Settings(state_dir=tmp_path / "state")
+    store = make_store(settings)
+    store.record_change("upsert", "P09999", record={"item_id": "P09999", "text": "a lens"})
+    store.record_change("active", "P00012", active=False)
+    store.record_change("delete", "P00003")
+    check_same_shop(store, bundle, settings)  # two unknown items: maybe this shop's, dropped since
+    store.record_change("active", "P00017", active=False)
+    with pytest.raises(StoreError, match=r"^RECSYS_STATE_DIR: the event store in .*state holds another shop's "
+                                         r"catalogue: none of the 4 items its changes name is in this bundle's "
+                                         r"catalogue \(e.g. 'P00003', deactivated or deleted there\); give each shop "
+                                         r"its own RECSYS_STATE_DIR$"):
+        check_same_shop(store, bundle, settings)
+    store.record_change("active", "cam1", active=False)  # an item of this catalogue: this shop's store
+    check_same_shop(store, bundle, settings)
+    store.close()
+
+
 def test_an_event_time_in_iso_8601_is_stored_as_its_epoch_seconds(client):
     """The importers read ISO 8601 times with offsets; POST /v1/events took epoch seconds only (a 422)."""
     store = client.app.state.service.store
