@@ -868,8 +868,8 @@ def test_a_read_only_event_store_file_is_refused_at_start_up(tmp_path, monkeypat
 def test_serve_refuses_an_event_store_of_another_shop(bundle, tmp_path):
     """Two shops served from one directory share the default ./recsys-state: the synthetic shop's store, replayed
     into the amazon-scientific engine, upserted 83 of its products into that catalogue (encoded again, recommended
-    for "tent") without a word. `recsys serve` now refuses such a store; a store naming any of the bundle's items,
-    or fewer than 3 unknown ones (a retrained bundle may drop an item the store deactivated), is this shop's."""
+    for "tent") without a word. `recsys serve` now refuses such a store; a store naming any of the bundle's items
+    (changes or events), or fewer than 3 unknown ones (a retrained bundle may drop items), is this shop's."""
     from api.service import make_store
     from api.store_check import check_same_shop
     from recsys.errors import StoreError
@@ -882,12 +882,12 @@ def test_serve_refuses_an_event_store_of_another_shop(bundle, tmp_path):
     check_same_shop(store, bundle, settings)  # two unknown items: maybe this shop's, dropped since
     store.record_change("active", "P00017", active=False)
     with pytest.raises(StoreError, match=r"^RECSYS_STATE_DIR: the event store in .*state holds another shop's "
-                                         r"catalogue: none of the 4 items its changes name is in this bundle's "
+                                         r"catalogue: none of the 4 items it names is in this bundle's "
                                          r"catalogue \(e.g. 'P00003', deactivated or deleted there\); give each shop "
                                          r"its own RECSYS_STATE_DIR$"):
         check_same_shop(store, bundle, settings)
-    store.record_change("active", "cam1", active=False)  # an item of this catalogue: this shop's store
-    check_same_shop(store, bundle, settings)
+    store.append("u1", "cam1", "view")  # an event on an item of this catalogue: this shop's store (its unknown
+    check_same_shop(store, bundle, settings)  # items dropped from the bundle since)
     store.close()
 
 

@@ -767,7 +767,7 @@ def test_serve_refuses_another_shop_s_event_store_in_one_line(toy, tmp_path):
     assert result.exit_code == 2, result.output
     said = " ".join(result.output.split())  # (the console wraps the line at its width)
     assert said == (f"error: RECSYS_STATE_DIR: the event store in {tmp_path / 'state'} holds another shop's "
-                    "catalogue: none of the 3 items its changes name is in this bundle's catalogue (e.g. 'P00003', "
+                    "catalogue: none of the 3 items it names is in this bundle's catalogue (e.g. 'P00003', "
                     "deactivated or deleted there); give each shop its own RECSYS_STATE_DIR")
 
 
