@@ -91,7 +91,22 @@ def apply_contract(document: dict, settings: Settings, attributes: Collection[st
     for attribute in unkept:
         schemas["ItemUpsert"]["properties"].pop(attribute, None)
         schemas["ItemRecord"]["properties"].pop(attribute, None)
+    _drop_from_examples(schemas, unkept)
     return document
+
+
+def _drop_from_examples(schemas: dict, unkept: Collection[str]) -> None:
+    """The upsert examples without the fields the catalogue cannot keep: the docs' "Try it out" sends an example
+    as it is, and one naming such a field is refused (422)."""
+    def kept(item: dict) -> dict:  # a copy: the models' own examples may be the very objects in the document
+        return {key: value for key, value in item.items() if key not in unkept}
+
+    for name in ("ItemUpsert", "ItemRecord"):
+        if "examples" in schemas[name]:
+            schemas[name]["examples"] = [kept(example) for example in schemas[name]["examples"]]
+    if "examples" in schemas["ItemChanges"]:
+        schemas["ItemChanges"]["examples"] = [{**changes, "upsert": [kept(item) for item in changes.get("upsert", [])]}
+                                              for changes in schemas["ItemChanges"]["examples"]]
 
 
 def install_contract(app: FastAPI, settings: Settings, attributes: Callable[[], Collection[str] | None],

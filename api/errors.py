@@ -24,6 +24,8 @@ MAX_ERRORS = 20  # field errors listed in one answer (a body with 1,000 bad ids 
 MAX_TEXT = 300  # characters of a message or a location part (they may quote the client's own keys)
 NO_ROUTE = ("no route has this path (an id is sent percent-encoded, its slashes as %2F, as encodeURIComponent "
             "writes it)")
+UNREADABLE_BODY = "There was an error parsing the body"  # FastAPI's 400 for a JSON body it cannot decode
+NOT_UTF8 = "the body is not UTF-8: send JSON encoded as UTF-8"
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 ABSOLUTE_PATH = re.compile(r"(?<![\w.~-])(?:[A-Za-z]:)?(?:[/\\][^\s'\"`:;,()\[\]{}<>/\\]+){2,}[/\\]?")
 
@@ -149,6 +151,8 @@ def install_error_handlers(app: FastAPI, max_body_bytes: int, roots: Callable[[]
         detail, headers = exc.detail, getattr(exc, "headers", None)
         if exc.status_code == 413:
             detail = f"request body over the limit of {max_body_bytes} bytes"
+        if exc.status_code == 400 and detail == UNREADABLE_BODY:  # (a body that is not UTF-8: its bytes not shown)
+            detail = NOT_UTF8
         if exc.status_code == 405:
             headers = {**(headers or {}), "Allow": allowed_methods(request)}
         if exc.status_code == 404 and detail == "Not Found":  # the router's own: no route has this path

@@ -1,14 +1,42 @@
-"""Prometheus metrics on a per-app registry (no process-global state)."""
+"""Prometheus metrics on a per-app registry (no process-global state). Under `recsys serve --workers N` the workers
+keep them in files of one directory (prometheus_client's multiprocess mode, `shared_across_workers`), so that
+/metrics answers for every worker, whichever one takes the scrape."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+"""prometheus_client's setting, read when a process imports it: the directory where every process keeps its values."""
+
+
+@contextlib.contextmanager
+def shared_across_workers() -> Iterator[None]:
+    """For the workers started inside it (new processes): their metrics in files of one temporary directory,
+    removed on exit, so that each worker's /metrics answers the sum of the counters and histograms over the workers
+    and every worker's gauges (a `pid` label each). Without it a scrape read the one worker that took the
+    connection, and its counters went down and up from one scrape to the next. A PROMETHEUS_MULTIPROC_DIR already
+    set is used as it is."""
+    if os.environ.get(MULTIPROCESS_DIR):
+        yield
+        return
+    directory = tempfile.mkdtemp(prefix="recsys-metrics-")
+    os.environ[MULTIPROCESS_DIR] = directory
+    try:
+        yield
+    finally:
+        os.environ.pop(MULTIPROCESS_DIR, None)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 class ServiceMetrics:
@@ -18,10 +46,15 @@ class ServiceMetrics:
                                 registry=self.registry)
         self.latency = Histogram("recsys_request_seconds", "request latency", ["route"], buckets=LATENCY_BUCKETS,
                                  registry=self.registry)
-        self.model = Gauge("recsys_model_info", "loaded bundle", ["version", "name"], registry=self.registry)
-        self.index_size = Gauge("recsys_index_items", "items the index can return", registry=self.registry)
+        # (several workers: each worker's gauges, with its pid, while it lives)
+        self.model = Gauge("recsys_model_info", "loaded bundle", ["version", "name"], registry=self.registry,
+                           multiprocess_mode="liveall")
+        self.index_size = Gauge("recsys_index_items", "items the index can return", registry=self.registry,
+                                multiprocess_mode="liveall")
         self.event_store_up = Gauge("recsys_event_store_up", "1 while the event store answers this worker's checks "
-                                    "(every RECSYS_SYNC_INTERVAL_MS), 0 while it does not", registry=self.registry)
+                                    "(every RECSYS_SYNC_INTERVAL_MS), 0 while it does not", registry=self.registry,
+                                    multiprocess_mode="liveall")
+        self._model_labels: tuple[str, str] | None = None
         self.event_store_up.set(1)
         self.reloads = Counter("recsys_reloads_total", "bundle reloads", ["outcome"], registry=self.registry)
         self.turn_batches = Counter("recsys_turn_batches_total", "recommend_batch calls shared by the history "
@@ -32,7 +65,10 @@ class ServiceMetrics:
                                     registry=self.registry)
 
     def set_model(self, name: str, version: str, index_items: int) -> None:
+        if self._model_labels is not None:  # 0 first: a worker's file keeps every value it was given
+            self.model.labels(*self._model_labels).set(0)
         self.model.clear()
+        self._model_labels = (version, name)
         self.model.labels(version=version, name=name).set(1)
         self.index_size.set(index_items)
 
@@ -41,7 +77,18 @@ class ServiceMetrics:
         self.turn_batched.labels(vectors).inc(size)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """The metrics in Prometheus' text format: every worker's when they share a directory."""
+        directory = os.environ.get(MULTIPROCESS_DIR)
+        if not directory:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=directory)
+        return generate_latest(registry)
+
+    def close(self) -> None:
+        """A worker that stops: its gauges leave the shared metrics (its counts stay in the sums)."""
+        if os.environ.get(MULTIPROCESS_DIR):
+            multiprocess.mark_process_dead(os.getpid())
 
 
 class MetricsMiddleware:

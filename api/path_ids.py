@@ -13,11 +13,11 @@ Raw slashes are taken too ("kit/2" as `/v1/items/kit/2`), except before a segmen
 from __future__ import annotations
 
 import re
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, unquote_to_bytes
 
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
-from starlette.responses import RedirectResponse
+from starlette.responses import JSONResponse, RedirectResponse
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -52,9 +52,29 @@ class RoutingPaths:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not utf8_path(scope):
+            await JSONResponse({"detail": f"invalid request: path: {NOT_UTF8}",
+                                "errors": [{"loc": ["path"], "msg": NOT_UTF8, "type": "unicode_error"}]},
+                               status_code=422)(scope, receive, send)
+            return
         if scope["type"] in ("http", "websocket"):
             scope["path"] = routing_path(scope)
         await self.app(scope, receive, send)
+
+
+NOT_UTF8 = "the path is not UTF-8 once percent-decoded: send an id's UTF-8 bytes, as encodeURIComponent writes them"
+
+
+def utf8_path(scope: Scope) -> bool:
+    """Whether the raw path, percent-decoded, is UTF-8. The server's decoding put U+FFFD for each byte that is not:
+    `/v1/admin/items/%FF` and `/v1/admin/items/%FE` were both the item "\ufffd", the second upsert replacing the
+    first."""
+    raw = scope.get("raw_path")
+    try:
+        unquote_to_bytes(raw).decode("utf-8") if raw is not None else None
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def decode_id(value: str) -> str:

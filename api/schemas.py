@@ -101,7 +101,12 @@ _ISO_TIME_WITHOUT_OFFSET = re.compile(ISO_TIME.removesuffix(r"(Z|[+-]\d{2}:?\d{2
 
 def epoch_of_iso_time(value: object) -> object:
     """An ISO 8601 time with its offset ("2025-05-01T10:00:00+02:00", "…Z") as epoch seconds; other values as
-    given (a number is checked as epoch seconds). ValueError for a text that is no such time."""
+    given (a number is checked as epoch seconds). ValueError for a text that is no such time, or a number past the
+    year 9999 (one a millisecond clock gives says so)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > LATEST_TIMESTAMP:
+        hint = ": this looks like milliseconds (divide by 1,000)" if value < LATEST_TIMESTAMP * 1_000 else ""
+        raise ValueError(f"epoch seconds should be less than or equal to {LATEST_TIMESTAMP} (the end of the year "
+                         f"9999){hint}")
     if not isinstance(value, str):
         return value
     if _ISO_TIME.fullmatch(value) is None:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from starlette.concurrency import run_in_threadpool
+from tqdm import tqdm
 
 from api.batching import MicroBatchingEncoder
 from api.loaded import Loaded
@@ -87,6 +88,10 @@ class Service:
 
             faiss.omp_set_num_threads(settings.faiss_threads)
         sys.setswitchinterval(settings.gil_switch_ms / 1000.0)
+        # progress bars in a worker (transformers' "Loading weights" when the first upsert loads the item tower) take
+        # a thread lock: tqdm's default also creates a process-shared semaphore, which a worker stopped by `recsys
+        # serve --workers N` leaves behind ("resource_tracker: There appear to be 1 leaked semaphore objects")
+        tqdm.set_lock(threading.RLock())
         if settings.blas_threads:
             from threadpoolctl import threadpool_limits
 
@@ -135,6 +140,8 @@ class Service:
             loaded = Loaded(bundle, recommender, cache, self.settings.turn_batch_max, self.metrics,
                             self.settings.turn_batch_wait_ms)
             self._catch_up(loaded)  # the whole change log, folded
+            if self.current is None:
+                _say_unfollowed_reload(loaded)
             self._warm_user_cache(loaded)
             self._warm_neighbours(loaded)
             self._preload_item_tower(loaded)
@@ -458,6 +465,11 @@ class Service:
             same = set(unchanged)
             records = [r for r in records if r["item_id"] not in same]
             vectors = served_vectors(state, records)
+            # a text given back: the bundle's own vector (else the item keeps one computed for the text it is given:
+            # the towers' own neighbours are not saved with them, `ItemTower.encode_texts_of`)
+            given_back = {r["item_id"]: r["text"] for r in records
+                          if r["item_id"] not in vectors and r["item_id"] in state.position}
+            vectors.update(loaded.bundle.own_vectors(given_back))
             fresh = [r for r in records if r["item_id"] not in vectors]
             if fresh:
                 vectors.update(zip((r["item_id"] for r in fresh),
@@ -492,6 +504,18 @@ class Service:
         if self.current is not None:
             self.current.close()
         self.store.close()
+        self.metrics.close()
+
+
+def _say_unfollowed_reload(loaded: Loaded) -> None:
+    """At start-up: a warning when the store's latest reload swapped in another bundle than the one this server was
+    started with (`--bundle`), e.g. a rollback to an older version, which a restart of a model directory's server
+    silently undid (it serves the newest version)."""
+    announced = loaded.announced
+    if announced is not None and Path(announced).resolve() != Path(loaded.path).resolve():
+        logger.warning("the latest reload recorded in the event store swapped in %s; this server serves %s, the bundle "
+                       "it was started with: POST /v1/admin/reload with that bundle to serve it again", announced,
+                       loaded.path)
 
 
 def _log_failure(done: asyncio.Future) -> None:

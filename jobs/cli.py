@@ -385,6 +385,7 @@ def serve(
     from api.app import create_app
     from api.service import make_store
     from api.settings import load_settings
+    from api.store_check import check_same_shop
     from jobs.workflows import check_port, claim_port, run_server
     from recsys.artifacts import read_manifest, resolve_bundle
     check_port(host, port)  # a busy port fails now, not after loading the bundle
@@ -392,15 +393,21 @@ def serve(
     path = resolve_bundle(bundle)
     read_manifest(path)  # fail here, with a clear message, before starting the server
     settings = load_settings(bundle=path)  # so do bad settings and an event store that cannot be reached
-    make_store(settings).close()
+    store = make_store(settings)
+    try:
+        check_same_shop(store, path, settings)  # the default ./recsys-state is shared by every bundle served here
+    finally:
+        store.close()
     if workers == 1:
         run_server(create_app(path, settings), host=host, port=port, access_log=access_log, log_config=log_config)
         return
     os.environ["RECSYS_BUNDLE"] = str(path)  # each worker builds its app from the settings
     from api.listeners import PerWorkerListener, reuse_port_supported
+    from api.metrics import shared_across_workers
     if not reuse_port_supported():  # one socket shared by the workers
-        uvicorn.run("api.app:create_app", factory=True, host=host, port=port, access_log=access_log,
-                    workers=workers, log_config=log_config)
+        with shared_across_workers():
+            uvicorn.run("api.app:create_app", factory=True, host=host, port=port, access_log=access_log,
+                        workers=workers, log_config=log_config)
         return
     from uvicorn.supervisors import Multiprocess
     config = uvicorn.Config("api.app:create_app", factory=True, host=host, port=port, access_log=access_log,
@@ -409,7 +416,7 @@ def serve(
     address = f"[{host}]" if ":" in host else host
     logging.getLogger("uvicorn.error").info("Uvicorn running on http://%s:%d with %d workers (Press CTRL+C to quit)",
                                             address, port, workers)
-    with contextlib.suppress(KeyboardInterrupt):
+    with contextlib.suppress(KeyboardInterrupt), shared_across_workers():  # /metrics: every worker's
         Multiprocess(config, sockets=[PerWorkerListener(host, port)]).run()  # type: ignore[list-item]
 
 

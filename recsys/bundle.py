@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from recsys.ranker import Reranker
 
 T = TypeVar("T")
+logger = logging.getLogger("recsys.bundle")
 
 
 @dataclass(frozen=True, eq=False)
@@ -109,6 +111,28 @@ class Bundle:
             return Catalogue(items, vectors, flags)
 
         return self._read("the catalogue (embeddings/)", read)
+
+    def own_vectors(self, texts: Mapping[str, str]) -> dict[str, np.ndarray]:
+        """item id → this bundle's own vector, for the items of `texts` (item id → text) that the bundle was saved
+        with under that very text: an upsert that gives an item back its text (a feed undoing an earlier one)
+        serves the item as the bundle did, a trained item with its ID block. Read from the files on each call."""
+        if not texts:
+            return {}
+
+        def read() -> dict[str, np.ndarray]:
+            items = (pl.scan_parquet(self.path / "embeddings" / "items.parquet").select("item_id", "text")
+                     .with_row_index("row").filter(pl.col("item_id").cast(pl.Utf8).is_in(list(texts))).collect())
+            rows = [(row, str(item_id)) for row, item_id, text in items.iter_rows() if texts[str(item_id)] == text]
+            if not rows:
+                return {}
+            vectors = np.load(self.path / "embeddings" / "items.npy", mmap_mode="r", allow_pickle=False)
+            return {item_id: np.array(vectors[row], dtype=np.float32) for row, item_id in rows}
+
+        try:
+            return read()
+        except Exception as exc:  # (files gone since the load): the caller encodes the texts instead
+            logger.warning("%s: cannot read the bundle's own item vectors (%s: %s)", self.path, type(exc).__name__, exc)
+            return {}
 
     def index(self, catalogue: Catalogue) -> VectorIndex:
         """The FAISS index over `catalogue`'s rows (rebuilt from the vectors when the saved rows do not line up

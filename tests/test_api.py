@@ -50,6 +50,24 @@ def ids(response):
     return [item["item_id"] for item in response.json()["items"]]
 
 
+def test_a_worker_s_progress_bars_take_a_thread_lock_not_a_process_shared_semaphore(bundle, tmp_path, monkeypatch):
+    """tqdm's default lock holds a process-shared semaphore; a worker of `recsys serve --workers 2` whose first upsert
+    loaded the item tower (transformers' "Loading weights" bar) left it behind when the server stopped: "UserWarning:
+    resource_tracker: There appear to be 1 leaked semaphore objects to clean up at shutdown"."""
+    import threading
+
+    from tqdm import tqdm
+    from tqdm.std import TqdmDefaultWriteLock
+
+    monkeypatch.setattr(tqdm, "_lock", TqdmDefaultWriteLock(), raising=False)  # the default; put back afterwards
+    with make_client(bundle, tmp_path):
+        lock = tqdm.get_lock()
+        assert type(lock) is type(threading.RLock())
+        with tqdm(total=1, disable=True) as bar:
+            bar.update()
+        assert tqdm.get_lock() is lock
+
+
 def test_health_readiness_and_model_info(client):
     assert client.get("/health").json() == {"status": "ok", "bundle_version": "v1", "n_items": 6, "n_users": 4}
     assert client.get("/health/live").json() == {"status": "ok", "worker": os.getpid()}
@@ -388,6 +406,25 @@ def test_reload_swaps_and_refuses_bad_bundles(client, toy, bundle):
     assert ids(client.get("/v1/items/cam1/similar", params={"k": 1})) == ["cam2"]
 
 
+def test_a_restart_says_when_it_serves_another_bundle_than_the_latest_reload(toy, bundle, tmp_path, caplog):
+    """A rollback (a reload to an older version) was undone by the next restart of a model directory's server,
+    which serves the newest version, and nothing said so: the start-up now warns, naming both bundles."""
+    older = Recommender.build(toy, split_dataset(toy), VECTORS, BuildConfig()).save(bundle.parent / "v0")
+    with make_client(bundle, tmp_path, admin_token=TOKEN) as c:
+        assert c.post("/v1/admin/reload", json={"bundle": "v0"}, headers=ADMIN).json()["model_version"] == "v0"
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="recsys.api"), make_client(bundle, tmp_path, admin_token=TOKEN) as c:
+        assert c.get("/health").json()["bundle_version"] == "v1"  # as started: --bundle decides
+    warned = [r.getMessage() for r in caplog.records if "latest reload" in r.getMessage()]
+    assert warned == [f"the latest reload recorded in the event store swapped in {older.resolve()}; this server serves "
+                      f"{bundle}, the bundle it was started with: POST /v1/admin/reload with that bundle to serve it "
+                      "again"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="recsys.api"), make_client(older, tmp_path, admin_token=TOKEN):
+        pass  # started with the reloaded bundle: nothing to say
+    assert not [r for r in caplog.records if "latest reload" in r.getMessage()]
+
+
 def test_metrics_count_requests_by_route(client):
     client.get("/v1/users/u1/recommendations", params={"k": 2})
     client.get("/v1/items/nope/similar", params={"k": 2})
@@ -601,3 +638,26 @@ def test_an_upsert_the_catalogue_already_serves_changes_nothing_and_one_of_attri
     client.put("/v1/admin/items/cam1", json={**served, "text": "a red running shoe"}, headers=ADMIN)
     state = catalogue.state
     assert not np.array_equal(state.vectors[state.position["cam1"]], vector)
+
+
+def test_an_upsert_that_gives_an_item_back_its_own_text_serves_the_bundle_s_vector_again(client):
+    """A feed that undid an earlier one (an item's text changed, then sent back as the bundle has it) left the
+    item encoded from its text, its trained ID block lost, for as long as the bundle served, restarts included: the
+    item's lists and every list of a user who had it stayed changed."""
+    service = client.app.state.service
+    catalogue = service.current.recommender.catalogue
+    own = catalogue.state.vectors[catalogue.state.position["cam2"]].copy()
+    served = {"text": "silver compact camera", "title": "Camera Two", "category": "cameras"}
+    before = ids(client.get("/v1/items/cam2/similar", params={"k": 5}))
+    client.put("/v1/admin/items/cam2", json={**served, "text": "a red running shoe"}, headers=ADMIN)
+    assert catalogue.state.vectors[catalogue.state.position["cam2"]].tolist() == [0.0, 1.0]  # encoded (fake)
+    answer = client.post("/v1/admin/items", json={"upsert": [{"item_id": "cam2", **served}]}, headers=ADMIN).json()
+    assert (answer["upserted"], answer["unchanged"]) == (1, 0)
+    state = catalogue.state
+    np.testing.assert_array_equal(state.vectors[state.position["cam2"]], own)  # not the fake encoding, [1, 0]
+    assert own.tolist() != [1.0, 0.0]
+    assert service.store.changes()[-1].vector.tolist() == own.tolist()  # recorded so: every worker, every restart
+    assert ids(client.get("/v1/items/cam2/similar", params={"k": 5})) == before
+    # a new item whose text some bundle item has is encoded as any new item
+    client.put("/v1/admin/items/cam9", json=served, headers=ADMIN)
+    assert catalogue.state.vectors[catalogue.state.position["cam9"]].tolist() == [1.0, 0.0]

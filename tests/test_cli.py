@@ -742,6 +742,35 @@ def test_serve_misconfigured_is_one_line_and_exit_code_2(toy, tmp_path, env, mes
     assert len(lines) == 1 and lines[0].startswith(message.format(port=port)), result.output
 
 
+def test_serve_refuses_another_shop_s_event_store_in_one_line(toy, tmp_path):
+    """The default ./recsys-state of a directory serving two shops: the other shop's catalogue changes were replayed
+    into this bundle's catalogue without a word. `serve` now stops before starting, exit code 2."""
+    import socket
+
+    from api.service import make_store
+    from api.settings import Settings
+    from recsys.config import BuildConfig
+    from recsys.pipeline import Recommender
+    from recsys.splits import split_dataset
+    from tests.test_pipeline import VECTORS
+
+    bundle = Recommender.build(toy, split_dataset(toy), VECTORS, BuildConfig()).save(tmp_path / "toy" / "v1")
+    store = make_store(Settings(state_dir=tmp_path / "state"))
+    for item_id in ("P00003", "P00012", "P00017"):  # another shop's stock changes
+        store.record_change("active", item_id, active=False)
+    store.close()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = runner.invoke(app, ["serve", "--bundle", str(bundle), "--port", str(port)],
+                           env={"RECSYS_STATE_DIR": str(tmp_path / "state")})
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.output.split())  # (the console wraps the line at its width)
+    assert said == (f"error: RECSYS_STATE_DIR: the event store in {tmp_path / 'state'} holds another shop's "
+                    "catalogue: none of the 3 items it names is in this bundle's catalogue (e.g. 'P00003', "
+                    "deactivated or deleted there); give each shop its own RECSYS_STATE_DIR")
+
+
 @pytest.mark.parametrize("command", ["train-ranker", "refresh-stats", "refit"])
 def test_an_existing_out_is_refused_before_the_job_starts(command, shop_bundle, tmp_path):
     """train-ranker / refresh-stats / refit write a new bundle at --out after a long job: an --out that exists is

@@ -119,3 +119,19 @@ def test_every_worker_sees_edits_and_events_within_a_second_and_reloads_lose_not
     time.sleep(1.0)
     assert all(fresh_get(f"{base}/v1/items/DURING").status_code == 200 for _ in range(30))
     assert all(fresh_get(f"{base}/v1/items/LIVE1").status_code == 200 for _ in range(10))
+
+
+def test_metrics_count_every_worker_s_requests_whichever_worker_is_scraped(server):
+    """/metrics answered for the one worker that took the scrape's connection: the request counters went down and
+    up from one scrape to the next (9, 8, 9, ...), which Prometheus reads as counter resets. The workers now share
+    their metrics: every scrape gives the sums, and each worker's gauges with its pid."""
+    base, models = server
+    workers = set()
+    for _ in range(12):
+        assert fresh_get(f"{base}/v1/model").status_code == 200
+        workers.add(fresh_get(f"{base}/health/live").json()["worker"])
+    line = 'recsys_requests_total{method="GET",route="/v1/model",status="200"} 12.0'
+    for _ in range(6):
+        scraped = fresh_get(f"{base}/metrics").text
+        assert line in scraped.splitlines(), server_log(models)
+        assert {f'recsys_event_store_up{{pid="{pid}"}} 1.0' for pid in workers} <= set(scraped.splitlines())
