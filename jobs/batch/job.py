@@ -33,6 +33,7 @@ from recsys.errors import BundleError, UnknownIdError
 from recsys.pipeline import Recommender
 from recsys.stats import saved_config
 from recsys.store import HISTORY_LIMIT
+from recsys.text_format import counted, plural
 
 Engine = Literal["local", "ray"]
 
@@ -236,10 +237,12 @@ def _score(options: BatchOptions, on_chunk: Callable[[ChunkResult], None] | None
         unknown_text = "\n".join(selection.unknown.to_list()) + "\n"
         atomic_write(unknown_path, lambda tmp: tmp.write_text(unknown_text))
         shown = ", ".join(repr(u) for u in selection.unknown.head(5).to_list())
-        warnings.append(f"{len(selection.unknown):,} of {selection.n_requested:,} requested users are unknown to "
+        warnings.append(f"{len(selection.unknown):,} of {counted(selection.n_requested, 'requested user')} "
+                        f"{plural(len(selection.unknown), 'is', 'are')} unknown to "
                         f"the bundle and were not scored (e.g. {shown}); all listed in {unknown_path}")
     if selection.n_duplicates:
-        warnings.append(f"{selection.n_duplicates:,} duplicate user ids in the input were scored once")
+        warnings.append(f"{counted(selection.n_duplicates, 'duplicate user id')} in the input "
+                        f"{plural(selection.n_duplicates, 'was', 'were')} scored once")
     if selection.source.startswith(SAMPLE) and parse_sample(selection.source)[0] > selection.n_users:
         warnings.append(f"{selection.source} asks for more users than the bundle knows: all {selection.n_users:,} "
                         "of them were scored")
