@@ -65,6 +65,15 @@ def test_output_layout_and_manifest(shop, tmp_path):
     assert seen.height == 0
 
 
+def test_k_above_the_catalogue_is_a_warning(shop, tmp_path):
+    """k above the catalogue: the lists are shorter, and the manifest says why (was: silently fewer rows)."""
+    manifest = run_job(options(shop, tmp_path / "out", users="sample:3", k=100, exclude_seen=False))
+    assert manifest["n_rows"] == 3 * 80
+    assert manifest["warnings"] == ["k 100 is above the bundle's catalogue of 80 items: each list holds at most 80 "
+                                    "(fewer with --exclude-seen, the default, which leaves out the user's history)"]
+    assert run_job(options(shop, tmp_path / "k80", users="sample:3", k=80))["warnings"] == []
+
+
 def test_same_input_gives_identical_shards(shop, tmp_path):
     run_job(options(shop, tmp_path / "a"))
     run_job(options(shop, tmp_path / "b"))

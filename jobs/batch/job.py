@@ -153,7 +153,20 @@ def plan(options: BatchOptions) -> Plan:
         warnings = (f"the bundle was built on another dataset (fingerprint differs from {options.data}'s): its "
                     "catalogue and statistics are not this dataset's; a history of items it does not hold gets "
                     "popular items (strategy popular_fallback)",)
+    warnings += k_above_catalogue(options.k, bundle)
     return Plan(bundle, identity, selection, snapshot, warnings, bundle_fingerprint(manifest))
+
+
+def k_above_catalogue(k: int, bundle: Path) -> tuple[str, ...]:
+    """A warning when k exceeds the bundle's catalogue: the lists are shorter than k (was: silently, a manifest
+    whose n_rows fell short of users × k)."""
+    import pyarrow.parquet as pq
+
+    n_items = pq.ParquetFile(bundle / "embeddings" / "items.parquet").metadata.num_rows
+    if k <= n_items:
+        return ()
+    return (f"k {k:,} is above the bundle's catalogue of {counted(n_items, 'item')}: each list holds at most "
+            f"{n_items:,} (fewer with --exclude-seen, the default, which leaves out the user's history)",)
 
 
 def _store_changes(options: BatchOptions, job: JobDir, snapshot: Snapshot | None) -> int:
