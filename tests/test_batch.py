@@ -74,6 +74,13 @@ def test_k_above_the_catalogue_is_a_warning(shop, tmp_path):
     assert run_job(options(shop, tmp_path / "k80", users="sample:3", k=80))["warnings"] == []
 
 
+def test_reasons_without_a_re_ranker_is_a_warning(shop, tmp_path):
+    manifest = run_job(options(shop, tmp_path / "out", users="sample:2", reasons=True))
+    assert read_shards(tmp_path / "out")["reason"].null_count() == 2 * 5
+    assert manifest["warnings"] == ["--reasons: the bundle has no re-ranker, whose feature contributions the reasons "
+                                    "are, so `reason` stays empty (null); add one with `recsys train-ranker`"]
+
+
 def test_same_input_gives_identical_shards(shop, tmp_path):
     run_job(options(shop, tmp_path / "a"))
     run_job(options(shop, tmp_path / "b"))

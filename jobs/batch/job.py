@@ -154,6 +154,9 @@ def plan(options: BatchOptions) -> Plan:
                     "catalogue and statistics are not this dataset's; a history of items it does not hold gets "
                     "popular items (strategy popular_fallback)",)
     warnings += k_above_catalogue(options.k, bundle)
+    if options.reasons and not (bundle / "ranker").is_dir():  # (was: silently a null `reason` on every row)
+        warnings += ("--reasons: the bundle has no re-ranker, whose feature contributions the reasons are, so "
+                     "`reason` stays empty (null); add one with `recsys train-ranker`",)
     return Plan(bundle, identity, selection, snapshot, warnings, bundle_fingerprint(manifest))
 
 
