@@ -34,6 +34,7 @@ import numpy as np  # noqa: E402
 from benchmarks.common import Column, environment, rss_mb, write_report
 from recsys.config import IndexConfig  # noqa: E402
 from recsys.retrieval import SearchParams, VectorIndex, clustered_embeddings, gpu_count  # noqa: E402
+from recsys.text_format import counted
 
 DIM, K, BATCH = 384, 100, 256
 TARGET_RECALL, TARGET_SPEEDUP = 0.95, 20.0
@@ -341,10 +342,10 @@ def report_notes(meta: dict, rows: Sequence[dict]) -> list[str]:
     return [
         f"k={meta['k']}; recall against exact inner-product search over the same vectors; {meta['queries']} queries "
         f"per dataset (held-out draws, never catalogue rows); seed {meta['seed']}.",
-        f"QPS 1×1: one query per call on {meta['single_threads']} faiss thread(s), over the first "
+        f"QPS 1×1: one query per call on {counted(meta['single_threads'], 'faiss thread')}, over the first "
         f"{meta['single_queries']} queries or {meta['max_seconds']:g} s, per CPU-second of the process (the "
         "× exact column and the chart use this rate: other jobs shared the CPUs, see load below) and per wall "
-        f"second; QPS {BATCH}×: batches of {BATCH} on {meta['threads']} threads, wall clock. All through "
+        f"second; QPS {BATCH}×: batches of {BATCH} on {counted(meta['threads'], 'thread')}, wall clock. All through "
         "VectorIndex.search (raw-id mapping included).",
         "index MiB: faiss.serialize_index size; build s includes training (IVF: seeded sample, 10 k-means iterations). "
         "The fp16-refine rows re-use the IVF-PQ row's trained and filled codes (build s = both).",

@@ -37,6 +37,7 @@ import polars as pl
 
 from benchmarks.common import Column, environment, write_report
 from benchmarks.tiny_bert import build_tiny_bert
+from recsys.text_format import counted
 
 KINDS = ("flat", "hnsw", "ivf_flat", "ivf_pq")
 PARTS = ("edits", "compaction", "tower")
@@ -320,7 +321,7 @@ def _run(out_dir, kinds, dim, parts, edits, interval_ms, removed, tower_items, t
     meta["load_end"] = load()
     notes = [f"command: `{command}`" if command else "command: (library call)",
              f"load average (1, 5, 15 min) at the start {meta['load_start']}, at the end {meta['load_end']}; "
-             f"{threads} thread(s) for FAISS, torch and BLAS",
+             f"{counted(threads, 'thread')} for FAISS, torch and BLAS",
              f"synthetic catalogue: seeded random unit vectors, ids, titles, categories, prices (no re-ranker arrays); "
              f"{removed:.0%} of the rows deleted before the edits; each edit is one item",
              "edits, no compaction running: rounds of upsert (new and replaced items in turn), deactivate, delete",

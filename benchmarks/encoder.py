@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import Column, environment, write_report
+from recsys.text_format import counted
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
 COLUMNS = [Column("backend"), Column("texts", fmt=","), Column("items_per_s", "items/s (wall)", ",.0f"),
@@ -81,8 +82,8 @@ def run(out: Path, n_texts: int = 10_000, threads: int = 2, data: Path | None = 
         row["speedup"] = row["items_per_cpu_s"] / rows[0]["items_per_cpu_s"]
     notes = [f"command: `{command}`" if command else "command: (library call)",
              f"{len(texts):,} synthetic shop item texts (recsys.data.shop_catalogue), default BERT (all-MiniLM-L6-v2), "
-             f"max_length 64; {threads} thread(s) for torch and ONNX Runtime; length-bucketed batches for ONNX "
-             "Runtime, length-sorted batches of 64 for torch",
+             f"max_length 64; {counted(threads, 'thread')} for torch and ONNX Runtime; length-bucketed batches for "
+             "ONNX Runtime, length-sorted batches of 64 for torch",
              "items/CPU-s: texts per CPU-second of this process (other jobs on the machine do not count against it); "
              "× torch uses it; cosine: each text's vector against torch fp32's (all L2-normalised)",
              "the ONNX graphs are exported once and cached (load s includes the export and the int8 quantisation "

@@ -18,6 +18,7 @@ import polars as pl
 
 from benchmarks.common import Column, environment, write_report
 from recsys.metrics import paired_difference
+from recsys.text_format import counted
 
 SCHEMES: dict[str, dict] = {
     "one fit, early-stopped on held-out users (cv_folds 0)": {"cv_folds": 0},
@@ -193,7 +194,7 @@ def run(bundle: Path, data: Path, out: Path, seed: int = 0, outer: int = 5, comm
              f"(seed {seed}); each scheme's rankers fitted on the other folds' users only",
              "N@10 per user over the full catalogue (0 when the target is not among the towers' candidates); "
              "diff: paired difference to the first row, ± its standard error",
-             f"{len(trainings)} training frame(s): schemes that change the candidates, statistics or features "
+             f"{counted(len(trainings), 'training frame')}: schemes that change the candidates, statistics or features "
              "get their own, prepared once"]
     meta = {"environment": environment(("numpy", "polars", "lightgbm")), "bundle": str(path), "data": str(data),
             "command": command, "seed": seed, "outer_folds": outer, "schemes": schemes, "frames": len(trainings)}

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import Column, environment, write_report
+from recsys.text_format import counted
 
 STAGES = ("import", "build", "ranker", "batch", "serve")
 DRIVER = {"import": "events", "build": "items", "ranker": "events", "batch": "users", "serve": "users"}
@@ -270,7 +271,7 @@ def report(out: Path, rows: list[dict], *, threads: int, encoder: str, eval_user
     exponents, cpu = growth(rows), growth(rows, "cpu_s")
     commands = list(dict.fromkeys(r.get("command") or "(library call)" for r in rows)) or [command]
     notes = ["command(s): " + "; ".join(f"`{c}`" for c in commands) + " (each row's own in scale.json)",
-             f"each stage a `recsys` CLI process; {threads} thread(s) (OMP/BLAS/FAISS/LightGBM); item encoder "
+             f"each stage a `recsys` CLI process; {counted(threads, 'thread')} (OMP/BLAS/FAISS/LightGBM); item encoder "
              f"{encoder}; build evaluates a seeded sample of {eval_users:,} users; index --index auto",
              "CPU s: user + system seconds of the stage's processes; peak RSS: the largest process's high-water mark",
              "ranker (`recsys train-ranker`): statistics over every train event, learning from a seeded sample of "

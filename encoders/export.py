@@ -93,7 +93,9 @@ class IdCodes:
 
 @dataclass
 class TowerPart:
-    """One ONNX graph: its module, tokenizer and max_length, and the PyTorch path it must agree with."""
+    """One ONNX graph: its module, tokenizer and max_length, and the PyTorch path it must agree with; `tied` says
+    which texts' vectors hang on how a tie is broken (the graph and PyTorch may keep either equally near item), so
+    the parity check leaves them out."""
 
     name: str
     module: nn.Module
@@ -101,6 +103,7 @@ class TowerPart:
     max_length: int
     reference: Callable[[list[str]], np.ndarray]
     id_codes: IdCodes | None = None  # trained parts: a second output, `text_block`, for `with_id_code`
+    tied: Callable[[list[str]], np.ndarray] | None = None
 
 
 def _frozen_part(name: str, encoder, projection: np.ndarray | None = None) -> TowerPart:
@@ -114,8 +117,20 @@ def _frozen_part(name: str, encoder, projection: np.ndarray | None = None) -> To
 
 def _trained_part(tower, name: str = "item_tower") -> TowerPart:
     tower.load_text_path()
-    return TowerPart(name, _TrainedTower(tower.model), tower.tokenizer, tower.config.tower.item_max_length,
-                     tower.encode_item_texts, _id_codes(tower))
+    model, tokenizer, max_length = tower.model, tower.tokenizer, tower.config.tower.item_max_length
+
+    def tied(texts: list[str]) -> np.ndarray:
+        """Texts whose borrowed neighbour share ties at its k-th nearest item (none without a borrowed share)."""
+        if model.borrow is None:
+            return np.zeros(len(texts), dtype=bool)
+        batch = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            features = model.bert(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+            return model.borrow.tied(features).cpu().numpy()
+
+    return TowerPart(name, _TrainedTower(model), tokenizer, max_length, tower.encode_item_texts, _id_codes(tower),
+                     tied)
 
 
 def _id_codes(tower: TrainedUserTower) -> IdCodes | None:
@@ -187,18 +202,23 @@ def export_onnx(part: TowerPart, path: Path, texts: Sequence[str], item_ids: Seq
     got = session.run(None, {"input_ids": batch["input_ids"].astype(np.int64),
                              "attention_mask": batch["attention_mask"].astype(np.int64)})
     expected = part.reference(list(texts))
-    diff = _parity(part.name, got[0], expected)
+    tied = part.tied(list(texts)) if part.tied is not None and len(texts) else np.zeros(len(texts), dtype=bool)
+    diff = _parity(part.name, got[0], expected, ~tied)
     entry = {"file": path.name, "dim": int(got[0].shape[1]), "max_length": part.max_length, "opset": OPSET,
              "inputs": ["input_ids", "attention_mask"], "output": "vectors",
-             "parity": {"texts": len(texts), "max_abs_diff": diff, "tolerance": PARITY_TOLERANCE}}
+             "parity": {"texts": int((~tied).sum()), "max_abs_diff": diff, "tolerance": PARITY_TOLERANCE,
+                        "tied_texts": int(tied.sum())}}
     if part.id_codes is not None:
-        entry["id_codes"] = _check_id_codes(part, path, got[1], texts, item_ids)
+        entry["id_codes"] = _check_id_codes(part, path, got[1], texts, item_ids, ~tied)
     return entry
 
 
-def _parity(name: str, got: np.ndarray, expected: np.ndarray) -> float:
-    """max |ONNX − PyTorch|; BundleError past PARITY_TOLERANCE."""
-    diff = float(np.abs(got - expected).max()) if got.size and got.shape == expected.shape else 0.0
+def _parity(name: str, got: np.ndarray, expected: np.ndarray, kept: np.ndarray | None = None) -> float:
+    """max |ONNX − PyTorch| over the rows `kept` (all by default); BundleError past PARITY_TOLERANCE."""
+    same = got.shape == expected.shape
+    if same and kept is not None:
+        got, expected = got[kept], expected[kept]
+    diff = float(np.abs(got - expected).max()) if got.size and same else 0.0
     if got.shape != expected.shape or not diff < PARITY_TOLERANCE:
         raise BundleError(f"ONNX export of {name} does not match the PyTorch tower (max |diff| {diff:.2e}, "
                           f"shapes {got.shape} vs {expected.shape})")
@@ -206,16 +226,17 @@ def _parity(name: str, got: np.ndarray, expected: np.ndarray) -> float:
 
 
 def _check_id_codes(part: TowerPart, path: Path, text_block: np.ndarray, texts: Sequence[str],
-                    item_ids: Sequence[str] | None) -> dict:
+                    item_ids: Sequence[str] | None, kept: np.ndarray) -> dict:
     """Write the part's ID codes beside its graph (`<graph>_id_codes.npy`, rows in the order of
     `<graph>_id_codes.json`'s item ids) and check `with_id_code` over the graph's `text_block` against the PyTorch
-    tower for the parity texts of items that have a code (`texts` read as `item_ids`' texts). Returns the entry."""
+    tower for the parity texts `kept` (not left out for a tie) of items that have a code (`texts` read as
+    `item_ids`' texts). Returns the entry."""
     codes = part.id_codes
     stem = path.name.removesuffix(".onnx")
     np.save(path.parent / f"{stem}_id_codes.npy", codes.codes.astype(np.float32), allow_pickle=False)
     (path.parent / f"{stem}_id_codes.json").write_text(json.dumps(codes.item_ids))
     row = {item_id: i for i, item_id in enumerate(codes.item_ids)}
-    known = [n for n, item_id in enumerate(item_ids or ()) if item_id in row]
+    known = [n for n, item_id in enumerate(item_ids or ()) if item_id in row and kept[n]]
     diff = 0.0
     if known:
         got = with_id_code(text_block[known], codes.codes[[row[item_ids[n]] for n in known]], codes.fusion)

@@ -19,6 +19,7 @@ from recsys.config import TowerConfig
 
 
 BORROW_ROWS_PER_BLOCK = 4096  # rows whose similarities to the borrowed share's keys are computed at once
+TIE_TOLERANCE = 1e-6  # k-th and (k+1)-th key similarities this close: which one top-k keeps is not defined
 
 
 def neighbour_counts(sequences: Sequence[np.ndarray], n_items: int) -> sp.csr_matrix:
@@ -100,6 +101,16 @@ class BorrowedShare(nn.Module):
             sims[rows, exclude[rows]] = float("-inf")
         top = sims.topk(min(self.k, len(self.keys) - (exclude is not None)), dim=-1).indices
         return self.values[top].mean(dim=1).to(features.dtype)
+
+    def tied(self, features: torch.Tensor) -> torch.Tensor:
+        """bool [n]: rows whose `k` nearest keys are not unique (the k-th and the (k+1)-th similarity tie within
+        TIE_TOLERANCE, as duplicate item texts do), so their borrowed mean depends on how top-k breaks the tie:
+        torch leaves it unspecified, ONNX Runtime keeps the lower index."""
+        if len(self.keys) <= self.k:
+            return torch.zeros(len(features), dtype=torch.bool)
+        sims = F.normalize(features.float(), dim=-1) @ self.unit_keys.T
+        top = sims.topk(self.k + 1, dim=-1).values
+        return (top[:, self.k - 1] - top[:, self.k]) <= TIE_TOLERANCE
 
     def forward(self, features: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
         """(1 − share) × own + share × the borrowed mean; own features alone while the bank is too small."""

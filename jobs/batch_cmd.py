@@ -88,7 +88,7 @@ def batch_score(
     for warning in manifest["warnings"]:
         err_console.print(f"[yellow]warning:[/] {warning}")
     run = manifest["run"]
-    skipped = f", {run['chunks_skipped']} shard(s) kept from a previous run" if run["chunks_skipped"] else ""
+    skipped = f", {counted(run['chunks_skipped'], 'shard')} kept from a previous run" if run["chunks_skipped"] else ""
     if manifest["store"]:
         snapshot = manifest["store"]
         console.print(f"event store {snapshot['source']}: events up to #{snapshot['events_seq']} "
@@ -97,7 +97,7 @@ def batch_score(
                       f"#{snapshot['changes_seq']}")
     console.print(f"[green]scored[/] {counted(manifest['n_users'], 'user')} → {counted(manifest['n_rows'], 'row')} "
                   f"in "
-                  f"{len(manifest['shards'])} shard(s){skipped}; {run['seconds']:.1f} s "
+                  f"{counted(len(manifest['shards']), 'shard')}{skipped}; {run['seconds']:.1f} s "
                   f"({rate(run['users_per_second'] or 0)} users/s, {run['engine']}), "
                   f"bundle {manifest['bundle_version']}{' with ranker' if manifest['has_ranker'] else ''} → {out}")
 

@@ -12,6 +12,7 @@ import typer
 from jobs.app import BatchSize, MaxLength, ModelOpt, PoolingOpt, app, check_ray_only
 from jobs.output import console, err_console
 from jobs.paths import writable_out
+from recsys.text_format import counted
 
 EngineOpt = Annotated[str, typer.Option(help="local, or ray (pip install '.\\[distributed]')")]
 WorkersOpt = Annotated[Optional[int], typer.Option(min=1, help="ray: actors / local CPUs (default: all CPUs; "
@@ -73,10 +74,10 @@ def encode(
         raise typer.Exit(130) from None
     run = manifest["run"]
     if run["chunks_skipped"] and run["chunks_skipped"] == len(manifest["shards"]):
-        console.print(f"nothing to encode: all {len(manifest['shards'])} shard(s) of {manifest['n_items']:,} items "
-                      f"were written by a previous run → {out}")
+        console.print(f"nothing to encode: all {counted(len(manifest['shards']), 'shard')} of "
+                      f"{manifest['n_items']:,} items were written by a previous run → {out}")
         return
-    skipped = f", {run['chunks_skipped']} shard(s) kept from a previous run" if run["chunks_skipped"] else ""
+    skipped = f", {counted(run['chunks_skipped'], 'shard')} kept from a previous run" if run["chunks_skipped"] else ""
     console.print(f"[green]encoded[/] {manifest['n_items']:,} items → {manifest['dim']}-d vectors in "
-                  f"{len(manifest['shards'])} shard(s){skipped}; {run['seconds']:.1f} s "
+                  f"{counted(len(manifest['shards']), 'shard')}{skipped}; {run['seconds']:.1f} s "
                   f"({run['items_per_second'] or 0:,.0f} items/s, {run['engine']}) → {out}")

@@ -15,6 +15,7 @@ from jobs.app import app
 from jobs.output import console, step
 from jobs.paths import writable_out
 from recsys.errors import RecsysError
+from recsys.text_format import counted
 
 ONNX_HINT = "the ONNX export needs onnx and onnxruntime: pip install 'bert-recsys[onnx]' (in a clone: pip install " \
             "-e '.[onnx]'), or pass --no-onnx"
@@ -64,6 +65,9 @@ def export(
     console.print(f"[green]exported[/] {info['vectors']['rows']:,} item vectors ({info['vectors']['dim']}-d) → "
                   f"{out / 'items.parquet'}")
     for entry in info["onnx"]:
-        console.print(f"  {entry['file']}: {entry['dim']}-d, max |ONNX − PyTorch| {entry['parity']['max_abs_diff']:.1e}"
-                      f" on {entry['parity']['texts']} texts (tokenizer: {entry['tokenizer']}/, max_length "
+        parity = entry["parity"]
+        tied = f"; {counted(parity['tied_texts'], 'text')} left out, whose nearest items tie" \
+            if parity.get("tied_texts") else ""
+        console.print(f"  {entry['file']}: {entry['dim']}-d, max |ONNX − PyTorch| {parity['max_abs_diff']:.1e}"
+                      f" on {counted(parity['texts'], 'text')}{tied} (tokenizer: {entry['tokenizer']}/, max_length "
                       f"{entry['max_length']})")

@@ -37,6 +37,11 @@ def train_config(preset_name: str, config_file: Path | None, from_bundle: Path |
     return TrainConfig.model_validate(merge(base, {k: v for k, v in options.items() if v is not None}))
 
 
+def has_checkpoint(runs: Path) -> bool:
+    """Whether the run directory holds a checkpoint that `--resume` continues from."""
+    return runs.is_dir() and any(runs.glob("**/checkpoint/trainer.json"))
+
+
 @app.command()
 def train(
     data: Annotated[Path, typer.Option(help="dataset directory (recsys import) or raw RecBole/MovieLens directory")],
@@ -136,7 +141,7 @@ def train(
     split.require_examples(["valid"], TRAINING_NEEDS_VALID)  # here too: Ray's workers would fail less clearly
     name = name or f"{dataset.name}-peft"
     runs = Path(run_dir) if run_dir is not None else Path(out) / name / "runs" / "latest"
-    if resume and not (runs.is_dir() and any(runs.glob("**/checkpoint/trainer.json"))):  # (was: started silently)
+    if resume and not has_checkpoint(runs):  # (was: started silently)
         err_console.print(f"[yellow]note:[/] --resume: no checkpoint in {runs}; training starts at epoch 1")
     if resume:  # a checkpoint of other settings: refused now, not after the data and BERT have loaded
         from encoders.experiment import check_resume
@@ -151,9 +156,12 @@ def train(
             path = train_and_evaluate(dataset, split, cfg, name=name, out_root=out, run_dir=run_dir,
                                       resume=resume, init_bundle=from_bundle, eval_config=eval_config).path
     except KeyboardInterrupt:  # one line, not silence: the checkpoint of the last finished epoch is kept
-        err_console.print(f"[yellow]interrupted[/]: no bundle written; the last finished epoch's checkpoint is in "
-                          f"{runs}: rerun the same command with --resume "
-                          "to continue from it")
+        if has_checkpoint(runs):
+            err_console.print(f"[yellow]interrupted[/]: no bundle written; the last finished epoch's checkpoint is in "
+                              f"{runs}: rerun the same command with --resume to continue from it")
+        else:  # (was: the same line, naming a checkpoint and a directory that did not exist)
+            err_console.print(f"[yellow]interrupted[/] before the first epoch finished: no bundle and no checkpoint "
+                              f"written (in {runs}); rerun the same command to start again")
         raise typer.Exit(130) from None
     manifest = json.loads((path / "manifest.json").read_text())
     train, blend = manifest["train"], manifest["train"]["zero_shot_blend"]

@@ -65,6 +65,22 @@ def test_output_layout_and_manifest(shop, tmp_path):
     assert seen.height == 0
 
 
+def test_k_above_the_catalogue_is_a_warning(shop, tmp_path):
+    """k above the catalogue: the lists are shorter, and the manifest says why (was: silently fewer rows)."""
+    manifest = run_job(options(shop, tmp_path / "out", users="sample:3", k=100, exclude_seen=False))
+    assert manifest["n_rows"] == 3 * 80
+    assert manifest["warnings"] == ["k 100 is above the bundle's catalogue of 80 items: each list holds at most 80 "
+                                    "(fewer with --exclude-seen, the default, which leaves out the user's history)"]
+    assert run_job(options(shop, tmp_path / "k80", users="sample:3", k=80))["warnings"] == []
+
+
+def test_reasons_without_a_re_ranker_is_a_warning(shop, tmp_path):
+    manifest = run_job(options(shop, tmp_path / "out", users="sample:2", reasons=True))
+    assert read_shards(tmp_path / "out")["reason"].null_count() == 2 * 5
+    assert manifest["warnings"] == ["--reasons: the bundle has no re-ranker, whose feature contributions the reasons "
+                                    "are, so `reason` stays empty (null); add one with `recsys train-ranker`"]
+
+
 def test_same_input_gives_identical_shards(shop, tmp_path):
     run_job(options(shop, tmp_path / "a"))
     run_job(options(shop, tmp_path / "b"))
@@ -170,6 +186,7 @@ def test_unknown_users_are_reported_not_dropped(shop, tmp_path, suffix):
                                  "unknown_file": "unknown_users.txt"}
     assert (tmp_path / "out" / "unknown_users.txt").read_text() == "ghost-1\nghost-2\n"
     assert any("2 of 5 requested users are unknown" in w and "'ghost-1'" in w for w in manifest["warnings"])
+    assert "1 duplicate user id in the input was scored once" in manifest["warnings"]  # (was: "1 … ids … were")
     assert read_shards(tmp_path / "out")["user_id"].unique(maintain_order=True).to_list() == [known[2], known[0]]
     with pytest.raises(UnknownIdError, match="unknown user ids: 'ghost-1', 'ghost-2'"):
         run_job(options(shop, tmp_path / "strict", users=str(path), strict=True))
@@ -329,7 +346,7 @@ def test_cli_batch_score_and_evaluate_from_batch(shop, tmp_path):
                                  "--k", "10", "--chunk-size", "25", "--data", str(data), "--split", "test",
                                  "--keep-seen", "--no-progress"])
     assert result.exit_code == 0, result.output
-    assert f"scored {N_USERS} users → {N_USERS * 10} rows in 3 shard(s)" in result.output
+    assert f"scored {N_USERS} users → {N_USERS * 10} rows in 3 shards" in result.output
     result = runner.invoke(app, ["evaluate", "--data", str(data), "--from-batch", str(tmp_path / "out"),
                                  "--ks", "5,10", "--splits", "test", "--out", str(tmp_path / "eval.json")])
     assert result.exit_code == 0, result.output

@@ -54,9 +54,9 @@ def test_encode_command_writes_vectors_and_refuses_fp16_on_cpu(items, tiny_bert_
             "--chunk-size", "50", "--no-progress"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "encoded 90 items → 32-d vectors in 2 shard(s)" in " ".join(result.output.split())
+    assert "encoded 90 items → 32-d vectors in 2 shards" in " ".join(result.output.split())
     again = CliRunner().invoke(app, args)  # a finished job run again: says so (was "0.0 s (0 items/s)")
-    assert again.exit_code == 0 and "nothing to encode: all 2 shard(s) of 90 items were written by a previous run" \
+    assert again.exit_code == 0 and "nothing to encode: all 2 shards of 90 items were written by a previous run" \
         in " ".join(again.output.split())
     manifest = json.loads((tmp_path / "vectors" / "manifest.json").read_text())
     assert manifest["format"] == "recsys-item-vectors" and manifest["n_rows"] == 90

@@ -14,6 +14,7 @@ from encoders.loading import item_text_encoder, load_recommender
 from encoders.text_encoder import TextEncoder
 from jobs.cli import app
 from recsys.artifacts import resolve_bundle
+from recsys.errors import BundleError
 from recsys.data.synthetic import generate_shop
 
 runner = CliRunner()
@@ -149,3 +150,64 @@ def test_export_refuses_a_directory_it_did_not_write_and_explains_a_missing_onnx
     result = _run("export", "--bundle", bundle, "--out", tmp_path / "x")
     assert result.exit_code == 2 and "pip install 'bert-recsys[onnx]'" in result.output
     assert not (tmp_path / "x").exists()
+
+
+class _BorrowingToy(torch.nn.Module):
+    """Token embeddings mean-pooled → a borrowed neighbour share (k = 1) whose first two keys are the same text."""
+
+    def __init__(self, vocab: int) -> None:
+        super().__init__()
+        from encoders.neighbour_features import BorrowedShare
+
+        weight = torch.zeros(vocab, 4)
+        weight[:, 0] = torch.where(torch.arange(vocab) % 2 == 0, 1.0, -1.0)  # even tokens lean to keys 0 and 1
+        weight[:, 1:] = torch.linspace(-1, 1, vocab * 3).reshape(vocab, 3) * 0.1
+        self.embedding = torch.nn.Embedding.from_pretrained(weight)
+        self.borrow = BorrowedShare(k=1, share=0.5, hidden=4)
+        keys = torch.tensor([[1.0, 0, 0, 0], [1.0, 0, 0, 0], [-1.0, 0, 0, 0]])
+        self.borrow.fill(keys, torch.tensor([[0, 1.0, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1.0]]))
+
+    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        mask = attention_mask[..., None].float()
+        return (self.embedding(input_ids) * mask).sum(1) / mask.sum(1)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(self.borrow(self.features(input_ids, attention_mask)), dim=-1)
+
+
+def test_export_parity_leaves_out_texts_whose_borrowed_neighbours_tie(tiny_bert_dir, tmp_path):
+    # amazon-scientific's `frozen` engine failed `recsys export` (max |diff| 4.03e-03): a parity text's two nearest
+    # items had the same text, and torch's top-k kept the other one than ONNX Runtime's (the lower index)
+    pytest.importorskip("onnxruntime")
+    from transformers import AutoTokenizer
+
+    from encoders.export import TowerPart, export_onnx
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_bert_dir))
+    module = _BorrowingToy(tokenizer.vocab_size).eval()
+
+    def torch_tower(texts: list[str]) -> np.ndarray:  # breaks the tie the other way: the higher index
+        batch = tokenizer(texts, padding=True, truncation=True, max_length=16, return_tensors="pt")
+        with torch.no_grad():
+            features = module.features(batch["input_ids"], batch["attention_mask"])
+            sims = torch.nn.functional.normalize(features, dim=-1) @ module.borrow.unit_keys.T
+            nearest = len(sims[0]) - 1 - sims.flip(-1).argmax(-1)
+            mixed = features * 0.5 + module.borrow.values[nearest] * 0.5
+        return torch.nn.functional.normalize(mixed, dim=-1).numpy()
+
+    def tied(texts: list[str]) -> np.ndarray:
+        batch = tokenizer(texts, padding=True, truncation=True, max_length=16, return_tensors="pt")
+        with torch.no_grad():
+            return module.borrow.tied(module.features(batch["input_ids"], batch["attention_mask"])).numpy()
+
+    texts = ["black mirrorless camera", "camera bag brown", "running shoe blue", "running socks blue",
+             "silver compact camera", "camera bag black"]
+    ties = tied(texts)
+    assert 0 < ties.sum() < len(texts)  # some texts lean to the two same keys, some to the third
+    part = TowerPart("toy_tower", module, tokenizer, 16, torch_tower)
+    with pytest.raises(BundleError, match="does not match the PyTorch tower"):
+        export_onnx(part, tmp_path / "before.onnx", texts)
+    entry = export_onnx(TowerPart("toy_tower", module, tokenizer, 16, torch_tower, tied), tmp_path / "toy.onnx", texts)
+    assert entry["parity"]["tied_texts"] == int(ties.sum())
+    assert entry["parity"]["texts"] == len(texts) - int(ties.sum())
+    assert entry["parity"]["max_abs_diff"] < 1e-6

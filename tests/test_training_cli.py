@@ -237,7 +237,11 @@ def test_ctrl_c_during_training_says_where_the_checkpoint_is_and_how_to_resume(t
     exit, so nobody learnt that the epochs already trained could be resumed)."""
     import encoders.experiment
 
-    def interrupted(*args, **kwargs):
+    runs = tmp_path / "art" / "cut" / "runs" / "latest"
+
+    def interrupted(*args, **kwargs):  # after the first epoch's checkpoint
+        (runs / "checkpoint").mkdir(parents=True)
+        (runs / "checkpoint" / "trainer.json").write_text("{}")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(encoders.experiment, "train_and_evaluate", interrupted)
@@ -247,7 +251,27 @@ def test_ctrl_c_during_training_says_where_the_checkpoint_is_and_how_to_resume(t
     assert result.exit_code == 130, result.output
     flat = " ".join(result.output.split())
     assert "interrupted: no bundle written" in flat and "--resume" in flat
-    assert str(tmp_path / "art" / "cut" / "runs" / "latest") in "".join(result.output.split())
+    assert str(runs) in "".join(result.output.split())
+
+
+def test_ctrl_c_before_the_first_checkpoint_does_not_promise_one(tmp_path, monkeypatch):
+    """Ctrl-C before the first epoch finished: no checkpoint to resume from, and the line says so (was: 'the last
+    finished epoch's checkpoint is in artifacts/t1/runs/latest: rerun … with --resume', a directory that did not
+    exist)."""
+    import encoders.experiment
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(encoders.experiment, "train_and_evaluate", interrupted)
+    data = generate_shop(n_users=40, n_items=60, seed=0).save(tmp_path / "shop")
+    result = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "art"), "--name", "cut",
+                                      "--preset", "smoke", "--threads", "1"])
+    assert result.exit_code == 130, result.output
+    flat = " ".join(result.output.split())
+    assert "interrupted before the first epoch finished: no bundle and no checkpoint written" in flat
+    assert "rerun the same command to start again" in flat and "--resume" not in flat
+    assert not (tmp_path / "art" / "cut" / "runs" / "latest").exists()
 
 
 def test_resume_without_a_checkpoint_says_training_starts_at_epoch_1(tmp_path, monkeypatch):

@@ -33,6 +33,7 @@ from recsys.errors import BundleError, UnknownIdError
 from recsys.pipeline import Recommender
 from recsys.stats import saved_config
 from recsys.store import HISTORY_LIMIT
+from recsys.text_format import counted, plural
 
 Engine = Literal["local", "ray"]
 
@@ -152,7 +153,23 @@ def plan(options: BatchOptions) -> Plan:
         warnings = (f"the bundle was built on another dataset (fingerprint differs from {options.data}'s): its "
                     "catalogue and statistics are not this dataset's; a history of items it does not hold gets "
                     "popular items (strategy popular_fallback)",)
+    warnings += k_above_catalogue(options.k, bundle)
+    if options.reasons and not (bundle / "ranker").is_dir():  # (was: silently a null `reason` on every row)
+        warnings += ("--reasons: the bundle has no re-ranker, whose feature contributions the reasons are, so "
+                     "`reason` stays empty (null); add one with `recsys train-ranker`",)
     return Plan(bundle, identity, selection, snapshot, warnings, bundle_fingerprint(manifest))
+
+
+def k_above_catalogue(k: int, bundle: Path) -> tuple[str, ...]:
+    """A warning when k exceeds the bundle's catalogue: the lists are shorter than k (was: silently, a manifest
+    whose n_rows fell short of users × k)."""
+    import pyarrow.parquet as pq
+
+    n_items = pq.ParquetFile(bundle / "embeddings" / "items.parquet").metadata.num_rows
+    if k <= n_items:
+        return ()
+    return (f"k {k:,} is above the bundle's catalogue of {counted(n_items, 'item')}: each list holds at most "
+            f"{n_items:,} (fewer with --exclude-seen, the default, which leaves out the user's history)",)
 
 
 def _store_changes(options: BatchOptions, job: JobDir, snapshot: Snapshot | None) -> int:
@@ -236,10 +253,12 @@ def _score(options: BatchOptions, on_chunk: Callable[[ChunkResult], None] | None
         unknown_text = "\n".join(selection.unknown.to_list()) + "\n"
         atomic_write(unknown_path, lambda tmp: tmp.write_text(unknown_text))
         shown = ", ".join(repr(u) for u in selection.unknown.head(5).to_list())
-        warnings.append(f"{len(selection.unknown):,} of {selection.n_requested:,} requested users are unknown to "
+        warnings.append(f"{len(selection.unknown):,} of {counted(selection.n_requested, 'requested user')} "
+                        f"{plural(len(selection.unknown), 'is', 'are')} unknown to "
                         f"the bundle and were not scored (e.g. {shown}); all listed in {unknown_path}")
     if selection.n_duplicates:
-        warnings.append(f"{selection.n_duplicates:,} duplicate user ids in the input were scored once")
+        warnings.append(f"{counted(selection.n_duplicates, 'duplicate user id')} in the input "
+                        f"{plural(selection.n_duplicates, 'was', 'were')} scored once")
     if selection.source.startswith(SAMPLE) and parse_sample(selection.source)[0] > selection.n_users:
         warnings.append(f"{selection.source} asks for more users than the bundle knows: all {selection.n_users:,} "
                         "of them were scored")

@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 
 from recsys.artifacts import JOB_OUTPUTS
 from recsys.errors import RecsysError
+from recsys.text_format import counted
 
 JOB_DIR = "_job"
 JOB_FILE = "job.json"
@@ -133,7 +134,8 @@ class JobDir:
         """BatchError unless every chunk has its shard (`done`: chunk → rows)."""
         missing = [c for c in range(self.n_chunks) if c not in done]
         if missing:
-            raise BatchError(f"{len(missing)} chunk(s) produced no shard (e.g. {missing[:5]}); rerun to resume")
+            raise BatchError(f"{counted(len(missing), 'chunk')} produced no shard (e.g. {missing[:5]}); "
+                             "rerun to resume")
 
 
 def _differences(old: dict, new: dict) -> list[str]:

@@ -18,6 +18,7 @@ import polars as pl
 
 from recsys.data.tables import check_single_values, whole_floats_as_integers
 from recsys.errors import DataError
+from recsys.text_format import counted
 
 ALL = "all"
 SAMPLE = "sample:"
@@ -89,7 +90,7 @@ def read_user_file(path: str | Path) -> tuple[pl.Series, str | None]:
     check_single_values(frame, [column], path)
     ids = whole_floats_as_integers(frame, [column])[column].cast(pl.Utf8).alias("user_id")
     if ids.null_count():
-        raise DataError(f"{ids.null_count()} empty user id(s) in column {column!r}", source=str(path))
+        raise DataError(f"{counted(ids.null_count(), 'empty user id')} in column {column!r}", source=str(path))
     return ids, column
 
 
