@@ -207,7 +207,8 @@ def test_export_parity_leaves_out_texts_whose_borrowed_neighbours_tie(tiny_bert_
     part = TowerPart("toy_tower", module, tokenizer, 16, torch_tower)
     with pytest.raises(BundleError, match="does not match the PyTorch tower"):
         export_onnx(part, tmp_path / "before.onnx", texts)
-    entry = export_onnx(TowerPart("toy_tower", module, tokenizer, 16, torch_tower, tied), tmp_path / "toy.onnx", texts)
+    entry = export_onnx(TowerPart("toy_tower", module, tokenizer, 16, torch_tower, tied=tied), tmp_path / "toy.onnx",
+                        texts)
     assert entry["parity"]["tied_texts"] == int(ties.sum())
     assert entry["parity"]["texts"] == len(texts) - int(ties.sum())
     assert entry["parity"]["max_abs_diff"] < 1e-6
