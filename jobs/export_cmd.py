@@ -71,3 +71,9 @@ def export(
         console.print(f"  {entry['file']}: {entry['dim']}-d, max |ONNX − PyTorch| {parity['max_abs_diff']:.1e}"
                       f" on {counted(parity['texts'], 'text')}{tied} (tokenizer: {entry['tokenizer']}/, max_length "
                       f"{entry['max_length']})")
+        codes = entry.get("id_codes")
+        if codes:
+            checked = codes["parity"]
+            console.print(f"    {codes['codes']}: the ID codes of {counted(codes['rows'], 'trained item')} (a new text "
+                          f"of one: its `{codes['output']}` output with its code, {codes['fusion']}), max |ONNX − "
+                          f"PyTorch| {checked['max_abs_diff']:.1e} on {counted(checked['texts'], 'text')}")

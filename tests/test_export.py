@@ -115,6 +115,9 @@ def test_the_exported_graph_gives_a_trained_items_new_text_its_id_code_as_torch_
     trained, zero_shot = json.loads((out / "export.json").read_text())["onnx"]
     entry = trained["id_codes"]
     assert entry["fusion"] == "sum" and entry["output"] == "text_block" and "id_codes" not in zero_shot
+    said = " ".join(result.output.split())  # the command says what it wrote, and its check
+    assert f"item_tower_id_codes.npy: the ID codes of {entry['rows']} trained items (a new text of one: its " \
+           f"`text_block` output with its code, sum), max |ONNX − PyTorch| " in said, said
     assert entry["parity"]["texts"] == 8 and entry["parity"]["max_abs_diff"] < 1e-4  # catalogue texts, trained items
     item_ids = json.loads((out / entry["item_ids"]).read_text())
     codes = np.load(out / entry["codes"], allow_pickle=False)
