@@ -205,7 +205,8 @@ def push_items(
             served_now = len(active) + len(inactive)
             if gone and len(gone) > max_missing * served_now:
                 raise DataError(f"--missing {missing} would change {counted(len(gone), 'item')} of the "
-                                f"{served_now:,} served ({len(gone) / served_now:.0%}), more than --max-missing "
+                                f"{served_now:,} the catalogue holds, in stock or not ({len(gone) / served_now:.0%}), "
+                                "more than --max-missing "
                                 f"({max_missing:.0%}): is the file whole? Nothing was sent", source=str(items))
             summary += f"; {counted(len(gone), 'served item')} not in the file to {missing}"
         if dry_run:
@@ -228,4 +229,4 @@ def push_items(
     same = (f"; {counted(unchanged, 'item')} already served as in the file (kept as they were, their vectors "
             "too)") if unchanged else ""
     console.print(f"[green]pushed[/] {summary}{split} in {seconds:.1f} s ({changed / max(seconds, 1e-9):,.0f} "
-                  f"items/s) → {url}; the catalogue serves {answers[-1]['index_items']:,} items{same}")
+                  f"items/s) → {url}; the catalogue serves {counted(answers[-1]['index_items'], 'item')}{same}")

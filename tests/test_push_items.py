@@ -177,8 +177,8 @@ def test_the_served_items_a_file_leaves_out_are_deactivated_or_deleted_on_reques
     posts = len(api.posts)
     truncated = push("--items", feed(tmp_path, listed[:1]), *args, "--missing", "delete")
     assert truncated.exit_code == 2 and len(api.posts) == posts  # refused before any change
-    assert "would change 4 items of the 5 served (80%), more than --max-missing (50%)" in \
-        " ".join(truncated.output.split())
+    assert "would change 4 items of the 5 the catalogue holds, in stock or not (80%), more than --max-missing " \
+        "(50%)" in " ".join(truncated.output.split())
 
 
 def served_feed(tmp_path, name: str, changed: dict | None = None) -> str:
