@@ -9,14 +9,15 @@ from typing import Annotated
 
 import typer
 
+from jobs.app import BundleData, BundleDir
 from jobs.bench import bench_app
 from jobs.paths import writable_out
 
 
 @bench_app.command("edited-texts")
 def bench_edited_texts(
-    bundle: Annotated[Path, typer.Option(help="bundle directory (or a model directory: newest version)")],
-    data: Annotated[Path, typer.Option(help="the dataset the bundle was built on")],
+    bundle: BundleDir,
+    data: BundleData,
     out: Annotated[Path, typer.Option(file_okay=False, callback=writable_out,
                                       help="results directory")] = Path("results/edited-texts"),
     share: Annotated[float, typer.Option(min=0.001, max=1.0, help="share of the catalogue whose "

@@ -1,6 +1,7 @@
 """`recsys train` and `recsys bench quality` end to end on a tiny generated shop with a tiny BERT."""
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -232,46 +233,44 @@ def test_tower_shapes_that_cannot_be_built_are_invalid_settings(tower, message, 
     assert f"error: invalid setting: {message}" in " ".join(result.output.split())
 
 
-def test_ctrl_c_during_training_says_where_the_checkpoint_is_and_how_to_resume(tmp_path, monkeypatch):
-    """Ctrl-C in `recsys train`: one line naming the run directory and `--resume`, exit code 130 (was: a silent
-    exit, so nobody learnt that the epochs already trained could be resumed)."""
+def _train_interrupted(tmp_path: Path, monkeypatch, after_a_checkpoint: bool) -> tuple[int, str, Path]:
+    """`recsys train` stopped by Ctrl-C, after the first epoch's checkpoint or before it: (exit code, output on one
+    line, the run directory)."""
     import encoders.experiment
 
     runs = tmp_path / "art" / "cut" / "runs" / "latest"
 
-    def interrupted(*args, **kwargs):  # after the first epoch's checkpoint
-        (runs / "checkpoint").mkdir(parents=True)
-        (runs / "checkpoint" / "trainer.json").write_text("{}")
+    def interrupted(*args, **kwargs):
+        if after_a_checkpoint:
+            (runs / "checkpoint").mkdir(parents=True)
+            (runs / "checkpoint" / "trainer.json").write_text("{}")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(encoders.experiment, "train_and_evaluate", interrupted)
     data = generate_shop(n_users=40, n_items=60, seed=0).save(tmp_path / "shop")
     result = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "art"), "--name", "cut",
                                       "--preset", "smoke", "--threads", "1"])
-    assert result.exit_code == 130, result.output
-    flat = " ".join(result.output.split())
+    return result.exit_code, " ".join(result.output.split()), runs
+
+
+def test_ctrl_c_during_training_says_where_the_checkpoint_is_and_how_to_resume(tmp_path, monkeypatch):
+    """Ctrl-C in `recsys train`: one line naming the run directory and `--resume`, exit code 130 (was: a silent
+    exit, so nobody learnt that the epochs already trained could be resumed)."""
+    code, flat, runs = _train_interrupted(tmp_path, monkeypatch, after_a_checkpoint=True)
+    assert code == 130, flat
     assert "interrupted: no bundle written" in flat and "--resume" in flat
-    assert str(runs) in "".join(result.output.split())
+    assert str(runs) in flat.replace(" ", "")
 
 
 def test_ctrl_c_before_the_first_checkpoint_does_not_promise_one(tmp_path, monkeypatch):
     """Ctrl-C before the first epoch finished: no checkpoint to resume from, and the line says so (was: 'the last
     finished epoch's checkpoint is in artifacts/t1/runs/latest: rerun … with --resume', a directory that did not
     exist)."""
-    import encoders.experiment
-
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(encoders.experiment, "train_and_evaluate", interrupted)
-    data = generate_shop(n_users=40, n_items=60, seed=0).save(tmp_path / "shop")
-    result = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "art"), "--name", "cut",
-                                      "--preset", "smoke", "--threads", "1"])
-    assert result.exit_code == 130, result.output
-    flat = " ".join(result.output.split())
+    code, flat, runs = _train_interrupted(tmp_path, monkeypatch, after_a_checkpoint=False)
+    assert code == 130, flat
     assert "interrupted before the first epoch finished: no bundle and no checkpoint written" in flat
     assert "rerun the same command to start again" in flat and "--resume" not in flat
-    assert not (tmp_path / "art" / "cut" / "runs" / "latest").exists()
+    assert not runs.exists()
 
 
 def test_resume_without_a_checkpoint_says_training_starts_at_epoch_1(tmp_path, monkeypatch):
