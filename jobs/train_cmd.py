@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from pydantic import ValidationError
 
 from jobs.app import EVAL_USERS, POOLING_HELP, EvalUsersOpt, IndexKind, Pooling, app, bundle_name, check_preset, \
-    check_ray_only, eval_sample, read_json_object
+    check_ray_only, eval_sample, read_json_object, validation_problems
 from jobs.output import ensemble_table, index_line
 from recsys.config import EvalConfig
+from recsys.errors import RecsysError
 from jobs.output import console, err_console
 from jobs.paths import writable_out
 
@@ -34,7 +36,19 @@ def train_config(preset_name: str, config_file: Path | None, from_bundle: Path |
         base = stored_train_config(meta).model_dump(mode="json")
     if config_file is not None:
         base = merge(base, overrides)
-    return TrainConfig.model_validate(merge(base, {k: v for k, v in options.items() if v is not None}))
+    try:
+        return TrainConfig.model_validate(merge(base, {k: v for k, v in options.items() if v is not None}))
+    except ValidationError as error:
+        if config_file is None or not _from_file(error, overrides):
+            raise
+        raise RecsysError(f"{config_file}: invalid setting: {validation_problems(error)}") from None
+
+
+def _from_file(error: ValidationError, overrides: dict) -> bool:
+    """Whether a settings error comes from the --config file: a field it sets, or a check over several fields
+    (most likely the file's: the presets pass them, and a command-line value is checked by its option)."""
+    roots = {str(problem["loc"][0]) for problem in error.errors() if problem.get("loc")}
+    return not roots or bool(roots & set(overrides)) or any(not problem.get("loc") for problem in error.errors())
 
 
 def has_checkpoint(runs: Path) -> bool:
