@@ -172,7 +172,8 @@ def run(bundle: Path, data: Path, out: Path, seed: int = 0, outer: int = 5, comm
     notes = [f"command: `{command}`" if command else "command: (library call)",
              f"bundle: `{path}`; dataset `{data}`; {len(users):,} valid users in {outer} cross-fitting folds "
              f"(seed {seed}); each ranker fitted on the other folds' users only",
-             f"ID-only model (trained on the train split, early-stopped on valid N@10, {train_s:.0f} s): valid N@10 "
+             f"ID-only model (trained on the train split, early-stopped on valid N@10, at most {max_epochs} epochs, "
+             f"{train_s:.0f} s): valid N@10 "
              f"{valid_alone[0]:.4f} / R@10 {valid_alone[1]:.4f}; test N@10 {test_alone[0]:.4f} / R@10 "
              f"{test_alone[1]:.4f} (full ranking, history not masked)",
              f"candidate recall@{config.candidates} on valid: the towers' {towers_recall:.4f}, the ID-only model's "
@@ -182,7 +183,8 @@ def run(bundle: Path, data: Path, out: Path, seed: int = 0, outer: int = 5, comm
     meta = {"environment": environment(("numpy", "polars", "lightgbm", "torch")), "bundle": str(path),
             "data": str(data), "command": command, "seed": seed, "outer_folds": outer,
             "id_model": {"valid": valid_alone, "test": test_alone,
-                         f"candidate_recall@{config.candidates}": own_recall, "train_seconds": round(train_s, 1)},
+                         f"candidate_recall@{config.candidates}": own_recall, "train_seconds": round(train_s, 1),
+                         "max_epochs": max_epochs},
             f"towers_candidate_recall@{config.candidates}": towers_recall}
     return write_report(out, "sequence", report_rows, SCHEME_COLUMNS, meta=meta, notes=notes, chart=scheme_chart,
                         title="An ID-only sequence model's features in the re-ranker, cross-fitted on the valid step")

@@ -57,6 +57,9 @@ def bench_id_sequence(
                                            "sequence.png)")] = Path("results/id-sequence"),
     outer: OuterFolds = 5,
     seed: FoldSeed = 0,
+    max_epochs: Annotated[int, typer.Option(min=1, max=10_000, help="the ID-only model's epochs at most (it stops "
+                                            "earlier after 6 validation checks, every 5 epochs, without a gain)")]
+    = 300,
 ) -> None:
     """Probe: an ID-only sequence model (SASRec-style, train split only) alone, and its score as re-ranker
     features, cross-fitted on every valid user against the default re-ranker."""
@@ -64,7 +67,8 @@ def bench_id_sequence(
     from jobs.output import console, invocation
 
     command = invocation()
-    for path in run(bundle, data, out, seed=seed, outer=outer, command=command, log=console.print).values():
+    for path in run(bundle, data, out, seed=seed, outer=outer, command=command, max_epochs=max_epochs,
+                    log=console.print).values():
         typer.echo(path)
 
 

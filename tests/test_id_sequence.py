@@ -50,6 +50,7 @@ def test_benchmark_cross_fits_the_default_ranker_with_and_without_the_model(tmp_
     assert first["diff"] == 0.0 and first["n_users"] == second["n_users"] == split_dataset(dataset).valid.height
     assert second["diff"] == pytest.approx(second["ndcg@10"] - first["ndcg@10"])
     assert report["meta"]["id_model"]["valid"][0] > 0.2  # the planted successor, learned from IDs alone
+    assert report["meta"]["id_model"]["max_epochs"] == 10
     assert paths["png"].exists() and "ID-only model" in paths["md"].read_text()
 
 
@@ -61,3 +62,25 @@ def test_catalogue_ranks_count_the_items_scored_strictly_higher():
     rows, items = rng.integers(0, 7, 200), rng.integers(0, 30, 200)
     expected = (scores[rows] > scores[rows, items][:, None]).sum(1)
     np.testing.assert_array_equal(catalogue_ranks(scores, rows, items), expected)
+
+
+def test_the_command_caps_the_id_models_epochs(tmp_path, monkeypatch):
+    """`recsys bench id-sequence --max-epochs N` (was: no cap; 65 epochs, 22 minutes on a synthetic shop under
+    load, with no way to shorten it)."""
+    import benchmarks.id_sequence
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    asked = {}
+
+    def run(*args, **kwargs):
+        asked.update(kwargs)
+        return {}
+
+    monkeypatch.setattr(benchmarks.id_sequence, "run", run)
+    args = ["bench", "id-sequence", "--bundle", str(tmp_path), "--data", str(tmp_path), "--out", str(tmp_path / "o")]
+    assert CliRunner().invoke(app, [*args, "--max-epochs", "20"]).exit_code == 0
+    assert asked["max_epochs"] == 20
+    refused = CliRunner().invoke(app, [*args, "--max-epochs", "0"])
+    assert refused.exit_code == 2 and "--max-epochs" in refused.output
