@@ -465,11 +465,11 @@ class Service:
             same = set(unchanged)
             records = [r for r in records if r["item_id"] not in same]
             vectors = served_vectors(state, records)
-            # a text given back: the bundle's own vector (else the item keeps one computed for the text it is given:
-            # the towers' own neighbours are not saved with them, `ItemTower.encode_texts_of`)
-            given_back = {r["item_id"]: r["text"] for r in records
-                          if r["item_id"] not in vectors and r["item_id"] in state.position}
-            vectors.update(loaded.bundle.own_vectors(given_back))
+            # a catalogue item's new text that is the bundle's own (a text given back): the bundle's vector (else
+            # one computed for that text: the towers' own neighbours are not saved with them, `encode_texts_of`)
+            new_texts = {r["item_id"]: r["text"] for r in records
+                         if r["item_id"] not in vectors and r["item_id"] in state.position}
+            vectors.update(loaded.bundle.own_vectors(new_texts))
             fresh = [r for r in records if r["item_id"] not in vectors]
             if fresh:
                 vectors.update(zip((r["item_id"] for r in fresh),

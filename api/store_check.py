@@ -25,9 +25,9 @@ def check_same_shop(store: EventStore, bundle: Path, settings: Settings) -> None
     """StoreError (one line naming the setting) when none of the items the store names (its catalogue changes, and
     its first events) is in the bundle's catalogue and at least `FOREIGN_AT_LEAST` of them are neither there nor
     upserted through the store: the store holds another shop's catalogue."""
-    changes = store.changes()
-    upserted = {change.item_id for change in changes if change.kind == "upsert"}
-    stocked = {change.item_id for change in changes if change.kind in ("active", "delete")}
+    changed = store.changed_items()  # (not `changes`: their vectors are not needed)
+    upserted = {item_id for kind, item_id in changed if kind == "upsert"}
+    stocked = {item_id for kind, item_id in changed if kind in ("active", "delete")}
     if len(stocked - upserted) < FOREIGN_AT_LEAST:
         return
     seen = set() if store.reads_wait else set(store.event_frame(until=FIRST_EVENTS)["item_id"].to_list())

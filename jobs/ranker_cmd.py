@@ -300,7 +300,7 @@ def read_live_events(source, kinds: tuple[str, ...]):
     try:
         last = opened.last_event_seq()
         live = opened.event_frame(until=last, kinds=kinds)
-        upserted = {change.item_id for change in opened.changes() if change.kind == "upsert"}
+        upserted = {item_id for kind, item_id in opened.changed_items() if kind == "upsert"}
     finally:
         opened.close()
     if live.height == 0:

@@ -47,8 +47,7 @@ def train_config(preset_name: str, config_file: Path | None, from_bundle: Path |
 def _from_file(error: ValidationError, overrides: dict) -> bool:
     """Whether a settings error comes from the --config file: a field it sets, or a check over several fields
     (most likely the file's: the presets pass them, and a command-line value is checked by its option)."""
-    roots = {str(problem["loc"][0]) for problem in error.errors() if problem.get("loc")}
-    return not roots or bool(roots & set(overrides)) or any(not problem.get("loc") for problem in error.errors())
+    return any(not problem.get("loc") or str(problem["loc"][0]) in overrides for problem in error.errors())
 
 
 def has_checkpoint(runs: Path) -> bool:

@@ -106,6 +106,10 @@ class EventStore(Protocol):
     def changes(self, after: int = 0, until: int | None = None) -> list[Change]:
         """Changes with after < seq ≤ until, in order."""
 
+    def changed_items(self) -> list[tuple[str, str | None]]:
+        """(kind, item_id) of every change, in order: which items the log names, without reading (or decoding) the
+        records and vectors `changes` returns."""
+
     def last_change_seq(self) -> int: ...
 
     def close(self) -> None: ...

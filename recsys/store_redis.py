@@ -149,6 +149,11 @@ class RedisEventStore:
                               entry["active"]))
         return out
 
+    def changed_items(self) -> list[tuple[str, str | None]]:
+        entries = (json.loads(member.decode().split("|", 1)[1])
+                   for member in self._redis.zrangebyscore(self._key("changes"), "(0", "+inf"))
+        return [(entry["kind"], entry["item_id"]) for entry in entries]  # (the vectors are not decoded)
+
     def last_change_seq(self) -> int:
         return int(self._redis.get(self._key("change_seq")) or 0)
 

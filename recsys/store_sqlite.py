@@ -201,6 +201,11 @@ class SQLiteEventStore:
                        None if active is None else bool(active))
                 for seq, kind, item_id, record, vector, space, active in rows]
 
+    def changed_items(self) -> list[tuple[str, str | None]]:
+        with self._read_lock:
+            return [(kind, item_id) for kind, item_id in
+                    self._reader.execute("SELECT kind, item_id FROM changes ORDER BY seq").fetchall()]
+
     def last_change_seq(self) -> int:
         with self._read_lock:
             return int(self._reader.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0])

@@ -135,6 +135,7 @@ def _exercise(store):
     np.testing.assert_array_equal(changes[1].vector, [3, 4])
     assert changes[2].active is False and changes[4].record == {"path": "/b/v2"}
     assert [c.seq for c in store.changes(after=2, until=4)] == [3, 4]
+    assert store.changed_items() == [(c.kind, c.item_id) for c in changes]
     batch = [Change(0, "upsert", "n3", {"item_id": "n3", "text": "x"}, np.array([5, 6], np.float32), "s1"),
              Change(0, "active", "n3", active=False), Change(0, "delete", "n2")]
     assert store.record_changes(batch) == [6, 7, 8] and store.record_changes([]) == []
@@ -318,7 +319,7 @@ def store_reads(store, rng: random.Random, users: list[str], events: int, change
         out += [store.event_frame(until, kinds).rows() for kinds in (None, ["view"], ["cart", "purchase"])]
     for after, until in ((0, None), (rng.randint(0, changes + 1), None), (0, rng.randint(0, changes + 1))):
         out.append(change_rows(store.changes(after, until)))
-    return out + [store.last_event_seq(), store.last_change_seq()]
+    return out + [store.changed_items(), store.last_event_seq(), store.last_change_seq()]
 
 
 @pytest.mark.parametrize("seed", range(2))
