@@ -143,7 +143,8 @@ def import_table_cmd(
     name: Annotated[Optional[str], typer.Option(help="the dataset's name, which bundles built from it take by "
                                                      "default (default: the --out directory's name)")] = None,
     kind_col: Annotated[Optional[str], typer.Option(help="column of each event's kind (view, cart, purchase, as "
-                                                         "the export writes them), counted in the notes")] = None,
+                                                         "the export writes them), counted in the notes and stored: "
+                                                         "an imported purchase reads 'because you bought …'")] = None,
     kinds: Annotated[Optional[str], typer.Option(help="keep only the events of these kinds, comma-separated "
                                                       "(e.g. 'purchase,cart'; case ignored); needs --kind-col")]
     = None,

@@ -61,7 +61,8 @@ class Histories(Mapping):
         kinds were kept has no `kinds`)."""
         frame = frame.sort("user_id")
         lengths = frame["history"].list.len().fill_null(0).to_numpy()
-        events = frame.filter(pl.col("history").list.len() > 0)  # (an empty list explodes to one null)
+        # an empty list explodes to one null: the users with events only
+        events = frame.filter(pl.col("history").list.len() > 0) if (lengths == 0).any() else frame
         items = events["history"].explode().drop_nulls()
         kinds = None
         if KINDS in frame.columns:
