@@ -1,5 +1,6 @@
 """An export's event-kind column (view, cart, purchase, or whatever the shop writes): its kinds counted in the import
-notes and, when asked, only some of them kept (`recsys import table --kind-col type --kinds purchase,cart`)."""
+notes, when asked only some of them kept (`recsys import table --kind-col type --kinds purchase,cart`), and each kept
+event's kind stored in the dataset (`KIND_COLUMN`), so the API words an imported purchase's reason as a live one's."""
 
 from __future__ import annotations
 
@@ -8,13 +9,20 @@ from pathlib import Path
 
 import polars as pl
 
-from recsys.data.dataset import ImportReport
+from recsys.data.dataset import KIND_COLUMN, ImportReport
 from recsys.data.option_names import KEYWORDS, OptionNames
 from recsys.errors import DataError
 from recsys.text_format import counted
 
 NO_KIND = "(empty)"
 """How an event without a kind is named in the notes."""
+
+
+def stored_kind(kind_col: str) -> pl.Expr:
+    """The kind an import stores (`KIND_COLUMN`): stripped and lower-cased, as `--kinds` matches kinds ("Purchase " →
+    "purchase", the API's own name); null for an empty one."""
+    key = pl.col(kind_col).cast(pl.Utf8).str.strip_chars().str.to_lowercase()
+    return pl.when(key != "").then(key).alias(KIND_COLUMN)
 
 
 def parse_kinds(text: str | None) -> list[str] | None:
