@@ -148,9 +148,13 @@ def import_table_cmd(
     kinds: Annotated[Optional[str], typer.Option(help="keep only the events of these kinds, comma-separated "
                                                       "(e.g. 'purchase,cart'; case ignored); needs --kind-col")]
     = None,
+    kind_names: Annotated[Optional[str], typer.Option(help="store the export's own kinds as the API's (view, cart, "
+                                                           "purchase), e.g. 'transaction=purchase,addtocart=cart': an "
+                                                           "imported transaction reads 'because you bought …'; needs "
+                                                           "--kind-col")] = None,
 ) -> None:
     """Plain CSV/TSV/Parquet with a column mapping and an item-text template."""
-    from recsys.data.event_kinds import parse_kinds
+    from recsys.data.event_kinds import parse_kind_names, parse_kinds
     from recsys.data.importers import import_table
     from recsys.data.option_names import IMPORT_TABLE_FLAGS
     try:  # named after --out, not after the export's file (every shop's would be "events" → bundle "events-peft")
@@ -159,7 +163,7 @@ def import_table_cmd(
                                timestamp_format=timestamp_format, on_bad_rows=on_bad_rows, delimiter=delimiter,
                                encoding=encoding, items_delimiter=items_delimiter, items_encoding=items_encoding,
                                name=name or out.resolve().name, kind_col=kind_col or None, kinds=parse_kinds(kinds),
-                               names=IMPORT_TABLE_FLAGS)
+                               kind_names=parse_kind_names(kind_names, IMPORT_TABLE_FLAGS), names=IMPORT_TABLE_FLAGS)
     except ValueError as exc:  # a bad option value (delimiter, encoding, template)
         raise bad_option_value(exc) from None
     _report_import(dataset, out, overwrite)

@@ -895,6 +895,26 @@ def test_an_imports_event_kinds_are_stored_and_a_dataset_without_them_still_load
         Dataset("odd", loaded.items, loaded.interactions.with_columns(kind=pl.lit(1, pl.Int64)))
 
 
+def test_an_exports_own_kind_names_are_stored_as_the_apis(tmp_path: Path) -> None:
+    """A RetailRocket-style export says 'transaction' and 'addtocart': stored as such, the API read them "… in your
+    history". `kind_names` stores them as the API's purchase and cart; a kind it does not rename is kept as it is."""
+    items = _write(tmp_path / "items.csv", ["item_id,text", "1,Mug", "2,Cup", "3,Jar"])
+    events = _write(tmp_path / "events.csv", ["user_id,item_id,timestamp,event", "a,1,100,Transaction",
+                                              "a,2,101,addtocart", "a,3,102,view", "b,1,103,refund"])
+    data = import_table(events, items, kind_col="event",
+                        kind_names={"transaction": "purchase", "addtocart": "cart"})
+    assert data.interactions["kind"].to_list() == ["purchase", "cart", "view", "refund"]
+    assert "events.csv: stored as the API's kinds: Transaction → purchase, addtocart → cart" in data.report.notes
+    kept = import_table(events, items, kind_col="event", kinds=["transaction"],
+                        kind_names={"transaction": "purchase"})
+    assert kept.interactions.rows() == [("a", "1", 100, "purchase")]
+    with pytest.raises(DataError, match=r"kind_names names 'purchased', which the 'event' column never holds; it "
+                                        r"holds 'addtocart', 'refund', 'Transaction', 'view'"):
+        import_table(events, items, kind_col="event", kind_names={"purchased": "purchase"})
+    with pytest.raises(ValueError, match=r"^kind_names: needs kind_col, the column that holds each event's kind$"):
+        import_table(events, items, kind_names={"transaction": "purchase"})
+
+
 def test_prices_in_a_shops_notation_are_read_and_an_ambiguous_one_stays_a_bad_row(tmp_path: Path) -> None:
     """'12,50' or '€19.99' rejected the product and every event on it."""
     items = _write(tmp_path / "items.csv", ["item_id,text,price", '1,Mug,"12,50"', "2,Cup,€19.99",
