@@ -406,23 +406,74 @@ def test_reload_swaps_and_refuses_bad_bundles(client, toy, bundle):
     assert ids(client.get("/v1/items/cam1/similar", params={"k": 1})) == ["cam2"]
 
 
-def test_a_restart_says_when_it_serves_another_bundle_than_the_latest_reload(toy, bundle, tmp_path, caplog):
-    """A rollback (a reload to an older version) was undone by the next restart of a model directory's server,
-    which serves the newest version, and nothing said so: the start-up now warns, naming both bundles."""
+def test_a_restart_keeps_a_rollback_unless_told_to_serve_the_bundle_given(toy, bundle, tmp_path, caplog):
+    """A rollback (a reload to an older version) was undone by the next restart of a model directory's server, which
+    serves the newest version again: only a warning said so. A restart now serves the rolled-back bundle, says so
+    naming both and the two ways to serve the other; RECSYS_START_BUNDLE=given serves the bundle given."""
     older = Recommender.build(toy, split_dataset(toy), VECTORS, BuildConfig()).save(bundle.parent / "v0")
     with make_client(bundle, tmp_path, admin_token=TOKEN) as c:
         assert c.post("/v1/admin/reload", json={"bundle": "v0"}, headers=ADMIN).json()["model_version"] == "v0"
     caplog.clear()
-    with caplog.at_level("WARNING", logger="recsys.api"), make_client(bundle, tmp_path, admin_token=TOKEN) as c:
-        assert c.get("/health").json()["bundle_version"] == "v1"  # as started: --bundle decides
+    with caplog.at_level("WARNING", logger="recsys.api"), make_client(bundle.parent, tmp_path, admin_token=TOKEN) as c:
+        assert c.get("/health").json()["bundle_version"] == "v0"  # the model directory: newest v1, rolled back
     warned = [r.getMessage() for r in caplog.records if "latest reload" in r.getMessage()]
-    assert warned == [f"the latest reload recorded in the event store swapped in {older.resolve()}; this server serves "
-                      f"{bundle}, the bundle it was started with: POST /v1/admin/reload with that bundle to serve it "
-                      "again"]
+    assert warned == [f"serving {older.resolve()}, which the latest reload recorded in the event store swapped in "
+                      f"(a rollback), not {bundle.resolve()}, the bundle this server was started with: to serve that "
+                      "one, POST /v1/admin/reload with it, or start with RECSYS_START_BUNDLE=given"]
     caplog.clear()
-    with caplog.at_level("WARNING", logger="recsys.api"), make_client(older, tmp_path, admin_token=TOKEN):
-        pass  # started with the reloaded bundle: nothing to say
+    with caplog.at_level("WARNING", logger="recsys.api"), \
+            make_client(bundle, tmp_path, admin_token=TOKEN, start_bundle="given") as c:
+        assert c.get("/health").json()["bundle_version"] == "v1"
+    assert [r.getMessage() for r in caplog.records if "latest reload" in r.getMessage()] == [
+        f"the latest reload recorded in the event store swapped in {older.resolve()}; this server serves "
+        f"{bundle.resolve()}, the bundle it was started with (RECSYS_START_BUNDLE=given)"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="recsys.api"), make_client(older, tmp_path, admin_token=TOKEN) as c:
+        assert c.get("/health").json()["bundle_version"] == "v0"  # started with the reloaded bundle: nothing to say
+        assert c.post("/v1/admin/reload", json={"bundle": "v1"}, headers=ADMIN).json()["model_version"] == "v1"
     assert not [r for r in caplog.records if "latest reload" in r.getMessage()]
+    with make_client(bundle.parent, tmp_path) as c:  # a reload forward again ends the rollback
+        assert c.get("/health").json()["bundle_version"] == "v1"
+
+
+def test_a_restart_serves_the_latest_reload_unless_given_a_newer_version(toy, bundle, tmp_path, caplog):
+    """A worker restarted on its own (RECSYS_BUNDLE: the version the server started with) served that version while
+    the other workers served the one a reload swapped in since. It now serves the reloaded one; a version newer than
+    it (trained since, deployed by a restart) is served as given; a reloaded bundle that is gone is not followed."""
+    newer = Recommender.build(toy, split_dataset(toy), VECTORS, BuildConfig()).save(bundle.parent / "v2")
+    with make_client(bundle, tmp_path, admin_token=TOKEN) as c:
+        assert c.post("/v1/admin/reload", json={"bundle": "v2"}, headers=ADMIN).json()["model_version"] == "v2"
+    with make_client(bundle, tmp_path) as c:
+        assert c.get("/health").json()["bundle_version"] == "v2"
+    newest = Recommender.build(toy, split_dataset(toy), VECTORS, BuildConfig()).save(bundle.parent / "v3")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="recsys.api"), make_client(bundle.parent, tmp_path) as c:
+        assert c.get("/health").json()["bundle_version"] == "v3"
+    assert not [r for r in caplog.records if "latest reload" in r.getMessage()]
+    import shutil
+
+    shutil.rmtree(newer)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="recsys.api"), make_client(bundle, tmp_path) as c:
+        assert c.get("/health").json()["bundle_version"] == "v1"
+    assert [r.getMessage() for r in caplog.records if "latest reload" in r.getMessage()] == [
+        f"the latest reload recorded in the event store swapped in {newer.resolve()}; this server serves "
+        f"{bundle.resolve()}, the bundle it was started with: that bundle is gone"]
+    assert newest.is_dir()
+
+
+def test_the_start_choice_follows_no_reload_outside_the_bundle_root(tmp_path):
+    from api.start_bundle import choose
+
+    given, elsewhere = tmp_path / "shop" / "v1", tmp_path / "other" / "v9"
+    for path in (given, elsewhere):
+        path.mkdir(parents=True)
+        (path / "manifest.json").write_text("{}")
+    choice = choose(given, {"path": str(elsewhere), "rollback": True}, None)
+    assert choice.path == given.resolve() and choice.warning.endswith(
+        f"that bundle is outside the bundle root {given.parent.resolve()} (RECSYS_BUNDLE_ROOT)")
+    assert choose(given, {"path": str(elsewhere)}, tmp_path).path == elsewhere.resolve()  # a root holding both
+    assert choose(given, None, None).path == given and choose(given, {"path": str(given)}, None).warning is None
 
 
 def test_metrics_count_requests_by_route(client):
