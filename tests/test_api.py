@@ -691,6 +691,34 @@ def test_an_upsert_the_catalogue_already_serves_changes_nothing_and_one_of_attri
     assert not np.array_equal(state.vectors[state.position["cam1"]], vector)
 
 
+def test_the_bundle_s_own_texts_are_read_once_per_bundle(client, monkeypatch):
+    """Each upsert batch that changed a catalogue item's text read items.parquet (ids and texts) to find texts given
+    back. The bundle now reads them once, on the first such batch, and keeps their digests; the vectors it gives
+    are the saved rows', for the very (id, text) pairs saved only."""
+    import polars as pl
+
+    service = client.app.state.service
+    bundle = service.current.bundle
+    reads = []
+    for name in ("read_parquet", "scan_parquet"):
+        real = getattr(pl, name)
+        monkeypatch.setattr(pl, name, lambda path, *a, _real=real, **kw: (
+            reads.append(str(path)) if str(path).endswith("items.parquet") else None, _real(path, *a, **kw))[1])
+    served = {"title": "Camera Two", "category": "cameras"}
+    for text in ("a red running shoe", "silver compact camera", "a blue running shoe", "silver compact camera"):
+        assert client.put("/v1/admin/items/cam2", json={**served, "text": text}, headers=ADMIN).status_code == 200
+    assert len(reads) == 1  # four text-changing upserts (two of them giving the text back): one read
+    saved = pl.read_parquet(bundle.path / "embeddings" / "items.parquet")
+    vectors = np.load(bundle.path / "embeddings" / "items.npy")
+    texts = dict(zip(saved["item_id"].to_list(), saved["text"].to_list()))
+    own = bundle.own_vectors({**texts, "cam1": texts["cam1"] + "!", "nobody": "silver compact camera"})
+    assert sorted(own) == sorted(set(texts) - {"cam1"})
+    for row, item_id in enumerate(saved["item_id"].to_list()):
+        if item_id != "cam1":
+            np.testing.assert_array_equal(own[item_id], vectors[row])
+    assert len(reads) == 2  # (the test's own read above)
+
+
 def test_an_upsert_that_gives_an_item_back_its_own_text_serves_the_bundle_s_vector_again(client):
     """A feed that undid an earlier one (an item's text changed, then sent back as the bundle has it) left the
     item encoded from its text, its trained ID block lost, for as long as the bundle served, restarts included: the
