@@ -54,7 +54,10 @@ def choose(given: Path, latest: dict | None, root: Path | None, mode: StartBundl
     if not (reloaded / MANIFEST).is_file():
         return StartChoice(given, f"{kept}: that bundle is gone")
     if not rollback and reloaded.parent == given.parent and given.name > reloaded.name:
-        return StartChoice(given)  # a newer version than the reloaded one: deployed by this restart
+        # a newer version than the reloaded one: deployed by this restart (a reload recorded before the record said
+        # whether it was a rollback may have been one: said, as it was then)
+        return StartChoice(given, None if "rollback" in latest else
+                           f"{kept}: POST /v1/admin/reload with that bundle to serve it again")
     what = "a rollback" if rollback else "the reload"
     return StartChoice(reloaded, f"serving {reloaded}, which the latest reload recorded in the event store swapped "
                                  f"in ({what}), not {given}, the bundle this server was started with: to serve that "

@@ -474,6 +474,14 @@ def test_the_start_choice_follows_no_reload_outside_the_bundle_root(tmp_path):
         f"that bundle is outside the bundle root {given.parent.resolve()} (RECSYS_BUNDLE_ROOT)")
     assert choose(given, {"path": str(elsewhere)}, tmp_path).path == elsewhere.resolve()  # a root holding both
     assert choose(given, None, None).path == given and choose(given, {"path": str(given)}, None).warning is None
+    older = given.parent / "v0"
+    older.mkdir()
+    (older / "manifest.json").write_text("{}")
+    assert choose(given, {"path": str(older), "rollback": False}, None) == choose(given, None, None)  # a deployment
+    assert choose(given, {"path": str(older), "rollback": True}, None).path == older.resolve()
+    old_record = choose(given, {"path": str(older)}, None)  # (recorded before a reload said whether it rolled back)
+    assert old_record.path == given and old_record.warning.endswith("POST /v1/admin/reload with that bundle to serve "
+                                                                    "it again")
 
 
 def test_metrics_count_requests_by_route(client):
