@@ -35,8 +35,10 @@ invalid field of a 422); the limits stated here are the ones this server enforce
 
 
 def create_app(bundle: str | Path | None = None, settings: Settings | None = None,
-               service: Service | None = None) -> FastAPI:
-    """Build the app for `bundle` (or `settings.bundle` / RECSYS_BUNDLE)."""
+               service: Service | None = None, *, check_shop: bool = True) -> FastAPI:
+    """Build the app for `bundle` (or `settings.bundle` / RECSYS_BUNDLE). Its start-up refuses an event store of
+    another shop's catalogue (StoreError, `api.store_check`; `check_shop=False`: the caller checked it) and serves the
+    bundle the latest recorded reload swapped in when it supersedes `bundle` (`Service.start`)."""
     settings = settings or (service.settings if service else load_settings())
     bundle = bundle or settings.bundle
     if bundle is None:
@@ -45,7 +47,12 @@ def create_app(bundle: str | Path | None = None, settings: Settings | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.service = service or Service(settings)
-        app.state.service.load(bundle)
+        try:
+            app.state.service.start(bundle, check_shop=check_shop)
+        except Exception:
+            if service is None:  # (its event store: opened here, closed here)
+                app.state.service.close()
+            raise
         gc.collect()
         gc.freeze()  # the loaded bundle is long-lived: keep it out of the collector's full passes (tail latency)
         syncing = asyncio.create_task(app.state.service.sync_forever())  # converge to the event store

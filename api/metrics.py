@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -15,6 +16,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]*_(\d+)\.db")
+"""A worker's file of gauges that leave the metrics with it (`multiprocess_mode` live…), named with its pid."""
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 """prometheus_client's setting, read when a process imports it: the directory where every process keeps its values."""
@@ -24,7 +27,8 @@ MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 def shared_across_workers() -> Iterator[None]:
     """For the workers started inside it (new processes): their metrics in files of one temporary directory,
     removed on exit, so that each worker's /metrics answers the sum of the counters and histograms over the workers
-    and every worker's gauges (a `pid` label each). Without it a scrape read the one worker that took the
+    and every live worker's gauges (a `pid` label each; a crashed worker's leave at the next scrape,
+    `forget_dead_workers`). Without it a scrape read the one worker that took the
     connection, and its counters went down and up from one scrape to the next. A PROMETHEUS_MULTIPROC_DIR already
     set is used as it is."""
     if os.environ.get(MULTIPROCESS_DIR):
@@ -81,6 +85,7 @@ class ServiceMetrics:
         directory = os.environ.get(MULTIPROCESS_DIR)
         if not directory:
             return generate_latest(self.registry)
+        forget_dead_workers(directory)
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=directory)
         return generate_latest(registry)
@@ -89,6 +94,29 @@ class ServiceMetrics:
         """A worker that stops: its gauges leave the shared metrics (its counts stay in the sums)."""
         if os.environ.get(MULTIPROCESS_DIR):
             multiprocess.mark_process_dead(os.getpid())
+
+
+def forget_dead_workers(directory: str) -> list[int]:
+    """`multiprocess.mark_process_dead` for each worker whose live gauges are in `directory` and whose process is
+    gone: a worker that crashed (or was killed) never ran `ServiceMetrics.close`, and its gauges stayed listed, with
+    their last values, until the server restarted. Its counts stay in the sums. Returns those workers' pids."""
+    pids = {int(m.group(1)) for m in map(LIVE_GAUGE_FILE.fullmatch, os.listdir(directory)) if m}
+    dead = sorted(pid for pid in pids if not _alive(pid))
+    for pid in dead:
+        with contextlib.suppress(FileNotFoundError):  # another worker's scrape removed it first
+            multiprocess.mark_process_dead(pid, directory)
+    return dead
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this pid exists (signal 0 checks, sends nothing)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        pass
+    return True
 
 
 class MetricsMiddleware:

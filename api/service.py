@@ -30,6 +30,8 @@ from api.batching import MicroBatchingEncoder
 from api.loaded import Loaded
 from api.metrics import ServiceMetrics
 from api.settings import Settings
+from api.start_bundle import choose, is_rollback
+from api.store_check import check_same_shop
 from encoders.loading import frozen_item_tower, open_recommender
 from recsys.artifacts import resolve_bundle
 from recsys.bundle import Bundle
@@ -141,8 +143,6 @@ class Service:
             loaded = Loaded(bundle, recommender, cache, self.settings.turn_batch_max, self.metrics,
                             self.settings.turn_batch_wait_ms)
             self._catch_up(loaded)  # the whole change log, folded
-            if self.current is None:
-                _say_unfollowed_reload(loaded)
             self._warm_user_cache(loaded)
             self._warm_neighbours(loaded)
             self._preload_item_tower(loaded)
@@ -150,8 +150,9 @@ class Service:
                 self._catch_up(loaded)  # edits recorded while this bundle was loading
                 old, self.current, self._missed = self.current, loaded, None  # a newer bundle: no retry of an older
                 self.metrics.set_model(bundle.name, loaded.version, recommender.index.n_available)
-            if announce:
-                self.store.record_change("bundle", record={"path": str(bundle.path)})
+            if announce:  # (a rollback is kept by restarts: `api.start_bundle`)
+                self.store.record_change("bundle", record={"path": str(bundle.path),
+                                                           "rollback": is_rollback(bundle.path)})
             if self.bundle_root is None:
                 self.bundle_root = bundle.path.resolve().parent
             self.metrics.reloads.labels("loaded").inc()
@@ -162,6 +163,25 @@ class Service:
                 del old
                 release_memory()
             return loaded
+
+    def start(self, given: str | Path, *, check_shop: bool = True) -> Loaded:
+        """The first `load`: of `given` (a bundle or model directory), or of the bundle the latest reload recorded
+        in the event store swapped in, which supersedes it (`api.start_bundle.choose`: a rollback is not undone by
+        a restart; a worker restarted on its own serves what the others serve), said in a warning. With
+        `check_shop`, StoreError first when the store holds another shop's catalogue (`api.store_check`)."""
+        path = resolve_bundle(given)
+        if check_shop:
+            check_same_shop(self.store, path, self.settings)
+        choice = choose(path, self.store.latest_bundle(), self.settings.bundle_root, self.settings.start_bundle)
+        if choice.warning:
+            logger.warning("%s", choice.warning)
+        if choice.path == path.resolve():
+            return self.load(path)
+        try:
+            return self.load(choice.path)
+        except BundleError as exc:
+            logger.warning("the latest reload's bundle %s cannot be loaded (%s): serving %s", choice.path, exc, path)
+            return self.load(path)
 
     def reload(self, bundle: str | None) -> Loaded:
         """`load` (and announce) a bundle under the bundle root: `bundle` is relative to it (or an absolute path
@@ -510,17 +530,6 @@ class Service:
             self.current.close()
         self.store.close()
         self.metrics.close()
-
-
-def _say_unfollowed_reload(loaded: Loaded) -> None:
-    """At start-up: a warning when the store's latest reload swapped in another bundle than the one this server was
-    started with (`--bundle`), e.g. a rollback to an older version, which a restart of a model directory's server
-    silently undid (it serves the newest version)."""
-    announced = loaded.announced
-    if announced is not None and Path(announced).resolve() != Path(loaded.path).resolve():
-        logger.warning("the latest reload recorded in the event store swapped in %s; this server serves %s, the bundle "
-                       "it was started with: POST /v1/admin/reload with that bundle to serve it again", announced,
-                       loaded.path)
 
 
 def _log_failure(done: asyncio.Future) -> None:

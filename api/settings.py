@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     bundle_root: DirectoryPath | None = Field(None, description="reloads only load bundles under this directory, "
                                               "which must exist (default: the served bundle's parent, its model "
                                               "directory)")
+    start_bundle: Literal["latest", "given"] = Field("latest", description="what a server (or a worker restarted on "
+                                                     "its own) serves at start when the latest reload recorded in the "
+                                                     "event store swapped in another bundle: latest: that bundle (a "
+                                                     "rollback stays rolled back), unless the bundle given is a newer "
+                                                     "version of its model directory than it and it was no rollback; "
+                                                     "given: the bundle given (RECSYS_BUNDLE, --bundle)")
     state_dir: Path = Field(Path("recsys-state"), description="where the SQLite event store lives")
     event_store: Literal["sqlite", "redis"] = "sqlite"
     redis_url: str = "redis://127.0.0.1:6379/0"

@@ -1,6 +1,7 @@
-"""`recsys serve`'s check that the event store is this shop's: the default `RECSYS_STATE_DIR`, ./recsys-state, is
-shared by every bundle served from one directory, and a store of another shop's catalogue changes was replayed into
-the bundle (its products upserted into this catalogue, encoded again and recommended)."""
+"""The check that the event store is this shop's, made by `recsys serve` before it starts and by every app
+`create_app` builds before it loads its bundle (`uvicorn --factory`, gunicorn): the default `RECSYS_STATE_DIR`,
+./recsys-state, is shared by every bundle served from one directory, and a store of another shop's catalogue changes
+was replayed into the bundle (its products upserted into this catalogue, encoded again and recommended)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ FOREIGN_AT_LEAST = 3
 """Unknown items the store must name to be called another shop's (a retrained bundle may have dropped an item or two
 that the store deactivated)."""
 FIRST_EVENTS = 1_000
-"""The store's first events whose items count as evidence too (SQLite reads them by seq; Redis would scan every
-user's list, so its events are not read)."""
+"""Events whose items count as evidence too (`EventStore.event_items`: SQLite's first by seq, Redis' first events of
+the users one scan step names), read in one pass whatever the store's size."""
 
 
 def check_same_shop(store: EventStore, bundle: Path, settings: Settings) -> None:
@@ -30,7 +31,7 @@ def check_same_shop(store: EventStore, bundle: Path, settings: Settings) -> None
     stocked = {item_id for kind, item_id in changed if kind in ("active", "delete")}
     if len(stocked - upserted) < FOREIGN_AT_LEAST:
         return
-    seen = set() if store.reads_wait else set(store.event_frame(until=FIRST_EVENTS)["item_id"].to_list())
+    seen = set(store.event_items(FIRST_EVENTS))
     ids = pl.read_parquet(bundle / "embeddings" / "items.parquet", columns=["item_id"])["item_id"].cast(pl.Utf8)
     named = upserted | stocked | seen
     if named & set(ids.to_list()):

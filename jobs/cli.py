@@ -406,7 +406,8 @@ def serve(
     finally:
         store.close()
     if workers == 1:
-        run_server(create_app(path, settings), host=host, port=port, access_log=access_log, log_config=log_config)
+        run_server(create_app(path, settings, check_shop=False), host=host, port=port, access_log=access_log,
+                   log_config=log_config)
         return
     os.environ["RECSYS_BUNDLE"] = str(path)  # each worker builds its app from the settings
     from api.listeners import PerWorkerListener, reuse_port_supported

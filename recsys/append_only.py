@@ -6,9 +6,15 @@ from __future__ import annotations
 import numpy as np
 
 
+GROWTH = 2
+"""A full buffer is replaced by one this many times its rows. The room past the rows is address space until rows are
+written into it (numpy's large buffers are mapped on demand), so doubling costs no resident memory; at 1 + 1/8 the
+100k-item catalogue's 154 MB of vectors were copied (0.4 s, one request's wait) every 12,500 new items."""
+
+
 class AppendOnly:
-    """Row storage whose first n rows never change once written: appends write past them (growing the
-    buffer by ~1/8 when full), so the views handed to older states stay valid without copies."""
+    """Row storage whose first n rows never change once written: appends write past them (doubling the buffer
+    when full), so the views handed to older states stay valid without copies."""
 
     def __init__(self, rows: np.ndarray) -> None:
         self._buffer = np.ascontiguousarray(rows)
@@ -79,10 +85,11 @@ class AppendOnly:
         return store, store.append(rows)
 
     def append(self, rows: np.ndarray) -> np.ndarray:
-        """Write `rows` after the current ones and return the view of all rows."""
+        """Write `rows` after the current ones and return the view of all rows. A full buffer is replaced by one of
+        twice the rows (`GROWTH`): the rows are copied once each time the storage doubles, not every eighth more."""
         need = self.n + len(rows)
         if need > len(self._buffer):
-            grown = np.empty((max(need, self.n + self.n // 8 + 64), *self._buffer.shape[1:]), self._buffer.dtype)
+            grown = np.empty((max(need, GROWTH * self.n, self.n + 64), *self._buffer.shape[1:]), self._buffer.dtype)
             grown[: self.n] = self._buffer[: self.n]
             self._buffer = grown
         self._buffer[self.n:need] = rows

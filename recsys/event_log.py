@@ -91,6 +91,11 @@ class EventStore(Protocol):
 
     def last_event_seq(self) -> int: ...
 
+    def event_items(self, limit: int) -> list[str]:
+        """The item ids of up to `limit` stored events, read in one cheap pass whatever the store's size (SQLite: the
+        first events by seq; Redis: the first events of the users one scan step of its user set returns): a
+        sample of the items the events name, e.g. for `api.store_check`."""
+
     def event_frame(self, until: int | None = None, kinds: Collection[str] | None = None) -> pl.DataFrame:
         """Every stored event (seq ≤ `until` when given; only `kinds` when given) as an `EVENT_SCHEMA` frame in seq
         order, read in batches: what `recsys refresh-stats --store` counts."""
@@ -111,6 +116,10 @@ class EventStore(Protocol):
         records and vectors `changes` returns."""
 
     def last_change_seq(self) -> int: ...
+
+    def latest_bundle(self) -> dict | None:
+        """The record of the latest `bundle` change (a reload: {"path", "rollback"}), None when there is none; read
+        without the other changes' records and vectors."""
 
     def close(self) -> None: ...
 

@@ -107,6 +107,17 @@ class RedisEventStore:
     def last_event_seq(self) -> int:
         return int(self._redis.get(self._key("event_seq")) or 0)
 
+    def event_items(self, limit: int, users: int = 100) -> list[str]:
+        # one SSCAN step names up to `users` users (not every user's list is read: Redis keeps no global event
+        # order), then one pipelined round trip reads the first events of each, `limit` in all
+        _, found = self._redis.sscan(self._key("users"), 0, count=min(limit, users))
+        found = sorted(found)[: min(limit, users)]
+        pipe = self._redis.pipeline(transaction=False)
+        for user in found:
+            pipe.lrange(self._key("events", user.decode()), 0, -(-limit // len(found)) - 1)
+        return [json.loads(raw)["item_id"] for entries in (pipe.execute() if found else [])
+                for raw in entries][:limit]
+
     def event_frame(self, until: int | None = None, kinds: Collection[str] | None = None) -> pl.DataFrame:
         wanted = None if kinds is None else set(kinds)
 
@@ -153,6 +164,19 @@ class RedisEventStore:
         entries = (json.loads(member.decode().split("|", 1)[1])
                    for member in self._redis.zrangebyscore(self._key("changes"), "(0", "+inf"))
         return [(entry["kind"], entry["item_id"]) for entry in entries]  # (the vectors are not decoded)
+
+    def latest_bundle(self, page: int = 256) -> dict | None:
+        # the changes newest first, a page at a time, until a reload (an upsert's vector is skipped, not decoded)
+        start = 0
+        while True:
+            members = self._redis.zrevrange(self._key("changes"), start, start + page - 1)
+            for member in members:
+                entry = json.loads(member.decode().split("|", 1)[1])
+                if entry["kind"] == "bundle":
+                    return entry["record"]
+            if len(members) < page:
+                return None
+            start += page
 
     def last_change_seq(self) -> int:
         return int(self._redis.get(self._key("change_seq")) or 0)

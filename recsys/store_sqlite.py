@@ -168,6 +168,10 @@ class SQLiteEventStore:
         with self._read_lock:
             return int(self._reader.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
 
+    def event_items(self, limit: int) -> list[str]:
+        with self._read_lock:
+            return [r[0] for r in self._reader.execute("SELECT item_id FROM events ORDER BY seq LIMIT ?", (limit,))]
+
     def event_frame(self, until: int | None = None, kinds: Collection[str] | None = None) -> pl.DataFrame:
         where, args = ["seq <= ?"] if until is not None else [], [until] if until is not None else []
         if kinds is not None:
@@ -205,6 +209,12 @@ class SQLiteEventStore:
         with self._read_lock:
             return [(kind, item_id) for kind, item_id in
                     self._reader.execute("SELECT kind, item_id FROM changes ORDER BY seq").fetchall()]
+
+    def latest_bundle(self) -> dict | None:
+        with self._read_lock:
+            row = self._reader.execute("SELECT record FROM changes WHERE kind = 'bundle' ORDER BY seq DESC "
+                                       "LIMIT 1").fetchone()
+        return None if row is None or row[0] is None else json.loads(row[0])
 
     def last_change_seq(self) -> int:
         with self._read_lock:

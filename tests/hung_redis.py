@@ -7,7 +7,8 @@ import socket
 import threading
 
 REPLIES = {b"PING": b"+PONG\r\n", b"GET": b"$-1\r\n", b"LLEN": b":0\r\n", b"LRANGE": b"*0\r\n",
-           b"ZRANGEBYSCORE": b"*0\r\n", b"SMEMBERS": b"*0\r\n", b"EVALSHA": b":1\r\n",
+           b"ZRANGEBYSCORE": b"*0\r\n", b"ZREVRANGE": b"*0\r\n", b"SMEMBERS": b"*0\r\n",
+           b"SSCAN": b"*2\r\n$1\r\n0\r\n*0\r\n", b"EVALSHA": b":1\r\n",
            b"HELLO": b"-ERR unknown command 'HELLO'\r\n"}  # as Redis 5: redis-py 6+ falls back to RESP2
 
 

@@ -429,23 +429,82 @@ def test_reload_swaps_and_refuses_bad_bundles(client, toy, bundle):
     assert ids(client.get("/v1/items/cam1/similar", params={"k": 1})) == ["cam2"]
 
 
-def test_a_restart_says_when_it_serves_another_bundle_than_the_latest_reload(toy, bundle, tmp_path, caplog):
-    """A rollback (a reload to an older version) was undone by the next restart of a model directory's server,
-    which serves the newest version, and nothing said so: the start-up now warns, naming both bundles."""
+def test_a_restart_keeps_a_rollback_unless_told_to_serve_the_bundle_given(toy, bundle, tmp_path, caplog):
+    """A rollback (a reload to an older version) was undone by the next restart of a model directory's server, which
+    serves the newest version again: only a warning said so. A restart now serves the rolled-back bundle, says so
+    naming both and the two ways to serve the other; RECSYS_START_BUNDLE=given serves the bundle given."""
     older = Recommender.build(toy, split_dataset(toy), VECTORS, BuildConfig()).save(bundle.parent / "v0")
     with make_client(bundle, tmp_path, admin_token=TOKEN) as c:
         assert c.post("/v1/admin/reload", json={"bundle": "v0"}, headers=ADMIN).json()["model_version"] == "v0"
     caplog.clear()
-    with caplog.at_level("WARNING", logger="recsys.api"), make_client(bundle, tmp_path, admin_token=TOKEN) as c:
-        assert c.get("/health").json()["bundle_version"] == "v1"  # as started: --bundle decides
+    with caplog.at_level("WARNING", logger="recsys.api"), make_client(bundle.parent, tmp_path, admin_token=TOKEN) as c:
+        assert c.get("/health").json()["bundle_version"] == "v0"  # the model directory: newest v1, rolled back
     warned = [r.getMessage() for r in caplog.records if "latest reload" in r.getMessage()]
-    assert warned == [f"the latest reload recorded in the event store swapped in {older.resolve()}; this server serves "
-                      f"{bundle}, the bundle it was started with: POST /v1/admin/reload with that bundle to serve it "
-                      "again"]
+    assert warned == [f"serving {older.resolve()}, which the latest reload recorded in the event store swapped in "
+                      f"(a rollback), not {bundle.resolve()}, the bundle this server was started with: to serve that "
+                      "one, POST /v1/admin/reload with it, or start with RECSYS_START_BUNDLE=given"]
     caplog.clear()
-    with caplog.at_level("WARNING", logger="recsys.api"), make_client(older, tmp_path, admin_token=TOKEN):
-        pass  # started with the reloaded bundle: nothing to say
+    with caplog.at_level("WARNING", logger="recsys.api"), \
+            make_client(bundle, tmp_path, admin_token=TOKEN, start_bundle="given") as c:
+        assert c.get("/health").json()["bundle_version"] == "v1"
+    assert [r.getMessage() for r in caplog.records if "latest reload" in r.getMessage()] == [
+        f"the latest reload recorded in the event store swapped in {older.resolve()}; this server serves "
+        f"{bundle.resolve()}, the bundle it was started with (RECSYS_START_BUNDLE=given)"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="recsys.api"), make_client(older, tmp_path, admin_token=TOKEN) as c:
+        assert c.get("/health").json()["bundle_version"] == "v0"  # started with the reloaded bundle: nothing to say
+        assert c.post("/v1/admin/reload", json={"bundle": "v1"}, headers=ADMIN).json()["model_version"] == "v1"
     assert not [r for r in caplog.records if "latest reload" in r.getMessage()]
+    with make_client(bundle.parent, tmp_path) as c:  # a reload forward again ends the rollback
+        assert c.get("/health").json()["bundle_version"] == "v1"
+
+
+def test_a_restart_serves_the_latest_reload_unless_given_a_newer_version(toy, bundle, tmp_path, caplog):
+    """A worker restarted on its own (RECSYS_BUNDLE: the version the server started with) served that version while
+    the other workers served the one a reload swapped in since. It now serves the reloaded one; a version newer than
+    it (trained since, deployed by a restart) is served as given; a reloaded bundle that is gone is not followed."""
+    newer = Recommender.build(toy, split_dataset(toy), VECTORS, BuildConfig()).save(bundle.parent / "v2")
+    with make_client(bundle, tmp_path, admin_token=TOKEN) as c:
+        assert c.post("/v1/admin/reload", json={"bundle": "v2"}, headers=ADMIN).json()["model_version"] == "v2"
+    with make_client(bundle, tmp_path) as c:
+        assert c.get("/health").json()["bundle_version"] == "v2"
+    newest = Recommender.build(toy, split_dataset(toy), VECTORS, BuildConfig()).save(bundle.parent / "v3")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="recsys.api"), make_client(bundle.parent, tmp_path) as c:
+        assert c.get("/health").json()["bundle_version"] == "v3"
+    assert not [r for r in caplog.records if "latest reload" in r.getMessage()]
+    import shutil
+
+    shutil.rmtree(newer)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="recsys.api"), make_client(bundle, tmp_path) as c:
+        assert c.get("/health").json()["bundle_version"] == "v1"
+    assert [r.getMessage() for r in caplog.records if "latest reload" in r.getMessage()] == [
+        f"the latest reload recorded in the event store swapped in {newer.resolve()}; this server serves "
+        f"{bundle.resolve()}, the bundle it was started with: that bundle is gone"]
+    assert newest.is_dir()
+
+
+def test_the_start_choice_follows_no_reload_outside_the_bundle_root(tmp_path):
+    from api.start_bundle import choose
+
+    given, elsewhere = tmp_path / "shop" / "v1", tmp_path / "other" / "v9"
+    for path in (given, elsewhere):
+        path.mkdir(parents=True)
+        (path / "manifest.json").write_text("{}")
+    choice = choose(given, {"path": str(elsewhere), "rollback": True}, None)
+    assert choice.path == given.resolve() and choice.warning.endswith(
+        f"that bundle is outside the bundle root {given.parent.resolve()} (RECSYS_BUNDLE_ROOT)")
+    assert choose(given, {"path": str(elsewhere)}, tmp_path).path == elsewhere.resolve()  # a root holding both
+    assert choose(given, None, None).path == given and choose(given, {"path": str(given)}, None).warning is None
+    older = given.parent / "v0"
+    older.mkdir()
+    (older / "manifest.json").write_text("{}")
+    assert choose(given, {"path": str(older), "rollback": False}, None) == choose(given, None, None)  # a deployment
+    assert choose(given, {"path": str(older), "rollback": True}, None).path == older.resolve()
+    old_record = choose(given, {"path": str(older)}, None)  # (recorded before a reload said whether it rolled back)
+    assert old_record.path == given and old_record.warning.endswith("POST /v1/admin/reload with that bundle to serve "
+                                                                    "it again")
 
 
 def test_metrics_count_requests_by_route(client):
@@ -661,6 +720,34 @@ def test_an_upsert_the_catalogue_already_serves_changes_nothing_and_one_of_attri
     client.put("/v1/admin/items/cam1", json={**served, "text": "a red running shoe"}, headers=ADMIN)
     state = catalogue.state
     assert not np.array_equal(state.vectors[state.position["cam1"]], vector)
+
+
+def test_the_bundle_s_own_texts_are_read_once_per_bundle(client, monkeypatch):
+    """Each upsert batch that changed a catalogue item's text read items.parquet (ids and texts) to find texts given
+    back. The bundle now reads them once, on the first such batch, and keeps their digests; the vectors it gives
+    are the saved rows', for the very (id, text) pairs saved only."""
+    import polars as pl
+
+    service = client.app.state.service
+    bundle = service.current.bundle
+    reads = []
+    for name in ("read_parquet", "scan_parquet"):
+        real = getattr(pl, name)
+        monkeypatch.setattr(pl, name, lambda path, *a, _real=real, **kw: (
+            reads.append(str(path)) if str(path).endswith("items.parquet") else None, _real(path, *a, **kw))[1])
+    served = {"title": "Camera Two", "category": "cameras"}
+    for text in ("a red running shoe", "silver compact camera", "a blue running shoe", "silver compact camera"):
+        assert client.put("/v1/admin/items/cam2", json={**served, "text": text}, headers=ADMIN).status_code == 200
+    assert len(reads) == 1  # four text-changing upserts (two of them giving the text back): one read
+    saved = pl.read_parquet(bundle.path / "embeddings" / "items.parquet")
+    vectors = np.load(bundle.path / "embeddings" / "items.npy")
+    texts = dict(zip(saved["item_id"].to_list(), saved["text"].to_list()))
+    own = bundle.own_vectors({**texts, "cam1": texts["cam1"] + "!", "nobody": "silver compact camera"})
+    assert sorted(own) == sorted(set(texts) - {"cam1"})
+    for row, item_id in enumerate(saved["item_id"].to_list()):
+        if item_id != "cam1":
+            np.testing.assert_array_equal(own[item_id], vectors[row])
+    assert len(reads) == 2  # (the test's own read above)
 
 
 def test_an_upsert_that_gives_an_item_back_its_own_text_serves_the_bundle_s_vector_again(client):

@@ -891,6 +891,58 @@ def test_serve_refuses_an_event_store_of_another_shop(bundle, tmp_path):
     store.close()
 
 
+def _another_shops_changes(store) -> None:
+    """Four stock changes of items the `bundle` fixture's catalogue does not hold: another shop's, by themselves."""
+    for item_id in ("P00003", "P00012", "P00017", "P00020"):
+        store.record_change("active", item_id, active=False)
+
+
+def test_an_app_built_by_create_app_refuses_another_shop_s_store_too(bundle, tmp_path):
+    """The check ran in `recsys serve` only: an app built with `create_app` (uvicorn --factory, gunicorn, a test
+    client) replayed another shop's store into its bundle. Its start-up now refuses it with serve's message."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from api.service import make_store
+    from recsys.errors import StoreError
+
+    settings = Settings(state_dir=tmp_path / "state")
+    store = make_store(settings)
+    _another_shops_changes(store)
+    store.close()
+    with pytest.raises(StoreError, match=r"^RECSYS_STATE_DIR: the event store in .*state holds another shop's "
+                                         r"catalogue: none of the 4 items it names is in this bundle's catalogue "
+                                         r"\(e.g. 'P00003', deactivated or deleted there\); give each shop its own "
+                                         r"RECSYS_STATE_DIR$"):
+        with TestClient(create_app(bundle, settings)):
+            pass
+    with TestClient(create_app(bundle, settings, check_shop=False)) as client:  # (the caller checked it)
+        assert client.get("/health").status_code == 200
+
+
+def test_the_another_shop_check_reads_a_redis_store_s_events(bundle, redis_url):
+    """Redis: the check read the change log only (its events would mean scanning every user's list), so a store
+    whose events named this catalogue's items but whose stock changes named only items dropped since was refused,
+    and a store of another shop's events was not told from this shop's. It now reads a sample of the events in one
+    round trip, as it reads SQLite's first events."""
+    from api.service import make_store
+    from api.store_check import check_same_shop
+    from recsys.errors import StoreError
+
+    settings = Settings(event_store="redis", redis_url=redis_url)
+    store = make_store(settings)
+    _another_shops_changes(store)
+    store.append("u1", "tent", "view")  # another shop's event
+    with pytest.raises(StoreError, match=r"^RECSYS_REDIS_URL: the event store in Redis holds another shop's "
+                                         r"catalogue: none of the 5 items it names is in this bundle's catalogue "
+                                         r"\(e.g. 'P00003', deactivated or deleted there\); give each shop its own "
+                                         r"RECSYS_REDIS_URL$"):
+        check_same_shop(store, bundle, settings)
+    store.append("u2", "cam1", "view")  # an event on an item of this catalogue: this shop's store
+    check_same_shop(store, bundle, settings)
+    store.close()
+
+
 def test_an_event_time_in_iso_8601_is_stored_as_its_epoch_seconds(client):
     """The importers read ISO 8601 times with offsets; POST /v1/events took epoch seconds only (a 422)."""
     store = client.app.state.service.store

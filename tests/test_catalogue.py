@@ -65,6 +65,32 @@ def test_the_index_follows_the_catalogue_and_compaction_renumbers_rows():
     np.testing.assert_array_equal(state.vectors, np.array([[0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], np.float32))
 
 
+def test_a_catalogue_growing_a_row_at_a_time_copies_its_vectors_once_per_doubling():
+    """A full buffer grew by an eighth: a catalogue of n items copied all its vectors every n/8 new items (at 100k
+    384-d items, 154 MB and ~0.4 s of one request's wait every 12,500 items; 5 copies on the way to 200k). It now
+    doubles: growing from 1,000 rows to 8,000 a row at a time moves the vectors 3 times, not 15. Every state keeps
+    its rows, and searches answer as an exact search over the rows does."""
+    rng = np.random.default_rng(0)
+    n, dim = 1_000, 8
+    catalogue = Catalogue(pl.DataFrame({"item_id": [f"i{j}" for j in range(n)]}), rng.normal(size=(n, dim)))
+    index = VectorIndex.over(catalogue, IndexConfig(kind="flat"))
+    buffers, states = [catalogue.state.vectors.ctypes.data], []
+    for j in range(7 * n):
+        catalogue.upsert([{"item_id": f"new{j}"}], rng.normal(size=(1, dim)))
+        state = catalogue.state
+        if state.vectors.ctypes.data != buffers[-1]:
+            buffers.append(state.vectors.ctypes.data)
+        if j % 1_000 == 0:
+            states.append((state, state.vectors.copy()))
+    assert len(buffers) == 4 and len(catalogue.state) == 8 * n  # 1,000 rows (no room), then 2,000, 4,000, 8,000
+    for state, rows in states:  # older states' views stay as they were
+        np.testing.assert_array_equal(state.vectors, rows)
+    queries = rng.normal(size=(5, dim)).astype(np.float32)
+    vectors = catalogue.state.vectors / np.linalg.norm(catalogue.state.vectors, axis=1, keepdims=True)
+    exact = catalogue.state.ids[np.argsort(-(queries @ vectors.T), axis=1, kind="stable")[:, :10]]
+    assert index.search(queries, 10)[1].tolist() == exact.tolist()
+
+
 def test_searches_never_fail_while_items_change_and_the_index_is_compacted():
     rng = np.random.default_rng(0)
     n = 3000

@@ -1,9 +1,7 @@
 """Serving internals: query-vector cache, micro-batching, event stores (SQLite and Redis)."""
 
 import random
-import shutil
 import socket
-import subprocess
 import threading
 import time
 
@@ -120,7 +118,8 @@ def _exercise(store):
     assert store.event_frame(until=2)["seq"].to_list() == [1, 2]
     assert store.event_frame(kinds=["cart", "purchase"])["seq"].to_list() == [2, 3]
     assert store.event_frame(until=2, kinds=["cart"]).height == 0 and store.event_frame().schema == EVENT_SCHEMA
-    assert store.last_change_seq() == 0 and store.changes() == []
+    assert sorted(store.event_items(10)) == ["a", "b", "c"] and len(store.event_items(2)) == 2
+    assert store.last_change_seq() == 0 and store.changes() == [] and store.latest_bundle() is None
     seqs = [store.record_change("upsert", "n1", {"item_id": "n1", "text": "new"}, np.array([1, 2], np.float32), "s1"),
             store.record_change("upsert", "n2", {"item_id": "n2", "text": "newer"}, np.array([3, 4], np.float32), "s1"),
             store.record_change("active", "n2", active=False),
@@ -136,6 +135,7 @@ def _exercise(store):
     assert changes[2].active is False and changes[4].record == {"path": "/b/v2"}
     assert [c.seq for c in store.changes(after=2, until=4)] == [3, 4]
     assert store.changed_items() == [(c.kind, c.item_id) for c in changes]
+    assert store.latest_bundle() == {"path": "/b/v2"}
     batch = [Change(0, "upsert", "n3", {"item_id": "n3", "text": "x"}, np.array([5, 6], np.float32), "s1"),
              Change(0, "active", "n3", active=False), Change(0, "delete", "n2")]
     assert store.record_changes(batch) == [6, 7, 8] and store.record_changes([]) == []
@@ -250,34 +250,13 @@ def test_sqlite_state_from_before_the_change_log_is_carried_over(tmp_path):
     assert changes[0].space is None and changes[1].active is False
 
 
-@pytest.fixture()
-def redis_url(tmp_path):
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.skip("redis-server is not installed (.ci/run installs it)")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    process = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
-    try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
 def test_redis_store_shared_by_two_replicas(redis_url):
     first, second = RedisEventStore(redis_url), RedisEventStore(redis_url)
     _exercise(first)
     assert second.events("u", 10) == ["a", "b"]  # another replica sees the same state
     assert second.append_many("u", ["c", "d"]) == 4 and first.events("u", 3) == ["b", "c", "d"]
+    # the latest reload is found past a page of other changes (read newest first, 2 at a time)
+    assert second.latest_bundle(page=2) == {"path": "/b/v2"}
     first.close()
     second.close()
 
@@ -319,7 +298,7 @@ def store_reads(store, rng: random.Random, users: list[str], events: int, change
         out += [store.event_frame(until, kinds).rows() for kinds in (None, ["view"], ["cart", "purchase"])]
     for after, until in ((0, None), (rng.randint(0, changes + 1), None), (0, rng.randint(0, changes + 1))):
         out.append(change_rows(store.changes(after, until)))
-    return out + [store.changed_items(), store.last_event_seq(), store.last_change_seq()]
+    return out + [store.changed_items(), store.latest_bundle(), store.last_event_seq(), store.last_change_seq()]
 
 
 @pytest.mark.parametrize("seed", range(2))
