@@ -583,7 +583,9 @@ def test_skip_mode_imports_the_rest_and_keeps_every_bad_row(tmp_path: Path) -> N
     report = json.loads((out / "schema.json").read_text())["import_report"]
     assert report["rejected_rows"] == 7 and report["rejected_file"] == "rejected.csv"
     assert report["rejected"]["unparsable timestamp: expected epoch seconds or milliseconds, an ISO 8601 datetime or "
-                              "a date written YYYYMMDD (events.csv)"] == 3
+                              "a date written YYYYMMDD, or another form with timestamp_format (events.csv)"] == 2
+    assert report["rejected"]["unparsable timestamp: a date written day or month first is read only with "
+                              "timestamp_format='%d/%m/%Y' (the day comes first: '31/02/2024') (events.csv)"] == 1
     assert Dataset.load(out).interactions.equals(data.interactions)
     data.report.rejected = data.report.rejected.head(0)  # a clean re-save leaves no stale rejected.csv
     assert not (data.save(out) / "rejected.csv").exists()

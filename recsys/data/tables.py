@@ -24,7 +24,7 @@ from recsys.data.price_text import price_number_text
 from recsys.data.item_text import template_expr, template_fields
 from recsys.data.option_names import ITEM_TABLE_KEYWORDS, KEYWORDS, OptionNames, OptionValueError
 from recsys.data.table_files import check_delimiter, delimiter_hint, read_table, unread_ids
-from recsys.data.timestamps import epoch_seconds
+from recsys.data.timestamps import day_month_first, day_month_formats, epoch_seconds
 from recsys.errors import DataError
 from recsys.ids import ID_CHARS, too_long
 from recsys.text_format import counted, plural
@@ -239,17 +239,42 @@ def import_table(interactions_path: str | Path, items_path: str | Path, *, user_
     inter = whole_floats_as_integers(inter, [user_col, item_col])
     inter = checked_interactions(inter, (user_col, item_col, time_col), timestamp_format, item_frame["item_id"],
                                  (inter_path, item_path), report, bad,
-                                 rejected_items=listed.filter(~listed.is_in(item_frame["item_id"].implode())))
+                                 rejected_items=listed.filter(~listed.is_in(item_frame["item_id"].implode())),
+                                 names=names)
     report.rejected = bad.rejected()
     return Dataset(name or inter_path.stem, item_frame, inter, report, text_template)
 
 
+def _reject_timestamps(inter: pl.DataFrame, time_col: str, fmt: str | None, path: Path, bad: BadRows,
+                       names: OptionNames | None) -> pl.DataFrame:
+    """`inter` without its rows whose `__timestamp` did not parse, which go to `bad`: a date written day or month
+    first (never guessed) names the format to pass, the others what is read without one. `names`: how the caller
+    names its timestamp-format option; None for a caller without one."""
+    option = names.option("timestamp_format").rstrip("=") if names else None
+    if not fmt and option:
+        unparsed = inter.filter(pl.col("__timestamp").is_null() & pl.col(time_col).is_not_null())[time_col]
+        ambiguous = day_month_first(unparsed)
+        if ambiguous.any():
+            formats = " or ".join(f"{names.option('timestamp_format', fmt, repr(fmt))} ({why})"
+                                  for fmt, why in day_month_formats(unparsed.filter(ambiguous)))
+            inter = bad.reject(inter, pl.col("__timestamp").is_null() & pl.col(time_col).map_batches(
+                day_month_first, return_dtype=pl.Boolean), "unparsable timestamp {value!r}: a date written day or "
+                "month first is read only with " + formats.replace("{", "{{").replace("}", "}}"), path, time_col)
+    expected = f"format {fmt!r}" if fmt else ("epoch seconds or milliseconds, an ISO 8601 datetime or a date "
+                                              "written YYYYMMDD" + (f", or another form with {option}" if option
+                                                                    else ""))
+    return bad.reject(inter, pl.col("__timestamp").is_null(), "unparsable timestamp {value!r}: expected " + expected,
+                      path, time_col)
+
+
 def checked_interactions(inter: pl.DataFrame, cols: tuple[str, str, str | None], fmt: str | None,
                          item_ids: pl.Series, paths: tuple[Path, Path], report: ImportReport,
-                         bad: BadRows | None = None, rejected_items: pl.Series | None = None) -> pl.DataFrame:
+                         bad: BadRows | None = None, rejected_items: pl.Series | None = None,
+                         names: OptionNames | None = None) -> pl.DataFrame:
     """Canonical interactions from a raw frame with `__row`: ids checked, timestamps parsed, duplicates counted;
     bad rows go to `bad` (default: fail on them). `rejected_items`: ids the item file lists only in bad rows (their
-    events are bad rows that say so, not "unknown item"). An empty result is an error."""
+    events are bad rows that say so, not "unknown item"). An empty result is an error. `names`: how the messages
+    name the caller's timestamp-format option (None: it has none, as `import movielens`)."""
     (user_col, item_col, time_col), (inter_path, item_path) = cols, paths
     bad = bad or BadRows()
     read = inter.height
@@ -269,11 +294,8 @@ def checked_interactions(inter: pl.DataFrame, cols: tuple[str, str, str | None],
                        inter.select(_id(item_col)).to_series())
     if time_col:
         inter = bad.reject(inter, pl.col(time_col).is_null(), f"missing {time_col}", inter_path)
-        expected = f"format {fmt!r}" if fmt else ("epoch seconds or milliseconds, an ISO 8601 datetime or a date "
-                                                  "written YYYYMMDD")
         inter = inter.with_columns(epoch_seconds(inter, time_col, fmt, report, inter_path).alias("__timestamp"))
-        inter = bad.reject(inter, pl.col("__timestamp").is_null(), "unparsable timestamp {value!r}: expected "
-                           + expected, inter_path, time_col)
+        inter = _reject_timestamps(inter, time_col, fmt, inter_path, bad, names)
         stamps = inter["__timestamp"]
     else:
         stamps = pl.Series(range(inter.height), dtype=pl.Int64)

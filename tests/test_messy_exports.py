@@ -1,0 +1,72 @@
+"""`import table` on exports as shops write them (walk D): dates written day or month first, ids a float column
+wrote out, error messages that name the option which fixes the file."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from recsys.data import import_table
+from recsys.data.option_names import IMPORT_TABLE_FLAGS
+from recsys.errors import DataError
+
+
+def _write(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def _items(d: Path) -> Path:
+    return _write(d / "items.csv", ["sku,title", "00001,Mug", "00002,Pan", "00003,Pot"])
+
+
+def _error(*args, **kwargs) -> str:
+    with pytest.raises(DataError) as info:
+        import_table(*args, **kwargs)
+    return str(info.value)
+
+
+def _utc(stamp: int) -> str:
+    return datetime.fromtimestamp(stamp, timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+KW = dict(user_col="customer", item_col="sku", time_col="ts", item_id_col="sku", text_col="title")
+
+
+def test_a_date_written_month_first_is_never_read_day_first(tmp_path: Path) -> None:
+    """A US export's 1/2/2024 (January 2) was read as 1 February, silently, when every value of the column was so
+    written (polars guesses the day first); after an ISO value the same text was a bad row. Now such a date is a bad
+    row whose message names the format to pass, and with it the dates are right."""
+    events = _write(tmp_path / "events.csv", ["customer,sku,ts", "U1,00001,1/2/2024 10:00", "U1,00002,1/3/2024 9:00",
+                                              "U2,00003,1/9/2024 8:00"])
+    message = _error(events, _items(tmp_path), names=IMPORT_TABLE_FLAGS, **KW)
+    assert "row 1: unparsable timestamp '1/2/2024 10:00': a date written day or month first is read only with " \
+           "--timestamp-format '%d/%m/%Y %H:%M' (day first) or --timestamp-format '%m/%d/%Y %H:%M' (month first)" \
+           in message
+    data = import_table(events, tmp_path / "items.csv", timestamp_format="%m/%d/%Y %H:%M", **KW)
+    assert [_utc(t) for t in data.interactions["timestamp"]] == ["2024-01-02 10:00", "2024-01-03 09:00",
+                                                                 "2024-01-09 08:00"]
+
+
+def test_the_order_a_column_tells_is_the_one_suggested(tmp_path: Path) -> None:
+    items = _items(tmp_path)
+    us = _write(tmp_path / "us.csv", ["customer,sku,ts", "U1,00001,01/02/2024", "U1,00002,01/15/2024"])
+    assert "timestamp_format='%m/%d/%Y' (the month comes first: '01/15/2024')" in _error(us, items, **KW)
+    eu = _write(tmp_path / "eu.csv", ["customer,sku,ts", "U1,00001,02.01.2024 10:00:05", "U1,00002,15.01.2024 1:00:00"])
+    assert "timestamp_format='%d.%m.%Y %H:%M:%S' (the day comes first: '15.01.2024 1:00:00')" in _error(eu, items, **KW)
+    data = import_table(eu, items, timestamp_format="%d.%m.%Y %H:%M:%S", **KW)
+    assert [_utc(t) for t in data.interactions["timestamp"]] == ["2024-01-02 10:00", "2024-01-15 01:00"]
+
+
+def test_year_first_forms_still_read_beside_epoch_numbers_and_offsets(tmp_path: Path) -> None:
+    events = _write(tmp_path / "events.csv", ["customer,sku,ts", "U1,00001,2024-01-02T10:00:00+02:00",
+                                              "U1,00002,2024-01-03 10:00", "U1,00003,1704362400000"])
+    data = import_table(events, _items(tmp_path), **KW)
+    assert [_utc(t) for t in data.interactions["timestamp"]] == ["2024-01-02 08:00", "2024-01-03 10:00",
+                                                                 "2024-01-04 10:00"]
+    other = _write(tmp_path / "other.csv", ["customer,sku,ts", "U1,00001,Tue 2 Jan 2024"])
+    assert "unparsable timestamp 'Tue 2 Jan 2024': expected epoch seconds or milliseconds, an ISO 8601 datetime or " \
+           "a date written YYYYMMDD, or another form with --timestamp-format" in _error(
+               other, tmp_path / "items.csv", names=IMPORT_TABLE_FLAGS, **KW)
