@@ -58,18 +58,36 @@ def check_single_values(frame: pl.DataFrame, columns: Sequence[str], path: Path)
                             "per row before importing", source=str(path))
 
 
-def whole_floats_as_integers(frame: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:
+WHOLE_FLOAT_TEXT = r"^-?\d+\.0+$"
+"""An id as a float column writes it out ("26.0")."""
+
+
+def whole_floats_as_integers(frame: pl.DataFrame, columns: Sequence[str], report: ImportReport | None = None,
+                             path: Path | None = None) -> pl.DataFrame:
     """Float id columns with whole values written as integers (26.0 → "26"): pandas stores an integer column with
     a missing value as floats, and the same ids written as integers elsewhere must match. NaN (how such a column
-    may hold the missing value) is missing, not the id "NaN"; other floats keep their own text."""
+    may hold the missing value) is missing, not the id "NaN"; other floats keep their own text. A text column (a
+    CSV) whose every id is so written ("26.0": such a column saved by pandas' `to_csv`) is read the same way, and
+    counted in `report`'s notes; one id written otherwise ("A7", "26.5") leaves the column as written."""
     fixes = []
     for column in dict.fromkeys(columns):
+        value = pl.col(column)
         if frame.schema[column].is_float():
-            value = pl.col(column)
             whole = value.is_finite() & (value == value.floor()) & (value.abs() < 2.0 ** 53)
             fixes.append(pl.when(value.is_nan()).then(None)
                          .when(whole).then(value.cast(pl.Int64, strict=False).cast(pl.Utf8))
                          .otherwise(value.cast(pl.Utf8)).alias(column))
+        elif frame.schema[column] == pl.Utf8:
+            given = value.str.strip_chars()
+            filled = frame.select(given.filter(given.is_not_null() & (given != "")))[column]
+            if filled.len() and filled.str.contains(WHOLE_FLOAT_TEXT).all():
+                fixes.append(given.str.replace(r"\.0+$", "").alias(column))
+                if report is not None:
+                    where = f"{path.name}: " if path else ""
+                    report.notes.append(f"{where}the {counted(filled.len(), 'id')} of column {column!r} are written as "
+                                        f"whole floats ({filled[0]!r}): read as the integers they hold "
+                                        f"({filled[0].split('.')[0]!r}), as pandas' to_csv writes an integer column "
+                                        "with a missing value")
     return frame.with_columns(fixes) if fixes else frame
 
 
@@ -132,7 +150,7 @@ def read_item_table(item_path: Path, report: ImportReport, bad: BadRows, *, item
         text_col = "text"
     if text_col is not None and text_template is None:
         _require(items, [text_col], item_path, single=True, names=names)
-    items = whole_floats_as_integers(items, [item_id_col])
+    items = whole_floats_as_integers(items, [item_id_col], report, item_path)
     text = _render(items, text_template, item_path, names) if text_template else pl.col(text_col).cast(pl.Utf8)
     extra = dict(extra_item_cols) if isinstance(extra_item_cols, Mapping) else {c: c for c in extra_item_cols or []}
     extra = {**{c: c for c in OPTIONAL_ITEM_SCHEMA if c in items.columns and c not in extra}, **extra}
@@ -236,7 +254,7 @@ def import_table(interactions_path: str | Path, items_path: str | Path, *, user_
                                 "--kind-col, and --kinds keeps some kinds only"))
     if kind_col:
         inter = keep_kinds(inter, kind_col, kinds, report, inter_path, names)
-    inter = whole_floats_as_integers(inter, [user_col, item_col])
+    inter = whole_floats_as_integers(inter, [user_col, item_col], report, inter_path)
     inter = checked_interactions(inter, (user_col, item_col, time_col), timestamp_format, item_frame["item_id"],
                                  (inter_path, item_path), report, bad,
                                  rejected_items=listed.filter(~listed.is_in(item_frame["item_id"].implode())),
