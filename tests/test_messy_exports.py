@@ -85,3 +85,36 @@ def test_ids_a_float_column_wrote_to_a_csv_are_the_integers_they_hold(tmp_path: 
             "hold ('1')") in data.report.notes[1]
     mixed = _write(tmp_path / "mixed.csv", ["customer,sku,ts", "A7,1,10", "1.0,2,20"])  # one id otherwise: as written
     assert sorted(import_table(mixed, items, **KW).interactions["user_id"]) == ["1.0", "A7"]
+
+
+def test_an_encoding_error_names_the_option_for_that_file(tmp_path: Path) -> None:
+    """It said "pass the file's encoding", naming no option: --encoding reads both files, --items-encoding the item
+    file alone."""
+    items = tmp_path / "items.csv"
+    items.write_bytes("sku;title\n00001;Crème brûlée\n".encode("latin-1"))
+    events = _write(tmp_path / "events.csv", ["customer;sku;ts", "U1;00001;10"])
+    assert "row 1: not valid utf-8 text (invalid continuation byte); pass the file's encoding with --items-encoding " \
+           "(e.g. cp1252" in _error(events, items, delimiter=";", names=IMPORT_TABLE_FLAGS, **KW)
+    events.write_bytes("customer;sku;ts\nJosé;00001;10\n".encode("latin-1"))
+    assert "pass the file's encoding with --encoding" in _error(events, items, delimiter=";", items_encoding="latin-1",
+                                                                names=IMPORT_TABLE_FLAGS, **KW)
+    data = import_table(events, items, delimiter=";", encoding="latin-1", **KW)
+    assert data.interactions.rows() == [("José", "00001", 10)] and data.items["text"].to_list() == ["Crème brûlée"]
+
+
+def test_a_header_in_another_case_is_named_with_the_option_and_attributes_are_carried(tmp_path: Path) -> None:
+    """`--item-id-col sku` on a file headed 'SKU' said only "missing column(s) ['sku']"; a 'Category' column was
+    left out of the catalogue without a word (only 'category' was read as the items' category)."""
+    items = _write(tmp_path / "items.csv", [" SKU , Title ,Category,Price", "00001,Mug,Kitchen,\"12,50\"",
+                                            "00002,Pan,Kitchen,3"])
+    events = _write(tmp_path / "events.csv", ["Customer,SKU,TS", "U1,00001,10", "U1,00002,20"])
+    assert "missing column(s) ['sku']; found ['SKU', 'Title', 'Category', 'Price'] ('SKU' differs only in case: " \
+           "--item-id-col 'SKU')" in _error(events, items, names=IMPORT_TABLE_FLAGS, **KW)
+    kw = dict(KW, item_id_col="SKU", text_col="Title")
+    assert "('Customer' differs only in case: --user-col 'Customer'; 'SKU' differs only in case: --item-col 'SKU'; " \
+           "'TS' differs only in case: --time-col 'TS')" in _error(events, items, names=IMPORT_TABLE_FLAGS, **kw)
+    data = import_table(events, items, **dict(kw, user_col="Customer", item_col="SKU", time_col="TS"))
+    assert data.items.select("item_id", "title", "category", "price").rows() == [
+        ("00001", "Mug", "Kitchen", 12.5), ("00002", "Pan", "Kitchen", 3.0)]
+    assert "items.csv: column 'Title' read as the items' title, column 'Category' read as the items' category, " \
+           "column 'Price' read as the items' price" in data.report.notes

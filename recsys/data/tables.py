@@ -33,16 +33,29 @@ MIN_EVALUATED_EVENTS = 3  # a user's events for a leave-one-out valid and test e
 
 
 def _require(frame: pl.DataFrame, columns: Sequence[str], path: Path, what: str = "column",
-             single: bool = False, names: OptionNames = KEYWORDS) -> None:
+             single: bool = False, names: OptionNames = KEYWORDS, options: Mapping[str, str] | None = None) -> None:
     """DataError naming the `columns` the table lacks (and, with `single`, the first holding lists or records); a
-    delimiter to pass is named as the caller names its options (`names`)."""
+    delimiter to pass is named as the caller names its options (`names`), and so is the option that names a missing
+    column (`options`: column → keyword) when the file writes it in another case ('SKU' for 'sku')."""
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         found = [c for c in frame.columns if c != "__row"]
-        raise DataError(f"missing {what}(s) {missing}; found {found}{delimiter_hint(found, names)}",
-                        source=str(path))
+        raise DataError(f"missing {what}(s) {missing}; found {found}{delimiter_hint(found, names)}"
+                        f"{_case_hint(missing, found, names, options or {})}", source=str(path))
     if single:
         check_single_values(frame, columns, path)
+
+
+def _case_hint(missing: Sequence[str], found: Sequence[str], names: OptionNames, options: Mapping[str, str]) -> str:
+    """For the missing columns the file writes in another case: which one, and the option to name it with."""
+    hints = []
+    for column in missing:
+        same = [name for name in found if name.casefold() == column.casefold()]
+        if len(same) == 1:
+            keyword = options.get(column)
+            hints.append(f"{same[0]!r} differs only in case: "
+                         + (names.option(keyword, same[0], repr(same[0])) if keyword else "name it as the file does"))
+    return f" ({'; '.join(hints)})" if hints else ""
 
 
 def _id(column: str) -> pl.Expr:
@@ -140,8 +153,9 @@ def read_item_table(item_path: Path, report: ImportReport, bad: BadRows, *, item
                         "text from columns (it may name that one: '{" + text_col + "}')")
     check_encoding(encoding, names=names)  # import_table checked its own options before: these hold then
     check_delimiter(delimiter, names=names)
-    items = read_table(item_path, report, bad, delimiter, encoding)
-    _require(items, [item_id_col], item_path, single=True, names=names)
+    items = read_table(item_path, report, bad, delimiter, encoding,
+                       names.option("items_encoding" if names.items_delimiter else "encoding").rstrip("="))
+    _require(items, [item_id_col], item_path, single=True, names=names, options={item_id_col: "item_id_col"})
     if text_template is None and text_col is None:
         if "text" not in items.columns:
             found = [c for c in items.columns if c != "__row"]
@@ -149,11 +163,17 @@ def read_item_table(item_path: Path, report: ImportReport, bad: BadRows, *, item
                             source=str(item_path))
         text_col = "text"
     if text_col is not None and text_template is None:
-        _require(items, [text_col], item_path, single=True, names=names)
+        _require(items, [text_col], item_path, single=True, names=names, options={text_col: "text_col"})
     items = whole_floats_as_integers(items, [item_id_col], report, item_path)
     text = _render(items, text_template, item_path, names) if text_template else pl.col(text_col).cast(pl.Utf8)
     extra = dict(extra_item_cols) if isinstance(extra_item_cols, Mapping) else {c: c for c in extra_item_cols or []}
     extra = {**{c: c for c in OPTIONAL_ITEM_SCHEMA if c in items.columns and c not in extra}, **extra}
+    cased = {c: same[0] for c in OPTIONAL_ITEM_SCHEMA if c not in extra
+             for same in [[n for n in items.columns if n.casefold() == c]] if len(same) == 1}
+    if cased:  # 'Category', 'Price' as a spreadsheet heads them: carried as the attributes they are, said so
+        extra.update(cased)
+        report.notes.append(f"{item_path.name}: " + ", ".join(f"column {source!r} read as the items' {target}"
+                                                             for target, source in cased.items()))
     _require(items, list(extra.values()), item_path, "extra item column", names=names)
     typed = [source for target, source in extra.items() if target in OPTIONAL_ITEM_SCHEMA]
     check_single_values(items, typed, item_path)
@@ -237,14 +257,17 @@ def import_table(interactions_path: str | Path, items_path: str | Path, *, user_
                                          delimiter=items_delimiter or delimiter, encoding=items_encoding or encoding,
                                          names=names)
 
-    inter = read_table(inter_path, report, bad, delimiter, encoding)
+    inter = read_table(inter_path, report, bad, delimiter, encoding, names.option("encoding").rstrip("="))
     if time_col and time_col not in inter.columns and {user_col, item_col} <= set(inter.columns):
         found = [c for c in inter.columns if c != "__row"]
         none = "--time-col ''" if names.flags else "time_col=None"
         raise DataError(f"missing time column {time_col!r}; found {found}: name it with {names.option('time_col')}, "
-                        f"or pass {none} to take each user's events in file order", source=str(inter_path))
+                        f"or pass {none} to take each user's events in file order"
+                        f"{_case_hint([time_col], found, names, {time_col: 'time_col'})}", source=str(inter_path))
+    options = {column: keyword for column, keyword in ((kind_col, "kind_col"), (time_col, "time_col"),
+                                                       (item_col, "item_col"), (user_col, "user_col")) if column}
     _require(inter, [user_col, item_col] + ([time_col] if time_col else []) + ([kind_col] if kind_col else []),
-             inter_path, single=True, names=names)
+             inter_path, single=True, names=names, options=options)
     unread = [c for c in inter.columns if c not in (user_col, item_col, time_col, kind_col) and not c.startswith("__")]
     if unread:  # e.g. an event type: said, not dropped silently
         report.notes.append(f"{inter_path.name}: {counted(len(unread), 'column')} not read "
