@@ -118,3 +118,28 @@ def test_a_header_in_another_case_is_named_with_the_option_and_attributes_are_ca
         ("00001", "Mug", "Kitchen", 12.5), ("00002", "Pan", "Kitchen", 3.0)]
     assert "items.csv: column 'Title' read as the items' title, column 'Category' read as the items' category, " \
            "column 'Price' read as the items' price" in data.report.notes
+
+
+def test_grouplens_files_given_to_import_movielens_say_what_reads_them(tmp_path: Path) -> None:
+    """`import movielens` reads RecBole's atomic files; GroupLens' own download said only "expected exactly one
+    *.inter file, found []"."""
+    from recsys.data import import_recbole_movielens
+
+    _write(tmp_path / "ratings.csv", ["userId,movieId,rating,timestamp", "1,1,4.0,964982703", "1,3,4.0,964981247"])
+    _write(tmp_path / "movies.csv", ["movieId,title,genres", "1,Toy Story (1995),Animation|Comedy",
+                                     '3,"Heat, The (1995)",Action|Crime'])
+    with pytest.raises(DataError) as info:
+        import_recbole_movielens(tmp_path)
+    assert "it holds GroupLens' ratings.csv and movies.csv, read by `recsys import table --interactions" \
+        in str(info.value)
+    data = import_table(tmp_path / "ratings.csv", tmp_path / "movies.csv", user_col="userId", item_col="movieId",
+                        item_id_col="movieId", text_template="{title} | genres: {genres}")  # the command it names
+    assert data.items["text"].to_list() == ["Toy Story (1995) | genres: Animation|Comedy",
+                                            "Heat, The (1995) | genres: Action|Crime"]
+    old = tmp_path / "ml-100k"
+    old.mkdir()
+    (old / "u.data").write_text("196\t242\t3\t881250949\n")
+    with pytest.raises(DataError) as info:
+        import_recbole_movielens(old)
+    assert "it holds GroupLens' own files (u.data / ratings.dat): `recsys import movielens` reads RecBole's atomic " \
+           "files" in str(info.value)
