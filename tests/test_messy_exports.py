@@ -143,3 +143,17 @@ def test_grouplens_files_given_to_import_movielens_say_what_reads_them(tmp_path:
         import_recbole_movielens(old)
     assert "it holds GroupLens' own files (u.data / ratings.dat): `recsys import movielens` reads RecBole's atomic " \
            "files" in str(info.value)
+
+
+def test_excels_sep_line_names_the_separator(tmp_path: Path) -> None:
+    """A first line `sep=;` (how Excel is told a CSV's separator) was read as the header: "missing column(s) ['sku'];
+    found ['sep=', '']". It is skipped now and its separator used, on both the fast and the record-by-record path."""
+    events = _write(tmp_path / "events.csv", ["customer,sku,ts", "U1,00001,10", "U1,00002,20", "U1,00003,30"])
+    items = tmp_path / "items.csv"
+    items.write_bytes(b'sep=;\r\nsku;title\r\n00001;"Mug; big"\r\n00002;Pan\r\n00003;Pot\r\n')
+    data = import_table(events, items, **KW)
+    assert data.items.select("item_id", "text").rows() == [("00001", "Mug; big"), ("00002", "Pan"), ("00003", "Pot")]
+    assert "items.csv: its first line, 'sep=;', names the separator: read so" in data.report.notes
+    items.write_bytes(b'\xef\xbb\xbfsep=;\nsku;title\n00001;"Best" mug\n00002;Pan\n00003;Pot\n')  # the slow path
+    data = import_table(events, items, **KW)
+    assert data.items["text"].to_list() == ['"Best" mug', "Pan", "Pot"] and data.report.rows_read["items.csv"] == 3

@@ -133,12 +133,13 @@ def _never_closed(text: str, pos: int, eol: re.Pattern[str], path: Path, row: in
 
 
 def _line_by_line(path: Path, sep: str, encoding: str, bad: BadRows, report: ImportReport,
-                  option: str = "--encoding") -> pl.DataFrame:
+                  option: str = "--encoding", sep_line: bool = False) -> pl.DataFrame:
     """The slow path for a file the CSV reader refused (or would have misread, `_misquoted`): record by record
     (`_records`: a quoted field may span lines; a UTF-8 byte-order mark is dropped); records that do not decode or
     have the wrong number of fields become bad rows (blank lines stay, as rows of nulls). A quoted field never
     closed, with lines after it, is an error; the rows with a field that opens with a quote but is not a quoted
-    field (`"Best" pan`) are noted. `option`: the option that names the file's encoding, as the caller writes it."""
+    field (`"Best" pan`) are noted. `option`: the option that names the file's encoding, as the caller writes it;
+    `sep_line`: the file starts with Excel's `sep=;` line, which is skipped."""
     try:
         text = path.read_bytes().decode(encoding, errors="surrogateescape")
     except UnicodeDecodeError as exc:  # what surrogateescape cannot keep: a UTF-16 file cut inside a character
@@ -146,6 +147,8 @@ def _line_by_line(path: Path, sep: str, encoding: str, bad: BadRows, report: Imp
                         f"with {option}", source=str(path)) from None
     if codecs.lookup(encoding).name == "utf-8":
         text = text.removeprefix("\ufeff")
+    if sep_line:
+        text = re.sub(r"\A\ufeff?sep=.(\r\n|\r|\n)", "", text)
     records = _records(text, sep, path)
     header, _, _ = next(records, (None, None, None))
     if header is None:
@@ -256,6 +259,18 @@ def _bom_encoding(path: Path) -> str | None:
     return next((name for bom, name in BOMS if start.startswith(bom)), None)
 
 
+SEP_LINE = re.compile(r"\A\ufeff?sep=(.)(?:\r\n|\r|\n)")
+"""Excel's first line naming a CSV file's separator (`sep=;`)."""
+
+
+def _sep_line(path: Path, encoding: str) -> str | None:
+    """The separator a CSV file's first line names as Excel writes it (`sep=;`), or None."""
+    with path.open("rb") as handle:
+        start = handle.read(64).decode(encoding, errors="ignore")
+    found = SEP_LINE.match(start)
+    return found.group(1) if found else None
+
+
 def read_table(path: Path, report: ImportReport, bad: BadRows | None = None, delimiter: str | None = None,
                encoding: str = "utf-8", encoding_option: str = "--encoding") -> pl.DataFrame:
     """CSV/TSV (all columns as strings; `delimiter` and `encoding` when not the defaults) or Parquet, with a
@@ -275,18 +290,26 @@ def read_table(path: Path, report: ImportReport, bad: BadRows | None = None, del
             raise DataError(f"not a readable Parquet file ({problem}); a CSV or TSV file needs a .csv, .tsv or .txt "
                             "name", source=str(path)) from None
     else:
-        sep, encoding = _separator(path, delimiter), _bom_encoding(path) or encoding
+        encoding = _bom_encoding(path) or encoding
+        named = _sep_line(path, encoding)
+        sep = _separator(path, delimiter) if named is None else named
+        if named is not None:
+            report.notes.append(f"{path.name}: its first line, {'sep=' + named!r}, names the separator: read so"
+                                + ("" if delimiter is None or _separator(path, delimiter) == named
+                                   else f" (not {delimiter!r})"))
         utf8, bad_before = codecs.lookup(encoding).name == "utf-8", sum(found.height for found in bad.found)
+        slow = functools.partial(_line_by_line, path, sep, encoding, bad, report, encoding_option, named is not None)
         try:
             source = path if utf8 else _decoded(path, encoding, report, encoding_option).encode("utf-8")
-            frame = pl.read_csv(source, separator=sep, infer_schema=False).with_row_index("__row", offset=1)
+            frame = pl.read_csv(source, separator=sep, infer_schema=False,
+                                skip_rows=int(named is not None)).with_row_index("__row", offset=1)
             if any("\r" in name or "\ufffd" in name for name in frame.columns) or _misquoted(source, sep):
                 # old Mac line ends (CR alone), a header not UTF-8, a field that opens with a quote and goes on after it
-                frame = _line_by_line(path, sep, encoding, bad, report, encoding_option)
+                frame = slow()
         except pl.exceptions.NoDataError:
             raise DataError("the file is empty", source=str(path)) from None
         except (pl.exceptions.PolarsError, UnicodeDecodeError):
-            frame = _line_by_line(path, sep, encoding, bad, report, encoding_option)
+            frame = slow()
     report.rows_read[path.name] = frame.height  # every data row: the blank lines and the bad rows found here too
     if suffix not in (".parquet", ".pq"):
         stripped = [name.strip() for name in frame.columns]
