@@ -157,3 +157,15 @@ def test_excels_sep_line_names_the_separator(tmp_path: Path) -> None:
     items.write_bytes(b'\xef\xbb\xbfsep=;\nsku;title\n00001;"Best" mug\n00002;Pan\n00003;Pot\n')  # the slow path
     data = import_table(events, items, **KW)
     assert data.items["text"].to_list() == ['"Best" mug', "Pan", "Pot"] and data.report.rows_read["items.csv"] == 3
+
+
+def test_html_in_item_texts_is_noted(tmp_path: Path) -> None:
+    """A shop's description column is often HTML; it was imported as written without a word, so BERT read `<p>` and
+    `&nbsp;` as words. It still is (the texts are the shop's), and the notes say so."""
+    items = _write(tmp_path / "items.csv", ["sku,title", '00001,"<p>Great&nbsp;<b>mug</b></p>"',
+                                            "00002,Tom & Jerry pan", "00003,Pot &amp; lid", "00004,5 < 7 > 3"])
+    events = _write(tmp_path / "events.csv", ["customer,sku,ts", "U1,00001,10", "U1,00002,20"])
+    data = import_table(events, items, **KW)
+    assert data.items["text"][0] == "<p>Great&nbsp;<b>mug</b></p>"
+    assert data.report.notes[0].startswith("2 item texts of items.csv hold HTML markup (row 1: "
+                                           "'<p>Great&nbsp;<b>mug</b></p>'): read as written")

@@ -131,6 +131,23 @@ def _render(frame: pl.DataFrame, template: str, path: Path, names: OptionNames =
     return template_expr(template)
 
 
+MARKUP = r"</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]*)?/?>|&(?:[A-Za-z][A-Za-z0-9]*|#[0-9]+|#x[0-9A-Fa-f]+);"
+"""An HTML tag (`<p>`, `</b>`, `<br/>`) or character reference (`&amp;`, `&nbsp;`, `&#39;`) in an item text."""
+
+
+def _note_markup(items: pl.DataFrame, report: ImportReport, path: Path) -> None:
+    """Note the item texts (`__text`) that hold HTML markup, as a shop's description column often does: BERT reads
+    them as written, tags and entities taking its tokens."""
+    held = items.filter(pl.col("__text").str.contains(MARKUP))
+    if held.height:
+        first, row = held["__text"][0], held["__row"][0]
+        shown = first if len(first) <= 60 else first[:59] + "…"
+        report.notes.append(f"{counted(held.height, 'item text')} of {path.name} "
+                            f"{plural(held.height, 'holds', 'hold')} HTML markup (row {row:,}: {shown!r}): "
+                            "read as written, tags and entities included; strip them from the export (or render the "
+                            "text from plain columns with the text template) if BERT should read the words alone")
+
+
 def check_encoding(name: str, keyword: str = "encoding", names: OptionNames = KEYWORDS) -> None:
     """OptionValueError (a bad option value, naming `keyword`) for an encoding Python does not know."""
     try:
@@ -191,6 +208,7 @@ def read_item_table(item_path: Path, report: ImportReport, bad: BadRows, *, item
                        "attributes differ from its first row)", item_path, "__id")
     items = bad.reject(items, pl.col("__text").is_null() | (pl.col("__text") == ""),
                        "empty item text for item {value!r}", item_path, "__id")
+    _note_markup(items, report, item_path)
     columns = [pl.col("__id").alias("item_id"), pl.col("__text").alias("text")]
     for target, source in extra.items():
         if target in ("item_id", "text") or target.startswith("__"):
