@@ -169,3 +169,11 @@ def test_html_in_item_texts_is_noted(tmp_path: Path) -> None:
     assert data.items["text"][0] == "<p>Great&nbsp;<b>mug</b></p>"
     assert data.report.notes[0].startswith("2 item texts of items.csv hold HTML markup (row 1: "
                                            "'<p>Great&nbsp;<b>mug</b></p>'): read as written")
+
+
+def test_a_file_name_with_braces_is_listed_not_a_traceback(tmp_path: Path) -> None:
+    """The bad-row messages were filled in with str.format, so an item file named 'items{1}.csv' ended an import with
+    bad rows in an IndexError traceback."""
+    items = _write(tmp_path / "items{1}.csv", ["sku,title", "00001,Mug"])
+    events = _write(tmp_path / "events.csv", ["customer,sku,ts", "U1,00001,10", "U1,99999,20"])
+    assert "row 2: unknown item id '99999' (not in items{1}.csv)" in _error(events, items, **KW)

@@ -318,7 +318,7 @@ def _reject_timestamps(inter: pl.DataFrame, time_col: str, fmt: str | None, path
                                   for fmt, why in day_month_formats(unparsed.filter(ambiguous)))
             inter = bad.reject(inter, pl.col("__timestamp").is_null() & pl.col(time_col).map_batches(
                 day_month_first, return_dtype=pl.Boolean), "unparsable timestamp {value!r}: a date written day or "
-                "month first is read only with " + formats.replace("{", "{{").replace("}", "}}"), path, time_col)
+                "month first is read only with " + formats, path, time_col)
     expected = f"format {fmt!r}" if fmt else ("epoch seconds or milliseconds, an ISO 8601 datetime or a date "
                                               "written YYYYMMDD" + (f", or another form with {option}" if option
                                                                     else ""))
