@@ -177,3 +177,15 @@ def test_a_file_name_with_braces_is_listed_not_a_traceback(tmp_path: Path) -> No
     items = _write(tmp_path / "items{1}.csv", ["sku,title", "00001,Mug"])
     events = _write(tmp_path / "events.csv", ["customer,sku,ts", "U1,00001,10", "U1,99999,20"])
     assert "row 2: unknown item id '99999' (not in items{1}.csv)" in _error(events, items, **KW)
+
+
+def test_utf16_without_a_byte_order_mark_names_the_encoding(tmp_path: Path) -> None:
+    """SQL Server's `bcp -w` writes UTF-16 without a BOM: it was "missing column(s) ['customer', …]; found
+    ['c\\x00u\\x00s\\x00…']"."""
+    items = _items(tmp_path)
+    events = tmp_path / "events.csv"
+    events.write_bytes("customer,sku,ts\nU1,00001,10\n".encode("utf-16-le"))
+    assert "the header holds NUL bytes between its letters: the file is probably UTF-16 without a byte-order mark; " \
+           "pass --encoding utf-16-le" in _error(events, items, names=IMPORT_TABLE_FLAGS, **KW)
+    data = import_table(events, items, encoding="utf-16-le", items_encoding="utf-8", **KW)
+    assert data.interactions.rows() == [("U1", "00001", 10)]

@@ -311,6 +311,10 @@ def read_table(path: Path, report: ImportReport, bad: BadRows | None = None, del
         except (pl.exceptions.PolarsError, UnicodeDecodeError):
             frame = slow()
     report.rows_read[path.name] = frame.height  # every data row: the blank lines and the bad rows found here too
+    if suffix not in (".parquet", ".pq") and sum(name.count("\x00") for name in frame.columns) >= 2:
+        order = "le" if next(n for n in frame.columns if "\x00" in n).find("\x00") % 2 else "be"
+        raise DataError(f"the header holds NUL bytes between its letters: the file is probably UTF-16 without a "
+                        f"byte-order mark; pass {encoding_option} utf-16-{order}", source=str(path))
     if suffix not in (".parquet", ".pq"):
         stripped = [name.strip() for name in frame.columns]
         if len(set(stripped)) == len(stripped):  # "sku, title, price": the names after a comma and a space
