@@ -20,8 +20,8 @@ def _threshold(text: str) -> float | None:
     try:
         return read(text.strip())
     except ValueError:
-        raise typer.BadParameter(f"{text!r}: expected a cosine in (0, 1], or none", param_hint="--duplicate-threshold") \
-            from None
+        raise typer.BadParameter(f"{text!r}: expected a cosine in (0, 1], or none",
+                                 param_hint="--duplicate-threshold") from None
 
 
 @app.command("diversify")
