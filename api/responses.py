@@ -22,8 +22,9 @@ def _name(record: dict) -> str:
 
 
 def _because(name: str, kind: str | None, strategy: str) -> str:
-    """What happened to the history item: viewed / added to the cart / bought (events), viewed (a session's
-    items), or just that it is in the user's history (the bundle's interactions carry no kind)."""
+    """What happened to the history item: viewed / added to the cart / bought (events posted to the API, or
+    imported with their kind), viewed (a session's items), or just that it is in the user's history (an imported
+    event without a kind, or of a kind other than these)."""
     if kind in REASONS:
         return REASONS[kind].format(name)
     return f"because you viewed {name}" if strategy == "session" else f"because of {name} in your history"

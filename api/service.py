@@ -38,6 +38,7 @@ from recsys.catalogue import REMOVED
 from recsys.changes import Folded, apply_changes, fold, is_served_as, served_vectors
 from recsys.data.item_text import item_text
 from recsys.errors import BundleError, RecsysError, StoreError
+from recsys.histories import stored_kinds
 from recsys.pipeline import Recommender
 from recsys.store import Change, EventStore, merged_history, open_store
 from recsys.towers import ItemTower, UserTower
@@ -405,14 +406,18 @@ class Service:
 
     def history_and_kinds(self, loaded: Loaded, user_id: str,
                           kinds: bool = True) -> tuple[list[str] | None, dict[str, str]]:
-        """`history`, and the kind of the user's latest event on each item of its events (viewed / bought, for the
-        reasons; the bundle's own interactions have none): one store read (`EventStore.events_with_kinds`), so one
-        thread-pool hop where the store is read in the pool."""
+        """`history`, and the kind of the user's latest event on each item of it (viewed / bought, for the reasons):
+        the store's events, after the bundle's own (kinds kept by `recsys import table --kind-col`; none in a bundle
+        without them). One store read (`EventStore.events_with_kinds`), so one thread-pool hop where the store is
+        read in the pool."""
         limit = self.settings.history_limit
         events = self.store.events_with_kinds(user_id, limit)
-        history = merged_history(loaded.recommender.histories.get(user_id), [item_id for item_id, _ in events], limit)
-        # the user's latest `limit` events hold every event in the history; oldest first, so the latest kind wins
-        return history, dict(events) if kinds else {}
+        stored = loaded.recommender.histories
+        history = merged_history(stored.get(user_id), [item_id for item_id, _ in events], limit)
+        if not kinds:
+            return history, {}
+        # the latest `limit` events of each hold every event of the history; oldest first, so the latest kind wins
+        return history, {**stored_kinds(stored, user_id, limit), **dict(events)}
 
     def record_event(self, loaded: Loaded, user_id: str, item_id: str, kind: str, timestamp: float | None) -> int:
         self._known(loaded, item_id)

@@ -143,13 +143,18 @@ def import_table_cmd(
     name: Annotated[Optional[str], typer.Option(help="the dataset's name, which bundles built from it take by "
                                                      "default (default: the --out directory's name)")] = None,
     kind_col: Annotated[Optional[str], typer.Option(help="column of each event's kind (view, cart, purchase, as "
-                                                         "the export writes them), counted in the notes")] = None,
+                                                         "the export writes them), counted in the notes and stored: "
+                                                         "an imported purchase reads 'because you bought …'")] = None,
     kinds: Annotated[Optional[str], typer.Option(help="keep only the events of these kinds, comma-separated "
                                                       "(e.g. 'purchase,cart'; case ignored); needs --kind-col")]
     = None,
+    kind_names: Annotated[Optional[str], typer.Option(help="store the export's own kinds as the API's (view, cart, "
+                                                           "purchase), e.g. 'transaction=purchase,addtocart=cart': an "
+                                                           "imported transaction reads 'because you bought …'; needs "
+                                                           "--kind-col")] = None,
 ) -> None:
     """Plain CSV/TSV/Parquet with a column mapping and an item-text template."""
-    from recsys.data.event_kinds import parse_kinds
+    from recsys.data.event_kinds import parse_kind_names, parse_kinds
     from recsys.data.importers import import_table
     from recsys.data.option_names import IMPORT_TABLE_FLAGS
     try:  # named after --out, not after the export's file (every shop's would be "events" → bundle "events-peft")
@@ -158,7 +163,7 @@ def import_table_cmd(
                                timestamp_format=timestamp_format, on_bad_rows=on_bad_rows, delimiter=delimiter,
                                encoding=encoding, items_delimiter=items_delimiter, items_encoding=items_encoding,
                                name=name or out.resolve().name, kind_col=kind_col or None, kinds=parse_kinds(kinds),
-                               names=IMPORT_TABLE_FLAGS)
+                               kind_names=parse_kind_names(kind_names, IMPORT_TABLE_FLAGS), names=IMPORT_TABLE_FLAGS)
     except ValueError as exc:  # a bad option value (delimiter, encoding, template)
         raise bad_option_value(exc) from None
     _report_import(dataset, out, overwrite)
@@ -323,6 +328,7 @@ def recommend(
 
     from api.responses import to_response
     from encoders.loading import load_recommender
+    from recsys.histories import stored_kinds
 
     if sum((user is not None, items is not None or text is not None, similar is not None)) != 1:
         raise typer.BadParameter("give exactly one of --user, --similar, or --items and/or --text")
@@ -334,12 +340,13 @@ def recommend(
     path = _resolve(bundle)
     recommender = load_recommender(path)
     history: list[str] = []
+    kinds: dict[str, str] = {}
     if user is not None:
         try:
             result = recommender.recommend_user(user, k, fallback=fallback)
         except UnknownIdError as exc:
             raise RecsysError(f"{exc} (pass --fallback to show the popular items instead)") from None
-        history = recommender.histories.get(user, [])
+        history, kinds = recommender.histories.get(user, []), stored_kinds(recommender.histories, user)
     elif text is not None:
         result, history = recommender.recommend_session(recent, k, text=text), recent
     elif items is not None:
@@ -347,7 +354,7 @@ def recommend(
     else:
         result = recommender.similar_items(similar, k)
     response = to_response(SimpleNamespace(recommender=recommender, version=path.name), result, history,
-                           anchor=similar, text=text)
+                           anchor=similar, text=text, event_kinds=kinds)
     if json_output:
         typer.echo(response.model_dump_json(indent=2))
         return

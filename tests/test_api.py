@@ -2,6 +2,7 @@ import math
 import os
 
 import numpy as np
+import polars as pl
 import pytest
 from fastapi.testclient import TestClient
 
@@ -9,6 +10,7 @@ from api.app import create_app
 from api.service import Service
 from api.settings import Settings
 from recsys.config import BuildConfig
+from recsys.data.dataset import Dataset
 from recsys.errors import BundleError
 from recsys.pipeline import Recommender
 from recsys.splits import split_dataset
@@ -120,6 +122,27 @@ def test_reasons_say_what_the_user_did(client):
     assert first["reason"] == "because you added Shoe One to your cart"
     body = client.post("/v1/sessions/recommendations", json={"item_ids": ["shoe1"], "k": 1}).json()
     assert body["items"][0]["reason"] == "because you viewed Shoe One"  # a session's items were looked at
+
+
+def test_an_imported_purchase_reads_as_a_live_one(toy, tmp_path):
+    """A dataset imported with its events' kinds (`recsys import table --kind-col`): the bundle's histories keep them,
+    so a known user's imported purchase reads "because you bought …" as a posted purchase does (it read "because of
+    … in your history"); a later live event's kind wins, as between live events."""
+    kinds = {("u4", "cam1"): "view", ("u4", "cam2"): "purchase"}
+    interactions = toy.interactions.with_columns(kind=pl.Series([kinds.get(key) for key in toy.interactions.select(
+        "user_id", "item_id").rows()], dtype=pl.Utf8))
+    dataset = Dataset(toy.name, toy.items, interactions)
+    bundle = Recommender.build(dataset, split_dataset(dataset), VECTORS, BuildConfig()).save(tmp_path / "toy" / "v1")
+    stored = pl.read_parquet(bundle / "stats" / "histories.parquet").filter(pl.col("user_id") == "u4")
+    assert stored.row(0) == ("u4", ["cam1", "cam2"], ["view", "purchase"])
+    with make_client(bundle, tmp_path) as client:
+        first = client.get("/v1/users/u4/recommendations", params={"k": 2}).json()["items"][0]
+        assert first["because_item_id"] == "cam2" and first["reason"] == "because you bought Camera Two"
+        first = client.get("/v1/users/u1/recommendations", params={"k": 1}).json()["items"][0]
+        assert first["reason"].startswith("because of ")  # u1's events were imported without a kind
+        client.post("/v1/events", json={"user_id": "u4", "item_id": "cam2", "kind": "view"})
+        first = client.get("/v1/users/u4/recommendations", params={"k": 2}).json()["items"][0]
+        assert first["because_item_id"] == "cam2" and first["reason"] == "because you viewed Camera Two"
 
 
 def test_exclude_list_and_category_filter(client):

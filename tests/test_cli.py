@@ -1071,3 +1071,49 @@ def test_bench_ann_refuses_an_embeddings_file_that_is_no_vector_array_before_it_
         assert result.exit_code == 2 and messages[name] in " ".join(result.output.split()), result.output
         assert "Traceback" not in result.output
         assert not (tmp_path / "out" / "ann.json").exists()  # refused before the synthetic catalogue ran
+
+
+def test_an_import_with_kinds_goes_through_every_command_and_its_purchases_read_bought(tmp_path, tiny_bert_dir):
+    """`import table --kind-col` stores the kinds (a new interactions column): every command that reads the dataset
+    or the bundle's histories takes it (build, train-ranker, refresh-stats, batch-score, export), the bundles keep
+    the kinds, and `recommend` words a known user's imported events as the API does ("because you bought …")."""
+    import polars as pl
+
+    from recsys.data.synthetic import generate_shop
+
+    shop = generate_shop(n_users=40, n_items=80, seed=3)
+    shop.items.write_csv(tmp_path / "items.csv")
+    written = ["View", "purchase", " cart", ""]
+    events = shop.interactions.with_columns(type=pl.Series([written[n % 4] for n in range(shop.interactions.height)]))
+    events.write_csv(tmp_path / "events.csv")
+    data, bundle = tmp_path / "data", tmp_path / "artifacts" / "kinds"
+    for args in (("import", "table", "--interactions", tmp_path / "events.csv", "--items", tmp_path / "items.csv",
+                  "--out", data, "--text-col", "text", "--kind-col", "type"),
+                 ("build", "--data", data, "--out", tmp_path / "artifacts", "--name", "kinds",
+                  "--model", tiny_bert_dir),
+                 ("train-ranker", "--bundle", bundle, "--data", data, "--out", tmp_path / "ranked"),
+                 ("refresh-stats", "--bundle", tmp_path / "ranked", "--data", data, "--out", tmp_path / "refreshed"),
+                 ("batch-score", "--bundle", tmp_path / "refreshed", "--out", tmp_path / "recs", "--no-progress"),
+                 ("export", "--bundle", tmp_path / "refreshed", "--out", tmp_path / "export", "--no-onnx")):
+        result = run(*args)
+        assert result.exit_code == 0, (args[0], result.output)
+    ordered = events.sort("user_id", "timestamp", maintain_order=True).with_columns(
+        kind=pl.col("type").str.strip_chars().str.to_lowercase().replace("", None))
+    latest = {(user, item): kind for user, item, kind in ordered.select("user_id", "item_id", "kind").rows()}
+    histories = pl.read_parquet(tmp_path / "refreshed" / "stats" / "histories.parquet")
+    assert histories.columns == ["user_id", "history", "kinds"]
+    first = ordered.filter(pl.col("user_id") == "U00001")
+    assert histories.row(0) == ("U00001", first["item_id"].to_list(), first["kind"].to_list())
+    verbs = {"view": "because you viewed {}", "cart": "because you added {} to your cart",
+             "purchase": "because you bought {}", None: "because of {} in your history"}
+    titles = dict(shop.items.select("item_id", "title").rows())
+    worded = set()
+    for user in ("U00001", "U00002", "U00003"):
+        result = run("recommend", "--bundle", tmp_path / "refreshed", "--user", user, "--k", 5, "--json")
+        assert result.exit_code == 0, result.output
+        for item in json.loads(result.output)["items"]:
+            if item["because_item_id"] is not None:
+                kind = latest[user, item["because_item_id"]]
+                assert item["reason"] == verbs[kind].format(titles[item["because_item_id"]]), item
+                worded.add(kind)
+    assert "purchase" in worded, worded

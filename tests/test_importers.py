@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 
 from recsys.data import import_recbole_movielens, import_recbole_sequential, import_table
+from recsys.data.dataset import Dataset
 from recsys.data.importers import category_brand_from_text, title_from_text
 from recsys.errors import DataError
 
@@ -865,6 +866,57 @@ def test_an_event_kind_column_is_counted_and_kinds_keep_only_their_events(tmp_pa
         import_table(events, items, kinds=["view"])
     with pytest.raises(ValueError, match=r"^kinds: names no kind: give some, such as \['purchase', 'cart'\]$"):
         import_table(events, items, kind_col="type", kinds=[])
+
+
+def test_an_imports_event_kinds_are_stored_and_a_dataset_without_them_still_loads(tmp_path: Path) -> None:
+    """The kinds were counted and then dropped, so an imported purchase could only read "… in your history": each
+    kept event's kind is stored (stripped, lower-cased; empty: null). Events of one user and item at one time stay
+    one interaction, as without kinds, of the last row's kind."""
+    items = _write(tmp_path / "items.csv", ["item_id,text", "1,Mug", "2,Cup", "3,Jar"])
+    events = _write(tmp_path / "events.csv", ["user_id,item_id,timestamp,type", "a,1,100,View", "a,1,100,Purchase",
+                                              "a,2,101, Cart ", "b,3,102,", "b,3,102,", "b,1,103,view"])
+    kept = import_table(events, items, kind_col="type").save(tmp_path / "kinds")
+    stored = pl.read_parquet(kept / "interactions.parquet")
+    assert stored.columns == ["user_id", "item_id", "timestamp", "kind"]
+    assert stored.rows() == [("a", "1", 100, "purchase"), ("a", "2", 101, "cart"), ("b", "3", 102, None),
+                             ("b", "1", 103, "view")]
+    schema = json.loads((kept / "schema.json").read_text())
+    assert schema["interaction_columns"]["kind"] == "String"
+    assert schema["import_report"]["dropped"] == {
+        "exact duplicate interaction rows (events.csv)": 1,
+        "events at the time of another of the same user and item, of another kind: the last row's kind is kept "
+        "(events.csv)": 1}
+    assert Dataset.load(kept).interactions.equals(stored)
+    bought = import_table(events, items, kind_col="type", kinds=["purchase"]).interactions
+    assert bought.rows() == [("a", "1", 100, "purchase")]
+
+    plain = import_table(events, items).save(tmp_path / "plain")  # as before: no kind column, the same events
+    loaded = Dataset.load(plain)
+    assert loaded.interactions.columns == ["user_id", "item_id", "timestamp"]
+    assert loaded.interactions.rows() == stored.drop("kind").rows()
+    assert loaded.report.dropped == {"exact duplicate interaction rows (events.csv)": 2}
+    with pytest.raises(DataError, match="column 'kind' has type Int64, expected String"):
+        Dataset("odd", loaded.items, loaded.interactions.with_columns(kind=pl.lit(1, pl.Int64)))
+
+
+def test_an_exports_own_kind_names_are_stored_as_the_apis(tmp_path: Path) -> None:
+    """A RetailRocket-style export says 'transaction' and 'addtocart': stored as such, the API read them "… in your
+    history". `kind_names` stores them as the API's purchase and cart; a kind it does not rename is kept as it is."""
+    items = _write(tmp_path / "items.csv", ["item_id,text", "1,Mug", "2,Cup", "3,Jar"])
+    events = _write(tmp_path / "events.csv", ["user_id,item_id,timestamp,event", "a,1,100,Transaction",
+                                              "a,2,101,addtocart", "a,3,102,view", "b,1,103,refund"])
+    data = import_table(events, items, kind_col="event",
+                        kind_names={"transaction": "purchase", "addtocart": "cart"})
+    assert data.interactions["kind"].to_list() == ["purchase", "cart", "view", "refund"]
+    assert "events.csv: stored as the API's kinds: Transaction → purchase, addtocart → cart" in data.report.notes
+    kept = import_table(events, items, kind_col="event", kinds=["transaction"],
+                        kind_names={"transaction": "purchase"})
+    assert kept.interactions.rows() == [("a", "1", 100, "purchase")]
+    with pytest.raises(DataError, match=r"kind_names names 'purchased', which the 'event' column never holds; it "
+                                        r"holds 'addtocart', 'refund', 'Transaction', 'view'"):
+        import_table(events, items, kind_col="event", kind_names={"purchased": "purchase"})
+    with pytest.raises(ValueError, match=r"^kind_names: needs kind_col, the column that holds each event's kind$"):
+        import_table(events, items, kind_names={"transaction": "purchase"})
 
 
 def test_prices_in_a_shops_notation_are_read_and_an_ambiguous_one_stays_a_bad_row(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import polars as pl
 import pytest
 from typer.testing import CliRunner
 
@@ -140,3 +141,29 @@ def test_event_kind_errors_name_the_callers_options(shop, tmp_path):
     with pytest.raises(DataError, match=r": kinds names 'refund', which the 'customer' column never holds"):
         import_table(events, items, user_col="customer", item_col="sku", time_col="ts", item_id_col="sku",
                      text_col="title", kind_col="customer", kinds=["refund"])
+
+
+def test_kind_names_are_checked_before_the_import_reads_anything(shop, tmp_path):
+    """`--kind-names` maps the export's kinds to the API's three: a malformed entry, a kind the API does not word, a
+    kind renamed twice, no `--kind-col`, a kind the column never holds: each a one-line error naming the flag."""
+    events, items = shop
+    args = ("import", "table", "--interactions", events, "--items", items, "--out", tmp_path / "ds", "--user-col",
+            "customer", "--item-col", "sku", "--time-col", "ts", "--item-id-col", "sku", "--text-col", "title",
+            "--kind-col", "customer")
+    for value, problem in (("transaction", "'transaction' is not OWN=KIND, e.g. transaction=purchase"),
+                           ("transaction=bought", "'transaction=bought' renames to 'bought'; the kinds the API words "
+                                                  "are view, cart, purchase"),
+                           ("t=purchase, T=cart", "'T' is renamed twice"),
+                           (" , ", "names no kind: give some, such as transaction=purchase")):
+        code, said = run(*args, "--kind-names", value)
+        assert code == 2 and f"Invalid value for --kind-names: {problem}" in said, said
+    code, said = run(*args[:-2], "--kind-names", "c1=purchase")
+    assert code == 2 and "Invalid value for --kind-names: needs --kind-col, the column that holds each event's " \
+        "kind" in said, said
+    code, said = run(*args, "--kind-names", "refund=purchase")
+    assert code == 2 and said == f"error: {events}: --kind-names names 'refund', which the 'customer' column never " \
+        "holds; it holds 'c1'", said
+    assert not (tmp_path / "ds").exists()
+    code, said = run(*args, "--kind-names", "C1=purchase", "--on-bad-rows", "skip")
+    assert code == 0, said
+    assert pl.read_parquet(tmp_path / "ds" / "interactions.parquet")["kind"].unique().to_list() == ["purchase"]

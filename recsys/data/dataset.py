@@ -26,6 +26,9 @@ INTERACTION_SCHEMA: dict[str, pl.DataType] = {
     "item_id": pl.Utf8(),
     "timestamp": pl.Int64(),
 }
+KIND_COLUMN = "kind"
+"""The optional interactions column of each event's kind as the import read it (`import table --kind-col`: stripped
+and lower-cased, null for none): "purchase" reads "because you bought …" as a live purchase event does."""
 SPLIT_VALUES = ("train", "valid", "test")
 REJECTED_FILE = "rejected.csv"
 REJECTED_SCHEMA = {"file": pl.Utf8, "row": pl.Int64, "problem": pl.Utf8, "value": pl.Utf8}
@@ -65,9 +68,10 @@ class ImportReport:
 @dataclass(frozen=True)
 class Dataset:
     """Items (`item_id`, `text`, optional title/category/brand/price) and interactions
-    (`user_id`, `item_id`, `timestamp`, optional `split` in train/valid/test). `text_template` is the item-text
-    template `text` was rendered with at import (None: the source's own text); bundles carry it on, so live
-    upserts and free-text queries are rendered the same way (`recsys.data.templates`)."""
+    (`user_id`, `item_id`, `timestamp`, optional `split` in train/valid/test, optional `kind`: `KIND_COLUMN`).
+    `text_template` is the item-text template `text` was rendered with at import (None: the source's own text);
+    bundles carry it on, so live upserts and free-text queries are rendered the same way
+    (`recsys.data.templates`)."""
 
     name: str
     items: pl.DataFrame
@@ -234,6 +238,9 @@ def validate(items: pl.DataFrame, interactions: pl.DataFrame, source: str = "dat
         row = _first_row(unknown)
         raise DataError(f"unknown item id {interactions['item_id'][row - 1]!r} (not in the item table)",
                         source=f"{source} interactions", row=row)
+    if KIND_COLUMN in interactions.columns and interactions.schema[KIND_COLUMN] != pl.Utf8:
+        raise DataError(f"column {KIND_COLUMN!r} has type {interactions.schema[KIND_COLUMN]}, expected String",
+                        source=f"{source} interactions")
     if "split" in interactions.columns:
         bad = ~interactions["split"].is_in(list(SPLIT_VALUES))
         if bad.any():

@@ -18,8 +18,8 @@ from pathlib import Path
 import polars as pl
 
 from recsys.data.bad_rows import BadRows, OnBadRows, import_skip_hint
-from recsys.data.dataset import OPTIONAL_ITEM_SCHEMA, Dataset, ImportReport
-from recsys.data.event_kinds import keep_kinds
+from recsys.data.dataset import KIND_COLUMN, OPTIONAL_ITEM_SCHEMA, Dataset, ImportReport
+from recsys.data.event_kinds import keep_kinds, stored_kind
 from recsys.data.price_text import price_number_text
 from recsys.data.item_text import template_expr, template_fields
 from recsys.data.option_names import ITEM_TABLE_KEYWORDS, KEYWORDS, OptionNames, OptionValueError
@@ -242,7 +242,8 @@ def import_table(interactions_path: str | Path, items_path: str | Path, *, user_
                  timestamp_format: str | None = None, name: str | None = None, on_bad_rows: OnBadRows = "fail",
                  delimiter: str | None = None, encoding: str = "utf-8", items_delimiter: str | None = None,
                  items_encoding: str | None = None, kind_col: str | None = None,
-                 kinds: Sequence[str] | None = None, names: OptionNames = KEYWORDS) -> Dataset:
+                 kinds: Sequence[str] | None = None, kind_names: Mapping[str, str] | None = None,
+                 names: OptionNames = KEYWORDS) -> Dataset:
     """Import an interaction table and an item table (CSV/TSV/TXT/Parquet by extension) with a column mapping.
 
     Item text comes from `text_col`, or `text_template` ("title: {title} | brand: {brand}"; empty fields
@@ -254,12 +255,17 @@ def import_table(interactions_path: str | Path, items_path: str | Path, *, user_
     read with `delimiter` (default: tab for .tsv, else comma) and `encoding`; `items_delimiter` / `items_encoding`
     read the item file otherwise (a `;` Windows export beside a UTF-8 event log). Bad rows: `on_bad_rows="fail"`
     stops with all of them listed, "skip" leaves them out (`dataset.report.rejected`, saved as rejected.csv).
-    `kind_col`: the events' kind column (view / cart / purchase, as the shop writes them), counted in the notes;
-    `kinds` keeps only the events of those kinds (`recsys.data.event_kinds`). `names`: how the messages name the
-    caller's options (these keywords, or `recsys import table`'s flags: `IMPORT_TABLE_FLAGS`)."""
+    `kind_col`: the events' kind column (view / cart / purchase, as the shop writes them), counted in the notes and
+    stored (the interactions' `kind`); `kinds` keeps only the events of those kinds (`recsys.data.event_kinds`);
+    `kind_names` stores the export's own kinds as the API's ({"transaction": "purchase"}: `parse_kind_names`).
+    `names`: how the messages name the caller's options (these keywords, or `recsys import table`'s flags:
+    `IMPORT_TABLE_FLAGS`)."""
     if kinds is not None and not kind_col:
         kind_col_name = "--kind-col" if names.flags else "kind_col"
         raise names.invalid("kinds", f"needs {kind_col_name}, the column that holds each event's kind")
+    if kind_names is not None and not kind_col:
+        kind_col_name = "--kind-col" if names.flags else "kind_col"
+        raise names.invalid("kind_names", f"needs {kind_col_name}, the column that holds each event's kind")
     if kinds is not None and not kinds:
         raise names.invalid("kinds", "names no kind: give some, such as "
                             + ("purchase,cart" if names.flags else "['purchase', 'cart']"))
@@ -294,12 +300,12 @@ def import_table(interactions_path: str | Path, items_path: str | Path, *, user_
                                 "" if kind_col else "; an event-kind column (view, cart, purchase) is read with "
                                 "--kind-col, and --kinds keeps some kinds only"))
     if kind_col:
-        inter = keep_kinds(inter, kind_col, kinds, report, inter_path, names)
+        inter = keep_kinds(inter, kind_col, kinds, report, inter_path, names, kind_names)
     inter = whole_floats_as_integers(inter, [user_col, item_col], report, inter_path)
     inter = checked_interactions(inter, (user_col, item_col, time_col), timestamp_format, item_frame["item_id"],
                                  (inter_path, item_path), report, bad,
                                  rejected_items=listed.filter(~listed.is_in(item_frame["item_id"].implode())),
-                                 names=names)
+                                 kind_col=kind_col, kind_names=kind_names, names=names)
     report.rejected = bad.rejected()
     return Dataset(name or inter_path.stem, item_frame, inter, report, text_template)
 
@@ -329,11 +335,15 @@ def _reject_timestamps(inter: pl.DataFrame, time_col: str, fmt: str | None, path
 def checked_interactions(inter: pl.DataFrame, cols: tuple[str, str, str | None], fmt: str | None,
                          item_ids: pl.Series, paths: tuple[Path, Path], report: ImportReport,
                          bad: BadRows | None = None, rejected_items: pl.Series | None = None,
+                         kind_col: str | None = None, kind_names: Mapping[str, str] | None = None,
                          names: OptionNames | None = None) -> pl.DataFrame:
     """Canonical interactions from a raw frame with `__row`: ids checked, timestamps parsed, duplicates counted;
     bad rows go to `bad` (default: fail on them). `rejected_items`: ids the item file lists only in bad rows (their
-    events are bad rows that say so, not "unknown item"). An empty result is an error. `names`: how the messages
-    name the caller's timestamp-format option (None: it has none, as `import movielens`)."""
+    events are bad rows that say so, not "unknown item"). `kind_col`: the events' kind, stored as `kind` (renamed
+    by `kind_names`); events of
+    one user and item at one time are one interaction (as without kinds), of the kind its last row names (the
+    latest, as file order breaks ties of time). An empty result is an error. `names`: how the messages name the
+    caller's timestamp-format option (None: it has none, as `import movielens`)."""
     (user_col, item_col, time_col), (inter_path, item_path) = cols, paths
     bad = bad or BadRows()
     read = inter.height
@@ -365,8 +375,15 @@ def checked_interactions(inter: pl.DataFrame, cols: tuple[str, str, str | None],
         raise DataError(f"no interactions: {why}", source=str(inter_path))
     frame = inter.select(_id(user_col).alias("user_id"), _id(item_col).alias("item_id")).with_columns(
         timestamp=stamps)
+    if kind_col:
+        frame = frame.with_columns(inter.select(stored_kind(kind_col, kind_names)))
     unique = frame.unique(maintain_order=True)
     report.drop(f"exact duplicate interaction rows ({inter_path.name})", frame.height - unique.height)
+    if kind_col:  # a view and a purchase at one time: one interaction, as without kinds, of the latest row's kind
+        exact, unique = unique.height, unique.group_by("user_id", "item_id", "timestamp", maintain_order=True).agg(
+            pl.col(KIND_COLUMN).last())
+        report.drop(f"events at the time of another of the same user and item, of another kind: the last row's kind "
+                    f"is kept ({inter_path.name})", exact - unique.height)
     counts = unique["user_id"].value_counts()["count"]
     short = int((counts < MIN_EVALUATED_EVENTS).sum())
     if short:
