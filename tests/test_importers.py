@@ -798,7 +798,8 @@ def test_header_only_or_fully_rejected_interactions_are_errors(tmp_path: Path) -
     _raises(["events.csv", "no interactions: the file has a header but no rows"], import_table, events, items,
             **_csv_kwargs())
     events.write_text("customer,sku,when\nc1,NOPE,2024-01-01\n")
-    _raises(["events.csv", "no interactions: none of its 1 rows is usable"], import_table, events, items,
+    _raises(["events.csv", "no interactions: none of its 1 row is usable (row 1: unknown item id 'NOPE' (not in "
+             "products.csv))"], import_table, events, items,
             on_bad_rows="skip", **_csv_kwargs())
 
 

@@ -189,3 +189,12 @@ def test_utf16_without_a_byte_order_mark_names_the_encoding(tmp_path: Path) -> N
            "pass --encoding utf-16-le" in _error(events, items, names=IMPORT_TABLE_FLAGS, **KW)
     data = import_table(events, items, encoding="utf-16-le", items_encoding="utf-8", **KW)
     assert data.interactions.rows() == [("U1", "00001", 10)]
+
+
+def test_skipping_every_row_says_why(tmp_path: Path) -> None:
+    """With on_bad_rows='skip' and no usable row the error said only "none of its 2 rows is usable": no dataset, so
+    no rejected.csv, and the reason (here, the format to pass) was nowhere."""
+    events = _write(tmp_path / "events.csv", ["customer,sku,ts", "U1,00001,1/2/2024", "U1,00002,1/3/2024"])
+    assert "no interactions: none of its 2 rows is usable (row 1: unparsable timestamp '1/2/2024': a date written " \
+           "day or month first is read only with --timestamp-format '%d/%m/%Y'" in _error(
+               events, _items(tmp_path), on_bad_rows="skip", names=IMPORT_TABLE_FLAGS, **KW)

@@ -371,8 +371,10 @@ def checked_interactions(inter: pl.DataFrame, cols: tuple[str, str, str | None],
         report.notes.append("no time column: timestamp = row position in the interactions file")
     bad.check(inter_path)
     if inter.height == 0:
-        why = "the file has a header but no rows" if read == 0 else f"none of its {read:,} rows is usable"
-        raise DataError(f"no interactions: {why}", source=str(inter_path))
+        why = "the file has a header but no rows" if read == 0 else f"none of its {counted(read, 'row')} is usable"
+        first = bad.described(inter_path, 1)  # skipped, all of them: the first says why (there is no rejected.csv)
+        shown = f" (row {first[0][0]:,}: {first[0][1]})" if first else ""
+        raise DataError(f"no interactions: {why}{shown}", source=str(inter_path))
     frame = inter.select(_id(user_col).alias("user_id"), _id(item_col).alias("item_id")).with_columns(
         timestamp=stamps)
     if kind_col:
