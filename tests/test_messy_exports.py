@@ -198,3 +198,16 @@ def test_skipping_every_row_says_why(tmp_path: Path) -> None:
     assert "no interactions: none of its 2 rows is usable (row 1: unparsable timestamp '1/2/2024': a date written " \
            "day or month first is read only with --timestamp-format '%d/%m/%Y'" in _error(
                events, _items(tmp_path), on_bad_rows="skip", names=IMPORT_TABLE_FLAGS, **KW)
+
+
+def test_year_first_forms_read_the_same_beside_any_other(tmp_path: Path) -> None:
+    """`2024/01/03 10:00` was read when the whole column was so written and a bad row after an ISO value (polars
+    infers one pattern per column; the fallback, fromisoformat, reads no slashes); BigQuery's `… 10:00:00 UTC` was a
+    bad row."""
+    events = _write(tmp_path / "events.csv", ["customer,sku,ts", "U1,00001,2024-01-02T10:00:00+02:00",
+                                              "U1,00002,2024/01/03 10:00", "U1,00003,2024-1-4",
+                                              "U2,00001,2024-01-05 10:00:00 UTC", "U2,00002,2024-01-06 10:00:00 GMT"])
+    data = import_table(events, _items(tmp_path), **KW)
+    assert [_utc(t) for t in data.interactions["timestamp"]] == ["2024-01-02 08:00", "2024-01-03 10:00",
+                                                                 "2024-01-04 00:00", "2024-01-05 10:00",
+                                                                 "2024-01-06 10:00"]

@@ -4,6 +4,7 @@ first (01/02/2024: 1 February in Europe, January 2 in the US) is read only with 
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -13,7 +14,17 @@ from recsys.data.dataset import ImportReport
 from recsys.text_format import counted
 
 
+_YEAR_FIRST_DATE = re.compile(r"(\d{4})[/.-](\d{1,2})[/.-](\d{1,2})(?=$|[T ])")
+_UTC_SUFFIX = re.compile(r"\s*(?:UTC|GMT)$")
+
+
 def _iso_seconds(value: str) -> int | None:
+    """A year-first time (ISO 8601; its date also written 2024/1/3, as polars reads one alone; "UTC" or "GMT" after
+    the time, as BigQuery writes one) as epoch seconds."""
+    found = _YEAR_FIRST_DATE.match(value)
+    if found:  # fromisoformat wants 2024-01-03, and +00:00 for BigQuery's "2024-01-03 10:00:00 UTC"
+        year, month, day = found.groups()
+        value = _UTC_SUFFIX.sub("+00:00", f"{year}-{int(month):02d}-{int(day):02d}{value[found.end():]}")
     try:
         stamp = datetime.fromisoformat(value)
     except ValueError:
@@ -155,7 +166,8 @@ def epoch_seconds(frame: pl.DataFrame, column: str, fmt: str | None, report: Imp
         numbers = pl.select(pl.when(~compact[1]).then(numbers)).to_series()
     seconds = _with_dates(_epoch_numbers(numbers, report, path) if numbers.is_not_null().any() else whole, compact)
     is_number = is_int | is_decimal
-    iso_text = pl.select(pl.when(~is_number & text.str.contains(YEAR_FIRST)).then(text)).to_series()  # a date
+    iso_text = pl.select(pl.when(~is_number & text.str.contains(YEAR_FIRST))
+                         .then(text.str.replace(_UTC_SUFFIX.pattern, "+00:00"))).to_series()  # a date
     # written day or month first (01/02/2024) is read only with `fmt`: the file does not tell which comes first
     if iso_text.null_count() < len(iso_text):
         try:
