@@ -501,8 +501,8 @@ def test_events_of_an_unreadable_item_line_say_it_was_rejected_and_its_text_is_t
                         text_template="{title} {brand}", on_bad_rows="skip")
     assert data.items.rows() == [("1", "mug A", "mug", "A")]
     rejected = "item was rejected from products.csv (its row there is bad)"
-    undecodable = ("not valid utf-8 text (invalid continuation byte); pass the file's encoding (e.g. cp1252 for a "
-                   "Windows export, latin-1)")
+    undecodable = ("not valid utf-8 text (invalid continuation byte); pass the file's encoding with items_encoding "
+                   "(e.g. cp1252 for a Windows export, latin-1)")
     assert data.report.rejected.rows() == [
         ("events.csv", 2, rejected, "5"), ("events.csv", 3, rejected, "6"), ("events.csv", 4, rejected, "7"),
         ("events.csv", 5, "unknown item id (not in products.csv)", "8"),
@@ -584,7 +584,9 @@ def test_skip_mode_imports_the_rest_and_keeps_every_bad_row(tmp_path: Path) -> N
     report = json.loads((out / "schema.json").read_text())["import_report"]
     assert report["rejected_rows"] == 7 and report["rejected_file"] == "rejected.csv"
     assert report["rejected"]["unparsable timestamp: expected epoch seconds or milliseconds, an ISO 8601 datetime or "
-                              "a date written YYYYMMDD (events.csv)"] == 3
+                              "a date written YYYYMMDD, or another form with timestamp_format (events.csv)"] == 2
+    assert report["rejected"]["unparsable timestamp: a date written day or month first is read only with "
+                              "timestamp_format='%d/%m/%Y' (the day comes first: '31/02/2024') (events.csv)"] == 1
     assert Dataset.load(out).interactions.equals(data.interactions)
     data.report.rejected = data.report.rejected.head(0)  # a clean re-save leaves no stale rejected.csv
     assert not (data.save(out) / "rejected.csv").exists()
@@ -661,7 +663,8 @@ def test_the_slow_csv_path_keeps_quoted_newlines_the_bom_and_old_mac_line_ends(t
     assert data.items.rows() == [("1", "Red mug,\r\n 300 ml"), ("3", "Jar")]
     assert data.report.rejected.select("file", "row").rows() == [("events.csv", 2), ("items.csv", 2)]
     assert data.report.rejected["problem"][1] == ("not valid utf-8 text (invalid continuation byte); pass the "
-                                                  "file's encoding (e.g. cp1252 for a Windows export, latin-1)")
+                                                  "file's encoding with items_encoding (e.g. cp1252 for a Windows "
+                                                  "export, latin-1)")
     assert data.report.rows_read["items.csv"] == 3  # the bad row was read too
     items.write_bytes(b"item_id,text\n1,Mug\n2,\"Caf\xe9 cup\n3,Jar\n4,Pot\n")
     _raises(["items.csv, row 2: a quoted field opened on line 3 of the file is never closed: the 2 lines after it "
@@ -722,7 +725,8 @@ def test_a_byte_order_mark_decides_a_files_encoding(tmp_path: Path) -> None:
     data = import_table(latin, items, delimiter="tab", encoding="latin-1")
     assert data.items["text"].to_list() == ["Café mug", "Thé"] and data.interactions["user_id"].to_list() == ["José"]
     items.write_bytes("item_id\ttext\n1\tCafé mug\n".encode("utf-16")[:-1])  # cut inside its last character
-    _raises(["items.txt: not valid utf-16 text (truncated data at byte 48); pass the file's encoding"],
+    _raises(["items.txt: not valid utf-16 text (truncated data at byte 48); pass the file's encoding with "
+             "items_encoding"],
             import_table, events, items, delimiter="tab")
 
 
@@ -732,13 +736,13 @@ def test_a_windows_file_read_as_latin_1_is_noted(tmp_path: Path) -> None:
     items = tmp_path / "items.csv"
     items.write_bytes("item_id,text\n1,\u201cBest\u201d mug \u2013 \u20ac5\n2,Cup\n".encode("cp1252"))
     events = _write(tmp_path / "events.csv", ["user_id,item_id,timestamp", "u,1,10", "u,2,20"])
-    _raises(["items.csv, row 1: not valid utf-8 text (invalid start byte); pass the file's encoding (e.g. cp1252 for "
-             "a Windows export, latin-1)"], import_table, events, items)
+    _raises(["items.csv, row 1: not valid utf-8 text (invalid start byte); pass the file's encoding with "
+             "items_encoding (e.g. cp1252 for a Windows export, latin-1)"], import_table, events, items)
     data = import_table(events, items, encoding="latin-1")
     assert data.items["text"][0] == "\x93Best\x94 mug \x96 \x805"  # what latin-1 makes of it, now not silently:
     assert data.report.notes[0] == ("1 line of items.csv holds control characters (U+0080-U+009F), which latin-1 "
                                     "makes of a Windows file's curly quotes, dashes and €: the file is probably "
-                                    "cp1252 (--encoding cp1252)")
+                                    "cp1252 (pass cp1252 with items_encoding)")
     data = import_table(events, items, encoding="cp1252")
     assert data.items["text"][0] == "\u201cBest\u201d mug \u2013 \u20ac5"
     assert not any("control characters" in note for note in data.report.notes)
@@ -794,7 +798,8 @@ def test_header_only_or_fully_rejected_interactions_are_errors(tmp_path: Path) -
     _raises(["events.csv", "no interactions: the file has a header but no rows"], import_table, events, items,
             **_csv_kwargs())
     events.write_text("customer,sku,when\nc1,NOPE,2024-01-01\n")
-    _raises(["events.csv", "no interactions: none of its 1 rows is usable"], import_table, events, items,
+    _raises(["events.csv", "no interactions: none of its 1 row is usable (row 1: unknown item id 'NOPE' (not in "
+             "products.csv))"], import_table, events, items,
             on_bad_rows="skip", **_csv_kwargs())
 
 

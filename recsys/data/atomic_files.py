@@ -84,4 +84,11 @@ def format_hint(directory: Path, command: str) -> str:
         return "; it holds *.train.inter files: RecBole/UniSRec sequential data, read by `recsys import recbole`"
     if command != "movielens" and list(directory.glob("*.item")) and list(directory.glob("*.inter")):
         return "; it holds *.inter and *.item files: RecBole MovieLens data, read by `recsys import movielens`"
+    if (directory / "ratings.csv").is_file() and (directory / "movies.csv").is_file():
+        return ("; it holds GroupLens' ratings.csv and movies.csv, read by `recsys import table --interactions "
+                f"{directory / 'ratings.csv'} --items {directory / 'movies.csv'} --user-col userId --item-col movieId "
+                "--item-id-col movieId --text-template '{title} | genres: {genres}'`")
+    if (directory / "u.data").is_file() or (directory / "ratings.dat").is_file():
+        return ("; it holds GroupLens' own files (u.data / ratings.dat): `recsys import movielens` reads RecBole's "
+                "atomic files (<name>.inter, <name>.item), which RecBole's conversion scripts write from them")
     return ""

@@ -74,7 +74,7 @@ class BadRows:
     def described(self, path: Path | None = None, limit: int = LISTED) -> list[tuple[int, str]]:
         """The first `limit` bad rows (of `path`'s file, else of every file) as (row, the problem with its value)."""
         bad = self.table() if path is None else self.table().filter(pl.col("file") == path.name)
-        return [(row, template.format(value=value) if "{value" in template else template)
+        return [(row, template.replace("{value!r}", repr(value)))  # not str.format: a file name may hold braces
                 for row, template, value in bad.select("row", "__template", "value").head(limit).iter_rows()]
 
     def check(self, path: Path) -> None:

@@ -132,35 +132,39 @@ def _never_closed(text: str, pos: int, eol: re.Pattern[str], path: Path, row: in
                         source=str(path), row=row or None)
 
 
-def _line_by_line(path: Path, sep: str, encoding: str, bad: BadRows, report: ImportReport) -> pl.DataFrame:
+def _line_by_line(path: Path, sep: str, encoding: str, bad: BadRows, report: ImportReport,
+                  option: str = "--encoding", sep_line: bool = False) -> pl.DataFrame:
     """The slow path for a file the CSV reader refused (or would have misread, `_misquoted`): record by record
     (`_records`: a quoted field may span lines; a UTF-8 byte-order mark is dropped); records that do not decode or
     have the wrong number of fields become bad rows (blank lines stay, as rows of nulls). A quoted field never
     closed, with lines after it, is an error; the rows with a field that opens with a quote but is not a quoted
-    field (`"Best" pan`) are noted."""
+    field (`"Best" pan`) are noted. `option`: the option that names the file's encoding, as the caller writes it;
+    `sep_line`: the file starts with Excel's `sep=;` line, which is skipped."""
     try:
         text = path.read_bytes().decode(encoding, errors="surrogateescape")
     except UnicodeDecodeError as exc:  # what surrogateescape cannot keep: a UTF-16 file cut inside a character
-        raise DataError(f"not valid {encoding} text ({exc.reason} at byte {exc.start:,}); pass the file's encoding",
-                        source=str(path)) from None
+        raise DataError(f"not valid {encoding} text ({exc.reason} at byte {exc.start:,}); pass the file's encoding "
+                        f"with {option}", source=str(path)) from None
     if codecs.lookup(encoding).name == "utf-8":
         text = text.removeprefix("\ufeff")
+    if sep_line:
+        text = re.sub(r"\A\ufeff?sep=.(\r\n|\r|\n)", "", text)
     records = _records(text, sep, path)
     header, _, _ = next(records, (None, None, None))
     if header is None:
         raise DataError("the file is empty", source=str(path))
     reason = _undecodable(header, sep, encoding)
     if reason:
-        raise DataError(f"the header line is not valid {encoding} text ({reason}); pass the file's encoding",
-                        source=str(path))
+        raise DataError(f"the header line is not valid {encoding} text ({reason}); pass the file's encoding with "
+                        f"{option} (e.g. cp1252 for a Windows export, latin-1)", source=str(path))
     rows, numbers, misquoted = [], [], []
     for number, (fields, odd, raw) in enumerate(records, start=1):
         if odd is not None:
             misquoted.append((number, odd))
         reason = _undecodable(fields, sep, encoding)
         if reason:
-            bad.add(path, number, f"not valid {encoding} text ({reason}); pass the file's encoding (e.g. cp1252 "
-                    "for a Windows export, latin-1)", shown_line(raw), unread=fields)
+            bad.add(path, number, f"not valid {encoding} text ({reason}); pass the file's encoding with {option} "
+                    "(e.g. cp1252 for a Windows export, latin-1)", shown_line(raw), unread=fields)
         elif fields and len(fields) != len(header):
             bad.add(path, number, f"unparsable line: expected {len(header)} fields, found {len(fields)}",
                     shown_line(raw), unread=fields)
@@ -229,7 +233,7 @@ def _unique_names(header: list[str]) -> list[str]:
 _C1 = re.compile("[\x80-\x9f]")  # control characters latin-1 makes of cp1252's curly quotes, dashes, € and …
 
 
-def _decoded(path: Path, encoding: str, report: ImportReport) -> str:
+def _decoded(path: Path, encoding: str, report: ImportReport, option: str = "--encoding") -> str:
     """The text of `path` in `encoding` (UnicodeDecodeError when it is not); read as latin-1, the lines holding C1
     control characters are noted: latin-1 decodes every byte, so a Windows (cp1252) file read so gives no error and
     texts with control characters where its quotes, dashes and € were."""
@@ -239,7 +243,7 @@ def _decoded(path: Path, encoding: str, report: ImportReport) -> str:
         held = sum(1 for line in lines if _C1.search(line))
         report.notes.append(f"{counted(held, 'line')} of {path.name} {plural(held, 'holds', 'hold')} control "
                             "characters (U+0080-U+009F), which latin-1 makes of a Windows file's curly quotes, dashes "
-                            "and €: the file is probably cp1252 (--encoding cp1252)")
+                            f"and €: the file is probably cp1252 (pass cp1252 with {option})")
     return text
 
 
@@ -255,10 +259,23 @@ def _bom_encoding(path: Path) -> str | None:
     return next((name for bom, name in BOMS if start.startswith(bom)), None)
 
 
+SEP_LINE = re.compile(r"\A\ufeff?sep=(.)(?:\r\n|\r|\n)")
+"""Excel's first line naming a CSV file's separator (`sep=;`)."""
+
+
+def _sep_line(path: Path, encoding: str) -> str | None:
+    """The separator a CSV file's first line names as Excel writes it (`sep=;`), or None."""
+    with path.open("rb") as handle:
+        start = handle.read(64).decode(encoding, errors="ignore")
+    found = SEP_LINE.match(start)
+    return found.group(1) if found else None
+
+
 def read_table(path: Path, report: ImportReport, bad: BadRows | None = None, delimiter: str | None = None,
-                encoding: str = "utf-8") -> pl.DataFrame:
+               encoding: str = "utf-8", encoding_option: str = "--encoding") -> pl.DataFrame:
     """CSV/TSV (all columns as strings; `delimiter` and `encoding` when not the defaults) or Parquet, with a
-    1-based `__row`; blank CSV lines are counted, undecodable or ragged lines are bad rows."""
+    1-based `__row`; blank CSV lines are counted, undecodable or ragged lines are bad rows. `encoding_option`: the
+    option that names this file's encoding, as the caller writes it (the messages about its encoding name it)."""
     bad = bad or BadRows()
     if not path.is_file():
         raise DataError("a directory, not a file" if path.is_dir() else "file not found", source=str(path))
@@ -273,19 +290,31 @@ def read_table(path: Path, report: ImportReport, bad: BadRows | None = None, del
             raise DataError(f"not a readable Parquet file ({problem}); a CSV or TSV file needs a .csv, .tsv or .txt "
                             "name", source=str(path)) from None
     else:
-        sep, encoding = _separator(path, delimiter), _bom_encoding(path) or encoding
+        encoding = _bom_encoding(path) or encoding
+        named = _sep_line(path, encoding)
+        sep = _separator(path, delimiter) if named is None else named
+        if named is not None:
+            report.notes.append(f"{path.name}: its first line, {'sep=' + named!r}, names the separator: read so"
+                                + ("" if delimiter is None or _separator(path, delimiter) == named
+                                   else f" (not {delimiter!r})"))
         utf8, bad_before = codecs.lookup(encoding).name == "utf-8", sum(found.height for found in bad.found)
+        slow = functools.partial(_line_by_line, path, sep, encoding, bad, report, encoding_option, named is not None)
         try:
-            source = path if utf8 else _decoded(path, encoding, report).encode("utf-8")
-            frame = pl.read_csv(source, separator=sep, infer_schema=False).with_row_index("__row", offset=1)
+            source = path if utf8 else _decoded(path, encoding, report, encoding_option).encode("utf-8")
+            frame = pl.read_csv(source, separator=sep, infer_schema=False,
+                                skip_rows=int(named is not None)).with_row_index("__row", offset=1)
             if any("\r" in name or "\ufffd" in name for name in frame.columns) or _misquoted(source, sep):
-                frame = _line_by_line(path, sep, encoding, bad, report)  # old Mac line ends (CR alone), a header
-                # not UTF-8, a field that opens with a quote and goes on after it
+                # old Mac line ends (CR alone), a header not UTF-8, a field that opens with a quote and goes on after it
+                frame = slow()
         except pl.exceptions.NoDataError:
             raise DataError("the file is empty", source=str(path)) from None
         except (pl.exceptions.PolarsError, UnicodeDecodeError):
-            frame = _line_by_line(path, sep, encoding, bad, report)
+            frame = slow()
     report.rows_read[path.name] = frame.height  # every data row: the blank lines and the bad rows found here too
+    if suffix not in (".parquet", ".pq") and sum(name.count("\x00") for name in frame.columns) >= 2:
+        order = "le" if next(n for n in frame.columns if "\x00" in n).find("\x00") % 2 else "be"
+        raise DataError(f"the header holds NUL bytes between its letters: the file is probably UTF-16 without a "
+                        f"byte-order mark; pass {encoding_option} utf-16-{order}", source=str(path))
     if suffix not in (".parquet", ".pq"):
         stripped = [name.strip() for name in frame.columns]
         if len(set(stripped)) == len(stripped):  # "sku, title, price": the names after a comma and a space

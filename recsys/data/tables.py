@@ -24,7 +24,7 @@ from recsys.data.price_text import price_number_text
 from recsys.data.item_text import template_expr, template_fields
 from recsys.data.option_names import ITEM_TABLE_KEYWORDS, KEYWORDS, OptionNames, OptionValueError
 from recsys.data.table_files import check_delimiter, delimiter_hint, read_table, unread_ids
-from recsys.data.timestamps import epoch_seconds
+from recsys.data.timestamps import day_month_first, day_month_formats, epoch_seconds
 from recsys.errors import DataError
 from recsys.ids import ID_CHARS, too_long
 from recsys.text_format import counted, plural
@@ -33,16 +33,29 @@ MIN_EVALUATED_EVENTS = 3  # a user's events for a leave-one-out valid and test e
 
 
 def _require(frame: pl.DataFrame, columns: Sequence[str], path: Path, what: str = "column",
-             single: bool = False, names: OptionNames = KEYWORDS) -> None:
+             single: bool = False, names: OptionNames = KEYWORDS, options: Mapping[str, str] | None = None) -> None:
     """DataError naming the `columns` the table lacks (and, with `single`, the first holding lists or records); a
-    delimiter to pass is named as the caller names its options (`names`)."""
+    delimiter to pass is named as the caller names its options (`names`), and so is the option that names a missing
+    column (`options`: column → keyword) when the file writes it in another case ('SKU' for 'sku')."""
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         found = [c for c in frame.columns if c != "__row"]
-        raise DataError(f"missing {what}(s) {missing}; found {found}{delimiter_hint(found, names)}",
-                        source=str(path))
+        raise DataError(f"missing {what}(s) {missing}; found {found}{delimiter_hint(found, names)}"
+                        f"{_case_hint(missing, found, names, options or {})}", source=str(path))
     if single:
         check_single_values(frame, columns, path)
+
+
+def _case_hint(missing: Sequence[str], found: Sequence[str], names: OptionNames, options: Mapping[str, str]) -> str:
+    """For the missing columns the file writes in another case: which one, and the option to name it with."""
+    hints = []
+    for column in missing:
+        same = [name for name in found if name.casefold() == column.casefold()]
+        if len(same) == 1:
+            keyword = options.get(column)
+            hints.append(f"{same[0]!r} differs only in case: "
+                         + (names.option(keyword, same[0], repr(same[0])) if keyword else "name it as the file does"))
+    return f" ({'; '.join(hints)})" if hints else ""
 
 
 def _id(column: str) -> pl.Expr:
@@ -58,18 +71,36 @@ def check_single_values(frame: pl.DataFrame, columns: Sequence[str], path: Path)
                             "per row before importing", source=str(path))
 
 
-def whole_floats_as_integers(frame: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:
+WHOLE_FLOAT_TEXT = r"^-?\d+\.0+$"
+"""An id as a float column writes it out ("26.0")."""
+
+
+def whole_floats_as_integers(frame: pl.DataFrame, columns: Sequence[str], report: ImportReport | None = None,
+                             path: Path | None = None) -> pl.DataFrame:
     """Float id columns with whole values written as integers (26.0 → "26"): pandas stores an integer column with
     a missing value as floats, and the same ids written as integers elsewhere must match. NaN (how such a column
-    may hold the missing value) is missing, not the id "NaN"; other floats keep their own text."""
+    may hold the missing value) is missing, not the id "NaN"; other floats keep their own text. A text column (a
+    CSV) whose every id is so written ("26.0": such a column saved by pandas' `to_csv`) is read the same way, and
+    counted in `report`'s notes; one id written otherwise ("A7", "26.5") leaves the column as written."""
     fixes = []
     for column in dict.fromkeys(columns):
+        value = pl.col(column)
         if frame.schema[column].is_float():
-            value = pl.col(column)
             whole = value.is_finite() & (value == value.floor()) & (value.abs() < 2.0 ** 53)
             fixes.append(pl.when(value.is_nan()).then(None)
                          .when(whole).then(value.cast(pl.Int64, strict=False).cast(pl.Utf8))
                          .otherwise(value.cast(pl.Utf8)).alias(column))
+        elif frame.schema[column] == pl.Utf8:
+            given = value.str.strip_chars()
+            filled = frame.select(given.filter(given.is_not_null() & (given != "")))[column]
+            if filled.len() and filled.str.contains(WHOLE_FLOAT_TEXT).all():
+                fixes.append(given.str.replace(r"\.0+$", "").alias(column))
+                if report is not None:
+                    where = f"{path.name}: " if path else ""
+                    report.notes.append(f"{where}the {counted(filled.len(), 'id')} of column {column!r} are written as "
+                                        f"whole floats ({filled[0]!r}): read as the integers they hold "
+                                        f"({filled[0].split('.')[0]!r}), as pandas' to_csv writes an integer column "
+                                        "with a missing value")
     return frame.with_columns(fixes) if fixes else frame
 
 
@@ -100,6 +131,23 @@ def _render(frame: pl.DataFrame, template: str, path: Path, names: OptionNames =
     return template_expr(template)
 
 
+MARKUP = r"</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]*)?/?>|&(?:[A-Za-z][A-Za-z0-9]*|#[0-9]+|#x[0-9A-Fa-f]+);"
+"""An HTML tag (`<p>`, `</b>`, `<br/>`) or character reference (`&amp;`, `&nbsp;`, `&#39;`) in an item text."""
+
+
+def _note_markup(items: pl.DataFrame, report: ImportReport, path: Path) -> None:
+    """Note the item texts (`__text`) that hold HTML markup, as a shop's description column often does: BERT reads
+    them as written, tags and entities taking its tokens."""
+    held = items.filter(pl.col("__text").str.contains(MARKUP))
+    if held.height:
+        first, row = held["__text"][0], held["__row"][0]
+        shown = first if len(first) <= 60 else first[:59] + "…"
+        report.notes.append(f"{counted(held.height, 'item text')} of {path.name} "
+                            f"{plural(held.height, 'holds', 'hold')} HTML markup (row {row:,}: {shown!r}): "
+                            "read as written, tags and entities included; strip them from the export (or render the "
+                            "text from plain columns with the text template) if BERT should read the words alone")
+
+
 def check_encoding(name: str, keyword: str = "encoding", names: OptionNames = KEYWORDS) -> None:
     """OptionValueError (a bad option value, naming `keyword`) for an encoding Python does not know."""
     try:
@@ -122,8 +170,9 @@ def read_item_table(item_path: Path, report: ImportReport, bad: BadRows, *, item
                         "text from columns (it may name that one: '{" + text_col + "}')")
     check_encoding(encoding, names=names)  # import_table checked its own options before: these hold then
     check_delimiter(delimiter, names=names)
-    items = read_table(item_path, report, bad, delimiter, encoding)
-    _require(items, [item_id_col], item_path, single=True, names=names)
+    items = read_table(item_path, report, bad, delimiter, encoding,
+                       names.option("items_encoding" if names.items_delimiter else "encoding").rstrip("="))
+    _require(items, [item_id_col], item_path, single=True, names=names, options={item_id_col: "item_id_col"})
     if text_template is None and text_col is None:
         if "text" not in items.columns:
             found = [c for c in items.columns if c != "__row"]
@@ -131,11 +180,17 @@ def read_item_table(item_path: Path, report: ImportReport, bad: BadRows, *, item
                             source=str(item_path))
         text_col = "text"
     if text_col is not None and text_template is None:
-        _require(items, [text_col], item_path, single=True, names=names)
-    items = whole_floats_as_integers(items, [item_id_col])
+        _require(items, [text_col], item_path, single=True, names=names, options={text_col: "text_col"})
+    items = whole_floats_as_integers(items, [item_id_col], report, item_path)
     text = _render(items, text_template, item_path, names) if text_template else pl.col(text_col).cast(pl.Utf8)
     extra = dict(extra_item_cols) if isinstance(extra_item_cols, Mapping) else {c: c for c in extra_item_cols or []}
     extra = {**{c: c for c in OPTIONAL_ITEM_SCHEMA if c in items.columns and c not in extra}, **extra}
+    cased = {c: same[0] for c in OPTIONAL_ITEM_SCHEMA if c not in extra
+             for same in [[n for n in items.columns if n.casefold() == c]] if len(same) == 1}
+    if cased:  # 'Category', 'Price' as a spreadsheet heads them: carried as the attributes they are, said so
+        extra.update(cased)
+        report.notes.append(f"{item_path.name}: " + ", ".join(f"column {source!r} read as the items' {target}"
+                                                             for target, source in cased.items()))
     _require(items, list(extra.values()), item_path, "extra item column", names=names)
     typed = [source for target, source in extra.items() if target in OPTIONAL_ITEM_SCHEMA]
     check_single_values(items, typed, item_path)
@@ -153,6 +208,7 @@ def read_item_table(item_path: Path, report: ImportReport, bad: BadRows, *, item
                        "attributes differ from its first row)", item_path, "__id")
     items = bad.reject(items, pl.col("__text").is_null() | (pl.col("__text") == ""),
                        "empty item text for item {value!r}", item_path, "__id")
+    _note_markup(items, report, item_path)
     columns = [pl.col("__id").alias("item_id"), pl.col("__text").alias("text")]
     for target, source in extra.items():
         if target in ("item_id", "text") or target.startswith("__"):
@@ -225,14 +281,17 @@ def import_table(interactions_path: str | Path, items_path: str | Path, *, user_
                                          delimiter=items_delimiter or delimiter, encoding=items_encoding or encoding,
                                          names=names)
 
-    inter = read_table(inter_path, report, bad, delimiter, encoding)
+    inter = read_table(inter_path, report, bad, delimiter, encoding, names.option("encoding").rstrip("="))
     if time_col and time_col not in inter.columns and {user_col, item_col} <= set(inter.columns):
         found = [c for c in inter.columns if c != "__row"]
         none = "--time-col ''" if names.flags else "time_col=None"
         raise DataError(f"missing time column {time_col!r}; found {found}: name it with {names.option('time_col')}, "
-                        f"or pass {none} to take each user's events in file order", source=str(inter_path))
+                        f"or pass {none} to take each user's events in file order"
+                        f"{_case_hint([time_col], found, names, {time_col: 'time_col'})}", source=str(inter_path))
+    options = {column: keyword for column, keyword in ((kind_col, "kind_col"), (time_col, "time_col"),
+                                                       (item_col, "item_col"), (user_col, "user_col")) if column}
     _require(inter, [user_col, item_col] + ([time_col] if time_col else []) + ([kind_col] if kind_col else []),
-             inter_path, single=True, names=names)
+             inter_path, single=True, names=names, options=options)
     unread = [c for c in inter.columns if c not in (user_col, item_col, time_col, kind_col) and not c.startswith("__")]
     if unread:  # e.g. an event type: said, not dropped silently
         report.notes.append(f"{inter_path.name}: {counted(len(unread), 'column')} not read "
@@ -242,25 +301,49 @@ def import_table(interactions_path: str | Path, items_path: str | Path, *, user_
                                 "--kind-col, and --kinds keeps some kinds only"))
     if kind_col:
         inter = keep_kinds(inter, kind_col, kinds, report, inter_path, names, kind_names)
-    inter = whole_floats_as_integers(inter, [user_col, item_col])
+    inter = whole_floats_as_integers(inter, [user_col, item_col], report, inter_path)
     inter = checked_interactions(inter, (user_col, item_col, time_col), timestamp_format, item_frame["item_id"],
                                  (inter_path, item_path), report, bad,
                                  rejected_items=listed.filter(~listed.is_in(item_frame["item_id"].implode())),
-                                 kind_col=kind_col, kind_names=kind_names)
+                                 kind_col=kind_col, kind_names=kind_names, names=names)
     report.rejected = bad.rejected()
     return Dataset(name or inter_path.stem, item_frame, inter, report, text_template)
+
+
+def _reject_timestamps(inter: pl.DataFrame, time_col: str, fmt: str | None, path: Path, bad: BadRows,
+                       names: OptionNames | None) -> pl.DataFrame:
+    """`inter` without its rows whose `__timestamp` did not parse, which go to `bad`: a date written day or month
+    first (never guessed) names the format to pass, the others what is read without one. `names`: how the caller
+    names its timestamp-format option; None for a caller without one."""
+    option = names.option("timestamp_format").rstrip("=") if names else None
+    if not fmt and option:
+        unparsed = inter.filter(pl.col("__timestamp").is_null() & pl.col(time_col).is_not_null())[time_col]
+        ambiguous = day_month_first(unparsed)
+        if ambiguous.any():
+            formats = " or ".join(f"{names.option('timestamp_format', fmt, repr(fmt))} ({why})"
+                                  for fmt, why in day_month_formats(unparsed.filter(ambiguous)))
+            inter = bad.reject(inter, pl.col("__timestamp").is_null() & pl.col(time_col).map_batches(
+                day_month_first, return_dtype=pl.Boolean), "unparsable timestamp {value!r}: a date written day or "
+                "month first is read only with " + formats, path, time_col)
+    expected = f"format {fmt!r}" if fmt else ("epoch seconds or milliseconds, an ISO 8601 datetime or a date "
+                                              "written YYYYMMDD" + (f", or another form with {option}" if option
+                                                                    else ""))
+    return bad.reject(inter, pl.col("__timestamp").is_null(), "unparsable timestamp {value!r}: expected " + expected,
+                      path, time_col)
 
 
 def checked_interactions(inter: pl.DataFrame, cols: tuple[str, str, str | None], fmt: str | None,
                          item_ids: pl.Series, paths: tuple[Path, Path], report: ImportReport,
                          bad: BadRows | None = None, rejected_items: pl.Series | None = None,
-                         kind_col: str | None = None, kind_names: Mapping[str, str] | None = None) -> pl.DataFrame:
+                         kind_col: str | None = None, kind_names: Mapping[str, str] | None = None,
+                         names: OptionNames | None = None) -> pl.DataFrame:
     """Canonical interactions from a raw frame with `__row`: ids checked, timestamps parsed, duplicates counted;
     bad rows go to `bad` (default: fail on them). `rejected_items`: ids the item file lists only in bad rows (their
     events are bad rows that say so, not "unknown item"). `kind_col`: the events' kind, stored as `kind` (renamed
     by `kind_names`); events of
     one user and item at one time are one interaction (as without kinds), of the kind its last row names (the
-    latest, as file order breaks ties of time). An empty result is an error."""
+    latest, as file order breaks ties of time). An empty result is an error. `names`: how the messages name the
+    caller's timestamp-format option (None: it has none, as `import movielens`)."""
     (user_col, item_col, time_col), (inter_path, item_path) = cols, paths
     bad = bad or BadRows()
     read = inter.height
@@ -280,19 +363,18 @@ def checked_interactions(inter: pl.DataFrame, cols: tuple[str, str, str | None],
                        inter.select(_id(item_col)).to_series())
     if time_col:
         inter = bad.reject(inter, pl.col(time_col).is_null(), f"missing {time_col}", inter_path)
-        expected = f"format {fmt!r}" if fmt else ("epoch seconds or milliseconds, an ISO 8601 datetime or a date "
-                                                  "written YYYYMMDD")
         inter = inter.with_columns(epoch_seconds(inter, time_col, fmt, report, inter_path).alias("__timestamp"))
-        inter = bad.reject(inter, pl.col("__timestamp").is_null(), "unparsable timestamp {value!r}: expected "
-                           + expected, inter_path, time_col)
+        inter = _reject_timestamps(inter, time_col, fmt, inter_path, bad, names)
         stamps = inter["__timestamp"]
     else:
         stamps = pl.Series(range(inter.height), dtype=pl.Int64)
         report.notes.append("no time column: timestamp = row position in the interactions file")
     bad.check(inter_path)
     if inter.height == 0:
-        why = "the file has a header but no rows" if read == 0 else f"none of its {read:,} rows is usable"
-        raise DataError(f"no interactions: {why}", source=str(inter_path))
+        why = "the file has a header but no rows" if read == 0 else f"none of its {counted(read, 'row')} is usable"
+        first = bad.described(inter_path, 1)  # skipped, all of them: the first says why (there is no rejected.csv)
+        shown = f" (row {first[0][0]:,}: {first[0][1]})" if first else ""
+        raise DataError(f"no interactions: {why}{shown}", source=str(inter_path))
     frame = inter.select(_id(user_col).alias("user_id"), _id(item_col).alias("item_id")).with_columns(
         timestamp=stamps)
     if kind_col:

@@ -1,8 +1,10 @@
 """Parsing a timestamp column into Int64 epoch seconds: epoch numbers (their unit told by magnitude), dates written
-as one number (YYYYMMDD, YYYYMMDDHHMMSS), datetimes, ISO 8601 strings or a given format."""
+as one number (YYYYMMDD, YYYYMMDDHHMMSS), datetimes, ISO 8601 strings or a given format. A date written day or month
+first (01/02/2024: 1 February in Europe, January 2 in the US) is read only with a given format, never guessed."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -12,7 +14,17 @@ from recsys.data.dataset import ImportReport
 from recsys.text_format import counted
 
 
+_YEAR_FIRST_DATE = re.compile(r"(\d{4})[/.-](\d{1,2})[/.-](\d{1,2})(?=$|[T ])")
+_UTC_SUFFIX = re.compile(r"\s*(?:UTC|GMT)$")
+
+
 def _iso_seconds(value: str) -> int | None:
+    """A year-first time (ISO 8601; its date also written 2024/1/3, as polars reads one alone; "UTC" or "GMT" after
+    the time, as BigQuery writes one) as epoch seconds."""
+    found = _YEAR_FIRST_DATE.match(value)
+    if found:  # fromisoformat wants 2024-01-03, and +00:00 for BigQuery's "2024-01-03 10:00:00 UTC"
+        year, month, day = found.groups()
+        value = _UTC_SUFFIX.sub("+00:00", f"{year}-{int(month):02d}-{int(day):02d}{value[found.end():]}")
     try:
         stamp = datetime.fromisoformat(value)
     except ValueError:
@@ -94,6 +106,37 @@ def _with_dates(seconds: pl.Series, compact: tuple[pl.Series, pl.Series] | None)
     return pl.select(pl.when(shaped).then(dates).otherwise(seconds)).to_series().cast(pl.Int64)
 
 
+YEAR_FIRST = r"^[+-]?\d{4}"
+"""An ISO 8601 time starts with its year; polars would also guess other forms (01/02/2024 as 1 February)."""
+
+DAY_MONTH_FIRST = r"^(\d{1,2})([./-])(\d{1,2})[./-](\d{2}|\d{4})\b"
+"""A date written day or month first: 01/02/2024, 2.1.2024, 02-01-24 (a time may follow)."""
+
+
+def day_month_first(text: pl.Series) -> pl.Series:
+    """Which of `text`'s values (stripped) are dates written day or month first (`DAY_MONTH_FIRST`)."""
+    return text.cast(pl.Utf8).str.strip_chars().str.contains(DAY_MONTH_FIRST).fill_null(False)
+
+
+def day_month_formats(values: pl.Series) -> list[tuple[str, str]]:
+    """The strftime formats that dates written day or month first (`values`: such dates, a time may follow) fit, as
+    (format, which order it reads): both orders, or the one the values tell (a first number above 12 is a day, a
+    second one a month: then the reason quotes one such value)."""
+    text = values.cast(pl.Utf8).str.strip_chars()
+    parts = text.str.extract_groups(DAY_MONTH_FIRST + r"(?:[ T]+(\d{1,2}:\d{2}(:\d{2})?)\s*([AaPp][Mm])?)?")
+    first, sep = parts.struct.field("1").cast(pl.Int64), parts.struct.field("2")[0]
+    second, year = parts.struct.field("3").cast(pl.Int64), parts.struct.field("4")[0]
+    clock, ampm = parts.struct.field("5")[0], parts.struct.field("7")[0]
+    time = "" if clock is None else (" %I:%M" if ampm else " %H:%M") + (":%S" if clock.count(":") == 2 else "")
+    tail = f"{sep}{'%Y' if len(year) == 4 else '%y'}{time}{' %p' if ampm else ''}"
+    day_first, month_first = f"%d{sep}%m{tail}", f"%m{sep}%d{tail}"
+    if bool((first > 12).any()) and not bool((second > 12).any()):
+        return [(day_first, f"the day comes first: {text.filter(first > 12)[0]!r}")]
+    if bool((second > 12).any()) and not bool((first > 12).any()):
+        return [(month_first, f"the month comes first: {text.filter(second > 12)[0]!r}")]
+    return [(day_first, "day first"), (month_first, "month first")]
+
+
 def epoch_seconds(frame: pl.DataFrame, column: str, fmt: str | None, report: ImportReport | None = None,
                    path: Path | None = None) -> pl.Series:
     """Numbers (epoch seconds / milliseconds / microseconds / nanoseconds, `_epoch_numbers`), datetimes, or strings
@@ -123,7 +166,9 @@ def epoch_seconds(frame: pl.DataFrame, column: str, fmt: str | None, report: Imp
         numbers = pl.select(pl.when(~compact[1]).then(numbers)).to_series()
     seconds = _with_dates(_epoch_numbers(numbers, report, path) if numbers.is_not_null().any() else whole, compact)
     is_number = is_int | is_decimal
-    iso_text = pl.select(pl.when(~is_number).then(text)).to_series()
+    iso_text = pl.select(pl.when(~is_number & text.str.contains(YEAR_FIRST))
+                         .then(text.str.replace(_UTC_SUFFIX.pattern, "+00:00"))).to_series()  # a date
+    # written day or month first (01/02/2024) is read only with `fmt`: the file does not tell which comes first
     if iso_text.null_count() < len(iso_text):
         try:
             parsed = iso_text.str.to_datetime(strict=False).dt.epoch("s")
