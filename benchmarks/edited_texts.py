@@ -129,7 +129,8 @@ def run(bundle: str | Path, data: str | Path, out: str | Path, share: float = 1.
              "new item's (this bundle keeps no own neighbour shares: towers without neighbour features, or built "
              "before stop 59, so there is no own-neighbours row)"]
     meta = {"environment": environment(("numpy", "polars", "torch", "lightgbm", "faiss-cpu")), "bundle": str(path),
-            "data": str(data), "command": command, "share": share, "suffix": suffix, "seed": seed}
+            "data": str(data), "command": command, "share": share, "suffix": suffix, "seed": seed,
+            "own_neighbours": own}
     return write_report(out, "edited_texts", rows, COLUMNS, title="Edited item texts: what the served engine keeps",
                         meta=meta, notes=notes, chart=_chart)
 

@@ -210,3 +210,36 @@ def test_the_export_says_which_items_its_graph_gives_a_new_items_share(neighbour
     assert "the served towers mix these items' new texts with their own neighbours' means" in \
         entry["own_neighbours"]["note"]
     assert entry["parity"]["texts"] > 0 and entry["parity"]["max_abs_diff"] < 1e-4  # the join: the borrowed path
+
+
+def test_the_edited_texts_benchmark_adds_the_own_neighbours_row(neighbour_bundle, tmp_path):
+    from benchmarks.edited_texts import AS_BUILT, ID_KEPT, OWN_KEPT, TEXT_ONLY, run
+
+    path, dataset = neighbour_bundle
+    data = dataset.save(tmp_path / "shop")
+    paths = run(path, data, tmp_path / "results", share=0.5, log=lambda *_: None)
+    report = json.loads(paths["json"].read_text())
+    rows = {r["variant"]: r for r in report["rows"]}
+    assert list(rows) == [AS_BUILT, TEXT_ONLY, ID_KEPT, OWN_KEPT] and report["meta"]["own_neighbours"] is True
+    assert rows[ID_KEPT]["edited"] == rows[OWN_KEPT]["edited"] == 45
+    assert "ID block and own neighbours kept: its text part mixed with its own neighbours' means" in \
+        paths["md"].read_text()
+
+
+def test_a_run_with_neighbour_features_resumes_from_its_checkpoint_and_keeps_the_shares(tiny_bert_dir, tmp_path):
+    # the record's buffers are in the checkpoint's trainable state: sized before a resume loads them
+    from encoders.training import Trainer
+    from recsys.data.synthetic import generate_shop
+    from recsys.splits import split_dataset
+    from tests.test_lora import small_config
+
+    dataset = generate_shop(n_users=40, n_items=60, seed=1)
+    split = split_dataset(dataset)
+    tower = TowerConfig(dim=16, item_max_length=24, history_max_length=48, seq_layers=1, **PRESET_NEIGHBOURS)
+    config = small_config(tiny_bert_dir, tower=tower, epochs=2, patience=5)
+    cut = Trainer(dataset, split, config.model_copy(update={"max_minutes": 1e-6}), tmp_path, progress=False).fit()
+    assert cut.stopped == "time budget"
+    resumed = Trainer(dataset, split, config, tmp_path, progress=False).fit(resume=True)
+    assert [r["epoch"] for r in resumed.history] == [1, 2]
+    own = resumed.model.own_neighbours
+    assert own.saved and len(own.shares) == 60 and int((own.shares > 0).sum()) == len(resumed.model.borrow.values)
