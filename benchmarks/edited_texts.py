@@ -88,7 +88,7 @@ def run(bundle: str | Path, data: str | Path, out: str | Path, share: float = 1.
     split.require_examples(("test",), "the edited-texts benchmark")
     config = EvalConfig(ks=(10, 50), splits=("test",))
     rows: list[dict] = []
-    variants, own = list(VARIANTS[:-1]), False
+    variants, own = list(VARIANTS[:-1]), False  # the own-neighbours row joins when the bundle keeps them
     for variant in variants:
         recommender = load_recommender(path)  # afresh: an upsert changes the catalogue it serves
         if recommender.reranker is not None:
