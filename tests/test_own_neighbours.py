@@ -243,3 +243,75 @@ def test_a_run_with_neighbour_features_resumes_from_its_checkpoint_and_keeps_the
     assert [r["epoch"] for r in resumed.history] == [1, 2]
     own = resumed.model.own_neighbours
     assert own.saved and len(own.shares) == 60 and int((own.shares > 0).sum()) == len(resumed.model.borrow.values)
+
+
+def a_bundle_from_before_the_shares(path, tmp_path):
+    """A copy of the bundle at `path` as stop 58 wrote it: no own neighbour shares."""
+    old = tmp_path / "model" / "20260101T000000000000Z"
+    shutil.copytree(path, old)
+    (old / "encoder" / OWN_NEIGHBOURS_FILE).unlink()
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["files"][f"encoder/{OWN_NEIGHBOURS_FILE}"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    return old
+
+
+def test_upgrade_bundle_gives_an_older_bundle_the_shares_its_training_saves(neighbour_bundle, tmp_path):
+    """A bundle written before the shares were saved kept serving a trained item's new text with a new item's
+    share, and only training again wrote them. `recsys upgrade-bundle` rebuilds them from the dataset, checks them
+    against the bundle's own vectors and writes a new version; on a bundle that has them it writes nothing."""
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    path, dataset = neighbour_bundle
+    old = a_bundle_from_before_the_shares(path, tmp_path)
+    data = dataset.save(tmp_path / "data")
+    result = CliRunner().invoke(app, ["upgrade-bundle", "--bundle", str(old), "--data", str(data)])
+    assert result.exit_code == 0, result.output
+    versions = sorted((tmp_path / "model").iterdir())
+    assert len(versions) == 2 and versions[0] == old
+    new = versions[1]
+    said = " ".join(result.output.split())
+    assert "re-encoded give the bundle's vectors back (max |diff|" in said and str(new) in said
+    np.testing.assert_array_equal(load_file(new / "encoder" / OWN_NEIGHBOURS_FILE)["shares"].numpy(),
+                                  load_file(path / "encoder" / OWN_NEIGHBOURS_FILE)["shares"].numpy())
+    record = json.loads((new / "manifest.json").read_text())["upgrade"]
+    assert record["parent_bundle"] == str(old) and record["own_neighbours"]["through"] == "train"
+    upgraded, trained = load_recommender(new), load_recommender(path)
+    item = an_item_with_neighbours(the_tower(trained))
+    changed = {**trained.item_records([item])[0], "text": NEW_TEXT}
+    np.testing.assert_allclose(upgraded.item_tower().encode_items([changed])[0],
+                               trained.item_tower().encode_items([changed])[0], atol=1e-6)
+
+    again = CliRunner().invoke(app, ["upgrade-bundle", "--bundle", str(new), "--data", str(data)])
+    assert again.exit_code == 0 and "nothing to upgrade" in again.output, again.output
+    assert len(list((tmp_path / "model").iterdir())) == 2
+
+
+def test_upgrade_refuses_events_that_do_not_give_the_towers_vectors(neighbour_bundle, tmp_path):
+    """Shares rebuilt from other events (the same items) would serve every trained item's new text with the wrong
+    neighbours: the check re-encodes a sample of the catalogue and refuses, and the towers keep none."""
+    import polars as pl
+
+    from encoders.upgrade import add_own_neighbours
+    from recsys.data.dataset import Dataset
+    from recsys.errors import DataError
+
+    path, dataset = neighbour_bundle
+    old = load_recommender(a_bundle_from_before_the_shares(path, tmp_path))
+    inter = dataset.interactions
+    users = inter["user_id"].unique().sort()[:20]
+    copies = inter.filter(pl.col("user_id").is_in(users.implode())).with_columns(pl.col("user_id") + "-again")
+    more = Dataset(dataset.name, dataset.items, pl.concat([inter, copies]))  # the same neighbours, counted more
+    with pytest.raises(DataError, match=r"do not give the bundle's own vectors back \(max \|diff\| .* over \d+ "
+                                        r"items\)"):
+        add_own_neighbours(old, more)
+    assert not the_tower(old).model.own_neighbours.saved
+    shuffled = inter.with_columns(pl.col("item_id").shuffle(seed=1).over("user_id"))
+    with pytest.raises(DataError, match=r"its events do not give the towers' neighbours \(82 items have own "
+                                        r"neighbours but the borrowed share's bank holds 81\)"):
+        add_own_neighbours(old, Dataset(dataset.name, dataset.items, shuffled))
+    assert not the_tower(old).model.own_neighbours.saved
+    done = add_own_neighbours(old, dataset)
+    assert done.upgraded == 1 and done.checked > 3 and done.max_diff < 1e-4
