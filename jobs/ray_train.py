@@ -14,6 +14,7 @@ node sees, and the code installed on every node (as for the Ray batch engines).
 from __future__ import annotations
 
 import inspect
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,20 @@ def _worker_loop(settings: dict[str, Any]) -> None:
         train_towers(dataset, split, config, progress=False, **common)
 
 
+def scaling_config(config_class: Any, workers: int, use_gpu: bool, per_worker: dict[str, float]) -> Any:
+    """Ray Train's ScalingConfig for `workers` workers of `per_worker` resources, and nothing more.
+
+    Ray Train V1 (the default up to ray 2.50 at least; RAY_TRAIN_V2_ENABLED=0 after) gives its coordinator actor a
+    CPU of its own unless told otherwise: on a cluster of exactly workers × threads CPUs (the local Ray that
+    `train_on_ray` starts) training then waited for that CPU forever. The coordinator only coordinates, so it gets
+    none. Train V2's controller takes none, and its ScalingConfig refuses the setting."""
+    common = {"num_workers": workers, "use_gpu": use_gpu, "resources_per_worker": per_worker}
+    try:
+        return config_class(**common, trainer_resources={"CPU": 0})
+    except DeprecationWarning:  # Train V2: "trainer_resources" is gone
+        return config_class(**common)
+
+
 def train_on_ray(data: str | Path, config: TrainConfig, *, name: str, out_root: str | Path,
                  run_dir: str | Path | None = None, resume: bool = False, init_bundle: str | Path | None = None,
                  workers: int = 2, threads: int = 1, address: str | None = None, progress: bool = True) -> Path:
@@ -86,15 +101,16 @@ def train_on_ray(data: str | Path, config: TrainConfig, *, name: str, out_root: 
         run = {"name": f"{name}-{version}", "storage_path": str(run_dir / "ray")}
         if "worker_runtime_env" in inspect.signature(RunConfig).parameters:  # Ray Train V2
             run["worker_runtime_env"] = {"env_vars": {"TQDM_MININTERVAL": "10"}}  # worker output comes by the line
-        trainer = TorchTrainer(_worker_loop, train_loop_config=settings,
-                               scaling_config=ScalingConfig(num_workers=workers, use_gpu=bool(gpus),
-                                                            resources_per_worker=per_worker),
-                               run_config=RunConfig(**run))
         failed = getattr(ray.train, "TrainingFailedError", RuntimeError)
-        try:
-            trainer.fit()
-        except failed as exc:
-            raise DistributedTrainingError(f"distributed training failed: {exc}") from None
+        with warnings.catch_warnings():  # V1 from 2.43 on: trainer_resources "is deprecated" (V2 has no such CPU)
+            warnings.filterwarnings("ignore", message=r".*ScalingConfig\(trainer_resources\)", category=Warning)
+            trainer = TorchTrainer(_worker_loop, train_loop_config=settings,
+                                   scaling_config=scaling_config(ScalingConfig, workers, bool(gpus), per_worker),
+                                   run_config=RunConfig(**run))
+            try:
+                trainer.fit()
+            except failed as exc:
+                raise DistributedTrainingError(f"distributed training failed: {exc}") from None
     bundle = out_root / name / version
     if not (bundle / "manifest.json").is_file():
         raise DistributedTrainingError(f"training finished but rank 0 wrote no bundle at {bundle}")

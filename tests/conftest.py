@@ -6,6 +6,7 @@ import atexit
 import gc
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -139,6 +140,33 @@ def one_faiss_thread():
     faiss.omp_set_num_threads(1)
     yield
     faiss.omp_set_num_threads(before)
+
+
+RAY_TEST_SECONDS = float(os.environ.get("RECSYS_RAY_TEST_SECONDS", 900))
+
+
+@pytest.fixture(autouse=True)
+def ray_test_deadline(request):
+    """Every test that uses the local Ray fails after RAY_TEST_SECONDS (env RECSYS_RAY_TEST_SECONDS) instead of
+    hanging the suite: a Ray Train run whose workers the cluster cannot place waits for them forever (ray 2.10's
+    coordinator took a CPU of its own), and a stuck run left the next Ray test waiting too."""
+    if "local_ray" not in request.fixturenames or not hasattr(signal, "SIGALRM"):
+        yield
+        return
+
+    def expire(signum, frame):
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        pytest.fail(f"{request.node.name} ran past {RAY_TEST_SECONDS:.0f} s (RECSYS_RAY_TEST_SECONDS): a Ray test "
+                    "is stopped rather than left to hang the suite; Ray's output above says what it waited for",
+                    pytrace=False)
+
+    before = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, RAY_TEST_SECONDS)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, before)
 
 
 @pytest.fixture(scope="session")
