@@ -14,6 +14,7 @@ node sees, and the code installed on every node (as for the Ray batch engines).
 from __future__ import annotations
 
 import inspect
+import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,9 @@ class DistributedTrainingError(RecsysError):
 
 def _worker_loop(settings: dict[str, Any]) -> None:
     """Runs in every Ray Train worker: rank 0 trains, evaluates and writes the bundle, the others train."""
+    # faiss's loader tells at INFO which CPU build it tried, and a Ray worker's console shows INFO: quieted before
+    # the imports below load faiss
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     from ray.train.torch import get_device
 
     from encoders.distributed import WorkerGroup
@@ -101,6 +105,9 @@ def train_on_ray(data: str | Path, config: TrainConfig, *, name: str, out_root: 
         run = {"name": f"{name}-{version}", "storage_path": str(run_dir / "ray")}
         if "worker_runtime_env" in inspect.signature(RunConfig).parameters:  # Ray Train V2
             run["worker_runtime_env"] = {"env_vars": {"TQDM_MININTERVAL": "10"}}  # worker output comes by the line
+        if "logging_config" in inspect.signature(RunConfig).parameters and hasattr(ray.train, "LoggingConfig"):
+            # Ray Train V2's INFO notes ("Requesting resources", "Started training worker group …"); warnings stay
+            run["logging_config"] = ray.train.LoggingConfig(log_level="WARNING")
         failed = getattr(ray.train, "TrainingFailedError", RuntimeError)
         with warnings.catch_warnings():  # V1 from 2.43 on: trainer_resources "is deprecated" (V2 has no such CPU)
             warnings.filterwarnings("ignore", message=r".*ScalingConfig\(trainer_resources\)", category=Warning)

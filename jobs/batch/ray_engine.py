@@ -160,6 +160,41 @@ def check_actors_start(ray: Any, address: str, timeout: float = ACTOR_START_SECO
         ray.kill(probe)
 
 
+class RayNotes(logging.Filter):
+    """Drops Ray's notes that tell the user of a command that ran fine nothing to act on; errors and every other
+    warning pass. Ray Data's INFO lines (each dataset's start, plan and end: its log file under the session keeps
+    them); Ray Data's "Progress bars disabled" (the job turns them off and draws its own bar); and, on a local Ray
+    the command starts and stops itself, "Token authentication is enabled for this Ray cluster"."""
+
+    def __init__(self, local: bool) -> None:
+        super().__init__()
+        self.local = local
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("ray.data") and record.levelno < logging.WARNING:
+            return False
+        message = record.getMessage()
+        if message.startswith("Progress bars disabled"):
+            return False
+        return not (self.local and message.startswith("Token authentication is enabled for this Ray cluster"))
+
+
+@contextlib.contextmanager
+def quiet_ray_notes(local: bool) -> Iterator[None]:
+    """`RayNotes` on the console handlers of Ray's loggers ("ray", "ray.data"), for the time of a session; the
+    handlers that write Ray's log files are left as they are."""
+    notes = RayNotes(local)
+    handlers = [handler for name in ("ray", "ray.data") for handler in logging.getLogger(name).handlers
+                if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)]
+    for handler in handlers:
+        handler.addFilter(notes)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(notes)
+
+
 @contextlib.contextmanager
 def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[Any]:
     """Joins `address` (e.g. "auto" / "ray://head:10001"), or the Ray this process already runs; without either,
@@ -167,6 +202,13 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
     when `ray start` left a cluster running on this machine: `ray.init` would join that one unasked, and refuse
     the CPU count with a ValueError."""
     ray = import_ray()
+    with quiet_ray_notes(local=address is None):
+        with _joined(ray, address, num_cpus) as joined:
+            yield joined
+
+
+@contextlib.contextmanager
+def _joined(ray: Any, address: str | None, num_cpus: int | None) -> Iterator[Any]:
     started_here = not ray.is_initialized()
     if started_here:
         if address is not None:
