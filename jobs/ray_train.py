@@ -88,7 +88,9 @@ def train_on_ray(data: str | Path, config: TrainConfig, *, name: str, out_root: 
                 "out_root": str(out_root), "run_dir": str(run_dir), "resume": resume, "version": version,
                 "init_bundle": str(Path(init_bundle).resolve()) if init_bundle else None, "threads": threads,
                 "progress": progress}
-    with ray_session(address, workers * threads) as ray:
+    # Ray Train V1 from 2.43 on warns in its coordinator's process that trainer_resources (see scaling_config) "is
+    # deprecated"; Ray's documented switch for its V2 migration warnings turns that off
+    with ray_session(address, workers * threads, {"RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0"}) as ray:
         try:
             from ray.train import RunConfig, ScalingConfig
             from ray.train.torch import TorchTrainer
@@ -109,7 +111,7 @@ def train_on_ray(data: str | Path, config: TrainConfig, *, name: str, out_root: 
             # Ray Train V2's INFO notes ("Requesting resources", "Started training worker group …"); warnings stay
             run["logging_config"] = ray.train.LoggingConfig(log_level="WARNING")
         failed = getattr(ray.train, "TrainingFailedError", RuntimeError)
-        with warnings.catch_warnings():  # V1 from 2.43 on: trainer_resources "is deprecated" (V2 has no such CPU)
+        with warnings.catch_warnings():  # the same warning, where the driver gives it
             warnings.filterwarnings("ignore", message=r".*ScalingConfig\(trainer_resources\)", category=Warning)
             trainer = TorchTrainer(_worker_loop, train_loop_config=settings,
                                    scaling_config=scaling_config(ScalingConfig, workers, bool(gpus), per_worker),

@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import socket
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -196,27 +197,34 @@ def quiet_ray_notes(local: bool) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[Any]:
+def ray_session(address: str | None = None, num_cpus: int | None = None,
+                env_vars: dict[str, str] | None = None) -> Iterator[Any]:
     """Joins `address` (e.g. "auto" / "ray://head:10001"), or the Ray this process already runs; without either,
     starts a new local one with `num_cpus` CPUs and shuts it down on exit. Yields the `ray` module. A new one even
     when `ray start` left a cluster running on this machine: `ray.init` would join that one unasked, and refuse
-    the CPU count with a ValueError."""
+    the CPU count with a ValueError. `env_vars` go to every process of the job (its runtime_env), when this call
+    starts or joins Ray."""
     ray = import_ray()
     with quiet_ray_notes(local=address is None):
-        with _joined(ray, address, num_cpus) as joined:
+        with _joined(ray, address, num_cpus, env_vars) as joined:
             yield joined
 
 
 @contextlib.contextmanager
-def _joined(ray: Any, address: str | None, num_cpus: int | None) -> Iterator[Any]:
+def _joined(ray: Any, address: str | None, num_cpus: int | None, env_vars: dict[str, str] | None) -> Iterator[Any]:
     started_here = not ray.is_initialized()
     if started_here:
         if address is not None:
             check_reachable(address)
         refused = (ConnectionError, getattr(getattr(ray, "exceptions", None), "AuthenticationError", ConnectionError))
         try:
-            ray.init(address=address or "local", num_cpus=num_cpus if address is None else None,
-                     include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
+            # ray 2.50 (not 2.10 nor 2.60) at each start: "Tip: In future versions of Ray, Ray will no longer
+            # override accelerator visible devices env var if num_gpus=0 …" (nothing for a user to do)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Tip: In future versions of Ray", category=FutureWarning)
+                ray.init(address=address or "local", num_cpus=num_cpus if address is None else None,
+                         include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True,
+                         **({"runtime_env": {"env_vars": env_vars}} if env_vars else {}))
         except refused as exc:
             if address is None:
                 raise
