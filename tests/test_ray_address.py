@@ -88,3 +88,26 @@ def test_auto_with_no_cluster_running_is_one_error_naming_the_projects_option(mo
                                          r"running Ray instance\): start one \(ray start --head\)"):
         with ray_engine.ray_session("auto"):
             pass
+
+
+@pytest.mark.parametrize("ray_message, kept", [
+    # a cluster found (a `ray start` that crashed, or another user's Ray) that does not answer: its address in full
+    ("Failed to connect to Ray cluster at 192.0.2.2:61603", "Failed to connect to Ray cluster at 192.0.2.2:61603"),
+    # two clusters on the machine: both addresses, so the user can pick one
+    ("Found multiple active Ray instances: {'10.0.0.5:6379', '10.0.0.5:61603'}. Please specify the one to connect "
+     "to by setting `--address` flag or `RAY_ADDRESS` environment variable.",
+     "Found multiple active Ray instances: {'10.0.0.5:6379', '10.0.0.5:61603'}"),
+])
+def test_rays_reason_for_auto_keeps_the_addresses_it_names(monkeypatch, ray_message, kept):
+    """The reason was cut at its first '.', the first dot of an IP address: "(Failed to connect to Ray cluster at
+    192)"."""
+    def init(**kwargs):
+        raise ConnectionError(ray_message)
+
+    fake = types.SimpleNamespace(is_initialized=lambda: False, init=init, shutdown=lambda: None)
+    monkeypatch.setattr(ray_engine, "import_ray", lambda: fake)
+    with pytest.raises(BatchError) as raised:
+        with ray_engine.ray_session("auto"):
+            pass
+    assert f"for --ray-address 'auto' ({kept}): " in str(raised.value)
+    assert "RAY_ADDRESS" not in str(raised.value)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import re
 import socket
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -104,7 +105,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
             if address is None:
                 raise
             from jobs.batch.layout import BatchError
-            raise BatchError(f"no Ray cluster to join for --ray-address {address!r} ({str(exc).split('.')[0]}): "
+            raise BatchError(f"no Ray cluster to join for --ray-address {address!r} ({first_sentence(str(exc))}): "
                              "start one (ray start --head), give its address (host:6379, ray://host:10001), or "
                              "leave --ray-address out for a local Ray") from None
     try:
@@ -112,6 +113,12 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
     finally:
         if started_here:
             ray.shutdown()
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of Ray's message, without its advice naming Ray's own `--address` flag: cut at a full stop
+    that ends a sentence (followed by a space or the end), never inside an address such as 192.0.2.2:6379."""
+    return re.split(r"\.(?:\s|$)", text.strip(), maxsplit=1)[0]
 
 
 def map_chunks(actor: type, actor_kwargs: dict, chunks: Sequence[int], workers: int | None = None,
