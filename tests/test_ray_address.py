@@ -111,3 +111,52 @@ def test_rays_reason_for_auto_keeps_the_addresses_it_names(monkeypatch, ray_mess
             pass
     assert f"for --ray-address 'auto' ({kept}): " in str(raised.value)
     assert "RAY_ADDRESS" not in str(raised.value)
+
+
+def without_ray_client(monkeypatch):
+    """As the `distributed` extra installs Ray: no grpcio, so no Ray Client."""
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "grpc" else find_spec(name, *a))
+
+
+@pytest.mark.parametrize("command", [
+    ["batch-score", "--bundle", "/no/such/bundle"],
+    ["encode", "--data", "/no/such/dataset"],
+    ["build", "--data", "/no/such/dataset"],
+    ["train", "--data", "/no/such/dataset"],
+])
+def test_a_ray_client_address_without_ray_client_is_one_error_before_any_work(monkeypatch, tmp_path, command):
+    """Was a ValueError traceback from inside ray.init ("Ray Client requires pip package `ray[client]`"), exit 1,
+    after the job had planned its users; the head, without it too, serves no Ray Client port at all."""
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    without_ray_client(monkeypatch)
+    with socket.socket() as server:  # something listens: the address itself is reachable
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        address = f"ray://127.0.0.1:{server.getsockname()[1]}"
+        result = CliRunner().invoke(app, [*command, "--out", str(tmp_path / "out"), "--engine", "ray",
+                                          "--ray-address", address], env={"COLUMNS": "400"})
+    output = " ".join(result.output.split())
+    assert result.exit_code == 2, output
+    assert f"error: --ray-address '{address}' is a Ray Client address, and Ray Client is not installed: pip install " \
+           "'ray[client]' here and on the head" in output
+    assert "Traceback" not in output and not (tmp_path / "out").exists()
+
+
+def test_ray_session_refuses_a_ray_client_address_without_ray_client_before_ray_init(monkeypatch):
+    without_ray_client(monkeypatch)
+    calls = []
+    fake = types.SimpleNamespace(is_initialized=lambda: False, init=lambda **kw: calls.append(kw),
+                                 shutdown=lambda: None)
+    monkeypatch.setattr(ray_engine, "import_ray", lambda: fake)
+    with pytest.raises(BatchError, match="is a Ray Client address, and Ray Client is not installed"):
+        with ray_engine.ray_session("ray://head:10001"):
+            pass
+    assert calls == []
+    ray_engine.check_client("auto")  # other addresses need no Ray Client
+    ray_engine.check_client("head:6379")

@@ -87,6 +87,24 @@ def check_reachable(address: str, timeout: float = CONNECT_SECONDS) -> None:
                          "or give a reachable --ray-address (host:6379, ray://host:10001 or auto)") from None
 
 
+CLIENT_HINT = ("pip install 'ray[client]' here and on the head, whose `ray start --head` then also serves Ray Client "
+               f"on port {CLIENT_PORT}")
+
+
+def check_client(address: str | None) -> None:
+    """A BatchError for a Ray Client address (ray://…) when Ray Client's package (grpcio, ray's `client` extra, which
+    the `distributed` extra leaves out) is missing: Ray raised a ValueError traceback, and a head without it serves no
+    Ray Client port at all."""
+    import importlib.util
+
+    from jobs.batch.layout import BatchError
+
+    if address is None or not address.startswith("ray://") or importlib.util.find_spec("grpc") is not None:
+        return
+    raise BatchError(f"--ray-address {address!r} is a Ray Client address, and Ray Client is not installed: "
+                     f"{CLIENT_HINT}; or run the command on a node of the cluster with --ray-address auto")
+
+
 @contextlib.contextmanager
 def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[Any]:
     """Joins `address` (e.g. "auto" / "ray://head:10001"), or the Ray this process already runs; without either,
@@ -97,6 +115,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
     started_here = not ray.is_initialized()
     if started_here:
         if address is not None:
+            check_client(address)
             check_reachable(address)
         try:
             ray.init(address=address or "local", num_cpus=num_cpus if address is None else None,
