@@ -52,6 +52,29 @@ def _worker_loop(settings: dict[str, Any]) -> None:
         train_towers(dataset, split, config, progress=False, **common)
 
 
+def fit(trainer: Any, failed: type[BaseException]) -> None:
+    """`trainer.fit()`, with Ctrl-C as KeyboardInterrupt and a failed run as DistributedTrainingError.
+
+    Ray Train installs its own SIGINT handler while it fits: it aborts the run, and the driver's wait then ends in a
+    SystemExit (status 1), which skipped the command's "interrupted" line (a silent exit 1). Ray raises no other
+    SystemExit there, so one is the user's interrupt. The handler is put back as it was, so a later Ctrl-C (shutting
+    Ray down) is a KeyboardInterrupt too."""
+    import signal
+    import threading
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main_thread else None
+    try:
+        trainer.fit()
+    except failed as exc:
+        raise DistributedTrainingError(f"distributed training failed: {exc}") from None
+    except SystemExit:
+        raise KeyboardInterrupt from None
+    finally:
+        if main_thread and previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
 def train_on_ray(data: str | Path, config: TrainConfig, *, name: str, out_root: str | Path,
                  run_dir: str | Path | None = None, resume: bool = False, init_bundle: str | Path | None = None,
                  workers: int = 2, threads: int = 1, address: str | None = None, progress: bool = True) -> Path:
@@ -90,11 +113,7 @@ def train_on_ray(data: str | Path, config: TrainConfig, *, name: str, out_root: 
                                scaling_config=ScalingConfig(num_workers=workers, use_gpu=bool(gpus),
                                                             resources_per_worker=per_worker),
                                run_config=RunConfig(**run))
-        failed = getattr(ray.train, "TrainingFailedError", RuntimeError)
-        try:
-            trainer.fit()
-        except failed as exc:
-            raise DistributedTrainingError(f"distributed training failed: {exc}") from None
+        fit(trainer, getattr(ray.train, "TrainingFailedError", RuntimeError))
     bundle = out_root / name / version
     if not (bundle / "manifest.json").is_file():
         raise DistributedTrainingError(f"training finished but rank 0 wrote no bundle at {bundle}")
