@@ -104,7 +104,7 @@ def train_on_ray(data: str | Path, config: TrainConfig, *, name: str, out_root: 
             raise DistributedTrainingError(f"{workers} workers need one GPU each; the cluster has {gpus}")
         if not gpus and cpus < workers * threads:  # Ray Train would wait for them forever
             raise DistributedTrainingError(f"{workers} workers × {threads} threads need {workers * threads} CPUs; "
-                                           f"the cluster has {cpus}")
+                                           f"the cluster has {cpus}: lower --workers or --threads")
         per_worker = {"CPU": threads, **({"GPU": 1} if gpus else {})}
         run = {"name": f"{name}-{version}", "storage_path": str(run_dir / "ray")}
         if "worker_runtime_env" in inspect.signature(RunConfig).parameters:  # Ray Train V2

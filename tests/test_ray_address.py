@@ -4,6 +4,7 @@ logging GCS timeouts: 2 min 43 s for `nohost`)."""
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 import types
 
 import pytest
@@ -160,3 +161,21 @@ def test_ray_session_refuses_a_ray_client_address_without_ray_client_before_ray_
     assert calls == []
     ray_engine.check_client("auto")  # other addresses need no Ray Client
     ray_engine.check_client("head:6379")
+
+
+def test_batch_actors_get_absolute_paths(monkeypatch, tmp_path):
+    """A Ray worker reads a relative path against the directory `ray start` ran in, not the driver's: `batch-score
+    --bundle artifacts/big --engine ray` against a head started in /tmp died in every actor ("no bundle here")."""
+    from jobs.batch.layout import JobDir
+
+    seen = {}
+
+    def fake_map_chunks(actor, kwargs, chunks, workers=None, address=None, threads=1):
+        seen.update(kwargs)
+        return iter(())
+
+    monkeypatch.setattr(ray_engine, "map_chunks", fake_map_chunks)
+    monkeypatch.chdir(tmp_path)
+    list(ray_engine.run_ray("artifacts/shop/v1", JobDir(Path("out"), {}), [0]))
+    assert seen["bundle"] == str(tmp_path / "artifacts" / "shop" / "v1")
+    assert seen["out"] == str(tmp_path / "out")

@@ -69,7 +69,7 @@ def test_two_ray_workers_train_a_serving_bundle_as_good_as_one_process(tiny_bert
 def test_ray_train_refuses_more_workers_than_the_cluster_can_hold(tmp_path, local_ray):
     from jobs.ray_train import DistributedTrainingError, train_on_ray
 
-    with pytest.raises(DistributedTrainingError, match="need 3 CPUs; the cluster has 2"):
+    with pytest.raises(DistributedTrainingError, match="need 3 CPUs; the cluster has 2: lower --workers or --threads"):
         train_on_ray(tmp_path / "shop", preset("smoke"), name="x", out_root=tmp_path, workers=3)
 
 

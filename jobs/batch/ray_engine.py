@@ -166,6 +166,9 @@ def map_chunks(actor: type, actor_kwargs: dict, chunks: Sequence[int], workers: 
 
 def run_ray(bundle: str | Path, job: JobDir, chunks: Sequence[int], workers: int | None = None,
             address: str | None = None, threads: int = 1) -> Iterator[ChunkResult]:
-    """Score `chunks` of a batch job on Ray (see `map_chunks`)."""
-    kwargs = {"bundle": str(bundle), "out": str(job.out), "identity": job.identity, "threads": threads}
+    """Score `chunks` of a batch job on Ray (see `map_chunks`). The actors get absolute paths: a relative one would
+    be read against each worker's directory, the one `ray start` ran in (was: an ActorDiedError traceback, "no bundle
+    here", for `--bundle artifacts/shop` run anywhere else)."""
+    kwargs = {"bundle": str(Path(bundle).resolve()), "out": str(job.out.resolve()), "identity": job.identity,
+              "threads": threads}
     return map_chunks(ScoreChunks, kwargs, chunks, workers, address, threads)
