@@ -179,3 +179,14 @@ def test_batch_actors_get_absolute_paths(monkeypatch, tmp_path):
     list(ray_engine.run_ray("artifacts/shop/v1", JobDir(Path("out"), {}), [0]))
     assert seen["bundle"] == str(tmp_path / "artifacts" / "shop" / "v1")
     assert seen["out"] == str(tmp_path / "out")
+
+
+def test_an_actors_failure_is_one_error_line_with_the_actors_reason():
+    """Was Ray's ActorDiedError with three nested tracebacks (exit 1) when the actors could not open the bundle."""
+    message = ("The actor died because of an error raised in its creation task, ray::MapWorker(MapBatches(ScoreChunks))"
+               ".__init__() (pid=1, ip=192.0.2.2)\nTraceback (most recent call last):\n  File \"x.py\", line 1\n"
+               "recsys.errors.BundleError: artifacts/big/v1: no bundle here (no such directory)\n")
+    error = ray_engine.worker_failed(RuntimeError(message))
+    assert isinstance(error, BatchError)
+    assert str(error).startswith("a Ray worker failed: recsys.errors.BundleError: artifacts/big/v1: no bundle here "
+                                 "(no such directory) (on a cluster of several machines, every node must reach")

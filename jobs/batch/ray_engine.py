@@ -160,8 +160,22 @@ def map_chunks(actor: type, actor_kwargs: dict, chunks: Sequence[int], workers: 
         dataset = _from_items(ray, [{"chunk": int(c)} for c in chunks]).map_batches(
             actor, batch_size=1, batch_format="numpy", fn_constructor_kwargs=actor_kwargs,
             compute=ray.data.ActorPoolStrategy(size=size), **per_actor)
-        for row in dataset.iter_rows():
-            yield ChunkResult(int(row["chunk"]), int(row["inputs"]), int(row["rows"]), float(row["seconds"]))
+        try:
+            for row in dataset.iter_rows():
+                yield ChunkResult(int(row["chunk"]), int(row["inputs"]), int(row["rows"]), float(row["seconds"]))
+        except ray.exceptions.RayError as exc:  # an actor's error: Ray's traceback(s) end with the actor's own line
+            raise worker_failed(exc) from None
+
+
+def worker_failed(exc: BaseException) -> Exception:
+    """A BatchError with the last line of a Ray worker's failure (the actor's own exception, e.g. "BundleError: …: no
+    bundle here") instead of Ray's nested tracebacks."""
+    from jobs.batch.layout import BatchError
+
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reason = lines[-1] if lines else type(exc).__name__
+    return BatchError(f"a Ray worker failed: {reason} (on a cluster of several machines, every node must reach the "
+                      "bundle and --out at the same path: shared storage)")
 
 
 def run_ray(bundle: str | Path, job: JobDir, chunks: Sequence[int], workers: int | None = None,
