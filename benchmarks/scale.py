@@ -184,9 +184,11 @@ def _known_users(data: Path, n: int, seed: int) -> list[str]:
 # ---- the benchmark ------------------------------------------------------------------------------------
 def run_size(size: Size, work: Path, stages: Sequence[str], *, threads: int = 1, encoder: str = "onnx-int8",
              eval_users: int = 2000, requests: int = 200, model: str | None = None, seed: int = 0,
-             reuse: bool = False, on_row: Callable[[dict], None] = lambda row: None) -> list[dict]:
+             reuse: bool = False, on_row: Callable[[dict], None] = lambda row: None,
+             say: Callable[[str], None] = lambda line: None) -> list[dict]:
     """Run `stages` for one size in `work` (kept: a later run with `reuse` starts from its outputs); `on_row` is
-    called with each stage's row as soon as it is measured."""
+    called with each stage's row as soon as it is measured; `say` gets a line as each stage starts and ends (at the
+    README's sizes a stage takes minutes to half an hour, its own output going to its log)."""
     work.mkdir(parents=True, exist_ok=True)
     data, bundle, ranked = work / "data", work / "art" / "scale", work / "art" / "ranked"
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads),
@@ -206,7 +208,10 @@ def run_size(size: Size, work: Path, stages: Sequence[str], *, threads: int = 1,
     rows = []
     for stage in stages:
         if reuse and stage in done and done[stage].exists():
+            say(f"{size.label}: {stage} kept from an earlier run (--reuse)")
             continue
+        log = work / ("serve.log" if stage == "serve" else f"{stage}.log")
+        say(f"{size.label}: {stage} … (its output: {log})")
         load_before = _load()
         if stage == "serve":
             target = ranked if ranked.exists() else bundle
@@ -223,6 +228,7 @@ def run_size(size: Size, work: Path, stages: Sequence[str], *, threads: int = 1,
                      "stage": stage, "driver": DRIVER[stage], "n": size.driver(stage), "detail": detail,
                      "load": f"{load_before} → {_load()}",
                      **{k: v for k, v in result.items() if k != "rc"}})
+        say(f"{size.label}: {stage} took {result['wall_s']:,.1f} s ({detail})")
         on_row(rows[-1])
     return rows
 
@@ -242,10 +248,10 @@ def growth(rows: Sequence[dict], key: str = "wall_s") -> dict[str, float]:
 def run(out: Path, sizes: Sequence[Size], work: Path, stages: Sequence[str] = STAGES, *, threads: int = 1,
         encoder: str = "onnx-int8", eval_users: int = 2000, requests: int = 200, model: str | None = None,
         seed: int = 0, reuse: bool = False, previous: Path | None = None,
-        command: str | None = None) -> dict[str, Path]:
+        command: str | None = None, say: Callable[[str], None] = lambda line: None) -> dict[str, Path]:
     """Every size in turn (work/<items>x<users>x<events>/); the report `scale.{json,md,png}` in `out` is rewritten
     after every stage, so a run stopped part-way keeps what it measured. `previous`: a scale.json whose rows for
-    stages not run now are kept (e.g. serve re-measured alone)."""
+    stages not run now are kept (e.g. serve re-measured alone); `say`: a line as each stage starts and ends."""
     unknown = set(stages) - set(STAGES)
     if unknown:
         raise ValueError(f"unknown stage(s) {sorted(unknown)}; known: {', '.join(STAGES)}")
@@ -260,7 +266,8 @@ def run(out: Path, sizes: Sequence[Size], work: Path, stages: Sequence[str] = ST
 
     for size in sizes:
         run_size(size, work / f"{size.items}x{size.users}x{size.events}", stages, threads=threads, encoder=encoder,
-                 eval_users=eval_users, requests=requests, model=model, seed=seed, reuse=reuse, on_row=add)
+                 eval_users=eval_users, requests=requests, model=model, seed=seed, reuse=reuse, on_row=add,
+                 say=say)
     return paths or report(out, rows, **settings)
 
 

@@ -194,8 +194,10 @@ RAY_ONLY = {"--ray-address": "a Ray cluster", "--workers": "Ray workers"}
 
 def check_ray_only(engine: str, ray_address: str | None, workers: int | None) -> None:
     """typer.BadParameter for --ray-address or --workers without --engine ray: the job would run in this process and
-    the option be ignored."""
+    the option be ignored; with it, a BatchError for a Ray Client address (ray://…) without Ray Client installed."""
     if engine == "ray":
+        from jobs.batch.ray_engine import check_client
+        check_client(ray_address)  # said now, not after the data or the bundle has loaded
         return
     for option, value in (("--ray-address", ray_address), ("--workers", workers)):
         if value is not None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from jobs.app import EventStoreOpt, RedisTimeoutOpt, RedisUrlOpt, StateDirOpt, app, check_ray_only
 from jobs.output import console, err_console
@@ -82,12 +83,16 @@ def batch_score(
     try:
         manifest = run_job(options)
     except KeyboardInterrupt:
-        err_console.print(f"[yellow]interrupted[/]: completed shards are kept in {out}; "
-                          "rerun the same command to resume")
+        from jobs.batch.layout import interrupted_line
+        err_console.print(f"[yellow]interrupted[/]: {escape(interrupted_line(out))}")
         raise typer.Exit(130) from None
     for warning in manifest["warnings"]:
         err_console.print(f"[yellow]warning:[/] {warning}")
     run = manifest["run"]
+    if run["chunks_skipped"] and run["chunks_skipped"] == len(manifest["shards"]):  # (was: "scored … 0.0 users/s")
+        console.print(f"nothing to score: all {counted(len(manifest['shards']), 'shard')} of "
+                      f"{counted(manifest['n_users'], 'user')} were written by a previous run → {out}")
+        return
     skipped = f", {counted(run['chunks_skipped'], 'shard')} kept from a previous run" if run["chunks_skipped"] else ""
     if manifest["store"]:
         snapshot = manifest["store"]

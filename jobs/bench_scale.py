@@ -74,14 +74,14 @@ def bench_scale(
     """The whole path (import, build, re-ranker, batch scoring, serving) at growing sizes: wall s, CPU s, peak
     RSS per stage and the fitted growth exponent (log-log chart)."""
     from benchmarks.scale import STAGES, run
-    from jobs.output import err_console
+    from jobs.output import err_console, step
 
     parsed = comma_list(sizes, "--sizes", ShopSize())
     chosen = comma_list(stages, "--stages", OneOf(STAGES, "stage"))
     try:
         paths = run(out, parsed, work, chosen, threads=threads, encoder=encoder, eval_users=eval_users,
                     requests=requests, model=model, seed=seed, reuse=reuse, previous=out / "scale.json",
-                    command=invocation())
+                    command=invocation(), say=step)  # a line per stage: the stages' own output goes to their logs
     except (RuntimeError, ValueError) as exc:  # a stage failed (its log is named) or an unknown stage
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from jobs.app import BatchSize, MaxLength, ModelOpt, PoolingOpt, app, check_ray_only
 from jobs.output import console, err_console
@@ -69,8 +70,8 @@ def encode(
     try:
         manifest = run_encode(dataset.items, options)
     except KeyboardInterrupt:
-        err_console.print(f"[yellow]interrupted[/]: completed shards are kept in {out}; "
-                          "rerun the same command to resume")
+        from jobs.batch.layout import interrupted_line
+        err_console.print(f"[yellow]interrupted[/]: {escape(interrupted_line(out))}")
         raise typer.Exit(130) from None
     run = manifest["run"]
     if run["chunks_skipped"] and run["chunks_skipped"] == len(manifest["shards"]):

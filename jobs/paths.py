@@ -49,10 +49,17 @@ def unwritable_reason(path: Path) -> str | None:
     return None if reason is None else f"nothing can be created in {found} ({reason})"
 
 
-def writable_out(value: Path | None) -> Path | None:
-    """`--out` callback: typer.BadParameter, before any work, when the location cannot be written (None passes)."""
-    if value is not None:
-        reason = unwritable_reason(Path(value))
-        if reason is not None:
-            raise typer.BadParameter(f"{value} cannot be written: {reason}", param_hint="--out")
-    return value
+def writable(option: str):
+    """A callback for the output location `option` (e.g. "--run-dir"): typer.BadParameter naming it, before any work,
+    when the location cannot be written (None passes)."""
+    def check(value: Path | None) -> Path | None:
+        if value is not None:
+            reason = unwritable_reason(Path(value))
+            if reason is not None:
+                raise typer.BadParameter(f"{value} cannot be written: {reason}", param_hint=option)
+        return value
+    return check
+
+
+writable_out = writable("--out")
+"""`--out` callback: typer.BadParameter, before any work, when the location cannot be written (None passes)."""

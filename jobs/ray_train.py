@@ -71,6 +71,29 @@ def scaling_config(config_class: Any, workers: int, use_gpu: bool, per_worker: d
         return config_class(**common)
 
 
+def fit(trainer: Any, failed: type[BaseException]) -> None:
+    """`trainer.fit()`, with Ctrl-C as KeyboardInterrupt and a failed run as DistributedTrainingError.
+
+    Ray Train installs its own SIGINT handler while it fits: it aborts the run, and the driver's wait then ends in a
+    SystemExit (status 1), which skipped the command's "interrupted" line (a silent exit 1). Ray raises no other
+    SystemExit there, so one is the user's interrupt. The handler is put back as it was, so a later Ctrl-C (shutting
+    Ray down) is a KeyboardInterrupt too."""
+    import signal
+    import threading
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main_thread else None
+    try:
+        trainer.fit()
+    except failed as exc:
+        raise DistributedTrainingError(f"distributed training failed: {exc}") from None
+    except SystemExit:
+        raise KeyboardInterrupt from None
+    finally:
+        if main_thread and previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
 def train_on_ray(data: str | Path, config: TrainConfig, *, name: str, out_root: str | Path,
                  run_dir: str | Path | None = None, resume: bool = False, init_bundle: str | Path | None = None,
                  workers: int = 2, threads: int = 1, address: str | None = None, progress: bool = True) -> Path:
@@ -102,7 +125,7 @@ def train_on_ray(data: str | Path, config: TrainConfig, *, name: str, out_root: 
             raise DistributedTrainingError(f"{workers} workers need one GPU each; the cluster has {gpus}")
         if not gpus and cpus < workers * threads:  # Ray Train would wait for them forever
             raise DistributedTrainingError(f"{workers} workers × {threads} threads need {workers * threads} CPUs; "
-                                           f"the cluster has {cpus}")
+                                           f"the cluster has {cpus}: lower --workers or --threads")
         per_worker = {"CPU": threads, **({"GPU": 1} if gpus else {})}
         run = {"name": f"{name}-{version}", "storage_path": str(run_dir / "ray")}
         if "worker_runtime_env" in inspect.signature(RunConfig).parameters:  # Ray Train V2
@@ -116,10 +139,7 @@ def train_on_ray(data: str | Path, config: TrainConfig, *, name: str, out_root: 
             trainer = TorchTrainer(_worker_loop, train_loop_config=settings,
                                    scaling_config=scaling_config(ScalingConfig, workers, bool(gpus), per_worker),
                                    run_config=RunConfig(**run))
-            try:
-                trainer.fit()
-            except failed as exc:
-                raise DistributedTrainingError(f"distributed training failed: {exc}") from None
+            fit(trainer, failed)
     bundle = out_root / name / version
     if not (bundle / "manifest.json").is_file():
         raise DistributedTrainingError(f"training finished but rank 0 wrote no bundle at {bundle}")

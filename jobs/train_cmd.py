@@ -17,7 +17,7 @@ from jobs.output import ensemble_table, index_line
 from recsys.config import EvalConfig
 from recsys.errors import RecsysError
 from jobs.output import console, err_console
-from jobs.paths import writable_out
+from jobs.paths import writable, writable_out
 
 
 def train_config(preset_name: str, config_file: Path | None, from_bundle: Path | None, options: dict):
@@ -106,9 +106,9 @@ def train(
                                                                        "(default: the config's, auto: exact below "
                                                                        "50,000 items)")] = None,
     eval_users: EvalUsersOpt = EVAL_USERS,
-    run_dir: Annotated[Optional[Path], typer.Option(file_okay=False, help="checkpoints, metrics.csv, "
-                                                                          "training_curve.png (default: "
-                                                                          "OUT/NAME/runs/latest)")] = None,
+    run_dir: Annotated[Optional[Path], typer.Option(file_okay=False, callback=writable("--run-dir"),
+                                                    help="checkpoints, metrics.csv, training_curve.png (default: "
+                                                         "OUT/NAME/runs/latest)")] = None,
     engine: Annotated[str, typer.Option(help="local (this process), or ray: data-parallel on --workers Ray Train "
                                              "workers (torch DDP; pip install '.\\[distributed]')")] = "local",
     workers: Annotated[Optional[int], typer.Option(min=1, help="ray: training workers, 2 by default (one GPU each "

@@ -110,6 +110,54 @@ def test_resume_after_interrupted_run(shop, tmp_path):
     assert shard_bytes(out) == shard_bytes(tmp_path / "fresh")
 
 
+def test_ctrl_c_says_what_was_kept(shop, tmp_path, monkeypatch):
+    """`batch-score` interrupted said "completed shards are kept in OUT; rerun … to resume" also before its first
+    shard, when the job had removed the directory it created (a walk-through's Ctrl-C 20 s into 40,000 users)."""
+    import jobs.batch
+    import jobs.batch.job
+
+    real = jobs.batch.run_job
+
+    def interrupt_after_two_shards(options, **kwargs):
+        def stop(result):
+            if result.chunk == 1:
+                raise KeyboardInterrupt
+        return real(options, on_chunk=stop)
+
+    def interrupt_before_the_first_shard(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    def run(out: Path) -> tuple[int, str]:
+        result = CliRunner().invoke(app, ["batch-score", "--bundle", str(shop[1]), "--out", str(out), "--k", "5",
+                                          "--chunk-size", "16", "--no-progress", "--no-store"],
+                                    env={"COLUMNS": "400"})
+        return result.exit_code, " ".join(result.output.split())
+
+    monkeypatch.setattr(jobs.batch, "run_job", interrupt_after_two_shards)
+    code, output = run(tmp_path / "two")
+    assert code == 130 and f"interrupted: 2 completed shards kept in {tmp_path / 'two'}; rerun the same command " \
+                              "to resume" in output, output
+    monkeypatch.setattr(jobs.batch, "run_job", real)
+    monkeypatch.setattr(jobs.batch.job, "_engine", interrupt_before_the_first_shard)
+    code, output = run(tmp_path / "none")
+    assert code == 130 and f"interrupted: before the first shard was written: nothing kept in {tmp_path / 'none'}; " \
+                           "rerun the same command to start again" in output, output
+    assert not (tmp_path / "none").exists()  # the job removes a directory it created and wrote no shard to
+
+
+def test_a_finished_job_run_again_says_there_is_nothing_to_score(shop, tmp_path):
+    """Was "scored 60 users → 300 rows in 4 shards, 4 shards kept from a previous run; 0.0 s (0.0 users/s, local)",
+    as `recsys encode` said before it got its "nothing to encode" line."""
+    args = ["batch-score", "--bundle", str(shop[1]), "--out", str(tmp_path / "out"), "--k", "5", "--chunk-size", "16",
+            "--no-progress", "--no-store"]
+    first = CliRunner().invoke(app, args, env={"COLUMNS": "400"})
+    assert first.exit_code == 0 and "scored 60 users → 300 rows in 4 shards;" in first.output, first.output
+    again = CliRunner().invoke(app, args, env={"COLUMNS": "400"})
+    assert again.exit_code == 0, again.output
+    assert " ".join(again.output.split()) == f"nothing to score: all 4 shards of 60 users were written by a previous " \
+                                             f"run → {tmp_path / 'out'}"
+
+
 def test_rerun_after_a_kill_before_the_job_file(shop, tmp_path):
     """A run killed while it wrote its inputs (before _job/job.json) leaves `_job/` alone: the rerun starts afresh
     (was: refused for good, 'not empty and holds no batch job')."""

@@ -49,3 +49,19 @@ def test_bench_scale_refuses_an_unknown_encoder_before_the_first_stage(tmp_path)
                                       "import,build", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and "Invalid value for '--encoder'" in result.output, result.output
     assert not (tmp_path / "work").exists() and not (tmp_path / "out").exists()
+
+
+def test_bench_scale_says_each_stage_as_it_starts_and_ends(tmp_path):
+    """It printed nothing until every stage had run (over an hour at the README's sizes; a walk-through's 2,000-item
+    run was silent for minutes), the stages' own bars going to their logs."""
+    common = ["bench", "scale", "--sizes", "64x60x400", "--stages", "import", "--work", str(tmp_path / "work"),
+              "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(app, common, env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    lines = [" ".join(line.split()) for line in result.output.splitlines()]
+    log = tmp_path / "work" / "64x60x400" / "import.log"
+    assert lines[0] == f"64 items × 60 users × 400 events: import … (its output: {log})", lines[:3]
+    assert lines[1].startswith("64 items × 60 users × 400 events: import took ") and lines[1].endswith(" events/s)")
+    again = CliRunner().invoke(app, [*common, "--reuse"], env={"COLUMNS": "400"})
+    assert again.exit_code == 0, again.output
+    assert again.output.splitlines()[0] == "64 items × 60 users × 400 events: import kept from an earlier run (--reuse)"

@@ -177,3 +177,20 @@ def test_an_unfinished_job_of_another_command_is_named_so(items, tmp_path):
         run_encode(items, EncodeOptions(out=tmp_path / "half", encoder=EncoderConfig(model="no-such"),
                                         progress=False))
     refuse_foreign(tmp_path / "half", "recsys-batch-scores")  # its own format: no complaint
+
+
+def test_encode_interrupted_before_its_first_shard_says_nothing_was_kept(tiny_bert_dir, tmp_path, monkeypatch):
+    """Was "completed shards are kept in OUT; rerun the same command to resume" with no shard in OUT."""
+    import jobs.batch.encode
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(jobs.batch.encode, "_engine", interrupt)
+    data = generate_shop(n_users=40, n_items=90, seed=3).save(tmp_path / "shop")
+    out = tmp_path / "vectors"
+    result = CliRunner().invoke(app, ["encode", "--data", str(data), "--out", str(out), "--model", str(tiny_bert_dir),
+                                      "--chunk-size", "50", "--no-progress"], env={"COLUMNS": "400"})
+    assert result.exit_code == 130, result.output
+    assert f"interrupted: before the first shard was written: nothing kept in {out}; rerun the same command to " \
+           "start again" in " ".join(result.output.split())

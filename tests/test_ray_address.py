@@ -4,6 +4,7 @@ logging GCS timeouts: 2 min 43 s for `nohost`)."""
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 import types
 
 import pytest
@@ -145,7 +146,7 @@ def test_a_head_that_refuses_the_command_is_one_error_naming_token_authenticatio
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
     monkeypatch.setattr(ray_engine, "import_ray", lambda: ray)
     with pytest.raises(BatchError, match=r"\(Authentication failed\): most likely .* \(here RAY_AUTH_MODE=token\)"):
-        with ray_engine.ray_session("ray://head:10001"):
+        with ray_engine.ray_session("head:6379"):
             pass
 
 
@@ -185,3 +186,106 @@ def test_an_actor_that_cannot_start_for_another_reason_names_it_and_a_slow_start
     with ray_engine.ray_session("auto") as ray:
         assert ray is slow
     assert slow.calls == ["kill", "shutdown"]
+
+
+@pytest.mark.parametrize("ray_message, said", [
+    # a cluster found (a `ray start` that crashed, or another user's Ray) that does not answer: its address in full
+    ("Failed to connect to Ray cluster at 192.0.2.2:61603",
+     "cannot join the Ray cluster at --ray-address 'auto' (Failed to connect to Ray cluster at 192.0.2.2:61603): "),
+    # two clusters on the machine: both addresses, so the user can pick one
+    ("Found multiple active Ray instances: {'10.0.0.5:6379', '10.0.0.5:61603'}. Please specify the one to connect "
+     "to by setting `--address` flag or `RAY_ADDRESS` environment variable.",
+     "no one Ray cluster to join for --ray-address 'auto' (Found multiple active Ray instances: {'10.0.0.5:6379', "
+     "'10.0.0.5:61603'}): give the address of the one to join (host:6379)"),
+])
+def test_rays_reason_for_auto_keeps_the_addresses_it_names(monkeypatch, ray_message, said):
+    """The reason was cut at its first '.', the first dot of an IP address: "(Failed to connect to Ray cluster at
+    192)"."""
+    def init(**kwargs):
+        raise ConnectionError(ray_message)
+
+    fake = types.SimpleNamespace(is_initialized=lambda: False, init=init, shutdown=lambda: None)
+    monkeypatch.setattr(ray_engine, "import_ray", lambda: fake)
+    with pytest.raises(BatchError) as raised:
+        with ray_engine.ray_session("auto"):
+            pass
+    assert said in str(raised.value)
+    assert "RAY_ADDRESS" not in str(raised.value)
+
+
+def without_ray_client(monkeypatch):
+    """As the `distributed` extra installs Ray: no grpcio, so no Ray Client."""
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "grpc" else find_spec(name, *a))
+
+
+@pytest.mark.parametrize("command", [
+    ["batch-score", "--bundle", "/no/such/bundle"],
+    ["encode", "--data", "/no/such/dataset"],
+    ["build", "--data", "/no/such/dataset"],
+    ["train", "--data", "/no/such/dataset"],
+])
+def test_a_ray_client_address_without_ray_client_is_one_error_before_any_work(monkeypatch, tmp_path, command):
+    """Was a ValueError traceback from inside ray.init ("Ray Client requires pip package `ray[client]`"), exit 1,
+    after the job had planned its users; the head, without it too, serves no Ray Client port at all."""
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    without_ray_client(monkeypatch)
+    with socket.socket() as server:  # something listens: the address itself is reachable
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        address = f"ray://127.0.0.1:{server.getsockname()[1]}"
+        result = CliRunner().invoke(app, [*command, "--out", str(tmp_path / "out"), "--engine", "ray",
+                                          "--ray-address", address], env={"COLUMNS": "400"})
+    output = " ".join(result.output.split())
+    assert result.exit_code == 2, output
+    assert f"error: --ray-address '{address}' is a Ray Client address, and Ray Client is not installed: pip install " \
+           "'ray[client]' here and on the head" in output
+    assert "Traceback" not in output and not (tmp_path / "out").exists()
+
+
+def test_ray_session_refuses_a_ray_client_address_without_ray_client_before_ray_init(monkeypatch):
+    without_ray_client(monkeypatch)
+    calls = []
+    fake = types.SimpleNamespace(is_initialized=lambda: False, init=lambda **kw: calls.append(kw),
+                                 shutdown=lambda: None)
+    monkeypatch.setattr(ray_engine, "import_ray", lambda: fake)
+    with pytest.raises(BatchError, match="is a Ray Client address, and Ray Client is not installed"):
+        with ray_engine.ray_session("ray://head:10001"):
+            pass
+    assert calls == []
+    ray_engine.check_client("auto")  # other addresses need no Ray Client
+    ray_engine.check_client("head:6379")
+
+
+def test_batch_actors_get_absolute_paths(monkeypatch, tmp_path):
+    """A Ray worker reads a relative path against the directory `ray start` ran in, not the driver's: `batch-score
+    --bundle artifacts/big --engine ray` against a head started in /tmp died in every actor ("no bundle here")."""
+    from jobs.batch.layout import JobDir
+
+    seen = {}
+
+    def fake_map_chunks(actor, kwargs, chunks, workers=None, address=None, threads=1):
+        seen.update(kwargs)
+        return iter(())
+
+    monkeypatch.setattr(ray_engine, "map_chunks", fake_map_chunks)
+    monkeypatch.chdir(tmp_path)
+    list(ray_engine.run_ray("artifacts/shop/v1", JobDir(Path("out"), {}), [0]))
+    assert seen["bundle"] == str(tmp_path / "artifacts" / "shop" / "v1")
+    assert seen["out"] == str(tmp_path / "out")
+
+
+def test_an_actors_failure_is_one_error_line_with_the_actors_reason():
+    """Was Ray's ActorDiedError with three nested tracebacks (exit 1) when the actors could not open the bundle."""
+    message = ("The actor died because of an error raised in its creation task, ray::MapWorker(MapBatches(ScoreChunks))"
+               ".__init__() (pid=1, ip=192.0.2.2)\nTraceback (most recent call last):\n  File \"x.py\", line 1\n"
+               "recsys.errors.BundleError: artifacts/big/v1: no bundle here (no such directory)\n")
+    error = ray_engine.worker_failed(RuntimeError(message))
+    assert isinstance(error, BatchError)
+    assert str(error).startswith("a Ray worker failed: recsys.errors.BundleError: artifacts/big/v1: no bundle here "
+                                 "(no such directory) (on a cluster of several machines, every node must reach")

@@ -69,7 +69,7 @@ def test_two_ray_workers_train_a_serving_bundle_as_good_as_one_process(tiny_bert
 def test_ray_train_refuses_more_workers_than_the_cluster_can_hold(tmp_path, local_ray):
     from jobs.ray_train import DistributedTrainingError, train_on_ray
 
-    with pytest.raises(DistributedTrainingError, match="need 3 CPUs; the cluster has 2"):
+    with pytest.raises(DistributedTrainingError, match="need 3 CPUs; the cluster has 2: lower --workers or --threads"):
         train_on_ray(tmp_path / "shop", preset("smoke"), name="x", out_root=tmp_path, workers=3)
 
 
@@ -101,3 +101,54 @@ def test_the_installed_rays_scaling_config_asks_for_the_workers_cpus_only():
 
     config = scaling_config(ray_train.ScalingConfig, 2, False, {"CPU": 1})
     assert config.total_resources == {"CPU": 2}
+
+
+class InterruptedTrainer:
+    """Ray Train V2 on Ctrl-C: its own SIGINT handler aborts the run, and the driver's wait ends in SystemExit(1)."""
+
+    def fit(self):
+        import signal
+
+        signal.signal(signal.SIGINT, lambda *args: None)  # as TorchTrainer.fit does
+        raise SystemExit(1)
+
+
+def test_ctrl_c_during_ray_training_is_a_keyboard_interrupt_and_sigints_handler_is_put_back():
+    """Was a silent exit 1: the SystemExit skipped `recsys train`'s "interrupted … --resume" line, and Ray's handler
+    stayed installed."""
+    import signal
+
+    from jobs.ray_train import DistributedTrainingError, fit
+
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        fit(InterruptedTrainer(), RuntimeError)
+    assert signal.getsignal(signal.SIGINT) is before
+
+    class Failed(Exception):
+        pass
+
+    class FailingTrainer:
+        def fit(self):
+            raise Failed("worker 1 died")
+
+    with pytest.raises(DistributedTrainingError, match="distributed training failed: worker 1 died"):
+        fit(FailingTrainer(), Failed)
+
+
+def test_recsys_train_on_ray_interrupted_says_so_and_exits_130(tmp_path, monkeypatch):
+    """The command's own interrupt line and code, for an interrupt raised from Ray training."""
+    import jobs.ray_train
+
+    dataset = generate_shop(n_users=60, n_items=40, seed=0)
+    data = dataset.save(tmp_path / "shop")
+
+    def interrupted(*args, **kwargs):
+        jobs.ray_train.fit(InterruptedTrainer(), RuntimeError)
+
+    monkeypatch.setattr(jobs.ray_train, "train_on_ray", interrupted)
+    result = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "art"), "--name", "ddp",
+                                      "--preset", "smoke", "--engine", "ray", "--workers", "2", "--threads", "1"])
+    assert result.exit_code == 130, result.output
+    assert "interrupted before the first epoch finished: no bundle and no checkpoint written" in \
+        " ".join(result.output.split())

@@ -58,6 +58,15 @@ def shard_name(chunk: int) -> str:
     return f"part-{chunk:05d}.parquet"
 
 
+def interrupted_line(out: Path) -> str:
+    """What a batch or encode job stopped by Ctrl-C kept in `out`, and how to go on (was: "completed shards are kept
+    in OUT" also when none was written, and for a directory a fresh job had already removed)."""
+    shards = len(list(out.glob(SHARD_GLOB))) if out.is_dir() else 0
+    if shards:
+        return f"{counted(shards, 'completed shard')} kept in {out}; rerun the same command to resume"
+    return f"before the first shard was written: nothing kept in {out}; rerun the same command to start again"
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call `write(tmp)` on a temporary sibling of `path`, then rename it into place."""
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"

@@ -103,7 +103,8 @@ def auth_hint() -> str:
 
 
 def first_sentence(text: str) -> str:
-    """`text` up to its first full stop (one that ends a sentence, not one inside an address)."""
+    """The first sentence of Ray's message, without its advice naming Ray's own `--address` flag: cut at a full stop
+    that ends a sentence (followed by a space or the end), never inside an address such as 192.0.2.2:6379."""
     return re.split(r"\.(?:\s|$)", text.strip(), maxsplit=1)[0]
 
 
@@ -123,6 +124,9 @@ def join_error(address: str, exc: BaseException, ray_version: str) -> Exception:
         return BatchError(f"no Ray cluster to join for --ray-address {address!r} ({reason}): start one (ray start "
                           "--head), give its address (host:6379, ray://host:10001), or leave --ray-address out for "
                           "a local Ray")
+    if "Found multiple active Ray instances" in reason:  # "auto" on a machine with several: both addresses named
+        return BatchError(f"no one Ray cluster to join for --ray-address {address!r} ({reason}): give the address of "
+                          "the one to join (host:6379)")
     return BatchError(f"cannot join the Ray cluster at --ray-address {address!r} ({reason}): {auth_hint()}; or it "
                       f"runs another Ray than this command's {ray_version}")
 
@@ -180,6 +184,24 @@ class RayNotes(logging.Filter):
         return not (self.local and message.startswith("Token authentication is enabled for this Ray cluster"))
 
 
+CLIENT_HINT = ("pip install 'ray[client]' here and on the head, whose `ray start --head` then also serves Ray Client "
+               f"on port {CLIENT_PORT}")
+
+
+def check_client(address: str | None) -> None:
+    """A BatchError for a Ray Client address (ray://…) when Ray Client's package (grpcio, ray's `client` extra, which
+    the `distributed` extra leaves out) is missing: Ray raised a ValueError traceback, and a head without it serves no
+    Ray Client port at all."""
+    import importlib.util
+
+    from jobs.batch.layout import BatchError
+
+    if address is None or not address.startswith("ray://") or importlib.util.find_spec("grpc") is not None:
+        return
+    raise BatchError(f"--ray-address {address!r} is a Ray Client address, and Ray Client is not installed: "
+                     f"{CLIENT_HINT}; or run the command on a node of the cluster with --ray-address auto")
+
+
 @contextlib.contextmanager
 def quiet_ray_notes(local: bool) -> Iterator[None]:
     """`RayNotes` on the console handlers of Ray's loggers ("ray", "ray.data"), for the time of a session; the
@@ -215,6 +237,7 @@ def _joined(ray: Any, address: str | None, num_cpus: int | None, env_vars: dict[
     started_here = not ray.is_initialized()
     if started_here:
         if address is not None:
+            check_client(address)
             check_reachable(address)
         refused = (ConnectionError, getattr(getattr(ray, "exceptions", None), "AuthenticationError", ConnectionError))
         try:
@@ -262,12 +285,29 @@ def map_chunks(actor: type, actor_kwargs: dict, chunks: Sequence[int], workers: 
         dataset = _from_items(ray, [{"chunk": int(c)} for c in chunks]).map_batches(
             actor, batch_size=1, batch_format="numpy", fn_constructor_kwargs=actor_kwargs,
             compute=ray.data.ActorPoolStrategy(size=size), **per_actor)
-        for row in dataset.iter_rows():
-            yield ChunkResult(int(row["chunk"]), int(row["inputs"]), int(row["rows"]), float(row["seconds"]))
+        try:
+            for row in dataset.iter_rows():
+                yield ChunkResult(int(row["chunk"]), int(row["inputs"]), int(row["rows"]), float(row["seconds"]))
+        except ray.exceptions.RayError as exc:  # an actor's error: Ray's traceback(s) end with the actor's own line
+            raise worker_failed(exc) from None
+
+
+def worker_failed(exc: BaseException) -> Exception:
+    """A BatchError with the last line of a Ray worker's failure (the actor's own exception, e.g. "BundleError: …: no
+    bundle here") instead of Ray's nested tracebacks."""
+    from jobs.batch.layout import BatchError
+
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reason = lines[-1] if lines else type(exc).__name__
+    return BatchError(f"a Ray worker failed: {reason} (on a cluster of several machines, every node must reach the "
+                      "bundle and --out at the same path: shared storage)")
 
 
 def run_ray(bundle: str | Path, job: JobDir, chunks: Sequence[int], workers: int | None = None,
             address: str | None = None, threads: int = 1) -> Iterator[ChunkResult]:
-    """Score `chunks` of a batch job on Ray (see `map_chunks`)."""
-    kwargs = {"bundle": str(bundle), "out": str(job.out), "identity": job.identity, "threads": threads}
+    """Score `chunks` of a batch job on Ray (see `map_chunks`). The actors get absolute paths: a relative one would
+    be read against each worker's directory, the one `ray start` ran in (was: an ActorDiedError traceback, "no bundle
+    here", for `--bundle artifacts/shop` run anywhere else)."""
+    kwargs = {"bundle": str(Path(bundle).resolve()), "out": str(job.out.resolve()), "identity": job.identity,
+              "threads": threads}
     return map_chunks(ScoreChunks, kwargs, chunks, workers, address, threads)
