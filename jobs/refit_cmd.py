@@ -61,6 +61,8 @@ def refit(
     trained = train_and_evaluate(dataset, refit, config, name=str(manifest.get("name", "refit")),
                                  eval_config=eval_config)
     after = trained.recommender
+    # the towers are assembled with the default diversification: the bundle's own (`recsys diversify`) is kept
+    after.config = after.config.model_copy(update={"diversify": before.config.diversify})
     before.reranker = refreshed(before.reranker, split, through, progress=True)  # one fit for both sides
     after.reranker = with_parts(before.reranker, after.catalogue, before.reranker.stats)
     record: dict = {"through": through, "epochs": config.refit_epochs, "stopped": trained.result.stopped,
