@@ -113,7 +113,15 @@ def open_with_data(bundle: Path, data: Path):
 def open_for_ranker(bundle: Path, data: Path):
     """(recommender without a re-ranker, the dataset's split, bundle path, manifest); DataError when the bundle
     was built on another dataset."""
+    from recsys.errors import BundleError
+
     recommender, split, path, manifest = open_with_data(bundle, data)
+    refit = manifest.get("train", {}).get("refit")
+    if refit:  # its towers learned the valid targets a re-ranker learns on (and maybe test's): in-sample figures
+        raise BundleError(f"the towers of {path} were refit through the {refit['through']} step (`recsys refit`), so "
+                          f"they learned the valid-step targets a re-ranker learns on: train the re-ranker on the "
+                          f"bundle the refit was made from{made_from(manifest)}, then refit that one (the refit "
+                          "keeps its re-ranker)")
     recommender.reranker = None  # retrain from retrieval candidates, even if the bundle had a ranker
     return recommender, split, path, manifest
 

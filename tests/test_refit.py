@@ -111,7 +111,7 @@ def test_refit_command_writes_an_engine_that_has_seen_the_valid_step(engine, tra
     assert load_recommender(tmp_path / "all").reranker.stats.config.through == "test"
 
 
-def test_a_refit_keeps_the_bundles_diversification(engine, tmp_path):
+def test_a_refit_keeps_the_bundles_diversification_and_refuses_a_new_ranker(engine, tmp_path):
     """A bundle diversified with `recsys diversify` keeps its setting through a refit (the refit's towers were
     assembled with the default one: the shop's MMR weight, near-duplicate threshold and depth were silently lost,
     while the manifest's `diversify` record still named them)."""
@@ -128,3 +128,10 @@ def test_a_refit_keeps_the_bundles_diversification(engine, tmp_path):
     kept = load_recommender(tmp_path / "r").config.diversify
     assert (kept.weight, kept.duplicate_threshold, kept.depth) == (0.1, 0.95, 40)
     assert read_manifest(tmp_path / "r")["diversify"]["after"]["depth"] == 40
+    # the refit towers learned the valid (here: every) target, so a re-ranker learning on the valid step over them
+    # would read its answers, and its train-split statistics dropped the evaluation guard: refused, naming the parent
+    ranker = runner.invoke(app, ["train-ranker", "--bundle", str(tmp_path / "r"), "--data", str(data),
+                                 "--out", str(tmp_path / "rr")])
+    said = " ".join(ranker.output.replace("│", " ").split())
+    assert ranker.exit_code == 2 and "were refit through the test step" in said, said
+    assert str(tmp_path / "div") in said and "Traceback" not in said and not (tmp_path / "rr").exists()
