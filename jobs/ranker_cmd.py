@@ -290,9 +290,23 @@ def refresh_stats(
 
 
 def made_from(manifest: dict) -> str:
-    """" (<path>)": the bundle this one's statistics were refreshed (or its towers refit) from, when its manifest
-    records it; else the commands that write a bundle with train-split statistics."""
-    parent = manifest.get("ranker", {}).get("parent_bundle")
+    """" (<path>)": the bundle with train-split statistics this one was made from (its statistics refreshed, its
+    towers refit, or its lists diversified, once or more), followed up the manifests' `ranker.parent_bundle`: the
+    parent of a refresh of a refresh is itself refused; else the commands that write a bundle with train-split
+    statistics."""
+    from recsys.artifacts import read_manifest
+    from recsys.stats import saved_config
+
+    parent, seen = manifest.get("ranker", {}).get("parent_bundle"), set()
+    while parent and parent not in seen:
+        seen.add(parent)
+        try:
+            config = saved_config(Path(parent) / "stats")
+            if config is None or config.through == "train":
+                break
+            parent = read_manifest(Path(parent), verify=False).get("ranker", {}).get("parent_bundle") or parent
+        except Exception:  # (gone, unreadable, another working directory): the latest one known is named
+            break
     return f" ({parent})" if parent else " (the one `recsys train-ranker` or `recsys quickstart` wrote)"
 
 

@@ -116,6 +116,11 @@ def test_refresh_stats_command_writes_a_bundle_that_refuses_its_counted_splits(e
     onward = runner.invoke(app, ["refresh-stats", "--bundle", str(tmp_path / "valid"), "--data", str(data),
                                  "--through", "test", "--out", str(tmp_path / "onward")])
     assert onward.exit_code == 0, onward.output
+    # a refresh of a refresh names the bundle with train-split statistics up its lineage (it named its parent, which
+    # the same command refused again)
+    twice = runner.invoke(app, ["refresh-stats", "--bundle", str(tmp_path / "onward"), "--data", str(data)])
+    said = " ".join(twice.output.split())
+    assert twice.exit_code == 2 and f"refresh the bundle it was made from ({engine_dir})" in said, said
     served = runner.invoke(app, ["refresh-stats", "--bundle", str(engine_dir), "--data", str(data), "--through",
                                  "test", "--out", str(tmp_path / "all")])
     assert served.exit_code == 0, served.output
