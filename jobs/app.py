@@ -90,6 +90,22 @@ def friendly_errors(func):
     return wrapper
 
 
+def writes_a_bundle(func):
+    """For a command that writes one bundle (atomically: a temporary directory renamed into place, removed when
+    the job stops): Ctrl-C says that no bundle was written and exits 130. (Typer ends an interrupted command with
+    exit code 130 and no word, so a user could not tell whether a half-written bundle was left.)"""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]: no bundle written (a bundle is written whole or not at all); "
+                              "rerun the same command to start again")
+            raise typer.Exit(130) from None
+    return wrapper
+
+
 def is_redis_outage(exc: BaseException) -> bool:
     """Whether `exc` is redis' connection or timeout error: Redis gone or not answering in time during a job that
     reads the event store (redis is imported only by the jobs that opened a Redis store)."""

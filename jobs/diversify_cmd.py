@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from jobs.app import BundleDir, NewBundleOut, app
+from jobs.app import BundleDir, NewBundleOut, app, writes_a_bundle
 from jobs.options import Number, OrNone
 from jobs.output import console
 
@@ -25,6 +25,7 @@ def _threshold(text: str) -> float | None:
 
 
 @app.command("diversify")
+@writes_a_bundle
 def diversify(
     bundle: BundleDir,
     weight: Annotated[Optional[float], typer.Option(

@@ -12,7 +12,8 @@ from typing import Annotated, Optional
 import typer
 
 from jobs.app import EVAL_USERS, BundleData, BundleDir, CpuThreads, EventStoreOpt, EvalUsersOpt, NewBundleOut, \
-    RedisTimeoutOpt, RedisUrlOpt, StateDirOpt, app, cap_cpu_threads, eval_sample, read_json_object, validation_problems
+    RedisTimeoutOpt, RedisUrlOpt, StateDirOpt, app, cap_cpu_threads, eval_sample, read_json_object, \
+    validation_problems, writes_a_bundle
 from jobs.batch_cmd import store_source
 from jobs.options import OneOf, comma_list
 from jobs.output import console, metrics_table
@@ -153,6 +154,7 @@ def evaluation_rows(evaluation: dict, split: str = "test") -> list[dict]:
 
 
 @app.command("train-ranker")
+@writes_a_bundle
 def train_ranker(
     bundle: BundleDir,
     data: BundleData,
@@ -193,6 +195,7 @@ def train_ranker(
 
 
 @app.command("refresh-stats")
+@writes_a_bundle
 def refresh_stats(
     bundle: BundleDir,
     data: BundleData,

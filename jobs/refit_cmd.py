@@ -7,12 +7,13 @@ from typing import Annotated
 
 import typer
 
-from jobs.app import BundleData, BundleDir, CpuThreads, NewBundleOut, app, cap_cpu_threads
+from jobs.app import BundleData, BundleDir, CpuThreads, NewBundleOut, app, cap_cpu_threads, writes_a_bundle
 from jobs.output import console, metrics_table
 from jobs.ranker_cmd import bundle_and_dataset, kept_manifest, load_bundle, made_from
 
 
 @app.command("refit")
+@writes_a_bundle
 def refit(
     bundle: BundleDir,
     data: BundleData,

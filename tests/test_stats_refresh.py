@@ -376,3 +376,23 @@ def test_bench_diversify_refuses_another_dataset_and_counted_test_targets_before
                                      str(tmp_path / "results")])
         assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
         assert "Traceback" not in result.output
+
+
+def test_ctrl_c_during_a_refresh_says_no_bundle_was_written(engine, tmp_path, monkeypatch):
+    """Ctrl-C ended `refresh-stats` (and refit, train-ranker, diversify) with exit code 130 and no word (Typer's
+    own handling): the user could not tell whether a half-written bundle was left. It says what was written."""
+    dataset, _, recommender = engine
+    data = dataset.save(tmp_path / "data")
+    engine_dir = recommender.save(tmp_path / "models" / "v1", {"dataset": {"fingerprint": dataset.fingerprint()}})
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Recommender, "save", interrupted)
+    for command in (["refresh-stats", "--bundle", str(engine_dir), "--data", str(data), "--through", "test",
+                     "--out", str(tmp_path / "new")],
+                    ["diversify", "--bundle", str(engine_dir), "--weight", "0", "--out", str(tmp_path / "new")]):
+        result = CliRunner().invoke(app, command)
+        said = " ".join(result.output.split())
+        assert result.exit_code == 130 and "interrupted: no bundle written" in said, said
+        assert not (tmp_path / "new").exists() and sorted(p.name for p in (tmp_path / "models").iterdir()) == ["v1"]
