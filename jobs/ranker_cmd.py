@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from jobs.app import EVAL_USERS, BundleData, BundleDir, CpuThreads, EventStoreOpt, EvalUsersOpt, NewBundleOut, \
-    RedisTimeoutOpt, RedisUrlOpt, StateDirOpt, app, cap_cpu_threads, eval_sample, read_json_object, \
+    RedisTimeoutOpt, RedisUrlOpt, StateDirOpt, app, cap_cpu_threads, check_beside, eval_sample, read_json_object, \
     validation_problems, writes_a_bundle
 from jobs.batch_cmd import store_source
 from jobs.options import OneOf, comma_list
@@ -178,6 +178,7 @@ def train_ranker(
     from recsys.artifacts import new_version
 
     cap_cpu_threads(threads)
+    check_beside(bundle, out)
     config = ranker_config(candidates, n_jobs, seed, train_positions, transition_candidates, popular_candidates,
                            cv_folds, fold_ensemble, read_overrides(config_file)).model_copy(
         update={"train_examples": eval_sample(train_users)})
@@ -241,6 +242,7 @@ def refresh_stats(
             raise typer.BadParameter(f"{', '.join(unused)} {plural(len(unused), 'applies', 'apply')} only with "
                                      "--store, which reads the API's event store: add --store (without it the "
                                      "refresh counts no live event)", param_hint=unused[0])
+    check_beside(bundle, out)
     source = store_source(True, state_dir, event_store, redis_url, redis_timeout_s) if store else None
     recommender, split, path, manifest = open_with_data(bundle, data)
     if recommender.reranker is None:

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from jobs.app import BundleData, BundleDir, CpuThreads, NewBundleOut, app, cap_cpu_threads, writes_a_bundle
+from jobs.app import BundleData, BundleDir, CpuThreads, NewBundleOut, app, cap_cpu_threads, check_beside, \
+    writes_a_bundle
 from jobs.output import console, metrics_table
 from jobs.ranker_cmd import bundle_and_dataset, kept_manifest, load_bundle, made_from
 
@@ -39,6 +40,7 @@ def refit(
     if through not in REFIT_STEPS:
         raise typer.BadParameter(f"must be valid or test, got {through!r}", param_hint="--through")
     cap_cpu_threads(threads)
+    check_beside(bundle, out)
     path, manifest, dataset = bundle_and_dataset(bundle, data)
     if "train" not in manifest:
         raise BundleError(f"the bundle {path} has no trained towers to refit (`recsys train` writes them)")

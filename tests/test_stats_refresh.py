@@ -1,6 +1,8 @@
 """Refreshing a re-ranker's statistics with later events (`recsys refresh-stats`): the counts grow by exactly
 the added steps' events, the ranker stays, and a split whose targets are counted cannot be evaluated."""
 
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 import pytest
@@ -396,3 +398,29 @@ def test_ctrl_c_during_a_refresh_says_no_bundle_was_written(engine, tmp_path, mo
         said = " ".join(result.output.split())
         assert result.exit_code == 130 and "interrupted: no bundle written" in said, said
         assert not (tmp_path / "new").exists() and sorted(p.name for p in (tmp_path / "models").iterdir()) == ["v1"]
+
+
+def test_a_model_directory_that_cannot_be_written_is_refused_before_the_work(engine, tmp_path, monkeypatch):
+    """Without --out the new version goes beside the bundle: a read-only model directory (a read-only mount of the
+    served models) ran the whole job, then stopped on an error naming a temporary directory
+    ('.2026….tmp-…: Read-only file system'). Refused first, naming the directory and --out. (Root writes anywhere
+    here, so the file system's answer is stood in for.)"""
+    import jobs.app
+
+    dataset, _, recommender = engine
+    data = dataset.save(tmp_path / "data")
+    engine_dir = recommender.save(tmp_path / "models" / "v1", {"dataset": {"fingerprint": dataset.fingerprint()}})
+    models = (tmp_path / "models").resolve()
+    monkeypatch.setattr(jobs.app, "unwritable_reason",
+                        lambda path: "Read-only file system" if Path(path).resolve() == models else None)
+    for command in (["refresh-stats", "--bundle", str(tmp_path / "models"), "--data", str(data), "--through", "test"],
+                    ["diversify", "--bundle", str(engine_dir), "--weight", "0"],
+                    ["train-ranker", "--bundle", str(engine_dir), "--data", str(data)]):
+        result = CliRunner().invoke(app, command)
+        said = " ".join(result.output.replace("│", " ").split())
+        assert result.exit_code == 2 and f"in {models}, which cannot be written (Read-only file system)" in said, said
+        assert "name a writable directory with --out" in said and "refitting" not in said
+        assert sorted(p.name for p in models.iterdir()) == ["v1"]
+    out = CliRunner().invoke(app, ["diversify", "--bundle", str(engine_dir), "--weight", "0",
+                                   "--out", str(tmp_path / "elsewhere")])
+    assert out.exit_code == 0, out.output
