@@ -255,6 +255,10 @@ def refresh_stats(
                           f"no train-split statistics to compare --through valid with: refresh the bundle it was "
                           f"made from{made_from(manifest)}")
     live, live_record = read_live_events(source, wanted) if source is not None else (None, None)
+    if live is not None and prior.through == through and prior.live_through_seq \
+            and live_record["through_seq"] == prior.live_through_seq:
+        console.print(f"note: the event store has no event after seq {prior.live_through_seq:,}, which the bundle "
+                      "already counts: the new version counts the same events")
     if live is not None:
         check_same_shop(live, set(recommender.catalogue.state.ids) | live_record.pop("upserted"), source.label)
     if prior.through != "train":  # e.g. last night's refresh: refit from the events, so nothing counts twice

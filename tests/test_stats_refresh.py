@@ -344,6 +344,12 @@ def test_nightly_refresh_events_through_the_api_then_refresh_stats_then_reload(e
                                                                            tmp_path / "once"))
         assert (twice.config.live_events, twice.events()) == (5, split.train.height + 2 * N_USERS + 5)
         assert twice.config == direct.config
+        # a night without new events writes the same statistics again, and says so (it said nothing)
+        idle = CliRunner().invoke(app, ["refresh-stats", "--bundle", str(tmp_path / "models" / "v3")] + state
+                                  + ["--out", str(tmp_path / "idle")])
+        assert idle.exit_code == 0, idle.output
+        assert "no event after seq 5, which the bundle already counts" in " ".join(idle.output.split()), idle.output
+        assert "already counts" not in night.output
         for a, b in zip(_rows(twice), _rows(direct)):
             np.testing.assert_array_equal(a, b)
         assert client.post("/v1/admin/reload", json={"bundle": "v3"}, headers=admin).status_code == 200
