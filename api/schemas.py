@@ -26,6 +26,14 @@ def _whole(value: object) -> object:
 Whole = Annotated[int, BeforeValidator(_whole)]
 
 
+class Response(BaseModel):
+    """Response bodies. Their `model_version` / `model_name` fields are named for the served model: pydantic before
+    2.10 warned at import that they shadow its protected `model_` namespace (a UserWarning on every start at the
+    declared floor), so the namespace is not protected here."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+
 class Strict(BaseModel):
     """Request bodies: unknown fields, type coercion ("5" for 5, "no" for false) and non-finite numbers are 422."""
 
@@ -56,7 +64,7 @@ class Item(BaseModel):
     active: bool
 
 
-class RecommendationResponse(BaseModel):
+class RecommendationResponse(Response):
     strategy: Strategy = Field(description="which path served the list")
     reranked: bool = Field(False, description="True when the LightGBM re-ranker ordered the list")
     model_version: str
@@ -179,7 +187,7 @@ class ItemState(BaseModel):
     index_items: int = Field(description="items the index serves (the active ones) after the change")
 
 
-class CatalogueIds(BaseModel):
+class CatalogueIds(Response):
     model_version: str
     active: list[str] = Field(description="the ids of the items served (in stock)")
     inactive: list[str] = Field(description="the ids of the items known but out of stock")
@@ -203,7 +211,7 @@ class ReloadRequest(Strict):
         "it; default: the newest version under the root")
 
 
-class ReloadResponse(BaseModel):
+class ReloadResponse(Response):
     model_version: str
     previous_version: str
 
@@ -221,7 +229,7 @@ class Live(BaseModel):
     worker: int = Field(description="the answering process's id")
 
 
-class Ready(BaseModel):
+class Ready(Response):
     status: Literal["ready"]
     model_version: str
     event_store: Literal["available", "unavailable"] = Field(
@@ -230,7 +238,7 @@ class Ready(BaseModel):
         "'retry shortly', and sessions, similar items and item pages keep serving")
 
 
-class EncoderInfo(BaseModel):
+class EncoderInfo(Response):
     kind: str | None = Field(None, description="frozen-bert, peft-bert, …")
     model_name: str | None = Field(None, description="the BERT it was built from (a name, never a path)")
     dim: int | None = None

@@ -1,7 +1,9 @@
 """Edited item texts benchmark: what a catalogue feed that edits the texts of the items the towers were trained on
 costs the served engine, with the edited items encoded from their text alone (a zero ID block: how every upsert of a
-new text was served before stop 58) and with each trained item's own ID block kept (`ItemTower.encode_items`, how
-they are served now). Writes edited_texts.json, .md and .png.
+new text was served before stop 58), with each trained item's own ID block kept but its text part computed as a new
+item's (with neighbour features, the borrowed share: stop 58, and bundles built before stop 59), and with its ID
+block and its own neighbour share kept (`ItemTower.encode_items`, how bundles from stop 59 on serve them; a row only
+for a bundle that keeps its items' own neighbour shares). Writes edited_texts.json, .md and .png.
 
     recsys bench edited-texts --bundle artifacts/Scientific-peft --data ../shared/data/amazon-scientific
 
@@ -26,8 +28,9 @@ COLUMNS = [Column("variant"), Column("edited", "items edited", ",.0f"), Column("
 
 AS_BUILT = "as built"
 TEXT_ONLY = "edited texts, text only (before stop 58)"
-ID_KEPT = "edited texts, ID block kept (now)"
-VARIANTS = (AS_BUILT, TEXT_ONLY, ID_KEPT)
+ID_KEPT = "edited texts, ID block kept (stop 58)"
+OWN_KEPT = "edited texts, ID block and own neighbours kept (now)"
+VARIANTS = (AS_BUILT, TEXT_ONLY, ID_KEPT, OWN_KEPT)
 
 
 def edited_records(items, share: float, suffix: str, seed: int = 0) -> list[dict]:
@@ -45,6 +48,25 @@ def encoder_of(variant: str, tower) -> Callable[[list[dict]], np.ndarray]:
     if variant == TEXT_ONLY:
         return lambda records: tower.encode_texts(item_texts(records, tower.template))
     return tower.encode_items
+
+
+def keeps_own_neighbours(recommender) -> bool:
+    """Whether the recommender's trained towers keep their items' own neighbour shares (towers with neighbour
+    features, built from stop 59 on)."""
+    from encoders.loading import trained_towers
+
+    return any(t.model.own_neighbours is not None and t.model.own_neighbours.saved
+               for t in trained_towers(recommender.user_tower))
+
+
+def forget_own_neighbours(recommender) -> None:
+    """Serve as stop 58 did (and bundles built before stop 59 do): trained items' new texts take a new item's text
+    part."""
+    from encoders.loading import trained_towers
+
+    for tower in trained_towers(recommender.user_tower):
+        if tower.model.own_neighbours is not None:
+            tower.model.own_neighbours.clear()
 
 
 def run(bundle: str | Path, data: str | Path, out: str | Path, share: float = 1.0, suffix: str = " (2026 edition)",
@@ -66,10 +88,16 @@ def run(bundle: str | Path, data: str | Path, out: str | Path, share: float = 1.
     split.require_examples(("test",), "the edited-texts benchmark")
     config = EvalConfig(ks=(10, 50), splits=("test",))
     rows: list[dict] = []
-    for variant in VARIANTS:
+    variants, own = list(VARIANTS[:-1]), False  # the own-neighbours row joins when the bundle keeps them
+    for variant in variants:
         recommender = load_recommender(path)  # afresh: an upsert changes the catalogue it serves
         if recommender.reranker is not None:
             recommender.reranker.stats.config.check_unseen("test")
+        if variant == AS_BUILT and keeps_own_neighbours(recommender):
+            own = True
+            variants.append(OWN_KEPT)
+        if variant == ID_KEPT:
+            forget_own_neighbours(recommender)
         edited, seconds = [], 0.0
         if variant != AS_BUILT:
             edited = edited_records(recommender.items, share, suffix, seed)
@@ -93,9 +121,16 @@ def run(bundle: str | Path, data: str | Path, out: str | Path, share: float = 1.
              "API upserts (the statistics, keyed by item id, are kept)",
              "text only: each edited item encoded as an item added after training (a zero ID block); ID block "
              "kept: an item the towers were trained on keeps its own ID code, its text part computed as a new "
-             "item's (its own neighbours are not saved with the towers)"]
+             "item's (with neighbour features, the share borrowed from its text-nearest items; what the ONNX "
+             "export's ID-code join computes); ID block and own neighbours kept: its text part mixed with its own "
+             "neighbours' means at its own share, as in training"
+             if own else "text only: each edited item encoded as an item added after training (a zero ID block); "
+             "ID block kept: an item the towers were trained on keeps its own ID code, its text part computed as a "
+             "new item's (this bundle keeps no own neighbour shares: towers without neighbour features, or built "
+             "before stop 59, so there is no own-neighbours row)"]
     meta = {"environment": environment(("numpy", "polars", "torch", "lightgbm", "faiss-cpu")), "bundle": str(path),
-            "data": str(data), "command": command, "share": share, "suffix": suffix, "seed": seed}
+            "data": str(data), "command": command, "share": share, "suffix": suffix, "seed": seed,
+            "own_neighbours": own}
     return write_report(out, "edited_texts", rows, COLUMNS, title="Edited item texts: what the served engine keeps",
                         meta=meta, notes=notes, chart=_chart)
 
@@ -105,7 +140,7 @@ def _chart(rows, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     names = [r["variant"] for r in rows]
-    ax.barh(names, [r["ndcg@10"] for r in rows], color=["#888888", "#d95f02", "#1b9e77"][:len(rows)])
+    ax.barh(names, [r["ndcg@10"] for r in rows], color=["#888888", "#d95f02", "#7570b3", "#1b9e77"][:len(rows)])
     for n, r in enumerate(rows):
         ax.annotate(f"{r['ndcg@10']:.4f}", (r["ndcg@10"], n), xytext=(3, 0), textcoords="offset points",
                     va="center", fontsize=8)

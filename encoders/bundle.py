@@ -2,8 +2,10 @@
 
 encoder/ holds: adapter_config.json + adapter_model.safetensors (peft format), the tokenizer files,
 towers.safetensors (item head, ID embeddings, sequence model, user head, temperature, the borrowed neighbour
-share's banks; with full fine-tuning also the tuned BERT layers), tower.json (the TrainConfig and sizes) and, with
-`merge_adapters`, merged/ (the backbone with adapters folded in)."""
+share's banks; with full fine-tuning also the tuned BERT layers), tower.json (the TrainConfig and sizes),
+own_neighbours.safetensors (towers with neighbour features: each trained item's own neighbour share, and the
+neighbours' means when the borrowed share's bank does not hold them; absent from bundles built before stop 59) and,
+with `merge_adapters`, merged/ (the backbone with adapters folded in)."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from recsys.towers import UserTower
 
 TOWER_WEIGHTS = "towers.safetensors"
 TOWER_META = "tower.json"
+OWN_NEIGHBOURS_FILE = "own_neighbours.safetensors"
 
 
 def save_towers(model: TwoTowerModel, config: TrainConfig, directory: Path, tokenizer=None,
@@ -40,6 +43,8 @@ def save_towers(model: TwoTowerModel, config: TrainConfig, directory: Path, toke
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()  # + fully tuned BERT layers
              if model.trains(k) and not is_adapter_parameter(k)}
     save_file(state, directory / TOWER_WEIGHTS)
+    if model.own_neighbours is not None and model.own_neighbours.saved:
+        save_file(model.own_neighbours.state(), directory / OWN_NEIGHBOURS_FILE)
     merged = False
     if config.merge_adapters and model.bert is not None and adapter_files:
         merged_backbone(model.bert.model).save_pretrained(str(directory / "merged"))
@@ -110,6 +115,7 @@ def load_towers(directory: Path, device: torch.device | None = None, prefer_merg
                               hidden_size=meta.get("hidden_size"))
         missing, unexpected = model.load_state_dict({k: v for k, v in weights.items() if k not in tuned},
                                                     strict=False)
+        _load_own_neighbours(model, directory)
     except (OSError, KeyError, ValueError, RecsysError) as exc:
         raise BundleError(f"{directory}: cannot load the trained towers ({exc})") from exc
     missing = [k for k in missing if not k.startswith("bert.")]
@@ -124,6 +130,17 @@ def load_towers(directory: Path, device: torch.device | None = None, prefer_merg
             raise BundleError(f"{directory}: cannot load the item tower's BERT ({exc})") from exc
 
     return model.to(device or torch.device("cpu")).eval(), config, tokenizer, load_text if lazy else None
+
+
+def _load_own_neighbours(model: TwoTowerModel, directory: Path) -> None:
+    """Each trained item's own neighbour share from `directory`'s OWN_NEIGHBOURS_FILE; towers saved before it was
+    written (or without neighbour features) keep none, so their trained items' new texts take a new item's text
+    part, as before."""
+    path = directory / OWN_NEIGHBOURS_FILE
+    if model.own_neighbours is None or not path.is_file():
+        return
+    borrowed = len(model.borrow.values) if model.borrow is not None else None
+    model.own_neighbours.load(load_file(path), int(model.id_mask.shape[0]), borrowed)
 
 
 def user_tower_loader(bundle: Bundle, catalogue: Catalogue) -> UserTower:

@@ -9,7 +9,12 @@ outputs concatenated, as `export.json` says; a seed ensemble exports one graph p
 A trained graph's `vectors` output is a new item's vector (a zero ID block). For a new text of an item the towers
 were trained on, combine its second output, `text_block`, with the item's ID code (`<graph>_id_codes.npy`, rows in
 the order of `<graph>_id_codes.json`) through `with_id_code`, as export.json's `id_codes` entry says: the item keeps
-its ID block, as the served towers keep it on an upsert (`TwoTowerModel.item_text_vectors`)."""
+its ID block, as the served towers keep it on an upsert (`TwoTowerModel.item_text_vectors`). With neighbour
+features, `text_block` is a new item's text part (its own features, or the borrowed share): the graph does not
+carry each trained item's own neighbour share, which the served towers mix into such an item's new text (bundles
+from stop 59 on). So the join is the served vector for trained items without neighbours, and for the others the
+served vector of a bundle built before stop 59; the parity check compares it with that path, and the entry says
+how many items it concerns (`own_neighbours`)."""
 
 from __future__ import annotations
 
@@ -83,12 +88,15 @@ def with_id_code(text_block: np.ndarray, id_codes: np.ndarray, fusion: str) -> n
 @dataclass
 class IdCodes:
     """A trained part's ID codes: the catalogue items the towers hold an ID embedding for, their codes, how the
-    codes join the text block, and the PyTorch path for such items' texts."""
+    codes join the text block, the PyTorch path the join reproduces for such items' texts (a new item's text part
+    with the item's ID code), and how many of the items the served towers give their own neighbours' share
+    instead."""
 
     item_ids: list[str]
     codes: np.ndarray  # float32 [len(item_ids), id width]
     fusion: str
-    reference: Callable[[list[str], list[str]], np.ndarray]
+    reference: Callable[[list[str], list[str]], np.ndarray]  # without own neighbours, as the join computes
+    own_neighbours: int = 0  # of these items, those the served towers give their own neighbours' share
 
 
 @dataclass
@@ -146,8 +154,21 @@ def _id_codes(tower: TrainedUserTower) -> IdCodes | None:
     rows = np.flatnonzero((positions >= 0) & (positions < len(seen)) & seen[np.clip(positions, 0, len(seen) - 1)])
     with torch.no_grad():
         codes = model.id_codes(torch.as_tensor(positions[rows], device=model.id_mask.device))
+    def borrowed(texts: list[str], item_ids: list[str]) -> np.ndarray:
+        """The towers' path for these texts without each item's own neighbours: what the graph's join gives."""
+        return tower.encode_item_texts(texts, item_ids, own_neighbours=False)
+
     return IdCodes([ids[r] for r in rows], codes.float().cpu().numpy(), "concat" if model.id_dim else "sum",
-                   tower.encode_item_texts)
+                   borrowed, _own_neighbour_items(model, positions[rows]))
+
+
+def _own_neighbour_items(model, positions: np.ndarray) -> int:
+    """How many of these trained positions the served towers give their own neighbours' share on a new text."""
+    own = model.own_neighbours
+    if own is None or not own.saved:
+        return 0
+    shares = own.shares.cpu().numpy()
+    return int((shares[positions[positions < len(shares)]] > 0).sum())
 
 
 def _trained_parts(tower) -> list[TowerPart]:
@@ -242,9 +263,16 @@ def _check_id_codes(part: TowerPart, path: Path, text_block: np.ndarray, texts: 
         got = with_id_code(text_block[known], codes.codes[[row[item_ids[n]] for n in known]], codes.fusion)
         diff = _parity(f"{part.name} (items with an ID code)", got,
                        codes.reference([texts[n] for n in known], [item_ids[n] for n in known]))
-    return {"codes": f"{stem}_id_codes.npy", "item_ids": f"{stem}_id_codes.json", "rows": len(codes.item_ids),
-            "fusion": codes.fusion, "output": "text_block",
-            "parity": {"texts": len(known), "max_abs_diff": diff, "tolerance": PARITY_TOLERANCE}}
+    entry = {"codes": f"{stem}_id_codes.npy", "item_ids": f"{stem}_id_codes.json", "rows": len(codes.item_ids),
+             "fusion": codes.fusion, "output": "text_block",
+             "parity": {"texts": len(known), "max_abs_diff": diff, "tolerance": PARITY_TOLERANCE}}
+    if codes.own_neighbours:
+        entry["own_neighbours"] = {
+            "items": codes.own_neighbours,
+            "note": "text_block is a new item's text part (the borrowed neighbour share, or own features): the "
+                    "served towers mix these items' new texts with their own neighbours' means instead, which this "
+                    "graph does not carry; the parity check compares the join with the towers' path without them"}
+    return entry
 
 
 def write_item_vectors(recommender: Recommender, path: Path) -> dict:

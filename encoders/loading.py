@@ -53,3 +53,18 @@ def item_text_encoder(recommender: Recommender) -> ItemTower:
     """The item tower for a recommender's new items and free-text queries (`Recommender.item_tower`): its trained
     towers' own text path, else the frozen BERT its bundle was built with."""
     return recommender.item_tower()
+
+
+def trained_towers(user_tower) -> list:
+    """The trained towers (`encoders.serving.TrainedUserTower`) under a recommender's user tower: itself, a seed
+    ensemble's members, a zero-shot blend's trained part; none for a zero-shot bundle's."""
+    from encoders.blend import BlendedHistoryEncoder
+    from encoders.ensemble import EnsembleUserTower
+    from encoders.serving import TrainedUserTower
+    from recsys.towers import innermost_tower
+
+    tower = innermost_tower(user_tower)
+    if isinstance(tower, BlendedHistoryEncoder):
+        tower = innermost_tower(tower.trained)
+    members = tower.members if isinstance(tower, EnsembleUserTower) else [tower]
+    return [m for m in map(innermost_tower, members) if isinstance(m, TrainedUserTower)]

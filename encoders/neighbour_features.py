@@ -3,7 +3,8 @@ the text part of the item vectors (the ID block carries its own): mixed in at a 
 (`TowerConfig.neighbour_mix`) or beside them as a second input block of the item head, which learns how much to use
 it (`TowerConfig.neighbour_features`). With a share, items that have no neighbours, and items added after training,
 can borrow the neighbours of their text-nearest items that have some (`TowerConfig.neighbour_borrow`,
-`BorrowedShare`)."""
+`BorrowedShare`). The towers keep each trained item's own neighbour share (`OwnNeighbours`), so a new text of a
+trained item is mixed with its own neighbours' means, as training mixed it."""
 
 from __future__ import annotations
 
@@ -129,6 +130,118 @@ class BorrowedShare(nn.Module):
         return cls(k, config.neighbour_mix * k / (k + config.neighbour_shrink), hidden)
 
 
+class OwnNeighbours(nn.Module):
+    """Each trained item's own neighbour share, as the towers' last catalogue bank left it: `shares` [n_items], the
+    weight of the neighbours' mean in the item's head input (with a share: neighbour_mix × n / (n + shrink), n its
+    neighbour count; with the block: 1), 0 for an item without neighbours; and those neighbours' mean features,
+    one row per item with neighbours in catalogue order. With a borrowed share the means are its bank's `values`
+    (the same rows, saved with the towers), so only the shares are kept here (4 bytes an item); without one they
+    are kept here as float32 (hidden × 4 bytes an item with neighbours). Empty (`saved` False) for towers saved
+    before these were, whose trained items' new texts keep a new item's text part.
+
+    Not part of the towers' weights file: `encoders.bundle` writes `state()` into `encoder/OWN_NEIGHBOURS_FILE`
+    and `load`s it when the file is there (`encoders.bundle.OWN_NEIGHBOURS_FILE`)."""
+
+    def __init__(self, hidden: int, keeps_means: bool, block: bool) -> None:
+        super().__init__()
+        self.keeps_means, self.block = keeps_means, block
+        # filled by training (`fill`) or a load (`load`); sized 0 until then (non-persistent: their own file)
+        self.register_buffer("shares", torch.zeros(0), persistent=False)
+        self.register_buffer("means", torch.zeros(0, hidden), persistent=False)
+        self.register_buffer("bank_rows", torch.zeros(0, dtype=torch.long), persistent=False)  # derived
+
+    @classmethod
+    def for_tower(cls, config: TowerConfig, hidden: int) -> OwnNeighbours | None:
+        """The record for a tower config that uses neighbours (None when it uses none)."""
+        if not config.neighbour_mix and not config.neighbour_features:
+            return None
+        borrows = bool(config.neighbour_borrow and config.neighbour_mix)  # as `BorrowedShare.for_tower`
+        return cls(hidden, keeps_means=not borrows, block=config.neighbour_features)
+
+    @property
+    def saved(self) -> bool:
+        """Whether the shares are known (towers trained or loaded with them)."""
+        return len(self.shares) > 0
+
+    def reserve(self, n_items: int, n_with: int) -> None:
+        """Size the record before training wraps the towers (as `BorrowedShare.reserve`), so `fill` copies in
+        place."""
+        device = self.shares.device
+        self.shares = torch.zeros(n_items, device=device)
+        self.bank_rows = torch.zeros(n_items, dtype=torch.long, device=device)
+        if self.keeps_means:
+            self.means = torch.zeros(n_with, self.means.shape[1], device=device)
+
+    def fill(self, shares: torch.Tensor, means: torch.Tensor) -> None:
+        """Each item's share [n_items] (0 without neighbours) and the means of the items with neighbours [n_with,
+        hidden] (kept only without a borrowed share, whose bank holds them)."""
+        names = ("shares", "means") if self.keeps_means else ("shares",)
+        for name, values in zip(names, (shares, means)):
+            bank, values = getattr(self, name), values.detach().float()
+            if bank.shape == values.shape:
+                bank.copy_(values)
+            else:
+                setattr(self, name, values.to(bank.device, copy=True))
+        self._index()
+
+    def _index(self) -> None:
+        has = self.shares > 0
+        rows = torch.where(has, torch.cumsum(has.long(), 0) - 1, torch.zeros_like(has, dtype=torch.long))
+        if self.bank_rows.shape == rows.shape:
+            self.bank_rows.copy_(rows)
+        else:
+            self.bank_rows = rows
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """What a save writes (CPU, contiguous): the shares, and the means when they are kept here."""
+        kept = {"shares": self.shares, **({"means": self.means} if self.keeps_means else {})}
+        return {k: v.detach().cpu().contiguous() for k, v in kept.items()}
+
+    def load(self, state: dict[str, torch.Tensor], n_items: int, bank_rows: int | None) -> None:
+        """Read a saved `state()`; ValueError when it does not fit the towers (`n_items` items, a borrowed bank of
+        `bank_rows` rows: None without one)."""
+        shares = state.get("shares")
+        if shares is None or shares.shape != (n_items,):
+            raise ValueError(f"own neighbour shares: expected {n_items} items, found "
+                             f"{None if shares is None else tuple(shares.shape)}")
+        n_with = int((shares > 0).sum())
+        means = state.get("means") if self.keeps_means else None
+        if self.keeps_means and (means is None or means.shape != (n_with, self.means.shape[1])):
+            raise ValueError(f"own neighbour means: expected {n_with} × {self.means.shape[1]}, found "
+                             f"{None if means is None else tuple(means.shape)}")
+        if bank_rows is not None and bank_rows != n_with:
+            raise ValueError(f"{n_with} items have own neighbours but the borrowed share's bank holds {bank_rows}")
+        device = self.shares.device
+        self.shares = shares.float().to(device)
+        if means is not None:
+            self.means = means.float().to(device)
+        self._index()
+
+    def clear(self) -> None:
+        """Forget the shares: trained items' new texts take a new item's text part, as towers saved before them."""
+        self.shares = self.shares.new_zeros(0)
+        self.bank_rows = self.bank_rows.new_zeros(0)
+
+    def head_input(self, features: torch.Tensor, positions: torch.Tensor,
+                   borrowed_means: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the head's input [n, hidden or 2 × hidden] computed with each row's own neighbours as training computes
+        it, `NeighbourFeatures.__call__`; which rows have them, bool [n]) for own `features` of catalogue
+        `positions` (−1: not trained). Rows without are left to the caller (their values are meaningless).
+        `borrowed_means`: the borrowed share's values, when it holds the means."""
+        known = (positions >= 0) & (positions < len(self.shares))
+        safe = torch.where(known, positions, torch.zeros_like(positions))
+        share = self.shares[safe] * known
+        has = share > 0
+        bank = self.means if self.keeps_means else borrowed_means
+        if bank is None or not len(bank):  # no item has neighbours
+            return (own_features_twice(features) if self.block else features), torch.zeros_like(has)
+        means = bank[self.bank_rows[safe]].to(features.dtype)
+        if self.block:
+            return torch.cat([features, means], dim=-1), has
+        share = share[:, None].to(features.dtype)
+        return features * (1 - share) + means * share, has
+
+
 class NeighbourFeatures:
     """The item head's input from the items' own features [n, hidden]: with a `share`, (1 − share) × own + share ×
     the count-weighted mean features of the item's neighbours (with `shrink` s, the item's share is share × n /
@@ -138,9 +251,11 @@ class NeighbourFeatures:
     embeddings do, until the next refresh."""
 
     def __init__(self, sequences: Sequence[np.ndarray], n_items: int, share: float = 0.0,
-                 block: bool = False, shrink: float = 0.0, borrow: BorrowedShare | None = None) -> None:
+                 block: bool = False, shrink: float = 0.0, borrow: BorrowedShare | None = None,
+                 own: OwnNeighbours | None = None) -> None:
         """`borrow`: the towers' borrowed share for items without neighbours (its bank is refilled at each
-        `refresh`); without it they keep their own features."""
+        `refresh`); without it they keep their own features. `own`: the towers' record of each item's own share
+        and neighbours' means (refilled at each `refresh`), so they are saved with them."""
         if block == (share > 0):
             raise ValueError("NeighbourFeatures needs a share or the block, not both")
         if shrink and block:
@@ -160,18 +275,30 @@ class NeighbourFeatures:
         self.borrow = borrow
         if borrow is not None:
             borrow.reserve(int((degree > 0).sum()))
+        self.own = own
+        if own is not None:
+            own.reserve(n_items, int((degree > 0).sum()))
         # each catalogue row's row in the borrowed share's bank (the items with neighbours, in order), or −1
         self.bank_rows = torch.as_tensor(np.where(degree > 0, np.cumsum(degree > 0) - 1, -1))
 
     @classmethod
     def for_tower(cls, sequences: Sequence[np.ndarray], n_items: int, config: TowerConfig,
-                  borrow: BorrowedShare | None = None) -> NeighbourFeatures | None:
-        """The tower config's neighbour features (None when it uses none); `borrow`: the towers' borrowed share."""
+                  borrow: BorrowedShare | None = None, own: OwnNeighbours | None = None) -> NeighbourFeatures | None:
+        """The tower config's neighbour features (None when it uses none); `borrow`: the towers' borrowed share;
+        `own`: the towers' record of each item's own share."""
         if not config.neighbour_mix and not config.neighbour_features:
             return None
         return cls(sequences, n_items, share=config.neighbour_mix, block=config.neighbour_features,
                    shrink=config.neighbour_shrink if config.neighbour_mix else 0.0,  # a share's, not the block's
-                   borrow=borrow)
+                   borrow=borrow, own=own)
+
+    def item_shares(self) -> torch.Tensor:
+        """float32 [n_items]: each item's weight on its neighbours' mean, as `__call__` mixes it (the block: 1), 0
+        for an item without neighbours."""
+        has = self.has_neighbours.float()
+        if self.block:
+            return has
+        return self.shares.float() if self.shares is not None else self.share * has
 
     def refresh(self, bank: torch.Tensor) -> None:
         """Neighbour means from `bank` [n_items, hidden], the catalogue's current features (and, with a borrowed
@@ -184,6 +311,8 @@ class NeighbourFeatures:
             self.shares = self.shares.to(bank.device)
         if self.borrow is not None:
             self.borrow.fill(bank[self.has_neighbours], self.means[self.has_neighbours])
+        if self.own is not None:
+            self.own.fill(self.item_shares(), self.means[self.has_neighbours])
 
     def as_unseen(self, features: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """The head's input for catalogue `rows` with these own `features` computed as items unseen in training

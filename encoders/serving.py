@@ -223,11 +223,13 @@ class TrainedUserTower(UserTower):
                            np.int64, len(item_ids))
 
     @torch.no_grad()
-    def encode_item_texts(self, texts: Sequence[str], item_ids: Sequence[str | None] | None = None) -> np.ndarray:
+    def encode_item_texts(self, texts: Sequence[str], item_ids: Sequence[str | None] | None = None,
+                          own_neighbours: bool = True) -> np.ndarray:
         """The trained item tower for texts already rendered through the item template (`TrainedItemTower` renders
         records): float32 [n, dim]. The text-only path (a zero ID block), except for the texts of `item_ids` the
-        towers hold an ID embedding for: a new text of a trained item keeps its ID block
-        (`TwoTowerModel.item_text_vectors`)."""
+        towers were trained on: a new text of a trained item keeps its ID block and, with neighbour features, its
+        own neighbours' share, as the towers encode it in training (`TwoTowerModel.item_text_vectors`; with
+        `own_neighbours` False, or towers saved before they kept them, a new item's text part)."""
         from encoders.item_bank import encode_texts
 
         self.load_text_path()
@@ -243,7 +245,7 @@ class TrainedUserTower(UserTower):
         positions = torch.as_tensor(self.id_positions(item_ids if item_ids is not None else [None] * len(texts)),
                                     device=self.device)
         step = self.batch_size  # a block at a time: a borrowed share compares each row with its whole bank
-        return torch.cat([self.model.item_text_vectors(features[i:i + step], positions[i:i + step])
+        return torch.cat([self.model.item_text_vectors(features[i:i + step], positions[i:i + step], own_neighbours)
                           for i in range(0, len(features), step)]).cpu().numpy()
 
     def save(self, directory: Path) -> None:
@@ -261,8 +263,8 @@ class TrainedUserTower(UserTower):
 
 class TrainedItemTower(ItemTower):
     """A trained tower's item path (records rendered through `template`; the Recommender gives it the catalogue's,
-    `Recommender.item_tower`): text-only for new items and queries, a trained item's ID block kept for its new
-    text (`encode_texts_of`, `encode_items`)."""
+    `Recommender.item_tower`): text-only for new items and queries; a trained item's new text keeps its ID block
+    and its own neighbours' share (`encode_texts_of`, `encode_items`)."""
 
     def __init__(self, tower: TrainedUserTower) -> None:
         self.tower = tower

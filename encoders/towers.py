@@ -13,7 +13,7 @@ from torch import nn
 
 from encoders.layer_stack import layer_stack
 from encoders.lora import base_model, is_adapter_parameter
-from encoders.neighbour_features import BorrowedShare, own_features_twice
+from encoders.neighbour_features import BorrowedShare, OwnNeighbours, own_features_twice
 from encoders.pooling import pool
 from encoders.sequence_model import SequenceModel
 from recsys.config import TowerConfig
@@ -138,6 +138,7 @@ class TwoTowerModel(nn.Module):
             self.register_buffer("whiten_mean", torch.zeros(hidden), persistent=True)
             self.register_buffer("whiten_matrix", torch.eye(hidden), persistent=True)
         self.borrow = BorrowedShare.for_tower(config, hidden)  # new items' share from their text-nearest items
+        self.own_neighbours = OwnNeighbours.for_tower(config, hidden)  # trained items' own (their own file)
         self.id_embedding = nn.Embedding(n_items, self.id_dim or config.dim) if config.id_embedding else None
         if self.id_embedding is not None:
             nn.init.zeros_(self.id_embedding.weight) if not concat else nn.init.normal_(self.id_embedding.weight,
@@ -207,13 +208,16 @@ class TwoTowerModel(nn.Module):
     def text_block(self, features: torch.Tensor) -> torch.Tensor:
         """The item head's output [n, dim − id_dim] (not normalised) for pooled BERT features of texts, computed as
         for an item unknown at training time: its own features in the neighbour block, or with `neighbour_borrow` a
-        share from its text-nearest items (the towers keep no item's own neighbours: the training sequences'
-        neighbour means are not saved with them)."""
+        share from its text-nearest items (`item_text_vectors` gives a trained item its own neighbours)."""
+        return self._head(self._new_item_input(features))
+
+    def _new_item_input(self, features: torch.Tensor) -> torch.Tensor:
+        """The head's input for texts of items unknown at training time (see `text_block`)."""
         if self.config.neighbour_features:
-            features = own_features_twice(features)
-        elif self.borrow is not None:
-            features = self.borrow(features)
-        return self._head(features)
+            return own_features_twice(features)
+        if self.borrow is not None:
+            return self.borrow(features)
+        return features
 
     def text_only_vectors(self, features: torch.Tensor) -> torch.Tensor:
         """Item vectors from pooled BERT features alone, for items unknown at training time (`text_block` with a
@@ -223,14 +227,23 @@ class TwoTowerModel(nn.Module):
             vectors = F.pad(vectors, (0, self.id_dim))  # (traceable: the ONNX export keeps a dynamic batch)
         return F.normalize(vectors, dim=-1)
 
-    def item_text_vectors(self, features: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def item_text_vectors(self, features: torch.Tensor, positions: torch.Tensor,
+                          own_neighbours: bool = True) -> torch.Tensor:
         """Item vectors for (new) texts of catalogue items: `positions` their catalogue positions at training, −1
-        for an item added after training. The text part as `text_block` computes it, with each item's own ID code
-        (`with_id_codes`; zero for −1 and for items unseen in training: `text_only_vectors`), so a changed text of
-        a trained item keeps its ID block. Without neighbour features (`neighbour_mix`, `neighbour_features`) this
-        is `item_vectors` exactly; with them, the text part is a new item's (own features, or the borrowed share),
-        as the item's own neighbours are not saved with the towers."""
-        block = self.text_block(features)
+        for an item added after training. Each item's own ID code (`with_id_codes`; zero for −1 and for items
+        unseen in training: `text_only_vectors`), so a changed text of a trained item keeps its ID block; the text
+        part with neighbour features (`neighbour_mix`, `neighbour_features`): a trained item that had neighbours in
+        the training sequences mixes its new features with its own neighbours' means at its own share, as training
+        did (`OwnNeighbours`; the neighbours' features as the last catalogue bank left them), so this is
+        `item_vectors` exactly; other items, and every item when the towers were saved without their own
+        neighbours (or with `own_neighbours` False), take a new item's text part (`text_block`)."""
+        head_input = self._new_item_input(features)
+        own = self.own_neighbours
+        if own_neighbours and own is not None and own.saved and len(features):
+            mixed, has = own.head_input(features, positions,
+                                        self.borrow.values if self.borrow is not None else None)
+            head_input = torch.where(has[:, None], mixed, head_input)
+        block = self._head(head_input)
         if self.id_embedding is None:
             return F.normalize(block, dim=-1)
         codes = self.id_codes(positions.clamp(min=0)) * (positions >= 0)[..., None]

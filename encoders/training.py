@@ -159,7 +159,8 @@ class Trainer(NextItemObjective):
         self.bank: torch.Tensor | None = None  # the item head's input for the whole catalogue
         self.whitened = False  # tower.whiten: set from the first bank
         self.unseen_bank: torch.Tensor | None = None  # ... as items unseen in training get it (id_dropout)
-        self.neighbours = NeighbourFeatures.for_tower(self.data.sequences, n_items, tower, self.model.borrow)
+        self.neighbours = NeighbourFeatures.for_tower(self.data.sequences, n_items, tower, self.model.borrow,
+                                                      self.model.own_neighbours)
         self._popularity: Popularity | None = None  # fit at the first validation (`recommender`)
         self.pre_stage: dict | None = None
         valid = split.valid

@@ -149,7 +149,8 @@ def finish_commands(*apps: typer.Typer) -> None:
 
 HELP_PANELS = {
     "Start here": ("quickstart", "import"),
-    "Build and train a bundle": ("build", "train", "train-ranker", "encode", "refresh-stats", "refit", "diversify"),
+    "Build and train a bundle": ("build", "train", "train-ranker", "encode", "refresh-stats", "refit", "diversify",
+                                 "upgrade-bundle"),
     "Use a bundle": ("recommend", "serve", "push-items", "batch-score", "evaluate", "export"),
     "Measure": ("bench",),
 }

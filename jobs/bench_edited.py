@@ -1,6 +1,6 @@
-"""`recsys bench edited-texts`: what edited texts of trained items cost the served engine, encoded text-only or with
-their ID block kept (JSON + MD + PNG). Registered when jobs/cli.py imports this module; the benchmark is
-benchmarks/edited_texts.py."""
+"""`recsys bench edited-texts`: what edited texts of trained items cost the served engine, encoded text-only, with
+their ID block kept, and with their own neighbour share kept too (JSON + MD + PNG). Registered when jobs/cli.py
+imports this module; the benchmark is benchmarks/edited_texts.py."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ def bench_edited_texts(
     suffix: Annotated[str, typer.Option(help="appended to each edited text")] = " (2026 edition)",
     seed: Annotated[int, typer.Option(min=0, help="which items are edited")] = 0,
 ) -> None:
-    """Test N@10 / R@10 of a bundle as built and after a feed edits its items' texts (text-only vs ID block kept)."""
+    """Test N@10 / R@10 of a bundle as built and after a feed edits its items' texts (text-only, ID block kept, own
+    neighbours kept)."""
     from benchmarks.edited_texts import run
     from jobs.output import console, invocation
 

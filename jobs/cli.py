@@ -14,7 +14,7 @@ from rich.markup import escape
 from jobs import (  # noqa: F401
     batch_cmd, bench_batch, bench_catalogue, bench_diversify, bench_edited, bench_engine, bench_folds, bench_gpu,
     bench_latency, bench_live, bench_quality, bench_ranker, bench_scale, bench_store, diversify_cmd, encode_cmd,
-    export_cmd, push_cmd, quickstart, ranker_cmd, refit_cmd, train_cmd)
+    export_cmd, push_cmd, quickstart, ranker_cmd, refit_cmd, train_cmd, upgrade_cmd)
 from jobs.app import EVAL_USERS, MAX_K, BatchSize, CpuThreads, Decay, EncoderOpt, EvalUsersOpt, IndexOpt, Items, \
     MaxLength, ModelOpt, OnBadRowsOpt, OutOpt, OverwriteOpt, PoolingOpt, Port, Seed, Users, app, arrange_help, \
     bundle_name, cap_cpu_threads, check_ray_only, eval_sample, finish_commands, import_app

@@ -14,6 +14,8 @@ node sees, and the code installed on every node (as for the Ray batch engines).
 from __future__ import annotations
 
 import inspect
+import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,9 @@ class DistributedTrainingError(RecsysError):
 
 def _worker_loop(settings: dict[str, Any]) -> None:
     """Runs in every Ray Train worker: rank 0 trains, evaluates and writes the bundle, the others train."""
+    # faiss's loader tells at INFO which CPU build it tried, and a Ray worker's console shows INFO: quieted before
+    # the imports below load faiss
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     from ray.train.torch import get_device
 
     from encoders.distributed import WorkerGroup
@@ -52,6 +57,20 @@ def _worker_loop(settings: dict[str, Any]) -> None:
         train_towers(dataset, split, config, progress=False, **common)
 
 
+def scaling_config(config_class: Any, workers: int, use_gpu: bool, per_worker: dict[str, float]) -> Any:
+    """Ray Train's ScalingConfig for `workers` workers of `per_worker` resources, and nothing more.
+
+    Ray Train V1 (the default up to ray 2.50 at least; RAY_TRAIN_V2_ENABLED=0 after) gives its coordinator actor a
+    CPU of its own unless told otherwise: on a cluster of exactly workers × threads CPUs (the local Ray that
+    `train_on_ray` starts) training then waited for that CPU forever. The coordinator only coordinates, so it gets
+    none. Train V2's controller takes none, and its ScalingConfig refuses the setting."""
+    common = {"num_workers": workers, "use_gpu": use_gpu, "resources_per_worker": per_worker}
+    try:
+        return config_class(**common, trainer_resources={"CPU": 0})
+    except DeprecationWarning:  # Train V2: "trainer_resources" is gone
+        return config_class(**common)
+
+
 def train_on_ray(data: str | Path, config: TrainConfig, *, name: str, out_root: str | Path,
                  run_dir: str | Path | None = None, resume: bool = False, init_bundle: str | Path | None = None,
                  workers: int = 2, threads: int = 1, address: str | None = None, progress: bool = True) -> Path:
@@ -69,7 +88,9 @@ def train_on_ray(data: str | Path, config: TrainConfig, *, name: str, out_root: 
                 "out_root": str(out_root), "run_dir": str(run_dir), "resume": resume, "version": version,
                 "init_bundle": str(Path(init_bundle).resolve()) if init_bundle else None, "threads": threads,
                 "progress": progress}
-    with ray_session(address, workers * threads) as ray:
+    # Ray Train V1 from 2.43 on warns in its coordinator's process that trainer_resources (see scaling_config) "is
+    # deprecated"; Ray's documented switch for its V2 migration warnings turns that off
+    with ray_session(address, workers * threads, {"RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0"}) as ray:
         try:
             from ray.train import RunConfig, ScalingConfig
             from ray.train.torch import TorchTrainer
@@ -86,15 +107,19 @@ def train_on_ray(data: str | Path, config: TrainConfig, *, name: str, out_root: 
         run = {"name": f"{name}-{version}", "storage_path": str(run_dir / "ray")}
         if "worker_runtime_env" in inspect.signature(RunConfig).parameters:  # Ray Train V2
             run["worker_runtime_env"] = {"env_vars": {"TQDM_MININTERVAL": "10"}}  # worker output comes by the line
-        trainer = TorchTrainer(_worker_loop, train_loop_config=settings,
-                               scaling_config=ScalingConfig(num_workers=workers, use_gpu=bool(gpus),
-                                                            resources_per_worker=per_worker),
-                               run_config=RunConfig(**run))
+        if "logging_config" in inspect.signature(RunConfig).parameters and hasattr(ray.train, "LoggingConfig"):
+            # Ray Train V2's INFO notes ("Requesting resources", "Started training worker group …"); warnings stay
+            run["logging_config"] = ray.train.LoggingConfig(log_level="WARNING")
         failed = getattr(ray.train, "TrainingFailedError", RuntimeError)
-        try:
-            trainer.fit()
-        except failed as exc:
-            raise DistributedTrainingError(f"distributed training failed: {exc}") from None
+        with warnings.catch_warnings():  # the same warning, where the driver gives it
+            warnings.filterwarnings("ignore", message=r".*ScalingConfig\(trainer_resources\)", category=Warning)
+            trainer = TorchTrainer(_worker_loop, train_loop_config=settings,
+                                   scaling_config=scaling_config(ScalingConfig, workers, bool(gpus), per_worker),
+                                   run_config=RunConfig(**run))
+            try:
+                trainer.fit()
+            except failed as exc:
+                raise DistributedTrainingError(f"distributed training failed: {exc}") from None
     bundle = out_root / name / version
     if not (bundle / "manifest.json").is_file():
         raise DistributedTrainingError(f"training finished but rank 0 wrote no bundle at {bundle}")

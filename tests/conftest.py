@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import atexit
+import faulthandler
 import gc
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -139,6 +143,38 @@ def one_faiss_thread():
     faiss.omp_set_num_threads(1)
     yield
     faiss.omp_set_num_threads(before)
+
+
+RAY_TEST_SECONDS = float(os.environ.get("RECSYS_RAY_TEST_SECONDS", 900))
+
+
+@pytest.fixture(autouse=True)
+def ray_test_deadline(request):
+    """Every test that uses the local Ray is stopped after RAY_TEST_SECONDS (env RECSYS_RAY_TEST_SECONDS) instead of
+    hanging the suite: a Ray Train run whose workers the cluster cannot place waits for them forever (ray 2.10-2.50
+    gave the coordinator a CPU of its own). The driver then sits in Ray's C++ `ray.wait`, where Python's SIGALRM and
+    SIGINT handlers do not run (measured at ray 2.10), so a watchdog thread says why, dumps every thread's stack and
+    sends SIGTERM: Ray's driver turns it into SystemExit, which fails this test, and the suite goes on."""
+    if "local_ray" not in request.fixturenames:
+        yield
+        return
+
+    def expire():
+        sys.stderr.write(f"\n{request.node.name} ran past {RAY_TEST_SECONDS:.0f} s (RECSYS_RAY_TEST_SECONDS): "
+                         "stopped so that the suite does not hang; Ray's output above says what it waited for, the "
+                         "threads' stacks follow\n")
+        try:
+            faulthandler.dump_traceback(file=sys.__stderr__, all_threads=True)
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    watchdog = threading.Timer(RAY_TEST_SECONDS, expire)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        yield
+    finally:
+        watchdog.cancel()
 
 
 @pytest.fixture(scope="session")

@@ -90,3 +90,17 @@ def test_schemathesis_finds_no_failure_with_all_default_checks(app, request, exa
             "response_schema_conformance", "positive_data_acceptance", "negative_data_rejection"} <= set(
         summary.split("(")[1].split(")")[0].split(", "))
     assert " phases probing, schema_analysis, auth_bootstrap, examples, coverage, fuzzing, stateful;" in summary
+
+
+def test_the_schemas_import_without_a_warning_where_pydantic_protects_its_model_namespace():
+    """At the declared pydantic floor (2.7) the `model_` namespace is protected, and `model_version` /
+    `model_name` warned on every start ("Field … has conflict with protected namespace 'model_'"). Here that default
+    is put back before the import, which must stay silent under -W error."""
+    import subprocess
+    import sys
+
+    code = ("import pydantic\n"
+            "pydantic.BaseModel.model_config['protected_namespaces'] = ('model_',)\n"
+            "import api.schemas\n")
+    done = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-600:]

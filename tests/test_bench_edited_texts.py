@@ -1,5 +1,6 @@
 """`recsys bench edited-texts`: a bundle as built, then a feed's edit of its items' texts encoded text-only (how
-upserts were served before stop 58) and with each trained item's ID block kept (now); JSON + Markdown + PNG."""
+upserts were served before stop 58), with each trained item's ID block kept (stop 58) and, for towers that keep
+their items' own neighbour shares, with those too (tests/test_own_neighbours.py); JSON + Markdown + PNG."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ def test_the_benchmark_reports_the_three_variants_of_one_seeded_edit(tmp_path, t
     assert result.exit_code == 0, result.output
     report = json.loads((out / "edited_texts.json").read_text())
     rows = {r["variant"]: r for r in report["rows"]}
-    assert list(rows) == [AS_BUILT, TEXT_ONLY, ID_KEPT]
+    assert list(rows) == [AS_BUILT, TEXT_ONLY, ID_KEPT]  # towers without neighbour features: no own-neighbours row
+    assert report["meta"]["own_neighbours"] is False
     assert rows[AS_BUILT]["edited"] == 0 and rows[TEXT_ONLY]["edited"] == rows[ID_KEPT]["edited"] == 45
     assert rows[AS_BUILT]["ndcg_change"] == 0.0
     for row in rows.values():
@@ -39,6 +41,7 @@ def test_the_benchmark_reports_the_three_variants_of_one_seeded_edit(tmp_path, t
     assert report["meta"]["share"] == 0.5 and report["meta"]["suffix"] == " (2026 edition)"
     markdown = (out / "edited_texts.md").read_text()
     assert f"| {ID_KEPT} | 45 | {rows[ID_KEPT]['ndcg@10']:.4f} |" in markdown
+    assert "so there is no own-neighbours row" in markdown
     assert (out / "edited_texts.png").stat().st_size > 5_000
 
 

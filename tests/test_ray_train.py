@@ -71,3 +71,33 @@ def test_ray_train_refuses_more_workers_than_the_cluster_can_hold(tmp_path, loca
 
     with pytest.raises(DistributedTrainingError, match="need 3 CPUs; the cluster has 2"):
         train_on_ray(tmp_path / "shop", preset("smoke"), name="x", out_root=tmp_path, workers=3)
+
+
+def test_the_train_coordinator_takes_no_cpu_of_its_own_on_train_v1_and_v2_is_not_asked():
+    """Ray Train V1 (ray 2.10-2.50 by default) gave its coordinator 1 CPU besides the workers': on the local Ray of
+    workers × threads CPUs that `train_on_ray` starts, `recsys train --engine ray` waited for it forever."""
+    from jobs.ray_train import scaling_config
+
+    class V1:
+        def __init__(self, **kwargs):
+            self.kwargs = kwargs
+
+    class V2(V1):
+        def __init__(self, **kwargs):
+            if "trainer_resources" in kwargs:
+                raise DeprecationWarning("`ray.train.ScalingConfig(trainer_resources)` is deprecated.")
+            super().__init__(**kwargs)
+
+    per_worker = {"CPU": 2}
+    assert scaling_config(V1, 3, False, per_worker).kwargs == {
+        "num_workers": 3, "use_gpu": False, "resources_per_worker": per_worker, "trainer_resources": {"CPU": 0}}
+    assert scaling_config(V2, 3, True, per_worker).kwargs == {
+        "num_workers": 3, "use_gpu": True, "resources_per_worker": per_worker}
+
+
+def test_the_installed_rays_scaling_config_asks_for_the_workers_cpus_only():
+    ray_train = pytest.importorskip("ray.train", reason="needs the distributed extra")
+    from jobs.ray_train import scaling_config
+
+    config = scaling_config(ray_train.ScalingConfig, 2, False, {"CPU": 1})
+    assert config.total_resources == {"CPU": 2}

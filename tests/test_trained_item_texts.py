@@ -136,8 +136,9 @@ def test_an_upsert_of_a_new_text_keeps_a_trained_items_id_block_through_the_api(
 
 
 def test_with_neighbour_features_a_known_items_text_part_is_a_new_items_and_its_id_block_its_code():
-    """The towers keep no item's own neighbours (the training sequences' means are not saved): the text part of a
-    trained item's new text is computed as a new item's (own features in both blocks), its ID block is its code."""
+    """Towers that keep no item's own neighbours (saved before stop 59; tests/test_own_neighbours.py has those that
+    do): the text part of a trained item's new text is computed as a new item's (own features in both blocks), its
+    ID block is its code."""
     from encoders.towers import TwoTowerModel
     from recsys.config import TowerConfig
 
