@@ -421,7 +421,8 @@ def test_a_model_directory_that_cannot_be_written_is_refused_before_the_work(eng
                         lambda path: "Read-only file system" if Path(path).resolve() == models else None)
     for command in (["refresh-stats", "--bundle", str(tmp_path / "models"), "--data", str(data), "--through", "test"],
                     ["diversify", "--bundle", str(engine_dir), "--weight", "0"],
-                    ["train-ranker", "--bundle", str(engine_dir), "--data", str(data)]):
+                    ["train-ranker", "--bundle", str(engine_dir), "--data", str(data)],
+                    ["upgrade-bundle", "--bundle", str(engine_dir), "--data", str(data)]):
         result = CliRunner().invoke(app, command)
         said = " ".join(result.output.replace("│", " ").split())
         assert result.exit_code == 2 and f"in {models}, which cannot be written (Read-only file system)" in said, said
