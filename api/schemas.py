@@ -255,6 +255,13 @@ class RankerInfo(BaseModel):
     statistics_live_through_seq: int = Field(0, description="the event store's last event seq they count (0: none)")
 
 
+class DiversifyInfo(BaseModel):
+    weight: float = Field(description="MMR diversity weight (0: the ranked order)")
+    duplicate_threshold: float | None = Field(description="near-duplicate cosine: items this close to one already "
+                                              "in the list go behind the rest (null: off)")
+    depth: int = Field(description="ranked candidates each list is picked from")
+
+
 class ModelInfo(BaseModel):
     """What the served bundle is (its files and paths stay on the server)."""
 
@@ -264,5 +271,7 @@ class ModelInfo(BaseModel):
     bundle_schema_version: int | None = None
     encoder: EncoderInfo
     ranker: RankerInfo | None = Field(None, description="the re-ranker, when the bundle has one")
+    diversify: DiversifyInfo | None = Field(None, description="how its lists are diversified (`recsys diversify` "
+                                            "writes a version with another setting)")
     metrics: list[dict[str, str | int | float | bool | None]] = Field(
         default_factory=list, description="the build's evaluation rows (model, split, metric → value)")

@@ -18,7 +18,7 @@ from api.settings import Settings
 from jobs.bench import bench_app
 from jobs.options import OneOf
 from jobs.output import err_console
-from jobs.paths import writable_out
+from jobs.paths import unwritable_reason, writable_out
 from recsys.errors import RecsysError
 
 app = typer.Typer(help="BERT-based recommendation engine.", no_args_is_help=True, pretty_exceptions_enable=False)
@@ -87,6 +87,22 @@ def friendly_errors(func):
                               f"{escape(str(exc))}); --redis-timeout-s (RECSYS_REDIS_TIMEOUT_S) bounds each wait")
             raise typer.Exit(2) from None
     wrapper.friendly_errors = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def writes_a_bundle(func):
+    """For a command that writes one bundle (atomically: a temporary directory renamed into place, removed when
+    the job stops): Ctrl-C says that no bundle was written and exits 130. (Typer ends an interrupted command with
+    exit code 130 and no word, so a user could not tell whether a half-written bundle was left.)"""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]: no bundle written (a bundle is written whole or not at all); "
+                              "rerun the same command to start again")
+            raise typer.Exit(130) from None
     return wrapper
 
 
@@ -273,6 +289,26 @@ def new_bundle_out(value: Path | None) -> Path | None:
         raise typer.BadParameter(f"{value} already exists: choose a new directory (or leave --out out: a new version "
                                  "beside the bundle)", param_hint="--out")
     return writable_out(value)
+
+
+def check_beside(bundle: Path, out: Path | None) -> None:
+    """Without --out, the new version goes beside `bundle` (in its model directory): BundleError, before
+    the job, when that directory cannot be written (a read-only mount of the served models; was: the whole job,
+    then an error naming a temporary directory). A `bundle` that cannot be resolved is left to the command's own
+    loading, which says why."""
+    if out is not None:
+        return
+    from recsys.artifacts import resolve_bundle
+    from recsys.errors import BundleError
+
+    try:
+        parent = resolve_bundle(bundle).parent
+    except Exception:  # (BundleError, OSError): said by the command when it opens the bundle
+        return
+    reason = unwritable_reason(parent)
+    if reason is not None:
+        raise BundleError(f"the new version goes beside the bundle, in {parent}, which cannot be written ({reason}): "
+                          "name a writable directory with --out")
 
 
 NewBundleOut = Annotated[Optional[Path], typer.Option(file_okay=False, callback=new_bundle_out,

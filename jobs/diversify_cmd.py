@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from jobs.app import BundleDir, NewBundleOut, app
+from jobs.app import BundleDir, NewBundleOut, app, check_beside, writes_a_bundle
 from jobs.options import Number, OrNone
 from jobs.output import console
 
@@ -25,6 +25,7 @@ def _threshold(text: str) -> float | None:
 
 
 @app.command("diversify")
+@writes_a_bundle
 def diversify(
     bundle: BundleDir,
     weight: Annotated[Optional[float], typer.Option(
@@ -45,6 +46,7 @@ def diversify(
     if weight is None and duplicate_threshold is None and depth is None:
         raise typer.BadParameter("give the setting to change: --weight, --duplicate-threshold or --depth",
                                  param_hint="--weight")
+    check_beside(bundle, out)
     path = resolve_bundle(bundle)
     manifest = read_manifest(path)
     recommender = load_bundle(path)

@@ -12,7 +12,8 @@ from typing import Annotated, Optional
 import typer
 
 from jobs.app import EVAL_USERS, BundleData, BundleDir, CpuThreads, EventStoreOpt, EvalUsersOpt, NewBundleOut, \
-    RedisTimeoutOpt, RedisUrlOpt, StateDirOpt, app, cap_cpu_threads, eval_sample, read_json_object, validation_problems
+    RedisTimeoutOpt, RedisUrlOpt, StateDirOpt, app, cap_cpu_threads, check_beside, eval_sample, read_json_object, \
+    validation_problems, writes_a_bundle
 from jobs.batch_cmd import store_source
 from jobs.options import OneOf, comma_list
 from jobs.output import console, metrics_table
@@ -113,7 +114,15 @@ def open_with_data(bundle: Path, data: Path):
 def open_for_ranker(bundle: Path, data: Path):
     """(recommender without a re-ranker, the dataset's split, bundle path, manifest); DataError when the bundle
     was built on another dataset."""
+    from recsys.errors import BundleError
+
     recommender, split, path, manifest = open_with_data(bundle, data)
+    refit = manifest.get("train", {}).get("refit")
+    if refit:  # its towers learned the valid targets a re-ranker learns on (and maybe test's): in-sample figures
+        raise BundleError(f"the towers of {path} were refit through the {refit['through']} step (`recsys refit`), so "
+                          f"they learned the valid-step targets a re-ranker learns on: train the re-ranker on the "
+                          f"bundle the refit was made from{made_from(manifest)}, then refit that one (the refit "
+                          "keeps its re-ranker)")
     recommender.reranker = None  # retrain from retrieval candidates, even if the bundle had a ranker
     return recommender, split, path, manifest
 
@@ -145,6 +154,7 @@ def evaluation_rows(evaluation: dict, split: str = "test") -> list[dict]:
 
 
 @app.command("train-ranker")
+@writes_a_bundle
 def train_ranker(
     bundle: BundleDir,
     data: BundleData,
@@ -168,6 +178,7 @@ def train_ranker(
     from recsys.artifacts import new_version
 
     cap_cpu_threads(threads)
+    check_beside(bundle, out)
     config = ranker_config(candidates, n_jobs, seed, train_positions, transition_candidates, popular_candidates,
                            cv_folds, fold_ensemble, read_overrides(config_file)).model_copy(
         update={"train_examples": eval_sample(train_users)})
@@ -185,6 +196,7 @@ def train_ranker(
 
 
 @app.command("refresh-stats")
+@writes_a_bundle
 def refresh_stats(
     bundle: BundleDir,
     data: BundleData,
@@ -230,6 +242,7 @@ def refresh_stats(
             raise typer.BadParameter(f"{', '.join(unused)} {plural(len(unused), 'applies', 'apply')} only with "
                                      "--store, which reads the API's event store: add --store (without it the "
                                      "refresh counts no live event)", param_hint=unused[0])
+    check_beside(bundle, out)
     source = store_source(True, state_dir, event_store, redis_url, redis_timeout_s) if store else None
     recommender, split, path, manifest = open_with_data(bundle, data)
     if recommender.reranker is None:
@@ -242,6 +255,10 @@ def refresh_stats(
                           f"no train-split statistics to compare --through valid with: refresh the bundle it was "
                           f"made from{made_from(manifest)}")
     live, live_record = read_live_events(source, wanted) if source is not None else (None, None)
+    if live is not None and prior.through == through and prior.live_through_seq \
+            and live_record["through_seq"] == prior.live_through_seq:
+        console.print(f"note: the event store has no event after seq {prior.live_through_seq:,}, which the bundle "
+                      "already counts: the new version counts the same events")
     if live is not None:
         check_same_shop(live, set(recommender.catalogue.state.ids) | live_record.pop("upserted"), source.label)
     if prior.through != "train":  # e.g. last night's refresh: refit from the events, so nothing counts twice
@@ -282,9 +299,23 @@ def refresh_stats(
 
 
 def made_from(manifest: dict) -> str:
-    """" (<path>)": the bundle this one's statistics were refreshed (or its towers refit) from, when its manifest
-    records it; else the commands that write a bundle with train-split statistics."""
-    parent = manifest.get("ranker", {}).get("parent_bundle")
+    """" (<path>)": the bundle with train-split statistics this one was made from (its statistics refreshed, its
+    towers refit, or its lists diversified, once or more), followed up the manifests' `ranker.parent_bundle`: the
+    parent of a refresh of a refresh is itself refused; else the commands that write a bundle with train-split
+    statistics."""
+    from recsys.artifacts import read_manifest
+    from recsys.stats import saved_config
+
+    parent, seen = manifest.get("ranker", {}).get("parent_bundle"), set()
+    while parent and parent not in seen:
+        seen.add(parent)
+        try:
+            config = saved_config(Path(parent) / "stats")
+            if config is None or config.through == "train":
+                break
+            parent = read_manifest(Path(parent), verify=False).get("ranker", {}).get("parent_bundle") or parent
+        except Exception:  # (gone, unreadable, another working directory): the latest one known is named
+            break
     return f" ({parent})" if parent else " (the one `recsys train-ranker` or `recsys quickstart` wrote)"
 
 

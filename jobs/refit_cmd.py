@@ -7,12 +7,14 @@ from typing import Annotated
 
 import typer
 
-from jobs.app import BundleData, BundleDir, CpuThreads, NewBundleOut, app, cap_cpu_threads
+from jobs.app import BundleData, BundleDir, CpuThreads, NewBundleOut, app, cap_cpu_threads, check_beside, \
+    writes_a_bundle
 from jobs.output import console, metrics_table
 from jobs.ranker_cmd import bundle_and_dataset, kept_manifest, load_bundle, made_from
 
 
 @app.command("refit")
+@writes_a_bundle
 def refit(
     bundle: BundleDir,
     data: BundleData,
@@ -38,6 +40,7 @@ def refit(
     if through not in REFIT_STEPS:
         raise typer.BadParameter(f"must be valid or test, got {through!r}", param_hint="--through")
     cap_cpu_threads(threads)
+    check_beside(bundle, out)
     path, manifest, dataset = bundle_and_dataset(bundle, data)
     if "train" not in manifest:
         raise BundleError(f"the bundle {path} has no trained towers to refit (`recsys train` writes them)")
@@ -61,6 +64,8 @@ def refit(
     trained = train_and_evaluate(dataset, refit, config, name=str(manifest.get("name", "refit")),
                                  eval_config=eval_config)
     after = trained.recommender
+    # the towers are assembled with the default diversification: the bundle's own (`recsys diversify`) is kept
+    after.config = after.config.model_copy(update={"diversify": before.config.diversify})
     before.reranker = refreshed(before.reranker, split, through, progress=True)  # one fit for both sides
     after.reranker = with_parts(before.reranker, after.catalogue, before.reranker.stats)
     record: dict = {"through": through, "epochs": config.refit_epochs, "stopped": trained.result.stopped,

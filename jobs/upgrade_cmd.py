@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
-from jobs.app import BundleData, BundleDir, NewBundleOut, app
+from jobs.app import BundleData, BundleDir, NewBundleOut, app, check_beside, writes_a_bundle
 from jobs.output import console
 from jobs.ranker_cmd import bundle_and_dataset, kept_manifest, load_bundle
 from recsys.text_format import counted
 
 
 @app.command("upgrade-bundle")
+@writes_a_bundle
 def upgrade_bundle(bundle: BundleDir, data: BundleData, out: NewBundleOut = None) -> None:
     """Give a bundle written by an earlier release what this one saves, as a new version: each trained item's own
     neighbour share, rebuilt from the dataset it was trained on and checked against the bundle's own vectors, so a
@@ -18,6 +19,7 @@ def upgrade_bundle(bundle: BundleDir, data: BundleData, out: NewBundleOut = None
     from encoders.upgrade import add_own_neighbours
     from recsys.artifacts import new_version
 
+    check_beside(bundle, out)
     path, manifest, dataset = bundle_and_dataset(bundle, data)
     through = ((manifest.get("train") or {}).get("refit") or {}).get("through", "train")
     recommender = load_bundle(path)

@@ -80,6 +80,17 @@ def test_health_readiness_and_model_info(client):
     assert info["ranker"] is None  # the toy bundle has no re-ranker
 
 
+def test_model_info_says_which_diversification_serves(toy, tmp_path):
+    """`recsys diversify` writes a version with another setting: after a reload, /v1/model says which one serves
+    (it said nothing of it, so a shop could not check that its reload took the new setting)."""
+    from recsys.config import DiversifyConfig
+
+    setting = DiversifyConfig(weight=0.1, duplicate_threshold=0.9, depth=20)
+    bundle = Recommender.build(toy, split_dataset(toy), VECTORS, BuildConfig(diversify=setting)).save(tmp_path / "d")
+    with make_client(bundle, tmp_path) as c:
+        assert c.get("/v1/model").json()["diversify"] == {"weight": 0.1, "duplicate_threshold": 0.9, "depth": 20}
+
+
 def test_known_user_excludes_history_and_explains(client):
     body = client.get("/v1/users/u4/recommendations", params={"k": 2}).json()
     assert body["strategy"] == "personalised" and body["model_version"] == "v1"

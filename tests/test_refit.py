@@ -109,3 +109,29 @@ def test_refit_command_writes_an_engine_that_has_seen_the_valid_step(engine, tra
     record = read_manifest(tmp_path / "all")["train"]["refit"]
     assert record["events"] == split.train.height + split.valid.height + split.test.height and "test" not in record
     assert load_recommender(tmp_path / "all").reranker.stats.config.through == "test"
+
+
+def test_a_refit_keeps_the_bundles_diversification_and_refuses_a_new_ranker(engine, tmp_path):
+    """A bundle diversified with `recsys diversify` keeps its setting through a refit (the refit's towers were
+    assembled with the default one: the shop's MMR weight, near-duplicate threshold and depth were silently lost,
+    while the manifest's `diversify` record still named them)."""
+    from encoders.loading import load_recommender
+
+    data, bundle, _ = engine
+    runner = CliRunner()
+    set_ = runner.invoke(app, ["diversify", "--bundle", str(bundle), "--weight", "0.1", "--duplicate-threshold",
+                               "0.95", "--depth", "40", "--out", str(tmp_path / "div")])
+    assert set_.exit_code == 0, set_.output
+    result = runner.invoke(app, ["refit", "--bundle", str(tmp_path / "div"), "--data", str(data), "--through", "test",
+                                 "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    kept = load_recommender(tmp_path / "r").config.diversify
+    assert (kept.weight, kept.duplicate_threshold, kept.depth) == (0.1, 0.95, 40)
+    assert read_manifest(tmp_path / "r")["diversify"]["after"]["depth"] == 40
+    # the refit towers learned the valid (here: every) target, so a re-ranker learning on the valid step over them
+    # would read its answers, and its train-split statistics dropped the evaluation guard: refused, naming the parent
+    ranker = runner.invoke(app, ["train-ranker", "--bundle", str(tmp_path / "r"), "--data", str(data),
+                                 "--out", str(tmp_path / "rr")])
+    said = " ".join(ranker.output.replace("│", " ").split())
+    assert ranker.exit_code == 2 and "were refit through the test step" in said, said
+    assert str(tmp_path / "div") in said and "Traceback" not in said and not (tmp_path / "rr").exists()

@@ -1,6 +1,8 @@
 """Refreshing a re-ranker's statistics with later events (`recsys refresh-stats`): the counts grow by exactly
 the added steps' events, the ranker stays, and a split whose targets are counted cannot be evaluated."""
 
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 import pytest
@@ -116,6 +118,11 @@ def test_refresh_stats_command_writes_a_bundle_that_refuses_its_counted_splits(e
     onward = runner.invoke(app, ["refresh-stats", "--bundle", str(tmp_path / "valid"), "--data", str(data),
                                  "--through", "test", "--out", str(tmp_path / "onward")])
     assert onward.exit_code == 0, onward.output
+    # a refresh of a refresh names the bundle with train-split statistics up its lineage (it named its parent, which
+    # the same command refused again)
+    twice = runner.invoke(app, ["refresh-stats", "--bundle", str(tmp_path / "onward"), "--data", str(data)])
+    said = " ".join(twice.output.split())
+    assert twice.exit_code == 2 and f"refresh the bundle it was made from ({engine_dir})" in said, said
     served = runner.invoke(app, ["refresh-stats", "--bundle", str(engine_dir), "--data", str(data), "--through",
                                  "test", "--out", str(tmp_path / "all")])
     assert served.exit_code == 0, served.output
@@ -337,6 +344,12 @@ def test_nightly_refresh_events_through_the_api_then_refresh_stats_then_reload(e
                                                                            tmp_path / "once"))
         assert (twice.config.live_events, twice.events()) == (5, split.train.height + 2 * N_USERS + 5)
         assert twice.config == direct.config
+        # a night without new events writes the same statistics again, and says so (it said nothing)
+        idle = CliRunner().invoke(app, ["refresh-stats", "--bundle", str(tmp_path / "models" / "v3")] + state
+                                  + ["--out", str(tmp_path / "idle")])
+        assert idle.exit_code == 0, idle.output
+        assert "no event after seq 5, which the bundle already counts" in " ".join(idle.output.split()), idle.output
+        assert "already counts" not in night.output
         for a, b in zip(_rows(twice), _rows(direct)):
             np.testing.assert_array_equal(a, b)
         assert client.post("/v1/admin/reload", json={"bundle": "v3"}, headers=admin).status_code == 200
@@ -371,3 +384,50 @@ def test_bench_diversify_refuses_another_dataset_and_counted_test_targets_before
                                      str(tmp_path / "results")])
         assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
         assert "Traceback" not in result.output
+
+
+def test_ctrl_c_during_a_refresh_says_no_bundle_was_written(engine, tmp_path, monkeypatch):
+    """Ctrl-C ended `refresh-stats` (and refit, train-ranker, diversify) with exit code 130 and no word (Typer's
+    own handling): the user could not tell whether a half-written bundle was left. It says what was written."""
+    dataset, _, recommender = engine
+    data = dataset.save(tmp_path / "data")
+    engine_dir = recommender.save(tmp_path / "models" / "v1", {"dataset": {"fingerprint": dataset.fingerprint()}})
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Recommender, "save", interrupted)
+    for command in (["refresh-stats", "--bundle", str(engine_dir), "--data", str(data), "--through", "test",
+                     "--out", str(tmp_path / "new")],
+                    ["diversify", "--bundle", str(engine_dir), "--weight", "0", "--out", str(tmp_path / "new")]):
+        result = CliRunner().invoke(app, command)
+        said = " ".join(result.output.split())
+        assert result.exit_code == 130 and "interrupted: no bundle written" in said, said
+        assert not (tmp_path / "new").exists() and sorted(p.name for p in (tmp_path / "models").iterdir()) == ["v1"]
+
+
+def test_a_model_directory_that_cannot_be_written_is_refused_before_the_work(engine, tmp_path, monkeypatch):
+    """Without --out the new version goes beside the bundle: a read-only model directory (a read-only mount of the
+    served models) ran the whole job, then stopped on an error naming a temporary directory
+    ('.2026….tmp-…: Read-only file system'). Refused first, naming the directory and --out. (Root writes anywhere
+    here, so the file system's answer is stood in for.)"""
+    import jobs.app
+
+    dataset, _, recommender = engine
+    data = dataset.save(tmp_path / "data")
+    engine_dir = recommender.save(tmp_path / "models" / "v1", {"dataset": {"fingerprint": dataset.fingerprint()}})
+    models = (tmp_path / "models").resolve()
+    monkeypatch.setattr(jobs.app, "unwritable_reason",
+                        lambda path: "Read-only file system" if Path(path).resolve() == models else None)
+    for command in (["refresh-stats", "--bundle", str(tmp_path / "models"), "--data", str(data), "--through", "test"],
+                    ["diversify", "--bundle", str(engine_dir), "--weight", "0"],
+                    ["train-ranker", "--bundle", str(engine_dir), "--data", str(data)],
+                    ["upgrade-bundle", "--bundle", str(engine_dir), "--data", str(data)]):
+        result = CliRunner().invoke(app, command)
+        said = " ".join(result.output.replace("│", " ").split())
+        assert result.exit_code == 2 and f"in {models}, which cannot be written (Read-only file system)" in said, said
+        assert "name a writable directory with --out" in said and "refitting" not in said
+        assert sorted(p.name for p in models.iterdir()) == ["v1"]
+    out = CliRunner().invoke(app, ["diversify", "--bundle", str(engine_dir), "--weight", "0",
+                                   "--out", str(tmp_path / "elsewhere")])
+    assert out.exit_code == 0, out.output

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Response
 from api.deps import get_loaded, get_service
 from api.errors import documented
 from api.loaded import Loaded
-from api.schemas import EncoderInfo, Health, Live, ModelInfo, RankerInfo, Ready
+from api.schemas import DiversifyInfo, EncoderInfo, Health, Live, ModelInfo, RankerInfo, Ready
 from api.service import Service
 
 router = APIRouter(tags=["health"])
@@ -65,6 +65,7 @@ def model_info(loaded: Annotated[Loaded, Depends(get_loaded)]) -> ModelInfo:
         created_at=manifest.get("created_at"), bundle_schema_version=manifest.get("bundle_schema_version"),
         encoder=EncoderInfo(kind=encoder.get("kind"), dim=encoder.get("dim"),
                             model_name=_model_name(encoder.get("model_name"))), ranker=ranker,
+        diversify=DiversifyInfo(**loaded.recommender.config.diversify.model_dump()),
         metrics=[{k: v for k, v in row.items() if isinstance(v, scalar)}
                  for row in manifest.get("metrics") or [] if isinstance(row, dict)])
 
