@@ -43,6 +43,16 @@ def own_features_twice(features: torch.Tensor) -> torch.Tensor:
     return torch.cat([features, features], dim=-1)
 
 
+def set_buffer(module: nn.Module, name: str, values: torch.Tensor) -> None:
+    """`values` into `module`'s buffer `name`: copied in place when its shape holds (training wraps the towers once,
+    so a refresh keeps the same tensors), else a copy on the buffer's device."""
+    buffer = getattr(module, name)
+    if buffer.shape == values.shape:
+        buffer.copy_(values)
+    else:
+        setattr(module, name, values.to(buffer.device, copy=True))
+
+
 class BorrowedShare(nn.Module):
     """The neighbour share of an item the training sequences give no neighbours (or one added after training),
     borrowed from the `k` items nearest to it by text (cosine on own features) among those that have neighbours:
@@ -71,11 +81,7 @@ class BorrowedShare(nn.Module):
         """The banks [n, hidden]: own features and neighbours' means of the items that have neighbours (in place
         when the size holds)."""
         for name, features in (("keys", keys), ("values", values)):
-            bank, features = getattr(self, name), features.detach().float()
-            if bank.shape == features.shape:
-                bank.copy_(features)
-            else:
-                setattr(self, name, features.to(bank.device, copy=True))
+            set_buffer(self, name, features.detach().float())
         self._normalise_keys()
 
     def _normalise_keys(self) -> None:
@@ -177,20 +183,13 @@ class OwnNeighbours(nn.Module):
         hidden] (kept only without a borrowed share, whose bank holds them)."""
         names = ("shares", "means") if self.keeps_means else ("shares",)
         for name, values in zip(names, (shares, means)):
-            bank, values = getattr(self, name), values.detach().float()
-            if bank.shape == values.shape:
-                bank.copy_(values)
-            else:
-                setattr(self, name, values.to(bank.device, copy=True))
+            set_buffer(self, name, values.detach().float())
         self._index()
 
     def _index(self) -> None:
         has = self.shares > 0
         rows = torch.where(has, torch.cumsum(has.long(), 0) - 1, torch.zeros_like(has, dtype=torch.long))
-        if self.bank_rows.shape == rows.shape:
-            self.bank_rows.copy_(rows)
-        else:
-            self.bank_rows = rows
+        set_buffer(self, "bank_rows", rows)
 
     def state(self) -> dict[str, torch.Tensor]:
         """What a save writes (CPU, contiguous): the shares, and the means when they are kept here."""
