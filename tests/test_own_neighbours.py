@@ -22,10 +22,10 @@ from encoders.neighbour_features import NeighbourFeatures, neighbour_counts
 from encoders.towers import TwoTowerModel
 from recsys.config import TowerConfig
 from recsys.data.item_text import item_text
+from tests.test_trained_item_texts import NEW_TEXT, with_a_new_text
 
 TOKEN = "s3cret"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
-NEW_TEXT = "waterproof hiking boots, brown leather, size 42"
 PRESET_NEIGHBOURS = {"neighbour_mix": 0.5, "neighbour_shrink": 8.0, "neighbour_borrow": 3}  # `cpu` / `frozen`
 MODES = {"shrunk share, borrowed": PRESET_NEIGHBOURS,
          "flat share, none borrowed": {"neighbour_mix": 0.3},
@@ -140,12 +140,7 @@ def test_a_new_text_of_a_trained_item_with_neighbours_is_the_towers_vector(neigh
     recommender = load_recommender(path)
     tower, item_tower = the_tower(recommender), recommender.item_tower()
     item = an_item_with_neighbours(tower)
-    record = recommender.item_records([item])[0]
-    state = recommender.catalogue.state
-    # its catalogue text gives back the vector it is served with (a new item's share did not)
-    np.testing.assert_allclose(item_tower.encode_items([record])[0], state.vectors[state.position[item]], atol=1e-5)
-    changed = {**record, "text": NEW_TEXT}
-    text = item_text(changed, item_tower.template)
+    changed, text = with_a_new_text(recommender, item)  # its catalogue text: its vector (a new item's share: not)
     got = item_tower.encode_items([changed])[0]
     position = torch.tensor([tower.training_position[item]])
     new = torch.as_tensor(encode_texts(tower.model.bert, tower.tokenizer, [text], tower.config.tower.item_max_length,

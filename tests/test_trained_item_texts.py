@@ -74,16 +74,21 @@ def id_block(tower: TrainedUserTower, vector: np.ndarray) -> np.ndarray:
     return vector[tower.model.config.dim - tower.model.id_dim:]
 
 
+def with_a_new_text(recommender, item: str) -> tuple[dict, str]:
+    """(`item`'s record with NEW_TEXT, that text as the item tower renders it), after checking that its catalogue
+    text through the item tower's path gives back the vector it is served with."""
+    item_tower, state = recommender.item_tower(), recommender.catalogue.state
+    record = recommender.item_records([item])[0]
+    np.testing.assert_allclose(item_tower.encode_items([record])[0], state.vectors[state.position[item]], atol=1e-5)
+    changed = {**record, "text": NEW_TEXT}
+    return changed, item_text(changed, item_tower.template)
+
+
 def test_a_new_text_of_a_trained_item_is_the_towers_vector_with_its_id_code(bundle):
     recommender = load_recommender(bundle)
     tower, item_tower = trained_tower(recommender), recommender.item_tower()
     item = trained_item(tower)
-    record = recommender.item_records([item])[0]
-    state = recommender.catalogue.state
-    # its catalogue text through this path: the vector it is served with
-    np.testing.assert_allclose(item_tower.encode_items([record])[0], state.vectors[state.position[item]], atol=1e-5)
-    changed = {**record, "text": NEW_TEXT}
-    text = item_text(changed, item_tower.template)
+    changed, text = with_a_new_text(recommender, item)
     vectors = item_tower.encode_items([changed, {**changed, "item_id": "brand-new"}, {**changed, "item_id": None}])
     expected = towers_vector(tower, item, text)
     np.testing.assert_allclose(vectors[0], expected, atol=1e-5)
