@@ -392,7 +392,8 @@ def test_model_info_shows_name_version_and_metrics_not_paths(client):
     response = client.get("/v1/model")
     assert response.json() == {"name": "toy", "version": "v1", "created_at": response.json()["created_at"],
                                "bundle_schema_version": 1, "metrics": [], "ranker": None,
-                               "encoder": {"kind": "frozen-bert", "model_name": "bert-local", "dim": 2}}
+                               "encoder": {"kind": "frozen-bert", "model_name": "bert-local", "dim": 2},
+                               "diversify": {"weight": 0.3, "duplicate_threshold": None, "depth": 50}}
     assert "/opt" not in response.text
 
 
