@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import gc
+import importlib
 import itertools
 import logging
 import os
@@ -21,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import TypeVar
 
 from starlette.concurrency import run_in_threadpool
@@ -131,25 +133,17 @@ class Service:
                 logger.warning("bundle %s refused: %s", target, exc, exc_info=exc.__cause__)
                 raise
             except Exception as exc:  # a bundle that cannot be loaded never replaces a working one
-                self.metrics.reloads.labels("refused").inc()
-                logger.exception("cannot load bundle %s", target)
-                raise BundleError(f"cannot load bundle {target}: {type(exc).__name__}: {exc}") from exc
-            if self.settings.torch_threads and "torch" in sys.modules:  # only bundles with trained towers load it
-                sys.modules["torch"].set_num_threads(self.settings.torch_threads)
-            cache = ByteBudgetCache(int(self.settings.cache_mb * 2**20))
-            recommender.user_tower = self._serving_tower(recommender.user_tower, cache)
-            recommender.item_tower_loader = self.item_encoder_loader
-            recommender.index.search_threads = self.settings.faiss_threads  # in every thread that searches
-            loaded = Loaded(bundle, recommender, cache, self.settings.turn_batch_max, self.metrics,
-                            self.settings.turn_batch_wait_ms)
-            self._catch_up(loaded)  # the whole change log, folded
-            self._warm_user_cache(loaded)
-            self._warm_neighbours(loaded)
-            self._preload_item_tower(loaded)
-            with self._sync_lock:  # (the metrics too: a sync of the replaced bundle must not overwrite them)
-                self._catch_up(loaded)  # edits recorded while this bundle was loading
-                old, self.current, self._missed = self.current, loaded, None  # a newer bundle: no retry of an older
-                self.metrics.set_model(bundle.name, loaded.version, recommender.index.n_available)
+                raise self._refused(target, exc) from exc
+            loaded = self._prepared(target, bundle, recommender)
+            try:
+                with self._sync_lock:  # (the metrics too: a sync of the replaced bundle must not overwrite them)
+                    self._catch_up(loaded)  # edits recorded while this bundle was loading
+                    old, self.current, self._missed = self.current, loaded, None  # newer: no retry of an older
+                    self.metrics.set_model(bundle.name, loaded.version, recommender.index.n_available)
+            except Exception as exc:
+                if self.current is not loaded:
+                    loaded.close()
+                raise self._refused(target, exc) from exc
             if announce:  # (a rollback is kept by restarts: `api.start_bundle`)
                 self.store.record_change("bundle", record={"path": str(bundle.path),
                                                            "rollback": is_rollback(bundle.path)})
@@ -163,6 +157,36 @@ class Service:
                 del old
                 release_memory()
             return loaded
+
+    def _refused(self, target: str | Path, exc: Exception) -> BundleError:
+        """A load that failed past the bundle's own checks, counted and logged with its traceback: the BundleError
+        the reload answers (409) and a following worker retries on."""
+        self.metrics.reloads.labels("refused").inc()
+        logger.exception("cannot load bundle %s", target)
+        return BundleError(f"cannot load bundle {target}: {type(exc).__name__}: {exc}")
+
+    def _prepared(self, target: str | Path, bundle: Bundle, recommender: Recommender) -> Loaded:
+        """The opened bundle made ready to serve: serving tower and caches, the whole change log replayed, caches
+        warmed. A failure here (not the bundle's own checks) stops its background work and is a BundleError too:
+        the previous bundle keeps serving and the reload answers why, not a 500."""
+        torch = imported("torch") if self.settings.torch_threads else None  # only trained towers load it
+        if torch is not None:
+            torch.set_num_threads(self.settings.torch_threads)
+        cache = ByteBudgetCache(int(self.settings.cache_mb * 2**20))
+        recommender.user_tower = self._serving_tower(recommender.user_tower, cache)
+        recommender.item_tower_loader = self.item_encoder_loader
+        recommender.index.search_threads = self.settings.faiss_threads  # in every thread that searches
+        loaded = Loaded(bundle, recommender, cache, self.settings.turn_batch_max, self.metrics,
+                        self.settings.turn_batch_wait_ms)
+        try:
+            self._catch_up(loaded)  # the whole change log, folded
+            self._warm_user_cache(loaded)
+            self._warm_neighbours(loaded)
+            self._preload_item_tower(loaded)
+        except Exception as exc:
+            loaded.close()
+            raise self._refused(target, exc) from exc
+        return loaded
 
     def start(self, given: str | Path, *, check_shop: bool = True) -> Loaded:
         """The first `load`: of `given` (a bundle or model directory), or of the bundle the latest reload recorded
@@ -535,6 +559,15 @@ class Service:
 def _log_failure(done: asyncio.Future) -> None:
     if not done.cancelled() and done.exception() is not None:
         logger.error("catalogue sync failed: %s", done.exception())
+
+
+def imported(name: str) -> ModuleType | None:
+    """Module `name` if it has been imported, or once the import another thread has begun is done (a request's
+    upsert may be importing torch while a reload loads a bundle: `sys.modules` then holds the half-initialised
+    module); None if it has not been imported."""
+    if name not in sys.modules:
+        return None
+    return importlib.import_module(name)  # waits on the module's import lock, as `import` does
 
 
 def release_memory() -> None:

@@ -7,6 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+import api.loaded as api_loaded
 from api.service import Service
 from api.settings import Settings
 from recsys.config import BuildConfig
@@ -425,6 +426,32 @@ def test_catalogue_changes_survive_a_restart(bundle, tmp_path):
     with make_client(bundle, tmp_path, admin_token=TOKEN) as client:
         assert ids(client.get("/v1/items/cam1/similar", params={"k": 1})) == ["cam3"]
         assert "sock1" not in ids(client.get("/v1/items/shoe1/similar", params={"k": 6}))
+
+
+def test_a_reload_that_fails_while_warming_is_refused_and_the_old_bundle_keeps_serving(client, toy, bundle,
+                                                                                        monkeypatch):
+    """A load that failed after the bundle's own checks (the change log's replay, warming caches) escaped as a
+    500 with no reason, and a worker following another's reload stopped trying for good."""
+    Recommender.build(toy, split_dataset(toy), VECTORS, BuildConfig()).save(bundle.parent / "v2")
+    service = client.app.state.service
+    before = ids(client.get("/v1/items/cam1/similar", params={"k": 3}))
+    closed = []
+    monkeypatch.setattr(api_loaded.Loaded, "close", lambda self: closed.append(self.version))
+
+    def gone(loaded):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(service, "_warm_neighbours", gone)
+    response = client.post("/v1/admin/reload", headers=ADMIN)
+    assert response.status_code == 409
+    assert response.json()["detail"] == ("reload refused, still serving v1: cannot load bundle v2: OSError: No space "
+                                         "left on device")  # (the API names no server path)
+    assert closed == ["v2"]  # the half-made bundle's background work is stopped
+    assert client.get("/health").json()["bundle_version"] == "v1"
+    assert ids(client.get("/v1/items/cam1/similar", params={"k": 3})) == before
+    assert 'recsys_reloads_total{outcome="refused"} 1.0' in client.get("/metrics").text
+    monkeypatch.undo()
+    assert client.post("/v1/admin/reload", headers=ADMIN).json() == {"model_version": "v2", "previous_version": "v1"}
 
 
 def test_reload_swaps_and_refuses_bad_bundles(client, toy, bundle):

@@ -108,7 +108,8 @@ def test_every_worker_sees_edits_and_events_within_a_second_and_reloads_lose_not
     time.sleep(0.05)
     assert httpx.put(f"{base}/v1/admin/items/DURING", json=item("DURING"), headers=ADMIN, timeout=30).status_code == 200
     reload.join()
-    assert isinstance(answers[0], httpx.Response) and answers[0].status_code == 200, (answers[0], server_log(models))
+    assert isinstance(answers[0], httpx.Response) and answers[0].status_code == 200, (
+        f"{answers[0]!r}\n{server_log(models)}")  # (a string: pytest cut a tuple's repr before the traceback)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # the other worker loads v2 after it sees the reload in the store
         versions = {fresh_get(f"{base}/health/ready").json()["model_version"] for _ in range(6)}
