@@ -9,12 +9,13 @@ outputs concatenated, as `export.json` says; a seed ensemble exports one graph p
 A trained graph's `vectors` output is a new item's vector (a zero ID block). For a new text of an item the towers
 were trained on, combine its second output, `text_block`, with the item's ID code (`<graph>_id_codes.npy`, rows in
 the order of `<graph>_id_codes.json`) through `with_id_code`, as export.json's `id_codes` entry says: the item keeps
-its ID block, as the served towers keep it on an upsert (`TwoTowerModel.item_text_vectors`). With neighbour
-features, `text_block` is a new item's text part (its own features, or the borrowed share): the graph does not
-carry each trained item's own neighbour share, which the served towers mix into such an item's new text (bundles
-from stop 59 on). So the join is the served vector for trained items without neighbours, and for the others the
-served vector of a bundle built before stop 59; the parity check compares it with that path, and the entry says
-how many items it concerns (`own_neighbours`)."""
+its ID block, as the served towers keep it on an upsert (`TwoTowerModel.item_text_vectors`). Towers that keep each
+trained item's own neighbour share (neighbour features, bundles from stop 59 on) mix such an item's new text with
+its own neighbours' means at its own share: their graph has two more inputs, `own_means` [batch, hidden] and
+`own_share` [batch], which `own_neighbour_inputs` builds from `<graph>_own_means.npy` / `_own_shares.npy` (rows in
+the order of `<graph>_own_neighbours.json`): the item's row for a text of such an item, zeros and share 0 for any
+other text (a new item's text part). With them the join is the served vector of every trained item's new text; the
+parity check compares it with the towers' served path (export.json's `own_neighbours` entry)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from encoders.blend import BlendedHistoryEncoder, project
 from encoders.ensemble import EnsembleUserTower
 from encoders.pooling import pool
 from encoders.serving import TrainedUserTower
+from encoders.towers import TwoTowerModel
 from recsys.catalogue import REMOVED
 from recsys.errors import BundleError
 from recsys.pipeline import Recommender
@@ -40,6 +42,7 @@ from recsys.towers import innermost_tower
 
 PARITY_TOLERANCE = 1e-4
 OPSET = 17
+OWN_INPUTS = ("own_means", "own_share")  # a trained graph's inputs for its items' own neighbours (`OwnRows`)
 
 
 class _FrozenTower(nn.Module):
@@ -65,14 +68,19 @@ class _TrainedTower(nn.Module):
     the graph carries its banks) → item head; two outputs: `vectors` (zero ID block → L2 normalisation: a new
     item's vector) and `text_block` (the head's output, not normalised), which `with_id_code` combines with a
     trained item's ID code (the export's id_codes file) into that item's vector for a new text, as the towers
-    compute it (`TwoTowerModel.item_text_vectors`)."""
+    compute it (`TwoTowerModel.item_text_vectors`). Towers that keep their items' own neighbours take two more
+    inputs, `own_means` [B, hidden] and `own_share` [B] (`OwnRows.inputs`): rows with a share > 0 are mixed with
+    them (`TwoTowerModel.own_text_block`), as the towers mix a trained item's new text."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        block = self.model.text_block(self.model.bert(input_ids, attention_mask))
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, own_means: torch.Tensor | None = None,
+                own_share: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.model.bert(input_ids, attention_mask)
+        block = (self.model.text_block(features) if own_means is None
+                 else self.model.own_text_block(features, own_means, own_share))
         vectors = F.pad(block, (0, self.model.id_dim)) if self.model.id_dim else block
         return F.normalize(vectors, dim=-1), block
 
@@ -85,18 +93,77 @@ def with_id_code(text_block: np.ndarray, id_codes: np.ndarray, fusion: str) -> n
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
+def _rows(item_ids: Sequence[str], wanted: Sequence[str | None]) -> np.ndarray:
+    """int64 [len(wanted)]: each wanted item's row in `item_ids`, −1 for one not there (or None)."""
+    row = {item_id: i for i, item_id in enumerate(item_ids)}
+    return np.fromiter((row.get(i, -1) if i is not None else -1 for i in wanted), np.int64, len(wanted))
+
+
+def _take(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """`values`' rows at `rows` (float32), zero where a row is −1."""
+    out = np.zeros((len(rows), *values.shape[1:]), dtype=np.float32)
+    out[rows >= 0] = values[rows[rows >= 0]]
+    return out
+
+
 @dataclass
 class IdCodes:
-    """A trained part's ID codes: the catalogue items the towers hold an ID embedding for, their codes, how the
-    codes join the text block, the PyTorch path the join reproduces for such items' texts (a new item's text part
-    with the item's ID code), and how many of the items the served towers give their own neighbours' share
-    instead."""
+    """A trained part's ID codes: the catalogue items the towers hold an ID embedding for, their codes, and how the
+    codes join the text block."""
 
     item_ids: list[str]
     codes: np.ndarray  # float32 [len(item_ids), id width]
     fusion: str
-    reference: Callable[[list[str], list[str]], np.ndarray]  # without own neighbours, as the join computes
-    own_neighbours: int = 0  # of these items, those the served towers give their own neighbours' share
+
+    def of(self, item_ids: Sequence[str | None]) -> np.ndarray:
+        """float32 [len(item_ids), id width]: each item's code, a zero row for an item without one (or None)."""
+        return _take(self.codes, _rows(self.item_ids, item_ids))
+
+    def join(self, text_block: np.ndarray, item_ids: Sequence[str | None]) -> np.ndarray:
+        """`with_id_code` for texts of `item_ids`: each item's code, zero for an item without one (a new item's
+        vector)."""
+        return with_id_code(text_block, self.of(item_ids), self.fusion)
+
+
+@dataclass
+class OwnRows:
+    """A trained part's own neighbours: the catalogue items the towers mix their own neighbours' means into on a
+    new text, those means and each item's share (`OwnNeighbours.lookup`), and how the graph mixes them ("share":
+    (1 − share) × own features + share × means; "block": [own features, means] into the head)."""
+
+    item_ids: list[str]
+    means: np.ndarray  # float32 [len(item_ids), hidden]
+    shares: np.ndarray  # float32 [len(item_ids)]
+    mix: str
+
+    def inputs(self, item_ids: Sequence[str | None]) -> dict[str, np.ndarray]:
+        """The graph's `own_means` / `own_share` for texts of `item_ids`: each item's row, zeros and share 0 for
+        an item not among them (or None): a new item's text part."""
+        rows = _rows(self.item_ids, item_ids)
+        return dict(zip(OWN_INPUTS, (_take(self.means, rows), _take(self.shares, rows))))
+
+
+def id_codes_of(directory: Path, entry: dict, item_ids: Sequence[str | None]) -> np.ndarray:
+    """The ID codes of `item_ids` for `with_id_code`, read from the export in `directory` (`entry`: the graph's
+    entry in export.json's `onnx` list, which has `id_codes`): a zero row for an item without one (or None: a new
+    item)."""
+    codes, directory = entry["id_codes"], Path(directory)
+    return IdCodes(json.loads((directory / codes["item_ids"]).read_text()),
+                   np.load(directory / codes["codes"], allow_pickle=False), codes["fusion"]).of(item_ids)
+
+
+def own_neighbour_inputs(directory: Path, entry: dict, item_ids: Sequence[str | None]) -> dict[str, np.ndarray]:
+    """A trained graph's `own_means` / `own_share` inputs for texts of `item_ids` (None: a new item), read from the
+    export in `directory` (`entry`: the graph's entry in export.json's `onnx` list); {} for a graph without them
+    (towers that keep no item's own neighbours), so `{**tokens, **own_neighbour_inputs(…)}` feeds any graph."""
+    own = entry.get("own_neighbours")
+    if not own:
+        return {}
+    directory = Path(directory)
+    rows = OwnRows(json.loads((directory / own["item_ids"]).read_text()),
+                   np.load(directory / own["means"], allow_pickle=False),
+                   np.load(directory / own["shares"], allow_pickle=False), own["mix"])
+    return rows.inputs(item_ids)
 
 
 @dataclass
@@ -112,6 +179,8 @@ class TowerPart:
     reference: Callable[[list[str]], np.ndarray]
     id_codes: IdCodes | None = None  # trained parts: a second output, `text_block`, for `with_id_code`
     tied: Callable[[list[str]], np.ndarray] | None = None
+    own: OwnRows | None = None  # towers that keep their items' own neighbours: the graph's inputs for them
+    served: Callable[[list[str], list[str]], np.ndarray] | None = None  # trained parts: texts of these items
 
 
 def _frozen_part(name: str, encoder, projection: np.ndarray | None = None) -> TowerPart:
@@ -137,38 +206,38 @@ def _trained_part(tower, name: str = "item_tower") -> TowerPart:
             features = model.bert(batch["input_ids"].to(device), batch["attention_mask"].to(device))
             return model.borrow.tied(features).cpu().numpy()
 
-    return TowerPart(name, _TrainedTower(model), tokenizer, max_length, tower.encode_item_texts, _id_codes(tower),
-                     tied)
+    state = tower.catalogue.state
+    ids = state.ids[(state.flags & REMOVED) == 0].tolist()  # the live catalogue's items
+    positions = tower.id_positions(ids)
+    return TowerPart(name, _TrainedTower(model), tokenizer, max_length, tower.encode_item_texts,
+                     _id_codes(model, ids, positions), tied, _own_rows(model, ids, positions), tower.encode_item_texts)
 
 
-def _id_codes(tower: TrainedUserTower) -> IdCodes | None:
-    """The ID codes of the live catalogue items `tower` holds an ID embedding for (seen in training); None for
-    towers without ID embeddings."""
-    model = tower.model
+def _id_codes(model: TwoTowerModel, ids: list[str], positions: np.ndarray) -> IdCodes | None:
+    """The ID codes of the items `ids` (at training `positions`, −1 for none) that the towers `model` hold an ID
+    embedding for (seen in training); None for towers without ID embeddings."""
     if model.id_embedding is None:
         return None
-    state = tower.catalogue.state
-    ids = state.ids[(state.flags & REMOVED) == 0].tolist()
-    positions = tower.id_positions(ids)
     seen = model.id_mask.cpu().numpy() > 0
     rows = np.flatnonzero((positions >= 0) & (positions < len(seen)) & seen[np.clip(positions, 0, len(seen) - 1)])
     with torch.no_grad():
         codes = model.id_codes(torch.as_tensor(positions[rows], device=model.id_mask.device))
-    def borrowed(texts: list[str], item_ids: list[str]) -> np.ndarray:
-        """The towers' path for these texts without each item's own neighbours: what the graph's join gives."""
-        return tower.encode_item_texts(texts, item_ids, own_neighbours=False)
-
-    return IdCodes([ids[r] for r in rows], codes.float().cpu().numpy(), "concat" if model.id_dim else "sum",
-                   borrowed, _own_neighbour_items(model, positions[rows]))
+    return IdCodes([ids[r] for r in rows], codes.float().cpu().numpy(), "concat" if model.id_dim else "sum")
 
 
-def _own_neighbour_items(model, positions: np.ndarray) -> int:
-    """How many of these trained positions the served towers give their own neighbours' share on a new text."""
+def _own_rows(model: TwoTowerModel, ids: list[str], positions: np.ndarray) -> OwnRows | None:
+    """The own neighbours' means and shares of the items `ids` (at training `positions`, −1 for none) that have
+    some (`OwnNeighbours.lookup`); None for towers `model` that keep none (no neighbour features, or saved before
+    stop 59: their trained items' new texts take a new item's text part, which the graph computes without these
+    inputs)."""
     own = model.own_neighbours
     if own is None or not own.saved:
-        return 0
-    shares = own.shares.cpu().numpy()
-    return int((shares[positions[positions < len(shares)]] > 0).sum())
+        return None
+    with torch.no_grad():
+        means, shares = own.lookup(torch.as_tensor(positions, device=own.shares.device), model.borrowed_means())
+    means, shares = means.float().cpu().numpy(), shares.float().cpu().numpy()
+    rows = np.flatnonzero(shares > 0)
+    return OwnRows([ids[r] for r in rows], means[rows], shares[rows], "block" if own.block else "share")
 
 
 def _trained_parts(tower) -> list[TowerPart]:
@@ -202,35 +271,44 @@ def tower_parts(recommender: Recommender) -> list[TowerPart]:
 
 def export_onnx(part: TowerPart, path: Path, texts: Sequence[str], item_ids: Sequence[str] | None = None) -> dict:
     """Write `part` as ONNX (dynamic batch and length) and check it on `texts`: max |ONNX − PyTorch| must stay
-    under PARITY_TOLERANCE. A trained part also writes its ID codes and checks them on the texts of `item_ids`
-    (the texts' items, when they are catalogue texts) that have one. Returns the part's export.json entry."""
+    under PARITY_TOLERANCE. A trained part also writes its ID codes and its items' own neighbours, and checks the
+    graph on the texts of `item_ids` (the texts' items, when they are catalogue texts) as the towers serve those
+    items (`_check_trained_items`). Returns the part's export.json entry."""
     import onnxruntime
 
     module = part.module.eval().to("cpu")
     sample = part.tokenizer(list(texts[:2]), padding=True, truncation=True, max_length=part.max_length,
                             return_tensors="pt")
+
+    def own(ids: Sequence[str | None]) -> dict[str, np.ndarray]:  # the own neighbour inputs, for graphs with them
+        return part.own.inputs(ids) if part.own is not None else {}
+
+    inputs = {"input_ids": sample["input_ids"], "attention_mask": sample["attention_mask"],
+              **{name: torch.as_tensor(v) for name, v in own([None] * len(sample["input_ids"])).items()}}
     outputs = ["vectors", "text_block"] if part.id_codes is not None else ["vectors"]
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer notes on shape checks that the parity check below covers
-        torch.onnx.export(module, (sample["input_ids"], sample["attention_mask"]), str(path), dynamo=False,
-                          input_names=["input_ids", "attention_mask"], output_names=outputs,
+        torch.onnx.export(module, tuple(inputs.values()), str(path), dynamo=False, input_names=list(inputs),
+                          output_names=outputs,
                           dynamic_axes={"input_ids": {0: "batch", 1: "tokens"},
                                         "attention_mask": {0: "batch", 1: "tokens"},
-                                        **{name: {0: "batch"} for name in outputs}},
+                                        **{name: {0: "batch"} for name in [*list(inputs)[2:], *outputs]}},
                           opset_version=OPSET)
     batch = part.tokenizer(list(texts), padding=True, truncation=True, max_length=part.max_length, return_tensors="np")
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {"input_ids": batch["input_ids"].astype(np.int64),
-                             "attention_mask": batch["attention_mask"].astype(np.int64)})
+    tokens = {name: batch[name].astype(np.int64) for name in ("input_ids", "attention_mask")}
+    got = session.run(None, {**tokens, **own([None] * len(texts))})  # as new items' texts
     expected = part.reference(list(texts))
     tied = part.tied(list(texts)) if part.tied is not None and len(texts) else np.zeros(len(texts), dtype=bool)
     diff = _parity(part.name, got[0], expected, ~tied)
     entry = {"file": path.name, "dim": int(got[0].shape[1]), "max_length": part.max_length, "opset": OPSET,
-             "inputs": ["input_ids", "attention_mask"], "output": "vectors",
+             "inputs": list(inputs), "output": "vectors",
              "parity": {"texts": int((~tied).sum()), "max_abs_diff": diff, "tolerance": PARITY_TOLERANCE,
                         "tied_texts": int(tied.sum())}}
-    if part.id_codes is not None:
-        entry["id_codes"] = _check_id_codes(part, path, got[1], texts, item_ids, ~tied)
+    if part.id_codes is not None or part.own is not None:
+        ids = list(item_ids or ())
+        trained = session.run(None, {**tokens, **own(ids)}) if ids and part.own is not None else got
+        entry.update(_check_trained_items(part, path, trained, texts, ids, tied))
     return entry
 
 
@@ -246,32 +324,47 @@ def _parity(name: str, got: np.ndarray, expected: np.ndarray, kept: np.ndarray |
     return diff
 
 
-def _check_id_codes(part: TowerPart, path: Path, text_block: np.ndarray, texts: Sequence[str],
-                    item_ids: Sequence[str] | None, kept: np.ndarray) -> dict:
-    """Write the part's ID codes beside its graph (`<graph>_id_codes.npy`, rows in the order of
-    `<graph>_id_codes.json`'s item ids) and check `with_id_code` over the graph's `text_block` against the PyTorch
-    tower for the parity texts `kept` (not left out for a tie) of items that have a code (`texts` read as
-    `item_ids`' texts). Returns the entry."""
-    codes = part.id_codes
-    stem = path.name.removesuffix(".onnx")
-    np.save(path.parent / f"{stem}_id_codes.npy", codes.codes.astype(np.float32), allow_pickle=False)
-    (path.parent / f"{stem}_id_codes.json").write_text(json.dumps(codes.item_ids))
-    row = {item_id: i for i, item_id in enumerate(codes.item_ids)}
-    known = [n for n, item_id in enumerate(item_ids or ()) if item_id in row and kept[n]]
-    diff = 0.0
-    if known:
-        got = with_id_code(text_block[known], codes.codes[[row[item_ids[n]] for n in known]], codes.fusion)
-        diff = _parity(f"{part.name} (items with an ID code)", got,
-                       codes.reference([texts[n] for n in known], [item_ids[n] for n in known]))
-    entry = {"codes": f"{stem}_id_codes.npy", "item_ids": f"{stem}_id_codes.json", "rows": len(codes.item_ids),
-             "fusion": codes.fusion, "output": "text_block",
-             "parity": {"texts": len(known), "max_abs_diff": diff, "tolerance": PARITY_TOLERANCE}}
-    if codes.own_neighbours:
+def _check_trained_items(part: TowerPart, path: Path, outputs: list[np.ndarray], texts: Sequence[str],
+                         item_ids: list[str], tied: np.ndarray) -> dict:
+    """Write the part's ID codes (`<graph>_id_codes.npy`, rows in the order of `<graph>_id_codes.json`) and its
+    items' own neighbours (`<graph>_own_means.npy` and `_own_shares.npy`, rows in the order of
+    `<graph>_own_neighbours.json`) beside its graph, and check the graph's vectors for `texts` read as `item_ids`'
+    texts, its `outputs` run with those items' own neighbour inputs (the ID-code join over `text_block`; `vectors`
+    without ID codes), against the towers' served path for them (`part.served`: the ID block and own neighbours
+    kept), over the texts of items with a code, and of items with own neighbours. A text left out for a tie
+    (`tied`) stays out unless its item has own neighbours (which borrow nothing). Returns the `id_codes` and
+    `own_neighbours` entries."""
+    codes, own, stem, n = part.id_codes, part.own, path.name.removesuffix(".onnx"), len(item_ids)
+    joined = codes.join(outputs[1][:n], item_ids) if codes is not None else outputs[0][:n]
+    served = part.served(list(texts[:n]), item_ids) if n else joined
+    has_own = np.isin(item_ids, own.item_ids) if own is not None else np.zeros(n, dtype=bool)
+    kept = ~tied[:n] | has_own
+
+    def parity(rows: np.ndarray, what: str) -> dict:
+        diff = _parity(f"{part.name} ({what})", joined[rows], served[rows]) if rows.any() else 0.0
+        return {"texts": int(rows.sum()), "max_abs_diff": diff, "tolerance": PARITY_TOLERANCE}
+
+    entry: dict = {}
+    if codes is not None:
+        np.save(path.parent / f"{stem}_id_codes.npy", codes.codes.astype(np.float32), allow_pickle=False)
+        (path.parent / f"{stem}_id_codes.json").write_text(json.dumps(codes.item_ids))
+        entry["id_codes"] = {"codes": f"{stem}_id_codes.npy", "item_ids": f"{stem}_id_codes.json",
+                             "rows": len(codes.item_ids), "fusion": codes.fusion, "output": "text_block",
+                             "parity": parity(np.isin(item_ids, codes.item_ids) & kept, "items with an ID code")}
+    if own is not None:
+        np.save(path.parent / f"{stem}_own_means.npy", own.means.astype(np.float32), allow_pickle=False)
+        np.save(path.parent / f"{stem}_own_shares.npy", own.shares.astype(np.float32), allow_pickle=False)
+        (path.parent / f"{stem}_own_neighbours.json").write_text(json.dumps(own.item_ids))
+        then = ("join text_block with the item's ID code (id_codes)" if codes is not None
+                else "vectors is the item's vector")
         entry["own_neighbours"] = {
-            "items": codes.own_neighbours,
-            "note": "text_block is a new item's text part (the borrowed neighbour share, or own features): the "
-                    "served towers mix these items' new texts with their own neighbours' means instead, which this "
-                    "graph does not carry; the parity check compares the join with the towers' path without them"}
+            "items": len(own.item_ids), "item_ids": f"{stem}_own_neighbours.json", "means": f"{stem}_own_means.npy",
+            "shares": f"{stem}_own_shares.npy", "inputs": list(OWN_INPUTS), "mix": own.mix,
+            "parity": parity(has_own, "items with own neighbours"),
+            "note": "for a text of one of these items (a new text of a trained item), feed its row of means and "
+                    "shares as the graph's own_means and own_share inputs (encoders.export.own_neighbour_inputs), "
+                    f"then {then}: the towers' served vector, which the parity check compares with; for any other "
+                    "text feed zeros and share 0 (a new item's text part)"}
     return entry
 
 

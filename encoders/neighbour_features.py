@@ -221,24 +221,26 @@ class OwnNeighbours(nn.Module):
         self.shares = self.shares.new_zeros(0)
         self.bank_rows = self.bank_rows.new_zeros(0)
 
-    def head_input(self, features: torch.Tensor, positions: torch.Tensor,
-                   borrowed_means: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(the head's input [n, hidden or 2 × hidden] computed with each row's own neighbours as training computes
-        it, `NeighbourFeatures.__call__`; which rows have them, bool [n]) for own `features` of catalogue
-        `positions` (−1: not trained). Rows without are left to the caller (their values are meaningless).
-        `borrowed_means`: the borrowed share's values, when it holds the means."""
+    def lookup(self, positions: torch.Tensor, borrowed_means: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(each row's own neighbours' means [n, hidden], its share [n]) for catalogue `positions` (−1: not
+        trained); share 0 and a zero mean for rows without neighbours. `borrowed_means`: the borrowed share's
+        values, when it holds the means."""
         known = (positions >= 0) & (positions < len(self.shares))
         safe = torch.where(known, positions, torch.zeros_like(positions))
         share = self.shares[safe] * known
-        has = share > 0
         bank = self.means if self.keeps_means else borrowed_means
         if bank is None or not len(bank):  # no item has neighbours
-            return (own_features_twice(features) if self.block else features), torch.zeros_like(has)
-        means = bank[self.bank_rows[safe]].to(features.dtype)
+            return self.means.new_zeros(len(positions), self.means.shape[1]), torch.zeros_like(share)
+        return bank[self.bank_rows[safe]] * (share > 0)[:, None], share
+
+    def mix(self, features: torch.Tensor, means: torch.Tensor, share: torch.Tensor) -> torch.Tensor:
+        """The head's input of rows with own neighbours, as training computes it (`NeighbourFeatures.__call__`):
+        [own `features`, the neighbours' `means`] with the block, else (1 − share) × own + share × means."""
+        means = means.to(features.dtype)
         if self.block:
-            return torch.cat([features, means], dim=-1), has
+            return torch.cat([features, means], dim=-1)
         share = share[:, None].to(features.dtype)
-        return features * (1 - share) + means * share, has
+        return features * (1 - share) + means * share
 
 
 class NeighbourFeatures:

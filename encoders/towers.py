@@ -219,6 +219,22 @@ class TwoTowerModel(nn.Module):
             return self.borrow(features)
         return features
 
+    def own_text_block(self, features: torch.Tensor, own_means: torch.Tensor, own_share: torch.Tensor) -> torch.Tensor:
+        """The item head's output [n, dim − id_dim] for texts of catalogue items, given each row's own neighbours'
+        means [n, hidden] and share [n] (`OwnNeighbours.lookup`): a row with a share > 0 mixes its features with
+        them as training mixed the item (`OwnNeighbours.mix`), the others take a new item's text part
+        (`text_block`). The ONNX export's trained graph computes this from its `own_means` / `own_share` inputs."""
+        head_input = self._new_item_input(features)
+        if self.own_neighbours is not None:
+            mixed = self.own_neighbours.mix(features, own_means, own_share)
+            head_input = torch.where((own_share > 0)[:, None], mixed, head_input)
+        return self._head(head_input)
+
+    def borrowed_means(self) -> torch.Tensor | None:
+        """The borrowed share's neighbour means (its bank's `values`), which `OwnNeighbours` reads when it keeps
+        none of its own; None without a borrowed share."""
+        return self.borrow.values if self.borrow is not None else None
+
     def text_only_vectors(self, features: torch.Tensor) -> torch.Tensor:
         """Item vectors from pooled BERT features alone, for items unknown at training time (`text_block` with a
         zero ID block)."""
@@ -237,13 +253,11 @@ class TwoTowerModel(nn.Module):
         did (`OwnNeighbours`; the neighbours' features as the last catalogue bank left them), so this is
         `item_vectors` exactly; other items, and every item when the towers were saved without their own
         neighbours (or with `own_neighbours` False), take a new item's text part (`text_block`)."""
-        head_input = self._new_item_input(features)
         own = self.own_neighbours
         if own_neighbours and own is not None and own.saved and len(features):
-            mixed, has = own.head_input(features, positions,
-                                        self.borrow.values if self.borrow is not None else None)
-            head_input = torch.where(has[:, None], mixed, head_input)
-        block = self._head(head_input)
+            block = self.own_text_block(features, *own.lookup(positions, self.borrowed_means()))
+        else:
+            block = self.text_block(features)
         if self.id_embedding is None:
             return F.normalize(block, dim=-1)
         codes = self.id_codes(positions.clamp(min=0)) * (positions >= 0)[..., None]

@@ -77,8 +77,10 @@ def export(
             console.print(f"    {codes['codes']}: the ID codes of {counted(codes['rows'], 'trained item')} (a new text "
                           f"of one: its `{codes['output']}` output with its code, {codes['fusion']}), max |ONNX − "
                           f"PyTorch| {checked['max_abs_diff']:.1e} on {counted(checked['texts'], 'text')}")
-            own = codes.get("own_neighbours")
-            if own:
-                console.print(f"    [yellow]note[/]: the served towers give {counted(own['items'], 'trained item')} "
-                              "their own neighbours' share on a new text; this graph's text_block carries a new "
-                              "item's share (export.json, id_codes.own_neighbours)")
+        own = entry.get("own_neighbours")
+        if own:
+            checked = own["parity"]
+            console.print(f"    {own['means']}: the own neighbours of {counted(own['items'], 'trained item')} (a new "
+                          f"text of one: its rows as the graph's {' and '.join(own['inputs'])} inputs, "
+                          f"encoders.export.own_neighbour_inputs; zeros for any other text), max |ONNX − PyTorch| "
+                          f"{checked['max_abs_diff']:.1e} on {counted(checked['texts'], 'text')}")

@@ -28,15 +28,20 @@ def _onnx_vectors(out, entry, texts):
     return _onnx_outputs(out, entry, texts)[0]
 
 
-def _onnx_outputs(out, entry, texts):
+def _onnx_outputs(out, entry, texts, item_ids=None):
+    """The exported graph `entry` on `texts`, as new items' texts or, with `item_ids`, as those items' (a graph
+    with own neighbour inputs gets their rows: `own_neighbour_inputs`)."""
     import onnxruntime
     from transformers import AutoTokenizer
+
+    from encoders.export import own_neighbour_inputs
 
     tokenizer = AutoTokenizer.from_pretrained(str(out / entry["tokenizer"]))
     batch = tokenizer(texts, padding=True, truncation=True, max_length=entry["max_length"], return_tensors="np")
     session = onnxruntime.InferenceSession(str(out / entry["file"]), providers=["CPUExecutionProvider"])
     return session.run(None, {"input_ids": batch["input_ids"].astype(np.int64),
-                              "attention_mask": batch["attention_mask"].astype(np.int64)})
+                              "attention_mask": batch["attention_mask"].astype(np.int64),
+                              **own_neighbour_inputs(out, entry, item_ids or [None] * len(texts))})
 
 
 @pytest.fixture(scope="module")

@@ -191,20 +191,63 @@ def test_an_upsert_of_a_new_text_takes_the_items_own_neighbours_through_the_api(
         assert np.linalg.norm(served - tower.encode_item_texts([text], [item], own_neighbours=False)[0]) > 1e-3
 
 
-def test_the_export_says_which_items_its_graph_gives_a_new_items_share(neighbour_bundle, tmp_path):
-    pytest.importorskip("onnxruntime")
-    from encoders.export import export_bundle
+def exported_vectors(path, out, records) -> tuple[np.ndarray, dict, str]:
+    """`recsys export` of the bundle at `path` into `out`; the vectors of `records` (their texts, as items of
+    theirs) as a user of the export computes them: the graph on the texts with the items' own neighbour inputs, its
+    `text_block` joined with each item's ID code (a zero code for an item without one)."""
+    from typer.testing import CliRunner
 
+    from encoders.export import id_codes_of, with_id_code
+    from jobs.cli import app
+    from tests.test_export import _onnx_outputs
+
+    result = CliRunner().invoke(app, ["export", "--bundle", str(path), "--out", str(out), "--parity-texts", "16"])
+    assert result.exit_code == 0, result.output
+    entry = json.loads((out / "export.json").read_text())["onnx"][0]
+    texts = [item_text(r, load_recommender(path).item_tower().template) for r in records]
+    ids = [r["item_id"] for r in records]
+    _, block = _onnx_outputs(out, entry, texts, ids)
+    joined = with_id_code(block, id_codes_of(out, entry, ids), entry["id_codes"]["fusion"])
+    return joined, entry, " ".join(result.output.split())
+
+
+def test_the_export_gives_a_trained_items_new_text_its_own_neighbours(neighbour_bundle, tmp_path):
+    """The graph's ID-code join gave a trained item's new text a new item's share (what bundles built before stop
+    59 serve): the export now writes each item's own neighbours and the graph takes them as inputs."""
+    pytest.importorskip("onnxruntime")
     path, _ = neighbour_bundle
     recommender = load_recommender(path)
-    out = tmp_path / "export"
-    out.mkdir()
-    entry = export_bundle(recommender, out, parity_texts=8)["onnx"][0]["id_codes"]
-    shares = the_tower(recommender).model.own_neighbours.shares.numpy()
-    assert entry["own_neighbours"]["items"] == int((shares > 0).sum()) > 0
-    assert "the served towers mix these items' new texts with their own neighbours' means" in \
-        entry["own_neighbours"]["note"]
-    assert entry["parity"]["texts"] > 0 and entry["parity"]["max_abs_diff"] < 1e-4  # the join: the borrowed path
+    tower = the_tower(recommender)
+    shares = tower.model.own_neighbours.shares.numpy()
+    item = an_item_with_neighbours(tower)
+    # trained without neighbours (here: never seen in training either, so no ID code; the toy towers of
+    # tests/test_export_own_neighbours.py have one with a code)
+    alone = next(i for i in tower.catalogue.state.ids.tolist() if shares[tower.training_position[i]] == 0)
+    changed = [{**recommender.item_records([i])[0], "text": NEW_TEXT} for i in (item, alone)]
+    records = [*changed, {**changed[0], "item_id": "brand-new"}]  # with neighbours, without, added after training
+    got, entry, said = exported_vectors(path, tmp_path / "export", records)
+    served = recommender.item_tower().encode_items(records)
+    np.testing.assert_allclose(got, served, atol=1e-5)
+    text = item_text(changed[0], recommender.item_tower().template)
+    assert np.linalg.norm(got[0] - tower.encode_item_texts([text], [item], own_neighbours=False)[0]) > 1e-3
+    own = entry["own_neighbours"]
+    assert entry["inputs"] == ["input_ids", "attention_mask", "own_means", "own_share"] and own["mix"] == "share"
+    assert own["items"] == int((shares > 0).sum()) > 0 and own["parity"]["texts"] > 0
+    assert own["parity"]["max_abs_diff"] < 1e-4 and entry["id_codes"]["parity"]["max_abs_diff"] < 1e-4
+    assert f"item_tower_own_means.npy: the own neighbours of {own['items']} trained items (a new text of one: its " \
+           "rows as the graph's own_means and own_share inputs" in said, said
+
+
+def test_a_bundle_without_the_shares_exports_its_graph_as_before(neighbour_bundle, tmp_path):
+    pytest.importorskip("onnxruntime")
+    path, _ = neighbour_bundle
+    old = a_bundle_from_before_the_shares(path, tmp_path)
+    item = an_item_with_neighbours(the_tower(load_recommender(path)))
+    changed = {**load_recommender(old).item_records([item])[0], "text": NEW_TEXT}
+    got, entry, said = exported_vectors(old, tmp_path / "export", [changed])
+    assert entry["inputs"] == ["input_ids", "attention_mask"] and "own_neighbours" not in entry
+    assert not list((tmp_path / "export").glob("*own*")) and "own neighbours" not in said
+    np.testing.assert_allclose(got, load_recommender(old).item_tower().encode_items([changed]), atol=1e-5)
 
 
 def test_the_edited_texts_benchmark_adds_the_own_neighbours_row(neighbour_bundle, tmp_path):

@@ -14,7 +14,7 @@ import typer
 from jobs.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
-BLOCK = re.compile(r"```(?:bash|sh|console)?\n(.*?)```", re.S)
+BLOCK = re.compile(r"```[\w+-]*\n(.*?)```", re.S)  # every fenced block (a python one too: fences pair up)
 COMMAND = re.compile(r"(?:^|[\s(=;&|])recsys\s")  # the command, not a path such as /mnt/recsys/…
 ENDS = ("&&", "||", "|", ";", "&", ">", ">>", "2>", "2>&1")
 
