@@ -69,6 +69,17 @@ def test_recbole_sequential_reconstructs_full_sequences(tmp_path: Path) -> None:
     assert report.dropped == {"items in Toy.item2index without text (unused)": 1,
                               "rows of Toy.text without an item2index entry": 1}
     assert any("train=0, valid=0, test=0" in note for note in report.notes)
+    assert "reconstructed 2 user sequences; timestamp = position in the sequence" in report.notes
+
+
+def test_recbole_sequential_notes_count_users_in_words(tmp_path: Path) -> None:
+    # "1 users without a test row", "1 users in Toy.user2index have no rows": counted nouns (recsys.text_format)
+    d = _toy_recbole(tmp_path)
+    _write(d / "Toy.user2index", ["u1\t0", "u2\t1", "u3\t2"])  # u3: listed, no rows
+    _write(d / "Toy.test.inter", [INTER_HEADER, "0\t3 4 5\t1"])  # u2: no test row
+    notes = import_recbole_sequential(d).report.notes
+    assert "1 user without a test row" in notes and "1 user in Toy.user2index has no rows" in notes
+    assert "reconstructed 2 user sequences; timestamp = position in the sequence" in notes
 
 
 def test_recbole_sequential_counts_inconsistent_histories(tmp_path: Path) -> None:
@@ -226,7 +237,7 @@ def test_recbole_movielens(tmp_path: Path) -> None:
     assert data.interactions.schema["timestamp"] == pl.Int64
     assert data.report.rows_read == {"ml.item": 3, "ml.inter": 4}
     assert data.report.dropped == {"exact duplicate interaction rows (ml.inter)": 1}
-    assert any("1 items without a 4-digit release_year" in note for note in data.report.notes)
+    assert any("1 item without a 4-digit release_year" in note for note in data.report.notes)
 
 
 @pytest.mark.parametrize("file, line, parts", [
