@@ -660,6 +660,26 @@ def test_import_table_cli_without_a_time_column_says_how_to_go_without(tmp_path)
     assert "note: no time column: timestamp = row position in the interactions file" in result.flat
 
 
+def test_import_table_cli_a_missing_column_names_the_option_for_it(tmp_path):
+    # "missing column(s) ['item_id']; found ['sku', 'title']" did not say which option names the item file's id column
+    # (the README's example passes --item-col sku for the events and --item-id-col sku for the items)
+    (tmp_path / "items.csv").write_text("sku,title\nS1,Trail Shoe\nS2,Wool Socks\n")
+    (tmp_path / "events.csv").write_text("customer,sku,ts,event_type\nc1,S2,1,view\nc1,S1,2,cart\n")
+    base = ("import", "table", "--interactions", tmp_path / "events.csv", "--items", tmp_path / "items.csv",
+            "--out", tmp_path / "ds", "--time-col", "ts", "--text-col", "title")
+    result = run(*base, "--user-col", "customer", "--item-col", "sku")
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert ("items.csv: missing column(s) ['item_id']; found ['sku', 'title']: name the file's column with "
+            "--item-id-col") in result.flat
+    result = run(*base, "--item-id-col", "sku")
+    assert ("events.csv: missing column(s) ['user_id', 'item_id']; found ['customer', 'sku', 'ts', 'event_type']: "
+            "name the file's columns with --user-col, --item-col") in result.flat, result.flat
+    result = run(*base, "--item-id-col", "sku", "--user-col", "customer", "--item-col", "sku", "--kind-col", "event")
+    assert result.exit_code == 2 and "missing column(s) ['event']" in result.flat
+    assert result.flat.rstrip().endswith("name the file's column with --kind-col"), result.flat
+    assert not (tmp_path / "ds").exists()
+
+
 def test_import_summary_adds_up(tmp_path):
     # the summary said how many were kept and dropped but not how many were read (and a blank line or a bad row
     # the reader found was not among the rows read), so the counts did not add up; "1 users", "dropped 1 rows"

@@ -467,7 +467,8 @@ def test_import_table_missing_file_and_columns(tmp_path: Path) -> None:
     events, items = _toy_csv(tmp_path)
     _raises(["nope.csv", "file not found"], import_table, tmp_path / "nope.csv", items, **_csv_kwargs())
     _raises([str(tmp_path), "a directory, not a file"], import_table, tmp_path, items, **_csv_kwargs())
-    _raises(["events.csv", "missing column(s) ['user_id']", "found ['customer', 'sku', 'when']"],
+    _raises(["events.csv", "missing column(s) ['user_id']", "found ['customer', 'sku', 'when']: name the file's "
+             "column with user_col="],
             import_table, events, items, item_col="sku", time_col="when", item_id_col="sku", text_col="brand")
     _raises(["products.csv", "no item text: pass text_col= or text_template=",
              "found ['sku', 'title'"],

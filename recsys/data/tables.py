@@ -40,10 +40,20 @@ def _require(frame: pl.DataFrame, columns: Sequence[str], path: Path, what: str 
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         found = [c for c in frame.columns if c != "__row"]
-        raise DataError(f"missing {what}(s) {missing}; found {found}{delimiter_hint(found, names)}"
-                        f"{_case_hint(missing, found, names, options or {})}", source=str(path))
+        hint = delimiter_hint(found, names) or _case_hint(missing, found, names, options or {}) \
+            or _option_hint(missing, names, options or {})
+        raise DataError(f"missing {what}(s) {missing}; found {found}{hint}", source=str(path))
     if single:
         check_single_values(frame, columns, path)
+
+
+def _option_hint(missing: Sequence[str], names: OptionNames, options: Mapping[str, str]) -> str:
+    """The options that name the missing columns (`--item-id-col`, whose default 'item_id' a shop's file seldom
+    has), so the message says what to pass."""
+    named = [names.option(options[column]) for column in missing if column in options]
+    if not named:
+        return ""
+    return f": name the file's {plural(len(named), 'column')} with {', '.join(named)}"
 
 
 def _case_hint(missing: Sequence[str], found: Sequence[str], names: OptionNames, options: Mapping[str, str]) -> str:
