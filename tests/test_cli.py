@@ -102,6 +102,16 @@ def test_a_bundle_or_dataset_path_of_the_wrong_kind_is_named_as_such(shop_bundle
         (("evaluate", "--data", events, "--bundle", bundle, "--out", tmp_path / "e.json"),
          f"error: {events}: a file, not a dataset directory: make a dataset from a CSV/Parquet export with "
          "`recsys import table`"),
+        # --out of `recsys build` given as --bundle, and --data given a bundle or that --out (was: "no bundle here (no
+        # manifest.json); build one with `recsys build`", "not a dataset: expected schema.json …")
+        (("recommend", "--bundle", root / "artifacts", "--user", "U00001"),
+         f"error: {root / 'artifacts'}: no bundle here: it holds the bundles of shop; name one, e.g. "
+         f"{root / 'artifacts' / 'shop'} (its newest version)"),
+        (("evaluate", "--data", bundle, "--bundle", bundle, "--out", tmp_path / "e.json"),
+         f"error: {bundle}: not a dataset: it holds a bundle (of the dataset 'synthetic-shop'), which --bundle takes; "
+         "--data takes the directory `recsys import` wrote"),
+        (("evaluate", "--data", root / "artifacts", "--out", tmp_path / "e.json"),
+         f"error: {root / 'artifacts'}: not a dataset: it holds the bundles of shop, which --bundle takes"),
     ]
     for args, message in cases:
         result = run(*args)
