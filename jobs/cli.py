@@ -123,10 +123,12 @@ def import_table_cmd(
     interactions: Annotated[Path, typer.Option(help="CSV or Parquet with user, item, timestamp columns")],
     items: Annotated[Path, typer.Option(help="CSV or Parquet item table")],
     out: OutOpt,
-    user_col: str = "user_id", item_col: str = "item_id",
+    user_col: Annotated[str, typer.Option(help="the interactions file's user id column")] = "user_id",
+    item_col: Annotated[str, typer.Option(help="the interactions file's item id column")] = "item_id",
     time_col: Annotated[str, typer.Option(help="column of the event times; '' for none (each user's events in file "
                                                "order)")] = "timestamp",
-    item_id_col: str = "item_id",
+    item_id_col: Annotated[str, typer.Option(help="the item file's id column (the ids --item-col refers "
+                                                  "to)")] = "item_id",
     text_col: Annotated[Optional[str], typer.Option(help="one column holding the item text")] = None,
     text_template: Annotated[Optional[str], typer.Option(help="e.g. 'title: {title} | brand: {brand}'")] = None,
     timestamp_format: Annotated[Optional[str], typer.Option(help="strftime format for string timestamps")] = None,

@@ -397,6 +397,22 @@ def test_help_groups_the_commands_in_reading_order():
     assert all(c.short_help and "\n" not in c.short_help for c in commands)
 
 
+def test_the_column_options_of_a_shops_files_say_which_file_they_read():
+    # `import table --help` listed --user-col, --item-col and --item-id-col with their defaults alone: which of
+    # --item-col and --item-id-col names the item file's column was left to guess
+    import typer.main
+
+    commands = typer.main.get_command(app).commands
+    for command in (commands["import"].commands["table"], commands["push-items"]):
+        options = {param.name: param for param in command.params}
+        for name in ("user_col", "item_col", "time_col", "item_id_col", "text_col", "kind_col"):
+            if name in options:
+                assert options[name].help, (command.name, name)
+    table = {param.name: param.help for param in commands["import"].commands["table"].params}
+    assert "interactions file" in table["user_col"] and "interactions file" in table["item_col"]
+    assert "item file" in table["item_id_col"]
+
+
 def test_a_dataset_without_valid_and_test_examples_is_a_clear_error(tmp_path, tiny_bert_dir):
     from recsys.data.dataset import Dataset
     import polars as pl
