@@ -167,6 +167,15 @@ def test_the_wrong_recbole_importer_names_the_right_one(tmp_path: Path) -> None:
              "`recsys import movielens`"], import_recbole_sequential, movielens)
 
 
+def test_an_imported_dataset_given_to_an_importer_says_it_is_one(tmp_path: Path) -> None:
+    # `recsys import movielens data/ml100k` (the import's own output) said only "expected exactly one *.inter file,
+    # found []"
+    (tmp_path / "schema.json").write_text("{}")
+    for importer, expected in ((import_recbole_movielens, "*.inter"), (import_recbole_sequential, "*.text")):
+        _raises([f"expected exactly one {expected}", "it holds a dataset already imported (schema.json): commands read "
+                 f"it as it is (`recsys build --data {tmp_path}`)"], importer, tmp_path)
+
+
 def test_title_from_text() -> None:
     assert title_from_text("Uranium Ore. Industrial & Scientific. Images SI. ") == "Uranium Ore"
     assert title_from_text("Mr. Heater Kit 3/8. Plumbing. Mr. Heater.") == "Mr. Heater Kit 3/8"

@@ -88,6 +88,9 @@ def format_hint(directory: Path, command: str) -> str:
         return ("; it holds GroupLens' ratings.csv and movies.csv, read by `recsys import table --interactions "
                 f"{directory / 'ratings.csv'} --items {directory / 'movies.csv'} --user-col userId --item-col movieId "
                 "--item-id-col movieId --text-template '{title} | genres: {genres}'`")
+    if (directory / "schema.json").is_file():  # `recsys import movielens data/ml100k`, the import's own output
+        return ("; it holds a dataset already imported (schema.json): commands read it as it is "
+                f"(`recsys build --data {directory}`)")
     if (directory / "u.data").is_file() or (directory / "ratings.dat").is_file():
         return ("; it holds GroupLens' own files (u.data / ratings.dat): `recsys import movielens` reads RecBole's "
                 "atomic files (<name>.inter, <name>.item), which RecBole's conversion scripts write from them")
