@@ -315,6 +315,23 @@ def _csv_kwargs() -> dict:
     return dict(user_col="customer", item_col="sku", time_col="when", item_id_col="sku", text_template=TEMPLATE)
 
 
+def test_item_columns_neither_the_text_nor_the_attributes_read_are_noted(tmp_path: Path) -> None:
+    # a description or colour column of the item file was left out without a word (the interactions file's unread
+    # columns were noted): with --text-col title a shop could not tell its descriptions never reached BERT
+    items = _write(tmp_path / "products.csv", ["sku,title,description,colour,brand",
+                                               "S1,Trail Shoe,Light and grippy,red,Stridex",
+                                               "S2,Wool Socks,Warm,grey,Fleetfoot"])
+    events = _write(tmp_path / "events.csv", ["customer,sku", "c1,S1", "c1,S2"])
+    kwargs = dict(user_col="customer", item_col="sku", time_col=None, item_id_col="sku")
+    notes = import_table(events, items, text_col="title", **kwargs).report.notes
+    assert ("products.csv: 2 columns not read ('description', 'colour'): the item text is the 'title' column; "
+            "text_template= renders it from several columns") in notes
+    notes = import_table(events, items, text_template="{title} | {description}", **kwargs).report.notes
+    assert "products.csv: 1 column not read ('colour'): the text template reads 'title', 'description'" in notes
+    notes = import_table(events, items, text_template="{title} {description} {colour}", **kwargs).report.notes
+    assert not [note for note in notes if "not read" in note]  # brand is carried as an attribute
+
+
 def test_import_csv_with_template(tmp_path: Path) -> None:
     data = import_table(*_toy_csv(tmp_path), **_csv_kwargs())
     assert data.name == "events"

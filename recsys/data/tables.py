@@ -141,6 +141,22 @@ def _render(frame: pl.DataFrame, template: str, path: Path, names: OptionNames =
     return template_expr(template)
 
 
+def _note_unread_item_columns(items: pl.DataFrame, read: Sequence[str], text_col: str | None,
+                              text_template: str | None, path: Path, report: ImportReport, names: OptionNames) -> None:
+    """Note the item file's columns that neither the text nor the attributes read (a description, a colour), as the
+    interactions file's are: left out, not silently."""
+    used = {*read, *([text_col] if text_template is None and text_col else []),
+            *(template_fields(text_template) if text_template else [])}
+    unread = [c for c in items.columns if c not in used and not c.startswith("__")]
+    if not unread:
+        return
+    text = (f"the text template reads {', '.join(repr(f) for f in template_fields(text_template))}"
+            if text_template else f"the item text is the {text_col!r} column; {names.option('text_template')} "
+            "renders it from several columns")
+    report.notes.append(f"{path.name}: {counted(len(unread), 'column')} not read "
+                        f"({', '.join(repr(c) for c in unread[:5])}{' …' if len(unread) > 5 else ''}): {text}")
+
+
 MARKUP = r"</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]*)?/?>|&(?:[A-Za-z][A-Za-z0-9]*|#[0-9]+|#x[0-9A-Fa-f]+);"
 """An HTML tag (`<p>`, `</b>`, `<br/>`) or character reference (`&amp;`, `&nbsp;`, `&#39;`) in an item text."""
 
@@ -202,6 +218,8 @@ def read_item_table(item_path: Path, report: ImportReport, bad: BadRows, *, item
         report.notes.append(f"{item_path.name}: " + ", ".join(f"column {source!r} read as the items' {target}"
                                                              for target, source in cased.items()))
     _require(items, list(extra.values()), item_path, "extra item column", names=names)
+    _note_unread_item_columns(items, [item_id_col, *extra.values()], text_col, text_template, item_path, report,
+                              names)
     typed = [source for target, source in extra.items() if target in OPTIONAL_ITEM_SCHEMA]
     check_single_values(items, typed, item_path)
     items = _present(items, [item_id_col], item_path, bad)
