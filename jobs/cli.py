@@ -340,6 +340,7 @@ def recommend(
     if items is not None and not recent:
         raise typer.BadParameter(f"--items holds no item id: {items!r}")
     path = _resolve(bundle)
+    step(f"loading the bundle {path} …")  # seconds (the towers, the index, the re-ranker): not a silent start
     recommender = load_recommender(path)
     history: list[str] = []
     kinds: dict[str, str] = {}

@@ -603,6 +603,8 @@ def test_recommend_json_text_and_unknown_user(shop_bundle):
     assert result.exit_code == 0, result.output
     body = json.loads(result.stdout)
     assert body["strategy"] == "personalised" and len(body["items"]) == 3 and body["model_version"] == bundle.name
+    # the bundle's load (5 s for the quickstart's) was a silent start; said on stderr, stdout stays the JSON
+    assert f"loading the bundle {bundle} …" in " ".join(result.stderr.split())
     result = run("recommend", "--bundle", bundle, "--text", "camera lens", "--k", 4, "--json")
     assert result.exit_code == 0, result.output
     body = json.loads(result.stdout)
