@@ -1159,7 +1159,7 @@ def test_an_import_with_kinds_goes_through_every_command_and_its_purchases_read_
     for user in ("U00001", "U00002", "U00003"):
         result = run("recommend", "--bundle", tmp_path / "refreshed", "--user", user, "--k", 5, "--json")
         assert result.exit_code == 0, result.output
-        for item in json.loads(result.output)["items"]:
+        for item in json.loads(result.stdout)["items"]:
             if item["because_item_id"] is not None:
                 kind = latest[user, item["because_item_id"]]
                 assert item["reason"] == verbs[kind].format(titles[item["because_item_id"]]), item
