@@ -277,8 +277,8 @@ def test_recbole_movielens_bad_rows_are_listed_together_or_skipped(tmp_path: Pat
         import_recbole_movielens(d)
     assert str(raised.value).startswith(
         f"{d / 'ml.item'}: 3 bad rows: row 4: duplicate item id '2' (first on row 2); row 5: unparsable line: "
-        "expected 4 tab-separated fields, found 3; row 6: empty item text: item '5' has no movie_title (skip them with "
-        "on_bad_rows='skip'")
+        "expected 4 tab-separated fields, found 3; row 6: empty item text: item '5' has no movie_title (skip bad rows "
+        "with on_bad_rows='skip'")
     data = import_recbole_movielens(d, on_bad_rows="skip")
     assert data.items["item_id"].to_list() == ["1", "2", "3", "6"]
     assert data.items.row(1) == ("2", "GoldenEye (1995). Genres: Action", "GoldenEye", "Action")  # the first row's
@@ -599,7 +599,7 @@ def test_fail_mode_lists_every_bad_row_at_once(tmp_path: Path) -> None:
     error = _raises(["events.csv: 7 bad rows: row 5: unknown item id 'SKU-9999' (not in products.csv); "
                      "row 6: unparsable timestamp 'yesterday'", "row 7: unparsable timestamp '31/02/2024'",
                      "row 8: unparsable timestamp 'soon'", "row 9: missing customer", "… and 2 more",
-                     "(skip them with on_bad_rows='skip'", "rejected.csv"], import_table, events,
+                     "(skip bad rows with on_bad_rows='skip'", "rejected.csv"], import_table, events,
                     tmp_path / "products.csv", **_csv_kwargs())
     assert error.row is None
 
