@@ -121,8 +121,13 @@ def resolve_bundle(path: str | Path) -> Path:
 def bundle_names(path: Path) -> list[str]:
     """The model directories under `path` (`path/NAME/VERSION/manifest.json`): what `--out` of `recsys build` and
     `recsys train` holds."""
-    return sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")
-                  and any((v / MANIFEST).is_file() for v in p.iterdir() if v.is_dir()))
+    def holds_versions(model: Path) -> bool:
+        try:
+            return any((v / MANIFEST).is_file() for v in model.iterdir() if v.is_dir())
+        except OSError:  # a directory we may not list: not one of ours to name
+            return False
+
+    return sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith(".") and holds_versions(p))
 
 
 def listed(names: Sequence[str], most: int = 5) -> str:
