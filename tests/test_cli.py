@@ -697,13 +697,13 @@ def test_import_table_cli_a_missing_column_names_the_option_for_it(tmp_path):
             "--out", tmp_path / "ds", "--time-col", "ts", "--text-col", "title")
     result = run(*base, "--user-col", "customer", "--item-col", "sku")
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
-    assert ("items.csv: missing column(s) ['item_id']; found ['sku', 'title']: name the file's column with "
+    assert ("items.csv: missing column 'item_id'; found ['sku', 'title']: name the file's column with "
             "--item-id-col") in result.flat
     result = run(*base, "--item-id-col", "sku")
-    assert ("events.csv: missing column(s) ['user_id', 'item_id']; found ['customer', 'sku', 'ts', 'event_type']: "
+    assert ("events.csv: missing columns 'user_id', 'item_id'; found ['customer', 'sku', 'ts', 'event_type']: "
             "name the file's columns with --user-col, --item-col") in result.flat, result.flat
     result = run(*base, "--item-id-col", "sku", "--user-col", "customer", "--item-col", "sku", "--kind-col", "event")
-    assert result.exit_code == 2 and "missing column(s) ['event']" in result.flat
+    assert result.exit_code == 2 and "missing column 'event'" in result.flat
     assert result.flat.rstrip().endswith("name the file's column with --kind-col"), result.flat
     assert not (tmp_path / "ds").exists()
 

@@ -86,7 +86,7 @@ def test_a_semicolon_header_names_the_delimiter_options_each_caller_has(shop, tm
     code, said = run("push-items", "--url", "http://127.0.0.1:9", "--items", semicolons, "--item-id-col", "sku",
                      "--text-col", "title")
     assert code == 2
-    assert said == (f"error: {semicolons}: missing column(s) ['sku']; found ['sku;title'] (one column: the header "
+    assert said == (f"error: {semicolons}: missing column 'sku'; found ['sku;title'] (one column: the header "
                     "looks semicolon-separated; pass --delimiter semicolon)")
     code, said = run("import", "table", "--interactions", events, "--items", semicolons, "--out", tmp_path / "ds",
                      "--user-col", "customer", "--item-col", "sku", "--time-col", "ts", "--item-id-col", "sku",

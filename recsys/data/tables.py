@@ -27,7 +27,7 @@ from recsys.data.table_files import check_delimiter, delimiter_hint, read_table,
 from recsys.data.timestamps import day_month_first, day_month_formats, epoch_seconds
 from recsys.errors import DataError
 from recsys.ids import ID_CHARS, too_long
-from recsys.text_format import counted, plural
+from recsys.text_format import counted, named, plural
 
 MIN_EVALUATED_EVENTS = 3  # a user's events for a leave-one-out valid and test example (`recsys.splits`)
 
@@ -42,7 +42,7 @@ def _require(frame: pl.DataFrame, columns: Sequence[str], path: Path, what: str 
         found = [c for c in frame.columns if c != "__row"]
         hint = delimiter_hint(found, names) or _case_hint(missing, found, names, options or {}) \
             or _option_hint(missing, names, options or {})
-        raise DataError(f"missing {what}(s) {missing}; found {found}{hint}", source=str(path))
+        raise DataError(f"missing {named(what, missing)}; found {found}{hint}", source=str(path))
     if single:
         check_single_values(frame, columns, path)
 
