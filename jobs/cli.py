@@ -95,8 +95,8 @@ def import_synthetic(out: OutOpt = Path("data/shop"), users: Users = 600, items:
         summary.update(write_shop(directory, users, items, seed, n_events=events, progress=True))
 
     write_dataset_dir(out, write, overwrite)
-    console.print(f"[green]imported[/] {summary['name']}: {summary['n_items']:,} items, {summary['n_users']:,} users, "
-                  f"{summary['n_interactions']:,} interactions → {out}")
+    console.print(f"[green]imported[/] {summary['name']}: {counted(summary['n_items'], 'item')}, "
+                  f"{counted(summary['n_users'], 'user')}, {counted(summary['n_interactions'], 'interaction')} → {out}")
 
 
 @import_app.command("recbole")

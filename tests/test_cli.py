@@ -708,6 +708,14 @@ def test_import_table_cli_a_missing_column_names_the_option_for_it(tmp_path):
     assert not (tmp_path / "ds").exists()
 
 
+def test_import_synthetic_counts_one_user_in_words(tmp_path):
+    # "imported synthetic-shop: 32 items, 1 users, 21 interactions": its line counted by hand, the file imports' by
+    # counted()
+    result = run("import", "synthetic", "--out", tmp_path / "one", "--users", 1, "--items", 32)
+    assert result.exit_code == 0, result.output
+    assert "imported synthetic-shop: 32 items, 1 user, " in result.flat and "1 users" not in result.flat
+
+
 def test_import_summary_adds_up(tmp_path):
     # the summary said how many were kept and dropped but not how many were read (and a blank line or a bad row
     # the reader found was not among the rows read), so the counts did not add up; "1 users", "dropped 1 rows"
