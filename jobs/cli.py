@@ -88,7 +88,7 @@ def import_synthetic(out: OutOpt = Path("data/shop"), users: Users = 600, items:
 
     if events is not None and events < 3 * users:
         raise typer.BadParameter(f"--events {events:,} is under 3 per user (the minimum sequence length) for "
-                                 f"{users:,} users")
+                                 f"{counted(users, 'user')}")
     summary = {}
 
     def write(directory: Path) -> None:

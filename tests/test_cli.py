@@ -714,6 +714,9 @@ def test_import_synthetic_counts_one_user_in_words(tmp_path):
     result = run("import", "synthetic", "--out", tmp_path / "one", "--users", 1, "--items", 32)
     assert result.exit_code == 0, result.output
     assert "imported synthetic-shop: 32 items, 1 user, " in result.flat and "1 users" not in result.flat
+    result = run("import", "synthetic", "--out", tmp_path / "few", "--users", 1, "--items", 32, "--events", 2)
+    assert result.exit_code == 2 and "--events 2 is under 3 per user (the minimum sequence length) for 1 user" \
+        in result.flat and "1 users" not in result.flat, result.flat
 
 
 def test_import_summary_adds_up(tmp_path):
