@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import Column, environment, write_report
-from recsys.text_format import counted
+from recsys.text_format import counted, named
 
 STAGES = ("import", "build", "ranker", "batch", "serve")
 DRIVER = {"import": "events", "build": "items", "ranker": "events", "batch": "users", "serve": "users"}
@@ -254,7 +254,7 @@ def run(out: Path, sizes: Sequence[Size], work: Path, stages: Sequence[str] = ST
     stages not run now are kept (e.g. serve re-measured alone); `say`: a line as each stage starts and ends."""
     unknown = set(stages) - set(STAGES)
     if unknown:
-        raise ValueError(f"unknown stage(s) {sorted(unknown)}; known: {', '.join(STAGES)}")
+        raise ValueError(f"unknown {named('stage', sorted(unknown))}; known: {', '.join(STAGES)}")
     rows = json.loads(previous.read_text())["rows"] if previous is not None and previous.exists() else []
     settings = {"threads": threads, "encoder": encoder, "eval_users": eval_users, "command": command}
     paths: dict[str, Path] = {}

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Literal, Optional
 
 import typer
+import typer.core
 from pydantic import ValidationError
 from rich.markup import escape
 
@@ -21,7 +22,20 @@ from jobs.output import err_console
 from jobs.paths import unwritable_reason, writable_out
 from recsys.errors import RecsysError
 
-app = typer.Typer(help="BERT-based recommendation engine.", no_args_is_help=True, pretty_exceptions_enable=False)
+class RecsysGroup(typer.core.TyperGroup):
+    """The root command group: a bad option value of a choice (`--on-bad-rows skipp`) reads as the other usage
+    errors, without the "Value error, " pydantic puts before typer's message for a Literal option."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except typer.BadParameter as error:
+            error.message = error.message.removeprefix("Value error, ")
+            raise
+
+
+app = typer.Typer(help="BERT-based recommendation engine.", no_args_is_help=True, pretty_exceptions_enable=False,
+                  cls=RecsysGroup)
 import_app = typer.Typer(help="Import data into the canonical dataset format.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
 app.add_typer(bench_app, name="bench")

@@ -88,15 +88,15 @@ def import_synthetic(out: OutOpt = Path("data/shop"), users: Users = 600, items:
 
     if events is not None and events < 3 * users:
         raise typer.BadParameter(f"--events {events:,} is under 3 per user (the minimum sequence length) for "
-                                 f"{users:,} users")
+                                 f"{counted(users, 'user')}")
     summary = {}
 
     def write(directory: Path) -> None:
         summary.update(write_shop(directory, users, items, seed, n_events=events, progress=True))
 
     write_dataset_dir(out, write, overwrite)
-    console.print(f"[green]imported[/] {summary['name']}: {summary['n_items']:,} items, {summary['n_users']:,} users, "
-                  f"{summary['n_interactions']:,} interactions → {out}")
+    console.print(f"[green]imported[/] {summary['name']}: {counted(summary['n_items'], 'item')}, "
+                  f"{counted(summary['n_users'], 'user')}, {counted(summary['n_interactions'], 'interaction')} → {out}")
 
 
 @import_app.command("recbole")
@@ -123,10 +123,12 @@ def import_table_cmd(
     interactions: Annotated[Path, typer.Option(help="CSV or Parquet with user, item, timestamp columns")],
     items: Annotated[Path, typer.Option(help="CSV or Parquet item table")],
     out: OutOpt,
-    user_col: str = "user_id", item_col: str = "item_id",
+    user_col: Annotated[str, typer.Option(help="the interactions file's user id column")] = "user_id",
+    item_col: Annotated[str, typer.Option(help="the interactions file's item id column")] = "item_id",
     time_col: Annotated[str, typer.Option(help="column of the event times; '' for none (each user's events in file "
                                                "order)")] = "timestamp",
-    item_id_col: str = "item_id",
+    item_id_col: Annotated[str, typer.Option(help="the item file's id column (the ids --item-col refers "
+                                                  "to)")] = "item_id",
     text_col: Annotated[Optional[str], typer.Option(help="one column holding the item text")] = None,
     text_template: Annotated[Optional[str], typer.Option(help="e.g. 'title: {title} | brand: {brand}'")] = None,
     timestamp_format: Annotated[Optional[str], typer.Option(help="strftime format for string timestamps")] = None,
@@ -338,6 +340,7 @@ def recommend(
     if items is not None and not recent:
         raise typer.BadParameter(f"--items holds no item id: {items!r}")
     path = _resolve(bundle)
+    step(f"loading the bundle {path} …")  # seconds (the towers, the index, the re-ranker): not a silent start
     recommender = load_recommender(path)
     history: list[str] = []
     kinds: dict[str, str] = {}

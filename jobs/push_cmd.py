@@ -136,7 +136,7 @@ def push_items(
     items: Annotated[Path, typer.Option(help="CSV/TSV/TXT or Parquet item file (as `import table --items` reads)")],
     token: Annotated[Optional[str], typer.Option(envvar="RECSYS_ADMIN_TOKEN", show_default=False,
                                                  help="the API's admin token (default: RECSYS_ADMIN_TOKEN)")] = None,
-    item_id_col: str = "item_id",
+    item_id_col: Annotated[str, typer.Option(help="the item file's id column")] = "item_id",
     text_col: Annotated[Optional[str], typer.Option(help="one column holding the item text")] = None,
     text_template: Annotated[Optional[str], typer.Option(help="e.g. 'title: {title} | brand: {brand}'")] = None,
     on_bad_rows: Annotated[Literal["fail", "skip"], typer.Option(help="fail: stop and list every bad row; skip: "

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from recsys.artifacts import new_version
+from recsys.artifacts import bundle_names, listed, new_version, read_manifest, resolve_bundle
 from recsys.config import BuildConfig, EvalConfig
 from recsys.data.dataset import Dataset
 from recsys.errors import DataError, RecsysError
@@ -70,8 +70,29 @@ def _dataset_reader(path: Path) -> Callable[[Path], Dataset]:
         return import_recbole_sequential
     if (path / "ml-100k.inter").is_file():
         return import_recbole_movielens
+    bundle = bundle_here(path)
+    if bundle:  # the mix-up the other way round: --data given a bundle (its directory or its name's)
+        raise DataError(f"not a dataset: it holds a bundle (of the dataset {bundle!r}), which --bundle takes; --data "
+                        "takes the directory `recsys import` wrote", source=str(path))
+    if bundle_names(path):
+        raise DataError(f"not a dataset: it holds the bundles of {listed(bundle_names(path))}, which --bundle takes; "
+                        "--data takes the directory `recsys import` wrote", source=str(path))
+    datasets = sorted(p.name for p in path.iterdir() if p.is_dir() and (p / "schema.json").is_file())
+    if datasets:
+        raise DataError(f"not a dataset: it holds the datasets {listed(datasets)}; name one, e.g. "
+                        f"{path / datasets[0]}", source=str(path))
     raise DataError("not a dataset: expected schema.json (from `recsys import`), RecBole *.text + *.inter files, "
                     "or ml-100k.inter", source=str(path))
+
+
+def bundle_here(path: Path) -> str | None:
+    """The dataset name of the bundle at `path` (a version directory, or a model directory of versions); None when
+    there is none."""
+    try:
+        manifest = read_manifest(resolve_bundle(path), verify=False)
+    except RecsysError:
+        return None
+    return str((manifest.get("dataset") or {}).get("name") or "?")
 
 
 def save_dataset(dataset: Dataset, out: str | Path, overwrite: bool = False, option: str = "--out") -> Path:

@@ -107,7 +107,33 @@ def resolve_bundle(path: str | Path) -> Path:
     if (path / "schema.json").is_file():  # the commonest mix-up: --bundle given the dataset's directory
         raise BundleError(f"{path}: no bundle here: it holds a dataset; make a bundle from it with "
                           f"`recsys build --data {path}` or `recsys train --data {path}`")
+    named = bundle_names(path)
+    if named:  # `recsys build --out artifacts` writes artifacts/NAME/VERSION: --bundle artifacts is one level up
+        raise BundleError(f"{path}: no bundle here: it holds the bundles of {listed(named)}; name one, e.g. "
+                          f"{path / named[0]} (its newest version)")
+    datasets = sorted(p.name for p in path.iterdir() if p.is_dir() and (p / "schema.json").is_file())
+    if datasets:
+        raise BundleError(f"{path}: no bundle here: it holds the datasets {listed(datasets)}; make a bundle from one "
+                          f"with `recsys build --data {path / datasets[0]}`")
     raise BundleError(f"{path}: no bundle here (no {MANIFEST}); build one with `recsys build`")
+
+
+def bundle_names(path: Path) -> list[str]:
+    """The model directories under `path` (`path/NAME/VERSION/manifest.json`): what `--out` of `recsys build` and
+    `recsys train` holds."""
+    def holds_versions(model: Path) -> bool:
+        try:
+            return any((v / MANIFEST).is_file() for v in model.iterdir() if v.is_dir())
+        except OSError:  # a directory we may not list: not one of ours to name
+            return False
+
+    return sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith(".") and holds_versions(p))
+
+
+def listed(names: Sequence[str], most: int = 5) -> str:
+    """Names for a message: the first `most`, then how many more."""
+    shown = ", ".join(names[:most])
+    return shown if len(names) <= most else f"{shown} and {len(names) - most} more"
 
 
 def read_manifest(bundle: str | Path, verify: bool = True) -> dict:

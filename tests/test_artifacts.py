@@ -38,6 +38,24 @@ def test_incompatible_schema_version_refused(tmp_path):
         resolve_bundle(tmp_path / "nothing")
 
 
+def test_a_folder_of_bundles_or_datasets_names_what_it_holds(tmp_path):
+    """`--bundle artifacts` (the --out of `recsys build`, one level above the bundles) and `--bundle data` (a folder
+    of datasets) said only "no bundle here (no manifest.json); build one with `recsys build`"."""
+    for name in ("shop", "shop-zero-shot"):
+        write_bundle(tmp_path / "artifacts" / name / "v1", lambda d: None, {"name": name})
+    with pytest.raises(BundleError) as raised:
+        resolve_bundle(tmp_path / "artifacts")
+    assert str(raised.value) == (f"{tmp_path / 'artifacts'}: no bundle here: it holds the bundles of shop, "
+                                 f"shop-zero-shot; name one, e.g. {tmp_path / 'artifacts' / 'shop'} "
+                                 "(its newest version)")
+    for name in "abcdefg":
+        (tmp_path / "data" / name).mkdir(parents=True)
+        (tmp_path / "data" / name / "schema.json").write_text("{}")
+    with pytest.raises(BundleError, match="it holds the datasets a, b, c, d, e and 2 more; make a bundle from one "
+                                          "with `recsys build --data "):
+        resolve_bundle(tmp_path / "data")
+
+
 @pytest.mark.parametrize(("manifest", "message"), [
     ({"format": "recsys-batch-scores"}, "no bundle here: it holds `recsys batch-score` output (batch scores), "
                                         "not a bundle"),

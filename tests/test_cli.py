@@ -102,6 +102,16 @@ def test_a_bundle_or_dataset_path_of_the_wrong_kind_is_named_as_such(shop_bundle
         (("evaluate", "--data", events, "--bundle", bundle, "--out", tmp_path / "e.json"),
          f"error: {events}: a file, not a dataset directory: make a dataset from a CSV/Parquet export with "
          "`recsys import table`"),
+        # --out of `recsys build` given as --bundle, and --data given a bundle or that --out (was: "no bundle here (no
+        # manifest.json); build one with `recsys build`", "not a dataset: expected schema.json …")
+        (("recommend", "--bundle", root / "artifacts", "--user", "U00001"),
+         f"error: {root / 'artifacts'}: no bundle here: it holds the bundles of shop; name one, e.g. "
+         f"{root / 'artifacts' / 'shop'} (its newest version)"),
+        (("evaluate", "--data", bundle, "--bundle", bundle, "--out", tmp_path / "e.json"),
+         f"error: {bundle}: not a dataset: it holds a bundle (of the dataset 'synthetic-shop'), which --bundle takes; "
+         "--data takes the directory `recsys import` wrote"),
+        (("evaluate", "--data", root / "artifacts", "--out", tmp_path / "e.json"),
+         f"error: {root / 'artifacts'}: not a dataset: it holds the bundles of shop, which --bundle takes"),
     ]
     for args, message in cases:
         result = run(*args)
@@ -387,6 +397,22 @@ def test_help_groups_the_commands_in_reading_order():
     assert all(c.short_help and "\n" not in c.short_help for c in commands)
 
 
+def test_the_column_options_of_a_shops_files_say_which_file_they_read():
+    # `import table --help` listed --user-col, --item-col and --item-id-col with their defaults alone: which of
+    # --item-col and --item-id-col names the item file's column was left to guess
+    import typer.main
+
+    commands = typer.main.get_command(app).commands
+    for command in (commands["import"].commands["table"], commands["push-items"]):
+        options = {param.name: param for param in command.params}
+        for name in ("user_col", "item_col", "time_col", "item_id_col", "text_col", "kind_col"):
+            if name in options:
+                assert options[name].help, (command.name, name)
+    table = {param.name: param.help for param in commands["import"].commands["table"].params}
+    assert "interactions file" in table["user_col"] and "interactions file" in table["item_col"]
+    assert "item file" in table["item_id_col"]
+
+
 def test_a_dataset_without_valid_and_test_examples_is_a_clear_error(tmp_path, tiny_bert_dir):
     from recsys.data.dataset import Dataset
     import polars as pl
@@ -577,6 +603,8 @@ def test_recommend_json_text_and_unknown_user(shop_bundle):
     assert result.exit_code == 0, result.output
     body = json.loads(result.stdout)
     assert body["strategy"] == "personalised" and len(body["items"]) == 3 and body["model_version"] == bundle.name
+    # the bundle's load (5 s for the quickstart's) was a silent start; said on stderr, stdout stays the JSON
+    assert f"loading the bundle {bundle} …" in " ".join(result.stderr.split())
     result = run("recommend", "--bundle", bundle, "--text", "camera lens", "--k", 4, "--json")
     assert result.exit_code == 0, result.output
     body = json.loads(result.stdout)
@@ -625,6 +653,8 @@ def test_import_table_cli_skip_overwrite_and_errors(tmp_path):
     assert result.exit_code == 0, result.flat
     result = run(*base, "--on-bad-rows", "maybe")
     assert result.exit_code == 2 and "Invalid value for '--on-bad-rows'" in result.flat
+    # pydantic's prefix was left in typer's message for a Literal option: "'--on-bad-rows': Value error, 'maybe' …"
+    assert "Invalid value for '--on-bad-rows': 'maybe' is not one of 'fail', 'skip'." in result.flat, result.flat
     mixed = tmp_path / "events-utf8.csv"  # the items file's own separator and encoding beside a UTF-8 comma file
     mixed.write_text("customer,sku,when\nJos\u00e9,S1,2024-01-01\n", encoding="utf-8")
     result = run(*base[:3], mixed, *base[4:-4], "--items-delimiter", ";", "--items-encoding", "latin-1",
@@ -658,6 +688,37 @@ def test_import_table_cli_without_a_time_column_says_how_to_go_without(tmp_path)
     result = run(*base, "--time-col", "")
     assert result.exit_code == 0, result.output
     assert "note: no time column: timestamp = row position in the interactions file" in result.flat
+
+
+def test_import_table_cli_a_missing_column_names_the_option_for_it(tmp_path):
+    # "missing column(s) ['item_id']; found ['sku', 'title']" did not say which option names the item file's id column
+    # (the README's example passes --item-col sku for the events and --item-id-col sku for the items)
+    (tmp_path / "items.csv").write_text("sku,title\nS1,Trail Shoe\nS2,Wool Socks\n")
+    (tmp_path / "events.csv").write_text("customer,sku,ts,event_type\nc1,S2,1,view\nc1,S1,2,cart\n")
+    base = ("import", "table", "--interactions", tmp_path / "events.csv", "--items", tmp_path / "items.csv",
+            "--out", tmp_path / "ds", "--time-col", "ts", "--text-col", "title")
+    result = run(*base, "--user-col", "customer", "--item-col", "sku")
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert ("items.csv: missing column 'item_id'; found ['sku', 'title']: name the file's column with "
+            "--item-id-col") in result.flat
+    result = run(*base, "--item-id-col", "sku")
+    assert ("events.csv: missing columns 'user_id', 'item_id'; found ['customer', 'sku', 'ts', 'event_type']: "
+            "name the file's columns with --user-col, --item-col") in result.flat, result.flat
+    result = run(*base, "--item-id-col", "sku", "--user-col", "customer", "--item-col", "sku", "--kind-col", "event")
+    assert result.exit_code == 2 and "missing column 'event'" in result.flat
+    assert result.flat.rstrip().endswith("name the file's column with --kind-col"), result.flat
+    assert not (tmp_path / "ds").exists()
+
+
+def test_import_synthetic_counts_one_user_in_words(tmp_path):
+    # "imported synthetic-shop: 32 items, 1 users, 21 interactions": its line counted by hand, the file imports' by
+    # counted()
+    result = run("import", "synthetic", "--out", tmp_path / "one", "--users", 1, "--items", 32)
+    assert result.exit_code == 0, result.output
+    assert "imported synthetic-shop: 32 items, 1 user, " in result.flat and "1 users" not in result.flat
+    result = run("import", "synthetic", "--out", tmp_path / "few", "--users", 1, "--items", 32, "--events", 2)
+    assert result.exit_code == 2 and "--events 2 is under 3 per user (the minimum sequence length) for 1 user" \
+        in result.flat and "1 users" not in result.flat, result.flat
 
 
 def test_import_summary_adds_up(tmp_path):
@@ -1111,7 +1172,7 @@ def test_an_import_with_kinds_goes_through_every_command_and_its_purchases_read_
     for user in ("U00001", "U00002", "U00003"):
         result = run("recommend", "--bundle", tmp_path / "refreshed", "--user", user, "--k", 5, "--json")
         assert result.exit_code == 0, result.output
-        for item in json.loads(result.output)["items"]:
+        for item in json.loads(result.stdout)["items"]:
             if item["because_item_id"] is not None:
                 kind = latest[user, item["because_item_id"]]
                 assert item["reason"] == verbs[kind].format(titles[item["because_item_id"]]), item

@@ -69,6 +69,17 @@ def test_recbole_sequential_reconstructs_full_sequences(tmp_path: Path) -> None:
     assert report.dropped == {"items in Toy.item2index without text (unused)": 1,
                               "rows of Toy.text without an item2index entry": 1}
     assert any("train=0, valid=0, test=0" in note for note in report.notes)
+    assert "reconstructed 2 user sequences; timestamp = position in the sequence" in report.notes
+
+
+def test_recbole_sequential_notes_count_users_in_words(tmp_path: Path) -> None:
+    # "1 users without a test row", "1 users in Toy.user2index have no rows": counted nouns (recsys.text_format)
+    d = _toy_recbole(tmp_path)
+    _write(d / "Toy.user2index", ["u1\t0", "u2\t1", "u3\t2"])  # u3: listed, no rows
+    _write(d / "Toy.test.inter", [INTER_HEADER, "0\t3 4 5\t1"])  # u2: no test row
+    notes = import_recbole_sequential(d).report.notes
+    assert "1 user without a test row" in notes and "1 user in Toy.user2index has no rows" in notes
+    assert "reconstructed 2 user sequences; timestamp = position in the sequence" in notes
 
 
 def test_recbole_sequential_counts_inconsistent_histories(tmp_path: Path) -> None:
@@ -98,7 +109,7 @@ def test_recbole_sequential_file_order_does_not_matter(tmp_path: Path) -> None:
     ("Toy.user2index", ["u1\t0", "u" * 257 + "\t1"], ["row 2", "id longer than 256 characters, the longest id the "
                                                        "API serves"]),
     ("Toy.text", ["item_id:token\ttext:token_seq", "A0\tOne. ", "A0\tTwo. "], ["row 2", "duplicate item id 'A0'"]),
-    ("Toy.train.inter", ["user_id:token\titem_id:token", "0\t1"], ["missing column(s) ['item_id_list']",
+    ("Toy.train.inter", ["user_id:token\titem_id:token", "0\t1"], ["missing column 'item_id_list'",
                                                                    "found ['user_id', 'item_id']"]),
 ])
 def test_recbole_sequential_bad_input(tmp_path: Path, file: str, lines: list[str], parts: list[str]) -> None:
@@ -154,6 +165,15 @@ def test_the_wrong_recbole_importer_names_the_right_one(tmp_path: Path) -> None:
     _write(movielens / "ml.inter", ["user_id:token\titem_id:token\trating:float\ttimestamp:float"])
     _raises(["expected exactly one *.text file to name the dataset, found []", "RecBole MovieLens data, read by "
              "`recsys import movielens`"], import_recbole_sequential, movielens)
+
+
+def test_an_imported_dataset_given_to_an_importer_says_it_is_one(tmp_path: Path) -> None:
+    # `recsys import movielens data/ml100k` (the import's own output) said only "expected exactly one *.inter file,
+    # found []"
+    (tmp_path / "schema.json").write_text("{}")
+    for importer, expected in ((import_recbole_movielens, "*.inter"), (import_recbole_sequential, "*.text")):
+        _raises([f"expected exactly one {expected}", "it holds a dataset already imported (schema.json): commands read "
+                 f"it as it is (`recsys build --data {tmp_path}`)"], importer, tmp_path)
 
 
 def test_title_from_text() -> None:
@@ -226,7 +246,7 @@ def test_recbole_movielens(tmp_path: Path) -> None:
     assert data.interactions.schema["timestamp"] == pl.Int64
     assert data.report.rows_read == {"ml.item": 3, "ml.inter": 4}
     assert data.report.dropped == {"exact duplicate interaction rows (ml.inter)": 1}
-    assert any("1 items without a 4-digit release_year" in note for note in data.report.notes)
+    assert any("1 item without a 4-digit release_year" in note for note in data.report.notes)
 
 
 @pytest.mark.parametrize("file, line, parts", [
@@ -257,8 +277,8 @@ def test_recbole_movielens_bad_rows_are_listed_together_or_skipped(tmp_path: Pat
         import_recbole_movielens(d)
     assert str(raised.value).startswith(
         f"{d / 'ml.item'}: 3 bad rows: row 4: duplicate item id '2' (first on row 2); row 5: unparsable line: "
-        "expected 4 tab-separated fields, found 3; row 6: empty item text: item '5' has no movie_title (skip them with "
-        "on_bad_rows='skip'")
+        "expected 4 tab-separated fields, found 3; row 6: empty item text: item '5' has no movie_title (skip bad rows "
+        "with on_bad_rows='skip'")
     data = import_recbole_movielens(d, on_bad_rows="skip")
     assert data.items["item_id"].to_list() == ["1", "2", "3", "6"]
     assert data.items.row(1) == ("2", "GoldenEye (1995). Genres: Action", "GoldenEye", "Action")  # the first row's
@@ -293,6 +313,23 @@ def _toy_csv(d: Path) -> tuple[Path, Path]:
 
 def _csv_kwargs() -> dict:
     return dict(user_col="customer", item_col="sku", time_col="when", item_id_col="sku", text_template=TEMPLATE)
+
+
+def test_item_columns_neither_the_text_nor_the_attributes_read_are_noted(tmp_path: Path) -> None:
+    # a description or colour column of the item file was left out without a word (the interactions file's unread
+    # columns were noted): with --text-col title a shop could not tell its descriptions never reached BERT
+    items = _write(tmp_path / "products.csv", ["sku,title,description,colour,brand",
+                                               "S1,Trail Shoe,Light and grippy,red,Stridex",
+                                               "S2,Wool Socks,Warm,grey,Fleetfoot"])
+    events = _write(tmp_path / "events.csv", ["customer,sku", "c1,S1", "c1,S2"])
+    kwargs = dict(user_col="customer", item_col="sku", time_col=None, item_id_col="sku")
+    notes = import_table(events, items, text_col="title", **kwargs).report.notes
+    assert ("products.csv: 2 columns not read ('description', 'colour'): the item text is the 'title' column; "
+            "text_template= renders it from several columns") in notes
+    notes = import_table(events, items, text_template="{title} | {description}", **kwargs).report.notes
+    assert "products.csv: 1 column not read ('colour'): the text template reads 'title', 'description'" in notes
+    notes = import_table(events, items, text_template="{title} {description} {colour}", **kwargs).report.notes
+    assert not [note for note in notes if "not read" in note]  # brand is carried as an attribute
 
 
 def test_import_csv_with_template(tmp_path: Path) -> None:
@@ -456,7 +493,8 @@ def test_import_table_missing_file_and_columns(tmp_path: Path) -> None:
     events, items = _toy_csv(tmp_path)
     _raises(["nope.csv", "file not found"], import_table, tmp_path / "nope.csv", items, **_csv_kwargs())
     _raises([str(tmp_path), "a directory, not a file"], import_table, tmp_path, items, **_csv_kwargs())
-    _raises(["events.csv", "missing column(s) ['user_id']", "found ['customer', 'sku', 'when']"],
+    _raises(["events.csv", "missing column 'user_id'", "found ['customer', 'sku', 'when']: name the file's "
+             "column with user_col="],
             import_table, events, items, item_col="sku", time_col="when", item_id_col="sku", text_col="brand")
     _raises(["products.csv", "no item text: pass text_col= or text_template=",
              "found ['sku', 'title'"],
@@ -464,7 +502,7 @@ def test_import_table_missing_file_and_columns(tmp_path: Path) -> None:
     # both: the template was used and the text column silently ignored
     _raises(["pass text_col= ('title') or text_template=, not both"],
             import_table, events, items, **{**_csv_kwargs(), "text_col": "title", "text_template": "{title}"})
-    _raises(["products.csv", "missing text_template field(s) ['colour']", "found ['sku', 'title'"],
+    _raises(["products.csv", "missing text_template field 'colour'", "found ['sku', 'title'"],
             import_table, events, items, **{**_csv_kwargs(), "text_template": "{title} in {colour}"})
     (tmp_path / "blank.csv").write_text("")
     _raises(["blank.csv", "the file is empty"], import_table, tmp_path / "blank.csv", items, **_csv_kwargs())
@@ -482,10 +520,10 @@ def test_events_of_a_rejected_item_say_so_and_a_one_column_header_names_its_deli
         ("events.csv", 6, "unknown item id (not in products.csv)", "S9"),
         ("products.csv", 5, "unparsable price", "cheap")]
     semicolons = _write(tmp_path / "semi.csv", ["customer;sku;when", "c1;S1;2024-01-01"])
-    _raises(["semi.csv", "missing column(s)", "the header looks semicolon-separated",
+    _raises(["semi.csv", "missing columns 'customer', 'sku', 'when'", "the header looks semicolon-separated",
              "pass delimiter=';' for both files, or items_delimiter=';' for the item file alone"],
             import_table, semicolons, items, on_bad_rows="skip", **_csv_kwargs())
-    error = _raises(["missing column(s) ['user_id']", "found ['customer', 'sku', 'when']"], import_table, events,
+    error = _raises(["missing column 'user_id'", "found ['customer', 'sku', 'when']"], import_table, events,
                     items, item_col="sku", time_col="when", item_id_col="sku", text_col="brand", on_bad_rows="skip")
     assert "separated" not in str(error)  # a real header gets no delimiter hint
 
@@ -561,7 +599,7 @@ def test_fail_mode_lists_every_bad_row_at_once(tmp_path: Path) -> None:
     error = _raises(["events.csv: 7 bad rows: row 5: unknown item id 'SKU-9999' (not in products.csv); "
                      "row 6: unparsable timestamp 'yesterday'", "row 7: unparsable timestamp '31/02/2024'",
                      "row 8: unparsable timestamp 'soon'", "row 9: missing customer", "… and 2 more",
-                     "(skip them with on_bad_rows='skip'", "rejected.csv"], import_table, events,
+                     "(skip bad rows with on_bad_rows='skip'", "rejected.csv"], import_table, events,
                     tmp_path / "products.csv", **_csv_kwargs())
     assert error.row is None
 
@@ -861,7 +899,7 @@ def test_an_event_kind_column_is_counted_and_kinds_keep_only_their_events(tmp_pa
     with pytest.raises(DataError, match=r": kinds names 'purchases', which the 'type' column never holds; it holds "
                                         r"'view', 'Purchase', 'cart', '\(empty\)'"):
         import_table(events, items, kind_col="type", kinds=["purchases"])
-    with pytest.raises(DataError, match=r"missing column\(s\) \['kind'\]"):
+    with pytest.raises(DataError, match="missing column 'kind'"):
         import_table(events, items, kind_col="kind")
     with pytest.raises(ValueError, match="^kinds: needs kind_col, the column that holds each event's kind$"):
         import_table(events, items, kinds=["view"])

@@ -108,7 +108,7 @@ def test_a_header_in_another_case_is_named_with_the_option_and_attributes_are_ca
     items = _write(tmp_path / "items.csv", [" SKU , Title ,Category,Price", "00001,Mug,Kitchen,\"12,50\"",
                                             "00002,Pan,Kitchen,3"])
     events = _write(tmp_path / "events.csv", ["Customer,SKU,TS", "U1,00001,10", "U1,00002,20"])
-    assert "missing column(s) ['sku']; found ['SKU', 'Title', 'Category', 'Price'] ('SKU' differs only in case: " \
+    assert "missing column 'sku'; found ['SKU', 'Title', 'Category', 'Price'] ('SKU' differs only in case: " \
            "--item-id-col 'SKU')" in _error(events, items, names=IMPORT_TABLE_FLAGS, **KW)
     kw = dict(KW, item_id_col="SKU", text_col="Title")
     assert "('Customer' differs only in case: --user-col 'Customer'; 'SKU' differs only in case: --item-col 'SKU'; " \

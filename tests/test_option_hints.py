@@ -42,11 +42,12 @@ def test_import_movielens_names_its_on_bad_rows_option_as_each_caller_writes_it(
           "196\t9\t881250950")
     code, said = run("import", "movielens", tmp_path, "--out", tmp_path / "ds")
     assert code == 2
-    assert said == (f"error: {tmp_path / 'ml.inter'}, row 2: unknown item id '9' (not in ml.item) (skip them with "
+    assert said == (f"error: {tmp_path / 'ml.inter'}, row 2: unknown item id '9' (not in ml.item) (skip bad rows with "
                     "--on-bad-rows skip: the other rows are imported and every bad row is listed in rejected.csv)")
     with pytest.raises(DataError) as raised:
         import_recbole_movielens(tmp_path)
-    assert str(raised.value) == (f"{tmp_path / 'ml.inter'}, row 2: unknown item id '9' (not in ml.item) (skip them "
+    # one bad row: "skip bad rows", not "skip them"
+    assert str(raised.value) == (f"{tmp_path / 'ml.inter'}, row 2: unknown item id '9' (not in ml.item) (skip bad rows "
                                  "with on_bad_rows='skip': the other rows are imported and every bad row is listed in "
                                  "rejected.csv)")
     code, said = run("import", "movielens", tmp_path, "--out", tmp_path / "ds", "--on-bad-rows", "skip")
@@ -60,8 +61,8 @@ def test_import_table_names_its_flags_and_python_its_keywords(shop, tmp_path):
             "--user-col", "customer", "--item-col", "sku", "--time-col", "ts", "--item-id-col", "sku")
     code, said = run(*args, "--text-col", "title")
     assert code == 2
-    assert said == (f"error: {events}, row 2: unknown item id 'S9' (not in products.csv) (skip them with --on-bad-rows "
-                    "skip: the other rows are imported and every bad row is listed in rejected.csv)")
+    assert said == (f"error: {events}, row 2: unknown item id 'S9' (not in products.csv) (skip bad rows with "
+                    "--on-bad-rows skip: the other rows are imported and every bad row is listed in rejected.csv)")
     code, said = run(*args)
     assert code == 2
     assert said == (f"error: {items}: no item text: pass --text-col or --text-template (no 'text' column); found "
@@ -72,7 +73,7 @@ def test_import_table_names_its_flags_and_python_its_keywords(shop, tmp_path):
     mapping = {"user_col": "customer", "item_col": "sku", "time_col": "ts", "item_id_col": "sku"}
     with pytest.raises(DataError) as raised:
         import_table(events, items, text_col="title", **mapping)
-    assert str(raised.value) == (f"{events}, row 2: unknown item id 'S9' (not in products.csv) (skip them with "
+    assert str(raised.value) == (f"{events}, row 2: unknown item id 'S9' (not in products.csv) (skip bad rows with "
                                  "on_bad_rows='skip': the other rows are imported and every bad row is listed in "
                                  "rejected.csv)")
     with pytest.raises(ValueError, match=r"^text_template: expected '\}' before end of string$"):
@@ -85,7 +86,7 @@ def test_a_semicolon_header_names_the_delimiter_options_each_caller_has(shop, tm
     code, said = run("push-items", "--url", "http://127.0.0.1:9", "--items", semicolons, "--item-id-col", "sku",
                      "--text-col", "title")
     assert code == 2
-    assert said == (f"error: {semicolons}: missing column(s) ['sku']; found ['sku;title'] (one column: the header "
+    assert said == (f"error: {semicolons}: missing column 'sku'; found ['sku;title'] (one column: the header "
                     "looks semicolon-separated; pass --delimiter semicolon)")
     code, said = run("import", "table", "--interactions", events, "--items", semicolons, "--out", tmp_path / "ds",
                      "--user-col", "customer", "--item-col", "sku", "--time-col", "ts", "--item-id-col", "sku",

@@ -12,6 +12,7 @@ from recsys.data.bad_rows import BadRows
 from recsys.data.dataset import ImportReport
 from recsys.data.table_files import shown_line
 from recsys.errors import DataError
+from recsys.text_format import named
 
 Row = tuple[int, list[str]]  # (1-based row number, header excluded; fields)
 
@@ -67,7 +68,7 @@ def atomic_file(path: Path, required: Sequence[str], report: ImportReport, free_
     names = [h.split(":", 1)[0].strip() for h in header.split("\t")]
     missing = [c for c in required if c not in names]
     if missing:
-        raise DataError(f"missing column(s) {missing}; found {names}", source=str(path))
+        raise DataError(f"missing {named('column', missing)}; found {names}", source=str(path))
     return {c: i for i, c in enumerate(names)}, split_rows(path, body, len(names), report, free_last, bad)
 
 
@@ -88,6 +89,9 @@ def format_hint(directory: Path, command: str) -> str:
         return ("; it holds GroupLens' ratings.csv and movies.csv, read by `recsys import table --interactions "
                 f"{directory / 'ratings.csv'} --items {directory / 'movies.csv'} --user-col userId --item-col movieId "
                 "--item-id-col movieId --text-template '{title} | genres: {genres}'`")
+    if (directory / "schema.json").is_file():  # `recsys import movielens data/ml100k`, the import's own output
+        return ("; it holds a dataset already imported (schema.json): commands read it as it is "
+                f"(`recsys build --data {directory}`)")
     if (directory / "u.data").is_file() or (directory / "ratings.dat").is_file():
         return ("; it holds GroupLens' own files (u.data / ratings.dat): `recsys import movielens` reads RecBole's "
                 "atomic files (<name>.inter, <name>.item), which RecBole's conversion scripts write from them")

@@ -17,7 +17,7 @@ LISTED = 5  # bad rows an error message shows
 
 def import_skip_hint(names: OptionNames) -> str:
     """How an import goes on past its bad rows, its option named as its caller names it."""
-    return (f"skip them with {names.option('on_bad_rows', 'skip')}: the other rows are imported and every bad row "
+    return (f"skip bad rows with {names.option('on_bad_rows', 'skip')}: the other rows are imported and every bad row "
             f"is listed in {REJECTED_FILE}")
 
 

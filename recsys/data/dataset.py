@@ -11,6 +11,7 @@ from pathlib import Path
 import polars as pl
 
 from recsys.errors import DataError
+from recsys.text_format import named
 
 SCHEMA_VERSION = 1
 
@@ -194,7 +195,7 @@ def write_schema(directory: Path, summary: dict, item_schema: Mapping, interacti
 def _check_columns(frame: pl.DataFrame, required: dict[str, pl.DataType], source: str) -> None:
     missing = [c for c in required if c not in frame.columns]
     if missing:
-        raise DataError(f"missing column(s) {missing}; found {frame.columns}", source=source)
+        raise DataError(f"missing {named('column', missing)}; found {frame.columns}", source=source)
     for column, dtype in required.items():
         if frame.schema[column] != dtype:
             raise DataError(f"column {column!r} has type {frame.schema[column]}, expected {dtype}", source=source)

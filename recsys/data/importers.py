@@ -19,6 +19,7 @@ from recsys.data.movielens import import_recbole_movielens  # noqa: F401  (re-ex
 from recsys.data.tables import import_table  # noqa: F401  (re-exported)
 from recsys.errors import DataError
 from recsys.ids import ID_CHARS, too_long
+from recsys.text_format import counted, plural
 
 
 def _read_index(path: Path, report: ImportReport) -> dict[int, str]:
@@ -185,7 +186,7 @@ def _reconstruct(train: list[Inter], valid: dict[int, Inter], test: dict[int, In
                         + ", ".join(f"{split}={count}" for split, count in bad.items()))
     for split, count in missing.items():
         if count:
-            report.notes.append(f"{count} users without a {split} row")
+            report.notes.append(f"{counted(count, 'user')} without a {split} row")
     return out
 
 
@@ -211,9 +212,12 @@ def import_recbole_sequential(directory: str | Path, name: str | None = None,
     valid = _one_per_user(_read_inter(inter_paths["valid"], users, items, report), inter_paths["valid"])
     test = _one_per_user(_read_inter(inter_paths["test"], users, items, report), inter_paths["test"])
     sequences = _reconstruct(train, valid, test, report)
-    report.notes.append(f"reconstructed {len(sequences)} user sequences; timestamp = position in the sequence")
+    report.notes.append(f"reconstructed {counted(len(sequences), 'user sequence')}; "
+                        "timestamp = position in the sequence")
     if len(sequences) < len(users):
-        report.notes.append(f"{len(users) - len(sequences)} users in {path['user2index'].name} have no rows")
+        idle = len(users) - len(sequences)
+        report.notes.append(f"{counted(idle, 'user')} in {path['user2index'].name} "
+                            f"{plural(idle, 'has', 'have')} no rows")
 
     cols, text_rows = atomic_file(path["text"], ["item_id", "text"], report, free_last=True)
     texts: dict[str, tuple[int, str]] = {}

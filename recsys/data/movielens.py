@@ -16,6 +16,7 @@ from recsys.data.table_files import unread_ids
 from recsys.data.tables import checked_interactions
 from recsys.errors import DataError
 from recsys.ids import ID_CHARS, too_long
+from recsys.text_format import counted
 
 
 def import_recbole_movielens(directory: str | Path, on_bad_rows: OnBadRows = "fail",
@@ -84,7 +85,7 @@ def _movielens_items(item_path: Path, report: ImportReport, bad: BadRows) -> tup
             titles.append(title)
             cats.append(genres[0] if genres else None)
     if no_year:
-        report.notes.append(f"{no_year} items without a 4-digit release_year (year left out of the text)")
+        report.notes.append(f"{counted(no_year, 'item')} without a 4-digit release_year (year left out of the text)")
     items = pl.DataFrame({"item_id": ids, "text": texts, "title": titles, "category": cats},
                          schema={"item_id": pl.Utf8, "text": pl.Utf8, "title": pl.Utf8, "category": pl.Utf8})
     return items, listed

@@ -27,7 +27,7 @@ from recsys.data.table_files import check_delimiter, delimiter_hint, read_table,
 from recsys.data.timestamps import day_month_first, day_month_formats, epoch_seconds
 from recsys.errors import DataError
 from recsys.ids import ID_CHARS, too_long
-from recsys.text_format import counted, plural
+from recsys.text_format import counted, named, plural
 
 MIN_EVALUATED_EVENTS = 3  # a user's events for a leave-one-out valid and test example (`recsys.splits`)
 
@@ -40,10 +40,20 @@ def _require(frame: pl.DataFrame, columns: Sequence[str], path: Path, what: str 
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         found = [c for c in frame.columns if c != "__row"]
-        raise DataError(f"missing {what}(s) {missing}; found {found}{delimiter_hint(found, names)}"
-                        f"{_case_hint(missing, found, names, options or {})}", source=str(path))
+        hint = delimiter_hint(found, names) or _case_hint(missing, found, names, options or {}) \
+            or _option_hint(missing, names, options or {})
+        raise DataError(f"missing {named(what, missing)}; found {found}{hint}", source=str(path))
     if single:
         check_single_values(frame, columns, path)
+
+
+def _option_hint(missing: Sequence[str], names: OptionNames, options: Mapping[str, str]) -> str:
+    """The options that name the missing columns (`--item-id-col`, whose default 'item_id' a shop's file seldom
+    has), so the message says what to pass."""
+    named = [names.option(options[column]) for column in missing if column in options]
+    if not named:
+        return ""
+    return f": name the file's {plural(len(named), 'column')} with {', '.join(named)}"
 
 
 def _case_hint(missing: Sequence[str], found: Sequence[str], names: OptionNames, options: Mapping[str, str]) -> str:
@@ -131,6 +141,22 @@ def _render(frame: pl.DataFrame, template: str, path: Path, names: OptionNames =
     return template_expr(template)
 
 
+def _note_unread_item_columns(items: pl.DataFrame, read: Sequence[str], text_col: str | None,
+                              text_template: str | None, path: Path, report: ImportReport, names: OptionNames) -> None:
+    """Note the item file's columns that neither the text nor the attributes read (a description, a colour), as the
+    interactions file's are: left out, not silently."""
+    used = {*read, *([text_col] if text_template is None and text_col else []),
+            *(template_fields(text_template) if text_template else [])}
+    unread = [c for c in items.columns if c not in used and not c.startswith("__")]
+    if not unread:
+        return
+    text = (f"the text template reads {', '.join(repr(f) for f in template_fields(text_template))}"
+            if text_template else f"the item text is the {text_col!r} column; {names.option('text_template')} "
+            "renders it from several columns")
+    report.notes.append(f"{path.name}: {counted(len(unread), 'column')} not read "
+                        f"({', '.join(repr(c) for c in unread[:5])}{' …' if len(unread) > 5 else ''}): {text}")
+
+
 MARKUP = r"</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]*)?/?>|&(?:[A-Za-z][A-Za-z0-9]*|#[0-9]+|#x[0-9A-Fa-f]+);"
 """An HTML tag (`<p>`, `</b>`, `<br/>`) or character reference (`&amp;`, `&nbsp;`, `&#39;`) in an item text."""
 
@@ -192,6 +218,8 @@ def read_item_table(item_path: Path, report: ImportReport, bad: BadRows, *, item
         report.notes.append(f"{item_path.name}: " + ", ".join(f"column {source!r} read as the items' {target}"
                                                              for target, source in cased.items()))
     _require(items, list(extra.values()), item_path, "extra item column", names=names)
+    _note_unread_item_columns(items, [item_id_col, *extra.values()], text_col, text_template, item_path, report,
+                              names)
     typed = [source for target, source in extra.items() if target in OPTIONAL_ITEM_SCHEMA]
     check_single_values(items, typed, item_path)
     items = _present(items, [item_id_col], item_path, bad)

@@ -11,6 +11,8 @@ import faiss
 import numpy as np
 import polars as pl
 
+from recsys.text_format import named
+
 Where = Union[Mapping[str, Any], pl.Expr]
 """`{"category": "cameras"}` (equality), `{"category": ["a", "b"]}` (membership; all keys ANDed),
 or any boolean Polars expression over the attribute table, e.g. `pl.col("price") < 100`."""
@@ -37,7 +39,7 @@ def where_mask(attributes: pl.DataFrame | None, where: Where) -> np.ndarray:
     if isinstance(where, Mapping):
         unknown = [c for c in where if c not in attributes.columns]
         if unknown:
-            raise ValueError(f"unknown attribute column(s) {unknown}; have {attributes.columns}")
+            raise ValueError(f"unknown attribute {named('column', unknown)}; have {attributes.columns}")
         exprs = [pl.col(c).is_in(list(v)) if _is_collection(v) else pl.col(c) == v for c, v in where.items()]
         expr = pl.all_horizontal(exprs) if exprs else pl.lit(True)
     elif isinstance(where, pl.Expr):
