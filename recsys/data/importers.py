@@ -189,8 +189,9 @@ def _reconstruct(train: list[Inter], valid: dict[int, Inter], test: dict[int, In
                 seq.append(target)
                 splits.append(split)
         out[user] = (seq, splits)
-    report.notes.append("inconsistent histories (not a suffix of the reconstructed sequence; rows kept): "
-                        + ", ".join(f"{split}={count}" for split, count in bad.items()))
+    if any(bad.values()):  # (said only when there are some: "train=0, valid=0, test=0" was noise)
+        report.notes.append("inconsistent histories (not a suffix of the reconstructed sequence; rows kept): "
+                            + ", ".join(f"{split}={count}" for split, count in bad.items()))
     for split, count in missing.items():
         if count:
             report.notes.append(f"{counted(count, 'user')} without a {split} row")
