@@ -103,10 +103,14 @@ def import_synthetic(out: OutOpt = Path("data/shop"), users: Users = 600, items:
 def import_recbole(directory: Path, out: OutOpt, overwrite: OverwriteOpt = False,
                    attributes: Annotated[Literal["auto", "parse", "none"], typer.Option(
                        help="category and brand from texts laid out '<title>. <category>. <brand>.' (UniSRec), "
-                            "for filters: none, auto (when most texts are) or parse (always)")] = "none") -> None:
+                            "for filters: none, auto (when most texts are) or parse (always)")] = "none",
+                   name: Annotated[Optional[str], typer.Option(
+                       help="the files' common prefix (Scientific for Scientific.text, …), when DIRECTORY holds "
+                            "several datasets' files")] = None) -> None:
     """RecBole/UniSRec atomic files (*.text, *.item2index, *.user2index, *.{train,valid,test}.inter)."""
     from recsys.data.importers import import_recbole_sequential
-    _report_import(import_recbole_sequential(directory, attributes=attributes), out, overwrite)
+    from recsys.data.option_names import RECBOLE_FLAGS
+    _report_import(import_recbole_sequential(directory, name, attributes, RECBOLE_FLAGS), out, overwrite)
 
 
 @import_app.command("movielens")

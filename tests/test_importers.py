@@ -68,7 +68,7 @@ def test_recbole_sequential_reconstructs_full_sequences(tmp_path: Path) -> None:
                                 "Toy.valid.inter": 2, "Toy.test.inter": 2, "Toy.text": 7}
     assert report.dropped == {"items in Toy.item2index without text (unused)": 1,
                               "rows of Toy.text without an item2index entry": 1}
-    assert any("train=0, valid=0, test=0" in note for note in report.notes)
+    assert not any("inconsistent histories" in note for note in report.notes)  # none: not said
     assert "reconstructed 2 user sequences; timestamp = position in the sequence" in report.notes
 
 
@@ -150,8 +150,12 @@ def test_recbole_sequential_missing_file_and_name(tmp_path: Path) -> None:
     (d / "Toy.test.inter").unlink()
     _raises(["Toy.test.inter", "file not found"], import_recbole_sequential, d)
     (d / "Other.text").write_text("item_id:token\ttext:token_seq\n")
-    _raises(["expected exactly one *.text file", "['Other.text', 'Toy.text']", "pass name="],
+    _raises(["expected exactly one *.text file", "['Other.text', 'Toy.text']", "pass name='Other'"],
             import_recbole_sequential, d)
+    _raises(["expected Tool.text, found ['Other.text', 'Toy.text']; pass name='Other'"],
+            import_recbole_sequential, d, "Tool")
+    _toy_recbole(d)  # Toy's files whole again, beside Other.text: the name picks them
+    assert import_recbole_sequential(d, "Toy").interactions["user_id"].unique().sort().to_list() == ["u1", "u2"]
 
 
 def test_the_wrong_recbole_importer_names_the_right_one(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from jobs.cli import app
 from recsys.data import import_recbole_movielens, import_table
+from recsys.data.dataset import Dataset
 from recsys.errors import DataError
 
 
@@ -168,3 +169,20 @@ def test_kind_names_are_checked_before_the_import_reads_anything(shop, tmp_path)
     code, said = run(*args, "--kind-names", "C1=purchase", "--on-bad-rows", "skip")
     assert code == 0, said
     assert pl.read_parquet(tmp_path / "ds" / "interactions.parquet")["kind"].unique().to_list() == ["purchase"]
+
+
+def test_import_recbole_names_its_name_option_when_a_folder_holds_several_datasets(tmp_path):
+    """The error said "pass name=", a keyword of the Python importer that the command did not have."""
+    for name in ("Arts", "Tools"):
+        write(tmp_path / f"{name}.text", "item_id:token\ttext:token_seq", "A1\tA widget.", "A2\tA gadget.")
+        write(tmp_path / f"{name}.item2index", "A1\t1", "A2\t2")
+        write(tmp_path / f"{name}.user2index", "u1\t1")
+        write(tmp_path / f"{name}.train.inter", "user_id:token\titem_id_list:token_seq\titem_id:token", "1\t1\t2")
+        write(tmp_path / f"{name}.valid.inter", "user_id:token\titem_id_list:token_seq\titem_id:token", "1\t1 2\t1")
+        write(tmp_path / f"{name}.test.inter", "user_id:token\titem_id_list:token_seq\titem_id:token", "1\t1 2 1\t2")
+    code, said = run("import", "recbole", tmp_path, "--out", tmp_path / "ds")
+    assert code == 2
+    assert "found ['Arts.text', 'Tools.text']; pass --name Arts (the files' common prefix)" in said, said
+    code, said = run("import", "recbole", tmp_path, "--out", tmp_path / "ds", "--name", "Tools")
+    assert code == 0, said
+    assert Dataset.load(tmp_path / "ds").name == "Tools"

@@ -217,3 +217,12 @@ def test_event_count_sets_the_mean_sequence_length(tmp_path) -> None:
     assert summary["n_interactions"] == pytest.approx(30_000, rel=0.05)
     with pytest.raises(ValueError, match="below the minimum"):
         behaviour_for_events(1000, 2000)
+
+
+def test_the_progress_bar_counts_a_small_shop_s_users_as_whole_numbers(tmp_path, capsys):
+    """unit_scale wrote a shop of 1 user as '0.00/1.00' (scaled units are for 10k users and more)."""
+    from recsys.data.shop_writer import write_shop
+
+    write_shop(tmp_path / "one", n_users=1, n_items=30, seed=0, progress=True)
+    said = capsys.readouterr().err
+    assert "1/1" in said and "1.00" not in said, said

@@ -16,6 +16,7 @@ import polars as pl
 from recsys.data.atomic_files import atomic_file, format_hint, parse_int, read_lines, split_rows
 from recsys.data.dataset import Dataset, ImportReport
 from recsys.data.movielens import import_recbole_movielens  # noqa: F401  (re-exported)
+from recsys.data.option_names import KEYWORDS, OptionNames
 from recsys.data.tables import import_table  # noqa: F401  (re-exported)
 from recsys.errors import DataError
 from recsys.ids import ID_CHARS, too_long
@@ -42,15 +43,21 @@ def _read_index(path: Path, report: ImportReport) -> dict[int, str]:
     return index
 
 
-def _detect_name(directory: Path) -> str:
+def _dataset_name(directory: Path, name: str | None, options: OptionNames) -> str:
+    """The files' common prefix: `name`, else the one `*.text` file's stem; a DataError naming the caller's option
+    (`options`) when several are there, or `name`'s text file is not."""
     if not directory.is_dir():
         raise DataError("directory not found", source=str(directory))
     found = sorted(directory.glob("*.text"))
-    if len(found) != 1:
-        several = "; pass name= (the files' common prefix)" if found else ""
-        raise DataError(f"expected exactly one *.text file to name the dataset, found {[p.name for p in found]}"
-                        f"{several}{format_hint(directory, 'recbole')}", source=str(directory))
-    return found[0].stem
+    if name is not None and (directory / f"{name}.text").is_file():
+        return name
+    if name is None and len(found) == 1:
+        return found[0].stem
+    wanted = f"{name}.text" if name is not None else "exactly one *.text file to name the dataset"
+    several = (f"; pass {options.option('name', found[0].stem)} (the files' common prefix)"
+               if found and (name is not None or len(found) > 1) else "")
+    raise DataError(f"expected {wanted}, found {[p.name for p in found]}{several}{format_hint(directory, 'recbole')}",
+                    source=str(directory))
 
 
 _UNITS = {"inc", "co", "ltd", "corp", "no", "nos", "dia", "approx", "vol", "oz", "lb", "lbs", "in", "ft",
@@ -182,8 +189,9 @@ def _reconstruct(train: list[Inter], valid: dict[int, Inter], test: dict[int, In
                 seq.append(target)
                 splits.append(split)
         out[user] = (seq, splits)
-    report.notes.append("inconsistent histories (not a suffix of the reconstructed sequence; rows kept): "
-                        + ", ".join(f"{split}={count}" for split, count in bad.items()))
+    if any(bad.values()):  # (said only when there are some: "train=0, valid=0, test=0" was noise)
+        report.notes.append("inconsistent histories (not a suffix of the reconstructed sequence; rows kept): "
+                            + ", ".join(f"{split}={count}" for split, count in bad.items()))
     for split, count in missing.items():
         if count:
             report.notes.append(f"{counted(count, 'user')} without a {split} row")
@@ -191,18 +199,20 @@ def _reconstruct(train: list[Inter], valid: dict[int, Inter], test: dict[int, In
 
 
 def import_recbole_sequential(directory: str | Path, name: str | None = None,
-                              attributes: Literal["auto", "parse", "none"] = "none") -> Dataset:
+                              attributes: Literal["auto", "parse", "none"] = "none",
+                              options: OptionNames = KEYWORDS) -> Dataset:
     """Import RecBole/UniSRec sequential atomic files (`<Name>.text`, `.item2index`, `.user2index`,
     `.{train,valid,test}.inter`) into a Dataset with `timestamp` = position in the user's sequence
     and `split` from the files (valid = second to last, test = last).
 
     `attributes`: "auto" reads `category` and `brand` from texts in UniSRec's "<title>. <category>. <brand>."
     layout (`category_brand_from_text`) when most texts have it, "parse" always, "none" (the default) never: they
-    serve filters, not accuracy (README "Category and brand from the texts")."""
+    serve filters, not accuracy (README "Category and brand from the texts"). `name`: the files' common prefix,
+    needed only when the directory holds several datasets' files; `options`: how errors name the caller's options."""
     if attributes not in ("auto", "parse", "none"):
         raise ValueError(f"attributes must be 'auto', 'parse' or 'none', got {attributes!r}")
     directory = Path(directory)
-    name = name or _detect_name(directory)
+    name = _dataset_name(directory, name, options)
     report = ImportReport()
     path = {k: directory / f"{name}.{k}" for k in ("text", "item2index", "user2index")}
     items = _read_index(path["item2index"], report)

@@ -34,6 +34,7 @@ ITEM_TABLE_KEYWORDS = OptionNames(items_delimiter=False)  # read_item_table's: o
 IMPORT_TABLE_FLAGS = OptionNames(flags=True)  # recsys import table
 PUSH_ITEMS_FLAGS = OptionNames(flags=True, items_delimiter=False)  # recsys push-items
 MOVIELENS_FLAGS = OptionNames(flags=True, items_delimiter=False)  # recsys import movielens (tab-separated files)
+RECBOLE_FLAGS = OptionNames(flags=True, items_delimiter=False)  # recsys import recbole
 
 
 class OptionValueError(ValueError):

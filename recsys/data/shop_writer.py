@@ -34,7 +34,8 @@ def write_shop(directory: str | Path, n_users: int, n_items: int, seed: int = 0,
     schema = None
     writer: pq.ParquetWriter | None = None
     try:
-        with tqdm(total=n_users, desc="generating users", unit="user", unit_scale=True, disable=not progress) as bar:
+        with tqdm(total=n_users, desc="generating users", unit="user",
+                  unit_scale=n_users >= 10_000, disable=not progress) as bar:  # (scaled, 1 user read "1.00")
             for chunk in iter_interactions(catalogue, n_users, seed, behaviour, chunk_users=chunk_users):
                 table = chunk.to_arrow()
                 if writer is None:
