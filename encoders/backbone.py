@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from recsys.config import DEFAULT_MODEL, EncoderConfig
@@ -12,6 +14,17 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def import_transformers() -> ModuleType:
+    """transformers, imported whole before any name is taken from it: call it before every `from transformers import
+    …` that may run in a thread of a server (the item tower is loaded by the first request that encodes text, in
+    whichever thread). The package replaces itself in `sys.modules` with a lazy module at the end of its import, and
+    CPython's import statement, when it finds the package still importing in another thread, waits for that import
+    and then reads the names from the module object it found before waiting: the replaced one, which has none of
+    the lazy names (ImportError "cannot import name 'AutoModel' from 'transformers'"). `importlib.import_module`
+    reads `sys.modules` again after the wait."""
+    return importlib.import_module("transformers")
 
 
 def resolve_model_path(model: str) -> str:
@@ -53,6 +66,7 @@ def _not_local(path: str) -> str:
 
 def load_backbone(model: str = DEFAULT_MODEL) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load (model, tokenizer) in eval mode; clear error when the directory is not a HF model."""
+    import_transformers()
     from transformers import AutoModel, AutoTokenizer
 
     path = check_model_directory(model)
@@ -109,6 +123,7 @@ def _model_json(model: str, name: str):
             file = path / name
         else:
             check_model_directory(model)
+            import_transformers()
             from transformers.utils import cached_file
 
             found = cached_file(str(path), name, _raise_exceptions_for_missing_entries=False,

@@ -16,7 +16,8 @@ import polars as pl
 import torch
 from safetensors.torch import load_file, save_file
 
-from encoders.backbone import check_model_directory, load_backbone, resolved_pooling, with_resolved_pooling
+from encoders.backbone import (check_model_directory, import_transformers, load_backbone, resolved_pooling,
+                               with_resolved_pooling)
 from encoders.lora import is_adapter_parameter, load_adapters, merged_backbone, save_adapters
 from encoders.serving import TextPathLoader, TrainedUserTower
 from encoders.towers import AdaptedBert, TwoTowerModel
@@ -72,6 +73,7 @@ def _text_path(directory: Path, meta: dict, config: TrainConfig, tuned: dict[str
                prefer_merged: bool = False) -> tuple[AdaptedBert, object]:
     """(adapted BERT with its trained weights, tokenizer) of an `encoder/` directory: the backbone with the saved
     adapters, or the merged copy; with full fine-tuning the tuned layers (`tuned`, the "bert."-prefixed weights)."""
+    import_transformers()  # (a request's thread may load it while another thread imports transformers)
     from transformers import AutoModel, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(directory))

@@ -4,14 +4,17 @@ the periodic catalogue bank refresh (no gradients) and for the positives of each
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import PreTrainedTokenizerBase
 
 from encoders.towers import AdaptedBert, autocast
 from recsys.progress import pass_bar
+
+if TYPE_CHECKING:  # (see encoders.text_encoder)
+    from transformers import PreTrainedTokenizerBase
 
 FP32_STATE_BYTES = 1 << 30
 """Cached lower-layer token states above this size (in fp32) are stored in fp16."""

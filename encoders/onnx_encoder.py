@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from encoders.backbone import resolve_model_path
+from encoders.backbone import import_transformers, resolve_model_path
 from recsys.config import EncoderConfig
 from recsys.errors import RecsysError
 from recsys.towers import ItemTower
@@ -157,6 +157,8 @@ class OnnxTextEncoder(ItemTower):
                     cache_dir: Path | None = None) -> "OnnxTextEncoder":
         """Session on the cached graph for `config` (`threads`: intra-op threads; None: ONNX Runtime's default)."""
         import onnxruntime
+
+        import_transformers()
         from transformers import AutoConfig, AutoTokenizer
 
         path = graph_path(config, cache_dir)

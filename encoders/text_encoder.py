@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from encoders.backbone import load_backbone, with_resolved_pooling
 from encoders.pooling import pool
 from recsys.config import EncoderConfig
 from recsys.towers import ItemTower
+
+if TYPE_CHECKING:  # (imported by `load_backbone`, through `import_transformers`: this module may be imported by a
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase  # server's request, in any thread)
 
 
 def pick_device() -> torch.device:
