@@ -71,7 +71,8 @@ class ServiceMetrics:
     def set_model(self, name: str, version: str, index_items: int) -> None:
         if self._model_labels is not None:  # 0 first: a worker's file keeps every value it was given
             self.model.labels(*self._model_labels).set(0)
-        self.model.clear()
+        if not os.environ.get(MULTIPROCESS_DIR):  # (several workers: the files are scraped, and prometheus_client
+            self.model.clear()                    # warned on every reload that it clears no file)
         self._model_labels = (version, name)
         self.model.labels(version=version, name=name).set(1)
         self.index_size.set(index_items)

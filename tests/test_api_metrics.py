@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 from api.metrics import MULTIPROCESS_DIR, ServiceMetrics, forget_dead_workers
@@ -56,3 +57,26 @@ def test_a_crashed_worker_s_gauges_leave_the_scrape_and_its_counts_stay(tmp_path
         live.stdin.close()
         live.wait(timeout=30)
     assert forget_dead_workers(str(tmp_path)) == [live_pid]  # (it ran no close() either)
+
+
+def test_a_reload_under_several_workers_says_nothing_of_clearing_labels(tmp_path, monkeypatch):
+    """Every reload of a `--workers N` server logged prometheus_client's "Clearing labels has not been implemented in
+    multi-process mode yet" (a UserWarning): the worker's file keeps what it was given, so the old version is set to
+    0 instead, and nothing is cleared."""
+    monkeypatch.setenv(MULTIPROCESS_DIR, str(tmp_path))
+    metrics = ServiceMetrics()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        metrics.set_model("toy", "v1", 6)
+        metrics.set_model("toy", "v2", 6)
+    assert metrics.model.labels("v1", "toy")._value.get() == 0
+    assert metrics.model.labels("v2", "toy")._value.get() == 1
+
+
+def test_one_process_shows_only_the_version_it_serves():
+    metrics = ServiceMetrics()
+    metrics.set_model("toy", "v1", 6)
+    metrics.set_model("toy", "v2", 6)
+    lines = metrics.render().decode().splitlines()
+    assert [line for line in lines if line.startswith("recsys_model_info{")] == [
+        'recsys_model_info{name="toy",version="v2"} 1.0']
