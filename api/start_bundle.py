@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from recsys.artifacts import MANIFEST, resolve_bundle
+from recsys.errors import BundleError
 
 StartBundle = Literal["latest", "given"]
 
@@ -29,7 +30,7 @@ def is_rollback(bundle: Path) -> bool:
     rollback. False when that cannot be told (no sibling versions, an unreadable directory)."""
     try:
         return resolve_bundle(bundle.parent).resolve() != bundle.resolve()
-    except Exception:  # (BundleError, OSError): no model directory to compare with
+    except (BundleError, OSError, ValueError):  # no model directory to compare with (ValueError: a NUL in a name)
         return False
 
 

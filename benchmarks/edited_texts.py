@@ -31,6 +31,10 @@ TEXT_ONLY = "edited texts, text only (before stop 58)"
 ID_KEPT = "edited texts, ID block kept (stop 58)"
 OWN_KEPT = "edited texts, ID block and own neighbours kept (now)"
 VARIANTS = (AS_BUILT, TEXT_ONLY, ID_KEPT, OWN_KEPT)
+VARIANT_NOTE = ("text only: each edited item encoded as an item added after training (a zero ID block); ID block kept: "
+                "an item the towers were trained on keeps its own ID code, its text part computed as a new item's "
+                "(with neighbour features, the share borrowed from its text-nearest items, as bundles built before "
+                "stop 59 serve it)")
 
 
 def edited_records(items, share: float, suffix: str, seed: int = 0) -> list[dict]:
@@ -55,8 +59,7 @@ def keeps_own_neighbours(recommender) -> bool:
     features, built from stop 59 on)."""
     from encoders.loading import trained_towers
 
-    return any(t.model.own_neighbours is not None and t.model.own_neighbours.saved
-               for t in trained_towers(recommender.user_tower))
+    return any(t.model.keeps_own_neighbours for t in trained_towers(recommender.user_tower))
 
 
 def forget_own_neighbours(recommender) -> None:
@@ -119,15 +122,10 @@ def run(bundle: str | Path, data: str | Path, out: str | Path, share: float = 1.
              "served",
              f"edited: {share:.0%} of the catalogue (seed {seed}), each text with {suffix!r} appended, upserted as the "
              "API upserts (the statistics, keyed by item id, are kept)",
-             "text only: each edited item encoded as an item added after training (a zero ID block); ID block "
-             "kept: an item the towers were trained on keeps its own ID code, its text part computed as a new "
-             "item's (with neighbour features, the share borrowed from its text-nearest items; what the ONNX "
-             "export's ID-code join computes); ID block and own neighbours kept: its text part mixed with its own "
-             "neighbours' means at its own share, as in training"
-             if own else "text only: each edited item encoded as an item added after training (a zero ID block); "
-             "ID block kept: an item the towers were trained on keeps its own ID code, its text part computed as a "
-             "new item's (this bundle keeps no own neighbour shares: towers without neighbour features, or built "
-             "before stop 59, so there is no own-neighbours row)"]
+             VARIANT_NOTE + ("; ID block and own neighbours kept: its text part mixed with its own neighbours' "
+                             "means at its own share, as in training" if own else
+                             "; this bundle keeps no own neighbour shares (towers without neighbour features, or "
+                             "built before stop 59), so there is no own-neighbours row")]
     meta = {"environment": environment(("numpy", "polars", "torch", "lightgbm", "faiss-cpu")), "bundle": str(path),
             "data": str(data), "command": command, "share": share, "suffix": suffix, "seed": seed,
             "own_neighbours": own}

@@ -44,7 +44,7 @@ def save_towers(model: TwoTowerModel, config: TrainConfig, directory: Path, toke
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()  # + fully tuned BERT layers
              if model.trains(k) and not is_adapter_parameter(k)}
     save_file(state, directory / TOWER_WEIGHTS)
-    if model.own_neighbours is not None and model.own_neighbours.saved:
+    if model.keeps_own_neighbours:
         save_file(model.own_neighbours.state(), directory / OWN_NEIGHBOURS_FILE)
     merged = False
     if config.merge_adapters and model.bert is not None and adapter_files:

@@ -230,9 +230,9 @@ def _own_rows(model: TwoTowerModel, ids: list[str], positions: np.ndarray) -> Ow
     some (`OwnNeighbours.lookup`); None for towers `model` that keep none (no neighbour features, or saved before
     stop 59: their trained items' new texts take a new item's text part, which the graph computes without these
     inputs)."""
-    own = model.own_neighbours
-    if own is None or not own.saved:
+    if not model.keeps_own_neighbours:
         return None
+    own = model.own_neighbours
     with torch.no_grad():
         means, shares = own.lookup(torch.as_tensor(positions, device=own.shares.device), model.borrowed_means())
     means, shares = means.float().cpu().numpy(), shares.float().cpu().numpy()

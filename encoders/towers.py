@@ -230,6 +230,12 @@ class TwoTowerModel(nn.Module):
             head_input = torch.where((own_share > 0)[:, None], mixed, head_input)
         return self._head(head_input)
 
+    @property
+    def keeps_own_neighbours(self) -> bool:
+        """Whether these towers hold each trained item's own neighbour share (neighbour features, trained or saved
+        from stop 59 on): a trained item's new text is then mixed with its own neighbours (`item_text_vectors`)."""
+        return self.own_neighbours is not None and self.own_neighbours.saved
+
     def borrowed_means(self) -> torch.Tensor | None:
         """The borrowed share's neighbour means (its bank's `values`), which `OwnNeighbours` reads when it keeps
         none of its own; None without a borrowed share."""
@@ -253,9 +259,8 @@ class TwoTowerModel(nn.Module):
         did (`OwnNeighbours`; the neighbours' features as the last catalogue bank left them), so this is
         `item_vectors` exactly; other items, and every item when the towers were saved without their own
         neighbours (or with `own_neighbours` False), take a new item's text part (`text_block`)."""
-        own = self.own_neighbours
-        if own_neighbours and own is not None and own.saved and len(features):
-            block = self.own_text_block(features, *own.lookup(positions, self.borrowed_means()))
+        if own_neighbours and self.keeps_own_neighbours and len(features):
+            block = self.own_text_block(features, *self.own_neighbours.lookup(positions, self.borrowed_means()))
         else:
             block = self.text_block(features)
         if self.id_embedding is None:

@@ -48,9 +48,9 @@ def add_own_neighbours(recommender, dataset, through: str = "train", seed: int =
     towers = trained_towers(recommender.user_tower)
     if not towers:
         raise BundleError("the bundle has no trained towers (a zero-shot bundle): nothing to upgrade")
-    todo = [t for t in towers if t.model.own_neighbours is not None and not t.model.own_neighbours.saved]
-    already = sum(t.model.own_neighbours is not None and t.model.own_neighbours.saved for t in towers)
     none = sum(t.model.own_neighbours is None for t in towers)
+    already = sum(t.model.keeps_own_neighbours for t in towers)
+    todo = [t for t in towers if t.model.own_neighbours is not None and not t.model.keeps_own_neighbours]
     if not todo:
         return OwnNeighboursUpgrade(0, 0, 0, 0.0, already, none)
     split = split_dataset(dataset)
@@ -71,20 +71,24 @@ def add_own_neighbours(recommender, dataset, through: str = "train", seed: int =
         try:
             model.own_neighbours.load({"shares": shares}, n_items, len(model.borrow.values))
         except ValueError as exc:
-            for each in checked:  # none of the towers keeps shares from events that do not fit them all
-                each.model.own_neighbours.clear()
+            _forget(checked)  # none of the towers keeps shares from events that do not fit them all
             raise DataError(f"its events do not give the towers' neighbours ({exc}): pass the dataset the bundle "
                             "was trained on") from None
         with_neighbours += int((shares > 0).sum())
         checked.append(tower)
     sample, diff = _check(recommender, checked, seed)
     if diff > CHECK_TOLERANCE:
-        for tower in checked:
-            tower.model.own_neighbours.clear()
+        _forget(checked)
         raise DataError(f"the shares rebuilt from its events do not give the bundle's own vectors back (max |diff| "
                         f"{diff:.1e} over {sample} items): pass the dataset, and for a refit bundle the step, it was "
                         "trained on")
     return OwnNeighboursUpgrade(len(checked), with_neighbours, sample, diff, already, none)
+
+
+def _forget(towers) -> None:
+    """The shares given to `towers` taken back (a refused upgrade leaves the towers as loaded)."""
+    for tower in towers:
+        tower.model.own_neighbours.clear()
 
 
 def _check(recommender, towers, seed: int) -> tuple[int, float]:

@@ -317,7 +317,7 @@ def check_beside(bundle: Path, out: Path | None) -> None:
 
     try:
         parent = resolve_bundle(bundle).parent
-    except Exception:  # (BundleError, OSError): said by the command when it opens the bundle
+    except (BundleError, OSError, ValueError):  # said by the command when it opens the bundle
         return
     reason = unwritable_reason(parent)
     if reason is not None:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from recsys.artifacts import bundle_names, listed, new_version, read_manifest, resolve_bundle
+from recsys.artifacts import bundle_names, dataset_names, listed, new_version, read_manifest, resolve_bundle
 from recsys.config import BuildConfig, EvalConfig
 from recsys.data.dataset import Dataset
 from recsys.errors import DataError, RecsysError
@@ -74,10 +74,11 @@ def _dataset_reader(path: Path) -> Callable[[Path], Dataset]:
     if bundle:  # the mix-up the other way round: --data given a bundle (its directory or its name's)
         raise DataError(f"not a dataset: it holds a bundle (of the dataset {bundle!r}), which --bundle takes; --data "
                         "takes the directory `recsys import` wrote", source=str(path))
-    if bundle_names(path):
-        raise DataError(f"not a dataset: it holds the bundles of {listed(bundle_names(path))}, which --bundle takes; "
+    bundles = bundle_names(path)
+    if bundles:
+        raise DataError(f"not a dataset: it holds the bundles of {listed(bundles)}, which --bundle takes; "
                         "--data takes the directory `recsys import` wrote", source=str(path))
-    datasets = sorted(p.name for p in path.iterdir() if p.is_dir() and (p / "schema.json").is_file())
+    datasets = dataset_names(path)
     if datasets:
         raise DataError(f"not a dataset: it holds the datasets {listed(datasets)}; name one, e.g. "
                         f"{path / datasets[0]}", source=str(path))

@@ -111,7 +111,7 @@ def resolve_bundle(path: str | Path) -> Path:
     if named:  # `recsys build --out artifacts` writes artifacts/NAME/VERSION: --bundle artifacts is one level up
         raise BundleError(f"{path}: no bundle here: it holds the bundles of {listed(named)}; name one, e.g. "
                           f"{path / named[0]} (its newest version)")
-    datasets = sorted(p.name for p in path.iterdir() if p.is_dir() and (p / "schema.json").is_file())
+    datasets = dataset_names(path)
     if datasets:
         raise BundleError(f"{path}: no bundle here: it holds the datasets {listed(datasets)}; make a bundle from one "
                           f"with `recsys build --data {path / datasets[0]}`")
@@ -128,6 +128,11 @@ def bundle_names(path: Path) -> list[str]:
             return False
 
     return sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith(".") and holds_versions(p))
+
+
+def dataset_names(path: Path) -> list[str]:
+    """The datasets directly under `path` (`path/NAME/schema.json`): a folder of `recsys import` outputs."""
+    return sorted(p.name for p in path.iterdir() if p.is_dir() and (p / "schema.json").is_file())
 
 
 def listed(names: Sequence[str], most: int = 5) -> str:

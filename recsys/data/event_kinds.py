@@ -81,7 +81,7 @@ def keep_kinds(inter: pl.DataFrame, kind_col: str, kinds: Sequence[str] | None, 
         return inter
     wanted = {k.strip().lower() for k in kinds}
     _check_held(kinds, named, "kinds", kind_col, path, names)
-    kinds_name = _named(names, "kinds")
+    kinds_name = names.name("kinds")
     kept = inter.filter(key.is_in(sorted(wanted)))
     report.drop(f"events of other kinds than {', '.join(kinds)} ({path.name}, {kinds_name})",
                 inter.height - kept.height)
@@ -93,11 +93,6 @@ def _check_held(kinds: Sequence[str], named: Mapping[str, tuple[str, int]], keyw
     """An error naming the `kinds` (of option `keyword`) that the column never holds, and the ones it does."""
     unknown = [k for k in kinds if k.strip().lower() not in named]
     if unknown:
-        raise DataError(f"{_named(names, keyword)} names {', '.join(repr(k) for k in unknown)}, which the "
+        raise DataError(f"{names.name(keyword)} names {', '.join(repr(k) for k in unknown)}, which the "
                         f"{kind_col!r} column never holds; it holds "
                         f"{', '.join(repr(kind) for kind, _ in named.values())}", source=str(path))
-
-
-def _named(names: OptionNames, keyword: str) -> str:
-    """`keyword` as the caller writes the option's name: `--kind-names` or `kind_names`."""
-    return f"--{keyword.replace('_', '-')}" if names.flags else keyword

@@ -15,12 +15,16 @@ class OptionNames:
     flags: bool = False
     items_delimiter: bool = True
 
+    def name(self, keyword: str) -> str:
+        """`keyword` as the caller names the option: `--kind-names` or `kind_names`."""
+        return f"--{keyword.replace('_', '-')}" if self.flags else keyword
+
     def option(self, keyword: str, value: str | None = None, flag_value: str | None = None) -> str:
         """`keyword` as the caller writes it, with a value if given: `on_bad_rows='skip'` or `--on-bad-rows skip`
         (`flag_value`: the value as a command line writes it, when not `value`)."""
         if self.flags:
             shown = value if flag_value is None else flag_value
-            return f"--{keyword.replace('_', '-')}" + ("" if shown is None else f" {shown}")
+            return self.name(keyword) + ("" if shown is None else f" {shown}")
         return f"{keyword}=" + ("" if value is None else repr(value))
 
     def invalid(self, keyword: str, problem: str) -> OptionValueError:
